@@ -1,0 +1,386 @@
+//! The CPU backend: f32 buffers in host memory, rayon threads, blocked GEMM. It is the oracle
+//! every other backend is tested against.
+
+mod activation;
+mod attention;
+mod embed;
+mod head;
+mod matmul;
+mod norm;
+
+use super::{Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Cpu;
+
+fn check(op: &'static str, buffer: &'static str, buf: &[f32], expected: usize) -> Result<()> {
+    if buf.len() == expected {
+        Ok(())
+    } else {
+        Err(BackendError::Length {
+            op,
+            buffer,
+            expected,
+            found: buf.len(),
+        })
+    }
+}
+
+fn check_rows(op: &'static str, buffer: &'static str, buf: &[f32], dim: usize) -> Result<usize> {
+    if dim == 0 || buf.len() % dim != 0 {
+        return Err(BackendError::Invalid {
+            op,
+            message: format!(
+                "buffer `{buffer}` of {} elements is not made of rows of {dim}",
+                buf.len()
+            ),
+        });
+    }
+    Ok(buf.len() / dim)
+}
+
+fn check_attention(op: &'static str, s: &AttentionShape) -> Result<()> {
+    if let Some(lengths) = &s.key_lengths {
+        if lengths.len() != s.batch || lengths.iter().any(|&l| l == 0 || l > s.tokens) {
+            return Err(BackendError::Invalid {
+                op,
+                message: format!(
+                    "key lengths {lengths:?} must be {} values in 1..={}",
+                    s.batch, s.tokens
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Backend for Cpu {
+    type Buf = Vec<f32>;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
+        Ok(host.to_vec())
+    }
+
+    fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        Ok(vec![0.0; len])
+    }
+
+    fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf.clone())
+    }
+
+    fn copy(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf.clone())
+    }
+
+    fn len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
+    fn linear(
+        &self,
+        out: &mut Vec<f32>,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        check("linear", "out", out, m * n)?;
+        check("linear", "x", x, m * k)?;
+        check("linear", "weight", w, n * k)?;
+        if let Some(b) = bias {
+            check("linear", "bias", b, n)?;
+        }
+        matmul::linear(out, x, w, bias.map(|b| b.as_slice()), m, k, n);
+        Ok(())
+    }
+
+    fn linear_backward(
+        &self,
+        dx: &mut Vec<f32>,
+        dy: &Vec<f32>,
+        w: &Vec<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        check("linear_backward", "dx", dx, m * k)?;
+        check("linear_backward", "dy", dy, m * n)?;
+        check("linear_backward", "weight", w, n * k)?;
+        matmul::linear_backward(dx, dy, w, m, k, n, accumulate);
+        Ok(())
+    }
+
+    fn layernorm(
+        &self,
+        out: &mut Vec<f32>,
+        stats: &mut Vec<f32>,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let rows = check_rows("layernorm", "x", x, dim)?;
+        check("layernorm", "out", out, x.len())?;
+        check("layernorm", "stats", stats, 2 * rows)?;
+        check("layernorm", "gamma", gamma, dim)?;
+        check("layernorm", "beta", beta, dim)?;
+        norm::layernorm(out, stats, x, gamma, beta, dim, eps);
+        Ok(())
+    }
+
+    fn layernorm_backward(
+        &self,
+        dx: &mut Vec<f32>,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        stats: &Vec<f32>,
+        gamma: &Vec<f32>,
+        dim: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let rows = check_rows("layernorm_backward", "x", x, dim)?;
+        check("layernorm_backward", "dx", dx, x.len())?;
+        check("layernorm_backward", "dy", dy, x.len())?;
+        check("layernorm_backward", "stats", stats, 2 * rows)?;
+        check("layernorm_backward", "gamma", gamma, dim)?;
+        norm::layernorm_backward(dx, dy, x, stats, gamma, dim, accumulate);
+        Ok(())
+    }
+
+    fn activation(&self, out: &mut Vec<f32>, x: &Vec<f32>, act: Activation) -> Result<()> {
+        check("activation", "out", out, x.len())?;
+        activation::activation(out, x, act);
+        Ok(())
+    }
+
+    fn activation_backward(
+        &self,
+        dx: &mut Vec<f32>,
+        dy: &Vec<f32>,
+        x: &Vec<f32>,
+        act: Activation,
+    ) -> Result<()> {
+        check("activation_backward", "dx", dx, x.len())?;
+        check("activation_backward", "dy", dy, x.len())?;
+        activation::activation_backward(dx, dy, x, act);
+        Ok(())
+    }
+
+    fn add(&self, out: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>) -> Result<()> {
+        check("add", "out", out, a.len())?;
+        check("add", "b", b, a.len())?;
+        for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+            *o = a + b;
+        }
+        Ok(())
+    }
+
+    fn add_assign(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
+        check("add_assign", "src", src, dst.len())?;
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        probs: &mut Vec<f32>,
+        ctx: &mut Vec<f32>,
+        qkv: &Vec<f32>,
+        s: &AttentionShape,
+    ) -> Result<()> {
+        check_attention("attention", s)?;
+        let rows = s.batch * s.tokens;
+        check("attention", "qkv", qkv, rows * 3 * s.width())?;
+        check("attention", "ctx", ctx, rows * s.width())?;
+        check("attention", "probs", probs, s.probs_len())?;
+        attention::attention(probs, ctx, qkv, s);
+        Ok(())
+    }
+
+    fn attention_backward(
+        &self,
+        dprobs: &mut Vec<f32>,
+        dqkv: &mut Vec<f32>,
+        dctx: &Vec<f32>,
+        qkv: &Vec<f32>,
+        probs: &Vec<f32>,
+        s: &AttentionShape,
+    ) -> Result<()> {
+        check_attention("attention_backward", s)?;
+        let rows = s.batch * s.tokens;
+        check("attention_backward", "qkv", qkv, rows * 3 * s.width())?;
+        check("attention_backward", "dqkv", dqkv, rows * 3 * s.width())?;
+        check("attention_backward", "dctx", dctx, rows * s.width())?;
+        check("attention_backward", "probs", probs, s.probs_len())?;
+        check("attention_backward", "dprobs", dprobs, s.probs_len())?;
+        attention::attention_backward(dprobs, dqkv, dctx, qkv, probs, s);
+        Ok(())
+    }
+
+    fn patchify(&self, out: &mut Vec<f32>, pixels: &Vec<f32>, g: PatchGeometry) -> Result<()> {
+        if g.patch == 0 || g.height % g.patch != 0 || g.width % g.patch != 0 {
+            return Err(BackendError::Invalid {
+                op: "patchify",
+                message: format!(
+                    "{}×{} image is not a whole number of {} px patches",
+                    g.height, g.width, g.patch
+                ),
+            });
+        }
+        check(
+            "patchify",
+            "pixels",
+            pixels,
+            g.batch * g.channels * g.height * g.width,
+        )?;
+        check(
+            "patchify",
+            "out",
+            out,
+            g.batch * g.patches() * g.patch_len(),
+        )?;
+        embed::patchify(out, pixels, g);
+        Ok(())
+    }
+
+    fn prepend_class_add_positions(
+        &self,
+        out: &mut Vec<f32>,
+        patches: &Vec<f32>,
+        class: &Vec<f32>,
+        pos: &Vec<f32>,
+        batch: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let tokens = check_rows("prepend_class_add_positions", "pos", pos, dim)?;
+        check("prepend_class_add_positions", "class", class, dim)?;
+        check(
+            "prepend_class_add_positions",
+            "patches",
+            patches,
+            batch * (tokens - 1) * dim,
+        )?;
+        check(
+            "prepend_class_add_positions",
+            "out",
+            out,
+            batch * tokens * dim,
+        )?;
+        embed::prepend_class_add_positions(out, patches, class, pos, batch, dim);
+        Ok(())
+    }
+
+    fn embed_tokens(
+        &self,
+        out: &mut Vec<f32>,
+        ids: &[u32],
+        table: &Vec<f32>,
+        pos: &Vec<f32>,
+        seq: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let vocab = check_rows("embed_tokens", "table", table, dim)?;
+        let positions = check_rows("embed_tokens", "pos", pos, dim)?;
+        check("embed_tokens", "out", out, ids.len() * dim)?;
+        if seq == 0 || ids.len() % seq != 0 || seq > positions {
+            return Err(BackendError::Invalid {
+                op: "embed_tokens",
+                message: format!(
+                    "{} ids in sequences of {seq} with {positions} positions",
+                    ids.len()
+                ),
+            });
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(BackendError::Invalid {
+                op: "embed_tokens",
+                message: format!("token id {bad} is outside the vocabulary of {vocab}"),
+            });
+        }
+        embed::embed_tokens(out, ids, table, pos, seq, dim);
+        Ok(())
+    }
+
+    fn gather_rows(
+        &self,
+        out: &mut Vec<f32>,
+        x: &Vec<f32>,
+        rows: &[usize],
+        dim: usize,
+    ) -> Result<()> {
+        let n = check_rows("gather_rows", "x", x, dim)?;
+        check("gather_rows", "out", out, rows.len() * dim)?;
+        check_row_indices("gather_rows", rows, n)?;
+        embed::gather_rows(out, x, rows, dim);
+        Ok(())
+    }
+
+    fn gather_rows_backward(
+        &self,
+        dx: &mut Vec<f32>,
+        dy: &Vec<f32>,
+        rows: &[usize],
+        dim: usize,
+    ) -> Result<()> {
+        let n = check_rows("gather_rows_backward", "dx", dx, dim)?;
+        check("gather_rows_backward", "dy", dy, rows.len() * dim)?;
+        check_row_indices("gather_rows_backward", rows, n)?;
+        embed::gather_rows_backward(dx, dy, rows, dim);
+        Ok(())
+    }
+
+    fn cosine_scores(
+        &self,
+        scores: &mut Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        scale: f32,
+        dim: usize,
+    ) -> Result<()> {
+        let rows = check_rows("cosine_scores", "a", a, dim)?;
+        check("cosine_scores", "b", b, a.len())?;
+        check("cosine_scores", "scores", scores, rows)?;
+        head::cosine_scores(scores, a, b, scale, dim);
+        Ok(())
+    }
+
+    fn cosine_scores_backward(
+        &self,
+        da: &mut Vec<f32>,
+        db: &mut Vec<f32>,
+        dscores: &Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        scale: f32,
+        dim: usize,
+    ) -> Result<()> {
+        let rows = check_rows("cosine_scores_backward", "a", a, dim)?;
+        for (name, buf) in [("b", &*b), ("da", &*da), ("db", &*db)] {
+            check("cosine_scores_backward", name, buf, a.len())?;
+        }
+        check("cosine_scores_backward", "dscores", dscores, rows)?;
+        head::cosine_scores_backward(da, db, dscores, a, b, scale, dim);
+        Ok(())
+    }
+}
+
+fn check_row_indices(op: &'static str, rows: &[usize], n: usize) -> Result<()> {
+    match rows.iter().find(|&&r| r >= n) {
+        Some(r) => Err(BackendError::Invalid {
+            op,
+            message: format!("row {r} is outside 0..{n}"),
+        }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,278 @@
+//! The op set every model is written against, forward and backward.
+//!
+//! Models run as a straight sequence of these ops over preallocated buffers (the llm.c
+//! style): a forward that keeps what the backward and the explanation methods need, then a
+//! backward that computes activation gradients only — never weight gradients. Each op has a
+//! CPU implementation (`cpu`, the oracle) and, later, a CUDA one with the same contract.
+//!
+//! Layout conventions: activations are row-major `[rows, width]` with `rows = batch · tokens`;
+//! linear weights are stored as Hugging Face stores them, `[out, in]`; attention heads are
+//! interleaved in the width (`[.., heads · head_dim]`), and the fused projection of a
+//! self-attention layer writes rows `[q | k | v]` of width `3 · heads · head_dim`.
+
+pub mod cpu;
+
+use thiserror::Error;
+
+pub use cpu::Cpu;
+
+/// Elementwise activation of a feed-forward block, as named by `hidden_act` in config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu`: the exact form x·Φ(x) with the error function.
+    Gelu,
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
+    GeluTanh,
+    /// `quick_gelu`: x·σ(1.702·x), used by OpenAI's CLIP.
+    QuickGelu,
+}
+
+impl Activation {
+    /// Parses the `hidden_act` string of a Hugging Face config.
+    pub fn from_hf_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Self::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" => Some(Self::GeluTanh),
+            "quick_gelu" => Some(Self::QuickGelu),
+            _ => None,
+        }
+    }
+}
+
+/// Shape of one softmax self-attention over a padded batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub heads: usize,
+    pub tokens: usize,
+    pub head_dim: usize,
+    /// Causal masking: query i sees keys j ≤ i (CLIP's text tower).
+    pub causal: bool,
+    /// Valid (non-padding) keys per sample; `None` when every sample uses all `tokens`.
+    pub key_lengths: Option<Vec<usize>>,
+}
+
+impl AttentionShape {
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    pub fn probs_len(&self) -> usize {
+        self.batch * self.heads * self.tokens * self.tokens
+    }
+
+    /// Number of keys sample `b` may attend to.
+    pub fn key_len(&self, b: usize) -> usize {
+        self.key_lengths.as_ref().map_or(self.tokens, |l| l[b])
+    }
+
+    /// Softmax temperature 1/√head_dim, as every family here uses.
+    pub fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
+/// Geometry of a batch of images cut into non-overlapping square patches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PatchGeometry {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub patch: usize,
+}
+
+impl PatchGeometry {
+    pub fn grid(&self) -> (usize, usize) {
+        (self.height / self.patch, self.width / self.patch)
+    }
+
+    pub fn patches(&self) -> usize {
+        let (h, w) = self.grid();
+        h * w
+    }
+
+    /// Length of one flattened patch, ordered (channel, row, column) like a conv weight.
+    pub fn patch_len(&self) -> usize {
+        self.channels * self.patch * self.patch
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("{op}: buffer `{buffer}` has {found} elements, expected {expected}")]
+    Length {
+        op: &'static str,
+        buffer: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{op}: {message}")]
+    Invalid { op: &'static str, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// The operations a model is written against. `Buf` is an f32 buffer living wherever the
+/// backend computes; index-like arguments (token ids, row positions) stay on the host.
+///
+/// Gradient ops name their inputs like the forward and write `d*` outputs; `accumulate`
+/// adds into the destination instead of overwriting it (for fan-in such as q/k/v → input).
+pub trait Backend: Sync {
+    type Buf: Send + Sync;
+
+    fn name(&self) -> &'static str;
+    fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    fn copy(&self, buf: &Self::Buf) -> Result<Self::Buf>;
+    fn len(&self, buf: &Self::Buf) -> usize;
+
+    /// out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]).
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        bias: Option<&Self::Buf>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()>;
+    /// dx[m, k] (+)= dy[m, n] · w[n, k].
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dy: &Self::Buf,
+        w: &Self::Buf,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Result<()>;
+
+    /// Row-wise layer norm; `stats` receives (mean, 1/σ) per row for the backward.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm(
+        &self,
+        out: &mut Self::Buf,
+        stats: &mut Self::Buf,
+        x: &Self::Buf,
+        gamma: &Self::Buf,
+        beta: &Self::Buf,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()>;
+    /// dx (+)= ∂LN/∂x applied to dy.
+    #[allow(clippy::too_many_arguments)]
+    fn layernorm_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        stats: &Self::Buf,
+        gamma: &Self::Buf,
+        dim: usize,
+        accumulate: bool,
+    ) -> Result<()>;
+
+    fn activation(&self, out: &mut Self::Buf, x: &Self::Buf, act: Activation) -> Result<()>;
+    /// dx = dy ⊙ act'(x).
+    fn activation_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        act: Activation,
+    ) -> Result<()>;
+
+    /// out = a + b (residual connections).
+    fn add(&self, out: &mut Self::Buf, a: &Self::Buf, b: &Self::Buf) -> Result<()>;
+    /// dst += src (gradient fan-in).
+    fn add_assign(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
+
+    /// Self-attention from fused rows `qkv` [batch·tokens, 3·width]: keeps the softmax
+    /// probabilities [batch, heads, tokens, tokens] (masked entries exactly 0) and writes the
+    /// context [batch·tokens, width].
+    fn attention(
+        &self,
+        probs: &mut Self::Buf,
+        ctx: &mut Self::Buf,
+        qkv: &Self::Buf,
+        shape: &AttentionShape,
+    ) -> Result<()>;
+    /// From d ctx: d probs (what the explanation methods read) and d qkv.
+    fn attention_backward(
+        &self,
+        dprobs: &mut Self::Buf,
+        dqkv: &mut Self::Buf,
+        dctx: &Self::Buf,
+        qkv: &Self::Buf,
+        probs: &Self::Buf,
+        shape: &AttentionShape,
+    ) -> Result<()>;
+
+    /// Cuts images [batch, channels, height, width] into rows [batch·patches, patch_len].
+    fn patchify(&self, out: &mut Self::Buf, pixels: &Self::Buf, geo: PatchGeometry) -> Result<()>;
+    /// Vision tokens: out[b] = [class ; patches[b]] + pos, out [batch·(1+patches), dim].
+    fn prepend_class_add_positions(
+        &self,
+        out: &mut Self::Buf,
+        patches: &Self::Buf,
+        class: &Self::Buf,
+        pos: &Self::Buf,
+        batch: usize,
+        dim: usize,
+    ) -> Result<()>;
+    /// Text tokens: out[b, t] = table[ids[b, t]] + pos[t], out [batch·seq, dim].
+    fn embed_tokens(
+        &self,
+        out: &mut Self::Buf,
+        ids: &[u32],
+        table: &Self::Buf,
+        pos: &Self::Buf,
+        seq: usize,
+        dim: usize,
+    ) -> Result<()>;
+
+    /// out[i] = x[rows[i]] for rows of width `dim`.
+    fn gather_rows(
+        &self,
+        out: &mut Self::Buf,
+        x: &Self::Buf,
+        rows: &[usize],
+        dim: usize,
+    ) -> Result<()>;
+    /// dx = 0, then dx[rows[i]] += dy[i].
+    fn gather_rows_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dy: &Self::Buf,
+        rows: &[usize],
+        dim: usize,
+    ) -> Result<()>;
+
+    /// scores[b] = scale · cos(a[b], b[b]) for rows of width `dim`.
+    fn cosine_scores(
+        &self,
+        scores: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        scale: f32,
+        dim: usize,
+    ) -> Result<()>;
+    /// da, db from d scores.
+    #[allow(clippy::too_many_arguments)]
+    fn cosine_scores_backward(
+        &self,
+        da: &mut Self::Buf,
+        db: &mut Self::Buf,
+        dscores: &Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        scale: f32,
+        dim: usize,
+    ) -> Result<()>;
+}

@@ -1,0 +1,690 @@
+//! CLIP image preprocessing, equal to transformers' `CLIPImageProcessor` (the "slow", PIL-based
+//! one; `models/clip/image_processing_clip.py`).
+//!
+//! The steps and the rounding of each follow transformers and Pillow exactly:
+//! 1. decode and `convert("RGB")` (alpha dropped, grey replicated);
+//! 2. resize with Pillow's `Image.resize` (separable convolution, 8-bit fixed point,
+//!    `libImaging/Resample.c`) to the size of `get_resize_output_image_size`;
+//! 3. `center_crop` with transformers' offsets `(h − crop_h) // 2`, zero padding when the crop is
+//!    larger than the image;
+//! 4. `rescale`: `float32(float64(v) · rescale_factor)`;
+//! 5. `normalize`: `(x − mean) / std` in float32; output is channels-first [3, H, W].
+//!
+//! Sizes come from preprocessor_config.json when the model directory has one, else from the
+//! model config's `image_size` (spec/methods.md §H "Preprocessing sizes"); all other defaults are
+//! `CLIPImageProcessor`'s.
+
+use std::path::Path;
+
+use image::{DynamicImage, ImageReader, RgbImage};
+use serde_json::{Map, Value};
+
+use super::InputError;
+
+/// Name of the image processor configuration inside a model directory.
+pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
+
+/// OpenAI CLIP's per-channel mean (transformers' `OPENAI_CLIP_MEAN`).
+pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// OpenAI CLIP's per-channel standard deviation (`OPENAI_CLIP_STD`).
+pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+/// Pillow's resampling filters that `Image.resize` implements by convolution, by their PIL codes
+/// (`PIL.Image.Resampling`), which is how preprocessor_config.json stores `resample`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resample {
+    /// 1
+    Lanczos,
+    /// 2
+    Bilinear,
+    /// 3, CLIP's choice
+    Bicubic,
+    /// 4
+    Box,
+    /// 5
+    Hamming,
+}
+
+impl Resample {
+    /// The filter for a PIL resample code; NEAREST (0) takes another code path in Pillow and is
+    /// not supported.
+    pub fn from_pil_code(code: u64) -> Option<Self> {
+        match code {
+            1 => Some(Self::Lanczos),
+            2 => Some(Self::Bilinear),
+            3 => Some(Self::Bicubic),
+            4 => Some(Self::Box),
+            5 => Some(Self::Hamming),
+            _ => None,
+        }
+    }
+
+    /// Half-width of the kernel at scale 1 (Pillow's `struct filter` support).
+    fn support(self) -> f64 {
+        match self {
+            Self::Box => 0.5,
+            Self::Bilinear | Self::Hamming => 1.0,
+            Self::Bicubic => 2.0,
+            Self::Lanczos => 3.0,
+        }
+    }
+
+    /// The kernel, as Pillow's `*_filter` functions compute it (in double precision).
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Self::Box => {
+                if x > -0.5 && x <= 0.5 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Self::Bilinear => (1.0 - x.abs()).max(0.0),
+            Self::Hamming => {
+                let x = x.abs();
+                if x == 0.0 {
+                    1.0
+                } else if x >= 1.0 {
+                    0.0
+                } else {
+                    let x = x * std::f64::consts::PI;
+                    // Pillow writes these constants as C floats.
+                    x.sin() / x * (0.54_f32 as f64 + 0.46_f32 as f64 * x.cos())
+                }
+            }
+            Self::Bicubic => {
+                // Keys' cubic convolution with a = −0.5.
+                const A: f64 = -0.5;
+                let x = x.abs();
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+            Self::Lanczos => {
+                if (-3.0..3.0).contains(&x) {
+                    sinc(x) * sinc(x / 3.0)
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+fn sinc(x: f64) -> f64 {
+    if x == 0.0 {
+        1.0
+    } else {
+        let x = x * std::f64::consts::PI;
+        x.sin() / x
+    }
+}
+
+/// The resize target, as `size` in preprocessor_config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeTo {
+    /// `{"shortest_edge": n}` (or a legacy plain integer): keep the aspect ratio.
+    ShortestEdge(usize),
+    /// `{"height": h, "width": w}`.
+    Exact { height: usize, width: usize },
+}
+
+/// The settings of `CLIPImageProcessor` that change pixels.
+///
+/// `do_convert_rgb` is not a setting here: images are always converted to RGB, which is what the
+/// flag does to every image a 3-channel model can take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageProcessorConfig {
+    pub do_resize: bool,
+    pub size: ResizeTo,
+    pub resample: Resample,
+    pub do_center_crop: bool,
+    pub crop_height: usize,
+    pub crop_width: usize,
+    pub do_rescale: bool,
+    pub rescale_factor: f64,
+    pub do_normalize: bool,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+}
+
+/// One preprocessed image: channels-first f32, [3, height, width].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelValues {
+    pub data: Vec<f32>,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Several preprocessed images of one size: [batch, 3, height, width].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PixelBatch {
+    pub data: Vec<f32>,
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ImageProcessorConfig {
+    /// `CLIPImageProcessor`'s defaults with its 224 replaced by the model's `image_size`.
+    pub fn clip(image_size: usize) -> Self {
+        Self {
+            do_resize: true,
+            size: ResizeTo::ShortestEdge(image_size),
+            resample: Resample::Bicubic,
+            do_center_crop: true,
+            crop_height: image_size,
+            crop_width: image_size,
+            do_rescale: true,
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
+            image_mean: OPENAI_CLIP_MEAN,
+            image_std: OPENAI_CLIP_STD,
+        }
+    }
+
+    /// `dir/preprocessor_config.json` when it exists, else [`ImageProcessorConfig::clip`].
+    pub fn from_dir(dir: &Path, image_size: usize) -> Result<Self, InputError> {
+        let path = dir.join(PREPROCESSOR_CONFIG_FILE);
+        if path.is_file() {
+            Self::from_file(&path, image_size)
+        } else {
+            Ok(Self::clip(image_size))
+        }
+    }
+
+    /// Parses a preprocessor_config.json; absent fields take [`ImageProcessorConfig::clip`]'s
+    /// values.
+    pub fn from_file(path: &Path, image_size: usize) -> Result<Self, InputError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InputError::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let json = match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(json)) => json,
+            Ok(other) => {
+                return Err(field_error(path, "(top level)", "a JSON object", &other));
+            }
+            Err(source) => {
+                return Err(InputError::ConfigJson {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let fields = Fields { path, json: &json };
+        let default = Self::clip(image_size);
+        let (crop_height, crop_width) = match fields.get("crop_size") {
+            None => (default.crop_height, default.crop_width),
+            // `get_size_dict(crop_size, default_to_square=True)`: an integer is a square.
+            Some(Value::Number(_)) => {
+                let n = fields.positive("crop_size")?;
+                (n, n)
+            }
+            Some(_) => match fields.size_dict("crop_size")? {
+                ResizeTo::Exact { height, width } => (height, width),
+                ResizeTo::ShortestEdge(_) => {
+                    return Err(fields.error("crop_size", "{\"height\", \"width\"}"));
+                }
+            },
+        };
+        Ok(Self {
+            do_resize: fields.flag("do_resize", default.do_resize)?,
+            size: match fields.get("size") {
+                None => default.size,
+                // `get_size_dict(size, default_to_square=False)`: an integer is the shortest edge.
+                Some(Value::Number(_)) => ResizeTo::ShortestEdge(fields.positive("size")?),
+                Some(_) => fields.size_dict("size")?,
+            },
+            resample: match fields.get("resample") {
+                None => default.resample,
+                Some(v) => v
+                    .as_u64()
+                    .and_then(Resample::from_pil_code)
+                    .ok_or_else(|| {
+                        fields.error(
+                            "resample",
+                            "a PIL filter code: 1 (lanczos), 2 (bilinear), 3 (bicubic), 4 (box) \
+                         or 5 (hamming)",
+                        )
+                    })?,
+            },
+            do_center_crop: fields.flag("do_center_crop", default.do_center_crop)?,
+            crop_height,
+            crop_width,
+            do_rescale: fields.flag("do_rescale", default.do_rescale)?,
+            rescale_factor: match fields.get("rescale_factor") {
+                None => default.rescale_factor,
+                Some(v) => v
+                    .as_f64()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| fields.error("rescale_factor", "a finite number"))?,
+            },
+            do_normalize: fields.flag("do_normalize", default.do_normalize)?,
+            image_mean: fields.per_channel("image_mean", default.image_mean, false)?,
+            image_std: fields.per_channel("image_std", default.image_std, true)?,
+        })
+    }
+
+    /// Loads and preprocesses the image file at `path`.
+    pub fn preprocess_file(&self, path: &Path) -> Result<PixelValues, InputError> {
+        let image = load_image(path)?;
+        self.preprocess(&image, &path.display().to_string())
+    }
+
+    /// Preprocesses an RGB image; `what` names it in errors.
+    pub fn preprocess(&self, image: &RgbImage, what: &str) -> Result<PixelValues, InputError> {
+        if image.width() == 0 || image.height() == 0 {
+            return Err(InputError::EmptyImage {
+                what: what.to_string(),
+                width: image.width(),
+                height: image.height(),
+            });
+        }
+        let resized;
+        let image = if self.do_resize {
+            let (height, width) =
+                resize_output_size(image.height() as usize, image.width() as usize, self.size);
+            resized = resize(image, width, height, self.resample);
+            &resized
+        } else {
+            image
+        };
+        let cropped;
+        let image = if self.do_center_crop {
+            cropped = center_crop(image, self.crop_height, self.crop_width);
+            &cropped
+        } else {
+            image
+        };
+        Ok(self.to_tensor(image))
+    }
+
+    /// Preprocesses several image files into one batch; they must end up the same size.
+    pub fn preprocess_batch<P: AsRef<Path>>(&self, paths: &[P]) -> Result<PixelBatch, InputError> {
+        let mut data = Vec::new();
+        let mut first: Option<(String, (usize, usize))> = None;
+        for path in paths {
+            let path = path.as_ref();
+            let pixels = self.preprocess_file(path)?;
+            let size = (pixels.height, pixels.width);
+            match &first {
+                None => first = Some((path.display().to_string(), size)),
+                Some((name, first_size)) if *first_size != size => {
+                    return Err(InputError::RaggedBatch {
+                        first: name.clone(),
+                        first_size: *first_size,
+                        other: path.display().to_string(),
+                        other_size: size,
+                    });
+                }
+                Some(_) => {}
+            }
+            data.extend_from_slice(&pixels.data);
+        }
+        let (height, width) = first.map_or((0, 0), |(_, size)| size);
+        Ok(PixelBatch {
+            data,
+            batch: paths.len(),
+            height,
+            width,
+        })
+    }
+
+    /// Rescale and normalise with transformers' precision, into channels-first order.
+    fn to_tensor(&self, image: &RgbImage) -> PixelValues {
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let mut data = vec![0.0f32; 3 * height * width];
+        for (i, pixel) in image.pixels().enumerate() {
+            for c in 0..3 {
+                let v = pixel.0[c];
+                // `rescale` multiplies in float64 and then casts to float32.
+                let mut x = if self.do_rescale {
+                    (f64::from(v) * self.rescale_factor) as f32
+                } else {
+                    f32::from(v)
+                };
+                if self.do_normalize {
+                    x = (x - self.image_mean[c]) / self.image_std[c];
+                }
+                data[c * height * width + i] = x;
+            }
+        }
+        PixelValues {
+            data,
+            height,
+            width,
+        }
+    }
+}
+
+/// Typed access to preprocessor_config.json fields, with messages naming the file and field.
+struct Fields<'a> {
+    path: &'a Path,
+    json: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    /// JSON null counts as absent, as transformers treats `None`.
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.json.get(key).filter(|v| !v.is_null())
+    }
+
+    fn error(&self, key: &str, expected: &str) -> InputError {
+        let found = self.json.get(key).unwrap_or(&Value::Null);
+        field_error(self.path, key, expected, found)
+    }
+
+    fn flag(&self, key: &str, default: bool) -> Result<bool, InputError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| self.error(key, "true or false")),
+        }
+    }
+
+    fn positive(&self, key: &str) -> Result<usize, InputError> {
+        self.get(key)
+            .and_then(Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| self.error(key, "a positive integer"))
+    }
+
+    /// A size object: `{"shortest_edge": n}` or `{"height": h, "width": w}`.
+    fn size_dict(&self, key: &str) -> Result<ResizeTo, InputError> {
+        const EXPECTED: &str =
+            "an integer, {\"shortest_edge\": n} or {\"height\": h, \"width\": w} with positive sizes";
+        let obj = self
+            .get(key)
+            .and_then(Value::as_object)
+            .ok_or_else(|| self.error(key, EXPECTED))?;
+        let dim = |name: &str| {
+            obj.get(name)
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n > 0)
+        };
+        if obj.contains_key("shortest_edge") {
+            dim("shortest_edge")
+                .map(ResizeTo::ShortestEdge)
+                .ok_or_else(|| self.error(key, EXPECTED))
+        } else {
+            match (dim("height"), dim("width")) {
+                (Some(height), Some(width)) => Ok(ResizeTo::Exact { height, width }),
+                _ => Err(self.error(key, EXPECTED)),
+            }
+        }
+    }
+
+    /// Three per-channel values, or one number for all channels (as `normalize` accepts).
+    fn per_channel(
+        &self,
+        key: &str,
+        default: [f32; 3],
+        nonzero: bool,
+    ) -> Result<[f32; 3], InputError> {
+        let expected = if nonzero {
+            "three non-zero numbers (or one)"
+        } else {
+            "three numbers (or one)"
+        };
+        let values: Option<Vec<f64>> = match self.get(key) {
+            None => return Ok(default),
+            Some(Value::Number(n)) => n.as_f64().map(|x| vec![x; 3]),
+            Some(Value::Array(items)) => items.iter().map(Value::as_f64).collect(),
+            Some(_) => None,
+        };
+        // transformers builds the mean/std arrays in float32, as here.
+        match values.as_deref() {
+            Some(&[a, b, c])
+                if [a, b, c]
+                    .iter()
+                    .all(|x| x.is_finite() && (!nonzero || *x != 0.0)) =>
+            {
+                Ok([a as f32, b as f32, c as f32])
+            }
+            _ => Err(self.error(key, expected)),
+        }
+    }
+}
+
+fn field_error(path: &Path, field: &str, expected: &str, found: &Value) -> InputError {
+    InputError::ConfigField {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        expected: expected.to_string(),
+        found: found.to_string(),
+    }
+}
+
+/// Decodes an image file (format from its content, not its extension) and converts it to RGB
+/// like Pillow's `Image.open(path).convert("RGB")`.
+///
+/// Alpha is dropped without compositing and grey is replicated, as Pillow does. 16-bit samples
+/// keep their high byte, which is how Pillow unpacks 16-bit RGB(A) PNGs (16-bit grey, which
+/// Pillow opens as mode "I;16" and then clips at 255, is scaled the same way instead). EXIF
+/// orientation is not applied, as `Image.open` does not apply it.
+pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
+    let reader = ImageReader::open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            InputError::ImageNotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            InputError::ImageRead {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|source| InputError::ImageRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let decoded = reader.decode().map_err(|e| InputError::ImageDecode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(to_rgb(decoded))
+}
+
+fn to_rgb(image: DynamicImage) -> RgbImage {
+    match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageRgba16(_) => {
+            let wide = image.to_rgb16();
+            let bytes = wide.as_raw().iter().map(|&v| (v >> 8) as u8).collect();
+            RgbImage::from_raw(wide.width(), wide.height(), bytes)
+                .expect("one byte per 16-bit sample keeps the buffer size")
+        }
+        other => other.to_rgb8(),
+    }
+}
+
+/// transformers' `get_resize_output_image_size` (with `default_to_square=False` for a shortest
+/// edge): returns (height, width). The long edge is `int(size * long / short)`, truncated.
+pub fn resize_output_size(height: usize, width: usize, target: ResizeTo) -> (usize, usize) {
+    match target {
+        ResizeTo::Exact { height, width } => (height, width),
+        ResizeTo::ShortestEdge(size) => {
+            let (short, long) = if width <= height {
+                (width, height)
+            } else {
+                (height, width)
+            };
+            // Python: the integer product, then true division, then int() truncation.
+            let new_long = ((size * long) as f64 / short as f64) as usize;
+            if width <= height {
+                (new_long, size)
+            } else {
+                (size, new_long)
+            }
+        }
+    }
+}
+
+/// Pillow's `Image.resize((width, height), filter)` of an RGB image.
+///
+/// Two separable passes over 8-bit data (horizontal first, each clipped to u8), each skipped
+/// when its dimension does not change, with the kernel stretched by the downscale factor
+/// (antialiasing) and fixed-point coefficients as in Pillow's `Resample.c`.
+pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Resample) -> RgbImage {
+    let (in_w, in_h) = (image.width() as usize, image.height() as usize);
+    let vertical = Coefficients::new(in_h, height, filter);
+    let mut pixels = std::borrow::Cow::Borrowed(image.as_raw().as_slice());
+    let mut rows = in_h;
+    let mut first_row = 0;
+    if width != in_w {
+        // Only the rows that the vertical pass reads, as Pillow does.
+        first_row = vertical.bounds[0].0;
+        let (last_start, last_len) = vertical.bounds[height - 1];
+        rows = last_start + last_len - first_row;
+        let horizontal = Coefficients::new(in_w, width, filter);
+        pixels = horizontal_pass(&pixels, in_w, first_row, rows, &horizontal).into();
+    }
+    if height != in_h {
+        pixels = vertical_pass(&pixels, width, first_row, &vertical).into();
+        rows = height;
+    }
+    RgbImage::from_raw(width as u32, rows as u32, pixels.into_owned())
+        .expect("the passes produce width × height RGB pixels")
+}
+
+/// Pillow's `PRECISION_BITS`: coefficients are fixed point with 22 fractional bits.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Per output position, the first input index, the number of taps and their fixed-point weights.
+struct Coefficients {
+    bounds: Vec<(usize, usize)>,
+    /// `bounds.len()` rows of `stride` weights.
+    weights: Vec<i32>,
+    stride: usize,
+}
+
+impl Coefficients {
+    /// Pillow's `precompute_coeffs` followed by `normalize_coeffs_8bpc`, for the full box
+    /// (0, in_size).
+    fn new(in_size: usize, out_size: usize, filter: Resample) -> Self {
+        // Pillow takes the box edges as C floats; sizes below 2^24 convert exactly.
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = filter.support() * filterscale;
+        let ss = 1.0 / filterscale;
+        let stride = support.ceil() as usize * 2 + 1;
+        let mut bounds = Vec::with_capacity(out_size);
+        let mut weights = vec![0i32; out_size * stride];
+        let mut taps = Vec::with_capacity(stride);
+        for (xx, row) in weights.chunks_exact_mut(stride).enumerate() {
+            let center = (xx as f64 + 0.5) * scale;
+            // C's (int) cast truncates toward zero, as `as` does.
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let count = xmax.saturating_sub(xmin);
+            taps.clear();
+            taps.extend(
+                (xmin..xmin + count).map(|x| filter.weight((x as f64 - center + 0.5) * ss)),
+            );
+            let total: f64 = taps.iter().sum();
+            for (w, &tap) in row.iter_mut().zip(&taps) {
+                let k = if total != 0.0 { tap / total } else { tap };
+                let fixed = k * f64::from(1u32 << PRECISION_BITS);
+                *w = if k < 0.0 {
+                    (fixed - 0.5) as i32
+                } else {
+                    (fixed + 0.5) as i32
+                };
+            }
+            bounds.push((xmin, count));
+        }
+        Self {
+            bounds,
+            weights,
+            stride,
+        }
+    }
+
+    fn taps(&self, out: usize) -> (usize, &[i32]) {
+        let (start, count) = self.bounds[out];
+        (start, &self.weights[out * self.stride..][..count])
+    }
+}
+
+/// Pillow's rounding: start at one half, then `clip8` of the integer part.
+fn clip8(acc: i64) -> u8 {
+    (acc >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+const HALF: i64 = 1 << (PRECISION_BITS - 1);
+
+/// Resamples rows `first_row .. first_row + rows` of an interleaved RGB image along x.
+fn horizontal_pass(
+    src: &[u8],
+    in_w: usize,
+    first_row: usize,
+    rows: usize,
+    coeffs: &Coefficients,
+) -> Vec<u8> {
+    let out_w = coeffs.bounds.len();
+    let mut out = Vec::with_capacity(rows * out_w * 3);
+    for y in first_row..first_row + rows {
+        let line = &src[y * in_w * 3..(y + 1) * in_w * 3];
+        for xx in 0..out_w {
+            let (start, k) = coeffs.taps(xx);
+            let mut acc = [HALF; 3];
+            for (i, &w) in k.iter().enumerate() {
+                let p = &line[(start + i) * 3..][..3];
+                for c in 0..3 {
+                    acc[c] += i64::from(p[c]) * i64::from(w);
+                }
+            }
+            out.extend(acc.map(clip8));
+        }
+    }
+    out
+}
+
+/// Resamples an interleaved RGB image of width `w` along y; input row 0 is source row
+/// `first_row`.
+fn vertical_pass(src: &[u8], w: usize, first_row: usize, coeffs: &Coefficients) -> Vec<u8> {
+    let out_h = coeffs.bounds.len();
+    let mut out = Vec::with_capacity(out_h * w * 3);
+    let mut acc = vec![0i64; w * 3];
+    for yy in 0..out_h {
+        let (start, k) = coeffs.taps(yy);
+        acc.fill(HALF);
+        for (i, &weight) in k.iter().enumerate() {
+            let row = start + i - first_row;
+            let line = &src[row * w * 3..(row + 1) * w * 3];
+            for (a, &p) in acc.iter_mut().zip(line) {
+                *a += i64::from(p) * i64::from(weight);
+            }
+        }
+        out.extend(acc.iter().map(|&a| clip8(a)));
+    }
+    out
+}
+
+/// transformers' `center_crop`: top = (h − crop_h) // 2 (floor division), left likewise; where
+/// the crop is larger than the image the outside is zero, as its padding branch gives.
+pub fn center_crop(image: &RgbImage, crop_height: usize, crop_width: usize) -> RgbImage {
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    let top = (h - crop_height as i64).div_euclid(2);
+    let left = (w - crop_width as i64).div_euclid(2);
+    RgbImage::from_fn(crop_width as u32, crop_height as u32, |x, y| {
+        let (sx, sy) = (i64::from(x) + left, i64::from(y) + top);
+        if (0..w).contains(&sx) && (0..h).contains(&sy) {
+            *image.get_pixel(sx as u32, sy as u32)
+        } else {
+            image::Rgb([0, 0, 0])
+        }
+    })
+}

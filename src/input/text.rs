@@ -1,0 +1,231 @@
+//! Tokenization with the model directory's tokenizer.json (the `tokenizers` crate, the same
+//! Rust code behind transformers' fast tokenizers).
+//!
+//! A batch is encoded as `tokenizer(texts, padding=True)` does: special tokens from the
+//! tokenizer's post-processor, right padding to the longest sequence with the tokenizer's pad
+//! token. Texts longer than the model's positions are truncated the way `truncation=True` does:
+//! the words are cut so that the sequence *with* its special tokens fits, so CLIP's end-of-text
+//! token stays last.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
+
+use super::InputError;
+
+/// Name of the tokenizer file inside a model directory.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Files that transformers reads the pad token from, most authoritative first.
+const PAD_TOKEN_FILES: [&str; 2] = ["special_tokens_map.json", "tokenizer_config.json"];
+
+/// A loaded tokenizer with the limits of the model it feeds.
+#[derive(Debug, Clone)]
+pub struct TextTokenizer {
+    tokenizer: Tokenizer,
+    max_positions: usize,
+    pad_id: u32,
+    /// Special tokens the post-processor adds to one sequence (2 for CLIP: start and end).
+    added_tokens: usize,
+}
+
+/// Token ids of a batch, right-padded to the longest sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBatch {
+    /// [batch, seq_len], row-major, padding filled with the pad id.
+    pub ids: Vec<u32>,
+    /// [batch, seq_len]: true for real tokens (transformers' `attention_mask` = 1).
+    pub mask: Vec<bool>,
+    /// Real tokens per text, special tokens included.
+    pub lengths: Vec<usize>,
+    pub seq_len: usize,
+    /// Whether each text was cut to the model's positions.
+    pub truncated: Vec<bool>,
+}
+
+impl TokenBatch {
+    pub fn batch_size(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// The ids of text `b`, padding included.
+    pub fn row(&self, b: usize) -> &[u32] {
+        &self.ids[b * self.seq_len..(b + 1) * self.seq_len]
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `dir/tokenizer.json`. The pad token is taken where transformers takes it
+    /// (special_tokens_map.json, then tokenizer_config.json, then tokenizer.json's own padding
+    /// settings); `default_pad_id` (the model config's `pad_token_id`) is used when none names one.
+    pub fn from_dir(
+        dir: &Path,
+        max_positions: usize,
+        default_pad_id: u32,
+    ) -> Result<Self, InputError> {
+        let path = dir.join(TOKENIZER_FILE);
+        if !path.is_file() {
+            return Err(InputError::TokenizerNotFound { path });
+        }
+        let load_error = |reason: String| InputError::Tokenizer {
+            path: path.clone(),
+            reason,
+        };
+        let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| load_error(e.to_string()))?;
+
+        let pad_id = match pad_token_from_configs(dir)? {
+            Some((file, token)) => tokenizer.token_to_id(&token).ok_or_else(|| {
+                load_error(format!(
+                    "the pad token {token:?} named in {} is not in its vocabulary",
+                    file.display()
+                ))
+            })?,
+            None => tokenizer
+                .get_padding()
+                .map_or(default_pad_id, |padding| padding.pad_id),
+        };
+
+        // Padding and truncation are done here, per batch, whatever the file asks for.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| load_error(e.to_string()))?;
+
+        let added_tokens = tokenizer
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(false));
+        if max_positions <= added_tokens {
+            return Err(load_error(format!(
+                "the model has {max_positions} positions, but the post-processor adds \
+                 {added_tokens} special tokens to every text"
+            )));
+        }
+        Ok(Self {
+            tokenizer,
+            max_positions,
+            pad_id,
+            added_tokens,
+        })
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Encodes texts into one right-padded batch, truncating (with a warning on stderr) any
+    /// that exceeds the model's positions.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch, InputError> {
+        let mut rows = Vec::with_capacity(texts.len());
+        let mut truncated = Vec::with_capacity(texts.len());
+        for (index, &text) in texts.iter().enumerate() {
+            let encode_error = |e: tokenizers::Error| InputError::Encode {
+                index,
+                text: text.to_string(),
+                reason: e.to_string(),
+            };
+            let mut words = self.tokenizer.encode(text, false).map_err(encode_error)?;
+            let full_len = words.len() + self.added_tokens;
+            let cut = full_len > self.max_positions;
+            if cut {
+                words.truncate(
+                    self.max_positions - self.added_tokens,
+                    0,
+                    TruncationDirection::Right,
+                );
+                eprintln!(
+                    "warning: text {index} has {full_len} tokens, more than the model's \
+                     {} positions; it is truncated to the first {}",
+                    self.max_positions, self.max_positions
+                );
+            }
+            let encoding = self
+                .tokenizer
+                .post_process(words, None, true)
+                .map_err(encode_error)?;
+            rows.push(encoding.get_ids().to_vec());
+            truncated.push(cut);
+        }
+
+        let seq_len = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * seq_len);
+        let mut mask = Vec::with_capacity(rows.len() * seq_len);
+        let mut lengths = Vec::with_capacity(rows.len());
+        for row in rows {
+            let pad = seq_len - row.len();
+            lengths.push(row.len());
+            ids.extend(
+                row.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(self.pad_id, pad)),
+            );
+            mask.extend(
+                std::iter::repeat_n(true, row.len()).chain(std::iter::repeat_n(false, pad)),
+            );
+        }
+        Ok(TokenBatch {
+            ids,
+            mask,
+            lengths,
+            seq_len,
+            truncated,
+        })
+    }
+
+    /// Readable text of each token: byte-level decoded one id at a time, with the BPE
+    /// end-of-word marker `</w>` removed (transformers' `CLIPTokenizerFast` removes it itself,
+    /// since tokenizer.json's ByteLevel decoder leaves it). Special tokens are shown as written.
+    pub fn tokens_for_display(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| {
+                let text = self
+                    .tokenizer
+                    .decode(&[id], false)
+                    .ok()
+                    .or_else(|| self.tokenizer.id_to_token(id))
+                    .unwrap_or_else(|| format!("<id {id}>"));
+                text.replace("</w>", "")
+            })
+            .collect()
+    }
+}
+
+/// The pad token named by the tokenizer's config files, and the file it came from.
+fn pad_token_from_configs(dir: &Path) -> Result<Option<(PathBuf, String)>, InputError> {
+    for name in PAD_TOKEN_FILES {
+        let path = dir.join(name);
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| InputError::ConfigRead {
+            path: path.clone(),
+            source,
+        })?;
+        let json: Value = serde_json::from_str(&text).map_err(|source| InputError::ConfigJson {
+            path: path.clone(),
+            source,
+        })?;
+        // Either "pad_token": "<pad>" or the serialised AddedToken {"content": "<pad>", …}.
+        let token = match json.get("pad_token") {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => match other.get("content").and_then(Value::as_str) {
+                Some(s) => s.to_string(),
+                None => {
+                    return Err(InputError::ConfigField {
+                        path,
+                        field: "pad_token".into(),
+                        expected: "a token string or {\"content\": token}".into(),
+                        found: other.to_string(),
+                    })
+                }
+            },
+        };
+        return Ok(Some((path, token)));
+    }
+    Ok(None)
+}

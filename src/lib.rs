@@ -1,0 +1,11 @@
+//! fiedler: explanations for image+text transformers (CLIP, ViLT, LXMERT).
+//!
+//! The engine runs a model as a straight sequence of ops (`backend`) over preallocated
+//! activations, records what the explanation methods read (`trace`), and the spectral core
+//! (`linalg`) turns token features into Fiedler vectors.
+
+pub mod backend;
+pub mod input;
+pub mod linalg;
+pub mod model;
+pub mod trace;

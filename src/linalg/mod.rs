@@ -1,0 +1,1 @@
+//! Spectral core: affinity graphs and Fiedler vectors (spec/methods.md §B).

@@ -1,0 +1,292 @@
+//! The pre-layernorm transformer encoder layer shared by CLIP's towers (and ViLT):
+//! `h = x + Attn(LN₁(x))`, `y = h + MLP(LN₂(h))`, with its activation-gradient backward.
+//!
+//! q, k and v projections are fused into one `[3·width, width]` weight at load time so the
+//! forward runs one GEMM per layer for them; the attention op reads the fused rows.
+
+use crate::backend::{Activation, AttentionShape, Backend};
+use crate::model::source::WeightSource;
+use crate::model::ModelError;
+
+/// Where a family stores the parts of one layer, relative to the layer's prefix.
+pub struct LayerNames {
+    pub ln1: &'static str,
+    pub query: &'static str,
+    pub key: &'static str,
+    pub value: &'static str,
+    pub attn_out: &'static str,
+    pub ln2: &'static str,
+    pub fc1: &'static str,
+    pub fc2: &'static str,
+}
+
+/// Sizes shared by every layer of one encoder.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderDims {
+    pub width: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub activation: Activation,
+    pub eps: f32,
+}
+
+pub struct LayerWeights<B: Backend> {
+    ln1: (B::Buf, B::Buf),
+    qkv: (B::Buf, B::Buf),
+    attn_out: (B::Buf, B::Buf),
+    ln2: (B::Buf, B::Buf),
+    fc1: (B::Buf, B::Buf),
+    fc2: (B::Buf, B::Buf),
+}
+
+/// What one layer's forward keeps for the backward and the explanation methods.
+pub struct LayerActivations<Buf> {
+    ln1: Buf,
+    ln1_stats: Buf,
+    qkv: Buf,
+    /// Softmax probabilities [batch, heads, tokens, tokens].
+    pub probs: Buf,
+    ctx: Buf,
+    /// x + attention branch: the input of the second layer norm.
+    h: Buf,
+    ln2: Buf,
+    ln2_stats: Buf,
+    fc1: Buf,
+    act: Buf,
+    /// The layer output [batch·tokens, width].
+    pub out: Buf,
+}
+
+/// A stack of layers and what its forward recorded.
+pub struct Encoder<B: Backend> {
+    pub dims: EncoderDims,
+    layers: Vec<LayerWeights<B>>,
+}
+
+pub struct EncoderActivations<Buf> {
+    input: Buf,
+    pub layers: Vec<LayerActivations<Buf>>,
+}
+
+impl<Buf> EncoderActivations<Buf> {
+    pub fn output(&self) -> &Buf {
+        self.layers.last().map_or(&self.input, |l| &l.out)
+    }
+}
+
+fn load_linear<B: Backend>(
+    be: &B,
+    w: &dyn WeightSource,
+    name: &str,
+    out_dim: usize,
+    in_dim: usize,
+) -> Result<(B::Buf, B::Buf), ModelError> {
+    let weight = w.tensor(&format!("{name}.weight"), &[out_dim, in_dim])?;
+    let bias = w.tensor(&format!("{name}.bias"), &[out_dim])?;
+    Ok((be.upload(&weight)?, be.upload(&bias)?))
+}
+
+pub(crate) fn load_norm<B: Backend>(
+    be: &B,
+    w: &dyn WeightSource,
+    name: &str,
+    dim: usize,
+) -> Result<(B::Buf, B::Buf), ModelError> {
+    let gamma = w.tensor(&format!("{name}.weight"), &[dim])?;
+    let beta = w.tensor(&format!("{name}.bias"), &[dim])?;
+    Ok((be.upload(&gamma)?, be.upload(&beta)?))
+}
+
+impl<B: Backend> Encoder<B> {
+    /// Loads `layers` layers named `{prefix}.{i}.{part}`.
+    pub fn load(
+        be: &B,
+        w: &dyn WeightSource,
+        prefix: &str,
+        layers: usize,
+        names: &LayerNames,
+        dims: EncoderDims,
+    ) -> Result<Self, ModelError> {
+        let d = dims.width;
+        let layers = (0..layers)
+            .map(|i| {
+                let p = format!("{prefix}.{i}");
+                let part = |n: &str| format!("{p}.{n}");
+                let mut qkv_w = Vec::with_capacity(3 * d * d);
+                let mut qkv_b = Vec::with_capacity(3 * d);
+                for proj in [names.query, names.key, names.value] {
+                    qkv_w.extend(w.tensor(&format!("{}.weight", part(proj)), &[d, d])?);
+                    qkv_b.extend(w.tensor(&format!("{}.bias", part(proj)), &[d])?);
+                }
+                Ok(LayerWeights {
+                    ln1: load_norm(be, w, &part(names.ln1), d)?,
+                    qkv: (be.upload(&qkv_w)?, be.upload(&qkv_b)?),
+                    attn_out: load_linear(be, w, &part(names.attn_out), d, d)?,
+                    ln2: load_norm(be, w, &part(names.ln2), d)?,
+                    fc1: load_linear(be, w, &part(names.fc1), dims.intermediate, d)?,
+                    fc2: load_linear(be, w, &part(names.fc2), d, dims.intermediate)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        Ok(Self { dims, layers })
+    }
+
+    pub fn depth(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Runs every layer over `x` [batch·tokens, width], keeping the activations.
+    pub fn forward(
+        &self,
+        be: &B,
+        x: B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<EncoderActivations<B::Buf>, ModelError> {
+        let mut acts = EncoderActivations {
+            input: x,
+            layers: Vec::with_capacity(self.layers.len()),
+        };
+        for layer in &self.layers {
+            let next = self.layer_forward(be, layer, acts.output(), shape)?;
+            acts.layers.push(next);
+        }
+        Ok(acts)
+    }
+
+    fn layer_forward(
+        &self,
+        be: &B,
+        lw: &LayerWeights<B>,
+        x: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<LayerActivations<B::Buf>, ModelError> {
+        let EncoderDims {
+            width: d,
+            intermediate: f,
+            activation,
+            eps,
+            ..
+        } = self.dims;
+        let m = be.len(x) / d;
+        let mut a = LayerActivations {
+            ln1: be.zeros(m * d)?,
+            ln1_stats: be.zeros(2 * m)?,
+            qkv: be.zeros(m * 3 * d)?,
+            probs: be.zeros(shape.probs_len())?,
+            ctx: be.zeros(m * d)?,
+            h: be.zeros(m * d)?,
+            ln2: be.zeros(m * d)?,
+            ln2_stats: be.zeros(2 * m)?,
+            fc1: be.zeros(m * f)?,
+            act: be.zeros(m * f)?,
+            out: be.zeros(m * d)?,
+        };
+        be.layernorm(
+            &mut a.ln1,
+            &mut a.ln1_stats,
+            x,
+            &lw.ln1.0,
+            &lw.ln1.1,
+            d,
+            eps,
+        )?;
+        be.linear(&mut a.qkv, &a.ln1, &lw.qkv.0, Some(&lw.qkv.1), m, d, 3 * d)?;
+        be.attention(&mut a.probs, &mut a.ctx, &a.qkv, shape)?;
+        // The attention branch is written into `out` first, then added to the residual.
+        be.linear(
+            &mut a.out,
+            &a.ctx,
+            &lw.attn_out.0,
+            Some(&lw.attn_out.1),
+            m,
+            d,
+            d,
+        )?;
+        be.add(&mut a.h, x, &a.out)?;
+        be.layernorm(
+            &mut a.ln2,
+            &mut a.ln2_stats,
+            &a.h,
+            &lw.ln2.0,
+            &lw.ln2.1,
+            d,
+            eps,
+        )?;
+        be.linear(&mut a.fc1, &a.ln2, &lw.fc1.0, Some(&lw.fc1.1), m, d, f)?;
+        be.activation(&mut a.act, &a.fc1, activation)?;
+        let mut mlp = be.zeros(m * d)?;
+        be.linear(&mut mlp, &a.act, &lw.fc2.0, Some(&lw.fc2.1), m, f, d)?;
+        be.add(&mut a.out, &a.h, &mlp)?;
+        Ok(a)
+    }
+
+    /// Back-propagates `dout` (gradient of the last layer's output) down to the first
+    /// layer's attention probabilities. Returns ∂y/∂A for every layer, first layer first.
+    pub fn backward(
+        &self,
+        be: &B,
+        acts: &EncoderActivations<B::Buf>,
+        dout: B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<Vec<B::Buf>, ModelError> {
+        let mut grads = Vec::with_capacity(self.layers.len());
+        let mut dy = dout;
+        for (i, (lw, a)) in self.layers.iter().zip(&acts.layers).enumerate().rev() {
+            let x = if i == 0 {
+                &acts.input
+            } else {
+                &acts.layers[i - 1].out
+            };
+            let (dprobs, dx) = self.layer_backward(be, lw, a, x, &dy, shape, i > 0)?;
+            grads.push(dprobs);
+            if let Some(dx) = dx {
+                dy = dx;
+            }
+        }
+        grads.reverse();
+        Ok(grads)
+    }
+
+    /// One layer's backward: ∂y/∂A and, when asked, the gradient of the layer input.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_backward(
+        &self,
+        be: &B,
+        lw: &LayerWeights<B>,
+        a: &LayerActivations<B::Buf>,
+        x: &B::Buf,
+        dy: &B::Buf,
+        shape: &AttentionShape,
+        input_grad: bool,
+    ) -> Result<(B::Buf, Option<B::Buf>), ModelError> {
+        let EncoderDims {
+            width: d,
+            intermediate: f,
+            activation,
+            ..
+        } = self.dims;
+        let m = be.len(x) / d;
+        let mut d_act = be.zeros(m * f)?;
+        be.linear_backward(&mut d_act, dy, &lw.fc2.0, m, f, d, false)?;
+        let mut d_fc1 = be.zeros(m * f)?;
+        be.activation_backward(&mut d_fc1, &d_act, &a.fc1, activation)?;
+        let mut d_ln2 = be.zeros(m * d)?;
+        be.linear_backward(&mut d_ln2, &d_fc1, &lw.fc1.0, m, d, f, false)?;
+        let mut dh = be.copy(dy)?;
+        be.layernorm_backward(&mut dh, &d_ln2, &a.h, &a.ln2_stats, &lw.ln2.0, d, true)?;
+
+        let mut dctx = be.zeros(m * d)?;
+        be.linear_backward(&mut dctx, &dh, &lw.attn_out.0, m, d, d, false)?;
+        let mut dprobs = be.zeros(shape.probs_len())?;
+        let mut dqkv = be.zeros(m * 3 * d)?;
+        be.attention_backward(&mut dprobs, &mut dqkv, &dctx, &a.qkv, &a.probs, shape)?;
+        if !input_grad {
+            return Ok((dprobs, None));
+        }
+        let mut d_ln1 = be.zeros(m * d)?;
+        be.linear_backward(&mut d_ln1, &dqkv, &lw.qkv.0, m, d, 3 * d, false)?;
+        let mut dx = dh;
+        be.layernorm_backward(&mut dx, &d_ln1, x, &a.ln1_stats, &lw.ln1.0, d, true)?;
+        Ok((dprobs, Some(dx)))
+    }
+}

@@ -1,0 +1,615 @@
+//! CLIP (Radford et al. 2021) as Hugging Face's `CLIPModel` computes it
+//! (transformers/models/clip/modeling_clip.py): a ViT vision tower with a class token,
+//! pre-layernorm and post-layernorm on the class token, a causal text transformer pooled at
+//! the end-of-text token, linear projections, and the pair score
+//! exp(logit_scale)·cos(image, text). Spec: methods.md §A.2.
+
+use std::path::Path;
+
+use crate::backend::{AttentionShape, Backend, PatchGeometry};
+use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, LayerNames};
+use crate::model::config::ClipConfig;
+use crate::model::source::WeightSource;
+use crate::model::weights::Weights;
+use crate::model::ModelError;
+use crate::trace::TowerTrace;
+
+const CLIP_LAYER: LayerNames = LayerNames {
+    ln1: "layer_norm1",
+    query: "self_attn.q_proj",
+    key: "self_attn.k_proj",
+    value: "self_attn.v_proj",
+    attn_out: "self_attn.out_proj",
+    ln2: "layer_norm2",
+    fc1: "mlp.fc1",
+    fc2: "mlp.fc2",
+};
+
+/// A batch of (image, text) pairs: sample b pairs image b with text b.
+#[derive(Debug, Clone)]
+pub struct ClipInputs {
+    /// Preprocessed images [batch, channels, size, size].
+    pub pixels: Vec<f32>,
+    /// Token ids [batch, seq_len], padded after each text's `lengths[b]` tokens.
+    pub ids: Vec<u32>,
+    pub lengths: Vec<usize>,
+    pub seq_len: usize,
+}
+
+impl ClipInputs {
+    pub fn batch(&self) -> usize {
+        self.lengths.len()
+    }
+}
+
+/// Scores and embeddings of a batch.
+#[derive(Debug, Clone)]
+pub struct ClipOutput {
+    /// exp(logit_scale)·cos(image b, text b), one per pair.
+    pub pair_scores: Vec<f32>,
+    /// L2-normalised projections [batch, projection_dim].
+    pub image_embeds: Vec<f32>,
+    pub text_embeds: Vec<f32>,
+    /// exp(logit_scale).
+    pub scale: f32,
+    pub projection_dim: usize,
+    /// Position of the end-of-text token that pools each text.
+    pub eos_positions: Vec<usize>,
+}
+
+impl ClipOutput {
+    /// logits_per_image[i][j] = scale·cos(image i, text j), as transformers returns it.
+    pub fn logits_per_image(&self) -> Vec<Vec<f32>> {
+        let p = self.projection_dim;
+        self.image_embeds
+            .chunks_exact(p)
+            .map(|img| {
+                self.text_embeds
+                    .chunks_exact(p)
+                    .map(|txt| self.scale * img.iter().zip(txt).map(|(a, b)| a * b).sum::<f32>())
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// A forward pass with everything the backward needs.
+struct Forward<Buf> {
+    vision: EncoderActivations<Buf>,
+    vision_shape: AttentionShape,
+    text: EncoderActivations<Buf>,
+    text_shape: AttentionShape,
+    /// Rows of the pooled tokens in the tower outputs.
+    vision_rows: Vec<usize>,
+    text_rows: Vec<usize>,
+    /// Pooled rows after their layer norm, with its statistics, and the pooled rows before.
+    vision_pooled: (Buf, Buf, Buf),
+    text_pooled: (Buf, Buf, Buf),
+    image_proj: Buf,
+    text_proj: Buf,
+    output: ClipOutput,
+}
+
+/// The trace of a batch: both towers, vision first.
+pub struct ClipTrace<Buf> {
+    pub output: ClipOutput,
+    pub vision: TowerTrace<Buf>,
+    pub text: TowerTrace<Buf>,
+}
+
+pub struct Clip<B: Backend> {
+    pub config: ClipConfig,
+    patch_embedding: B::Buf,
+    class_embedding: B::Buf,
+    vision_positions: B::Buf,
+    pre_layernorm: (B::Buf, B::Buf),
+    vision: Encoder<B>,
+    post_layernorm: (B::Buf, B::Buf),
+    visual_projection: B::Buf,
+    token_embedding: B::Buf,
+    text_positions: B::Buf,
+    text: Encoder<B>,
+    final_layernorm: (B::Buf, B::Buf),
+    text_projection: B::Buf,
+    logit_scale: f32,
+}
+
+impl<B: Backend> Clip<B> {
+    /// Loads config.json and the safetensors weights of a Hugging Face CLIP directory.
+    pub fn load(be: &B, dir: &Path) -> Result<Self, ModelError> {
+        let config = ClipConfig::from_dir(dir)?;
+        let weights = Weights::open(dir)?;
+        Self::from_source(be, config, &weights)
+    }
+
+    pub fn from_source(
+        be: &B,
+        config: ClipConfig,
+        w: &dyn WeightSource,
+    ) -> Result<Self, ModelError> {
+        let v = &config.vision;
+        let t = &config.text;
+        let p = config.projection_dim;
+        let (dv, dt) = (v.hidden_size, t.hidden_size);
+        let patch_len = v.num_channels * v.patch_size * v.patch_size;
+        let vision_tokens = 1 + v.grid_size() * v.grid_size();
+        let upload = |name: &str, shape: &[usize]| -> Result<B::Buf, ModelError> {
+            Ok(be.upload(&w.tensor(name, shape)?)?)
+        };
+        let vision_dims = EncoderDims {
+            width: dv,
+            heads: v.num_attention_heads,
+            intermediate: v.intermediate_size,
+            activation: v.hidden_act,
+            eps: v.layer_norm_eps,
+        };
+        let text_dims = EncoderDims {
+            width: dt,
+            heads: t.num_attention_heads,
+            intermediate: t.intermediate_size,
+            activation: t.hidden_act,
+            eps: t.layer_norm_eps,
+        };
+        let logit_scale = w.tensor("logit_scale", &[])?[0];
+        Ok(Self {
+            patch_embedding: upload(
+                "vision_model.embeddings.patch_embedding.weight",
+                &[dv, v.num_channels, v.patch_size, v.patch_size],
+            )
+            .map(|b| {
+                debug_assert_eq!(be.len(&b), dv * patch_len);
+                b
+            })?,
+            class_embedding: upload("vision_model.embeddings.class_embedding", &[dv])?,
+            vision_positions: upload(
+                "vision_model.embeddings.position_embedding.weight",
+                &[vision_tokens, dv],
+            )?,
+            pre_layernorm: load_norm(be, w, "vision_model.pre_layrnorm", dv)?,
+            vision: Encoder::load(
+                be,
+                w,
+                "vision_model.encoder.layers",
+                v.num_hidden_layers,
+                &CLIP_LAYER,
+                vision_dims,
+            )?,
+            post_layernorm: load_norm(be, w, "vision_model.post_layernorm", dv)?,
+            visual_projection: upload("visual_projection.weight", &[p, dv])?,
+            token_embedding: upload(
+                "text_model.embeddings.token_embedding.weight",
+                &[t.vocab_size, dt],
+            )?,
+            text_positions: upload(
+                "text_model.embeddings.position_embedding.weight",
+                &[t.max_position_embeddings, dt],
+            )?,
+            text: Encoder::load(
+                be,
+                w,
+                "text_model.encoder.layers",
+                t.num_hidden_layers,
+                &CLIP_LAYER,
+                text_dims,
+            )?,
+            final_layernorm: load_norm(be, w, "text_model.final_layer_norm", dt)?,
+            text_projection: upload("text_projection.weight", &[p, dt])?,
+            logit_scale,
+            config,
+        })
+    }
+
+    /// Scores a batch without keeping activations for a backward.
+    pub fn scores(&self, be: &B, inputs: &ClipInputs) -> Result<ClipOutput, ModelError> {
+        Ok(self.forward(be, inputs)?.output)
+    }
+
+    /// Forward, then backward of Σ_b seed[b]·score[b] (every seed 1 by default: each pair's
+    /// own score, since pairs do not interact), recording both towers.
+    pub fn trace(
+        &self,
+        be: &B,
+        inputs: &ClipInputs,
+        seeds: Option<&[f32]>,
+    ) -> Result<ClipTrace<B::Buf>, ModelError> {
+        let f = self.forward(be, inputs)?;
+        let batch = inputs.batch();
+        let seeds = match seeds {
+            Some(s) if s.len() != batch => {
+                return Err(ModelError::Input(format!(
+                    "{} target seeds for a batch of {batch}",
+                    s.len()
+                )))
+            }
+            Some(s) => s.to_vec(),
+            None => vec![1.0; batch],
+        };
+        let p = self.config.projection_dim;
+        let (dv, dt) = (self.config.vision.hidden_size, self.config.text.hidden_size);
+
+        let mut d_img = be.zeros(batch * p)?;
+        let mut d_txt = be.zeros(batch * p)?;
+        be.cosine_scores_backward(
+            &mut d_img,
+            &mut d_txt,
+            &be.upload(&seeds)?,
+            &f.image_proj,
+            &f.text_proj,
+            f.output.scale,
+            p,
+        )?;
+        let d_vision = self.pooled_backward(
+            be,
+            &d_img,
+            &f.vision_pooled,
+            &self.visual_projection,
+            &self.post_layernorm,
+            &f.vision_rows,
+            be.len(f.vision.output()),
+            dv,
+        )?;
+        let d_text = self.pooled_backward(
+            be,
+            &d_txt,
+            &f.text_pooled,
+            &self.text_projection,
+            &self.final_layernorm,
+            &f.text_rows,
+            be.len(f.text.output()),
+            dt,
+        )?;
+        let vision_grads = self
+            .vision
+            .backward(be, &f.vision, d_vision, &f.vision_shape)?;
+        let text_grads = self.text.backward(be, &f.text, d_text, &f.text_shape)?;
+
+        let vision_tokens = f.vision_shape.tokens;
+        Ok(ClipTrace {
+            vision: TowerTrace::from_activations(
+                "vision",
+                f.vision_shape.heads,
+                dv,
+                vec![vision_tokens; batch],
+                vision_tokens,
+                f.vision,
+                vision_grads,
+            ),
+            text: TowerTrace::from_activations(
+                "text",
+                f.text_shape.heads,
+                dt,
+                inputs.lengths.clone(),
+                inputs.seq_len,
+                f.text,
+                text_grads,
+            ),
+            output: f.output,
+        })
+    }
+
+    /// Gradient of the tower output from the gradient of its projected, pooled rows.
+    #[allow(clippy::too_many_arguments)]
+    fn pooled_backward(
+        &self,
+        be: &B,
+        d_proj: &B::Buf,
+        pooled: &(B::Buf, B::Buf, B::Buf),
+        projection: &B::Buf,
+        norm: &(B::Buf, B::Buf),
+        rows: &[usize],
+        tower_len: usize,
+        width: usize,
+    ) -> Result<B::Buf, ModelError> {
+        let (raw, normed, stats) = pooled;
+        let batch = rows.len();
+        let p = self.config.projection_dim;
+        let mut d_normed = be.zeros(be.len(normed))?;
+        be.linear_backward(&mut d_normed, d_proj, projection, batch, width, p, false)?;
+        let mut d_raw = be.zeros(be.len(raw))?;
+        be.layernorm_backward(&mut d_raw, &d_normed, raw, stats, &norm.0, width, false)?;
+        let mut d_tower = be.zeros(tower_len)?;
+        be.gather_rows_backward(&mut d_tower, &d_raw, rows, width)?;
+        Ok(d_tower)
+    }
+
+    fn check(&self, inputs: &ClipInputs) -> Result<(), ModelError> {
+        let v = &self.config.vision;
+        let batch = inputs.batch();
+        let image_len = v.num_channels * v.image_size * v.image_size;
+        let bad = |m: String| Err(ModelError::Input(m));
+        if batch == 0 {
+            return bad("empty batch".into());
+        }
+        if inputs.pixels.len() != batch * image_len {
+            return bad(format!(
+                "pixel buffer has {} values, expected {batch} images of {}×{}×{}",
+                inputs.pixels.len(),
+                v.num_channels,
+                v.image_size,
+                v.image_size
+            ));
+        }
+        if inputs.ids.len() != batch * inputs.seq_len {
+            return bad(format!(
+                "{} token ids for {batch} texts of {} positions",
+                inputs.ids.len(),
+                inputs.seq_len
+            ));
+        }
+        let max = self.config.text.max_position_embeddings;
+        if inputs.seq_len > max {
+            return bad(format!(
+                "texts of {} tokens exceed the model's {max} positions",
+                inputs.seq_len
+            ));
+        }
+        if let Some(l) = inputs
+            .lengths
+            .iter()
+            .find(|&&l| l == 0 || l > inputs.seq_len)
+        {
+            return bad(format!("text length {l} outside 1..={}", inputs.seq_len));
+        }
+        if let Some(p) = inputs.pixels.iter().position(|x| !x.is_finite()) {
+            return bad(format!(
+                "pixel value {} at index {p} is not finite",
+                inputs.pixels[p]
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where each text is pooled: the first end-of-text token, or — for checkpoints whose
+    /// config still says eos_token_id 2 — the largest id, as transformers does.
+    fn eos_positions(&self, inputs: &ClipInputs) -> Result<Vec<usize>, ModelError> {
+        let eos = self.config.text.eos_token_id;
+        inputs
+            .ids
+            .chunks_exact(inputs.seq_len)
+            .zip(&inputs.lengths)
+            .enumerate()
+            .map(|(b, (ids, &len))| {
+                let ids = &ids[..len];
+                let found = if eos == 2 {
+                    ids.iter()
+                        .enumerate()
+                        .max_by_key(|&(i, &id)| (id, std::cmp::Reverse(i)))
+                        .map(|(i, _)| i)
+                } else {
+                    ids.iter().position(|&id| id == eos)
+                };
+                found.ok_or_else(|| {
+                    ModelError::Input(format!("text {b} has no end-of-text token (id {eos})"))
+                })
+            })
+            .collect()
+    }
+
+    fn forward(&self, be: &B, inputs: &ClipInputs) -> Result<Forward<B::Buf>, ModelError> {
+        self.check(inputs)?;
+        let batch = inputs.batch();
+        let v = &self.config.vision;
+        let t = &self.config.text;
+        let p = self.config.projection_dim;
+        let (dv, dt) = (v.hidden_size, t.hidden_size);
+
+        // Vision tower: patches → class token + positions → pre-LN → encoder.
+        let geo = PatchGeometry {
+            batch,
+            channels: v.num_channels,
+            height: v.image_size,
+            width: v.image_size,
+            patch: v.patch_size,
+        };
+        let vision_tokens = 1 + geo.patches();
+        let mut patches = be.zeros(batch * geo.patches() * geo.patch_len())?;
+        be.patchify(&mut patches, &be.upload(&inputs.pixels)?, geo)?;
+        let mut patch_emb = be.zeros(batch * geo.patches() * dv)?;
+        be.linear(
+            &mut patch_emb,
+            &patches,
+            &self.patch_embedding,
+            None,
+            batch * geo.patches(),
+            geo.patch_len(),
+            dv,
+        )?;
+        let mut tokens = be.zeros(batch * vision_tokens * dv)?;
+        be.prepend_class_add_positions(
+            &mut tokens,
+            &patch_emb,
+            &self.class_embedding,
+            &self.vision_positions,
+            batch,
+            dv,
+        )?;
+        let mut x = be.zeros(batch * vision_tokens * dv)?;
+        let mut stats = be.zeros(2 * batch * vision_tokens)?;
+        be.layernorm(
+            &mut x,
+            &mut stats,
+            &tokens,
+            &self.pre_layernorm.0,
+            &self.pre_layernorm.1,
+            dv,
+            v.layer_norm_eps,
+        )?;
+        let vision_shape = AttentionShape {
+            batch,
+            heads: v.num_attention_heads,
+            tokens: vision_tokens,
+            head_dim: dv / v.num_attention_heads,
+            causal: false,
+            key_lengths: None,
+        };
+        let vision = self.vision.forward(be, x, &vision_shape)?;
+
+        // Text tower: token + position embeddings → causal encoder over the padded batch.
+        let mut x = be.zeros(batch * inputs.seq_len * dt)?;
+        be.embed_tokens(
+            &mut x,
+            &inputs.ids,
+            &self.token_embedding,
+            &self.text_positions,
+            inputs.seq_len,
+            dt,
+        )?;
+        let text_shape = AttentionShape {
+            batch,
+            heads: t.num_attention_heads,
+            tokens: inputs.seq_len,
+            head_dim: dt / t.num_attention_heads,
+            causal: true,
+            key_lengths: Some(inputs.lengths.clone()),
+        };
+        let text = self.text.forward(be, x, &text_shape)?;
+
+        // Pooling: the class token (post-LN) and the end-of-text token (final LN).
+        let vision_rows: Vec<usize> = (0..batch).map(|b| b * vision_tokens).collect();
+        let eos_positions = self.eos_positions(inputs)?;
+        let text_rows: Vec<usize> = eos_positions
+            .iter()
+            .enumerate()
+            .map(|(b, &e)| b * inputs.seq_len + e)
+            .collect();
+        let vision_pooled = self.pool(
+            be,
+            vision.output(),
+            &vision_rows,
+            &self.post_layernorm,
+            dv,
+            v.layer_norm_eps,
+        )?;
+        let text_pooled = self.pool(
+            be,
+            text.output(),
+            &text_rows,
+            &self.final_layernorm,
+            dt,
+            t.layer_norm_eps,
+        )?;
+        let mut image_proj = be.zeros(batch * p)?;
+        be.linear(
+            &mut image_proj,
+            &vision_pooled.1,
+            &self.visual_projection,
+            None,
+            batch,
+            dv,
+            p,
+        )?;
+        let mut text_proj = be.zeros(batch * p)?;
+        be.linear(
+            &mut text_proj,
+            &text_pooled.1,
+            &self.text_projection,
+            None,
+            batch,
+            dt,
+            p,
+        )?;
+
+        let scale = self.logit_scale.exp();
+        let mut scores = be.zeros(batch)?;
+        be.cosine_scores(&mut scores, &image_proj, &text_proj, scale, p)?;
+        let output = ClipOutput {
+            pair_scores: be.download(&scores)?,
+            image_embeds: normalize_rows(be.download(&image_proj)?, p),
+            text_embeds: normalize_rows(be.download(&text_proj)?, p),
+            scale,
+            projection_dim: p,
+            eos_positions,
+        };
+        if let Some(i) = output.pair_scores.iter().position(|s| !s.is_finite()) {
+            return Err(ModelError::Input(format!(
+                "pair {i} scored {}: the weights or inputs overflow",
+                output.pair_scores[i]
+            )));
+        }
+        Ok(Forward {
+            vision,
+            vision_shape,
+            text,
+            text_shape,
+            vision_rows,
+            text_rows,
+            vision_pooled,
+            text_pooled,
+            image_proj,
+            text_proj,
+            output,
+        })
+    }
+
+    /// Gathers the pooled rows and layer-normalises them: (raw rows, normalised, stats).
+    fn pool(
+        &self,
+        be: &B,
+        tower_out: &B::Buf,
+        rows: &[usize],
+        norm: &(B::Buf, B::Buf),
+        width: usize,
+        eps: f32,
+    ) -> Result<(B::Buf, B::Buf, B::Buf), ModelError> {
+        let mut raw = be.zeros(rows.len() * width)?;
+        be.gather_rows(&mut raw, tower_out, rows, width)?;
+        let mut normed = be.zeros(rows.len() * width)?;
+        let mut stats = be.zeros(2 * rows.len())?;
+        be.layernorm(&mut normed, &mut stats, &raw, &norm.0, &norm.1, width, eps)?;
+        Ok((raw, normed, stats))
+    }
+}
+
+fn normalize_rows(mut v: Vec<f32>, dim: usize) -> Vec<f32> {
+    for row in v.chunks_exact_mut(dim) {
+        let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        row.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+impl ClipConfig {
+    /// OpenAI's ViT-B/32 CLIP (`openai/clip-vit-base-patch32`): the size benchmarks build.
+    pub fn vit_base_patch32() -> Self {
+        Self::vit_base(32)
+    }
+
+    /// OpenAI's ViT-B/16 CLIP (`openai/clip-vit-base-patch16`), as the seed notebooks use.
+    pub fn vit_base_patch16() -> Self {
+        Self::vit_base(16)
+    }
+
+    fn vit_base(patch_size: usize) -> Self {
+        use crate::backend::Activation::QuickGelu;
+        use crate::model::config::{ClipTextConfig, ClipVisionConfig};
+        Self {
+            text: ClipTextConfig {
+                vocab_size: 49408,
+                hidden_size: 512,
+                intermediate_size: 2048,
+                num_hidden_layers: 12,
+                num_attention_heads: 8,
+                max_position_embeddings: 77,
+                hidden_act: QuickGelu,
+                layer_norm_eps: 1e-5,
+                bos_token_id: 49406,
+                eos_token_id: 49407,
+                pad_token_id: 1,
+            },
+            vision: ClipVisionConfig {
+                hidden_size: 768,
+                intermediate_size: 3072,
+                num_hidden_layers: 12,
+                num_attention_heads: 12,
+                image_size: 224,
+                patch_size,
+                num_channels: 3,
+                hidden_act: QuickGelu,
+                layer_norm_eps: 1e-5,
+            },
+            projection_dim: 512,
+            logit_scale_init_value: 2.6592,
+            dtype: None,
+        }
+    }
+}

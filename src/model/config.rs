@@ -1,0 +1,395 @@
+//! `config.json` of a Hugging Face model directory: the model family and CLIP's hyper-parameters.
+//!
+//! Follows transformers' `CLIPConfig` / `CLIPTextConfig` / `CLIPVisionConfig`
+//! (`models/clip/configuration_clip.py`): absent fields take those classes' defaults, and the
+//! legacy `text_config_dict` / `vision_config_dict` objects, when present, override the keys
+//! they name in `text_config` / `vision_config`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::backend::Activation;
+
+/// Name of the model configuration file inside a model directory.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Reading or validating `config.json` failed; every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path} not found: a Hugging Face model directory needs a config.json")]
+    Missing { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid JSON: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path}: unknown model_type {found:?}; supported: {}",
+        ModelFamily::SUPPORTED
+    )]
+    UnknownModelType { path: PathBuf, found: String },
+    #[error("{path}: model_type is {found}, but this loader reads {expected} configs")]
+    WrongFamily {
+        path: PathBuf,
+        expected: ModelFamily,
+        found: ModelFamily,
+    },
+    #[error("{path}: field `{field}`: expected {expected}, found {found}")]
+    Field {
+        path: PathBuf,
+        field: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// The model families fiedler knows, from `model_type` in config.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    Clip,
+    Vilt,
+    Lxmert,
+}
+
+impl ModelFamily {
+    /// The `model_type` values accepted, for error messages.
+    pub const SUPPORTED: &'static str = "\"clip\", \"vilt\", \"lxmert\"";
+
+    /// Parses transformers' `model_type` string.
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        match model_type {
+            "clip" => Some(Self::Clip),
+            "vilt" => Some(Self::Vilt),
+            "lxmert" => Some(Self::Lxmert),
+            _ => None,
+        }
+    }
+
+    /// The `model_type` string of this family.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Self::Clip => "clip",
+            Self::Vilt => "vilt",
+            Self::Lxmert => "lxmert",
+        }
+    }
+}
+
+impl fmt::Display for ModelFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.model_type())
+    }
+}
+
+/// Reads the model family of the model directory `dir` from its config.json.
+pub fn read_family(dir: &Path) -> Result<ModelFamily, ConfigError> {
+    let raw = RawConfig::read(dir)?;
+    raw.family()
+}
+
+/// `CLIPConfig`: both towers, the shared projection size and the initial logit scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipConfig {
+    pub text: ClipTextConfig,
+    pub vision: ClipVisionConfig,
+    pub projection_dim: usize,
+    pub logit_scale_init_value: f32,
+    /// The stored `dtype` (transformers ≥ 4.56) or `torch_dtype` string, e.g. "float16".
+    pub dtype: Option<String>,
+}
+
+/// `CLIPTextConfig`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipTextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f32,
+    pub bos_token_id: u32,
+    pub eos_token_id: u32,
+    pub pad_token_id: u32,
+}
+
+/// `CLIPVisionConfig`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipVisionConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub num_channels: usize,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f32,
+}
+
+impl ClipConfig {
+    /// Reads and validates `dir/config.json`, which must have `model_type` "clip".
+    pub fn from_dir(dir: &Path) -> Result<Self, ConfigError> {
+        let raw = RawConfig::read(dir)?;
+        let family = raw.family()?;
+        if family != ModelFamily::Clip {
+            return Err(ConfigError::WrongFamily {
+                path: raw.path,
+                expected: ModelFamily::Clip,
+                found: family,
+            });
+        }
+        let root = Section::new(&raw.path, "", raw.json.clone());
+        let text = Section::new(&raw.path, "text_config.", raw.sub_config("text")?);
+        let vision = Section::new(&raw.path, "vision_config.", raw.sub_config("vision")?);
+        Ok(Self {
+            text: ClipTextConfig::parse(&text)?,
+            vision: ClipVisionConfig::parse(&vision)?,
+            projection_dim: root.positive("projection_dim", 512)?,
+            logit_scale_init_value: root.finite("logit_scale_init_value", 2.6592)?,
+            dtype: raw.dtype()?,
+        })
+    }
+}
+
+impl ClipTextConfig {
+    fn parse(s: &Section) -> Result<Self, ConfigError> {
+        let config = Self {
+            vocab_size: s.positive("vocab_size", 49408)?,
+            hidden_size: s.positive("hidden_size", 512)?,
+            intermediate_size: s.positive("intermediate_size", 2048)?,
+            num_hidden_layers: s.positive("num_hidden_layers", 12)?,
+            num_attention_heads: s.positive("num_attention_heads", 8)?,
+            max_position_embeddings: s.positive("max_position_embeddings", 77)?,
+            hidden_act: s.activation("hidden_act", Activation::QuickGelu)?,
+            layer_norm_eps: s.eps("layer_norm_eps", 1e-5)?,
+            bos_token_id: s.token_id("bos_token_id", 49406)?,
+            eos_token_id: s.token_id("eos_token_id", 49407)?,
+            pad_token_id: s.token_id("pad_token_id", 1)?,
+        };
+        s.divisible(
+            ("hidden_size", config.hidden_size),
+            ("num_attention_heads", config.num_attention_heads),
+        )?;
+        Ok(config)
+    }
+}
+
+impl ClipVisionConfig {
+    fn parse(s: &Section) -> Result<Self, ConfigError> {
+        let config = Self {
+            hidden_size: s.positive("hidden_size", 768)?,
+            intermediate_size: s.positive("intermediate_size", 3072)?,
+            num_hidden_layers: s.positive("num_hidden_layers", 12)?,
+            num_attention_heads: s.positive("num_attention_heads", 12)?,
+            image_size: s.positive("image_size", 224)?,
+            patch_size: s.positive("patch_size", 32)?,
+            num_channels: s.positive("num_channels", 3)?,
+            hidden_act: s.activation("hidden_act", Activation::QuickGelu)?,
+            layer_norm_eps: s.eps("layer_norm_eps", 1e-5)?,
+        };
+        s.divisible(
+            ("hidden_size", config.hidden_size),
+            ("num_attention_heads", config.num_attention_heads),
+        )?;
+        s.divisible(
+            ("image_size", config.image_size),
+            ("patch_size", config.patch_size),
+        )?;
+        Ok(config)
+    }
+
+    /// Patches per side of the (square) input image.
+    pub fn grid_size(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+}
+
+/// The parsed JSON object of a config.json and where it came from.
+struct RawConfig {
+    path: PathBuf,
+    json: Map<String, Value>,
+}
+
+impl RawConfig {
+    fn read(dir: &Path) -> Result<Self, ConfigError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ConfigError::Missing { path: path.clone() }
+            } else {
+                ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(json)) => Ok(Self { path, json }),
+            Ok(other) => Err(ConfigError::Field {
+                path,
+                field: "(top level)".into(),
+                expected: "a JSON object".into(),
+                found: other.to_string(),
+            }),
+            Err(source) => Err(ConfigError::Json { path, source }),
+        }
+    }
+
+    fn family(&self) -> Result<ModelFamily, ConfigError> {
+        let found = match self.json.get("model_type") {
+            Some(Value::String(s)) => s.clone(),
+            other => {
+                return Err(ConfigError::Field {
+                    path: self.path.clone(),
+                    field: "model_type".into(),
+                    expected: format!("a string, one of {}", ModelFamily::SUPPORTED),
+                    found: other.map_or_else(|| "nothing".into(), Value::to_string),
+                })
+            }
+        };
+        ModelFamily::from_model_type(&found).ok_or_else(|| ConfigError::UnknownModelType {
+            path: self.path.clone(),
+            found,
+        })
+    }
+
+    fn dtype(&self) -> Result<Option<String>, ConfigError> {
+        for key in ["dtype", "torch_dtype"] {
+            match self.json.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) => return Ok(Some(s.clone())),
+                Some(other) => {
+                    return Err(ConfigError::Field {
+                        path: self.path.clone(),
+                        field: key.into(),
+                        expected: "a dtype string such as \"float32\"".into(),
+                        found: other.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// `<tower>_config` with the keys of the legacy `<tower>_config_dict` laid over it.
+    fn sub_config(&self, tower: &str) -> Result<Map<String, Value>, ConfigError> {
+        let mut merged = Map::new();
+        for key in [format!("{tower}_config"), format!("{tower}_config_dict")] {
+            match self.json.get(&key) {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(obj)) => merged.extend(obj.clone()),
+                Some(other) => {
+                    return Err(ConfigError::Field {
+                        path: self.path.clone(),
+                        field: key,
+                        expected: "a JSON object".into(),
+                        found: other.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(merged)
+    }
+}
+
+/// One JSON object of the config with typed, defaulted field access.
+struct Section<'a> {
+    path: &'a Path,
+    /// Prepended to field names in messages, e.g. "text_config.".
+    prefix: &'static str,
+    obj: Map<String, Value>,
+}
+
+impl<'a> Section<'a> {
+    fn new(path: &'a Path, prefix: &'static str, obj: Map<String, Value>) -> Self {
+        Self { path, prefix, obj }
+    }
+
+    /// The value of `key`, treating JSON null like an absent key (transformers' `None`).
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+
+    fn error(&self, key: &str, expected: impl Into<String>, found: String) -> ConfigError {
+        ConfigError::Field {
+            path: self.path.to_path_buf(),
+            field: format!("{}{key}", self.prefix),
+            expected: expected.into(),
+            found,
+        }
+    }
+
+    fn positive(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+            Some(n) if n > 0 => Ok(n),
+            _ => Err(self.error(key, "a positive integer", v.to_string())),
+        }
+    }
+
+    fn token_id(&self, key: &str, default: u32) -> Result<u32, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        v.as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| self.error(key, "a token id (integer ≥ 0)", v.to_string()))
+    }
+
+    fn finite(&self, key: &str, default: f32) -> Result<f32, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        match v.as_f64() {
+            Some(x) if x.is_finite() => Ok(x as f32),
+            _ => Err(self.error(key, "a finite number", v.to_string())),
+        }
+    }
+
+    fn eps(&self, key: &str, default: f32) -> Result<f32, ConfigError> {
+        let eps = self.finite(key, default)?;
+        if eps > 0.0 {
+            Ok(eps)
+        } else {
+            Err(self.error(key, "a positive number", eps.to_string()))
+        }
+    }
+
+    fn activation(&self, key: &str, default: Activation) -> Result<Activation, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        v.as_str()
+            .and_then(Activation::from_hf_name)
+            .ok_or_else(|| {
+                self.error(
+                    key,
+                    "one of \"gelu\", \"gelu_new\", \"gelu_pytorch_tanh\", \"quick_gelu\"",
+                    v.to_string(),
+                )
+            })
+    }
+
+    /// Checks that `num` is a multiple of `den`, naming both fields otherwise.
+    fn divisible(&self, num: (&str, usize), den: (&str, usize)) -> Result<(), ConfigError> {
+        if num.1 % den.1 == 0 {
+            return Ok(());
+        }
+        Err(self.error(
+            num.0,
+            format!("a multiple of {}{} ({})", self.prefix, den.0, den.1),
+            num.1.to_string(),
+        ))
+    }
+}

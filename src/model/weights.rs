@@ -1,0 +1,310 @@
+//! Memory-mapped safetensors weights of a Hugging Face model directory.
+//!
+//! Layouts, as `transformers.PreTrainedModel.from_pretrained` reads them: a single
+//! `model.safetensors`, or `model.safetensors.index.json` whose `weight_map` sends each tensor
+//! name to a shard file in the same directory. Tensors are looked up by their exact Hugging Face
+//! name; F32, F16 and BF16 storage is converted to f32 on [`Weights::get`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensors};
+
+/// Single-file weights.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Index of sharded weights.
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Bytes of the little-endian u64 header-length prefix of a safetensors file.
+const LEN_PREFIX: usize = 8;
+
+/// Opening weights or reading a tensor failed; every message names the file (and tensor).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("no weights in {dir}: looked for {WEIGHTS_FILE} and {WEIGHTS_INDEX_FILE}")]
+    NoWeights { dir: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid safetensors file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("invalid weights index {path}: {reason}")]
+    Index { path: PathBuf, reason: String },
+    #[error("shard {shard} named in {index} is missing")]
+    MissingShard { index: PathBuf, shard: PathBuf },
+    #[error("tensor {name} not found in {searched}")]
+    MissingTensor { name: String, searched: String },
+    #[error("tensor {name} in {file}: expected shape {expected:?}, found {found:?}")]
+    Shape {
+        name: String,
+        file: PathBuf,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    #[error("tensor {name} in {file}: expected a float dtype (F32, F16 or BF16), found {found}")]
+    Dtype {
+        name: String,
+        file: PathBuf,
+        found: String,
+    },
+}
+
+/// All tensors of a model directory, memory-mapped, addressed by name.
+#[derive(Debug)]
+pub struct Weights {
+    shards: Vec<Shard>,
+    /// Tensor name → index into `shards`.
+    location: HashMap<String, usize>,
+    /// What a missing-tensor message says was searched: the weights file or the index.
+    searched: String,
+}
+
+/// One safetensors file: its map and parsed header.
+#[derive(Debug)]
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Byte offset of the tensor data (after the length prefix and the JSON header).
+    data_start: usize,
+    metadata: Metadata,
+}
+
+impl Weights {
+    /// Opens `dir/model.safetensors`, or else the shards listed by
+    /// `dir/model.safetensors.index.json`, and checks every header.
+    pub fn open(dir: &Path) -> Result<Self, LoadError> {
+        let single = dir.join(WEIGHTS_FILE);
+        let index = dir.join(WEIGHTS_INDEX_FILE);
+        if single.is_file() {
+            let shard = Shard::open(single)?;
+            let location = shard
+                .metadata
+                .offset_keys()
+                .into_iter()
+                .map(|n| (n, 0))
+                .collect();
+            let searched = shard.path.display().to_string();
+            Ok(Self {
+                shards: vec![shard],
+                location,
+                searched,
+            })
+        } else if index.is_file() {
+            Self::open_sharded(dir, &index)
+        } else {
+            Err(LoadError::NoWeights {
+                dir: dir.to_path_buf(),
+            })
+        }
+    }
+
+    fn open_sharded(dir: &Path, index: &Path) -> Result<Self, LoadError> {
+        let index_error = |reason: String| LoadError::Index {
+            path: index.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(index).map_err(|source| LoadError::Io {
+            path: index.to_path_buf(),
+            source,
+        })?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| index_error(format!("not valid JSON: {e}")))?;
+        let weight_map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| index_error("no \"weight_map\" object".into()))?;
+
+        // Sorted so that shards open in a stable order and errors are reproducible.
+        let mut by_file: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, file) in weight_map {
+            let file = file.as_str().ok_or_else(|| {
+                index_error(format!(
+                    "weight_map[{name:?}] is {file}, expected a file name"
+                ))
+            })?;
+            by_file.entry(file).or_default().push(name);
+        }
+
+        let mut shards = Vec::with_capacity(by_file.len());
+        let mut location = HashMap::with_capacity(weight_map.len());
+        for (file, names) in by_file {
+            let path = dir.join(file);
+            if !path.is_file() {
+                return Err(LoadError::MissingShard {
+                    index: index.to_path_buf(),
+                    shard: path,
+                });
+            }
+            let shard = Shard::open(path)?;
+            for name in names {
+                if shard.metadata.info(name).is_none() {
+                    return Err(index_error(format!(
+                        "weight_map puts tensor {name} in {file}, which does not contain it"
+                    )));
+                }
+                location.insert(name.to_string(), shards.len());
+            }
+            shards.push(shard);
+        }
+        Ok(Self {
+            shards,
+            location,
+            searched: format!("{} (weight_map)", index.display()),
+        })
+    }
+
+    /// The tensor `name` as f32, after checking that it has exactly `shape` and a float dtype.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
+        self.get_optional(name, shape)?
+            .ok_or_else(|| LoadError::MissingTensor {
+                name: name.to_string(),
+                searched: self.searched.clone(),
+            })
+    }
+
+    /// Like [`Weights::get`], but an absent tensor is `Ok(None)` (e.g. optional biases).
+    pub fn get_optional(&self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>, LoadError> {
+        let Some((shard, info)) = self.lookup(name) else {
+            return Ok(None);
+        };
+        if info.shape != shape {
+            return Err(LoadError::Shape {
+                name: name.to_string(),
+                file: shard.path.clone(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        let bytes = shard.bytes(info);
+        let values = match info.dtype {
+            Dtype::F32 => convert(bytes, f32::from_le_bytes),
+            Dtype::F16 => convert(bytes, |b| half::f16::from_le_bytes(b).to_f32()),
+            Dtype::BF16 => convert(bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
+            other => {
+                return Err(LoadError::Dtype {
+                    name: name.to_string(),
+                    file: shard.path.clone(),
+                    found: other.to_string(),
+                })
+            }
+        };
+        Ok(Some(values))
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.location.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The stored shape of `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.lookup(name).map(|(_, info)| info.shape.as_slice())
+    }
+
+    /// Total number of stored elements over all tensors.
+    pub fn param_count(&self) -> usize {
+        self.location
+            .keys()
+            .filter_map(|name| self.lookup(name))
+            .map(|(_, info)| info.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// How many tensors are stored in each dtype ("F32", "F16", …), sorted by dtype name.
+    pub fn stored_dtypes(&self) -> Vec<(String, usize)> {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for name in self.location.keys() {
+            if let Some((_, info)) = self.lookup(name) {
+                *counts.entry(info.dtype.to_string()).or_default() += 1;
+            }
+        }
+        counts.into_iter().collect()
+    }
+
+    fn lookup(&self, name: &str) -> Option<(&Shard, &TensorInfo)> {
+        let shard = &self.shards[*self.location.get(name)?];
+        shard.metadata.info(name).map(|info| (shard, info))
+    }
+}
+
+impl Shard {
+    fn open(path: PathBuf) -> Result<Self, LoadError> {
+        let corrupt = |reason: String| LoadError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let file = File::open(&path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let file_len = file
+            .metadata()
+            .map_err(|source| LoadError::Io {
+                path: path.clone(),
+                source,
+            })?
+            .len();
+        if file_len < LEN_PREFIX as u64 {
+            return Err(corrupt(format!(
+                "the file is {file_len} bytes, shorter than the {LEN_PREFIX}-byte header length"
+            )));
+        }
+        // SAFETY: the map is read-only and private to this process. Another process truncating
+        // or rewriting the file while it is mapped would invalidate the bytes; like every
+        // safetensors loader we accept that, since copying multi-GB weights is not an option.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        // Checked here as well as in safetensors, to say by how much the file falls short.
+        let mut prefix = [0u8; LEN_PREFIX];
+        prefix.copy_from_slice(&mmap[..LEN_PREFIX]);
+        let header_len = u64::from_le_bytes(prefix);
+        if header_len > file_len - LEN_PREFIX as u64 {
+            return Err(corrupt(format!(
+                "the header length prefix says {header_len} bytes, but only {} bytes follow it \
+                 (truncated file, or not safetensors)",
+                file_len - LEN_PREFIX as u64
+            )));
+        }
+        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
+            corrupt(match e {
+                safetensors::SafeTensorError::MetadataIncompleteBuffer => {
+                    format!("{e} (the tensor data does not match the header: truncated file?)")
+                }
+                _ => e.to_string(),
+            })
+        })?;
+        Ok(Self {
+            data_start: LEN_PREFIX + header_len,
+            path,
+            mmap,
+            metadata,
+        })
+    }
+
+    /// The raw little-endian bytes of a tensor; `read_metadata` has checked they lie in the file.
+    fn bytes(&self, info: &TensorInfo) -> &[u8] {
+        let (begin, end) = info.data_offsets;
+        &self.mmap[self.data_start + begin..self.data_start + end]
+    }
+}
+
+/// Decodes little-endian elements of `N` bytes; the data may be unaligned in the map.
+fn convert<const N: usize>(bytes: &[u8], decode: impl Fn([u8; N]) -> f32) -> Vec<f32> {
+    bytes
+        .chunks_exact(N)
+        .map(|chunk| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(chunk);
+            decode(b)
+        })
+        .collect()
+}

@@ -1,0 +1,90 @@
+//! What a forward pass records (per-layer attention probabilities and layer outputs) and what
+//! the backward fills in (∂target/∂attention probabilities), per tower of a model.
+//!
+//! Buffers stay on the backend that computed them (`Buf`); `to_host` copies a trace into host
+//! memory for methods and tests.
+
+use crate::backend::{Backend, BackendError};
+use crate::model::block::EncoderActivations;
+
+/// One attention layer of one tower.
+pub struct LayerTrace<Buf> {
+    /// Softmax probabilities [batch, heads, tokens, tokens]; masked entries are exactly 0.
+    pub attention: Buf,
+    /// ∂target/∂attention, same shape. Every entry, masked ones included (as autograd).
+    pub attention_grad: Buf,
+    /// The layer output [batch, tokens, width].
+    pub output: Buf,
+}
+
+/// Every layer of one tower (`"vision"`, `"text"`, …) over a padded batch.
+pub struct TowerTrace<Buf> {
+    pub name: &'static str,
+    pub batch: usize,
+    pub heads: usize,
+    pub tokens: usize,
+    pub width: usize,
+    /// Valid (non-padding) tokens per sample.
+    pub lengths: Vec<usize>,
+    pub layers: Vec<LayerTrace<Buf>>,
+}
+
+impl<Buf> TowerTrace<Buf> {
+    /// Pairs a finished forward with the backward's gradients (first layer first).
+    pub(crate) fn from_activations(
+        name: &'static str,
+        heads: usize,
+        width: usize,
+        lengths: Vec<usize>,
+        tokens: usize,
+        acts: EncoderActivations<Buf>,
+        grads: Vec<Buf>,
+    ) -> Self {
+        let layers = acts
+            .layers
+            .into_iter()
+            .zip(grads)
+            .map(|(a, g)| LayerTrace {
+                attention: a.probs,
+                attention_grad: g,
+                output: a.out,
+            })
+            .collect();
+        Self {
+            name,
+            batch: lengths.len(),
+            heads,
+            tokens,
+            width,
+            lengths,
+            layers,
+        }
+    }
+
+    /// Copies every buffer to host memory.
+    pub fn to_host<B: Backend<Buf = Buf>>(
+        &self,
+        be: &B,
+    ) -> Result<TowerTrace<Vec<f32>>, BackendError> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerTrace {
+                    attention: be.download(&l.attention)?,
+                    attention_grad: be.download(&l.attention_grad)?,
+                    output: be.download(&l.output)?,
+                })
+            })
+            .collect::<Result<_, BackendError>>()?;
+        Ok(TowerTrace {
+            name: self.name,
+            batch: self.batch,
+            heads: self.heads,
+            tokens: self.tokens,
+            width: self.width,
+            lengths: self.lengths.clone(),
+            layers,
+        })
+    }
+}

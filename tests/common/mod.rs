@@ -1,0 +1,89 @@
+//! Shared helpers for the reference tests: reading golden tensors written by
+//! tools/reference and comparing with explicit tolerances.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Golden tensors of one safetensors file, kept in memory.
+pub struct Golden {
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    pub fn open(path: &Path) -> Self {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self { bytes }
+    }
+
+    fn view(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("golden file parses")
+    }
+
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.view()
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("golden tensor {name} missing"))
+            .shape()
+            .to_vec()
+    }
+
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        let view = self.view();
+        let t = view
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("golden tensor {name} missing"));
+        assert_eq!(t.dtype(), Dtype::F32, "{name}");
+        t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    }
+
+    pub fn i64(&self, name: &str) -> Vec<i64> {
+        let view = self.view();
+        let t = view
+            .tensor(name)
+            .unwrap_or_else(|_| panic!("golden tensor {name} missing"));
+        assert_eq!(t.dtype(), Dtype::I64, "{name}");
+        t.data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    }
+}
+
+/// Worst |a − b| over the whole tensor, with its index.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, usize) {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .fold((0.0, 0), |(m, at), (i, (x, y))| {
+            let d = (x - y).abs();
+            if d > m || d.is_nan() {
+                (d, i)
+            } else {
+                (m, at)
+            }
+        })
+}
+
+/// max |a − b| / max |b|: errors relative to the tensor's scale.
+pub fn max_diff_rel_to_max(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    max_abs_diff(a, b).0 / scale.max(f32::MIN_POSITIVE)
+}
+
+/// max over entries of |a − b| / |b|.
+pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(f32::MIN_POSITIVE))
+        .fold(0.0, f32::max)
+}
