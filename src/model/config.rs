@@ -84,7 +84,7 @@ impl ModelFamily {
 
 impl fmt::Display for ModelFamily {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.model_type())
+        f.write_str(self.model_type())
     }
 }
 

@@ -1,0 +1,277 @@
+//! CPU op checks that the CLIP reference test does not reach on its own: activation values
+//! against torch, and every backward against central finite differences of its forward
+//! (directional derivatives, so one check covers the whole input).
+//!
+//! The finite differences run the f32 forward with step h = 1e-2 along a random direction;
+//! their truncation and rounding error is well under the 1e-2 relative bound used here, while
+//! a wrong term in a backward (a missing factor, a transposed product) is off by O(1).
+
+use fiedler::backend::{Activation, AttentionShape, Backend, Cpu};
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+}
+
+/// Checks ⟨dy, f(x + h·v) − f(x − h·v)⟩ / 2h against ⟨backward(dy), v⟩.
+fn check_directional(
+    name: &str,
+    x: &[f32],
+    dy: &[f32],
+    f: impl Fn(&[f32]) -> Vec<f32>,
+    grad: &[f32],
+) {
+    let h = 1e-2f32;
+    let v = values(x.len(), 99);
+    let shifted =
+        |sign: f32| -> Vec<f32> { x.iter().zip(&v).map(|(a, b)| a + sign * h * b).collect() };
+    let numeric = (dot(dy, &f(&shifted(1.0))) - dot(dy, &f(&shifted(-1.0)))) / (2.0 * h as f64);
+    let analytic = dot(grad, &v);
+    let err = (numeric - analytic).abs() / analytic.abs().max(1e-3);
+    assert!(
+        err < 1e-2,
+        "{name}: finite difference {numeric:.6} vs backward {analytic:.6} (rel {err:.2e})"
+    );
+}
+
+#[test]
+fn activations_match_torch_values() {
+    // torch 2.9.1: F.gelu(x), F.gelu(x, approximate="tanh"), x·sigmoid(1.702x).
+    let x = vec![-3.0, -1.0, -0.25, 0.0, 0.5, 1.0, 2.5];
+    let expected = [
+        (
+            Activation::Gelu,
+            [
+                -0.004050225,
+                -0.15865526,
+                -0.10032342,
+                0.0,
+                0.34573123,
+                0.8413447,
+                2.4844759,
+            ],
+        ),
+        (
+            Activation::GeluTanh,
+            [
+                -0.003637433,
+                -0.15880799,
+                -0.10032465,
+                0.0,
+                0.345714,
+                0.841192,
+                2.4849157,
+            ],
+        ),
+        (
+            Activation::QuickGelu,
+            [
+                -0.01807131,
+                -0.15420423,
+                -0.09880035,
+                0.0,
+                0.35038844,
+                0.84579575,
+                2.465014,
+            ],
+        ),
+    ];
+    for (act, want) in expected {
+        let mut out = vec![0.0; x.len()];
+        Cpu.activation(&mut out, &x, act).unwrap();
+        for (o, w) in out.iter().zip(want) {
+            assert!((o - w).abs() <= 1e-6, "{act:?}: {out:?} vs {want:?}");
+        }
+    }
+}
+
+#[test]
+fn activation_backward_matches_finite_differences() {
+    let x: Vec<f32> = values(64, 1).iter().map(|v| 3.0 * v).collect();
+    let dy = values(64, 2);
+    for act in [
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::QuickGelu,
+    ] {
+        let mut dx = vec![0.0; 64];
+        Cpu.activation_backward(&mut dx, &dy, &x, act).unwrap();
+        let f = |x: &[f32]| {
+            let mut out = vec![0.0; x.len()];
+            Cpu.activation(&mut out, &x.to_vec(), act).unwrap();
+            out
+        };
+        check_directional(&format!("{act:?}"), &x, &dy, f, &dx);
+    }
+}
+
+#[test]
+fn layernorm_backward_matches_finite_differences() {
+    let (rows, dim) = (5, 37);
+    let x: Vec<f32> = values(rows * dim, 3)
+        .iter()
+        .map(|v| 2.0 * v + 0.5)
+        .collect();
+    let gamma = values(dim, 4);
+    let beta = values(dim, 5);
+    let dy = values(rows * dim, 6);
+    let f = |x: &[f32]| {
+        let (mut out, mut stats) = (vec![0.0; x.len()], vec![0.0; 2 * rows]);
+        Cpu.layernorm(&mut out, &mut stats, &x.to_vec(), &gamma, &beta, dim, 1e-5)
+            .unwrap();
+        out
+    };
+    let mut stats = vec![0.0; 2 * rows];
+    let mut out = vec![0.0; x.len()];
+    Cpu.layernorm(&mut out, &mut stats, &x, &gamma, &beta, dim, 1e-5)
+        .unwrap();
+    let mut dx = vec![0.0; x.len()];
+    Cpu.layernorm_backward(&mut dx, &dy, &x, &stats, &gamma, dim, false)
+        .unwrap();
+    check_directional("layernorm", &x, &dy, f, &dx);
+}
+
+#[test]
+fn attention_backward_matches_finite_differences() {
+    for (causal, key_lengths) in [
+        (false, None),
+        (true, Some(vec![7, 4])),
+        (false, Some(vec![3, 7])),
+    ] {
+        let s = AttentionShape {
+            batch: 2,
+            heads: 3,
+            tokens: 7,
+            head_dim: 5,
+            causal,
+            key_lengths,
+        };
+        let rows = s.batch * s.tokens;
+        let qkv = values(rows * 3 * s.width(), 7);
+        let dctx = values(rows * s.width(), 8);
+        let f = |qkv: &[f32]| {
+            let (mut probs, mut ctx) = (vec![0.0; s.probs_len()], vec![0.0; rows * s.width()]);
+            Cpu.attention(&mut probs, &mut ctx, &qkv.to_vec(), &s)
+                .unwrap();
+            ctx
+        };
+        let mut probs = vec![0.0; s.probs_len()];
+        let mut ctx = vec![0.0; rows * s.width()];
+        Cpu.attention(&mut probs, &mut ctx, &qkv, &s).unwrap();
+        let mut dprobs = vec![0.0; s.probs_len()];
+        let mut dqkv = vec![0.0; qkv.len()];
+        Cpu.attention_backward(&mut dprobs, &mut dqkv, &dctx, &qkv, &probs, &s)
+            .unwrap();
+        check_directional(&format!("attention causal={causal}"), &qkv, &dctx, f, &dqkv);
+
+        // Masked probabilities are exactly zero and every row sums to one.
+        for (bh, block) in probs.chunks_exact(s.tokens * s.tokens).enumerate() {
+            let key_len = s.key_len(bh / s.heads);
+            for (i, row) in block.chunks_exact(s.tokens).enumerate() {
+                let seen = if causal { key_len.min(i + 1) } else { key_len };
+                assert!(row[seen..].iter().all(|&p| p == 0.0));
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            }
+        }
+    }
+}
+
+#[test]
+fn cosine_head_backward_matches_finite_differences() {
+    let (batch, dim) = (3, 11);
+    let a = values(batch * dim, 9);
+    let b = values(batch * dim, 10);
+    let ds = vec![1.0, -0.5, 2.0];
+    let (mut da, mut db) = (vec![0.0; a.len()], vec![0.0; b.len()]);
+    Cpu.cosine_scores_backward(&mut da, &mut db, &ds, &a, &b, 14.3, dim)
+        .unwrap();
+    let score = |a: &[f32], b: &[f32]| {
+        let mut s = vec![0.0; batch];
+        Cpu.cosine_scores(&mut s, &a.to_vec(), &b.to_vec(), 14.3, dim)
+            .unwrap();
+        s
+    };
+    check_directional("cosine a", &a, &ds, |a| score(a, &b), &da);
+    check_directional("cosine b", &b, &ds, |b| score(&a, b), &db);
+}
+
+#[test]
+fn linear_and_gather_backward_match_finite_differences() {
+    let (m, k, n) = (6, 9, 4);
+    let x = values(m * k, 11);
+    let w = values(n * k, 12);
+    let dy = values(m * n, 13);
+    let mut dx = vec![0.0; m * k];
+    Cpu.linear_backward(&mut dx, &dy, &w, m, k, n, false)
+        .unwrap();
+    let f = |x: &[f32]| {
+        let mut out = vec![0.0; m * n];
+        Cpu.linear(&mut out, &x.to_vec(), &w, None, m, k, n)
+            .unwrap();
+        out
+    };
+    check_directional("linear", &x, &dy, f, &dx);
+
+    let rows = [4usize, 0, 4];
+    let dg = values(rows.len() * k, 14);
+    let mut dx = vec![1.0; m * k];
+    Cpu.gather_rows_backward(&mut dx, &dg, &rows, k).unwrap();
+    let f = |x: &[f32]| {
+        let mut out = vec![0.0; rows.len() * k];
+        Cpu.gather_rows(&mut out, &x.to_vec(), &rows, k).unwrap();
+        out
+    };
+    check_directional("gather_rows", &x, &dg, f, &dx);
+}
+
+#[test]
+fn ops_reject_mismatched_buffers() {
+    let mut out = vec![0.0; 5];
+    let err = Cpu
+        .linear(&mut out, &vec![0.0; 6], &vec![0.0; 6], None, 2, 3, 2)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("linear: buffer `out` has 5 elements, expected 4"),
+        "{err}"
+    );
+    let s = AttentionShape {
+        batch: 1,
+        heads: 1,
+        tokens: 3,
+        head_dim: 2,
+        causal: false,
+        key_lengths: Some(vec![4]),
+    };
+    let err = Cpu
+        .attention(&mut vec![0.0; 9], &mut vec![0.0; 6], &vec![0.0; 18], &s)
+        .unwrap_err();
+    assert!(err.to_string().contains("key lengths"), "{err}");
+    let err = Cpu
+        .embed_tokens(
+            &mut vec![0.0; 4],
+            &[0, 9],
+            &vec![0.0; 8],
+            &vec![0.0; 4],
+            2,
+            2,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("token id 9 is outside the vocabulary of 4"),
+        "{err}"
+    );
+}

@@ -1,0 +1,69 @@
+//! `fiedler inspect`: what it prints for the fixtures, and clean failures (exit 1 with a
+//! message naming the path, never a panic's exit 101).
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::fixtures;
+
+fn fiedler(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn inspect_describes_the_clip_fixture() {
+    let dir = fixtures().join("clip");
+    let out = fiedler(&["inspect", "--model", dir.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("family      clip"), "{stdout}");
+    assert!(
+        stdout.contains("vision      3 layers, 4 heads, width 64, 37 tokens"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("text        3 layers, 4 heads, width 48, 32 tokens"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("parameters  217457"), "{stdout}");
+    assert!(stdout.contains("F32 (110 tensors)"), "{stdout}");
+}
+
+#[test]
+fn inspect_reports_f16_storage_of_the_sharded_fixture() {
+    let dir = fixtures().join("clip-f16-sharded");
+    let out = fiedler(&["inspect", "--model", dir.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("parameters  217457"), "{stdout}");
+    assert!(stdout.contains("F16"), "{stdout}");
+}
+
+#[test]
+fn inspect_of_a_missing_directory_fails_cleanly() {
+    let out = fiedler(&["inspect", "--model", "/nonexistent/model"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/nonexistent/model"), "{stderr}");
+    assert!(stderr.contains("config.json"), "{stderr}");
+}
+
+#[test]
+fn inspect_without_weights_fails_cleanly() {
+    let dir = std::env::temp_dir().join(format!("fiedler-cli-noweights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixtures().join("clip/config.json"), dir.join("config.json")).unwrap();
+    let out = fiedler(&["inspect", "--model", dir.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("model.safetensors"), "{stderr}");
+}
