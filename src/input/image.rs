@@ -25,8 +25,11 @@ use super::InputError;
 pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
 
 /// OpenAI CLIP's per-channel mean (transformers' `OPENAI_CLIP_MEAN`).
+// Both constants keep transformers' decimal digits; they round to f32 as numpy's float32 does.
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// OpenAI CLIP's per-channel standard deviation (`OPENAI_CLIP_STD`).
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// Pillow's resampling filters that `Image.resize` implements by convolution, by their PIL codes

@@ -176,18 +176,24 @@ impl TextTokenizer {
         })
     }
 
-    /// Readable text of each token: byte-level decoded one id at a time, with the BPE
+    /// Readable text of each token, one entry per id: the byte-level decoded text with the BPE
     /// end-of-word marker `</w>` removed (transformers' `CLIPTokenizerFast` removes it itself,
     /// since tokenizer.json's ByteLevel decoder leaves it). Special tokens are shown as written.
+    ///
+    /// A character split over several byte tokens is shown on the token that completes it, and
+    /// the tokens before it are empty, so that no entry holds half a UTF-8 sequence.
     pub fn tokens_for_display(&self, ids: &[u32]) -> Vec<String> {
+        let mut stream = self.tokenizer.decode_stream(false);
         ids.iter()
             .map(|&id| {
-                let text = self
-                    .tokenizer
-                    .decode(&[id], false)
-                    .ok()
-                    .or_else(|| self.tokenizer.id_to_token(id))
-                    .unwrap_or_else(|| format!("<id {id}>"));
+                let text = match stream.step(id) {
+                    Ok(chunk) => chunk.unwrap_or_default(),
+                    // Not expected for a vocabulary id; show the raw token rather than fail.
+                    Err(_) => self
+                        .tokenizer
+                        .id_to_token(id)
+                        .unwrap_or_else(|| format!("<id {id}>")),
+                };
                 text.replace("</w>", "")
             })
             .collect()

@@ -93,6 +93,8 @@ struct Forward<Buf> {
 /// The trace of a batch: both towers, vision first.
 pub struct ClipTrace<Buf> {
     pub output: ClipOutput,
+    /// Patch grid of the vision tower (rows, columns).
+    pub image_grid: (usize, usize),
     pub vision: TowerTrace<Buf>,
     pub text: TowerTrace<Buf>,
 }
@@ -284,6 +286,10 @@ impl<B: Backend> Clip<B> {
                 text_grads,
             ),
             output: f.output,
+            image_grid: (
+                self.config.vision.grid_size(),
+                self.config.vision.grid_size(),
+            ),
         })
     }
 

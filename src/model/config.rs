@@ -35,7 +35,7 @@ pub enum ConfigError {
         ModelFamily::SUPPORTED
     )]
     UnknownModelType { path: PathBuf, found: String },
-    #[error("{path}: model_type is {found}, but this loader reads {expected} configs")]
+    #[error("{path}: model_type is \"{found}\", but this loader reads \"{expected}\" configs")]
     WrongFamily {
         path: PathBuf,
         expected: ModelFamily,
@@ -383,7 +383,7 @@ impl<'a> Section<'a> {
 
     /// Checks that `num` is a multiple of `den`, naming both fields otherwise.
     fn divisible(&self, num: (&str, usize), den: (&str, usize)) -> Result<(), ConfigError> {
-        if num.1 % den.1 == 0 {
+        if num.1.is_multiple_of(den.1) {
             return Ok(());
         }
         Err(self.error(

@@ -52,10 +52,12 @@ impl ModelSummary {
                     },
                 ]
             }
-            other => return Err(ModelError::Input(format!(
+            other => {
+                return Err(ModelError::Input(format!(
                 "{}: model family `{other}` is recognised but not supported yet (supported: clip)",
                 dir.display()
-            ))),
+            )))
+            }
         };
         let weights = Weights::open(dir)?;
         Ok(Self {

@@ -47,6 +47,7 @@ from transformers.models.clip.modeling_clip import CLIPAttention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clip_tokenizer import EOT, SOT, build_tokenizer  # noqa: E402
+from pil_resize_reference import pil_bicubic_resize  # noqa: E402
 
 SEED = 20240607
 N_MERGES = 300  # -> vocab 512 + 300 + 2 = 814
@@ -310,6 +311,8 @@ def preprocess_goldens(ip: CLIPImageProcessor, tensors: dict, meta: dict) -> Non
         h, w = arr.shape[:2]
         resized = ip.resize(arr, size=ip.size, resample=ip.resample, input_data_format=ChannelDimension.LAST)
         rh, rw = resized.shape[:2]
+        assert resized.dtype == np.uint8
+        assert np.array_equal(pil_bicubic_resize(arr, rh, rw), resized), "resize reference mismatch"
         top, left = (rh - 48) // 2, (rw - 48) // 2
         crop = resized[top : top + 48, left : left + 48]
         x = ip.rescale(crop, scale=ip.rescale_factor, input_data_format=ChannelDimension.LAST)

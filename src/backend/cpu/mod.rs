@@ -5,7 +5,7 @@ mod activation;
 mod attention;
 mod embed;
 mod head;
-mod matmul;
+pub(crate) mod matmul;
 mod norm;
 
 use super::{Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};

@@ -1,0 +1,161 @@
+//! Explanation methods over a trace, written once for every model family (spec §C, §H).
+//!
+//! A method reads one sample of one tower ([`view::SampleView`]) and produces relevance over
+//! chosen tokens: the attention family builds a token×token matrix and reads one row
+//! (`attention`), the spectral family scores the tokens of a graph directly (`spectral`).
+//! Family modules (`clip`) say which row and which tokens.
+
+pub mod attention;
+pub mod clip;
+pub mod matrix;
+pub mod spectral;
+pub mod view;
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+use crate::linalg::{GraphOptions, SpectralError};
+
+/// Every method fiedler implements, by its CLI name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// §C.4: head-averaged attention of the last layer.
+    RawAttn,
+    /// §C.6: attention rollout (Abnar & Zuidema), row-normalised (A + I) products.
+    Rollout,
+    /// §C.5: attention Grad-CAM on the last layer.
+    GradCam,
+    /// §C.1: Chefer et al.'s relevance maps (ICCV'21), gradient-weighted attention, no LRP.
+    Chefer,
+    /// §C.7: the Fiedler vector of the last layer's token graph (class-agnostic).
+    Dsmi,
+    /// §C.8: Σ_l mean_h(∇A⁺)·Fiedler_l.
+    DsmiGrad,
+    /// §C.9: Σ_l mean_h((∇A⊙A)⁺)·Fiedler_l.
+    DsmiGradAttn,
+}
+
+impl Method {
+    pub const ALL: [Method; 7] = [
+        Method::RawAttn,
+        Method::Rollout,
+        Method::GradCam,
+        Method::Chefer,
+        Method::Dsmi,
+        Method::DsmiGrad,
+        Method::DsmiGradAttn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::RawAttn => "raw-attn",
+            Method::Rollout => "rollout",
+            Method::GradCam => "grad-cam",
+            Method::Chefer => "chefer",
+            Method::Dsmi => "dsmi",
+            Method::DsmiGrad => "dsmi-grad",
+            Method::DsmiGradAttn => "dsmi-grad-attn",
+        }
+    }
+
+    /// Whether the method reads ∂target/∂A (so the trace needs a backward pass).
+    pub fn needs_gradients(self) -> bool {
+        matches!(
+            self,
+            Method::GradCam | Method::Chefer | Method::DsmiGrad | Method::DsmiGradAttn
+        )
+    }
+
+    /// The comma-separated list of valid names, for messages and `--help`.
+    pub fn valid_names() -> String {
+        Method::ALL
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = ExplainError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| ExplainError::UnknownMethod(s.to_owned()))
+    }
+}
+
+/// Options shared by the methods.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MethodOptions {
+    /// First layer of the vision (or only) tower that rollout and chefer use; negative
+    /// counts from the end (−1 = last layer only, as in Chefer's CLIP notebook).
+    pub start_layer: i64,
+    /// The same for the text tower.
+    pub start_layer_text: i64,
+    pub graph: GraphOptions,
+}
+
+impl Default for MethodOptions {
+    /// Every layer (§H), normalised graph rows, Lanczos.
+    fn default() -> Self {
+        Self {
+            start_layer: 0,
+            start_layer_text: 0,
+            graph: GraphOptions::default(),
+        }
+    }
+}
+
+/// Resolves a possibly negative start layer against a tower of `layers` layers.
+pub(crate) fn resolve_start(
+    start: i64,
+    layers: usize,
+    flag: &'static str,
+) -> Result<usize, ExplainError> {
+    let resolved = if start < 0 {
+        layers as i64 + start
+    } else {
+        start
+    };
+    if (0..layers as i64).contains(&resolved) {
+        Ok(resolved as usize)
+    } else {
+        Err(ExplainError::StartLayer {
+            flag,
+            value: start,
+            layers,
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ExplainError {
+    #[error("unknown method {0:?}; valid methods: {valids}, all", valids = Method::valid_names())]
+    UnknownMethod(String),
+    #[error(
+        "{flag} {value} is outside a tower of {layers} layers (use 0..{layers} or -1..-{layers})"
+    )]
+    StartLayer {
+        flag: &'static str,
+        value: i64,
+        layers: usize,
+    },
+    #[error("spectral graph of {tower} tokens, pair {pair}: {source}")]
+    Spectral {
+        tower: &'static str,
+        pair: usize,
+        #[source]
+        source: SpectralError,
+    },
+}

@@ -1,0 +1,77 @@
+//! The spectral family (spec §C.7–§C.9 in fiedler's form, §H): Fiedler vectors of a layer's
+//! token-affinity graph, optionally weighted by that layer's attention gradients.
+
+use crate::explain::view::SampleView;
+use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
+
+/// How each layer's Fiedler vector is weighted before the sum over layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradWeighting {
+    /// §C.8: Ḡ_l = mean_h((∇A_l)⁺).
+    Gradient,
+    /// §C.9: Ā_l = mean_h((∇A_l ⊙ A_l)⁺).
+    GradientTimesAttention,
+}
+
+/// Relevance over the graph tokens plus the Fiedler solutions it came from (one per layer
+/// used), so callers can flag degenerate graphs.
+pub struct SpectralRelevance {
+    pub values: Vec<f32>,
+    pub graphs: Vec<Fiedler>,
+}
+
+fn layer_fiedlers(
+    v: &SampleView,
+    layers: &[usize],
+    tokens: &[usize],
+    opts: &GraphOptions,
+) -> Result<Vec<Fiedler>, SpectralError> {
+    let features: Vec<Vec<f32>> = layers.iter().map(|&l| v.features(l, tokens)).collect();
+    let mask = vec![true; tokens.len()];
+    let graphs: Vec<GraphInput> = features
+        .iter()
+        .map(|f| GraphInput {
+            features: f,
+            rows: tokens.len(),
+            dim: v.width(),
+            mask: &mask,
+        })
+        .collect();
+    fiedler_batch(&graphs, opts).into_iter().collect()
+}
+
+/// DSMI (class-agnostic): |Fiedler| of the last layer's output over `tokens`.
+pub fn dsmi(
+    v: &SampleView,
+    tokens: &[usize],
+    opts: &GraphOptions,
+) -> Result<SpectralRelevance, SpectralError> {
+    let graphs = layer_fiedlers(v, &[v.layers() - 1], tokens, opts)?;
+    Ok(SpectralRelevance {
+        values: graphs[0].vector.clone(),
+        graphs,
+    })
+}
+
+/// DSMI+Grad / DSMI+Grad+Attn: Σ_l W_l·f_l over every layer, with W_l the head-aggregated
+/// gradient (or gradient⊙attention) restricted to `tokens` × `tokens` and f_l the layer's
+/// |Fiedler| — the matrix–vector form (bug B3 of the CLIP notebook not reproduced).
+pub fn dsmi_grad(
+    v: &SampleView,
+    tokens: &[usize],
+    weighting: GradWeighting,
+    opts: &GraphOptions,
+) -> Result<SpectralRelevance, SpectralError> {
+    let layers: Vec<usize> = (0..v.layers()).collect();
+    let graphs = layer_fiedlers(v, &layers, tokens, opts)?;
+    let mut values = vec![0.0f32; tokens.len()];
+    for (&l, f) in layers.iter().zip(&graphs) {
+        let weights = match weighting {
+            GradWeighting::Gradient => v.head_mean(l, |_, g| g.max(0.0)),
+            GradWeighting::GradientTimesAttention => v.head_mean(l, |a, g| (a * g).max(0.0)),
+        };
+        let r = weights.select(tokens, tokens).matvec(&f.vector);
+        values.iter_mut().zip(r).for_each(|(acc, x)| *acc += x);
+    }
+    Ok(SpectralRelevance { values, graphs })
+}

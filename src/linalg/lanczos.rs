@@ -1,0 +1,158 @@
+//! Lanczos with full reorthogonalisation for the largest eigenvalue of M = D^-1/2 W D^-1/2
+//! on the orthogonal complement of a few known ("locked") eigenvectors (spec §B step 5).
+//!
+//! This is the algorithm the CUDA kernel mirrors, one thread block per graph:
+//! - one step = one n × n matrix–vector product, two dot products, and classical
+//!   Gram–Schmidt against the locked vectors and every earlier Lanczos vector, repeated
+//!   once when it cancels more than 1/√2 of the norm (the DGKS criterion). With full
+//!   reorthogonalisation the basis stays orthonormal to working precision, so no spurious
+//!   copies of converged Ritz values appear and the Ritz residual bound is reliable;
+//! - every [`CHECK_EVERY`] steps the Ritz values of T_k come from implicit QL
+//!   ([`super::tridiagonal`]); the top Ritz pair (θ, y) has residual ‖M Q y − θ Q y‖ =
+//!   β_k·|y_k|, and iteration stops once that is at most the tolerance (‖M‖ ≤ 1, so the
+//!   tolerance is relative);
+//! - the Krylov space can never grow past the complement's dimension: at that point (or
+//!   when β_k vanishes earlier because the space is invariant) T_k holds the exact
+//!   eigenvalues and the result is exact. So there is no iteration limit and no
+//!   "not converged" outcome; the worst case costs as much as a dense solve.
+//!
+//! The start vector is a fixed pseudo-random vector, so results are deterministic. When
+//! the largest eigenvalue is repeated (a graph with three or more components has λ₂ = 0
+//! more than once), the Krylov space contains exactly one vector of its eigenspace, the
+//! projection of the start vector, and that is the vector returned.
+
+use super::blas::{axpy, dot, gemv, norm, normalize};
+use super::error::SpectralError;
+use super::synthetic::uniform;
+use super::tridiagonal::{eigen_last_row, eigenvector};
+
+/// Steps between two convergence checks. A check costs O(k²) (QL on T_k), a step
+/// O(n² + kn); checking every few steps keeps the checks a small share of the time and
+/// overshoots convergence by at most this many steps.
+const CHECK_EVERY: usize = 4;
+
+/// Below this share of its norm left after one Gram–Schmidt pass, a vector is
+/// orthogonalised a second time ("twice is enough", Daniel–Gragg–Kaufman–Stewart).
+const DGKS: f64 = std::f64::consts::FRAC_1_SQRT_2;
+
+/// The largest eigenvalue of M on the complement of the locked vectors.
+pub(crate) struct TopEigen {
+    /// The Ritz value θ (an eigenvalue of M to within the tolerance).
+    pub value: f64,
+    /// The unit Ritz vector, when it was asked for; empty otherwise.
+    pub vector: Vec<f64>,
+    /// Lanczos steps taken (= matrix–vector products).
+    pub steps: usize,
+}
+
+/// Runs Lanczos on `m` (`n × n`, row-major, symmetric, ‖m‖ ≤ 1) restricted to the
+/// orthogonal complement of `locked` (orthonormal vectors), from the start vector of
+/// stream `key`, until the top Ritz pair's residual is at most `tol`. Returns `None` when
+/// the complement is empty.
+pub(crate) fn top_eigen(
+    m: &[f64],
+    n: usize,
+    locked: &[&[f64]],
+    key: u64,
+    tol: f64,
+    want_vector: bool,
+) -> Result<Option<TopEigen>, SpectralError> {
+    let dim = n.saturating_sub(locked.len());
+    let Some(start) = start_vector(n, locked, key).filter(|_| dim > 0) else {
+        return Ok(None);
+    };
+    // Lanczos vectors q_0, q_1, … stored one after another.
+    let mut basis = start;
+    let mut alpha: Vec<f64> = Vec::new();
+    let mut beta: Vec<f64> = Vec::new();
+    let mut w = vec![0.0; n];
+    loop {
+        let k = alpha.len();
+        let qk = &basis[k * n..(k + 1) * n];
+        gemv(m, qk, &mut w);
+        let a = dot(qk, &w);
+        axpy(-a, qk, &mut w);
+        if k > 0 {
+            axpy(-beta[k - 1], &basis[(k - 1) * n..k * n], &mut w);
+        }
+        alpha.push(a);
+        reorthogonalize(&mut w, locked, &basis, n);
+        let b = norm(&w);
+        let steps = k + 1;
+        // β = 0 (or below the tolerance) means the Krylov space is invariant, so its
+        // Ritz values are exact; at `dim` steps it is the whole complement.
+        let exhausted = steps >= dim || b <= tol;
+        if exhausted || steps % CHECK_EVERY == 0 {
+            let eig = eigen_last_row(&alpha, &beta)?;
+            let top = (0..eig.values.len())
+                .max_by(|&i, &j| eig.values[i].total_cmp(&eig.values[j]))
+                .unwrap_or(0);
+            if exhausted || b * eig.last[top].abs() <= tol {
+                let value = eig.values[top];
+                let vector = if want_vector {
+                    ritz_vector(&basis, n, &alpha, &beta, value)
+                } else {
+                    Vec::new()
+                };
+                return Ok(Some(TopEigen {
+                    value,
+                    vector,
+                    steps,
+                }));
+            }
+        }
+        beta.push(b);
+        basis.extend(w.iter().map(|v| v / b));
+    }
+}
+
+/// Q y for the eigenvector y of T_k at `value`, renormalised.
+fn ritz_vector(basis: &[f64], n: usize, alpha: &[f64], beta: &[f64], value: f64) -> Vec<f64> {
+    let y = eigenvector(alpha, beta, value);
+    let mut u = vec![0.0; n];
+    for (yi, q) in y.iter().zip(basis.chunks_exact(n)) {
+        axpy(*yi, q, &mut u);
+    }
+    normalize(&mut u);
+    u
+}
+
+/// Removes from `w` its components along the locked vectors and the Lanczos basis:
+/// classical Gram–Schmidt (one pass of dot products, then one of updates, which is what
+/// a GPU block does well), repeated when the first pass cancelled most of `w`.
+fn reorthogonalize(w: &mut [f64], locked: &[&[f64]], basis: &[f64], n: usize) {
+    let mut coeffs = Vec::with_capacity(basis.len() / n);
+    for _ in 0..2 {
+        let before = norm(w);
+        for v in locked {
+            let c = dot(v, w);
+            axpy(-c, v, w);
+        }
+        coeffs.clear();
+        coeffs.extend(basis.chunks_exact(n).map(|q| dot(q, w)));
+        for (c, q) in coeffs.iter().zip(basis.chunks_exact(n)) {
+            axpy(-c, q, w);
+        }
+        if norm(w) > DGKS * before {
+            break;
+        }
+    }
+}
+
+/// A unit pseudo-random vector orthogonal to the locked vectors, or `None` when three
+/// tries leave nothing of it (the complement is numerically empty).
+fn start_vector(n: usize, locked: &[&[f64]], key: u64) -> Option<Vec<f64>> {
+    (0..3u64).find_map(|attempt| {
+        let mut s: Vec<f64> = (0..n as u64)
+            .map(|i| uniform(key.wrapping_add(attempt), i) - 0.5)
+            .collect();
+        let before = norm(&s);
+        for _ in 0..2 {
+            for v in locked {
+                let c = dot(v, &s);
+                axpy(-c, v, &mut s);
+            }
+        }
+        (normalize(&mut s) > 1e-8 * before).then_some(s)
+    })
+}

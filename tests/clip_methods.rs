@@ -1,0 +1,217 @@
+//! Every CLIP method against the Python reference of spec §C/§H
+//! (tools/reference/make_clip_methods.py: the same definitions in numpy float64 over the
+//! transformers trace), for a batch of one and a ragged batch of three.
+//!
+//! Tolerance: 1e-4 relative to the largest magnitude of each reference vector (grad-cam
+//! vectors can be ~1e-4 in total, so an absolute bound would not test them). The reference
+//! reports that 1e-6 relative noise in the trace moves any output by ≤ 2.6e-6 of its max.
+//! No graph of these cases has λ₃ − λ₂ below 1e-3, so Fiedler vectors compare entrywise.
+
+mod common;
+
+use common::{fixtures, max_abs_diff, Golden};
+use fiedler::backend::Cpu;
+use fiedler::explain::clip::{explain_clip, PairExplanation};
+use fiedler::explain::{Method, MethodOptions};
+use fiedler::linalg::Solver;
+use fiedler::model::clip::{Clip, ClipInputs};
+use serde_json::Value;
+
+const REL_TO_MAX: f32 = 1e-4;
+
+/// The case's inputs: pixels from golden.safetensors (b3 holds the same three images as m3,
+/// in the same order), token ids from methods.json.
+fn inputs(case: &str) -> ClipInputs {
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("clip/methods.json")).unwrap())
+            .unwrap();
+    let c = &json["cases"][case];
+    let rows: Vec<Vec<u32>> = c["batch_input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect();
+    let lengths = c["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["len"].as_u64().unwrap() as usize)
+        .collect();
+    let pixels_case = if case == "m3" { "b3" } else { case };
+    ClipInputs {
+        pixels: Golden::open(&fixtures().join("clip/golden.safetensors"))
+            .f32(&format!("{pixels_case}.pixel_values")),
+        seq_len: rows[0].len(),
+        ids: rows.concat(),
+        lengths,
+    }
+}
+
+fn explain(case: &str, methods: &[Method], opts: &MethodOptions) -> Vec<Vec<PairExplanation>> {
+    let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
+    let trace = model.trace(&Cpu, &inputs(case), None).unwrap();
+    explain_clip(&trace, methods, opts).unwrap()
+}
+
+fn compare(what: &str, ours: &[f32], reference: &[f32]) -> Option<String> {
+    let scale = reference
+        .iter()
+        .fold(0.0f32, |m, x| m.max(x.abs()))
+        .max(1e-12);
+    let (err, at) = max_abs_diff(ours, reference);
+    (!(err <= REL_TO_MAX * scale)).then(|| {
+        format!(
+            "{what}: |Δ| {err:.3e} at {at} (max |ref| {scale:.3e}): {} vs {}",
+            ours[at], reference[at]
+        )
+    })
+}
+
+fn check(case: &str, key: &str, method: Method, opts: MethodOptions) {
+    let golden = Golden::open(&fixtures().join("clip/methods.safetensors"));
+    let explanations = explain(case, &[method], &opts);
+    let mut bad = Vec::new();
+    for (b, pair) in explanations.iter().enumerate() {
+        let e = &pair[0];
+        assert!(e.degenerate_graphs.is_empty(), "{:?}", e.degenerate_graphs);
+        bad.extend(compare(
+            &format!("{case}.{key}.image.{b}"),
+            &e.image_relevance,
+            &golden.f32(&format!("{case}.{key}.image.{b}")),
+        ));
+        bad.extend(compare(
+            &format!("{case}.{key}.text.{b}"),
+            &e.text_relevance,
+            &golden.f32(&format!("{case}.{key}.text.{b}")),
+        ));
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+fn all_cases(key: &str, method: Method, opts: MethodOptions) {
+    for case in ["b1", "m3"] {
+        check(case, key, method, opts);
+    }
+}
+
+#[test]
+fn raw_attention_matches_reference() {
+    all_cases("raw-attn", Method::RawAttn, MethodOptions::default());
+}
+
+#[test]
+fn grad_cam_matches_reference() {
+    all_cases("grad-cam", Method::GradCam, MethodOptions::default());
+}
+
+#[test]
+fn rollout_matches_reference() {
+    all_cases("rollout", Method::Rollout, MethodOptions::default());
+}
+
+#[test]
+fn chefer_all_layers_matches_reference() {
+    all_cases("chefer", Method::Chefer, MethodOptions::default());
+}
+
+#[test]
+fn chefer_last_layer_matches_reference() {
+    let opts = MethodOptions {
+        start_layer: -1,
+        start_layer_text: -1,
+        ..MethodOptions::default()
+    };
+    all_cases("chefer-last", Method::Chefer, opts);
+}
+
+#[test]
+fn dsmi_matches_reference_with_both_solvers() {
+    for solver in [Solver::Lanczos, Solver::Dense] {
+        let mut opts = MethodOptions::default();
+        opts.graph.solver = solver;
+        all_cases("dsmi", Method::Dsmi, opts);
+    }
+}
+
+#[test]
+fn dsmi_grad_matches_reference() {
+    all_cases("dsmi-grad", Method::DsmiGrad, MethodOptions::default());
+}
+
+#[test]
+fn dsmi_grad_attn_matches_reference() {
+    all_cases(
+        "dsmi-grad-attn",
+        Method::DsmiGradAttn,
+        MethodOptions::default(),
+    );
+}
+
+/// A pair explained inside a padded batch gets the numbers it gets alone.
+#[test]
+fn batched_pairs_equal_single_pairs() {
+    let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
+    let batch = inputs("m3");
+    let opts = MethodOptions::default();
+    let together = explain_clip(
+        &model.trace(&Cpu, &batch, None).unwrap(),
+        &Method::ALL,
+        &opts,
+    )
+    .unwrap();
+    for b in 0..3 {
+        let len = batch.lengths[b];
+        let image_len = batch.pixels.len() / 3;
+        let alone = ClipInputs {
+            pixels: batch.pixels[b * image_len..(b + 1) * image_len].to_vec(),
+            ids: batch.ids[b * batch.seq_len..b * batch.seq_len + len].to_vec(),
+            lengths: vec![len],
+            seq_len: len,
+        };
+        let single = explain_clip(
+            &model.trace(&Cpu, &alone, None).unwrap(),
+            &Method::ALL,
+            &opts,
+        )
+        .unwrap();
+        for (x, y) in together[b].iter().zip(&single[0]) {
+            for (u, v) in [
+                (&x.image_relevance, &y.image_relevance),
+                (&x.text_relevance, &y.text_relevance),
+            ] {
+                let scale = v.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-12);
+                let (err, _) = max_abs_diff(u, v);
+                assert!(err <= 1e-5 * scale, "{} pair {b}: {err:e}", x.method);
+            }
+        }
+    }
+}
+
+#[test]
+fn start_layer_out_of_range_is_an_error() {
+    let opts = MethodOptions {
+        start_layer: 3,
+        ..MethodOptions::default()
+    };
+    let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
+    let trace = model.trace(&Cpu, &inputs("b1"), None).unwrap();
+    let err = explain_clip(&trace, &[Method::Chefer], &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--start-layer 3 is outside a tower of 3 layers"),
+        "{err}"
+    );
+    let err = "dsmi_grad".parse::<Method>().unwrap_err().to_string();
+    assert!(
+        err.contains("raw-attn, rollout, grad-cam, chefer, dsmi, dsmi-grad, dsmi-grad-attn"),
+        "{err}"
+    );
+}

@@ -1,0 +1,205 @@
+//! Tokenization against transformers' `CLIPTokenizerFast(texts, padding=True)` (goldens written
+//! by tools/reference/make_clip_fixture.py).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{fixtures, Golden};
+use fiedler::input::text::TextTokenizer;
+use fiedler::input::InputError;
+use serde_json::Value;
+
+const SOT: u32 = 812;
+const EOT: u32 = 813;
+
+fn clip_dir() -> PathBuf {
+    fixtures().join("clip")
+}
+
+fn tokenizer() -> TextTokenizer {
+    // The fixture config: max_position_embeddings 32, pad_token_id 813.
+    TextTokenizer::from_dir(&clip_dir(), 32, 813).expect("fixture tokenizer loads")
+}
+
+fn golden_json() -> Value {
+    let text = std::fs::read_to_string(clip_dir().join("golden.json")).expect("golden.json");
+    serde_json::from_str(&text).expect("golden.json parses")
+}
+
+fn case_texts(golden: &Value, case: &str) -> Vec<String> {
+    golden["cases"][case]["pairs"]
+        .as_array()
+        .expect("pairs")
+        .iter()
+        .map(|p| p["text"].as_str().expect("text").to_string())
+        .collect()
+}
+
+#[test]
+fn ids_and_mask_equal_transformers_for_every_case() {
+    let golden = Golden::open(&clip_dir().join("golden.safetensors"));
+    let meta = golden_json();
+    let tokenizer = tokenizer();
+    for case in ["b1", "b3"] {
+        let texts = case_texts(&meta, case);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let batch = tokenizer.encode_batch(&refs).expect("encode");
+
+        let ids: Vec<u32> = batch.ids.clone();
+        let expected_ids: Vec<u32> = golden
+            .i64(&format!("{case}.input_ids"))
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        assert_eq!(ids, expected_ids, "{case}: input_ids");
+
+        let mask: Vec<i64> = batch.mask.iter().map(|&m| i64::from(m)).collect();
+        assert_eq!(
+            mask,
+            golden.i64(&format!("{case}.attention_mask")),
+            "{case}: attention_mask"
+        );
+
+        assert_eq!(batch.batch_size(), texts.len());
+        assert_eq!(batch.seq_len * texts.len(), batch.ids.len());
+        assert!(batch.truncated.iter().all(|&t| !t));
+    }
+}
+
+#[test]
+fn ragged_batch_lengths_and_padding() {
+    let batch = tokenizer()
+        .encode_batch(&[
+            "a photo of a dog and a cat sitting together",
+            "two people",
+            "",
+        ])
+        .expect("encode");
+    assert_eq!(batch.lengths, vec![12, 4, 2]);
+    assert_eq!(batch.seq_len, 12);
+    // An empty text still gets its start and end tokens, then padding (the pad id is EOT here).
+    assert_eq!(&batch.row(2)[..3], &[SOT, EOT, EOT]);
+    assert_eq!(&batch.mask[24..27], &[true, true, false]);
+}
+
+#[test]
+fn long_text_is_truncated_keeping_end_of_text_last() {
+    let tokenizer = tokenizer();
+    let long = vec!["cat"; 100].join(" ");
+    let batch = tokenizer
+        .encode_batch(&[long.as_str(), "a cat"])
+        .expect("encode");
+    assert_eq!(batch.truncated, vec![true, false]);
+    assert_eq!(batch.lengths[0], 32);
+    assert_eq!(batch.seq_len, 32);
+    // As transformers' `tokenizer(long, truncation=True)` gives: the first 30 words (559 is
+    // "cat</w>") between the start and end tokens.
+    let mut expected = vec![SOT];
+    expected.extend([559; 30]);
+    expected.push(EOT);
+    assert_eq!(batch.row(0), expected.as_slice());
+    assert_eq!(batch.lengths[1], 4);
+    assert_eq!(&batch.row(1)[..5], &[SOT, 320, 559, EOT, EOT]);
+}
+
+#[test]
+fn display_tokens_are_readable() {
+    let tokenizer = tokenizer();
+    let batch = tokenizer
+        .encode_batch(&["a photo of a cat"])
+        .expect("encode");
+    let shown = tokenizer.tokens_for_display(batch.row(0));
+    assert_eq!(
+        shown,
+        vec![
+            "<|startoftext|>",
+            "a",
+            "photo",
+            "of",
+            "a",
+            "cat",
+            "<|endoftext|>"
+        ]
+    );
+}
+
+#[test]
+fn display_decodes_byte_level_tokens() {
+    let tokenizer = tokenizer();
+    // The fixture's small vocabulary splits "é" into its two UTF-8 bytes; the character is
+    // shown once, on the token that completes it, never as a replacement character or as the
+    // GPT-2 byte stand-ins ("Ã©").
+    let batch = tokenizer.encode_batch(&["café au lait"]).expect("encode");
+    let shown = tokenizer.tokens_for_display(&batch.row(0)[1..batch.lengths[0] - 1]);
+    assert_eq!(shown.concat(), "caféaulait", "{shown:?}");
+    assert!(
+        shown.iter().any(|t| t.is_empty()),
+        "é is split in two here: {shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .all(|t| !t.contains('�') && !t.contains("</w>")),
+        "{shown:?}"
+    );
+}
+
+#[test]
+fn pad_token_comes_from_the_tokenizer_files() {
+    // special_tokens_map.json names "<|endoftext|>" as pad; the fallback id is not used.
+    let tokenizer = TextTokenizer::from_dir(&clip_dir(), 32, 1).expect("loads");
+    assert_eq!(tokenizer.pad_id(), EOT);
+    assert_eq!(tokenizer.max_positions(), 32);
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("fiedler-input-text-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn missing_tokenizer_names_the_path() {
+    let dir = scratch_dir("missing");
+    let err = TextTokenizer::from_dir(&dir, 32, 0).unwrap_err();
+    assert!(
+        matches!(err, InputError::TokenizerNotFound { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&dir.join("tokenizer.json").display().to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn invalid_tokenizer_names_the_path() {
+    let dir = scratch_dir("invalid");
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        "{\"version\": \"1.0\", \"model\": 3}",
+    )
+    .expect("write");
+    let msg = TextTokenizer::from_dir(&dir, 32, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("cannot load tokenizer"), "{msg}");
+    assert!(
+        msg.contains(&dir.join("tokenizer.json").display().to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn too_few_positions_for_the_special_tokens_is_an_error() {
+    let msg = TextTokenizer::from_dir(&clip_dir(), 2, 813)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("2 positions") && msg.contains("2 special tokens"),
+        "{msg}"
+    );
+}

@@ -1,0 +1,606 @@
+//! Loading a model directory: config.json and safetensors weights. Every malformed input gives an
+//! error value whose message names the file (and tensor/field) and says expected vs found; the
+//! sharded f16 fixture loads to the same values as the f32 one.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::fixtures;
+use fiedler::backend::Activation;
+use fiedler::model::config::{read_family, ClipConfig, ConfigError, ModelFamily};
+use fiedler::model::weights::{LoadError, Weights};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+/// A fresh, empty directory under the system temp dir, unique to this test process and `name`.
+fn scratch(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("fiedler-load-errors-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn clip_dir() -> PathBuf {
+    fixtures().join("clip")
+}
+
+fn sharded_dir() -> PathBuf {
+    fixtures().join("clip-f16-sharded")
+}
+
+fn assert_mentions(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(message.contains(part), "message {message:?} lacks {part:?}");
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    path.display().to_string()
+}
+
+// ----------------------------------------------------------------------------------------------
+// config.json
+
+fn config_dir(name: &str, json: &str) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::write(dir.join("config.json"), json).expect("write config");
+    dir
+}
+
+#[test]
+fn unknown_model_type_lists_supported_families() {
+    let dir = config_dir("bert", r#"{"model_type": "bert"}"#);
+    let err = read_family(&dir).unwrap_err();
+    assert!(
+        matches!(err, ConfigError::UnknownModelType { .. }),
+        "{err:?}"
+    );
+    assert_mentions(
+        &err.to_string(),
+        &[
+            &path_str(&dir.join("config.json")),
+            "\"bert\"",
+            "\"clip\", \"vilt\", \"lxmert\"",
+        ],
+    );
+}
+
+#[test]
+fn missing_model_type_names_the_field() {
+    let dir = config_dir("no-type", r#"{"architectures": ["X"]}"#);
+    let msg = read_family(&dir).unwrap_err().to_string();
+    assert_mentions(
+        &msg,
+        &[
+            &path_str(&dir.join("config.json")),
+            "model_type",
+            "found nothing",
+        ],
+    );
+}
+
+#[test]
+fn missing_config_names_the_path() {
+    let dir = scratch("no-config");
+    let err = read_family(&dir).unwrap_err();
+    assert!(matches!(err, ConfigError::Missing { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[&path_str(&dir.join("config.json")), "not found"],
+    );
+    assert!(ClipConfig::from_dir(&dir).is_err());
+}
+
+#[test]
+fn invalid_config_json_names_the_path() {
+    let dir = config_dir("bad-json", "{\"model_type\": \"clip\",");
+    let msg = ClipConfig::from_dir(&dir).unwrap_err().to_string();
+    assert_mentions(
+        &msg,
+        &[&path_str(&dir.join("config.json")), "not valid JSON"],
+    );
+    let dir = config_dir("array-json", "[1, 2]");
+    let msg = read_family(&dir).unwrap_err().to_string();
+    assert_mentions(&msg, &["a JSON object", "[1,2]"]);
+}
+
+#[test]
+fn families_are_read_from_model_type() {
+    for (model_type, family) in [
+        ("clip", ModelFamily::Clip),
+        ("vilt", ModelFamily::Vilt),
+        ("lxmert", ModelFamily::Lxmert),
+    ] {
+        let dir = config_dir(model_type, &format!(r#"{{"model_type": "{model_type}"}}"#));
+        assert_eq!(read_family(&dir).unwrap(), family);
+    }
+    let dir = config_dir("vilt-as-clip", r#"{"model_type": "vilt"}"#);
+    let msg = ClipConfig::from_dir(&dir).unwrap_err().to_string();
+    assert_mentions(&msg, &["\"vilt\"", "\"clip\""]);
+}
+
+#[test]
+fn clip_fixture_config_values() {
+    let config = ClipConfig::from_dir(&clip_dir()).expect("fixture config");
+    assert_eq!(config.projection_dim, 40);
+    assert_eq!(config.dtype.as_deref(), Some("float32"));
+    let t = &config.text;
+    assert_eq!(
+        (
+            t.vocab_size,
+            t.hidden_size,
+            t.intermediate_size,
+            t.num_hidden_layers,
+            t.num_attention_heads
+        ),
+        (814, 48, 96, 3, 4)
+    );
+    assert_eq!(
+        (
+            t.max_position_embeddings,
+            t.bos_token_id,
+            t.eos_token_id,
+            t.pad_token_id
+        ),
+        (32, 812, 813, 813)
+    );
+    assert_eq!(t.hidden_act, Activation::Gelu);
+    let v = &config.vision;
+    assert_eq!(
+        (
+            v.hidden_size,
+            v.intermediate_size,
+            v.num_hidden_layers,
+            v.num_attention_heads
+        ),
+        (64, 128, 3, 4)
+    );
+    assert_eq!(
+        (v.image_size, v.patch_size, v.num_channels, v.grid_size()),
+        (48, 8, 3, 6)
+    );
+    assert_eq!(v.hidden_act, Activation::QuickGelu);
+    assert_eq!(
+        ClipConfig::from_dir(&sharded_dir()).unwrap().text,
+        config.text
+    );
+}
+
+#[test]
+fn absent_clip_fields_take_transformers_defaults() {
+    let dir = config_dir("defaults", r#"{"model_type": "clip", "text_config": null}"#);
+    let config = ClipConfig::from_dir(&dir).unwrap();
+    let t = &config.text;
+    assert_eq!(
+        (
+            t.vocab_size,
+            t.hidden_size,
+            t.intermediate_size,
+            t.num_hidden_layers,
+            t.num_attention_heads
+        ),
+        (49408, 512, 2048, 12, 8)
+    );
+    assert_eq!(
+        (
+            t.max_position_embeddings,
+            t.pad_token_id,
+            t.bos_token_id,
+            t.eos_token_id
+        ),
+        (77, 1, 49406, 49407)
+    );
+    assert_eq!(
+        (t.hidden_act, t.layer_norm_eps),
+        (Activation::QuickGelu, 1e-5)
+    );
+    let v = &config.vision;
+    assert_eq!(
+        (
+            v.hidden_size,
+            v.intermediate_size,
+            v.num_hidden_layers,
+            v.num_attention_heads
+        ),
+        (768, 3072, 12, 12)
+    );
+    assert_eq!((v.image_size, v.patch_size, v.num_channels), (224, 32, 3));
+    assert_eq!(
+        (v.hidden_act, v.layer_norm_eps),
+        (Activation::QuickGelu, 1e-5)
+    );
+    assert_eq!(
+        (config.projection_dim, config.logit_scale_init_value),
+        (512, 2.6592)
+    );
+    assert_eq!(config.dtype, None);
+}
+
+#[test]
+fn legacy_config_dict_overrides_config() {
+    let dir = config_dir(
+        "legacy-dict",
+        r#"{"model_type": "clip", "torch_dtype": "float16",
+            "vision_config": {"hidden_size": 64, "num_attention_heads": 4, "patch_size": 16},
+            "vision_config_dict": {"patch_size": 14, "image_size": 336}}"#,
+    );
+    let config = ClipConfig::from_dir(&dir).unwrap();
+    assert_eq!(
+        (
+            config.vision.hidden_size,
+            config.vision.patch_size,
+            config.vision.image_size
+        ),
+        (64, 14, 336)
+    );
+    assert_eq!(config.dtype.as_deref(), Some("float16"));
+}
+
+#[test]
+fn invalid_clip_fields_are_named() {
+    let cases = [
+        (
+            r#"{"text_config": {"hidden_size": 50, "num_attention_heads": 4}}"#,
+            vec![
+                "text_config.hidden_size",
+                "multiple of text_config.num_attention_heads (4)",
+                "found 50",
+            ],
+        ),
+        (
+            r#"{"vision_config": {"image_size": 50, "patch_size": 8}}"#,
+            vec![
+                "vision_config.image_size",
+                "multiple of vision_config.patch_size (8)",
+                "found 50",
+            ],
+        ),
+        (
+            r#"{"vision_config": {"num_hidden_layers": 0}}"#,
+            vec![
+                "vision_config.num_hidden_layers",
+                "positive integer",
+                "found 0",
+            ],
+        ),
+        (
+            r#"{"text_config": {"hidden_act": "swish"}}"#,
+            vec!["text_config.hidden_act", "quick_gelu", "found \"swish\""],
+        ),
+        (
+            r#"{"text_config": {"vocab_size": "many"}}"#,
+            vec!["text_config.vocab_size", "found \"many\""],
+        ),
+        (
+            r#"{"text_config": {"layer_norm_eps": -1.0}}"#,
+            vec!["text_config.layer_norm_eps", "positive number"],
+        ),
+        (
+            r#"{"projection_dim": -3}"#,
+            vec!["`projection_dim`", "found -3"],
+        ),
+        (
+            r#"{"text_config": [1]}"#,
+            vec!["`text_config`", "a JSON object"],
+        ),
+    ];
+    for (i, (fields, expected)) in cases.iter().enumerate() {
+        let json = format!(
+            r#"{{"model_type": "clip", {}}}"#,
+            &fields[1..fields.len() - 1]
+        );
+        let dir = config_dir(&format!("invalid-{i}"), &json);
+        let err = ClipConfig::from_dir(&dir).unwrap_err();
+        let msg = err.to_string();
+        assert_mentions(&msg, &[&path_str(&dir.join("config.json"))]);
+        assert_mentions(&msg, expected);
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// weights: malformed files
+
+fn weights_error(dir: &Path) -> LoadError {
+    Weights::open(dir).expect_err("malformed weights must not open")
+}
+
+/// A directory whose model.safetensors holds exactly `bytes`.
+fn weights_dir(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::write(dir.join("model.safetensors"), bytes).expect("write weights");
+    dir
+}
+
+fn write_safetensors(path: &Path, tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)>) {
+    let views: Vec<(&str, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            (
+                *name,
+                TensorView::new(*dtype, shape.clone(), data).expect("valid view"),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).expect("serialize");
+}
+
+#[test]
+fn no_weights_lists_the_files_looked_for() {
+    let dir = scratch("no-weights");
+    let err = weights_error(&dir);
+    assert!(matches!(err, LoadError::NoWeights { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[
+            &path_str(&dir),
+            "model.safetensors",
+            "model.safetensors.index.json",
+        ],
+    );
+}
+
+#[test]
+fn zero_byte_file_is_corrupt() {
+    let dir = weights_dir("zero", b"");
+    let err = weights_error(&dir);
+    assert!(matches!(err, LoadError::Corrupt { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[&path_str(&dir.join("model.safetensors")), "0 bytes"],
+    );
+}
+
+#[test]
+fn header_length_beyond_file_is_corrupt() {
+    let mut bytes = 1_000_000u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    let dir = weights_dir("long-prefix", &bytes);
+    let msg = weights_error(&dir).to_string();
+    assert_mentions(
+        &msg,
+        &[
+            &path_str(&dir.join("model.safetensors")),
+            "1000000 bytes",
+            "only 2 bytes",
+        ],
+    );
+
+    // A prefix near u64::MAX must not overflow anywhere.
+    let dir = weights_dir("huge-prefix", &u64::MAX.to_le_bytes());
+    let msg = weights_error(&dir).to_string();
+    assert_mentions(
+        &msg,
+        &[
+            &path_str(&dir.join("model.safetensors")),
+            "header length prefix",
+        ],
+    );
+}
+
+#[test]
+fn garbage_header_is_corrupt_with_safetensors_reason() {
+    let garbage = b"\x01\xffnot json at all";
+    let mut bytes = (garbage.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(garbage);
+    let dir = weights_dir("garbage", &bytes);
+    let msg = weights_error(&dir).to_string();
+    assert_mentions(
+        &msg,
+        &[
+            &path_str(&dir.join("model.safetensors")),
+            "not a valid safetensors file",
+            "UTF-8",
+        ],
+    );
+
+    let json = b"{\"w\": [1, 2, 3]}";
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(json);
+    let dir = weights_dir("bad-header-json", &bytes);
+    let msg = weights_error(&dir).to_string();
+    assert_mentions(
+        &msg,
+        &["not a valid safetensors file", "invalid JSON in header"],
+    );
+}
+
+#[test]
+fn truncated_file_is_corrupt() {
+    let bytes = std::fs::read(clip_dir().join("model.safetensors")).expect("fixture weights");
+    let dir = weights_dir("truncated", &bytes[..bytes.len() - 1000]);
+    let err = weights_error(&dir);
+    assert!(matches!(err, LoadError::Corrupt { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[&path_str(&dir.join("model.safetensors")), "truncated"],
+    );
+
+    // Cut inside the header as well.
+    let dir = weights_dir("truncated-header", &bytes[..100]);
+    assert_mentions(&weights_error(&dir).to_string(), &["only 92 bytes follow"]);
+}
+
+#[test]
+fn missing_tensor_names_tensor_and_file() {
+    let weights = Weights::open(&clip_dir()).expect("fixture weights");
+    let err = weights.get("text_model.no_such.weight", &[4]).unwrap_err();
+    assert!(matches!(err, LoadError::MissingTensor { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[
+            "text_model.no_such.weight",
+            &path_str(&clip_dir().join("model.safetensors")),
+        ],
+    );
+    assert!(weights
+        .get_optional("text_model.no_such.weight", &[4])
+        .unwrap()
+        .is_none());
+
+    let sharded = Weights::open(&sharded_dir()).expect("sharded weights");
+    let msg = sharded
+        .get("vision_model.nope", &[1])
+        .unwrap_err()
+        .to_string();
+    assert_mentions(&msg, &["vision_model.nope", "model.safetensors.index.json"]);
+}
+
+#[test]
+fn wrong_shape_says_expected_and_found() {
+    let weights = Weights::open(&clip_dir()).expect("fixture weights");
+    let name = "text_model.embeddings.token_embedding.weight";
+    assert_eq!(weights.shape(name), Some(&[814, 48][..]));
+    let err = weights.get(name, &[48, 814]).unwrap_err();
+    assert!(matches!(err, LoadError::Shape { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[
+            name,
+            &path_str(&clip_dir().join("model.safetensors")),
+            "expected shape [48, 814], found [814, 48]",
+        ],
+    );
+    // Present but wrong is an error for optional tensors too.
+    assert!(weights.get_optional(name, &[1]).is_err());
+}
+
+#[test]
+fn integer_tensor_is_a_dtype_error() {
+    let dir = scratch("i64");
+    let ids: Vec<u8> = [1i64, 2, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        vec![("position_ids", Dtype::I64, vec![1, 3], ids)],
+    );
+    let weights = Weights::open(&dir).expect("valid file");
+    assert_eq!(weights.stored_dtypes(), vec![("I64".to_string(), 1)]);
+    let err = weights.get("position_ids", &[1, 3]).unwrap_err();
+    assert!(matches!(err, LoadError::Dtype { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[
+            "position_ids",
+            &path_str(&dir.join("model.safetensors")),
+            "float dtype",
+            "found I64",
+        ],
+    );
+}
+
+#[test]
+fn bf16_and_f32_storage_convert_to_f32() {
+    let dir = scratch("bf16");
+    let values = [1.5f32, -2.25, 3.0e-3];
+    let bf: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+        .collect();
+    let f: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        vec![
+            ("a", Dtype::BF16, vec![3], bf),
+            ("b", Dtype::F32, vec![3], f),
+        ],
+    );
+    let weights = Weights::open(&dir).unwrap();
+    let a = weights.get("a", &[3]).unwrap();
+    for (x, v) in a.iter().zip(values) {
+        assert!((x - v).abs() <= v.abs() * 2f32.powi(-8), "{x} vs {v}");
+    }
+    assert_eq!(weights.get("b", &[3]).unwrap(), values);
+    assert_eq!(weights.names(), vec!["a", "b"]);
+    assert_eq!(weights.param_count(), 6);
+}
+
+/// A copy of the sharded fixture whose index is replaced by `index`.
+fn sharded_copy(name: &str, index: &str) -> PathBuf {
+    let dir = scratch(name);
+    for entry in std::fs::read_dir(sharded_dir()).expect("fixture dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            std::fs::copy(&path, dir.join(path.file_name().expect("file name"))).expect("copy");
+        }
+    }
+    std::fs::write(dir.join("model.safetensors.index.json"), index).expect("write index");
+    dir
+}
+
+#[test]
+fn index_pointing_to_missing_shard() {
+    let index =
+        std::fs::read_to_string(sharded_dir().join("model.safetensors.index.json")).unwrap();
+    let index = index.replacen("model-00002-of-00002", "model-00003-of-00003", 1);
+    let dir = sharded_copy("missing-shard", &index);
+    let err = weights_error(&dir);
+    assert!(matches!(err, LoadError::MissingShard { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[
+            &path_str(&dir.join("model-00003-of-00003.safetensors")),
+            "model.safetensors.index.json",
+            "missing",
+        ],
+    );
+}
+
+#[test]
+fn invalid_index_json() {
+    let dir = sharded_copy("index-garbage", "{ weight_map");
+    assert_mentions(
+        &weights_error(&dir).to_string(),
+        &[
+            &path_str(&dir.join("model.safetensors.index.json")),
+            "not valid JSON",
+        ],
+    );
+    let dir = sharded_copy("index-no-map", r#"{"metadata": {}}"#);
+    assert_mentions(&weights_error(&dir).to_string(), &["no \"weight_map\""]);
+    let dir = sharded_copy(
+        "index-wrong-shard",
+        r#"{"weight_map": {"logit_scale": "model-00002-of-00002.safetensors"}}"#,
+    );
+    assert_mentions(
+        &weights_error(&dir).to_string(),
+        &[
+            "logit_scale",
+            "model-00002-of-00002.safetensors",
+            "does not contain it",
+        ],
+    );
+    let dir = sharded_copy("index-number", r#"{"weight_map": {"logit_scale": 7}}"#);
+    assert_mentions(
+        &weights_error(&dir).to_string(),
+        &["weight_map[\"logit_scale\"]", "7"],
+    );
+}
+
+// ----------------------------------------------------------------------------------------------
+// weights: the sharded f16 fixture equals the f32 one within f16 rounding
+
+#[test]
+fn sharded_f16_matches_f32_within_f16_rounding() {
+    let f32w = Weights::open(&clip_dir()).expect("f32 fixture");
+    let f16w = Weights::open(&sharded_dir()).expect("sharded f16 fixture");
+    assert_eq!(f32w.names(), f16w.names());
+    assert_eq!(f32w.param_count(), f16w.param_count());
+    assert_eq!(f32w.param_count(), 217_457, "the index's total_parameters");
+    assert_eq!(f32w.stored_dtypes(), vec![("F32".to_string(), 110)]);
+    assert_eq!(f16w.stored_dtypes(), vec![("F16".to_string(), 110)]);
+
+    for name in f32w.names() {
+        let shape = f32w.shape(name).expect("shape").to_vec();
+        assert_eq!(f16w.shape(name), Some(shape.as_slice()), "{name}");
+        let a = f32w.get(name, &shape).expect("f32 tensor");
+        let b = f16w.get(name, &shape).expect("f16 tensor");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            // Round to nearest f16: relative 2^-11 for normals, 2^-25 ≈ 3e-8 absolute below.
+            let bound = x.abs() * 2f32.powi(-11) + 6e-8;
+            assert!((x - y).abs() <= bound, "{name}[{i}]: f32 {x} vs f16 {y}");
+        }
+    }
+    // The scalar logit_scale has shape [].
+    assert_eq!(f16w.get("logit_scale", &[]).unwrap().len(), 1);
+}
