@@ -9,4 +9,6 @@ pub mod explain;
 pub mod input;
 pub mod linalg;
 pub mod model;
+pub mod render;
+pub mod session;
 pub mod trace;

@@ -1,10 +1,10 @@
 //! The `fiedler` command line.
 
-use std::path::PathBuf;
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use fiedler::model::summary::ModelSummary;
 
 #[derive(Parser)]
 #[command(
@@ -19,26 +19,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time explanations per second on a full-size model with random weights.
+    Bench(cli::bench::BenchArgs),
+    /// Explain (image, text) pairs: scores, token relevances, overlay PNGs, HTML and JSON.
+    Explain(cli::explain::ExplainArgs),
     /// Describe a Hugging Face model directory: family, layers/heads/width per tower,
     /// parameter count and stored dtype.
-    Inspect {
-        /// Directory with config.json and model.safetensors (or a sharded index).
-        #[arg(long)]
-        model: PathBuf,
-    },
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Inspect { model } => {
-            println!("{}", ModelSummary::read(&model)?);
-        }
-    }
-    Ok(())
+    Inspect(cli::inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let result = match Cli::parse().command {
+        Command::Bench(args) => cli::bench::run(args),
+        Command::Explain(args) => cli::explain::run(args),
+        Command::Inspect(args) => cli::inspect::run(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -63,7 +63,11 @@ fn resized_pair(stem: &str, file: &str) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn png_resize_equals_pillow_bytes() {
-    for (stem, file) in [("catdog", "catdog.png"), ("odd", "odd.png")] {
+    for (stem, file) in [
+        ("catdog", "catdog.png"),
+        ("odd", "odd.png"),
+        ("tall", "tall.png"),
+    ] {
         let (ours, theirs) = resized_pair(stem, file);
         assert_eq!(ours, theirs, "{file}: resized bytes differ from PIL's");
     }
@@ -73,7 +77,11 @@ fn png_resize_equals_pillow_bytes() {
 fn png_pixel_values_equal_transformers() {
     let golden = golden();
     let processor = processor();
-    for (stem, file) in [("catdog", "catdog.png"), ("odd", "odd.png")] {
+    for (stem, file) in [
+        ("catdog", "catdog.png"),
+        ("odd", "odd.png"),
+        ("tall", "tall.png"),
+    ] {
         let ours = processor
             .preprocess_file(&image_path(file))
             .expect("preprocess");

@@ -26,6 +26,8 @@ pub struct PairExplanation {
     pub image_grid: (usize, usize),
     /// One value per real token of the text (start/end tokens included, with 0).
     pub text_relevance: Vec<f32>,
+    /// Which of those tokens the method scores (the words; not the start/end tokens).
+    pub text_scored: Vec<bool>,
     /// Spectral graphs with a near-degenerate Fiedler vector, e.g. "text layer 2 (gap 4e-5)".
     pub degenerate_graphs: Vec<String>,
 }
@@ -153,8 +155,10 @@ pub fn explain_clip(
                     )
                     .map_err(pair_error)?;
                     let mut text_relevance = vec![0.0; text_view.n];
+                    let mut text_scored = vec![false; text_view.n];
                     for (&j, v) in text.tokens.iter().zip(words) {
                         text_relevance[j] = v;
+                        text_scored[j] = true;
                     }
                     Ok(PairExplanation {
                         method,
@@ -162,6 +166,7 @@ pub fn explain_clip(
                         image_relevance,
                         image_grid: trace.image_grid,
                         text_relevance,
+                        text_scored,
                         degenerate_graphs: degenerate,
                     })
                 })

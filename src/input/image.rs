@@ -537,28 +537,46 @@ pub fn resize_output_size(height: usize, width: usize, target: ResizeTo) -> (usi
 
 /// Pillow's `Image.resize((width, height), filter)` of an RGB image.
 ///
-/// Two separable passes over 8-bit data (horizontal first, each clipped to u8), each skipped
-/// when its dimension does not change, with the kernel stretched by the downscale factor
-/// (antialiasing) and fixed-point coefficients as in Pillow's `Resample.c`.
+/// Two separable passes over 8-bit data (each clipped to u8), each skipped when its dimension
+/// does not change, with the kernel stretched by the downscale factor (antialiasing) and
+/// fixed-point coefficients as in Pillow's `Resample.c`. The pass order matters (each pass
+/// rounds): Pillow ≥ 11 runs the vertical pass first when the image shrinks at least twice as
+/// much in height as in width, and horizontal first otherwise.
 pub fn resize(image: &RgbImage, width: usize, height: usize, filter: Resample) -> RgbImage {
     let (in_w, in_h) = (image.width() as usize, image.height() as usize);
+    let shrink_h = in_h as i64 - height as i64;
+    let shrink_w = in_w as i64 - width as i64;
+    let vertical_first = shrink_h > 0 && shrink_h > 2 * shrink_w;
     let vertical = Coefficients::new(in_h, height, filter);
+    let horizontal = Coefficients::new(in_w, width, filter);
     let mut pixels = std::borrow::Cow::Borrowed(image.as_raw().as_slice());
-    let mut rows = in_h;
-    let mut first_row = 0;
-    if width != in_w {
-        // Only the rows that the vertical pass reads, as Pillow does.
-        first_row = vertical.bounds[0].0;
-        let (last_start, last_len) = vertical.bounds[height - 1];
-        rows = last_start + last_len - first_row;
-        let horizontal = Coefficients::new(in_w, width, filter);
-        pixels = horizontal_pass(&pixels, in_w, first_row, rows, &horizontal).into();
+    if vertical_first {
+        pixels = vertical_pass(&pixels, in_w, 0, &vertical).into();
+        if width != in_w {
+            pixels = horizontal_pass(&pixels, in_w, 0, height, &horizontal).into();
+        }
+    } else {
+        let mut first_row = 0;
+        if width != in_w {
+            // Only the rows that the vertical pass reads, as Pillow does.
+            first_row = if height != in_h {
+                vertical.bounds[0].0
+            } else {
+                0
+            };
+            let rows = if height != in_h {
+                let (last_start, last_len) = vertical.bounds[height - 1];
+                last_start + last_len - first_row
+            } else {
+                in_h
+            };
+            pixels = horizontal_pass(&pixels, in_w, first_row, rows, &horizontal).into();
+        }
+        if height != in_h {
+            pixels = vertical_pass(&pixels, width, first_row, &vertical).into();
+        }
     }
-    if height != in_h {
-        pixels = vertical_pass(&pixels, width, first_row, &vertical).into();
-        rows = height;
-    }
-    RgbImage::from_raw(width as u32, rows as u32, pixels.into_owned())
+    RgbImage::from_raw(width as u32, height as u32, pixels.into_owned())
         .expect("the passes produce width × height RGB pixels")
 }
 

@@ -3,7 +3,7 @@
 
 Writes (paths relative to the repository root):
 
-  tests/fixtures/images/         catdog.png, coco_127510.jpg (byte copies), odd.png (derived)
+  tests/fixtures/images/         catdog.png, coco_127510.jpg (byte copies), odd.png, tall.png (derived)
   tests/fixtures/clip/           HF CLIPModel (config.json, model.safetensors f32), tokenizer.json
                                  (+ tokenizer_config.json, special_tokens_map.json),
                                  preprocessor_config.json, golden.safetensors, golden.json
@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import PIL
-import scipy  # noqa: F401  (pinned in the same venv; imported only to record nothing breaks)
 import tokenizers
 import torch
 import transformers
@@ -57,11 +56,12 @@ CLIP_DIR = FIX / "clip"
 F16_DIR = FIX / "clip-f16-sharded"
 IMG_DIR = FIX / "images"
 DEFAULT_SOURCE_IMAGES = Path("/work/shared/data/images")
+OUTPUTS: list[Path] = []
 
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
-IMAGES = ["catdog.png", "coco_127510.jpg", "odd.png"]
+IMAGES = ["catdog.png", "coco_127510.jpg", "odd.png", "tall.png"]  # tall.png: preprocessing only
 CASES = {
     "b1": [("catdog.png", "a photo of a cat")],
     "b3": [
@@ -84,6 +84,18 @@ TOKENIZER_TEST_TEXTS = [
     "x<|endoftext|>y",
     "tabs\tand\nnewlines\r\n  end  ",
 ]
+
+
+def outputs() -> list[Path]:
+    names = [IMG_DIR / n for n in IMAGES]
+    names += [CLIP_DIR / n for n in (
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json", "preprocessor_config.json", "golden.safetensors", "golden.json")]
+    names += [F16_DIR / n for n in (
+        "config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json", "preprocessor_config.json")]
+    return names
 
 
 def log(*a):
@@ -118,6 +130,10 @@ def make_images(source: Path) -> None:
     band = src.crop((0, 40, 224, 169))
     odd = band.resize((301, 173), resample=Image.Resampling.BICUBIC)
     odd.save(IMG_DIR / "odd.png", format="PNG", optimize=False, compress_level=9)
+    # tall.png: a plain 61x197 crop of catdog.png. Portrait with aspect > 2, so PIL's resize to
+    # 48x155 runs the vertical pass first (see pil_resize_reference.py); preprocessing goldens only.
+    tall = Image.open(source / "catdog.png").convert("RGB").crop((80, 10, 141, 207))
+    tall.save(IMG_DIR / "tall.png", format="PNG", optimize=False, compress_level=9)
     for name in IMAGES:
         im = Image.open(IMG_DIR / name)
         log(f"images: {name} {im.mode} {im.size} {(IMG_DIR / name).stat().st_size} bytes")
@@ -314,6 +330,7 @@ def preprocess_goldens(ip: CLIPImageProcessor, tensors: dict, meta: dict) -> Non
         assert resized.dtype == np.uint8
         assert np.array_equal(pil_bicubic_resize(arr, rh, rw), resized), "resize reference mismatch"
         top, left = (rh - 48) // 2, (rw - 48) // 2
+        vertical_first = (h - rh) > 0 and (h - rh) > 2 * (w - rw)
         crop = resized[top : top + 48, left : left + 48]
         x = ip.rescale(crop, scale=ip.rescale_factor, input_data_format=ChannelDimension.LAST)
         x = ip.normalize(x, mean=ip.image_mean, std=ip.image_std, input_data_format=ChannelDimension.LAST)
@@ -326,9 +343,13 @@ def preprocess_goldens(ip: CLIPImageProcessor, tensors: dict, meta: dict) -> Non
             "decoded_hw": [h, w],
             "decoded_rgb_sha256": hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest(),
             "resized_hw": [rh, rw],
+            "resize_first_pass": "vertical" if vertical_first else "horizontal",
             "crop_top_left": [top, left],
         }
-        log(f"preprocess: {name} {w}x{h} -> resize {rw}x{rh} -> crop at (top={top}, left={left})")
+        log(
+            f"preprocess: {name} {w}x{h} -> resize {rw}x{rh} ({'vertical' if vertical_first else 'horizontal'}"
+            f" pass first) -> crop at (top={top}, left={left})"
+        )
 
 
 def case_inputs(processor: CLIPProcessor, pairs):
@@ -603,7 +624,7 @@ def make_goldens(source_note: str) -> None:
     for k, v in tensors.items():
         assert v.dtype in (torch.float32, torch.int64, torch.uint8), (k, v.dtype)
     tensors = {k: v.detach().clone().contiguous() for k, v in sorted(tensors.items())}
-    save_file(tensors, str(CLIP_DIR / "golden.safetensors"), metadata={"format": "pt", "seed": str(SEED)})
+    save_file(tensors, str(CLIP_DIR / "golden.safetensors"), metadata={"format": "pt"})  # one key: several are written in hash order
     meta["tensors"] = {k: {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in tensors.items()}
     write_json(CLIP_DIR / "golden.json", meta)
     back = load_file(str(CLIP_DIR / "golden.safetensors"))
@@ -627,11 +648,19 @@ def main() -> None:
     model = make_model(raw.get_vocab_size(), raw.token_to_id(SOT), raw.token_to_id(EOT))
     make_f16(model)
     make_goldens("copied/derived from /work/shared/data/images (see README)")
+    global OUTPUTS
+    OUTPUTS = outputs()
+    if F16_DIR.exists():
+        extra = sorted(set(F16_DIR.iterdir()) - set(OUTPUTS))
+        assert not extra, f"unexpected files in {F16_DIR}: {extra}"
 
-    log("files:")
-    for d in (IMG_DIR, CLIP_DIR, F16_DIR):
-        for f in sorted(d.iterdir()):
-            log(f"  {f.relative_to(REPO)}  {f.stat().st_size:>8}  {sha256(f)[:16]}")
+    # safetensors and tempfile create 0600/0700; make the outputs ordinary 0644/0755
+    os.chmod(F16_DIR, 0o755)
+    for f in OUTPUTS:
+        os.chmod(f, 0o644)
+    log("files written (size, sha256):")
+    for f in OUTPUTS:
+        log(f"  {str(f.relative_to(REPO)):<62} {f.stat().st_size:>8}  {sha256(f)}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@ CLIPImageProcessor (slow, PIL backend) resizes uint8 RGB images with
 port has something exact to follow. `make_clip_fixture.py` asserts that it reproduces Pillow
 bit for bit on every fixture image.
 
-  * separable, two passes: horizontal first (into a uint8 temporary holding only the source rows
-    the vertical pass needs), then vertical; each pass rounds and clips to uint8;
+  * separable, two passes, each rounding and clipping to uint8. Horizontal first, unless the
+    height shrinks by more than twice as many pixels as the width:
+    (in_h - out_h) > 0 and (in_h - out_h) > 2 * (in_w - out_w)  ->  vertical first
+    (Pillow >= 11.x; older Pillow always went horizontal first). A pass whose size does not
+    change is skipped (for an unchanged axis PIL copies);
   * per output index i: scale = in/out, filterscale = max(scale, 1) (antialiasing when shrinking),
     support = 2 * filterscale, center = (i + 0.5) * scale,
     xmin = max(int(center - support + 0.5), 0), xmax = min(int(center + support + 0.5), in)
@@ -69,9 +72,16 @@ def pil_bicubic_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """uint8 (H, W, C) -> uint8 (out_h, out_w, C), matching PIL.Image.resize(..., BICUBIC)."""
     assert img.dtype == np.uint8 and img.ndim == 3
     h, w = img.shape[:2]
+    horizontal_first = not ((h - out_h) > 0 and (h - out_h) > (w - out_w) * 2)
     x = img
-    if out_w != w:
-        x = _pass(x, out_w, axis=1)
-    if out_h != h:
-        x = _pass(x, out_h, axis=0)
+    if horizontal_first:
+        if out_w != w:
+            x = _pass(x, out_w, axis=1)
+        if out_h != h:
+            x = _pass(x, out_h, axis=0)
+    else:
+        if out_h != h:
+            x = _pass(x, out_h, axis=0)
+        if out_w != w:
+            x = _pass(x, out_w, axis=1)
     return x

@@ -1,0 +1,135 @@
+//! `fiedler bench`: explanations per second for a full-size CLIP with random weights, per
+//! method and batch size, with the time split between the trace (forward + backward) and
+//! the method itself. Criterion benches (`cargo bench`) cover the ops; this covers the
+//! whole job a user runs.
+
+use std::time::Instant;
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+use fiedler::backend::Cpu;
+use fiedler::explain::clip::explain_clip;
+use fiedler::explain::{Method, MethodOptions};
+use fiedler::model::clip::{Clip, ClipInputs};
+use fiedler::model::config::ClipConfig;
+use fiedler::model::source::RandomWeights;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Size {
+    /// OpenAI ViT-B/16 CLIP (197 image tokens).
+    VitB16,
+    /// OpenAI ViT-B/32 CLIP (50 image tokens).
+    VitB32,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Model size to build with random weights.
+    #[arg(long, value_enum, default_value = "vit-b16")]
+    size: Size,
+    /// Batch sizes, comma-separated.
+    #[arg(long, default_value = "1,16", value_delimiter = ',')]
+    batch: Vec<usize>,
+    /// Methods, comma-separated, or `all`.
+    #[arg(long, default_value = "all")]
+    method: String,
+    /// Timed repetitions per measurement; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Tokens per caption (start and end tokens included).
+    #[arg(long, default_value_t = 12)]
+    text_tokens: usize,
+}
+
+fn inputs(config: &ClipConfig, batch: usize, text_tokens: usize) -> ClipInputs {
+    let v = &config.vision;
+    let pixels = (0..batch * 3 * v.image_size * v.image_size)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let mut ids = Vec::with_capacity(batch * text_tokens);
+    for b in 0..batch {
+        ids.push(config.text.bos_token_id);
+        ids.extend((1..text_tokens - 1).map(|t| (300 + 13 * t + 101 * b) as u32));
+        ids.push(config.text.eos_token_id);
+    }
+    ClipInputs {
+        pixels,
+        ids,
+        lengths: vec![text_tokens; batch],
+        seq_len: text_tokens,
+    }
+}
+
+fn median_seconds(
+    repeats: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.text_tokens < 2 {
+        bail!("--text-tokens must be at least 2 (start and end tokens)");
+    }
+    let methods: Vec<Method> = if args.method == "all" {
+        Method::ALL.to_vec()
+    } else {
+        args.method
+            .split(',')
+            .map(|m| m.trim().parse())
+            .collect::<Result<_, _>>()?
+    };
+    let (config, name) = match args.size {
+        Size::VitB16 => (ClipConfig::vit_base_patch16(), "ViT-B/16"),
+        Size::VitB32 => (ClipConfig::vit_base_patch32(), "ViT-B/32"),
+    };
+    let model = Clip::from_source(
+        &Cpu,
+        config.clone(),
+        &RandomWeights {
+            seed: 1,
+            scale: 0.02,
+        },
+    )?;
+    let opts = MethodOptions::default();
+    println!(
+        "CLIP {name}, random weights, cpu ({} threads), captions of {} tokens, median of {}",
+        rayon::current_num_threads(),
+        args.text_tokens,
+        args.repeats
+    );
+    println!(
+        "{:<16} {:>5} {:>10} {:>10} {:>12}",
+        "method", "batch", "trace ms", "method ms", "expl/s"
+    );
+    for &batch in &args.batch {
+        let x = inputs(&config, batch, args.text_tokens);
+        let trace = model.trace(&Cpu, &x, None)?;
+        let trace_s = median_seconds(args.repeats, || {
+            model.trace(&Cpu, &x, None)?;
+            Ok(())
+        })?;
+        for &method in &methods {
+            let method_s = median_seconds(args.repeats, || {
+                explain_clip(&trace, &[method], &opts)?;
+                Ok(())
+            })?;
+            println!(
+                "{:<16} {:>5} {:>10.1} {:>10.1} {:>12.2}",
+                method.name(),
+                batch,
+                trace_s * 1e3,
+                method_s * 1e3,
+                batch as f64 / (trace_s + method_s)
+            );
+        }
+    }
+    Ok(())
+}

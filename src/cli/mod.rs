@@ -1,0 +1,5 @@
+//! Subcommands of the `fiedler` binary.
+
+pub mod bench;
+pub mod explain;
+pub mod inspect;

@@ -1,0 +1,171 @@
+//! One self-contained HTML page for a set of explained (image, text) pairs: inline CSS, no
+//! script, nothing fetched from the network; images are referenced by relative file names so
+//! the page works from the folder it was written into.
+//!
+//! Token colours are the min–max normalised relevance among each method's scored tokens; the raw
+//! value is in each token's tooltip, because normalisation hides the scale.
+
+use std::fmt::Write;
+
+use super::colormap::{hex, text_color, viridis, STOPS};
+use super::token_levels;
+
+/// One method's explanation of one pair.
+#[derive(Debug, Clone, Default)]
+pub struct HtmlMethod {
+    pub name: String,
+    pub tokens: Vec<String>,
+    /// Raw relevance per token (any scale).
+    pub relevance: Vec<f32>,
+    /// Which tokens carry relevance; the others (special tokens, padding) are shown greyed.
+    pub scored: Vec<bool>,
+    /// The overlay PNG, relative to the page.
+    pub overlay_file: Option<String>,
+}
+
+/// One explained (image, text) pair.
+#[derive(Debug, Clone, Default)]
+pub struct HtmlPair {
+    pub image_label: String,
+    pub text: String,
+    pub score: f32,
+    pub probability: Option<f32>,
+    pub methods: Vec<HtmlMethod>,
+    /// The comparison sheet PNG, relative to the page.
+    pub sheet_file: Option<String>,
+}
+
+/// `text` safe inside HTML elements and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A raw relevance with 4 significant digits, in whichever notation stays short.
+fn number(v: f32) -> String {
+    let a = v.abs();
+    if a == 0.0 || (1e-3..1e4).contains(&a) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+const CSS: &str = "\
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#202020;background:#fff;max-width:1200px}
+h1{font-size:1.4em;margin:0 0 12px}
+.legend{display:flex;align-items:center;gap:8px;font-size:.9em;color:#555;margin-bottom:20px}
+.legend .bar{width:240px;height:14px;border:1px solid #202020}
+.pair{border-top:1px solid #ddd;padding:16px 0}
+.pair h2{font-size:1.15em;margin:0 0 4px}
+.text{font-size:1.05em;margin:4px 0}
+.score{color:#555;margin:4px 0 12px}
+.sheet{max-width:100%;display:block;margin-bottom:12px}
+.methods{display:flex;flex-wrap:wrap;gap:16px}
+.method{border:1px solid #e4e4e4;border-radius:6px;padding:8px 12px;max-width:480px}
+.method h3{font-size:1em;margin:0 0 6px;font-family:ui-monospace,monospace}
+.tokens{line-height:2;margin:0 0 8px}
+.tok{padding:2px 4px;border-radius:3px;font-family:ui-monospace,monospace;white-space:pre}
+.tok.off{color:#999;background:#f2f2f2}
+.overlay{display:block}
+";
+
+fn legend() -> String {
+    let stops: Vec<String> = STOPS.iter().map(|&s| hex(s)).collect();
+    format!(
+        "<div class=\"legend\">relevance <span>low</span><span class=\"bar\" \
+         style=\"background:linear-gradient(to right,{})\"></span><span>high</span>\
+         <span>(min-max per method; raw values in the tooltips; grey: not scored)</span></div>\n",
+        stops.join(",")
+    )
+}
+
+fn method(out: &mut String, m: &HtmlMethod) {
+    out.push_str("<div class=\"method\">\n");
+    let _ = writeln!(out, "<h3>{}</h3>", escape(&m.name));
+    out.push_str("<p class=\"tokens\">");
+    let levels = token_levels(m.tokens.len(), &m.relevance, &m.scored);
+    for (i, (token, level)) in m.tokens.iter().zip(levels).enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let token = escape(token);
+        match level {
+            Some(t) => {
+                let bg = viridis(t);
+                let _ = write!(
+                    out,
+                    "<span class=\"tok\" style=\"background:{};color:{}\" title=\"relevance {} (scaled {t:.2})\">{token}</span>",
+                    hex(bg),
+                    hex(text_color(bg)),
+                    number(m.relevance[i]),
+                );
+            }
+            None => {
+                let _ = write!(
+                    out,
+                    "<span class=\"tok off\" title=\"not scored\">{token}</span>"
+                );
+            }
+        }
+    }
+    out.push_str("</p>\n");
+    if let Some(file) = &m.overlay_file {
+        let _ = writeln!(
+            out,
+            "<img class=\"overlay\" src=\"{}\" alt=\"{} heat map\">",
+            escape(file),
+            escape(&m.name)
+        );
+    }
+    out.push_str("</div>\n");
+}
+
+/// The whole page: `title`, the legend, then per pair its label, text, score and probability,
+/// its comparison sheet, and per method the highlighted tokens and the overlay image.
+pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
+    let mut out = String::new();
+    let title = escape(title);
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n\
+         <title>{title}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
+    );
+    out.push_str(&legend());
+    for pair in pairs {
+        out.push_str("<section class=\"pair\">\n");
+        let _ = writeln!(out, "<h2>{}</h2>", escape(&pair.image_label));
+        let _ = writeln!(out, "<p class=\"text\">{}</p>", escape(&pair.text));
+        // Shortest form that reads back as the same f32: "23.1", not "23.1000".
+        let _ = write!(out, "<p class=\"score\">score {}", pair.score);
+        if let Some(p) = pair.probability {
+            let _ = write!(out, " &middot; probability {:.1}%", 100.0 * p);
+        }
+        out.push_str("</p>\n");
+        if let Some(file) = &pair.sheet_file {
+            let _ = writeln!(
+                out,
+                "<img class=\"sheet\" src=\"{}\" alt=\"comparison of methods\">",
+                escape(file)
+            );
+        }
+        out.push_str("<div class=\"methods\">\n");
+        for m in &pair.methods {
+            method(&mut out, m);
+        }
+        out.push_str("</div>\n</section>\n");
+    }
+    out.push_str("</body>\n</html>\n");
+    out
+}

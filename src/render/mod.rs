@@ -1,0 +1,51 @@
+//! Turning relevance numbers into outputs a person can look at: heat-map overlays and
+//! comparison sheets (PNG), token highlighting for the terminal and one self-contained HTML
+//! page.
+//!
+//! Relevance arrives raw (any scale, possibly all zero or negative); it is min–max normalised
+//! here for display only and never written back. Nothing in this module panics on bad input:
+//! a constant map is drawn flat and labelled so, a relevance grid whose length does not match
+//! its shape is drawn as the plain image with a note saying why, and token lists shorter or
+//! longer than their relevance show the unmatched tokens as unscored.
+
+pub mod colormap;
+pub mod font;
+pub mod html;
+pub mod overlay;
+pub mod sheet;
+pub mod terminal;
+
+/// `(v − min)/(max − min)` over the finite values; non-finite values count as 0. A constant
+/// (or empty) vector gives all zeros, so the result is always in [0, 1] and never NaN.
+pub fn minmax(values: &[f32]) -> Vec<f32> {
+    // f64 so that a range such as [-3e38, 3e38] cannot overflow to inf and give inf/inf = NaN.
+    let finite = |v: f32| if v.is_finite() { f64::from(v) } else { 0.0 };
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(finite(v)), hi.max(finite(v)))
+        });
+    let range = hi - lo;
+    if range.is_nan() || range <= 0.0 {
+        return vec![0.0; values.len()];
+    }
+    values
+        .iter()
+        .map(|&v| ((finite(v) - lo) / range) as f32)
+        .collect()
+}
+
+/// The display level of each of `n_tokens` tokens: its relevance min–max normalised among the
+/// scored tokens only, or `None` for a token that carries no relevance (not scored, or past the
+/// end of `relevance` or `scored`).
+pub fn token_levels(n_tokens: usize, relevance: &[f32], scored: &[bool]) -> Vec<Option<f32>> {
+    let is_scored = |i: usize| i < relevance.len() && scored.get(i).copied().unwrap_or(false);
+    let values: Vec<f32> = (0..n_tokens)
+        .filter(|&i| is_scored(i))
+        .map(|i| relevance[i])
+        .collect();
+    let mut levels = minmax(&values).into_iter();
+    (0..n_tokens)
+        .map(|i| if is_scored(i) { levels.next() } else { None })
+        .collect()
+}

@@ -1,0 +1,202 @@
+//! The library entry point for CLIP: load a model directory once, then explain batches of
+//! (image, text) pairs with a list of methods.
+//!
+//! ```no_run
+//! use fiedler::explain::{Method, MethodOptions};
+//! use fiedler::session::{ClipSession, PairRequest};
+//! # fn main() -> anyhow::Result<()> {
+//! let session = ClipSession::open("tests/fixtures/clip".as_ref())?;
+//! let pairs = [PairRequest { image: "cat.png".into(), text: "a photo of a cat".into() }];
+//! for result in session.explain(&pairs, &[Method::DsmiGrad], &MethodOptions::default(), 16, |_| {})? {
+//!     println!("{} {:.2} {:?}", result.text, result.score, result.explanations[0].image_relevance);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+use thiserror::Error;
+
+use crate::backend::Cpu;
+use crate::explain::clip::{explain_clip, PairExplanation};
+use crate::explain::{ExplainError, Method, MethodOptions};
+use crate::input::image::{
+    center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
+};
+use crate::input::text::TextTokenizer;
+use crate::input::InputError;
+use crate::model::clip::{Clip, ClipInputs};
+use crate::model::ModelError;
+
+/// Side of the square image the overlays are drawn on (the model's own input is often tiny).
+const DISPLAY_SIZE: usize = 224;
+
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Explain(#[from] ExplainError),
+    #[error("text {index} is empty; give a caption to explain")]
+    EmptyText { index: usize },
+    #[error("nothing to explain: no (image, text) pairs given")]
+    NoPairs,
+}
+
+/// One (image, text) pair to explain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairRequest {
+    pub image: PathBuf,
+    pub text: String,
+}
+
+/// Everything fiedler computed for one pair.
+#[derive(Debug, Clone)]
+pub struct PairResult {
+    pub image: PathBuf,
+    pub text: String,
+    /// The real tokens of the text as shown to a person (special tokens included).
+    pub tokens: Vec<String>,
+    /// Whether the text was cut to the model's positions.
+    pub truncated: bool,
+    /// exp(logit_scale)·cos(image, text).
+    pub score: f32,
+    /// Softmax of the score over every text given with the same image in this request.
+    pub probability: f32,
+    /// One per requested method, in request order.
+    pub explanations: Vec<PairExplanation>,
+}
+
+pub struct ClipSession {
+    model: Clip<Cpu>,
+    processor: ImageProcessorConfig,
+    tokenizer: TextTokenizer,
+}
+
+impl ClipSession {
+    /// Loads config.json, the weights, tokenizer.json and preprocessor_config.json of a
+    /// Hugging Face CLIP directory.
+    pub fn open(dir: &Path) -> Result<Self, SessionError> {
+        let model = Clip::load(&Cpu, dir)?;
+        let text = &model.config.text;
+        let tokenizer =
+            TextTokenizer::from_dir(dir, text.max_position_embeddings, text.pad_token_id)?;
+        let processor = ImageProcessorConfig::from_dir(dir, model.config.vision.image_size)?;
+        Ok(Self {
+            model,
+            processor,
+            tokenizer,
+        })
+    }
+
+    pub fn model(&self) -> &Clip<Cpu> {
+        &self.model
+    }
+
+    /// Explains `pairs` in batches of `batch`, calling `progress(pairs done)` after each.
+    pub fn explain(
+        &self,
+        pairs: &[PairRequest],
+        methods: &[Method],
+        opts: &MethodOptions,
+        batch: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<PairResult>, SessionError> {
+        if pairs.is_empty() {
+            return Err(SessionError::NoPairs);
+        }
+        if let Some(index) = pairs.iter().position(|p| p.text.trim().is_empty()) {
+            return Err(SessionError::EmptyText { index });
+        }
+        let mut results = Vec::with_capacity(pairs.len());
+        for chunk in pairs.chunks(batch.max(1)) {
+            results.extend(self.explain_batch(chunk, methods, opts)?);
+            progress(results.len());
+        }
+        set_probabilities(&mut results);
+        Ok(results)
+    }
+
+    fn explain_batch(
+        &self,
+        pairs: &[PairRequest],
+        methods: &[Method],
+        opts: &MethodOptions,
+    ) -> Result<Vec<PairResult>, SessionError> {
+        let images: Vec<&Path> = pairs.iter().map(|p| p.image.as_path()).collect();
+        let pixels = self.processor.preprocess_batch(&images)?;
+        let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
+        let tokens = self.tokenizer.encode_batch(&texts)?;
+        let inputs = ClipInputs {
+            pixels: pixels.data,
+            ids: tokens.ids.clone(),
+            lengths: tokens.lengths.clone(),
+            seq_len: tokens.seq_len,
+        };
+        let trace = self.model.trace(&Cpu, &inputs, None)?;
+        let explanations = explain_clip(&trace, methods, opts)?;
+        Ok(pairs
+            .iter()
+            .zip(explanations)
+            .enumerate()
+            .map(|(b, (pair, explanations))| PairResult {
+                image: pair.image.clone(),
+                text: pair.text.clone(),
+                tokens: self
+                    .tokenizer
+                    .tokens_for_display(&tokens.row(b)[..tokens.lengths[b]]),
+                truncated: tokens.truncated[b],
+                score: trace.output.pair_scores[b],
+                probability: f32::NAN,
+                explanations,
+            })
+            .collect())
+    }
+
+    /// The image as the model saw it (same resize and crop), at a size a person can see.
+    pub fn display_image(&self, path: &Path) -> Result<RgbImage, SessionError> {
+        let image = load_image(path)?;
+        let p = &self.processor;
+        let scale = DISPLAY_SIZE as f64 / p.crop_height.max(1) as f64;
+        let scaled = |x: usize| ((x as f64 * scale).round() as usize).max(1);
+        let (h, w) = match p.size {
+            ResizeTo::ShortestEdge(edge) => resize_output_size(
+                image.height() as usize,
+                image.width() as usize,
+                ResizeTo::ShortestEdge(scaled(edge)),
+            ),
+            ResizeTo::Exact { height, width } => (scaled(height), scaled(width)),
+        };
+        let resized = resize(&image, w, h, p.resample);
+        Ok(if p.do_center_crop {
+            center_crop(&resized, scaled(p.crop_height), scaled(p.crop_width))
+        } else {
+            resized
+        })
+    }
+}
+
+/// Softmax over the texts that share an image (CLIP's zero-shot probabilities).
+fn set_probabilities(results: &mut [PairResult]) {
+    let mut groups: HashMap<PathBuf, Vec<usize>> = HashMap::new();
+    for (i, r) in results.iter().enumerate() {
+        groups.entry(r.image.clone()).or_default().push(i);
+    }
+    for members in groups.values() {
+        let max = members
+            .iter()
+            .map(|&i| results[i].score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let total: f32 = members
+            .iter()
+            .map(|&i| (results[i].score - max).exp())
+            .sum();
+        for &i in members {
+            results[i].probability = (results[i].score - max).exp() / total;
+        }
+    }
+}

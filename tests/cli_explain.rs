@@ -1,0 +1,314 @@
+//! `fiedler explain` end to end: files written and their schema, numbers equal to the Python
+//! reference when starting from an image file and a caption, and each bad input failing with
+//! a clear message (exit 1, never a panic).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{fixtures, max_abs_diff, Golden};
+use serde_json::Value;
+
+fn fiedler(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fiedler-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn records(out_dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(out_dir.join("explanations.json")).unwrap();
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn explain_all_methods_writes_every_output() {
+    let out = scratch("all");
+    let model = fixtures().join("clip");
+    let image = fixtures().join("images/catdog.png");
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&model),
+        "--image",
+        s(&image),
+        "--text",
+        "a photo of a cat",
+        "--text",
+        "a photo of a dog",
+        "--method",
+        "all",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("pair 0:") && stdout.contains("pair 1:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("photo(") && stdout.contains("dsmi-grad-attn"),
+        "{stdout}"
+    );
+
+    let methods = [
+        "raw-attn",
+        "rollout",
+        "grad-cam",
+        "chefer",
+        "dsmi",
+        "dsmi-grad",
+        "dsmi-grad-attn",
+    ];
+    for pair in 0..2 {
+        for m in methods {
+            let png =
+                image::open(out.join(format!("pair{pair}-{m}.png"))).expect("overlay is a PNG");
+            assert!(png.width() >= 224 && png.height() > 224);
+        }
+        image::open(out.join(format!("pair{pair}-sheet.png"))).expect("comparison sheet is a PNG");
+    }
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(html.contains("pair0-dsmi.png") && html.contains("a photo of a dog"));
+
+    let records = records(&out);
+    assert_eq!(records.len(), 2 * methods.len());
+    let keys = [
+        "family",
+        "method",
+        "target",
+        "score",
+        "probability",
+        "text_tokens",
+        "text_relevance",
+        "image_relevance",
+        "image_grid",
+    ];
+    for r in &records {
+        for k in keys {
+            assert!(r.get(k).is_some(), "missing {k} in {r}");
+        }
+        assert_eq!(r["family"], "clip");
+        assert_eq!(r["image_grid"], serde_json::json!([6, 6]));
+        assert_eq!(r["image_relevance"].as_array().unwrap().len(), 36);
+        let tokens = r["text_tokens"].as_array().unwrap();
+        assert_eq!(tokens.len(), 7);
+        assert_eq!(tokens[0], "<|startoftext|>");
+        assert_eq!(r["text_relevance"].as_array().unwrap().len(), tokens.len());
+        assert!(floats(&r["image_relevance"]).iter().all(|v| v.is_finite()));
+    }
+    let p0 = records[0]["probability"].as_f64().unwrap();
+    let p1 = records[methods.len()]["probability"].as_f64().unwrap();
+    assert!(
+        (p0 + p1 - 1.0).abs() < 1e-5,
+        "softmax over the two texts: {p0} + {p1}"
+    );
+}
+
+/// From the PNG file and the caption (preprocessing and tokenizer included) to the JSON: the
+/// numbers equal the reference's for case b1 (whose preprocessing is bit-exact for PNGs).
+#[test]
+fn explain_json_matches_the_reference_from_files() {
+    let out = scratch("b1");
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&fixtures().join("clip")),
+        "--image",
+        s(&fixtures().join("images/catdog.png")),
+        "--text",
+        "a photo of a cat",
+        "--method",
+        "dsmi-grad,chefer",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let golden = Golden::open(&fixtures().join("clip/methods.safetensors"));
+    for r in records(&out) {
+        let m = r["method"].as_str().unwrap();
+        for (field, key) in [("image_relevance", "image"), ("text_relevance", "text")] {
+            let reference = golden.f32(&format!("b1.{m}.{key}.0"));
+            let scale = reference.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+            let (err, _) = max_abs_diff(&floats(&r[field]), &reference);
+            assert!(err <= 1e-4 * scale, "{m} {field}: {err:e}");
+        }
+    }
+}
+
+#[test]
+fn explain_pairs_file_in_batches() {
+    let out = scratch("pairs");
+    let list = out.join("pairs.jsonl");
+    let images = fixtures().join("images");
+    let lines = [
+        format!(
+            "{{\"image\": \"{}\", \"text\": \"a cat\"}}",
+            s(&images.join("catdog.png"))
+        ),
+        format!(
+            "{{\"image\": \"{}\", \"text\": \"two people\"}}",
+            s(&images.join("coco_127510.jpg"))
+        ),
+        format!(
+            "{{\"image\": \"{}\", \"text\": \"a small bird\"}}",
+            s(&images.join("odd.png"))
+        ),
+    ];
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&fixtures().join("clip")),
+        "--pairs",
+        s(&list),
+        "--batch",
+        "2",
+        "--method",
+        "rollout",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let records = records(&out);
+    assert_eq!(records.len(), 3);
+    // Each image has one text, so each probability is 1.
+    assert!(records
+        .iter()
+        .all(|r| (r["probability"].as_f64().unwrap() - 1.0).abs() < 1e-6));
+}
+
+fn assert_fails(args: &[&str], needle: &str) {
+    let run = fiedler(args);
+    let err = stderr(&run);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "expected a clean failure, got {:?}: {err}",
+        run.status
+    );
+    assert!(
+        err.contains(needle),
+        "message should contain {needle:?}: {err}"
+    );
+}
+
+#[test]
+fn explain_rejects_bad_input_clearly() {
+    let out = scratch("bad");
+    let model = fixtures().join("clip");
+    let m = s(&model);
+    let image = fixtures().join("images/catdog.png");
+    let img = s(&image);
+    let o = s(&out);
+    assert_fails(
+        &[
+            "explain",
+            "--model",
+            m,
+            "--image",
+            "/no/such.png",
+            "--text",
+            "a cat",
+            "--out",
+            o,
+        ],
+        "/no/such.png",
+    );
+    let not_image = model.join("config.json");
+    assert_fails(
+        &[
+            "explain",
+            "--model",
+            m,
+            "--image",
+            s(&not_image),
+            "--text",
+            "a cat",
+            "--out",
+            o,
+        ],
+        "config.json",
+    );
+    assert_fails(
+        &[
+            "explain", "--model", m, "--image", img, "--text", "  ", "--out", o,
+        ],
+        "text 0 is empty",
+    );
+    assert_fails(
+        &[
+            "explain", "--model", m, "--image", img, "--text", "a cat", "--method", "lrp", "--out",
+            o,
+        ],
+        "valid methods: raw-attn, rollout",
+    );
+    let vilt = scratch("vilt");
+    std::fs::write(vilt.join("config.json"), r#"{"model_type": "vilt"}"#).unwrap();
+    assert_fails(
+        &[
+            "explain",
+            "--model",
+            s(&vilt),
+            "--image",
+            img,
+            "--text",
+            "a cat",
+            "--out",
+            o,
+        ],
+        "vilt",
+    );
+    assert_fails(
+        &[
+            "explain", "--model", m, "--image", img, "--text", "a cat", "--device", "cuda",
+            "--out", o,
+        ],
+        "CUDA",
+    );
+    assert_fails(
+        &[
+            "explain",
+            "--model",
+            m,
+            "--image",
+            img,
+            "--text",
+            "a cat",
+            "--start-layer",
+            "7",
+            "--out",
+            o,
+        ],
+        "--start-layer 7",
+    );
+}
