@@ -63,7 +63,7 @@ fn model(c: &mut Criterion) {
 fn gemm(c: &mut Criterion) {
     let (m, k, n) = (400usize, 768usize, 3072usize);
     let x = Cpu.upload(&vec![0.5; m * k]).unwrap();
-    let w = Cpu.upload(&vec![0.25; n * k]).unwrap();
+    let w = Cpu.upload_weight(&vec![0.25; n * k], n, k).unwrap();
     let bias = Cpu.upload(&vec![0.0; n]).unwrap();
     let mut out = Cpu.zeros(m * n).unwrap();
     let mut group = c.benchmark_group("gemm_f32_cpu");

@@ -211,7 +211,7 @@ fn cosine_head_backward_matches_finite_differences() {
 fn linear_and_gather_backward_match_finite_differences() {
     let (m, k, n) = (6, 9, 4);
     let x = values(m * k, 11);
-    let w = values(n * k, 12);
+    let w = Cpu.upload_weight(&values(n * k, 12), n, k).unwrap();
     let dy = values(m * n, 13);
     let mut dx = vec![0.0; m * k];
     Cpu.linear_backward(&mut dx, &dy, &w, m, k, n, false)

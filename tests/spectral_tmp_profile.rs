@@ -44,6 +44,7 @@ fn profile() {
             }
         }
         let dt = t.elapsed().as_secs_f64() / (reps * 16) as f64;
+        let e = fiedler::linalg::tridiagonal::EVALS.swap(0, std::sync::atomic::Ordering::Relaxed); let c = fiedler::linalg::tridiagonal::CALLS.swap(0, std::sync::atomic::Ordering::Relaxed); eprintln!("evals/call {:.1} calls/graph {:.1}", e as f64 / c as f64, c as f64 / (reps*16) as f64);
         eprintln!(
             "{kind} n={n}: lanczos {:.1} us/graph, avg iterations {:.1}",
             dt * 1e6,

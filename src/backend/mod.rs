@@ -126,9 +126,13 @@ pub trait Backend: Sync {
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     fn copy(&self, buf: &Self::Buf) -> Result<Self::Buf>;
+    /// Uploads a linear weight given as Hugging Face stores it, `[out, in]` row-major, in the
+    /// layout this backend's `linear` and `linear_backward` read fastest. Only those two ops
+    /// may read the returned buffer.
+    fn upload_weight(&self, w: &[f32], out: usize, input: usize) -> Result<Self::Buf>;
     fn len(&self, buf: &Self::Buf) -> usize;
 
-    /// out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]).
+    /// out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]); `w` comes from `upload_weight(_, n, k)`.
     #[allow(clippy::too_many_arguments)]
     fn linear(
         &self,
@@ -140,7 +144,7 @@ pub trait Backend: Sync {
         k: usize,
         n: usize,
     ) -> Result<()>;
-    /// dx[m, k] (+)= dy[m, n] · w[n, k].
+    /// dx[m, k] (+)= dy[m, n] · w[n, k]; `w` comes from `upload_weight(_, n, k)`.
     #[allow(clippy::too_many_arguments)]
     fn linear_backward(
         &self,

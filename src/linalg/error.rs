@@ -26,10 +26,6 @@ pub enum SpectralError {
         upper: f64,
         lower: f64,
     },
-    /// The QL iteration on a Lanczos tridiagonal matrix stalled (not seen in practice:
-    /// Wilkinson-shifted QL converges for every symmetric tridiagonal matrix).
-    #[error("tridiagonal QL iteration did not converge within {iterations} sweeps")]
-    TridiagonalNoConvergence { iterations: usize },
     /// faer's dense symmetric eigensolver did not converge.
     #[error("dense symmetric eigensolver (faer) did not converge")]
     DenseNoConvergence,

@@ -22,7 +22,7 @@ mod error;
 mod lanczos;
 mod solve;
 pub mod synthetic;
-mod tridiagonal;
+pub mod tridiagonal;
 
 pub use affinity::{Graph, DEGREE_GUARD};
 pub use batch::{fiedler_batch, solve_batch, GraphInput};

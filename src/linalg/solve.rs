@@ -159,20 +159,14 @@ impl Graph {
         match solver {
             Solver::Lanczos => {
                 let first =
-                    lanczos::top_eigen(&self.m, n, &[trivial], START_FIEDLER, TOL_VECTOR, true)?;
+                    lanczos::top_ritz_pair(&self.m, n, &[trivial], START_FIEDLER, TOL_VECTOR, true);
                 let Some(first) = first else {
                     // Only reachable if the complement of q₀ is numerically empty; n ≥ 2
                     // makes it at least one-dimensional.
                     return Ok(self.finish(trivial, None, 0));
                 };
-                let second = lanczos::top_eigen(
-                    &self.m,
-                    n,
-                    &[trivial, &first.vector],
-                    START_GAP,
-                    TOL_GAP,
-                    false,
-                )?;
+                let locked = [trivial.as_slice(), &first.vector];
+                let second = lanczos::top_ritz_pair(&self.m, n, &locked, START_GAP, TOL_GAP, false);
                 let steps = first.steps + second.as_ref().map_or(0, |s| s.steps);
                 Ok(self.finish(&first.vector, second.map(|s| s.value), steps))
             }

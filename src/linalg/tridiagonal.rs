@@ -1,105 +1,139 @@
 //! Symmetric tridiagonal eigenproblems: the Lanczos projection T_k of spec §B step 5.
 //!
-//! Lanczos needs two things from T_k, and neither needs the full eigenvector matrix:
-//! - At each convergence check, the eigenvalues (Ritz values) and the **last** component
-//!   of each unit eigenvector, because β_k·|z_k| bounds the residual of that Ritz pair.
-//!   [`eigen_last_row`] is implicit QL with Wilkinson shifts (EISPACK `tql2`, Numerical
-//!   Recipes `tqli`) that applies its rotations to the last row of Z only: O(k²) instead of
-//!   O(k³).
-//! - Once converged, one eigenvector: [`eigenvector`] runs inverse iteration with partial
-//!   pivoting (LAPACK `dgttrf`/`dgtts2`, as `dstein` does), O(k).
+//! Lanczos only ever needs the **largest** eigenvalue θ of T_k and its unit eigenvector y:
+//! the convergence test reads the last component (the Ritz residual is β_k·|y_k|), and the
+//! converged Ritz vector is Q y. Both cost O(k) here, so the test can run every step or two
+//! even when n is small (implicit QL would cost O(k²) per test):
 //!
-//! Both are sequential and deterministic; on the GPU they run on one thread (or, for a
-//! large k, as a Sturm-count multisection across the block).
+//! - [`largest_eigenvalue`]: safeguarded Laguerre iteration on det(xI − T_k), evaluated
+//!   through the LDLᵀ pivots q_i of xI − T (the Sturm sequence). Laguerre's method converges
+//!   cubically and, for a polynomial with real roots started above them all (Gershgorin's
+//!   bound), monotonically to the largest root; the Sturm count (negative pivots =
+//!   eigenvalues above x) keeps a bracket, and a step that leaves it is replaced by
+//!   bisection, so the iteration cannot settle on another root.
+//! - [`eigenvector`]: inverse iteration with partial pivoting (LAPACK `dgttrf`/`dgtts2`,
+//!   as `dstein` does). It gives the last component to absolute accuracy ε/gap even when
+//!   that component is tiny — which the closed form z_k² = p_{k−1}(θ)/p_k'(θ) does not: it
+//!   cancels catastrophically exactly when the Ritz pair has converged.
+//!
+//! Both are sequential and deterministic. On the GPU they run on one thread of the block
+//! (O(k) with a division per step), or the bracket can be refined by Sturm-count
+//! multisection with one shift per thread.
 
-use super::error::SpectralError;
 use super::synthetic::uniform;
 
-/// QL sweeps allowed per eigenvalue. EISPACK uses 30; Wilkinson's shift converges
-/// globally, usually cubically, so reaching this means a bug or non-finite input.
-const MAX_SWEEPS: usize = 60;
+/// Laguerre/bisection steps allowed; bisection alone would need ~60 to reach f64 precision
+/// from Gershgorin's interval, Laguerre typically needs 3–6.
+const MAX_STEPS: usize = 200;
 
-/// Eigenvalues of a symmetric tridiagonal matrix, with the last row of its eigenvector
-/// matrix.
-pub(crate) struct TridiagonalEigen {
-    /// Eigenvalues, in no particular order.
-    pub values: Vec<f64>,
-    /// `last[j]` = last component of the unit eigenvector of `values[j]`.
-    pub last: Vec<f64>,
+/// One pass of the pivot recurrence of xI − T, with the derivatives Laguerre needs.
+struct Pivots {
+    /// Number of eigenvalues of T greater than x.
+    above: usize,
+    /// p'/p = Σ 1/(x − λ_j).
+    g: f64,
+    /// −(p'/p)' = Σ 1/(x − λ_j)².
+    h: f64,
+    /// x is (to working precision) an eigenvalue of T itself.
+    exact: bool,
 }
 
-/// Eigenvalues of T (diagonal `diag`, off-diagonal `off`, `off.len() + 1 == diag.len()`)
-/// and the last component of each unit eigenvector, by implicit QL.
-pub(crate) fn eigen_last_row(diag: &[f64], off: &[f64]) -> Result<TridiagonalEigen, SpectralError> {
-    let n = diag.len();
-    debug_assert!(n == 0 || off.len() + 1 == n);
-    let mut d = diag.to_vec();
-    // e[i] couples i and i+1; the extra trailing zero keeps the loops uniform.
-    let mut e = vec![0.0; n];
-    e[..n.saturating_sub(1)].copy_from_slice(&off[..n.saturating_sub(1)]);
-    let mut z = vec![0.0; n];
-    if let Some(last) = z.last_mut() {
-        *last = 1.0;
+pub static EVALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+fn pivots(diag: &[f64], off: &[f64], x: f64, pivmin: f64) -> Pivots {
+    EVALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let k = diag.len();
+    let (mut q, mut dq, mut ddq, mut r) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let (mut g, mut h) = (0.0f64, 0.0f64);
+    let mut above = 0;
+    let mut exact = false;
+    for i in 0..k {
+        let (nq, ndq, nddq) = if i == 0 {
+            (x - diag[0], 1.0, 0.0)
+        } else {
+            // r = 1/q_{i-1}: one division per row, the only one.
+            let b = off[i - 1] * off[i - 1];
+            (
+                x - diag[i] - b * r,
+                1.0 + b * dq * r * r,
+                b * (ddq * q - 2.0 * dq * dq) * r * r * r,
+            )
+        };
+        q = nq;
+        dq = ndq;
+        ddq = nddq;
+        if q.abs() < pivmin {
+            // A zero pivot: x is an eigenvalue of the leading block T_{0..=i}. Nudge it
+            // (LAPACK's convention counts it as negative) to keep the recurrence finite.
+            exact |= i + 1 == k;
+            q = -pivmin;
+        }
+        if q < 0.0 {
+            above += 1;
+        }
+        r = 1.0 / q;
+        g += dq * r;
+        h += (dq * dq - q * ddq) * r * r;
     }
-    for l in 0..n {
-        let mut sweeps = 0;
-        loop {
-            // Find the end m of the unreduced block that starts at l.
-            let mut m = l;
-            while m + 1 < n {
-                let dd = d[m].abs() + d[m + 1].abs();
-                if e[m].abs() <= f64::EPSILON * dd || e[m].abs() < f64::MIN_POSITIVE {
-                    break;
-                }
-                m += 1;
-            }
-            if m == l {
+    Pivots { above, g, h, exact }
+}
+
+/// Largest eigenvalue of T (diagonal `diag`, off-diagonal `off`, `off.len() + 1 ==
+/// diag.len() ≥ 1`), to within 4ε of the spectrum's scale, never below it.
+pub fn largest_eigenvalue(diag: &[f64], off: &[f64]) -> f64 {
+    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let k = diag.len();
+    let radius = |i: usize| {
+        (if i > 0 { off[i - 1].abs() } else { 0.0 }) + (if i + 1 < k { off[i].abs() } else { 0.0 })
+    };
+    // Gershgorin: every eigenvalue lies in [lo, hi].
+    let mut hi = (0..k)
+        .map(|i| diag[i] + radius(i))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut lo = (0..k)
+        .map(|i| diag[i] - radius(i))
+        .fold(f64::INFINITY, f64::min);
+    let scale = hi.abs().max(lo.abs()).max(f64::MIN_POSITIVE);
+    let pivmin = f64::MIN_POSITIVE * off.iter().fold(1.0f64, |m, b| m.max(b * b));
+    let tol = 4.0 * f64::EPSILON * scale;
+    let kf = k as f64;
+    let mut x = hi;
+    for _ in 0..MAX_STEPS {
+        let p = pivots(diag, off, x, pivmin);
+        if p.above == 0 {
+            hi = x;
+            if p.exact {
                 break;
             }
-            sweeps += 1;
-            if sweeps > MAX_SWEEPS {
-                return Err(SpectralError::TridiagonalNoConvergence {
-                    iterations: MAX_SWEEPS,
-                });
-            }
-            // Wilkinson shift from the leading 2 × 2 block.
-            let mut g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-            let mut r = g.hypot(1.0);
-            g = d[m] - d[l] + e[l] / (g + if g >= 0.0 { r } else { -r });
-            let (mut s, mut c, mut p) = (1.0f64, 1.0f64, 0.0f64);
-            let mut underflow = false;
-            for i in (l..m).rev() {
-                let f = s * e[i];
-                let b = c * e[i];
-                r = f.hypot(g);
-                e[i + 1] = r;
-                if r == 0.0 {
-                    // The rotation underflowed: T split at i; restart on the smaller block.
-                    d[i + 1] -= p;
-                    e[m] = 0.0;
-                    underflow = true;
-                    break;
-                }
-                s = f / r;
-                c = g / r;
-                g = d[i + 1] - p;
-                r = (d[i] - g) * s + 2.0 * c * b;
-                p = s * r;
-                d[i + 1] = g + p;
-                g = c * r - b;
-                let zf = z[i + 1];
-                z[i + 1] = s * z[i] + c * zf;
-                z[i] = c * z[i] - s * zf;
-            }
-            if underflow {
-                continue;
-            }
-            d[l] -= p;
-            e[l] = g;
-            e[m] = 0.0;
+        } else {
+            lo = x;
         }
+        if hi - lo <= tol {
+            break;
+        }
+        // Laguerre's step towards the nearest root, in the direction the sign of g gives.
+        let disc = ((kf - 1.0) * (kf * p.h - p.g * p.g)).max(0.0).sqrt();
+        let denom = if p.g >= 0.0 { p.g + disc } else { p.g - disc };
+        let step = kf / denom;
+        let mut next = x - step;
+        if step.abs() <= tol {
+            // Laguerre has converged on a root. From above, that is the largest one. Just
+            // below the largest, step over it so that the bracket closes; below any other,
+            // bisect.
+            match p.above {
+                0 => break,
+                1 => next = x + tol,
+                _ => next = f64::NAN,
+            }
+        }
+        x = if next.is_finite() && next > lo && next < hi {
+            next
+        } else {
+            0.5 * (lo + hi)
+        };
     }
-    Ok(TridiagonalEigen { values: d, last: z })
+    // hi is always at or above the largest eigenvalue, and within tol of it on exit.
+    hi
 }
 
 /// Unit eigenvector of T for the eigenvalue `theta` (accurate to working precision), by
@@ -116,13 +150,11 @@ pub(crate) fn eigenvector(diag: &[f64], off: &[f64], theta: f64) -> Vec<f64> {
     }
     let scale = diag
         .iter()
+        .chain(off)
         .map(|v| v.abs())
-        .chain(off.iter().map(|v| v.abs()))
-        .fold(0.0f64, f64::max)
-        .max(theta.abs())
+        .fold(theta.abs(), f64::max)
         .max(f64::MIN_POSITIVE);
-    let tiny = f64::EPSILON * scale;
-    let lu = TridiagonalLu::factor(diag, off, theta, tiny);
+    let lu = TridiagonalLu::factor(diag, off, theta, f64::EPSILON * scale);
     let mut x: Vec<f64> = (0..n as u64)
         .map(|i| uniform(0x7d1a_9e5b, i) - 0.5)
         .collect();
@@ -215,54 +247,10 @@ impl TridiagonalLu {
 mod tests {
     use super::*;
 
-    /// The path-graph Laplacian tridiag(-1, 2, -1) has eigenvalues 2 − 2cos(jπ/(k+1)) and
-    /// eigenvectors sin(ijπ/(k+1)).
-    #[test]
-    fn ql_finds_path_laplacian_spectrum_and_last_components() {
-        for k in [1usize, 2, 3, 10, 57] {
-            let diag = vec![2.0; k];
-            let off = vec![-1.0; k - 1];
-            let eig = eigen_last_row(&diag, &off).unwrap();
-            let mut pairs: Vec<(f64, f64)> = eig
-                .values
-                .iter()
-                .copied()
-                .zip(eig.last.iter().map(|v| v.abs()))
-                .collect();
-            pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let h = std::f64::consts::PI / (k + 1) as f64;
-            let norm = (2.0 / (k + 1) as f64).sqrt();
-            for (j, (value, last)) in pairs.iter().enumerate() {
-                let jj = (j + 1) as f64;
-                assert!((value - (2.0 - 2.0 * (jj * h).cos())).abs() < 1e-12);
-                assert!((last - norm * (k as f64 * jj * h).sin().abs()).abs() < 1e-12);
-            }
-        }
-    }
-
-    #[test]
-    fn ql_handles_split_blocks_and_repeated_values() {
-        // Two identical 2 × 2 blocks: eigenvalues 1, 1, 3, 3.
-        let eig = eigen_last_row(&[2.0, 2.0, 2.0, 2.0], &[1.0, 0.0, 1.0]).unwrap();
-        let mut v = eig.values.clone();
-        v.sort_by(f64::total_cmp);
-        for (got, want) in v.iter().zip([1.0, 1.0, 3.0, 3.0]) {
-            assert!((got - want).abs() < 1e-14);
-        }
-    }
-
-    #[test]
-    fn inverse_iteration_returns_the_eigenvector() {
-        let k = 40;
-        let diag: Vec<f64> = (0..k).map(|i| (i as f64 * 0.37).sin()).collect();
-        let off: Vec<f64> = (0..k - 1)
-            .map(|i| 0.5 + (i as f64 * 0.11).cos() * 0.3)
-            .collect();
-        let eig = eigen_last_row(&diag, &off).unwrap();
-        for &theta in &eig.values {
-            let x = eigenvector(&diag, &off, theta);
-            let mut worst: f64 = 0.0;
-            for i in 0..k {
+    fn residual(diag: &[f64], off: &[f64], theta: f64, x: &[f64]) -> f64 {
+        let k = diag.len();
+        (0..k)
+            .map(|i| {
                 let mut tx = diag[i] * x[i];
                 if i > 0 {
                     tx += off[i - 1] * x[i - 1];
@@ -270,9 +258,64 @@ mod tests {
                 if i + 1 < k {
                     tx += off[i] * x[i + 1];
                 }
-                worst = worst.max((tx - theta * x[i]).abs());
+                (tx - theta * x[i]).abs()
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// The path-graph Laplacian tridiag(-1, 2, -1) has eigenvalues 2 − 2cos(jπ/(k+1)) and
+    /// unit eigenvectors √(2/(k+1))·sin(ijπ/(k+1)); the largest is j = k.
+    #[test]
+    fn largest_eigenpair_of_the_path_laplacian_is_exact() {
+        for k in [1usize, 2, 3, 10, 57, 300] {
+            let diag = vec![2.0; k];
+            let off = vec![-1.0; k - 1];
+            let theta = largest_eigenvalue(&diag, &off);
+            let h = std::f64::consts::PI / (k + 1) as f64;
+            let want = 2.0 - 2.0 * (k as f64 * h).cos();
+            assert!((theta - want).abs() < 1e-13, "k={k}: {theta} vs {want}");
+            let y = eigenvector(&diag, &off, theta);
+            let norm = (2.0 / (k + 1) as f64).sqrt();
+            for (i, yi) in y.iter().enumerate() {
+                let want = norm * ((i + 1) as f64 * k as f64 * h).sin();
+                assert!(
+                    (yi.abs() - want.abs()).abs() < 1e-10,
+                    "k={k} i={i}: {yi} vs {want}"
+                );
             }
-            assert!(worst < 1e-12, "theta {theta}: residual {worst}");
         }
+    }
+
+    #[test]
+    fn largest_eigenpair_of_split_and_nearly_split_matrices() {
+        // Two identical 2 × 2 blocks (β = 0 between them): eigenvalues 1, 1, 3, 3.
+        let theta = largest_eigenvalue(&[2.0, 2.0, 2.0, 2.0], &[1.0, 0.0, 1.0]);
+        assert!((theta - 3.0).abs() < 1e-14);
+        // Nearly diagonal, largest entry first: the eigenvector is e_0 up to β/4, and its
+        // last component is ≈ β²/12 — tiny, and still resolved.
+        let (diag, off) = ([5.0, 1.0, 2.0], [1e-9, 1e-9]);
+        let theta = largest_eigenvalue(&diag, &off);
+        assert!((theta - 5.0).abs() < 1e-14);
+        let y = eigenvector(&diag, &off, theta);
+        assert!(
+            (y[0].abs() - 1.0).abs() < 1e-15 && y[2].abs() < 1e-17,
+            "{y:?}"
+        );
+    }
+
+    #[test]
+    fn largest_eigenpair_of_a_random_tridiagonal() {
+        let k = 40;
+        let diag: Vec<f64> = (0..k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let off: Vec<f64> = (0..k - 1)
+            .map(|i| 0.5 + (i as f64 * 0.11).cos() * 0.3)
+            .collect();
+        let theta = largest_eigenvalue(&diag, &off);
+        let y = eigenvector(&diag, &off, theta);
+        assert!(residual(&diag, &off, theta, &y) < 1e-12);
+        // Nothing lies above: the Sturm count just above θ is zero, just below it is one.
+        let pivmin = f64::MIN_POSITIVE;
+        assert_eq!(pivots(&diag, &off, theta + 1e-12, pivmin).above, 0);
+        assert_eq!(pivots(&diag, &off, theta - 1e-9, pivmin).above, 1);
     }
 }

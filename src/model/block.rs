@@ -83,7 +83,10 @@ fn load_linear<B: Backend>(
 ) -> Result<(B::Buf, B::Buf), ModelError> {
     let weight = w.tensor(&format!("{name}.weight"), &[out_dim, in_dim])?;
     let bias = w.tensor(&format!("{name}.bias"), &[out_dim])?;
-    Ok((be.upload(&weight)?, be.upload(&bias)?))
+    Ok((
+        be.upload_weight(&weight, out_dim, in_dim)?,
+        be.upload(&bias)?,
+    ))
 }
 
 pub(crate) fn load_norm<B: Backend>(
@@ -120,7 +123,7 @@ impl<B: Backend> Encoder<B> {
                 }
                 Ok(LayerWeights {
                     ln1: load_norm(be, w, &part(names.ln1), d)?,
-                    qkv: (be.upload(&qkv_w)?, be.upload(&qkv_b)?),
+                    qkv: (be.upload_weight(&qkv_w, 3 * d, d)?, be.upload(&qkv_b)?),
                     attn_out: load_linear(be, w, &part(names.attn_out), d, d)?,
                     ln2: load_norm(be, w, &part(names.ln2), d)?,
                     fc1: load_linear(be, w, &part(names.fc1), dims.intermediate, d)?,

@@ -138,6 +138,10 @@ impl<B: Backend> Clip<B> {
         let upload = |name: &str, shape: &[usize]| -> Result<B::Buf, ModelError> {
             Ok(be.upload(&w.tensor(name, shape)?)?)
         };
+        let upload_weight =
+            |name: &str, out: usize, input: usize, shape: &[usize]| -> Result<B::Buf, ModelError> {
+                Ok(be.upload_weight(&w.tensor(name, shape)?, out, input)?)
+            };
         let vision_dims = EncoderDims {
             width: dv,
             heads: v.num_attention_heads,
@@ -154,14 +158,13 @@ impl<B: Backend> Clip<B> {
         };
         let logit_scale = w.tensor("logit_scale", &[])?[0];
         Ok(Self {
-            patch_embedding: upload(
+            // The stride-p convolution is a linear map of each flattened patch.
+            patch_embedding: upload_weight(
                 "vision_model.embeddings.patch_embedding.weight",
+                dv,
+                patch_len,
                 &[dv, v.num_channels, v.patch_size, v.patch_size],
-            )
-            .map(|b| {
-                debug_assert_eq!(be.len(&b), dv * patch_len);
-                b
-            })?,
+            )?,
             class_embedding: upload("vision_model.embeddings.class_embedding", &[dv])?,
             vision_positions: upload(
                 "vision_model.embeddings.position_embedding.weight",
@@ -177,7 +180,7 @@ impl<B: Backend> Clip<B> {
                 vision_dims,
             )?,
             post_layernorm: load_norm(be, w, "vision_model.post_layernorm", dv)?,
-            visual_projection: upload("visual_projection.weight", &[p, dv])?,
+            visual_projection: upload_weight("visual_projection.weight", p, dv, &[p, dv])?,
             token_embedding: upload(
                 "text_model.embeddings.token_embedding.weight",
                 &[t.vocab_size, dt],
@@ -195,7 +198,7 @@ impl<B: Backend> Clip<B> {
                 text_dims,
             )?,
             final_layernorm: load_norm(be, w, "text_model.final_layer_norm", dt)?,
-            text_projection: upload("text_projection.weight", &[p, dt])?,
+            text_projection: upload_weight("text_projection.weight", p, dt, &[p, dt])?,
             logit_scale,
             config,
         })

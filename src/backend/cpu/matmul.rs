@@ -93,11 +93,12 @@ pub(crate) unsafe fn gemm(
     );
 }
 
-/// out[m, n] = x[m, k] · w[n, k]ᵀ + bias.
+/// out[m, n] = x[m, k] · Wᵀ + bias, with W [n, k] stored transposed as `wt` [k, n]
+/// (see `Cpu::upload_weight`).
 pub(crate) fn linear(
     out: &mut [f32],
     x: &[f32],
-    w: &[f32],
+    wt: &[f32],
     bias: Option<&[f32]>,
     m: usize,
     k: usize,
@@ -108,7 +109,7 @@ pub(crate) fn linear(
             row.copy_from_slice(bias);
         }
     }
-    // SAFETY: lengths were checked by the caller: out m·n, x m·k, w n·k.
+    // SAFETY: lengths were checked by the caller: out m·n, x m·k, wt k·n.
     unsafe {
         gemm(
             m,
@@ -118,24 +119,24 @@ pub(crate) fn linear(
             n,
             bias.is_some(),
             Mat::rows(x, k),
-            Mat::transposed(w, k),
+            Mat::rows(wt, n),
             1.0,
             true,
         );
     }
 }
 
-/// dx[m, k] (+)= dy[m, n] · w[n, k].
+/// dx[m, k] (+)= dy[m, n] · W[n, k], reading W as the transpose of the stored `wt` [k, n].
 pub(crate) fn linear_backward(
     dx: &mut [f32],
     dy: &[f32],
-    w: &[f32],
+    wt: &[f32],
     m: usize,
     k: usize,
     n: usize,
     accumulate: bool,
 ) {
-    // SAFETY: lengths were checked by the caller: dx m·k, dy m·n, w n·k.
+    // SAFETY: lengths were checked by the caller: dx m·k, dy m·n, wt k·n.
     unsafe {
         gemm(
             m,
@@ -145,7 +146,7 @@ pub(crate) fn linear_backward(
             k,
             accumulate,
             Mat::rows(dy, n),
-            Mat::rows(w, k),
+            Mat::transposed(wt, n),
             1.0,
             true,
         );

@@ -73,6 +73,20 @@ impl Backend for Cpu {
         Ok(buf.clone())
     }
 
+    /// Stored transposed, `[in, out]`: the forward then streams the weight row-major, which
+    /// the gemm crate runs 2–3× faster than the `[out, in]` order when few tokens are in
+    /// flight (measured at 50×768×2304 and 50×3072×768 on the 2-core dev machine).
+    fn upload_weight(&self, w: &[f32], out: usize, input: usize) -> Result<Vec<f32>> {
+        check("upload_weight", "w", w, out * input)?;
+        let mut t = vec![0.0; w.len()];
+        for (o, row) in w.chunks_exact(input).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                t[i * out + o] = v;
+            }
+        }
+        Ok(t)
+    }
+
     fn copy(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
         Ok(buf.clone())
     }
