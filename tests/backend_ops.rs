@@ -145,41 +145,64 @@ fn layernorm_backward_matches_finite_differences() {
 
 #[test]
 fn attention_backward_matches_finite_differences() {
-    for (causal, key_lengths) in [
-        (false, None),
-        (true, Some(vec![7, 4])),
-        (false, Some(vec![3, 7])),
-    ] {
+    // Self-attention (plain, causal with padding, padded keys) and cross-attention, where 4
+    // query rows attend to 7 key rows.
+    let cases = [
+        (7, 7, false, None),
+        (7, 7, true, Some(vec![7, 4])),
+        (7, 7, false, Some(vec![3, 7])),
+        (4, 7, false, Some(vec![7, 5])),
+    ];
+    for (queries, keys, causal, key_lengths) in cases {
         let s = AttentionShape {
             batch: 2,
             heads: 3,
-            tokens: 7,
+            queries,
+            keys,
             head_dim: 5,
             causal,
             key_lengths,
         };
-        let rows = s.batch * s.tokens;
-        let qkv = values(rows * 3 * s.width(), 7);
-        let dctx = values(rows * s.width(), 8);
-        let f = |qkv: &[f32]| {
-            let (mut probs, mut ctx) = (vec![0.0; s.probs_len()], vec![0.0; rows * s.width()]);
-            Cpu.attention(&mut probs, &mut ctx, &qkv.to_vec(), &s)
-                .unwrap();
+        let (q_len, kv_len) = (
+            s.batch * queries * s.width(),
+            s.batch * keys * 2 * s.width(),
+        );
+        // One input vector holding q then kv, so one directional check covers both gradients.
+        let input = values(q_len + kv_len, 7);
+        let dctx = values(q_len, 8);
+        let f = |x: &[f32]| {
+            let (mut probs, mut ctx) = (vec![0.0; s.probs_len()], vec![0.0; q_len]);
+            Cpu.attention(
+                &mut probs,
+                &mut ctx,
+                &x[..q_len].to_vec(),
+                &x[q_len..].to_vec(),
+                &s,
+            )
+            .unwrap();
             ctx
         };
+        let (q, kv) = (input[..q_len].to_vec(), input[q_len..].to_vec());
         let mut probs = vec![0.0; s.probs_len()];
-        let mut ctx = vec![0.0; rows * s.width()];
-        Cpu.attention(&mut probs, &mut ctx, &qkv, &s).unwrap();
+        let mut ctx = vec![0.0; q_len];
+        Cpu.attention(&mut probs, &mut ctx, &q, &kv, &s).unwrap();
         let mut dprobs = vec![0.0; s.probs_len()];
-        let mut dqkv = vec![0.0; qkv.len()];
-        Cpu.attention_backward(&mut dprobs, &mut dqkv, &dctx, &qkv, &probs, &s)
+        let (mut dq, mut dkv) = (vec![0.0; q_len], vec![0.0; kv_len]);
+        Cpu.attention_backward(&mut dprobs, &mut dq, &mut dkv, &dctx, &q, &kv, &probs, &s)
             .unwrap();
-        check_directional(&format!("attention causal={causal}"), &qkv, &dctx, f, &dqkv);
+        let grad: Vec<f32> = dq.iter().chain(&dkv).copied().collect();
+        check_directional(
+            &format!("attention {queries}x{keys} causal={causal}"),
+            &input,
+            &dctx,
+            f,
+            &grad,
+        );
 
         // Masked probabilities are exactly zero and every row sums to one.
-        for (bh, block) in probs.chunks_exact(s.tokens * s.tokens).enumerate() {
+        for (bh, block) in probs.chunks_exact(queries * keys).enumerate() {
             let key_len = s.key_len(bh / s.heads);
-            for (i, row) in block.chunks_exact(s.tokens).enumerate() {
+            for (i, row) in block.chunks_exact(keys).enumerate() {
                 let seen = if causal { key_len.min(i + 1) } else { key_len };
                 assert!(row[seen..].iter().all(|&p| p == 0.0));
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
@@ -248,15 +271,17 @@ fn ops_reject_mismatched_buffers() {
         "{err}"
     );
     let s = AttentionShape {
-        batch: 1,
-        heads: 1,
-        tokens: 3,
-        head_dim: 2,
-        causal: false,
         key_lengths: Some(vec![4]),
+        ..AttentionShape::self_attention(1, 1, 3, 2)
     };
     let err = Cpu
-        .attention(&mut vec![0.0; 9], &mut vec![0.0; 6], &vec![0.0; 18], &s)
+        .attention(
+            &mut vec![0.0; 9],
+            &mut vec![0.0; 6],
+            &vec![0.0; 6],
+            &vec![0.0; 12],
+            &s,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("key lengths"), "{err}");
     let err = Cpu

@@ -7,8 +7,8 @@
 //!
 //! Layout conventions: activations are row-major `[rows, width]` with `rows = batch · tokens`;
 //! linear weights are stored as Hugging Face stores them, `[out, in]`; attention heads are
-//! interleaved in the width (`[.., heads · head_dim]`), and the fused projection of a
-//! self-attention layer writes rows `[q | k | v]` of width `3 · heads · head_dim`.
+//! interleaved in the width (`[.., heads · head_dim]`); an attention reads query rows of
+//! width `heads · head_dim` and fused key|value rows `[k | v]` of twice that width.
 
 pub mod cpu;
 
@@ -39,31 +39,46 @@ impl Activation {
     }
 }
 
-/// Shape of one softmax self-attention over a padded batch.
+/// Shape of one softmax attention over a padded batch: `queries` rows of one sequence attend
+/// to `keys` rows of another (the same one for self-attention).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttentionShape {
     pub batch: usize,
     pub heads: usize,
-    pub tokens: usize,
+    pub queries: usize,
+    pub keys: usize,
     pub head_dim: usize,
     /// Causal masking: query i sees keys j ≤ i (CLIP's text tower).
     pub causal: bool,
-    /// Valid (non-padding) keys per sample; `None` when every sample uses all `tokens`.
+    /// Valid (non-padding) keys per sample; `None` when every sample uses all `keys`.
     pub key_lengths: Option<Vec<usize>>,
 }
 
 impl AttentionShape {
+    /// Self-attention over `tokens` tokens per sample.
+    pub fn self_attention(batch: usize, heads: usize, tokens: usize, head_dim: usize) -> Self {
+        Self {
+            batch,
+            heads,
+            queries: tokens,
+            keys: tokens,
+            head_dim,
+            causal: false,
+            key_lengths: None,
+        }
+    }
+
     pub fn width(&self) -> usize {
         self.heads * self.head_dim
     }
 
     pub fn probs_len(&self) -> usize {
-        self.batch * self.heads * self.tokens * self.tokens
+        self.batch * self.heads * self.queries * self.keys
     }
 
     /// Number of keys sample `b` may attend to.
     pub fn key_len(&self, b: usize) -> usize {
-        self.key_lengths.as_ref().map_or(self.tokens, |l| l[b])
+        self.key_lengths.as_ref().map_or(self.keys, |l| l[b])
     }
 
     /// Softmax temperature 1/√head_dim, as every family here uses.
@@ -197,23 +212,27 @@ pub trait Backend: Sync {
     /// dst += src (gradient fan-in).
     fn add_assign(&self, dst: &mut Self::Buf, src: &Self::Buf) -> Result<()>;
 
-    /// Self-attention from fused rows `qkv` [batch·tokens, 3·width]: keeps the softmax
-    /// probabilities [batch, heads, tokens, tokens] (masked entries exactly 0) and writes the
-    /// context [batch·tokens, width].
+    /// Softmax attention of query rows `q` [batch·queries, width] over key|value rows `kv`
+    /// [batch·keys, 2·width]: keeps the probabilities [batch, heads, queries, keys] (masked
+    /// entries exactly 0) and writes the context [batch·queries, width].
     fn attention(
         &self,
         probs: &mut Self::Buf,
         ctx: &mut Self::Buf,
-        qkv: &Self::Buf,
+        q: &Self::Buf,
+        kv: &Self::Buf,
         shape: &AttentionShape,
     ) -> Result<()>;
-    /// From d ctx: d probs (what the explanation methods read) and d qkv.
+    /// From d ctx: d probs (what the explanation methods read), d q and d kv.
+    #[allow(clippy::too_many_arguments)]
     fn attention_backward(
         &self,
         dprobs: &mut Self::Buf,
-        dqkv: &mut Self::Buf,
+        dq: &mut Self::Buf,
+        dkv: &mut Self::Buf,
         dctx: &Self::Buf,
-        qkv: &Self::Buf,
+        q: &Self::Buf,
+        kv: &Self::Buf,
         probs: &Self::Buf,
         shape: &AttentionShape,
     ) -> Result<()>;

@@ -1,8 +1,8 @@
 //! The pre-layernorm transformer encoder layer shared by CLIP's towers (and ViLT):
 //! `h = x + Attn(LN₁(x))`, `y = h + MLP(LN₂(h))`, with its activation-gradient backward.
 //!
-//! q, k and v projections are fused into one `[3·width, width]` weight at load time so the
-//! forward runs one GEMM per layer for them; the attention op reads the fused rows.
+//! The k and v projections are fused into one `[2·width, width]` weight at load time, the
+//! key|value rows the attention op reads.
 
 use crate::backend::{Activation, AttentionShape, Backend};
 use crate::model::source::WeightSource;
@@ -32,7 +32,8 @@ pub struct EncoderDims {
 
 pub struct LayerWeights<B: Backend> {
     ln1: (B::Buf, B::Buf),
-    qkv: (B::Buf, B::Buf),
+    query: (B::Buf, B::Buf),
+    key_value: (B::Buf, B::Buf),
     attn_out: (B::Buf, B::Buf),
     ln2: (B::Buf, B::Buf),
     fc1: (B::Buf, B::Buf),
@@ -43,7 +44,8 @@ pub struct LayerWeights<B: Backend> {
 pub struct LayerActivations<Buf> {
     ln1: Buf,
     ln1_stats: Buf,
-    qkv: Buf,
+    q: Buf,
+    kv: Buf,
     /// Softmax probabilities [batch, heads, tokens, tokens].
     pub probs: Buf,
     ctx: Buf,
@@ -115,15 +117,16 @@ impl<B: Backend> Encoder<B> {
             .map(|i| {
                 let p = format!("{prefix}.{i}");
                 let part = |n: &str| format!("{p}.{n}");
-                let mut qkv_w = Vec::with_capacity(3 * d * d);
-                let mut qkv_b = Vec::with_capacity(3 * d);
-                for proj in [names.query, names.key, names.value] {
-                    qkv_w.extend(w.tensor(&format!("{}.weight", part(proj)), &[d, d])?);
-                    qkv_b.extend(w.tensor(&format!("{}.bias", part(proj)), &[d])?);
+                let mut kv_w = Vec::with_capacity(2 * d * d);
+                let mut kv_b = Vec::with_capacity(2 * d);
+                for proj in [names.key, names.value] {
+                    kv_w.extend(w.tensor(&format!("{}.weight", part(proj)), &[d, d])?);
+                    kv_b.extend(w.tensor(&format!("{}.bias", part(proj)), &[d])?);
                 }
                 Ok(LayerWeights {
                     ln1: load_norm(be, w, &part(names.ln1), d)?,
-                    qkv: (be.upload_weight(&qkv_w, 3 * d, d)?, be.upload(&qkv_b)?),
+                    query: load_linear(be, w, &part(names.query), d, d)?,
+                    key_value: (be.upload_weight(&kv_w, 2 * d, d)?, be.upload(&kv_b)?),
                     attn_out: load_linear(be, w, &part(names.attn_out), d, d)?,
                     ln2: load_norm(be, w, &part(names.ln2), d)?,
                     fc1: load_linear(be, w, &part(names.fc1), dims.intermediate, d)?,
@@ -174,7 +177,8 @@ impl<B: Backend> Encoder<B> {
         let mut a = LayerActivations {
             ln1: be.zeros(m * d)?,
             ln1_stats: be.zeros(2 * m)?,
-            qkv: be.zeros(m * 3 * d)?,
+            q: be.zeros(m * d)?,
+            kv: be.zeros(m * 2 * d)?,
             probs: be.zeros(shape.probs_len())?,
             ctx: be.zeros(m * d)?,
             h: be.zeros(m * d)?,
@@ -193,8 +197,17 @@ impl<B: Backend> Encoder<B> {
             d,
             eps,
         )?;
-        be.linear(&mut a.qkv, &a.ln1, &lw.qkv.0, Some(&lw.qkv.1), m, d, 3 * d)?;
-        be.attention(&mut a.probs, &mut a.ctx, &a.qkv, shape)?;
+        be.linear(&mut a.q, &a.ln1, &lw.query.0, Some(&lw.query.1), m, d, d)?;
+        be.linear(
+            &mut a.kv,
+            &a.ln1,
+            &lw.key_value.0,
+            Some(&lw.key_value.1),
+            m,
+            d,
+            2 * d,
+        )?;
+        be.attention(&mut a.probs, &mut a.ctx, &a.q, &a.kv, shape)?;
         // The attention branch is written into `out` first, then added to the residual.
         be.linear(
             &mut a.out,
@@ -281,13 +294,24 @@ impl<B: Backend> Encoder<B> {
         let mut dctx = be.zeros(m * d)?;
         be.linear_backward(&mut dctx, &dh, &lw.attn_out.0, m, d, d, false)?;
         let mut dprobs = be.zeros(shape.probs_len())?;
-        let mut dqkv = be.zeros(m * 3 * d)?;
-        be.attention_backward(&mut dprobs, &mut dqkv, &dctx, &a.qkv, &a.probs, shape)?;
+        let mut dq = be.zeros(m * d)?;
+        let mut dkv = be.zeros(m * 2 * d)?;
+        be.attention_backward(
+            &mut dprobs,
+            &mut dq,
+            &mut dkv,
+            &dctx,
+            &a.q,
+            &a.kv,
+            &a.probs,
+            shape,
+        )?;
         if !input_grad {
             return Ok((dprobs, None));
         }
         let mut d_ln1 = be.zeros(m * d)?;
-        be.linear_backward(&mut d_ln1, &dqkv, &lw.qkv.0, m, d, 3 * d, false)?;
+        be.linear_backward(&mut d_ln1, &dq, &lw.query.0, m, d, d, false)?;
+        be.linear_backward(&mut d_ln1, &dkv, &lw.key_value.0, m, d, 2 * d, true)?;
         let mut dx = dh;
         be.layernorm_backward(&mut dx, &d_ln1, x, &a.ln1_stats, &lw.ln1.0, d, true)?;
         Ok((dprobs, Some(dx)))

@@ -268,7 +268,7 @@ impl<B: Backend> Clip<B> {
             .backward(be, &f.vision, d_vision, &f.vision_shape)?;
         let text_grads = self.text.backward(be, &f.text, d_text, &f.text_shape)?;
 
-        let vision_tokens = f.vision_shape.tokens;
+        let vision_tokens = f.vision_shape.queries;
         Ok(ClipTrace {
             vision: TowerTrace::from_activations(
                 "vision",
@@ -443,14 +443,12 @@ impl<B: Backend> Clip<B> {
             dv,
             v.layer_norm_eps,
         )?;
-        let vision_shape = AttentionShape {
+        let vision_shape = AttentionShape::self_attention(
             batch,
-            heads: v.num_attention_heads,
-            tokens: vision_tokens,
-            head_dim: dv / v.num_attention_heads,
-            causal: false,
-            key_lengths: None,
-        };
+            v.num_attention_heads,
+            vision_tokens,
+            dv / v.num_attention_heads,
+        );
         let vision = self.vision.forward(be, x, &vision_shape)?;
 
         // Text tower: token + position embeddings → causal encoder over the padded batch.
@@ -464,12 +462,14 @@ impl<B: Backend> Clip<B> {
             dt,
         )?;
         let text_shape = AttentionShape {
-            batch,
-            heads: t.num_attention_heads,
-            tokens: inputs.seq_len,
-            head_dim: dt / t.num_attention_heads,
             causal: true,
             key_lengths: Some(inputs.lengths.clone()),
+            ..AttentionShape::self_attention(
+                batch,
+                t.num_attention_heads,
+                inputs.seq_len,
+                dt / t.num_attention_heads,
+            )
         };
         let text = self.text.forward(be, x, &text_shape)?;
 

@@ -1,4 +1,4 @@
-//! Softmax self-attention over fused q|k|v rows, one task per (sample, head).
+//! Softmax attention of query rows over key|value rows, one task per (sample, head).
 
 use super::matmul::{gemm, Mat};
 use crate::backend::AttentionShape;
@@ -19,23 +19,18 @@ impl SharedMut {
     }
 }
 
+/// Where head h of sample b starts in the query-shaped rows and in the key|value rows.
 struct Offsets {
     q: usize,
     k: usize,
     v: usize,
-    ctx: usize,
 }
 
 fn offsets(s: &AttentionShape, b: usize, h: usize) -> Offsets {
     let w = s.width();
-    let row0 = b * s.tokens;
-    let q = row0 * 3 * w + h * s.head_dim;
-    Offsets {
-        q,
-        k: q + w,
-        v: q + 2 * w,
-        ctx: row0 * w + h * s.head_dim,
-    }
+    let q = b * s.queries * w + h * s.head_dim;
+    let k = b * s.keys * 2 * w + h * s.head_dim;
+    Offsets { q, k, v: k + w }
 }
 
 /// Row i's visible keys: the first `key_len` keys, and only j ≤ i when causal.
@@ -47,21 +42,40 @@ fn visible(s: &AttentionShape, key_len: usize, i: usize) -> usize {
     }
 }
 
-pub(crate) fn attention(probs: &mut [f32], ctx: &mut [f32], qkv: &[f32], s: &AttentionShape) {
-    let (n, hd, w) = (s.tokens, s.head_dim, s.width());
+pub(crate) fn attention(
+    probs: &mut [f32],
+    ctx: &mut [f32],
+    q: &[f32],
+    kv: &[f32],
+    s: &AttentionShape,
+) {
+    let (nq, nk, hd, w) = (s.queries, s.keys, s.head_dim, s.width());
     let ctx_ptr = SharedMut(ctx.as_mut_ptr());
     probs
-        .par_chunks_exact_mut(n * n)
+        .par_chunks_exact_mut(nq * nk)
         .enumerate()
         .for_each(|(bh, p)| {
             let (b, h) = (bh / s.heads, bh % s.heads);
             let o = offsets(s, b, h);
-            let q = Mat::rows(qkv, 3 * w).offset(o.q);
-            let kt = Mat::transposed(qkv, 3 * w).offset(o.k);
-            // SAFETY: p is this task's own [n, n] block; q and k address rows of this sample.
-            unsafe { gemm(n, n, hd, p.as_mut_ptr(), n, false, q, kt, s.scale(), false) };
+            let q_rows = Mat::rows(q, w).offset(o.q);
+            let kt = Mat::transposed(kv, 2 * w).offset(o.k);
+            // SAFETY: p is this task's own [nq, nk] block; q and k address rows of this sample.
+            unsafe {
+                gemm(
+                    nq,
+                    nk,
+                    hd,
+                    p.as_mut_ptr(),
+                    nk,
+                    false,
+                    q_rows,
+                    kt,
+                    s.scale(),
+                    false,
+                )
+            };
             let key_len = s.key_len(b);
-            for (i, row) in p.chunks_exact_mut(n).enumerate() {
+            for (i, row) in p.chunks_exact_mut(nk).enumerate() {
                 let seen = visible(s, key_len, i);
                 let max = row[..seen]
                     .iter()
@@ -77,17 +91,17 @@ pub(crate) fn attention(probs: &mut [f32], ctx: &mut [f32], qkv: &[f32], s: &Att
                 }
                 row[seen..].fill(0.0);
             }
-            let v = Mat::rows(qkv, 3 * w).offset(o.v);
+            let v = Mat::rows(kv, 2 * w).offset(o.v);
             // SAFETY: this task alone writes head h's columns of sample b's context rows.
             unsafe {
                 gemm(
-                    n,
+                    nq,
                     hd,
-                    n,
-                    ctx_ptr.at(o.ctx),
+                    nk,
+                    ctx_ptr.at(o.q),
                     w,
                     false,
-                    Mat::rows(p, n),
+                    Mat::rows(p, nk),
                     v,
                     1.0,
                     false,
@@ -96,34 +110,38 @@ pub(crate) fn attention(probs: &mut [f32], ctx: &mut [f32], qkv: &[f32], s: &Att
         });
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_backward(
     dprobs: &mut [f32],
-    dqkv: &mut [f32],
+    dq: &mut [f32],
+    dkv: &mut [f32],
     dctx: &[f32],
-    qkv: &[f32],
+    q: &[f32],
+    kv: &[f32],
     probs: &[f32],
     s: &AttentionShape,
 ) {
-    let (n, hd, w) = (s.tokens, s.head_dim, s.width());
-    let dqkv_ptr = SharedMut(dqkv.as_mut_ptr());
+    let (nq, nk, hd, w) = (s.queries, s.keys, s.head_dim, s.width());
+    let dq_ptr = SharedMut(dq.as_mut_ptr());
+    let dkv_ptr = SharedMut(dkv.as_mut_ptr());
     dprobs
-        .par_chunks_exact_mut(n * n)
-        .zip(probs.par_chunks_exact(n * n))
+        .par_chunks_exact_mut(nq * nk)
+        .zip(probs.par_chunks_exact(nq * nk))
         .enumerate()
         .for_each(|(bh, (dp, p))| {
             let (b, h) = (bh / s.heads, bh % s.heads);
             let o = offsets(s, b, h);
-            let dctx_rows = Mat::rows(dctx, w).offset(o.ctx);
-            let vt = Mat::transposed(qkv, 3 * w).offset(o.v);
+            let dctx_rows = Mat::rows(dctx, w).offset(o.q);
+            let vt = Mat::transposed(kv, 2 * w).offset(o.v);
             // ∂y/∂A over every entry, masked ones included: autograd reports those too.
-            // SAFETY: dp is this task's own [n, n] block.
+            // SAFETY: dp is this task's own [nq, nk] block.
             unsafe {
                 gemm(
-                    n,
-                    n,
+                    nq,
+                    nk,
                     hd,
                     dp.as_mut_ptr(),
-                    n,
+                    nk,
                     false,
                     dctx_rows,
                     vt,
@@ -133,11 +151,11 @@ pub(crate) fn attention_backward(
             };
 
             // Softmax backward: dS = A ⊙ (dA − rowsum(A ⊙ dA)); masked entries have A = 0.
-            let mut ds = vec![0.0f32; n * n];
+            let mut ds = vec![0.0f32; nq * nk];
             for ((ds, dp), p) in ds
-                .chunks_exact_mut(n)
-                .zip(dp.chunks_exact(n))
-                .zip(p.chunks_exact(n))
+                .chunks_exact_mut(nk)
+                .zip(dp.chunks_exact(nk))
+                .zip(p.chunks_exact(nk))
             {
                 let dot: f32 = dp.iter().zip(p).map(|(a, b)| a * b).sum();
                 for ((ds, &dp), &p) in ds.iter_mut().zip(dp).zip(p) {
@@ -145,42 +163,42 @@ pub(crate) fn attention_backward(
                 }
             }
             let scale = s.scale();
-            let k = Mat::rows(qkv, 3 * w).offset(o.k);
-            let q = Mat::rows(qkv, 3 * w).offset(o.q);
-            // SAFETY: this task alone writes head h's q, k and v columns of sample b's rows.
+            let k_rows = Mat::rows(kv, 2 * w).offset(o.k);
+            let q_rows = Mat::rows(q, w).offset(o.q);
+            // SAFETY: this task alone writes head h's columns of sample b's rows of dq and dkv.
             unsafe {
                 gemm(
-                    n,
+                    nq,
                     hd,
-                    n,
-                    dqkv_ptr.at(o.q),
-                    3 * w,
+                    nk,
+                    dq_ptr.at(o.q),
+                    w,
                     false,
-                    Mat::rows(&ds, n),
-                    k,
+                    Mat::rows(&ds, nk),
+                    k_rows,
                     scale,
                     false,
                 );
                 gemm(
-                    n,
+                    nk,
                     hd,
-                    n,
-                    dqkv_ptr.at(o.k),
-                    3 * w,
+                    nq,
+                    dkv_ptr.at(o.k),
+                    2 * w,
                     false,
-                    Mat::transposed(&ds, n),
-                    q,
+                    Mat::transposed(&ds, nk),
+                    q_rows,
                     scale,
                     false,
                 );
                 gemm(
-                    n,
+                    nk,
                     hd,
-                    n,
-                    dqkv_ptr.at(o.v),
-                    3 * w,
+                    nq,
+                    dkv_ptr.at(o.v),
+                    2 * w,
                     false,
-                    Mat::transposed(p, n),
+                    Mat::transposed(p, nk),
                     dctx_rows,
                     1.0,
                     false,

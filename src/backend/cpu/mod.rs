@@ -41,12 +41,12 @@ fn check_rows(op: &'static str, buffer: &'static str, buf: &[f32], dim: usize) -
 
 fn check_attention(op: &'static str, s: &AttentionShape) -> Result<()> {
     if let Some(lengths) = &s.key_lengths {
-        if lengths.len() != s.batch || lengths.iter().any(|&l| l == 0 || l > s.tokens) {
+        if lengths.len() != s.batch || lengths.iter().any(|&l| l == 0 || l > s.keys) {
             return Err(BackendError::Invalid {
                 op,
                 message: format!(
                     "key lengths {lengths:?} must be {} values in 1..={}",
-                    s.batch, s.tokens
+                    s.batch, s.keys
                 ),
             });
         }
@@ -210,35 +210,43 @@ impl Backend for Cpu {
         &self,
         probs: &mut Vec<f32>,
         ctx: &mut Vec<f32>,
-        qkv: &Vec<f32>,
+        q: &Vec<f32>,
+        kv: &Vec<f32>,
         s: &AttentionShape,
     ) -> Result<()> {
         check_attention("attention", s)?;
-        let rows = s.batch * s.tokens;
-        check("attention", "qkv", qkv, rows * 3 * s.width())?;
-        check("attention", "ctx", ctx, rows * s.width())?;
+        check("attention", "q", q, s.batch * s.queries * s.width())?;
+        check("attention", "kv", kv, s.batch * s.keys * 2 * s.width())?;
+        check("attention", "ctx", ctx, s.batch * s.queries * s.width())?;
         check("attention", "probs", probs, s.probs_len())?;
-        attention::attention(probs, ctx, qkv, s);
+        attention::attention(probs, ctx, q, kv, s);
         Ok(())
     }
 
     fn attention_backward(
         &self,
         dprobs: &mut Vec<f32>,
-        dqkv: &mut Vec<f32>,
+        dq: &mut Vec<f32>,
+        dkv: &mut Vec<f32>,
         dctx: &Vec<f32>,
-        qkv: &Vec<f32>,
+        q: &Vec<f32>,
+        kv: &Vec<f32>,
         probs: &Vec<f32>,
         s: &AttentionShape,
     ) -> Result<()> {
         check_attention("attention_backward", s)?;
-        let rows = s.batch * s.tokens;
-        check("attention_backward", "qkv", qkv, rows * 3 * s.width())?;
-        check("attention_backward", "dqkv", dqkv, rows * 3 * s.width())?;
-        check("attention_backward", "dctx", dctx, rows * s.width())?;
+        let (q_len, kv_len) = (
+            s.batch * s.queries * s.width(),
+            s.batch * s.keys * 2 * s.width(),
+        );
+        check("attention_backward", "q", q, q_len)?;
+        check("attention_backward", "dq", dq, q_len)?;
+        check("attention_backward", "kv", kv, kv_len)?;
+        check("attention_backward", "dkv", dkv, kv_len)?;
+        check("attention_backward", "dctx", dctx, q_len)?;
         check("attention_backward", "probs", probs, s.probs_len())?;
         check("attention_backward", "dprobs", dprobs, s.probs_len())?;
-        attention::attention_backward(dprobs, dqkv, dctx, qkv, probs, s);
+        attention::attention_backward(dprobs, dq, dkv, dctx, q, kv, probs, s);
         Ok(())
     }
 
