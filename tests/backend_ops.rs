@@ -149,11 +149,18 @@ fn attention_backward_matches_finite_differences() {
     // query rows attend to 7 key rows.
     let cases = [
         (7, 7, false, None),
-        (7, 7, true, Some(vec![7, 4])),
-        (7, 7, false, Some(vec![3, 7])),
-        (4, 7, false, Some(vec![7, 5])),
+        (7, 7, true, Some(AttentionShape::prefix_mask(&[7, 4], 7))),
+        (7, 7, false, Some(AttentionShape::prefix_mask(&[3, 7], 7))),
+        (4, 7, false, Some(AttentionShape::prefix_mask(&[7, 5], 7))),
+        // Padding in mid-sequence, as ViLT has between its text and image tokens.
+        (
+            7,
+            7,
+            false,
+            Some([[true, true, false, false, true, true, false], [true; 7]].concat()),
+        ),
     ];
-    for (queries, keys, causal, key_lengths) in cases {
+    for (queries, keys, causal, key_mask) in cases {
         let s = AttentionShape {
             batch: 2,
             heads: 3,
@@ -161,7 +168,7 @@ fn attention_backward_matches_finite_differences() {
             keys,
             head_dim: 5,
             causal,
-            key_lengths,
+            key_mask,
         };
         let (q_len, kv_len) = (
             s.batch * queries * s.width(),
@@ -201,10 +208,10 @@ fn attention_backward_matches_finite_differences() {
 
         // Masked probabilities are exactly zero and every row sums to one.
         for (bh, block) in probs.chunks_exact(queries * keys).enumerate() {
-            let key_len = s.key_len(bh / s.heads);
             for (i, row) in block.chunks_exact(keys).enumerate() {
-                let seen = if causal { key_len.min(i + 1) } else { key_len };
-                assert!(row[seen..].iter().all(|&p| p == 0.0));
+                for (j, &p) in row.iter().enumerate() {
+                    assert!(s.visible(bh / s.heads, i, j) || p == 0.0);
+                }
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
             }
         }
@@ -271,7 +278,7 @@ fn ops_reject_mismatched_buffers() {
         "{err}"
     );
     let s = AttentionShape {
-        key_lengths: Some(vec![4]),
+        key_mask: Some(vec![true; 4]),
         ..AttentionShape::self_attention(1, 1, 3, 2)
     };
     let err = Cpu
@@ -283,7 +290,11 @@ fn ops_reject_mismatched_buffers() {
             &s,
         )
         .unwrap_err();
-    assert!(err.to_string().contains("key lengths"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("key mask has 4 entries for 1 samples of 3 keys"),
+        "{err}"
+    );
     let err = Cpu
         .embed_tokens(
             &mut vec![0.0; 4],

@@ -50,8 +50,9 @@ pub struct AttentionShape {
     pub head_dim: usize,
     /// Causal masking: query i sees keys j ≤ i (CLIP's text tower).
     pub causal: bool,
-    /// Valid (non-padding) keys per sample; `None` when every sample uses all `keys`.
-    pub key_lengths: Option<Vec<usize>>,
+    /// Which keys each sample may attend to, [batch · keys] (false = padding); `None` when
+    /// every key is real. Padding need not be a suffix (ViLT pads text in mid-sequence).
+    pub key_mask: Option<Vec<bool>>,
 }
 
 impl AttentionShape {
@@ -64,7 +65,7 @@ impl AttentionShape {
             keys: tokens,
             head_dim,
             causal: false,
-            key_lengths: None,
+            key_mask: None,
         }
     }
 
@@ -76,9 +77,17 @@ impl AttentionShape {
         self.batch * self.heads * self.queries * self.keys
     }
 
-    /// Number of keys sample `b` may attend to.
-    pub fn key_len(&self, b: usize) -> usize {
-        self.key_lengths.as_ref().map_or(self.keys, |l| l[b])
+    /// Whether query i of sample b may attend to key j (padding and causal masks).
+    pub fn visible(&self, b: usize, i: usize, j: usize) -> bool {
+        !(self.causal && j > i) && self.key_mask.as_ref().is_none_or(|m| m[b * self.keys + j])
+    }
+
+    /// A key mask from per-sample counts of real keys at the start of each sequence.
+    pub fn prefix_mask(lengths: &[usize], keys: usize) -> Vec<bool> {
+        lengths
+            .iter()
+            .flat_map(|&l| (0..keys).map(move |j| j < l))
+            .collect()
     }
 
     /// Softmax temperature 1/√head_dim, as every family here uses.

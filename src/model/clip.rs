@@ -463,7 +463,7 @@ impl<B: Backend> Clip<B> {
         )?;
         let text_shape = AttentionShape {
             causal: true,
-            key_lengths: Some(inputs.lengths.clone()),
+            key_mask: Some(AttentionShape::prefix_mask(&inputs.lengths, inputs.seq_len)),
             ..AttentionShape::self_attention(
                 batch,
                 t.num_attention_heads,

@@ -33,15 +33,6 @@ fn offsets(s: &AttentionShape, b: usize, h: usize) -> Offsets {
     Offsets { q, k, v: k + w }
 }
 
-/// Row i's visible keys: the first `key_len` keys, and only j ≤ i when causal.
-fn visible(s: &AttentionShape, key_len: usize, i: usize) -> usize {
-    if s.causal {
-        key_len.min(i + 1)
-    } else {
-        key_len
-    }
-}
-
 pub(crate) fn attention(
     probs: &mut [f32],
     ctx: &mut [f32],
@@ -74,22 +65,21 @@ pub(crate) fn attention(
                     false,
                 )
             };
-            let key_len = s.key_len(b);
             for (i, row) in p.chunks_exact_mut(nk).enumerate() {
-                let seen = visible(s, key_len, i);
-                let max = row[..seen]
-                    .iter()
-                    .copied()
+                let seen = |j: &usize| s.visible(b, i, *j);
+                let max = (0..nk)
+                    .filter(seen)
+                    .map(|j| row[j])
                     .fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0.0f32;
-                for v in &mut row[..seen] {
-                    *v = (*v - max).exp();
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = if seen(&j) { (*v - max).exp() } else { 0.0 };
                     sum += *v;
                 }
-                for v in &mut row[..seen] {
-                    *v /= sum;
+                // A row that sees no key at all stays zero rather than 0/0.
+                if sum > 0.0 {
+                    row.iter_mut().for_each(|v| *v /= sum);
                 }
-                row[seen..].fill(0.0);
             }
             let v = Mat::rows(kv, 2 * w).offset(o.v);
             // SAFETY: this task alone writes head h's columns of sample b's context rows.

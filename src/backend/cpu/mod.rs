@@ -40,13 +40,15 @@ fn check_rows(op: &'static str, buffer: &'static str, buf: &[f32], dim: usize) -
 }
 
 fn check_attention(op: &'static str, s: &AttentionShape) -> Result<()> {
-    if let Some(lengths) = &s.key_lengths {
-        if lengths.len() != s.batch || lengths.iter().any(|&l| l == 0 || l > s.keys) {
+    if let Some(mask) = &s.key_mask {
+        if mask.len() != s.batch * s.keys {
             return Err(BackendError::Invalid {
                 op,
                 message: format!(
-                    "key lengths {lengths:?} must be {} values in 1..={}",
-                    s.batch, s.keys
+                    "key mask has {} entries for {} samples of {} keys",
+                    mask.len(),
+                    s.batch,
+                    s.keys
                 ),
             });
         }
