@@ -25,6 +25,8 @@ pub enum Activation {
     GeluTanh,
     /// `quick_gelu`: x·σ(1.702·x), used by OpenAI's CLIP.
     QuickGelu,
+    /// `tanh`, as the BERT-style poolers apply it.
+    Tanh,
 }
 
 impl Activation {
@@ -34,6 +36,7 @@ impl Activation {
             "gelu" => Some(Self::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" => Some(Self::GeluTanh),
             "quick_gelu" => Some(Self::QuickGelu),
+            "tanh" => Some(Self::Tanh),
             _ => None,
         }
     }
@@ -248,7 +251,9 @@ pub trait Backend: Sync {
 
     /// Cuts images [batch, channels, height, width] into rows [batch·patches, patch_len].
     fn patchify(&self, out: &mut Self::Buf, pixels: &Self::Buf, geo: PatchGeometry) -> Result<()>;
-    /// Vision tokens: out[b] = [class ; patches[b]] + pos, out [batch·(1+patches), dim].
+    /// Vision tokens: out[b] = [class ; patches[b]] + pos, out [batch·tokens, dim], where
+    /// `pos` is shared ([tokens, dim]) or per sample ([batch·tokens, dim]).
+    #[allow(clippy::too_many_arguments)]
     fn prepend_class_add_positions(
         &self,
         out: &mut Self::Buf,
@@ -256,8 +261,23 @@ pub trait Backend: Sync {
         class: &Self::Buf,
         pos: &Self::Buf,
         batch: usize,
+        tokens: usize,
         dim: usize,
     ) -> Result<()>;
+    /// out[b] = [a[b] ; b[b]] along the tokens: [batch·(a_tokens + b_tokens), dim].
+    #[allow(clippy::too_many_arguments)]
+    fn concat_sequences(
+        &self,
+        out: &mut Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        batch: usize,
+        a_tokens: usize,
+        b_tokens: usize,
+        dim: usize,
+    ) -> Result<()>;
+    /// x[row] += v for every row of width v.len() (embedding-type vectors).
+    fn add_row_vector(&self, x: &mut Self::Buf, v: &Self::Buf) -> Result<()>;
     /// Text tokens: out[b, t] = table[ids[b, t]] + pos[t], out [batch·seq, dim].
     fn embed_tokens(
         &self,

@@ -430,6 +430,7 @@ impl<B: Backend> Clip<B> {
             &self.class_embedding,
             &self.vision_positions,
             batch,
+            vision_tokens,
             dv,
         )?;
         let mut x = be.zeros(batch * vision_tokens * dv)?;

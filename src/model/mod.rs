@@ -5,6 +5,7 @@ pub mod clip;
 pub mod config;
 pub mod source;
 pub mod summary;
+pub mod vilt;
 pub mod weights;
 
 use thiserror::Error;

@@ -18,6 +18,7 @@ fn forward(act: Activation, x: f64) -> f64 {
             0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())
         }
         Activation::QuickGelu => x * sigmoid(QUICK_GELU_ALPHA * x),
+        Activation::Tanh => x.tanh(),
     }
 }
 
@@ -38,6 +39,7 @@ fn derivative(act: Activation, x: f64) -> f64 {
             let s = sigmoid(QUICK_GELU_ALPHA * x);
             s + QUICK_GELU_ALPHA * x * s * (1.0 - s)
         }
+        Activation::Tanh => 1.0 - x.tanh().powi(2),
     }
 }
 

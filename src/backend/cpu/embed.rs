@@ -25,20 +25,25 @@ pub(crate) fn patchify(out: &mut [f32], pixels: &[f32], g: PatchGeometry) {
         });
 }
 
+/// `pos` is one table for every sample ([tokens, dim]) or one per sample ([batch·tokens, dim]).
 pub(crate) fn prepend_class_add_positions(
     out: &mut [f32],
     patches: &[f32],
     class: &[f32],
     pos: &[f32],
-    batch: usize,
+    tokens: usize,
     dim: usize,
 ) {
-    let tokens = pos.len() / dim;
     let per_sample = (tokens - 1) * dim;
+    let shared = pos.len() == tokens * dim;
     out.par_chunks_exact_mut(tokens * dim)
         .enumerate()
-        .take(batch)
         .for_each(|(b, sample)| {
+            let pos = if shared {
+                pos
+            } else {
+                &pos[b * tokens * dim..(b + 1) * tokens * dim]
+            };
             for (t, row) in sample.chunks_exact_mut(dim).enumerate() {
                 let src = if t == 0 {
                     class
@@ -49,6 +54,24 @@ pub(crate) fn prepend_class_add_positions(
                     *o = s + p;
                 }
             }
+        });
+}
+
+/// out[b] = [a[b] ; c[b]]: two sequences per sample joined along the tokens.
+pub(crate) fn concat_sequences(
+    out: &mut [f32],
+    a: &[f32],
+    c: &[f32],
+    a_tokens: usize,
+    c_tokens: usize,
+    dim: usize,
+) {
+    let (la, lc) = (a_tokens * dim, c_tokens * dim);
+    out.par_chunks_exact_mut(la + lc)
+        .enumerate()
+        .for_each(|(b, sample)| {
+            sample[..la].copy_from_slice(&a[b * la..(b + 1) * la]);
+            sample[la..].copy_from_slice(&c[b * lc..(b + 1) * lc]);
         });
 }
 

@@ -285,23 +285,53 @@ impl Backend for Cpu {
         class: &Vec<f32>,
         pos: &Vec<f32>,
         batch: usize,
+        tokens: usize,
         dim: usize,
     ) -> Result<()> {
-        let tokens = check_rows("prepend_class_add_positions", "pos", pos, dim)?;
-        check("prepend_class_add_positions", "class", class, dim)?;
+        const OP: &str = "prepend_class_add_positions";
+        if tokens == 0 || (pos.len() != tokens * dim && pos.len() != batch * tokens * dim) {
+            return Err(BackendError::Invalid {
+                op: OP,
+                message: format!(
+                    "positions hold {} values; expected {tokens}×{dim} or {batch}×{tokens}×{dim}",
+                    pos.len()
+                ),
+            });
+        }
+        check(OP, "class", class, dim)?;
+        check(OP, "patches", patches, batch * (tokens - 1) * dim)?;
+        check(OP, "out", out, batch * tokens * dim)?;
+        embed::prepend_class_add_positions(out, patches, class, pos, tokens, dim);
+        Ok(())
+    }
+
+    fn concat_sequences(
+        &self,
+        out: &mut Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        batch: usize,
+        a_tokens: usize,
+        b_tokens: usize,
+        dim: usize,
+    ) -> Result<()> {
+        check("concat_sequences", "a", a, batch * a_tokens * dim)?;
+        check("concat_sequences", "b", b, batch * b_tokens * dim)?;
         check(
-            "prepend_class_add_positions",
-            "patches",
-            patches,
-            batch * (tokens - 1) * dim,
-        )?;
-        check(
-            "prepend_class_add_positions",
+            "concat_sequences",
             "out",
             out,
-            batch * tokens * dim,
+            batch * (a_tokens + b_tokens) * dim,
         )?;
-        embed::prepend_class_add_positions(out, patches, class, pos, batch, dim);
+        embed::concat_sequences(out, a, b, a_tokens, b_tokens, dim);
+        Ok(())
+    }
+
+    fn add_row_vector(&self, x: &mut Vec<f32>, v: &Vec<f32>) -> Result<()> {
+        check_rows("add_row_vector", "x", x, v.len())?;
+        for row in x.chunks_exact_mut(v.len()) {
+            row.iter_mut().zip(v).for_each(|(x, v)| *x += v);
+        }
         Ok(())
     }
 

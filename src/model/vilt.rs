@@ -1,0 +1,656 @@
+//! ViLT (Kim et al. 2021) as Hugging Face's `ViltForQuestionAnswering` computes it
+//! (transformers/models/vilt/modeling_vilt.py): one pre-layernorm encoder over
+//! [text tokens ; image class token ; image patches], a final layer norm, a tanh pooler on
+//! token 0 and the VQA head Linear → LayerNorm → GELU → Linear. Spec: methods.md §A.3, §H.
+//!
+//! Token layout of a padded batch: text (padded to the longest text) at 0..T, the image class
+//! token at T, then each sample's real patches in raster order of its own patch grid, then
+//! image padding. Two departures from transformers, both exact in what they compute:
+//! transformers permutes patches with `torch.multinomial` even when it keeps all of them
+//! (fiedler keeps raster order, §H — attention is permutation-equivariant), and it fills image
+//! padding with randomly chosen padding patches (all identical: zero pixels); fiedler takes
+//! them in raster order. Token types are all 0, as the VQA task feeds them.
+
+use std::path::Path;
+
+use crate::backend::{Activation, AttentionShape, Backend, PatchGeometry};
+use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, LayerNames};
+use crate::model::config::ViltConfig;
+use crate::model::source::WeightSource;
+use crate::model::weights::Weights;
+use crate::model::ModelError;
+use crate::trace::TowerTrace;
+
+const VILT_LAYER: LayerNames = LayerNames {
+    ln1: "layernorm_before",
+    query: "attention.attention.query",
+    key: "attention.attention.key",
+    value: "attention.attention.value",
+    attn_out: "attention.output.dense",
+    ln2: "layernorm_after",
+    fc1: "intermediate.dense",
+    fc2: "output.dense",
+};
+
+/// The classifier's LayerNorm is torch's default (eps 1e-5), not the config's.
+const CLASSIFIER_NORM_EPS: f32 = 1e-5;
+
+/// A batch of (image, question) pairs.
+#[derive(Debug, Clone)]
+pub struct ViltInputs {
+    /// Preprocessed images zero-padded to a common size: [batch, channels, height, width].
+    pub pixels: Vec<f32>,
+    /// [batch, height, width]: true where the pixel is part of the image.
+    pub pixel_mask: Vec<bool>,
+    pub height: usize,
+    pub width: usize,
+    /// Token ids [batch, seq_len], padded after each question's `lengths[b]` tokens.
+    pub ids: Vec<u32>,
+    pub lengths: Vec<usize>,
+    pub seq_len: usize,
+}
+
+impl ViltInputs {
+    pub fn batch(&self) -> usize {
+        self.lengths.len()
+    }
+}
+
+/// Where each kind of token of one sample sits in the joint sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViltLayout {
+    /// Real text tokens ([CLS] … [SEP]) at 0..text_len.
+    pub text_len: usize,
+    /// The image class token (= the padded text length T).
+    pub image_class: usize,
+    /// Real patch tokens at image_class+1 .. image_class+1+rows·cols, raster order.
+    pub grid: (usize, usize),
+}
+
+impl ViltLayout {
+    pub fn patch_tokens(&self) -> std::ops::Range<usize> {
+        let first = self.image_class + 1;
+        first..first + self.grid.0 * self.grid.1
+    }
+
+    /// Word tokens: the text without [CLS] and [SEP].
+    pub fn word_tokens(&self) -> std::ops::Range<usize> {
+        1..self.text_len.saturating_sub(1).max(1)
+    }
+}
+
+/// Answer logits of a batch.
+#[derive(Debug, Clone)]
+pub struct ViltOutput {
+    /// [batch, labels].
+    pub logits: Vec<f32>,
+    pub labels: usize,
+    pub layouts: Vec<ViltLayout>,
+}
+
+impl ViltOutput {
+    /// The highest-scoring answer index of each sample.
+    pub fn predicted(&self) -> Vec<usize> {
+        self.logits
+            .chunks_exact(self.labels)
+            .map(|l| {
+                l.iter()
+                    .enumerate()
+                    .fold(0, |best, (i, &v)| if v > l[best] { i } else { best })
+            })
+            .collect()
+    }
+}
+
+pub struct ViltTrace<Buf> {
+    pub output: ViltOutput,
+    /// The joint encoder; `lengths` is the padded length of every sample (real tokens are
+    /// given by the layouts, not a prefix).
+    pub joint: TowerTrace<Buf>,
+    /// Which answer each sample's gradients explain.
+    pub targets: Vec<usize>,
+}
+
+struct Forward<Buf> {
+    encoder: EncoderActivations<Buf>,
+    shape: AttentionShape,
+    /// Pooled token rows before and after the final layer norm, with its statistics.
+    pooled: (Buf, Buf, Buf),
+    pooler_pre: Buf,
+    head_hidden: Buf,
+    head_norm: (Buf, Buf),
+    output: ViltOutput,
+}
+
+pub struct Vilt<B: Backend> {
+    pub config: ViltConfig,
+    word_embeddings: B::Buf,
+    text_positions: B::Buf,
+    text_type0: B::Buf,
+    text_norm: (B::Buf, B::Buf),
+    /// Modality-type rows: 0 = text, 1 = image.
+    modality: [B::Buf; 2],
+    modality_host: Vec<f32>,
+    patch_projection: (B::Buf, B::Buf),
+    class_token: B::Buf,
+    /// The stored position grid [grid, grid, dim] and the class position, on the host:
+    /// each batch interpolates it to its own patch grids.
+    position_grid: Vec<f32>,
+    class_position: Vec<f32>,
+    encoder: Encoder<B>,
+    final_norm: (B::Buf, B::Buf),
+    pooler: (B::Buf, B::Buf),
+    head_in: (B::Buf, B::Buf),
+    head_norm: (B::Buf, B::Buf),
+    head_out: (B::Buf, B::Buf),
+}
+
+impl<B: Backend> Vilt<B> {
+    pub fn load(be: &B, dir: &Path) -> Result<Self, ModelError> {
+        let config = ViltConfig::from_dir(dir)?;
+        let weights = Weights::open(dir)?;
+        Self::from_source(be, config, &weights)
+    }
+
+    pub fn from_source(
+        be: &B,
+        config: ViltConfig,
+        w: &dyn WeightSource,
+    ) -> Result<Self, ModelError> {
+        let c = &config;
+        let d = c.hidden_size;
+        let g = c.grid_size();
+        let patch_len = c.num_channels * c.patch_size * c.patch_size;
+        let labels = c.num_labels;
+        let upload = |name: &str, shape: &[usize]| -> Result<B::Buf, ModelError> {
+            Ok(be.upload(&w.tensor(name, shape)?)?)
+        };
+        let linear =
+            |name: &str, out: usize, input: usize| -> Result<(B::Buf, B::Buf), ModelError> {
+                let weight = be.upload_weight(
+                    &w.tensor(&format!("{name}.weight"), &[out, input])?,
+                    out,
+                    input,
+                )?;
+                Ok((weight, upload(&format!("{name}.bias"), &[out])?))
+            };
+        let types = w.tensor(
+            "vilt.embeddings.text_embeddings.token_type_embeddings.weight",
+            &[c.type_vocab_size, d],
+        )?;
+        let modality_host = w.tensor(
+            "vilt.embeddings.token_type_embeddings.weight",
+            &[c.modality_type_vocab_size, d],
+        )?;
+        if c.modality_type_vocab_size < 2 {
+            return Err(ModelError::Input(
+                "ViLT needs two modality types (text, image)".into(),
+            ));
+        }
+        let positions = w.tensor("vilt.embeddings.position_embeddings", &[1, 1 + g * g, d])?;
+        let patch_weight = w.tensor(
+            "vilt.embeddings.patch_embeddings.projection.weight",
+            &[d, c.num_channels, c.patch_size, c.patch_size],
+        )?;
+        let dims = EncoderDims {
+            width: d,
+            heads: c.num_attention_heads,
+            intermediate: c.intermediate_size,
+            activation: c.hidden_act,
+            eps: c.layer_norm_eps,
+        };
+        Ok(Self {
+            word_embeddings: upload(
+                "vilt.embeddings.text_embeddings.word_embeddings.weight",
+                &[c.vocab_size, d],
+            )?,
+            text_positions: upload(
+                "vilt.embeddings.text_embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, d],
+            )?,
+            text_type0: be.upload(&types[..d])?,
+            text_norm: load_norm(be, w, "vilt.embeddings.text_embeddings.LayerNorm", d)?,
+            modality: [
+                be.upload(&modality_host[..d])?,
+                be.upload(&modality_host[d..2 * d])?,
+            ],
+            modality_host,
+            patch_projection: (
+                be.upload_weight(&patch_weight, d, patch_len)?,
+                upload("vilt.embeddings.patch_embeddings.projection.bias", &[d])?,
+            ),
+            class_token: upload("vilt.embeddings.cls_token", &[1, 1, d])?,
+            class_position: positions[..d].to_vec(),
+            position_grid: positions[d..].to_vec(),
+            encoder: Encoder::load(
+                be,
+                w,
+                "vilt.encoder.layer",
+                c.num_hidden_layers,
+                &VILT_LAYER,
+                dims,
+            )?,
+            final_norm: load_norm(be, w, "vilt.layernorm", d)?,
+            pooler: linear("vilt.pooler.dense", d, d)?,
+            head_in: linear("classifier.0", 2 * d, d)?,
+            head_norm: load_norm(be, w, "classifier.1", 2 * d)?,
+            head_out: linear("classifier.3", labels, 2 * d)?,
+            config,
+        })
+    }
+
+    /// Answer logits without keeping activations for a backward.
+    pub fn logits(&self, be: &B, inputs: &ViltInputs) -> Result<ViltOutput, ModelError> {
+        Ok(self.forward(be, inputs)?.output)
+    }
+
+    /// Forward, then the backward of each sample's target logit (the predicted answer when
+    /// `targets` is `None`), recording the joint encoder.
+    pub fn trace(
+        &self,
+        be: &B,
+        inputs: &ViltInputs,
+        targets: Option<&[usize]>,
+    ) -> Result<ViltTrace<B::Buf>, ModelError> {
+        let f = self.forward(be, inputs)?;
+        let batch = inputs.batch();
+        let labels = self.config.num_labels;
+        let targets = match targets {
+            Some(t) if t.len() != batch || t.iter().any(|&i| i >= labels) => {
+                return Err(ModelError::Input(format!(
+                    "targets {t:?} for {batch} samples of {labels} answers"
+                )))
+            }
+            Some(t) => t.to_vec(),
+            None => f.output.predicted(),
+        };
+        let mut seed = vec![0.0; batch * labels];
+        for (b, &t) in targets.iter().enumerate() {
+            seed[b * labels + t] = 1.0;
+        }
+        let d = self.config.hidden_size;
+        let be_seed = be.upload(&seed)?;
+        let mut d_act = be.zeros(batch * 2 * d)?;
+        be.linear_backward(
+            &mut d_act,
+            &be_seed,
+            &self.head_out.0,
+            batch,
+            2 * d,
+            labels,
+            false,
+        )?;
+        let mut d_norm = be.zeros(batch * 2 * d)?;
+        be.activation_backward(&mut d_norm, &d_act, &f.head_norm.0, Activation::Gelu)?;
+        let mut d_hidden = be.zeros(batch * 2 * d)?;
+        be.layernorm_backward(
+            &mut d_hidden,
+            &d_norm,
+            &f.head_hidden,
+            &f.head_norm.1,
+            &self.head_norm.0,
+            2 * d,
+            false,
+        )?;
+        let mut d_pooled_out = be.zeros(batch * d)?;
+        be.linear_backward(
+            &mut d_pooled_out,
+            &d_hidden,
+            &self.head_in.0,
+            batch,
+            d,
+            2 * d,
+            false,
+        )?;
+        let mut d_pooler_pre = be.zeros(batch * d)?;
+        be.activation_backward(
+            &mut d_pooler_pre,
+            &d_pooled_out,
+            &f.pooler_pre,
+            Activation::Tanh,
+        )?;
+        let mut d_normed = be.zeros(batch * d)?;
+        be.linear_backward(
+            &mut d_normed,
+            &d_pooler_pre,
+            &self.pooler.0,
+            batch,
+            d,
+            d,
+            false,
+        )?;
+        let (raw, _, stats) = &f.pooled;
+        let mut d_raw = be.zeros(batch * d)?;
+        be.layernorm_backward(
+            &mut d_raw,
+            &d_normed,
+            raw,
+            stats,
+            &self.final_norm.0,
+            d,
+            false,
+        )?;
+        let mut d_tokens = be.zeros(be.len(f.encoder.output()))?;
+        let rows: Vec<usize> = (0..batch).map(|b| b * f.shape.queries).collect();
+        be.gather_rows_backward(&mut d_tokens, &d_raw, &rows, d)?;
+        let grads = self.encoder.backward(be, &f.encoder, d_tokens, &f.shape)?;
+        let tokens = f.shape.queries;
+        Ok(ViltTrace {
+            joint: TowerTrace::from_activations(
+                "joint",
+                f.shape.heads,
+                d,
+                vec![tokens; batch],
+                tokens,
+                f.encoder,
+                grads,
+            ),
+            output: f.output,
+            targets,
+        })
+    }
+
+    fn check(&self, x: &ViltInputs) -> Result<(), ModelError> {
+        let c = &self.config;
+        let batch = x.batch();
+        let bad = |m: String| Err(ModelError::Input(m));
+        if batch == 0 {
+            return bad("empty batch".into());
+        }
+        if x.pixels.len() != batch * c.num_channels * x.height * x.width
+            || x.pixel_mask.len() != batch * x.height * x.width
+        {
+            return bad(format!(
+                "pixels ({}) and pixel mask ({}) do not hold {batch} images of {}×{}",
+                x.pixels.len(),
+                x.pixel_mask.len(),
+                x.height,
+                x.width
+            ));
+        }
+        if x.height % c.patch_size != 0 || x.width % c.patch_size != 0 {
+            return bad(format!(
+                "{}×{} images are not whole {} px patches",
+                x.height, x.width, c.patch_size
+            ));
+        }
+        if x.ids.len() != batch * x.seq_len || x.lengths.iter().any(|&l| l == 0 || l > x.seq_len) {
+            return bad(format!(
+                "{} token ids / lengths {:?} for {batch} texts of {}",
+                x.ids.len(),
+                x.lengths,
+                x.seq_len
+            ));
+        }
+        if x.seq_len > c.max_position_embeddings {
+            return bad(format!(
+                "questions of {} tokens exceed the model's {} positions",
+                x.seq_len, c.max_position_embeddings
+            ));
+        }
+        if let Some(p) = x.pixels.iter().position(|v| !v.is_finite()) {
+            return bad(format!(
+                "pixel value {} at index {p} is not finite",
+                x.pixels[p]
+            ));
+        }
+        Ok(())
+    }
+
+    /// The real patch grid of each sample, read like transformers does: the pixel mask at
+    /// the top-left pixel of each patch, counting rows down column 0 and columns along row 0.
+    fn grids(&self, x: &ViltInputs) -> Vec<(usize, usize)> {
+        let p = self.config.patch_size;
+        let (ph, pw) = (x.height / p, x.width / p);
+        (0..x.batch())
+            .map(|b| {
+                let mask = &x.pixel_mask[b * x.height * x.width..(b + 1) * x.height * x.width];
+                let rows = (0..ph).filter(|&r| mask[r * p * x.width]).count();
+                let cols = (0..pw).filter(|&c| mask[c * p]).count();
+                (rows, cols)
+            })
+            .collect()
+    }
+
+    fn forward(&self, be: &B, x: &ViltInputs) -> Result<Forward<B::Buf>, ModelError> {
+        self.check(x)?;
+        let c = &self.config;
+        let (batch, d, t) = (x.batch(), c.hidden_size, x.seq_len);
+
+        // Text: LN(word + position + type 0) + modality 0.
+        let mut text = be.zeros(batch * t * d)?;
+        be.embed_tokens(
+            &mut text,
+            &x.ids,
+            &self.word_embeddings,
+            &self.text_positions,
+            t,
+            d,
+        )?;
+        be.add_row_vector(&mut text, &self.text_type0)?;
+        let mut text_normed = be.zeros(batch * t * d)?;
+        let mut stats = be.zeros(2 * batch * t)?;
+        be.layernorm(
+            &mut text_normed,
+            &mut stats,
+            &text,
+            &self.text_norm.0,
+            &self.text_norm.1,
+            d,
+            c.layer_norm_eps,
+        )?;
+        be.add_row_vector(&mut text_normed, &self.modality[0])?;
+
+        // Image: patches of the padded images, reordered per sample to [real patches in
+        // raster order of its own grid ; padding patches], behind the class token.
+        let geo = PatchGeometry {
+            batch,
+            channels: c.num_channels,
+            height: x.height,
+            width: x.width,
+            patch: c.patch_size,
+        };
+        let (ph, pw) = geo.grid();
+        let grids = self.grids(x);
+        let max_len = grids.iter().map(|&(r, c)| r * c).max().unwrap_or(0);
+        let mut patches = be.zeros(batch * geo.patches() * geo.patch_len())?;
+        be.patchify(&mut patches, &be.upload(&x.pixels)?, geo)?;
+        let mut patch_emb = be.zeros(batch * geo.patches() * d)?;
+        be.linear(
+            &mut patch_emb,
+            &patches,
+            &self.patch_projection.0,
+            Some(&self.patch_projection.1),
+            batch * geo.patches(),
+            geo.patch_len(),
+            d,
+        )?;
+        let mut order = Vec::with_capacity(batch * max_len);
+        for (b, &(rows, cols)) in grids.iter().enumerate() {
+            let real = (0..rows).flat_map(|r| (0..cols).map(move |c| r * pw + c));
+            let padding = (0..ph * pw)
+                .filter(|&i| i / pw >= rows || i % pw >= cols)
+                .take(max_len - rows * cols);
+            order.extend(real.chain(padding).map(|i| b * ph * pw + i));
+        }
+        let mut ordered = be.zeros(batch * max_len * d)?;
+        be.gather_rows(&mut ordered, &patch_emb, &order, d)?;
+        let positions = self.image_positions(&grids, max_len);
+        let mut image = be.zeros(batch * (1 + max_len) * d)?;
+        be.prepend_class_add_positions(
+            &mut image,
+            &ordered,
+            &self.class_token,
+            &be.upload(&positions)?,
+            batch,
+            1 + max_len,
+            d,
+        )?;
+
+        let tokens = t + 1 + max_len;
+        let mut joint = be.zeros(batch * tokens * d)?;
+        be.concat_sequences(&mut joint, &text_normed, &image, batch, t, 1 + max_len, d)?;
+        let layouts: Vec<ViltLayout> = x
+            .lengths
+            .iter()
+            .zip(&grids)
+            .map(|(&len, &grid)| ViltLayout {
+                text_len: len,
+                image_class: t,
+                grid,
+            })
+            .collect();
+        let mut key_mask = Vec::with_capacity(batch * tokens);
+        for l in &layouts {
+            key_mask.extend(
+                (0..tokens).map(|j| j < l.text_len || j == t || l.patch_tokens().contains(&j)),
+            );
+        }
+        let shape = AttentionShape {
+            key_mask: Some(key_mask),
+            ..AttentionShape::self_attention(
+                batch,
+                c.num_attention_heads,
+                tokens,
+                d / c.num_attention_heads,
+            )
+        };
+        let encoder = self.encoder.forward(be, joint, &shape)?;
+
+        // Head: final LN on token 0, tanh pooler, Linear → LN → GELU → Linear.
+        let rows: Vec<usize> = (0..batch).map(|b| b * tokens).collect();
+        let mut raw = be.zeros(batch * d)?;
+        be.gather_rows(&mut raw, encoder.output(), &rows, d)?;
+        let mut normed = be.zeros(batch * d)?;
+        let mut pooled_stats = be.zeros(2 * batch)?;
+        be.layernorm(
+            &mut normed,
+            &mut pooled_stats,
+            &raw,
+            &self.final_norm.0,
+            &self.final_norm.1,
+            d,
+            c.layer_norm_eps,
+        )?;
+        let mut pooler_pre = be.zeros(batch * d)?;
+        be.linear(
+            &mut pooler_pre,
+            &normed,
+            &self.pooler.0,
+            Some(&self.pooler.1),
+            batch,
+            d,
+            d,
+        )?;
+        let mut pooler_out = be.zeros(batch * d)?;
+        be.activation(&mut pooler_out, &pooler_pre, Activation::Tanh)?;
+        let mut head_hidden = be.zeros(batch * 2 * d)?;
+        be.linear(
+            &mut head_hidden,
+            &pooler_out,
+            &self.head_in.0,
+            Some(&self.head_in.1),
+            batch,
+            d,
+            2 * d,
+        )?;
+        let mut head_normed = be.zeros(batch * 2 * d)?;
+        let mut head_stats = be.zeros(2 * batch)?;
+        be.layernorm(
+            &mut head_normed,
+            &mut head_stats,
+            &head_hidden,
+            &self.head_norm.0,
+            &self.head_norm.1,
+            2 * d,
+            CLASSIFIER_NORM_EPS,
+        )?;
+        let mut head_act = be.zeros(batch * 2 * d)?;
+        be.activation(&mut head_act, &head_normed, Activation::Gelu)?;
+        let labels = c.num_labels;
+        let mut logits = be.zeros(batch * labels)?;
+        be.linear(
+            &mut logits,
+            &head_act,
+            &self.head_out.0,
+            Some(&self.head_out.1),
+            batch,
+            2 * d,
+            labels,
+        )?;
+        let logits = be.download(&logits)?;
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::Input(format!(
+                "logit {i} is {}: the weights or inputs overflow",
+                logits[i]
+            )));
+        }
+        Ok(Forward {
+            encoder,
+            shape,
+            pooled: (raw, normed, pooled_stats),
+            pooler_pre,
+            head_hidden,
+            head_norm: (head_normed, head_stats),
+            output: ViltOutput {
+                logits,
+                labels,
+                layouts,
+            },
+        })
+    }
+
+    /// Per-sample additive terms of the image tokens [batch, 1 + max_len, dim]: the class
+    /// position, the stored grid interpolated to the sample's patch grid (bilinear,
+    /// align_corners=True, as transformers) for real patches, nothing for padding; plus the
+    /// image modality row everywhere.
+    fn image_positions(&self, grids: &[(usize, usize)], max_len: usize) -> Vec<f32> {
+        let d = self.config.hidden_size;
+        let g = self.config.grid_size();
+        let modality = &self.modality_host[d..2 * d];
+        let mut out = vec![0.0f32; grids.len() * (1 + max_len) * d];
+        for (sample, &(rows, cols)) in out.chunks_exact_mut((1 + max_len) * d).zip(grids) {
+            sample[..d].copy_from_slice(&self.class_position);
+            let grid = interpolate_grid(&self.position_grid, g, d, rows, cols);
+            sample[d..d + grid.len()].copy_from_slice(&grid);
+            for row in sample.chunks_exact_mut(d) {
+                row.iter_mut().zip(modality).for_each(|(x, m)| *x += m);
+            }
+        }
+        out
+    }
+}
+
+/// Bilinear resize of a [g, g, dim] grid to [rows, cols, dim] with align_corners=True, in
+/// f32 with the operation order of torch's CPU kernel (source = index·(in−1)/(out−1)).
+fn interpolate_grid(grid: &[f32], g: usize, dim: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let taps = |out: usize| -> Vec<(usize, usize, f32)> {
+        let scale = if out > 1 {
+            (g - 1) as f32 / (out - 1) as f32
+        } else {
+            0.0
+        };
+        (0..out)
+            .map(|i| {
+                let src = scale * i as f32;
+                let lo = src as usize;
+                let hi = if lo < g - 1 { lo + 1 } else { lo };
+                (lo, hi, src - lo as f32)
+            })
+            .collect()
+    };
+    let (ys, xs) = (taps(rows), taps(cols));
+    let at = |y: usize, x: usize| &grid[(y * g + x) * dim..(y * g + x + 1) * dim];
+    let mut out = Vec::with_capacity(rows * cols * dim);
+    for &(y0, y1, ly) in &ys {
+        for &(x0, x1, lx) in &xs {
+            let (a, b, c, e) = (at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1));
+            for k in 0..dim {
+                let top = (1.0 - lx) * a[k] + lx * b[k];
+                let bottom = (1.0 - lx) * c[k] + lx * e[k];
+                out.push((1.0 - ly) * top + ly * bottom);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,128 @@
+//! ViLT forward/backward against Hugging Face transformers (spec §A.3, §H).
+//!
+//! Golden values: tools/reference/make_vilt_fixture.py, a small random-weight
+//! ViltForQuestionAnswering in float32 with patches in raster order (§H), attention
+//! probabilities from `output_attentions`, layer outputs from `hidden_states`, and
+//! ∂logit[predicted]/∂A from torch autograd. The engine gets the golden pixel values, pixel
+//! masks and token ids, so this pins the model, not preprocessing.
+//!
+//! Tolerances as for CLIP (issue 5): logits ≤ 1e-5 relative to the largest logit; attention
+//! ≤ 1e-5 absolute; layer outputs and ∂y/∂A ≤ 1e-4 relative to the tensor's largest
+//! magnitude. Rows of padding tokens hold whatever the padding computes; transformers pads
+//! the image with randomly drawn (identical) padding patches, fiedler with the same values in
+//! raster order, so every tensor compares over the whole padded sequence.
+
+mod common;
+
+use common::{fixtures, max_abs_diff, max_diff_rel_to_max, Golden};
+use fiedler::backend::Cpu;
+use fiedler::model::vilt::{Vilt, ViltInputs, ViltTrace};
+
+fn golden() -> Golden {
+    Golden::open(&fixtures().join("vilt/golden.safetensors"))
+}
+
+fn inputs(g: &Golden, case: &str) -> ViltInputs {
+    let ids_shape = g.shape(&format!("{case}.input_ids"));
+    let seq_len = ids_shape[1];
+    let mask = g.i64(&format!("{case}.attention_mask"));
+    let pixel_shape = g.shape(&format!("{case}.pixel_values"));
+    ViltInputs {
+        pixels: g.f32(&format!("{case}.pixel_values")),
+        pixel_mask: g
+            .i64(&format!("{case}.pixel_mask"))
+            .iter()
+            .map(|&v| v == 1)
+            .collect(),
+        height: pixel_shape[2],
+        width: pixel_shape[3],
+        ids: g
+            .i64(&format!("{case}.input_ids"))
+            .iter()
+            .map(|&i| i as u32)
+            .collect(),
+        lengths: mask
+            .chunks_exact(seq_len)
+            .map(|m| m.iter().filter(|&&v| v == 1).count())
+            .collect(),
+        seq_len,
+    }
+}
+
+fn deviations(g: &Golden, case: &str, trace: &ViltTrace<Vec<f32>>) -> Vec<String> {
+    let mut bad = Vec::new();
+    let logits = g.f32(&format!("{case}.logits"));
+    let err = max_diff_rel_to_max(&trace.output.logits, &logits);
+    if !(err <= 1e-5) {
+        bad.push(format!("logits: err/max {err:.3e}"));
+    }
+    let predicted: Vec<usize> = g
+        .i64(&format!("{case}.predicted"))
+        .iter()
+        .map(|&p| p as usize)
+        .collect();
+    if trace.targets != predicted {
+        bad.push(format!("predicted {:?} vs {predicted:?}", trace.targets));
+    }
+    for (l, layer) in trace.joint.layers.iter().enumerate() {
+        let (err, at) = max_abs_diff(&layer.attention, &g.f32(&format!("{case}.attn.{l}")));
+        if !(err <= 1e-5) {
+            bad.push(format!("attn.{l}: abs err {err:.3e} at {at}"));
+        }
+        let err = max_diff_rel_to_max(&layer.output, &g.f32(&format!("{case}.hidden.{l}")));
+        if !(err <= 1e-4) {
+            bad.push(format!("hidden.{l}: err/max {err:.3e}"));
+        }
+        let err = max_diff_rel_to_max(
+            &layer.attention_grad,
+            &g.f32(&format!("{case}.grad_attn.{l}")),
+        );
+        if !(err <= 1e-4) {
+            bad.push(format!("grad_attn.{l}: err/max {err:.3e}"));
+        }
+    }
+    bad
+}
+
+fn check_case(case: &str) {
+    let g = golden();
+    let model = Vilt::load(&Cpu, &fixtures().join("vilt")).expect("fixture loads");
+    let trace = model
+        .trace(&Cpu, &inputs(&g, case), None)
+        .expect("trace runs");
+    assert_eq!(trace.joint.layers.len(), 3);
+    assert_eq!(
+        trace.joint.tokens,
+        g.shape(&format!("{case}.hidden.0"))[1],
+        "token count"
+    );
+    let bad = deviations(&g, case, &trace);
+    assert!(
+        bad.is_empty(),
+        "case {case} deviates from transformers:\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn vilt_batch_of_one_matches_transformers() {
+    check_case("b1");
+}
+
+/// Different question lengths and image sizes: text padding mid-sequence, pixel masks,
+/// per-sample position interpolation and image padding tokens.
+#[test]
+fn vilt_ragged_batch_of_three_matches_transformers() {
+    check_case("b3");
+}
+
+#[test]
+fn vilt_layouts_follow_the_token_order() {
+    let g = golden();
+    let model = Vilt::load(&Cpu, &fixtures().join("vilt")).unwrap();
+    let out = model.logits(&Cpu, &inputs(&g, "b3")).unwrap();
+    let grids: Vec<(usize, usize)> = out.layouts.iter().map(|l| l.grid).collect();
+    assert_eq!(grids, vec![(4, 4), (4, 6), (6, 2)]);
+    assert_eq!(out.layouts[1].patch_tokens(), 14..38);
+    assert_eq!(out.layouts[0].word_tokens(), 1..6);
+}
