@@ -1,9 +1,11 @@
-//! `config.json` of a Hugging Face model directory: the model family and CLIP's hyper-parameters.
+//! `config.json` of a Hugging Face model directory: the model family and the hyper-parameters of
+//! CLIP and ViLT.
 //!
 //! Follows transformers' `CLIPConfig` / `CLIPTextConfig` / `CLIPVisionConfig`
 //! (`models/clip/configuration_clip.py`): absent fields take those classes' defaults, and the
 //! legacy `text_config_dict` / `vision_config_dict` objects, when present, override the keys
-//! they name in `text_config` / `vision_config`.
+//! they name in `text_config` / `vision_config`. ViLT follows `ViltConfig`
+//! (`models/vilt/configuration_vilt.py`), one flat object.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -213,6 +215,114 @@ impl ClipVisionConfig {
     }
 }
 
+/// transformers' `ViltConfig` (`models/vilt/configuration_vilt.py`) with the labels of its
+/// question-answering head (`PretrainedConfig.id2label`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViltConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f32,
+    /// Side of the square image the stored position embeddings were trained for.
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub num_channels: usize,
+    /// Text positions.
+    pub max_position_embeddings: usize,
+    /// Text token types.
+    pub type_vocab_size: usize,
+    /// Modality types: 0 text, 1 image.
+    pub modality_type_vocab_size: usize,
+    /// Always true: fiedler's attention has query/key/value biases.
+    pub qkv_bias: bool,
+    /// Image tokens kept per sample; negative keeps every valid patch (transformers' -1). A
+    /// positive cap below the valid count makes transformers sample patches at random.
+    pub max_image_length: i64,
+    pub num_labels: usize,
+    /// The answer of each label id (index = id).
+    pub id2label: Vec<String>,
+    pub pad_token_id: u32,
+    /// The stored `dtype` (transformers ≥ 4.56) or `torch_dtype` string, e.g. "float32".
+    pub dtype: Option<String>,
+}
+
+impl ViltConfig {
+    /// Reads and validates `dir/config.json`, which must have `model_type` "vilt".
+    pub fn from_dir(dir: &Path) -> Result<Self, ConfigError> {
+        let raw = RawConfig::read(dir)?;
+        let family = raw.family()?;
+        if family != ModelFamily::Vilt {
+            return Err(ConfigError::WrongFamily {
+                path: raw.path,
+                expected: ModelFamily::Vilt,
+                found: family,
+            });
+        }
+        let s = Section::new(&raw.path, "", raw.json.clone());
+        let (num_labels, id2label) = s.labels()?;
+        let config = Self {
+            vocab_size: s.positive("vocab_size", 30522)?,
+            hidden_size: s.positive("hidden_size", 768)?,
+            num_hidden_layers: s.positive("num_hidden_layers", 12)?,
+            num_attention_heads: s.positive("num_attention_heads", 12)?,
+            intermediate_size: s.positive("intermediate_size", 3072)?,
+            hidden_act: s.activation("hidden_act", Activation::Gelu)?,
+            layer_norm_eps: s.eps("layer_norm_eps", 1e-12)?,
+            image_size: s.positive("image_size", 384)?,
+            patch_size: s.positive("patch_size", 32)?,
+            num_channels: s.positive("num_channels", 3)?,
+            max_position_embeddings: s.positive("max_position_embeddings", 40)?,
+            type_vocab_size: s.positive("type_vocab_size", 2)?,
+            modality_type_vocab_size: s.positive("modality_type_vocab_size", 2)?,
+            qkv_bias: s.flag("qkv_bias", true)?,
+            max_image_length: s.integer("max_image_length", -1)?,
+            num_labels,
+            id2label,
+            pad_token_id: s.token_id("pad_token_id", 0)?,
+            dtype: raw.dtype()?,
+        };
+        s.divisible(
+            ("hidden_size", config.hidden_size),
+            ("num_attention_heads", config.num_attention_heads),
+        )?;
+        s.divisible(
+            ("image_size", config.image_size),
+            ("patch_size", config.patch_size),
+        )?;
+        if !config.qkv_bias {
+            return Err(s.error(
+                "qkv_bias",
+                "true (attention without query/key/value biases is not supported)",
+                "false".into(),
+            ));
+        }
+        if config.modality_type_vocab_size < 2 {
+            return Err(s.error(
+                "modality_type_vocab_size",
+                "at least 2 (type 0 is text, 1 is image)",
+                config.modality_type_vocab_size.to_string(),
+            ));
+        }
+        if config.max_image_length == 0 {
+            return Err(s.error(
+                "max_image_length",
+                "a positive integer, or -1 for every valid patch",
+                "0".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Patches per side of the stored position-embedding grid (`image_size / patch_size`), which
+    /// ViLT interpolates to each image's own patch grid.
+    pub fn grid_size(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+}
+
 /// The parsed JSON object of a config.json and where it came from.
 struct RawConfig {
     path: PathBuf,
@@ -345,6 +455,72 @@ impl<'a> Section<'a> {
         v.as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| self.error(key, "a token id (integer ≥ 0)", v.to_string()))
+    }
+
+    fn flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        v.as_bool()
+            .ok_or_else(|| self.error(key, "true or false", v.to_string()))
+    }
+
+    fn integer(&self, key: &str, default: i64) -> Result<i64, ConfigError> {
+        let Some(v) = self.get(key) else {
+            return Ok(default);
+        };
+        v.as_i64()
+            .ok_or_else(|| self.error(key, "an integer", v.to_string()))
+    }
+
+    /// `num_labels` and `id2label` as `PretrainedConfig` reads them: `id2label` (keys are the ids
+    /// as strings) decides the count, and an explicit `num_labels` must agree with it; with
+    /// neither, two labels "LABEL_0", "LABEL_1".
+    fn labels(&self) -> Result<(usize, Vec<String>), ConfigError> {
+        let num_labels = match self.get("num_labels") {
+            None => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| self.error("num_labels", "an integer ≥ 0", v.to_string()))?,
+            ),
+        };
+        let Some(v) = self.get("id2label") else {
+            let n = num_labels.unwrap_or(2);
+            return Ok((n, (0..n).map(|i| format!("LABEL_{i}")).collect()));
+        };
+        const EXPECTED: &str = "an object from the ids 0..n-1 (as strings) to label strings";
+        let obj = v
+            .as_object()
+            .ok_or_else(|| self.error("id2label", EXPECTED, v.to_string()))?;
+        let mut labels: Vec<Option<String>> = vec![None; obj.len()];
+        for (key, label) in obj {
+            let slot = key
+                .parse::<usize>()
+                .ok()
+                .and_then(|id| labels.get_mut(id))
+                .filter(|slot| slot.is_none());
+            match (slot, label.as_str()) {
+                (Some(slot), Some(label)) => *slot = Some(label.to_string()),
+                _ => {
+                    return Err(self.error(
+                        "id2label",
+                        EXPECTED,
+                        format!("{key:?}: {label} among {} entries", obj.len()),
+                    ))
+                }
+            }
+        }
+        // Each of the n distinct keys took a slot below n, so every slot is filled.
+        let id2label: Vec<String> = labels.into_iter().flatten().collect();
+        if let Some(n) = num_labels.filter(|&n| n != id2label.len()) {
+            return Err(self.error(
+                "num_labels",
+                format!("{} (the number of id2label entries)", id2label.len()),
+                n.to_string(),
+            ));
+        }
+        Ok((id2label.len(), id2label))
     }
 
     fn finite(&self, key: &str, default: f32) -> Result<f32, ConfigError> {
