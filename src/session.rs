@@ -20,7 +20,8 @@ use image::RgbImage;
 use thiserror::Error;
 
 use crate::backend::Cpu;
-use crate::explain::clip::{explain_clip, PairExplanation};
+use crate::explain::clip::explain_clip;
+use crate::explain::Explanation;
 use crate::explain::{ExplainError, Method, MethodOptions};
 use crate::input::image::{
     center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
@@ -68,7 +69,7 @@ pub struct PairResult {
     /// Softmax of the score over every text given with the same image in this request.
     pub probability: f32,
     /// One per requested method, in request order.
-    pub explanations: Vec<PairExplanation>,
+    pub explanations: Vec<Explanation>,
 }
 
 pub struct ClipSession {

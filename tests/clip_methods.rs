@@ -11,7 +11,7 @@ mod common;
 
 use common::{fixtures, max_abs_diff, Golden};
 use fiedler::backend::Cpu;
-use fiedler::explain::clip::{explain_clip, PairExplanation};
+use fiedler::explain::clip::explain_clip;
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::linalg::Solver;
 use fiedler::model::clip::{Clip, ClipInputs};
@@ -54,7 +54,11 @@ fn inputs(case: &str) -> ClipInputs {
     }
 }
 
-fn explain(case: &str, methods: &[Method], opts: &MethodOptions) -> Vec<Vec<PairExplanation>> {
+fn explain(
+    case: &str,
+    methods: &[Method],
+    opts: &MethodOptions,
+) -> Vec<Vec<fiedler::explain::Explanation>> {
     let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
     let trace = model.trace(&Cpu, &inputs(case), None).unwrap();
     explain_clip(&trace, methods, opts).unwrap()

@@ -8,8 +8,10 @@
 pub mod attention;
 pub mod clip;
 pub mod matrix;
+pub mod readout;
 pub mod spectral;
 pub mod view;
+pub mod vilt;
 
 use std::fmt;
 use std::str::FromStr;
@@ -95,6 +97,35 @@ impl FromStr for Method {
     }
 }
 
+/// One method's explanation of one sample (an image and its text), for every family.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub method: Method,
+    /// The target's raw value: CLIP's pair score, a VQA answer's logit.
+    pub score: f32,
+    /// One value per patch, raster order, raw (not normalised).
+    pub image_relevance: Vec<f32>,
+    /// Patch grid (rows, columns).
+    pub image_grid: (usize, usize),
+    /// One value per real token of the text (special tokens included, with 0).
+    pub text_relevance: Vec<f32>,
+    /// Which of those tokens the method scores (the words; not the special tokens).
+    pub text_scored: Vec<bool>,
+    /// Spectral graphs with a near-degenerate Fiedler vector, e.g. "text layer 2 (gap 4e-5)".
+    pub degenerate_graphs: Vec<String>,
+}
+
+/// Puts word relevance into a vector over all `len` real text tokens (0 elsewhere).
+pub(crate) fn spread_words(len: usize, words: &[usize], values: Vec<f32>) -> (Vec<f32>, Vec<bool>) {
+    let mut relevance = vec![0.0; len];
+    let mut scored = vec![false; len];
+    for (&j, v) in words.iter().zip(values) {
+        relevance[j] = v;
+        scored[j] = true;
+    }
+    (relevance, scored)
+}
+
 /// Options shared by the methods.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MethodOptions {
@@ -151,11 +182,25 @@ pub enum ExplainError {
         value: i64,
         layers: usize,
     },
-    #[error("spectral graph of {tower} tokens, pair {pair}: {source}")]
+    #[error("spectral graph of {tower} tokens, sample {pair}: {source}")]
     Spectral {
         tower: &'static str,
         pair: usize,
         #[source]
         source: SpectralError,
     },
+}
+
+impl ExplainError {
+    /// Names the batch sample a spectral error came from.
+    pub(crate) fn for_sample(self, sample: usize) -> Self {
+        match self {
+            ExplainError::Spectral { tower, source, .. } => ExplainError::Spectral {
+                tower,
+                pair: sample,
+                source,
+            },
+            other => other,
+        }
+    }
 }

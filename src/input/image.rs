@@ -203,22 +203,7 @@ impl ImageProcessorConfig {
     /// Parses a preprocessor_config.json; absent fields take [`ImageProcessorConfig::clip`]'s
     /// values.
     pub fn from_file(path: &Path, image_size: usize) -> Result<Self, InputError> {
-        let text = std::fs::read_to_string(path).map_err(|source| InputError::ConfigRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let json = match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(json)) => json,
-            Ok(other) => {
-                return Err(field_error(path, "(top level)", "a JSON object", &other));
-            }
-            Err(source) => {
-                return Err(InputError::ConfigJson {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
+        let json = read_json_object(path)?;
         let fields = Fields { path, json: &json };
         let default = Self::clip(image_size);
         let (crop_height, crop_width) = match fields.get("crop_size") {
@@ -365,31 +350,47 @@ impl ImageProcessorConfig {
     }
 }
 
+/// Reads a preprocessor_config.json that must hold one JSON object.
+pub(crate) fn read_json_object(path: &Path) -> Result<Map<String, Value>, InputError> {
+    let text = std::fs::read_to_string(path).map_err(|source| InputError::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(json)) => Ok(json),
+        Ok(other) => Err(field_error(path, "(top level)", "a JSON object", &other)),
+        Err(source) => Err(InputError::ConfigJson {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Typed access to preprocessor_config.json fields, with messages naming the file and field.
-struct Fields<'a> {
-    path: &'a Path,
-    json: &'a Map<String, Value>,
+pub(crate) struct Fields<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) json: &'a Map<String, Value>,
 }
 
 impl Fields<'_> {
     /// JSON null counts as absent, as transformers treats `None`.
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.json.get(key).filter(|v| !v.is_null())
     }
 
-    fn error(&self, key: &str, expected: &str) -> InputError {
+    pub(crate) fn error(&self, key: &str, expected: &str) -> InputError {
         let found = self.json.get(key).unwrap_or(&Value::Null);
         field_error(self.path, key, expected, found)
     }
 
-    fn flag(&self, key: &str, default: bool) -> Result<bool, InputError> {
+    pub(crate) fn flag(&self, key: &str, default: bool) -> Result<bool, InputError> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v.as_bool().ok_or_else(|| self.error(key, "true or false")),
         }
     }
 
-    fn positive(&self, key: &str) -> Result<usize, InputError> {
+    pub(crate) fn positive(&self, key: &str) -> Result<usize, InputError> {
         self.get(key)
             .and_then(Value::as_u64)
             .and_then(|n| usize::try_from(n).ok())
@@ -398,7 +399,7 @@ impl Fields<'_> {
     }
 
     /// A size object: `{"shortest_edge": n}` or `{"height": h, "width": w}`.
-    fn size_dict(&self, key: &str) -> Result<ResizeTo, InputError> {
+    pub(crate) fn size_dict(&self, key: &str) -> Result<ResizeTo, InputError> {
         const EXPECTED: &str =
             "an integer, {\"shortest_edge\": n} or {\"height\": h, \"width\": w} with positive sizes";
         let obj = self
@@ -424,7 +425,7 @@ impl Fields<'_> {
     }
 
     /// Three per-channel values, or one number for all channels (as `normalize` accepts).
-    fn per_channel(
+    pub(crate) fn per_channel(
         &self,
         key: &str,
         default: [f32; 3],

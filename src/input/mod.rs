@@ -1,11 +1,12 @@
 //! Model inputs: image preprocessing and tokenization.
 //!
 //! Both follow the Hugging Face processors that the reference fixtures are made with
-//! (`CLIPImageProcessor`, the `tokenizers` pipeline in tokenizer.json), so that a model sees
-//! the same tensors here as under transformers.
+//! (`CLIPImageProcessor`, `ViltImageProcessor`, the `tokenizers` pipeline in tokenizer.json),
+//! so that a model sees the same tensors here as under transformers.
 
 pub mod image;
 pub mod text;
+pub mod vilt;
 
 use std::path::PathBuf;
 
@@ -27,12 +28,20 @@ pub enum InputError {
         width: u32,
         height: u32,
     },
-    #[error("images preprocess to different sizes ({first} gives {first_size:?}, {other} gives {other_size:?}); enable center cropping to batch them")]
+    #[error("images preprocess to different sizes ({first} gives {first_size:?}, {other} gives {other_size:?}); enable center cropping (CLIP) or padding (ViLT's do_pad) to batch them")]
     RaggedBatch {
         first: String,
         first_size: (usize, usize),
         other: String,
         other_size: (usize, usize),
+    },
+    #[error("{what} is {width}×{height} pixels, which resizes to {out_width}×{out_height}; an image needs at least one pixel per side")]
+    ResizedToNothing {
+        what: String,
+        width: u32,
+        height: u32,
+        out_width: usize,
+        out_height: usize,
     },
     #[error("cannot read {path}: {source}")]
     ConfigRead {

@@ -1,0 +1,87 @@
+//! From a sample's layers to relevance vectors, for any family: which row of a relevance
+//! matrix to read and over which tokens (`Readout`), and, for the spectral methods, which
+//! tokens form each graph (the same token set).
+
+use crate::explain::attention::{chefer, grad_cam, raw_attention, rollout};
+use crate::explain::matrix::Square;
+use crate::explain::spectral::{dsmi, dsmi_grad, GradWeighting, SpectralRelevance};
+use crate::explain::view::SampleView;
+use crate::explain::{ExplainError, Method, MethodOptions};
+
+/// Graphs whose λ₃ − λ₂ falls below this have no well-defined Fiedler vector.
+const MIN_GAP: f64 = 1e-3;
+
+/// One relevance vector to read from a sample's view: row `row` of the method's matrix over
+/// the columns `tokens`; for spectral methods, the graph over `tokens`. Indices are view
+/// positions (see [`SampleView`]); `name` labels warnings ("image", "text").
+pub struct Readout {
+    pub name: &'static str,
+    pub row: usize,
+    pub tokens: Vec<usize>,
+}
+
+/// Relevance of every readout of one sample; near-degenerate graphs are appended to
+/// `degenerate` as "text layer 2 (gap 4e-5)".
+pub fn relevance(
+    method: Method,
+    view: &SampleView,
+    readouts: &[Readout],
+    start: usize,
+    opts: &MethodOptions,
+    degenerate: &mut Vec<String>,
+) -> Result<Vec<Vec<f32>>, ExplainError> {
+    let matrix = match method {
+        Method::RawAttn => Some(raw_attention(view)),
+        Method::GradCam => Some(grad_cam(view)),
+        Method::Rollout => Some(rollout(view, start)),
+        Method::Chefer => Some(chefer(view, start)),
+        Method::Dsmi | Method::DsmiGrad | Method::DsmiGradAttn => None,
+    };
+    readouts
+        .iter()
+        .map(|r| match &matrix {
+            Some(m) => Ok(read_row(m, r)),
+            None => spectral(method, view, r, opts, degenerate),
+        })
+        .collect()
+}
+
+fn read_row(m: &Square, r: &Readout) -> Vec<f32> {
+    r.tokens.iter().map(|&j| m.at(r.row, j)).collect()
+}
+
+fn spectral(
+    method: Method,
+    view: &SampleView,
+    r: &Readout,
+    opts: &MethodOptions,
+    degenerate: &mut Vec<String>,
+) -> Result<Vec<f32>, ExplainError> {
+    let result: Result<SpectralRelevance, _> = match method {
+        Method::DsmiGrad => dsmi_grad(view, &r.tokens, GradWeighting::Gradient, &opts.graph),
+        Method::DsmiGradAttn => dsmi_grad(
+            view,
+            &r.tokens,
+            GradWeighting::GradientTimesAttention,
+            &opts.graph,
+        ),
+        _ => dsmi(view, &r.tokens, &opts.graph),
+    };
+    let s = result.map_err(|source| ExplainError::Spectral {
+        tower: r.name,
+        pair: 0,
+        source,
+    })?;
+    let first = view.layers() - s.graphs.len();
+    for (i, g) in s.graphs.iter().enumerate() {
+        if g.tokens >= 3 && g.is_degenerate(MIN_GAP) {
+            degenerate.push(format!(
+                "{} layer {} (gap {:.1e})",
+                r.name,
+                first + i,
+                g.gap.unwrap_or(0.0)
+            ));
+        }
+    }
+    Ok(s.values)
+}

@@ -1,0 +1,71 @@
+//! ViLT readouts (spec §A.3 and §H): one joint encoder; relevance is read from row 0 (the
+//! text [CLS] the pooler reads) over the real patch tokens (image relevance, raster order)
+//! and over the word tokens (text relevance; [CLS] and [SEP] get 0). The spectral methods
+//! build one graph per modality over those same tokens.
+
+use rayon::prelude::*;
+
+use crate::explain::readout::{relevance, Readout};
+use crate::explain::view::SampleView;
+use crate::explain::{
+    resolve_start, spread_words, ExplainError, Explanation, Method, MethodOptions,
+};
+use crate::model::vilt::ViltTrace;
+
+/// Explains every sample of a traced batch with every method: result[sample][method].
+pub fn explain_vilt(
+    trace: &ViltTrace<Vec<f32>>,
+    methods: &[Method],
+    opts: &MethodOptions,
+) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+    let start = resolve_start(opts.start_layer, trace.joint.layers.len(), "--start-layer")?;
+    let labels = trace.output.labels;
+    trace
+        .output
+        .layouts
+        .par_iter()
+        .enumerate()
+        .map(|(b, layout)| {
+            // View positions: text 0..text_len, image class, then the real patches.
+            let real: Vec<usize> = (0..layout.text_len)
+                .chain(std::iter::once(layout.image_class))
+                .chain(layout.patch_tokens())
+                .collect();
+            let patches_at = layout.text_len + 1;
+            let words: Vec<usize> = layout.word_tokens().collect();
+            let readouts = [
+                Readout {
+                    name: "image",
+                    row: 0,
+                    tokens: (patches_at..real.len()).collect(),
+                },
+                Readout {
+                    name: "text",
+                    row: 0,
+                    tokens: words.clone(),
+                },
+            ];
+            let view = SampleView::with_tokens(&trace.joint, b, real);
+            let score = trace.output.logits[b * labels + trace.targets[b]];
+            methods
+                .iter()
+                .map(|&method| {
+                    let mut degenerate = Vec::new();
+                    let mut r = relevance(method, &view, &readouts, start, opts, &mut degenerate)
+                        .map_err(|e| e.for_sample(b))?;
+                    let (text_relevance, text_scored) =
+                        spread_words(layout.text_len, &words, r.remove(1));
+                    Ok(Explanation {
+                        method,
+                        score,
+                        image_relevance: r.remove(0),
+                        image_grid: layout.grid,
+                        text_relevance,
+                        text_scored,
+                        degenerate_graphs: degenerate,
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}

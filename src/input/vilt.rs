@@ -1,0 +1,360 @@
+//! ViLT image preprocessing, equal to transformers' `ViltImageProcessor`
+//! (`models/vilt/image_processing_vilt.py`, the PIL-based one).
+//!
+//! Per image, with the rounding of each step as transformers and Pillow do it:
+//! 1. decode and convert to RGB ([`load_image`]; `ViltImageProcessor` itself converts nothing and
+//!    fails on grey or RGBA input, which is converted here as CLIP's path converts it);
+//! 2. resize with Pillow's `Image.resize` ([`resize`]) to [`resize_output_size`]: the shortest
+//!    edge to `size.shortest_edge`, the long edge capped at `int(1333 / 800 · shortest_edge)`,
+//!    both rounded half up and floored to a multiple of `size_divisor`;
+//! 3. `rescale`: `float32(float64(v) · rescale_factor)`;
+//! 4. `normalize`: `(x − mean) / std` in float32, channels-first [3, h, w].
+//!
+//! A batch is then padded with 0.0 (after normalisation) at the bottom and right to the largest
+//! height and the largest width in the batch, taken separately, and `pixel_mask` marks the real
+//! pixels (`pad` / `make_pixel_mask`).
+//!
+//! There is no crop: images of different aspect ratios keep different sizes, and the model reads
+//! each one's patch grid from the mask ([`valid_patches`]).
+
+use std::path::Path;
+
+use image::RgbImage;
+use serde_json::Value;
+
+use super::image::{
+    load_image, read_json_object, resize, Fields, ImageProcessorConfig, Resample, ResizeTo,
+    PREPROCESSOR_CONFIG_FILE,
+};
+use super::InputError;
+
+/// transformers' `IMAGENET_STANDARD_MEAN` and `_STD`, `ViltImageProcessor`'s defaults.
+pub const IMAGENET_STANDARD_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
+pub const IMAGENET_STANDARD_STD: [f32; 3] = [0.5, 0.5, 0.5];
+
+/// The settings of `ViltImageProcessor` that change pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViltProcessorConfig {
+    pub do_resize: bool,
+    /// `size["shortest_edge"]` (a legacy integer `size` means the same).
+    pub shortest_edge: usize,
+    pub size_divisor: usize,
+    pub resample: Resample,
+    pub do_rescale: bool,
+    pub rescale_factor: f64,
+    pub do_normalize: bool,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+    /// Pad the batch to its largest height and width (else all images must have one size).
+    pub do_pad: bool,
+}
+
+/// Preprocessed images, zero-padded to one size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViltPixels {
+    /// [batch, 3, height, width]
+    pub data: Vec<f32>,
+    /// [batch, height, width]; true on the pixels of the image, false on the padding.
+    pub mask: Vec<bool>,
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Per sample, the (height, width) of the image before padding: its mask is the top-left
+    /// rectangle of this size.
+    pub sizes: Vec<(usize, usize)>,
+}
+
+impl ViltPixels {
+    /// Per sample, the (rows, cols) of patches that ViLT takes as valid in this padded batch (see
+    /// [`valid_patches`]); `patch` is the model's `patch_size`.
+    pub fn patch_grids(&self, patch: usize) -> Vec<(usize, usize)> {
+        self.sizes
+            .iter()
+            .map(|&(h, w)| {
+                (
+                    valid_patches(h, self.height, patch),
+                    valid_patches(w, self.width, patch),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Default for ViltProcessorConfig {
+    /// `ViltImageProcessor()`: shortest edge 384, divisor 32, bicubic, mean and std 0.5, padding.
+    fn default() -> Self {
+        Self {
+            do_resize: true,
+            shortest_edge: 384,
+            size_divisor: 32,
+            resample: Resample::Bicubic,
+            do_rescale: true,
+            rescale_factor: 1.0 / 255.0,
+            do_normalize: true,
+            image_mean: IMAGENET_STANDARD_MEAN,
+            image_std: IMAGENET_STANDARD_STD,
+            do_pad: true,
+        }
+    }
+}
+
+impl ViltProcessorConfig {
+    /// `dir/preprocessor_config.json` when it exists, else the defaults.
+    pub fn from_dir(dir: &Path) -> Result<Self, InputError> {
+        let path = dir.join(PREPROCESSOR_CONFIG_FILE);
+        if path.is_file() {
+            Self::from_file(&path)
+        } else {
+            Ok(Self::default())
+        }
+    }
+
+    /// Parses a preprocessor_config.json; absent (or null) fields take the defaults.
+    pub fn from_file(path: &Path) -> Result<Self, InputError> {
+        let json = read_json_object(path)?;
+        let fields = Fields { path, json: &json };
+        let default = Self::default();
+        let shortest_edge = match fields.get("size") {
+            None => default.shortest_edge,
+            // `get_size_dict(size, default_to_square=False)`: an integer is the shortest edge.
+            Some(Value::Number(_)) => fields.positive("size")?,
+            // `longest_edge` beside it is ignored, as `ViltImageProcessor.resize` ignores it.
+            Some(_) => match fields.size_dict("size")? {
+                ResizeTo::ShortestEdge(n) => n,
+                ResizeTo::Exact { .. } => {
+                    return Err(fields.error(
+                        "size",
+                        "an integer or {\"shortest_edge\": n} (ViLT keeps the aspect ratio)",
+                    ))
+                }
+            },
+        };
+        // The legacy name of `do_pad`, which `ViltImageProcessor.__init__` lets override it.
+        let do_pad = match fields.get("pad_and_return_pixel_mask") {
+            Some(_) => fields.flag("pad_and_return_pixel_mask", default.do_pad)?,
+            None => fields.flag("do_pad", default.do_pad)?,
+        };
+        Ok(Self {
+            do_resize: fields.flag("do_resize", default.do_resize)?,
+            shortest_edge,
+            size_divisor: match fields.get("size_divisor") {
+                None => default.size_divisor,
+                Some(_) => fields.positive("size_divisor")?,
+            },
+            resample: match fields.get("resample") {
+                None => default.resample,
+                Some(v) => v
+                    .as_u64()
+                    .and_then(Resample::from_pil_code)
+                    .ok_or_else(|| {
+                        fields.error(
+                            "resample",
+                            "a PIL filter code: 1 (lanczos), 2 (bilinear), 3 (bicubic), 4 (box) \
+                             or 5 (hamming)",
+                        )
+                    })?,
+            },
+            do_rescale: fields.flag("do_rescale", default.do_rescale)?,
+            rescale_factor: match fields.get("rescale_factor") {
+                None => default.rescale_factor,
+                Some(v) => v
+                    .as_f64()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| fields.error("rescale_factor", "a finite number"))?,
+            },
+            do_normalize: fields.flag("do_normalize", default.do_normalize)?,
+            image_mean: fields.per_channel("image_mean", default.image_mean, false)?,
+            image_std: fields.per_channel("image_std", default.image_std, true)?,
+            do_pad,
+        })
+    }
+
+    /// The (height, width) an image of `height` × `width` is resized to (before any padding).
+    pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
+        if self.do_resize {
+            resize_output_size(height, width, self.shortest_edge, self.size_divisor)
+        } else {
+            (height, width)
+        }
+    }
+
+    /// Loads and preprocesses one image file: channels-first [3, h, w] values, h, w.
+    pub fn preprocess_file(&self, path: &Path) -> Result<(Vec<f32>, usize, usize), InputError> {
+        let image = load_image(path)?;
+        self.preprocess(&image, &path.display().to_string())
+    }
+
+    /// Preprocesses an RGB image (without padding); `what` names it in errors.
+    pub fn preprocess(
+        &self,
+        image: &RgbImage,
+        what: &str,
+    ) -> Result<(Vec<f32>, usize, usize), InputError> {
+        let (in_w, in_h) = (image.width(), image.height());
+        if in_w == 0 || in_h == 0 {
+            return Err(InputError::EmptyImage {
+                what: what.to_string(),
+                width: in_w,
+                height: in_h,
+            });
+        }
+        let resized;
+        let image = if self.do_resize {
+            let (height, width) = self.output_size(in_h as usize, in_w as usize);
+            if height == 0 || width == 0 {
+                return Err(InputError::ResizedToNothing {
+                    what: what.to_string(),
+                    width: in_w,
+                    height: in_h,
+                    out_width: width,
+                    out_height: height,
+                });
+            }
+            resized = resize(image, width, height, self.resample);
+            &resized
+        } else {
+            image
+        };
+        let pixels = self.rescale_and_normalize().preprocess(image, what)?;
+        Ok((pixels.data, pixels.height, pixels.width))
+    }
+
+    /// Preprocesses image files into one batch, zero-padded to the largest height and width.
+    ///
+    /// With `do_pad` off, the images must preprocess to one size (transformers cannot stack them
+    /// otherwise) and the mask is all true, as ViLT takes a missing `pixel_mask` to be.
+    pub fn preprocess_batch<P: AsRef<Path>>(&self, paths: &[P]) -> Result<ViltPixels, InputError> {
+        let mut images = Vec::with_capacity(paths.len());
+        for path in paths {
+            let path = path.as_ref();
+            let (data, h, w) = self.preprocess_file(path)?;
+            images.push((path.display().to_string(), data, (h, w)));
+        }
+        if !self.do_pad {
+            if let Some((first, _, first_size)) = images.first() {
+                if let Some((other, _, other_size)) =
+                    images.iter().find(|(_, _, size)| size != first_size)
+                {
+                    return Err(InputError::RaggedBatch {
+                        first: first.clone(),
+                        first_size: *first_size,
+                        other: other.clone(),
+                        other_size: *other_size,
+                    });
+                }
+            }
+        }
+        let height = images.iter().map(|(_, _, (h, _))| *h).max().unwrap_or(0);
+        let width = images.iter().map(|(_, _, (_, w))| *w).max().unwrap_or(0);
+        let batch = images.len();
+        let mut data = vec![0.0f32; batch * 3 * height * width];
+        let mut mask = vec![false; batch * height * width];
+        let mut sizes = Vec::with_capacity(batch);
+        for (b, (_, values, (h, w))) in images.iter().enumerate() {
+            let (h, w) = (*h, *w);
+            for c in 0..3 {
+                for y in 0..h {
+                    let src = &values[(c * h + y) * w..][..w];
+                    data[((b * 3 + c) * height + y) * width..][..w].copy_from_slice(src);
+                }
+            }
+            for y in 0..h {
+                mask[(b * height + y) * width..][..w].fill(true);
+            }
+            sizes.push((h, w));
+        }
+        Ok(ViltPixels {
+            data,
+            mask,
+            batch,
+            height,
+            width,
+            sizes,
+        })
+    }
+
+    /// CLIP's rescale-and-normalise step with these settings (the arithmetic is the same
+    /// `BaseImageProcessor.rescale` / `normalize`).
+    fn rescale_and_normalize(&self) -> ImageProcessorConfig {
+        ImageProcessorConfig {
+            do_resize: false,
+            do_center_crop: false,
+            do_rescale: self.do_rescale,
+            rescale_factor: self.rescale_factor,
+            do_normalize: self.do_normalize,
+            image_mean: self.image_mean,
+            image_std: self.image_std,
+            ..ImageProcessorConfig::clip(1)
+        }
+    }
+}
+
+/// transformers' `get_resize_output_image_size` of `image_processing_vilt.py`, with
+/// `longer = int(1333 / 800 · shortest_edge)` as `ViltImageProcessor.resize` passes it: returns
+/// (height, width), either of which may be 0 for extreme aspect ratios.
+///
+/// All in f64 in Python's order: `scale = shorter / min(h, w)`; the short side becomes `shorter`
+/// (exactly) and the long side `scale · long`; when the larger exceeds `longer`, both are
+/// multiplied by `longer / larger`; each is rounded with `int(x + 0.5)` and floored to a multiple
+/// of `size_divisor`. A square image takes the `h ≥ w` branch.
+pub fn resize_output_size(
+    height: usize,
+    width: usize,
+    shortest_edge: usize,
+    size_divisor: usize,
+) -> (usize, usize) {
+    let shorter = shortest_edge as f64;
+    // Python: `int(1333 / 800 * shorter)`, the float product truncated.
+    let longer = (1333.0 / 800.0 * shorter).trunc();
+    let scale = shorter / height.min(width) as f64;
+    let (mut new_h, mut new_w) = if height < width {
+        (shorter, scale * width as f64)
+    } else {
+        (scale * height as f64, shorter)
+    };
+    let larger = new_h.max(new_w);
+    if larger > longer {
+        let cap = longer / larger;
+        new_h *= cap;
+        new_w *= cap;
+    }
+    // `int(x + 0.5)` of a positive float truncates; `as` saturates instead of overflowing.
+    let round = |x: f64| (x + 0.5) as usize;
+    let floor_to = |n: usize| n / size_divisor.max(1) * size_divisor.max(1);
+    (floor_to(round(new_h)), floor_to(round(new_w)))
+}
+
+/// The valid (rows, cols) of patches for an image of `height` × `width` real pixels: `ceil(h /
+/// patch)` × `ceil(w / patch)`, since ViLT takes a patch as valid when its top-left pixel is real.
+///
+/// This is exact when the padded batch size is a multiple of `patch`, which holds whenever
+/// `size_divisor` is a multiple of `patch` (as in ViLT's own checkpoints, 32 and 32, and the
+/// fixture, 16 and 16). Otherwise the sampled pixels are not the top-left ones, and
+/// [`valid_patches`] (or [`ViltPixels::patch_grids`]) gives the count. A zero `patch` gives (0, 0).
+pub fn patch_grid(height: usize, width: usize, patch: usize) -> (usize, usize) {
+    if patch == 0 {
+        return (0, 0);
+    }
+    (height.div_ceil(patch), width.div_ceil(patch))
+}
+
+/// Valid patches along one axis of `real` real pixels padded to `padded`, exactly as
+/// `ViltEmbeddings.visual_embed` counts them: the conv gives `cells = padded / patch` patches
+/// (the remainder is dropped), the pixel mask is resized to `cells` by
+/// `interpolate(mode="nearest")`, which reads pixel `min(floor(i · s), padded − 1)` with
+/// `s = (float)padded / cells` in float32, and the valid cells are those reading a real pixel.
+/// When `padded` is a multiple of `patch`, `s = patch` and this is `min(ceil(real / patch), cells)`.
+pub fn valid_patches(real: usize, padded: usize, patch: usize) -> usize {
+    if patch == 0 || padded == 0 {
+        return 0;
+    }
+    let cells = padded / patch;
+    if cells == padded {
+        // PyTorch's same-size shortcut: identity.
+        return real.min(padded);
+    }
+    let scale = padded as f32 / cells as f32;
+    (0..cells)
+        .filter(|&i| ((i as f32 * scale).floor() as usize).min(padded - 1) < real)
+        .count()
+}
