@@ -72,7 +72,7 @@ fn explain_all_methods_writes_every_output() {
     assert!(run.status.success(), "{}", stderr(&run));
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
-        stdout.contains("pair 0:") && stdout.contains("pair 1:"),
+        stdout.contains("sample 0:") && stdout.contains("sample 1:"),
         "{stdout}"
     );
     assert!(
@@ -92,13 +92,14 @@ fn explain_all_methods_writes_every_output() {
     for pair in 0..2 {
         for m in methods {
             let png =
-                image::open(out.join(format!("pair{pair}-{m}.png"))).expect("overlay is a PNG");
+                image::open(out.join(format!("sample{pair}-{m}.png"))).expect("overlay is a PNG");
             assert!(png.width() >= 224 && png.height() > 224);
         }
-        image::open(out.join(format!("pair{pair}-sheet.png"))).expect("comparison sheet is a PNG");
+        image::open(out.join(format!("sample{pair}-sheet.png")))
+            .expect("comparison sheet is a PNG");
     }
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
-    assert!(html.contains("pair0-dsmi.png") && html.contains("a photo of a dog"));
+    assert!(html.contains("sample0-dsmi.png") && html.contains("a photo of a dog"));
 
     let records = records(&out);
     assert_eq!(records.len(), 2 * methods.len());
@@ -311,4 +312,44 @@ fn explain_rejects_bad_input_clearly() {
         ],
         "--start-layer 7",
     );
+}
+
+/// ViLT: the answer, the top answers and the relevance vectors from the image file and the
+/// question, equal to the reference's case b1 (PNG preprocessing is bit-exact).
+#[test]
+fn explain_vilt_question_matches_the_reference() {
+    let out = scratch("vilt-b1");
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&fixtures().join("vilt")),
+        "--image",
+        s(&fixtures().join("images/catdog.png")),
+        "--question",
+        "what animal is on the left?",
+        "--method",
+        "dsmi-grad,chefer,rollout",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("answer: no"), "{stdout}");
+    let golden = Golden::open(&fixtures().join("vilt/methods.safetensors"));
+    let records = records(&out);
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        assert_eq!(r["family"], "vilt");
+        assert_eq!(r["answer"], "no");
+        assert_eq!(r["top_answers"].as_array().unwrap().len(), 5);
+        assert_eq!(r["image_grid"], serde_json::json!([4, 4]));
+        let m = r["method"].as_str().unwrap();
+        for (field, key) in [("image_relevance", "image"), ("text_relevance", "text")] {
+            let reference = golden.f32(&format!("b1.{m}.{key}.0"));
+            let scale = reference.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+            let (err, _) = max_abs_diff(&floats(&r[field]), &reference);
+            assert!(err <= 1e-4 * scale, "{m} {field}: {err:e}");
+        }
+    }
+    image::open(out.join("sample0-sheet.png")).expect("comparison sheet");
 }

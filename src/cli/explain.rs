@@ -1,6 +1,7 @@
-//! `fiedler explain`: scores, token relevances in the terminal, and files a person can open —
-//! an overlay PNG per pair and method, a comparison sheet when several methods run, an HTML
-//! page and a JSON file with every number.
+//! `fiedler explain`: scores or answers, token relevances in the terminal, and files a person
+//! can open — an overlay PNG per sample and method, a comparison sheet when several methods
+//! run, an HTML page and a JSON file with every number. The model directory's family decides
+//! what a sample is: a caption for CLIP, a question for ViLT.
 
 use std::collections::HashMap;
 use std::fs;
@@ -9,12 +10,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use fiedler::explain::{Method, MethodOptions};
-use fiedler::linalg::Solver;
+use fiedler::explain::{Explanation, Method, MethodOptions};
+use fiedler::linalg::{GraphOptions, Solver};
+use fiedler::model::config::read_family;
+use fiedler::model::ModelFamily;
 use fiedler::render;
-use fiedler::session::{ClipSession, PairRequest, PairResult};
+use fiedler::session::{ClipSession, PairRequest, ViltSession};
 use image::RgbImage;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -26,17 +29,18 @@ enum Device {
 
 #[derive(Args)]
 pub struct ExplainArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json).
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json): CLIP or ViLT.
     #[arg(long)]
     model: PathBuf,
-    /// Image to explain; every --text is paired with it.
+    /// Image to explain; every --text/--question is paired with it.
     #[arg(long, requires = "texts")]
     image: Option<PathBuf>,
-    /// A caption to explain; repeat for several (probabilities are a softmax over them).
-    #[arg(long = "text", requires = "image")]
+    /// A caption (CLIP) or question (ViLT) to explain; repeat for several. CLIP's
+    /// probabilities are a softmax over the captions given for the same image.
+    #[arg(long = "text", visible_alias = "question", requires = "image")]
     texts: Vec<String>,
-    /// JSON Lines file of {"image": PATH, "text": "..."} pairs; relative image paths are
-    /// resolved against the file's folder.
+    /// JSON Lines file of {"image": PATH, "text": "..."} pairs ("question" also accepted);
+    /// relative image paths are resolved against the file's folder.
     #[arg(long, conflicts_with_all = ["image", "texts"])]
     pairs: Option<PathBuf>,
     /// Method(s): a name, a comma-separated list or `all`. Valid: raw-attn, rollout,
@@ -46,17 +50,17 @@ pub struct ExplainArgs {
     /// Folder for the overlay PNGs, comparison sheets, index.html and explanations.json.
     #[arg(long, default_value = "fiedler-out")]
     out: PathBuf,
-    /// Pairs per forward/backward pass.
+    /// Samples per forward/backward pass.
     #[arg(long, default_value_t = 8)]
     batch: usize,
     /// Where to compute (the CUDA backend is not part of this build yet).
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
-    /// First vision layer that rollout and chefer use; negative counts from the end
-    /// (-1 = last layer only, as Chefer's CLIP notebook). Default: every layer.
+    /// First layer that rollout and chefer use (CLIP: vision tower); negative counts from
+    /// the end (-1 = last layer only, as Chefer's CLIP notebook). Default: every layer.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     start_layer: i64,
-    /// The same for the text tower.
+    /// The same for CLIP's text tower.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     start_layer_text: i64,
     /// Eigensolver for the spectral methods: lanczos (fast) or dense (reference).
@@ -67,10 +71,23 @@ pub struct ExplainArgs {
 #[derive(Deserialize)]
 struct PairLine {
     image: PathBuf,
+    #[serde(alias = "question")]
     text: String,
 }
 
-/// One object of explanations.json: one pair, one method.
+/// One explained sample, whatever the family.
+struct Sample {
+    image: PathBuf,
+    text: String,
+    tokens: Vec<String>,
+    score_line: String,
+    probability: Option<f32>,
+    answer: Option<String>,
+    top_answers: Vec<(String, f32)>,
+    explanations: Vec<Explanation>,
+}
+
+/// One object of explanations.json: one sample, one method.
 #[derive(Serialize)]
 struct Record<'a> {
     family: &'static str,
@@ -79,7 +96,12 @@ struct Record<'a> {
     image: String,
     text: &'a str,
     score: f32,
-    probability: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probability: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    top_answers: Vec<TopAnswer<'a>>,
     text_tokens: &'a [String],
     text_relevance: &'a [f32],
     image_relevance: &'a [f32],
@@ -87,21 +109,20 @@ struct Record<'a> {
     degenerate_graphs: &'a [String],
 }
 
+#[derive(Serialize)]
+struct TopAnswer<'a> {
+    answer: &'a str,
+    probability: f32,
+}
+
 fn parse_methods(spec: &str) -> anyhow::Result<Vec<Method>> {
     if spec.trim() == "all" {
         return Ok(Method::ALL.to_vec());
     }
-    let methods = spec
+    Ok(spec
         .split(',')
         .map(|m| m.trim().parse::<Method>())
-        .collect::<Result<Vec<_>, _>>()?;
-    if methods.is_empty() {
-        bail!(
-            "--method is empty; valid methods: {}, all",
-            Method::valid_names()
-        );
-    }
-    Ok(methods)
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
@@ -151,55 +172,118 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let opts = MethodOptions {
         start_layer: args.start_layer,
         start_layer_text: args.start_layer_text,
-        graph: fiedler::linalg::GraphOptions {
+        graph: GraphOptions {
             solver: args.solver,
             ..Default::default()
         },
     };
-    let session = ClipSession::open(&args.model)?;
-
     let bar = ProgressBar::new(pairs.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} pairs  {per_sec}  eta {eta}")
+        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}")
             .expect("static template is valid"),
     );
     if pairs.len() <= args.batch {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let results = session.explain(&pairs, &methods, &opts, args.batch, |done| {
-        bar.set_position(done as u64)
-    })?;
+    let progress = |done: usize| bar.set_position(done as u64);
+
+    let family = read_family(&args.model)?;
+    let (samples, displayed) = match family {
+        ModelFamily::Clip => {
+            let session = ClipSession::open(&args.model)?;
+            let results = session.explain(&pairs, &methods, &opts, args.batch, progress)?;
+            let samples: Vec<Sample> = results
+                .into_iter()
+                .map(|r| Sample {
+                    score_line: format!("score {:.3}  p {:.3}", r.score, r.probability),
+                    image: r.image,
+                    text: r.text,
+                    tokens: r.tokens,
+                    probability: Some(r.probability),
+                    answer: None,
+                    top_answers: Vec::new(),
+                    explanations: r.explanations,
+                })
+                .collect();
+            let displayed = display_images(&samples, |p| Ok(session.display_image(p)?))?;
+            (samples, displayed)
+        }
+        ModelFamily::Vilt => {
+            let session = ViltSession::open(&args.model)?;
+            let results = session.explain(&pairs, &methods, &opts, args.batch, progress)?;
+            let samples: Vec<Sample> = results
+                .into_iter()
+                .map(|r| {
+                    let answers: Vec<String> = r
+                        .top_answers
+                        .iter()
+                        .map(|(a, p)| format!("{a} ({p:.2})"))
+                        .collect();
+                    Sample {
+                        score_line: format!("answer: {}   top: {}", r.answer, answers.join(", ")),
+                        image: r.image,
+                        text: r.question,
+                        tokens: r.tokens,
+                        probability: None,
+                        answer: Some(r.answer),
+                        top_answers: r.top_answers,
+                        explanations: r.explanations,
+                    }
+                })
+                .collect();
+            let displayed = display_images(&samples, |p| Ok(session.display_image(p)?))?;
+            (samples, displayed)
+        }
+        ModelFamily::Lxmert => bail!(
+            "{}: LXMERT is recognised but not supported yet",
+            args.model.display()
+        ),
+    };
     bar.finish_and_clear();
 
-    print_results(&results);
-    write_outputs(&session, &results, &args.out)?;
+    let family_name = family.model_type();
+    print_samples(&samples);
+    write_outputs(family_name, &samples, &displayed, &args.out)?;
     println!("wrote {}", args.out.join("index.html").display());
     Ok(())
 }
 
-fn print_results(results: &[PairResult]) {
+/// Each distinct image once, prepared for overlays.
+fn display_images(
+    samples: &[Sample],
+    load: impl Fn(&Path) -> anyhow::Result<RgbImage>,
+) -> anyhow::Result<HashMap<PathBuf, RgbImage>> {
+    let mut images = HashMap::new();
+    for s in samples {
+        if !images.contains_key(&s.image) {
+            images.insert(s.image.clone(), load(&s.image)?);
+        }
+    }
+    Ok(images)
+}
+
+fn print_samples(samples: &[Sample]) {
     let color = std::io::stdout().is_terminal();
-    let width = results
+    let width = samples
         .iter()
-        .flat_map(|r| &r.explanations)
+        .flat_map(|s| &s.explanations)
         .map(|e| e.method.name().len())
         .max()
         .unwrap_or(0);
-    for (i, r) in results.iter().enumerate() {
+    for (i, s) in samples.iter().enumerate() {
         println!(
-            "pair {i}: {}  \"{}\"  score {:.3}  p {:.3}",
-            r.image.display(),
-            r.text,
-            r.score,
-            r.probability
+            "sample {i}: {}  \"{}\"  {}",
+            s.image.display(),
+            s.text,
+            s.score_line
         );
-        for e in &r.explanations {
+        for e in &s.explanations {
             let tokens =
-                render::terminal::highlight(&r.tokens, &e.text_relevance, &e.text_scored, color);
+                render::terminal::highlight(&s.tokens, &e.text_relevance, &e.text_scored, color);
             println!("  {:<width$}  {tokens}", e.method.name());
             for g in &e.degenerate_graphs {
                 eprintln!(
-                    "warning: pair {i} {}: Fiedler vector of {g} is not well defined",
+                    "warning: sample {i} {}: Fiedler vector of {g} is not well defined",
                     e.method
                 );
             }
@@ -207,79 +291,104 @@ fn print_results(results: &[PairResult]) {
     }
 }
 
-fn write_outputs(session: &ClipSession, results: &[PairResult], out: &Path) -> anyhow::Result<()> {
+fn write_outputs(
+    family: &'static str,
+    samples: &[Sample],
+    displayed: &HashMap<PathBuf, RgbImage>,
+    out: &Path,
+) -> anyhow::Result<()> {
     fs::create_dir_all(out)
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
-    let mut displayed: HashMap<&Path, RgbImage> = HashMap::new();
+    let target = if family == "clip" {
+        "pair-score"
+    } else {
+        "predicted-answer"
+    };
     let mut records = Vec::new();
-    let mut html_pairs = Vec::new();
-    for (i, r) in results.iter().enumerate() {
-        if !displayed.contains_key(r.image.as_path()) {
-            displayed.insert(&r.image, session.display_image(&r.image)?);
-        }
-        let image = &displayed[r.image.as_path()];
+    let mut html_samples = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        let image = &displayed[&s.image];
         let mut html_methods = Vec::new();
-        for e in &r.explanations {
-            let title = format!("{} | {} | score {:.2}", e.method, r.text, r.score);
-            let file = format!("pair{i}-{}.png", e.method);
-            let overlay = render::overlay::overlay(image, &e.image_relevance, e.image_grid, &title);
+        for e in &s.explanations {
+            let title = format!(
+                "{} | {} | {}",
+                e.method,
+                s.text,
+                s.answer.as_deref().unwrap_or("")
+            );
+            let file = format!("sample{i}-{}.png", e.method);
+            let overlay = render::overlay::overlay(
+                image,
+                &e.image_relevance,
+                e.image_grid,
+                title.trim_end_matches(" | "),
+            );
             save_png(&overlay, &out.join(&file))?;
             html_methods.push(render::html::HtmlMethod {
                 name: e.method.name().to_owned(),
-                tokens: r.tokens.clone(),
+                tokens: s.tokens.clone(),
                 relevance: e.text_relevance.clone(),
                 scored: e.text_scored.clone(),
                 overlay_file: Some(file),
             });
             records.push(Record {
-                family: "clip",
+                family,
                 method: e.method.name(),
-                target: "pair-score",
-                image: r.image.display().to_string(),
-                text: &r.text,
-                score: r.score,
-                probability: r.probability,
-                text_tokens: &r.tokens,
+                target,
+                image: s.image.display().to_string(),
+                text: &s.text,
+                score: e.score,
+                probability: s.probability,
+                answer: s.answer.as_deref(),
+                top_answers: s
+                    .top_answers
+                    .iter()
+                    .map(|(a, p)| TopAnswer {
+                        answer: a,
+                        probability: *p,
+                    })
+                    .collect(),
+                text_tokens: &s.tokens,
                 text_relevance: &e.text_relevance,
                 image_relevance: &e.image_relevance,
                 image_grid: [e.image_grid.0, e.image_grid.1],
                 degenerate_graphs: &e.degenerate_graphs,
             });
         }
-        let sheet_file = if r.explanations.len() > 1 {
-            let panels: Vec<(String, Vec<f32>)> = r
+        let sheet_file = if s.explanations.len() > 1 {
+            let panels: Vec<(String, Vec<f32>)> = s
                 .explanations
                 .iter()
                 .map(|e| (e.method.name().to_owned(), e.image_relevance.clone()))
                 .collect();
-            let caption = format!(
-                "\"{}\"  score {:.2}  p {:.2}",
-                r.text, r.score, r.probability
-            );
+            let caption = format!("\"{}\"  {}", s.text, s.score_line);
             let sheet = render::sheet::comparison_sheet(
                 image,
                 &panels,
-                r.explanations[0].image_grid,
+                s.explanations[0].image_grid,
                 &caption,
             );
-            let file = format!("pair{i}-sheet.png");
+            let file = format!("sample{i}-sheet.png");
             save_png(&sheet, &out.join(&file))?;
             Some(file)
         } else {
             None
         };
-        html_pairs.push(render::html::HtmlPair {
-            image_label: r.image.display().to_string(),
-            text: r.text.clone(),
-            score: r.score,
-            probability: Some(r.probability),
+        html_samples.push(render::html::HtmlPair {
+            image_label: s.image.display().to_string(),
+            text: match &s.answer {
+                Some(a) => format!("{}  → {a}", s.text),
+                None => s.text.clone(),
+            },
+            score: s.explanations.first().map_or(f32::NAN, |e| e.score),
+            probability: s.probability,
             methods: html_methods,
             sheet_file,
         });
     }
     let json = serde_json::to_string_pretty(&records)?;
     fs::write(out.join("explanations.json"), json).context("cannot write explanations.json")?;
-    let page = render::html::page("fiedler explanations", &html_pairs);
+    let page = render::html::page("fiedler explanations", &html_samples);
     fs::write(out.join("index.html"), page).context("cannot write index.html")?;
     Ok(())
 }

@@ -17,43 +17,20 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use thiserror::Error;
 
 use crate::backend::Cpu;
 use crate::explain::clip::explain_clip;
 use crate::explain::Explanation;
-use crate::explain::{ExplainError, Method, MethodOptions};
+use crate::explain::{Method, MethodOptions};
 use crate::input::image::{
     center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
 };
 use crate::input::text::TextTokenizer;
-use crate::input::InputError;
 use crate::model::clip::{Clip, ClipInputs};
-use crate::model::ModelError;
+use crate::session::{check_requests, PairRequest, SessionError};
 
 /// Side of the square image the overlays are drawn on (the model's own input is often tiny).
 const DISPLAY_SIZE: usize = 224;
-
-#[derive(Debug, Error)]
-pub enum SessionError {
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    #[error(transparent)]
-    Input(#[from] InputError),
-    #[error(transparent)]
-    Explain(#[from] ExplainError),
-    #[error("text {index} is empty; give a caption to explain")]
-    EmptyText { index: usize },
-    #[error("nothing to explain: no (image, text) pairs given")]
-    NoPairs,
-}
-
-/// One (image, text) pair to explain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PairRequest {
-    pub image: PathBuf,
-    pub text: String,
-}
 
 /// Everything fiedler computed for one pair.
 #[derive(Debug, Clone)]
@@ -107,12 +84,7 @@ impl ClipSession {
         batch: usize,
         mut progress: impl FnMut(usize),
     ) -> Result<Vec<PairResult>, SessionError> {
-        if pairs.is_empty() {
-            return Err(SessionError::NoPairs);
-        }
-        if let Some(index) = pairs.iter().position(|p| p.text.trim().is_empty()) {
-            return Err(SessionError::EmptyText { index });
-        }
+        check_requests(pairs)?;
         let mut results = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(batch.max(1)) {
             results.extend(self.explain_batch(chunk, methods, opts)?);
