@@ -126,17 +126,17 @@ pub(crate) fn linear(
     }
 }
 
-/// dx[m, k] (+)= dy[m, n] · W[n, k], reading W as the transpose of the stored `wt` [k, n].
+/// dx[m, k] (+)= dy[m, n] · W[n, k], with W stored as Hugging Face stores it.
 pub(crate) fn linear_backward(
     dx: &mut [f32],
     dy: &[f32],
-    wt: &[f32],
+    w: &[f32],
     m: usize,
     k: usize,
     n: usize,
     accumulate: bool,
 ) {
-    // SAFETY: lengths were checked by the caller: dx m·k, dy m·n, wt k·n.
+    // SAFETY: lengths were checked by the caller: dx m·k, dy m·n, w n·k.
     unsafe {
         gemm(
             m,
@@ -146,7 +146,7 @@ pub(crate) fn linear_backward(
             k,
             accumulate,
             Mat::rows(dy, n),
-            Mat::transposed(wt, n),
+            Mat::rows(w, k),
             1.0,
             true,
         );
