@@ -22,7 +22,7 @@ use super::error::SpectralError;
 /// Rows whose norm is below this are left as they are by L2 normalisation (torch's eps).
 const NORMALIZE_EPS: f64 = 1e-12;
 /// Degrees below this are replaced by 1 (§B step 3).
-pub const DEGREE_GUARD: f64 = 1e-12;
+const DEGREE_GUARD: f64 = 1e-12;
 
 /// The affinity graph of one set of tokens, ready for an eigensolver.
 #[derive(Debug, Clone)]
@@ -36,9 +36,9 @@ pub struct Graph {
     /// D^-1/2, with the guarded degrees.
     pub(crate) inv_sqrt_degree: Vec<f64>,
     /// The unit eigenvector of μ = 1 (λ = 0): D^1/2 1 restricted to the nodes whose
-    /// degree was not guarded. A guarded node has L = D − W = 1 on its diagonal and no
-    /// edges, so it is not in that eigenvector; its own eigenvalue is λ = 1 (e_i). `None`
-    /// when every degree was guarded: then no eigenvalue 0 exists.
+    /// degree was not guarded. A guarded node has (next to) no edges and L_ii = 1 after
+    /// the guard, so it is not in that eigenvector; its own eigenvalue is λ = 1 (e_i).
+    /// `None` when every degree was guarded: then no eigenvalue 0 exists.
     pub(crate) trivial: Option<Vec<f64>>,
 }
 
@@ -70,15 +70,20 @@ impl Graph {
         let mut x = Vec::with_capacity(n * dim);
         for &r in &nodes {
             let row = &features[r * dim..(r + 1) * dim];
-            if let Some((col, &value)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(SpectralError::NonFiniteFeature { row: r, col, value });
-            }
             let start = x.len();
             x.extend(row.iter().map(|&v| f64::from(v)));
+            let xr = &mut x[start..];
+            // In f64, the squares of finite f32 values cannot overflow: the sum is finite
+            // exactly when every entry is, which spares a branch per entry.
+            let squares = super::blas::dot(xr, xr);
+            if !squares.is_finite() {
+                if let Some((col, &value)) = row.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                    return Err(SpectralError::NonFiniteFeature { row: r, col, value });
+                }
+            }
             if l2_normalize {
-                let xr = &mut x[start..];
-                let nrm = super::blas::norm(xr).max(NORMALIZE_EPS);
-                xr.iter_mut().for_each(|v| *v /= nrm);
+                let inv = 1.0 / squares.sqrt().max(NORMALIZE_EPS);
+                xr.iter_mut().for_each(|v| *v *= inv);
             }
         }
         let mut w = gram(&x, n, dim);

@@ -38,10 +38,7 @@ struct Pivots {
     exact: bool,
 }
 
-pub static EVALS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-pub static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 fn pivots(diag: &[f64], off: &[f64], x: f64, pivmin: f64) -> Pivots {
-    EVALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let k = diag.len();
     let (mut q, mut dq, mut ddq, mut r) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     let (mut g, mut h) = (0.0f64, 0.0f64);
@@ -80,8 +77,7 @@ fn pivots(diag: &[f64], off: &[f64], x: f64, pivmin: f64) -> Pivots {
 
 /// Largest eigenvalue of T (diagonal `diag`, off-diagonal `off`, `off.len() + 1 ==
 /// diag.len() ≥ 1`), to within 4ε of the spectrum's scale, never below it.
-pub fn largest_eigenvalue(diag: &[f64], off: &[f64]) -> f64 {
-    CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+pub(crate) fn largest_eigenvalue(diag: &[f64], off: &[f64]) -> f64 {
     let k = diag.len();
     let radius = |i: usize| {
         (if i > 0 { off[i - 1].abs() } else { 0.0 }) + (if i + 1 < k { off[i].abs() } else { 0.0 })
@@ -204,7 +200,7 @@ impl TridiagonalLu {
                 d[i + 1] = temp - fact * d[i + 1];
                 if i + 2 < n {
                     du2[i] = du[i + 1];
-                    du[i + 1] = -fact * du[i + 1];
+                    du[i + 1] *= -fact;
                 }
                 swapped[i] = true;
             }
