@@ -323,6 +323,86 @@ impl ViltConfig {
     }
 }
 
+/// transformers' `LxmertConfig` (`models/lxmert/configuration_lxmert.py`) with the answer
+/// labels of its question-answering head. Every LayerNorm of LXMERT uses eps 1e-12 whatever
+/// the config says (the modeling code hard-codes it), so no eps is read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LxmertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: Activation,
+    /// Language, object-relationship and cross-modality layers.
+    pub l_layers: usize,
+    pub r_layers: usize,
+    pub x_layers: usize,
+    /// Width of a region feature and of a region box.
+    pub visual_feat_dim: usize,
+    pub visual_pos_dim: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    /// The answer of each logit (index = id); `num_qa_labels` must agree.
+    pub id2label: Vec<String>,
+    pub pad_token_id: u32,
+    pub dtype: Option<String>,
+}
+
+impl LxmertConfig {
+    /// Reads and validates `dir/config.json`, which must have `model_type` "lxmert".
+    pub fn from_dir(dir: &Path) -> Result<Self, ConfigError> {
+        let raw = RawConfig::read(dir)?;
+        let family = raw.family()?;
+        if family != ModelFamily::Lxmert {
+            return Err(ConfigError::WrongFamily {
+                path: raw.path,
+                expected: ModelFamily::Lxmert,
+                found: family,
+            });
+        }
+        let s = Section::new(&raw.path, "", raw.json.clone());
+        let (_, id2label) = s.labels()?;
+        let config = Self {
+            vocab_size: s.positive("vocab_size", 30522)?,
+            hidden_size: s.positive("hidden_size", 768)?,
+            num_attention_heads: s.positive("num_attention_heads", 12)?,
+            intermediate_size: s.positive("intermediate_size", 3072)?,
+            hidden_act: s.activation("hidden_act", Activation::Gelu)?,
+            l_layers: s.positive("l_layers", 9)?,
+            r_layers: s.positive("r_layers", 5)?,
+            x_layers: s.positive("x_layers", 5)?,
+            visual_feat_dim: s.positive("visual_feat_dim", 2048)?,
+            visual_pos_dim: s.positive("visual_pos_dim", 4)?,
+            max_position_embeddings: s.positive("max_position_embeddings", 512)?,
+            type_vocab_size: s.positive("type_vocab_size", 2)?,
+            id2label,
+            pad_token_id: s.token_id("pad_token_id", 0)?,
+            dtype: raw.dtype()?,
+        };
+        let qa = s.positive("num_qa_labels", 9500)?;
+        if s.get("id2label").is_none() {
+            // Checkpoints such as unc-nlp/lxmert-vqa-uncased ship no answer names; an answer
+            // list (`--answers`) names them later.
+            return Ok(Self {
+                id2label: (0..qa).map(|i| format!("LABEL_{i}")).collect(),
+                ..config
+            });
+        }
+        if qa != config.id2label.len() {
+            return Err(s.error(
+                "num_qa_labels",
+                format!("{} (the number of id2label entries)", config.id2label.len()),
+                qa.to_string(),
+            ));
+        }
+        s.divisible(
+            ("hidden_size", config.hidden_size),
+            ("num_attention_heads", config.num_attention_heads),
+        )?;
+        Ok(config)
+    }
+}
+
 /// The parsed JSON object of a config.json and where it came from.
 struct RawConfig {
     path: PathBuf,

@@ -3,6 +3,8 @@
 pub mod block;
 pub mod clip;
 pub mod config;
+pub mod lxmert;
+pub mod post_ln;
 pub mod source;
 pub mod summary;
 pub mod vilt;

@@ -1,0 +1,754 @@
+//! LXMERT (Tan & Bansal 2019) as Hugging Face's `LxmertForQuestionAnswering` computes it
+//! (transformers/models/lxmert/modeling_lxmert.py). Spec: methods.md §A.1.
+//!
+//! Text: LN(word + position + type 0); regions: (LN(W_f·feature) + LN(W_b·box)) / 2. Then
+//! language layers on the text, object-relationship layers on the regions, and cross-modality
+//! layers: both directions of one cross-attention from the same inputs, a self-attention per
+//! stream, a feed-forward per stream. All sublayers are post-LN (`post_ln`), every LayerNorm
+//! with eps 1e-12. Answer: tanh pooler on the text [CLS], then Linear → GELU → LN → Linear.
+//!
+//! Only the text [CLS] reaches the answer, so the last cross layer's image branch gets no
+//! gradient: its recorded ∂y/∂A are exactly zero (§A.1, B8), never NaN.
+
+use std::path::Path;
+
+use crate::backend::{Activation, AttentionShape, Backend};
+use crate::model::block::load_norm;
+use crate::model::config::LxmertConfig;
+use crate::model::post_ln::{
+    AttentionActivations, AttentionSublayer, FeedForward, FeedForwardActivations,
+};
+use crate::model::source::WeightSource;
+use crate::model::weights::Weights;
+use crate::model::ModelError;
+use crate::trace::LayerTrace;
+
+/// Every LayerNorm of LXMERT (hard-coded in transformers, whatever the config says).
+const EPS: f32 = 1e-12;
+
+/// A batch of (regions, question) pairs.
+#[derive(Debug, Clone)]
+pub struct LxmertInputs {
+    /// Region features [batch, regions, visual_feat_dim].
+    pub features: Vec<f32>,
+    /// Normalised boxes [batch, regions, 4]: (x1/W, y1/H, x2/W, y2/H).
+    pub boxes: Vec<f32>,
+    pub regions: usize,
+    /// Token ids [batch, seq_len], padded after each question's `lengths[b]` tokens.
+    pub ids: Vec<u32>,
+    pub lengths: Vec<usize>,
+    pub seq_len: usize,
+}
+
+impl LxmertInputs {
+    pub fn batch(&self) -> usize {
+        self.lengths.len()
+    }
+}
+
+/// Which scalar the backward differentiates, per sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VqaTarget {
+    /// The logit of the predicted (argmax) answer: fiedler's default (§H).
+    Predicted,
+    /// The logit of the given answer index, per sample.
+    Answers(Vec<usize>),
+    /// Σ of every logit: what the seed's DSMI family differentiates (bug B1), for comparison.
+    SumLogits,
+}
+
+/// A forward's attention probabilities and the backward's ∂y/∂A for one module.
+pub struct AttentionRecord<Buf> {
+    pub attention: Buf,
+    pub attention_grad: Buf,
+}
+
+/// One cross-modality layer: both cross-attention directions, both self-attentions and the
+/// layer's outputs (t3, v3 of §A.1).
+pub struct CrossLayerTrace<Buf> {
+    /// Text queries over image keys [batch, heads, T, regions].
+    pub text_to_image: AttentionRecord<Buf>,
+    /// Image queries over text keys [batch, heads, regions, T].
+    pub image_to_text: AttentionRecord<Buf>,
+    pub lang_self: AttentionRecord<Buf>,
+    pub visn_self: AttentionRecord<Buf>,
+    pub lang_output: Buf,
+    pub visn_output: Buf,
+}
+
+#[derive(Debug, Clone)]
+pub struct LxmertOutput {
+    /// [batch, labels].
+    pub logits: Vec<f32>,
+    pub labels: usize,
+}
+
+impl LxmertOutput {
+    pub fn predicted(&self) -> Vec<usize> {
+        self.logits
+            .chunks_exact(self.labels)
+            .map(|l| {
+                l.iter()
+                    .enumerate()
+                    .fold(0, |best, (i, &v)| if v > l[best] { i } else { best })
+            })
+            .collect()
+    }
+}
+
+pub struct LxmertTrace<Buf> {
+    pub output: LxmertOutput,
+    /// Language layers (text self-attention), then object-relationship layers.
+    pub lang: Vec<LayerTrace<Buf>>,
+    pub visn: Vec<LayerTrace<Buf>>,
+    pub cross: Vec<CrossLayerTrace<Buf>>,
+    /// The answer each sample's gradients explain (None for the Σ-logits target).
+    pub targets: Option<Vec<usize>>,
+    pub heads: usize,
+    pub seq_len: usize,
+    pub regions: usize,
+    pub lengths: Vec<usize>,
+}
+
+struct SelfLayer<B: Backend> {
+    attention: AttentionSublayer<B>,
+    ffn: FeedForward<B>,
+}
+
+struct CrossLayer<B: Backend> {
+    cross: AttentionSublayer<B>,
+    lang_self: AttentionSublayer<B>,
+    visn_self: AttentionSublayer<B>,
+    lang_ffn: FeedForward<B>,
+    visn_ffn: FeedForward<B>,
+}
+
+struct SelfActs<Buf> {
+    attention: AttentionActivations<Buf>,
+    ffn: FeedForwardActivations<Buf>,
+}
+
+struct CrossActs<Buf> {
+    t2i: AttentionActivations<Buf>,
+    i2t: AttentionActivations<Buf>,
+    lang_self: AttentionActivations<Buf>,
+    visn_self: AttentionActivations<Buf>,
+    lang_ffn: FeedForwardActivations<Buf>,
+    visn_ffn: FeedForwardActivations<Buf>,
+}
+
+struct Shapes {
+    text: AttentionShape,
+    image: AttentionShape,
+    text_to_image: AttentionShape,
+    image_to_text: AttentionShape,
+}
+
+struct Forward<Buf> {
+    lang: Vec<SelfActs<Buf>>,
+    visn: Vec<SelfActs<Buf>>,
+    cross: Vec<CrossActs<Buf>>,
+    shapes: Shapes,
+    pooler_pre: Buf,
+    head_hidden: Buf,
+    head_act: Buf,
+    head_stats: Buf,
+    output: LxmertOutput,
+}
+
+pub struct Lxmert<B: Backend> {
+    pub config: LxmertConfig,
+    word_embeddings: B::Buf,
+    positions: B::Buf,
+    type0: B::Buf,
+    text_norm: (B::Buf, B::Buf),
+    feature_fc: (B::Buf, B::Buf),
+    feature_norm: (B::Buf, B::Buf),
+    box_fc: (B::Buf, B::Buf),
+    box_norm: (B::Buf, B::Buf),
+    lang: Vec<SelfLayer<B>>,
+    visn: Vec<SelfLayer<B>>,
+    cross: Vec<CrossLayer<B>>,
+    pooler: (B::Buf, B::Buf),
+    head_in: (B::Buf, B::Buf),
+    head_norm: (B::Buf, B::Buf),
+    head_out: (B::Buf, B::Buf),
+}
+
+/// The last output of a stack, or its input when the stack is empty.
+fn last<'a, Buf>(outputs: impl DoubleEndedIterator<Item = &'a Buf>, input: &'a Buf) -> &'a Buf {
+    outputs.last().unwrap_or(input)
+}
+
+impl<B: Backend> Lxmert<B> {
+    pub fn load(be: &B, dir: &Path) -> Result<Self, ModelError> {
+        let config = LxmertConfig::from_dir(dir)?;
+        let weights = Weights::open(dir)?;
+        Self::from_source(be, config, &weights)
+    }
+
+    pub fn from_source(
+        be: &B,
+        config: LxmertConfig,
+        w: &dyn WeightSource,
+    ) -> Result<Self, ModelError> {
+        let c = &config;
+        let (d, f) = (c.hidden_size, c.intermediate_size);
+        let labels = c.id2label.len();
+        let upload = |name: &str, shape: &[usize]| -> Result<B::Buf, ModelError> {
+            Ok(be.upload(&w.tensor(name, shape)?)?)
+        };
+        let linear =
+            |name: &str, out: usize, input: usize| -> Result<(B::Buf, B::Buf), ModelError> {
+                let weight = be.upload_weight(
+                    &w.tensor(&format!("{name}.weight"), &[out, input])?,
+                    out,
+                    input,
+                )?;
+                Ok((weight, upload(&format!("{name}.bias"), &[out])?))
+            };
+        // The two visual LayerNorms feed an average: halving their gain and bias is exact and
+        // turns the average into a sum.
+        let half_norm = |name: &str| -> Result<(B::Buf, B::Buf), ModelError> {
+            let half = |t: Vec<f32>| t.into_iter().map(|v| 0.5 * v).collect::<Vec<f32>>();
+            Ok((
+                be.upload(&half(w.tensor(&format!("{name}.weight"), &[d])?))?,
+                be.upload(&half(w.tensor(&format!("{name}.bias"), &[d])?))?,
+            ))
+        };
+        let self_layer = |prefix: String| -> Result<SelfLayer<B>, ModelError> {
+            Ok(SelfLayer {
+                attention: AttentionSublayer::load(
+                    be,
+                    w,
+                    &format!("{prefix}.attention.self"),
+                    &format!("{prefix}.attention.output"),
+                    d,
+                    EPS,
+                )?,
+                ffn: FeedForward::load(
+                    be,
+                    w,
+                    &format!("{prefix}.intermediate"),
+                    &format!("{prefix}.output"),
+                    d,
+                    f,
+                    c.hidden_act,
+                    EPS,
+                )?,
+            })
+        };
+        let cross_layer = |k: usize| -> Result<CrossLayer<B>, ModelError> {
+            let p = format!("lxmert.encoder.x_layers.{k}");
+            let attention = |name: &str| {
+                AttentionSublayer::load(
+                    be,
+                    w,
+                    &format!("{p}.{name}.self"),
+                    &format!("{p}.{name}.output"),
+                    d,
+                    EPS,
+                )
+            };
+            let ffn = |inter: &str, out: &str| {
+                FeedForward::load(
+                    be,
+                    w,
+                    &format!("{p}.{inter}"),
+                    &format!("{p}.{out}"),
+                    d,
+                    f,
+                    c.hidden_act,
+                    EPS,
+                )
+            };
+            Ok(CrossLayer {
+                cross: AttentionSublayer::load(
+                    be,
+                    w,
+                    &format!("{p}.visual_attention.att"),
+                    &format!("{p}.visual_attention.output"),
+                    d,
+                    EPS,
+                )?,
+                lang_self: attention("lang_self_att")?,
+                visn_self: attention("visn_self_att")?,
+                lang_ffn: ffn("lang_inter", "lang_output")?,
+                visn_ffn: ffn("visn_inter", "visn_output")?,
+            })
+        };
+        let types = w.tensor(
+            "lxmert.embeddings.token_type_embeddings.weight",
+            &[c.type_vocab_size, d],
+        )?;
+        Ok(Self {
+            word_embeddings: upload(
+                "lxmert.embeddings.word_embeddings.weight",
+                &[c.vocab_size, d],
+            )?,
+            positions: upload(
+                "lxmert.embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, d],
+            )?,
+            type0: be.upload(&types[..d])?,
+            text_norm: load_norm(be, w, "lxmert.embeddings.LayerNorm", d)?,
+            feature_fc: linear("lxmert.encoder.visn_fc.visn_fc", d, c.visual_feat_dim)?,
+            feature_norm: half_norm("lxmert.encoder.visn_fc.visn_layer_norm")?,
+            box_fc: linear("lxmert.encoder.visn_fc.box_fc", d, c.visual_pos_dim)?,
+            box_norm: half_norm("lxmert.encoder.visn_fc.box_layer_norm")?,
+            lang: (0..c.l_layers)
+                .map(|i| self_layer(format!("lxmert.encoder.layer.{i}")))
+                .collect::<Result<_, _>>()?,
+            visn: (0..c.r_layers)
+                .map(|i| self_layer(format!("lxmert.encoder.r_layers.{i}")))
+                .collect::<Result<_, _>>()?,
+            cross: (0..c.x_layers).map(cross_layer).collect::<Result<_, _>>()?,
+            pooler: linear("lxmert.pooler.dense", d, d)?,
+            head_in: linear("answer_head.logit_fc.0", 2 * d, d)?,
+            head_norm: load_norm(be, w, "answer_head.logit_fc.2", 2 * d)?,
+            head_out: linear("answer_head.logit_fc.3", labels, 2 * d)?,
+            config,
+        })
+    }
+
+    /// Answer logits without keeping activations for a backward.
+    pub fn logits(&self, be: &B, inputs: &LxmertInputs) -> Result<LxmertOutput, ModelError> {
+        Ok(self.forward(be, inputs)?.output)
+    }
+
+    fn check(&self, x: &LxmertInputs) -> Result<(), ModelError> {
+        let c = &self.config;
+        let batch = x.batch();
+        let bad = |m: String| Err(ModelError::Input(m));
+        if batch == 0 || x.regions == 0 {
+            return bad(format!(
+                "a batch needs samples and regions ({batch} samples, {} regions)",
+                x.regions
+            ));
+        }
+        if x.features.len() != batch * x.regions * c.visual_feat_dim {
+            return bad(format!(
+                "region features hold {} values, expected {batch} × {} regions × {}",
+                x.features.len(),
+                x.regions,
+                c.visual_feat_dim
+            ));
+        }
+        if x.boxes.len() != batch * x.regions * c.visual_pos_dim {
+            return bad(format!(
+                "boxes hold {} values, expected {batch} × {} × {}",
+                x.boxes.len(),
+                x.regions,
+                c.visual_pos_dim
+            ));
+        }
+        if x.ids.len() != batch * x.seq_len || x.lengths.iter().any(|&l| l == 0 || l > x.seq_len) {
+            return bad(format!(
+                "{} token ids / lengths {:?} for {batch} texts of {}",
+                x.ids.len(),
+                x.lengths,
+                x.seq_len
+            ));
+        }
+        if x.seq_len > c.max_position_embeddings {
+            return bad(format!(
+                "questions of {} tokens exceed the model's {} positions",
+                x.seq_len, c.max_position_embeddings
+            ));
+        }
+        if let Some(i) = x
+            .features
+            .iter()
+            .chain(&x.boxes)
+            .position(|v| !v.is_finite())
+        {
+            return bad(format!("region input value {i} is not finite"));
+        }
+        Ok(())
+    }
+
+    fn forward(&self, be: &B, x: &LxmertInputs) -> Result<Forward<B::Buf>, ModelError> {
+        self.check(x)?;
+        let c = &self.config;
+        let (batch, d, t, n) = (x.batch(), c.hidden_size, x.seq_len, x.regions);
+        let heads = c.num_attention_heads;
+        let hd = d / heads;
+        let text_mask = AttentionShape::prefix_mask(&x.lengths, t);
+        let shapes = Shapes {
+            text: AttentionShape {
+                key_mask: Some(text_mask.clone()),
+                ..AttentionShape::self_attention(batch, heads, t, hd)
+            },
+            image: AttentionShape::self_attention(batch, heads, n, hd),
+            text_to_image: AttentionShape {
+                queries: t,
+                keys: n,
+                ..AttentionShape::self_attention(batch, heads, t, hd)
+            },
+            image_to_text: AttentionShape {
+                queries: n,
+                keys: t,
+                key_mask: Some(text_mask),
+                ..AttentionShape::self_attention(batch, heads, t, hd)
+            },
+        };
+
+        let mut text = be.zeros(batch * t * d)?;
+        be.embed_tokens(
+            &mut text,
+            &x.ids,
+            &self.word_embeddings,
+            &self.positions,
+            t,
+            d,
+        )?;
+        be.add_row_vector(&mut text, &self.type0)?;
+        let mut text0 = be.zeros(batch * t * d)?;
+        be.layernorm(
+            &mut text0,
+            &mut be.zeros(2 * batch * t)?,
+            &text,
+            &self.text_norm.0,
+            &self.text_norm.1,
+            d,
+            EPS,
+        )?;
+        let image0 = self.visual_embedding(be, x)?;
+
+        let mut lang: Vec<SelfActs<B::Buf>> = Vec::with_capacity(self.lang.len());
+        for layer in &self.lang {
+            let input = last(lang.iter().map(|a| &a.ffn.out), &text0);
+            let attention = layer.attention.forward(be, input, input, &shapes.text)?;
+            let ffn = layer.ffn.forward(be, &attention.out)?;
+            lang.push(SelfActs { attention, ffn });
+        }
+        let mut visn: Vec<SelfActs<B::Buf>> = Vec::with_capacity(self.visn.len());
+        for layer in &self.visn {
+            let input = last(visn.iter().map(|a| &a.ffn.out), &image0);
+            let attention = layer.attention.forward(be, input, input, &shapes.image)?;
+            let ffn = layer.ffn.forward(be, &attention.out)?;
+            visn.push(SelfActs { attention, ffn });
+        }
+        let mut cross: Vec<CrossActs<B::Buf>> = Vec::with_capacity(self.cross.len());
+        for layer in &self.cross {
+            let t_in = cross.last().map_or_else(
+                || last(lang.iter().map(|a| &a.ffn.out), &text0),
+                |a| &a.lang_ffn.out,
+            );
+            let v_in = cross.last().map_or_else(
+                || last(visn.iter().map(|a| &a.ffn.out), &image0),
+                |a| &a.visn_ffn.out,
+            );
+            let t2i = layer.cross.forward(be, t_in, v_in, &shapes.text_to_image)?;
+            let i2t = layer.cross.forward(be, v_in, t_in, &shapes.image_to_text)?;
+            let lang_self = layer
+                .lang_self
+                .forward(be, &t2i.out, &t2i.out, &shapes.text)?;
+            let visn_self = layer
+                .visn_self
+                .forward(be, &i2t.out, &i2t.out, &shapes.image)?;
+            let lang_ffn = layer.lang_ffn.forward(be, &lang_self.out)?;
+            let visn_ffn = layer.visn_ffn.forward(be, &visn_self.out)?;
+            cross.push(CrossActs {
+                t2i,
+                i2t,
+                lang_self,
+                visn_self,
+                lang_ffn,
+                visn_ffn,
+            });
+        }
+
+        // Answer head on the text [CLS].
+        let text_out = cross.last().map_or_else(
+            || last(lang.iter().map(|a| &a.ffn.out), &text0),
+            |a| &a.lang_ffn.out,
+        );
+        let rows: Vec<usize> = (0..batch).map(|b| b * t).collect();
+        let mut cls = be.zeros(batch * d)?;
+        be.gather_rows(&mut cls, text_out, &rows, d)?;
+        let mut pooler_pre = be.zeros(batch * d)?;
+        be.linear(
+            &mut pooler_pre,
+            &cls,
+            &self.pooler.0,
+            Some(&self.pooler.1),
+            batch,
+            d,
+            d,
+        )?;
+        let mut pooled = be.zeros(batch * d)?;
+        be.activation(&mut pooled, &pooler_pre, Activation::Tanh)?;
+        let mut head_hidden = be.zeros(batch * 2 * d)?;
+        be.linear(
+            &mut head_hidden,
+            &pooled,
+            &self.head_in.0,
+            Some(&self.head_in.1),
+            batch,
+            d,
+            2 * d,
+        )?;
+        let mut head_act = be.zeros(batch * 2 * d)?;
+        be.activation(&mut head_act, &head_hidden, Activation::Gelu)?;
+        let mut head_normed = be.zeros(batch * 2 * d)?;
+        let mut head_stats = be.zeros(2 * batch)?;
+        be.layernorm(
+            &mut head_normed,
+            &mut head_stats,
+            &head_act,
+            &self.head_norm.0,
+            &self.head_norm.1,
+            2 * d,
+            EPS,
+        )?;
+        let labels = self.config.id2label.len();
+        let mut logits = be.zeros(batch * labels)?;
+        be.linear(
+            &mut logits,
+            &head_normed,
+            &self.head_out.0,
+            Some(&self.head_out.1),
+            batch,
+            2 * d,
+            labels,
+        )?;
+        let logits = be.download(&logits)?;
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::Input(format!(
+                "logit {i} is {}: the weights or inputs overflow",
+                logits[i]
+            )));
+        }
+        Ok(Forward {
+            lang,
+            visn,
+            cross,
+            shapes,
+            pooler_pre,
+            head_hidden,
+            head_act,
+            head_stats,
+            output: LxmertOutput { logits, labels },
+        })
+    }
+
+    /// (LN(W_f·feature) + LN(W_b·box)) / 2, the halves folded into the norms at load.
+    fn visual_embedding(&self, be: &B, x: &LxmertInputs) -> Result<B::Buf, ModelError> {
+        let c = &self.config;
+        let (m, d) = (x.batch() * x.regions, c.hidden_size);
+        let mut feat = be.zeros(m * d)?;
+        be.linear(
+            &mut feat,
+            &be.upload(&x.features)?,
+            &self.feature_fc.0,
+            Some(&self.feature_fc.1),
+            m,
+            c.visual_feat_dim,
+            d,
+        )?;
+        let mut boxes = be.zeros(m * d)?;
+        be.linear(
+            &mut boxes,
+            &be.upload(&x.boxes)?,
+            &self.box_fc.0,
+            Some(&self.box_fc.1),
+            m,
+            c.visual_pos_dim,
+            d,
+        )?;
+        let mut stats = be.zeros(2 * m)?;
+        let (mut a, mut b) = (be.zeros(m * d)?, be.zeros(m * d)?);
+        be.layernorm(
+            &mut a,
+            &mut stats,
+            &feat,
+            &self.feature_norm.0,
+            &self.feature_norm.1,
+            d,
+            EPS,
+        )?;
+        be.layernorm(
+            &mut b,
+            &mut stats,
+            &boxes,
+            &self.box_norm.0,
+            &self.box_norm.1,
+            d,
+            EPS,
+        )?;
+        let mut out = be.zeros(m * d)?;
+        be.add(&mut out, &a, &b)?;
+        Ok(out)
+    }
+
+    /// Forward, then the backward of each sample's target, recording every attention module.
+    pub fn trace(
+        &self,
+        be: &B,
+        inputs: &LxmertInputs,
+        target: &VqaTarget,
+    ) -> Result<LxmertTrace<B::Buf>, ModelError> {
+        let f = self.forward(be, inputs)?;
+        let (batch, d) = (inputs.batch(), self.config.hidden_size);
+        let labels = f.output.labels;
+        let targets = match target {
+            VqaTarget::Predicted => Some(f.output.predicted()),
+            VqaTarget::Answers(a) if a.len() != batch || a.iter().any(|&i| i >= labels) => {
+                return Err(ModelError::Input(format!(
+                    "target answers {a:?} for {batch} samples of {labels} answers"
+                )))
+            }
+            VqaTarget::Answers(a) => Some(a.clone()),
+            VqaTarget::SumLogits => None,
+        };
+        let seed: Vec<f32> = match &targets {
+            Some(t) => (0..batch * labels)
+                .map(|i| {
+                    if t[i / labels] == i % labels {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+            None => vec![1.0; batch * labels],
+        };
+
+        // Head backward down to the text [CLS] row.
+        let mut d_normed = be.zeros(batch * 2 * d)?;
+        be.linear_backward(
+            &mut d_normed,
+            &be.upload(&seed)?,
+            &self.head_out.0,
+            batch,
+            2 * d,
+            labels,
+            false,
+        )?;
+        let mut d_act = be.zeros(batch * 2 * d)?;
+        be.layernorm_backward(
+            &mut d_act,
+            &d_normed,
+            &f.head_act,
+            &f.head_stats,
+            &self.head_norm.0,
+            2 * d,
+            false,
+        )?;
+        let mut d_hidden = be.zeros(batch * 2 * d)?;
+        be.activation_backward(&mut d_hidden, &d_act, &f.head_hidden, Activation::Gelu)?;
+        let mut d_pooled = be.zeros(batch * d)?;
+        be.linear_backward(
+            &mut d_pooled,
+            &d_hidden,
+            &self.head_in.0,
+            batch,
+            d,
+            2 * d,
+            false,
+        )?;
+        let mut d_pre = be.zeros(batch * d)?;
+        be.activation_backward(&mut d_pre, &d_pooled, &f.pooler_pre, Activation::Tanh)?;
+        let mut d_cls = be.zeros(batch * d)?;
+        be.linear_backward(&mut d_cls, &d_pre, &self.pooler.0, batch, d, d, false)?;
+        let (t, n) = (inputs.seq_len, inputs.regions);
+        let rows: Vec<usize> = (0..batch).map(|b| b * t).collect();
+        let mut dt = be.zeros(batch * t * d)?;
+        be.gather_rows_backward(&mut dt, &d_cls, &rows, d)?;
+        let mut dv = be.zeros(batch * n * d)?;
+
+        let s = &f.shapes;
+        let mut cross = Vec::with_capacity(self.cross.len());
+        for (layer, a) in self.cross.iter().zip(&f.cross).rev() {
+            let dt2 = layer.lang_ffn.backward(be, &a.lang_ffn, &dt)?;
+            let dv2 = layer.visn_ffn.backward(be, &a.visn_ffn, &dv)?;
+            let (g_lang, dt1_q, dt1_kv) =
+                layer.lang_self.backward(be, &a.lang_self, &dt2, &s.text)?;
+            let (g_visn, dv1_q, dv1_kv) =
+                layer.visn_self.backward(be, &a.visn_self, &dv2, &s.image)?;
+            let mut dt1 = dt1_q;
+            be.add_assign(&mut dt1, &dt1_kv)?;
+            let mut dv1 = dv1_q;
+            be.add_assign(&mut dv1, &dv1_kv)?;
+            let (g_t2i, dt_q, dv_kv) = layer.cross.backward(be, &a.t2i, &dt1, &s.text_to_image)?;
+            let (g_i2t, dv_q, dt_kv) = layer.cross.backward(be, &a.i2t, &dv1, &s.image_to_text)?;
+            dt = dt_q;
+            be.add_assign(&mut dt, &dt_kv)?;
+            dv = dv_q;
+            be.add_assign(&mut dv, &dv_kv)?;
+            cross.push((g_t2i, g_i2t, g_lang, g_visn));
+        }
+        cross.reverse();
+        let visn_grads = Self::self_stack_backward(be, &self.visn, &f.visn, dv, &s.image)?;
+        let lang_grads = Self::self_stack_backward(be, &self.lang, &f.lang, dt, &s.text)?;
+
+        let record = |acts: Vec<SelfActs<B::Buf>>, grads: Vec<B::Buf>| -> Vec<LayerTrace<B::Buf>> {
+            acts.into_iter()
+                .zip(grads)
+                .map(|(a, g)| LayerTrace {
+                    attention: a.attention.probs,
+                    attention_grad: g,
+                    output: a.ffn.out,
+                })
+                .collect()
+        };
+        let cross = f
+            .cross
+            .into_iter()
+            .zip(cross)
+            .map(|(a, (g_t2i, g_i2t, g_lang, g_visn))| CrossLayerTrace {
+                text_to_image: AttentionRecord {
+                    attention: a.t2i.probs,
+                    attention_grad: g_t2i,
+                },
+                image_to_text: AttentionRecord {
+                    attention: a.i2t.probs,
+                    attention_grad: g_i2t,
+                },
+                lang_self: AttentionRecord {
+                    attention: a.lang_self.probs,
+                    attention_grad: g_lang,
+                },
+                visn_self: AttentionRecord {
+                    attention: a.visn_self.probs,
+                    attention_grad: g_visn,
+                },
+                lang_output: a.lang_ffn.out,
+                visn_output: a.visn_ffn.out,
+            })
+            .collect();
+        Ok(LxmertTrace {
+            lang: record(f.lang, lang_grads),
+            visn: record(f.visn, visn_grads),
+            cross,
+            output: f.output,
+            targets,
+            heads: self.config.num_attention_heads,
+            seq_len: t,
+            regions: n,
+            lengths: inputs.lengths.clone(),
+        })
+    }
+
+    /// Backward through a stack of self-attention layers; ∂y/∂A per layer, first layer first.
+    fn self_stack_backward(
+        be: &B,
+        layers: &[SelfLayer<B>],
+        acts: &[SelfActs<B::Buf>],
+        dout: B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<Vec<B::Buf>, ModelError> {
+        let mut grads = Vec::with_capacity(layers.len());
+        let mut dy = dout;
+        for (layer, a) in layers.iter().zip(acts).rev() {
+            let d_att = layer.ffn.backward(be, &a.ffn, &dy)?;
+            let (g, dx_q, dx_kv) = layer.attention.backward(be, &a.attention, &d_att, shape)?;
+            grads.push(g);
+            dy = dx_q;
+            be.add_assign(&mut dy, &dx_kv)?;
+        }
+        grads.reverse();
+        Ok(grads)
+    }
+}

@@ -1,0 +1,273 @@
+//! BERT-style post-layernorm sublayers, as LXMERT is built from them
+//! (transformers/models/lxmert/modeling_lxmert.py): attention `LN(x + Dense(MHA(x, kv)))`
+//! (`LxmertAttention` + `LxmertAttentionOutput`) and feed-forward `LN(x + W₂·act(W₁·x))`
+//! (`LxmertIntermediate` + `LxmertOutput`), each with its activation-gradient backward.
+//! Queries and keys may come from different streams (cross-attention).
+
+use crate::backend::{Activation, AttentionShape, Backend};
+use crate::model::block::load_norm;
+use crate::model::source::WeightSource;
+use crate::model::ModelError;
+
+type Pair<B> = (<B as Backend>::Buf, <B as Backend>::Buf);
+
+fn load_linear<B: Backend>(
+    be: &B,
+    w: &dyn WeightSource,
+    name: &str,
+    out: usize,
+    input: usize,
+) -> Result<Pair<B>, ModelError> {
+    let weight = w.tensor(&format!("{name}.weight"), &[out, input])?;
+    let bias = w.tensor(&format!("{name}.bias"), &[out])?;
+    Ok((be.upload_weight(&weight, out, input)?, be.upload(&bias)?))
+}
+
+/// `LN(x_q + Dense(MHA(q = x_q, kv = x_kv)))`.
+pub struct AttentionSublayer<B: Backend> {
+    width: usize,
+    eps: f32,
+    query: Pair<B>,
+    key_value: Pair<B>,
+    dense: Pair<B>,
+    norm: Pair<B>,
+}
+
+/// What the attention sublayer's forward keeps.
+pub struct AttentionActivations<Buf> {
+    q: Buf,
+    kv: Buf,
+    pub probs: Buf,
+    ctx: Buf,
+    pre_norm: Buf,
+    stats: Buf,
+    pub out: Buf,
+}
+
+impl<B: Backend> AttentionSublayer<B> {
+    /// `attention` names the projections (`…attention.self`), `output` the dense + LayerNorm
+    /// (`…attention.output`).
+    pub fn load(
+        be: &B,
+        w: &dyn WeightSource,
+        attention: &str,
+        output: &str,
+        width: usize,
+        eps: f32,
+    ) -> Result<Self, ModelError> {
+        let d = width;
+        let mut kv_w = Vec::with_capacity(2 * d * d);
+        let mut kv_b = Vec::with_capacity(2 * d);
+        for part in ["key", "value"] {
+            kv_w.extend(w.tensor(&format!("{attention}.{part}.weight"), &[d, d])?);
+            kv_b.extend(w.tensor(&format!("{attention}.{part}.bias"), &[d])?);
+        }
+        Ok(Self {
+            width,
+            eps,
+            query: load_linear(be, w, &format!("{attention}.query"), d, d)?,
+            key_value: (be.upload_weight(&kv_w, 2 * d, d)?, be.upload(&kv_b)?),
+            dense: load_linear(be, w, &format!("{output}.dense"), d, d)?,
+            norm: load_norm(be, w, &format!("{output}.LayerNorm"), d)?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        be: &B,
+        x_q: &B::Buf,
+        x_kv: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<AttentionActivations<B::Buf>, ModelError> {
+        let d = self.width;
+        let (mq, mk) = (be.len(x_q) / d, be.len(x_kv) / d);
+        let mut a = AttentionActivations {
+            q: be.zeros(mq * d)?,
+            kv: be.zeros(mk * 2 * d)?,
+            probs: be.zeros(shape.probs_len())?,
+            ctx: be.zeros(mq * d)?,
+            pre_norm: be.zeros(mq * d)?,
+            stats: be.zeros(2 * mq)?,
+            out: be.zeros(mq * d)?,
+        };
+        be.linear(&mut a.q, x_q, &self.query.0, Some(&self.query.1), mq, d, d)?;
+        be.linear(
+            &mut a.kv,
+            x_kv,
+            &self.key_value.0,
+            Some(&self.key_value.1),
+            mk,
+            d,
+            2 * d,
+        )?;
+        be.attention(&mut a.probs, &mut a.ctx, &a.q, &a.kv, shape)?;
+        let mut dense = be.zeros(mq * d)?;
+        be.linear(
+            &mut dense,
+            &a.ctx,
+            &self.dense.0,
+            Some(&self.dense.1),
+            mq,
+            d,
+            d,
+        )?;
+        be.add(&mut a.pre_norm, &dense, x_q)?;
+        be.layernorm(
+            &mut a.out,
+            &mut a.stats,
+            &a.pre_norm,
+            &self.norm.0,
+            &self.norm.1,
+            d,
+            self.eps,
+        )?;
+        Ok(a)
+    }
+
+    /// From d out: ∂y/∂A, d x_q and d x_kv.
+    pub fn backward(
+        &self,
+        be: &B,
+        a: &AttentionActivations<B::Buf>,
+        dout: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<(B::Buf, B::Buf, B::Buf), ModelError> {
+        let d = self.width;
+        let (mq, mk) = (be.len(&a.q) / d, be.len(&a.kv) / (2 * d));
+        let mut dz = be.zeros(mq * d)?;
+        be.layernorm_backward(&mut dz, dout, &a.pre_norm, &a.stats, &self.norm.0, d, false)?;
+        let mut dctx = be.zeros(mq * d)?;
+        be.linear_backward(&mut dctx, &dz, &self.dense.0, mq, d, d, false)?;
+        let mut dprobs = be.zeros(shape.probs_len())?;
+        let mut dq = be.zeros(mq * d)?;
+        let mut dkv = be.zeros(mk * 2 * d)?;
+        be.attention_backward(
+            &mut dprobs,
+            &mut dq,
+            &mut dkv,
+            &dctx,
+            &a.q,
+            &a.kv,
+            &a.probs,
+            shape,
+        )?;
+        // The residual carries dz to x_q unchanged.
+        let mut dx_q = dz;
+        be.linear_backward(&mut dx_q, &dq, &self.query.0, mq, d, d, true)?;
+        let mut dx_kv = be.zeros(mk * d)?;
+        be.linear_backward(&mut dx_kv, &dkv, &self.key_value.0, mk, d, 2 * d, false)?;
+        Ok((dprobs, dx_q, dx_kv))
+    }
+}
+
+/// `LN(x + W₂·act(W₁·x))`.
+pub struct FeedForward<B: Backend> {
+    width: usize,
+    intermediate: usize,
+    activation: Activation,
+    eps: f32,
+    inter: Pair<B>,
+    output: Pair<B>,
+    norm: Pair<B>,
+}
+
+pub struct FeedForwardActivations<Buf> {
+    pre_act: Buf,
+    act: Buf,
+    pre_norm: Buf,
+    stats: Buf,
+    pub out: Buf,
+}
+
+impl<B: Backend> FeedForward<B> {
+    /// `inter` names the first linear (`…intermediate`), `output` the second with its
+    /// LayerNorm (`…output`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        be: &B,
+        w: &dyn WeightSource,
+        inter: &str,
+        output: &str,
+        width: usize,
+        intermediate: usize,
+        activation: Activation,
+        eps: f32,
+    ) -> Result<Self, ModelError> {
+        Ok(Self {
+            width,
+            intermediate,
+            activation,
+            eps,
+            inter: load_linear(be, w, &format!("{inter}.dense"), intermediate, width)?,
+            output: load_linear(be, w, &format!("{output}.dense"), width, intermediate)?,
+            norm: load_norm(be, w, &format!("{output}.LayerNorm"), width)?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        be: &B,
+        x: &B::Buf,
+    ) -> Result<FeedForwardActivations<B::Buf>, ModelError> {
+        let (d, f) = (self.width, self.intermediate);
+        let m = be.len(x) / d;
+        let mut a = FeedForwardActivations {
+            pre_act: be.zeros(m * f)?,
+            act: be.zeros(m * f)?,
+            pre_norm: be.zeros(m * d)?,
+            stats: be.zeros(2 * m)?,
+            out: be.zeros(m * d)?,
+        };
+        be.linear(
+            &mut a.pre_act,
+            x,
+            &self.inter.0,
+            Some(&self.inter.1),
+            m,
+            d,
+            f,
+        )?;
+        be.activation(&mut a.act, &a.pre_act, self.activation)?;
+        let mut down = be.zeros(m * d)?;
+        be.linear(
+            &mut down,
+            &a.act,
+            &self.output.0,
+            Some(&self.output.1),
+            m,
+            f,
+            d,
+        )?;
+        be.add(&mut a.pre_norm, &down, x)?;
+        be.layernorm(
+            &mut a.out,
+            &mut a.stats,
+            &a.pre_norm,
+            &self.norm.0,
+            &self.norm.1,
+            d,
+            self.eps,
+        )?;
+        Ok(a)
+    }
+
+    /// d x from d out.
+    pub fn backward(
+        &self,
+        be: &B,
+        a: &FeedForwardActivations<B::Buf>,
+        dout: &B::Buf,
+    ) -> Result<B::Buf, ModelError> {
+        let (d, f) = (self.width, self.intermediate);
+        let m = be.len(dout) / d;
+        let mut dz = be.zeros(m * d)?;
+        be.layernorm_backward(&mut dz, dout, &a.pre_norm, &a.stats, &self.norm.0, d, false)?;
+        let mut d_act = be.zeros(m * f)?;
+        be.linear_backward(&mut d_act, &dz, &self.output.0, m, f, d, false)?;
+        let mut d_pre = be.zeros(m * f)?;
+        be.activation_backward(&mut d_pre, &d_act, &a.pre_act, self.activation)?;
+        let mut dx = dz;
+        be.linear_backward(&mut dx, &d_pre, &self.inter.0, m, d, f, true)?;
+        Ok(dx)
+    }
+}
