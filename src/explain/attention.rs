@@ -2,16 +2,16 @@
 //! turns one sample's layers into a token×token relevance matrix R; the caller reads out
 //! one row.
 
-use crate::explain::matrix::Square;
+use crate::explain::matrix::Matrix;
 use crate::explain::view::SampleView;
 
 /// §C.4: mean_h A of the last layer.
-pub fn raw_attention(v: &SampleView) -> Square {
+pub fn raw_attention(v: &SampleView) -> Matrix {
     v.head_mean(v.layers() - 1, |a, _| a)
 }
 
 /// §C.5: w_h = mean_ij ∇A_h, M = (mean_h w_h·A_h)⁺ on the last layer (clamp after the mean).
-pub fn grad_cam(v: &SampleView) -> Square {
+pub fn grad_cam(v: &SampleView) -> Matrix {
     let last = v.layers() - 1;
     let mut m = v.weighted_head_mean(last, &v.head_grad_means(last));
     m.data.iter_mut().for_each(|x| *x = x.max(0.0));
@@ -19,19 +19,19 @@ pub fn grad_cam(v: &SampleView) -> Square {
 }
 
 /// §C.6 / §H: R = B_last·…·B_start with B_l = rownorm(mean_h A_l + I).
-pub fn rollout(v: &SampleView, start: usize) -> Square {
-    let mut r = Square::identity(v.n);
+pub fn rollout(v: &SampleView, start: usize) -> Matrix {
+    let mut r = Matrix::identity(v.n);
     for l in start..v.layers() {
-        let mut b = v.head_mean(l, |a, _| a);
-        for i in 0..v.n {
-            b.data[i * v.n + i] += 1.0;
-            let row = &mut b.data[i * v.n..(i + 1) * v.n];
-            let sum: f32 = row.iter().sum();
-            row.iter_mut().for_each(|x| *x /= sum);
-        }
-        r = b.matmul(&r);
+        r = rollout_step(v.head_mean(l, |a, _| a)).matmul(&r);
     }
     r
+}
+
+/// B = rownorm(Ā + I), one factor of a rollout product.
+pub fn rollout_step(mut mean_attention: Matrix) -> Matrix {
+    mean_attention.add_identity();
+    mean_attention.row_normalize();
+    mean_attention
 }
 
 /// §C.1 self-attention rule without LRP (Chefer's relevance maps): R = I, then
@@ -39,16 +39,14 @@ pub fn rollout(v: &SampleView, start: usize) -> Square {
 ///
 /// The recurrence runs on S = R − I (S ← S + Ā + Ā·S): the terms added are often far below
 /// f32's resolution at 1, and I + ΔR would round them away (spec §H, last item).
-pub fn chefer(v: &SampleView, start: usize) -> Square {
-    let mut s = Square::zeros(v.n);
+pub fn chefer(v: &SampleView, start: usize) -> Matrix {
+    let mut s = Matrix::zeros(v.n, v.n);
     for l in start..v.layers() {
         let a = v.head_mean(l, |a, g| (a * g).max(0.0));
         let prod = a.matmul(&s);
         s.add_assign(&a);
         s.add_assign(&prod);
     }
-    for i in 0..v.n {
-        s.data[i * v.n + i] += 1.0;
-    }
+    s.add_identity();
     s
 }

@@ -1,53 +1,56 @@
-//! Small dense square matrices for the relevance recurrences: one sample's tokens, row-major.
+//! Small dense matrices for the relevance recurrences (one sample's tokens), row-major f32.
 
 use crate::backend::cpu::matmul::{gemm, Mat};
 
-/// An n×n row-major matrix.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Square {
-    pub n: usize,
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
     pub data: Vec<f32>,
 }
 
-impl Square {
-    pub fn zeros(n: usize) -> Self {
+impl Matrix {
+    pub fn zeros(rows: usize, cols: usize) -> Self {
         Self {
-            n,
-            data: vec![0.0; n * n],
+            rows,
+            cols,
+            data: vec![0.0; rows * cols],
         }
     }
 
     pub fn identity(n: usize) -> Self {
-        let mut m = Self::zeros(n);
-        for i in 0..n {
-            m.data[i * n + i] = 1.0;
-        }
+        let mut m = Self::zeros(n, n);
+        m.add_identity();
         m
     }
 
     pub fn at(&self, i: usize, j: usize) -> f32 {
-        self.data[i * self.n + j]
+        self.data[i * self.cols + j]
     }
 
     pub fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.n..(i + 1) * self.n]
+        &self.data[i * self.cols..(i + 1) * self.cols]
     }
 
     /// self · rhs.
-    pub fn matmul(&self, rhs: &Square) -> Square {
-        let n = self.n;
-        let mut out = Square::zeros(n);
-        // SAFETY: all three buffers hold n×n values and `out` is fresh.
+    pub fn matmul(&self, rhs: &Matrix) -> Matrix {
+        assert_eq!(
+            self.cols, rhs.rows,
+            "matrix product of {}×{} and {}×{}",
+            self.rows, self.cols, rhs.rows, rhs.cols
+        );
+        let mut out = Matrix::zeros(self.rows, rhs.cols);
+        // SAFETY: the operands hold rows×cols values each and `out` is fresh.
         unsafe {
             gemm(
-                n,
-                n,
-                n,
+                self.rows,
+                rhs.cols,
+                self.cols,
                 out.data.as_mut_ptr(),
-                n,
+                rhs.cols,
                 false,
-                Mat::rows(&self.data, n),
-                Mat::rows(&rhs.data, n),
+                Mat::rows(&self.data, self.cols),
+                Mat::rows(&rhs.data, rhs.cols),
                 1.0,
                 true,
             );
@@ -57,24 +60,50 @@ impl Square {
 
     /// self · v.
     pub fn matvec(&self, v: &[f32]) -> Vec<f32> {
-        (0..self.n)
+        (0..self.rows)
             .map(|i| self.row(i).iter().zip(v).map(|(a, b)| a * b).sum())
             .collect()
     }
 
-    pub fn add_assign(&mut self, rhs: &Square) {
+    pub fn transpose(&self) -> Matrix {
+        let mut t = Matrix::zeros(self.cols, self.rows);
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                t.data[j * self.rows + i] = self.at(i, j);
+            }
+        }
+        t
+    }
+
+    pub fn add_assign(&mut self, rhs: &Matrix) {
         for (a, b) in self.data.iter_mut().zip(&rhs.data) {
             *a += b;
         }
     }
 
+    /// Adds 1 on the diagonal (square matrices).
+    pub fn add_identity(&mut self) {
+        for i in 0..self.rows.min(self.cols) {
+            self.data[i * self.cols + i] += 1.0;
+        }
+    }
+
+    /// Divides each row by its sum; a row summing to 0 stays as it is (no 0/0).
+    pub fn row_normalize(&mut self) {
+        for row in self.data.chunks_exact_mut(self.cols) {
+            let sum: f32 = row.iter().sum();
+            if sum != 0.0 {
+                row.iter_mut().for_each(|x| *x /= sum);
+            }
+        }
+    }
+
     /// The submatrix of the given rows and columns, in that order.
-    pub fn select(&self, rows: &[usize], cols: &[usize]) -> Square {
-        debug_assert_eq!(rows.len(), cols.len());
-        let mut out = Square::zeros(rows.len());
+    pub fn select(&self, rows: &[usize], cols: &[usize]) -> Matrix {
+        let mut out = Matrix::zeros(rows.len(), cols.len());
         for (r, &i) in rows.iter().enumerate() {
             for (c, &j) in cols.iter().enumerate() {
-                out.data[r * rows.len() + c] = self.at(i, j);
+                out.data[r * cols.len() + c] = self.at(i, j);
             }
         }
         out

@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod clip;
+pub mod lxmert;
 pub mod matrix;
 pub mod readout;
 pub mod spectral;

@@ -3,7 +3,7 @@
 //! tokens form each graph (the same token set).
 
 use crate::explain::attention::{chefer, grad_cam, raw_attention, rollout};
-use crate::explain::matrix::Square;
+use crate::explain::matrix::Matrix;
 use crate::explain::spectral::{dsmi, dsmi_grad, GradWeighting, SpectralRelevance};
 use crate::explain::view::SampleView;
 use crate::explain::{ExplainError, Method, MethodOptions};
@@ -46,7 +46,7 @@ pub fn relevance(
         .collect()
 }
 
-fn read_row(m: &Square, r: &Readout) -> Vec<f32> {
+fn read_row(m: &Matrix, r: &Readout) -> Vec<f32> {
     r.tokens.iter().map(|&j| m.at(r.row, j)).collect()
 }
 

@@ -4,7 +4,7 @@
 //! a padded batch gets exactly the numbers it gets alone. Indices into a view (rows, columns,
 //! readouts) count real tokens in sequence order, not padded positions.
 
-use crate::explain::matrix::Square;
+use crate::explain::matrix::Matrix;
 use crate::trace::{LayerTrace, TowerTrace};
 
 pub struct SampleView<'a> {
@@ -60,10 +60,10 @@ impl<'a> SampleView<'a> {
     }
 
     /// mean_h f(A_h[i, j], ∇A_h[i, j]) over the real tokens of layer l.
-    pub fn head_mean(&self, l: usize, f: impl Fn(f32, f32) -> f32) -> Square {
+    pub fn head_mean(&self, l: usize, f: impl Fn(f32, f32) -> f32) -> Matrix {
         let heads = self.tower.heads;
         let n = self.n;
-        let mut out = Square::zeros(n);
+        let mut out = Matrix::zeros(n, n);
         for h in 0..heads {
             self.for_each_entry(l, h, |i, j, a, g| out.data[i * n + j] += f(a, g));
         }
@@ -83,9 +83,9 @@ impl<'a> SampleView<'a> {
     }
 
     /// Σ_h w_h·A_h over the real tokens of layer l, divided by the head count.
-    pub fn weighted_head_mean(&self, l: usize, weights: &[f32]) -> Square {
+    pub fn weighted_head_mean(&self, l: usize, weights: &[f32]) -> Matrix {
         let n = self.n;
-        let mut out = Square::zeros(n);
+        let mut out = Matrix::zeros(n, n);
         for (h, &w) in weights.iter().enumerate() {
             self.for_each_entry(l, h, |i, j, a, _| out.data[i * n + j] += w * a);
         }

@@ -1,0 +1,434 @@
+//! The methods on LXMERT exactly as spec §C specifies them for the two-stream model
+//! (`seed:lxmert/lxmert/src/ExplanationGenerator.py` and the DSMI generators), with fiedler's
+//! defaults (§H): the predicted answer's logit as target unless the trace says otherwise,
+//! every region in the image graphs, the matrix–vector form of DSMI+Grad.
+//!
+//! Readouts (§C.11): image = row 0 of R_ti (the text [CLS] over the regions); text = row 0 of
+//! R_tt over the real text tokens with entry 0 set to 0 ([SEP] included). The spectral
+//! methods score word tokens only and put 0 at [CLS]/[SEP].
+
+use rayon::prelude::*;
+
+use crate::explain::attention::rollout_step;
+use crate::explain::matrix::Matrix;
+use crate::explain::spectral::GradWeighting;
+use crate::explain::{spread_words, ExplainError, Explanation, Method, MethodOptions};
+use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
+use crate::model::lxmert::{AttentionRecord, LxmertTrace};
+use crate::trace::LayerTrace;
+
+/// Graphs whose λ₃ − λ₂ falls below this have no well-defined Fiedler vector.
+const MIN_GAP: f64 = 1e-3;
+
+/// One sample of a trace: its real text tokens and all regions.
+struct Sample<'a> {
+    trace: &'a LxmertTrace<Vec<f32>>,
+    b: usize,
+    /// Real text tokens ([CLS] … [SEP]).
+    t: usize,
+    /// Regions.
+    n: usize,
+}
+
+/// An attention module's probabilities and gradients, borrowed from either record type.
+#[derive(Clone, Copy)]
+struct Module<'a> {
+    attention: &'a [f32],
+    grad: &'a [f32],
+}
+
+impl<'a> From<&'a AttentionRecord<Vec<f32>>> for Module<'a> {
+    fn from(r: &'a AttentionRecord<Vec<f32>>) -> Self {
+        Self {
+            attention: &r.attention,
+            grad: &r.attention_grad,
+        }
+    }
+}
+
+impl<'a> From<&'a LayerTrace<Vec<f32>>> for Module<'a> {
+    fn from(r: &'a LayerTrace<Vec<f32>>) -> Self {
+        Self {
+            attention: &r.attention,
+            grad: &r.attention_grad,
+        }
+    }
+}
+
+/// Which stream a side of an attention module runs over.
+#[derive(Clone, Copy)]
+enum Stream {
+    Text,
+    Image,
+}
+
+impl<'a> Sample<'a> {
+    fn real(&self, s: Stream) -> usize {
+        match s {
+            Stream::Text => self.t,
+            Stream::Image => self.n,
+        }
+    }
+
+    fn padded(&self, s: Stream) -> usize {
+        match s {
+            Stream::Text => self.trace.seq_len,
+            Stream::Image => self.n,
+        }
+    }
+
+    /// mean_h f(A_h, ∇A_h) of a module whose queries run over `q` and keys over `k`.
+    fn head_mean(&self, m: Module, q: Stream, k: Stream, f: impl Fn(f32, f32) -> f32) -> Matrix {
+        let heads = self.trace.heads;
+        let (qp, kp, qn, kn) = (self.padded(q), self.padded(k), self.real(q), self.real(k));
+        let mut out = Matrix::zeros(qn, kn);
+        for h in 0..heads {
+            for i in 0..qn {
+                let start = ((self.b * heads + h) * qp + i) * kp;
+                let (a, g) = (&m.attention[start..start + kn], &m.grad[start..start + kn]);
+                for (j, (&a, &g)) in a.iter().zip(g).enumerate() {
+                    out.data[i * kn + j] += f(a, g);
+                }
+            }
+        }
+        out.data.iter_mut().for_each(|v| *v /= heads as f32);
+        out
+    }
+
+    /// Rule 5 of §C: Ā = mean_h((∇A ⊙ A)⁺).
+    fn rule5<'m>(&self, m: impl Into<Module<'m>>, q: Stream, k: Stream) -> Matrix {
+        self.head_mean(m.into(), q, k, |a, g| (a * g).max(0.0))
+    }
+
+    fn mean_attention<'m>(&self, m: impl Into<Module<'m>>, q: Stream, k: Stream) -> Matrix {
+        self.head_mean(m.into(), q, k, |a, _| a)
+    }
+
+    /// §C.5: w_h = mean of ∇A_h over the real block, M = (mean_h w_h·A_h)⁺.
+    fn grad_cam(&self, rec: &AttentionRecord<Vec<f32>>, q: Stream, k: Stream) -> Matrix {
+        let m = Module::from(rec);
+        let heads = self.trace.heads;
+        let (qp, kp, qn, kn) = (self.padded(q), self.padded(k), self.real(q), self.real(k));
+        let weights: Vec<f32> = (0..heads)
+            .map(|h| {
+                let sum: f64 = (0..qn)
+                    .map(|i| {
+                        let start = ((self.b * heads + h) * qp + i) * kp;
+                        m.grad[start..start + kn]
+                            .iter()
+                            .map(|&g| g as f64)
+                            .sum::<f64>()
+                    })
+                    .sum();
+                (sum / (qn * kn) as f64) as f32
+            })
+            .collect();
+        let mut out = Matrix::zeros(qn, kn);
+        for (h, &w) in weights.iter().enumerate() {
+            for i in 0..qn {
+                let start = ((self.b * heads + h) * qp + i) * kp;
+                for (j, &a) in m.attention[start..start + kn].iter().enumerate() {
+                    out.data[i * kn + j] += w * a;
+                }
+            }
+        }
+        out.data
+            .iter_mut()
+            .for_each(|v| *v = (*v / heads as f32).max(0.0));
+        out
+    }
+
+    /// Real rows of a stream's layer output [padded, width].
+    fn features(&self, output: &[f32], s: Stream, rows: std::ops::Range<usize>) -> Vec<f32> {
+        let width = output.len() / (self.trace.lengths.len() * self.padded(s));
+        let base = self.b * self.padded(s) * width;
+        output[base + rows.start * width..base + rows.end * width].to_vec()
+    }
+}
+
+/// handle_residual (eqs. 8–9): I + rownorm(R − I), from D = R − I. A zero row stays zero (the
+/// seed divides 0/0 there).
+fn residual_normalized(d: &Matrix) -> Matrix {
+    let mut r = d.clone();
+    r.row_normalize();
+    r.add_identity();
+    r
+}
+
+/// §C.1, `rm_no_lrp`, with R_tt and R_ii kept as R − I (spec §H, precision).
+fn chefer(s: &Sample) -> (Vec<f32>, Vec<f32>) {
+    use Stream::{Image, Text};
+    let (t, n) = (s.t, s.n);
+    let tr = s.trace;
+    let (mut dtt, mut dii) = (Matrix::zeros(t, t), Matrix::zeros(n, n));
+    let (mut rti, mut rit) = (Matrix::zeros(t, n), Matrix::zeros(n, t));
+    // Self rule: R_ss ← R_ss + Ā·R_ss and R_sq ← R_sq + Ā·R_sq, from the same old values.
+    let self_rule = |a: Matrix, d: &mut Matrix, r_cross: &mut Matrix| {
+        let mut r_ss = d.clone();
+        r_ss.add_identity();
+        d.add_assign(&a.matmul(&r_ss));
+        let delta = a.matmul(r_cross);
+        r_cross.add_assign(&delta);
+    };
+    for layer in &tr.lang {
+        self_rule(s.rule5(layer, Text, Text), &mut dtt, &mut rti);
+    }
+    for layer in &tr.visn {
+        self_rule(s.rule5(layer, Image, Image), &mut dii, &mut rit);
+    }
+    let last = tr.cross.len().saturating_sub(1);
+    for (k, x) in tr.cross.iter().enumerate() {
+        // Co-attention: ΔR_ti = R̄_ttᵀ·Ā_ti·R̄_ii and ΔR_tt = Ā_ti·R_it (and the image side),
+        // all from the state before this layer.
+        let a_ti = s.rule5(&x.text_to_image, Text, Image);
+        let d_ti = residual_normalized(&dtt)
+            .transpose()
+            .matmul(&a_ti)
+            .matmul(&residual_normalized(&dii));
+        let d_tt = a_ti.matmul(&rit);
+        if k < last {
+            let a_it = s.rule5(&x.image_to_text, Image, Text);
+            let d_it = residual_normalized(&dii)
+                .transpose()
+                .matmul(&a_it)
+                .matmul(&residual_normalized(&dtt));
+            let d_ii = a_it.matmul(&rti);
+            rit.add_assign(&d_it);
+            dii.add_assign(&d_ii);
+        }
+        rti.add_assign(&d_ti);
+        dtt.add_assign(&d_tt);
+        self_rule(s.rule5(&x.lang_self, Text, Text), &mut dtt, &mut rti);
+        if k < last {
+            self_rule(s.rule5(&x.visn_self, Image, Image), &mut dii, &mut rit);
+        }
+    }
+    (rti.row(0).to_vec(), dtt.row(0).to_vec())
+}
+
+/// §C.6: rollout over the text and image self-attention lists; R_ti = R_ttᵀ·Ā_ti·R_ii.
+fn rollout(s: &Sample) -> (Vec<f32>, Vec<f32>) {
+    use Stream::{Image, Text};
+    let tr = s.trace;
+    let last = tr.cross.len() - 1;
+    let product = |mats: Vec<Matrix>, size: usize| {
+        mats.into_iter()
+            .fold(Matrix::identity(size), |r, m| rollout_step(m).matmul(&r))
+    };
+    let mut text_list: Vec<Matrix> = tr
+        .lang
+        .iter()
+        .map(|l| s.mean_attention(l, Text, Text))
+        .collect();
+    text_list.extend(
+        tr.cross[..last]
+            .iter()
+            .map(|x| s.mean_attention(&x.lang_self, Text, Text)),
+    );
+    let mut image_list: Vec<Matrix> = tr
+        .visn
+        .iter()
+        .map(|r| s.mean_attention(r, Image, Image))
+        .collect();
+    image_list.extend(
+        tr.cross[..last]
+            .iter()
+            .map(|x| s.mean_attention(&x.visn_self, Image, Image)),
+    );
+    let roll_t = product(text_list.clone(), s.t);
+    let roll_i = product(image_list, s.n);
+    let rti = roll_t
+        .transpose()
+        .matmul(&s.mean_attention(&tr.cross[last].text_to_image, Text, Image))
+        .matmul(&roll_i);
+    text_list.push(s.mean_attention(&tr.cross[last].lang_self, Text, Text));
+    let rtt = product(text_list, s.t);
+    (rti.row(0).to_vec(), rtt.row(0).to_vec())
+}
+
+/// Fiedler vectors of the cross layers' outputs: image graphs over every region, text graphs
+/// over the word tokens, one per layer.
+fn layer_fiedlers(
+    s: &Sample,
+    opts: &MethodOptions,
+    stream: Stream,
+) -> Result<Vec<Fiedler>, ExplainError> {
+    let tr = s.trace;
+    let (rows, width) = match stream {
+        Stream::Image => (
+            0..s.n,
+            tr.cross[0].visn_output.len() / (tr.lengths.len() * s.n),
+        ),
+        Stream::Text => (
+            1..s.t.saturating_sub(1).max(1),
+            tr.cross[0].lang_output.len() / (tr.lengths.len() * tr.seq_len),
+        ),
+    };
+    let features: Vec<Vec<f32>> = tr
+        .cross
+        .iter()
+        .map(|x| match stream {
+            Stream::Image => s.features(&x.visn_output, stream, rows.clone()),
+            Stream::Text => s.features(&x.lang_output, stream, rows.clone()),
+        })
+        .collect();
+    let mask = vec![true; rows.len()];
+    let graphs: Vec<GraphInput> = features
+        .iter()
+        .map(|f| GraphInput {
+            features: f,
+            rows: rows.len(),
+            dim: width,
+            mask: &mask,
+        })
+        .collect();
+    let name = match stream {
+        Stream::Image => "image",
+        Stream::Text => "text",
+    };
+    fiedler_batch(&graphs, &opts.graph)
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ExplainError::Spectral {
+            tower: name,
+            pair: s.b,
+            source,
+        })
+}
+
+/// Explains every sample of a traced batch with every method: result[sample][method].
+pub fn explain_lxmert(
+    trace: &LxmertTrace<Vec<f32>>,
+    methods: &[Method],
+    opts: &MethodOptions,
+) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+    use Stream::{Image, Text};
+    let labels = trace.output.labels;
+    (0..trace.lengths.len())
+        .into_par_iter()
+        .map(|b| {
+            let s = Sample {
+                trace,
+                b,
+                t: trace.lengths[b],
+                n: trace.regions,
+            };
+            let last = trace.cross.len() - 1;
+            let score = match &trace.targets {
+                Some(t) => trace.output.logits[b * labels + t[b]],
+                None => trace.output.logits[b * labels..(b + 1) * labels]
+                    .iter()
+                    .sum(),
+            };
+            let words: Vec<usize> = (1..s.t.saturating_sub(1)).collect();
+            let needs_graphs = methods
+                .iter()
+                .any(|m| matches!(m, Method::Dsmi | Method::DsmiGrad | Method::DsmiGradAttn));
+            let graphs = if needs_graphs {
+                Some((
+                    layer_fiedlers(&s, opts, Image)?,
+                    layer_fiedlers(&s, opts, Text)?,
+                ))
+            } else {
+                None
+            };
+            methods
+                .iter()
+                .map(|&method| {
+                    let mut degenerate = Vec::new();
+                    let matrix_readout = |(image, mut text): (Vec<f32>, Vec<f32>)| {
+                        text[0] = 0.0;
+                        let scored = (0..text.len()).map(|j| j > 0).collect();
+                        (image, text, scored)
+                    };
+                    let (image, text, scored) = match (method, &graphs) {
+                        (Method::Chefer, _) => matrix_readout(chefer(&s)),
+                        (Method::Rollout, _) => matrix_readout(rollout(&s)),
+                        (Method::RawAttn, _) => {
+                            let x = &trace.cross[last];
+                            let rtt = s.mean_attention(&x.lang_self, Text, Text);
+                            let rti = s.mean_attention(&x.text_to_image, Text, Image);
+                            matrix_readout((rti.row(0).to_vec(), rtt.row(0).to_vec()))
+                        }
+                        (Method::GradCam, _) => {
+                            let x = &trace.cross[last];
+                            let rtt = s.grad_cam(&x.lang_self, Text, Text);
+                            let rti = s.grad_cam(&x.text_to_image, Text, Image);
+                            matrix_readout((rti.row(0).to_vec(), rtt.row(0).to_vec()))
+                        }
+                        (_, Some((image_graphs, text_graphs))) => {
+                            for (name, gs) in [("image", image_graphs), ("text", text_graphs)] {
+                                for (k, g) in gs.iter().enumerate() {
+                                    if g.tokens >= 3 && g.is_degenerate(MIN_GAP) {
+                                        degenerate.push(format!(
+                                            "{name} cross layer {k} (gap {:.1e})",
+                                            g.gap.unwrap_or(0.0)
+                                        ));
+                                    }
+                                }
+                            }
+                            let (image, word_values) =
+                                spectral(&s, method, image_graphs, text_graphs);
+                            let (text, scored) = spread_words(s.t, &words, word_values);
+                            (image, text, scored)
+                        }
+                        (_, None) => {
+                            unreachable!("graphs are built whenever a spectral method is asked for")
+                        }
+                    };
+                    Ok(Explanation {
+                        method,
+                        score,
+                        image_relevance: image,
+                        image_grid: (1, s.n),
+                        text_relevance: text,
+                        text_scored: scored,
+                        degenerate_graphs: degenerate,
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// §C.7–§C.9: DSMI from the image output of cross layer X−2 and the text output of the last;
+/// the gradient forms sum over image layers 0..X−2 (the last has no gradient) and text layers
+/// 0..X−1. Returns (image over regions, values over the word tokens).
+fn spectral(
+    s: &Sample,
+    method: Method,
+    image: &[Fiedler],
+    text: &[Fiedler],
+) -> (Vec<f32>, Vec<f32>) {
+    use Stream::{Image, Text};
+    let x = s.trace.cross.len();
+    if method == Method::Dsmi {
+        return (
+            image[x.saturating_sub(2)].vector.clone(),
+            text[x - 1].vector.clone(),
+        );
+    }
+    let weighting = if method == Method::DsmiGrad {
+        GradWeighting::Gradient
+    } else {
+        GradWeighting::GradientTimesAttention
+    };
+    let aggregate = |rec: &AttentionRecord<Vec<f32>>, q: Stream| match weighting {
+        GradWeighting::Gradient => s.head_mean(rec.into(), q, q, |_, g| g.max(0.0)),
+        GradWeighting::GradientTimesAttention => s.rule5(rec, q, q),
+    };
+    let mut r_image = vec![0.0f32; s.n];
+    for k in 0..x.saturating_sub(1) {
+        let r = aggregate(&s.trace.cross[k].visn_self, Image).matvec(&image[k].vector);
+        r_image.iter_mut().zip(r).for_each(|(a, v)| *a += v);
+    }
+    let words: Vec<usize> = (1..s.t.saturating_sub(1)).collect();
+    let mut r_text = vec![0.0f32; words.len()];
+    for k in 0..x {
+        let r = aggregate(&s.trace.cross[k].lang_self, Text)
+            .select(&words, &words)
+            .matvec(&text[k].vector);
+        r_text.iter_mut().zip(r).for_each(|(a, v)| *a += v);
+    }
+    (r_image, r_text)
+}

@@ -1,0 +1,115 @@
+//! Every method on LXMERT against the Python reference of spec §C
+//! (tools/reference/lxmert_methods.py, numpy float64 over the transformers trace): Chefer's
+//! relevance maps with the co-attention rules and residual normalisation (§C.1, `rm_no_lrp`),
+//! raw attention (§C.4), Grad-CAM (§C.5), rollout with its transpose (§C.6), DSMI (§C.7),
+//! DSMI+Grad (§C.8) and DSMI+Grad+Attn (§C.9) in fiedler's form, and the two gradient
+//! methods with the seed's Σ-logits target (bug B1), for a batch of one and a ragged three.
+//!
+//! Tolerance: 1e-4 relative to the largest magnitude of each reference vector, as for CLIP;
+//! the reference's smallest spectral gap is 1.1e-2.
+
+mod common;
+
+use common::{fixtures, max_abs_diff, Golden};
+use fiedler::backend::Cpu;
+use fiedler::explain::lxmert::explain_lxmert;
+use fiedler::explain::{Method, MethodOptions};
+use fiedler::model::lxmert::{Lxmert, LxmertInputs, VqaTarget};
+
+fn inputs(g: &Golden, case: &str) -> LxmertInputs {
+    let seq_len = g.shape(&format!("{case}.input_ids"))[1];
+    let mask = g.i64(&format!("{case}.attention_mask"));
+    LxmertInputs {
+        features: g.f32(&format!("{case}.features")),
+        boxes: g.f32(&format!("{case}.boxes")),
+        regions: g.shape(&format!("{case}.features"))[1],
+        ids: g
+            .i64(&format!("{case}.input_ids"))
+            .iter()
+            .map(|&i| i as u32)
+            .collect(),
+        lengths: mask
+            .chunks_exact(seq_len)
+            .map(|m| m.iter().filter(|&&v| v == 1).count())
+            .collect(),
+        seq_len,
+    }
+}
+
+fn check(key: &str, method: Method, target: VqaTarget) {
+    let golden = Golden::open(&fixtures().join("lxmert/golden.safetensors"));
+    let reference = Golden::open(&fixtures().join("lxmert/methods.safetensors"));
+    let model = Lxmert::load(&Cpu, &fixtures().join("lxmert")).unwrap();
+    let mut bad = Vec::new();
+    for case in ["b1", "b3"] {
+        let trace = model.trace(&Cpu, &inputs(&golden, case), &target).unwrap();
+        let explained = explain_lxmert(&trace, &[method], &MethodOptions::default()).unwrap();
+        for (b, sample) in explained.iter().enumerate() {
+            let e = &sample[0];
+            assert!(e.degenerate_graphs.is_empty(), "{:?}", e.degenerate_graphs);
+            for (what, ours) in [("image", &e.image_relevance), ("text", &e.text_relevance)] {
+                let name = format!("{case}.{key}.{what}.{b}");
+                let theirs = reference.f32(&name);
+                let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-12);
+                let (err, at) = max_abs_diff(ours, &theirs);
+                if !(err <= 1e-4 * scale) {
+                    bad.push(format!(
+                        "{name}: |Δ| {err:.3e} at {at} (max {scale:.3e}): {} vs {}",
+                        ours[at], theirs[at]
+                    ));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+#[test]
+fn chefer_relevance_maps_match_reference() {
+    check("chefer", Method::Chefer, VqaTarget::Predicted);
+}
+
+#[test]
+fn raw_attention_matches_reference() {
+    check("raw-attn", Method::RawAttn, VqaTarget::Predicted);
+}
+
+#[test]
+fn grad_cam_matches_reference() {
+    check("grad-cam", Method::GradCam, VqaTarget::Predicted);
+}
+
+#[test]
+fn rollout_matches_reference() {
+    check("rollout", Method::Rollout, VqaTarget::Predicted);
+}
+
+#[test]
+fn dsmi_matches_reference() {
+    check("dsmi", Method::Dsmi, VqaTarget::Predicted);
+}
+
+#[test]
+fn dsmi_grad_matches_reference() {
+    check("dsmi-grad", Method::DsmiGrad, VqaTarget::Predicted);
+}
+
+#[test]
+fn dsmi_grad_attn_matches_reference() {
+    check("dsmi-grad-attn", Method::DsmiGradAttn, VqaTarget::Predicted);
+}
+
+/// `--target sum-logits` reproduces the seed's DSMI-family numbers (bug B1).
+#[test]
+fn sum_of_logits_target_reproduces_the_seed() {
+    check(
+        "dsmi-grad.sum-logits",
+        Method::DsmiGrad,
+        VqaTarget::SumLogits,
+    );
+    check(
+        "dsmi-grad-attn.sum-logits",
+        Method::DsmiGradAttn,
+        VqaTarget::SumLogits,
+    );
+}
