@@ -208,7 +208,9 @@ fn explain_pairs_file_in_batches() {
         .all(|r| (r["probability"].as_f64().unwrap() - 1.0).abs() < 1e-6));
 }
 
-fn assert_fails(args: &[&str], needle: &str) {
+fn assert_fails<S: AsRef<str>>(args: &[S], needle: &str) {
+    let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+    let args = args.as_slice();
     let run = fiedler(args);
     let err = stderr(&run);
     assert_eq!(
@@ -352,4 +354,143 @@ fn explain_vilt_question_matches_the_reference() {
         }
     }
     image::open(out.join("sample0-sheet.png")).expect("comparison sheet");
+}
+
+/// LXMERT from an obj36 TSV and a question: the JSON equals the reference for case b1
+/// (region set synth_000001, "what is on the table?"), boxes included, and a features file
+/// gives the same numbers as the TSV.
+#[test]
+fn explain_lxmert_regions_match_the_reference() {
+    let lxmert = fixtures().join("lxmert");
+    let golden = Golden::open(&lxmert.join("methods.safetensors"));
+    let question = "what is on the table?";
+    let photo = fixtures().join("images/coco_127510.jpg");
+    let mut runs = Vec::new();
+    for (name, regions, id) in [
+        ("tsv", lxmert.join("regions.tsv"), Some("synth_000001")),
+        (
+            "file",
+            lxmert.join("regions_synth_000001.safetensors"),
+            None,
+        ),
+    ] {
+        let out = scratch(&format!("lxmert-{name}"));
+        let mut args = vec![
+            "explain",
+            "--model",
+            s(&lxmert),
+            "--regions",
+            s(&regions),
+            "--question",
+            question,
+            "--image",
+            s(&photo),
+            "--method",
+            "chefer,dsmi-grad",
+            "--out",
+            s(&out),
+        ];
+        if let Some(id) = id {
+            args.extend(["--image-id", id]);
+        }
+        let run = fiedler(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        image::open(out.join("sample0-sheet.png")).expect("comparison sheet");
+        runs.push(records(&out));
+    }
+    for r in &runs[0] {
+        assert_eq!(r["family"], "lxmert");
+        assert_eq!(r["target"], "predicted-answer");
+        assert_eq!(r["boxes"].as_array().unwrap().len(), 10);
+        let m = r["method"].as_str().unwrap();
+        for (field, key) in [("image_relevance", "image"), ("text_relevance", "text")] {
+            let reference = golden.f32(&format!("b1.{m}.{key}.0"));
+            let scale = reference.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+            let (err, _) = max_abs_diff(&floats(&r[field]), &reference);
+            assert!(err <= 1e-4 * scale, "{m} {field}: {err:e}");
+        }
+    }
+    for (a, b) in runs[0].iter().zip(&runs[1]) {
+        assert_eq!(
+            a["image_relevance"], b["image_relevance"],
+            "TSV and features file disagree"
+        );
+    }
+}
+
+#[test]
+fn explain_vqa_targets_and_bad_input() {
+    let lxmert = fixtures().join("lxmert");
+    let tsv = lxmert.join("regions.tsv");
+    let out = scratch("lxmert-bad");
+    let base = [
+        "explain",
+        "--model",
+        s(&lxmert),
+        "--question",
+        "what is on the table?",
+        "--out",
+        s(&out),
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    assert_fails(&with(&[]), "give --regions FILE");
+    assert_fails(&with(&["--regions", s(&tsv)]), "--image-id");
+    assert_fails(&with(&["--regions", s(&tsv), "--image-id", "nope"]), "nope");
+    assert_fails(
+        &with(&[
+            "--regions",
+            s(&tsv),
+            "--image-id",
+            "synth_000001",
+            "--target",
+            "answer:zebra",
+        ]),
+        "no such answer",
+    );
+    assert_fails(
+        &with(&[
+            "--regions",
+            s(&tsv),
+            "--image-id",
+            "synth_000001",
+            "--target",
+            "maybe",
+        ]),
+        "expected predicted",
+    );
+    let answers = out.join("answers.json");
+    std::fs::write(&answers, r#"["yes", "no"]"#).unwrap();
+    assert_fails(
+        &with(&[
+            "--regions",
+            s(&tsv),
+            "--image-id",
+            "synth_000001",
+            "--answers",
+            s(&answers),
+        ]),
+        "2 answers for a model with 12 answer logits",
+    );
+    // A chosen answer and the seed's Σ-logits target both run and say what they explain.
+    for (target, name) in [
+        ("answer:table", "answer:table"),
+        ("sum-logits", "sum-logits"),
+        ("index:3", "answer:1"),
+    ] {
+        let args = with(&[
+            "--regions",
+            s(&tsv),
+            "--image-id",
+            "synth_000001",
+            "--target",
+            target,
+            "--method",
+            "dsmi-grad",
+        ]);
+        let run = fiedler(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(run.status.success(), "{}", stderr(&run));
+        assert_eq!(records(&out)[0]["target"], name);
+    }
 }

@@ -14,7 +14,8 @@ use common::{fixtures, max_abs_diff, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::lxmert::explain_lxmert;
 use fiedler::explain::{Method, MethodOptions};
-use fiedler::model::lxmert::{Lxmert, LxmertInputs, VqaTarget};
+use fiedler::model::lxmert::{Lxmert, LxmertInputs};
+use fiedler::model::VqaTarget;
 
 fn inputs(g: &Golden, case: &str) -> LxmertInputs {
     let seq_len = g.shape(&format!("{case}.input_ids"))[1];

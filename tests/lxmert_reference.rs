@@ -14,7 +14,8 @@ mod common;
 
 use common::{fixtures, max_abs_diff, max_diff_rel_to_max, Golden};
 use fiedler::backend::Cpu;
-use fiedler::model::lxmert::{Lxmert, LxmertInputs, LxmertTrace, VqaTarget};
+use fiedler::model::lxmert::{Lxmert, LxmertInputs, LxmertTrace};
+use fiedler::model::VqaTarget;
 
 fn golden() -> Golden {
     Golden::open(&fixtures().join("lxmert/golden.safetensors"))

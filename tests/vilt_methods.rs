@@ -14,6 +14,7 @@ use fiedler::backend::Cpu;
 use fiedler::explain::vilt::explain_vilt;
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::model::vilt::{Vilt, ViltInputs};
+use fiedler::model::VqaTarget;
 
 fn inputs(g: &Golden, case: &str) -> ViltInputs {
     let seq_len = g.shape(&format!("{case}.input_ids"))[1];
@@ -47,7 +48,9 @@ fn check(key: &str, method: Method, opts: MethodOptions) {
     let model = Vilt::load(&Cpu, &fixtures().join("vilt")).unwrap();
     let mut bad = Vec::new();
     for case in ["b1", "b3"] {
-        let trace = model.trace(&Cpu, &inputs(&golden, case), None).unwrap();
+        let trace = model
+            .trace(&Cpu, &inputs(&golden, case), &VqaTarget::Predicted)
+            .unwrap();
         for (b, sample) in explain_vilt(&trace, &[method], &opts)
             .unwrap()
             .iter()

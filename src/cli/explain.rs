@@ -15,7 +15,11 @@ use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::ModelFamily;
 use fiedler::render;
-use fiedler::session::{ClipSession, PairRequest, ViltSession};
+use fiedler::render::overlay::Layout;
+use fiedler::session::{
+    whole_image, AnswerTarget, ClipSession, LxmertSession, PairRequest, QuestionResult, RegionRequest,
+    ViltSession,
+};
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -32,13 +36,33 @@ pub struct ExplainArgs {
     /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json): CLIP or ViLT.
     #[arg(long)]
     model: PathBuf,
-    /// Image to explain; every --text/--question is paired with it.
-    #[arg(long, requires = "texts")]
+    /// Image to explain; every --text/--question is paired with it. With LXMERT it is only
+    /// drawn on (the model reads --regions).
+    #[arg(long)]
     image: Option<PathBuf>,
-    /// A caption (CLIP) or question (ViLT) to explain; repeat for several. CLIP's
+    /// A caption (CLIP) or question (ViLT, LXMERT) to explain; repeat for several. CLIP's
     /// probabilities are a softmax over the captions given for the same image.
-    #[arg(long = "text", visible_alias = "question", requires = "image")]
+    #[arg(
+        long = "text",
+        visible_alias = "question",
+        required_unless_present = "pairs"
+    )]
     texts: Vec<String>,
+    /// LXMERT region inputs: a features file (safetensors `features` [N, F], `boxes` [N, 4]
+    /// normalised) or an obj36 TSV (with --image-id).
+    #[arg(long)]
+    regions: Option<PathBuf>,
+    /// The image id to read from an obj36 TSV.
+    #[arg(long)]
+    image_id: Option<String>,
+    /// LXMERT answer names: a JSON list with one answer per logit (trainval_label2ans.json),
+    /// for checkpoints whose config has none.
+    #[arg(long)]
+    answers: Option<PathBuf>,
+    /// What VQA explanations explain: predicted (default), answer:TEXT, index:N, or
+    /// sum-logits (the seed's DSMI-family target, bug B1, for comparison runs).
+    #[arg(long, default_value = "predicted")]
+    target: String,
     /// JSON Lines file of {"image": PATH, "text": "..."} pairs ("question" also accepted);
     /// relative image paths are resolved against the file's folder.
     #[arg(long, conflicts_with_all = ["image", "texts"])]
@@ -77,7 +101,12 @@ struct PairLine {
 
 /// One explained sample, whatever the family.
 struct Sample {
-    image: PathBuf,
+    /// What the sample is about (the image file, or the regions file for LXMERT).
+    label: String,
+    /// The image to draw on, if there is one.
+    image: Option<PathBuf>,
+    /// LXMERT's region boxes; patch grids otherwise.
+    boxes: Option<Vec<[f32; 4]>>,
     text: String,
     tokens: Vec<String>,
     score_line: String,
@@ -92,7 +121,7 @@ struct Sample {
 struct Record<'a> {
     family: &'static str,
     method: &'static str,
-    target: &'static str,
+    target: &'a str,
     image: String,
     text: &'a str,
     score: f32,
@@ -106,6 +135,8 @@ struct Record<'a> {
     text_relevance: &'a [f32],
     image_relevance: &'a [f32],
     image_grid: [usize; 2],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    boxes: Option<&'a [[f32; 4]]>,
     degenerate_graphs: &'a [String],
 }
 
@@ -163,9 +194,48 @@ fn requests(args: &ExplainArgs) -> anyhow::Result<Vec<PairRequest>> {
     }
 }
 
+fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<RegionRequest>> {
+    let Some(regions) = &args.regions else {
+        bail!("LXMERT reads region features: give --regions FILE [--image-id ID] (and --image IMG to draw on)");
+    };
+    Ok(args
+        .texts
+        .iter()
+        .map(|q| RegionRequest {
+            regions: regions.clone(),
+            image_id: args.image_id.clone(),
+            question: q.clone(),
+        })
+        .collect())
+}
+
+/// A VQA result as the outputs show it.
+fn question_sample(
+    r: QuestionResult,
+    image: Option<PathBuf>,
+    boxes: Option<Vec<[f32; 4]>>,
+) -> Sample {
+    let answers: Vec<String> = r
+        .top_answers
+        .iter()
+        .map(|(a, p)| format!("{a} ({p:.2})"))
+        .collect();
+    Sample {
+        score_line: format!("answer: {}   top: {}", r.answer, answers.join(", ")),
+        label: r.image.display().to_string(),
+        image,
+        boxes,
+        text: r.question,
+        tokens: r.tokens,
+        probability: None,
+        answer: Some(r.answer),
+        top_answers: r.top_answers,
+        explanations: r.explanations,
+    }
+}
+
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let methods = parse_methods(&args.method)?;
-    let pairs = requests(&args)?;
     if let Device::Cuda = args.device {
         bail!("--device cuda: this build has no CUDA backend yet; use --device cpu");
     }
@@ -177,26 +247,29 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let bar = ProgressBar::new(pairs.len() as u64);
+    let bar = ProgressBar::new(args.texts.len().max(1) as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}")
             .expect("static template is valid"),
     );
-    if pairs.len() <= args.batch {
+    if args.texts.len() <= args.batch && args.pairs.is_none() {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     let progress = |done: usize| bar.set_position(done as u64);
 
     let family = read_family(&args.model)?;
-    let (samples, displayed) = match family {
+    let (samples, displayed, target) = match family {
         ModelFamily::Clip => {
             let session = ClipSession::open(&args.model)?;
-            let results = session.explain(&pairs, &methods, &opts, args.batch, progress)?;
+            let results =
+                session.explain(&requests(&args)?, &methods, &opts, args.batch, progress)?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .map(|r| Sample {
                     score_line: format!("score {:.3}  p {:.3}", r.score, r.probability),
-                    image: r.image,
+                    label: r.image.display().to_string(),
+                    image: Some(r.image),
+                    boxes: None,
                     text: r.text,
                     tokens: r.tokens,
                     probability: Some(r.probability),
@@ -206,44 +279,69 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
                 })
                 .collect();
             let displayed = display_images(&samples, |p| Ok(session.display_image(p)?))?;
-            (samples, displayed)
+            (samples, displayed, "pair-score".to_owned())
         }
         ModelFamily::Vilt => {
             let session = ViltSession::open(&args.model)?;
-            let results = session.explain(&pairs, &methods, &opts, args.batch, progress)?;
+            let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
+            let results = session.explain(
+                &requests(&args)?,
+                &methods,
+                &opts,
+                &target,
+                args.batch,
+                progress,
+            )?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .map(|r| {
-                    let answers: Vec<String> = r
-                        .top_answers
-                        .iter()
-                        .map(|(a, p)| format!("{a} ({p:.2})"))
-                        .collect();
-                    Sample {
-                        score_line: format!("answer: {}   top: {}", r.answer, answers.join(", ")),
-                        image: r.image,
-                        text: r.question,
-                        tokens: r.tokens,
-                        probability: None,
-                        answer: Some(r.answer),
-                        top_answers: r.top_answers,
-                        explanations: r.explanations,
-                    }
+                    let image = Some(r.image.clone());
+                    question_sample(r, image, None)
                 })
                 .collect();
             let displayed = display_images(&samples, |p| Ok(session.display_image(p)?))?;
-            (samples, displayed)
+            (
+                samples,
+                displayed,
+                target.name(&session.model().config.id2label),
+            )
         }
-        ModelFamily::Lxmert => bail!(
-            "{}: LXMERT is recognised but not supported yet",
-            args.model.display()
-        ),
+        ModelFamily::Lxmert => {
+            let session = LxmertSession::open(&args.model, args.answers.as_deref())?;
+            let target = AnswerTarget::parse(&args.target, session.answers())?;
+            let results = session.explain(
+                &region_requests(&args)?,
+                &methods,
+                &opts,
+                &target,
+                args.batch,
+                progress,
+            )?;
+            let samples: Vec<Sample> = results
+                .into_iter()
+                .map(|(r, regions)| {
+                    let boxes = regions
+                        .boxes
+                        .chunks_exact(4)
+                        .map(|b| [b[0], b[1], b[2], b[3]])
+                        .collect();
+                    question_sample(r, args.image.clone(), Some(boxes))
+                })
+                .collect();
+            let displayed = display_images(&samples, |p| Ok(whole_image(p)?))?;
+            (samples, displayed, target.name(session.answers()))
+        }
     };
     bar.finish_and_clear();
 
-    let family_name = family.model_type();
     print_samples(&samples);
-    write_outputs(family_name, &samples, &displayed, &args.out)?;
+    write_outputs(
+        family.model_type(),
+        &target,
+        &samples,
+        &displayed,
+        &args.out,
+    )?;
     println!("wrote {}", args.out.join("index.html").display());
     Ok(())
 }
@@ -254,9 +352,9 @@ fn display_images(
     load: impl Fn(&Path) -> anyhow::Result<RgbImage>,
 ) -> anyhow::Result<HashMap<PathBuf, RgbImage>> {
     let mut images = HashMap::new();
-    for s in samples {
-        if !images.contains_key(&s.image) {
-            images.insert(s.image.clone(), load(&s.image)?);
+    for path in samples.iter().filter_map(|s| s.image.as_ref()) {
+        if !images.contains_key(path) {
+            images.insert(path.clone(), load(path)?);
         }
     }
     Ok(images)
@@ -271,12 +369,7 @@ fn print_samples(samples: &[Sample]) {
         .max()
         .unwrap_or(0);
     for (i, s) in samples.iter().enumerate() {
-        println!(
-            "sample {i}: {}  \"{}\"  {}",
-            s.image.display(),
-            s.text,
-            s.score_line
-        );
+        println!("sample {i}: {}  \"{}\"  {}", s.label, s.text, s.score_line);
         for e in &s.explanations {
             let tokens =
                 render::terminal::highlight(&s.tokens, &e.text_relevance, &e.text_scored, color);
@@ -293,49 +386,55 @@ fn print_samples(samples: &[Sample]) {
 
 fn write_outputs(
     family: &'static str,
+    target: &str,
     samples: &[Sample],
     displayed: &HashMap<PathBuf, RgbImage>,
     out: &Path,
 ) -> anyhow::Result<()> {
     fs::create_dir_all(out)
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
-    let target = if family == "clip" {
-        "pair-score"
-    } else {
-        "predicted-answer"
-    };
     let mut records = Vec::new();
     let mut html_samples = Vec::new();
     for (i, s) in samples.iter().enumerate() {
-        let image = &displayed[&s.image];
+        let image = s.image.as_ref().map(|p| &displayed[p]);
+        let layout = |e: &Explanation| match &s.boxes {
+            Some(b) => Layout::Boxes(b),
+            None => Layout::Grid(e.image_grid.0, e.image_grid.1),
+        };
         let mut html_methods = Vec::new();
         for e in &s.explanations {
-            let title = format!(
-                "{} | {} | {}",
-                e.method,
-                s.text,
-                s.answer.as_deref().unwrap_or("")
-            );
-            let file = format!("sample{i}-{}.png", e.method);
-            let overlay = render::overlay::overlay(
-                image,
-                &e.image_relevance,
-                e.image_grid,
-                title.trim_end_matches(" | "),
-            );
-            save_png(&overlay, &out.join(&file))?;
+            let overlay_file = match image {
+                Some(image) => {
+                    let title = format!(
+                        "{} | {} | {}",
+                        e.method,
+                        s.text,
+                        s.answer.as_deref().unwrap_or("")
+                    );
+                    let file = format!("sample{i}-{}.png", e.method);
+                    let overlay = render::overlay::overlay(
+                        image,
+                        &e.image_relevance,
+                        layout(e),
+                        title.trim_end_matches(" | "),
+                    );
+                    save_png(&overlay, &out.join(&file))?;
+                    Some(file)
+                }
+                None => None,
+            };
             html_methods.push(render::html::HtmlMethod {
                 name: e.method.name().to_owned(),
                 tokens: s.tokens.clone(),
                 relevance: e.text_relevance.clone(),
                 scored: e.text_scored.clone(),
-                overlay_file: Some(file),
+                overlay_file,
             });
             records.push(Record {
                 family,
                 method: e.method.name(),
                 target,
-                image: s.image.display().to_string(),
+                image: s.label.clone(),
                 text: &s.text,
                 score: e.score,
                 probability: s.probability,
@@ -352,30 +451,32 @@ fn write_outputs(
                 text_relevance: &e.text_relevance,
                 image_relevance: &e.image_relevance,
                 image_grid: [e.image_grid.0, e.image_grid.1],
+                boxes: s.boxes.as_deref(),
                 degenerate_graphs: &e.degenerate_graphs,
             });
         }
-        let sheet_file = if s.explanations.len() > 1 {
-            let panels: Vec<(String, Vec<f32>)> = s
-                .explanations
-                .iter()
-                .map(|e| (e.method.name().to_owned(), e.image_relevance.clone()))
-                .collect();
-            let caption = format!("\"{}\"  {}", s.text, s.score_line);
-            let sheet = render::sheet::comparison_sheet(
-                image,
-                &panels,
-                s.explanations[0].image_grid,
-                &caption,
-            );
-            let file = format!("sample{i}-sheet.png");
-            save_png(&sheet, &out.join(&file))?;
-            Some(file)
-        } else {
-            None
+        let sheet_file = match image {
+            Some(image) if s.explanations.len() > 1 => {
+                let panels: Vec<(String, Vec<f32>)> = s
+                    .explanations
+                    .iter()
+                    .map(|e| (e.method.name().to_owned(), e.image_relevance.clone()))
+                    .collect();
+                let caption = format!("\"{}\"  {}", s.text, s.score_line);
+                let sheet = render::sheet::comparison_sheet(
+                    image,
+                    &panels,
+                    layout(&s.explanations[0]),
+                    &caption,
+                );
+                let file = format!("sample{i}-sheet.png");
+                save_png(&sheet, &out.join(&file))?;
+                Some(file)
+            }
+            _ => None,
         };
         html_samples.push(render::html::HtmlPair {
-            image_label: s.image.display().to_string(),
+            image_label: s.label.clone(),
             text: match &s.answer {
                 Some(a) => format!("{}  → {a}", s.text),
                 None => s.text.clone(),

@@ -15,6 +15,7 @@ use crate::explain::spectral::GradWeighting;
 use crate::explain::{spread_words, ExplainError, Explanation, Method, MethodOptions};
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
 use crate::model::lxmert::{AttentionRecord, LxmertTrace};
+use crate::model::VqaTarget;
 use crate::trace::LayerTrace;
 
 /// Graphs whose λ₃ − λ₂ falls below this have no well-defined Fiedler vector.
@@ -314,12 +315,7 @@ pub fn explain_lxmert(
                 n: trace.regions,
             };
             let last = trace.cross.len() - 1;
-            let score = match &trace.targets {
-                Some(t) => trace.output.logits[b * labels + t[b]],
-                None => trace.output.logits[b * labels..(b + 1) * labels]
-                    .iter()
-                    .sum(),
-            };
+            let score = VqaTarget::score(&trace.targets, &trace.output.logits, labels, b);
             let words: Vec<usize> = (1..s.t.saturating_sub(1)).collect();
             let needs_graphs = methods
                 .iter()

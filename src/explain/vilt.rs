@@ -11,6 +11,7 @@ use crate::explain::{
     resolve_start, spread_words, ExplainError, Explanation, Method, MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
+use crate::model::VqaTarget;
 
 /// Explains every sample of a traced batch with every method: result[sample][method].
 pub fn explain_vilt(
@@ -46,7 +47,7 @@ pub fn explain_vilt(
                 },
             ];
             let view = SampleView::with_tokens(&trace.joint, b, real);
-            let score = trace.output.logits[b * labels + trace.targets[b]];
+            let score = VqaTarget::score(&trace.targets, &trace.output.logits, labels, b);
             methods
                 .iter()
                 .map(|&method| {

@@ -1,10 +1,11 @@
-//! Model inputs: image preprocessing and tokenization.
+//! Model inputs: image preprocessing, LXMERT's region features and tokenization.
 //!
-//! Both follow the Hugging Face processors that the reference fixtures are made with
+//! Preprocessing and tokenization follow the Hugging Face processors that the reference fixtures are made with
 //! (`CLIPImageProcessor`, `ViltImageProcessor`, the `tokenizers` pipeline in tokenizer.json),
 //! so that a model sees the same tensors here as under transformers.
 
 pub mod image;
+pub mod regions;
 pub mod text;
 pub mod vilt;
 
@@ -69,5 +70,66 @@ pub enum InputError {
         index: usize,
         text: String,
         reason: String,
+    },
+    #[error("region file {path} not found")]
+    RegionsNotFound { path: PathBuf },
+    #[error("cannot read region file {path}: {source}")]
+    RegionsRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a safetensors file: {reason}")]
+    RegionsNotSafetensors { path: PathBuf, reason: String },
+    #[error("{path}: tensor `{tensor}`: {reason}")]
+    RegionsTensor {
+        path: PathBuf,
+        tensor: String,
+        reason: String,
+    },
+    #[error("{path}: `features` has shape {features:?} and `boxes` {boxes:?}; both need one row per region")]
+    RegionsRows {
+        path: PathBuf,
+        features: Vec<usize>,
+        boxes: Vec<usize>,
+    },
+    /// A value of a region that was read well-formed; `what` is [`regions::Regions::source`].
+    #[error("{what}: region {region}, {field}: {reason}")]
+    RegionsValue {
+        what: String,
+        region: usize,
+        field: String,
+        reason: String,
+    },
+    #[error("{path} is an obj36 TSV file, which holds many images; pass --image-id to choose one")]
+    ImageIdRequired { path: PathBuf },
+    #[error("image id {image_id:?} not found in {path} ({scanned} image ids scanned)")]
+    TsvImageNotFound {
+        path: PathBuf,
+        image_id: String,
+        scanned: usize,
+    },
+    #[error("{path}, line {line} (image {image_id:?}): {found} TAB-separated columns, expected {expected} ({columns})", columns = regions::OBJ36_COLUMNS.join(" "))]
+    TsvColumns {
+        path: PathBuf,
+        line: usize,
+        image_id: String,
+        found: usize,
+        expected: usize,
+    },
+    #[error("{path}, line {line} (image {image_id:?}), column `{column}`: {reason}")]
+    TsvField {
+        path: PathBuf,
+        line: usize,
+        image_id: String,
+        column: String,
+        reason: String,
+    },
+    #[error(
+        "{what} has {found}-wide region features, but the model's visual_feat_dim is {expected}"
+    )]
+    RegionDim {
+        what: String,
+        found: usize,
+        expected: usize,
     },
 }

@@ -20,7 +20,7 @@ use crate::model::post_ln::{
 };
 use crate::model::source::WeightSource;
 use crate::model::weights::Weights;
-use crate::model::ModelError;
+use crate::model::{ModelError, VqaTarget};
 use crate::trace::LayerTrace;
 
 /// Every LayerNorm of LXMERT (hard-coded in transformers, whatever the config says).
@@ -44,17 +44,6 @@ impl LxmertInputs {
     pub fn batch(&self) -> usize {
         self.lengths.len()
     }
-}
-
-/// Which scalar the backward differentiates, per sample.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VqaTarget {
-    /// The logit of the predicted (argmax) answer: fiedler's default (§H).
-    Predicted,
-    /// The logit of the given answer index, per sample.
-    Answers(Vec<usize>),
-    /// Σ of every logit: what the seed's DSMI family differentiates (bug B1), for comparison.
-    SumLogits,
 }
 
 /// A forward's attention probabilities and the backward's ∂y/∂A for one module.

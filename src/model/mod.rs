@@ -30,3 +30,64 @@ pub enum ModelError {
     #[error("{0}")]
     Input(String),
 }
+
+/// Which scalar the backward differentiates, per sample.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VqaTarget {
+    /// The logit of the predicted (argmax) answer: fiedler's default (§H).
+    #[default]
+    Predicted,
+    /// The logit of the given answer index, per sample.
+    Answers(Vec<usize>),
+    /// Σ of every logit: what the seed's DSMI family differentiates (bug B1), for comparison.
+    SumLogits,
+}
+
+impl VqaTarget {
+    /// The answer each sample explains (`None` for the Σ-logits target) and the backward's
+    /// seed ∂y/∂logits [batch, labels], given the predicted answers.
+    pub fn resolve(
+        &self,
+        predicted: &[usize],
+        labels: usize,
+    ) -> Result<(Option<Vec<usize>>, Vec<f32>), ModelError> {
+        let batch = predicted.len();
+        let targets = match self {
+            VqaTarget::Predicted => Some(predicted.to_vec()),
+            VqaTarget::Answers(a) if a.len() != batch || a.iter().any(|&i| i >= labels) => {
+                return Err(ModelError::Input(format!(
+                    "target answers {a:?} for {batch} samples of {labels} answers"
+                )))
+            }
+            VqaTarget::Answers(a) => Some(a.clone()),
+            VqaTarget::SumLogits => None,
+        };
+        let seed = match &targets {
+            Some(t) => (0..batch * labels)
+                .map(|i| {
+                    if t[i / labels] == i % labels {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+            None => vec![1.0; batch * labels],
+        };
+        Ok((targets, seed))
+    }
+
+    /// The value a sample's explanations explain: its target logit, or the sum of its logits.
+    pub fn score(
+        targets: &Option<Vec<usize>>,
+        logits: &[f32],
+        labels: usize,
+        sample: usize,
+    ) -> f32 {
+        let row = &logits[sample * labels..(sample + 1) * labels];
+        match targets {
+            Some(t) => row[t[sample]],
+            None => row.iter().sum(),
+        }
+    }
+}

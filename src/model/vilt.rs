@@ -18,7 +18,7 @@ use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, L
 use crate::model::config::ViltConfig;
 use crate::model::source::WeightSource;
 use crate::model::weights::Weights;
-use crate::model::ModelError;
+use crate::model::{ModelError, VqaTarget};
 use crate::trace::TowerTrace;
 
 const VILT_LAYER: LayerNames = LayerNames {
@@ -107,8 +107,8 @@ pub struct ViltTrace<Buf> {
     /// The joint encoder; `lengths` is the padded length of every sample (real tokens are
     /// given by the layouts, not a prefix).
     pub joint: TowerTrace<Buf>,
-    /// Which answer each sample's gradients explain.
-    pub targets: Vec<usize>,
+    /// Which answer each sample's gradients explain (`None` for the Σ-logits target).
+    pub targets: Option<Vec<usize>>,
 }
 
 struct Forward<Buf> {
@@ -244,30 +244,17 @@ impl<B: Backend> Vilt<B> {
         Ok(self.forward(be, inputs)?.output)
     }
 
-    /// Forward, then the backward of each sample's target logit (the predicted answer when
-    /// `targets` is `None`), recording the joint encoder.
+    /// Forward, then the backward of each sample's target, recording the joint encoder.
     pub fn trace(
         &self,
         be: &B,
         inputs: &ViltInputs,
-        targets: Option<&[usize]>,
+        target: &VqaTarget,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs)?;
         let batch = inputs.batch();
         let labels = self.config.num_labels;
-        let targets = match targets {
-            Some(t) if t.len() != batch || t.iter().any(|&i| i >= labels) => {
-                return Err(ModelError::Input(format!(
-                    "targets {t:?} for {batch} samples of {labels} answers"
-                )))
-            }
-            Some(t) => t.to_vec(),
-            None => f.output.predicted(),
-        };
-        let mut seed = vec![0.0; batch * labels];
-        for (b, &t) in targets.iter().enumerate() {
-            seed[b * labels + t] = 1.0;
-        }
+        let (targets, seed) = target.resolve(&f.output.predicted(), labels)?;
         let d = self.config.hidden_size;
         let be_seed = be.upload(&seed)?;
         let mut d_act = be.zeros(batch * 2 * d)?;

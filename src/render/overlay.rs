@@ -95,30 +95,109 @@ fn label(img: &mut RgbImage, note: &str) {
     }
 }
 
-/// `image` with the heat map of `relevance` (a row-major `grid_hw` grid) blended over it.
+/// Where each relevance value lies on the image.
+#[derive(Debug, Clone, Copy)]
+pub enum Layout<'a> {
+    /// A row-major (rows, cols) grid of patches covering the whole image, upsampled bilinearly.
+    Grid(usize, usize),
+    /// One normalised box (x1, y1, x2, y2 in [0, 1]) per value (LXMERT regions): each pixel
+    /// takes the strongest box covering it, and the strongest boxes are outlined.
+    Boxes(&'a [[f32; 4]]),
+}
+
+impl From<(usize, usize)> for Layout<'static> {
+    fn from((rows, cols): (usize, usize)) -> Self {
+        Layout::Grid(rows, cols)
+    }
+}
+
+/// How many of the strongest boxes a region map outlines.
+const OUTLINED_BOXES: usize = 5;
+
+/// `image` with the heat map of `relevance` blended over it.
 ///
 /// A constant map (all zeros included, and every 1×1 grid) is drawn flat at the low colour and
-/// labelled "flat map"; a relevance whose length is not gh·gw is not drawn at all: the image is
-/// shown dimmed with a note giving both sizes.
-pub fn blend(image: &RgbImage, relevance: &[f32], grid_hw: (usize, usize)) -> RgbImage {
-    let (gh, gw) = grid_hw;
+/// labelled "flat map"; a relevance whose length does not match the layout is not drawn at
+/// all: the image is shown dimmed with a note giving both sizes.
+pub fn blend<'a>(image: &RgbImage, relevance: &[f32], layout: impl Into<Layout<'a>>) -> RgbImage {
+    let layout = layout.into();
     let mut out = image.clone();
-    if relevance.is_empty() || gh.checked_mul(gw) != Some(relevance.len()) {
+    let expected = match layout {
+        Layout::Grid(gh, gw) => gh.checked_mul(gw),
+        Layout::Boxes(boxes) => Some(boxes.len()),
+    };
+    if relevance.is_empty() || expected != Some(relevance.len()) {
         out.pixels_mut().for_each(|p| mix(p, [0, 0, 0], 0.5));
-        let note = format!("no map: {} values for a {gh}x{gw} grid", relevance.len());
-        label(&mut out, &note);
+        let what = match layout {
+            Layout::Grid(gh, gw) => format!("a {gh}x{gw} grid"),
+            Layout::Boxes(b) => format!("{} boxes", b.len()),
+        };
+        label(
+            &mut out,
+            &format!("no map: {} values for {what}", relevance.len()),
+        );
         return out;
     }
     let levels = minmax(relevance);
     let (w, h) = image.dimensions();
-    let heat = upsample_bilinear(&levels, grid_hw, (h as usize, w as usize));
+    let heat = match layout {
+        Layout::Grid(gh, gw) => upsample_bilinear(&levels, (gh, gw), (h as usize, w as usize)),
+        Layout::Boxes(boxes) => box_heat(&levels, boxes, w, h),
+    };
     for (p, &t) in out.pixels_mut().zip(&heat) {
         mix(p, viridis(t), ALPHA);
+    }
+    if let Layout::Boxes(boxes) = layout {
+        let mut order: Vec<usize> = (0..boxes.len()).collect();
+        order.sort_by(|&a, &b| levels[b].total_cmp(&levels[a]));
+        for &i in order.iter().take(OUTLINED_BOXES) {
+            outline(&mut out, boxes[i], viridis(levels[i]));
+        }
     }
     if levels.iter().all(|&t| t == 0.0) {
         label(&mut out, "flat map: all values equal");
     }
     out
+}
+
+/// Pixel (col, row) of a normalised coordinate pair, clamped to the image.
+fn to_pixels(b: [f32; 4], w: u32, h: u32) -> (u32, u32, u32, u32) {
+    let px =
+        |v: f32, size: u32| ((v.clamp(0.0, 1.0) * size as f32) as u32).min(size.saturating_sub(1));
+    (px(b[0], w), px(b[1], h), px(b[2], w), px(b[3], h))
+}
+
+/// Per pixel, the largest level among the boxes covering it (0 where none does).
+fn box_heat(levels: &[f32], boxes: &[[f32; 4]], w: u32, h: u32) -> Vec<f32> {
+    let mut heat = vec![0.0f32; (w * h) as usize];
+    for (b, &level) in boxes.iter().zip(levels) {
+        let (x0, y0, x1, y1) = to_pixels(*b, w, h);
+        for y in y0..=y1 {
+            for x in x0..=x1 {
+                let p = &mut heat[(y * w + x) as usize];
+                *p = p.max(level);
+            }
+        }
+    }
+    heat
+}
+
+/// A 2-pixel rectangle around a normalised box.
+fn outline(img: &mut RgbImage, b: [f32; 4], color: [u8; 3]) {
+    let (w, h) = img.dimensions();
+    let (x0, y0, x1, y1) = to_pixels(b, w, h);
+    for t in 0..2u32 {
+        for x in x0..=x1 {
+            for y in [y0.saturating_add(t).min(h - 1), y1.saturating_sub(t)] {
+                img.put_pixel(x, y, Rgb(color));
+            }
+        }
+        for y in y0..=y1 {
+            for x in [x0.saturating_add(t).min(w - 1), x1.saturating_sub(t)] {
+                img.put_pixel(x, y, Rgb(color));
+            }
+        }
+    }
 }
 
 /// Narrowest legend that still shows "low", a bar of 8 cells and "high".
@@ -157,10 +236,10 @@ pub fn draw_legend(img: &mut RgbImage, x: u32, y: u32, width: u32, scale: u32) {
 /// blended over it (see [`blend`]), above a footer holding `title` (wrapped, at most 3 lines,
 /// cut with "..." beyond) and the low→high legend. The output is as wide as the image, or as
 /// wide as the legend needs for a very small image (which is then centred).
-pub fn overlay(
+pub fn overlay<'a>(
     image: &RgbImage,
     relevance: &[f32],
-    grid_hw: (usize, usize),
+    layout: impl Into<Layout<'a>>,
     title: &str,
 ) -> RgbImage {
     let (w, h) = image.dimensions();
@@ -170,7 +249,7 @@ pub fn overlay(
     let lines = font::wrap(title, scale, width - 2 * pad, MAX_TITLE_LINES);
     let footer = pad + lines.len() as u32 * line_height(scale) + pad + legend_height(scale) + pad;
     let mut canvas = RgbImage::from_pixel(width, h + footer, Rgb(BACKGROUND));
-    let heat = blend(image, relevance, grid_hw);
+    let heat = blend(image, relevance, layout);
     image::imageops::replace(&mut canvas, &heat, i64::from((width - w) / 2), 0);
     let mut y = h + pad;
     for line in &lines {

@@ -8,8 +8,8 @@ use image::{Rgb, RgbImage};
 
 use super::font::{self, draw_text, text_width};
 use super::overlay::{
-    blend, draw_legend, legend_height, legend_min_width, line_height, text_scale, BACKGROUND, INK,
-    MUTED, PAD,
+    blend, draw_legend, legend_height, legend_min_width, line_height, text_scale, Layout,
+    BACKGROUND, INK, MUTED, PAD,
 };
 
 /// Panels per row; 4 keeps a sheet of 224-pixel panels under 1000 pixels wide.
@@ -20,12 +20,13 @@ const LEGEND_NOTE: &str = "each panel min-max scaled on its own";
 /// The plain `image` (panel "input"), then one panel per (method name, relevance over the
 /// `grid_hw` grid) drawn as in [`super::overlay::blend`], in rows of up to [`MAX_COLUMNS`];
 /// `caption` (wrapped) on top, each panel's name above it, one legend at the bottom.
-pub fn comparison_sheet(
+pub fn comparison_sheet<'a>(
     image: &RgbImage,
     panels: &[(String, Vec<f32>)],
-    grid_hw: (usize, usize),
+    layout: impl Into<Layout<'a>>,
     caption: &str,
 ) -> RgbImage {
+    let layout = layout.into();
     let (w, h) = image.dimensions();
     let scale = text_scale(w);
     let (margin, gap) = (2 * PAD * scale, 2 * PAD * scale);
@@ -33,7 +34,7 @@ pub fn comparison_sheet(
         .chain(
             panels
                 .iter()
-                .map(|(name, relevance)| (name.as_str(), blend(image, relevance, grid_hw))),
+                .map(|(name, relevance)| (name.as_str(), blend(image, relevance, layout))),
         )
         .collect();
     let cols = tiles.len().min(MAX_COLUMNS) as u32;

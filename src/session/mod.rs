@@ -2,18 +2,24 @@
 //! (image, text) requests with a list of methods. One session type per family.
 
 pub mod clip;
+pub mod lxmert;
 pub mod vilt;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
 
 use thiserror::Error;
 
 use crate::explain::ExplainError;
+use crate::explain::Explanation;
+use crate::input::image::{load_image, resize, Resample};
 use crate::input::InputError;
-use crate::model::ModelError;
+use crate::model::{ModelError, VqaTarget};
 
 pub use clip::{ClipSession, PairResult};
-pub use vilt::{QuestionResult, ViltSession};
+pub use lxmert::{LxmertSession, RegionRequest};
+pub use vilt::ViltSession;
 
 #[derive(Debug, Error)]
 pub enum SessionError {
@@ -27,6 +33,23 @@ pub enum SessionError {
     EmptyText { index: usize },
     #[error("nothing to explain: no (image, text) pairs given")]
     NoPairs,
+    #[error("{first} has {count} regions but {other} has {other_count}; a batch needs one region count (use --batch 1)")]
+    RegionCounts {
+        first: String,
+        count: usize,
+        other: String,
+        other_count: usize,
+    },
+    #[error("answer list {path}: {reason}")]
+    Answers { path: PathBuf, reason: String },
+    #[error("--target {0:?}: expected predicted, sum-logits, answer:TEXT or index:N")]
+    BadTarget(String),
+    #[error("--target {spec:?}: the model has no such answer ({labels} answers{hint})")]
+    UnknownAnswer {
+        spec: String,
+        labels: usize,
+        hint: String,
+    },
 }
 
 /// One (image, text) pair to explain: a caption for CLIP, a question for the VQA models.
@@ -45,4 +68,114 @@ pub(crate) fn check_requests(pairs: &[PairRequest]) -> Result<(), SessionError> 
         Some(index) => Err(SessionError::EmptyText { index }),
         None => Ok(()),
     }
+}
+
+/// What a VQA explanation explains, for every sample of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AnswerTarget {
+    /// The predicted answer's logit (fiedler's default).
+    #[default]
+    Predicted,
+    /// The logit of this answer index.
+    Answer(usize),
+    /// Σ of all logits: the seed's DSMI-family target (bug B1), for comparison runs.
+    SumLogits,
+}
+
+impl AnswerTarget {
+    /// Parses `predicted`, `sum-logits`, `answer:TEXT` or `index:N` against the answer list.
+    pub fn parse(spec: &str, answers: &[String]) -> Result<Self, SessionError> {
+        let unknown = |hint: String| SessionError::UnknownAnswer {
+            spec: spec.to_owned(),
+            labels: answers.len(),
+            hint,
+        };
+        match spec.split_once(':') {
+            None if spec == "predicted" => Ok(Self::Predicted),
+            None if spec == "sum-logits" => Ok(Self::SumLogits),
+            Some(("answer", text)) => answers
+                .iter()
+                .position(|a| a == text)
+                .map(Self::Answer)
+                .ok_or_else(|| {
+                    unknown(format!(
+                        "; e.g. {}",
+                        answers
+                            .iter()
+                            .take(5)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }),
+            Some(("index", n)) => match n.parse::<usize>() {
+                Ok(i) if i < answers.len() => Ok(Self::Answer(i)),
+                _ => Err(unknown(format!("; indices are 0..{}", answers.len()))),
+            },
+            _ => Err(SessionError::BadTarget(spec.to_owned())),
+        }
+    }
+
+    pub(crate) fn for_batch(&self, batch: usize) -> VqaTarget {
+        match self {
+            Self::Predicted => VqaTarget::Predicted,
+            Self::Answer(i) => VqaTarget::Answers(vec![*i; batch]),
+            Self::SumLogits => VqaTarget::SumLogits,
+        }
+    }
+
+    /// How explanations.json names the target.
+    pub fn name(&self, answers: &[String]) -> String {
+        match self {
+            Self::Predicted => "predicted-answer".into(),
+            Self::Answer(i) => format!("answer:{}", answers[*i]),
+            Self::SumLogits => "sum-logits".into(),
+        }
+    }
+}
+
+/// How many answers a result lists.
+const TOP_ANSWERS: usize = 5;
+
+/// Everything fiedler computed for one (image, question) pair of a VQA model.
+#[derive(Debug, Clone)]
+pub struct QuestionResult {
+    pub image: PathBuf,
+    pub question: String,
+    /// The real tokens of the question as shown to a person ([CLS] and [SEP] included).
+    pub tokens: Vec<String>,
+    pub truncated: bool,
+    /// The predicted answer.
+    pub answer: String,
+    /// The best answers with sigmoid probabilities (both VQA families are trained with a
+    /// per-answer binary loss), best first.
+    pub top_answers: Vec<(String, f32)>,
+    /// One per requested method, in request order; `score` is the target's value.
+    pub explanations: Vec<Explanation>,
+}
+
+/// The predicted answer and the best answers with their probabilities, from one sample's
+/// logits.
+pub(crate) fn rank_answers(logits: &[f32], answers: &[String]) -> (String, Vec<(String, f32)>) {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]));
+    let top = order
+        .iter()
+        .take(TOP_ANSWERS)
+        .map(|&i| (answers[i].clone(), 1.0 / (1.0 + (-logits[i]).exp())))
+        .collect();
+    (answers[order[0]].clone(), top)
+}
+
+/// Longer side of the whole images that overlays are drawn on.
+const DISPLAY_SIZE: usize = 384;
+
+/// An image file, whole, its longer side scaled to a size a person can see (ViLT's patch grid
+/// and LXMERT's normalised boxes both cover the whole image).
+pub fn whole_image(path: &Path) -> Result<RgbImage, SessionError> {
+    let image = load_image(path)?;
+    let (w, h) = (image.width() as f64, image.height() as f64);
+    let scale = DISPLAY_SIZE as f64 / w.max(h);
+    let size = |x: f64| ((x * scale).round() as usize).max(1);
+    Ok(resize(&image, size(w), size(h), Resample::Bicubic))
 }

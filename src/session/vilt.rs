@@ -1,39 +1,20 @@
 //! ViLT visual question answering: load once, explain batches of (image, question) pairs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::RgbImage;
 
 use crate::backend::Cpu;
 use crate::explain::vilt::explain_vilt;
-use crate::explain::{Explanation, Method, MethodOptions};
-use crate::input::image::{load_image, resize, Resample};
+use crate::explain::{Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs};
-use crate::session::{check_requests, PairRequest, SessionError};
+use crate::model::VqaTarget;
+use crate::session::{whole_image, 
+    check_requests, rank_answers, AnswerTarget, PairRequest, QuestionResult, SessionError,
+};
 
-/// How many answers a result lists.
-const TOP_ANSWERS: usize = 5;
-/// Longer side of the image the overlays are drawn on.
-const DISPLAY_SIZE: usize = 384;
-
-/// Everything fiedler computed for one (image, question) pair.
-#[derive(Debug, Clone)]
-pub struct QuestionResult {
-    pub image: PathBuf,
-    pub question: String,
-    /// The real tokens of the question as shown to a person ([CLS] and [SEP] included).
-    pub tokens: Vec<String>,
-    pub truncated: bool,
-    /// The answer the explanations explain (the predicted one).
-    pub answer: String,
-    /// The best answers with sigmoid probabilities (ViLT is trained with a per-answer
-    /// binary loss), best first.
-    pub top_answers: Vec<(String, f32)>,
-    /// One per requested method, in request order; `score` is the answer's logit.
-    pub explanations: Vec<Explanation>,
-}
 
 pub struct ViltSession {
     model: Vilt<Cpu>,
@@ -66,13 +47,19 @@ impl ViltSession {
         pairs: &[PairRequest],
         methods: &[Method],
         opts: &MethodOptions,
+        target: &AnswerTarget,
         batch: usize,
         mut progress: impl FnMut(usize),
     ) -> Result<Vec<QuestionResult>, SessionError> {
         check_requests(pairs)?;
         let mut results = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(batch.max(1)) {
-            results.extend(self.explain_batch(chunk, methods, opts)?);
+            results.extend(self.explain_batch(
+                chunk,
+                methods,
+                opts,
+                &target.for_batch(chunk.len()),
+            )?);
             progress(results.len());
         }
         Ok(results)
@@ -83,6 +70,7 @@ impl ViltSession {
         pairs: &[PairRequest],
         methods: &[Method],
         opts: &MethodOptions,
+        target: &VqaTarget,
     ) -> Result<Vec<QuestionResult>, SessionError> {
         let images: Vec<&Path> = pairs.iter().map(|p| p.image.as_path()).collect();
         let pixels = self.processor.preprocess_batch(&images)?;
@@ -97,23 +85,18 @@ impl ViltSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        let trace = self.model.trace(&Cpu, &inputs, None)?;
+        let trace = self.model.trace(&Cpu, &inputs, target)?;
         let explanations = explain_vilt(&trace, methods, opts)?;
-        let labels = &self.model.config.id2label;
         let n = trace.output.labels;
         Ok(pairs
             .iter()
             .zip(explanations)
             .enumerate()
             .map(|(b, (pair, explanations))| {
-                let logits = &trace.output.logits[b * n..(b + 1) * n];
-                let mut order: Vec<usize> = (0..n).collect();
-                order.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]));
-                let top_answers = order
-                    .iter()
-                    .take(TOP_ANSWERS)
-                    .map(|&i| (labels[i].clone(), 1.0 / (1.0 + (-logits[i]).exp())))
-                    .collect();
+                let (answer, top_answers) = rank_answers(
+                    &trace.output.logits[b * n..(b + 1) * n],
+                    &self.model.config.id2label,
+                );
                 QuestionResult {
                     image: pair.image.clone(),
                     question: pair.text.clone(),
@@ -121,7 +104,7 @@ impl ViltSession {
                         .tokenizer
                         .tokens_for_display(&tokens.row(b)[..tokens.lengths[b]]),
                     truncated: tokens.truncated[b],
-                    answer: labels[trace.targets[b]].clone(),
+                    answer,
                     top_answers,
                     explanations,
                 }
@@ -129,13 +112,9 @@ impl ViltSession {
             .collect())
     }
 
-    /// The whole image (ViLT does not crop), its longer side scaled to a size a person can
-    /// see; the patch grid covers it exactly.
+    /// The whole image (ViLT does not crop) at a size a person can see; the patch grid
+    /// covers it exactly.
     pub fn display_image(&self, path: &Path) -> Result<RgbImage, SessionError> {
-        let image = load_image(path)?;
-        let (w, h) = (image.width() as f64, image.height() as f64);
-        let scale = DISPLAY_SIZE as f64 / w.max(h);
-        let size = |x: f64| ((x * scale).round() as usize).max(1);
-        Ok(resize(&image, size(w), size(h), Resample::Bicubic))
+        whole_image(path)
     }
 }

@@ -1,0 +1,171 @@
+//! LXMERT visual question answering: load once, explain batches of (regions, question) pairs.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::Cpu;
+use crate::explain::lxmert::explain_lxmert;
+use crate::explain::{Method, MethodOptions};
+use crate::input::regions::{load_regions, Regions};
+use crate::input::text::TextTokenizer;
+use crate::model::lxmert::{Lxmert, LxmertInputs};
+use crate::model::VqaTarget;
+use crate::session::{rank_answers, AnswerTarget, QuestionResult, SessionError};
+
+/// One question about one image's regions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionRequest {
+    /// A features file (safetensors `features`, `boxes`) or an obj36 TSV.
+    pub regions: PathBuf,
+    /// The image id to pick from a TSV.
+    pub image_id: Option<String>,
+    pub question: String,
+}
+
+pub struct LxmertSession {
+    model: Lxmert<Cpu>,
+    tokenizer: TextTokenizer,
+    answers: Vec<String>,
+}
+
+impl LxmertSession {
+    /// Loads config.json, the weights and tokenizer.json of a Hugging Face LXMERT VQA
+    /// directory; `answers` (a JSON list, e.g. LXMERT's trainval_label2ans.json) names the
+    /// logits when the config does not.
+    pub fn open(dir: &Path, answers: Option<&Path>) -> Result<Self, SessionError> {
+        let model = Lxmert::load(&Cpu, dir)?;
+        let c = &model.config;
+        let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
+        let answers = match answers {
+            None => c.id2label.clone(),
+            Some(path) => read_answers(path, c.id2label.len())?,
+        };
+        Ok(Self {
+            model,
+            tokenizer,
+            answers,
+        })
+    }
+
+    pub fn answers(&self) -> &[String] {
+        &self.answers
+    }
+
+    /// Explains `requests` in batches of `batch`; every sample of a batch must have the
+    /// same number of regions (LXMERT has no region mask).
+    pub fn explain(
+        &self,
+        requests: &[RegionRequest],
+        methods: &[Method],
+        opts: &MethodOptions,
+        target: &AnswerTarget,
+        batch: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<(QuestionResult, Regions)>, SessionError> {
+        if requests.is_empty() {
+            return Err(SessionError::NoPairs);
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        for chunk in requests.chunks(batch.max(1)) {
+            results.extend(self.explain_batch(
+                chunk,
+                methods,
+                opts,
+                &target.for_batch(chunk.len()),
+            )?);
+            progress(results.len());
+        }
+        Ok(results)
+    }
+
+    fn explain_batch(
+        &self,
+        requests: &[RegionRequest],
+        methods: &[Method],
+        opts: &MethodOptions,
+        target: &VqaTarget,
+    ) -> Result<Vec<(QuestionResult, Regions)>, SessionError> {
+        let regions = requests
+            .iter()
+            .map(|r| {
+                let regions = load_regions(&r.regions, r.image_id.as_deref())?;
+                regions.check_dim(self.model.config.visual_feat_dim)?;
+                Ok(regions)
+            })
+            .collect::<Result<Vec<_>, SessionError>>()?;
+        let count = regions[0].count;
+        if let Some(other) = regions.iter().find(|r| r.count != count) {
+            return Err(SessionError::RegionCounts {
+                first: regions[0].source.clone(),
+                count,
+                other: other.source.clone(),
+                other_count: other.count,
+            });
+        }
+        let texts: Vec<&str> = requests.iter().map(|r| r.question.as_str()).collect();
+        if let Some(index) = texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(SessionError::EmptyText { index });
+        }
+        let tokens = self.tokenizer.encode_batch(&texts)?;
+        let inputs = LxmertInputs {
+            features: regions
+                .iter()
+                .flat_map(|r| r.features.iter().copied())
+                .collect(),
+            boxes: regions
+                .iter()
+                .flat_map(|r| r.boxes.iter().copied())
+                .collect(),
+            regions: count,
+            ids: tokens.ids.clone(),
+            lengths: tokens.lengths.clone(),
+            seq_len: tokens.seq_len,
+        };
+        let trace = self.model.trace(&Cpu, &inputs, target)?;
+        let explanations = explain_lxmert(&trace, methods, opts)?;
+        let n = trace.output.labels;
+        Ok(requests
+            .iter()
+            .zip(explanations)
+            .zip(regions)
+            .enumerate()
+            .map(|(b, ((r, explanations), regions))| {
+                let (answer, top_answers) =
+                    rank_answers(&trace.output.logits[b * n..(b + 1) * n], &self.answers);
+                let result = QuestionResult {
+                    image: r.regions.clone(),
+                    question: r.question.clone(),
+                    tokens: self
+                        .tokenizer
+                        .tokens_for_display(&tokens.row(b)[..tokens.lengths[b]]),
+                    truncated: tokens.truncated[b],
+                    answer,
+                    top_answers,
+                    explanations,
+                };
+                (result, regions)
+            })
+            .collect())
+    }
+}
+
+/// A JSON list of answer strings, one per logit.
+fn read_answers(path: &Path, labels: usize) -> Result<Vec<String>, SessionError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SessionError::Answers {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let answers: Vec<String> = serde_json::from_str(&text).map_err(|e| SessionError::Answers {
+        path: path.to_path_buf(),
+        reason: format!("expected a JSON list of strings: {e}"),
+    })?;
+    if answers.len() != labels {
+        return Err(SessionError::Answers {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} answers for a model with {labels} answer logits",
+                answers.len()
+            ),
+        });
+    }
+    Ok(answers)
+}
