@@ -11,7 +11,10 @@ use fiedler::backend::Cpu;
 use fiedler::explain::clip::explain_clip;
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::model::clip::{Clip, ClipInputs};
-use fiedler::model::config::ClipConfig;
+use fiedler::explain::lxmert::explain_lxmert;
+use fiedler::model::config::{ClipConfig, LxmertConfig};
+use fiedler::model::lxmert::{Lxmert, LxmertInputs};
+use fiedler::model::VqaTarget;
 use fiedler::model::source::RandomWeights;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -20,6 +23,8 @@ enum Size {
     VitB16,
     /// OpenAI ViT-B/32 CLIP (50 image tokens).
     VitB32,
+    /// LXMERT base VQA (9/5/5 layers, 768 wide, 3129 answers) on 36 regions.
+    LxmertBase,
 }
 
 #[derive(Args)]
@@ -89,6 +94,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (config, name) = match args.size {
         Size::VitB16 => (ClipConfig::vit_base_patch16(), "ViT-B/16"),
         Size::VitB32 => (ClipConfig::vit_base_patch32(), "ViT-B/32"),
+        Size::LxmertBase => return run_lxmert(&args, &methods),
     };
     let model = Clip::from_source(
         &Cpu,
@@ -119,6 +125,52 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         for &method in &methods {
             let method_s = median_seconds(args.repeats, || {
                 explain_clip(&trace, &[method], &opts)?;
+                Ok(())
+            })?;
+            println!(
+                "{:<16} {:>5} {:>10.1} {:>10.1} {:>12.2}",
+                method.name(),
+                batch,
+                trace_s * 1e3,
+                method_s * 1e3,
+                batch as f64 / (trace_s + method_s)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Regions per image, as LXMERT's Faster R-CNN features give.
+const REGIONS: usize = 36;
+
+fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
+    let config = LxmertConfig::base_vqa();
+    let model = Lxmert::from_source(&Cpu, config.clone(), &RandomWeights { seed: 1, scale: 0.02 })?;
+    let opts = MethodOptions::default();
+    println!(
+        "LXMERT base, random weights, cpu ({} threads), questions of {} tokens, {REGIONS} regions, median of {}",
+        rayon::current_num_threads(),
+        args.text_tokens,
+        args.repeats
+    );
+    println!("{:<16} {:>5} {:>10} {:>10} {:>12}", "method", "batch", "trace ms", "method ms", "expl/s");
+    for &batch in &args.batch {
+        let x = LxmertInputs {
+            features: (0..batch * REGIONS * config.visual_feat_dim).map(|i| (i % 101) as f32 / 101.0).collect(),
+            boxes: (0..batch * REGIONS * 4).map(|i| [0.1, 0.2, 0.6, 0.9][i % 4]).collect(),
+            regions: REGIONS,
+            ids: (0..batch * args.text_tokens).map(|i| (1000 + 37 * i % 20000) as u32).collect(),
+            lengths: vec![args.text_tokens; batch],
+            seq_len: args.text_tokens,
+        };
+        let trace = model.trace(&Cpu, &x, &VqaTarget::Predicted)?;
+        let trace_s = median_seconds(args.repeats, || {
+            model.trace(&Cpu, &x, &VqaTarget::Predicted)?;
+            Ok(())
+        })?;
+        for &method in methods {
+            let method_s = median_seconds(args.repeats, || {
+                explain_lxmert(&trace, &[method], &opts)?;
                 Ok(())
             })?;
             println!(

@@ -195,6 +195,9 @@ fn requests(args: &ExplainArgs) -> anyhow::Result<Vec<PairRequest>> {
 }
 
 fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<RegionRequest>> {
+    if args.pairs.is_some() {
+        bail!("--pairs is not supported for LXMERT yet: give --regions FILE and --question (repeatable)");
+    }
     let Some(regions) = &args.regions else {
         bail!("LXMERT reads region features: give --regions FILE [--image-id ID] (and --image IMG to draw on)");
     };

@@ -741,3 +741,27 @@ impl<B: Backend> Lxmert<B> {
         Ok(grads)
     }
 }
+
+impl LxmertConfig {
+    /// `unc-nlp/lxmert-vqa-uncased`: 9/5/5 layers, 768 wide, 2048-d region features, 3129
+    /// answers (the size the seed's numbers are for).
+    pub fn base_vqa() -> Self {
+        Self {
+            vocab_size: 30522,
+            hidden_size: 768,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            hidden_act: Activation::Gelu,
+            l_layers: 9,
+            r_layers: 5,
+            x_layers: 5,
+            visual_feat_dim: 2048,
+            visual_pos_dim: 4,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            id2label: (0..3129).map(|i| format!("LABEL_{i}")).collect(),
+            pad_token_id: 0,
+            dtype: None,
+        }
+    }
+}

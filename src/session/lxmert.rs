@@ -9,7 +9,7 @@ use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
 use crate::model::lxmert::{Lxmert, LxmertInputs};
 use crate::model::VqaTarget;
-use crate::session::{rank_answers, AnswerTarget, QuestionResult, SessionError};
+use crate::session::{check_words, rank_answers, AnswerTarget, QuestionResult, SessionError};
 
 /// One question about one image's regions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,7 @@ impl LxmertSession {
             return Err(SessionError::EmptyText { index });
         }
         let tokens = self.tokenizer.encode_batch(&texts)?;
+        check_words(&texts, &tokens.lengths)?;
         let inputs = LxmertInputs {
             features: regions
                 .iter()

@@ -31,6 +31,8 @@ pub enum SessionError {
     Explain(#[from] ExplainError),
     #[error("text {index} is empty; give a caption to explain")]
     EmptyText { index: usize },
+    #[error("question {index} ({text:?}) has no word tokens for the model")]
+    NoWords { index: usize, text: String },
     #[error("nothing to explain: no (image, text) pairs given")]
     NoPairs,
     #[error("{first} has {count} regions but {other} has {other_count}; a batch needs one region count (use --batch 1)")]
@@ -178,4 +180,12 @@ pub fn whole_image(path: &Path) -> Result<RgbImage, SessionError> {
     let scale = DISPLAY_SIZE as f64 / w.max(h);
     let size = |x: f64| ((x * scale).round() as usize).max(1);
     Ok(resize(&image, size(w), size(h), Resample::Bicubic))
+}
+
+/// A VQA question must keep at least one token between [CLS] and [SEP].
+pub(crate) fn check_words(texts: &[&str], lengths: &[usize]) -> Result<(), SessionError> {
+    match lengths.iter().position(|&l| l <= 2) {
+        Some(index) => Err(SessionError::NoWords { index, text: texts[index].to_owned() }),
+        None => Ok(()),
+    }
 }

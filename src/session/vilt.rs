@@ -11,7 +11,7 @@ use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs};
 use crate::model::VqaTarget;
-use crate::session::{whole_image, 
+use crate::session::{check_words, whole_image, 
     check_requests, rank_answers, AnswerTarget, PairRequest, QuestionResult, SessionError,
 };
 
@@ -76,6 +76,7 @@ impl ViltSession {
         let pixels = self.processor.preprocess_batch(&images)?;
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         let tokens = self.tokenizer.encode_batch(&texts)?;
+        check_words(&texts, &tokens.lengths)?;
         let inputs = ViltInputs {
             pixels: pixels.data,
             pixel_mask: pixels.mask,
