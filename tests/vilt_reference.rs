@@ -89,7 +89,7 @@ fn check_case(case: &str) {
     let g = golden();
     let model = Vilt::load(&Cpu, &fixtures().join("vilt")).expect("fixture loads");
     let trace = model
-        .trace(&Cpu, &inputs(&g, case), None)
+        .trace(&Cpu, &inputs(&g, case), &VqaTarget::Predicted)
         .expect("trace runs");
     assert_eq!(trace.joint.layers.len(), 3);
     assert_eq!(

@@ -91,10 +91,14 @@ impl Regions {
                     ));
                 }
                 if !(-BOX_TOLERANCE..=1.0 + BOX_TOLERANCE).contains(&v) {
+                    let why = match self.image_size {
+                        Some((h, w)) => format!("the box leaves the {w}×{h} image"),
+                        None => "boxes must be normalised by the image width and height".into(),
+                    };
                     return Err(bad(
                         r,
                         format!("box {}", CORNERS[k]),
-                        format!("{v} is outside [0, 1]; boxes must be normalised by the image width and height"),
+                        format!("{v} is outside [0, 1]; {why}"),
                     ));
                 }
             }
@@ -324,7 +328,7 @@ fn parse_obj36_line(
     let array = |col: usize, elem: usize, dtype: &str| -> Result<(Vec<u8>, usize), InputError> {
         let bytes = decode_base64(columns[col])
             .map_err(|reason| field_err(col, format!("bad base64: {reason}")))?;
-        if bytes.len() % elem != 0 {
+        if !bytes.len().is_multiple_of(elem) {
             return Err(field_err(
                 col,
                 format!(
@@ -385,7 +389,7 @@ fn parse_obj36_line(
         ));
     }
     let (feat_bytes, n) = array(FEATURES, 4, "float32")?;
-    if n == 0 || n % num_boxes != 0 {
+    if n == 0 || !n.is_multiple_of(num_boxes) {
         return Err(field_err(
             FEATURES,
             format!("{n} float32 values do not split into num_boxes = {num_boxes} non-empty rows"),
@@ -423,7 +427,7 @@ fn decode_base64(text: &[u8]) -> Result<Vec<u8>, String> {
             _ => return None,
         } as u32)
     }
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return Err(format!(
             "{} characters is not a multiple of 4 (missing `=` padding?)",
             text.len()
@@ -445,7 +449,7 @@ fn decode_base64(text: &[u8]) -> Result<Vec<u8>, String> {
             let offset = q * 4 + i;
             let v = sextet(c).ok_or_else(|| match c {
                 b'=' => format!("`=` padding at offset {offset}, before the end"),
-                0x21..=0x7e => format!("invalid character {:?} at offset {offset}", c as char),
+                0x20..=0x7e => format!("invalid character {:?} at offset {offset}", c as char),
                 _ => format!("invalid byte 0x{c:02x} at offset {offset}"),
             })?;
             acc |= v << (18 - 6 * i);

@@ -76,7 +76,7 @@ impl<Buf> EncoderActivations<Buf> {
     }
 }
 
-fn load_linear<B: Backend>(
+pub(crate) fn load_linear<B: Backend>(
     be: &B,
     w: &dyn WeightSource,
     name: &str,

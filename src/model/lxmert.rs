@@ -13,6 +13,7 @@
 use std::path::Path;
 
 use crate::backend::{Activation, AttentionShape, Backend};
+use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
 use crate::model::block::load_norm;
 use crate::model::config::LxmertConfig;
 use crate::model::post_ln::{
@@ -25,6 +26,13 @@ use crate::trace::LayerTrace;
 
 /// Every LayerNorm of LXMERT (hard-coded in transformers, whatever the config says).
 const EPS: f32 = 1e-12;
+
+const LXMERT_HEAD: HeadNames = HeadNames {
+    pooler: "lxmert.pooler.dense",
+    hidden: "answer_head.logit_fc.0",
+    norm: "answer_head.logit_fc.2",
+    out: "answer_head.logit_fc.3",
+};
 
 /// A batch of (regions, question) pairs.
 #[derive(Debug, Clone)]
@@ -74,14 +82,7 @@ pub struct LxmertOutput {
 
 impl LxmertOutput {
     pub fn predicted(&self) -> Vec<usize> {
-        self.logits
-            .chunks_exact(self.labels)
-            .map(|l| {
-                l.iter()
-                    .enumerate()
-                    .fold(0, |best, (i, &v)| if v > l[best] { i } else { best })
-            })
-            .collect()
+        argmax_rows(&self.logits, self.labels)
     }
 }
 
@@ -138,10 +139,7 @@ struct Forward<Buf> {
     visn: Vec<SelfActs<Buf>>,
     cross: Vec<CrossActs<Buf>>,
     shapes: Shapes,
-    pooler_pre: Buf,
-    head_hidden: Buf,
-    head_act: Buf,
-    head_stats: Buf,
+    head: HeadActivations<Buf>,
     output: LxmertOutput,
 }
 
@@ -158,10 +156,7 @@ pub struct Lxmert<B: Backend> {
     lang: Vec<SelfLayer<B>>,
     visn: Vec<SelfLayer<B>>,
     cross: Vec<CrossLayer<B>>,
-    pooler: (B::Buf, B::Buf),
-    head_in: (B::Buf, B::Buf),
-    head_norm: (B::Buf, B::Buf),
-    head_out: (B::Buf, B::Buf),
+    head: AnswerHead<B>,
 }
 
 /// The last output of a stack, or its input when the stack is empty.
@@ -292,10 +287,7 @@ impl<B: Backend> Lxmert<B> {
                 .map(|i| self_layer(format!("lxmert.encoder.r_layers.{i}")))
                 .collect::<Result<_, _>>()?,
             cross: (0..c.x_layers).map(cross_layer).collect::<Result<_, _>>()?,
-            pooler: linear("lxmert.pooler.dense", d, d)?,
-            head_in: linear("answer_head.logit_fc.0", 2 * d, d)?,
-            head_norm: load_norm(be, w, "answer_head.logit_fc.2", 2 * d)?,
-            head_out: linear("answer_head.logit_fc.3", labels, 2 * d)?,
+            head: AnswerHead::load(be, w, &LXMERT_HEAD, d, labels, NormOrder::GeluThenNorm, EPS)?,
             config,
         })
     }
@@ -456,68 +448,14 @@ impl<B: Backend> Lxmert<B> {
         let rows: Vec<usize> = (0..batch).map(|b| b * t).collect();
         let mut cls = be.zeros(batch * d)?;
         be.gather_rows(&mut cls, text_out, &rows, d)?;
-        let mut pooler_pre = be.zeros(batch * d)?;
-        be.linear(
-            &mut pooler_pre,
-            &cls,
-            &self.pooler.0,
-            Some(&self.pooler.1),
-            batch,
-            d,
-            d,
-        )?;
-        let mut pooled = be.zeros(batch * d)?;
-        be.activation(&mut pooled, &pooler_pre, Activation::Tanh)?;
-        let mut head_hidden = be.zeros(batch * 2 * d)?;
-        be.linear(
-            &mut head_hidden,
-            &pooled,
-            &self.head_in.0,
-            Some(&self.head_in.1),
-            batch,
-            d,
-            2 * d,
-        )?;
-        let mut head_act = be.zeros(batch * 2 * d)?;
-        be.activation(&mut head_act, &head_hidden, Activation::Gelu)?;
-        let mut head_normed = be.zeros(batch * 2 * d)?;
-        let mut head_stats = be.zeros(2 * batch)?;
-        be.layernorm(
-            &mut head_normed,
-            &mut head_stats,
-            &head_act,
-            &self.head_norm.0,
-            &self.head_norm.1,
-            2 * d,
-            EPS,
-        )?;
+        let (head, logits) = self.head.forward(be, &cls)?;
         let labels = self.config.id2label.len();
-        let mut logits = be.zeros(batch * labels)?;
-        be.linear(
-            &mut logits,
-            &head_normed,
-            &self.head_out.0,
-            Some(&self.head_out.1),
-            batch,
-            2 * d,
-            labels,
-        )?;
-        let logits = be.download(&logits)?;
-        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
-            return Err(ModelError::Input(format!(
-                "logit {i} is {}: the weights or inputs overflow",
-                logits[i]
-            )));
-        }
         Ok(Forward {
             lang,
             visn,
             cross,
             shapes,
-            pooler_pre,
-            head_hidden,
-            head_act,
-            head_stats,
+            head,
             output: LxmertOutput { logits, labels },
         })
     }
@@ -604,43 +542,7 @@ impl<B: Backend> Lxmert<B> {
             None => vec![1.0; batch * labels],
         };
 
-        // Head backward down to the text [CLS] row.
-        let mut d_normed = be.zeros(batch * 2 * d)?;
-        be.linear_backward(
-            &mut d_normed,
-            &be.upload(&seed)?,
-            &self.head_out.0,
-            batch,
-            2 * d,
-            labels,
-            false,
-        )?;
-        let mut d_act = be.zeros(batch * 2 * d)?;
-        be.layernorm_backward(
-            &mut d_act,
-            &d_normed,
-            &f.head_act,
-            &f.head_stats,
-            &self.head_norm.0,
-            2 * d,
-            false,
-        )?;
-        let mut d_hidden = be.zeros(batch * 2 * d)?;
-        be.activation_backward(&mut d_hidden, &d_act, &f.head_hidden, Activation::Gelu)?;
-        let mut d_pooled = be.zeros(batch * d)?;
-        be.linear_backward(
-            &mut d_pooled,
-            &d_hidden,
-            &self.head_in.0,
-            batch,
-            d,
-            2 * d,
-            false,
-        )?;
-        let mut d_pre = be.zeros(batch * d)?;
-        be.activation_backward(&mut d_pre, &d_pooled, &f.pooler_pre, Activation::Tanh)?;
-        let mut d_cls = be.zeros(batch * d)?;
-        be.linear_backward(&mut d_cls, &d_pre, &self.pooler.0, batch, d, d, false)?;
+        let d_cls = self.head.backward(be, &f.head, &seed)?;
         let (t, n) = (inputs.seq_len, inputs.regions);
         let rows: Vec<usize> = (0..batch).map(|b| b * t).collect();
         let mut dt = be.zeros(batch * t * d)?;

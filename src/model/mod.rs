@@ -1,5 +1,6 @@
 //! Hugging Face model loading and the architectures written against the backend op set.
 
+pub mod answer_head;
 pub mod block;
 pub mod clip;
 pub mod config;

@@ -5,23 +5,11 @@
 //! Queries and keys may come from different streams (cross-attention).
 
 use crate::backend::{Activation, AttentionShape, Backend};
-use crate::model::block::load_norm;
+use crate::model::block::{load_linear, load_norm};
 use crate::model::source::WeightSource;
 use crate::model::ModelError;
 
 type Pair<B> = (<B as Backend>::Buf, <B as Backend>::Buf);
-
-fn load_linear<B: Backend>(
-    be: &B,
-    w: &dyn WeightSource,
-    name: &str,
-    out: usize,
-    input: usize,
-) -> Result<Pair<B>, ModelError> {
-    let weight = w.tensor(&format!("{name}.weight"), &[out, input])?;
-    let bias = w.tensor(&format!("{name}.bias"), &[out])?;
-    Ok((be.upload_weight(&weight, out, input)?, be.upload(&bias)?))
-}
 
 /// `LN(x_q + Dense(MHA(q = x_q, kv = x_kv)))`.
 pub struct AttentionSublayer<B: Backend> {

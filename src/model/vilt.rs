@@ -13,13 +13,21 @@
 
 use std::path::Path;
 
-use crate::backend::{Activation, AttentionShape, Backend, PatchGeometry};
+use crate::backend::{AttentionShape, Backend, PatchGeometry};
+use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
 use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, LayerNames};
 use crate::model::config::ViltConfig;
 use crate::model::source::WeightSource;
 use crate::model::weights::Weights;
 use crate::model::{ModelError, VqaTarget};
 use crate::trace::TowerTrace;
+
+const VILT_HEAD: HeadNames = HeadNames {
+    pooler: "vilt.pooler.dense",
+    hidden: "classifier.0",
+    norm: "classifier.1",
+    out: "classifier.3",
+};
 
 const VILT_LAYER: LayerNames = LayerNames {
     ln1: "layernorm_before",
@@ -91,14 +99,7 @@ pub struct ViltOutput {
 impl ViltOutput {
     /// The highest-scoring answer index of each sample.
     pub fn predicted(&self) -> Vec<usize> {
-        self.logits
-            .chunks_exact(self.labels)
-            .map(|l| {
-                l.iter()
-                    .enumerate()
-                    .fold(0, |best, (i, &v)| if v > l[best] { i } else { best })
-            })
-            .collect()
+        argmax_rows(&self.logits, self.labels)
     }
 }
 
@@ -116,9 +117,7 @@ struct Forward<Buf> {
     shape: AttentionShape,
     /// Pooled token rows before and after the final layer norm, with its statistics.
     pooled: (Buf, Buf, Buf),
-    pooler_pre: Buf,
-    head_hidden: Buf,
-    head_norm: (Buf, Buf),
+    head: HeadActivations<Buf>,
     output: ViltOutput,
 }
 
@@ -139,10 +138,7 @@ pub struct Vilt<B: Backend> {
     class_position: Vec<f32>,
     encoder: Encoder<B>,
     final_norm: (B::Buf, B::Buf),
-    pooler: (B::Buf, B::Buf),
-    head_in: (B::Buf, B::Buf),
-    head_norm: (B::Buf, B::Buf),
-    head_out: (B::Buf, B::Buf),
+    head: AnswerHead<B>,
 }
 
 impl<B: Backend> Vilt<B> {
@@ -165,15 +161,6 @@ impl<B: Backend> Vilt<B> {
         let upload = |name: &str, shape: &[usize]| -> Result<B::Buf, ModelError> {
             Ok(be.upload(&w.tensor(name, shape)?)?)
         };
-        let linear =
-            |name: &str, out: usize, input: usize| -> Result<(B::Buf, B::Buf), ModelError> {
-                let weight = be.upload_weight(
-                    &w.tensor(&format!("{name}.weight"), &[out, input])?,
-                    out,
-                    input,
-                )?;
-                Ok((weight, upload(&format!("{name}.bias"), &[out])?))
-            };
         let types = w.tensor(
             "vilt.embeddings.text_embeddings.token_type_embeddings.weight",
             &[c.type_vocab_size, d],
@@ -231,10 +218,15 @@ impl<B: Backend> Vilt<B> {
                 dims,
             )?,
             final_norm: load_norm(be, w, "vilt.layernorm", d)?,
-            pooler: linear("vilt.pooler.dense", d, d)?,
-            head_in: linear("classifier.0", 2 * d, d)?,
-            head_norm: load_norm(be, w, "classifier.1", 2 * d)?,
-            head_out: linear("classifier.3", labels, 2 * d)?,
+            head: AnswerHead::load(
+                be,
+                w,
+                &VILT_HEAD,
+                d,
+                labels,
+                NormOrder::NormThenGelu,
+                CLASSIFIER_NORM_EPS,
+            )?,
             config,
         })
     }
@@ -256,56 +248,7 @@ impl<B: Backend> Vilt<B> {
         let labels = self.config.num_labels;
         let (targets, seed) = target.resolve(&f.output.predicted(), labels)?;
         let d = self.config.hidden_size;
-        let be_seed = be.upload(&seed)?;
-        let mut d_act = be.zeros(batch * 2 * d)?;
-        be.linear_backward(
-            &mut d_act,
-            &be_seed,
-            &self.head_out.0,
-            batch,
-            2 * d,
-            labels,
-            false,
-        )?;
-        let mut d_norm = be.zeros(batch * 2 * d)?;
-        be.activation_backward(&mut d_norm, &d_act, &f.head_norm.0, Activation::Gelu)?;
-        let mut d_hidden = be.zeros(batch * 2 * d)?;
-        be.layernorm_backward(
-            &mut d_hidden,
-            &d_norm,
-            &f.head_hidden,
-            &f.head_norm.1,
-            &self.head_norm.0,
-            2 * d,
-            false,
-        )?;
-        let mut d_pooled_out = be.zeros(batch * d)?;
-        be.linear_backward(
-            &mut d_pooled_out,
-            &d_hidden,
-            &self.head_in.0,
-            batch,
-            d,
-            2 * d,
-            false,
-        )?;
-        let mut d_pooler_pre = be.zeros(batch * d)?;
-        be.activation_backward(
-            &mut d_pooler_pre,
-            &d_pooled_out,
-            &f.pooler_pre,
-            Activation::Tanh,
-        )?;
-        let mut d_normed = be.zeros(batch * d)?;
-        be.linear_backward(
-            &mut d_normed,
-            &d_pooler_pre,
-            &self.pooler.0,
-            batch,
-            d,
-            d,
-            false,
-        )?;
+        let d_normed = self.head.backward(be, &f.head, &seed)?;
         let (raw, _, stats) = &f.pooled;
         let mut d_raw = be.zeros(batch * d)?;
         be.layernorm_backward(
@@ -519,69 +462,15 @@ impl<B: Backend> Vilt<B> {
             d,
             c.layer_norm_eps,
         )?;
-        let mut pooler_pre = be.zeros(batch * d)?;
-        be.linear(
-            &mut pooler_pre,
-            &normed,
-            &self.pooler.0,
-            Some(&self.pooler.1),
-            batch,
-            d,
-            d,
-        )?;
-        let mut pooler_out = be.zeros(batch * d)?;
-        be.activation(&mut pooler_out, &pooler_pre, Activation::Tanh)?;
-        let mut head_hidden = be.zeros(batch * 2 * d)?;
-        be.linear(
-            &mut head_hidden,
-            &pooler_out,
-            &self.head_in.0,
-            Some(&self.head_in.1),
-            batch,
-            d,
-            2 * d,
-        )?;
-        let mut head_normed = be.zeros(batch * 2 * d)?;
-        let mut head_stats = be.zeros(2 * batch)?;
-        be.layernorm(
-            &mut head_normed,
-            &mut head_stats,
-            &head_hidden,
-            &self.head_norm.0,
-            &self.head_norm.1,
-            2 * d,
-            CLASSIFIER_NORM_EPS,
-        )?;
-        let mut head_act = be.zeros(batch * 2 * d)?;
-        be.activation(&mut head_act, &head_normed, Activation::Gelu)?;
-        let labels = c.num_labels;
-        let mut logits = be.zeros(batch * labels)?;
-        be.linear(
-            &mut logits,
-            &head_act,
-            &self.head_out.0,
-            Some(&self.head_out.1),
-            batch,
-            2 * d,
-            labels,
-        )?;
-        let logits = be.download(&logits)?;
-        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
-            return Err(ModelError::Input(format!(
-                "logit {i} is {}: the weights or inputs overflow",
-                logits[i]
-            )));
-        }
+        let (head, logits) = self.head.forward(be, &normed)?;
         Ok(Forward {
             encoder,
             shape,
             pooled: (raw, normed, pooled_stats),
-            pooler_pre,
-            head_hidden,
-            head_norm: (head_normed, head_stats),
+            head,
             output: ViltOutput {
                 logits,
-                labels,
+                labels: c.num_labels,
                 layouts,
             },
         })
