@@ -476,7 +476,17 @@ fn explain_vqa_targets_and_bad_input() {
     let vilt = fixtures().join("vilt");
     let photo = fixtures().join("images/catdog.png");
     assert_fails(
-        &["explain", "--model", s(&vilt), "--image", s(&photo), "--question", "\u{1}\u{2}", "--out", s(&out)],
+        &[
+            "explain",
+            "--model",
+            s(&vilt),
+            "--image",
+            s(&photo),
+            "--question",
+            "\u{1}\u{2}",
+            "--out",
+            s(&out),
+        ],
         "has no word tokens",
     );
     // A chosen answer and the seed's Σ-logits target both run and say what they explain.

@@ -9,13 +9,13 @@ use anyhow::bail;
 use clap::{Args, ValueEnum};
 use fiedler::backend::Cpu;
 use fiedler::explain::clip::explain_clip;
+use fiedler::explain::lxmert::explain_lxmert;
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::model::clip::{Clip, ClipInputs};
-use fiedler::explain::lxmert::explain_lxmert;
 use fiedler::model::config::{ClipConfig, LxmertConfig};
 use fiedler::model::lxmert::{Lxmert, LxmertInputs};
-use fiedler::model::VqaTarget;
 use fiedler::model::source::RandomWeights;
+use fiedler::model::VqaTarget;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Size {
@@ -145,7 +145,14 @@ const REGIONS: usize = 36;
 
 fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
     let config = LxmertConfig::base_vqa();
-    let model = Lxmert::from_source(&Cpu, config.clone(), &RandomWeights { seed: 1, scale: 0.02 })?;
+    let model = Lxmert::from_source(
+        &Cpu,
+        config.clone(),
+        &RandomWeights {
+            seed: 1,
+            scale: 0.02,
+        },
+    )?;
     let opts = MethodOptions::default();
     println!(
         "LXMERT base, random weights, cpu ({} threads), questions of {} tokens, {REGIONS} regions, median of {}",
@@ -153,13 +160,22 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
         args.text_tokens,
         args.repeats
     );
-    println!("{:<16} {:>5} {:>10} {:>10} {:>12}", "method", "batch", "trace ms", "method ms", "expl/s");
+    println!(
+        "{:<16} {:>5} {:>10} {:>10} {:>12}",
+        "method", "batch", "trace ms", "method ms", "expl/s"
+    );
     for &batch in &args.batch {
         let x = LxmertInputs {
-            features: (0..batch * REGIONS * config.visual_feat_dim).map(|i| (i % 101) as f32 / 101.0).collect(),
-            boxes: (0..batch * REGIONS * 4).map(|i| [0.1, 0.2, 0.6, 0.9][i % 4]).collect(),
+            features: (0..batch * REGIONS * config.visual_feat_dim)
+                .map(|i| (i % 101) as f32 / 101.0)
+                .collect(),
+            boxes: (0..batch * REGIONS * 4)
+                .map(|i| [0.1, 0.2, 0.6, 0.9][i % 4])
+                .collect(),
             regions: REGIONS,
-            ids: (0..batch * args.text_tokens).map(|i| (1000 + 37 * i % 20000) as u32).collect(),
+            ids: (0..batch * args.text_tokens)
+                .map(|i| (1000 + 37 * i % 20000) as u32)
+                .collect(),
             lengths: vec![args.text_tokens; batch],
             seq_len: args.text_tokens,
         };

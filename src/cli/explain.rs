@@ -17,8 +17,8 @@ use fiedler::model::ModelFamily;
 use fiedler::render;
 use fiedler::render::overlay::Layout;
 use fiedler::session::{
-    whole_image, AnswerTarget, ClipSession, LxmertSession, PairRequest, QuestionResult, RegionRequest,
-    ViltSession,
+    whole_image, AnswerTarget, ClipSession, LxmertSession, PairRequest, QuestionResult,
+    RegionRequest, ViltSession,
 };
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

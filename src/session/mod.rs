@@ -185,7 +185,10 @@ pub fn whole_image(path: &Path) -> Result<RgbImage, SessionError> {
 /// A VQA question must keep at least one token between [CLS] and [SEP].
 pub(crate) fn check_words(texts: &[&str], lengths: &[usize]) -> Result<(), SessionError> {
     match lengths.iter().position(|&l| l <= 2) {
-        Some(index) => Err(SessionError::NoWords { index, text: texts[index].to_owned() }),
+        Some(index) => Err(SessionError::NoWords {
+            index,
+            text: texts[index].to_owned(),
+        }),
         None => Ok(()),
     }
 }

@@ -11,10 +11,10 @@ use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs};
 use crate::model::VqaTarget;
-use crate::session::{check_words, whole_image, 
-    check_requests, rank_answers, AnswerTarget, PairRequest, QuestionResult, SessionError,
+use crate::session::{
+    check_requests, check_words, rank_answers, whole_image, AnswerTarget, PairRequest,
+    QuestionResult, SessionError,
 };
-
 
 pub struct ViltSession {
     model: Vilt<Cpu>,
