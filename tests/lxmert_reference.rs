@@ -22,23 +22,7 @@ fn golden() -> Golden {
 }
 
 fn inputs(g: &Golden, case: &str) -> LxmertInputs {
-    let seq_len = g.shape(&format!("{case}.input_ids"))[1];
-    let mask = g.i64(&format!("{case}.attention_mask"));
-    LxmertInputs {
-        features: g.f32(&format!("{case}.features")),
-        boxes: g.f32(&format!("{case}.boxes")),
-        regions: g.shape(&format!("{case}.features"))[1],
-        ids: g
-            .i64(&format!("{case}.input_ids"))
-            .iter()
-            .map(|&i| i as u32)
-            .collect(),
-        lengths: mask
-            .chunks_exact(seq_len)
-            .map(|m| m.iter().filter(|&&v| v == 1).count())
-            .collect(),
-        seq_len,
-    }
+    g.lxmert_inputs(case)
 }
 
 fn compare_grad(bad: &mut Vec<String>, name: &str, ours: &[f32], theirs: &[f32]) {

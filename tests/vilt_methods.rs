@@ -17,29 +17,7 @@ use fiedler::model::vilt::{Vilt, ViltInputs};
 use fiedler::model::VqaTarget;
 
 fn inputs(g: &Golden, case: &str) -> ViltInputs {
-    let seq_len = g.shape(&format!("{case}.input_ids"))[1];
-    let mask = g.i64(&format!("{case}.attention_mask"));
-    let pixel_shape = g.shape(&format!("{case}.pixel_values"));
-    ViltInputs {
-        pixels: g.f32(&format!("{case}.pixel_values")),
-        pixel_mask: g
-            .i64(&format!("{case}.pixel_mask"))
-            .iter()
-            .map(|&v| v == 1)
-            .collect(),
-        height: pixel_shape[2],
-        width: pixel_shape[3],
-        ids: g
-            .i64(&format!("{case}.input_ids"))
-            .iter()
-            .map(|&i| i as u32)
-            .collect(),
-        lengths: mask
-            .chunks_exact(seq_len)
-            .map(|m| m.iter().filter(|&&v| v == 1).count())
-            .collect(),
-        seq_len,
-    }
+    g.vilt_inputs(case)
 }
 
 fn check(key: &str, method: Method, opts: MethodOptions) {

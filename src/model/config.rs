@@ -140,15 +140,7 @@ pub struct ClipVisionConfig {
 impl ClipConfig {
     /// Reads and validates `dir/config.json`, which must have `model_type` "clip".
     pub fn from_dir(dir: &Path) -> Result<Self, ConfigError> {
-        let raw = RawConfig::read(dir)?;
-        let family = raw.family()?;
-        if family != ModelFamily::Clip {
-            return Err(ConfigError::WrongFamily {
-                path: raw.path,
-                expected: ModelFamily::Clip,
-                found: family,
-            });
-        }
+        let raw = RawConfig::read_as(dir, ModelFamily::Clip)?;
         let root = Section::new(&raw.path, "", raw.json.clone());
         let text = Section::new(&raw.path, "text_config.", raw.sub_config("text")?);
         let vision = Section::new(&raw.path, "vision_config.", raw.sub_config("vision")?);
@@ -252,15 +244,7 @@ pub struct ViltConfig {
 impl ViltConfig {
     /// Reads and validates `dir/config.json`, which must have `model_type` "vilt".
     pub fn from_dir(dir: &Path) -> Result<Self, ConfigError> {
-        let raw = RawConfig::read(dir)?;
-        let family = raw.family()?;
-        if family != ModelFamily::Vilt {
-            return Err(ConfigError::WrongFamily {
-                path: raw.path,
-                expected: ModelFamily::Vilt,
-                found: family,
-            });
-        }
+        let raw = RawConfig::read_as(dir, ModelFamily::Vilt)?;
         let s = Section::new(&raw.path, "", raw.json.clone());
         let (num_labels, id2label) = s.labels()?;
         let config = Self {
@@ -351,15 +335,7 @@ pub struct LxmertConfig {
 impl LxmertConfig {
     /// Reads and validates `dir/config.json`, which must have `model_type` "lxmert".
     pub fn from_dir(dir: &Path) -> Result<Self, ConfigError> {
-        let raw = RawConfig::read(dir)?;
-        let family = raw.family()?;
-        if family != ModelFamily::Lxmert {
-            return Err(ConfigError::WrongFamily {
-                path: raw.path,
-                expected: ModelFamily::Lxmert,
-                found: family,
-            });
-        }
+        let raw = RawConfig::read_as(dir, ModelFamily::Lxmert)?;
         let s = Section::new(&raw.path, "", raw.json.clone());
         let (_, id2label) = s.labels()?;
         let config = Self {
@@ -410,6 +386,20 @@ struct RawConfig {
 }
 
 impl RawConfig {
+    /// Reads `dir/config.json` and checks that its `model_type` is `family`.
+    fn read_as(dir: &Path, family: ModelFamily) -> Result<Self, ConfigError> {
+        let raw = Self::read(dir)?;
+        let found = raw.family()?;
+        if found != family {
+            return Err(ConfigError::WrongFamily {
+                path: raw.path,
+                expected: family,
+                found,
+            });
+        }
+        Ok(raw)
+    }
+
     fn read(dir: &Path) -> Result<Self, ConfigError> {
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| {

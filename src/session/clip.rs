@@ -27,7 +27,7 @@ use crate::input::image::{
 };
 use crate::input::text::TextTokenizer;
 use crate::model::clip::{Clip, ClipInputs};
-use crate::session::{check_requests, PairRequest, SessionError};
+use crate::session::{check_requests, in_batches, PairRequest, SessionError};
 
 /// Side of the square image the overlays are drawn on (the model's own input is often tiny).
 const DISPLAY_SIZE: usize = 224;
@@ -82,14 +82,12 @@ impl ClipSession {
         methods: &[Method],
         opts: &MethodOptions,
         batch: usize,
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Result<Vec<PairResult>, SessionError> {
         check_requests(pairs)?;
-        let mut results = Vec::with_capacity(pairs.len());
-        for chunk in pairs.chunks(batch.max(1)) {
-            results.extend(self.explain_batch(chunk, methods, opts)?);
-            progress(results.len());
-        }
+        let mut results = in_batches(pairs, batch, progress, |chunk| {
+            self.explain_batch(chunk, methods, opts)
+        })?;
         set_probabilities(&mut results);
         Ok(results)
     }

@@ -9,7 +9,9 @@ use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
 use crate::model::lxmert::{Lxmert, LxmertInputs};
 use crate::model::VqaTarget;
-use crate::session::{check_words, rank_answers, AnswerTarget, QuestionResult, SessionError};
+use crate::session::{
+    check_words, in_batches, rank_answers, AnswerTarget, QuestionResult, SessionError,
+};
 
 /// One question about one image's regions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,22 +61,14 @@ impl LxmertSession {
         opts: &MethodOptions,
         target: &AnswerTarget,
         batch: usize,
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Result<Vec<(QuestionResult, Regions)>, SessionError> {
         if requests.is_empty() {
             return Err(SessionError::NoPairs);
         }
-        let mut results = Vec::with_capacity(requests.len());
-        for chunk in requests.chunks(batch.max(1)) {
-            results.extend(self.explain_batch(
-                chunk,
-                methods,
-                opts,
-                &target.for_batch(chunk.len()),
-            )?);
-            progress(results.len());
-        }
-        Ok(results)
+        in_batches(requests, batch, progress, |chunk| {
+            self.explain_batch(chunk, methods, opts, &target.for_batch(chunk.len()))
+        })
     }
 
     fn explain_batch(

@@ -192,3 +192,18 @@ pub(crate) fn check_words(texts: &[&str], lengths: &[usize]) -> Result<(), Sessi
         None => Ok(()),
     }
 }
+
+/// Runs `run` over `items` in chunks of `batch`, calling `progress(done)` after each chunk.
+pub(crate) fn in_batches<T, R>(
+    items: &[T],
+    batch: usize,
+    mut progress: impl FnMut(usize),
+    mut run: impl FnMut(&[T]) -> Result<Vec<R>, SessionError>,
+) -> Result<Vec<R>, SessionError> {
+    let mut results = Vec::with_capacity(items.len());
+    for chunk in items.chunks(batch.max(1)) {
+        results.extend(run(chunk)?);
+        progress(results.len());
+    }
+    Ok(results)
+}

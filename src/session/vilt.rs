@@ -12,7 +12,7 @@ use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_requests, check_words, rank_answers, whole_image, AnswerTarget, PairRequest,
+    check_requests, check_words, in_batches, rank_answers, whole_image, AnswerTarget, PairRequest,
     QuestionResult, SessionError,
 };
 
@@ -49,20 +49,12 @@ impl ViltSession {
         opts: &MethodOptions,
         target: &AnswerTarget,
         batch: usize,
-        mut progress: impl FnMut(usize),
+        progress: impl FnMut(usize),
     ) -> Result<Vec<QuestionResult>, SessionError> {
         check_requests(pairs)?;
-        let mut results = Vec::with_capacity(pairs.len());
-        for chunk in pairs.chunks(batch.max(1)) {
-            results.extend(self.explain_batch(
-                chunk,
-                methods,
-                opts,
-                &target.for_batch(chunk.len()),
-            )?);
-            progress(results.len());
-        }
-        Ok(results)
+        in_batches(pairs, batch, progress, |chunk| {
+            self.explain_batch(chunk, methods, opts, &target.for_batch(chunk.len()))
+        })
     }
 
     fn explain_batch(

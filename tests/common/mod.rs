@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use fiedler::model::lxmert::LxmertInputs;
+use fiedler::model::vilt::ViltInputs;
 use safetensors::{Dtype, SafeTensors};
 
 pub fn fixtures() -> PathBuf {
@@ -86,4 +88,54 @@ pub fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs() / y.abs().max(f32::MIN_POSITIVE))
         .fold(0.0, f32::max)
+}
+
+impl Golden {
+    /// Token ids of a case as the engine takes them, and each text's real length.
+    pub fn tokens(&self, case: &str) -> (Vec<u32>, Vec<usize>, usize) {
+        let seq_len = self.shape(&format!("{case}.input_ids"))[1];
+        let ids = self
+            .i64(&format!("{case}.input_ids"))
+            .iter()
+            .map(|&i| i as u32)
+            .collect();
+        let mask = self.i64(&format!("{case}.attention_mask"));
+        let lengths = mask
+            .chunks_exact(seq_len)
+            .map(|m| m.iter().filter(|&&v| v == 1).count())
+            .collect();
+        (ids, lengths, seq_len)
+    }
+
+    /// A ViLT case's inputs (golden pixels, pixel mask and token ids).
+    pub fn vilt_inputs(&self, case: &str) -> ViltInputs {
+        let (ids, lengths, seq_len) = self.tokens(case);
+        let pixel_shape = self.shape(&format!("{case}.pixel_values"));
+        ViltInputs {
+            pixels: self.f32(&format!("{case}.pixel_values")),
+            pixel_mask: self
+                .i64(&format!("{case}.pixel_mask"))
+                .iter()
+                .map(|&v| v == 1)
+                .collect(),
+            height: pixel_shape[2],
+            width: pixel_shape[3],
+            ids,
+            lengths,
+            seq_len,
+        }
+    }
+
+    /// An LXMERT case's inputs (golden region features, boxes and token ids).
+    pub fn lxmert_inputs(&self, case: &str) -> LxmertInputs {
+        let (ids, lengths, seq_len) = self.tokens(case);
+        LxmertInputs {
+            features: self.f32(&format!("{case}.features")),
+            boxes: self.f32(&format!("{case}.boxes")),
+            regions: self.shape(&format!("{case}.features"))[1],
+            ids,
+            lengths,
+            seq_len,
+        }
+    }
 }
