@@ -67,3 +67,31 @@ fn inspect_without_weights_fails_cleanly() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("model.safetensors"), "{stderr}");
 }
+
+#[test]
+fn inspect_describes_the_vqa_fixtures() {
+    let out = fiedler(&[
+        "inspect",
+        "--model",
+        fixtures().join("vilt").to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("family      vilt"), "{stdout}");
+    assert!(
+        stdout.contains("joint       3 layers, 4 heads, width 48"),
+        "{stdout}"
+    );
+    let out = fiedler(&[
+        "inspect",
+        "--model",
+        fixtures().join("lxmert").to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("language    3 layers") && stdout.contains("regions     2 layers"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cross       2 layers"), "{stdout}");
+}

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::model::config::{read_family, ClipConfig, ModelFamily};
+use crate::model::config::{read_family, ClipConfig, LxmertConfig, ModelFamily, ViltConfig};
 use crate::model::weights::Weights;
 use crate::model::ModelError;
 
@@ -52,11 +52,32 @@ impl ModelSummary {
                     },
                 ]
             }
-            other => {
-                return Err(ModelError::Input(format!(
-                "{}: model family `{other}` is recognised but not supported yet (supported: clip)",
-                dir.display()
-            )))
+            ModelFamily::Vilt => {
+                let c = ViltConfig::from_dir(dir)?;
+                vec![TowerSummary {
+                    name: "joint",
+                    layers: c.num_hidden_layers,
+                    heads: c.num_attention_heads,
+                    width: c.hidden_size,
+                    // Text positions + image class token + the stored patch grid.
+                    tokens: c.max_position_embeddings + 1 + c.grid_size() * c.grid_size(),
+                }]
+            }
+            ModelFamily::Lxmert => {
+                let c = LxmertConfig::from_dir(dir)?;
+                let tower = |name, layers, tokens| TowerSummary {
+                    name,
+                    layers,
+                    heads: c.num_attention_heads,
+                    width: c.hidden_size,
+                    tokens,
+                };
+                // Region counts come from the features (36 for LXMERT's Faster R-CNN).
+                vec![
+                    tower("language", c.l_layers, c.max_position_embeddings),
+                    tower("regions", c.r_layers, 36),
+                    tower("cross", c.x_layers, c.max_position_embeddings + 36),
+                ]
             }
         };
         let weights = Weights::open(dir)?;
