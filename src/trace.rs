@@ -12,7 +12,8 @@ pub struct LayerTrace<Buf> {
     /// Softmax probabilities [batch, heads, tokens, tokens]; masked entries are exactly 0.
     pub attention: Buf,
     /// ∂target/∂attention, same shape. Every entry, masked ones included (as autograd).
-    pub attention_grad: Buf,
+    /// `None` when the trace was recorded without a backward (`record`).
+    pub attention_grad: Option<Buf>,
     /// The layer output [batch, tokens, width].
     pub output: Buf,
 }
@@ -30,7 +31,7 @@ pub struct TowerTrace<Buf> {
 }
 
 impl<Buf> TowerTrace<Buf> {
-    /// Pairs a finished forward with the backward's gradients (first layer first).
+    /// Pairs a finished forward with the backward's gradients (first layer first), if any.
     pub(crate) fn from_activations(
         name: &'static str,
         heads: usize,
@@ -38,12 +39,18 @@ impl<Buf> TowerTrace<Buf> {
         lengths: Vec<usize>,
         tokens: usize,
         acts: EncoderActivations<Buf>,
-        grads: Vec<Buf>,
+        grads: Option<Vec<Buf>>,
     ) -> Self {
         let layers = acts
             .layers
             .into_iter()
-            .zip(grads)
+            .zip(grads.map_or_else(
+                || {
+                    Box::new(std::iter::repeat_with(|| None))
+                        as Box<dyn Iterator<Item = Option<Buf>>>
+                },
+                |g| Box::new(g.into_iter().map(Some)),
+            ))
             .map(|(a, g)| LayerTrace {
                 attention: a.probs,
                 attention_grad: g,
@@ -61,6 +68,11 @@ impl<Buf> TowerTrace<Buf> {
         }
     }
 
+    /// Whether the backward filled in ∂y/∂A (see `record` vs `trace` on the models).
+    pub fn has_gradients(&self) -> bool {
+        self.layers.iter().all(|l| l.attention_grad.is_some())
+    }
+
     /// Copies every buffer to host memory.
     pub fn to_host<B: Backend<Buf = Buf>>(
         &self,
@@ -72,7 +84,11 @@ impl<Buf> TowerTrace<Buf> {
             .map(|l| {
                 Ok(LayerTrace {
                     attention: be.download(&l.attention)?,
-                    attention_grad: be.download(&l.attention_grad)?,
+                    attention_grad: l
+                        .attention_grad
+                        .as_ref()
+                        .map(|g| be.download(g))
+                        .transpose()?,
                     output: be.download(&l.output)?,
                 })
             })

@@ -219,3 +219,24 @@ fn start_layer_out_of_range_is_an_error() {
         "{err}"
     );
 }
+
+/// A forward-only recording gives the gradient-free methods the same numbers as a full trace,
+/// and a gradient method on it is a clear error.
+#[test]
+fn recording_without_backward_serves_gradient_free_methods() {
+    let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
+    let x = inputs("m3");
+    let opts = MethodOptions::default();
+    let free = [Method::RawAttn, Method::Rollout, Method::Dsmi];
+    let full = explain_clip(&model.trace(&Cpu, &x, None).unwrap(), &free, &opts).unwrap();
+    let recorded = model.record(&Cpu, &x).unwrap();
+    let fast = explain_clip(&recorded, &free, &opts).unwrap();
+    for (a, b) in full.iter().flatten().zip(fast.iter().flatten()) {
+        assert_eq!(a.image_relevance, b.image_relevance, "{}", a.method);
+        assert_eq!(a.text_relevance, b.text_relevance, "{}", a.method);
+    }
+    let err = explain_clip(&recorded, &[Method::DsmiGrad], &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dsmi-grad reads attention gradients"), "{err}");
+}

@@ -80,7 +80,13 @@ fn deviations(g: &Golden, case: &str, trace: &ClipTrace<Vec<f32>>) -> Vec<String
             if !(err <= HIDDEN_REL_MAX) {
                 bad.push(format!("{}: err/max {err:.3e}", key("hidden")));
             }
-            let err = max_diff_rel_to_max(&layer.attention_grad, &g.f32(&key("grad_attn")));
+            let err = max_diff_rel_to_max(
+                layer
+                    .attention_grad
+                    .as_deref()
+                    .expect("traced with a backward"),
+                &g.f32(&key("grad_attn")),
+            );
             if !(err <= GRAD_REL_MAX) {
                 bad.push(format!("{}: err/max {err:.3e}", key("grad_attn")));
             }
@@ -99,7 +105,13 @@ fn report(g: &Golden, case: &str, trace: &ClipTrace<Vec<f32>>) {
             attn = attn.max(max_abs_diff(&layer.attention, &g.f32(&key("attn"))).0);
             hidden = hidden.max(max_diff_rel_to_max(&layer.output, &g.f32(&key("hidden"))));
             let golden_grad = g.f32(&key("grad_attn"));
-            grad = grad.max(max_diff_rel_to_max(&layer.attention_grad, &golden_grad));
+            grad = grad.max(max_diff_rel_to_max(
+                layer
+                    .attention_grad
+                    .as_deref()
+                    .expect("traced with a backward"),
+                &golden_grad,
+            ));
             grad_scale = grad_scale.max(golden_grad.iter().fold(0.0, |m, x| m.max(x.abs())));
         }
     }

@@ -73,7 +73,10 @@ fn deviations(
         check(
             format!("lang.{l}"),
             &layer.attention,
-            &layer.attention_grad,
+            layer
+                .attention_grad
+                .as_deref()
+                .expect("traced with a backward"),
             Some((&format!("lang.{l}"), &layer.output)),
         );
     }
@@ -81,7 +84,10 @@ fn deviations(
         check(
             format!("visn.{r}"),
             &layer.attention,
-            &layer.attention_grad,
+            layer
+                .attention_grad
+                .as_deref()
+                .expect("traced with a backward"),
             Some((&format!("visn.{r}"), &layer.output)),
         );
     }
@@ -89,25 +95,37 @@ fn deviations(
         check(
             format!("xt2i.{k}"),
             &x.text_to_image.attention,
-            &x.text_to_image.attention_grad,
+            x.text_to_image
+                .attention_grad
+                .as_deref()
+                .expect("traced with a backward"),
             None,
         );
         check(
             format!("xi2t.{k}"),
             &x.image_to_text.attention,
-            &x.image_to_text.attention_grad,
+            x.image_to_text
+                .attention_grad
+                .as_deref()
+                .expect("traced with a backward"),
             None,
         );
         check(
             format!("xlang.{k}"),
             &x.lang_self.attention,
-            &x.lang_self.attention_grad,
+            x.lang_self
+                .attention_grad
+                .as_deref()
+                .expect("traced with a backward"),
             Some((&format!("xlang.{k}"), &x.lang_output)),
         );
         check(
             format!("xvisn.{k}"),
             &x.visn_self.attention,
-            &x.visn_self.attention_grad,
+            x.visn_self
+                .attention_grad
+                .as_deref()
+                .expect("traced with a backward"),
             Some((&format!("xvisn.{k}"), &x.visn_output)),
         );
     }

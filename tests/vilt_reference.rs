@@ -52,7 +52,10 @@ fn deviations(g: &Golden, case: &str, trace: &ViltTrace<Vec<f32>>) -> Vec<String
             bad.push(format!("hidden.{l}: err/max {err:.3e}"));
         }
         let err = max_diff_rel_to_max(
-            &layer.attention_grad,
+            layer
+                .attention_grad
+                .as_deref()
+                .expect("traced with a backward"),
             &g.f32(&format!("{case}.grad_attn.{l}")),
         );
         if !(err <= 1e-4) {

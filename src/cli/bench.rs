@@ -111,31 +111,24 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.text_tokens,
         args.repeats
     );
-    println!(
-        "{:<16} {:>5} {:>10} {:>10} {:>12}",
-        "method", "batch", "trace ms", "method ms", "expl/s"
-    );
+    print_header();
     for &batch in &args.batch {
         let x = inputs(&config, batch, args.text_tokens);
         let trace = model.trace(&Cpu, &x, None)?;
-        let trace_s = median_seconds(args.repeats, || {
-            model.trace(&Cpu, &x, None)?;
-            Ok(())
-        })?;
-        for &method in &methods {
-            let method_s = median_seconds(args.repeats, || {
-                explain_clip(&trace, &[method], &opts)?;
+        report(
+            &methods,
+            batch,
+            args.repeats,
+            |backward| {
+                if backward {
+                    model.trace(&Cpu, &x, None)?;
+                } else {
+                    model.record(&Cpu, &x)?;
+                }
                 Ok(())
-            })?;
-            println!(
-                "{:<16} {:>5} {:>10.1} {:>10.1} {:>12.2}",
-                method.name(),
-                batch,
-                trace_s * 1e3,
-                method_s * 1e3,
-                batch as f64 / (trace_s + method_s)
-            );
-        }
+            },
+            |method| Ok(explain_clip(&trace, &[method], &opts).map(|_| ())?),
+        )?;
     }
     Ok(())
 }
@@ -160,10 +153,7 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
         args.text_tokens,
         args.repeats
     );
-    println!(
-        "{:<16} {:>5} {:>10} {:>10} {:>12}",
-        "method", "batch", "trace ms", "method ms", "expl/s"
-    );
+    print_header();
     for &batch in &args.batch {
         let x = LxmertInputs {
             features: (0..batch * REGIONS * config.visual_feat_dim)
@@ -180,24 +170,57 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             seq_len: args.text_tokens,
         };
         let trace = model.trace(&Cpu, &x, &VqaTarget::Predicted)?;
-        let trace_s = median_seconds(args.repeats, || {
-            model.trace(&Cpu, &x, &VqaTarget::Predicted)?;
-            Ok(())
-        })?;
-        for &method in methods {
-            let method_s = median_seconds(args.repeats, || {
-                explain_lxmert(&trace, &[method], &opts)?;
+        report(
+            methods,
+            batch,
+            args.repeats,
+            |backward| {
+                if backward {
+                    model.trace(&Cpu, &x, &VqaTarget::Predicted)?;
+                } else {
+                    model.record(&Cpu, &x)?;
+                }
                 Ok(())
-            })?;
-            println!(
-                "{:<16} {:>5} {:>10.1} {:>10.1} {:>12.2}",
-                method.name(),
-                batch,
-                trace_s * 1e3,
-                method_s * 1e3,
-                batch as f64 / (trace_s + method_s)
-            );
-        }
+            },
+            |method| Ok(explain_lxmert(&trace, &[method], &opts).map(|_| ())?),
+        )?;
+    }
+    Ok(())
+}
+
+fn print_header() {
+    println!(
+        "{:<16} {:>5} {:>10} {:>10} {:>12}",
+        "method", "batch", "trace ms", "method ms", "expl/s"
+    );
+}
+
+/// One row per method: the trace it needs (with a backward only for gradient methods), the
+/// method itself, and explanations per second for the two together.
+fn report(
+    methods: &[Method],
+    batch: usize,
+    repeats: usize,
+    mut trace: impl FnMut(bool) -> anyhow::Result<()>,
+    mut method: impl FnMut(Method) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let with_backward = median_seconds(repeats, || trace(true))?;
+    let forward_only = median_seconds(repeats, || trace(false))?;
+    for &m in methods {
+        let trace_s = if m.needs_gradients() {
+            with_backward
+        } else {
+            forward_only
+        };
+        let method_s = median_seconds(repeats, || method(m))?;
+        println!(
+            "{:<16} {:>5} {:>10.1} {:>10.1} {:>12.2}",
+            m.name(),
+            batch,
+            trace_s * 1e3,
+            method_s * 1e3,
+            batch as f64 / (trace_s + method_s)
+        );
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    resolve_start, spread_words, ExplainError, Explanation, Method, MethodOptions,
+    check_gradients, resolve_start, spread_words, ExplainError, Explanation, Method, MethodOptions,
 };
 use crate::model::clip::ClipTrace;
 
@@ -17,6 +17,10 @@ pub fn explain_clip(
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+    check_gradients(
+        methods,
+        trace.vision.has_gradients() && trace.text.has_gradients(),
+    )?;
     let start_vision = resolve_start(opts.start_layer, trace.vision.layers.len(), "--start-layer")?;
     let start_text = resolve_start(
         opts.start_layer_text,

@@ -12,7 +12,9 @@ use rayon::prelude::*;
 use crate::explain::attention::rollout_step;
 use crate::explain::matrix::Matrix;
 use crate::explain::spectral::GradWeighting;
-use crate::explain::{spread_words, ExplainError, Explanation, Method, MethodOptions};
+use crate::explain::{
+    check_gradients, spread_words, ExplainError, Explanation, Method, MethodOptions,
+};
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
 use crate::model::lxmert::{AttentionRecord, LxmertTrace};
 use crate::model::VqaTarget;
@@ -35,14 +37,15 @@ struct Sample<'a> {
 #[derive(Clone, Copy)]
 struct Module<'a> {
     attention: &'a [f32],
-    grad: &'a [f32],
+    /// `None` in a trace recorded without gradients: reads as 0.
+    grad: Option<&'a [f32]>,
 }
 
 impl<'a> From<&'a AttentionRecord<Vec<f32>>> for Module<'a> {
     fn from(r: &'a AttentionRecord<Vec<f32>>) -> Self {
         Self {
             attention: &r.attention,
-            grad: &r.attention_grad,
+            grad: r.attention_grad.as_deref(),
         }
     }
 }
@@ -51,7 +54,7 @@ impl<'a> From<&'a LayerTrace<Vec<f32>>> for Module<'a> {
     fn from(r: &'a LayerTrace<Vec<f32>>) -> Self {
         Self {
             attention: &r.attention,
-            grad: &r.attention_grad,
+            grad: r.attention_grad.as_deref(),
         }
     }
 }
@@ -86,9 +89,10 @@ impl<'a> Sample<'a> {
         for h in 0..heads {
             for i in 0..qn {
                 let start = ((self.b * heads + h) * qp + i) * kp;
-                let (a, g) = (&m.attention[start..start + kn], &m.grad[start..start + kn]);
-                for (j, (&a, &g)) in a.iter().zip(g).enumerate() {
-                    out.data[i * kn + j] += f(a, g);
+                let a = &m.attention[start..start + kn];
+                let g = m.grad.map(|g| &g[start..start + kn]);
+                for (j, &a) in a.iter().enumerate() {
+                    out.data[i * kn + j] += f(a, g.map_or(0.0, |g| g[j]));
                 }
             }
         }
@@ -115,10 +119,9 @@ impl<'a> Sample<'a> {
                 let sum: f64 = (0..qn)
                     .map(|i| {
                         let start = ((self.b * heads + h) * qp + i) * kp;
-                        m.grad[start..start + kn]
-                            .iter()
-                            .map(|&g| g as f64)
-                            .sum::<f64>()
+                        m.grad.map_or(0.0, |g| {
+                            g[start..start + kn].iter().map(|&g| g as f64).sum::<f64>()
+                        })
                     })
                     .sum();
                 (sum / (qn * kn) as f64) as f32
@@ -303,6 +306,12 @@ pub fn explain_lxmert(
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+    let has_gradients = trace.lang.iter().all(|l| l.attention_grad.is_some())
+        && trace
+            .cross
+            .iter()
+            .all(|x| x.lang_self.attention_grad.is_some());
+    check_gradients(methods, has_gradients)?;
     use Stream::{Image, Text};
     let labels = trace.output.labels;
     (0..trace.lengths.len())

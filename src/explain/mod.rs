@@ -183,6 +183,8 @@ pub enum ExplainError {
         value: i64,
         layers: usize,
     },
+    #[error("{0} reads attention gradients, but the trace was recorded without a backward")]
+    NoGradients(Method),
     #[error("spectral graph of {tower} tokens, sample {pair}: {source}")]
     Spectral {
         tower: &'static str,
@@ -190,6 +192,19 @@ pub enum ExplainError {
         #[source]
         source: SpectralError,
     },
+}
+
+/// Fails when a method needs ∂y/∂A and the trace has none.
+pub(crate) fn check_gradients(methods: &[Method], has_gradients: bool) -> Result<(), ExplainError> {
+    match methods.iter().find(|m| m.needs_gradients()) {
+        Some(&m) if !has_gradients => Err(ExplainError::NoGradients(m)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether any of `methods` reads ∂y/∂A, i.e. whether a trace needs a backward.
+pub fn need_gradients(methods: &[Method]) -> bool {
+    methods.iter().any(|m| m.needs_gradients())
 }
 
 impl ExplainError {

@@ -47,14 +47,18 @@ impl<'a> SampleView<'a> {
         &t[start..start + n_pad]
     }
 
-    /// Calls `f(i, j, A_h[i, j], ∇A_h[i, j])` over the real tokens of head h of layer l.
+    /// Calls `f(i, j, A_h[i, j], ∇A_h[i, j])` over the real tokens of head h of layer l;
+    /// ∇A reads as 0 in a trace recorded without gradients (callers check beforehand).
     fn for_each_entry(&self, l: usize, h: usize, mut f: impl FnMut(usize, usize, f32, f32)) {
         let layer = self.layer(l);
         for i in 0..self.n {
             let a = self.padded_row(&layer.attention, h, i);
-            let g = self.padded_row(&layer.attention_grad, h, i);
+            let g = layer
+                .attention_grad
+                .as_ref()
+                .map(|g| self.padded_row(g, h, i));
             for (j, &t) in self.tokens.iter().enumerate() {
-                f(i, j, a[t], g[t]);
+                f(i, j, a[t], g.map_or(0.0, |g| g[t]));
             }
         }
     }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    resolve_start, spread_words, ExplainError, Explanation, Method, MethodOptions,
+    check_gradients, resolve_start, spread_words, ExplainError, Explanation, Method, MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
 use crate::model::VqaTarget;
@@ -19,6 +19,7 @@ pub fn explain_vilt(
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+    check_gradients(methods, trace.joint.has_gradients())?;
     let start = resolve_start(opts.start_layer, trace.joint.layers.len(), "--start-layer")?;
     let labels = trace.output.labels;
     trace

@@ -209,6 +209,13 @@ impl<B: Backend> Clip<B> {
         Ok(self.forward(be, inputs)?.output)
     }
 
+    /// Forward only, recording both towers without gradients: enough for the methods that
+    /// read no ∂y/∂A (raw attention, rollout, DSMI) at half the cost.
+    pub fn record(&self, be: &B, inputs: &ClipInputs) -> Result<ClipTrace<B::Buf>, ModelError> {
+        let f = self.forward(be, inputs)?;
+        Ok(self.finish(f, inputs, None))
+    }
+
     /// Forward, then backward of Σ_b seed[b]·score[b] (every seed 1 by default: each pair's
     /// own score, since pairs do not interact), recording both towers.
     pub fn trace(
@@ -268,13 +275,24 @@ impl<B: Backend> Clip<B> {
             .backward(be, &f.vision, d_vision, &f.vision_shape)?;
         let text_grads = self.text.backward(be, &f.text, d_text, &f.text_shape)?;
 
+        Ok(self.finish(f, inputs, Some((vision_grads, text_grads))))
+    }
+
+    fn finish(
+        &self,
+        f: Forward<B::Buf>,
+        inputs: &ClipInputs,
+        grads: Option<(Vec<B::Buf>, Vec<B::Buf>)>,
+    ) -> ClipTrace<B::Buf> {
+        let (vision_grads, text_grads) = grads.unzip();
         let vision_tokens = f.vision_shape.queries;
-        Ok(ClipTrace {
+        let grid = self.config.vision.grid_size();
+        ClipTrace {
             vision: TowerTrace::from_activations(
                 "vision",
                 f.vision_shape.heads,
-                dv,
-                vec![vision_tokens; batch],
+                self.config.vision.hidden_size,
+                vec![vision_tokens; inputs.batch()],
                 vision_tokens,
                 f.vision,
                 vision_grads,
@@ -282,18 +300,15 @@ impl<B: Backend> Clip<B> {
             text: TowerTrace::from_activations(
                 "text",
                 f.text_shape.heads,
-                dt,
+                self.config.text.hidden_size,
                 inputs.lengths.clone(),
                 inputs.seq_len,
                 f.text,
                 text_grads,
             ),
             output: f.output,
-            image_grid: (
-                self.config.vision.grid_size(),
-                self.config.vision.grid_size(),
-            ),
-        })
+            image_grid: (grid, grid),
+        }
     }
 
     /// Gradient of the tower output from the gradient of its projected, pooled rows.

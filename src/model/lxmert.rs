@@ -54,10 +54,18 @@ impl LxmertInputs {
     }
 }
 
-/// A forward's attention probabilities and the backward's ∂y/∂A for one module.
+/// A forward's attention probabilities and the backward's ∂y/∂A for one module (`None`
+/// when recorded without a backward).
 pub struct AttentionRecord<Buf> {
     pub attention: Buf,
-    pub attention_grad: Buf,
+    pub attention_grad: Option<Buf>,
+}
+
+/// ∂y/∂A of every module, first layer first; cross layers as (t→i, i→t, lang, visn).
+struct Grads<Buf> {
+    lang: Vec<Buf>,
+    visn: Vec<Buf>,
+    cross: Vec<(Buf, Buf, Buf, Buf)>,
 }
 
 /// One cross-modality layer: both cross-attention directions, both self-attentions and the
@@ -519,29 +527,7 @@ impl<B: Backend> Lxmert<B> {
         let f = self.forward(be, inputs)?;
         let (batch, d) = (inputs.batch(), self.config.hidden_size);
         let labels = f.output.labels;
-        let targets = match target {
-            VqaTarget::Predicted => Some(f.output.predicted()),
-            VqaTarget::Answers(a) if a.len() != batch || a.iter().any(|&i| i >= labels) => {
-                return Err(ModelError::Input(format!(
-                    "target answers {a:?} for {batch} samples of {labels} answers"
-                )))
-            }
-            VqaTarget::Answers(a) => Some(a.clone()),
-            VqaTarget::SumLogits => None,
-        };
-        let seed: Vec<f32> = match &targets {
-            Some(t) => (0..batch * labels)
-                .map(|i| {
-                    if t[i / labels] == i % labels {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                })
-                .collect(),
-            None => vec![1.0; batch * labels],
-        };
-
+        let (targets, seed) = target.resolve(&f.output.predicted(), labels)?;
         let d_cls = self.head.backward(be, &f.head, &seed)?;
         let (t, n) = (inputs.seq_len, inputs.regions);
         let rows: Vec<usize> = (0..batch).map(|b| b * t).collect();
@@ -574,20 +560,75 @@ impl<B: Backend> Lxmert<B> {
         let visn_grads = Self::self_stack_backward(be, &self.visn, &f.visn, dv, &s.image)?;
         let lang_grads = Self::self_stack_backward(be, &self.lang, &f.lang, dt, &s.text)?;
 
-        let record = |acts: Vec<SelfActs<B::Buf>>, grads: Vec<B::Buf>| -> Vec<LayerTrace<B::Buf>> {
-            acts.into_iter()
-                .zip(grads)
-                .map(|(a, g)| LayerTrace {
-                    attention: a.attention.probs,
-                    attention_grad: g,
-                    output: a.ffn.out,
-                })
-                .collect()
+        let grads = Grads {
+            lang: lang_grads,
+            visn: visn_grads,
+            cross,
         };
+        Ok(Self::assemble(
+            f,
+            inputs,
+            targets,
+            Some(grads),
+            self.config.num_attention_heads,
+        ))
+    }
+
+    /// Forward only, recording every attention module without gradients (for the methods
+    /// that read no ∂y/∂A); the explanations score the predicted answers.
+    pub fn record(&self, be: &B, inputs: &LxmertInputs) -> Result<LxmertTrace<B::Buf>, ModelError> {
+        let f = self.forward(be, inputs)?;
+        let targets = Some(f.output.predicted());
+        Ok(Self::assemble(
+            f,
+            inputs,
+            targets,
+            None,
+            self.config.num_attention_heads,
+        ))
+    }
+
+    fn assemble(
+        f: Forward<B::Buf>,
+        inputs: &LxmertInputs,
+        targets: Option<Vec<usize>>,
+        grads: Option<Grads<B::Buf>>,
+        heads: usize,
+    ) -> LxmertTrace<B::Buf> {
+        // Without a backward every gradient slot is None.
+        let (lang_grads, visn_grads, cross_grads) = match grads {
+            Some(g) => (
+                g.lang.into_iter().map(Some).collect(),
+                g.visn.into_iter().map(Some).collect(),
+                g.cross
+                    .into_iter()
+                    .map(|(a, b, c, d)| (Some(a), Some(b), Some(c), Some(d)))
+                    .collect(),
+            ),
+            None => (
+                f.lang.iter().map(|_| None).collect::<Vec<_>>(),
+                f.visn.iter().map(|_| None).collect::<Vec<_>>(),
+                f.cross
+                    .iter()
+                    .map(|_| (None, None, None, None))
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        let record =
+            |acts: Vec<SelfActs<B::Buf>>, grads: Vec<Option<B::Buf>>| -> Vec<LayerTrace<B::Buf>> {
+                acts.into_iter()
+                    .zip(grads)
+                    .map(|(a, g)| LayerTrace {
+                        attention: a.attention.probs,
+                        attention_grad: g,
+                        output: a.ffn.out,
+                    })
+                    .collect()
+            };
         let cross = f
             .cross
             .into_iter()
-            .zip(cross)
+            .zip(cross_grads)
             .map(|(a, (g_t2i, g_i2t, g_lang, g_visn))| CrossLayerTrace {
                 text_to_image: AttentionRecord {
                     attention: a.t2i.probs,
@@ -609,17 +650,17 @@ impl<B: Backend> Lxmert<B> {
                 visn_output: a.visn_ffn.out,
             })
             .collect();
-        Ok(LxmertTrace {
+        LxmertTrace {
             lang: record(f.lang, lang_grads),
             visn: record(f.visn, visn_grads),
             cross,
             output: f.output,
             targets,
-            heads: self.config.num_attention_heads,
-            seq_len: t,
-            regions: n,
+            heads,
+            seq_len: inputs.seq_len,
+            regions: inputs.regions,
             lengths: inputs.lengths.clone(),
-        })
+        }
     }
 
     /// Backward through a stack of self-attention layers; ∂y/∂A per layer, first layer first.

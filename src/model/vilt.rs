@@ -236,6 +236,14 @@ impl<B: Backend> Vilt<B> {
         Ok(self.forward(be, inputs)?.output)
     }
 
+    /// Forward only, recording the joint encoder without gradients (for the methods that
+    /// read no ∂y/∂A); the explanations score the predicted answers.
+    pub fn record(&self, be: &B, inputs: &ViltInputs) -> Result<ViltTrace<B::Buf>, ModelError> {
+        let f = self.forward(be, inputs)?;
+        let targets = Some(f.output.predicted());
+        Ok(self.assemble(f, inputs, targets, None))
+    }
+
     /// Forward, then the backward of each sample's target, recording the joint encoder.
     pub fn trace(
         &self,
@@ -264,20 +272,30 @@ impl<B: Backend> Vilt<B> {
         let rows: Vec<usize> = (0..batch).map(|b| b * f.shape.queries).collect();
         be.gather_rows_backward(&mut d_tokens, &d_raw, &rows, d)?;
         let grads = self.encoder.backward(be, &f.encoder, d_tokens, &f.shape)?;
+        Ok(self.assemble(f, inputs, targets, Some(grads)))
+    }
+
+    fn assemble(
+        &self,
+        f: Forward<B::Buf>,
+        inputs: &ViltInputs,
+        targets: Option<Vec<usize>>,
+        grads: Option<Vec<B::Buf>>,
+    ) -> ViltTrace<B::Buf> {
         let tokens = f.shape.queries;
-        Ok(ViltTrace {
+        ViltTrace {
             joint: TowerTrace::from_activations(
                 "joint",
                 f.shape.heads,
-                d,
-                vec![tokens; batch],
+                self.config.hidden_size,
+                vec![tokens; inputs.batch()],
                 tokens,
                 f.encoder,
                 grads,
             ),
             output: f.output,
             targets,
-        })
+        }
     }
 
     fn check(&self, x: &ViltInputs) -> Result<(), ModelError> {

@@ -21,7 +21,7 @@ use image::RgbImage;
 use crate::backend::Cpu;
 use crate::explain::clip::explain_clip;
 use crate::explain::Explanation;
-use crate::explain::{Method, MethodOptions};
+use crate::explain::{need_gradients, Method, MethodOptions};
 use crate::input::image::{
     center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
 };
@@ -108,7 +108,11 @@ impl ClipSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        let trace = self.model.trace(&Cpu, &inputs, None)?;
+        let trace = if need_gradients(methods) {
+            self.model.trace(&Cpu, &inputs, None)?
+        } else {
+            self.model.record(&Cpu, &inputs)?
+        };
         let explanations = explain_clip(&trace, methods, opts)?;
         Ok(pairs
             .iter()

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::Cpu;
 use crate::explain::lxmert::explain_lxmert;
-use crate::explain::{Method, MethodOptions};
+use crate::explain::{need_gradients, Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
 use crate::model::lxmert::{Lxmert, LxmertInputs};
@@ -115,7 +115,12 @@ impl LxmertSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        let trace = self.model.trace(&Cpu, &inputs, target)?;
+        // Without a gradient method the target only names what is scored: skip the backward.
+        let trace = if need_gradients(methods) || *target != VqaTarget::Predicted {
+            self.model.trace(&Cpu, &inputs, target)?
+        } else {
+            self.model.record(&Cpu, &inputs)?
+        };
         let explanations = explain_lxmert(&trace, methods, opts)?;
         let n = trace.output.labels;
         Ok(requests

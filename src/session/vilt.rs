@@ -6,7 +6,7 @@ use image::RgbImage;
 
 use crate::backend::Cpu;
 use crate::explain::vilt::explain_vilt;
-use crate::explain::{Method, MethodOptions};
+use crate::explain::{need_gradients, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs};
@@ -78,7 +78,12 @@ impl ViltSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        let trace = self.model.trace(&Cpu, &inputs, target)?;
+        // Without a gradient method the target only names what is scored: skip the backward.
+        let trace = if need_gradients(methods) || *target != VqaTarget::Predicted {
+            self.model.trace(&Cpu, &inputs, target)?
+        } else {
+            self.model.record(&Cpu, &inputs)?
+        };
         let explanations = explain_vilt(&trace, methods, opts)?;
         let n = trace.output.labels;
         Ok(pairs
