@@ -510,3 +510,54 @@ fn explain_vqa_targets_and_bad_input() {
         assert_eq!(records(&out)[0]["target"], name);
     }
 }
+
+/// LXMERT from a --pairs file: one line per question with its own regions, image id and
+/// image; batched. The first line is case b1 of the reference.
+#[test]
+fn explain_lxmert_pairs_file() {
+    let lxmert = fixtures().join("lxmert");
+    let out = scratch("lxmert-pairs");
+    let list = out.join("pairs.jsonl");
+    let tsv = lxmert.join("regions.tsv");
+    let photo = fixtures().join("images/coco_127510.jpg");
+    let lines = [
+        format!(
+            r#"{{"regions": "{}", "image_id": "synth_000001", "image": "{}", "question": "what is on the table?"}}"#,
+            s(&tsv),
+            s(&photo)
+        ),
+        format!(
+            r#"{{"regions": "{}", "image_id": "synth_000002", "question": "is there a dog?"}}"#,
+            s(&tsv)
+        ),
+    ];
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&lxmert),
+        "--pairs",
+        s(&list),
+        "--batch",
+        "2",
+        "--method",
+        "chefer",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let records = records(&out);
+    assert_eq!(records.len(), 2);
+    let reference = Golden::open(&lxmert.join("methods.safetensors")).f32("b1.chefer.image.0");
+    let scale = reference.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+    let (err, _) = max_abs_diff(&floats(&records[0]["image_relevance"]), &reference);
+    assert!(err <= 1e-4 * scale, "{err:e}");
+    assert!(
+        out.join("sample0-chefer.png").exists(),
+        "the line with an image gets an overlay"
+    );
+    assert!(
+        !out.join("sample1-chefer.png").exists(),
+        "the line without one does not"
+    );
+}

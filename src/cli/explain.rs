@@ -194,9 +194,41 @@ fn requests(args: &ExplainArgs) -> anyhow::Result<Vec<PairRequest>> {
     }
 }
 
-fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<RegionRequest>> {
-    if args.pairs.is_some() {
-        bail!("--pairs is not supported for LXMERT yet: give --regions FILE and --question (repeatable)");
+/// One line of an LXMERT `--pairs` file.
+#[derive(Deserialize)]
+struct RegionLine {
+    regions: PathBuf,
+    #[serde(default)]
+    image_id: Option<String>,
+    /// An image to draw the regions on.
+    #[serde(default)]
+    image: Option<PathBuf>,
+    #[serde(alias = "text")]
+    question: String,
+}
+
+/// LXMERT requests, each with the image to draw on (if any).
+fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<(RegionRequest, Option<PathBuf>)>> {
+    if let Some(path) = &args.pairs {
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        return text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, line)| {
+                let l: RegionLine = serde_json::from_str(line).with_context(|| {
+                    format!(
+                        "{}:{}: expected {{\"regions\": PATH, \"image_id\": ID?, \"image\": PATH?, \"question\": \"...\"}}",
+                        path.display(),
+                        i + 1
+                    )
+                })?;
+                let request = RegionRequest { regions: base.join(l.regions), image_id: l.image_id, question: l.question };
+                Ok((request, l.image.map(|p| base.join(p))))
+            })
+            .collect();
     }
     let Some(regions) = &args.regions else {
         bail!("LXMERT reads region features: give --regions FILE [--image-id ID] (and --image IMG to draw on)");
@@ -204,10 +236,13 @@ fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<RegionRequest>> {
     Ok(args
         .texts
         .iter()
-        .map(|q| RegionRequest {
-            regions: regions.clone(),
-            image_id: args.image_id.clone(),
-            question: q.clone(),
+        .map(|q| {
+            let request = RegionRequest {
+                regions: regions.clone(),
+                image_id: args.image_id.clone(),
+                question: q.clone(),
+            };
+            (request, args.image.clone())
         })
         .collect())
 }
@@ -250,12 +285,18 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let bar = ProgressBar::new(args.texts.len().max(1) as u64);
+    // Samples to do: the texts given, or the non-empty lines of the --pairs file.
+    let total = match &args.pairs {
+        Some(path) => fs::read_to_string(path)
+            .map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count()),
+        None => args.texts.len(),
+    };
+    let bar = ProgressBar::new(total as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}")
             .expect("static template is valid"),
     );
-    if args.texts.len() <= args.batch && args.pairs.is_none() {
+    if total <= args.batch {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     let progress = |done: usize| bar.set_position(done as u64);
@@ -312,23 +353,19 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         ModelFamily::Lxmert => {
             let session = LxmertSession::open(&args.model, args.answers.as_deref())?;
             let target = AnswerTarget::parse(&args.target, session.answers())?;
-            let results = session.explain(
-                &region_requests(&args)?,
-                &methods,
-                &opts,
-                &target,
-                args.batch,
-                progress,
-            )?;
+            let (requests, images): (Vec<_>, Vec<_>) = region_requests(&args)?.into_iter().unzip();
+            let results =
+                session.explain(&requests, &methods, &opts, &target, args.batch, progress)?;
             let samples: Vec<Sample> = results
                 .into_iter()
-                .map(|(r, regions)| {
+                .zip(images)
+                .map(|((r, regions), image)| {
                     let boxes = regions
                         .boxes
                         .chunks_exact(4)
                         .map(|b| [b[0], b[1], b[2], b[3]])
                         .collect();
-                    question_sample(r, args.image.clone(), Some(boxes))
+                    question_sample(r, image, Some(boxes))
                 })
                 .collect();
             let displayed = display_images(&samples, |p| Ok(whole_image(p)?))?;
