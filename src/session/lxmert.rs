@@ -4,13 +4,14 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::Cpu;
 use crate::explain::lxmert::explain_lxmert;
-use crate::explain::{need_gradients, Method, MethodOptions};
+use crate::explain::{Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
 use crate::model::lxmert::{Lxmert, LxmertInputs};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_words, in_batches, rank_answers, AnswerTarget, QuestionResult, SessionError,
+    check_words, in_batches, needs_backward, rank_answers, AnswerTarget, QuestionResult,
+    SessionError,
 };
 
 /// One question about one image's regions.
@@ -115,8 +116,7 @@ impl LxmertSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        // Without a gradient method the target only names what is scored: skip the backward.
-        let trace = if need_gradients(methods) || *target != VqaTarget::Predicted {
+        let trace = if needs_backward(methods, target) {
             self.model.trace(&Cpu, &inputs, target)?
         } else {
             self.model.record(&Cpu, &inputs)?

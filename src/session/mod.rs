@@ -207,3 +207,9 @@ pub(crate) fn in_batches<T, R>(
     }
     Ok(results)
 }
+
+/// Whether a VQA request needs a backward: a method reads gradients, or the target is not
+/// the predicted answer (a forward-only recording scores the predicted answers).
+pub(crate) fn needs_backward(methods: &[crate::explain::Method], target: &VqaTarget) -> bool {
+    crate::explain::need_gradients(methods) || *target != VqaTarget::Predicted
+}

@@ -6,14 +6,14 @@ use image::RgbImage;
 
 use crate::backend::Cpu;
 use crate::explain::vilt::explain_vilt;
-use crate::explain::{need_gradients, Method, MethodOptions};
+use crate::explain::{Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_requests, check_words, in_batches, rank_answers, whole_image, AnswerTarget, PairRequest,
-    QuestionResult, SessionError,
+    check_requests, check_words, in_batches, needs_backward, rank_answers, whole_image,
+    AnswerTarget, PairRequest, QuestionResult, SessionError,
 };
 
 pub struct ViltSession {
@@ -78,8 +78,7 @@ impl ViltSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        // Without a gradient method the target only names what is scored: skip the backward.
-        let trace = if need_gradients(methods) || *target != VqaTarget::Predicted {
+        let trace = if needs_backward(methods, target) {
             self.model.trace(&Cpu, &inputs, target)?
         } else {
             self.model.record(&Cpu, &inputs)?
