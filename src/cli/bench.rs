@@ -83,14 +83,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.text_tokens < 2 {
         bail!("--text-tokens must be at least 2 (start and end tokens)");
     }
-    let methods: Vec<Method> = if args.method == "all" {
-        Method::ALL.to_vec()
-    } else {
-        args.method
-            .split(',')
-            .map(|m| m.trim().parse())
-            .collect::<Result<_, _>>()?
-    };
+    let methods = Method::parse_list(&args.method)?;
     let (config, name) = match args.size {
         Size::VitB16 => (ClipConfig::vit_base_patch16(), "ViT-B/16"),
         Size::VitB32 => (ClipConfig::vit_base_patch32(), "ViT-B/32"),
@@ -163,6 +156,7 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
                 .map(|i| [0.1, 0.2, 0.6, 0.9][i % 4])
                 .collect(),
             regions: REGIONS,
+            region_counts: None,
             ids: (0..batch * args.text_tokens)
                 .map(|i| (1000 + 37 * i % 20000) as u32)
                 .collect(),

@@ -123,6 +123,7 @@ impl Golden {
             ids,
             lengths,
             seq_len,
+            kept_patches: None,
         }
     }
 
@@ -133,6 +134,7 @@ impl Golden {
             features: self.f32(&format!("{case}.features")),
             boxes: self.f32(&format!("{case}.boxes")),
             regions: self.shape(&format!("{case}.features"))[1],
+            region_counts: None,
             ids,
             lengths,
             seq_len,
