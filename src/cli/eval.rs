@@ -292,10 +292,14 @@ fn evaluate<M: EvalModel>(
         chunk.written.iter().for_each(|r| tally.add(r));
         for f in chunk.failures {
             failed += 1;
-            bar.println(format!("sample {} failed: {}", f.sample, f.error));
+            bar.suspend(|| eprintln!("sample {} failed: {}", f.sample, f.error));
         }
         bar.set_message(tally.summary(&header.steps));
         bar.inc(chunk.questions as u64);
+        if chunk.written.is_empty() && chunk.failures.is_empty() {
+            // Done by an earlier run: keep it out of the rate and the ETA.
+            bar.reset_eta();
+        }
     })?;
     bar.finish_and_clear();
     if failed > 0 {

@@ -164,9 +164,8 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
             }
             Ok(Some(Line::Failure(f))) => results.failures.push(f),
             Err(Unknown) => results.other_lines += 1,
-            Err(Broken(reason)) if is_last => {
-                // A whole last line that does not parse is treated like a torn one.
-                let _ = reason;
+            // A whole last line that does not parse is treated like a torn one.
+            Err(Broken(_)) if is_last => {
                 results.torn_line = true;
                 break;
             }
