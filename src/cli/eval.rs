@@ -247,7 +247,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 .map_err(|e| EvalError::Session(e.into()))?;
                 session.eval_input(regions, &q.text)
             };
-            evaluate(&session, &questions, prepare, &plan, &header, &args.results)
+            evaluate(&session.evaluator(), &questions, prepare, &plan, &header, &args.results)
         }
         ModelFamily::Clip => bail!(
             "{} is a CLIP model; the perturbation benchmark needs a VQA model (ViLT or LXMERT)",

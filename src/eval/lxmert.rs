@@ -10,8 +10,9 @@ use crate::eval::tokens::{padded_ids, question_ids, HasIds};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
 use crate::input::regions::Regions;
-use crate::model::lxmert::LxmertInputs;
+use crate::model::lxmert::{Lxmert, LxmertInputs};
 use crate::model::VqaTarget;
+use crate::session::lxmert::explain_inputs;
 use crate::session::{LxmertSession, SessionError};
 
 /// One question, ready for the model.
@@ -21,17 +22,54 @@ pub struct LxmertInput {
     ids: Vec<u32>,
 }
 
+impl LxmertInput {
+    /// Regions (already checked against the model's feature width) and token ids.
+    pub fn new(regions: Regions, ids: Vec<u32>) -> Self {
+        Self { regions, ids }
+    }
+}
+
 impl HasIds for LxmertInput {
     fn ids(&self) -> &[u32] {
         &self.ids
     }
 }
 
-impl EvalModel for LxmertSession {
+/// A loaded LXMERT and what the benchmark needs beside it.
+pub struct LxmertEval<'a> {
+    pub model: &'a Lxmert<Cpu>,
+    /// One per logit.
+    pub answers: &'a [String],
+    /// The tokenizer's padding id.
+    pub pad_id: u32,
+}
+
+impl LxmertSession {
+    pub fn evaluator(&self) -> LxmertEval<'_> {
+        LxmertEval {
+            model: self.model(),
+            answers: self.answers(),
+            pad_id: self.tokenizer().pad_id(),
+        }
+    }
+
+    /// Checks one question's regions against the model and tokenizes its question.
+    pub fn eval_input(&self, regions: Regions, question: &str) -> Result<LxmertInput, EvalError> {
+        regions
+            .check_dim(self.model().config.visual_feat_dim)
+            .map_err(SessionError::from)?;
+        Ok(LxmertInput::new(
+            regions,
+            question_ids(self.tokenizer(), question)?,
+        ))
+    }
+}
+
+impl EvalModel for LxmertEval<'_> {
     type Input = LxmertInput;
 
     fn answers(&self) -> &[String] {
-        LxmertSession::answers(self)
+        self.answers
     }
 
     /// Explains samples with equal region counts together (the explanations read every
@@ -53,7 +91,7 @@ impl EvalModel for LxmertSession {
             let mut x = self.batch(&items);
             x.region_counts = None;
             let (output, explanations) =
-                self.explain_inputs(&x, methods, opts, &VqaTarget::Predicted)?;
+                explain_inputs(self.model, &x, methods, opts, &VqaTarget::Predicted)?;
             for ((&i, predicted), explanations) in
                 members.iter().zip(output.predicted()).zip(explanations)
             {
@@ -63,38 +101,30 @@ impl EvalModel for LxmertSession {
                 });
             }
         }
-        Ok(out.into_iter().map(|e| e.expect("every sample is in a group")).collect())
+        Ok(out
+            .into_iter()
+            .map(|e| e.expect("every sample is in a group"))
+            .collect())
     }
 
     fn predict(&self, items: &[(&LxmertInput, &Keep)]) -> Result<Vec<usize>, EvalError> {
         let x = self.batch(items);
-        let output = self.model().logits(&Cpu, &x).map_err(SessionError::from)?;
+        let output = self.model.logits(&Cpu, &x).map_err(SessionError::from)?;
         Ok(output.predicted())
     }
 }
 
-impl LxmertSession {
-    /// Checks one question's regions against the model and tokenizes its question.
-    pub fn eval_input(&self, regions: Regions, question: &str) -> Result<LxmertInput, EvalError> {
-        regions
-            .check_dim(self.model().config.visual_feat_dim)
-            .map_err(SessionError::from)?;
-        Ok(LxmertInput {
-            regions,
-            ids: question_ids(self.tokenizer(), question)?,
-        })
-    }
-
+impl LxmertEval<'_> {
     fn batch(&self, items: &[(&LxmertInput, &Keep)]) -> LxmertInputs {
-        let c = &self.model().config;
+        let c = &self.model.config;
         let (f, b) = (c.visual_feat_dim, c.visual_pos_dim);
-        let order = |x: &LxmertInput, k: &Keep| -> Vec<usize> {
-            match k {
+        let orders: Vec<Vec<usize>> = items
+            .iter()
+            .map(|(x, k)| match k {
                 Keep::Image(kept) => kept.clone(),
                 _ => (0..x.regions.count).collect(),
-            }
-        };
-        let orders: Vec<Vec<usize>> = items.iter().map(|(x, k)| order(x, k)).collect();
+            })
+            .collect();
         // At least one row: a batch that keeps no region still needs a (masked) one.
         let n = orders.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let mut features = vec![0.0f32; items.len() * n * f];
@@ -104,10 +134,11 @@ impl LxmertSession {
                 let row = s * n + slot;
                 features[row * f..(row + 1) * f]
                     .copy_from_slice(&x.regions.features[r * f..(r + 1) * f]);
-                boxes[row * b..(row + 1) * b].copy_from_slice(&x.regions.boxes[r * b..(r + 1) * b]);
+                boxes[row * b..(row + 1) * b]
+                    .copy_from_slice(&x.regions.boxes[r * b..(r + 1) * b]);
             }
         }
-        let (ids, lengths, seq_len) = padded_ids(items, self.tokenizer().pad_id());
+        let (ids, lengths, seq_len) = padded_ids(items, self.pad_id);
         LxmertInputs {
             features,
             boxes,

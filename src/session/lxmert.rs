@@ -61,23 +61,6 @@ impl LxmertSession {
         &self.tokenizer
     }
 
-    /// Explains prepared inputs (a forward, and a backward when a method or the target needs
-    /// one): the answer logits and result[sample][method].
-    pub fn explain_inputs(
-        &self,
-        inputs: &LxmertInputs,
-        methods: &[Method],
-        opts: &MethodOptions,
-        target: &VqaTarget,
-    ) -> Result<(LxmertOutput, Vec<Vec<Explanation>>), SessionError> {
-        let trace = if needs_backward(methods, target) {
-            self.model.trace(&Cpu, inputs, target)?
-        } else {
-            self.model.record(&Cpu, inputs)?
-        };
-        let explanations = explain_lxmert(&trace, methods, opts)?;
-        Ok((trace.output, explanations))
-    }
 
     /// Explains `requests` in batches of `batch`; every sample of a batch must have the
     /// same number of regions (LXMERT has no region mask).
@@ -143,7 +126,7 @@ impl LxmertSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        let (output, explanations) = self.explain_inputs(&inputs, methods, opts, target)?;
+        let (output, explanations) = explain_inputs(&self.model, &inputs, methods, opts, target)?;
         let n = output.labels;
         Ok(requests
             .iter()
@@ -168,6 +151,24 @@ impl LxmertSession {
             })
             .collect())
     }
+}
+
+/// Explains prepared inputs (a forward, and a backward when a method or the target needs
+/// one): the answer logits and result[sample][method].
+pub fn explain_inputs(
+    model: &Lxmert<Cpu>,
+    inputs: &LxmertInputs,
+    methods: &[Method],
+    opts: &MethodOptions,
+    target: &VqaTarget,
+) -> Result<(LxmertOutput, Vec<Vec<Explanation>>), SessionError> {
+    let trace = if needs_backward(methods, target) {
+        model.trace(&Cpu, inputs, target)?
+    } else {
+        model.record(&Cpu, inputs)?
+    };
+    let explanations = explain_lxmert(&trace, methods, opts)?;
+    Ok((trace.output, explanations))
 }
 
 /// A JSON list of answer strings, one per logit.
