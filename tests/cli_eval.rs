@@ -101,7 +101,12 @@ fn report_json(dir: &Path) -> Value {
 /// Every cell has every method's 4 tests, AUCs and accuracies in [0, 100], and step 0 equal
 /// to `plain` (the model's accuracy on the unperturbed questions, in %).
 fn check_report(dir: &Path, samples: usize, plain: f64) {
-    for file in ["report.md", "report.json", "curves-image.png", "curves-text.png"] {
+    for file in [
+        "report.md",
+        "report.json",
+        "curves-image.png",
+        "curves-text.png",
+    ] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
     let png = image::open(dir.join("curves-image.png")).unwrap();
@@ -157,7 +162,14 @@ fn lxmert_eval_reports_and_reruns_identically() {
         })
         .collect();
     let answers = session
-        .explain(&requests, &[Method::RawAttn], &MethodOptions::default(), &AnswerTarget::Predicted, 1, |_| {})
+        .explain(
+            &requests,
+            &[Method::RawAttn],
+            &MethodOptions::default(),
+            &AnswerTarget::Predicted,
+            1,
+            |_| {},
+        )
         .unwrap();
     let plain = 100.0
         * data
@@ -173,7 +185,11 @@ fn lxmert_eval_reports_and_reruns_identically() {
     let again = dir.join("b/results.jsonl");
     run_ok(&lxmert_args(&again, "3"));
     let bytes = |p: &Path| std::fs::read(p).unwrap();
-    let text = |p: &Path| std::fs::read_to_string(p).unwrap().replace(&s(&dir.join("b")), "");
+    let text = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .replace(&s(&dir.join("b")), "")
+    };
     assert_eq!(bytes(&results), bytes(&again));
     assert_eq!(
         text(&dir.join("a/report.md")).replace(&s(&dir.join("a")), ""),
@@ -186,7 +202,13 @@ fn lxmert_eval_reports_and_reruns_identically() {
 
     // `eval report` rebuilds the same report from the results alone.
     let rebuilt = dir.join("rebuilt");
-    run_ok(&["eval".into(), "report".into(), s(&results), "--out".into(), s(&rebuilt)]);
+    run_ok(&[
+        "eval".into(),
+        "report".into(),
+        s(&results),
+        "--out".into(),
+        s(&rebuilt),
+    ]);
     assert_eq!(
         std::fs::read(dir.join("a/report.json")).unwrap(),
         std::fs::read(rebuilt.join("report.json")).unwrap()
@@ -199,7 +221,12 @@ fn lxmert_eval_reports_and_reruns_identically() {
     args.drain(at + 2..at + 4);
     run_ok(&args);
     let records = |p: &Path| -> Vec<String> {
-        std::fs::read_to_string(p).unwrap().lines().skip(1).map(str::to_owned).collect()
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect()
     };
     assert_eq!(records(&tsv), records(&results));
 }
@@ -224,7 +251,14 @@ fn vilt_eval_with_official_vqa_files() {
         })
         .collect();
     let answers = session
-        .explain(&pairs, &[Method::RawAttn], &MethodOptions::default(), &AnswerTarget::Predicted, 1, |_| {})
+        .explain(
+            &pairs,
+            &[Method::RawAttn],
+            &MethodOptions::default(),
+            &AnswerTarget::Predicted,
+            1,
+            |_| {},
+        )
         .unwrap();
     let plain = 100.0
         * data
@@ -234,7 +268,10 @@ fn vilt_eval_with_official_vqa_files() {
             .map(|(q, r)| q.truth.accuracy(&r.answer))
             .sum::<f64>()
         / data.questions.len() as f64;
-    assert!(plain > 0.0, "the fixture questions should credit some answers");
+    assert!(
+        plain > 0.0,
+        "the fixture questions should credit some answers"
+    );
     check_report(&dir, 5, plain);
 }
 
@@ -285,7 +322,11 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     std::fs::write(&part, bytes).unwrap();
 
     let out = run_ok(&lxmert_args(&part, "2"));
-    assert!(stderr(&out).contains("partly written line"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("partly written line"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         std::fs::read(&part).unwrap(),
         std::fs::read(&full).unwrap(),
@@ -309,7 +350,11 @@ fn failing_samples_are_logged_counted_and_strict_stops() {
     let at = args.iter().position(|a| a == "--dataset").unwrap();
     args[at + 1] = s(&dataset);
     let out = run_ok(&args);
-    assert!(stderr(&out).contains("sample 1004 failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sample 1004 failed"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("synth_000404"), "{}", stderr(&out));
     let report = report_json(&dir);
     assert_eq!(report["samples"], 6);
@@ -367,7 +412,10 @@ fn bad_inputs_fail_with_clear_messages() {
     // An empty dataset.
     let empty = dir.join("empty.json");
     std::fs::write(&empty, "[]").unwrap();
-    expect_error(with(lxmert_args(&results, "2"), "--dataset", &empty), "has no questions");
+    expect_error(
+        with(lxmert_args(&results, "2"), "--dataset", &empty),
+        "has no questions",
+    );
 
     // Answers the model does not know.
     let foreign = dir.join("foreign.json");
@@ -402,5 +450,9 @@ fn bad_inputs_fail_with_clear_messages() {
         "--results",
         &s(&dir.join("clip.jsonl")),
     ]);
-    assert!(stderr(&out).contains("needs a VQA model"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("needs a VQA model"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -24,11 +24,19 @@ fn golden() -> Value {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn indices(v: &Value) -> Vec<usize> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect()
 }
 
 fn pad_rows(rows: &[Vec<u32>]) -> (Vec<u32>, Vec<usize>, usize) {
@@ -55,7 +63,8 @@ fn vilt_patch_and_word_deletion_match_transformers() {
         .processor()
         .preprocess_file(&fixtures().join("images").join(g["image"].as_str().unwrap()))
         .unwrap();
-    let pixels = Golden::open(&fixtures().join("eval/deletion.safetensors")).f32("vilt.pixel_values");
+    let pixels =
+        Golden::open(&fixtures().join("eval/deletion.safetensors")).f32("vilt.pixel_values");
     assert_eq!(pixels.len(), 3 * h * w);
     let tokens = session
         .tokenizer()
@@ -80,7 +89,8 @@ fn vilt_patch_and_word_deletion_match_transformers() {
             _ => (ids.clone(), all.clone()),
         })
         .collect();
-    let images: Vec<(&[f32], usize, usize)> = rows.iter().map(|_| (pixels.as_slice(), h, w)).collect();
+    let images: Vec<(&[f32], usize, usize)> =
+        rows.iter().map(|_| (pixels.as_slice(), h, w)).collect();
     let padded = pad_batch(&images);
     let texts: Vec<Vec<u32>> = rows.iter().map(|(t, _)| t.clone()).collect();
     let (batch_ids, lengths, seq_len) = pad_rows(&texts);
@@ -126,7 +136,9 @@ fn lxmert_region_and_word_deletion_match_transformers() {
     let g = &golden()["lxmert"];
     let session = LxmertSession::open(&fixtures().join("lxmert"), None).unwrap();
     let regions = load_regions(
-        &fixtures().join("lxmert").join(g["regions"].as_str().unwrap()),
+        &fixtures()
+            .join("lxmert")
+            .join(g["regions"].as_str().unwrap()),
         None,
     )
     .unwrap();

@@ -213,7 +213,9 @@ fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             scale: 0.02,
         },
     )?;
-    let answers: Vec<String> = (0..config.id2label.len()).map(|i| format!("answer{i}")).collect();
+    let answers: Vec<String> = (0..config.id2label.len())
+        .map(|i| format!("answer{i}"))
+        .collect();
     let evaluator = LxmertEval {
         model: &model,
         answers: &answers,
@@ -253,7 +255,8 @@ fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
         Ok(LxmertInput::new(regions, ids))
     };
     let refs: Vec<&Question> = questions.iter().collect();
-    let path = std::env::temp_dir().join(format!("fiedler-bench-eval-{}.jsonl", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("fiedler-bench-eval-{}.jsonl", std::process::id()));
     let header = RunHeader {
         format: FORMAT,
         family: "lxmert".into(),
@@ -286,7 +289,15 @@ fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             opts: MethodOptions::default(),
         };
         let start = Instant::now();
-        eval_run(&evaluator, &refs, input, &plan, &HashSet::new(), &mut writer, |_| {})?;
+        eval_run(
+            &evaluator,
+            &refs,
+            input,
+            &plan,
+            &HashSet::new(),
+            &mut writer,
+            |_| {},
+        )?;
         let seconds = start.elapsed().as_secs_f64();
         let per_test = seconds / (n * methods.len() * TESTS.len()) as f64;
         println!(

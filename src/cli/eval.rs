@@ -88,7 +88,11 @@ struct RunArgs {
     modality: Vec<Modality>,
     /// Removal order(s): most-relevant-first (the seed's positive test, lower AUC is better)
     /// and/or least-relevant-first (negative, higher is better).
-    #[arg(long, value_delimiter = ',', default_value = "most-relevant-first,least-relevant-first")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "most-relevant-first,least-relevant-first"
+    )]
     order: Vec<Order>,
     /// Fractions removed, ascending, from 0 (the unperturbed input) to 1.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STEPS.to_vec())]
@@ -247,7 +251,14 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 .map_err(|e| EvalError::Session(e.into()))?;
                 session.eval_input(regions, &q.text)
             };
-            evaluate(&session.evaluator(), &questions, prepare, &plan, &header, &args.results)
+            evaluate(
+                &session.evaluator(),
+                &questions,
+                prepare,
+                &plan,
+                &header,
+                &args.results,
+            )
         }
         ModelFamily::Clip => bail!(
             "{} is a CLIP model; the perturbation benchmark needs a VQA model (ViLT or LXMERT)",
@@ -278,29 +289,35 @@ fn evaluate<M: EvalModel>(
 
     let bar = ProgressBar::new(questions.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}\n{msg}",
-        )
-        .expect("static template is valid"),
+        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}\n{msg}")
+            .expect("static template is valid"),
     );
     if questions.len() <= plan.batch {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar.set_message(tally.summary(&header.steps));
     let mut failed = 0usize;
-    run(model, questions, prepare, plan, &done, &mut writer, |chunk: ChunkDone<'_>| {
-        chunk.written.iter().for_each(|r| tally.add(r));
-        for f in chunk.failures {
-            failed += 1;
-            bar.suspend(|| eprintln!("sample {} failed: {}", f.sample, f.error));
-        }
-        bar.set_message(tally.summary(&header.steps));
-        bar.inc(chunk.questions as u64);
-        if chunk.written.is_empty() && chunk.failures.is_empty() {
-            // Done by an earlier run: keep it out of the rate and the ETA.
-            bar.reset_eta();
-        }
-    })?;
+    run(
+        model,
+        questions,
+        prepare,
+        plan,
+        &done,
+        &mut writer,
+        |chunk: ChunkDone<'_>| {
+            chunk.written.iter().for_each(|r| tally.add(r));
+            for f in chunk.failures {
+                failed += 1;
+                bar.suspend(|| eprintln!("sample {} failed: {}", f.sample, f.error));
+            }
+            bar.set_message(tally.summary(&header.steps));
+            bar.inc(chunk.questions as u64);
+            if chunk.written.is_empty() && chunk.failures.is_empty() {
+                // Done by an earlier run: keep it out of the rate and the ETA.
+                bar.reset_eta();
+            }
+        },
+    )?;
     bar.finish_and_clear();
     if failed > 0 {
         eprintln!("{failed} samples failed (listed in the report; a rerun retries them)");

@@ -85,12 +85,18 @@ pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
                 Some(v) => id_text(v)
                     .ok_or_else(|| bad(path, format!("item {i}: question_id {v} is not an id")))?,
             };
-            let image_id = id_text(&item.img_id)
-                .ok_or_else(|| bad(path, format!("item {i}: img_id {} is not an id", item.img_id)))?;
+            let image_id = id_text(&item.img_id).ok_or_else(|| {
+                bad(
+                    path,
+                    format!("item {i}: img_id {} is not an id", item.img_id),
+                )
+            })?;
             let label = item.label.ok_or_else(|| {
                 bad(
                     path,
-                    format!("question {id} has no \"label\" (a test split has no answers to score)"),
+                    format!(
+                        "question {id} has no \"label\" (a test split has no answers to score)"
+                    ),
                 )
             })?;
             Ok(Question {
@@ -153,7 +159,10 @@ pub fn read_vqa_v2(questions: &Path, annotations: &Path) -> Result<Dataset, Eval
     for ann in a.annotations {
         let id = ann.question_id;
         if by_id.insert(id, ann).is_some() {
-            return Err(bad(annotations, format!("question {id} is annotated twice")));
+            return Err(bad(
+                annotations,
+                format!("question {id} is annotated twice"),
+            ));
         }
     }
     let mut out = Vec::with_capacity(q.questions.len());
@@ -263,6 +272,9 @@ mod tests {
             Some("COCO_val2014_000000393267.jpg")
         );
         assert_eq!(expand("COCO_val2014_{id:012}.jpg", "abc"), None);
-        assert_eq!(expand("{id}.jpg", "COCO_val2014_000000393267").as_deref(), Some("COCO_val2014_000000393267.jpg"));
+        assert_eq!(
+            expand("{id}.jpg", "COCO_val2014_000000393267").as_deref(),
+            Some("COCO_val2014_000000393267.jpg")
+        );
     }
 }

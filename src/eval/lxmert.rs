@@ -134,8 +134,7 @@ impl LxmertEval<'_> {
                 let row = s * n + slot;
                 features[row * f..(row + 1) * f]
                     .copy_from_slice(&x.regions.features[r * f..(r + 1) * f]);
-                boxes[row * b..(row + 1) * b]
-                    .copy_from_slice(&x.regions.boxes[r * b..(r + 1) * b]);
+                boxes[row * b..(row + 1) * b].copy_from_slice(&x.regions.boxes[r * b..(r + 1) * b]);
             }
         }
         let (ids, lengths, seq_len) = padded_ids(items, self.pad_id);

@@ -44,7 +44,9 @@ pub enum EvalError {
     },
     #[error("dataset {0} has no questions")]
     EmptyDataset(PathBuf),
-    #[error("no input file for image {image_id} (tried {tried}); check the folder and --file-pattern")]
+    #[error(
+        "no input file for image {image_id} (tried {tried}); check the folder and --file-pattern"
+    )]
     MissingInput { image_id: String, tried: String },
     #[error("{reason}")]
     Vocabulary { reason: String },

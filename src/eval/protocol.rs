@@ -86,10 +86,13 @@ macro_rules! named_enum {
             type Err = String;
 
             fn from_str(s: &str) -> Result<Self, String> {
-                <$t>::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
-                    let valid: Vec<&str> = <$t>::ALL.iter().map(|v| v.name()).collect();
-                    format!("unknown {} {s:?}; valid: {}", $what, valid.join(", "))
-                })
+                <$t>::ALL
+                    .into_iter()
+                    .find(|v| v.name() == s)
+                    .ok_or_else(|| {
+                        let valid: Vec<&str> = <$t>::ALL.iter().map(|v| v.name()).collect();
+                        format!("unknown {} {s:?}; valid: {}", $what, valid.join(", "))
+                    })
             }
         }
     };
@@ -245,20 +248,38 @@ mod tests {
         );
         // Step .8: k = int(0.999…) = 0, only [CLS] and [SEP].
         assert_eq!(kept_text(&rel, Order::LeastRelevantFirst, 0.8), vec![0, 6]);
-        assert_eq!(kept_text(&rel, Order::LeastRelevantFirst, 0.0), (0..7).collect::<Vec<_>>());
+        assert_eq!(
+            kept_text(&rel, Order::LeastRelevantFirst, 0.0),
+            (0..7).collect::<Vec<_>>()
+        );
         // Special tokens stay even when they carry the highest relevance.
         let loud = [9.0, 0.2, 0.1, 9.0];
-        assert_eq!(kept_text(&loud, Order::LeastRelevantFirst, 0.5), vec![0, 1, 3]);
+        assert_eq!(
+            kept_text(&loud, Order::LeastRelevantFirst, 0.5),
+            vec![0, 1, 3]
+        );
     }
 
     #[test]
     fn image_keeps_top_k_order() {
         let rel = [0.3, 0.8, 0.1, 0.5, 0.9];
-        assert_eq!(kept_image(&rel, Order::LeastRelevantFirst, 0.25), vec![4, 1, 3]);
-        assert_eq!(kept_image(&rel, Order::MostRelevantFirst, 0.25), vec![2, 0, 3]);
-        assert_eq!(kept_image(&rel, Order::MostRelevantFirst, 1.0), Vec::<usize>::new());
+        assert_eq!(
+            kept_image(&rel, Order::LeastRelevantFirst, 0.25),
+            vec![4, 1, 3]
+        );
+        assert_eq!(
+            kept_image(&rel, Order::MostRelevantFirst, 0.25),
+            vec![2, 0, 3]
+        );
+        assert_eq!(
+            kept_image(&rel, Order::MostRelevantFirst, 1.0),
+            Vec::<usize>::new()
+        );
         // Ties (a constant map normalises to zeros) keep index order.
-        assert_eq!(kept_image(&[2.0; 4], Order::MostRelevantFirst, 0.5), vec![0, 1]);
+        assert_eq!(
+            kept_image(&[2.0; 4], Order::MostRelevantFirst, 0.5),
+            vec![0, 1]
+        );
     }
 
     #[test]

@@ -53,9 +53,9 @@ impl Tally {
 
     /// Samples and mean accuracy (%) per step of one method and test.
     pub fn curve(&self, method: &str, test: Test) -> Option<(usize, Vec<f64>)> {
-        self.sums.get(&(method.to_owned(), test)).map(|(n, sums)| {
-            (*n, sums.iter().map(|s| 100.0 * s / *n as f64).collect())
-        })
+        self.sums
+            .get(&(method.to_owned(), test))
+            .map(|(n, sums)| (*n, sums.iter().map(|s| 100.0 * s / *n as f64).collect()))
     }
 
     /// Method names in `Method::ALL` order, then any others by name.
@@ -291,7 +291,12 @@ impl Report {
                         .filter_map(|row| {
                             row.tests.get(&t.column()).map(|c| Series {
                                 name: row.method.clone(),
-                                points: self.steps.iter().copied().zip(c.accuracy.iter().copied()).collect(),
+                                points: self
+                                    .steps
+                                    .iter()
+                                    .copied()
+                                    .zip(c.accuracy.iter().copied())
+                                    .collect(),
                             })
                         })
                         .collect(),
@@ -309,7 +314,9 @@ impl Report {
                 .iter()
                 .map(|&x| (x, format!("{}%", (x * 100.0) as u32)))
                 .collect(),
-            y_ticks: (0..=5).map(|i| (20.0 * f64::from(i), format!("{}", 20 * i))).collect(),
+            y_ticks: (0..=5)
+                .map(|i| (20.0 * f64::from(i), format!("{}", 20 * i)))
+                .collect(),
             x_max: 1.0,
             y_max: 100.0,
         };

@@ -106,7 +106,11 @@ impl Results {
 
     /// Samples whose last word is a failure (none of their records were written since).
     pub fn failed_samples(&self) -> Vec<&FailureRecord> {
-        let evaluated: HashSet<&str> = self.perturbations.iter().map(|r| r.sample.as_str()).collect();
+        let evaluated: HashSet<&str> = self
+            .perturbations
+            .iter()
+            .map(|r| r.sample.as_str())
+            .collect();
         let mut seen = HashSet::new();
         self.failures
             .iter()
@@ -263,14 +267,20 @@ impl ResultsWriter {
 }
 
 fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(), EvalError> {
-    let differs = |field: &str, a: String, b: String| EvalError::Results {
+    let differs = |field: &str, a: String, b: String| {
+        EvalError::Results {
         path: path.to_path_buf(),
         reason: format!(
             "was written with {field} {a}, this run has {b}; use the same settings to resume, or another --results file"
         ),
+    }
     };
     if theirs.format != ours.format {
-        return Err(differs("format", theirs.format.to_string(), ours.format.to_string()));
+        return Err(differs(
+            "format",
+            theirs.format.to_string(),
+            ours.format.to_string(),
+        ));
     }
     if theirs.family != ours.family || theirs.model != ours.model {
         return Err(differs(
@@ -280,16 +290,32 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
         ));
     }
     if theirs.dataset != ours.dataset {
-        return Err(differs("dataset", theirs.dataset.clone(), ours.dataset.clone()));
+        return Err(differs(
+            "dataset",
+            theirs.dataset.clone(),
+            ours.dataset.clone(),
+        ));
     }
     if theirs.inputs != ours.inputs {
-        return Err(differs("inputs", theirs.inputs.clone(), ours.inputs.clone()));
+        return Err(differs(
+            "inputs",
+            theirs.inputs.clone(),
+            ours.inputs.clone(),
+        ));
     }
     if theirs.steps != ours.steps {
-        return Err(differs("steps", format!("{:?}", theirs.steps), format!("{:?}", ours.steps)));
+        return Err(differs(
+            "steps",
+            format!("{:?}", theirs.steps),
+            format!("{:?}", ours.steps),
+        ));
     }
     if theirs.seed != ours.seed {
-        return Err(differs("seed", theirs.seed.to_string(), ours.seed.to_string()));
+        return Err(differs(
+            "seed",
+            theirs.seed.to_string(),
+            ours.seed.to_string(),
+        ));
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::eval::dataset::Question;
-use crate::eval::protocol::{kept_image, kept_text, keep_count, Modality, Test};
+use crate::eval::protocol::{keep_count, kept_image, kept_text, Modality, Test};
 use crate::eval::results::{FailureRecord, Line, PerturbationRecord, RecordKey, ResultsWriter};
 use crate::eval::EvalError;
 use crate::explain::{Explanation, Method, MethodOptions};
@@ -108,7 +108,10 @@ pub fn run<M: EvalModel>(
         let mut written = Vec::new();
         for record in outcome.records {
             let method: Method = record.method.parse()?;
-            let q = chunk.iter().find(|q| q.id == record.sample).expect("own sample");
+            let q = chunk
+                .iter()
+                .find(|q| q.id == record.sample)
+                .expect("own sample");
             if todo(q, method, record.test()) {
                 writer.append(&Line::Perturbation(record.clone()))?;
                 written.push(record);
@@ -213,7 +216,12 @@ fn run_chunk<M: EvalModel>(
     for batch in distinct.chunks(plan.batch.max(1)) {
         let items: Vec<(&M::Input, &Keep)> = batch
             .iter()
-            .map(|(i, k)| (inputs[*i].as_ref().expect("explained samples have inputs"), k))
+            .map(|(i, k)| {
+                (
+                    inputs[*i].as_ref().expect("explained samples have inputs"),
+                    k,
+                )
+            })
             .collect();
         match model.predict(&items) {
             Ok(predicted) => {
@@ -268,7 +276,13 @@ fn run_chunk<M: EvalModel>(
     let method_rank = |m: &str| plan.methods.iter().position(|x| x.name() == m);
     let test_rank = |t: Test| plan.tests.iter().position(|&x| x == t);
     let sample_rank = |s: &str| chunk.iter().position(|q| q.id == s);
-    records.sort_by_key(|r| (sample_rank(&r.sample), method_rank(&r.method), test_rank(r.test())));
+    records.sort_by_key(|r| {
+        (
+            sample_rank(&r.sample),
+            method_rank(&r.method),
+            test_rank(r.test()),
+        )
+    });
     let failures = failures
         .by_sample
         .into_values()

@@ -7,11 +7,16 @@ use crate::input::text::TextTokenizer;
 use crate::session::SessionError;
 
 /// A question's token ids ([CLS] … [SEP]); it needs a word between the two.
-pub(crate) fn question_ids(tokenizer: &TextTokenizer, question: &str) -> Result<Vec<u32>, EvalError> {
+pub(crate) fn question_ids(
+    tokenizer: &TextTokenizer,
+    question: &str,
+) -> Result<Vec<u32>, EvalError> {
     if question.trim().is_empty() {
         return Err(SessionError::EmptyText { index: 0 }.into());
     }
-    let tokens = tokenizer.encode_batch(&[question]).map_err(SessionError::from)?;
+    let tokens = tokenizer
+        .encode_batch(&[question])
+        .map_err(SessionError::from)?;
     let len = tokens.lengths[0];
     if len <= 2 {
         return Err(SessionError::NoWords {
@@ -30,7 +35,10 @@ pub(crate) trait HasIds {
 
 /// Token ids of perturbed items (the kept positions only, which so get contiguous
 /// positions), right-padded: ids, lengths, seq_len.
-pub(crate) fn padded_ids<T: HasIds>(items: &[(&T, &Keep)], pad: u32) -> (Vec<u32>, Vec<usize>, usize) {
+pub(crate) fn padded_ids<T: HasIds>(
+    items: &[(&T, &Keep)],
+    pad: u32,
+) -> (Vec<u32>, Vec<usize>, usize) {
     let rows: Vec<Vec<u32>> = items
         .iter()
         .map(|(x, k)| match k {

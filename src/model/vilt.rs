@@ -346,7 +346,10 @@ impl<B: Backend> Vilt<B> {
         }
         if let Some(kept) = &x.kept_patches {
             if kept.len() != batch {
-                return bad(format!("kept patches for {} of {batch} samples", kept.len()));
+                return bad(format!(
+                    "kept patches for {} of {batch} samples",
+                    kept.len()
+                ));
             }
             for (b, (kept, (rows, cols))) in kept.iter().zip(self.grids(x)).enumerate() {
                 if let Some(&i) = kept.iter().find(|&&i| i >= rows * cols) {

@@ -99,7 +99,14 @@ fn draw_panel(img: &mut RgbImage, left: u32, panel: &Panel, axes: &Axes) {
         )
     };
     let title_x = x0 + PLOT_W.saturating_sub(text_width(&panel.title, 2)) / 2;
-    draw_text(img, title_x as i32, (TOP - 44) as i32, &panel.title, 2, BLACK);
+    draw_text(
+        img,
+        title_x as i32,
+        (TOP - 44) as i32,
+        &panel.title,
+        2,
+        BLACK,
+    );
     for (y, label) in &axes.y_ticks {
         let (_, py) = to_px(0.0, *y);
         fill(img, x0, py as u32, PLOT_W, 1, GRID);
@@ -110,7 +117,14 @@ fn draw_panel(img: &mut RgbImage, left: u32, panel: &Panel, axes: &Axes) {
         let (px, _) = to_px(*x, 0.0);
         fill(img, px as u32, y0, 1, PLOT_H, GRID);
         let w = text_width(label, 1);
-        draw_text(img, px as i32 - (w / 2) as i32, (y0 + PLOT_H + 8) as i32, label, 1, BLACK);
+        draw_text(
+            img,
+            px as i32 - (w / 2) as i32,
+            (y0 + PLOT_H + 8) as i32,
+            label,
+            1,
+            BLACK,
+        );
     }
     fill(img, x0, y0, 1, PLOT_H + 1, BLACK);
     fill(img, x0, y0 + PLOT_H, PLOT_W, 1, BLACK);
@@ -118,7 +132,14 @@ fn draw_panel(img: &mut RgbImage, left: u32, panel: &Panel, axes: &Axes) {
     let xl_x = x0 + PLOT_W.saturating_sub(text_width(xl, 2)) / 2;
     draw_text(img, xl_x as i32, (y0 + PLOT_H + 26) as i32, xl, 2, BLACK);
     // The y label, horizontal above the axis (the font has no rotation).
-    draw_text(img, x0 as i32 - 40, (TOP - 8 - CELL) as i32, &axes.y_label, 1, BLACK);
+    draw_text(
+        img,
+        x0 as i32 - 40,
+        (TOP - 8 - CELL) as i32,
+        &axes.y_label,
+        1,
+        BLACK,
+    );
     for (i, s) in panel.series.iter().enumerate() {
         let color = series_color(i);
         let px: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| to_px(x, y)).collect();
@@ -126,7 +147,14 @@ fn draw_panel(img: &mut RgbImage, left: u32, panel: &Panel, axes: &Axes) {
             line(img, w[0], w[1], color);
         }
         for &(x, y) in &px {
-            fill(img, (x - 3.0).max(0.0) as u32, (y - 3.0).max(0.0) as u32, 7, 7, color);
+            fill(
+                img,
+                (x - 3.0).max(0.0) as u32,
+                (y - 3.0).max(0.0) as u32,
+                7,
+                7,
+                color,
+            );
         }
     }
 }
@@ -137,7 +165,14 @@ fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), color: [u8; 3]) {
     for i in 0..=steps {
         let t = i as f64 / steps as f64;
         let (x, y) = (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1));
-        fill(img, (x - 1.0).max(0.0) as u32, (y - 1.0).max(0.0) as u32, 3, 3, color);
+        fill(
+            img,
+            (x - 1.0).max(0.0) as u32,
+            (y - 1.0).max(0.0) as u32,
+            3,
+            3,
+            color,
+        );
     }
 }
 
@@ -166,8 +201,14 @@ mod tests {
         let panel = Panel {
             title: "p".into(),
             series: vec![
-                Series { name: "a".into(), points: vec![(0.0, 100.0), (1.0, 0.0)] },
-                Series { name: "b".into(), points: vec![(0.0, 50.0), (1.0, 50.0)] },
+                Series {
+                    name: "a".into(),
+                    points: vec![(0.0, 100.0), (1.0, 0.0)],
+                },
+                Series {
+                    name: "b".into(),
+                    points: vec![(0.0, 50.0), (1.0, 50.0)],
+                },
             ],
         };
         let img = line_charts("t", &axes, &[panel.clone(), panel]);

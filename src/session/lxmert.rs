@@ -61,7 +61,6 @@ impl LxmertSession {
         &self.tokenizer
     }
 
-
     /// Explains `requests` in batches of `batch`; every sample of a batch must have the
     /// same number of regions (LXMERT has no region mask).
     pub fn explain(
