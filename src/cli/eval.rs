@@ -14,11 +14,11 @@ use fiedler::eval::runner::{run, ChunkDone, EvalModel, Plan};
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
 use fiedler::explain::{Method, MethodOptions};
-use fiedler::input::regions::load_regions;
+use fiedler::input::regions::{read_features_file, Obj36Index};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::ModelFamily;
-use fiedler::session::{LxmertSession, ViltSession};
+use fiedler::session::{LxmertSession, SessionError, ViltSession};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Args)]
@@ -169,6 +169,12 @@ fn patterns(args: &RunArgs, dir: &Path, defaults: &[&str]) -> FilePattern {
     }
 }
 
+/// Where LXMERT's regions come from: a folder of features files, or one TSV indexed once.
+enum Features {
+    Folder(FilePattern),
+    Tsv(Obj36Index),
+}
+
 fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     let model_dir = args.model.clone().expect("clap requires --model");
     let methods = Method::parse_list(&args.methods)?;
@@ -240,13 +246,15 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 bail!("LXMERT reads region features: give --features FILE.tsv or a folder of features files");
             };
             let session = LxmertSession::open(&model_dir, args.answers.as_deref())?;
-            let folder = features
-                .is_dir()
-                .then(|| patterns(&args, features, &["{id}.safetensors"]));
+            let source = if features.is_dir() {
+                Features::Folder(patterns(&args, features, &["{id}.safetensors"]))
+            } else {
+                Features::Tsv(Obj36Index::open(features).map_err(SessionError::from)?)
+            };
             let prepare = |q: &Question| {
-                let regions = match &folder {
-                    Some(files) => load_regions(&files.find(&q.image_id)?, None),
-                    None => load_regions(features, Some(&q.image_id)),
+                let regions = match &source {
+                    Features::Folder(files) => read_features_file(&files.find(&q.image_id)?),
+                    Features::Tsv(tsv) => tsv.read(&q.image_id),
                 }
                 .map_err(|e| EvalError::Session(e.into()))?;
                 session.eval_input(regions, &q.text)
