@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fixtures;
-use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2};
+use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Question};
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::session::{AnswerTarget, LxmertSession, PairRequest, RegionRequest, ViltSession};
 use serde_json::Value;
@@ -94,6 +94,25 @@ fn run_ok(args: &[String]) -> Output {
     out
 }
 
+/// The mean VQA accuracy (%) of these answers.
+fn mean_accuracy(questions: &[Question], answers: &[&str]) -> f64 {
+    let total: f64 = questions
+        .iter()
+        .zip(answers)
+        .map(|(q, a)| q.truth.accuracy(a))
+        .sum();
+    100.0 * total / questions.len() as f64
+}
+
+/// The plain predictions through the explain path (one cheap method).
+fn explain_args() -> (Vec<Method>, MethodOptions, AnswerTarget) {
+    (
+        vec![Method::RawAttn],
+        MethodOptions::default(),
+        AnswerTarget::Predicted,
+    )
+}
+
 fn report_json(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
 }
@@ -152,6 +171,7 @@ fn lxmert_eval_reports_and_reruns_identically() {
     // The model's plain accuracy on the same questions, through the explain path.
     let data = read_lxmert_json(&eval_fixture("lxmert-valid.json")).unwrap();
     let session = LxmertSession::open(&fixtures().join("lxmert"), None).unwrap();
+    let (methods, opts, target) = explain_args();
     let requests: Vec<RegionRequest> = data
         .questions
         .iter()
@@ -162,23 +182,10 @@ fn lxmert_eval_reports_and_reruns_identically() {
         })
         .collect();
     let answers = session
-        .explain(
-            &requests,
-            &[Method::RawAttn],
-            &MethodOptions::default(),
-            &AnswerTarget::Predicted,
-            1,
-            |_| {},
-        )
+        .explain(&requests, &methods, &opts, &target, 1, |_| {})
         .unwrap();
-    let plain = 100.0
-        * data
-            .questions
-            .iter()
-            .zip(&answers)
-            .map(|(q, (r, _))| q.truth.accuracy(&r.answer))
-            .sum::<f64>()
-        / data.questions.len() as f64;
+    let answers: Vec<&str> = answers.iter().map(|(r, _)| r.answer.as_str()).collect();
+    let plain = mean_accuracy(&data.questions, &answers);
     check_report(&results.parent().unwrap(), 7, plain);
 
     // The same run again, elsewhere: byte-identical results and report.
@@ -242,6 +249,7 @@ fn vilt_eval_with_official_vqa_files() {
     )
     .unwrap();
     let session = ViltSession::open(&fixtures().join("vilt")).unwrap();
+    let (methods, opts, target) = explain_args();
     let pairs: Vec<PairRequest> = data
         .questions
         .iter()
@@ -251,23 +259,10 @@ fn vilt_eval_with_official_vqa_files() {
         })
         .collect();
     let answers = session
-        .explain(
-            &pairs,
-            &[Method::RawAttn],
-            &MethodOptions::default(),
-            &AnswerTarget::Predicted,
-            1,
-            |_| {},
-        )
+        .explain(&pairs, &methods, &opts, &target, 1, |_| {})
         .unwrap();
-    let plain = 100.0
-        * data
-            .questions
-            .iter()
-            .zip(&answers)
-            .map(|(q, r)| q.truth.accuracy(&r.answer))
-            .sum::<f64>()
-        / data.questions.len() as f64;
+    let answers: Vec<&str> = answers.iter().map(|r| r.answer.as_str()).collect();
+    let plain = mean_accuracy(&data.questions, &answers);
     assert!(
         plain > 0.0,
         "the fixture questions should credit some answers"

@@ -9,9 +9,10 @@
 
 mod common;
 
-use common::{fixtures, max_diff_rel_to_max, Golden};
+use common::{fixtures, floats, max_diff_rel_to_max, Golden};
 use fiedler::backend::Cpu;
 use fiedler::input::regions::load_regions;
+use fiedler::input::text::TextTokenizer;
 use fiedler::input::vilt::pad_batch;
 use fiedler::model::lxmert::LxmertInputs;
 use fiedler::model::vilt::ViltInputs;
@@ -21,14 +22,6 @@ use serde_json::Value;
 fn golden() -> Value {
     let text = std::fs::read_to_string(fixtures().join("eval/deletion.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 fn indices(v: &Value) -> Vec<usize> {
@@ -49,6 +42,38 @@ fn pad_rows(rows: &[Vec<u32>]) -> (Vec<u32>, Vec<usize>, usize) {
     (ids, rows.iter().map(Vec::len).collect(), seq_len)
 }
 
+/// The golden question's ids, checked against the golden's.
+fn question_ids(tokenizer: &TextTokenizer, g: &Value) -> Vec<u32> {
+    let tokens = tokenizer
+        .encode_batch(&[g["question"].as_str().unwrap()])
+        .unwrap();
+    let ids: Vec<u32> = tokens.row(0)[..tokens.lengths[0]].to_vec();
+    let golden: Vec<u32> = indices(&g["ids"]).iter().map(|&i| i as u32).collect();
+    assert_eq!(ids, golden);
+    ids
+}
+
+/// Each case's (token ids, kept image units): `image_key` lists the units kept, `kept_words`
+/// the token positions kept; neither keeps everything.
+fn case_rows(
+    cases: &[Value],
+    image_key: &str,
+    ids: &[u32],
+    all: &[usize],
+) -> Vec<(Vec<u32>, Vec<usize>)> {
+    cases
+        .iter()
+        .map(|c| match (&c[image_key], &c["kept_words"]) {
+            (Value::Array(_), _) => (ids.to_vec(), indices(&c[image_key])),
+            (_, Value::Array(_)) => {
+                let words = indices(&c["kept_words"]);
+                (words.iter().map(|&p| ids[p]).collect(), all.to_vec())
+            }
+            _ => (ids.to_vec(), all.to_vec()),
+        })
+        .collect()
+}
+
 fn check(what: &str, ours: &[f32], theirs: &[f32]) {
     let err = max_diff_rel_to_max(ours, theirs);
     assert!(err <= 1e-5, "{what}: logits err/max {err:.3e}");
@@ -66,29 +91,13 @@ fn vilt_patch_and_word_deletion_match_transformers() {
     let pixels =
         Golden::open(&fixtures().join("eval/deletion.safetensors")).f32("vilt.pixel_values");
     assert_eq!(pixels.len(), 3 * h * w);
-    let tokens = session
-        .tokenizer()
-        .encode_batch(&[g["question"].as_str().unwrap()])
-        .unwrap();
-    let ids: Vec<u32> = tokens.row(0)[..tokens.lengths[0]].to_vec();
-    let golden_ids: Vec<u32> = indices(&g["ids"]).iter().map(|&i| i as u32).collect();
-    assert_eq!(ids, golden_ids);
+    let ids = question_ids(session.tokenizer(), g);
     let patch = session.model().config.patch_size;
     let all: Vec<usize> = (0..(h / patch) * (w / patch)).collect();
 
     // One padded batch per case list: every row's logits against its own golden.
     let cases = g["cases"].as_array().unwrap();
-    let rows: Vec<(Vec<u32>, Vec<usize>)> = cases
-        .iter()
-        .map(|c| match (&c["kept_patches"], &c["kept_words"]) {
-            (Value::Array(_), _) => (ids.clone(), indices(&c["kept_patches"])),
-            (_, Value::Array(_)) => {
-                let words = indices(&c["kept_words"]);
-                (words.iter().map(|&p| ids[p]).collect(), all.clone())
-            }
-            _ => (ids.clone(), all.clone()),
-        })
-        .collect();
+    let rows = case_rows(cases, "kept_patches", &ids, &all);
     let images: Vec<(&[f32], usize, usize)> =
         rows.iter().map(|_| (pixels.as_slice(), h, w)).collect();
     let padded = pad_batch(&images);
@@ -142,27 +151,11 @@ fn lxmert_region_and_word_deletion_match_transformers() {
         None,
     )
     .unwrap();
-    let tokens = session
-        .tokenizer()
-        .encode_batch(&[g["question"].as_str().unwrap()])
-        .unwrap();
-    let ids: Vec<u32> = tokens.row(0)[..tokens.lengths[0]].to_vec();
-    let golden_ids: Vec<u32> = indices(&g["ids"]).iter().map(|&i| i as u32).collect();
-    assert_eq!(ids, golden_ids);
+    let ids = question_ids(session.tokenizer(), g);
     let (f, all) = (regions.dim, (0..regions.count).collect::<Vec<_>>());
 
     let cases = g["cases"].as_array().unwrap();
-    let rows: Vec<(Vec<u32>, Vec<usize>)> = cases
-        .iter()
-        .map(|c| match (&c["regions"], &c["kept_words"]) {
-            (Value::Array(_), _) => (ids.clone(), indices(&c["regions"])),
-            (_, Value::Array(_)) => {
-                let words = indices(&c["kept_words"]);
-                (words.iter().map(|&p| ids[p]).collect(), all.clone())
-            }
-            _ => (ids.clone(), all.clone()),
-        })
-        .collect();
+    let rows = case_rows(cases, "regions", &ids, &all);
     let n = regions.count;
     let mut features = vec![0.0f32; rows.len() * n * f];
     let mut boxes = vec![0.0f32; rows.len() * n * 4];

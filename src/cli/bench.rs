@@ -149,7 +149,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Regions per image, as LXMERT's Faster R-CNN features give.
 const REGIONS: usize = 36;
 
-fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
+/// LXMERT base with random weights.
+fn random_lxmert() -> anyhow::Result<(LxmertConfig, Lxmert<Cpu>)> {
     let config = LxmertConfig::base_vqa();
     let model = Lxmert::from_source(
         &Cpu,
@@ -159,6 +160,11 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             scale: 0.02,
         },
     )?;
+    Ok((config, model))
+}
+
+fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
+    let (config, model) = random_lxmert()?;
     let opts = MethodOptions::default();
     println!(
         "LXMERT base, random weights, cpu ({} threads), questions of {} tokens, {REGIONS} regions, median of {}",
@@ -205,15 +211,7 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
 /// The perturbation benchmark on random inputs: questions of `--text-tokens` tokens over
 /// 36 random regions, every method asked, all four tests at the seed's nine steps.
 fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
-    let config = LxmertConfig::base_vqa();
-    let model = Lxmert::from_source(
-        &Cpu,
-        config.clone(),
-        &RandomWeights {
-            seed: 1,
-            scale: 0.02,
-        },
-    )?;
+    let (config, model) = random_lxmert()?;
     let answers: Vec<String> = (0..config.id2label.len())
         .map(|i| format!("answer{i}"))
         .collect();
