@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern, Question};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
@@ -127,7 +127,7 @@ fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
         bail!("no results file {}", results.display());
     }
     let read = read_results(results)?;
-    let report = Report::build(&read).with_context(|| format!("{}", results.display()))?;
+    let report = Report::build(&read, results)?;
     let dir = out.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")));
     let written = report.write(dir)?;
     print_table(&report);

@@ -9,11 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 /// A question's ground truth.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq)]
 pub enum GroundTruth {
     /// LXMERT format: answer → soft score in [0, 1].
     Scores(BTreeMap<String, f64>),

@@ -136,16 +136,17 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn build(results: &Results) -> Result<Self, EvalError> {
+    /// The report of `results`, read from `path` (named in errors).
+    pub fn build(results: &Results, path: &Path) -> Result<Self, EvalError> {
         let header: &RunHeader = results.header.as_ref().ok_or_else(|| EvalError::Results {
-            path: PathBuf::new(),
+            path: path.to_path_buf(),
             reason: "no run header; nothing to report".into(),
         })?;
         let mut tally = Tally::default();
         for r in &results.perturbations {
             if r.accuracy.len() != header.steps.len() {
                 return Err(EvalError::Results {
-                    path: PathBuf::new(),
+                    path: path.to_path_buf(),
                     reason: format!(
                         "record of sample {} has {} steps, the run {}",
                         r.sample,
