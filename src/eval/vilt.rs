@@ -92,7 +92,8 @@ impl ViltSession {
                         kept.sort_unstable();
                         kept
                     }
-                    _ => (0..(x.height / patch) * (x.width / patch)).collect(),
+                    // The model's grid: every patch whose top-left pixel is in the image.
+                    _ => (0..x.height.div_ceil(patch) * x.width.div_ceil(patch)).collect(),
                 })
                 .collect()
         });
