@@ -1,7 +1,9 @@
 //! Runs the protocol over questions in chunks of `batch`: one explanation pass per chunk,
 //! then every perturbed input the chunk's methods and tests need, deduplicated (step 1 and
 //! many small k's coincide across methods) and run in forward batches of `batch`. A step
-//! that keeps every unit is the unperturbed input, whose answer the explanation pass gave.
+//! that keeps every unit is the unperturbed input, whose answer the explanation pass gave (so
+//! step 0 is the model's plain accuracy; the reference feeds LXMERT's regions in top-k order
+//! even there, a permutation that changes only rounding).
 //!
 //! A chunk with any record still to do is recomputed whole and only the missing records are
 //! written, so a resumed run batches exactly like an uninterrupted one and writes the same
