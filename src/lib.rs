@@ -5,6 +5,7 @@
 //! (`linalg`) turns token features into Fiedler vectors.
 
 pub mod backend;
+pub mod eval;
 pub mod explain;
 pub mod input;
 pub mod linalg;

@@ -21,6 +21,9 @@ struct Cli {
 enum Command {
     /// Time explanations per second on a full-size model with random weights.
     Bench(cli::bench::BenchArgs),
+    /// The perturbation benchmark of a VQA model (ViLT, LXMERT): AUC table and curves;
+    /// resumable. `fiedler eval report RESULTS.jsonl` rebuilds the report.
+    Eval(cli::eval::EvalArgs),
     /// Explain (image, text) pairs: scores, token relevances, overlay PNGs, HTML and JSON.
     Explain(cli::explain::ExplainArgs),
     /// Describe a Hugging Face model directory: family, layers/heads/width per tower,
@@ -31,6 +34,7 @@ enum Command {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Bench(args) => cli::bench::run(args),
+        Command::Eval(args) => cli::eval::run_command(args),
         Command::Explain(args) => cli::explain::run(args),
         Command::Inspect(args) => cli::inspect::run(args),
     };

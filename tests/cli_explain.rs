@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{fixtures, max_abs_diff, Golden};
+use common::{fixtures, floats, max_abs_diff, Golden};
 use serde_json::Value;
 
 fn fiedler(args: &[&str]) -> Output {
@@ -39,14 +39,6 @@ fn records(out_dir: &Path) -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 #[test]

@@ -3,14 +3,25 @@
 //! the method itself. Criterion benches (`cargo bench`) cover the ops; this covers the
 //! whole job a user runs.
 
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::time::Instant;
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use fiedler::backend::Cpu;
+use fiedler::eval::answers::GroundTruth;
+use fiedler::eval::dataset::Question;
+use fiedler::eval::lxmert::{LxmertEval, LxmertInput};
+use fiedler::eval::protocol::DEFAULT_STEPS;
+use fiedler::eval::report::TESTS;
+use fiedler::eval::results::{ResultsWriter, RunHeader, FORMAT};
+use fiedler::eval::runner::{run as eval_run, EvalModel, Explained, Keep, Plan};
+use fiedler::eval::EvalError;
 use fiedler::explain::clip::explain_clip;
 use fiedler::explain::lxmert::explain_lxmert;
 use fiedler::explain::{Method, MethodOptions};
+use fiedler::input::regions::Regions;
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::config::{ClipConfig, LxmertConfig};
 use fiedler::model::lxmert::{Lxmert, LxmertInputs};
@@ -44,6 +55,13 @@ pub struct BenchArgs {
     /// Tokens per caption (start and end tokens included).
     #[arg(long, default_value_t = 12)]
     text_tokens: usize,
+    /// Time the perturbation benchmark instead (`fiedler eval`, all four tests, the seed's
+    /// steps): samples per second per batch size (LXMERT only).
+    #[arg(long)]
+    eval: bool,
+    /// Samples per --eval measurement.
+    #[arg(long, default_value_t = 8)]
+    eval_samples: usize,
 }
 
 fn inputs(config: &ClipConfig, batch: usize, text_tokens: usize) -> ClipInputs {
@@ -83,18 +101,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.text_tokens < 2 {
         bail!("--text-tokens must be at least 2 (start and end tokens)");
     }
-    let methods: Vec<Method> = if args.method == "all" {
-        Method::ALL.to_vec()
-    } else {
-        args.method
-            .split(',')
-            .map(|m| m.trim().parse())
-            .collect::<Result<_, _>>()?
-    };
+    let methods = Method::parse_list(&args.method)?;
     let (config, name) = match args.size {
+        Size::LxmertBase if args.eval => return run_eval(&args, &methods),
+        Size::LxmertBase => return run_lxmert(&args, &methods),
+        _ if args.eval => bail!("--eval times LXMERT: use --size lxmert-base"),
         Size::VitB16 => (ClipConfig::vit_base_patch16(), "ViT-B/16"),
         Size::VitB32 => (ClipConfig::vit_base_patch32(), "ViT-B/32"),
-        Size::LxmertBase => return run_lxmert(&args, &methods),
     };
     let model = Clip::from_source(
         &Cpu,
@@ -136,7 +149,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Regions per image, as LXMERT's Faster R-CNN features give.
 const REGIONS: usize = 36;
 
-fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
+/// LXMERT base with random weights.
+fn random_lxmert() -> anyhow::Result<(LxmertConfig, Lxmert<Cpu>)> {
     let config = LxmertConfig::base_vqa();
     let model = Lxmert::from_source(
         &Cpu,
@@ -146,6 +160,11 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             scale: 0.02,
         },
     )?;
+    Ok((config, model))
+}
+
+fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
+    let (config, model) = random_lxmert()?;
     let opts = MethodOptions::default();
     println!(
         "LXMERT base, random weights, cpu ({} threads), questions of {} tokens, {REGIONS} regions, median of {}",
@@ -163,6 +182,7 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
                 .map(|i| [0.1, 0.2, 0.6, 0.9][i % 4])
                 .collect(),
             regions: REGIONS,
+            region_counts: None,
             ids: (0..batch * args.text_tokens)
                 .map(|i| (1000 + 37 * i % 20000) as u32)
                 .collect(),
@@ -186,6 +206,141 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The perturbation benchmark on random inputs: questions of `--text-tokens` tokens over
+/// 36 random regions, every method asked, all four tests at the seed's nine steps.
+fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
+    let (config, model) = random_lxmert()?;
+    let answers: Vec<String> = (0..config.id2label.len())
+        .map(|i| format!("answer{i}"))
+        .collect();
+    let evaluator = LxmertEval {
+        model: &model,
+        answers: &answers,
+        pad_id: 0,
+    };
+    let n = args.eval_samples.max(1);
+    let questions: Vec<Question> = (0..n)
+        .map(|i| Question {
+            id: i.to_string(),
+            image_id: i.to_string(),
+            text: String::new(),
+            truth: GroundTruth::Scores([(answers[i % 7].clone(), 1.0)].into()),
+        })
+        .collect();
+    let input = |q: &Question| -> Result<LxmertInput, EvalError> {
+        let i: usize = q.id.parse().expect("numeric ids");
+        let f = config.visual_feat_dim;
+        let regions = Regions {
+            features: (0..REGIONS * f)
+                .map(|j| ((j * 7919 + i * 104_729) % 1000) as f32 / 1000.0)
+                .collect(),
+            boxes: (0..REGIONS)
+                .flat_map(|r| {
+                    let x = (r % 6) as f32 / 7.0;
+                    let y = (r / 6) as f32 / 7.0;
+                    [x, y, x + 0.14, y + 0.14]
+                })
+                .collect(),
+            count: REGIONS,
+            dim: f,
+            image_size: None,
+            source: format!("random {i}"),
+        };
+        let mut ids = vec![101u32];
+        ids.extend((1..args.text_tokens - 1).map(|t| (1000 + 37 * t + 101 * i) as u32 % 20_000));
+        ids.push(102);
+        Ok(LxmertInput::new(regions, ids))
+    };
+    let refs: Vec<&Question> = questions.iter().collect();
+    let path =
+        std::env::temp_dir().join(format!("fiedler-bench-eval-{}.jsonl", std::process::id()));
+    let header = RunHeader {
+        format: FORMAT,
+        family: "lxmert".into(),
+        model: "random lxmert-base".into(),
+        dataset: "random".into(),
+        inputs: "random".into(),
+        steps: DEFAULT_STEPS.to_vec(),
+        seed: 0,
+    };
+    println!(
+        "perturbation benchmark: LXMERT base, random weights, cpu ({} threads), {n} samples, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
+        rayon::current_num_threads(),
+        args.text_tokens,
+        methods.len(),
+        DEFAULT_STEPS.len()
+    );
+    println!(
+        "{:>5} {:>10} {:>10} {:>22} {:>22}",
+        "batch", "s total", "samples/s", "ms per sample x test", "forwards per s. x test"
+    );
+    for &batch in &args.batch {
+        let _ = std::fs::remove_file(&path);
+        let (mut writer, _) = ResultsWriter::open(&path, &header)?;
+        let plan = Plan {
+            methods: methods.to_vec(),
+            tests: TESTS.to_vec(),
+            steps: DEFAULT_STEPS.to_vec(),
+            batch,
+            strict: true,
+            opts: MethodOptions::default(),
+        };
+        let counted = Counting {
+            inner: &evaluator,
+            inputs: Cell::new(0),
+        };
+        let start = Instant::now();
+        eval_run(
+            &counted,
+            &refs,
+            input,
+            &plan,
+            &HashSet::new(),
+            &mut writer,
+            |_| {},
+        )?;
+        let seconds = start.elapsed().as_secs_f64();
+        let tests = (n * methods.len() * TESTS.len()) as f64;
+        println!(
+            "{batch:>5} {seconds:>10.2} {:>10.3} {:>22.1} {:>22.2}",
+            n as f64 / seconds,
+            seconds / tests * 1e3,
+            counted.inputs.get() as f64 / tests
+        );
+    }
+    let _ = std::fs::remove_file(&path);
+    println!("reference: one explanation (forward + backward) and 9 forwards per sample x test, at batch 1");
+    Ok(())
+}
+
+/// Counts the perturbed inputs a run feeds the model (explanation passes not included).
+struct Counting<'a, M> {
+    inner: &'a M,
+    inputs: Cell<usize>,
+}
+
+impl<M: EvalModel> EvalModel for Counting<'_, M> {
+    type Input = M::Input;
+
+    fn answers(&self) -> &[String] {
+        self.inner.answers()
+    }
+
+    fn explain(
+        &self,
+        inputs: &[&M::Input],
+        methods: &[Method],
+        opts: &MethodOptions,
+    ) -> Result<Vec<Explained>, EvalError> {
+        self.inner.explain(inputs, methods, opts)
+    }
+
+    fn predict(&self, items: &[(&M::Input, &Keep)]) -> Result<Vec<usize>, EvalError> {
+        self.inputs.set(self.inputs.get() + items.len());
+        self.inner.predict(items)
+    }
 }
 
 fn print_header() {

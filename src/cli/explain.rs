@@ -146,16 +146,6 @@ struct TopAnswer<'a> {
     probability: f32,
 }
 
-fn parse_methods(spec: &str) -> anyhow::Result<Vec<Method>> {
-    if spec.trim() == "all" {
-        return Ok(Method::ALL.to_vec());
-    }
-    Ok(spec
-        .split(',')
-        .map(|m| m.trim().parse::<Method>())
-        .collect::<Result<Vec<_>, _>>()?)
-}
-
 fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
@@ -273,7 +263,7 @@ fn question_sample(
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
-    let methods = parse_methods(&args.method)?;
+    let methods = Method::parse_list(&args.method)?;
     if let Device::Cuda = args.device {
         bail!("--device cuda: this build has no CUDA backend yet; use --device cpu");
     }

@@ -71,6 +71,14 @@ impl Method {
         )
     }
 
+    /// Parses `all` or a comma-separated list of names.
+    pub fn parse_list(spec: &str) -> Result<Vec<Method>, ExplainError> {
+        if spec.trim() == "all" {
+            return Ok(Method::ALL.to_vec());
+        }
+        spec.split(',').map(|m| m.trim().parse()).collect()
+    }
+
     /// The comma-separated list of valid names, for messages and `--help`.
     pub fn valid_names() -> String {
         Method::ALL

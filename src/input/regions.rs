@@ -15,9 +15,11 @@
 //! only the first column of each line is looked at until the wanted image id, and reading stops
 //! there. CSV quoting is not undone: LXMERT's ids and base64 never need it.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, ErrorKind};
-use std::path::Path;
+use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 use safetensors::{Dtype, SafeTensors};
 
@@ -214,35 +216,97 @@ pub fn read_features_file(path: &Path) -> Result<Regions, InputError> {
 
 /// Reads the regions of `image_id` from an LXMERT obj36 TSV, streaming until its line.
 pub fn read_obj36_tsv(path: &Path, image_id: &str) -> Result<Regions, InputError> {
+    let mut scanned = 0;
+    let found = scan_obj36(path, |line_no, _, id, line| {
+        scanned += 1;
+        if id == image_id.as_bytes() {
+            ControlFlow::Break(parse_obj36_line(path, line_no, image_id, line))
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    found.unwrap_or_else(|| {
+        Err(InputError::TsvImageNotFound {
+            path: path.to_path_buf(),
+            image_id: image_id.into(),
+            scanned,
+        })
+    })
+}
+
+/// Visits the non-blank lines of an obj36 TSV (Python's csv reader skips blank lines too):
+/// line number, byte offset, image id (first column) and the line without its ending, until
+/// `visit` breaks.
+fn scan_obj36<T>(
+    path: &Path,
+    mut visit: impl FnMut(usize, u64, &[u8], &[u8]) -> ControlFlow<T>,
+) -> Result<Option<T>, InputError> {
     let file = File::open(path).map_err(|e| io_error(path, e))?;
     // Real lines are ~400 KB of base64 (36 × 2048 f32); a large buffer keeps reads few.
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut buf = Vec::new();
-    let mut line_no = 0;
-    let mut scanned = 0;
+    let (mut line_no, mut offset) = (0, 0u64);
     loop {
         buf.clear();
         let n = reader
             .read_until(b'\n', &mut buf)
             .map_err(|e| io_error(path, e))?;
         if n == 0 {
-            return Err(InputError::TsvImageNotFound {
-                path: path.to_path_buf(),
-                image_id: image_id.into(),
-                scanned,
-            });
+            return Ok(None);
         }
         line_no += 1;
         let line = strip_line_end(&buf);
-        // Python's csv reader skips blank lines too.
-        if line.is_empty() {
-            continue;
+        if !line.is_empty() {
+            let id = line.split(|&c| c == b'\t').next().unwrap_or(line);
+            if let ControlFlow::Break(t) = visit(line_no, offset, id, line) {
+                return Ok(Some(t));
+            }
         }
-        scanned += 1;
-        let id = line.split(|&c| c == b'\t').next().unwrap_or(line);
-        if id == image_id.as_bytes() {
-            return parse_obj36_line(path, line_no, image_id, line);
-        }
+        offset += n as u64;
+    }
+}
+
+/// Where each image's line is in an obj36 TSV: one pass over the file, then each image is
+/// read with one seek — for runs over many images of a large file.
+pub struct Obj36Index {
+    path: PathBuf,
+    /// Image id → (line number, byte offset).
+    lines: HashMap<String, (usize, u64)>,
+}
+
+impl Obj36Index {
+    pub fn open(path: &Path) -> Result<Self, InputError> {
+        let mut lines = HashMap::new();
+        scan_obj36::<()>(path, |line_no, offset, id, _| {
+            let id = String::from_utf8_lossy(id).into_owned();
+            // The first line of an id wins, as a streaming read would find it.
+            lines.entry(id).or_insert((line_no, offset));
+            ControlFlow::Continue(())
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            lines,
+        })
+    }
+
+    pub fn read(&self, image_id: &str) -> Result<Regions, InputError> {
+        let path = &self.path;
+        let &(line_no, offset) =
+            self.lines
+                .get(image_id)
+                .ok_or_else(|| InputError::TsvImageNotFound {
+                    path: path.clone(),
+                    image_id: image_id.into(),
+                    scanned: self.lines.len(),
+                })?;
+        let mut file = File::open(path).map_err(|e| io_error(path, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_error(path, e))?;
+        let mut buf = Vec::new();
+        BufReader::with_capacity(1 << 20, file)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| io_error(path, e))?;
+        parse_obj36_line(path, line_no, image_id, strip_line_end(&buf))
     }
 }
 

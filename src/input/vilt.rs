@@ -244,33 +244,11 @@ impl ViltProcessorConfig {
                 }
             }
         }
-        let height = images.iter().map(|(_, _, (h, _))| *h).max().unwrap_or(0);
-        let width = images.iter().map(|(_, _, (_, w))| *w).max().unwrap_or(0);
-        let batch = images.len();
-        let mut data = vec![0.0f32; batch * 3 * height * width];
-        let mut mask = vec![false; batch * height * width];
-        let mut sizes = Vec::with_capacity(batch);
-        for (b, (_, values, (h, w))) in images.iter().enumerate() {
-            let (h, w) = (*h, *w);
-            for c in 0..3 {
-                for y in 0..h {
-                    let src = &values[(c * h + y) * w..][..w];
-                    data[((b * 3 + c) * height + y) * width..][..w].copy_from_slice(src);
-                }
-            }
-            for y in 0..h {
-                mask[(b * height + y) * width..][..w].fill(true);
-            }
-            sizes.push((h, w));
-        }
-        Ok(ViltPixels {
-            data,
-            mask,
-            batch,
-            height,
-            width,
-            sizes,
-        })
+        let images: Vec<(&[f32], usize, usize)> = images
+            .iter()
+            .map(|(_, data, (h, w))| (data.as_slice(), *h, *w))
+            .collect();
+        Ok(pad_batch(&images))
     }
 
     /// CLIP's rescale-and-normalise step with these settings (the arithmetic is the same
@@ -286,6 +264,37 @@ impl ViltProcessorConfig {
             image_std: self.image_std,
             ..ImageProcessorConfig::clip(1)
         }
+    }
+}
+
+/// Zero-pads preprocessed images ([3, h, w] each) to the largest height and width, with a
+/// pixel mask of the real pixels.
+pub fn pad_batch(images: &[(&[f32], usize, usize)]) -> ViltPixels {
+    let height = images.iter().map(|&(_, h, _)| h).max().unwrap_or(0);
+    let width = images.iter().map(|&(_, _, w)| w).max().unwrap_or(0);
+    let batch = images.len();
+    let mut data = vec![0.0f32; batch * 3 * height * width];
+    let mut mask = vec![false; batch * height * width];
+    let mut sizes = Vec::with_capacity(batch);
+    for (b, &(values, h, w)) in images.iter().enumerate() {
+        for c in 0..3 {
+            for y in 0..h {
+                let src = &values[(c * h + y) * w..][..w];
+                data[((b * 3 + c) * height + y) * width..][..w].copy_from_slice(src);
+            }
+        }
+        for y in 0..h {
+            mask[(b * height + y) * width..][..w].fill(true);
+        }
+        sizes.push((h, w));
+    }
+    ViltPixels {
+        data,
+        mask,
+        batch,
+        height,
+        width,
+        sizes,
     }
 }
 

@@ -42,6 +42,11 @@ pub struct LxmertInputs {
     /// Normalised boxes [batch, regions, 4]: (x1/W, y1/H, x2/W, y2/H).
     pub boxes: Vec<f32>,
     pub regions: usize,
+    /// Per sample, how many of its `regions` rows are real (a prefix; the rest is padding
+    /// that no attention reads); `None`: all. Lets one batch mix region counts, down to 0 —
+    /// the perturbation benchmark's last image step, where the text attends to no region
+    /// and its cross-attention context is 0, as in transformers with an empty visual stream.
+    pub region_counts: Option<Vec<usize>>,
     /// Token ids [batch, seq_len], padded after each question's `lengths[b]` tokens.
     pub ids: Vec<u32>,
     pub lengths: Vec<usize>,
@@ -339,6 +344,14 @@ impl<B: Backend> Lxmert<B> {
                 x.seq_len
             ));
         }
+        if let Some(counts) = &x.region_counts {
+            if counts.len() != batch || counts.iter().any(|&n| n > x.regions) {
+                return bad(format!(
+                    "region counts {counts:?} for {batch} samples of {} regions",
+                    x.regions
+                ));
+            }
+        }
         if x.seq_len > c.max_position_embeddings {
             return bad(format!(
                 "questions of {} tokens exceed the model's {} positions",
@@ -363,15 +376,23 @@ impl<B: Backend> Lxmert<B> {
         let heads = c.num_attention_heads;
         let hd = d / heads;
         let text_mask = AttentionShape::prefix_mask(&x.lengths, t);
+        let region_mask = x
+            .region_counts
+            .as_ref()
+            .map(|counts| AttentionShape::prefix_mask(counts, n));
         let shapes = Shapes {
             text: AttentionShape {
                 key_mask: Some(text_mask.clone()),
                 ..AttentionShape::self_attention(batch, heads, t, hd)
             },
-            image: AttentionShape::self_attention(batch, heads, n, hd),
+            image: AttentionShape {
+                key_mask: region_mask.clone(),
+                ..AttentionShape::self_attention(batch, heads, n, hd)
+            },
             text_to_image: AttentionShape {
                 queries: t,
                 keys: n,
+                key_mask: region_mask,
                 ..AttentionShape::self_attention(batch, heads, t, hd)
             },
             image_to_text: AttentionShape {

@@ -56,6 +56,11 @@ pub struct ViltInputs {
     pub ids: Vec<u32>,
     pub lengths: Vec<usize>,
     pub seq_len: usize,
+    /// Per sample, the patches that enter the sequence (indices into its real patches in
+    /// raster order of its own grid), in that order; `None` keeps every patch. Deleting
+    /// patches this way is the perturbation benchmark's image test (spec §E): each kept patch
+    /// keeps its own position embedding, the image class token stays.
+    pub kept_patches: Option<Vec<Vec<usize>>>,
 }
 
 impl ViltInputs {
@@ -71,14 +76,17 @@ pub struct ViltLayout {
     pub text_len: usize,
     /// The image class token (= the padded text length T).
     pub image_class: usize,
-    /// Real patch tokens at image_class+1 .. image_class+1+rows·cols, raster order.
+    /// The sample's patch grid.
     pub grid: (usize, usize),
+    /// Patch tokens in the sequence, at image_class+1 ..: rows·cols in raster order, or the
+    /// kept patches of `ViltInputs::kept_patches`.
+    pub patches: usize,
 }
 
 impl ViltLayout {
     pub fn patch_tokens(&self) -> std::ops::Range<usize> {
         let first = self.image_class + 1;
-        first..first + self.grid.0 * self.grid.1
+        first..first + self.patches
     }
 
     /// Word tokens: the text without [CLS] and [SEP].
@@ -336,6 +344,21 @@ impl<B: Backend> Vilt<B> {
                 x.seq_len, c.max_position_embeddings
             ));
         }
+        if let Some(kept) = &x.kept_patches {
+            if kept.len() != batch {
+                return bad(format!(
+                    "kept patches for {} of {batch} samples",
+                    kept.len()
+                ));
+            }
+            for (b, (kept, (rows, cols))) in kept.iter().zip(self.grids(x)).enumerate() {
+                if let Some(&i) = kept.iter().find(|&&i| i >= rows * cols) {
+                    return bad(format!(
+                        "sample {b} keeps patch {i} of a {rows}×{cols} patch grid"
+                    ));
+                }
+            }
+        }
         if let Some(p) = x.pixels.iter().position(|v| !v.is_finite()) {
             return bad(format!(
                 "pixel value {} at index {p} is not finite",
@@ -400,7 +423,8 @@ impl<B: Backend> Vilt<B> {
         };
         let (ph, pw) = geo.grid();
         let grids = self.grids(x);
-        let max_len = grids.iter().map(|&(r, c)| r * c).max().unwrap_or(0);
+        let kept = self.kept_patches(x, &grids);
+        let max_len = kept.iter().map(Vec::len).max().unwrap_or(0);
         let mut patches = be.zeros(batch * geo.patches() * geo.patch_len())?;
         be.patchify(&mut patches, &be.upload(&x.pixels)?, geo)?;
         let mut patch_emb = be.zeros(batch * geo.patches() * d)?;
@@ -413,17 +437,19 @@ impl<B: Backend> Vilt<B> {
             geo.patch_len(),
             d,
         )?;
+        // Padding rows are masked keys: any patch will do, those outside the grid first.
         let mut order = Vec::with_capacity(batch * max_len);
-        for (b, &(rows, cols)) in grids.iter().enumerate() {
-            let real = (0..rows).flat_map(|r| (0..cols).map(move |c| r * pw + c));
+        for (b, (kept, &(rows, cols))) in kept.iter().zip(&grids).enumerate() {
+            let real = kept.iter().map(|&i| (i / cols) * pw + i % cols);
             let padding = (0..ph * pw)
                 .filter(|&i| i / pw >= rows || i % pw >= cols)
-                .take(max_len - rows * cols);
+                .chain(std::iter::repeat(0))
+                .take(max_len - kept.len());
             order.extend(real.chain(padding).map(|i| b * ph * pw + i));
         }
         let mut ordered = be.zeros(batch * max_len * d)?;
         be.gather_rows(&mut ordered, &patch_emb, &order, d)?;
-        let positions = self.image_positions(&grids, max_len);
+        let positions = self.image_positions(&grids, &kept, max_len);
         let mut image = be.zeros(batch * (1 + max_len) * d)?;
         be.prepend_class_add_positions(
             &mut image,
@@ -441,11 +467,12 @@ impl<B: Backend> Vilt<B> {
         let layouts: Vec<ViltLayout> = x
             .lengths
             .iter()
-            .zip(&grids)
-            .map(|(&len, &grid)| ViltLayout {
+            .zip(grids.iter().zip(&kept))
+            .map(|(&len, (&grid, kept))| ViltLayout {
                 text_len: len,
                 image_class: t,
                 grid,
+                patches: kept.len(),
             })
             .collect();
         let mut key_mask = Vec::with_capacity(batch * tokens);
@@ -494,19 +521,37 @@ impl<B: Backend> Vilt<B> {
         })
     }
 
+    /// Each sample's patches in sequence order: `kept_patches`, or its whole grid in raster
+    /// order.
+    fn kept_patches(&self, x: &ViltInputs, grids: &[(usize, usize)]) -> Vec<Vec<usize>> {
+        match &x.kept_patches {
+            Some(kept) => kept.clone(),
+            None => grids.iter().map(|&(r, c)| (0..r * c).collect()).collect(),
+        }
+    }
+
     /// Per-sample additive terms of the image tokens [batch, 1 + max_len, dim]: the class
     /// position, the stored grid interpolated to the sample's patch grid (bilinear,
-    /// align_corners=True, as transformers) for real patches, nothing for padding; plus the
-    /// image modality row everywhere.
-    fn image_positions(&self, grids: &[(usize, usize)], max_len: usize) -> Vec<f32> {
+    /// align_corners=True, as transformers) for the kept patches, nothing for padding; plus
+    /// the image modality row everywhere.
+    fn image_positions(
+        &self,
+        grids: &[(usize, usize)],
+        kept: &[Vec<usize>],
+        max_len: usize,
+    ) -> Vec<f32> {
         let d = self.config.hidden_size;
         let g = self.config.grid_size();
         let modality = &self.modality_host[d..2 * d];
         let mut out = vec![0.0f32; grids.len() * (1 + max_len) * d];
-        for (sample, &(rows, cols)) in out.chunks_exact_mut((1 + max_len) * d).zip(grids) {
+        for ((sample, &(rows, cols)), kept) in
+            out.chunks_exact_mut((1 + max_len) * d).zip(grids).zip(kept)
+        {
             sample[..d].copy_from_slice(&self.class_position);
             let grid = interpolate_grid(&self.position_grid, g, d, rows, cols);
-            sample[d..d + grid.len()].copy_from_slice(&grid);
+            for (row, &i) in sample[d..].chunks_exact_mut(d).zip(kept) {
+                row.copy_from_slice(&grid[i * d..(i + 1) * d]);
+            }
             for row in sample.chunks_exact_mut(d) {
                 row.iter_mut().zip(modality).for_each(|(x, m)| *x += m);
             }

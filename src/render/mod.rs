@@ -12,6 +12,7 @@ pub mod colormap;
 pub mod font;
 pub mod html;
 pub mod overlay;
+pub mod plot;
 pub mod sheet;
 pub mod terminal;
 

@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::Cpu;
 use crate::explain::lxmert::explain_lxmert;
-use crate::explain::{Method, MethodOptions};
+use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
-use crate::model::lxmert::{Lxmert, LxmertInputs};
+use crate::model::lxmert::{Lxmert, LxmertInputs, LxmertOutput};
 use crate::model::VqaTarget;
 use crate::session::{
     check_words, in_batches, needs_backward, rank_answers, AnswerTarget, QuestionResult,
@@ -51,6 +51,14 @@ impl LxmertSession {
 
     pub fn answers(&self) -> &[String] {
         &self.answers
+    }
+
+    pub fn model(&self) -> &Lxmert<Cpu> {
+        &self.model
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
 
     /// Explains `requests` in batches of `batch`; every sample of a batch must have the
@@ -112,17 +120,13 @@ impl LxmertSession {
                 .flat_map(|r| r.boxes.iter().copied())
                 .collect(),
             regions: count,
+            region_counts: None,
             ids: tokens.ids.clone(),
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        let trace = if needs_backward(methods, target) {
-            self.model.trace(&Cpu, &inputs, target)?
-        } else {
-            self.model.record(&Cpu, &inputs)?
-        };
-        let explanations = explain_lxmert(&trace, methods, opts)?;
-        let n = trace.output.labels;
+        let (output, explanations) = explain_inputs(&self.model, &inputs, methods, opts, target)?;
+        let n = output.labels;
         Ok(requests
             .iter()
             .zip(explanations)
@@ -130,7 +134,7 @@ impl LxmertSession {
             .enumerate()
             .map(|(b, ((r, explanations), regions))| {
                 let (answer, top_answers) =
-                    rank_answers(&trace.output.logits[b * n..(b + 1) * n], &self.answers);
+                    rank_answers(&output.logits[b * n..(b + 1) * n], &self.answers);
                 let result = QuestionResult {
                     image: r.regions.clone(),
                     question: r.question.clone(),
@@ -146,6 +150,24 @@ impl LxmertSession {
             })
             .collect())
     }
+}
+
+/// Explains prepared inputs (a forward, and a backward when a method or the target needs
+/// one): the answer logits and result[sample][method].
+pub fn explain_inputs(
+    model: &Lxmert<Cpu>,
+    inputs: &LxmertInputs,
+    methods: &[Method],
+    opts: &MethodOptions,
+    target: &VqaTarget,
+) -> Result<(LxmertOutput, Vec<Vec<Explanation>>), SessionError> {
+    let trace = if needs_backward(methods, target) {
+        model.trace(&Cpu, inputs, target)?
+    } else {
+        model.record(&Cpu, inputs)?
+    };
+    let explanations = explain_lxmert(&trace, methods, opts)?;
+    Ok((trace.output, explanations))
 }
 
 /// A JSON list of answer strings, one per logit.

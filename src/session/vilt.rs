@@ -6,10 +6,10 @@ use image::RgbImage;
 
 use crate::backend::Cpu;
 use crate::explain::vilt::explain_vilt;
-use crate::explain::{Method, MethodOptions};
+use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
-use crate::model::vilt::{Vilt, ViltInputs};
+use crate::model::vilt::{Vilt, ViltInputs, ViltOutput};
 use crate::model::VqaTarget;
 use crate::session::{
     check_requests, check_words, in_batches, needs_backward, rank_answers, whole_image,
@@ -39,6 +39,14 @@ impl ViltSession {
 
     pub fn model(&self) -> &Vilt<Cpu> {
         &self.model
+    }
+
+    pub fn processor(&self) -> &ViltProcessorConfig {
+        &self.processor
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
     }
 
     /// Explains `pairs` (text = question) in batches of `batch`, calling `progress(done)`.
@@ -77,21 +85,17 @@ impl ViltSession {
             ids: tokens.ids.clone(),
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
+            kept_patches: None,
         };
-        let trace = if needs_backward(methods, target) {
-            self.model.trace(&Cpu, &inputs, target)?
-        } else {
-            self.model.record(&Cpu, &inputs)?
-        };
-        let explanations = explain_vilt(&trace, methods, opts)?;
-        let n = trace.output.labels;
+        let (output, explanations) = self.explain_inputs(&inputs, methods, opts, target)?;
+        let n = output.labels;
         Ok(pairs
             .iter()
             .zip(explanations)
             .enumerate()
             .map(|(b, (pair, explanations))| {
                 let (answer, top_answers) = rank_answers(
-                    &trace.output.logits[b * n..(b + 1) * n],
+                    &output.logits[b * n..(b + 1) * n],
                     &self.model.config.id2label,
                 );
                 QuestionResult {
@@ -107,6 +111,24 @@ impl ViltSession {
                 }
             })
             .collect())
+    }
+
+    /// Explains prepared inputs (a forward, and a backward when a method or the target needs
+    /// one): the answer logits and result[sample][method].
+    pub fn explain_inputs(
+        &self,
+        inputs: &ViltInputs,
+        methods: &[Method],
+        opts: &MethodOptions,
+        target: &VqaTarget,
+    ) -> Result<(ViltOutput, Vec<Vec<Explanation>>), SessionError> {
+        let trace = if needs_backward(methods, target) {
+            self.model.trace(&Cpu, inputs, target)?
+        } else {
+            self.model.record(&Cpu, inputs)?
+        };
+        let explanations = explain_vilt(&trace, methods, opts)?;
+        Ok((trace.output, explanations))
     }
 
     /// The whole image (ViLT does not crop) at a size a person can see; the patch grid

@@ -8,6 +8,15 @@ use fiedler::model::lxmert::LxmertInputs;
 use fiedler::model::vilt::ViltInputs;
 use safetensors::{Dtype, SafeTensors};
 
+/// A JSON array of numbers as f32.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -123,6 +132,7 @@ impl Golden {
             ids,
             lengths,
             seq_len,
+            kept_patches: None,
         }
     }
 
@@ -133,6 +143,7 @@ impl Golden {
             features: self.f32(&format!("{case}.features")),
             boxes: self.f32(&format!("{case}.boxes")),
             regions: self.shape(&format!("{case}.features"))[1],
+            region_counts: None,
             ids,
             lengths,
             seq_len,

@@ -1,0 +1,334 @@
+//! `fiedler eval`: the perturbation benchmark (spec §E) of a ViLT or LXMERT model on a VQA
+//! dataset, resumable, with an AUC table and curves; `fiedler eval report RESULTS.jsonl`
+//! rebuilds the report from a results file alone.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern, Question};
+use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
+use fiedler::eval::report::{Report, Tally};
+use fiedler::eval::results::{read_results, ResultsWriter, RunHeader, FORMAT};
+use fiedler::eval::runner::{run, ChunkDone, EvalModel, Plan};
+use fiedler::eval::sampling::python_shuffled_prefix;
+use fiedler::eval::{check_vocabulary, EvalError};
+use fiedler::explain::{Method, MethodOptions};
+use fiedler::input::regions::{read_features_file, Obj36Index};
+use fiedler::linalg::{GraphOptions, Solver};
+use fiedler::model::config::read_family;
+use fiedler::model::ModelFamily;
+use fiedler::session::{LxmertSession, SessionError, ViltSession};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    command: Option<EvalCommand>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Rebuild report.md, report.json and the curve PNGs from a results file alone.
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The results file of `fiedler eval` (JSON Lines).
+    results: PathBuf,
+    /// Folder for the report (default: the results file's folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Hugging Face VQA model directory: ViLT or LXMERT.
+    #[arg(long, required = true)]
+    model: Option<PathBuf>,
+    /// Questions in LXMERT's format: a JSON list of {"question_id", "img_id", "sent",
+    /// "label": {answer: score}} (e.g. LXMERT's data/vqa/valid.json), scored as given.
+    #[arg(long, conflicts_with_all = ["questions", "annotations"])]
+    dataset: Option<PathBuf>,
+    /// Official VQA v2 questions JSON (with --annotations), scored with the official
+    /// accuracy.
+    #[arg(long, requires = "annotations")]
+    questions: Option<PathBuf>,
+    /// Official VQA v2 annotations JSON (with --questions).
+    #[arg(long, requires = "questions")]
+    annotations: Option<PathBuf>,
+    /// ViLT: folder of images, found by --file-pattern.
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// LXMERT: an obj36 TSV of region features, or a folder of features files (safetensors
+    /// `features`, `boxes`) found by --file-pattern.
+    #[arg(long)]
+    features: Option<PathBuf>,
+    /// File name in --images or a --features folder; `{id}` is the image id, `{id:012}` a
+    /// numeric id zero-padded to 12 digits. Repeat to try several. Default for images:
+    /// COCO_val2014_{id:012}.jpg, {id}.jpg, {id}.png; for features: {id}.safetensors.
+    #[arg(long = "file-pattern")]
+    file_patterns: Vec<String>,
+    /// LXMERT answer names (trainval_label2ans.json) when the config has none.
+    #[arg(long)]
+    answers: Option<PathBuf>,
+    /// Results file (JSON Lines, appended; a rerun with the same settings resumes it). The
+    /// report is written beside it.
+    #[arg(long, default_value = "fiedler-eval/results.jsonl")]
+    results: PathBuf,
+    /// Method(s): a comma-separated list or `all`.
+    #[arg(long, default_value = "all")]
+    methods: String,
+    /// What to remove: image, text or both.
+    #[arg(long, value_delimiter = ',', default_value = "image,text")]
+    modality: Vec<Modality>,
+    /// Removal order(s): most-relevant-first (the seed's positive test, lower AUC is better)
+    /// and/or least-relevant-first (negative, higher is better).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "most-relevant-first,least-relevant-first"
+    )]
+    order: Vec<Order>,
+    /// Fractions removed, ascending, from 0 (the unperturbed input) to 1.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STEPS.to_vec())]
+    steps: Vec<f64>,
+    /// Evaluate this many questions: the first N of Python's random.shuffle of the question
+    /// indices after random.seed(SEED), as the reference picks them. Default: all.
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Seed of the sample order (the reference's is 1234).
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// Samples per explanation pass and inputs per perturbed forward.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Stop at the first sample that fails instead of logging it and going on.
+    #[arg(long)]
+    strict: bool,
+    /// Eigensolver for the spectral methods: lanczos (fast) or dense (reference).
+    #[arg(long, default_value = "lanczos")]
+    solver: Solver,
+}
+
+pub fn run_command(args: EvalArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(EvalCommand::Report(r)) => report(&r.results, r.out.as_deref()),
+        None => run_eval(args.run),
+    }
+}
+
+fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    if !results.is_file() {
+        bail!("no results file {}", results.display());
+    }
+    let read = read_results(results)?;
+    let report = Report::build(&read, results)?;
+    let dir = out.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")));
+    let written = report.write(dir)?;
+    print_table(&report);
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The AUC table, as in report.md.
+fn print_table(report: &Report) {
+    let md = report.markdown();
+    let table = md
+        .split("## AUC\n\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or("");
+    println!("{}\n{table}", report.auc_formula);
+}
+
+fn read_dataset(args: &RunArgs) -> anyhow::Result<Dataset> {
+    Ok(match (&args.dataset, &args.questions, &args.annotations) {
+        (Some(path), _, _) => read_lxmert_json(path)?,
+        (None, Some(q), Some(a)) => read_vqa_v2(q, a)?,
+        _ => bail!(
+            "give the questions: --dataset FILE.json (LXMERT format) or --questions Q.json --annotations A.json (VQA v2)"
+        ),
+    })
+}
+
+fn patterns(args: &RunArgs, dir: &Path, defaults: &[&str]) -> FilePattern {
+    FilePattern {
+        dir: dir.to_path_buf(),
+        patterns: if args.file_patterns.is_empty() {
+            defaults.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            args.file_patterns.clone()
+        },
+    }
+}
+
+/// Where LXMERT's regions come from: a folder of features files, or one TSV indexed once.
+enum Features {
+    Folder(FilePattern),
+    Tsv(Obj36Index),
+}
+
+fn run_eval(args: RunArgs) -> anyhow::Result<()> {
+    let model_dir = args.model.clone().expect("clap requires --model");
+    let methods = Method::parse_list(&args.methods)?;
+    check_steps(&args.steps).map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let mut tests = Vec::new();
+    for &modality in &args.modality {
+        for &order in &args.order {
+            let t = Test { modality, order };
+            if !tests.contains(&t) {
+                tests.push(t);
+            }
+        }
+    }
+    let dataset = read_dataset(&args)?;
+    let count = args.samples.unwrap_or(dataset.questions.len());
+    if count == 0 {
+        bail!("--samples 0: nothing to evaluate");
+    }
+    let order = python_shuffled_prefix(dataset.questions.len(), args.seed, count);
+    let questions: Vec<&Question> = order.iter().map(|&i| &dataset.questions[i]).collect();
+    let plan = Plan {
+        methods,
+        tests,
+        steps: args.steps.clone(),
+        batch: args.batch,
+        strict: args.strict,
+        opts: MethodOptions {
+            graph: GraphOptions {
+                solver: args.solver,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    };
+    let family = read_family(&model_dir)?;
+    let header = RunHeader {
+        format: FORMAT,
+        family: family.model_type().to_owned(),
+        model: model_dir.display().to_string(),
+        dataset: dataset.source.clone(),
+        inputs: args
+            .images
+            .as_ref()
+            .or(args.features.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        steps: args.steps.clone(),
+        seed: args.seed,
+    };
+    match family {
+        ModelFamily::Vilt => {
+            let Some(images) = &args.images else {
+                bail!("ViLT reads images: give --images DIR");
+            };
+            let files = patterns(
+                &args,
+                images,
+                &["COCO_val2014_{id:012}.jpg", "{id}.jpg", "{id}.png"],
+            );
+            let session = ViltSession::open(&model_dir)?;
+            let prepare = |q: &Question| session.eval_input(&files.find(&q.image_id)?, &q.text);
+            evaluate(&session, &questions, prepare, &plan, &header, &args.results)
+        }
+        ModelFamily::Lxmert => {
+            let Some(features) = &args.features else {
+                bail!("LXMERT reads region features: give --features FILE.tsv or a folder of features files");
+            };
+            let session = LxmertSession::open(&model_dir, args.answers.as_deref())?;
+            let source = if features.is_dir() {
+                Features::Folder(patterns(&args, features, &["{id}.safetensors"]))
+            } else {
+                Features::Tsv(Obj36Index::open(features).map_err(SessionError::from)?)
+            };
+            let prepare = |q: &Question| {
+                let regions = match &source {
+                    Features::Folder(files) => read_features_file(&files.find(&q.image_id)?),
+                    Features::Tsv(tsv) => tsv.read(&q.image_id),
+                }
+                .map_err(|e| EvalError::Session(e.into()))?;
+                session.eval_input(regions, &q.text)
+            };
+            evaluate(
+                &session.evaluator(),
+                &questions,
+                prepare,
+                &plan,
+                &header,
+                &args.results,
+            )
+        }
+        ModelFamily::Clip => bail!(
+            "{} is a CLIP model; the perturbation benchmark needs a VQA model (ViLT or LXMERT)",
+            model_dir.display()
+        ),
+    }
+}
+
+fn evaluate<M: EvalModel>(
+    model: &M,
+    questions: &[&Question],
+    prepare: impl Fn(&Question) -> Result<M::Input, EvalError>,
+    plan: &Plan,
+    header: &RunHeader,
+    results: &Path,
+) -> anyhow::Result<()> {
+    check_vocabulary(questions, model.answers())?;
+    let (mut writer, existing) = ResultsWriter::open(results, header)?;
+    if existing.torn_line {
+        eprintln!(
+            "note: {} ended in a partly written line (an interrupted run); it is redone",
+            results.display()
+        );
+    }
+    let done = existing.done();
+    let mut tally = Tally::default();
+    existing.perturbations.iter().for_each(|r| tally.add(r));
+
+    let bar = ProgressBar::new(questions.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}\n{msg}")
+            .expect("static template is valid"),
+    );
+    if questions.len() <= plan.batch {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar.set_message(tally.summary(&header.steps));
+    let mut failed = 0usize;
+    run(
+        model,
+        questions,
+        prepare,
+        plan,
+        &done,
+        &mut writer,
+        |chunk: ChunkDone<'_>| {
+            chunk.written.iter().for_each(|r| tally.add(r));
+            for f in chunk.failures {
+                failed += 1;
+                bar.suspend(|| eprintln!("sample {} failed: {}", f.sample, f.error));
+            }
+            bar.set_message(tally.summary(&header.steps));
+            bar.inc(chunk.questions as u64);
+            if chunk.written.is_empty() && chunk.failures.is_empty() {
+                // Done by an earlier run: keep it out of the rate and the ETA.
+                bar.reset_eta();
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    if failed > 0 {
+        eprintln!("{failed} samples failed (listed in the report; a rerun retries them)");
+    }
+    report(results, None)
+}

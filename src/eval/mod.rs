@@ -1,0 +1,98 @@
+//! `fiedler eval`: the perturbation benchmark of spec §E on a VQA dataset.
+//!
+//! For every sample and method, the explanation ranks the image units (LXMERT regions, ViLT
+//! patches) and the words; each test then deletes them step by step — most relevant first
+//! (the seed's positive test) or least relevant first (negative) — and records the model's
+//! VQA accuracy at each step. The area under that curve is the score.
+//!
+//! - [`dataset`]: question files (LXMERT JSON, official VQA v2) and input file lookup.
+//! - [`answers`]: VQA accuracy, official normalisation included.
+//! - [`sampling`]: the seeded subset (Python's shuffle, bit for bit).
+//! - [`protocol`]: k per step, what each step keeps, the AUC.
+//! - [`runner`]: batched explanation and perturbed forwards over chunks of samples.
+//! - [`results`]: the append-only, resumable JSONL results file.
+//! - [`report`]: the AUC table (markdown, JSON) and accuracy curves (PNG) from results alone.
+//! - [`vilt`], [`lxmert`]: the two model families under the benchmark.
+
+pub mod answers;
+pub mod dataset;
+pub mod lxmert;
+pub mod protocol;
+pub mod report;
+pub mod results;
+pub mod runner;
+pub mod sampling;
+mod tokens;
+pub mod vilt;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::explain::{ExplainError, Method};
+use crate::session::SessionError;
+
+#[derive(Debug, Error)]
+pub enum EvalError {
+    #[error("dataset {path}: {reason}")]
+    Dataset { path: PathBuf, reason: String },
+    #[error("{questions} and {annotations} do not match: {reason}")]
+    Mismatch {
+        questions: PathBuf,
+        annotations: PathBuf,
+        reason: String,
+    },
+    #[error("dataset {0} has no questions")]
+    EmptyDataset(PathBuf),
+    #[error(
+        "no input file for image {image_id} (tried {tried}); check the folder and --file-pattern"
+    )]
+    MissingInput { image_id: String, tried: String },
+    #[error("{reason}")]
+    Vocabulary { reason: String },
+    #[error("results file {path}: {reason}")]
+    Results { path: PathBuf, reason: String },
+    #[error("sample {id}: {source}")]
+    Sample {
+        id: String,
+        #[source]
+        source: Box<EvalError>,
+    },
+    #[error("{0} gave relevance that is not finite")]
+    Relevance(Method),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Explain(#[from] ExplainError),
+}
+
+/// Checks that the model can earn credit on these questions: some of their credited answers
+/// must be among the model's answers (a different answer list, e.g. a wrong `--answers`
+/// file, would score 0 everywhere).
+pub fn check_vocabulary(
+    questions: &[&dataset::Question],
+    answers: &[String],
+) -> Result<(), EvalError> {
+    let known: std::collections::HashSet<&str> = answers.iter().map(String::as_str).collect();
+    let answerable = questions
+        .iter()
+        .filter(|q| q.truth.credited().iter().any(|a| known.contains(a)))
+        .count();
+    if answerable == 0 {
+        let examples: Vec<&str> = questions
+            .iter()
+            .flat_map(|q| q.truth.credited())
+            .take(5)
+            .collect();
+        return Err(EvalError::Vocabulary {
+            reason: format!(
+                "none of the {} questions has an answer among the model's {} answers (dataset answers such as {:?}; model answers such as {:?}): the answer list does not match the dataset (LXMERT: check --answers)",
+                questions.len(),
+                answers.len(),
+                examples,
+                answers.iter().take(5).collect::<Vec<_>>()
+            ),
+        });
+    }
+    Ok(())
+}

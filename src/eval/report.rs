@@ -1,0 +1,365 @@
+//! The benchmark's report, from a results file alone: per method and test the mean accuracy
+//! at each step and its AUC, as a markdown table in the seed's layout (method × image+,
+//! image−, text+, text−), the same as JSON, and a PNG of accuracy-vs-removed curves per
+//! modality.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::eval::protocol::{auc, Modality, Order, Test, AUC_FORMULA};
+use crate::eval::results::{PerturbationRecord, Results, RunHeader};
+use crate::eval::EvalError;
+use crate::explain::Method;
+use crate::render::plot::{line_charts, Axes, Panel, Series};
+
+/// The four tests in the seed's column order.
+pub const TESTS: [Test; 4] = [
+    Test {
+        modality: Modality::Image,
+        order: Order::MostRelevantFirst,
+    },
+    Test {
+        modality: Modality::Image,
+        order: Order::LeastRelevantFirst,
+    },
+    Test {
+        modality: Modality::Text,
+        order: Order::MostRelevantFirst,
+    },
+    Test {
+        modality: Modality::Text,
+        order: Order::LeastRelevantFirst,
+    },
+];
+
+/// Running sums of per-step accuracy, per method and test.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    sums: BTreeMap<(String, Test), (usize, Vec<f64>)>,
+}
+
+impl Tally {
+    pub fn add(&mut self, r: &PerturbationRecord) {
+        let (n, sums) = self
+            .sums
+            .entry((r.method.clone(), r.test()))
+            .or_insert_with(|| (0, vec![0.0; r.accuracy.len()]));
+        *n += 1;
+        sums.iter_mut().zip(&r.accuracy).for_each(|(s, a)| *s += a);
+    }
+
+    /// Samples and mean accuracy (%) per step of one method and test.
+    pub fn curve(&self, method: &str, test: Test) -> Option<(usize, Vec<f64>)> {
+        self.sums
+            .get(&(method.to_owned(), test))
+            .map(|(n, sums)| (*n, sums.iter().map(|s| 100.0 * s / *n as f64).collect()))
+    }
+
+    /// Method names in `Method::ALL` order, then any others by name.
+    pub fn methods(&self) -> Vec<String> {
+        let present: HashSet<&str> = self.sums.keys().map(|(m, _)| m.as_str()).collect();
+        let mut out: Vec<String> = Method::ALL
+            .iter()
+            .map(|m| m.name())
+            .filter(|m| present.contains(m))
+            .map(str::to_owned)
+            .collect();
+        let mut others: Vec<String> = present
+            .iter()
+            .filter(|m| !out.iter().any(|o| o == *m))
+            .map(|m| (*m).to_owned())
+            .collect();
+        others.sort();
+        out.extend(others);
+        out
+    }
+
+    /// One line per method with its running AUCs, for progress displays.
+    pub fn summary(&self, steps: &[f64]) -> String {
+        self.methods()
+            .iter()
+            .map(|m| {
+                let cells: Vec<String> = TESTS
+                    .iter()
+                    .filter_map(|&t| {
+                        self.curve(m, t)
+                            .map(|(_, acc)| format!("{} {:.2}", t.column(), auc(steps, &acc)))
+                    })
+                    .collect();
+                format!("{m:<16} {}", cells.join("  "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// One method × test cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub samples: usize,
+    pub auc: f64,
+    /// Mean accuracy in % at each step.
+    pub accuracy: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodRow {
+    pub method: String,
+    /// By column name (image+, image−, text+, text−).
+    pub tests: BTreeMap<String, Cell>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub sample: String,
+    pub error: String,
+}
+
+/// Everything the report shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub family: String,
+    pub model: String,
+    pub dataset: String,
+    pub seed: u64,
+    pub steps: Vec<f64>,
+    pub auc_formula: &'static str,
+    /// "+": most-relevant-first (the seed's positive test, lower is better); "−":
+    /// least-relevant-first (negative, higher is better).
+    pub columns: Vec<String>,
+    pub samples: usize,
+    pub methods: Vec<MethodRow>,
+    pub failed_samples: Vec<Failure>,
+}
+
+impl Report {
+    /// The report of `results`, read from `path` (named in errors).
+    pub fn build(results: &Results, path: &Path) -> Result<Self, EvalError> {
+        let header: &RunHeader = results.header.as_ref().ok_or_else(|| EvalError::Results {
+            path: path.to_path_buf(),
+            reason: "no run header; nothing to report".into(),
+        })?;
+        let mut tally = Tally::default();
+        for r in &results.perturbations {
+            if r.accuracy.len() != header.steps.len() {
+                return Err(EvalError::Results {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "record of sample {} has {} steps, the run {}",
+                        r.sample,
+                        r.accuracy.len(),
+                        header.steps.len()
+                    ),
+                });
+            }
+            tally.add(r);
+        }
+        let methods = tally
+            .methods()
+            .into_iter()
+            .map(|method| {
+                let tests = TESTS
+                    .iter()
+                    .filter_map(|&t| {
+                        tally.curve(&method, t).map(|(samples, accuracy)| {
+                            let cell = Cell {
+                                samples,
+                                auc: auc(&header.steps, &accuracy),
+                                accuracy,
+                            };
+                            (t.column(), cell)
+                        })
+                    })
+                    .collect();
+                MethodRow { method, tests }
+            })
+            .collect();
+        let samples = results
+            .perturbations
+            .iter()
+            .map(|r| r.sample.as_str())
+            .collect::<HashSet<_>>()
+            .len();
+        Ok(Self {
+            family: header.family.clone(),
+            model: header.model.clone(),
+            dataset: header.dataset.clone(),
+            seed: header.seed,
+            steps: header.steps.clone(),
+            auc_formula: AUC_FORMULA,
+            columns: TESTS.iter().map(|t| t.column()).collect(),
+            samples,
+            methods,
+            failed_samples: results
+                .failed_samples()
+                .into_iter()
+                .map(|f| Failure {
+                    sample: f.sample.clone(),
+                    error: f.error.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "# Perturbation benchmark\n");
+        let _ = writeln!(md, "- model: `{}` ({})", self.model, self.family);
+        let _ = writeln!(md, "- dataset: `{}`", self.dataset);
+        let _ = writeln!(
+            md,
+            "- samples: {} evaluated, {} failed; seed {}",
+            self.samples,
+            self.failed_samples.len(),
+            self.seed
+        );
+        let _ = writeln!(md, "- steps (fraction removed): {:?}", self.steps);
+        let _ = writeln!(md, "- {}", self.auc_formula);
+        let _ = writeln!(
+            md,
+            "- `+` = most-relevant-first (the seed's positive test, lower AUC is better ↓); `−` = least-relevant-first (negative, higher is better ↑)\n"
+        );
+        let _ = writeln!(md, "## AUC\n");
+        let headers: Vec<String> = TESTS
+            .iter()
+            .map(|t| format!("{} {}", t.column(), t.order.better()))
+            .collect();
+        let _ = writeln!(md, "| method | {} | samples |", headers.join(" | "));
+        let _ = writeln!(md, "|---|{}---|", "---:|".repeat(TESTS.len()));
+        for row in &self.methods {
+            let n = row.tests.values().map(|c| c.samples).max().unwrap_or(0);
+            let cells: Vec<String> = TESTS
+                .iter()
+                .map(|t| match row.tests.get(&t.column()) {
+                    Some(c) if c.samples == n => format!("{:.2}", c.auc),
+                    Some(c) => format!("{:.2} (n={})", c.auc, c.samples),
+                    None => "–".into(),
+                })
+                .collect();
+            let _ = writeln!(md, "| {} | {} | {n} |", row.method, cells.join(" | "));
+        }
+        for t in TESTS {
+            let present: Vec<&MethodRow> = self
+                .methods
+                .iter()
+                .filter(|r| r.tests.contains_key(&t.column()))
+                .collect();
+            if present.is_empty() {
+                continue;
+            }
+            let _ = writeln!(
+                md,
+                "\n## Accuracy (%) per step: {} ({}, {})\n",
+                t.column(),
+                t.modality,
+                t.order
+            );
+            let steps: Vec<String> = self.steps.iter().map(|s| format!("{s}")).collect();
+            let _ = writeln!(md, "| method | {} |", steps.join(" | "));
+            let _ = writeln!(md, "|---|{}", "---:|".repeat(steps.len()));
+            for row in present {
+                let acc: Vec<String> = row.tests[&t.column()]
+                    .accuracy
+                    .iter()
+                    .map(|a| format!("{a:.2}"))
+                    .collect();
+                let _ = writeln!(md, "| {} | {} |", row.method, acc.join(" | "));
+            }
+        }
+        if !self.failed_samples.is_empty() {
+            let _ = writeln!(md, "\n## Failed samples ({})\n", self.failed_samples.len());
+            for f in &self.failed_samples {
+                let _ = writeln!(md, "- {}: {}", f.sample, f.error);
+            }
+        }
+        md
+    }
+
+    /// Accuracy-vs-removed curves of one modality: a panel per order, a line per method.
+    pub fn plot(&self, modality: Modality) -> Option<image::RgbImage> {
+        let panels: Vec<Panel> = Order::ALL
+            .iter()
+            .map(|&order| {
+                let t = Test { modality, order };
+                Panel {
+                    title: format!("{} ({})", order, t.column()),
+                    series: self
+                        .methods
+                        .iter()
+                        .filter_map(|row| {
+                            row.tests.get(&t.column()).map(|c| Series {
+                                name: row.method.clone(),
+                                points: self
+                                    .steps
+                                    .iter()
+                                    .copied()
+                                    .zip(c.accuracy.iter().copied())
+                                    .collect(),
+                            })
+                        })
+                        .collect(),
+                }
+            })
+            .filter(|p| !p.series.is_empty())
+            .collect();
+        if panels.is_empty() {
+            return None;
+        }
+        let axes = Axes {
+            x_label: format!("fraction of {} removed", unit_name(modality, &self.family)),
+            y_label: "VQA accuracy (%)".into(),
+            x_ticks: [0.0, 0.25, 0.5, 0.75, 1.0]
+                .iter()
+                .map(|&x| (x, format!("{}%", (x * 100.0) as u32)))
+                .collect(),
+            y_ticks: (0..=5)
+                .map(|i| (20.0 * f64::from(i), format!("{}", 20 * i)))
+                .collect(),
+            x_max: 1.0,
+            y_max: 100.0,
+        };
+        let title = format!(
+            "{modality} test: VQA accuracy as {} are removed ({} samples)",
+            unit_name(modality, &self.family),
+            self.samples
+        );
+        Some(line_charts(&title, &axes, &panels))
+    }
+
+    /// Writes report.md, report.json and curves-{image,text}.png into `dir`; returns the
+    /// paths written.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
+        let fail = |path: &Path, e: String| EvalError::Results {
+            path: path.to_path_buf(),
+            reason: e,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(dir, e.to_string()))?;
+        let mut written = Vec::new();
+        let md = dir.join("report.md");
+        std::fs::write(&md, self.markdown()).map_err(|e| fail(&md, e.to_string()))?;
+        written.push(md);
+        let json = dir.join("report.json");
+        let text = serde_json::to_string_pretty(self).map_err(|e| fail(&json, e.to_string()))?;
+        std::fs::write(&json, text + "\n").map_err(|e| fail(&json, e.to_string()))?;
+        written.push(json);
+        for modality in Modality::ALL {
+            if let Some(img) = self.plot(modality) {
+                let png = dir.join(format!("curves-{modality}.png"));
+                img.save(&png).map_err(|e| fail(&png, e.to_string()))?;
+                written.push(png);
+            }
+        }
+        Ok(written)
+    }
+}
+
+fn unit_name(modality: Modality, family: &str) -> &'static str {
+    match (modality, family) {
+        (Modality::Text, _) => "words",
+        (Modality::Image, "lxmert") => "regions",
+        (Modality::Image, _) => "patches",
+    }
+}

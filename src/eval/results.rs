@@ -1,0 +1,321 @@
+//! The results file: append-only JSON Lines, one object per line, tagged by `kind`:
+//!
+//! - `run` (first line): what produced the file — family, model, dataset, input files,
+//!   steps, seed. A
+//!   rerun must match it, so results of different settings never mix.
+//! - `perturbation`: one sample × method × modality × order, with the units kept, the
+//!   predicted answer and its VQA accuracy (0–1) at every step.
+//! - `failure`: a sample that could not be evaluated, with the reason (retried on rerun).
+//!
+//! Other kinds are kept for later readers (e.g. per-sample ground-truth metrics) and skipped
+//! by this one. Each line is written with one `write` and flushed to disk (`fsync`) before the
+//! next, so a process killed at any moment leaves whole lines and at most one torn last line
+//! (no newline); the next run drops that line and redoes its record.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::eval::protocol::{Modality, Order, Test};
+use crate::eval::EvalError;
+
+/// Version of the line format.
+pub const FORMAT: u32 = 1;
+
+/// The `run` line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunHeader {
+    pub format: u32,
+    pub family: String,
+    pub model: String,
+    pub dataset: String,
+    /// The images folder (ViLT) or region features (LXMERT).
+    pub inputs: String,
+    pub steps: Vec<f64>,
+    pub seed: u64,
+}
+
+/// A `perturbation` line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerturbationRecord {
+    pub sample: String,
+    pub method: String,
+    pub modality: Modality,
+    pub order: Order,
+    /// Units kept at each step (words for text, regions or patches for the image).
+    pub kept: Vec<usize>,
+    /// The predicted answer at each step.
+    pub answers: Vec<String>,
+    /// Its VQA accuracy (0–1) at each step.
+    pub accuracy: Vec<f64>,
+}
+
+impl PerturbationRecord {
+    pub fn test(&self) -> Test {
+        Test {
+            modality: self.modality,
+            order: self.order,
+        }
+    }
+
+    pub fn key(&self) -> RecordKey {
+        (self.sample.clone(), self.method.clone(), self.test())
+    }
+}
+
+/// A `failure` line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub sample: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Line {
+    Run(RunHeader),
+    Perturbation(PerturbationRecord),
+    Failure(FailureRecord),
+}
+
+/// (sample, method, test): what one perturbation line covers.
+pub type RecordKey = (String, String, Test);
+
+/// Everything a results file holds.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    pub header: Option<RunHeader>,
+    /// In file order, without repeats of a key (the first is kept).
+    pub perturbations: Vec<PerturbationRecord>,
+    pub failures: Vec<FailureRecord>,
+    /// Lines of kinds this version does not read.
+    pub other_lines: usize,
+    /// Bytes of whole lines; a torn last line starts here.
+    pub valid_len: u64,
+    pub torn_line: bool,
+}
+
+impl Results {
+    pub fn done(&self) -> HashSet<RecordKey> {
+        self.perturbations.iter().map(|r| r.key()).collect()
+    }
+
+    /// Samples whose last word is a failure (none of their records were written since).
+    pub fn failed_samples(&self) -> Vec<&FailureRecord> {
+        let evaluated: HashSet<&str> = self
+            .perturbations
+            .iter()
+            .map(|r| r.sample.as_str())
+            .collect();
+        let mut seen = HashSet::new();
+        self.failures
+            .iter()
+            .rev()
+            .filter(|f| !evaluated.contains(f.sample.as_str()) && seen.insert(f.sample.as_str()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
+    }
+}
+
+fn io(path: &Path, e: std::io::Error) -> EvalError {
+    EvalError::Results {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Reads a results file; a missing file reads as empty.
+pub fn read_results(path: &Path) -> Result<Results, EvalError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Results::default()),
+        Err(e) => return Err(io(path, e)),
+    };
+    let mut results = Results::default();
+    let mut done = HashSet::new();
+    let mut start = 0usize;
+    let mut line_no = 0;
+    while start < bytes.len() {
+        line_no += 1;
+        let Some(end) = bytes[start..].iter().position(|&b| b == b'\n') else {
+            results.torn_line = true;
+            break;
+        };
+        let line = &bytes[start..start + end];
+        let next = start + end + 1;
+        let is_last = next >= bytes.len();
+        match parse_line(line) {
+            Ok(None) => {}
+            Ok(Some(Line::Run(h))) if results.header.is_none() && line_no == 1 => {
+                results.header = Some(h)
+            }
+            Ok(Some(Line::Run(_))) => {
+                return Err(EvalError::Results {
+                    path: path.to_path_buf(),
+                    reason: format!("line {line_no}: a second run header"),
+                })
+            }
+            Ok(Some(Line::Perturbation(r))) => {
+                if done.insert(r.key()) {
+                    results.perturbations.push(r);
+                }
+            }
+            Ok(Some(Line::Failure(f))) => results.failures.push(f),
+            Err(Unknown) => results.other_lines += 1,
+            // A whole last line that does not parse is treated like a torn one.
+            Err(Broken(_)) if is_last => {
+                results.torn_line = true;
+                break;
+            }
+            Err(Broken(reason)) => {
+                return Err(EvalError::Results {
+                    path: path.to_path_buf(),
+                    reason: format!("line {line_no}: {reason}"),
+                })
+            }
+        }
+        start = next;
+        results.valid_len = start as u64;
+    }
+    Ok(results)
+}
+
+enum ParseError {
+    Unknown,
+    Broken(String),
+}
+use ParseError::{Broken, Unknown};
+
+fn parse_line(line: &[u8]) -> Result<Option<Line>, ParseError> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(line).map_err(|e| Broken(e.to_string()))?;
+    match value.get("kind").and_then(Value::as_str) {
+        Some("run" | "perturbation" | "failure") => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| Broken(e.to_string())),
+        Some(_) => Err(Unknown),
+        None => Err(Broken("no \"kind\"".into())),
+    }
+}
+
+/// Appends lines to a results file, each made durable before the next.
+pub struct ResultsWriter {
+    file: File,
+    path: PathBuf,
+}
+
+impl ResultsWriter {
+    /// Opens `path` for `header`'s run: reads what is there, checks that it was written by
+    /// the same settings, cuts off a torn last line and writes the header to a new file.
+    pub fn open(path: &Path, header: &RunHeader) -> Result<(Self, Results), EvalError> {
+        let results = read_results(path)?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| io(path, e))?;
+        }
+        match &results.header {
+            Some(theirs) => check_header(path, theirs, header)?,
+            None if results.valid_len > 0 => {
+                return Err(EvalError::Results {
+                    path: path.to_path_buf(),
+                    reason: "does not start with a run header; not a fiedler results file?".into(),
+                })
+            }
+            None => {}
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| io(path, e))?;
+        // Drop a torn tail so that the next line starts on a fresh line.
+        file.set_len(results.valid_len).map_err(|e| io(path, e))?;
+        let mut writer = Self {
+            file,
+            path: path.to_path_buf(),
+        };
+        use std::io::Seek;
+        writer
+            .file
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| io(path, e))?;
+        if results.header.is_none() {
+            writer.append(&Line::Run(header.clone()))?;
+        }
+        Ok((writer, results))
+    }
+
+    pub fn append(&mut self, line: &Line) -> Result<(), EvalError> {
+        let mut text = serde_json::to_string(line).map_err(|e| EvalError::Results {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        text.push('\n');
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io(&self.path, e))
+    }
+}
+
+fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(), EvalError> {
+    let differs = |field: &str, a: String, b: String| {
+        EvalError::Results {
+        path: path.to_path_buf(),
+        reason: format!(
+            "was written with {field} {a}, this run has {b}; use the same settings to resume, or another --results file"
+        ),
+    }
+    };
+    if theirs.format != ours.format {
+        return Err(differs(
+            "format",
+            theirs.format.to_string(),
+            ours.format.to_string(),
+        ));
+    }
+    if theirs.family != ours.family || theirs.model != ours.model {
+        return Err(differs(
+            "model",
+            format!("{} ({})", theirs.model, theirs.family),
+            format!("{} ({})", ours.model, ours.family),
+        ));
+    }
+    if theirs.dataset != ours.dataset {
+        return Err(differs(
+            "dataset",
+            theirs.dataset.clone(),
+            ours.dataset.clone(),
+        ));
+    }
+    if theirs.inputs != ours.inputs {
+        return Err(differs(
+            "inputs",
+            theirs.inputs.clone(),
+            ours.inputs.clone(),
+        ));
+    }
+    if theirs.steps != ours.steps {
+        return Err(differs(
+            "steps",
+            format!("{:?}", theirs.steps),
+            format!("{:?}", ours.steps),
+        ));
+    }
+    if theirs.seed != ours.seed {
+        return Err(differs(
+            "seed",
+            theirs.seed.to_string(),
+            ours.seed.to_string(),
+        ));
+    }
+    Ok(())
+}

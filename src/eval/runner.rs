@@ -1,0 +1,368 @@
+//! Runs the protocol over questions in chunks of `batch`: one explanation pass per chunk,
+//! then every perturbed input the chunk's methods and tests need, deduplicated (step 1 and
+//! many small k's coincide across methods) and run in forward batches of `batch`. A step
+//! that keeps every unit is the unperturbed input, whose answer the explanation pass gave (so
+//! step 0 is the model's plain accuracy; the reference feeds LXMERT's regions in top-k order
+//! even there, a permutation that changes only rounding).
+//!
+//! A chunk with any record still to do is recomputed whole and only the missing records are
+//! written, so a resumed run batches exactly like an uninterrupted one and writes the same
+//! numbers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::eval::dataset::Question;
+use crate::eval::protocol::{keep_count, kept_image, kept_text, Modality, Test};
+use crate::eval::results::{FailureRecord, Line, PerturbationRecord, RecordKey, ResultsWriter};
+use crate::eval::EvalError;
+use crate::explain::{Explanation, Method, MethodOptions};
+
+/// What one perturbed forward keeps of a sample's input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Keep {
+    /// The unperturbed input.
+    All,
+    /// These token positions ([CLS] … [SEP] indices, ascending), the image whole.
+    Text(Vec<usize>),
+    /// These image units (regions in this order; patches, which the model keeps in raster
+    /// order), the text whole.
+    Image(Vec<usize>),
+}
+
+/// One sample's explanation pass.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    /// The unperturbed prediction (answer index).
+    pub predicted: usize,
+    /// One per method, in the order asked.
+    pub explanations: Vec<Explanation>,
+}
+
+/// A VQA model as the benchmark drives it.
+pub trait EvalModel {
+    /// One question's prepared inputs (pixels or regions, token ids).
+    type Input;
+
+    /// The answer of each logit.
+    fn answers(&self) -> &[String];
+
+    /// Explains a batch with every method.
+    fn explain(
+        &self,
+        inputs: &[&Self::Input],
+        methods: &[Method],
+        opts: &MethodOptions,
+    ) -> Result<Vec<Explained>, EvalError>;
+
+    /// The predicted answer of each perturbed input.
+    fn predict(&self, items: &[(&Self::Input, &Keep)]) -> Result<Vec<usize>, EvalError>;
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub methods: Vec<Method>,
+    pub tests: Vec<Test>,
+    pub steps: Vec<f64>,
+    /// Samples per explanation pass and inputs per perturbed forward.
+    pub batch: usize,
+    /// Stop at the first failing sample instead of recording it and going on.
+    pub strict: bool,
+    pub opts: MethodOptions,
+}
+
+/// What a chunk produced, for progress displays.
+pub struct ChunkDone<'a> {
+    /// Questions of the chunk (done before or now).
+    pub questions: usize,
+    pub written: &'a [PerturbationRecord],
+    pub failures: &'a [FailureRecord],
+}
+
+/// Runs `plan` over `questions`, skipping records in `done`, appending to `writer`.
+pub fn run<M: EvalModel>(
+    model: &M,
+    questions: &[&Question],
+    prepare: impl Fn(&Question) -> Result<M::Input, EvalError>,
+    plan: &Plan,
+    done: &HashSet<RecordKey>,
+    writer: &mut ResultsWriter,
+    mut progress: impl FnMut(ChunkDone<'_>),
+) -> Result<(), EvalError> {
+    for chunk in questions.chunks(plan.batch.max(1)) {
+        let todo = |q: &Question, m: Method, t: Test| {
+            !done.contains(&(q.id.clone(), m.name().to_owned(), t))
+        };
+        let any = chunk.iter().any(|q| {
+            plan.methods
+                .iter()
+                .any(|&m| plan.tests.iter().any(|&t| todo(q, m, t)))
+        });
+        if !any {
+            progress(ChunkDone {
+                questions: chunk.len(),
+                written: &[],
+                failures: &[],
+            });
+            continue;
+        }
+        let outcome = run_chunk(model, chunk, &prepare, plan)?;
+        let mut written = Vec::new();
+        for record in outcome.records {
+            let method: Method = record.method.parse()?;
+            let q = chunk
+                .iter()
+                .find(|q| q.id == record.sample)
+                .expect("own sample");
+            if todo(q, method, record.test()) {
+                writer.append(&Line::Perturbation(record.clone()))?;
+                written.push(record);
+            }
+        }
+        for failure in &outcome.failures {
+            writer.append(&Line::Failure(failure.clone()))?;
+        }
+        progress(ChunkDone {
+            questions: chunk.len(),
+            written: &written,
+            failures: &outcome.failures,
+        });
+    }
+    Ok(())
+}
+
+struct ChunkOutcome {
+    records: Vec<PerturbationRecord>,
+    failures: Vec<FailureRecord>,
+}
+
+/// Per-sample failures of a chunk: recorded and skipped, or (strict) the run's error.
+struct Failures<'q> {
+    strict: bool,
+    by_sample: BTreeMap<usize, (&'q Question, String)>,
+}
+
+impl<'q> Failures<'q> {
+    fn add(&mut self, i: usize, q: &'q Question, e: EvalError) -> Result<(), EvalError> {
+        if self.strict {
+            return Err(EvalError::Sample {
+                id: q.id.clone(),
+                source: Box::new(e),
+            });
+        }
+        self.by_sample.entry(i).or_insert((q, e.to_string()));
+        Ok(())
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.by_sample.contains_key(&i)
+    }
+}
+
+fn run_chunk<M: EvalModel>(
+    model: &M,
+    chunk: &[&Question],
+    prepare: &impl Fn(&Question) -> Result<M::Input, EvalError>,
+    plan: &Plan,
+) -> Result<ChunkOutcome, EvalError> {
+    let mut failures = Failures {
+        strict: plan.strict,
+        by_sample: BTreeMap::new(),
+    };
+    let mut inputs: Vec<Option<M::Input>> = Vec::with_capacity(chunk.len());
+    for (i, q) in chunk.iter().enumerate() {
+        match prepare(q) {
+            Ok(input) => inputs.push(Some(input)),
+            Err(e) => {
+                failures.add(i, q, e)?;
+                inputs.push(None);
+            }
+        }
+    }
+    let explained = explain_isolating(model, chunk, &inputs, plan, &mut failures)?;
+
+    // Every sample × method × test: the keep of each step.
+    // Keyed by (sample, method index, test).
+    let mut keeps: BTreeMap<(usize, usize, Test), Vec<(usize, Keep)>> = BTreeMap::new();
+    for (&i, e) in &explained {
+        for (m, explanation) in e.explanations.iter().enumerate() {
+            if let Err(err) = check_relevance(explanation) {
+                failures.add(i, chunk[i], err)?;
+                continue;
+            }
+            for &test in &plan.tests {
+                let steps = plan
+                    .steps
+                    .iter()
+                    .map(|&s| step_keep(explanation, test, s))
+                    .collect();
+                keeps.insert((i, m, test), steps);
+            }
+        }
+    }
+
+    // Distinct perturbed inputs, ordered by kind and size so that batches pad little.
+    let distinct: BTreeSet<(usize, Keep)> = keeps
+        .iter()
+        .filter(|((i, _, _), _)| !failures.has(*i))
+        .flat_map(|((i, _, _), steps)| steps.iter().map(move |(_, k)| (*i, k.clone())))
+        .filter(|(_, k)| *k != Keep::All)
+        .collect();
+    let mut distinct: Vec<(usize, Keep)> = distinct.into_iter().collect();
+    distinct.sort_by_key(|(i, k)| match k {
+        Keep::Text(t) => (0, t.len(), *i),
+        Keep::Image(u) => (1, u.len(), *i),
+        Keep::All => (2, 0, *i),
+    });
+    let mut answers: HashMap<(usize, Keep), usize> = HashMap::with_capacity(distinct.len());
+    for batch in distinct.chunks(plan.batch.max(1)) {
+        let items: Vec<(&M::Input, &Keep)> = batch
+            .iter()
+            .map(|(i, k)| {
+                (
+                    inputs[*i].as_ref().expect("explained samples have inputs"),
+                    k,
+                )
+            })
+            .collect();
+        match model.predict(&items) {
+            Ok(predicted) => {
+                answers.extend(batch.iter().cloned().zip(predicted));
+            }
+            Err(e) if plan.strict || batch.len() == 1 => {
+                failures.add(batch[0].0, chunk[batch[0].0], e)?;
+            }
+            Err(_) => {
+                // Find the input that fails by running the batch one by one.
+                for (item, key) in items.iter().zip(batch) {
+                    match model.predict(std::slice::from_ref(item)) {
+                        Ok(p) => {
+                            answers.insert(key.clone(), p[0]);
+                        }
+                        Err(e) => failures.add(key.0, chunk[key.0], e)?,
+                    }
+                }
+            }
+        }
+    }
+
+    let labels = model.answers();
+    let mut records = Vec::new();
+    for ((i, m, test), steps) in &keeps {
+        if failures.has(*i) {
+            continue;
+        }
+        let q = chunk[*i];
+        let mut record = PerturbationRecord {
+            sample: q.id.clone(),
+            method: plan.methods[*m].name().to_owned(),
+            modality: test.modality,
+            order: test.order,
+            kept: Vec::with_capacity(steps.len()),
+            answers: Vec::with_capacity(steps.len()),
+            accuracy: Vec::with_capacity(steps.len()),
+        };
+        for (kept, keep) in steps {
+            let answer = match keep {
+                Keep::All => explained[i].predicted,
+                k => answers[&(*i, k.clone())],
+            };
+            let text = &labels[answer];
+            record.kept.push(*kept);
+            record.accuracy.push(q.truth.accuracy(text));
+            record.answers.push(text.clone());
+        }
+        records.push(record);
+    }
+    // Records in sample order, then the plan's method and test order.
+    let method_rank = |m: &str| plan.methods.iter().position(|x| x.name() == m);
+    let test_rank = |t: Test| plan.tests.iter().position(|&x| x == t);
+    let sample_rank = |s: &str| chunk.iter().position(|q| q.id == s);
+    records.sort_by_key(|r| {
+        (
+            sample_rank(&r.sample),
+            method_rank(&r.method),
+            test_rank(r.test()),
+        )
+    });
+    let failures = failures
+        .by_sample
+        .into_values()
+        .map(|(q, error)| FailureRecord {
+            sample: q.id.clone(),
+            error,
+        })
+        .collect();
+    Ok(ChunkOutcome { records, failures })
+}
+
+/// The explanation pass of a chunk; when the batch fails, each sample alone, so that one bad
+/// sample does not sink the others.
+fn explain_isolating<'q, M: EvalModel>(
+    model: &M,
+    chunk: &[&'q Question],
+    inputs: &[Option<M::Input>],
+    plan: &Plan,
+    failures: &mut Failures<'q>,
+) -> Result<BTreeMap<usize, Explained>, EvalError> {
+    let ready: Vec<usize> = (0..chunk.len()).filter(|&i| inputs[i].is_some()).collect();
+    let refs: Vec<&M::Input> = ready.iter().map(|&i| inputs[i].as_ref().unwrap()).collect();
+    if refs.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    match model.explain(&refs, &plan.methods, &plan.opts) {
+        Ok(explained) => return Ok(ready.into_iter().zip(explained).collect()),
+        Err(e) if plan.strict || ready.len() == 1 => {
+            failures.add(ready[0], chunk[ready[0]], e)?;
+            return Ok(BTreeMap::new());
+        }
+        Err(_) => {}
+    }
+    let mut out = BTreeMap::new();
+    for (&i, input) in ready.iter().zip(refs) {
+        match model.explain(&[input], &plan.methods, &plan.opts) {
+            Ok(mut e) => {
+                out.insert(i, e.remove(0));
+            }
+            Err(e) => failures.add(i, chunk[i], e)?,
+        }
+    }
+    Ok(out)
+}
+
+/// Relevance must be finite to be ranked (a NaN would sort arbitrarily).
+fn check_relevance(e: &Explanation) -> Result<(), EvalError> {
+    let bad = e
+        .image_relevance
+        .iter()
+        .chain(&e.text_relevance)
+        .any(|v| !v.is_finite());
+    if bad {
+        Err(EvalError::Relevance(e.method))
+    } else {
+        Ok(())
+    }
+}
+
+/// Units kept at `step` (for the record) and the input to run.
+fn step_keep(e: &Explanation, test: Test, step: f64) -> (usize, Keep) {
+    match test.modality {
+        Modality::Image => {
+            let n = e.image_relevance.len();
+            if keep_count(step, n) == n {
+                return (n, Keep::All);
+            }
+            let kept = kept_image(&e.image_relevance, test.order, step);
+            (kept.len(), Keep::Image(kept))
+        }
+        Modality::Text => {
+            let t = e.text_relevance.len();
+            let words = t.saturating_sub(2);
+            if keep_count(step, words) == words {
+                return (words, Keep::All);
+            }
+            let kept = kept_text(&e.text_relevance, test.order, step);
+            (kept.len() - 2, Keep::Text(kept))
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Line charts on PNG: panels side by side that share axes (x and y from 0 to the given
+//! maxima, gridlines, tick labels), one coloured line with markers per series and one legend
+//! below. Drawn by hand with the bitmap font, so it needs no system fonts.
+
+use image::{Rgb, RgbImage};
+
+use crate::render::font::{draw_text, text_width, CELL};
+
+/// One line: (x, y) points in data units, drawn in order.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart of a figure.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    pub title: String,
+    pub series: Vec<Series>,
+}
+
+/// Axes shared by every panel of a figure.
+#[derive(Debug, Clone)]
+pub struct Axes {
+    pub x_label: String,
+    pub y_label: String,
+    /// Tick positions and their labels.
+    pub x_ticks: Vec<(f64, String)>,
+    pub y_ticks: Vec<(f64, String)>,
+    pub x_max: f64,
+    pub y_max: f64,
+}
+
+/// Tableau's ten colours: distinct for the usual colour-vision deficiencies too.
+const PALETTE: [[u8; 3]; 10] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
+];
+
+pub fn series_color(i: usize) -> [u8; 3] {
+    PALETTE[i % PALETTE.len()]
+}
+
+const WHITE: [u8; 3] = [255, 255, 255];
+const BLACK: [u8; 3] = [0, 0, 0];
+const GRID: [u8; 3] = [225, 225, 225];
+const PLOT_W: u32 = 480;
+const PLOT_H: u32 = 320;
+const LEFT: u32 = 80;
+const RIGHT: u32 = 30;
+const TOP: u32 = 100;
+const BOTTOM: u32 = 64;
+
+/// A figure: a title, the panels left to right, a legend of the first panel's series names
+/// (every panel is expected to list the same series in the same order).
+pub fn line_charts(title: &str, axes: &Axes, panels: &[Panel]) -> RgbImage {
+    let names: Vec<&str> = panels
+        .first()
+        .map(|p| p.series.iter().map(|s| s.name.as_str()).collect())
+        .unwrap_or_default();
+    let panel_w = LEFT + PLOT_W + RIGHT;
+    let width = (panel_w * panels.len().max(1) as u32).max(text_width(title, 2) + 40);
+    let entry_w = names.iter().map(|n| text_width(n, 2)).max().unwrap_or(0) + 64;
+    let legend_cols = (width.saturating_sub(20) / entry_w).max(1);
+    let legend_rows = (names.len() as u32).div_ceil(legend_cols);
+    let height = TOP + PLOT_H + BOTTOM + 20 + legend_rows * 24 + 10;
+    let mut img = RgbImage::from_pixel(width, height, Rgb(WHITE));
+    draw_text(&mut img, 20, 14, title, 2, BLACK);
+    for (p, panel) in panels.iter().enumerate() {
+        draw_panel(&mut img, LEFT + p as u32 * panel_w, panel, axes);
+    }
+    let legend_top = TOP + PLOT_H + BOTTOM + 20;
+    for (i, name) in names.iter().enumerate() {
+        let (col, row) = (i as u32 % legend_cols, i as u32 / legend_cols);
+        let (x, y) = (20 + col * entry_w, legend_top + row * 24);
+        let color = series_color(i);
+        fill(&mut img, x, y + 6, 28, 4, color);
+        fill(&mut img, x + 10, y + 4, 8, 8, color);
+        draw_text(&mut img, (x + 36) as i32, y as i32, name, 2, BLACK);
+    }
+    img
+}
+
+fn draw_panel(img: &mut RgbImage, left: u32, panel: &Panel, axes: &Axes) {
+    let (x0, y0) = (left, TOP);
+    let to_px = |x: f64, y: f64| -> (f64, f64) {
+        (
+            f64::from(x0) + x / axes.x_max * f64::from(PLOT_W),
+            f64::from(y0 + PLOT_H) - y / axes.y_max * f64::from(PLOT_H),
+        )
+    };
+    let title_x = x0 + PLOT_W.saturating_sub(text_width(&panel.title, 2)) / 2;
+    draw_text(
+        img,
+        title_x as i32,
+        (TOP - 44) as i32,
+        &panel.title,
+        2,
+        BLACK,
+    );
+    for (y, label) in &axes.y_ticks {
+        let (_, py) = to_px(0.0, *y);
+        fill(img, x0, py as u32, PLOT_W, 1, GRID);
+        let w = text_width(label, 1);
+        draw_text(img, (x0 - 8 - w) as i32, py as i32 - 4, label, 1, BLACK);
+    }
+    for (x, label) in &axes.x_ticks {
+        let (px, _) = to_px(*x, 0.0);
+        fill(img, px as u32, y0, 1, PLOT_H, GRID);
+        let w = text_width(label, 1);
+        draw_text(
+            img,
+            px as i32 - (w / 2) as i32,
+            (y0 + PLOT_H + 8) as i32,
+            label,
+            1,
+            BLACK,
+        );
+    }
+    fill(img, x0, y0, 1, PLOT_H + 1, BLACK);
+    fill(img, x0, y0 + PLOT_H, PLOT_W, 1, BLACK);
+    let xl = &axes.x_label;
+    let xl_x = x0 + PLOT_W.saturating_sub(text_width(xl, 2)) / 2;
+    draw_text(img, xl_x as i32, (y0 + PLOT_H + 26) as i32, xl, 2, BLACK);
+    // The y label, horizontal above the axis (the font has no rotation).
+    draw_text(
+        img,
+        x0 as i32 - 40,
+        (TOP - 8 - CELL) as i32,
+        &axes.y_label,
+        1,
+        BLACK,
+    );
+    for (i, s) in panel.series.iter().enumerate() {
+        let color = series_color(i);
+        let px: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| to_px(x, y)).collect();
+        for w in px.windows(2) {
+            line(img, w[0], w[1], color);
+        }
+        for &(x, y) in &px {
+            fill(
+                img,
+                (x - 3.0).max(0.0) as u32,
+                (y - 3.0).max(0.0) as u32,
+                7,
+                7,
+                color,
+            );
+        }
+    }
+}
+
+/// A 3-pixel-wide line, stamped along the segment.
+fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), color: [u8; 3]) {
+    let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
+    for i in 0..=steps {
+        let t = i as f64 / steps as f64;
+        let (x, y) = (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1));
+        fill(
+            img,
+            (x - 1.0).max(0.0) as u32,
+            (y - 1.0).max(0.0) as u32,
+            3,
+            3,
+            color,
+        );
+    }
+}
+
+fn fill(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, color: [u8; 3]) {
+    for py in y..(y + h).min(img.height()) {
+        for px in x..(x + w).min(img.width()) {
+            img.put_pixel(px, py, Rgb(color));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_series_in_their_colours() {
+        let axes = Axes {
+            x_label: "x".into(),
+            y_label: "y".into(),
+            x_ticks: vec![(0.0, "0".into()), (1.0, "1".into())],
+            y_ticks: vec![(0.0, "0".into()), (100.0, "100".into())],
+            x_max: 1.0,
+            y_max: 100.0,
+        };
+        let panel = Panel {
+            title: "p".into(),
+            series: vec![
+                Series {
+                    name: "a".into(),
+                    points: vec![(0.0, 100.0), (1.0, 0.0)],
+                },
+                Series {
+                    name: "b".into(),
+                    points: vec![(0.0, 50.0), (1.0, 50.0)],
+                },
+            ],
+        };
+        let img = line_charts("t", &axes, &[panel.clone(), panel]);
+        // The middle of series b (y = 50) in the first panel is b's colour.
+        let (x, y) = (LEFT + PLOT_W / 4, TOP + PLOT_H / 2);
+        assert_eq!(img.get_pixel(x, y).0, series_color(1));
+        // Series a starts at the top-left corner of the plot.
+        assert_eq!(img.get_pixel(LEFT + 1, TOP + 1).0, series_color(0));
+    }
+}

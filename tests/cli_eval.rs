@@ -1,0 +1,453 @@
+//! `fiedler eval` end to end on the random-weight fixtures, with a tiny question file in each
+//! format: the report's files and numbers, step 0 equal to the model's plain accuracy, reruns
+//! byte-identical, a run killed part-way (kill -9) and resumed equal to an uninterrupted one,
+//! and bad inputs failing with clear messages (or, per sample, logged and counted).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixtures;
+use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Question};
+use fiedler::explain::{Method, MethodOptions};
+use fiedler::session::{AnswerTarget, LxmertSession, PairRequest, RegionRequest, ViltSession};
+use serde_json::Value;
+
+fn fiedler() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fiedler"))
+}
+
+fn run(args: &[&str]) -> Output {
+    fiedler().args(args).output().expect("binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fiedler-eval-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn eval_fixture(name: &str) -> PathBuf {
+    fixtures().join("eval").join(name)
+}
+
+/// LXMERT on its features folder, 7 questions (LXMERT format).
+fn lxmert_args(results: &Path, batch: &str) -> Vec<String> {
+    [
+        "eval",
+        "--model",
+        &s(&fixtures().join("lxmert")),
+        "--dataset",
+        &s(&eval_fixture("lxmert-valid.json")),
+        "--features",
+        &s(&fixtures().join("lxmert")),
+        "--file-pattern",
+        "regions_{id}.safetensors",
+        "--results",
+        &s(results),
+        "--batch",
+        batch,
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect()
+}
+
+/// ViLT on one COCO image, 5 questions (official VQA v2 format).
+fn vilt_args(results: &Path) -> Vec<String> {
+    [
+        "eval",
+        "--model",
+        &s(&fixtures().join("vilt")),
+        "--questions",
+        &s(&eval_fixture("vilt-questions.json")),
+        "--annotations",
+        &s(&eval_fixture("vilt-annotations.json")),
+        "--images",
+        &s(&fixtures().join("images")),
+        "--file-pattern",
+        "coco_{id}.jpg",
+        "--results",
+        &s(results),
+        "--batch",
+        "2",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect()
+}
+
+fn run_ok(args: &[String]) -> Output {
+    let out = fiedler().args(args).output().expect("binary runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
+}
+
+/// The mean VQA accuracy (%) of these answers.
+fn mean_accuracy(questions: &[Question], answers: &[&str]) -> f64 {
+    let total: f64 = questions
+        .iter()
+        .zip(answers)
+        .map(|(q, a)| q.truth.accuracy(a))
+        .sum();
+    100.0 * total / questions.len() as f64
+}
+
+/// The plain predictions through the explain path (one cheap method).
+fn explain_args() -> (Vec<Method>, MethodOptions, AnswerTarget) {
+    (
+        vec![Method::RawAttn],
+        MethodOptions::default(),
+        AnswerTarget::Predicted,
+    )
+}
+
+fn report_json(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// Every cell has every method's 4 tests, AUCs and accuracies in [0, 100], and step 0 equal
+/// to `plain` (the model's accuracy on the unperturbed questions, in %).
+fn check_report(dir: &Path, samples: usize, plain: f64) {
+    for file in [
+        "report.md",
+        "report.json",
+        "curves-image.png",
+        "curves-text.png",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} missing");
+    }
+    let png = image::open(dir.join("curves-image.png")).unwrap();
+    assert!(png.width() > 600 && png.height() > 300);
+    let report = report_json(dir);
+    assert_eq!(report["samples"].as_u64().unwrap() as usize, samples);
+    let rows = report["methods"].as_array().unwrap();
+    assert_eq!(rows.len(), Method::ALL.len());
+    for row in rows {
+        let tests = row["tests"].as_object().unwrap();
+        assert_eq!(tests.len(), 4, "{row}");
+        for (column, cell) in tests {
+            let auc = cell["auc"].as_f64().unwrap();
+            assert!((0.0..=100.0).contains(&auc), "{column}: {auc}");
+            let acc: Vec<f64> = cell["accuracy"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(acc.len(), 9);
+            assert!(acc.iter().all(|a| (0.0..=100.0).contains(a)));
+            assert!(
+                (acc[0] - plain).abs() < 1e-9,
+                "{} {column}: step 0 {} vs plain accuracy {plain}",
+                row["method"],
+                acc[0]
+            );
+            assert_eq!(cell["samples"].as_u64().unwrap() as usize, samples);
+        }
+    }
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("| method | image+ ↓ | image− ↑ | text+ ↓ | text− ↑ | samples |"));
+    assert!(md.contains("AUC = Σ_m"));
+}
+
+#[test]
+fn lxmert_eval_reports_and_reruns_identically() {
+    let dir = scratch("lxmert");
+    let results = dir.join("a/results.jsonl");
+    run_ok(&lxmert_args(&results, "3"));
+
+    // The model's plain accuracy on the same questions, through the explain path.
+    let data = read_lxmert_json(&eval_fixture("lxmert-valid.json")).unwrap();
+    let session = LxmertSession::open(&fixtures().join("lxmert"), None).unwrap();
+    let (methods, opts, target) = explain_args();
+    let requests: Vec<RegionRequest> = data
+        .questions
+        .iter()
+        .map(|q| RegionRequest {
+            regions: fixtures().join(format!("lxmert/regions_{}.safetensors", q.image_id)),
+            image_id: None,
+            question: q.text.clone(),
+        })
+        .collect();
+    let answers = session
+        .explain(&requests, &methods, &opts, &target, 1, |_| {})
+        .unwrap();
+    let answers: Vec<&str> = answers.iter().map(|(r, _)| r.answer.as_str()).collect();
+    let plain = mean_accuracy(&data.questions, &answers);
+    check_report(&results.parent().unwrap(), 7, plain);
+
+    // The same run again, elsewhere: byte-identical results and report.
+    let again = dir.join("b/results.jsonl");
+    run_ok(&lxmert_args(&again, "3"));
+    let bytes = |p: &Path| std::fs::read(p).unwrap();
+    let text = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .replace(&s(&dir.join("b")), "")
+    };
+    assert_eq!(bytes(&results), bytes(&again));
+    assert_eq!(
+        text(&dir.join("a/report.md")).replace(&s(&dir.join("a")), ""),
+        text(&dir.join("b/report.md"))
+    );
+    // A rerun into the same file has nothing left to do and changes nothing.
+    let before = bytes(&results);
+    run_ok(&lxmert_args(&results, "3"));
+    assert_eq!(bytes(&results), before);
+
+    // `eval report` rebuilds the same report from the results alone.
+    let rebuilt = dir.join("rebuilt");
+    run_ok(&[
+        "eval".into(),
+        "report".into(),
+        s(&results),
+        "--out".into(),
+        s(&rebuilt),
+    ]);
+    assert_eq!(
+        std::fs::read(dir.join("a/report.json")).unwrap(),
+        std::fs::read(rebuilt.join("report.json")).unwrap()
+    );
+    // The TSV holds the same features: the same numbers.
+    let tsv = dir.join("tsv/results.jsonl");
+    let mut args = lxmert_args(&tsv, "3");
+    let at = args.iter().position(|a| a == "--features").unwrap();
+    args[at + 1] = s(&fixtures().join("lxmert/regions.tsv"));
+    args.drain(at + 2..at + 4);
+    run_ok(&args);
+    let records = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(records(&tsv), records(&results));
+}
+
+#[test]
+fn vilt_eval_with_official_vqa_files() {
+    let dir = scratch("vilt");
+    let results = dir.join("results.jsonl");
+    run_ok(&vilt_args(&results));
+    let data = read_vqa_v2(
+        &eval_fixture("vilt-questions.json"),
+        &eval_fixture("vilt-annotations.json"),
+    )
+    .unwrap();
+    let session = ViltSession::open(&fixtures().join("vilt")).unwrap();
+    let (methods, opts, target) = explain_args();
+    let pairs: Vec<PairRequest> = data
+        .questions
+        .iter()
+        .map(|q| PairRequest {
+            image: fixtures().join(format!("images/coco_{}.jpg", q.image_id)),
+            text: q.text.clone(),
+        })
+        .collect();
+    let answers = session
+        .explain(&pairs, &methods, &opts, &target, 1, |_| {})
+        .unwrap();
+    let answers: Vec<&str> = answers.iter().map(|r| r.answer.as_str()).collect();
+    let plain = mean_accuracy(&data.questions, &answers);
+    assert!(
+        plain > 0.0,
+        "the fixture questions should credit some answers"
+    );
+    check_report(&dir, 5, plain);
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read(p).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
+#[test]
+fn killed_run_resumes_to_the_uninterrupted_result() {
+    let dir = scratch("resume");
+    let full = dir.join("full/results.jsonl");
+    run_ok(&lxmert_args(&full, "2"));
+    let total = lines(&full);
+    assert_eq!(total, 1 + 7 * Method::ALL.len() * 4);
+
+    // kill -9 once some records are on disk, however far the run got by then.
+    let part = dir.join("part/results.jsonl");
+    let mut killed = false;
+    for threshold in [40, 10, 2] {
+        let _ = std::fs::remove_file(&part);
+        let mut child = fiedler()
+            .args(lxmert_args(&part, "2"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while lines(&part) < threshold && start.elapsed() < Duration::from_secs(60) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if !status.success() && lines(&part) < total {
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "the run always finished before it could be killed");
+    let done_before = lines(&part);
+    assert!(done_before < total);
+
+    // A torn last line, as a kill in the middle of a write leaves it.
+    let mut bytes = std::fs::read(&part).unwrap();
+    bytes.extend_from_slice(br#"{"kind":"perturbation","sample":"10"#);
+    std::fs::write(&part, bytes).unwrap();
+
+    let out = run_ok(&lxmert_args(&part, "2"));
+    assert!(
+        stderr(&out).contains("partly written line"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(&part).unwrap(),
+        std::fs::read(&full).unwrap(),
+        "resumed results differ from the uninterrupted run's"
+    );
+}
+
+#[test]
+fn failing_samples_are_logged_counted_and_strict_stops() {
+    let dir = scratch("failing");
+    // Question 1004's image has no features file.
+    let data: Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_fixture("lxmert-valid.json")).unwrap())
+            .unwrap();
+    let mut items = data.as_array().unwrap().clone();
+    items[3]["img_id"] = Value::from("synth_000404");
+    let dataset = dir.join("valid.json");
+    std::fs::write(&dataset, serde_json::to_string(&items).unwrap()).unwrap();
+    let results = dir.join("results.jsonl");
+    let mut args = lxmert_args(&results, "3");
+    let at = args.iter().position(|a| a == "--dataset").unwrap();
+    args[at + 1] = s(&dataset);
+    let out = run_ok(&args);
+    assert!(
+        stderr(&out).contains("sample 1004 failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("synth_000404"), "{}", stderr(&out));
+    let report = report_json(&dir);
+    assert_eq!(report["samples"], 6);
+    assert_eq!(report["failed_samples"][0]["sample"], "1004");
+    assert!(std::fs::read_to_string(dir.join("report.md"))
+        .unwrap()
+        .contains("6 evaluated, 1 failed"));
+
+    let strict = dir.join("strict/results.jsonl");
+    let mut args = lxmert_args(&strict, "3");
+    args[at + 1] = s(&dataset);
+    args.push("--strict".into());
+    let out = fiedler().args(&args).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("sample 1004"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_inputs_fail_with_clear_messages() {
+    let dir = scratch("bad");
+    let results = dir.join("results.jsonl");
+    let expect_error = |args: Vec<String>, needle: &str| {
+        let out = fiedler().args(&args).output().unwrap();
+        assert!(!out.status.success(), "expected failure with {needle:?}");
+        let err = stderr(&out);
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    let with = |mut args: Vec<String>, flag: &str, value: &Path| {
+        let at = args.iter().position(|a| a == flag).unwrap();
+        args[at + 1] = s(value);
+        args
+    };
+
+    // Annotations that do not belong to the questions.
+    let annotations = dir.join("annotations.json");
+    let mut ann: Value = serde_json::from_str(
+        &std::fs::read_to_string(eval_fixture("vilt-annotations.json")).unwrap(),
+    )
+    .unwrap();
+    ann["annotations"][2]["question_id"] = Value::from(99);
+    std::fs::write(&annotations, ann.to_string()).unwrap();
+    expect_error(
+        with(vilt_args(&results), "--annotations", &annotations),
+        "question 127510002 has no annotation",
+    );
+    ann["annotations"][2]["question_id"] = Value::from(127510002);
+    ann["annotations"][2]["image_id"] = Value::from(5);
+    std::fs::write(&annotations, ann.to_string()).unwrap();
+    expect_error(
+        with(vilt_args(&results), "--annotations", &annotations),
+        "is about image 127510 but its annotation about image 5",
+    );
+
+    // An empty dataset.
+    let empty = dir.join("empty.json");
+    std::fs::write(&empty, "[]").unwrap();
+    expect_error(
+        with(lxmert_args(&results, "2"), "--dataset", &empty),
+        "has no questions",
+    );
+
+    // Answers the model does not know.
+    let foreign = dir.join("foreign.json");
+    std::fs::write(
+        &foreign,
+        r#"[{"question_id": 1, "img_id": "synth_000001", "sent": "what is it?", "label": {"spaceship": 1.0}}]"#,
+    )
+    .unwrap();
+    expect_error(
+        with(lxmert_args(&results, "2"), "--dataset", &foreign),
+        "answer list does not match the dataset",
+    );
+
+    // A results file from other settings is not mixed into.
+    run_ok(&lxmert_args(&results, "2"));
+    let mut args = lxmert_args(&results, "2");
+    args.extend(["--steps".into(), "0,0.5,1".into()]);
+    expect_error(args, "was written with steps");
+
+    // Orders are named, never booleans.
+    let mut args = lxmert_args(&dir.join("o.jsonl"), "2");
+    args.extend(["--order".into(), "true".into()]);
+    expect_error(args, "unknown order \"true\"");
+
+    // CLIP is not a VQA model.
+    let out = run(&[
+        "eval",
+        "--model",
+        &s(&fixtures().join("clip")),
+        "--dataset",
+        &s(&eval_fixture("lxmert-valid.json")),
+        "--results",
+        &s(&dir.join("clip.jsonl")),
+    ]);
+    assert!(
+        stderr(&out).contains("needs a VQA model"),
+        "{}",
+        stderr(&out)
+    );
+}
