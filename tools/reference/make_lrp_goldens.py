@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""Golden LRP relevance (attn_cam) and the LRP methods for the tiny random LXMERT fixture.
+
+Writes tests/fixtures/lxmert/lrp.safetensors and lrp.json from the committed fixture (model
+weights, golden.safetensors inputs, golden.json token ids); it needs no tokenizer.
+
+Per case (b1, b3) and pair b, unpadded (text axes sliced to the pair's T tokens):
+  <c>.cam.<module>.<b>        [H, Nq, Nk]  attn_cam of every attention module (lrp_lxmert.py)
+  <c>.<method>.image.<b>      [regions]    method vectors, methods below
+  <c>.<method>.text.<b>       [T]
+  <c>.chefer-lrp.naive-f32.{image,text}.<b>   chefer-lrp with R held as I + ΔR in float32 (the
+                              form spec §H warns about), to show that the precision matters.
+  <c>.chefer-lrp.small[.naive-f32].{image,text}.<b>   the same with every attn_cam times SMALL =
+                              1e-7 (the size of LRP relevance in a base-size random model): there
+                              the naive float32 form deviates by ~5e-4 of the maximum.
+
+Methods (spec §C.1-§C.3, C.11; Abar = mean_h((dA * cam)^+)):
+  transformer-attribution  R_tt = I; R_tt += Abar R_tt over lang.0.., xlang.0..X-1 (cross attention
+                           ignored); image = Abar(xt2i.X-1)[0]; text = R_tt[0] with [0] = 0
+  partial-lrp              R_ti = mean_h cam(xt2i.X-1), R_tt = mean_h cam(xlang.X-1), each min-max
+                           normalised over the whole matrix; R_tt[0,0] = 0; rows 0
+  chefer-lrp               rm_with_lrp: chefer (lxmert_methods.chefer) with cam in place of A
+
+Arithmetic: forward + LRP in float64 (float32 run reported for comparison), methods in float64,
+stored float32.  Run: tools/reference/.venv/bin/python tools/reference/make_lrp_goldens.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lrp_lxmert  # noqa: E402
+import lrp_rules  # noqa: E402
+import lxmert_methods as lm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+LX = REPO / "tests" / "fixtures" / "lxmert"
+METHODS = ["transformer-attribution", "partial-lrp", "chefer-lrp"]
+# The precision case: attn_cam scaled to what a base-size random-weight model gives (spec §H)
+SMALL = 1e-7
+
+
+def f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+def rule5(a, g):
+    return np.maximum(f64(g) * f64(a), 0.0).mean(axis=0)
+
+
+def minmax(m):
+    lo, hi = m.min(), m.max()
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
+def transformer_attribution(cam, grad, n_l, n_x):
+    T = cam["lang.0"].shape[-1]
+    Dtt = np.zeros((T, T))  # R_tt - I
+    for key in [f"lang.{l}" for l in range(n_l)] + [f"xlang.{k}" for k in range(n_x)]:
+        A = rule5(cam[key], grad[key])
+        Dtt = Dtt + A @ (np.eye(T) + Dtt)
+    image = rule5(cam[f"xt2i.{n_x - 1}"], grad[f"xt2i.{n_x - 1}"])[0]
+    text = Dtt[0].copy()
+    text[0] = 0.0
+    return image, text
+
+
+def partial_lrp(cam, n_x):
+    rti = minmax(f64(cam[f"xt2i.{n_x - 1}"]).mean(0))
+    rtt = minmax(f64(cam[f"xlang.{n_x - 1}"]).mean(0))
+    rtt[0, 0] = 0.0
+    return rti[0].copy(), rtt[0].copy()
+
+
+def chefer_naive_f32(cam, grad, n_l, n_r, n_x):
+    """chefer_literal in float32: R = I + ΔR rounds the small LRP terms away (spec §H)."""
+    c32 = {k: np.asarray(v, np.float32) for k, v in cam.items()}
+    g32 = {k: np.asarray(v, np.float32) for k, v in grad.items()}
+    old = lm.f64
+    lm.f64 = lambda x: np.asarray(x, dtype=np.float32)
+    try:
+        rtt, rti = lm.chefer_literal(c32, g32, n_l, n_r, n_x)
+    finally:
+        lm.f64 = old
+    return lm.readout(rtt, rti)
+
+
+def lxmert(tensors, meta):
+    g = load_file(str(LX / "golden.safetensors"))
+    gj = json.loads((LX / "golden.json").read_text())
+    cfg = json.loads((LX / "config.json").read_text())
+    n_l, n_r, n_x, heads = cfg["l_layers"], cfg["r_layers"], cfg["x_layers"], cfg["num_attention_heads"]
+    sd32 = load_file(str(LX / "model.safetensors"))
+    sd64 = {k: v.double() for k, v in sd32.items()}
+    cases = {}
+    worst_f32 = {}
+    for c in ("b1", "b3"):
+        ids = torch.tensor(gj["cases"][c]["input_ids"])
+        mask = torch.tensor(gj["cases"][c]["attention_mask"])
+        pairs = []
+        for b in range(ids.shape[0]):
+            T = int(mask[b].sum())
+            run = {}
+            for name, sd, dt in (("f64", sd64, torch.float64), ("f32", sd32, torch.float32)):
+                feats = g[f"{c}.features"][b:b + 1].to(dt)
+                boxes = g[f"{c}.boxes"][b:b + 1].to(dt)
+                run[name] = lrp_lxmert.forward_and_relprop(sd, ids[b:b + 1, :T], feats, boxes, heads, n_l, n_r, n_x)
+            logits, target, probs, grads, cams = run["f64"]
+            assert target == int(g[f"{c}.predicted"][b]), (c, b, target)
+            d_logit = float((logits[0].float() - g[f"{c}.logits"][b]).abs().max())
+            assert d_logit < 1e-4, d_logit
+            for key, p in probs.items():
+                ref = g[f"{c}.attn.{key}"][b].double()
+                kind = key.split(".")[0]
+                ref = ref[:, :T, :T] if kind in ("lang", "xlang") else ref[:, :T] if kind == "xt2i" else \
+                    ref[:, :, :T] if kind == "xi2t" else ref
+                assert float((p[0] - ref).abs().max()) < 1e-5, key
+            for key, cam in cams.items():
+                c32 = run["f32"][4][key][0].double()
+                scale = float(cam.abs().max())
+                rel = float((c32 - cam[0]).abs().max()) / scale if scale > 0 else 0.0
+                worst_f32[key] = max(worst_f32.get(key, 0.0), rel)
+                tensors[f"lxmert.{c}.cam.{key}.{b}"] = cam[0].float()
+            cam_np = {k: v[0].numpy() for k, v in cams.items()}
+            grad_np = {k: v[0].numpy() for k, v in grads.items()}
+            out = {
+                "transformer-attribution": transformer_attribution(cam_np, grad_np, n_l, n_x),
+                "partial-lrp": partial_lrp(cam_np, n_x),
+                "chefer-lrp": lm.readout(*lm.chefer(cam_np, grad_np, n_l, n_r, n_x)),
+                "chefer-lrp.naive-f32": chefer_naive_f32(cam_np, grad_np, n_l, n_r, n_x),
+            }
+            small = {k: v * SMALL for k, v in cam_np.items()}
+            out["chefer-lrp.small"] = lm.readout(*lm.chefer(small, grad_np, n_l, n_r, n_x))
+            out["chefer-lrp.small.naive-f32"] = chefer_naive_f32(small, grad_np, n_l, n_r, n_x)
+            for m, (img, txt) in out.items():
+                assert np.all(np.isfinite(img)) and np.all(np.isfinite(txt)), m
+                tensors[f"lxmert.{c}.{m}.image.{b}"] = torch.from_numpy(np.ascontiguousarray(img, np.float32))
+                tensors[f"lxmert.{c}.{m}.text.{b}"] = torch.from_numpy(np.ascontiguousarray(txt, np.float32))
+            naive_dev = {}
+            for case in ("chefer-lrp", "chefer-lrp.small"):
+                for side, i in (("image", 0), ("text", 1)):
+                    ref, naive = out[case][i], out[case + ".naive-f32"][i]
+                    naive_dev[f"{case}.{side}"] = float(np.abs(naive - ref).max() / np.abs(ref).max())
+            cam_ranges = {k: [float(v.min()), float(v.max())] for k, v in cam_np.items()}
+            pairs.append({"text_len": T, "target": target, "naive_f32_chefer_lrp_rel_dev": naive_dev,
+                          "cam_min_max": cam_ranges})
+        cases[c] = pairs
+    meta["lxmert"] = {
+        "layers": {"l": n_l, "r": n_r, "x": n_x}, "heads": heads,
+        "target": "one-hot at the predicted (argmax) answer",
+        "cases": cases,
+        "cam_f32_vs_f64_max_rel": worst_f32,
+        "keys": {"lxmert.<c>.cam.<module>.<b>": "[H, Nq, Nk] unpadded",
+                 "lxmert.<c>.<method>.{image,text}.<b>": "[regions] / [T]"},
+    }
+    print("lxmert: attn_cam float32 vs float64 max rel per module:",
+          {k: f"{v:.1e}" for k, v in worst_f32.items()})
+    print("lxmert: naive f32 chefer-lrp deviation:", [p["naive_f32_chefer_lrp_rel_dev"] for c in cases.values() for p in c])
+
+
+def main():
+    meta = {
+        "description": "golden LRP relevance at the attention maps (attn_cam) and the LRP methods "
+        "(tools/reference/make_lrp_goldens.py, lrp_rules.py, lrp_lxmert.py; spec §D, §C.1-§C.3)",
+        "rules": lrp_rules.__doc__,
+        "methods": METHODS,
+        "conservation_rel_err": lrp_rules.conservation(),
+        "hand_example": lrp_rules.hand_example(),
+        "versions": {"torch": torch.__version__, "numpy": np.__version__},
+    }
+    tensors: dict[str, torch.Tensor] = {}
+    lxmert(tensors, meta)
+    lx = {k[len("lxmert."):]: v.contiguous() for k, v in sorted(tensors.items()) if k.startswith("lxmert.")}
+    save_file(lx, str(LX / "lrp.safetensors"), metadata={"format": "pt"})
+    meta["tensors"] = {k: list(v.shape) for k, v in lx.items()}
+    meta["model_safetensors_sha256"] = hashlib.sha256((LX / "model.safetensors").read_bytes()).hexdigest()
+    (LX / "lrp.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"wrote {LX / 'lrp.safetensors'} ({(LX / 'lrp.safetensors').stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
