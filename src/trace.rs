@@ -14,6 +14,8 @@ pub struct LayerTrace<Buf> {
     /// ∂target/∂attention, same shape. Every entry, masked ones included (as autograd).
     /// `None` when the trace was recorded without a backward (`record`).
     pub attention_grad: Option<Buf>,
+    /// LRP relevance at the probabilities (§D), same shape; `None` without an LRP pass.
+    pub relevance: Option<Buf>,
     /// The layer output [batch, tokens, width].
     pub output: Buf,
 }
@@ -54,6 +56,7 @@ impl<Buf> TowerTrace<Buf> {
             .map(|(a, g)| LayerTrace {
                 attention: a.probs,
                 attention_grad: g,
+                relevance: None,
                 output: a.out,
             })
             .collect();
@@ -89,6 +92,7 @@ impl<Buf> TowerTrace<Buf> {
                         .as_ref()
                         .map(|g| be.download(g))
                         .transpose()?,
+                    relevance: l.relevance.as_ref().map(|r| be.download(r)).transpose()?,
                     output: be.download(&l.output)?,
                 })
             })

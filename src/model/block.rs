@@ -5,6 +5,7 @@
 //! key|value rows the attention op reads.
 
 use crate::backend::{Activation, AttentionShape, Backend};
+use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
 use crate::model::ModelError;
 
@@ -32,12 +33,12 @@ pub struct EncoderDims {
 
 pub struct LayerWeights<B: Backend> {
     ln1: (B::Buf, B::Buf),
-    query: (B::Buf, B::Buf),
-    key_value: (B::Buf, B::Buf),
-    attn_out: (B::Buf, B::Buf),
+    query: Linear<B>,
+    key_value: Linear<B>,
+    attn_out: Linear<B>,
     ln2: (B::Buf, B::Buf),
-    fc1: (B::Buf, B::Buf),
-    fc2: (B::Buf, B::Buf),
+    fc1: Linear<B>,
+    fc2: Linear<B>,
 }
 
 /// What one layer's forward keeps for the backward and the explanation methods.
@@ -82,10 +83,10 @@ pub(crate) fn load_linear<B: Backend>(
     name: &str,
     out_dim: usize,
     in_dim: usize,
-) -> Result<(B::Buf, B::Buf), ModelError> {
+) -> Result<Linear<B>, ModelError> {
     let weight = w.tensor(&format!("{name}.weight"), &[out_dim, in_dim])?;
     let bias = w.tensor(&format!("{name}.bias"), &[out_dim])?;
-    Ok((
+    Ok(Linear::new(
         be.upload_weight(&weight, out_dim, in_dim)?,
         be.upload(&bias)?,
     ))
@@ -126,7 +127,7 @@ impl<B: Backend> Encoder<B> {
                 Ok(LayerWeights {
                     ln1: load_norm(be, w, &part(names.ln1), d)?,
                     query: load_linear(be, w, &part(names.query), d, d)?,
-                    key_value: (be.upload_weight(&kv_w, 2 * d, d)?, be.upload(&kv_b)?),
+                    key_value: Linear::new(be.upload_weight(&kv_w, 2 * d, d)?, be.upload(&kv_b)?),
                     attn_out: load_linear(be, w, &part(names.attn_out), d, d)?,
                     ln2: load_norm(be, w, &part(names.ln2), d)?,
                     fc1: load_linear(be, w, &part(names.fc1), dims.intermediate, d)?,
