@@ -40,8 +40,19 @@ fn linear_relprop(x: &[f32], w: &[f32], r: &[f32], m: usize, k: usize, n: usize)
     let w = be.upload_weight(w, n, k).unwrap();
     let abs = be.abs_weight(&w).unwrap();
     let mut rx = vec![0.0; m * k];
-    be.lrp_linear(&mut rx, &r.to_vec(), &x.to_vec(), &w, &abs, m, k, n, false)
-        .unwrap();
+    be.lrp_linear(
+        &mut rx,
+        &r.to_vec(),
+        &x.to_vec(),
+        None,
+        &w,
+        &abs,
+        m,
+        k,
+        n,
+        false,
+    )
+    .unwrap();
     rx
 }
 
@@ -67,7 +78,10 @@ fn linear_rule_conserves_relevance_per_row() {
 fn linear_rule_matches_the_hand_example() {
     let h = [-3.0, -3.0];
     let r_h = linear_relprop(&h, &[2.0, -1.0], &[1.0], 1, 2, 1);
-    assert!((r_h[0]).abs() < 1e-7 && (r_h[1] - 1.0).abs() < 1e-7, "{r_h:?}");
+    assert!(
+        (r_h[0]).abs() < 1e-7 && (r_h[1] - 1.0).abs() < 1e-7,
+        "{r_h:?}"
+    );
     let r_x = linear_relprop(&[1.0, -2.0], &[1.0, 2.0, -1.0, 1.0], &r_h, 1, 2, 2);
     assert_eq!(r_x, vec![0.0, 0.0]);
 }
@@ -108,7 +122,10 @@ fn add_rule_matches_the_hand_example() {
         1,
     )
     .unwrap();
-    assert!((ra[0] - 1.0).abs() < 1e-6 && (ra[1] - 3.0).abs() < 1e-6, "{ra:?}");
+    assert!(
+        (ra[0] - 1.0).abs() < 1e-6 && (ra[1] - 3.0).abs() < 1e-6,
+        "{ra:?}"
+    );
     assert_eq!(rb, vec![0.0, 0.0]);
 }
 
@@ -137,8 +154,10 @@ fn attention_relprop(shape: &AttentionShape, seed: u64) -> [Vec<f32>; 4] {
     let rctx = values(ctx.len(), seed + 2);
     let mut cam = vec![0.0; probs.len()];
     let (mut rq, mut rkv) = (vec![0.0; q.len()], vec![0.0; kv.len()]);
-    be.lrp_attention(&mut cam, &mut rq, &mut rkv, &rctx, &q, &kv, &probs, &ctx, shape)
-        .unwrap();
+    be.lrp_attention(
+        &mut cam, &mut rq, &mut rkv, &rctx, &q, &kv, &probs, &ctx, shape,
+    )
+    .unwrap();
     [rctx, cam, rq, rkv]
 }
 

@@ -336,13 +336,15 @@ pub trait Backend: Sync {
     fn abs_weight(&self, w: &Self::Buf) -> Result<Self::Buf>;
     /// The signed z⁺ rule (α = 1, β = 0, bias ignored) of out[m, n] = x[m, k]·Wᵀ:
     /// rx (+)= x⁺ ⊙ (S·W⁺) + x⁻ ⊙ (S·W⁻), S = sdiv(r, x⁺W⁺ᵀ + x⁻W⁻ᵀ). `w_abs` comes from
-    /// `abs_weight(w)`.
+    /// `abs_weight(w)`. `forward` is the forward's (output, bias), when kept, from which
+    /// x·Wᵀ = output − bias is read instead of recomputed.
     #[allow(clippy::too_many_arguments)]
     fn lrp_linear(
         &self,
         rx: &mut Self::Buf,
         r: &Self::Buf,
         x: &Self::Buf,
+        forward: Option<(&Self::Buf, &Self::Buf)>,
         w: &Self::Buf,
         w_abs: &Self::Buf,
         m: usize,

@@ -228,13 +228,20 @@ impl<B: Backend> AnswerHead<B> {
     ) -> Result<B::Buf, ModelError> {
         let d = self.width;
         let batch = seed.len() / self.labels;
-        let r_last = self
-            .out
-            .relprop(be, &be.upload(seed)?, &a.last, batch, 2 * d, self.labels)?;
-        let r_pooled = self
-            .hidden
-            .relprop(be, &r_last, &a.pooled, batch, d, 2 * d)?;
-        self.pooler.relprop(be, &r_pooled, cls, batch, d, d)
+        let r_last = self.out.relprop(
+            be,
+            &be.upload(seed)?,
+            &a.last,
+            None,
+            batch,
+            2 * d,
+            self.labels,
+        )?;
+        let r_pooled =
+            self.hidden
+                .relprop(be, &r_last, &a.pooled, Some(&a.hidden), batch, d, 2 * d)?;
+        self.pooler
+            .relprop(be, &r_pooled, cls, Some(&a.pooler_pre), batch, d, d)
     }
 }
 

@@ -296,6 +296,7 @@ impl<B: Backend> Clip<B> {
                 vision_tokens,
                 f.vision,
                 vision_grads,
+                None,
             ),
             text: TowerTrace::from_activations(
                 "text",
@@ -305,6 +306,7 @@ impl<B: Backend> Clip<B> {
                 inputs.seq_len,
                 f.text,
                 text_grads,
+                None,
             ),
             output: f.output,
             image_grid: (grid, grid),

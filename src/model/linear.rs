@@ -23,36 +23,33 @@ impl<B: Backend> Linear<B> {
         Ok(self.2.get_or_init(|| w))
     }
 
-    /// LRP z⁺ rule: relevance at the input x [m, k] from relevance r at the output [m, n]
-    /// (added into `rx` when `accumulate`).
+    /// LRP z⁺ rule: relevance at the input x [m, k] from relevance r at the output [m, n].
+    /// `out` is this layer's forward output (with bias) when the forward kept it.
     #[allow(clippy::too_many_arguments)]
-    pub fn relprop_into(
-        &self,
-        be: &B,
-        rx: &mut B::Buf,
-        r: &B::Buf,
-        x: &B::Buf,
-        m: usize,
-        k: usize,
-        n: usize,
-        accumulate: bool,
-    ) -> Result<(), ModelError> {
-        be.lrp_linear(rx, r, x, &self.0, self.abs(be)?, m, k, n, accumulate)?;
-        Ok(())
-    }
-
-    /// The same into a fresh buffer.
     pub fn relprop(
         &self,
         be: &B,
         r: &B::Buf,
         x: &B::Buf,
+        out: Option<&B::Buf>,
         m: usize,
         k: usize,
         n: usize,
     ) -> Result<B::Buf, ModelError> {
         let mut rx = be.zeros(m * k)?;
-        self.relprop_into(be, &mut rx, r, x, m, k, n, false)?;
+        let forward = out.map(|o| (o, &self.1));
+        be.lrp_linear(
+            &mut rx,
+            r,
+            x,
+            forward,
+            &self.0,
+            self.abs(be)?,
+            m,
+            k,
+            n,
+            false,
+        )?;
         Ok(rx)
     }
 }

@@ -175,7 +175,9 @@ impl<B: Backend> AttentionSublayer<B> {
             x_q,
             shape.batch,
         )?;
-        let r_ctx = self.dense.relprop(be, &r_dense, &a.ctx, mq, d, d)?;
+        let r_ctx = self
+            .dense
+            .relprop(be, &r_dense, &a.ctx, Some(&a.dense), mq, d, d)?;
         let mut cam = be.zeros(shape.probs_len())?;
         let mut rq = be.zeros(mq * d)?;
         let mut rkv = be.zeros(mk * 2 * d)?;
@@ -184,9 +186,11 @@ impl<B: Backend> AttentionSublayer<B> {
         )?;
         Ok(AttentionRelevance {
             cam,
-            query: self.query.relprop(be, &rq, x_q, mq, d, d)?,
+            query: self.query.relprop(be, &rq, x_q, Some(&a.q), mq, d, d)?,
             residual,
-            context: self.key_value.relprop(be, &rkv, x_kv, mk, d, 2 * d)?,
+            context: self
+                .key_value
+                .relprop(be, &rkv, x_kv, Some(&a.kv), mk, d, 2 * d)?,
         })
     }
 }
@@ -331,8 +335,12 @@ impl<B: Backend> FeedForward<B> {
         let mut r_down = be.zeros(m * d)?;
         let mut r_res = be.zeros(m * d)?;
         be.lrp_add(&mut r_down, &mut r_res, r_out, &a.down, x, samples)?;
-        let r_act = self.output.relprop(be, &r_down, &a.act, m, f, d)?;
-        let r_branch = self.inter.relprop(be, &r_act, x, m, d, f)?;
+        let r_act = self
+            .output
+            .relprop(be, &r_down, &a.act, Some(&a.down), m, f, d)?;
+        let r_branch = self
+            .inter
+            .relprop(be, &r_act, x, Some(&a.pre_act), m, d, f)?;
         let mut rx = be.zeros(m * d)?;
         be.lrp_clone(&mut rx, x, &[&r_branch, &r_res])?;
         Ok(rx)

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::Cpu;
 use crate::explain::lxmert::explain_lxmert;
-use crate::explain::{Method, MethodOptions};
+use crate::explain::{need_relevance, Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
 use crate::model::lxmert::{Lxmert, LxmertInputs};
@@ -116,7 +116,10 @@ impl LxmertSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        let trace = if needs_backward(methods, target) {
+        let gradients = needs_backward(methods, target);
+        let trace = if need_relevance(methods) {
+            self.model.lrp(&Cpu, &inputs, target, gradients)?
+        } else if gradients {
             self.model.trace(&Cpu, &inputs, target)?
         } else {
             self.model.record(&Cpu, &inputs)?

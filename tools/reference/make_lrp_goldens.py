@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Golden LRP relevance (attn_cam) and the LRP methods for the tiny random LXMERT fixture.
 
-Writes tests/fixtures/lxmert/lrp.safetensors and lrp.json from the committed fixture (model
-weights, golden.safetensors inputs, golden.json token ids); it needs no tokenizer.
+Writes tests/fixtures/{lxmert,vilt}/lrp.safetensors and lrp.json from the committed fixtures
+(model weights, golden.safetensors inputs, golden.json token ids); it needs no tokenizer.
+`make_lrp_goldens.py vilt` rebuilds one family only. ViLT's keys are `<c>.cam.<layer>.<b>`
+[H, N, N] over the sample's real tokens (text, image [CLS], valid patches, in sequence order),
+`<c>.grad.<layer>.<b>`, `<c>.<method>.{image,text}.<b>` and `<c>.spread.<name>.<b>`; its
+methods are the single-stream forms of §A.3 (TA = chefer-lrp; partial LRP min-max scaled).
 
 Per case (b1, b3) and pair b, unpadded (text axes sliced to the pair's T tokens):
   <c>.cam.<module>.<b>        [H, Nq, Nk]  attn_cam of every attention module (lrp_lxmert.py)
@@ -43,11 +47,13 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lrp_lxmert  # noqa: E402
+import lrp_single_stream as ss  # noqa: E402
 import lrp_rules  # noqa: E402
 import lxmert_methods as lm  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LX = REPO / "tests" / "fixtures" / "lxmert"
+VT = REPO / "tests" / "fixtures" / "vilt"
 METHODS = ["transformer-attribution", "partial-lrp", "chefer-lrp"]
 # The precision case: attn_cam scaled to what a base-size random-weight model gives (spec §H)
 SMALL = 1e-7
@@ -109,11 +115,7 @@ def lxmert(tensors, meta):
     # Rounding-level perturbations of the weights, to measure how far float32 rounding alone
     # moves each tensor (the add rule divides by sums that can nearly cancel, so LRP is badly
     # conditioned in places): the tests allow max(1e-4, 2 x spread) relative to the maximum.
-    runs = {"f32": (sd32, torch.float32)}
-    for seed in range(PERTURBATIONS):
-        gen = torch.Generator().manual_seed(seed)
-        runs[f"p{seed}"] = ({k: v * (1 + PERTURB * torch.randn(v.shape, generator=gen, dtype=torch.float64))
-                             for k, v in sd64.items()}, torch.float64)
+    runs = spread_runs(sd32, sd64)
     cases = {}
     worst_spread = {}
     for c in ("b1", "b3"):
@@ -206,6 +208,103 @@ def lxmert(tensors, meta):
     print("lxmert: naive f32 chefer-lrp deviation:", [p["naive_f32_chefer_lrp_rel_dev"] for c in cases.values() for p in c])
 
 
+def single_stream_methods(cams, grads, row, image_cols, word_cols, text_len):
+    """§A.3 / §C.2 single stream over one sample's real tokens: TA (= chefer with LRP) R = prod_l
+    (I + Abar_l), R - I kept apart; partial LRP = minmax(mean_h cam_last) over the whole matrix.
+    Returns {method: (image, text)}; text has length text_len with 0 off the word columns."""
+    n = cams[0].shape[-1]
+    D = np.zeros((n, n))
+    for c, g in zip(cams, grads):
+        A = rule5(c, g)
+        D = D + A @ (np.eye(n) + D)
+    P = minmax(f64(cams[-1]).mean(0))
+
+    def read(M):
+        text = np.zeros(text_len)
+        text[word_cols] = M[row, word_cols]
+        return M[row, image_cols].copy(), text
+
+    ta = read(D)
+    return {"transformer-attribution": ta, "chefer-lrp": ta, "partial-lrp": read(P)}
+
+
+def spread_runs(sd32, sd64):
+    """A float32 run and float64 runs with rounding-level perturbations of the weights."""
+    runs = {"f32": (sd32, torch.float32)}
+    for seed in range(PERTURBATIONS):
+        gen = torch.Generator().manual_seed(seed)
+        runs[f"p{seed}"] = ({k: v * (1 + PERTURB * torch.randn(v.shape, generator=gen, dtype=torch.float64))
+                             for k, v in sd64.items()}, torch.float64)
+    return runs
+
+
+def vilt(tensors, meta):
+    g = load_file(str(VT / "golden.safetensors"))
+    cfg = json.loads((VT / "config.json").read_text())
+    heads, layers, eps = cfg["num_attention_heads"], cfg["num_hidden_layers"], cfg["layer_norm_eps"]
+    sd32 = load_file(str(VT / "model.safetensors"))
+    sd64 = {k: v.double() for k, v in sd32.items()}
+    runs = spread_runs(sd32, sd64)
+    worst_spread, cases = {}, {}
+    for c in ("b1", "b3"):
+        emb, tmask, amask = g[f"{c}.embeddings"], g[f"{c}.token_mask"], g[f"{c}.attention_mask"]
+        pairs = []
+        for b in range(emb.shape[0]):
+            real = tmask[b].bool()
+            text_len = int(amask[b].sum())
+            n = int(real.sum())
+            image_cols = list(range(text_len + 1, n))
+            word_cols = list(range(1, text_len - 1))
+
+            def run(sd, dt):
+                return ss.vilt(sd, emb[b:b + 1, real].to(dt), heads, layers, eps)
+
+            def methods(res):
+                _, _, _, grads, cams = res
+                cam_np = [c_[0].float().double().numpy() for c_ in cams]
+                grad_np = [g_[0].float().double().numpy() for g_ in grads]
+                return cam_np, grad_np, single_stream_methods(cam_np, grad_np, 0, image_cols, word_cols, text_len)
+
+            ref = run(sd64, torch.float64)
+            logits, target, probs, _, _ = ref
+            assert target == int(g[f"{c}.predicted"][b]), (c, b, target)
+            assert float((logits[0].float() - g[f"{c}.logits"][b]).abs().max()) < 1e-4
+            for l, p in enumerate(probs):
+                gold = g[f"{c}.attn.{l}"][b][:, real][:, :, real].double()
+                assert float((p[0] - gold).abs().max()) < 1e-5, l
+            cam_np, grad_np, out = methods(ref)
+            spread = {}
+
+            def widen(name, theirs, ours):
+                scale = float(np.abs(ours).max())
+                rel = float(np.abs(theirs - ours).max()) / scale if scale > 0 else 0.0
+                spread[name] = max(spread.get(name, 0.0), rel)
+
+            for name, (sd, dt) in runs.items():
+                cam_o, _, out_o = methods(run(sd, dt))
+                for l in range(layers):
+                    widen(f"cam.{l}", cam_o[l], cam_np[l])
+                for m in out:
+                    for side, i in (("image", 0), ("text", 1)):
+                        widen(f"{m}.{side}", out_o[m][i], out[m][i])
+            for l in range(layers):
+                tensors[f"vilt.{c}.cam.{l}.{b}"] = torch.from_numpy(np.ascontiguousarray(cam_np[l], np.float32))
+                tensors[f"vilt.{c}.grad.{l}.{b}"] = torch.from_numpy(np.ascontiguousarray(grad_np[l], np.float32))
+            for m, (img, txt) in out.items():
+                tensors[f"vilt.{c}.{m}.image.{b}"] = torch.from_numpy(np.ascontiguousarray(img, np.float32))
+                tensors[f"vilt.{c}.{m}.text.{b}"] = torch.from_numpy(np.ascontiguousarray(txt, np.float32))
+            for name, v in spread.items():
+                tensors[f"vilt.{c}.spread.{name}.{b}"] = torch.tensor([v], dtype=torch.float32)
+                worst_spread[name] = max(worst_spread.get(name, 0.0), v)
+            pairs.append({"tokens": n, "text_len": text_len, "target": target, "spread": spread})
+        cases[c] = pairs
+    meta["vilt"] = {"layers": layers, "heads": heads, "target": "one-hot at the predicted answer",
+                    "tokens": "each sample's real tokens in sequence order: text, image [CLS], valid patches",
+                    "readout": "row 0; image = patch columns; text = word columns, 0 at [CLS]/[SEP]",
+                    "cases": cases, "worst_spread": worst_spread}
+    print("vilt: worst spread:", {k: f"{v:.1e}" for k, v in worst_spread.items()})
+
+
 def main():
     meta = {
         "description": "golden LRP relevance at the attention maps (attn_cam) and the LRP methods "
@@ -216,14 +315,20 @@ def main():
         "hand_example": lrp_rules.hand_example(),
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
-    tensors: dict[str, torch.Tensor] = {}
-    lxmert(tensors, meta)
-    lx = {k[len("lxmert."):]: v.contiguous() for k, v in sorted(tensors.items()) if k.startswith("lxmert.")}
-    save_file(lx, str(LX / "lrp.safetensors"), metadata={"format": "pt"})
-    meta["tensors"] = {k: list(v.shape) for k, v in lx.items()}
-    meta["model_safetensors_sha256"] = hashlib.sha256((LX / "model.safetensors").read_bytes()).hexdigest()
-    (LX / "lrp.json").write_text(json.dumps(meta, indent=1) + "\n")
-    print(f"wrote {LX / 'lrp.safetensors'} ({(LX / 'lrp.safetensors').stat().st_size} bytes)")
+    families = {"lxmert": (LX, lxmert), "vilt": (VT, vilt)}
+    only = sys.argv[1:] or list(families)
+    for fam in only:
+        out_dir, build = families[fam]
+        tensors: dict[str, torch.Tensor] = {}
+        fmeta = dict(meta)
+        build(tensors, fmeta)
+        pre = fam + "."
+        ts = {k[len(pre):]: v.contiguous() for k, v in sorted(tensors.items())}
+        save_file(ts, str(out_dir / "lrp.safetensors"), metadata={"format": "pt"})
+        fmeta["tensors"] = {k: list(v.shape) for k, v in ts.items()}
+        fmeta["model_safetensors_sha256"] = hashlib.sha256((out_dir / "model.safetensors").read_bytes()).hexdigest()
+        (out_dir / "lrp.json").write_text(json.dumps(fmeta, indent=1) + "\n")
+        print(f"wrote {out_dir / 'lrp.safetensors'} ({(out_dir / 'lrp.safetensors').stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

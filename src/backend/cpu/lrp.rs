@@ -25,13 +25,15 @@ pub(crate) fn sdiv(a: f32, b: f32) -> f32 {
 /// S = sdiv(R, Z), R_x = x⁺ ⊙ (S·W⁺) + x⁻ ⊙ (S·W⁻).
 ///
 /// Written with W and |W| only (W± = (W ± |W|)/2): Z = (x·Wᵀ + |x|·|W|ᵀ)/2 and
-/// R_x = (x ⊙ (S·W) + |x| ⊙ (S·|W|))/2, four products over the two stored weights.
-/// `wt`/`w` and `abs_wt`/`abs_w` are W and |W| in both orders ([k, n] and [n, k]).
+/// R_x = (x ⊙ (S·W) + |x| ⊙ (S·|W|))/2, four products over the two stored weights, three
+/// when the forward's (output, bias) give x·Wᵀ. `wt`/`w` and `abs_wt`/`abs_w` are W and |W|
+/// in both orders ([k, n] and [n, k]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn lrp_linear(
     rx: &mut [f32],
     r: &[f32],
     x: &[f32],
+    forward: Option<(&[f32], &[f32])>,
     (wt, w): (&[f32], &[f32]),
     (abs_wt, abs_w): (&[f32], &[f32]),
     m: usize,
@@ -40,8 +42,17 @@ pub(crate) fn lrp_linear(
     accumulate: bool,
 ) {
     let abs_x: Vec<f32> = x.iter().map(|v| v.abs()).collect();
-    let mut z = vec![0.0f32; m * n];
-    linear(&mut z, x, wt, None, m, k, n);
+    let z = match forward {
+        Some((out, bias)) => out
+            .chunks_exact(n)
+            .flat_map(|row| row.iter().zip(bias).map(|(o, b)| o - b))
+            .collect(),
+        None => {
+            let mut z = vec![0.0f32; m * n];
+            linear(&mut z, x, wt, None, m, k, n);
+            z
+        }
+    };
     let mut z_abs = vec![0.0f32; m * n];
     linear(&mut z_abs, &abs_x, abs_wt, None, m, k, n);
     let s: Vec<f32> = r

@@ -442,6 +442,7 @@ impl Backend for Cpu {
         rx: &mut Vec<f32>,
         r: &Vec<f32>,
         x: &Vec<f32>,
+        forward: Option<(&Vec<f32>, &Vec<f32>)>,
         w: &Vec<f32>,
         w_abs: &Vec<f32>,
         m: usize,
@@ -449,16 +450,22 @@ impl Backend for Cpu {
         n: usize,
         accumulate: bool,
     ) -> Result<()> {
+        if let Some((out, bias)) = forward {
+            check("lrp_linear", "forward output", out, m * n)?;
+            check("lrp_linear", "bias", bias, n)?;
+        }
         check("lrp_linear", "rx", rx, m * k)?;
         check("lrp_linear", "x", x, m * k)?;
         check("lrp_linear", "r", r, m * n)?;
         check("lrp_linear", "weight", w, 2 * n * k)?;
         check("lrp_linear", "abs weight", w_abs, 2 * n * k)?;
         let (wt, w) = w.split_at(n * k);
+        let forward = forward.map(|(o, b)| (o.as_slice(), b.as_slice()));
         lrp::lrp_linear(
             rx,
             r,
             x,
+            forward,
             (wt, w),
             w_abs.split_at(n * k),
             m,
