@@ -114,7 +114,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     print_header();
     for &batch in &args.batch {
         let x = inputs(&config, batch, args.text_tokens);
-        let trace = model.trace(&Cpu, &x, None)?;
+        let trace = if need_relevance(&methods) {
+            model.lrp(&Cpu, &x, true)?
+        } else {
+            model.trace(&Cpu, &x, None)?
+        };
         report(
             &methods,
             batch,
@@ -123,7 +127,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 match pass {
                     Pass::Forward => drop(model.record(&Cpu, &x)?),
                     Pass::Backward => drop(model.trace(&Cpu, &x, None)?),
-                    Pass::Lrp => bail!("CLIP has no LRP pass yet"),
+                    Pass::Lrp => drop(model.lrp(&Cpu, &x, true)?),
                 }
                 Ok(())
             },

@@ -116,3 +116,48 @@ def vilt(sd, embeddings, heads, layers, eps, target=None):
         cams = encoder_relprop(stack, r_last)
     return (logits.detach(), target, [s.probs.detach() for s in stack], [g.detach() for g in grads],
             [c.detach() for c in cams])
+
+
+CLIP_NAMES = {"ln1": "layer_norm1", "q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
+              "o": "self_attn.out_proj", "ln2": "layer_norm2", "fc1": "mlp.fc1", "fc2": "mlp.fc2"}
+
+
+def clip(sd, vision_emb, text_emb, eot, heads, layers, eps, acts):
+    """One (image, text) pair: vision embeddings [1, Nv, dv] (after pre_layrnorm), the text's real
+    tokens [1, L, dt] and its end-of-text position. Relevance 1 at the pair score s = scale cos(a, b)
+    enters each tower by the gradient x input rule of the product of the normalised embeddings
+    (R_a = a_hat * b_hat * scale * sdiv(1, s)); the L2 normalisation and the final LayerNorms pass
+    relevance on; the projections take the linear rule; the pooled row the index-select rule.
+    Returns (score, {tower: (probs, grads, cams)})."""
+    L = text_emb.shape[1]
+    causal = torch.full((L, L), float("-inf"), dtype=text_emb.dtype).triu(1)
+    xv = vision_emb.detach().requires_grad_()
+    xt = text_emb.detach().requires_grad_()
+    sv = encoder(sd, "vision_model.encoder.layers", CLIP_NAMES, layers["vision"], xv, heads["vision"], eps,
+                 acts["vision"])
+    st = encoder(sd, "text_model.encoder.layers", CLIP_NAMES, layers["text"], xt, heads["text"], eps,
+                 acts["text"], causal)
+    cls, eos = sv[-1].out[:, 0], st[-1].out[:, eot]
+    nv = layer_norm(cls, sd, "vision_model.post_layernorm", eps)
+    nt = layer_norm(eos, sd, "text_model.final_layer_norm", eps)
+    a = nv @ sd["visual_projection.weight"].T
+    b = nt @ sd["text_projection.weight"].T
+    ah, bh = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
+    scale = sd["logit_scale"].exp()
+    s = scale * (ah * bh).sum()
+    probs = [x.probs for x in sv + st]
+    grads = torch.autograd.grad(s, probs)
+    out = {}
+    with torch.no_grad():
+        r_share = lrp.sdiv(torch.ones_like(s), s) * scale
+        for tower, stack, own, other, pooled, normed, last, w, row in (
+                ("vision", sv, ah, bh, cls, nv, sv[-1].out, "visual_projection.weight", 0),
+                ("text", st, bh, ah, eos, nt, st[-1].out, "text_projection.weight", eot)):
+            r = lrp.linear(normed, sd[w], own * other * r_share)
+            r_last = torch.zeros_like(last)
+            r_last[:, row] = pooled * lrp.sdiv(r, pooled)
+            cams = encoder_relprop(stack, r_last)
+            n = len(stack)
+            g = grads[:n] if tower == "vision" else grads[len(sv):]
+            out[tower] = ([x.probs.detach() for x in stack], [x.detach() for x in g], [c.detach() for c in cams])
+    return s.detach(), out

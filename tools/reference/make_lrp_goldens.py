@@ -3,7 +3,9 @@
 
 Writes tests/fixtures/{lxmert,vilt}/lrp.safetensors and lrp.json from the committed fixtures
 (model weights, golden.safetensors inputs, golden.json token ids); it needs no tokenizer.
-`make_lrp_goldens.py vilt` rebuilds one family only. ViLT's keys are `<c>.cam.<layer>.<b>`
+`make_lrp_goldens.py vilt` rebuilds one family only. CLIP's keys are
+`<c>.{vision,text}.{cam,grad}.<layer>.<b>` (text over its real tokens) and the method vectors
+(image from the vision tower's class row, text from the end-of-text row). ViLT's keys are `<c>.cam.<layer>.<b>`
 [H, N, N] over the sample's real tokens (text, image [CLS], valid patches, in sequence order),
 `<c>.grad.<layer>.<b>`, `<c>.<method>.{image,text}.<b>` and `<c>.spread.<name>.<b>`; its
 methods are the single-stream forms of §A.3 (TA = chefer-lrp; partial LRP min-max scaled).
@@ -54,6 +56,7 @@ import lxmert_methods as lm  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 LX = REPO / "tests" / "fixtures" / "lxmert"
 VT = REPO / "tests" / "fixtures" / "vilt"
+CL = REPO / "tests" / "fixtures" / "clip"
 METHODS = ["transformer-attribution", "partial-lrp", "chefer-lrp"]
 # The precision case: attn_cam scaled to what a base-size random-weight model gives (spec §H)
 SMALL = 1e-7
@@ -305,6 +308,95 @@ def vilt(tensors, meta):
     print("vilt: worst spread:", {k: f"{v:.1e}" for k, v in worst_spread.items()})
 
 
+def clip(tensors, meta):
+    g = load_file(str(CL / "golden.safetensors"))
+    cfg = json.loads((CL / "config.json").read_text())
+    vc, tc = cfg["vision_config"], cfg["text_config"]
+    heads = {"vision": vc["num_attention_heads"], "text": tc["num_attention_heads"]}
+    layers = {"vision": vc["num_hidden_layers"], "text": tc["num_hidden_layers"]}
+    acts = {"vision": ss.quick_gelu if vc["hidden_act"] == "quick_gelu" else lrp_lxmert.gelu,
+            "text": ss.quick_gelu if tc["hidden_act"] == "quick_gelu" else lrp_lxmert.gelu}
+    eps = vc["layer_norm_eps"]
+    assert tc["layer_norm_eps"] == eps
+    eos_id = tc["eos_token_id"]
+    sd32 = load_file(str(CL / "model.safetensors"))
+    sd64 = {k: v.double() for k, v in sd32.items()}
+    runs = spread_runs(sd32, sd64)
+    worst_spread, cases = {}, {}
+    for c in ("b1", "b3"):
+        ve, te = g[f"{c}.vision.embeddings"], g[f"{c}.text.embeddings"]
+        ids, am = g[f"{c}.input_ids"], g[f"{c}.attention_mask"]
+        pairs = []
+        for b in range(ve.shape[0]):
+            L = int(am[b].sum())
+            eot = int((ids[b] == eos_id).nonzero()[0])
+            nv = ve.shape[1]
+
+            def run(sd, dt):
+                return ss.clip(sd, ve[b:b + 1].to(dt), te[b:b + 1, :L].to(dt), eot, heads, layers, eps, acts)
+
+            def methods(res):
+                _, towers = res
+                out, cams_all, grads_all = {}, {}, {}
+                for tower, (_, grads, cams) in towers.items():
+                    cam_np = [x[0].float().double().numpy() for x in cams]
+                    grad_np = [x[0].float().double().numpy() for x in grads]
+                    cams_all[tower], grads_all[tower] = cam_np, grad_np
+                    if tower == "vision":
+                        m = single_stream_methods(cam_np, grad_np, 0, list(range(1, nv)), [], 0)
+                        for k, (img, _) in m.items():
+                            out.setdefault(k, [None, None])[0] = img
+                    else:
+                        m = single_stream_methods(cam_np, grad_np, eot, [], list(range(1, eot)), L)
+                        for k, (_, txt) in m.items():
+                            out.setdefault(k, [None, None])[1] = txt
+                return cams_all, grads_all, out
+
+            ref = run(sd64, torch.float64)
+            score = float(ref[0])
+            assert abs(score - float(g[f"{c}.pair_scores"][b])) < 1e-4, (score, float(g[f"{c}.pair_scores"][b]))
+            for tower in ("vision", "text"):
+                for l, p in enumerate(ref[1][tower][0]):
+                    gold = g[f"{c}.{tower}.attn.{l}"][b].double()
+                    if tower == "text":
+                        gold = gold[:, :L, :L]
+                    assert float((p[0] - gold).abs().max()) < 1e-5, (tower, l)
+            cams, grads, out = methods(ref)
+            spread = {}
+
+            def widen(name, theirs, ours):
+                scale = float(np.abs(ours).max())
+                rel = float(np.abs(theirs - ours).max()) / scale if scale > 0 else 0.0
+                spread[name] = max(spread.get(name, 0.0), rel)
+
+            for name, (sd, dt) in runs.items():
+                cams_o, _, out_o = methods(run(sd, dt))
+                for tower in cams:
+                    for l in range(len(cams[tower])):
+                        widen(f"{tower}.cam.{l}", cams_o[tower][l], cams[tower][l])
+                for m in out:
+                    for side, i in (("image", 0), ("text", 1)):
+                        widen(f"{m}.{side}", out_o[m][i], out[m][i])
+            for tower in cams:
+                for l in range(len(cams[tower])):
+                    for kind, src in (("cam", cams), ("grad", grads)):
+                        tensors[f"clip.{c}.{tower}.{kind}.{l}.{b}"] = torch.from_numpy(
+                            np.ascontiguousarray(src[tower][l], np.float32))
+            for m, (img, txt) in out.items():
+                tensors[f"clip.{c}.{m}.image.{b}"] = torch.from_numpy(np.ascontiguousarray(img, np.float32))
+                tensors[f"clip.{c}.{m}.text.{b}"] = torch.from_numpy(np.ascontiguousarray(txt, np.float32))
+            for name, v in spread.items():
+                tensors[f"clip.{c}.spread.{name}.{b}"] = torch.tensor([v], dtype=torch.float32)
+                worst_spread[name] = max(worst_spread.get(name, 0.0), v)
+            pairs.append({"text_len": L, "eot": eot, "score": score, "spread": spread})
+        cases[c] = pairs
+    meta["clip"] = {"layers": layers, "heads": heads, "target": "relevance 1 at each pair's score",
+                    "score_rule": ss.clip.__doc__,
+                    "readout": "vision: row 0 over the patches; text: the end-of-text row over the words",
+                    "cases": cases, "worst_spread": worst_spread}
+    print("clip: worst spread:", {k: f"{v:.1e}" for k, v in worst_spread.items()})
+
+
 def main():
     meta = {
         "description": "golden LRP relevance at the attention maps (attn_cam) and the LRP methods "
@@ -315,7 +407,7 @@ def main():
         "hand_example": lrp_rules.hand_example(),
         "versions": {"torch": torch.__version__, "numpy": np.__version__},
     }
-    families = {"lxmert": (LX, lxmert), "vilt": (VT, vilt)}
+    families = {"lxmert": (LX, lxmert), "vilt": (VT, vilt), "clip": (CL, clip)}
     only = sys.argv[1:] or list(families)
     for fam in only:
         out_dir, build = families[fam]
