@@ -17,7 +17,7 @@ use fiedler::backend::Cpu;
 use fiedler::explain::lxmert::explain_lxmert;
 use fiedler::explain::matrix::Matrix;
 use fiedler::explain::{Method, MethodOptions};
-use fiedler::model::lxmert::{Lxmert, LxmertTrace};
+use fiedler::model::lxmert::{LrpScope, Lxmert, LxmertTrace};
 use fiedler::model::VqaTarget;
 
 const METHODS: [Method; 3] = [
@@ -162,7 +162,7 @@ fn attention_relevance_matches_reference() {
     for case in ["b1", "b3"] {
         let inputs = golden.lxmert_inputs(case);
         let mut tr = model
-            .lrp(&Cpu, &inputs, &VqaTarget::Predicted, false)
+            .lrp(&Cpu, &inputs, &VqaTarget::Predicted, false, LrpScope::Every)
             .unwrap();
         let heads = tr.heads;
         let lengths = tr.lengths.clone();
@@ -207,6 +207,7 @@ fn lrp_methods_match_reference_end_to_end() {
                 &golden.lxmert_inputs(case),
                 &VqaTarget::Predicted,
                 true,
+                LrpScope::Every,
             )
             .unwrap();
         check_methods(
@@ -237,6 +238,7 @@ fn trace_with_reference_inputs(
             &golden.lxmert_inputs(case),
             &VqaTarget::Predicted,
             true,
+            LrpScope::Every,
         )
         .unwrap();
     let heads = tr.heads;
@@ -389,4 +391,33 @@ fn naive_chefer_image(tr: &LxmertTrace<Vec<f32>>) -> Vec<f32> {
         }
     }
     rti.row(0).to_vec()
+}
+
+/// The narrower passes (what transformer-attribution and partial-lrp read) give the same
+/// vectors as the full one, and a trace from one refuses the methods it cannot serve.
+#[test]
+fn narrower_lrp_passes_agree_and_refuse_what_they_lack() {
+    let (golden, _, model) = open();
+    let inputs = golden.lxmert_inputs("b3");
+    let target = VqaTarget::Predicted;
+    let full = model
+        .lrp(&Cpu, &inputs, &target, true, LrpScope::Every)
+        .unwrap();
+    let opts = MethodOptions::default();
+    for (scope, method) in [
+        (LrpScope::NoImageStack, Method::TransformerAttribution),
+        (LrpScope::LastCrossText, Method::PartialLrp),
+    ] {
+        let narrow = model.lrp(&Cpu, &inputs, &target, true, scope).unwrap();
+        let a = explain_lxmert(&full, &[method], &opts).unwrap();
+        let b = explain_lxmert(&narrow, &[method], &opts).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x[0].image_relevance, y[0].image_relevance, "{method}");
+            assert_eq!(x[0].text_relevance, y[0].text_relevance, "{method}");
+        }
+        let err = explain_lxmert(&narrow, &[Method::CheferLrp], &opts).unwrap_err();
+        assert!(err.to_string().contains("LRP"), "{err}");
+    }
+    let none = model.trace(&Cpu, &inputs, &target).unwrap();
+    assert!(explain_lxmert(&none, &[Method::PartialLrp], &opts).is_err());
 }

@@ -9,7 +9,7 @@ use anyhow::bail;
 use clap::{Args, ValueEnum};
 use fiedler::backend::Cpu;
 use fiedler::explain::clip::explain_clip;
-use fiedler::explain::lxmert::explain_lxmert;
+use fiedler::explain::lxmert::{explain_lxmert, lrp_scope};
 use fiedler::explain::{need_relevance, Method, MethodOptions};
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::config::{ClipConfig, LxmertConfig};
@@ -127,7 +127,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 match pass {
                     Pass::Forward => drop(model.record(&Cpu, &x)?),
                     Pass::Backward => drop(model.trace(&Cpu, &x, None)?),
-                    Pass::Lrp => drop(model.lrp(&Cpu, &x, true)?),
+                    Pass::Lrp(_) => drop(model.lrp(&Cpu, &x, false)?),
+                    Pass::BackwardLrp(_) => drop(model.lrp(&Cpu, &x, true)?),
                 }
                 Ok(())
             },
@@ -174,8 +175,9 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             seq_len: args.text_tokens,
         };
         let target = VqaTarget::Predicted;
-        let trace = if need_relevance(methods) {
-            model.lrp(&Cpu, &x, &target, true)?
+        let scope = lrp_scope(methods);
+        let trace = if let Some(scope) = scope {
+            model.lrp(&Cpu, &x, &target, true, scope)?
         } else {
             model.trace(&Cpu, &x, &target)?
         };
@@ -187,7 +189,11 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
                 match pass {
                     Pass::Forward => drop(model.record(&Cpu, &x)?),
                     Pass::Backward => drop(model.trace(&Cpu, &x, &target)?),
-                    Pass::Lrp => drop(model.lrp(&Cpu, &x, &target, true)?),
+                    Pass::Lrp(m) | Pass::BackwardLrp(m) => {
+                        let scope = lrp_scope(&[m]).expect("an LRP method");
+                        let gradients = m.needs_gradients();
+                        drop(model.lrp(&Cpu, &x, &target, gradients, scope)?)
+                    }
                 }
                 Ok(())
             },
@@ -210,14 +216,18 @@ enum Pass {
     Forward,
     /// Forward and backward.
     Backward,
+    /// Forward and the LRP pass (as far as the method needs it: LXMERT's passes differ).
+    Lrp(Method),
     /// Forward, backward and the LRP pass.
-    Lrp,
+    BackwardLrp(Method),
 }
 
 impl Pass {
     fn for_method(m: Method) -> Self {
-        if m.needs_relevance() {
-            Pass::Lrp
+        if m.needs_relevance() && m.needs_gradients() {
+            Pass::BackwardLrp(m)
+        } else if m.needs_relevance() {
+            Pass::Lrp(m)
         } else if m.needs_gradients() {
             Pass::Backward
         } else {

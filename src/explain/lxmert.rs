@@ -17,7 +17,7 @@ use crate::explain::{
     MethodOptions,
 };
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
-use crate::model::lxmert::{AttentionRecord, LxmertTrace};
+use crate::model::lxmert::{AttentionRecord, LrpScope, LxmertTrace};
 use crate::model::VqaTarget;
 use crate::trace::LayerTrace;
 
@@ -391,6 +391,44 @@ fn layer_fiedlers(
         })
 }
 
+/// How far the LRP pass must run for `methods` (`None`: no LRP method among them).
+pub fn lrp_scope(methods: &[Method]) -> Option<LrpScope> {
+    methods
+        .iter()
+        .filter_map(|m| match m {
+            Method::PartialLrp => Some(LrpScope::LastCrossText),
+            Method::TransformerAttribution => Some(LrpScope::NoImageStack),
+            Method::CheferLrp => Some(LrpScope::Every),
+            _ => None,
+        })
+        .max()
+}
+
+/// How far the trace's LRP pass ran (`None`: it did not).
+fn relevance_scope(trace: &LxmertTrace<Vec<f32>>) -> Option<LrpScope> {
+    let top = trace.cross.last()?;
+    if top.lang_self.relevance.is_none() || top.text_to_image.relevance.is_none() {
+        return None;
+    }
+    let cross = trace.cross.iter().all(|x| {
+        [
+            &x.text_to_image,
+            &x.image_to_text,
+            &x.lang_self,
+            &x.visn_self,
+        ]
+        .iter()
+        .all(|r| r.relevance.is_some())
+    });
+    let lang = trace.lang.iter().all(|l| l.relevance.is_some());
+    let visn = trace.visn.iter().all(|l| l.relevance.is_some());
+    Some(match (cross && lang, visn) {
+        (true, true) => LrpScope::Every,
+        (true, false) => LrpScope::NoImageStack,
+        _ => LrpScope::LastCrossText,
+    })
+}
+
 /// Explains every sample of a traced batch with every method: result[sample][method].
 pub fn explain_lxmert(
     trace: &LxmertTrace<Vec<f32>>,
@@ -403,19 +441,7 @@ pub fn explain_lxmert(
             .iter()
             .all(|x| x.lang_self.attention_grad.is_some());
     check_gradients(methods, has_gradients)?;
-    let has_relevance = trace.lang.iter().all(|l| l.relevance.is_some())
-        && trace.visn.iter().all(|l| l.relevance.is_some())
-        && trace.cross.iter().all(|x| {
-            [
-                &x.text_to_image,
-                &x.image_to_text,
-                &x.lang_self,
-                &x.visn_self,
-            ]
-            .iter()
-            .all(|r| r.relevance.is_some())
-        });
-    check_relevance(methods, has_relevance)?;
+    check_relevance(methods, lrp_scope(methods) <= relevance_scope(trace))?;
     use Stream::{Image, Text};
     let labels = trace.output.labels;
     (0..trace.lengths.len())

@@ -63,6 +63,17 @@ pub struct AttentionRecord<Buf> {
     pub relevance: Option<Buf>,
 }
 
+/// How far down the LRP pass runs: the methods read different modules (§C.1–§C.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LrpScope {
+    /// The last cross layer's text self-attention and text→image maps (partial LRP).
+    LastCrossText,
+    /// Every module but the object-relationship (image) stack (Transformer Attribution).
+    NoImageStack,
+    /// Every module (relevance maps with LRP).
+    Every,
+}
+
 /// One value per attention module (∂y/∂A, or LRP relevance), first layer first; cross layers
 /// as (t→i, i→t, lang, visn).
 struct PerModule<Buf> {
@@ -557,26 +568,27 @@ impl<B: Backend> Lxmert<B> {
         inputs: &LxmertInputs,
         target: &VqaTarget,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, target, true, false)
+        self.run(be, inputs, target, true, None)
     }
 
     /// Forward only, recording every attention module without gradients (for the methods
     /// that read no ∂y/∂A); the explanations score the predicted answers.
     pub fn record(&self, be: &B, inputs: &LxmertInputs) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, &VqaTarget::Predicted, false, false)
+        self.run(be, inputs, &VqaTarget::Predicted, false, None)
     }
 
     /// Forward, the backward when `gradients`, and the LRP pass (§D) from a one-hot at each
-    /// sample's target (all ones for the Σ-logits target): every module also records its
-    /// relevance at the attention probabilities.
+    /// sample's target (all ones for the Σ-logits target): the modules `scope` covers also
+    /// record their relevance at the attention probabilities.
     pub fn lrp(
         &self,
         be: &B,
         inputs: &LxmertInputs,
         target: &VqaTarget,
         gradients: bool,
+        scope: LrpScope,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, target, gradients, true)
+        self.run(be, inputs, target, gradients, Some(scope))
     }
 
     fn run(
@@ -585,7 +597,7 @@ impl<B: Backend> Lxmert<B> {
         inputs: &LxmertInputs,
         target: &VqaTarget,
         gradients: bool,
-        relevance: bool,
+        relevance: Option<LrpScope>,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs)?;
         let (targets, seed) = target.resolve(&f.output.predicted(), f.output.labels)?;
@@ -595,8 +607,8 @@ impl<B: Backend> Lxmert<B> {
         } else {
             PerModule::none(lang, visn, cross)
         };
-        let cams = if relevance {
-            self.relprop(be, &f, &seed, inputs)?.into_options()
+        let cams = if let Some(scope) = relevance {
+            self.relprop(be, &f, &seed, inputs, scope)?
         } else {
             PerModule::none(lang, visn, cross)
         };
@@ -655,15 +667,18 @@ impl<B: Backend> Lxmert<B> {
 
     /// The LRP pass of §D from the seed relevance at the logits: answer head, the text [CLS]
     /// index-select, then every layer in reverse (cross layers: feed-forwards, self-attention,
-    /// cross-attention; then the image stack, then the text stack). The image stream starts
-    /// with no relevance. Returns the relevance at every module's attention probabilities.
+    /// cross-attention; then the image stack, then the text stack), as far down as `scope`
+    /// asks. The image stream starts with no relevance, so the last cross layer's image
+    /// branch carries none (recorded as zeros without running its rules). Returns the
+    /// relevance at the probabilities of every module the scope covers.
     fn relprop(
         &self,
         be: &B,
         f: &Forward<B::Buf>,
         seed: &[f32],
         inputs: &LxmertInputs,
-    ) -> Result<PerModule<B::Buf>, ModelError> {
+        scope: LrpScope,
+    ) -> Result<PerModule<Option<B::Buf>>, ModelError> {
         let (batch, d) = (inputs.batch(), self.config.hidden_size);
         let (t, n) = (inputs.seq_len, inputs.regions);
         let r_cls = self.head.relprop(be, &f.head, &f.cls, seed)?;
@@ -676,9 +691,10 @@ impl<B: Backend> Lxmert<B> {
         let mut rv = be.zeros(batch * n * d)?;
 
         let s = &f.shapes;
+        let mut out = PerModule::<B::Buf>::none(f.lang.len(), f.visn.len(), f.cross.len());
         let text_in = last(f.lang.iter().map(|a| &a.ffn.out), &f.text0);
         let image_in = last(f.visn.iter().map(|a| &a.ffn.out), &f.image0);
-        let mut cross = Vec::with_capacity(self.cross.len());
+        let top = self.cross.len().saturating_sub(1);
         for (k, (layer, a)) in self.cross.iter().zip(&f.cross).enumerate().rev() {
             let (t_in, v_in) = match k {
                 0 => (text_in, image_in),
@@ -687,9 +703,6 @@ impl<B: Backend> Lxmert<B> {
             let rt2 = layer
                 .lang_ffn
                 .relprop(be, &a.lang_ffn, &a.lang_self.out, &rt, batch)?;
-            let rv2 = layer
-                .visn_ffn
-                .relprop(be, &a.visn_ffn, &a.visn_self.out, &rv, batch)?;
             let (c_lang, rt1) = self_attention_relprop(
                 be,
                 &layer.lang_self,
@@ -698,6 +711,31 @@ impl<B: Backend> Lxmert<B> {
                 &rt2,
                 &s.text,
             )?;
+            let t2i = layer
+                .cross
+                .relprop(be, &a.t2i, t_in, v_in, &rt1, &s.text_to_image)?;
+            let slot = &mut out.cross[k];
+            if k == top && scope == LrpScope::LastCrossText {
+                (slot.0, slot.2) = (Some(t2i.cam), Some(c_lang));
+                return Ok(out);
+            }
+            if k == top {
+                // No relevance on the image side yet: every rule there gives zeros, and the
+                // clones merge the text side's relevance alone.
+                rt = clone_query_side(be, t_in, &t2i, &be.zeros(be.len(t_in))?)?;
+                rv = be.zeros(be.len(v_in))?;
+                be.lrp_clone(&mut rv, v_in, &[&t2i.context])?;
+                *slot = (
+                    Some(t2i.cam),
+                    Some(be.zeros(s.image_to_text.probs_len())?),
+                    Some(c_lang),
+                    Some(be.zeros(s.image.probs_len())?),
+                );
+                continue;
+            }
+            let rv2 = layer
+                .visn_ffn
+                .relprop(be, &a.visn_ffn, &a.visn_self.out, &rv, batch)?;
             let (c_visn, rv1) = self_attention_relprop(
                 be,
                 &layer.visn_self,
@@ -709,17 +747,17 @@ impl<B: Backend> Lxmert<B> {
             let i2t = layer
                 .cross
                 .relprop(be, &a.i2t, v_in, t_in, &rv1, &s.image_to_text)?;
-            let t2i = layer
-                .cross
-                .relprop(be, &a.t2i, t_in, v_in, &rt1, &s.text_to_image)?;
             rt = clone_query_side(be, t_in, &t2i, &i2t.context)?;
             rv = clone_query_side(be, v_in, &i2t, &t2i.context)?;
-            cross.push((t2i.cam, i2t.cam, c_lang, c_visn));
+            *slot = (Some(t2i.cam), Some(i2t.cam), Some(c_lang), Some(c_visn));
         }
-        cross.reverse();
-        let visn = Self::self_stack_relprop(be, &self.visn, &f.visn, &f.image0, rv, &s.image)?;
+        if scope == LrpScope::Every {
+            let visn = Self::self_stack_relprop(be, &self.visn, &f.visn, &f.image0, rv, &s.image)?;
+            out.visn = visn.into_iter().map(Some).collect();
+        }
         let lang = Self::self_stack_relprop(be, &self.lang, &f.lang, &f.text0, rt, &s.text)?;
-        Ok(PerModule { lang, visn, cross })
+        out.lang = lang.into_iter().map(Some).collect();
+        Ok(out)
     }
 
     /// LRP through a stack of self-attention layers over `input`; relevance at every layer's

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::backend::Cpu;
-use crate::explain::lxmert::explain_lxmert;
-use crate::explain::{need_relevance, Method, MethodOptions};
+use crate::explain::lxmert::{explain_lxmert, lrp_scope};
+use crate::explain::{Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
 use crate::model::lxmert::{Lxmert, LxmertInputs};
@@ -117,8 +117,8 @@ impl LxmertSession {
             seq_len: tokens.seq_len,
         };
         let gradients = needs_backward(methods, target);
-        let trace = if need_relevance(methods) {
-            self.model.lrp(&Cpu, &inputs, target, gradients)?
+        let trace = if let Some(scope) = lrp_scope(methods) {
+            self.model.lrp(&Cpu, &inputs, target, gradients, scope)?
         } else if gradients {
             self.model.trace(&Cpu, &inputs, target)?
         } else {
