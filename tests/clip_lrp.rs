@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{fixtures, max_abs_diff, Golden};
+use common::{check_rel, check_vectors, fixtures, spread_tolerance, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::clip::explain_clip;
 use fiedler::explain::{Method, MethodOptions};
@@ -48,21 +48,6 @@ fn inputs(g: &Golden, case: &str) -> ClipInputs {
             .collect(),
         seq_len,
     }
-}
-
-fn compare(name: &str, ours: &[f32], theirs: &[f32], tol: f32, bad: &mut Vec<String>) {
-    let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let (err, at) = max_abs_diff(ours, theirs);
-    if !(err <= tol * scale) {
-        bad.push(format!(
-            "{name}: |Δ| {err:.3e} at {at} (max {scale:.3e}, tol {tol:.1e}): {} vs {}",
-            ours[at], theirs[at]
-        ));
-    }
-}
-
-fn spread_tolerance(reference: &Golden, case: &str, name: &str, b: usize) -> f32 {
-    (2.0 * reference.f32(&format!("{case}.spread.{name}.{b}"))[0]).max(1e-4)
 }
 
 /// Sample b's [heads, n, n] block over its first n = lengths[b] tokens, and back.
@@ -100,21 +85,7 @@ fn check_methods(
     bad: &mut Vec<String>,
 ) {
     let explained = explain_clip(tr, &METHODS, &MethodOptions::default()).unwrap();
-    for (b, sample) in explained.iter().enumerate() {
-        for e in sample {
-            for (side, ours) in [("image", &e.image_relevance), ("text", &e.text_relevance)] {
-                let key = format!("{}.{side}", e.method.name());
-                let theirs = reference.f32(&format!("{case}.{key}.{b}"));
-                compare(
-                    &format!("{case}.{key}.{b}"),
-                    ours,
-                    &theirs,
-                    tol(&key, b),
-                    bad,
-                );
-            }
-        }
-    }
+    check_vectors(&explained, reference, case, "", tol, bad);
 }
 
 #[test]
@@ -132,7 +103,7 @@ fn attention_relevance_matches_reference() {
                 for b in 0..t.lengths.len() {
                     let name = format!("{case}.{tower}.cam.{l}.{b}");
                     let tol = spread_tolerance(&reference, case, &format!("{tower}.cam.{l}"), b);
-                    compare(
+                    check_rel(
                         &name,
                         &block(t, cam, b),
                         &reference.f32(&name),

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{fixtures, max_abs_diff, Golden};
+use common::{check_rel, check_vectors, fixtures, max_abs_diff, spread_tolerance, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::lxmert::explain_lxmert;
 use fiedler::explain::matrix::Matrix;
@@ -66,36 +66,12 @@ fn modules(tr: &mut LxmertTrace<Vec<f32>>) -> Vec<(String, Slots<'_>, bool, bool
     out
 }
 
-/// (padded, real) query and key counts of sample b for a module.
-fn extents(tr: &LxmertTrace<Vec<f32>>, b: usize, q_text: bool, k_text: bool) -> [usize; 4] {
-    let (tp, t, n) = (tr.seq_len, tr.lengths[b], tr.regions);
+/// (padded, real) query and key counts of a module for a sample of `t` text tokens, in a
+/// batch padded to `tp` tokens, with `n` regions.
+fn extents(tp: usize, n: usize, t: usize, q_text: bool, k_text: bool) -> [usize; 4] {
     let (qp, q) = if q_text { (tp, t) } else { (n, n) };
     let (kp, k) = if k_text { (tp, t) } else { (n, n) };
     [qp, kp, q, k]
-}
-
-/// Compares with tolerance `tol` × the reference's largest magnitude; appends failures.
-fn compare(name: &str, ours: &[f32], theirs: &[f32], tol: f32, bad: &mut Vec<String>) -> f32 {
-    let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let (err, at) = max_abs_diff(ours, theirs);
-    if !(err <= tol * scale) {
-        bad.push(format!(
-            "{name}: |Δ| {err:.3e} at {at} (max {scale:.3e}, rel {:.2e}, tol {tol:.1e}): {} vs {}",
-            err / scale,
-            ours[at],
-            theirs[at]
-        ));
-    }
-    if scale > 0.0 {
-        err / scale
-    } else {
-        0.0
-    }
-}
-
-/// max(1e-4, 2·spread) for a reference tensor.
-fn spread_tolerance(reference: &Golden, case: &str, name: &str, b: usize) -> f32 {
-    (2.0 * reference.f32(&format!("{case}.spread.{name}.{b}"))[0]).max(1e-4)
 }
 
 fn open() -> (Golden, Golden, Lxmert<Cpu>) {
@@ -116,21 +92,7 @@ fn check_methods(
     bad: &mut Vec<String>,
 ) {
     let explained = explain_lxmert(tr, &METHODS, &MethodOptions::default()).unwrap();
-    for (b, sample) in explained.iter().enumerate() {
-        for e in sample {
-            for (side, ours) in [("image", &e.image_relevance), ("text", &e.text_relevance)] {
-                let key = format!("{}{suffix}.{side}", e.method.name());
-                let theirs = reference.f32(&format!("{case}.{key}.{b}"));
-                compare(
-                    &format!("{case}.{key}.{b}"),
-                    ours,
-                    &theirs,
-                    tol(&key, b),
-                    bad,
-                );
-            }
-        }
-    }
+    check_vectors(&explained, reference, case, suffix, tol, bad);
 }
 
 /// Sample b's [heads, q, k] block of a padded [batch, heads, qp, kp] buffer.
@@ -164,31 +126,17 @@ fn attention_relevance_matches_reference() {
         let mut tr = model
             .lrp(&Cpu, &inputs, &VqaTarget::Predicted, false, LrpScope::Every)
             .unwrap();
-        let heads = tr.heads;
+        let (heads, tp, n) = (tr.heads, tr.seq_len, tr.regions);
         let lengths = tr.lengths.clone();
-        let ext: Vec<Vec<[usize; 4]>> = (0..lengths.len())
-            .map(|b| {
-                [(true, true), (false, false), (true, false), (false, true)]
-                    .iter()
-                    .map(|&(q, k)| extents(&tr, b, q, k))
-                    .collect()
-            })
-            .collect();
         for (key, (cam, _), q_text, k_text) in modules(&mut tr) {
             let cam = cam.as_ref().expect("the LRP pass records every module");
-            for b in 0..lengths.len() {
-                let which = match (q_text, k_text) {
-                    (true, true) => 0,
-                    (false, false) => 1,
-                    (true, false) => 2,
-                    (false, true) => 3,
-                };
-                let [qp, kp, q, k] = ext[b][which];
+            for (b, &t) in lengths.iter().enumerate() {
+                let [qp, kp, q, k] = extents(tp, n, t, q_text, k_text);
                 let ours = unpad(cam, b, heads, qp, kp, q, k);
                 let name = format!("{case}.cam.{key}.{b}");
                 let theirs = reference.f32(&name);
                 let tol = spread_tolerance(&reference, case, &format!("cam.{key}"), b);
-                worst = worst.max(compare(&name, &ours, &theirs, tol, &mut bad));
+                worst = worst.max(check_rel(&name, &ours, &theirs, tol, &mut bad));
             }
         }
     }
@@ -241,28 +189,14 @@ fn trace_with_reference_inputs(
             LrpScope::Every,
         )
         .unwrap();
-    let heads = tr.heads;
-    let ext: Vec<Vec<[usize; 4]>> = (0..tr.lengths.len())
-        .map(|b| {
-            [(true, true), (false, false), (true, false), (false, true)]
-                .iter()
-                .map(|&(q, k)| extents(&tr, b, q, k))
-                .collect()
-        })
-        .collect();
-    let batch = tr.lengths.len();
+    let (heads, tp, n) = (tr.heads, tr.seq_len, tr.regions);
+    let lengths = tr.lengths.clone();
     for (key, (cam, grad), q_text, k_text) in modules(&mut tr) {
-        let which = match (q_text, k_text) {
-            (true, true) => 0,
-            (false, false) => 1,
-            (true, false) => 2,
-            (false, true) => 3,
-        };
-        let [qp, kp, _, _] = ext[0][which];
-        let mut c = vec![0.0f32; batch * heads * qp * kp];
-        let mut g = vec![0.0f32; batch * heads * qp * kp];
-        for (b, e) in ext.iter().enumerate() {
-            let [_, _, q, k] = e[which];
+        let [qp, kp, _, _] = extents(tp, n, 0, q_text, k_text);
+        let mut c = vec![0.0f32; lengths.len() * heads * qp * kp];
+        let mut g = vec![0.0f32; lengths.len() * heads * qp * kp];
+        for (b, &t) in lengths.iter().enumerate() {
+            let [_, _, q, k] = extents(tp, n, t, q_text, k_text);
             let rc = reference.f32(&format!("{case}.cam.{key}.{b}"));
             let rg = reference.f32(&format!("{case}.grad.{key}.{b}"));
             for h in 0..heads {
@@ -303,7 +237,7 @@ fn small_relevance_survives_where_the_naive_f32_form_loses_it() {
     let ours = explain_lxmert(&tr, &[Method::CheferLrp], &MethodOptions::default()).unwrap();
     let theirs = reference.f32("b1.chefer-lrp.small.image.0");
     let mut bad = Vec::new();
-    compare("ours", &ours[0][0].image_relevance, &theirs, 1e-4, &mut bad);
+    check_rel("ours", &ours[0][0].image_relevance, &theirs, 1e-4, &mut bad);
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 
     let naive = naive_chefer_image(&tr);

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{fixtures, max_abs_diff, Golden};
+use common::{check_rel, check_vectors, fixtures, spread_tolerance, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::vilt::explain_vilt;
 use fiedler::explain::{Method, MethodOptions};
@@ -38,21 +38,6 @@ fn real_tokens(tr: &ViltTrace<Vec<f32>>, b: usize) -> Vec<usize> {
         .chain(std::iter::once(l.image_class))
         .chain(l.patch_tokens())
         .collect()
-}
-
-fn compare(name: &str, ours: &[f32], theirs: &[f32], tol: f32, bad: &mut Vec<String>) {
-    let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let (err, at) = max_abs_diff(ours, theirs);
-    if !(err <= tol * scale) {
-        bad.push(format!(
-            "{name}: |Δ| {err:.3e} at {at} (max {scale:.3e}, tol {tol:.1e}): {} vs {}",
-            ours[at], theirs[at]
-        ));
-    }
-}
-
-fn spread_tolerance(reference: &Golden, case: &str, name: &str, b: usize) -> f32 {
-    (2.0 * reference.f32(&format!("{case}.spread.{name}.{b}"))[0]).max(1e-4)
 }
 
 /// Sample b's [heads, real, real] block of a padded [batch, heads, n, n] buffer, and back.
@@ -87,21 +72,7 @@ fn check_methods(
     bad: &mut Vec<String>,
 ) {
     let explained = explain_vilt(tr, &METHODS, &MethodOptions::default()).unwrap();
-    for (b, sample) in explained.iter().enumerate() {
-        for e in sample {
-            for (side, ours) in [("image", &e.image_relevance), ("text", &e.text_relevance)] {
-                let key = format!("{}.{side}", e.method.name());
-                let theirs = reference.f32(&format!("{case}.{key}.{b}"));
-                compare(
-                    &format!("{case}.{key}.{b}"),
-                    ours,
-                    &theirs,
-                    tol(&key, b),
-                    bad,
-                );
-            }
-        }
-    }
+    check_vectors(&explained, reference, case, "", tol, bad);
 }
 
 #[test]
@@ -127,7 +98,7 @@ fn attention_relevance_matches_reference() {
                 let ours = gather(cam, b, heads, n, &real_tokens(&tr, b));
                 let name = format!("{case}.cam.{l}.{b}");
                 let tol = spread_tolerance(&reference, case, &format!("cam.{l}"), b);
-                compare(&name, &ours, &reference.f32(&name), tol, &mut bad);
+                check_rel(&name, &ours, &reference.f32(&name), tol, &mut bad);
             }
         }
     }

@@ -74,6 +74,9 @@ impl ClipOutput {
     }
 }
 
+/// One buffer per layer of each tower: (vision, text).
+type PerTower<Buf> = (Vec<Buf>, Vec<Buf>);
+
 /// A forward pass with everything the backward needs.
 struct Forward<Buf> {
     vision: EncoderActivations<Buf>,
@@ -330,7 +333,7 @@ impl<B: Backend> Clip<B> {
         f: &Forward<B::Buf>,
         inputs: &ClipInputs,
         seeds: Option<&[f32]>,
-    ) -> Result<(Vec<B::Buf>, Vec<B::Buf>), ModelError> {
+    ) -> Result<PerTower<B::Buf>, ModelError> {
         let batch = inputs.batch();
         let seeds = match seeds {
             Some(s) if s.len() != batch => {
@@ -387,8 +390,8 @@ impl<B: Backend> Clip<B> {
         &self,
         f: Forward<B::Buf>,
         inputs: &ClipInputs,
-        grads: Option<(Vec<B::Buf>, Vec<B::Buf>)>,
-        relevance: Option<(Vec<B::Buf>, Vec<B::Buf>)>,
+        grads: Option<PerTower<B::Buf>>,
+        relevance: Option<PerTower<B::Buf>>,
     ) -> ClipTrace<B::Buf> {
         let (vision_grads, text_grads) = grads.unzip();
         let (vision_relevance, text_relevance) = relevance.unzip();

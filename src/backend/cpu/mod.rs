@@ -494,7 +494,7 @@ impl Backend for Cpu {
             s.batch * s.queries * s.width(),
             s.batch * s.keys * 2 * s.width(),
         );
-        for (name, buf) in [("q", &*q), ("rq", &*rq), ("rctx", rctx), ("ctx", ctx)] {
+        for (name, buf) in [("q", q), ("rq", &*rq), ("rctx", rctx), ("ctx", ctx)] {
             check(OP, name, buf, q_len)?;
         }
         check(OP, "kv", kv, kv_len)?;
@@ -534,7 +534,7 @@ impl Backend for Cpu {
 }
 
 fn check_samples(op: &'static str, len: usize, samples: usize) -> Result<()> {
-    if samples == 0 || len % samples != 0 {
+    if samples == 0 || !len.is_multiple_of(samples) {
         return Err(BackendError::Invalid {
             op,
             message: format!("{len} values do not split into {samples} samples"),
