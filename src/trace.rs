@@ -14,6 +14,8 @@ pub struct LayerTrace<Buf> {
     /// ∂target/∂attention, same shape. Every entry, masked ones included (as autograd).
     /// `None` when the trace was recorded without a backward (`record`).
     pub attention_grad: Option<Buf>,
+    /// LRP relevance at the probabilities (§D), same shape; `None` without an LRP pass.
+    pub relevance: Option<Buf>,
     /// The layer output [batch, tokens, width].
     pub output: Buf,
 }
@@ -31,7 +33,9 @@ pub struct TowerTrace<Buf> {
 }
 
 impl<Buf> TowerTrace<Buf> {
-    /// Pairs a finished forward with the backward's gradients (first layer first), if any.
+    /// Pairs a finished forward with the backward's gradients and the LRP pass's relevance
+    /// (first layer first), if any.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_activations(
         name: &'static str,
         heads: usize,
@@ -40,20 +44,22 @@ impl<Buf> TowerTrace<Buf> {
         tokens: usize,
         acts: EncoderActivations<Buf>,
         grads: Option<Vec<Buf>>,
+        relevance: Option<Vec<Buf>>,
     ) -> Self {
+        let per_layer = |v: Option<Vec<Buf>>| -> Box<dyn Iterator<Item = Option<Buf>>> {
+            match v {
+                Some(v) => Box::new(v.into_iter().map(Some)),
+                None => Box::new(std::iter::repeat_with(|| None)),
+            }
+        };
         let layers = acts
             .layers
             .into_iter()
-            .zip(grads.map_or_else(
-                || {
-                    Box::new(std::iter::repeat_with(|| None))
-                        as Box<dyn Iterator<Item = Option<Buf>>>
-                },
-                |g| Box::new(g.into_iter().map(Some)),
-            ))
-            .map(|(a, g)| LayerTrace {
+            .zip(per_layer(grads).zip(per_layer(relevance)))
+            .map(|(a, (g, r))| LayerTrace {
                 attention: a.probs,
                 attention_grad: g,
+                relevance: r,
                 output: a.out,
             })
             .collect();
@@ -73,6 +79,11 @@ impl<Buf> TowerTrace<Buf> {
         self.layers.iter().all(|l| l.attention_grad.is_some())
     }
 
+    /// Whether an LRP pass filled in the relevance at the attention maps.
+    pub fn has_relevance(&self) -> bool {
+        self.layers.iter().all(|l| l.relevance.is_some())
+    }
+
     /// Copies every buffer to host memory.
     pub fn to_host<B: Backend<Buf = Buf>>(
         &self,
@@ -89,6 +100,7 @@ impl<Buf> TowerTrace<Buf> {
                         .as_ref()
                         .map(|g| be.download(g))
                         .transpose()?,
+                    relevance: l.relevance.as_ref().map(|r| be.download(r)).transpose()?,
                     output: be.download(&l.output)?,
                 })
             })

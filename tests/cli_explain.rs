@@ -80,6 +80,9 @@ fn explain_all_methods_writes_every_output() {
         "dsmi",
         "dsmi-grad",
         "dsmi-grad-attn",
+        "transformer-attribution",
+        "partial-lrp",
+        "chefer-lrp",
     ];
     for pair in 0..2 {
         for m in methods {
@@ -552,4 +555,47 @@ fn explain_lxmert_pairs_file() {
         !out.join("sample1-chefer.png").exists(),
         "the line without one does not"
     );
+}
+
+/// `--method chefer,partial-lrp --lrp` on LXMERT: chefer reads as chefer-lrp, and both match
+/// the LRP goldens (tolerance of tests/lxmert_lrp.rs: max(1e-4, 2·spread)).
+#[test]
+fn explain_lxmert_with_lrp_matches_the_reference() {
+    let lxmert = fixtures().join("lxmert");
+    let golden = Golden::open(&lxmert.join("lrp.safetensors"));
+    let out = scratch("lxmert-lrp");
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&lxmert),
+        "--regions",
+        s(&lxmert.join("regions_synth_000001.safetensors")),
+        "--question",
+        "what is on the table?",
+        "--method",
+        "chefer,partial-lrp",
+        "--lrp",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let records = records(&out);
+    let methods: Vec<&str> = records
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["chefer-lrp", "partial-lrp"]);
+    for r in &records {
+        let m = r["method"].as_str().unwrap();
+        for (field, key) in [("image_relevance", "image"), ("text_relevance", "text")] {
+            let reference = golden.f32(&format!("b1.{m}.{key}.0"));
+            let spread = golden.f32(&format!("b1.spread.{m}.{key}.0"))[0];
+            let scale = reference.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+            let (err, _) = max_abs_diff(&floats(&r[field]), &reference);
+            assert!(
+                err <= (2.0 * spread).max(1e-4) * scale,
+                "{m} {field}: {err:e}"
+            );
+        }
+    }
 }

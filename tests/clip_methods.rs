@@ -165,7 +165,7 @@ fn batched_pairs_equal_single_pairs() {
     let batch = inputs("m3");
     let opts = MethodOptions::default();
     let together = explain_clip(
-        &model.trace(&Cpu, &batch, None).unwrap(),
+        &model.lrp(&Cpu, &batch, true).unwrap(),
         &Method::ALL,
         &opts,
     )
@@ -180,7 +180,7 @@ fn batched_pairs_equal_single_pairs() {
             seq_len: len,
         };
         let single = explain_clip(
-            &model.trace(&Cpu, &alone, None).unwrap(),
+            &model.lrp(&Cpu, &alone, true).unwrap(),
             &Method::ALL,
             &opts,
         )

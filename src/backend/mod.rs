@@ -327,4 +327,60 @@ pub trait Backend: Sync {
         scale: f32,
         dim: usize,
     ) -> Result<()>;
+
+    // LRP (spec §D): relevance flows from an op's output R to its inputs over the activations
+    // the forward kept. Sums of relevance are per sample; `samples` splits a buffer into equal
+    // runs of rows, one per sample.
+
+    /// |W| of a weight from `upload_weight`, in the same layout, for `lrp_linear`.
+    fn abs_weight(&self, w: &Self::Buf) -> Result<Self::Buf>;
+    /// The signed z⁺ rule (α = 1, β = 0, bias ignored) of out[m, n] = x[m, k]·Wᵀ:
+    /// rx (+)= x⁺ ⊙ (S·W⁺) + x⁻ ⊙ (S·W⁻), S = sdiv(r, x⁺W⁺ᵀ + x⁻W⁻ᵀ). `w_abs` comes from
+    /// `abs_weight(w)`. `forward` is the forward's (output, bias), when kept, from which
+    /// x·Wᵀ = output − bias is read instead of recomputed.
+    #[allow(clippy::too_many_arguments)]
+    fn lrp_linear(
+        &self,
+        rx: &mut Self::Buf,
+        r: &Self::Buf,
+        x: &Self::Buf,
+        forward: Option<(&Self::Buf, &Self::Buf)>,
+        w: &Self::Buf,
+        w_abs: &Self::Buf,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Result<()>;
+    /// Relevance through `attention` from R at its context: the gradient×input rule on
+    /// probs·V and on the unscaled scores Q·Kᵀ, each operand getting half; softmax passes
+    /// relevance unchanged. Writes `cam` (relevance at the probabilities, [batch, heads,
+    /// queries, keys]), `rq` (query rows) and `rkv` (key|value rows).
+    #[allow(clippy::too_many_arguments)]
+    fn lrp_attention(
+        &self,
+        cam: &mut Self::Buf,
+        rq: &mut Self::Buf,
+        rkv: &mut Self::Buf,
+        rctx: &Self::Buf,
+        q: &Self::Buf,
+        kv: &Self::Buf,
+        probs: &Self::Buf,
+        ctx: &Self::Buf,
+        shape: &AttentionShape,
+    ) -> Result<()>;
+    /// The add rule of out = a + b: ra = a ⊙ S, rb = b ⊙ S with S = sdiv(r, a + b), then
+    /// rescaled per sample so that ra gets |Σra|/(|Σra| + |Σrb|) of Σr and rb the rest.
+    #[allow(clippy::too_many_arguments)]
+    fn lrp_add(
+        &self,
+        ra: &mut Self::Buf,
+        rb: &mut Self::Buf,
+        r: &Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        samples: usize,
+    ) -> Result<()>;
+    /// The clone rule where x fans out to several consumers: rx = x ⊙ Σ_i sdiv(rs[i], x).
+    fn lrp_clone(&self, rx: &mut Self::Buf, x: &Self::Buf, rs: &[&Self::Buf]) -> Result<()>;
 }

@@ -19,8 +19,8 @@ use fiedler::eval::results::{ResultsWriter, RunHeader, FORMAT};
 use fiedler::eval::runner::{run as eval_run, EvalModel, Explained, Keep, Plan};
 use fiedler::eval::EvalError;
 use fiedler::explain::clip::explain_clip;
-use fiedler::explain::lxmert::explain_lxmert;
-use fiedler::explain::{Method, MethodOptions};
+use fiedler::explain::lxmert::{explain_lxmert, lrp_scope};
+use fiedler::explain::{need_relevance, Method, MethodOptions};
 use fiedler::input::regions::Regions;
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::config::{ClipConfig, LxmertConfig};
@@ -127,16 +127,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     print_header();
     for &batch in &args.batch {
         let x = inputs(&config, batch, args.text_tokens);
-        let trace = model.trace(&Cpu, &x, None)?;
+        let trace = if need_relevance(&methods) {
+            model.lrp(&Cpu, &x, true)?
+        } else {
+            model.trace(&Cpu, &x, None)?
+        };
         report(
             &methods,
             batch,
             args.repeats,
-            |backward| {
-                if backward {
-                    model.trace(&Cpu, &x, None)?;
-                } else {
-                    model.record(&Cpu, &x)?;
+            |pass| {
+                match pass {
+                    Pass::Forward => drop(model.record(&Cpu, &x)?),
+                    Pass::Backward => drop(model.trace(&Cpu, &x, None)?),
+                    Pass::Lrp(_) => drop(model.lrp(&Cpu, &x, false)?),
+                    Pass::BackwardLrp(_) => drop(model.lrp(&Cpu, &x, true)?),
                 }
                 Ok(())
             },
@@ -189,16 +194,26 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             lengths: vec![args.text_tokens; batch],
             seq_len: args.text_tokens,
         };
-        let trace = model.trace(&Cpu, &x, &VqaTarget::Predicted)?;
+        let target = VqaTarget::Predicted;
+        let scope = lrp_scope(methods);
+        let trace = if let Some(scope) = scope {
+            model.lrp(&Cpu, &x, &target, true, scope)?
+        } else {
+            model.trace(&Cpu, &x, &target)?
+        };
         report(
             methods,
             batch,
             args.repeats,
-            |backward| {
-                if backward {
-                    model.trace(&Cpu, &x, &VqaTarget::Predicted)?;
-                } else {
-                    model.record(&Cpu, &x)?;
+            |pass| {
+                match pass {
+                    Pass::Forward => drop(model.record(&Cpu, &x)?),
+                    Pass::Backward => drop(model.trace(&Cpu, &x, &target)?),
+                    Pass::Lrp(m) | Pass::BackwardLrp(m) => {
+                        let scope = lrp_scope(&[m]).expect("an LRP method");
+                        let gradients = m.needs_gradients();
+                        drop(model.lrp(&Cpu, &x, &target, gradients, scope)?)
+                    }
                 }
                 Ok(())
             },
@@ -345,35 +360,64 @@ impl<M: EvalModel> EvalModel for Counting<'_, M> {
 
 fn print_header() {
     println!(
-        "{:<16} {:>5} {:>10} {:>10} {:>12}",
-        "method", "batch", "trace ms", "method ms", "expl/s"
+        "{:<24} {:>5} {:>10} {:>10} {:>12} {:>12}",
+        "method", "batch", "trace ms", "method ms", "ms/expl", "expl/s"
     );
 }
 
-/// One row per method: the trace it needs (with a backward only for gradient methods), the
-/// method itself, and explanations per second for the two together.
+/// What a trace runs after the forward.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Pass {
+    Forward,
+    /// Forward and backward.
+    Backward,
+    /// Forward and the LRP pass (as far as the method needs it: LXMERT's passes differ).
+    Lrp(Method),
+    /// Forward, backward and the LRP pass.
+    BackwardLrp(Method),
+}
+
+impl Pass {
+    fn for_method(m: Method) -> Self {
+        if m.needs_relevance() && m.needs_gradients() {
+            Pass::BackwardLrp(m)
+        } else if m.needs_relevance() {
+            Pass::Lrp(m)
+        } else if m.needs_gradients() {
+            Pass::Backward
+        } else {
+            Pass::Forward
+        }
+    }
+}
+
+/// One row per method: the trace it needs (a backward only for gradient methods, an LRP
+/// pass only for the LRP methods), the method itself, and explanations per second for the
+/// two together. Trace and method times are per batch.
 fn report(
     methods: &[Method],
     batch: usize,
     repeats: usize,
-    mut trace: impl FnMut(bool) -> anyhow::Result<()>,
+    mut trace: impl FnMut(Pass) -> anyhow::Result<()>,
     mut method: impl FnMut(Method) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let with_backward = median_seconds(repeats, || trace(true))?;
-    let forward_only = median_seconds(repeats, || trace(false))?;
+    let mut timed = std::collections::HashMap::new();
     for &m in methods {
-        let trace_s = if m.needs_gradients() {
-            with_backward
-        } else {
-            forward_only
-        };
+        let pass = Pass::for_method(m);
+        if let std::collections::hash_map::Entry::Vacant(e) = timed.entry(pass) {
+            e.insert(median_seconds(repeats, || trace(pass))?);
+        }
+    }
+    for &m in methods {
+        let trace_s = timed[&Pass::for_method(m)];
         let method_s = median_seconds(repeats, || method(m))?;
         println!(
-            "{:<16} {:>5} {:>10.1} {:>10.1} {:>12.2}",
+            "{:<24} {:>5} {:>10.1} {:>10.1} {:>12.1} {:>12.2}",
             m.name(),
             batch,
             trace_s * 1e3,
             method_s * 1e3,
+            (trace_s + method_s) * 1e3 / batch as f64,
             batch as f64 / (trace_s + method_s)
         );
     }

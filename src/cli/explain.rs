@@ -68,9 +68,14 @@ pub struct ExplainArgs {
     #[arg(long, conflicts_with_all = ["image", "texts"])]
     pairs: Option<PathBuf>,
     /// Method(s): a name, a comma-separated list or `all`. Valid: raw-attn, rollout,
-    /// grad-cam, chefer, dsmi, dsmi-grad, dsmi-grad-attn.
+    /// grad-cam, chefer, dsmi, dsmi-grad, dsmi-grad-attn, transformer-attribution,
+    /// partial-lrp, chefer-lrp.
     #[arg(long, default_value = "all")]
     method: String,
+    /// Chefer's relevance maps with LRP relevance in place of the attention (`chefer` reads
+    /// as `chefer-lrp`).
+    #[arg(long)]
+    lrp: bool,
     /// Folder for the overlay PNGs, comparison sheets, index.html and explanations.json.
     #[arg(long, default_value = "fiedler-out")]
     out: PathBuf,
@@ -263,7 +268,12 @@ fn question_sample(
 }
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
-    let methods = Method::parse_list(&args.method)?;
+    let mut methods: Vec<Method> = Method::parse_list(&args.method)?
+        .into_iter()
+        .map(|m| m.with_lrp(args.lrp))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    methods.retain(|m| seen.insert(*m));
     if let Device::Cuda = args.device {
         bail!("--device cuda: this build has no CUDA backend yet; use --device cpu");
     }

@@ -40,9 +40,27 @@ pub fn rollout_step(mut mean_attention: Matrix) -> Matrix {
 /// The recurrence runs on S = R − I (S ← S + Ā + Ā·S): the terms added are often far below
 /// f32's resolution at 1, and I + ΔR would round them away (spec §H, last item).
 pub fn chefer(v: &SampleView, start: usize) -> Matrix {
+    relevance_product(v, start, false)
+}
+
+/// §A.3 / §C.2 single-stream Transformer Attribution (= `chefer` with LRP):
+/// R = Π_l (I + Ā_l) with Ā_l = mean_h((∇A_l ⊙ R_A,l)⁺), R_A the LRP relevance at A_l.
+pub fn transformer_attribution(v: &SampleView, start: usize) -> Matrix {
+    relevance_product(v, start, true)
+}
+
+/// §C.3 / §A.3 single-stream partial LRP: mean_h R_A of the last layer, min–max scaled.
+pub fn partial_lrp(v: &SampleView) -> Matrix {
+    let mut m = v.weighted_mean(v.layers() - 1, true, |r, _| r);
+    m.min_max();
+    m
+}
+
+/// R = I, then R ← R + Ā_l·R with Ā_l = mean_h((∇A_l ⊙ X_l)⁺), X = A or (`lrp`) R_A.
+fn relevance_product(v: &SampleView, start: usize, lrp: bool) -> Matrix {
     let mut s = Matrix::zeros(v.n, v.n);
     for l in start..v.layers() {
-        let a = v.head_mean(l, |a, g| (a * g).max(0.0));
+        let a = v.weighted_mean(l, lrp, |a, g| (a * g).max(0.0));
         let prod = a.matmul(&s);
         s.add_assign(&a);
         s.add_assign(&prod);

@@ -7,7 +7,8 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, resolve_start, spread_words, ExplainError, Explanation, Method, MethodOptions,
+    check_gradients, check_relevance, resolve_start, spread_words, ExplainError, Explanation,
+    Method, MethodOptions,
 };
 use crate::model::clip::ClipTrace;
 
@@ -20,6 +21,10 @@ pub fn explain_clip(
     check_gradients(
         methods,
         trace.vision.has_gradients() && trace.text.has_gradients(),
+    )?;
+    check_relevance(
+        methods,
+        trace.vision.has_relevance() && trace.text.has_relevance(),
     )?;
     let start_vision = resolve_start(opts.start_layer, trace.vision.layers.len(), "--start-layer")?;
     let start_text = resolve_start(

@@ -13,10 +13,11 @@ use crate::explain::attention::rollout_step;
 use crate::explain::matrix::Matrix;
 use crate::explain::spectral::GradWeighting;
 use crate::explain::{
-    check_gradients, spread_words, ExplainError, Explanation, Method, MethodOptions,
+    check_gradients, check_relevance, spread_words, ExplainError, Explanation, Method,
+    MethodOptions,
 };
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
-use crate::model::lxmert::{AttentionRecord, LxmertTrace};
+use crate::model::lxmert::{AttentionRecord, LrpScope, LxmertTrace};
 use crate::model::VqaTarget;
 use crate::trace::LayerTrace;
 
@@ -33,12 +34,15 @@ struct Sample<'a> {
     n: usize,
 }
 
-/// An attention module's probabilities and gradients, borrowed from either record type.
+/// An attention module's probabilities (or, for the LRP methods, its relevance at them) and
+/// gradients, borrowed from either record type.
 #[derive(Clone, Copy)]
 struct Module<'a> {
     attention: &'a [f32],
     /// `None` in a trace recorded without gradients: reads as 0.
     grad: Option<&'a [f32]>,
+    /// LRP relevance at the probabilities; `None` without an LRP pass.
+    relevance: Option<&'a [f32]>,
 }
 
 impl<'a> From<&'a AttentionRecord<Vec<f32>>> for Module<'a> {
@@ -46,6 +50,7 @@ impl<'a> From<&'a AttentionRecord<Vec<f32>>> for Module<'a> {
         Self {
             attention: &r.attention,
             grad: r.attention_grad.as_deref(),
+            relevance: r.relevance.as_deref(),
         }
     }
 }
@@ -55,6 +60,29 @@ impl<'a> From<&'a LayerTrace<Vec<f32>>> for Module<'a> {
         Self {
             attention: &r.attention,
             grad: r.attention_grad.as_deref(),
+            relevance: r.relevance.as_deref(),
+        }
+    }
+}
+
+/// What the relevance rules weight the gradient with (§C rule 5): the attention
+/// probabilities, or the LRP relevance at them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Weighting {
+    Attention,
+    Relevance,
+}
+
+impl<'a> Module<'a> {
+    /// The module with its LRP relevance read as its attention; explain_lxmert checked that
+    /// the trace has relevance before any LRP method runs (an empty map would be a bug).
+    fn weighted(self, w: Weighting) -> Self {
+        match w {
+            Weighting::Attention => self,
+            Weighting::Relevance => Self {
+                attention: self.relevance.unwrap_or_default(),
+                ..self
+            },
         }
     }
 }
@@ -102,7 +130,18 @@ impl<'a> Sample<'a> {
 
     /// Rule 5 of §C: Ā = mean_h((∇A ⊙ A)⁺).
     fn rule5<'m>(&self, m: impl Into<Module<'m>>, q: Stream, k: Stream) -> Matrix {
-        self.head_mean(m.into(), q, k, |a, g| (a * g).max(0.0))
+        self.weighted_rule5(m, q, k, Weighting::Attention)
+    }
+
+    /// Rule 5 with A or the LRP relevance R_A: mean_h((∇A ⊙ X)⁺).
+    fn weighted_rule5<'m>(
+        &self,
+        m: impl Into<Module<'m>>,
+        q: Stream,
+        k: Stream,
+        w: Weighting,
+    ) -> Matrix {
+        self.head_mean(m.into().weighted(w), q, k, |a, g| (a * g).max(0.0))
     }
 
     fn mean_attention<'m>(&self, m: impl Into<Module<'m>>, q: Stream, k: Stream) -> Matrix {
@@ -159,8 +198,9 @@ fn residual_normalized(d: &Matrix) -> Matrix {
     r
 }
 
-/// §C.1, `rm_no_lrp`, with R_tt and R_ii kept as R − I (spec §H, precision).
-fn chefer(s: &Sample) -> (Vec<f32>, Vec<f32>) {
+/// §C.1, `rm_no_lrp` (or `rm_with_lrp` when weighting with relevance), with R_tt and R_ii
+/// kept as R − I (spec §H, precision).
+fn chefer(s: &Sample, w: Weighting) -> (Vec<f32>, Vec<f32>) {
     use Stream::{Image, Text};
     let (t, n) = (s.t, s.n);
     let tr = s.trace;
@@ -175,23 +215,23 @@ fn chefer(s: &Sample) -> (Vec<f32>, Vec<f32>) {
         r_cross.add_assign(&delta);
     };
     for layer in &tr.lang {
-        self_rule(s.rule5(layer, Text, Text), &mut dtt, &mut rti);
+        self_rule(s.weighted_rule5(layer, Text, Text, w), &mut dtt, &mut rti);
     }
     for layer in &tr.visn {
-        self_rule(s.rule5(layer, Image, Image), &mut dii, &mut rit);
+        self_rule(s.weighted_rule5(layer, Image, Image, w), &mut dii, &mut rit);
     }
     let last = tr.cross.len().saturating_sub(1);
     for (k, x) in tr.cross.iter().enumerate() {
         // Co-attention: ΔR_ti = R̄_ttᵀ·Ā_ti·R̄_ii and ΔR_tt = Ā_ti·R_it (and the image side),
         // all from the state before this layer.
-        let a_ti = s.rule5(&x.text_to_image, Text, Image);
+        let a_ti = s.weighted_rule5(&x.text_to_image, Text, Image, w);
         let d_ti = residual_normalized(&dtt)
             .transpose()
             .matmul(&a_ti)
             .matmul(&residual_normalized(&dii));
         let d_tt = a_ti.matmul(&rit);
         if k < last {
-            let a_it = s.rule5(&x.image_to_text, Image, Text);
+            let a_it = s.weighted_rule5(&x.image_to_text, Image, Text, w);
             let d_it = residual_normalized(&dii)
                 .transpose()
                 .matmul(&a_it)
@@ -202,12 +242,63 @@ fn chefer(s: &Sample) -> (Vec<f32>, Vec<f32>) {
         }
         rti.add_assign(&d_ti);
         dtt.add_assign(&d_tt);
-        self_rule(s.rule5(&x.lang_self, Text, Text), &mut dtt, &mut rti);
+        self_rule(
+            s.weighted_rule5(&x.lang_self, Text, Text, w),
+            &mut dtt,
+            &mut rti,
+        );
         if k < last {
-            self_rule(s.rule5(&x.visn_self, Image, Image), &mut dii, &mut rit);
+            self_rule(
+                s.weighted_rule5(&x.visn_self, Image, Image, w),
+                &mut dii,
+                &mut rit,
+            );
         }
     }
     (rti.row(0).to_vec(), dtt.row(0).to_vec())
+}
+
+/// §C.2: Transformer Attribution on the text self-attention list (cross attention ignored,
+/// R_tt kept as R − I); image = Ā of the last cross layer's text→image map.
+fn transformer_attribution(s: &Sample) -> (Vec<f32>, Vec<f32>) {
+    use Stream::{Image, Text};
+    let tr = s.trace;
+    let rel = Weighting::Relevance;
+    let mut dtt = Matrix::zeros(s.t, s.t);
+    let text_layers = tr
+        .lang
+        .iter()
+        .map(Module::from)
+        .chain(tr.cross.iter().map(|x| Module::from(&x.lang_self)));
+    for m in text_layers {
+        let a = s.weighted_rule5(m, Text, Text, rel);
+        let prod = a.matmul(&dtt);
+        dtt.add_assign(&a);
+        dtt.add_assign(&prod);
+    }
+    let last = &tr.cross[tr.cross.len() - 1];
+    let rti = s.weighted_rule5(&last.text_to_image, Text, Image, rel);
+    (rti.row(0).to_vec(), dtt.row(0).to_vec())
+}
+
+/// §C.3: partial LRP, mean_h R_A of the last cross layer's text→image and text self maps,
+/// each min–max scaled over the whole matrix (a constant matrix becomes 0).
+fn partial_lrp(s: &Sample) -> (Vec<f32>, Vec<f32>) {
+    use Stream::{Image, Text};
+    let last = &s.trace.cross[s.trace.cross.len() - 1];
+    let mean = |r: &AttentionRecord<Vec<f32>>, q, k| {
+        let mut m = s.head_mean(
+            Module::from(r).weighted(Weighting::Relevance),
+            q,
+            k,
+            |a, _| a,
+        );
+        m.min_max();
+        m
+    };
+    let rti = mean(&last.text_to_image, Text, Image);
+    let rtt = mean(&last.lang_self, Text, Text);
+    (rti.row(0).to_vec(), rtt.row(0).to_vec())
 }
 
 /// §C.6: rollout over the text and image self-attention lists; R_ti = R_ttᵀ·Ā_ti·R_ii.
@@ -300,6 +391,44 @@ fn layer_fiedlers(
         })
 }
 
+/// How far the LRP pass must run for `methods` (`None`: no LRP method among them).
+pub fn lrp_scope(methods: &[Method]) -> Option<LrpScope> {
+    methods
+        .iter()
+        .filter_map(|m| match m {
+            Method::PartialLrp => Some(LrpScope::LastCrossText),
+            Method::TransformerAttribution => Some(LrpScope::NoImageStack),
+            Method::CheferLrp => Some(LrpScope::Every),
+            _ => None,
+        })
+        .max()
+}
+
+/// How far the trace's LRP pass ran (`None`: it did not).
+fn relevance_scope(trace: &LxmertTrace<Vec<f32>>) -> Option<LrpScope> {
+    let top = trace.cross.last()?;
+    if top.lang_self.relevance.is_none() || top.text_to_image.relevance.is_none() {
+        return None;
+    }
+    let cross = trace.cross.iter().all(|x| {
+        [
+            &x.text_to_image,
+            &x.image_to_text,
+            &x.lang_self,
+            &x.visn_self,
+        ]
+        .iter()
+        .all(|r| r.relevance.is_some())
+    });
+    let lang = trace.lang.iter().all(|l| l.relevance.is_some());
+    let visn = trace.visn.iter().all(|l| l.relevance.is_some());
+    Some(match (cross && lang, visn) {
+        (true, true) => LrpScope::Every,
+        (true, false) => LrpScope::NoImageStack,
+        _ => LrpScope::LastCrossText,
+    })
+}
+
 /// Explains every sample of a traced batch with every method: result[sample][method].
 pub fn explain_lxmert(
     trace: &LxmertTrace<Vec<f32>>,
@@ -312,6 +441,7 @@ pub fn explain_lxmert(
             .iter()
             .all(|x| x.lang_self.attention_grad.is_some());
     check_gradients(methods, has_gradients)?;
+    check_relevance(methods, lrp_scope(methods) <= relevance_scope(trace))?;
     use Stream::{Image, Text};
     let labels = trace.output.labels;
     (0..trace.lengths.len())
@@ -347,7 +477,12 @@ pub fn explain_lxmert(
                         (image, text, scored)
                     };
                     let (image, text, scored) = match (method, &graphs) {
-                        (Method::Chefer, _) => matrix_readout(chefer(&s)),
+                        (Method::Chefer, _) => matrix_readout(chefer(&s, Weighting::Attention)),
+                        (Method::CheferLrp, _) => matrix_readout(chefer(&s, Weighting::Relevance)),
+                        (Method::TransformerAttribution, _) => {
+                            matrix_readout(transformer_attribution(&s))
+                        }
+                        (Method::PartialLrp, _) => matrix_readout(partial_lrp(&s)),
                         (Method::Rollout, _) => matrix_readout(rollout(&s)),
                         (Method::RawAttn, _) => {
                             let x = &trace.cross[last];

@@ -98,6 +98,16 @@ impl Matrix {
         }
     }
 
+    /// (x − min)/(max − min) over every entry; a constant matrix becomes 0 (no 0/0).
+    pub fn min_max(&mut self) {
+        let lo = self.data.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = self.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let range = hi - lo;
+        for x in &mut self.data {
+            *x = if range > 0.0 { (*x - lo) / range } else { 0.0 };
+        }
+    }
+
     /// The submatrix of the given rows and columns, in that order.
     pub fn select(&self, rows: &[usize], cols: &[usize]) -> Matrix {
         let mut out = Matrix::zeros(rows.len(), cols.len());

@@ -38,10 +38,17 @@ pub enum Method {
     DsmiGrad,
     /// §C.9: Σ_l mean_h((∇A⊙A)⁺)·Fiedler_l.
     DsmiGradAttn,
+    /// §C.2: Transformer Attribution (Chefer et al., CVPR'21), R = Π_l (I + Ā_l) with
+    /// Ā_l = mean_h((∇A_l ⊙ R_A,l)⁺) and R_A the LRP relevance at the attention maps.
+    TransformerAttribution,
+    /// §C.3: partial LRP, the head-averaged LRP relevance of the last layer, min–max scaled.
+    PartialLrp,
+    /// §C.1 with LRP relevance in place of A (`rm_with_lrp`, `chefer --lrp`).
+    CheferLrp,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 10] = [
         Method::RawAttn,
         Method::Rollout,
         Method::GradCam,
@@ -49,6 +56,9 @@ impl Method {
         Method::Dsmi,
         Method::DsmiGrad,
         Method::DsmiGradAttn,
+        Method::TransformerAttribution,
+        Method::PartialLrp,
+        Method::CheferLrp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +70,9 @@ impl Method {
             Method::Dsmi => "dsmi",
             Method::DsmiGrad => "dsmi-grad",
             Method::DsmiGradAttn => "dsmi-grad-attn",
+            Method::TransformerAttribution => "transformer-attribution",
+            Method::PartialLrp => "partial-lrp",
+            Method::CheferLrp => "chefer-lrp",
         }
     }
 
@@ -67,7 +80,12 @@ impl Method {
     pub fn needs_gradients(self) -> bool {
         matches!(
             self,
-            Method::GradCam | Method::Chefer | Method::DsmiGrad | Method::DsmiGradAttn
+            Method::GradCam
+                | Method::Chefer
+                | Method::DsmiGrad
+                | Method::DsmiGradAttn
+                | Method::TransformerAttribution
+                | Method::CheferLrp
         )
     }
 
@@ -77,6 +95,23 @@ impl Method {
             return Ok(Method::ALL.to_vec());
         }
         spec.split(',').map(|m| m.trim().parse()).collect()
+    }
+
+    /// Whether the method reads the LRP relevance at the attention maps (so the trace needs
+    /// an LRP pass, §D).
+    pub fn needs_relevance(self) -> bool {
+        matches!(
+            self,
+            Method::TransformerAttribution | Method::PartialLrp | Method::CheferLrp
+        )
+    }
+
+    /// `chefer` with `--lrp`: its LRP form; every other method as it is.
+    pub fn with_lrp(self, lrp: bool) -> Method {
+        match self {
+            Method::Chefer if lrp => Method::CheferLrp,
+            m => m,
+        }
     }
 
     /// The comma-separated list of valid names, for messages and `--help`.
@@ -193,6 +228,8 @@ pub enum ExplainError {
     },
     #[error("{0} reads attention gradients, but the trace was recorded without a backward")]
     NoGradients(Method),
+    #[error("{0} reads LRP relevance, but the trace was recorded without an LRP pass")]
+    NoRelevance(Method),
     #[error("spectral graph of {tower} tokens, sample {pair}: {source}")]
     Spectral {
         tower: &'static str,
@@ -208,6 +245,19 @@ pub(crate) fn check_gradients(methods: &[Method], has_gradients: bool) -> Result
         Some(&m) if !has_gradients => Err(ExplainError::NoGradients(m)),
         _ => Ok(()),
     }
+}
+
+/// Fails when a method needs LRP relevance and the trace has none.
+pub(crate) fn check_relevance(methods: &[Method], has_relevance: bool) -> Result<(), ExplainError> {
+    match methods.iter().find(|m| m.needs_relevance()) {
+        Some(&m) if !has_relevance => Err(ExplainError::NoRelevance(m)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether any of `methods` reads LRP relevance, i.e. whether a trace needs an LRP pass.
+pub fn need_relevance(methods: &[Method]) -> bool {
+    methods.iter().any(|m| m.needs_relevance())
 }
 
 /// Whether any of `methods` reads ∂y/∂A, i.e. whether a trace needs a backward.

@@ -2,7 +2,9 @@
 //! matrix to read and over which tokens (`Readout`), and, for the spectral methods, which
 //! tokens form each graph (the same token set).
 
-use crate::explain::attention::{chefer, grad_cam, raw_attention, rollout};
+use crate::explain::attention::{
+    chefer, grad_cam, partial_lrp, raw_attention, rollout, transformer_attribution,
+};
 use crate::explain::matrix::Matrix;
 use crate::explain::spectral::{dsmi, dsmi_grad, GradWeighting, SpectralRelevance};
 use crate::explain::view::SampleView;
@@ -35,6 +37,11 @@ pub fn relevance(
         Method::GradCam => Some(grad_cam(view)),
         Method::Rollout => Some(rollout(view, start)),
         Method::Chefer => Some(chefer(view, start)),
+        // In a single stream, relevance maps with LRP are Transformer Attribution (§A.3).
+        Method::TransformerAttribution | Method::CheferLrp => {
+            Some(transformer_attribution(view, start))
+        }
+        Method::PartialLrp => Some(partial_lrp(view)),
         Method::Dsmi | Method::DsmiGrad | Method::DsmiGradAttn => None,
     };
     readouts

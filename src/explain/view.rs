@@ -49,10 +49,30 @@ impl<'a> SampleView<'a> {
 
     /// Calls `f(i, j, A_h[i, j], ∇A_h[i, j])` over the real tokens of head h of layer l;
     /// ∇A reads as 0 in a trace recorded without gradients (callers check beforehand).
-    fn for_each_entry(&self, l: usize, h: usize, mut f: impl FnMut(usize, usize, f32, f32)) {
+    fn for_each_entry(&self, l: usize, h: usize, f: impl FnMut(usize, usize, f32, f32)) {
+        self.for_each_weighted(l, h, false, f)
+    }
+
+    /// The same with the LRP relevance R_A in place of A when `relevance` (0 without an
+    /// LRP pass; callers check beforehand).
+    fn for_each_weighted(
+        &self,
+        l: usize,
+        h: usize,
+        relevance: bool,
+        mut f: impl FnMut(usize, usize, f32, f32),
+    ) {
         let layer = self.layer(l);
+        let x = if relevance {
+            layer.relevance.as_deref().unwrap_or_default()
+        } else {
+            &layer.attention
+        };
+        if x.is_empty() {
+            return;
+        }
         for i in 0..self.n {
-            let a = self.padded_row(&layer.attention, h, i);
+            let a = self.padded_row(x, h, i);
             let g = layer
                 .attention_grad
                 .as_ref()
@@ -65,11 +85,16 @@ impl<'a> SampleView<'a> {
 
     /// mean_h f(A_h[i, j], ∇A_h[i, j]) over the real tokens of layer l.
     pub fn head_mean(&self, l: usize, f: impl Fn(f32, f32) -> f32) -> Matrix {
+        self.weighted_mean(l, false, f)
+    }
+
+    /// mean_h f(X_h[i, j], ∇A_h[i, j]) with X = A, or the LRP relevance R_A when `relevance`.
+    pub fn weighted_mean(&self, l: usize, relevance: bool, f: impl Fn(f32, f32) -> f32) -> Matrix {
         let heads = self.tower.heads;
         let n = self.n;
         let mut out = Matrix::zeros(n, n);
         for h in 0..heads {
-            self.for_each_entry(l, h, |i, j, a, g| out.data[i * n + j] += f(a, g));
+            self.for_each_weighted(l, h, relevance, |i, j, a, g| out.data[i * n + j] += f(a, g));
         }
         out.data.iter_mut().for_each(|v| *v /= heads as f32);
         out

@@ -8,7 +8,8 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, resolve_start, spread_words, ExplainError, Explanation, Method, MethodOptions,
+    check_gradients, check_relevance, resolve_start, spread_words, ExplainError, Explanation,
+    Method, MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
 use crate::model::VqaTarget;
@@ -20,6 +21,7 @@ pub fn explain_vilt(
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
     check_gradients(methods, trace.joint.has_gradients())?;
+    check_relevance(methods, trace.joint.has_relevance())?;
     let start = resolve_start(opts.start_layer, trace.joint.layers.len(), "--start-layer")?;
     let labels = trace.output.labels;
     trace

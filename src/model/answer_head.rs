@@ -4,6 +4,7 @@
 
 use crate::backend::{Activation, Backend};
 use crate::model::block::{load_linear, load_norm};
+use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
 use crate::model::ModelError;
 
@@ -29,19 +30,23 @@ pub struct AnswerHead<B: Backend> {
     labels: usize,
     order: NormOrder,
     eps: f32,
-    pooler: (B::Buf, B::Buf),
-    hidden: (B::Buf, B::Buf),
+    pooler: Linear<B>,
+    hidden: Linear<B>,
     norm: (B::Buf, B::Buf),
-    out: (B::Buf, B::Buf),
+    out: Linear<B>,
 }
 
 /// What the head's forward keeps for the backward.
 pub struct HeadActivations<Buf> {
     pooler_pre: Buf,
+    /// tanh(pooler), the input of the hidden layer.
+    pooled: Buf,
     hidden: Buf,
     /// Output of the first of LayerNorm / GELU, and the LayerNorm statistics.
     middle: Buf,
     stats: Buf,
+    /// The input of the output layer.
+    last: Buf,
 }
 
 impl<B: Backend> AnswerHead<B> {
@@ -77,9 +82,11 @@ impl<B: Backend> AnswerHead<B> {
         let batch = be.len(cls) / d;
         let mut a = HeadActivations {
             pooler_pre: be.zeros(batch * d)?,
+            pooled: be.zeros(batch * d)?,
             hidden: be.zeros(batch * 2 * d)?,
             middle: be.zeros(batch * 2 * d)?,
             stats: be.zeros(2 * batch)?,
+            last: be.zeros(batch * 2 * d)?,
         };
         be.linear(
             &mut a.pooler_pre,
@@ -90,18 +97,16 @@ impl<B: Backend> AnswerHead<B> {
             d,
             d,
         )?;
-        let mut pooled = be.zeros(batch * d)?;
-        be.activation(&mut pooled, &a.pooler_pre, Activation::Tanh)?;
+        be.activation(&mut a.pooled, &a.pooler_pre, Activation::Tanh)?;
         be.linear(
             &mut a.hidden,
-            &pooled,
+            &a.pooled,
             &self.hidden.0,
             Some(&self.hidden.1),
             batch,
             d,
             2 * d,
         )?;
-        let mut last = be.zeros(batch * 2 * d)?;
         match self.order {
             NormOrder::NormThenGelu => {
                 be.layernorm(
@@ -113,12 +118,12 @@ impl<B: Backend> AnswerHead<B> {
                     2 * d,
                     self.eps,
                 )?;
-                be.activation(&mut last, &a.middle, Activation::Gelu)?;
+                be.activation(&mut a.last, &a.middle, Activation::Gelu)?;
             }
             NormOrder::GeluThenNorm => {
                 be.activation(&mut a.middle, &a.hidden, Activation::Gelu)?;
                 be.layernorm(
-                    &mut last,
+                    &mut a.last,
                     &mut a.stats,
                     &a.middle,
                     &self.norm.0,
@@ -131,7 +136,7 @@ impl<B: Backend> AnswerHead<B> {
         let mut logits = be.zeros(batch * self.labels)?;
         be.linear(
             &mut logits,
-            &last,
+            &a.last,
             &self.out.0,
             Some(&self.out.1),
             batch,
@@ -210,6 +215,33 @@ impl<B: Backend> AnswerHead<B> {
         let mut d_cls = be.zeros(batch * d)?;
         be.linear_backward(&mut d_cls, &d_pre, &self.pooler.0, batch, d, d, false)?;
         Ok(d_cls)
+    }
+
+    /// LRP (§D) from the seed relevance at the logits [batch, labels] to the [CLS] rows `cls`:
+    /// linear rules on the three layers; LayerNorm, GELU and tanh pass relevance on.
+    pub fn relprop(
+        &self,
+        be: &B,
+        a: &HeadActivations<B::Buf>,
+        cls: &B::Buf,
+        seed: &[f32],
+    ) -> Result<B::Buf, ModelError> {
+        let d = self.width;
+        let batch = seed.len() / self.labels;
+        let r_last = self.out.relprop(
+            be,
+            &be.upload(seed)?,
+            &a.last,
+            None,
+            batch,
+            2 * d,
+            self.labels,
+        )?;
+        let r_pooled =
+            self.hidden
+                .relprop(be, &r_last, &a.pooled, Some(&a.hidden), batch, d, 2 * d)?;
+        self.pooler
+            .relprop(be, &r_pooled, cls, Some(&a.pooler_pre), batch, d, d)
     }
 }
 

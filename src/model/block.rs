@@ -5,6 +5,7 @@
 //! key|value rows the attention op reads.
 
 use crate::backend::{Activation, AttentionShape, Backend};
+use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
 use crate::model::ModelError;
 
@@ -32,12 +33,12 @@ pub struct EncoderDims {
 
 pub struct LayerWeights<B: Backend> {
     ln1: (B::Buf, B::Buf),
-    query: (B::Buf, B::Buf),
-    key_value: (B::Buf, B::Buf),
-    attn_out: (B::Buf, B::Buf),
+    query: Linear<B>,
+    key_value: Linear<B>,
+    attn_out: Linear<B>,
     ln2: (B::Buf, B::Buf),
-    fc1: (B::Buf, B::Buf),
-    fc2: (B::Buf, B::Buf),
+    fc1: Linear<B>,
+    fc2: Linear<B>,
 }
 
 /// What one layer's forward keeps for the backward and the explanation methods.
@@ -49,12 +50,16 @@ pub struct LayerActivations<Buf> {
     /// Softmax probabilities [batch, heads, tokens, tokens].
     pub probs: Buf,
     ctx: Buf,
+    /// The attention branch, Dense(ctx) with its bias.
+    attn: Buf,
     /// x + attention branch: the input of the second layer norm.
     h: Buf,
     ln2: Buf,
     ln2_stats: Buf,
     fc1: Buf,
     act: Buf,
+    /// The MLP branch, W₂·act with its bias.
+    mlp: Buf,
     /// The layer output [batch·tokens, width].
     pub out: Buf,
 }
@@ -82,10 +87,10 @@ pub(crate) fn load_linear<B: Backend>(
     name: &str,
     out_dim: usize,
     in_dim: usize,
-) -> Result<(B::Buf, B::Buf), ModelError> {
+) -> Result<Linear<B>, ModelError> {
     let weight = w.tensor(&format!("{name}.weight"), &[out_dim, in_dim])?;
     let bias = w.tensor(&format!("{name}.bias"), &[out_dim])?;
-    Ok((
+    Ok(Linear::new(
         be.upload_weight(&weight, out_dim, in_dim)?,
         be.upload(&bias)?,
     ))
@@ -126,7 +131,7 @@ impl<B: Backend> Encoder<B> {
                 Ok(LayerWeights {
                     ln1: load_norm(be, w, &part(names.ln1), d)?,
                     query: load_linear(be, w, &part(names.query), d, d)?,
-                    key_value: (be.upload_weight(&kv_w, 2 * d, d)?, be.upload(&kv_b)?),
+                    key_value: Linear::new(be.upload_weight(&kv_w, 2 * d, d)?, be.upload(&kv_b)?),
                     attn_out: load_linear(be, w, &part(names.attn_out), d, d)?,
                     ln2: load_norm(be, w, &part(names.ln2), d)?,
                     fc1: load_linear(be, w, &part(names.fc1), dims.intermediate, d)?,
@@ -181,11 +186,13 @@ impl<B: Backend> Encoder<B> {
             kv: be.zeros(m * 2 * d)?,
             probs: be.zeros(shape.probs_len())?,
             ctx: be.zeros(m * d)?,
+            attn: be.zeros(m * d)?,
             h: be.zeros(m * d)?,
             ln2: be.zeros(m * d)?,
             ln2_stats: be.zeros(2 * m)?,
             fc1: be.zeros(m * f)?,
             act: be.zeros(m * f)?,
+            mlp: be.zeros(m * d)?,
             out: be.zeros(m * d)?,
         };
         be.layernorm(
@@ -208,9 +215,8 @@ impl<B: Backend> Encoder<B> {
             2 * d,
         )?;
         be.attention(&mut a.probs, &mut a.ctx, &a.q, &a.kv, shape)?;
-        // The attention branch is written into `out` first, then added to the residual.
         be.linear(
-            &mut a.out,
+            &mut a.attn,
             &a.ctx,
             &lw.attn_out.0,
             Some(&lw.attn_out.1),
@@ -218,7 +224,7 @@ impl<B: Backend> Encoder<B> {
             d,
             d,
         )?;
-        be.add(&mut a.h, x, &a.out)?;
+        be.add(&mut a.h, x, &a.attn)?;
         be.layernorm(
             &mut a.ln2,
             &mut a.ln2_stats,
@@ -230,9 +236,8 @@ impl<B: Backend> Encoder<B> {
         )?;
         be.linear(&mut a.fc1, &a.ln2, &lw.fc1.0, Some(&lw.fc1.1), m, d, f)?;
         be.activation(&mut a.act, &a.fc1, activation)?;
-        let mut mlp = be.zeros(m * d)?;
-        be.linear(&mut mlp, &a.act, &lw.fc2.0, Some(&lw.fc2.1), m, f, d)?;
-        be.add(&mut a.out, &a.h, &mlp)?;
+        be.linear(&mut a.mlp, &a.act, &lw.fc2.0, Some(&lw.fc2.1), m, f, d)?;
+        be.add(&mut a.out, &a.h, &a.mlp)?;
         Ok(a)
     }
 
@@ -261,6 +266,75 @@ impl<B: Backend> Encoder<B> {
         }
         grads.reverse();
         Ok(grads)
+    }
+
+    /// LRP (§D) from relevance at the last layer's output down to the first layer's input;
+    /// returns the relevance at every layer's attention probabilities, first layer first.
+    pub fn relprop(
+        &self,
+        be: &B,
+        acts: &EncoderActivations<B::Buf>,
+        r_out: B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<Vec<B::Buf>, ModelError> {
+        let mut cams = Vec::with_capacity(self.layers.len());
+        let mut r = r_out;
+        for (i, (lw, a)) in self.layers.iter().zip(&acts.layers).enumerate().rev() {
+            let x = if i == 0 {
+                &acts.input
+            } else {
+                &acts.layers[i - 1].out
+            };
+            let (cam, rx) = self.layer_relprop(be, lw, a, x, &r, shape)?;
+            cams.push(cam);
+            r = rx;
+        }
+        cams.reverse();
+        Ok(cams)
+    }
+
+    /// One layer backwards (Chefer's CVPR'21 block): the add rule between h and the MLP
+    /// branch, the MLP's linear rules (the activation and LN₂ pass relevance on), clone of
+    /// h; the add rule between x and the attention branch, the output projection, the
+    /// attention, the q and k|v projections, clone of LN₁(x) (LN₁ passes it on), clone of x.
+    fn layer_relprop(
+        &self,
+        be: &B,
+        lw: &LayerWeights<B>,
+        a: &LayerActivations<B::Buf>,
+        x: &B::Buf,
+        r: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<(B::Buf, B::Buf), ModelError> {
+        let (d, f) = (self.dims.width, self.dims.intermediate);
+        let m = be.len(x) / d;
+        let samples = shape.batch;
+        let (mut r_h_res, mut r_mlp) = (be.zeros(m * d)?, be.zeros(m * d)?);
+        be.lrp_add(&mut r_h_res, &mut r_mlp, r, &a.h, &a.mlp, samples)?;
+        let r_act = lw.fc2.relprop(be, &r_mlp, &a.act, Some(&a.mlp), m, f, d)?;
+        let r_ln2 = lw.fc1.relprop(be, &r_act, &a.ln2, Some(&a.fc1), m, d, f)?;
+        let mut r_h = be.zeros(m * d)?;
+        be.lrp_clone(&mut r_h, &a.h, &[&r_h_res, &r_ln2])?;
+
+        let (mut r_x_res, mut r_attn) = (be.zeros(m * d)?, be.zeros(m * d)?);
+        be.lrp_add(&mut r_x_res, &mut r_attn, &r_h, x, &a.attn, samples)?;
+        let r_ctx = lw
+            .attn_out
+            .relprop(be, &r_attn, &a.ctx, Some(&a.attn), m, d, d)?;
+        let mut cam = be.zeros(shape.probs_len())?;
+        let (mut rq, mut rkv) = (be.zeros(m * d)?, be.zeros(m * 2 * d)?);
+        be.lrp_attention(
+            &mut cam, &mut rq, &mut rkv, &r_ctx, &a.q, &a.kv, &a.probs, &a.ctx, shape,
+        )?;
+        let r_q = lw.query.relprop(be, &rq, &a.ln1, Some(&a.q), m, d, d)?;
+        let r_kv = lw
+            .key_value
+            .relprop(be, &rkv, &a.ln1, Some(&a.kv), m, d, 2 * d)?;
+        let mut r_ln1 = be.zeros(m * d)?;
+        be.lrp_clone(&mut r_ln1, &a.ln1, &[&r_q, &r_kv])?;
+        let mut rx = be.zeros(m * d)?;
+        be.lrp_clone(&mut rx, x, &[&r_x_res, &r_ln1])?;
+        Ok((cam, rx))
     }
 
     /// One layer's backward: ∂y/∂A and, when asked, the gradient of the layer input.

@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::backend::{AttentionShape, Backend, PatchGeometry};
 use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, LayerNames};
 use crate::model::config::ClipConfig;
+use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
 use crate::model::weights::Weights;
 use crate::model::ModelError;
@@ -73,6 +74,9 @@ impl ClipOutput {
     }
 }
 
+/// One buffer per layer of each tower: (vision, text).
+type PerTower<Buf> = (Vec<Buf>, Vec<Buf>);
+
 /// A forward pass with everything the backward needs.
 struct Forward<Buf> {
     vision: EncoderActivations<Buf>,
@@ -107,12 +111,13 @@ pub struct Clip<B: Backend> {
     pre_layernorm: (B::Buf, B::Buf),
     vision: Encoder<B>,
     post_layernorm: (B::Buf, B::Buf),
-    visual_projection: B::Buf,
+    /// Projections without bias (a zero bias, for the LRP rule's bookkeeping).
+    visual_projection: Linear<B>,
     token_embedding: B::Buf,
     text_positions: B::Buf,
     text: Encoder<B>,
     final_layernorm: (B::Buf, B::Buf),
-    text_projection: B::Buf,
+    text_projection: Linear<B>,
     logit_scale: f32,
 }
 
@@ -180,7 +185,10 @@ impl<B: Backend> Clip<B> {
                 vision_dims,
             )?,
             post_layernorm: load_norm(be, w, "vision_model.post_layernorm", dv)?,
-            visual_projection: upload_weight("visual_projection.weight", p, dv, &[p, dv])?,
+            visual_projection: Linear::new(
+                upload_weight("visual_projection.weight", p, dv, &[p, dv])?,
+                be.zeros(p)?,
+            ),
             token_embedding: upload(
                 "text_model.embeddings.token_embedding.weight",
                 &[t.vocab_size, dt],
@@ -198,7 +206,10 @@ impl<B: Backend> Clip<B> {
                 text_dims,
             )?,
             final_layernorm: load_norm(be, w, "text_model.final_layer_norm", dt)?,
-            text_projection: upload_weight("text_projection.weight", p, dt, &[p, dt])?,
+            text_projection: Linear::new(
+                upload_weight("text_projection.weight", p, dt, &[p, dt])?,
+                be.zeros(p)?,
+            ),
             logit_scale,
             config,
         })
@@ -213,7 +224,7 @@ impl<B: Backend> Clip<B> {
     /// read no ∂y/∂A (raw attention, rollout, DSMI) at half the cost.
     pub fn record(&self, be: &B, inputs: &ClipInputs) -> Result<ClipTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs)?;
-        Ok(self.finish(f, inputs, None))
+        Ok(self.finish(f, inputs, None, None))
     }
 
     /// Forward, then backward of Σ_b seed[b]·score[b] (every seed 1 by default: each pair's
@@ -225,6 +236,104 @@ impl<B: Backend> Clip<B> {
         seeds: Option<&[f32]>,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs)?;
+        let grads = self.backward(be, &f, inputs, seeds)?;
+        Ok(self.finish(f, inputs, Some(grads), None))
+    }
+
+    /// Forward, the backward when `gradients`, and the LRP pass (§D) from relevance 1 at
+    /// each pair's score, recording the relevance at every layer's probabilities of both
+    /// towers.
+    ///
+    /// The score scale·⟨â, b̂⟩ of the normalised embeddings takes the gradient × input rule of
+    /// a product (R_â = â ⊙ scale·b̂ · sdiv(R, s), likewise b̂), each tower keeping the whole
+    /// relevance of the pair (the towers are explained one at a time); the L2 normalisation
+    /// and the final LayerNorms pass relevance on (no rule, like every normalisation in §D);
+    /// the projections take the linear rule, the pooled row the index-select rule.
+    pub fn lrp(
+        &self,
+        be: &B,
+        inputs: &ClipInputs,
+        gradients: bool,
+    ) -> Result<ClipTrace<B::Buf>, ModelError> {
+        let f = self.forward(be, inputs)?;
+        let grads = gradients
+            .then(|| self.backward(be, &f, inputs, None))
+            .transpose()?;
+        let o = &f.output;
+        let p = o.projection_dim;
+        let share = |own: &[f32], other: &[f32]| -> Vec<f32> {
+            own.chunks_exact(p)
+                .zip(other.chunks_exact(p))
+                .zip(&o.pair_scores)
+                .flat_map(|((a, b), &s)| {
+                    let scale = o.scale * if s == 0.0 { 0.0 } else { 1.0 / (s + 1e-9) };
+                    a.iter().zip(b).map(move |(a, b)| a * b * scale)
+                })
+                .collect()
+        };
+        let r_img = be.upload(&share(&o.image_embeds, &o.text_embeds))?;
+        let r_txt = be.upload(&share(&o.text_embeds, &o.image_embeds))?;
+        let (dv, dt) = (self.config.vision.hidden_size, self.config.text.hidden_size);
+        let r_vision = self.pooled_relprop(
+            be,
+            &r_img,
+            &f.vision_pooled,
+            &f.image_proj,
+            &self.visual_projection,
+            &f.vision_rows,
+            be.len(f.vision.output()),
+            dv,
+        )?;
+        let r_text = self.pooled_relprop(
+            be,
+            &r_txt,
+            &f.text_pooled,
+            &f.text_proj,
+            &self.text_projection,
+            &f.text_rows,
+            be.len(f.text.output()),
+            dt,
+        )?;
+        let cams = (
+            self.vision
+                .relprop(be, &f.vision, r_vision, &f.vision_shape)?,
+            self.text.relprop(be, &f.text, r_text, &f.text_shape)?,
+        );
+        Ok(self.finish(f, inputs, grads, Some(cams)))
+    }
+
+    /// Relevance at the tower output from relevance at its projection: linear rule, the
+    /// LayerNorm passes it on, index-select (gradient × input) at the pooled rows.
+    #[allow(clippy::too_many_arguments)]
+    fn pooled_relprop(
+        &self,
+        be: &B,
+        r_proj: &B::Buf,
+        pooled: &(B::Buf, B::Buf, B::Buf),
+        proj: &B::Buf,
+        projection: &Linear<B>,
+        rows: &[usize],
+        tower_len: usize,
+        width: usize,
+    ) -> Result<B::Buf, ModelError> {
+        let (raw, normed, _) = pooled;
+        let (batch, p) = (rows.len(), self.config.projection_dim);
+        let r_normed = projection.relprop(be, r_proj, normed, Some(proj), batch, width, p)?;
+        let mut r_raw = be.zeros(be.len(raw))?;
+        be.lrp_clone(&mut r_raw, raw, &[&r_normed])?;
+        let mut r_tower = be.zeros(tower_len)?;
+        be.gather_rows_backward(&mut r_tower, &r_raw, rows, width)?;
+        Ok(r_tower)
+    }
+
+    /// ∂(Σ_b seed[b]·score[b])/∂A of both towers.
+    fn backward(
+        &self,
+        be: &B,
+        f: &Forward<B::Buf>,
+        inputs: &ClipInputs,
+        seeds: Option<&[f32]>,
+    ) -> Result<PerTower<B::Buf>, ModelError> {
         let batch = inputs.batch();
         let seeds = match seeds {
             Some(s) if s.len() != batch => {
@@ -254,7 +363,7 @@ impl<B: Backend> Clip<B> {
             be,
             &d_img,
             &f.vision_pooled,
-            &self.visual_projection,
+            &self.visual_projection.0,
             &self.post_layernorm,
             &f.vision_rows,
             be.len(f.vision.output()),
@@ -264,7 +373,7 @@ impl<B: Backend> Clip<B> {
             be,
             &d_txt,
             &f.text_pooled,
-            &self.text_projection,
+            &self.text_projection.0,
             &self.final_layernorm,
             &f.text_rows,
             be.len(f.text.output()),
@@ -274,17 +383,18 @@ impl<B: Backend> Clip<B> {
             .vision
             .backward(be, &f.vision, d_vision, &f.vision_shape)?;
         let text_grads = self.text.backward(be, &f.text, d_text, &f.text_shape)?;
-
-        Ok(self.finish(f, inputs, Some((vision_grads, text_grads))))
+        Ok((vision_grads, text_grads))
     }
 
     fn finish(
         &self,
         f: Forward<B::Buf>,
         inputs: &ClipInputs,
-        grads: Option<(Vec<B::Buf>, Vec<B::Buf>)>,
+        grads: Option<PerTower<B::Buf>>,
+        relevance: Option<PerTower<B::Buf>>,
     ) -> ClipTrace<B::Buf> {
         let (vision_grads, text_grads) = grads.unzip();
+        let (vision_relevance, text_relevance) = relevance.unzip();
         let vision_tokens = f.vision_shape.queries;
         let grid = self.config.vision.grid_size();
         ClipTrace {
@@ -296,6 +406,7 @@ impl<B: Backend> Clip<B> {
                 vision_tokens,
                 f.vision,
                 vision_grads,
+                vision_relevance,
             ),
             text: TowerTrace::from_activations(
                 "text",
@@ -305,6 +416,7 @@ impl<B: Backend> Clip<B> {
                 inputs.seq_len,
                 f.text,
                 text_grads,
+                text_relevance,
             ),
             output: f.output,
             image_grid: (grid, grid),
@@ -517,7 +629,7 @@ impl<B: Backend> Clip<B> {
         be.linear(
             &mut image_proj,
             &vision_pooled.1,
-            &self.visual_projection,
+            &self.visual_projection.0,
             None,
             batch,
             dv,
@@ -527,7 +639,7 @@ impl<B: Backend> Clip<B> {
         be.linear(
             &mut text_proj,
             &text_pooled.1,
-            &self.text_projection,
+            &self.text_projection.0,
             None,
             batch,
             dt,

@@ -17,7 +17,8 @@ use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNa
 use crate::model::block::load_norm;
 use crate::model::config::LxmertConfig;
 use crate::model::post_ln::{
-    AttentionActivations, AttentionSublayer, FeedForward, FeedForwardActivations,
+    AttentionActivations, AttentionRelevance, AttentionSublayer, FeedForward,
+    FeedForwardActivations,
 };
 use crate::model::source::WeightSource;
 use crate::model::weights::Weights;
@@ -59,18 +60,53 @@ impl LxmertInputs {
     }
 }
 
-/// A forward's attention probabilities and the backward's ∂y/∂A for one module (`None`
-/// when recorded without a backward).
+/// A forward's attention probabilities, the backward's ∂y/∂A and the LRP relevance at the
+/// probabilities for one module (`None` when that pass did not run).
 pub struct AttentionRecord<Buf> {
     pub attention: Buf,
     pub attention_grad: Option<Buf>,
+    pub relevance: Option<Buf>,
 }
 
-/// ∂y/∂A of every module, first layer first; cross layers as (t→i, i→t, lang, visn).
-struct Grads<Buf> {
+/// How far down the LRP pass runs: the methods read different modules (§C.1–§C.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LrpScope {
+    /// The last cross layer's text self-attention and text→image maps (partial LRP).
+    LastCrossText,
+    /// Every module but the object-relationship (image) stack (Transformer Attribution).
+    NoImageStack,
+    /// Every module (relevance maps with LRP).
+    Every,
+}
+
+/// One value per attention module (∂y/∂A, or LRP relevance), first layer first; cross layers
+/// as (t→i, i→t, lang, visn).
+struct PerModule<Buf> {
     lang: Vec<Buf>,
     visn: Vec<Buf>,
     cross: Vec<(Buf, Buf, Buf, Buf)>,
+}
+
+impl<Buf> PerModule<Buf> {
+    fn into_options(self) -> PerModule<Option<Buf>> {
+        PerModule {
+            lang: self.lang.into_iter().map(Some).collect(),
+            visn: self.visn.into_iter().map(Some).collect(),
+            cross: self
+                .cross
+                .into_iter()
+                .map(|(a, b, c, d)| (Some(a), Some(b), Some(c), Some(d)))
+                .collect(),
+        }
+    }
+
+    fn none(lang: usize, visn: usize, cross: usize) -> PerModule<Option<Buf>> {
+        PerModule {
+            lang: (0..lang).map(|_| None).collect(),
+            visn: (0..visn).map(|_| None).collect(),
+            cross: (0..cross).map(|_| (None, None, None, None)).collect(),
+        }
+    }
 }
 
 /// One cross-modality layer: both cross-attention directions, both self-attentions and the
@@ -148,6 +184,11 @@ struct Shapes {
 }
 
 struct Forward<Buf> {
+    /// The embeddings: inputs of the first language and object-relationship layers.
+    text0: Buf,
+    image0: Buf,
+    /// The text [CLS] rows the answer head reads.
+    cls: Buf,
     lang: Vec<SelfActs<Buf>>,
     visn: Vec<SelfActs<Buf>>,
     cross: Vec<CrossActs<Buf>>,
@@ -480,6 +521,9 @@ impl<B: Backend> Lxmert<B> {
         let (head, logits) = self.head.forward(be, &cls)?;
         let labels = self.config.id2label.len();
         Ok(Forward {
+            text0,
+            image0,
+            cls,
             lang,
             visn,
             cross,
@@ -545,11 +589,70 @@ impl<B: Backend> Lxmert<B> {
         inputs: &LxmertInputs,
         target: &VqaTarget,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
+        self.run(be, inputs, target, true, None)
+    }
+
+    /// Forward only, recording every attention module without gradients (for the methods
+    /// that read no ∂y/∂A); the explanations score the predicted answers.
+    pub fn record(&self, be: &B, inputs: &LxmertInputs) -> Result<LxmertTrace<B::Buf>, ModelError> {
+        self.run(be, inputs, &VqaTarget::Predicted, false, None)
+    }
+
+    /// Forward, the backward when `gradients`, and the LRP pass (§D) from a one-hot at each
+    /// sample's target (all ones for the Σ-logits target): the modules `scope` covers also
+    /// record their relevance at the attention probabilities.
+    pub fn lrp(
+        &self,
+        be: &B,
+        inputs: &LxmertInputs,
+        target: &VqaTarget,
+        gradients: bool,
+        scope: LrpScope,
+    ) -> Result<LxmertTrace<B::Buf>, ModelError> {
+        self.run(be, inputs, target, gradients, Some(scope))
+    }
+
+    fn run(
+        &self,
+        be: &B,
+        inputs: &LxmertInputs,
+        target: &VqaTarget,
+        gradients: bool,
+        relevance: Option<LrpScope>,
+    ) -> Result<LxmertTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs)?;
+        let (targets, seed) = target.resolve(&f.output.predicted(), f.output.labels)?;
+        let (lang, visn, cross) = (f.lang.len(), f.visn.len(), f.cross.len());
+        let grads = if gradients {
+            self.backward(be, &f, &seed, inputs)?.into_options()
+        } else {
+            PerModule::none(lang, visn, cross)
+        };
+        let cams = if let Some(scope) = relevance {
+            self.relprop(be, &f, &seed, inputs, scope)?
+        } else {
+            PerModule::none(lang, visn, cross)
+        };
+        Ok(Self::assemble(
+            f,
+            inputs,
+            targets,
+            grads,
+            cams,
+            self.config.num_attention_heads,
+        ))
+    }
+
+    /// ∂y/∂A of every module for the seed ∂y/∂logits.
+    fn backward(
+        &self,
+        be: &B,
+        f: &Forward<B::Buf>,
+        seed: &[f32],
+        inputs: &LxmertInputs,
+    ) -> Result<PerModule<B::Buf>, ModelError> {
         let (batch, d) = (inputs.batch(), self.config.hidden_size);
-        let labels = f.output.labels;
-        let (targets, seed) = target.resolve(&f.output.predicted(), labels)?;
-        let d_cls = self.head.backward(be, &f.head, &seed)?;
+        let d_cls = self.head.backward(be, &f.head, seed)?;
         let (t, n) = (inputs.seq_len, inputs.regions);
         let rows: Vec<usize> = (0..batch).map(|b| b * t).collect();
         let mut dt = be.zeros(batch * t * d)?;
@@ -578,102 +681,177 @@ impl<B: Backend> Lxmert<B> {
             cross.push((g_t2i, g_i2t, g_lang, g_visn));
         }
         cross.reverse();
-        let visn_grads = Self::self_stack_backward(be, &self.visn, &f.visn, dv, &s.image)?;
-        let lang_grads = Self::self_stack_backward(be, &self.lang, &f.lang, dt, &s.text)?;
-
-        let grads = Grads {
-            lang: lang_grads,
-            visn: visn_grads,
-            cross,
-        };
-        Ok(Self::assemble(
-            f,
-            inputs,
-            targets,
-            Some(grads),
-            self.config.num_attention_heads,
-        ))
+        let visn = Self::self_stack_backward(be, &self.visn, &f.visn, dv, &s.image)?;
+        let lang = Self::self_stack_backward(be, &self.lang, &f.lang, dt, &s.text)?;
+        Ok(PerModule { lang, visn, cross })
     }
 
-    /// Forward only, recording every attention module without gradients (for the methods
-    /// that read no ∂y/∂A); the explanations score the predicted answers.
-    pub fn record(&self, be: &B, inputs: &LxmertInputs) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs)?;
-        let targets = Some(f.output.predicted());
-        Ok(Self::assemble(
-            f,
-            inputs,
-            targets,
-            None,
-            self.config.num_attention_heads,
-        ))
+    /// The LRP pass of §D from the seed relevance at the logits: answer head, the text [CLS]
+    /// index-select, then every layer in reverse (cross layers: feed-forwards, self-attention,
+    /// cross-attention; then the image stack, then the text stack), as far down as `scope`
+    /// asks. The image stream starts with no relevance, so the last cross layer's image
+    /// branch carries none (recorded as zeros without running its rules). Returns the
+    /// relevance at the probabilities of every module the scope covers.
+    fn relprop(
+        &self,
+        be: &B,
+        f: &Forward<B::Buf>,
+        seed: &[f32],
+        inputs: &LxmertInputs,
+        scope: LrpScope,
+    ) -> Result<PerModule<Option<B::Buf>>, ModelError> {
+        let (batch, d) = (inputs.batch(), self.config.hidden_size);
+        let (t, n) = (inputs.seq_len, inputs.regions);
+        let r_cls = self.head.relprop(be, &f.head, &f.cls, seed)?;
+        // Index-select (gradient × input): x ⊙ sdiv(R, x) at the selected rows.
+        let mut r_sel = be.zeros(batch * d)?;
+        be.lrp_clone(&mut r_sel, &f.cls, &[&r_cls])?;
+        let rows: Vec<usize> = (0..batch).map(|b| b * t).collect();
+        let mut rt = be.zeros(batch * t * d)?;
+        be.gather_rows_backward(&mut rt, &r_sel, &rows, d)?;
+        let mut rv = be.zeros(batch * n * d)?;
+
+        let s = &f.shapes;
+        let mut out = PerModule::<B::Buf>::none(f.lang.len(), f.visn.len(), f.cross.len());
+        let text_in = last(f.lang.iter().map(|a| &a.ffn.out), &f.text0);
+        let image_in = last(f.visn.iter().map(|a| &a.ffn.out), &f.image0);
+        let top = self.cross.len().saturating_sub(1);
+        for (k, (layer, a)) in self.cross.iter().zip(&f.cross).enumerate().rev() {
+            let (t_in, v_in) = match k {
+                0 => (text_in, image_in),
+                _ => (&f.cross[k - 1].lang_ffn.out, &f.cross[k - 1].visn_ffn.out),
+            };
+            let rt2 = layer
+                .lang_ffn
+                .relprop(be, &a.lang_ffn, &a.lang_self.out, &rt, batch)?;
+            let (c_lang, rt1) = self_attention_relprop(
+                be,
+                &layer.lang_self,
+                &a.lang_self,
+                &a.t2i.out,
+                &rt2,
+                &s.text,
+            )?;
+            let t2i = layer
+                .cross
+                .relprop(be, &a.t2i, t_in, v_in, &rt1, &s.text_to_image)?;
+            let slot = &mut out.cross[k];
+            if k == top && scope == LrpScope::LastCrossText {
+                (slot.0, slot.2) = (Some(t2i.cam), Some(c_lang));
+                return Ok(out);
+            }
+            if k == top {
+                // No relevance on the image side yet: every rule there gives zeros, and the
+                // clones merge the text side's relevance alone.
+                rt = clone_query_side(be, t_in, &t2i, &be.zeros(be.len(t_in))?)?;
+                rv = be.zeros(be.len(v_in))?;
+                be.lrp_clone(&mut rv, v_in, &[&t2i.context])?;
+                *slot = (
+                    Some(t2i.cam),
+                    Some(be.zeros(s.image_to_text.probs_len())?),
+                    Some(c_lang),
+                    Some(be.zeros(s.image.probs_len())?),
+                );
+                continue;
+            }
+            let rv2 = layer
+                .visn_ffn
+                .relprop(be, &a.visn_ffn, &a.visn_self.out, &rv, batch)?;
+            let (c_visn, rv1) = self_attention_relprop(
+                be,
+                &layer.visn_self,
+                &a.visn_self,
+                &a.i2t.out,
+                &rv2,
+                &s.image,
+            )?;
+            let i2t = layer
+                .cross
+                .relprop(be, &a.i2t, v_in, t_in, &rv1, &s.image_to_text)?;
+            rt = clone_query_side(be, t_in, &t2i, &i2t.context)?;
+            rv = clone_query_side(be, v_in, &i2t, &t2i.context)?;
+            *slot = (Some(t2i.cam), Some(i2t.cam), Some(c_lang), Some(c_visn));
+        }
+        if scope == LrpScope::Every {
+            let visn = Self::self_stack_relprop(be, &self.visn, &f.visn, &f.image0, rv, &s.image)?;
+            out.visn = visn.into_iter().map(Some).collect();
+        }
+        let lang = Self::self_stack_relprop(be, &self.lang, &f.lang, &f.text0, rt, &s.text)?;
+        out.lang = lang.into_iter().map(Some).collect();
+        Ok(out)
+    }
+
+    /// LRP through a stack of self-attention layers over `input`; relevance at every layer's
+    /// probabilities, first layer first. Stops at the first layer's input.
+    fn self_stack_relprop(
+        be: &B,
+        layers: &[SelfLayer<B>],
+        acts: &[SelfActs<B::Buf>],
+        input: &B::Buf,
+        r_out: B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<Vec<B::Buf>, ModelError> {
+        let mut cams = Vec::with_capacity(layers.len());
+        let mut r = r_out;
+        for (i, (layer, a)) in layers.iter().zip(acts).enumerate().rev() {
+            let x = if i == 0 { input } else { &acts[i - 1].ffn.out };
+            let r_att = layer
+                .ffn
+                .relprop(be, &a.ffn, &a.attention.out, &r, shape.batch)?;
+            let (cam, rx) =
+                self_attention_relprop(be, &layer.attention, &a.attention, x, &r_att, shape)?;
+            cams.push(cam);
+            r = rx;
+        }
+        cams.reverse();
+        Ok(cams)
     }
 
     fn assemble(
         f: Forward<B::Buf>,
         inputs: &LxmertInputs,
         targets: Option<Vec<usize>>,
-        grads: Option<Grads<B::Buf>>,
+        grads: PerModule<Option<B::Buf>>,
+        cams: PerModule<Option<B::Buf>>,
         heads: usize,
     ) -> LxmertTrace<B::Buf> {
-        // Without a backward every gradient slot is None.
-        let (lang_grads, visn_grads, cross_grads) = match grads {
-            Some(g) => (
-                g.lang.into_iter().map(Some).collect(),
-                g.visn.into_iter().map(Some).collect(),
-                g.cross
-                    .into_iter()
-                    .map(|(a, b, c, d)| (Some(a), Some(b), Some(c), Some(d)))
-                    .collect(),
-            ),
-            None => (
-                f.lang.iter().map(|_| None).collect::<Vec<_>>(),
-                f.visn.iter().map(|_| None).collect::<Vec<_>>(),
-                f.cross
-                    .iter()
-                    .map(|_| (None, None, None, None))
-                    .collect::<Vec<_>>(),
-            ),
+        let record = |acts: Vec<SelfActs<B::Buf>>,
+                      grads: Vec<Option<B::Buf>>,
+                      cams: Vec<Option<B::Buf>>|
+         -> Vec<LayerTrace<B::Buf>> {
+            acts.into_iter()
+                .zip(grads.into_iter().zip(cams))
+                .map(|(a, (g, c))| LayerTrace {
+                    attention: a.attention.probs,
+                    attention_grad: g,
+                    relevance: c,
+                    output: a.ffn.out,
+                })
+                .collect()
         };
-        let record =
-            |acts: Vec<SelfActs<B::Buf>>, grads: Vec<Option<B::Buf>>| -> Vec<LayerTrace<B::Buf>> {
-                acts.into_iter()
-                    .zip(grads)
-                    .map(|(a, g)| LayerTrace {
-                        attention: a.attention.probs,
-                        attention_grad: g,
-                        output: a.ffn.out,
-                    })
-                    .collect()
-            };
+        let module = |attention, (g, c)| AttentionRecord {
+            attention,
+            attention_grad: g,
+            relevance: c,
+        };
         let cross = f
             .cross
             .into_iter()
-            .zip(cross_grads)
-            .map(|(a, (g_t2i, g_i2t, g_lang, g_visn))| CrossLayerTrace {
-                text_to_image: AttentionRecord {
-                    attention: a.t2i.probs,
-                    attention_grad: g_t2i,
+            .zip(grads.cross.into_iter().zip(cams.cross))
+            .map(
+                |(a, ((g0, g1, g2, g3), (c0, c1, c2, c3)))| CrossLayerTrace {
+                    text_to_image: module(a.t2i.probs, (g0, c0)),
+                    image_to_text: module(a.i2t.probs, (g1, c1)),
+                    lang_self: module(a.lang_self.probs, (g2, c2)),
+                    visn_self: module(a.visn_self.probs, (g3, c3)),
+                    lang_output: a.lang_ffn.out,
+                    visn_output: a.visn_ffn.out,
                 },
-                image_to_text: AttentionRecord {
-                    attention: a.i2t.probs,
-                    attention_grad: g_i2t,
-                },
-                lang_self: AttentionRecord {
-                    attention: a.lang_self.probs,
-                    attention_grad: g_lang,
-                },
-                visn_self: AttentionRecord {
-                    attention: a.visn_self.probs,
-                    attention_grad: g_visn,
-                },
-                lang_output: a.lang_ffn.out,
-                visn_output: a.visn_ffn.out,
-            })
+            )
             .collect();
         LxmertTrace {
-            lang: record(f.lang, lang_grads),
-            visn: record(f.visn, visn_grads),
+            lang: record(f.lang, grads.lang, cams.lang),
+            visn: record(f.visn, grads.visn, cams.visn),
             cross,
             output: f.output,
             targets,
@@ -704,6 +882,37 @@ impl<B: Backend> Lxmert<B> {
         grads.reverse();
         Ok(grads)
     }
+}
+
+/// LRP through a self-attention sublayer over x: its relevance at the probabilities, and at
+/// x by the clone rule over the query, key|value and residual uses.
+fn self_attention_relprop<B: Backend>(
+    be: &B,
+    sub: &AttentionSublayer<B>,
+    a: &AttentionActivations<B::Buf>,
+    x: &B::Buf,
+    r_out: &B::Buf,
+    shape: &AttentionShape,
+) -> Result<(B::Buf, B::Buf), ModelError> {
+    let r = sub.relprop(be, a, x, x, r_out, shape)?;
+    let mut rx = be.zeros(be.len(x))?;
+    be.lrp_clone(&mut rx, x, &[&r.query, &r.context, &r.residual])?;
+    Ok((r.cam, rx))
+}
+
+/// Relevance at a cross layer's stream input: the clone of its query and residual uses in
+/// its own direction, merged (clone) with its use as the other direction's context.
+fn clone_query_side<B: Backend>(
+    be: &B,
+    x: &B::Buf,
+    own: &AttentionRelevance<B::Buf>,
+    as_context: &B::Buf,
+) -> Result<B::Buf, ModelError> {
+    let mut inner = be.zeros(be.len(x))?;
+    be.lrp_clone(&mut inner, x, &[&own.query, &own.residual])?;
+    let mut rx = be.zeros(be.len(x))?;
+    be.lrp_clone(&mut rx, x, &[&inner, as_context])?;
+    Ok(rx)
 }
 
 impl LxmertConfig {

@@ -6,6 +6,7 @@
 
 use crate::backend::{Activation, AttentionShape, Backend};
 use crate::model::block::{load_linear, load_norm};
+use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
 use crate::model::ModelError;
 
@@ -15,9 +16,9 @@ type Pair<B> = (<B as Backend>::Buf, <B as Backend>::Buf);
 pub struct AttentionSublayer<B: Backend> {
     width: usize,
     eps: f32,
-    query: Pair<B>,
-    key_value: Pair<B>,
-    dense: Pair<B>,
+    query: Linear<B>,
+    key_value: Linear<B>,
+    dense: Linear<B>,
     norm: Pair<B>,
 }
 
@@ -27,6 +28,8 @@ pub struct AttentionActivations<Buf> {
     kv: Buf,
     pub probs: Buf,
     ctx: Buf,
+    /// Dense(ctx) with its bias: the sublayer branch of the residual add.
+    dense: Buf,
     pre_norm: Buf,
     stats: Buf,
     pub out: Buf,
@@ -54,7 +57,7 @@ impl<B: Backend> AttentionSublayer<B> {
             width,
             eps,
             query: load_linear(be, w, &format!("{attention}.query"), d, d)?,
-            key_value: (be.upload_weight(&kv_w, 2 * d, d)?, be.upload(&kv_b)?),
+            key_value: Linear::new(be.upload_weight(&kv_w, 2 * d, d)?, be.upload(&kv_b)?),
             dense: load_linear(be, w, &format!("{output}.dense"), d, d)?,
             norm: load_norm(be, w, &format!("{output}.LayerNorm"), d)?,
         })
@@ -74,6 +77,7 @@ impl<B: Backend> AttentionSublayer<B> {
             kv: be.zeros(mk * 2 * d)?,
             probs: be.zeros(shape.probs_len())?,
             ctx: be.zeros(mq * d)?,
+            dense: be.zeros(mq * d)?,
             pre_norm: be.zeros(mq * d)?,
             stats: be.zeros(2 * mq)?,
             out: be.zeros(mq * d)?,
@@ -89,9 +93,8 @@ impl<B: Backend> AttentionSublayer<B> {
             2 * d,
         )?;
         be.attention(&mut a.probs, &mut a.ctx, &a.q, &a.kv, shape)?;
-        let mut dense = be.zeros(mq * d)?;
         be.linear(
-            &mut dense,
+            &mut a.dense,
             &a.ctx,
             &self.dense.0,
             Some(&self.dense.1),
@@ -99,7 +102,7 @@ impl<B: Backend> AttentionSublayer<B> {
             d,
             d,
         )?;
-        be.add(&mut a.pre_norm, &dense, x_q)?;
+        be.add(&mut a.pre_norm, &a.dense, x_q)?;
         be.layernorm(
             &mut a.out,
             &mut a.stats,
@@ -146,6 +149,61 @@ impl<B: Backend> AttentionSublayer<B> {
         be.linear_backward(&mut dx_kv, &dkv, &self.key_value.0, mk, d, 2 * d, false)?;
         Ok((dprobs, dx_q, dx_kv))
     }
+
+    /// LRP (§D) from relevance at `out`: the LayerNorm passes it on, the add rule splits it
+    /// between Dense(…) and the residual x_q, then the dense layer, the attention and the
+    /// q and k|v projections. The fused k|v projection sums its two parts, the clone rule
+    /// of the key and value fan-out up to the 1e-9 stabiliser.
+    pub fn relprop(
+        &self,
+        be: &B,
+        a: &AttentionActivations<B::Buf>,
+        x_q: &B::Buf,
+        x_kv: &B::Buf,
+        r_out: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<AttentionRelevance<B::Buf>, ModelError> {
+        let d = self.width;
+        let (mq, mk) = (be.len(&a.q) / d, be.len(&a.kv) / (2 * d));
+        let mut r_dense = be.zeros(mq * d)?;
+        let mut residual = be.zeros(mq * d)?;
+        be.lrp_add(
+            &mut r_dense,
+            &mut residual,
+            r_out,
+            &a.dense,
+            x_q,
+            shape.batch,
+        )?;
+        let r_ctx = self
+            .dense
+            .relprop(be, &r_dense, &a.ctx, Some(&a.dense), mq, d, d)?;
+        let mut cam = be.zeros(shape.probs_len())?;
+        let mut rq = be.zeros(mq * d)?;
+        let mut rkv = be.zeros(mk * 2 * d)?;
+        be.lrp_attention(
+            &mut cam, &mut rq, &mut rkv, &r_ctx, &a.q, &a.kv, &a.probs, &a.ctx, shape,
+        )?;
+        Ok(AttentionRelevance {
+            cam,
+            query: self.query.relprop(be, &rq, x_q, Some(&a.q), mq, d, d)?,
+            residual,
+            context: self
+                .key_value
+                .relprop(be, &rkv, x_kv, Some(&a.kv), mk, d, 2 * d)?,
+        })
+    }
+}
+
+/// Where an attention sublayer's relevance goes (§D).
+pub struct AttentionRelevance<Buf> {
+    /// Relevance at the attention probabilities, [batch, heads, queries, keys].
+    pub cam: Buf,
+    /// At x_q through the query projection and through the residual.
+    pub query: Buf,
+    pub residual: Buf,
+    /// At x_kv through the key and value projections.
+    pub context: Buf,
 }
 
 /// `LN(x + W₂·act(W₁·x))`.
@@ -154,14 +212,16 @@ pub struct FeedForward<B: Backend> {
     intermediate: usize,
     activation: Activation,
     eps: f32,
-    inter: Pair<B>,
-    output: Pair<B>,
+    inter: Linear<B>,
+    output: Linear<B>,
     norm: Pair<B>,
 }
 
 pub struct FeedForwardActivations<Buf> {
     pre_act: Buf,
     act: Buf,
+    /// W₂·act with its bias: the branch of the residual add.
+    down: Buf,
     pre_norm: Buf,
     stats: Buf,
     pub out: Buf,
@@ -202,6 +262,7 @@ impl<B: Backend> FeedForward<B> {
         let mut a = FeedForwardActivations {
             pre_act: be.zeros(m * f)?,
             act: be.zeros(m * f)?,
+            down: be.zeros(m * d)?,
             pre_norm: be.zeros(m * d)?,
             stats: be.zeros(2 * m)?,
             out: be.zeros(m * d)?,
@@ -216,9 +277,8 @@ impl<B: Backend> FeedForward<B> {
             f,
         )?;
         be.activation(&mut a.act, &a.pre_act, self.activation)?;
-        let mut down = be.zeros(m * d)?;
         be.linear(
-            &mut down,
+            &mut a.down,
             &a.act,
             &self.output.0,
             Some(&self.output.1),
@@ -226,7 +286,7 @@ impl<B: Backend> FeedForward<B> {
             f,
             d,
         )?;
-        be.add(&mut a.pre_norm, &down, x)?;
+        be.add(&mut a.pre_norm, &a.down, x)?;
         be.layernorm(
             &mut a.out,
             &mut a.stats,
@@ -257,5 +317,32 @@ impl<B: Backend> FeedForward<B> {
         let mut dx = dz;
         be.linear_backward(&mut dx, &d_pre, &self.inter.0, m, d, f, true)?;
         Ok(dx)
+    }
+
+    /// LRP (§D) from relevance at `out` to the input x: LayerNorm identity, the add rule
+    /// between W₂·act and x, the two linear rules (GELU passes relevance on), and the clone
+    /// rule merging the branch with the residual.
+    pub fn relprop(
+        &self,
+        be: &B,
+        a: &FeedForwardActivations<B::Buf>,
+        x: &B::Buf,
+        r_out: &B::Buf,
+        samples: usize,
+    ) -> Result<B::Buf, ModelError> {
+        let (d, f) = (self.width, self.intermediate);
+        let m = be.len(x) / d;
+        let mut r_down = be.zeros(m * d)?;
+        let mut r_res = be.zeros(m * d)?;
+        be.lrp_add(&mut r_down, &mut r_res, r_out, &a.down, x, samples)?;
+        let r_act = self
+            .output
+            .relprop(be, &r_down, &a.act, Some(&a.down), m, f, d)?;
+        let r_branch = self
+            .inter
+            .relprop(be, &r_act, x, Some(&a.pre_act), m, d, f)?;
+        let mut rx = be.zeros(m * d)?;
+        be.lrp_clone(&mut rx, x, &[&r_branch, &r_res])?;
+        Ok(rx)
     }
 }

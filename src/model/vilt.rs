@@ -247,9 +247,7 @@ impl<B: Backend> Vilt<B> {
     /// Forward only, recording the joint encoder without gradients (for the methods that
     /// read no ∂y/∂A); the explanations score the predicted answers.
     pub fn record(&self, be: &B, inputs: &ViltInputs) -> Result<ViltTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs)?;
-        let targets = Some(f.output.predicted());
-        Ok(self.assemble(f, inputs, targets, None))
+        self.run(be, inputs, &VqaTarget::Predicted, false, false)
     }
 
     /// Forward, then the backward of each sample's target, recording the joint encoder.
@@ -259,12 +257,49 @@ impl<B: Backend> Vilt<B> {
         inputs: &ViltInputs,
         target: &VqaTarget,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
+        self.run(be, inputs, target, true, false)
+    }
+
+    /// Forward, the backward when `gradients`, and the LRP pass (§D) from a one-hot at each
+    /// sample's target (all ones for the Σ-logits target); the trace also records the
+    /// relevance at every layer's probabilities.
+    pub fn lrp(
+        &self,
+        be: &B,
+        inputs: &ViltInputs,
+        target: &VqaTarget,
+        gradients: bool,
+    ) -> Result<ViltTrace<B::Buf>, ModelError> {
+        self.run(be, inputs, target, gradients, true)
+    }
+
+    fn run(
+        &self,
+        be: &B,
+        inputs: &ViltInputs,
+        target: &VqaTarget,
+        gradients: bool,
+        relevance: bool,
+    ) -> Result<ViltTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs)?;
-        let batch = inputs.batch();
-        let labels = self.config.num_labels;
-        let (targets, seed) = target.resolve(&f.output.predicted(), labels)?;
+        let (targets, seed) = target.resolve(&f.output.predicted(), self.config.num_labels)?;
+        let grads = gradients
+            .then(|| self.backward(be, &f, &seed))
+            .transpose()?;
+        let cams = relevance.then(|| self.relprop(be, &f, &seed)).transpose()?;
+        Ok(self.assemble(f, inputs, targets, grads, cams))
+    }
+
+    /// ∂y/∂A of every layer for the seed ∂y/∂logits.
+    fn backward(
+        &self,
+        be: &B,
+        f: &Forward<B::Buf>,
+        seed: &[f32],
+    ) -> Result<Vec<B::Buf>, ModelError> {
         let d = self.config.hidden_size;
-        let d_normed = self.head.backward(be, &f.head, &seed)?;
+        let batch = f.shape.batch;
+        let d_normed = self.head.backward(be, &f.head, seed)?;
         let (raw, _, stats) = &f.pooled;
         let mut d_raw = be.zeros(batch * d)?;
         be.layernorm_backward(
@@ -279,8 +314,28 @@ impl<B: Backend> Vilt<B> {
         let mut d_tokens = be.zeros(be.len(f.encoder.output()))?;
         let rows: Vec<usize> = (0..batch).map(|b| b * f.shape.queries).collect();
         be.gather_rows_backward(&mut d_tokens, &d_raw, &rows, d)?;
-        let grads = self.encoder.backward(be, &f.encoder, d_tokens, &f.shape)?;
-        Ok(self.assemble(f, inputs, targets, Some(grads)))
+        self.encoder.backward(be, &f.encoder, d_tokens, &f.shape)
+    }
+
+    /// LRP (§D) from the seed relevance at the logits: the head (linear rules; LayerNorm,
+    /// GELU, tanh and the final LayerNorm pass relevance on), the [CLS] index-select
+    /// (gradient × input), then every layer. Relevance at every layer's probabilities.
+    fn relprop(
+        &self,
+        be: &B,
+        f: &Forward<B::Buf>,
+        seed: &[f32],
+    ) -> Result<Vec<B::Buf>, ModelError> {
+        let d = self.config.hidden_size;
+        let batch = f.shape.batch;
+        let (raw, normed, _) = &f.pooled;
+        let r_normed = self.head.relprop(be, &f.head, normed, seed)?;
+        let mut r_sel = be.zeros(batch * d)?;
+        be.lrp_clone(&mut r_sel, raw, &[&r_normed])?;
+        let mut r_tokens = be.zeros(be.len(f.encoder.output()))?;
+        let rows: Vec<usize> = (0..batch).map(|b| b * f.shape.queries).collect();
+        be.gather_rows_backward(&mut r_tokens, &r_sel, &rows, d)?;
+        self.encoder.relprop(be, &f.encoder, r_tokens, &f.shape)
     }
 
     fn assemble(
@@ -289,6 +344,7 @@ impl<B: Backend> Vilt<B> {
         inputs: &ViltInputs,
         targets: Option<Vec<usize>>,
         grads: Option<Vec<B::Buf>>,
+        relevance: Option<Vec<B::Buf>>,
     ) -> ViltTrace<B::Buf> {
         let tokens = f.shape.queries;
         ViltTrace {
@@ -300,6 +356,7 @@ impl<B: Backend> Vilt<B> {
                 tokens,
                 f.encoder,
                 grads,
+                relevance,
             ),
             output: f.output,
             targets,

@@ -21,7 +21,7 @@ use image::RgbImage;
 use crate::backend::Cpu;
 use crate::explain::clip::explain_clip;
 use crate::explain::Explanation;
-use crate::explain::{need_gradients, Method, MethodOptions};
+use crate::explain::{need_gradients, need_relevance, Method, MethodOptions};
 use crate::input::image::{
     center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
 };
@@ -108,7 +108,9 @@ impl ClipSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        let trace = if need_gradients(methods) {
+        let trace = if need_relevance(methods) {
+            self.model.lrp(&Cpu, &inputs, need_gradients(methods))?
+        } else if need_gradients(methods) {
             self.model.trace(&Cpu, &inputs, None)?
         } else {
             self.model.record(&Cpu, &inputs)?

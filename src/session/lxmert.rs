@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::backend::Cpu;
-use crate::explain::lxmert::explain_lxmert;
+use crate::explain::lxmert::{explain_lxmert, lrp_scope};
 use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
@@ -161,7 +161,10 @@ pub fn explain_inputs(
     opts: &MethodOptions,
     target: &VqaTarget,
 ) -> Result<(LxmertOutput, Vec<Vec<Explanation>>), SessionError> {
-    let trace = if needs_backward(methods, target) {
+    let gradients = needs_backward(methods, target);
+    let trace = if let Some(scope) = lrp_scope(methods) {
+        model.lrp(&Cpu, inputs, target, gradients, scope)?
+    } else if gradients {
         model.trace(&Cpu, inputs, target)?
     } else {
         model.record(&Cpu, inputs)?

@@ -6,7 +6,7 @@ use image::RgbImage;
 
 use crate::backend::Cpu;
 use crate::explain::vilt::explain_vilt;
-use crate::explain::{Explanation, Method, MethodOptions};
+use crate::explain::{need_relevance, Explanation, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs, ViltOutput};
@@ -122,7 +122,10 @@ impl ViltSession {
         opts: &MethodOptions,
         target: &VqaTarget,
     ) -> Result<(ViltOutput, Vec<Vec<Explanation>>), SessionError> {
-        let trace = if needs_backward(methods, target) {
+        let gradients = needs_backward(methods, target);
+        let trace = if need_relevance(methods) {
+            self.model.lrp(&Cpu, inputs, target, gradients)?
+        } else if gradients {
             self.model.trace(&Cpu, inputs, target)?
         } else {
             self.model.record(&Cpu, inputs)?

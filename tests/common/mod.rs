@@ -150,3 +150,47 @@ impl Golden {
         }
     }
 }
+
+/// Appends a failure when max|ours − theirs| exceeds `tol` × the largest |theirs| (NaN fails);
+/// returns that deviation relative to the largest |theirs|.
+pub fn check_rel(name: &str, ours: &[f32], theirs: &[f32], tol: f32, bad: &mut Vec<String>) -> f32 {
+    let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let (err, at) = max_abs_diff(ours, theirs);
+    if !(err <= tol * scale) {
+        bad.push(format!(
+            "{name}: |Δ| {err:.3e} at {at} (max {scale:.3e}, tol {tol:.1e}): {} vs {}",
+            ours[at], theirs[at]
+        ));
+    }
+    if scale > 0.0 {
+        err / scale
+    } else {
+        0.0
+    }
+}
+
+/// The LRP goldens' tolerance for a tensor: max(1e-4, 2·spread), `spread` being how far
+/// rounding-level changes of the weights move the reference (make_lrp_goldens.py).
+pub fn spread_tolerance(reference: &Golden, case: &str, name: &str, b: usize) -> f32 {
+    (2.0 * reference.f32(&format!("{case}.spread.{name}.{b}"))[0]).max(1e-4)
+}
+
+/// Checks explained[sample][method] against `<case>.<method><suffix>.{image,text}.<sample>`.
+pub fn check_vectors(
+    explained: &[Vec<fiedler::explain::Explanation>],
+    reference: &Golden,
+    case: &str,
+    suffix: &str,
+    tol: impl Fn(&str, usize) -> f32,
+    bad: &mut Vec<String>,
+) {
+    for (b, sample) in explained.iter().enumerate() {
+        for e in sample {
+            for (side, ours) in [("image", &e.image_relevance), ("text", &e.text_relevance)] {
+                let key = format!("{}{suffix}.{side}", e.method.name());
+                let name = format!("{case}.{key}.{b}");
+                check_rel(&name, ours, &reference.f32(&name), tol(&key, b), bad);
+            }
+        }
+    }
+}

@@ -993,6 +993,7 @@ def main() -> None:
     expected = {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt", "tokenizer_config.json",
                 "special_tokens_map.json", "regions.tsv", "golden.safetensors", "golden.json",
                 "methods.safetensors", "methods.json"} | {f"regions_{i}.safetensors" for i, _, _ in IMAGES}
+    expected |= {"lrp.safetensors", "lrp.json"} & {p.name for p in files}  # make_lrp_goldens.py
     assert {p.name for p in files} == expected, sorted(p.name for p in files)
     total = 0
     log("files written (size, sha256):")

@@ -6,27 +6,27 @@ use rayon::prelude::*;
 
 /// A raw pointer that tasks share to write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(crate) struct SharedMut(pub(crate) *mut f32);
 // SAFETY: every task writes a region (its own head's columns of its own sample's rows) that
 // no other task touches; see the callers.
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
 impl SharedMut {
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
         // SAFETY: offsets are computed inside the buffer by the callers.
         unsafe { self.0.add(offset) }
     }
 }
 
 /// Where head h of sample b starts in the query-shaped rows and in the key|value rows.
-struct Offsets {
-    q: usize,
-    k: usize,
-    v: usize,
+pub(crate) struct Offsets {
+    pub q: usize,
+    pub k: usize,
+    pub v: usize,
 }
 
-fn offsets(s: &AttentionShape, b: usize, h: usize) -> Offsets {
+pub(crate) fn offsets(s: &AttentionShape, b: usize, h: usize) -> Offsets {
     let w = s.width();
     let q = b * s.queries * w + h * s.head_dim;
     let k = b * s.keys * 2 * w + h * s.head_dim;

@@ -5,6 +5,7 @@ mod activation;
 mod attention;
 mod embed;
 mod head;
+mod lrp;
 pub(crate) mod matmul;
 mod norm;
 
@@ -431,6 +432,115 @@ impl Backend for Cpu {
         head::cosine_scores_backward(da, db, dscores, a, b, scale, dim);
         Ok(())
     }
+
+    fn abs_weight(&self, w: &Vec<f32>) -> Result<Vec<f32>> {
+        Ok(w.iter().map(|v| v.abs()).collect())
+    }
+
+    fn lrp_linear(
+        &self,
+        rx: &mut Vec<f32>,
+        r: &Vec<f32>,
+        x: &Vec<f32>,
+        forward: Option<(&Vec<f32>, &Vec<f32>)>,
+        w: &Vec<f32>,
+        w_abs: &Vec<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        if let Some((out, bias)) = forward {
+            check("lrp_linear", "forward output", out, m * n)?;
+            check("lrp_linear", "bias", bias, n)?;
+        }
+        check("lrp_linear", "rx", rx, m * k)?;
+        check("lrp_linear", "x", x, m * k)?;
+        check("lrp_linear", "r", r, m * n)?;
+        check("lrp_linear", "weight", w, 2 * n * k)?;
+        check("lrp_linear", "abs weight", w_abs, 2 * n * k)?;
+        let (wt, w) = w.split_at(n * k);
+        let forward = forward.map(|(o, b)| (o.as_slice(), b.as_slice()));
+        lrp::lrp_linear(
+            rx,
+            r,
+            x,
+            forward,
+            (wt, w),
+            w_abs.split_at(n * k),
+            m,
+            k,
+            n,
+            accumulate,
+        );
+        Ok(())
+    }
+
+    fn lrp_attention(
+        &self,
+        cam: &mut Vec<f32>,
+        rq: &mut Vec<f32>,
+        rkv: &mut Vec<f32>,
+        rctx: &Vec<f32>,
+        q: &Vec<f32>,
+        kv: &Vec<f32>,
+        probs: &Vec<f32>,
+        ctx: &Vec<f32>,
+        s: &AttentionShape,
+    ) -> Result<()> {
+        const OP: &str = "lrp_attention";
+        check_attention(OP, s)?;
+        let (q_len, kv_len) = (
+            s.batch * s.queries * s.width(),
+            s.batch * s.keys * 2 * s.width(),
+        );
+        for (name, buf) in [("q", q), ("rq", &*rq), ("rctx", rctx), ("ctx", ctx)] {
+            check(OP, name, buf, q_len)?;
+        }
+        check(OP, "kv", kv, kv_len)?;
+        check(OP, "rkv", rkv, kv_len)?;
+        check(OP, "probs", probs, s.probs_len())?;
+        check(OP, "cam", cam, s.probs_len())?;
+        lrp::lrp_attention(cam, rq, rkv, rctx, q, kv, probs, ctx, s);
+        Ok(())
+    }
+
+    fn lrp_add(
+        &self,
+        ra: &mut Vec<f32>,
+        rb: &mut Vec<f32>,
+        r: &Vec<f32>,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        samples: usize,
+    ) -> Result<()> {
+        for (name, buf) in [("ra", &*ra), ("rb", &*rb), ("a", a), ("b", b)] {
+            check("lrp_add", name, buf, r.len())?;
+        }
+        check_samples("lrp_add", r.len(), samples)?;
+        lrp::lrp_add(ra, rb, r, a, b, samples);
+        Ok(())
+    }
+
+    fn lrp_clone(&self, rx: &mut Vec<f32>, x: &Vec<f32>, rs: &[&Vec<f32>]) -> Result<()> {
+        check("lrp_clone", "rx", rx, x.len())?;
+        for r in rs {
+            check("lrp_clone", "relevance", r, x.len())?;
+        }
+        let rs: Vec<&[f32]> = rs.iter().map(|r| r.as_slice()).collect();
+        lrp::lrp_clone(rx, x, &rs);
+        Ok(())
+    }
+}
+
+fn check_samples(op: &'static str, len: usize, samples: usize) -> Result<()> {
+    if samples == 0 || !len.is_multiple_of(samples) {
+        return Err(BackendError::Invalid {
+            op,
+            message: format!("{len} values do not split into {samples} samples"),
+        });
+    }
+    Ok(())
 }
 
 fn check_row_indices(op: &'static str, rows: &[usize], n: usize) -> Result<()> {
