@@ -41,27 +41,72 @@ pub struct LayerWeights<B: Backend> {
     fc2: Linear<B>,
 }
 
-/// What one layer's forward keeps for the backward and the explanation methods.
+/// What a forward keeps of each layer besides what the next layer reads: the larger the
+/// pass that follows, the more (every activation of a base-size model at batch 16 is
+/// gigabytes, so a forward-only trace should not pay for a backward it will not run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Keep {
+    /// The attention probabilities and layer outputs a trace records.
+    Trace,
+    /// Also what the activation-gradient backward reads.
+    Gradients,
+    /// Also every linear layer's input and branch output, which the LRP pass reads.
+    Relevance,
+}
+
+/// What one layer's forward keeps for the explanation methods and the passes after it.
 pub struct LayerActivations<Buf> {
-    ln1: Buf,
+    /// Softmax probabilities [batch, heads, tokens, tokens].
+    pub probs: Buf,
+    /// The layer output [batch·tokens, width].
+    pub out: Buf,
+    /// What the backward reads ([`Keep::Gradients`] and up).
+    backward: Option<BackwardSaved<Buf>>,
+    /// What only the LRP pass reads ([`Keep::Relevance`]).
+    relevance: Option<RelevanceSaved<Buf>>,
+}
+
+struct BackwardSaved<Buf> {
     ln1_stats: Buf,
     q: Buf,
     kv: Buf,
-    /// Softmax probabilities [batch, heads, tokens, tokens].
-    pub probs: Buf,
+    /// x + attention branch: the input of the second layer norm.
+    h: Buf,
+    ln2_stats: Buf,
+    fc1: Buf,
+}
+
+struct RelevanceSaved<Buf> {
+    ln1: Buf,
     ctx: Buf,
     /// The attention branch, Dense(ctx) with its bias.
     attn: Buf,
-    /// x + attention branch: the input of the second layer norm.
-    h: Buf,
     ln2: Buf,
-    ln2_stats: Buf,
-    fc1: Buf,
     act: Buf,
     /// The MLP branch, W₂·act with its bias.
     mlp: Buf,
-    /// The layer output [batch·tokens, width].
-    pub out: Buf,
+}
+
+impl<Buf> LayerActivations<Buf> {
+    fn saved(&self) -> Result<&BackwardSaved<Buf>, ModelError> {
+        self.backward
+            .as_ref()
+            .ok_or_else(|| not_kept("backward", Keep::Gradients))
+    }
+
+    fn for_relevance(&self) -> Result<(&BackwardSaved<Buf>, &RelevanceSaved<Buf>), ModelError> {
+        match (&self.backward, &self.relevance) {
+            (Some(b), Some(r)) => Ok((b, r)),
+            _ => Err(not_kept("LRP pass", Keep::Relevance)),
+        }
+    }
+}
+
+/// A pass asked for activations its forward did not keep: a bug in the caller.
+fn not_kept(pass: &str, needed: Keep) -> ModelError {
+    ModelError::Input(format!(
+        "the {pass} needs a forward run with Keep::{needed:?}"
+    ))
 }
 
 /// A stack of layers and what its forward recorded.
@@ -146,19 +191,20 @@ impl<B: Backend> Encoder<B> {
         self.layers.len()
     }
 
-    /// Runs every layer over `x` [batch·tokens, width], keeping the activations.
+    /// Runs every layer over `x` [batch·tokens, width], keeping what `keep` says.
     pub fn forward(
         &self,
         be: &B,
         x: B::Buf,
         shape: &AttentionShape,
+        keep: Keep,
     ) -> Result<EncoderActivations<B::Buf>, ModelError> {
         let mut acts = EncoderActivations {
             input: x,
             layers: Vec::with_capacity(self.layers.len()),
         };
         for layer in &self.layers {
-            let next = self.layer_forward(be, layer, acts.output(), shape)?;
+            let next = self.layer_forward(be, layer, acts.output(), shape, keep)?;
             acts.layers.push(next);
         }
         Ok(acts)
@@ -170,6 +216,7 @@ impl<B: Backend> Encoder<B> {
         lw: &LayerWeights<B>,
         x: &B::Buf,
         shape: &AttentionShape,
+        keep: Keep,
     ) -> Result<LayerActivations<B::Buf>, ModelError> {
         let EncoderDims {
             width: d,
@@ -179,66 +226,62 @@ impl<B: Backend> Encoder<B> {
             ..
         } = self.dims;
         let m = be.len(x) / d;
-        let mut a = LayerActivations {
-            ln1: be.zeros(m * d)?,
-            ln1_stats: be.zeros(2 * m)?,
-            q: be.zeros(m * d)?,
-            kv: be.zeros(m * 2 * d)?,
-            probs: be.zeros(shape.probs_len())?,
-            ctx: be.zeros(m * d)?,
-            attn: be.zeros(m * d)?,
-            h: be.zeros(m * d)?,
-            ln2: be.zeros(m * d)?,
-            ln2_stats: be.zeros(2 * m)?,
-            fc1: be.zeros(m * f)?,
-            act: be.zeros(m * f)?,
-            mlp: be.zeros(m * d)?,
-            out: be.zeros(m * d)?,
-        };
-        be.layernorm(
-            &mut a.ln1,
-            &mut a.ln1_stats,
-            x,
-            &lw.ln1.0,
-            &lw.ln1.1,
-            d,
-            eps,
-        )?;
-        be.linear(&mut a.q, &a.ln1, &lw.query.0, Some(&lw.query.1), m, d, d)?;
+        let (mut ln1, mut ln1_stats) = (be.zeros(m * d)?, be.zeros(2 * m)?);
+        be.layernorm(&mut ln1, &mut ln1_stats, x, &lw.ln1.0, &lw.ln1.1, d, eps)?;
+        let (mut q, mut kv) = (be.zeros(m * d)?, be.zeros(m * 2 * d)?);
+        be.linear(&mut q, &ln1, &lw.query.0, Some(&lw.query.1), m, d, d)?;
         be.linear(
-            &mut a.kv,
-            &a.ln1,
+            &mut kv,
+            &ln1,
             &lw.key_value.0,
             Some(&lw.key_value.1),
             m,
             d,
             2 * d,
         )?;
-        be.attention(&mut a.probs, &mut a.ctx, &a.q, &a.kv, shape)?;
+        let (mut probs, mut ctx) = (be.zeros(shape.probs_len())?, be.zeros(m * d)?);
+        be.attention(&mut probs, &mut ctx, &q, &kv, shape)?;
+        let mut attn = be.zeros(m * d)?;
         be.linear(
-            &mut a.attn,
-            &a.ctx,
+            &mut attn,
+            &ctx,
             &lw.attn_out.0,
             Some(&lw.attn_out.1),
             m,
             d,
             d,
         )?;
-        be.add(&mut a.h, x, &a.attn)?;
-        be.layernorm(
-            &mut a.ln2,
-            &mut a.ln2_stats,
-            &a.h,
-            &lw.ln2.0,
-            &lw.ln2.1,
-            d,
-            eps,
-        )?;
-        be.linear(&mut a.fc1, &a.ln2, &lw.fc1.0, Some(&lw.fc1.1), m, d, f)?;
-        be.activation(&mut a.act, &a.fc1, activation)?;
-        be.linear(&mut a.mlp, &a.act, &lw.fc2.0, Some(&lw.fc2.1), m, f, d)?;
-        be.add(&mut a.out, &a.h, &a.mlp)?;
-        Ok(a)
+        let mut h = be.zeros(m * d)?;
+        be.add(&mut h, x, &attn)?;
+        let (mut ln2, mut ln2_stats) = (be.zeros(m * d)?, be.zeros(2 * m)?);
+        be.layernorm(&mut ln2, &mut ln2_stats, &h, &lw.ln2.0, &lw.ln2.1, d, eps)?;
+        let (mut fc1, mut act) = (be.zeros(m * f)?, be.zeros(m * f)?);
+        be.linear(&mut fc1, &ln2, &lw.fc1.0, Some(&lw.fc1.1), m, d, f)?;
+        be.activation(&mut act, &fc1, activation)?;
+        let mut mlp = be.zeros(m * d)?;
+        be.linear(&mut mlp, &act, &lw.fc2.0, Some(&lw.fc2.1), m, f, d)?;
+        let mut out = be.zeros(m * d)?;
+        be.add(&mut out, &h, &mlp)?;
+        Ok(LayerActivations {
+            probs,
+            out,
+            backward: (keep >= Keep::Gradients).then_some(BackwardSaved {
+                ln1_stats,
+                q,
+                kv,
+                h,
+                ln2_stats,
+                fc1,
+            }),
+            relevance: (keep >= Keep::Relevance).then_some(RelevanceSaved {
+                ln1,
+                ctx,
+                attn,
+                ln2,
+                act,
+                mlp,
+            }),
+        })
     }
 
     /// Back-propagates `dout` (gradient of the last layer's output) down to the first
@@ -309,12 +352,14 @@ impl<B: Backend> Encoder<B> {
         let (d, f) = (self.dims.width, self.dims.intermediate);
         let m = be.len(x) / d;
         let samples = shape.batch;
+        let probs = &a.probs;
+        let (s, a) = a.for_relevance()?;
         let (mut r_h_res, mut r_mlp) = (be.zeros(m * d)?, be.zeros(m * d)?);
-        be.lrp_add(&mut r_h_res, &mut r_mlp, r, &a.h, &a.mlp, samples)?;
+        be.lrp_add(&mut r_h_res, &mut r_mlp, r, &s.h, &a.mlp, samples)?;
         let r_act = lw.fc2.relprop(be, &r_mlp, &a.act, Some(&a.mlp), m, f, d)?;
-        let r_ln2 = lw.fc1.relprop(be, &r_act, &a.ln2, Some(&a.fc1), m, d, f)?;
+        let r_ln2 = lw.fc1.relprop(be, &r_act, &a.ln2, Some(&s.fc1), m, d, f)?;
         let mut r_h = be.zeros(m * d)?;
-        be.lrp_clone(&mut r_h, &a.h, &[&r_h_res, &r_ln2])?;
+        be.lrp_clone(&mut r_h, &s.h, &[&r_h_res, &r_ln2])?;
 
         let (mut r_x_res, mut r_attn) = (be.zeros(m * d)?, be.zeros(m * d)?);
         be.lrp_add(&mut r_x_res, &mut r_attn, &r_h, x, &a.attn, samples)?;
@@ -324,12 +369,12 @@ impl<B: Backend> Encoder<B> {
         let mut cam = be.zeros(shape.probs_len())?;
         let (mut rq, mut rkv) = (be.zeros(m * d)?, be.zeros(m * 2 * d)?);
         be.lrp_attention(
-            &mut cam, &mut rq, &mut rkv, &r_ctx, &a.q, &a.kv, &a.probs, &a.ctx, shape,
+            &mut cam, &mut rq, &mut rkv, &r_ctx, &s.q, &s.kv, probs, &a.ctx, shape,
         )?;
-        let r_q = lw.query.relprop(be, &rq, &a.ln1, Some(&a.q), m, d, d)?;
+        let r_q = lw.query.relprop(be, &rq, &a.ln1, Some(&s.q), m, d, d)?;
         let r_kv = lw
             .key_value
-            .relprop(be, &rkv, &a.ln1, Some(&a.kv), m, d, 2 * d)?;
+            .relprop(be, &rkv, &a.ln1, Some(&s.kv), m, d, 2 * d)?;
         let mut r_ln1 = be.zeros(m * d)?;
         be.lrp_clone(&mut r_ln1, &a.ln1, &[&r_q, &r_kv])?;
         let mut rx = be.zeros(m * d)?;
@@ -356,6 +401,7 @@ impl<B: Backend> Encoder<B> {
             ..
         } = self.dims;
         let m = be.len(x) / d;
+        let (probs, a) = (&a.probs, a.saved()?);
         let mut d_act = be.zeros(m * f)?;
         be.linear_backward(&mut d_act, dy, &lw.fc2.0, m, f, d, false)?;
         let mut d_fc1 = be.zeros(m * f)?;
@@ -377,7 +423,7 @@ impl<B: Backend> Encoder<B> {
             &dctx,
             &a.q,
             &a.kv,
-            &a.probs,
+            probs,
             shape,
         )?;
         if !input_grad {

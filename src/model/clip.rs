@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::backend::{AttentionShape, Backend, PatchGeometry};
-use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, LayerNames};
+use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames};
 use crate::model::config::ClipConfig;
 use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
@@ -217,13 +217,13 @@ impl<B: Backend> Clip<B> {
 
     /// Scores a batch without keeping activations for a backward.
     pub fn scores(&self, be: &B, inputs: &ClipInputs) -> Result<ClipOutput, ModelError> {
-        Ok(self.forward(be, inputs)?.output)
+        Ok(self.forward(be, inputs, Keep::Trace)?.output)
     }
 
     /// Forward only, recording both towers without gradients: enough for the methods that
     /// read no ∂y/∂A (raw attention, rollout, DSMI) at half the cost.
     pub fn record(&self, be: &B, inputs: &ClipInputs) -> Result<ClipTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs)?;
+        let f = self.forward(be, inputs, Keep::Trace)?;
         Ok(self.finish(f, inputs, None, None))
     }
 
@@ -235,7 +235,7 @@ impl<B: Backend> Clip<B> {
         inputs: &ClipInputs,
         seeds: Option<&[f32]>,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs)?;
+        let f = self.forward(be, inputs, Keep::Gradients)?;
         let grads = self.backward(be, &f, inputs, seeds)?;
         Ok(self.finish(f, inputs, Some(grads), None))
     }
@@ -255,7 +255,7 @@ impl<B: Backend> Clip<B> {
         inputs: &ClipInputs,
         gradients: bool,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs)?;
+        let f = self.forward(be, inputs, Keep::Relevance)?;
         let grads = gradients
             .then(|| self.backward(be, &f, inputs, None))
             .transpose()?;
@@ -521,7 +521,12 @@ impl<B: Backend> Clip<B> {
             .collect()
     }
 
-    fn forward(&self, be: &B, inputs: &ClipInputs) -> Result<Forward<B::Buf>, ModelError> {
+    fn forward(
+        &self,
+        be: &B,
+        inputs: &ClipInputs,
+        keep: Keep,
+    ) -> Result<Forward<B::Buf>, ModelError> {
         self.check(inputs)?;
         let batch = inputs.batch();
         let v = &self.config.vision;
@@ -577,7 +582,7 @@ impl<B: Backend> Clip<B> {
             vision_tokens,
             dv / v.num_attention_heads,
         );
-        let vision = self.vision.forward(be, x, &vision_shape)?;
+        let vision = self.vision.forward(be, x, &vision_shape, keep)?;
 
         // Text tower: token + position embeddings → causal encoder over the padded batch.
         let mut x = be.zeros(batch * inputs.seq_len * dt)?;
@@ -599,7 +604,7 @@ impl<B: Backend> Clip<B> {
                 dt / t.num_attention_heads,
             )
         };
-        let text = self.text.forward(be, x, &text_shape)?;
+        let text = self.text.forward(be, x, &text_shape, keep)?;
 
         // Pooling: the class token (post-LN) and the end-of-text token (final LN).
         let vision_rows: Vec<usize> = (0..batch).map(|b| b * vision_tokens).collect();

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use crate::backend::{AttentionShape, Backend, PatchGeometry};
 use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
-use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, LayerNames};
+use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames};
 use crate::model::config::ViltConfig;
 use crate::model::source::WeightSource;
 use crate::model::weights::Weights;
@@ -241,7 +241,7 @@ impl<B: Backend> Vilt<B> {
 
     /// Answer logits without keeping activations for a backward.
     pub fn logits(&self, be: &B, inputs: &ViltInputs) -> Result<ViltOutput, ModelError> {
-        Ok(self.forward(be, inputs)?.output)
+        Ok(self.forward(be, inputs, Keep::Trace)?.output)
     }
 
     /// Forward only, recording the joint encoder without gradients (for the methods that
@@ -281,7 +281,14 @@ impl<B: Backend> Vilt<B> {
         gradients: bool,
         relevance: bool,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs)?;
+        let keep = if relevance {
+            Keep::Relevance
+        } else if gradients {
+            Keep::Gradients
+        } else {
+            Keep::Trace
+        };
+        let f = self.forward(be, inputs, keep)?;
         let (targets, seed) = target.resolve(&f.output.predicted(), self.config.num_labels)?;
         let grads = gradients
             .then(|| self.backward(be, &f, &seed))
@@ -440,7 +447,7 @@ impl<B: Backend> Vilt<B> {
             .collect()
     }
 
-    fn forward(&self, be: &B, x: &ViltInputs) -> Result<Forward<B::Buf>, ModelError> {
+    fn forward(&self, be: &B, x: &ViltInputs, keep: Keep) -> Result<Forward<B::Buf>, ModelError> {
         self.check(x)?;
         let c = &self.config;
         let (batch, d, t) = (x.batch(), c.hidden_size, x.seq_len);
@@ -547,7 +554,7 @@ impl<B: Backend> Vilt<B> {
                 d / c.num_attention_heads,
             )
         };
-        let encoder = self.encoder.forward(be, joint, &shape)?;
+        let encoder = self.encoder.forward(be, joint, &shape, keep)?;
 
         // Head: final LN on token 0, tanh pooler, Linear → LN → GELU → Linear.
         let rows: Vec<usize> = (0..batch).map(|b| b * tokens).collect();
