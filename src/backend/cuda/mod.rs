@@ -1,0 +1,1017 @@
+//! The CUDA backend: f32 buffers in device memory, one stream, the dense products in cuBLAS
+//! and everything else in the hand-written kernels of kernels/ (see `kernels`). It has the
+//! CPU backend's contract op for op; tests/cuda_backend.rs holds it to the CPU oracle.
+//!
+//! Nothing here waits for the device except `download`/`into_host`: ops only enqueue work,
+//! so a model's forward and backward run without host round-trips (index-like arguments —
+//! token ids, gathered rows, key masks — are copied up, never read back).
+
+mod blas;
+mod error;
+pub mod kernels;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::sys::{CUdeviceptr, CUresult};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
+};
+
+use super::{check, Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};
+use blas::{gemm, Operand};
+pub use error::CudaError;
+use kernels::Kernels;
+
+/// Threads per block of the elementwise and per-row kernels.
+const BLOCK: u32 = 256;
+
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: CudaBlas,
+    kernels: Kernels,
+    /// The last attention key mask uploaded: every layer of a tower reuses it.
+    mask: Mutex<Option<(Vec<bool>, CudaSlice<u8>)>>,
+    /// Passed where an attention has no key mask (the kernel does not read it).
+    no_mask: CudaSlice<u8>,
+    description: String,
+}
+
+/// Launches `$kernel` with `$cfg` and the arguments (references that outlive the call).
+macro_rules! launch {
+    ($self:expr, $kernel:literal, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+        let cfg: LaunchConfig = $cfg;
+        let f = $self.kernels.get($kernel)?;
+        let mut builder = $self.stream.launch_builder(f);
+        $( builder.arg($arg); )+
+        // SAFETY: the argument list matches the kernel's signature in kernels/, and the
+        // caller checked every buffer's length against the sizes passed.
+        unsafe { builder.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| device_error($kernel, "kernel launch", e))
+    }};
+}
+
+fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
+    BackendError::Device {
+        op,
+        message: format!("{what} failed: {e}"),
+    }
+}
+
+fn int(op: &'static str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| BackendError::Invalid {
+        op,
+        message: format!("{v} elements exceed the kernels' 32-bit indices"),
+    })
+}
+
+/// Enough blocks of `BLOCK` threads for one thread per element (the kernels loop over the
+/// rest with a grid stride).
+fn per_element(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((n as u32).div_ceil(BLOCK).clamp(1, 65_535 * 16), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One block per row, with at most `BLOCK` threads (a whole number of warps).
+fn per_row(rows: usize, dim: usize) -> LaunchConfig {
+    let threads = (dim as u32).div_ceil(32).clamp(1, BLOCK / 32) * 32;
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One warp per row.
+fn warp_per_row(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((rows as u32).div_ceil(BLOCK / 32), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl Cuda {
+    /// Opens the first CUDA device. Every way this can fail (no driver, no device, missing
+    /// cuBLAS or NVRTC, kernels that do not load) is an error value, never a panic.
+    pub fn new() -> std::result::Result<Self, CudaError> {
+        Self::on_device(0)
+    }
+
+    pub fn on_device(ordinal: usize) -> std::result::Result<Self, CudaError> {
+        // SAFETY: only tries to dlopen the library.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(CudaError::MissingLibrary {
+                library: "libcuda.so (the NVIDIA driver)",
+                needed: "use a GPU",
+            });
+        }
+        let ctx = catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| CudaError::Panic("opening the device".into()))?
+            .map_err(|e| match e.0 {
+                CUresult::CUDA_ERROR_NO_DEVICE | CUresult::CUDA_ERROR_INVALID_DEVICE => {
+                    CudaError::NoDevice(format!("device {ordinal}: {e}"))
+                }
+                _ => CudaError::driver("opening the device", e),
+            })?;
+        // One stream: the multi-stream event bookkeeping would only add overhead.
+        // SAFETY: nothing has been allocated yet, and every op runs on `stream`.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| CudaError::driver("creating a stream", e))?;
+        // SAFETY: only tries to dlopen the libraries.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(CudaError::MissingLibrary {
+                library: "libcublas.so.13 (with libcublasLt.so.13)",
+                needed: "run the dense products",
+            });
+        }
+        let blas = catch_unwind(AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
+            .map_err(|_| CudaError::Panic("cuBLAS".into()))?
+            .map_err(|e| CudaError::Blas {
+                during: "creating a handle",
+                error: format!("{e:?}"),
+            })?;
+        let kernels = catch_unwind(AssertUnwindSafe(|| Kernels::load(&ctx)))
+            .map_err(|_| CudaError::Panic("loading the kernels".into()))??;
+        let no_mask = stream
+            .alloc_zeros::<u8>(1)
+            .map_err(|e| CudaError::driver("allocating", e))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| CudaError::driver("reading the compute capability", e))?;
+        let total = ctx.total_mem().unwrap_or(0);
+        let description = format!(
+            "{name} (sm_{major}{minor}, {:.1} GiB; kernels: {})",
+            total as f64 / (1u64 << 30) as f64,
+            kernels.origin
+        );
+        Ok(Self {
+            ctx,
+            stream,
+            blas,
+            kernels,
+            mask: Mutex::new(None),
+            no_mask,
+            description,
+        })
+    }
+
+    /// The device and how its kernels were obtained, for people.
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    /// Waits for every enqueued op (for timing).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| device_error("synchronize", "a kernel or copy", e))
+    }
+
+    fn ptr(&self, s: &CudaSlice<f32>) -> CUdeviceptr {
+        // Event tracking is off: the returned guard records nothing.
+        s.device_ptr(&self.stream).0
+    }
+
+    fn alloc_error(&self, op: &'static str, bytes: usize, e: DriverError) -> BackendError {
+        if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            let (free, total) = self.ctx.mem_get_info().unwrap_or((0, 0));
+            BackendError::OutOfMemory {
+                op,
+                requested: bytes,
+                free,
+                total,
+            }
+        } else {
+            device_error(op, "allocation", e)
+        }
+    }
+
+    fn alloc<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        op: &'static str,
+        len: usize,
+    ) -> Result<CudaSlice<T>> {
+        if len == 0 {
+            return self
+                .stream
+                .null()
+                .map_err(|e| device_error(op, "allocation", e));
+        }
+        self.stream
+            .alloc_zeros(len)
+            .map_err(|e| self.alloc_error(op, len * std::mem::size_of::<T>(), e))
+    }
+
+    fn upload_any<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        op: &'static str,
+        host: &[T],
+    ) -> Result<CudaSlice<T>> {
+        let mut buf = self.alloc(op, host.len())?;
+        if !host.is_empty() {
+            self.stream
+                .memcpy_htod(host, &mut buf)
+                .map_err(|e| device_error(op, "host-to-device copy", e))?;
+        }
+        Ok(buf)
+    }
+
+    fn bind(&self, op: &'static str) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| device_error(op, "binding the context", e))
+    }
+
+    /// Row indices as the kernels read them.
+    fn upload_rows(&self, op: &'static str, rows: &[usize]) -> Result<CudaSlice<i32>> {
+        let rows: Vec<i32> = rows.iter().map(|&r| int(op, r)).collect::<Result<_>>()?;
+        self.upload_any(op, &rows)
+    }
+
+    fn softmax(&self, probs: &mut CudaSlice<f32>, s: &AttentionShape) -> Result<()> {
+        let rows = s.batch * s.heads * s.queries;
+        let (r, h, nq, nk) = (
+            int("attention", rows)?,
+            int("attention", s.heads)?,
+            int("attention", s.queries)?,
+            int("attention", s.keys)?,
+        );
+        let causal = i32::from(s.causal);
+        let cfg = warp_per_row(rows);
+        match &s.key_mask {
+            None => {
+                let has_mask = 0i32;
+                launch!(
+                    self,
+                    "softmax_fwd",
+                    cfg,
+                    probs,
+                    &self.no_mask,
+                    &r,
+                    &h,
+                    &nq,
+                    &nk,
+                    &causal,
+                    &has_mask
+                )
+            }
+            Some(mask) => {
+                let mut cached = self.mask.lock().unwrap_or_else(|p| p.into_inner());
+                if cached.as_ref().is_none_or(|(m, _)| m != mask) {
+                    let bytes: Vec<u8> = mask.iter().map(|&v| u8::from(v)).collect();
+                    *cached = Some((mask.clone(), self.upload_any("attention", &bytes)?));
+                }
+                let (_, dev_mask) = cached.as_ref().expect("set above");
+                let has_mask = 1i32;
+                launch!(
+                    self,
+                    "softmax_fwd",
+                    cfg,
+                    probs,
+                    dev_mask,
+                    &r,
+                    &h,
+                    &nq,
+                    &nk,
+                    &causal,
+                    &has_mask
+                )
+            }
+        }
+    }
+}
+
+impl Backend for Cuda {
+    type Buf = CudaSlice<f32>;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn upload(&self, host: &[f32]) -> Result<CudaSlice<f32>> {
+        self.upload_any("upload", host)
+    }
+
+    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.alloc("zeros", len)
+    }
+
+    fn download(&self, buf: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        if buf.len() == 0 {
+            return Ok(Vec::new());
+        }
+        self.stream
+            .clone_dtoh(buf)
+            .map_err(|e| device_error("download", "device-to-host copy (or a kernel before it)", e))
+    }
+
+    fn into_host(&self, buf: CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.download(&buf)
+    }
+
+    fn copy(&self, buf: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        let mut out = self.alloc("copy", buf.len())?;
+        if buf.len() > 0 {
+            self.stream
+                .memcpy_dtod(buf, &mut out)
+                .map_err(|e| device_error("copy", "device-to-device copy", e))?;
+        }
+        Ok(out)
+    }
+
+    /// Kept as Hugging Face stores it, `[out, in]`: cuBLAS reads either order at full speed.
+    fn upload_weight(&self, w: &[f32], out: usize, input: usize) -> Result<CudaSlice<f32>> {
+        check::len("upload_weight", "w", w.len(), out * input)?;
+        self.upload_any("upload_weight", w)
+    }
+
+    fn len(&self, buf: &CudaSlice<f32>) -> usize {
+        buf.len()
+    }
+
+    fn linear(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        check::linear(out.len(), x.len(), bias.map(|b| b.len()), m, k, n)?;
+        check::len("linear", "weight", w.len(), n * k)?;
+        self.bind("linear")?;
+        gemm(
+            &self.blas,
+            "linear",
+            (m, n, k),
+            1.0,
+            Operand::rows(self.ptr(x), 0, k),
+            Operand::rows(self.ptr(w), 0, k).t(),
+            0.0,
+            Operand::rows(self.ptr(out), 0, n),
+            1,
+        )?;
+        match bias {
+            Some(b) => self.add_row_vector(out, b),
+            None => Ok(()),
+        }
+    }
+
+    fn linear_backward(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        check::linear_backward(dx.len(), dy.len(), m, k, n)?;
+        check::len("linear_backward", "weight", w.len(), n * k)?;
+        self.bind("linear_backward")?;
+        gemm(
+            &self.blas,
+            "linear_backward",
+            (m, k, n),
+            1.0,
+            Operand::rows(self.ptr(dy), 0, n),
+            Operand::rows(self.ptr(w), 0, k),
+            if accumulate { 1.0 } else { 0.0 },
+            Operand::rows(self.ptr(dx), 0, k),
+            1,
+        )
+    }
+
+    fn layernorm(
+        &self,
+        out: &mut CudaSlice<f32>,
+        stats: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        gamma: &CudaSlice<f32>,
+        beta: &CudaSlice<f32>,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let rows = check::layernorm(
+            "layernorm",
+            x.len(),
+            &[("out", out.len())],
+            stats.len(),
+            &[("gamma", gamma.len()), ("beta", beta.len())],
+            dim,
+        )?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, d) = (int("layernorm", rows)?, int("layernorm", dim)?);
+        launch!(
+            self,
+            "layernorm_fwd",
+            per_row(rows, dim),
+            out,
+            stats,
+            x,
+            gamma,
+            beta,
+            &r,
+            &d,
+            &eps
+        )
+    }
+
+    fn layernorm_backward(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        stats: &CudaSlice<f32>,
+        gamma: &CudaSlice<f32>,
+        dim: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let rows = check::layernorm(
+            "layernorm_backward",
+            x.len(),
+            &[("dx", dx.len()), ("dy", dy.len())],
+            stats.len(),
+            &[("gamma", gamma.len())],
+            dim,
+        )?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, d) = (
+            int("layernorm_backward", rows)?,
+            int("layernorm_backward", dim)?,
+        );
+        let acc = i32::from(accumulate);
+        launch!(
+            self,
+            "layernorm_bwd",
+            per_row(rows, dim),
+            dx,
+            dy,
+            x,
+            stats,
+            gamma,
+            &r,
+            &d,
+            &acc
+        )
+    }
+
+    fn activation(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        act: Activation,
+    ) -> Result<()> {
+        check::len("activation", "out", out.len(), x.len())?;
+        if x.len() == 0 {
+            return Ok(());
+        }
+        let (n, kind) = (int("activation", x.len())?, act as i32);
+        launch!(
+            self,
+            "activation_fwd",
+            per_element(x.len()),
+            out,
+            x,
+            &n,
+            &kind
+        )
+    }
+
+    fn activation_backward(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        act: Activation,
+    ) -> Result<()> {
+        check::len("activation_backward", "dx", dx.len(), x.len())?;
+        check::len("activation_backward", "dy", dy.len(), x.len())?;
+        if x.len() == 0 {
+            return Ok(());
+        }
+        let (n, kind) = (int("activation_backward", x.len())?, act as i32);
+        launch!(
+            self,
+            "activation_bwd",
+            per_element(x.len()),
+            dx,
+            dy,
+            x,
+            &n,
+            &kind
+        )
+    }
+
+    fn add(&self, out: &mut CudaSlice<f32>, a: &CudaSlice<f32>, b: &CudaSlice<f32>) -> Result<()> {
+        check::len("add", "out", out.len(), a.len())?;
+        check::len("add", "b", b.len(), a.len())?;
+        if a.len() == 0 {
+            return Ok(());
+        }
+        let n = int("add", a.len())?;
+        launch!(self, "add", per_element(a.len()), out, a, b, &n)
+    }
+
+    fn add_assign(&self, dst: &mut CudaSlice<f32>, src: &CudaSlice<f32>) -> Result<()> {
+        check::len("add_assign", "src", src.len(), dst.len())?;
+        if src.len() == 0 {
+            return Ok(());
+        }
+        let n = int("add_assign", src.len())?;
+        launch!(self, "add_assign", per_element(src.len()), dst, src, &n)
+    }
+
+    fn attention(
+        &self,
+        probs: &mut CudaSlice<f32>,
+        ctx: &mut CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        kv: &CudaSlice<f32>,
+        s: &AttentionShape,
+    ) -> Result<()> {
+        let lens = check::AttentionBuffers {
+            q: q.len(),
+            kv: kv.len(),
+            ctx: ctx.len(),
+            probs: probs.len(),
+            grads: None,
+        };
+        check::attention("attention", s, lens)?;
+        if s.probs_len() == 0 {
+            return Ok(());
+        }
+        self.bind("attention")?;
+        let g = HeadGeometry::new(s);
+        let (qp, kvp, pp, cp) = (self.ptr(q), self.ptr(kv), self.ptr(probs), self.ptr(ctx));
+        for h in 0..s.heads {
+            // scores = scale · Q_h · K_hᵀ, every sample at once.
+            gemm(
+                &self.blas,
+                "attention",
+                (s.queries, s.keys, s.head_dim),
+                s.scale(),
+                g.q(qp, h),
+                g.k(kvp, h).t(),
+                0.0,
+                g.p(pp, h),
+                s.batch,
+            )?;
+        }
+        self.softmax(probs, s)?;
+        for h in 0..s.heads {
+            // ctx_h = P_h · V_h
+            gemm(
+                &self.blas,
+                "attention",
+                (s.queries, s.head_dim, s.keys),
+                1.0,
+                g.p(pp, h),
+                g.v(kvp, h),
+                0.0,
+                g.q(cp, h),
+                s.batch,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn attention_backward(
+        &self,
+        dprobs: &mut CudaSlice<f32>,
+        dq: &mut CudaSlice<f32>,
+        dkv: &mut CudaSlice<f32>,
+        dctx: &CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        kv: &CudaSlice<f32>,
+        probs: &CudaSlice<f32>,
+        s: &AttentionShape,
+    ) -> Result<()> {
+        let lens = check::AttentionBuffers {
+            q: q.len(),
+            kv: kv.len(),
+            ctx: dctx.len(),
+            probs: probs.len(),
+            grads: Some((dq.len(), dkv.len(), dprobs.len())),
+        };
+        check::attention("attention_backward", s, lens)?;
+        if s.probs_len() == 0 {
+            return Ok(());
+        }
+        const OP: &str = "attention_backward";
+        self.bind(OP)?;
+        let g = HeadGeometry::new(s);
+        let (qp, kvp, pp) = (self.ptr(q), self.ptr(kv), self.ptr(probs));
+        let (dcp, dpp) = (self.ptr(dctx), self.ptr(dprobs));
+        for h in 0..s.heads {
+            // ∂y/∂A_h = dctx_h · V_hᵀ over every entry, masked ones included (as autograd).
+            gemm(
+                &self.blas,
+                OP,
+                (s.queries, s.keys, s.head_dim),
+                1.0,
+                g.q(dcp, h),
+                g.v(kvp, h).t(),
+                0.0,
+                g.p(dpp, h),
+                s.batch,
+            )?;
+        }
+        let mut ds = self.alloc::<f32>(OP, s.probs_len())?;
+        let rows = s.batch * s.heads * s.queries;
+        let (r, nk) = (int(OP, rows)?, int(OP, s.keys)?);
+        launch!(
+            self,
+            "softmax_bwd",
+            warp_per_row(rows),
+            &mut ds,
+            &*dprobs,
+            probs,
+            &r,
+            &nk
+        )?;
+        let dsp = self.ptr(&ds);
+        let (dqp, dkvp) = (self.ptr(dq), self.ptr(dkv));
+        let scale = s.scale();
+        for h in 0..s.heads {
+            // dQ_h = scale · dS_h · K_h
+            gemm(
+                &self.blas,
+                OP,
+                (s.queries, s.head_dim, s.keys),
+                scale,
+                g.p(dsp, h),
+                g.k(kvp, h),
+                0.0,
+                g.q(dqp, h),
+                s.batch,
+            )?;
+            // dK_h = scale · dS_hᵀ · Q_h
+            gemm(
+                &self.blas,
+                OP,
+                (s.keys, s.head_dim, s.queries),
+                scale,
+                g.p(dsp, h).t(),
+                g.q(qp, h),
+                0.0,
+                g.k(dkvp, h),
+                s.batch,
+            )?;
+            // dV_h = A_hᵀ · dctx_h
+            gemm(
+                &self.blas,
+                OP,
+                (s.keys, s.head_dim, s.queries),
+                1.0,
+                g.p(pp, h).t(),
+                g.q(dcp, h),
+                0.0,
+                g.v(dkvp, h),
+                s.batch,
+            )?;
+        }
+        // `ds` is freed in stream order after the products that read it.
+        Ok(())
+    }
+
+    fn patchify(
+        &self,
+        out: &mut CudaSlice<f32>,
+        pixels: &CudaSlice<f32>,
+        g: PatchGeometry,
+    ) -> Result<()> {
+        check::patchify(out.len(), pixels.len(), g)?;
+        if out.len() == 0 {
+            return Ok(());
+        }
+        const OP: &str = "patchify";
+        let (n, c, h, w, p) = (
+            int(OP, out.len())?,
+            int(OP, g.channels)?,
+            int(OP, g.height)?,
+            int(OP, g.width)?,
+            int(OP, g.patch)?,
+        );
+        int(OP, pixels.len())?;
+        launch!(
+            self,
+            "patchify",
+            per_element(out.len()),
+            out,
+            pixels,
+            &n,
+            &c,
+            &h,
+            &w,
+            &p
+        )
+    }
+
+    fn prepend_class_add_positions(
+        &self,
+        out: &mut CudaSlice<f32>,
+        patches: &CudaSlice<f32>,
+        class: &CudaSlice<f32>,
+        pos: &CudaSlice<f32>,
+        batch: usize,
+        tokens: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let per_sample = check::class_positions(
+            out.len(),
+            patches.len(),
+            class.len(),
+            pos.len(),
+            batch,
+            tokens,
+            dim,
+        )?;
+        if out.len() == 0 {
+            return Ok(());
+        }
+        const OP: &str = "prepend_class_add_positions";
+        let (n, t, d, ps) = (
+            int(OP, out.len())?,
+            int(OP, tokens)?,
+            int(OP, dim)?,
+            i32::from(per_sample),
+        );
+        launch!(
+            self,
+            "prepend_class_add_positions",
+            per_element(out.len()),
+            out,
+            patches,
+            class,
+            pos,
+            &n,
+            &t,
+            &d,
+            &ps
+        )
+    }
+
+    fn concat_sequences(
+        &self,
+        out: &mut CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        batch: usize,
+        a_tokens: usize,
+        b_tokens: usize,
+        dim: usize,
+    ) -> Result<()> {
+        check::concat(out.len(), a.len(), b.len(), batch, a_tokens, b_tokens, dim)?;
+        if out.len() == 0 {
+            return Ok(());
+        }
+        const OP: &str = "concat_sequences";
+        let (n, ta, tb, d) = (
+            int(OP, out.len())?,
+            int(OP, a_tokens)?,
+            int(OP, b_tokens)?,
+            int(OP, dim)?,
+        );
+        launch!(
+            self,
+            "concat_sequences",
+            per_element(out.len()),
+            out,
+            a,
+            b,
+            &n,
+            &ta,
+            &tb,
+            &d
+        )
+    }
+
+    fn add_row_vector(&self, x: &mut CudaSlice<f32>, v: &CudaSlice<f32>) -> Result<()> {
+        check::rows("add_row_vector", "x", x.len(), v.len())?;
+        if x.len() == 0 {
+            return Ok(());
+        }
+        let (n, d) = (
+            int("add_row_vector", x.len())?,
+            int("add_row_vector", v.len())?,
+        );
+        launch!(self, "add_row_vector", per_element(x.len()), x, v, &n, &d)
+    }
+
+    fn embed_tokens(
+        &self,
+        out: &mut CudaSlice<f32>,
+        ids: &[u32],
+        table: &CudaSlice<f32>,
+        pos: &CudaSlice<f32>,
+        seq: usize,
+        dim: usize,
+    ) -> Result<()> {
+        check::embed_tokens(out.len(), ids, table.len(), pos.len(), seq, dim)?;
+        if out.len() == 0 {
+            return Ok(());
+        }
+        const OP: &str = "embed_tokens";
+        let dev_ids = self.upload_any(OP, ids)?;
+        let (n, s, d) = (int(OP, out.len())?, int(OP, seq)?, int(OP, dim)?);
+        int(OP, table.len())?;
+        launch!(
+            self,
+            "embed_tokens",
+            per_element(out.len()),
+            out,
+            &dev_ids,
+            table,
+            pos,
+            &n,
+            &s,
+            &d
+        )
+    }
+
+    fn gather_rows(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        rows: &[usize],
+        dim: usize,
+    ) -> Result<()> {
+        check::gather("gather_rows", ("x", "out"), x.len(), out.len(), rows, dim)?;
+        if out.len() == 0 {
+            return Ok(());
+        }
+        let dev_rows = self.upload_rows("gather_rows", rows)?;
+        let (n, d) = (int("gather_rows", out.len())?, int("gather_rows", dim)?);
+        launch!(
+            self,
+            "gather_rows",
+            per_element(out.len()),
+            out,
+            x,
+            &dev_rows,
+            &n,
+            &d
+        )
+    }
+
+    fn gather_rows_backward(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        rows: &[usize],
+        dim: usize,
+    ) -> Result<()> {
+        const OP: &str = "gather_rows_backward";
+        check::gather(OP, ("dx", "dy"), dx.len(), dy.len(), rows, dim)?;
+        if dx.len() == 0 {
+            return Ok(());
+        }
+        self.stream
+            .memset_zeros(dx)
+            .map_err(|e| device_error(OP, "memset", e))?;
+        if dy.len() == 0 {
+            return Ok(());
+        }
+        let dev_rows = self.upload_rows(OP, rows)?;
+        let (n, d) = (int(OP, dy.len())?, int(OP, dim)?);
+        launch!(
+            self,
+            "gather_rows_bwd",
+            per_element(dy.len()),
+            dx,
+            dy,
+            &dev_rows,
+            &n,
+            &d
+        )
+    }
+
+    fn cosine_scores(
+        &self,
+        scores: &mut CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        scale: f32,
+        dim: usize,
+    ) -> Result<()> {
+        let same = [("b", b.len())];
+        let rows = check::cosine(
+            "cosine_scores",
+            a.len(),
+            &same,
+            ("scores", scores.len()),
+            dim,
+        )?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, d) = (int("cosine_scores", rows)?, int("cosine_scores", dim)?);
+        launch!(
+            self,
+            "cosine_fwd",
+            per_row(rows, dim),
+            scores,
+            a,
+            b,
+            &r,
+            &d,
+            &scale
+        )
+    }
+
+    fn cosine_scores_backward(
+        &self,
+        da: &mut CudaSlice<f32>,
+        db: &mut CudaSlice<f32>,
+        dscores: &CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        scale: f32,
+        dim: usize,
+    ) -> Result<()> {
+        let same = [("b", b.len()), ("da", da.len()), ("db", db.len())];
+        let scores = ("dscores", dscores.len());
+        let rows = check::cosine("cosine_scores_backward", a.len(), &same, scores, dim)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, d) = (
+            int("cosine_scores_backward", rows)?,
+            int("cosine_scores_backward", dim)?,
+        );
+        launch!(
+            self,
+            "cosine_bwd",
+            per_row(rows, dim),
+            da,
+            db,
+            dscores,
+            a,
+            b,
+            &r,
+            &d,
+            &scale
+        )
+    }
+}
+
+/// Where head h's blocks start in the attention buffers, as strided-batched cuBLAS operands
+/// over the samples: queries (and ctx, dq) [batch·queries, width] with head h at column
+/// h·head_dim; keys and values in [batch·keys, 2·width] rows (keys first); probabilities
+/// [batch, heads, queries, keys].
+struct HeadGeometry {
+    width: usize,
+    head_dim: usize,
+    queries: usize,
+    keys: usize,
+    heads: usize,
+}
+
+impl HeadGeometry {
+    fn new(s: &AttentionShape) -> Self {
+        Self {
+            width: s.width(),
+            head_dim: s.head_dim,
+            queries: s.queries,
+            keys: s.keys,
+            heads: s.heads,
+        }
+    }
+
+    fn q(&self, ptr: CUdeviceptr, h: usize) -> Operand {
+        Operand::rows(ptr, h * self.head_dim, self.width).stride(self.queries * self.width)
+    }
+
+    fn k(&self, ptr: CUdeviceptr, h: usize) -> Operand {
+        Operand::rows(ptr, h * self.head_dim, 2 * self.width).stride(self.keys * 2 * self.width)
+    }
+
+    fn v(&self, ptr: CUdeviceptr, h: usize) -> Operand {
+        Operand::rows(ptr, self.width + h * self.head_dim, 2 * self.width)
+            .stride(self.keys * 2 * self.width)
+    }
+
+    fn p(&self, ptr: CUdeviceptr, h: usize) -> Operand {
+        let block = self.queries * self.keys;
+        Operand::rows(ptr, h * block, self.keys).stride(self.heads * block)
+    }
+}
