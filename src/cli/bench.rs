@@ -5,9 +5,11 @@
 
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use fiedler::backend::Cpu;
+
+use crate::cli::device::{open, with_backend, Device};
+use fiedler::backend::Backend;
 use fiedler::explain::clip::explain_clip;
 use fiedler::explain::lxmert::explain_lxmert;
 use fiedler::explain::{Method, MethodOptions};
@@ -44,6 +46,10 @@ pub struct BenchArgs {
     /// Tokens per caption (start and end tokens included).
     #[arg(long, default_value_t = 12)]
     text_tokens: usize,
+    /// Where to compute: cpu, cuda or auto. On CUDA the trace time includes moving the
+    /// trace to host memory, where the methods run.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
 }
 
 fn inputs(config: &ClipConfig, batch: usize, text_tokens: usize) -> ClipInputs {
@@ -91,13 +97,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .map(|m| m.trim().parse())
             .collect::<Result<_, _>>()?
     };
+    let backend = open(args.device)?;
+    let device = backend.describe();
+    with_backend!(backend, be => match args.size {
+        Size::LxmertBase => run_lxmert(&be, &device, &args, &methods),
+        _ => run_clip(&be, &device, &args, &methods),
+    })
+}
+
+fn run_clip<B: Backend>(
+    be: &B,
+    device: &str,
+    args: &BenchArgs,
+    methods: &[Method],
+) -> anyhow::Result<()> {
     let (config, name) = match args.size {
-        Size::VitB16 => (ClipConfig::vit_base_patch16(), "ViT-B/16"),
         Size::VitB32 => (ClipConfig::vit_base_patch32(), "ViT-B/32"),
-        Size::LxmertBase => return run_lxmert(&args, &methods),
+        _ => (ClipConfig::vit_base_patch16(), "ViT-B/16"),
     };
     let model = Clip::from_source(
-        &Cpu,
+        be,
         config.clone(),
         &RandomWeights {
             seed: 1,
@@ -106,24 +125,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     )?;
     let opts = MethodOptions::default();
     println!(
-        "CLIP {name}, random weights, cpu ({} threads), captions of {} tokens, median of {}",
-        rayon::current_num_threads(),
-        args.text_tokens,
-        args.repeats
+        "CLIP {name}, random weights, {device}, captions of {} tokens, median of {}",
+        args.text_tokens, args.repeats
     );
     print_header();
     for &batch in &args.batch {
         let x = inputs(&config, batch, args.text_tokens);
-        let trace = model.trace(&Cpu, &x, None)?;
+        let trace = model
+            .trace(be, &x, None)
+            .and_then(|t| Ok(t.into_host(be)?))
+            .with_context(|| format!("batch {batch}"))?;
         report(
-            &methods,
+            methods,
             batch,
             args.repeats,
             |backward| {
                 if backward {
-                    model.trace(&Cpu, &x, None)?;
+                    model.trace(be, &x, None)?.into_host(be)?;
                 } else {
-                    model.record(&Cpu, &x)?;
+                    model.record(be, &x)?.into_host(be)?;
                 }
                 Ok(())
             },
@@ -136,10 +156,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Regions per image, as LXMERT's Faster R-CNN features give.
 const REGIONS: usize = 36;
 
-fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
+fn run_lxmert<B: Backend>(
+    be: &B,
+    device: &str,
+    args: &BenchArgs,
+    methods: &[Method],
+) -> anyhow::Result<()> {
     let config = LxmertConfig::base_vqa();
     let model = Lxmert::from_source(
-        &Cpu,
+        be,
         config.clone(),
         &RandomWeights {
             seed: 1,
@@ -148,8 +173,7 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
     )?;
     let opts = MethodOptions::default();
     println!(
-        "LXMERT base, random weights, cpu ({} threads), questions of {} tokens, {REGIONS} regions, median of {}",
-        rayon::current_num_threads(),
+        "LXMERT base, random weights, {device}, questions of {} tokens, {REGIONS} regions, median of {}",
         args.text_tokens,
         args.repeats
     );
@@ -169,16 +193,19 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             lengths: vec![args.text_tokens; batch],
             seq_len: args.text_tokens,
         };
-        let trace = model.trace(&Cpu, &x, &VqaTarget::Predicted)?;
+        let trace = model
+            .trace(be, &x, &VqaTarget::Predicted)
+            .and_then(|t| Ok(t.into_host(be)?))
+            .with_context(|| format!("batch {batch}"))?;
         report(
             methods,
             batch,
             args.repeats,
             |backward| {
                 if backward {
-                    model.trace(&Cpu, &x, &VqaTarget::Predicted)?;
+                    model.trace(be, &x, &VqaTarget::Predicted)?.into_host(be)?;
                 } else {
-                    model.record(&Cpu, &x)?;
+                    model.record(be, &x)?.into_host(be)?;
                 }
                 Ok(())
             },

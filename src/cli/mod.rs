@@ -1,5 +1,6 @@
 //! Subcommands of the `fiedler` binary.
 
 pub mod bench;
+pub mod device;
 pub mod explain;
 pub mod inspect;

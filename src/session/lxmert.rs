@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::Cpu;
+use crate::backend::{Backend, Cpu};
 use crate::explain::lxmert::explain_lxmert;
 use crate::explain::{Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
@@ -24,8 +24,10 @@ pub struct RegionRequest {
     pub question: String,
 }
 
-pub struct LxmertSession {
-    model: Lxmert<Cpu>,
+/// An LXMERT model loaded on a backend (the CPU unless opened with `open_on`).
+pub struct LxmertSession<B: Backend = Cpu> {
+    backend: B,
+    model: Lxmert<B>,
     tokenizer: TextTokenizer,
     answers: Vec<String>,
 }
@@ -35,7 +37,14 @@ impl LxmertSession {
     /// directory; `answers` (a JSON list, e.g. LXMERT's trainval_label2ans.json) names the
     /// logits when the config does not.
     pub fn open(dir: &Path, answers: Option<&Path>) -> Result<Self, SessionError> {
-        let model = Lxmert::load(&Cpu, dir)?;
+        Self::open_on(Cpu, dir, answers)
+    }
+}
+
+impl<B: Backend> LxmertSession<B> {
+    /// The same, with the model on `backend`.
+    pub fn open_on(backend: B, dir: &Path, answers: Option<&Path>) -> Result<Self, SessionError> {
+        let model = Lxmert::load(&backend, dir)?;
         let c = &model.config;
         let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
         let answers = match answers {
@@ -43,6 +52,7 @@ impl LxmertSession {
             Some(path) => read_answers(path, c.id2label.len())?,
         };
         Ok(Self {
+            backend,
             model,
             tokenizer,
             answers,
@@ -116,11 +126,14 @@ impl LxmertSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
+        let be = &self.backend;
         let trace = if needs_backward(methods, target) {
-            self.model.trace(&Cpu, &inputs, target)?
+            self.model.trace(be, &inputs, target)?
         } else {
-            self.model.record(&Cpu, &inputs)?
-        };
+            self.model.record(be, &inputs)?
+        }
+        .into_host(be)
+        .map_err(crate::model::ModelError::from)?;
         let explanations = explain_lxmert(&trace, methods, opts)?;
         let n = trace.output.labels;
         Ok(requests
