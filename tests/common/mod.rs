@@ -8,8 +8,16 @@ use fiedler::model::lxmert::LxmertInputs;
 use fiedler::model::vilt::ViltInputs;
 use safetensors::{Dtype, SafeTensors};
 
+/// The repository root: `$FIEDLER_REPO` when set (test executables carried to another
+/// machine, see scripts/gpu-check.sh), else where they were built.
+pub fn repo() -> PathBuf {
+    std::env::var_os("FIEDLER_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    repo().join("tests/fixtures")
 }
 
 /// Golden tensors of one safetensors file, kept in memory.

@@ -4,6 +4,8 @@
 
 use cudarc::cublas::result::sgemm_strided_batched;
 use cudarc::cublas::sys::cublasOperation_t;
+use std::sync::Mutex;
+
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUdeviceptr;
 
@@ -63,7 +65,7 @@ fn int(op_name: &'static str, v: usize) -> Result<i32> {
 /// beta·c, for `batch` products at the operands' batch strides.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
-    blas: &CudaBlas,
+    blas: &Mutex<CudaBlas>,
     name: &'static str,
     (m, n, k): (usize, usize, usize),
     alpha: f32,
@@ -76,6 +78,8 @@ pub fn gemm(
     if m == 0 || n == 0 || batch == 0 {
         return Ok(());
     }
+    // A cuBLAS handle must not be used by two threads at once; the backend is `Sync`.
+    let blas = blas.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: the callers checked every buffer's length against these shapes and strides.
     unsafe {
         sgemm_strided_batched(

@@ -39,6 +39,12 @@ pub fn prebuilt() -> bool {
     !embedded::FATBIN.is_empty()
 }
 
+/// Whether to load the nvcc fatbins: they exist and `FIEDLER_KERNELS=nvrtc` does not ask for
+/// the run-time compiler instead (which lets one build check both paths on a GPU).
+fn use_fatbin() -> bool {
+    prebuilt() && std::env::var("FIEDLER_KERNELS").map_or(true, |v| v != "nvrtc")
+}
+
 /// The embedded kernel files: (stem, source as written).
 pub fn sources() -> &'static [(&'static str, &'static str)] {
     embedded::SOURCES
@@ -133,7 +139,7 @@ impl Kernels {
             .map_err(|e| CudaError::driver("reading the compute capability", e))?;
         let arch = nvrtc_arch(major, minor);
         for &(file, names) in KERNELS {
-            let module = if prebuilt() {
+            let module = if use_fatbin() {
                 let fatbin = embedded::FATBIN
                     .iter()
                     .find(|(f, _)| *f == file)
@@ -156,7 +162,7 @@ impl Kernels {
         }
         Ok(Self {
             functions,
-            origin: if prebuilt() {
+            origin: if use_fatbin() {
                 "nvcc fatbin (sm_80, sm_90, compute_80 PTX)"
             } else {
                 "NVRTC at run time"

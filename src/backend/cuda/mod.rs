@@ -31,7 +31,7 @@ const BLOCK: u32 = 256;
 pub struct Cuda {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    blas: CudaBlas,
+    blas: Mutex<CudaBlas>,
     kernels: Kernels,
     /// The last attention key mask uploaded: every layer of a tower reuses it.
     mask: Mutex<Option<(Vec<bool>, CudaSlice<u8>)>>,
@@ -158,7 +158,7 @@ impl Cuda {
         Ok(Self {
             ctx,
             stream,
-            blas,
+            blas: Mutex::new(blas),
             kernels,
             mask: Mutex::new(None),
             no_mask,
@@ -218,12 +218,15 @@ impl Cuda {
         op: &'static str,
         host: &[T],
     ) -> Result<CudaSlice<T>> {
-        let mut buf = self.alloc(op, host.len())?;
-        if !host.is_empty() {
-            self.stream
-                .memcpy_htod(host, &mut buf)
-                .map_err(|e| device_error(op, "host-to-device copy", e))?;
+        if host.is_empty() {
+            return self.alloc(op, 0);
         }
+        // SAFETY: the copy below overwrites every element before any kernel reads them.
+        let mut buf = unsafe { self.stream.alloc::<T>(host.len()) }
+            .map_err(|e| self.alloc_error(op, std::mem::size_of_val(host), e))?;
+        self.stream
+            .memcpy_htod(host, &mut buf)
+            .map_err(|e| device_error(op, "host-to-device copy", e))?;
         Ok(buf)
     }
 
@@ -311,9 +314,13 @@ impl Backend for Cuda {
         if buf.len() == 0 {
             return Ok(Vec::new());
         }
-        self.stream
+        let host = self
+            .stream
             .clone_dtoh(buf)
-            .map_err(|e| device_error("download", "device-to-host copy (or a kernel before it)", e))
+            .map_err(|e| device_error("download", "device-to-host copy", e))?;
+        // Also where a kernel's asynchronous failure (e.g. an illegal address) surfaces.
+        self.synchronize()?;
+        Ok(host)
     }
 
     fn into_host(&self, buf: CudaSlice<f32>) -> Result<Vec<f32>> {
