@@ -29,18 +29,25 @@ use fiedler::model::vilt::Vilt;
 use fiedler::model::VqaTarget;
 use fiedler::trace::TowerTrace;
 
-/// The device, or `None` after printing why the test is skipped.
+/// The device, or `None` after printing why the test is skipped. With
+/// `FIEDLER_REQUIRE_CUDA=1` (scripts/gpu-check.sh) a missing device fails the test instead:
+/// on the GPU machine a skip would hide a broken setup.
 fn device() -> Option<Cuda> {
     match Cuda::new() {
         Ok(c) => {
             println!("device: {}", c.describe());
             Some(c)
         }
+        Err(e) if required() => panic!("FIEDLER_REQUIRE_CUDA is set but CUDA fails: {e}"),
         Err(e) => {
             println!("skipped: no CUDA device ({e})");
             None
         }
     }
+}
+
+fn required() -> bool {
+    std::env::var_os("FIEDLER_REQUIRE_CUDA").is_some_and(|v| v == "1")
 }
 
 /// Deterministic values in [-1, 1).
@@ -749,7 +756,7 @@ fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
     };
     let (gpu, gpu_dir) = run("cuda");
     let stderr = String::from_utf8_lossy(&gpu.stderr);
-    if Cuda::new().is_err() {
+    if device().is_none() {
         assert_eq!(gpu.status.code(), Some(1), "stderr: {stderr}");
         assert!(
             stderr.starts_with("error: --device cuda: CUDA is not available"),
@@ -801,7 +808,7 @@ fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
 
 #[test]
 fn bench_device_cuda_fails_cleanly_without_a_device() {
-    if Cuda::new().is_ok() {
+    if Cuda::new().is_ok() || required() {
         println!("skipped: a CUDA device is present (scripts/gpu-check.sh runs the bench)");
         return;
     }
@@ -818,4 +825,105 @@ fn bench_device_cuda_fails_cleanly_without_a_device() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Batched Fiedler vectors on the GPU (one block per graph) against the CPU Lanczos on
+/// graphs of mixed sizes: empty, 1, 2 and 3 tokens, masked rows, 36 regions, 196 patches,
+/// three components (a repeated λ₂), an all-zero row, all-zero features, the raw-feature
+/// variant, and a graph with a NaN that must come back as its own error. Bounds: the
+/// solvers stop at a residual of 1e-10, so λ₂ agrees to 1e-9 and |v| to 1e-5 of its largest
+/// entry (f32 output, eigenvector error ≈ residual/gap); the gap (μ₃ run stops at 1e-6) to
+/// 1e-5. Where λ₂ is repeated the vector is not unique and only λ₂ is compared.
+#[test]
+fn batched_fiedler_matches_cpu_lanczos() {
+    use fiedler::linalg::synthetic::{clustered_features, random_features, Clusters};
+    use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions, Solver};
+
+    let Some(cuda) = device() else { return };
+    let shape = |clusters| Clusters {
+        clusters,
+        shared: 0.5,
+        noise: 1.0,
+    };
+    let dim = 64;
+    let mut graphs: Vec<(Vec<f32>, usize, Vec<bool>)> = Vec::new();
+    for (i, rows) in [0usize, 1, 2, 3, 12, 36, 50, 196].into_iter().enumerate() {
+        let f = clustered_features(rows, dim, &shape(4), 700 + i as u64);
+        // Text-style masks on one graph: drop the first and last rows.
+        let mask = (0..rows)
+            .map(|r| rows != 12 || (r > 0 && r + 1 < rows))
+            .collect();
+        graphs.push((f, rows, mask));
+    }
+    graphs.push((random_features(40, dim, 3), 40, vec![true; 40]));
+    // Three far-apart clusters with no noise: three components, λ₂ = 0 twice.
+    let mut split = vec![0.0f32; 30 * dim];
+    for r in 0..30 {
+        split[r * dim + r % 3] = 1.0;
+    }
+    graphs.push((split, 30, vec![true; 30]));
+    let mut zero_row = clustered_features(20, dim, &shape(2), 9);
+    zero_row[5 * dim..6 * dim].fill(0.0);
+    graphs.push((zero_row, 20, vec![true; 20]));
+    graphs.push((vec![0.0; 8 * dim], 8, vec![true; 8]));
+    let mut bad = clustered_features(10, dim, &shape(2), 10);
+    bad[4 * dim + 7] = f32::NAN;
+    graphs.push((bad, 10, vec![true; 10]));
+
+    let inputs: Vec<GraphInput> = graphs
+        .iter()
+        .map(|(features, rows, mask)| GraphInput {
+            features,
+            rows: *rows,
+            dim,
+            mask,
+        })
+        .collect();
+    for l2_normalize in [true, false] {
+        let opts = GraphOptions {
+            l2_normalize,
+            solver: Solver::Lanczos,
+        };
+        let cpu = fiedler_batch(&inputs, &opts);
+        let gpu = cuda
+            .fiedler_batch(&inputs, l2_normalize)
+            .expect("launch runs");
+        assert_eq!(cpu.len(), gpu.len());
+        for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+            let what = format!("graph {i} ({} rows, l2 {l2_normalize})", graphs[i].1);
+            let (c, g) = match (c, g) {
+                (Err(ce), Err(ge)) => {
+                    assert_eq!(ce, ge, "{what}: errors");
+                    continue;
+                }
+                (Ok(c), Ok(g)) => (c, g),
+                _ => panic!("{what}: {c:?} vs {g:?}"),
+            };
+            assert_eq!(c.tokens, g.tokens, "{what}: tokens");
+            assert_eq!(
+                c.lambda2.is_some(),
+                g.lambda2.is_some(),
+                "{what}: λ₂ defined"
+            );
+            assert_eq!(c.gap.is_some(), g.gap.is_some(), "{what}: gap defined");
+            if let (Some(cl), Some(gl)) = (c.lambda2, g.lambda2) {
+                assert!((cl - gl).abs() <= 1e-9, "{what}: λ₂ {cl} vs {gl}");
+            }
+            if let (Some(cg), Some(gg)) = (c.gap, g.gap) {
+                assert!((cg - gg).abs() <= 1e-5, "{what}: gap {cg} vs {gg}");
+            }
+            assert!(g.residual <= 1e-9, "{what}: residual {}", g.residual);
+            assert!(
+                g.vector.iter().all(|v| v.is_finite()),
+                "{what}: non-finite vector"
+            );
+            let repeated = c.gap.is_some_and(|gap| gap < 1e-6);
+            if !repeated {
+                let err = max_diff_rel_to_max(&g.vector, &c.vector);
+                assert!(err <= 1e-5, "{what}: |v| err/max {err:e}");
+                let err = max_diff_rel_to_max(&g.signed, &c.signed);
+                assert!(err <= 1e-5, "{what}: signed v err/max {err:e}");
+            }
+        }
+    }
 }

@@ -1,18 +1,20 @@
 //! `fiedler bench`: explanations per second for a full-size CLIP with random weights, per
 //! method and batch size, with the time split between the trace (forward + backward) and
-//! the method itself. Criterion benches (`cargo bench`) cover the ops; this covers the
-//! whole job a user runs.
+//! the method itself; and (`--size fiedler`) batched Fiedler vectors per second. Criterion
+//! benches (`cargo bench`) cover the ops; this covers the whole job a user runs.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 
-use crate::cli::device::{open, with_backend, Device};
+use crate::cli::device::{open, with_backend, Device, Opened};
 use fiedler::backend::Backend;
 use fiedler::explain::clip::explain_clip;
 use fiedler::explain::lxmert::explain_lxmert;
 use fiedler::explain::{Method, MethodOptions};
+use fiedler::linalg::synthetic::{clustered_features, Clusters};
+use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions};
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::config::{ClipConfig, LxmertConfig};
 use fiedler::model::lxmert::{Lxmert, LxmertInputs};
@@ -27,6 +29,9 @@ enum Size {
     VitB32,
     /// LXMERT base VQA (9/5/5 layers, 768 wide, 3129 answers) on 36 regions.
     LxmertBase,
+    /// Batched Fiedler vectors alone (affinity + Lanczos + gap): graphs/s for each of
+    /// --nodes, --batch graphs per call, 768-wide clustered features.
+    Fiedler,
 }
 
 #[derive(Args)]
@@ -46,6 +51,9 @@ pub struct BenchArgs {
     /// Tokens per caption (start and end tokens included).
     #[arg(long, default_value_t = 12)]
     text_tokens: usize,
+    /// Graph sizes for --size fiedler, comma-separated.
+    #[arg(long, default_value = "36,196,577", value_delimiter = ',')]
+    nodes: Vec<usize>,
     /// Where to compute: cpu, cuda or auto. On CUDA the trace time includes moving the
     /// trace to host memory, where the methods run.
     #[arg(long, value_enum, default_value = "cpu")]
@@ -99,6 +107,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let backend = open(args.device)?;
     let device = backend.describe();
+    if let Size::Fiedler = args.size {
+        return run_fiedler(&backend, &device, &args);
+    }
     with_backend!(backend, be => match args.size {
         Size::LxmertBase => run_lxmert(&be, &device, &args, &methods),
         _ => run_clip(&be, &device, &args, &methods),
@@ -211,6 +222,66 @@ fn run_lxmert<B: Backend>(
             },
             |method| Ok(explain_lxmert(&trace, &[method], &opts).map(|_| ())?),
         )?;
+    }
+    Ok(())
+}
+
+/// Feature width of the Fiedler benchmark (ViT-B and LXMERT token width).
+const FIEDLER_DIM: usize = 768;
+/// Distinct feature sets per Fiedler batch.
+const DISTINCT_GRAPHS: usize = 8;
+
+fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let opts = GraphOptions::default();
+    let shape = Clusters {
+        clusters: 4,
+        shared: 0.5,
+        noise: 1.0,
+    };
+    println!(
+        "Fiedler vectors (affinity, Lanczos, gap), {FIEDLER_DIM}-wide clustered features, {device}, median of {}",
+        args.repeats
+    );
+    println!(
+        "{:>6} {:>7} {:>10} {:>12}",
+        "nodes", "graphs", "ms", "graphs/s"
+    );
+    for &n in &args.nodes {
+        for &batch in &args.batch {
+            // A few distinct graphs, repeated: generating 577×768 features per graph would
+            // take longer than solving them.
+            let features: Vec<Vec<f32>> = (0..batch.min(DISTINCT_GRAPHS))
+                .map(|b| clustered_features(n, FIEDLER_DIM, &shape, b as u64))
+                .collect();
+            let mask = vec![true; n];
+            let graphs: Vec<GraphInput> = features
+                .iter()
+                .cycle()
+                .take(batch)
+                .map(|f| GraphInput {
+                    features: f,
+                    rows: n,
+                    dim: FIEDLER_DIM,
+                    mask: &mask,
+                })
+                .collect();
+            let seconds = median_seconds(args.repeats, || {
+                let results = match backend {
+                    Opened::Cpu(_) => fiedler_batch(&graphs, &opts),
+                    #[cfg(feature = "cuda")]
+                    Opened::Cuda(cuda) => cuda
+                        .fiedler_batch(&graphs, opts.l2_normalize)
+                        .with_context(|| format!("{batch} graphs of {n} nodes"))?,
+                };
+                results.into_iter().collect::<Result<Vec<_>, _>>()?;
+                Ok(())
+            })?;
+            println!(
+                "{n:>6} {batch:>7} {:>10.2} {:>12.0}",
+                seconds * 1e3,
+                batch as f64 / seconds
+            );
+        }
     }
     Ok(())
 }

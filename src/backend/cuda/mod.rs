@@ -55,6 +55,8 @@ macro_rules! launch {
     }};
 }
 
+mod spectral;
+
 fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
     BackendError::Device {
         op,
