@@ -113,7 +113,7 @@ fn find_nvcc() -> Option<PathBuf> {
     }
     let from_homes = ["CUDA_HOME", "CUDA_PATH", "CUDA_ROOT"]
         .iter()
-        .filter_map(|v| env::var_os(v))
+        .filter_map(env::var_os)
         .map(|home| PathBuf::from(home).join("bin/nvcc"));
     let from_path = env::var_os("PATH")
         .map(|p| {

@@ -96,7 +96,7 @@ impl<Buf> TowerTrace<Buf> {
         self,
         be: &B,
     ) -> Result<TowerTrace<Vec<f32>>, BackendError> {
-        self.try_map(|b| be.into_host(b))
+        self.try_map(|b| be.move_to_host(b))
     }
 }
 

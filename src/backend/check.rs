@@ -28,7 +28,7 @@ pub(crate) fn rows(
     found: usize,
     dim: usize,
 ) -> Result<usize> {
-    if dim == 0 || found % dim != 0 {
+    if dim == 0 || !found.is_multiple_of(dim) {
         return Err(BackendError::Invalid {
             op,
             message: format!("buffer `{buffer}` of {found} elements is not made of rows of {dim}"),
@@ -101,7 +101,7 @@ pub(crate) fn attention(op: &'static str, s: &AttentionShape, b: AttentionBuffer
 }
 
 pub(crate) fn patchify(out: usize, pixels: usize, g: PatchGeometry) -> Result<()> {
-    if g.patch == 0 || g.height % g.patch != 0 || g.width % g.patch != 0 {
+    if g.patch == 0 || !g.height.is_multiple_of(g.patch) || !g.width.is_multiple_of(g.patch) {
         return Err(BackendError::Invalid {
             op: "patchify",
             message: format!(
@@ -179,7 +179,7 @@ pub(crate) fn embed_tokens(
     let vocab = rows("embed_tokens", "table", table, dim)?;
     let positions = rows("embed_tokens", "pos", pos, dim)?;
     len("embed_tokens", "out", out, ids.len() * dim)?;
-    if seq == 0 || ids.len() % seq != 0 || seq > positions {
+    if seq == 0 || !ids.len().is_multiple_of(seq) || seq > positions {
         return Err(BackendError::Invalid {
             op: "embed_tokens",
             message: format!(

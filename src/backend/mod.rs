@@ -174,7 +174,7 @@ pub trait Backend: Sync {
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     /// Moves a buffer into host memory (no copy where it already lives there).
-    fn into_host(&self, buf: Self::Buf) -> Result<Vec<f32>>;
+    fn move_to_host(&self, buf: Self::Buf) -> Result<Vec<f32>>;
     fn copy(&self, buf: &Self::Buf) -> Result<Self::Buf>;
     /// Uploads a linear weight given as Hugging Face stores it, `[out, in]` row-major, in the
     /// layout this backend's `linear` and `linear_backward` read fastest. Only those two ops

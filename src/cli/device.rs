@@ -13,6 +13,7 @@ pub enum Device {
 }
 
 /// An opened backend. Commands run generic code over `Backend` on whichever it is.
+#[allow(clippy::large_enum_variant)] // one per process; boxing would hide the `Backend` impl
 pub enum Opened {
     Cpu(Cpu),
     #[cfg(feature = "cuda")]

@@ -126,7 +126,7 @@ impl<Buf> LxmertTrace<Buf> {
         self,
         be: &B,
     ) -> Result<LxmertTrace<Vec<f32>>, BackendError> {
-        let host = |b: Buf| be.into_host(b);
+        let host = |b: Buf| be.move_to_host(b);
         let layers = |ls: Vec<LayerTrace<Buf>>| {
             ls.into_iter()
                 .map(|l| l.try_map(host))
@@ -141,8 +141,8 @@ impl<Buf> LxmertTrace<Buf> {
                     image_to_text: c.image_to_text.try_map(host)?,
                     lang_self: c.lang_self.try_map(host)?,
                     visn_self: c.visn_self.try_map(host)?,
-                    lang_output: be.into_host(c.lang_output)?,
-                    visn_output: be.into_host(c.visn_output)?,
+                    lang_output: be.move_to_host(c.lang_output)?,
+                    visn_output: be.move_to_host(c.visn_output)?,
                 })
             })
             .collect::<Result<_, BackendError>>()?;

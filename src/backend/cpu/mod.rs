@@ -32,7 +32,7 @@ impl Backend for Cpu {
         Ok(buf.clone())
     }
 
-    fn into_host(&self, buf: Vec<f32>) -> Result<Vec<f32>> {
+    fn move_to_host(&self, buf: Vec<f32>) -> Result<Vec<f32>> {
         Ok(buf)
     }
 

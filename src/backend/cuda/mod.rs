@@ -2,7 +2,7 @@
 //! and everything else in the hand-written kernels of kernels/ (see `kernels`). It has the
 //! CPU backend's contract op for op; tests/cuda_backend.rs holds it to the CPU oracle.
 //!
-//! Nothing here waits for the device except `download`/`into_host`: ops only enqueue work,
+//! Nothing here waits for the device except `download`/`move_to_host`: ops only enqueue work,
 //! so a model's forward and backward run without host round-trips (index-like arguments —
 //! token ids, gathered rows, key masks — are copied up, never read back).
 
@@ -313,7 +313,7 @@ impl Backend for Cuda {
     }
 
     fn download(&self, buf: &CudaSlice<f32>) -> Result<Vec<f32>> {
-        if buf.len() == 0 {
+        if buf.is_empty() {
             return Ok(Vec::new());
         }
         let host = self
@@ -325,13 +325,13 @@ impl Backend for Cuda {
         Ok(host)
     }
 
-    fn into_host(&self, buf: CudaSlice<f32>) -> Result<Vec<f32>> {
+    fn move_to_host(&self, buf: CudaSlice<f32>) -> Result<Vec<f32>> {
         self.download(&buf)
     }
 
     fn copy(&self, buf: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
         let mut out = self.alloc("copy", buf.len())?;
-        if buf.len() > 0 {
+        if !buf.is_empty() {
             self.stream
                 .memcpy_dtod(buf, &mut out)
                 .map_err(|e| device_error("copy", "device-to-device copy", e))?;
@@ -490,7 +490,7 @@ impl Backend for Cuda {
         act: Activation,
     ) -> Result<()> {
         check::len("activation", "out", out.len(), x.len())?;
-        if x.len() == 0 {
+        if x.is_empty() {
             return Ok(());
         }
         let (n, kind) = (int("activation", x.len())?, act as i32);
@@ -514,7 +514,7 @@ impl Backend for Cuda {
     ) -> Result<()> {
         check::len("activation_backward", "dx", dx.len(), x.len())?;
         check::len("activation_backward", "dy", dy.len(), x.len())?;
-        if x.len() == 0 {
+        if x.is_empty() {
             return Ok(());
         }
         let (n, kind) = (int("activation_backward", x.len())?, act as i32);
@@ -533,7 +533,7 @@ impl Backend for Cuda {
     fn add(&self, out: &mut CudaSlice<f32>, a: &CudaSlice<f32>, b: &CudaSlice<f32>) -> Result<()> {
         check::len("add", "out", out.len(), a.len())?;
         check::len("add", "b", b.len(), a.len())?;
-        if a.len() == 0 {
+        if a.is_empty() {
             return Ok(());
         }
         let n = int("add", a.len())?;
@@ -542,7 +542,7 @@ impl Backend for Cuda {
 
     fn add_assign(&self, dst: &mut CudaSlice<f32>, src: &CudaSlice<f32>) -> Result<()> {
         check::len("add_assign", "src", src.len(), dst.len())?;
-        if src.len() == 0 {
+        if src.is_empty() {
             return Ok(());
         }
         let n = int("add_assign", src.len())?;
@@ -709,7 +709,7 @@ impl Backend for Cuda {
         g: PatchGeometry,
     ) -> Result<()> {
         check::patchify(out.len(), pixels.len(), g)?;
-        if out.len() == 0 {
+        if out.is_empty() {
             return Ok(());
         }
         const OP: &str = "patchify";
@@ -754,7 +754,7 @@ impl Backend for Cuda {
             tokens,
             dim,
         )?;
-        if out.len() == 0 {
+        if out.is_empty() {
             return Ok(());
         }
         const OP: &str = "prepend_class_add_positions";
@@ -790,7 +790,7 @@ impl Backend for Cuda {
         dim: usize,
     ) -> Result<()> {
         check::concat(out.len(), a.len(), b.len(), batch, a_tokens, b_tokens, dim)?;
-        if out.len() == 0 {
+        if out.is_empty() {
             return Ok(());
         }
         const OP: &str = "concat_sequences";
@@ -816,7 +816,7 @@ impl Backend for Cuda {
 
     fn add_row_vector(&self, x: &mut CudaSlice<f32>, v: &CudaSlice<f32>) -> Result<()> {
         check::rows("add_row_vector", "x", x.len(), v.len())?;
-        if x.len() == 0 {
+        if x.is_empty() {
             return Ok(());
         }
         let (n, d) = (
@@ -836,7 +836,7 @@ impl Backend for Cuda {
         dim: usize,
     ) -> Result<()> {
         check::embed_tokens(out.len(), ids, table.len(), pos.len(), seq, dim)?;
-        if out.len() == 0 {
+        if out.is_empty() {
             return Ok(());
         }
         const OP: &str = "embed_tokens";
@@ -865,7 +865,7 @@ impl Backend for Cuda {
         dim: usize,
     ) -> Result<()> {
         check::gather("gather_rows", ("x", "out"), x.len(), out.len(), rows, dim)?;
-        if out.len() == 0 {
+        if out.is_empty() {
             return Ok(());
         }
         let dev_rows = self.upload_rows("gather_rows", rows)?;
@@ -891,13 +891,13 @@ impl Backend for Cuda {
     ) -> Result<()> {
         const OP: &str = "gather_rows_backward";
         check::gather(OP, ("dx", "dy"), dx.len(), dy.len(), rows, dim)?;
-        if dx.len() == 0 {
+        if dx.is_empty() {
             return Ok(());
         }
         self.stream
             .memset_zeros(dx)
             .map_err(|e| device_error(OP, "memset", e))?;
-        if dy.len() == 0 {
+        if dy.is_empty() {
             return Ok(());
         }
         let dev_rows = self.upload_rows(OP, rows)?;
