@@ -271,6 +271,9 @@ fn question_sample(
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let methods = parse_methods(&args.method)?;
     let backend = open(args.device)?;
+    if args.device != Device::Cpu {
+        eprintln!("device: {}", backend.describe());
+    }
     let opts = MethodOptions {
         start_layer: args.start_layer,
         start_layer_text: args.start_layer_text,
