@@ -20,6 +20,7 @@ find_exe() { # name → path: the bundle's copy, else the newest target/release/
 fiedler=$(find_exe fiedler)
 cuda_backend=$(find_exe cuda_backend)
 cuda_kernels=$(find_exe cuda_kernels)
+cuda_bench=$(find_exe cuda_bench)
 
 logs=${OUT:+$OUT/gpu-check}
 logs=${logs:-target/gpu-check}
@@ -44,7 +45,7 @@ export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$repo/target/gpu-check-cache}
     echo "== $(date -u) on $(hostname)"
     echo "commit: $(cat "$bundle/COMMIT" 2>/dev/null || git rev-parse HEAD 2>/dev/null)"
     cat "$bundle/KERNELS" 2>/dev/null
-    echo "fiedler: $fiedler"; echo "cuda_backend: $cuda_backend"; echo "cuda_kernels: $cuda_kernels"
+    echo "fiedler: $fiedler"; echo "cuda_backend: $cuda_backend"; echo "cuda_kernels: $cuda_kernels"; echo "cuda_bench: $cuda_bench"
     nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
     ldconfig -p 2>/dev/null | grep -E 'libcuda\.so|libnvrtc\.so|libcublas(Lt)?\.so' || true
@@ -67,20 +68,22 @@ step() { # name timeout_s command...: runs one step, logs it, records PASS/FAIL
 
 [ -n "$cuda_kernels" ] && step kernels-nvrtc 40 "$cuda_kernels" --test-threads=1 --nocapture
 if [ -n "$cuda_backend" ]; then
-    step backend-fatbin 100 "$cuda_backend" --test-threads=1 --nocapture
-    step backend-nvrtc 80 env FIEDLER_KERNELS=nvrtc "$cuda_backend" --test-threads=1 --nocapture
+    step backend-fatbin 90 "$cuda_backend" --test-threads=1 --nocapture
+    step backend-nvrtc 70 env FIEDLER_KERNELS=nvrtc "$cuda_backend" --test-threads=1 --nocapture
 fi
 if [ -n "$fiedler" ]; then
-    step explain-cuda 40 "$fiedler" explain --device cuda --model tests/fixtures/clip \
+    step explain-cuda 30 "$fiedler" explain --device cuda --model tests/fixtures/clip \
         --image tests/fixtures/images/catdog.png --text "a photo of a cat" --text "a dog" \
         --out "$logs/explain-cuda"
-    step bench-clip-vit-b16 100 "$fiedler" bench --device cuda --size vit-b16 \
+    step bench-clip-vit-b16 90 "$fiedler" bench --device cuda --size vit-b16 \
         --batch 1,16,64 --method dsmi-grad,chefer --repeats 3
-    step bench-lxmert-base 60 "$fiedler" bench --device cuda --size lxmert-base \
+    step bench-lxmert-base 50 "$fiedler" bench --device cuda --size lxmert-base \
         --batch 1,16,64 --method dsmi-grad,chefer --repeats 3
-    step bench-fiedler 60 "$fiedler" bench --device cuda --size fiedler \
+    step bench-fiedler 40 "$fiedler" bench --device cuda --size fiedler \
         --nodes 36,196,577 --batch 64,512 --repeats 3
 fi
+# Criterion: per-op GPU times at ViT-B/16 batch-64 sizes, Fiedler batches of 256 graphs.
+[ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench
 echo "== summary ($logs/SUMMARY)"
 cat "$summary"
 exit $failed

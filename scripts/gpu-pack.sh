@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds what scripts/gpu-check.sh runs on a GPU machine that has no Rust toolchain: the
-# release `fiedler` binary and the CUDA test executables, with the kernels compiled by nvcc
+# release `fiedler` binary, the CUDA test executables and the CUDA criterion benchmark, with the kernels compiled by nvcc
 # (fatbin: SASS for sm_80 and sm_90, compute_80 PTX), stripped, in target/gpu-bundle/.
 #
 #   scripts/gpu-pack.sh            # then carry target/gpu-bundle (see README, "GPU check")
@@ -30,6 +30,11 @@ if [ "${#executables[@]}" -ne "${#tests[@]}" ]; then
     exit 1
 fi
 
+# The criterion benchmark of the CUDA ops and batched Fiedler vectors.
+bench=$(cargo bench --no-run --bench cuda --message-format=json 2>/dev/null |
+    grep -o '"executable":"[^"]*/deps/[^"]*"' | sed 's/"executable":"\(.*\)"/\1/')
+[ -n "$bench" ] || { echo "cargo bench --no-run --bench cuda reported no executable" >&2; exit 1; }
+
 bundle=target/gpu-bundle
 rm -rf "$bundle"
 mkdir -p "$bundle"
@@ -38,6 +43,7 @@ for exe in "${executables[@]}"; do
     name=$(basename "$exe")
     cp "$exe" "$bundle/${name%-*}"
 done
+cp "$bench" "$bundle/cuda_bench"
 strip --strip-debug "$bundle"/*
 if grep -q kernels_prebuilt "$(ls -td target/release/build/fiedler-*/output | head -1)" 2>/dev/null; then
     echo "kernels: nvcc fatbin (sm_80, sm_90, compute_80 PTX)" > "$bundle/KERNELS"
