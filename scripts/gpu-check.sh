@@ -36,6 +36,13 @@ for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
     /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib; do
     [ -d "$d" ] && libdirs="$libdirs:$d"
 done
+# Any CUDA 13 library the loader still cannot see: look for it under /usr and /opt.
+for lib in libcublas.so.13 libcublasLt.so.13 libnvrtc.so.13; do
+    if ! ldconfig -p 2>/dev/null | grep -q "$lib" && ! ls ${libdirs//:/ } 2>/dev/null | grep -q "^$lib\$"; then
+        found=$(timeout 30 find /usr /opt -maxdepth 9 -name "$lib" 2>/dev/null | head -1)
+        [ -n "$found" ] && libdirs="$libdirs:$(dirname "$found")"
+    fi
+done
 export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}$libdirs"
 # Tests fail (rather than skip) when CUDA does not work, and find the repo and binary here.
 export FIEDLER_REQUIRE_CUDA=1 FIEDLER_REPO=$repo FIEDLER_BIN=$repo/$fiedler
