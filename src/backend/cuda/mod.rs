@@ -9,6 +9,7 @@
 mod blas;
 mod error;
 pub mod kernels;
+pub mod plan;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use cudarc::driver::{
 };
 
 use super::{check, Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};
-use blas::{gemm, Operand};
+use blas::gemm;
 pub use error::CudaError;
 use kernels::Kernels;
 
@@ -362,17 +363,8 @@ impl Backend for Cuda {
         check::linear(out.len(), x.len(), bias.map(|b| b.len()), m, k, n)?;
         check::len("linear", "weight", w.len(), n * k)?;
         self.bind("linear")?;
-        gemm(
-            &self.blas,
-            "linear",
-            (m, n, k),
-            1.0,
-            Operand::rows(self.ptr(x), 0, k),
-            Operand::rows(self.ptr(w), 0, k).t(),
-            0.0,
-            Operand::rows(self.ptr(out), 0, n),
-            1,
-        )?;
+        let (xp, wp, op) = (self.ptr(x), self.ptr(w), self.ptr(out));
+        gemm(&self.blas, "linear", &plan::linear(xp, wp, op, m, k, n))?;
         match bias {
             Some(b) => self.add_row_vector(out, b),
             None => Ok(()),
@@ -392,17 +384,9 @@ impl Backend for Cuda {
         check::linear_backward(dx.len(), dy.len(), m, k, n)?;
         check::len("linear_backward", "weight", w.len(), n * k)?;
         self.bind("linear_backward")?;
-        gemm(
-            &self.blas,
-            "linear_backward",
-            (m, k, n),
-            1.0,
-            Operand::rows(self.ptr(dy), 0, n),
-            Operand::rows(self.ptr(w), 0, k),
-            if accumulate { 1.0 } else { 0.0 },
-            Operand::rows(self.ptr(dx), 0, k),
-            1,
-        )
+        let (dyp, wp, dxp) = (self.ptr(dy), self.ptr(w), self.ptr(dx));
+        let g = plan::linear_backward(dyp, wp, dxp, m, k, n, accumulate);
+        gemm(&self.blas, "linear_backward", &g)
     }
 
     fn layernorm(
@@ -569,36 +553,13 @@ impl Backend for Cuda {
             return Ok(());
         }
         self.bind("attention")?;
-        let g = HeadGeometry::new(s);
         let (qp, kvp, pp, cp) = (self.ptr(q), self.ptr(kv), self.ptr(probs), self.ptr(ctx));
-        for h in 0..s.heads {
-            // scores = scale · Q_h · K_hᵀ, every sample at once.
-            gemm(
-                &self.blas,
-                "attention",
-                (s.queries, s.keys, s.head_dim),
-                s.scale(),
-                g.q(qp, h),
-                g.k(kvp, h).t(),
-                0.0,
-                g.p(pp, h),
-                s.batch,
-            )?;
+        for g in plan::attention_scores(s, qp, kvp, pp) {
+            gemm(&self.blas, "attention", &g)?;
         }
         self.softmax(probs, s)?;
-        for h in 0..s.heads {
-            // ctx_h = P_h · V_h
-            gemm(
-                &self.blas,
-                "attention",
-                (s.queries, s.head_dim, s.keys),
-                1.0,
-                g.p(pp, h),
-                g.v(kvp, h),
-                0.0,
-                g.q(cp, h),
-                s.batch,
-            )?;
+        for g in plan::attention_context(s, pp, kvp, cp) {
+            gemm(&self.blas, "attention", &g)?;
         }
         Ok(())
     }
@@ -627,22 +588,10 @@ impl Backend for Cuda {
         }
         const OP: &str = "attention_backward";
         self.bind(OP)?;
-        let g = HeadGeometry::new(s);
         let (qp, kvp, pp) = (self.ptr(q), self.ptr(kv), self.ptr(probs));
         let (dcp, dpp) = (self.ptr(dctx), self.ptr(dprobs));
-        for h in 0..s.heads {
-            // ∂y/∂A_h = dctx_h · V_hᵀ over every entry, masked ones included (as autograd).
-            gemm(
-                &self.blas,
-                OP,
-                (s.queries, s.keys, s.head_dim),
-                1.0,
-                g.q(dcp, h),
-                g.v(kvp, h).t(),
-                0.0,
-                g.p(dpp, h),
-                s.batch,
-            )?;
+        for g in plan::attention_dprobs(s, dcp, kvp, dpp) {
+            gemm(&self.blas, OP, &g)?;
         }
         let mut ds = self.alloc::<f32>(OP, s.probs_len())?;
         let rows = s.batch * s.heads * s.queries;
@@ -657,46 +606,17 @@ impl Backend for Cuda {
             &r,
             &nk
         )?;
-        let dsp = self.ptr(&ds);
-        let (dqp, dkvp) = (self.ptr(dq), self.ptr(dkv));
-        let scale = s.scale();
-        for h in 0..s.heads {
-            // dQ_h = scale · dS_h · K_h
-            gemm(
-                &self.blas,
-                OP,
-                (s.queries, s.head_dim, s.keys),
-                scale,
-                g.p(dsp, h),
-                g.k(kvp, h),
-                0.0,
-                g.q(dqp, h),
-                s.batch,
-            )?;
-            // dK_h = scale · dS_hᵀ · Q_h
-            gemm(
-                &self.blas,
-                OP,
-                (s.keys, s.head_dim, s.queries),
-                scale,
-                g.p(dsp, h).t(),
-                g.q(qp, h),
-                0.0,
-                g.k(dkvp, h),
-                s.batch,
-            )?;
-            // dV_h = A_hᵀ · dctx_h
-            gemm(
-                &self.blas,
-                OP,
-                (s.keys, s.head_dim, s.queries),
-                1.0,
-                g.p(pp, h).t(),
-                g.q(dcp, h),
-                0.0,
-                g.v(dkvp, h),
-                s.batch,
-            )?;
+        let addrs = plan::BackwardAddrs {
+            q: qp,
+            kv: kvp,
+            probs: pp,
+            dctx: dcp,
+            ds: self.ptr(&ds),
+            dq: self.ptr(dq),
+            dkv: self.ptr(dkv),
+        };
+        for g in plan::attention_inputs(s, &addrs) {
+            gemm(&self.blas, OP, &g)?;
         }
         // `ds` is freed in stream order after the products that read it.
         Ok(())
@@ -980,47 +900,5 @@ impl Backend for Cuda {
             &d,
             &scale
         )
-    }
-}
-
-/// Where head h's blocks start in the attention buffers, as strided-batched cuBLAS operands
-/// over the samples: queries (and ctx, dq) [batch·queries, width] with head h at column
-/// h·head_dim; keys and values in [batch·keys, 2·width] rows (keys first); probabilities
-/// [batch, heads, queries, keys].
-struct HeadGeometry {
-    width: usize,
-    head_dim: usize,
-    queries: usize,
-    keys: usize,
-    heads: usize,
-}
-
-impl HeadGeometry {
-    fn new(s: &AttentionShape) -> Self {
-        Self {
-            width: s.width(),
-            head_dim: s.head_dim,
-            queries: s.queries,
-            keys: s.keys,
-            heads: s.heads,
-        }
-    }
-
-    fn q(&self, ptr: CUdeviceptr, h: usize) -> Operand {
-        Operand::rows(ptr, h * self.head_dim, self.width).stride(self.queries * self.width)
-    }
-
-    fn k(&self, ptr: CUdeviceptr, h: usize) -> Operand {
-        Operand::rows(ptr, h * self.head_dim, 2 * self.width).stride(self.keys * 2 * self.width)
-    }
-
-    fn v(&self, ptr: CUdeviceptr, h: usize) -> Operand {
-        Operand::rows(ptr, self.width + h * self.head_dim, 2 * self.width)
-            .stride(self.keys * 2 * self.width)
-    }
-
-    fn p(&self, ptr: CUdeviceptr, h: usize) -> Operand {
-        let block = self.queries * self.keys;
-        Operand::rows(ptr, h * block, self.keys).stride(self.heads * block)
     }
 }
