@@ -61,13 +61,14 @@ __device__ double bmax(double v, double* scratch) {
     return m;
 }
 
-// y = M x for row-major n × n M. Syncs first: x may have been written by other threads.
+// y = M x for the symmetric n × n M (exactly symmetric: built mirrored). Thread i walks
+// column i, which equals row i, so a warp reads consecutive addresses. Syncs first: x may
+// have been written by other threads.
 __device__ void bgemv(const double* m, const double* x, double* y, int n) {
     __syncthreads();
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const double* row = m + (long long)i * n;
         double s = 0.0;
-        for (int j = 0; j < n; ++j) s += row[j] * x[j];
+        for (int j = 0; j < n; ++j) s += m[(long long)j * n + i] * x[j];
         y[i] = s;
     }
     __syncthreads();
@@ -415,7 +416,7 @@ KERNEL void fiedler_graphs(const float* features, const int* node_start,
     // Step 3: guarded degrees; step 4: M = D^-1/2 W D^-1/2 and the trivial vector D^1/2 1.
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         double deg = 0.0;
-        for (int j = 0; j < n; ++j) deg += ws.m[(long long)i * n + j];
+        for (int j = 0; j < n; ++j) deg += ws.m[(long long)j * n + i];  // column = row
         const bool guarded = deg < DEGREE_GUARD;
         ws.isd[i] = guarded ? 1.0 : 1.0 / sqrt(deg);
         ws.trivial[i] = guarded ? 0.0 : sqrt(deg);
