@@ -136,6 +136,10 @@ fn fiedler(c: &mut Criterion, cuda: &Cuda) {
 fn benches(c: &mut Criterion) {
     let cuda = match Cuda::new() {
         Ok(cuda) => cuda,
+        // scripts/gpu-check.sh sets FIEDLER_REQUIRE_CUDA=1: there a skip would hide a failure.
+        Err(e) if std::env::var_os("FIEDLER_REQUIRE_CUDA").is_some_and(|v| v == "1") => {
+            panic!("FIEDLER_REQUIRE_CUDA is set but CUDA fails: {e}")
+        }
         Err(e) => {
             println!("skipped: no CUDA device ({e})");
             return;

@@ -68,7 +68,12 @@ step() { # name timeout_s command...: runs one step, logs it, records PASS/FAIL
     timeout --kill-after=10 "$limit" "$@" > "$logs/$name.log" 2>&1
     local rc=$?
     local status=PASS
-    [ $rc -ne 0 ] && status="FAIL (exit $rc$([ $rc -eq 124 ] && echo ', timed out'))" && failed=1
+    if [ $rc -eq 124 ]; then
+        status="FAIL (timed out)"
+    elif [ $rc -ne 0 ]; then
+        status="FAIL (exit $rc)"
+    fi
+    [ $rc -ne 0 ] && failed=1
     printf '%-28s %-28s %4ss\n' "$name" "$status" $((SECONDS - start)) | tee -a "$summary"
     tail -n 25 "$logs/$name.log"
 }
