@@ -1,8 +1,8 @@
 //! What a forward pass records (per-layer attention probabilities and layer outputs) and what
 //! the backward fills in (∂target/∂attention probabilities), per tower of a model.
 //!
-//! Buffers stay on the backend that computed them (`Buf`); `to_host` copies a trace into host
-//! memory for methods and tests.
+//! Buffers stay on the backend that computed them (`Buf`); `into_host` moves a trace into host
+//! memory, where the explanation methods read it.
 
 use crate::backend::{Backend, BackendError};
 use crate::model::block::EncoderActivations;
@@ -84,35 +84,40 @@ impl<Buf> TowerTrace<Buf> {
         self.layers.iter().all(|l| l.relevance.is_some())
     }
 
-    /// Copies every buffer to host memory.
-    pub fn to_host<B: Backend<Buf = Buf>>(
-        &self,
-        be: &B,
-    ) -> Result<TowerTrace<Vec<f32>>, BackendError> {
+    /// The same trace with every buffer converted by `f` (e.g. moved to host memory).
+    pub fn try_map<T, E>(self, mut f: impl FnMut(Buf) -> Result<T, E>) -> Result<TowerTrace<T>, E> {
         let layers = self
             .layers
-            .iter()
-            .map(|l| {
-                Ok(LayerTrace {
-                    attention: be.download(&l.attention)?,
-                    attention_grad: l
-                        .attention_grad
-                        .as_ref()
-                        .map(|g| be.download(g))
-                        .transpose()?,
-                    relevance: l.relevance.as_ref().map(|r| be.download(r)).transpose()?,
-                    output: be.download(&l.output)?,
-                })
-            })
-            .collect::<Result<_, BackendError>>()?;
+            .into_iter()
+            .map(|l| l.try_map(&mut f))
+            .collect::<Result<_, E>>()?;
         Ok(TowerTrace {
             name: self.name,
             batch: self.batch,
             heads: self.heads,
             tokens: self.tokens,
             width: self.width,
-            lengths: self.lengths.clone(),
+            lengths: self.lengths,
             layers,
+        })
+    }
+
+    /// Moves every buffer into host memory (no copy on the CPU backend).
+    pub fn into_host<B: Backend<Buf = Buf>>(
+        self,
+        be: &B,
+    ) -> Result<TowerTrace<Vec<f32>>, BackendError> {
+        self.try_map(|b| be.move_to_host(b))
+    }
+}
+
+impl<Buf> LayerTrace<Buf> {
+    pub fn try_map<T, E>(self, mut f: impl FnMut(Buf) -> Result<T, E>) -> Result<LayerTrace<T>, E> {
+        Ok(LayerTrace {
+            attention: f(self.attention)?,
+            attention_grad: self.attention_grad.map(&mut f).transpose()?,
+            relevance: self.relevance.map(&mut f).transpose()?,
+            output: f(self.output)?,
         })
     }
 }

@@ -10,7 +10,10 @@
 //! interleaved in the width (`[.., heads · head_dim]`); an attention reads query rows of
 //! width `heads · head_dim` and fused key|value rows `[k | v]` of twice that width.
 
+mod check;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 use thiserror::Error;
 
@@ -136,6 +139,24 @@ pub enum BackendError {
     },
     #[error("{op}: {message}")]
     Invalid { op: &'static str, message: String },
+    /// The device cannot hold a buffer; the caller knows the batch size that caused it.
+    #[error(
+        "out of device memory: {op} needs {} MiB more ({} MiB free of {} MiB)",
+        mib(*requested), mib(*free), mib(*total)
+    )]
+    OutOfMemory {
+        op: &'static str,
+        requested: usize,
+        free: usize,
+        total: usize,
+    },
+    /// A device, driver or library call failed (kernel launch, cuBLAS, copies).
+    #[error("{op}: {message}")]
+    Device { op: &'static str, message: String },
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1}", bytes as f64 / (1 << 20) as f64)
 }
 
 pub type Result<T> = std::result::Result<T, BackendError>;
@@ -152,6 +173,8 @@ pub trait Backend: Sync {
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
+    /// Moves a buffer into host memory (no copy where it already lives there).
+    fn move_to_host(&self, buf: Self::Buf) -> Result<Vec<f32>>;
     fn copy(&self, buf: &Self::Buf) -> Result<Self::Buf>;
     /// Uploads a linear weight given as Hugging Face stores it, `[out, in]` row-major, in the
     /// layout this backend's `linear` and `linear_backward` read fastest. Only those two ops

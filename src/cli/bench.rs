@@ -1,15 +1,16 @@
 //! `fiedler bench`: explanations per second for a full-size CLIP with random weights, per
 //! method and batch size, with the time split between the trace (forward + backward) and
-//! the method itself. Criterion benches (`cargo bench`) cover the ops; this covers the
-//! whole job a user runs.
+//! the method itself; and (`--size fiedler`) batched Fiedler vectors per second. Criterion
+//! benches (`cargo bench`) cover the ops; this covers the whole job a user runs.
 
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use fiedler::backend::Cpu;
+use crate::cli::device::{open, with_backend, Device, Opened};
+use fiedler::backend::{Backend, Cpu};
 use fiedler::eval::answers::GroundTruth;
 use fiedler::eval::dataset::Question;
 use fiedler::eval::lxmert::{LxmertEval, LxmertInput};
@@ -22,6 +23,8 @@ use fiedler::explain::clip::explain_clip;
 use fiedler::explain::lxmert::{explain_lxmert, lrp_scope};
 use fiedler::explain::{need_relevance, Method, MethodOptions};
 use fiedler::input::regions::Regions;
+use fiedler::linalg::synthetic::{clustered_features, Clusters};
+use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions};
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::config::{ClipConfig, LxmertConfig};
 use fiedler::model::lxmert::{Lxmert, LxmertInputs};
@@ -36,6 +39,9 @@ enum Size {
     VitB32,
     /// LXMERT base VQA (9/5/5 layers, 768 wide, 3129 answers) on 36 regions.
     LxmertBase,
+    /// Batched Fiedler vectors alone (affinity + Lanczos + gap): graphs/s for each of
+    /// --nodes, --batch graphs per call, 768-wide clustered features.
+    Fiedler,
 }
 
 #[derive(Args)]
@@ -62,6 +68,13 @@ pub struct BenchArgs {
     /// Samples per --eval measurement.
     #[arg(long, default_value_t = 8)]
     eval_samples: usize,
+    /// Graph sizes for --size fiedler, comma-separated.
+    #[arg(long, default_value = "36,196,577", value_delimiter = ',')]
+    nodes: Vec<usize>,
+    /// Where to compute: cpu, cuda or auto. On CUDA the trace time includes moving the
+    /// trace to host memory, where the methods run.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
 }
 
 fn inputs(config: &ClipConfig, batch: usize, text_tokens: usize) -> ClipInputs {
@@ -102,15 +115,38 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--text-tokens must be at least 2 (start and end tokens)");
     }
     let methods = Method::parse_list(&args.method)?;
+    if args.eval {
+        if !matches!(args.size, Size::LxmertBase) {
+            bail!("--eval times LXMERT: use --size lxmert-base");
+        }
+        if args.device != Device::Cpu {
+            bail!("--eval runs on the CPU (the perturbation benchmark has no CUDA path yet)");
+        }
+        return run_eval(&args, &methods);
+    }
+    let backend = open(args.device)?;
+    let device = backend.describe();
+    if let Size::Fiedler = args.size {
+        return run_fiedler(&backend, &device, &args);
+    }
+    with_backend!(backend, be => match args.size {
+        Size::LxmertBase => run_lxmert(&be, &device, &args, &methods),
+        _ => run_clip(&be, &device, &args, &methods),
+    })
+}
+
+fn run_clip<B: Backend>(
+    be: &B,
+    device: &str,
+    args: &BenchArgs,
+    methods: &[Method],
+) -> anyhow::Result<()> {
     let (config, name) = match args.size {
-        Size::LxmertBase if args.eval => return run_eval(&args, &methods),
-        Size::LxmertBase => return run_lxmert(&args, &methods),
-        _ if args.eval => bail!("--eval times LXMERT: use --size lxmert-base"),
-        Size::VitB16 => (ClipConfig::vit_base_patch16(), "ViT-B/16"),
         Size::VitB32 => (ClipConfig::vit_base_patch32(), "ViT-B/32"),
+        _ => (ClipConfig::vit_base_patch16(), "ViT-B/16"),
     };
     let model = Clip::from_source(
-        &Cpu,
+        be,
         config.clone(),
         &RandomWeights {
             seed: 1,
@@ -119,29 +155,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     )?;
     let opts = MethodOptions::default();
     println!(
-        "CLIP {name}, random weights, cpu ({} threads), captions of {} tokens, median of {}",
-        rayon::current_num_threads(),
-        args.text_tokens,
-        args.repeats
+        "CLIP {name}, random weights, {device}, captions of {} tokens, median of {}",
+        args.text_tokens, args.repeats
     );
     print_header();
     for &batch in &args.batch {
         let x = inputs(&config, batch, args.text_tokens);
-        let trace = if need_relevance(&methods) {
-            model.lrp(&Cpu, &x, true)?
+        let trace = if need_relevance(methods) {
+            model.lrp(be, &x, true)
         } else {
-            model.trace(&Cpu, &x, None)?
-        };
+            model.trace(be, &x, None)
+        }
+        .and_then(|t| Ok(t.into_host(be)?))
+        .with_context(|| format!("batch {batch}"))?;
         report(
-            &methods,
+            methods,
             batch,
             args.repeats,
             |pass| {
                 match pass {
-                    Pass::Forward => drop(model.record(&Cpu, &x)?),
-                    Pass::Backward => drop(model.trace(&Cpu, &x, None)?),
-                    Pass::Lrp(_) => drop(model.lrp(&Cpu, &x, false)?),
-                    Pass::BackwardLrp(_) => drop(model.lrp(&Cpu, &x, true)?),
+                    Pass::Forward => drop(model.record(be, &x)?.into_host(be)?),
+                    Pass::Backward => drop(model.trace(be, &x, None)?.into_host(be)?),
+                    Pass::Lrp(_) => drop(model.lrp(be, &x, false)?.into_host(be)?),
+                    Pass::BackwardLrp(_) => drop(model.lrp(be, &x, true)?.into_host(be)?),
                 }
                 Ok(())
             },
@@ -155,10 +191,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 const REGIONS: usize = 36;
 
 /// LXMERT base with random weights.
-fn random_lxmert() -> anyhow::Result<(LxmertConfig, Lxmert<Cpu>)> {
+fn random_lxmert<B: Backend>(be: &B) -> anyhow::Result<(LxmertConfig, Lxmert<B>)> {
     let config = LxmertConfig::base_vqa();
     let model = Lxmert::from_source(
-        &Cpu,
+        be,
         config.clone(),
         &RandomWeights {
             seed: 1,
@@ -168,12 +204,16 @@ fn random_lxmert() -> anyhow::Result<(LxmertConfig, Lxmert<Cpu>)> {
     Ok((config, model))
 }
 
-fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
-    let (config, model) = random_lxmert()?;
+fn run_lxmert<B: Backend>(
+    be: &B,
+    device: &str,
+    args: &BenchArgs,
+    methods: &[Method],
+) -> anyhow::Result<()> {
+    let (config, model) = random_lxmert(be)?;
     let opts = MethodOptions::default();
     println!(
-        "LXMERT base, random weights, cpu ({} threads), questions of {} tokens, {REGIONS} regions, median of {}",
-        rayon::current_num_threads(),
+        "LXMERT base, random weights, {device}, questions of {} tokens, {REGIONS} regions, median of {}",
         args.text_tokens,
         args.repeats
     );
@@ -195,24 +235,25 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             seq_len: args.text_tokens,
         };
         let target = VqaTarget::Predicted;
-        let scope = lrp_scope(methods);
-        let trace = if let Some(scope) = scope {
-            model.lrp(&Cpu, &x, &target, true, scope)?
+        let trace = if let Some(scope) = lrp_scope(methods) {
+            model.lrp(be, &x, &target, true, scope)
         } else {
-            model.trace(&Cpu, &x, &target)?
-        };
+            model.trace(be, &x, &target)
+        }
+        .and_then(|t| Ok(t.into_host(be)?))
+        .with_context(|| format!("batch {batch}"))?;
         report(
             methods,
             batch,
             args.repeats,
             |pass| {
                 match pass {
-                    Pass::Forward => drop(model.record(&Cpu, &x)?),
-                    Pass::Backward => drop(model.trace(&Cpu, &x, &target)?),
+                    Pass::Forward => drop(model.record(be, &x)?.into_host(be)?),
+                    Pass::Backward => drop(model.trace(be, &x, &target)?.into_host(be)?),
                     Pass::Lrp(m) | Pass::BackwardLrp(m) => {
                         let scope = lrp_scope(&[m]).expect("an LRP method");
                         let gradients = m.needs_gradients();
-                        drop(model.lrp(&Cpu, &x, &target, gradients, scope)?)
+                        drop(model.lrp(be, &x, &target, gradients, scope)?.into_host(be)?)
                     }
                 }
                 Ok(())
@@ -226,7 +267,7 @@ fn run_lxmert(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
 /// The perturbation benchmark on random inputs: questions of `--text-tokens` tokens over
 /// 36 random regions, every method asked, all four tests at the seed's nine steps.
 fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
-    let (config, model) = random_lxmert()?;
+    let (config, model) = random_lxmert(&Cpu)?;
     let answers: Vec<String> = (0..config.id2label.len())
         .map(|i| format!("answer{i}"))
         .collect();
@@ -356,6 +397,67 @@ impl<M: EvalModel> EvalModel for Counting<'_, M> {
         self.inputs.set(self.inputs.get() + items.len());
         self.inner.predict(items)
     }
+}
+
+
+/// Feature width of the Fiedler benchmark (ViT-B and LXMERT token width).
+const FIEDLER_DIM: usize = 768;
+/// Distinct feature sets per Fiedler batch.
+const DISTINCT_GRAPHS: usize = 8;
+
+fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let opts = GraphOptions::default();
+    let shape = Clusters {
+        clusters: 4,
+        shared: 0.5,
+        noise: 1.0,
+    };
+    println!(
+        "Fiedler vectors (affinity, Lanczos, gap), {FIEDLER_DIM}-wide clustered features, {device}, median of {}",
+        args.repeats
+    );
+    println!(
+        "{:>6} {:>7} {:>10} {:>12}",
+        "nodes", "graphs", "ms", "graphs/s"
+    );
+    for &n in &args.nodes {
+        for &batch in &args.batch {
+            // A few distinct graphs, repeated: generating 577×768 features per graph would
+            // take longer than solving them.
+            let features: Vec<Vec<f32>> = (0..batch.min(DISTINCT_GRAPHS))
+                .map(|b| clustered_features(n, FIEDLER_DIM, &shape, b as u64))
+                .collect();
+            let mask = vec![true; n];
+            let graphs: Vec<GraphInput> = features
+                .iter()
+                .cycle()
+                .take(batch)
+                .map(|f| GraphInput {
+                    features: f,
+                    rows: n,
+                    dim: FIEDLER_DIM,
+                    mask: &mask,
+                })
+                .collect();
+            let seconds = median_seconds(args.repeats, || {
+                let results = match backend {
+                    Opened::Cpu(_) => fiedler_batch(&graphs, &opts),
+                    #[cfg(feature = "cuda")]
+                    Opened::Cuda(cuda) => cuda
+                        .fiedler_batch(&graphs, opts.l2_normalize)
+                        .with_context(|| format!("{batch} graphs of {n} nodes"))?,
+                };
+                results.into_iter().collect::<Result<Vec<_>, _>>()?;
+                Ok(())
+            })?;
+            println!(
+                "{n:>6} {batch:>7} {:>10.2} {:>12.0}",
+                seconds * 1e3,
+                batch as f64 / seconds
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print_header() {

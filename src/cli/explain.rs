@@ -9,7 +9,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+
+use crate::cli::device::{open, with_backend, Device};
+use clap::Args;
+use fiedler::backend::Backend;
 use fiedler::explain::{Explanation, Method, MethodOptions};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
@@ -23,13 +26,6 @@ use fiedler::session::{
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Device {
-    Cpu,
-    Cuda,
-    Auto,
-}
 
 #[derive(Args)]
 pub struct ExplainArgs {
@@ -82,7 +78,7 @@ pub struct ExplainArgs {
     /// Samples per forward/backward pass.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// Where to compute (the CUDA backend is not part of this build yet).
+    /// Where to compute: cpu, cuda (the first GPU) or auto (cuda when it works).
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
     /// First layer that rollout and chefer use (CLIP: vision tower); negative counts from
@@ -274,8 +270,9 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         .collect();
     let mut seen = std::collections::HashSet::new();
     methods.retain(|m| seen.insert(*m));
-    if let Device::Cuda = args.device {
-        bail!("--device cuda: this build has no CUDA backend yet; use --device cpu");
+    let backend = open(args.device)?;
+    if args.device != Device::Cpu {
+        eprintln!("device: {}", backend.describe());
     }
     let opts = MethodOptions {
         start_layer: args.start_layer,
@@ -302,11 +299,37 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let progress = |done: usize| bar.set_position(done as u64);
 
     let family = read_family(&args.model)?;
-    let (samples, displayed, target) = match family {
+    let (samples, displayed, target) = with_backend!(backend, be => {
+        explain_on(be, family, &args, &methods, &opts, progress)?
+    });
+    bar.finish_and_clear();
+
+    print_samples(&samples);
+    write_outputs(
+        family.model_type(),
+        &target,
+        &samples,
+        &displayed,
+        &args.out,
+    )?;
+    println!("wrote {}", args.out.join("index.html").display());
+    Ok(())
+}
+
+/// The samples explained on backend `be`, the images to draw on and the target's name.
+fn explain_on<B: Backend>(
+    be: B,
+    family: ModelFamily,
+    args: &ExplainArgs,
+    methods: &[Method],
+    opts: &MethodOptions,
+    progress: impl FnMut(usize),
+) -> anyhow::Result<(Vec<Sample>, HashMap<PathBuf, RgbImage>, String)> {
+    Ok(match family {
         ModelFamily::Clip => {
-            let session = ClipSession::open(&args.model)?;
+            let session = ClipSession::open_on(be, &args.model)?;
             let results =
-                session.explain(&requests(&args)?, &methods, &opts, args.batch, progress)?;
+                session.explain(&requests(args)?, &methods, &opts, args.batch, progress)?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .map(|r| Sample {
@@ -326,10 +349,10 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             (samples, displayed, "pair-score".to_owned())
         }
         ModelFamily::Vilt => {
-            let session = ViltSession::open(&args.model)?;
+            let session = ViltSession::open_on(be, &args.model)?;
             let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
             let results = session.explain(
-                &requests(&args)?,
+                &requests(args)?,
                 &methods,
                 &opts,
                 &target,
@@ -351,9 +374,9 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             )
         }
         ModelFamily::Lxmert => {
-            let session = LxmertSession::open(&args.model, args.answers.as_deref())?;
+            let session = LxmertSession::open_on(be, &args.model, args.answers.as_deref())?;
             let target = AnswerTarget::parse(&args.target, session.answers())?;
-            let (requests, images): (Vec<_>, Vec<_>) = region_requests(&args)?.into_iter().unzip();
+            let (requests, images): (Vec<_>, Vec<_>) = region_requests(args)?.into_iter().unzip();
             let results =
                 session.explain(&requests, &methods, &opts, &target, args.batch, progress)?;
             let samples: Vec<Sample> = results
@@ -371,19 +394,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             let displayed = display_images(&samples, |p| Ok(whole_image(p)?))?;
             (samples, displayed, target.name(session.answers()))
         }
-    };
-    bar.finish_and_clear();
-
-    print_samples(&samples);
-    write_outputs(
-        family.model_type(),
-        &target,
-        &samples,
-        &displayed,
-        &args.out,
-    )?;
-    println!("wrote {}", args.out.join("index.html").display());
-    Ok(())
+    })
 }
 
 /// Each distinct image once, prepared for overlays.

@@ -1,6 +1,7 @@
 //! Subcommands of the `fiedler` binary.
 
 pub mod bench;
+pub mod device;
 pub mod eval;
 pub mod explain;
 pub mod inspect;

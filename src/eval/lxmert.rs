@@ -91,7 +91,7 @@ impl EvalModel for LxmertEval<'_> {
             let mut x = self.batch(&items);
             x.region_counts = None;
             let (output, explanations) =
-                explain_inputs(self.model, &x, methods, opts, &VqaTarget::Predicted)?;
+                explain_inputs(&Cpu, self.model, &x, methods, opts, &VqaTarget::Predicted)?;
             for ((&i, predicted), explanations) in
                 members.iter().zip(output.predicted()).zip(explanations)
             {

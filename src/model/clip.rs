@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::backend::{AttentionShape, Backend, PatchGeometry};
+use crate::backend::{AttentionShape, Backend, BackendError, PatchGeometry};
 use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames};
 use crate::model::config::ClipConfig;
 use crate::model::linear::Linear;
@@ -101,6 +101,21 @@ pub struct ClipTrace<Buf> {
     pub image_grid: (usize, usize),
     pub vision: TowerTrace<Buf>,
     pub text: TowerTrace<Buf>,
+}
+
+impl<Buf> ClipTrace<Buf> {
+    /// Moves both towers into host memory (no copy on the CPU backend).
+    pub fn into_host<B: Backend<Buf = Buf>>(
+        self,
+        be: &B,
+    ) -> Result<ClipTrace<Vec<f32>>, BackendError> {
+        Ok(ClipTrace {
+            output: self.output,
+            image_grid: self.image_grid,
+            vision: self.vision.into_host(be)?,
+            text: self.text.into_host(be)?,
+        })
+    }
 }
 
 pub struct Clip<B: Backend> {

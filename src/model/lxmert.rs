@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use crate::backend::{Activation, AttentionShape, Backend};
+use crate::backend::{Activation, AttentionShape, Backend, BackendError};
 use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
 use crate::model::block::load_norm;
 use crate::model::config::LxmertConfig;
@@ -66,6 +66,19 @@ pub struct AttentionRecord<Buf> {
     pub attention: Buf,
     pub attention_grad: Option<Buf>,
     pub relevance: Option<Buf>,
+}
+
+impl<Buf> AttentionRecord<Buf> {
+    fn try_map<T, E>(
+        self,
+        mut f: impl FnMut(Buf) -> Result<T, E>,
+    ) -> Result<AttentionRecord<T>, E> {
+        Ok(AttentionRecord {
+            attention: f(self.attention)?,
+            attention_grad: self.attention_grad.map(&mut f).transpose()?,
+            relevance: self.relevance.map(&mut f).transpose()?,
+        })
+    }
 }
 
 /// How far down the LRP pass runs: the methods read different modules (§C.1–§C.3).
@@ -147,6 +160,46 @@ pub struct LxmertTrace<Buf> {
     pub seq_len: usize,
     pub regions: usize,
     pub lengths: Vec<usize>,
+}
+
+impl<Buf> LxmertTrace<Buf> {
+    /// Moves every record into host memory (no copy on the CPU backend).
+    pub fn into_host<B: Backend<Buf = Buf>>(
+        self,
+        be: &B,
+    ) -> Result<LxmertTrace<Vec<f32>>, BackendError> {
+        let host = |b: Buf| be.move_to_host(b);
+        let layers = |ls: Vec<LayerTrace<Buf>>| {
+            ls.into_iter()
+                .map(|l| l.try_map(host))
+                .collect::<Result<Vec<_>, BackendError>>()
+        };
+        let cross = self
+            .cross
+            .into_iter()
+            .map(|c| {
+                Ok(CrossLayerTrace {
+                    text_to_image: c.text_to_image.try_map(host)?,
+                    image_to_text: c.image_to_text.try_map(host)?,
+                    lang_self: c.lang_self.try_map(host)?,
+                    visn_self: c.visn_self.try_map(host)?,
+                    lang_output: be.move_to_host(c.lang_output)?,
+                    visn_output: be.move_to_host(c.visn_output)?,
+                })
+            })
+            .collect::<Result<_, BackendError>>()?;
+        Ok(LxmertTrace {
+            output: self.output,
+            lang: layers(self.lang)?,
+            visn: layers(self.visn)?,
+            cross,
+            targets: self.targets,
+            heads: self.heads,
+            seq_len: self.seq_len,
+            regions: self.regions,
+            lengths: self.lengths,
+        })
+    }
 }
 
 struct SelfLayer<B: Backend> {

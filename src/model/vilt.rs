@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use crate::backend::{AttentionShape, Backend, PatchGeometry};
+use crate::backend::{AttentionShape, Backend, BackendError, PatchGeometry};
 use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
 use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames};
 use crate::model::config::ViltConfig;
@@ -118,6 +118,20 @@ pub struct ViltTrace<Buf> {
     pub joint: TowerTrace<Buf>,
     /// Which answer each sample's gradients explain (`None` for the Σ-logits target).
     pub targets: Option<Vec<usize>>,
+}
+
+impl<Buf> ViltTrace<Buf> {
+    /// Moves the encoder's records into host memory (no copy on the CPU backend).
+    pub fn into_host<B: Backend<Buf = Buf>>(
+        self,
+        be: &B,
+    ) -> Result<ViltTrace<Vec<f32>>, BackendError> {
+        Ok(ViltTrace {
+            output: self.output,
+            joint: self.joint.into_host(be)?,
+            targets: self.targets,
+        })
+    }
 }
 
 struct Forward<Buf> {

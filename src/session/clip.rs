@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use crate::backend::Cpu;
+use crate::backend::{Backend, Cpu};
 use crate::explain::clip::explain_clip;
 use crate::explain::Explanation;
 use crate::explain::{need_gradients, need_relevance, Method, MethodOptions};
@@ -49,29 +49,39 @@ pub struct PairResult {
     pub explanations: Vec<Explanation>,
 }
 
-pub struct ClipSession {
-    model: Clip<Cpu>,
+/// A CLIP model loaded on a backend (the CPU unless opened with `open_on`).
+pub struct ClipSession<B: Backend = Cpu> {
+    backend: B,
+    model: Clip<B>,
     processor: ImageProcessorConfig,
     tokenizer: TextTokenizer,
 }
 
 impl ClipSession {
     /// Loads config.json, the weights, tokenizer.json and preprocessor_config.json of a
-    /// Hugging Face CLIP directory.
+    /// Hugging Face CLIP directory, to run on the CPU.
     pub fn open(dir: &Path) -> Result<Self, SessionError> {
-        let model = Clip::load(&Cpu, dir)?;
+        Self::open_on(Cpu, dir)
+    }
+}
+
+impl<B: Backend> ClipSession<B> {
+    /// The same, with the model on `backend` (e.g. `backend::cuda::Cuda`).
+    pub fn open_on(backend: B, dir: &Path) -> Result<Self, SessionError> {
+        let model = Clip::load(&backend, dir)?;
         let text = &model.config.text;
         let tokenizer =
             TextTokenizer::from_dir(dir, text.max_position_embeddings, text.pad_token_id)?;
         let processor = ImageProcessorConfig::from_dir(dir, model.config.vision.image_size)?;
         Ok(Self {
+            backend,
             model,
             processor,
             tokenizer,
         })
     }
 
-    pub fn model(&self) -> &Clip<Cpu> {
+    pub fn model(&self) -> &Clip<B> {
         &self.model
     }
 
@@ -108,13 +118,16 @@ impl ClipSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
+        let be = &self.backend;
         let trace = if need_relevance(methods) {
-            self.model.lrp(&Cpu, &inputs, need_gradients(methods))?
+            self.model.lrp(be, &inputs, need_gradients(methods))?
         } else if need_gradients(methods) {
-            self.model.trace(&Cpu, &inputs, None)?
+            self.model.trace(be, &inputs, None)?
         } else {
-            self.model.record(&Cpu, &inputs)?
-        };
+            self.model.record(be, &inputs)?
+        }
+        .into_host(be)
+        .map_err(crate::model::ModelError::from)?;
         let explanations = explain_clip(&trace, methods, opts)?;
         Ok(pairs
             .iter()

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::Cpu;
+use crate::backend::{Backend, Cpu};
 use crate::explain::lxmert::{explain_lxmert, lrp_scope};
 use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
@@ -24,8 +24,10 @@ pub struct RegionRequest {
     pub question: String,
 }
 
-pub struct LxmertSession {
-    model: Lxmert<Cpu>,
+/// An LXMERT model loaded on a backend (the CPU unless opened with `open_on`).
+pub struct LxmertSession<B: Backend = Cpu> {
+    backend: B,
+    model: Lxmert<B>,
     tokenizer: TextTokenizer,
     answers: Vec<String>,
 }
@@ -35,7 +37,14 @@ impl LxmertSession {
     /// directory; `answers` (a JSON list, e.g. LXMERT's trainval_label2ans.json) names the
     /// logits when the config does not.
     pub fn open(dir: &Path, answers: Option<&Path>) -> Result<Self, SessionError> {
-        let model = Lxmert::load(&Cpu, dir)?;
+        Self::open_on(Cpu, dir, answers)
+    }
+}
+
+impl<B: Backend> LxmertSession<B> {
+    /// The same, with the model on `backend`.
+    pub fn open_on(backend: B, dir: &Path, answers: Option<&Path>) -> Result<Self, SessionError> {
+        let model = Lxmert::load(&backend, dir)?;
         let c = &model.config;
         let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
         let answers = match answers {
@@ -43,6 +52,7 @@ impl LxmertSession {
             Some(path) => read_answers(path, c.id2label.len())?,
         };
         Ok(Self {
+            backend,
             model,
             tokenizer,
             answers,
@@ -53,7 +63,7 @@ impl LxmertSession {
         &self.answers
     }
 
-    pub fn model(&self) -> &Lxmert<Cpu> {
+    pub fn model(&self) -> &Lxmert<B> {
         &self.model
     }
 
@@ -125,7 +135,8 @@ impl LxmertSession {
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
         };
-        let (output, explanations) = explain_inputs(&self.model, &inputs, methods, opts, target)?;
+        let (output, explanations) =
+            explain_inputs(&self.backend, &self.model, &inputs, methods, opts, target)?;
         let n = output.labels;
         Ok(requests
             .iter()
@@ -154,8 +165,9 @@ impl LxmertSession {
 
 /// Explains prepared inputs (a forward, and a backward when a method or the target needs
 /// one): the answer logits and result[sample][method].
-pub fn explain_inputs(
-    model: &Lxmert<Cpu>,
+pub fn explain_inputs<B: Backend>(
+    be: &B,
+    model: &Lxmert<B>,
     inputs: &LxmertInputs,
     methods: &[Method],
     opts: &MethodOptions,
@@ -163,12 +175,14 @@ pub fn explain_inputs(
 ) -> Result<(LxmertOutput, Vec<Vec<Explanation>>), SessionError> {
     let gradients = needs_backward(methods, target);
     let trace = if let Some(scope) = lrp_scope(methods) {
-        model.lrp(&Cpu, inputs, target, gradients, scope)?
+        model.lrp(be, inputs, target, gradients, scope)?
     } else if gradients {
-        model.trace(&Cpu, inputs, target)?
+        model.trace(be, inputs, target)?
     } else {
-        model.record(&Cpu, inputs)?
-    };
+        model.record(be, inputs)?
+    }
+    .into_host(be)
+    .map_err(crate::model::ModelError::from)?;
     let explanations = explain_lxmert(&trace, methods, opts)?;
     Ok((trace.output, explanations))
 }

@@ -11,6 +11,7 @@ use image::RgbImage;
 
 use thiserror::Error;
 
+use crate::backend::BackendError;
 use crate::explain::ExplainError;
 use crate::explain::Explanation;
 use crate::input::image::{load_image, resize, Resample};
@@ -33,6 +34,10 @@ pub enum SessionError {
     EmptyText { index: usize },
     #[error("question {index} ({text:?}) has no word tokens for the model")]
     NoWords { index: usize, text: String },
+    #[error(
+        "a batch of {batch} samples does not fit on the device ({source}); try a smaller --batch"
+    )]
+    OutOfMemory { batch: usize, source: BackendError },
     #[error("nothing to explain: no (image, text) pairs given")]
     NoPairs,
     #[error("{first} has {count} regions but {other} has {other_count}; a batch needs one region count (use --batch 1)")]
@@ -202,7 +207,15 @@ pub(crate) fn in_batches<T, R>(
 ) -> Result<Vec<R>, SessionError> {
     let mut results = Vec::with_capacity(items.len());
     for chunk in items.chunks(batch.max(1)) {
-        results.extend(run(chunk)?);
+        results.extend(run(chunk).map_err(|e| match e {
+            SessionError::Model(ModelError::Backend(source @ BackendError::OutOfMemory { .. })) => {
+                SessionError::OutOfMemory {
+                    batch: chunk.len(),
+                    source,
+                }
+            }
+            e => e,
+        })?);
         progress(results.len());
     }
     Ok(results)

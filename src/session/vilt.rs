@@ -4,7 +4,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use crate::backend::Cpu;
+use crate::backend::{Backend, Cpu};
 use crate::explain::vilt::explain_vilt;
 use crate::explain::{need_relevance, Explanation, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
@@ -16,8 +16,10 @@ use crate::session::{
     AnswerTarget, PairRequest, QuestionResult, SessionError,
 };
 
-pub struct ViltSession {
-    model: Vilt<Cpu>,
+/// A ViLT model loaded on a backend (the CPU unless opened with `open_on`).
+pub struct ViltSession<B: Backend = Cpu> {
+    backend: B,
+    model: Vilt<B>,
     processor: ViltProcessorConfig,
     tokenizer: TextTokenizer,
 }
@@ -26,18 +28,26 @@ impl ViltSession {
     /// Loads config.json, the weights, tokenizer.json and preprocessor_config.json of a
     /// Hugging Face ViLT VQA directory.
     pub fn open(dir: &Path) -> Result<Self, SessionError> {
-        let model = Vilt::load(&Cpu, dir)?;
+        Self::open_on(Cpu, dir)
+    }
+}
+
+impl<B: Backend> ViltSession<B> {
+    /// The same, with the model on `backend`.
+    pub fn open_on(backend: B, dir: &Path) -> Result<Self, SessionError> {
+        let model = Vilt::load(&backend, dir)?;
         let c = &model.config;
         let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
         let processor = ViltProcessorConfig::from_dir(dir)?;
         Ok(Self {
+            backend,
             model,
             processor,
             tokenizer,
         })
     }
 
-    pub fn model(&self) -> &Vilt<Cpu> {
+    pub fn model(&self) -> &Vilt<B> {
         &self.model
     }
 
@@ -122,14 +132,16 @@ impl ViltSession {
         opts: &MethodOptions,
         target: &VqaTarget,
     ) -> Result<(ViltOutput, Vec<Vec<Explanation>>), SessionError> {
-        let gradients = needs_backward(methods, target);
+        let (be, gradients) = (&self.backend, needs_backward(methods, target));
         let trace = if need_relevance(methods) {
-            self.model.lrp(&Cpu, inputs, target, gradients)?
+            self.model.lrp(be, inputs, target, gradients)?
         } else if gradients {
-            self.model.trace(&Cpu, inputs, target)?
+            self.model.trace(be, inputs, target)?
         } else {
-            self.model.record(&Cpu, inputs)?
-        };
+            self.model.record(be, inputs)?
+        }
+        .into_host(be)
+        .map_err(crate::model::ModelError::from)?;
         let explanations = explain_vilt(&trace, methods, opts)?;
         Ok((trace.output, explanations))
     }

@@ -17,8 +17,16 @@ pub fn floats(v: &serde_json::Value) -> Vec<f32> {
         .collect()
 }
 
+/// The repository root: `$FIEDLER_REPO` when set (test executables carried to another
+/// machine, see scripts/gpu-check.sh), else where they were built.
+pub fn repo() -> PathBuf {
+    std::env::var_os("FIEDLER_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    repo().join("tests/fixtures")
 }
 
 /// Golden tensors of one safetensors file, kept in memory.

@@ -9,53 +9,10 @@ mod lrp;
 pub(crate) mod matmul;
 mod norm;
 
-use super::{Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};
+use super::{check, Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
-
-fn check(op: &'static str, buffer: &'static str, buf: &[f32], expected: usize) -> Result<()> {
-    if buf.len() == expected {
-        Ok(())
-    } else {
-        Err(BackendError::Length {
-            op,
-            buffer,
-            expected,
-            found: buf.len(),
-        })
-    }
-}
-
-fn check_rows(op: &'static str, buffer: &'static str, buf: &[f32], dim: usize) -> Result<usize> {
-    if dim == 0 || buf.len() % dim != 0 {
-        return Err(BackendError::Invalid {
-            op,
-            message: format!(
-                "buffer `{buffer}` of {} elements is not made of rows of {dim}",
-                buf.len()
-            ),
-        });
-    }
-    Ok(buf.len() / dim)
-}
-
-fn check_attention(op: &'static str, s: &AttentionShape) -> Result<()> {
-    if let Some(mask) = &s.key_mask {
-        if mask.len() != s.batch * s.keys {
-            return Err(BackendError::Invalid {
-                op,
-                message: format!(
-                    "key mask has {} entries for {} samples of {} keys",
-                    mask.len(),
-                    s.batch,
-                    s.keys
-                ),
-            });
-        }
-    }
-    Ok(())
-}
 
 impl Backend for Cpu {
     type Buf = Vec<f32>;
@@ -76,6 +33,10 @@ impl Backend for Cpu {
         Ok(buf.clone())
     }
 
+    fn move_to_host(&self, buf: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(buf)
+    }
+
     /// Stored twice, `[in, out]` then `[out, in]`: the gemm crate runs a product 3–10× faster
     /// when its right operand is row-major and few tokens are in flight (the weight is then
     /// streamed without repacking), and the forward (x·Wᵀ) and the backward (dy·W) each want
@@ -83,7 +44,7 @@ impl Backend for Cpu {
     /// 2.7 ms either way round with `[in, out]`, backward 9.5 ms from `[in, out]` against
     /// ~1.5 ms from `[out, in]`. Weights take twice the memory; activations dominate anyway.
     fn upload_weight(&self, w: &[f32], out: usize, input: usize) -> Result<Vec<f32>> {
-        check("upload_weight", "w", w, out * input)?;
+        check::len("upload_weight", "w", w.len(), out * input)?;
         let mut both = vec![0.0; 2 * w.len()];
         for (o, row) in w.chunks_exact(input).enumerate() {
             for (i, &v) in row.iter().enumerate() {
@@ -112,12 +73,8 @@ impl Backend for Cpu {
         k: usize,
         n: usize,
     ) -> Result<()> {
-        check("linear", "out", out, m * n)?;
-        check("linear", "x", x, m * k)?;
-        check("linear", "weight", w, 2 * n * k)?;
-        if let Some(b) = bias {
-            check("linear", "bias", b, n)?;
-        }
+        check::linear(out.len(), x.len(), bias.map(|b| b.len()), m, k, n)?;
+        check::len("linear", "weight", w.len(), 2 * n * k)?;
         matmul::linear(out, x, &w[..n * k], bias.map(|b| b.as_slice()), m, k, n);
         Ok(())
     }
@@ -132,9 +89,8 @@ impl Backend for Cpu {
         n: usize,
         accumulate: bool,
     ) -> Result<()> {
-        check("linear_backward", "dx", dx, m * k)?;
-        check("linear_backward", "dy", dy, m * n)?;
-        check("linear_backward", "weight", w, 2 * n * k)?;
+        check::linear_backward(dx.len(), dy.len(), m, k, n)?;
+        check::len("linear_backward", "weight", w.len(), 2 * n * k)?;
         matmul::linear_backward(dx, dy, &w[n * k..], m, k, n, accumulate);
         Ok(())
     }
@@ -149,11 +105,14 @@ impl Backend for Cpu {
         dim: usize,
         eps: f32,
     ) -> Result<()> {
-        let rows = check_rows("layernorm", "x", x, dim)?;
-        check("layernorm", "out", out, x.len())?;
-        check("layernorm", "stats", stats, 2 * rows)?;
-        check("layernorm", "gamma", gamma, dim)?;
-        check("layernorm", "beta", beta, dim)?;
+        check::layernorm(
+            "layernorm",
+            x.len(),
+            &[("out", out.len())],
+            stats.len(),
+            &[("gamma", gamma.len()), ("beta", beta.len())],
+            dim,
+        )?;
         norm::layernorm(out, stats, x, gamma, beta, dim, eps);
         Ok(())
     }
@@ -168,17 +127,20 @@ impl Backend for Cpu {
         dim: usize,
         accumulate: bool,
     ) -> Result<()> {
-        let rows = check_rows("layernorm_backward", "x", x, dim)?;
-        check("layernorm_backward", "dx", dx, x.len())?;
-        check("layernorm_backward", "dy", dy, x.len())?;
-        check("layernorm_backward", "stats", stats, 2 * rows)?;
-        check("layernorm_backward", "gamma", gamma, dim)?;
+        check::layernorm(
+            "layernorm_backward",
+            x.len(),
+            &[("dx", dx.len()), ("dy", dy.len())],
+            stats.len(),
+            &[("gamma", gamma.len())],
+            dim,
+        )?;
         norm::layernorm_backward(dx, dy, x, stats, gamma, dim, accumulate);
         Ok(())
     }
 
     fn activation(&self, out: &mut Vec<f32>, x: &Vec<f32>, act: Activation) -> Result<()> {
-        check("activation", "out", out, x.len())?;
+        check::len("activation", "out", out.len(), x.len())?;
         activation::activation(out, x, act);
         Ok(())
     }
@@ -190,15 +152,15 @@ impl Backend for Cpu {
         x: &Vec<f32>,
         act: Activation,
     ) -> Result<()> {
-        check("activation_backward", "dx", dx, x.len())?;
-        check("activation_backward", "dy", dy, x.len())?;
+        check::len("activation_backward", "dx", dx.len(), x.len())?;
+        check::len("activation_backward", "dy", dy.len(), x.len())?;
         activation::activation_backward(dx, dy, x, act);
         Ok(())
     }
 
     fn add(&self, out: &mut Vec<f32>, a: &Vec<f32>, b: &Vec<f32>) -> Result<()> {
-        check("add", "out", out, a.len())?;
-        check("add", "b", b, a.len())?;
+        check::len("add", "out", out.len(), a.len())?;
+        check::len("add", "b", b.len(), a.len())?;
         for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
             *o = a + b;
         }
@@ -206,7 +168,7 @@ impl Backend for Cpu {
     }
 
     fn add_assign(&self, dst: &mut Vec<f32>, src: &Vec<f32>) -> Result<()> {
-        check("add_assign", "src", src, dst.len())?;
+        check::len("add_assign", "src", src.len(), dst.len())?;
         for (d, &s) in dst.iter_mut().zip(src) {
             *d += s;
         }
@@ -221,11 +183,14 @@ impl Backend for Cpu {
         kv: &Vec<f32>,
         s: &AttentionShape,
     ) -> Result<()> {
-        check_attention("attention", s)?;
-        check("attention", "q", q, s.batch * s.queries * s.width())?;
-        check("attention", "kv", kv, s.batch * s.keys * 2 * s.width())?;
-        check("attention", "ctx", ctx, s.batch * s.queries * s.width())?;
-        check("attention", "probs", probs, s.probs_len())?;
+        let lens = check::AttentionBuffers {
+            q: q.len(),
+            kv: kv.len(),
+            ctx: ctx.len(),
+            probs: probs.len(),
+            grads: None,
+        };
+        check::attention("attention", s, lens)?;
         attention::attention(probs, ctx, q, kv, s);
         Ok(())
     }
@@ -241,44 +206,20 @@ impl Backend for Cpu {
         probs: &Vec<f32>,
         s: &AttentionShape,
     ) -> Result<()> {
-        check_attention("attention_backward", s)?;
-        let (q_len, kv_len) = (
-            s.batch * s.queries * s.width(),
-            s.batch * s.keys * 2 * s.width(),
-        );
-        check("attention_backward", "q", q, q_len)?;
-        check("attention_backward", "dq", dq, q_len)?;
-        check("attention_backward", "kv", kv, kv_len)?;
-        check("attention_backward", "dkv", dkv, kv_len)?;
-        check("attention_backward", "dctx", dctx, q_len)?;
-        check("attention_backward", "probs", probs, s.probs_len())?;
-        check("attention_backward", "dprobs", dprobs, s.probs_len())?;
+        let lens = check::AttentionBuffers {
+            q: q.len(),
+            kv: kv.len(),
+            ctx: dctx.len(),
+            probs: probs.len(),
+            grads: Some((dq.len(), dkv.len(), dprobs.len())),
+        };
+        check::attention("attention_backward", s, lens)?;
         attention::attention_backward(dprobs, dq, dkv, dctx, q, kv, probs, s);
         Ok(())
     }
 
     fn patchify(&self, out: &mut Vec<f32>, pixels: &Vec<f32>, g: PatchGeometry) -> Result<()> {
-        if g.patch == 0 || g.height % g.patch != 0 || g.width % g.patch != 0 {
-            return Err(BackendError::Invalid {
-                op: "patchify",
-                message: format!(
-                    "{}×{} image is not a whole number of {} px patches",
-                    g.height, g.width, g.patch
-                ),
-            });
-        }
-        check(
-            "patchify",
-            "pixels",
-            pixels,
-            g.batch * g.channels * g.height * g.width,
-        )?;
-        check(
-            "patchify",
-            "out",
-            out,
-            g.batch * g.patches() * g.patch_len(),
-        )?;
+        check::patchify(out.len(), pixels.len(), g)?;
         embed::patchify(out, pixels, g);
         Ok(())
     }
@@ -293,19 +234,15 @@ impl Backend for Cpu {
         tokens: usize,
         dim: usize,
     ) -> Result<()> {
-        const OP: &str = "prepend_class_add_positions";
-        if tokens == 0 || (pos.len() != tokens * dim && pos.len() != batch * tokens * dim) {
-            return Err(BackendError::Invalid {
-                op: OP,
-                message: format!(
-                    "positions hold {} values; expected {tokens}×{dim} or {batch}×{tokens}×{dim}",
-                    pos.len()
-                ),
-            });
-        }
-        check(OP, "class", class, dim)?;
-        check(OP, "patches", patches, batch * (tokens - 1) * dim)?;
-        check(OP, "out", out, batch * tokens * dim)?;
+        check::class_positions(
+            out.len(),
+            patches.len(),
+            class.len(),
+            pos.len(),
+            batch,
+            tokens,
+            dim,
+        )?;
         embed::prepend_class_add_positions(out, patches, class, pos, tokens, dim);
         Ok(())
     }
@@ -320,20 +257,13 @@ impl Backend for Cpu {
         b_tokens: usize,
         dim: usize,
     ) -> Result<()> {
-        check("concat_sequences", "a", a, batch * a_tokens * dim)?;
-        check("concat_sequences", "b", b, batch * b_tokens * dim)?;
-        check(
-            "concat_sequences",
-            "out",
-            out,
-            batch * (a_tokens + b_tokens) * dim,
-        )?;
+        check::concat(out.len(), a.len(), b.len(), batch, a_tokens, b_tokens, dim)?;
         embed::concat_sequences(out, a, b, a_tokens, b_tokens, dim);
         Ok(())
     }
 
     fn add_row_vector(&self, x: &mut Vec<f32>, v: &Vec<f32>) -> Result<()> {
-        check_rows("add_row_vector", "x", x, v.len())?;
+        check::rows("add_row_vector", "x", x.len(), v.len())?;
         for row in x.chunks_exact_mut(v.len()) {
             row.iter_mut().zip(v).for_each(|(x, v)| *x += v);
         }
@@ -349,24 +279,7 @@ impl Backend for Cpu {
         seq: usize,
         dim: usize,
     ) -> Result<()> {
-        let vocab = check_rows("embed_tokens", "table", table, dim)?;
-        let positions = check_rows("embed_tokens", "pos", pos, dim)?;
-        check("embed_tokens", "out", out, ids.len() * dim)?;
-        if seq == 0 || ids.len() % seq != 0 || seq > positions {
-            return Err(BackendError::Invalid {
-                op: "embed_tokens",
-                message: format!(
-                    "{} ids in sequences of {seq} with {positions} positions",
-                    ids.len()
-                ),
-            });
-        }
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(BackendError::Invalid {
-                op: "embed_tokens",
-                message: format!("token id {bad} is outside the vocabulary of {vocab}"),
-            });
-        }
+        check::embed_tokens(out.len(), ids, table.len(), pos.len(), seq, dim)?;
         embed::embed_tokens(out, ids, table, pos, seq, dim);
         Ok(())
     }
@@ -378,9 +291,7 @@ impl Backend for Cpu {
         rows: &[usize],
         dim: usize,
     ) -> Result<()> {
-        let n = check_rows("gather_rows", "x", x, dim)?;
-        check("gather_rows", "out", out, rows.len() * dim)?;
-        check_row_indices("gather_rows", rows, n)?;
+        check::gather("gather_rows", ("x", "out"), x.len(), out.len(), rows, dim)?;
         embed::gather_rows(out, x, rows, dim);
         Ok(())
     }
@@ -392,9 +303,8 @@ impl Backend for Cpu {
         rows: &[usize],
         dim: usize,
     ) -> Result<()> {
-        let n = check_rows("gather_rows_backward", "dx", dx, dim)?;
-        check("gather_rows_backward", "dy", dy, rows.len() * dim)?;
-        check_row_indices("gather_rows_backward", rows, n)?;
+        let names = ("dx", "dy");
+        check::gather("gather_rows_backward", names, dx.len(), dy.len(), rows, dim)?;
         embed::gather_rows_backward(dx, dy, rows, dim);
         Ok(())
     }
@@ -407,9 +317,14 @@ impl Backend for Cpu {
         scale: f32,
         dim: usize,
     ) -> Result<()> {
-        let rows = check_rows("cosine_scores", "a", a, dim)?;
-        check("cosine_scores", "b", b, a.len())?;
-        check("cosine_scores", "scores", scores, rows)?;
+        let same = [("b", b.len())];
+        check::cosine(
+            "cosine_scores",
+            a.len(),
+            &same,
+            ("scores", scores.len()),
+            dim,
+        )?;
         head::cosine_scores(scores, a, b, scale, dim);
         Ok(())
     }
@@ -424,11 +339,9 @@ impl Backend for Cpu {
         scale: f32,
         dim: usize,
     ) -> Result<()> {
-        let rows = check_rows("cosine_scores_backward", "a", a, dim)?;
-        for (name, buf) in [("b", &*b), ("da", &*da), ("db", &*db)] {
-            check("cosine_scores_backward", name, buf, a.len())?;
-        }
-        check("cosine_scores_backward", "dscores", dscores, rows)?;
+        let same = [("b", b.len()), ("da", da.len()), ("db", db.len())];
+        let scores = ("dscores", dscores.len());
+        check::cosine("cosine_scores_backward", a.len(), &same, scores, dim)?;
         head::cosine_scores_backward(da, db, dscores, a, b, scale, dim);
         Ok(())
     }
@@ -451,14 +364,14 @@ impl Backend for Cpu {
         accumulate: bool,
     ) -> Result<()> {
         if let Some((out, bias)) = forward {
-            check("lrp_linear", "forward output", out, m * n)?;
-            check("lrp_linear", "bias", bias, n)?;
+            check::len("lrp_linear", "forward output", out.len(), m * n)?;
+            check::len("lrp_linear", "bias", bias.len(), n)?;
         }
-        check("lrp_linear", "rx", rx, m * k)?;
-        check("lrp_linear", "x", x, m * k)?;
-        check("lrp_linear", "r", r, m * n)?;
-        check("lrp_linear", "weight", w, 2 * n * k)?;
-        check("lrp_linear", "abs weight", w_abs, 2 * n * k)?;
+        check::len("lrp_linear", "rx", rx.len(), m * k)?;
+        check::len("lrp_linear", "x", x.len(), m * k)?;
+        check::len("lrp_linear", "r", r.len(), m * n)?;
+        check::len("lrp_linear", "weight", w.len(), 2 * n * k)?;
+        check::len("lrp_linear", "abs weight", w_abs.len(), 2 * n * k)?;
         let (wt, w) = w.split_at(n * k);
         let forward = forward.map(|(o, b)| (o.as_slice(), b.as_slice()));
         lrp::lrp_linear(
@@ -489,18 +402,15 @@ impl Backend for Cpu {
         s: &AttentionShape,
     ) -> Result<()> {
         const OP: &str = "lrp_attention";
-        check_attention(OP, s)?;
-        let (q_len, kv_len) = (
-            s.batch * s.queries * s.width(),
-            s.batch * s.keys * 2 * s.width(),
-        );
-        for (name, buf) in [("q", q), ("rq", &*rq), ("rctx", rctx), ("ctx", ctx)] {
-            check(OP, name, buf, q_len)?;
-        }
-        check(OP, "kv", kv, kv_len)?;
-        check(OP, "rkv", rkv, kv_len)?;
-        check(OP, "probs", probs, s.probs_len())?;
-        check(OP, "cam", cam, s.probs_len())?;
+        let lens = check::AttentionBuffers {
+            q: q.len(),
+            kv: kv.len(),
+            ctx: ctx.len(),
+            probs: probs.len(),
+            grads: Some((rq.len(), rkv.len(), cam.len())),
+        };
+        check::attention(OP, s, lens)?;
+        check::len(OP, "rctx", rctx.len(), ctx.len())?;
         lrp::lrp_attention(cam, rq, rkv, rctx, q, kv, probs, ctx, s);
         Ok(())
     }
@@ -515,7 +425,7 @@ impl Backend for Cpu {
         samples: usize,
     ) -> Result<()> {
         for (name, buf) in [("ra", &*ra), ("rb", &*rb), ("a", a), ("b", b)] {
-            check("lrp_add", name, buf, r.len())?;
+            check::len("lrp_add", name, buf.len(), r.len())?;
         }
         check_samples("lrp_add", r.len(), samples)?;
         lrp::lrp_add(ra, rb, r, a, b, samples);
@@ -523,9 +433,9 @@ impl Backend for Cpu {
     }
 
     fn lrp_clone(&self, rx: &mut Vec<f32>, x: &Vec<f32>, rs: &[&Vec<f32>]) -> Result<()> {
-        check("lrp_clone", "rx", rx, x.len())?;
+        check::len("lrp_clone", "rx", rx.len(), x.len())?;
         for r in rs {
-            check("lrp_clone", "relevance", r, x.len())?;
+            check::len("lrp_clone", "relevance", r.len(), x.len())?;
         }
         let rs: Vec<&[f32]> = rs.iter().map(|r| r.as_slice()).collect();
         lrp::lrp_clone(rx, x, &rs);
@@ -541,14 +451,4 @@ fn check_samples(op: &'static str, len: usize, samples: usize) -> Result<()> {
         });
     }
     Ok(())
-}
-
-fn check_row_indices(op: &'static str, rows: &[usize], n: usize) -> Result<()> {
-    match rows.iter().find(|&&r| r >= n) {
-        Some(r) => Err(BackendError::Invalid {
-            op,
-            message: format!("row {r} is outside 0..{n}"),
-        }),
-        None => Ok(()),
-    }
 }

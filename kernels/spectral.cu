@@ -1,0 +1,493 @@
+// Batched Fiedler vectors, one thread block per graph, mirroring src/linalg step for step:
+// affinity.rs (§B steps 1–4: L2-normalised rows, W = max(F Fᵀ, 0) / max, guarded degrees,
+// M = D^-1/2 W D^-1/2, the trivial vector D^1/2 1), lanczos.rs (full reorthogonalisation
+// with the DGKS repeat, convergence checks on the same work schedule), tridiagonal.rs
+// (Laguerre for θ, inverse iteration for y, on one thread) and solve.rs (two Lanczos runs:
+// the Fiedler pair, then μ₃ for the gap; |v| = |D^-1/2 u|, sign fixed by the largest entry).
+// Everything after the f32 features is f64, as on the CPU.
+#include "common.cuh"
+
+#define NORMALIZE_EPS 1e-12
+#define DEGREE_GUARD 1e-12
+#define TOL_VECTOR 1e-10
+#define TOL_GAP 1e-6
+#define START_FIEDLER 0xF1ED1E70ull
+#define START_GAP 0x6A900003ull
+#define START_EIGENVECTOR 0x7d1a9e5bull
+#define CHECK_COST 800
+#define DGKS 0.7071067811865476
+#define LAGUERRE_STEPS 200
+#define GOLDEN 0x9E3779B97F4A7C15ull
+#define DBL_EPSILON_ 2.220446049250313e-16
+#define DBL_MIN_POSITIVE 2.2250738585072014e-308
+#define NAN_D __longlong_as_double(0x7ff8000000000000ll)
+#define POS_INF_D __longlong_as_double(0x7ff0000000000000ll)
+
+// Per-graph workspace, in doubles, at work + work_start[g] (the host sizes it the same way):
+// M n², the Lanczos basis n², then WORK_VECTORS vectors of n: D^-1/2, trivial, w, u,
+// coefficients, alpha, beta, y, and the tridiagonal LU (dl, d, du, du2, swapped).
+#define WORK_VECTORS 13
+
+// ---- SplitMix64 uniforms (src/linalg/synthetic.rs) ----
+
+__device__ unsigned long long mix64(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+__device__ double uniform01(unsigned long long key, unsigned long long i) {
+    const unsigned long long z = mix64(key + (i + 1) * GOLDEN);
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+// ---- block-wide vector operations (every thread calls them; i = tid, tid + blockDim, …) ----
+
+__device__ double bdot(const double* a, const double* b, int n, double* scratch) {
+    double s = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) s += a[i] * b[i];
+    return block_sum(s, scratch);
+}
+
+__device__ double bmax(double v, double* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_down_sync(FULL_MASK, v, o));
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    double m = lane < (int)(blockDim.x >> 5) ? scratch[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) m = fmax(m, __shfl_down_sync(FULL_MASK, m, o));
+    m = __shfl_sync(FULL_MASK, m, 0);
+    __syncthreads();
+    return m;
+}
+
+// y = M x for the symmetric n × n M (exactly symmetric: built mirrored). Thread i walks
+// column i, which equals row i, so a warp reads consecutive addresses. Syncs first: x may
+// have been written by other threads.
+__device__ void bgemv(const double* m, const double* x, double* y, int n) {
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        double s = 0.0;
+        for (int j = 0; j < n; ++j) s += m[(long long)j * n + i] * x[j];
+        y[i] = s;
+    }
+    __syncthreads();
+}
+
+// x /= ‖x‖ when the norm is positive; returns the norm.
+__device__ double bnormalize(double* x, int n, double* scratch) {
+    const double nrm = sqrt(bdot(x, x, n, scratch));
+    if (nrm > 0.0) {
+        const double inv = 1.0 / nrm;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] *= inv;
+    }
+    __syncthreads();
+    return nrm;
+}
+
+// x -= (v·x) v for each locked vector v.
+__device__ void bdeflate(double* x, const double* const* locked, int nlocked, int n,
+                         double* scratch) {
+    for (int l = 0; l < nlocked; ++l) {
+        const double c = bdot(locked[l], x, n, scratch);
+        for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] -= c * locked[l][i];
+        __syncthreads();
+    }
+}
+
+// ---- tridiagonal eigenproblems on one thread (src/linalg/tridiagonal.rs) ----
+
+struct Pivots {
+    int above;
+    double g, h;
+    bool exact;
+};
+
+__device__ Pivots pivots(const double* diag, const double* off, int k, double x, double pivmin) {
+    double q = 0.0, dq = 0.0, ddq = 0.0, r = 0.0, g = 0.0, h = 0.0;
+    int above = 0;
+    bool exact = false;
+    for (int i = 0; i < k; ++i) {
+        double nq, ndq, nddq;
+        if (i == 0) {
+            nq = x - diag[0];
+            ndq = 1.0;
+            nddq = 0.0;
+        } else {
+            const double b = off[i - 1] * off[i - 1];
+            nq = x - diag[i] - b * r;
+            ndq = 1.0 + b * dq * r * r;
+            nddq = b * (ddq * q - 2.0 * dq * dq) * r * r * r;
+        }
+        q = nq;
+        dq = ndq;
+        ddq = nddq;
+        if (fabs(q) < pivmin) {
+            exact = exact || (i + 1 == k);
+            q = -pivmin;
+        }
+        if (q < 0.0) above += 1;
+        r = 1.0 / q;
+        g += dq * r;
+        h += (dq * dq - q * ddq) * r * r;
+    }
+    Pivots p;
+    p.above = above;
+    p.g = g;
+    p.h = h;
+    p.exact = exact;
+    return p;
+}
+
+__device__ __noinline__ double largest_eigenvalue(const double* diag, const double* off, int k) {
+    double hi = -POS_INF_D, lo = POS_INF_D, pivmin = 1.0;
+    for (int i = 0; i < k; ++i) {
+        const double radius =
+            (i > 0 ? fabs(off[i - 1]) : 0.0) + (i + 1 < k ? fabs(off[i]) : 0.0);
+        hi = fmax(hi, diag[i] + radius);
+        lo = fmin(lo, diag[i] - radius);
+        if (i + 1 < k) pivmin = fmax(pivmin, off[i] * off[i]);
+    }
+    const double scale = fmax(fmax(fabs(hi), fabs(lo)), DBL_MIN_POSITIVE);
+    pivmin *= DBL_MIN_POSITIVE;
+    const double tol = 4.0 * DBL_EPSILON_ * scale;
+    const double kf = (double)k;
+    double x = hi;
+    for (int step = 0; step < LAGUERRE_STEPS; ++step) {
+        const Pivots p = pivots(diag, off, k, x, pivmin);
+        if (p.above == 0) {
+            hi = x;
+            if (p.exact) break;
+        } else {
+            lo = x;
+        }
+        if (hi - lo <= tol) break;
+        const double disc = sqrt(fmax((kf - 1.0) * (kf * p.h - p.g * p.g), 0.0));
+        const double denom = p.g >= 0.0 ? p.g + disc : p.g - disc;
+        const double stepv = kf / denom;
+        double next = x - stepv;
+        if (fabs(stepv) <= tol) {
+            if (p.above == 0) break;
+            next = p.above == 1 ? x + tol : NAN_D;
+        }
+        x = (isfinite(next) && next > lo && next < hi) ? next : 0.5 * (lo + hi);
+    }
+    return hi;
+}
+
+// Unit eigenvector y of T for theta: LU of T − θI with partial pivoting (LAPACK dgttrf) and
+// three steps of inverse iteration. `lu` holds 5k doubles of scratch.
+__device__ __noinline__ void tridiagonal_eigenvector(const double* diag, const double* off, int n,
+                                        double theta, double* y, double* lu) {
+    if (n == 1) {
+        y[0] = 1.0;
+        return;
+    }
+    double* dl = lu;
+    double* d = lu + n;
+    double* du = lu + 2 * n;
+    double* du2 = lu + 3 * n;
+    double* swapped = lu + 4 * n;
+    double scale = fabs(theta);
+    for (int i = 0; i < n; ++i) scale = fmax(scale, fabs(diag[i]));
+    for (int i = 0; i + 1 < n; ++i) scale = fmax(scale, fabs(off[i]));
+    scale = fmax(scale, DBL_MIN_POSITIVE);
+    const double tiny = DBL_EPSILON_ * scale;
+    for (int i = 0; i < n; ++i) {
+        d[i] = diag[i] - theta;
+        if (i + 1 < n) {
+            dl[i] = off[i];
+            du[i] = off[i];
+            swapped[i] = 0.0;
+        }
+        if (i + 2 < n) du2[i] = 0.0;
+    }
+    for (int i = 0; i < n - 1; ++i) {
+        if (fabs(d[i]) >= fabs(dl[i])) {
+            if (d[i] != 0.0) {
+                const double fact = dl[i] / d[i];
+                dl[i] = fact;
+                d[i + 1] -= fact * du[i];
+            }
+        } else {
+            const double fact = d[i] / dl[i];
+            d[i] = dl[i];
+            dl[i] = fact;
+            const double temp = du[i];
+            du[i] = d[i + 1];
+            d[i + 1] = temp - fact * d[i + 1];
+            if (i + 2 < n) {
+                du2[i] = du[i + 1];
+                du[i + 1] *= -fact;
+            }
+            swapped[i] = 1.0;
+        }
+    }
+    for (int i = 0; i < n; ++i) {
+        if (fabs(d[i]) < tiny) d[i] = d[i] < 0.0 ? -tiny : tiny;
+    }
+    for (int i = 0; i < n; ++i) y[i] = uniform01(START_EIGENVECTOR, i) - 0.5;
+    for (int it = 0; it < 3; ++it) {
+        for (int i = 0; i < n - 1; ++i) {
+            if (swapped[i] != 0.0) {
+                const double temp = y[i];
+                y[i] = y[i + 1];
+                y[i + 1] = temp - dl[i] * y[i];
+            } else {
+                y[i + 1] -= dl[i] * y[i];
+            }
+        }
+        y[n - 1] /= d[n - 1];
+        y[n - 2] = (y[n - 2] - du[n - 2] * y[n - 1]) / d[n - 2];
+        for (int i = n - 3; i >= 0; --i) y[i] = (y[i] - du[i] * y[i + 1] - du2[i] * y[i + 2]) / d[i];
+        double s = 0.0;
+        for (int i = 0; i < n; ++i) s += y[i] * y[i];
+        const double nrm = sqrt(s);
+        if (isfinite(nrm) && nrm > 0.0) {
+            for (int i = 0; i < n; ++i) y[i] /= nrm;
+        } else {
+            for (int i = 0; i < n; ++i) y[i] = 0.0;
+            y[n - 1] = 1.0;
+        }
+    }
+}
+
+// ---- Lanczos (src/linalg/lanczos.rs) ----
+
+struct Workspace {
+    double *m, *basis, *isd, *trivial, *w, *u, *coef, *alpha, *beta, *y, *lu;
+};
+
+struct Shared {
+    double scratch[32];
+    double theta;
+    int done;
+    int found;
+};
+
+// Top Ritz pair of M on the complement of `locked`; the unit Ritz vector goes to `out` when
+// it is not null. Returns false when the complement is (numerically) empty.
+__device__ __noinline__ bool lanczos(const Workspace& ws, int n, const double* const* locked, int nlocked,
+                        unsigned long long key, double tol, double* out, double* value,
+                        int* steps_taken, Shared* sh) {
+    const int dim = n - nlocked;
+    if (dim <= 0) return false;
+    double* q0 = ws.basis;
+    // Start vector: pseudo-random, deflated twice, from up to three streams.
+    bool found = false;
+    for (int attempt = 0; attempt < 3 && !found; ++attempt) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            q0[i] = uniform01(key + attempt, i) - 0.5;
+        __syncthreads();
+        const double before = sqrt(bdot(q0, q0, n, sh->scratch));
+        bdeflate(q0, locked, nlocked, n, sh->scratch);
+        bdeflate(q0, locked, nlocked, n, sh->scratch);
+        found = bnormalize(q0, n, sh->scratch) > 1e-8 * before;
+    }
+    if (!found) return false;
+    double* w = ws.w;
+    long long work_since_check = 0;
+    for (int k = 0;; ++k) {
+        const double* qk = ws.basis + (long long)k * n;
+        bgemv(ws.m, qk, w, n);
+        const double a = bdot(qk, w, n, sh->scratch);
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            double v = w[i] - a * qk[i];
+            if (k > 0) v -= ws.beta[k - 1] * ws.basis[(long long)(k - 1) * n + i];
+            w[i] = v;
+        }
+        if (threadIdx.x == 0) ws.alpha[k] = a;
+        __syncthreads();
+        // Classical Gram–Schmidt against the locked vectors and q_0..q_k, twice if needed.
+        for (int pass = 0; pass < 2; ++pass) {
+            const double before = sqrt(bdot(w, w, n, sh->scratch));
+            bdeflate(w, locked, nlocked, n, sh->scratch);
+            for (int j = 0; j <= k; ++j) {
+                const double c = bdot(ws.basis + (long long)j * n, w, n, sh->scratch);
+                if (threadIdx.x == 0) ws.coef[j] = c;
+            }
+            __syncthreads();
+            for (int i = threadIdx.x; i < n; i += blockDim.x) {
+                double v = w[i];
+                for (int j = 0; j <= k; ++j) v -= ws.coef[j] * ws.basis[(long long)j * n + i];
+                w[i] = v;
+            }
+            __syncthreads();
+            if (sqrt(bdot(w, w, n, sh->scratch)) > DGKS * before) break;
+        }
+        const double b = sqrt(bdot(w, w, n, sh->scratch));
+        const int steps = k + 1;
+        const bool exhausted = steps >= dim || b <= tol;
+        work_since_check += (long long)n * n + 4ll * steps * n;
+        if (exhausted || work_since_check >= (long long)CHECK_COST * steps) {
+            work_since_check = 0;
+            if (threadIdx.x == 0) {
+                const double theta = largest_eigenvalue(ws.alpha, ws.beta, steps);
+                tridiagonal_eigenvector(ws.alpha, ws.beta, steps, theta, ws.y, ws.lu);
+                sh->theta = theta;
+                sh->done = exhausted || b * fabs(ws.y[k]) <= tol;
+            }
+            __syncthreads();
+            if (sh->done) {
+                *value = sh->theta;
+                *steps_taken = steps;
+                if (out != 0) {
+                    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+                        double v = 0.0;
+                        for (int j = 0; j <= k; ++j) v += ws.y[j] * ws.basis[(long long)j * n + i];
+                        out[i] = v;
+                    }
+                    __syncthreads();
+                    bnormalize(out, n, sh->scratch);
+                }
+                return true;
+            }
+        }
+        if (threadIdx.x == 0) ws.beta[k] = b;
+        double* next = ws.basis + (long long)(k + 1) * n;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) next[i] = w[i] / b;
+        __syncthreads();
+    }
+}
+
+// ---- the kernel ----
+
+// Graph g has nodes node_start[g] .. node_start[g+1] (rows of `features`, dim wide, already
+// masked by the host). Outputs per node: |v| and the signed v (largest entry positive);
+// per graph: λ₂, λ₃ − λ₂ (NaN when undefined), ‖M u − μ u‖ and the Lanczos steps.
+KERNEL void fiedler_graphs(const float* features, const int* node_start,
+                           const long long* work_start, double* work, int dim, int l2_normalize,
+                           float* out_abs, float* out_signed, double* out_lambda2,
+                           double* out_gap, double* out_residual, int* out_steps) {
+    __shared__ Shared sh;
+    const int g = blockIdx.x;
+    const int first = node_start[g];
+    const int n = node_start[g + 1] - first;
+    const float* f = features + (long long)first * dim;
+    Workspace ws;
+    ws.m = work + work_start[g];
+    ws.basis = ws.m + (long long)n * n;
+    double* v = ws.basis + (long long)n * n;
+    ws.isd = v;
+    ws.trivial = v + n;
+    ws.w = v + 2 * n;
+    ws.u = v + 3 * n;
+    ws.coef = v + 4 * n;
+    ws.alpha = v + 5 * n;
+    ws.beta = v + 6 * n;
+    ws.y = v + 7 * n;
+    ws.lu = v + 8 * n;  // 5n: the last of the WORK_VECTORS
+    if (threadIdx.x == 0) {
+        out_lambda2[g] = NAN_D;
+        out_gap[g] = NAN_D;
+        out_residual[g] = 0.0;
+        out_steps[g] = 0;
+    }
+    if (n == 0) return;
+
+    // §B step 1: row scales 1/max(‖f_i‖, ε) (or 1), kept in u for now.
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        double s = 0.0;
+        for (int d = 0; d < dim; ++d) {
+            const double x = f[(long long)i * dim + d];
+            s += x * x;
+        }
+        ws.u[i] = l2_normalize ? 1.0 / fmax(sqrt(s), NORMALIZE_EPS) : 1.0;
+    }
+    __syncthreads();
+    // Step 2: W = max(F Fᵀ, 0) over the upper triangle, mirrored; then W / max W.
+    double local_max = 0.0;
+    for (long long idx = threadIdx.x; idx < (long long)n * n; idx += blockDim.x) {
+        const int i = (int)(idx / n), j = (int)(idx % n);
+        if (j < i) continue;
+        double s = 0.0;
+        for (int d = 0; d < dim; ++d)
+            s += ((double)f[(long long)i * dim + d] * ws.u[i]) * ((double)f[(long long)j * dim + d] * ws.u[j]);
+        s = fmax(s, 0.0);
+        ws.m[(long long)i * n + j] = s;
+        ws.m[(long long)j * n + i] = s;
+        local_max = fmax(local_max, s);
+    }
+    const double mx = bmax(local_max, sh.scratch);
+    if (mx > 0.0) {
+        for (long long idx = threadIdx.x; idx < (long long)n * n; idx += blockDim.x) ws.m[idx] /= mx;
+    }
+    __syncthreads();
+    // Step 3: guarded degrees; step 4: M = D^-1/2 W D^-1/2 and the trivial vector D^1/2 1.
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        double deg = 0.0;
+        for (int j = 0; j < n; ++j) deg += ws.m[(long long)j * n + i];  // column = row
+        const bool guarded = deg < DEGREE_GUARD;
+        ws.isd[i] = guarded ? 1.0 : 1.0 / sqrt(deg);
+        ws.trivial[i] = guarded ? 0.0 : sqrt(deg);
+    }
+    __syncthreads();
+    for (long long idx = threadIdx.x; idx < (long long)n * n; idx += blockDim.x)
+        ws.m[idx] *= ws.isd[idx / n] * ws.isd[idx % n];
+    __syncthreads();
+    const bool has_trivial = bnormalize(ws.trivial, n, sh.scratch) > 0.0;
+
+    // §B steps 5–6 (solve.rs).
+    double* u = ws.u;
+    double mu3 = NAN_D;
+    int steps = 0;
+    if (n == 1) {
+        if (threadIdx.x == 0) {
+            out_abs[first] = (float)fabs(ws.isd[0]);
+            out_signed[first] = (float)ws.isd[0];
+        }
+        return;
+    }
+    if (!has_trivial) {
+        for (int i = threadIdx.x; i < n; i += blockDim.x) u[i] = 1.0 / sqrt((double)n);
+        __syncthreads();
+    } else {
+        const double* locked1[1] = {ws.trivial};
+        double mu2 = 0.0;
+        int s1 = 0;
+        if (!lanczos(ws, n, locked1, 1, START_FIEDLER, TOL_VECTOR, u, &mu2, &s1, &sh)) {
+            for (int i = threadIdx.x; i < n; i += blockDim.x) u[i] = ws.trivial[i];
+            __syncthreads();
+        } else {
+            steps = s1;
+            const double* locked2[2] = {ws.trivial, u};
+            int s2 = 0;
+            double value = 0.0;
+            if (lanczos(ws, n, locked2, 2, START_GAP, TOL_GAP, 0, &value, &s2, &sh)) {
+                mu3 = value;
+                steps += s2;
+            }
+        }
+    }
+    // finish(): Rayleigh quotient, residual, v = D^-1/2 u with the largest entry positive.
+    bgemv(ws.m, u, ws.w, n);
+    const double rayleigh = bdot(u, ws.w, n, sh.scratch);
+    double r2 = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const double d = ws.w[i] - rayleigh * u[i];
+        r2 += d * d;
+    }
+    const double residual = sqrt(block_sum(r2, sh.scratch));
+    if (threadIdx.x == 0) {
+        double largest = 0.0;
+        for (int i = 0; i < n; ++i) {
+            const double x = u[i] * ws.isd[i];
+            if (fabs(x) > fabs(largest)) largest = x;
+        }
+        sh.theta = largest < 0.0 ? -1.0 : 1.0;
+        out_lambda2[g] = fmax(1.0 - rayleigh, 0.0);
+        if (!has_trivial) {
+            out_gap[g] = n >= 3 ? 0.0 : NAN_D;
+        } else if (!isnan(mu3)) {
+            out_gap[g] = fmax(rayleigh - mu3, 0.0);
+        }
+        out_residual[g] = residual;
+        out_steps[g] = steps;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const double x = sh.theta * u[i] * ws.isd[i];
+        out_abs[first + i] = (float)fabs(x);
+        out_signed[first + i] = (float)x;
+    }
+}

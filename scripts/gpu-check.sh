@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Runs every CUDA test and the CUDA benchmarks from prebuilt executables (scripts/gpu-pack.sh),
+# on a machine with an NVIDIA GPU and no Rust toolchain. Run from the repository root:
+#
+#   scripts/gpu-check.sh [BUNDLE]        # BUNDLE defaults to target/gpu-bundle; without
+#                                        # one, executables are looked up in target/release
+#
+# Logs go to $OUT/gpu-check/ when $OUT is set, else target/gpu-check/; SUMMARY lists each
+# step's status. Budget: under 8 minutes on one H100 (each step has its own timeout).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+bundle=${1:-target/gpu-bundle}
+find_exe() { # name → path: the bundle's copy, else the newest target/release/deps/name-*
+    if [ -x "$bundle/$1" ]; then echo "$bundle/$1"; return; fi
+    if [ -x "target/release/$1" ]; then echo "target/release/$1"; return; fi
+    ls -t target/release/deps/"$1"-* 2>/dev/null | grep -v '\.d$' | head -1
+}
+fiedler=$(find_exe fiedler)
+cuda_backend=$(find_exe cuda_backend)
+cuda_kernels=$(find_exe cuda_kernels)
+cuda_bench=$(find_exe cuda_bench)
+
+logs=${OUT:+$OUT/gpu-check}
+logs=${logs:-target/gpu-check}
+mkdir -p "$logs"
+summary="$logs/SUMMARY"
+: > "$summary"
+
+# CUDA 13 libraries: the driver's libcuda is on the loader path; cuBLAS and NVRTC may live in
+# the toolkit or in pip wheels (e.g. the PyTorch venv).
+libdirs=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+    /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib \
+    /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib; do
+    [ -d "$d" ] && libdirs="$libdirs:$d"
+done
+# Any CUDA 13 library the loader still cannot see: look for it under /usr and /opt.
+for lib in libcublas.so.13 libcublasLt.so.13 libnvrtc.so.13; do
+    if ! ldconfig -p 2>/dev/null | grep -q "$lib" && ! ls ${libdirs//:/ } 2>/dev/null | grep -q "^$lib\$"; then
+        found=$(timeout 30 find /usr /opt -maxdepth 9 -name "$lib" 2>/dev/null | head -1)
+        [ -n "$found" ] && libdirs="$libdirs:$(dirname "$found")"
+    fi
+done
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}$libdirs"
+# Tests fail (rather than skip) when CUDA does not work, and find the repo and binary here.
+export FIEDLER_REQUIRE_CUDA=1 FIEDLER_REPO=$repo FIEDLER_BIN=$repo/$fiedler
+export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$repo/target/gpu-check-cache}
+
+{
+    echo "== $(date -u) on $(hostname)"
+    echo "commit: $(cat "$bundle/COMMIT" 2>/dev/null || git rev-parse HEAD 2>/dev/null)"
+    cat "$bundle/KERNELS" 2>/dev/null
+    echo "fiedler: $fiedler"; echo "cuda_backend: $cuda_backend"; echo "cuda_kernels: $cuda_kernels"; echo "cuda_bench: $cuda_bench"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv 2>&1
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    ldconfig -p 2>/dev/null | grep -E 'libcuda\.so|libnvrtc\.so|libcublas(Lt)?\.so' || true
+    for d in ${LD_LIBRARY_PATH//:/ }; do ls "$d" 2>/dev/null | grep -E '^lib(nvrtc|cublas|cublasLt)\.so' | sed "s|^|$d/|"; done
+} > "$logs/environment.log" 2>&1
+cat "$logs/environment.log"
+
+failed=0
+step() { # name timeout_s command...: runs one step, logs it, records PASS/FAIL
+    local name=$1 limit=$2; shift 2
+    local start=$SECONDS
+    echo "== $name"
+    timeout --kill-after=10 "$limit" "$@" > "$logs/$name.log" 2>&1
+    local rc=$?
+    local status=PASS
+    if [ $rc -eq 124 ]; then
+        status="FAIL (timed out)"
+    elif [ $rc -ne 0 ]; then
+        status="FAIL (exit $rc)"
+    fi
+    [ $rc -ne 0 ] && failed=1
+    printf '%-28s %-28s %4ss\n' "$name" "$status" $((SECONDS - start)) | tee -a "$summary"
+    tail -n 25 "$logs/$name.log"
+}
+
+[ -n "$cuda_kernels" ] && step kernels-nvrtc 40 "$cuda_kernels" --test-threads=1 --nocapture
+if [ -n "$cuda_backend" ]; then
+    step backend-fatbin 90 "$cuda_backend" --test-threads=1 --nocapture
+    step backend-nvrtc 70 env FIEDLER_KERNELS=nvrtc "$cuda_backend" --test-threads=1 --nocapture
+fi
+if [ -n "$fiedler" ]; then
+    step explain-cuda 30 "$fiedler" explain --device cuda --model tests/fixtures/clip \
+        --image tests/fixtures/images/catdog.png --text "a photo of a cat" --text "a dog" \
+        --out "$logs/explain-cuda"
+    step bench-clip-vit-b16 90 "$fiedler" bench --device cuda --size vit-b16 \
+        --batch 1,16,64 --method dsmi-grad,chefer --repeats 3
+    step bench-lxmert-base 50 "$fiedler" bench --device cuda --size lxmert-base \
+        --batch 1,16,64 --method dsmi-grad,chefer --repeats 3
+    step bench-fiedler 40 "$fiedler" bench --device cuda --size fiedler \
+        --nodes 36,196,577 --batch 64,512 --repeats 3
+fi
+# Criterion: per-op GPU times at ViT-B/16 batch-64 sizes, Fiedler batches of 256 graphs.
+[ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench
+echo "== summary ($logs/SUMMARY)"
+cat "$summary"
+exit $failed

@@ -1,0 +1,255 @@
+//! Argument checks every backend runs before an op, on buffer lengths only, so that a CPU
+//! and a CUDA op reject exactly the same calls with the same messages.
+
+use super::{AttentionShape, BackendError, PatchGeometry, Result};
+
+pub(crate) fn len(
+    op: &'static str,
+    buffer: &'static str,
+    found: usize,
+    expected: usize,
+) -> Result<()> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(BackendError::Length {
+            op,
+            buffer,
+            expected,
+            found,
+        })
+    }
+}
+
+/// The number of rows of width `dim` in a buffer of `found` elements.
+pub(crate) fn rows(
+    op: &'static str,
+    buffer: &'static str,
+    found: usize,
+    dim: usize,
+) -> Result<usize> {
+    if dim == 0 || !found.is_multiple_of(dim) {
+        return Err(BackendError::Invalid {
+            op,
+            message: format!("buffer `{buffer}` of {found} elements is not made of rows of {dim}"),
+        });
+    }
+    Ok(found / dim)
+}
+
+pub(crate) fn layernorm(
+    op: &'static str,
+    x: usize,
+    others: &[(&'static str, usize)],
+    stats: usize,
+    params: &[(&'static str, usize)],
+    dim: usize,
+) -> Result<usize> {
+    let rows = rows(op, "x", x, dim)?;
+    for &(name, found) in others {
+        len(op, name, found, x)?;
+    }
+    len(op, "stats", stats, 2 * rows)?;
+    for &(name, found) in params {
+        len(op, name, found, dim)?;
+    }
+    Ok(rows)
+}
+
+/// Lengths of the buffers of an attention (forward: `dq`, `dkv`, `dprobs` absent).
+pub(crate) struct AttentionBuffers {
+    pub q: usize,
+    pub kv: usize,
+    pub ctx: usize,
+    pub probs: usize,
+    pub grads: Option<(usize, usize, usize)>,
+}
+
+pub(crate) fn attention(op: &'static str, s: &AttentionShape, b: AttentionBuffers) -> Result<()> {
+    if let Some(mask) = &s.key_mask {
+        if mask.len() != s.batch * s.keys {
+            return Err(BackendError::Invalid {
+                op,
+                message: format!(
+                    "key mask has {} entries for {} samples of {} keys",
+                    mask.len(),
+                    s.batch,
+                    s.keys
+                ),
+            });
+        }
+    }
+    let (q_len, kv_len) = (
+        s.batch * s.queries * s.width(),
+        s.batch * s.keys * 2 * s.width(),
+    );
+    len(op, "q", b.q, q_len)?;
+    len(op, "kv", b.kv, kv_len)?;
+    len(
+        op,
+        if b.grads.is_some() { "dctx" } else { "ctx" },
+        b.ctx,
+        q_len,
+    )?;
+    len(op, "probs", b.probs, s.probs_len())?;
+    if let Some((dq, dkv, dprobs)) = b.grads {
+        len(op, "dq", dq, q_len)?;
+        len(op, "dkv", dkv, kv_len)?;
+        len(op, "dprobs", dprobs, s.probs_len())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn patchify(out: usize, pixels: usize, g: PatchGeometry) -> Result<()> {
+    if g.patch == 0 || !g.height.is_multiple_of(g.patch) || !g.width.is_multiple_of(g.patch) {
+        return Err(BackendError::Invalid {
+            op: "patchify",
+            message: format!(
+                "{}×{} image is not a whole number of {} px patches",
+                g.height, g.width, g.patch
+            ),
+        });
+    }
+    len(
+        "patchify",
+        "pixels",
+        pixels,
+        g.batch * g.channels * g.height * g.width,
+    )?;
+    len(
+        "patchify",
+        "out",
+        out,
+        g.batch * g.patches() * g.patch_len(),
+    )
+}
+
+/// Whether the positions are one table per sample (rather than one shared table).
+pub(crate) fn class_positions(
+    out: usize,
+    patches: usize,
+    class: usize,
+    pos: usize,
+    batch: usize,
+    tokens: usize,
+    dim: usize,
+) -> Result<bool> {
+    const OP: &str = "prepend_class_add_positions";
+    if tokens == 0 || (pos != tokens * dim && pos != batch * tokens * dim) {
+        return Err(BackendError::Invalid {
+            op: OP,
+            message: format!(
+                "positions hold {pos} values; expected {tokens}×{dim} or {batch}×{tokens}×{dim}"
+            ),
+        });
+    }
+    len(OP, "class", class, dim)?;
+    len(OP, "patches", patches, batch * (tokens - 1) * dim)?;
+    len(OP, "out", out, batch * tokens * dim)?;
+    Ok(pos != tokens * dim)
+}
+
+pub(crate) fn concat(
+    out: usize,
+    a: usize,
+    b: usize,
+    batch: usize,
+    a_tokens: usize,
+    b_tokens: usize,
+    dim: usize,
+) -> Result<()> {
+    len("concat_sequences", "a", a, batch * a_tokens * dim)?;
+    len("concat_sequences", "b", b, batch * b_tokens * dim)?;
+    len(
+        "concat_sequences",
+        "out",
+        out,
+        batch * (a_tokens + b_tokens) * dim,
+    )
+}
+
+pub(crate) fn embed_tokens(
+    out: usize,
+    ids: &[u32],
+    table: usize,
+    pos: usize,
+    seq: usize,
+    dim: usize,
+) -> Result<()> {
+    let vocab = rows("embed_tokens", "table", table, dim)?;
+    let positions = rows("embed_tokens", "pos", pos, dim)?;
+    len("embed_tokens", "out", out, ids.len() * dim)?;
+    if seq == 0 || !ids.len().is_multiple_of(seq) || seq > positions {
+        return Err(BackendError::Invalid {
+            op: "embed_tokens",
+            message: format!(
+                "{} ids in sequences of {seq} with {positions} positions",
+                ids.len()
+            ),
+        });
+    }
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(BackendError::Invalid {
+            op: "embed_tokens",
+            message: format!("token id {bad} is outside the vocabulary of {vocab}"),
+        });
+    }
+    Ok(())
+}
+
+/// `dense` is the buffer of `n` rows that the indices address, `gathered` the other one.
+pub(crate) fn gather(
+    op: &'static str,
+    names: (&'static str, &'static str),
+    dense: usize,
+    gathered: usize,
+    rows: &[usize],
+    dim: usize,
+) -> Result<()> {
+    let n = self::rows(op, names.0, dense, dim)?;
+    len(op, names.1, gathered, rows.len() * dim)?;
+    match rows.iter().find(|&&r| r >= n) {
+        Some(r) => Err(BackendError::Invalid {
+            op,
+            message: format!("row {r} is outside 0..{n}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The number of rows; `same` are buffers as long as `a`.
+pub(crate) fn cosine(
+    op: &'static str,
+    a: usize,
+    same: &[(&'static str, usize)],
+    scores: (&'static str, usize),
+    dim: usize,
+) -> Result<usize> {
+    let rows = rows(op, "a", a, dim)?;
+    for &(name, found) in same {
+        len(op, name, found, a)?;
+    }
+    len(op, scores.0, scores.1, rows)?;
+    Ok(rows)
+}
+
+pub(crate) fn linear(
+    out: usize,
+    x: usize,
+    bias: Option<usize>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    len("linear", "out", out, m * n)?;
+    len("linear", "x", x, m * k)?;
+    match bias {
+        Some(b) => len("linear", "bias", b, n),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn linear_backward(dx: usize, dy: usize, m: usize, k: usize, n: usize) -> Result<()> {
+    len("linear_backward", "dx", dx, m * k)?;
+    len("linear_backward", "dy", dy, m * n)
+}

@@ -1,0 +1,969 @@
+//! The CUDA backend: f32 buffers in device memory, one stream, the dense products in cuBLAS
+//! and everything else in the hand-written kernels of kernels/ (see `kernels`). It has the
+//! CPU backend's contract op for op; tests/cuda_backend.rs holds it to the CPU oracle.
+//!
+//! Nothing here waits for the device except `download`/`move_to_host`: ops only enqueue work,
+//! so a model's forward and backward run without host round-trips (index-like arguments —
+//! token ids, gathered rows, key masks — are copied up, never read back).
+
+mod blas;
+mod error;
+pub mod kernels;
+pub mod plan;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::sys::{CUdeviceptr, CUresult};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
+};
+
+use super::{check, Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};
+use blas::gemm;
+pub use error::CudaError;
+use kernels::Kernels;
+
+/// Threads per block of the elementwise and per-row kernels.
+const BLOCK: u32 = 256;
+
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    blas: Mutex<CudaBlas>,
+    kernels: Kernels,
+    /// The last attention key mask uploaded: every layer of a tower reuses it.
+    mask: Mutex<Option<(Vec<bool>, CudaSlice<u8>)>>,
+    /// Passed where an attention has no key mask (the kernel does not read it).
+    no_mask: CudaSlice<u8>,
+    description: String,
+}
+
+/// Launches `$kernel` with `$cfg` and the arguments (references that outlive the call).
+macro_rules! launch {
+    ($self:expr, $kernel:literal, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+        let cfg: LaunchConfig = $cfg;
+        let f = $self.kernels.get($kernel)?;
+        let mut builder = $self.stream.launch_builder(f);
+        $( builder.arg($arg); )+
+        // SAFETY: the argument list matches the kernel's signature in kernels/, and the
+        // caller checked every buffer's length against the sizes passed.
+        unsafe { builder.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| device_error($kernel, "kernel launch", e))
+    }};
+}
+
+mod spectral;
+
+fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
+    BackendError::Device {
+        op,
+        message: format!("{what} failed: {e}"),
+    }
+}
+
+fn int(op: &'static str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| BackendError::Invalid {
+        op,
+        message: format!("{v} elements exceed the kernels' 32-bit indices"),
+    })
+}
+
+/// Enough blocks of `BLOCK` threads for one thread per element (the kernels loop over the
+/// rest with a grid stride).
+fn per_element(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((n as u32).div_ceil(BLOCK).clamp(1, 65_535 * 16), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One block per row, with at most `BLOCK` threads (a whole number of warps).
+fn per_row(rows: usize, dim: usize) -> LaunchConfig {
+    let threads = (dim as u32).div_ceil(32).clamp(1, BLOCK / 32) * 32;
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One warp per row.
+fn warp_per_row(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: ((rows as u32).div_ceil(BLOCK / 32), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl Cuda {
+    /// Opens the first CUDA device. Every way this can fail (no driver, no device, missing
+    /// cuBLAS or NVRTC, kernels that do not load) is an error value, never a panic.
+    pub fn new() -> std::result::Result<Self, CudaError> {
+        Self::on_device(0)
+    }
+
+    pub fn on_device(ordinal: usize) -> std::result::Result<Self, CudaError> {
+        // SAFETY: only tries to dlopen the library.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(CudaError::MissingLibrary {
+                library: "libcuda.so (the NVIDIA driver)",
+                needed: "use a GPU",
+            });
+        }
+        let ctx = catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| CudaError::Panic("opening the device".into()))?
+            .map_err(|e| match e.0 {
+                CUresult::CUDA_ERROR_NO_DEVICE | CUresult::CUDA_ERROR_INVALID_DEVICE => {
+                    CudaError::NoDevice(format!("device {ordinal}: {e}"))
+                }
+                _ => CudaError::driver("opening the device", e),
+            })?;
+        // One stream: the multi-stream event bookkeeping would only add overhead.
+        // SAFETY: nothing has been allocated yet, and every op runs on `stream`.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| CudaError::driver("creating a stream", e))?;
+        // SAFETY: only tries to dlopen the libraries.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(CudaError::MissingLibrary {
+                library: "libcublas.so.13 (with libcublasLt.so.13)",
+                needed: "run the dense products",
+            });
+        }
+        let blas = catch_unwind(AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
+            .map_err(|_| CudaError::Panic("cuBLAS".into()))?
+            .map_err(|e| CudaError::Blas {
+                during: "creating a handle",
+                error: format!("{e:?}"),
+            })?;
+        let kernels = catch_unwind(AssertUnwindSafe(|| Kernels::load(&ctx)))
+            .map_err(|_| CudaError::Panic("loading the kernels".into()))??;
+        let no_mask = stream
+            .alloc_zeros::<u8>(1)
+            .map_err(|e| CudaError::driver("allocating", e))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(|e| CudaError::driver("reading the compute capability", e))?;
+        let total = ctx.total_mem().unwrap_or(0);
+        let description = format!(
+            "{name} (sm_{major}{minor}, {:.1} GiB; kernels: {})",
+            total as f64 / (1u64 << 30) as f64,
+            kernels.origin
+        );
+        Ok(Self {
+            ctx,
+            stream,
+            blas: Mutex::new(blas),
+            kernels,
+            mask: Mutex::new(None),
+            no_mask,
+            description,
+        })
+    }
+
+    /// The device and how its kernels were obtained, for people.
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    /// Waits for every enqueued op (for timing).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream
+            .synchronize()
+            .map_err(|e| device_error("synchronize", "a kernel or copy", e))
+    }
+
+    fn ptr(&self, s: &CudaSlice<f32>) -> CUdeviceptr {
+        // Event tracking is off: the returned guard records nothing.
+        s.device_ptr(&self.stream).0
+    }
+
+    fn alloc_error(&self, op: &'static str, bytes: usize, e: DriverError) -> BackendError {
+        if e.0 == CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+            let (free, total) = self.ctx.mem_get_info().unwrap_or((0, 0));
+            BackendError::OutOfMemory {
+                op,
+                requested: bytes,
+                free,
+                total,
+            }
+        } else {
+            device_error(op, "allocation", e)
+        }
+    }
+
+    fn alloc<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        op: &'static str,
+        len: usize,
+    ) -> Result<CudaSlice<T>> {
+        if len == 0 {
+            return self
+                .stream
+                .null()
+                .map_err(|e| device_error(op, "allocation", e));
+        }
+        self.stream
+            .alloc_zeros(len)
+            .map_err(|e| self.alloc_error(op, len * std::mem::size_of::<T>(), e))
+    }
+
+    fn upload_any<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        op: &'static str,
+        host: &[T],
+    ) -> Result<CudaSlice<T>> {
+        if host.is_empty() {
+            return self.alloc(op, 0);
+        }
+        // SAFETY: the copy below overwrites every element before any kernel reads them.
+        let mut buf = unsafe { self.stream.alloc::<T>(host.len()) }
+            .map_err(|e| self.alloc_error(op, std::mem::size_of_val(host), e))?;
+        self.stream
+            .memcpy_htod(host, &mut buf)
+            .map_err(|e| device_error(op, "host-to-device copy", e))?;
+        Ok(buf)
+    }
+
+    fn bind(&self, op: &'static str) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| device_error(op, "binding the context", e))
+    }
+
+    /// Row indices as the kernels read them.
+    fn upload_rows(&self, op: &'static str, rows: &[usize]) -> Result<CudaSlice<i32>> {
+        let rows: Vec<i32> = rows.iter().map(|&r| int(op, r)).collect::<Result<_>>()?;
+        self.upload_any(op, &rows)
+    }
+
+    fn softmax(&self, probs: &mut CudaSlice<f32>, s: &AttentionShape) -> Result<()> {
+        let rows = s.batch * s.heads * s.queries;
+        let (r, h, nq, nk) = (
+            int("attention", rows)?,
+            int("attention", s.heads)?,
+            int("attention", s.queries)?,
+            int("attention", s.keys)?,
+        );
+        let causal = i32::from(s.causal);
+        let cfg = warp_per_row(rows);
+        match &s.key_mask {
+            None => {
+                let has_mask = 0i32;
+                launch!(
+                    self,
+                    "softmax_fwd",
+                    cfg,
+                    probs,
+                    &self.no_mask,
+                    &r,
+                    &h,
+                    &nq,
+                    &nk,
+                    &causal,
+                    &has_mask
+                )
+            }
+            Some(mask) => {
+                let mut cached = self.mask.lock().unwrap_or_else(|p| p.into_inner());
+                if cached.as_ref().is_none_or(|(m, _)| m != mask) {
+                    let bytes: Vec<u8> = mask.iter().map(|&v| u8::from(v)).collect();
+                    *cached = Some((mask.clone(), self.upload_any("attention", &bytes)?));
+                }
+                let (_, dev_mask) = cached.as_ref().expect("set above");
+                let has_mask = 1i32;
+                launch!(
+                    self,
+                    "softmax_fwd",
+                    cfg,
+                    probs,
+                    dev_mask,
+                    &r,
+                    &h,
+                    &nq,
+                    &nk,
+                    &causal,
+                    &has_mask
+                )
+            }
+        }
+    }
+}
+
+impl Backend for Cuda {
+    type Buf = CudaSlice<f32>;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn upload(&self, host: &[f32]) -> Result<CudaSlice<f32>> {
+        self.upload_any("upload", host)
+    }
+
+    fn zeros(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.alloc("zeros", len)
+    }
+
+    fn download(&self, buf: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        if buf.is_empty() {
+            return Ok(Vec::new());
+        }
+        let host = self
+            .stream
+            .clone_dtoh(buf)
+            .map_err(|e| device_error("download", "device-to-host copy", e))?;
+        // Also where a kernel's asynchronous failure (e.g. an illegal address) surfaces.
+        self.synchronize()?;
+        Ok(host)
+    }
+
+    fn move_to_host(&self, buf: CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.download(&buf)
+    }
+
+    fn copy(&self, buf: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        let mut out = self.alloc("copy", buf.len())?;
+        if !buf.is_empty() {
+            self.stream
+                .memcpy_dtod(buf, &mut out)
+                .map_err(|e| device_error("copy", "device-to-device copy", e))?;
+        }
+        Ok(out)
+    }
+
+    /// Kept as Hugging Face stores it, `[out, in]`: cuBLAS reads either order at full speed.
+    fn upload_weight(&self, w: &[f32], out: usize, input: usize) -> Result<CudaSlice<f32>> {
+        check::len("upload_weight", "w", w.len(), out * input)?;
+        self.upload_any("upload_weight", w)
+    }
+
+    fn len(&self, buf: &CudaSlice<f32>) -> usize {
+        buf.len()
+    }
+
+    fn linear(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        bias: Option<&CudaSlice<f32>>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
+        check::linear(out.len(), x.len(), bias.map(|b| b.len()), m, k, n)?;
+        check::len("linear", "weight", w.len(), n * k)?;
+        self.bind("linear")?;
+        let (xp, wp, op) = (self.ptr(x), self.ptr(w), self.ptr(out));
+        gemm(&self.blas, "linear", &plan::linear(xp, wp, op, m, k, n))?;
+        match bias {
+            Some(b) => self.add_row_vector(out, b),
+            None => Ok(()),
+        }
+    }
+
+    fn linear_backward(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        check::linear_backward(dx.len(), dy.len(), m, k, n)?;
+        check::len("linear_backward", "weight", w.len(), n * k)?;
+        self.bind("linear_backward")?;
+        let (dyp, wp, dxp) = (self.ptr(dy), self.ptr(w), self.ptr(dx));
+        let g = plan::linear_backward(dyp, wp, dxp, m, k, n, accumulate);
+        gemm(&self.blas, "linear_backward", &g)
+    }
+
+    fn layernorm(
+        &self,
+        out: &mut CudaSlice<f32>,
+        stats: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        gamma: &CudaSlice<f32>,
+        beta: &CudaSlice<f32>,
+        dim: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let rows = check::layernorm(
+            "layernorm",
+            x.len(),
+            &[("out", out.len())],
+            stats.len(),
+            &[("gamma", gamma.len()), ("beta", beta.len())],
+            dim,
+        )?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, d) = (int("layernorm", rows)?, int("layernorm", dim)?);
+        launch!(
+            self,
+            "layernorm_fwd",
+            per_row(rows, dim),
+            out,
+            stats,
+            x,
+            gamma,
+            beta,
+            &r,
+            &d,
+            &eps
+        )
+    }
+
+    fn layernorm_backward(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        stats: &CudaSlice<f32>,
+        gamma: &CudaSlice<f32>,
+        dim: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let rows = check::layernorm(
+            "layernorm_backward",
+            x.len(),
+            &[("dx", dx.len()), ("dy", dy.len())],
+            stats.len(),
+            &[("gamma", gamma.len())],
+            dim,
+        )?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, d) = (
+            int("layernorm_backward", rows)?,
+            int("layernorm_backward", dim)?,
+        );
+        let acc = i32::from(accumulate);
+        launch!(
+            self,
+            "layernorm_bwd",
+            per_row(rows, dim),
+            dx,
+            dy,
+            x,
+            stats,
+            gamma,
+            &r,
+            &d,
+            &acc
+        )
+    }
+
+    fn activation(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        act: Activation,
+    ) -> Result<()> {
+        check::len("activation", "out", out.len(), x.len())?;
+        if x.is_empty() {
+            return Ok(());
+        }
+        let (n, kind) = (int("activation", x.len())?, act as i32);
+        launch!(
+            self,
+            "activation_fwd",
+            per_element(x.len()),
+            out,
+            x,
+            &n,
+            &kind
+        )
+    }
+
+    fn activation_backward(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        act: Activation,
+    ) -> Result<()> {
+        check::len("activation_backward", "dx", dx.len(), x.len())?;
+        check::len("activation_backward", "dy", dy.len(), x.len())?;
+        if x.is_empty() {
+            return Ok(());
+        }
+        let (n, kind) = (int("activation_backward", x.len())?, act as i32);
+        launch!(
+            self,
+            "activation_bwd",
+            per_element(x.len()),
+            dx,
+            dy,
+            x,
+            &n,
+            &kind
+        )
+    }
+
+    fn add(&self, out: &mut CudaSlice<f32>, a: &CudaSlice<f32>, b: &CudaSlice<f32>) -> Result<()> {
+        check::len("add", "out", out.len(), a.len())?;
+        check::len("add", "b", b.len(), a.len())?;
+        if a.is_empty() {
+            return Ok(());
+        }
+        let n = int("add", a.len())?;
+        launch!(self, "add", per_element(a.len()), out, a, b, &n)
+    }
+
+    fn add_assign(&self, dst: &mut CudaSlice<f32>, src: &CudaSlice<f32>) -> Result<()> {
+        check::len("add_assign", "src", src.len(), dst.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        let n = int("add_assign", src.len())?;
+        launch!(self, "add_assign", per_element(src.len()), dst, src, &n)
+    }
+
+    fn attention(
+        &self,
+        probs: &mut CudaSlice<f32>,
+        ctx: &mut CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        kv: &CudaSlice<f32>,
+        s: &AttentionShape,
+    ) -> Result<()> {
+        let lens = check::AttentionBuffers {
+            q: q.len(),
+            kv: kv.len(),
+            ctx: ctx.len(),
+            probs: probs.len(),
+            grads: None,
+        };
+        check::attention("attention", s, lens)?;
+        if s.probs_len() == 0 {
+            return Ok(());
+        }
+        self.bind("attention")?;
+        let (qp, kvp, pp, cp) = (self.ptr(q), self.ptr(kv), self.ptr(probs), self.ptr(ctx));
+        for g in plan::attention_scores(s, qp, kvp, pp) {
+            gemm(&self.blas, "attention", &g)?;
+        }
+        self.softmax(probs, s)?;
+        for g in plan::attention_context(s, pp, kvp, cp) {
+            gemm(&self.blas, "attention", &g)?;
+        }
+        Ok(())
+    }
+
+    fn attention_backward(
+        &self,
+        dprobs: &mut CudaSlice<f32>,
+        dq: &mut CudaSlice<f32>,
+        dkv: &mut CudaSlice<f32>,
+        dctx: &CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        kv: &CudaSlice<f32>,
+        probs: &CudaSlice<f32>,
+        s: &AttentionShape,
+    ) -> Result<()> {
+        let lens = check::AttentionBuffers {
+            q: q.len(),
+            kv: kv.len(),
+            ctx: dctx.len(),
+            probs: probs.len(),
+            grads: Some((dq.len(), dkv.len(), dprobs.len())),
+        };
+        check::attention("attention_backward", s, lens)?;
+        if s.probs_len() == 0 {
+            return Ok(());
+        }
+        const OP: &str = "attention_backward";
+        self.bind(OP)?;
+        let (qp, kvp, pp) = (self.ptr(q), self.ptr(kv), self.ptr(probs));
+        let (dcp, dpp) = (self.ptr(dctx), self.ptr(dprobs));
+        for g in plan::attention_dprobs(s, dcp, kvp, dpp) {
+            gemm(&self.blas, OP, &g)?;
+        }
+        let mut ds = self.alloc::<f32>(OP, s.probs_len())?;
+        let rows = s.batch * s.heads * s.queries;
+        let (r, nk) = (int(OP, rows)?, int(OP, s.keys)?);
+        launch!(
+            self,
+            "softmax_bwd",
+            warp_per_row(rows),
+            &mut ds,
+            &*dprobs,
+            probs,
+            &r,
+            &nk
+        )?;
+        let addrs = plan::BackwardAddrs {
+            q: qp,
+            kv: kvp,
+            probs: pp,
+            dctx: dcp,
+            ds: self.ptr(&ds),
+            dq: self.ptr(dq),
+            dkv: self.ptr(dkv),
+        };
+        for g in plan::attention_inputs(s, &addrs) {
+            gemm(&self.blas, OP, &g)?;
+        }
+        // `ds` is freed in stream order after the products that read it.
+        Ok(())
+    }
+
+    fn patchify(
+        &self,
+        out: &mut CudaSlice<f32>,
+        pixels: &CudaSlice<f32>,
+        g: PatchGeometry,
+    ) -> Result<()> {
+        check::patchify(out.len(), pixels.len(), g)?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        const OP: &str = "patchify";
+        let (n, c, h, w, p) = (
+            int(OP, out.len())?,
+            int(OP, g.channels)?,
+            int(OP, g.height)?,
+            int(OP, g.width)?,
+            int(OP, g.patch)?,
+        );
+        int(OP, pixels.len())?;
+        launch!(
+            self,
+            "patchify",
+            per_element(out.len()),
+            out,
+            pixels,
+            &n,
+            &c,
+            &h,
+            &w,
+            &p
+        )
+    }
+
+    fn prepend_class_add_positions(
+        &self,
+        out: &mut CudaSlice<f32>,
+        patches: &CudaSlice<f32>,
+        class: &CudaSlice<f32>,
+        pos: &CudaSlice<f32>,
+        batch: usize,
+        tokens: usize,
+        dim: usize,
+    ) -> Result<()> {
+        let per_sample = check::class_positions(
+            out.len(),
+            patches.len(),
+            class.len(),
+            pos.len(),
+            batch,
+            tokens,
+            dim,
+        )?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        const OP: &str = "prepend_class_add_positions";
+        let (n, t, d, ps) = (
+            int(OP, out.len())?,
+            int(OP, tokens)?,
+            int(OP, dim)?,
+            i32::from(per_sample),
+        );
+        launch!(
+            self,
+            "prepend_class_add_positions",
+            per_element(out.len()),
+            out,
+            patches,
+            class,
+            pos,
+            &n,
+            &t,
+            &d,
+            &ps
+        )
+    }
+
+    fn concat_sequences(
+        &self,
+        out: &mut CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        batch: usize,
+        a_tokens: usize,
+        b_tokens: usize,
+        dim: usize,
+    ) -> Result<()> {
+        check::concat(out.len(), a.len(), b.len(), batch, a_tokens, b_tokens, dim)?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        const OP: &str = "concat_sequences";
+        let (n, ta, tb, d) = (
+            int(OP, out.len())?,
+            int(OP, a_tokens)?,
+            int(OP, b_tokens)?,
+            int(OP, dim)?,
+        );
+        launch!(
+            self,
+            "concat_sequences",
+            per_element(out.len()),
+            out,
+            a,
+            b,
+            &n,
+            &ta,
+            &tb,
+            &d
+        )
+    }
+
+    fn add_row_vector(&self, x: &mut CudaSlice<f32>, v: &CudaSlice<f32>) -> Result<()> {
+        check::rows("add_row_vector", "x", x.len(), v.len())?;
+        if x.is_empty() {
+            return Ok(());
+        }
+        let (n, d) = (
+            int("add_row_vector", x.len())?,
+            int("add_row_vector", v.len())?,
+        );
+        launch!(self, "add_row_vector", per_element(x.len()), x, v, &n, &d)
+    }
+
+    fn embed_tokens(
+        &self,
+        out: &mut CudaSlice<f32>,
+        ids: &[u32],
+        table: &CudaSlice<f32>,
+        pos: &CudaSlice<f32>,
+        seq: usize,
+        dim: usize,
+    ) -> Result<()> {
+        check::embed_tokens(out.len(), ids, table.len(), pos.len(), seq, dim)?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        const OP: &str = "embed_tokens";
+        let dev_ids = self.upload_any(OP, ids)?;
+        let (n, s, d) = (int(OP, out.len())?, int(OP, seq)?, int(OP, dim)?);
+        int(OP, table.len())?;
+        launch!(
+            self,
+            "embed_tokens",
+            per_element(out.len()),
+            out,
+            &dev_ids,
+            table,
+            pos,
+            &n,
+            &s,
+            &d
+        )
+    }
+
+    fn gather_rows(
+        &self,
+        out: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        rows: &[usize],
+        dim: usize,
+    ) -> Result<()> {
+        check::gather("gather_rows", ("x", "out"), x.len(), out.len(), rows, dim)?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        let dev_rows = self.upload_rows("gather_rows", rows)?;
+        let (n, d) = (int("gather_rows", out.len())?, int("gather_rows", dim)?);
+        launch!(
+            self,
+            "gather_rows",
+            per_element(out.len()),
+            out,
+            x,
+            &dev_rows,
+            &n,
+            &d
+        )
+    }
+
+    fn gather_rows_backward(
+        &self,
+        dx: &mut CudaSlice<f32>,
+        dy: &CudaSlice<f32>,
+        rows: &[usize],
+        dim: usize,
+    ) -> Result<()> {
+        const OP: &str = "gather_rows_backward";
+        check::gather(OP, ("dx", "dy"), dx.len(), dy.len(), rows, dim)?;
+        if dx.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .memset_zeros(dx)
+            .map_err(|e| device_error(OP, "memset", e))?;
+        if dy.is_empty() {
+            return Ok(());
+        }
+        let dev_rows = self.upload_rows(OP, rows)?;
+        let (n, d) = (int(OP, dy.len())?, int(OP, dim)?);
+        launch!(
+            self,
+            "gather_rows_bwd",
+            per_element(dy.len()),
+            dx,
+            dy,
+            &dev_rows,
+            &n,
+            &d
+        )
+    }
+
+    fn cosine_scores(
+        &self,
+        scores: &mut CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        scale: f32,
+        dim: usize,
+    ) -> Result<()> {
+        let same = [("b", b.len())];
+        let rows = check::cosine(
+            "cosine_scores",
+            a.len(),
+            &same,
+            ("scores", scores.len()),
+            dim,
+        )?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, d) = (int("cosine_scores", rows)?, int("cosine_scores", dim)?);
+        launch!(
+            self,
+            "cosine_fwd",
+            per_row(rows, dim),
+            scores,
+            a,
+            b,
+            &r,
+            &d,
+            &scale
+        )
+    }
+
+    fn cosine_scores_backward(
+        &self,
+        da: &mut CudaSlice<f32>,
+        db: &mut CudaSlice<f32>,
+        dscores: &CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        scale: f32,
+        dim: usize,
+    ) -> Result<()> {
+        let same = [("b", b.len()), ("da", da.len()), ("db", db.len())];
+        let scores = ("dscores", dscores.len());
+        let rows = check::cosine("cosine_scores_backward", a.len(), &same, scores, dim)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let (r, d) = (
+            int("cosine_scores_backward", rows)?,
+            int("cosine_scores_backward", dim)?,
+        );
+        launch!(
+            self,
+            "cosine_bwd",
+            per_row(rows, dim),
+            da,
+            db,
+            dscores,
+            a,
+            b,
+            &r,
+            &d,
+            &scale
+        )
+    }
+
+    // The LRP rules (spec §D) have no kernels yet: the LRP methods fail with a clear error on
+    // CUDA and run on the CPU backend.
+    fn abs_weight(&self, _w: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        Err(no_lrp_kernel("abs_weight"))
+    }
+
+    fn lrp_linear(
+        &self,
+        _rx: &mut CudaSlice<f32>,
+        _r: &CudaSlice<f32>,
+        _x: &CudaSlice<f32>,
+        _forward: Option<(&CudaSlice<f32>, &CudaSlice<f32>)>,
+        _w: &CudaSlice<f32>,
+        _w_abs: &CudaSlice<f32>,
+        _m: usize,
+        _k: usize,
+        _n: usize,
+        _accumulate: bool,
+    ) -> Result<()> {
+        Err(no_lrp_kernel("lrp_linear"))
+    }
+
+    fn lrp_attention(
+        &self,
+        _cam: &mut CudaSlice<f32>,
+        _rq: &mut CudaSlice<f32>,
+        _rkv: &mut CudaSlice<f32>,
+        _rctx: &CudaSlice<f32>,
+        _q: &CudaSlice<f32>,
+        _kv: &CudaSlice<f32>,
+        _probs: &CudaSlice<f32>,
+        _ctx: &CudaSlice<f32>,
+        _shape: &AttentionShape,
+    ) -> Result<()> {
+        Err(no_lrp_kernel("lrp_attention"))
+    }
+
+    fn lrp_add(
+        &self,
+        _ra: &mut CudaSlice<f32>,
+        _rb: &mut CudaSlice<f32>,
+        _r: &CudaSlice<f32>,
+        _a: &CudaSlice<f32>,
+        _b: &CudaSlice<f32>,
+        _samples: usize,
+    ) -> Result<()> {
+        Err(no_lrp_kernel("lrp_add"))
+    }
+
+    fn lrp_clone(
+        &self,
+        _rx: &mut CudaSlice<f32>,
+        _x: &CudaSlice<f32>,
+        _rs: &[&CudaSlice<f32>],
+    ) -> Result<()> {
+        Err(no_lrp_kernel("lrp_clone"))
+    }
+}
+
+fn no_lrp_kernel(op: &'static str) -> BackendError {
+    BackendError::Invalid {
+        op,
+        message: "the LRP methods have no CUDA kernels yet; run them with --device cpu".into(),
+    }
+}

@@ -1,0 +1,72 @@
+//! `--device cpu|cuda|auto`: which backend a command computes on.
+
+use clap::ValueEnum;
+use fiedler::backend::Cpu;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Device {
+    Cpu,
+    /// The first CUDA GPU; an error when there is none or the CUDA libraries are missing.
+    Cuda,
+    /// CUDA when it works, else the CPU.
+    Auto,
+}
+
+/// An opened backend. Commands run generic code over `Backend` on whichever it is.
+#[allow(clippy::large_enum_variant)] // one per process; boxing would hide the `Backend` impl
+pub enum Opened {
+    Cpu(Cpu),
+    #[cfg(feature = "cuda")]
+    Cuda(fiedler::backend::cuda::Cuda),
+}
+
+impl Opened {
+    /// For people: "cpu (N threads)" or the GPU's name.
+    pub fn describe(&self) -> String {
+        match self {
+            Opened::Cpu(_) => format!("cpu ({} threads)", rayon::current_num_threads()),
+            #[cfg(feature = "cuda")]
+            Opened::Cuda(c) => format!("cuda: {}", c.describe()),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+pub fn open(device: Device) -> anyhow::Result<Opened> {
+    use fiedler::backend::cuda::Cuda;
+    match device {
+        Device::Cpu => Ok(Opened::Cpu(Cpu)),
+        Device::Cuda => Cuda::new()
+            .map(Opened::Cuda)
+            .map_err(|e| anyhow::anyhow!("--device cuda: {e}")),
+        Device::Auto => Ok(Cuda::new().map_or_else(
+            |e| {
+                eprintln!("note: --device auto: using the CPU ({e})");
+                Opened::Cpu(Cpu)
+            },
+            Opened::Cuda,
+        )),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+pub fn open(device: Device) -> anyhow::Result<Opened> {
+    match device {
+        Device::Cuda => anyhow::bail!(
+            "--device cuda: this fiedler was built without the `cuda` feature; use --device cpu"
+        ),
+        Device::Cpu | Device::Auto => Ok(Opened::Cpu(Cpu)),
+    }
+}
+
+/// Runs `$body` with `$be` bound to the opened backend, whatever its type.
+macro_rules! with_backend {
+    ($opened:expr, $be:ident => $body:expr) => {
+        match $opened {
+            $crate::cli::device::Opened::Cpu($be) => $body,
+            #[cfg(feature = "cuda")]
+            $crate::cli::device::Opened::Cuda($be) => $body,
+        }
+    };
+}
+pub(crate) use with_backend;

@@ -1,0 +1,929 @@
+//! The CUDA backend against the CPU oracle: every op on random inputs at several sizes
+//! (n = 1, n not a multiple of the block, n larger than one block), then whole CLIP, ViLT
+//! and LXMERT traces of the fixtures, and the `--device cuda` command line.
+//!
+//! Without a usable CUDA device each GPU test prints "skipped: no CUDA device (reason)" and
+//! passes; scripts/gpu-check.sh runs them on a GPU machine. The no-device tests at the end
+//! run everywhere: opening CUDA where it is missing must be a clean error, never a panic.
+//!
+//! Tolerances (f32 on both sides; the CPU sums some reductions in f64, the GPU kernels too):
+//! - copies and gathers (patchify, class/positions, concat, embeddings, gathers): exact;
+//! - elementwise activations (computed in f64, rounded once): 1e-6 relative per element;
+//! - layer norm, cosine head, residual adds: 1e-5 relative to the tensor's largest value;
+//! - cuBLAS products (linear, attention): 1e-5 relative to the tensor's largest value — a
+//!   k-term f32 dot product carries ~√k·2⁻²⁴ relative rounding, different on each side;
+//! - whole-model traces: attention 1e-5 absolute, layer outputs and ∂y/∂A 1e-4 relative to
+//!   the tensor's largest value, scores/logits 1e-5 relative (the reference tests' bounds).
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use std::process::Command;
+
+use common::{fixtures, max_abs_diff, max_diff_rel_to_max, max_rel_diff, repo, Golden};
+use fiedler::backend::cuda::Cuda;
+use fiedler::backend::{Activation, AttentionShape, Backend, Cpu, PatchGeometry};
+use fiedler::model::clip::{Clip, ClipInputs};
+use fiedler::model::lxmert::Lxmert;
+use fiedler::model::vilt::Vilt;
+use fiedler::model::VqaTarget;
+use fiedler::trace::TowerTrace;
+
+/// The device, or `None` after printing why the test is skipped. With
+/// `FIEDLER_REQUIRE_CUDA=1` (scripts/gpu-check.sh) a missing device fails the test instead:
+/// on the GPU machine a skip would hide a broken setup.
+fn device() -> Option<Cuda> {
+    match Cuda::new() {
+        Ok(c) => {
+            println!("device: {}", c.describe());
+            Some(c)
+        }
+        Err(e) if required() => panic!("FIEDLER_REQUIRE_CUDA is set but CUDA fails: {e}"),
+        Err(e) => {
+            println!("skipped: no CUDA device ({e})");
+            None
+        }
+    }
+}
+
+fn required() -> bool {
+    std::env::var_os("FIEDLER_REQUIRE_CUDA").is_some_and(|v| v == "1")
+}
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Runs `$body` once with `$be = &Cpu` and once with `$be = $cuda`; the body returns the
+/// op's outputs (downloaded). Gives (cpu, cuda).
+macro_rules! on_both {
+    ($cuda:expr, |$be:ident| $body:block) => {{
+        let cpu: Vec<Vec<f32>> = {
+            let $be = &Cpu;
+            $body
+        };
+        let gpu: Vec<Vec<f32>> = {
+            let $be = $cuda;
+            $body
+        };
+        (cpu, gpu)
+    }};
+}
+
+/// Compares each output pair: `rel_max` bounds |cpu − gpu| / max|cpu|; 0 means exact.
+fn assert_close(what: &str, cpu: &[Vec<f32>], gpu: &[Vec<f32>], rel_max: f32) {
+    assert_eq!(cpu.len(), gpu.len());
+    for (i, (c, g)) in cpu.iter().zip(gpu).enumerate() {
+        assert_eq!(c.len(), g.len(), "{what} output {i}: lengths");
+        if let Some(j) = g.iter().position(|v| !v.is_finite()) {
+            panic!("{what} output {i}: CUDA gave {} at {j}", g[j]);
+        }
+        if rel_max == 0.0 {
+            let (d, at) = max_abs_diff(g, c);
+            assert!(
+                d == 0.0,
+                "{what} output {i}: differs by {d:e} at {at} (cpu {} cuda {})",
+                c[at],
+                g[at]
+            );
+        } else {
+            let err = max_diff_rel_to_max(g, c);
+            let (d, at) = max_abs_diff(g, c);
+            assert!(
+                err <= rel_max,
+                "{what} output {i}: error/max {err:.3e} > {rel_max:e} (worst at {at}: cpu {} cuda {}, |d| {d:e})",
+                c[at],
+                g[at]
+            );
+        }
+    }
+}
+
+const EXACT: f32 = 0.0;
+const REDUCTION: f32 = 1e-5;
+const PRODUCT: f32 = 1e-5;
+
+#[test]
+fn elementwise_ops_match_cpu() {
+    let Some(cuda) = device() else { return };
+    // 1, a partial block, several blocks, many blocks of 256 threads.
+    for n in [1usize, 31, 257, 4099, 70_001] {
+        let (a, b) = (values(n, 1), values(n, 2));
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let (da, db) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+            let mut out = be.zeros(n).unwrap();
+            be.add(&mut out, &da, &db).unwrap();
+            let mut acc = be.copy(&da).unwrap();
+            be.add_assign(&mut acc, &db).unwrap();
+            vec![be.download(&out).unwrap(), be.download(&acc).unwrap()]
+        });
+        assert_close(&format!("add/add_assign n={n}"), &cpu, &gpu, EXACT);
+    }
+    for (rows, dim) in [(1usize, 1usize), (3, 7), (5, 300), (64, 768)] {
+        let (x, v) = (values(rows * dim, 3), values(dim, 4));
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let mut dx = be.upload(&x).unwrap();
+            be.add_row_vector(&mut dx, &be.upload(&v).unwrap()).unwrap();
+            vec![be.download(&dx).unwrap()]
+        });
+        assert_close(&format!("add_row_vector {rows}x{dim}"), &cpu, &gpu, EXACT);
+    }
+}
+
+#[test]
+fn activations_and_their_gradients_match_cpu() {
+    let Some(cuda) = device() else { return };
+    for act in [
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::QuickGelu,
+        Activation::Tanh,
+    ] {
+        for n in [1usize, 255, 1025, 50_000] {
+            // Inputs over [-6, 6): both tails of every activation.
+            let x: Vec<f32> = values(n, 5).iter().map(|v| 6.0 * v).collect();
+            let dy = values(n, 6);
+            let (cpu, gpu) = on_both!(&cuda, |be| {
+                let dxs = be.upload(&x).unwrap();
+                let mut y = be.zeros(n).unwrap();
+                be.activation(&mut y, &dxs, act).unwrap();
+                let mut dx = be.zeros(n).unwrap();
+                be.activation_backward(&mut dx, &be.upload(&dy).unwrap(), &dxs, act)
+                    .unwrap();
+                vec![be.download(&y).unwrap(), be.download(&dx).unwrap()]
+            });
+            for (c, g) in cpu.iter().zip(&gpu) {
+                let worst = c
+                    .iter()
+                    .zip(g)
+                    .map(|(c, g)| (c - g).abs() / c.abs().max(1e-30))
+                    .filter(|e| e.is_finite())
+                    .fold(0.0f32, f32::max);
+                let tiny = c
+                    .iter()
+                    .zip(g)
+                    .all(|(c, g)| (c - g).abs() <= 1e-6 * c.abs() + 1e-30);
+                assert!(tiny, "{act:?} n={n}: worst relative error {worst:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn layernorm_forward_and_backward_match_cpu() {
+    let Some(cuda) = device() else { return };
+    // dim 1 (degenerate: x̂ = 0), below a warp, above one block of 256 threads, ViT width.
+    for (rows, dim) in [(1usize, 1usize), (3, 5), (4, 33), (7, 300), (50, 768)] {
+        let n = rows * dim;
+        // A large offset: the mean must not lose the row's digits.
+        let x: Vec<f32> = values(n, 7).iter().map(|v| 3.0 * v + 50.0).collect();
+        let (gamma, beta, dy) = (values(dim, 8), values(dim, 9), values(n, 10));
+        let prior = values(n, 11);
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let dxs = be.upload(&x).unwrap();
+            let g = be.upload(&gamma).unwrap();
+            let mut y = be.zeros(n).unwrap();
+            let mut stats = be.zeros(2 * rows).unwrap();
+            be.layernorm(
+                &mut y,
+                &mut stats,
+                &dxs,
+                &g,
+                &be.upload(&beta).unwrap(),
+                dim,
+                1e-5,
+            )
+            .unwrap();
+            let ddy = be.upload(&dy).unwrap();
+            let mut dx = be.zeros(n).unwrap();
+            be.layernorm_backward(&mut dx, &ddy, &dxs, &stats, &g, dim, false)
+                .unwrap();
+            let mut acc = be.upload(&prior).unwrap();
+            be.layernorm_backward(&mut acc, &ddy, &dxs, &stats, &g, dim, true)
+                .unwrap();
+            vec![
+                be.download(&y).unwrap(),
+                be.download(&stats).unwrap(),
+                be.download(&dx).unwrap(),
+                be.download(&acc).unwrap(),
+            ]
+        });
+        assert_close(&format!("layernorm {rows}x{dim}"), &cpu, &gpu, REDUCTION);
+    }
+}
+
+#[test]
+fn linear_and_its_backward_match_cpu() {
+    let Some(cuda) = device() else { return };
+    for (m, k, n) in [
+        (1usize, 1usize, 1usize),
+        (3, 5, 7),
+        (17, 64, 33),
+        (197, 768, 300),
+    ] {
+        let (x, w, bias, dy) = (
+            values(m * k, 12),
+            values(n * k, 13),
+            values(n, 14),
+            values(m * n, 15),
+        );
+        let prior = values(m * k, 16);
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let dw = be.upload_weight(&w, n, k).unwrap();
+            let dxs = be.upload(&x).unwrap();
+            let mut y = be.zeros(m * n).unwrap();
+            be.linear(&mut y, &dxs, &dw, Some(&be.upload(&bias).unwrap()), m, k, n)
+                .unwrap();
+            let mut y0 = be.zeros(m * n).unwrap();
+            be.linear(&mut y0, &dxs, &dw, None, m, k, n).unwrap();
+            let ddy = be.upload(&dy).unwrap();
+            let mut dx = be.zeros(m * k).unwrap();
+            be.linear_backward(&mut dx, &ddy, &dw, m, k, n, false)
+                .unwrap();
+            let mut acc = be.upload(&prior).unwrap();
+            be.linear_backward(&mut acc, &ddy, &dw, m, k, n, true)
+                .unwrap();
+            vec![
+                be.download(&y).unwrap(),
+                be.download(&y0).unwrap(),
+                be.download(&dx).unwrap(),
+                be.download(&acc).unwrap(),
+            ]
+        });
+        assert_close(&format!("linear {m}x{k}x{n}"), &cpu, &gpu, PRODUCT);
+    }
+}
+
+/// Shapes that reach every branch: one key, odd head widths, keys beyond one warp's 32
+/// lanes, causal masks, prefix padding, padding in mid-sequence, a query row that sees no
+/// key at all (its probabilities stay 0), and cross-attention with queries ≠ keys.
+fn attention_shapes() -> Vec<(&'static str, AttentionShape)> {
+    let plain = AttentionShape::self_attention;
+    let mut causal_padded = AttentionShape {
+        causal: true,
+        key_mask: Some(AttentionShape::prefix_mask(&[5, 2, 7], 7)),
+        ..plain(3, 2, 7, 4)
+    };
+    causal_padded.key_mask.as_mut().unwrap()[14] = false; // sample 2 hides key 0: row 0 sees nothing
+    let mid_mask: Vec<bool> = (0..2 * 70).map(|i| (i % 70) % 9 != 4).collect();
+    vec![
+        ("one token", plain(1, 1, 1, 1)),
+        ("odd head width", plain(2, 3, 5, 3)),
+        ("ViT-B/32 row", plain(2, 12, 50, 64)),
+        ("causal + prefix padding + empty row", causal_padded),
+        (
+            "mid-sequence padding, 70 keys",
+            AttentionShape {
+                key_mask: Some(mid_mask),
+                ..plain(2, 4, 70, 8)
+            },
+        ),
+        (
+            "cross-attention 9 queries over 36 keys",
+            AttentionShape {
+                batch: 3,
+                heads: 2,
+                queries: 9,
+                keys: 36,
+                head_dim: 6,
+                causal: false,
+                key_mask: Some((0..3 * 36).map(|i| i % 36 < 30 || i < 36).collect()),
+            },
+        ),
+    ]
+}
+
+#[test]
+fn attention_forward_and_backward_match_cpu() {
+    let Some(cuda) = device() else { return };
+    for (name, s) in attention_shapes() {
+        let w = s.width();
+        let (q_len, kv_len) = (s.batch * s.queries * w, s.batch * s.keys * 2 * w);
+        // Scores of a few units: peaked but not one-hot softmax rows.
+        let q: Vec<f32> = values(q_len, 20).iter().map(|v| 2.0 * v).collect();
+        let kv: Vec<f32> = values(kv_len, 21).iter().map(|v| 2.0 * v).collect();
+        let dctx = values(q_len, 22);
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let (dq_in, dkv_in) = (be.upload(&q).unwrap(), be.upload(&kv).unwrap());
+            let mut probs = be.zeros(s.probs_len()).unwrap();
+            let mut ctx = be.zeros(q_len).unwrap();
+            be.attention(&mut probs, &mut ctx, &dq_in, &dkv_in, &s)
+                .unwrap();
+            let mut dprobs = be.zeros(s.probs_len()).unwrap();
+            let mut dq = be.zeros(q_len).unwrap();
+            let mut dkv = be.zeros(kv_len).unwrap();
+            be.attention_backward(
+                &mut dprobs,
+                &mut dq,
+                &mut dkv,
+                &be.upload(&dctx).unwrap(),
+                &dq_in,
+                &dkv_in,
+                &probs,
+                &s,
+            )
+            .unwrap();
+            vec![
+                be.download(&probs).unwrap(),
+                be.download(&ctx).unwrap(),
+                be.download(&dprobs).unwrap(),
+                be.download(&dq).unwrap(),
+                be.download(&dkv).unwrap(),
+            ]
+        });
+        assert_close(&format!("attention ({name})"), &cpu, &gpu, PRODUCT);
+        // Masked entries are exactly zero on the device too, not merely small.
+        let probs = &gpu[0];
+        for b in 0..s.batch {
+            for h in 0..s.heads {
+                for i in 0..s.queries {
+                    for j in 0..s.keys {
+                        let p = probs[((b * s.heads + h) * s.queries + i) * s.keys + j];
+                        if !s.visible(b, i, j) {
+                            assert_eq!(p, 0.0, "{name}: masked ({b},{h},{i},{j}) = {p}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn token_assembly_ops_match_cpu_exactly() {
+    let Some(cuda) = device() else { return };
+    // Patches: 3 channels, non-square image, 2 samples; and a 1-pixel-patch edge case.
+    for g in [
+        PatchGeometry {
+            batch: 2,
+            channels: 3,
+            height: 12,
+            width: 8,
+            patch: 4,
+        },
+        PatchGeometry {
+            batch: 1,
+            channels: 1,
+            height: 3,
+            width: 5,
+            patch: 1,
+        },
+    ] {
+        let pixels = values(g.batch * g.channels * g.height * g.width, 30);
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let mut out = be.zeros(g.batch * g.patches() * g.patch_len()).unwrap();
+            be.patchify(&mut out, &be.upload(&pixels).unwrap(), g)
+                .unwrap();
+            vec![be.download(&out).unwrap()]
+        });
+        assert_close(&format!("patchify {g:?}"), &cpu, &gpu, EXACT);
+    }
+    // Class token + positions, shared and per-sample position tables.
+    let (batch, tokens, dim) = (3usize, 5usize, 7usize);
+    let patches = values(batch * (tokens - 1) * dim, 31);
+    let class = values(dim, 32);
+    for pos in [values(tokens * dim, 33), values(batch * tokens * dim, 34)] {
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let mut out = be.zeros(batch * tokens * dim).unwrap();
+            be.prepend_class_add_positions(
+                &mut out,
+                &be.upload(&patches).unwrap(),
+                &be.upload(&class).unwrap(),
+                &be.upload(&pos).unwrap(),
+                batch,
+                tokens,
+                dim,
+            )
+            .unwrap();
+            vec![be.download(&out).unwrap()]
+        });
+        assert_close("prepend_class_add_positions", &cpu, &gpu, EXACT);
+    }
+    // Concatenation, token embeddings, gathers (a repeated row in the backward).
+    let (a, c) = (values(batch * 4 * dim, 35), values(batch * 2 * dim, 36));
+    let table = values(11 * dim, 37);
+    let pos = values(6 * dim, 38);
+    let ids: Vec<u32> = (0..batch * 4).map(|i| (i * 7 % 11) as u32).collect();
+    let rows = [5usize, 0, 5, 11];
+    let dy = values(rows.len() * dim, 39);
+    let (cpu, gpu) = on_both!(&cuda, |be| {
+        let mut cat = be.zeros(batch * 6 * dim).unwrap();
+        be.concat_sequences(
+            &mut cat,
+            &be.upload(&a).unwrap(),
+            &be.upload(&c).unwrap(),
+            batch,
+            4,
+            2,
+            dim,
+        )
+        .unwrap();
+        let mut emb = be.zeros(ids.len() * dim).unwrap();
+        be.embed_tokens(
+            &mut emb,
+            &ids,
+            &be.upload(&table).unwrap(),
+            &be.upload(&pos).unwrap(),
+            4,
+            dim,
+        )
+        .unwrap();
+        let mut picked = be.zeros(rows.len() * dim).unwrap();
+        be.gather_rows(&mut picked, &emb, &rows, dim).unwrap();
+        let mut back = be.upload(&values(12 * dim, 40)).unwrap(); // overwritten, not added to
+        be.gather_rows_backward(&mut back, &be.upload(&dy).unwrap(), &rows, dim)
+            .unwrap();
+        vec![
+            be.download(&cat).unwrap(),
+            be.download(&emb).unwrap(),
+            be.download(&picked).unwrap(),
+            be.download(&back).unwrap(),
+        ]
+    });
+    assert_close("concat/embed/gather", &cpu, &gpu, EXACT);
+}
+
+#[test]
+fn cosine_head_matches_cpu() {
+    let Some(cuda) = device() else { return };
+    for (rows, dim) in [(1usize, 1usize), (3, 17), (64, 512), (2, 1000)] {
+        let (a, b, ds) = (
+            values(rows * dim, 41),
+            values(rows * dim, 42),
+            values(rows, 43),
+        );
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let (da_in, db_in) = (be.upload(&a).unwrap(), be.upload(&b).unwrap());
+            let mut scores = be.zeros(rows).unwrap();
+            be.cosine_scores(&mut scores, &da_in, &db_in, 100.0, dim)
+                .unwrap();
+            let mut da = be.zeros(rows * dim).unwrap();
+            let mut db = be.zeros(rows * dim).unwrap();
+            be.cosine_scores_backward(
+                &mut da,
+                &mut db,
+                &be.upload(&ds).unwrap(),
+                &da_in,
+                &db_in,
+                100.0,
+                dim,
+            )
+            .unwrap();
+            vec![
+                be.download(&scores).unwrap(),
+                be.download(&da).unwrap(),
+                be.download(&db).unwrap(),
+            ]
+        });
+        assert_close(&format!("cosine {rows}x{dim}"), &cpu, &gpu, REDUCTION);
+    }
+}
+
+#[test]
+fn bad_arguments_are_errors_on_the_device_too() {
+    let Some(cuda) = device() else { return };
+    let x = cuda.upload(&[1.0; 6]).unwrap();
+    let mut out = cuda.zeros(5).unwrap();
+    let w = cuda.upload_weight(&[1.0; 6], 2, 3).unwrap();
+    let err = cuda
+        .linear(&mut out, &x, &w, None, 2, 3, 2)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("linear: buffer `out` has 5 elements, expected 4"),
+        "{err}"
+    );
+    let mut emb = cuda.zeros(6).unwrap();
+    let err = cuda
+        .embed_tokens(&mut emb, &[0, 9], &x, &x, 1, 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("token id 9 is outside the vocabulary of 2"),
+        "{err}"
+    );
+}
+
+/// |cpu − cuda| of one tower's records, worst first; empty when within the model bounds.
+fn tower_deviations(cpu: &TowerTrace<Vec<f32>>, gpu: &TowerTrace<Vec<f32>>) -> Vec<String> {
+    let mut bad = Vec::new();
+    assert_eq!(cpu.layers.len(), gpu.layers.len());
+    for (l, (c, g)) in cpu.layers.iter().zip(&gpu.layers).enumerate() {
+        let (err, at) = max_abs_diff(&g.attention, &c.attention);
+        if !(err <= 1e-5) {
+            bad.push(format!(
+                "{} layer {l} attention: abs err {err:.3e} at {at}",
+                cpu.name
+            ));
+        }
+        let err = max_diff_rel_to_max(&g.output, &c.output);
+        if !(err <= 1e-4) {
+            bad.push(format!("{} layer {l} output: err/max {err:.3e}", cpu.name));
+        }
+        match (&c.attention_grad, &g.attention_grad) {
+            (Some(cg), Some(gg)) => {
+                let err = max_diff_rel_to_max(gg, cg);
+                if !(err <= 1e-4) {
+                    bad.push(format!("{} layer {l} dA: err/max {err:.3e}", cpu.name));
+                }
+            }
+            (None, None) => {}
+            _ => bad.push(format!(
+                "{} layer {l}: gradients on one side only",
+                cpu.name
+            )),
+        }
+    }
+    bad
+}
+
+fn clip_inputs(g: &Golden, case: &str) -> ClipInputs {
+    let (ids, lengths, seq_len) = g.tokens(case);
+    ClipInputs {
+        pixels: g.f32(&format!("{case}.pixel_values")),
+        ids,
+        lengths,
+        seq_len,
+    }
+}
+
+#[test]
+fn clip_trace_on_cuda_matches_cpu_and_transformers() {
+    let Some(cuda) = device() else { return };
+    let g = Golden::open(&fixtures().join("clip/golden.safetensors"));
+    let dir = fixtures().join("clip");
+    let cpu_model = Clip::load(&Cpu, &dir).unwrap();
+    let gpu_model = Clip::load(&cuda, &dir).unwrap();
+    for case in ["b1", "b3"] {
+        let x = clip_inputs(&g, case);
+        let cpu = cpu_model.trace(&Cpu, &x, None).unwrap();
+        let gpu = gpu_model
+            .trace(&cuda, &x, None)
+            .unwrap()
+            .into_host(&cuda)
+            .unwrap();
+        let golden = g.f32(&format!("{case}.pair_scores"));
+        let err = max_rel_diff(&gpu.output.pair_scores, &golden);
+        assert!(
+            err <= 1e-5,
+            "{case}: CUDA pair scores vs transformers rel err {err:e}"
+        );
+        // Against the golden attention too: the acceptance check is CUDA vs transformers.
+        for tower in [&gpu.vision, &gpu.text] {
+            for (l, layer) in tower.layers.iter().enumerate() {
+                let key = format!("{case}.{}.attn.{l}", tower.name);
+                let (err, at) = max_abs_diff(&layer.attention, &g.f32(&key));
+                assert!(err <= 1e-5, "{key}: abs err {err:e} at {at}");
+                let key = format!("{case}.{}.grad_attn.{l}", tower.name);
+                let err =
+                    max_diff_rel_to_max(layer.attention_grad.as_deref().unwrap(), &g.f32(&key));
+                assert!(err <= 1e-4, "{key}: err/max {err:e}");
+            }
+        }
+        let mut bad = tower_deviations(&cpu.vision, &gpu.vision);
+        bad.extend(tower_deviations(&cpu.text, &gpu.text));
+        assert!(
+            bad.is_empty(),
+            "CLIP {case} on CUDA vs CPU:\n{}",
+            bad.join("\n")
+        );
+        // Forward-only recording agrees too.
+        let rec = gpu_model
+            .record(&cuda, &x)
+            .unwrap()
+            .into_host(&cuda)
+            .unwrap();
+        let bad = tower_deviations(&cpu_model.record(&Cpu, &x).unwrap().vision, &rec.vision);
+        assert!(
+            bad.is_empty(),
+            "CLIP {case} record on CUDA:\n{}",
+            bad.join("\n")
+        );
+    }
+}
+
+#[test]
+fn vilt_trace_on_cuda_matches_cpu() {
+    let Some(cuda) = device() else { return };
+    let g = Golden::open(&fixtures().join("vilt/golden.safetensors"));
+    let dir = fixtures().join("vilt");
+    let cpu_model = Vilt::load(&Cpu, &dir).unwrap();
+    let gpu_model = Vilt::load(&cuda, &dir).unwrap();
+    for case in ["b1", "b3"] {
+        let x = g.vilt_inputs(case);
+        let cpu = cpu_model.trace(&Cpu, &x, &VqaTarget::Predicted).unwrap();
+        let gpu = gpu_model
+            .trace(&cuda, &x, &VqaTarget::Predicted)
+            .unwrap()
+            .into_host(&cuda)
+            .unwrap();
+        let err = max_diff_rel_to_max(&gpu.output.logits, &g.f32(&format!("{case}.logits")));
+        assert!(
+            err <= 1e-5,
+            "ViLT {case}: logits vs transformers err/max {err:e}"
+        );
+        assert_eq!(gpu.targets, cpu.targets, "ViLT {case}: predicted answers");
+        let bad = tower_deviations(&cpu.joint, &gpu.joint);
+        assert!(
+            bad.is_empty(),
+            "ViLT {case} on CUDA vs CPU:\n{}",
+            bad.join("\n")
+        );
+    }
+}
+
+#[test]
+fn lxmert_trace_on_cuda_matches_cpu() {
+    let Some(cuda) = device() else { return };
+    let g = Golden::open(&fixtures().join("lxmert/golden.safetensors"));
+    let dir = fixtures().join("lxmert");
+    let cpu_model = Lxmert::load(&Cpu, &dir).unwrap();
+    let gpu_model = Lxmert::load(&cuda, &dir).unwrap();
+    for case in ["b1", "b3"] {
+        let x = g.lxmert_inputs(case);
+        for target in [VqaTarget::Predicted, VqaTarget::SumLogits] {
+            let cpu = cpu_model.trace(&Cpu, &x, &target).unwrap();
+            let gpu = gpu_model
+                .trace(&cuda, &x, &target)
+                .unwrap()
+                .into_host(&cuda)
+                .unwrap();
+            let err = max_diff_rel_to_max(&gpu.output.logits, &g.f32(&format!("{case}.logits")));
+            assert!(
+                err <= 1e-5,
+                "LXMERT {case}: logits vs transformers err/max {err:e}"
+            );
+            let mut bad = Vec::new();
+            for (name, c, gg) in [
+                ("lang", &cpu.lang, &gpu.lang),
+                ("visn", &cpu.visn, &gpu.visn),
+            ] {
+                let wrap = |layers: &Vec<fiedler::trace::LayerTrace<Vec<f32>>>| TowerTrace {
+                    name,
+                    batch: cpu.lengths.len(),
+                    heads: cpu.heads,
+                    tokens: 0,
+                    width: 0,
+                    lengths: Vec::new(),
+                    layers: layers
+                        .iter()
+                        .map(|l| fiedler::trace::LayerTrace {
+                            attention: l.attention.clone(),
+                            attention_grad: l.attention_grad.clone(),
+                            output: l.output.clone(),
+                        })
+                        .collect(),
+                };
+                bad.extend(tower_deviations(&wrap(c), &wrap(gg)));
+            }
+            for (l, (c, gg)) in cpu.cross.iter().zip(&gpu.cross).enumerate() {
+                for (module, cr, gr) in [
+                    ("text_to_image", &c.text_to_image, &gg.text_to_image),
+                    ("image_to_text", &c.image_to_text, &gg.image_to_text),
+                    ("lang_self", &c.lang_self, &gg.lang_self),
+                    ("visn_self", &c.visn_self, &gg.visn_self),
+                ] {
+                    let (err, _) = max_abs_diff(&gr.attention, &cr.attention);
+                    if !(err <= 1e-5) {
+                        bad.push(format!("cross {l} {module} attention: abs err {err:.3e}"));
+                    }
+                    let err = max_diff_rel_to_max(
+                        gr.attention_grad.as_deref().unwrap(),
+                        cr.attention_grad.as_deref().unwrap(),
+                    );
+                    if !(err <= 1e-4) {
+                        bad.push(format!("cross {l} {module} dA: err/max {err:.3e}"));
+                    }
+                }
+                for (what, co, go) in [
+                    ("lang_output", &c.lang_output, &gg.lang_output),
+                    ("visn_output", &c.visn_output, &gg.visn_output),
+                ] {
+                    let err = max_diff_rel_to_max(go, co);
+                    if !(err <= 1e-4) {
+                        bad.push(format!("cross {l} {what}: err/max {err:.3e}"));
+                    }
+                }
+            }
+            assert!(
+                bad.is_empty(),
+                "LXMERT {case} {target:?} on CUDA vs CPU:\n{}",
+                bad.join("\n")
+            );
+        }
+    }
+}
+
+fn fiedler_bin() -> std::path::PathBuf {
+    std::env::var_os("FIEDLER_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_fiedler").into())
+}
+
+/// `fiedler explain --device cuda`: on a GPU the same numbers as `--device cpu`; without
+/// one a clean error and exit code 1 — never a panic.
+#[test]
+fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
+    let out_dir = std::env::temp_dir().join(format!("fiedler-cuda-cli-{}", std::process::id()));
+    let run = |device: &str| {
+        let dir = out_dir.join(device);
+        let output = Command::new(fiedler_bin())
+            .current_dir(repo())
+            .args(["explain", "--model", "tests/fixtures/clip", "--image"])
+            .arg(fixtures().join("images/catdog.png"))
+            .args([
+                "--text",
+                "a photo of a cat",
+                "--text",
+                "a dog",
+                "--method",
+                "all",
+            ])
+            .args(["--device", device, "--out"])
+            .arg(&dir)
+            .output()
+            .expect("fiedler runs");
+        (output, dir)
+    };
+    let (gpu, gpu_dir) = run("cuda");
+    let stderr = String::from_utf8_lossy(&gpu.stderr);
+    if device().is_none() {
+        assert_eq!(gpu.status.code(), Some(1), "stderr: {stderr}");
+        assert!(
+            stderr.starts_with("error: --device cuda: CUDA is not available"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        println!("skipped the comparison: no CUDA device; the error was clean: {stderr}");
+        return;
+    }
+    assert!(gpu.status.success(), "--device cuda failed: {stderr}");
+    let (cpu, cpu_dir) = run("cpu");
+    assert!(cpu.status.success());
+    let read = |d: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("explanations.json")).unwrap())
+            .unwrap()
+    };
+    let (c, g) = (read(&cpu_dir), read(&gpu_dir));
+    let (c, g) = (c.as_array().unwrap(), g.as_array().unwrap());
+    assert_eq!(c.len(), g.len());
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    for (c, g) in c.iter().zip(g) {
+        assert_eq!(c["method"], g["method"]);
+        let score = (c["score"].as_f64().unwrap() - g["score"].as_f64().unwrap()).abs();
+        assert!(
+            score <= 1e-4 * c["score"].as_f64().unwrap().abs().max(1.0),
+            "{}: score",
+            c["method"]
+        );
+        // The spectral methods pass the trace through an eigensolver, which amplifies the
+        // ~1e-6 trace differences by 1/(spectral gap): a looser bound for them.
+        let method = c["method"].as_str().unwrap();
+        let bound = if method.starts_with("dsmi") {
+            1e-2
+        } else {
+            1e-4
+        };
+        for key in ["image_relevance", "text_relevance"] {
+            let err = max_diff_rel_to_max(&floats(&g[key]), &floats(&c[key]));
+            assert!(err <= bound, "{method} {key}: err/max {err:e} > {bound:e}");
+        }
+    }
+}
+
+#[test]
+fn bench_device_cuda_fails_cleanly_without_a_device() {
+    if Cuda::new().is_ok() || required() {
+        println!("skipped: a CUDA device is present (scripts/gpu-check.sh runs the bench)");
+        return;
+    }
+    let out = Command::new(fiedler_bin())
+        .args([
+            "bench", "--device", "cuda", "--size", "vit-b32", "--batch", "1",
+        ])
+        .output()
+        .expect("fiedler runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--device cuda: CUDA is not available"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Batched Fiedler vectors on the GPU (one block per graph) against the CPU Lanczos on
+/// graphs of mixed sizes: empty, 1, 2 and 3 tokens, masked rows, 36 regions, 196 patches,
+/// three components (a repeated λ₂), an all-zero row, all-zero features, the raw-feature
+/// variant, and a graph with a NaN that must come back as its own error. Bounds: the
+/// solvers stop at a residual of 1e-10, so λ₂ agrees to 1e-9 and |v| to 1e-5 of its largest
+/// entry (f32 output, eigenvector error ≈ residual/gap); the gap (μ₃ run stops at 1e-6) to
+/// 1e-5. Where λ₂ is repeated the vector is not unique and only λ₂ is compared.
+#[test]
+fn batched_fiedler_matches_cpu_lanczos() {
+    use fiedler::linalg::synthetic::{clustered_features, random_features, Clusters};
+    use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions, Solver};
+
+    let Some(cuda) = device() else { return };
+    let shape = |clusters| Clusters {
+        clusters,
+        shared: 0.5,
+        noise: 1.0,
+    };
+    let dim = 64;
+    let mut graphs: Vec<(Vec<f32>, usize, Vec<bool>)> = Vec::new();
+    for (i, rows) in [0usize, 1, 2, 3, 12, 36, 50, 196].into_iter().enumerate() {
+        let f = clustered_features(rows, dim, &shape(4), 700 + i as u64);
+        // Text-style masks on one graph: drop the first and last rows.
+        let mask = (0..rows)
+            .map(|r| rows != 12 || (r > 0 && r + 1 < rows))
+            .collect();
+        graphs.push((f, rows, mask));
+    }
+    graphs.push((random_features(40, dim, 3), 40, vec![true; 40]));
+    // Three far-apart clusters with no noise: three components, λ₂ = 0 twice.
+    let mut split = vec![0.0f32; 30 * dim];
+    for r in 0..30 {
+        split[r * dim + r % 3] = 1.0;
+    }
+    graphs.push((split, 30, vec![true; 30]));
+    let mut zero_row = clustered_features(20, dim, &shape(2), 9);
+    zero_row[5 * dim..6 * dim].fill(0.0);
+    graphs.push((zero_row, 20, vec![true; 20]));
+    graphs.push((vec![0.0; 8 * dim], 8, vec![true; 8]));
+    let mut bad = clustered_features(10, dim, &shape(2), 10);
+    bad[4 * dim + 7] = f32::NAN;
+    graphs.push((bad, 10, vec![true; 10]));
+
+    let inputs: Vec<GraphInput> = graphs
+        .iter()
+        .map(|(features, rows, mask)| GraphInput {
+            features,
+            rows: *rows,
+            dim,
+            mask,
+        })
+        .collect();
+    for l2_normalize in [true, false] {
+        let opts = GraphOptions {
+            l2_normalize,
+            solver: Solver::Lanczos,
+        };
+        let cpu = fiedler_batch(&inputs, &opts);
+        let gpu = cuda
+            .fiedler_batch(&inputs, l2_normalize)
+            .expect("launch runs");
+        assert_eq!(cpu.len(), gpu.len());
+        for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+            let what = format!("graph {i} ({} rows, l2 {l2_normalize})", graphs[i].1);
+            let (c, g) = match (c, g) {
+                (Err(ce), Err(ge)) => {
+                    assert_eq!(ce, ge, "{what}: errors");
+                    continue;
+                }
+                (Ok(c), Ok(g)) => (c, g),
+                _ => panic!("{what}: {c:?} vs {g:?}"),
+            };
+            assert_eq!(c.tokens, g.tokens, "{what}: tokens");
+            assert_eq!(
+                c.lambda2.is_some(),
+                g.lambda2.is_some(),
+                "{what}: λ₂ defined"
+            );
+            assert_eq!(c.gap.is_some(), g.gap.is_some(), "{what}: gap defined");
+            if let (Some(cl), Some(gl)) = (c.lambda2, g.lambda2) {
+                assert!((cl - gl).abs() <= 1e-9, "{what}: λ₂ {cl} vs {gl}");
+            }
+            if let (Some(cg), Some(gg)) = (c.gap, g.gap) {
+                assert!((cg - gg).abs() <= 1e-5, "{what}: gap {cg} vs {gg}");
+            }
+            assert!(g.residual <= 1e-9, "{what}: residual {}", g.residual);
+            assert!(
+                g.vector.iter().all(|v| v.is_finite()),
+                "{what}: non-finite vector"
+            );
+            let repeated = c.gap.is_some_and(|gap| gap < 1e-6);
+            if !repeated {
+                let err = max_diff_rel_to_max(&g.vector, &c.vector);
+                assert!(err <= 1e-5, "{what}: |v| err/max {err:e}");
+                let err = max_diff_rel_to_max(&g.signed, &c.signed);
+                assert!(err <= 1e-5, "{what}: signed v err/max {err:e}");
+            }
+        }
+    }
+}
