@@ -679,6 +679,7 @@ fn lxmert_trace_on_cuda_matches_cpu() {
                         .map(|l| fiedler::trace::LayerTrace {
                             attention: l.attention.clone(),
                             attention_grad: l.attention_grad.clone(),
+                            relevance: None,
                             output: l.output.clone(),
                         })
                         .collect(),
