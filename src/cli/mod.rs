@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod explain;
 pub mod inspect;
+pub mod synth;
