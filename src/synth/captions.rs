@@ -7,11 +7,14 @@ use super::scene::{Colour, Object, Scene, Shape};
 
 pub const DISTRACTORS: usize = 4;
 
-/// "a red circle, a blue square and a yellow triangle"
+/// "a red circle, a blue square and an orange triangle"
 pub fn caption(objects: &[(Colour, Shape)]) -> String {
     let parts: Vec<String> = objects
         .iter()
-        .map(|(c, s)| format!("a {} {}", c.name(), s.name()))
+        .map(|(c, s)| {
+            let article = if c.name().starts_with('o') { "an" } else { "a" };
+            format!("{article} {} {}", c.name(), s.name())
+        })
         .collect();
     match parts.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),

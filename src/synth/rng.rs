@@ -1,7 +1,11 @@
-//! A small seeded PRNG for the synthetic set: SplitMix64 (Steele, Lea & Flood 2014, the
-//! generator `java.util.SplittableRandom` and xoshiro's seeding use). Written here rather than
-//! taken from `rand` so that the output of `fiedler synth` can never change with a dependency
-//! update: same seed, same bytes.
+//! A small seeded PRNG for the synthetic set: sequential SplitMix64 (Steele, Lea & Flood 2014,
+//! the generator of `java.util.SplittableRandom`), with the output function the spectral
+//! test features use (`linalg::synthetic`). Not taken from `rand`, so that the output of
+//! `fiedler synth` can never change with a dependency update; the transcendental functions come
+//! from the pure-Rust `libm` crate rather than the platform's libm, so the bytes do not depend
+//! on the C library either.
+
+use crate::linalg::synthetic::{mix, GOLDEN};
 
 #[derive(Debug, Clone)]
 pub struct Rng {
@@ -22,11 +26,8 @@ impl Rng {
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.state = self.state.wrapping_add(GOLDEN);
+        mix(self.state)
     }
 
     /// Uniform in [0, 1) with 53 random bits.
@@ -57,7 +58,7 @@ impl Rng {
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.uniform(); // (0, 1]: ln is finite
         let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        (-2.0 * libm::log(u1)).sqrt() * libm::cos(std::f64::consts::TAU * u2)
     }
 
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {

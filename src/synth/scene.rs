@@ -58,6 +58,18 @@ impl Shape {
         }
     }
 
+    /// The farthest the shape reaches from its centre, in units of r (placement keeps these
+    /// circles apart, so shapes never touch).
+    pub fn extent(self) -> f64 {
+        match self {
+            Shape::Circle => 1.0,
+            Shape::Square => 0.85 * std::f64::consts::SQRT_2,
+            // base corners (±0.95, 0.8)
+            Shape::Triangle => (0.95f64 * 0.95 + 0.8 * 0.8).sqrt(),
+            Shape::Cross => (1.0f64 + 0.33 * 0.33).sqrt(),
+        }
+    }
+
     /// Whether the offset (dx, dy) from the centre lies inside the shape of radius r (the
     /// radius of the circle the shape is drawn in; y grows downwards).
     pub fn contains(self, dx: f64, dy: f64, r: f64) -> bool {
@@ -215,8 +227,8 @@ fn span(c: f64, r: f64, side: u32) -> (u32, u32) {
 
 type Placed = (Shape, Colour, Size, [f64; 2], f64);
 
-/// Random attributes and non-overlapping positions (by rejection: circumscribed circles keep a
-/// gap). Fewer objects than asked for only if the side is too crowded after many tries.
+/// Random attributes and non-overlapping positions (by rejection: the shapes' circumscribed
+/// circles keep a gap). Fewer objects than asked for only if the side is too crowded after many tries.
 fn place(rng: &mut Rng, side: f64, count: usize) -> Vec<Placed> {
     let gap = 0.04 * side;
     let margin = 0.03 * side;
@@ -229,11 +241,12 @@ fn place(rng: &mut Rng, side: f64, count: usize) -> Vec<Placed> {
         let size = if rng.chance(0.5) { Size::Small } else { Size::Large };
         let (lo, hi) = size.radius_range();
         let radius = rng.range(lo, hi) * side;
-        let x = rng.range(radius + margin, side - radius - margin);
-        let y = rng.range(radius + margin, side - radius - margin);
-        let clear = placed.iter().all(|&(_, _, _, c, r)| {
+        let reach = radius * shape.extent();
+        let x = rng.range(reach + margin, side - reach - margin);
+        let y = rng.range(reach + margin, side - reach - margin);
+        let clear = placed.iter().all(|&(s, _, _, c, r)| {
             let (dx, dy) = (c[0] - x, c[1] - y);
-            (dx * dx + dy * dy).sqrt() >= r + radius + gap
+            (dx * dx + dy * dy).sqrt() >= r * s.extent() + reach + gap
         });
         if clear {
             placed.push((shape, colour, size, [x, y], radius));
@@ -251,7 +264,7 @@ fn background(rng: &mut Rng, side: u32) -> RgbImage {
     let mut img = RgbImage::new(side, side);
     for y in 0..side {
         for x in 0..side {
-            let wave = 5.0 * (fx * x as f64 + fy * y as f64 + phase).sin();
+            let wave = 5.0 * libm::sin(fx * x as f64 + fy * y as f64 + phase);
             let noise = rng.range(-7.0, 7.0);
             let px = tint.map(|t| (level + t + wave + noise).round().clamp(0.0, 255.0) as u8);
             img.put_pixel(x, y, Rgb(px));

@@ -1,0 +1,177 @@
+"""Trains the bundled ViLT (models/vilt-synth/) on the synthetic set, CPU only.
+
+A small ViltForQuestionAnswering (hidden 128, 4 layers, patch 16 on 128×128 images) from random
+init with a WordPiece vocabulary of the synthetic language. Images are preprocessed once by
+ViltImageProcessor with the saved preprocessor_config.json — the same processing the Rust engine
+applies — and the answer head is trained with cross-entropy over the answer vocabulary.
+Held-out accuracy (a set written with a seed not used in training) goes into training.json and
+the model card.
+
+    TRAIN_THREADS=1 tools/reference/.venv/bin/python tools/train_demo/train_vilt.py [--minutes 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import ViltConfig, ViltForQuestionAnswering, ViltImageProcessor
+
+import common
+from common import ANSWERS, log
+
+SHORTEST_EDGE = 96
+PATCH = 16
+MAX_TEXT = 12
+
+
+def processor() -> ViltImageProcessor:
+    return ViltImageProcessor(
+        do_resize=True, size={"shortest_edge": SHORTEST_EDGE}, size_divisor=32, resample=3,
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_pad=True)
+
+
+def pixels(ip: ViltImageProcessor, records: list[dict]) -> tuple[torch.Tensor, list[int]]:
+    """One preprocessed image per distinct file (float16 to save memory) and each record's index."""
+    files = sorted({r["image"] for r in records})
+    index = {f: i for i, f in enumerate(files)}
+    # Cached beside the set (target/synth-data): preprocessing thousands of images is slow.
+    cache = common.Path(files[0]).parents[1] / f"vilt-pixels-{SHORTEST_EDGE}.pt"
+    if cache.is_file():
+        out = torch.load(cache)
+    else:
+        out = torch.empty(len(files), 3, SHORTEST_EDGE, SHORTEST_EDGE, dtype=torch.float16)
+        for i, f in enumerate(files):
+            pv = ip(images=Image.open(f).convert("RGB"), return_tensors="pt")["pixel_values"][0]
+            assert pv.shape == out.shape[1:], pv.shape  # square scenes: no padding
+            out[i] = pv.half()
+        torch.save(out, cache)
+    return out, [index[r["image"]] for r in records]
+
+
+def encode(tok, records):
+    enc = tok([r["question"] for r in records], padding="max_length", max_length=MAX_TEXT,
+              truncation=True, return_tensors="pt")
+    labels = torch.tensor([ANSWERS.index(r["answer"]) for r in records])
+    return enc["input_ids"], enc["attention_mask"], labels
+
+
+@torch.no_grad()
+def predict(model, px, idx, ids, mask, batch=256) -> list[str]:
+    model.eval()
+    out = []
+    for s in range(0, len(idx), batch):
+        sl = slice(s, s + batch)
+        pv = px[torch.tensor(idx[sl])].float()
+        logits = model(input_ids=ids[sl], attention_mask=mask[sl], pixel_values=pv,
+                       pixel_mask=torch.ones(pv.shape[0], pv.shape[2], pv.shape[3], dtype=torch.long)).logits
+        out += [ANSWERS[i] for i in logits.argmax(-1).tolist()]
+    model.train()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train-images", type=int, default=6000)
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--hidden", type=int, default=96)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--out", default=str(common.MODELS_DIR / "vilt-synth"))
+    args = ap.parse_args()
+    common.threads()
+    torch.manual_seed(0)
+    random.seed(0)
+
+    train = common.load_vqa(common.synth(common.TRAIN_SEED, args.train_images))
+    valid = common.load_vqa(common.synth(common.VALID_SEED, 300))
+    held = common.load_vqa(common.synth(common.HELD_OUT_SEED, 300))
+    log(f"questions: train {len(train)}, valid {len(valid)}, held-out {len(held)}")
+
+    out = common.Path(args.out)
+    common.remove_tree(out)
+    tok = common.wordpiece_tokenizer([r["question"] for r in train], out, MAX_TEXT, "BertTokenizer")
+    ip = processor()
+    ip.save_pretrained(str(out))
+    data = {}
+    for name, recs in (("train", train), ("valid", valid), ("held", held)):
+        px, idx = pixels(ip, recs)
+        data[name] = (px, idx, *encode(tok, recs))
+        log(f"{name}: {px.shape[0]} images preprocessed")
+
+    config = ViltConfig(
+        vocab_size=tok.vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        num_attention_heads=4, intermediate_size=2 * args.hidden, hidden_act="gelu",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=MAX_TEXT,
+        image_size=SHORTEST_EDGE, patch_size=PATCH, num_channels=3, qkv_bias=True, max_image_length=-1,
+        num_images=-1, modality_type_vocab_size=2, type_vocab_size=2, pad_token_id=tok.pad_token_id,
+        id2label={i: a for i, a in enumerate(ANSWERS)}, label2id={a: i for i, a in enumerate(ANSWERS)})
+    model = ViltForQuestionAnswering._from_config(config, attn_implementation="eager")
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    log(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
+
+    px, idx, ids, mask, labels = data["train"]
+    n = len(idx)
+    idx_t = torch.tensor(idx)
+    budget = args.minutes * 60
+    t0 = common.time.time()
+    step, best, best_state = 0, -1.0, None
+    warmup = 300
+    history = []
+    while True:
+        perm = torch.randperm(n)
+        for s in range(0, n - args.batch + 1, args.batch):
+            elapsed = common.time.time() - t0
+            frac = min(elapsed / budget, 1.0)
+            lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * frac))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            b = perm[s:s + args.batch]
+            pv = px[idx_t[b]].float()
+            logits = model(input_ids=ids[b], attention_mask=mask[b], pixel_values=pv,
+                           pixel_mask=torch.ones(pv.shape[0], pv.shape[2], pv.shape[3], dtype=torch.long)).logits
+            loss = torch.nn.functional.cross_entropy(logits, labels[b])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 100 == 0:
+                log(f"step {step} loss {loss.item():.4f} lr {lr:.2e} ({elapsed / 60:.1f} min)")
+            if step % 500 == 0 or elapsed >= budget:
+                acc = common.per_type_accuracy(valid, predict(model, *data["valid"][:4]))
+                history.append({"step": step, "minutes": elapsed / 60, "valid": acc})
+                log(f"valid {acc}")
+                if acc["all"] > best:
+                    best = acc["all"]
+                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if elapsed >= budget:
+                break
+        else:
+            continue
+        break
+
+    model.load_state_dict(best_state)
+    model.eval()
+    held_acc = common.per_type_accuracy(held, predict(model, *data["held"][:4]))
+    log(f"held-out (seed {common.HELD_OUT_SEED}) accuracy {held_acc}")
+    model.save_pretrained(str(out), safe_serialization=True)
+    common.finish_config(out)
+    common.write_metrics(out, {
+        "family": "vilt", "steps": step, "minutes": (common.time.time() - t0) / 60,
+        "train_questions": len(train), "train_seed": common.TRAIN_SEED,
+        "valid_best": best, "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
+        "held_out_accuracy": held_acc, "history": history,
+        "args": vars(args), "torch_threads": torch.get_num_threads(),
+    })
+
+
+if __name__ == "__main__":
+    main()
