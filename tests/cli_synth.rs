@@ -18,19 +18,36 @@ fn explain_without_model(cwd: &Path, image: &Path, out: &Path) {
         .current_dir(cwd)
         .args(["explain", "--image"])
         .arg(image)
-        .args(["--question", "what color is the square?", "--method", "dsmi-grad,chefer", "--out"])
+        .args([
+            "--question",
+            "what color is the square?",
+            "--method",
+            "dsmi-grad,chefer",
+            "--out",
+        ])
         .arg(out)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(stdout.contains("answer: green"), "{stdout}");
-    for f in ["sample0-dsmi-grad.png", "sample0-chefer.png", "index.html", "explanations.json"] {
+    for f in [
+        "sample0-dsmi-grad.png",
+        "sample0-chefer.png",
+        "index.html",
+        "explanations.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let overlay = image::open(out.join("sample0-dsmi-grad.png")).unwrap();
     assert!(overlay.width() >= 200);
-    let records: Vec<Value> = serde_json::from_str(&fs::read_to_string(out.join("explanations.json")).unwrap()).unwrap();
+    let records: Vec<Value> =
+        serde_json::from_str(&fs::read_to_string(out.join("explanations.json")).unwrap()).unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(records[0]["family"], "vilt");
     assert_eq!(records[0]["answer"], "green");

@@ -17,7 +17,11 @@ fn tree_hash(dir: &Path) -> (u64, usize) {
             if path.is_dir() {
                 walk(&path, base, out);
             } else {
-                let rel = path.strip_prefix(base).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = path
+                    .strip_prefix(base)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 out.insert(rel, path);
             }
         }
@@ -59,10 +63,22 @@ fn same_seed_same_bytes() {
     let (a, b, c) = (scratch("a"), scratch("b"), scratch("c"));
     fiedler::synth::write_set(&a, 12, 7, || {}).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
-        .args(["synth", "--out", b.to_str().unwrap(), "--images", "12", "--seed", "7"])
+        .args([
+            "synth",
+            "--out",
+            b.to_str().unwrap(),
+            "--images",
+            "12",
+            "--seed",
+            "7",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("wrote 12 images"));
     fiedler::synth::write_set(&c, 12, 8, || {}).unwrap();
     let (ha, na) = tree_hash(&a);
@@ -72,7 +88,10 @@ fn same_seed_same_bytes() {
     assert_eq!(na, 12 * 3 + 5);
     assert_eq!((ha, na), (hb, nb), "two runs with one seed differ");
     assert_ne!(ha, hc, "another seed gives the same output");
-    assert_eq!(ha, EXPECTED_HASH, "the output for seed 7 changed: new hash {ha:#018x}");
+    assert_eq!(
+        ha, EXPECTED_HASH,
+        "the output for seed 7 changed: new hash {ha:#018x}"
+    );
     for d in [a, b, c] {
         fs::remove_dir_all(d).unwrap();
     }
@@ -86,7 +105,11 @@ fn image_ids_do_not_depend_on_the_set_size() {
     fiedler::synth::write_set(&b, 5, 11, || {}).unwrap();
     for k in 1..=3 {
         let f = format!("images/synth_{k:012}.png");
-        assert_eq!(fs::read(a.join(&f)).unwrap(), fs::read(b.join(&f)).unwrap(), "{f}");
+        assert_eq!(
+            fs::read(a.join(&f)).unwrap(),
+            fs::read(b.join(&f)).unwrap(),
+            "{f}"
+        );
     }
     fs::remove_dir_all(a).unwrap();
     fs::remove_dir_all(b).unwrap();
@@ -122,13 +145,21 @@ fn objects(image: &Value) -> Vec<Obj> {
 }
 
 fn plural(shape: &str) -> String {
-    if shape == "cross" { "crosses".into() } else { format!("{shape}s") }
+    if shape == "cross" {
+        "crosses".into()
+    } else {
+        format!("{shape}s")
+    }
 }
 
 /// Answer and relevant objects of a question, derived from the object list alone: the question
 /// text is matched against the templates written out here, not the generator's code.
 fn derive(q: &str, objs: &[Obj], width: f64) -> (String, Vec<usize>) {
-    let strip = |p: &str, s: &str| q.strip_prefix(p).and_then(|r| r.strip_suffix(s)).map(str::to_owned);
+    let strip = |p: &str, s: &str| {
+        q.strip_prefix(p)
+            .and_then(|r| r.strip_suffix(s))
+            .map(str::to_owned)
+    };
     let only = |f: &dyn Fn(&Obj) -> bool| {
         let m: Vec<&Obj> = objs.iter().filter(|o| f(o)).collect();
         assert_eq!(m.len(), 1, "{q}: the question's object is not unique");
@@ -142,18 +173,33 @@ fn derive(q: &str, objs: &[Obj], width: f64) -> (String, Vec<usize>) {
         (o.shape.clone(), vec![o.id])
     } else if let Some(kind) = strip("is there a ", "?") {
         let (color, shape) = kind.split_once(' ').unwrap();
-        let ids: Vec<usize> = objs.iter().filter(|o| o.color == color && o.shape == shape).map(|o| o.id).collect();
+        let ids: Vec<usize> = objs
+            .iter()
+            .filter(|o| o.color == color && o.shape == shape)
+            .map(|o| o.id)
+            .collect();
         ((if ids.is_empty() { "no" } else { "yes" }).into(), ids)
     } else if let Some(shapes) = strip("how many ", " are there?") {
-        let ids: Vec<usize> = objs.iter().filter(|o| plural(&o.shape) == shapes).map(|o| o.id).collect();
+        let ids: Vec<usize> = objs
+            .iter()
+            .filter(|o| plural(&o.shape) == shapes)
+            .map(|o| o.id)
+            .collect();
         (ids.len().to_string(), ids)
     } else if let Some(kind) = strip("what is left of the ", "?") {
         let (color, shape) = kind.split_once(' ').unwrap();
         let r = only(&|o| o.color == color && o.shape == shape);
         let left: Vec<&Obj> = objs.iter().filter(|o| o.cx < r.cx).collect();
-        assert_eq!(left.len(), 1, "{q}: not exactly one object left of the reference");
+        assert_eq!(
+            left.len(),
+            1,
+            "{q}: not exactly one object left of the reference"
+        );
         for o in objs.iter().filter(|o| o.id != r.id) {
-            assert!((o.cx - r.cx).abs() >= 0.05 * width, "{q}: an object is level with the reference");
+            assert!(
+                (o.cx - r.cx).abs() >= 0.05 * width,
+                "{q}: an object is level with the reference"
+            );
         }
         (left[0].shape.clone(), vec![r.id, left[0].id])
     } else {
@@ -169,17 +215,31 @@ fn ground_truth_agrees_with_pixels_and_questions() {
     let questions = json(&dir.join("questions.json"));
     let annotations = json(&dir.join("annotations.json"));
     let captions = json(&dir.join("captions.json"));
-    let images: BTreeMap<u64, &Value> =
-        gt["images"].as_array().unwrap().iter().map(|im| (im["image_id"].as_u64().unwrap(), im)).collect();
+    let images: BTreeMap<u64, &Value> = gt["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|im| (im["image_id"].as_u64().unwrap(), im))
+        .collect();
     assert_eq!(images.len(), 40);
 
     // Pixels: each object's mask is its shape where the description puts it, in its colour.
     let mut objects_seen = 0;
     for im in images.values() {
-        let (w, h) = (im["width"].as_u64().unwrap() as u32, im["height"].as_u64().unwrap() as u32);
-        let rgb = image::open(dir.join(im["file"].as_str().unwrap())).unwrap().to_rgb8();
-        let mask = image::open(dir.join(im["mask_file"].as_str().unwrap())).unwrap().to_luma8();
-        assert_eq!((rgb.width(), rgb.height(), mask.width(), mask.height()), (w, h, w, h));
+        let (w, h) = (
+            im["width"].as_u64().unwrap() as u32,
+            im["height"].as_u64().unwrap() as u32,
+        );
+        let rgb = image::open(dir.join(im["file"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        let mask = image::open(dir.join(im["mask_file"].as_str().unwrap()))
+            .unwrap()
+            .to_luma8();
+        assert_eq!(
+            (rgb.width(), rgb.height(), mask.width(), mask.height()),
+            (w, h, w, h)
+        );
         let objs = objects(im);
         assert!((2..=6).contains(&objs.len()), "{} objects", objs.len());
         for o in &objs {
@@ -188,15 +248,28 @@ fn ground_truth_agrees_with_pixels_and_questions() {
             let mut bbox = [u32::MAX, u32::MAX, 0, 0];
             for (x, y, l) in mask.enumerate_pixels() {
                 if l.0[0] as usize == o.id + 1 {
-                    assert_eq!(rgb.get_pixel(x, y).0, o.rgb, "mask pixel of object {} has another colour", o.id);
+                    assert_eq!(
+                        rgb.get_pixel(x, y).0,
+                        o.rgb,
+                        "mask pixel of object {} has another colour",
+                        o.id
+                    );
                     let (px, py) = (x as f64 + 0.5, y as f64 + 0.5);
                     let d = ((px - o.cx).powi(2) + (py - o.cy).powi(2)).sqrt();
                     // every shape fits in 1.25 r (the triangle's base corners reach 1.242 r)
-                    assert!(d <= o.radius * 1.25 + 0.1, "mask pixel outside the object's reach");
+                    assert!(
+                        d <= o.radius * 1.25 + 0.1,
+                        "mask pixel outside the object's reach"
+                    );
                     n += 1;
                     sx += px;
                     sy += py;
-                    bbox = [bbox[0].min(x), bbox[1].min(y), bbox[2].max(x + 1), bbox[3].max(y + 1)];
+                    bbox = [
+                        bbox[0].min(x),
+                        bbox[1].min(y),
+                        bbox[2].max(x + 1),
+                        bbox[3].max(y + 1),
+                    ];
                 }
             }
             assert_eq!(bbox, o.box_px, "box of object {}", o.id);
@@ -209,15 +282,32 @@ fn ground_truth_agrees_with_pixels_and_questions() {
                 "cross" => 2.0 * 0.66 * 2.0 - 0.66 * 0.66,
                 s => panic!("unknown shape {s}"),
             } * r2;
-            assert!((n as f64 - nominal).abs() <= 0.2 * nominal + 6.0, "{} area {n} vs {nominal:.0}", o.shape);
+            assert!(
+                (n as f64 - nominal).abs() <= 0.2 * nominal + 6.0,
+                "{} area {n} vs {nominal:.0}",
+                o.shape
+            );
             // Centroid at the centre (the triangle's sits lower: its base is wider than its apex).
             let (mx, my) = (sx / n as f64, sy / n as f64);
             assert!((mx - o.cx).abs() < 1.0, "{} centroid x", o.shape);
-            let dy = if o.shape == "triangle" { 0.2 * o.radius } else { 0.0 };
-            assert!((my - o.cy - dy).abs() < 1.0 + 0.05 * o.radius, "{} centroid y {my} vs {}", o.shape, o.cy);
+            let dy = if o.shape == "triangle" {
+                0.2 * o.radius
+            } else {
+                0.0
+            };
+            assert!(
+                (my - o.cy - dy).abs() < 1.0 + 0.05 * o.radius,
+                "{} centroid y {my} vs {}",
+                o.shape,
+                o.cy
+            );
         }
         // Regions: the features file and the TSV line say the same; object regions cover their object.
-        let stem = im["file"].as_str().unwrap().trim_start_matches("images/").trim_end_matches(".png");
+        let stem = im["file"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("images/")
+            .trim_end_matches(".png");
         let feats = read_features_file(&dir.join(im["regions_file"].as_str().unwrap())).unwrap();
         let tsv = read_obj36_tsv(&dir.join("regions.tsv"), stem).unwrap();
         assert_eq!(feats.features, tsv.features);
@@ -267,14 +357,24 @@ fn ground_truth_agrees_with_pixels_and_questions() {
         let (expected, relevant) = derive(text, &objs, im["width"].as_f64().unwrap());
         assert_eq!(answer, expected, "{text}");
         assert_eq!(g["answer"], answer);
-        let mut got: Vec<usize> = g["relevant_objects"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let mut got: Vec<usize> = g["relevant_objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let mut want = relevant.clone();
         got.sort();
         want.sort();
         assert_eq!(got, want, "{text}: relevant objects");
         for (k, id) in g["relevant_objects"].as_array().unwrap().iter().enumerate() {
             let o = &objs[id.as_u64().unwrap() as usize];
-            let b: Vec<u64> = g["relevant_boxes"][k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            let b: Vec<u64> = g["relevant_boxes"][k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
             assert_eq!(b, o.box_px.map(u64::from).to_vec());
         }
         // relevant words: indices into the question's words, and the words they name
@@ -285,7 +385,9 @@ fn ground_truth_agrees_with_pixels_and_questions() {
         for (i, word) in idx.iter().zip(named) {
             assert_eq!(words[i.as_u64().unwrap() as usize], word.as_str().unwrap());
         }
-        *kinds.entry(a["question_type"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        *kinds
+            .entry(a["question_type"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
     }
     assert_eq!(kinds.len(), 5, "every template is used: {kinds:?}");
 
@@ -306,8 +408,16 @@ fn ground_truth_agrees_with_pixels_and_questions() {
         let im = images[&set["image_id"].as_u64().unwrap()];
         let mut objs = objects(im);
         objs.sort_by(|a, b| a.cx.total_cmp(&b.cx));
-        let scene: Vec<(String, String)> = objs.iter().map(|o| (o.color.clone(), o.shape.clone())).collect();
-        let caps: Vec<&str> = set["captions"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        let scene: Vec<(String, String)> = objs
+            .iter()
+            .map(|o| (o.color.clone(), o.shape.clone()))
+            .collect();
+        let caps: Vec<&str> = set["captions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
         let correct = set["correct"].as_u64().unwrap() as usize;
         assert_eq!(parse(caps[correct]), scene, "true caption");
         assert!(caps.len() >= 3, "{caps:?}");

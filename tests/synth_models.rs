@@ -8,7 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use fiedler::explain::MethodOptions;
-use fiedler::session::{AnswerTarget, ClipSession, LxmertSession, PairRequest, RegionRequest, ViltSession};
+use fiedler::session::{
+    AnswerTarget, ClipSession, LxmertSession, PairRequest, RegionRequest, ViltSession,
+};
 use serde_json::Value;
 
 /// tools/train_demo/common.py's HELD_OUT_SEED.
@@ -32,10 +34,20 @@ fn held_out(name: &str, images: usize) -> Held {
     let dir = std::env::temp_dir().join(format!("fiedler-held-{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fiedler::synth::write_set(&dir, images, HELD_OUT_SEED, || {}).unwrap();
-    let read = |f: &str| -> Value { serde_json::from_str(&fs::read_to_string(dir.join(f)).unwrap()).unwrap() };
-    let (q, a, gt) = (read("questions.json"), read("annotations.json"), read("ground_truth.json"));
-    let images: BTreeMap<u64, &Value> =
-        gt["images"].as_array().unwrap().iter().map(|im| (im["image_id"].as_u64().unwrap(), im)).collect();
+    let read = |f: &str| -> Value {
+        serde_json::from_str(&fs::read_to_string(dir.join(f)).unwrap()).unwrap()
+    };
+    let (q, a, gt) = (
+        read("questions.json"),
+        read("annotations.json"),
+        read("ground_truth.json"),
+    );
+    let images: BTreeMap<u64, &Value> = gt["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|im| (im["image_id"].as_u64().unwrap(), im))
+        .collect();
     let questions = q["questions"]
         .as_array()
         .unwrap()
@@ -52,7 +64,11 @@ fn held_out(name: &str, images: usize) -> Held {
             )
         })
         .collect::<Vec<_>>();
-    assert!(questions.len() >= 200, "{} held-out questions", questions.len());
+    assert!(
+        questions.len() >= 200,
+        "{} held-out questions",
+        questions.len()
+    );
     Held { dir, questions }
 }
 
@@ -66,8 +82,14 @@ fn check_accuracy(model: &str, held: &Held, predicted: &[String]) {
     }
     let right: usize = by_type.values().map(|v| v.0).sum();
     let acc = right as f64 / held.questions.len() as f64;
-    eprintln!("{model}: {right}/{} = {acc:.3}  {by_type:?}", held.questions.len());
-    assert!(acc >= REQUIRED, "{model}: held-out accuracy {acc:.3} < {REQUIRED} ({by_type:?})");
+    eprintln!(
+        "{model}: {right}/{} = {acc:.3}  {by_type:?}",
+        held.questions.len()
+    );
+    assert!(
+        acc >= REQUIRED,
+        "{model}: held-out accuracy {acc:.3} < {REQUIRED} ({by_type:?})"
+    );
 }
 
 #[test]
@@ -77,10 +99,20 @@ fn bundled_vilt_answers_held_out_questions() {
     let pairs: Vec<PairRequest> = held
         .questions
         .iter()
-        .map(|q| PairRequest { image: q.0.clone(), text: q.2.clone() })
+        .map(|q| PairRequest {
+            image: q.0.clone(),
+            text: q.2.clone(),
+        })
         .collect();
     let results = session
-        .explain(&pairs, &[], &MethodOptions::default(), &AnswerTarget::Predicted, 64, |_| {})
+        .explain(
+            &pairs,
+            &[],
+            &MethodOptions::default(),
+            &AnswerTarget::Predicted,
+            64,
+            |_| {},
+        )
         .unwrap();
     let predicted: Vec<String> = results.into_iter().map(|r| r.answer).collect();
     check_accuracy("vilt-synth", &held, &predicted);
@@ -94,10 +126,21 @@ fn bundled_lxmert_answers_held_out_questions() {
     let requests: Vec<RegionRequest> = held
         .questions
         .iter()
-        .map(|q| RegionRequest { regions: q.1.clone(), image_id: None, question: q.2.clone() })
+        .map(|q| RegionRequest {
+            regions: q.1.clone(),
+            image_id: None,
+            question: q.2.clone(),
+        })
         .collect();
     let results = session
-        .explain(&requests, &[], &MethodOptions::default(), &AnswerTarget::Predicted, 64, |_| {})
+        .explain(
+            &requests,
+            &[],
+            &MethodOptions::default(),
+            &AnswerTarget::Predicted,
+            64,
+            |_| {},
+        )
         .unwrap();
     let predicted: Vec<String> = results.into_iter().map(|(r, _)| r.answer).collect();
     check_accuracy("lxmert-synth", &held, &predicted);
@@ -120,19 +163,29 @@ fn bundled_clip_retrieves_true_captions() {
         }
     }
     let session = ClipSession::open(&models().join("clip-synth")).unwrap();
-    let results = session.explain(&pairs, &[], &MethodOptions::default(), 64, |_| {}).unwrap();
+    let results = session
+        .explain(&pairs, &[], &MethodOptions::default(), 64, |_| {})
+        .unwrap();
     let mut at = 0;
     let mut right = 0;
     for set in sets {
         let k = set["captions"].as_array().unwrap().len();
         let scores: Vec<f32> = results[at..at + k].iter().map(|r| r.score).collect();
         assert!(scores.iter().all(|s| s.is_finite()));
-        let best = (0..k).max_by(|&i, &j| scores[i].total_cmp(&scores[j])).unwrap();
+        let best = (0..k)
+            .max_by(|&i, &j| scores[i].total_cmp(&scores[j]))
+            .unwrap();
         right += usize::from(best as u64 == set["correct"].as_u64().unwrap());
         at += k;
     }
     let acc = right as f64 / sets.len() as f64;
-    eprintln!("clip-synth: caption retrieval top-1 {right}/{} = {acc:.3}", sets.len());
-    assert!(acc >= REQUIRED, "clip-synth: held-out caption retrieval top-1 {acc:.3} < {REQUIRED}");
+    eprintln!(
+        "clip-synth: caption retrieval top-1 {right}/{} = {acc:.3}",
+        sets.len()
+    );
+    assert!(
+        acc >= REQUIRED,
+        "clip-synth: held-out caption retrieval top-1 {acc:.3} < {REQUIRED}"
+    );
     fs::remove_dir_all(held.dir).unwrap();
 }

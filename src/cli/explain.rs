@@ -282,9 +282,14 @@ const BUNDLED_MODEL: &str = "vilt-synth";
 fn bundled_model(name: &str) -> anyhow::Result<PathBuf> {
     let candidates = [
         Path::new("models").join(name),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name),
     ];
-    match candidates.iter().find(|dir| dir.join("config.json").is_file()) {
+    match candidates
+        .iter()
+        .find(|dir| dir.join("config.json").is_file())
+    {
         Some(dir) => Ok(dir.clone()),
         None => bail!(
             "no --model given and the bundled model is not at {} or {}; pass --model DIR \

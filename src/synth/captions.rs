@@ -31,12 +31,19 @@ fn left_to_right(scene: &Scene) -> Vec<&Object> {
 
 /// The true caption first, then up to [`DISTRACTORS`] distinct false ones.
 pub fn caption_set(scene: &Scene, rng: &mut Rng) -> Vec<String> {
-    let objs: Vec<(Colour, Shape)> = left_to_right(scene).iter().map(|o| (o.color, o.shape)).collect();
+    let objs: Vec<(Colour, Shape)> = left_to_right(scene)
+        .iter()
+        .map(|o| (o.color, o.shape))
+        .collect();
     let truth = caption(&objs);
-    let absent_colours: Vec<Colour> =
-        Colour::ALL.into_iter().filter(|&c| scene.count_colour(c) == 0).collect();
-    let absent_shapes: Vec<Shape> =
-        Shape::ALL.into_iter().filter(|&s| scene.count_shape(s) == 0).collect();
+    let absent_colours: Vec<Colour> = Colour::ALL
+        .into_iter()
+        .filter(|&c| scene.count_colour(c) == 0)
+        .collect();
+    let absent_shapes: Vec<Shape> = Shape::ALL
+        .into_iter()
+        .filter(|&s| scene.count_shape(s) == 0)
+        .collect();
     let mut set = vec![truth];
     let mut tries = 0;
     while set.len() < 1 + DISTRACTORS && tries < 200 {

@@ -82,7 +82,12 @@ impl ObjectMask<'_> {
 pub fn patch_overlap(mask: &ObjectMask, rows: usize, cols: usize) -> Result<Vec<f32>, MetricError> {
     mask.check()?;
     if rows == 0 || cols == 0 || rows > mask.height || cols > mask.width {
-        return Err(MetricError::Grid { rows, cols, width: mask.width, height: mask.height });
+        return Err(MetricError::Grid {
+            rows,
+            cols,
+            width: mask.width,
+            height: mask.height,
+        });
     }
     let mut hits = vec![0usize; rows * cols];
     let mut totals = vec![0usize; rows * cols];
@@ -94,7 +99,11 @@ pub fn patch_overlap(mask: &ObjectMask, rows: usize, cols: usize) -> Result<Vec<
             hits[p] += usize::from(mask.is_relevant(x, y));
         }
     }
-    Ok(hits.iter().zip(&totals).map(|(&h, &t)| h as f32 / t as f32).collect())
+    Ok(hits
+        .iter()
+        .zip(&totals)
+        .map(|(&h, &t)| h as f32 / t as f32)
+        .collect())
 }
 
 /// Per region (normalised boxes x1, y1, x2, y2), the fraction of the box's pixels on a relevant
@@ -114,7 +123,11 @@ pub fn region_overlap(mask: &ObjectMask, boxes: &[[f32; 4]]) -> Result<Vec<f32>,
                     hit += usize::from(mask.is_relevant(x, y));
                 }
             }
-            if total == 0 { 0.0 } else { hit as f32 / total as f32 }
+            if total == 0 {
+                0.0
+            } else {
+                hit as f32 / total as f32
+            }
         })
         .collect())
 }
@@ -136,7 +149,10 @@ fn check_relevance(relevance: &[f32], overlap: &[f32]) -> Result<(), MetricError
         });
     }
     match relevance.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(MetricError::NotFinite { index, value: relevance[index] }),
+        Some(index) => Err(MetricError::NotFinite {
+            index,
+            value: relevance[index],
+        }),
         None => Ok(()),
     }
 }
@@ -148,10 +164,10 @@ pub fn pointing_game(relevance: &[f32], overlap: &[f32]) -> Result<Option<bool>,
     if overlap.iter().all(|&o| o == 0.0) || relevance.is_empty() {
         return Ok(None);
     }
-    let top = relevance
-        .iter()
-        .enumerate()
-        .fold(0, |best, (i, &v)| if v > relevance[best] { i } else { best });
+    let top = relevance.iter().enumerate().fold(
+        0,
+        |best, (i, &v)| if v > relevance[best] { i } else { best },
+    );
     Ok(Some(overlap[top] > 0.0))
 }
 
@@ -191,7 +207,10 @@ pub fn relevant_word_rank(
         });
     }
     if let Some(index) = token_relevance.iter().position(|v| !v.is_finite()) {
-        return Err(MetricError::NotFinite { index, value: token_relevance[index] });
+        return Err(MetricError::NotFinite {
+            index,
+            value: token_relevance[index],
+        });
     }
     let words = token_words.iter().flatten().max().map_or(0, |&m| m + 1);
     if let Some(&index) = relevant_words.iter().find(|&&i| i >= words) {
@@ -232,47 +251,96 @@ mod tests {
     #[test]
     fn patch_overlap_counts_pixels_per_patch() {
         let l = labels();
-        let m = ObjectMask { labels: &l, width: 4, height: 4, relevant: &[0] };
+        let m = ObjectMask {
+            labels: &l,
+            width: 4,
+            height: 4,
+            relevant: &[0],
+        };
         assert_eq!(patch_overlap(&m, 2, 2).unwrap(), vec![1.0, 0.0, 0.0, 0.0]);
-        let m = ObjectMask { labels: &l, width: 4, height: 4, relevant: &[1] };
+        let m = ObjectMask {
+            labels: &l,
+            width: 4,
+            height: 4,
+            relevant: &[1],
+        };
         assert_eq!(patch_overlap(&m, 2, 2).unwrap(), vec![0.0, 0.0, 0.0, 0.25]);
-        let m = ObjectMask { labels: &l, width: 4, height: 4, relevant: &[0, 1] };
+        let m = ObjectMask {
+            labels: &l,
+            width: 4,
+            height: 4,
+            relevant: &[0, 1],
+        };
         assert_eq!(patch_overlap(&m, 1, 1).unwrap(), vec![5.0 / 16.0]);
-        assert!(matches!(patch_overlap(&m, 0, 2), Err(MetricError::Grid { .. })));
-        let short = ObjectMask { labels: &l[..15], ..m };
-        assert!(matches!(patch_overlap(&short, 2, 2), Err(MetricError::Mask { .. })));
+        assert!(matches!(
+            patch_overlap(&m, 0, 2),
+            Err(MetricError::Grid { .. })
+        ));
+        let short = ObjectMask {
+            labels: &l[..15],
+            ..m
+        };
+        assert!(matches!(
+            patch_overlap(&short, 2, 2),
+            Err(MetricError::Mask { .. })
+        ));
     }
 
     #[test]
     fn region_overlap_uses_pixel_centres() {
         let l = labels();
-        let m = ObjectMask { labels: &l, width: 4, height: 4, relevant: &[0] };
+        let m = ObjectMask {
+            labels: &l,
+            width: 4,
+            height: 4,
+            relevant: &[0],
+        };
         let boxes = [
-            [0.0, 0.0, 0.5, 0.5],   // exactly object 0
-            [0.0, 0.0, 1.0, 0.5],   // half of it is object 0
-            [0.5, 0.5, 1.0, 1.0],   // no object-0 pixel
-            [0.3, 0.3, 0.3, 0.3],   // empty
+            [0.0, 0.0, 0.5, 0.5], // exactly object 0
+            [0.0, 0.0, 1.0, 0.5], // half of it is object 0
+            [0.5, 0.5, 1.0, 1.0], // no object-0 pixel
+            [0.3, 0.3, 0.3, 0.3], // empty
         ];
-        assert_eq!(region_overlap(&m, &boxes).unwrap(), vec![1.0, 0.5, 0.0, 0.0]);
+        assert_eq!(
+            region_overlap(&m, &boxes).unwrap(),
+            vec![1.0, 0.5, 0.0, 0.0]
+        );
     }
 
     #[test]
     fn pointing_game_takes_the_first_maximum() {
         let overlap = [0.0, 0.5, 0.0, 1.0];
-        assert_eq!(pointing_game(&[0.1, 0.9, 0.2, 0.3], &overlap), Ok(Some(true)));
-        assert_eq!(pointing_game(&[0.9, 0.1, 0.2, 0.3], &overlap), Ok(Some(false)));
+        assert_eq!(
+            pointing_game(&[0.1, 0.9, 0.2, 0.3], &overlap),
+            Ok(Some(true))
+        );
+        assert_eq!(
+            pointing_game(&[0.9, 0.1, 0.2, 0.3], &overlap),
+            Ok(Some(false))
+        );
         // a tie between a miss (first) and a hit: the first wins, as argmax
-        assert_eq!(pointing_game(&[0.5, 0.1, 0.2, 0.5], &overlap), Ok(Some(false)));
+        assert_eq!(
+            pointing_game(&[0.5, 0.1, 0.2, 0.5], &overlap),
+            Ok(Some(false))
+        );
         assert_eq!(pointing_game(&[0.5, 0.1, 0.2, 0.5], &[0.0; 4]), Ok(None));
-        assert!(matches!(pointing_game(&[0.5, f32::NAN, 0.0, 0.0], &overlap), Err(MetricError::NotFinite { index: 1, .. })));
-        assert!(matches!(pointing_game(&[0.5], &overlap), Err(MetricError::Length { .. })));
+        assert!(matches!(
+            pointing_game(&[0.5, f32::NAN, 0.0, 0.0], &overlap),
+            Err(MetricError::NotFinite { index: 1, .. })
+        ));
+        assert!(matches!(
+            pointing_game(&[0.5], &overlap),
+            Err(MetricError::Length { .. })
+        ));
     }
 
     #[test]
     fn mass_in_mask_weights_positive_relevance_by_overlap() {
         let overlap = [1.0, 0.5, 0.0, 0.0];
         // positive mass 1 + 1 + 2 = 4; inside 1·1 + 1·0.5 = 1.5; the −3 is ignored
-        let m = mass_in_mask(&[1.0, 1.0, 2.0, -3.0], &overlap).unwrap().unwrap();
+        let m = mass_in_mask(&[1.0, 1.0, 2.0, -3.0], &overlap)
+            .unwrap()
+            .unwrap();
         assert!((m - 0.375).abs() < 1e-7, "{m}");
         assert_eq!(mass_in_mask(&[0.0, -1.0, 0.0, 0.0], &overlap), Ok(None));
         assert_eq!(mass_in_mask(&[1.0, 1.0, 0.0, 0.0], &[0.0; 4]), Ok(None));
@@ -281,14 +349,30 @@ mod tests {
     #[test]
     fn word_rank_uses_each_words_best_token() {
         // [CLS] what color is the tri ##angle ? [SEP]: words 0..=4 ("?" is word 4's token here)
-        let words = [None, Some(0), Some(1), Some(2), Some(3), Some(4), Some(4), Some(4), None];
+        let words = [
+            None,
+            Some(0),
+            Some(1),
+            Some(2),
+            Some(3),
+            Some(4),
+            Some(4),
+            Some(4),
+            None,
+        ];
         let rel = [9.0, 0.3, 0.5, 0.1, 0.0, 0.2, 0.8, 0.0, 9.0];
         // word 4 (max 0.8) ranks first, word 1 (0.5) second
         assert_eq!(relevant_word_rank(&rel, &words, &[4]), Ok(Some(1)));
         assert_eq!(relevant_word_rank(&rel, &words, &[1]), Ok(Some(2)));
         assert_eq!(relevant_word_rank(&rel, &words, &[3, 1]), Ok(Some(2)));
         assert_eq!(relevant_word_rank(&rel, &words, &[]), Ok(None));
-        assert!(matches!(relevant_word_rank(&rel, &words, &[5]), Err(MetricError::Word { index: 5, words: 5 })));
-        assert!(matches!(relevant_word_rank(&rel[..3], &words, &[1]), Err(MetricError::Length { .. })));
+        assert!(matches!(
+            relevant_word_rank(&rel, &words, &[5]),
+            Err(MetricError::Word { index: 5, words: 5 })
+        ));
+        assert!(matches!(
+            relevant_word_rank(&rel[..3], &words, &[1]),
+            Err(MetricError::Length { .. })
+        ));
     }
 }

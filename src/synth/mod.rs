@@ -67,7 +67,13 @@ pub fn item(seed: u64, index: usize) -> Item {
     let questions = questions::ask(&scene, &mut rng, QUESTIONS_PER_IMAGE);
     let regions = regions::regions(&scene, &mut rng);
     let captions = captions::caption_set(&scene, &mut rng);
-    Item { image_id: index as u64 + 1, scene, questions, regions, captions }
+    Item {
+        image_id: index as u64 + 1,
+        scene,
+        questions,
+        regions,
+        captions,
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -189,7 +195,10 @@ const LICENSE: VqaLicense = VqaLicense {
 // writing
 
 fn write_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
-    move |source| SynthError::Write { path: path.to_path_buf(), source }
+    move |source| SynthError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), SynthError> {
@@ -207,20 +216,34 @@ where
     C: std::ops::Deref<Target = [P::Subpixel]>,
 {
     img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| SynthError::Encode { path: path.to_path_buf(), reason: e.to_string() })
+        .map_err(|e| SynthError::Encode {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
 }
 
 fn features_file(path: &Path, item: &Item) -> Result<(), SynthError> {
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let features = bytes(&item.regions.features);
-    let boxes = bytes(&item.regions.normalised_boxes(item.scene.width, item.scene.height));
+    let boxes = bytes(
+        &item
+            .regions
+            .normalised_boxes(item.scene.width, item.scene.height),
+    );
     let enc = |e: safetensors::SafeTensorError| SynthError::Encode {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
     let views = vec![
-        ("boxes", TensorView::new(Dtype::F32, vec![REGIONS_PER_IMAGE, 4], &boxes).map_err(enc)?),
-        ("features", TensorView::new(Dtype::F32, vec![REGIONS_PER_IMAGE, FEATURE_DIM], &features).map_err(enc)?),
+        (
+            "boxes",
+            TensorView::new(Dtype::F32, vec![REGIONS_PER_IMAGE, 4], &boxes).map_err(enc)?,
+        ),
+        (
+            "features",
+            TensorView::new(Dtype::F32, vec![REGIONS_PER_IMAGE, FEATURE_DIM], &features)
+                .map_err(enc)?,
+        ),
     ];
     safetensors::serialize_to_file(views, None, path).map_err(enc)
 }
@@ -233,7 +256,12 @@ pub struct Summary {
 
 /// Writes the set of `count` images for `seed` under `out` (see docs/synth.md); `progress` is
 /// called after each image.
-pub fn write_set(out: &Path, count: usize, seed: u64, mut progress: impl FnMut()) -> Result<Summary, SynthError> {
+pub fn write_set(
+    out: &Path,
+    count: usize,
+    seed: u64,
+    mut progress: impl FnMut(),
+) -> Result<Summary, SynthError> {
     if count == 0 {
         return Err(SynthError::NoImages);
     }
@@ -242,7 +270,8 @@ pub fn write_set(out: &Path, count: usize, seed: u64, mut progress: impl FnMut()
         fs::create_dir_all(&d).map_err(write_err(&d))?;
     }
     let tsv_path = out.join("regions.tsv");
-    let mut tsv = std::io::BufWriter::new(fs::File::create(&tsv_path).map_err(write_err(&tsv_path))?);
+    let mut tsv =
+        std::io::BufWriter::new(fs::File::create(&tsv_path).map_err(write_err(&tsv_path))?);
 
     let mut vqa_questions = Vec::new();
     let mut annotations = Vec::new();
@@ -251,11 +280,24 @@ pub fn write_set(out: &Path, count: usize, seed: u64, mut progress: impl FnMut()
     for index in 0..count {
         let item = item(seed, index);
         let stem = image_stem(item.image_id);
-        save_png(&item.scene.image, &out.join("images").join(format!("{stem}.png")))?;
-        save_png(&item.scene.mask, &out.join("masks").join(format!("{stem}.png")))?;
-        features_file(&out.join("regions").join(format!("{stem}.safetensors")), &item)?;
-        writeln!(tsv, "{}", regions::obj36_line(&stem, &item.scene, &item.regions))
-            .map_err(write_err(&tsv_path))?;
+        save_png(
+            &item.scene.image,
+            &out.join("images").join(format!("{stem}.png")),
+        )?;
+        save_png(
+            &item.scene.mask,
+            &out.join("masks").join(format!("{stem}.png")),
+        )?;
+        features_file(
+            &out.join("regions").join(format!("{stem}.safetensors")),
+            &item,
+        )?;
+        writeln!(
+            tsv,
+            "{}",
+            regions::obj36_line(&stem, &item.scene, &item.regions)
+        )
+        .map_err(write_err(&tsv_path))?;
         for (k, q) in item.questions.iter().enumerate() {
             let question_id = item.image_id * 1000 + k as u64;
             vqa_questions.push(VqaQuestion {
@@ -318,7 +360,11 @@ pub fn write_set(out: &Path, count: usize, seed: u64, mut progress: impl FnMut()
                         question: &q.question,
                         answer: &q.answer,
                         relevant_objects: &q.relevant_objects,
-                        relevant_boxes: q.relevant_objects.iter().map(|&o| it.scene.objects[o].box_px).collect(),
+                        relevant_boxes: q
+                            .relevant_objects
+                            .iter()
+                            .map(|&o| it.scene.objects[o].box_px)
+                            .collect(),
                         relevant_words: &q.relevant_words,
                         relevant_word_text: q.relevant_words.iter().map(|&i| words[i]).collect(),
                     }
@@ -350,5 +396,8 @@ pub fn write_set(out: &Path, count: usize, seed: u64, mut progress: impl FnMut()
     )?;
     write_json(&out.join("ground_truth.json"), &gt)?;
     write_json(&out.join("captions.json"), &caption_sets)?;
-    Ok(Summary { images: count, questions: n_questions })
+    Ok(Summary {
+        images: count,
+        questions: n_questions,
+    })
 }

@@ -65,8 +65,10 @@ pub fn ask(scene: &Scene, rng: &mut Rng, per_image: usize) -> Vec<Question> {
 pub fn ask_one(scene: &Scene, template: Template, rng: &mut Rng) -> Option<Question> {
     match template {
         Template::ColorOfShape => {
-            let unique: Vec<Shape> =
-                Shape::ALL.into_iter().filter(|&s| scene.count_shape(s) == 1).collect();
+            let unique: Vec<Shape> = Shape::ALL
+                .into_iter()
+                .filter(|&s| scene.count_shape(s) == 1)
+                .collect();
             let shape = *pick(rng, &unique)?;
             let obj = scene.objects.iter().find(|o| o.shape == shape)?;
             Some(question(
@@ -79,8 +81,10 @@ pub fn ask_one(scene: &Scene, template: Template, rng: &mut Rng) -> Option<Quest
             ))
         }
         Template::ShapeOfColor => {
-            let unique: Vec<Colour> =
-                Colour::ALL.into_iter().filter(|&c| scene.count_colour(c) == 1).collect();
+            let unique: Vec<Colour> = Colour::ALL
+                .into_iter()
+                .filter(|&c| scene.count_colour(c) == 1)
+                .collect();
             let colour = *pick(rng, &unique)?;
             let obj = scene.objects.iter().find(|o| o.color == colour)?;
             Some(question(
@@ -127,8 +131,12 @@ pub fn ask_one(scene: &Scene, template: Template, rng: &mut Rng) -> Option<Quest
         }
         Template::Count => {
             let shape = *rng.pick(&Shape::ALL);
-            let relevant: Vec<usize> =
-                scene.objects.iter().filter(|o| o.shape == shape).map(|o| o.id).collect();
+            let relevant: Vec<usize> = scene
+                .objects
+                .iter()
+                .filter(|o| o.shape == shape)
+                .map(|o| o.id)
+                .collect();
             Some(question(
                 format!("how many {} are there?", shape.plural()),
                 &relevant.len().to_string(),
@@ -174,7 +182,10 @@ fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> Option<&'a T> {
 
 /// The words of a question as ground truth indexes them: split on spaces, "?" dropped.
 pub fn words(question: &str) -> Vec<&str> {
-    question.split(' ').map(|w| w.trim_end_matches('?')).collect()
+    question
+        .split(' ')
+        .map(|w| w.trim_end_matches('?'))
+        .collect()
 }
 
 fn question(

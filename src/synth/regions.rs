@@ -30,7 +30,14 @@ impl SceneRegions {
     pub fn normalised_boxes(&self, width: u32, height: u32) -> Vec<f32> {
         self.boxes_px
             .chunks_exact(4)
-            .flat_map(|b| [b[0] / width as f32, b[1] / height as f32, b[2] / width as f32, b[3] / height as f32])
+            .flat_map(|b| {
+                [
+                    b[0] / width as f32,
+                    b[1] / height as f32,
+                    b[2] / width as f32,
+                    b[3] / height as f32,
+                ]
+            })
             .collect()
     }
 }
@@ -45,7 +52,10 @@ pub fn regions(scene: &Scene, rng: &mut Rng) -> SceneRegions {
             let b = o.box_px.map(|v| v as f64);
             let j = |v: f64, hi: f64, rng: &mut Rng| (v + rng.range(-1.5, 1.5)).clamp(0.0, hi);
             let (x1, y1) = (j(b[0], w, rng), j(b[1], h, rng));
-            let (x2, y2) = (j(b[2], w, rng).max(x1 + 1.0).min(w), j(b[3], h, rng).max(y1 + 1.0).min(h));
+            let (x2, y2) = (
+                j(b[2], w, rng).max(x1 + 1.0).min(w),
+                j(b[3], h, rng).max(y1 + 1.0).min(h),
+            );
             ([x1, y1, x2, y2], Some(o.id))
         })
         .collect();
@@ -82,12 +92,19 @@ pub fn regions(scene: &Scene, rng: &mut Rng) -> SceneRegions {
         boxes_px.extend(b.iter().map(|&v| v as f32));
         objects.push(object);
     }
-    SceneRegions { features, boxes_px, objects }
+    SceneRegions {
+        features,
+        boxes_px,
+        objects,
+    }
 }
 
 fn mean_rgb(scene: &Scene, b: [f64; 4]) -> [f64; 3] {
     let (x1, y1) = (b[0].floor() as u32, b[1].floor() as u32);
-    let (x2, y2) = ((b[2].ceil() as u32).min(scene.width), (b[3].ceil() as u32).min(scene.height));
+    let (x2, y2) = (
+        (b[2].ceil() as u32).min(scene.width),
+        (b[3].ceil() as u32).min(scene.height),
+    );
     let mut sum = [0.0f64; 3];
     let mut n = 0.0f64;
     for y in y1..y2.max(y1 + 1).min(scene.height) {
@@ -163,7 +180,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (raw, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(raw.as_bytes()), enc);
         }
     }

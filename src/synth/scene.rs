@@ -200,9 +200,24 @@ impl Scene {
                     }
                 }
             }
-            objects.push(Object { id, shape, color: colour, size, center, radius, rgb, box_px });
+            objects.push(Object {
+                id,
+                shape,
+                color: colour,
+                size,
+                center,
+                radius,
+                rgb,
+                box_px,
+            });
         }
-        Scene { width: side, height: side, objects, image, mask }
+        Scene {
+            width: side,
+            height: side,
+            objects,
+            image,
+            mask,
+        }
     }
 
     pub fn count_shape(&self, shape: Shape) -> usize {
@@ -214,7 +229,10 @@ impl Scene {
     }
 
     pub fn count_kind(&self, colour: Colour, shape: Shape) -> usize {
-        self.objects.iter().filter(|o| o.color == colour && o.shape == shape).count()
+        self.objects
+            .iter()
+            .filter(|o| o.color == colour && o.shape == shape)
+            .count()
     }
 }
 
@@ -238,7 +256,11 @@ fn place(rng: &mut Rng, side: f64, count: usize) -> Vec<Placed> {
         tries += 1;
         let shape = *rng.pick(&Shape::ALL);
         let colour = *rng.pick(&Colour::ALL);
-        let size = if rng.chance(0.5) { Size::Small } else { Size::Large };
+        let size = if rng.chance(0.5) {
+            Size::Small
+        } else {
+            Size::Large
+        };
         let (lo, hi) = size.radius_range();
         let radius = rng.range(lo, hi) * side;
         let reach = radius * shape.extent();
@@ -258,7 +280,11 @@ fn place(rng: &mut Rng, side: f64, count: usize) -> Vec<Placed> {
 /// A light, slightly tinted background with pixel noise and faint low-frequency waves.
 fn background(rng: &mut Rng, side: u32) -> RgbImage {
     let level = rng.range(185.0, 225.0);
-    let tint = [rng.range(-8.0, 8.0), rng.range(-8.0, 8.0), rng.range(-8.0, 8.0)];
+    let tint = [
+        rng.range(-8.0, 8.0),
+        rng.range(-8.0, 8.0),
+        rng.range(-8.0, 8.0),
+    ];
     let (fx, fy) = (rng.range(0.02, 0.08), rng.range(0.02, 0.08));
     let phase = rng.range(0.0, std::f64::consts::TAU);
     let mut img = RgbImage::new(side, side);

@@ -132,8 +132,6 @@ def wordpiece_tokenizer(texts: list[str], out_dir: Path, max_length: int, tokeni
         fast = BertTokenizerFast(vocab_file=str(Path(td) / "vocab.txt"), tokenizer_file=str(Path(td) / "raw.json"),
                                  do_lower_case=True, model_max_length=max_length)
         fast.save_pretrained(str(out_dir))
-    for extra in ("vocab.txt",):
-        pass
     cfg_path = out_dir / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["tokenizer_class"] = tokenizer_class
@@ -206,3 +204,53 @@ def per_type_accuracy(records: list[dict], predictions: list[str]) -> dict:
 def remove_tree(path: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# training loop
+
+
+def fit(model, n: int, batch: int, loss_fn, evaluate, minutes: float, lr: float,
+        warmup: int, eval_every: int, log_every: int = 100) -> dict:
+    """AdamW (weight decay 0.01, gradient norm clipped at 1) over random batches of the n
+    training samples for a wall-clock budget, learning rate warmed up linearly over `warmup`
+    steps then cosine-decayed over the budget. `loss_fn(indices)` returns a batch's loss;
+    `evaluate()` returns (score, details) on the validation set, run every `eval_every` steps and
+    at the end. Loads the best-scoring weights into `model` and returns the run's record."""
+    import math
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    budget = minutes * 60
+    t0 = time.time()
+    step, best, best_state, history = 0, -1.0, None, []
+    model.train()
+    while True:
+        perm = torch.randperm(n)
+        for s in range(0, n - batch + 1, batch):
+            elapsed = time.time() - t0
+            frac = min(elapsed / budget, 1.0)
+            rate = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * frac))
+            for g in opt.param_groups:
+                g["lr"] = rate
+            loss = loss_fn(perm[s:s + batch])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % log_every == 0:
+                log(f"step {step} loss {loss.item():.4f} lr {rate:.2e} ({elapsed / 60:.1f} min)")
+            if step % eval_every == 0 or elapsed >= budget:
+                model.eval()
+                with torch.no_grad():
+                    score, details = evaluate()
+                model.train()
+                history.append({"step": step, "minutes": elapsed / 60, "valid": details})
+                log(f"valid {details}")
+                if score > best:
+                    best = score
+                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            if elapsed >= budget:
+                model.load_state_dict(best_state)
+                model.eval()
+                return {"steps": step, "minutes": elapsed / 60, "valid_best": best, "history": history,
+                        "torch_threads": torch.get_num_threads()}

@@ -6,13 +6,12 @@ normalised boxes — exactly what the Rust engine reads), with a WordPiece vocab
 synthetic language. Cross-entropy over the answer vocabulary; held-out accuracy (a set written
 with a seed not used in training) goes into training.json and the model card.
 
-    TRAIN_THREADS=1 tools/reference/.venv/bin/python tools/train_demo/train_lxmert.py [--minutes 15]
+    TRAIN_THREADS=1 tools/reference/.venv/bin/python tools/train_demo/train_lxmert.py [--minutes 50]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
 from safetensors.torch import load_file
@@ -46,23 +45,21 @@ def encode(tok, records):
 
 @torch.no_grad()
 def predict(model, ids, mask, types, feats, boxes, batch=512) -> list[str]:
-    model.eval()
     out = []
     for s in range(0, len(ids), batch):
         sl = slice(s, s + batch)
         logits = model(input_ids=ids[sl], attention_mask=mask[sl], token_type_ids=types[sl],
                        visual_feats=feats[sl], visual_pos=boxes[sl]).question_answering_score
         out += [ANSWERS[i] for i in logits.argmax(-1).tolist()]
-    model.train()
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-images", type=int, default=8000)
-    ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--minutes", type=float, default=50.0)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=8e-4)
     ap.add_argument("--hidden", type=int, default=96)
     ap.add_argument("--out", default=str(common.MODELS_DIR / "lxmert-synth"))
     args = ap.parse_args()
@@ -90,58 +87,29 @@ def main() -> None:
         pad_token_id=tok.pad_token_id,
         id2label={i: a for i, a in enumerate(ANSWERS)}, label2id={a: i for i, a in enumerate(ANSWERS)})
     model = LxmertForQuestionAnswering._from_config(config, attn_implementation="eager")
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     log(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
 
     ids, mask, types, feats, boxes, labels = data["train"]
-    n = len(ids)
-    budget = args.minutes * 60
-    t0 = common.time.time()
-    step, best, best_state, history, warmup = 0, -1.0, None, [], 300
-    done = False
-    while not done:
-        perm = torch.randperm(n)
-        for s in range(0, n - args.batch + 1, args.batch):
-            elapsed = common.time.time() - t0
-            frac = min(elapsed / budget, 1.0)
-            lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * frac))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            b = perm[s:s + args.batch]
-            logits = model(input_ids=ids[b], attention_mask=mask[b], token_type_ids=types[b],
-                           visual_feats=feats[b], visual_pos=boxes[b]).question_answering_score
-            loss = torch.nn.functional.cross_entropy(logits, labels[b])
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            if step % 100 == 0:
-                log(f"step {step} loss {loss.item():.4f} lr {lr:.2e} ({elapsed / 60:.1f} min)")
-            if step % 500 == 0 or elapsed >= budget:
-                acc = common.per_type_accuracy(valid, predict(model, *data["valid"][:5]))
-                history.append({"step": step, "minutes": elapsed / 60, "valid": acc})
-                log(f"valid {acc}")
-                if acc["all"] > best:
-                    best = acc["all"]
-                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            if elapsed >= budget:
-                done = True
-                break
 
-    model.load_state_dict(best_state)
-    model.eval()
+    def loss_fn(b):
+        logits = model(input_ids=ids[b], attention_mask=mask[b], token_type_ids=types[b],
+                       visual_feats=feats[b], visual_pos=boxes[b]).question_answering_score
+        return torch.nn.functional.cross_entropy(logits, labels[b])
+
+    def evaluate():
+        acc = common.per_type_accuracy(valid, predict(model, *data["valid"][:5]))
+        return acc["all"], acc
+
+    run = common.fit(model, len(ids), args.batch, loss_fn, evaluate, args.minutes, args.lr,
+                     warmup=300, eval_every=500)
     held_acc = common.per_type_accuracy(held, predict(model, *data["held"][:5]))
     log(f"held-out (seed {common.HELD_OUT_SEED}) accuracy {held_acc}")
     model.save_pretrained(str(out), safe_serialization=True)
     common.finish_config(out)
     common.write_metrics(out, {
-        "family": "lxmert", "steps": step, "minutes": (common.time.time() - t0) / 60,
-        "train_questions": len(train), "train_seed": common.TRAIN_SEED,
-        "valid_best": best, "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
-        "held_out_accuracy": held_acc, "history": history,
-        "args": vars(args), "torch_threads": torch.get_num_threads(),
+        "family": "lxmert", **run, "train_questions": len(train), "train_seed": common.TRAIN_SEED,
+        "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
+        "held_out_accuracy": held_acc, "args": vars(args),
     })
 
 

@@ -7,13 +7,12 @@ applies — and the answer head is trained with cross-entropy over the answer vo
 Held-out accuracy (a set written with a seed not used in training) goes into training.json and
 the model card.
 
-    TRAIN_THREADS=1 tools/reference/.venv/bin/python tools/train_demo/train_vilt.py [--minutes 30]
+    TRAIN_THREADS=1 tools/reference/.venv/bin/python tools/train_demo/train_vilt.py [--minutes 45]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import random
 
 import numpy as np
@@ -63,7 +62,6 @@ def encode(tok, records):
 
 @torch.no_grad()
 def predict(model, px, idx, ids, mask, batch=256) -> list[str]:
-    model.eval()
     out = []
     for s in range(0, len(idx), batch):
         sl = slice(s, s + batch)
@@ -71,14 +69,13 @@ def predict(model, px, idx, ids, mask, batch=256) -> list[str]:
         logits = model(input_ids=ids[sl], attention_mask=mask[sl], pixel_values=pv,
                        pixel_mask=torch.ones(pv.shape[0], pv.shape[2], pv.shape[3], dtype=torch.long)).logits
         out += [ANSWERS[i] for i in logits.argmax(-1).tolist()]
-    model.train()
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-images", type=int, default=6000)
-    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--minutes", type=float, default=45.0)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hidden", type=int, default=96)
@@ -113,63 +110,31 @@ def main() -> None:
         num_images=-1, modality_type_vocab_size=2, type_vocab_size=2, pad_token_id=tok.pad_token_id,
         id2label={i: a for i, a in enumerate(ANSWERS)}, label2id={a: i for i, a in enumerate(ANSWERS)})
     model = ViltForQuestionAnswering._from_config(config, attn_implementation="eager")
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     log(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
 
     px, idx, ids, mask, labels = data["train"]
-    n = len(idx)
     idx_t = torch.tensor(idx)
-    budget = args.minutes * 60
-    t0 = common.time.time()
-    step, best, best_state = 0, -1.0, None
-    warmup = 300
-    history = []
-    while True:
-        perm = torch.randperm(n)
-        for s in range(0, n - args.batch + 1, args.batch):
-            elapsed = common.time.time() - t0
-            frac = min(elapsed / budget, 1.0)
-            lr = args.lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * frac))
-            for g in opt.param_groups:
-                g["lr"] = lr
-            b = perm[s:s + args.batch]
-            pv = px[idx_t[b]].float()
-            logits = model(input_ids=ids[b], attention_mask=mask[b], pixel_values=pv,
-                           pixel_mask=torch.ones(pv.shape[0], pv.shape[2], pv.shape[3], dtype=torch.long)).logits
-            loss = torch.nn.functional.cross_entropy(logits, labels[b])
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
-            if step % 100 == 0:
-                log(f"step {step} loss {loss.item():.4f} lr {lr:.2e} ({elapsed / 60:.1f} min)")
-            if step % 500 == 0 or elapsed >= budget:
-                acc = common.per_type_accuracy(valid, predict(model, *data["valid"][:4]))
-                history.append({"step": step, "minutes": elapsed / 60, "valid": acc})
-                log(f"valid {acc}")
-                if acc["all"] > best:
-                    best = acc["all"]
-                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            if elapsed >= budget:
-                break
-        else:
-            continue
-        break
 
-    model.load_state_dict(best_state)
-    model.eval()
+    def loss_fn(b):
+        pv = px[idx_t[b]].float()
+        logits = model(input_ids=ids[b], attention_mask=mask[b], pixel_values=pv,
+                       pixel_mask=torch.ones(pv.shape[0], pv.shape[2], pv.shape[3], dtype=torch.long)).logits
+        return torch.nn.functional.cross_entropy(logits, labels[b])
+
+    def evaluate():
+        acc = common.per_type_accuracy(valid, predict(model, *data["valid"][:4]))
+        return acc["all"], acc
+
+    run = common.fit(model, len(idx), args.batch, loss_fn, evaluate, args.minutes, args.lr,
+                     warmup=300, eval_every=500)
     held_acc = common.per_type_accuracy(held, predict(model, *data["held"][:4]))
     log(f"held-out (seed {common.HELD_OUT_SEED}) accuracy {held_acc}")
     model.save_pretrained(str(out), safe_serialization=True)
     common.finish_config(out)
     common.write_metrics(out, {
-        "family": "vilt", "steps": step, "minutes": (common.time.time() - t0) / 60,
-        "train_questions": len(train), "train_seed": common.TRAIN_SEED,
-        "valid_best": best, "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
-        "held_out_accuracy": held_acc, "history": history,
-        "args": vars(args), "torch_threads": torch.get_num_threads(),
+        "family": "vilt", **run, "train_questions": len(train), "train_seed": common.TRAIN_SEED,
+        "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
+        "held_out_accuracy": held_acc, "args": vars(args),
     })
 
 
