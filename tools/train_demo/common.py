@@ -211,12 +211,14 @@ def remove_tree(path: Path) -> None:
 
 
 def fit(model, n: int, batch: int, loss_fn, evaluate, minutes: float, lr: float,
-        warmup: int, eval_every: int, log_every: int = 100) -> dict:
+        warmup: int, eval_every: int, log_every: int = 100, on_best=None) -> dict:
     """AdamW (weight decay 0.01, gradient norm clipped at 1) over random batches of the n
     training samples for a wall-clock budget, learning rate warmed up linearly over `warmup`
     steps then cosine-decayed over the budget. `loss_fn(indices)` returns a batch's loss;
     `evaluate()` returns (score, details) on the validation set, run every `eval_every` steps and
-    at the end. Loads the best-scoring weights into `model` and returns the run's record."""
+    at the end. Loads the best-scoring weights into `model` and returns the run's record.
+    `on_best(record)` is called with the run so far whenever validation improves (the trainers
+    save the model there, so a run stopped early still leaves its best model)."""
     import math
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     budget = minutes * 60
@@ -249,6 +251,11 @@ def fit(model, n: int, batch: int, loss_fn, evaluate, minutes: float, lr: float,
                 if score > best:
                     best = score
                     best_state = {k: v.clone() for k, v in model.state_dict().items()}
+                    if on_best is not None:
+                        model.eval()
+                        on_best({"steps": step, "minutes": elapsed / 60, "valid_best": best,
+                                 "history": history, "torch_threads": torch.get_num_threads()})
+                        model.train()
             if elapsed >= budget:
                 model.load_state_dict(best_state)
                 model.eval()

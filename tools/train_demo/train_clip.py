@@ -121,17 +121,20 @@ def main() -> None:
         acc = retrieval_top1(model, *data["valid"])
         return acc, {"top1": acc}
 
+    def save(run):
+        held_acc = retrieval_top1(model, *data["held"])
+        log(f"held-out (seed {common.HELD_OUT_SEED}) caption retrieval top-1 {held_acc:.4f}")
+        model.save_pretrained(str(out), safe_serialization=True)
+        common.finish_config(out)
+        common.write_metrics(out, {
+            "family": "clip", **run, "train_images": len(train), "train_seed": common.TRAIN_SEED,
+            "held_out_seed": common.HELD_OUT_SEED, "held_out_images": len(held),
+            "held_out_top1": held_acc, "captions_per_set": k, "args": vars(args),
+        })
+
     run = common.fit(model, n, args.batch, loss_fn, evaluate, args.minutes, args.lr,
-                     warmup=200, eval_every=250, log_every=50)
-    held_acc = retrieval_top1(model, *data["held"])
-    log(f"held-out (seed {common.HELD_OUT_SEED}) caption retrieval top-1 {held_acc:.4f}")
-    model.save_pretrained(str(out), safe_serialization=True)
-    common.finish_config(out)
-    common.write_metrics(out, {
-        "family": "clip", **run, "train_images": len(train), "train_seed": common.TRAIN_SEED,
-        "held_out_seed": common.HELD_OUT_SEED, "held_out_images": len(held),
-        "held_out_top1": held_acc, "captions_per_set": k, "args": vars(args),
-    })
+                     warmup=200, eval_every=250, log_every=50, on_best=save)
+    save(run)
 
 
 if __name__ == "__main__":

@@ -125,17 +125,20 @@ def main() -> None:
         acc = common.per_type_accuracy(valid, predict(model, *data["valid"][:4]))
         return acc["all"], acc
 
-    run = common.fit(model, len(idx), args.batch, loss_fn, evaluate, args.minutes, args.lr,
-                     warmup=300, eval_every=500)
-    held_acc = common.per_type_accuracy(held, predict(model, *data["held"][:4]))
-    log(f"held-out (seed {common.HELD_OUT_SEED}) accuracy {held_acc}")
-    model.save_pretrained(str(out), safe_serialization=True)
-    common.finish_config(out)
-    common.write_metrics(out, {
-        "family": "vilt", **run, "train_questions": len(train), "train_seed": common.TRAIN_SEED,
-        "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
-        "held_out_accuracy": held_acc, "args": vars(args),
-    })
+    def save(run):
+        held_acc = common.per_type_accuracy(held, predict(model, *data["held"][:4]))
+        log(f"held-out (seed {common.HELD_OUT_SEED}) accuracy {held_acc}")
+        model.save_pretrained(str(out), safe_serialization=True)
+        common.finish_config(out)
+        common.write_metrics(out, {
+            "family": "vilt", **run, "train_questions": len(train), "train_seed": common.TRAIN_SEED,
+            "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
+            "held_out_accuracy": held_acc, "args": vars(args),
+        })
+
+    run = common.fit(model, len(idx), args.batch, loss_fn, evaluate, args.minutes,
+                     args.lr, warmup=300, eval_every=500, on_best=save)
+    save(run)
 
 
 if __name__ == "__main__":
