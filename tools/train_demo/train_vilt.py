@@ -80,6 +80,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hidden", type=int, default=96)
     ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--init", default=None,
+                    help="continue training from this vilt-synth directory (same config and vocabulary)")
     ap.add_argument("--out", default=str(common.MODELS_DIR / "vilt-synth"))
     args = ap.parse_args()
     common.threads()
@@ -92,6 +95,12 @@ def main() -> None:
     log(f"questions: train {len(train)}, valid {len(valid)}, held-out {len(held)}")
 
     out = common.Path(args.out)
+    earlier = None
+    if args.init:
+        # the earlier run's record, kept in this run's training.json
+        earlier = common.json.loads((common.Path(args.init) / "training.json").read_text())
+        earlier.pop("history", None)
+        model = ViltForQuestionAnswering.from_pretrained(args.init, attn_implementation="eager")
     common.remove_tree(out)
     tok = common.wordpiece_tokenizer([r["question"] for r in train], out, MAX_TEXT, "BertTokenizer")
     ip = processor()
@@ -109,7 +118,10 @@ def main() -> None:
         image_size=SHORTEST_EDGE, patch_size=PATCH, num_channels=3, qkv_bias=True, max_image_length=-1,
         num_images=-1, modality_type_vocab_size=2, type_vocab_size=2, pad_token_id=tok.pad_token_id,
         id2label={i: a for i, a in enumerate(ANSWERS)}, label2id={a: i for i, a in enumerate(ANSWERS)})
-    model = ViltForQuestionAnswering._from_config(config, attn_implementation="eager")
+    if args.init:
+        assert model.config.to_dict()["vocab_size"] == config.vocab_size, "--init has another vocabulary"
+    else:
+        model = ViltForQuestionAnswering._from_config(config, attn_implementation="eager")
     log(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
 
     px, idx, ids, mask, labels = data["train"]
@@ -133,11 +145,11 @@ def main() -> None:
         common.write_metrics(out, {
             "family": "vilt", **run, "train_questions": len(train), "train_seed": common.TRAIN_SEED,
             "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
-            "held_out_accuracy": held_acc, "args": vars(args),
+            "held_out_accuracy": held_acc, "args": vars(args), "continued_from": earlier,
         })
 
     run = common.fit(model, len(idx), args.batch, loss_fn, evaluate, args.minutes,
-                     args.lr, warmup=300, eval_every=500, on_best=save)
+                     args.lr, warmup=args.warmup, eval_every=500, on_best=save)
     save(run)
 
 
