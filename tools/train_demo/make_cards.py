@@ -41,6 +41,12 @@ def card(family: str) -> None:
         f"- training: seed-{m['train_seed']} synthetic set, {m['steps']} steps in {m['minutes']:.0f} min "
         f"on {m['torch_threads']} CPU thread(s) of a shared machine, best checkpoint on the seed-2 validation set",
     ]
+    stage = m.get("continued_from")
+    while stage:
+        lines.append(f"  (continuing an earlier run of {stage['steps']} steps in {stage['minutes']:.0f} min, "
+                     f"lr {stage['args']['lr']}, batch {stage['args']['batch']}; this run: lr {m['args']['lr']}, "
+                     f"batch {m['args']['batch']})")
+        stage = stage.get("continued_from")
     if family == "clip":
         lines += [
             f"- held-out caption retrieval (seed {m['held_out_seed']}, {m['held_out_images']} images, "

@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--init", default=None,
+                    help="continue training from this clip-synth directory (same config and vocabulary)")
     ap.add_argument("--out", default=str(common.MODELS_DIR / "clip-synth"))
     args = ap.parse_args()
     common.threads()
@@ -81,6 +83,12 @@ def main() -> None:
     log(f"caption sets: train {len(train)}, valid {len(valid)}, held-out {len(held)}")
 
     out = common.Path(args.out)
+    earlier = None
+    if args.init:
+        # the earlier run's record, kept in this run's training.json
+        earlier = common.json.loads((common.Path(args.init) / "training.json").read_text())
+        earlier.pop("history", None)
+        model = CLIPModel.from_pretrained(args.init, attn_implementation="eager")
     common.remove_tree(out)
     tok, sot, eot = common.clip_bpe_tokenizer([c for s in train for c in s["captions"]], out, MAX_TEXT)
     ip = processor()
@@ -97,7 +105,10 @@ def main() -> None:
         vision_config=dict(hidden_size=h, intermediate_size=2 * h, num_hidden_layers=3, num_attention_heads=4,
                            image_size=IMAGE, patch_size=PATCH, hidden_act="quick_gelu", attention_dropout=0.0),
         projection_dim=64)
-    model = CLIPModel._from_config(config, attn_implementation="eager")
+    if args.init:
+        assert model.config.text_config.vocab_size == len(tok), "--init has another vocabulary"
+    else:
+        model = CLIPModel._from_config(config, attn_implementation="eager")
     log(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
 
     px, ids, mask = data["train"]
@@ -130,6 +141,7 @@ def main() -> None:
             "family": "clip", **run, "train_images": len(train), "train_seed": common.TRAIN_SEED,
             "held_out_seed": common.HELD_OUT_SEED, "held_out_images": len(held),
             "held_out_top1": held_acc, "captions_per_set": k, "args": vars(args),
+            "continued_from": earlier,
         })
 
     run = common.fit(model, n, args.batch, loss_fn, evaluate, args.minutes, args.lr,
