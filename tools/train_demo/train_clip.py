@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=48)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--init", default=None,
                     help="continue training from this clip-synth directory (same config and vocabulary)")
     ap.add_argument("--out", default=str(common.MODELS_DIR / "clip-synth"))
@@ -145,7 +146,7 @@ def main() -> None:
         })
 
     run = common.fit(model, n, args.batch, loss_fn, evaluate, args.minutes, args.lr,
-                     warmup=200, eval_every=250, log_every=50, on_best=save)
+                     warmup=args.warmup, eval_every=100, log_every=50, on_best=save)
     save(run)
 
 
