@@ -52,11 +52,21 @@ fn explain_without_model(cwd: &Path, image: &Path, out: &Path) {
     assert_eq!(records[0]["family"], "vilt");
     // an answer of the bundled model's vocabulary, the same for both methods
     let config: Value = serde_json::from_str(
-        &fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vilt-synth/config.json")).unwrap(),
+        &fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vilt-synth/config.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let answer = records[0]["answer"].as_str().unwrap();
-    assert!(config["id2label"].as_object().unwrap().values().any(|v| v == answer), "{answer}");
+    assert!(
+        config["id2label"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|v| v == answer),
+        "{answer}"
+    );
     assert_eq!(records[1]["answer"], answer);
 }
 
