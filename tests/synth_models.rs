@@ -24,8 +24,8 @@ const HELD_OUT_SEED: u64 = 9001;
 const VQA_IMAGES: usize = 60;
 const CLIP_IMAGES: usize = 200;
 const LXMERT_REQUIRED: f64 = 0.85;
-const VILT_REQUIRED: f64 = 0.3;
-const CLIP_REQUIRED: f64 = 0.7;
+const VILT_REQUIRED: f64 = 0.35;
+const CLIP_REQUIRED: f64 = 0.70;
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
