@@ -146,7 +146,7 @@ def main() -> None:
         })
 
     run = common.fit(model, n, args.batch, loss_fn, evaluate, args.minutes, args.lr,
-                     warmup=args.warmup, eval_every=100, log_every=50, on_best=save)
+                     warmup=args.warmup, eval_every=250, log_every=50, on_best=save)
     save(run)
 
 
