@@ -5,3 +5,4 @@ pub mod device;
 pub mod eval;
 pub mod explain;
 pub mod inspect;
+pub mod synth;
