@@ -7,9 +7,9 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::time::Instant;
 
+use crate::cli::device::{open, with_backend, Device, Opened};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use crate::cli::device::{open, with_backend, Device, Opened};
 use fiedler::backend::{Backend, Cpu};
 use fiedler::eval::answers::GroundTruth;
 use fiedler::eval::dataset::Question;
@@ -253,7 +253,11 @@ fn run_lxmert<B: Backend>(
                     Pass::Lrp(m) | Pass::BackwardLrp(m) => {
                         let scope = lrp_scope(&[m]).expect("an LRP method");
                         let gradients = m.needs_gradients();
-                        drop(model.lrp(be, &x, &target, gradients, scope)?.into_host(be)?)
+                        drop(
+                            model
+                                .lrp(be, &x, &target, gradients, scope)?
+                                .into_host(be)?,
+                        )
                     }
                 }
                 Ok(())
@@ -398,7 +402,6 @@ impl<M: EvalModel> EvalModel for Counting<'_, M> {
         self.inner.predict(items)
     }
 }
-
 
 /// Feature width of the Fiedler benchmark (ViT-B and LXMERT token width).
 const FIEDLER_DIM: usize = 768;
