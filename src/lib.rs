@@ -12,4 +12,5 @@ pub mod linalg;
 pub mod model;
 pub mod render;
 pub mod session;
+pub mod synth;
 pub mod trace;

@@ -29,6 +29,9 @@ enum Command {
     /// Describe a Hugging Face model directory: family, layers/heads/width per tower,
     /// parameter count and stored dtype.
     Inspect(cli::inspect::InspectArgs),
+    /// Write a procedurally generated visual-question set with ground truth (images, VQA-v2
+    /// questions and annotations, masks, LXMERT regions, CLIP caption sets).
+    Synth(cli::synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => cli::eval::run_command(args),
         Command::Explain(args) => cli::explain::run(args),
         Command::Inspect(args) => cli::inspect::run(args),
+        Command::Synth(args) => cli::synth::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,9 +33,11 @@ enum Device {
 
 #[derive(Args)]
 pub struct ExplainArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json): CLIP or ViLT.
+    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json): CLIP, ViLT
+    /// or LXMERT. Default: the bundled ViLT trained on `fiedler synth` scenes
+    /// (models/vilt-synth, looked up in the current directory, then in the source checkout).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// Image to explain; every --text/--question is paired with it. With LXMERT it is only
     /// drawn on (the model reads --regions).
     #[arg(long)]
@@ -267,6 +269,32 @@ fn question_sample(
     }
 }
 
+/// The model `explain` uses without --model.
+const BUNDLED_MODEL: &str = "vilt-synth";
+
+/// `models/NAME` under the current directory, else under the source checkout this binary was
+/// built from (so `cargo run` and an installed binary both find it while the checkout exists).
+fn bundled_model(name: &str) -> anyhow::Result<PathBuf> {
+    let candidates = [
+        Path::new("models").join(name),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name),
+    ];
+    match candidates
+        .iter()
+        .find(|dir| dir.join("config.json").is_file())
+    {
+        Some(dir) => Ok(dir.clone()),
+        None => bail!(
+            "no --model given and the bundled model is not at {} or {}; pass --model DIR \
+             (a Hugging Face CLIP, ViLT or LXMERT directory)",
+            candidates[0].display(),
+            candidates[1].display()
+        ),
+    }
+}
+
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let mut methods: Vec<Method> = Method::parse_list(&args.method)?
         .into_iter()
@@ -301,10 +329,14 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     }
     let progress = |done: usize| bar.set_position(done as u64);
 
-    let family = read_family(&args.model)?;
+    let model_dir = match &args.model {
+        Some(dir) => dir.clone(),
+        None => bundled_model(BUNDLED_MODEL)?,
+    };
+    let family = read_family(&model_dir)?;
     let (samples, displayed, target) = match family {
         ModelFamily::Clip => {
-            let session = ClipSession::open(&args.model)?;
+            let session = ClipSession::open(&model_dir)?;
             let results =
                 session.explain(&requests(&args)?, &methods, &opts, args.batch, progress)?;
             let samples: Vec<Sample> = results
@@ -326,7 +358,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             (samples, displayed, "pair-score".to_owned())
         }
         ModelFamily::Vilt => {
-            let session = ViltSession::open(&args.model)?;
+            let session = ViltSession::open(&model_dir)?;
             let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
             let results = session.explain(
                 &requests(&args)?,
@@ -351,7 +383,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             )
         }
         ModelFamily::Lxmert => {
-            let session = LxmertSession::open(&args.model, args.answers.as_deref())?;
+            let session = LxmertSession::open(&model_dir, args.answers.as_deref())?;
             let target = AnswerTarget::parse(&args.target, session.answers())?;
             let (requests, images): (Vec<_>, Vec<_>) = region_requests(&args)?.into_iter().unzip();
             let results =

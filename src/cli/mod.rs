@@ -4,3 +4,4 @@ pub mod bench;
 pub mod eval;
 pub mod explain;
 pub mod inspect;
+pub mod synth;

@@ -12,7 +12,7 @@
 //! The Lanczos start vectors use the same uniforms, which keeps the solver free of any
 //! hidden random state.
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+pub(crate) const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 /// √3 rounded to f64 (the Irwin–Hall sum of four uniforms has variance 1/3).
 const SQRT_3: f64 = 1.732_050_807_568_877_2;
 
@@ -22,8 +22,8 @@ const TAG_CENTER: u64 = 0xCE47_E200;
 const TAG_SHARED: u64 = 0x5A4E_D000;
 const TAG_NOISE: u64 = 0x4015_E000;
 
-/// The SplitMix64 output function.
-fn mix(mut z: u64) -> u64 {
+/// The SplitMix64 output function (also the step of `synth::rng::Rng`).
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -1,0 +1,378 @@
+//! Ground-truth scores for explanations: how well a relevance map points at the objects a
+//! question is about, and how high the question's relevant words rank.
+//!
+//! Image units are patches (a `rows × cols` grid laid over the whole image, as ViLT's and CLIP's
+//! patch grids are when the preprocessed image is a whole number of patches, which holds for
+//! every `fiedler synth` scene) or regions (LXMERT). Each unit gets the fraction of it that lies
+//! on a relevant object ([`patch_overlap`], [`region_overlap`]); the scores are then:
+//!
+//! - **pointing game**: the unit with the highest relevance overlaps a relevant object (ties go
+//!   to the first unit, as an argmax does);
+//! - **mass in mask**: `Σ max(r, 0) · overlap / Σ max(r, 0)` — the share of positive relevance that
+//!   falls on relevant objects (negative relevance is not evidence for anything);
+//! - **word rank**: words ranked by relevance (a word's relevance is the largest of its tokens'),
+//!   the 1-based rank of the best-ranked relevant word.
+//!
+//! Questions without relevant objects (e.g. "is there a blue circle?" answered "no") have no
+//! image score: the functions return `None` there.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum MetricError {
+    #[error("{what}: {found} values for {expected} {units}")]
+    Length {
+        what: &'static str,
+        found: usize,
+        expected: usize,
+        units: &'static str,
+    },
+    #[error("relevance value {index} is {value}, not finite")]
+    NotFinite { index: usize, value: f32 },
+    #[error("the instance mask is {width}×{height} = {expected} pixels but has {found} values")]
+    Mask {
+        width: usize,
+        height: usize,
+        expected: usize,
+        found: usize,
+    },
+    #[error("a patch grid needs rows and columns ≥ 1 and at most the image size, got {rows}×{cols} on {width}×{height}")]
+    Grid {
+        rows: usize,
+        cols: usize,
+        width: usize,
+        height: usize,
+    },
+    #[error("relevant word index {index} is not below the {words} words")]
+    Word { index: usize, words: usize },
+}
+
+/// An instance mask (row-major, `0` = background, `k + 1` = object k, as `fiedler synth` writes
+/// masks/*.png) and the ids of the objects a question is about.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectMask<'a> {
+    pub labels: &'a [u8],
+    pub width: usize,
+    pub height: usize,
+    pub relevant: &'a [usize],
+}
+
+impl ObjectMask<'_> {
+    fn check(&self) -> Result<(), MetricError> {
+        let expected = self.width * self.height;
+        if self.labels.len() != expected {
+            return Err(MetricError::Mask {
+                width: self.width,
+                height: self.height,
+                expected,
+                found: self.labels.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn is_relevant(&self, x: usize, y: usize) -> bool {
+        let l = self.labels[y * self.width + x] as usize;
+        l > 0 && self.relevant.contains(&(l - 1))
+    }
+}
+
+/// Per patch of a `rows × cols` grid over the whole image (raster order), the fraction of its
+/// pixels on a relevant object. Pixel (x, y) lies in patch (⌊y·rows/H⌋, ⌊x·cols/W⌋).
+pub fn patch_overlap(mask: &ObjectMask, rows: usize, cols: usize) -> Result<Vec<f32>, MetricError> {
+    mask.check()?;
+    if rows == 0 || cols == 0 || rows > mask.height || cols > mask.width {
+        return Err(MetricError::Grid {
+            rows,
+            cols,
+            width: mask.width,
+            height: mask.height,
+        });
+    }
+    let mut hits = vec![0usize; rows * cols];
+    let mut totals = vec![0usize; rows * cols];
+    for y in 0..mask.height {
+        let r = y * rows / mask.height;
+        for x in 0..mask.width {
+            let p = r * cols + x * cols / mask.width;
+            totals[p] += 1;
+            hits[p] += usize::from(mask.is_relevant(x, y));
+        }
+    }
+    Ok(hits
+        .iter()
+        .zip(&totals)
+        .map(|(&h, &t)| h as f32 / t as f32)
+        .collect())
+}
+
+/// Per region (normalised boxes x1, y1, x2, y2), the fraction of the box's pixels on a relevant
+/// object; a pixel is in a box when its centre is. An empty box scores 0.
+pub fn region_overlap(mask: &ObjectMask, boxes: &[[f32; 4]]) -> Result<Vec<f32>, MetricError> {
+    mask.check()?;
+    let (w, h) = (mask.width as f32, mask.height as f32);
+    Ok(boxes
+        .iter()
+        .map(|b| {
+            let xs = pixel_span(b[0] * w, b[2] * w, mask.width);
+            let ys = pixel_span(b[1] * h, b[3] * h, mask.height);
+            let (mut hit, mut total) = (0usize, 0usize);
+            for y in ys.clone() {
+                for x in xs.clone() {
+                    total += 1;
+                    hit += usize::from(mask.is_relevant(x, y));
+                }
+            }
+            if total == 0 {
+                0.0
+            } else {
+                hit as f32 / total as f32
+            }
+        })
+        .collect())
+}
+
+/// Pixels whose centre lies in [lo, hi).
+fn pixel_span(lo: f32, hi: f32, n: usize) -> std::ops::Range<usize> {
+    let first = (lo - 0.5).ceil().max(0.0) as usize;
+    let end = ((hi - 0.5).ceil().max(0.0) as usize).min(n);
+    first..end.max(first)
+}
+
+fn check_relevance(relevance: &[f32], overlap: &[f32]) -> Result<(), MetricError> {
+    if relevance.len() != overlap.len() {
+        return Err(MetricError::Length {
+            what: "image relevance",
+            found: relevance.len(),
+            expected: overlap.len(),
+            units: "patches or regions",
+        });
+    }
+    match relevance.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(MetricError::NotFinite {
+            index,
+            value: relevance[index],
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether the most relevant unit overlaps a relevant object; `None` when no unit does (the
+/// question has no relevant object in view).
+pub fn pointing_game(relevance: &[f32], overlap: &[f32]) -> Result<Option<bool>, MetricError> {
+    check_relevance(relevance, overlap)?;
+    if overlap.iter().all(|&o| o == 0.0) || relevance.is_empty() {
+        return Ok(None);
+    }
+    let top = relevance.iter().enumerate().fold(
+        0,
+        |best, (i, &v)| if v > relevance[best] { i } else { best },
+    );
+    Ok(Some(overlap[top] > 0.0))
+}
+
+/// Share of the positive relevance on relevant objects; `None` when no unit overlaps one, or
+/// when no relevance is positive.
+pub fn mass_in_mask(relevance: &[f32], overlap: &[f32]) -> Result<Option<f32>, MetricError> {
+    check_relevance(relevance, overlap)?;
+    if overlap.iter().all(|&o| o == 0.0) {
+        return Ok(None);
+    }
+    let total: f64 = relevance.iter().map(|&r| r.max(0.0) as f64).sum();
+    if total <= 0.0 {
+        return Ok(None);
+    }
+    let inside: f64 = relevance
+        .iter()
+        .zip(overlap)
+        .map(|(&r, &o)| r.max(0.0) as f64 * o as f64)
+        .sum();
+    Ok(Some((inside / total) as f32))
+}
+
+/// The 1-based rank of the best-ranked relevant word. `token_words[t]` is the word of token t
+/// (None for special tokens such as [CLS]); a word's relevance is its tokens' maximum, and words
+/// with equal relevance share the better rank. `None` when there are no relevant words.
+pub fn relevant_word_rank(
+    token_relevance: &[f32],
+    token_words: &[Option<usize>],
+    relevant_words: &[usize],
+) -> Result<Option<usize>, MetricError> {
+    if token_relevance.len() != token_words.len() {
+        return Err(MetricError::Length {
+            what: "token words",
+            found: token_words.len(),
+            expected: token_relevance.len(),
+            units: "tokens",
+        });
+    }
+    if let Some(index) = token_relevance.iter().position(|v| !v.is_finite()) {
+        return Err(MetricError::NotFinite {
+            index,
+            value: token_relevance[index],
+        });
+    }
+    let words = token_words.iter().flatten().max().map_or(0, |&m| m + 1);
+    if let Some(&index) = relevant_words.iter().find(|&&i| i >= words) {
+        return Err(MetricError::Word { index, words });
+    }
+    if relevant_words.is_empty() {
+        return Ok(None);
+    }
+    let mut word_rel = vec![f32::NEG_INFINITY; words];
+    for (&r, w) in token_relevance.iter().zip(token_words) {
+        if let Some(w) = *w {
+            word_rel[w] = word_rel[w].max(r);
+        }
+    }
+    let best = relevant_words
+        .iter()
+        .map(|&i| word_rel[i])
+        .fold(f32::NEG_INFINITY, f32::max);
+    Ok(Some(1 + word_rel.iter().filter(|&&r| r > best).count()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 4×4 image: object 0 in the top-left 2×2, object 1 in the bottom-right pixel.
+    fn labels() -> Vec<u8> {
+        #[rustfmt::skip]
+        let l = vec![
+            1, 1, 0, 0,
+            1, 1, 0, 0,
+            0, 0, 0, 0,
+            0, 0, 0, 2,
+        ];
+        l
+    }
+
+    #[test]
+    fn patch_overlap_counts_pixels_per_patch() {
+        let l = labels();
+        let m = ObjectMask {
+            labels: &l,
+            width: 4,
+            height: 4,
+            relevant: &[0],
+        };
+        assert_eq!(patch_overlap(&m, 2, 2).unwrap(), vec![1.0, 0.0, 0.0, 0.0]);
+        let m = ObjectMask {
+            labels: &l,
+            width: 4,
+            height: 4,
+            relevant: &[1],
+        };
+        assert_eq!(patch_overlap(&m, 2, 2).unwrap(), vec![0.0, 0.0, 0.0, 0.25]);
+        let m = ObjectMask {
+            labels: &l,
+            width: 4,
+            height: 4,
+            relevant: &[0, 1],
+        };
+        assert_eq!(patch_overlap(&m, 1, 1).unwrap(), vec![5.0 / 16.0]);
+        assert!(matches!(
+            patch_overlap(&m, 0, 2),
+            Err(MetricError::Grid { .. })
+        ));
+        let short = ObjectMask {
+            labels: &l[..15],
+            ..m
+        };
+        assert!(matches!(
+            patch_overlap(&short, 2, 2),
+            Err(MetricError::Mask { .. })
+        ));
+    }
+
+    #[test]
+    fn region_overlap_uses_pixel_centres() {
+        let l = labels();
+        let m = ObjectMask {
+            labels: &l,
+            width: 4,
+            height: 4,
+            relevant: &[0],
+        };
+        let boxes = [
+            [0.0, 0.0, 0.5, 0.5], // exactly object 0
+            [0.0, 0.0, 1.0, 0.5], // half of it is object 0
+            [0.5, 0.5, 1.0, 1.0], // no object-0 pixel
+            [0.3, 0.3, 0.3, 0.3], // empty
+        ];
+        assert_eq!(
+            region_overlap(&m, &boxes).unwrap(),
+            vec![1.0, 0.5, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn pointing_game_takes_the_first_maximum() {
+        let overlap = [0.0, 0.5, 0.0, 1.0];
+        assert_eq!(
+            pointing_game(&[0.1, 0.9, 0.2, 0.3], &overlap),
+            Ok(Some(true))
+        );
+        assert_eq!(
+            pointing_game(&[0.9, 0.1, 0.2, 0.3], &overlap),
+            Ok(Some(false))
+        );
+        // a tie between a miss (first) and a hit: the first wins, as argmax
+        assert_eq!(
+            pointing_game(&[0.5, 0.1, 0.2, 0.5], &overlap),
+            Ok(Some(false))
+        );
+        assert_eq!(pointing_game(&[0.5, 0.1, 0.2, 0.5], &[0.0; 4]), Ok(None));
+        assert!(matches!(
+            pointing_game(&[0.5, f32::NAN, 0.0, 0.0], &overlap),
+            Err(MetricError::NotFinite { index: 1, .. })
+        ));
+        assert!(matches!(
+            pointing_game(&[0.5], &overlap),
+            Err(MetricError::Length { .. })
+        ));
+    }
+
+    #[test]
+    fn mass_in_mask_weights_positive_relevance_by_overlap() {
+        let overlap = [1.0, 0.5, 0.0, 0.0];
+        // positive mass 1 + 1 + 2 = 4; inside 1·1 + 1·0.5 = 1.5; the −3 is ignored
+        let m = mass_in_mask(&[1.0, 1.0, 2.0, -3.0], &overlap)
+            .unwrap()
+            .unwrap();
+        assert!((m - 0.375).abs() < 1e-7, "{m}");
+        assert_eq!(mass_in_mask(&[0.0, -1.0, 0.0, 0.0], &overlap), Ok(None));
+        assert_eq!(mass_in_mask(&[1.0, 1.0, 0.0, 0.0], &[0.0; 4]), Ok(None));
+    }
+
+    #[test]
+    fn word_rank_uses_each_words_best_token() {
+        // [CLS] what color is the tri ##angle ? [SEP]: words 0..=4 ("?" is word 4's token here)
+        let words = [
+            None,
+            Some(0),
+            Some(1),
+            Some(2),
+            Some(3),
+            Some(4),
+            Some(4),
+            Some(4),
+            None,
+        ];
+        let rel = [9.0, 0.3, 0.5, 0.1, 0.0, 0.2, 0.8, 0.0, 9.0];
+        // word 4 (max 0.8) ranks first, word 1 (0.5) second
+        assert_eq!(relevant_word_rank(&rel, &words, &[4]), Ok(Some(1)));
+        assert_eq!(relevant_word_rank(&rel, &words, &[1]), Ok(Some(2)));
+        assert_eq!(relevant_word_rank(&rel, &words, &[3, 1]), Ok(Some(2)));
+        assert_eq!(relevant_word_rank(&rel, &words, &[]), Ok(None));
+        assert!(matches!(
+            relevant_word_rank(&rel, &words, &[5]),
+            Err(MetricError::Word { index: 5, words: 5 })
+        ));
+        assert!(matches!(
+            relevant_word_rank(&rel[..3], &words, &[1]),
+            Err(MetricError::Length { .. })
+        ));
+    }
+}

@@ -1,0 +1,157 @@
+"""Trains the bundled ViLT (models/vilt-synth/) on the synthetic set, CPU only.
+
+A small ViltForQuestionAnswering (hidden 128, 4 layers, patch 16 on 128×128 images) from random
+init with a WordPiece vocabulary of the synthetic language. Images are preprocessed once by
+ViltImageProcessor with the saved preprocessor_config.json — the same processing the Rust engine
+applies — and the answer head is trained with cross-entropy over the answer vocabulary.
+Held-out accuracy (a set written with a seed not used in training) goes into training.json and
+the model card.
+
+    TRAIN_THREADS=1 tools/reference/.venv/bin/python tools/train_demo/train_vilt.py [--minutes 45]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import ViltConfig, ViltForQuestionAnswering, ViltImageProcessor
+
+import common
+from common import ANSWERS, log
+
+SHORTEST_EDGE = 96
+PATCH = 16
+MAX_TEXT = 12
+
+
+def processor() -> ViltImageProcessor:
+    return ViltImageProcessor(
+        do_resize=True, size={"shortest_edge": SHORTEST_EDGE}, size_divisor=32, resample=3,
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_pad=True)
+
+
+def pixels(ip: ViltImageProcessor, records: list[dict]) -> tuple[torch.Tensor, list[int]]:
+    """One preprocessed image per distinct file (float16 to save memory) and each record's index."""
+    files = sorted({r["image"] for r in records})
+    index = {f: i for i, f in enumerate(files)}
+    # Cached beside the set (target/synth-data): preprocessing thousands of images is slow.
+    cache = common.Path(files[0]).parents[1] / f"vilt-pixels-{SHORTEST_EDGE}.pt"
+    if cache.is_file():
+        out = torch.load(cache)
+    else:
+        out = torch.empty(len(files), 3, SHORTEST_EDGE, SHORTEST_EDGE, dtype=torch.float16)
+        for i, f in enumerate(files):
+            pv = ip(images=Image.open(f).convert("RGB"), return_tensors="pt")["pixel_values"][0]
+            assert pv.shape == out.shape[1:], pv.shape  # square scenes: no padding
+            out[i] = pv.half()
+        torch.save(out, cache)
+    return out, [index[r["image"]] for r in records]
+
+
+def encode(tok, records):
+    enc = tok([r["question"] for r in records], padding="max_length", max_length=MAX_TEXT,
+              truncation=True, return_tensors="pt")
+    labels = torch.tensor([ANSWERS.index(r["answer"]) for r in records])
+    return enc["input_ids"], enc["attention_mask"], labels
+
+
+@torch.no_grad()
+def predict(model, px, idx, ids, mask, batch=256) -> list[str]:
+    out = []
+    for s in range(0, len(idx), batch):
+        sl = slice(s, s + batch)
+        pv = px[torch.tensor(idx[sl])].float()
+        logits = model(input_ids=ids[sl], attention_mask=mask[sl], pixel_values=pv,
+                       pixel_mask=torch.ones(pv.shape[0], pv.shape[2], pv.shape[3], dtype=torch.long)).logits
+        out += [ANSWERS[i] for i in logits.argmax(-1).tolist()]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--train-images", type=int, default=6000)
+    ap.add_argument("--minutes", type=float, default=45.0)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--hidden", type=int, default=96)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--init", default=None,
+                    help="continue training from this vilt-synth directory (same config and vocabulary)")
+    ap.add_argument("--out", default=str(common.MODELS_DIR / "vilt-synth"))
+    args = ap.parse_args()
+    common.threads()
+    torch.manual_seed(0)
+    random.seed(0)
+
+    train = common.load_vqa(common.synth(common.TRAIN_SEED, args.train_images))
+    valid = common.load_vqa(common.synth(common.VALID_SEED, 300))
+    held = common.load_vqa(common.synth(common.HELD_OUT_SEED, 300))
+    log(f"questions: train {len(train)}, valid {len(valid)}, held-out {len(held)}")
+
+    out = common.Path(args.out)
+    earlier = None
+    if args.init:
+        # the earlier run's record, kept in this run's training.json
+        earlier = common.json.loads((common.Path(args.init) / "training.json").read_text())
+        earlier.pop("history", None)
+        model = ViltForQuestionAnswering.from_pretrained(args.init, attn_implementation="eager")
+    common.remove_tree(out)
+    tok = common.wordpiece_tokenizer([r["question"] for r in train], out, MAX_TEXT, "BertTokenizer")
+    ip = processor()
+    ip.save_pretrained(str(out))
+    data = {}
+    for name, recs in (("train", train), ("valid", valid), ("held", held)):
+        px, idx = pixels(ip, recs)
+        data[name] = (px, idx, *encode(tok, recs))
+        log(f"{name}: {px.shape[0]} images preprocessed")
+
+    config = ViltConfig(
+        vocab_size=tok.vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
+        num_attention_heads=4, intermediate_size=2 * args.hidden, hidden_act="gelu",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=MAX_TEXT,
+        image_size=SHORTEST_EDGE, patch_size=PATCH, num_channels=3, qkv_bias=True, max_image_length=-1,
+        num_images=-1, modality_type_vocab_size=2, type_vocab_size=2, pad_token_id=tok.pad_token_id,
+        id2label={i: a for i, a in enumerate(ANSWERS)}, label2id={a: i for i, a in enumerate(ANSWERS)})
+    if args.init:
+        assert model.config.to_dict()["vocab_size"] == config.vocab_size, "--init has another vocabulary"
+    else:
+        model = ViltForQuestionAnswering._from_config(config, attn_implementation="eager")
+    log(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
+
+    px, idx, ids, mask, labels = data["train"]
+    idx_t = torch.tensor(idx)
+
+    def loss_fn(b):
+        pv = px[idx_t[b]].float()
+        logits = model(input_ids=ids[b], attention_mask=mask[b], pixel_values=pv,
+                       pixel_mask=torch.ones(pv.shape[0], pv.shape[2], pv.shape[3], dtype=torch.long)).logits
+        return torch.nn.functional.cross_entropy(logits, labels[b])
+
+    def evaluate():
+        acc = common.per_type_accuracy(valid, predict(model, *data["valid"][:4]))
+        return acc["all"], acc
+
+    def save(run):
+        held_acc = common.per_type_accuracy(held, predict(model, *data["held"][:4]))
+        log(f"held-out (seed {common.HELD_OUT_SEED}) accuracy {held_acc}")
+        model.save_pretrained(str(out), safe_serialization=True)
+        common.finish_config(out)
+        common.write_metrics(out, {
+            "family": "vilt", **run, "train_questions": len(train), "train_seed": common.TRAIN_SEED,
+            "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
+            "held_out_accuracy": held_acc, "args": vars(args), "continued_from": earlier,
+        })
+
+    run = common.fit(model, len(idx), args.batch, loss_fn, evaluate, args.minutes,
+                     args.lr, warmup=args.warmup, eval_every=500, on_best=save)
+    save(run)
+
+
+if __name__ == "__main__":
+    main()
