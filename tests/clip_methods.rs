@@ -164,12 +164,8 @@ fn batched_pairs_equal_single_pairs() {
     let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
     let batch = inputs("m3");
     let opts = MethodOptions::default();
-    let together = explain_clip(
-        &model.lrp(&Cpu, &batch, true).unwrap(),
-        &Method::ALL,
-        &opts,
-    )
-    .unwrap();
+    let together =
+        explain_clip(&model.lrp(&Cpu, &batch, true).unwrap(), &Method::ALL, &opts).unwrap();
     for b in 0..3 {
         let len = batch.lengths[b];
         let image_len = batch.pixels.len() / 3;
@@ -179,12 +175,8 @@ fn batched_pairs_equal_single_pairs() {
             lengths: vec![len],
             seq_len: len,
         };
-        let single = explain_clip(
-            &model.lrp(&Cpu, &alone, true).unwrap(),
-            &Method::ALL,
-            &opts,
-        )
-        .unwrap();
+        let single =
+            explain_clip(&model.lrp(&Cpu, &alone, true).unwrap(), &Method::ALL, &opts).unwrap();
         for (x, y) in together[b].iter().zip(&single[0]) {
             for (u, v) in [
                 (&x.image_relevance, &y.image_relevance),

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use fiedler::explain::{Explanation, Method, MethodOptions};
 use fiedler::session::{AnswerTarget, LxmertSession, PairRequest, RegionRequest, ViltSession};
 use fiedler::synth::metrics::{
-    mass_in_mask, patch_overlap, pointing_game, relevant_word_rank, ObjectMask,
+    mass_in_mask, patch_overlap, pointing_game, region_object_overlap, relevant_word_rank,
+    token_words, ObjectMask,
 };
 use serde_json::Value;
 
@@ -78,25 +79,6 @@ fn cases(name: &str) -> (PathBuf, Vec<Case>) {
         })
         .collect();
     (dir, cases)
-}
-
-/// Word index of each displayed token: specials and "?" belong to no word; "##" pieces to the
-/// word before.
-fn token_words(tokens: &[String]) -> Vec<Option<usize>> {
-    let mut word: Option<usize> = None;
-    tokens
-        .iter()
-        .map(|t| {
-            if t.starts_with('[') || t.starts_with("<|") || t == "?" {
-                None
-            } else if t.starts_with("##") {
-                word
-            } else {
-                word = Some(word.map_or(0, |w| w + 1));
-                word
-            }
-        })
-        .collect()
 }
 
 #[derive(Default)]
@@ -242,11 +224,7 @@ fn lxmert_explanations_find_the_asked_about_regions() {
     let (mut chance_point, mut chance_mass) = (0.0, 0.0);
     for (case, (r, _)) in cases.iter().zip(&results) {
         // a region is on target when it shows a relevant object
-        let overlap: Vec<f32> = case
-            .region_objects
-            .iter()
-            .map(|o| f32::from(u8::from(o.is_some_and(|id| case.relevant.contains(&id)))))
-            .collect();
+        let overlap = region_object_overlap(&case.region_objects, &case.relevant);
         let share = overlap.iter().sum::<f32>() as f64 / overlap.len() as f64;
         chance_point += share;
         chance_mass += share;

@@ -4,7 +4,6 @@
 //! whole job a user runs.
 
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::time::Instant;
 
 use anyhow::bail;
@@ -15,7 +14,7 @@ use fiedler::eval::dataset::Question;
 use fiedler::eval::lxmert::{LxmertEval, LxmertInput};
 use fiedler::eval::protocol::DEFAULT_STEPS;
 use fiedler::eval::report::TESTS;
-use fiedler::eval::results::{ResultsWriter, RunHeader, FORMAT};
+use fiedler::eval::results::{Done, ResultsWriter, RunHeader, FORMAT};
 use fiedler::eval::runner::{run as eval_run, EvalModel, Explained, Keep, Plan};
 use fiedler::eval::EvalError;
 use fiedler::explain::clip::explain_clip;
@@ -279,6 +278,7 @@ fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
         inputs: "random".into(),
         steps: DEFAULT_STEPS.to_vec(),
         seed: 0,
+        ground_truth: None,
     };
     println!(
         "perturbation benchmark: LXMERT base, random weights, cpu ({} threads), {n} samples, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
@@ -312,7 +312,8 @@ fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             &refs,
             input,
             &plan,
-            &HashSet::new(),
+            None,
+            &Done::default(),
             &mut writer,
             |_| {},
         )?;

@@ -1,19 +1,21 @@
 //! `fiedler eval`: the perturbation benchmark (spec §E) of a ViLT or LXMERT model on a VQA
-//! dataset, resumable, with an AUC table and curves; `fiedler eval report RESULTS.jsonl`
-//! rebuilds the report from a results file alone.
+//! dataset, resumable, with an AUC table and curves (and, on a `fiedler synth` set, scores
+//! against its ground truth); `fiedler eval report RESULTS.jsonl` rebuilds the report from a
+//! results file alone.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern, Question};
+use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
 use fiedler::eval::report::{Report, Tally};
 use fiedler::eval::results::{read_results, ResultsWriter, RunHeader, FORMAT};
-use fiedler::eval::runner::{run, ChunkDone, EvalModel, Plan};
+use fiedler::eval::runner::{run, ChunkDone, EvalModel, Plan, Scorer};
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
-use fiedler::explain::{Method, MethodOptions};
+use fiedler::explain::{Explanation, Method, MethodOptions};
 use fiedler::input::regions::{read_features_file, Obj36Index};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
@@ -73,6 +75,14 @@ struct RunArgs {
     /// COCO_val2014_{id:012}.jpg, {id}.jpg, {id}.png; for features: {id}.safetensors.
     #[arg(long = "file-pattern")]
     file_patterns: Vec<String>,
+    /// A `fiedler synth` ground_truth.json: also score every explanation against the objects
+    /// and words each question is about (pointing game, mass in mask, word rank). Default:
+    /// ground_truth.json beside --questions, when there is one.
+    #[arg(long)]
+    ground_truth: Option<PathBuf>,
+    /// Do not look for ground truth beside --questions.
+    #[arg(long, conflicts_with = "ground_truth")]
+    no_ground_truth: bool,
     /// LXMERT answer names (trainval_label2ans.json) when the config has none.
     #[arg(long)]
     answers: Option<PathBuf>,
@@ -137,7 +147,7 @@ fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The AUC table, as in report.md.
+/// The AUC table, as in report.md, and the ground-truth table if any.
 fn print_table(report: &Report) {
     let md = report.markdown();
     let table = md
@@ -146,6 +156,28 @@ fn print_table(report: &Report) {
         .and_then(|rest| rest.split("\n\n").next())
         .unwrap_or("");
     println!("{}\n{table}", report.auc_formula);
+    if !report.ground_truth.is_empty() {
+        print!("{}", report.ground_truth_markdown());
+    }
+}
+
+/// The ground truth of the run: --ground-truth, or ground_truth.json beside --questions.
+fn ground_truth_file(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = &args.ground_truth {
+        if !path.is_file() {
+            bail!("--ground-truth {}: no such file", path.display());
+        }
+        return Ok(Some(path.clone()));
+    }
+    if args.no_ground_truth {
+        return Ok(None);
+    }
+    Ok(args
+        .questions
+        .as_ref()
+        .and_then(|q| q.parent())
+        .map(|dir| dir.join("ground_truth.json"))
+        .filter(|p| p.is_file()))
 }
 
 fn read_dataset(args: &RunArgs) -> anyhow::Result<Dataset> {
@@ -213,6 +245,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         },
     };
     let family = read_family(&model_dir)?;
+    let truth_file = ground_truth_file(&args)?;
     let header = RunHeader {
         format: FORMAT,
         family: family.model_type().to_owned(),
@@ -226,6 +259,13 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .unwrap_or_default(),
         steps: args.steps.clone(),
         seed: args.seed,
+        ground_truth: truth_file.as_ref().map(|p| p.display().to_string()),
+    };
+    let open_truth = |units| {
+        truth_file
+            .as_ref()
+            .map(|path| SynthTruth::open(path, &questions, units))
+            .transpose()
     };
     match family {
         ModelFamily::Vilt => {
@@ -239,7 +279,20 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             );
             let session = ViltSession::open(&model_dir)?;
             let prepare = |q: &Question| session.eval_input(&files.find(&q.image_id)?, &q.text);
-            evaluate(&session, &questions, prepare, &plan, &header, &args.results)
+            let truth = open_truth(ImageUnits::Patches)?;
+            let session = &session;
+            let score = truth
+                .as_ref()
+                .map(|t| move |q: &Question, e: &Explanation| t.score(q, e, session.tokenizer()));
+            evaluate(
+                session,
+                &questions,
+                prepare,
+                &plan,
+                score.as_ref().map(|f| f as &Scorer),
+                &header,
+                &args.results,
+            )
         }
         ModelFamily::Lxmert => {
             let Some(features) = &args.features else {
@@ -259,11 +312,16 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 .map_err(|e| EvalError::Session(e.into()))?;
                 session.eval_input(regions, &q.text)
             };
+            let truth = open_truth(ImageUnits::Regions)?;
+            let score = truth
+                .as_ref()
+                .map(|t| |q: &Question, e: &Explanation| t.score(q, e, session.tokenizer()));
             evaluate(
                 &session.evaluator(),
                 &questions,
                 prepare,
                 &plan,
+                score.as_ref().map(|f| f as &Scorer),
                 &header,
                 &args.results,
             )
@@ -280,6 +338,7 @@ fn evaluate<M: EvalModel>(
     questions: &[&Question],
     prepare: impl Fn(&Question) -> Result<M::Input, EvalError>,
     plan: &Plan,
+    truth: Option<&Scorer<'_>>,
     header: &RunHeader,
     results: &Path,
 ) -> anyhow::Result<()> {
@@ -310,6 +369,7 @@ fn evaluate<M: EvalModel>(
         questions,
         prepare,
         plan,
+        truth,
         &done,
         &mut writer,
         |chunk: ChunkDone<'_>| {
@@ -320,7 +380,10 @@ fn evaluate<M: EvalModel>(
             }
             bar.set_message(tally.summary(&header.steps));
             bar.inc(chunk.questions as u64);
-            if chunk.written.is_empty() && chunk.failures.is_empty() {
+            if chunk.written.is_empty()
+                && chunk.ground_truth.is_empty()
+                && chunk.failures.is_empty()
+            {
                 // Done by an earlier run: keep it out of the rate and the ETA.
                 bar.reset_eta();
             }
