@@ -276,3 +276,54 @@ fn lxmert_eval_scores_regions_against_their_objects() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn clip_eval_scores_true_captions_against_all_objects() {
+    let dir = synth_set("clip");
+    let set = dir.join("set");
+    let results = dir.join("results.jsonl");
+    let args: Vec<String> = [
+        "eval",
+        "--model",
+        &s(&fixtures().join("clip")),
+        "--captions",
+        &s(&set.join("captions.json")),
+        "--results",
+        &s(&results),
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    ok(&args);
+    // ground truth only: no perturbation lines; every image × method scored, no word rank
+    assert!(lines(&results, "perturbation").is_empty());
+    let gt = lines(&results, "ground-truth");
+    assert_eq!(gt.len(), 3 * Method::ALL.len());
+    for v in &gt {
+        assert!(v["pointing"].is_boolean(), "{v}");
+        assert!(v["word_rank"].is_null(), "{v}");
+        let m = v["mass"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&m), "{v}");
+    }
+    let summary = ok(&["eval".into(), "summary".into(), s(&results)]);
+    let table = String::from_utf8_lossy(&summary.stdout);
+    assert!(table.contains("| chance | "), "{table}");
+    assert!(table.contains("| dsmi | "), "{table}");
+
+    // without captions, CLIP is refused with a pointer to them
+    let set_q = set.join("questions.json");
+    let out = run(&[
+        "eval".into(),
+        "--model".into(),
+        s(&fixtures().join("clip")),
+        "--questions".into(),
+        s(&set_q),
+        "--annotations".into(),
+        s(&set.join("annotations.json")),
+        "--results".into(),
+        s(&dir.join("x.jsonl")),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--captions"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use fiedler::eval::clip::read_captions;
 use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern, Question};
 use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
@@ -20,7 +21,7 @@ use fiedler::input::regions::{read_features_file, Obj36Index};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::ModelFamily;
-use fiedler::session::{LxmertSession, SessionError, ViltSession};
+use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Args)]
@@ -36,6 +37,16 @@ pub struct EvalArgs {
 enum EvalCommand {
     /// Rebuild report.md, report.json and the curve PNGs from a results file alone.
     Report(ReportArgs),
+    /// Print one markdown table per results file: every method's ground-truth scores and
+    /// AUCs side by side (docs/results.md is made of these).
+    Summary(SummaryArgs),
+}
+
+#[derive(Args)]
+struct SummaryArgs {
+    /// Results files of `fiedler eval`.
+    #[arg(required = true)]
+    results: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -63,6 +74,10 @@ struct RunArgs {
     /// Official VQA v2 annotations JSON (with --questions).
     #[arg(long, requires = "questions")]
     annotations: Option<PathBuf>,
+    /// CLIP: a `fiedler synth` captions.json; each image's true caption is explained and
+    /// scored against the ground truth only (CLIP has no answer to perturb).
+    #[arg(long, conflicts_with_all = ["dataset", "questions", "annotations"])]
+    captions: Option<PathBuf>,
     /// ViLT: folder of images, found by --file-pattern.
     #[arg(long)]
     images: Option<PathBuf>,
@@ -77,10 +92,10 @@ struct RunArgs {
     file_patterns: Vec<String>,
     /// A `fiedler synth` ground_truth.json: also score every explanation against the objects
     /// and words each question is about (pointing game, mass in mask, word rank). Default:
-    /// ground_truth.json beside --questions, when there is one.
+    /// ground_truth.json beside --questions or --captions, when there is one.
     #[arg(long)]
     ground_truth: Option<PathBuf>,
-    /// Do not look for ground truth beside --questions.
+    /// Do not look for ground truth beside --questions or --captions.
     #[arg(long, conflicts_with = "ground_truth")]
     no_ground_truth: bool,
     /// LXMERT answer names (trainval_label2ans.json) when the config has none.
@@ -128,6 +143,7 @@ struct RunArgs {
 pub fn run_command(args: EvalArgs) -> anyhow::Result<()> {
     match args.command {
         Some(EvalCommand::Report(r)) => report(&r.results, r.out.as_deref()),
+        Some(EvalCommand::Summary(s)) => summary(&s.results),
         None => run_eval(args.run),
     }
 }
@@ -147,6 +163,21 @@ fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
+    for path in files {
+        if !path.is_file() {
+            bail!("no results file {}", path.display());
+        }
+        let report = Report::build(&read_results(path)?, path)?;
+        println!(
+            "### `{}` ({}): {} samples of `{}`\n",
+            report.model, report.family, report.samples, report.dataset
+        );
+        println!("{}", report.summary_markdown());
+    }
+    Ok(())
+}
+
 /// The AUC table, as in report.md, and the ground-truth table if any.
 fn print_table(report: &Report) {
     let md = report.markdown();
@@ -161,7 +192,8 @@ fn print_table(report: &Report) {
     }
 }
 
-/// The ground truth of the run: --ground-truth, or ground_truth.json beside --questions.
+/// The ground truth of the run: --ground-truth, or ground_truth.json beside --questions or
+/// --captions.
 fn ground_truth_file(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
     if let Some(path) = &args.ground_truth {
         if !path.is_file() {
@@ -175,6 +207,7 @@ fn ground_truth_file(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
     Ok(args
         .questions
         .as_ref()
+        .or(args.captions.as_ref())
         .and_then(|q| q.parent())
         .map(|dir| dir.join("ground_truth.json"))
         .filter(|p| p.is_file()))
@@ -223,13 +256,24 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let dataset = read_dataset(&args)?;
+    let (dataset, caption_images) = match &args.captions {
+        Some(path) => {
+            let (dataset, files) = read_captions(path)?;
+            (dataset, Some(files))
+        }
+        None => (read_dataset(&args)?, None),
+    };
     let count = args.samples.unwrap_or(dataset.questions.len());
     if count == 0 {
         bail!("--samples 0: nothing to evaluate");
     }
     let order = python_shuffled_prefix(dataset.questions.len(), args.seed, count);
     let questions: Vec<&Question> = order.iter().map(|&i| &dataset.questions[i]).collect();
+    let family = read_family(&model_dir)?;
+    if family == ModelFamily::Clip {
+        // Ground truth only: nothing to perturb.
+        tests.clear();
+    }
     let plan = Plan {
         methods,
         tests,
@@ -244,7 +288,6 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let family = read_family(&model_dir)?;
     let truth_file = ground_truth_file(&args)?;
     let header = RunHeader {
         format: FORMAT,
@@ -255,6 +298,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .images
             .as_ref()
             .or(args.features.as_ref())
+            .or(args.captions.as_ref())
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         steps: args.steps.clone(),
@@ -326,10 +370,33 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 &args.results,
             )
         }
-        ModelFamily::Clip => bail!(
-            "{} is a CLIP model; the perturbation benchmark needs a VQA model (ViLT or LXMERT)",
-            model_dir.display()
-        ),
+        ModelFamily::Clip => {
+            let (Some(files), Some(path)) = (&caption_images, &truth_file) else {
+                bail!(
+                    "{} is a CLIP model: the perturbation benchmark needs a VQA model (ViLT or LXMERT); CLIP is scored against ground truth only, on a `fiedler synth` set: give --captions DIR/captions.json (with DIR/ground_truth.json)",
+                    model_dir.display()
+                );
+            };
+            let session = ClipSession::open(&model_dir)?;
+            let prepare = |q: &Question| {
+                Ok(PairRequest {
+                    image: files[&q.id].clone(),
+                    text: q.text.clone(),
+                })
+            };
+            let truth = SynthTruth::for_captions(path, &questions)?;
+            let session = &session;
+            let score = |q: &Question, e: &Explanation| truth.score(q, e, session.tokenizer());
+            evaluate(
+                session,
+                &questions,
+                prepare,
+                &plan,
+                Some(&score),
+                &header,
+                &args.results,
+            )
+        }
     }
 }
 
@@ -342,7 +409,9 @@ fn evaluate<M: EvalModel>(
     header: &RunHeader,
     results: &Path,
 ) -> anyhow::Result<()> {
-    check_vocabulary(questions, model.answers())?;
+    if !plan.tests.is_empty() {
+        check_vocabulary(questions, model.answers())?;
+    }
     let (mut writer, existing) = ResultsWriter::open(results, header)?;
     if existing.torn_line {
         eprintln!(

@@ -39,7 +39,13 @@ struct TruthFile {
 struct ImageTruth {
     image_id: u64,
     mask_file: String,
+    objects: Vec<ObjectTruth>,
     region_objects: Vec<Option<usize>>,
+}
+
+#[derive(Deserialize)]
+struct ObjectTruth {
+    id: usize,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +54,16 @@ struct QuestionTruth {
     image_id: u64,
     relevant_objects: Vec<usize>,
     relevant_words: Vec<usize>,
+}
+
+fn read(path: &Path) -> Result<TruthFile, EvalError> {
+    let fail = |reason: String| EvalError::GroundTruth {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| fail(format!("not a fiedler synth ground_truth.json: {e}")))
 }
 
 /// An instance mask (0 background, k + 1 object k).
@@ -75,23 +91,50 @@ impl SynthTruth {
         questions: &[&Question],
         units: ImageUnits,
     ) -> Result<Self, EvalError> {
-        let fail = |reason: String| EvalError::GroundTruth {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let file: TruthFile = serde_json::from_str(&text)
-            .map_err(|e| fail(format!("not a fiedler synth ground_truth.json: {e}")))?;
-        let mut by_id: HashMap<String, QuestionTruth> = file
+        let file = read(path)?;
+        let by_id = file
             .questions
             .into_iter()
             .map(|q| (q.question_id.to_string(), q))
             .collect();
-        let images: HashMap<u64, ImageTruth> = file
+        Self::select(path, file.images, by_id, questions, units)
+    }
+
+    /// For CLIP's true captions (`Question::id` = the image id): a caption names every object
+    /// of its image, so all are relevant; no word is singled out (no word rank).
+    pub fn for_captions(path: &Path, captions: &[&Question]) -> Result<Self, EvalError> {
+        let file = read(path)?;
+        let by_id = file
             .images
-            .into_iter()
-            .map(|im| (im.image_id, im))
+            .iter()
+            .map(|im| {
+                let truth = QuestionTruth {
+                    question_id: im.image_id,
+                    image_id: im.image_id,
+                    relevant_objects: im.objects.iter().map(|o| o.id).collect(),
+                    relevant_words: Vec::new(),
+                };
+                (im.image_id.to_string(), truth)
+            })
             .collect();
+        Self::select(path, file.images, by_id, captions, ImageUnits::Patches)
+    }
+
+    /// Keeps the truth of `questions` (each must have one, about the same image) and loads
+    /// what their scores need.
+    fn select(
+        path: &Path,
+        images: Vec<ImageTruth>,
+        mut by_id: HashMap<String, QuestionTruth>,
+        questions: &[&Question],
+        units: ImageUnits,
+    ) -> Result<Self, EvalError> {
+        let fail = |reason: String| EvalError::GroundTruth {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let images: HashMap<u64, ImageTruth> =
+            images.into_iter().map(|im| (im.image_id, im)).collect();
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut kept = HashMap::new();
         let mut region_objects = HashMap::new();
@@ -142,10 +185,6 @@ impl SynthTruth {
             region_objects,
             masks,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Scores one explanation of question `q`, tokenized by `tokenizer`.
@@ -237,7 +276,7 @@ mod tests {
         let path = dir.join("ground_truth.json");
         std::fs::write(
             &path,
-            r#"{"seed": 1, "images": [{"image_id": 3, "mask_file": "none.png", "region_objects": [null, 1, 0]}],
+            r#"{"seed": 1, "images": [{"image_id": 3, "mask_file": "none.png", "objects": [{"id": 0}, {"id": 1}], "region_objects": [null, 1, 0]}],
                "questions": [{"question_id": 3000, "image_id": 3, "relevant_objects": [0], "relevant_words": [4]},
                              {"question_id": 3001, "image_id": 3, "relevant_objects": [], "relevant_words": []}]}"#,
         )
@@ -284,6 +323,9 @@ mod tests {
         ));
         let missing = question("5000", "3");
         assert!(SynthTruth::open(&path, &[&missing], ImageUnits::Regions).is_err());
+        // a caption is about every object of its image, and needs the (missing) mask
+        let caption = question("3", "3");
+        assert!(SynthTruth::for_captions(&path, &[&caption]).is_err());
         // patches need the (missing) mask file
         assert!(SynthTruth::open(&path, &[&q], ImageUnits::Patches).is_err());
         std::fs::remove_dir_all(dir).unwrap();

@@ -14,9 +14,11 @@
 //! - [`ground_truth`]: pointing game, mass in mask and word rank against `fiedler synth`
 //!   ground truth, from the explanation pass.
 //! - [`report`]: the AUC table (markdown, JSON) and accuracy curves (PNG) from results alone.
-//! - [`vilt`], [`lxmert`]: the two model families under the benchmark.
+//! - [`vilt`], [`lxmert`]: the two model families under the benchmark; [`clip`]: CLIP on
+//!   `fiedler synth` caption sets, scored against ground truth only.
 
 pub mod answers;
+pub mod clip;
 pub mod dataset;
 pub mod ground_truth;
 pub mod lxmert;
@@ -65,6 +67,8 @@ pub enum EvalError {
     GroundTruth { path: PathBuf, reason: String },
     #[error(transparent)]
     Metric(#[from] crate::synth::metrics::MetricError),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{0} gave relevance that is not finite")]
     Relevance(Method),
     #[error(transparent)]

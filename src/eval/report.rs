@@ -377,6 +377,51 @@ impl Report {
         md
     }
 
+    /// One table of every method: ground-truth scores and AUCs side by side ("N/A" where a
+    /// number does not exist: no perturbation tests for CLIP, no word rank for captions).
+    pub fn summary_markdown(&self) -> String {
+        let mut md = String::new();
+        let auc_headers: Vec<String> = TESTS
+            .iter()
+            .map(|t| format!("{} AUC {}", t.column(), t.order.better()))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| method | pointing game (%) ↑ | mass in mask (%) ↑ | word rank ↓ | {} |",
+            auc_headers.join(" | ")
+        );
+        let _ = writeln!(md, "|---|{}", "---:|".repeat(3 + TESTS.len()));
+        let mut names: Vec<String> = method_order(
+            self.methods
+                .iter()
+                .map(|r| r.method.as_str())
+                .chain(self.ground_truth.iter().map(|r| r.method.as_str()))
+                .filter(|m| *m != "chance"),
+        );
+        if !self.ground_truth.is_empty() {
+            names.push("chance".into());
+        }
+        for name in names {
+            let gt = self
+                .ground_truth
+                .iter()
+                .find(|r| r.method == name)
+                .map_or(["N/A".into(), "N/A".into(), "N/A".into()], |r| {
+                    r.cells().map(|c| if c == "–" { "N/A".into() } else { c })
+                });
+            let row = self.methods.iter().find(|r| r.method == name);
+            let aucs: Vec<String> = TESTS
+                .iter()
+                .map(|t| {
+                    row.and_then(|r| r.tests.get(&t.column()))
+                        .map_or("N/A".into(), |c| format!("{:.2}", c.auc))
+                })
+                .collect();
+            let _ = writeln!(md, "| {name} | {} | {} |", gt.join(" | "), aucs.join(" | "));
+        }
+        md
+    }
+
     /// The ground-truth section: a table of method × pointing game, mass in mask, word rank.
     pub fn ground_truth_markdown(&self) -> String {
         let mut md = String::new();

@@ -75,6 +75,10 @@ impl ClipSession {
         &self.model
     }
 
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
     /// Explains `pairs` in batches of `batch`, calling `progress(pairs done)` after each.
     pub fn explain(
         &self,
@@ -92,7 +96,7 @@ impl ClipSession {
         Ok(results)
     }
 
-    fn explain_batch(
+    pub(crate) fn explain_batch(
         &self,
         pairs: &[PairRequest],
         methods: &[Method],
