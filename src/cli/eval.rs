@@ -169,8 +169,16 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
             bail!("no results file {}", path.display());
         }
         let report = Report::build(&read_results(path)?, path)?;
+        // Step 0 of any test is the unperturbed input: the model's plain VQA accuracy.
+        let accuracy = report
+            .methods
+            .first()
+            .and_then(|r| r.tests.values().next())
+            .map_or(String::new(), |c| {
+                format!("; VQA accuracy {:.1}%", c.accuracy[0])
+            });
         println!(
-            "### `{}` ({}): {} samples of `{}`\n",
+            "### `{}` ({}): {} samples of `{}`{accuracy}\n",
             report.model, report.family, report.samples, report.dataset
         );
         println!("{}", report.summary_markdown());
