@@ -66,8 +66,8 @@ QUESTIONS=$(grep -o '"question_id"' "$SET/questions.json" | wc -l)
   echo "  are removed. N/A for CLIP, which has no answer to perturb."
   echo "- **chance**: the same ground-truth scores for relevance in random order."
   echo
-  echo "The explanations are of the model's predicted answer, right or wrong; see each"
-  echo "model's card in models/ for its accuracy."
+  echo "The explanations are of the model's predicted answer, right or wrong (each model's VQA"
+  echo "accuracy on these questions is given below)."
   echo
   for name in vilt-synth lxmert-synth clip-synth; do
     dir="$MODELS/$name"
