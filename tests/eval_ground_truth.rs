@@ -1,7 +1,8 @@
 //! `fiedler eval` on a tiny `fiedler synth` set with the random-weight fixtures: a
 //! `ground-truth` line per sample × method with scores in range, the report's ground-truth
 //! table, reruns byte-identical, a cut-off run resumed equal to a whole one, and the run
-//! header keeping runs with and without ground truth apart.
+//! header keeping runs with and without ground truth apart; LXMERT's lines equal the scores
+//! computed straight from the library.
 
 mod common;
 
@@ -10,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::fixtures;
-use fiedler::explain::Method;
+use fiedler::explain::{Method, MethodOptions};
+use fiedler::session::{AnswerTarget, LxmertSession, RegionRequest};
+use fiedler::synth::metrics::{
+    mass_in_mask, pointing_game, region_object_overlap, relevant_word_rank, span_words,
+};
 use serde_json::Value;
 
 fn run(args: &[String]) -> Output {
@@ -266,6 +271,73 @@ fn lxmert_eval_scores_regions_against_their_objects() {
     .collect();
     ok(&args);
     assert!(check_lines(&results, &samples) > 0);
+
+    // the same scores straight from the library: each question explained alone, its regions
+    // scored by the objects ground_truth.json says they show
+    let truth: Value =
+        serde_json::from_str(&std::fs::read_to_string(set.join("ground_truth.json")).unwrap())
+            .unwrap();
+    let session = LxmertSession::open(&fixtures().join("lxmert"), None).unwrap();
+    let eval_lines = lines(&results, "ground-truth");
+    for q in truth["questions"].as_array().unwrap() {
+        let image =
+            &truth["images"].as_array().unwrap()[q["image_id"].as_u64().unwrap() as usize - 1];
+        let ids = |v: &Value| -> Vec<usize> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize)
+                .collect()
+        };
+        let region_objects: Vec<Option<usize>> = image["region_objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().map(|x| x as usize))
+            .collect();
+        let question = q["question"].as_str().unwrap();
+        let request = RegionRequest {
+            regions: set.join(image["regions_file"].as_str().unwrap()),
+            image_id: None,
+            question: question.to_owned(),
+        };
+        let (r, _) = session
+            .explain(
+                &[request],
+                &Method::ALL,
+                &MethodOptions::default(),
+                &AnswerTarget::Predicted,
+                1,
+                |_| {},
+            )
+            .unwrap()
+            .remove(0);
+        let overlap = region_object_overlap(&region_objects, &ids(&q["relevant_objects"]));
+        let words = span_words(
+            question,
+            &session.tokenizer().token_spans(question).unwrap(),
+        );
+        for e in &r.explanations {
+            let line = eval_lines
+                .iter()
+                .find(|v| {
+                    v["sample"] == q["question_id"].to_string() && v["method"] == e.method.name()
+                })
+                .unwrap();
+            let pointing = pointing_game(&e.image_relevance, &overlap).unwrap();
+            assert_eq!(line["pointing"].as_bool(), pointing, "{line}");
+            match mass_in_mask(&e.image_relevance, &overlap).unwrap() {
+                Some(m) => assert!(
+                    (line["mass"].as_f64().unwrap() - f64::from(m)).abs() < 1e-4,
+                    "{line}"
+                ),
+                None => assert!(line["mass"].is_null(), "{line}"),
+            }
+            let rank =
+                relevant_word_rank(&e.text_relevance, &words, &ids(&q["relevant_words"])).unwrap();
+            assert_eq!(line["word_rank"].as_u64(), rank.map(|r| r as u64), "{line}");
+        }
+    }
     // 10 regions per image, each on one object or none: chance levels are tenths, and
     // pointing at a region of a relevant object is a whole hit
     for v in lines(&results, "ground-truth") {
