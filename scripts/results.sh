@@ -3,7 +3,7 @@
 # the ground truth of a held-out `fiedler synth` set (pointing game, mass in mask, relevant-word
 # rank) beside the perturbation AUCs (ViLT, LXMERT; CLIP has no answer to perturb).
 #
-#   scripts/results.sh            # about a few minutes on 2 cores
+#   scripts/results.sh            # about 3 minutes on 2 busy cores
 #
 # Deterministic: the same weights give the same table (fixed seed, fixed sample order).
 # Settings (environment): MODELS (default models), IMAGES (held-out images, default 100),
@@ -75,7 +75,7 @@ QUESTIONS=$(grep -o '"question_id"' "$SET/questions.json" | wc -l)
     echo
     sha=$(weights "$dir")
     if [[ -z "$sha" ]]; then
-      echo "N/A: no trained weights ($dir/model.safetensors) when this table was made."
+      echo "N/A: no trained weights (models/$name/model.safetensors) when this table was made."
       echo
       continue
     fi
@@ -84,6 +84,7 @@ QUESTIONS=$(grep -o '"question_id"' "$SET/questions.json" | wc -l)
       "$(head -n 1 <<<"$summary" | grep -o '[0-9]* samples.*' | sed "s#\`$WORK/[^\`]*\`#the set#")."
     echo
     tail -n +3 <<<"$summary"
+    echo
   done
 } > "$OUT"
 echo "wrote $OUT" >&2
