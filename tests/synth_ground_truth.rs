@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use fiedler::explain::{Explanation, Method, MethodOptions};
 use fiedler::session::{AnswerTarget, LxmertSession, PairRequest, RegionRequest, ViltSession};
 use fiedler::synth::metrics::{
-    mass_in_mask, patch_overlap, pointing_game, relevant_word_rank, ObjectMask,
+    mass_in_mask, patch_overlap, pointing_game, region_object_overlap, relevant_word_rank,
+    span_words, ObjectMask,
 };
 use serde_json::Value;
 
@@ -80,25 +81,6 @@ fn cases(name: &str) -> (PathBuf, Vec<Case>) {
     (dir, cases)
 }
 
-/// Word index of each displayed token: specials and "?" belong to no word; "##" pieces to the
-/// word before.
-fn token_words(tokens: &[String]) -> Vec<Option<usize>> {
-    let mut word: Option<usize> = None;
-    tokens
-        .iter()
-        .map(|t| {
-            if t.starts_with('[') || t.starts_with("<|") || t == "?" {
-                None
-            } else if t.starts_with("##") {
-                word
-            } else {
-                word = Some(word.map_or(0, |w| w + 1));
-                word
-            }
-        })
-        .collect()
-}
-
 #[derive(Default)]
 struct Tally {
     hits: usize,
@@ -110,7 +92,7 @@ struct Tally {
 }
 
 /// Adds one explanation's scores; returns the chance mass (uniform relevance) for the baseline.
-fn score(t: &mut Tally, e: &Explanation, overlap: &[f32], tokens: &[String], case: &Case) {
+fn score(t: &mut Tally, e: &Explanation, overlap: &[f32], words: &[Option<usize>], case: &Case) {
     if let Some(hit) = pointing_game(&e.image_relevance, overlap).unwrap() {
         t.games += 1;
         t.hits += usize::from(hit);
@@ -119,13 +101,7 @@ fn score(t: &mut Tally, e: &Explanation, overlap: &[f32], tokens: &[String], cas
         t.mass += m as f64;
         t.masses += 1;
     }
-    if let Some(r) = relevant_word_rank(
-        &e.text_relevance,
-        &token_words(tokens),
-        &case.relevant_words,
-    )
-    .unwrap()
-    {
+    if let Some(r) = relevant_word_rank(&e.text_relevance, words, &case.relevant_words).unwrap() {
         t.rank += r as f64;
         t.ranks += 1;
     }
@@ -199,6 +175,8 @@ fn vilt_explanations_find_the_asked_about_objects() {
             relevant: &case.relevant,
         };
         let overlap = patch_overlap(&mask, rows, cols).unwrap();
+        let spans = session.tokenizer().token_spans(&case.question).unwrap();
+        let words = span_words(&case.question, &spans);
         chance_point += overlap.iter().filter(|&&o| o > 0.0).count() as f64 / overlap.len() as f64;
         chance_mass += overlap.iter().map(|&o| o as f64).sum::<f64>() / overlap.len() as f64;
         for e in &r.explanations {
@@ -206,7 +184,7 @@ fn vilt_explanations_find_the_asked_about_objects() {
                 tallies.entry(e.method.name()).or_default(),
                 e,
                 &overlap,
-                &r.tokens,
+                &words,
                 case,
             );
         }
@@ -242,11 +220,9 @@ fn lxmert_explanations_find_the_asked_about_regions() {
     let (mut chance_point, mut chance_mass) = (0.0, 0.0);
     for (case, (r, _)) in cases.iter().zip(&results) {
         // a region is on target when it shows a relevant object
-        let overlap: Vec<f32> = case
-            .region_objects
-            .iter()
-            .map(|o| f32::from(u8::from(o.is_some_and(|id| case.relevant.contains(&id)))))
-            .collect();
+        let overlap = region_object_overlap(&case.region_objects, &case.relevant);
+        let spans = session.tokenizer().token_spans(&case.question).unwrap();
+        let words = span_words(&case.question, &spans);
         let share = overlap.iter().sum::<f32>() as f64 / overlap.len() as f64;
         chance_point += share;
         chance_mass += share;
@@ -255,7 +231,7 @@ fn lxmert_explanations_find_the_asked_about_regions() {
                 tallies.entry(e.method.name()).or_default(),
                 e,
                 &overlap,
-                &r.tokens,
+                &words,
                 case,
             );
         }

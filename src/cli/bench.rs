@@ -4,7 +4,6 @@
 //! benches (`cargo bench`) cover the ops; this covers the whole job a user runs.
 
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::time::Instant;
 
 use crate::cli::device::{open, with_backend, Device, Opened};
@@ -16,7 +15,7 @@ use fiedler::eval::dataset::Question;
 use fiedler::eval::lxmert::{LxmertEval, LxmertInput};
 use fiedler::eval::protocol::DEFAULT_STEPS;
 use fiedler::eval::report::TESTS;
-use fiedler::eval::results::{ResultsWriter, RunHeader, FORMAT};
+use fiedler::eval::results::{Done, ResultsWriter, RunHeader, FORMAT};
 use fiedler::eval::runner::{run as eval_run, EvalModel, Explained, Keep, Plan};
 use fiedler::eval::EvalError;
 use fiedler::explain::clip::explain_clip;
@@ -324,6 +323,7 @@ fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
         inputs: "random".into(),
         steps: DEFAULT_STEPS.to_vec(),
         seed: 0,
+        ground_truth: None,
     };
     println!(
         "perturbation benchmark: LXMERT base, random weights, cpu ({} threads), {n} samples, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
@@ -357,7 +357,8 @@ fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
             &refs,
             input,
             &plan,
-            &HashSet::new(),
+            None,
+            &Done::default(),
             &mut writer,
             |_| {},
         )?;

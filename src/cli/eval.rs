@@ -1,24 +1,27 @@
 //! `fiedler eval`: the perturbation benchmark (spec §E) of a ViLT or LXMERT model on a VQA
-//! dataset, resumable, with an AUC table and curves; `fiedler eval report RESULTS.jsonl`
-//! rebuilds the report from a results file alone.
+//! dataset, resumable, with an AUC table and curves (and, on a `fiedler synth` set, scores
+//! against its ground truth); `fiedler eval report RESULTS.jsonl` rebuilds the report from a
+//! results file alone.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use fiedler::eval::clip::read_captions;
 use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern, Question};
+use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
 use fiedler::eval::report::{Report, Tally};
 use fiedler::eval::results::{read_results, ResultsWriter, RunHeader, FORMAT};
-use fiedler::eval::runner::{run, ChunkDone, EvalModel, Plan};
+use fiedler::eval::runner::{run, ChunkDone, EvalModel, Plan, Scorer};
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
-use fiedler::explain::{Method, MethodOptions};
+use fiedler::explain::{Explanation, Method, MethodOptions};
 use fiedler::input::regions::{read_features_file, Obj36Index};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::ModelFamily;
-use fiedler::session::{LxmertSession, SessionError, ViltSession};
+use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Args)]
@@ -34,6 +37,16 @@ pub struct EvalArgs {
 enum EvalCommand {
     /// Rebuild report.md, report.json and the curve PNGs from a results file alone.
     Report(ReportArgs),
+    /// Print one markdown table per results file: every method's ground-truth scores and
+    /// AUCs side by side (docs/results.md is made of these).
+    Summary(SummaryArgs),
+}
+
+#[derive(Args)]
+struct SummaryArgs {
+    /// Results files of `fiedler eval`.
+    #[arg(required = true)]
+    results: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -61,6 +74,10 @@ struct RunArgs {
     /// Official VQA v2 annotations JSON (with --questions).
     #[arg(long, requires = "questions")]
     annotations: Option<PathBuf>,
+    /// CLIP: a `fiedler synth` captions.json; each image's true caption is explained and
+    /// scored against the ground truth only (CLIP has no answer to perturb).
+    #[arg(long, conflicts_with_all = ["dataset", "questions", "annotations"])]
+    captions: Option<PathBuf>,
     /// ViLT: folder of images, found by --file-pattern.
     #[arg(long)]
     images: Option<PathBuf>,
@@ -73,6 +90,14 @@ struct RunArgs {
     /// COCO_val2014_{id:012}.jpg, {id}.jpg, {id}.png; for features: {id}.safetensors.
     #[arg(long = "file-pattern")]
     file_patterns: Vec<String>,
+    /// A `fiedler synth` ground_truth.json: also score every explanation against the objects
+    /// and words each question is about (pointing game, mass in mask, word rank). Default:
+    /// ground_truth.json beside --questions or --captions, when there is one.
+    #[arg(long)]
+    ground_truth: Option<PathBuf>,
+    /// Do not look for ground truth beside --questions or --captions.
+    #[arg(long, conflicts_with = "ground_truth")]
+    no_ground_truth: bool,
     /// LXMERT answer names (trainval_label2ans.json) when the config has none.
     #[arg(long)]
     answers: Option<PathBuf>,
@@ -118,6 +143,7 @@ struct RunArgs {
 pub fn run_command(args: EvalArgs) -> anyhow::Result<()> {
     match args.command {
         Some(EvalCommand::Report(r)) => report(&r.results, r.out.as_deref()),
+        Some(EvalCommand::Summary(s)) => summary(&s.results),
         None => run_eval(args.run),
     }
 }
@@ -137,7 +163,30 @@ fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The AUC table, as in report.md.
+fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
+    for path in files {
+        if !path.is_file() {
+            bail!("no results file {}", path.display());
+        }
+        let report = Report::build(&read_results(path)?, path)?;
+        // Step 0 of any test is the unperturbed input: the model's plain VQA accuracy.
+        let accuracy = report
+            .methods
+            .first()
+            .and_then(|r| r.tests.values().next())
+            .map_or(String::new(), |c| {
+                format!("; VQA accuracy {:.1}%", c.accuracy[0])
+            });
+        println!(
+            "### `{}` ({}): {} samples of `{}`{accuracy}\n",
+            report.model, report.family, report.samples, report.dataset
+        );
+        println!("{}", report.summary_markdown());
+    }
+    Ok(())
+}
+
+/// The AUC table, as in report.md, and the ground-truth table if any.
 fn print_table(report: &Report) {
     let md = report.markdown();
     let table = md
@@ -146,6 +195,30 @@ fn print_table(report: &Report) {
         .and_then(|rest| rest.split("\n\n").next())
         .unwrap_or("");
     println!("{}\n{table}", report.auc_formula);
+    if !report.ground_truth.is_empty() {
+        print!("{}", report.ground_truth_markdown());
+    }
+}
+
+/// The ground truth of the run: --ground-truth, or ground_truth.json beside --questions or
+/// --captions.
+fn ground_truth_file(args: &RunArgs) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(path) = &args.ground_truth {
+        if !path.is_file() {
+            bail!("--ground-truth {}: no such file", path.display());
+        }
+        return Ok(Some(path.clone()));
+    }
+    if args.no_ground_truth {
+        return Ok(None);
+    }
+    Ok(args
+        .questions
+        .as_ref()
+        .or(args.captions.as_ref())
+        .and_then(|q| q.parent())
+        .map(|dir| dir.join("ground_truth.json"))
+        .filter(|p| p.is_file()))
 }
 
 fn read_dataset(args: &RunArgs) -> anyhow::Result<Dataset> {
@@ -191,13 +264,24 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let dataset = read_dataset(&args)?;
+    let (dataset, caption_images) = match &args.captions {
+        Some(path) => {
+            let (dataset, files) = read_captions(path)?;
+            (dataset, Some(files))
+        }
+        None => (read_dataset(&args)?, None),
+    };
     let count = args.samples.unwrap_or(dataset.questions.len());
     if count == 0 {
         bail!("--samples 0: nothing to evaluate");
     }
     let order = python_shuffled_prefix(dataset.questions.len(), args.seed, count);
     let questions: Vec<&Question> = order.iter().map(|&i| &dataset.questions[i]).collect();
+    let family = read_family(&model_dir)?;
+    if family == ModelFamily::Clip {
+        // Ground truth only: nothing to perturb.
+        tests.clear();
+    }
     let plan = Plan {
         methods,
         tests,
@@ -212,7 +296,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let family = read_family(&model_dir)?;
+    let truth_file = ground_truth_file(&args)?;
     let header = RunHeader {
         format: FORMAT,
         family: family.model_type().to_owned(),
@@ -222,10 +306,18 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .images
             .as_ref()
             .or(args.features.as_ref())
+            .or(args.captions.as_ref())
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         steps: args.steps.clone(),
         seed: args.seed,
+        ground_truth: truth_file.as_ref().map(|p| p.display().to_string()),
+    };
+    let open_truth = |units| {
+        truth_file
+            .as_ref()
+            .map(|path| SynthTruth::open(path, &questions, units))
+            .transpose()
     };
     match family {
         ModelFamily::Vilt => {
@@ -239,7 +331,20 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             );
             let session = ViltSession::open(&model_dir)?;
             let prepare = |q: &Question| session.eval_input(&files.find(&q.image_id)?, &q.text);
-            evaluate(&session, &questions, prepare, &plan, &header, &args.results)
+            let truth = open_truth(ImageUnits::Patches)?;
+            let session = &session;
+            let score = truth
+                .as_ref()
+                .map(|t| move |q: &Question, e: &Explanation| t.score(q, e, session.tokenizer()));
+            evaluate(
+                session,
+                &questions,
+                prepare,
+                &plan,
+                score.as_ref().map(|f| f as &Scorer),
+                &header,
+                &args.results,
+            )
         }
         ModelFamily::Lxmert => {
             let Some(features) = &args.features else {
@@ -259,19 +364,47 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 .map_err(|e| EvalError::Session(e.into()))?;
                 session.eval_input(regions, &q.text)
             };
+            let truth = open_truth(ImageUnits::Regions)?;
+            let score = truth
+                .as_ref()
+                .map(|t| |q: &Question, e: &Explanation| t.score(q, e, session.tokenizer()));
             evaluate(
                 &session.evaluator(),
                 &questions,
                 prepare,
                 &plan,
+                score.as_ref().map(|f| f as &Scorer),
                 &header,
                 &args.results,
             )
         }
-        ModelFamily::Clip => bail!(
-            "{} is a CLIP model; the perturbation benchmark needs a VQA model (ViLT or LXMERT)",
-            model_dir.display()
-        ),
+        ModelFamily::Clip => {
+            let (Some(files), Some(path)) = (&caption_images, &truth_file) else {
+                bail!(
+                    "{} is a CLIP model: the perturbation benchmark needs a VQA model (ViLT or LXMERT); CLIP is scored against ground truth only, on a `fiedler synth` set: give --captions DIR/captions.json (with DIR/ground_truth.json)",
+                    model_dir.display()
+                );
+            };
+            let session = ClipSession::open(&model_dir)?;
+            let prepare = |q: &Question| {
+                Ok(PairRequest {
+                    image: files[&q.id].clone(),
+                    text: q.text.clone(),
+                })
+            };
+            let truth = SynthTruth::for_captions(path, &questions)?;
+            let session = &session;
+            let score = |q: &Question, e: &Explanation| truth.score(q, e, session.tokenizer());
+            evaluate(
+                session,
+                &questions,
+                prepare,
+                &plan,
+                Some(&score),
+                &header,
+                &args.results,
+            )
+        }
     }
 }
 
@@ -280,10 +413,13 @@ fn evaluate<M: EvalModel>(
     questions: &[&Question],
     prepare: impl Fn(&Question) -> Result<M::Input, EvalError>,
     plan: &Plan,
+    truth: Option<&Scorer<'_>>,
     header: &RunHeader,
     results: &Path,
 ) -> anyhow::Result<()> {
-    check_vocabulary(questions, model.answers())?;
+    if !plan.tests.is_empty() {
+        check_vocabulary(questions, model.answers())?;
+    }
     let (mut writer, existing) = ResultsWriter::open(results, header)?;
     if existing.torn_line {
         eprintln!(
@@ -310,6 +446,7 @@ fn evaluate<M: EvalModel>(
         questions,
         prepare,
         plan,
+        truth,
         &done,
         &mut writer,
         |chunk: ChunkDone<'_>| {
@@ -320,7 +457,10 @@ fn evaluate<M: EvalModel>(
             }
             bar.set_message(tally.summary(&header.steps));
             bar.inc(chunk.questions as u64);
-            if chunk.written.is_empty() && chunk.failures.is_empty() {
+            if chunk.written.is_empty()
+                && chunk.ground_truth.is_empty()
+                && chunk.failures.is_empty()
+            {
                 // Done by an earlier run: keep it out of the rate and the ETA.
                 bar.reset_eta();
             }

@@ -11,11 +11,16 @@
 //! - [`protocol`]: k per step, what each step keeps, the AUC.
 //! - [`runner`]: batched explanation and perturbed forwards over chunks of samples.
 //! - [`results`]: the append-only, resumable JSONL results file.
+//! - [`ground_truth`]: pointing game, mass in mask and word rank against `fiedler synth`
+//!   ground truth, from the explanation pass.
 //! - [`report`]: the AUC table (markdown, JSON) and accuracy curves (PNG) from results alone.
-//! - [`vilt`], [`lxmert`]: the two model families under the benchmark.
+//! - [`vilt`], [`lxmert`]: the two model families under the benchmark; [`clip`]: CLIP on
+//!   `fiedler synth` caption sets, scored against ground truth only.
 
 pub mod answers;
+pub mod clip;
 pub mod dataset;
+pub mod ground_truth;
 pub mod lxmert;
 pub mod protocol;
 pub mod report;
@@ -58,6 +63,12 @@ pub enum EvalError {
         #[source]
         source: Box<EvalError>,
     },
+    #[error("ground truth {path}: {reason}")]
+    GroundTruth { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Metric(#[from] crate::synth::metrics::MetricError),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{0} gave relevance that is not finite")]
     Relevance(Method),
     #[error(transparent)]

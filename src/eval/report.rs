@@ -1,7 +1,8 @@
 //! The benchmark's report, from a results file alone: per method and test the mean accuracy
 //! at each step and its AUC, as a markdown table in the seed's layout (method × image+,
 //! image−, text+, text−), the same as JSON, and a PNG of accuracy-vs-removed curves per
-//! modality.
+//! modality; with `fiedler synth` ground truth, per method the pointing game, mass in mask and
+//! relevant-word rank beside a chance row.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::eval::protocol::{auc, Modality, Order, Test, AUC_FORMULA};
-use crate::eval::results::{PerturbationRecord, Results, RunHeader};
+use crate::eval::results::{GroundTruthRecord, PerturbationRecord, Results, RunHeader};
 use crate::eval::EvalError;
 use crate::explain::Method;
 use crate::render::plot::{line_charts, Axes, Panel, Series};
@@ -60,21 +61,7 @@ impl Tally {
 
     /// Method names in `Method::ALL` order, then any others by name.
     pub fn methods(&self) -> Vec<String> {
-        let present: HashSet<&str> = self.sums.keys().map(|(m, _)| m.as_str()).collect();
-        let mut out: Vec<String> = Method::ALL
-            .iter()
-            .map(|m| m.name())
-            .filter(|m| present.contains(m))
-            .map(str::to_owned)
-            .collect();
-        let mut others: Vec<String> = present
-            .iter()
-            .filter(|m| !out.iter().any(|o| o == *m))
-            .map(|m| (*m).to_owned())
-            .collect();
-        others.sort();
-        out.extend(others);
-        out
+        method_order(self.sums.keys().map(|(m, _)| m.as_str()))
     }
 
     /// One line per method with its running AUCs, for progress displays.
@@ -96,6 +83,25 @@ impl Tally {
     }
 }
 
+/// Method names in `Method::ALL` order, then any others by name, each once.
+fn method_order<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let present: HashSet<&str> = names.collect();
+    let mut out: Vec<String> = Method::ALL
+        .iter()
+        .map(|m| m.name())
+        .filter(|m| present.contains(m))
+        .map(str::to_owned)
+        .collect();
+    let mut others: Vec<String> = present
+        .iter()
+        .filter(|m| !out.iter().any(|o| o == *m))
+        .map(|m| (*m).to_owned())
+        .collect();
+    others.sort();
+    out.extend(others);
+    out
+}
+
 /// One method × test cell.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
@@ -110,6 +116,75 @@ pub struct MethodRow {
     pub method: String,
     /// By column name (image+, image−, text+, text−).
     pub tests: BTreeMap<String, Cell>,
+}
+
+/// A mean over the samples where a score exists.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Mean {
+    pub mean: f64,
+    pub samples: usize,
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<Mean> {
+    let (sum, samples) = values.fold((0.0, 0), |(s, n), v| (s + v, n + 1));
+    (samples > 0).then(|| Mean {
+        mean: sum / samples as f64,
+        samples,
+    })
+}
+
+/// One method's (or chance's) ground-truth scores.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroundTruthRow {
+    pub method: String,
+    /// Samples scored (some without an image or word score).
+    pub samples: usize,
+    /// Share of samples whose most relevant unit is on a relevant object.
+    pub pointing: Option<Mean>,
+    /// Mean share of positive relevance on relevant objects.
+    pub mass: Option<Mean>,
+    /// Mean rank of the best relevant word.
+    pub word_rank: Option<Mean>,
+}
+
+impl GroundTruthRow {
+    fn of(method: String, records: &[&GroundTruthRecord]) -> Self {
+        Self {
+            method,
+            samples: records.len(),
+            pointing: mean(records.iter().filter_map(|r| r.pointing).map(f64::from)),
+            mass: mean(records.iter().filter_map(|r| r.mass).map(f64::from)),
+            word_rank: mean(records.iter().filter_map(|r| r.word_rank).map(|r| r as f64)),
+        }
+    }
+
+    /// Chance: each sample once, its chance levels.
+    fn chance(records: &[GroundTruthRecord]) -> Self {
+        let mut seen = HashSet::new();
+        let once: Vec<&GroundTruthRecord> = records
+            .iter()
+            .filter(|r| seen.insert(r.sample.as_str()))
+            .collect();
+        Self {
+            method: "chance".into(),
+            samples: once.len(),
+            pointing: mean(once.iter().filter_map(|r| r.chance_pointing)),
+            mass: mean(once.iter().filter_map(|r| r.chance_mass)),
+            word_rank: mean(once.iter().filter_map(|r| r.chance_word_rank)),
+        }
+    }
+
+    /// Markdown cells: pointing (%), mass (%), word rank.
+    pub fn cells(&self) -> [String; 3] {
+        let show = |m: Option<Mean>, scale: f64, digits: usize| {
+            m.map_or("–".into(), |m| format!("{:.*}", digits, m.mean * scale))
+        };
+        [
+            show(self.pointing, 100.0, 1),
+            show(self.mass, 100.0, 1),
+            show(self.word_rank, 1.0, 2),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,6 +207,10 @@ pub struct Report {
     pub columns: Vec<String>,
     pub samples: usize,
     pub methods: Vec<MethodRow>,
+    /// The ground truth scored against (empty: none).
+    pub ground_truth_file: Option<String>,
+    /// Per method, then chance; empty without ground truth.
+    pub ground_truth: Vec<GroundTruthRow>,
     pub failed_samples: Vec<Failure>,
 }
 
@@ -181,8 +260,23 @@ impl Report {
             .perturbations
             .iter()
             .map(|r| r.sample.as_str())
+            .chain(results.ground_truth.iter().map(|r| r.sample.as_str()))
             .collect::<HashSet<_>>()
             .len();
+        let mut by_method: BTreeMap<&str, Vec<&GroundTruthRecord>> = BTreeMap::new();
+        for r in &results.ground_truth {
+            by_method.entry(&r.method).or_default().push(r);
+        }
+        let mut ground_truth: Vec<GroundTruthRow> = method_order(by_method.keys().copied())
+            .into_iter()
+            .map(|m| {
+                let records = &by_method[m.as_str()];
+                GroundTruthRow::of(m, records)
+            })
+            .collect();
+        if !results.ground_truth.is_empty() {
+            ground_truth.push(GroundTruthRow::chance(&results.ground_truth));
+        }
         Ok(Self {
             family: header.family.clone(),
             model: header.model.clone(),
@@ -193,6 +287,8 @@ impl Report {
             columns: TESTS.iter().map(|t| t.column()).collect(),
             samples,
             methods,
+            ground_truth_file: header.ground_truth.clone(),
+            ground_truth,
             failed_samples: results
                 .failed_samples()
                 .into_iter()
@@ -241,6 +337,9 @@ impl Report {
                 .collect();
             let _ = writeln!(md, "| {} | {} | {n} |", row.method, cells.join(" | "));
         }
+        if !self.ground_truth.is_empty() {
+            md.push_str(&self.ground_truth_markdown());
+        }
         for t in TESTS {
             let present: Vec<&MethodRow> = self
                 .methods
@@ -274,6 +373,70 @@ impl Report {
             for f in &self.failed_samples {
                 let _ = writeln!(md, "- {}: {}", f.sample, f.error);
             }
+        }
+        md
+    }
+
+    /// One table of every method: ground-truth scores and AUCs side by side ("N/A" where a
+    /// number does not exist: no perturbation tests for CLIP, no word rank for captions).
+    pub fn summary_markdown(&self) -> String {
+        let mut md = String::new();
+        let auc_headers: Vec<String> = TESTS
+            .iter()
+            .map(|t| format!("{} AUC {}", t.column(), t.order.better()))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| method | pointing game (%) ↑ | mass in mask (%) ↑ | word rank ↓ | {} |",
+            auc_headers.join(" | ")
+        );
+        let _ = writeln!(md, "|---|{}", "---:|".repeat(3 + TESTS.len()));
+        let mut names: Vec<String> = method_order(
+            self.methods
+                .iter()
+                .map(|r| r.method.as_str())
+                .chain(self.ground_truth.iter().map(|r| r.method.as_str()))
+                .filter(|m| *m != "chance"),
+        );
+        if !self.ground_truth.is_empty() {
+            names.push("chance".into());
+        }
+        for name in names {
+            let gt = self
+                .ground_truth
+                .iter()
+                .find(|r| r.method == name)
+                .map_or(["N/A".into(), "N/A".into(), "N/A".into()], |r| {
+                    r.cells().map(|c| if c == "–" { "N/A".into() } else { c })
+                });
+            let row = self.methods.iter().find(|r| r.method == name);
+            let aucs: Vec<String> = TESTS
+                .iter()
+                .map(|t| {
+                    row.and_then(|r| r.tests.get(&t.column()))
+                        .map_or("N/A".into(), |c| format!("{:.2}", c.auc))
+                })
+                .collect();
+            let _ = writeln!(md, "| {name} | {} | {} |", gt.join(" | "), aucs.join(" | "));
+        }
+        md
+    }
+
+    /// The ground-truth section: a table of method × pointing game, mass in mask, word rank.
+    pub fn ground_truth_markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(md, "\n## Ground truth\n");
+        if let Some(file) = &self.ground_truth_file {
+            let _ = writeln!(md, "Against `{file}` (`fiedler synth`): pointing game = % of samples whose most relevant {} is on an object the question is about; mass = mean % of the positive image relevance on those objects; word rank = mean rank of the best relevant question word (1 = top). Samples without a relevant object in view have no image score. `chance` = the same scores for relevance in random order.\n", if self.family == "lxmert" { "region" } else { "patch" });
+        }
+        let _ = writeln!(
+            md,
+            "| method | pointing game (%) ↑ | mass in mask (%) ↑ | word rank ↓ | samples |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+        for row in &self.ground_truth {
+            let [p, m, w] = row.cells();
+            let _ = writeln!(md, "| {} | {p} | {m} | {w} | {} |", row.method, row.samples);
         }
         md
     }

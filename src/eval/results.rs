@@ -6,9 +6,10 @@
 //! - `perturbation`: one sample × method × modality × order, with the units kept, the
 //!   predicted answer and its VQA accuracy (0–1) at every step.
 //! - `failure`: a sample that could not be evaluated, with the reason (retried on rerun).
+//! - `ground-truth`: one sample × method scored against `fiedler synth` ground truth (pointing
+//!   game, mass in mask, relevant-word rank, and their chance levels), when the run has it.
 //!
-//! Other kinds are kept for later readers (e.g. per-sample ground-truth metrics) and skipped
-//! by this one. Each line is written with one `write` and flushed to disk (`fsync`) before the
+//! Other kinds are kept for later readers and skipped by this one. Each line is written with one `write` and flushed to disk (`fsync`) before the
 //! next, so a process killed at any moment leaves whole lines and at most one torn last line
 //! (no newline); the next run drops that line and redoes its record.
 
@@ -37,6 +38,9 @@ pub struct RunHeader {
     pub inputs: String,
     pub steps: Vec<f64>,
     pub seed: u64,
+    /// The `fiedler synth` ground_truth.json scored against, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ground_truth: Option<String>,
 }
 
 /// A `perturbation` line.
@@ -67,6 +71,34 @@ impl PerturbationRecord {
     }
 }
 
+/// A `ground-truth` line: one sample × method against the objects and words its question is
+/// about (`None` where a score does not exist: no relevant object in view, no positive
+/// relevance, no relevant word).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroundTruthRecord {
+    pub sample: String,
+    pub method: String,
+    /// The most relevant patch or region lies on a relevant object.
+    pub pointing: Option<bool>,
+    /// Share of the positive image relevance on relevant objects (0–1).
+    pub mass: Option<f32>,
+    /// 1-based rank of the best relevant word among the question's words.
+    pub word_rank: Option<usize>,
+    /// Words of the question.
+    pub words: usize,
+    /// The same scores for relevance in random order: the share of units on a relevant object,
+    /// their mean overlap, (words + 1) / (relevant words + 1).
+    pub chance_pointing: Option<f64>,
+    pub chance_mass: Option<f64>,
+    pub chance_word_rank: Option<f64>,
+}
+
+impl GroundTruthRecord {
+    pub fn key(&self) -> (String, String) {
+        (self.sample.clone(), self.method.clone())
+    }
+}
+
 /// A `failure` line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailureRecord {
@@ -80,6 +112,7 @@ pub enum Line {
     Run(RunHeader),
     Perturbation(PerturbationRecord),
     Failure(FailureRecord),
+    GroundTruth(GroundTruthRecord),
 }
 
 /// (sample, method, test): what one perturbation line covers.
@@ -92,6 +125,8 @@ pub struct Results {
     /// In file order, without repeats of a key (the first is kept).
     pub perturbations: Vec<PerturbationRecord>,
     pub failures: Vec<FailureRecord>,
+    /// In file order, without repeats of a (sample, method).
+    pub ground_truth: Vec<GroundTruthRecord>,
     /// Lines of kinds this version does not read.
     pub other_lines: usize,
     /// Bytes of whole lines; a torn last line starts here.
@@ -99,9 +134,19 @@ pub struct Results {
     pub torn_line: bool,
 }
 
+/// The records a results file already has.
+#[derive(Debug, Clone, Default)]
+pub struct Done {
+    pub perturbations: HashSet<RecordKey>,
+    pub ground_truth: HashSet<(String, String)>,
+}
+
 impl Results {
-    pub fn done(&self) -> HashSet<RecordKey> {
-        self.perturbations.iter().map(|r| r.key()).collect()
+    pub fn done(&self) -> Done {
+        Done {
+            perturbations: self.perturbations.iter().map(|r| r.key()).collect(),
+            ground_truth: self.ground_truth.iter().map(|r| r.key()).collect(),
+        }
     }
 
     /// Samples whose last word is a failure (none of their records were written since).
@@ -110,6 +155,7 @@ impl Results {
             .perturbations
             .iter()
             .map(|r| r.sample.as_str())
+            .chain(self.ground_truth.iter().map(|r| r.sample.as_str()))
             .collect();
         let mut seen = HashSet::new();
         self.failures
@@ -139,6 +185,7 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
     };
     let mut results = Results::default();
     let mut done = HashSet::new();
+    let mut done_truth = HashSet::new();
     let mut start = 0usize;
     let mut line_no = 0;
     while start < bytes.len() {
@@ -167,6 +214,11 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
                 }
             }
             Ok(Some(Line::Failure(f))) => results.failures.push(f),
+            Ok(Some(Line::GroundTruth(r))) => {
+                if done_truth.insert(r.key()) {
+                    results.ground_truth.push(r);
+                }
+            }
             Err(Unknown) => results.other_lines += 1,
             // A whole last line that does not parse is treated like a torn one.
             Err(Broken(_)) if is_last => {
@@ -198,7 +250,7 @@ fn parse_line(line: &[u8]) -> Result<Option<Line>, ParseError> {
     }
     let value: Value = serde_json::from_slice(line).map_err(|e| Broken(e.to_string()))?;
     match value.get("kind").and_then(Value::as_str) {
-        Some("run" | "perturbation" | "failure") => serde_json::from_value(value)
+        Some("run" | "perturbation" | "failure" | "ground-truth") => serde_json::from_value(value)
             .map(Some)
             .map_err(|e| Broken(e.to_string())),
         Some(_) => Err(Unknown),
@@ -308,6 +360,13 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             "steps",
             format!("{:?}", theirs.steps),
             format!("{:?}", ours.steps),
+        ));
+    }
+    if theirs.ground_truth != ours.ground_truth {
+        return Err(differs(
+            "ground truth",
+            format!("{:?}", theirs.ground_truth),
+            format!("{:?}", ours.ground_truth),
         ));
     }
     if theirs.seed != ours.seed {

@@ -5,15 +5,20 @@
 //! step 0 is the model's plain accuracy; the reference feeds LXMERT's regions in top-k order
 //! even there, a permutation that changes only rounding).
 //!
+//! With ground truth, the explanation pass is also scored against it (a `ground-truth` line
+//! per sample × method, after the chunk's perturbation lines); no forward is added.
+//!
 //! A chunk with any record still to do is recomputed whole and only the missing records are
 //! written, so a resumed run batches exactly like an uninterrupted one and writes the same
 //! numbers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::eval::dataset::Question;
 use crate::eval::protocol::{keep_count, kept_image, kept_text, Modality, Test};
-use crate::eval::results::{FailureRecord, Line, PerturbationRecord, RecordKey, ResultsWriter};
+use crate::eval::results::{
+    Done, FailureRecord, GroundTruthRecord, Line, PerturbationRecord, ResultsWriter,
+};
 use crate::eval::EvalError;
 use crate::explain::{Explanation, Method, MethodOptions};
 
@@ -76,37 +81,53 @@ pub struct ChunkDone<'a> {
     /// Questions of the chunk (done before or now).
     pub questions: usize,
     pub written: &'a [PerturbationRecord],
+    pub ground_truth: &'a [GroundTruthRecord],
     pub failures: &'a [FailureRecord],
 }
 
-/// Runs `plan` over `questions`, skipping records in `done`, appending to `writer`.
+/// Scores a sample's explanation against ground truth.
+pub type Scorer<'a> = dyn Fn(&Question, &Explanation) -> Result<GroundTruthRecord, EvalError> + 'a;
+
+/// Runs `plan` over `questions`, skipping records in `done`, appending to `writer`; with
+/// `truth`, also scores every explanation against ground truth.
+#[allow(clippy::too_many_arguments)]
 pub fn run<M: EvalModel>(
     model: &M,
     questions: &[&Question],
     prepare: impl Fn(&Question) -> Result<M::Input, EvalError>,
     plan: &Plan,
-    done: &HashSet<RecordKey>,
+    truth: Option<&Scorer<'_>>,
+    done: &Done,
     writer: &mut ResultsWriter,
     mut progress: impl FnMut(ChunkDone<'_>),
 ) -> Result<(), EvalError> {
     for chunk in questions.chunks(plan.batch.max(1)) {
         let todo = |q: &Question, m: Method, t: Test| {
-            !done.contains(&(q.id.clone(), m.name().to_owned(), t))
+            !done
+                .perturbations
+                .contains(&(q.id.clone(), m.name().to_owned(), t))
+        };
+        let todo_truth = |q: &Question, m: Method| {
+            truth.is_some()
+                && !done
+                    .ground_truth
+                    .contains(&(q.id.clone(), m.name().to_owned()))
         };
         let any = chunk.iter().any(|q| {
             plan.methods
                 .iter()
-                .any(|&m| plan.tests.iter().any(|&t| todo(q, m, t)))
+                .any(|&m| todo_truth(q, m) || plan.tests.iter().any(|&t| todo(q, m, t)))
         });
         if !any {
             progress(ChunkDone {
                 questions: chunk.len(),
                 written: &[],
+                ground_truth: &[],
                 failures: &[],
             });
             continue;
         }
-        let outcome = run_chunk(model, chunk, &prepare, plan)?;
+        let outcome = run_chunk(model, chunk, &prepare, plan, truth)?;
         let mut written = Vec::new();
         for record in outcome.records {
             let method: Method = record.method.parse()?;
@@ -119,12 +140,25 @@ pub fn run<M: EvalModel>(
                 written.push(record);
             }
         }
+        let mut scored = Vec::new();
+        for record in outcome.ground_truth {
+            let method: Method = record.method.parse()?;
+            let q = chunk
+                .iter()
+                .find(|q| q.id == record.sample)
+                .expect("own sample");
+            if todo_truth(q, method) {
+                writer.append(&Line::GroundTruth(record.clone()))?;
+                scored.push(record);
+            }
+        }
         for failure in &outcome.failures {
             writer.append(&Line::Failure(failure.clone()))?;
         }
         progress(ChunkDone {
             questions: chunk.len(),
             written: &written,
+            ground_truth: &scored,
             failures: &outcome.failures,
         });
     }
@@ -133,6 +167,8 @@ pub fn run<M: EvalModel>(
 
 struct ChunkOutcome {
     records: Vec<PerturbationRecord>,
+    /// In sample, then method order.
+    ground_truth: Vec<GroundTruthRecord>,
     failures: Vec<FailureRecord>,
 }
 
@@ -164,6 +200,7 @@ fn run_chunk<M: EvalModel>(
     chunk: &[&Question],
     prepare: &impl Fn(&Question) -> Result<M::Input, EvalError>,
     plan: &Plan,
+    truth: Option<&Scorer<'_>>,
 ) -> Result<ChunkOutcome, EvalError> {
     let mut failures = Failures {
         strict: plan.strict,
@@ -184,11 +221,18 @@ fn run_chunk<M: EvalModel>(
     // Every sample × method × test: the keep of each step.
     // Keyed by (sample, method index, test).
     let mut keeps: BTreeMap<(usize, usize, Test), Vec<(usize, Keep)>> = BTreeMap::new();
+    let mut ground_truth = Vec::new();
     for (&i, e) in &explained {
         for (m, explanation) in e.explanations.iter().enumerate() {
             if let Err(err) = check_relevance(explanation) {
                 failures.add(i, chunk[i], err)?;
                 continue;
+            }
+            if let Some(score) = truth {
+                match score(chunk[i], explanation) {
+                    Ok(record) => ground_truth.push(record),
+                    Err(err) => failures.add(i, chunk[i], err)?,
+                }
             }
             for &test in &plan.tests {
                 let steps = plan
@@ -285,6 +329,10 @@ fn run_chunk<M: EvalModel>(
             test_rank(r.test()),
         )
     });
+    let ground_truth = ground_truth
+        .into_iter()
+        .filter(|r| !failures.has(sample_rank(&r.sample).expect("own sample")))
+        .collect();
     let failures = failures
         .by_sample
         .into_values()
@@ -293,7 +341,11 @@ fn run_chunk<M: EvalModel>(
             error,
         })
         .collect();
-    Ok(ChunkOutcome { records, failures })
+    Ok(ChunkOutcome {
+        records,
+        ground_truth,
+        failures,
+    })
 }
 
 /// The explanation pass of a chunk; when the batch fails, each sample alone, so that one bad

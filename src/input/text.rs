@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tokenizers::{PostProcessor, Tokenizer, TruncationDirection};
+use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
 
 use super::InputError;
 
@@ -123,30 +123,7 @@ impl TextTokenizer {
         let mut rows = Vec::with_capacity(texts.len());
         let mut truncated = Vec::with_capacity(texts.len());
         for (index, &text) in texts.iter().enumerate() {
-            let encode_error = |e: tokenizers::Error| InputError::Encode {
-                index,
-                text: text.to_string(),
-                reason: e.to_string(),
-            };
-            let mut words = self.tokenizer.encode(text, false).map_err(encode_error)?;
-            let full_len = words.len() + self.added_tokens;
-            let cut = full_len > self.max_positions;
-            if cut {
-                words.truncate(
-                    self.max_positions - self.added_tokens,
-                    0,
-                    TruncationDirection::Right,
-                );
-                eprintln!(
-                    "warning: text {index} has {full_len} tokens, more than the model's \
-                     {} positions; it is truncated to the first {}",
-                    self.max_positions, self.max_positions
-                );
-            }
-            let encoding = self
-                .tokenizer
-                .post_process(words, None, true)
-                .map_err(encode_error)?;
+            let (encoding, cut) = self.encode_one(index, text)?;
             rows.push(encoding.get_ids().to_vec());
             truncated.push(cut);
         }
@@ -174,6 +151,47 @@ impl TextTokenizer {
             seq_len,
             truncated,
         })
+    }
+
+    /// One text with its special tokens, cut to the model's positions; whether it was cut.
+    fn encode_one(&self, index: usize, text: &str) -> Result<(Encoding, bool), InputError> {
+        let encode_error = |e: tokenizers::Error| InputError::Encode {
+            index,
+            text: text.to_string(),
+            reason: e.to_string(),
+        };
+        let mut words = self.tokenizer.encode(text, false).map_err(encode_error)?;
+        let full_len = words.len() + self.added_tokens;
+        let cut = full_len > self.max_positions;
+        if cut {
+            words.truncate(
+                self.max_positions - self.added_tokens,
+                0,
+                TruncationDirection::Right,
+            );
+            eprintln!(
+                "warning: text {index} has {full_len} tokens, more than the model's \
+                 {} positions; it is truncated to the first {}",
+                self.max_positions, self.max_positions
+            );
+        }
+        let encoding = self
+            .tokenizer
+            .post_process(words, None, true)
+            .map_err(encode_error)?;
+        Ok((encoding, cut))
+    }
+
+    /// The byte range of `text` each token of its encoding (as [`Self::encode_batch`] gives
+    /// it) comes from; `None` for special tokens.
+    pub fn token_spans(&self, text: &str) -> Result<Vec<Option<(usize, usize)>>, InputError> {
+        let (encoding, _) = self.encode_one(0, text)?;
+        Ok(encoding
+            .get_offsets()
+            .iter()
+            .zip(encoding.get_special_tokens_mask())
+            .map(|(&span, &special)| (special == 0).then_some(span))
+            .collect())
     }
 
     /// Readable text of each token, one entry per id: the byte-level decoded text with the BPE

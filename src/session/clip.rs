@@ -85,6 +85,10 @@ impl<B: Backend> ClipSession<B> {
         &self.model
     }
 
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
     /// Explains `pairs` in batches of `batch`, calling `progress(pairs done)` after each.
     pub fn explain(
         &self,
@@ -102,7 +106,7 @@ impl<B: Backend> ClipSession<B> {
         Ok(results)
     }
 
-    fn explain_batch(
+    pub(crate) fn explain_batch(
         &self,
         pairs: &[PairRequest],
         methods: &[Method],

@@ -232,6 +232,47 @@ pub fn relevant_word_rank(
     Ok(Some(1 + word_rel.iter().filter(|&&r| r > best).count()))
 }
 
+/// Per region, 1 when it shows a relevant object and 0 otherwise: LXMERT's image units against
+/// `region_objects` of `fiedler synth`'s ground truth (the object each region was cut around, or
+/// `None` for a background region). A region is its object's box, so it counts as wholly on it.
+pub fn region_object_overlap(region_objects: &[Option<usize>], relevant: &[usize]) -> Vec<f32> {
+    region_objects
+        .iter()
+        .map(|o| f32::from(u8::from(o.is_some_and(|id| relevant.contains(&id)))))
+        .collect()
+}
+
+/// Word index of each token of `text`, as [`relevant_word_rank`] takes it, from the byte range
+/// each token comes from (`None`: a special token). Words are `fiedler synth`'s: `text` split
+/// on whitespace with "?" dropped, so a token of a "?" belongs to no word and sub-word pieces
+/// belong to the word they are cut from, whatever the vocabulary.
+pub fn span_words(text: &str, spans: &[Option<(usize, usize)>]) -> Vec<Option<usize>> {
+    // Byte ranges of the words, without their "?".
+    let mut words: Vec<(usize, usize)> = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                let word = text[s..i].trim_end_matches('?');
+                if !word.trim_start_matches('?').is_empty() {
+                    let lead = word.len() - word.trim_start_matches('?').len();
+                    words.push((s + lead, s + word.len()));
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    spans
+        .iter()
+        .map(|span| {
+            let (lo, hi) = (*span)?;
+            words.iter().position(|&(s, e)| lo < e && hi > s)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,5 +415,57 @@ mod tests {
             relevant_word_rank(&rel[..3], &words, &[1]),
             Err(MetricError::Length { .. })
         ));
+    }
+
+    #[test]
+    fn region_object_overlap_marks_regions_of_relevant_objects() {
+        let regions = [Some(2), None, Some(0), Some(1), Some(2)];
+        assert_eq!(
+            region_object_overlap(&regions, &[2]),
+            vec![1.0, 0.0, 0.0, 0.0, 1.0]
+        );
+        assert_eq!(
+            region_object_overlap(&regions, &[0, 1]),
+            vec![0.0, 0.0, 1.0, 1.0, 0.0]
+        );
+        assert_eq!(region_object_overlap(&regions, &[]), vec![0.0; 5]);
+    }
+
+    #[test]
+    fn span_words_follow_the_spaces_and_drop_question_marks() {
+        let text = "is there a purple triangle?";
+        // [CLS] is there a p ##urple tri ##angle ? [SEP], as byte ranges
+        let spans = [
+            None,
+            Some((0, 2)),
+            Some((3, 8)),
+            Some((9, 10)),
+            Some((11, 12)),
+            Some((12, 17)),
+            Some((18, 21)),
+            Some((21, 26)),
+            Some((26, 27)),
+            None,
+        ];
+        assert_eq!(
+            span_words(text, &spans),
+            vec![
+                None,
+                Some(0),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(3),
+                Some(4),
+                Some(4),
+                None,
+                None
+            ]
+        );
+        // a "?" on its own is not a word
+        assert_eq!(
+            span_words("what ? now", &[Some((0, 4)), Some((5, 6)), Some((7, 10))]),
+            vec![Some(0), None, Some(1)]
+        );
     }
 }

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Regenerates docs/results.md: every method × the three bundled demo models, scored against
+# the ground truth of a held-out `fiedler synth` set (pointing game, mass in mask, relevant-word
+# rank) beside the perturbation AUCs (ViLT, LXMERT; CLIP has no answer to perturb).
+#
+#   scripts/results.sh            # about 3 minutes on 2 busy cores
+#
+# Deterministic: the same weights give the same table (fixed seed, fixed sample order).
+# Settings (environment): MODELS (default models), IMAGES (held-out images, default 100),
+# SEED (default 9001, the held-out seed the model cards and tests use), OUT (default
+# docs/results.md), WORK (scratch folder, default target/results).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODELS=${MODELS:-models}
+IMAGES=${IMAGES:-100}
+SEED=${SEED:-9001}
+OUT=${OUT:-docs/results.md}
+WORK=${WORK:-target/results}
+
+cargo build --release --quiet
+FIEDLER=target/release/fiedler
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+SET="$WORK/synth-seed$SEED-n$IMAGES"
+"$FIEDLER" synth --out "$SET" --images "$IMAGES" --seed "$SEED" >/dev/null
+
+weights() { # model dir -> "sha256 prefix" or nothing
+  if [[ -f "$1/model.safetensors" ]]; then sha256sum "$1/model.safetensors" | cut -c1-12; fi
+}
+
+run_model() { # name, then eval arguments
+  local name=$1; shift
+  local dir="$MODELS/$name"
+  if [[ -z "$(weights "$dir")" ]]; then
+    echo "skipping $name: no $dir/model.safetensors" >&2
+    return
+  fi
+  echo "== $name" >&2
+  "$FIEDLER" eval --model "$dir" --results "$WORK/$name/results.jsonl" "$@" >/dev/null
+}
+
+QA=(--questions "$SET/questions.json" --annotations "$SET/annotations.json")
+run_model vilt-synth "${QA[@]}" --images "$SET/images" --file-pattern 'synth_{id:012}.png'
+run_model lxmert-synth "${QA[@]}" --features "$SET/regions" \
+  --file-pattern 'synth_{id:012}.safetensors'
+run_model clip-synth --captions "$SET/captions.json"
+
+QUESTIONS=$(grep -o '"question_id"' "$SET/questions.json" | wc -l)
+{
+  echo "# Results: methods × bundled demo models"
+  echo
+  echo "Produced by \`scripts/results.sh\` (one command; rerun it after the weights change)."
+  echo "Held-out \`fiedler synth\` set: seed $SEED, $IMAGES images, $QUESTIONS questions"
+  echo "(ViLT and LXMERT: every question; CLIP: the true caption of every image)."
+  echo
+  echo "- **pointing game**: % of samples whose most relevant patch (ViLT, CLIP) or region"
+  echo "  (LXMERT) lies on an object the question is about (CLIP: any object the caption names);"
+  echo "  samples without such an object in view (\"is there …?\" answered \"no\") do not count."
+  echo "- **mass in mask**: mean % of the positive image relevance on those objects."
+  echo "- **word rank**: mean rank (1 = top) of the best relevant question word. N/A for CLIP,"
+  echo "  whose true caption names every object (no word is singled out)."
+  echo "- **AUCs**: the perturbation benchmark of \`fiedler eval\` (spec §E): accuracy (%) as the"
+  echo "  most (+, lower is better) or least (−, higher is better) relevant image units or words"
+  echo "  are removed. N/A for CLIP, which has no answer to perturb."
+  echo "- **chance**: the same ground-truth scores for relevance in random order."
+  echo
+  echo "The explanations are of the model's predicted answer, right or wrong (each model's VQA"
+  echo "accuracy on these questions is given below)."
+  echo
+  for name in vilt-synth lxmert-synth clip-synth; do
+    dir="$MODELS/$name"
+    echo "## $name"
+    echo
+    sha=$(weights "$dir")
+    if [[ -z "$sha" ]]; then
+      echo "N/A: no trained weights (models/$name/model.safetensors) when this table was made."
+      echo
+      continue
+    fi
+    summary=$("$FIEDLER" eval summary "$WORK/$name/results.jsonl")
+    echo "Weights: \`model.safetensors\` sha256 $sha…;" \
+      "$(head -n 1 <<<"$summary" | grep -o '[0-9]* samples.*' | sed "s#\`$WORK/[^\`]*\`#the set#")."
+    echo
+    tail -n +3 <<<"$summary"
+    echo
+  done
+} > "$OUT"
+echo "wrote $OUT" >&2
