@@ -14,7 +14,7 @@ import common
 
 INTRO = {
     "vilt": ("ViltForQuestionAnswering", "answers questions about `fiedler synth` scenes from the image pixels "
-             "(96×96 after ViltImageProcessor, patch 16: a 6×6 patch grid)"),
+             "({edge}×{edge} after ViltImageProcessor, patch {patch}: a {grid}×{grid} patch grid)"),
     "lxmert": ("LxmertForQuestionAnswering", "answers questions about `fiedler synth` scenes from their region "
                "inputs (10 regions × 16 features + normalised boxes per image; the `regions/*.safetensors` "
                "files or `regions.tsv` that `fiedler synth` writes)"),
@@ -32,6 +32,9 @@ def card(family: str) -> None:
     m = json.loads((folder / "training.json").read_text())
     cfg = json.loads((folder / "config.json").read_text())
     arch, what = INTRO[family]
+    if family == "vilt":
+        edge = json.loads((folder / "preprocessor_config.json").read_text())["size"]["shortest_edge"]
+        what = what.format(edge=edge, patch=cfg["patch_size"], grid=edge // cfg["patch_size"])
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
     lines = [
         f"# {family}-synth: a small {arch} trained on synthetic scenes", "",
