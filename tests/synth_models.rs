@@ -24,7 +24,7 @@ const HELD_OUT_SEED: u64 = 9001;
 const VQA_IMAGES: usize = 60;
 const CLIP_IMAGES: usize = 200;
 const LXMERT_REQUIRED: f64 = 0.85;
-const VILT_REQUIRED: f64 = 0.35;
+const VILT_REQUIRED: f64 = 0.65;
 const CLIP_REQUIRED: f64 = 0.70;
 
 fn models() -> PathBuf {
