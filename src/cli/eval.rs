@@ -249,7 +249,9 @@ enum Features {
 }
 
 fn run_eval(args: RunArgs) -> anyhow::Result<()> {
-    let model_dir = args.model.clone().expect("clap requires --model");
+    let Some(model_dir) = args.model.clone() else {
+        bail!("--model is required: a ViLT, LXMERT or CLIP model directory");
+    };
     let methods = Method::parse_list(&args.methods)?;
     check_steps(&args.steps).map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
     if args.batch == 0 {
