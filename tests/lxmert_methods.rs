@@ -12,9 +12,9 @@ mod common;
 
 use common::{fixtures, max_abs_diff, Golden};
 use fiedler::backend::Cpu;
-use fiedler::explain::lxmert::explain_lxmert;
+use fiedler::explain::lxmert::{explain_lxmert, grad_scope};
 use fiedler::explain::{Method, MethodOptions};
-use fiedler::model::lxmert::{Lxmert, LxmertInputs};
+use fiedler::model::lxmert::{GradScope, Lxmert, LxmertInputs};
 use fiedler::model::VqaTarget;
 
 fn inputs(g: &Golden, case: &str) -> LxmertInputs {
@@ -27,7 +27,11 @@ fn check(key: &str, method: Method, target: VqaTarget) {
     let model = Lxmert::load(&Cpu, &fixtures().join("lxmert")).unwrap();
     let mut bad = Vec::new();
     for case in ["b1", "b3"] {
-        let trace = model.trace(&Cpu, &inputs(&golden, case), &target).unwrap();
+        // The backward only as deep as the method reads (what sessions run).
+        let x = inputs(&golden, case);
+        let trace = model
+            .trace_with(&Cpu, &x, &target, grad_scope(&[method]), None)
+            .unwrap();
         let explained = explain_lxmert(&trace, &[method], &MethodOptions::default()).unwrap();
         for (b, sample) in explained.iter().enumerate() {
             let e = &sample[0];
@@ -97,4 +101,42 @@ fn sum_of_logits_target_reproduces_the_seed() {
         Method::DsmiGradAttn,
         VqaTarget::SumLogits,
     );
+}
+
+/// A backward that stopped short serves the methods within its scope (as the full one does,
+/// bit for bit) and refuses the others with an error.
+#[test]
+fn narrower_backward_passes_agree_and_refuse_what_they_lack() {
+    let golden = Golden::open(&fixtures().join("lxmert/golden.safetensors"));
+    let model = Lxmert::load(&Cpu, &fixtures().join("lxmert")).unwrap();
+    let x = inputs(&golden, "b3");
+    let target = VqaTarget::Predicted;
+    let opts = MethodOptions::default();
+    let full = model.trace(&Cpu, &x, &target).unwrap();
+    let cases = [
+        (GradScope::LastCross, Method::GradCam, Method::DsmiGrad),
+        (GradScope::Cross, Method::DsmiGradAttn, Method::Chefer),
+        (GradScope::NoImageStack, Method::DsmiGrad, Method::Chefer),
+    ];
+    for (scope, served, refused) in cases {
+        let narrow = model
+            .trace_with(&Cpu, &x, &target, Some(scope), None)
+            .unwrap();
+        let a = explain_lxmert(&full, &[served], &opts).unwrap();
+        let b = explain_lxmert(&narrow, &[served], &opts).unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(
+                x[0].image_relevance, y[0].image_relevance,
+                "{scope:?} {served}"
+            );
+            assert_eq!(
+                x[0].text_relevance, y[0].text_relevance,
+                "{scope:?} {served}"
+            );
+        }
+        let err = explain_lxmert(&narrow, &[refused], &opts).unwrap_err();
+        assert!(err.to_string().contains(refused.name()), "{scope:?}: {err}");
+    }
+    let forward_only = model.record(&Cpu, &x).unwrap();
+    assert!(explain_lxmert(&forward_only, &[Method::GradCam], &opts).is_err());
 }

@@ -19,7 +19,7 @@ use fiedler::eval::results::{Done, ResultsWriter, RunHeader, FORMAT};
 use fiedler::eval::runner::{run as eval_run, EvalModel, Explained, Keep, Plan};
 use fiedler::eval::EvalError;
 use fiedler::explain::clip::explain_clip;
-use fiedler::explain::lxmert::{explain_lxmert, lrp_scope};
+use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope};
 use fiedler::explain::{need_relevance, Method, MethodOptions};
 use fiedler::input::regions::Regions;
 use fiedler::linalg::synthetic::{clustered_features, Clusters};
@@ -171,12 +171,13 @@ fn run_clip<B: Backend>(
             methods,
             batch,
             args.repeats,
+            Pass::for_method,
             |pass| {
                 match pass {
                     Pass::Forward => drop(model.record(be, &x)?.into_host(be)?),
                     Pass::Backward => drop(model.trace(be, &x, None)?.into_host(be)?),
-                    Pass::Lrp(_) => drop(model.lrp(be, &x, false)?.into_host(be)?),
-                    Pass::BackwardLrp(_) => drop(model.lrp(be, &x, true)?.into_host(be)?),
+                    Pass::Lrp => drop(model.lrp(be, &x, false)?.into_host(be)?),
+                    Pass::BackwardLrp => drop(model.lrp(be, &x, true)?.into_host(be)?),
                 }
                 Ok(())
             },
@@ -234,31 +235,20 @@ fn run_lxmert<B: Backend>(
             seq_len: args.text_tokens,
         };
         let target = VqaTarget::Predicted;
-        let trace = if let Some(scope) = lrp_scope(methods) {
-            model.lrp(be, &x, &target, true, scope)
-        } else {
-            model.trace(be, &x, &target)
-        }
-        .and_then(|t| Ok(t.into_host(be)?))
-        .with_context(|| format!("batch {batch}"))?;
+        let trace = model
+            .trace_with(be, &x, &target, grad_scope(methods), lrp_scope(methods))
+            .and_then(|t| Ok(t.into_host(be)?))
+            .with_context(|| format!("batch {batch}"))?;
         report(
             methods,
             batch,
             args.repeats,
-            |pass| {
-                match pass {
-                    Pass::Forward => drop(model.record(be, &x)?.into_host(be)?),
-                    Pass::Backward => drop(model.trace(be, &x, &target)?.into_host(be)?),
-                    Pass::Lrp(m) | Pass::BackwardLrp(m) => {
-                        let scope = lrp_scope(&[m]).expect("an LRP method");
-                        let gradients = m.needs_gradients();
-                        drop(
-                            model
-                                .lrp(be, &x, &target, gradients, scope)?
-                                .into_host(be)?,
-                        )
-                    }
-                }
+            // LXMERT's methods read different modules: each runs its passes only as deep
+            // as it needs them.
+            |m| (grad_scope(&[m]), lrp_scope(&[m])),
+            |(gradients, relevance)| {
+                let trace = model.trace_with(be, &x, &target, gradients, relevance)?;
+                drop(trace.into_host(be)?);
                 Ok(())
             },
             |method| Ok(explain_lxmert(&trace, &[method], &opts).map(|_| ())?),
@@ -477,18 +467,18 @@ enum Pass {
     Forward,
     /// Forward and backward.
     Backward,
-    /// Forward and the LRP pass (as far as the method needs it: LXMERT's passes differ).
-    Lrp(Method),
+    /// Forward and the LRP pass.
+    Lrp,
     /// Forward, backward and the LRP pass.
-    BackwardLrp(Method),
+    BackwardLrp,
 }
 
 impl Pass {
     fn for_method(m: Method) -> Self {
         if m.needs_relevance() && m.needs_gradients() {
-            Pass::BackwardLrp(m)
+            Pass::BackwardLrp
         } else if m.needs_relevance() {
-            Pass::Lrp(m)
+            Pass::Lrp
         } else if m.needs_gradients() {
             Pass::Backward
         } else {
@@ -500,22 +490,23 @@ impl Pass {
 /// One row per method: the trace it needs (a backward only for gradient methods, an LRP
 /// pass only for the LRP methods), the method itself, and explanations per second for the
 /// two together. Trace and method times are per batch.
-fn report(
+fn report<P: Copy + Eq + std::hash::Hash>(
     methods: &[Method],
     batch: usize,
     repeats: usize,
-    mut trace: impl FnMut(Pass) -> anyhow::Result<()>,
+    pass_of: impl Fn(Method) -> P,
+    mut trace: impl FnMut(P) -> anyhow::Result<()>,
     mut method: impl FnMut(Method) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut timed = std::collections::HashMap::new();
     for &m in methods {
-        let pass = Pass::for_method(m);
+        let pass = pass_of(m);
         if let std::collections::hash_map::Entry::Vacant(e) = timed.entry(pass) {
             e.insert(median_seconds(repeats, || trace(pass))?);
         }
     }
     for &m in methods {
-        let trace_s = timed[&Pass::for_method(m)];
+        let trace_s = timed[&pass_of(m)];
         let method_s = median_seconds(repeats, || method(m))?;
         println!(
             "{:<24} {:>5} {:>10.1} {:>10.1} {:>12.1} {:>12.2}",

@@ -18,14 +18,10 @@ pub fn explain_clip(
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
-    check_gradients(
-        methods,
-        trace.vision.has_gradients() && trace.text.has_gradients(),
-    )?;
-    check_relevance(
-        methods,
-        trace.vision.has_relevance() && trace.text.has_relevance(),
-    )?;
+    let has_gradients = trace.vision.has_gradients() && trace.text.has_gradients();
+    let has_relevance = trace.vision.has_relevance() && trace.text.has_relevance();
+    check_gradients(methods, |_| has_gradients)?;
+    check_relevance(methods, |_| has_relevance)?;
     let start_vision = resolve_start(opts.start_layer, trace.vision.layers.len(), "--start-layer")?;
     let start_text = resolve_start(
         opts.start_layer_text,

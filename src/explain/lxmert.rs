@@ -17,7 +17,7 @@ use crate::explain::{
     MethodOptions,
 };
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
-use crate::model::lxmert::{AttentionRecord, LrpScope, LxmertTrace};
+use crate::model::lxmert::{AttentionRecord, GradScope, LrpScope, LxmertTrace};
 use crate::model::VqaTarget;
 use crate::trace::LayerTrace;
 
@@ -391,6 +391,46 @@ fn layer_fiedlers(
         })
 }
 
+/// How far the backward must run for `methods` (`None`: no method reads ∂y/∂A).
+pub fn grad_scope(methods: &[Method]) -> Option<GradScope> {
+    methods
+        .iter()
+        .filter(|m| m.needs_gradients())
+        .map(|m| match m {
+            Method::GradCam => GradScope::LastCross,
+            Method::DsmiGrad | Method::DsmiGradAttn => GradScope::Cross,
+            Method::TransformerAttribution => GradScope::NoImageStack,
+            _ => GradScope::Every,
+        })
+        .max()
+}
+
+/// How far the trace's backward ran (`None`: it did not).
+fn gradient_scope(trace: &LxmertTrace<Vec<f32>>) -> Option<GradScope> {
+    let top = trace.cross.last()?;
+    if top.lang_self.attention_grad.is_none() || top.text_to_image.attention_grad.is_none() {
+        return None;
+    }
+    let cross = trace.cross.iter().all(|x| {
+        [
+            &x.text_to_image,
+            &x.image_to_text,
+            &x.lang_self,
+            &x.visn_self,
+        ]
+        .iter()
+        .all(|r| r.attention_grad.is_some())
+    });
+    let lang = trace.lang.iter().all(|l| l.attention_grad.is_some());
+    let visn = trace.visn.iter().all(|l| l.attention_grad.is_some());
+    Some(match (cross, lang, visn) {
+        (true, true, true) => GradScope::Every,
+        (true, true, false) => GradScope::NoImageStack,
+        (true, false, _) => GradScope::Cross,
+        _ => GradScope::LastCross,
+    })
+}
+
 /// How far the LRP pass must run for `methods` (`None`: no LRP method among them).
 pub fn lrp_scope(methods: &[Method]) -> Option<LrpScope> {
     methods
@@ -435,13 +475,9 @@ pub fn explain_lxmert(
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
-    let has_gradients = trace.lang.iter().all(|l| l.attention_grad.is_some())
-        && trace
-            .cross
-            .iter()
-            .all(|x| x.lang_self.attention_grad.is_some());
-    check_gradients(methods, has_gradients)?;
-    check_relevance(methods, lrp_scope(methods) <= relevance_scope(trace))?;
+    let (gradients, relevance) = (gradient_scope(trace), relevance_scope(trace));
+    check_gradients(methods, |m| grad_scope(&[m]) <= gradients)?;
+    check_relevance(methods, |m| lrp_scope(&[m]) <= relevance)?;
     use Stream::{Image, Text};
     let labels = trace.output.labels;
     (0..trace.lengths.len())

@@ -226,9 +226,9 @@ pub enum ExplainError {
         value: i64,
         layers: usize,
     },
-    #[error("{0} reads attention gradients, but the trace was recorded without a backward")]
+    #[error("{0} reads attention gradients the trace's backward did not record (it ran none, or stopped short of the modules {0} reads)")]
     NoGradients(Method),
-    #[error("{0} reads LRP relevance, but the trace was recorded without an LRP pass")]
+    #[error("{0} reads LRP relevance the trace's LRP pass did not record (it ran none, or stopped short of the modules {0} reads)")]
     NoRelevance(Method),
     #[error("spectral graph of {tower} tokens, sample {pair}: {source}")]
     Spectral {
@@ -239,19 +239,25 @@ pub enum ExplainError {
     },
 }
 
-/// Fails when a method needs ∂y/∂A and the trace has none.
-pub(crate) fn check_gradients(methods: &[Method], has_gradients: bool) -> Result<(), ExplainError> {
-    match methods.iter().find(|m| m.needs_gradients()) {
-        Some(&m) if !has_gradients => Err(ExplainError::NoGradients(m)),
-        _ => Ok(()),
+/// Fails on the first method that needs ∂y/∂A the trace does not `serve`.
+pub(crate) fn check_gradients(
+    methods: &[Method],
+    serves: impl Fn(Method) -> bool,
+) -> Result<(), ExplainError> {
+    match methods.iter().find(|&&m| m.needs_gradients() && !serves(m)) {
+        Some(&m) => Err(ExplainError::NoGradients(m)),
+        None => Ok(()),
     }
 }
 
-/// Fails when a method needs LRP relevance and the trace has none.
-pub(crate) fn check_relevance(methods: &[Method], has_relevance: bool) -> Result<(), ExplainError> {
-    match methods.iter().find(|m| m.needs_relevance()) {
-        Some(&m) if !has_relevance => Err(ExplainError::NoRelevance(m)),
-        _ => Ok(()),
+/// Fails on the first method that needs LRP relevance the trace does not `serve`.
+pub(crate) fn check_relevance(
+    methods: &[Method],
+    serves: impl Fn(Method) -> bool,
+) -> Result<(), ExplainError> {
+    match methods.iter().find(|&&m| m.needs_relevance() && !serves(m)) {
+        Some(&m) => Err(ExplainError::NoRelevance(m)),
+        None => Ok(()),
     }
 }
 

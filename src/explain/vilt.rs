@@ -20,8 +20,8 @@ pub fn explain_vilt(
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
-    check_gradients(methods, trace.joint.has_gradients())?;
-    check_relevance(methods, trace.joint.has_relevance())?;
+    check_gradients(methods, |_| trace.joint.has_gradients())?;
+    check_relevance(methods, |_| trace.joint.has_relevance())?;
     let start = resolve_start(opts.start_layer, trace.joint.layers.len(), "--start-layer")?;
     let labels = trace.output.labels;
     trace

@@ -81,8 +81,23 @@ impl<Buf> AttentionRecord<Buf> {
     }
 }
 
+/// How far down the backward runs: the methods read ∂y/∂A of different modules (§A.1 table,
+/// §C). Each scope records everything the one before it records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GradScope {
+    /// The last cross layer (attention Grad-CAM reads its text queries).
+    LastCross,
+    /// Every cross layer (DSMI + Grad and + Attn read their self-attentions); the language
+    /// and object-relationship stacks get no backward.
+    Cross,
+    /// Every module but the object-relationship (image) stack (Transformer Attribution).
+    NoImageStack,
+    /// Every module (relevance maps).
+    Every,
+}
+
 /// How far down the LRP pass runs: the methods read different modules (§C.1–§C.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LrpScope {
     /// The last cross layer's text self-attention and text→image maps (partial LRP).
     LastCrossText,
@@ -101,18 +116,6 @@ struct PerModule<Buf> {
 }
 
 impl<Buf> PerModule<Buf> {
-    fn into_options(self) -> PerModule<Option<Buf>> {
-        PerModule {
-            lang: self.lang.into_iter().map(Some).collect(),
-            visn: self.visn.into_iter().map(Some).collect(),
-            cross: self
-                .cross
-                .into_iter()
-                .map(|(a, b, c, d)| (Some(a), Some(b), Some(c), Some(d)))
-                .collect(),
-        }
-    }
-
     fn none(lang: usize, visn: usize, cross: usize) -> PerModule<Option<Buf>> {
         PerModule {
             lang: (0..lang).map(|_| None).collect(),
@@ -642,18 +645,16 @@ impl<B: Backend> Lxmert<B> {
         inputs: &LxmertInputs,
         target: &VqaTarget,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, target, true, None)
+        self.trace_with(be, inputs, target, Some(GradScope::Every), None)
     }
 
     /// Forward only, recording every attention module without gradients (for the methods
     /// that read no ∂y/∂A); the explanations score the predicted answers.
     pub fn record(&self, be: &B, inputs: &LxmertInputs) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, &VqaTarget::Predicted, false, None)
+        self.trace_with(be, inputs, &VqaTarget::Predicted, None, None)
     }
 
-    /// Forward, the backward when `gradients`, and the LRP pass (§D) from a one-hot at each
-    /// sample's target (all ones for the Σ-logits target): the modules `scope` covers also
-    /// record their relevance at the attention probabilities.
+    /// Forward, the full backward when `gradients`, and the LRP pass (§D) as far as `scope`.
     pub fn lrp(
         &self,
         be: &B,
@@ -662,29 +663,31 @@ impl<B: Backend> Lxmert<B> {
         gradients: bool,
         scope: LrpScope,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, target, gradients, Some(scope))
+        let gradients = gradients.then_some(GradScope::Every);
+        self.trace_with(be, inputs, target, gradients, Some(scope))
     }
 
-    fn run(
+    /// Forward; the backward of each sample's target down to `gradients`; the LRP pass (§D)
+    /// from a one-hot at each target (all ones for the Σ-logits target) down to `relevance`.
+    /// Modules outside a scope record no ∂y/∂A or relevance (`None`).
+    pub fn trace_with(
         &self,
         be: &B,
         inputs: &LxmertInputs,
         target: &VqaTarget,
-        gradients: bool,
+        gradients: Option<GradScope>,
         relevance: Option<LrpScope>,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs)?;
         let (targets, seed) = target.resolve(&f.output.predicted(), f.output.labels)?;
         let (lang, visn, cross) = (f.lang.len(), f.visn.len(), f.cross.len());
-        let grads = if gradients {
-            self.backward(be, &f, &seed, inputs)?.into_options()
-        } else {
-            PerModule::none(lang, visn, cross)
+        let grads = match gradients {
+            Some(scope) => self.backward(be, &f, &seed, inputs, scope)?,
+            None => PerModule::none(lang, visn, cross),
         };
-        let cams = if let Some(scope) = relevance {
-            self.relprop(be, &f, &seed, inputs, scope)?
-        } else {
-            PerModule::none(lang, visn, cross)
+        let cams = match relevance {
+            Some(scope) => self.relprop(be, &f, &seed, inputs, scope)?,
+            None => PerModule::none(lang, visn, cross),
         };
         Ok(Self::assemble(
             f,
@@ -696,14 +699,17 @@ impl<B: Backend> Lxmert<B> {
         ))
     }
 
-    /// ∂y/∂A of every module for the seed ∂y/∂logits.
+    /// ∂y/∂A of the modules `scope` covers for the seed ∂y/∂logits. The image stream starts
+    /// with no gradient, so the last cross layer's image branch is recorded as zeros without
+    /// running its backward.
     fn backward(
         &self,
         be: &B,
         f: &Forward<B::Buf>,
         seed: &[f32],
         inputs: &LxmertInputs,
-    ) -> Result<PerModule<B::Buf>, ModelError> {
+        scope: GradScope,
+    ) -> Result<PerModule<Option<B::Buf>>, ModelError> {
         let (batch, d) = (inputs.batch(), self.config.hidden_size);
         let d_cls = self.head.backward(be, &f.head, seed)?;
         let (t, n) = (inputs.seq_len, inputs.regions);
@@ -713,30 +719,50 @@ impl<B: Backend> Lxmert<B> {
         let mut dv = be.zeros(batch * n * d)?;
 
         let s = &f.shapes;
-        let mut cross = Vec::with_capacity(self.cross.len());
-        for (layer, a) in self.cross.iter().zip(&f.cross).rev() {
+        let mut out = PerModule::<B::Buf>::none(f.lang.len(), f.visn.len(), f.cross.len());
+        let top = self.cross.len().saturating_sub(1);
+        for (k, (layer, a)) in self.cross.iter().zip(&f.cross).enumerate().rev() {
             let dt2 = layer.lang_ffn.backward(be, &a.lang_ffn, &dt)?;
-            let dv2 = layer.visn_ffn.backward(be, &a.visn_ffn, &dv)?;
             let (g_lang, dt1_q, dt1_kv) =
                 layer.lang_self.backward(be, &a.lang_self, &dt2, &s.text)?;
-            let (g_visn, dv1_q, dv1_kv) =
-                layer.visn_self.backward(be, &a.visn_self, &dv2, &s.image)?;
             let mut dt1 = dt1_q;
             be.add_assign(&mut dt1, &dt1_kv)?;
+            let (g_t2i, dt_q, dv_kv) = layer.cross.backward(be, &a.t2i, &dt1, &s.text_to_image)?;
+            let slot = &mut out.cross[k];
+            dt = dt_q;
+            if k == top {
+                dv = dv_kv;
+                *slot = (
+                    Some(g_t2i),
+                    Some(be.zeros(s.image_to_text.probs_len())?),
+                    Some(g_lang),
+                    Some(be.zeros(s.image.probs_len())?),
+                );
+                if scope == GradScope::LastCross {
+                    return Ok(out);
+                }
+                continue;
+            }
+            let dv2 = layer.visn_ffn.backward(be, &a.visn_ffn, &dv)?;
+            let (g_visn, dv1_q, dv1_kv) =
+                layer.visn_self.backward(be, &a.visn_self, &dv2, &s.image)?;
             let mut dv1 = dv1_q;
             be.add_assign(&mut dv1, &dv1_kv)?;
-            let (g_t2i, dt_q, dv_kv) = layer.cross.backward(be, &a.t2i, &dt1, &s.text_to_image)?;
             let (g_i2t, dv_q, dt_kv) = layer.cross.backward(be, &a.i2t, &dv1, &s.image_to_text)?;
-            dt = dt_q;
             be.add_assign(&mut dt, &dt_kv)?;
             dv = dv_q;
             be.add_assign(&mut dv, &dv_kv)?;
-            cross.push((g_t2i, g_i2t, g_lang, g_visn));
+            *slot = (Some(g_t2i), Some(g_i2t), Some(g_lang), Some(g_visn));
         }
-        cross.reverse();
-        let visn = Self::self_stack_backward(be, &self.visn, &f.visn, dv, &s.image)?;
-        let lang = Self::self_stack_backward(be, &self.lang, &f.lang, dt, &s.text)?;
-        Ok(PerModule { lang, visn, cross })
+        if scope == GradScope::Every {
+            let visn = Self::self_stack_backward(be, &self.visn, &f.visn, dv, &s.image)?;
+            out.visn = visn.into_iter().map(Some).collect();
+        }
+        if scope >= GradScope::NoImageStack {
+            let lang = Self::self_stack_backward(be, &self.lang, &f.lang, dt, &s.text)?;
+            out.lang = lang.into_iter().map(Some).collect();
+        }
+        Ok(out)
     }
 
     /// The LRP pass of §D from the seed relevance at the logits: answer head, the text [CLS]

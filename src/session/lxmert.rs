@@ -3,15 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::lxmert::{explain_lxmert, lrp_scope};
+use crate::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope};
 use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
 use crate::model::lxmert::{Lxmert, LxmertInputs, LxmertOutput};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_words, in_batches, needs_backward, rank_answers, AnswerTarget, QuestionResult,
-    SessionError,
+    check_words, in_batches, rank_answers, AnswerTarget, QuestionResult, SessionError,
 };
 
 /// One question about one image's regions.
@@ -173,16 +172,10 @@ pub fn explain_inputs<B: Backend>(
     opts: &MethodOptions,
     target: &VqaTarget,
 ) -> Result<(LxmertOutput, Vec<Vec<Explanation>>), SessionError> {
-    let gradients = needs_backward(methods, target);
-    let trace = if let Some(scope) = lrp_scope(methods) {
-        model.lrp(be, inputs, target, gradients, scope)?
-    } else if gradients {
-        model.trace(be, inputs, target)?
-    } else {
-        model.record(be, inputs)?
-    }
-    .into_host(be)
-    .map_err(crate::model::ModelError::from)?;
+    let trace = model
+        .trace_with(be, inputs, target, grad_scope(methods), lrp_scope(methods))?
+        .into_host(be)
+        .map_err(crate::model::ModelError::from)?;
     let explanations = explain_lxmert(&trace, methods, opts)?;
     Ok((trace.output, explanations))
 }
