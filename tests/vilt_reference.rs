@@ -107,3 +107,48 @@ fn vilt_layouts_follow_the_token_order() {
     assert_eq!(out.layouts[1].patch_tokens(), 14..38);
     assert_eq!(out.layouts[0].word_tokens(), 1..6);
 }
+
+/// A positive `max_image_length` (tools/reference/make_vilt_cap_golden.py, cap 14 on grids
+/// of 16, 24 and 12 patches): each sample keeps an evenly spaced subset of at most 14
+/// patches, and the logits are what transformers computes for those patches (≤ 1e-5
+/// relative); the patches left out get relevance 0 over the sample's whole grid.
+#[test]
+fn capped_image_length_keeps_evenly_spaced_patches_like_transformers() {
+    let dir = fixtures().join("vilt");
+    let cap = Golden::open(&dir.join("cap.safetensors"));
+    let mut config = fiedler::model::config::ViltConfig::from_dir(&dir).unwrap();
+    config.max_image_length = 14;
+    let weights = fiedler::model::weights::Weights::open(&dir).unwrap();
+    let model = Vilt::from_source(&Cpu, config, &weights).unwrap();
+    let x = inputs(&golden(), "b3");
+    let trace = model.trace(&Cpu, &x, &VqaTarget::Predicted).unwrap();
+    let err = max_diff_rel_to_max(&trace.output.logits, &cap.f32("b3.logits"));
+    assert!(err <= 1e-5, "logits: err/max {err:.3e}");
+    let mut dropped = Vec::new();
+    for (b, layout) in trace.output.layouts.iter().enumerate() {
+        let kept: Vec<usize> = cap
+            .i64(&format!("b3.kept.{b}"))
+            .iter()
+            .map(|&k| k as usize)
+            .collect();
+        assert_eq!(layout.patch_index, kept, "sample {b}");
+        dropped.push(layout.dropped_patches());
+    }
+    assert_eq!(dropped, [2, 10, 0]);
+    let explained = fiedler::explain::vilt::explain_vilt(
+        &trace,
+        &[fiedler::explain::Method::DsmiGrad],
+        &fiedler::explain::MethodOptions::default(),
+    )
+    .unwrap();
+    for (sample, layout) in explained.iter().zip(&trace.output.layouts) {
+        let image = &sample[0].image_relevance;
+        assert_eq!(image.len(), layout.grid.0 * layout.grid.1);
+        for (i, v) in image.iter().enumerate() {
+            if !layout.patch_index.contains(&i) {
+                assert_eq!(*v, 0.0, "left-out patch {i}");
+            }
+        }
+        assert!(image.iter().any(|&v| v > 0.0));
+    }
+}

@@ -59,10 +59,15 @@ pub fn explain_vilt(
                         .map_err(|e| e.for_sample(b))?;
                     let (text_relevance, text_scored) =
                         spread_words(layout.text_len, &words, r.remove(1));
+                    // Over the grid: patches the sequence left out get 0.
+                    let mut image_relevance = vec![0.0; layout.grid.0 * layout.grid.1];
+                    for (&at, v) in layout.patch_index.iter().zip(r.remove(0)) {
+                        image_relevance[at] = v;
+                    }
                     Ok(Explanation {
                         method,
                         score,
-                        image_relevance: r.remove(0),
+                        image_relevance,
                         image_grid: layout.grid,
                         text_relevance,
                         text_scored,

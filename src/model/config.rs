@@ -231,7 +231,8 @@ pub struct ViltConfig {
     /// Always true: fiedler's attention has query/key/value biases.
     pub qkv_bias: bool,
     /// Image tokens kept per sample; negative keeps every valid patch (transformers' -1). A
-    /// positive cap below the valid count makes transformers sample patches at random.
+    /// positive cap below the valid count makes transformers sample patches at random on
+    /// every call; fiedler keeps an evenly spaced subset (`Vilt` docs).
     pub max_image_length: i64,
     pub num_labels: usize,
     /// The answer of each label id (index = id).

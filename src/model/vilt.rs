@@ -9,7 +9,9 @@
 //! transformers permutes patches with `torch.multinomial` even when it keeps all of them
 //! (fiedler keeps raster order, §H — attention is permutation-equivariant), and it fills image
 //! padding with randomly chosen padding patches (all identical: zero pixels); fiedler takes
-//! them in raster order. Token types are all 0, as the VQA task feeds them.
+//! them in raster order. Token types are all 0, as the VQA task feeds them. A positive
+//! `max_image_length` below a sample's patch count: transformers draws that many patches at
+//! random on every call; fiedler keeps an evenly spaced subset (`ViltLayout::patch_index`).
 
 use std::path::Path;
 
@@ -78,15 +80,21 @@ pub struct ViltLayout {
     pub image_class: usize,
     /// The sample's patch grid.
     pub grid: (usize, usize),
-    /// Patch tokens in the sequence, at image_class+1 ..: rows·cols in raster order, or the
-    /// kept patches of `ViltInputs::kept_patches`.
-    pub patches: usize,
+    /// The patch tokens in the sequence, at image_class+1 ..: each one's index in the grid
+    /// (raster order). All rows·cols of them, unless `ViltInputs::kept_patches` or the
+    /// config's `max_image_length` kept fewer.
+    pub patch_index: Vec<usize>,
 }
 
 impl ViltLayout {
     pub fn patch_tokens(&self) -> std::ops::Range<usize> {
         let first = self.image_class + 1;
-        first..first + self.patches
+        first..first + self.patch_index.len()
+    }
+
+    /// How many of the grid's patches the sequence left out.
+    pub fn dropped_patches(&self) -> usize {
+        self.grid.0 * self.grid.1 - self.patch_index.len()
     }
 
     /// Word tokens: the text without [CLS] and [SEP].
@@ -550,7 +558,7 @@ impl<B: Backend> Vilt<B> {
                 text_len: len,
                 image_class: t,
                 grid,
-                patches: kept.len(),
+                patch_index: kept.clone(),
             })
             .collect();
         let mut key_mask = Vec::with_capacity(batch * tokens);
@@ -600,12 +608,24 @@ impl<B: Backend> Vilt<B> {
     }
 
     /// Each sample's patches in sequence order: `kept_patches`, or its whole grid in raster
-    /// order.
+    /// order; then at most a positive `max_image_length` of them. Transformers draws that
+    /// many at random on every call (`torch.multinomial`), so its logits change from call to
+    /// call; fiedler keeps an evenly spaced subset instead — one draw of the same size,
+    /// deterministic, covering the whole image.
     fn kept_patches(&self, x: &ViltInputs, grids: &[(usize, usize)]) -> Vec<Vec<usize>> {
-        match &x.kept_patches {
+        let kept: Vec<Vec<usize>> = match &x.kept_patches {
             Some(kept) => kept.clone(),
             None => grids.iter().map(|&(r, c)| (0..r * c).collect()).collect(),
-        }
+        };
+        let Ok(cap) = usize::try_from(self.config.max_image_length) else {
+            return kept;
+        };
+        kept.into_iter()
+            .map(|k| match k.len() {
+                n if n > cap => (0..cap).map(|i| k[i * n / cap]).collect(),
+                _ => k,
+            })
+            .collect()
     }
 
     /// Per-sample additive terms of the image tokens [batch, 1 + max_len, dim]: the class

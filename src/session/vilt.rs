@@ -98,6 +98,18 @@ impl<B: Backend> ViltSession<B> {
             kept_patches: None,
         };
         let (output, explanations) = self.explain_inputs(&inputs, methods, opts, target)?;
+        for (pair, layout) in pairs.iter().zip(&output.layouts) {
+            if layout.dropped_patches() > 0 {
+                eprintln!(
+                    "warning: {} has {} patches, more than the model's max_image_length: \
+                     kept {} evenly spaced ones (transformers draws them at random on every \
+                     call); the others get relevance 0",
+                    pair.image.display(),
+                    layout.grid.0 * layout.grid.1,
+                    layout.patch_index.len()
+                );
+            }
+        }
         let n = output.labels;
         Ok(pairs
             .iter()
