@@ -407,23 +407,8 @@ pub fn grad_scope(methods: &[Method]) -> Option<GradScope> {
 
 /// How far the trace's backward ran (`None`: it did not).
 fn gradient_scope(trace: &LxmertTrace<Vec<f32>>) -> Option<GradScope> {
-    let top = trace.cross.last()?;
-    if top.lang_self.attention_grad.is_none() || top.text_to_image.attention_grad.is_none() {
-        return None;
-    }
-    let cross = trace.cross.iter().all(|x| {
-        [
-            &x.text_to_image,
-            &x.image_to_text,
-            &x.lang_self,
-            &x.visn_self,
-        ]
-        .iter()
-        .all(|r| r.attention_grad.is_some())
-    });
-    let lang = trace.lang.iter().all(|l| l.attention_grad.is_some());
-    let visn = trace.visn.iter().all(|l| l.attention_grad.is_some());
-    Some(match (cross, lang, visn) {
+    let c = Coverage::of(trace, |g, _| g.is_some())?;
+    Some(match (c.cross, c.lang, c.visn) {
         (true, true, true) => GradScope::Every,
         (true, true, false) => GradScope::NoImageStack,
         (true, false, _) => GradScope::Cross,
@@ -446,27 +431,51 @@ pub fn lrp_scope(methods: &[Method]) -> Option<LrpScope> {
 
 /// How far the trace's LRP pass ran (`None`: it did not).
 fn relevance_scope(trace: &LxmertTrace<Vec<f32>>) -> Option<LrpScope> {
-    let top = trace.cross.last()?;
-    if top.lang_self.relevance.is_none() || top.text_to_image.relevance.is_none() {
-        return None;
-    }
-    let cross = trace.cross.iter().all(|x| {
-        [
-            &x.text_to_image,
-            &x.image_to_text,
-            &x.lang_self,
-            &x.visn_self,
-        ]
-        .iter()
-        .all(|r| r.relevance.is_some())
-    });
-    let lang = trace.lang.iter().all(|l| l.relevance.is_some());
-    let visn = trace.visn.iter().all(|l| l.relevance.is_some());
-    Some(match (cross && lang, visn) {
+    let c = Coverage::of(trace, |_, r| r.is_some())?;
+    Some(match (c.cross && c.lang, c.visn) {
         (true, true) => LrpScope::Every,
         (true, false) => LrpScope::NoImageStack,
         _ => LrpScope::LastCrossText,
     })
+}
+
+/// Which parts of a trace hold one pass's output, beyond the last cross layer's text
+/// modules (which every scope of either pass covers).
+struct Coverage {
+    cross: bool,
+    lang: bool,
+    visn: bool,
+}
+
+impl Coverage {
+    /// `None` when the last cross layer's text modules have nothing: the pass did not run.
+    /// `has(∂y/∂A, relevance)` says whether a module holds the pass's output.
+    fn of(
+        trace: &LxmertTrace<Vec<f32>>,
+        has: impl Fn(&Option<Vec<f32>>, &Option<Vec<f32>>) -> bool,
+    ) -> Option<Self> {
+        let module = |r: &AttentionRecord<Vec<f32>>| has(&r.attention_grad, &r.relevance);
+        let layer = |l: &LayerTrace<Vec<f32>>| has(&l.attention_grad, &l.relevance);
+        let top = trace.cross.last()?;
+        if !module(&top.lang_self) || !module(&top.text_to_image) {
+            return None;
+        }
+        let cross = trace.cross.iter().all(|x| {
+            [
+                &x.text_to_image,
+                &x.image_to_text,
+                &x.lang_self,
+                &x.visn_self,
+            ]
+            .into_iter()
+            .all(module)
+        });
+        Some(Self {
+            cross,
+            lang: trace.lang.iter().all(layer),
+            visn: trace.visn.iter().all(layer),
+        })
+    }
 }
 
 /// Explains every sample of a traced batch with every method: result[sample][method].

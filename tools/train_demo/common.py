@@ -16,7 +16,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools" / "reference"))
@@ -261,3 +263,30 @@ def fit(model, n: int, batch: int, loss_fn, evaluate, minutes: float, lr: float,
                 model.eval()
                 return {"steps": step, "minutes": elapsed / 60, "valid_best": best, "history": history,
                         "torch_threads": torch.get_num_threads()}
+
+
+COLORS = ANSWERS[9:15]
+SHAPES = ANSWERS[15:19]
+
+
+def patch_labels(folder: Path, files: list[str], edge: int, patch: int) -> torch.Tensor:
+    """[images, 2, grid²] auxiliary targets per `patch`-px patch (row-major) of square images
+    resized to `edge`: the colour (1–6) and shape (1–4) of the object covering most of the patch
+    if it covers ≥ 15% of it, else 0 (background). Read from the set's instance masks and
+    ground_truth.json; used only as a training signal."""
+    gt = json.loads((folder / "ground_truth.json").read_text())
+    by_file = {str(folder / im["file"]): im for im in gt["images"]}
+    grid = edge // patch
+    out = torch.zeros(len(files), 2, grid * grid, dtype=torch.long)
+    for i, f in enumerate(files):
+        im = by_file[f]
+        mask = Image.open(folder / im["mask_file"]).resize((edge, edge), Image.NEAREST)
+        m = torch.from_numpy(np.array(mask, dtype=np.int64))
+        onehot = torch.nn.functional.one_hot(m, len(im["objects"]) + 1).permute(2, 0, 1).float()
+        frac = torch.nn.functional.avg_pool2d(onehot[None], patch)[0, 1:].flatten(1)  # [objects, grid²]
+        best, obj = frac.max(0)
+        for k, o in enumerate(im["objects"]):
+            on = (obj == k) & (best >= 0.15)
+            out[i, 0, on] = COLORS.index(o["color"]) + 1
+            out[i, 1, on] = SHAPES.index(o["shape"]) + 1
+    return out

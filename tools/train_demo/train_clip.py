@@ -4,7 +4,8 @@ A small CLIPModel (vision: 128×128, patch 16, 3 layers; text: 3 layers; width 1
 init with a byte-level BPE vocabulary learned on the captions. Images are preprocessed once by
 CLIPImageProcessor with the saved preprocessor_config.json (what the Rust engine applies). The
 loss is the usual symmetric contrastive loss over the batch plus, per image, cross-entropy over
-its caption set (the true caption against its distractors). Held-out caption retrieval top-1 (a
+its caption set (the true caption against its distractors), plus an auxiliary per-patch
+colour/shape loss on the vision tower from the scenes' masks (`--aux`; its heads are not saved). Held-out caption retrieval top-1 (a
 set written with a seed not used in training) goes into training.json and the model card.
 
     TRAIN_THREADS=1 tools/reference/.venv/bin/python tools/train_demo/train_clip.py [--minutes 40]
@@ -67,6 +68,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--aux", type=float, default=1.0,
+                    help="weight of the auxiliary per-patch colour/shape loss on the vision tower (0: off)")
     ap.add_argument("--init", default=None,
                     help="continue training from this clip-synth directory (same config and vocabulary)")
     ap.add_argument("--out", default=str(common.MODELS_DIR / "clip-synth"))
@@ -115,9 +118,20 @@ def main() -> None:
     px, ids, mask = data["train"]
     n, k, t = ids.shape
 
+    # Auxiliary heads (not saved): each output patch token of the vision tower predicts its
+    # patch's colour and shape from the scene's ground truth, as for ViLT. The captions tell
+    # one object's colour or shape from a distractor's, a sparse signal for a model learning
+    # what the objects are from pixels; the dense per-patch one teaches that directly.
+    train_folder = common.Path(train[0]["image"]).parents[1]
+    aux_labels = common.patch_labels(train_folder, [s["image"] for s in train], IMAGE, PATCH)
+    aux_heads = torch.nn.ModuleList([torch.nn.Linear(h, len(common.COLORS) + 1),
+                                     torch.nn.Linear(h, len(common.SHAPES) + 1)])
+    model.add_module("aux_heads", aux_heads)  # so fit()'s optimiser trains them too
+
     def loss_fn(b):
         bsz = len(b)
-        img = F.normalize(model.get_image_features(pixel_values=px[b].float()), dim=-1)
+        vision = model.vision_model(pixel_values=px[b].float())
+        img = F.normalize(model.visual_projection(vision.pooler_output), dim=-1)
         txt = F.normalize(model.get_text_features(input_ids=ids[b].reshape(bsz * k, t),
                                                   attention_mask=mask[b].reshape(bsz * k, t)), dim=-1).view(bsz, k, -1)
         scale = model.logit_scale.exp().clamp(max=100)
@@ -127,7 +141,13 @@ def main() -> None:
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         # each image against its own distractors
         own = scale * torch.einsum("bd,bkd->bk", img, txt)
-        return loss + F.cross_entropy(own, torch.zeros(bsz, dtype=torch.long))
+        loss = loss + F.cross_entropy(own, torch.zeros(bsz, dtype=torch.long))
+        if args.aux > 0:
+            tokens = vision.last_hidden_state[:, 1:]  # the patches, after the class token
+            target = aux_labels[b]
+            for j, head in enumerate(aux_heads):
+                loss = loss + args.aux * F.cross_entropy(head(tokens).flatten(0, 1), target[:, j].flatten())
+        return loss
 
     def evaluate():
         acc = retrieval_top1(model, *data["valid"])
@@ -136,7 +156,9 @@ def main() -> None:
     def save(run):
         held_acc = retrieval_top1(model, *data["held"])
         log(f"held-out (seed {common.HELD_OUT_SEED}) caption retrieval top-1 {held_acc:.4f}")
+        aux = model._modules.pop("aux_heads")  # saved models are plain CLIPModel
         model.save_pretrained(str(out), safe_serialization=True)
+        model.add_module("aux_heads", aux)
         common.finish_config(out)
         common.write_metrics(out, {
             "family": "clip", **run, "train_images": len(train), "train_seed": common.TRAIN_SEED,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import random
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers import ViltConfig, ViltForQuestionAnswering, ViltImageProcessor
@@ -58,32 +57,6 @@ def pixels(ip: ViltImageProcessor, records: list[dict]) -> tuple[torch.Tensor, l
             out[i] = pv.half()
         torch.save(out, cache)
     return out, [index[r["image"]] for r in records]
-
-
-COLORS = ANSWERS[9:15]
-SHAPES = ANSWERS[15:19]
-
-
-def patch_labels(folder: common.Path, files: list[str], edge: int) -> torch.Tensor:
-    """[images, 2, grid²] auxiliary targets per patch (row-major): the colour (1–6) and shape (1–4)
-    of the object covering most of the patch if it covers ≥ 15% of it, else 0 (background). Read
-    from the set's instance masks and ground_truth.json; used only as a training signal."""
-    gt = common.json.loads((folder / "ground_truth.json").read_text())
-    by_file = {str(folder / im["file"]): im for im in gt["images"]}
-    grid = edge // PATCH
-    out = torch.zeros(len(files), 2, grid * grid, dtype=torch.long)
-    for i, f in enumerate(files):
-        im = by_file[f]
-        mask = Image.open(folder / im["mask_file"]).resize((edge, edge), Image.NEAREST)
-        m = torch.from_numpy(np.array(mask, dtype=np.int64))
-        onehot = torch.nn.functional.one_hot(m, len(im["objects"]) + 1).permute(2, 0, 1).float()
-        frac = torch.nn.functional.avg_pool2d(onehot[None], PATCH)[0, 1:].flatten(1)  # [objects, grid²]
-        best, obj = frac.max(0)
-        for k, o in enumerate(im["objects"]):
-            on = (obj == k) & (best >= 0.15)
-            out[i, 0, on] = COLORS.index(o["color"]) + 1
-            out[i, 1, on] = SHAPES.index(o["shape"]) + 1
-    return out
 
 
 def encode(tok, records):
@@ -167,9 +140,9 @@ def main() -> None:
     # objects in pixels (the answers-only model stayed near the answer prior); the dense per-patch
     # signal teaches the image tokens what LXMERT's region features are given for free.
     train_folder = common.Path(train[0]["image"]).parents[1]
-    aux_labels = patch_labels(train_folder, sorted({r["image"] for r in train}), args.edge)
-    aux_heads = torch.nn.ModuleList([torch.nn.Linear(args.hidden, len(COLORS) + 1),
-                                     torch.nn.Linear(args.hidden, len(SHAPES) + 1)])
+    aux_labels = common.patch_labels(train_folder, sorted({r["image"] for r in train}), args.edge, PATCH)
+    aux_heads = torch.nn.ModuleList([torch.nn.Linear(args.hidden, len(common.COLORS) + 1),
+                                     torch.nn.Linear(args.hidden, len(common.SHAPES) + 1)])
     model.add_module("aux_heads", aux_heads)  # so fit()'s optimiser trains them too
     grid2 = (args.edge // PATCH) ** 2
     # ViltEmbeddings.visual_embed keeps all patches (max_image_length −1) but in an order drawn
