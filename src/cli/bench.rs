@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::cli::device::{open, with_backend, Device, Opened};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use fiedler::backend::cpu::matmul_flops;
 use fiedler::backend::{Backend, Cpu};
 use fiedler::eval::answers::GroundTruth;
 use fiedler::eval::dataset::Question;
@@ -128,10 +129,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Size::Fiedler = args.size {
         return run_fiedler(&backend, &device, &args);
     }
+    if args.device == Device::Cpu {
+        println!(
+            "f32 dense products on this CPU: {:.0} GFLOP/s at best (the ceiling for the \
+             GFLOP/s column)",
+            matmul_peak()?
+        );
+    }
     with_backend!(backend, be => match args.size {
         Size::LxmertBase => run_lxmert(&be, &device, &args, &methods),
         _ => run_clip(&be, &device, &args, &methods),
     })
+}
+
+/// The CPU backend's f32 product rate at a feed-forward shape of a base model at batch 16
+/// (3152 × 768 by 768 × 3072), best of five.
+fn matmul_peak() -> anyhow::Result<f64> {
+    let (m, k, n) = (3152, 768, 3072);
+    let x = Cpu.upload(&vec![0.5; m * k])?;
+    let w = Cpu.upload_weight(&vec![0.25; n * k], n, k)?;
+    let mut out = Cpu.zeros(m * n)?;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        Cpu.linear(&mut out, &x, &w, None, m, k, n)?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (m * k * n) as f64 / best / 1e9)
 }
 
 fn run_clip<B: Backend>(
@@ -456,8 +480,8 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
 
 fn print_header() {
     println!(
-        "{:<24} {:>5} {:>10} {:>10} {:>12} {:>12}",
-        "method", "batch", "trace ms", "method ms", "ms/expl", "expl/s"
+        "{:<24} {:>5} {:>10} {:>10} {:>12} {:>12} {:>10} {:>8}",
+        "method", "batch", "trace ms", "method ms", "ms/expl", "expl/s", "GFLOP/expl", "GFLOP/s"
     );
 }
 
@@ -502,20 +526,34 @@ fn report<P: Copy + Eq + std::hash::Hash>(
     for &m in methods {
         let pass = pass_of(m);
         if let std::collections::hash_map::Entry::Vacant(e) = timed.entry(pass) {
-            e.insert(median_seconds(repeats, || trace(pass))?);
+            let before = matmul_flops();
+            let seconds = median_seconds(repeats, || trace(pass))?;
+            let flops = (matmul_flops() - before) as f64 / repeats.max(1) as f64;
+            e.insert((seconds, flops));
         }
     }
     for &m in methods {
-        let trace_s = timed[&pass_of(m)];
+        let (trace_s, flops) = timed[&pass_of(m)];
         let method_s = median_seconds(repeats, || method(m))?;
+        // Only the CPU backend counts its products.
+        let (per_expl, rate) = if flops > 0.0 {
+            (
+                format!("{:.1}", flops / 1e9 / batch as f64),
+                format!("{:.0}", flops / 1e9 / trace_s),
+            )
+        } else {
+            ("-".into(), "-".into())
+        };
         println!(
-            "{:<24} {:>5} {:>10.1} {:>10.1} {:>12.1} {:>12.2}",
+            "{:<24} {:>5} {:>10.1} {:>10.1} {:>12.1} {:>12.2} {:>10} {:>8}",
             m.name(),
             batch,
             trace_s * 1e3,
             method_s * 1e3,
             (trace_s + method_s) * 1e3 / batch as f64,
-            batch as f64 / (trace_s + method_s)
+            batch as f64 / (trace_s + method_s),
+            per_expl,
+            rate
         );
     }
     Ok(())

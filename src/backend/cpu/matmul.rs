@@ -1,6 +1,18 @@
 //! Dense products through the `gemm` crate (blocked, AVX-512 microkernels, rayon threads).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use gemm::Parallelism;
+
+/// Flops (2 per multiply-add) of every product [`gemm`] has run, for `fiedler bench`.
+static FLOPS: AtomicU64 = AtomicU64::new(0);
+
+/// Floating-point operations of the CPU backend's dense products since the process started
+/// (2 per multiply-add; elementwise work is not counted). Benchmarks read it before and after
+/// a pass to report achieved GFLOP/s.
+pub fn matmul_flops() -> u64 {
+    FLOPS.load(Ordering::Relaxed)
+}
 
 /// A row-major matrix operand: element (i, j) lives at `ptr[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
@@ -65,6 +77,7 @@ pub(crate) unsafe fn gemm(
     beta: f32,
     threads: bool,
 ) {
+    FLOPS.fetch_add(2 * (m * n * k) as u64, Ordering::Relaxed);
     let par = if threads {
         parallelism(m, n, k)
     } else {

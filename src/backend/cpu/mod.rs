@@ -9,6 +9,8 @@ mod lrp;
 pub(crate) mod matmul;
 mod norm;
 
+pub use matmul::matmul_flops;
+
 use super::{check, Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};
 
 #[derive(Debug, Default, Clone, Copy)]
