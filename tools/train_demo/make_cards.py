@@ -50,12 +50,14 @@ def card(family: str) -> None:
 
     lines.append(f"- command: `TRAIN_THREADS={m['torch_threads']} tools/reference/.venv/bin/python "
                  f"tools/train_demo/train_{family}.py {flags(m['args'])}`")
-    stage = m.get("continued_from")
+    # Each stage continued from the best checkpoint of the one before it, newest first.
+    later, stage = m, m.get("continued_from")
     while stage:
         lines.append(f"  (continuing an earlier run of {stage['steps']} steps in {stage['minutes']:.0f} min, "
-                     f"lr {stage['args']['lr']}, batch {stage['args']['batch']}; this run: lr {m['args']['lr']}, "
-                     f"batch {m['args']['batch']}; the earlier run: `{flags(stage['args'])}`, its best checkpoint)")
-        stage = stage.get("continued_from")
+                     f"lr {stage['args']['lr']}, batch {stage['args']['batch']}; the run after it: lr "
+                     f"{later['args']['lr']}, batch {later['args']['batch']}; the earlier run: "
+                     f"`{flags(stage['args'])}`, its best checkpoint)")
+        later, stage = stage, stage.get("continued_from")
     if family == "clip":
         lines += [
             f"- held-out caption retrieval (seed {m['held_out_seed']}, {m['held_out_images']} images, "
