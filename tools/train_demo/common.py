@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -290,3 +291,31 @@ def patch_labels(folder: Path, files: list[str], edge: int, patch: int) -> torch
             out[i, 0, on] = COLORS.index(o["color"]) + 1
             out[i, 1, on] = SHAPES.index(o["shape"]) + 1
     return out
+
+
+def add_patch_heads(model: torch.nn.Module, hidden: int) -> torch.nn.ModuleList:
+    """Auxiliary colour and shape classifiers over `hidden`-wide image tokens, registered on
+    `model` (so that fit()'s optimiser trains them) as `aux_heads`; `saved_without` drops them
+    from what is saved."""
+    heads = torch.nn.ModuleList([torch.nn.Linear(hidden, len(COLORS) + 1),
+                                 torch.nn.Linear(hidden, len(SHAPES) + 1)])
+    model.add_module("aux_heads", heads)
+    return heads
+
+
+def patch_loss(heads: torch.nn.ModuleList, tokens: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each head over image tokens [batch, grid², hidden] against the
+    `patch_labels` rows [batch, 2, grid²], summed over the two heads."""
+    return sum(torch.nn.functional.cross_entropy(head(tokens).flatten(0, 1), target[:, k].flatten())
+               for k, head in enumerate(heads))
+
+
+@contextmanager
+def saved_without(model: torch.nn.Module, name: str = "aux_heads"):
+    """Detaches the training-only module `name` while the model is saved (saved models are the
+    plain transformers class)."""
+    module = model._modules.pop(name)
+    try:
+        yield
+    finally:
+        model.add_module(name, module)

@@ -124,9 +124,7 @@ def main() -> None:
     # what the objects are from pixels; the dense per-patch one teaches that directly.
     train_folder = common.Path(train[0]["image"]).parents[1]
     aux_labels = common.patch_labels(train_folder, [s["image"] for s in train], IMAGE, PATCH)
-    aux_heads = torch.nn.ModuleList([torch.nn.Linear(h, len(common.COLORS) + 1),
-                                     torch.nn.Linear(h, len(common.SHAPES) + 1)])
-    model.add_module("aux_heads", aux_heads)  # so fit()'s optimiser trains them too
+    aux_heads = common.add_patch_heads(model, h)
 
     def loss_fn(b):
         bsz = len(b)
@@ -144,9 +142,7 @@ def main() -> None:
         loss = loss + F.cross_entropy(own, torch.zeros(bsz, dtype=torch.long))
         if args.aux > 0:
             tokens = vision.last_hidden_state[:, 1:]  # the patches, after the class token
-            target = aux_labels[b]
-            for j, head in enumerate(aux_heads):
-                loss = loss + args.aux * F.cross_entropy(head(tokens).flatten(0, 1), target[:, j].flatten())
+            loss = loss + args.aux * common.patch_loss(aux_heads, tokens, aux_labels[b])
         return loss
 
     def evaluate():
@@ -156,9 +152,8 @@ def main() -> None:
     def save(run):
         held_acc = retrieval_top1(model, *data["held"])
         log(f"held-out (seed {common.HELD_OUT_SEED}) caption retrieval top-1 {held_acc:.4f}")
-        aux = model._modules.pop("aux_heads")  # saved models are plain CLIPModel
-        model.save_pretrained(str(out), safe_serialization=True)
-        model.add_module("aux_heads", aux)
+        with common.saved_without(model):
+            model.save_pretrained(str(out), safe_serialization=True)
         common.finish_config(out)
         common.write_metrics(out, {
             "family": "clip", **run, "train_images": len(train), "train_seed": common.TRAIN_SEED,

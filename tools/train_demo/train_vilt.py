@@ -141,9 +141,7 @@ def main() -> None:
     # signal teaches the image tokens what LXMERT's region features are given for free.
     train_folder = common.Path(train[0]["image"]).parents[1]
     aux_labels = common.patch_labels(train_folder, sorted({r["image"] for r in train}), args.edge, PATCH)
-    aux_heads = torch.nn.ModuleList([torch.nn.Linear(args.hidden, len(common.COLORS) + 1),
-                                     torch.nn.Linear(args.hidden, len(common.SHAPES) + 1)])
-    model.add_module("aux_heads", aux_heads)  # so fit()'s optimiser trains them too
+    aux_heads = common.add_patch_heads(model, args.hidden)
     grid2 = (args.edge // PATCH) ** 2
     # ViltEmbeddings.visual_embed keeps all patches (max_image_length −1) but in an order drawn
     # by torch.multinomial; the identity order lets the image tokens line up with the targets.
@@ -164,10 +162,7 @@ def main() -> None:
         loss = torch.nn.functional.cross_entropy(model.classifier(out.pooler_output), labels[b])
         if args.aux > 0:
             tokens = out.last_hidden_state[:, MAX_TEXT + 1:MAX_TEXT + 1 + grid2]  # after the image [CLS]
-            target = aux_labels[idx_t[b]]
-            for k, head in enumerate(aux_heads):
-                loss = loss + args.aux * torch.nn.functional.cross_entropy(
-                    head(tokens).flatten(0, 1), target[:, k].flatten())
+            loss = loss + args.aux * common.patch_loss(aux_heads, tokens, aux_labels[idx_t[b]])
         return loss
 
     def evaluate():
@@ -175,17 +170,16 @@ def main() -> None:
         return acc["all"], acc
 
     def save(run):
-        aux = model._modules.pop("aux_heads")  # saved models are plain ViltForQuestionAnswering
         held_acc = common.per_type_accuracy(held, predict(model, *data["held"][:4]))
         log(f"held-out (seed {common.HELD_OUT_SEED}) accuracy {held_acc}")
-        model.save_pretrained(str(out), safe_serialization=True)
+        with common.saved_without(model):
+            model.save_pretrained(str(out), safe_serialization=True)
         common.finish_config(out)
         common.write_metrics(out, {
             "family": "vilt", **run, "train_questions": len(train), "train_seed": common.TRAIN_SEED,
             "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
             "held_out_accuracy": held_acc, "args": vars(args), "continued_from": earlier,
         })
-        model.add_module("aux_heads", aux)
 
     run = common.fit(model, len(idx), args.batch, loss_fn, evaluate, args.minutes,
                      args.lr, warmup=args.warmup, eval_every=500, on_best=save)
