@@ -319,3 +319,13 @@ def saved_without(model: torch.nn.Module, name: str = "aux_heads"):
         yield
     finally:
         model.add_module(name, module)
+
+
+def continue_from(init: str | None, model_class):
+    """(the earlier run's training.json without its history, its model) for `--init`, else
+    (None, None): a continued run keeps the earlier run's record in its own training.json."""
+    if not init:
+        return None, None
+    earlier = json.loads((Path(init) / "training.json").read_text())
+    earlier.pop("history", None)
+    return earlier, model_class.from_pretrained(init, attn_implementation="eager")

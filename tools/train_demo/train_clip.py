@@ -87,12 +87,7 @@ def main() -> None:
     log(f"caption sets: train {len(train)}, valid {len(valid)}, held-out {len(held)}")
 
     out = common.Path(args.out)
-    earlier = None
-    if args.init:
-        # the earlier run's record, kept in this run's training.json
-        earlier = common.json.loads((common.Path(args.init) / "training.json").read_text())
-        earlier.pop("history", None)
-        model = CLIPModel.from_pretrained(args.init, attn_implementation="eager")
+    earlier, model = common.continue_from(args.init, CLIPModel)
     common.remove_tree(out)
     tok, sot, eot = common.clip_bpe_tokenizer([c for s in train for c in s["captions"]], out, MAX_TEXT)
     ip = processor()

@@ -104,12 +104,7 @@ def main() -> None:
     log(f"questions: train {len(train)}, valid {len(valid)}, held-out {len(held)}")
 
     out = common.Path(args.out)
-    earlier = None
-    if args.init:
-        # the earlier run's record, kept in this run's training.json
-        earlier = common.json.loads((common.Path(args.init) / "training.json").read_text())
-        earlier.pop("history", None)
-        model = ViltForQuestionAnswering.from_pretrained(args.init, attn_implementation="eager")
+    earlier, model = common.continue_from(args.init, ViltForQuestionAnswering)
     common.remove_tree(out)
     tok = common.wordpiece_tokenizer([r["question"] for r in train], out, MAX_TEXT, "BertTokenizer")
     ip = processor(args.edge)
