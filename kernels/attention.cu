@@ -44,3 +44,30 @@ KERNEL void softmax_bwd(float* ds, const float* dp, const float* p, int rows, in
     dot = __shfl_sync(FULL_MASK, warp_sum(dot), 0);
     for (int j = lane; j < keys; j += 32) ds[off + j] = p[off + j] * (dp[off + j] - dot);
 }
+
+// out[b, e] = (Σ_h term(x[b, h, e], g[b, h, e])) / heads, heads summed in order as on the
+// CPU (src/backend/cpu/attention.rs, `head_mean`): bit-identical results. term by `kind`:
+// 0: x; 1: max(g, 0); 2: max(x·g, 0) (the product rounded before the max, so nothing is
+// contracted into an FMA). One thread per (sample, entry): neighbours read neighbours.
+KERNEL void head_mean(float* out, const float* x, const float* g, int samples, int heads,
+                      int entries, int kind) {
+    const long long total = (long long)samples * entries;
+    for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)blockDim.x * gridDim.x) {
+        const long long b = idx / entries, e = idx % entries;
+        float s = 0.0f;
+        for (int h = 0; h < heads; ++h) {
+            const long long at = (b * heads + h) * entries + e;
+            float t;
+            if (kind == 0) {
+                t = x[at];
+            } else if (kind == 1) {
+                t = fmaxf(g[at], 0.0f);
+            } else {
+                t = fmaxf(__fmul_rn(x[at], g[at]), 0.0f);
+            }
+            s += t;
+        }
+        out[idx] = s / (float)heads;
+    }
+}

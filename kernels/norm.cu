@@ -36,17 +36,21 @@ KERNEL void layernorm_bwd(float* dx, const float* dy, const float* x, const floa
     if (row >= rows) return;
     const long long off = (long long)row * dim;
     const float mean = stats[2 * row], rstd = stats[2 * row + 1];
+    // g⊙dy and x̂ rounded once each (__fmul_rn: no FMA contraction), as on the CPU: in the
+    // second loop a contracted dy·gamma − mean_g would leave the product's rounding error
+    // where the CPU gets an exact 0 (dim 1, or a constant g⊙dy).
     double sg = 0.0, sgx = 0.0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        const double gdy = (double)(dy[off + i] * gamma[i]);
+        const double gdy = (double)__fmul_rn(dy[off + i], gamma[i]);
         sg += gdy;
-        sgx += gdy * (double)((x[off + i] - mean) * rstd);
+        sgx += gdy * (double)__fmul_rn(x[off + i] - mean, rstd);
     }
     const float mean_g = (float)(block_sum(sg, scratch) / dim);
     const float mean_gx = (float)(block_sum(sgx, scratch) / dim);
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        const float xhat = (x[off + i] - mean) * rstd;
-        const float v = rstd * (dy[off + i] * gamma[i] - mean_g - xhat * mean_gx);
+        const float xhat = __fmul_rn(x[off + i] - mean, rstd);
+        const float gdy = __fmul_rn(dy[off + i], gamma[i]);
+        const float v = rstd * (gdy - mean_g - __fmul_rn(xhat, mean_gx));
         dx[off + i] = accumulate ? dx[off + i] + v : v;
     }
 }

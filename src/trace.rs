@@ -4,7 +4,7 @@
 //! Buffers stay on the backend that computed them (`Buf`); `into_host` moves a trace into host
 //! memory, where the explanation methods read it.
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::{Backend, BackendError, HeadMean};
 use crate::model::block::EncoderActivations;
 
 /// One attention layer of one tower.
@@ -18,6 +18,41 @@ pub struct LayerTrace<Buf> {
     pub relevance: Option<Buf>,
     /// The layer output [batch, tokens, width].
     pub output: Buf,
+    /// Head means averaged where the trace was recorded, [batch, tokens, tokens] each
+    /// (`TowerTrace::into_host_for`); none in a trace as the model recorded it.
+    pub means: Vec<(HeadMean, Buf)>,
+}
+
+/// What explanation methods read of a tower trace: only that needs to leave the device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reads {
+    /// Head means, of every layer.
+    pub means: Vec<HeadMean>,
+    /// The layer outputs (the spectral methods' token features), of every layer.
+    pub outputs: bool,
+    /// The last layer's per-head A and ∇A (Grad-CAM weighs each head).
+    pub last_layer_heads: bool,
+}
+
+impl Reads {
+    /// Everything either reads.
+    pub fn union(mut self, other: &Reads) -> Reads {
+        for &k in &other.means {
+            if !self.means.contains(&k) {
+                self.means.push(k);
+            }
+        }
+        self.outputs |= other.outputs;
+        self.last_layer_heads |= other.last_layer_heads;
+        self
+    }
+
+    /// Whether this holds everything `other` reads.
+    pub fn covers(&self, other: &Reads) -> bool {
+        other.means.iter().all(|k| self.means.contains(k))
+            && (self.outputs || !other.outputs)
+            && (self.last_layer_heads || !other.last_layer_heads)
+    }
 }
 
 /// Every layer of one tower (`"vision"`, `"text"`, …) over a padded batch.
@@ -30,6 +65,9 @@ pub struct TowerTrace<Buf> {
     /// Valid (non-padding) tokens per sample.
     pub lengths: Vec<usize>,
     pub layers: Vec<LayerTrace<Buf>>,
+    /// What a reduced trace (`into_host_for`) kept; its other buffers are empty. `None`:
+    /// every buffer is whole.
+    pub kept: Option<Reads>,
 }
 
 impl<Buf> TowerTrace<Buf> {
@@ -61,6 +99,7 @@ impl<Buf> TowerTrace<Buf> {
                 attention_grad: g,
                 relevance: r,
                 output: a.out,
+                means: Vec::new(),
             })
             .collect();
         Self {
@@ -71,6 +110,7 @@ impl<Buf> TowerTrace<Buf> {
             width,
             lengths,
             layers,
+            kept: None,
         }
     }
 
@@ -99,6 +139,7 @@ impl<Buf> TowerTrace<Buf> {
             width: self.width,
             lengths: self.lengths,
             layers,
+            kept: self.kept,
         })
     }
 
@@ -109,6 +150,77 @@ impl<Buf> TowerTrace<Buf> {
     ) -> Result<TowerTrace<Vec<f32>>, BackendError> {
         self.try_map(|b| be.move_to_host(b))
     }
+
+    /// Brings to host memory only what `reads` names: the head means, averaged on the
+    /// backend, and the outputs or last-layer heads if asked; every other buffer is left
+    /// behind (empty on the host). On a GPU this moves a fraction of the trace: a head mean
+    /// is 1/heads of the maps it averages.
+    pub fn into_host_for<B: Backend<Buf = Buf>>(
+        self,
+        be: &B,
+        reads: &Reads,
+    ) -> Result<TowerTrace<Vec<f32>>, BackendError> {
+        let entries = self.tokens * self.tokens;
+        let last = self.layers.len().saturating_sub(1);
+        let (batch, heads) = (self.batch, self.heads);
+        let keep = |b: Buf, wanted: bool| {
+            if wanted {
+                be.move_to_host(b)
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let layers = self
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(l, layer)| {
+                let mut means = Vec::with_capacity(reads.means.len());
+                for &kind in &reads.means {
+                    let x = if kind.reads_relevance() {
+                        layer.relevance.as_ref()
+                    } else {
+                        Some(&layer.attention)
+                    };
+                    // A trace without the pass a mean reads has nothing to average: the
+                    // methods' own checks name what is missing.
+                    let grad = layer.attention_grad.as_ref();
+                    let Some(x) = x.filter(|_| grad.is_some() || !kind.reads_gradient()) else {
+                        continue;
+                    };
+                    let mut mean = be.zeros(batch * entries)?;
+                    be.head_mean(&mut mean, kind, x, grad, heads, entries)?;
+                    means.push((kind, be.move_to_host(mean)?));
+                }
+                let per_head = reads.last_layer_heads && l == last;
+                Ok(LayerTrace {
+                    attention: keep(layer.attention, per_head)?,
+                    attention_grad: layer
+                        .attention_grad
+                        .map(|g| keep(g, per_head))
+                        .transpose()?,
+                    relevance: layer.relevance.map(|r| keep(r, false)).transpose()?,
+                    output: keep(layer.output, reads.outputs)?,
+                    means,
+                })
+            })
+            .collect::<Result<_, BackendError>>()?;
+        Ok(TowerTrace {
+            name: self.name,
+            batch,
+            heads,
+            tokens: self.tokens,
+            width: self.width,
+            lengths: self.lengths,
+            layers,
+            kept: Some(reads.clone()),
+        })
+    }
+
+    /// Whether the trace holds everything `reads` names.
+    pub fn serves(&self, reads: &Reads) -> bool {
+        self.kept.as_ref().is_none_or(|k| k.covers(reads))
+    }
 }
 
 impl<Buf> LayerTrace<Buf> {
@@ -118,6 +230,11 @@ impl<Buf> LayerTrace<Buf> {
             attention_grad: self.attention_grad.map(&mut f).transpose()?,
             relevance: self.relevance.map(&mut f).transpose()?,
             output: f(self.output)?,
+            means: self
+                .means
+                .into_iter()
+                .map(|(k, b)| Ok((k, f(b)?)))
+                .collect::<Result<_, E>>()?,
         })
     }
 }

@@ -144,6 +144,7 @@ fn lrp_methods_match_reference_on_its_relevance() {
                 width: t.width,
                 lengths: t.lengths.clone(),
                 layers: Vec::new(),
+                kept: None,
             };
             for (l, layer) in t.layers.iter_mut().enumerate() {
                 let len = layer.attention.len();

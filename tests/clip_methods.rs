@@ -9,50 +9,14 @@
 
 mod common;
 
-use common::{fixtures, max_abs_diff, Golden};
+use common::{clip_method_inputs, fixtures, max_abs_diff, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::clip::explain_clip;
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::linalg::Solver;
 use fiedler::model::clip::{Clip, ClipInputs};
-use serde_json::Value;
 
 const REL_TO_MAX: f32 = 1e-4;
-
-/// The case's inputs: pixels from golden.safetensors (b3 holds the same three images as m3,
-/// in the same order), token ids from methods.json.
-fn inputs(case: &str) -> ClipInputs {
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(fixtures().join("clip/methods.json")).unwrap())
-            .unwrap();
-    let c = &json["cases"][case];
-    let rows: Vec<Vec<u32>> = c["batch_input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect()
-        })
-        .collect();
-    let lengths = c["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["len"].as_u64().unwrap() as usize)
-        .collect();
-    let pixels_case = if case == "m3" { "b3" } else { case };
-    ClipInputs {
-        pixels: Golden::open(&fixtures().join("clip/golden.safetensors"))
-            .f32(&format!("{pixels_case}.pixel_values")),
-        seq_len: rows[0].len(),
-        ids: rows.concat(),
-        lengths,
-    }
-}
 
 fn explain(
     case: &str,
@@ -60,7 +24,7 @@ fn explain(
     opts: &MethodOptions,
 ) -> Vec<Vec<fiedler::explain::Explanation>> {
     let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
-    let trace = model.trace(&Cpu, &inputs(case), None).unwrap();
+    let trace = model.trace(&Cpu, &clip_method_inputs(case), None).unwrap();
     explain_clip(&trace, methods, opts).unwrap()
 }
 
@@ -162,7 +126,7 @@ fn dsmi_grad_attn_matches_reference() {
 #[test]
 fn batched_pairs_equal_single_pairs() {
     let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
-    let batch = inputs("m3");
+    let batch = clip_method_inputs("m3");
     let opts = MethodOptions::default();
     let together =
         explain_clip(&model.lrp(&Cpu, &batch, true).unwrap(), &Method::ALL, &opts).unwrap();
@@ -197,7 +161,7 @@ fn start_layer_out_of_range_is_an_error() {
         ..MethodOptions::default()
     };
     let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
-    let trace = model.trace(&Cpu, &inputs("b1"), None).unwrap();
+    let trace = model.trace(&Cpu, &clip_method_inputs("b1"), None).unwrap();
     let err = explain_clip(&trace, &[Method::Chefer], &opts)
         .unwrap_err()
         .to_string();
@@ -217,7 +181,7 @@ fn start_layer_out_of_range_is_an_error() {
 #[test]
 fn recording_without_backward_serves_gradient_free_methods() {
     let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
-    let x = inputs("m3");
+    let x = clip_method_inputs("m3");
     let opts = MethodOptions::default();
     let free = [Method::RawAttn, Method::Rollout, Method::Dsmi];
     let full = explain_clip(&model.trace(&Cpu, &x, None).unwrap(), &free, &opts).unwrap();

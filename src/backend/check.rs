@@ -1,7 +1,7 @@
 //! Argument checks every backend runs before an op, on buffer lengths only, so that a CPU
 //! and a CUDA op reject exactly the same calls with the same messages.
 
-use super::{AttentionShape, BackendError, PatchGeometry, Result};
+use super::{AttentionShape, BackendError, HeadMean, PatchGeometry, Result};
 
 pub(crate) fn len(
     op: &'static str,
@@ -252,4 +252,34 @@ pub(crate) fn linear(
 pub(crate) fn linear_backward(dx: usize, dy: usize, m: usize, k: usize, n: usize) -> Result<()> {
     len("linear_backward", "dx", dx, m * k)?;
     len("linear_backward", "dy", dy, m * n)
+}
+
+/// `head_mean`: x holds samples × heads × entries, out samples × entries, and ∇A is given
+/// where the kind reads it. The number of samples.
+pub(crate) fn head_mean(
+    kind: HeadMean,
+    out: usize,
+    x: usize,
+    grad: Option<usize>,
+    heads: usize,
+    entries: usize,
+) -> Result<usize> {
+    const OP: &str = "head_mean";
+    let per_sample = heads * entries;
+    if per_sample == 0 || !x.is_multiple_of(per_sample) {
+        return Err(BackendError::Invalid {
+            op: OP,
+            message: format!("{x} values are not whole samples of {heads} heads × {entries} entries"),
+        });
+    }
+    let samples = x / per_sample;
+    len(OP, "out", out, samples * entries)?;
+    match (kind.reads_gradient(), grad) {
+        (true, None) => Err(BackendError::Invalid {
+            op: OP,
+            message: format!("{kind:?} reads ∇A, and none was given"),
+        }),
+        (true, Some(g)) => len(OP, "grad", g, x).map(|_| samples),
+        (false, _) => Ok(samples),
+    }
 }

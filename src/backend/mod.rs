@@ -45,6 +45,59 @@ impl Activation {
     }
 }
 
+/// A head-averaged attention-shaped matrix the explanation methods read (spec §C): per
+/// entry, the mean over heads of a function of the head's A (or its LRP relevance R_A) and
+/// ∇A. Averaged where the trace lives, only the mean travels to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeadMean {
+    /// mean_h A (raw attention, rollout).
+    Attention,
+    /// mean_h (∇A)⁺ (DSMI+Grad).
+    PositiveGradient,
+    /// mean_h (∇A ⊙ A)⁺ (Chefer, DSMI+Grad+Attn).
+    PositiveGradientTimesAttention,
+    /// mean_h (∇A ⊙ R_A)⁺ (Transformer Attribution).
+    PositiveGradientTimesRelevance,
+    /// mean_h R_A (partial LRP).
+    Relevance,
+}
+
+impl HeadMean {
+    /// Whether the mean reads the LRP relevance R_A in place of A.
+    pub fn reads_relevance(self) -> bool {
+        matches!(
+            self,
+            Self::PositiveGradientTimesRelevance | Self::Relevance
+        )
+    }
+
+    /// Whether the mean reads ∇A.
+    pub fn reads_gradient(self) -> bool {
+        !matches!(self, Self::Attention | Self::Relevance)
+    }
+
+    /// One head's term at one entry, from x = A or R_A and g = ∇A.
+    #[inline]
+    pub fn term(self, x: f32, g: f32) -> f32 {
+        match self {
+            Self::Attention | Self::Relevance => x,
+            Self::PositiveGradient => g.max(0.0),
+            Self::PositiveGradientTimesAttention | Self::PositiveGradientTimesRelevance => {
+                (x * g).max(0.0)
+            }
+        }
+    }
+
+    /// The kernels' code for the kind (kernels/attention.cu, `head_mean`).
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Attention | Self::Relevance => 0,
+            Self::PositiveGradient => 1,
+            Self::PositiveGradientTimesAttention | Self::PositiveGradientTimesRelevance => 2,
+        }
+    }
+}
+
 /// Shape of one softmax attention over a padded batch: `queries` rows of one sequence attend
 /// to `keys` rows of another (the same one for self-attention).
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +234,11 @@ pub trait Backend: Sync {
     /// may read the returned buffer.
     fn upload_weight(&self, w: &[f32], out: usize, input: usize) -> Result<Self::Buf>;
     fn len(&self, buf: &Self::Buf) -> usize;
+    /// Waits until every op enqueued so far has finished (for timing). Ops on a backend that
+    /// computes as it is called are finished already.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// out[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n]); `w` comes from `upload_weight(_, n, k)`.
     #[allow(clippy::too_many_arguments)]
@@ -270,6 +328,19 @@ pub trait Backend: Sync {
         kv: &Self::Buf,
         probs: &Self::Buf,
         shape: &AttentionShape,
+    ) -> Result<()>;
+    /// out[b, e] = (Σ_h kind.term(x[b, h, e], grad[b, h, e])) / heads over `heads` heads of
+    /// `entries` entries per sample, heads summed in order (as the methods on the host do):
+    /// x is A, or R_A where the kind reads the relevance; `grad` is required where it reads ∇A.
+    #[allow(clippy::too_many_arguments)]
+    fn head_mean(
+        &self,
+        out: &mut Self::Buf,
+        kind: HeadMean,
+        x: &Self::Buf,
+        grad: Option<&Self::Buf>,
+        heads: usize,
+        entries: usize,
     ) -> Result<()>;
 
     /// Cuts images [batch, channels, height, width] into rows [batch·patches, patch_len].

@@ -2,12 +2,13 @@
 //! turns one sample's layers into a token×token relevance matrix R; the caller reads out
 //! one row.
 
+use crate::backend::HeadMean;
 use crate::explain::matrix::Matrix;
 use crate::explain::view::SampleView;
 
 /// §C.4: mean_h A of the last layer.
 pub fn raw_attention(v: &SampleView) -> Matrix {
-    v.head_mean(v.layers() - 1, |a, _| a)
+    v.mean(v.layers() - 1, HeadMean::Attention)
 }
 
 /// §C.5: w_h = mean_ij ∇A_h, M = (mean_h w_h·A_h)⁺ on the last layer (clamp after the mean).
@@ -22,7 +23,7 @@ pub fn grad_cam(v: &SampleView) -> Matrix {
 pub fn rollout(v: &SampleView, start: usize) -> Matrix {
     let mut r = Matrix::identity(v.n);
     for l in start..v.layers() {
-        r = rollout_step(v.head_mean(l, |a, _| a)).matmul(&r);
+        r = rollout_step(v.mean(l, HeadMean::Attention)).matmul(&r);
     }
     r
 }
@@ -51,7 +52,7 @@ pub fn transformer_attribution(v: &SampleView, start: usize) -> Matrix {
 
 /// §C.3 / §A.3 single-stream partial LRP: mean_h R_A of the last layer, min–max scaled.
 pub fn partial_lrp(v: &SampleView) -> Matrix {
-    let mut m = v.weighted_mean(v.layers() - 1, true, |r, _| r);
+    let mut m = v.mean(v.layers() - 1, HeadMean::Relevance);
     m.min_max();
     m
 }
@@ -60,7 +61,14 @@ pub fn partial_lrp(v: &SampleView) -> Matrix {
 fn relevance_product(v: &SampleView, start: usize, lrp: bool) -> Matrix {
     let mut s = Matrix::zeros(v.n, v.n);
     for l in start..v.layers() {
-        let a = v.weighted_mean(l, lrp, |a, g| (a * g).max(0.0));
+        let a = v.mean(
+            l,
+            if lrp {
+                HeadMean::PositiveGradientTimesRelevance
+            } else {
+                HeadMean::PositiveGradientTimesAttention
+            },
+        );
         let prod = a.matmul(&s);
         s.add_assign(&a);
         s.add_assign(&prod);

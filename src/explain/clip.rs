@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, check_relevance, resolve_start, spread_words, ExplainError, Explanation,
+    check_gradients, check_kept, check_relevance, resolve_start, spread_words, ExplainError, Explanation,
     Method, MethodOptions,
 };
 use crate::model::clip::ClipTrace;
@@ -22,6 +22,7 @@ pub fn explain_clip(
     let has_relevance = trace.vision.has_relevance() && trace.text.has_relevance();
     check_gradients(methods, |_| has_gradients)?;
     check_relevance(methods, |_| has_relevance)?;
+    check_kept(methods, &[&trace.vision, &trace.text])?;
     let start_vision = resolve_start(opts.start_layer, trace.vision.layers.len(), "--start-layer")?;
     let start_text = resolve_start(
         opts.start_layer_text,

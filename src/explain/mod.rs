@@ -19,7 +19,9 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+use crate::backend::HeadMean;
 use crate::linalg::{GraphOptions, SpectralError};
+use crate::trace::{Reads, TowerTrace};
 
 /// Every method fiedler implements, by its CLI name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,6 +106,39 @@ impl Method {
             self,
             Method::TransformerAttribution | Method::PartialLrp | Method::CheferLrp
         )
+    }
+
+    /// What the method reads of a single-stream tower trace (CLIP, ViLT), so that only that
+    /// is brought to the host (`TowerTrace::into_host_for`).
+    pub fn reads(self) -> Reads {
+        let means = |kinds: &[HeadMean]| Reads {
+            means: kinds.to_vec(),
+            ..Reads::default()
+        };
+        match self {
+            Method::RawAttn | Method::Rollout => means(&[HeadMean::Attention]),
+            Method::GradCam => Reads {
+                last_layer_heads: true,
+                ..Reads::default()
+            },
+            Method::Chefer => means(&[HeadMean::PositiveGradientTimesAttention]),
+            Method::TransformerAttribution | Method::CheferLrp => {
+                means(&[HeadMean::PositiveGradientTimesRelevance])
+            }
+            Method::PartialLrp => means(&[HeadMean::Relevance]),
+            Method::Dsmi => Reads {
+                outputs: true,
+                ..Reads::default()
+            },
+            Method::DsmiGrad => Reads {
+                outputs: true,
+                ..means(&[HeadMean::PositiveGradient])
+            },
+            Method::DsmiGradAttn => Reads {
+                outputs: true,
+                ..means(&[HeadMean::PositiveGradientTimesAttention])
+            },
+        }
     }
 
     /// `chefer` with `--lrp`: its LRP form; every other method as it is.
@@ -230,6 +265,8 @@ pub enum ExplainError {
     NoGradients(Method),
     #[error("{0} reads LRP relevance the trace's LRP pass did not record (it ran none, or stopped short of the modules {0} reads)")]
     NoRelevance(Method),
+    #[error("{0} reads parts of the trace that were left on the device: bring the trace to the host for every method asked (`into_host_for(reads(methods))`)")]
+    NotKept(Method),
     #[error("spectral graph of {tower} tokens, sample {pair}: {source}")]
     Spectral {
         tower: &'static str,
@@ -257,6 +294,24 @@ pub(crate) fn check_relevance(
 ) -> Result<(), ExplainError> {
     match methods.iter().find(|&&m| m.needs_relevance() && !serves(m)) {
         Some(&m) => Err(ExplainError::NoRelevance(m)),
+        None => Ok(()),
+    }
+}
+
+/// Everything `methods` read of a single-stream tower trace.
+pub fn reads(methods: &[Method]) -> Reads {
+    methods
+        .iter()
+        .fold(Reads::default(), |acc, m| acc.union(&m.reads()))
+}
+
+/// Fails on the first method that reads what a reduced trace left on the device.
+pub(crate) fn check_kept(methods: &[Method], towers: &[&TowerTrace<Vec<f32>>]) -> Result<(), ExplainError> {
+    match methods
+        .iter()
+        .find(|m| towers.iter().any(|t| !t.serves(&m.reads())))
+    {
+        Some(&m) => Err(ExplainError::NotKept(m)),
         None => Ok(()),
     }
 }

@@ -1,6 +1,7 @@
 //! The spectral family (spec §C.7–§C.9 in fiedler's form, §H): Fiedler vectors of a layer's
 //! token-affinity graph, optionally weighted by that layer's attention gradients.
 
+use crate::backend::HeadMean;
 use crate::explain::view::SampleView;
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
 
@@ -67,8 +68,10 @@ pub fn dsmi_grad(
     let mut values = vec![0.0f32; tokens.len()];
     for (&l, f) in layers.iter().zip(&graphs) {
         let weights = match weighting {
-            GradWeighting::Gradient => v.head_mean(l, |_, g| g.max(0.0)),
-            GradWeighting::GradientTimesAttention => v.head_mean(l, |a, g| (a * g).max(0.0)),
+            GradWeighting::Gradient => v.mean(l, HeadMean::PositiveGradient),
+            GradWeighting::GradientTimesAttention => {
+                v.mean(l, HeadMean::PositiveGradientTimesAttention)
+            }
         };
         let r = weights.select(tokens, tokens).matvec(&f.vector);
         values.iter_mut().zip(r).for_each(|(acc, x)| *acc += x);

@@ -4,6 +4,8 @@
 //! a padded batch gets exactly the numbers it gets alone. Indices into a view (rows, columns,
 //! readouts) count real tokens in sequence order, not padded positions.
 
+use crate::backend::cpu::head_mean;
+use crate::backend::HeadMean;
 use crate::explain::matrix::Matrix;
 use crate::trace::{LayerTrace, TowerTrace};
 
@@ -49,25 +51,9 @@ impl<'a> SampleView<'a> {
 
     /// Calls `f(i, j, A_h[i, j], ∇A_h[i, j])` over the real tokens of head h of layer l;
     /// ∇A reads as 0 in a trace recorded without gradients (callers check beforehand).
-    fn for_each_entry(&self, l: usize, h: usize, f: impl FnMut(usize, usize, f32, f32)) {
-        self.for_each_weighted(l, h, false, f)
-    }
-
-    /// The same with the LRP relevance R_A in place of A when `relevance` (0 without an
-    /// LRP pass; callers check beforehand).
-    fn for_each_weighted(
-        &self,
-        l: usize,
-        h: usize,
-        relevance: bool,
-        mut f: impl FnMut(usize, usize, f32, f32),
-    ) {
+    fn for_each_entry(&self, l: usize, h: usize, mut f: impl FnMut(usize, usize, f32, f32)) {
         let layer = self.layer(l);
-        let x = if relevance {
-            layer.relevance.as_deref().unwrap_or_default()
-        } else {
-            &layer.attention
-        };
+        let x = &layer.attention;
         if x.is_empty() {
             return;
         }
@@ -83,20 +69,44 @@ impl<'a> SampleView<'a> {
         }
     }
 
-    /// mean_h f(A_h[i, j], ∇A_h[i, j]) over the real tokens of layer l.
-    pub fn head_mean(&self, l: usize, f: impl Fn(f32, f32) -> f32) -> Matrix {
-        self.weighted_mean(l, false, f)
-    }
-
-    /// mean_h f(X_h[i, j], ∇A_h[i, j]) with X = A, or the LRP relevance R_A when `relevance`.
-    pub fn weighted_mean(&self, l: usize, relevance: bool, f: impl Fn(f32, f32) -> f32) -> Matrix {
-        let heads = self.tower.heads;
-        let n = self.n;
-        let mut out = Matrix::zeros(n, n);
-        for h in 0..heads {
-            self.for_each_weighted(l, h, relevance, |i, j, a, g| out.data[i * n + j] += f(a, g));
+    /// The head mean `kind` of layer l over the real tokens: the one the backend averaged
+    /// (a trace from `into_host_for`), else averaged here from the heads by the same code.
+    /// Reads as 0 where the trace lacks what the kind reads (callers check beforehand).
+    pub fn mean(&self, l: usize, kind: HeadMean) -> Matrix {
+        let layer = self.layer(l);
+        let (heads, n_pad) = (self.tower.heads, self.tower.tokens);
+        let entries = n_pad * n_pad;
+        let averaged;
+        let padded: &[f32] = match layer.means.iter().find(|(k, _)| *k == kind) {
+            Some((_, m)) => &m[self.sample * entries..(self.sample + 1) * entries],
+            None => {
+                let x = if kind.reads_relevance() {
+                    layer.relevance.as_deref().unwrap_or_default()
+                } else {
+                    &layer.attention
+                };
+                if x.is_empty() {
+                    return Matrix::zeros(self.n, self.n);
+                }
+                let span = self.sample * heads * entries..(self.sample + 1) * heads * entries;
+                let grad = layer
+                    .attention_grad
+                    .as_deref()
+                    .filter(|g| !g.is_empty())
+                    .map(|g| &g[span.clone()]);
+                let mut m = vec![0.0; entries];
+                head_mean(&mut m, kind, &x[span], grad, heads, entries);
+                averaged = m;
+                &averaged
+            }
+        };
+        let mut out = Matrix::zeros(self.n, self.n);
+        for (i, &ti) in self.tokens.iter().enumerate() {
+            let row = &padded[ti * n_pad..(ti + 1) * n_pad];
+            for (j, &tj) in self.tokens.iter().enumerate() {
+                out.data[i * self.n + j] = row[tj];
+            }
         }
-        out.data.iter_mut().for_each(|v| *v /= heads as f32);
         out
     }
 

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, check_relevance, resolve_start, spread_words, ExplainError, Explanation,
+    check_gradients, check_kept, check_relevance, resolve_start, spread_words, ExplainError, Explanation,
     Method, MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
@@ -22,6 +22,7 @@ pub fn explain_vilt(
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
     check_gradients(methods, |_| trace.joint.has_gradients())?;
     check_relevance(methods, |_| trace.joint.has_relevance())?;
+    check_kept(methods, &[&trace.joint])?;
     let start = resolve_start(opts.start_layer, trace.joint.layers.len(), "--start-layer")?;
     let labels = trace.output.labels;
     trace

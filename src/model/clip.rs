@@ -13,7 +13,7 @@ use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
 use crate::model::weights::Weights;
 use crate::model::ModelError;
-use crate::trace::TowerTrace;
+use crate::trace::{Reads, TowerTrace};
 
 const CLIP_LAYER: LayerNames = LayerNames {
     ln1: "layer_norm1",
@@ -114,6 +114,20 @@ impl<Buf> ClipTrace<Buf> {
             image_grid: self.image_grid,
             vision: self.vision.into_host(be)?,
             text: self.text.into_host(be)?,
+        })
+    }
+
+    /// Brings to the host only what `reads` names of both towers (`TowerTrace::into_host_for`).
+    pub fn into_host_for<B: Backend<Buf = Buf>>(
+        self,
+        be: &B,
+        reads: &Reads,
+    ) -> Result<ClipTrace<Vec<f32>>, BackendError> {
+        Ok(ClipTrace {
+            output: self.output,
+            image_grid: self.image_grid,
+            vision: self.vision.into_host_for(be, reads)?,
+            text: self.text.into_host_for(be, reads)?,
         })
     }
 }

@@ -905,6 +905,7 @@ impl<B: Backend> Lxmert<B> {
                     attention_grad: g,
                     relevance: c,
                     output: a.ffn.out,
+                    means: Vec::new(),
                 })
                 .collect()
         };

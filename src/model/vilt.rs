@@ -22,7 +22,7 @@ use crate::model::config::ViltConfig;
 use crate::model::source::WeightSource;
 use crate::model::weights::Weights;
 use crate::model::{ModelError, VqaTarget};
-use crate::trace::TowerTrace;
+use crate::trace::{Reads, TowerTrace};
 
 const VILT_HEAD: HeadNames = HeadNames {
     pooler: "vilt.pooler.dense",
@@ -137,6 +137,19 @@ impl<Buf> ViltTrace<Buf> {
         Ok(ViltTrace {
             output: self.output,
             joint: self.joint.into_host(be)?,
+            targets: self.targets,
+        })
+    }
+
+    /// Brings to the host only what `reads` names (`TowerTrace::into_host_for`).
+    pub fn into_host_for<B: Backend<Buf = Buf>>(
+        self,
+        be: &B,
+        reads: &Reads,
+    ) -> Result<ViltTrace<Vec<f32>>, BackendError> {
+        Ok(ViltTrace {
+            output: self.output,
+            joint: self.joint.into_host_for(be, reads)?,
             targets: self.targets,
         })
     }

@@ -21,7 +21,7 @@ use image::RgbImage;
 use crate::backend::{Backend, Cpu};
 use crate::explain::clip::explain_clip;
 use crate::explain::Explanation;
-use crate::explain::{need_gradients, need_relevance, Method, MethodOptions};
+use crate::explain::{need_gradients, need_relevance, reads, Method, MethodOptions};
 use crate::input::image::{
     center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
 };
@@ -130,7 +130,7 @@ impl<B: Backend> ClipSession<B> {
         } else {
             self.model.record(be, &inputs)?
         }
-        .into_host(be)
+        .into_host_for(be, &reads(methods))
         .map_err(crate::model::ModelError::from)?;
         let explanations = explain_clip(&trace, methods, opts)?;
         Ok(pairs

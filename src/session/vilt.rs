@@ -6,7 +6,7 @@ use image::RgbImage;
 
 use crate::backend::{Backend, Cpu};
 use crate::explain::vilt::explain_vilt;
-use crate::explain::{need_relevance, Explanation, Method, MethodOptions};
+use crate::explain::{need_relevance, reads, Explanation, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs, ViltOutput};
@@ -152,7 +152,7 @@ impl<B: Backend> ViltSession<B> {
         } else {
             self.model.record(be, inputs)?
         }
-        .into_host(be)
+        .into_host_for(be, &reads(methods))
         .map_err(crate::model::ModelError::from)?;
         let explanations = explain_vilt(&trace, methods, opts)?;
         Ok((trace.output, explanations))

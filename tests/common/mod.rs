@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use fiedler::model::clip::ClipInputs;
 use fiedler::model::lxmert::LxmertInputs;
 use fiedler::model::vilt::ViltInputs;
 use safetensors::{Dtype, SafeTensors};
@@ -200,5 +201,40 @@ pub fn check_vectors(
                 check_rel(&name, ours, &reference.f32(&name), tol(&key, b), bad);
             }
         }
+    }
+}
+
+/// A CLIP methods case's inputs: pixels from clip/golden.safetensors (b3 holds the same
+/// three images as m3, in the same order), token ids from clip/methods.json.
+pub fn clip_method_inputs(case: &str) -> ClipInputs {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("clip/methods.json")).unwrap())
+            .unwrap();
+    let c = &json["cases"][case];
+    let rows: Vec<Vec<u32>> = c["batch_input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect();
+    let lengths = c["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["len"].as_u64().unwrap() as usize)
+        .collect();
+    let pixels_case = if case == "m3" { "b3" } else { case };
+    ClipInputs {
+        pixels: Golden::open(&fixtures().join("clip/golden.safetensors"))
+            .f32(&format!("{pixels_case}.pixel_values")),
+        seq_len: rows[0].len(),
+        ids: rows.concat(),
+        lengths,
     }
 }

@@ -1,7 +1,7 @@
 //! Softmax attention of query rows over key|value rows, one task per (sample, head).
 
 use super::matmul::{gemm, Mat};
-use crate::backend::AttentionShape;
+use crate::backend::{AttentionShape, HeadMean};
 use rayon::prelude::*;
 
 /// A raw pointer that tasks share to write disjoint parts of one buffer.
@@ -194,5 +194,41 @@ pub(crate) fn attention_backward(
                     false,
                 );
             }
+        });
+}
+
+/// out[b, e] = (Σ_h kind.term(x[b, h, e], grad[b, h, e])) / heads, heads summed in order;
+/// lengths as `check::head_mean` accepts them (∇A reads as 0 where the kind ignores it).
+pub fn head_mean(
+    out: &mut [f32],
+    kind: HeadMean,
+    x: &[f32],
+    grad: Option<&[f32]>,
+    heads: usize,
+    entries: usize,
+) {
+    let grad = grad.filter(|_| kind.reads_gradient());
+    out.par_chunks_mut(entries.max(1))
+        .enumerate()
+        .for_each(|(b, out)| {
+            out.fill(0.0);
+            for h in 0..heads {
+                let at = (b * heads + h) * entries;
+                let x = &x[at..at + entries];
+                match grad {
+                    Some(g) => {
+                        let g = &g[at..at + entries];
+                        for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+                            *o += kind.term(x, g);
+                        }
+                    }
+                    None => {
+                        for (o, &x) in out.iter_mut().zip(x) {
+                            *o += kind.term(x, 0.0);
+                        }
+                    }
+                }
+            }
+            out.iter_mut().for_each(|v| *v /= heads as f32);
         });
 }

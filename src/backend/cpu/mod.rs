@@ -9,9 +9,12 @@ mod lrp;
 pub(crate) mod matmul;
 mod norm;
 
+pub use attention::head_mean;
 pub use matmul::matmul_flops;
 
-use super::{check, Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};
+use super::{
+    check, Activation, AttentionShape, Backend, BackendError, HeadMean, PatchGeometry, Result,
+};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
@@ -217,6 +220,21 @@ impl Backend for Cpu {
         };
         check::attention("attention_backward", s, lens)?;
         attention::attention_backward(dprobs, dq, dkv, dctx, q, kv, probs, s);
+        Ok(())
+    }
+
+    fn head_mean(
+        &self,
+        out: &mut Vec<f32>,
+        kind: HeadMean,
+        x: &Vec<f32>,
+        grad: Option<&Vec<f32>>,
+        heads: usize,
+        entries: usize,
+    ) -> Result<()> {
+        let g = grad.map(Vec::len);
+        check::head_mean(kind, out.len(), x.len(), g, heads, entries)?;
+        head_mean(out, kind, x, grad.map(Vec::as_slice), heads, entries);
         Ok(())
     }
 

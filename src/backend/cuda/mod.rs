@@ -21,7 +21,9 @@ use cudarc::driver::{
     PushKernelArg, ValidAsZeroBits,
 };
 
-use super::{check, Activation, AttentionShape, Backend, BackendError, PatchGeometry, Result};
+use super::{
+    check, Activation, AttentionShape, Backend, BackendError, HeadMean, PatchGeometry, Result,
+};
 use blas::gemm;
 pub use error::CudaError;
 use kernels::Kernels;
@@ -350,6 +352,10 @@ impl Backend for Cuda {
         buf.len()
     }
 
+    fn synchronize(&self) -> Result<()> {
+        Cuda::synchronize(self)
+    }
+
     fn linear(
         &self,
         out: &mut CudaSlice<f32>,
@@ -620,6 +626,39 @@ impl Backend for Cuda {
         }
         // `ds` is freed in stream order after the products that read it.
         Ok(())
+    }
+
+    fn head_mean(
+        &self,
+        out: &mut CudaSlice<f32>,
+        kind: HeadMean,
+        x: &CudaSlice<f32>,
+        grad: Option<&CudaSlice<f32>>,
+        heads: usize,
+        entries: usize,
+    ) -> Result<()> {
+        const OP: &str = "head_mean";
+        let g = grad.map(CudaSlice::len);
+        let samples = check::head_mean(kind, out.len(), x.len(), g, heads, entries)?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        // Where the kind ignores ∇A the kernel never reads `g`: any buffer will do.
+        let g = grad.filter(|_| kind.reads_gradient()).unwrap_or(x);
+        let (b, h, e) = (int(OP, samples)?, int(OP, heads)?, int(OP, entries)?);
+        let code = kind.code();
+        launch!(
+            self,
+            "head_mean",
+            per_element(out.len()),
+            out,
+            x,
+            g,
+            &b,
+            &h,
+            &e,
+            &code
+        )
     }
 
     fn patchify(

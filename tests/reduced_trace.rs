@@ -1,0 +1,81 @@
+//! A trace brought to the host for given methods (`into_host_for`: head means averaged by
+//! the backend, only what the methods read moved) explains exactly as the whole trace does:
+//! every method, bit for bit, on the ragged CLIP and ViLT fixture batches. A method whose
+//! parts were left behind is refused, never explained from zeros.
+
+mod common;
+
+use common::{clip_method_inputs, fixtures, Golden};
+use fiedler::backend::Cpu;
+use fiedler::explain::clip::explain_clip;
+use fiedler::explain::vilt::explain_vilt;
+use fiedler::explain::{reads, ExplainError, Explanation, Method, MethodOptions};
+use fiedler::model::clip::Clip;
+use fiedler::model::vilt::Vilt;
+use fiedler::model::VqaTarget;
+
+fn assert_same(what: &str, whole: &[Vec<Explanation>], reduced: &[Vec<Explanation>]) {
+    assert_eq!(whole.len(), reduced.len());
+    for (b, (w, r)) in whole.iter().zip(reduced).enumerate() {
+        assert_eq!(w.len(), r.len());
+        for (w, r) in w.iter().zip(r) {
+            let at = format!("{what}, sample {b}, {}", w.method);
+            assert_eq!(w.method, r.method);
+            assert_eq!(w.score.to_bits(), r.score.to_bits(), "{at}: score");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&w.image_relevance), bits(&r.image_relevance), "{at}: image");
+            assert_eq!(bits(&w.text_relevance), bits(&r.text_relevance), "{at}: text");
+            assert_eq!(w.degenerate_graphs, r.degenerate_graphs, "{at}");
+        }
+    }
+}
+
+#[test]
+fn clip_explains_the_same_from_a_reduced_trace() {
+    let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
+    let x = clip_method_inputs("m3");
+    let opts = MethodOptions::default();
+    let all = &Method::ALL[..];
+    let whole = explain_clip(&model.lrp(&Cpu, &x, true).unwrap(), all, &opts).unwrap();
+    // All methods from one reduced trace, then each method from a trace reduced for it alone.
+    let trace = model.lrp(&Cpu, &x, true).unwrap();
+    let reduced = trace.into_host_for(&Cpu, &reads(all)).unwrap();
+    assert_same("all", &whole, &explain_clip(&reduced, all, &opts).unwrap());
+    for (i, &m) in all.iter().enumerate() {
+        let trace = model.lrp(&Cpu, &x, true).unwrap();
+        let reduced = trace.into_host_for(&Cpu, &m.reads()).unwrap();
+        let alone = explain_clip(&reduced, &[m], &opts).unwrap();
+        let column: Vec<Vec<Explanation>> = whole.iter().map(|s| vec![s[i].clone()]).collect();
+        assert_same(m.name(), &column, &alone);
+    }
+    // Kept for raw attention only: the spectral and gradient methods are refused.
+    let trace = model.lrp(&Cpu, &x, true).unwrap();
+    let reduced = trace.into_host_for(&Cpu, &Method::RawAttn.reads()).unwrap();
+    for m in [Method::DsmiGrad, Method::Chefer, Method::GradCam, Method::PartialLrp] {
+        match explain_clip(&reduced, &[m], &opts) {
+            Err(ExplainError::NotKept(refused)) => assert_eq!(refused, m),
+            Err(e) => panic!("{m}: {e}"),
+            Ok(_) => panic!("{m} explained from a trace reduced for raw-attn"),
+        }
+    }
+}
+
+#[test]
+fn vilt_explains_the_same_from_a_reduced_trace() {
+    let golden = Golden::open(&fixtures().join("vilt/golden.safetensors"));
+    let model = Vilt::load(&Cpu, &fixtures().join("vilt")).unwrap();
+    let x = golden.vilt_inputs("b3");
+    let target = VqaTarget::Predicted;
+    let opts = MethodOptions::default();
+    let all = &Method::ALL[..];
+    let trace = || model.lrp(&Cpu, &x, &target, true).unwrap();
+    let whole = explain_vilt(&trace(), all, &opts).unwrap();
+    let reduced = trace().into_host_for(&Cpu, &reads(all)).unwrap();
+    assert_same("all", &whole, &explain_vilt(&reduced, all, &opts).unwrap());
+    for (i, &m) in all.iter().enumerate() {
+        let reduced = trace().into_host_for(&Cpu, &m.reads()).unwrap();
+        let alone = explain_vilt(&reduced, &[m], &opts).unwrap();
+        let column: Vec<Vec<Explanation>> = whole.iter().map(|s| vec![s[i].clone()]).collect();
+        assert_same(m.name(), &column, &alone);
+    }
+}
