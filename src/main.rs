@@ -35,6 +35,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    cli::memory::reuse_freed_memory();
     let result = match Cli::parse().command {
         Command::Bench(args) => cli::bench::run(args),
         Command::Eval(args) => cli::eval::run_command(args),

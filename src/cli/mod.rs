@@ -5,4 +5,5 @@ pub mod device;
 pub mod eval;
 pub mod explain;
 pub mod inspect;
+pub mod memory;
 pub mod synth;
