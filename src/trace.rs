@@ -5,6 +5,7 @@
 //! memory, where the explanation methods read it.
 
 use crate::backend::{Backend, BackendError, HeadMean};
+use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 use crate::model::block::EncoderActivations;
 
 /// One attention layer of one tower.
@@ -21,6 +22,36 @@ pub struct LayerTrace<Buf> {
     /// Head means averaged where the trace was recorded, [batch, tokens, tokens] each
     /// (`TowerTrace::into_host_for`); none in a trace as the model recorded it.
     pub means: Vec<(HeadMean, Buf)>,
+    /// The Fiedler vectors of the kept `Reads::graphs` over this layer's output, in their
+    /// order, solved where the trace was recorded; empty where none were asked.
+    pub fiedlers: Vec<Result<Fiedler, SpectralError>>,
+}
+
+/// Which layers of a tower something is read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Layers {
+    #[default]
+    None,
+    Last,
+    All,
+}
+
+impl Layers {
+    pub fn includes(self, layer: usize, layers: usize) -> bool {
+        match self {
+            Layers::None => false,
+            Layers::Last => layer + 1 == layers,
+            Layers::All => true,
+        }
+    }
+}
+
+/// One spectral graph (§B): sample `sample`'s tokens at the padded positions `tokens`,
+/// with a layer's output rows as features.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphSpec {
+    pub sample: usize,
+    pub tokens: Vec<usize>,
 }
 
 /// What explanation methods read of a tower trace: only that needs to leave the device.
@@ -28,29 +59,44 @@ pub struct LayerTrace<Buf> {
 pub struct Reads {
     /// Head means, of every layer.
     pub means: Vec<HeadMean>,
-    /// The layer outputs (the spectral methods' token features), of every layer.
-    pub outputs: bool,
+    /// The layers whose token features the spectral methods read: their outputs, or, with
+    /// `graphs`, the Fiedler vectors of those graphs solved where the trace lives.
+    pub features: Layers,
+    /// The graphs to solve in place of bringing the outputs (see `with_graphs`).
+    pub graphs: Vec<GraphSpec>,
+    pub graph_options: GraphOptions,
     /// The last layer's per-head A and ∇A (Grad-CAM weighs each head).
     pub last_layer_heads: bool,
 }
 
 impl Reads {
-    /// Everything either reads.
+    /// Everything either reads (the graphs and their options of `self`).
     pub fn union(mut self, other: &Reads) -> Reads {
         for &k in &other.means {
             if !self.means.contains(&k) {
                 self.means.push(k);
             }
         }
-        self.outputs |= other.outputs;
+        self.features = self.features.max(other.features);
         self.last_layer_heads |= other.last_layer_heads;
         self
     }
 
-    /// Whether this holds everything `other` reads.
+    /// The features as the Fiedler vectors of `graphs`, solved on the backend, rather than
+    /// the layer outputs: a vector per token instead of a row of `width` values.
+    pub fn with_graphs(self, graphs: Vec<GraphSpec>, options: GraphOptions) -> Reads {
+        Reads {
+            graphs,
+            graph_options: options,
+            ..self
+        }
+    }
+
+    /// Whether this holds everything `other` reads (solved graphs stand for the outputs
+    /// they were solved from; which graphs, the methods look up).
     pub fn covers(&self, other: &Reads) -> bool {
         other.means.iter().all(|k| self.means.contains(k))
-            && (self.outputs || !other.outputs)
+            && self.features >= other.features
             && (self.last_layer_heads || !other.last_layer_heads)
     }
 }
@@ -100,6 +146,7 @@ impl<Buf> TowerTrace<Buf> {
                 relevance: r,
                 output: a.out,
                 means: Vec::new(),
+                fiedlers: Vec::new(),
             })
             .collect();
         Self {
@@ -161,8 +208,9 @@ impl<Buf> TowerTrace<Buf> {
         reads: &Reads,
     ) -> Result<TowerTrace<Vec<f32>>, BackendError> {
         let entries = self.tokens * self.tokens;
-        let last = self.layers.len().saturating_sub(1);
+        let count = self.layers.len();
         let (batch, heads) = (self.batch, self.heads);
+        let mut fiedlers = self.solve_graphs(be, reads)?.into_iter();
         let keep = |b: Buf, wanted: bool| {
             if wanted {
                 be.move_to_host(b)
@@ -192,7 +240,8 @@ impl<Buf> TowerTrace<Buf> {
                     be.head_mean(&mut mean, kind, x, grad, heads, entries)?;
                     means.push((kind, be.move_to_host(mean)?));
                 }
-                let per_head = reads.last_layer_heads && l == last;
+                let per_head = reads.last_layer_heads && l + 1 == count;
+                let solved = reads.graphs.is_empty() || !reads.features.includes(l, count);
                 Ok(LayerTrace {
                     attention: keep(layer.attention, per_head)?,
                     attention_grad: layer
@@ -200,8 +249,16 @@ impl<Buf> TowerTrace<Buf> {
                         .map(|g| keep(g, per_head))
                         .transpose()?,
                     relevance: layer.relevance.map(|r| keep(r, false)).transpose()?,
-                    output: keep(layer.output, reads.outputs)?,
+                    output: keep(
+                        layer.output,
+                        reads.graphs.is_empty() && reads.features.includes(l, count),
+                    )?,
                     means,
+                    fiedlers: if solved {
+                        Vec::new()
+                    } else {
+                        fiedlers.next().unwrap_or_default()
+                    },
                 })
             })
             .collect::<Result<_, BackendError>>()?;
@@ -215,6 +272,39 @@ impl<Buf> TowerTrace<Buf> {
             layers,
             kept: Some(reads.clone()),
         })
+    }
+
+    /// The Fiedler vectors of `reads.graphs` over the output of every layer
+    /// `reads.features` names, in one backend call: per such layer, one per graph.
+    fn solve_graphs<B: Backend<Buf = Buf>>(
+        &self,
+        be: &B,
+        reads: &Reads,
+    ) -> Result<Vec<Vec<Result<Fiedler, SpectralError>>>, BackendError> {
+        let count = self.layers.len();
+        let layers: Vec<&LayerTrace<Buf>> = (0..count)
+            .filter(|&l| !reads.graphs.is_empty() && reads.features.includes(l, count))
+            .map(|l| &self.layers[l])
+            .collect();
+        if layers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<Vec<usize>> = reads
+            .graphs
+            .iter()
+            .map(|g| g.tokens.iter().map(|&t| g.sample * self.tokens + t).collect())
+            .collect();
+        let graphs: Vec<(&Buf, &[usize])> = layers
+            .iter()
+            .flat_map(|layer| rows.iter().map(|r| (&layer.output, r.as_slice())))
+            .collect();
+        let mut solved = be
+            .fiedler_rows(&graphs, self.width, &reads.graph_options)?
+            .into_iter();
+        Ok(layers
+            .iter()
+            .map(|_| solved.by_ref().take(rows.len()).collect())
+            .collect())
     }
 
     /// Whether the trace holds everything `reads` names.
@@ -235,6 +325,7 @@ impl<Buf> LayerTrace<Buf> {
                 .into_iter()
                 .map(|(k, b)| Ok((k, f(b)?)))
                 .collect::<Result<_, E>>()?,
+            fiedlers: self.fiedlers,
         })
     }
 }

@@ -709,6 +709,7 @@ fn lxmert_trace_on_cuda_matches_cpu() {
                             relevance: None,
                             output: l.output.clone(),
                             means: Vec::new(),
+                            fiedlers: Vec::new(),
                         })
                         .collect(),
                     kept: None,

@@ -7,7 +7,7 @@ mod common;
 
 use common::{clip_method_inputs, fixtures, Golden};
 use fiedler::backend::Cpu;
-use fiedler::explain::clip::explain_clip;
+use fiedler::explain::clip::{clip_reads, explain_clip};
 use fiedler::explain::vilt::explain_vilt;
 use fiedler::explain::{reads, ExplainError, Explanation, Method, MethodOptions};
 use fiedler::model::clip::Clip;
@@ -39,18 +39,21 @@ fn clip_explains_the_same_from_a_reduced_trace() {
     let whole = explain_clip(&model.lrp(&Cpu, &x, true).unwrap(), all, &opts).unwrap();
     // All methods from one reduced trace, then each method from a trace reduced for it alone.
     let trace = model.lrp(&Cpu, &x, true).unwrap();
-    let reduced = trace.into_host_for(&Cpu, &reads(all)).unwrap();
+    let reads = clip_reads(all, &trace, &opts);
+    let reduced = trace.into_host_for(&Cpu, &reads).unwrap();
     assert_same("all", &whole, &explain_clip(&reduced, all, &opts).unwrap());
     for (i, &m) in all.iter().enumerate() {
         let trace = model.lrp(&Cpu, &x, true).unwrap();
-        let reduced = trace.into_host_for(&Cpu, &m.reads()).unwrap();
+        let reads = clip_reads(&[m], &trace, &opts);
+        let reduced = trace.into_host_for(&Cpu, &reads).unwrap();
         let alone = explain_clip(&reduced, &[m], &opts).unwrap();
         let column: Vec<Vec<Explanation>> = whole.iter().map(|s| vec![s[i].clone()]).collect();
         assert_same(m.name(), &column, &alone);
     }
     // Kept for raw attention only: the spectral and gradient methods are refused.
     let trace = model.lrp(&Cpu, &x, true).unwrap();
-    let reduced = trace.into_host_for(&Cpu, &Method::RawAttn.reads()).unwrap();
+    let reads = clip_reads(&[Method::RawAttn], &trace, &opts);
+    let reduced = trace.into_host_for(&Cpu, &reads).unwrap();
     for m in [Method::DsmiGrad, Method::Chefer, Method::GradCam, Method::PartialLrp] {
         match explain_clip(&reduced, &[m], &opts) {
             Err(ExplainError::NotKept(refused)) => assert_eq!(refused, m),

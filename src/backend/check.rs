@@ -283,3 +283,18 @@ pub(crate) fn head_mean(
         (false, _) => Ok(samples),
     }
 }
+
+/// `fiedler_rows`: every row index inside its buffer of `dim`-wide rows.
+pub(crate) fn graph_rows(dim: usize, graphs: &[(usize, &[usize])]) -> Result<()> {
+    const OP: &str = "fiedler_rows";
+    for &(len, rows) in graphs {
+        let available = self::rows(OP, "features", len, dim)?;
+        if let Some(&r) = rows.iter().find(|&&r| r >= available) {
+            return Err(BackendError::Invalid {
+                op: OP,
+                message: format!("row {r} of a buffer of {available} rows"),
+            });
+        }
+    }
+    Ok(())
+}

@@ -17,6 +17,8 @@ pub mod cuda;
 
 use thiserror::Error;
 
+use crate::linalg::{Fiedler, GraphOptions, SpectralError};
+
 pub use cpu::Cpu;
 
 /// Elementwise activation of a feed-forward block, as named by `hidden_act` in config.json.
@@ -342,6 +344,16 @@ pub trait Backend: Sync {
         heads: usize,
         entries: usize,
     ) -> Result<()>;
+
+    /// The Fiedler vector (spec §B) of every graph: graph g's nodes are the rows `graphs[g].1`
+    /// of its feature buffer `graphs[g].0` ([_, dim], row-major). A bad graph gets its own
+    /// error; the outer error is a bad row index or a device failure.
+    fn fiedler_rows(
+        &self,
+        graphs: &[(&Self::Buf, &[usize])],
+        dim: usize,
+        opts: &GraphOptions,
+    ) -> Result<Vec<std::result::Result<Fiedler, SpectralError>>>;
 
     /// Cuts images [batch, channels, height, width] into rows [batch·patches, patch_len].
     fn patchify(&self, out: &mut Self::Buf, pixels: &Self::Buf, geo: PatchGeometry) -> Result<()>;

@@ -19,9 +19,9 @@ use fiedler::eval::report::TESTS;
 use fiedler::eval::results::{Done, ResultsWriter, RunHeader, FORMAT};
 use fiedler::eval::runner::{run as eval_run, EvalModel, Explained, Keep, Plan};
 use fiedler::eval::EvalError;
-use fiedler::explain::clip::explain_clip;
+use fiedler::explain::clip::{clip_reads, explain_clip};
 use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope};
-use fiedler::explain::{need_relevance, reads, Method, MethodOptions};
+use fiedler::explain::{need_relevance, Method, MethodOptions};
 use fiedler::input::regions::Regions;
 use fiedler::linalg::synthetic::{clustered_features, Clusters};
 use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions};
@@ -190,7 +190,10 @@ fn run_clip<B: Backend>(
         } else {
             model.trace(be, &x, None)
         }
-        .and_then(|t| Ok(t.into_host_for(be, &reads(methods))?))
+        .and_then(|t| {
+            let reads = clip_reads(methods, &t, &opts);
+            Ok(t.into_host_for(be, &reads)?)
+        })
         .with_context(|| format!("batch {batch}"))?;
         report(
             methods,
@@ -208,7 +211,8 @@ fn run_clip<B: Backend>(
                 };
                 be.synchronize()?;
                 let computed = start.elapsed().as_secs_f64();
-                drop(trace.into_host_for(be, &m.reads())?);
+                let reads = clip_reads(&[m], &trace, &opts);
+                drop(trace.into_host_for(be, &reads)?);
                 Ok(computed)
             },
             |method| Ok(explain_clip(&trace, &[method], &opts).map(|_| ())?),

@@ -7,10 +7,46 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, check_kept, check_relevance, resolve_start, spread_words, ExplainError, Explanation,
+    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, ExplainError, Explanation,
     Method, MethodOptions,
 };
 use crate::model::clip::ClipTrace;
+use crate::trace::{GraphSpec, Layers, Reads};
+
+/// What `methods` read of each tower (vision, text), with the spectral methods' graphs
+/// (the patches; the word tokens of each caption) to solve where the trace lives, for
+/// `ClipTrace::into_host_for`.
+pub fn clip_reads<Buf>(
+    methods: &[Method],
+    trace: &ClipTrace<Buf>,
+    opts: &MethodOptions,
+) -> (Reads, Reads) {
+    let all = reads(methods);
+    if all.features == Layers::None {
+        return (all.clone(), all);
+    }
+    let patches = trace.vision.tokens - 1;
+    let vision = (0..trace.vision.batch)
+        .map(|sample| GraphSpec {
+            sample,
+            tokens: (1..=patches).collect(),
+        })
+        .collect();
+    let text = trace
+        .output
+        .eos_positions
+        .iter()
+        .enumerate()
+        .map(|(sample, &eos)| GraphSpec {
+            sample,
+            tokens: (1..eos).collect(),
+        })
+        .collect();
+    (
+        all.clone().with_graphs(vision, opts.graph),
+        all.with_graphs(text, opts.graph),
+    )
+}
 
 /// Explains every pair of a traced batch with every method: result[pair][method].
 pub fn explain_clip(

@@ -21,7 +21,7 @@ use thiserror::Error;
 
 use crate::backend::HeadMean;
 use crate::linalg::{GraphOptions, SpectralError};
-use crate::trace::{Reads, TowerTrace};
+use crate::trace::{Layers, Reads, TowerTrace};
 
 /// Every method fiedler implements, by its CLI name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,15 +127,15 @@ impl Method {
             }
             Method::PartialLrp => means(&[HeadMean::Relevance]),
             Method::Dsmi => Reads {
-                outputs: true,
+                features: Layers::Last,
                 ..Reads::default()
             },
             Method::DsmiGrad => Reads {
-                outputs: true,
+                features: Layers::All,
                 ..means(&[HeadMean::PositiveGradient])
             },
             Method::DsmiGradAttn => Reads {
-                outputs: true,
+                features: Layers::All,
                 ..means(&[HeadMean::PositiveGradientTimesAttention])
             },
         }

@@ -27,6 +27,10 @@ fn layer_fiedlers(
     tokens: &[usize],
     opts: &GraphOptions,
 ) -> Result<Vec<Fiedler>, SpectralError> {
+    let solved: Option<Vec<_>> = layers.iter().map(|&l| v.solved(l, tokens, opts)).collect();
+    if let Some(solved) = solved {
+        return solved.into_iter().cloned().collect();
+    }
     let features: Vec<Vec<f32>> = layers.iter().map(|&l| v.features(l, tokens)).collect();
     let mask = vec![true; tokens.len()];
     let graphs: Vec<GraphInput> = features

@@ -7,6 +7,7 @@
 use crate::backend::cpu::head_mean;
 use crate::backend::HeadMean;
 use crate::explain::matrix::Matrix;
+use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 use crate::trace::{LayerTrace, TowerTrace};
 
 pub struct SampleView<'a> {
@@ -130,6 +131,23 @@ impl<'a> SampleView<'a> {
         }
         out.data.iter_mut().for_each(|v| *v /= weights.len() as f32);
         out
+    }
+
+    /// The Fiedler vector of layer l's graph over the view positions `rows`, where the
+    /// backend solved it with `opts` (a trace from `into_host_for` with those graphs).
+    pub fn solved(
+        &self,
+        l: usize,
+        rows: &[usize],
+        opts: &GraphOptions,
+    ) -> Option<&Result<Fiedler, SpectralError>> {
+        let kept = self.tower.kept.as_ref().filter(|k| k.graph_options == *opts)?;
+        let padded: Vec<usize> = rows.iter().map(|&r| self.tokens[r]).collect();
+        let g = kept
+            .graphs
+            .iter()
+            .position(|g| g.sample == self.sample && g.tokens == padded)?;
+        self.layer(l).fiedlers.get(g)
     }
 
     /// Layer l's output rows of the real tokens at view positions `rows`.

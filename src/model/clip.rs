@@ -117,17 +117,18 @@ impl<Buf> ClipTrace<Buf> {
         })
     }
 
-    /// Brings to the host only what `reads` names of both towers (`TowerTrace::into_host_for`).
+    /// Brings to the host only what each tower's reads name (`TowerTrace::into_host_for`;
+    /// `explain::clip::clip_reads` gives them for a list of methods).
     pub fn into_host_for<B: Backend<Buf = Buf>>(
         self,
         be: &B,
-        reads: &Reads,
+        (vision, text): &(Reads, Reads),
     ) -> Result<ClipTrace<Vec<f32>>, BackendError> {
         Ok(ClipTrace {
             output: self.output,
             image_grid: self.image_grid,
-            vision: self.vision.into_host_for(be, reads)?,
-            text: self.text.into_host_for(be, reads)?,
+            vision: self.vision.into_host_for(be, vision)?,
+            text: self.text.into_host_for(be, text)?,
         })
     }
 }

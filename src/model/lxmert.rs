@@ -906,6 +906,7 @@ impl<B: Backend> Lxmert<B> {
                     relevance: c,
                     output: a.ffn.out,
                     means: Vec::new(),
+                    fiedlers: Vec::new(),
                 })
                 .collect()
         };

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::clip::explain_clip;
+use crate::explain::clip::{clip_reads, explain_clip};
 use crate::explain::Explanation;
-use crate::explain::{need_gradients, need_relevance, reads, Method, MethodOptions};
+use crate::explain::{need_gradients, need_relevance, Method, MethodOptions};
 use crate::input::image::{
     center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
 };
@@ -129,9 +129,11 @@ impl<B: Backend> ClipSession<B> {
             self.model.trace(be, &inputs, None)?
         } else {
             self.model.record(be, &inputs)?
-        }
-        .into_host_for(be, &reads(methods))
-        .map_err(crate::model::ModelError::from)?;
+        };
+        let reads = clip_reads(methods, &trace, opts);
+        let trace = trace
+            .into_host_for(be, &reads)
+            .map_err(crate::model::ModelError::from)?;
         let explanations = explain_clip(&trace, methods, opts)?;
         Ok(pairs
             .iter()

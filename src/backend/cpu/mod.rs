@@ -12,6 +12,8 @@ mod norm;
 pub use attention::head_mean;
 pub use matmul::matmul_flops;
 
+use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
+
 use super::{
     check, Activation, AttentionShape, Backend, BackendError, HeadMean, PatchGeometry, Result,
 };
@@ -221,6 +223,32 @@ impl Backend for Cpu {
         check::attention("attention_backward", s, lens)?;
         attention::attention_backward(dprobs, dq, dkv, dctx, q, kv, probs, s);
         Ok(())
+    }
+
+    fn fiedler_rows(
+        &self,
+        graphs: &[(&Vec<f32>, &[usize])],
+        dim: usize,
+        opts: &GraphOptions,
+    ) -> Result<Vec<std::result::Result<Fiedler, SpectralError>>> {
+        let lens: Vec<(usize, &[usize])> = graphs.iter().map(|(b, r)| (b.len(), *r)).collect();
+        check::graph_rows(dim, &lens)?;
+        let features: Vec<Vec<f32>> = graphs
+            .iter()
+            .map(|(buf, rows)| gather(buf, rows, dim))
+            .collect();
+        let masks: Vec<Vec<bool>> = graphs.iter().map(|(_, r)| vec![true; r.len()]).collect();
+        let inputs: Vec<GraphInput> = features
+            .iter()
+            .zip(&masks)
+            .map(|(f, mask)| GraphInput {
+                features: f,
+                rows: mask.len(),
+                dim,
+                mask,
+            })
+            .collect();
+        Ok(fiedler_batch(&inputs, opts))
     }
 
     fn head_mean(
@@ -471,4 +499,11 @@ fn check_samples(op: &'static str, len: usize, samples: usize) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Rows `rows` of a buffer of `dim`-wide rows, packed.
+pub(crate) fn gather(buf: &[f32], rows: &[usize], dim: usize) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|&r| buf[r * dim..(r + 1) * dim].iter().copied())
+        .collect()
 }

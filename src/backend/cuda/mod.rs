@@ -21,6 +21,8 @@ use cudarc::driver::{
     PushKernelArg, ValidAsZeroBits,
 };
 
+use crate::linalg::{Fiedler, GraphOptions, SpectralError};
+
 use super::{
     check, Activation, AttentionShape, Backend, BackendError, HeadMean, PatchGeometry, Result,
 };
@@ -58,6 +60,7 @@ macro_rules! launch {
     }};
 }
 
+mod graph_rows;
 mod spectral;
 
 fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
@@ -626,6 +629,15 @@ impl Backend for Cuda {
         }
         // `ds` is freed in stream order after the products that read it.
         Ok(())
+    }
+
+    fn fiedler_rows(
+        &self,
+        graphs: &[(&CudaSlice<f32>, &[usize])],
+        dim: usize,
+        opts: &GraphOptions,
+    ) -> Result<Vec<std::result::Result<Fiedler, SpectralError>>> {
+        self.fiedler_of_rows(graphs, dim, opts)
     }
 
     fn head_mean(
