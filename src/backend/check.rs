@@ -253,3 +253,57 @@ pub(crate) fn linear_backward(dx: usize, dy: usize, m: usize, k: usize, n: usize
     len("linear_backward", "dx", dx, m * k)?;
     len("linear_backward", "dy", dy, m * n)
 }
+
+/// `lrp_linear`'s activations (the weights' lengths depend on the backend's storage).
+/// `forward` is the (output, bias) lengths when given.
+pub(crate) fn lrp_linear(
+    rx: usize,
+    r: usize,
+    x: usize,
+    forward: Option<(usize, usize)>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    const OP: &str = "lrp_linear";
+    if let Some((out, bias)) = forward {
+        len(OP, "forward output", out, m * n)?;
+        len(OP, "bias", bias, n)?;
+    }
+    len(OP, "rx", rx, m * k)?;
+    len(OP, "x", x, m * k)?;
+    len(OP, "r", r, m * n)
+}
+
+/// `lrp_attention`: the attention backward's buffers (cam in the place of dprobs), and rctx
+/// as long as ctx.
+pub(crate) fn lrp_attention(s: &AttentionShape, b: AttentionBuffers, rctx: usize) -> Result<()> {
+    const OP: &str = "lrp_attention";
+    let ctx = b.ctx;
+    attention(OP, s, b)?;
+    len(OP, "rctx", rctx, ctx)
+}
+
+/// `lrp_add`: every buffer as long as r, which splits into `samples` equal runs.
+pub(crate) fn lrp_add(r: usize, others: [(&'static str, usize); 4], samples: usize) -> Result<()> {
+    const OP: &str = "lrp_add";
+    for (name, found) in others {
+        len(OP, name, found, r)?;
+    }
+    if samples == 0 || !r.is_multiple_of(samples) {
+        return Err(BackendError::Invalid {
+            op: OP,
+            message: format!("{r} values do not split into {samples} samples"),
+        });
+    }
+    Ok(())
+}
+
+/// `lrp_clone`: rx and every relevance as long as x.
+pub(crate) fn lrp_clone(rx: usize, x: usize, rs: impl IntoIterator<Item = usize>) -> Result<()> {
+    len("lrp_clone", "rx", rx, x)?;
+    for r in rs {
+        len("lrp_clone", "relevance", r, x)?;
+    }
+    Ok(())
+}
