@@ -285,9 +285,16 @@ pub(crate) fn lrp_attention(s: &AttentionShape, b: AttentionBuffers, rctx: usize
 }
 
 /// `lrp_add`: every buffer as long as r, which splits into `samples` equal runs.
-pub(crate) fn lrp_add(r: usize, others: [(&'static str, usize); 4], samples: usize) -> Result<()> {
+pub(crate) fn lrp_add(
+    ra: usize,
+    rb: usize,
+    r: usize,
+    a: usize,
+    b: usize,
+    samples: usize,
+) -> Result<()> {
     const OP: &str = "lrp_add";
-    for (name, found) in others {
+    for (name, found) in [("ra", ra), ("rb", rb), ("a", a), ("b", b)] {
         len(OP, name, found, r)?;
     }
     if samples == 0 || !r.is_multiple_of(samples) {

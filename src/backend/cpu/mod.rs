@@ -419,13 +419,7 @@ impl Backend for Cpu {
         b: &Vec<f32>,
         samples: usize,
     ) -> Result<()> {
-        let others = [
-            ("ra", ra.len()),
-            ("rb", rb.len()),
-            ("a", a.len()),
-            ("b", b.len()),
-        ];
-        check::lrp_add(r.len(), others, samples)?;
+        check::lrp_add(ra.len(), rb.len(), r.len(), a.len(), b.len(), samples)?;
         lrp::lrp_add(ra, rb, r, a, b, samples);
         Ok(())
     }

@@ -1102,13 +1102,7 @@ impl Backend for Cuda {
         samples: usize,
     ) -> Result<()> {
         const OP: &str = "lrp_add";
-        let others = [
-            ("ra", ra.len()),
-            ("rb", rb.len()),
-            ("a", a.len()),
-            ("b", b.len()),
-        ];
-        check::lrp_add(r.len(), others, samples)?;
+        check::lrp_add(ra.len(), rb.len(), r.len(), a.len(), b.len(), samples)?;
         if r.is_empty() {
             return Ok(());
         }

@@ -392,9 +392,9 @@ mod tests {
         close("linear_backward", arena.get(4, m * k), &want);
     }
 
-    #[test]
-    fn attention_products_match_the_cpu_backend() {
-        let shapes = [
+    /// Self-attention, cross-attention with a key mask, causal.
+    fn shapes() -> [AttentionShape; 3] {
+        [
             AttentionShape::self_attention(2, 3, 5, 4),
             AttentionShape {
                 batch: 3,
@@ -409,8 +409,12 @@ mod tests {
                 causal: true,
                 ..AttentionShape::self_attention(2, 2, 4, 2)
             },
-        ];
-        for s in shapes {
+        ]
+    }
+
+    #[test]
+    fn attention_products_match_the_cpu_backend() {
+        for s in shapes() {
             let w = s.width();
             let (ql, kvl, pl) = (
                 s.batch * s.queries * w,
@@ -506,19 +510,7 @@ mod tests {
     #[test]
     fn lrp_attention_products_match_the_cpu_backend() {
         use crate::backend::cpu::lrp::sdiv;
-        let shapes = [
-            AttentionShape::self_attention(2, 3, 5, 4),
-            AttentionShape {
-                batch: 3,
-                heads: 2,
-                queries: 4,
-                keys: 6,
-                head_dim: 3,
-                causal: false,
-                key_mask: Some((0..18).map(|i| i % 6 != 2).collect()),
-            },
-        ];
-        for s in shapes {
+        for s in shapes() {
             let w = s.width();
             let (ql, kvl, pl) = (
                 s.batch * s.queries * w,
