@@ -292,7 +292,12 @@ impl<Buf> TowerTrace<Buf> {
         let rows: Vec<Vec<usize>> = reads
             .graphs
             .iter()
-            .map(|g| g.tokens.iter().map(|&t| g.sample * self.tokens + t).collect())
+            .map(|g| {
+                g.tokens
+                    .iter()
+                    .map(|&t| g.sample * self.tokens + t)
+                    .collect()
+            })
             .collect();
         let graphs: Vec<(&Buf, &[usize])> = layers
             .iter()

@@ -23,8 +23,16 @@ fn assert_same(what: &str, whole: &[Vec<Explanation>], reduced: &[Vec<Explanatio
             assert_eq!(w.method, r.method);
             assert_eq!(w.score.to_bits(), r.score.to_bits(), "{at}: score");
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&w.image_relevance), bits(&r.image_relevance), "{at}: image");
-            assert_eq!(bits(&w.text_relevance), bits(&r.text_relevance), "{at}: text");
+            assert_eq!(
+                bits(&w.image_relevance),
+                bits(&r.image_relevance),
+                "{at}: image"
+            );
+            assert_eq!(
+                bits(&w.text_relevance),
+                bits(&r.text_relevance),
+                "{at}: text"
+            );
             assert_eq!(w.degenerate_graphs, r.degenerate_graphs, "{at}");
         }
     }
@@ -54,7 +62,12 @@ fn clip_explains_the_same_from_a_reduced_trace() {
     let trace = model.lrp(&Cpu, &x, true).unwrap();
     let reads = clip_reads(&[Method::RawAttn], &trace, &opts);
     let reduced = trace.into_host_for(&Cpu, &reads).unwrap();
-    for m in [Method::DsmiGrad, Method::Chefer, Method::GradCam, Method::PartialLrp] {
+    for m in [
+        Method::DsmiGrad,
+        Method::Chefer,
+        Method::GradCam,
+        Method::PartialLrp,
+    ] {
         match explain_clip(&reduced, &[m], &opts) {
             Err(ExplainError::NotKept(refused)) => assert_eq!(refused, m),
             Err(e) => panic!("{m}: {e}"),

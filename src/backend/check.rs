@@ -269,7 +269,9 @@ pub(crate) fn head_mean(
     if per_sample == 0 || !x.is_multiple_of(per_sample) {
         return Err(BackendError::Invalid {
             op: OP,
-            message: format!("{x} values are not whole samples of {heads} heads × {entries} entries"),
+            message: format!(
+                "{x} values are not whole samples of {heads} heads × {entries} entries"
+            ),
         });
     }
     let samples = x / per_sample;
@@ -295,6 +297,67 @@ pub(crate) fn graph_rows(dim: usize, graphs: &[(usize, &[usize])]) -> Result<()>
                 message: format!("row {r} of a buffer of {available} rows"),
             });
         }
+    }
+    Ok(())
+}
+
+/// `lrp_linear`'s activations (the weights' lengths depend on the backend's storage).
+/// `forward` is the (output, bias) lengths when given.
+pub(crate) fn lrp_linear(
+    rx: usize,
+    r: usize,
+    x: usize,
+    forward: Option<(usize, usize)>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Result<()> {
+    const OP: &str = "lrp_linear";
+    if let Some((out, bias)) = forward {
+        len(OP, "forward output", out, m * n)?;
+        len(OP, "bias", bias, n)?;
+    }
+    len(OP, "rx", rx, m * k)?;
+    len(OP, "x", x, m * k)?;
+    len(OP, "r", r, m * n)
+}
+
+/// `lrp_attention`: the attention backward's buffers (cam in the place of dprobs), and rctx
+/// as long as ctx.
+pub(crate) fn lrp_attention(s: &AttentionShape, b: AttentionBuffers, rctx: usize) -> Result<()> {
+    const OP: &str = "lrp_attention";
+    let ctx = b.ctx;
+    attention(OP, s, b)?;
+    len(OP, "rctx", rctx, ctx)
+}
+
+/// `lrp_add`: every buffer as long as r, which splits into `samples` equal runs.
+pub(crate) fn lrp_add(
+    ra: usize,
+    rb: usize,
+    r: usize,
+    a: usize,
+    b: usize,
+    samples: usize,
+) -> Result<()> {
+    const OP: &str = "lrp_add";
+    for (name, found) in [("ra", ra), ("rb", rb), ("a", a), ("b", b)] {
+        len(OP, name, found, r)?;
+    }
+    if samples == 0 || !r.is_multiple_of(samples) {
+        return Err(BackendError::Invalid {
+            op: OP,
+            message: format!("{r} values do not split into {samples} samples"),
+        });
+    }
+    Ok(())
+}
+
+/// `lrp_clone`: rx and every relevance as long as x.
+pub(crate) fn lrp_clone(rx: usize, x: usize, rs: impl IntoIterator<Item = usize>) -> Result<()> {
+    len("lrp_clone", "rx", rx, x)?;
+    for r in rs {
+        len("lrp_clone", "relevance", r, x)?;
     }
     Ok(())
 }

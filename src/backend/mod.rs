@@ -67,10 +67,7 @@ pub enum HeadMean {
 impl HeadMean {
     /// Whether the mean reads the LRP relevance R_A in place of A.
     pub fn reads_relevance(self) -> bool {
-        matches!(
-            self,
-            Self::PositiveGradientTimesRelevance | Self::Relevance
-        )
+        matches!(self, Self::PositiveGradientTimesRelevance | Self::Relevance)
     }
 
     /// Whether the mean reads ∇A.

@@ -7,8 +7,8 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, ExplainError, Explanation,
-    Method, MethodOptions,
+    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, ExplainError,
+    Explanation, Method, MethodOptions,
 };
 use crate::model::clip::ClipTrace;
 use crate::trace::{GraphSpec, Layers, Reads};

@@ -306,7 +306,10 @@ pub fn reads(methods: &[Method]) -> Reads {
 }
 
 /// Fails on the first method that reads what a reduced trace left on the device.
-pub(crate) fn check_kept(methods: &[Method], towers: &[&TowerTrace<Vec<f32>>]) -> Result<(), ExplainError> {
+pub(crate) fn check_kept(
+    methods: &[Method],
+    towers: &[&TowerTrace<Vec<f32>>],
+) -> Result<(), ExplainError> {
     match methods
         .iter()
         .find(|m| towers.iter().any(|t| !t.serves(&m.reads())))

@@ -141,7 +141,11 @@ impl<'a> SampleView<'a> {
         rows: &[usize],
         opts: &GraphOptions,
     ) -> Option<&Result<Fiedler, SpectralError>> {
-        let kept = self.tower.kept.as_ref().filter(|k| k.graph_options == *opts)?;
+        let kept = self
+            .tower
+            .kept
+            .as_ref()
+            .filter(|k| k.graph_options == *opts)?;
         let padded: Vec<usize> = rows.iter().map(|&r| self.tokens[r]).collect();
         let g = kept
             .graphs

@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use fiedler::model::clip::ClipInputs;
-use fiedler::model::lxmert::LxmertInputs;
-use fiedler::model::vilt::ViltInputs;
+use fiedler::model::clip::{ClipInputs, ClipTrace};
+use fiedler::model::lxmert::{LxmertInputs, LxmertTrace};
+use fiedler::model::vilt::{ViltInputs, ViltTrace};
+use fiedler::trace::TowerTrace;
 use safetensors::{Dtype, SafeTensors};
 
 /// A JSON array of numbers as f32.
@@ -237,4 +238,51 @@ pub fn clip_method_inputs(case: &str) -> ClipInputs {
         ids: rows.concat(),
         lengths,
     }
+}
+
+/// The relevance at every attention module of an LRP trace, named as in the LRP goldens
+/// (`<case>.spread.<name>.<b>`): CLIP's `<tower>.cam.<l>`, ViLT's `cam.<l>`, LXMERT's
+/// `cam.<module>.<l>`.
+pub type Relevance<'a> = Vec<(String, &'a [f32])>;
+
+fn recorded(r: &Option<Vec<f32>>) -> &[f32] {
+    r.as_deref().expect("the LRP pass records every module")
+}
+
+fn tower_relevance<'a>(prefix: &str, t: &'a TowerTrace<Vec<f32>>) -> Relevance<'a> {
+    t.layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| (format!("{prefix}cam.{l}"), recorded(&layer.relevance)))
+        .collect()
+}
+
+pub fn clip_relevance(tr: &ClipTrace<Vec<f32>>) -> Relevance<'_> {
+    let mut out = tower_relevance("vision.", &tr.vision);
+    out.extend(tower_relevance("text.", &tr.text));
+    out
+}
+
+pub fn vilt_relevance(tr: &ViltTrace<Vec<f32>>) -> Relevance<'_> {
+    tower_relevance("", &tr.joint)
+}
+
+pub fn lxmert_relevance(tr: &LxmertTrace<Vec<f32>>) -> Relevance<'_> {
+    let mut out = Vec::new();
+    for (stack, layers) in [("lang", &tr.lang), ("visn", &tr.visn)] {
+        for (l, layer) in layers.iter().enumerate() {
+            out.push((format!("cam.{stack}.{l}"), recorded(&layer.relevance)));
+        }
+    }
+    for (k, x) in tr.cross.iter().enumerate() {
+        for (name, m) in [
+            ("xt2i", &x.text_to_image),
+            ("xi2t", &x.image_to_text),
+            ("xlang", &x.lang_self),
+            ("xvisn", &x.visn_self),
+        ] {
+            out.push((format!("cam.{name}.{k}"), recorded(&m.relevance)));
+        }
+    }
+    out
 }

@@ -5,7 +5,7 @@ mod activation;
 mod attention;
 mod embed;
 mod head;
-mod lrp;
+pub(crate) mod lrp;
 pub(crate) mod matmul;
 mod norm;
 
@@ -14,9 +14,7 @@ pub use matmul::matmul_flops;
 
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
 
-use super::{
-    check, Activation, AttentionShape, Backend, BackendError, HeadMean, PatchGeometry, Result,
-};
+use super::{check, Activation, AttentionShape, Backend, HeadMean, PatchGeometry, Result};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
@@ -411,13 +409,8 @@ impl Backend for Cpu {
         n: usize,
         accumulate: bool,
     ) -> Result<()> {
-        if let Some((out, bias)) = forward {
-            check::len("lrp_linear", "forward output", out.len(), m * n)?;
-            check::len("lrp_linear", "bias", bias.len(), n)?;
-        }
-        check::len("lrp_linear", "rx", rx.len(), m * k)?;
-        check::len("lrp_linear", "x", x.len(), m * k)?;
-        check::len("lrp_linear", "r", r.len(), m * n)?;
+        let forward_lens = forward.map(|(o, b)| (o.len(), b.len()));
+        check::lrp_linear(rx.len(), r.len(), x.len(), forward_lens, m, k, n)?;
         check::len("lrp_linear", "weight", w.len(), 2 * n * k)?;
         check::len("lrp_linear", "abs weight", w_abs.len(), 2 * n * k)?;
         let (wt, w) = w.split_at(n * k);
@@ -449,7 +442,6 @@ impl Backend for Cpu {
         ctx: &Vec<f32>,
         s: &AttentionShape,
     ) -> Result<()> {
-        const OP: &str = "lrp_attention";
         let lens = check::AttentionBuffers {
             q: q.len(),
             kv: kv.len(),
@@ -457,8 +449,7 @@ impl Backend for Cpu {
             probs: probs.len(),
             grads: Some((rq.len(), rkv.len(), cam.len())),
         };
-        check::attention(OP, s, lens)?;
-        check::len(OP, "rctx", rctx.len(), ctx.len())?;
+        check::lrp_attention(s, lens, rctx.len())?;
         lrp::lrp_attention(cam, rq, rkv, rctx, q, kv, probs, ctx, s);
         Ok(())
     }
@@ -472,33 +463,17 @@ impl Backend for Cpu {
         b: &Vec<f32>,
         samples: usize,
     ) -> Result<()> {
-        for (name, buf) in [("ra", &*ra), ("rb", &*rb), ("a", a), ("b", b)] {
-            check::len("lrp_add", name, buf.len(), r.len())?;
-        }
-        check_samples("lrp_add", r.len(), samples)?;
+        check::lrp_add(ra.len(), rb.len(), r.len(), a.len(), b.len(), samples)?;
         lrp::lrp_add(ra, rb, r, a, b, samples);
         Ok(())
     }
 
     fn lrp_clone(&self, rx: &mut Vec<f32>, x: &Vec<f32>, rs: &[&Vec<f32>]) -> Result<()> {
-        check::len("lrp_clone", "rx", rx.len(), x.len())?;
-        for r in rs {
-            check::len("lrp_clone", "relevance", r.len(), x.len())?;
-        }
+        check::lrp_clone(rx.len(), x.len(), rs.iter().map(|r| r.len()))?;
         let rs: Vec<&[f32]> = rs.iter().map(|r| r.as_slice()).collect();
         lrp::lrp_clone(rx, x, &rs);
         Ok(())
     }
-}
-
-fn check_samples(op: &'static str, len: usize, samples: usize) -> Result<()> {
-    if samples == 0 || !len.is_multiple_of(samples) {
-        return Err(BackendError::Invalid {
-            op,
-            message: format!("{len} values do not split into {samples} samples"),
-        });
-    }
-    Ok(())
 }
 
 /// Rows `rows` of a buffer of `dim`-wide rows, packed.

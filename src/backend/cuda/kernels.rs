@@ -31,6 +31,18 @@ pub const KERNELS: &[(&str, &[&str])] = &[
         ],
     ),
     ("head", &["cosine_fwd", "cosine_bwd"]),
+    (
+        "lrp",
+        &[
+            "lrp_abs",
+            "lrp_sdiv",
+            "lrp_half_product",
+            "lrp_linear_ratio",
+            "lrp_linear_combine",
+            "lrp_add",
+            "lrp_clone_term",
+        ],
+    ),
     ("norm", &["layernorm_fwd", "layernorm_bwd"]),
     ("spectral", &["fiedler_graphs"]),
 ];

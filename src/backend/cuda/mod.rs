@@ -953,68 +953,253 @@ impl Backend for Cuda {
         )
     }
 
-    // The LRP rules (spec §D) have no kernels yet: the LRP methods fail with a clear error on
-    // CUDA and run on the CPU backend.
-    fn abs_weight(&self, _w: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
-        Err(no_lrp_kernel("abs_weight"))
+    // The LRP rules (spec §D), as in backend/cpu/lrp.rs: the products in cuBLAS, the rest in
+    // kernels/lrp.cu.
+
+    fn abs_weight(&self, w: &CudaSlice<f32>) -> Result<CudaSlice<f32>> {
+        const OP: &str = "abs_weight";
+        let mut out = self.alloc::<f32>(OP, w.len())?;
+        if !w.is_empty() {
+            let n = int(OP, w.len())?;
+            launch!(self, "lrp_abs", per_element(w.len()), &mut out, w, &n)?;
+        }
+        Ok(out)
     }
 
+    /// Z = (x·Wᵀ + |x|·|W|ᵀ)/2, S = sdiv(r, Z), R_x = (x ⊙ (S·W) + |x| ⊙ (S·|W|))/2, with
+    /// x·Wᵀ read from the forward's output − bias when given.
     fn lrp_linear(
         &self,
-        _rx: &mut CudaSlice<f32>,
-        _r: &CudaSlice<f32>,
-        _x: &CudaSlice<f32>,
-        _forward: Option<(&CudaSlice<f32>, &CudaSlice<f32>)>,
-        _w: &CudaSlice<f32>,
-        _w_abs: &CudaSlice<f32>,
-        _m: usize,
-        _k: usize,
-        _n: usize,
-        _accumulate: bool,
+        rx: &mut CudaSlice<f32>,
+        r: &CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        forward: Option<(&CudaSlice<f32>, &CudaSlice<f32>)>,
+        w: &CudaSlice<f32>,
+        w_abs: &CudaSlice<f32>,
+        m: usize,
+        k: usize,
+        n: usize,
+        accumulate: bool,
     ) -> Result<()> {
-        Err(no_lrp_kernel("lrp_linear"))
+        const OP: &str = "lrp_linear";
+        let forward_lens = forward.map(|(o, b)| (o.len(), b.len()));
+        check::lrp_linear(rx.len(), r.len(), x.len(), forward_lens, m, k, n)?;
+        check::len(OP, "weight", w.len(), n * k)?;
+        check::len(OP, "abs weight", w_abs.len(), n * k)?;
+        if rx.is_empty() {
+            return Ok(());
+        }
+        if n == 0 {
+            // No outputs: no relevance reaches x (cuBLAS rejects a zero inner dimension).
+            if !accumulate {
+                self.stream
+                    .memset_zeros(rx)
+                    .map_err(|e| device_error(OP, "memset", e))?;
+            }
+            return Ok(());
+        }
+        let (mk, mn, cols) = (int(OP, m * k)?, int(OP, m * n)?, int(OP, n)?);
+        self.bind(OP)?;
+        let mut abs_x = self.alloc::<f32>(OP, m * k)?;
+        launch!(self, "lrp_abs", per_element(m * k), &mut abs_x, x, &mk)?;
+        // z_abs = |x|·|W|ᵀ, then S in its place.
+        let mut z_abs = self.alloc::<f32>(OP, m * n)?;
+        let (wp, wap) = (self.ptr(w), self.ptr(w_abs));
+        let g = plan::linear(self.ptr(&abs_x), wap, self.ptr(&z_abs), m, k, n);
+        gemm(&self.blas, OP, &g)?;
+        let ratio = |s: &mut CudaSlice<f32>, z: &CudaSlice<f32>, bias: &CudaSlice<f32>, fwd| {
+            let has_forward = i32::from(fwd);
+            launch!(
+                self,
+                "lrp_linear_ratio",
+                per_element(m * n),
+                s,
+                r,
+                z,
+                bias,
+                &mn,
+                &cols,
+                &has_forward
+            )
+        };
+        match forward {
+            Some((out, bias)) => ratio(&mut z_abs, out, bias, true)?,
+            None => {
+                let z = self.alloc::<f32>(OP, m * n)?;
+                gemm(
+                    &self.blas,
+                    OP,
+                    &plan::linear(self.ptr(x), wp, self.ptr(&z), m, k, n),
+                )?;
+                // The bias argument is not read without a forward.
+                ratio(&mut z_abs, &z, &z, false)?;
+            }
+        }
+        let s = z_abs;
+        // |x| is not read again: its buffer takes S·|W|.
+        let (c, c_abs) = (self.alloc::<f32>(OP, m * k)?, abs_x);
+        let sp = self.ptr(&s);
+        gemm(
+            &self.blas,
+            OP,
+            &plan::linear_backward(sp, wp, self.ptr(&c), m, k, n, false),
+        )?;
+        let g = plan::linear_backward(sp, wap, self.ptr(&c_abs), m, k, n, false);
+        gemm(&self.blas, OP, &g)?;
+        let acc = i32::from(accumulate);
+        launch!(
+            self,
+            "lrp_linear_combine",
+            per_element(m * k),
+            rx,
+            x,
+            &c,
+            &c_abs,
+            &mk,
+            &acc
+        )
     }
 
+    /// Per head: S = sdiv(R, ctx), cam = P ⊙ (S·Vᵀ)/2, S' = sdiv(cam, Q·Kᵀ),
+    /// R_Q = Q ⊙ (S'·K)/2, R_K = K ⊙ (S'ᵀ·Q)/2, R_V = V ⊙ (Pᵀ·S)/2.
     fn lrp_attention(
         &self,
-        _cam: &mut CudaSlice<f32>,
-        _rq: &mut CudaSlice<f32>,
-        _rkv: &mut CudaSlice<f32>,
-        _rctx: &CudaSlice<f32>,
-        _q: &CudaSlice<f32>,
-        _kv: &CudaSlice<f32>,
-        _probs: &CudaSlice<f32>,
-        _ctx: &CudaSlice<f32>,
-        _shape: &AttentionShape,
+        cam: &mut CudaSlice<f32>,
+        rq: &mut CudaSlice<f32>,
+        rkv: &mut CudaSlice<f32>,
+        rctx: &CudaSlice<f32>,
+        q: &CudaSlice<f32>,
+        kv: &CudaSlice<f32>,
+        probs: &CudaSlice<f32>,
+        ctx: &CudaSlice<f32>,
+        s: &AttentionShape,
     ) -> Result<()> {
-        Err(no_lrp_kernel("lrp_attention"))
+        const OP: &str = "lrp_attention";
+        let lens = check::AttentionBuffers {
+            q: q.len(),
+            kv: kv.len(),
+            ctx: ctx.len(),
+            probs: probs.len(),
+            grads: Some((rq.len(), rkv.len(), cam.len())),
+        };
+        check::lrp_attention(s, lens, rctx.len())?;
+        if s.probs_len() == 0 {
+            // No query–key pair: no relevance reaches the queries, keys or values.
+            for buf in [rq, rkv] {
+                if !buf.is_empty() {
+                    self.stream
+                        .memset_zeros(buf)
+                        .map_err(|e| device_error(OP, "memset", e))?;
+                }
+            }
+            return Ok(());
+        }
+        let (ql, kvl, pl) = (q.len(), kv.len(), s.probs_len());
+        let (nq, nkv, np) = (int(OP, ql)?, int(OP, kvl)?, int(OP, pl)?);
+        self.bind(OP)?;
+        let mut sc = self.alloc::<f32>(OP, ql)?;
+        launch!(self, "lrp_sdiv", per_element(ql), &mut sc, rctx, ctx, &nq)?;
+        let (qp, kvp, scp, camp) = (self.ptr(q), self.ptr(kv), self.ptr(&sc), self.ptr(cam));
+        for g in plan::attention_dprobs(s, scp, kvp, camp) {
+            gemm(&self.blas, OP, &g)?;
+        }
+        launch!(
+            self,
+            "lrp_half_product",
+            per_element(pl),
+            &mut *cam,
+            probs,
+            &np
+        )?;
+        let scores = self.alloc::<f32>(OP, pl)?;
+        for g in plan::lrp_scores(s, qp, kvp, self.ptr(&scores)) {
+            gemm(&self.blas, OP, &g)?;
+        }
+        let mut s2 = self.alloc::<f32>(OP, pl)?;
+        launch!(
+            self,
+            "lrp_sdiv",
+            per_element(pl),
+            &mut s2,
+            &*cam,
+            &scores,
+            &np
+        )?;
+        let addrs = plan::BackwardAddrs {
+            q: qp,
+            kv: kvp,
+            probs: self.ptr(probs),
+            dctx: scp,
+            ds: self.ptr(&s2),
+            dq: self.ptr(rq),
+            dkv: self.ptr(rkv),
+        };
+        for g in plan::lrp_inputs(s, &addrs) {
+            gemm(&self.blas, OP, &g)?;
+        }
+        launch!(self, "lrp_half_product", per_element(ql), rq, q, &nq)?;
+        launch!(self, "lrp_half_product", per_element(kvl), rkv, kv, &nkv)
+        // `sc`, `scores` and `s2` are freed in stream order after the work that reads them.
     }
 
+    /// One block per sample: the rule and its f64 sums, then the rescale.
     fn lrp_add(
         &self,
-        _ra: &mut CudaSlice<f32>,
-        _rb: &mut CudaSlice<f32>,
-        _r: &CudaSlice<f32>,
-        _a: &CudaSlice<f32>,
-        _b: &CudaSlice<f32>,
-        _samples: usize,
+        ra: &mut CudaSlice<f32>,
+        rb: &mut CudaSlice<f32>,
+        r: &CudaSlice<f32>,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        samples: usize,
     ) -> Result<()> {
-        Err(no_lrp_kernel("lrp_add"))
+        const OP: &str = "lrp_add";
+        check::lrp_add(ra.len(), rb.len(), r.len(), a.len(), b.len(), samples)?;
+        if r.is_empty() {
+            return Ok(());
+        }
+        int(OP, r.len())?;
+        let len = int(OP, r.len() / samples)?;
+        let cfg = LaunchConfig {
+            grid_dim: (samples as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(self, "lrp_add", cfg, ra, rb, r, a, b, &len)
     }
 
+    /// rx = x ⊙ Σ_i sdiv(rs[i], x), one kernel per term, summing in rx.
     fn lrp_clone(
         &self,
-        _rx: &mut CudaSlice<f32>,
-        _x: &CudaSlice<f32>,
-        _rs: &[&CudaSlice<f32>],
+        rx: &mut CudaSlice<f32>,
+        x: &CudaSlice<f32>,
+        rs: &[&CudaSlice<f32>],
     ) -> Result<()> {
-        Err(no_lrp_kernel("lrp_clone"))
-    }
-}
-
-fn no_lrp_kernel(op: &'static str) -> BackendError {
-    BackendError::Invalid {
-        op,
-        message: "the LRP methods have no CUDA kernels yet; run them with --device cpu".into(),
+        const OP: &str = "lrp_clone";
+        check::lrp_clone(rx.len(), x.len(), rs.iter().map(|r| r.len()))?;
+        if x.is_empty() {
+            return Ok(());
+        }
+        if rs.is_empty() {
+            return self
+                .stream
+                .memset_zeros(rx)
+                .map_err(|e| device_error(OP, "memset", e));
+        }
+        let n = int(OP, x.len())?;
+        for (i, &r) in rs.iter().enumerate() {
+            let (first, last) = (i32::from(i == 0), i32::from(i + 1 == rs.len()));
+            launch!(
+                self,
+                "lrp_clone_term",
+                per_element(x.len()),
+                &mut *rx,
+                x,
+                r,
+                &n,
+                &first,
+                &last
+            )?;
+        }
+        Ok(())
     }
 }

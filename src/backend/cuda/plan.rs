@@ -129,13 +129,22 @@ fn per_head(s: &AttentionShape, call: impl Fn(&Heads, usize) -> Gemm) -> Vec<Gem
 
 /// probs_h = scale · Q_h · K_hᵀ (the scores, before the softmax).
 pub fn attention_scores(s: &AttentionShape, q: Addr, kv: Addr, probs: Addr) -> Vec<Gemm> {
+    scores(s, q, kv, probs, s.scale())
+}
+
+/// out_h = Q_h · K_hᵀ, unscaled: the denominator of LRP's rule for the scores (spec §D).
+pub fn lrp_scores(s: &AttentionShape, q: Addr, kv: Addr, out: Addr) -> Vec<Gemm> {
+    scores(s, q, kv, out, 1.0)
+}
+
+fn scores(s: &AttentionShape, q: Addr, kv: Addr, out: Addr, alpha: f32) -> Vec<Gemm> {
     per_head(s, |g, h| Gemm {
         shape: (s.queries, s.keys, s.head_dim),
-        alpha: s.scale(),
+        alpha,
         a: g.q(q, h),
         b: g.k(kv, h).t(),
         beta: 0.0,
-        c: g.p(probs, h),
+        c: g.p(out, h),
         batch: s.batch,
     })
 }
@@ -180,8 +189,18 @@ pub struct BackwardAddrs {
 
 /// dQ_h = scale·dS_h·K_h, dK_h = scale·dS_hᵀ·Q_h, dV_h = A_hᵀ·dctx_h.
 pub fn attention_inputs(s: &AttentionShape, x: &BackwardAddrs) -> Vec<Gemm> {
+    inputs(s, x, s.scale())
+}
+
+/// The same products unscaled, for LRP's gradient×input rule (spec §D) before its
+/// elementwise halves: with `ds` = S' = sdiv(R_P, Q·Kᵀ) and `dctx` = S = sdiv(R, ctx),
+/// dq ← S'_h·K_h, dkv's keys ← S'_hᵀ·Q_h and its values ← P_hᵀ·S_h.
+pub fn lrp_inputs(s: &AttentionShape, x: &BackwardAddrs) -> Vec<Gemm> {
+    inputs(s, x, 1.0)
+}
+
+fn inputs(s: &AttentionShape, x: &BackwardAddrs, scale: f32) -> Vec<Gemm> {
     let g = Heads(s);
-    let scale = s.scale();
     (0..s.heads)
         .flat_map(|h| {
             [
@@ -373,9 +392,9 @@ mod tests {
         close("linear_backward", arena.get(4, m * k), &want);
     }
 
-    #[test]
-    fn attention_products_match_the_cpu_backend() {
-        let shapes = [
+    /// Self-attention, cross-attention with a key mask, causal.
+    fn shapes() -> [AttentionShape; 3] {
+        [
             AttentionShape::self_attention(2, 3, 5, 4),
             AttentionShape {
                 batch: 3,
@@ -390,8 +409,12 @@ mod tests {
                 causal: true,
                 ..AttentionShape::self_attention(2, 2, 4, 2)
             },
-        ];
-        for s in shapes {
+        ]
+    }
+
+    #[test]
+    fn attention_products_match_the_cpu_backend() {
+        for s in shapes() {
             let w = s.width();
             let (ql, kvl, pl) = (
                 s.batch * s.queries * w,
@@ -479,6 +502,84 @@ mod tests {
             close("dprobs", arena.get(5, pl), &dp);
             close("dq", arena.get(7, ql), &dq);
             close("dkv", arena.get(8, kvl), &dkv);
+        }
+    }
+
+    /// The products of the CUDA `lrp_attention` (with its kernels' elementwise steps done
+    /// here on the host) against the CPU rule.
+    #[test]
+    fn lrp_attention_products_match_the_cpu_backend() {
+        use crate::backend::cpu::lrp::sdiv;
+        for s in shapes() {
+            let w = s.width();
+            let (ql, kvl, pl) = (
+                s.batch * s.queries * w,
+                s.batch * s.keys * 2 * w,
+                s.probs_len(),
+            );
+            // Positive q, k, v keep the rule's denominators (ctx, Q·Kᵀ) away from 0, where
+            // sdiv would amplify the two sides' different roundings.
+            let positive =
+                |n, seed| -> Vec<f32> { values(n, seed).iter().map(|v| 1.0 + 0.5 * v).collect() };
+            let (q, kv, rctx) = (positive(ql, 8), positive(kvl, 9), values(ql, 10));
+            let cpu = Cpu;
+            let zeros = |n| vec![0.0f32; n];
+            let (mut probs, mut ctx) = (zeros(pl), zeros(ql));
+            cpu.attention(&mut probs, &mut ctx, &q, &kv, &s).unwrap();
+            let (mut cam, mut rq, mut rkv) = (zeros(pl), zeros(ql), zeros(kvl));
+            cpu.lrp_attention(
+                &mut cam, &mut rq, &mut rkv, &rctx, &q, &kv, &probs, &ctx, &s,
+            )
+            .unwrap();
+
+            // q, kv, probs, sc, cam, scores, s2, rq, rkv
+            let sc: Vec<f32> = rctx.iter().zip(&ctx).map(|(&r, &c)| sdiv(r, c)).collect();
+            let mut arena = Arena::new(&[
+                &q,
+                &kv,
+                &probs,
+                &sc,
+                &zeros(pl),
+                &zeros(pl),
+                &zeros(pl),
+                &zeros(ql),
+                &zeros(kvl),
+            ]);
+            let a = |i| arena.addr(i);
+            let cam_products = attention_dprobs(&s, a(3), a(1), a(4));
+            let scores = lrp_scores(&s, a(0), a(1), a(5));
+            let inputs = lrp_inputs(
+                &s,
+                &BackwardAddrs {
+                    q: a(0),
+                    kv: a(1),
+                    probs: a(2),
+                    dctx: a(3),
+                    ds: a(6),
+                    dq: a(7),
+                    dkv: a(8),
+                },
+            );
+            // The kernels' jobs, on the host: out = (x/2)·out, and S' = sdiv(cam, Q·Kᵀ).
+            let st = arena.starts.clone();
+            let mem = &mut arena.mem;
+            let half_product = |mem: &mut [f32], out: usize, x: usize, n: usize| {
+                for i in 0..n {
+                    mem[out + i] *= 0.5 * mem[x + i];
+                }
+            };
+            cam_products.iter().for_each(|g| emulate(g, mem));
+            half_product(mem, st[4], st[2], pl);
+            scores.iter().for_each(|g| emulate(g, mem));
+            for i in 0..pl {
+                mem[st[6] + i] = sdiv(mem[st[4] + i], mem[st[5] + i]);
+            }
+            inputs.iter().for_each(|g| emulate(g, mem));
+            half_product(mem, st[7], st[0], ql);
+            half_product(mem, st[8], st[1], kvl);
+            close("cam", arena.get(4, pl), &cam);
+            close("rq", arena.get(7, ql), &rq);
+            close("rkv", arena.get(8, kvl), &rkv);
         }
     }
 }
