@@ -829,8 +829,9 @@ fn bench_device_cuda_fails_cleanly_without_a_device() {
 }
 
 /// Batched Fiedler vectors on the GPU (one block per graph) against the CPU Lanczos on
-/// graphs of mixed sizes: empty, 1, 2 and 3 tokens, masked rows, 36 regions, 196 patches,
-/// three components (a repeated λ₂), an all-zero row, all-zero features, the raw-feature
+/// graphs of mixed sizes: empty, 1, 2 and 3 tokens, masked rows, two graphs of 36 regions
+/// (one launch), 196 patches, 700 nodes (512 threads; past the kernel's shared-memory
+/// vectors), three components (a repeated λ₂), an all-zero row, all-zero features, the raw-feature
 /// variant, and a graph with a NaN that must come back as its own error. Bounds: the
 /// solvers stop at a residual of 1e-10, so λ₂ agrees to 1e-9 and |v| to 1e-5 of its largest
 /// entry (f32 output, eigenvector error ≈ residual/gap); the gap (μ₃ run stops at 1e-6) to
@@ -848,7 +849,10 @@ fn batched_fiedler_matches_cpu_lanczos() {
     };
     let dim = 64;
     let mut graphs: Vec<(Vec<f32>, usize, Vec<bool>)> = Vec::new();
-    for (i, rows) in [0usize, 1, 2, 3, 12, 36, 50, 196].into_iter().enumerate() {
+    for (i, rows) in [0usize, 1, 2, 3, 12, 36, 36, 50, 196, 700]
+        .into_iter()
+        .enumerate()
+    {
         let f = clustered_features(rows, dim, &shape(4), 700 + i as u64);
         // Text-style masks on one graph: drop the first and last rows.
         let mask = (0..rows)
