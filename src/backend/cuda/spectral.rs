@@ -9,6 +9,7 @@ use std::ops::Range;
 use cudarc::cublas::result::dgemm_strided_batched;
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use rayon::prelude::*;
 
 use super::{device_error, int, Cuda};
 use crate::backend::{BackendError, Result};
@@ -30,6 +31,18 @@ fn graph_threads(n: usize) -> u32 {
 /// Doubles of workspace for a graph of n nodes.
 fn work_len(n: usize) -> usize {
     2 * n * n + WORK_VECTORS * n
+}
+
+/// The selected rows as ranges of consecutive rows (one for a full or a trimmed mask).
+fn row_runs(nodes: &[usize]) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    for &r in nodes {
+        match runs.last_mut() {
+            Some(run) if run.end == r => run.end = r + 1,
+            _ => runs.push(r..r + 1),
+        }
+    }
+    runs
 }
 
 /// Shape and finiteness checks of one graph (as `Graph::from_features` makes them): the
@@ -77,24 +90,22 @@ impl Cuda {
                 message: format!("graphs of feature widths {dim} and {} in one call", g.dim),
             });
         }
-        let checked: Vec<_> = graphs.iter().map(nodes).collect();
+        // Reading every feature for the finiteness check is the host's largest pass: in
+        // parallel over the graphs.
+        let checked: Vec<_> = graphs.par_iter().map(nodes).collect();
         // The valid graphs, smallest first, so that equal sizes are adjacent and share one
-        // DGEMM and one launch; packed: their selected rows, node and workspace offsets.
+        // DGEMM and one launch; packed on the device: their selected rows, node and
+        // workspace offsets.
         let mut order: Vec<(usize, &[usize])> = checked
             .iter()
             .enumerate()
             .filter_map(|(i, nodes)| Some((i, nodes.as_deref().ok()?)))
             .collect();
         order.sort_by_key(|(_, nodes)| nodes.len());
-        let mut features = Vec::new();
         let mut node_start = vec![0i32];
         let mut work_start = Vec::with_capacity(order.len());
         let mut work = 0usize;
-        for &(i, nodes) in &order {
-            let g = &graphs[i];
-            for &r in nodes {
-                features.extend_from_slice(&g.features[r * dim..(r + 1) * dim]);
-            }
+        for &(_, nodes) in &order {
             let total = node_start.last().copied().unwrap_or(0) as usize + nodes.len();
             node_start.push(int(OP, total)?);
             work_start.push(work as i64);
@@ -114,8 +125,23 @@ impl Cuda {
         let mut solved = vec![None; graphs.len()];
         if blocks > 0 {
             self.bind(OP)?;
-            let dev_features = self.upload_any(OP, &features)?;
-            drop(features);
+            // Straight from the callers' rows, a copy per run of consecutive selected rows:
+            // packing them on the host first would copy every feature once more.
+            let mut dev_features = self.alloc::<f32>(OP, total * dim)?;
+            for (b, &(i, nodes)) in order.iter().enumerate() {
+                let mut at = node_start[b] as usize * dim;
+                for run in row_runs(nodes) {
+                    let src = &graphs[i].features[run.start * dim..run.end * dim];
+                    if src.is_empty() {
+                        continue;
+                    }
+                    let mut dst = dev_features.slice_mut(at..at + src.len());
+                    self.stream
+                        .memcpy_htod(src, &mut dst)
+                        .map_err(|e| device_error(OP, "host-to-device copy", e))?;
+                    at += src.len();
+                }
+            }
             let dev_starts = self.upload_any(OP, &node_start)?;
             let dev_work_starts = self.upload_any(OP, &work_start)?;
             let mut rows = self.alloc::<f64>(OP, total * dim)?;
@@ -290,5 +316,26 @@ impl Cuda {
             )
         }
         .map_err(cublas)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_rows_are_copied_in_runs_of_consecutive_rows() {
+        assert!(row_runs(&[]).is_empty());
+        assert_eq!(row_runs(&[0, 1, 2, 3]), vec![0..4]);
+        assert_eq!(row_runs(&[1, 2, 5, 7, 8]), vec![1..3, 5..6, 7..9]);
+    }
+
+    #[test]
+    fn a_graph_gets_a_thread_per_node_in_whole_warps_within_bounds() {
+        assert_eq!(graph_threads(0), 64);
+        assert_eq!(graph_threads(36), 64);
+        assert_eq!(graph_threads(196), 224);
+        assert_eq!(graph_threads(577), 512);
+        assert_eq!(graph_threads(10_000), 512);
     }
 }
