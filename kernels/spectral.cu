@@ -1,7 +1,8 @@
 // Batched Fiedler vectors, mirroring src/linalg step for step in f64. Three stages, launched
 // by src/backend/cuda/spectral.rs:
-// 1. `fiedler_rows` (one warp per feature row): §B step 1, the f32 row to f64 times
-//    1/max(‖f_i‖, ε) (or 1 for the raw-feature variant), as affinity.rs does before its Gram.
+// 1. `fiedler_rows` (one warp per node): §B step 1, the node's f32 feature row (gathered:
+//    the host passes which row each node is) to f64 times 1/max(‖f_i‖, ε) (or 1 for the
+//    raw-feature variant), as affinity.rs does before its Gram; rows with NaN/inf flagged.
 // 2. cuBLAS DGEMM (strided-batched over the graphs of one size) writes F Fᵀ into each graph's
 //    workspace. The Gram is O(n²·d) — at n = 196, d = 768, 30 M multiply-adds a graph, most
 //    of the work — and a tensor-core DGEMM does it at full rate, where one thread per pair
@@ -418,19 +419,23 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, int n, const Locked& l
 
 // ---- the kernels ----
 
-// §B step 1 for every node of the batch: x_i = f_i / max(‖f_i‖, ε) in f64 (or f_i itself),
-// one warp per row. `x` is rows × dim, the DGEMM's input.
-KERNEL void fiedler_rows(const float* features, double* x, int rows, int dim, int l2_normalize) {
+// §B step 1 for every node of the batch: x_k = f / max(‖f‖, ε) in f64 (or f itself) for
+// the feature row f = source_row[k], one warp per node; nonfinite[k] says whether f holds a
+// NaN or an infinity (then its sum of squares, in f64, is not finite). `x` is the DGEMM's
+// input: each graph's nodes, dim wide, one graph after the other.
+KERNEL void fiedler_rows(const float* features, const int* source_row, double* x,
+                         int* nonfinite, int rows, int dim, int l2_normalize) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * (int)(blockDim.x >> 5) + (int)(threadIdx.x >> 5);
     if (row >= rows) return;  // whole warps: no block barriers follow
-    const float* f = features + (long long)row * dim;
+    const float* f = features + (long long)source_row[row] * dim;
     double s = 0.0;
     for (int d = lane; d < dim; d += 32) {
         const double v = f[d];
         s += v * v;
     }
     s = __shfl_sync(FULL_MASK, warp_sum(s), 0);
+    if (lane == 0) nonfinite[row] = isfinite(s) ? 0 : 1;
     const double inv = l2_normalize ? 1.0 / fmax(sqrt(s), NORMALIZE_EPS) : 1.0;
     double* out = x + (long long)row * dim;
     for (int d = lane; d < dim; d += 32) out[d] = (double)f[d] * inv;
@@ -484,22 +489,21 @@ KERNEL void __launch_bounds__(512)
         ws.m[(long long)j * n + i] = s;
         local_max = fmax(local_max, s);
     }
+    // W / max W is not stored: the two passes below divide each entry as they read it,
+    // which gives the same values as dividing first (skipped when W is all zero).
     const double mx = bmax(local_max, sh.scratch);
-    if (mx > 0.0) {
-        for (long long idx = threadIdx.x; idx < nn; idx += blockDim.x) ws.m[idx] /= mx;
-    }
-    __syncthreads();
+    const double scale = mx > 0.0 ? mx : 1.0;
     // Step 3: guarded degrees; step 4: M = D^-1/2 W D^-1/2 and the trivial vector D^1/2 1.
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         double deg = 0.0;
-        for (int j = 0; j < n; ++j) deg += ws.m[(long long)j * n + i];  // column = row
+        for (int j = 0; j < n; ++j) deg += ws.m[(long long)j * n + i] / scale;  // column = row
         const bool guarded = deg < DEGREE_GUARD;
         ws.isd[i] = guarded ? 1.0 : 1.0 / sqrt(deg);
         ws.trivial[i] = guarded ? 0.0 : sqrt(deg);
     }
     __syncthreads();
     for (long long idx = threadIdx.x; idx < nn; idx += blockDim.x)
-        ws.m[idx] *= ws.isd[idx / n] * ws.isd[idx % n];
+        ws.m[idx] = ws.m[idx] / scale * (ws.isd[idx / n] * ws.isd[idx % n]);
     __syncthreads();
     const bool has_trivial = bnormalize(ws.trivial, n, sh.scratch) > 0.0;
 
