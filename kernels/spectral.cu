@@ -476,18 +476,21 @@ KERNEL void __launch_bounds__(512)
     }
     if (n == 0) return;
 
+    // The passes over n × n below go a warp per row and its lanes along the row: reads
+    // coalesced, and no 64-bit division to find (i, j).
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     // §B step 2: W = max(F Fᵀ, 0) from the triangle j <= i (like the CPU's triangular
     // product), mirrored; then W / max W. Each entry of that triangle is read and written by
     // one thread only.
-    const long long nn = (long long)n * n;
     double local_max = 0.0;
-    for (long long idx = threadIdx.x; idx < nn; idx += blockDim.x) {
-        const int i = (int)(idx / n), j = (int)(idx % n);
-        if (j > i) continue;
-        const double s = fmax(ws.m[idx], 0.0);
-        ws.m[idx] = s;
-        ws.m[(long long)j * n + i] = s;
-        local_max = fmax(local_max, s);
+    for (int i = warp; i < n; i += warps) {
+        double* row = ws.m + (long long)i * n;
+        for (int j = lane; j <= i; j += 32) {
+            const double s = fmax(row[j], 0.0);
+            row[j] = s;
+            ws.m[(long long)j * n + i] = s;
+            local_max = fmax(local_max, s);
+        }
     }
     // W / max W is not stored: the two passes below divide each entry as they read it,
     // which gives the same values as dividing first (skipped when W is all zero).
@@ -502,8 +505,11 @@ KERNEL void __launch_bounds__(512)
         ws.trivial[i] = guarded ? 0.0 : sqrt(deg);
     }
     __syncthreads();
-    for (long long idx = threadIdx.x; idx < nn; idx += blockDim.x)
-        ws.m[idx] = ws.m[idx] / scale * (ws.isd[idx / n] * ws.isd[idx % n]);
+    for (int i = warp; i < n; i += warps) {
+        double* row = ws.m + (long long)i * n;
+        const double si = ws.isd[i];
+        for (int j = lane; j < n; j += 32) row[j] = row[j] / scale * (si * ws.isd[j]);
+    }
     __syncthreads();
     const bool has_trivial = bnormalize(ws.trivial, n, sh.scratch) > 0.0;
 
