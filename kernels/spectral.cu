@@ -361,6 +361,8 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, int n, const Locked& l
         double part = 0.0;
         for (int i = threadIdx.x; i < n; i += blockDim.x) {
             double s = 0.0;
+            // Unrolled for independent loads in flight; the sum's order is unchanged.
+#pragma unroll 8
             for (int j = 0; j < n; ++j) s += ws.m[(long long)j * n + i] * qk[j];
             w[i] = s;
             part += qk[i] * s;
