@@ -129,6 +129,25 @@ fn fiedler(c: &mut Criterion, cuda: &Cuda) {
         group.bench_with_input(BenchmarkId::new("graphs256", n), &graphs, |b, graphs| {
             b.iter(|| black_box(cuda.fiedler_batch(graphs, true).unwrap()))
         });
+        // The same graphs from features already on the device (a model's hidden states):
+        // the solve without the host-to-device copy of 256·n·768 floats.
+        let packed: Vec<f32> = distinct.concat();
+        let on_device = cuda.upload(&packed).unwrap();
+        let spans: Vec<(usize, &[bool])> = (0..graphs.len())
+            .map(|g| ((g % distinct.len()) * n, mask.as_slice()))
+            .collect();
+        group.bench_with_input(
+            BenchmarkId::new("graphs256_on_device", n),
+            &spans,
+            |b, spans| {
+                b.iter(|| {
+                    black_box(
+                        cuda.fiedler_batch_device(&on_device, WIDTH, spans, true)
+                            .unwrap(),
+                    )
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -1,10 +1,25 @@
-// Batched Fiedler vectors, one thread block per graph, mirroring src/linalg step for step:
-// affinity.rs (§B steps 1–4: L2-normalised rows, W = max(F Fᵀ, 0) / max, guarded degrees,
-// M = D^-1/2 W D^-1/2, the trivial vector D^1/2 1), lanczos.rs (full reorthogonalisation
-// with the DGKS repeat, convergence checks on the same work schedule), tridiagonal.rs
-// (Laguerre for θ, inverse iteration for y, on one thread) and solve.rs (two Lanczos runs:
-// the Fiedler pair, then μ₃ for the gap; |v| = |D^-1/2 u|, sign fixed by the largest entry).
-// Everything after the f32 features is f64, as on the CPU.
+// Batched Fiedler vectors, mirroring src/linalg step for step in f64. Three stages, launched
+// by src/backend/cuda/spectral.rs:
+// 1. `fiedler_rows` (one warp per node): §B step 1, the node's f32 feature row (gathered:
+//    the host passes which row each node is) to f64 times 1/max(‖f_i‖, ε) (or 1 for the
+//    raw-feature variant), as affinity.rs does before its Gram; rows with NaN/inf flagged.
+// 2. cuBLAS DGEMM (strided-batched over the graphs of one size) writes F Fᵀ into each graph's
+//    workspace. The Gram is O(n²·d) — at n = 196, d = 768, 30 M multiply-adds a graph, most
+//    of the work — and a tensor-core DGEMM does it at full rate, where one thread per pair
+//    of rows reading `dim`-strided features did not.
+// 3. `fiedler_graphs` (one thread block per graph, a warp per 32 nodes): the rest of
+//    affinity.rs (W = max(F Fᵀ, 0) / max from one triangle, mirrored so M is exactly
+//    symmetric; guarded degrees; M = D^-1/2 W D^-1/2; the trivial vector D^1/2 1), then
+//    lanczos.rs (full reorthogonalisation with the DGKS repeat, convergence checks on the
+//    same work schedule), tridiagonal.rs (Laguerre for θ, inverse iteration for y, on one
+//    thread) and solve.rs (two Lanczos runs: the Fiedler pair, then μ₃ for the gap;
+//    |v| = |D^-1/2 u|, sign fixed by the largest entry).
+// A Lanczos step is a handful of barriers: M q and α = qᵀ M q in one pass, every
+// Gram–Schmidt coefficient (locked vectors and the whole basis, plus ‖w‖²) in one round with
+// a warp per vector, the update fused with the new ‖w‖². w and the coefficients live in
+// shared memory up to SHARED_NODES nodes. The Gram–Schmidt is classical over the locked
+// vectors and the basis together (the CPU deflates the one or two locked vectors first):
+// the same in exact arithmetic, since the basis is orthogonal to them.
 #include "common.cuh"
 
 #define NORMALIZE_EPS 1e-12
@@ -24,9 +39,12 @@
 #define POS_INF_D __longlong_as_double(0x7ff0000000000000ll)
 
 // Per-graph workspace, in doubles, at work + work_start[g] (the host sizes it the same way):
-// M n², the Lanczos basis n², then WORK_VECTORS vectors of n: D^-1/2, trivial, w, u,
-// coefficients, alpha, beta, y, and the tridiagonal LU (dl, d, du, du2, swapped).
-#define WORK_VECTORS 13
+// M n² (F Fᵀ from the DGEMM on entry), the Lanczos basis n², then WORK_VECTORS vectors of n:
+// D^-1/2, trivial, w, u, coefficients (2n: up to n + 1 are used), alpha, beta, y, and the
+// tridiagonal LU (dl, d, du, du2, swapped). w and the coefficients are used only when n
+// exceeds SHARED_NODES; below, shared memory holds them.
+#define WORK_VECTORS 14
+#define SHARED_NODES 640
 
 // ---- SplitMix64 uniforms (src/linalg/synthetic.rs) ----
 
@@ -85,12 +103,17 @@ __device__ double bnormalize(double* x, int n, double* scratch) {
     return nrm;
 }
 
-// x -= (v·x) v for each locked vector v.
-__device__ void bdeflate(double* x, const double* const* locked, int nlocked, int n,
-                         double* scratch) {
-    for (int l = 0; l < nlocked; ++l) {
-        const double c = bdot(locked[l], x, n, scratch);
-        for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] -= c * locked[l][i];
+// The known eigenvectors a Lanczos run works orthogonally to: the trivial one, then u₂.
+struct Locked {
+    const double* v[2];
+    int count;
+};
+
+// x -= (v·x) v for each locked vector v, one after the other.
+__device__ void bdeflate(double* x, const Locked& locked, int n, double* scratch) {
+    for (int l = 0; l < locked.count; ++l) {
+        const double c = bdot(locked.v[l], x, n, scratch);
+        for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] -= c * locked.v[l][i];
         __syncthreads();
     }
 }
@@ -255,22 +278,64 @@ __device__ __noinline__ void tridiagonal_eigenvector(const double* diag, const d
 // ---- Lanczos (src/linalg/lanczos.rs) ----
 
 struct Workspace {
+    // w and coef point into shared memory when n <= SHARED_NODES, else into `work`.
     double *m, *basis, *isd, *trivial, *w, *u, *coef, *alpha, *beta, *y, *lu;
 };
 
 struct Shared {
     double scratch[32];
+    double w[SHARED_NODES];
+    double coef[SHARED_NODES + 1];
     double theta;
     int done;
-    int found;
 };
+
+// Gram–Schmidt vector j: the locked ones first, then the Lanczos basis.
+__device__ __forceinline__ const double* against(const Locked& locked, const double* basis,
+                                                 int n, int j) {
+    return j < locked.count ? locked.v[j] : basis + (long long)(j - locked.count) * n;
+}
+
+// coef[j] = V_j · w for the `count` Gram–Schmidt vectors V_j, and coef[count] = w · w: one
+// warp per vector, all at once, then one barrier. `w` must be complete (synced) on entry.
+__device__ void bcoefficients(const Locked& locked, const double* basis, int count,
+                              const double* w, int n, double* coef) {
+    const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    // j is the same on every lane of a warp, so the shuffles see the whole warp.
+    for (int j = threadIdx.x >> 5; j <= count; j += warps) {
+        const double* v = j < count ? against(locked, basis, n, j) : w;
+        double s = 0.0;
+        for (int i = lane; i < n; i += 32) s += v[i] * w[i];
+        s = warp_sum(s);
+        if (lane == 0) coef[j] = s;
+    }
+    __syncthreads();
+}
+
+// w -= Σ_j coef[j] V_j (in the order j = 0, 1, …, as the CPU's axpys), then returns ‖w‖.
+__device__ double bsubtract(const Locked& locked, const double* basis, int count,
+                            const double* coef, double* w, int n, double* scratch) {
+    const int steps = count - locked.count;
+    double s2 = 0.0;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        double v = w[i];
+        for (int l = 0; l < locked.count; ++l) v -= coef[l] * locked.v[l][i];
+        const double* q = basis + i;
+        const double* c = coef + locked.count;
+        for (int j = 0; j < steps; ++j) v -= c[j] * q[(long long)j * n];
+        w[i] = v;
+        s2 += v * v;
+    }
+    // The barriers inside also publish w and free coef for the next round.
+    return sqrt(block_sum(s2, scratch));
+}
 
 // Top Ritz pair of M on the complement of `locked`; the unit Ritz vector goes to `out` when
 // it is not null. Returns false when the complement is (numerically) empty.
-__device__ __noinline__ bool lanczos(const Workspace& ws, int n, const double* const* locked, int nlocked,
-                        unsigned long long key, double tol, double* out, double* value,
-                        int* steps_taken, Shared* sh) {
-    const int dim = n - nlocked;
+__device__ __noinline__ bool lanczos(const Workspace& ws, int n, const Locked& locked,
+                                     unsigned long long key, double tol, double* out,
+                                     double* value, int* steps_taken, Shared* sh) {
+    const int dim = n - locked.count;
     if (dim <= 0) return false;
     double* q0 = ws.basis;
     // Start vector: pseudo-random, deflated twice, from up to three streams.
@@ -280,8 +345,8 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, int n, const double* c
             q0[i] = uniform01(key + attempt, i) - 0.5;
         __syncthreads();
         const double before = sqrt(bdot(q0, q0, n, sh->scratch));
-        bdeflate(q0, locked, nlocked, n, sh->scratch);
-        bdeflate(q0, locked, nlocked, n, sh->scratch);
+        bdeflate(q0, locked, n, sh->scratch);
+        bdeflate(q0, locked, n, sh->scratch);
         found = bnormalize(q0, n, sh->scratch) > 1e-8 * before;
     }
     if (!found) return false;
@@ -289,33 +354,37 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, int n, const double* c
     long long work_since_check = 0;
     for (int k = 0;; ++k) {
         const double* qk = ws.basis + (long long)k * n;
-        bgemv(ws.m, qk, w, n);
-        const double a = bdot(qk, w, n, sh->scratch);
+        const double* prev = k > 0 ? ws.basis + (long long)(k - 1) * n : 0;
+        const double beta_prev = k > 0 ? ws.beta[k - 1] : 0.0;
+        // w = M q_k and α = q_kᵀ w in one pass. Thread i walks column i of M, which equals
+        // row i (M is exactly symmetric), so a warp reads consecutive addresses.
+        double part = 0.0;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
+            double s = 0.0;
+            // Unrolled for independent loads in flight; the sum's order is unchanged.
+#pragma unroll 8
+            for (int j = 0; j < n; ++j) s += ws.m[(long long)j * n + i] * qk[j];
+            w[i] = s;
+            part += qk[i] * s;
+        }
+        const double a = block_sum(part, sh->scratch);
+        // Each thread updates the entries it computed: no barrier needed before.
         for (int i = threadIdx.x; i < n; i += blockDim.x) {
             double v = w[i] - a * qk[i];
-            if (k > 0) v -= ws.beta[k - 1] * ws.basis[(long long)(k - 1) * n + i];
+            if (k > 0) v -= beta_prev * prev[i];
             w[i] = v;
         }
         if (threadIdx.x == 0) ws.alpha[k] = a;
         __syncthreads();
         // Classical Gram–Schmidt against the locked vectors and q_0..q_k, twice if needed.
+        const int count = locked.count + k + 1;
+        double b = 0.0;
         for (int pass = 0; pass < 2; ++pass) {
-            const double before = sqrt(bdot(w, w, n, sh->scratch));
-            bdeflate(w, locked, nlocked, n, sh->scratch);
-            for (int j = 0; j <= k; ++j) {
-                const double c = bdot(ws.basis + (long long)j * n, w, n, sh->scratch);
-                if (threadIdx.x == 0) ws.coef[j] = c;
-            }
-            __syncthreads();
-            for (int i = threadIdx.x; i < n; i += blockDim.x) {
-                double v = w[i];
-                for (int j = 0; j <= k; ++j) v -= ws.coef[j] * ws.basis[(long long)j * n + i];
-                w[i] = v;
-            }
-            __syncthreads();
-            if (sqrt(bdot(w, w, n, sh->scratch)) > DGKS * before) break;
+            bcoefficients(locked, ws.basis, count, w, n, ws.coef);
+            const double before = sqrt(ws.coef[count]);
+            b = bsubtract(locked, ws.basis, count, ws.coef, w, n, sh->scratch);
+            if (b > DGKS * before) break;
         }
-        const double b = sqrt(bdot(w, w, n, sh->scratch));
         const int steps = k + 1;
         const bool exhausted = steps >= dim || b <= tol;
         work_since_check += (long long)n * n + 4ll * steps * n;
@@ -350,33 +419,57 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, int n, const double* c
     }
 }
 
-// ---- the kernel ----
+// ---- the kernels ----
 
-// Graph g has nodes node_start[g] .. node_start[g+1] (rows of `features`, dim wide, already
-// masked by the host). Outputs per node: |v| and the signed v (largest entry positive);
-// per graph: λ₂, λ₃ − λ₂ (NaN when undefined), ‖M u − μ u‖ and the Lanczos steps.
-KERNEL void fiedler_graphs(const float* features, const int* node_start,
-                           const long long* work_start, double* work, int dim, int l2_normalize,
-                           float* out_abs, float* out_signed, double* out_lambda2,
-                           double* out_gap, double* out_residual, int* out_steps) {
+// §B step 1 for every node of the batch: x_k = f / max(‖f‖, ε) in f64 (or f itself) for
+// the feature row f = source_row[k], one warp per node; nonfinite[k] says whether f holds a
+// NaN or an infinity (then its sum of squares, in f64, is not finite). `x` is the DGEMM's
+// input: each graph's nodes, dim wide, one graph after the other.
+KERNEL void fiedler_rows(const float* features, const int* source_row, double* x,
+                         int* nonfinite, int rows, int dim, int l2_normalize) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * (int)(blockDim.x >> 5) + (int)(threadIdx.x >> 5);
+    if (row >= rows) return;  // whole warps: no block barriers follow
+    const float* f = features + (long long)source_row[row] * dim;
+    double s = 0.0;
+    for (int d = lane; d < dim; d += 32) {
+        const double v = f[d];
+        s += v * v;
+    }
+    s = __shfl_sync(FULL_MASK, warp_sum(s), 0);
+    if (lane == 0) nonfinite[row] = isfinite(s) ? 0 : 1;
+    const double inv = l2_normalize ? 1.0 / fmax(sqrt(s), NORMALIZE_EPS) : 1.0;
+    double* out = x + (long long)row * dim;
+    for (int d = lane; d < dim; d += 32) out[d] = (double)f[d] * inv;
+}
+
+// Graph g = first_graph + blockIdx.x has nodes node_start[g] .. node_start[g+1]; on entry its
+// M block of the workspace holds F Fᵀ (row-major, n × n; only the triangle j <= i is read).
+// Outputs per node: |v| and the signed v (largest entry positive); per graph: λ₂, λ₃ − λ₂
+// (NaN when undefined), ‖M u − μ u‖ and the Lanczos steps.
+// At most 512 threads (the host's graph_threads), which the bound lets the compiler count on.
+KERNEL void __launch_bounds__(512)
+    fiedler_graphs(const int* node_start, const long long* work_start, double* work,
+                   int first_graph, float* out_abs, float* out_signed, double* out_lambda2,
+                   double* out_gap, double* out_residual, int* out_steps) {
     __shared__ Shared sh;
-    const int g = blockIdx.x;
+    const int g = first_graph + blockIdx.x;
     const int first = node_start[g];
     const int n = node_start[g + 1] - first;
-    const float* f = features + (long long)first * dim;
     Workspace ws;
     ws.m = work + work_start[g];
     ws.basis = ws.m + (long long)n * n;
     double* v = ws.basis + (long long)n * n;
+    const bool in_shared = n <= SHARED_NODES;
     ws.isd = v;
     ws.trivial = v + n;
-    ws.w = v + 2 * n;
+    ws.w = in_shared ? sh.w : v + 2 * n;
     ws.u = v + 3 * n;
-    ws.coef = v + 4 * n;
-    ws.alpha = v + 5 * n;
-    ws.beta = v + 6 * n;
-    ws.y = v + 7 * n;
-    ws.lu = v + 8 * n;  // 5n: the last of the WORK_VECTORS
+    ws.coef = in_shared ? sh.coef : v + 4 * n;  // 2n
+    ws.alpha = v + 6 * n;
+    ws.beta = v + 7 * n;
+    ws.y = v + 8 * n;
+    ws.lu = v + 9 * n;  // 5n: the last of the WORK_VECTORS
     if (threadIdx.x == 0) {
         out_lambda2[g] = NAN_D;
         out_gap[g] = NAN_D;
@@ -385,45 +478,40 @@ KERNEL void fiedler_graphs(const float* features, const int* node_start,
     }
     if (n == 0) return;
 
-    // §B step 1: row scales 1/max(‖f_i‖, ε) (or 1), kept in u for now.
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        double s = 0.0;
-        for (int d = 0; d < dim; ++d) {
-            const double x = f[(long long)i * dim + d];
-            s += x * x;
-        }
-        ws.u[i] = l2_normalize ? 1.0 / fmax(sqrt(s), NORMALIZE_EPS) : 1.0;
-    }
-    __syncthreads();
-    // Step 2: W = max(F Fᵀ, 0) over the upper triangle, mirrored; then W / max W.
+    // The passes over n × n below go a warp per row and its lanes along the row: reads
+    // coalesced, and no 64-bit division to find (i, j).
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    // §B step 2: W = max(F Fᵀ, 0) from the triangle j <= i (like the CPU's triangular
+    // product), mirrored; then W / max W. Each entry of that triangle is read and written by
+    // one thread only.
     double local_max = 0.0;
-    for (long long idx = threadIdx.x; idx < (long long)n * n; idx += blockDim.x) {
-        const int i = (int)(idx / n), j = (int)(idx % n);
-        if (j < i) continue;
-        double s = 0.0;
-        for (int d = 0; d < dim; ++d)
-            s += ((double)f[(long long)i * dim + d] * ws.u[i]) * ((double)f[(long long)j * dim + d] * ws.u[j]);
-        s = fmax(s, 0.0);
-        ws.m[(long long)i * n + j] = s;
-        ws.m[(long long)j * n + i] = s;
-        local_max = fmax(local_max, s);
+    for (int i = warp; i < n; i += warps) {
+        double* row = ws.m + (long long)i * n;
+        for (int j = lane; j <= i; j += 32) {
+            const double s = fmax(row[j], 0.0);
+            row[j] = s;
+            ws.m[(long long)j * n + i] = s;
+            local_max = fmax(local_max, s);
+        }
     }
+    // W / max W is not stored: the two passes below divide each entry as they read it,
+    // which gives the same values as dividing first (skipped when W is all zero).
     const double mx = bmax(local_max, sh.scratch);
-    if (mx > 0.0) {
-        for (long long idx = threadIdx.x; idx < (long long)n * n; idx += blockDim.x) ws.m[idx] /= mx;
-    }
-    __syncthreads();
+    const double scale = mx > 0.0 ? mx : 1.0;
     // Step 3: guarded degrees; step 4: M = D^-1/2 W D^-1/2 and the trivial vector D^1/2 1.
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         double deg = 0.0;
-        for (int j = 0; j < n; ++j) deg += ws.m[(long long)j * n + i];  // column = row
+        for (int j = 0; j < n; ++j) deg += ws.m[(long long)j * n + i] / scale;  // column = row
         const bool guarded = deg < DEGREE_GUARD;
         ws.isd[i] = guarded ? 1.0 : 1.0 / sqrt(deg);
         ws.trivial[i] = guarded ? 0.0 : sqrt(deg);
     }
     __syncthreads();
-    for (long long idx = threadIdx.x; idx < (long long)n * n; idx += blockDim.x)
-        ws.m[idx] *= ws.isd[idx / n] * ws.isd[idx % n];
+    for (int i = warp; i < n; i += warps) {
+        double* row = ws.m + (long long)i * n;
+        const double si = ws.isd[i];
+        for (int j = lane; j < n; j += 32) row[j] = row[j] / scale * (si * ws.isd[j]);
+    }
     __syncthreads();
     const bool has_trivial = bnormalize(ws.trivial, n, sh.scratch) > 0.0;
 
@@ -442,18 +530,21 @@ KERNEL void fiedler_graphs(const float* features, const int* node_start,
         for (int i = threadIdx.x; i < n; i += blockDim.x) u[i] = 1.0 / sqrt((double)n);
         __syncthreads();
     } else {
-        const double* locked1[1] = {ws.trivial};
+        Locked locked;
+        locked.v[0] = ws.trivial;
+        locked.v[1] = u;
+        locked.count = 1;
         double mu2 = 0.0;
         int s1 = 0;
-        if (!lanczos(ws, n, locked1, 1, START_FIEDLER, TOL_VECTOR, u, &mu2, &s1, &sh)) {
+        if (!lanczos(ws, n, locked, START_FIEDLER, TOL_VECTOR, u, &mu2, &s1, &sh)) {
             for (int i = threadIdx.x; i < n; i += blockDim.x) u[i] = ws.trivial[i];
             __syncthreads();
         } else {
             steps = s1;
-            const double* locked2[2] = {ws.trivial, u};
+            locked.count = 2;
             int s2 = 0;
             double value = 0.0;
-            if (lanczos(ws, n, locked2, 2, START_GAP, TOL_GAP, 0, &value, &s2, &sh)) {
+            if (lanczos(ws, n, locked, START_GAP, TOL_GAP, 0, &value, &s2, &sh)) {
                 mu3 = value;
                 steps += s2;
             }

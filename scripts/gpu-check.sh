@@ -86,11 +86,11 @@ fi
 if [ -n "$fiedler" ]; then
     step explain-cuda 30 "$fiedler" explain --device cuda --model tests/fixtures/clip \
         --image tests/fixtures/images/catdog.png --text "a photo of a cat" --text "a dog" \
-        --out "$logs/explain-cuda"
+        --method all --out "$logs/explain-cuda"
     step bench-clip-vit-b16 90 "$fiedler" bench --device cuda --size vit-b16 \
-        --batch 1,16,64 --method dsmi-grad,chefer --repeats 3
+        --batch 1,16,64 --method dsmi-grad,chefer,raw-attn,transformer-attribution --repeats 3
     step bench-lxmert-base 50 "$fiedler" bench --device cuda --size lxmert-base \
-        --batch 1,16,64 --method dsmi-grad,chefer --repeats 3
+        --batch 1,16,64 --method dsmi-grad,chefer,partial-lrp --repeats 3
     step bench-fiedler 40 "$fiedler" bench --device cuda --size fiedler \
         --nodes 36,196,577 --batch 64,512 --repeats 3
 fi

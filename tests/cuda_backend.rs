@@ -1185,27 +1185,24 @@ fn bench_device_cuda_fails_cleanly_without_a_device() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Batched Fiedler vectors on the GPU (one block per graph) against the CPU Lanczos on
-/// graphs of mixed sizes: empty, 1, 2 and 3 tokens, masked rows, 36 regions, 196 patches,
-/// three components (a repeated λ₂), an all-zero row, all-zero features, the raw-feature
-/// variant, and a graph with a NaN that must come back as its own error. Bounds: the
-/// solvers stop at a residual of 1e-10, so λ₂ agrees to 1e-9 and |v| to 1e-5 of its largest
-/// entry (f32 output, eigenvector error ≈ residual/gap); the gap (μ₃ run stops at 1e-6) to
-/// 1e-5. Where λ₂ is repeated the vector is not unique and only λ₂ is compared.
-#[test]
-fn batched_fiedler_matches_cpu_lanczos() {
+/// Graphs of mixed sizes for the batched Fiedler tests, as (features, rows, mask), `dim`
+/// wide: empty, 1, 2 and 3 tokens, masked rows, two graphs of 36 regions (one launch), 196
+/// patches, 700 nodes (512 threads; past the kernel's shared-memory vectors), random
+/// features, three components (a repeated λ₂), an all-zero row, all-zero features, and a
+/// graph with a NaN, which must come back as its own error.
+fn fiedler_graphs(dim: usize) -> Vec<(Vec<f32>, usize, Vec<bool>)> {
     use fiedler::linalg::synthetic::{clustered_features, random_features, Clusters};
-    use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions, Solver};
 
-    let Some(cuda) = device() else { return };
     let shape = |clusters| Clusters {
         clusters,
         shared: 0.5,
         noise: 1.0,
     };
-    let dim = 64;
     let mut graphs: Vec<(Vec<f32>, usize, Vec<bool>)> = Vec::new();
-    for (i, rows) in [0usize, 1, 2, 3, 12, 36, 50, 196].into_iter().enumerate() {
+    for (i, rows) in [0usize, 1, 2, 3, 12, 36, 36, 50, 196, 700]
+        .into_iter()
+        .enumerate()
+    {
         let f = clustered_features(rows, dim, &shape(4), 700 + i as u64);
         // Text-style masks on one graph: drop the first and last rows.
         let mask = (0..rows)
@@ -1227,7 +1224,65 @@ fn batched_fiedler_matches_cpu_lanczos() {
     let mut bad = clustered_features(10, dim, &shape(2), 10);
     bad[4 * dim + 7] = f32::NAN;
     graphs.push((bad, 10, vec![true; 10]));
+    graphs
+}
 
+/// Two batched Fiedler results agree: the same errors, or λ₂ within `lambda_tol`, the gap
+/// within `gap_tol`, and |v| and v within `vector_tol` of their largest entry (unless λ₂ is
+/// repeated, where the vector is not unique). `g` must have converged (residual ≤ 1e-9).
+fn assert_same_fiedler(
+    what: &str,
+    c: &Result<fiedler::linalg::Fiedler, fiedler::linalg::SpectralError>,
+    g: &Result<fiedler::linalg::Fiedler, fiedler::linalg::SpectralError>,
+    (lambda_tol, gap_tol, vector_tol): (f64, f64, f32),
+) {
+    let (c, g) = match (c, g) {
+        // Display: a NaN feature value does not equal itself.
+        (Err(ce), Err(ge)) => {
+            assert_eq!(ce.to_string(), ge.to_string(), "{what}: errors");
+            return;
+        }
+        (Ok(c), Ok(g)) => (c, g),
+        _ => panic!("{what}: {c:?} vs {g:?}"),
+    };
+    assert_eq!(c.tokens, g.tokens, "{what}: tokens");
+    assert_eq!(
+        c.lambda2.is_some(),
+        g.lambda2.is_some(),
+        "{what}: λ₂ defined"
+    );
+    assert_eq!(c.gap.is_some(), g.gap.is_some(), "{what}: gap defined");
+    if let (Some(cl), Some(gl)) = (c.lambda2, g.lambda2) {
+        assert!((cl - gl).abs() <= lambda_tol, "{what}: λ₂ {cl} vs {gl}");
+    }
+    if let (Some(cg), Some(gg)) = (c.gap, g.gap) {
+        assert!((cg - gg).abs() <= gap_tol, "{what}: gap {cg} vs {gg}");
+    }
+    assert!(g.residual <= 1e-9, "{what}: residual {}", g.residual);
+    assert!(
+        g.vector.iter().all(|v| v.is_finite()),
+        "{what}: non-finite vector"
+    );
+    let repeated = c.gap.is_some_and(|gap| gap < 1e-6);
+    if !repeated {
+        let err = max_diff_rel_to_max(&g.vector, &c.vector);
+        assert!(err <= vector_tol, "{what}: |v| err/max {err:e}");
+        let err = max_diff_rel_to_max(&g.signed, &c.signed);
+        assert!(err <= vector_tol, "{what}: signed v err/max {err:e}");
+    }
+}
+
+/// Batched Fiedler vectors on the GPU (one block per graph) against the CPU Lanczos on
+/// the graphs of `fiedler_graphs`, normalised rows and raw. Bounds: the solvers stop at a
+/// residual of 1e-10, so λ₂ agrees to 1e-9 and |v| to 1e-5 of its largest entry (f32
+/// output, eigenvector error ≈ residual/gap); the gap (μ₃ run stops at 1e-6) to 1e-5.
+#[test]
+fn batched_fiedler_matches_cpu_lanczos() {
+    use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions, Solver};
+
+    let Some(cuda) = device() else { return };
+    let dim = 64;
+    let graphs = fiedler_graphs(dim);
     let inputs: Vec<GraphInput> = graphs
         .iter()
         .map(|(features, rows, mask)| GraphInput {
@@ -1249,39 +1304,108 @@ fn batched_fiedler_matches_cpu_lanczos() {
         assert_eq!(cpu.len(), gpu.len());
         for (i, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
             let what = format!("graph {i} ({} rows, l2 {l2_normalize})", graphs[i].1);
-            let (c, g) = match (c, g) {
-                (Err(ce), Err(ge)) => {
-                    // Compared as text: an error that carries a NaN is never == itself.
-                    assert_eq!(format!("{ce:?}"), format!("{ge:?}"), "{what}: errors");
-                    continue;
-                }
-                (Ok(c), Ok(g)) => (c, g),
-                _ => panic!("{what}: {c:?} vs {g:?}"),
-            };
-            assert_eq!(c.tokens, g.tokens, "{what}: tokens");
-            assert_eq!(
-                c.lambda2.is_some(),
-                g.lambda2.is_some(),
-                "{what}: λ₂ defined"
-            );
-            assert_eq!(c.gap.is_some(), g.gap.is_some(), "{what}: gap defined");
-            if let (Some(cl), Some(gl)) = (c.lambda2, g.lambda2) {
-                assert!((cl - gl).abs() <= 1e-9, "{what}: λ₂ {cl} vs {gl}");
-            }
-            if let (Some(cg), Some(gg)) = (c.gap, g.gap) {
-                assert!((cg - gg).abs() <= 1e-5, "{what}: gap {cg} vs {gg}");
-            }
-            assert!(g.residual <= 1e-9, "{what}: residual {}", g.residual);
-            assert!(
-                g.vector.iter().all(|v| v.is_finite()),
-                "{what}: non-finite vector"
-            );
-            let repeated = c.gap.is_some_and(|gap| gap < 1e-6);
-            if !repeated {
-                let err = max_diff_rel_to_max(&g.vector, &c.vector);
-                assert!(err <= 1e-5, "{what}: |v| err/max {err:e}");
-                let err = max_diff_rel_to_max(&g.signed, &c.signed);
-                assert!(err <= 1e-5, "{what}: signed v err/max {err:e}");
+            assert_same_fiedler(&what, c, g, (1e-9, 1e-5, 1e-5));
+        }
+    }
+}
+
+/// `fiedler_batch_device` on features already on the GPU (all graphs in one buffer, each
+/// a range of its rows with its mask) gives what `fiedler_batch` gives from host memory,
+/// the NaN graph's error included. The same kernels run on the same values; the bounds are
+/// still those against the CPU, in case cuBLAS rounds differently from call to call (a row
+/// gathered wrongly would miss them by far). A graph reaching past the buffer is an error
+/// of the call.
+#[test]
+fn fiedler_of_device_features_matches_the_host_entry() {
+    use fiedler::linalg::GraphInput;
+
+    let Some(cuda) = device() else { return };
+    let dim = 64;
+    let graphs = fiedler_graphs(dim);
+    let packed: Vec<f32> = graphs.iter().flat_map(|(f, _, _)| f.clone()).collect();
+    let features = cuda.upload(&packed).expect("upload");
+    let mut next = 0;
+    let spans: Vec<(usize, &[bool])> = graphs
+        .iter()
+        .map(|(_, rows, mask)| {
+            next += rows;
+            (next - rows, mask.as_slice())
+        })
+        .collect();
+    let inputs: Vec<GraphInput> = graphs
+        .iter()
+        .map(|(features, rows, mask)| GraphInput {
+            features,
+            rows: *rows,
+            dim,
+            mask,
+        })
+        .collect();
+    for l2_normalize in [true, false] {
+        let host = cuda
+            .fiedler_batch(&inputs, l2_normalize)
+            .expect("host entry");
+        let on_device = cuda
+            .fiedler_batch_device(&features, dim, &spans, l2_normalize)
+            .expect("device entry");
+        assert_eq!(host.len(), on_device.len());
+        for (i, (h, d)) in host.iter().zip(&on_device).enumerate() {
+            let what = format!("graph {i} ({} rows, l2 {l2_normalize})", graphs[i].1);
+            assert_same_fiedler(&what, h, d, (1e-9, 1e-5, 1e-5));
+        }
+    }
+    let past_the_end = cuda.fiedler_batch_device(&features, dim, &[(next, &[true][..])], true);
+    assert!(past_the_end.is_err(), "{past_the_end:?}");
+}
+
+/// `fiedler_rows`, the spectral methods' graphs over a trace's layer outputs: solved on the
+/// device from rows of several buffers (contiguous, with gaps, two nodes, overlapping), as
+/// the CPU backend solves them (the bounds of `batched_fiedler_matches_cpu_lanczos`); in a
+/// buffer with a NaN, exactly the graphs that hold its row fail.
+#[test]
+fn fiedler_of_buffer_rows_matches_cpu() {
+    use fiedler::linalg::synthetic::{clustered_features, Clusters};
+    use fiedler::linalg::GraphOptions;
+    let Some(cuda) = device() else { return };
+    let dim = 48;
+    let shape = Clusters {
+        clusters: 3,
+        shared: 0.5,
+        noise: 1.0,
+    };
+    let mut layers: Vec<Vec<f32>> = (0..3)
+        .map(|l| clustered_features(40, dim, &shape, 70 + l))
+        .collect();
+    let mut poisoned = layers[2].clone();
+    poisoned[7 * dim + 5] = f32::NAN;
+    layers.push(poisoned);
+    let rows: Vec<Vec<usize>> = vec![
+        (1..40).collect(),
+        (0..40).step_by(3).collect(),
+        vec![4, 9],
+        (0..20).collect(),
+    ];
+    let on_gpu: Vec<_> = layers.iter().map(|l| cuda.upload(l).unwrap()).collect();
+    for l2_normalize in [true, false] {
+        let opts = GraphOptions {
+            l2_normalize,
+            ..GraphOptions::default()
+        };
+        let pairs: Vec<(usize, &[usize])> = (0..layers.len())
+            .flat_map(|b| rows.iter().map(move |r| (b, r.as_slice())))
+            .collect();
+        let cpu_graphs: Vec<(&Vec<f32>, &[usize])> =
+            pairs.iter().map(|&(b, r)| (&layers[b], r)).collect();
+        let gpu_graphs: Vec<(&_, &[usize])> = pairs.iter().map(|&(b, r)| (&on_gpu[b], r)).collect();
+        let cpu = Cpu.fiedler_rows(&cpu_graphs, dim, &opts).unwrap();
+        let gpu = cuda.fiedler_rows(&gpu_graphs, dim, &opts).unwrap();
+        assert_eq!(cpu.len(), gpu.len());
+        for (i, ((c, g), &(b, r))) in cpu.iter().zip(&gpu).zip(&pairs).enumerate() {
+            let what = format!("graph {i} (buffer {b}, {} rows, l2 {l2_normalize})", r.len());
+            let poisoned = b == 3 && r.contains(&7);
+            assert_eq!(g.is_err(), poisoned, "{what}: {g:?}");
+            if !poisoned {
+                assert_same_fiedler(&what, c, g, (1e-9, 1e-5, 1e-5));
             }
         }
     }

@@ -5,10 +5,18 @@
 
 use fiedler::backend::cuda::kernels::{compile_ptx, nvrtc_present, sources, KERNELS};
 
-/// `KERNEL void name(` declarations of a source file.
+/// `KERNEL void name(` (or `KERNEL void __launch_bounds__(…) name(`) declarations of a
+/// source file.
 fn declared(src: &str) -> Vec<&str> {
     src.match_indices("KERNEL void ")
-        .filter_map(|(i, m)| src[i + m.len()..].split('(').next())
+        .filter_map(|(i, m)| {
+            let rest = src[i + m.len()..].trim_start();
+            let rest = match rest.strip_prefix("__launch_bounds__(") {
+                Some(bounds) => bounds.split_once(')')?.1,
+                None => rest,
+            };
+            rest.split('(').next()
+        })
         .map(str::trim)
         .collect()
 }

@@ -1,6 +1,7 @@
 //! Fiedler vectors of graphs whose features are rows of device buffers (a trace's layer
-//! outputs): the rows are brought to the host once per buffer, packed, and solved by the
-//! batched GPU solver (`Cuda::fiedler_batch`), or by the CPU's dense solver when asked.
+//! outputs): solved where they are (`Cuda::fiedler_batch_device`, one call per buffer), so
+//! only the vectors come back to the host. The dense solver, which runs on the CPU, gets the
+//! rows brought over, once per buffer.
 
 use std::collections::HashMap;
 
@@ -11,16 +12,57 @@ use crate::backend::cpu::gather;
 use crate::backend::{check, Backend, Result};
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, Solver, SpectralError};
 
+type Solved = std::result::Result<Fiedler, SpectralError>;
+
 impl Cuda {
     pub(super) fn fiedler_of_rows(
         &self,
         graphs: &[(&CudaSlice<f32>, &[usize])],
         dim: usize,
         opts: &GraphOptions,
-    ) -> Result<Vec<std::result::Result<Fiedler, SpectralError>>> {
+    ) -> Result<Vec<Solved>> {
         let lens: Vec<(usize, &[usize])> = graphs.iter().map(|(b, r)| (b.len(), *r)).collect();
         check::graph_rows(dim, &lens)?;
-        // Graphs of one layer share its output: one download per buffer.
+        let ascending = graphs.iter().all(|(_, r)| r.windows(2).all(|w| w[0] < w[1]));
+        if opts.solver == Solver::Dense || !ascending {
+            return self.fiedler_of_rows_on_host(graphs, dim, opts);
+        }
+        // Graphs of one buffer (one layer's output) go in one call, in first-seen order.
+        let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
+        for (g, (buf, _)) in graphs.iter().enumerate() {
+            let key = self.ptr(buf);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, members)) => members.push(g),
+                None => groups.push((key, vec![g])),
+            }
+        }
+        let mut solved: Vec<Option<Solved>> = (0..graphs.len()).map(|_| None).collect();
+        for (_, members) in &groups {
+            // Ascending rows as a span from the first with a mask over the gaps.
+            let masks: Vec<(usize, Vec<bool>)> = members
+                .iter()
+                .map(|&g| span(graphs[g].1))
+                .collect();
+            let spans: Vec<(usize, &[bool])> =
+                masks.iter().map(|(first, m)| (*first, m.as_slice())).collect();
+            let buf = graphs[members[0]].0;
+            let results = self.fiedler_batch_device(buf, dim, &spans, opts.l2_normalize)?;
+            for ((&g, (_, mask)), r) in members.iter().zip(&masks).zip(results) {
+                solved[g] = Some(r.map(|f| compact(f, mask)));
+            }
+        }
+        Ok(solved
+            .into_iter()
+            .map(|s| s.expect("every graph is in one group"))
+            .collect())
+    }
+
+    fn fiedler_of_rows_on_host(
+        &self,
+        graphs: &[(&CudaSlice<f32>, &[usize])],
+        dim: usize,
+        opts: &GraphOptions,
+    ) -> Result<Vec<Solved>> {
         let mut host: HashMap<u64, Vec<f32>> = HashMap::new();
         for (buf, _) in graphs {
             let key = self.ptr(buf);
@@ -43,9 +85,34 @@ impl Cuda {
                 mask,
             })
             .collect();
-        match opts.solver {
-            Solver::Lanczos => self.fiedler_batch(&inputs, opts.l2_normalize),
-            Solver::Dense => Ok(fiedler_batch(&inputs, opts)),
-        }
+        Ok(fiedler_batch(&inputs, opts))
+    }
+}
+
+/// Ascending rows as (first row, mask over first..=last).
+fn span(rows: &[usize]) -> (usize, Vec<bool>) {
+    let Some((&first, &last)) = rows.first().zip(rows.last()) else {
+        return (0, Vec::new());
+    };
+    let mut mask = vec![false; last - first + 1];
+    rows.iter().for_each(|&r| mask[r - first] = true);
+    (first, mask)
+}
+
+/// A span's solution with one entry per row that took part, in row order.
+fn compact(f: Fiedler, mask: &[bool]) -> Fiedler {
+    if mask.iter().all(|&m| m) {
+        return f;
+    }
+    let keep = |v: Vec<f32>| -> Vec<f32> {
+        v.into_iter()
+            .zip(mask)
+            .filter_map(|(x, &m)| m.then_some(x))
+            .collect()
+    };
+    Fiedler {
+        vector: keep(f.vector),
+        signed: keep(f.signed),
+        ..f
     }
 }

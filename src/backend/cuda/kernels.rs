@@ -44,7 +44,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
         ],
     ),
     ("norm", &["layernorm_fwd", "layernorm_bwd"]),
-    ("spectral", &["fiedler_graphs"]),
+    ("spectral", &["fiedler_rows", "fiedler_graphs"]),
 ];
 
 /// Whether the kernels were compiled by nvcc at build time (else NVRTC at run time).

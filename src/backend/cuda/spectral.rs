@@ -1,19 +1,60 @@
-//! Batched Fiedler vectors on the GPU: one thread block per graph (kernels/spectral.cu),
-//! the same algorithm, conventions and tolerances as `linalg::fiedler_batch` with the
-//! Lanczos solver, so results agree with the CPU to the solver's tolerance.
+//! Batched Fiedler vectors on the GPU, the same algorithm, conventions and tolerances as
+//! `linalg::fiedler_batch` with the Lanczos solver, so results agree with the CPU to the
+//! solver's tolerance. Three stages (kernels/spectral.cu says why): `fiedler_rows` gathers
+//! the rows that take part into f64, scaled, a cuBLAS DGEMM per group of equally sized
+//! graphs writes F Fᵀ into each graph's workspace, and `fiedler_graphs` runs one thread
+//! block per graph for the rest.
+//!
+//! Two entry points share that: `fiedler_batch` for features in host memory (uploaded per
+//! call, which at 768-wide rows costs more than the solve: 512 graphs of 196 rows are
+//! 308 MB), and `fiedler_batch_device` for features already on the device, e.g. a model's
+//! hidden states.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use std::ops::Range;
+
+use cudarc::cublas::result::dgemm_strided_batched;
+use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::driver::{
+    CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+};
+use rayon::prelude::*;
 
 use super::{device_error, int, Cuda};
 use crate::backend::{BackendError, Result};
 use crate::linalg::{Fiedler, GraphInput, SpectralError};
 
+/// One graph's result, or why it has none.
+type GraphResult = std::result::Result<Fiedler, SpectralError>;
+
 /// Doubles of per-graph workspace besides M and the Lanczos basis (WORK_VECTORS vectors of
 /// n in kernels/spectral.cu).
-const WORK_VECTORS: usize = 13;
+const WORK_VECTORS: usize = 14;
 
-/// Threads per graph.
-const BLOCK: u32 = 256;
+/// Threads of `fiedler_rows` (a warp per row).
+const ROWS_BLOCK: u32 = 256;
+
+/// Threads per graph of `fiedler_graphs`: a thread per node (each computes one entry of a
+/// matrix–vector product), in whole warps, at least two and at most 16 warps.
+fn graph_threads(n: usize) -> u32 {
+    (n.div_ceil(32) * 32).clamp(64, 512) as u32
+}
+
+/// Doubles of workspace for a graph of n nodes.
+fn work_len(n: usize) -> usize {
+    2 * n * n + WORK_VECTORS * n
+}
+
+/// The selected rows as ranges of consecutive rows (one for a full or a trimmed mask).
+fn row_runs(nodes: &[usize]) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    for &r in nodes {
+        match runs.last_mut() {
+            Some(run) if run.end == r => run.end = r + 1,
+            _ => runs.push(r..r + 1),
+        }
+    }
+    runs
+}
 
 /// Shape and finiteness checks of one graph (as `Graph::from_features` makes them): the
 /// rows that take part.
@@ -41,17 +82,113 @@ fn nodes(g: &GraphInput<'_>) -> std::result::Result<Vec<usize>, SpectralError> {
     Ok(nodes)
 }
 
+/// Where the graphs of a call go in the packed batch: smallest first, so that equal sizes
+/// are adjacent and share one DGEMM and one launch.
+struct Layout {
+    /// The caller's index of each packed graph.
+    order: Vec<usize>,
+    /// Packed graph b has nodes node_start[b] .. node_start[b + 1].
+    node_start: Vec<i32>,
+    /// Packed graph b's workspace starts at this many doubles.
+    work_start: Vec<i64>,
+    /// Doubles of workspace in all.
+    work: usize,
+    /// Runs of equal size: (n, packed graphs).
+    groups: Vec<(usize, Range<usize>)>,
+}
+
+impl Layout {
+    /// From each graph's node count, `None` for a graph that is left out (it has an error).
+    fn new(op: &'static str, sizes: &[Option<usize>]) -> Result<Self> {
+        let mut order: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i].is_some()).collect();
+        order.sort_by_key(|&i| sizes[i]);
+        let mut node_start = vec![0i32];
+        let mut work_start = Vec::with_capacity(order.len());
+        let mut work = 0usize;
+        let mut groups: Vec<(usize, Range<usize>)> = Vec::new();
+        for (b, n) in order.iter().filter_map(|&i| sizes[i]).enumerate() {
+            let total = node_start[b] as usize + n;
+            node_start.push(int(op, total)?);
+            work_start.push(i64::try_from(work).map_err(|_| BackendError::Invalid {
+                op,
+                message: format!("{work} doubles of workspace"),
+            })?);
+            work += work_len(n);
+            match groups.last_mut() {
+                Some((size, range)) if *size == n => range.end = b + 1,
+                _ => groups.push((n, b..b + 1)),
+            }
+        }
+        Ok(Self {
+            order,
+            node_start,
+            work_start,
+            work,
+            groups,
+        })
+    }
+
+    /// Nodes of packed graph b, as a range of the packed nodes.
+    fn nodes(&self, b: usize) -> Range<usize> {
+        self.node_start[b] as usize..self.node_start[b + 1] as usize
+    }
+
+    fn total(&self) -> usize {
+        *self.node_start.last().expect("starts with 0") as usize
+    }
+}
+
+/// No result yet for any of `graphs` graphs.
+fn unsolved(graphs: usize) -> Vec<Option<Solved>> {
+    (0..graphs).map(|_| None).collect()
+}
+
+/// One graph as the device solved it.
+struct Solved {
+    abs: Vec<f32>,
+    signed: Vec<f32>,
+    lambda2: Option<f64>,
+    gap: Option<f64>,
+    residual: f64,
+    steps: usize,
+    /// The first of its nodes (index into its node list) whose features are not all finite:
+    /// then the numbers above mean nothing.
+    nonfinite: Option<usize>,
+}
+
+impl Solved {
+    /// The result over `rows` feature rows, of which `nodes` took part.
+    fn into_fiedler(self, rows: usize, nodes: &[usize]) -> Fiedler {
+        let scatter = |values: &[f32]| {
+            let mut out = vec![0.0f32; rows];
+            for (&r, &v) in nodes.iter().zip(values) {
+                out[r] = v;
+            }
+            out
+        };
+        Fiedler {
+            vector: scatter(&self.abs),
+            signed: scatter(&self.signed),
+            tokens: nodes.len(),
+            lambda2: self.lambda2,
+            gap: self.gap,
+            residual: self.residual,
+            iterations: self.steps,
+        }
+    }
+}
+
 impl Cuda {
     /// The Fiedler vector of every graph, in input order (spec §B with the options'
     /// `l2_normalize`; the solver is always Lanczos). Every graph of a call must have the
     /// same feature width. A bad graph gives its own error and does not stop the others;
-    /// the outer error is a device failure (e.g. out of memory for the workspace of
-    /// 2n² + 13n doubles per graph).
+    /// the outer error is a device failure (e.g. out of memory for the features, their f64
+    /// copy or the workspace of 2n² + 14n doubles per graph).
     pub fn fiedler_batch(
         &self,
         graphs: &[GraphInput<'_>],
         l2_normalize: bool,
-    ) -> Result<Vec<std::result::Result<Fiedler, SpectralError>>> {
+    ) -> Result<Vec<GraphResult>> {
         const OP: &str = "fiedler_batch";
         let dim = graphs.first().map_or(0, |g| g.dim);
         if let Some(g) = graphs.iter().find(|g| g.dim != dim) {
@@ -60,55 +197,249 @@ impl Cuda {
                 message: format!("graphs of feature widths {dim} and {} in one call", g.dim),
             });
         }
-        let checked: Vec<_> = graphs.iter().map(nodes).collect();
-        // The valid graphs, packed: their selected rows, node offsets, workspace offsets.
-        let mut features = Vec::new();
-        let mut node_start = vec![0i32];
-        let mut work_start = Vec::new();
-        let mut work = 0usize;
-        for (g, nodes) in graphs.iter().zip(&checked) {
-            let Ok(nodes) = nodes else { continue };
-            for &r in nodes {
-                features.extend_from_slice(&g.features[r * dim..(r + 1) * dim]);
+        // Reading every feature for the finiteness check is the host's largest pass: in
+        // parallel over the graphs.
+        let checked: Vec<_> = graphs.par_iter().map(nodes).collect();
+        let sizes: Vec<Option<usize>> = checked
+            .iter()
+            .map(|c| c.as_ref().ok().map(Vec::len))
+            .collect();
+        let layout = Layout::new(OP, &sizes)?;
+        let mut solved = unsolved(graphs.len());
+        if !layout.order.is_empty() {
+            self.bind(OP)?;
+            // Straight from the callers' rows, in packed order, a copy per run of consecutive
+            // selected rows: packing them on the host first would copy every feature once
+            // more.
+            let total = layout.total();
+            // SAFETY: the copies below write every row of every packed node.
+            let mut features = unsafe { self.alloc_unwritten::<f32>(OP, total * dim) }?;
+            for (b, &i) in layout.order.iter().enumerate() {
+                let Ok(nodes) = &checked[i] else { continue };
+                let mut at = layout.node_start[b] as usize * dim;
+                for run in row_runs(nodes) {
+                    let src = &graphs[i].features[run.start * dim..run.end * dim];
+                    if src.is_empty() {
+                        continue;
+                    }
+                    let mut dst = features.slice_mut(at..at + src.len());
+                    self.stream
+                        .memcpy_htod(src, &mut dst)
+                        .map_err(|e| device_error(OP, "host-to-device copy", e))?;
+                    at += src.len();
+                }
             }
-            let n = nodes.len();
-            node_start.push(int(
+            let source = (0..int(OP, total)?).collect::<Vec<i32>>();
+            solved = self.solve(
                 OP,
-                node_start.last().copied().unwrap_or(0) as usize + n,
-            )?);
-            work_start.push(work as i64);
-            work += 2 * n * n + WORK_VECTORS * n;
+                &features,
+                dim,
+                &source,
+                &layout,
+                l2_normalize,
+                graphs.len(),
+            )?;
         }
-        let blocks = work_start.len();
-        let total = *node_start.last().expect("starts with 0") as usize;
-        let mut solved = Vec::with_capacity(blocks);
-        if blocks > 0 {
-            let dev_features = self.upload_any(OP, &features)?;
-            let dev_starts = self.upload_any(OP, &node_start)?;
-            let dev_work_starts = self.upload_any(OP, &work_start)?;
-            let mut dev_work = self.alloc::<f64>(OP, work.max(1))?;
-            let mut abs = self.alloc::<f32>(OP, total.max(1))?;
-            let mut signed = self.alloc::<f32>(OP, total.max(1))?;
-            let mut lambda2 = self.alloc::<f64>(OP, blocks)?;
-            let mut gap = self.alloc::<f64>(OP, blocks)?;
-            let mut residual = self.alloc::<f64>(OP, blocks)?;
-            let mut steps = self.alloc::<i32>(OP, blocks)?;
-            let (d, l2) = (int(OP, dim)?, i32::from(l2_normalize));
+        // Checked on the host: no row can have been flagged non-finite.
+        Ok(graphs
+            .iter()
+            .zip(checked)
+            .zip(solved)
+            .map(|((g, nodes), solved)| {
+                let nodes = nodes?;
+                let solved = solved.expect("every valid graph was solved");
+                Ok(solved.into_fiedler(g.rows, &nodes))
+            })
+            .collect())
+    }
+
+    /// [`Cuda::fiedler_batch`] for features already in device memory, without the upload:
+    /// `features` is row-major, `dim` wide, and graph b is the `mask.len()` rows from row
+    /// `first_row` on, of which those where `mask` is true take part, given as
+    /// `(first_row, mask)`. Graphs may share or overlap rows. A graph with a NaN or
+    /// infinite feature in a row that takes part gets its error, as on the host; a graph
+    /// reaching past the end of `features` is an error of the whole call.
+    pub fn fiedler_batch_device(
+        &self,
+        features: &CudaSlice<f32>,
+        dim: usize,
+        graphs: &[(usize, &[bool])],
+        l2_normalize: bool,
+    ) -> Result<Vec<GraphResult>> {
+        const OP: &str = "fiedler_batch_device";
+        let rows = features.len().checked_div(dim).unwrap_or(0);
+        if let Some((first, mask)) = graphs.iter().find(|(first, mask)| {
+            first
+                .checked_add(mask.len())
+                .is_none_or(|end| end > rows && !mask.is_empty())
+        }) {
+            return Err(BackendError::Invalid {
+                op: OP,
+                message: format!(
+                    "a graph of rows {first}..{} of {rows} feature rows ({} values, {dim} wide)",
+                    first.saturating_add(mask.len()),
+                    features.len()
+                ),
+            });
+        }
+        let nodes: Vec<Vec<usize>> = graphs
+            .iter()
+            .map(|(_, mask)| (0..mask.len()).filter(|&r| mask[r]).collect())
+            .collect();
+        let sizes: Vec<Option<usize>> = nodes.iter().map(|n| Some(n.len())).collect();
+        let layout = Layout::new(OP, &sizes)?;
+        let mut source = Vec::with_capacity(layout.total());
+        for &i in &layout.order {
+            for &r in &nodes[i] {
+                source.push(int(OP, graphs[i].0 + r)?);
+            }
+        }
+        let mut solved = unsolved(graphs.len());
+        if !layout.order.is_empty() {
+            self.bind(OP)?;
+            solved = self.solve(
+                OP,
+                features,
+                dim,
+                &source,
+                &layout,
+                l2_normalize,
+                graphs.len(),
+            )?;
+        }
+        let mut out = Vec::with_capacity(graphs.len());
+        for (((first, mask), nodes), solved) in graphs.iter().zip(&nodes).zip(solved) {
+            let solved = solved.expect("every graph was solved");
+            out.push(match solved.nonfinite {
+                None => Ok(solved.into_fiedler(mask.len(), nodes)),
+                Some(k) => {
+                    // Which feature it was: one row back to the host.
+                    let row = nodes[k];
+                    let at = (first + row) * dim;
+                    let values = self
+                        .stream
+                        .clone_dtoh(&features.slice(at..at + dim))
+                        .map_err(|e| device_error(OP, "device-to-host copy", e))?;
+                    match values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                        Some((col, &value)) => {
+                            Err(SpectralError::NonFiniteFeature { row, col, value })
+                        }
+                        None => {
+                            return Err(BackendError::Device {
+                                op: OP,
+                                message: format!(
+                                    "row {row} was flagged non-finite but reads back finite"
+                                ),
+                            })
+                        }
+                    }
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    /// A device buffer left as it is: zeroing the f64 rows and workspaces of a large
+    /// batch (about 1 GB at 512 graphs of 196 nodes) takes a noticeable share of the solve.
+    ///
+    /// # Safety
+    /// Every element must be written before anything reads it.
+    unsafe fn alloc_unwritten<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        op: &'static str,
+        len: usize,
+    ) -> Result<CudaSlice<T>> {
+        if len == 0 {
+            return self.alloc(op, 0);
+        }
+        // SAFETY: the caller writes every element before it is read.
+        unsafe { self.stream.alloc::<T>(len) }
+            .map_err(|e| self.alloc_error(op, len * std::mem::size_of::<T>(), e))
+    }
+
+    /// Runs the three stages on the packed graphs of `layout`, whose node k is row
+    /// `source[k]` of `features`; returns the results by the caller's graph index, one for
+    /// each of `graphs` (`None` for graphs not in the layout).
+    #[allow(clippy::too_many_arguments)]
+    fn solve(
+        &self,
+        op: &'static str,
+        features: &CudaSlice<f32>,
+        dim: usize,
+        source: &[i32],
+        layout: &Layout,
+        l2_normalize: bool,
+        graphs: usize,
+    ) -> Result<Vec<Option<Solved>>> {
+        let blocks = layout.order.len();
+        let total = layout.total();
+        let dev_source = self.upload_any(op, source)?;
+        let dev_starts = self.upload_any(op, &layout.node_start)?;
+        let dev_work_starts = self.upload_any(op, &layout.work_start)?;
+        // SAFETY: `fiedler_rows` writes every row (it runs whenever total·dim > 0).
+        let mut rows = unsafe { self.alloc_unwritten::<f64>(op, total * dim) }?;
+        let mut nonfinite = self.alloc::<i32>(op, total.max(1))?;
+        // Every part of a graph's workspace is written before it is read — M by the DGEMM,
+        // which is skipped for zero-width features: then M must be (and is) all zero.
+        let mut work = if dim > 0 {
+            // SAFETY: as said above.
+            unsafe { self.alloc_unwritten::<f64>(op, layout.work.max(1)) }?
+        } else {
+            self.alloc::<f64>(op, layout.work.max(1))?
+        };
+        let mut abs = self.alloc::<f32>(op, total.max(1))?;
+        let mut signed = self.alloc::<f32>(op, total.max(1))?;
+        let mut lambda2 = self.alloc::<f64>(op, blocks)?;
+        let mut gap = self.alloc::<f64>(op, blocks)?;
+        let mut residual = self.alloc::<f64>(op, blocks)?;
+        let mut steps = self.alloc::<i32>(op, blocks)?;
+        if total > 0 && dim > 0 {
+            let warps = ROWS_BLOCK as usize / 32;
             let cfg = LaunchConfig {
-                grid_dim: (blocks as u32, 1, 1),
-                block_dim: (BLOCK, 1, 1),
+                grid_dim: (int(op, total.div_ceil(warps))? as u32, 1, 1),
+                block_dim: (ROWS_BLOCK, 1, 1),
                 shared_mem_bytes: 0,
             };
+            let (n_rows, d, l2) = (int(op, total)?, int(op, dim)?, i32::from(l2_normalize));
+            launch!(
+                self,
+                "fiedler_rows",
+                cfg,
+                features,
+                &dev_source,
+                &mut rows,
+                &mut nonfinite,
+                &n_rows,
+                &d,
+                &l2
+            )?;
+            for (n, range) in &layout.groups {
+                self.gram(
+                    &rows,
+                    layout.node_start[range.start] as usize * dim,
+                    &work,
+                    layout.work_start[range.start] as usize,
+                    *n,
+                    dim,
+                    range.len(),
+                )?;
+            }
+        }
+        for (n, range) in &layout.groups {
+            let cfg = LaunchConfig {
+                grid_dim: (range.len() as u32, 1, 1),
+                block_dim: (graph_threads(*n), 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let first_graph = int(op, range.start)?;
             launch!(
                 self,
                 "fiedler_graphs",
                 cfg,
-                &dev_features,
                 &dev_starts,
                 &dev_work_starts,
-                &mut dev_work,
-                &d,
-                &l2,
+                &mut work,
+                &first_graph,
                 &mut abs,
                 &mut signed,
                 &mut lambda2,
@@ -116,52 +447,110 @@ impl Cuda {
                 &mut residual,
                 &mut steps
             )?;
-            let host = |e| device_error(OP, "device-to-host copy (or the kernel before it)", e);
-            let abs = self.stream.clone_dtoh(&abs).map_err(host)?;
-            let signed = self.stream.clone_dtoh(&signed).map_err(host)?;
-            let lambda2 = self.stream.clone_dtoh(&lambda2).map_err(host)?;
-            let gap = self.stream.clone_dtoh(&gap).map_err(host)?;
-            let residual = self.stream.clone_dtoh(&residual).map_err(host)?;
-            let steps = self.stream.clone_dtoh(&steps).map_err(host)?;
-            self.synchronize()?;
-            for b in 0..blocks {
-                let range = node_start[b] as usize..node_start[b + 1] as usize;
-                let defined = |v: f64| (!v.is_nan()).then_some(v);
-                solved.push((
-                    abs[range.clone()].to_vec(),
-                    signed[range].to_vec(),
-                    defined(lambda2[b]),
-                    defined(gap[b]),
-                    residual[b],
-                    steps[b] as usize,
-                ));
-            }
         }
-        let mut solved = solved.into_iter();
-        Ok(graphs
-            .iter()
-            .zip(checked)
-            .map(|(g, nodes)| {
-                let nodes = nodes?;
-                let (abs, signed, lambda2, gap, residual, steps) =
-                    solved.next().expect("one result per valid graph");
-                let scatter = |values: &[f32]| {
-                    let mut out = vec![0.0f32; g.rows];
-                    for (&r, &v) in nodes.iter().zip(values) {
-                        out[r] = v;
-                    }
-                    out
-                };
-                Ok(Fiedler {
-                    vector: scatter(&abs),
-                    signed: scatter(&signed),
-                    tokens: nodes.len(),
-                    lambda2,
-                    gap,
-                    residual,
-                    iterations: steps,
-                })
-            })
-            .collect())
+        let host = |e| device_error(op, "device-to-host copy (or a kernel before it)", e);
+        let abs = self.stream.clone_dtoh(&abs).map_err(host)?;
+        let signed = self.stream.clone_dtoh(&signed).map_err(host)?;
+        let nonfinite = self.stream.clone_dtoh(&nonfinite).map_err(host)?;
+        let lambda2 = self.stream.clone_dtoh(&lambda2).map_err(host)?;
+        let gap = self.stream.clone_dtoh(&gap).map_err(host)?;
+        let residual = self.stream.clone_dtoh(&residual).map_err(host)?;
+        let steps = self.stream.clone_dtoh(&steps).map_err(host)?;
+        self.synchronize()?;
+        let defined = |v: f64| (!v.is_nan()).then_some(v);
+        let mut solved = unsolved(graphs);
+        for (b, &i) in layout.order.iter().enumerate() {
+            let range = layout.nodes(b);
+            solved[i] = Some(Solved {
+                abs: abs[range.clone()].to_vec(),
+                signed: signed[range.clone()].to_vec(),
+                lambda2: defined(lambda2[b]),
+                gap: defined(gap[b]),
+                residual: residual[b],
+                steps: steps[b] as usize,
+                nonfinite: nonfinite[range].iter().position(|&f| f != 0),
+            });
+        }
+        Ok(solved)
+    }
+    /// F Fᵀ of `count` graphs of `n` nodes each, into the first n² doubles of their
+    /// workspaces: `rows` holds their f64 feature rows (n × dim each, one graph after the
+    /// other) from `row_offset` on, and their workspaces start at `work_offset`, one
+    /// `work_len(n)` apart. Column-major cuBLAS sees each graph's rows as a dim × n matrix
+    /// X, so Xᵀ X is the Gram matrix (written in full; the kernel reads one triangle).
+    #[allow(clippy::too_many_arguments)]
+    fn gram(
+        &self,
+        rows: &CudaSlice<f64>,
+        row_offset: usize,
+        work: &CudaSlice<f64>,
+        work_offset: usize,
+        n: usize,
+        dim: usize,
+        count: usize,
+    ) -> Result<()> {
+        const OP: &str = "fiedler_batch";
+        if n == 0 || dim == 0 || count == 0 {
+            return Ok(());
+        }
+        let cublas = |e| BackendError::Device {
+            op: OP,
+            message: format!("cuBLAS DGEMM: {e:?}"),
+        };
+        let f64_size = std::mem::size_of::<f64>() as u64;
+        // Event tracking is off: the returned guards record nothing.
+        let x = rows.device_ptr(&self.stream).0 + row_offset as u64 * f64_size;
+        let c = work.device_ptr(&self.stream).0 + work_offset as u64 * f64_size;
+        let (n32, d32) = (int(OP, n)?, int(OP, dim)?);
+        let (alpha, beta) = (1.0f64, 0.0f64);
+        // A cuBLAS handle must not be used by two threads at once; the backend is `Sync`.
+        let blas = self.blas.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: graph b reads rows row_offset + b·n·dim .. + n·dim of `rows` and writes
+        // n² doubles from work_offset + b·work_len(n), all inside the buffers the caller
+        // sized for these graphs.
+        unsafe {
+            dgemm_strided_batched(
+                *blas.handle(),
+                cublasOperation_t::CUBLAS_OP_T,
+                cublasOperation_t::CUBLAS_OP_N,
+                n32,
+                n32,
+                d32,
+                &alpha,
+                x as *const f64,
+                d32,
+                (n * dim) as i64,
+                x as *const f64,
+                d32,
+                (n * dim) as i64,
+                &beta,
+                c as *mut f64,
+                n32,
+                work_len(n) as i64,
+                int(OP, count)?,
+            )
+        }
+        .map_err(cublas)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_rows_are_copied_in_runs_of_consecutive_rows() {
+        assert!(row_runs(&[]).is_empty());
+        assert_eq!(row_runs(&[0, 1, 2, 3]), vec![0..4]);
+        assert_eq!(row_runs(&[1, 2, 5, 7, 8]), vec![1..3, 5..6, 7..9]);
+    }
+
+    #[test]
+    fn a_graph_gets_a_thread_per_node_in_whole_warps_within_bounds() {
+        assert_eq!(graph_threads(0), 64);
+        assert_eq!(graph_threads(36), 64);
+        assert_eq!(graph_threads(196), 224);
+        assert_eq!(graph_threads(577), 512);
+        assert_eq!(graph_threads(10_000), 512);
     }
 }
