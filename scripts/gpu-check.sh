@@ -89,6 +89,8 @@ if [ -n "$fiedler" ]; then
         --method all --out "$logs/explain-cuda"
     step bench-clip-vit-b16 90 "$fiedler" bench --device cuda --size vit-b16 \
         --batch 1,16,64 --method dsmi-grad,chefer,raw-attn,transformer-attribution --repeats 3
+    step bench-clip-tf32 60 "$fiedler" bench --device cuda --tf32 --size vit-b16 \
+        --batch 16,64 --method dsmi-grad,chefer,raw-attn --repeats 3
     step bench-lxmert-base 50 "$fiedler" bench --device cuda --size lxmert-base \
         --batch 1,16,64 --method dsmi-grad,chefer,partial-lrp --repeats 3
     step bench-fiedler 40 "$fiedler" bench --device cuda --size fiedler \

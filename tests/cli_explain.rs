@@ -228,6 +228,13 @@ fn explain_rejects_bad_input_clearly() {
     let image = fixtures().join("images/catdog.png");
     let img = s(&image);
     let o = s(&out);
+    // TF32 is a GPU math mode: asking for it on the CPU is refused, not ignored.
+    assert_fails(
+        &[
+            "explain", "--model", m, "--image", img, "--text", "a cat", "--tf32", "--out", o,
+        ],
+        "--tf32 applies to the GPU",
+    );
     assert_fails(
         &[
             "explain",

@@ -1,6 +1,6 @@
 //! `--device cpu|cuda|auto`: which backend a command computes on.
 
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 use fiedler::backend::Cpu;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -31,30 +31,55 @@ impl Opened {
     }
 }
 
+/// How the dense products of a GPU are computed.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct Precision {
+    /// CUDA only: run the f32 dense products on TF32 tensor cores (inputs rounded to a
+    /// 10-bit mantissa, several times faster). Traces move by up to ~1e-3 of their scale;
+    /// see docs/performance.md.
+    #[arg(long)]
+    pub tf32: bool,
+}
+
 #[cfg(feature = "cuda")]
-pub fn open(device: Device) -> anyhow::Result<Opened> {
+pub fn open(device: Device, precision: Precision) -> anyhow::Result<Opened> {
     use fiedler::backend::cuda::Cuda;
-    match device {
-        Device::Cpu => Ok(Opened::Cpu(Cpu)),
-        Device::Cuda => Cuda::new()
+    let cuda = || {
+        let c = Cuda::new()?;
+        if precision.tf32 {
+            c.with_tf32()
+        } else {
+            Ok(c)
+        }
+    };
+    let opened = match device {
+        Device::Cpu => Opened::Cpu(Cpu),
+        Device::Cuda => cuda()
             .map(Opened::Cuda)
-            .map_err(|e| anyhow::anyhow!("--device cuda: {e}")),
-        Device::Auto => Ok(Cuda::new().map_or_else(
+            .map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?,
+        Device::Auto => cuda().map_or_else(
             |e| {
                 eprintln!("note: --device auto: using the CPU ({e})");
                 Opened::Cpu(Cpu)
             },
             Opened::Cuda,
-        )),
+        ),
+    };
+    if precision.tf32 && matches!(opened, Opened::Cpu(_)) {
+        anyhow::bail!("--tf32 applies to the GPU; the CPU computes in f32 (drop --tf32)");
     }
+    Ok(opened)
 }
 
 #[cfg(not(feature = "cuda"))]
-pub fn open(device: Device) -> anyhow::Result<Opened> {
+pub fn open(device: Device, precision: Precision) -> anyhow::Result<Opened> {
     match device {
         Device::Cuda => anyhow::bail!(
             "--device cuda: this fiedler was built without the `cuda` feature; use --device cpu"
         ),
+        _ if precision.tf32 => {
+            anyhow::bail!("--tf32 applies to the GPU; the CPU computes in f32 (drop --tf32)")
+        }
         Device::Cpu | Device::Auto => Ok(Opened::Cpu(Cpu)),
     }
 }

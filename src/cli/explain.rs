@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::cli::device::{open, with_backend, Device};
+use crate::cli::device::{open, with_backend, Device, Precision};
 use clap::Args;
 use fiedler::backend::Backend;
 use fiedler::explain::{Explanation, Method, MethodOptions};
@@ -83,6 +83,8 @@ pub struct ExplainArgs {
     /// Where to compute: cpu, cuda (the first GPU) or auto (cuda when it works).
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    #[command(flatten)]
+    precision: Precision,
     /// First layer that rollout and chefer use (CLIP: vision tower); negative counts from
     /// the end (-1 = last layer only, as Chefer's CLIP notebook). Default: every layer.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
@@ -298,7 +300,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         .collect();
     let mut seen = std::collections::HashSet::new();
     methods.retain(|m| seen.insert(*m));
-    let backend = open(args.device)?;
+    let backend = open(args.device, args.precision)?;
     if args.device != Device::Cpu {
         eprintln!("device: {}", backend.describe());
     }

@@ -23,7 +23,9 @@ impl Cuda {
     ) -> Result<Vec<Solved>> {
         let lens: Vec<(usize, &[usize])> = graphs.iter().map(|(b, r)| (b.len(), *r)).collect();
         check::graph_rows(dim, &lens)?;
-        let ascending = graphs.iter().all(|(_, r)| r.windows(2).all(|w| w[0] < w[1]));
+        let ascending = graphs
+            .iter()
+            .all(|(_, r)| r.windows(2).all(|w| w[0] < w[1]));
         if opts.solver == Solver::Dense || !ascending {
             return self.fiedler_of_rows_on_host(graphs, dim, opts);
         }
@@ -39,12 +41,12 @@ impl Cuda {
         let mut solved: Vec<Option<Solved>> = (0..graphs.len()).map(|_| None).collect();
         for (_, members) in &groups {
             // Ascending rows as a span from the first with a mask over the gaps.
-            let masks: Vec<(usize, Vec<bool>)> = members
+            let masks: Vec<(usize, Vec<bool>)> =
+                members.iter().map(|&g| span(graphs[g].1)).collect();
+            let spans: Vec<(usize, &[bool])> = masks
                 .iter()
-                .map(|&g| span(graphs[g].1))
+                .map(|(first, m)| (*first, m.as_slice()))
                 .collect();
-            let spans: Vec<(usize, &[bool])> =
-                masks.iter().map(|(first, m)| (*first, m.as_slice())).collect();
             let buf = graphs[members[0]].0;
             let results = self.fiedler_batch_device(buf, dim, &spans, opts.l2_normalize)?;
             for ((&g, (_, mask)), r) in members.iter().zip(&masks).zip(results) {

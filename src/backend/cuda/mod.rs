@@ -179,6 +179,31 @@ impl Cuda {
         &self.description
     }
 
+    /// Lets cuBLAS run the f32 dense products on TF32 tensor cores: inputs rounded to a
+    /// 10-bit mantissa (relative error up to 2⁻¹¹ per operand), f32 accumulation, several
+    /// times the f32 rate. Off by default; how far traces and explanations move is measured
+    /// in tests/cuda_backend.rs (`tf32_trace_stays_within_its_stated_bounds`) and stated in
+    /// docs/performance.md. The spectral solver's f64 products are unaffected.
+    pub fn with_tf32(mut self) -> std::result::Result<Self, CudaError> {
+        let blas = self.blas.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: a valid handle, used by no other thread while the lock is held.
+        let status = unsafe {
+            cudarc::cublas::sys::cublasSetMathMode(
+                *blas.handle(),
+                cudarc::cublas::sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
+            )
+        };
+        drop(blas);
+        if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            return Err(CudaError::Blas {
+                during: "allowing TF32 products",
+                error: format!("{status:?}"),
+            });
+        }
+        self.description.push_str("; TF32 products");
+        Ok(self)
+    }
+
     /// Waits for every enqueued op (for timing).
     pub fn synchronize(&self) -> Result<()> {
         self.stream
