@@ -8,8 +8,8 @@ mod common;
 use common::{clip_method_inputs, fixtures, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::clip::{clip_reads, explain_clip};
-use fiedler::explain::vilt::explain_vilt;
-use fiedler::explain::{reads, ExplainError, Explanation, Method, MethodOptions};
+use fiedler::explain::vilt::{explain_vilt, vilt_reads};
+use fiedler::explain::{ExplainError, Explanation, Method, MethodOptions};
 use fiedler::model::clip::Clip;
 use fiedler::model::vilt::Vilt;
 use fiedler::model::VqaTarget;
@@ -86,10 +86,14 @@ fn vilt_explains_the_same_from_a_reduced_trace() {
     let all = &Method::ALL[..];
     let trace = || model.lrp(&Cpu, &x, &target, true).unwrap();
     let whole = explain_vilt(&trace(), all, &opts).unwrap();
-    let reduced = trace().into_host_for(&Cpu, &reads(all)).unwrap();
+    let t = trace();
+    let reads = vilt_reads(all, &t, &opts);
+    let reduced = t.into_host_for(&Cpu, &reads).unwrap();
     assert_same("all", &whole, &explain_vilt(&reduced, all, &opts).unwrap());
     for (i, &m) in all.iter().enumerate() {
-        let reduced = trace().into_host_for(&Cpu, &m.reads()).unwrap();
+        let t = trace();
+        let reads = vilt_reads(&[m], &t, &opts);
+        let reduced = t.into_host_for(&Cpu, &reads).unwrap();
         let alone = explain_vilt(&reduced, &[m], &opts).unwrap();
         let column: Vec<Vec<Explanation>> = whole.iter().map(|s| vec![s[i].clone()]).collect();
         assert_same(m.name(), &column, &alone);

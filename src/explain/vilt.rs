@@ -8,11 +8,41 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, check_kept, check_relevance, resolve_start, spread_words, ExplainError,
+    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, ExplainError,
     Explanation, Method, MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
 use crate::model::VqaTarget;
+use crate::trace::{GraphSpec, Layers, Reads};
+
+/// What `methods` read of the joint encoder, with the spectral methods' graphs (each
+/// sample's patches and its word tokens) to solve where the trace lives, for
+/// `ViltTrace::into_host_for`.
+pub fn vilt_reads<Buf>(methods: &[Method], trace: &ViltTrace<Buf>, opts: &MethodOptions) -> Reads {
+    let all = reads(methods);
+    if all.features == Layers::None {
+        return all;
+    }
+    let graphs = trace
+        .output
+        .layouts
+        .iter()
+        .enumerate()
+        .flat_map(|(sample, layout)| {
+            [
+                GraphSpec {
+                    sample,
+                    tokens: layout.patch_tokens().collect(),
+                },
+                GraphSpec {
+                    sample,
+                    tokens: layout.word_tokens().collect(),
+                },
+            ]
+        })
+        .collect();
+    all.with_graphs(graphs, opts.graph)
+}
 
 /// Explains every sample of a traced batch with every method: result[sample][method].
 pub fn explain_vilt(
@@ -37,6 +67,7 @@ pub fn explain_vilt(
                 .chain(layout.patch_tokens())
                 .collect();
             let patches_at = layout.text_len + 1;
+            // Text view positions are padded positions (the text comes first).
             let words: Vec<usize> = layout.word_tokens().collect();
             let readouts = [
                 Readout {

@@ -5,8 +5,8 @@ use std::path::Path;
 use image::RgbImage;
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::vilt::explain_vilt;
-use crate::explain::{need_relevance, reads, Explanation, Method, MethodOptions};
+use crate::explain::vilt::{explain_vilt, vilt_reads};
+use crate::explain::{need_relevance, Explanation, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs, ViltOutput};
@@ -151,9 +151,11 @@ impl<B: Backend> ViltSession<B> {
             self.model.trace(be, inputs, target)?
         } else {
             self.model.record(be, inputs)?
-        }
-        .into_host_for(be, &reads(methods))
-        .map_err(crate::model::ModelError::from)?;
+        };
+        let reads = vilt_reads(methods, &trace, opts);
+        let trace = trace
+            .into_host_for(be, &reads)
+            .map_err(crate::model::ModelError::from)?;
         let explanations = explain_vilt(&trace, methods, opts)?;
         Ok((trace.output, explanations))
     }
