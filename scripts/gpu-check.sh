@@ -86,7 +86,7 @@ fi
 if [ -n "$fiedler" ]; then
     step explain-cuda 30 "$fiedler" explain --device cuda --model tests/fixtures/clip \
         --image tests/fixtures/images/catdog.png --text "a photo of a cat" --text "a dog" \
-        --method all --out "$logs/explain-cuda"
+        --method all --out "$(mktemp -d)/explain-cuda"
     step bench-clip-vit-b16 90 "$fiedler" bench --device cuda --size vit-b16 \
         --batch 1,16,64 --method dsmi-grad,chefer,raw-attn,transformer-attribution --repeats 3
     step bench-clip-tf32 60 "$fiedler" bench --device cuda --tf32 --size vit-b16 \
