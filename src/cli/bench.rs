@@ -304,6 +304,7 @@ fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
         .map(|i| format!("answer{i}"))
         .collect();
     let evaluator = LxmertEval {
+        backend: &Cpu,
         model: &model,
         answers: &answers,
         pad_id: 0,

@@ -22,6 +22,8 @@ use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::ModelFamily;
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
+
+use crate::cli::device::{open, with_backend, Device, Precision};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Args)]
@@ -138,6 +140,11 @@ struct RunArgs {
     /// Eigensolver for the spectral methods: lanczos (fast) or dense (reference).
     #[arg(long, default_value = "lanczos")]
     solver: Solver,
+    /// Where to compute: cpu, cuda (the first GPU) or auto (cuda when it works).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Device,
+    #[command(flatten)]
+    precision: Precision,
 }
 
 pub fn run_command(args: EvalArgs) -> anyhow::Result<()> {
@@ -321,7 +328,11 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .map(|path| SynthTruth::open(path, &questions, units))
             .transpose()
     };
-    match family {
+    let backend = open(args.device, args.precision)?;
+    if args.device != Device::Cpu {
+        eprintln!("device: {}", backend.describe());
+    }
+    with_backend!(backend, be => match family {
         ModelFamily::Vilt => {
             let Some(images) = &args.images else {
                 bail!("ViLT reads images: give --images DIR");
@@ -331,7 +342,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 images,
                 &["COCO_val2014_{id:012}.jpg", "{id}.jpg", "{id}.png"],
             );
-            let session = ViltSession::open(&model_dir)?;
+            let session = ViltSession::open_on(be, &model_dir)?;
             let prepare = |q: &Question| session.eval_input(&files.find(&q.image_id)?, &q.text);
             let truth = open_truth(ImageUnits::Patches)?;
             let session = &session;
@@ -352,7 +363,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             let Some(features) = &args.features else {
                 bail!("LXMERT reads region features: give --features FILE.tsv or a folder of features files");
             };
-            let session = LxmertSession::open(&model_dir, args.answers.as_deref())?;
+            let session = LxmertSession::open_on(be, &model_dir, args.answers.as_deref())?;
             let source = if features.is_dir() {
                 Features::Folder(patterns(&args, features, &["{id}.safetensors"]))
             } else {
@@ -387,7 +398,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                     model_dir.display()
                 );
             };
-            let session = ClipSession::open(&model_dir)?;
+            let session = ClipSession::open_on(be, &model_dir)?;
             let prepare = |q: &Question| {
                 Ok(PairRequest {
                     image: files[&q.id].clone(),
@@ -407,7 +418,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 &args.results,
             )
         }
-    }
+    })
 }
 
 fn evaluate<M: EvalModel>(

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::backend::Backend;
 use crate::eval::answers::GroundTruth;
 use crate::eval::dataset::{Dataset, Question};
 use crate::eval::runner::{EvalModel, Explained, Keep};
@@ -64,7 +65,7 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, PathBuf>),
     ))
 }
 
-impl EvalModel for ClipSession {
+impl<B: Backend> EvalModel for ClipSession<B> {
     type Input = PairRequest;
 
     fn answers(&self) -> &[String] {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::Cpu;
+use crate::backend::{Backend, Cpu};
 use crate::eval::runner::{EvalModel, Explained, Keep};
 use crate::eval::tokens::{padded_ids, question_ids, HasIds};
 use crate::eval::EvalError;
@@ -36,17 +36,19 @@ impl HasIds for LxmertInput {
 }
 
 /// A loaded LXMERT and what the benchmark needs beside it.
-pub struct LxmertEval<'a> {
-    pub model: &'a Lxmert<Cpu>,
+pub struct LxmertEval<'a, B: Backend = Cpu> {
+    pub backend: &'a B,
+    pub model: &'a Lxmert<B>,
     /// One per logit.
     pub answers: &'a [String],
     /// The tokenizer's padding id.
     pub pad_id: u32,
 }
 
-impl LxmertSession {
-    pub fn evaluator(&self) -> LxmertEval<'_> {
+impl<B: Backend> LxmertSession<B> {
+    pub fn evaluator(&self) -> LxmertEval<'_, B> {
         LxmertEval {
+            backend: self.backend(),
             model: self.model(),
             answers: self.answers(),
             pad_id: self.tokenizer().pad_id(),
@@ -65,7 +67,7 @@ impl LxmertSession {
     }
 }
 
-impl EvalModel for LxmertEval<'_> {
+impl<B: Backend> EvalModel for LxmertEval<'_, B> {
     type Input = LxmertInput;
 
     fn answers(&self) -> &[String] {
@@ -90,8 +92,14 @@ impl EvalModel for LxmertEval<'_> {
                 members.iter().map(|&i| (inputs[i], &Keep::All)).collect();
             let mut x = self.batch(&items);
             x.region_counts = None;
-            let (output, explanations) =
-                explain_inputs(&Cpu, self.model, &x, methods, opts, &VqaTarget::Predicted)?;
+            let (output, explanations) = explain_inputs(
+                self.backend,
+                self.model,
+                &x,
+                methods,
+                opts,
+                &VqaTarget::Predicted,
+            )?;
             for ((&i, predicted), explanations) in
                 members.iter().zip(output.predicted()).zip(explanations)
             {
@@ -109,12 +117,15 @@ impl EvalModel for LxmertEval<'_> {
 
     fn predict(&self, items: &[(&LxmertInput, &Keep)]) -> Result<Vec<usize>, EvalError> {
         let x = self.batch(items);
-        let output = self.model.logits(&Cpu, &x).map_err(SessionError::from)?;
+        let output = self
+            .model
+            .logits(self.backend, &x)
+            .map_err(SessionError::from)?;
         Ok(output.predicted())
     }
 }
 
-impl LxmertEval<'_> {
+impl<B: Backend> LxmertEval<'_, B> {
     fn batch(&self, items: &[(&LxmertInput, &Keep)]) -> LxmertInputs {
         let c = &self.model.config;
         let (f, b) = (c.visual_feat_dim, c.visual_pos_dim);

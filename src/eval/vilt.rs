@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::backend::Cpu;
+use crate::backend::Backend;
 use crate::eval::runner::{EvalModel, Explained, Keep};
 use crate::eval::tokens::{padded_ids, question_ids, HasIds};
 use crate::eval::EvalError;
@@ -24,7 +24,7 @@ pub struct ViltInput {
     ids: Vec<u32>,
 }
 
-impl EvalModel for ViltSession {
+impl<B: Backend> EvalModel for ViltSession<B> {
     type Input = ViltInput;
 
     fn answers(&self) -> &[String] {
@@ -54,12 +54,15 @@ impl EvalModel for ViltSession {
 
     fn predict(&self, items: &[(&ViltInput, &Keep)]) -> Result<Vec<usize>, EvalError> {
         let x = self.batch(items.iter().copied());
-        let output = self.model().logits(&Cpu, &x).map_err(SessionError::from)?;
+        let output = self
+            .model()
+            .logits(self.backend(), &x)
+            .map_err(SessionError::from)?;
         Ok(output.predicted())
     }
 }
 
-impl ViltSession {
+impl<B: Backend> ViltSession<B> {
     /// Reads and preprocesses one image and tokenizes its question.
     pub fn eval_input(&self, image: &Path, question: &str) -> Result<ViltInput, EvalError> {
         let (pixels, height, width) = self

@@ -85,6 +85,11 @@ impl<B: Backend> ClipSession<B> {
         &self.model
     }
 
+    /// Where the model computes.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }

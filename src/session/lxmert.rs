@@ -66,6 +66,11 @@ impl<B: Backend> LxmertSession<B> {
         &self.model
     }
 
+    /// Where the model computes.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }

@@ -51,6 +51,11 @@ impl<B: Backend> ViltSession<B> {
         &self.model
     }
 
+    /// Where the model computes.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     pub fn processor(&self) -> &ViltProcessorConfig {
         &self.processor
     }
