@@ -231,22 +231,9 @@ impl Backend for Cpu {
     ) -> Result<Vec<std::result::Result<Fiedler, SpectralError>>> {
         let lens: Vec<(usize, &[usize])> = graphs.iter().map(|(b, r)| (b.len(), *r)).collect();
         check::graph_rows(dim, &lens)?;
-        let features: Vec<Vec<f32>> = graphs
-            .iter()
-            .map(|(buf, rows)| gather(buf, rows, dim))
-            .collect();
-        let masks: Vec<Vec<bool>> = graphs.iter().map(|(_, r)| vec![true; r.len()]).collect();
-        let inputs: Vec<GraphInput> = features
-            .iter()
-            .zip(&masks)
-            .map(|(f, mask)| GraphInput {
-                features: f,
-                rows: mask.len(),
-                dim,
-                mask,
-            })
-            .collect();
-        Ok(fiedler_batch(&inputs, opts))
+        let graphs: Vec<(&[f32], &[usize])> =
+            graphs.iter().map(|(b, r)| (b.as_slice(), *r)).collect();
+        Ok(fiedler_of_rows(&graphs, dim, opts))
     }
 
     fn head_mean(
@@ -476,9 +463,31 @@ impl Backend for Cpu {
     }
 }
 
-/// Rows `rows` of a buffer of `dim`-wide rows, packed.
-pub(crate) fn gather(buf: &[f32], rows: &[usize], dim: usize) -> Vec<f32> {
-    rows.iter()
-        .flat_map(|&r| buf[r * dim..(r + 1) * dim].iter().copied())
-        .collect()
+/// The Fiedler vector of each graph whose nodes are the rows `rows` of `features`
+/// (`dim` wide; rows checked by the caller), on the CPU solvers.
+pub(crate) fn fiedler_of_rows(
+    graphs: &[(&[f32], &[usize])],
+    dim: usize,
+    opts: &GraphOptions,
+) -> Vec<std::result::Result<Fiedler, SpectralError>> {
+    let features: Vec<Vec<f32>> = graphs
+        .iter()
+        .map(|(buf, rows)| {
+            rows.iter()
+                .flat_map(|&r| buf[r * dim..(r + 1) * dim].iter().copied())
+                .collect()
+        })
+        .collect();
+    let masks: Vec<Vec<bool>> = graphs.iter().map(|(_, r)| vec![true; r.len()]).collect();
+    let inputs: Vec<GraphInput> = features
+        .iter()
+        .zip(&masks)
+        .map(|(f, mask)| GraphInput {
+            features: f,
+            rows: mask.len(),
+            dim,
+            mask,
+        })
+        .collect();
+    fiedler_batch(&inputs, opts)
 }

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use cudarc::driver::CudaSlice;
 
 use super::Cuda;
-use crate::backend::cpu::gather;
+use crate::backend::cpu::fiedler_of_rows;
 use crate::backend::{check, Backend, Result};
-use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, Solver, SpectralError};
+use crate::linalg::{Fiedler, GraphOptions, Solver, SpectralError};
 
 type Solved = std::result::Result<Fiedler, SpectralError>;
 
@@ -67,27 +67,15 @@ impl Cuda {
     ) -> Result<Vec<Solved>> {
         let mut host: HashMap<u64, Vec<f32>> = HashMap::new();
         for (buf, _) in graphs {
-            let key = self.ptr(buf);
-            if !host.contains_key(&key) {
-                host.insert(key, self.download(buf)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = host.entry(self.ptr(buf)) {
+                e.insert(self.download(buf)?);
             }
         }
-        let features: Vec<Vec<f32>> = graphs
+        let graphs: Vec<(&[f32], &[usize])> = graphs
             .iter()
-            .map(|(buf, rows)| gather(&host[&self.ptr(buf)], rows, dim))
+            .map(|(buf, rows)| (host[&self.ptr(buf)].as_slice(), *rows))
             .collect();
-        let masks: Vec<Vec<bool>> = graphs.iter().map(|(_, r)| vec![true; r.len()]).collect();
-        let inputs: Vec<GraphInput> = features
-            .iter()
-            .zip(&masks)
-            .map(|(f, mask)| GraphInput {
-                features: f,
-                rows: mask.len(),
-                dim,
-                mask,
-            })
-            .collect();
-        Ok(fiedler_batch(&inputs, opts))
+        Ok(fiedler_of_rows(&graphs, dim, opts))
     }
 }
 
