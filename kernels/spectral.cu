@@ -7,9 +7,11 @@
 //    workspace. The Gram is O(n²·d) — at n = 196, d = 768, 30 M multiply-adds a graph, most
 //    of the work — and a tensor-core DGEMM does it at full rate, where one thread per pair
 //    of rows reading `dim`-strided features did not.
-// 3. `fiedler_graphs` (one thread block per graph, a warp per 32 nodes): the rest of
-//    affinity.rs (W = max(F Fᵀ, 0) / max from one triangle, mirrored so M is exactly
-//    symmetric; guarded degrees; M = D^-1/2 W D^-1/2; the trivial vector D^1/2 1), then
+// 3. `fiedler_graphs` (one thread block per graph, a warp per 32 nodes; for graphs of at
+//    most 256 nodes its twin `fiedler_graphs_small`, the same code under tighter launch
+//    bounds): the rest of affinity.rs (W = max(F Fᵀ, 0) / max from one triangle, mirrored
+//    so M is exactly symmetric; guarded degrees; M = D^-1/2 W D^-1/2; the trivial vector
+//    D^1/2 1), then
 //    lanczos.rs (full reorthogonalisation with the DGKS repeat, convergence checks on the
 //    same work schedule), tridiagonal.rs (Laguerre for θ, inverse iteration for y, on one
 //    thread) and solve.rs (two Lanczos runs: the Fiedler pair, then μ₃ for the gap;
@@ -45,6 +47,10 @@
 // exceeds SHARED_NODES; below, shared memory holds them.
 #define WORK_VECTORS 14
 #define SHARED_NODES 640
+
+// `fiedler_graphs_small`'s launch bounds (the host's SMALL_GRAPH_THREADS).
+#define SMALL_GRAPH_THREADS 256
+#define SMALL_GRAPH_BLOCKS 4
 
 // ---- SplitMix64 uniforms (src/linalg/synthetic.rs) ----
 
@@ -447,12 +453,12 @@ KERNEL void fiedler_rows(const float* features, const int* source_row, double* x
 // M block of the workspace holds F Fᵀ (row-major, n × n; only the triangle j <= i is read).
 // Outputs per node: |v| and the signed v (largest entry positive); per graph: λ₂, λ₃ − λ₂
 // (NaN when undefined), ‖M u − μ u‖ and the Lanczos steps.
-// At most 512 threads (the host's graph_threads), which the bound lets the compiler count on.
-KERNEL void __launch_bounds__(512)
-    fiedler_graphs(const int* node_start, const long long* work_start, double* work,
-                   int first_graph, float* out_abs, float* out_signed, double* out_lambda2,
-                   double* out_gap, double* out_residual, int* out_steps) {
-    __shared__ Shared sh;
+// The body of the two entry points below, which differ only in their launch bounds.
+__device__ __forceinline__ void fiedler_graph(const int* node_start, const long long* work_start,
+                                              double* work, int first_graph, float* out_abs,
+                                              float* out_signed, double* out_lambda2,
+                                              double* out_gap, double* out_residual,
+                                              int* out_steps, Shared& sh) {
     const int g = first_graph + blockIdx.x;
     const int first = node_start[g];
     const int n = node_start[g + 1] - first;
@@ -581,4 +587,29 @@ KERNEL void __launch_bounds__(512)
         out_abs[first + i] = (float)fabs(x);
         out_signed[first + i] = (float)x;
     }
+}
+
+// Any graph, at most 512 threads (the host's graph_threads), which the bound lets the
+// compiler count on; it then takes 128 registers a thread, so only two or three blocks fit
+// on an SM.
+KERNEL void __launch_bounds__(512)
+    fiedler_graphs(const int* node_start, const long long* work_start, double* work,
+                   int first_graph, float* out_abs, float* out_signed, double* out_lambda2,
+                   double* out_gap, double* out_residual, int* out_steps) {
+    __shared__ Shared sh;
+    fiedler_graph(node_start, work_start, work, first_graph, out_abs, out_signed, out_lambda2,
+                  out_gap, out_residual, out_steps, sh);
+}
+
+// Graphs of at most SMALL_GRAPH_THREADS nodes (the host picks it by n): at most that many
+// threads, and a register budget that lets SMALL_GRAPH_BLOCKS blocks share an SM, since one
+// small block alone leaves the SM idle at its barriers.
+KERNEL void __launch_bounds__(SMALL_GRAPH_THREADS, SMALL_GRAPH_BLOCKS)
+    fiedler_graphs_small(const int* node_start, const long long* work_start, double* work,
+                         int first_graph, float* out_abs, float* out_signed,
+                         double* out_lambda2, double* out_gap, double* out_residual,
+                         int* out_steps) {
+    __shared__ Shared sh;
+    fiedler_graph(node_start, work_start, work, first_graph, out_abs, out_signed, out_lambda2,
+                  out_gap, out_residual, out_steps, sh);
 }

@@ -94,7 +94,7 @@ if [ -n "$fiedler" ]; then
     step bench-lxmert-base 50 "$fiedler" bench --device cuda --size lxmert-base \
         --batch 1,16,64 --method dsmi-grad,chefer,partial-lrp --repeats 3
     step bench-fiedler 40 "$fiedler" bench --device cuda --size fiedler \
-        --nodes 36,196,577 --batch 64,512 --repeats 3
+        --nodes 36,196,577 --batch 64,512 --repeats 3 --stages
 fi
 # Criterion: per-op GPU times at ViT-B/16 batch-64 sizes, Fiedler batches of 256 graphs.
 [ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench

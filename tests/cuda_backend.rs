@@ -1325,8 +1325,9 @@ fn batched_fiedler_matches_cpu_lanczos() {
 /// a range of its rows with its mask) gives what `fiedler_batch` gives from host memory,
 /// the NaN graph's error included. The same kernels run on the same values; the bounds are
 /// still those against the CPU, in case cuBLAS rounds differently from call to call (a row
-/// gathered wrongly would miss them by far). A graph reaching past the buffer is an error
-/// of the call.
+/// gathered wrongly would miss them by far). The timed entry (`fiedler bench --stages`)
+/// gives the same and a device time for each stage. A graph reaching past the buffer is an
+/// error of the call.
 #[test]
 fn fiedler_of_device_features_matches_the_host_entry() {
     use fiedler::linalg::GraphInput;
@@ -1365,6 +1366,17 @@ fn fiedler_of_device_features_matches_the_host_entry() {
             let what = format!("graph {i} ({} rows, l2 {l2_normalize})", graphs[i].1);
             assert_same_fiedler(&what, h, d, (1e-9, 1e-5, 1e-5));
         }
+        let (timed, stages) = cuda
+            .fiedler_batch_device_timed(&features, dim, &spans, l2_normalize)
+            .expect("timed device entry");
+        for (i, (d, t)) in on_device.iter().zip(&timed).enumerate() {
+            let what = format!("graph {i} timed ({} rows, l2 {l2_normalize})", graphs[i].1);
+            assert_same_fiedler(&what, d, t, (1e-9, 1e-5, 1e-5));
+        }
+        assert!(
+            stages.rows > 0.0 && stages.gram > 0.0 && stages.graphs > 0.0,
+            "{stages:?}"
+        );
     }
     let past_the_end = cuda.fiedler_batch_device(&features, dim, &[(next, &[true][..])], true);
     assert!(past_the_end.is_err(), "{past_the_end:?}");

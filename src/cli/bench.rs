@@ -10,6 +10,8 @@ use crate::cli::device::{open, with_backend, Device, Opened, Precision};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use fiedler::backend::cpu::matmul_flops;
+#[cfg(feature = "cuda")]
+use fiedler::backend::cuda::FiedlerStages;
 use fiedler::backend::{Backend, Cpu};
 use fiedler::eval::answers::GroundTruth;
 use fiedler::eval::dataset::Question;
@@ -76,6 +78,11 @@ pub struct BenchArgs {
     /// CPU).
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
+    /// With --size fiedler --device cuda: also the device time of each stage of the
+    /// on-device solve (rows to f64, the Gram DGEMMs, the per-graph Lanczos kernel), in ms,
+    /// medians of --repeats further calls timed with CUDA events.
+    #[arg(long)]
+    stages: bool,
     #[command(flatten)]
     precision: Precision,
 }
@@ -126,6 +133,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             bail!("--eval runs on the CPU (the perturbation benchmark has no CUDA path yet)");
         }
         return run_eval(&args, &methods);
+    }
+    if args.stages && !(matches!(args.size, Size::Fiedler) && args.device == Device::Cuda) {
+        bail!("--stages times the CUDA Fiedler solve: use --size fiedler --device cuda");
     }
     let backend = open(args.device, args.precision)?;
     let device = backend.describe();
@@ -450,10 +460,14 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
         "Fiedler vectors (affinity, Lanczos, gap), {FIEDLER_DIM}-wide clustered features, {device}, median of {}",
         args.repeats
     );
-    println!(
+    print!(
         "{:>6} {:>7} {:>10} {:>12} {:>18}",
         "nodes", "graphs", "ms", "graphs/s", "on-device graphs/s"
     );
+    if args.stages {
+        print!(" {:>8} {:>8} {:>8}", "rows ms", "gram ms", "graph ms");
+    }
+    println!();
     for &n in &args.nodes {
         for &batch in &args.batch {
             // A few distinct graphs, repeated: generating 577×768 features per graph would
@@ -485,7 +499,7 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
                 Ok(())
             })?;
             let on_device = match backend {
-                Opened::Cpu(_) => "-".to_string(),
+                Opened::Cpu(_) => format!("{:>18}", "-"),
                 #[cfg(feature = "cuda")]
                 Opened::Cuda(cuda) => {
                     // The same graphs from features already in device memory (a model's
@@ -503,11 +517,37 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
                         results.into_iter().collect::<Result<Vec<_>, _>>()?;
                         Ok(())
                     })?;
-                    format!("{:.0}", batch as f64 / seconds)
+                    let mut column = format!("{:>18.0}", batch as f64 / seconds);
+                    if args.stages {
+                        let stages = (0..args.repeats.max(1))
+                            .map(|_| {
+                                let (results, stages) = cuda.fiedler_batch_device_timed(
+                                    &packed,
+                                    FIEDLER_DIM,
+                                    &spans,
+                                    opts.l2_normalize,
+                                )?;
+                                results.into_iter().collect::<Result<Vec<_>, _>>()?;
+                                Ok(stages)
+                            })
+                            .collect::<anyhow::Result<Vec<_>>>()?;
+                        let median = |stage: fn(&FiedlerStages) -> f32| {
+                            let mut ms: Vec<f32> = stages.iter().map(stage).collect();
+                            ms.sort_by(f32::total_cmp);
+                            ms[ms.len() / 2]
+                        };
+                        column += &format!(
+                            " {:>8.3} {:>8.3} {:>8.3}",
+                            median(|s| s.rows),
+                            median(|s| s.gram),
+                            median(|s| s.graphs)
+                        );
+                    }
+                    column
                 }
             };
             println!(
-                "{n:>6} {batch:>7} {:>10.2} {:>12.0} {on_device:>18}",
+                "{n:>6} {batch:>7} {:>10.2} {:>12.0} {on_device}",
                 seconds * 1e3,
                 batch as f64 / seconds
             );

@@ -44,7 +44,10 @@ pub const KERNELS: &[(&str, &[&str])] = &[
         ],
     ),
     ("norm", &["layernorm_fwd", "layernorm_bwd"]),
-    ("spectral", &["fiedler_rows", "fiedler_graphs"]),
+    (
+        "spectral",
+        &["fiedler_rows", "fiedler_graphs", "fiedler_graphs_small"],
+    ),
 ];
 
 /// Whether the kernels were compiled by nvcc at build time (else NVRTC at run time).

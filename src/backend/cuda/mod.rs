@@ -29,6 +29,7 @@ use super::{
 use blas::gemm;
 pub use error::CudaError;
 use kernels::Kernels;
+pub use spectral::FiedlerStages;
 
 /// Threads per block of the elementwise and per-row kernels.
 const BLOCK: u32 = 256;
@@ -47,7 +48,7 @@ pub struct Cuda {
 
 /// Launches `$kernel` with `$cfg` and the arguments (references that outlive the call).
 macro_rules! launch {
-    ($self:expr, $kernel:literal, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+    ($self:expr, $kernel:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
         let cfg: LaunchConfig = $cfg;
         let f = $self.kernels.get($kernel)?;
         let mut builder = $self.stream.launch_builder(f);

@@ -2,8 +2,9 @@
 //! `linalg::fiedler_batch` with the Lanczos solver, so results agree with the CPU to the
 //! solver's tolerance. Three stages (kernels/spectral.cu says why): `fiedler_rows` gathers
 //! the rows that take part into f64, scaled, a cuBLAS DGEMM per group of equally sized
-//! graphs writes F Fᵀ into each graph's workspace, and `fiedler_graphs` runs one thread
-//! block per graph for the rest.
+//! graphs writes F Fᵀ into each graph's workspace, and `fiedler_graphs` (or
+//! `fiedler_graphs_small` for graphs of up to 256 nodes) runs one thread block per graph
+//! for the rest.
 //!
 //! Two entry points share that: `fiedler_batch` for features in host memory (uploaded per
 //! call, which at 768-wide rows costs more than the solve: 512 graphs of 196 rows are
@@ -14,8 +15,9 @@ use std::ops::Range;
 
 use cudarc::cublas::result::dgemm_strided_batched;
 use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{
-    CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaEvent, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
 use rayon::prelude::*;
 
@@ -37,6 +39,20 @@ const ROWS_BLOCK: u32 = 256;
 /// matrix–vector product), in whole warps, at least two and at most 16 warps.
 fn graph_threads(n: usize) -> u32 {
     (n.div_ceil(32) * 32).clamp(64, 512) as u32
+}
+
+/// The most threads `fiedler_graphs_small` takes (its launch bounds, SMALL_GRAPH_THREADS in
+/// kernels/spectral.cu).
+const SMALL_GRAPH_THREADS: u32 = 256;
+
+/// Which kernel solves graphs of n nodes: the same code, but for graphs that fit
+/// `fiedler_graphs_small` a register budget that lets four blocks share an SM.
+fn graph_kernel(n: usize) -> &'static str {
+    if graph_threads(n) <= SMALL_GRAPH_THREADS {
+        "fiedler_graphs_small"
+    } else {
+        "fiedler_graphs"
+    }
 }
 
 /// Doubles of workspace for a graph of n nodes.
@@ -138,6 +154,60 @@ impl Layout {
     }
 }
 
+/// Device time of the three stages of one solve, in milliseconds (from events on the
+/// stream: the time the GPU spent, not the host's).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FiedlerStages {
+    /// `fiedler_rows`: the f64 scaled feature rows.
+    pub rows: f32,
+    /// The cuBLAS DGEMMs: F Fᵀ of every graph.
+    pub gram: f32,
+    /// `fiedler_graphs(_small)`: affinity, both Lanczos runs and the result.
+    pub graphs: f32,
+}
+
+/// Timing events recorded on the stream between the stages, when a caller asks for them;
+/// otherwise nothing is recorded (and nothing waits).
+struct StageClock(Option<[CudaEvent; 4]>);
+
+impl StageClock {
+    fn new(cuda: &Cuda, op: &'static str, timed: bool) -> Result<Self> {
+        if !timed {
+            return Ok(Self(None));
+        }
+        let event = || {
+            cuda.ctx
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(|e| device_error(op, "creating a timing event", e))
+        };
+        Ok(Self(Some([event()?, event()?, event()?, event()?])))
+    }
+
+    /// Records boundary `i` (0: before stage 1, …, 3: after stage 3).
+    fn mark(&self, cuda: &Cuda, op: &'static str, i: usize) -> Result<()> {
+        match &self.0 {
+            Some(events) => events[i]
+                .record(&cuda.stream)
+                .map_err(|e| device_error(op, "recording a timing event", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// The stage times, once the stream has passed the last boundary.
+    fn stages(&self, op: &'static str) -> Result<Option<FiedlerStages>> {
+        let Some(e) = &self.0 else { return Ok(None) };
+        let ms = |a: &CudaEvent, b: &CudaEvent| {
+            a.elapsed_ms(b)
+                .map_err(|err| device_error(op, "reading a timing event", err))
+        };
+        Ok(Some(FiedlerStages {
+            rows: ms(&e[0], &e[1])?,
+            gram: ms(&e[1], &e[2])?,
+            graphs: ms(&e[2], &e[3])?,
+        }))
+    }
+}
+
 /// No result yet for any of `graphs` graphs.
 fn unsolved(graphs: usize) -> Vec<Option<Solved>> {
     (0..graphs).map(|_| None).collect()
@@ -230,15 +300,18 @@ impl Cuda {
                 }
             }
             let source = (0..int(OP, total)?).collect::<Vec<i32>>();
-            solved = self.solve(
-                OP,
-                &features,
-                dim,
-                &source,
-                &layout,
-                l2_normalize,
-                graphs.len(),
-            )?;
+            solved = self
+                .solve(
+                    OP,
+                    &features,
+                    dim,
+                    &source,
+                    &layout,
+                    l2_normalize,
+                    graphs.len(),
+                    false,
+                )?
+                .0;
         }
         // Checked on the host: no row can have been flagged non-finite.
         Ok(graphs
@@ -266,6 +339,34 @@ impl Cuda {
         graphs: &[(usize, &[bool])],
         l2_normalize: bool,
     ) -> Result<Vec<GraphResult>> {
+        Ok(self
+            .batch_device(features, dim, graphs, l2_normalize, false)?
+            .0)
+    }
+
+    /// [`Cuda::fiedler_batch_device`], and the device time of each stage (for `fiedler
+    /// bench --stages`). Events on the stream time it: no more waiting than the untimed
+    /// call, which records none. All zero when no graph has a node.
+    pub fn fiedler_batch_device_timed(
+        &self,
+        features: &CudaSlice<f32>,
+        dim: usize,
+        graphs: &[(usize, &[bool])],
+        l2_normalize: bool,
+    ) -> Result<(Vec<GraphResult>, FiedlerStages)> {
+        let (results, stages) = self.batch_device(features, dim, graphs, l2_normalize, true)?;
+        Ok((results, stages.unwrap_or_default()))
+    }
+
+    /// Both of the above: stage times when `timed` (and there was anything to solve).
+    fn batch_device(
+        &self,
+        features: &CudaSlice<f32>,
+        dim: usize,
+        graphs: &[(usize, &[bool])],
+        l2_normalize: bool,
+        timed: bool,
+    ) -> Result<(Vec<GraphResult>, Option<FiedlerStages>)> {
         const OP: &str = "fiedler_batch_device";
         let rows = features.len().checked_div(dim).unwrap_or(0);
         if let Some((first, mask)) = graphs.iter().find(|(first, mask)| {
@@ -295,9 +396,10 @@ impl Cuda {
             }
         }
         let mut solved = unsolved(graphs.len());
+        let mut stages = None;
         if !layout.order.is_empty() {
             self.bind(OP)?;
-            solved = self.solve(
+            (solved, stages) = self.solve(
                 OP,
                 features,
                 dim,
@@ -305,6 +407,7 @@ impl Cuda {
                 &layout,
                 l2_normalize,
                 graphs.len(),
+                timed,
             )?;
         }
         let mut out = Vec::with_capacity(graphs.len());
@@ -336,7 +439,7 @@ impl Cuda {
                 }
             });
         }
-        Ok(out)
+        Ok((out, stages))
     }
 
     /// A device buffer left as it is: zeroing the f64 rows and workspaces of a large
@@ -359,7 +462,8 @@ impl Cuda {
 
     /// Runs the three stages on the packed graphs of `layout`, whose node k is row
     /// `source[k]` of `features`; returns the results by the caller's graph index, one for
-    /// each of `graphs` (`None` for graphs not in the layout).
+    /// each of `graphs` (`None` for graphs not in the layout), and when `timed` each stage's
+    /// device time.
     #[allow(clippy::too_many_arguments)]
     fn solve(
         &self,
@@ -370,7 +474,8 @@ impl Cuda {
         layout: &Layout,
         l2_normalize: bool,
         graphs: usize,
-    ) -> Result<Vec<Option<Solved>>> {
+        timed: bool,
+    ) -> Result<(Vec<Option<Solved>>, Option<FiedlerStages>)> {
         let blocks = layout.order.len();
         let total = layout.total();
         let dev_source = self.upload_any(op, source)?;
@@ -393,7 +498,10 @@ impl Cuda {
         let mut gap = self.alloc::<f64>(op, blocks)?;
         let mut residual = self.alloc::<f64>(op, blocks)?;
         let mut steps = self.alloc::<i32>(op, blocks)?;
-        if total > 0 && dim > 0 {
+        let clock = StageClock::new(self, op, timed)?;
+        clock.mark(self, op, 0)?;
+        let has_rows = total > 0 && dim > 0;
+        if has_rows {
             let warps = ROWS_BLOCK as usize / 32;
             let cfg = LaunchConfig {
                 grid_dim: (int(op, total.div_ceil(warps))? as u32, 1, 1),
@@ -413,6 +521,9 @@ impl Cuda {
                 &d,
                 &l2
             )?;
+        }
+        clock.mark(self, op, 1)?;
+        if has_rows {
             for (n, range) in &layout.groups {
                 self.gram(
                     &rows,
@@ -425,6 +536,7 @@ impl Cuda {
                 )?;
             }
         }
+        clock.mark(self, op, 2)?;
         for (n, range) in &layout.groups {
             let cfg = LaunchConfig {
                 grid_dim: (range.len() as u32, 1, 1),
@@ -434,7 +546,7 @@ impl Cuda {
             let first_graph = int(op, range.start)?;
             launch!(
                 self,
-                "fiedler_graphs",
+                graph_kernel(*n),
                 cfg,
                 &dev_starts,
                 &dev_work_starts,
@@ -448,6 +560,7 @@ impl Cuda {
                 &mut steps
             )?;
         }
+        clock.mark(self, op, 3)?;
         let host = |e| device_error(op, "device-to-host copy (or a kernel before it)", e);
         let abs = self.stream.clone_dtoh(&abs).map_err(host)?;
         let signed = self.stream.clone_dtoh(&signed).map_err(host)?;
@@ -471,7 +584,7 @@ impl Cuda {
                 nonfinite: nonfinite[range].iter().position(|&f| f != 0),
             });
         }
-        Ok(solved)
+        Ok((solved, clock.stages(op)?))
     }
     /// F Fᵀ of `count` graphs of `n` nodes each, into the first n² doubles of their
     /// workspaces: `rows` holds their f64 feature rows (n × dim each, one graph after the
@@ -552,5 +665,16 @@ mod tests {
         assert_eq!(graph_threads(196), 224);
         assert_eq!(graph_threads(577), 512);
         assert_eq!(graph_threads(10_000), 512);
+    }
+
+    #[test]
+    fn graphs_up_to_256_nodes_go_to_the_small_kernel_within_its_bounds() {
+        for n in [0, 1, 36, 196, 224, 256] {
+            assert_eq!(graph_kernel(n), "fiedler_graphs_small", "{n} nodes");
+            assert!(graph_threads(n) <= SMALL_GRAPH_THREADS);
+        }
+        for n in [257, 577, 10_000] {
+            assert_eq!(graph_kernel(n), "fiedler_graphs", "{n} nodes");
+        }
     }
 }
