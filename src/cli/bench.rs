@@ -129,16 +129,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         if !matches!(args.size, Size::LxmertBase) {
             bail!("--eval times LXMERT: use --size lxmert-base");
         }
-        if args.device != Device::Cpu {
-            bail!("--eval runs on the CPU (the perturbation benchmark has no CUDA path yet)");
-        }
-        return run_eval(&args, &methods);
     }
     if args.stages && !(matches!(args.size, Size::Fiedler) && args.device == Device::Cuda) {
         bail!("--stages times the CUDA Fiedler solve: use --size fiedler --device cuda");
     }
     let backend = open(args.device, args.precision)?;
     let device = backend.describe();
+    if args.eval {
+        return with_backend!(backend, be => run_eval(&be, &device, &args, &methods));
+    }
     if let Size::Fiedler = args.size {
         return run_fiedler(&backend, &device, &args);
     }
@@ -308,13 +307,18 @@ fn run_lxmert<B: Backend>(
 
 /// The perturbation benchmark on random inputs: questions of `--text-tokens` tokens over
 /// 36 random regions, every method asked, all four tests at the seed's nine steps.
-fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
-    let (config, model) = random_lxmert(&Cpu)?;
+fn run_eval<B: Backend>(
+    be: &B,
+    device: &str,
+    args: &BenchArgs,
+    methods: &[Method],
+) -> anyhow::Result<()> {
+    let (config, model) = random_lxmert(be)?;
     let answers: Vec<String> = (0..config.id2label.len())
         .map(|i| format!("answer{i}"))
         .collect();
     let evaluator = LxmertEval {
-        backend: &Cpu,
+        backend: be,
         model: &model,
         answers: &answers,
         pad_id: 0,
@@ -366,8 +370,7 @@ fn run_eval(args: &BenchArgs, methods: &[Method]) -> anyhow::Result<()> {
         ground_truth: None,
     };
     println!(
-        "perturbation benchmark: LXMERT base, random weights, cpu ({} threads), {n} samples, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
-        rayon::current_num_threads(),
+        "perturbation benchmark: LXMERT base, random weights, {device}, {n} samples, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
         args.text_tokens,
         methods.len(),
         DEFAULT_STEPS.len()
