@@ -134,9 +134,26 @@ fn narrower_backward_passes_agree_and_refuse_what_they_lack() {
                 "{scope:?} {served}"
             );
         }
+        // Traced for the methods: the last layer's image branch is not computed.
+        assert!(narrow.cross.last().unwrap().image.is_none());
+        if scope == GradScope::Cross {
+            // The backward stops at the first layer's self-attention probabilities.
+            let first = &narrow.cross[0];
+            assert!(first.text_to_image.attention_grad.is_none());
+            let image = first.image.as_ref().unwrap();
+            assert!(image.image_to_text.attention_grad.is_none());
+        }
         let err = explain_lxmert(&narrow, &[refused], &opts).unwrap_err();
         assert!(err.to_string().contains(refused.name()), "{scope:?}: {err}");
     }
     let forward_only = model.record(&Cpu, &x).unwrap();
     assert!(explain_lxmert(&forward_only, &[Method::GradCam], &opts).is_err());
+
+    // Only the last layer's image branch may be missing.
+    let mut holed = model
+        .trace_with(&Cpu, &x, &target, Some(GradScope::Every), None)
+        .unwrap();
+    holed.cross[0].image = None;
+    let err = explain_lxmert(&holed, &[Method::RawAttn], &opts).unwrap_err();
+    assert!(err.to_string().contains("cross layer 0"), "{err}");
 }

@@ -101,10 +101,12 @@ fn deviations(
                 .expect("traced with a backward"),
             None,
         );
+        let image = x.image.as_ref().expect("a full trace keeps every image branch");
         check(
             format!("xi2t.{k}"),
-            &x.image_to_text.attention,
-            x.image_to_text
+            &image.image_to_text.attention,
+            image
+                .image_to_text
                 .attention_grad
                 .as_deref()
                 .expect("traced with a backward"),
@@ -121,12 +123,13 @@ fn deviations(
         );
         check(
             format!("xvisn.{k}"),
-            &x.visn_self.attention,
-            x.visn_self
+            &image.visn_self.attention,
+            image
+                .visn_self
                 .attention_grad
                 .as_deref()
                 .expect("traced with a backward"),
-            Some((&format!("xvisn.{k}"), &x.visn_output)),
+            Some((&format!("xvisn.{k}"), &image.visn_output)),
         );
     }
     bad

@@ -17,7 +17,7 @@ use crate::explain::{
     MethodOptions,
 };
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
-use crate::model::lxmert::{AttentionRecord, GradScope, LrpScope, LxmertTrace};
+use crate::model::lxmert::{AttentionRecord, GradScope, ImageBranchTrace, LrpScope, LxmertTrace};
 use crate::model::VqaTarget;
 use crate::trace::LayerTrace;
 
@@ -32,6 +32,9 @@ struct Sample<'a> {
     t: usize,
     /// Regions.
     n: usize,
+    /// The cross layers' image branches, first layer first: every layer's but, in a trace
+    /// taken for the methods, the last's.
+    images: Vec<&'a ImageBranchTrace<Vec<f32>>>,
 }
 
 /// An attention module's probabilities (or, for the LRP methods, its relevance at them) and
@@ -231,7 +234,7 @@ fn chefer(s: &Sample, w: Weighting) -> (Vec<f32>, Vec<f32>) {
             .matmul(&residual_normalized(&dii));
         let d_tt = a_ti.matmul(&rit);
         if k < last {
-            let a_it = s.weighted_rule5(&x.image_to_text, Image, Text, w);
+            let a_it = s.weighted_rule5(&s.images[k].image_to_text, Image, Text, w);
             let d_it = residual_normalized(&dii)
                 .transpose()
                 .matmul(&a_it)
@@ -249,7 +252,7 @@ fn chefer(s: &Sample, w: Weighting) -> (Vec<f32>, Vec<f32>) {
         );
         if k < last {
             self_rule(
-                s.weighted_rule5(&x.visn_self, Image, Image, w),
+                s.weighted_rule5(&s.images[k].visn_self, Image, Image, w),
                 &mut dii,
                 &mut rit,
             );
@@ -326,7 +329,7 @@ fn rollout(s: &Sample) -> (Vec<f32>, Vec<f32>) {
         .map(|r| s.mean_attention(r, Image, Image))
         .collect();
     image_list.extend(
-        tr.cross[..last]
+        s.images[..last]
             .iter()
             .map(|x| s.mean_attention(&x.visn_self, Image, Image)),
     );
@@ -341,31 +344,28 @@ fn rollout(s: &Sample) -> (Vec<f32>, Vec<f32>) {
     (rti.row(0).to_vec(), rtt.row(0).to_vec())
 }
 
-/// Fiedler vectors of the cross layers' outputs: image graphs over every region, text graphs
-/// over the word tokens, one per layer.
+/// Fiedler vectors of the cross layers' outputs: image graphs over every region, one per
+/// image branch in the trace; text graphs over the word tokens, one per layer.
 fn layer_fiedlers(
     s: &Sample,
     opts: &MethodOptions,
     stream: Stream,
 ) -> Result<Vec<Fiedler>, ExplainError> {
     let tr = s.trace;
-    let (rows, width) = match stream {
-        Stream::Image => (
-            0..s.n,
-            tr.cross[0].visn_output.len() / (tr.lengths.len() * s.n),
-        ),
-        Stream::Text => (
-            1..s.t.saturating_sub(1).max(1),
-            tr.cross[0].lang_output.len() / (tr.lengths.len() * tr.seq_len),
-        ),
+    let outputs: Vec<&[f32]> = match stream {
+        Stream::Image => s.images.iter().map(|i| &i.visn_output[..]).collect(),
+        Stream::Text => tr.cross.iter().map(|x| &x.lang_output[..]).collect(),
     };
-    let features: Vec<Vec<f32>> = tr
-        .cross
+    let rows = match stream {
+        Stream::Image => 0..s.n,
+        Stream::Text => 1..s.t.saturating_sub(1).max(1),
+    };
+    let width = outputs
+        .first()
+        .map_or(0, |o| o.len() / (tr.lengths.len() * s.padded(stream)));
+    let features: Vec<Vec<f32>> = outputs
         .iter()
-        .map(|x| match stream {
-            Stream::Image => s.features(&x.visn_output, stream, rows.clone()),
-            Stream::Text => s.features(&x.lang_output, stream, rows.clone()),
-        })
+        .map(|o| s.features(o, stream, rows.clone()))
         .collect();
     let mask = vec![true; rows.len()];
     let graphs: Vec<GraphInput> = features
@@ -460,15 +460,14 @@ impl Coverage {
         if !module(&top.lang_self) || !module(&top.text_to_image) {
             return None;
         }
-        let cross = trace.cross.iter().all(|x| {
-            [
-                &x.text_to_image,
-                &x.image_to_text,
-                &x.lang_self,
-                &x.visn_self,
-            ]
-            .into_iter()
-            .all(module)
+        // The first cross layer's cross-attention is left out: `GradScope::Cross` stops
+        // above it.
+        let cross = trace.cross.iter().enumerate().all(|(k, x)| {
+            let image = x.image.as_ref();
+            module(&x.lang_self)
+                && image.is_none_or(|i| module(&i.visn_self))
+                && (k == 0
+                    || module(&x.text_to_image) && image.is_none_or(|i| module(&i.image_to_text)))
         });
         Some(Self {
             cross,
@@ -488,6 +487,11 @@ pub fn explain_lxmert(
     check_gradients(methods, |m| grad_scope(&[m]) <= gradients)?;
     check_relevance(methods, |m| lrp_scope(&[m]) <= relevance)?;
     use Stream::{Image, Text};
+    let last = trace.cross.len() - 1;
+    let images: Vec<_> = trace.cross.iter().filter_map(|x| x.image.as_ref()).collect();
+    if let Some(k) = trace.cross[..last].iter().position(|x| x.image.is_none()) {
+        return Err(ExplainError::MissingImageBranch(k));
+    }
     let labels = trace.output.labels;
     (0..trace.lengths.len())
         .into_par_iter()
@@ -497,8 +501,8 @@ pub fn explain_lxmert(
                 b,
                 t: trace.lengths[b],
                 n: trace.regions,
+                images: images.clone(),
             };
-            let last = trace.cross.len() - 1;
             let score = VqaTarget::score(&trace.targets, &trace.output.logits, labels, b);
             let words: Vec<usize> = (1..s.t.saturating_sub(1)).collect();
             let needs_graphs = methods
@@ -604,7 +608,7 @@ fn spectral(
     };
     let mut r_image = vec![0.0f32; s.n];
     for k in 0..x.saturating_sub(1) {
-        let r = aggregate(&s.trace.cross[k].visn_self, Image).matvec(&image[k].vector);
+        let r = aggregate(&s.images[k].visn_self, Image).matvec(&image[k].vector);
         r_image.iter_mut().zip(r).for_each(|(a, v)| *a += v);
     }
     let words: Vec<usize> = (1..s.t.saturating_sub(1)).collect();

@@ -267,6 +267,8 @@ pub enum ExplainError {
     NoRelevance(Method),
     #[error("{0} reads parts of the trace that were left on the device: bring the trace to the host for every method asked (`into_host_for(reads(methods))`)")]
     NotKept(Method),
+    #[error("the LXMERT trace lacks the image branch of cross layer {0}: only the last layer's may be left out")]
+    MissingImageBranch(usize),
     #[error("spectral graph of {tower} tokens, sample {pair}: {source}")]
     Spectral {
         tower: &'static str,

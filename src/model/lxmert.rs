@@ -87,8 +87,10 @@ impl<Buf> AttentionRecord<Buf> {
 pub enum GradScope {
     /// The last cross layer (attention Grad-CAM reads its text queries).
     LastCross,
-    /// Every cross layer (DSMI + Grad and + Attn read their self-attentions); the language
-    /// and object-relationship stacks get no backward.
+    /// Every cross layer's self-attentions (DSMI + Grad and + Attn read them) and the
+    /// cross-attentions above the first layer, which the backward passes through anyway; the
+    /// first layer's cross-attention and the language and object-relationship stacks get no
+    /// backward.
     Cross,
     /// Every module but the object-relationship (image) stack (Transformer Attribution).
     NoImageStack,
@@ -130,11 +132,19 @@ impl<Buf> PerModule<Buf> {
 pub struct CrossLayerTrace<Buf> {
     /// Text queries over image keys [batch, heads, T, regions].
     pub text_to_image: AttentionRecord<Buf>,
+    pub lang_self: AttentionRecord<Buf>,
+    pub lang_output: Buf,
+    /// `None` in the last layer of a trace taken for the methods (`Lxmert::trace_with`),
+    /// which skips that branch: it reaches neither the answer (only the text [CLS] does,
+    /// §A.1) nor any method (§C).
+    pub image: Option<ImageBranchTrace<Buf>>,
+}
+
+/// A cross layer's image branch: its cross-attention direction, self-attention and output.
+pub struct ImageBranchTrace<Buf> {
     /// Image queries over text keys [batch, heads, regions, T].
     pub image_to_text: AttentionRecord<Buf>,
-    pub lang_self: AttentionRecord<Buf>,
     pub visn_self: AttentionRecord<Buf>,
-    pub lang_output: Buf,
     pub visn_output: Buf,
 }
 
@@ -183,11 +193,18 @@ impl<Buf> LxmertTrace<Buf> {
             .map(|c| {
                 Ok(CrossLayerTrace {
                     text_to_image: c.text_to_image.try_map(host)?,
-                    image_to_text: c.image_to_text.try_map(host)?,
                     lang_self: c.lang_self.try_map(host)?,
-                    visn_self: c.visn_self.try_map(host)?,
                     lang_output: be.move_to_host(c.lang_output)?,
-                    visn_output: be.move_to_host(c.visn_output)?,
+                    image: c
+                        .image
+                        .map(|i| {
+                            Ok::<_, BackendError>(ImageBranchTrace {
+                                image_to_text: i.image_to_text.try_map(host)?,
+                                visn_self: i.visn_self.try_map(host)?,
+                                visn_output: be.move_to_host(i.visn_output)?,
+                            })
+                        })
+                        .transpose()?,
                 })
             })
             .collect::<Result<_, BackendError>>()?;
@@ -225,11 +242,25 @@ struct SelfActs<Buf> {
 
 struct CrossActs<Buf> {
     t2i: AttentionActivations<Buf>,
-    i2t: AttentionActivations<Buf>,
     lang_self: AttentionActivations<Buf>,
-    visn_self: AttentionActivations<Buf>,
     lang_ffn: FeedForwardActivations<Buf>,
+    /// `None` when the forward skipped the last layer's image branch.
+    image: Option<ImageActs<Buf>>,
+}
+
+struct ImageActs<Buf> {
+    i2t: AttentionActivations<Buf>,
+    visn_self: AttentionActivations<Buf>,
     visn_ffn: FeedForwardActivations<Buf>,
+}
+
+impl<Buf> CrossActs<Buf> {
+    /// The image branch of a layer below the last, which every forward computes.
+    fn image(&self) -> &ImageActs<Buf> {
+        self.image
+            .as_ref()
+            .expect("only the last cross layer's image branch is ever skipped")
+    }
 }
 
 struct Shapes {
@@ -404,7 +435,7 @@ impl<B: Backend> Lxmert<B> {
 
     /// Answer logits without keeping activations for a backward.
     pub fn logits(&self, be: &B, inputs: &LxmertInputs) -> Result<LxmertOutput, ModelError> {
-        Ok(self.forward(be, inputs)?.output)
+        Ok(self.forward(be, inputs, false)?.output)
     }
 
     fn check(&self, x: &LxmertInputs) -> Result<(), ModelError> {
@@ -466,7 +497,14 @@ impl<B: Backend> Lxmert<B> {
         Ok(())
     }
 
-    fn forward(&self, be: &B, x: &LxmertInputs) -> Result<Forward<B::Buf>, ModelError> {
+    /// `top_image`: whether to run the last cross layer's image branch, which reaches
+    /// neither the answer nor any method.
+    fn forward(
+        &self,
+        be: &B,
+        x: &LxmertInputs,
+        top_image: bool,
+    ) -> Result<Forward<B::Buf>, ModelError> {
         self.check(x)?;
         let c = &self.config;
         let (batch, d, t, n) = (x.batch(), c.hidden_size, x.seq_len, x.regions);
@@ -537,32 +575,42 @@ impl<B: Backend> Lxmert<B> {
             visn.push(SelfActs { attention, ffn });
         }
         let mut cross: Vec<CrossActs<B::Buf>> = Vec::with_capacity(self.cross.len());
-        for layer in &self.cross {
+        let top = self.cross.len().saturating_sub(1);
+        for (k, layer) in self.cross.iter().enumerate() {
             let t_in = cross.last().map_or_else(
                 || last(lang.iter().map(|a| &a.ffn.out), &text0),
                 |a| &a.lang_ffn.out,
             );
             let v_in = cross.last().map_or_else(
                 || last(visn.iter().map(|a| &a.ffn.out), &image0),
-                |a| &a.visn_ffn.out,
+                |a| &a.image().visn_ffn.out,
             );
             let t2i = layer.cross.forward(be, t_in, v_in, &shapes.text_to_image)?;
-            let i2t = layer.cross.forward(be, v_in, t_in, &shapes.image_to_text)?;
             let lang_self = layer
                 .lang_self
                 .forward(be, &t2i.out, &t2i.out, &shapes.text)?;
-            let visn_self = layer
-                .visn_self
-                .forward(be, &i2t.out, &i2t.out, &shapes.image)?;
             let lang_ffn = layer.lang_ffn.forward(be, &lang_self.out)?;
-            let visn_ffn = layer.visn_ffn.forward(be, &visn_self.out)?;
+            // A lone cross layer keeps its image branch: DSMI reads its output (§C.7 reads
+            // layer X − 2, which falls back to layer 0).
+            let image = if k < top || k == 0 || top_image {
+                let i2t = layer.cross.forward(be, v_in, t_in, &shapes.image_to_text)?;
+                let visn_self = layer
+                    .visn_self
+                    .forward(be, &i2t.out, &i2t.out, &shapes.image)?;
+                let visn_ffn = layer.visn_ffn.forward(be, &visn_self.out)?;
+                Some(ImageActs {
+                    i2t,
+                    visn_self,
+                    visn_ffn,
+                })
+            } else {
+                None
+            };
             cross.push(CrossActs {
                 t2i,
-                i2t,
                 lang_self,
-                visn_self,
                 lang_ffn,
-                visn_ffn,
+                image,
             });
         }
 
@@ -645,13 +693,13 @@ impl<B: Backend> Lxmert<B> {
         inputs: &LxmertInputs,
         target: &VqaTarget,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        self.trace_with(be, inputs, target, Some(GradScope::Every), None)
+        self.run(be, inputs, target, Some(GradScope::Every), None, true)
     }
 
     /// Forward only, recording every attention module without gradients (for the methods
     /// that read no ∂y/∂A); the explanations score the predicted answers.
     pub fn record(&self, be: &B, inputs: &LxmertInputs) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        self.trace_with(be, inputs, &VqaTarget::Predicted, None, None)
+        self.run(be, inputs, &VqaTarget::Predicted, None, None, true)
     }
 
     /// Forward, the full backward when `gradients`, and the LRP pass (§D) as far as `scope`.
@@ -664,12 +712,13 @@ impl<B: Backend> Lxmert<B> {
         scope: LrpScope,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
         let gradients = gradients.then_some(GradScope::Every);
-        self.trace_with(be, inputs, target, gradients, Some(scope))
+        self.run(be, inputs, target, gradients, Some(scope), true)
     }
 
-    /// Forward; the backward of each sample's target down to `gradients`; the LRP pass (§D)
-    /// from a one-hot at each target (all ones for the Σ-logits target) down to `relevance`.
-    /// Modules outside a scope record no ∂y/∂A or relevance (`None`).
+    /// What the methods read: forward without the last cross layer's image branch; the
+    /// backward of each sample's target down to `gradients`; the LRP pass (§D) from a one-hot
+    /// at each target (all ones for the Σ-logits target) down to `relevance`. Modules
+    /// outside a scope record no ∂y/∂A or relevance (`None`).
     pub fn trace_with(
         &self,
         be: &B,
@@ -678,7 +727,19 @@ impl<B: Backend> Lxmert<B> {
         gradients: Option<GradScope>,
         relevance: Option<LrpScope>,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs)?;
+        self.run(be, inputs, target, gradients, relevance, false)
+    }
+
+    fn run(
+        &self,
+        be: &B,
+        inputs: &LxmertInputs,
+        target: &VqaTarget,
+        gradients: Option<GradScope>,
+        relevance: Option<LrpScope>,
+        top_image: bool,
+    ) -> Result<LxmertTrace<B::Buf>, ModelError> {
+        let f = self.forward(be, inputs, top_image)?;
         let (targets, seed) = target.resolve(&f.output.predicted(), f.output.labels)?;
         let (lang, visn, cross) = (f.lang.len(), f.visn.len(), f.cross.len());
         let grads = match gradients {
@@ -723,6 +784,18 @@ impl<B: Backend> Lxmert<B> {
         let top = self.cross.len().saturating_sub(1);
         for (k, (layer, a)) in self.cross.iter().zip(&f.cross).enumerate().rev() {
             let dt2 = layer.lang_ffn.backward(be, &a.lang_ffn, &dt)?;
+            if k == 0 && k != top && scope == GradScope::Cross {
+                // The self-attentions' ∂y/∂A are all this scope still needs.
+                let img = a.image();
+                let dv2 = layer.visn_ffn.backward(be, &img.visn_ffn, &dv)?;
+                out.cross[0] = (
+                    None,
+                    None,
+                    Some(layer.lang_self.probs_gradient(be, &a.lang_self, &dt2, &s.text)?),
+                    Some(layer.visn_self.probs_gradient(be, &img.visn_self, &dv2, &s.image)?),
+                );
+                break;
+            }
             let (g_lang, dt1_q, dt1_kv) =
                 layer.lang_self.backward(be, &a.lang_self, &dt2, &s.text)?;
             let mut dt1 = dt1_q;
@@ -732,23 +805,29 @@ impl<B: Backend> Lxmert<B> {
             dt = dt_q;
             if k == top {
                 dv = dv_kv;
+                // A computed image branch gets no gradient: zeros.
+                let zeros = |len| a.image.as_ref().map(|_| be.zeros(len)).transpose();
                 *slot = (
                     Some(g_t2i),
-                    Some(be.zeros(s.image_to_text.probs_len())?),
+                    zeros(s.image_to_text.probs_len())?,
                     Some(g_lang),
-                    Some(be.zeros(s.image.probs_len())?),
+                    zeros(s.image.probs_len())?,
                 );
                 if scope == GradScope::LastCross {
                     return Ok(out);
                 }
                 continue;
             }
-            let dv2 = layer.visn_ffn.backward(be, &a.visn_ffn, &dv)?;
+            let img = a.image();
+            let dv2 = layer.visn_ffn.backward(be, &img.visn_ffn, &dv)?;
             let (g_visn, dv1_q, dv1_kv) =
-                layer.visn_self.backward(be, &a.visn_self, &dv2, &s.image)?;
+                layer.visn_self.backward(be, &img.visn_self, &dv2, &s.image)?;
             let mut dv1 = dv1_q;
             be.add_assign(&mut dv1, &dv1_kv)?;
-            let (g_i2t, dv_q, dt_kv) = layer.cross.backward(be, &a.i2t, &dv1, &s.image_to_text)?;
+            let (g_i2t, dv_q, dt_kv) =
+                layer
+                    .cross
+                    .backward(be, &img.i2t, &dv1, &s.image_to_text)?;
             be.add_assign(&mut dt, &dt_kv)?;
             dv = dv_q;
             be.add_assign(&mut dv, &dv_kv)?;
@@ -798,7 +877,10 @@ impl<B: Backend> Lxmert<B> {
         for (k, (layer, a)) in self.cross.iter().zip(&f.cross).enumerate().rev() {
             let (t_in, v_in) = match k {
                 0 => (text_in, image_in),
-                _ => (&f.cross[k - 1].lang_ffn.out, &f.cross[k - 1].visn_ffn.out),
+                _ => (
+                    &f.cross[k - 1].lang_ffn.out,
+                    &f.cross[k - 1].image().visn_ffn.out,
+                ),
             };
             let rt2 = layer
                 .lang_ffn
@@ -825,28 +907,30 @@ impl<B: Backend> Lxmert<B> {
                 rt = clone_query_side(be, t_in, &t2i, &be.zeros(be.len(t_in))?)?;
                 rv = be.zeros(be.len(v_in))?;
                 be.lrp_clone(&mut rv, v_in, &[&t2i.context])?;
+                let zeros = |len| a.image.as_ref().map(|_| be.zeros(len)).transpose();
                 *slot = (
                     Some(t2i.cam),
-                    Some(be.zeros(s.image_to_text.probs_len())?),
+                    zeros(s.image_to_text.probs_len())?,
                     Some(c_lang),
-                    Some(be.zeros(s.image.probs_len())?),
+                    zeros(s.image.probs_len())?,
                 );
                 continue;
             }
+            let img = a.image();
             let rv2 = layer
                 .visn_ffn
-                .relprop(be, &a.visn_ffn, &a.visn_self.out, &rv, batch)?;
+                .relprop(be, &img.visn_ffn, &img.visn_self.out, &rv, batch)?;
             let (c_visn, rv1) = self_attention_relprop(
                 be,
                 &layer.visn_self,
-                &a.visn_self,
-                &a.i2t.out,
+                &img.visn_self,
+                &img.i2t.out,
                 &rv2,
                 &s.image,
             )?;
             let i2t = layer
                 .cross
-                .relprop(be, &a.i2t, v_in, t_in, &rv1, &s.image_to_text)?;
+                .relprop(be, &img.i2t, v_in, t_in, &rv1, &s.image_to_text)?;
             rt = clone_query_side(be, t_in, &t2i, &i2t.context)?;
             rv = clone_query_side(be, v_in, &i2t, &t2i.context)?;
             *slot = (Some(t2i.cam), Some(i2t.cam), Some(c_lang), Some(c_visn));
@@ -922,11 +1006,13 @@ impl<B: Backend> Lxmert<B> {
             .map(
                 |(a, ((g0, g1, g2, g3), (c0, c1, c2, c3)))| CrossLayerTrace {
                     text_to_image: module(a.t2i.probs, (g0, c0)),
-                    image_to_text: module(a.i2t.probs, (g1, c1)),
                     lang_self: module(a.lang_self.probs, (g2, c2)),
-                    visn_self: module(a.visn_self.probs, (g3, c3)),
                     lang_output: a.lang_ffn.out,
-                    visn_output: a.visn_ffn.out,
+                    image: a.image.map(|i| ImageBranchTrace {
+                        image_to_text: module(i.i2t.probs, (g1, c1)),
+                        visn_self: module(i.visn_self.probs, (g3, c3)),
+                        visn_output: i.visn_ffn.out,
+                    }),
                 },
             )
             .collect();

@@ -125,29 +125,57 @@ impl<B: Backend> AttentionSublayer<B> {
     ) -> Result<(B::Buf, B::Buf, B::Buf), ModelError> {
         let d = self.width;
         let (mq, mk) = (be.len(&a.q) / d, be.len(&a.kv) / (2 * d));
+        let g = self.backward_to_projections(be, a, dout, shape)?;
+        // The residual carries dz to x_q unchanged.
+        let mut dx_q = g.dz;
+        be.linear_backward(&mut dx_q, &g.dq, &self.query.0, mq, d, d, true)?;
+        let mut dx_kv = be.zeros(mk * d)?;
+        be.linear_backward(&mut dx_kv, &g.dkv, &self.key_value.0, mk, d, 2 * d, false)?;
+        Ok((g.dprobs, dx_q, dx_kv))
+    }
+
+    /// ∂y/∂A alone, for a sublayer whose inputs need no gradient: the backward stops short
+    /// of the three projections, the bulk of its products.
+    pub fn probs_gradient(
+        &self,
+        be: &B,
+        a: &AttentionActivations<B::Buf>,
+        dout: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<B::Buf, ModelError> {
+        Ok(self.backward_to_projections(be, a, dout, shape)?.dprobs)
+    }
+
+    fn backward_to_projections(
+        &self,
+        be: &B,
+        a: &AttentionActivations<B::Buf>,
+        dout: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<ProjectionGradients<B::Buf>, ModelError> {
+        let d = self.width;
+        let (mq, mk) = (be.len(&a.q) / d, be.len(&a.kv) / (2 * d));
         let mut dz = be.zeros(mq * d)?;
         be.layernorm_backward(&mut dz, dout, &a.pre_norm, &a.stats, &self.norm.0, d, false)?;
         let mut dctx = be.zeros(mq * d)?;
         be.linear_backward(&mut dctx, &dz, &self.dense.0, mq, d, d, false)?;
-        let mut dprobs = be.zeros(shape.probs_len())?;
-        let mut dq = be.zeros(mq * d)?;
-        let mut dkv = be.zeros(mk * 2 * d)?;
+        let mut g = ProjectionGradients {
+            dprobs: be.zeros(shape.probs_len())?,
+            dq: be.zeros(mq * d)?,
+            dkv: be.zeros(mk * 2 * d)?,
+            dz,
+        };
         be.attention_backward(
-            &mut dprobs,
-            &mut dq,
-            &mut dkv,
+            &mut g.dprobs,
+            &mut g.dq,
+            &mut g.dkv,
             &dctx,
             &a.q,
             &a.kv,
             &a.probs,
             shape,
         )?;
-        // The residual carries dz to x_q unchanged.
-        let mut dx_q = dz;
-        be.linear_backward(&mut dx_q, &dq, &self.query.0, mq, d, d, true)?;
-        let mut dx_kv = be.zeros(mk * d)?;
-        be.linear_backward(&mut dx_kv, &dkv, &self.key_value.0, mk, d, 2 * d, false)?;
-        Ok((dprobs, dx_q, dx_kv))
+        Ok(g)
     }
 
     /// LRP (§D) from relevance at `out`: the LayerNorm passes it on, the add rule splits it
@@ -193,6 +221,15 @@ impl<B: Backend> AttentionSublayer<B> {
                 .relprop(be, &rkv, x_kv, Some(&a.kv), mk, d, 2 * d)?,
         })
     }
+}
+
+/// The attention sublayer's gradients up to its projections' outputs.
+struct ProjectionGradients<Buf> {
+    dprobs: Buf,
+    dq: Buf,
+    dkv: Buf,
+    /// At the residual sum before the LayerNorm: d x_q's residual part.
+    dz: Buf,
 }
 
 /// Where an attention sublayer's relevance goes (§D).
