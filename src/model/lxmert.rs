@@ -1039,8 +1039,13 @@ impl<B: Backend> Lxmert<B> {
     ) -> Result<Vec<B::Buf>, ModelError> {
         let mut grads = Vec::with_capacity(layers.len());
         let mut dy = dout;
-        for (layer, a) in layers.iter().zip(acts).rev() {
+        for (l, (layer, a)) in layers.iter().zip(acts).enumerate().rev() {
             let d_att = layer.ffn.backward(be, &a.ffn, &dy)?;
+            if l == 0 {
+                // Nothing reads the embeddings' gradient: stop at the probabilities.
+                grads.push(layer.attention.probs_gradient(be, &a.attention, &d_att, shape)?);
+                break;
+            }
             let (g, dx_q, dx_kv) = layer.attention.backward(be, &a.attention, &d_att, shape)?;
             grads.push(g);
             dy = dx_q;
