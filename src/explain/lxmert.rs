@@ -607,16 +607,18 @@ fn spectral(
         GradWeighting::GradientTimesAttention => s.rule5(rec, q, q),
     };
     let mut r_image = vec![0.0f32; s.n];
-    for k in 0..x.saturating_sub(1) {
-        let r = aggregate(&s.images[k].visn_self, Image).matvec(&image[k].vector);
+    // Image layers 0..X−2 (the last has no gradient), text layers 0..X−1.
+    let image_layers = s.images.iter().zip(image).take(x.saturating_sub(1));
+    for (branch, f) in image_layers {
+        let r = aggregate(&branch.visn_self, Image).matvec(&f.vector);
         r_image.iter_mut().zip(r).for_each(|(a, v)| *a += v);
     }
     let words: Vec<usize> = (1..s.t.saturating_sub(1)).collect();
     let mut r_text = vec![0.0f32; words.len()];
-    for k in 0..x {
-        let r = aggregate(&s.trace.cross[k].lang_self, Text)
+    for (layer, f) in s.trace.cross.iter().zip(text) {
+        let r = aggregate(&layer.lang_self, Text)
             .select(&words, &words)
-            .matvec(&text[k].vector);
+            .matvec(&f.vector);
         r_text.iter_mut().zip(r).for_each(|(a, v)| *a += v);
     }
     (r_image, r_text)
