@@ -783,7 +783,15 @@ impl<B: Backend> Lxmert<B> {
         let mut out = PerModule::<B::Buf>::none(f.lang.len(), f.visn.len(), f.cross.len());
         let top = self.cross.len().saturating_sub(1);
         for (k, (layer, a)) in self.cross.iter().zip(&f.cross).enumerate().rev() {
-            let dt2 = layer.lang_ffn.backward(be, &a.lang_ffn, &dt)?;
+            let dt2 = if k == top {
+                // Only the [CLS] rows of the last layer reach the answer.
+                let d_rows = layer.lang_ffn.backward_rows(be, &a.lang_ffn, &d_cls, &rows)?;
+                let mut dt2 = be.zeros(batch * t * d)?;
+                be.gather_rows_backward(&mut dt2, &d_rows, &rows, d)?;
+                dt2
+            } else {
+                layer.lang_ffn.backward(be, &a.lang_ffn, &dt)?
+            };
             if k == 0 && k != top && scope == GradScope::Cross {
                 // The self-attentions' ∂y/∂A are all this scope still needs.
                 let img = a.image();

@@ -343,14 +343,48 @@ impl<B: Backend> FeedForward<B> {
         a: &FeedForwardActivations<B::Buf>,
         dout: &B::Buf,
     ) -> Result<B::Buf, ModelError> {
+        self.backward_from(be, &a.pre_act, &a.pre_norm, &a.stats, dout)
+    }
+
+    /// d x at `rows` alone from d out at those rows ([rows, width] each), for a d out that
+    /// is zero elsewhere (then so is d x): the products run over those rows only.
+    pub fn backward_rows(
+        &self,
+        be: &B,
+        a: &FeedForwardActivations<B::Buf>,
+        dout: &B::Buf,
+        rows: &[usize],
+    ) -> Result<B::Buf, ModelError> {
+        let gather = |x: &B::Buf, width: usize| -> Result<B::Buf, ModelError> {
+            let mut out = be.zeros(rows.len() * width)?;
+            be.gather_rows(&mut out, x, rows, width)?;
+            Ok(out)
+        };
+        self.backward_from(
+            be,
+            &gather(&a.pre_act, self.intermediate)?,
+            &gather(&a.pre_norm, self.width)?,
+            &gather(&a.stats, 2)?,
+            dout,
+        )
+    }
+
+    fn backward_from(
+        &self,
+        be: &B,
+        pre_act: &B::Buf,
+        pre_norm: &B::Buf,
+        stats: &B::Buf,
+        dout: &B::Buf,
+    ) -> Result<B::Buf, ModelError> {
         let (d, f) = (self.width, self.intermediate);
         let m = be.len(dout) / d;
         let mut dz = be.zeros(m * d)?;
-        be.layernorm_backward(&mut dz, dout, &a.pre_norm, &a.stats, &self.norm.0, d, false)?;
+        be.layernorm_backward(&mut dz, dout, pre_norm, stats, &self.norm.0, d, false)?;
         let mut d_act = be.zeros(m * f)?;
         be.linear_backward(&mut d_act, &dz, &self.output.0, m, f, d, false)?;
         let mut d_pre = be.zeros(m * f)?;
-        be.activation_backward(&mut d_pre, &d_act, &a.pre_act, self.activation)?;
+        be.activation_backward(&mut d_pre, &d_act, pre_act, self.activation)?;
         let mut dx = dz;
         be.linear_backward(&mut dx, &d_pre, &self.inter.0, m, d, f, true)?;
         Ok(dx)

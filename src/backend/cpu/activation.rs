@@ -1,11 +1,12 @@
 //! Feed-forward activations and their derivatives.
 //!
-//! In f32 with branch-free approximations, so that the compiler vectorises them: through
+//! In f32 with branch-free approximations, so that the compiler vectorises them (`simd`): through
 //! scalar f64 `erf` the exact GELU took an eighth of an LXMERT explanation. The error
 //! against the f64 functions is a few f32 ulps (pinned by the tests below); torch's own CPU
 //! `erf` (Abramowitz–Stegun 7.1.26) is good to 1.5e-7. `tanh`, which the poolers apply to a
 //! single row, stays in f64: its small outputs need relative accuracy.
 
+use super::simd::vectorised;
 use crate::backend::Activation;
 use rayon::prelude::*;
 
@@ -185,30 +186,7 @@ fn run(c: Chunk, act: Activation) {
     }
 }
 
-/// `run` compiled for the widest vector unit this CPU has. No fused multiply-adds are
-/// enabled, so every path rounds alike and results do not depend on the CPU.
-fn run_vectorised(c: Chunk, act: Activation) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx512f")]
-        fn avx512(c: Chunk, act: Activation) {
-            run(c, act)
-        }
-        #[target_feature(enable = "avx2")]
-        fn avx2(c: Chunk, act: Activation) {
-            run(c, act)
-        }
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { avx512(c, act) };
-        }
-        if is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { avx2(c, act) };
-        }
-    }
-    run(c, act)
-}
+vectorised!(fn run_vectorised(c: Chunk, act: Activation) => run);
 
 pub(crate) fn activation(out: &mut [f32], x: &[f32], act: Activation) {
     out.par_chunks_mut(CHUNK)

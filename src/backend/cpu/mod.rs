@@ -8,6 +8,7 @@ mod head;
 pub(crate) mod lrp;
 pub(crate) mod matmul;
 mod norm;
+mod simd;
 
 pub use attention::head_mean;
 pub use matmul::matmul_flops;
