@@ -125,10 +125,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--text-tokens must be at least 2 (start and end tokens)");
     }
     let methods = Method::parse_list(&args.method)?;
-    if args.eval {
-        if !matches!(args.size, Size::LxmertBase) {
-            bail!("--eval times LXMERT: use --size lxmert-base");
-        }
+    if args.eval && !matches!(args.size, Size::LxmertBase) {
+        bail!("--eval times LXMERT: use --size lxmert-base");
     }
     if args.stages && !(matches!(args.size, Size::Fiedler) && args.device == Device::Cuda) {
         bail!("--stages times the CUDA Fiedler solve: use --size fiedler --device cuda");

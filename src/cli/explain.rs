@@ -364,7 +364,7 @@ fn explain_on<B: Backend>(
         ModelFamily::Clip => {
             let session = ClipSession::open_on(be, model_dir)?;
             let results =
-                session.explain(&requests(args)?, &methods, &opts, args.batch, progress)?;
+                session.explain(&requests(args)?, methods, opts, args.batch, progress)?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .map(|r| Sample {
@@ -388,8 +388,8 @@ fn explain_on<B: Backend>(
             let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
             let results = session.explain(
                 &requests(args)?,
-                &methods,
-                &opts,
+                methods,
+                opts,
                 &target,
                 args.batch,
                 progress,
@@ -413,7 +413,7 @@ fn explain_on<B: Backend>(
             let target = AnswerTarget::parse(&args.target, session.answers())?;
             let (requests, images): (Vec<_>, Vec<_>) = region_requests(args)?.into_iter().unzip();
             let results =
-                session.explain(&requests, &methods, &opts, &target, args.batch, progress)?;
+                session.explain(&requests, methods, opts, &target, args.batch, progress)?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .zip(images)

@@ -423,7 +423,7 @@ impl<B: Backend> Vilt<B> {
                 x.width
             ));
         }
-        if x.height % c.patch_size != 0 || x.width % c.patch_size != 0 {
+        if !x.height.is_multiple_of(c.patch_size) || !x.width.is_multiple_of(c.patch_size) {
             return bad(format!(
                 "{}×{} images are not whole {} px patches",
                 x.height, x.width, c.patch_size
