@@ -74,8 +74,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "36,196,577", value_delimiter = ',')]
     nodes: Vec<usize>,
     /// Where to compute: cpu, cuda or auto. The trace time includes moving the trace to
-    /// host memory, where the methods run; the "to host" column is that part (0 on the
-    /// CPU).
+    /// host memory, where the methods run, reduced first to what they read (CLIP: head
+    /// means and Fiedler vectors); the "to host" column is that part (on the CPU, the
+    /// reduction alone).
     #[arg(long, value_enum, default_value = "cpu")]
     device: Device,
     /// With --size fiedler --device cuda: also the device time of each stage of the
