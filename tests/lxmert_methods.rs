@@ -157,3 +157,47 @@ fn narrower_backward_passes_agree_and_refuse_what_they_lack() {
     let err = explain_lxmert(&holed, &[Method::RawAttn], &opts).unwrap_err();
     assert!(err.to_string().contains("cross layer 0"), "{err}");
 }
+
+/// A model with a single cross layer: that layer is also the last, so its image branch is
+/// kept (DSMI reads its output as "layer X − 2"), and every method explains the ragged batch
+/// with finite values.
+#[test]
+fn a_lone_cross_layer_keeps_its_image_branch_and_every_method_runs() {
+    use fiedler::explain::lxmert::lrp_scope;
+    use fiedler::model::config::LxmertConfig;
+    use fiedler::model::source::RandomWeights;
+
+    let golden = Golden::open(&fixtures().join("lxmert/golden.safetensors"));
+    let mut config = LxmertConfig::from_dir(&fixtures().join("lxmert")).unwrap();
+    config.x_layers = 1;
+    let weights = RandomWeights {
+        seed: 7,
+        scale: 0.2,
+    };
+    let model = Lxmert::from_source(&Cpu, config, &weights).unwrap();
+    let x = inputs(&golden, "b3");
+    let methods = Method::ALL;
+    let trace = model
+        .trace_with(
+            &Cpu,
+            &x,
+            &VqaTarget::Predicted,
+            grad_scope(&methods),
+            lrp_scope(&methods),
+        )
+        .unwrap();
+    assert_eq!(trace.cross.len(), 1);
+    assert!(trace.cross[0].image.is_some());
+    let explained = explain_lxmert(&trace, &methods, &MethodOptions::default()).unwrap();
+    for (b, sample) in explained.iter().enumerate() {
+        for e in sample {
+            assert_eq!(e.image_relevance.len(), x.regions, "{}", e.method);
+            let values = e.image_relevance.iter().chain(&e.text_relevance);
+            assert!(
+                values.clone().all(|v| v.is_finite()),
+                "sample {b} {}",
+                e.method
+            );
+        }
+    }
+}
