@@ -906,8 +906,12 @@ fn lxmert_trace_on_cuda_matches_cpu() {
             }
             for (l, (c, gg)) in cpu.cross.iter().zip(&gpu.cross).enumerate() {
                 let (ci, gi) = (
-                    c.image.as_ref().expect("a full trace keeps every image branch"),
-                    gg.image.as_ref().expect("a full trace keeps every image branch"),
+                    c.image
+                        .as_ref()
+                        .expect("a full trace keeps every image branch"),
+                    gg.image
+                        .as_ref()
+                        .expect("a full trace keeps every image branch"),
                 );
                 for (module, cr, gr) in [
                     ("text_to_image", &c.text_to_image, &gg.text_to_image),

@@ -329,7 +329,11 @@ fn lxmert_eval_scores_regions_against_their_objects() {
             // The eval batches questions, the library call here does not: the two differ by
             // the products' rounding. The LRP maps amplify it (partial LRP's min–max scaling
             // of a nearly constant map moved one mass by 7e-4 on this random-weight model).
-            let tolerance = if e.method.needs_relevance() { 5e-3 } else { 1e-4 };
+            let tolerance = if e.method.needs_relevance() {
+                5e-3
+            } else {
+                1e-4
+            };
             match mass_in_mask(&e.image_relevance, &overlap).unwrap() {
                 Some(m) => assert!(
                     (line["mass"].as_f64().unwrap() - f64::from(m)).abs() < tolerance,

@@ -49,7 +49,10 @@ fn modules(tr: &mut LxmertTrace<Vec<f32>>) -> Vec<(String, Slots<'_>, bool, bool
         ));
     }
     for (k, x) in tr.cross.iter_mut().enumerate() {
-        let image = x.image.as_mut().expect("a full trace keeps every image branch");
+        let image = x
+            .image
+            .as_mut()
+            .expect("a full trace keeps every image branch");
         for (name, m, q, kt) in [
             ("xt2i", &mut x.text_to_image, true, false),
             ("xi2t", &mut image.image_to_text, false, true),
@@ -304,7 +307,11 @@ fn naive_chefer_image(tr: &LxmertTrace<Vec<f32>>) -> Vec<f32> {
             .matmul(&residual(&rii));
         let d_tt = a_ti.matmul(&rit);
         if k < last {
-            let m = &x.image.as_ref().expect("a full trace keeps every image branch").image_to_text;
+            let m = &x
+                .image
+                .as_ref()
+                .expect("a full trace keeps every image branch")
+                .image_to_text;
             let a_it = abar(&rec(&m.relevance), &rec(&m.attention_grad), n, tp, n, t);
             let d_it = residual(&rii)
                 .transpose()
@@ -320,7 +327,11 @@ fn naive_chefer_image(tr: &LxmertTrace<Vec<f32>>) -> Vec<f32> {
         let a = abar(&rec(&m.relevance), &rec(&m.attention_grad), tp, tp, t, t);
         self_rule(a, &mut rtt, &mut rti);
         if k < last {
-            let m = &x.image.as_ref().expect("a full trace keeps every image branch").visn_self;
+            let m = &x
+                .image
+                .as_ref()
+                .expect("a full trace keeps every image branch")
+                .visn_self;
             let a = abar(&rec(&m.relevance), &rec(&m.attention_grad), n, n, n, n);
             self_rule(a, &mut rii, &mut rit);
         }

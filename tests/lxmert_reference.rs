@@ -101,7 +101,10 @@ fn deviations(
                 .expect("traced with a backward"),
             None,
         );
-        let image = x.image.as_ref().expect("a full trace keeps every image branch");
+        let image = x
+            .image
+            .as_ref()
+            .expect("a full trace keeps every image branch");
         check(
             format!("xi2t.{k}"),
             &image.image_to_text.attention,

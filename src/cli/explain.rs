@@ -363,8 +363,7 @@ fn explain_on<B: Backend>(
     Ok(match family {
         ModelFamily::Clip => {
             let session = ClipSession::open_on(be, model_dir)?;
-            let results =
-                session.explain(&requests(args)?, methods, opts, args.batch, progress)?;
+            let results = session.explain(&requests(args)?, methods, opts, args.batch, progress)?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .map(|r| Sample {

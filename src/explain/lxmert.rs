@@ -488,7 +488,11 @@ pub fn explain_lxmert(
     check_relevance(methods, |m| lrp_scope(&[m]) <= relevance)?;
     use Stream::{Image, Text};
     let last = trace.cross.len() - 1;
-    let images: Vec<_> = trace.cross.iter().filter_map(|x| x.image.as_ref()).collect();
+    let images: Vec<_> = trace
+        .cross
+        .iter()
+        .filter_map(|x| x.image.as_ref())
+        .collect();
     if let Some(k) = trace.cross[..last].iter().position(|x| x.image.is_none()) {
         return Err(ExplainError::MissingImageBranch(k));
     }

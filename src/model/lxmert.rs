@@ -785,7 +785,9 @@ impl<B: Backend> Lxmert<B> {
         for (k, (layer, a)) in self.cross.iter().zip(&f.cross).enumerate().rev() {
             let dt2 = if k == top {
                 // Only the [CLS] rows of the last layer reach the answer.
-                let d_rows = layer.lang_ffn.backward_rows(be, &a.lang_ffn, &d_cls, &rows)?;
+                let d_rows = layer
+                    .lang_ffn
+                    .backward_rows(be, &a.lang_ffn, &d_cls, &rows)?;
                 let mut dt2 = be.zeros(batch * t * d)?;
                 be.gather_rows_backward(&mut dt2, &d_rows, &rows, d)?;
                 dt2
@@ -799,8 +801,16 @@ impl<B: Backend> Lxmert<B> {
                 out.cross[0] = (
                     None,
                     None,
-                    Some(layer.lang_self.probs_gradient(be, &a.lang_self, &dt2, &s.text)?),
-                    Some(layer.visn_self.probs_gradient(be, &img.visn_self, &dv2, &s.image)?),
+                    Some(
+                        layer
+                            .lang_self
+                            .probs_gradient(be, &a.lang_self, &dt2, &s.text)?,
+                    ),
+                    Some(
+                        layer
+                            .visn_self
+                            .probs_gradient(be, &img.visn_self, &dv2, &s.image)?,
+                    ),
                 );
                 break;
             }
@@ -829,13 +839,13 @@ impl<B: Backend> Lxmert<B> {
             let img = a.image();
             let dv2 = layer.visn_ffn.backward(be, &img.visn_ffn, &dv)?;
             let (g_visn, dv1_q, dv1_kv) =
-                layer.visn_self.backward(be, &img.visn_self, &dv2, &s.image)?;
+                layer
+                    .visn_self
+                    .backward(be, &img.visn_self, &dv2, &s.image)?;
             let mut dv1 = dv1_q;
             be.add_assign(&mut dv1, &dv1_kv)?;
             let (g_i2t, dv_q, dt_kv) =
-                layer
-                    .cross
-                    .backward(be, &img.i2t, &dv1, &s.image_to_text)?;
+                layer.cross.backward(be, &img.i2t, &dv1, &s.image_to_text)?;
             be.add_assign(&mut dt, &dt_kv)?;
             dv = dv_q;
             be.add_assign(&mut dv, &dv_kv)?;
@@ -1051,7 +1061,11 @@ impl<B: Backend> Lxmert<B> {
             let d_att = layer.ffn.backward(be, &a.ffn, &dy)?;
             if l == 0 {
                 // Nothing reads the embeddings' gradient: stop at the probabilities.
-                grads.push(layer.attention.probs_gradient(be, &a.attention, &d_att, shape)?);
+                grads.push(
+                    layer
+                        .attention
+                        .probs_gradient(be, &a.attention, &d_att, shape)?,
+                );
                 break;
             }
             let (g, dx_q, dx_kv) = layer.attention.backward(be, &a.attention, &d_att, shape)?;

@@ -275,7 +275,10 @@ pub fn lxmert_relevance(tr: &LxmertTrace<Vec<f32>>) -> Relevance<'_> {
         }
     }
     for (k, x) in tr.cross.iter().enumerate() {
-        let image = x.image.as_ref().expect("a full trace keeps every image branch");
+        let image = x
+            .image
+            .as_ref()
+            .expect("a full trace keeps every image branch");
         for (name, m) in [
             ("xt2i", &x.text_to_image),
             ("xi2t", &image.image_to_text),

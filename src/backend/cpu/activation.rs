@@ -81,7 +81,8 @@ fn normal_cdf(x: f32) -> f32 {
                 + t * (0.096_784_18
                     + t * (-0.186_288_06
                         + t * (0.278_868_07
-                            + t * (-1.135_204 + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
+                            + t * (-1.135_204
+                                + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
     let (hi, lo) = minus_half_square(x);
     let half_erfc = 0.5 * t * exp_sum(hi, lo + poly);
     if x < 0.0 {
@@ -234,7 +235,10 @@ mod tests {
                 let c = (2.0 / PI).sqrt();
                 let t = (c * (x + 0.044715 * x * x * x)).tanh();
                 let du = c * (1.0 + 3.0 * 0.044715 * x * x);
-                (0.5 * x * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+                (
+                    0.5 * x * (1.0 + t),
+                    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du,
+                )
             }
             Activation::QuickGelu => {
                 let s = sigmoid64(1.702 * x);
@@ -247,7 +251,9 @@ mod tests {
     /// Every f32 from −12 to 12 in steps of 2⁻¹⁰ (and the same near 0, 2⁻²⁰), plus
     /// magnitudes out to 1e30.
     fn sweep() -> Vec<f32> {
-        let mut xs: Vec<f32> = (-12 * 1024..=12 * 1024).map(|i| i as f32 / 1024.0).collect();
+        let mut xs: Vec<f32> = (-12 * 1024..=12 * 1024)
+            .map(|i| i as f32 / 1024.0)
+            .collect();
         xs.extend((-1024..=1024).map(|i| i as f32 / (1 << 20) as f32));
         for e in -30..=30 {
             let m = 10f32.powi(e);
@@ -285,7 +291,11 @@ mod tests {
     }
 
     const ULP: f64 = f32::EPSILON as f64;
-    const FORMS: [Activation; 3] = [Activation::Gelu, Activation::GeluTanh, Activation::QuickGelu];
+    const FORMS: [Activation; 3] = [
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::QuickGelu,
+    ];
 
     #[test]
     fn gelu_forms_are_within_a_few_ulps_of_their_f64_definitions() {
@@ -324,13 +334,24 @@ mod tests {
 
     #[test]
     fn special_values_behave_as_the_functions_do() {
-        let xs = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, -200.0, 200.0];
+        let xs = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            -200.0,
+            200.0,
+        ];
         let mut out = vec![0.0; xs.len()];
         for act in FORMS {
             activation(&mut out, &xs, act);
             assert!(out[0].is_nan(), "{act:?}");
             assert_eq!(out[1], f32::INFINITY, "{act:?}");
-            assert!(out[2].is_nan(), "{act:?}: −∞·Φ(−∞) = −∞·0, as in the f64 forms");
+            assert!(
+                out[2].is_nan(),
+                "{act:?}: −∞·Φ(−∞) = −∞·0, as in the f64 forms"
+            );
             assert_eq!(&out[3..], &[0.0, 0.0, 0.0, 200.0], "{act:?}");
         }
     }

@@ -72,9 +72,7 @@ pub(crate) fn layernorm(
     out.par_chunks_mut(ROWS * dim)
         .zip(stats.par_chunks_mut(ROWS * 2))
         .zip(x.par_chunks(ROWS * dim))
-        .for_each(|((y, st), x)| {
-            layernorm_vectorised(y, st, x, gamma, beta, dim, eps)
-        });
+        .for_each(|((y, st), x)| layernorm_vectorised(y, st, x, gamma, beta, dim, eps));
 }
 
 #[inline(always)]
@@ -107,7 +105,12 @@ fn layernorm_backward_rows(
             x.chunks_exact(LANES),
             gamma.chunks_exact(LANES),
         );
-        for ((&dy, &x), &g) in dyc.remainder().iter().zip(xc.remainder()).zip(gc.remainder()) {
+        for ((&dy, &x), &g) in dyc
+            .remainder()
+            .iter()
+            .zip(xc.remainder())
+            .zip(gc.remainder())
+        {
             let (a, b) = term(dy, x, g);
             tail_g += a;
             tail_gx += b;
