@@ -95,6 +95,12 @@ if [ -n "$fiedler" ]; then
         --batch 1,16,64 --method dsmi-grad,chefer,partial-lrp --repeats 3
     step bench-fiedler 40 "$fiedler" bench --device cuda --size fiedler \
         --nodes 36,196,577 --batch 64,512 --repeats 3 --stages
+    # The same with freed device memory handed back at every synchronisation (the driver's
+    # default): the A/B of keeping it in the pool, on the same card.
+    step bench-fiedler-release 30 env FIEDLER_CUDA_MEMORY=release "$fiedler" bench \
+        --device cuda --size fiedler --nodes 196 --batch 512 --repeats 3 --stages
+    step bench-clip-release 40 env FIEDLER_CUDA_MEMORY=release "$fiedler" bench \
+        --device cuda --size vit-b16 --batch 64 --method dsmi-grad --repeats 3
 fi
 # Criterion: per-op GPU times at ViT-B/16 batch-64 sizes, Fiedler batches of 256 graphs.
 [ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench

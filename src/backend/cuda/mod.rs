@@ -133,7 +133,8 @@ impl Cuda {
         // One stream: the multi-stream event bookkeeping would only add overhead.
         // SAFETY: nothing has been allocated yet, and every op runs on `stream`.
         unsafe { ctx.disable_event_tracking() };
-        if ctx.has_async_alloc() {
+        let release = std::env::var("FIEDLER_CUDA_MEMORY").is_ok_and(|v| v == "release");
+        if ctx.has_async_alloc() && !release {
             keep_freed_device_memory(&ctx)?;
         }
         let stream = ctx
@@ -1237,7 +1238,8 @@ impl Backend for Cuda {
 /// With the driver's default release threshold of 0, each synchronisation (every batch
 /// synchronises to bring its results to the host) hands the pool's free memory back, and the
 /// next batch's gigabytes are mapped afresh. The process keeps its peak until it exits, as it
-/// does with host memory (`cli::memory`).
+/// does with host memory (`cli::memory`); `FIEDLER_CUDA_MEMORY=release` keeps the driver's
+/// default, for a GPU shared with other processes.
 fn keep_freed_device_memory(ctx: &CudaContext) -> std::result::Result<(), CudaError> {
     use cudarc::driver::result::{device, mem_pool};
     use cudarc::driver::sys::CUmemPool_attribute;
