@@ -68,11 +68,12 @@ fn minus_half_square(x: f32) -> (f32, f32) {
     (-0.5 * (s * s), if lo.is_nan() { 0.0 } else { lo })
 }
 
-/// Φ(x), the standard normal CDF, as ½·erfc(−x/√2) with the Chebyshev fit of Numerical
-/// Recipes' `erfcc` (relative error below 1.2e-7 for every argument): accurate in the lower
-/// tail, where GELU's output is x·Φ(x) of a tiny Φ.
+/// Φ(x) and φ(x), the standard normal CDF and density, from one split of −x²/2. Φ is
+/// ½·erfc(−x/√2) with the Chebyshev fit of Numerical Recipes' `erfcc` (relative error below
+/// 1.2e-7 for every argument): accurate in the lower tail, where GELU's output is x·Φ(x) of
+/// a tiny Φ. (Where only Φ is used, the inlined φ is dropped as dead code.)
 #[inline(always)]
-fn normal_cdf(x: f32) -> f32 {
+fn normal_cdf_pdf(x: f32) -> (f32, f32) {
     let z = x.abs() * std::f32::consts::FRAC_1_SQRT_2;
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -1.265_512_2
@@ -85,11 +86,8 @@ fn normal_cdf(x: f32) -> f32 {
                                 + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
     let (hi, lo) = minus_half_square(x);
     let half_erfc = 0.5 * t * exp_sum(hi, lo + poly);
-    if x < 0.0 {
-        half_erfc
-    } else {
-        1.0 - half_erfc
-    }
+    let cdf = if x < 0.0 { half_erfc } else { 1.0 - half_erfc };
+    (cdf, FRAC_1_SQRT_2PI * exp_sum(hi, lo))
 }
 
 /// σ(x) and σ(x)·(1 − σ(x)). With e = e⁻ˣ, 1 − σ = e·σ: computed so where σ is near 1
@@ -104,13 +102,13 @@ fn sigmoid_and_slope(x: f32) -> (f32, f32) {
 
 #[inline(always)]
 fn gelu(x: f32) -> f32 {
-    x * normal_cdf(x)
+    x * normal_cdf_pdf(x).0
 }
 
 #[inline(always)]
 fn gelu_derivative(x: f32) -> f32 {
-    let (hi, lo) = minus_half_square(x);
-    normal_cdf(x) + x * (FRAC_1_SQRT_2PI * exp_sum(hi, lo))
+    let (cdf, pdf) = normal_cdf_pdf(x);
+    cdf + x * pdf
 }
 
 /// 2u of GELU's tanh form: 0.5·x·(1 + tanh u) = x·σ(2u), which keeps its relative accuracy
