@@ -266,6 +266,67 @@ fn linear_and_gather_backward_match_finite_differences() {
     check_directional("gather_rows", &x, &dg, f, &dx);
 }
 
+/// x·Wᵀ + b and dy·W against f64 sums, at shapes that cross the CPU backend's weight panels
+/// (64 features, a short last one) and token blocks (384 rows), and at tiny ones (one call).
+#[test]
+fn linear_products_match_f64_sums_across_panels_and_token_blocks() {
+    for (m, k, n) in [(773, 70, 130), (5, 200, 3), (1, 64, 64), (400, 1, 65)] {
+        let (x, w, b, dy) = (
+            values(m * k, 21),
+            values(n * k, 22),
+            values(n, 23),
+            values(m * n, 24),
+        );
+        let packed = Cpu.upload_weight(&w, n, k).unwrap();
+        let close = |what: &str, got: f32, want: f64, scale: f64| {
+            assert!(
+                (got as f64 - want).abs() <= 1e-5 * scale,
+                "{what} at {m}×{k}×{n}: {got} vs {want}"
+            );
+        };
+
+        let mut out = vec![f32::NAN; m * n];
+        Cpu.linear(&mut out, &x, &packed, Some(&b), m, k, n)
+            .unwrap();
+        for (t, f) in (0..m).flat_map(|t| (0..n).map(move |f| (t, f))) {
+            let terms = (0..k).map(|d| x[t * k + d] as f64 * w[f * k + d] as f64);
+            let scale = terms.clone().map(f64::abs).sum::<f64>() + b[f].abs() as f64;
+            close(
+                "linear",
+                out[t * n + f],
+                terms.sum::<f64>() + b[f] as f64,
+                scale,
+            );
+        }
+
+        for accumulate in [false, true] {
+            let start = values(m * k, 25);
+            let mut dx = if accumulate {
+                start.clone()
+            } else {
+                vec![f32::NAN; m * k]
+            };
+            Cpu.linear_backward(&mut dx, &dy, &packed, m, k, n, accumulate)
+                .unwrap();
+            for (t, d) in (0..m).flat_map(|t| (0..k).map(move |d| (t, d))) {
+                let base = if accumulate {
+                    start[t * k + d] as f64
+                } else {
+                    0.0
+                };
+                let terms = (0..n).map(|f| dy[t * n + f] as f64 * w[f * k + d] as f64);
+                let scale = terms.clone().map(f64::abs).sum::<f64>() + base.abs();
+                close(
+                    "linear_backward",
+                    dx[t * k + d],
+                    terms.sum::<f64>() + base,
+                    scale,
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn ops_reject_mismatched_buffers() {
     let mut out = vec![0.0; 5];

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::attention::{offsets, SharedMut};
-use super::matmul::{gemm, linear, linear_backward, Mat};
+use super::matmul::{gemm, linear, linear_backward, Mat, Panels};
 use crate::backend::AttentionShape;
 
 /// The stabiliser of §D's division.
@@ -26,16 +26,15 @@ pub(crate) fn sdiv(a: f32, b: f32) -> f32 {
 ///
 /// Written with W and |W| only (W± = (W ± |W|)/2): Z = (x·Wᵀ + |x|·|W|ᵀ)/2 and
 /// R_x = (x ⊙ (S·W) + |x| ⊙ (S·|W|))/2, four products over the two stored weights, three
-/// when the forward's (output, bias) give x·Wᵀ. `wt`/`w` and `abs_wt`/`abs_w` are W and |W|
-/// in both orders ([k, n] and [n, k]).
+/// when the forward's (output, bias) give x·Wᵀ.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn lrp_linear(
     rx: &mut [f32],
     r: &[f32],
     x: &[f32],
     forward: Option<(&[f32], &[f32])>,
-    (wt, w): (&[f32], &[f32]),
-    (abs_wt, abs_w): (&[f32], &[f32]),
+    w: Panels,
+    abs_w: Panels,
     m: usize,
     k: usize,
     n: usize,
@@ -49,12 +48,12 @@ pub(crate) fn lrp_linear(
             .collect(),
         None => {
             let mut z = vec![0.0f32; m * n];
-            linear(&mut z, x, wt, None, m, k, n);
+            linear(&mut z, x, w, None, m, k, n);
             z
         }
     };
     let mut z_abs = vec![0.0f32; m * n];
-    linear(&mut z_abs, &abs_x, abs_wt, None, m, k, n);
+    linear(&mut z_abs, &abs_x, abs_w, None, m, k, n);
     let s: Vec<f32> = r
         .iter()
         .zip(z.iter().zip(&z_abs))

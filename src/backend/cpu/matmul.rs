@@ -1,9 +1,13 @@
-//! Dense products through the `gemm` crate (blocked, AVX-512 microkernels, rayon threads).
+//! Dense products through the `gemm` crate's AVX-512 microkernels: linear layers over weights
+//! stored in panels, and general strided products (per attention head, relevance matrices).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+use super::attention::SharedMut;
 
 /// Flops (2 per multiply-add) of every product [`gemm`] has run, for `fiedler bench`.
 static FLOPS: AtomicU64 = AtomicU64::new(0);
@@ -107,32 +111,64 @@ pub(crate) unsafe fn gemm(
     );
 }
 
-/// out[m, n] = x[m, k] · Wᵀ + bias, with W [n, k] stored transposed as `wt` [k, n]
-/// (see `Cpu::upload_weight`).
+/// Output features per weight panel: four AVX-512 vectors, the height of the gemm crate's
+/// f32 microkernel.
+const PANEL: usize = 64;
+
+/// Tokens per task of a panel product: enough to amortise a call, few enough that the
+/// gemm crate never repacks a panel (it does past 256·6 columns, see [`panel_product`]).
+const TOKEN_ROWS: usize = 384;
+
+/// A linear weight W [n, k] as `Cpu::upload_weight` stores it: W in panels of [`PANEL`]
+/// output features, then Wᵀ in panels of [`PANEL`] input features. A panel of W is
+/// `[k][PANEL]`: column d of it holds W[64p.., d], contiguous, exactly as the microkernel
+/// streams it, so no product repacks a weight (repacking cost 5% of an LXMERT explanation,
+/// done by both threads). The last panel of each is zero-padded.
+#[derive(Clone, Copy)]
+pub(crate) struct Panels<'a> {
+    /// For x·Wᵀ: panels over W's n rows, each [k][PANEL].
+    forward: &'a [f32],
+    /// For dy·W: panels over W's k columns, each [n][PANEL].
+    backward: &'a [f32],
+}
+
+impl<'a> Panels<'a> {
+    /// Length of the stored form of a weight [n, k].
+    pub fn stored_len(n: usize, k: usize) -> usize {
+        n.next_multiple_of(PANEL) * k + k.next_multiple_of(PANEL) * n
+    }
+
+    /// W [n, k] (row-major, as Hugging Face stores it) in both panel layouts.
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let mut stored = vec![0.0; Self::stored_len(n, k)];
+        let (forward, backward) = stored.split_at_mut(n.next_multiple_of(PANEL) * k);
+        for (o, row) in w.chunks_exact(k).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                forward[(o / PANEL * k + i) * PANEL + o % PANEL] = v;
+                backward[(i / PANEL * n + o) * PANEL + i % PANEL] = v;
+            }
+        }
+        stored
+    }
+
+    /// The two layouts of a buffer made by [`Panels::pack`] (or an elementwise map of one).
+    pub fn of(stored: &'a [f32], n: usize, k: usize) -> Self {
+        let (forward, backward) = stored.split_at(n.next_multiple_of(PANEL) * k);
+        Self { forward, backward }
+    }
+}
+
+/// out[m, n] = x[m, k] · Wᵀ + bias.
 pub(crate) fn linear(
     out: &mut [f32],
     x: &[f32],
-    wt: &[f32],
+    w: Panels,
     bias: Option<&[f32]>,
     m: usize,
     k: usize,
     n: usize,
 ) {
-    // SAFETY: lengths were checked by the caller: out m·n, x m·k, wt k·n.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            n,
-            false,
-            Mat::rows(x, k),
-            Mat::rows(wt, n),
-            1.0,
-            true,
-        );
-    }
+    panel_product(out, false, w.forward, n, x, m, k);
     // The bias after the product, while its output is still in cache: pre-filling the
     // output with it and accumulating cost the product 3–8% at a base model's shapes.
     if let Some(bias) = bias.filter(|_| n > 0) {
@@ -147,29 +183,75 @@ pub(crate) fn linear(
 /// Rows per rayon task of the bias add.
 const BIAS_ROWS: usize = 32;
 
-/// dx[m, k] (+)= dy[m, n] · W[n, k], with W stored as Hugging Face stores it.
+/// dx[m, k] (+)= dy[m, n] · W[n, k].
 pub(crate) fn linear_backward(
     dx: &mut [f32],
     dy: &[f32],
-    w: &[f32],
+    w: Panels,
     m: usize,
     k: usize,
     n: usize,
     accumulate: bool,
 ) {
-    // SAFETY: lengths were checked by the caller: dx m·k, dy m·n, w n·k.
-    unsafe {
-        gemm(
-            m,
-            k,
-            n,
-            dx.as_mut_ptr(),
-            k,
-            accumulate,
-            Mat::rows(dy, n),
-            Mat::rows(w, k),
-            1.0,
-            true,
-        );
+    panel_product(dx, accumulate, w.backward, k, dy, m, n);
+}
+
+/// out[t, f] (+)= Σ_d P[f, d] · x[t, d] for `features` f, `tokens` t and `depth` d, where P
+/// is stored in panels ([`Panels`]) and `out` [tokens, features] and `x` [tokens, depth] are
+/// row-major.
+///
+/// One single-threaded gemm call per (panel, block of [`TOKEN_ROWS`] tokens), spread over the
+/// rayon threads. Each call's left operand is one panel, column-major with unit row stride,
+/// which the gemm crate reads in place; its right operand, the tokens, also needs no packing
+/// (unit stride along d). The crate would still pack the panel once more than 8·6 tokens are
+/// in flight: that threshold is raised to its cap (256·6), above [`TOKEN_ROWS`].
+fn panel_product(
+    out: &mut [f32],
+    accumulate: bool,
+    panels: &[f32],
+    features: usize,
+    x: &[f32],
+    tokens: usize,
+    depth: usize,
+) {
+    static READ_PANELS_IN_PLACE: Once = Once::new();
+    READ_PANELS_IN_PLACE.call_once(|| gemm::set_lhs_packing_threshold_single_thread(256));
+    FLOPS.fetch_add(2 * (tokens * features * depth) as u64, Ordering::Relaxed);
+    let n_panels = features.div_ceil(PANEL);
+    let jobs = n_panels * tokens.div_ceil(TOKEN_ROWS);
+    let out_ptr = SharedMut(out.as_mut_ptr());
+    let job = |j: usize| {
+        let (block, panel) = (j / n_panels, j % n_panels);
+        let (t0, f0) = (block * TOKEN_ROWS, panel * PANEL);
+        // SAFETY: out holds tokens·features and x tokens·depth floats (checked by the
+        // caller); each job writes its own [t0.., f0..] block of out.
+        unsafe {
+            gemm::gemm(
+                PANEL.min(features - f0),
+                TOKEN_ROWS.min(tokens - t0),
+                depth,
+                out_ptr.at(t0 * features + f0),
+                features as isize,
+                1,
+                accumulate,
+                panels.as_ptr().add(panel * depth * PANEL),
+                PANEL as isize,
+                1,
+                x.as_ptr().add(t0 * depth),
+                depth as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    };
+    if tokens * features * depth < 1 << 18 {
+        (0..jobs).for_each(job);
+    } else {
+        (0..jobs).into_par_iter().for_each(job);
     }
 }

@@ -12,6 +12,7 @@ mod simd;
 
 pub use attention::head_mean;
 pub use matmul::matmul_flops;
+use matmul::Panels;
 
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
 
@@ -43,22 +44,13 @@ impl Backend for Cpu {
         Ok(buf)
     }
 
-    /// Stored twice, `[in, out]` then `[out, in]`: the gemm crate runs a product 3–10× faster
-    /// when its right operand is row-major and few tokens are in flight (the weight is then
-    /// streamed without repacking), and the forward (x·Wᵀ) and the backward (dy·W) each want
-    /// one of the two orders. Measured on the 2-core dev machine at 50×768×3072: forward
-    /// 2.7 ms either way round with `[in, out]`, backward 9.5 ms from `[in, out]` against
-    /// ~1.5 ms from `[out, in]`. Weights take twice the memory; activations dominate anyway.
+    /// Stored twice, in panels of 64 output features and in panels of 64 input features
+    /// (`matmul::Panels`): the layouts the gemm crate's microkernel streams for the forward
+    /// (x·Wᵀ) and the backward (dy·W), so no product repacks a weight. Weights take twice
+    /// the memory; activations dominate anyway.
     fn upload_weight(&self, w: &[f32], out: usize, input: usize) -> Result<Vec<f32>> {
         check::len("upload_weight", "w", w.len(), out * input)?;
-        let mut both = vec![0.0; 2 * w.len()];
-        for (o, row) in w.chunks_exact(input).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                both[i * out + o] = v;
-            }
-        }
-        both[w.len()..].copy_from_slice(w);
-        Ok(both)
+        Ok(Panels::pack(w, out, input))
     }
 
     fn copy(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
@@ -80,8 +72,16 @@ impl Backend for Cpu {
         n: usize,
     ) -> Result<()> {
         check::linear(out.len(), x.len(), bias.map(|b| b.len()), m, k, n)?;
-        check::len("linear", "weight", w.len(), 2 * n * k)?;
-        matmul::linear(out, x, &w[..n * k], bias.map(|b| b.as_slice()), m, k, n);
+        check::len("linear", "weight", w.len(), Panels::stored_len(n, k))?;
+        matmul::linear(
+            out,
+            x,
+            Panels::of(w, n, k),
+            bias.map(|b| b.as_slice()),
+            m,
+            k,
+            n,
+        );
         Ok(())
     }
 
@@ -96,8 +96,13 @@ impl Backend for Cpu {
         accumulate: bool,
     ) -> Result<()> {
         check::linear_backward(dx.len(), dy.len(), m, k, n)?;
-        check::len("linear_backward", "weight", w.len(), 2 * n * k)?;
-        matmul::linear_backward(dx, dy, &w[n * k..], m, k, n, accumulate);
+        check::len(
+            "linear_backward",
+            "weight",
+            w.len(),
+            Panels::stored_len(n, k),
+        )?;
+        matmul::linear_backward(dx, dy, Panels::of(w, n, k), m, k, n, accumulate);
         Ok(())
     }
 
@@ -399,17 +404,21 @@ impl Backend for Cpu {
     ) -> Result<()> {
         let forward_lens = forward.map(|(o, b)| (o.len(), b.len()));
         check::lrp_linear(rx.len(), r.len(), x.len(), forward_lens, m, k, n)?;
-        check::len("lrp_linear", "weight", w.len(), 2 * n * k)?;
-        check::len("lrp_linear", "abs weight", w_abs.len(), 2 * n * k)?;
-        let (wt, w) = w.split_at(n * k);
+        check::len("lrp_linear", "weight", w.len(), Panels::stored_len(n, k))?;
+        check::len(
+            "lrp_linear",
+            "abs weight",
+            w_abs.len(),
+            Panels::stored_len(n, k),
+        )?;
         let forward = forward.map(|(o, b)| (o.as_slice(), b.as_slice()));
         lrp::lrp_linear(
             rx,
             r,
             x,
             forward,
-            (wt, w),
-            w_abs.split_at(n * k),
+            Panels::of(w, n, k),
+            Panels::of(w_abs, n, k),
             m,
             k,
             n,
