@@ -168,20 +168,8 @@ pub(crate) fn linear(
     k: usize,
     n: usize,
 ) {
-    panel_product(out, false, w.forward, n, x, m, k);
-    // The bias after the product, while its output is still in cache: pre-filling the
-    // output with it and accumulating cost the product 3–8% at a base model's shapes.
-    if let Some(bias) = bias.filter(|_| n > 0) {
-        out.par_chunks_mut(BIAS_ROWS * n).for_each(|rows| {
-            for row in rows.chunks_exact_mut(n) {
-                row.iter_mut().zip(bias).for_each(|(y, &b)| *y += b);
-            }
-        });
-    }
+    panel_product(out, false, w.forward, bias, n, x, m, k);
 }
-
-/// Rows per rayon task of the bias add.
-const BIAS_ROWS: usize = 32;
 
 /// dx[m, k] (+)= dy[m, n] · W[n, k].
 pub(crate) fn linear_backward(
@@ -193,22 +181,24 @@ pub(crate) fn linear_backward(
     n: usize,
     accumulate: bool,
 ) {
-    panel_product(dx, accumulate, w.backward, k, dy, m, n);
+    panel_product(dx, accumulate, w.backward, None, k, dy, m, n);
 }
 
-/// out[t, f] (+)= Σ_d P[f, d] · x[t, d] for `features` f, `tokens` t and `depth` d, where P
-/// is stored in panels ([`Panels`]) and `out` [tokens, features] and `x` [tokens, depth] are
-/// row-major.
+/// out[t, f] (+)= Σ_d P[f, d] · x[t, d] (+ bias[f]) for `features` f, `tokens` t and `depth`
+/// d, where P is stored in panels ([`Panels`]) and `out` [tokens, features] and `x`
+/// [tokens, depth] are row-major.
 ///
 /// One single-threaded gemm call per (panel, block of [`TOKEN_ROWS`] tokens), spread over the
 /// rayon threads. Each call's left operand is one panel, column-major with unit row stride,
 /// which the gemm crate reads in place; its right operand, the tokens, also needs no packing
 /// (unit stride along d). The crate would still pack the panel once more than 8·6 tokens are
 /// in flight: that threshold is raised to its cap (256·6), above [`TOKEN_ROWS`].
+#[allow(clippy::too_many_arguments)]
 fn panel_product(
     out: &mut [f32],
     accumulate: bool,
     panels: &[f32],
+    bias: Option<&[f32]>,
     features: usize,
     x: &[f32],
     tokens: usize,
@@ -223,12 +213,13 @@ fn panel_product(
     let job = |j: usize| {
         let (block, panel) = (j / n_panels, j % n_panels);
         let (t0, f0) = (block * TOKEN_ROWS, panel * PANEL);
+        let (rows, cols) = (TOKEN_ROWS.min(tokens - t0), PANEL.min(features - f0));
         // SAFETY: out holds tokens·features and x tokens·depth floats (checked by the
         // caller); each job writes its own [t0.., f0..] block of out.
         unsafe {
             gemm::gemm(
-                PANEL.min(features - f0),
-                TOKEN_ROWS.min(tokens - t0),
+                cols,
+                rows,
                 depth,
                 out_ptr.at(t0 * features + f0),
                 features as isize,
@@ -247,6 +238,15 @@ fn panel_product(
                 false,
                 Parallelism::None,
             );
+            // The bias while the block is still in cache: pre-filling the output with it
+            // and accumulating would make the product read its output.
+            if let Some(bias) = bias {
+                let bias = &bias[f0..f0 + cols];
+                for t in t0..t0 + rows {
+                    let row = std::slice::from_raw_parts_mut(out_ptr.at(t * features + f0), cols);
+                    row.iter_mut().zip(bias).for_each(|(y, &b)| *y += b);
+                }
+            }
         }
     };
     if tokens * features * depth < 1 << 18 {
