@@ -188,11 +188,12 @@ pub(crate) fn linear_backward(
 /// d, where P is stored in panels ([`Panels`]) and `out` [tokens, features] and `x`
 /// [tokens, depth] are row-major.
 ///
-/// One single-threaded gemm call per (panel, block of [`TOKEN_ROWS`] tokens), spread over the
-/// rayon threads. Each call's left operand is one panel, column-major with unit row stride,
-/// which the gemm crate reads in place; its right operand, the tokens, also needs no packing
-/// (unit stride along d). The crate would still pack the panel once more than 8·6 tokens are
-/// in flight: that threshold is raised to its cap (256·6), above [`TOKEN_ROWS`].
+/// One single-threaded gemm call per (panel, block of about [`TOKEN_ROWS`] tokens or fewer),
+/// spread over the rayon threads. Each call's left operand is one panel, column-major with
+/// unit row stride, which the gemm crate reads in place; its right operand, the tokens, also
+/// needs no packing (unit stride along d). The crate would still pack the panel once more
+/// than 8·6 tokens are in flight: that threshold is raised to its cap (256·6), far above a
+/// block.
 #[allow(clippy::too_many_arguments)]
 fn panel_product(
     out: &mut [f32],
@@ -208,12 +209,18 @@ fn panel_product(
     READ_PANELS_IN_PLACE.call_once(|| gemm::set_lhs_packing_threshold_single_thread(256));
     FLOPS.fetch_add(2 * (tokens * features * depth) as u64, Ordering::Relaxed);
     let n_panels = features.div_ceil(PANEL);
-    let jobs = n_panels * tokens.div_ceil(TOKEN_ROWS);
+    // Blocks of equal size (a multiple of the microkernel's 6 columns): 576 tokens run as
+    // 2 × 288, not 384 + 192.
+    let block_rows = tokens
+        .div_ceil(tokens.div_ceil(TOKEN_ROWS).max(1))
+        .next_multiple_of(6)
+        .max(6);
+    let jobs = n_panels * tokens.div_ceil(block_rows);
     let out_ptr = SharedMut(out.as_mut_ptr());
     let job = |j: usize| {
         let (block, panel) = (j / n_panels, j % n_panels);
-        let (t0, f0) = (block * TOKEN_ROWS, panel * PANEL);
-        let (rows, cols) = (TOKEN_ROWS.min(tokens - t0), PANEL.min(features - f0));
+        let (t0, f0) = (block * block_rows, panel * PANEL);
+        let (rows, cols) = (block_rows.min(tokens - t0), PANEL.min(features - f0));
         // SAFETY: out holds tokens·features and x tokens·depth floats (checked by the
         // caller); each job writes its own [t0.., f0..] block of out.
         unsafe {
