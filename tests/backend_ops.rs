@@ -67,7 +67,7 @@ fn activations_match_torch_values() {
             Activation::GeluTanh,
             [
                 -0.003637433,
-                -0.15880799,
+                -0.158_808,
                 -0.10032465,
                 0.0,
                 0.345714,

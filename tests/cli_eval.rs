@@ -186,7 +186,7 @@ fn lxmert_eval_reports_and_reruns_identically() {
         .unwrap();
     let answers: Vec<&str> = answers.iter().map(|(r, _)| r.answer.as_str()).collect();
     let plain = mean_accuracy(&data.questions, &answers);
-    check_report(&results.parent().unwrap(), 7, plain);
+    check_report(results.parent().unwrap(), 7, plain);
 
     // The same run again, elsewhere: byte-identical results and report.
     let again = dir.join("b/results.jsonl");

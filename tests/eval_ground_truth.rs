@@ -317,12 +317,12 @@ fn lxmert_eval_scores_regions_against_their_objects() {
             question,
             &session.tokenizer().token_spans(question).unwrap(),
         );
+        // The results name a sample by its question id as a string.
+        let sample = q["question_id"].to_string();
         for e in &r.explanations {
             let line = eval_lines
                 .iter()
-                .find(|v| {
-                    v["sample"] == q["question_id"].to_string() && v["method"] == e.method.name()
-                })
+                .find(|v| v["sample"] == sample && v["method"] == e.method.name())
                 .unwrap();
             let pointing = pointing_game(&e.image_relevance, &overlap).unwrap();
             assert_eq!(line["pointing"].as_bool(), pointing, "{line}");

@@ -9,6 +9,8 @@
 //! Tolerances: logits ≤ 1e-5 relative to the largest; attention ≤ 1e-5 absolute; layer
 //! outputs and ∂y/∂A ≤ 1e-4 relative to the tensor's largest magnitude (absolute 1e-7 when
 //! the reference is all zeros).
+// `!(err <= tol)` on purpose: unlike `err > tol`, it also fails on NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 mod common;
 

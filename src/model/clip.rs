@@ -76,6 +76,8 @@ impl ClipOutput {
 
 /// One buffer per layer of each tower: (vision, text).
 type PerTower<Buf> = (Vec<Buf>, Vec<Buf>);
+/// A pooled row set: (raw rows, normalised, layer-norm stats).
+type Pooled<Buf> = (Buf, Buf, Buf);
 
 /// A forward pass with everything the backward needs.
 struct Forward<Buf> {
@@ -722,7 +724,7 @@ impl<B: Backend> Clip<B> {
         norm: &(B::Buf, B::Buf),
         width: usize,
         eps: f32,
-    ) -> Result<(B::Buf, B::Buf, B::Buf), ModelError> {
+    ) -> Result<Pooled<B::Buf>, ModelError> {
         let mut raw = be.zeros(rows.len() * width)?;
         be.gather_rows(&mut raw, tower_out, rows, width)?;
         let mut normed = be.zeros(rows.len() * width)?;

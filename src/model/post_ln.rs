@@ -11,6 +11,12 @@ use crate::model::source::WeightSource;
 use crate::model::ModelError;
 
 type Pair<B> = (<B as Backend>::Buf, <B as Backend>::Buf);
+/// ∂y/∂A, d x_q and d x_kv of an attention sublayer.
+type AttentionGradients<B> = (
+    <B as Backend>::Buf,
+    <B as Backend>::Buf,
+    <B as Backend>::Buf,
+);
 
 /// `LN(x_q + Dense(MHA(q = x_q, kv = x_kv)))`.
 pub struct AttentionSublayer<B: Backend> {
@@ -122,7 +128,7 @@ impl<B: Backend> AttentionSublayer<B> {
         a: &AttentionActivations<B::Buf>,
         dout: &B::Buf,
         shape: &AttentionShape,
-    ) -> Result<(B::Buf, B::Buf, B::Buf), ModelError> {
+    ) -> Result<AttentionGradients<B>, ModelError> {
         let d = self.width;
         let (mq, mk) = (be.len(&a.q) / d, be.len(&a.kv) / (2 * d));
         let g = self.backward_to_projections(be, a, dout, shape)?;

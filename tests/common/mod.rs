@@ -1,6 +1,8 @@
 //! Shared helpers for the reference tests: reading golden tensors written by
 //! tools/reference and comparing with explicit tolerances.
 #![allow(dead_code)]
+// `!(err <= tol)` on purpose: unlike `err > tol`, it also fails on NaN.
+#![allow(clippy::neg_cmp_op_on_partial_ord)]
 
 use std::path::{Path, PathBuf};
 
