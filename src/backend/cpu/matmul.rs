@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::attention::SharedMut;
 
-/// Flops (2 per multiply-add) of every product [`gemm`] has run, for `fiedler bench`.
+/// Flops (2 per multiply-add) of every product run here, for `fiedler bench`.
 static FLOPS: AtomicU64 = AtomicU64::new(0);
 
 /// Floating-point operations of the CPU backend's dense products since the process started
