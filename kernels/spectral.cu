@@ -1,7 +1,7 @@
 // Batched Fiedler vectors, mirroring src/linalg step for step in f64. Three stages, launched
 // by src/backend/cuda/spectral.rs:
 // 1. `fiedler_rows` (one warp per node): §B step 1, the node's f32 feature row (gathered:
-//    the host passes which row each node is) to f64 times 1/max(‖f_i‖, ε) (or 1 for the
+//    the host passes each node's row address) to f64 times 1/max(‖f_i‖, ε) (or 1 for the
 //    raw-feature variant), as affinity.rs does before its Gram; rows with NaN/inf flagged.
 // 2. cuBLAS DGEMM (strided-batched over the graphs of one size) writes F Fᵀ into each graph's
 //    workspace. The Gram is O(n²·d) — at n = 196, d = 768, 30 M multiply-adds a graph, most
@@ -428,15 +428,17 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, int n, const Locked& l
 // ---- the kernels ----
 
 // §B step 1 for every node of the batch: x_k = f / max(‖f‖, ε) in f64 (or f itself) for
-// the feature row f = source_row[k], one warp per node; nonfinite[k] says whether f holds a
-// NaN or an infinity (then its sum of squares, in f64, is not finite). `x` is the DGEMM's
-// input: each graph's nodes, dim wide, one graph after the other.
-KERNEL void fiedler_rows(const float* features, const int* source_row, double* x,
-                         int* nonfinite, int rows, int dim, int l2_normalize) {
+// the feature row f at device address row_addr[k], one warp per node; nonfinite[k] says
+// whether f holds a NaN or an infinity (then its sum of squares, in f64, is not finite).
+// Rows are addressed one by one so that one call can gather the graphs of several buffers
+// (every layer of a trace). `x` is the DGEMM's input: each graph's nodes, dim wide, one
+// graph after the other.
+KERNEL void fiedler_rows(const unsigned long long* row_addr, double* x, int* nonfinite,
+                         int rows, int dim, int l2_normalize) {
     const int lane = threadIdx.x & 31;
     const int row = blockIdx.x * (int)(blockDim.x >> 5) + (int)(threadIdx.x >> 5);
     if (row >= rows) return;  // whole warps: no block barriers follow
-    const float* f = features + (long long)source_row[row] * dim;
+    const float* f = (const float*)row_addr[row];
     double s = 0.0;
     for (int d = lane; d < dim; d += 32) {
         const double v = f[d];

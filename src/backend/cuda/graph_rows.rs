@@ -1,12 +1,13 @@
 //! Fiedler vectors of graphs whose features are rows of device buffers (a trace's layer
-//! outputs): solved where they are (`Cuda::fiedler_batch_device`, one call per buffer), so
-//! only the vectors come back to the host. The dense solver, which runs on the CPU, gets the
+//! outputs): solved where they are (`Cuda::fiedler_batch_buffers`, one call for every
+//! buffer), so only the vectors come back to the host. The dense solver, which runs on the CPU, gets the
 //! rows brought over, once per buffer.
 
 use std::collections::HashMap;
 
 use cudarc::driver::CudaSlice;
 
+use super::spectral::BufferGraph;
 use super::Cuda;
 use crate::backend::cpu::fiedler_of_rows;
 use crate::backend::{check, Backend, Result};
@@ -29,33 +30,19 @@ impl Cuda {
         if opts.solver == Solver::Dense || !ascending {
             return self.fiedler_of_rows_on_host(graphs, dim, opts);
         }
-        // Graphs of one buffer (one layer's output) go in one call, in first-seen order.
-        let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
-        for (g, (buf, _)) in graphs.iter().enumerate() {
-            let key = self.ptr(buf);
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, members)) => members.push(g),
-                None => groups.push((key, vec![g])),
-            }
-        }
-        let mut solved: Vec<Option<Solved>> = (0..graphs.len()).map(|_| None).collect();
-        for (_, members) in &groups {
-            // Ascending rows as a span from the first with a mask over the gaps.
-            let masks: Vec<(usize, Vec<bool>)> =
-                members.iter().map(|&g| span(graphs[g].1)).collect();
-            let spans: Vec<(usize, &[bool])> = masks
-                .iter()
-                .map(|(first, m)| (*first, m.as_slice()))
-                .collect();
-            let buf = graphs[members[0]].0;
-            let results = self.fiedler_batch_device(buf, dim, &spans, opts.l2_normalize)?;
-            for ((&g, (_, mask)), r) in members.iter().zip(&masks).zip(results) {
-                solved[g] = Some(r.map(|f| compact(f, mask)));
-            }
-        }
-        Ok(solved
+        // Ascending rows as a span from the first with a mask over the gaps; the graphs of
+        // every buffer in one call.
+        let masks: Vec<(usize, Vec<bool>)> = graphs.iter().map(|(_, rows)| span(rows)).collect();
+        let spans: Vec<BufferGraph<'_>> = graphs
+            .iter()
+            .zip(&masks)
+            .map(|((buf, _), (first, mask))| (*buf, *first, mask.as_slice()))
+            .collect();
+        let results = self.fiedler_batch_buffers(dim, &spans, opts.l2_normalize)?;
+        Ok(results
             .into_iter()
-            .map(|s| s.expect("every graph is in one group"))
+            .zip(&masks)
+            .map(|(r, (_, mask))| r.map(|f| compact(f, mask)))
             .collect())
     }
 

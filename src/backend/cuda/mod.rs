@@ -29,7 +29,7 @@ use super::{
 use blas::gemm;
 pub use error::CudaError;
 use kernels::Kernels;
-pub use spectral::FiedlerStages;
+pub use spectral::{BufferGraph, FiedlerStages};
 
 /// Threads per block of the elementwise and per-row kernels.
 const BLOCK: u32 = 256;

@@ -8,8 +8,11 @@
 //!
 //! Two entry points share that: `fiedler_batch` for features in host memory (uploaded per
 //! call, which at 768-wide rows costs more than the solve: 512 graphs of 196 rows are
-//! 308 MB), and `fiedler_batch_device` for features already on the device, e.g. a model's
-//! hidden states.
+//! 308 MB), and `fiedler_batch_device` (`fiedler_batch_buffers` for graphs spread over
+//! several buffers) for features already on the device, e.g. a model's hidden states.
+//! Graphs of every buffer go into one call: a trace's layers are solved together rather
+//! than a layer at a time, since a call with fewer graphs than the GPU holds blocks takes
+//! about as long as a full one.
 
 use std::ops::Range;
 
@@ -248,6 +251,26 @@ impl Solved {
     }
 }
 
+/// A graph over rows of a device buffer: `(features, first_row, mask)`, the `mask.len()`
+/// rows from `first_row` on, of which those where `mask` is true take part.
+pub type BufferGraph<'a> = (&'a CudaSlice<f32>, usize, &'a [bool]);
+
+/// `(first_row, mask)` graphs of one buffer as [`BufferGraph`]s.
+fn in_one_buffer<'a>(
+    features: &'a CudaSlice<f32>,
+    graphs: &[(usize, &'a [bool])],
+) -> Vec<BufferGraph<'a>> {
+    graphs
+        .iter()
+        .map(|&(first, mask)| (features, first, mask))
+        .collect()
+}
+
+/// The device address of row `row` of `dim`-wide f32 rows from `base` on.
+fn row_address(base: u64, row: usize, dim: usize) -> u64 {
+    base + (row * dim * std::mem::size_of::<f32>()) as u64
+}
+
 impl Cuda {
     /// The Fiedler vector of every graph, in input order (spec §B with the options'
     /// `l2_normalize`; the solver is always Lanczos). Every graph of a call must have the
@@ -299,11 +322,11 @@ impl Cuda {
                     at += src.len();
                 }
             }
-            let source = (0..int(OP, total)?).collect::<Vec<i32>>();
+            let base = self.ptr(&features);
+            let source: Vec<u64> = (0..total).map(|k| row_address(base, k, dim)).collect();
             solved = self
                 .solve(
                     OP,
-                    &features,
                     dim,
                     &source,
                     &layout,
@@ -339,9 +362,18 @@ impl Cuda {
         graphs: &[(usize, &[bool])],
         l2_normalize: bool,
     ) -> Result<Vec<GraphResult>> {
-        Ok(self
-            .batch_device(features, dim, graphs, l2_normalize, false)?
-            .0)
+        self.fiedler_batch_buffers(dim, &in_one_buffer(features, graphs), l2_normalize)
+    }
+
+    /// [`Cuda::fiedler_batch_device`] for graphs over rows of several buffers, all `dim`
+    /// wide, given as `(features, first_row, mask)`: solved in one call.
+    pub fn fiedler_batch_buffers(
+        &self,
+        dim: usize,
+        graphs: &[BufferGraph<'_>],
+        l2_normalize: bool,
+    ) -> Result<Vec<GraphResult>> {
+        Ok(self.batch_device(dim, graphs, l2_normalize, false)?.0)
     }
 
     /// [`Cuda::fiedler_batch_device`], and the device time of each stage (for `fiedler
@@ -354,46 +386,47 @@ impl Cuda {
         graphs: &[(usize, &[bool])],
         l2_normalize: bool,
     ) -> Result<(Vec<GraphResult>, FiedlerStages)> {
-        let (results, stages) = self.batch_device(features, dim, graphs, l2_normalize, true)?;
+        let graphs = in_one_buffer(features, graphs);
+        let (results, stages) = self.batch_device(dim, &graphs, l2_normalize, true)?;
         Ok((results, stages.unwrap_or_default()))
     }
 
     /// Both of the above: stage times when `timed` (and there was anything to solve).
     fn batch_device(
         &self,
-        features: &CudaSlice<f32>,
         dim: usize,
-        graphs: &[(usize, &[bool])],
+        graphs: &[BufferGraph<'_>],
         l2_normalize: bool,
         timed: bool,
     ) -> Result<(Vec<GraphResult>, Option<FiedlerStages>)> {
         const OP: &str = "fiedler_batch_device";
-        let rows = features.len().checked_div(dim).unwrap_or(0);
-        if let Some((first, mask)) = graphs.iter().find(|(first, mask)| {
-            first
+        for &(features, first, mask) in graphs {
+            let rows = features.len().checked_div(dim).unwrap_or(0);
+            if first
                 .checked_add(mask.len())
                 .is_none_or(|end| end > rows && !mask.is_empty())
-        }) {
-            return Err(BackendError::Invalid {
-                op: OP,
-                message: format!(
-                    "a graph of rows {first}..{} of {rows} feature rows ({} values, {dim} wide)",
-                    first.saturating_add(mask.len()),
-                    features.len()
-                ),
-            });
+            {
+                return Err(BackendError::Invalid {
+                    op: OP,
+                    message: format!(
+                        "a graph of rows {first}..{} of {rows} feature rows ({} values, {dim} wide)",
+                        first.saturating_add(mask.len()),
+                        features.len()
+                    ),
+                });
+            }
         }
         let nodes: Vec<Vec<usize>> = graphs
             .iter()
-            .map(|(_, mask)| (0..mask.len()).filter(|&r| mask[r]).collect())
+            .map(|(_, _, mask)| (0..mask.len()).filter(|&r| mask[r]).collect())
             .collect();
         let sizes: Vec<Option<usize>> = nodes.iter().map(|n| Some(n.len())).collect();
         let layout = Layout::new(OP, &sizes)?;
         let mut source = Vec::with_capacity(layout.total());
         for &i in &layout.order {
-            for &r in &nodes[i] {
-                source.push(int(OP, graphs[i].0 + r)?);
-            }
+            let (features, first, _) = graphs[i];
+            let base = self.ptr(features);
+            source.extend(nodes[i].iter().map(|&r| row_address(base, first + r, dim)));
         }
         let mut solved = unsolved(graphs.len());
         let mut stages = None;
@@ -401,7 +434,6 @@ impl Cuda {
             self.bind(OP)?;
             (solved, stages) = self.solve(
                 OP,
-                features,
                 dim,
                 &source,
                 &layout,
@@ -411,7 +443,7 @@ impl Cuda {
             )?;
         }
         let mut out = Vec::with_capacity(graphs.len());
-        for (((first, mask), nodes), solved) in graphs.iter().zip(&nodes).zip(solved) {
+        for (((features, first, mask), nodes), solved) in graphs.iter().zip(&nodes).zip(solved) {
             let solved = solved.expect("every graph was solved");
             out.push(match solved.nonfinite {
                 None => Ok(solved.into_fiedler(mask.len(), nodes)),
@@ -460,17 +492,17 @@ impl Cuda {
             .map_err(|e| self.alloc_error(op, len * std::mem::size_of::<T>(), e))
     }
 
-    /// Runs the three stages on the packed graphs of `layout`, whose node k is row
-    /// `source[k]` of `features`; returns the results by the caller's graph index, one for
+    /// Runs the three stages on the packed graphs of `layout`, whose node k is the `dim`
+    /// floats at device address `source[k]` (inside a buffer the caller holds until this
+    /// returns, which synchronises); returns the results by the caller's graph index, one for
     /// each of `graphs` (`None` for graphs not in the layout), and when `timed` each stage's
     /// device time.
     #[allow(clippy::too_many_arguments)]
     fn solve(
         &self,
         op: &'static str,
-        features: &CudaSlice<f32>,
         dim: usize,
-        source: &[i32],
+        source: &[u64],
         layout: &Layout,
         l2_normalize: bool,
         graphs: usize,
@@ -513,7 +545,6 @@ impl Cuda {
                 self,
                 "fiedler_rows",
                 cfg,
-                features,
                 &dev_source,
                 &mut rows,
                 &mut nonfinite,
