@@ -45,29 +45,84 @@ KERNEL void softmax_bwd(float* ds, const float* dp, const float* p, int rows, in
     for (int j = lane; j < keys; j += 32) ds[off + j] = p[off + j] * (dp[off + j] - dot);
 }
 
-// out[b, e] = (Σ_h term(x[b, h, e], g[b, h, e])) / heads, heads summed in order as on the
-// CPU (src/backend/cpu/attention.rs, `head_mean`): bit-identical results. term by `kind`:
-// 0: x; 1: max(g, 0); 2: max(x·g, 0) (the product rounded before the max, so nothing is
-// contracted into an FMA). One thread per (sample, entry): neighbours read neighbours.
+// (Σ_h term(x[at], g[at])) / heads over the heads of one sample's maps (from `maps` on, h
+// `entries` apart) at entry e, heads summed in order as on the CPU
+// (src/backend/cpu/attention.rs, `head_mean`): bit-identical results. term by `kind`: 0: x;
+// 1: max(g, 0); 2: max(x·g, 0) (the product rounded before the max, so nothing is
+// contracted into an FMA).
+__device__ __forceinline__ float mean_over_heads(const float* x, const float* g, long long maps,
+                                                 int heads, long long entries, long long e,
+                                                 int kind) {
+    float s = 0.0f;
+    for (int h = 0; h < heads; ++h) {
+        const long long at = maps + h * entries + e;
+        float t;
+        if (kind == 0) {
+            t = x[at];
+        } else if (kind == 1) {
+            t = fmaxf(g[at], 0.0f);
+        } else {
+            t = fmaxf(__fmul_rn(x[at], g[at]), 0.0f);
+        }
+        s += t;
+    }
+    return s / (float)heads;
+}
+
+// out[b, e] = the head mean of sample b at entry e. One thread per (sample, entry):
+// neighbours read neighbours.
 KERNEL void head_mean(float* out, const float* x, const float* g, int samples, int heads,
                       int entries, int kind) {
     const long long total = (long long)samples * entries;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)blockDim.x * gridDim.x) {
         const long long b = idx / entries, e = idx % entries;
-        float s = 0.0f;
-        for (int h = 0; h < heads; ++h) {
-            const long long at = (b * heads + h) * entries + e;
-            float t;
-            if (kind == 0) {
-                t = x[at];
-            } else if (kind == 1) {
-                t = fmaxf(g[at], 0.0f);
-            } else {
-                t = fmaxf(__fmul_rn(x[at], g[at]), 0.0f);
-            }
-            s += t;
-        }
-        out[idx] = s / (float)heads;
+        out[idx] = mean_over_heads(x, g, b * heads * entries, heads, entries, e, kind);
     }
+}
+
+// The host's MATVEC_ROWS and MATVEC_COLS (src/backend/cuda/mod.rs).
+#define MATVEC_ROWS 32
+#define MATVEC_COLS 128
+
+// r_i = Σ_j M[t_i, t_j]·v_j per graph (`head_mean_matvec` in src/backend/mod.rs), M the head
+// mean of the graph's sample over n × n maps: graph blockIdx.x, its rows from
+// MATVEC_ROWS·blockIdx.y on. Graph k's tokens, vector entries and outputs are
+// graph_start[k] .. graph_start[k + 1]; graph_sample[k] is its sample. The block forms the
+// means of a MATVEC_ROWS × MATVEC_COLS tile at a time in shared memory, neighbouring threads
+// on neighbouring columns (coalesced reads), then one thread per row adds its products in
+// column order, each rounded (no FMA), from −0 as Rust's f32 sum does: the CPU's bits.
+KERNEL void head_mean_matvec(float* out, const float* x, const float* g,
+                             const int* graph_sample, const int* graph_start, const int* tokens,
+                             const float* vector, int heads, int n, int kind) {
+    __shared__ float tile[MATVEC_ROWS][MATVEC_COLS + 1];  // +1: rows in different banks
+    const int k = blockIdx.x;
+    const int start = graph_start[k], m = graph_start[k + 1] - start;
+    const int row0 = blockIdx.y * MATVEC_ROWS;
+    if (row0 >= m) return;  // the whole block, before any barrier
+    const long long entries = (long long)n * n;
+    const long long maps = (long long)graph_sample[k] * heads * entries;
+    const int* t = tokens + start;
+    const float* v = vector + start;
+    const int r = threadIdx.x;  // the row this thread sums, if r < MATVEC_ROWS
+    const bool sums = r < MATVEC_ROWS && row0 + r < m;
+    float acc = -0.0f;
+    for (int col0 = 0; col0 < m; col0 += MATVEC_COLS) {
+        for (int idx = threadIdx.x; idx < MATVEC_ROWS * MATVEC_COLS; idx += blockDim.x) {
+            const int ti = idx / MATVEC_COLS, tj = idx % MATVEC_COLS;
+            const int i = row0 + ti, j = col0 + tj;
+            if (i < m && j < m) {
+                const long long e = (long long)t[i] * n + t[j];
+                tile[ti][tj] = mean_over_heads(x, g, maps, heads, entries, e, kind);
+            }
+        }
+        __syncthreads();
+        if (sums) {
+            const int cols = min(MATVEC_COLS, m - col0);
+            for (int c = 0; c < cols; ++c)
+                acc = __fadd_rn(acc, __fmul_rn(tile[r][c], v[col0 + c]));
+        }
+        __syncthreads();
+    }
+    if (sums) out[start + row0 + r] = acc;
 }

@@ -4,7 +4,7 @@
 //! Buffers stay on the backend that computed them (`Buf`); `into_host` moves a trace into host
 //! memory, where the explanation methods read it.
 
-use crate::backend::{Backend, BackendError, HeadMean};
+use crate::backend::{Backend, BackendError, HeadMean, MeanGraph};
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 use crate::model::block::EncoderActivations;
 
@@ -25,7 +25,14 @@ pub struct LayerTrace<Buf> {
     /// The Fiedler vectors of the kept `Reads::graphs` over this layer's output, in their
     /// order, solved where the trace was recorded; empty where none were asked.
     pub fiedlers: Vec<Result<Fiedler, SpectralError>>,
+    /// Per kind of `Reads::weighted`, per kept graph (in `fiedlers`' order): the head mean
+    /// over the graph's tokens times the graph's |Fiedler| vector (`Ḡ_l·f_l`), formed where
+    /// the trace was recorded; empty for a graph without a vector.
+    pub weighted: Vec<(HeadMean, Products)>,
 }
+
+/// One vector per graph, in the order of the kept graphs.
+pub type Products = Vec<Vec<f32>>;
 
 /// Which layers of a tower something is read from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,6 +66,10 @@ pub struct GraphSpec {
 pub struct Reads {
     /// Head means, of every layer.
     pub means: Vec<HeadMean>,
+    /// Head means read only as their product with the Fiedler vector of each graph (the
+    /// spectral methods' Ḡ_l·f_l): with `graphs`, only those products leave the device;
+    /// without, they come as whole `means`.
+    pub weighted: Vec<HeadMean>,
     /// The layers whose token features the spectral methods read: their outputs, or, with
     /// `graphs`, the Fiedler vectors of those graphs solved where the trace lives.
     pub features: Layers,
@@ -77,6 +88,11 @@ impl Reads {
                 self.means.push(k);
             }
         }
+        for &k in &other.weighted {
+            if !self.weighted.contains(&k) {
+                self.weighted.push(k);
+            }
+        }
         self.features = self.features.max(other.features);
         self.last_layer_heads |= other.last_layer_heads;
         self
@@ -92,10 +108,26 @@ impl Reads {
         }
     }
 
+    /// As `into_host_for` serves it: without graphs to solve, weighted means come whole.
+    fn resolved(mut self) -> Reads {
+        if self.graphs.is_empty() {
+            for k in std::mem::take(&mut self.weighted) {
+                if !self.means.contains(&k) {
+                    self.means.push(k);
+                }
+            }
+        }
+        self
+    }
+
     /// Whether this holds everything `other` reads (solved graphs stand for the outputs
     /// they were solved from; which graphs, the methods look up).
     pub fn covers(&self, other: &Reads) -> bool {
         other.means.iter().all(|k| self.means.contains(k))
+            && other
+                .weighted
+                .iter()
+                .all(|k| self.weighted.contains(k) || self.means.contains(k))
             && self.features >= other.features
             && (self.last_layer_heads || !other.last_layer_heads)
     }
@@ -147,6 +179,7 @@ impl<Buf> TowerTrace<Buf> {
                 output: a.out,
                 means: Vec::new(),
                 fiedlers: Vec::new(),
+                weighted: Vec::new(),
             })
             .collect();
         Self {
@@ -207,6 +240,7 @@ impl<Buf> TowerTrace<Buf> {
         be: &B,
         reads: &Reads,
     ) -> Result<TowerTrace<Vec<f32>>, BackendError> {
+        let reads = &reads.clone().resolved();
         let entries = self.tokens * self.tokens;
         let count = self.layers.len();
         let (batch, heads) = (self.batch, self.heads);
@@ -225,15 +259,7 @@ impl<Buf> TowerTrace<Buf> {
             .map(|(l, layer)| {
                 let mut means = Vec::with_capacity(reads.means.len());
                 for &kind in &reads.means {
-                    let x = if kind.reads_relevance() {
-                        layer.relevance.as_ref()
-                    } else {
-                        Some(&layer.attention)
-                    };
-                    // A trace without the pass a mean reads has nothing to average: the
-                    // methods' own checks name what is missing.
-                    let grad = layer.attention_grad.as_ref();
-                    let Some(x) = x.filter(|_| grad.is_some() || !kind.reads_gradient()) else {
+                    let Some((x, grad)) = layer.maps(kind) else {
                         continue;
                     };
                     let mut mean = be.zeros(batch * entries)?;
@@ -242,6 +268,12 @@ impl<Buf> TowerTrace<Buf> {
                 }
                 let per_head = reads.last_layer_heads && l + 1 == count;
                 let solved = reads.graphs.is_empty() || !reads.features.includes(l, count);
+                let fiedlers = if solved {
+                    Vec::new()
+                } else {
+                    fiedlers.next().unwrap_or_default()
+                };
+                let weighted = weigh(be, &layer, reads, &fiedlers, heads, self.tokens)?;
                 Ok(LayerTrace {
                     attention: keep(layer.attention, per_head)?,
                     attention_grad: layer
@@ -254,11 +286,8 @@ impl<Buf> TowerTrace<Buf> {
                         reads.graphs.is_empty() && reads.features.includes(l, count),
                     )?,
                     means,
-                    fiedlers: if solved {
-                        Vec::new()
-                    } else {
-                        fiedlers.next().unwrap_or_default()
-                    },
+                    fiedlers,
+                    weighted,
                 })
             })
             .collect::<Result<_, BackendError>>()?;
@@ -319,6 +348,19 @@ impl<Buf> TowerTrace<Buf> {
 }
 
 impl<Buf> LayerTrace<Buf> {
+    /// What a head mean of `kind` averages: A (or R_A) and ∇A. `None` where the trace lacks
+    /// a pass the kind reads: it has nothing to average, and the methods' own checks name
+    /// what is missing.
+    fn maps(&self, kind: HeadMean) -> Option<(&Buf, Option<&Buf>)> {
+        let x = if kind.reads_relevance() {
+            self.relevance.as_ref()?
+        } else {
+            &self.attention
+        };
+        let grad = self.attention_grad.as_ref();
+        (grad.is_some() || !kind.reads_gradient()).then_some((x, grad))
+    }
+
     pub fn try_map<T, E>(self, mut f: impl FnMut(Buf) -> Result<T, E>) -> Result<LayerTrace<T>, E> {
         Ok(LayerTrace {
             attention: f(self.attention)?,
@@ -331,6 +373,54 @@ impl<Buf> LayerTrace<Buf> {
                 .map(|(k, b)| Ok((k, f(b)?)))
                 .collect::<Result<_, E>>()?,
             fiedlers: self.fiedlers,
+            weighted: self.weighted,
         })
     }
+}
+
+/// `LayerTrace::weighted` of one layer: for each kind `reads` weighs, the backend's
+/// `head_mean_matvec` over the graphs that have a Fiedler vector (`fiedlers`, in the order
+/// of `reads.graphs`).
+fn weigh<B: Backend>(
+    be: &B,
+    layer: &LayerTrace<B::Buf>,
+    reads: &Reads,
+    fiedlers: &[Result<Fiedler, SpectralError>],
+    heads: usize,
+    tokens: usize,
+) -> Result<Vec<(HeadMean, Products)>, BackendError> {
+    if fiedlers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let solved: Vec<(usize, MeanGraph<'_>)> = reads
+        .graphs
+        .iter()
+        .zip(fiedlers)
+        .enumerate()
+        .filter_map(|(i, (g, f))| {
+            let f = f.as_ref().ok()?;
+            Some((
+                i,
+                MeanGraph {
+                    sample: g.sample,
+                    tokens: &g.tokens,
+                    vector: &f.vector,
+                },
+            ))
+        })
+        .collect();
+    let graphs: Vec<MeanGraph<'_>> = solved.iter().map(|&(_, g)| g).collect();
+    let mut out = Vec::with_capacity(reads.weighted.len());
+    for &kind in &reads.weighted {
+        let Some((x, grad)) = layer.maps(kind) else {
+            continue;
+        };
+        let products = be.head_mean_matvec(kind, x, grad, heads, tokens, &graphs)?;
+        let mut per_graph = vec![Vec::new(); fiedlers.len()];
+        for (&(i, _), r) in solved.iter().zip(products) {
+            per_graph[i] = r;
+        }
+        out.push((kind, per_graph));
+    }
+    Ok(out)
 }

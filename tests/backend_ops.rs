@@ -1,12 +1,13 @@
 //! CPU op checks that the CLIP reference test does not reach on its own: activation values
-//! against torch, and every backward against central finite differences of its forward
-//! (directional derivatives, so one check covers the whole input).
+//! against torch, every backward against central finite differences of its forward
+//! (directional derivatives, so one check covers the whole input), and the head mean's
+//! product with a graph's vector against the head mean and a product on the host.
 //!
 //! The finite differences run the f32 forward with step h = 1e-2 along a random direction;
 //! their truncation and rounding error is well under the 1e-2 relative bound used here, while
 //! a wrong term in a backward (a missing factor, a transposed product) is off by O(1).
 
-use fiedler::backend::{Activation, AttentionShape, Backend, Cpu};
+use fiedler::backend::{Activation, AttentionShape, Backend, Cpu, HeadMean, MeanGraph};
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -371,4 +372,99 @@ fn ops_reject_mismatched_buffers() {
             .contains("token id 9 is outside the vocabulary of 4"),
         "{err}"
     );
+}
+
+/// `head_mean_matvec` gives, bit for bit, what the spectral methods computed from a whole
+/// head mean: `head_mean`, the graph's rows and columns, and an f32 sum in order; on a
+/// whole graph, one with gaps and out of order, one token and none, for every kind. Graphs
+/// that point outside the maps are errors.
+#[test]
+fn head_mean_products_match_the_mean_then_the_product() {
+    let (samples, heads, n) = (3usize, 5usize, 37usize);
+    let len = samples * heads * n * n;
+    let (x, g) = (values(len, 31), values(len, 32));
+    let graphs: Vec<(usize, Vec<usize>)> = vec![
+        (0, (0..n).collect()),
+        (2, vec![3, 10, 11, 36, 4]),
+        (1, vec![5]),
+        (1, vec![]),
+    ];
+    let vectors: Vec<Vec<f32>> = graphs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| values(t.len(), 40 + i as u64))
+        .collect();
+    let mean_graphs: Vec<MeanGraph> = graphs
+        .iter()
+        .zip(&vectors)
+        .map(|((sample, tokens), vector)| MeanGraph {
+            sample: *sample,
+            tokens,
+            vector,
+        })
+        .collect();
+    for kind in [
+        HeadMean::Attention,
+        HeadMean::PositiveGradient,
+        HeadMean::PositiveGradientTimesAttention,
+        HeadMean::PositiveGradientTimesRelevance,
+        HeadMean::Relevance,
+    ] {
+        let products = Cpu
+            .head_mean_matvec(kind, &x, Some(&g), heads, n, &mean_graphs)
+            .unwrap();
+        let mut mean = vec![0.0; samples * n * n];
+        Cpu.head_mean(&mut mean, kind, &x, Some(&g), heads, n * n)
+            .unwrap();
+        for ((sample, tokens), (vector, product)) in
+            graphs.iter().zip(vectors.iter().zip(&products))
+        {
+            let m = &mean[sample * n * n..(sample + 1) * n * n];
+            let expected: Vec<u32> = tokens
+                .iter()
+                .map(|&i| {
+                    let row: f32 = tokens
+                        .iter()
+                        .zip(vector)
+                        .map(|(&j, &v)| m[i * n + j] * v)
+                        .sum();
+                    row.to_bits()
+                })
+                .collect();
+            let got: Vec<u32> = product.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(
+                got, expected,
+                "{kind:?}, sample {sample}, tokens {tokens:?}"
+            );
+        }
+    }
+    let bad = |graph: MeanGraph| {
+        Cpu.head_mean_matvec(HeadMean::PositiveGradient, &x, Some(&g), heads, n, &[graph])
+            .unwrap_err()
+            .to_string()
+    };
+    let v = [1.0f32; 2];
+    let err = bad(MeanGraph {
+        sample: 3,
+        tokens: &[0, 1],
+        vector: &v,
+    });
+    assert!(err.contains("graph 0: sample 3 of 3"), "{err}");
+    let err = bad(MeanGraph {
+        sample: 0,
+        tokens: &[0, 37],
+        vector: &v,
+    });
+    assert!(err.contains("token 37 of 37"), "{err}");
+    let err = bad(MeanGraph {
+        sample: 0,
+        tokens: &[0],
+        vector: &v,
+    });
+    assert!(err.contains("a vector of 2 values for 1 tokens"), "{err}");
+    let err = Cpu
+        .head_mean_matvec(HeadMean::PositiveGradient, &x, None, heads, n, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("reads ∇A, and none was given"), "{err}");
 }

@@ -47,7 +47,9 @@ use common::{
     repo, spread_tolerance, vilt_relevance, Golden, Relevance,
 };
 use fiedler::backend::cuda::Cuda;
-use fiedler::backend::{Activation, AttentionShape, Backend, Cpu, HeadMean, PatchGeometry};
+use fiedler::backend::{
+    Activation, AttentionShape, Backend, Cpu, HeadMean, MeanGraph, PatchGeometry,
+};
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::lxmert::{LrpScope, Lxmert};
 use fiedler::model::vilt::Vilt;
@@ -167,6 +169,52 @@ fn head_means_match_cpu_exactly() {
                 0.0,
             );
         }
+    }
+}
+
+/// Head means times graph vectors (the spectral methods' Ḡ·f), every kind: the same rounded
+/// products summed in the same order on both sides, so exact. Graphs: a ViT-B/16 image
+/// graph (196 patches of 197 tokens: more rows than a block's 32, more columns than a
+/// tile's 128), one out of order with gaps, one token, none.
+#[test]
+fn head_mean_products_match_cpu_exactly() {
+    let Some(cuda) = device() else { return };
+    let (samples, heads, n) = (2usize, 12usize, 197usize);
+    let len = samples * heads * n * n;
+    let (x, g) = (values(len, 24), values(len, 25));
+    let graphs: Vec<(usize, Vec<usize>)> = vec![
+        (1, (1..n).collect()),
+        (0, vec![150, 3, 4, 196, 0]),
+        (1, vec![7]),
+        (0, vec![]),
+    ];
+    let vectors: Vec<Vec<f32>> = graphs
+        .iter()
+        .enumerate()
+        .map(|(i, (_, t))| values(t.len(), 26 + i as u64))
+        .collect();
+    let mean_graphs: Vec<MeanGraph> = graphs
+        .iter()
+        .zip(&vectors)
+        .map(|((sample, tokens), vector)| MeanGraph {
+            sample: *sample,
+            tokens,
+            vector,
+        })
+        .collect();
+    for kind in [
+        HeadMean::Attention,
+        HeadMean::PositiveGradient,
+        HeadMean::PositiveGradientTimesAttention,
+        HeadMean::PositiveGradientTimesRelevance,
+        HeadMean::Relevance,
+    ] {
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let (dx, dg) = (be.upload(&x).unwrap(), be.upload(&g).unwrap());
+            be.head_mean_matvec(kind, &dx, Some(&dg), heads, n, &mean_graphs)
+                .unwrap()
+        });
+        assert_close(&format!("{kind:?} products"), &cpu, &gpu, EXACT);
     }
 }
 
@@ -900,6 +948,7 @@ fn lxmert_trace_on_cuda_matches_cpu() {
                             output: l.output.clone(),
                             means: Vec::new(),
                             fiedlers: Vec::new(),
+                            weighted: Vec::new(),
                         })
                         .collect(),
                     kept: None,

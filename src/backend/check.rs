@@ -1,7 +1,7 @@
 //! Argument checks every backend runs before an op, on buffer lengths only, so that a CPU
 //! and a CUDA op reject exactly the same calls with the same messages.
 
-use super::{AttentionShape, BackendError, HeadMean, PatchGeometry, Result};
+use super::{AttentionShape, BackendError, HeadMean, MeanGraph, PatchGeometry, Result};
 
 pub(crate) fn len(
     op: &'static str,
@@ -265,23 +265,73 @@ pub(crate) fn head_mean(
     entries: usize,
 ) -> Result<usize> {
     const OP: &str = "head_mean";
+    let samples = head_maps(OP, kind, x, grad, heads, entries)?;
+    len(OP, "out", out, samples * entries)?;
+    Ok(samples)
+}
+
+/// `head_mean_matvec`: the maps as `head_mean` takes them, and each graph's sample, token
+/// positions and vector inside them.
+pub(crate) fn head_mean_matvec(
+    kind: HeadMean,
+    x: usize,
+    grad: Option<usize>,
+    heads: usize,
+    tokens: usize,
+    graphs: &[MeanGraph<'_>],
+) -> Result<()> {
+    const OP: &str = "head_mean_matvec";
+    let samples = head_maps(OP, kind, x, grad, heads, tokens * tokens)?;
+    for (i, g) in graphs.iter().enumerate() {
+        let problem = if g.sample >= samples {
+            Some(format!("sample {} of {samples}", g.sample))
+        } else if let Some(t) = g.tokens.iter().find(|&&t| t >= tokens) {
+            Some(format!("token {t} of {tokens}"))
+        } else if g.vector.len() != g.tokens.len() {
+            Some(format!(
+                "a vector of {} values for {} tokens",
+                g.vector.len(),
+                g.tokens.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(BackendError::Invalid {
+                op: OP,
+                message: format!("graph {i}: {problem}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Attention-shaped maps of `heads` heads × `entries` entries per sample in x (and ∇A where
+/// the kind reads it): the number of samples.
+fn head_maps(
+    op: &'static str,
+    kind: HeadMean,
+    x: usize,
+    grad: Option<usize>,
+    heads: usize,
+    entries: usize,
+) -> Result<usize> {
     let per_sample = heads * entries;
     if per_sample == 0 || !x.is_multiple_of(per_sample) {
         return Err(BackendError::Invalid {
-            op: OP,
+            op,
             message: format!(
                 "{x} values are not whole samples of {heads} heads × {entries} entries"
             ),
         });
     }
     let samples = x / per_sample;
-    len(OP, "out", out, samples * entries)?;
     match (kind.reads_gradient(), grad) {
         (true, None) => Err(BackendError::Invalid {
-            op: OP,
+            op,
             message: format!("{kind:?} reads ∇A, and none was given"),
         }),
-        (true, Some(g)) => len(OP, "grad", g, x).map(|_| samples),
+        (true, Some(g)) => len(op, "grad", g, x).map(|_| samples),
         (false, _) => Ok(samples),
     }
 }

@@ -97,6 +97,15 @@ impl HeadMean {
     }
 }
 
+/// One graph of `Backend::head_mean_matvec`: sample `sample`'s head mean over the token
+/// positions `tokens` × `tokens`, times `vector` (one entry per token).
+#[derive(Debug, Clone, Copy)]
+pub struct MeanGraph<'a> {
+    pub sample: usize,
+    pub tokens: &'a [usize],
+    pub vector: &'a [f32],
+}
+
 /// Shape of one softmax attention over a padded batch: `queries` rows of one sequence attend
 /// to `keys` rows of another (the same one for self-attention).
 #[derive(Debug, Clone, PartialEq)]
@@ -341,6 +350,23 @@ pub trait Backend: Sync {
         heads: usize,
         entries: usize,
     ) -> Result<()>;
+
+    /// For each graph, r_i = Σ_j M[t_i, t_j]·v_j, where M is the head mean `kind` of sample
+    /// `graph.sample` as `head_mean` computes it (x, grad: [samples, heads, tokens, tokens]),
+    /// t the graph's token positions and v its vector: the spectral methods' Ḡ_l·f_l (spec
+    /// §H), computed where the maps are so that only r leaves the device. Each product is
+    /// rounded and summed in j order in f32, as `head_mean` followed by the host's
+    /// matrix–vector product: every backend gives the same bits.
+    #[allow(clippy::too_many_arguments)]
+    fn head_mean_matvec(
+        &self,
+        kind: HeadMean,
+        x: &Self::Buf,
+        grad: Option<&Self::Buf>,
+        heads: usize,
+        tokens: usize,
+        graphs: &[MeanGraph<'_>],
+    ) -> Result<Vec<Vec<f32>>>;
 
     /// The Fiedler vector (spec §B) of every graph: graph g's nodes are the rows `graphs[g].1`
     /// of its feature buffer `graphs[g].0` ([_, dim], row-major). A bad graph gets its own

@@ -130,13 +130,16 @@ impl Method {
                 features: Layers::Last,
                 ..Reads::default()
             },
+            // Ḡ_l·f_l over each graph: formed where the trace lives when it solves the graphs.
             Method::DsmiGrad => Reads {
                 features: Layers::All,
-                ..means(&[HeadMean::PositiveGradient])
+                weighted: vec![HeadMean::PositiveGradient],
+                ..Reads::default()
             },
             Method::DsmiGradAttn => Reads {
                 features: Layers::All,
-                ..means(&[HeadMean::PositiveGradientTimesAttention])
+                weighted: vec![HeadMean::PositiveGradientTimesAttention],
+                ..Reads::default()
             },
         }
     }

@@ -70,14 +70,16 @@ pub fn dsmi_grad(
     let layers: Vec<usize> = (0..v.layers()).collect();
     let graphs = layer_fiedlers(v, &layers, tokens, opts)?;
     let mut values = vec![0.0f32; tokens.len()];
+    let kind = match weighting {
+        GradWeighting::Gradient => HeadMean::PositiveGradient,
+        GradWeighting::GradientTimesAttention => HeadMean::PositiveGradientTimesAttention,
+    };
     for (&l, f) in layers.iter().zip(&graphs) {
-        let weights = match weighting {
-            GradWeighting::Gradient => v.mean(l, HeadMean::PositiveGradient),
-            GradWeighting::GradientTimesAttention => {
-                v.mean(l, HeadMean::PositiveGradientTimesAttention)
-            }
+        // Formed by the backend where it solved the graph (the same bits), else here.
+        let r = match v.weighted(l, kind, tokens, opts) {
+            Some(r) => r.to_vec(),
+            None => v.mean(l, kind).select(tokens, tokens).matvec(&f.vector),
         };
-        let r = weights.select(tokens, tokens).matvec(&f.vector);
         values.iter_mut().zip(r).for_each(|(acc, x)| *acc += x);
     }
     Ok(SpectralRelevance { values, graphs })

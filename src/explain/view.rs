@@ -141,17 +141,39 @@ impl<'a> SampleView<'a> {
         rows: &[usize],
         opts: &GraphOptions,
     ) -> Option<&Result<Fiedler, SpectralError>> {
+        self.layer(l).fiedlers.get(self.kept_graph(rows, opts)?)
+    }
+
+    /// The head mean `kind` of layer l over the graph of view positions `rows` times the
+    /// graph's |Fiedler| vector, where the backend formed it with the graph solved with
+    /// `opts` (a trace from `into_host_for` that weighs `kind`).
+    pub fn weighted(
+        &self,
+        l: usize,
+        kind: HeadMean,
+        rows: &[usize],
+        opts: &GraphOptions,
+    ) -> Option<&[f32]> {
+        let g = self.kept_graph(rows, opts)?;
+        let (_, per_graph) = self.layer(l).weighted.iter().find(|(k, _)| *k == kind)?;
+        per_graph
+            .get(g)
+            .filter(|r| !r.is_empty())
+            .map(Vec::as_slice)
+    }
+
+    /// Which of the kept graphs is this sample's graph over view positions `rows`, solved
+    /// with `opts`.
+    fn kept_graph(&self, rows: &[usize], opts: &GraphOptions) -> Option<usize> {
         let kept = self
             .tower
             .kept
             .as_ref()
             .filter(|k| k.graph_options == *opts)?;
         let padded: Vec<usize> = rows.iter().map(|&r| self.tokens[r]).collect();
-        let g = kept
-            .graphs
+        kept.graphs
             .iter()
-            .position(|g| g.sample == self.sample && g.tokens == padded)?;
-        self.layer(l).fiedlers.get(g)
+            .position(|g| g.sample == self.sample && g.tokens == padded)
     }
 
     /// Layer l's output rows of the real tokens at view positions `rows`.

@@ -1009,6 +1009,7 @@ impl<B: Backend> Lxmert<B> {
                     output: a.ffn.out,
                     means: Vec::new(),
                     fiedlers: Vec::new(),
+                    weighted: Vec::new(),
                 })
                 .collect()
         };

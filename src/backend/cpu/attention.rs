@@ -1,7 +1,7 @@
 //! Softmax attention of query rows over key|value rows, one task per (sample, head).
 
 use super::matmul::{gemm, Mat};
-use crate::backend::{AttentionShape, HeadMean};
+use crate::backend::{AttentionShape, HeadMean, MeanGraph};
 use rayon::prelude::*;
 
 /// A raw pointer that tasks share to write disjoint parts of one buffer.
@@ -231,4 +231,43 @@ pub fn head_mean(
             }
             out.iter_mut().for_each(|v| *v /= heads as f32);
         });
+}
+
+/// `Backend::head_mean_matvec` on the host: per graph, each entry of the head mean as
+/// `head_mean` forms it (heads summed in order from 0, then divided), times the vector's
+/// entry, summed in order; lengths as `check::head_mean_matvec` accepts them.
+pub fn head_mean_matvec(
+    kind: HeadMean,
+    x: &[f32],
+    grad: Option<&[f32]>,
+    heads: usize,
+    tokens: usize,
+    graphs: &[MeanGraph<'_>],
+) -> Vec<Vec<f32>> {
+    let grad = grad.filter(|_| kind.reads_gradient());
+    let entries = tokens * tokens;
+    graphs
+        .par_iter()
+        .map(|g| {
+            let maps = g.sample * heads * entries;
+            let mean = |e: usize| {
+                let mut s = 0.0f32;
+                for h in 0..heads {
+                    let at = maps + h * entries + e;
+                    s += kind.term(x[at], grad.map_or(0.0, |g| g[at]));
+                }
+                s / heads as f32
+            };
+            g.tokens
+                .iter()
+                .map(|&ti| {
+                    g.tokens
+                        .iter()
+                        .zip(g.vector)
+                        .map(|(&tj, &v)| mean(ti * tokens + tj) * v)
+                        .sum()
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ pub(crate) mod matmul;
 mod norm;
 mod simd;
 
-pub use attention::head_mean;
+pub use attention::{head_mean, head_mean_matvec};
 pub use matmul::matmul_flops;
 use matmul::Panels;
 
@@ -20,7 +20,9 @@ use rayon::prelude::*;
 
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
 
-use super::{check, Activation, AttentionShape, Backend, HeadMean, PatchGeometry, Result};
+use super::{
+    check, Activation, AttentionShape, Backend, HeadMean, MeanGraph, PatchGeometry, Result,
+};
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Cpu;
@@ -278,6 +280,21 @@ impl Backend for Cpu {
         check::head_mean(kind, out.len(), x.len(), g, heads, entries)?;
         head_mean(out, kind, x, grad.map(Vec::as_slice), heads, entries);
         Ok(())
+    }
+
+    fn head_mean_matvec(
+        &self,
+        kind: HeadMean,
+        x: &Vec<f32>,
+        grad: Option<&Vec<f32>>,
+        heads: usize,
+        tokens: usize,
+        graphs: &[MeanGraph<'_>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let g = grad.map(Vec::len);
+        check::head_mean_matvec(kind, x.len(), g, heads, tokens, graphs)?;
+        let grad = grad.map(Vec::as_slice);
+        Ok(head_mean_matvec(kind, x, grad, heads, tokens, graphs))
     }
 
     fn patchify(&self, out: &mut Vec<f32>, pixels: &Vec<f32>, g: PatchGeometry) -> Result<()> {

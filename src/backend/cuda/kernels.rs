@@ -17,7 +17,15 @@ mod embedded {
 /// Every kernel the host code launches, by file (stem of kernels/NAME.cu).
 pub const KERNELS: &[(&str, &[&str])] = &[
     ("activation", &["activation_fwd", "activation_bwd"]),
-    ("attention", &["softmax_fwd", "softmax_bwd", "head_mean"]),
+    (
+        "attention",
+        &[
+            "softmax_fwd",
+            "softmax_bwd",
+            "head_mean",
+            "head_mean_matvec",
+        ],
+    ),
     ("elementwise", &["add", "add_assign", "add_row_vector"]),
     (
         "embed",

@@ -24,7 +24,8 @@ use cudarc::driver::{
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 
 use super::{
-    check, Activation, AttentionShape, Backend, BackendError, HeadMean, PatchGeometry, Result,
+    check, Activation, AttentionShape, Backend, BackendError, HeadMean, MeanGraph, PatchGeometry,
+    Result,
 };
 use blas::gemm;
 pub use error::CudaError;
@@ -33,6 +34,9 @@ pub use spectral::{BufferGraph, FiedlerStages};
 
 /// Threads per block of the elementwise and per-row kernels.
 const BLOCK: u32 = 256;
+
+/// Output rows per block of `head_mean_matvec` (MATVEC_ROWS in kernels/attention.cu).
+const MATVEC_ROWS: usize = 32;
 
 pub struct Cuda {
     ctx: Arc<CudaContext>,
@@ -701,6 +705,78 @@ impl Backend for Cuda {
             &e,
             &code
         )
+    }
+
+    fn head_mean_matvec(
+        &self,
+        kind: HeadMean,
+        x: &CudaSlice<f32>,
+        grad: Option<&CudaSlice<f32>>,
+        heads: usize,
+        tokens: usize,
+        graphs: &[MeanGraph<'_>],
+    ) -> Result<Vec<Vec<f32>>> {
+        const OP: &str = "head_mean_matvec";
+        check::head_mean_matvec(
+            kind,
+            x.len(),
+            grad.map(CudaSlice::len),
+            heads,
+            tokens,
+            graphs,
+        )?;
+        let mut start = vec![0i32];
+        let (mut sample, mut token, mut vector) = (Vec::new(), Vec::new(), Vec::new());
+        for g in graphs {
+            sample.push(int(OP, g.sample)?);
+            for &t in g.tokens {
+                token.push(int(OP, t)?);
+            }
+            vector.extend_from_slice(g.vector);
+            start.push(int(OP, token.len())?);
+        }
+        let rows = graphs.iter().map(|g| g.tokens.len()).max().unwrap_or(0);
+        if rows == 0 {
+            return Ok(graphs.iter().map(|_| Vec::new()).collect());
+        }
+        self.bind(OP)?;
+        let dev_sample = self.upload_any(OP, &sample)?;
+        let dev_start = self.upload_any(OP, &start)?;
+        let dev_token = self.upload_any(OP, &token)?;
+        let dev_vector = self.upload_any(OP, &vector)?;
+        let mut out = self.alloc::<f32>(OP, token.len())?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                int(OP, graphs.len())? as u32,
+                int(OP, rows.div_ceil(MATVEC_ROWS))? as u32,
+                1,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // Where the kind ignores ∇A the kernel never reads `g`: any buffer will do.
+        let g = grad.filter(|_| kind.reads_gradient()).unwrap_or(x);
+        let (h, n, code) = (int(OP, heads)?, int(OP, tokens)?, kind.code());
+        launch!(
+            self,
+            "head_mean_matvec",
+            cfg,
+            &mut out,
+            x,
+            g,
+            &dev_sample,
+            &dev_start,
+            &dev_token,
+            &dev_vector,
+            &h,
+            &n,
+            &code
+        )?;
+        let out = self.download(&out)?;
+        Ok(start
+            .windows(2)
+            .map(|w| out[w[0] as usize..w[1] as usize].to_vec())
+            .collect())
     }
 
     fn patchify(
