@@ -325,15 +325,7 @@ impl Cuda {
             let base = self.ptr(&features);
             let source: Vec<u64> = (0..total).map(|k| row_address(base, k, dim)).collect();
             solved = self
-                .solve(
-                    OP,
-                    dim,
-                    &source,
-                    &layout,
-                    l2_normalize,
-                    graphs.len(),
-                    false,
-                )?
+                .solve(OP, dim, &source, &layout, l2_normalize, graphs.len(), false)?
                 .0;
         }
         // Checked on the host: no row can have been flagged non-finite.
@@ -432,15 +424,8 @@ impl Cuda {
         let mut stages = None;
         if !layout.order.is_empty() {
             self.bind(OP)?;
-            (solved, stages) = self.solve(
-                OP,
-                dim,
-                &source,
-                &layout,
-                l2_normalize,
-                graphs.len(),
-                timed,
-            )?;
+            (solved, stages) =
+                self.solve(OP, dim, &source, &layout, l2_normalize, graphs.len(), timed)?;
         }
         let mut out = Vec::with_capacity(graphs.len());
         for (((features, first, mask), nodes), solved) in graphs.iter().zip(&nodes).zip(solved) {
