@@ -36,6 +36,7 @@ enum Command {
 
 fn main() -> ExitCode {
     cli::memory::reuse_freed_memory();
+    cli::pipe::end_quietly_on_closed_pipe();
     let result = match Cli::parse().command {
         Command::Bench(args) => cli::bench::run(args),
         Command::Eval(args) => cli::eval::run_command(args),

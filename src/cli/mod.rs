@@ -6,4 +6,5 @@ pub mod eval;
 pub mod explain;
 pub mod inspect;
 pub mod memory;
+pub mod pipe;
 pub mod synth;
