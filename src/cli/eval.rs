@@ -87,9 +87,10 @@ struct RunArgs {
     /// `features`, `boxes`) found by --file-pattern.
     #[arg(long)]
     features: Option<PathBuf>,
-    /// File name in --images or a --features folder; `{id}` is the image id, `{id:012}` a
-    /// numeric id zero-padded to 12 digits. Repeat to try several. Default for images:
-    /// COCO_val2014_{id:012}.jpg, {id}.jpg, {id}.png; for features: {id}.safetensors.
+    /// File name in --images or a --features folder, or image id in a --features TSV; `{id}`
+    /// is the question's image id, `{id:012}` a numeric id zero-padded to 12 digits. Repeat
+    /// to try several. Default for images: COCO_val2014_{id:012}.jpg, {id}.jpg, {id}.png;
+    /// for a features folder: {id}.safetensors; for a TSV: {id}, COCO_val2014_{id:012}.
     #[arg(long = "file-pattern")]
     file_patterns: Vec<String>,
     /// A `fiedler synth` ground_truth.json: also score every explanation against the objects
@@ -249,10 +250,11 @@ fn patterns(args: &RunArgs, dir: &Path, defaults: &[&str]) -> FilePattern {
     }
 }
 
-/// Where LXMERT's regions come from: a folder of features files, or one TSV indexed once.
+/// Where LXMERT's regions come from: a folder of features files, or one TSV indexed once,
+/// whose line for a question's image is found by the id the patterns give.
 enum Features {
     Folder(FilePattern),
-    Tsv(Obj36Index),
+    Tsv { index: Obj36Index, ids: FilePattern },
 }
 
 fn run_eval(args: RunArgs) -> anyhow::Result<()> {
@@ -367,12 +369,24 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             let source = if features.is_dir() {
                 Features::Folder(patterns(&args, features, &["{id}.safetensors"]))
             } else {
-                Features::Tsv(Obj36Index::open(features).map_err(SessionError::from)?)
+                Features::Tsv {
+                    index: Obj36Index::open(features).map_err(SessionError::from)?,
+                    ids: patterns(&args, features, &["{id}", "COCO_val2014_{id:012}"]),
+                }
             };
             let prepare = |q: &Question| {
                 let regions = match &source {
                     Features::Folder(files) => read_features_file(&files.find(&q.image_id)?),
-                    Features::Tsv(tsv) => tsv.read(&q.image_id),
+                    Features::Tsv { index, ids } => {
+                        let names = ids.names(&q.image_id);
+                        let Some(id) = names.iter().find(|id| index.contains(id)) else {
+                            return Err(EvalError::MissingInput {
+                                image_id: q.image_id.clone(),
+                                tried: format!("ids {} in {}", names.join(", "), features.display()),
+                            });
+                        };
+                        index.read(id)
+                    }
                 }
                 .map_err(|e| EvalError::Session(e.into()))?;
                 session.eval_input(regions, &q.text)
@@ -483,5 +497,10 @@ fn evaluate<M: EvalModel>(
     if failed > 0 {
         eprintln!("{failed} samples failed (listed in the report; a rerun retries them)");
     }
-    report(results, None)
+    report(results, None)?;
+    if failed > 0 && failed == questions.len() {
+        // Nothing was evaluated: a failure for scripts too, not only a line on stderr.
+        bail!("every sample failed ({failed}); the errors are listed above");
+    }
+    Ok(())
 }

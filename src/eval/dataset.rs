@@ -229,12 +229,19 @@ pub struct FilePattern {
 }
 
 impl FilePattern {
+    /// The names the patterns give `image_id`, in order.
+    pub fn names(&self, image_id: &str) -> Vec<String> {
+        self.patterns
+            .iter()
+            .filter_map(|p| expand(p, image_id))
+            .collect()
+    }
+
     /// The first existing file for `image_id`, or an error listing what was tried.
     pub fn find(&self, image_id: &str) -> Result<PathBuf, EvalError> {
         let tried: Vec<PathBuf> = self
-            .patterns
-            .iter()
-            .filter_map(|p| expand(p, image_id))
+            .names(image_id)
+            .into_iter()
             .map(|name| self.dir.join(name))
             .collect();
         tried

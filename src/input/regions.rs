@@ -289,6 +289,11 @@ impl Obj36Index {
         })
     }
 
+    /// Whether the file has a line for `image_id`.
+    pub fn contains(&self, image_id: &str) -> bool {
+        self.lines.contains_key(image_id)
+    }
+
     pub fn read(&self, image_id: &str) -> Result<Regions, InputError> {
         let path = &self.path;
         let &(line_no, offset) =
