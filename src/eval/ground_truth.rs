@@ -52,6 +52,10 @@ struct ObjectTruth {
 struct QuestionTruth {
     question_id: u64,
     image_id: u64,
+    /// The question's text: a dataset's question of the same id must read the same (its
+    /// relevant words are positions in it).
+    #[serde(default)]
+    question: Option<String>,
     relevant_objects: Vec<usize>,
     relevant_words: Vec<usize>,
 }
@@ -111,6 +115,7 @@ impl SynthTruth {
                 let truth = QuestionTruth {
                     question_id: im.image_id,
                     image_id: im.image_id,
+                    question: None,
                     relevant_objects: im.objects.iter().map(|o| o.id).collect(),
                     relevant_words: Vec::new(),
                 };
@@ -150,6 +155,12 @@ impl SynthTruth {
                 return Err(fail(format!(
                     "question {} is about image {} there, image {} in the dataset",
                     q.id, truth.image_id, q.image_id
+                )));
+            }
+            if let Some(text) = truth.question.as_ref().filter(|t| **t != q.text) {
+                return Err(fail(format!(
+                    "question {} reads {text:?} there, {:?} in the dataset (the ground truth of another set?)",
+                    q.id, q.text
                 )));
             }
             let image = images.get(&truth.image_id).ok_or_else(|| {
@@ -277,7 +288,7 @@ mod tests {
         std::fs::write(
             &path,
             r#"{"seed": 1, "images": [{"image_id": 3, "mask_file": "none.png", "objects": [{"id": 0}, {"id": 1}], "region_objects": [null, 1, 0]}],
-               "questions": [{"question_id": 3000, "image_id": 3, "relevant_objects": [0], "relevant_words": [4]},
+               "questions": [{"question_id": 3000, "image_id": 3, "question": "what color is the circle?", "relevant_objects": [0], "relevant_words": [4]},
                              {"question_id": 3001, "image_id": 3, "relevant_objects": [], "relevant_words": []}]}"#,
         )
         .unwrap();
@@ -305,9 +316,9 @@ mod tests {
         };
         let r = truth.score_words(&q, &e, &words).unwrap();
         // the top region is background; 0.4 of 1.0 is on object 0; "circle" ranks 2nd of 5
-        assert_eq!(r.pointing, Some(false));
+        assert_eq!(r.pointing, Some(0.0));
         assert!((r.mass.unwrap() - 0.4).abs() < 1e-6);
-        assert_eq!((r.word_rank, r.words), (Some(2), 5));
+        assert_eq!((r.word_rank, r.words), (Some(2.0), 5));
         assert_eq!(r.chance_pointing, Some(1.0 / 3.0));
         assert_eq!(r.chance_word_rank, Some(3.0));
 
@@ -321,6 +332,19 @@ mod tests {
             SynthTruth::open(&path, &[&wrong_image], ImageUnits::Regions),
             Err(EvalError::GroundTruth { .. })
         ));
+        // the same id asking something else: another set's ground truth
+        let reworded = Question {
+            text: "what shape is the blue object?".into(),
+            ..question("3000", "3")
+        };
+        let err = SynthTruth::open(&path, &[&reworded], ImageUnits::Regions)
+            .err()
+            .expect("a question of another set is refused")
+            .to_string();
+        assert!(
+            err.contains("reads \"what color is the circle?\" there"),
+            "{err}"
+        );
         let missing = question("5000", "3");
         assert!(SynthTruth::open(&path, &[&missing], ImageUnits::Regions).is_err());
         // a caption is about every object of its image, and needs the (missing) mask
