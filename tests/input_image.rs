@@ -502,3 +502,31 @@ fn empty_image_is_an_error() {
         .to_string();
     assert!(err.contains("blank") && err.contains("0×5"), "{err}");
 }
+
+/// A JPEG cut short is refused, as Pillow refuses it ("image file is truncated"), where the
+/// decoder alone would fill the rest with grey; bytes after the end-of-image marker are
+/// ignored, as decoders ignore them.
+#[test]
+fn truncated_jpeg_is_an_error_and_trailing_bytes_are_not() {
+    let bytes = std::fs::read(image_path("coco_127510.jpg")).unwrap();
+    let dir = scratch_dir("truncated-jpeg");
+    let whole = load_image(&image_path("coco_127510.jpg")).unwrap();
+
+    let cut = dir.join("cut.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    match load_image(&cut) {
+        Err(InputError::ImageDecode { reason, .. }) => {
+            assert!(reason.contains("truncated"), "{reason}")
+        }
+        other => panic!(
+            "a truncated JPEG loaded: {:?}",
+            other.map(|i| i.dimensions())
+        ),
+    }
+
+    let padded = dir.join("padded.jpg");
+    let mut more = bytes.clone();
+    more.extend_from_slice(b"\0\0trailing bytes");
+    std::fs::write(&padded, &more).unwrap();
+    assert_eq!(load_image(&padded).unwrap(), whole);
+}

@@ -14,9 +14,10 @@
 //! model config's `image_size` (spec/methods.md §H "Preprocessing sizes"); all other defaults are
 //! `CLIPImageProcessor`'s.
 
+use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageReader, RgbImage};
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
 use serde_json::{Map, Value};
 
 use super::InputError;
@@ -471,9 +472,11 @@ fn field_error(path: &Path, field: &str, expected: &str, found: &Value) -> Input
 /// Alpha is dropped without compositing and grey is replicated, as Pillow does. 16-bit samples
 /// keep their high byte, which is how Pillow unpacks 16-bit RGB(A) PNGs (16-bit grey, which
 /// Pillow opens as mode "I;16" and then clips at 255, is scaled the same way instead). EXIF
-/// orientation is not applied, as `Image.open` does not apply it.
+/// orientation is not applied, as `Image.open` does not apply it. A JPEG cut short is an
+/// error, as in Pillow ("image file is truncated"): the decoder would fill the missing rows
+/// with grey and say nothing.
 pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
-    let reader = ImageReader::open(path).map_err(|source| {
+    let bytes = std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             InputError::ImageNotFound {
                 path: path.to_path_buf(),
@@ -485,17 +488,35 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
             }
         }
     })?;
-    let reader = reader
+    let reader = ImageReader::new(Cursor::new(&bytes))
         .with_guessed_format()
         .map_err(|source| InputError::ImageRead {
             path: path.to_path_buf(),
             source,
         })?;
-    let decoded = reader.decode().map_err(|e| InputError::ImageDecode {
+    let decode_error = |reason: String| InputError::ImageDecode {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+        return Err(decode_error(
+            "the JPEG data ends before its end-of-image marker (a truncated file?)".into(),
+        ));
+    }
+    let decoded = reader.decode().map_err(|e| decode_error(e.to_string()))?;
     Ok(to_rgb(decoded))
+}
+
+/// Whether the end-of-image marker (FF D9) follows the last start-of-scan marker (FF DA).
+/// Inside scan data a byte FF is followed by 00 or a restart marker, so neither pair occurs
+/// there; an EXIF thumbnail's own markers come before the main image's scans, and bytes after
+/// the end marker are ignored, as decoders ignore them.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let marker = |m: u8| move |w: &[u8]| w == [0xFF, m];
+    match bytes.windows(2).rposition(marker(0xDA)) {
+        Some(scan) => bytes[scan..].windows(2).any(marker(0xD9)),
+        None => false,
+    }
 }
 
 fn to_rgb(image: DynamicImage) -> RgbImage {
