@@ -117,6 +117,9 @@ struct Sample {
     score_line: String,
     probability: Option<f32>,
     answer: Option<String>,
+    /// What the maps explain where that is not `answer` (a VQA `--target` other than the
+    /// prediction).
+    explained: Option<String>,
     top_answers: Vec<(String, f32)>,
     explanations: Vec<Explanation>,
 }
@@ -242,19 +245,25 @@ fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<(RegionRequest, Opt
         .collect())
 }
 
-/// A VQA result as the outputs show it.
+/// A VQA result as the outputs show it; `explained`: the target, where it is not the
+/// prediction.
 fn question_sample(
     r: QuestionResult,
     image: Option<PathBuf>,
     boxes: Option<Vec<[f32; 4]>>,
+    explained: Option<String>,
 ) -> Sample {
     let answers: Vec<String> = r
         .top_answers
         .iter()
         .map(|(a, p)| format!("{a} ({p:.2})"))
         .collect();
+    let mut score_line = format!("answer: {}   top: {}", r.answer, answers.join(", "));
+    if let Some(e) = &explained {
+        score_line.push_str(&format!("   explained: {e}"));
+    }
     Sample {
-        score_line: format!("answer: {}   top: {}", r.answer, answers.join(", ")),
+        score_line,
         label: r.image.display().to_string(),
         image,
         boxes,
@@ -262,6 +271,7 @@ fn question_sample(
         tokens: r.tokens,
         probability: None,
         answer: Some(r.answer),
+        explained,
         top_answers: r.top_answers,
         explanations: r.explanations,
     }
@@ -375,6 +385,7 @@ fn explain_on<B: Backend>(
                     tokens: r.tokens,
                     probability: Some(r.probability),
                     answer: None,
+                    explained: None,
                     top_answers: Vec::new(),
                     explanations: r.explanations,
                 })
@@ -385,6 +396,7 @@ fn explain_on<B: Backend>(
         ModelFamily::Vilt => {
             let session = ViltSession::open_on(be, model_dir)?;
             let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
+            let explained = target.explained(&session.model().config.id2label);
             let results = session.explain(
                 &requests(args)?,
                 methods,
@@ -397,7 +409,7 @@ fn explain_on<B: Backend>(
                 .into_iter()
                 .map(|r| {
                     let image = Some(r.image.clone());
-                    question_sample(r, image, None)
+                    question_sample(r, image, None, explained.clone())
                 })
                 .collect();
             let displayed = display_images(&samples, |p| Ok(session.display_image(p)?))?;
@@ -410,6 +422,7 @@ fn explain_on<B: Backend>(
         ModelFamily::Lxmert => {
             let session = LxmertSession::open_on(be, model_dir, args.answers.as_deref())?;
             let target = AnswerTarget::parse(&args.target, session.answers())?;
+            let explained = target.explained(session.answers());
             let (requests, images): (Vec<_>, Vec<_>) = region_requests(args)?.into_iter().unzip();
             let results =
                 session.explain(&requests, methods, opts, &target, args.batch, progress)?;
@@ -422,7 +435,7 @@ fn explain_on<B: Backend>(
                         .chunks_exact(4)
                         .map(|b| [b[0], b[1], b[2], b[3]])
                         .collect();
-                    question_sample(r, image, Some(boxes))
+                    question_sample(r, image, Some(boxes), explained.clone())
                 })
                 .collect();
             let displayed = display_images(&samples, |p| Ok(whole_image(p)?))?;
@@ -490,12 +503,11 @@ fn write_outputs(
         for e in &s.explanations {
             let overlay_file = match image {
                 Some(image) => {
-                    let title = format!(
-                        "{} | {} | {}",
-                        e.method,
-                        s.text,
-                        s.answer.as_deref().unwrap_or("")
-                    );
+                    let shown = match (&s.explained, &s.answer) {
+                        (Some(target), _) => format!("explained: {target}"),
+                        (None, answer) => answer.clone().unwrap_or_default(),
+                    };
+                    let title = format!("{} | {} | {shown}", e.method, s.text);
                     let file = format!("sample{i}-{}.png", e.method);
                     let overlay = render::overlay::overlay(
                         image,
@@ -562,9 +574,10 @@ fn write_outputs(
         };
         html_samples.push(render::html::HtmlPair {
             image_label: s.label.clone(),
-            text: match &s.answer {
-                Some(a) => format!("{}  → {a}", s.text),
-                None => s.text.clone(),
+            text: match (&s.answer, &s.explained) {
+                (Some(a), Some(target)) => format!("{}  → {a}  (explained: {target})", s.text),
+                (Some(a), None) => format!("{}  → {a}", s.text),
+                (None, _) => s.text.clone(),
             },
             score: s.explanations.first().map_or(f32::NAN, |e| e.score),
             probability: s.probability,

@@ -132,6 +132,16 @@ impl AnswerTarget {
     }
 
     /// How explanations.json names the target.
+    /// What the explanations explain when that is not the predicted answer, as outputs
+    /// show it beside the prediction: the answer, or the sum of the logits.
+    pub fn explained(&self, answers: &[String]) -> Option<String> {
+        match self {
+            Self::Predicted => None,
+            Self::Answer(i) => Some(answers[*i].clone()),
+            Self::SumLogits => Some("the sum of all logits".into()),
+        }
+    }
+
     pub fn name(&self, answers: &[String]) -> String {
         match self {
             Self::Predicted => "predicted-answer".into(),
