@@ -13,8 +13,8 @@ use crate::explain::attention::rollout_step;
 use crate::explain::matrix::Matrix;
 use crate::explain::spectral::GradWeighting;
 use crate::explain::{
-    check_gradients, check_relevance, spread_words, ExplainError, Explanation, Method,
-    MethodOptions,
+    check_gradients, check_relevance, spread_words, unused_start, ExplainError, Explanation,
+    Method, MethodOptions,
 };
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
 use crate::model::lxmert::{AttentionRecord, GradScope, ImageBranchTrace, LrpScope, LxmertTrace};
@@ -483,6 +483,15 @@ pub fn explain_lxmert(
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+    const EVERY_LAYER: &str =
+        "its relevance maps and rollout run over every layer of its three stacks (spec §C)";
+    unused_start(opts.start_layer, "--start-layer", "LXMERT", EVERY_LAYER)?;
+    unused_start(
+        opts.start_layer_text,
+        "--start-layer-text",
+        "LXMERT",
+        EVERY_LAYER,
+    )?;
     let (gradients, relevance) = (gradient_scope(trace), relevance_scope(trace));
     check_gradients(methods, |m| grad_scope(&[m]) <= gradients)?;
     check_relevance(methods, |m| lrp_scope(&[m]) <= relevance)?;

@@ -231,6 +231,20 @@ impl Default for MethodOptions {
 }
 
 /// Resolves a possibly negative start layer against a tower of `layers` layers.
+/// Refuses a start layer the family has no use for (given, i.e. not 0).
+pub(crate) fn unused_start(
+    start: i64,
+    flag: &'static str,
+    family: &'static str,
+    why: &'static str,
+) -> Result<(), ExplainError> {
+    if start == 0 {
+        Ok(())
+    } else {
+        Err(ExplainError::NotApplicable { flag, family, why })
+    }
+}
+
 pub(crate) fn resolve_start(
     start: i64,
     layers: usize,
@@ -257,12 +271,19 @@ pub enum ExplainError {
     #[error("unknown method {0:?}; valid methods: {valids}, all", valids = Method::valid_names())]
     UnknownMethod(String),
     #[error(
-        "{flag} {value} is outside a tower of {layers} layers (use 0..{layers} or -1..-{layers})"
+        "{flag} {value} is outside a tower of {layers} layers (use 0 to {last}, or -1 to -{layers})",
+        last = layers.saturating_sub(1)
     )]
     StartLayer {
         flag: &'static str,
         value: i64,
         layers: usize,
+    },
+    #[error("{flag} does not apply to {family}: {why}")]
+    NotApplicable {
+        flag: &'static str,
+        family: &'static str,
+        why: &'static str,
     },
     #[error("{0} reads attention gradients the trace's backward did not record (it ran none, or stopped short of the modules {0} reads)")]
     NoGradients(Method),

@@ -8,8 +8,8 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, ExplainError,
-    Explanation, Method, MethodOptions,
+    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, unused_start,
+    ExplainError, Explanation, Method, MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
 use crate::model::VqaTarget;
@@ -53,6 +53,12 @@ pub fn explain_vilt(
     check_gradients(methods, |_| trace.joint.has_gradients())?;
     check_relevance(methods, |_| trace.joint.has_relevance())?;
     check_kept(methods, &[&trace.joint])?;
+    unused_start(
+        opts.start_layer_text,
+        "--start-layer-text",
+        "ViLT",
+        "its one stream of layers starts at --start-layer",
+    )?;
     let start = resolve_start(opts.start_layer, trace.joint.layers.len(), "--start-layer")?;
     let labels = trace.output.labels;
     trace
