@@ -83,7 +83,7 @@ fn cases(name: &str) -> (PathBuf, Vec<Case>) {
 
 #[derive(Default)]
 struct Tally {
-    hits: usize,
+    hits: f64,
     games: usize,
     mass: f64,
     masses: usize,
@@ -95,14 +95,14 @@ struct Tally {
 fn score(t: &mut Tally, e: &Explanation, overlap: &[f32], words: &[Option<usize>], case: &Case) {
     if let Some(hit) = pointing_game(&e.image_relevance, overlap).unwrap() {
         t.games += 1;
-        t.hits += usize::from(hit);
+        t.hits += hit;
     }
     if let Some(m) = mass_in_mask(&e.image_relevance, overlap).unwrap() {
         t.mass += m as f64;
         t.masses += 1;
     }
     if let Some(r) = relevant_word_rank(&e.text_relevance, words, &case.relevant_words).unwrap() {
-        t.rank += r as f64;
+        t.rank += r;
         t.ranks += 1;
     }
 }
@@ -118,10 +118,10 @@ fn report(
     let mut best_point: f64 = 0.0;
     let mut best_mass: f64 = 0.0;
     for (name, t) in tallies {
-        let point = t.hits as f64 / t.games.max(1) as f64;
+        let point = t.hits / t.games.max(1) as f64;
         let mass = t.mass / t.masses.max(1) as f64;
         eprintln!(
-            "  {name:15} pointing {point:.3} ({}/{})  mass {mass:.3}  mean best-word rank {:.2}",
+            "  {name:15} pointing {point:.3} ({:.1}/{})  mass {mass:.3}  mean best-word rank {:.2}",
             t.hits,
             t.games,
             t.rank / t.ranks.max(1) as f64

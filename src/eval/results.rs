@@ -78,12 +78,16 @@ impl PerturbationRecord {
 pub struct GroundTruthRecord {
     pub sample: String,
     pub method: String,
-    /// The most relevant patch or region lies on a relevant object.
-    pub pointing: Option<bool>,
+    /// 1 when the most relevant patch or region lies on a relevant object, else 0; the share
+    /// of hits among units tied for the top (`metrics::pointing_game`). Results files of
+    /// earlier versions hold true/false.
+    #[serde(deserialize_with = "hit_or_share")]
+    pub pointing: Option<f64>,
     /// Share of the positive image relevance on relevant objects (0–1).
     pub mass: Option<f32>,
-    /// 1-based rank of the best relevant word among the question's words.
-    pub word_rank: Option<usize>,
+    /// 1-based rank of the best relevant word among the question's words, expected over
+    /// ties (`metrics::relevant_word_rank`).
+    pub word_rank: Option<f64>,
     /// Words of the question.
     pub words: usize,
     /// The same scores for relevance in random order: the share of units on a relevant object,
@@ -91,6 +95,20 @@ pub struct GroundTruthRecord {
     pub chance_pointing: Option<f64>,
     pub chance_mass: Option<f64>,
     pub chance_word_rank: Option<f64>,
+}
+
+/// A pointing score as written now (a number) or by earlier versions (true/false).
+fn hit_or_share<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Pointing {
+        Hit(bool),
+        Share(f64),
+    }
+    Ok(Option::<Pointing>::deserialize(d)?.map(|p| match p {
+        Pointing::Hit(hit) => f64::from(u8::from(hit)),
+        Pointing::Share(share) => share,
+    }))
 }
 
 impl GroundTruthRecord {

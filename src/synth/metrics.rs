@@ -157,18 +157,25 @@ fn check_relevance(relevance: &[f32], overlap: &[f32]) -> Result<(), MetricError
     }
 }
 
-/// Whether the most relevant unit overlaps a relevant object; `None` when no unit does (the
-/// question has no relevant object in view).
-pub fn pointing_game(relevance: &[f32], overlap: &[f32]) -> Result<Option<bool>, MetricError> {
+/// Whether the most relevant unit overlaps a relevant object: 1 (a hit) or 0 (a miss).
+/// Where several units tie for the top, the share of them on a relevant object: the chance
+/// of a hit with ties broken at random, so a flat map scores chance rather than the fate of
+/// whichever unit comes first. `None` when no unit overlaps one (the question has no
+/// relevant object in view).
+pub fn pointing_game(relevance: &[f32], overlap: &[f32]) -> Result<Option<f64>, MetricError> {
     check_relevance(relevance, overlap)?;
     if overlap.iter().all(|&o| o == 0.0) || relevance.is_empty() {
         return Ok(None);
     }
-    let top = relevance.iter().enumerate().fold(
-        0,
-        |best, (i, &v)| if v > relevance[best] { i } else { best },
-    );
-    Ok(Some(overlap[top] > 0.0))
+    let top = relevance.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (tied, hits) = relevance
+        .iter()
+        .zip(overlap)
+        .filter(|(&r, _)| r == top)
+        .fold((0usize, 0usize), |(t, h), (_, &o)| {
+            (t + 1, h + usize::from(o > 0.0))
+        });
+    Ok(Some(hits as f64 / tied as f64))
 }
 
 /// Share of the positive relevance on relevant objects; `None` when no unit overlaps one, or
@@ -191,13 +198,15 @@ pub fn mass_in_mask(relevance: &[f32], overlap: &[f32]) -> Result<Option<f32>, M
 }
 
 /// The 1-based rank of the best-ranked relevant word. `token_words[t]` is the word of token t
-/// (None for special tokens such as [CLS]); a word's relevance is its tokens' maximum, and words
-/// with equal relevance share the better rank. `None` when there are no relevant words.
+/// (None for special tokens such as [CLS]); a word's relevance is its tokens' maximum. Where
+/// words tie with the best relevant one, its expected rank with ties broken at random: with g
+/// words above, and r relevant among the t tied, g + (t + 1)/(r + 1), so a flat map scores
+/// chance rather than the top rank. `None` when there are no relevant words.
 pub fn relevant_word_rank(
     token_relevance: &[f32],
     token_words: &[Option<usize>],
     relevant_words: &[usize],
-) -> Result<Option<usize>, MetricError> {
+) -> Result<Option<f64>, MetricError> {
     if token_relevance.len() != token_words.len() {
         return Err(MetricError::Length {
             what: "token words",
@@ -229,7 +238,15 @@ pub fn relevant_word_rank(
         .iter()
         .map(|&i| word_rel[i])
         .fold(f32::NEG_INFINITY, f32::max);
-    Ok(Some(1 + word_rel.iter().filter(|&&r| r > best).count()))
+    let above = word_rel.iter().filter(|&&r| r > best).count();
+    let tied = word_rel.iter().filter(|&&r| r == best).count();
+    let mut relevant = relevant_words.to_vec();
+    relevant.sort_unstable();
+    relevant.dedup();
+    let relevant_tied = relevant.iter().filter(|&&i| word_rel[i] == best).count();
+    Ok(Some(
+        above as f64 + (tied as f64 + 1.0) / (relevant_tied as f64 + 1.0),
+    ))
 }
 
 /// Per region, 1 when it shows a relevant object and 0 otherwise: LXMERT's image units against
@@ -349,21 +366,27 @@ mod tests {
     }
 
     #[test]
-    fn pointing_game_takes_the_first_maximum() {
+    fn pointing_game_scores_ties_at_the_chance_of_a_hit() {
         let overlap = [0.0, 0.5, 0.0, 1.0];
         assert_eq!(
             pointing_game(&[0.1, 0.9, 0.2, 0.3], &overlap),
-            Ok(Some(true))
+            Ok(Some(1.0))
         );
         assert_eq!(
             pointing_game(&[0.9, 0.1, 0.2, 0.3], &overlap),
-            Ok(Some(false))
+            Ok(Some(0.0))
         );
-        // a tie between a miss (first) and a hit: the first wins, as argmax
+        // a tie between a miss and a hit: half a hit, whichever comes first
         assert_eq!(
             pointing_game(&[0.5, 0.1, 0.2, 0.5], &overlap),
-            Ok(Some(false))
+            Ok(Some(0.5))
         );
+        assert_eq!(
+            pointing_game(&[0.2, 0.5, 0.2, 0.5], &overlap),
+            Ok(Some(1.0))
+        );
+        // a flat map: the share of units on the objects, i.e. chance
+        assert_eq!(pointing_game(&[0.0; 4], &overlap), Ok(Some(0.5)));
         assert_eq!(pointing_game(&[0.5, 0.1, 0.2, 0.5], &[0.0; 4]), Ok(None));
         assert!(matches!(
             pointing_game(&[0.5, f32::NAN, 0.0, 0.0], &overlap),
@@ -403,10 +426,17 @@ mod tests {
         ];
         let rel = [9.0, 0.3, 0.5, 0.1, 0.0, 0.2, 0.8, 0.0, 9.0];
         // word 4 (max 0.8) ranks first, word 1 (0.5) second
-        assert_eq!(relevant_word_rank(&rel, &words, &[4]), Ok(Some(1)));
-        assert_eq!(relevant_word_rank(&rel, &words, &[1]), Ok(Some(2)));
-        assert_eq!(relevant_word_rank(&rel, &words, &[3, 1]), Ok(Some(2)));
+        assert_eq!(relevant_word_rank(&rel, &words, &[4]), Ok(Some(1.0)));
+        assert_eq!(relevant_word_rank(&rel, &words, &[1]), Ok(Some(2.0)));
+        assert_eq!(relevant_word_rank(&rel, &words, &[3, 1]), Ok(Some(2.0)));
         assert_eq!(relevant_word_rank(&rel, &words, &[]), Ok(None));
+        // words 0 and 2 tie at 0.3 below words 1 and 4: the relevant word 2 ranks 3 or 4
+        let tie = [9.0, 0.3, 0.5, 0.3, 0.0, 0.2, 0.8, 0.0, 9.0];
+        assert_eq!(relevant_word_rank(&tie, &words, &[2]), Ok(Some(3.5)));
+        // both tied words relevant: the better of two random places among two is rank 3
+        assert_eq!(relevant_word_rank(&tie, &words, &[2, 0, 2]), Ok(Some(3.0)));
+        // a flat map: (5 + 1) / (1 + 1), the chance rank of one relevant word among five
+        assert_eq!(relevant_word_rank(&[0.0; 9], &words, &[3]), Ok(Some(3.0)));
         assert!(matches!(
             relevant_word_rank(&rel, &words, &[5]),
             Err(MetricError::Word { index: 5, words: 5 })
