@@ -7,6 +7,7 @@ use std::cell::Cell;
 use std::time::Instant;
 
 use crate::cli::device::{open, with_backend, Device, Opened, Precision};
+use crate::cli::positive;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use fiedler::backend::cpu::matmul_flops;
@@ -52,13 +53,13 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "vit-b16")]
     size: Size,
     /// Batch sizes, comma-separated.
-    #[arg(long, default_value = "1,16", value_delimiter = ',')]
+    #[arg(long, default_value = "1,16", value_delimiter = ',', value_parser = positive)]
     batch: Vec<usize>,
     /// Methods, comma-separated, or `all`.
     #[arg(long, default_value = "all")]
     method: String,
     /// Timed repetitions per measurement; the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = positive)]
     repeats: usize,
     /// Tokens per caption (start and end tokens included).
     #[arg(long, default_value_t = 12)]
@@ -68,10 +69,10 @@ pub struct BenchArgs {
     #[arg(long)]
     eval: bool,
     /// Samples per --eval measurement.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = positive)]
     eval_samples: usize,
     /// Graph sizes for --size fiedler, comma-separated.
-    #[arg(long, default_value = "36,196,577", value_delimiter = ',')]
+    #[arg(long, default_value = "36,196,577", value_delimiter = ',', value_parser = positive)]
     nodes: Vec<usize>,
     /// Where to compute: cpu, cuda or auto. The trace time includes moving the trace to
     /// host memory, where the methods run, reduced first to what they read (CLIP: head

@@ -24,6 +24,7 @@ use fiedler::model::ModelFamily;
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
+use crate::cli::positive;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Args)]
@@ -133,7 +134,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 1234)]
     seed: u64,
     /// Samples per explanation pass and inputs per perturbed forward.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = positive)]
     batch: usize,
     /// Stop at the first sample that fails instead of logging it and going on.
     #[arg(long)]
@@ -263,9 +264,6 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     };
     let methods = Method::parse_list(&args.methods)?;
     check_steps(&args.steps).map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
-    if args.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
     let mut tests = Vec::new();
     for &modality in &args.modality {
         for &order in &args.order {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
+use crate::cli::positive;
 use clap::Args;
 use fiedler::backend::Backend;
 use fiedler::explain::{Explanation, Method, MethodOptions};
@@ -78,7 +79,7 @@ pub struct ExplainArgs {
     #[arg(long, default_value = "fiedler-out")]
     out: PathBuf,
     /// Samples per forward/backward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = positive)]
     batch: usize,
     /// Where to compute: cpu, cuda (the first GPU) or auto (cuda when it works).
     #[arg(long, value_enum, default_value = "cpu")]

@@ -8,3 +8,13 @@ pub mod inspect;
 pub mod memory;
 pub mod pipe;
 pub mod synth;
+
+/// clap's parser of counts that must be at least 1 (batch sizes, repeats, sample counts): a 0
+/// is refused when the arguments are read, before any work or output.
+pub fn positive(arg: &str) -> Result<usize, String> {
+    match arg.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}

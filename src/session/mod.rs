@@ -30,7 +30,7 @@ pub enum SessionError {
     Input(#[from] InputError),
     #[error(transparent)]
     Explain(#[from] ExplainError),
-    #[error("text {index} is empty; give a caption to explain")]
+    #[error("text {index} (a caption or question) is empty: nothing to explain")]
     EmptyText { index: usize },
     #[error("question {index} ({text:?}) has no word tokens for the model")]
     NoWords { index: usize, text: String },
