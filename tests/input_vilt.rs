@@ -13,7 +13,7 @@ use fiedler::input::vilt::{
     patch_grid, resize_output_size, valid_patches, ViltPixels, ViltProcessorConfig,
 };
 use fiedler::input::InputError;
-use fiedler::model::config::{ConfigError, ModelFamily, ViltConfig};
+use fiedler::model::config::{AnswerProbability, ConfigError, ModelFamily, ViltConfig};
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -111,6 +111,7 @@ fn fixture_config_values() {
             id2label: answers,
             pad_token_id: 0,
             dtype: Some("float32".into()),
+            answer_probability: AnswerProbability::Sigmoid,
         }
     );
     let grid = &golden_json()["model"]["position_grid"];
@@ -168,9 +169,40 @@ fn absent_config_fields_take_vilt_config_defaults() {
             id2label: vec!["LABEL_0".into(), "LABEL_1".into()],
             pad_token_id: 0,
             dtype: None,
+            answer_probability: AnswerProbability::Sigmoid,
         }
     );
     assert_eq!(config.grid_size(), 12);
+}
+
+/// `answer_probability`: a softmax over the answers where the head was trained with
+/// cross-entropy (the bundled demo models say so), else σ per answer; anything else is an
+/// error naming the key.
+#[test]
+fn answer_probability_follows_the_training_loss() {
+    let softmax = config_with(
+        "softmax",
+        r#"{"model_type": "vilt", "answer_probability": "softmax"}"#,
+    )
+    .unwrap();
+    assert_eq!(softmax.answer_probability, AnswerProbability::Softmax);
+    let p = AnswerProbability::Softmax.of(&[2.0, 0.0, 0.0]);
+    let e2 = 2.0f64.exp();
+    assert!((f64::from(p[0]) - e2 / (e2 + 2.0)).abs() < 1e-7, "{p:?}");
+    assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{p:?}");
+    let s = AnswerProbability::Sigmoid.of(&[0.0, 2.0]);
+    assert_eq!(s[0], 0.5);
+    assert!((f64::from(s[1]) - 1.0 / (1.0 + (-2.0f64).exp())).abs() < 1e-7);
+    let bundled = ViltConfig::from_dir(&common::repo().join("models/vilt-synth")).unwrap();
+    assert_eq!(bundled.answer_probability, AnswerProbability::Softmax);
+    let msg = config_error(
+        "probability",
+        r#"{"model_type": "vilt", "answer_probability": "tanh"}"#,
+    );
+    assert!(
+        msg.contains("`answer_probability`") && msg.contains("\"softmax\""),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -240,6 +240,7 @@ pub struct ViltConfig {
     pub pad_token_id: u32,
     /// The stored `dtype` (transformers ≥ 4.56) or `torch_dtype` string, e.g. "float32".
     pub dtype: Option<String>,
+    pub answer_probability: AnswerProbability,
 }
 
 impl ViltConfig {
@@ -268,6 +269,7 @@ impl ViltConfig {
             id2label,
             pad_token_id: s.token_id("pad_token_id", 0)?,
             dtype: raw.dtype()?,
+            answer_probability: s.answer_probability()?,
         };
         s.divisible(
             ("hidden_size", config.hidden_size),
@@ -308,6 +310,34 @@ impl ViltConfig {
     }
 }
 
+/// How a VQA head's logits become answer probabilities: as its training loss read them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AnswerProbability {
+    /// σ(logit) per answer: the published ViLT and LXMERT VQA heads, trained with a binary
+    /// loss per answer (the default when config.json says nothing).
+    #[default]
+    Sigmoid,
+    /// A softmax over the answers: heads trained with cross-entropy, such as the bundled demo
+    /// models (`"answer_probability": "softmax"` in their config.json, a fiedler key that
+    /// transformers ignores).
+    Softmax,
+}
+
+impl AnswerProbability {
+    /// The probability of every answer, from one sample's logits.
+    pub fn of(self, logits: &[f32]) -> Vec<f32> {
+        match self {
+            Self::Sigmoid => logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect(),
+            Self::Softmax => {
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let exp: Vec<f64> = logits.iter().map(|&l| f64::from(l - max).exp()).collect();
+                let sum: f64 = exp.iter().sum();
+                exp.iter().map(|&e| (e / sum) as f32).collect()
+            }
+        }
+    }
+}
+
 /// transformers' `LxmertConfig` (`models/lxmert/configuration_lxmert.py`) with the answer
 /// labels of its question-answering head. Every LayerNorm of LXMERT uses eps 1e-12 whatever
 /// the config says (the modeling code hard-codes it), so no eps is read.
@@ -331,6 +361,7 @@ pub struct LxmertConfig {
     pub id2label: Vec<String>,
     pub pad_token_id: u32,
     pub dtype: Option<String>,
+    pub answer_probability: AnswerProbability,
 }
 
 impl LxmertConfig {
@@ -355,6 +386,7 @@ impl LxmertConfig {
             id2label,
             pad_token_id: s.token_id("pad_token_id", 0)?,
             dtype: raw.dtype()?,
+            answer_probability: s.answer_probability()?,
         };
         let qa = s.positive("num_qa_labels", 9500)?;
         if s.get("id2label").is_none() {
@@ -610,6 +642,19 @@ impl<'a> Section<'a> {
             Ok(eps)
         } else {
             Err(self.error(key, "a positive number", eps.to_string()))
+        }
+    }
+
+    /// `answer_probability`: "sigmoid" (the default) or "softmax".
+    fn answer_probability(&self) -> Result<AnswerProbability, ConfigError> {
+        const KEY: &str = "answer_probability";
+        match self.get(KEY) {
+            None => Ok(AnswerProbability::Sigmoid),
+            Some(v) => match v.as_str() {
+                Some("sigmoid") => Ok(AnswerProbability::Sigmoid),
+                Some("softmax") => Ok(AnswerProbability::Softmax),
+                _ => Err(self.error(KEY, "\"sigmoid\" or \"softmax\"", v.to_string())),
+            },
         }
     }
 

@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::backend::{Activation, AttentionShape, Backend, BackendError};
 use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
 use crate::model::block::load_norm;
-use crate::model::config::LxmertConfig;
+use crate::model::config::{AnswerProbability, LxmertConfig};
 use crate::model::post_ln::{
     AttentionActivations, AttentionRelevance, AttentionSublayer, FeedForward,
     FeedForwardActivations,
@@ -1130,6 +1130,7 @@ impl LxmertConfig {
             id2label: (0..3129).map(|i| format!("LABEL_{i}")).collect(),
             pad_token_id: 0,
             dtype: None,
+            answer_probability: AnswerProbability::Sigmoid,
         }
     }
 }

@@ -148,8 +148,11 @@ impl<B: Backend> LxmertSession<B> {
             .zip(regions)
             .enumerate()
             .map(|(b, ((r, explanations), regions))| {
-                let (answer, top_answers) =
-                    rank_answers(&output.logits[b * n..(b + 1) * n], &self.answers);
+                let (answer, top_answers) = rank_answers(
+                    &output.logits[b * n..(b + 1) * n],
+                    &self.answers,
+                    self.model.config.answer_probability,
+                );
                 let result = QuestionResult {
                     image: r.regions.clone(),
                     question: r.question.clone(),

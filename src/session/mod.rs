@@ -16,6 +16,7 @@ use crate::explain::ExplainError;
 use crate::explain::Explanation;
 use crate::input::image::{load_image, resize, Resample};
 use crate::input::InputError;
+use crate::model::config::AnswerProbability;
 use crate::model::{ModelError, VqaTarget};
 
 pub use clip::{ClipSession, PairResult};
@@ -164,8 +165,8 @@ pub struct QuestionResult {
     pub truncated: bool,
     /// The predicted answer.
     pub answer: String,
-    /// The best answers with sigmoid probabilities (both VQA families are trained with a
-    /// per-answer binary loss), best first.
+    /// The best answers with their probabilities (as the model's config reads its logits:
+    /// `AnswerProbability`), best first.
     pub top_answers: Vec<(String, f32)>,
     /// One per requested method, in request order; `score` is the target's value.
     pub explanations: Vec<Explanation>,
@@ -173,13 +174,18 @@ pub struct QuestionResult {
 
 /// The predicted answer and the best answers with their probabilities, from one sample's
 /// logits.
-pub(crate) fn rank_answers(logits: &[f32], answers: &[String]) -> (String, Vec<(String, f32)>) {
+pub(crate) fn rank_answers(
+    logits: &[f32],
+    answers: &[String],
+    probability: AnswerProbability,
+) -> (String, Vec<(String, f32)>) {
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]));
+    let p = probability.of(logits);
     let top = order
         .iter()
         .take(TOP_ANSWERS)
-        .map(|&i| (answers[i].clone(), 1.0 / (1.0 + (-logits[i]).exp())))
+        .map(|&i| (answers[i].clone(), p[i]))
         .collect();
     (answers[order[0]].clone(), top)
 }

@@ -124,6 +124,7 @@ impl<B: Backend> ViltSession<B> {
                 let (answer, top_answers) = rank_answers(
                     &output.logits[b * n..(b + 1) * n],
                     &self.model.config.id2label,
+                    self.model.config.answer_probability,
                 );
                 QuestionResult {
                     image: pair.image.clone(),

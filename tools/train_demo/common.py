@@ -183,11 +183,15 @@ def clip_bpe_tokenizer(texts: list[str], out_dir: Path, max_length: int, n_merge
 # saving
 
 
-def finish_config(out_dir: Path) -> None:
-    """Sorted keys and the legacy torch_dtype, like the fixtures."""
+def finish_config(out_dir: Path, answer_probability: str | None = None) -> None:
+    """Sorted keys and the legacy torch_dtype, like the fixtures. VQA heads trained here with
+    cross-entropy say so with fiedler's `answer_probability` key ("softmax"), so that fiedler
+    reads their logits as a softmax rather than the published heads' per-answer sigmoid."""
     path = out_dir / "config.json"
     cfg = json.loads(path.read_text())
     cfg["torch_dtype"] = "float32"
+    if answer_probability is not None:
+        cfg["answer_probability"] = answer_probability
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 

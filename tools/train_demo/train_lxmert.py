@@ -104,7 +104,7 @@ def main() -> None:
         held_acc = common.per_type_accuracy(held, predict(model, *data["held"][:5]))
         log(f"held-out (seed {common.HELD_OUT_SEED}) accuracy {held_acc}")
         model.save_pretrained(str(out), safe_serialization=True)
-        common.finish_config(out)
+        common.finish_config(out, answer_probability="softmax")
         common.write_metrics(out, {
             "family": "lxmert", **run, "train_questions": len(train), "train_seed": common.TRAIN_SEED,
             "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),

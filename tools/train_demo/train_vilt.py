@@ -169,7 +169,7 @@ def main() -> None:
         log(f"held-out (seed {common.HELD_OUT_SEED}) accuracy {held_acc}")
         with common.saved_without(model):
             model.save_pretrained(str(out), safe_serialization=True)
-        common.finish_config(out)
+        common.finish_config(out, answer_probability="softmax")
         common.write_metrics(out, {
             "family": "vilt", **run, "train_questions": len(train), "train_seed": common.TRAIN_SEED,
             "held_out_seed": common.HELD_OUT_SEED, "held_out_questions": len(held),
