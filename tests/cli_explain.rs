@@ -268,7 +268,7 @@ fn explain_rejects_bad_input_clearly() {
         &[
             "explain", "--model", m, "--image", img, "--text", "  ", "--out", o,
         ],
-        "text 0 is empty",
+        "text 0 (a caption or question) is empty",
     );
     assert_fails(
         &[

@@ -57,15 +57,21 @@ pub fn open(device: Device, precision: Precision) -> anyhow::Result<Opened> {
         Device::Cuda => cuda()
             .map(Opened::Cuda)
             .map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?,
+        // --tf32 asks for TF32 where there is a GPU: the CPU it falls back to computes in f32.
         Device::Auto => cuda().map_or_else(
             |e| {
-                eprintln!("note: --device auto: using the CPU ({e})");
+                let tf32 = if precision.tf32 {
+                    "; --tf32 does not apply"
+                } else {
+                    ""
+                };
+                eprintln!("note: --device auto: using the CPU ({e}){tf32}");
                 Opened::Cpu(Cpu)
             },
             Opened::Cuda,
         ),
     };
-    if precision.tf32 && matches!(opened, Opened::Cpu(_)) {
+    if precision.tf32 && device == Device::Cpu {
         anyhow::bail!("--tf32 applies to the GPU; the CPU computes in f32 (drop --tf32)");
     }
     Ok(opened)
@@ -77,7 +83,7 @@ pub fn open(device: Device, precision: Precision) -> anyhow::Result<Opened> {
         Device::Cuda => anyhow::bail!(
             "--device cuda: this fiedler was built without the `cuda` feature; use --device cpu"
         ),
-        _ if precision.tf32 => {
+        Device::Cpu if precision.tf32 => {
             anyhow::bail!("--tf32 applies to the GPU; the CPU computes in f32 (drop --tf32)")
         }
         Device::Cpu | Device::Auto => Ok(Opened::Cpu(Cpu)),

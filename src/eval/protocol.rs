@@ -127,6 +127,11 @@ pub fn check_steps(steps: &[f64]) -> Result<(), String> {
     if let Some(s) = steps.iter().find(|s| !(0.0..=1.0).contains(*s)) {
         return Err(format!("step {s} is outside [0, 1]"));
     }
+    if steps[0] != 0.0 {
+        return Err(format!(
+            "the first step must be 0, the unperturbed input the AUC starts from; got {steps:?}"
+        ));
+    }
     if steps.windows(2).any(|w| w[1] <= w[0]) {
         return Err(format!("steps must increase: {steps:?}"));
     }
@@ -308,6 +313,8 @@ mod tests {
         assert!(check_steps(&[0.0]).is_err());
         assert!(check_steps(&[0.0, 0.5, 0.5]).is_err());
         assert!(check_steps(&[0.0, 1.5]).is_err());
+        assert!(check_steps(&[0.5, 1.0]).is_err(), "no unperturbed step");
+        assert!(check_steps(&[0.0, 0.5]).is_ok());
     }
 
     #[test]

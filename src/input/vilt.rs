@@ -99,13 +99,23 @@ impl Default for ViltProcessorConfig {
 }
 
 impl ViltProcessorConfig {
-    /// `dir/preprocessor_config.json` when it exists, else the defaults.
+    /// `dir/preprocessor_config.json` when it exists, else the defaults, with a warning on
+    /// stderr: a model trained at another size gets a patch grid it never saw.
     pub fn from_dir(dir: &Path) -> Result<Self, InputError> {
         let path = dir.join(PREPROCESSOR_CONFIG_FILE);
         if path.is_file() {
             Self::from_file(&path)
         } else {
-            Ok(Self::default())
+            let config = Self::default();
+            eprintln!(
+                "warning: no {} in {}: images are preprocessed with ViltImageProcessor's \
+                 defaults (shortest edge {}, multiples of {})",
+                PREPROCESSOR_CONFIG_FILE,
+                dir.display(),
+                config.shortest_edge,
+                config.size_divisor
+            );
+            Ok(config)
         }
     }
 
