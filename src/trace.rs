@@ -64,8 +64,9 @@ pub struct GraphSpec {
 /// What explanation methods read of a tower trace: only that needs to leave the device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reads {
-    /// Head means, of every layer.
-    pub means: Vec<HeadMean>,
+    /// Head means, each of the layers given (the last alone for raw attention and partial
+    /// LRP, whose maps are the last layer's).
+    pub means: Vec<(HeadMean, Layers)>,
     /// Head means read only as their product with the Fiedler vector of each graph (the
     /// spectral methods' Ḡ_l·f_l): with `graphs`, only those products leave the device;
     /// without, they come as whole `means`.
@@ -83,10 +84,8 @@ pub struct Reads {
 impl Reads {
     /// Everything either reads (the graphs and their options of `self`).
     pub fn union(mut self, other: &Reads) -> Reads {
-        for &k in &other.means {
-            if !self.means.contains(&k) {
-                self.means.push(k);
-            }
+        for &(k, layers) in &other.means {
+            self.add_mean(k, layers);
         }
         for &k in &other.weighted {
             if !self.weighted.contains(&k) {
@@ -108,13 +107,27 @@ impl Reads {
         }
     }
 
+    /// The mean `kind` of `layers` too.
+    fn add_mean(&mut self, kind: HeadMean, layers: Layers) {
+        match self.means.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, kept)) => *kept = (*kept).max(layers),
+            None => self.means.push((kind, layers)),
+        }
+    }
+
+    /// The layers of which the mean `kind` is read (`Layers::None`: not read).
+    fn mean_layers(&self, kind: HeadMean) -> Layers {
+        self.means
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(Layers::None, |&(_, layers)| layers)
+    }
+
     /// As `into_host_for` serves it: without graphs to solve, weighted means come whole.
     fn resolved(mut self) -> Reads {
         if self.graphs.is_empty() {
             for k in std::mem::take(&mut self.weighted) {
-                if !self.means.contains(&k) {
-                    self.means.push(k);
-                }
+                self.add_mean(k, Layers::All);
             }
         }
         self
@@ -123,11 +136,14 @@ impl Reads {
     /// Whether this holds everything `other` reads (solved graphs stand for the outputs
     /// they were solved from; which graphs, the methods look up).
     pub fn covers(&self, other: &Reads) -> bool {
-        other.means.iter().all(|k| self.means.contains(k))
+        other
+            .means
+            .iter()
+            .all(|&(k, layers)| self.mean_layers(k) >= layers)
             && other
                 .weighted
                 .iter()
-                .all(|k| self.weighted.contains(k) || self.means.contains(k))
+                .all(|&k| self.weighted.contains(&k) || self.mean_layers(k) == Layers::All)
             && self.features >= other.features
             && (self.last_layer_heads || !other.last_layer_heads)
     }
@@ -258,7 +274,10 @@ impl<Buf> TowerTrace<Buf> {
             .enumerate()
             .map(|(l, layer)| {
                 let mut means = Vec::with_capacity(reads.means.len());
-                for &kind in &reads.means {
+                for &(kind, layers) in &reads.means {
+                    if !layers.includes(l, count) {
+                        continue;
+                    }
                     let Some((x, grad)) = layer.maps(kind) else {
                         continue;
                     };

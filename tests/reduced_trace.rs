@@ -58,15 +58,21 @@ fn clip_explains_the_same_from_a_reduced_trace() {
         let column: Vec<Vec<Explanation>> = whole.iter().map(|s| vec![s[i].clone()]).collect();
         assert_same(m.name(), &column, &alone);
     }
-    // Kept for raw attention only: the spectral and gradient methods are refused.
+    // Kept for raw attention only: the last layer's mean and nothing of the layers before,
+    // so the spectral and gradient methods are refused, and so is rollout, which reads every
+    // layer's mean.
     let trace = model.lrp(&Cpu, &x, true).unwrap();
     let reads = clip_reads(&[Method::RawAttn], &trace, &opts);
     let reduced = trace.into_host_for(&Cpu, &reads).unwrap();
+    let (last, before) = reduced.vision.layers.split_last().unwrap();
+    assert_eq!(last.means.len(), 1);
+    assert!(before.iter().all(|l| l.means.is_empty()));
     for m in [
         Method::DsmiGrad,
         Method::Chefer,
         Method::GradCam,
         Method::PartialLrp,
+        Method::Rollout,
     ] {
         match explain_clip(&reduced, &[m], &opts) {
             Err(ExplainError::NotKept(refused)) => assert_eq!(refused, m),

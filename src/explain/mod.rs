@@ -111,21 +111,22 @@ impl Method {
     /// What the method reads of a single-stream tower trace (CLIP, ViLT), so that only that
     /// is brought to the host (`TowerTrace::into_host_for`).
     pub fn reads(self) -> Reads {
-        let means = |kinds: &[HeadMean]| Reads {
-            means: kinds.to_vec(),
+        let means = |kind: HeadMean, layers: Layers| Reads {
+            means: vec![(kind, layers)],
             ..Reads::default()
         };
         match self {
-            Method::RawAttn | Method::Rollout => means(&[HeadMean::Attention]),
+            Method::RawAttn => means(HeadMean::Attention, Layers::Last),
+            Method::Rollout => means(HeadMean::Attention, Layers::All),
             Method::GradCam => Reads {
                 last_layer_heads: true,
                 ..Reads::default()
             },
-            Method::Chefer => means(&[HeadMean::PositiveGradientTimesAttention]),
+            Method::Chefer => means(HeadMean::PositiveGradientTimesAttention, Layers::All),
             Method::TransformerAttribution | Method::CheferLrp => {
-                means(&[HeadMean::PositiveGradientTimesRelevance])
+                means(HeadMean::PositiveGradientTimesRelevance, Layers::All)
             }
-            Method::PartialLrp => means(&[HeadMean::Relevance]),
+            Method::PartialLrp => means(HeadMean::Relevance, Layers::Last),
             Method::Dsmi => Reads {
                 features: Layers::Last,
                 ..Reads::default()
