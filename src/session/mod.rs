@@ -118,7 +118,11 @@ impl AnswerTarget {
                 }),
             Some(("index", n)) => match n.parse::<usize>() {
                 Ok(i) if i < answers.len() => Ok(Self::Answer(i)),
-                _ => Err(unknown(format!("; indices are 0..{}", answers.len()))),
+                Ok(_) => Err(unknown(format!(
+                    "; indices are 0 to {}",
+                    answers.len().saturating_sub(1)
+                ))),
+                Err(_) => Err(unknown(format!("; {n:?} is not an index"))),
             },
             _ => Err(SessionError::BadTarget(spec.to_owned())),
         }
@@ -132,7 +136,6 @@ impl AnswerTarget {
         }
     }
 
-    /// How explanations.json names the target.
     /// What the explanations explain when that is not the predicted answer, as outputs
     /// show it beside the prediction: the answer, or the sum of the logits.
     pub fn explained(&self, answers: &[String]) -> Option<String> {
@@ -143,6 +146,7 @@ impl AnswerTarget {
         }
     }
 
+    /// How explanations.json names the target.
     pub fn name(&self, answers: &[String]) -> String {
         match self {
             Self::Predicted => "predicted-answer".into(),
