@@ -5,8 +5,10 @@
 #   scripts/gpu-check.sh [BUNDLE]        # BUNDLE defaults to target/gpu-bundle; without
 #                                        # one, executables are looked up in target/release
 #
-# Logs go to $OUT/gpu-check/ when $OUT is set, else target/gpu-check/; SUMMARY lists each
-# step's status. Budget: under 8 minutes on one H100 (each step has its own timeout).
+# Logs go to target/gpu-check/, one per step; SUMMARY lists each step's status. When $OUT is
+# set (a lent GPU machine, which brings back only a few files), $OUT/gpu-check/ gets SUMMARY
+# and all.log, every step's log one after the other. Budget: under 8 minutes on one H100
+# (each step has its own timeout).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -22,8 +24,8 @@ cuda_backend=$(find_exe cuda_backend)
 cuda_kernels=$(find_exe cuda_kernels)
 cuda_bench=$(find_exe cuda_bench)
 
-logs=${OUT:+$OUT/gpu-check}
-logs=${logs:-target/gpu-check}
+logs=target/gpu-check
+rm -rf "$logs"
 mkdir -p "$logs"
 summary="$logs/SUMMARY"
 : > "$summary"
@@ -101,9 +103,23 @@ if [ -n "$fiedler" ]; then
         --device cuda --size fiedler --nodes 196 --batch 512 --repeats 3 --stages
     step bench-clip-release 40 env FIEDLER_CUDA_MEMORY=release "$fiedler" bench \
         --device cuda --size vit-b16 --batch 64 --method dsmi-grad --repeats 3
+    # Device time per op (kernels, cuBLAS products, zero fills, copies to the host) at the
+    # batch the targets name: where the next speed-up is.
+    step profile-clip-b64 60 env FIEDLER_CUDA_PROFILE=1 "$fiedler" bench --device cuda \
+        --size vit-b16 --batch 64 --method dsmi-grad,raw-attn --repeats 1
+    step profile-lxmert-b64 40 env FIEDLER_CUDA_PROFILE=1 "$fiedler" bench --device cuda \
+        --size lxmert-base --batch 64 --method dsmi-grad --repeats 1
 fi
 # Criterion: per-op GPU times at ViT-B/16 batch-64 sizes, Fiedler batches of 256 graphs.
 [ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench
 echo "== summary ($logs/SUMMARY)"
 cat "$summary"
+if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT/gpu-check"
+    cp "$summary" "$OUT/gpu-check/SUMMARY"
+    for log in "$logs"/environment.log $(ls "$logs"/*.log | grep -v /environment.log); do
+        echo "===== $(basename "$log" .log)"
+        cat "$log"
+    done > "$OUT/gpu-check/all.log"
+fi
 exit $failed

@@ -233,6 +233,11 @@ pub trait Backend: Sync {
     fn name(&self) -> &'static str;
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
+    /// Device time per op since the backend was opened, as a table, where the backend
+    /// records it (the CUDA backend with FIEDLER_CUDA_PROFILE set); `None` elsewhere.
+    fn profile_report(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     /// Moves a buffer into host memory (no copy where it already lives there).
     fn move_to_host(&self, buf: Self::Buf) -> Result<Vec<f32>>;

@@ -148,9 +148,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             matmul_peak()?
         );
     }
-    with_backend!(backend, be => match args.size {
-        Size::LxmertBase => run_lxmert(&be, &device, &args, &methods),
-        _ => run_clip(&be, &device, &args, &methods),
+    with_backend!(backend, be => {
+        match args.size {
+            Size::LxmertBase => run_lxmert(&be, &device, &args, &methods),
+            _ => run_clip(&be, &device, &args, &methods),
+        }?;
+        if let Some(table) = be.profile_report()? {
+            println!("{table}");
+        }
+        Ok(())
     })
 }
 

@@ -27,7 +27,6 @@ use super::{
     check, Activation, AttentionShape, Backend, BackendError, HeadMean, MeanGraph, PatchGeometry,
     Result,
 };
-use blas::gemm;
 pub use error::CudaError;
 use kernels::Kernels;
 pub use spectral::{BufferGraph, FiedlerStages};
@@ -48,6 +47,8 @@ pub struct Cuda {
     /// Passed where an attention has no key mask (the kernel does not read it).
     no_mask: CudaSlice<u8>,
     description: String,
+    /// Device time per op, when FIEDLER_CUDA_PROFILE asks for it.
+    profile: profile::Profile,
 }
 
 /// Launches `$kernel` with `$cfg` and the arguments (references that outlive the call).
@@ -57,15 +58,19 @@ macro_rules! launch {
         let f = $self.kernels.get($kernel)?;
         let mut builder = $self.stream.launch_builder(f);
         $( builder.arg($arg); )+
-        // SAFETY: the argument list matches the kernel's signature in kernels/, and the
-        // caller checked every buffer's length against the sizes passed.
-        unsafe { builder.launch(cfg) }
-            .map(|_| ())
-            .map_err(|e| device_error($kernel, "kernel launch", e))
+        let kernel: &'static str = $kernel;
+        $self.profile.span(&$self.ctx, &$self.stream, profile::Kind::Kernel, kernel, || {
+            // SAFETY: the argument list matches the kernel's signature in kernels/, and the
+            // caller checked every buffer's length against the sizes passed.
+            unsafe { builder.launch(cfg) }
+                .map(|_| ())
+                .map_err(|e| device_error(kernel, "kernel launch", e))
+        })
     }};
 }
 
 mod graph_rows;
+mod profile;
 mod spectral;
 
 fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
@@ -180,6 +185,7 @@ impl Cuda {
             mask: Mutex::new(None),
             no_mask,
             description,
+            profile: profile::Profile::from_env(),
         })
     }
 
@@ -250,9 +256,20 @@ impl Cuda {
                 .null()
                 .map_err(|e| device_error(op, "allocation", e));
         }
-        self.stream
-            .alloc_zeros(len)
-            .map_err(|e| self.alloc_error(op, len * std::mem::size_of::<T>(), e))
+        self.profile
+            .span(&self.ctx, &self.stream, profile::Kind::Zeros, op, || {
+                self.stream
+                    .alloc_zeros(len)
+                    .map_err(|e| self.alloc_error(op, len * std::mem::size_of::<T>(), e))
+            })
+    }
+
+    /// A cuBLAS product of the plan `g`, for op `name`.
+    fn gemm(&self, name: &'static str, g: &plan::Gemm) -> Result<()> {
+        self.profile
+            .span(&self.ctx, &self.stream, profile::Kind::Gemm, name, || {
+                blas::gemm(&self.blas, name, g)
+            })
     }
 
     fn upload_any<T: DeviceRepr + ValidAsZeroBits>(
@@ -356,10 +373,17 @@ impl Backend for Cuda {
         if buf.is_empty() {
             return Ok(Vec::new());
         }
-        let host = self
-            .stream
-            .clone_dtoh(buf)
-            .map_err(|e| device_error("download", "device-to-host copy", e))?;
+        let host = self.profile.span(
+            &self.ctx,
+            &self.stream,
+            profile::Kind::ToHost,
+            "download",
+            || {
+                self.stream
+                    .clone_dtoh(buf)
+                    .map_err(|e| device_error("download", "device-to-host copy", e))
+            },
+        )?;
         // Also where a kernel's asynchronous failure (e.g. an illegal address) surfaces.
         self.synchronize()?;
         Ok(host)
@@ -393,6 +417,10 @@ impl Backend for Cuda {
         Cuda::synchronize(self)
     }
 
+    fn profile_report(&self) -> Result<Option<String>> {
+        self.profile.report()
+    }
+
     fn linear(
         &self,
         out: &mut CudaSlice<f32>,
@@ -407,7 +435,7 @@ impl Backend for Cuda {
         check::len("linear", "weight", w.len(), n * k)?;
         self.bind("linear")?;
         let (xp, wp, op) = (self.ptr(x), self.ptr(w), self.ptr(out));
-        gemm(&self.blas, "linear", &plan::linear(xp, wp, op, m, k, n))?;
+        self.gemm("linear", &plan::linear(xp, wp, op, m, k, n))?;
         match bias {
             Some(b) => self.add_row_vector(out, b),
             None => Ok(()),
@@ -429,7 +457,7 @@ impl Backend for Cuda {
         self.bind("linear_backward")?;
         let (dyp, wp, dxp) = (self.ptr(dy), self.ptr(w), self.ptr(dx));
         let g = plan::linear_backward(dyp, wp, dxp, m, k, n, accumulate);
-        gemm(&self.blas, "linear_backward", &g)
+        self.gemm("linear_backward", &g)
     }
 
     fn layernorm(
@@ -598,11 +626,11 @@ impl Backend for Cuda {
         self.bind("attention")?;
         let (qp, kvp, pp, cp) = (self.ptr(q), self.ptr(kv), self.ptr(probs), self.ptr(ctx));
         for g in plan::attention_scores(s, qp, kvp, pp) {
-            gemm(&self.blas, "attention", &g)?;
+            self.gemm("attention", &g)?;
         }
         self.softmax(probs, s)?;
         for g in plan::attention_context(s, pp, kvp, cp) {
-            gemm(&self.blas, "attention", &g)?;
+            self.gemm("attention", &g)?;
         }
         Ok(())
     }
@@ -634,7 +662,7 @@ impl Backend for Cuda {
         let (qp, kvp, pp) = (self.ptr(q), self.ptr(kv), self.ptr(probs));
         let (dcp, dpp) = (self.ptr(dctx), self.ptr(dprobs));
         for g in plan::attention_dprobs(s, dcp, kvp, dpp) {
-            gemm(&self.blas, OP, &g)?;
+            self.gemm(OP, &g)?;
         }
         let mut ds = self.alloc::<f32>(OP, s.probs_len())?;
         let rows = s.batch * s.heads * s.queries;
@@ -659,7 +687,7 @@ impl Backend for Cuda {
             dkv: self.ptr(dkv),
         };
         for g in plan::attention_inputs(s, &addrs) {
-            gemm(&self.blas, OP, &g)?;
+            self.gemm(OP, &g)?;
         }
         // `ds` is freed in stream order after the products that read it.
         Ok(())
@@ -1112,7 +1140,7 @@ impl Backend for Cuda {
         let mut z_abs = self.alloc::<f32>(OP, m * n)?;
         let (wp, wap) = (self.ptr(w), self.ptr(w_abs));
         let g = plan::linear(self.ptr(&abs_x), wap, self.ptr(&z_abs), m, k, n);
-        gemm(&self.blas, OP, &g)?;
+        self.gemm(OP, &g)?;
         let ratio = |s: &mut CudaSlice<f32>, z: &CudaSlice<f32>, bias: &CudaSlice<f32>, fwd| {
             let has_forward = i32::from(fwd);
             launch!(
@@ -1132,11 +1160,7 @@ impl Backend for Cuda {
             Some((out, bias)) => ratio(&mut z_abs, out, bias, true)?,
             None => {
                 let z = self.alloc::<f32>(OP, m * n)?;
-                gemm(
-                    &self.blas,
-                    OP,
-                    &plan::linear(self.ptr(x), wp, self.ptr(&z), m, k, n),
-                )?;
+                self.gemm(OP, &plan::linear(self.ptr(x), wp, self.ptr(&z), m, k, n))?;
                 // The bias argument is not read without a forward.
                 ratio(&mut z_abs, &z, &z, false)?;
             }
@@ -1145,13 +1169,12 @@ impl Backend for Cuda {
         // |x| is not read again: its buffer takes S·|W|.
         let (c, c_abs) = (self.alloc::<f32>(OP, m * k)?, abs_x);
         let sp = self.ptr(&s);
-        gemm(
-            &self.blas,
+        self.gemm(
             OP,
             &plan::linear_backward(sp, wp, self.ptr(&c), m, k, n, false),
         )?;
         let g = plan::linear_backward(sp, wap, self.ptr(&c_abs), m, k, n, false);
-        gemm(&self.blas, OP, &g)?;
+        self.gemm(OP, &g)?;
         let acc = i32::from(accumulate);
         launch!(
             self,
@@ -1207,7 +1230,7 @@ impl Backend for Cuda {
         launch!(self, "lrp_sdiv", per_element(ql), &mut sc, rctx, ctx, &nq)?;
         let (qp, kvp, scp, camp) = (self.ptr(q), self.ptr(kv), self.ptr(&sc), self.ptr(cam));
         for g in plan::attention_dprobs(s, scp, kvp, camp) {
-            gemm(&self.blas, OP, &g)?;
+            self.gemm(OP, &g)?;
         }
         launch!(
             self,
@@ -1219,7 +1242,7 @@ impl Backend for Cuda {
         )?;
         let scores = self.alloc::<f32>(OP, pl)?;
         for g in plan::lrp_scores(s, qp, kvp, self.ptr(&scores)) {
-            gemm(&self.blas, OP, &g)?;
+            self.gemm(OP, &g)?;
         }
         let mut s2 = self.alloc::<f32>(OP, pl)?;
         launch!(
@@ -1241,7 +1264,7 @@ impl Backend for Cuda {
             dkv: self.ptr(rkv),
         };
         for g in plan::lrp_inputs(s, &addrs) {
-            gemm(&self.blas, OP, &g)?;
+            self.gemm(OP, &g)?;
         }
         launch!(self, "lrp_half_product", per_element(ql), rq, q, &nq)?;
         launch!(self, "lrp_half_product", per_element(kvl), rkv, kv, &nkv)

@@ -24,7 +24,7 @@ use cudarc::driver::{
 };
 use rayon::prelude::*;
 
-use super::{device_error, int, Cuda};
+use super::{device_error, int, profile, Cuda};
 use crate::backend::{BackendError, Result};
 use crate::linalg::{Fiedler, GraphInput, SpectralError};
 
@@ -541,14 +541,22 @@ impl Cuda {
         clock.mark(self, op, 1)?;
         if has_rows {
             for (n, range) in &layout.groups {
-                self.gram(
-                    &rows,
-                    layout.node_start[range.start] as usize * dim,
-                    &work,
-                    layout.work_start[range.start] as usize,
-                    *n,
-                    dim,
-                    range.len(),
+                self.profile.span(
+                    &self.ctx,
+                    &self.stream,
+                    profile::Kind::Gemm,
+                    "fiedler_gram",
+                    || {
+                        self.gram(
+                            &rows,
+                            layout.node_start[range.start] as usize * dim,
+                            &work,
+                            layout.work_start[range.start] as usize,
+                            *n,
+                            dim,
+                            range.len(),
+                        )
+                    },
                 )?;
             }
         }
