@@ -228,6 +228,27 @@ fn explain_rejects_bad_input_clearly() {
     let image = fixtures().join("images/catdog.png");
     let img = s(&image);
     let o = s(&out);
+    // Options for another family, or for methods not asked, are refused, not ignored.
+    for (extra, needle) in [
+        (
+            &["--target", "answer:cat"][..],
+            "--target applies to VQA models",
+        ),
+        (
+            &["--regions", "r.safetensors"][..],
+            "--regions applies to LXMERT",
+        ),
+        (
+            &["--method", "dsmi", "--lrp"][..],
+            "--lrp applies to chefer",
+        ),
+    ] {
+        let mut args = vec![
+            "explain", "--model", m, "--image", img, "--text", "a cat", "--out", o,
+        ];
+        args.extend_from_slice(extra);
+        assert_fails(&args, needle);
+    }
     // TF32 is a GPU math mode: asking for it on the CPU is refused, not ignored.
     assert_fails(
         &[

@@ -304,6 +304,40 @@ fn bundled_model(name: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Refuses options the model family has no use for, rather than ignoring them.
+fn check_applies(
+    args: &ExplainArgs,
+    family: ModelFamily,
+    methods: &[Method],
+) -> anyhow::Result<()> {
+    let name = family.model_type();
+    if family != ModelFamily::Lxmert {
+        for (given, flag) in [
+            (args.regions.is_some(), "--regions"),
+            (args.image_id.is_some(), "--image-id"),
+            (args.answers.is_some(), "--answers"),
+        ] {
+            if given {
+                bail!("{flag} applies to LXMERT (region features and its answer list); this is a {name} model");
+            }
+        }
+    }
+    if family == ModelFamily::Clip && args.target != "predicted" {
+        bail!("--target applies to VQA models; CLIP explains each pair's score");
+    }
+    let tsv = args
+        .regions
+        .as_ref()
+        .is_some_and(|r| r.extension().is_some_and(|e| e == "tsv"));
+    if args.image_id.is_some() && !tsv {
+        bail!("--image-id picks an image of an obj36 TSV given with --regions (FILE.tsv)");
+    }
+    if args.lrp && !methods.contains(&Method::CheferLrp) {
+        bail!("--lrp applies to chefer (which it makes chefer-lrp), and no chefer was asked");
+    }
+    Ok(())
+}
+
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let mut methods: Vec<Method> = Method::parse_list(&args.method)?
         .into_iter()
@@ -344,6 +378,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         None => bundled_model(BUNDLED_MODEL)?,
     };
     let family = read_family(&model_dir)?;
+    check_applies(&args, family, &methods)?;
     let (samples, displayed, target) = with_backend!(backend, be => {
         explain_on(be, family, &model_dir, &args, &methods, &opts, progress)?
     });
