@@ -391,6 +391,14 @@ fn clip_eval_scores_true_captions_against_all_objects() {
     let table = String::from_utf8_lossy(&summary.stdout);
     assert!(table.contains("| chance | "), "{table}");
     assert!(table.contains("| dsmi | "), "{table}");
+    // the report has no perturbation section: no empty AUC table, no steps
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.starts_with("# Ground-truth scores"), "{report}");
+    assert!(
+        !report.contains("## AUC") && !report.contains("steps"),
+        "{report}"
+    );
+    assert!(report.contains("## Ground truth"), "{report}");
 
     // without captions, CLIP is refused with a pointer to them
     let set_q = set.join("questions.json");

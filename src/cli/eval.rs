@@ -197,13 +197,15 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
 
 /// The AUC table, as in report.md, and the ground-truth table if any.
 fn print_table(report: &Report) {
-    let md = report.markdown();
-    let table = md
-        .split("## AUC\n\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n\n").next())
-        .unwrap_or("");
-    println!("{}\n{table}", report.auc_formula);
+    if report.perturbed() {
+        let md = report.markdown();
+        let table = md
+            .split("## AUC\n\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap_or("");
+        println!("{}\n{table}", report.auc_formula);
+    }
     if !report.ground_truth.is_empty() {
         print!("{}", report.ground_truth_markdown());
     }

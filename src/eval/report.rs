@@ -300,9 +300,19 @@ impl Report {
         })
     }
 
+    /// Whether any perturbation test ran (CLIP runs are scored against ground truth only).
+    pub fn perturbed(&self) -> bool {
+        self.methods.iter().any(|r| !r.tests.is_empty())
+    }
+
     pub fn markdown(&self) -> String {
         let mut md = String::new();
-        let _ = writeln!(md, "# Perturbation benchmark\n");
+        let title = if self.perturbed() {
+            "Perturbation benchmark"
+        } else {
+            "Ground-truth scores"
+        };
+        let _ = writeln!(md, "# {title}\n");
         let _ = writeln!(md, "- model: `{}` ({})", self.model, self.family);
         let _ = writeln!(md, "- dataset: `{}`", self.dataset);
         let _ = writeln!(
@@ -312,6 +322,17 @@ impl Report {
             self.failed_samples.len(),
             self.seed
         );
+        if !self.perturbed() {
+            let _ = writeln!(
+                md,
+                "- no perturbation tests (a model with no answer to perturb): ground-truth scores only"
+            );
+            if !self.ground_truth.is_empty() {
+                md.push_str(&self.ground_truth_markdown());
+            }
+            self.failed_markdown(&mut md);
+            return md;
+        }
         let _ = writeln!(md, "- steps (fraction removed): {:?}", self.steps);
         let _ = writeln!(md, "- {}", self.auc_formula);
         let _ = writeln!(
@@ -368,13 +389,18 @@ impl Report {
                 let _ = writeln!(md, "| {} | {} |", row.method, acc.join(" | "));
             }
         }
+        self.failed_markdown(&mut md);
+        md
+    }
+
+    /// The failed samples' section, if any failed.
+    fn failed_markdown(&self, md: &mut String) {
         if !self.failed_samples.is_empty() {
             let _ = writeln!(md, "\n## Failed samples ({})\n", self.failed_samples.len());
             for f in &self.failed_samples {
                 let _ = writeln!(md, "- {}: {}", f.sample, f.error);
             }
         }
-        md
     }
 
     /// One table of every method: ground-truth scores and AUCs side by side ("N/A" where a
