@@ -7,20 +7,10 @@
 //! their truncation and rounding error is well under the 1e-2 relative bound used here, while
 //! a wrong term in a backward (a missing factor, a transposed product) is off by O(1).
 
-use fiedler::backend::{Activation, AttentionShape, Backend, Cpu, HeadMean, MeanGraph};
+mod common;
 
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
+use common::{values, MeanGraphs};
+use fiedler::backend::{Activation, AttentionShape, Backend, Cpu, HeadMean, MeanGraph};
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
@@ -383,41 +373,27 @@ fn head_mean_products_match_the_mean_then_the_product() {
     let (samples, heads, n) = (3usize, 5usize, 37usize);
     let len = samples * heads * n * n;
     let (x, g) = (values(len, 31), values(len, 32));
-    let graphs: Vec<(usize, Vec<usize>)> = vec![
-        (0, (0..n).collect()),
-        (2, vec![3, 10, 11, 36, 4]),
-        (1, vec![5]),
-        (1, vec![]),
-    ];
-    let vectors: Vec<Vec<f32>> = graphs
-        .iter()
-        .enumerate()
-        .map(|(i, (_, t))| values(t.len(), 40 + i as u64))
-        .collect();
-    let mean_graphs: Vec<MeanGraph> = graphs
-        .iter()
-        .zip(&vectors)
-        .map(|((sample, tokens), vector)| MeanGraph {
-            sample: *sample,
-            tokens,
-            vector,
-        })
-        .collect();
-    for kind in [
-        HeadMean::Attention,
-        HeadMean::PositiveGradient,
-        HeadMean::PositiveGradientTimesAttention,
-        HeadMean::PositiveGradientTimesRelevance,
-        HeadMean::Relevance,
-    ] {
+    let graphs = MeanGraphs::new(
+        vec![
+            (0, (0..n).collect()),
+            (2, vec![3, 10, 11, 36, 4]),
+            (1, vec![5]),
+            (1, vec![]),
+        ],
+        40,
+    );
+    let mean_graphs = graphs.get();
+    for kind in HeadMean::ALL {
         let products = Cpu
             .head_mean_matvec(kind, &x, Some(&g), heads, n, &mean_graphs)
             .unwrap();
         let mut mean = vec![0.0; samples * n * n];
         Cpu.head_mean(&mut mean, kind, &x, Some(&g), heads, n * n)
             .unwrap();
-        for ((sample, tokens), (vector, product)) in
-            graphs.iter().zip(vectors.iter().zip(&products))
+        for ((sample, tokens), (vector, product)) in graphs
+            .graphs
+            .iter()
+            .zip(graphs.vectors.iter().zip(&products))
         {
             let m = &mean[sample * n * n..(sample + 1) * n * n];
             let expected: Vec<u32> = tokens

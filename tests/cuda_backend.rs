@@ -44,12 +44,10 @@ use std::process::Command;
 
 use common::{
     clip_relevance, fixtures, lxmert_relevance, max_abs_diff, max_diff_rel_to_max, max_rel_diff,
-    repo, spread_tolerance, vilt_relevance, Golden, Relevance,
+    repo, spread_tolerance, values, vilt_relevance, Golden, MeanGraphs, Relevance,
 };
 use fiedler::backend::cuda::Cuda;
-use fiedler::backend::{
-    Activation, AttentionShape, Backend, Cpu, HeadMean, MeanGraph, PatchGeometry,
-};
+use fiedler::backend::{Activation, AttentionShape, Backend, Cpu, HeadMean, PatchGeometry};
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::lxmert::{LrpScope, Lxmert};
 use fiedler::model::vilt::Vilt;
@@ -75,19 +73,6 @@ fn device() -> Option<Cuda> {
 
 fn required() -> bool {
     std::env::var_os("FIEDLER_REQUIRE_CUDA").is_some_and(|v| v == "1")
-}
-
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
 }
 
 /// Runs `$body` once with `$be = &Cpu` and once with `$be = $cuda`; the body returns the
@@ -148,13 +133,7 @@ fn head_means_match_cpu_exactly() {
     for (samples, heads, entries) in [(1usize, 1usize, 1usize), (3, 5, 37), (2, 12, 197 * 197)] {
         let n = samples * heads * entries;
         let (x, g) = (values(n, 21), values(n, 22));
-        for kind in [
-            HeadMean::Attention,
-            HeadMean::PositiveGradient,
-            HeadMean::PositiveGradientTimesAttention,
-            HeadMean::PositiveGradientTimesRelevance,
-            HeadMean::Relevance,
-        ] {
+        for kind in HeadMean::ALL {
             let (cpu, gpu) = on_both!(&cuda, |be| {
                 let (dx, dg) = (be.upload(&x).unwrap(), be.upload(&g).unwrap());
                 let mut out = be.upload(&values(samples * entries, 23)).unwrap();
@@ -182,33 +161,17 @@ fn head_mean_products_match_cpu_exactly() {
     let (samples, heads, n) = (2usize, 12usize, 197usize);
     let len = samples * heads * n * n;
     let (x, g) = (values(len, 24), values(len, 25));
-    let graphs: Vec<(usize, Vec<usize>)> = vec![
-        (1, (1..n).collect()),
-        (0, vec![150, 3, 4, 196, 0]),
-        (1, vec![7]),
-        (0, vec![]),
-    ];
-    let vectors: Vec<Vec<f32>> = graphs
-        .iter()
-        .enumerate()
-        .map(|(i, (_, t))| values(t.len(), 26 + i as u64))
-        .collect();
-    let mean_graphs: Vec<MeanGraph> = graphs
-        .iter()
-        .zip(&vectors)
-        .map(|((sample, tokens), vector)| MeanGraph {
-            sample: *sample,
-            tokens,
-            vector,
-        })
-        .collect();
-    for kind in [
-        HeadMean::Attention,
-        HeadMean::PositiveGradient,
-        HeadMean::PositiveGradientTimesAttention,
-        HeadMean::PositiveGradientTimesRelevance,
-        HeadMean::Relevance,
-    ] {
+    let graphs = MeanGraphs::new(
+        vec![
+            (1, (1..n).collect()),
+            (0, vec![150, 3, 4, 196, 0]),
+            (1, vec![7]),
+            (0, vec![]),
+        ],
+        26,
+    );
+    let mean_graphs = graphs.get();
+    for kind in HeadMean::ALL {
         let (cpu, gpu) = on_both!(&cuda, |be| {
             let (dx, dg) = (be.upload(&x).unwrap(), be.upload(&g).unwrap());
             be.head_mean_matvec(kind, &dx, Some(&dg), heads, n, &mean_graphs)

@@ -65,6 +65,14 @@ pub enum HeadMean {
 }
 
 impl HeadMean {
+    pub const ALL: [HeadMean; 5] = [
+        Self::Attention,
+        Self::PositiveGradient,
+        Self::PositiveGradientTimesAttention,
+        Self::PositiveGradientTimesRelevance,
+        Self::Relevance,
+    ];
+
     /// Whether the mean reads the LRP relevance R_A in place of A.
     pub fn reads_relevance(self) -> bool {
         matches!(self, Self::PositiveGradientTimesRelevance | Self::Relevance)

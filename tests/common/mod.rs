@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use fiedler::backend::MeanGraph;
 use fiedler::model::clip::{ClipInputs, ClipTrace};
 use fiedler::model::lxmert::{LxmertInputs, LxmertTrace};
 use fiedler::model::vilt::{ViltInputs, ViltTrace};
@@ -291,4 +292,47 @@ pub fn lxmert_relevance(tr: &LxmertTrace<Vec<f32>>) -> Relevance<'_> {
         }
     }
     out
+}
+
+/// Deterministic values in [-1, 1).
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Graphs of `head_mean_matvec` as (sample, token positions), each with a vector of
+/// `values` (seeds from `seed` on).
+pub struct MeanGraphs {
+    pub graphs: Vec<(usize, Vec<usize>)>,
+    pub vectors: Vec<Vec<f32>>,
+}
+
+impl MeanGraphs {
+    pub fn new(graphs: Vec<(usize, Vec<usize>)>, seed: u64) -> Self {
+        let vectors = graphs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| values(t.len(), seed + i as u64))
+            .collect();
+        Self { graphs, vectors }
+    }
+
+    pub fn get(&self) -> Vec<MeanGraph<'_>> {
+        self.graphs
+            .iter()
+            .zip(&self.vectors)
+            .map(|((sample, tokens), vector)| MeanGraph {
+                sample: *sample,
+                tokens,
+                vector,
+            })
+            .collect()
+    }
 }
