@@ -46,6 +46,11 @@ struct ImageTruth {
 #[derive(Deserialize)]
 struct ObjectTruth {
     id: usize,
+    /// What the true caption calls it: "{color} {shape}".
+    #[serde(default)]
+    color: Option<String>,
+    #[serde(default)]
+    shape: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -108,6 +113,35 @@ impl SynthTruth {
     /// of its image, so all are relevant; no word is singled out (no word rank).
     pub fn for_captions(path: &Path, captions: &[&Question]) -> Result<Self, EvalError> {
         let file = read(path)?;
+        // A true caption names every object of its image: one that does not is another
+        // set's caption (the masks would score it against other objects).
+        for q in captions {
+            let Some(image) = file
+                .images
+                .iter()
+                .find(|im| im.image_id.to_string() == q.id)
+            else {
+                continue; // `select` names the missing image
+            };
+            let named = |o: &ObjectTruth| match (&o.color, &o.shape) {
+                (Some(color), Some(shape)) => Some(format!("{color} {shape}")),
+                _ => None,
+            };
+            if let Some(missing) = image
+                .objects
+                .iter()
+                .filter_map(named)
+                .find(|n| !q.text.contains(n.as_str()))
+            {
+                return Err(EvalError::GroundTruth {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "image {} has an object {missing:?} there, which its caption {:?} does not name (the ground truth of another set?)",
+                        q.id, q.text
+                    ),
+                });
+            }
+        }
         let by_id = file
             .images
             .iter()
@@ -352,6 +386,22 @@ mod tests {
         assert!(SynthTruth::for_captions(&path, &[&caption]).is_err());
         // patches need the (missing) mask file
         assert!(SynthTruth::open(&path, &[&q], ImageUnits::Patches).is_err());
+        // a caption that does not name its image's objects is another set's
+        let named = dir.join("named.json");
+        std::fs::write(
+            &named,
+            r#"{"seed": 1, "images": [{"image_id": 3, "mask_file": "none.png", "objects": [{"id": 0, "color": "red", "shape": "circle"}], "region_objects": []}], "questions": []}"#,
+        )
+        .unwrap();
+        let other = Question {
+            text: "a blue square".into(),
+            ..question("3", "3")
+        };
+        let err = SynthTruth::for_captions(&named, &[&other])
+            .err()
+            .expect("another set's caption is refused")
+            .to_string();
+        assert!(err.contains("\"red circle\" there"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

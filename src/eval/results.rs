@@ -72,8 +72,8 @@ impl PerturbationRecord {
 }
 
 /// A `ground-truth` line: one sample × method against the objects and words its question is
-/// about (`None` where a score does not exist: no relevant object in view, no positive
-/// relevance, no relevant word).
+/// about (`None` where a score does not exist: no relevant object in view, no relevant
+/// word).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroundTruthRecord {
     pub sample: String,

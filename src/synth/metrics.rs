@@ -178,8 +178,9 @@ pub fn pointing_game(relevance: &[f32], overlap: &[f32]) -> Result<Option<f64>, 
     Ok(Some(hits as f64 / tied as f64))
 }
 
-/// Share of the positive relevance on relevant objects; `None` when no unit overlaps one, or
-/// when no relevance is positive.
+/// Share of the positive relevance on relevant objects; `None` when no unit overlaps one.
+/// A map with no positive relevance (a flat map) points nowhere: it scores the mean overlap,
+/// what relevance spread evenly gets (chance), rather than dropping out of the mean.
 pub fn mass_in_mask(relevance: &[f32], overlap: &[f32]) -> Result<Option<f32>, MetricError> {
     check_relevance(relevance, overlap)?;
     if overlap.iter().all(|&o| o == 0.0) {
@@ -187,7 +188,8 @@ pub fn mass_in_mask(relevance: &[f32], overlap: &[f32]) -> Result<Option<f32>, M
     }
     let total: f64 = relevance.iter().map(|&r| r.max(0.0) as f64).sum();
     if total <= 0.0 {
-        return Ok(None);
+        let mean = overlap.iter().map(|&o| o as f64).sum::<f64>() / overlap.len() as f64;
+        return Ok(Some(mean as f32));
     }
     let inside: f64 = relevance
         .iter()
@@ -406,7 +408,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!((m - 0.375).abs() < 1e-7, "{m}");
-        assert_eq!(mass_in_mask(&[0.0, -1.0, 0.0, 0.0], &overlap), Ok(None));
+        // nothing positive: the mean overlap, as an even spread gets
+        assert_eq!(
+            mass_in_mask(&[0.0, -1.0, 0.0, 0.0], &overlap),
+            Ok(Some(0.375))
+        );
         assert_eq!(mass_in_mask(&[1.0, 1.0, 0.0, 0.0], &[0.0; 4]), Ok(None));
     }
 
