@@ -451,3 +451,38 @@ fn bad_inputs_fail_with_clear_messages() {
         stderr(&out)
     );
 }
+
+/// Methods added to a results file with a larger --samples: the report says the tests
+/// cover different numbers of samples, and the summary's plain VQA accuracy is over the
+/// widest test, not the first method's subset.
+#[test]
+fn methods_over_different_samples_are_flagged() {
+    let dir = scratch("uneven");
+    let results = dir.join("results.jsonl");
+    let with = |samples: &str, method: &str| {
+        let mut args = lxmert_args(&results, "4");
+        args.extend(["--samples", samples, "--methods", method].map(String::from));
+        run_ok(&args);
+    };
+    // raw-attn comes first in the report, on the smaller set
+    with("3", "raw-attn");
+    with("7", "chefer");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("different numbers of samples"), "{md}");
+    let report = report_json(&dir);
+    let widest = report["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["tests"].as_object().unwrap().values())
+        .max_by_key(|c| c["samples"].as_u64().unwrap())
+        .unwrap()["accuracy"][0]
+        .as_f64()
+        .unwrap();
+    let summary = run_ok(&["eval".into(), "summary".into(), s(&results)]);
+    let first = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        first.contains(&format!("VQA accuracy {widest:.1}%")),
+        "{first}"
+    );
+}

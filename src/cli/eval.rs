@@ -178,11 +178,13 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
             bail!("no results file {}", path.display());
         }
         let report = Report::build(&read_results(path)?, path)?;
-        // Step 0 of any test is the unperturbed input: the model's plain VQA accuracy.
+        // Step 0 of any test is the unperturbed input: the model's plain VQA accuracy, over
+        // the widest test (methods run on fewer samples would give their subset's).
         let accuracy = report
             .methods
-            .first()
-            .and_then(|r| r.tests.values().next())
+            .iter()
+            .flat_map(|r| r.tests.values())
+            .max_by_key(|c| c.samples)
             .map_or(String::new(), |c| {
                 format!("; VQA accuracy {:.1}%", c.accuracy[0])
             });
@@ -205,6 +207,9 @@ fn print_table(report: &Report) {
             .and_then(|rest| rest.split("\n\n").next())
             .unwrap_or("");
         println!("{}\n{table}", report.auc_formula);
+        if let Some(note) = report.uneven_samples_note() {
+            println!("{note}");
+        }
     }
     if !report.ground_truth.is_empty() {
         print!("{}", report.ground_truth_markdown());

@@ -358,6 +358,9 @@ impl Report {
                 .collect();
             let _ = writeln!(md, "| {} | {} | {n} |", row.method, cells.join(" | "));
         }
+        if let Some(note) = self.uneven_samples_note() {
+            let _ = writeln!(md, "\n{note}");
+        }
         if !self.ground_truth.is_empty() {
             md.push_str(&self.ground_truth_markdown());
         }
@@ -391,6 +394,20 @@ impl Report {
         }
         self.failed_markdown(&mut md);
         md
+    }
+
+    /// A warning when the tests cover different numbers of samples (methods added to a
+    /// results file with another --samples): their AUCs are not over the same questions.
+    pub fn uneven_samples_note(&self) -> Option<&'static str> {
+        let counts: std::collections::BTreeSet<usize> = self
+            .methods
+            .iter()
+            .flat_map(|r| r.tests.values().map(|c| c.samples))
+            .collect();
+        (counts.len() > 1).then_some(
+            "Note: the tests ran on different numbers of samples (see `samples`); AUCs compare \
+             only over the same samples (rerun the smaller ones with the larger --samples).",
+        )
     }
 
     /// The failed samples' section, if any failed.
