@@ -123,7 +123,8 @@ struct RunArgs {
         default_value = "most-relevant-first,least-relevant-first"
     )]
     order: Vec<Order>,
-    /// Fractions removed, ascending: 0 first (the unperturbed input), at most 1.
+    /// Fractions removed, comma-separated and ascending: 0 first (the unperturbed input), at
+    /// most 1.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STEPS.to_vec())]
     steps: Vec<f64>,
     /// Evaluate this many questions: the first N of Python's random.shuffle of the question

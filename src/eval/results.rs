@@ -381,10 +381,11 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
         ));
     }
     if theirs.ground_truth != ours.ground_truth {
+        let shown = |g: &Option<String>| g.clone().unwrap_or_else(|| "none".into());
         return Err(differs(
             "ground truth",
-            format!("{:?}", theirs.ground_truth),
-            format!("{:?}", ours.ground_truth),
+            shown(&theirs.ground_truth),
+            shown(&ours.ground_truth),
         ));
     }
     if theirs.seed != ours.seed {
