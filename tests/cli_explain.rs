@@ -249,6 +249,18 @@ fn explain_rejects_bad_input_clearly() {
         args.extend_from_slice(extra);
         assert_fails(&args, needle);
     }
+    // A --pairs line naming a missing image is named by its line, before any work.
+    let pairs = out.join("missing.jsonl");
+    std::fs::write(
+        &pairs,
+        format!("{{\"image\": \"{img}\", \"text\": \"a cat\"}}\n{{\"image\": \"gone.png\", \"text\": \"a dog\"}}\n"),
+    )
+    .unwrap();
+    let p = s(&pairs);
+    assert_fails(
+        &["explain", "--model", m, "--pairs", &p, "--out", o],
+        "missing.jsonl:2: image",
+    );
     // TF32 is a GPU math mode: asking for it on the CPU is refused, not ignored.
     assert_fails(
         &[

@@ -170,8 +170,17 @@ fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
                     i + 1
                 )
             })?;
+            let image = base.join(p.image);
+            if !image.is_file() {
+                bail!(
+                    "{}:{}: image {} not found",
+                    path.display(),
+                    i + 1,
+                    image.display()
+                );
+            }
             Ok(PairRequest {
-                image: base.join(p.image),
+                image,
                 text: p.text,
             })
         })

@@ -96,7 +96,15 @@ impl Method {
         if spec.trim() == "all" {
             return Ok(Method::ALL.to_vec());
         }
-        spec.split(',').map(|m| m.trim().parse()).collect()
+        let mut methods: Vec<Method> = Vec::new();
+        for m in spec.split(',') {
+            let m: Method = m.trim().parse()?;
+            // Each once: a method named twice would be explained (and recorded) twice.
+            if !methods.contains(&m) {
+                methods.push(m);
+            }
+        }
+        Ok(methods)
     }
 
     /// Whether the method reads the LRP relevance at the attention maps (so the trace needs
@@ -367,5 +375,23 @@ impl ExplainError {
             },
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_lists_name_each_method_once() {
+        assert_eq!(
+            Method::parse_list("dsmi, chefer,dsmi").unwrap(),
+            vec![Method::Dsmi, Method::Chefer]
+        );
+        assert_eq!(Method::parse_list("all").unwrap(), Method::ALL.to_vec());
+        assert!(matches!(
+            Method::parse_list("dsmi,nope"),
+            Err(ExplainError::UnknownMethod(m)) if m == "nope"
+        ));
     }
 }
