@@ -486,3 +486,18 @@ fn methods_over_different_samples_are_flagged() {
         "{first}"
     );
 }
+
+/// Inputs for another family are refused, not ignored.
+#[test]
+fn inputs_for_another_family_are_refused() {
+    let dir = scratch("foreign");
+    let mut args = lxmert_args(&dir.join("results.jsonl"), "4");
+    args.extend(["--images".into(), s(&fixtures().join("images"))]);
+    let out = fiedler().args(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(lxmert) reads --features; --images is for ViLT"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -336,6 +336,22 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .map(|path| SynthTruth::open(path, &questions, units))
             .transpose()
     };
+    // Inputs for another family are refused rather than ignored.
+    let (inputs, foreign) = match family {
+        ModelFamily::Vilt => ("--images DIR", args.features.is_some()),
+        ModelFamily::Lxmert => ("--features", args.images.is_some()),
+        ModelFamily::Clip => (
+            "--captions",
+            args.images.is_some() || args.features.is_some(),
+        ),
+    };
+    if foreign {
+        bail!(
+            "{} ({}) reads {inputs}; --images is for ViLT, --features for LXMERT",
+            model_dir.display(),
+            family.model_type()
+        );
+    }
     let backend = open(args.device, args.precision)?;
     if args.device != Device::Cpu {
         eprintln!("device: {}", backend.describe());
