@@ -101,6 +101,9 @@ if [ -n "$fiedler" ]; then
     # default): the A/B of keeping it in the pool, on the same card.
     step bench-fiedler-release 30 env FIEDLER_CUDA_MEMORY=release "$fiedler" bench \
         --device cuda --size fiedler --nodes 196 --batch 512 --repeats 3 --stages
+    # Every graph on the general kernel: the A/B of fiedler_graphs_small's launch bounds.
+    step bench-fiedler-general 30 env FIEDLER_GRAPH_KERNEL=general "$fiedler" bench \
+        --device cuda --size fiedler --nodes 36,196 --batch 512 --repeats 3 --stages
     step bench-clip-release 40 env FIEDLER_CUDA_MEMORY=release "$fiedler" bench \
         --device cuda --size vit-b16 --batch 64 --method dsmi-grad --repeats 3
     # Device time per op (kernels, cuBLAS products, zero fills, copies to the host) at the

@@ -50,8 +50,13 @@ const SMALL_GRAPH_THREADS: u32 = 256;
 
 /// Which kernel solves graphs of n nodes: the same code, but for graphs that fit
 /// `fiedler_graphs_small` a register budget that lets four blocks share an SM.
+/// `FIEDLER_GRAPH_KERNEL=general` sends every graph to `fiedler_graphs`, so that one card
+/// can time both (scripts/gpu-check.sh).
 fn graph_kernel(n: usize) -> &'static str {
-    if graph_threads(n) <= SMALL_GRAPH_THREADS {
+    static GENERAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let general = *GENERAL
+        .get_or_init(|| std::env::var("FIEDLER_GRAPH_KERNEL").is_ok_and(|v| v == "general"));
+    if graph_threads(n) <= SMALL_GRAPH_THREADS && !general {
         "fiedler_graphs_small"
     } else {
         "fiedler_graphs"
