@@ -258,7 +258,7 @@ fn explain_rejects_bad_input_clearly() {
     .unwrap();
     let p = s(&pairs);
     assert_fails(
-        &["explain", "--model", m, "--pairs", &p, "--out", o],
+        &["explain", "--model", m, "--pairs", p, "--out", o],
         "missing.jsonl:2: image",
     );
     // TF32 is a GPU math mode: asking for it on the CPU is refused, not ignored.
