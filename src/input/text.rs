@@ -169,8 +169,11 @@ impl TextTokenizer {
                 0,
                 TruncationDirection::Right,
             );
+            // Named by its start: `index` counts within a batch, not among the inputs.
+            let start: String = text.chars().take(40).collect();
+            let more = if start.len() < text.len() { "…" } else { "" };
             eprintln!(
-                "warning: text {index} has {full_len} tokens, more than the model's \
+                "warning: text \"{start}{more}\" has {full_len} tokens, more than the model's \
                  {} positions; it is truncated to the first {}",
                 self.max_positions, self.max_positions
             );
