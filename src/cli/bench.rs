@@ -374,6 +374,7 @@ fn run_eval<B: Backend>(
         steps: DEFAULT_STEPS.to_vec(),
         seed: 0,
         ground_truth: None,
+        cwd: None,
     };
     println!(
         "perturbation benchmark: LXMERT base, random weights, {device}, {n} samples, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",

@@ -329,6 +329,9 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         steps: args.steps.clone(),
         seed: args.seed,
         ground_truth: truth_file.as_ref().map(|p| p.display().to_string()),
+        cwd: std::env::current_dir()
+            .ok()
+            .map(|d| d.display().to_string()),
     };
     let open_truth = |units| {
         truth_file

@@ -41,6 +41,10 @@ pub struct RunHeader {
     /// The `fiedler synth` ground_truth.json scored against, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ground_truth: Option<String>,
+    /// The directory the run started in: relative paths above are relative to it, so a
+    /// rerun from elsewhere, or naming the same files another way, resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 /// A `perturbation` line.
@@ -336,6 +340,28 @@ impl ResultsWriter {
     }
 }
 
+/// Whether two path fields of run headers name the same files: the same text, or the same
+/// files once each is resolved from the directory its run started in (the current one for
+/// headers that did not record it). A dataset of two files joins them with " + ".
+fn same_files(a: &str, a_cwd: Option<&str>, b: &str, b_cwd: Option<&str>) -> bool {
+    if a == b {
+        return true;
+    }
+    let resolve = |p: &str, cwd: Option<&str>| {
+        let p = Path::new(p);
+        match cwd {
+            Some(dir) if p.is_relative() => Path::new(dir).join(p).canonicalize(),
+            _ => p.canonicalize(),
+        }
+        .ok()
+    };
+    let (xs, ys): (Vec<&str>, Vec<&str>) = (a.split(" + ").collect(), b.split(" + ").collect());
+    xs.len() == ys.len()
+        && xs.iter().zip(&ys).all(
+            |(x, y)| matches!((resolve(x, a_cwd), resolve(y, b_cwd)), (Some(p), Some(q)) if p == q),
+        )
+}
+
 fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(), EvalError> {
     let differs = |field: &str, a: String, b: String| {
         EvalError::Results {
@@ -352,21 +378,22 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             ours.format.to_string(),
         ));
     }
-    if theirs.family != ours.family || theirs.model != ours.model {
+    let same = |a: &str, b: &str| same_files(a, theirs.cwd.as_deref(), b, ours.cwd.as_deref());
+    if theirs.family != ours.family || !same(&theirs.model, &ours.model) {
         return Err(differs(
             "model",
             format!("{} ({})", theirs.model, theirs.family),
             format!("{} ({})", ours.model, ours.family),
         ));
     }
-    if theirs.dataset != ours.dataset {
+    if !same(&theirs.dataset, &ours.dataset) {
         return Err(differs(
             "dataset",
             theirs.dataset.clone(),
             ours.dataset.clone(),
         ));
     }
-    if theirs.inputs != ours.inputs {
+    if !same(&theirs.inputs, &ours.inputs) {
         return Err(differs(
             "inputs",
             theirs.inputs.clone(),
@@ -380,7 +407,8 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             format!("{:?}", ours.steps),
         ));
     }
-    if theirs.ground_truth != ours.ground_truth {
+    let truth = |g: &Option<String>| g.clone().unwrap_or_default();
+    if !same(&truth(&theirs.ground_truth), &truth(&ours.ground_truth)) {
         let shown = |g: &Option<String>| g.clone().unwrap_or_else(|| "none".into());
         return Err(differs(
             "ground truth",
@@ -396,4 +424,40 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_paths_match_by_the_files_they_name() {
+        let dir = std::env::temp_dir().join(format!("fiedler-same-files-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("set")).unwrap();
+        for f in ["set/q.json", "set/a.json"] {
+            std::fs::write(dir.join(f), "{}").unwrap();
+        }
+        let d = dir.to_str().unwrap();
+        let abs = |f: &str| format!("{d}/{f}");
+        // relative to the first run's directory, absolute, or spelled another way
+        assert!(same_files("set/q.json", Some(d), &abs("set/q.json"), None));
+        assert!(same_files(
+            "set/q.json + set/a.json",
+            Some(d),
+            &format!("{} + {}", abs("set/./q.json"), abs("set/a.json")),
+            Some("/"),
+        ));
+        assert!(!same_files("set/q.json", Some(d), &abs("set/a.json"), None));
+        assert!(!same_files(
+            "set/q.json",
+            Some(d),
+            "set/q.json + set/a.json",
+            Some(d)
+        ));
+        // files that do not exist compare by their text alone
+        assert!(same_files("gone.json", None, "gone.json", Some(d)));
+        assert!(!same_files("gone.json", Some(d), &abs("gone.json"), None));
+        assert!(!same_files("", None, "set/q.json", Some(d)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
