@@ -639,3 +639,41 @@ fn explain_lxmert_with_lrp_matches_the_reference() {
         }
     }
 }
+
+/// A rerun into the same folder leaves no image of the earlier run behind (a sheet or an
+/// overlay of a method not asked this time), and files fiedler did not write stay.
+#[test]
+fn rerun_into_the_same_folder_leaves_no_stale_images() {
+    let out = scratch("rerun");
+    let model = fixtures().join("clip");
+    let image = fixtures().join("images/catdog.png");
+    let run = |method: &str| {
+        let args = [
+            "explain",
+            "--model",
+            s(&model),
+            "--image",
+            s(&image),
+            "--text",
+            "a cat",
+            "--method",
+            method,
+            "--out",
+            s(&out),
+        ];
+        let o = fiedler(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run("all");
+    assert!(out.join("sample0-sheet.png").is_file());
+    std::fs::write(out.join("notes.png"), b"mine").unwrap();
+    run("dsmi");
+    let mut pngs: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    pngs.sort();
+    assert_eq!(pngs, ["notes.png", "sample0-dsmi.png"]);
+    std::fs::remove_dir_all(out).unwrap();
+}

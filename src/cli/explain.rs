@@ -548,6 +548,7 @@ fn write_outputs(
 ) -> anyhow::Result<()> {
     fs::create_dir_all(out)
         .with_context(|| format!("cannot create output folder {}", out.display()))?;
+    remove_earlier_images(out)?;
     let mut records = Vec::new();
     let mut html_samples = Vec::new();
     for (i, s) in samples.iter().enumerate() {
@@ -646,6 +647,30 @@ fn write_outputs(
     fs::write(out.join("explanations.json"), json).context("cannot write explanations.json")?;
     let page = render::html::page("fiedler explanations", &html_samples);
     fs::write(out.join("index.html"), page).context("cannot write index.html")?;
+    Ok(())
+}
+
+/// In a folder an earlier `explain` wrote (it holds explanations.json), the PNGs that run
+/// named `sampleN-….png`: a run with fewer samples or methods would leave them beside its
+/// own, looking current. Other files are left alone.
+fn remove_earlier_images(out: &Path) -> anyhow::Result<()> {
+    if !out.join("explanations.json").is_file() {
+        return Ok(());
+    }
+    let ours = |name: &str| {
+        name.strip_prefix("sample")
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(n, rest)| {
+                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && rest.ends_with(".png")
+            })
+    };
+    let entries = fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))?;
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(ours) {
+            fs::remove_file(entry.path())
+                .with_context(|| format!("cannot remove {}", entry.path().display()))?;
+        }
+    }
     Ok(())
 }
 
