@@ -479,7 +479,14 @@ impl Report {
         let _ = writeln!(md, "|---|---:|---:|---:|---:|");
         for row in &self.ground_truth {
             let [p, m, w] = row.cells();
-            let _ = writeln!(md, "| {} | {p} | {m} | {w} | {} |", row.method, row.samples);
+            // The image scores cover the samples with a relevant object in view.
+            let samples = match row.pointing.as_ref().map(|p| p.samples) {
+                Some(in_view) if in_view != row.samples => {
+                    format!("{} ({in_view} in view)", row.samples)
+                }
+                _ => row.samples.to_string(),
+            };
+            let _ = writeln!(md, "| {} | {p} | {m} | {w} | {samples} |", row.method);
         }
         md
     }
