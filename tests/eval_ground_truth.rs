@@ -415,5 +415,19 @@ fn clip_eval_scores_true_captions_against_all_objects() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--captions"));
+    // with captions but without ground truth there is nothing to score
+    let out = run(&[
+        "eval".into(),
+        "--model".into(),
+        s(&fixtures().join("clip")),
+        "--captions".into(),
+        s(&set.join("captions.json")),
+        "--no-ground-truth".into(),
+        "--results".into(),
+        s(&dir.join("y.jsonl")),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("scored against ground truth only"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -431,6 +431,11 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             )
         }
         ModelFamily::Clip => {
+            if caption_images.is_some() && truth_file.is_none() {
+                bail!(
+                    "CLIP is scored against ground truth only: give --ground-truth FILE, or put ground_truth.json beside --captions (and drop --no-ground-truth)"
+                );
+            }
             let (Some(files), Some(path)) = (&caption_images, &truth_file) else {
                 bail!(
                     "{} is a CLIP model: the perturbation benchmark needs a VQA model (ViLT or LXMERT); CLIP is scored against ground truth only, on a `fiedler synth` set: give --captions DIR/captions.json (with DIR/ground_truth.json)",
