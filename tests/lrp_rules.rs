@@ -3,20 +3,11 @@
 //! receiving nothing, bad buffers rejected, and the hand-worked examples of
 //! tools/reference/lrp_rules.py (`hand_example`).
 
-use fiedler::backend::{AttentionShape, Backend, Cpu};
+mod common;
 
-/// Deterministic values in [-1, 1).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+// The same values as before: x/2²⁴·2 − 1 and x/2²³ − 1 round alike (powers of two).
+use common::values;
+use fiedler::backend::{AttentionShape, Backend, Cpu};
 
 fn sum(x: &[f32]) -> f64 {
     x.iter().map(|&v| v as f64).sum()
