@@ -429,5 +429,26 @@ fn clip_eval_scores_true_captions_against_all_objects() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("scored against ground truth only"), "{err}");
+    // options that shape perturbation tests are refused, not ignored: CLIP removes nothing
+    let out = run(&[
+        "eval".into(),
+        "--model".into(),
+        s(&fixtures().join("clip")),
+        "--captions".into(),
+        s(&set.join("captions.json")),
+        "--steps".into(),
+        "0,0.5,1".into(),
+        "--order".into(),
+        "most-relevant-first".into(),
+        "--results".into(),
+        s(&dir.join("z.jsonl")),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--order, --steps: a CLIP run removes nothing"),
+        "{err}"
+    );
+    assert!(!dir.join("z.jsonl").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -112,21 +112,19 @@ struct RunArgs {
     /// Method(s): a comma-separated list or `all`.
     #[arg(long, default_value = "all")]
     methods: String,
-    /// What to remove: image, text or both.
-    #[arg(long, value_delimiter = ',', default_value = "image,text")]
-    modality: Vec<Modality>,
+    /// What to remove: image, text or both [default: image,text]. VQA models only: a CLIP
+    /// run is scored against ground truth, with nothing removed.
+    #[arg(long, value_delimiter = ',')]
+    modality: Option<Vec<Modality>>,
     /// Removal order(s): most-relevant-first (the seed's positive test, lower AUC is better)
-    /// and/or least-relevant-first (negative, higher is better).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "most-relevant-first,least-relevant-first"
-    )]
-    order: Vec<Order>,
+    /// and/or least-relevant-first (negative, higher is better) [default: both]. VQA models
+    /// only.
+    #[arg(long, value_delimiter = ',')]
+    order: Option<Vec<Order>>,
     /// Fractions removed, comma-separated and ascending: 0 first (the unperturbed input), at
-    /// most 1.
-    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STEPS.to_vec())]
-    steps: Vec<f64>,
+    /// most 1 [default: 0,0.25,0.5,0.75,0.8,0.85,0.9,0.95,1]. VQA models only.
+    #[arg(long, value_delimiter = ',')]
+    steps: Option<Vec<f64>>,
     /// Evaluate this many questions: the first N of Python's random.shuffle of the question
     /// indices after random.seed(SEED), as the reference picks them. Default: all.
     #[arg(long)]
@@ -259,6 +257,42 @@ fn patterns(args: &RunArgs, dir: &Path, defaults: &[&str]) -> FilePattern {
     }
 }
 
+/// The perturbation tests of a run, every modality with every order. A CLIP run is scored
+/// against ground truth alone, so the options that shape the tests are refused there rather
+/// than ignored.
+fn perturbation_tests(args: &RunArgs, family: ModelFamily) -> anyhow::Result<Vec<Test>> {
+    if family == ModelFamily::Clip {
+        let given: Vec<&str> = [
+            ("--modality", args.modality.is_some()),
+            ("--order", args.order.is_some()),
+            ("--steps", args.steps.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !given.is_empty() {
+            bail!(
+                "{}: a CLIP run removes nothing (it is scored against ground truth only); \
+                 these options are for ViLT and LXMERT",
+                given.join(", ")
+            );
+        }
+        return Ok(Vec::new());
+    }
+    let modalities = args.modality.as_deref().unwrap_or(&Modality::ALL);
+    let orders = args.order.as_deref().unwrap_or(&Order::ALL);
+    let mut tests = Vec::new();
+    for &modality in modalities {
+        for &order in orders {
+            let t = Test { modality, order };
+            if !tests.contains(&t) {
+                tests.push(t);
+            }
+        }
+    }
+    Ok(tests)
+}
+
 /// Where LXMERT's regions come from: a folder of features files, or one TSV indexed once,
 /// whose line for a question's image is found by the id the patterns give.
 enum Features {
@@ -271,16 +305,10 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         bail!("--model is required: a ViLT, LXMERT or CLIP model directory");
     };
     let methods = Method::parse_list(&args.methods)?;
-    check_steps(&args.steps).map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
-    let mut tests = Vec::new();
-    for &modality in &args.modality {
-        for &order in &args.order {
-            let t = Test { modality, order };
-            if !tests.contains(&t) {
-                tests.push(t);
-            }
-        }
-    }
+    let family = read_family(&model_dir)?;
+    let tests = perturbation_tests(&args, family)?;
+    let steps = args.steps.clone().unwrap_or_else(|| DEFAULT_STEPS.to_vec());
+    check_steps(&steps).map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
     let (dataset, caption_images) = match &args.captions {
         Some(path) => {
             let (dataset, files) = read_captions(path)?;
@@ -294,15 +322,10 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     }
     let order = python_shuffled_prefix(dataset.questions.len(), args.seed, count);
     let questions: Vec<&Question> = order.iter().map(|&i| &dataset.questions[i]).collect();
-    let family = read_family(&model_dir)?;
-    if family == ModelFamily::Clip {
-        // Ground truth only: nothing to perturb.
-        tests.clear();
-    }
     let plan = Plan {
         methods,
         tests,
-        steps: args.steps.clone(),
+        steps: steps.clone(),
         batch: args.batch,
         strict: args.strict,
         opts: MethodOptions {
@@ -326,7 +349,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .or(args.captions.as_ref())
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        steps: args.steps.clone(),
+        steps,
         seed: args.seed,
         ground_truth: truth_file.as_ref().map(|p| p.display().to_string()),
         cwd: std::env::current_dir()
@@ -525,7 +548,8 @@ fn evaluate<M: EvalModel>(
     )?;
     bar.finish_and_clear();
     if failed > 0 {
-        eprintln!("{failed} samples failed (listed in the report; a rerun retries them)");
+        let samples = if failed == 1 { "sample" } else { "samples" };
+        eprintln!("{failed} {samples} failed (listed in the report; a rerun retries them)");
     }
     report(results, None)?;
     if failed > 0 && failed == questions.len() {

@@ -280,8 +280,9 @@ pub enum ExplainError {
     #[error("unknown method {0:?}; valid methods: {valids}, all", valids = Method::valid_names())]
     UnknownMethod(String),
     #[error(
-        "{flag} {value} is outside a tower of {layers} layers (use 0 to {last}, or -1 to -{layers})",
-        last = layers.saturating_sub(1)
+        "{flag} {value} is outside a tower of {layers} layer{s} (use 0 to {last}, or -1 to -{layers})",
+        last = layers.saturating_sub(1),
+        s = if *layers == 1 { "" } else { "s" }
     )]
     StartLayer {
         flag: &'static str,
