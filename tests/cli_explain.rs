@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{fixtures, floats, max_abs_diff, Golden};
+use common::{fixtures, floats, jpeg_with_orientation, max_abs_diff, Golden};
 use serde_json::Value;
 
 fn fiedler(args: &[&str]) -> Output {
@@ -201,6 +201,42 @@ fn explain_pairs_file_in_batches() {
     assert!(records
         .iter()
         .all(|r| (r["probability"].as_f64().unwrap() - 1.0).abs() < 1e-6));
+}
+
+/// Sideways photos are explained as stored (as the reference does), with one warning that
+/// names the first of them and says how to turn it upright.
+#[test]
+fn exif_orientation_is_warned_about_once() {
+    let out = scratch("exif");
+    let list = out.join("pairs.jsonl");
+    let mut lines = Vec::new();
+    for (name, orientation) in [("a.jpg", 6), ("b.jpg", 8)] {
+        let path = out.join(name);
+        std::fs::write(&path, jpeg_with_orientation(40, 30, orientation)).unwrap();
+        lines.push(format!(
+            "{{\"image\": \"{}\", \"text\": \"a cat\"}}",
+            s(&path)
+        ));
+    }
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&fixtures().join("clip")),
+        "--pairs",
+        s(&list),
+        "--method",
+        "raw-attn",
+        "--out",
+        s(&out.join("out")),
+    ]);
+    let err = stderr(&run);
+    assert!(run.status.success(), "{err}");
+    assert_eq!(err.matches("EXIF orientation").count(), 1, "{err}");
+    assert!(
+        err.contains("a.jpg") && err.contains("rotate it 90° clockwise"),
+        "{err}"
+    );
 }
 
 fn assert_fails<S: AsRef<str>>(args: &[S], needle: &str) {

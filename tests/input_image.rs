@@ -5,12 +5,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fixtures, max_abs_diff, Golden};
+use common::{fixtures, jpeg_with_orientation, max_abs_diff, Golden};
 use fiedler::input::image::{
-    center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, Resample, ResizeTo,
-    OPENAI_CLIP_STD,
+    center_crop, exif_orientation, load_image, resize, resize_output_size, ImageProcessorConfig,
+    Resample, ResizeTo, OPENAI_CLIP_STD,
 };
 use fiedler::input::InputError;
+use image::metadata::Orientation;
 use image::RgbImage;
 use safetensors::{Dtype, SafeTensors};
 
@@ -529,4 +530,25 @@ fn truncated_jpeg_is_an_error_and_trailing_bytes_are_not() {
     more.extend_from_slice(b"\0\0trailing bytes");
     std::fs::write(&padded, &more).unwrap();
     assert_eq!(load_image(&padded).unwrap(), whole);
+}
+
+/// EXIF orientation is read (for the warning) but not applied, as Pillow's `Image.open`
+/// does not apply it: a sideways phone photo keeps its stored width and height.
+#[test]
+fn exif_orientation_is_reported_not_applied() {
+    let dir = scratch_dir("exif-orientation");
+    let sideways = jpeg_with_orientation(24, 16, 6);
+    assert_eq!(exif_orientation(&sideways), Some(Orientation::Rotate90));
+    let path = dir.join("sideways.jpg");
+    std::fs::write(&path, &sideways).unwrap();
+    assert_eq!(load_image(&path).unwrap().dimensions(), (24, 16));
+
+    assert_eq!(exif_orientation(&jpeg_with_orientation(24, 16, 1)), None);
+    assert_eq!(
+        exif_orientation(&jpeg_with_orientation(24, 16, 3)),
+        Some(Orientation::Rotate180)
+    );
+    let plain = std::fs::read(image_path("coco_127510.jpg")).unwrap();
+    assert_eq!(exif_orientation(&plain), None);
+    assert_eq!(exif_orientation(b"not an image"), None);
 }

@@ -17,7 +17,8 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use serde_json::{Map, Value};
 
 use super::InputError;
@@ -472,7 +473,8 @@ fn field_error(path: &Path, field: &str, expected: &str, found: &Value) -> Input
 /// Alpha is dropped without compositing and grey is replicated, as Pillow does. 16-bit samples
 /// keep their high byte, which is how Pillow unpacks 16-bit RGB(A) PNGs (16-bit grey, which
 /// Pillow opens as mode "I;16" and then clips at 255, is scaled the same way instead). EXIF
-/// orientation is not applied, as `Image.open` does not apply it. A JPEG cut short is an
+/// orientation is not applied, as `Image.open` does not apply it (the first image of a run
+/// that has one gets a warning on stderr). A JPEG cut short is an
 /// error, as in Pillow ("image file is truncated"): the decoder would fill the missing rows
 /// with grey and say nothing.
 pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
@@ -504,7 +506,52 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
         ));
     }
     let decoded = reader.decode().map_err(|e| decode_error(e.to_string()))?;
+    if let Some(orientation) = exif_orientation(&bytes) {
+        warn_orientation_once(path, orientation);
+    }
     Ok(to_rgb(decoded))
+}
+
+/// The EXIF orientation that viewers apply when they show the image, unless it is the
+/// identity (or the file has none, or its format carries none that the decoder reads).
+pub fn exif_orientation(bytes: &[u8]) -> Option<Orientation> {
+    let mut decoder = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?
+        .into_decoder()
+        .ok()?;
+    decoder
+        .orientation()
+        .ok()
+        .filter(|&o| o != Orientation::NoTransforms)
+}
+
+/// A photo straight from a phone is often stored sideways with an EXIF orientation: the model
+/// sees it sideways, as in the reference, and a user looking at it upright in a viewer would
+/// not guess why the maps look turned. Said once per run, so that a dataset of such photos
+/// does not bury the progress.
+fn warn_orientation_once(path: &Path, orientation: Orientation) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let shown = match orientation {
+        Orientation::NoTransforms => return,
+        Orientation::Rotate90 => "rotate it 90° clockwise",
+        Orientation::Rotate180 => "rotate it 180°",
+        Orientation::Rotate270 => "rotate it 90° counter-clockwise",
+        Orientation::FlipHorizontal => "mirror it left to right",
+        Orientation::FlipVertical => "flip it upside down",
+        Orientation::Rotate90FlipH => "rotate it 90° clockwise and mirror it",
+        Orientation::Rotate270FlipH => "rotate it 90° counter-clockwise and mirror it",
+    };
+    WARNED.call_once(|| {
+        eprintln!(
+            "warning: {}: its EXIF orientation tells viewers to {shown}; fiedler, like Pillow's \
+             Image.open in the reference, uses the pixels as stored, so the model sees it and \
+             the maps are drawn that way. To explain it as viewers show it, rotate the file \
+             itself first (e.g. `magick mogrify -auto-orient`). (Said for the first such \
+             image only.)",
+            path.display()
+        );
+    });
 }
 
 /// Whether the end-of-image marker (FF D9) follows the last start-of-scan marker (FF DA).

@@ -336,3 +336,22 @@ impl MeanGraphs {
             .collect()
     }
 }
+
+/// A JPEG of `width` × `height` carrying an EXIF block whose only tag is Orientation = `value`.
+pub fn jpeg_with_orientation(width: u32, height: u32, value: u16) -> Vec<u8> {
+    use image::ImageEncoder;
+    // Big-endian TIFF header, one IFD of one SHORT entry (tag 0x0112), no next IFD.
+    let mut exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+    exif.extend_from_slice(&value.to_be_bytes());
+    exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let pixels: Vec<u8> = (0..width * height * 3)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let mut bytes = Vec::new();
+    let mut encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+    encoder.set_exif_metadata(exif).unwrap();
+    encoder
+        .write_image(&pixels, width, height, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    bytes
+}
