@@ -7,7 +7,7 @@
 //    workspace. The Gram is O(n²·d) — at n = 196, d = 768, 30 M multiply-adds a graph, most
 //    of the work — and a tensor-core DGEMM does it at full rate, where one thread per pair
 //    of rows reading `dim`-strided features did not.
-// 3. `fiedler_graphs` (one thread block per graph, a warp per 32 nodes; for graphs of at
+// 3. `fiedler_graphs` (a thread block per graph at a time, a warp per 32 nodes; for graphs of at
 //    most 256 nodes its twin `fiedler_graphs_small`, the same code under tighter launch
 //    bounds): the rest of affinity.rs (W = max(F Fᵀ, 0) / max from one triangle, mirrored
 //    so M is exactly symmetric; guarded degrees; M = D^-1/2 W D^-1/2; the trivial vector
@@ -47,6 +47,12 @@
 // exceeds SHARED_NODES; below, shared memory holds them.
 #define WORK_VECTORS 14
 #define SHARED_NODES 640
+
+// Rows of `fiedler_graphs`' per-graph statistics (the host's STAT_ROWS).
+#define STAT_LAMBDA2 0
+#define STAT_GAP 1
+#define STAT_RESIDUAL 2
+#define STAT_STEPS 3
 
 // `fiedler_graphs_small`'s launch bounds (the host's SMALL_GRAPH_THREADS).
 #define SMALL_GRAPH_THREADS 256
@@ -429,7 +435,9 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, int n, const Locked& l
 
 // §B step 1 for every node of the batch: x_k = f / max(‖f‖, ε) in f64 (or f itself) for
 // the feature row f at device address row_addr[k], one warp per node; nonfinite[k] says
-// whether f holds a NaN or an infinity (then its sum of squares, in f64, is not finite).
+// whether f holds a NaN or an infinity (then its sum of squares, in f64, is not finite), and
+// nonfinite[rows] counts such rows (zero on entry), so the host reads the flags only when one
+// is set.
 // Rows are addressed one by one so that one call can gather the graphs of several buffers
 // (every layer of a trace). `x` is the DGEMM's input: each graph's nodes, dim wide, one
 // graph after the other.
@@ -445,23 +453,29 @@ KERNEL void fiedler_rows(const unsigned long long* row_addr, double* x, int* non
         s += v * v;
     }
     s = __shfl_sync(FULL_MASK, warp_sum(s), 0);
-    if (lane == 0) nonfinite[row] = isfinite(s) ? 0 : 1;
+    if (lane == 0) {
+        const int bad = isfinite(s) ? 0 : 1;
+        nonfinite[row] = bad;
+        if (bad) atomicAdd(nonfinite + rows, 1);
+    }
     const double inv = l2_normalize ? 1.0 / fmax(sqrt(s), NORMALIZE_EPS) : 1.0;
     double* out = x + (long long)row * dim;
     for (int d = lane; d < dim; d += 32) out[d] = (double)f[d] * inv;
 }
 
-// Graph g = first_graph + blockIdx.x has nodes node_start[g] .. node_start[g+1]; on entry its
-// M block of the workspace holds F Fᵀ (row-major, n × n; only the triangle j <= i is read).
-// Outputs per node: |v| and the signed v (largest entry positive); per graph: λ₂, λ₃ − λ₂
-// (NaN when undefined), ‖M u − μ u‖ and the Lanczos steps.
-// The body of the two entry points below, which differ only in their launch bounds.
+// Graph g has nodes node_start[g] .. node_start[g+1]; on entry its M block of the workspace
+// holds F Fᵀ (row-major, n × n; only the triangle j <= i is read). Outputs per node: the
+// signed v (largest entry positive; |v| is its absolute value, taken on the host, which is
+// exact: rounding to f32 commutes with the sign); per graph, in `stats` (four rows of
+// `graphs`, one copy to the host): λ₂, λ₃ − λ₂ (NaN when undefined), ‖M u − μ u‖ and the
+// Lanczos steps.
 __device__ __forceinline__ void fiedler_graph(const int* node_start, const long long* work_start,
-                                              double* work, int first_graph, float* out_abs,
-                                              float* out_signed, double* out_lambda2,
-                                              double* out_gap, double* out_residual,
-                                              int* out_steps, Shared& sh) {
-    const int g = first_graph + blockIdx.x;
+                                              double* work, int g, float* out_signed,
+                                              double* stats, int graphs, Shared& sh) {
+    double* out_lambda2 = stats + STAT_LAMBDA2 * graphs;
+    double* out_gap = stats + STAT_GAP * graphs;
+    double* out_residual = stats + STAT_RESIDUAL * graphs;
+    double* out_steps = stats + STAT_STEPS * graphs;
     const int first = node_start[g];
     const int n = node_start[g + 1] - first;
     Workspace ws;
@@ -482,7 +496,7 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
         out_lambda2[g] = NAN_D;
         out_gap[g] = NAN_D;
         out_residual[g] = 0.0;
-        out_steps[g] = 0;
+        out_steps[g] = 0.0;
     }
     if (n == 0) return;
 
@@ -528,10 +542,7 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
     double mu3 = NAN_D;
     int steps = 0;
     if (n == 1) {
-        if (threadIdx.x == 0) {
-            out_abs[first] = (float)fabs(ws.isd[0]);
-            out_signed[first] = (float)ws.isd[0];
-        }
+        if (threadIdx.x == 0) out_signed[first] = (float)ws.isd[0];
         return;
     }
     if (!has_trivial) {
@@ -581,13 +592,26 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
             out_gap[g] = fmax(rayleigh - mu3, 0.0);
         }
         out_residual[g] = residual;
-        out_steps[g] = steps;
+        out_steps[g] = (double)steps;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        const double x = sh.theta * u[i] * ws.isd[i];
-        out_abs[first + i] = (float)fabs(x);
-        out_signed[first + i] = (float)x;
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        out_signed[first + i] = (float)(sh.theta * u[i] * ws.isd[i]);
+}
+
+// Graphs first_graph .. first_graph + count, a block at a time: block b takes graphs b,
+// b + gridDim.x, …, so the host can bound how many are resident at once (each streams its
+// n² operator at every Lanczos step; fewer at a time may keep them in L2). Every early return
+// of fiedler_graph is taken by the whole block; the barrier frees `sh` for the next graph.
+// The body of the two entry points below, which differ only in their launch bounds.
+__device__ __forceinline__ void fiedler_graph_range(const int* node_start,
+                                                    const long long* work_start, double* work,
+                                                    int first_graph, int count, float* out_signed,
+                                                    double* stats, int graphs, Shared& sh) {
+    for (int b = blockIdx.x; b < count; b += gridDim.x) {
+        fiedler_graph(node_start, work_start, work, first_graph + b, out_signed, stats, graphs,
+                      sh);
+        __syncthreads();
     }
 }
 
@@ -596,11 +620,10 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
 // on an SM.
 KERNEL void __launch_bounds__(512)
     fiedler_graphs(const int* node_start, const long long* work_start, double* work,
-                   int first_graph, float* out_abs, float* out_signed, double* out_lambda2,
-                   double* out_gap, double* out_residual, int* out_steps) {
+                   int first_graph, int count, float* out_signed, double* stats, int graphs) {
     __shared__ Shared sh;
-    fiedler_graph(node_start, work_start, work, first_graph, out_abs, out_signed, out_lambda2,
-                  out_gap, out_residual, out_steps, sh);
+    fiedler_graph_range(node_start, work_start, work, first_graph, count, out_signed, stats,
+                        graphs, sh);
 }
 
 // Graphs of at most SMALL_GRAPH_THREADS nodes (the host picks it by n): at most that many
@@ -608,10 +631,9 @@ KERNEL void __launch_bounds__(512)
 // small block alone leaves the SM idle at its barriers.
 KERNEL void __launch_bounds__(SMALL_GRAPH_THREADS, SMALL_GRAPH_BLOCKS)
     fiedler_graphs_small(const int* node_start, const long long* work_start, double* work,
-                         int first_graph, float* out_abs, float* out_signed,
-                         double* out_lambda2, double* out_gap, double* out_residual,
-                         int* out_steps) {
+                         int first_graph, int count, float* out_signed, double* stats,
+                         int graphs) {
     __shared__ Shared sh;
-    fiedler_graph(node_start, work_start, work, first_graph, out_abs, out_signed, out_lambda2,
-                  out_gap, out_residual, out_steps, sh);
+    fiedler_graph_range(node_start, work_start, work, first_graph, count, out_signed, stats,
+                        graphs, sh);
 }

@@ -104,6 +104,13 @@ if [ -n "$fiedler" ]; then
     # Every graph on the general kernel: the A/B of fiedler_graphs_small's launch bounds.
     step bench-fiedler-general 30 env FIEDLER_GRAPH_KERNEL=general "$fiedler" bench \
         --device cuda --size fiedler --nodes 36,196 --batch 512 --repeats 3 --stages
+    # At most K graphs resident per SM (the default is every graph at once, one block each):
+    # fewer at a time may keep their operators in L2. The sweep finds the best K.
+    step bench-fiedler-resident 45 bash -c 'for k in 1 2 3; do
+        echo "== FIEDLER_GRAPH_RESIDENT=$k"
+        FIEDLER_GRAPH_RESIDENT=$k "$0" bench --device cuda --size fiedler --nodes 196,577 \
+            --batch 512 --repeats 3 --stages || exit
+    done' "$fiedler"
     step bench-clip-release 40 env FIEDLER_CUDA_MEMORY=release "$fiedler" bench \
         --device cuda --size vit-b16 --batch 64 --method dsmi-grad --repeats 3
     # Device time per op (kernels, cuBLAS products, zero fills, copies to the host) at the

@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use cudarc::cublas::result::dgemm_strided_batched;
 use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{
     CudaEvent, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
 };
@@ -34,6 +34,14 @@ type GraphResult = std::result::Result<Fiedler, SpectralError>;
 /// Doubles of per-graph workspace besides M and the Lanczos basis (WORK_VECTORS vectors of
 /// n in kernels/spectral.cu).
 const WORK_VECTORS: usize = 14;
+
+/// Rows of the per-graph statistics `fiedler_graphs` writes, one copy to the host (STAT_* in
+/// kernels/spectral.cu).
+const STAT_LAMBDA2: usize = 0;
+const STAT_GAP: usize = 1;
+const STAT_RESIDUAL: usize = 2;
+const STAT_STEPS: usize = 3;
+const STAT_ROWS: usize = 4;
 
 /// Threads of `fiedler_rows` (a warp per row).
 const ROWS_BLOCK: u32 = 256;
@@ -61,6 +69,21 @@ fn graph_kernel(n: usize) -> &'static str {
     } else {
         "fiedler_graphs"
     }
+}
+
+/// Graphs resident per SM when `FIEDLER_GRAPH_RESIDENT=K` is set (a positive integer), for
+/// scripts/gpu-check.sh's sweep; otherwise every graph of a call gets its own block. Each
+/// resident graph streams its n² f64 operator at every Lanczos step: 512 graphs of 196 nodes
+/// are 157 MB, three times an H100's L2, and fewer at a time may run from L2 instead of
+/// memory.
+fn resident_per_sm() -> Option<usize> {
+    static PER_SM: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *PER_SM.get_or_init(|| {
+        std::env::var("FIEDLER_GRAPH_RESIDENT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&k| k > 0)
+    })
 }
 
 /// Doubles of workspace for a graph of n nodes.
@@ -223,7 +246,6 @@ fn unsolved(graphs: usize) -> Vec<Option<Solved>> {
 
 /// One graph as the device solved it.
 struct Solved {
-    abs: Vec<f32>,
     signed: Vec<f32>,
     lambda2: Option<f64>,
     gap: Option<f64>,
@@ -244,8 +266,11 @@ impl Solved {
             }
             out
         };
+        // |v| from v: rounding to f32 commutes with the sign, so this equals the f64 |v|
+        // rounded, which is what the CPU solver returns.
+        let abs: Vec<f32> = self.signed.iter().map(|v| v.abs()).collect();
         Fiedler {
-            vector: scatter(&self.abs),
+            vector: scatter(&abs),
             signed: scatter(&self.signed),
             tokens: nodes.len(),
             lambda2: self.lambda2,
@@ -464,6 +489,19 @@ impl Cuda {
         Ok((out, stages))
     }
 
+    /// How many graphs one launch of `fiedler_graphs` works on at once (its grid; each block
+    /// then takes every grid-th graph): all of them, unless [`resident_per_sm`] bounds it.
+    fn resident_graphs(&self, op: &'static str) -> Result<usize> {
+        let Some(per_sm) = resident_per_sm() else {
+            return Ok(usize::MAX);
+        };
+        let sms = self
+            .ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(|e| device_error(op, "reading the SM count", e))?;
+        Ok(per_sm * sms.max(1) as usize)
+    }
+
     /// A device buffer left as it is: zeroing the f64 rows and workspaces of a large
     /// batch (about 1 GB at 512 graphs of 196 nodes) takes a noticeable share of the solve.
     ///
@@ -505,7 +543,8 @@ impl Cuda {
         let dev_work_starts = self.upload_any(op, &layout.work_start)?;
         // SAFETY: `fiedler_rows` writes every row (it runs whenever total·dim > 0).
         let mut rows = unsafe { self.alloc_unwritten::<f64>(op, total * dim) }?;
-        let mut nonfinite = self.alloc::<i32>(op, total.max(1))?;
+        // A flag per node, then how many are set.
+        let mut nonfinite = self.alloc::<i32>(op, total + 1)?;
         // Every part of a graph's workspace is written before it is read — M by the DGEMM,
         // which is skipped for zero-width features: then M must be (and is) all zero.
         let mut work = if dim > 0 {
@@ -514,12 +553,8 @@ impl Cuda {
         } else {
             self.alloc::<f64>(op, layout.work.max(1))?
         };
-        let mut abs = self.alloc::<f32>(op, total.max(1))?;
         let mut signed = self.alloc::<f32>(op, total.max(1))?;
-        let mut lambda2 = self.alloc::<f64>(op, blocks)?;
-        let mut gap = self.alloc::<f64>(op, blocks)?;
-        let mut residual = self.alloc::<f64>(op, blocks)?;
-        let mut steps = self.alloc::<i32>(op, blocks)?;
+        let mut stats = self.alloc::<f64>(op, STAT_ROWS * blocks)?;
         let clock = StageClock::new(self, op, timed)?;
         clock.mark(self, op, 0)?;
         let has_rows = total > 0 && dim > 0;
@@ -566,13 +601,15 @@ impl Cuda {
             }
         }
         clock.mark(self, op, 2)?;
+        let resident = self.resident_graphs(op)?;
         for (n, range) in &layout.groups {
             let cfg = LaunchConfig {
-                grid_dim: (range.len() as u32, 1, 1),
+                grid_dim: (int(op, range.len().min(resident))? as u32, 1, 1),
                 block_dim: (graph_threads(*n), 1, 1),
                 shared_mem_bytes: 0,
             };
-            let first_graph = int(op, range.start)?;
+            let (first_graph, count) = (int(op, range.start)?, int(op, range.len())?);
+            let all = int(op, blocks)?;
             launch!(
                 self,
                 graph_kernel(*n),
@@ -581,36 +618,43 @@ impl Cuda {
                 &dev_work_starts,
                 &mut work,
                 &first_graph,
-                &mut abs,
+                &count,
                 &mut signed,
-                &mut lambda2,
-                &mut gap,
-                &mut residual,
-                &mut steps
+                &mut stats,
+                &all
             )?;
         }
         clock.mark(self, op, 3)?;
         let host = |e| device_error(op, "device-to-host copy (or a kernel before it)", e);
-        let abs = self.stream.clone_dtoh(&abs).map_err(host)?;
         let signed = self.stream.clone_dtoh(&signed).map_err(host)?;
-        let nonfinite = self.stream.clone_dtoh(&nonfinite).map_err(host)?;
-        let lambda2 = self.stream.clone_dtoh(&lambda2).map_err(host)?;
-        let gap = self.stream.clone_dtoh(&gap).map_err(host)?;
-        let residual = self.stream.clone_dtoh(&residual).map_err(host)?;
-        let steps = self.stream.clone_dtoh(&steps).map_err(host)?;
+        let stats = self.stream.clone_dtoh(&stats).map_err(host)?;
+        let flagged = self
+            .stream
+            .clone_dtoh(&nonfinite.slice(total..))
+            .map_err(host)?;
+        // The per-node flags cross only when a row was flagged: rarely, and then to name it.
+        let nonfinite = if flagged[0] > 0 {
+            self.stream
+                .clone_dtoh(&nonfinite.slice(..total))
+                .map_err(host)?
+        } else {
+            Vec::new()
+        };
         self.synchronize()?;
+        let stat = |row: usize, b: usize| stats[row * blocks + b];
         let defined = |v: f64| (!v.is_nan()).then_some(v);
         let mut solved = unsolved(graphs);
         for (b, &i) in layout.order.iter().enumerate() {
             let range = layout.nodes(b);
             solved[i] = Some(Solved {
-                abs: abs[range.clone()].to_vec(),
                 signed: signed[range.clone()].to_vec(),
-                lambda2: defined(lambda2[b]),
-                gap: defined(gap[b]),
-                residual: residual[b],
-                steps: steps[b] as usize,
-                nonfinite: nonfinite[range].iter().position(|&f| f != 0),
+                lambda2: defined(stat(STAT_LAMBDA2, b)),
+                gap: defined(stat(STAT_GAP, b)),
+                residual: stat(STAT_RESIDUAL, b),
+                steps: stat(STAT_STEPS, b) as usize,
+                nonfinite: nonfinite
+                    .get(range)
+                    .and_then(|flags| flags.iter().position(|&f| f != 0)),
             });
         }
         Ok((solved, clock.stages(op)?))
