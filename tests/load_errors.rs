@@ -604,3 +604,69 @@ fn sharded_f16_matches_f32_within_f16_rounding() {
     // The scalar logit_scale has shape [].
     assert_eq!(f16w.get("logit_scale", &[]).unwrap().len(), 1);
 }
+
+/// A copy of fixture `model` whose config.json has `edit` applied: weights linked, not copied.
+fn edited_fixture(model: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let dir = scratch(&format!("edited-{model}"));
+    for entry in std::fs::read_dir(fixtures().join(model)).unwrap() {
+        let path = entry.unwrap().path();
+        std::os::unix::fs::symlink(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let config = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    edit(&mut json);
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(&config, json.to_string()).unwrap();
+    dir
+}
+
+/// A config that says fewer layers than the weights hold would run on the first ones and
+/// give wrong answers: each family refuses it, naming the field and both counts, and so does
+/// `inspect`'s summary.
+#[test]
+fn config_with_fewer_layers_than_the_weights_is_refused() {
+    use fiedler::backend::Cpu;
+    use fiedler::model::clip::Clip;
+    use fiedler::model::lxmert::Lxmert;
+    use fiedler::model::summary::ModelSummary;
+    use fiedler::model::vilt::Vilt;
+
+    let clip = edited_fixture("clip", |c| {
+        c["vision_config"]["num_hidden_layers"] = 2.into()
+    });
+    let err = Clip::load(&Cpu, &clip).err().expect("refused").to_string();
+    assert_mentions(
+        &err,
+        &[
+            "vision_config.num_hidden_layers = 2",
+            "3 layers",
+            "vision_model.encoder.layers",
+        ],
+    );
+    let err = ModelSummary::read(&clip).unwrap_err().to_string();
+    assert_mentions(&err, &["vision_config.num_hidden_layers = 2"]);
+
+    let vilt = edited_fixture("vilt", |c| c["num_hidden_layers"] = 2.into());
+    let err = Vilt::load(&Cpu, &vilt).err().expect("refused").to_string();
+    assert_mentions(
+        &err,
+        &["num_hidden_layers = 2", "3 layers", "vilt.encoder.layer"],
+    );
+
+    let lxmert = edited_fixture("lxmert", |c| c["x_layers"] = 1.into());
+    let err = Lxmert::load(&Cpu, &lxmert)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(
+        &err,
+        &["x_layers = 1", "2 layers", "lxmert.encoder.x_layers"],
+    );
+
+    // the unedited fixtures load
+    assert!(Lxmert::load(&Cpu, &fixtures().join("lxmert")).is_ok());
+    for dir in [clip, vilt, lxmert] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -11,7 +11,7 @@ use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, K
 use crate::model::config::ClipConfig;
 use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
-use crate::model::weights::Weights;
+use crate::model::weights::{LayerStack, Weights};
 use crate::model::ModelError;
 use crate::trace::{Reads, TowerTrace};
 
@@ -153,11 +153,32 @@ pub struct Clip<B: Backend> {
     logit_scale: f32,
 }
 
+/// Where CLIP's layers are stored.
+const VISION_LAYERS: &str = "vision_model.encoder.layers";
+const TEXT_LAYERS: &str = "text_model.encoder.layers";
+
+/// CLIP's layer stacks and how deep its config says they are.
+pub fn layer_stacks(config: &ClipConfig) -> [LayerStack; 2] {
+    [
+        LayerStack {
+            prefix: VISION_LAYERS,
+            field: "vision_config.num_hidden_layers",
+            layers: config.vision.num_hidden_layers,
+        },
+        LayerStack {
+            prefix: TEXT_LAYERS,
+            field: "text_config.num_hidden_layers",
+            layers: config.text.num_hidden_layers,
+        },
+    ]
+}
+
 impl<B: Backend> Clip<B> {
     /// Loads config.json and the safetensors weights of a Hugging Face CLIP directory.
     pub fn load(be: &B, dir: &Path) -> Result<Self, ModelError> {
         let config = ClipConfig::from_dir(dir)?;
         let weights = Weights::open(dir)?;
+        weights.check_depth(&layer_stacks(&config))?;
         Self::from_source(be, config, &weights)
     }
 
@@ -211,7 +232,7 @@ impl<B: Backend> Clip<B> {
             vision: Encoder::load(
                 be,
                 w,
-                "vision_model.encoder.layers",
+                VISION_LAYERS,
                 v.num_hidden_layers,
                 &CLIP_LAYER,
                 vision_dims,
@@ -232,7 +253,7 @@ impl<B: Backend> Clip<B> {
             text: Encoder::load(
                 be,
                 w,
-                "text_model.encoder.layers",
+                TEXT_LAYERS,
                 t.num_hidden_layers,
                 &CLIP_LAYER,
                 text_dims,

@@ -21,7 +21,7 @@ use crate::model::post_ln::{
     FeedForwardActivations,
 };
 use crate::model::source::WeightSource;
-use crate::model::weights::Weights;
+use crate::model::weights::{LayerStack, Weights};
 use crate::model::{ModelError, VqaTarget};
 use crate::trace::LayerTrace;
 
@@ -305,10 +305,30 @@ fn last<'a, Buf>(outputs: impl DoubleEndedIterator<Item = &'a Buf>, input: &'a B
     outputs.last().unwrap_or(input)
 }
 
+/// Where LXMERT's layers are stored: language, object-relationship and cross-modality.
+const LANGUAGE_LAYERS: &str = "lxmert.encoder.layer";
+const REGION_LAYERS: &str = "lxmert.encoder.r_layers";
+const CROSS_LAYERS: &str = "lxmert.encoder.x_layers";
+
+/// LXMERT's layer stacks and how deep its config says they are.
+pub fn layer_stacks(config: &LxmertConfig) -> [LayerStack; 3] {
+    let stack = |prefix, field, layers| LayerStack {
+        prefix,
+        field,
+        layers,
+    };
+    [
+        stack(LANGUAGE_LAYERS, "l_layers", config.l_layers),
+        stack(REGION_LAYERS, "r_layers", config.r_layers),
+        stack(CROSS_LAYERS, "x_layers", config.x_layers),
+    ]
+}
+
 impl<B: Backend> Lxmert<B> {
     pub fn load(be: &B, dir: &Path) -> Result<Self, ModelError> {
         let config = LxmertConfig::from_dir(dir)?;
         let weights = Weights::open(dir)?;
+        weights.check_depth(&layer_stacks(&config))?;
         Self::from_source(be, config, &weights)
     }
 
@@ -364,7 +384,7 @@ impl<B: Backend> Lxmert<B> {
             })
         };
         let cross_layer = |k: usize| -> Result<CrossLayer<B>, ModelError> {
-            let p = format!("lxmert.encoder.x_layers.{k}");
+            let p = format!("{CROSS_LAYERS}.{k}");
             let attention = |name: &str| {
                 AttentionSublayer::load(
                     be,
@@ -422,10 +442,10 @@ impl<B: Backend> Lxmert<B> {
             box_fc: linear("lxmert.encoder.visn_fc.box_fc", d, c.visual_pos_dim)?,
             box_norm: half_norm("lxmert.encoder.visn_fc.box_layer_norm")?,
             lang: (0..c.l_layers)
-                .map(|i| self_layer(format!("lxmert.encoder.layer.{i}")))
+                .map(|i| self_layer(format!("{LANGUAGE_LAYERS}.{i}")))
                 .collect::<Result<_, _>>()?,
             visn: (0..c.r_layers)
-                .map(|i| self_layer(format!("lxmert.encoder.r_layers.{i}")))
+                .map(|i| self_layer(format!("{REGION_LAYERS}.{i}")))
                 .collect::<Result<_, _>>()?,
             cross: (0..c.x_layers).map(cross_layer).collect::<Result<_, _>>()?,
             head: AnswerHead::load(be, w, &LXMERT_HEAD, d, labels, NormOrder::GeluThenNorm, EPS)?,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::model::config::{read_family, ClipConfig, LxmertConfig, ModelFamily, ViltConfig};
 use crate::model::weights::Weights;
-use crate::model::ModelError;
+use crate::model::{clip, lxmert, vilt, ModelError};
 
 /// One stack of attention layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +31,12 @@ pub struct ModelSummary {
 impl ModelSummary {
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
         let family = read_family(dir)?;
-        let towers = match family {
+        // The towers, and the layer stacks the weights must not exceed.
+        let (towers, stacks) = match family {
             ModelFamily::Clip => {
                 let c = ClipConfig::from_dir(dir)?;
                 let grid = c.vision.grid_size();
-                vec![
+                let towers = vec![
                     TowerSummary {
                         name: "vision",
                         layers: c.vision.num_hidden_layers,
@@ -50,18 +51,20 @@ impl ModelSummary {
                         width: c.text.hidden_size,
                         tokens: c.text.max_position_embeddings,
                     },
-                ]
+                ];
+                (towers, clip::layer_stacks(&c).to_vec())
             }
             ModelFamily::Vilt => {
                 let c = ViltConfig::from_dir(dir)?;
-                vec![TowerSummary {
+                let towers = vec![TowerSummary {
                     name: "joint",
                     layers: c.num_hidden_layers,
                     heads: c.num_attention_heads,
                     width: c.hidden_size,
                     // Text positions + image class token + the stored patch grid.
                     tokens: c.max_position_embeddings + 1 + c.grid_size() * c.grid_size(),
-                }]
+                }];
+                (towers, vilt::layer_stacks(&c).to_vec())
             }
             ModelFamily::Lxmert => {
                 let c = LxmertConfig::from_dir(dir)?;
@@ -73,14 +76,16 @@ impl ModelSummary {
                     tokens,
                 };
                 // Region counts come from the features (36 for LXMERT's Faster R-CNN).
-                vec![
+                let towers = vec![
                     tower("language", c.l_layers, c.max_position_embeddings),
                     tower("regions", c.r_layers, 36),
                     tower("cross", c.x_layers, c.max_position_embeddings + 36),
-                ]
+                ];
+                (towers, lxmert::layer_stacks(&c).to_vec())
             }
         };
         let weights = Weights::open(dir)?;
+        weights.check_depth(&stacks)?;
         Ok(Self {
             family,
             towers,

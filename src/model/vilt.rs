@@ -20,7 +20,7 @@ use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNa
 use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames};
 use crate::model::config::ViltConfig;
 use crate::model::source::WeightSource;
-use crate::model::weights::Weights;
+use crate::model::weights::{LayerStack, Weights};
 use crate::model::{ModelError, VqaTarget};
 use crate::trace::{Reads, TowerTrace};
 
@@ -184,10 +184,23 @@ pub struct Vilt<B: Backend> {
     head: AnswerHead<B>,
 }
 
+/// Where ViLT's layers are stored.
+const LAYERS: &str = "vilt.encoder.layer";
+
+/// ViLT's layer stack and how deep its config says it is.
+pub fn layer_stacks(config: &ViltConfig) -> [LayerStack; 1] {
+    [LayerStack {
+        prefix: LAYERS,
+        field: "num_hidden_layers",
+        layers: config.num_hidden_layers,
+    }]
+}
+
 impl<B: Backend> Vilt<B> {
     pub fn load(be: &B, dir: &Path) -> Result<Self, ModelError> {
         let config = ViltConfig::from_dir(dir)?;
         let weights = Weights::open(dir)?;
+        weights.check_depth(&layer_stacks(&config))?;
         Self::from_source(be, config, &weights)
     }
 
@@ -252,14 +265,7 @@ impl<B: Backend> Vilt<B> {
             class_token: upload("vilt.embeddings.cls_token", &[1, 1, d])?,
             class_position: positions[..d].to_vec(),
             position_grid: positions[d..].to_vec(),
-            encoder: Encoder::load(
-                be,
-                w,
-                "vilt.encoder.layer",
-                c.num_hidden_layers,
-                &VILT_LAYER,
-                dims,
-            )?,
+            encoder: Encoder::load(be, w, LAYERS, c.num_hidden_layers, &VILT_LAYER, dims)?,
             final_norm: load_norm(be, w, "vilt.layernorm", d)?,
             head: AnswerHead::load(
                 be,

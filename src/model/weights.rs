@@ -52,6 +52,26 @@ pub enum LoadError {
         file: PathBuf,
         found: String,
     },
+    #[error(
+        "config.json says {field} = {configured}, but {searched} holds {found} layers under \
+         {prefix}: the config does not belong to these weights (only the first {configured} \
+         would be used, and the answers would be wrong)"
+    )]
+    LayerCount {
+        field: &'static str,
+        configured: usize,
+        found: usize,
+        prefix: &'static str,
+        searched: String,
+    },
+}
+
+/// A stack of numbered layers: tensors `{prefix}.{k}.…`, as many as the config's `field` says.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerStack {
+    pub prefix: &'static str,
+    pub field: &'static str,
+    pub layers: usize,
 }
 
 /// All tensors of a model directory, memory-mapped, addressed by name.
@@ -194,6 +214,36 @@ impl Weights {
             }
         };
         Ok(Some(values))
+    }
+
+    /// Refuses weights that hold more layers in a stack than the config says. Fewer fail at
+    /// the first missing tensor; more would load the first ones and silently leave the rest,
+    /// so a config.json from another model (or edited) would give wrong answers.
+    pub fn check_depth(&self, stacks: &[LayerStack]) -> Result<(), LoadError> {
+        for stack in stacks {
+            let found = self.depth(stack.prefix);
+            if found > stack.layers {
+                return Err(LoadError::LayerCount {
+                    field: stack.field,
+                    configured: stack.layers,
+                    found,
+                    prefix: stack.prefix,
+                    searched: self.searched.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One more than the largest k of the tensors `{prefix}.{k}.…` (0 when there are none).
+    fn depth(&self, prefix: &str) -> usize {
+        self.location
+            .keys()
+            .filter_map(|name| name.strip_prefix(prefix)?.strip_prefix('.'))
+            .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+            .map(|k| k + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Every tensor name, sorted.
