@@ -239,6 +239,65 @@ fn exif_orientation_is_warned_about_once() {
     );
 }
 
+/// An --out that cannot be a folder fails before any work (nothing printed), and the files
+/// are written before the terminal summary, so a reader that stops early (`| head`) still
+/// gets them.
+#[test]
+fn output_folder_is_checked_first_and_written_before_the_summary() {
+    let dir = scratch("out-order");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let model = fixtures().join("clip");
+    let image = fixtures().join("images/catdog.png");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "explain",
+            "--model",
+            s(&model),
+            "--image",
+            s(&image),
+            "--text",
+            "a cat",
+            "--method",
+            "rollout",
+            "--out",
+            s(out),
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect()
+    };
+    let run = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args(args(&file))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("cannot create output folder"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+
+    // stdout closed before the first line: the process ends at its first print
+    let out = dir.join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args(args(&out))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait().unwrap();
+    assert!(out.join("index.html").is_file());
+    assert_eq!(records(&out).len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 fn assert_fails<S: AsRef<str>>(args: &[S], needle: &str) {
     let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
     let args = args.as_slice();

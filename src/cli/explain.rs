@@ -388,12 +388,15 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     };
     let family = read_family(&model_dir)?;
     check_applies(&args, family, &methods)?;
+    // Before the work: an --out that cannot be a folder fails now, not after it.
+    fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
     let (samples, displayed, target) = with_backend!(backend, be => {
         explain_on(be, family, &model_dir, &args, &methods, &opts, progress)?
     });
     bar.finish_and_clear();
 
-    print_samples(&samples);
+    // The files first: a reader that stops early (`| head`) ends the process at a print.
     write_outputs(
         family.model_type(),
         &target,
@@ -401,6 +404,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         &displayed,
         &args.out,
     )?;
+    print_samples(&samples);
     println!("wrote {}", args.out.join("index.html").display());
     Ok(())
 }
@@ -546,8 +550,6 @@ fn write_outputs(
     displayed: &HashMap<PathBuf, RgbImage>,
     out: &Path,
 ) -> anyhow::Result<()> {
-    fs::create_dir_all(out)
-        .with_context(|| format!("cannot create output folder {}", out.display()))?;
     remove_earlier_images(out)?;
     let mut records = Vec::new();
     let mut html_samples = Vec::new();
