@@ -197,10 +197,11 @@ fn explain_pairs_file_in_batches() {
     assert!(run.status.success(), "{}", stderr(&run));
     let records = records(&out);
     assert_eq!(records.len(), 3);
-    // Each image has one text, so each probability is 1.
-    assert!(records
-        .iter()
-        .all(|r| (r["probability"].as_f64().unwrap() - 1.0).abs() < 1e-6));
+    // Each image has one text: no probability among captions, in the files as on the terminal.
+    assert!(records.iter().all(|r| r.get("probability").is_none()));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(!html.contains("probability"), "{html}");
+    assert!(String::from_utf8_lossy(&run.stdout).contains("one caption"));
 }
 
 /// Sideways photos are explained as stored (as the reference does), with one warning that
@@ -296,6 +297,48 @@ fn output_folder_is_checked_first_and_written_before_the_summary() {
     assert!(out.join("index.html").is_file());
     assert_eq!(records(&out).len(), 1);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Captions of one image file share a softmax however the path is written.
+#[test]
+fn captions_of_one_file_share_a_softmax_whatever_the_path() {
+    let out = scratch("same-file");
+    let images = fixtures().join("images");
+    let list = out.join("pairs.jsonl");
+    let lines = [
+        format!(
+            "{{\"image\": \"{}\", \"text\": \"a cat\"}}",
+            s(&images.join("catdog.png"))
+        ),
+        format!(
+            "{{\"image\": \"{}\", \"text\": \"a dog\"}}",
+            s(&images.join("../images/catdog.png"))
+        ),
+    ];
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&fixtures().join("clip")),
+        "--pairs",
+        s(&list),
+        "--method",
+        "raw-attn",
+        "--out",
+        s(&out.join("out")),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let p: Vec<f64> = records(&out.join("out"))
+        .iter()
+        .map(|r| {
+            r["probability"]
+                .as_f64()
+                .expect("two captions: a probability")
+        })
+        .collect();
+    assert_eq!(p.len(), 2);
+    assert!((p[0] + p[1] - 1.0).abs() < 1e-6, "{p:?}");
+    std::fs::remove_dir_all(out).unwrap();
 }
 
 fn assert_fails<S: AsRef<str>>(args: &[S], needle: &str) {

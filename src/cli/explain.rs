@@ -423,28 +423,22 @@ fn explain_on<B: Backend>(
         ModelFamily::Clip => {
             let session = ClipSession::open_on(be, model_dir)?;
             let results = session.explain(&requests(args)?, methods, opts, args.batch, progress)?;
-            // p is a softmax over an image's captions: with one caption it says nothing.
-            let mut captions: HashMap<PathBuf, usize> = HashMap::new();
-            for r in &results {
-                *captions.entry(r.image.clone()).or_default() += 1;
-            }
             let samples: Vec<Sample> = results
                 .into_iter()
                 .map(|r| Sample {
-                    score_line: if captions[&r.image] > 1 {
-                        format!("score {:.3}  p {:.3}", r.score, r.probability)
-                    } else {
-                        format!(
+                    score_line: match r.probability {
+                        Some(p) => format!("score {:.3}  p {p:.3}", r.score),
+                        None => format!(
                             "score {:.3}  (one caption: no probability among captions)",
                             r.score
-                        )
+                        ),
                     },
                     label: r.image.display().to_string(),
                     image: Some(r.image),
                     boxes: None,
                     text: r.text,
                     tokens: r.tokens,
-                    probability: Some(r.probability),
+                    probability: r.probability,
                     answer: None,
                     explained: None,
                     top_answers: Vec::new(),

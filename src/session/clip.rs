@@ -43,8 +43,9 @@ pub struct PairResult {
     pub truncated: bool,
     /// exp(logit_scale)·cos(image, text).
     pub score: f32,
-    /// Softmax of the score over every text given with the same image in this request.
-    pub probability: f32,
+    /// Softmax of the score over every text given with the same image file in this request;
+    /// `None` when the image has only this text (a softmax over one says nothing).
+    pub probability: Option<f32>,
     /// One per requested method, in request order.
     pub explanations: Vec<Explanation>,
 }
@@ -152,7 +153,7 @@ impl<B: Backend> ClipSession<B> {
                     .tokens_for_display(&tokens.row(b)[..tokens.lengths[b]]),
                 truncated: tokens.truncated[b],
                 score: trace.output.pair_scores[b],
-                probability: f32::NAN,
+                probability: None,
                 explanations,
             })
             .collect())
@@ -181,13 +182,15 @@ impl<B: Backend> ClipSession<B> {
     }
 }
 
-/// Softmax over the texts that share an image (CLIP's zero-shot probabilities).
+/// Softmax over the texts that share an image (CLIP's zero-shot probabilities). An image is
+/// its file: `a/x.png` and `a/../a/x.png` are one image.
 fn set_probabilities(results: &mut [PairResult]) {
     let mut groups: HashMap<PathBuf, Vec<usize>> = HashMap::new();
     for (i, r) in results.iter().enumerate() {
-        groups.entry(r.image.clone()).or_default().push(i);
+        let file = r.image.canonicalize().unwrap_or_else(|_| r.image.clone());
+        groups.entry(file).or_default().push(i);
     }
-    for members in groups.values() {
+    for members in groups.values().filter(|m| m.len() > 1) {
         let max = members
             .iter()
             .map(|&i| results[i].score)
@@ -197,7 +200,7 @@ fn set_probabilities(results: &mut [PairResult]) {
             .map(|&i| (results[i].score - max).exp())
             .sum();
         for &i in members {
-            results[i].probability = (results[i].score - max).exp() / total;
+            results[i].probability = Some((results[i].score - max).exp() / total);
         }
     }
 }
