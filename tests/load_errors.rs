@@ -93,6 +93,29 @@ fn missing_config_names_the_path() {
     assert!(ClipConfig::from_dir(&dir).is_err());
 }
 
+/// A Hub id given as --model is not fetched: the error says how to get a local folder.
+#[test]
+fn hub_id_says_to_download_a_local_folder() {
+    let err = read_family(Path::new("unc-nlp/lxmert-vqa-uncased")).unwrap_err();
+    assert!(matches!(err, ConfigError::HubId { .. }), "{err:?}");
+    assert_mentions(
+        &err.to_string(),
+        &[
+            "huggingface-cli download unc-nlp/lxmert-vqa-uncased",
+            "models--unc-nlp--lxmert-vqa-uncased/snapshots",
+        ],
+    );
+    // a folder of an existing parent is a plain missing folder, not a Hub id
+    let dir = scratch("parent").join("model");
+    let relative = dir
+        .strip_prefix(std::env::temp_dir())
+        .unwrap()
+        .to_path_buf();
+    assert!(relative.components().count() == 2);
+    let err = read_family(&dir).unwrap_err();
+    assert!(matches!(err, ConfigError::Missing { .. }), "{err:?}");
+}
+
 #[test]
 fn invalid_config_json_names_the_path() {
     let dir = config_dir("bad-json", "{\"model_type\": \"clip\",");

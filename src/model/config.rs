@@ -22,6 +22,14 @@ pub const CONFIG_FILE: &str = "config.json";
 pub enum ConfigError {
     #[error("{path} not found: a Hugging Face model directory needs a config.json")]
     Missing { path: PathBuf },
+    #[error(
+        "no folder {dir} here: --model takes a local model folder, not a Hugging Face Hub id; \
+         download it first (`huggingface-cli download {dir}`) and give its snapshot folder \
+         (~/.cache/huggingface/hub/models--{cache}/snapshots/<revision>)",
+        dir = dir.display(),
+        cache = dir.display().to_string().replace('/', "--")
+    )]
+    HubId { dir: PathBuf },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -437,7 +445,13 @@ impl RawConfig {
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                ConfigError::Missing { path: path.clone() }
+                if looks_like_hub_id(dir) {
+                    ConfigError::HubId {
+                        dir: dir.to_path_buf(),
+                    }
+                } else {
+                    ConfigError::Missing { path: path.clone() }
+                }
             } else {
                 ConfigError::Read {
                     path: path.clone(),
@@ -684,4 +698,13 @@ impl<'a> Section<'a> {
             num.1.to_string(),
         ))
     }
+}
+
+/// Whether a model path that does not exist reads as a Hub id, `owner/name`: two plain
+/// components, the first of them not a folder here.
+fn looks_like_hub_id(dir: &Path) -> bool {
+    use std::path::Component;
+    let parts: Vec<Component> = dir.components().collect();
+    matches!(parts.as_slice(), [Component::Normal(owner), Component::Normal(_)]
+        if !Path::new(owner).exists())
 }
