@@ -62,8 +62,10 @@ pub struct ExplainArgs {
     /// sum-logits (the seed's DSMI-family target, bug B1, for comparison runs).
     #[arg(long, default_value = "predicted")]
     target: String,
-    /// JSON Lines file of {"image": PATH, "text": "..."} pairs ("question" also accepted);
-    /// relative image paths are resolved against the file's folder.
+    /// JSON Lines file, a sample per line: {"image": PATH, "text": "..."} for CLIP and ViLT
+    /// ("question" also accepted); for LXMERT {"regions": PATH, "image_id": ID (optional),
+    /// "image": PATH (optional, to draw on), "question": "..."}. Relative paths are resolved
+    /// against the file's folder.
     #[arg(long, conflicts_with_all = ["image", "texts"])]
     pairs: Option<PathBuf>,
     /// Method(s): a name, a comma-separated list or `all`. Valid: raw-attn, rollout,
@@ -86,8 +88,9 @@ pub struct ExplainArgs {
     device: Device,
     #[command(flatten)]
     precision: Precision,
-    /// First layer that rollout and chefer use (CLIP: vision tower); negative counts from
-    /// the end (-1 = last layer only, as Chefer's CLIP notebook). Default: every layer.
+    /// First layer that the relevance products use: rollout, chefer and, on CLIP and ViLT,
+    /// transformer-attribution and chefer-lrp (CLIP: vision tower); negative counts from the
+    /// end (-1 = last layer only, as Chefer's CLIP notebook). Default: every layer.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     start_layer: i64,
     /// The same for CLIP's text tower.

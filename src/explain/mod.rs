@@ -98,6 +98,9 @@ impl Method {
         }
         let mut methods: Vec<Method> = Vec::new();
         for m in spec.split(',') {
+            if m.trim() == "all" {
+                return Err(ExplainError::AllInList(spec.to_owned()));
+            }
             let m: Method = m.trim().parse()?;
             // Each once: a method named twice would be explained (and recorded) twice.
             if !methods.contains(&m) {
@@ -279,6 +282,8 @@ pub(crate) fn resolve_start(
 pub enum ExplainError {
     #[error("unknown method {0:?}; valid methods: {valids}, all", valids = Method::valid_names())]
     UnknownMethod(String),
+    #[error("methods {0:?}: `all` stands alone (it already names every method)")]
+    AllInList(String),
     #[error(
         "{flag} {value} is outside a tower of {layers} layer{s} (use 0 to {last}, or -1 to -{layers})",
         last = layers.saturating_sub(1),
@@ -394,5 +399,7 @@ mod tests {
             Method::parse_list("dsmi,nope"),
             Err(ExplainError::UnknownMethod(m)) if m == "nope"
         ));
+        let err = Method::parse_list("all,dsmi").unwrap_err().to_string();
+        assert!(err.contains("`all` stands alone"), "{err}");
     }
 }
