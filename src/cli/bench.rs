@@ -55,9 +55,10 @@ pub struct BenchArgs {
     /// Batch sizes, comma-separated.
     #[arg(long, default_value = "1,16", value_delimiter = ',', value_parser = positive)]
     batch: Vec<usize>,
-    /// Methods, comma-separated, or `all`.
-    #[arg(long, default_value = "all")]
-    method: String,
+    /// Methods, comma-separated, or `all` (the default). Not for --size fiedler, which
+    /// times the solver alone.
+    #[arg(long)]
+    method: Option<String>,
     /// Timed repetitions per measurement; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = positive)]
     repeats: usize,
@@ -71,7 +72,8 @@ pub struct BenchArgs {
     /// Samples per --eval measurement.
     #[arg(long, default_value_t = 8, value_parser = positive)]
     eval_samples: usize,
-    /// Graph sizes for --size fiedler, comma-separated.
+    /// Graph sizes for --size fiedler, comma-separated, each at least 2 (a graph of one
+    /// node has no Fiedler vector to find).
     #[arg(long, default_value = "36,196,577", value_delimiter = ',', value_parser = positive)]
     nodes: Vec<usize>,
     /// Where to compute: cpu, cuda or auto. The trace time includes moving the trace to
@@ -126,7 +128,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.text_tokens < 2 {
         bail!("--text-tokens must be at least 2 (start and end tokens)");
     }
-    let methods = Method::parse_list(&args.method)?;
+    let methods = Method::parse_list(args.method.as_deref().unwrap_or("all"))?;
+    if let Size::Fiedler = args.size {
+        if args.method.is_some() {
+            bail!(
+                "--method does not apply to --size fiedler, which times the Fiedler solver alone"
+            );
+        }
+        if let Some(n) = args.nodes.iter().find(|&&n| n < 2) {
+            bail!("--nodes {n}: a graph needs at least 2 nodes to have a Fiedler vector");
+        }
+    }
+    let positions = match args.size {
+        Size::VitB16 => ClipConfig::vit_base_patch16().text.max_position_embeddings,
+        Size::VitB32 => ClipConfig::vit_base_patch32().text.max_position_embeddings,
+        Size::LxmertBase => LxmertConfig::base_vqa().max_position_embeddings,
+        Size::Fiedler => usize::MAX,
+    };
+    if args.text_tokens > positions {
+        bail!(
+            "--text-tokens {}: the model has {positions} text positions",
+            args.text_tokens
+        );
+    }
     if args.eval && !matches!(args.size, Size::LxmertBase) {
         bail!("--eval times LXMERT: use --size lxmert-base");
     }

@@ -1,0 +1,74 @@
+//! `fiedler bench`: arguments that cannot make a measurement are refused before any work, and
+//! a small Fiedler run prints its table.
+
+use std::process::{Command, Output};
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+#[test]
+fn arguments_that_cannot_be_measured_are_refused_first() {
+    for (args, needle) in [
+        (
+            &["--size", "fiedler", "--nodes", "8,1"][..],
+            "--nodes 1: a graph needs at least 2",
+        ),
+        (
+            &["--size", "fiedler", "--method", "dsmi"],
+            "--method does not apply",
+        ),
+        (
+            &["--size", "vit-b32", "--text-tokens", "100"],
+            "the model has 77 text positions",
+        ),
+        (
+            &["--size", "lxmert-base", "--text-tokens", "600"],
+            "512 text positions",
+        ),
+        (&["--method", "all,dsmi"], "`all` stands alone"),
+    ] {
+        let out = bench(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?} printed before failing");
+    }
+}
+
+#[test]
+fn fiedler_bench_prints_a_row_per_size() {
+    let out = bench(&[
+        "--size",
+        "fiedler",
+        "--nodes",
+        "8,12",
+        "--batch",
+        "3",
+        "--repeats",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w == "8" || w == "12")
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for row in rows {
+        let graphs_per_s: f64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+        assert!(graphs_per_s > 0.0, "{row}");
+    }
+}
