@@ -292,6 +292,7 @@ fn pair() -> HtmlPair {
             relevance: vec![0.0, 0.1, 0.9, -0.3, 0.0],
             scored: vec![false, true, true, true, false],
             overlay_file: Some("overlay \"0\".png".into()),
+            warnings: vec!["Fiedler vector of <text> layer 2 is not well defined".into()],
         }],
     }
 }
@@ -326,6 +327,12 @@ fn html_one_span_per_token_and_images() {
     ));
     assert!(html.contains("score 23.125 ") && html.contains("probability 87.5%"));
     assert!(html.contains("linear-gradient(to right,#440154,"));
+    // warnings are on the page (escaped); a ranked map is not called flat
+    assert!(html.contains("warning: Fiedler vector of &lt;text&gt; layer 2 is not well defined"));
+    assert!(!html.contains("flat:"));
+    let mut flat = pair();
+    flat.methods[0].relevance = vec![0.0, 0.25, 0.25, 0.25, 0.0];
+    assert!(page("t", &[flat]).contains("flat: every word has relevance 0.2500"));
     // An empty method (no tokens, no relevance) and no pairs still make a page.
     let mut empty = pair();
     empty.methods[0].tokens.clear();
@@ -346,9 +353,13 @@ fn terminal_plain_is_exact() {
         false,
     );
     assert_eq!(out, "<s> a(0.00) cat(1.00) sat(0.50) </s>");
-    // Relevance shorter than the tokens: the rest is unscored; all-equal scored values are 0.
+    // Relevance shorter than the tokens: the rest is unscored; all-equal scored values are 0,
+    // and the line says the map is flat.
     let out = highlight(&tokens[..3], &[2.0, 2.0], &[true, true, true], false);
-    assert_eq!(out, "<s>(0.00) a(0.00) cat");
+    assert_eq!(out, "<s>(0.00) a(0.00) cat  (flat: every word 2.0000)");
+    // equal values among unscored tokens do not make a map flat
+    let out = highlight(&tokens[..3], &[7.0, 2.0, 2.0], &[true, true, true], false);
+    assert!(!out.contains("flat"), "{out}");
     assert_eq!(highlight(&[], &[], &[], false), "");
     assert_eq!(highlight(&[], &[], &[], true), "");
 }
@@ -453,6 +464,7 @@ fn write_example_outputs() {
             relevance: (0..7).map(|i| ((i * (k + 3)) % 7) as f32 * 0.01).collect(),
             scored: scored.clone(),
             overlay_file: Some("overlay.png".into()),
+            warnings: Vec::new(),
         })
         .collect();
     let pairs = [HtmlPair {

@@ -530,14 +530,19 @@ fn print_samples(samples: &[Sample]) {
             let tokens =
                 render::terminal::highlight(&s.tokens, &e.text_relevance, &e.text_scored, color);
             println!("  {:<width$}  {tokens}", e.method.name());
-            for g in &e.degenerate_graphs {
-                eprintln!(
-                    "warning: sample {i} {}: Fiedler vector of {g} is not well defined",
-                    e.method
-                );
+            for w in degenerate_warnings(e) {
+                eprintln!("warning: sample {i} {}: {w}", e.method);
             }
         }
     }
+}
+
+/// What the terminal and the page say of each near-degenerate graph of an explanation.
+fn degenerate_warnings(e: &Explanation) -> Vec<String> {
+    e.degenerate_graphs
+        .iter()
+        .map(|g| format!("Fiedler vector of {g} is not well defined"))
+        .collect()
 }
 
 fn write_outputs(
@@ -583,6 +588,7 @@ fn write_outputs(
                 relevance: e.text_relevance.clone(),
                 scored: e.text_scored.clone(),
                 overlay_file,
+                warnings: degenerate_warnings(e),
             });
             records.push(Record {
                 family,

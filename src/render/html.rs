@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::colormap::{hex, text_color, viridis, STOPS};
-use super::token_levels;
+use super::{flat_value, token_levels};
 
 /// One method's explanation of one pair.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +21,8 @@ pub struct HtmlMethod {
     pub scored: Vec<bool>,
     /// The overlay PNG, relative to the page.
     pub overlay_file: Option<String>,
+    /// Warnings about this map, e.g. a Fiedler vector that is not well defined.
+    pub warnings: Vec<String>,
 }
 
 /// One explained (image, text) pair.
@@ -77,6 +79,7 @@ h1{font-size:1.4em;margin:0 0 12px}
 .tokens{line-height:2;margin:0 0 8px}
 .tok{padding:2px 4px;border-radius:3px;font-family:ui-monospace,monospace;white-space:pre}
 .tok.off{color:#999;background:#f2f2f2}
+.note{color:#8a5a00;font-size:.9em;margin:0 0 8px}
 .overlay{display:block}
 ";
 
@@ -120,6 +123,16 @@ fn method(out: &mut String, m: &HtmlMethod) {
         }
     }
     out.push_str("</p>\n");
+    if let Some(v) = flat_value(m.tokens.len(), &m.relevance, &m.scored) {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">flat: every word has relevance {}, so the words are not ranked</p>",
+            number(v)
+        );
+    }
+    for w in &m.warnings {
+        let _ = writeln!(out, "<p class=\"note\">warning: {}</p>", escape(w));
+    }
     if let Some(file) = &m.overlay_file {
         let _ = writeln!(
             out,

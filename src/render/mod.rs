@@ -41,12 +41,24 @@ pub fn minmax(values: &[f32]) -> Vec<f32> {
 /// end of `relevance` or `scored`).
 pub fn token_levels(n_tokens: usize, relevance: &[f32], scored: &[bool]) -> Vec<Option<f32>> {
     let is_scored = |i: usize| i < relevance.len() && scored.get(i).copied().unwrap_or(false);
-    let values: Vec<f32> = (0..n_tokens)
-        .filter(|&i| is_scored(i))
-        .map(|i| relevance[i])
-        .collect();
-    let mut levels = minmax(&values).into_iter();
+    let mut levels = minmax(&scored_values(n_tokens, relevance, scored)).into_iter();
     (0..n_tokens)
         .map(|i| if is_scored(i) { levels.next() } else { None })
         .collect()
+}
+
+/// The relevance of the scored tokens among the first `n_tokens`, in order.
+fn scored_values(n_tokens: usize, relevance: &[f32], scored: &[bool]) -> Vec<f32> {
+    (0..n_tokens.min(relevance.len()))
+        .filter(|&i| scored.get(i).copied().unwrap_or(false))
+        .map(|i| relevance[i])
+        .collect()
+}
+
+/// The value every scored token shares, when there are any and they are all equal: such a
+/// map ranks nothing, and min–max levels would show it as all zeros, so displays say so.
+pub fn flat_value(n_tokens: usize, relevance: &[f32], scored: &[bool]) -> Option<f32> {
+    let values = scored_values(n_tokens, relevance, scored);
+    let first = *values.first()?;
+    values.iter().all(|&v| v == first).then_some(first)
 }

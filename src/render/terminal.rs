@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::colormap::{text_color, viridis};
-use super::token_levels;
+use super::{flat_value, token_levels};
 
 const RESET: &str = "\x1b[0m";
 /// Bright black: unscored tokens recede, as they do in the HTML view.
@@ -23,6 +23,7 @@ fn printable(token: &str) -> String {
 /// among the scored tokens: with `color`, a viridis background and a readable foreground, reset
 /// after each token, unscored tokens grey; without, `token(0.82)` for scored tokens and the
 /// bare token otherwise. A token past the end of `relevance` or `scored` counts as unscored.
+/// A map whose scored tokens are all equal ends with "(flat: …)", since its levels are all 0.
 pub fn highlight(tokens: &[String], relevance: &[f32], scored: &[bool], color: bool) -> String {
     let mut out = String::new();
     let levels = token_levels(tokens.len(), relevance, scored);
@@ -44,6 +45,9 @@ pub fn highlight(tokens: &[String], relevance: &[f32], scored: &[bool], color: b
             (None, true) => write!(out, "{GREY}{token}{RESET}"),
             (None, false) => write!(out, "{token}"),
         };
+    }
+    if let Some(v) = flat_value(tokens.len(), relevance, scored) {
+        let _ = write!(out, "  (flat: every word {v:.4})");
     }
     out
 }
