@@ -501,3 +501,36 @@ fn inputs_for_another_family_are_refused() {
         stderr(&out)
     );
 }
+
+/// `--results` naming a file that is not a results file (an official VQA questions JSON, on
+/// one line) is refused, and the file left as it was: it is not taken for a results file
+/// with a torn last line and cut.
+#[test]
+fn a_results_file_without_a_run_header_is_refused_untouched() {
+    let dir = scratch("not-results");
+    let questions: Value = serde_json::from_str(
+        &std::fs::read_to_string(eval_fixture("vilt-questions.json")).unwrap(),
+    )
+    .unwrap();
+    let one_line = dir.join("questions.json");
+    let two_lines = dir.join("notes.txt");
+    std::fs::write(&one_line, questions.to_string()).unwrap();
+    std::fs::write(&two_lines, "notes\nmore notes\n").unwrap();
+    for file in [&one_line, &two_lines] {
+        let before = std::fs::read(file).unwrap();
+        let out = fiedler().args(lxmert_args(file, "3")).output().unwrap();
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains(&format!(
+                "{} is not a fiedler results file: its first line is not a run header",
+                file.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(std::fs::read(file).unwrap(), before);
+        let out = run(&["eval", "report", &s(file)]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("is not a fiedler results file"));
+    }
+}

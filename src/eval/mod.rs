@@ -57,6 +57,8 @@ pub enum EvalError {
     Vocabulary { reason: String },
     #[error("results file {path}: {reason}")]
     Results { path: PathBuf, reason: String },
+    #[error("{path} is not a fiedler results file: its first line is not a run header ({reason})")]
+    NotResults { path: PathBuf, reason: String },
     #[error("sample {id}: {source}")]
     Sample {
         id: String,
