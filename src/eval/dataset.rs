@@ -99,6 +99,8 @@ pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
                     ),
                 )
             })?;
+            check_scores(&label)
+                .map_err(|reason| bad(path, format!("item {i} (question {id}): {reason}")))?;
             Ok(Question {
                 id,
                 image_id,
@@ -108,6 +110,16 @@ pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
         })
         .collect::<Result<Vec<_>, EvalError>>()?;
     finish(path.display().to_string(), questions, path)
+}
+
+/// Label scores are VQA accuracies: in [0, 1] (a NaN is not).
+fn check_scores(label: &BTreeMap<String, f64>) -> Result<(), String> {
+    match label.iter().find(|(_, s)| !(0.0..=1.0).contains(*s)) {
+        Some((answer, score)) => Err(format!(
+            "label {answer:?} has score {score}; a score is a VQA accuracy, in [0, 1]"
+        )),
+        None => Ok(()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -283,5 +295,35 @@ mod tests {
             expand("{id}.jpg", "COCO_val2014_000000393267").as_deref(),
             Some("COCO_val2014_000000393267.jpg")
         );
+    }
+
+    /// Label scores are accuracies: outside [0, 1] (or NaN) the entry and answer are named.
+    #[test]
+    fn label_scores_outside_0_1_are_refused() {
+        let label = |answer: &str, score: f64| {
+            BTreeMap::from([("red".to_owned(), 0.3), (answer.to_owned(), score)])
+        };
+        assert!(check_scores(&label("blue", 1.0)).is_ok());
+        assert!(check_scores(&label("blue", 0.0)).is_ok());
+        for score in [2.5, -0.1, f64::NAN, f64::INFINITY] {
+            let err = check_scores(&label("blue", score)).unwrap_err();
+            assert!(err.contains("label \"blue\" has score"), "{err}");
+            assert!(err.contains("in [0, 1]"), "{err}");
+        }
+        let dir = std::env::temp_dir().join(format!("fiedler-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("valid.json");
+        std::fs::write(
+            &path,
+            r#"[{"question_id": 1, "img_id": "a", "sent": "what?", "label": {"red": 1}},
+                {"question_id": 7, "img_id": "b", "sent": "which?", "label": {"blue": 2.5}}]"#,
+        )
+        .unwrap();
+        let err = read_lxmert_json(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("item 1 (question 7): label \"blue\" has score 2.5"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
