@@ -534,3 +534,41 @@ fn a_results_file_without_a_run_header_is_refused_untouched() {
         assert!(stderr(&out).contains("is not a fiedler results file"));
     }
 }
+
+/// The reports of two results files in one folder have names of their own; results.jsonl's
+/// keep the plain ones.
+#[test]
+fn reports_are_named_after_their_results_file() {
+    let dir = scratch("report-names");
+    for (name, samples) in [("a.jsonl", "2"), ("b.jsonl", "3")] {
+        let mut args = lxmert_args(&dir.join(name), "4");
+        args.extend(["--samples", samples, "--methods", "raw-attn"].map(String::from));
+        run_ok(&args);
+    }
+    for (stem, samples) in [("a", 2), ("b", 3)] {
+        for file in ["report.md", "curves-image.png", "curves-text.png"] {
+            assert!(
+                dir.join(format!("{stem}.{file}")).is_file(),
+                "{stem}.{file}"
+            );
+        }
+        let report: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{stem}.report.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["samples"], samples);
+    }
+    assert!(!dir.join("report.md").exists());
+    let rebuilt = dir.join("rebuilt");
+    run_ok(&[
+        "eval".into(),
+        "report".into(),
+        s(&dir.join("a.jsonl")),
+        "--out".into(),
+        s(&rebuilt),
+    ]);
+    assert_eq!(
+        std::fs::read(dir.join("a.report.json")).unwrap(),
+        std::fs::read(rebuilt.join("a.report.json")).unwrap()
+    );
+}

@@ -38,7 +38,8 @@ pub struct EvalArgs {
 
 #[derive(Subcommand)]
 enum EvalCommand {
-    /// Rebuild report.md, report.json and the curve PNGs from a results file alone.
+    /// Rebuild the report (report.md, report.json and the curve PNGs) from a results file
+    /// alone.
     Report(ReportArgs),
     /// Print one markdown table per results file: every method's ground-truth scores and
     /// AUCs side by side (docs/results.md is made of these).
@@ -56,7 +57,9 @@ struct SummaryArgs {
 struct ReportArgs {
     /// The results file of `fiedler eval` (JSON Lines).
     results: PathBuf,
-    /// Folder for the report (default: the results file's folder).
+    /// Folder for the report (default: the results file's folder). Its files are named
+    /// after the results file: report.md etc. for results.jsonl, X.report.md etc. for
+    /// X.jsonl.
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -106,7 +109,9 @@ struct RunArgs {
     #[arg(long)]
     answers: Option<PathBuf>,
     /// Results file (JSON Lines, appended; a rerun with the same settings resumes it). The
-    /// report is written beside it.
+    /// report is written beside it: report.md, report.json, curves-*.png beside
+    /// results.jsonl, X.report.md etc. beside X.jsonl.
+    // Named report::DEFAULT_RESULTS, so that its report keeps the plain names.
     #[arg(long, default_value = "fiedler-eval/results.jsonl")]
     results: PathBuf,
     /// Method(s): a comma-separated list or `all`.
@@ -161,10 +166,16 @@ fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
         bail!("no results file {}", results.display());
     }
     let read = read_results(results)?;
-    let report = Report::build(&read, results)?;
+    publish(&Report::build(&read, results)?, results, out)
+}
+
+/// Writes `report`, of `results`, into `out` (default: beside the results) and prints its
+/// tables and the files written.
+fn publish(report: &Report, results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let dir = out.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")));
-    let written = report.write(dir)?;
-    print_table(&report);
+    let written = report.write(dir, results)?;
+    print_table(report);
+
     for path in written {
         println!("wrote {}", path.display());
     }
