@@ -500,6 +500,44 @@ fn inputs_for_another_family_are_refused() {
         "{}",
         stderr(&out)
     );
+    let refused = |args: &[String], needle: &str| {
+        let out = fiedler().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+    };
+    // --captions is CLIP's
+    refused(
+        &[
+            "eval".into(),
+            "--model".into(),
+            s(&fixtures().join("vilt")),
+            "--captions".into(),
+            s(&dir.join("captions.json")),
+            "--results".into(),
+            s(&dir.join("c.jsonl")),
+        ],
+        "(vilt) reads --images DIR; --images is for ViLT, --features for LXMERT, --captions for CLIP",
+    );
+    // --answers is LXMERT's answer list: refused for ViLT and CLIP, as explain does
+    let mut args = vilt_args(&dir.join("v.jsonl"));
+    args.extend(["--answers".into(), s(&dir.join("label2ans.json"))]);
+    refused(
+        &args,
+        "--answers applies to LXMERT (its answer list); this is a vilt model",
+    );
+    refused(
+        &[
+            "eval".into(),
+            "--model".into(),
+            s(&fixtures().join("clip")),
+            "--captions".into(),
+            s(&dir.join("captions.json")),
+            "--answers".into(),
+            s(&dir.join("label2ans.json")),
+        ],
+        "this is a clip model",
+    );
+    assert!(!dir.join("c.jsonl").exists() && !dir.join("v.jsonl").exists());
 }
 
 /// `--results` naming a file that is not a results file (an official VQA questions JSON, on

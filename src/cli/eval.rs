@@ -1,7 +1,7 @@
 //! `fiedler eval`: the perturbation benchmark (spec §E) of a ViLT or LXMERT model on a VQA
 //! dataset, resumable, with an AUC table and curves (and, on a `fiedler synth` set, scores
-//! against its ground truth); `fiedler eval report RESULTS.jsonl` rebuilds the report from a
-//! results file alone.
+//! against its ground truth; a CLIP model on a synth caption set gets those scores alone);
+//! `fiedler eval report RESULTS.jsonl` rebuilds the report from a results file alone.
 
 use std::path::{Path, PathBuf};
 
@@ -66,7 +66,9 @@ struct ReportArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Hugging Face VQA model directory: ViLT or LXMERT.
+    /// Hugging Face model directory: a VQA model (ViLT or LXMERT) for the perturbation
+    /// benchmark, or CLIP (with --captions) for ground-truth scores alone.
+
     #[arg(long, required = true)]
     model: Option<PathBuf>,
     /// Questions in LXMERT's format: a JSON list of {"question_id", "img_id", "sent",
@@ -105,7 +107,7 @@ struct RunArgs {
     /// Do not look for ground truth beside --questions or --captions.
     #[arg(long, conflicts_with = "ground_truth")]
     no_ground_truth: bool,
-    /// LXMERT answer names (trainval_label2ans.json) when the config has none.
+    /// LXMERT answer names (trainval_label2ans.json) when the config has none. LXMERT only.
     #[arg(long)]
     answers: Option<PathBuf>,
     /// Results file (JSON Lines, appended; a rerun with the same settings resumes it). The
@@ -268,6 +270,46 @@ fn patterns(args: &RunArgs, dir: &Path, defaults: &[&str]) -> FilePattern {
     }
 }
 
+/// Refuses inputs and options meant for another model family, rather than ignoring them.
+fn check_family_options(
+    args: &RunArgs,
+    family: ModelFamily,
+    model_dir: &Path,
+) -> anyhow::Result<()> {
+    let name = family.model_type();
+    let (inputs, foreign) = match family {
+        ModelFamily::Vilt => (
+            "--images DIR",
+            args.features.is_some() || args.captions.is_some(),
+        ),
+        ModelFamily::Lxmert => (
+            "--features",
+            args.images.is_some() || args.captions.is_some(),
+        ),
+        ModelFamily::Clip => (
+            "--captions",
+            args.images.is_some() || args.features.is_some(),
+        ),
+    };
+    if foreign {
+        bail!(
+            "{} ({name}) reads {inputs}; --images is for ViLT, --features for LXMERT, \
+             --captions for CLIP",
+            model_dir.display()
+        );
+    }
+    if family != ModelFamily::Lxmert && args.answers.is_some() {
+        bail!("--answers applies to LXMERT (its answer list); this is a {name} model");
+    }
+    if family == ModelFamily::Clip && !args.file_patterns.is_empty() {
+        bail!(
+            "--file-pattern finds ViLT images and LXMERT features; CLIP reads the images \
+             captions.json names"
+        );
+    }
+    Ok(())
+}
+
 /// The perturbation tests of a run, every modality with every order. A CLIP run is scored
 /// against ground truth alone, so the options that shape the tests are refused there rather
 /// than ignored.
@@ -318,6 +360,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     let methods = Method::parse_list(&args.methods)?;
     let family = read_family(&model_dir)?;
     let tests = perturbation_tests(&args, family)?;
+    check_family_options(&args, family, &model_dir)?;
     let steps = args.steps.clone().unwrap_or_else(|| DEFAULT_STEPS.to_vec());
     check_steps(&steps).map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
     let (dataset, caption_images) = match &args.captions {
@@ -373,22 +416,6 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .map(|path| SynthTruth::open(path, &questions, units))
             .transpose()
     };
-    // Inputs for another family are refused rather than ignored.
-    let (inputs, foreign) = match family {
-        ModelFamily::Vilt => ("--images DIR", args.features.is_some()),
-        ModelFamily::Lxmert => ("--features", args.images.is_some()),
-        ModelFamily::Clip => (
-            "--captions",
-            args.images.is_some() || args.features.is_some(),
-        ),
-    };
-    if foreign {
-        bail!(
-            "{} ({}) reads {inputs}; --images is for ViLT, --features for LXMERT",
-            model_dir.display(),
-            family.model_type()
-        );
-    }
     let backend = open(args.device, args.precision)?;
     if args.device != Device::Cpu {
         eprintln!("device: {}", backend.describe());
