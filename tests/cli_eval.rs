@@ -573,6 +573,45 @@ fn a_results_file_without_a_run_header_is_refused_untouched() {
     }
 }
 
+/// --file-pattern mistakes stop the run before it starts: a placeholder other than {id} and
+/// {id:0N}, and {id:012} on image ids that are not numbers.
+#[test]
+fn file_pattern_mistakes_are_refused_upfront() {
+    let dir = scratch("patterns");
+    let results = dir.join("results.jsonl");
+    let vilt = |pattern: &str| {
+        let out = run(&[
+            "eval",
+            "--model",
+            &s(&fixtures().join("vilt")),
+            "--dataset",
+            &s(&eval_fixture("lxmert-valid.json")),
+            "--images",
+            &s(&fixtures().join("images")),
+            "--file-pattern",
+            pattern,
+            "--results",
+            &s(&results),
+            "--methods",
+            "raw-attn",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let err = vilt("x_{idx}.png");
+    assert!(
+        err.contains("--file-pattern x_{idx}.png: unknown placeholder {idx}"),
+        "{err}"
+    );
+    let err = vilt("{id:012}.png");
+    assert!(err.contains("--file-pattern {id:012}.png: "), "{err}");
+    assert!(
+        err.contains("none of the questions' image ids is a number (e.g. synth_000001)"),
+        "{err}"
+    );
+    assert!(!results.exists());
+}
+
 /// The reports of two results files in one folder have names of their own; results.jsonl's
 /// keep the plain ones.
 #[test]

@@ -259,15 +259,22 @@ fn read_dataset(args: &RunArgs) -> anyhow::Result<Dataset> {
     })
 }
 
-fn patterns(args: &RunArgs, dir: &Path, defaults: &[&str]) -> FilePattern {
-    FilePattern {
-        dir: dir.to_path_buf(),
-        patterns: if args.file_patterns.is_empty() {
-            defaults.iter().map(|s| (*s).to_owned()).collect()
-        } else {
-            args.file_patterns.clone()
-        },
-    }
+/// --file-pattern (or `defaults`) in `dir`, refused when it fits none of the questions'
+/// images.
+fn patterns(
+    args: &RunArgs,
+    dir: &Path,
+    defaults: &[&str],
+    questions: &[&Question],
+) -> anyhow::Result<FilePattern> {
+    let given: Vec<String> = if args.file_patterns.is_empty() {
+        defaults.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.file_patterns.clone()
+    };
+    let files = FilePattern::new(dir, &given)?;
+    files.check_fits(questions.iter().map(|q| q.image_id.as_str()))?;
+    Ok(files)
 }
 
 /// Refuses inputs and options meant for another model family, rather than ignoring them.
@@ -429,7 +436,8 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 &args,
                 images,
                 &["COCO_val2014_{id:012}.jpg", "{id}.jpg", "{id}.png"],
-            );
+                &questions,
+            )?;
             let session = ViltSession::open_on(be, &model_dir)?;
             let prepare = |q: &Question| session.eval_input(&files.find(&q.image_id)?, &q.text);
             let truth = open_truth(ImageUnits::Patches)?;
@@ -451,25 +459,27 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             let Some(features) = &args.features else {
                 bail!("LXMERT reads region features: give --features FILE.tsv or a folder of features files");
             };
-            let session = LxmertSession::open_on(be, &model_dir, args.answers.as_deref())?;
             let source = if features.is_dir() {
-                Features::Folder(patterns(&args, features, &["{id}.safetensors"]))
+                let files = patterns(&args, features, &["{id}.safetensors"], &questions)?;
+                Features::Folder(files)
             } else {
+                let defaults = ["{id}", "COCO_val2014_{id:012}"];
+                let ids = patterns(&args, features, &defaults, &questions)?;
                 Features::Tsv {
                     index: Obj36Index::open(features).map_err(SessionError::from)?,
-                    ids: patterns(&args, features, &["{id}", "COCO_val2014_{id:012}"]),
+                    ids,
                 }
             };
+            let session = LxmertSession::open_on(be, &model_dir, args.answers.as_deref())?;
             let prepare = |q: &Question| {
                 let regions = match &source {
                     Features::Folder(files) => read_features_file(&files.find(&q.image_id)?),
                     Features::Tsv { index, ids } => {
                         let names = ids.names(&q.image_id);
-                        let Some(id) = names.iter().find(|id| index.contains(id)) else {
-                            return Err(EvalError::MissingInput {
-                                image_id: q.image_id.clone(),
-                                tried: format!("ids {} in {}", names.join(", "), features.display()),
-                            });
+                        let Some(id) = names.names.iter().find(|id| index.contains(id)) else {
+                            let tried =
+                                format!("ids {} in {}", names.names.join(", "), features.display());
+                            return Err(names.missing(&q.image_id, tried));
                         };
                         index.read(id)
                     }
