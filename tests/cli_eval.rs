@@ -573,6 +573,40 @@ fn a_results_file_without_a_run_header_is_refused_untouched() {
     }
 }
 
+/// --samples beyond the dataset is noted; a report over more samples than the run asked for
+/// (the file holds an earlier, larger run's) says so.
+#[test]
+fn samples_beyond_the_dataset_or_the_run_are_noted() {
+    let dir = scratch("samples-note");
+    let results = dir.join("results.jsonl");
+    let with = |samples: &str| {
+        let mut args = lxmert_args(&results, "4");
+        args.extend(["--samples", samples, "--methods", "raw-attn"].map(String::from));
+        run_ok(&args)
+    };
+    let out = with("100");
+    assert!(
+        stderr(&out).contains("note: --samples 100: the dataset has 7 questions; evaluating all 7"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("report over all"));
+    let out = with("3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "report over all 7 samples in {} (this run asked for 3)",
+            results.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        !stderr(&out).contains("note: --samples"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// --file-pattern mistakes stop the run before it starts: a placeholder other than {id} and
 /// {id:0N}, and {id:012} on image ids that are not numbers.
 #[test]

@@ -3,6 +3,7 @@
 //! against its ground truth; a CLIP model on a synth caption set gets those scores alone);
 //! `fiedler eval report RESULTS.jsonl` rebuilds the report from a results file alone.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
@@ -12,7 +13,7 @@ use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern
 use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
 use fiedler::eval::report::{Report, Tally};
-use fiedler::eval::results::{read_results, ResultsWriter, RunHeader, FORMAT};
+use fiedler::eval::results::{read_results, Results, ResultsWriter, RunHeader, FORMAT};
 use fiedler::eval::runner::{run, ChunkDone, EvalModel, Plan, Scorer};
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
@@ -24,7 +25,7 @@ use fiedler::model::ModelFamily;
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
-use crate::cli::positive;
+use crate::cli::{counted, positive};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Args)]
@@ -111,8 +112,10 @@ struct RunArgs {
     #[arg(long)]
     answers: Option<PathBuf>,
     /// Results file (JSON Lines, appended; a rerun with the same settings resumes it). The
-    /// report is written beside it: report.md, report.json, curves-*.png beside
-    /// results.jsonl, X.report.md etc. beside X.jsonl.
+    /// report is written beside it, over every sample in the file (earlier runs' with a
+    /// larger --samples included): report.md, report.json, curves-*.png beside results.jsonl,
+    /// X.report.md etc. beside X.jsonl.
+
     // Named report::DEFAULT_RESULTS, so that its report keeps the plain names.
     #[arg(long, default_value = "fiedler-eval/results.jsonl")]
     results: PathBuf,
@@ -317,6 +320,23 @@ fn check_family_options(
     Ok(())
 }
 
+/// The number of questions to evaluate: --samples, or all when it asks for more (with a
+/// note) or is not given. `what`: the dataset's items ("question").
+fn sample_count(args: &RunArgs, available: usize, what: &str) -> anyhow::Result<usize> {
+    match args.samples {
+        Some(0) => bail!("--samples 0: nothing to evaluate"),
+        Some(n) if n > available => {
+            eprintln!(
+                "note: --samples {n}: the dataset has {}; evaluating all {available}",
+                counted(available, what)
+            );
+            Ok(available)
+        }
+        Some(n) => Ok(n),
+        None => Ok(available),
+    }
+}
+
 /// The perturbation tests of a run, every modality with every order. A CLIP run is scored
 /// against ground truth alone, so the options that shape the tests are refused there rather
 /// than ignored.
@@ -377,10 +397,12 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         }
         None => (read_dataset(&args)?, None),
     };
-    let count = args.samples.unwrap_or(dataset.questions.len());
-    if count == 0 {
-        bail!("--samples 0: nothing to evaluate");
-    }
+    let what = if caption_images.is_some() {
+        "caption"
+    } else {
+        "question"
+    };
+    let count = sample_count(&args, dataset.questions.len(), what)?;
     let order = python_shuffled_prefix(dataset.questions.len(), args.seed, count);
     let questions: Vec<&Question> = order.iter().map(|&i| &dataset.questions[i]).collect();
     let plan = Plan {
@@ -596,13 +618,37 @@ fn evaluate<M: EvalModel>(
     )?;
     bar.finish_and_clear();
     if failed > 0 {
-        let samples = if failed == 1 { "sample" } else { "samples" };
-        eprintln!("{failed} {samples} failed (listed in the report; a rerun retries them)");
+        eprintln!(
+            "{} failed (listed in the report; a rerun retries them)",
+            counted(failed, "sample")
+        );
     }
-    report(results, None)?;
+    let read = read_results(results)?;
+    let report = Report::build(&read, results)?;
+    if holds_other_samples(&read, questions) {
+        println!(
+            "report over all {} in {} (this run asked for {})",
+            counted(report.samples, "sample"),
+            results.display(),
+            questions.len()
+        );
+    }
+    publish(&report, results, None)?;
     if failed > 0 && failed == questions.len() {
         // Nothing was evaluated: a failure for scripts too, not only a line on stderr.
         bail!("every sample failed ({failed}); the errors are listed above");
     }
     Ok(())
+}
+
+/// Whether the results hold samples this run did not ask for (an earlier run's, with a
+/// larger --samples): the report covers the whole file, so it says so rather than pass for
+/// this run's.
+fn holds_other_samples(read: &Results, questions: &[&Question]) -> bool {
+    let asked: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
+    read.perturbations
+        .iter()
+        .map(|r| r.sample.as_str())
+        .chain(read.ground_truth.iter().map(|r| r.sample.as_str()))
+        .any(|sample| !asked.contains(sample))
 }
