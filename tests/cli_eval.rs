@@ -573,6 +573,36 @@ fn a_results_file_without_a_run_header_is_refused_untouched() {
     }
 }
 
+/// Off a terminal (here stderr is a pipe) the bar draws nothing: plain lines say how many
+/// samples there are, how far the run is and, at the end, the running AUCs; a resumed run
+/// says how many were done before.
+#[test]
+fn progress_is_plain_lines_off_a_terminal() {
+    let dir = scratch("progress");
+    let results = dir.join("results.jsonl");
+    let mut args = lxmert_args(&results, "3");
+    args.extend(["--methods".into(), "raw-attn".into()]);
+    let err = stderr(&run_ok(&args));
+    assert!(err.starts_with("eval: 7 samples\n"), "{err}");
+    let last = err
+        .rfind("eval: 7/7 samples done; 7 evaluated in")
+        .unwrap_or_else(|| {
+            panic!("no final line in: {err}");
+        });
+    assert!(err[last..].contains("samples/s)\n  raw-attn"), "{err}");
+    assert!(err[last..].contains("image+"), "{err}");
+
+    let err = stderr(&run_ok(&args));
+    assert!(
+        err.starts_with("eval: resuming, 7 of 7 samples done earlier; 0 to go\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("eval: 7/7 samples done; nothing left to evaluate"),
+        "{err}"
+    );
+}
+
 /// --samples beyond the dataset is noted; a report over more samples than the run asked for
 /// (the file holds an earlier, larger run's) says so.
 #[test]

@@ -3,6 +3,8 @@
 //! against its ground truth; a CLIP model on a synth caption set gets those scores alone);
 //! `fiedler eval report RESULTS.jsonl` rebuilds the report from a results file alone.
 
+mod progress;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,7 @@ use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
 use fiedler::eval::report::{Report, Tally};
 use fiedler::eval::results::{read_results, Results, ResultsWriter, RunHeader, FORMAT};
-use fiedler::eval::runner::{run, ChunkDone, EvalModel, Plan, Scorer};
+use fiedler::eval::runner::{run, sample_done, ChunkDone, EvalModel, Plan, Scorer};
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
 use fiedler::explain::{Explanation, Method, MethodOptions};
@@ -26,7 +28,7 @@ use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, Vi
 
 use crate::cli::device::{open, with_backend, Device, Precision};
 use crate::cli::{counted, positive};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use progress::Progress;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -69,7 +71,6 @@ struct ReportArgs {
 struct RunArgs {
     /// Hugging Face model directory: a VQA model (ViLT or LXMERT) for the perturbation
     /// benchmark, or CLIP (with --captions) for ground-truth scores alone.
-
     #[arg(long, required = true)]
     model: Option<PathBuf>,
     /// Questions in LXMERT's format: a JSON list of {"question_id", "img_id", "sent",
@@ -115,7 +116,6 @@ struct RunArgs {
     /// report is written beside it, over every sample in the file (earlier runs' with a
     /// larger --samples included): report.md, report.json, curves-*.png beside results.jsonl,
     /// X.report.md etc. beside X.jsonl.
-
     // Named report::DEFAULT_RESULTS, so that its report keeps the plain names.
     #[arg(long, default_value = "fiedler-eval/results.jsonl")]
     results: PathBuf,
@@ -180,7 +180,6 @@ fn publish(report: &Report, results: &Path, out: Option<&Path>) -> anyhow::Resul
     let dir = out.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")));
     let written = report.write(dir, results)?;
     print_table(report);
-
     for path in written {
         println!("wrote {}", path.display());
     }
@@ -580,16 +579,13 @@ fn evaluate<M: EvalModel>(
     let done = existing.done();
     let mut tally = Tally::default();
     existing.perturbations.iter().for_each(|r| tally.add(r));
+    let done_before = questions
+        .iter()
+        .filter(|q| sample_done(q, plan, truth.is_some(), &done))
+        .count();
 
-    let bar = ProgressBar::new(questions.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}\n{msg}")
-            .expect("static template is valid"),
-    );
-    if questions.len() <= plan.batch {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar.set_message(tally.summary(&header.steps));
+    let mut progress = Progress::new(questions.len(), done_before, plan.batch);
+    progress.set_message(tally.summary(&header.steps));
     let mut failed = 0usize;
     run(
         model,
@@ -603,20 +599,16 @@ fn evaluate<M: EvalModel>(
             chunk.written.iter().for_each(|r| tally.add(r));
             for f in chunk.failures {
                 failed += 1;
-                bar.suspend(|| eprintln!("sample {} failed: {}", f.sample, f.error));
+                progress.println(&format!("sample {} failed: {}", f.sample, f.error));
             }
-            bar.set_message(tally.summary(&header.steps));
-            bar.inc(chunk.questions as u64);
-            if chunk.written.is_empty()
+            progress.set_message(tally.summary(&header.steps));
+            let earlier = chunk.written.is_empty()
                 && chunk.ground_truth.is_empty()
-                && chunk.failures.is_empty()
-            {
-                // Done by an earlier run: keep it out of the rate and the ETA.
-                bar.reset_eta();
-            }
+                && chunk.failures.is_empty();
+            progress.advance(chunk.questions, earlier);
         },
     )?;
-    bar.finish_and_clear();
+    progress.finish();
     if failed > 0 {
         eprintln!(
             "{} failed (listed in the report; a rerun retries them)",
