@@ -471,10 +471,15 @@ mod tests {
         serde_json::to_string(&Line::Run(header(seed))).unwrap()
     }
 
-    /// A scratch file holding `bytes`.
-    fn file(name: &str, bytes: &[u8]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("fiedler-results-{}", std::process::id()));
+    /// A scratch folder of one test (tests run in parallel).
+    fn scratch(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fiedler-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A file holding `bytes` in `dir`.
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
         path
@@ -485,6 +490,7 @@ mod tests {
     /// line, another kind of line first.
     #[test]
     fn a_file_without_a_run_header_is_refused_untouched() {
+        let dir = scratch("not-results");
         let cases: [(&str, String); 5] = [
             ("vqa.json", r#"{"questions": [{"question_id": 1}]}"#.into()),
             ("vqa-nl.json", "{\"questions\": []}\n".into()),
@@ -496,7 +502,7 @@ mod tests {
             ),
         ];
         for (name, text) in cases {
-            let path = file(name, text.as_bytes());
+            let path = file(&dir, name, text.as_bytes());
             let Err(e) = ResultsWriter::open(&path, &header(1)) else {
                 panic!("{name} was opened as a results file");
             };
@@ -508,14 +514,17 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "{name}");
             assert!(read_results(&path).is_err(), "{name}");
         }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     /// A torn last line is cut after a header; a torn header alone is written again, once
     /// it is known to be of the same settings.
     #[test]
     fn torn_lines_are_cut_only_after_a_run_header() {
+        let dir = scratch("torn-lines");
         let whole = format!("{}\n", header_line(1));
         let path = file(
+            &dir,
             "torn.jsonl",
             format!("{whole}{{\"kind\":\"pertur").as_bytes(),
         );
@@ -524,16 +533,17 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
 
         let torn_header = &whole[..whole.len() - 1];
-        let path = file("torn-header.jsonl", torn_header.as_bytes());
+        let path = file(&dir, "torn-header.jsonl", torn_header.as_bytes());
         assert!(ResultsWriter::open(&path, &header(2)).is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), torn_header);
         let (_, read) = ResultsWriter::open(&path, &header(1)).unwrap();
         assert!(read.torn_line);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
 
-        let path = file("empty.jsonl", b"");
+        let path = file(&dir, "empty.jsonl", b"");
         ResultsWriter::open(&path, &header(1)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
