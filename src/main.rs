@@ -21,8 +21,9 @@ struct Cli {
 enum Command {
     /// Time explanations per second on a full-size model with random weights.
     Bench(cli::bench::BenchArgs),
-    /// The perturbation benchmark of a VQA model (ViLT, LXMERT): AUC table and curves;
-    /// resumable. `fiedler eval report RESULTS.jsonl` rebuilds the report.
+    /// The perturbation benchmark of a VQA model (ViLT, LXMERT): AUC table and curves; or a
+    /// CLIP model's scores against `fiedler synth` ground truth (--captions). Resumable;
+    /// `fiedler eval report RESULTS.jsonl` rebuilds the report.
     Eval(cli::eval::EvalArgs),
     /// Explain (image, text) pairs: scores, token relevances, overlay PNGs, HTML and JSON.
     Explain(cli::explain::ExplainArgs),

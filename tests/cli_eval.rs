@@ -500,4 +500,216 @@ fn inputs_for_another_family_are_refused() {
         "{}",
         stderr(&out)
     );
+    let refused = |args: &[String], needle: &str| {
+        let out = fiedler().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+    };
+    // --captions is CLIP's
+    refused(
+        &[
+            "eval".into(),
+            "--model".into(),
+            s(&fixtures().join("vilt")),
+            "--captions".into(),
+            s(&dir.join("captions.json")),
+            "--results".into(),
+            s(&dir.join("c.jsonl")),
+        ],
+        "(vilt) reads --images DIR; --images is for ViLT, --features for LXMERT, --captions for CLIP",
+    );
+    // --answers is LXMERT's answer list: refused for ViLT and CLIP, as explain does
+    let mut args = vilt_args(&dir.join("v.jsonl"));
+    args.extend(["--answers".into(), s(&dir.join("label2ans.json"))]);
+    refused(
+        &args,
+        "--answers applies to LXMERT (its answer list); this is a vilt model",
+    );
+    refused(
+        &[
+            "eval".into(),
+            "--model".into(),
+            s(&fixtures().join("clip")),
+            "--captions".into(),
+            s(&dir.join("captions.json")),
+            "--answers".into(),
+            s(&dir.join("label2ans.json")),
+        ],
+        "this is a clip model",
+    );
+    assert!(!dir.join("c.jsonl").exists() && !dir.join("v.jsonl").exists());
+}
+
+/// `--results` naming a file that is not a results file (an official VQA questions JSON, on
+/// one line) is refused, and the file left as it was: it is not taken for a results file
+/// with a torn last line and cut.
+#[test]
+fn a_results_file_without_a_run_header_is_refused_untouched() {
+    let dir = scratch("not-results");
+    let questions: Value = serde_json::from_str(
+        &std::fs::read_to_string(eval_fixture("vilt-questions.json")).unwrap(),
+    )
+    .unwrap();
+    let one_line = dir.join("questions.json");
+    let two_lines = dir.join("notes.txt");
+    std::fs::write(&one_line, questions.to_string()).unwrap();
+    std::fs::write(&two_lines, "notes\nmore notes\n").unwrap();
+    for file in [&one_line, &two_lines] {
+        let before = std::fs::read(file).unwrap();
+        let out = fiedler().args(lxmert_args(file, "3")).output().unwrap();
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains(&format!(
+                "{} is not a fiedler results file: its first line is not a run header",
+                file.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(std::fs::read(file).unwrap(), before);
+        let out = run(&["eval", "report", &s(file)]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("is not a fiedler results file"));
+    }
+}
+
+/// Off a terminal (here stderr is a pipe) the bar draws nothing: plain lines say how many
+/// samples there are, how far the run is and, at the end, the running AUCs; a resumed run
+/// says how many were done before.
+#[test]
+fn progress_is_plain_lines_off_a_terminal() {
+    let dir = scratch("progress");
+    let results = dir.join("results.jsonl");
+    let mut args = lxmert_args(&results, "3");
+    args.extend(["--methods".into(), "raw-attn".into()]);
+    let err = stderr(&run_ok(&args));
+    assert!(err.starts_with("eval: 7 samples\n"), "{err}");
+    let last = err
+        .rfind("eval: 7/7 samples done; 7 evaluated in")
+        .unwrap_or_else(|| {
+            panic!("no final line in: {err}");
+        });
+    assert!(err[last..].contains("samples/s)\n  raw-attn"), "{err}");
+    assert!(err[last..].contains("image+"), "{err}");
+
+    let err = stderr(&run_ok(&args));
+    assert!(
+        err.starts_with("eval: resuming, 7 of 7 samples done earlier; 0 to go\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("eval: 7/7 samples done; nothing left to evaluate"),
+        "{err}"
+    );
+}
+
+/// --samples beyond the dataset is noted; a report over more samples than the run asked for
+/// (the file holds an earlier, larger run's) says so.
+#[test]
+fn samples_beyond_the_dataset_or_the_run_are_noted() {
+    let dir = scratch("samples-note");
+    let results = dir.join("results.jsonl");
+    let with = |samples: &str| {
+        let mut args = lxmert_args(&results, "4");
+        args.extend(["--samples", samples, "--methods", "raw-attn"].map(String::from));
+        run_ok(&args)
+    };
+    let out = with("100");
+    assert!(
+        stderr(&out).contains("note: --samples 100: the dataset has 7 questions; evaluating all 7"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("report over all"));
+    let out = with("3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "report over all 7 samples in {} (this run asked for 3)",
+            results.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        !stderr(&out).contains("note: --samples"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// --file-pattern mistakes stop the run before it starts: a placeholder other than {id} and
+/// {id:0N}, and {id:012} on image ids that are not numbers.
+#[test]
+fn file_pattern_mistakes_are_refused_upfront() {
+    let dir = scratch("patterns");
+    let results = dir.join("results.jsonl");
+    let vilt = |pattern: &str| {
+        let out = run(&[
+            "eval",
+            "--model",
+            &s(&fixtures().join("vilt")),
+            "--dataset",
+            &s(&eval_fixture("lxmert-valid.json")),
+            "--images",
+            &s(&fixtures().join("images")),
+            "--file-pattern",
+            pattern,
+            "--results",
+            &s(&results),
+            "--methods",
+            "raw-attn",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        stderr(&out)
+    };
+    let err = vilt("x_{idx}.png");
+    assert!(
+        err.contains("--file-pattern x_{idx}.png: unknown placeholder {idx}"),
+        "{err}"
+    );
+    let err = vilt("{id:012}.png");
+    assert!(err.contains("--file-pattern {id:012}.png: "), "{err}");
+    assert!(
+        err.contains("none of the questions' image ids is a number (e.g. synth_000001)"),
+        "{err}"
+    );
+    assert!(!results.exists());
+}
+
+/// The reports of two results files in one folder have names of their own; results.jsonl's
+/// keep the plain ones.
+#[test]
+fn reports_are_named_after_their_results_file() {
+    let dir = scratch("report-names");
+    for (name, samples) in [("a.jsonl", "2"), ("b.jsonl", "3")] {
+        let mut args = lxmert_args(&dir.join(name), "4");
+        args.extend(["--samples", samples, "--methods", "raw-attn"].map(String::from));
+        run_ok(&args);
+    }
+    for (stem, samples) in [("a", 2), ("b", 3)] {
+        for file in ["report.md", "curves-image.png", "curves-text.png"] {
+            assert!(
+                dir.join(format!("{stem}.{file}")).is_file(),
+                "{stem}.{file}"
+            );
+        }
+        let report: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{stem}.report.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report["samples"], samples);
+    }
+    assert!(!dir.join("report.md").exists());
+    let rebuilt = dir.join("rebuilt");
+    run_ok(&[
+        "eval".into(),
+        "report".into(),
+        s(&dir.join("a.jsonl")),
+        "--out".into(),
+        s(&rebuilt),
+    ]);
+    assert_eq!(
+        std::fs::read(dir.join("a.report.json")).unwrap(),
+        std::fs::read(rebuilt.join("a.report.json")).unwrap()
+    );
 }

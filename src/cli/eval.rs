@@ -1,8 +1,11 @@
 //! `fiedler eval`: the perturbation benchmark (spec §E) of a ViLT or LXMERT model on a VQA
 //! dataset, resumable, with an AUC table and curves (and, on a `fiedler synth` set, scores
-//! against its ground truth); `fiedler eval report RESULTS.jsonl` rebuilds the report from a
-//! results file alone.
+//! against its ground truth; a CLIP model on a synth caption set gets those scores alone);
+//! `fiedler eval report RESULTS.jsonl` rebuilds the report from a results file alone.
 
+mod progress;
+
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
@@ -12,8 +15,8 @@ use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern
 use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
 use fiedler::eval::report::{Report, Tally};
-use fiedler::eval::results::{read_results, ResultsWriter, RunHeader, FORMAT};
-use fiedler::eval::runner::{run, ChunkDone, EvalModel, Plan, Scorer};
+use fiedler::eval::results::{read_results, Results, ResultsWriter, RunHeader, FORMAT};
+use fiedler::eval::runner::{run, sample_done, ChunkDone, EvalModel, Plan, Scorer};
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
 use fiedler::explain::{Explanation, Method, MethodOptions};
@@ -24,8 +27,8 @@ use fiedler::model::ModelFamily;
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
-use crate::cli::positive;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use crate::cli::{counted, positive};
+use progress::Progress;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -38,7 +41,8 @@ pub struct EvalArgs {
 
 #[derive(Subcommand)]
 enum EvalCommand {
-    /// Rebuild report.md, report.json and the curve PNGs from a results file alone.
+    /// Rebuild the report (report.md, report.json and the curve PNGs) from a results file
+    /// alone.
     Report(ReportArgs),
     /// Print one markdown table per results file: every method's ground-truth scores and
     /// AUCs side by side (docs/results.md is made of these).
@@ -56,14 +60,17 @@ struct SummaryArgs {
 struct ReportArgs {
     /// The results file of `fiedler eval` (JSON Lines).
     results: PathBuf,
-    /// Folder for the report (default: the results file's folder).
+    /// Folder for the report (default: the results file's folder). Its files are named
+    /// after the results file: report.md etc. for results.jsonl, X.report.md etc. for
+    /// X.jsonl.
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Hugging Face VQA model directory: ViLT or LXMERT.
+    /// Hugging Face model directory: a VQA model (ViLT or LXMERT) for the perturbation
+    /// benchmark, or CLIP (with --captions) for ground-truth scores alone.
     #[arg(long, required = true)]
     model: Option<PathBuf>,
     /// Questions in LXMERT's format: a JSON list of {"question_id", "img_id", "sent",
@@ -102,11 +109,14 @@ struct RunArgs {
     /// Do not look for ground truth beside --questions or --captions.
     #[arg(long, conflicts_with = "ground_truth")]
     no_ground_truth: bool,
-    /// LXMERT answer names (trainval_label2ans.json) when the config has none.
+    /// LXMERT answer names (trainval_label2ans.json) when the config has none. LXMERT only.
     #[arg(long)]
     answers: Option<PathBuf>,
     /// Results file (JSON Lines, appended; a rerun with the same settings resumes it). The
-    /// report is written beside it.
+    /// report is written beside it, over every sample in the file (earlier runs' with a
+    /// larger --samples included): report.md, report.json, curves-*.png beside results.jsonl,
+    /// X.report.md etc. beside X.jsonl.
+    // Named report::DEFAULT_RESULTS, so that its report keeps the plain names.
     #[arg(long, default_value = "fiedler-eval/results.jsonl")]
     results: PathBuf,
     /// Method(s): a comma-separated list or `all`.
@@ -161,10 +171,15 @@ fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
         bail!("no results file {}", results.display());
     }
     let read = read_results(results)?;
-    let report = Report::build(&read, results)?;
+    publish(&Report::build(&read, results)?, results, out)
+}
+
+/// Writes `report`, of `results`, into `out` (default: beside the results) and prints its
+/// tables and the files written.
+fn publish(report: &Report, results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let dir = out.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")));
-    let written = report.write(dir)?;
-    print_table(&report);
+    let written = report.write(dir, results)?;
+    print_table(report);
     for path in written {
         println!("wrote {}", path.display());
     }
@@ -246,14 +261,78 @@ fn read_dataset(args: &RunArgs) -> anyhow::Result<Dataset> {
     })
 }
 
-fn patterns(args: &RunArgs, dir: &Path, defaults: &[&str]) -> FilePattern {
-    FilePattern {
-        dir: dir.to_path_buf(),
-        patterns: if args.file_patterns.is_empty() {
-            defaults.iter().map(|s| (*s).to_owned()).collect()
-        } else {
-            args.file_patterns.clone()
-        },
+/// --file-pattern (or `defaults`) in `dir`, refused when it fits none of the questions'
+/// images.
+fn patterns(
+    args: &RunArgs,
+    dir: &Path,
+    defaults: &[&str],
+    questions: &[&Question],
+) -> anyhow::Result<FilePattern> {
+    let given: Vec<String> = if args.file_patterns.is_empty() {
+        defaults.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        args.file_patterns.clone()
+    };
+    let files = FilePattern::new(dir, &given)?;
+    files.check_fits(questions.iter().map(|q| q.image_id.as_str()))?;
+    Ok(files)
+}
+
+/// Refuses inputs and options meant for another model family, rather than ignoring them.
+fn check_family_options(
+    args: &RunArgs,
+    family: ModelFamily,
+    model_dir: &Path,
+) -> anyhow::Result<()> {
+    let name = family.model_type();
+    let (inputs, foreign) = match family {
+        ModelFamily::Vilt => (
+            "--images DIR",
+            args.features.is_some() || args.captions.is_some(),
+        ),
+        ModelFamily::Lxmert => (
+            "--features",
+            args.images.is_some() || args.captions.is_some(),
+        ),
+        ModelFamily::Clip => (
+            "--captions",
+            args.images.is_some() || args.features.is_some(),
+        ),
+    };
+    if foreign {
+        bail!(
+            "{} ({name}) reads {inputs}; --images is for ViLT, --features for LXMERT, \
+             --captions for CLIP",
+            model_dir.display()
+        );
+    }
+    if family != ModelFamily::Lxmert && args.answers.is_some() {
+        bail!("--answers applies to LXMERT (its answer list); this is a {name} model");
+    }
+    if family == ModelFamily::Clip && !args.file_patterns.is_empty() {
+        bail!(
+            "--file-pattern finds ViLT images and LXMERT features; CLIP reads the images \
+             captions.json names"
+        );
+    }
+    Ok(())
+}
+
+/// The number of questions to evaluate: --samples, or all when it asks for more (with a
+/// note) or is not given. `what`: the dataset's items ("question").
+fn sample_count(args: &RunArgs, available: usize, what: &str) -> anyhow::Result<usize> {
+    match args.samples {
+        Some(0) => bail!("--samples 0: nothing to evaluate"),
+        Some(n) if n > available => {
+            eprintln!(
+                "note: --samples {n}: the dataset has {}; evaluating all {available}",
+                counted(available, what)
+            );
+            Ok(available)
+        }
+        Some(n) => Ok(n),
+        None => Ok(available),
     }
 }
 
@@ -307,6 +386,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     let methods = Method::parse_list(&args.methods)?;
     let family = read_family(&model_dir)?;
     let tests = perturbation_tests(&args, family)?;
+    check_family_options(&args, family, &model_dir)?;
     let steps = args.steps.clone().unwrap_or_else(|| DEFAULT_STEPS.to_vec());
     check_steps(&steps).map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
     let (dataset, caption_images) = match &args.captions {
@@ -316,10 +396,12 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         }
         None => (read_dataset(&args)?, None),
     };
-    let count = args.samples.unwrap_or(dataset.questions.len());
-    if count == 0 {
-        bail!("--samples 0: nothing to evaluate");
-    }
+    let what = if caption_images.is_some() {
+        "caption"
+    } else {
+        "question"
+    };
+    let count = sample_count(&args, dataset.questions.len(), what)?;
     let order = python_shuffled_prefix(dataset.questions.len(), args.seed, count);
     let questions: Vec<&Question> = order.iter().map(|&i| &dataset.questions[i]).collect();
     let plan = Plan {
@@ -362,22 +444,6 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .map(|path| SynthTruth::open(path, &questions, units))
             .transpose()
     };
-    // Inputs for another family are refused rather than ignored.
-    let (inputs, foreign) = match family {
-        ModelFamily::Vilt => ("--images DIR", args.features.is_some()),
-        ModelFamily::Lxmert => ("--features", args.images.is_some()),
-        ModelFamily::Clip => (
-            "--captions",
-            args.images.is_some() || args.features.is_some(),
-        ),
-    };
-    if foreign {
-        bail!(
-            "{} ({}) reads {inputs}; --images is for ViLT, --features for LXMERT",
-            model_dir.display(),
-            family.model_type()
-        );
-    }
     let backend = open(args.device, args.precision)?;
     if args.device != Device::Cpu {
         eprintln!("device: {}", backend.describe());
@@ -391,7 +457,8 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 &args,
                 images,
                 &["COCO_val2014_{id:012}.jpg", "{id}.jpg", "{id}.png"],
-            );
+                &questions,
+            )?;
             let session = ViltSession::open_on(be, &model_dir)?;
             let prepare = |q: &Question| session.eval_input(&files.find(&q.image_id)?, &q.text);
             let truth = open_truth(ImageUnits::Patches)?;
@@ -413,25 +480,27 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             let Some(features) = &args.features else {
                 bail!("LXMERT reads region features: give --features FILE.tsv or a folder of features files");
             };
-            let session = LxmertSession::open_on(be, &model_dir, args.answers.as_deref())?;
             let source = if features.is_dir() {
-                Features::Folder(patterns(&args, features, &["{id}.safetensors"]))
+                let files = patterns(&args, features, &["{id}.safetensors"], &questions)?;
+                Features::Folder(files)
             } else {
+                let defaults = ["{id}", "COCO_val2014_{id:012}"];
+                let ids = patterns(&args, features, &defaults, &questions)?;
                 Features::Tsv {
                     index: Obj36Index::open(features).map_err(SessionError::from)?,
-                    ids: patterns(&args, features, &["{id}", "COCO_val2014_{id:012}"]),
+                    ids,
                 }
             };
+            let session = LxmertSession::open_on(be, &model_dir, args.answers.as_deref())?;
             let prepare = |q: &Question| {
                 let regions = match &source {
                     Features::Folder(files) => read_features_file(&files.find(&q.image_id)?),
                     Features::Tsv { index, ids } => {
                         let names = ids.names(&q.image_id);
-                        let Some(id) = names.iter().find(|id| index.contains(id)) else {
-                            return Err(EvalError::MissingInput {
-                                image_id: q.image_id.clone(),
-                                tried: format!("ids {} in {}", names.join(", "), features.display()),
-                            });
+                        let Some(id) = names.names.iter().find(|id| index.contains(id)) else {
+                            let tried =
+                                format!("ids {} in {}", names.names.join(", "), features.display());
+                            return Err(names.missing(&q.image_id, tried));
                         };
                         index.read(id)
                     }
@@ -510,16 +579,13 @@ fn evaluate<M: EvalModel>(
     let done = existing.done();
     let mut tally = Tally::default();
     existing.perturbations.iter().for_each(|r| tally.add(r));
+    let done_before = questions
+        .iter()
+        .filter(|q| sample_done(q, plan, truth.is_some(), &done))
+        .count();
 
-    let bar = ProgressBar::new(questions.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}\n{msg}")
-            .expect("static template is valid"),
-    );
-    if questions.len() <= plan.batch {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    bar.set_message(tally.summary(&header.steps));
+    let mut progress = Progress::new(questions.len(), done_before, plan.batch);
+    progress.set_message(tally.summary(&header.steps));
     let mut failed = 0usize;
     run(
         model,
@@ -533,28 +599,48 @@ fn evaluate<M: EvalModel>(
             chunk.written.iter().for_each(|r| tally.add(r));
             for f in chunk.failures {
                 failed += 1;
-                bar.suspend(|| eprintln!("sample {} failed: {}", f.sample, f.error));
+                progress.println(&format!("sample {} failed: {}", f.sample, f.error));
             }
-            bar.set_message(tally.summary(&header.steps));
-            bar.inc(chunk.questions as u64);
-            if chunk.written.is_empty()
+            progress.set_message(tally.summary(&header.steps));
+            let earlier = chunk.written.is_empty()
                 && chunk.ground_truth.is_empty()
-                && chunk.failures.is_empty()
-            {
-                // Done by an earlier run: keep it out of the rate and the ETA.
-                bar.reset_eta();
-            }
+                && chunk.failures.is_empty();
+            progress.advance(chunk.questions, earlier);
         },
     )?;
-    bar.finish_and_clear();
+    progress.finish();
     if failed > 0 {
-        let samples = if failed == 1 { "sample" } else { "samples" };
-        eprintln!("{failed} {samples} failed (listed in the report; a rerun retries them)");
+        eprintln!(
+            "{} failed (listed in the report; a rerun retries them)",
+            counted(failed, "sample")
+        );
     }
-    report(results, None)?;
+    let read = read_results(results)?;
+    let report = Report::build(&read, results)?;
+    if holds_other_samples(&read, questions) {
+        println!(
+            "report over all {} in {} (this run asked for {})",
+            counted(report.samples, "sample"),
+            results.display(),
+            questions.len()
+        );
+    }
+    publish(&report, results, None)?;
     if failed > 0 && failed == questions.len() {
         // Nothing was evaluated: a failure for scripts too, not only a line on stderr.
         bail!("every sample failed ({failed}); the errors are listed above");
     }
     Ok(())
+}
+
+/// Whether the results hold samples this run did not ask for (an earlier run's, with a
+/// larger --samples): the report covers the whole file, so it says so rather than pass for
+/// this run's.
+fn holds_other_samples(read: &Results, questions: &[&Question]) -> bool {
+    let asked: HashSet<&str> = questions.iter().map(|q| q.id.as_str()).collect();
+    read.perturbations
+        .iter()
+        .map(|r| r.sample.as_str())
+        .chain(read.ground_truth.iter().map(|r| r.sample.as_str()))
+        .any(|sample| !asked.contains(sample))
 }

@@ -18,3 +18,12 @@ pub fn positive(arg: &str) -> Result<usize, String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// "1 sample", "7 samples": a count and its noun (one made plural with an s).
+pub fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

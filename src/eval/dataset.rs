@@ -99,6 +99,8 @@ pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
                     ),
                 )
             })?;
+            check_scores(&label)
+                .map_err(|reason| bad(path, format!("item {i} (question {id}): {reason}")))?;
             Ok(Question {
                 id,
                 image_id,
@@ -108,6 +110,16 @@ pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
         })
         .collect::<Result<Vec<_>, EvalError>>()?;
     finish(path.display().to_string(), questions, path)
+}
+
+/// Label scores are VQA accuracies: in [0, 1] (a NaN is not).
+fn check_scores(label: &BTreeMap<String, f64>) -> Result<(), String> {
+    match label.iter().find(|(_, s)| !(0.0..=1.0).contains(*s)) {
+        Some((answer, score)) => Err(format!(
+            "label {answer:?} has score {score}; a score is a VQA accuracy, in [0, 1]"
+        )),
+        None => Ok(()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -220,68 +232,304 @@ fn finish(source: String, questions: Vec<Question>, path: &Path) -> Result<Datas
 }
 
 /// Where a question's image (ViLT) or region features (LXMERT) are: a file name pattern in a
-/// folder, `{id}` standing for the image id and `{id:012}` for a numeric id zero-padded to
-/// 12 digits (COCO's names). Several patterns are tried in turn.
+/// folder, `{id}` standing for the image id and `{id:0N}` for a numeric id zero-padded to N
+/// digits (`{id:012}`: COCO's names). Several patterns are tried in turn.
 #[derive(Debug, Clone)]
 pub struct FilePattern {
-    pub dir: PathBuf,
-    pub patterns: Vec<String>,
+    dir: PathBuf,
+    patterns: Vec<Pattern>,
+}
+
+/// One pattern as given and as parsed.
+#[derive(Debug, Clone)]
+struct Pattern {
+    text: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    /// `{id}`
+    Id,
+    /// `{id:0N}`: the id as a number, zero-padded to this many digits.
+    Padded(usize),
+}
+
+/// The widest `{id:0N}`: a longer name is no file name.
+const MAX_WIDTH: usize = 255;
+
+/// What the patterns give one image id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Names {
+    /// In pattern order.
+    pub names: Vec<String>,
+    /// The patterns with `{id:0N}`, which give no name when the id is not a number.
+    pub not_numeric: Vec<String>,
+}
+
+impl Names {
+    /// The error for an image none of whose names was found; `tried` says where they were
+    /// looked for (used when there are any).
+    pub fn missing(&self, image_id: &str, tried: String) -> EvalError {
+        let mut searched = Vec::new();
+        if !self.names.is_empty() {
+            searched.push(format!("tried {tried}"));
+        }
+        if !self.not_numeric.is_empty() {
+            let verb = if self.not_numeric.len() == 1 {
+                "needs"
+            } else {
+                "need"
+            };
+            searched.push(format!(
+                "{} {verb} a numeric image id",
+                self.not_numeric.join(", ")
+            ));
+        }
+        EvalError::MissingInput {
+            image_id: image_id.to_owned(),
+            searched: searched.join("; "),
+        }
+    }
 }
 
 impl FilePattern {
-    /// The names the patterns give `image_id`, in order.
-    pub fn names(&self, image_id: &str) -> Vec<String> {
-        self.patterns
+    /// Parses `patterns` for files in `dir`, refusing placeholders other than `{id}` and
+    /// `{id:0N}` (which would otherwise be taken as part of the name, and every file missed).
+    pub fn new(dir: &Path, patterns: &[String]) -> Result<Self, EvalError> {
+        let patterns = patterns
             .iter()
-            .filter_map(|p| expand(p, image_id))
-            .collect()
+            .map(|text| {
+                Ok(Pattern {
+                    text: text.clone(),
+                    parts: parse(text).map_err(|reason| EvalError::FilePattern {
+                        pattern: text.clone(),
+                        reason,
+                    })?,
+                })
+            })
+            .collect::<Result<_, EvalError>>()?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            patterns,
+        })
+    }
+
+    /// The names the patterns give `image_id`, in order.
+    pub fn names(&self, image_id: &str) -> Names {
+        let mut names = Names {
+            names: Vec::new(),
+            not_numeric: Vec::new(),
+        };
+        for p in &self.patterns {
+            match expand(&p.parts, image_id) {
+                Some(name) => names.names.push(name),
+                None => names.not_numeric.push(p.text.clone()),
+            }
+        }
+        names
+    }
+
+    /// Refuses patterns that give none of these image ids a name (`{id:0N}` alone, ids that
+    /// are not numbers): every sample would fail.
+    pub fn check_fits<'a>(
+        &self,
+        image_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), EvalError> {
+        let mut ids = image_ids.into_iter().peekable();
+        let Some(&example) = ids.peek() else {
+            return Ok(());
+        };
+        if ids.all(|id| self.names(id).names.is_empty()) {
+            let texts: Vec<&str> = self.patterns.iter().map(|p| p.text.as_str()).collect();
+            return Err(EvalError::FilePattern {
+                pattern: texts.join(", "),
+                reason: format!(
+                    "{{id:0N}} zero-pads numeric image ids, and none of the questions' image \
+                     ids is a number (e.g. {example}); use {{id}}"
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The first existing file for `image_id`, or an error listing what was tried.
     pub fn find(&self, image_id: &str) -> Result<PathBuf, EvalError> {
-        let tried: Vec<PathBuf> = self
-            .names(image_id)
-            .into_iter()
-            .map(|name| self.dir.join(name))
-            .collect();
-        tried
-            .iter()
-            .find(|p| p.is_file())
-            .cloned()
-            .ok_or_else(|| EvalError::MissingInput {
-                image_id: image_id.to_owned(),
-                tried: tried
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+        let names = self.names(image_id);
+        let tried: Vec<PathBuf> = names.names.iter().map(|n| self.dir.join(n)).collect();
+        tried.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+            let shown: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+            names.missing(image_id, shown.join(", "))
+        })
     }
 }
 
-/// `{id}` → the id; `{id:012}` → the numeric id zero-padded (None when it is not a number).
-fn expand(pattern: &str, image_id: &str) -> Option<String> {
-    if pattern.contains("{id:012}") {
-        let n: u64 = image_id.parse().ok()?;
-        return Some(pattern.replace("{id:012}", &format!("{n:012}")));
+/// The parts of a pattern; an error names a placeholder other than `{id}` and `{id:0N}`.
+fn parse(pattern: &str) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Text(rest[..open].to_owned()));
+        }
+        let Some(len) = rest[open..].find('}') else {
+            return Err(format!("{{ at {:?} is not closed", &rest[open..]));
+        };
+        parts.push(placeholder(&rest[open + 1..open + len])?);
+        rest = &rest[open + len + 1..];
     }
-    Some(pattern.replace("{id}", image_id))
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_owned()));
+    }
+    Ok(parts)
+}
+
+fn placeholder(inner: &str) -> Result<Part, String> {
+    if inner == "id" {
+        return Ok(Part::Id);
+    }
+    let unknown = || {
+        format!(
+            "unknown placeholder {{{inner}}}; the placeholders are {{id}} (the image id) and \
+             {{id:0N}} (a numeric id zero-padded to N digits, e.g. {{id:012}})"
+        )
+    };
+    let digits = inner
+        .strip_prefix("id:0")
+        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(unknown)?;
+    match digits.parse::<usize>() {
+        Ok(width) if width <= MAX_WIDTH => Ok(Part::Padded(width)),
+        _ => Err(format!("{{{inner}}} pads to more than {MAX_WIDTH} digits")),
+    }
+}
+
+/// The name `parts` give `image_id` (None when one is `{id:0N}` and the id is not a number).
+fn expand(parts: &[Part], image_id: &str) -> Option<String> {
+    let mut name = String::new();
+    for part in parts {
+        match part {
+            Part::Text(text) => name.push_str(text),
+            Part::Id => name.push_str(image_id),
+            Part::Padded(width) => {
+                let n: u64 = image_id.parse().ok()?;
+                name.push_str(&format!("{n:0width$}"));
+            }
+        }
+    }
+    Some(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn patterns(texts: &[&str]) -> Result<FilePattern, EvalError> {
+        let texts: Vec<String> = texts.iter().map(|t| (*t).to_owned()).collect();
+        FilePattern::new(Path::new("dir"), &texts)
+    }
+
     #[test]
     fn patterns_expand_coco_names() {
+        let coco = patterns(&["COCO_val2014_{id:012}.jpg", "{id}.jpg", "x{id:04}_{id}"]).unwrap();
         assert_eq!(
-            expand("COCO_val2014_{id:012}.jpg", "393267").as_deref(),
-            Some("COCO_val2014_000000393267.jpg")
+            coco.names("393267").names,
+            [
+                "COCO_val2014_000000393267.jpg",
+                "393267.jpg",
+                "x393267_393267"
+            ]
         );
-        assert_eq!(expand("COCO_val2014_{id:012}.jpg", "abc"), None);
+        assert_eq!(coco.names("7").names[2], "x0007_7");
+        let named = coco.names("COCO_val2014_000000393267");
+        assert_eq!(named.names, ["COCO_val2014_000000393267.jpg"]);
         assert_eq!(
-            expand("{id}.jpg", "COCO_val2014_000000393267").as_deref(),
-            Some("COCO_val2014_000000393267.jpg")
+            named.not_numeric,
+            ["COCO_val2014_{id:012}.jpg", "x{id:04}_{id}"]
         );
+    }
+
+    /// A placeholder other than {id} and {id:0N} is refused, not used as text.
+    #[test]
+    fn unknown_placeholders_are_refused() {
+        for (pattern, needle) in [
+            ("x_{idx}.png", "unknown placeholder {idx}"),
+            ("{ID}.png", "unknown placeholder {ID}"),
+            ("{id:12}.png", "unknown placeholder {id:12}"),
+            ("{id:0x}.png", "unknown placeholder {id:0x}"),
+            ("{}.png", "unknown placeholder {}"),
+            ("{id.png", "is not closed"),
+            ("{id:09999}", "more than 255 digits"),
+        ] {
+            let err = patterns(&["{id}.png", pattern]).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("--file-pattern {pattern}: ")),
+                "{err}"
+            );
+            assert!(err.contains(needle), "{pattern}: {err}");
+        }
+    }
+
+    /// An id {id:0N} cannot pad is named in the error, beside what the other patterns tried.
+    #[test]
+    fn a_missing_file_says_which_patterns_need_numbers() {
+        let both = patterns(&["{id:012}.png", "{id}.png"]).unwrap();
+        let err = both.find("synth_000001").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "(tried {}; {{id:012}}.png needs a numeric image id)",
+                Path::new("dir/synth_000001.png").display()
+            )),
+            "{err}"
+        );
+        let numeric = patterns(&["{id:012}.png"]).unwrap();
+        let err = numeric.find("synth_000001").unwrap_err().to_string();
+        assert!(
+            err.contains("({id:012}.png needs a numeric image id)"),
+            "{err}"
+        );
+        assert!(!err.contains("tried"), "{err}");
+        // …and when it fits no image at all, the run is refused before it starts
+        let err = numeric
+            .check_fits(["synth_000001", "synth_000002"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("none of the questions' image ids is a number (e.g. synth_000001)"),
+            "{err}"
+        );
+        numeric.check_fits(["synth_000001", "42"]).unwrap();
+        both.check_fits(["synth_000001"]).unwrap();
+    }
+
+    /// Label scores are accuracies: outside [0, 1] (or NaN) the entry and answer are named.
+    #[test]
+    fn label_scores_outside_0_1_are_refused() {
+        let label = |answer: &str, score: f64| {
+            BTreeMap::from([("red".to_owned(), 0.3), (answer.to_owned(), score)])
+        };
+        assert!(check_scores(&label("blue", 1.0)).is_ok());
+        assert!(check_scores(&label("blue", 0.0)).is_ok());
+        for score in [2.5, -0.1, f64::NAN, f64::INFINITY] {
+            let err = check_scores(&label("blue", score)).unwrap_err();
+            assert!(err.contains("label \"blue\" has score"), "{err}");
+            assert!(err.contains("in [0, 1]"), "{err}");
+        }
+        let dir = std::env::temp_dir().join(format!("fiedler-labels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("valid.json");
+        std::fs::write(
+            &path,
+            r#"[{"question_id": 1, "img_id": "a", "sent": "what?", "label": {"red": 1}},
+                {"question_id": 7, "img_id": "b", "sent": "which?", "label": {"blue": 2.5}}]"#,
+        )
+        .unwrap();
+        let err = read_lxmert_json(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("item 1 (question 7): label \"blue\" has score 2.5"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -50,13 +50,17 @@ pub enum EvalError {
     #[error("dataset {0} has no questions")]
     EmptyDataset(PathBuf),
     #[error(
-        "no input file for image {image_id} (tried {tried}); check the folder and --file-pattern"
+        "no input file for image {image_id} ({searched}); check the folder and --file-pattern"
     )]
-    MissingInput { image_id: String, tried: String },
+    MissingInput { image_id: String, searched: String },
+    #[error("--file-pattern {pattern}: {reason}")]
+    FilePattern { pattern: String, reason: String },
     #[error("{reason}")]
     Vocabulary { reason: String },
     #[error("results file {path}: {reason}")]
     Results { path: PathBuf, reason: String },
+    #[error("{path} is not a fiedler results file: its first line is not a run header ({reason})")]
+    NotResults { path: PathBuf, reason: String },
     #[error("sample {id}: {source}")]
     Sample {
         id: String,

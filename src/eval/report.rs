@@ -542,25 +542,27 @@ impl Report {
         Some(line_charts(&title, &axes, &panels))
     }
 
-    /// Writes report.md, report.json and curves-{image,text}.png into `dir`; returns the
+    /// Writes the report of the results file `results` into `dir`: report.md, report.json
+    /// and curves-{image,text}.png, each name prefixed as [`file_prefix`] says; returns the
     /// paths written.
-    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    pub fn write(&self, dir: &Path, results: &Path) -> Result<Vec<PathBuf>, EvalError> {
+        let prefix = file_prefix(results);
         let fail = |path: &Path, e: String| EvalError::Results {
             path: path.to_path_buf(),
             reason: e,
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(dir, e.to_string()))?;
         let mut written = Vec::new();
-        let md = dir.join("report.md");
+        let md = dir.join(format!("{prefix}report.md"));
         std::fs::write(&md, self.markdown()).map_err(|e| fail(&md, e.to_string()))?;
         written.push(md);
-        let json = dir.join("report.json");
+        let json = dir.join(format!("{prefix}report.json"));
         let text = serde_json::to_string_pretty(self).map_err(|e| fail(&json, e.to_string()))?;
         std::fs::write(&json, text + "\n").map_err(|e| fail(&json, e.to_string()))?;
         written.push(json);
         for modality in Modality::ALL {
             if let Some(img) = self.plot(modality) {
-                let png = dir.join(format!("curves-{modality}.png"));
+                let png = dir.join(format!("{prefix}curves-{modality}.png"));
                 img.save(&png).map_err(|e| fail(&png, e.to_string()))?;
                 written.push(png);
             }
@@ -569,10 +571,40 @@ impl Report {
     }
 }
 
+/// What the report's file names start with: nothing for the default results file,
+/// results.jsonl (report.md, …), else its stem and a dot (X.report.md beside X.jsonl), so
+/// that the reports of several results files in one folder do not overwrite each other.
+pub fn file_prefix(results: &Path) -> String {
+    match (results.file_name(), results.file_stem()) {
+        (Some(name), _) if name == DEFAULT_RESULTS => String::new(),
+        (_, Some(stem)) => format!("{}.", stem.to_string_lossy()),
+        _ => String::new(),
+    }
+}
+
+/// The results file name whose report keeps the plain names (`fiedler eval`'s default).
+pub const DEFAULT_RESULTS: &str = "results.jsonl";
+
 fn unit_name(modality: Modality, family: &str) -> &'static str {
     match (modality, family) {
         (Modality::Text, _) => "words",
         (Modality::Image, "lxmert") => "regions",
         (Modality::Image, _) => "patches",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reports of results files in one folder do not share names; results.jsonl's keep the
+    /// plain ones.
+    #[test]
+    fn report_files_are_named_after_their_results_file() {
+        assert_eq!(file_prefix(Path::new("out/results.jsonl")), "");
+        assert_eq!(file_prefix(Path::new("results.jsonl")), "");
+        assert_eq!(file_prefix(Path::new("out/vilt.jsonl")), "vilt.");
+        assert_eq!(file_prefix(Path::new("out/run.2.jsonl")), "run.2.");
+        assert_eq!(file_prefix(Path::new("out/results")), "results.");
     }
 }

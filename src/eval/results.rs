@@ -11,7 +11,8 @@
 //!
 //! Other kinds are kept for later readers and skipped by this one. Each line is written with one `write` and flushed to disk (`fsync`) before the
 //! next, so a process killed at any moment leaves whole lines and at most one torn last line
-//! (no newline); the next run drops that line and redoes its record.
+//! (no newline); the next run drops that line and redoes its record. A file that does not
+//! start with a run header is not a results file and is never cut or appended to.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
@@ -198,18 +199,35 @@ fn io(path: &Path, e: std::io::Error) -> EvalError {
     }
 }
 
-/// Reads a results file; a missing file reads as empty.
+/// Reads a results file; a missing or empty file reads as empty. Anything else must start
+/// with a run header: a file that does not is refused whole, never read as a results file
+/// with a torn line, so that a mistyped --results (a dataset file, say) is not cut.
 pub fn read_results(path: &Path) -> Result<Results, EvalError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Results::default()),
         Err(e) => return Err(io(path, e)),
     };
+    if bytes.is_empty() {
+        return Ok(Results::default());
+    }
     let mut results = Results::default();
+    let header_end = bytes.iter().position(|&b| b == b'\n');
+    results.header = Some(read_header(
+        path,
+        &bytes[..header_end.unwrap_or(bytes.len())],
+    )?);
+    let Some(header_end) = header_end else {
+        // The header itself is torn: the writer cuts it and writes it again, the same (the
+        // settings are checked against it first).
+        results.torn_line = true;
+        return Ok(results);
+    };
     let mut done = HashSet::new();
     let mut done_truth = HashSet::new();
-    let mut start = 0usize;
-    let mut line_no = 0;
+    let mut start = header_end + 1;
+    results.valid_len = start as u64;
+    let mut line_no = 1;
     while start < bytes.len() {
         line_no += 1;
         let Some(end) = bytes[start..].iter().position(|&b| b == b'\n') else {
@@ -221,9 +239,6 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
         let is_last = next >= bytes.len();
         match parse_line(line) {
             Ok(None) => {}
-            Ok(Some(Line::Run(h))) if results.header.is_none() && line_no == 1 => {
-                results.header = Some(h)
-            }
             Ok(Some(Line::Run(_))) => {
                 return Err(EvalError::Results {
                     path: path.to_path_buf(),
@@ -260,6 +275,20 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
     Ok(results)
 }
 
+/// The run header on a results file's first line.
+fn read_header(path: &Path, line: &[u8]) -> Result<RunHeader, EvalError> {
+    let reason = match parse_line(line) {
+        Ok(Some(Line::Run(header))) => return Ok(header),
+        Ok(None) => "it is blank".to_owned(),
+        Ok(Some(_)) | Err(Unknown) => "it is another kind of line".to_owned(),
+        Err(Broken(reason)) => reason,
+    };
+    Err(EvalError::NotResults {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
 enum ParseError {
     Unknown,
     Broken(String),
@@ -294,15 +323,8 @@ impl ResultsWriter {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| io(path, e))?;
         }
-        match &results.header {
-            Some(theirs) => check_header(path, theirs, header)?,
-            None if results.valid_len > 0 => {
-                return Err(EvalError::Results {
-                    path: path.to_path_buf(),
-                    reason: "does not start with a run header; not a fiedler results file?".into(),
-                })
-            }
-            None => {}
+        if let Some(theirs) = &results.header {
+            check_header(path, theirs, header)?;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -321,7 +343,8 @@ impl ResultsWriter {
             .file
             .seek(std::io::SeekFrom::End(0))
             .map_err(|e| io(path, e))?;
-        if results.header.is_none() {
+        // Nothing whole is left: a new file, or one whose header was torn.
+        if results.valid_len == 0 {
             writer.append(&Line::Run(header.clone()))?;
         }
         Ok((writer, results))
@@ -429,6 +452,99 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header(seed: u64) -> RunHeader {
+        RunHeader {
+            format: FORMAT,
+            family: "vilt".into(),
+            model: "m".into(),
+            dataset: "d.json".into(),
+            inputs: "images".into(),
+            steps: vec![0.0, 1.0],
+            seed,
+            ground_truth: None,
+            cwd: None,
+        }
+    }
+
+    fn header_line(seed: u64) -> String {
+        serde_json::to_string(&Line::Run(header(seed))).unwrap()
+    }
+
+    /// A scratch folder of one test (tests run in parallel).
+    fn scratch(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fiedler-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A file holding `bytes` in `dir`.
+    fn file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Opening a file that does not start with a run header fails and leaves it as it was:
+    /// a one-line JSON (as VQA's question files are), several lines, a header after a blank
+    /// line, another kind of line first.
+    #[test]
+    fn a_file_without_a_run_header_is_refused_untouched() {
+        let dir = scratch("not-results");
+        let cases: [(&str, String); 5] = [
+            ("vqa.json", r#"{"questions": [{"question_id": 1}]}"#.into()),
+            ("vqa-nl.json", "{\"questions\": []}\n".into()),
+            ("lines.txt", format!("not json\n{}\nmore\n", header_line(1))),
+            ("blank.jsonl", format!("\n{}\n", header_line(1))),
+            (
+                "failure.jsonl",
+                "{\"kind\":\"failure\",\"sample\":\"1\",\"error\":\"x\"}\n".into(),
+            ),
+        ];
+        for (name, text) in cases {
+            let path = file(&dir, name, text.as_bytes());
+            let Err(e) = ResultsWriter::open(&path, &header(1)) else {
+                panic!("{name} was opened as a results file");
+            };
+            assert!(
+                e.to_string()
+                    .contains("is not a fiedler results file: its first line is not a run header"),
+                "{name}: {e}"
+            );
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "{name}");
+            assert!(read_results(&path).is_err(), "{name}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A torn last line is cut after a header; a torn header alone is written again, once
+    /// it is known to be of the same settings.
+    #[test]
+    fn torn_lines_are_cut_only_after_a_run_header() {
+        let dir = scratch("torn-lines");
+        let whole = format!("{}\n", header_line(1));
+        let path = file(
+            &dir,
+            "torn.jsonl",
+            format!("{whole}{{\"kind\":\"pertur").as_bytes(),
+        );
+        let (_, read) = ResultsWriter::open(&path, &header(1)).unwrap();
+        assert!(read.torn_line);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+
+        let torn_header = &whole[..whole.len() - 1];
+        let path = file(&dir, "torn-header.jsonl", torn_header.as_bytes());
+        assert!(ResultsWriter::open(&path, &header(2)).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), torn_header);
+        let (_, read) = ResultsWriter::open(&path, &header(1)).unwrap();
+        assert!(read.torn_line);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+
+        let path = file(&dir, "empty.jsonl", b"");
+        ResultsWriter::open(&path, &header(1)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn header_paths_match_by_the_files_they_name() {

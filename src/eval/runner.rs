@@ -102,23 +102,10 @@ pub fn run<M: EvalModel>(
     mut progress: impl FnMut(ChunkDone<'_>),
 ) -> Result<(), EvalError> {
     for chunk in questions.chunks(plan.batch.max(1)) {
-        let todo = |q: &Question, m: Method, t: Test| {
-            !done
-                .perturbations
-                .contains(&(q.id.clone(), m.name().to_owned(), t))
-        };
-        let todo_truth = |q: &Question, m: Method| {
-            truth.is_some()
-                && !done
-                    .ground_truth
-                    .contains(&(q.id.clone(), m.name().to_owned()))
-        };
-        let any = chunk.iter().any(|q| {
-            plan.methods
-                .iter()
-                .any(|&m| todo_truth(q, m) || plan.tests.iter().any(|&t| todo(q, m, t)))
-        });
-        if !any {
+        if chunk
+            .iter()
+            .all(|q| sample_done(q, plan, truth.is_some(), done))
+        {
             progress(ChunkDone {
                 questions: chunk.len(),
                 written: &[],
@@ -135,7 +122,7 @@ pub fn run<M: EvalModel>(
                 .iter()
                 .find(|q| q.id == record.sample)
                 .expect("own sample");
-            if todo(q, method, record.test()) {
+            if todo(done, q, method, record.test()) {
                 writer.append(&Line::Perturbation(record.clone()))?;
                 written.push(record);
             }
@@ -147,7 +134,7 @@ pub fn run<M: EvalModel>(
                 .iter()
                 .find(|q| q.id == record.sample)
                 .expect("own sample");
-            if todo_truth(q, method) {
+            if todo_truth(done, truth.is_some(), q, method) {
                 writer.append(&Line::GroundTruth(record.clone()))?;
                 scored.push(record);
             }
@@ -163,6 +150,29 @@ pub fn run<M: EvalModel>(
         });
     }
     Ok(())
+}
+
+/// Whether `done` lacks this perturbation record.
+fn todo(done: &Done, q: &Question, m: Method, t: Test) -> bool {
+    !done
+        .perturbations
+        .contains(&(q.id.clone(), m.name().to_owned(), t))
+}
+
+/// Whether `done` lacks this ground-truth record, in a run scored against ground truth.
+fn todo_truth(done: &Done, truth: bool, q: &Question, m: Method) -> bool {
+    truth
+        && !done
+            .ground_truth
+            .contains(&(q.id.clone(), m.name().to_owned()))
+}
+
+/// Whether `done` holds every record `plan` asks of `q` (with `truth`, its ground-truth
+/// records too): a sample an earlier run finished.
+pub fn sample_done(q: &Question, plan: &Plan, truth: bool, done: &Done) -> bool {
+    plan.methods.iter().all(|&m| {
+        !todo_truth(done, truth, q, m) && plan.tests.iter().all(|&t| !todo(done, q, m, t))
+    })
 }
 
 struct ChunkOutcome {

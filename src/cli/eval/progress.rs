@@ -1,0 +1,248 @@
+//! Progress of an eval run on stderr. On a terminal, indicatif's bar; elsewhere (a log file,
+//! nohup, CI), where the bar draws nothing, plain lines: one at the start, then one at most
+//! every 30 s (done/total, rate, ETA), and one at the end. The running AUCs (a line per
+//! method) follow the end line and the first line after each tenth of the samples: a run of
+//! hours stays a readable log, a run of seconds prints two lines.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{FormattedDuration, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::counted;
+
+/// The shortest time between two progress lines.
+const LINE_EVERY: Duration = Duration::from_secs(30);
+
+pub enum Progress {
+    Bar(ProgressBar),
+    Lines(Lines),
+}
+
+/// Plain progress lines.
+pub struct Lines {
+    total: usize,
+    done: usize,
+    /// Samples evaluated by this run (not done by an earlier one): the rate is theirs.
+    evaluated: usize,
+    started: Instant,
+    last_line: Instant,
+    /// Tenths of `total` done when the running AUCs were last printed (or skipped over as
+    /// done earlier).
+    last_tenth: usize,
+    message: String,
+}
+
+impl Progress {
+    /// Progress over `total` samples, `done_before` of them done by an earlier run; a run
+    /// of one chunk (`total <= batch`) gets no bar, as it would never move.
+    pub fn new(total: usize, done_before: usize, batch: usize) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines(Lines::start(total, done_before));
+        }
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}\n{msg}",
+            )
+            .expect("static template is valid"),
+        );
+        if total <= batch {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        Progress::Bar(bar)
+    }
+
+    /// The running summary shown under the bar or in the next line.
+    pub fn set_message(&mut self, message: String) {
+        match self {
+            Progress::Bar(bar) => bar.set_message(message),
+            Progress::Lines(lines) => lines.message = message,
+        }
+    }
+
+    /// `samples` more are through; `earlier`: they were done by an earlier run, so they stay
+    /// out of the rate and the ETA.
+    pub fn advance(&mut self, samples: usize, earlier: bool) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.inc(samples as u64);
+                if earlier {
+                    bar.reset_eta();
+                }
+            }
+            Progress::Lines(lines) => lines.advance(samples, earlier),
+        }
+    }
+
+    /// Prints a line on stderr without tearing the bar.
+    pub fn println(&self, line: &str) {
+        match self {
+            Progress::Bar(bar) => bar.suspend(|| eprintln!("{line}")),
+            Progress::Lines(_) => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(self) {
+        match self {
+            Progress::Bar(bar) => bar.finish_and_clear(),
+            Progress::Lines(lines) => lines.finish(),
+        }
+    }
+}
+
+impl Lines {
+    fn start(total: usize, done_before: usize) -> Self {
+        let lines = Self::new(total, Instant::now());
+        eprintln!("{}", lines.start_line(done_before));
+        lines
+    }
+
+    fn new(total: usize, now: Instant) -> Self {
+        Self {
+            total,
+            done: 0,
+            evaluated: 0,
+            started: now,
+            last_line: now,
+            last_tenth: 0,
+            message: String::new(),
+        }
+    }
+
+    fn start_line(&self, done_before: usize) -> String {
+        let samples = counted(self.total, "sample");
+        if done_before == 0 {
+            format!("eval: {samples}")
+        } else {
+            format!(
+                "eval: resuming, {done_before} of {samples} done earlier; {} to go",
+                self.total.saturating_sub(done_before)
+            )
+        }
+    }
+
+    fn tenths(&self) -> usize {
+        10 * self.done / self.total.max(1)
+    }
+
+    fn advance(&mut self, samples: usize, earlier: bool) {
+        if let Some(text) = self.step(samples, earlier, Instant::now()) {
+            eprint!("{text}");
+        }
+    }
+
+    /// Counts `samples` more done at `now`; the lines to print, if any are due.
+    fn step(&mut self, samples: usize, earlier: bool, now: Instant) -> Option<String> {
+        self.done += samples;
+        if earlier {
+            // Skipping what is done takes no time: no line for it.
+            self.last_tenth = self.tenths();
+            return None;
+        }
+        self.evaluated += samples;
+        if self.done >= self.total || now.duration_since(self.last_line) < LINE_EVERY {
+            return None;
+        }
+        let (rate, eta) = match self.rate(now) {
+            Some(r) => {
+                let left = (self.total - self.done) as f64 / r;
+                (
+                    rate_text(r),
+                    HumanDuration(Duration::from_secs_f64(left)).to_string(),
+                )
+            }
+            None => ("no rate yet".into(), "unknown".into()),
+        };
+        let mut text = format!(
+            "eval: {}/{} samples ({}%), {rate}, eta {eta}\n",
+            self.done,
+            self.total,
+            100 * self.done / self.total,
+        );
+        if self.tenths() > self.last_tenth {
+            text += &self.indented_message();
+            self.last_tenth = self.tenths();
+        }
+        self.last_line = now;
+        Some(text)
+    }
+
+    /// Samples per second evaluated by this run, once it has evaluated any.
+    fn rate(&self, now: Instant) -> Option<f64> {
+        let seconds = now.duration_since(self.started).as_secs_f64();
+        (self.evaluated > 0 && seconds > 0.0).then(|| self.evaluated as f64 / seconds)
+    }
+
+    fn indented_message(&self) -> String {
+        self.message.lines().map(|l| format!("  {l}\n")).collect()
+    }
+
+    fn finish(self) {
+        eprint!("{}", self.end_lines(Instant::now()));
+    }
+
+    fn end_lines(&self, now: Instant) -> String {
+        let this_run = match self.rate(now) {
+            Some(rate) => format!(
+                "{} evaluated in {} ({})",
+                self.evaluated,
+                FormattedDuration(now.duration_since(self.started)),
+                rate_text(rate)
+            ),
+            None => "nothing left to evaluate".into(),
+        };
+        format!(
+            "eval: {}/{} done; {this_run}\n{}",
+            self.done,
+            counted(self.total, "sample"),
+            self.indented_message()
+        )
+    }
+}
+
+fn rate_text(samples_per_second: f64) -> String {
+    format!("{samples_per_second:.2} samples/s")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line at most every 30 s, the running AUCs with the first line past each tenth and
+    /// at the end; samples done by an earlier run print nothing and stay out of the rate.
+    #[test]
+    fn lines_come_every_30_s_and_aucs_every_tenth() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut lines = Lines::new(100, t0);
+        lines.message = "chefer  image+ 40.00".into();
+        assert_eq!(lines.start_line(0), "eval: 100 samples");
+        assert_eq!(
+            lines.start_line(40),
+            "eval: resuming, 40 of 100 samples done earlier; 60 to go"
+        );
+        assert_eq!(lines.step(40, true, at(0)), None);
+        // 5% more in 10 s: not yet; 30 s after the last line: a line, no AUCs (still 4 tenths)
+        assert_eq!(lines.step(5, false, at(10)), None);
+        assert_eq!(
+            lines.step(5, false, at(30)).as_deref(),
+            Some("eval: 50/100 samples (50%), 0.33 samples/s, eta 3 minutes\n  chefer  image+ 40.00\n")
+        );
+        assert_eq!(lines.step(5, false, at(45)), None);
+        assert_eq!(
+            lines.step(1, false, at(60)).as_deref(),
+            Some("eval: 56/100 samples (56%), 0.27 samples/s, eta 3 minutes\n")
+        );
+        assert_eq!(lines.step(44, false, at(90)), None);
+        assert_eq!(
+            lines.end_lines(at(90)),
+            "eval: 100/100 samples done; 60 evaluated in 00:01:30 (0.67 samples/s)\n  chefer  image+ 40.00\n"
+        );
+        let resumed = Lines::new(1, t0);
+        assert_eq!(
+            resumed.end_lines(at(1)),
+            "eval: 0/1 sample done; nothing left to evaluate\n"
+        );
+    }
+}
