@@ -598,7 +598,7 @@ fn progress_is_plain_lines_off_a_terminal() {
         "{err}"
     );
     assert!(
-        err.contains("eval: 7/7 samples done; nothing left to evaluate"),
+        err.contains("eval: 7/7 samples done; nothing left to do"),
         "{err}"
     );
 }

@@ -3,8 +3,6 @@
 //! against its ground truth; a CLIP model on a synth caption set gets those scores alone);
 //! `fiedler eval report RESULTS.jsonl` rebuilds the report from a results file alone.
 
-mod progress;
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -27,8 +25,8 @@ use fiedler::model::ModelFamily;
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
+use crate::cli::progress::{Progress, Task};
 use crate::cli::{counted, positive};
-use progress::Progress;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -584,7 +582,7 @@ fn evaluate<M: EvalModel>(
         .filter(|q| sample_done(q, plan, truth.is_some(), &done))
         .count();
 
-    let mut progress = Progress::new(questions.len(), done_before, plan.batch);
+    let mut progress = Progress::new(Task::EVAL, questions.len(), done_before, plan.batch);
     progress.set_message(tally.summary(&header.steps));
     let mut failed = 0usize;
     run(

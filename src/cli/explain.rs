@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
 use crate::cli::positive;
+use crate::cli::progress::{Progress, Task};
 use clap::Args;
 use fiedler::backend::Backend;
 use fiedler::explain::{Explanation, Method, MethodOptions};
@@ -25,7 +26,6 @@ use fiedler::session::{
     RegionRequest, ViltSession,
 };
 use image::RgbImage;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 #[derive(Args)]
@@ -375,15 +375,17 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             .map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count()),
         None => args.texts.len(),
     };
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}")
-            .expect("static template is valid"),
-    );
-    if total <= args.batch {
-        bar.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    let progress = |done: usize| bar.set_position(done as u64);
+    // A run of one batch shows nothing: its output follows at once.
+    let mut bar = if total > args.batch {
+        Progress::new(Task::EXPLAIN, total, 0, args.batch)
+    } else {
+        Progress::hidden()
+    };
+    let mut shown = 0;
+    let progress = |done: usize| {
+        bar.advance(done.saturating_sub(shown), false);
+        shown = shown.max(done);
+    };
 
     let model_dir = match &args.model {
         Some(dir) => dir.clone(),
@@ -397,7 +399,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let (samples, displayed, target) = with_backend!(backend, be => {
         explain_on(be, family, &model_dir, &args, &methods, &opts, progress)?
     });
-    bar.finish_and_clear();
+    bar.finish();
 
     // The files first: a reader that stops early (`| head`) ends the process at a print.
     write_outputs(

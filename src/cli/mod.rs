@@ -7,6 +7,7 @@ pub mod explain;
 pub mod inspect;
 pub mod memory;
 pub mod pipe;
+pub mod progress;
 pub mod synth;
 
 /// clap's parser of counts that must be at least 1 (batch sizes, repeats, sample counts): a 0

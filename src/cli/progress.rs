@@ -1,8 +1,9 @@
-//! Progress of an eval run on stderr. On a terminal, indicatif's bar; elsewhere (a log file,
-//! nohup, CI), where the bar draws nothing, plain lines: one at the start, then one at most
-//! every 30 s (done/total, rate, ETA), and one at the end. The running AUCs (a line per
-//! method) follow the end line and the first line after each tenth of the samples: a run of
-//! hours stays a readable log, a run of seconds prints two lines.
+//! Progress of a long run (eval, explain) on stderr. On a terminal, indicatif's bar;
+//! elsewhere (a log file, nohup, CI), where the bar draws nothing, plain lines: one at the
+//! start, then one at most every 30 s (done/total, rate, ETA), and one at the end. The running
+//! summary (eval's AUCs, a line per method) follows the end line and the first line after each
+//! tenth of the samples: a run of hours stays a readable log, a run of seconds prints two
+//! lines.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -14,6 +15,25 @@ use crate::cli::counted;
 /// The shortest time between two progress lines.
 const LINE_EVERY: Duration = Duration::from_secs(30);
 
+/// What is making progress, for the plain lines: "eval: 40/100 samples …, 60 evaluated".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub name: &'static str,
+    /// What happens to a sample, in the past tense.
+    pub done: &'static str,
+}
+
+impl Task {
+    pub const EVAL: Task = Task {
+        name: "eval",
+        done: "evaluated",
+    };
+    pub const EXPLAIN: Task = Task {
+        name: "explain",
+        done: "explained",
+    };
+}
+
 pub enum Progress {
     Bar(ProgressBar),
     Lines(Lines),
@@ -21,9 +41,10 @@ pub enum Progress {
 
 /// Plain progress lines.
 pub struct Lines {
+    task: Task,
     total: usize,
     done: usize,
-    /// Samples evaluated by this run (not done by an earlier one): the rate is theirs.
+    /// Samples done by this run (not by an earlier one): the rate is theirs.
     evaluated: usize,
     started: Instant,
     last_line: Instant,
@@ -34,23 +55,28 @@ pub struct Lines {
 }
 
 impl Progress {
-    /// Progress over `total` samples, `done_before` of them done by an earlier run; a run
-    /// of one chunk (`total <= batch`) gets no bar, as it would never move.
-    pub fn new(total: usize, done_before: usize, batch: usize) -> Self {
+    /// Progress of `task` over `total` samples, `done_before` of them done by an earlier run;
+    /// a run of one chunk (`total <= batch`) gets no bar, as it would never move.
+    pub fn new(task: Task, total: usize, done_before: usize, batch: usize) -> Self {
         if !std::io::stderr().is_terminal() {
-            return Progress::Lines(Lines::start(total, done_before));
+            return Progress::Lines(Lines::start(task, total, done_before));
         }
         let bar = ProgressBar::new(total as u64);
+        if total <= batch {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
         bar.set_style(
             ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}\n{msg}",
             )
             .expect("static template is valid"),
         );
-        if total <= batch {
-            bar.set_draw_target(ProgressDrawTarget::hidden());
-        }
         Progress::Bar(bar)
+    }
+
+    /// No progress shown at all.
+    pub fn hidden() -> Self {
+        Progress::Bar(ProgressBar::hidden())
     }
 
     /// The running summary shown under the bar or in the next line.
@@ -92,14 +118,15 @@ impl Progress {
 }
 
 impl Lines {
-    fn start(total: usize, done_before: usize) -> Self {
-        let lines = Self::new(total, Instant::now());
+    fn start(task: Task, total: usize, done_before: usize) -> Self {
+        let lines = Self::new(task, total, Instant::now());
         eprintln!("{}", lines.start_line(done_before));
         lines
     }
 
-    fn new(total: usize, now: Instant) -> Self {
+    fn new(task: Task, total: usize, now: Instant) -> Self {
         Self {
+            task,
             total,
             done: 0,
             evaluated: 0,
@@ -112,11 +139,12 @@ impl Lines {
 
     fn start_line(&self, done_before: usize) -> String {
         let samples = counted(self.total, "sample");
+        let task = self.task.name;
         if done_before == 0 {
-            format!("eval: {samples}")
+            format!("{task}: {samples}")
         } else {
             format!(
-                "eval: resuming, {done_before} of {samples} done earlier; {} to go",
+                "{task}: resuming, {done_before} of {samples} done earlier; {} to go",
                 self.total.saturating_sub(done_before)
             )
         }
@@ -155,7 +183,8 @@ impl Lines {
             None => ("no rate yet".into(), "unknown".into()),
         };
         let mut text = format!(
-            "eval: {}/{} samples ({}%), {rate}, eta {eta}\n",
+            "{}: {}/{} samples ({}%), {rate}, eta {eta}\n",
+            self.task.name,
             self.done,
             self.total,
             100 * self.done / self.total,
@@ -168,7 +197,7 @@ impl Lines {
         Some(text)
     }
 
-    /// Samples per second evaluated by this run, once it has evaluated any.
+    /// Samples per second done by this run, once it has done any.
     fn rate(&self, now: Instant) -> Option<f64> {
         let seconds = now.duration_since(self.started).as_secs_f64();
         (self.evaluated > 0 && seconds > 0.0).then(|| self.evaluated as f64 / seconds)
@@ -185,15 +214,17 @@ impl Lines {
     fn end_lines(&self, now: Instant) -> String {
         let this_run = match self.rate(now) {
             Some(rate) => format!(
-                "{} evaluated in {} ({})",
+                "{} {} in {} ({})",
                 self.evaluated,
+                self.task.done,
                 FormattedDuration(now.duration_since(self.started)),
                 rate_text(rate)
             ),
-            None => "nothing left to evaluate".into(),
+            None => "nothing left to do".into(),
         };
         format!(
-            "eval: {}/{} done; {this_run}\n{}",
+            "{}: {}/{} done; {this_run}\n{}",
+            self.task.name,
             self.done,
             counted(self.total, "sample"),
             self.indented_message()
@@ -215,7 +246,7 @@ mod tests {
     fn lines_come_every_30_s_and_aucs_every_tenth() {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
-        let mut lines = Lines::new(100, t0);
+        let mut lines = Lines::new(Task::EVAL, 100, t0);
         lines.message = "chefer  image+ 40.00".into();
         assert_eq!(lines.start_line(0), "eval: 100 samples");
         assert_eq!(
@@ -239,10 +270,10 @@ mod tests {
             lines.end_lines(at(90)),
             "eval: 100/100 samples done; 60 evaluated in 00:01:30 (0.67 samples/s)\n  chefer  image+ 40.00\n"
         );
-        let resumed = Lines::new(1, t0);
+        let resumed = Lines::new(Task::EXPLAIN, 1, t0);
         assert_eq!(
             resumed.end_lines(at(1)),
-            "eval: 0/1 sample done; nothing left to evaluate\n"
+            "explain: 0/1 sample done; nothing left to do\n"
         );
     }
 }
