@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod eval;
 pub mod explain;
+pub mod hash;
 pub mod input;
 pub mod linalg;
 pub mod model;

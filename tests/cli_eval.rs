@@ -713,3 +713,43 @@ fn reports_are_named_after_their_results_file() {
         std::fs::read(rebuilt.join("a.report.json")).unwrap()
     );
 }
+
+/// Weights retrained or replaced in place do not resume into the old weights' results: the
+/// header's fingerprint differs, and the rerun is refused, naming the model.
+#[test]
+fn changed_weights_do_not_resume_old_results() {
+    let dir = scratch("changed-weights");
+    let model = dir.join("lxmert");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(fixtures().join("lxmert")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    let results = dir.join("results.jsonl");
+    let args = |results: &Path| -> Vec<String> {
+        let mut a = lxmert_args(results, "4");
+        let at = a.iter().position(|x| x == "--model").unwrap() + 1;
+        a[at] = s(&model);
+        a.extend(["--methods".into(), "raw-attn".into()]);
+        a
+    };
+    run_ok(&args(&results));
+    // the same weights resume (nothing left to do)
+    run_ok(&args(&results));
+    // the last tensor bytes changed: "retrained"
+    let weights = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 4096..] {
+        *b ^= 0x01;
+    }
+    std::fs::write(&weights, bytes).unwrap();
+    let out = fiedler().args(args(&results)).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("model weights") && err.contains("changed since"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -200,7 +200,10 @@ fn explain_pairs_file_in_batches() {
     // Off a terminal, progress is plain lines: the start and the end of a run of 2 batches.
     let err = stderr(&run);
     assert!(err.contains("explain: 3 samples\n"), "{err}");
-    assert!(err.contains("explain: 3/3 samples done; 3 explained in "), "{err}");
+    assert!(
+        err.contains("explain: 3/3 samples done; 3 explained in "),
+        "{err}"
+    );
     // Each image has one text: no probability among captions, in the files as on the terminal.
     assert!(records.iter().all(|r| r.get("probability").is_none()));
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();

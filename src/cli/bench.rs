@@ -398,6 +398,8 @@ fn run_eval<B: Backend>(
         steps: DEFAULT_STEPS.to_vec(),
         seed: 0,
         ground_truth: None,
+        weights: None,
+        answers: None,
         cwd: None,
     };
     println!(

@@ -21,6 +21,7 @@ use fiedler::explain::{Explanation, Method, MethodOptions};
 use fiedler::input::regions::{read_features_file, Obj36Index};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
+use fiedler::model::weights::Weights;
 use fiedler::model::ModelFamily;
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 
@@ -432,6 +433,8 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         steps,
         seed: args.seed,
         ground_truth: truth_file.as_ref().map(|p| p.display().to_string()),
+        weights: Some(Weights::open(&model_dir)?.fingerprint()),
+        answers: args.answers.as_ref().map(|p| p.display().to_string()),
         cwd: std::env::current_dir()
             .ok()
             .map(|d| d.display().to_string()),

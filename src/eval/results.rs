@@ -42,6 +42,13 @@ pub struct RunHeader {
     /// The `fiedler synth` ground_truth.json scored against, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ground_truth: Option<String>,
+    /// `Weights::fingerprint` of the model's weights: weights retrained or replaced in place
+    /// do not resume into results of the old ones. (Absent in files of older versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
+    /// The --answers file naming LXMERT's answers, if one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<String>,
     /// The directory the run started in: relative paths above are relative to it, so a
     /// rerun from elsewhere, or naming the same files another way, resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -446,6 +453,25 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             ours.seed.to_string(),
         ));
     }
+    // A file from before weights were fingerprinted says nothing about them.
+    if let (Some(a), Some(b)) = (&theirs.weights, &ours.weights) {
+        if a != b {
+            return Err(differs(
+                "model weights",
+                a.clone(),
+                format!("{b} (the files in {} changed since)", ours.model),
+            ));
+        }
+    }
+    let answers = |g: &Option<String>| g.clone().unwrap_or_default();
+    if !same(&answers(&theirs.answers), &answers(&ours.answers)) {
+        let shown = |g: &Option<String>| g.clone().unwrap_or_else(|| "none".into());
+        return Err(differs(
+            "answers",
+            shown(&theirs.answers),
+            shown(&ours.answers),
+        ));
+    }
     Ok(())
 }
 
@@ -463,6 +489,8 @@ mod tests {
             steps: vec![0.0, 1.0],
             seed,
             ground_truth: None,
+            weights: None,
+            answers: None,
             cwd: None,
         }
     }
