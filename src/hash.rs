@@ -28,7 +28,7 @@ mod tests {
         // FNV-1a of "a" is 0xaf63dc4c8601ec8c; then the separator byte.
         assert_eq!(
             fnv1a(&[b"a"]),
-            (0xaf63_dc4c_8601_ec8c ^ 0xff).wrapping_mul(PRIME)
+            (0xaf63_dc4c_8601_ec8c_u64 ^ 0xff).wrapping_mul(PRIME)
         );
     }
 }
