@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{fixtures, floats, jpeg_with_orientation, max_abs_diff, Golden};
+use common::{edited_fixture, fixtures, floats, jpeg_with_orientation, max_abs_diff, Golden};
 use serde_json::Value;
 
 fn fiedler(args: &[&str]) -> Output {
@@ -346,6 +346,54 @@ fn captions_of_one_file_share_a_softmax_whatever_the_path() {
     assert_eq!(p.len(), 2);
     assert!((p[0] + p[1] - 1.0).abs() < 1e-6, "{p:?}");
     std::fs::remove_dir_all(out).unwrap();
+}
+
+/// An LXMERT config without answer names (unc-nlp/lxmert-vqa-uncased ships none) runs, with
+/// a warning that says how to name the answers; with --answers there is none.
+#[test]
+fn lxmert_without_answer_names_says_to_give_answers() {
+    let model = edited_fixture("lxmert", "unnamed", |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("id2label");
+        c.remove("label2id");
+    });
+    let out = scratch("unnamed");
+    let regions = fixtures().join("lxmert/regions_synth_000001.safetensors");
+    let mut args = vec![
+        "explain".to_owned(),
+        "--model".into(),
+        s(&model).into(),
+        "--regions".into(),
+        s(&regions).into(),
+        "--question".into(),
+        "what is on the table?".into(),
+        "--method".into(),
+        "raw-attn".into(),
+        "--out".into(),
+        s(&out).into(),
+    ];
+    let run = fiedler(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = stderr(&run);
+    assert!(run.status.success(), "{err}");
+    assert!(
+        err.contains("names no answers") && err.contains("--answers"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).contains("LABEL_"));
+
+    let answers = out.join("answers.json");
+    let names: Vec<String> = (0..12).map(|i| format!("answer {i}")).collect();
+    std::fs::write(&answers, serde_json::to_string(&names).unwrap()).unwrap();
+    args.extend(["--answers".into(), s(&answers).into()]);
+    let run = fiedler(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        !stderr(&run).contains("names no answers"),
+        "{}",
+        stderr(&run)
+    );
+    std::fs::remove_dir_all(out).unwrap();
+    std::fs::remove_dir_all(model).unwrap();
 }
 
 fn assert_fails<S: AsRef<str>>(args: &[S], needle: &str) {

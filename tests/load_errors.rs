@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::fixtures;
+use common::{edited_fixture, fixtures};
 use fiedler::backend::Activation;
 use fiedler::model::config::{read_family, ClipConfig, ConfigError, ModelFamily};
 use fiedler::model::weights::{LoadError, Weights};
@@ -623,22 +623,6 @@ fn sharded_f16_matches_f32_within_f16_rounding() {
     assert_eq!(f16w.get("logit_scale", &[]).unwrap().len(), 1);
 }
 
-/// A copy of fixture `model` whose config.json has `edit` applied: weights linked, not copied.
-fn edited_fixture(model: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
-    let dir = scratch(&format!("edited-{model}"));
-    for entry in std::fs::read_dir(fixtures().join(model)).unwrap() {
-        let path = entry.unwrap().path();
-        std::os::unix::fs::symlink(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
-    let config = dir.join("config.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-    edit(&mut json);
-    std::fs::remove_file(&config).unwrap();
-    std::fs::write(&config, json.to_string()).unwrap();
-    dir
-}
-
 /// A config that says fewer layers than the weights hold would run on the first ones and
 /// give wrong answers: each family refuses it, naming the field and both counts, and so does
 /// `inspect`'s summary.
@@ -650,7 +634,7 @@ fn config_with_fewer_layers_than_the_weights_is_refused() {
     use fiedler::model::summary::ModelSummary;
     use fiedler::model::vilt::Vilt;
 
-    let clip = edited_fixture("clip", |c| {
+    let clip = edited_fixture("clip", "layers", |c| {
         c["vision_config"]["num_hidden_layers"] = 2.into()
     });
     let err = Clip::load(&Cpu, &clip).err().expect("refused").to_string();
@@ -665,14 +649,14 @@ fn config_with_fewer_layers_than_the_weights_is_refused() {
     let err = ModelSummary::read(&clip).unwrap_err().to_string();
     assert_mentions(&err, &["vision_config.num_hidden_layers = 2"]);
 
-    let vilt = edited_fixture("vilt", |c| c["num_hidden_layers"] = 2.into());
+    let vilt = edited_fixture("vilt", "layers", |c| c["num_hidden_layers"] = 2.into());
     let err = Vilt::load(&Cpu, &vilt).err().expect("refused").to_string();
     assert_mentions(
         &err,
         &["num_hidden_layers = 2", "3 layers", "vilt.encoder.layer"],
     );
 
-    let lxmert = edited_fixture("lxmert", |c| c["x_layers"] = 1.into());
+    let lxmert = edited_fixture("lxmert", "layers", |c| c["x_layers"] = 1.into());
     let err = Lxmert::load(&Cpu, &lxmert)
         .err()
         .expect("refused")
@@ -685,6 +669,44 @@ fn config_with_fewer_layers_than_the_weights_is_refused() {
     // the unedited fixtures load
     assert!(Lxmert::load(&Cpu, &fixtures().join("lxmert")).is_ok());
     for dir in [clip, vilt, lxmert] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// A config without id2label names 2 answers; an answer head with more outputs is refused with
+/// that said, not as a bare shape mismatch.
+#[test]
+fn config_naming_other_answers_than_the_head_is_refused() {
+    use fiedler::backend::Cpu;
+    use fiedler::model::lxmert::Lxmert;
+    use fiedler::model::vilt::Vilt;
+
+    let unnamed = |c: &mut serde_json::Value| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("id2label");
+        c.remove("label2id");
+        c.remove("num_labels");
+    };
+    let vilt = edited_fixture("vilt", "answers", unnamed);
+    let err = Vilt::load(&Cpu, &vilt).err().expect("refused").to_string();
+    assert_mentions(
+        &err,
+        &[
+            "names 2 answers (id2label)",
+            "classifier.3.weight",
+            "has 12 outputs",
+        ],
+    );
+    let lxmert = edited_fixture("lxmert", "answers", |c| {
+        unnamed(c);
+        c["num_qa_labels"] = 30.into();
+    });
+    let err = Lxmert::load(&Cpu, &lxmert)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(&err, &["names 30 answers", "answer_head.logit_fc.3.weight"]);
+    for dir in [vilt, lxmert] {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -21,7 +21,7 @@ use crate::model::post_ln::{
     FeedForwardActivations,
 };
 use crate::model::source::WeightSource;
-use crate::model::weights::{LayerStack, Weights};
+use crate::model::weights::{AnswerCount, LayerStack, Weights};
 use crate::model::{ModelError, VqaTarget};
 use crate::trace::LayerTrace;
 
@@ -329,6 +329,10 @@ impl<B: Backend> Lxmert<B> {
         let config = LxmertConfig::from_dir(dir)?;
         let weights = Weights::open(dir)?;
         weights.check_depth(&layer_stacks(&config))?;
+        weights.check_answers(AnswerCount {
+            projection: LXMERT_HEAD.out,
+            answers: config.id2label.len(),
+        })?;
         Self::from_source(be, config, &weights)
     }
 

@@ -20,7 +20,7 @@ use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNa
 use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames};
 use crate::model::config::ViltConfig;
 use crate::model::source::WeightSource;
-use crate::model::weights::{LayerStack, Weights};
+use crate::model::weights::{AnswerCount, LayerStack, Weights};
 use crate::model::{ModelError, VqaTarget};
 use crate::trace::{Reads, TowerTrace};
 
@@ -201,6 +201,10 @@ impl<B: Backend> Vilt<B> {
         let config = ViltConfig::from_dir(dir)?;
         let weights = Weights::open(dir)?;
         weights.check_depth(&layer_stacks(&config))?;
+        weights.check_answers(AnswerCount {
+            projection: VILT_HEAD.out,
+            answers: config.id2label.len(),
+        })?;
         Self::from_source(be, config, &weights)
     }
 

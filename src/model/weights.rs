@@ -66,6 +66,25 @@ pub enum LoadError {
         prefix: &'static str,
         searched: String,
     },
+    #[error(
+        "config.json names {configured} answers (id2label), but {projection}.weight in {searched} \
+         has {found} outputs: the config does not belong to these weights (without an id2label, a \
+         config names 2)"
+    )]
+    AnswerCount {
+        configured: usize,
+        found: usize,
+        projection: &'static str,
+        searched: String,
+    },
+}
+
+/// How many answers a config names, as `Weights::check_answers` compares them.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerCount {
+    /// The answer head's output projection, e.g. "classifier.3" (its weight is read).
+    pub projection: &'static str,
+    pub answers: usize,
 }
 
 /// A stack of numbered layers: tensors `{prefix}.{k}.…`, as many as the config's `field` says.
@@ -235,6 +254,21 @@ impl Weights {
             }
         }
         Ok(())
+    }
+
+    /// Refuses an answer head whose outputs are not the config's answers, before the shape
+    /// check of the tensor itself would say only "expected [2, 768], found [3129, 768]".
+    /// A head that is missing is left to that check.
+    pub fn check_answers(&self, head: AnswerCount) -> Result<(), LoadError> {
+        match self.shape(&format!("{}.weight", head.projection)) {
+            Some(&[found, ..]) if found != head.answers => Err(LoadError::AnswerCount {
+                configured: head.answers,
+                found,
+                projection: head.projection,
+                searched: self.searched.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// One more than the largest k of the tensors `{prefix}.{k}.…` (0 when there are none).

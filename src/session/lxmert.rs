@@ -47,7 +47,16 @@ impl<B: Backend> LxmertSession<B> {
         let c = &model.config;
         let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
         let answers = match answers {
-            None => c.id2label.clone(),
+            None => {
+                if unnamed(&c.id2label) {
+                    eprintln!(
+                        "warning: {} names no answers (no id2label), so they show as LABEL_k: \
+                         give --answers with the answer list (LXMERT's trainval_label2ans.json)",
+                        dir.join("config.json").display()
+                    );
+                }
+                c.id2label.clone()
+            }
             Some(path) => read_answers(path, c.id2label.len())?,
         };
         Ok(Self {
@@ -189,6 +198,14 @@ pub fn explain_inputs<B: Backend>(
 }
 
 /// A JSON list of answer strings, one per logit.
+/// Whether answer names are transformers' placeholders LABEL_0, LABEL_1, …
+fn unnamed(labels: &[String]) -> bool {
+    labels
+        .iter()
+        .enumerate()
+        .all(|(i, l)| l.strip_prefix("LABEL_") == Some(i.to_string().as_str()))
+}
+
 fn read_answers(path: &Path, labels: usize) -> Result<Vec<String>, SessionError> {
     let text = std::fs::read_to_string(path).map_err(|e| SessionError::Answers {
         path: path.to_path_buf(),

@@ -355,3 +355,29 @@ pub fn jpeg_with_orientation(width: u32, height: u32, value: u16) -> Vec<u8> {
         .unwrap();
     bytes
 }
+
+/// A copy of fixture `model` (named `name`, unique per test process) whose config.json has
+/// `edit` applied: the other files linked, not copied.
+pub fn edited_fixture(
+    model: &str,
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "fiedler-edited-{model}-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixtures().join(model)).unwrap() {
+        let path = entry.unwrap().path();
+        std::os::unix::fs::symlink(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let config = dir.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    edit(&mut json);
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(&config, json.to_string()).unwrap();
+    dir
+}
