@@ -41,6 +41,17 @@ fn records(out_dir: &Path) -> Vec<Value> {
         .clone()
 }
 
+/// Writes `dir/pairs.jsonl`, a CLIP pair per line, and returns its path.
+fn pairs_file(dir: &Path, pairs: &[(PathBuf, &str)]) -> PathBuf {
+    let lines: Vec<String> = pairs
+        .iter()
+        .map(|(image, text)| serde_json::json!({"image": s(image), "text": text}).to_string())
+        .collect();
+    let list = dir.join("pairs.jsonl");
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    list
+}
+
 #[test]
 fn explain_all_methods_writes_every_output() {
     let out = scratch("all");
@@ -164,23 +175,15 @@ fn explain_json_matches_the_reference_from_files() {
 #[test]
 fn explain_pairs_file_in_batches() {
     let out = scratch("pairs");
-    let list = out.join("pairs.jsonl");
     let images = fixtures().join("images");
-    let lines = [
-        format!(
-            "{{\"image\": \"{}\", \"text\": \"a cat\"}}",
-            s(&images.join("catdog.png"))
-        ),
-        format!(
-            "{{\"image\": \"{}\", \"text\": \"two people\"}}",
-            s(&images.join("coco_127510.jpg"))
-        ),
-        format!(
-            "{{\"image\": \"{}\", \"text\": \"a small bird\"}}",
-            s(&images.join("odd.png"))
-        ),
-    ];
-    std::fs::write(&list, lines.join("\n")).unwrap();
+    let list = pairs_file(
+        &out,
+        &[
+            (images.join("catdog.png"), "a cat"),
+            (images.join("coco_127510.jpg"), "two people"),
+            (images.join("odd.png"), "a small bird"),
+        ],
+    );
     let run = fiedler(&[
         "explain",
         "--model",
@@ -216,17 +219,13 @@ fn explain_pairs_file_in_batches() {
 #[test]
 fn exif_orientation_is_warned_about_once() {
     let out = scratch("exif");
-    let list = out.join("pairs.jsonl");
-    let mut lines = Vec::new();
+    let mut pairs = Vec::new();
     for (name, orientation) in [("a.jpg", 6), ("b.jpg", 8)] {
         let path = out.join(name);
         std::fs::write(&path, jpeg_with_orientation(40, 30, orientation)).unwrap();
-        lines.push(format!(
-            "{{\"image\": \"{}\", \"text\": \"a cat\"}}",
-            s(&path)
-        ));
+        pairs.push((path, "a cat"));
     }
-    std::fs::write(&list, lines.join("\n")).unwrap();
+    let list = pairs_file(&out, &pairs);
     let run = fiedler(&[
         "explain",
         "--model",
@@ -311,18 +310,13 @@ fn output_folder_is_checked_first_and_written_before_the_summary() {
 fn captions_of_one_file_share_a_softmax_whatever_the_path() {
     let out = scratch("same-file");
     let images = fixtures().join("images");
-    let list = out.join("pairs.jsonl");
-    let lines = [
-        format!(
-            "{{\"image\": \"{}\", \"text\": \"a cat\"}}",
-            s(&images.join("catdog.png"))
-        ),
-        format!(
-            "{{\"image\": \"{}\", \"text\": \"a dog\"}}",
-            s(&images.join("../images/catdog.png"))
-        ),
-    ];
-    std::fs::write(&list, lines.join("\n")).unwrap();
+    let list = pairs_file(
+        &out,
+        &[
+            (images.join("catdog.png"), "a cat"),
+            (images.join("../images/catdog.png"), "a dog"),
+        ],
+    );
     let run = fiedler(&[
         "explain",
         "--model",
