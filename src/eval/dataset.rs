@@ -382,6 +382,9 @@ fn parse(pattern: &str) -> Result<Vec<Part>, String> {
     if !rest.is_empty() {
         parts.push(Part::Text(rest.to_owned()));
     }
+    if parts.iter().all(|p| matches!(p, Part::Text(_))) {
+        return Err("it has no {id}: every image would be read from this one file".into());
+    }
     Ok(parts)
 }
 
@@ -450,7 +453,8 @@ mod tests {
         );
     }
 
-    /// A placeholder other than {id} and {id:0N} is refused, not used as text.
+    /// A placeholder other than {id} and {id:0N} is refused, not used as text, and so is a
+    /// pattern with none (one file for every image).
     #[test]
     fn unknown_placeholders_are_refused() {
         for (pattern, needle) in [
@@ -459,6 +463,7 @@ mod tests {
             ("{id:12}.png", "unknown placeholder {id:12}"),
             ("{id:0x}.png", "unknown placeholder {id:0x}"),
             ("{}.png", "unknown placeholder {}"),
+            ("regions_1.safetensors", "has no {id}"),
             ("{id.png", "is not closed"),
             ("{id:09999}", "more than 255 digits"),
         ] {
