@@ -18,6 +18,25 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// FNV-1a over 8-byte little-endian words (a short tail zero-padded), each part followed by
+/// its length: eight times the speed of the byte-wise hash, for hashing whole files (GB of
+/// weights in well under a second).
+pub fn fnv1a_words(parts: &[&[u8]]) -> u64 {
+    let mut h = OFFSET;
+    for part in parts {
+        let mut words = part.chunks_exact(8);
+        for w in &mut words {
+            let word = u64::from_le_bytes(w.try_into().expect("chunks of 8"));
+            h = (h ^ word).wrapping_mul(PRIME);
+        }
+        let mut tail = [0u8; 8];
+        tail[..words.remainder().len()].copy_from_slice(words.remainder());
+        h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(PRIME);
+        h = (h ^ part.len() as u64).wrapping_mul(PRIME);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,5 +49,20 @@ mod tests {
             fnv1a(&[b"a"]),
             (0xaf63_dc4c_8601_ec8c_u64 ^ 0xff).wrapping_mul(PRIME)
         );
+    }
+
+    #[test]
+    fn word_hash_sees_every_byte_and_the_lengths() {
+        assert_ne!(fnv1a_words(&[b"ab", b"c"]), fnv1a_words(&[b"a", b"bc"]));
+        // a zero byte at the end is not the zero padding of a shorter part
+        assert_ne!(fnv1a_words(&[b"abc"]), fnv1a_words(&[b"abc\0"]));
+        let mut bytes = vec![7u8; 1 << 20];
+        let whole = fnv1a_words(&[&bytes]);
+        for at in [0, 12345, (1 << 20) - 1] {
+            bytes[at] ^= 1;
+            assert_ne!(fnv1a_words(&[&bytes]), whole, "byte {at}");
+            bytes[at] ^= 1;
+        }
+        assert_eq!(fnv1a_words(&[&bytes]), whole);
     }
 }

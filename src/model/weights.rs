@@ -13,7 +13,7 @@ use memmap2::Mmap;
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
 
-use crate::hash::fnv1a;
+use crate::hash::fnv1a_words;
 
 /// Single-file weights.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -283,29 +283,11 @@ impl Weights {
     }
 
     /// A fingerprint of the stored bytes, to tell whether a results file was written with
-    /// these weights: FNV-1a over each file's length and 256 evenly spaced 4 KiB blocks of it
-    /// (its header included). Retrained or replaced weights change nearly every block, and
-    /// reading at most 1 MiB a file keeps this instant for multi-GB checkpoints.
+    /// these weights: a hash of every byte of every file (its header included), at about
+    /// memory speed.
     pub fn fingerprint(&self) -> String {
-        const BLOCKS: usize = 256;
-        const BLOCK: usize = 4096;
-        let mut parts: Vec<&[u8]> = Vec::new();
-        let lengths: Vec<[u8; 8]> = self
-            .shards
-            .iter()
-            .map(|s| (s.mmap.len() as u64).to_le_bytes())
-            .collect();
-        for (shard, len) in self.shards.iter().zip(&lengths) {
-            let bytes: &[u8] = &shard.mmap;
-            parts.push(len);
-            let stride = bytes.len().div_ceil(BLOCKS).max(BLOCK);
-            parts.extend(
-                (0..bytes.len())
-                    .step_by(stride)
-                    .map(|at| &bytes[at..(at + BLOCK).min(bytes.len())]),
-            );
-        }
-        format!("fnv1a:{:016x}", fnv1a(&parts))
+        let files: Vec<&[u8]> = self.shards.iter().map(|s| &s.mmap[..]).collect();
+        format!("fnv1a64w:{:016x}", fnv1a_words(&files))
     }
 
     /// Every tensor name, sorted.
