@@ -30,11 +30,12 @@ fn inspect_describes_the_clip_fixture() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("text        3 layers, 4 heads, width 48, 32 tokens"),
+        stdout.contains("text        3 layers, 4 heads, width 48, up to 32 tokens"),
         "{stdout}"
     );
     assert!(stdout.contains("parameters  217457"), "{stdout}");
     assert!(stdout.contains("F32 (110 tensors)"), "{stdout}");
+    assert!(stdout.contains("loads       yes"), "{stdout}");
 }
 
 #[test]
@@ -94,4 +95,38 @@ fn inspect_describes_the_vqa_fixtures() {
         "{stdout}"
     );
     assert!(stdout.contains("cross       2 layers"), "{stdout}");
+    assert!(
+        stdout.contains("features    16 wide per region"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("answers     12 (named in config.json)"),
+        "{stdout}"
+    );
+}
+
+/// A folder whose config and weights disagree is described, then refused (exit 1) with what
+/// loading it says: inspect is where one checks a model before a long run. A file given as
+/// the folder says so.
+#[test]
+fn inspect_refuses_a_model_that_does_not_load() {
+    let dir = common::edited_fixture("vilt", "inspect-width", |c| c["hidden_size"] = 64.into());
+    let out = fiedler(&["inspect", "--model", dir.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stdout.contains("width 64"), "{stdout}");
+    assert!(
+        stderr.contains("the model does not load") && stderr.contains("shape"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let file = fixtures().join("lxmert/config.json");
+    let out = fiedler(&["inspect", "--model", file.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is a file: --model takes the model's folder"),
+        "{stderr}"
+    );
 }

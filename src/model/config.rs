@@ -700,6 +700,15 @@ impl<'a> Section<'a> {
     }
 }
 
+/// Whether answer names are transformers' placeholders LABEL_0, LABEL_1, …: what a config
+/// without id2label gets.
+pub fn unnamed_answers(labels: &[String]) -> bool {
+    labels
+        .iter()
+        .enumerate()
+        .all(|(i, l)| l.strip_prefix("LABEL_") == Some(i.to_string().as_str()))
+}
+
 /// Whether a model path that does not exist reads as a Hub id, `owner/name`: two plain
 /// components, the first of them not a folder here.
 fn looks_like_hub_id(dir: &Path) -> bool {

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::model::config::{read_family, ClipConfig, LxmertConfig, ModelFamily, ViltConfig};
+use crate::model::config::{
+    read_family, unnamed_answers, ClipConfig, LxmertConfig, ModelFamily, ViltConfig,
+};
 use crate::model::weights::Weights;
 use crate::model::{clip, lxmert, vilt, ModelError};
 
@@ -15,22 +17,38 @@ pub struct TowerSummary {
     pub layers: usize,
     pub heads: usize,
     pub width: usize,
-    /// Tokens per sample at the configured input size (text: maximum positions).
-    pub tokens: usize,
+    /// Its tokens per sample, in words: "197 tokens", "up to 77 text tokens".
+    pub tokens: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSummary {
     pub family: ModelFamily,
     pub towers: Vec<TowerSummary>,
+    /// The VQA head's answers and whether config.json names them (LXMERT checkpoints may
+    /// not: then `--answers` does).
+    pub answers: Option<(usize, bool)>,
+    /// LXMERT's region feature width (what a features file must hold).
+    pub region_features: Option<usize>,
     pub parameters: usize,
     /// Stored dtype → tensor count, e.g. [("F16", 200)].
     pub stored_dtypes: Vec<(String, usize)>,
 }
 
+/// "1 layer", "12 layers".
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 impl ModelSummary {
     pub fn read(dir: &Path) -> Result<Self, ModelError> {
         let family = read_family(dir)?;
+        let mut answers = None;
+        let mut region_features = None;
         // The towers, and the layer stacks the weights must not exceed.
         let (towers, stacks) = match family {
             ModelFamily::Clip => {
@@ -42,14 +60,14 @@ impl ModelSummary {
                         layers: c.vision.num_hidden_layers,
                         heads: c.vision.num_attention_heads,
                         width: c.vision.hidden_size,
-                        tokens: 1 + grid * grid,
+                        tokens: counted(1 + grid * grid, "token"),
                     },
                     TowerSummary {
                         name: "text",
                         layers: c.text.num_hidden_layers,
                         heads: c.text.num_attention_heads,
                         width: c.text.hidden_size,
-                        tokens: c.text.max_position_embeddings,
+                        tokens: format!("up to {} tokens", c.text.max_position_embeddings),
                     },
                 ];
                 (towers, clip::layer_stacks(&c).to_vec())
@@ -61,9 +79,13 @@ impl ModelSummary {
                     layers: c.num_hidden_layers,
                     heads: c.num_attention_heads,
                     width: c.hidden_size,
-                    // Text positions + image class token + the stored patch grid.
-                    tokens: c.max_position_embeddings + 1 + c.grid_size() * c.grid_size(),
+                    tokens: format!(
+                        "up to {} text tokens, then an image token and up to {} patches",
+                        c.max_position_embeddings,
+                        c.grid_size() * c.grid_size()
+                    ),
                 }];
+                answers = Some((c.id2label.len(), !unnamed_answers(&c.id2label)));
                 (towers, vilt::layer_stacks(&c).to_vec())
             }
             ModelFamily::Lxmert => {
@@ -75,12 +97,19 @@ impl ModelSummary {
                     width: c.hidden_size,
                     tokens,
                 };
+                let text = format!("up to {} text tokens", c.max_position_embeddings);
                 // Region counts come from the features (36 for LXMERT's Faster R-CNN).
                 let towers = vec![
-                    tower("language", c.l_layers, c.max_position_embeddings),
-                    tower("regions", c.r_layers, 36),
-                    tower("cross", c.x_layers, c.max_position_embeddings + 36),
+                    tower("language", c.l_layers, text.clone()),
+                    tower(
+                        "regions",
+                        c.r_layers,
+                        "a token per region of the features".into(),
+                    ),
+                    tower("cross", c.x_layers, format!("{text} and the regions")),
                 ];
+                answers = Some((c.id2label.len(), !unnamed_answers(&c.id2label)));
+                region_features = Some(c.visual_feat_dim);
                 (towers, lxmert::layer_stacks(&c).to_vec())
             }
         };
@@ -89,6 +118,8 @@ impl ModelSummary {
         Ok(Self {
             family,
             towers,
+            answers,
+            region_features,
             parameters: weights.param_count(),
             stored_dtypes: weights.stored_dtypes(),
         })
@@ -101,16 +132,31 @@ impl fmt::Display for ModelSummary {
         for t in &self.towers {
             writeln!(
                 f,
-                "{:<11} {} layers, {} heads, width {}, {} tokens",
-                t.name, t.layers, t.heads, t.width, t.tokens
+                "{:<11} {}, {}, width {}, {}",
+                t.name,
+                counted(t.layers, "layer"),
+                counted(t.heads, "head"),
+                t.width,
+                t.tokens
             )?;
+        }
+        if let Some(width) = self.region_features {
+            writeln!(f, "features    {width} wide per region, with its box")?;
+        }
+        if let Some((n, named)) = self.answers {
+            let names = if named {
+                "named in config.json"
+            } else {
+                "not named in config.json: give --answers"
+            };
+            writeln!(f, "answers     {n} ({names})")?;
         }
         let millions = self.parameters as f64 / 1e6;
         writeln!(f, "parameters  {} ({millions:.2} M)", self.parameters)?;
         let dtypes: Vec<String> = self
             .stored_dtypes
             .iter()
-            .map(|(d, n)| format!("{d} ({n} tensors)"))
+            .map(|(d, n)| format!("{d} ({})", counted(*n, "tensor")))
             .collect();
         write!(f, "stored as   {}", dtypes.join(", "))
     }

@@ -7,6 +7,7 @@ use crate::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope};
 use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
+use crate::model::config::unnamed_answers;
 use crate::model::lxmert::{Lxmert, LxmertInputs, LxmertOutput};
 use crate::model::VqaTarget;
 use crate::session::{
@@ -48,7 +49,7 @@ impl<B: Backend> LxmertSession<B> {
         let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
         let answers = match answers {
             None => {
-                if unnamed(&c.id2label) {
+                if unnamed_answers(&c.id2label) {
                     eprintln!(
                         "warning: {} names no answers (no id2label), so they show as LABEL_k: \
                          give --answers with the answer list (LXMERT's trainval_label2ans.json)",
@@ -198,14 +199,6 @@ pub fn explain_inputs<B: Backend>(
 }
 
 /// A JSON list of answer strings, one per logit.
-/// Whether answer names are transformers' placeholders LABEL_0, LABEL_1, …
-fn unnamed(labels: &[String]) -> bool {
-    labels
-        .iter()
-        .enumerate()
-        .all(|(i, l)| l.strip_prefix("LABEL_") == Some(i.to_string().as_str()))
-}
-
 fn read_answers(path: &Path, labels: usize) -> Result<Vec<String>, SessionError> {
     let text = std::fs::read_to_string(path).map_err(|e| SessionError::Answers {
         path: path.to_path_buf(),
