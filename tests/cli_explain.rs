@@ -116,7 +116,9 @@ fn explain_all_methods_writes_every_output() {
         "score",
         "probability",
         "text_tokens",
+        "truncated",
         "text_relevance",
+        "text_scored",
         "image_relevance",
         "image_grid",
     ];
@@ -131,6 +133,19 @@ fn explain_all_methods_writes_every_output() {
         assert_eq!(tokens.len(), 7);
         assert_eq!(tokens[0], "<|startoftext|>");
         assert_eq!(r["text_relevance"].as_array().unwrap().len(), tokens.len());
+        // the start and end tokens are not scored, the words are
+        let scored: Vec<bool> = r["text_scored"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_bool().unwrap())
+            .collect();
+        assert_eq!(scored.len(), tokens.len());
+        assert!(
+            !scored[0] && !scored[tokens.len() - 1] && scored[1],
+            "{scored:?}"
+        );
+        assert_eq!(r["truncated"], false);
         assert!(floats(&r["image_relevance"]).iter().all(|v| v.is_finite()));
     }
     let p0 = records[0]["probability"].as_f64().unwrap();

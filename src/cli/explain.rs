@@ -118,6 +118,8 @@ struct Sample {
     boxes: Option<Vec<[f32; 4]>>,
     text: String,
     tokens: Vec<String>,
+    /// Whether the text was cut to the model's positions.
+    truncated: bool,
     score_line: String,
     probability: Option<f32>,
     answer: Option<String>,
@@ -144,7 +146,11 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     top_answers: Vec<TopAnswer<'a>>,
     text_tokens: &'a [String],
+    /// Whether the text was cut to the model's positions (its tokens are the kept ones).
+    truncated: bool,
     text_relevance: &'a [f32],
+    /// Which tokens the method scores; the others (special tokens) hold 0.
+    text_scored: &'a [bool],
     image_relevance: &'a [f32],
     image_grid: [usize; 2],
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -282,6 +288,7 @@ fn question_sample(
         boxes,
         text: r.question,
         tokens: r.tokens,
+        truncated: r.truncated,
         probability: None,
         answer: Some(r.answer),
         explained,
@@ -443,6 +450,7 @@ fn explain_on<B: Backend>(
                     boxes: None,
                     text: r.text,
                     tokens: r.tokens,
+                    truncated: r.truncated,
                     probability: r.probability,
                     answer: None,
                     explained: None,
@@ -610,7 +618,9 @@ fn write_outputs(
                     })
                     .collect(),
                 text_tokens: &s.tokens,
+                truncated: s.truncated,
                 text_relevance: &e.text_relevance,
+                text_scored: &e.text_scored,
                 image_relevance: &e.image_relevance,
                 image_grid: [e.image_grid.0, e.image_grid.1],
                 boxes: s.boxes.as_deref(),
