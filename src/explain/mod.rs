@@ -197,13 +197,16 @@ pub struct Explanation {
     pub method: Method,
     /// The target's raw value: CLIP's pair score, a VQA answer's logit.
     pub score: f32,
-    /// One value per patch, raster order, raw (not normalised).
+    /// One value per image unit, raw (not normalised): per patch in raster order (CLIP,
+    /// ViLT), per region in the features' order (LXMERT).
     pub image_relevance: Vec<f32>,
-    /// Patch grid (rows, columns).
+    /// The units' grid (rows, columns): the patch grid, or (1, regions) for LXMERT.
     pub image_grid: (usize, usize),
-    /// One value per real token of the text (special tokens included, with 0).
+    /// One value per real token of the text (special tokens included; 0 where not scored).
     pub text_relevance: Vec<f32>,
-    /// Which of those tokens the method scores (the words; not the special tokens).
+    /// Which of those tokens the method scores: the words, and on LXMERT also [SEP] for the
+    /// attention and LRP methods (its row is read like any other; the spectral methods score
+    /// words only).
     pub text_scored: Vec<bool>,
     /// Spectral graphs with a near-degenerate Fiedler vector, e.g. "text layer 2 (gap 4e-5)".
     pub degenerate_graphs: Vec<String>,

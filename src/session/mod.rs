@@ -141,7 +141,7 @@ impl AnswerTarget {
     pub fn explained(&self, answers: &[String]) -> Option<String> {
         match self {
             Self::Predicted => None,
-            Self::Answer(i) => Some(answers[*i].clone()),
+            Self::Answer(i) => Some(answer_name(answers, *i)),
             Self::SumLogits => Some("the sum of all logits".into()),
         }
     }
@@ -150,10 +150,19 @@ impl AnswerTarget {
     pub fn name(&self, answers: &[String]) -> String {
         match self {
             Self::Predicted => "predicted-answer".into(),
-            Self::Answer(i) => format!("answer:{}", answers[*i]),
+            Self::Answer(i) => format!("answer:{}", answer_name(answers, *i)),
             Self::SumLogits => "sum-logits".into(),
         }
     }
+}
+
+/// Answer `i`'s name, or "index:i" for an index past the list (explaining it is an error
+/// of its own; naming it is not).
+fn answer_name(answers: &[String], i: usize) -> String {
+    answers
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| format!("index:{i}"))
 }
 
 /// How many answers a result lists.
@@ -245,4 +254,22 @@ pub(crate) fn in_batches<T, R>(
 /// the predicted answer (a forward-only recording scores the predicted answers).
 pub(crate) fn needs_backward(methods: &[crate::explain::Method], target: &VqaTarget) -> bool {
     crate::explain::need_gradients(methods) || *target != VqaTarget::Predicted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Naming a target never panics: an index past the answers is named by its index.
+    #[test]
+    fn targets_are_named_even_past_the_answers() {
+        let answers = vec!["yes".to_owned(), "no".to_owned()];
+        assert_eq!(AnswerTarget::Answer(1).name(&answers), "answer:no");
+        assert_eq!(AnswerTarget::Answer(5).name(&answers), "answer:index:5");
+        assert_eq!(
+            AnswerTarget::Answer(5).explained(&answers).as_deref(),
+            Some("index:5")
+        );
+        assert_eq!(AnswerTarget::Predicted.explained(&answers), None);
+    }
 }
