@@ -20,7 +20,19 @@ fn arguments_that_cannot_be_measured_are_refused_first() {
         ),
         (
             &["--size", "fiedler", "--method", "dsmi"],
-            "--method does not apply",
+            "--method is not read by this measurement",
+        ),
+        (
+            &["--size", "fiedler", "--text-tokens", "5"],
+            "--text-tokens is not read",
+        ),
+        (
+            &["--size", "vit-b16", "--nodes", "36"],
+            "it is for --size fiedler",
+        ),
+        (
+            &["--size", "lxmert-base", "--eval-samples", "4"],
+            "it is for --eval",
         ),
         (
             &["--size", "vit-b32", "--text-tokens", "100"],

@@ -62,20 +62,21 @@ pub struct BenchArgs {
     /// Timed repetitions per measurement; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = positive)]
     repeats: usize,
-    /// Tokens per caption (start and end tokens included).
-    #[arg(long, default_value_t = 12)]
-    text_tokens: usize,
+    /// Tokens per caption or question (start and end tokens included) [default: 12]. Not
+    /// for --size fiedler.
+    #[arg(long)]
+    text_tokens: Option<usize>,
     /// Time the perturbation benchmark instead (`fiedler eval`, all four tests, the seed's
     /// steps): samples per second per batch size (LXMERT only).
     #[arg(long)]
     eval: bool,
-    /// Samples per --eval measurement.
-    #[arg(long, default_value_t = 8, value_parser = positive)]
-    eval_samples: usize,
+    /// Samples per --eval measurement [default: 8].
+    #[arg(long, value_parser = positive)]
+    eval_samples: Option<usize>,
     /// Graph sizes for --size fiedler, comma-separated, each at least 2 (a graph of one
-    /// node has no Fiedler vector to find).
-    #[arg(long, default_value = "36,196,577", value_delimiter = ',', value_parser = positive)]
-    nodes: Vec<usize>,
+    /// node has no Fiedler vector to find) [default: 36,196,577].
+    #[arg(long, value_delimiter = ',', value_parser = positive)]
+    nodes: Option<Vec<usize>>,
     /// Where to compute: cpu, cuda or auto. The trace time includes moving the trace to
     /// host memory, where the methods run, reduced first to what they read (CLIP: head
     /// means and Fiedler vectors); the "to host" column is that part (on the CPU, the
@@ -89,6 +90,50 @@ pub struct BenchArgs {
     stages: bool,
     #[command(flatten)]
     precision: Precision,
+}
+
+impl BenchArgs {
+    fn text_tokens(&self) -> usize {
+        self.text_tokens.unwrap_or(12)
+    }
+
+    fn eval_samples(&self) -> usize {
+        self.eval_samples.unwrap_or(8)
+    }
+
+    fn nodes(&self) -> Vec<usize> {
+        self.nodes.clone().unwrap_or_else(|| vec![36, 196, 577])
+    }
+
+    /// Options given that the asked measurement does not read, and what they are for:
+    /// refused rather than ignored.
+    fn unused(&self) -> Option<(&'static str, &'static str)> {
+        let fiedler = matches!(self.size, Size::Fiedler);
+        [
+            (
+                fiedler && self.method.is_some(),
+                "--method",
+                "the model benchmarks",
+            ),
+            (
+                fiedler && self.text_tokens.is_some(),
+                "--text-tokens",
+                "the model benchmarks",
+            ),
+            (
+                !fiedler && self.nodes.is_some(),
+                "--nodes",
+                "--size fiedler",
+            ),
+            (
+                !self.eval && self.eval_samples.is_some(),
+                "--eval-samples",
+                "--eval",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(unused, flag, purpose)| unused.then_some((flag, purpose)))
+    }
 }
 
 fn inputs(config: &ClipConfig, batch: usize, text_tokens: usize) -> ClipInputs {
@@ -125,19 +170,15 @@ fn median_seconds(
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.text_tokens < 2 {
+    if let Some((flag, purpose)) = args.unused() {
+        bail!("{flag} is not read by this measurement: it is for {purpose}");
+    }
+    if args.text_tokens() < 2 {
         bail!("--text-tokens must be at least 2 (start and end tokens)");
     }
     let methods = Method::parse_list(args.method.as_deref().unwrap_or("all"))?;
-    if let Size::Fiedler = args.size {
-        if args.method.is_some() {
-            bail!(
-                "--method does not apply to --size fiedler, which times the Fiedler solver alone"
-            );
-        }
-        if let Some(n) = args.nodes.iter().find(|&&n| n < 2) {
-            bail!("--nodes {n}: a graph needs at least 2 nodes to have a Fiedler vector");
-        }
+    if let Some(n) = args.nodes().into_iter().find(|&n| n < 2) {
+        bail!("--nodes {n}: a graph needs at least 2 nodes to have a Fiedler vector");
     }
     let positions = match args.size {
         Size::VitB16 => ClipConfig::vit_base_patch16().text.max_position_embeddings,
@@ -145,10 +186,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Size::LxmertBase => LxmertConfig::base_vqa().max_position_embeddings,
         Size::Fiedler => usize::MAX,
     };
-    if args.text_tokens > positions {
+    if args.text_tokens() > positions {
         bail!(
             "--text-tokens {}: the model has {positions} text positions",
-            args.text_tokens
+            args.text_tokens()
         );
     }
     if args.eval && !matches!(args.size, Size::LxmertBase) {
@@ -221,11 +262,12 @@ fn run_clip<B: Backend>(
     let opts = MethodOptions::default();
     println!(
         "CLIP {name}, random weights, {device}, captions of {} tokens, median of {}",
-        args.text_tokens, args.repeats
+        args.text_tokens(),
+        args.repeats
     );
     print_header();
     for &batch in &args.batch {
-        let x = inputs(&config, batch, args.text_tokens);
+        let x = inputs(&config, batch, args.text_tokens());
         let trace = if need_relevance(methods) {
             model.lrp(be, &x, true)
         } else {
@@ -289,7 +331,7 @@ fn run_lxmert<B: Backend>(
     let opts = MethodOptions::default();
     println!(
         "LXMERT base, random weights, {device}, questions of {} tokens, {REGIONS} regions, median of {}",
-        args.text_tokens,
+        args.text_tokens(),
         args.repeats
     );
     print_header();
@@ -303,11 +345,11 @@ fn run_lxmert<B: Backend>(
                 .collect(),
             regions: REGIONS,
             region_counts: None,
-            ids: (0..batch * args.text_tokens)
+            ids: (0..batch * args.text_tokens())
                 .map(|i| (1000 + 37 * i % 20000) as u32)
                 .collect(),
-            lengths: vec![args.text_tokens; batch],
-            seq_len: args.text_tokens,
+            lengths: vec![args.text_tokens(); batch],
+            seq_len: args.text_tokens(),
         };
         let target = VqaTarget::Predicted;
         let trace = model
@@ -353,7 +395,7 @@ fn run_eval<B: Backend>(
         answers: &answers,
         pad_id: 0,
     };
-    let n = args.eval_samples.max(1);
+    let n = args.eval_samples();
     let questions: Vec<Question> = (0..n)
         .map(|i| Question {
             id: i.to_string(),
@@ -382,7 +424,7 @@ fn run_eval<B: Backend>(
             source: format!("random {i}"),
         };
         let mut ids = vec![101u32];
-        ids.extend((1..args.text_tokens - 1).map(|t| (1000 + 37 * t + 101 * i) as u32 % 20_000));
+        ids.extend((1..args.text_tokens() - 1).map(|t| (1000 + 37 * t + 101 * i) as u32 % 20_000));
         ids.push(102);
         Ok(LxmertInput::new(regions, ids))
     };
@@ -404,7 +446,7 @@ fn run_eval<B: Backend>(
     };
     println!(
         "perturbation benchmark: LXMERT base, random weights, {device}, {n} samples, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
-        args.text_tokens,
+        args.text_tokens(),
         methods.len(),
         DEFAULT_STEPS.len()
     );
@@ -504,7 +546,7 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
         print!(" {:>8} {:>8} {:>8}", "rows ms", "gram ms", "graph ms");
     }
     println!();
-    for &n in &args.nodes {
+    for n in args.nodes() {
         for &batch in &args.batch {
             // A few distinct graphs, repeated: generating 577×768 features per graph would
             // take longer than solving them.
