@@ -332,7 +332,7 @@ fn html_one_span_per_token_and_images() {
     assert!(!html.contains("flat:"));
     let mut flat = pair();
     flat.methods[0].relevance = vec![0.0, 0.25, 0.25, 0.25, 0.0];
-    assert!(page("t", &[flat]).contains("flat: every word has relevance 0.2500"));
+    assert!(page("t", &[flat]).contains("flat: every word has raw relevance 0.2500"));
     // An empty method (no tokens, no relevance) and no pairs still make a page.
     let mut empty = pair();
     empty.methods[0].tokens.clear();
@@ -356,7 +356,10 @@ fn terminal_plain_is_exact() {
     // Relevance shorter than the tokens: the rest is unscored; all-equal scored values are 0,
     // and the line says the map is flat.
     let out = highlight(&tokens[..3], &[2.0, 2.0], &[true, true, true], false);
-    assert_eq!(out, "<s>(0.00) a(0.00) cat  (flat: every word 2.0000)");
+    assert_eq!(
+        out,
+        "<s>(0.00) a(0.00) cat  (flat: every word has raw relevance 2.0000; none ranked)"
+    );
     // equal values among unscored tokens do not make a map flat
     let out = highlight(&tokens[..3], &[7.0, 2.0, 2.0], &[true, true, true], false);
     assert!(!out.contains("flat"), "{out}");

@@ -126,7 +126,7 @@ fn method(out: &mut String, m: &HtmlMethod) {
     if let Some(v) = flat_value(m.tokens.len(), &m.relevance, &m.scored) {
         let _ = writeln!(
             out,
-            "<p class=\"note\">flat: every word has relevance {}, so the words are not ranked</p>",
+            "<p class=\"note\">flat: every word has raw relevance {}; none is ranked</p>",
             number(v)
         );
     }

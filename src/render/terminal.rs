@@ -47,7 +47,10 @@ pub fn highlight(tokens: &[String], relevance: &[f32], scored: &[bool], color: b
         };
     }
     if let Some(v) = flat_value(tokens.len(), relevance, scored) {
-        let _ = write!(out, "  (flat: every word {v:.4})");
+        let _ = write!(
+            out,
+            "  (flat: every word has raw relevance {v:.4}; none ranked)"
+        );
     }
     out
 }
