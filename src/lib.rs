@@ -15,3 +15,4 @@ pub mod render;
 pub mod session;
 pub mod synth;
 pub mod trace;
+pub mod warning;

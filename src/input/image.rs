@@ -22,6 +22,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use serde_json::{Map, Value};
 
 use super::InputError;
+use crate::warning::warn;
 
 /// Name of the image processor configuration inside a model directory.
 pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
@@ -474,7 +475,7 @@ fn field_error(path: &Path, field: &str, expected: &str, found: &Value) -> Input
 /// keep their high byte, which is how Pillow unpacks 16-bit RGB(A) PNGs (16-bit grey, which
 /// Pillow opens as mode "I;16" and then clips at 255, is scaled the same way instead). EXIF
 /// orientation is not applied, as `Image.open` does not apply it (the first image of a run
-/// that has one gets a warning on stderr). A JPEG cut short is an
+/// that has one gets a warning). A JPEG cut short is an
 /// error, as in Pillow ("image file is truncated"): the decoder would fill the missing rows
 /// with grey and say nothing.
 pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
@@ -543,14 +544,14 @@ fn warn_orientation_once(path: &Path, orientation: Orientation) {
         Orientation::Rotate270FlipH => "rotate it 90° counter-clockwise and mirror it",
     };
     WARNED.call_once(|| {
-        eprintln!(
-            "warning: {}: its EXIF orientation tells viewers to {shown}; fiedler, like Pillow's \
+        warn(&format!(
+            "{}: its EXIF orientation tells viewers to {shown}; fiedler, like Pillow's \
              Image.open in the reference, uses the pixels as stored, so the model sees it and \
              the maps are drawn that way. To explain it as viewers show it, rotate the file \
              itself first (e.g. `magick mogrify -auto-orient`). (Said for the first such \
              image only.)",
             path.display()
-        );
+        ));
     });
 }
 

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
 
 use super::InputError;
+use crate::warning::warn;
 
 /// Name of the tokenizer file inside a model directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -117,7 +118,7 @@ impl TextTokenizer {
         self.pad_id
     }
 
-    /// Encodes texts into one right-padded batch, truncating (with a warning on stderr) any
+    /// Encodes texts into one right-padded batch, truncating (with a warning) any
     /// that exceeds the model's positions.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch, InputError> {
         let mut rows = Vec::with_capacity(texts.len());
@@ -172,11 +173,11 @@ impl TextTokenizer {
             // Named by its start: `index` counts within a batch, not among the inputs.
             let start: String = text.chars().take(40).collect();
             let more = if start.len() < text.len() { "…" } else { "" };
-            eprintln!(
-                "warning: text \"{start}{more}\" has {full_len} tokens, more than the model's \
-                 {} positions; it is truncated to the first {}",
+            warn(&format!(
+                "text \"{start}{more}\" has {full_len} tokens, more than the model's {} \
+                 positions; it is truncated to the first {}",
                 self.max_positions, self.max_positions
-            );
+            ));
         }
         let encoding = self
             .tokenizer

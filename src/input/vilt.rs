@@ -27,6 +27,7 @@ use super::image::{
     PREPROCESSOR_CONFIG_FILE,
 };
 use super::InputError;
+use crate::warning::warn;
 
 /// transformers' `IMAGENET_STANDARD_MEAN` and `_STD`, `ViltImageProcessor`'s defaults.
 pub const IMAGENET_STANDARD_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
@@ -99,22 +100,22 @@ impl Default for ViltProcessorConfig {
 }
 
 impl ViltProcessorConfig {
-    /// `dir/preprocessor_config.json` when it exists, else the defaults, with a warning on
-    /// stderr: a model trained at another size gets a patch grid it never saw.
+    /// `dir/preprocessor_config.json` when it exists, else the defaults, with a warning
+    /// (`crate::warning`): a model trained at another size gets a patch grid it never saw.
     pub fn from_dir(dir: &Path) -> Result<Self, InputError> {
         let path = dir.join(PREPROCESSOR_CONFIG_FILE);
         if path.is_file() {
             Self::from_file(&path)
         } else {
             let config = Self::default();
-            eprintln!(
-                "warning: no {} in {}: images are preprocessed with ViltImageProcessor's \
-                 defaults (shortest edge {}, multiples of {})",
+            warn(&format!(
+                "no {} in {}: images are preprocessed with ViltImageProcessor's defaults \
+                 (shortest edge {}, multiples of {})",
                 PREPROCESSOR_CONFIG_FILE,
                 dir.display(),
                 config.shortest_edge,
                 config.size_divisor
-            );
+            ));
             Ok(config)
         }
     }

@@ -13,6 +13,7 @@ use crate::model::VqaTarget;
 use crate::session::{
     check_words, in_batches, rank_answers, AnswerTarget, QuestionResult, SessionError,
 };
+use crate::warning::warn;
 
 /// One question about one image's regions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +51,11 @@ impl<B: Backend> LxmertSession<B> {
         let answers = match answers {
             None => {
                 if unnamed_answers(&c.id2label) {
-                    eprintln!(
-                        "warning: {} names no answers (no id2label), so they show as LABEL_k: \
-                         give --answers with the answer list (LXMERT's trainval_label2ans.json)",
+                    warn(&format!(
+                        "{} names no answers (no id2label), so they show as LABEL_k: give \
+                         --answers with the answer list (LXMERT's trainval_label2ans.json)",
                         dir.join("config.json").display()
-                    );
+                    ));
                 }
                 c.id2label.clone()
             }

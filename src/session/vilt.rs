@@ -15,6 +15,7 @@ use crate::session::{
     check_requests, check_words, in_batches, needs_backward, rank_answers, whole_image,
     AnswerTarget, PairRequest, QuestionResult, SessionError,
 };
+use crate::warning::warn;
 
 /// A ViLT model loaded on a backend (the CPU unless opened with `open_on`).
 pub struct ViltSession<B: Backend = Cpu> {
@@ -105,14 +106,14 @@ impl<B: Backend> ViltSession<B> {
         let (output, explanations) = self.explain_inputs(&inputs, methods, opts, target)?;
         for (pair, layout) in pairs.iter().zip(&output.layouts) {
             if layout.dropped_patches() > 0 {
-                eprintln!(
-                    "warning: {} has {} patches, more than the model's max_image_length: \
-                     kept {} evenly spaced ones (transformers draws them at random on every \
-                     call); the others get relevance 0",
+                warn(&format!(
+                    "{} has {} patches, more than the model's max_image_length: kept {} evenly \
+                     spaced ones (transformers draws them at random on every call); the others \
+                     get relevance 0",
                     pair.image.display(),
                     layout.grid.0 * layout.grid.1,
                     layout.patch_index.len()
-                );
+                ));
             }
         }
         let n = output.labels;

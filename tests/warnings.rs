@@ -1,0 +1,30 @@
+//! Library warnings go to a handler the program installs (here: collected), not only to
+//! stderr, and back to stderr after a reset.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::fixtures;
+use fiedler::input::text::TextTokenizer;
+use fiedler::warning;
+
+#[test]
+fn warnings_reach_an_installed_handler() {
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&seen);
+    warning::set_handler(move |m| sink.lock().unwrap().push(m.to_owned()));
+
+    let tokenizer = TextTokenizer::from_dir(&fixtures().join("clip"), 8, 0).unwrap();
+    let long = "a photo of a cat sitting on a red mat in the sun";
+    let batch = tokenizer.encode_batch(&[long]).unwrap();
+    assert_eq!(batch.truncated, vec![true]);
+    warning::reset_handler();
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].starts_with("text \"a photo of a cat") && seen[0].contains("truncated"),
+        "{seen:?}"
+    );
+}
