@@ -586,6 +586,7 @@ fn evaluate<M: EvalModel>(
         .count();
 
     let mut progress = Progress::new(Task::EVAL, questions.len(), done_before, plan.batch);
+    progress.route_warnings();
     progress.set_message(tally.summary(&header.steps));
     let mut failed = 0usize;
     run(

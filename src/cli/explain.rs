@@ -388,6 +388,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     } else {
         Progress::hidden()
     };
+    bar.route_warnings();
     let mut shown = 0;
     let progress = |done: usize| {
         bar.advance(done.saturating_sub(shown), false);

@@ -109,7 +109,17 @@ impl Progress {
         }
     }
 
+    /// Sends the library's warnings above the bar while it shows (printed plainly, they would
+    /// tear it), until `finish`.
+    pub fn route_warnings(&self) {
+        if let Progress::Bar(bar) = self {
+            let bar = bar.clone();
+            fiedler::warning::set_handler(move |m| bar.suspend(|| eprintln!("warning: {m}")));
+        }
+    }
+
     pub fn finish(self) {
+        fiedler::warning::reset_handler();
         match self {
             Progress::Bar(bar) => bar.finish_and_clear(),
             Progress::Lines(lines) => lines.finish(),
