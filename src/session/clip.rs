@@ -91,6 +91,11 @@ impl<B: Backend> ClipSession<B> {
         &self.backend
     }
 
+    /// The image preprocessing (preprocessor_config.json), for building `ClipInputs` by hand.
+    pub fn processor(&self) -> &ImageProcessorConfig {
+        &self.processor
+    }
+
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
