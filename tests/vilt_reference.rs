@@ -110,6 +110,24 @@ fn vilt_layouts_follow_the_token_order() {
     assert_eq!(out.layouts[0].word_tokens(), 1..6);
 }
 
+/// Inputs no image could give are refused: a pixel mask that marks no patch, a patch kept
+/// twice. Keeping no patch is allowed (the perturbation benchmark's last step).
+#[test]
+fn impossible_patch_inputs_are_refused() {
+    let g = golden();
+    let model = Vilt::load(&Cpu, &fixtures().join("vilt")).unwrap();
+    let mut x = inputs(&g, "b1");
+    x.kept_patches = Some(vec![Vec::new()]);
+    assert!(model.logits(&Cpu, &x).is_ok());
+    x.kept_patches = Some(vec![vec![0, 3, 0]]);
+    let err = model.logits(&Cpu, &x).err().expect("refused").to_string();
+    assert!(err.contains("keeps patch 0 twice"), "{err}");
+    x.kept_patches = None;
+    x.pixel_mask.iter_mut().for_each(|m| *m = false);
+    let err = model.logits(&Cpu, &x).err().expect("refused").to_string();
+    assert!(err.contains("marks no patch"), "{err}");
+}
+
 /// A positive `max_image_length` (tools/reference/make_vilt_cap_golden.py, cap 14 on grids
 /// of 16, 24 and 12 patches): each sample keeps an evenly spaced subset of at most 14
 /// patches, and the logits are what transformers computes for those patches (≤ 1e-5

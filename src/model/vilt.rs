@@ -453,6 +453,12 @@ impl<B: Backend> Vilt<B> {
                 x.seq_len, c.max_position_embeddings
             ));
         }
+        let grids = self.grids(x);
+        if let Some(b) = grids.iter().position(|&(rows, cols)| rows * cols == 0) {
+            return bad(format!(
+                "the pixel mask of sample {b} marks no patch: an image has at least one"
+            ));
+        }
         if let Some(kept) = &x.kept_patches {
             if kept.len() != batch {
                 return bad(format!(
@@ -460,11 +466,18 @@ impl<B: Backend> Vilt<B> {
                     kept.len()
                 ));
             }
-            for (b, (kept, (rows, cols))) in kept.iter().zip(self.grids(x)).enumerate() {
+            for (b, (kept, &(rows, cols))) in kept.iter().zip(&grids).enumerate() {
                 if let Some(&i) = kept.iter().find(|&&i| i >= rows * cols) {
                     return bad(format!(
                         "sample {b} keeps patch {i} of a {rows}×{cols} patch grid"
                     ));
+                }
+                let mut seen = vec![false; rows * cols];
+                if let Some(&i) = kept
+                    .iter()
+                    .find(|&&i| std::mem::replace(&mut seen[i], true))
+                {
+                    return bad(format!("sample {b} keeps patch {i} twice"));
                 }
             }
         }
