@@ -120,11 +120,11 @@ fn impossible_patch_inputs_are_refused() {
     x.kept_patches = Some(vec![Vec::new()]);
     assert!(model.logits(&Cpu, &x).is_ok());
     x.kept_patches = Some(vec![vec![0, 3, 0]]);
-    let err = model.logits(&Cpu, &x).err().expect("refused").to_string();
+    let err = model.logits(&Cpu, &x).expect_err("refused").to_string();
     assert!(err.contains("keeps patch 0 twice"), "{err}");
     x.kept_patches = None;
     x.pixel_mask.iter_mut().for_each(|m| *m = false);
-    let err = model.logits(&Cpu, &x).err().expect("refused").to_string();
+    let err = model.logits(&Cpu, &x).expect_err("refused").to_string();
     assert!(err.contains("marks no patch"), "{err}");
 }
 
