@@ -715,7 +715,8 @@ fn reports_are_named_after_their_results_file() {
 }
 
 /// Weights retrained or replaced in place do not resume into the old weights' results: the
-/// header's fingerprint differs, and the rerun is refused, naming the model.
+/// header's fingerprint differs, and the rerun is refused, naming the model. Nor does a run
+/// with another eigensolver.
 #[test]
 fn changed_weights_do_not_resume_old_results() {
     let dir = scratch("changed-weights");
@@ -736,6 +737,13 @@ fn changed_weights_do_not_resume_old_results() {
     run_ok(&args(&results));
     // the same weights resume (nothing left to do)
     run_ok(&args(&results));
+    // another eigensolver does not resume
+    let mut dense = args(&results);
+    dense.extend(["--solver".into(), "dense".into()]);
+    let out = fiedler().args(dense).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("solver lanczos, this run has dense"), "{err}");
     // one byte of one tensor changed
     let weights = model.join("model.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();

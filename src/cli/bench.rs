@@ -442,6 +442,7 @@ fn run_eval<B: Backend>(
         ground_truth: None,
         weights: None,
         answers: None,
+        solver: None,
         cwd: None,
     };
     println!(

@@ -435,6 +435,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         ground_truth: truth_file.as_ref().map(|p| p.display().to_string()),
         weights: Some(Weights::open(&model_dir)?.fingerprint()),
         answers: args.answers.as_ref().map(|p| p.display().to_string()),
+        solver: Some(args.solver.to_string()),
         cwd: std::env::current_dir()
             .ok()
             .map(|d| d.display().to_string()),

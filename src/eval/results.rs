@@ -49,6 +49,10 @@ pub struct RunHeader {
     /// The --answers file naming LXMERT's answers, if one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<String>,
+    /// The spectral methods' eigensolver ("lanczos", "dense"). (Absent in files of older
+    /// versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub solver: Option<String>,
     /// The directory the run started in: relative paths above are relative to it, so a
     /// rerun from elsewhere, or naming the same files another way, resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -453,6 +457,12 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             ours.seed.to_string(),
         ));
     }
+    // A file from before the solver was recorded says nothing about it.
+    if let (Some(a), Some(b)) = (&theirs.solver, &ours.solver) {
+        if a != b {
+            return Err(differs("solver", a.clone(), b.clone()));
+        }
+    }
     // A file from before weights were fingerprinted says nothing about them.
     if let (Some(a), Some(b)) = (&theirs.weights, &ours.weights) {
         if a != b {
@@ -491,6 +501,7 @@ mod tests {
             ground_truth: None,
             weights: None,
             answers: None,
+            solver: None,
             cwd: None,
         }
     }
