@@ -122,6 +122,19 @@ if [ -n "$fiedler" ]; then
 fi
 # Criterion: per-op GPU times at ViT-B/16 batch-64 sizes, Fiedler batches of 256 graphs.
 [ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench
+# The numbers the targets name, pulled out of the logs so that SUMMARY alone shows them:
+# Fiedler graphs/s at n = 196 (each A/B and K of the sweep), CLIP dsmi-grad at batch 64.
+{
+    echo "== key numbers (Fiedler: nodes graphs ms graphs/s on-device-graphs/s [stages]; CLIP: method batch … expl/s …)"
+    for log in bench-fiedler bench-fiedler-release bench-fiedler-general bench-fiedler-resident; do
+        [ -f "$logs/$log.log" ] || continue
+        grep -E '^== FIEDLER_GRAPH_RESIDENT|^ +196 ' "$logs/$log.log" | sed "s/^/$log: /"
+    done
+    for log in bench-clip-vit-b16 bench-clip-tf32 bench-clip-release; do
+        [ -f "$logs/$log.log" ] || continue
+        grep -E '^dsmi-grad +64 ' "$logs/$log.log" | sed "s/^/$log: /"
+    done
+} >> "$summary"
 echo "== summary ($logs/SUMMARY)"
 cat "$summary"
 if [ -n "${OUT:-}" ]; then
