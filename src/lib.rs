@@ -4,6 +4,10 @@
 //! activations, records what the explanation methods read (`trace`), and the spectral core
 //! (`linalg`) turns token features into Fiedler vectors.
 
+// The docs write token names and indices in brackets ([CLS], out[b, e]), as the papers and
+// transformers do; rustdoc would take each for a link to an item.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 pub mod backend;
 pub mod eval;
 pub mod explain;
