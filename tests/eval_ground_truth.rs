@@ -400,54 +400,53 @@ fn clip_eval_scores_true_captions_against_all_objects() {
     );
     assert!(report.contains("## Ground truth"), "{report}");
 
+    // refused runs: `eval --model CLIP` with `args`, failing with `needle` on stderr
+    let refused = |args: &[String], needle: &str| {
+        let mut all = vec!["eval".into(), "--model".into(), s(&fixtures().join("clip"))];
+        all.extend_from_slice(args);
+        let out = run(&all);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains(needle), "{err}");
+    };
+    let strings = |a: &[&str]| a.iter().map(|x| (*x).to_owned()).collect::<Vec<String>>();
+    let captions = s(&set.join("captions.json"));
     // without captions, CLIP is refused with a pointer to them
-    let set_q = set.join("questions.json");
-    let out = run(&[
-        "eval".into(),
-        "--model".into(),
-        s(&fixtures().join("clip")),
-        "--questions".into(),
-        s(&set_q),
-        "--annotations".into(),
-        s(&set.join("annotations.json")),
-        "--results".into(),
-        s(&dir.join("x.jsonl")),
-    ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--captions"));
+    refused(
+        &strings(&[
+            "--questions",
+            &s(&set.join("questions.json")),
+            "--annotations",
+            &s(&set.join("annotations.json")),
+            "--results",
+            &s(&dir.join("x.jsonl")),
+        ]),
+        "--captions",
+    );
     // with captions but without ground truth there is nothing to score
-    let out = run(&[
-        "eval".into(),
-        "--model".into(),
-        s(&fixtures().join("clip")),
-        "--captions".into(),
-        s(&set.join("captions.json")),
-        "--no-ground-truth".into(),
-        "--results".into(),
-        s(&dir.join("y.jsonl")),
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("scored against ground truth only"), "{err}");
+    refused(
+        &strings(&[
+            "--captions",
+            &captions,
+            "--no-ground-truth",
+            "--results",
+            &s(&dir.join("y.jsonl")),
+        ]),
+        "scored against ground truth only",
+    );
     // options that shape perturbation tests are refused, not ignored: CLIP removes nothing
-    let out = run(&[
-        "eval".into(),
-        "--model".into(),
-        s(&fixtures().join("clip")),
-        "--captions".into(),
-        s(&set.join("captions.json")),
-        "--steps".into(),
-        "0,0.5,1".into(),
-        "--order".into(),
-        "most-relevant-first".into(),
-        "--results".into(),
-        s(&dir.join("z.jsonl")),
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--order, --steps: a CLIP run removes nothing"),
-        "{err}"
+    refused(
+        &strings(&[
+            "--captions",
+            &captions,
+            "--steps",
+            "0,0.5,1",
+            "--order",
+            "most-relevant-first",
+            "--results",
+            &s(&dir.join("z.jsonl")),
+        ]),
+        "--order, --steps: a CLIP run removes nothing",
     );
     assert!(!dir.join("z.jsonl").exists());
     std::fs::remove_dir_all(dir).unwrap();

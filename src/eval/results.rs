@@ -441,15 +441,17 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             format!("{:?}", ours.steps),
         ));
     }
-    let truth = |g: &Option<String>| g.clone().unwrap_or_default();
-    if !same(&truth(&theirs.ground_truth), &truth(&ours.ground_truth)) {
+    // An optional file (ground truth, answers): the same file, or none in both.
+    let same_optional = |field: &str, a: &Option<String>, b: &Option<String>| {
+        let path = |g: &Option<String>| g.clone().unwrap_or_default();
         let shown = |g: &Option<String>| g.clone().unwrap_or_else(|| "none".into());
-        return Err(differs(
-            "ground truth",
-            shown(&theirs.ground_truth),
-            shown(&ours.ground_truth),
-        ));
-    }
+        if same(&path(a), &path(b)) {
+            Ok(())
+        } else {
+            Err(differs(field, shown(a), shown(b)))
+        }
+    };
+    same_optional("ground truth", &theirs.ground_truth, &ours.ground_truth)?;
     if theirs.seed != ours.seed {
         return Err(differs(
             "seed",
@@ -473,16 +475,7 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             ));
         }
     }
-    let answers = |g: &Option<String>| g.clone().unwrap_or_default();
-    if !same(&answers(&theirs.answers), &answers(&ours.answers)) {
-        let shown = |g: &Option<String>| g.clone().unwrap_or_else(|| "none".into());
-        return Err(differs(
-            "answers",
-            shown(&theirs.answers),
-            shown(&ours.answers),
-        ));
-    }
-    Ok(())
+    same_optional("answers", &theirs.answers, &ours.answers)
 }
 
 #[cfg(test)]
