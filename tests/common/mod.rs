@@ -4,6 +4,9 @@
 // `!(err <= tol)` on purpose: unlike `err > tol`, it also fails on NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
+#[cfg(feature = "cuda")]
+pub mod cuda_emulator;
+
 use std::path::{Path, PathBuf};
 
 use fiedler::backend::MeanGraph;

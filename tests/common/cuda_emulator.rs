@@ -1,0 +1,213 @@
+//! The CUDA path on a machine without a GPU: tests/cuda_emulator builds a `libcuda.so` and a
+//! `libcublas.so` that run kernels/*.cu on the CPU (see the header of each file there). Where
+//! no NVIDIA driver is installed, `driver()` compiles them with the host's C++ compiler (once
+//! per source version, under target/tmp) and loads them into this process, so the backend's
+//! own dlopen of "libcuda.so" and "libcublas.so" finds them by their soname. A child process
+//! gets them through `LD_LIBRARY_PATH` (`emulate_in`).
+//!
+//! This checks the host code and the kernels' logic against the CPU backend, not a GPU's
+//! timing, memory model or rounding of its math library: scripts/gpu-check.sh does that.
+//! `FIEDLER_CUDA_EMULATOR=off` keeps it out (the CUDA tests then skip).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use super::repo;
+
+/// Which CUDA driver the tests in this process get.
+pub enum Driver {
+    /// The NVIDIA driver is installed (there may still be no usable GPU).
+    Real,
+    /// The emulator, loaded from this directory.
+    Emulated(PathBuf),
+    /// Neither, and why there is no emulator.
+    Missing(String),
+}
+
+pub fn driver() -> &'static Driver {
+    static DRIVER: OnceLock<Driver> = OnceLock::new();
+    DRIVER.get_or_init(|| {
+        // SAFETY: only tries to dlopen the library.
+        if unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Driver::Real;
+        }
+        if std::env::var_os("FIEDLER_CUDA_EMULATOR").is_some_and(|v| v == "off") {
+            return Driver::Missing("FIEDLER_CUDA_EMULATOR=off".into());
+        }
+        match build().and_then(|dir| load(&dir).map(|()| dir)) {
+            Ok(dir) => Driver::Emulated(dir),
+            Err(e) => Driver::Missing(format!("no CUDA emulator: {e}")),
+        }
+    })
+}
+
+/// Lets a child process (the `fiedler` binary) find the emulator, when this process uses it.
+pub fn emulate_in(cmd: &mut Command) -> &mut Command {
+    if let Driver::Emulated(dir) = driver() {
+        let mut paths = vec![dir.clone()];
+        paths.extend(
+            std::env::var_os("LD_LIBRARY_PATH")
+                .iter()
+                .flat_map(std::env::split_paths),
+        );
+        cmd.env(
+            "LD_LIBRARY_PATH",
+            std::env::join_paths(paths).expect("paths without ':'"),
+        );
+    }
+    cmd
+}
+
+const SOURCES: &[&str] = &[
+    "device.h",
+    "registry.h",
+    "runtime.h",
+    "runtime.cpp",
+    "driver.cpp",
+    "cublas.cpp",
+];
+
+/// Flags for every file: like nvcc's `-fmad=false` products, nothing is contracted into an
+/// FMA, so `__fmul_rn` and plain products round alike.
+const FLAGS: &[&str] = &[
+    "-std=c++17",
+    "-O2",
+    "-fPIC",
+    "-shared",
+    "-ffp-contract=off",
+    "-fvisibility=hidden",
+];
+
+fn build() -> Result<PathBuf, String> {
+    let root = repo();
+    let sources = root.join("tests/cuda_emulator");
+    let kernels = kernel_files(&root.join("kernels"))?;
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for path in SOURCES
+        .iter()
+        .map(|s| sources.join(s))
+        .chain(kernels.iter().cloned())
+    {
+        inputs.push(path.to_string_lossy().into_owned().into_bytes());
+        inputs.push(std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    inputs.push(
+        root.join("kernels/common.cuh")
+            .to_string_lossy()
+            .into_owned()
+            .into_bytes(),
+    );
+    inputs.push(std::fs::read(root.join("kernels/common.cuh")).map_err(|e| e.to_string())?);
+    let parts: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "cuda-emulator-{:016x}",
+        fiedler::hash::fnv1a(&parts)
+    ));
+    if dir.join("libcuda.so").is_file() && dir.join("libcublas.so").is_file() {
+        return Ok(dir);
+    }
+    // Built beside, then renamed: another test process may be building the same version.
+    let work = dir.with_extension(format!("building-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let mut units = Vec::new();
+    for file in &kernels {
+        let unit = work.join(file.file_stem().unwrap()).with_extension("cpp");
+        std::fs::write(&unit, registering(file)?).map_err(|e| e.to_string())?;
+        units.push(unit);
+    }
+    compile(&work, "libcuda.so", |cmd| {
+        cmd.arg("-I")
+            .arg(&sources)
+            .arg("-I")
+            .arg(root.join("kernels"));
+        cmd.arg("-include").arg(sources.join("device.h"));
+        cmd.args(["-Wno-unused-function", "-Wno-unknown-pragmas"]);
+        cmd.args(&units)
+            .arg(sources.join("runtime.cpp"))
+            .arg(sources.join("driver.cpp"));
+    })?;
+    compile(&work, "libcublas.so", |cmd| {
+        cmd.arg(sources.join("cublas.cpp"));
+    })?;
+    match std::fs::rename(&work, &dir) {
+        Ok(()) => Ok(dir),
+        Err(_) if dir.join("libcublas.so").is_file() => {
+            let _ = std::fs::remove_dir_all(&work);
+            Ok(dir)
+        }
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
+}
+
+fn compile(dir: &Path, library: &str, inputs: impl FnOnce(&mut Command)) -> Result<(), String> {
+    let compiler = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
+    let mut cmd = Command::new(&compiler);
+    cmd.args(FLAGS).args(["-Wall", "-Werror"]);
+    inputs(&mut cmd);
+    cmd.arg("-o")
+        .arg(dir.join(library))
+        .arg(format!("-Wl,-soname,{library}"));
+    let out = cmd.output().map_err(|e| format!("{compiler}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{compiler} failed to build {library}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+fn kernel_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A translation unit of one kernel file followed by a registration of each of its kernels
+/// (`KERNEL void [__launch_bounds__(…)] name(`), so the driver finds them by name.
+fn registering(file: &Path) -> Result<String, String> {
+    let src = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut unit = format!(
+        "#include \"{}\"\n#include \"registry.h\"\nstatic const emu::Registrar registrations[] = {{\n",
+        file.display()
+    );
+    for (at, _) in src.match_indices("KERNEL void") {
+        let mut rest = src[at + "KERNEL void".len()..].trim_start();
+        if let Some(bounds) = rest.strip_prefix("__launch_bounds__") {
+            rest = bounds[bounds.find(')').ok_or("unclosed __launch_bounds__")? + 1..].trim_start();
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if name.is_empty() {
+            return Err(format!("{}: a KERNEL without a name", file.display()));
+        }
+        unit.push_str(&format!("    {{\"{name}\", {name}}},\n"));
+    }
+    unit.push_str("};\n");
+    Ok(unit)
+}
+
+/// Loads both libraries for good (the backend keeps calling into them).
+fn load(dir: &Path) -> Result<(), String> {
+    for library in ["libcuda.so", "libcublas.so"] {
+        let path = dir.join(library);
+        // SAFETY: the emulator's libraries run no code at load time beyond registering the
+        // kernels in their own table.
+        let lib = unsafe { libloading::os::unix::Library::open(Some(&path), libc_flags()) }
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::mem::forget(lib);
+    }
+    Ok(())
+}
+
+/// RTLD_NOW | RTLD_GLOBAL.
+fn libc_flags() -> i32 {
+    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL
+}

@@ -1,0 +1,111 @@
+// libcublas.so beside the emulated driver: the handle calls and the strided batched GEMMs
+// fiedler's backend makes, computed on the host when called (column-major, as cuBLAS). Each
+// entry is one dot product summed in order in the type of the data, as cuBLAS's non-tensor
+// kernels do (their order differs; the tests' bounds allow for that). With TF32 allowed,
+// f32 operands are first rounded to TF32's 10-bit mantissa, as tensor cores read them.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#define API extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+enum Status : int { SUCCESS = 0, INVALID_VALUE = 7 };
+enum Operation : int { OP_N = 0, OP_T = 1, OP_C = 2 };
+constexpr int TF32_TENSOR_OP_MATH = 3;
+
+struct Handle {
+    void* stream = nullptr;
+    int math_mode = 0;
+};
+
+// Round to nearest even at 10 mantissa bits (13 dropped); infinities and NaN pass.
+float to_tf32(float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, 4);
+    if ((bits & 0x7f800000u) != 0x7f800000u) {
+        bits += 0xfffu + ((bits >> 13) & 1u);
+        bits &= ~0x1fffu;
+    }
+    std::memcpy(&x, &bits, 4);
+    return x;
+}
+
+template <typename T, typename Round>
+Status gemm(int transa, int transb, int m, int n, int k, const T* alpha, const T* a, int lda,
+            long long stride_a, const T* b, int ldb, long long stride_b, const T* beta, T* c,
+            int ldc, long long stride_c, int batch, Round round) {
+    if (m < 0 || n < 0 || k < 0 || batch < 0 || transa == OP_C || transb == OP_C)
+        return INVALID_VALUE;
+    for (int s = 0; s < batch; ++s) {
+        const T* as = a + s * stride_a;
+        const T* bs = b + s * stride_b;
+        T* cs = c + s * stride_c;
+        for (int j = 0; j < n; ++j)
+            for (int i = 0; i < m; ++i) {
+                T sum = 0;
+                for (int l = 0; l < k; ++l) {
+                    const T x = transa == OP_N ? as[i + (long long)l * lda] : as[l + (long long)i * lda];
+                    const T y = transb == OP_N ? bs[l + (long long)j * ldb] : bs[j + (long long)l * ldb];
+                    sum += round(x) * round(y);
+                }
+                T& out = cs[i + (long long)j * ldc];
+                // β = 0 leaves C unread, as in cuBLAS (it may hold anything, NaN included).
+                out = *beta == T(0) ? *alpha * sum : *alpha * sum + *beta * out;
+            }
+    }
+    return SUCCESS;
+}
+
+}  // namespace
+
+API int cublasCreate_v2(void** handle) {
+    *handle = new Handle;
+    return SUCCESS;
+}
+
+API int cublasDestroy_v2(void* handle) {
+    delete static_cast<Handle*>(handle);
+    return SUCCESS;
+}
+
+API int cublasSetStream_v2(void* handle, void* stream) {
+    static_cast<Handle*>(handle)->stream = stream;
+    return SUCCESS;
+}
+
+API int cublasGetStream_v2(void* handle, void** stream) {
+    *stream = static_cast<Handle*>(handle)->stream;
+    return SUCCESS;
+}
+
+API int cublasSetMathMode(void* handle, int mode) {
+    static_cast<Handle*>(handle)->math_mode = mode;
+    return SUCCESS;
+}
+
+API int cublasGetMathMode(void* handle, int* mode) {
+    *mode = static_cast<Handle*>(handle)->math_mode;
+    return SUCCESS;
+}
+
+API int cublasSgemmStridedBatched(void* handle, int transa, int transb, int m, int n, int k,
+                                  const float* alpha, const float* a, int lda, long long stride_a,
+                                  const float* b, int ldb, long long stride_b, const float* beta,
+                                  float* c, int ldc, long long stride_c, int batch) {
+    if ((static_cast<Handle*>(handle)->math_mode & 0xf) == TF32_TENSOR_OP_MATH)
+        return gemm(transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
+                    ldc, stride_c, batch, to_tf32);
+    return gemm(transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                stride_c, batch, [](float x) { return x; });
+}
+
+API int cublasDgemmStridedBatched(void*, int transa, int transb, int m, int n, int k,
+                                  const double* alpha, const double* a, int lda,
+                                  long long stride_a, const double* b, int ldb,
+                                  long long stride_b, const double* beta, double* c, int ldc,
+                                  long long stride_c, int batch) {
+    return gemm(transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
+                stride_c, batch, [](double x) { return x; });
+}

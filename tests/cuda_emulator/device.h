@@ -1,0 +1,123 @@
+// The CUDA C++ that kernels/*.cu use, for a host C++ compiler: the emulator compiles every
+// kernel file with this header force-included (`-include device.h`), so the very kernels
+// nvcc builds run on the CPU, one block at a time, each CUDA thread a fiber (runtime.cpp).
+//
+// What it models: thread and block indices, `__shared__` memory per block, `__syncthreads`,
+// the warp shuffles (a warp-wide exchange), atomics, and the rounding intrinsics. It runs
+// the threads of a block in turn between barriers, so code that reads another thread's
+// write without a barrier in between reads the old value, as a real GPU may; a barrier or
+// shuffle that not every live thread of its block (or warp) reaches fails the launch.
+#pragma once
+
+#include <math.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+
+namespace emu {
+
+// One CUDA thread of the block being run.
+struct Thread {
+    dim3 thread_idx, block_idx, block_dim, grid_dim;
+};
+
+// The thread the emulator runs on this OS thread (each OS thread runs its own launches).
+extern thread_local Thread* current;
+
+void syncthreads();
+// Every live lane of the caller's warp passes `bits`; each gets lane `src`'s (its own when
+// `src` is outside the warp).
+uint64_t warp_exchange(uint64_t bits, int src);
+
+template <typename T>
+T shuffle(T v, int src) {
+    static_assert(sizeof(T) <= sizeof(uint64_t) && std::is_trivially_copyable<T>::value,
+                  "a shuffle moves at most 8 bytes");
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    const uint64_t got = warp_exchange(bits, src);
+    T out;
+    std::memcpy(&out, &got, sizeof(T));
+    return out;
+}
+
+template <typename To, typename From>
+To bit_cast(From v) {
+    static_assert(sizeof(To) == sizeof(From), "same size");
+    To out;
+    std::memcpy(&out, &v, sizeof(To));
+    return out;
+}
+
+}  // namespace emu
+
+#define threadIdx (emu::current->thread_idx)
+#define blockIdx (emu::current->block_idx)
+#define blockDim (emu::current->block_dim)
+#define gridDim (emu::current->grid_dim)
+
+#define __global__
+#define __host__
+// `static`: each kernel file is its own translation unit, as under nvcc, so helpers of the
+// same name in two files stay apart.
+#define __device__ static
+#define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
+#define __launch_bounds__(...)
+// Per block. Blocks run one after another on an OS thread; launches on other OS threads
+// (parallel tests) get their own copy.
+#define __shared__ static thread_local
+
+inline void __syncthreads() { emu::syncthreads(); }
+
+template <typename T>
+T __shfl_sync(unsigned, T v, int src) {
+    return emu::shuffle(v, src & 31);
+}
+
+template <typename T>
+T __shfl_down_sync(unsigned, T v, unsigned delta) {
+    const int src = (int)(threadIdx.x & 31) + (int)delta;
+    return emu::shuffle(v, src < 32 ? src : -1);
+}
+
+template <typename T>
+T __shfl_xor_sync(unsigned, T v, int mask) {
+    return emu::shuffle(v, (int)(threadIdx.x & 31) ^ mask);
+}
+
+// One fiber runs at a time, so an atomic is a plain read-modify-write.
+template <typename T>
+T atomicAdd(T* address, T v) {
+    const T old = *address;
+    *address = old + v;
+    return old;
+}
+
+// Round to nearest, never contracted into an FMA: the emulator is built with
+// -ffp-contract=off, so plain arithmetic already is.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline double __dmul_rn(double a, double b) { return a * b; }
+inline double __dadd_rn(double a, double b) { return a + b; }
+
+inline float __int_as_float(int v) { return emu::bit_cast<float>(v); }
+inline float __int_as_float(unsigned v) { return emu::bit_cast<float>(v); }
+inline double __longlong_as_double(long long v) { return emu::bit_cast<double>(v); }
+inline long long __double_as_longlong(double v) { return emu::bit_cast<long long>(v); }
+
+// CUDA's integer min/max (its float ones are fminf/fmaxf, as on the host).
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+
+using std::isfinite;
+using std::isnan;

@@ -1,0 +1,345 @@
+// libcuda.so for a machine without a GPU: the part of the CUDA driver API that fiedler's
+// backend (through cudarc) calls, with "device" memory in host memory and every launch, copy
+// and memset done at once on the calling thread, so a stream is always idle. Kernels are
+// found by name among the emulated ones (runtime.cpp), whatever image a module is loaded
+// from. Calls outside this subset are absent: cudarc then panics naming the symbol, which
+// the backend turns into an error.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "runtime.h"
+
+#define API extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+// The CUresult values used here (cuda.h).
+enum Result : int {
+    SUCCESS = 0,
+    INVALID_VALUE = 1,
+    OUT_OF_MEMORY = 2,
+    INVALID_DEVICE = 101,
+    INVALID_HANDLE = 400,
+    NOT_FOUND = 500,
+    LAUNCH_FAILED = 719,
+};
+
+using DevicePtr = unsigned long long;
+
+// An H100-like device, small enough that out-of-memory paths can be reached.
+constexpr size_t TOTAL_MEMORY = size_t(8) << 30;
+constexpr int SM_COUNT = 132;
+constexpr const char* NAME = "fiedler CUDA emulator (CPU)";
+
+// Fresh allocations hold all-ones bytes (NaN as f32 and f64, -1 as integers), as stale pool
+// memory on a GPU holds anything: a kernel that reads memory nobody wrote gives NaN.
+constexpr int FRESH_BYTE = 0xff;
+
+struct Memory {
+    std::mutex lock;
+    std::unordered_map<DevicePtr, size_t> sizes;
+    size_t used = 0;
+};
+
+Memory& memory() {
+    static Memory m;
+    return m;
+}
+
+Result allocate(DevicePtr* out, size_t bytes) {
+    if (!out) return INVALID_VALUE;
+    if (bytes == 0) {
+        *out = 0;
+        return SUCCESS;
+    }
+    Memory& m = memory();
+    std::lock_guard<std::mutex> g(m.lock);
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    if (rounded > TOTAL_MEMORY - m.used) return OUT_OF_MEMORY;
+    void* p = std::aligned_alloc(256, rounded);
+    if (!p) return OUT_OF_MEMORY;
+    std::memset(p, FRESH_BYTE, rounded);
+    *out = reinterpret_cast<DevicePtr>(p);
+    m.sizes[*out] = rounded;
+    m.used += rounded;
+    return SUCCESS;
+}
+
+Result release(DevicePtr p) {
+    if (p == 0) return SUCCESS;
+    Memory& m = memory();
+    std::lock_guard<std::mutex> g(m.lock);
+    auto it = m.sizes.find(p);
+    if (it == m.sizes.end()) return INVALID_VALUE;
+    m.used -= it->second;
+    m.sizes.erase(it);
+    std::free(reinterpret_cast<void*>(p));
+    return SUCCESS;
+}
+
+// Handles for contexts, streams, pools and modules: distinct non-null pointers.
+int context_tag, pool_tag, module_tag;
+
+struct Event {
+    std::chrono::steady_clock::time_point at;
+};
+
+void* addr(DevicePtr p) { return reinterpret_cast<void*>(p); }
+
+const char* error_name(int r) {
+    switch (r) {
+        case SUCCESS: return "CUDA_SUCCESS";
+        case INVALID_VALUE: return "CUDA_ERROR_INVALID_VALUE";
+        case OUT_OF_MEMORY: return "CUDA_ERROR_OUT_OF_MEMORY";
+        case INVALID_DEVICE: return "CUDA_ERROR_INVALID_DEVICE";
+        case INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
+        case NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
+        case LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
+        default: return nullptr;
+    }
+}
+
+}  // namespace
+
+// Initialisation and the device.
+
+API int cuInit(unsigned) { return SUCCESS; }
+
+API int cuDriverGetVersion(int* v) {
+    *v = 13000;
+    return SUCCESS;
+}
+
+API int cuDeviceGetCount(int* n) {
+    *n = 1;
+    return SUCCESS;
+}
+
+API int cuDeviceGet(int* device, int ordinal) {
+    if (ordinal != 0) return INVALID_DEVICE;
+    *device = 0;
+    return SUCCESS;
+}
+
+API int cuDeviceGetName(char* name, int len, int) {
+    if (len <= 0) return INVALID_VALUE;
+    std::snprintf(name, (size_t)len, "%s", NAME);
+    return SUCCESS;
+}
+
+API int cuDeviceTotalMem_v2(size_t* bytes, int) {
+    *bytes = TOTAL_MEMORY;
+    return SUCCESS;
+}
+
+API int cuDeviceGetAttribute(int* value, int attribute, int) {
+    switch (attribute) {
+        case 1: *value = 1024; break;                 // max threads per block
+        case 2: *value = 1024; break;                 // max block dim x
+        case 3: case 4: *value = 64; break;           // max block dim y, z
+        case 5: *value = 0x7fffffff; break;           // max grid dim x
+        case 6: case 7: *value = 65535; break;        // max grid dim y, z
+        case 8: *value = 48 << 10; break;             // shared memory per block
+        case 10: *value = 32; break;                  // warp size
+        case 16: *value = SM_COUNT; break;            // multiprocessors
+        case 39: *value = 2048; break;                // threads per multiprocessor
+        case 75: *value = 9; break;                   // compute capability
+        case 76: *value = 0; break;
+        case 97: *value = 227 << 10; break;           // opt-in shared memory per block
+        case 115: *value = 1; break;                  // memory pools
+        default: *value = 0;
+    }
+    return SUCCESS;
+}
+
+API int cuDeviceGetDefaultMemPool(void** pool, int) {
+    *pool = &pool_tag;
+    return SUCCESS;
+}
+
+// The pool's attributes change nothing here: memory is freed at once.
+API int cuMemPoolSetAttribute(void*, int, void*) { return SUCCESS; }
+
+// Contexts: one, always current.
+
+API int cuDevicePrimaryCtxRetain(void** ctx, int) {
+    *ctx = &context_tag;
+    return SUCCESS;
+}
+
+API int cuDevicePrimaryCtxRelease_v2(int) { return SUCCESS; }
+API int cuCtxSetCurrent(void*) { return SUCCESS; }
+
+API int cuCtxGetCurrent(void** ctx) {
+    *ctx = &context_tag;
+    return SUCCESS;
+}
+
+API int cuCtxGetDevice(int* device) {
+    *device = 0;
+    return SUCCESS;
+}
+
+API int cuCtxSynchronize() { return SUCCESS; }
+
+// Streams: work runs when enqueued, so there is never anything to wait for.
+
+API int cuStreamCreate(void** stream, unsigned) {
+    *stream = new char;
+    return SUCCESS;
+}
+
+API int cuStreamCreateWithPriority(void** stream, unsigned flags, int) {
+    return cuStreamCreate(stream, flags);
+}
+
+API int cuStreamDestroy_v2(void* stream) {
+    delete static_cast<char*>(stream);
+    return SUCCESS;
+}
+
+API int cuStreamSynchronize(void*) { return SUCCESS; }
+API int cuStreamQuery(void*) { return SUCCESS; }
+API int cuStreamWaitEvent(void*, void*, unsigned) { return SUCCESS; }
+
+// Events time the host's work between two records.
+
+API int cuEventCreate(void** event, unsigned) {
+    *event = new Event{std::chrono::steady_clock::now()};
+    return SUCCESS;
+}
+
+API int cuEventDestroy_v2(void* event) {
+    delete static_cast<Event*>(event);
+    return SUCCESS;
+}
+
+API int cuEventRecord(void* event, void*) {
+    static_cast<Event*>(event)->at = std::chrono::steady_clock::now();
+    return SUCCESS;
+}
+
+API int cuEventRecordWithFlags(void* event, void* stream, unsigned) {
+    return cuEventRecord(event, stream);
+}
+
+API int cuEventSynchronize(void*) { return SUCCESS; }
+API int cuEventQuery(void*) { return SUCCESS; }
+
+API int cuEventElapsedTime_v2(float* ms, void* start, void* end) {
+    const auto d = static_cast<Event*>(end)->at - static_cast<Event*>(start)->at;
+    *ms = std::chrono::duration<float, std::milli>(d).count();
+    return SUCCESS;
+}
+
+API int cuEventElapsedTime(float* ms, void* start, void* end) {
+    return cuEventElapsedTime_v2(ms, start, end);
+}
+
+// Memory.
+
+// As the driver: no empty allocations, but an empty stream-ordered one (cudarc's null slice).
+API int cuMemAlloc_v2(DevicePtr* p, size_t bytes) {
+    return bytes == 0 ? INVALID_VALUE : allocate(p, bytes);
+}
+
+API int cuMemAllocAsync(DevicePtr* p, size_t bytes, void*) { return allocate(p, bytes); }
+API int cuMemFree_v2(DevicePtr p) { return release(p); }
+API int cuMemFreeAsync(DevicePtr p, void*) { return release(p); }
+
+API int cuMemGetInfo_v2(size_t* free, size_t* total) {
+    Memory& m = memory();
+    std::lock_guard<std::mutex> g(m.lock);
+    *free = TOTAL_MEMORY - m.used;
+    *total = TOTAL_MEMORY;
+    return SUCCESS;
+}
+
+API int cuMemcpyHtoD_v2(DevicePtr dst, const void* src, size_t n) {
+    std::memcpy(addr(dst), src, n);
+    return SUCCESS;
+}
+
+API int cuMemcpyDtoH_v2(void* dst, DevicePtr src, size_t n) {
+    std::memcpy(dst, addr(src), n);
+    return SUCCESS;
+}
+
+API int cuMemcpyDtoD_v2(DevicePtr dst, DevicePtr src, size_t n) {
+    std::memmove(addr(dst), addr(src), n);
+    return SUCCESS;
+}
+
+API int cuMemcpyHtoDAsync_v2(DevicePtr dst, const void* src, size_t n, void*) {
+    return cuMemcpyHtoD_v2(dst, src, n);
+}
+
+API int cuMemcpyDtoHAsync_v2(void* dst, DevicePtr src, size_t n, void*) {
+    return cuMemcpyDtoH_v2(dst, src, n);
+}
+
+API int cuMemcpyDtoDAsync_v2(DevicePtr dst, DevicePtr src, size_t n, void*) {
+    return cuMemcpyDtoD_v2(dst, src, n);
+}
+
+API int cuMemsetD8_v2(DevicePtr dst, unsigned char v, size_t n) {
+    std::memset(addr(dst), v, n);
+    return SUCCESS;
+}
+
+API int cuMemsetD8Async(DevicePtr dst, unsigned char v, size_t n, void*) {
+    return cuMemsetD8_v2(dst, v, n);
+}
+
+API int cuMemsetD32_v2(DevicePtr dst, unsigned v, size_t n) {
+    auto* p = static_cast<unsigned*>(addr(dst));
+    for (size_t i = 0; i < n; ++i) p[i] = v;
+    return SUCCESS;
+}
+
+API int cuMemsetD32Async(DevicePtr dst, unsigned v, size_t n, void*) {
+    return cuMemsetD32_v2(dst, v, n);
+}
+
+// Modules and launches.
+
+API int cuModuleLoadData(void** module, const void*) {
+    *module = &module_tag;
+    return SUCCESS;
+}
+
+API int cuModuleUnload(void*) { return SUCCESS; }
+
+API int cuModuleGetFunction(void** function, void*, const char* name) {
+    const emu::Kernel* k = emu::find_kernel(name);
+    if (!k) return NOT_FOUND;
+    *function = const_cast<emu::Kernel*>(k);
+    return SUCCESS;
+}
+
+API int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                       unsigned by, unsigned bz, unsigned shared_bytes, void*, void** params,
+                       void** extra) {
+    if (!function) return INVALID_HANDLE;
+    // Kernels declare their shared memory statically; `extra` packs arguments another way.
+    if (shared_bytes != 0 || extra != nullptr) return INVALID_VALUE;
+    const auto& kernel = *static_cast<const emu::Kernel*>(function);
+    const std::string error = emu::launch(kernel, {gx, gy, gz}, {bx, by, bz}, params);
+    if (error.empty()) return SUCCESS;
+    std::fprintf(stderr, "CUDA emulator: %s\n", error.c_str());
+    return LAUNCH_FAILED;
+}
+
+// Errors.
+
+API int cuGetErrorName(int r, const char** name) {
+    *name = error_name(r);
+    return *name ? SUCCESS : INVALID_VALUE;
+}
+
+API int cuGetErrorString(int r, const char** text) { return cuGetErrorName(r, text); }

@@ -1,0 +1,258 @@
+// Runs a kernel launch on the calling OS thread: block after block, and within a block every
+// CUDA thread as a fiber with its own stack. A fiber runs until it reaches a barrier
+// (`__syncthreads`, or either half of a warp shuffle); when every fiber waits, the scheduler
+// releases a warp whose live lanes all wait at a shuffle, or else the whole block if every
+// live thread waits at `__syncthreads`. Anything else is a divergent barrier, which fails the
+// launch with the threads' states.
+#include <sys/mman.h>
+
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "device.h"
+#include "registry.h"
+#include "runtime.h"
+
+#if !defined(__x86_64__)
+#error "the CUDA emulator switches fibers with x86-64 code"
+#endif
+
+// Saves the callee-saved registers, the SSE and x87 control words and the stack pointer
+// (into *save), then resumes the context whose stack pointer is `load` (System V x86-64).
+extern "C" void emu_switch(void** save, void* load);
+asm(R"(
+    .text
+    .p2align 4
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+
+namespace emu {
+
+thread_local Thread* current = nullptr;
+
+namespace {
+
+enum class Wait : uint8_t { Run, Barrier, Shuffle, Done };
+
+struct Fiber {
+    Thread thread;
+    void* sp;
+    Wait wait;
+};
+
+// Kernels keep small arrays on the stack (the Lanczos kernel's are a few KB); the pages are
+// only touched as used.
+constexpr size_t STACK_BYTES = 256 << 10;
+constexpr size_t GUARD_BYTES = 4096;
+constexpr unsigned MAX_THREADS = 1024;
+
+class Scheduler {
+public:
+    ~Scheduler() {
+        for (char* s : stacks_) munmap(s, STACK_BYTES + GUARD_BYTES);
+    }
+
+    std::string launch(const Kernel& kernel, dim3 grid, dim3 block, void** params) {
+        const unsigned threads = block.x * block.y * block.z;
+        if (threads == 0 || threads > MAX_THREADS || grid.x * grid.y * grid.z == 0)
+            return "invalid launch shape";
+        std::string error = reserve(threads);
+        if (!error.empty()) return error;
+        kernel_ = &kernel;
+        params_ = params;
+        for (unsigned z = 0; z < grid.z; ++z)
+            for (unsigned y = 0; y < grid.y; ++y)
+                for (unsigned x = 0; x < grid.x; ++x) {
+                    error = run_block(grid, block, {x, y, z});
+                    if (!error.empty()) return error;
+                }
+        return "";
+    }
+
+    void park(Wait wait) {
+        Fiber* f = running_;
+        f->wait = wait;
+        emu_switch(&f->sp, home_);
+    }
+
+    uint64_t exchange(uint64_t bits, int src) {
+        const size_t tid = running_ - fibers_.data();
+        slots_[tid] = bits;
+        park(Wait::Shuffle);
+        const size_t from = (tid & ~size_t(31)) + (size_t)src;
+        const uint64_t got = src >= 0 && src < 32 && from < fibers_.size() ? slots_[from] : bits;
+        // Nobody overwrites a slot before every lane has read it.
+        park(Wait::Shuffle);
+        return got;
+    }
+
+private:
+    [[noreturn]] static void fiber_main();
+
+    std::string reserve(unsigned threads) {
+        while (stacks_.size() < threads) {
+            void* s = mmap(nullptr, STACK_BYTES + GUARD_BYTES, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (s == MAP_FAILED) return "no memory for the fibers' stacks";
+            mprotect(s, GUARD_BYTES, PROT_NONE);  // an overflow faults instead of corrupting
+            stacks_.push_back(static_cast<char*>(s));
+        }
+        fibers_.resize(threads);
+        slots_.resize(threads);
+        return "";
+    }
+
+    // A stack on which emu_switch "returns" into fiber_main with the alignment of a call.
+    void* fresh_stack(size_t i) const {
+        auto top = reinterpret_cast<uintptr_t>(stacks_[i] + GUARD_BYTES + STACK_BYTES) & ~uintptr_t(15);
+        auto* sp = reinterpret_cast<uint64_t*>(top);
+        *--sp = 0;                                          // fiber_main's return address
+        *--sp = reinterpret_cast<uint64_t>(&fiber_main);   // emu_switch's ret
+        for (int r = 0; r < 6; ++r) *--sp = 0;              // rbp rbx r12 r13 r14 r15
+        uint32_t mxcsr = 0;
+        uint16_t fcw = 0;
+        asm volatile("stmxcsr %0" : "=m"(mxcsr));
+        asm volatile("fnstcw %0" : "=m"(fcw));
+        *--sp = (uint64_t)mxcsr | ((uint64_t)fcw << 32);
+        return sp;
+    }
+
+    std::string run_block(dim3 grid, dim3 block, dim3 index) {
+        const size_t n = fibers_.size();
+        for (size_t i = 0; i < n; ++i) {
+            Fiber& f = fibers_[i];
+            f.thread = {{unsigned(i % block.x), unsigned(i / block.x % block.y),
+                         unsigned(i / (block.x * block.y))},
+                        index, block, grid};
+            f.sp = fresh_stack(i);
+            f.wait = Wait::Run;
+        }
+        for (;;) {
+            for (Fiber& f : fibers_) {
+                if (f.wait != Wait::Run) continue;
+                running_ = &f;
+                current = &f.thread;
+                emu_switch(&home_, f.sp);
+            }
+            running_ = nullptr;
+            current = nullptr;
+            if (release_warps()) continue;
+            bool live = false, all_at_barrier = true;
+            for (const Fiber& f : fibers_) {
+                if (f.wait == Wait::Done) continue;
+                live = true;
+                all_at_barrier &= f.wait == Wait::Barrier;
+            }
+            if (!live) return "";
+            if (!all_at_barrier) return divergence(index);
+            for (Fiber& f : fibers_)
+                if (f.wait == Wait::Barrier) f.wait = Wait::Run;
+        }
+    }
+
+    // Releases every warp whose live lanes all wait at a shuffle.
+    bool release_warps() {
+        bool released = false;
+        for (size_t w = 0; w < fibers_.size(); w += 32) {
+            const size_t end = std::min(w + 32, fibers_.size());
+            bool live = false, all_at_shuffle = true;
+            for (size_t i = w; i < end; ++i) {
+                if (fibers_[i].wait == Wait::Done) continue;
+                live = true;
+                all_at_shuffle &= fibers_[i].wait == Wait::Shuffle;
+            }
+            if (!live || !all_at_shuffle) continue;
+            for (size_t i = w; i < end; ++i)
+                if (fibers_[i].wait == Wait::Shuffle) fibers_[i].wait = Wait::Run;
+            released = true;
+        }
+        return released;
+    }
+
+    std::string divergence(dim3 index) const {
+        static const char* names[] = {"running", "__syncthreads", "a shuffle", "exited"};
+        std::string out = "block (" + std::to_string(index.x) + "," + std::to_string(index.y) + "," +
+                          std::to_string(index.z) + "): threads wait at different barriers:";
+        Wait last = Wait::Run;
+        for (size_t i = 0; i < fibers_.size(); ++i) {
+            const Wait w = fibers_[i].wait;
+            if (i > 0 && w == last) continue;
+            out += " from thread " + std::to_string(i) + ", " + names[(int)w] + ";";
+            last = w;
+        }
+        return out;
+    }
+
+    std::vector<char*> stacks_;
+    std::vector<Fiber> fibers_;
+    std::vector<uint64_t> slots_;
+    void* home_ = nullptr;
+    Fiber* running_ = nullptr;
+    const Kernel* kernel_ = nullptr;
+    void** params_ = nullptr;
+
+    friend Scheduler& scheduler();
+};
+
+Scheduler& scheduler() {
+    static thread_local Scheduler s;
+    return s;
+}
+
+void Scheduler::fiber_main() {
+    Scheduler& s = scheduler();
+    s.kernel_->invoke(s.kernel_->fn, s.params_);
+    s.park(Wait::Done);
+    __builtin_unreachable();  // a finished fiber is never resumed
+}
+
+std::map<std::string, Kernel>& kernels() {
+    static std::map<std::string, Kernel> k;
+    return k;
+}
+
+}  // namespace
+
+void syncthreads() { scheduler().park(Wait::Barrier); }
+
+uint64_t warp_exchange(uint64_t bits, int src) { return scheduler().exchange(bits, src); }
+
+void register_kernel(Kernel kernel) { kernels()[kernel.name] = kernel; }
+
+const Kernel* find_kernel(const char* name) {
+    auto it = kernels().find(name);
+    return it == kernels().end() ? nullptr : &it->second;
+}
+
+std::string launch(const Kernel& kernel, dim3 grid, dim3 block, void** params) {
+    std::string error = scheduler().launch(kernel, grid, block, params);
+    return error.empty() ? error : std::string(kernel.name) + ": " + error;
+}
+
+}  // namespace emu

@@ -1,0 +1,14 @@
+// What the fake driver (driver.cpp) asks of the runtime (runtime.cpp).
+#pragma once
+
+#include <string>
+
+#include "device.h"
+#include "registry.h"
+
+namespace emu {
+
+// Runs every block of the launch before returning: an empty string, or why it failed.
+std::string launch(const Kernel& kernel, dim3 grid, dim3 block, void** params);
+
+}  // namespace emu
