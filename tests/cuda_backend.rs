@@ -1125,16 +1125,19 @@ fn fiedler_bin() -> std::path::PathBuf {
 }
 
 /// `fiedler explain --device cuda`: on a GPU (or the emulator) the same numbers as
-/// `--device cpu`; without one a clean error and exit code 1 — never a panic.
+/// `--device cpu`, also with the Fiedler solver's other launch shapes (every graph on the
+/// general kernel; one graph resident per SM, each block looping over graphs); without a
+/// device a clean error and exit code 1 — never a panic.
 #[test]
 fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
     let out_dir = std::env::temp_dir().join(format!("fiedler-cuda-cli-{}", std::process::id()));
-    let run = |device: &str, emulated: bool| {
-        let dir = out_dir.join(format!("{device}-{emulated}"));
+    let run = |device: &str, emulated: bool, env: &[(&str, &str)]| {
+        let dir = out_dir.join(format!("{device}-{emulated}-{}", env.len()));
         let mut cmd = Command::new(fiedler_bin());
         if emulated {
             emulate_in(&mut cmd);
         }
+        cmd.envs(env.iter().copied());
         let output = cmd
             .current_dir(repo())
             .args(["explain", "--model", "tests/fixtures/clip", "--image"])
@@ -1155,7 +1158,7 @@ fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
     };
     let present = device().is_some();
     if !present || !matches!(driver(), Driver::Real) {
-        let (out, _) = run("cuda", false);
+        let (out, _) = run("cuda", false, &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
         assert!(
@@ -1169,17 +1172,32 @@ fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
         println!("skipped the comparison: no CUDA device");
         return;
     }
-    let (gpu, gpu_dir) = run("cuda", true);
-    let stderr = String::from_utf8_lossy(&gpu.stderr);
-    assert!(gpu.status.success(), "--device cuda failed: {stderr}");
-    let (cpu, cpu_dir) = run("cpu", false);
-    assert!(cpu.status.success());
     let read = |d: &std::path::Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(d.join("explanations.json")).unwrap())
             .unwrap()
     };
-    let (c, g) = (read(&cpu_dir), read(&gpu_dir));
-    let (c, g) = (c.as_array().unwrap(), g.as_array().unwrap());
+    let (cpu, cpu_dir) = run("cpu", false, &[]);
+    assert!(cpu.status.success());
+    let cpu = read(&cpu_dir);
+    // The emulator's one SM makes every block of the resident launch take several graphs.
+    let resident = [
+        ("FIEDLER_GRAPH_RESIDENT", "1"),
+        ("FIEDLER_CUDA_EMULATOR_SMS", "1"),
+    ];
+    for env in [&[][..], &[("FIEDLER_GRAPH_KERNEL", "general")], &resident] {
+        let (gpu, gpu_dir) = run("cuda", true, env);
+        let stderr = String::from_utf8_lossy(&gpu.stderr);
+        assert!(
+            gpu.status.success(),
+            "--device cuda ({env:?}) failed: {stderr}"
+        );
+        assert_same_explanations(&cpu, &read(&gpu_dir), &format!("{env:?}"));
+    }
+}
+
+/// The bounds of `explain_device_cuda_matches_cpu_or_fails_cleanly`.
+fn assert_same_explanations(cpu: &serde_json::Value, gpu: &serde_json::Value, run: &str) {
+    let (c, g) = (cpu.as_array().unwrap(), gpu.as_array().unwrap());
     assert_eq!(c.len(), g.len());
     let floats = |v: &serde_json::Value| -> Vec<f32> {
         v.as_array()
@@ -1193,7 +1211,7 @@ fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
         let score = (c["score"].as_f64().unwrap() - g["score"].as_f64().unwrap()).abs();
         assert!(
             score <= 1e-4 * c["score"].as_f64().unwrap().abs().max(1.0),
-            "{}: score",
+            "{run} {}: score",
             c["method"]
         );
         // The spectral methods pass the trace through an eigensolver, which amplifies the
@@ -1211,7 +1229,10 @@ fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
         };
         for key in ["image_relevance", "text_relevance"] {
             let err = max_diff_rel_to_max(&floats(&g[key]), &floats(&c[key]));
-            assert!(err <= bound, "{method} {key}: err/max {err:e} > {bound:e}");
+            assert!(
+                err <= bound,
+                "{run} {method} {key}: err/max {err:e} > {bound:e}"
+            );
         }
     }
 }

@@ -33,7 +33,17 @@ using DevicePtr = unsigned long long;
 
 // An H100-like device, small enough that out-of-memory paths can be reached.
 constexpr size_t TOTAL_MEMORY = size_t(8) << 30;
-constexpr int SM_COUNT = 132;
+
+// 132 multiprocessors, or FIEDLER_CUDA_EMULATOR_SMS: launches sized by the SM count then
+// give each block more work (grid-stride loops).
+int sm_count() {
+    static const int n = [] {
+        const char* v = std::getenv("FIEDLER_CUDA_EMULATOR_SMS");
+        const int parsed = v ? std::atoi(v) : 0;
+        return parsed > 0 ? parsed : 132;
+    }();
+    return n;
+}
 constexpr const char* NAME = "fiedler CUDA emulator (CPU)";
 
 // Fresh allocations hold all-ones bytes (NaN as f32 and f64, -1 as integers), as stale pool
@@ -146,7 +156,7 @@ API int cuDeviceGetAttribute(int* value, int attribute, int) {
         case 6: case 7: *value = 65535; break;        // max grid dim y, z
         case 8: *value = 48 << 10; break;             // shared memory per block
         case 10: *value = 32; break;                  // warp size
-        case 16: *value = SM_COUNT; break;            // multiprocessors
+        case 16: *value = sm_count(); break;            // multiprocessors
         case 39: *value = 2048; break;                // threads per multiprocessor
         case 75: *value = 9; break;                   // compute capability
         case 76: *value = 0; break;
