@@ -64,6 +64,8 @@ const SOURCES: &[&str] = &[
     "registry.h",
     "runtime.h",
     "runtime.cpp",
+    "memory.h",
+    "memory.cpp",
     "driver.cpp",
     "cublas.cpp",
 ];
@@ -123,9 +125,8 @@ fn build() -> Result<PathBuf, String> {
             .arg(root.join("kernels"));
         cmd.arg("-include").arg(sources.join("device.h"));
         cmd.args(["-Wno-unused-function", "-Wno-unknown-pragmas"]);
-        cmd.args(&units)
-            .arg(sources.join("runtime.cpp"))
-            .arg(sources.join("driver.cpp"));
+        cmd.args(&units);
+        cmd.args(["runtime.cpp", "memory.cpp", "driver.cpp"].map(|f| sources.join(f)));
     })?;
     compile(&work, "libcublas.so", |cmd| {
         cmd.arg(sources.join("cublas.cpp"));

@@ -2,16 +2,15 @@
 // backend (through cudarc) calls, with "device" memory in host memory and every launch, copy
 // and memset done at once on the calling thread, so a stream is always idle. Kernels are
 // found by name among the emulated ones (runtime.cpp), whatever image a module is loaded
-// from. Calls outside this subset are absent: cudarc then panics naming the symbol, which
+// from; device memory is emulated in memory.cpp. Calls outside this subset are absent: cudarc then panics naming the symbol, which
 // the backend turns into an error.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 
+#include "memory.h"
 #include "runtime.h"
 
 #define API extern "C" __attribute__((visibility("default")))
@@ -44,52 +43,19 @@ int sm_count() {
     }();
     return n;
 }
+
 constexpr const char* NAME = "fiedler CUDA emulator (CPU)";
-
-// Fresh allocations hold all-ones bytes (NaN as f32 and f64, -1 as integers), as stale pool
-// memory on a GPU holds anything: a kernel that reads memory nobody wrote gives NaN.
-constexpr int FRESH_BYTE = 0xff;
-
-struct Memory {
-    std::mutex lock;
-    std::unordered_map<DevicePtr, size_t> sizes;
-    size_t used = 0;
-};
-
-Memory& memory() {
-    static Memory m;
-    return m;
-}
 
 Result allocate(DevicePtr* out, size_t bytes) {
     if (!out) return INVALID_VALUE;
-    if (bytes == 0) {
-        *out = 0;
-        return SUCCESS;
-    }
-    Memory& m = memory();
-    std::lock_guard<std::mutex> g(m.lock);
-    const size_t rounded = (bytes + 255) / 256 * 256;
-    if (rounded > TOTAL_MEMORY - m.used) return OUT_OF_MEMORY;
-    void* p = std::aligned_alloc(256, rounded);
-    if (!p) return OUT_OF_MEMORY;
-    std::memset(p, FRESH_BYTE, rounded);
+    void* p = bytes == 0 ? nullptr : emu::allocate(bytes, TOTAL_MEMORY);
+    if (bytes != 0 && !p) return OUT_OF_MEMORY;
     *out = reinterpret_cast<DevicePtr>(p);
-    m.sizes[*out] = rounded;
-    m.used += rounded;
     return SUCCESS;
 }
 
 Result release(DevicePtr p) {
-    if (p == 0) return SUCCESS;
-    Memory& m = memory();
-    std::lock_guard<std::mutex> g(m.lock);
-    auto it = m.sizes.find(p);
-    if (it == m.sizes.end()) return INVALID_VALUE;
-    m.used -= it->second;
-    m.sizes.erase(it);
-    std::free(reinterpret_cast<void*>(p));
-    return SUCCESS;
+    return p == 0 || emu::release(reinterpret_cast<void*>(p)) ? SUCCESS : INVALID_VALUE;
 }
 
 // Handles for contexts, streams, pools and modules: distinct non-null pointers.
@@ -263,24 +229,25 @@ API int cuMemFree_v2(DevicePtr p) { return release(p); }
 API int cuMemFreeAsync(DevicePtr p, void*) { return release(p); }
 
 API int cuMemGetInfo_v2(size_t* free, size_t* total) {
-    Memory& m = memory();
-    std::lock_guard<std::mutex> g(m.lock);
-    *free = TOTAL_MEMORY - m.used;
+    *free = TOTAL_MEMORY - emu::allocated();
     *total = TOTAL_MEMORY;
     return SUCCESS;
 }
 
 API int cuMemcpyHtoD_v2(DevicePtr dst, const void* src, size_t n) {
+    emu::Doing doing("cuMemcpyHtoD");
     std::memcpy(addr(dst), src, n);
     return SUCCESS;
 }
 
 API int cuMemcpyDtoH_v2(void* dst, DevicePtr src, size_t n) {
+    emu::Doing doing("cuMemcpyDtoH");
     std::memcpy(dst, addr(src), n);
     return SUCCESS;
 }
 
 API int cuMemcpyDtoD_v2(DevicePtr dst, DevicePtr src, size_t n) {
+    emu::Doing doing("cuMemcpyDtoD");
     std::memmove(addr(dst), addr(src), n);
     return SUCCESS;
 }
@@ -298,6 +265,7 @@ API int cuMemcpyDtoDAsync_v2(DevicePtr dst, DevicePtr src, size_t n, void*) {
 }
 
 API int cuMemsetD8_v2(DevicePtr dst, unsigned char v, size_t n) {
+    emu::Doing doing("cuMemsetD8");
     std::memset(addr(dst), v, n);
     return SUCCESS;
 }
@@ -307,6 +275,7 @@ API int cuMemsetD8Async(DevicePtr dst, unsigned char v, size_t n, void*) {
 }
 
 API int cuMemsetD32_v2(DevicePtr dst, unsigned v, size_t n) {
+    emu::Doing doing("cuMemsetD32");
     auto* p = static_cast<unsigned*>(addr(dst));
     for (size_t i = 0; i < n; ++i) p[i] = v;
     return SUCCESS;
@@ -339,6 +308,7 @@ API int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, un
     // Kernels declare their shared memory statically; `extra` packs arguments another way.
     if (shared_bytes != 0 || extra != nullptr) return INVALID_VALUE;
     const auto& kernel = *static_cast<const emu::Kernel*>(function);
+    emu::Doing doing("kernel", kernel.name);
     const std::string error = emu::launch(kernel, {gx, gy, gz}, {bx, by, bz}, params);
     if (error.empty()) return SUCCESS;
     std::fprintf(stderr, "CUDA emulator: %s\n", error.c_str());
