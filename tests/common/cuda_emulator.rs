@@ -7,7 +7,8 @@
 //!
 //! This checks the host code and the kernels' logic against the CPU backend, not a GPU's
 //! timing, memory model or rounding of its math library: scripts/gpu-check.sh does that.
-//! `FIEDLER_CUDA_EMULATOR=off` keeps it out (the CUDA tests then skip).
+//! `FIEDLER_CUDA_EMULATOR=off` keeps it out (the CUDA tests then skip), and so does
+//! `FIEDLER_REQUIRE_CUDA=1` (the tests then fail without a GPU).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +35,10 @@ pub fn driver() -> &'static Driver {
         }
         if std::env::var_os("FIEDLER_CUDA_EMULATOR").is_some_and(|v| v == "off") {
             return Driver::Missing("FIEDLER_CUDA_EMULATOR=off".into());
+        }
+        // scripts/gpu-check.sh asks for a GPU: the emulator must not stand in for it.
+        if std::env::var_os("FIEDLER_REQUIRE_CUDA").is_some_and(|v| v == "1") {
+            return Driver::Missing("FIEDLER_REQUIRE_CUDA=1 wants the NVIDIA driver".into());
         }
         match build().and_then(|dir| load(&dir).map(|()| dir)) {
             Ok(dir) => Driver::Emulated(dir),
@@ -70,8 +75,8 @@ const SOURCES: &[&str] = &[
     "cublas.cpp",
 ];
 
-/// Flags for every file: like nvcc's `-fmad=false` products, nothing is contracted into an
-/// FMA, so `__fmul_rn` and plain products round alike.
+/// Flags for every file. Nothing is contracted into an FMA, so every product rounds as
+/// written (what `__fmul_rn` asks of nvcc); only the CUDA API is exported, not the kernels.
 const FLAGS: &[&str] = &[
     "-std=c++17",
     "-O2",

@@ -6,9 +6,7 @@
 // launch with the threads' states.
 #include <sys/mman.h>
 
-#include <cstdio>
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
