@@ -1237,6 +1237,61 @@ fn assert_same_explanations(cpu: &serde_json::Value, gpu: &serde_json::Value, ru
     }
 }
 
+/// Out of device memory, `fiedler explain` names the batch that did not fit and what it asked
+/// for, and suggests a smaller --batch, which then runs. On the emulator only: its memory can
+/// be bounded (FIEDLER_CUDA_EMULATOR_MIB), a GPU's cannot from here. The CLIP fixture's
+/// dsmi-grad over 12 captions needs 1–2 MiB at batch 1 and more than 6 MiB at batch 12.
+#[test]
+fn out_of_device_memory_names_the_batch() {
+    if !matches!(driver(), Driver::Emulated(_)) {
+        println!("skipped: needs the CUDA emulator, whose memory can be bounded");
+        return;
+    }
+    let run = |batch: &str| {
+        let dir =
+            std::env::temp_dir().join(format!("fiedler-cuda-oom-{}-{batch}", std::process::id()));
+        let mut cmd = Command::new(fiedler_bin());
+        emulate_in(&mut cmd).env("FIEDLER_CUDA_EMULATOR_MIB", "3");
+        cmd.current_dir(repo())
+            .args(["explain", "--model", "tests/fixtures/clip", "--image"])
+            .arg(fixtures().join("images/catdog.png"));
+        for thing in [
+            "cat", "dog", "bird", "fish", "horse", "car", "tree", "house", "boat", "cup", "ball",
+            "shoe",
+        ] {
+            cmd.args(["--text", &format!("a photo of a {thing}")]);
+        }
+        cmd.args([
+            "--method",
+            "dsmi-grad",
+            "--device",
+            "cuda",
+            "--batch",
+            batch,
+            "--out",
+        ])
+        .arg(dir)
+        .output()
+        .expect("fiedler runs")
+    };
+    let out = run("12");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: a batch of 12 samples does not fit on the device (out of device memory: "
+        ) && stderr.contains("free of 3.0 MiB)); try a smaller --batch"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let out = run("1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn bench_device_cuda_fails_cleanly_without_a_device() {
     // The child gets no emulator, so only the NVIDIA driver can give it a device.

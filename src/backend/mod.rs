@@ -210,8 +210,8 @@ pub enum BackendError {
     Invalid { op: &'static str, message: String },
     /// The device cannot hold a buffer; the caller knows the batch size that caused it.
     #[error(
-        "out of device memory: {op} needs {} MiB more ({} MiB free of {} MiB)",
-        mib(*requested), mib(*free), mib(*total)
+        "out of device memory: {op} needs {} more ({} free of {})",
+        human_size(*requested), human_size(*free), human_size(*total)
     )]
     OutOfMemory {
         op: &'static str,
@@ -224,8 +224,14 @@ pub enum BackendError {
     Device { op: &'static str, message: String },
 }
 
-fn mib(bytes: usize) -> String {
-    format!("{:.1}", bytes as f64 / (1 << 20) as f64)
+/// A byte count for people: "512.0 KiB", "3.2 MiB", "79.1 GiB".
+pub(crate) fn human_size(bytes: usize) -> String {
+    let b = bytes as f64;
+    match bytes {
+        n if n < 1 << 20 => format!("{:.1} KiB", b / 1024.0),
+        n if n < 1 << 30 => format!("{:.1} MiB", b / (1 << 20) as f64),
+        _ => format!("{:.1} GiB", b / (1 << 30) as f64),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, BackendError>;

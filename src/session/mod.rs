@@ -35,9 +35,9 @@ pub enum SessionError {
     EmptyText { index: usize },
     #[error("question {index} ({text:?}) has no word tokens for the model")]
     NoWords { index: usize, text: String },
-    #[error(
-        "a batch of {batch} samples does not fit on the device ({source}); try a smaller --batch"
-    )]
+    #[error("{} does not fit on the device ({source}){}",
+        if *batch == 1 { "one sample".to_string() } else { format!("a batch of {batch} samples") },
+        if *batch == 1 { "" } else { "; try a smaller --batch" })]
     OutOfMemory { batch: usize, source: BackendError },
     #[error("nothing to explain: no (image, text) pairs given")]
     NoPairs,

@@ -30,8 +30,15 @@ enum Result : int {
 
 using DevicePtr = unsigned long long;
 
-// An H100-like device, small enough that out-of-memory paths can be reached.
-constexpr size_t TOTAL_MEMORY = size_t(8) << 30;
+// 8 GiB, or FIEDLER_CUDA_EMULATOR_MIB: out-of-memory paths can be reached.
+size_t total_memory() {
+    static const size_t bytes = [] {
+        const char* v = std::getenv("FIEDLER_CUDA_EMULATOR_MIB");
+        const long long mib = v ? std::atoll(v) : 0;
+        return mib > 0 ? size_t(mib) << 20 : size_t(8) << 30;
+    }();
+    return bytes;
+}
 
 // 132 multiprocessors, or FIEDLER_CUDA_EMULATOR_SMS: launches sized by the SM count then
 // give each block more work (grid-stride loops).
@@ -48,7 +55,7 @@ constexpr const char* NAME = "fiedler CUDA emulator (CPU)";
 
 Result allocate(DevicePtr* out, size_t bytes) {
     if (!out) return INVALID_VALUE;
-    void* p = bytes == 0 ? nullptr : emu::allocate(bytes, TOTAL_MEMORY);
+    void* p = bytes == 0 ? nullptr : emu::allocate(bytes, total_memory());
     if (bytes != 0 && !p) return OUT_OF_MEMORY;
     *out = reinterpret_cast<DevicePtr>(p);
     return SUCCESS;
@@ -109,7 +116,7 @@ API int cuDeviceGetName(char* name, int len, int) {
 }
 
 API int cuDeviceTotalMem_v2(size_t* bytes, int) {
-    *bytes = TOTAL_MEMORY;
+    *bytes = total_memory();
     return SUCCESS;
 }
 
@@ -229,8 +236,8 @@ API int cuMemFree_v2(DevicePtr p) { return release(p); }
 API int cuMemFreeAsync(DevicePtr p, void*) { return release(p); }
 
 API int cuMemGetInfo_v2(size_t* free, size_t* total) {
-    *free = TOTAL_MEMORY - emu::allocated();
-    *total = TOTAL_MEMORY;
+    *free = total_memory() - emu::allocated();
+    *total = total_memory();
     return SUCCESS;
 }
 

@@ -173,8 +173,8 @@ impl Cuda {
             .map_err(|e| CudaError::driver("reading the compute capability", e))?;
         let total = ctx.total_mem().unwrap_or(0);
         let description = format!(
-            "{name} (sm_{major}{minor}, {:.1} GiB; kernels: {})",
-            total as f64 / (1u64 << 30) as f64,
+            "{name} (sm_{major}{minor}, {}; kernels: {})",
+            super::human_size(total),
             kernels.origin
         );
         Ok(Self {
