@@ -1,11 +1,20 @@
 // Runs a kernel launch on the calling OS thread: block after block, and within a block every
 // CUDA thread as a fiber with its own stack. A fiber runs until it reaches a barrier
-// (`__syncthreads`, or either half of a warp shuffle); when every fiber waits, the scheduler
-// releases a warp whose live lanes all wait at a shuffle, or else the whole block if every
-// live thread waits at `__syncthreads`. Anything else is a divergent barrier, which fails the
-// launch with the threads' states.
+// (`__syncthreads`, or either half of a warp shuffle). A warp runs until its live lanes all
+// wait at `__syncthreads` (a shuffle releases them when every live lane has reached it), then
+// the next warp; when no warp can go on, the block is released if every live thread waits at
+// `__syncthreads`. Anything else is a divergent barrier, which fails the launch with the
+// threads' states.
+//
+// A GPU promises no order among blocks, nor among threads between barriers, so a kernel whose
+// results depend on one is wrong. The emulator runs blocks, the warps of a block and the lanes
+// of a warp in a shuffled order (seeded by FIEDLER_CUDA_EMULATOR_SEED, 1 by default,
+// so that a run repeats), which makes such a dependence show as results that differ from the
+// CPU's. FIEDLER_CUDA_EMULATOR_ORDER=in-order runs them in index order instead.
 #include <sys/mman.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string>
 #include <vector>
@@ -58,6 +67,39 @@ namespace {
 
 enum class Wait : uint8_t { Run, Barrier, Shuffle, Done };
 
+// Shuffled index orders (splitmix64; Fisher–Yates).
+class Order {
+public:
+    // `stream` sets this generator apart from others of the same seed.
+    explicit Order(uint64_t stream) {
+        const char* order = std::getenv("FIEDLER_CUDA_EMULATOR_ORDER");
+        const char* seed = std::getenv("FIEDLER_CUDA_EMULATOR_SEED");
+        in_order_ = order && std::strcmp(order, "in-order") == 0;
+        state_ = (seed ? std::strtoull(seed, nullptr, 10) : 1) ^ (stream << 32);
+    }
+
+    // 0..n in this run's order.
+    const std::vector<uint32_t>& of(size_t n) {
+        indices_.resize(n);
+        for (size_t i = 0; i < n; ++i) indices_[i] = (uint32_t)i;
+        if (!in_order_)
+            for (size_t i = n; i > 1; --i) std::swap(indices_[i - 1], indices_[next() % i]);
+        return indices_;
+    }
+
+private:
+    uint64_t next() {
+        uint64_t z = (state_ += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        return z ^ (z >> 31);
+    }
+
+    bool in_order_;
+    uint64_t state_;
+    std::vector<uint32_t> indices_;
+};
+
 struct Fiber {
     Thread thread;
     void* sp;
@@ -84,12 +126,11 @@ public:
         if (!error.empty()) return error;
         kernel_ = &kernel;
         params_ = params;
-        for (unsigned z = 0; z < grid.z; ++z)
-            for (unsigned y = 0; y < grid.y; ++y)
-                for (unsigned x = 0; x < grid.x; ++x) {
-                    error = run_block(grid, block, {x, y, z});
-                    if (!error.empty()) return error;
-                }
+        for (const uint32_t b : block_order_.of((size_t)grid.x * grid.y * grid.z)) {
+            const dim3 index{b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
+            error = run_block(grid, block, index);
+            if (!error.empty()) return error;
+        }
         return "";
     }
 
@@ -151,16 +192,26 @@ private:
             f.sp = fresh_stack(i);
             f.wait = Wait::Run;
         }
+        // Warp after warp, each run as far as it goes: through its shuffles, up to a
+        // `__syncthreads` (or its end). One warp running ahead of the others is a schedule a
+        // GPU may pick, and the one that shows a warp overwriting shared memory another has
+        // yet to read.
+        const size_t warps = (n + 31) / 32;
         for (;;) {
-            for (Fiber& f : fibers_) {
-                if (f.wait != Wait::Run) continue;
-                running_ = &f;
-                current = &f.thread;
-                emu_switch(&home_, f.sp);
+            for (const uint32_t w : warp_order_.of(warps)) {
+                const size_t first = (size_t)w * 32, lanes = std::min<size_t>(32, n - first);
+                do {
+                    for (const uint32_t lane : lane_order_.of(lanes)) {
+                        Fiber& f = fibers_[first + lane];
+                        if (f.wait != Wait::Run) continue;
+                        running_ = &f;
+                        current = &f.thread;
+                        emu_switch(&home_, f.sp);
+                    }
+                } while (release_shuffle(first, first + lanes));
             }
             running_ = nullptr;
             current = nullptr;
-            if (release_warps()) continue;
             bool live = false, all_at_barrier = true;
             for (const Fiber& f : fibers_) {
                 if (f.wait == Wait::Done) continue;
@@ -174,23 +225,17 @@ private:
         }
     }
 
-    // Releases every warp whose live lanes all wait at a shuffle.
-    bool release_warps() {
-        bool released = false;
-        for (size_t w = 0; w < fibers_.size(); w += 32) {
-            const size_t end = std::min(w + 32, fibers_.size());
-            bool live = false, all_at_shuffle = true;
-            for (size_t i = w; i < end; ++i) {
-                if (fibers_[i].wait == Wait::Done) continue;
-                live = true;
-                all_at_shuffle &= fibers_[i].wait == Wait::Shuffle;
-            }
-            if (!live || !all_at_shuffle) continue;
-            for (size_t i = w; i < end; ++i)
-                if (fibers_[i].wait == Wait::Shuffle) fibers_[i].wait = Wait::Run;
-            released = true;
+    // Releases the warp of fibers first..end if its live lanes all wait at a shuffle.
+    bool release_shuffle(size_t first, size_t end) {
+        bool live = false;
+        for (size_t i = first; i < end; ++i) {
+            if (fibers_[i].wait == Wait::Done) continue;
+            if (fibers_[i].wait != Wait::Shuffle) return false;
+            live = true;
         }
-        return released;
+        for (size_t i = first; i < end; ++i)
+            if (fibers_[i].wait == Wait::Shuffle) fibers_[i].wait = Wait::Run;
+        return live;
     }
 
     std::string divergence(dim3 index) const {
@@ -207,6 +252,7 @@ private:
         return out;
     }
 
+    Order block_order_{1}, warp_order_{2}, lane_order_{3};
     std::vector<char*> stacks_;
     std::vector<Fiber> fibers_;
     std::vector<uint64_t> slots_;
