@@ -40,9 +40,12 @@ pub fn driver() -> &'static Driver {
         if std::env::var_os("FIEDLER_REQUIRE_CUDA").is_some_and(|v| v == "1") {
             return Driver::Missing("FIEDLER_REQUIRE_CUDA=1 wants the NVIDIA driver".into());
         }
-        match build().and_then(|dir| load(&dir).map(|()| dir)) {
-            Ok(dir) => Driver::Emulated(dir),
-            Err(e) => Driver::Missing(format!("no CUDA emulator: {e}")),
+        match build() {
+            Ok(dir) => {
+                load(&dir);
+                Driver::Emulated(dir)
+            }
+            Err(why) => Driver::Missing(format!("no CUDA emulator: {why}")),
         }
     })
 }
@@ -86,26 +89,29 @@ const FLAGS: &[&str] = &[
     "-fvisibility=hidden",
 ];
 
+/// The emulator's directory, built unless this version of the sources already was; an error
+/// only where it cannot be built at all. A build that fails panics: that is a defect.
 fn build() -> Result<PathBuf, String> {
+    if !cfg!(target_arch = "x86_64") {
+        return Err("it switches fibers with x86-64 code".into());
+    }
     let root = repo();
     let sources = root.join("tests/cuda_emulator");
-    let kernels = kernel_files(&root.join("kernels"))?;
+    let kernel_dir = root.join("kernels");
+    let mut kernel_files: Vec<PathBuf> = std::fs::read_dir(&kernel_dir)
+        .expect("kernels/")
+        .map(|e| e.expect("kernels/").path())
+        .collect();
+    kernel_files.sort();
     let mut inputs: Vec<Vec<u8>> = Vec::new();
     for path in SOURCES
         .iter()
         .map(|s| sources.join(s))
-        .chain(kernels.iter().cloned())
+        .chain(kernel_files.iter().cloned())
     {
         inputs.push(path.to_string_lossy().into_owned().into_bytes());
-        inputs.push(std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?);
+        inputs.push(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
     }
-    inputs.push(
-        root.join("kernels/common.cuh")
-            .to_string_lossy()
-            .into_owned()
-            .into_bytes(),
-    );
-    inputs.push(std::fs::read(root.join("kernels/common.cuh")).map_err(|e| e.to_string())?);
     let parts: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "cuda-emulator-{:016x}",
@@ -116,18 +122,18 @@ fn build() -> Result<PathBuf, String> {
     }
     // Built beside, then renamed: another test process may be building the same version.
     let work = dir.with_extension(format!("building-{}", std::process::id()));
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&work).expect("target/tmp is writable");
     let mut units = Vec::new();
-    for file in &kernels {
+    for file in kernel_files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+    {
         let unit = work.join(file.file_stem().unwrap()).with_extension("cpp");
-        std::fs::write(&unit, registering(file)?).map_err(|e| e.to_string())?;
+        std::fs::write(&unit, registering(file)).expect("target/tmp is writable");
         units.push(unit);
     }
     compile(&work, "libcuda.so", |cmd| {
-        cmd.arg("-I")
-            .arg(&sources)
-            .arg("-I")
-            .arg(root.join("kernels"));
+        cmd.arg("-I").arg(&sources).arg("-I").arg(&kernel_dir);
         cmd.arg("-include").arg(sources.join("device.h"));
         cmd.args(["-Wno-unused-function", "-Wno-unknown-pragmas"]);
         cmd.args(&units);
@@ -136,48 +142,53 @@ fn build() -> Result<PathBuf, String> {
     compile(&work, "libcublas.so", |cmd| {
         cmd.arg(sources.join("cublas.cpp"));
     })?;
-    match std::fs::rename(&work, &dir) {
-        Ok(()) => Ok(dir),
-        Err(_) if dir.join("libcublas.so").is_file() => {
-            let _ = std::fs::remove_dir_all(&work);
-            Ok(dir)
-        }
-        Err(e) => Err(format!("{}: {e}", dir.display())),
+    if std::fs::rename(&work, &dir).is_err() {
+        // Another process got there first.
+        let _ = std::fs::remove_dir_all(&work);
     }
+    // Earlier versions are of no more use.
+    for old in std::fs::read_dir(dir.parent().unwrap())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = old.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("cuda-emulator-") && !name.contains("building") && old.path() != dir {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+    }
+    Ok(dir)
 }
 
+/// An error only when there is no C++ compiler (`$CXX`, else `c++`).
 fn compile(dir: &Path, library: &str, inputs: impl FnOnce(&mut Command)) -> Result<(), String> {
     let compiler = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
     let mut cmd = Command::new(&compiler);
-    cmd.args(FLAGS).args(["-Wall", "-Werror"]);
+    cmd.args(FLAGS).arg("-Wall");
     inputs(&mut cmd);
     cmd.arg("-o")
         .arg(dir.join(library))
         .arg(format!("-Wl,-soname,{library}"));
-    let out = cmd.output().map_err(|e| format!("{compiler}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{compiler} failed to build {library}:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("no C++ compiler ({compiler}; set CXX)"));
+        }
+        Err(e) => panic!("{compiler}: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "the CUDA emulator's {library} does not build ({compiler}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
-}
-
-fn kernel_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "cu"))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 /// A translation unit of one kernel file followed by a registration of each of its kernels
 /// (`KERNEL void [__launch_bounds__(…)] name(`), so the driver finds them by name.
-fn registering(file: &Path) -> Result<String, String> {
-    let src = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+fn registering(file: &Path) -> String {
+    let src = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let mut unit = format!(
         "#include \"{}\"\n#include \"registry.h\"\nstatic const emu::Registrar registrations[] = {{\n",
         file.display()
@@ -185,35 +196,36 @@ fn registering(file: &Path) -> Result<String, String> {
     for (at, _) in src.match_indices("KERNEL void") {
         let mut rest = src[at + "KERNEL void".len()..].trim_start();
         if let Some(bounds) = rest.strip_prefix("__launch_bounds__") {
-            rest = bounds[bounds.find(')').ok_or("unclosed __launch_bounds__")? + 1..].trim_start();
+            rest = bounds[bounds.find(')').expect("closed __launch_bounds__") + 1..].trim_start();
         }
         let name: String = rest
             .chars()
             .take_while(|c| c.is_alphanumeric() || *c == '_')
             .collect();
-        if name.is_empty() {
-            return Err(format!("{}: a KERNEL without a name", file.display()));
-        }
+        assert!(
+            !name.is_empty(),
+            "{}: a KERNEL without a name",
+            file.display()
+        );
         unit.push_str(&format!("    {{\"{name}\", {name}}},\n"));
     }
     unit.push_str("};\n");
-    Ok(unit)
+    unit
 }
 
 /// Loads both libraries for good (the backend keeps calling into them).
-fn load(dir: &Path) -> Result<(), String> {
+fn load(dir: &Path) {
     for library in ["libcuda.so", "libcublas.so"] {
         let path = dir.join(library);
         // SAFETY: the emulator's libraries run no code at load time beyond registering the
         // kernels in their own table.
-        let lib = unsafe { libloading::os::unix::Library::open(Some(&path), libc_flags()) }
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let lib = unsafe {
+            libloading::os::unix::Library::open(
+                Some(&path),
+                libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL,
+            )
+        }
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         std::mem::forget(lib);
     }
-    Ok(())
-}
-
-/// RTLD_NOW | RTLD_GLOBAL.
-fn libc_flags() -> i32 {
-    libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_GLOBAL
 }
