@@ -110,7 +110,9 @@ struct Fiber {
 // only touched as used.
 constexpr size_t STACK_BYTES = 256 << 10;
 constexpr size_t GUARD_BYTES = 4096;
-constexpr unsigned MAX_THREADS = 1024;
+constexpr size_t MAX_THREADS = 1024;
+// The block order lists every block; fiedler's launches stay near 1M blocks at most.
+constexpr size_t MAX_BLOCKS = size_t(1) << 28;
 
 class Scheduler {
 public:
@@ -119,14 +121,15 @@ public:
     }
 
     std::string launch(const Kernel& kernel, dim3 grid, dim3 block, void** params) {
-        const unsigned threads = block.x * block.y * block.z;
-        if (threads == 0 || threads > MAX_THREADS || grid.x * grid.y * grid.z == 0)
+        const size_t threads = (size_t)block.x * block.y * block.z;
+        const size_t blocks = (size_t)grid.x * grid.y * grid.z;
+        if (threads == 0 || threads > MAX_THREADS || blocks == 0 || blocks > MAX_BLOCKS)
             return "invalid launch shape";
         std::string error = reserve(threads);
         if (!error.empty()) return error;
         kernel_ = &kernel;
         params_ = params;
-        for (const uint32_t b : block_order_.of((size_t)grid.x * grid.y * grid.z)) {
+        for (const uint32_t b : block_order_.of(blocks)) {
             const dim3 index{b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
             error = run_block(grid, block, index);
             if (!error.empty()) return error;
@@ -154,7 +157,7 @@ public:
 private:
     [[noreturn]] static void fiber_main();
 
-    std::string reserve(unsigned threads) {
+    std::string reserve(size_t threads) {
         while (stacks_.size() < threads) {
             void* s = mmap(nullptr, STACK_BYTES + GUARD_BYTES, PROT_READ | PROT_WRITE,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
