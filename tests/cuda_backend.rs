@@ -1292,6 +1292,61 @@ fn out_of_device_memory_names_the_batch() {
     );
 }
 
+/// The emulator's own checks, on its self-test kernels (tests/cuda_emulator/selftest.cu):
+/// threads and blocks arrive in a shuffled order, and a barrier that half a warp waits at
+/// while the other half waits at a shuffle fails the launch instead of hanging.
+#[test]
+fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
+    use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
+    if !matches!(driver(), Driver::Emulated(_)) {
+        println!("skipped: checks the CUDA emulator, which is not in use");
+        return;
+    }
+    let ctx = CudaContext::new(0).unwrap();
+    // The emulator finds kernels by name, whatever the module's image.
+    let module = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_src("// selftest.cu"))
+        .unwrap();
+    let stream = ctx.default_stream();
+    let (blocks, threads) = (4u32, 64u32);
+    let cfg = LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let arrival = module.load_function("emu_arrival_order").unwrap();
+    let n = (blocks * threads) as usize;
+    let mut order = stream.alloc_zeros::<i32>(n).unwrap();
+    let mut count = stream.alloc_zeros::<i32>(1).unwrap();
+    // SAFETY: the kernel writes `n` entries of `order` and one of `count`.
+    unsafe {
+        stream
+            .launch_builder(&arrival)
+            .arg(&mut order)
+            .arg(&mut count)
+            .launch(cfg)
+    }
+    .unwrap();
+    let order = stream.clone_dtoh(&order).unwrap();
+    let in_order: Vec<i32> = (0..n as i32).collect();
+    let mut sorted = order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, in_order, "every thread arrives once");
+    if std::env::var_os("FIEDLER_CUDA_EMULATOR_ORDER").is_some_and(|v| v == "in-order") {
+        assert_eq!(order, in_order, "FIEDLER_CUDA_EMULATOR_ORDER=in-order");
+    } else {
+        assert_ne!(order, in_order, "threads ran in index order");
+    }
+    let divergent = module.load_function("emu_divergent_barrier").unwrap();
+    let mut out = stream.alloc_zeros::<i32>(threads as usize).unwrap();
+    // SAFETY: the kernel writes at most `threads` entries of `out`.
+    let launched = unsafe { stream.launch_builder(&divergent).arg(&mut out).launch(cfg) };
+    assert!(
+        launched.is_err(),
+        "a divergent barrier must fail the launch"
+    );
+}
+
 #[test]
 fn bench_device_cuda_fails_cleanly_without_a_device() {
     // The child gets no emulator, so only the NVIDIA driver can give it a device.

@@ -76,6 +76,7 @@ const SOURCES: &[&str] = &[
     "memory.cpp",
     "driver.cpp",
     "cublas.cpp",
+    "selftest.cu",
 ];
 
 /// Flags for every file. Nothing is contracted into an FMA, so every product rounds as
@@ -124,9 +125,11 @@ fn build() -> Result<PathBuf, String> {
     let work = dir.with_extension(format!("building-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("target/tmp is writable");
     let mut units = Vec::new();
+    let selftest = sources.join("selftest.cu");
     for file in kernel_files
         .iter()
         .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+        .chain([&selftest])
     {
         let unit = work.join(file.file_stem().unwrap()).with_extension("cpp");
         std::fs::write(&unit, registering(file)).expect("target/tmp is writable");

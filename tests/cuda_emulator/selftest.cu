@@ -1,0 +1,18 @@
+// Kernels that check the emulator itself (tests/cuda_backend.rs,
+// `the_emulator_shuffles_threads_and_fails_divergent_barriers`); built into the emulator only.
+#include "common.cuh"
+
+// Global thread ids in the order the threads got here.
+KERNEL void emu_arrival_order(int* order, int* count) {
+    order[atomicAdd(count, 1)] = blockIdx.x * blockDim.x + threadIdx.x;
+}
+
+// Half of each warp waits at __syncthreads, the other half at a shuffle that needs the whole
+// warp: neither can ever be released.
+KERNEL void emu_divergent_barrier(int* out) {
+    if ((threadIdx.x & 31) < 16) {
+        __syncthreads();
+    } else {
+        out[threadIdx.x] = __shfl_sync(FULL_MASK, (int)threadIdx.x, 0);
+    }
+}
