@@ -1294,7 +1294,8 @@ fn out_of_device_memory_names_the_batch() {
 
 /// The emulator's own checks, on its self-test kernels (tests/cuda_emulator/selftest.cu):
 /// threads and blocks arrive in a shuffled order, and a barrier that half a warp waits at
-/// while the other half waits at a shuffle fails the launch instead of hanging.
+/// while the other half waits at a shuffle fails the launch instead of hanging (the emulator
+/// prints what it found, "threads wait at different barriers", on stderr).
 #[test]
 fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
     use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};

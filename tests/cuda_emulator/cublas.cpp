@@ -1,11 +1,13 @@
 // libcublas.so beside the emulated driver: the handle calls and the strided batched GEMMs
 // fiedler's backend makes, computed on the host when called (column-major, as cuBLAS). Each
-// entry is one dot product summed in order in the type of the data, as cuBLAS's non-tensor
-// kernels do (their order differs; the tests' bounds allow for that). With TF32 allowed,
+// entry is summed in order in the type of the data, as cuBLAS's non-tensor kernels do
+// (their order differs; the tests' bounds allow for that). With TF32 allowed,
 // f32 operands are first rounded to TF32's 10-bit mantissa, as tensor cores read them.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #define API extern "C" __attribute__((visibility("default")))
 
@@ -32,28 +34,45 @@ float to_tf32(float x) {
     return x;
 }
 
+// C = α·op(A)·op(B) + β·C per batch entry. Each column of C is built as a sum over l of
+// op(A)'s column l times op(B)[l, j], so every entry is still summed in order of l while the
+// loop over rows vectorises.
 template <typename T, typename Round>
 Status gemm(int transa, int transb, int m, int n, int k, const T* alpha, const T* a, int lda,
             long long stride_a, const T* b, int ldb, long long stride_b, const T* beta, T* c,
-            int ldc, long long stride_c, int batch, Round round) {
+            int ldc, long long stride_c, int batch, bool rounds, Round round) {
     if (m < 0 || n < 0 || k < 0 || batch < 0 || transa == OP_C || transb == OP_C)
         return INVALID_VALUE;
+    std::vector<T> packed, column((size_t)m);
     for (int s = 0; s < batch; ++s) {
         const T* as = a + s * stride_a;
         const T* bs = b + s * stride_b;
         T* cs = c + s * stride_c;
-        for (int j = 0; j < n; ++j)
-            for (int i = 0; i < m; ++i) {
-                T sum = 0;
-                for (int l = 0; l < k; ++l) {
-                    const T x = transa == OP_N ? as[i + (long long)l * lda] : as[l + (long long)i * lda];
-                    const T y = transb == OP_N ? bs[l + (long long)j * ldb] : bs[j + (long long)l * ldb];
-                    sum += round(x) * round(y);
-                }
-                T& out = cs[i + (long long)j * ldc];
-                // β = 0 leaves C unread, as in cuBLAS (it may hold anything, NaN included).
-                out = *beta == T(0) ? *alpha * sum : *alpha * sum + *beta * out;
+        // op(A) column-major: as stored, or packed (transposed, or rounded to TF32).
+        const T* op_a = as;
+        long long ld_a = lda;
+        if (transa != OP_N || rounds) {
+            packed.resize((size_t)m * k);
+            for (int l = 0; l < k; ++l)
+                for (int i = 0; i < m; ++i)
+                    packed[i + (size_t)l * m] =
+                        round(transa == OP_N ? as[i + (long long)l * lda] : as[l + (long long)i * lda]);
+            op_a = packed.data();
+            ld_a = m;
+        }
+        for (int j = 0; j < n; ++j) {
+            T* __restrict sum = column.data();
+            std::fill(column.begin(), column.end(), T(0));
+            for (int l = 0; l < k; ++l) {
+                const T y = round(transb == OP_N ? bs[l + (long long)j * ldb] : bs[j + (long long)l * ldb]);
+                const T* __restrict x = op_a + l * ld_a;
+                for (int i = 0; i < m; ++i) sum[i] += x[i] * y;
             }
+            T* out = cs + (long long)j * ldc;
+            // β = 0 leaves C unread, as in cuBLAS (it may hold anything, NaN included).
+            for (int i = 0; i < m; ++i)
+                out[i] = *beta == T(0) ? *alpha * sum[i] : *alpha * sum[i] + *beta * out[i];
+        }
     }
     return SUCCESS;
 }
@@ -96,9 +115,9 @@ API int cublasSgemmStridedBatched(void* handle, int transa, int transb, int m, i
                                   float* c, int ldc, long long stride_c, int batch) {
     if ((static_cast<Handle*>(handle)->math_mode & 0xf) == TF32_TENSOR_OP_MATH)
         return gemm(transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
-                    ldc, stride_c, batch, to_tf32);
+                    ldc, stride_c, batch, true, to_tf32);
     return gemm(transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
-                stride_c, batch, [](float x) { return x; });
+                stride_c, batch, false, [](float x) { return x; });
 }
 
 API int cublasDgemmStridedBatched(void*, int transa, int transb, int m, int n, int k,
@@ -107,5 +126,5 @@ API int cublasDgemmStridedBatched(void*, int transa, int transb, int m, int n, i
                                   long long stride_b, const double* beta, double* c, int ldc,
                                   long long stride_c, int batch) {
     return gemm(transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
-                stride_c, batch, [](double x) { return x; });
+                stride_c, batch, false, [](double x) { return x; });
 }
