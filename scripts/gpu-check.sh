@@ -117,6 +117,9 @@ if [ -n "$fiedler" ]; then
     # batch the targets name: where the next speed-up is.
     step profile-clip-b64 60 env FIEDLER_CUDA_PROFILE=1 "$fiedler" bench --device cuda \
         --size vit-b16 --batch 64 --method dsmi-grad,raw-attn --repeats 1
+    # At batch 1, where per-call overhead (launches, cuBLAS calls, copies) is what is left.
+    step profile-clip-b1 30 env FIEDLER_CUDA_PROFILE=1 "$fiedler" bench --device cuda \
+        --size vit-b16 --batch 1 --method dsmi-grad --repeats 1
     step profile-lxmert-b64 40 env FIEDLER_CUDA_PROFILE=1 "$fiedler" bench --device cuda \
         --size lxmert-base --batch 64 --method dsmi-grad --repeats 1
 fi

@@ -7,7 +7,8 @@
 //! Layouts (see `backend`): activations row-major; a linear weight `[out, in]`; queries
 //! (and ctx, dq) `[batch·queries, width]` with head h at columns h·head_dim; keys and values
 //! in `[batch·keys, 2·width]` rows, keys first; probabilities `[batch, heads, queries, keys]`.
-//! Attention products loop over heads and batch over samples (one uniform stride each).
+//! Attention products loop over heads and batch over samples, or the other way round,
+//! whichever makes fewer calls (one uniform stride each way).
 
 use crate::backend::AttentionShape;
 
@@ -96,35 +97,78 @@ pub fn linear_backward(
     }
 }
 
-/// Where head h's blocks start in the attention buffers, as operands batched over samples.
-struct Heads<'a>(&'a AttentionShape);
+/// One call's view of the attention buffers. A product runs either once per head, batched
+/// over samples, or once per sample, batched over heads: both strides are uniform in every
+/// buffer, and `split` takes whichever makes fewer calls (at batch 1, one call instead of
+/// one per head).
+struct Blocks<'a> {
+    s: &'a AttentionShape,
+    /// Sample `index`, batched over heads; else head `index`, batched over samples.
+    by_sample: bool,
+    index: usize,
+}
 
-impl Heads<'_> {
-    fn q(&self, ptr: Addr, h: usize) -> Operand {
-        let s = self.0;
-        Operand::rows(ptr, h * s.head_dim, s.width()).stride(s.queries * s.width())
+impl Blocks<'_> {
+    /// The operand at `offset` + this call's head or sample, given the element steps from
+    /// one head and one sample to the next.
+    fn operand(&self, ptr: Addr, offset: usize, ld: usize, head: usize, sample: usize) -> Operand {
+        let (at, stride) = if self.by_sample {
+            (self.index * sample, head)
+        } else {
+            (self.index * head, sample)
+        };
+        Operand::rows(ptr, offset + at, ld).stride(stride)
     }
 
-    fn k(&self, ptr: Addr, h: usize) -> Operand {
-        let s = self.0;
-        Operand::rows(ptr, h * s.head_dim, 2 * s.width()).stride(s.keys * 2 * s.width())
+    fn batch(&self) -> usize {
+        if self.by_sample {
+            self.s.heads
+        } else {
+            self.s.batch
+        }
     }
 
-    fn v(&self, ptr: Addr, h: usize) -> Operand {
-        let s = self.0;
-        Operand::rows(ptr, s.width() + h * s.head_dim, 2 * s.width()).stride(s.keys * 2 * s.width())
+    fn q(&self, ptr: Addr) -> Operand {
+        let s = self.s;
+        self.operand(ptr, 0, s.width(), s.head_dim, s.queries * s.width())
     }
 
-    fn p(&self, ptr: Addr, h: usize) -> Operand {
-        let s = self.0;
+    fn k(&self, ptr: Addr) -> Operand {
+        let s = self.s;
+        self.operand(ptr, 0, 2 * s.width(), s.head_dim, s.keys * 2 * s.width())
+    }
+
+    fn v(&self, ptr: Addr) -> Operand {
+        let s = self.s;
+        self.operand(
+            ptr,
+            s.width(),
+            2 * s.width(),
+            s.head_dim,
+            s.keys * 2 * s.width(),
+        )
+    }
+
+    fn p(&self, ptr: Addr) -> Operand {
+        let s = self.s;
         let block = s.queries * s.keys;
-        Operand::rows(ptr, h * block, s.keys).stride(s.heads * block)
+        self.operand(ptr, 0, s.keys, block, s.heads * block)
     }
 }
 
-fn per_head(s: &AttentionShape, call: impl Fn(&Heads, usize) -> Gemm) -> Vec<Gemm> {
-    let g = Heads(s);
-    (0..s.heads).map(|h| call(&g, h)).collect()
+/// The products of every call, in order; `call` gives those of one.
+fn split<const N: usize>(s: &AttentionShape, call: impl Fn(&Blocks) -> [Gemm; N]) -> Vec<Gemm> {
+    let by_sample = s.batch < s.heads;
+    let calls = if by_sample { s.batch } else { s.heads };
+    (0..calls)
+        .flat_map(|index| {
+            call(&Blocks {
+                s,
+                by_sample,
+                index,
+            })
+        })
+        .collect()
 }
 
 /// probs_h = scale · Q_h · K_hᵀ (the scores, before the softmax).
@@ -138,40 +182,46 @@ pub fn lrp_scores(s: &AttentionShape, q: Addr, kv: Addr, out: Addr) -> Vec<Gemm>
 }
 
 fn scores(s: &AttentionShape, q: Addr, kv: Addr, out: Addr, alpha: f32) -> Vec<Gemm> {
-    per_head(s, |g, h| Gemm {
-        shape: (s.queries, s.keys, s.head_dim),
-        alpha,
-        a: g.q(q, h),
-        b: g.k(kv, h).t(),
-        beta: 0.0,
-        c: g.p(out, h),
-        batch: s.batch,
+    split(s, |g| {
+        [Gemm {
+            shape: (s.queries, s.keys, s.head_dim),
+            alpha,
+            a: g.q(q),
+            b: g.k(kv).t(),
+            beta: 0.0,
+            c: g.p(out),
+            batch: g.batch(),
+        }]
     })
 }
 
 /// ctx_h = P_h · V_h.
 pub fn attention_context(s: &AttentionShape, probs: Addr, kv: Addr, ctx: Addr) -> Vec<Gemm> {
-    per_head(s, |g, h| Gemm {
-        shape: (s.queries, s.head_dim, s.keys),
-        alpha: 1.0,
-        a: g.p(probs, h),
-        b: g.v(kv, h),
-        beta: 0.0,
-        c: g.q(ctx, h),
-        batch: s.batch,
+    split(s, |g| {
+        [Gemm {
+            shape: (s.queries, s.head_dim, s.keys),
+            alpha: 1.0,
+            a: g.p(probs),
+            b: g.v(kv),
+            beta: 0.0,
+            c: g.q(ctx),
+            batch: g.batch(),
+        }]
     })
 }
 
 /// ∂y/∂A_h = dctx_h · V_hᵀ, over every entry (masked ones included, as autograd).
 pub fn attention_dprobs(s: &AttentionShape, dctx: Addr, kv: Addr, dprobs: Addr) -> Vec<Gemm> {
-    per_head(s, |g, h| Gemm {
-        shape: (s.queries, s.keys, s.head_dim),
-        alpha: 1.0,
-        a: g.q(dctx, h),
-        b: g.v(kv, h).t(),
-        beta: 0.0,
-        c: g.p(dprobs, h),
-        batch: s.batch,
+    split(s, |g| {
+        [Gemm {
+            shape: (s.queries, s.keys, s.head_dim),
+            alpha: 1.0,
+            a: g.q(dctx),
+            b: g.v(kv).t(),
+            beta: 0.0,
+            c: g.p(dprobs),
+            batch: g.batch(),
+        }]
     })
 }
 
@@ -200,40 +250,37 @@ pub fn lrp_inputs(s: &AttentionShape, x: &BackwardAddrs) -> Vec<Gemm> {
 }
 
 fn inputs(s: &AttentionShape, x: &BackwardAddrs, scale: f32) -> Vec<Gemm> {
-    let g = Heads(s);
-    (0..s.heads)
-        .flat_map(|h| {
-            [
-                Gemm {
-                    shape: (s.queries, s.head_dim, s.keys),
-                    alpha: scale,
-                    a: g.p(x.ds, h),
-                    b: g.k(x.kv, h),
-                    beta: 0.0,
-                    c: g.q(x.dq, h),
-                    batch: s.batch,
-                },
-                Gemm {
-                    shape: (s.keys, s.head_dim, s.queries),
-                    alpha: scale,
-                    a: g.p(x.ds, h).t(),
-                    b: g.q(x.q, h),
-                    beta: 0.0,
-                    c: g.k(x.dkv, h),
-                    batch: s.batch,
-                },
-                Gemm {
-                    shape: (s.keys, s.head_dim, s.queries),
-                    alpha: 1.0,
-                    a: g.p(x.probs, h).t(),
-                    b: g.q(x.dctx, h),
-                    beta: 0.0,
-                    c: g.v(x.dkv, h),
-                    batch: s.batch,
-                },
-            ]
-        })
-        .collect()
+    split(s, |g| {
+        [
+            Gemm {
+                shape: (s.queries, s.head_dim, s.keys),
+                alpha: scale,
+                a: g.p(x.ds),
+                b: g.k(x.kv),
+                beta: 0.0,
+                c: g.q(x.dq),
+                batch: g.batch(),
+            },
+            Gemm {
+                shape: (s.keys, s.head_dim, s.queries),
+                alpha: scale,
+                a: g.p(x.ds).t(),
+                b: g.q(x.q),
+                beta: 0.0,
+                c: g.k(x.dkv),
+                batch: g.batch(),
+            },
+            Gemm {
+                shape: (s.keys, s.head_dim, s.queries),
+                alpha: 1.0,
+                a: g.p(x.probs).t(),
+                b: g.q(x.dctx),
+                beta: 0.0,
+                c: g.v(x.dkv),
+                batch: g.batch(),
+            },
+        ]
+    })
 }
 
 /// The arguments of the column-major `cublasSgemmStridedBatched` call that computes a
@@ -452,6 +499,12 @@ mod tests {
                     dq: a(7),
                     dkv: a(8),
                 },
+            );
+            // Shapes 0 and 1 take each way of splitting: per sample, per head.
+            let calls = s.batch.min(s.heads);
+            assert_eq!(
+                [scores.len(), context.len(), dprobs.len(), inputs.len()],
+                [calls, calls, calls, 3 * calls]
             );
             scores.iter().for_each(|g| emulate(g, &mut arena.mem));
             // The softmax kernel's job, on the host.
