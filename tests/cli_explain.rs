@@ -595,7 +595,8 @@ fn explain_vilt_question_matches_the_reference() {
 
 /// LXMERT from an obj36 TSV and a question: the JSON equals the reference for case b1
 /// (region set synth_000001, "what is on the table?"), boxes included, and a features file
-/// gives the same numbers as the TSV.
+/// gives the same numbers as the TSV; so does the same model saved as pytorch_model.bin with
+/// only vocab.txt for its tokenizer (as older Hub repositories ship it).
 #[test]
 fn explain_lxmert_regions_match_the_reference() {
     let lxmert = fixtures().join("lxmert");
@@ -603,19 +604,23 @@ fn explain_lxmert_regions_match_the_reference() {
     let question = "what is on the table?";
     let photo = fixtures().join("images/coco_127510.jpg");
     let mut runs = Vec::new();
-    for (name, regions, id) in [
-        ("tsv", lxmert.join("regions.tsv"), Some("synth_000001")),
+    let features = lxmert.join("regions_synth_000001.safetensors");
+    let torch = fixtures().join("lxmert-torch");
+    for (name, model, regions, id) in [
         (
-            "file",
-            lxmert.join("regions_synth_000001.safetensors"),
-            None,
+            "tsv",
+            &lxmert,
+            lxmert.join("regions.tsv"),
+            Some("synth_000001"),
         ),
+        ("file", &lxmert, features.clone(), None),
+        ("torch", &torch, features, None),
     ] {
         let out = scratch(&format!("lxmert-{name}"));
         let mut args = vec![
             "explain",
             "--model",
-            s(&lxmert),
+            s(model),
             "--regions",
             s(&regions),
             "--question",
@@ -653,6 +658,10 @@ fn explain_lxmert_regions_match_the_reference() {
             "TSV and features file disagree"
         );
     }
+    assert_eq!(
+        runs[1], runs[2],
+        "pytorch_model.bin and safetensors disagree"
+    );
 }
 
 #[test]

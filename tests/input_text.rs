@@ -203,3 +203,72 @@ fn too_few_positions_for_the_special_tokens_is_an_error() {
         "{msg}"
     );
 }
+
+/// A copy of fixture `name`'s slow-tokenizer files (vocab.txt and the two configs), without
+/// its tokenizer.json.
+fn vocab_only(name: &str) -> PathBuf {
+    let dir = scratch_dir(&format!("vocab-only-{name}"));
+    for file in [
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(fixtures().join(name).join(file), dir.join(file)).expect("copy");
+    }
+    dir
+}
+
+/// Without a tokenizer.json, BERT's pipeline built from vocab.txt (as transformers converts a
+/// slow tokenizer) gives the ids, spans and display tokens of the tokenizer.json that
+/// transformers wrote for the same vocabulary: accents, Chinese characters, control
+/// characters, punctuation, unknown words, a literal special token, and truncation.
+#[test]
+fn vocab_txt_tokenizes_like_the_tokenizer_json() {
+    let texts = [
+        "What color is the square?",
+        "IS THE Café's   sign\tred",
+        "how many猫are there?!",
+        "zzzqqq xylophone-ish [MASK] token",
+        "a\u{0}b\u{7}c naïve résumé",
+        "left of the green square left of the green square left of the green square left of \
+         the green square",
+    ];
+    for (name, positions) in [("lxmert", 32), ("vilt", 24)] {
+        let json = TextTokenizer::from_dir(&fixtures().join(name), positions, 0).unwrap();
+        let vocab = TextTokenizer::from_dir(&vocab_only(name), positions, 0).unwrap();
+        assert_eq!(vocab.pad_id(), json.pad_id(), "{name}");
+        let (a, b) = (
+            json.encode_batch(&texts).unwrap(),
+            vocab.encode_batch(&texts).unwrap(),
+        );
+        assert_eq!(a, b, "{name}: ids");
+        assert!(a.truncated[5], "{name}: the long text is cut");
+        for text in texts {
+            assert_eq!(
+                json.token_spans(text).unwrap(),
+                vocab.token_spans(text).unwrap()
+            );
+        }
+        assert_eq!(
+            json.tokens_for_display(&a.ids),
+            vocab.tokens_for_display(&b.ids)
+        );
+    }
+}
+
+#[test]
+fn vocab_txt_of_another_tokenizer_class_is_refused() {
+    let dir = vocab_only("lxmert");
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"tokenizer_class": "RobertaTokenizer"}"#,
+    )
+    .unwrap();
+    let err = TextTokenizer::from_dir(&dir, 32, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("vocab.txt") && err.contains("RobertaTokenizer"),
+        "{err}"
+    );
+}

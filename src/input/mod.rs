@@ -8,6 +8,7 @@ pub mod image;
 pub mod regions;
 pub mod text;
 pub mod vilt;
+mod wordpiece;
 
 use std::path::PathBuf;
 
@@ -61,7 +62,7 @@ pub enum InputError {
         expected: String,
         found: String,
     },
-    #[error("tokenizer file {path} not found")]
+    #[error("tokenizer file {path} not found, nor a BERT vocab.txt beside it")]
     TokenizerNotFound { path: PathBuf },
     #[error("cannot load tokenizer {path}: {reason}")]
     Tokenizer { path: PathBuf, reason: String },

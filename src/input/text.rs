@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
 
-use super::InputError;
+use super::{wordpiece, InputError};
 use crate::warning::warn;
 
 /// Name of the tokenizer file inside a model directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// Files that transformers reads the pad token from, most authoritative first.
-const PAD_TOKEN_FILES: [&str; 2] = ["special_tokens_map.json", "tokenizer_config.json"];
+/// Files that transformers reads special tokens from, most authoritative first.
+const SPECIAL_TOKEN_FILES: [&str; 2] = ["special_tokens_map.json", "tokenizer_config.json"];
 
 /// A loaded tokenizer with the limits of the model it feeds.
 #[derive(Debug, Clone)]
@@ -57,7 +57,8 @@ impl TokenBatch {
 }
 
 impl TextTokenizer {
-    /// Loads `dir/tokenizer.json`. The pad token is taken where transformers takes it
+    /// Loads `dir/tokenizer.json`, or else builds BERT's WordPiece tokenizer from
+    /// `dir/vocab.txt` (see `wordpiece`). The pad token is taken where transformers takes it
     /// (special_tokens_map.json, then tokenizer_config.json, then tokenizer.json's own padding
     /// settings); `default_pad_id` (the model config's `pad_token_id`) is used when none names one.
     pub fn from_dir(
@@ -65,17 +66,22 @@ impl TextTokenizer {
         max_positions: usize,
         default_pad_id: u32,
     ) -> Result<Self, InputError> {
-        let path = dir.join(TOKENIZER_FILE);
-        if !path.is_file() {
-            return Err(InputError::TokenizerNotFound { path });
-        }
+        let json = dir.join(TOKENIZER_FILE);
+        let (mut tokenizer, path) = if json.is_file() {
+            let tokenizer = Tokenizer::from_file(&json).map_err(|e| InputError::Tokenizer {
+                path: json.clone(),
+                reason: e.to_string(),
+            })?;
+            (tokenizer, json)
+        } else {
+            wordpiece::from_vocab(dir)?.ok_or(InputError::TokenizerNotFound { path: json })?
+        };
         let load_error = |reason: String| InputError::Tokenizer {
             path: path.clone(),
             reason,
         };
-        let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| load_error(e.to_string()))?;
 
-        let pad_id = match pad_token_from_configs(dir)? {
+        let pad_id = match special_token(dir, "pad_token")? {
             Some((file, token)) => tokenizer.token_to_id(&token).ok_or_else(|| {
                 load_error(format!(
                     "the pad token {token:?} named in {} is not in its vocabulary",
@@ -222,23 +228,21 @@ impl TextTokenizer {
     }
 }
 
-/// The pad token named by the tokenizer's config files, and the file it came from.
-fn pad_token_from_configs(dir: &Path) -> Result<Option<(PathBuf, String)>, InputError> {
-    for name in PAD_TOKEN_FILES {
+/// The special token `field` ("pad_token", "cls_token", …) as the tokenizer's config files
+/// name it, and the file it came from: special_tokens_map.json first, as transformers reads
+/// them.
+pub(super) fn special_token(
+    dir: &Path,
+    field: &str,
+) -> Result<Option<(PathBuf, String)>, InputError> {
+    for name in SPECIAL_TOKEN_FILES {
         let path = dir.join(name);
         if !path.is_file() {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| InputError::ConfigRead {
-            path: path.clone(),
-            source,
-        })?;
-        let json: Value = serde_json::from_str(&text).map_err(|source| InputError::ConfigJson {
-            path: path.clone(),
-            source,
-        })?;
+        let json = read_json(&path)?;
         // Either "pad_token": "<pad>" or the serialised AddedToken {"content": "<pad>", …}.
-        let token = match json.get("pad_token") {
+        let token = match json.get(field) {
             None | Some(Value::Null) => continue,
             Some(Value::String(s)) => s.clone(),
             Some(other) => match other.get("content").and_then(Value::as_str) {
@@ -246,7 +250,7 @@ fn pad_token_from_configs(dir: &Path) -> Result<Option<(PathBuf, String)>, Input
                 None => {
                     return Err(InputError::ConfigField {
                         path,
-                        field: "pad_token".into(),
+                        field: field.into(),
                         expected: "a token string or {\"content\": token}".into(),
                         found: other.to_string(),
                     })
@@ -256,4 +260,16 @@ fn pad_token_from_configs(dir: &Path) -> Result<Option<(PathBuf, String)>, Input
         return Ok(Some((path, token)));
     }
     Ok(None)
+}
+
+/// A tokenizer config file as JSON.
+pub(super) fn read_json(path: &Path) -> Result<Value, InputError> {
+    let text = std::fs::read_to_string(path).map_err(|source| InputError::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| InputError::ConfigJson {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -9,8 +9,10 @@ pub mod lxmert;
 pub mod post_ln;
 pub mod source;
 pub mod summary;
+mod torch_pickle;
 pub mod vilt;
 pub mod weights;
+mod zip;
 
 use thiserror::Error;
 

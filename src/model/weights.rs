@@ -1,24 +1,30 @@
-//! Memory-mapped safetensors weights of a Hugging Face model directory.
+//! Memory-mapped weights of a Hugging Face model directory.
 //!
-//! Layouts, as `transformers.PreTrainedModel.from_pretrained` reads them: a single
+//! Layouts, in the order `transformers.PreTrainedModel.from_pretrained` prefers them: a single
 //! `model.safetensors`, or `model.safetensors.index.json` whose `weight_map` sends each tensor
-//! name to a shard file in the same directory. Tensors are looked up by their exact Hugging Face
-//! name; F32, F16 and BF16 storage is converted to f32 on [`Weights::get`].
+//! name to a shard file in the same directory; then the same two in PyTorch's pickle format
+//! (`pytorch_model.bin`, `pytorch_model.bin.index.json`), which older repositories ship alone
+//! (read by `torch_pickle`, which runs nothing from the file). Tensors are looked up by their
+//! exact Hugging Face name; F32, F16 and BF16 storage is converted to f32 on [`Weights::get`].
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::{Dtype, SafeTensors};
 
+use super::torch_pickle;
 use crate::hash::fnv1a_words;
 
 /// Single-file weights.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// Index of sharded weights.
 pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+/// The same two in PyTorch's format.
+pub const TORCH_WEIGHTS_FILE: &str = "pytorch_model.bin";
+pub const TORCH_WEIGHTS_INDEX_FILE: &str = "pytorch_model.bin.index.json";
 
 /// Bytes of the little-endian u64 header-length prefix of a safetensors file.
 const LEN_PREFIX: usize = 8;
@@ -26,7 +32,10 @@ const LEN_PREFIX: usize = 8;
 /// Opening weights or reading a tensor failed; every message names the file (and tensor).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("no weights in {dir}: looked for {WEIGHTS_FILE} and {WEIGHTS_INDEX_FILE}")]
+    #[error(
+        "no weights in {dir}: looked for {WEIGHTS_FILE}, {WEIGHTS_INDEX_FILE}, \
+         {TORCH_WEIGHTS_FILE} and {TORCH_WEIGHTS_INDEX_FILE}"
+    )]
     NoWeights { dir: PathBuf },
     #[error("cannot read {path}: {source}")]
     Io {
@@ -35,6 +44,8 @@ pub enum LoadError {
     },
     #[error("{path} is not a valid safetensors file: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("{path} is not a readable PyTorch state dict: {reason}")]
+    Torch { path: PathBuf, reason: String },
     #[error("invalid weights index {path}: {reason}")]
     Index { path: PathBuf, reason: String },
     #[error("shard {shard} named in {index} is missing")]
@@ -105,46 +116,63 @@ pub struct Weights {
     searched: String,
 }
 
-/// One safetensors file: its map and parsed header.
+/// One weights file: its map and where each tensor lies in it.
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
     mmap: Mmap,
-    /// Byte offset of the tensor data (after the length prefix and the JSON header).
-    data_start: usize,
-    metadata: Metadata,
+    tensors: HashMap<String, Stored>,
+}
+
+/// A tensor in a shard's map: element (i, j, …) at byte
+/// `start + (i·strides[0] + j·strides[1] + …)·size`. safetensors stores every tensor
+/// contiguously; a PyTorch file may hold views (a transpose, a slice of a shared storage).
+#[derive(Debug)]
+struct Stored {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// In elements.
+    strides: Vec<usize>,
+    start: usize,
+}
+
+/// How a weights file is written, known from the name transformers gives it.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    SafeTensors,
+    Torch,
 }
 
 impl Weights {
     /// Opens `dir/model.safetensors`, or else the shards listed by
     /// `dir/model.safetensors.index.json`, and checks every header.
     pub fn open(dir: &Path) -> Result<Self, LoadError> {
-        let single = dir.join(WEIGHTS_FILE);
-        let index = dir.join(WEIGHTS_INDEX_FILE);
-        if single.is_file() {
-            let shard = Shard::open(single)?;
-            let location = shard
-                .metadata
-                .offset_keys()
-                .into_iter()
-                .map(|n| (n, 0))
-                .collect();
-            let searched = shard.path.display().to_string();
-            Ok(Self {
-                shards: vec![shard],
-                location,
-                searched,
-            })
-        } else if index.is_file() {
-            Self::open_sharded(dir, &index)
-        } else {
-            Err(LoadError::NoWeights {
-                dir: dir.to_path_buf(),
-            })
+        for format in [Format::SafeTensors, Format::Torch] {
+            let (single, index) = match format {
+                Format::SafeTensors => (WEIGHTS_FILE, WEIGHTS_INDEX_FILE),
+                Format::Torch => (TORCH_WEIGHTS_FILE, TORCH_WEIGHTS_INDEX_FILE),
+            };
+            let (single, index) = (dir.join(single), dir.join(index));
+            if single.is_file() {
+                let shard = Shard::open(single, format)?;
+                let location = shard.tensors.keys().map(|n| (n.clone(), 0)).collect();
+                let searched = shard.path.display().to_string();
+                return Ok(Self {
+                    shards: vec![shard],
+                    location,
+                    searched,
+                });
+            }
+            if index.is_file() {
+                return Self::open_sharded(dir, &index, format);
+            }
         }
+        Err(LoadError::NoWeights {
+            dir: dir.to_path_buf(),
+        })
     }
 
-    fn open_sharded(dir: &Path, index: &Path) -> Result<Self, LoadError> {
+    fn open_sharded(dir: &Path, index: &Path, format: Format) -> Result<Self, LoadError> {
         let index_error = |reason: String| LoadError::Index {
             path: index.to_path_buf(),
             reason,
@@ -181,9 +209,9 @@ impl Weights {
                     shard: path,
                 });
             }
-            let shard = Shard::open(path)?;
+            let shard = Shard::open(path, format)?;
             for name in names {
-                if shard.metadata.info(name).is_none() {
+                if !shard.tensors.contains_key(name) {
                     return Err(index_error(format!(
                         "weight_map puts tensor {name} in {file}, which does not contain it"
                     )));
@@ -221,11 +249,10 @@ impl Weights {
                 found: info.shape.clone(),
             });
         }
-        let bytes = shard.bytes(info);
-        let values = match info.dtype {
-            Dtype::F32 => convert(bytes, f32::from_le_bytes),
-            Dtype::F16 => convert(bytes, |b| half::f16::from_le_bytes(b).to_f32()),
-            Dtype::BF16 => convert(bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
+        let decode: fn(&[u8]) -> Vec<f32> = match info.dtype {
+            Dtype::F32 => |b| convert(b, f32::from_le_bytes),
+            Dtype::F16 => |b| convert(b, |b| half::f16::from_le_bytes(b).to_f32()),
+            Dtype::BF16 => |b| convert(b, |b| half::bf16::from_le_bytes(b).to_f32()),
             other => {
                 return Err(LoadError::Dtype {
                     name: name.to_string(),
@@ -234,6 +261,7 @@ impl Weights {
                 })
             }
         };
+        let values = decode(&shard.bytes(info));
         Ok(Some(values))
     }
 
@@ -322,18 +350,14 @@ impl Weights {
         counts.into_iter().collect()
     }
 
-    fn lookup(&self, name: &str) -> Option<(&Shard, &TensorInfo)> {
+    fn lookup(&self, name: &str) -> Option<(&Shard, &Stored)> {
         let shard = &self.shards[*self.location.get(name)?];
-        shard.metadata.info(name).map(|info| (shard, info))
+        shard.tensors.get(name).map(|info| (shard, info))
     }
 }
 
 impl Shard {
-    fn open(path: PathBuf) -> Result<Self, LoadError> {
-        let corrupt = |reason: String| LoadError::Corrupt {
-            path: path.clone(),
-            reason,
-        };
+    fn open(path: PathBuf, format: Format) -> Result<Self, LoadError> {
         let file = File::open(&path).map_err(|source| LoadError::Io {
             path: path.clone(),
             source,
@@ -345,10 +369,24 @@ impl Shard {
                 source,
             })?
             .len();
-        if file_len < LEN_PREFIX as u64 {
-            return Err(corrupt(format!(
-                "the file is {file_len} bytes, shorter than the {LEN_PREFIX}-byte header length"
-            )));
+        // Checked before the map, which an empty file cannot have.
+        match format {
+            Format::SafeTensors if file_len < LEN_PREFIX as u64 => {
+                return Err(LoadError::Corrupt {
+                    path,
+                    reason: format!(
+                        "the file is {file_len} bytes, shorter than the {LEN_PREFIX}-byte \
+                         header length"
+                    ),
+                })
+            }
+            Format::Torch if file_len == 0 => {
+                return Err(LoadError::Torch {
+                    path,
+                    reason: "the file is empty".into(),
+                })
+            }
+            _ => {}
         }
         // SAFETY: the map is read-only and private to this process. Another process truncating
         // or rewriting the file while it is mapped would invalidate the bytes; like every
@@ -357,38 +395,120 @@ impl Shard {
             path: path.clone(),
             source,
         })?;
-        // Checked here as well as in safetensors, to say by how much the file falls short.
-        let mut prefix = [0u8; LEN_PREFIX];
-        prefix.copy_from_slice(&mmap[..LEN_PREFIX]);
-        let header_len = u64::from_le_bytes(prefix);
-        if header_len > file_len - LEN_PREFIX as u64 {
-            return Err(corrupt(format!(
-                "the header length prefix says {header_len} bytes, but only {} bytes follow it \
-                 (truncated file, or not safetensors)",
-                file_len - LEN_PREFIX as u64
-            )));
-        }
-        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
-            corrupt(match e {
-                safetensors::SafeTensorError::MetadataIncompleteBuffer => {
-                    format!("{e} (the tensor data does not match the header: truncated file?)")
-                }
-                _ => e.to_string(),
-            })
-        })?;
+        let tensors = match format {
+            Format::SafeTensors => safetensors_layout(&mmap, file_len, &path),
+            Format::Torch => torch_layout(&mmap, &path),
+        }?;
         Ok(Self {
-            data_start: LEN_PREFIX + header_len,
             path,
             mmap,
-            metadata,
+            tensors,
         })
     }
 
-    /// The raw little-endian bytes of a tensor; `read_metadata` has checked they lie in the file.
-    fn bytes(&self, info: &TensorInfo) -> &[u8] {
-        let (begin, end) = info.data_offsets;
-        &self.mmap[self.data_start + begin..self.data_start + end]
+    /// A tensor's little-endian bytes in row-major order: borrowed from the map when the
+    /// tensor is contiguous (every safetensors tensor), gathered otherwise. The layout
+    /// functions have checked that every element lies in the file.
+    fn bytes(&self, info: &Stored) -> Cow<'_, [u8]> {
+        // Only the float dtypes `get_optional` decodes reach here: whole bytes.
+        let size = info.dtype.bitsize() / 8;
+        let count: usize = info.shape.iter().product();
+        if info.strides == contiguous_strides(&info.shape) {
+            return Cow::Borrowed(&self.mmap[info.start..info.start + count * size]);
+        }
+        let mut out = Vec::with_capacity(count * size);
+        let mut index = vec![0usize; info.shape.len()];
+        for _ in 0..count {
+            let at: usize = index.iter().zip(&info.strides).map(|(i, s)| i * s).sum();
+            let byte = info.start + at * size;
+            out.extend_from_slice(&self.mmap[byte..byte + size]);
+            // The next index in row-major order.
+            for (i, &n) in index.iter_mut().zip(&info.shape).rev() {
+                *i += 1;
+                if *i < n {
+                    break;
+                }
+                *i = 0;
+            }
+        }
+        Cow::Owned(out)
     }
+}
+
+/// Row-major strides, in elements.
+fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for k in (0..shape.len().saturating_sub(1)).rev() {
+        strides[k] = strides[k + 1] * shape[k + 1];
+    }
+    strides
+}
+
+fn torch_layout(mmap: &[u8], path: &Path) -> Result<HashMap<String, Stored>, LoadError> {
+    let tensors = torch_pickle::state_dict(mmap).map_err(|reason| LoadError::Torch {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok(tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let stored = Stored {
+                dtype: t.dtype,
+                shape: t.shape,
+                strides: t.strides,
+                start: t.start,
+            };
+            (name, stored)
+        })
+        .collect())
+}
+
+/// Where each tensor of a safetensors file lies; `Shard::open` has checked that the file holds
+/// the length prefix.
+fn safetensors_layout(
+    mmap: &[u8],
+    file_len: u64,
+    path: &Path,
+) -> Result<HashMap<String, Stored>, LoadError> {
+    let corrupt = |reason: String| LoadError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // Checked here as well as in safetensors, to say by how much the file falls short.
+    let mut prefix = [0u8; LEN_PREFIX];
+    prefix.copy_from_slice(&mmap[..LEN_PREFIX]);
+    let header_len = u64::from_le_bytes(prefix);
+    if header_len > file_len - LEN_PREFIX as u64 {
+        return Err(corrupt(format!(
+            "the header length prefix says {header_len} bytes, but only {} bytes follow it \
+             (truncated file, or not safetensors)",
+            file_len - LEN_PREFIX as u64
+        )));
+    }
+    let (header_len, metadata) = SafeTensors::read_metadata(mmap).map_err(|e| {
+        corrupt(match e {
+            safetensors::SafeTensorError::MetadataIncompleteBuffer => {
+                format!("{e} (the tensor data does not match the header: truncated file?)")
+            }
+            _ => e.to_string(),
+        })
+    })?;
+    // Byte offset of the tensor data (after the length prefix and the JSON header);
+    // `read_metadata` has checked that every tensor lies in the file.
+    let data_start = LEN_PREFIX + header_len;
+    Ok(metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let stored = Stored {
+                dtype: info.dtype,
+                strides: contiguous_strides(&info.shape),
+                shape: info.shape.clone(),
+                start: data_start + info.data_offsets.0,
+            };
+            (name, stored)
+        })
+        .collect())
 }
 
 /// Decodes little-endian elements of `N` bytes; the data may be unaligned in the map.

@@ -1,0 +1,109 @@
+//! A BERT WordPiece tokenizer built from a slow tokenizer's files (`vocab.txt`,
+//! `tokenizer_config.json`, `special_tokens_map.json`), for model folders without a
+//! tokenizer.json: older Hub repositories may ship only those. It is the pipeline
+//! transformers' `BertConverter` builds when it converts such a tokenizer to a fast one:
+//! `BertNormalizer` (clean text, Chinese characters, accents, lower case, as the config says),
+//! `BertPreTokenizer`, WordPiece with "##" continuations and `[UNK]`, `[CLS] … [SEP]` around
+//! each text, the special tokens matched whole, and the WordPiece decoder.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{AddedToken, Model, Tokenizer};
+
+use super::text::{read_json, special_token};
+use super::InputError;
+
+/// The slow tokenizer's vocabulary, one token per line, ids in line order.
+pub const VOCAB_FILE: &str = "vocab.txt";
+const CONFIG_FILE: &str = "tokenizer_config.json";
+
+/// Tokenizer classes whose slow tokenizer is BERT's (what `BertConverter` converts).
+const BERT_CLASSES: [&str; 3] = ["BertTokenizer", "LxmertTokenizer", "DistilBertTokenizer"];
+
+/// The special tokens, by config field, with BertTokenizer's defaults.
+const SPECIALS: [(&str, &str); 5] = [
+    ("unk_token", "[UNK]"),
+    ("sep_token", "[SEP]"),
+    ("pad_token", "[PAD]"),
+    ("cls_token", "[CLS]"),
+    ("mask_token", "[MASK]"),
+];
+
+/// The tokenizer of `dir/vocab.txt`, or `None` when the folder has no vocab.txt.
+pub fn from_vocab(dir: &Path) -> Result<Option<(Tokenizer, PathBuf)>, InputError> {
+    let vocab = dir.join(VOCAB_FILE);
+    if !vocab.is_file() {
+        return Ok(None);
+    }
+    let config_path = dir.join(CONFIG_FILE);
+    let config = if config_path.is_file() {
+        read_json(&config_path)?
+    } else {
+        Value::Null
+    };
+    let error = |reason: String| InputError::Tokenizer {
+        path: vocab.clone(),
+        reason,
+    };
+    if let Some(class) = config.get("tokenizer_class").and_then(Value::as_str) {
+        let slow = class.trim_end_matches("Fast");
+        if !BERT_CLASSES.contains(&slow) {
+            return Err(error(format!(
+                "{CONFIG_FILE} names {class}, which is not a BERT WordPiece tokenizer; \
+                 without a tokenizer.json only {} are read",
+                BERT_CLASSES.join(", ")
+            )));
+        }
+    }
+    let flag = |field: &str, default: bool| {
+        config
+            .get(field)
+            .and_then(Value::as_bool)
+            .unwrap_or(default)
+    };
+    let lowercase = flag("do_lower_case", true);
+    let strip_accents = config.get("strip_accents").and_then(Value::as_bool);
+    let chinese = flag("tokenize_chinese_chars", true);
+
+    let mut specials: [String; SPECIALS.len()] = Default::default();
+    for (slot, (field, default)) in specials.iter_mut().zip(SPECIALS) {
+        *slot = special_token(dir, field)?.map_or_else(|| default.to_string(), |(_, t)| t);
+    }
+    let [unk, sep, _, cls, _] = specials.clone();
+
+    let vocab_path = vocab
+        .to_str()
+        .ok_or_else(|| error("the path is not UTF-8".into()))?;
+    let model = WordPiece::from_file(vocab_path)
+        .unk_token(unk)
+        .continuing_subword_prefix("##".into())
+        .max_input_chars_per_word(100)
+        .build()
+        .map_err(|e| error(e.to_string()))?;
+    let id = |token: &str| {
+        model.token_to_id(token).ok_or_else(|| {
+            error(format!(
+                "the special token {token:?} is not in the vocabulary"
+            ))
+        })
+    };
+    let (sep_id, cls_id) = (id(&sep)?, id(&cls)?);
+    let mut tokenizer = Tokenizer::new(model);
+    let normalizer = BertNormalizer::new(true, chinese, strip_accents, lowercase);
+    tokenizer
+        .with_normalizer(Some(normalizer))
+        .map_err(|e| error(e.to_string()))?;
+    tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+    tokenizer.with_post_processor(Some(BertProcessing::new((sep, sep_id), (cls, cls_id))));
+    tokenizer.with_decoder(Some(WordPieceDecoder::default()));
+    tokenizer
+        .add_special_tokens(specials.into_iter().map(|t| AddedToken::from(t, true)))
+        .map_err(|e| error(e.to_string()))?;
+    Ok(Some((tokenizer, vocab)))
+}
