@@ -710,3 +710,29 @@ fn config_naming_other_answers_than_the_head_is_refused() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// A preprocessor_config.json that crops to another size than the vision tower's image_size
+/// (copied from another CLIP) is refused when the model opens, naming both sizes; before, the
+/// first explanation failed on a pixel buffer of the wrong length.
+#[test]
+fn preprocessing_for_another_image_size_is_refused() {
+    let dir = scratch("crop-mismatch");
+    for entry in std::fs::read_dir(clip_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        std::os::unix::fs::symlink(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let preprocessor = dir.join("preprocessor_config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&preprocessor).unwrap()).unwrap();
+    json["crop_size"] = serde_json::json!({"height": 224, "width": 224});
+    std::fs::remove_file(&preprocessor).unwrap();
+    std::fs::write(&preprocessor, json.to_string()).unwrap();
+    let err = fiedler::session::ClipSession::open(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(
+        &err,
+        &[&path_str(&preprocessor), "crop_size", "48×48", "224×224"],
+    );
+}

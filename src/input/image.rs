@@ -203,6 +203,32 @@ impl ImageProcessorConfig {
         }
     }
 
+    /// Refuses a preprocessing whose output is not the `size`×`size` image a CLIP vision
+    /// tower's position embeddings are for (a preprocessor_config.json from another model):
+    /// otherwise the mismatch surfaces only as a wrong-length pixel buffer.
+    pub fn check_square_output(&self, dir: &Path, size: usize) -> Result<(), InputError> {
+        let (field, output) = if self.do_center_crop {
+            ("crop_size", (self.crop_height, self.crop_width))
+        } else {
+            match (self.do_resize, self.size) {
+                (true, ResizeTo::Exact { height, width }) => ("size", (height, width)),
+                _ => return Ok(()),
+            }
+        };
+        if output == (size, size) {
+            return Ok(());
+        }
+        Err(InputError::ConfigField {
+            path: dir.join(PREPROCESSOR_CONFIG_FILE),
+            field: field.into(),
+            expected: format!(
+                "{size}×{size}, the image_size of config.json's vision_config (the two files \
+                 do not belong together)"
+            ),
+            found: format!("{}×{}", output.0, output.1),
+        })
+    }
+
     /// Parses a preprocessor_config.json; absent fields take [`ImageProcessorConfig::clip`]'s
     /// values.
     pub fn from_file(path: &Path, image_size: usize) -> Result<Self, InputError> {

@@ -73,7 +73,9 @@ impl<B: Backend> ClipSession<B> {
         let text = &model.config.text;
         let tokenizer =
             TextTokenizer::from_dir(dir, text.max_position_embeddings, text.pad_token_id)?;
-        let processor = ImageProcessorConfig::from_dir(dir, model.config.vision.image_size)?;
+        let image_size = model.config.vision.image_size;
+        let processor = ImageProcessorConfig::from_dir(dir, image_size)?;
+        processor.check_square_output(dir, image_size)?;
         Ok(Self {
             backend,
             model,
