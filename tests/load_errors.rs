@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{edited_fixture, fixtures};
+use common::{edited_fixture, edited_fixture_file, fixtures};
 use fiedler::backend::Activation;
 use fiedler::model::config::{read_family, ClipConfig, ConfigError, ModelFamily};
 use fiedler::model::weights::{LoadError, Weights};
@@ -716,17 +716,15 @@ fn config_naming_other_answers_than_the_head_is_refused() {
 /// first explanation failed on a pixel buffer of the wrong length.
 #[test]
 fn preprocessing_for_another_image_size_is_refused() {
-    let dir = scratch("crop-mismatch");
-    for entry in std::fs::read_dir(clip_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        std::os::unix::fs::symlink(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
+    let dir = edited_fixture_file(
+        "clip",
+        "crop-mismatch",
+        "preprocessor_config.json",
+        |json| {
+            json["crop_size"] = serde_json::json!({"height": 224, "width": 224});
+        },
+    );
     let preprocessor = dir.join("preprocessor_config.json");
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&preprocessor).unwrap()).unwrap();
-    json["crop_size"] = serde_json::json!({"height": 224, "width": 224});
-    std::fs::remove_file(&preprocessor).unwrap();
-    std::fs::write(&preprocessor, json.to_string()).unwrap();
     let err = fiedler::session::ClipSession::open(&dir)
         .err()
         .expect("refused")

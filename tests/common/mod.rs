@@ -366,6 +366,16 @@ pub fn edited_fixture(
     name: &str,
     edit: impl FnOnce(&mut serde_json::Value),
 ) -> PathBuf {
+    edited_fixture_file(model, name, "config.json", edit)
+}
+
+/// The same for any of its JSON files.
+pub fn edited_fixture_file(
+    model: &str,
+    name: &str,
+    file: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "fiedler-edited-{model}-{name}-{}",
         std::process::id()
@@ -376,11 +386,11 @@ pub fn edited_fixture(
         let path = entry.unwrap().path();
         std::os::unix::fs::symlink(&path, dir.join(path.file_name().unwrap())).unwrap();
     }
-    let config = dir.join("config.json");
+    let path = dir.join(file);
     let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(&mut json);
-    std::fs::remove_file(&config).unwrap();
-    std::fs::write(&config, json.to_string()).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, json.to_string()).unwrap();
     dir
 }
