@@ -229,6 +229,42 @@ fn explain_pairs_file_in_batches() {
     assert!(String::from_utf8_lossy(&run.stdout).contains("one caption"));
 }
 
+/// A --pairs file as Windows editors save it, with a UTF-8 byte order mark and CRLF line ends,
+/// reads as the same file without them, for CLIP/ViLT lines and for LXMERT lines.
+#[test]
+fn pairs_file_with_byte_order_mark_and_crlf_is_read() {
+    let out = scratch("bom");
+    let image = fixtures().join("images/catdog.png");
+    let lxmert = fixtures().join("lxmert");
+    let regions = lxmert.join("regions_synth_000001.safetensors");
+    for (model, line) in [
+        (
+            fixtures().join("clip"),
+            serde_json::json!({"image": s(&image), "text": "a cat"}),
+        ),
+        (
+            lxmert,
+            serde_json::json!({"regions": s(&regions), "question": "is there a dog?"}),
+        ),
+    ] {
+        let list = out.join("bom.jsonl");
+        std::fs::write(&list, format!("\u{feff}{line}\r\n{line}\r\n")).unwrap();
+        let run = fiedler(&[
+            "explain",
+            "--model",
+            s(&model),
+            "--pairs",
+            s(&list),
+            "--method",
+            "rollout",
+            "--out",
+            s(&out),
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        assert_eq!(records(&out).len(), 2);
+    }
+}
+
 /// Sideways photos are explained as stored (as the reference does), with one warning that
 /// names the first of them and says how to turn it upright.
 #[test]

@@ -26,6 +26,7 @@ use fiedler::session::{
     RegionRequest, ViltSession,
 };
 use image::RgbImage;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 #[derive(Args)]
@@ -164,27 +165,42 @@ struct TopAnswer<'a> {
     probability: f32,
 }
 
-fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
+/// The samples of a --pairs file: each non-empty line parsed as `T` with its line number (from
+/// 1), and the folder that relative paths are resolved against. A UTF-8 byte order mark, which
+/// Windows editors write, is skipped; a line that does not parse is named with `expected`, the
+/// line format.
+fn pair_lines<T: DeserializeOwned>(
+    path: &Path,
+    expected: &str,
+) -> anyhow::Result<(PathBuf, Vec<(usize, T)>)> {
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    text.lines()
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let lines = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(&text)
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
-            let p: PairLine = serde_json::from_str(line).with_context(|| {
-                format!(
-                    "{}:{}: expected {{\"image\": PATH, \"text\": \"...\"}}",
-                    path.display(),
-                    i + 1
-                )
-            })?;
+            let parsed = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: expected {expected}", path.display(), i + 1))?;
+            Ok((i + 1, parsed))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((base, lines))
+}
+
+fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
+    let (base, lines) = pair_lines::<PairLine>(path, r#"{"image": PATH, "text": "..."}"#)?;
+    lines
+        .into_iter()
+        .map(|(n, p)| {
             let image = base.join(p.image);
             if !image.is_file() {
                 bail!(
-                    "{}:{}: image {} not found",
+                    "{}:{n}: image {} not found",
                     path.display(),
-                    i + 1,
                     image.display()
                 );
             }
@@ -227,25 +243,21 @@ struct RegionLine {
 /// LXMERT requests, each with the image to draw on (if any).
 fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<(RegionRequest, Option<PathBuf>)>> {
     if let Some(path) = &args.pairs {
-        let text = fs::read_to_string(path)
-            .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        return text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, line)| {
-                let l: RegionLine = serde_json::from_str(line).with_context(|| {
-                    format!(
-                        "{}:{}: expected {{\"regions\": PATH, \"image_id\": ID?, \"image\": PATH?, \"question\": \"...\"}}",
-                        path.display(),
-                        i + 1
-                    )
-                })?;
-                let request = RegionRequest { regions: base.join(l.regions), image_id: l.image_id, question: l.question };
-                Ok((request, l.image.map(|p| base.join(p))))
+        let (base, lines) = pair_lines::<RegionLine>(
+            path,
+            r#"{"regions": PATH, "image_id": ID?, "image": PATH?, "question": "..."}"#,
+        )?;
+        return Ok(lines
+            .into_iter()
+            .map(|(_, l)| {
+                let request = RegionRequest {
+                    regions: base.join(l.regions),
+                    image_id: l.image_id,
+                    question: l.question,
+                };
+                (request, l.image.map(|p| base.join(p)))
             })
-            .collect();
+            .collect());
     }
     let Some(regions) = &args.regions else {
         bail!("LXMERT reads region features: give --regions FILE [--image-id ID] (and --image IMG to draw on)");
