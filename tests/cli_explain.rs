@@ -833,6 +833,24 @@ fn explain_lxmert_pairs_file() {
         !out.join("sample1-chefer.png").exists(),
         "the line without one does not"
     );
+    // Each line names its regions: --regions or --image-id beside the file is refused, not
+    // ignored.
+    for (flag, value) in [("--regions", s(&tsv)), ("--image-id", "synth_000003")] {
+        let run = fiedler(&[
+            "explain",
+            "--model",
+            s(&lxmert),
+            "--pairs",
+            s(&list),
+            flag,
+            value,
+            "--out",
+            s(&out),
+        ]);
+        let err = stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{err}");
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
 }
 
 /// `--method chefer,partial-lrp --lrp` on LXMERT: chefer reads as chefer-lrp, and both match

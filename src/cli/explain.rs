@@ -67,7 +67,7 @@ pub struct ExplainArgs {
     /// ("question" also accepted); for LXMERT {"regions": PATH, "image_id": ID (optional),
     /// "image": PATH (optional, to draw on), "question": "..."}. Relative paths are resolved
     /// against the file's folder.
-    #[arg(long, conflicts_with_all = ["image", "texts"])]
+    #[arg(long, conflicts_with_all = ["image", "texts", "regions", "image_id"])]
     pairs: Option<PathBuf>,
     /// Method(s): a name, a comma-separated list or `all`. Valid: raw-attn, rollout,
     /// grad-cam, chefer, dsmi, dsmi-grad, dsmi-grad-attn, transformer-attribution,
