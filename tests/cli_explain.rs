@@ -853,6 +853,34 @@ fn explain_lxmert_pairs_file() {
     }
 }
 
+/// LXMERT only draws on its images, so they are read before any sample is explained: a
+/// missing one fails the run at once (here before the second line's missing regions file is
+/// reached), not after the work.
+#[test]
+fn lxmert_images_are_read_before_the_work() {
+    let lxmert = fixtures().join("lxmert");
+    let out = scratch("lxmert-gone-image");
+    let list = out.join("pairs.jsonl");
+    let regions = lxmert.join("regions_synth_000001.safetensors");
+    let lines = [
+        serde_json::json!({"regions": s(&regions), "image": "gone.png", "question": "is there a dog?"}),
+        serde_json::json!({"regions": "gone.safetensors", "question": "is there a dog?"}),
+    ];
+    std::fs::write(&list, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
+    assert_fails(
+        &[
+            "explain",
+            "--model",
+            s(&lxmert),
+            "--pairs",
+            s(&list),
+            "--out",
+            s(&out),
+        ],
+        "gone.png not found",
+    );
+}
+
 /// `--method chefer,partial-lrp --lrp` on LXMERT: chefer reads as chefer-lrp, and both match
 /// the LRP goldens (tolerance of tests/lxmert_lrp.rs: max(1e-4, 2·spread)).
 #[test]

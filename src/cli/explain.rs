@@ -471,7 +471,8 @@ fn explain_on<B: Backend>(
                     explanations: r.explanations,
                 })
                 .collect();
-            let displayed = display_images(&samples, |p| Ok(session.display_image(p)?))?;
+            let displayed =
+                display_images(sample_images(&samples), |p| Ok(session.display_image(p)?))?;
             (samples, displayed, "pair-score".to_owned())
         }
         ModelFamily::Vilt => {
@@ -493,7 +494,8 @@ fn explain_on<B: Backend>(
                     question_sample(r, image, None, explained.clone())
                 })
                 .collect();
-            let displayed = display_images(&samples, |p| Ok(session.display_image(p)?))?;
+            let displayed =
+                display_images(sample_images(&samples), |p| Ok(session.display_image(p)?))?;
             (
                 samples,
                 displayed,
@@ -505,6 +507,8 @@ fn explain_on<B: Backend>(
             let target = AnswerTarget::parse(&args.target, session.answers())?;
             let explained = target.explained(session.answers());
             let (requests, images): (Vec<_>, Vec<_>) = region_requests(args)?.into_iter().unzip();
+            // Only drawn on, so read before the work: a bad image must not cost a whole run.
+            let displayed = display_images(images.iter().flatten(), |p| Ok(whole_image(p)?))?;
             let results =
                 session.explain(&requests, methods, opts, &target, args.batch, progress)?;
             let samples: Vec<Sample> = results
@@ -519,19 +523,23 @@ fn explain_on<B: Backend>(
                     question_sample(r, image, Some(boxes), explained.clone())
                 })
                 .collect();
-            let displayed = display_images(&samples, |p| Ok(whole_image(p)?))?;
             (samples, displayed, target.name(session.answers()))
         }
     })
 }
 
-/// Each distinct image once, prepared for overlays.
-fn display_images(
-    samples: &[Sample],
+/// The images the samples are drawn on.
+fn sample_images(samples: &[Sample]) -> impl Iterator<Item = &PathBuf> {
+    samples.iter().filter_map(|s| s.image.as_ref())
+}
+
+/// Each distinct image of `paths` once, prepared for overlays.
+fn display_images<'a>(
+    paths: impl IntoIterator<Item = &'a PathBuf>,
     load: impl Fn(&Path) -> anyhow::Result<RgbImage>,
 ) -> anyhow::Result<HashMap<PathBuf, RgbImage>> {
     let mut images = HashMap::new();
-    for path in samples.iter().filter_map(|s| s.image.as_ref()) {
+    for path in paths {
         if !images.contains_key(path) {
             images.insert(path.clone(), load(path)?);
         }
