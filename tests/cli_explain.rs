@@ -961,3 +961,36 @@ fn rerun_into_the_same_folder_leaves_no_stale_images() {
     assert_eq!(pngs, ["notes.png", "sample0-dsmi.png"]);
     std::fs::remove_dir_all(out).unwrap();
 }
+
+/// A text longer than the model's positions is explained as cut, and every output says so:
+/// a warning, `truncated` in explanations.json and a note on the page, which shows the whole
+/// text above tokens that stop early.
+#[test]
+fn truncated_text_is_flagged_in_every_output() {
+    let out = scratch("truncated");
+    let long = ["a photo of a cat"; 40].join(" and ");
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&fixtures().join("clip")),
+        "--image",
+        s(&fixtures().join("images/catdog.png")),
+        "--text",
+        &long,
+        "--text",
+        "a dog",
+        "--method",
+        "rollout",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("it is truncated"), "{}", stderr(&run));
+    let truncated: Vec<bool> = records(&out)
+        .iter()
+        .map(|r| r["truncated"].as_bool().unwrap())
+        .collect();
+    assert_eq!(truncated, [true, false]);
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert_eq!(html.matches("truncated: longer than the model").count(), 1);
+}

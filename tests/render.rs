@@ -283,6 +283,7 @@ fn pair() -> HtmlPair {
     HtmlPair {
         image_label: "cat & dog.png".into(),
         text: "<script>alert('x')</script> \"quoted\"".into(),
+        truncated: false,
         score: 23.125,
         probability: Some(0.875),
         sheet_file: Some("sheet_0.png".into()),
@@ -473,6 +474,7 @@ fn write_example_outputs() {
     let pairs = [HtmlPair {
         image_label: "catdog.png".into(),
         text: "a photo of a cat".into(),
+        truncated: false,
         score: 23.1,
         probability: Some(0.87),
         methods,

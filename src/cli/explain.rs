@@ -675,6 +675,7 @@ fn write_outputs(
                 (Some(a), None) => format!("{}  → {a}", s.text),
                 (None, _) => s.text.clone(),
             },
+            truncated: s.truncated,
             score: s.explanations.first().map_or(f32::NAN, |e| e.score),
             probability: s.probability,
             methods: html_methods,
