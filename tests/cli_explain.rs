@@ -994,3 +994,35 @@ fn truncated_text_is_flagged_in_every_output() {
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert_eq!(html.matches("truncated: longer than the model").count(), 1);
 }
+
+/// Standard output that cannot be written (a full disk; /dev/full here) is an error that says
+/// so, after the files are written, not a panic.
+#[cfg(target_os = "linux")]
+#[test]
+fn unwritable_standard_output_is_an_error_not_a_panic() {
+    let out = scratch("stdout-full");
+    let run = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args([
+            "explain",
+            "--model",
+            s(&fixtures().join("clip")),
+            "--image",
+            s(&fixtures().join("images/catdog.png")),
+            "--text",
+            "a cat",
+            "--method",
+            "rollout",
+            "--out",
+            s(&out),
+        ])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .expect("binary runs");
+    let err = stderr(&run);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write to standard output") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(out.join("explanations.json").is_file());
+}

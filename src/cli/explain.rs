@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -429,9 +429,10 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         &displayed,
         &args.out,
     )?;
-    print_samples(&samples);
-    println!("wrote {}", args.out.join("index.html").display());
-    Ok(())
+    let mut stdout = std::io::stdout().lock();
+    print_samples(&mut stdout, &samples)
+        .and_then(|()| writeln!(stdout, "wrote {}", args.out.join("index.html").display()))
+        .context("cannot write to standard output")
 }
 
 /// The samples explained on backend `be`, the images to draw on and the target's name.
@@ -547,7 +548,7 @@ fn display_images<'a>(
     Ok(images)
 }
 
-fn print_samples(samples: &[Sample]) {
+fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()> {
     let color = std::io::stdout().is_terminal();
     let width = samples
         .iter()
@@ -556,16 +557,21 @@ fn print_samples(samples: &[Sample]) {
         .max()
         .unwrap_or(0);
     for (i, s) in samples.iter().enumerate() {
-        println!("sample {i}: {}  \"{}\"  {}", s.label, s.text, s.score_line);
+        writeln!(
+            out,
+            "sample {i}: {}  \"{}\"  {}",
+            s.label, s.text, s.score_line
+        )?;
         for e in &s.explanations {
             let tokens =
                 render::terminal::highlight(&s.tokens, &e.text_relevance, &e.text_scored, color);
-            println!("  {:<width$}  {tokens}", e.method.name());
+            writeln!(out, "  {:<width$}  {tokens}", e.method.name())?;
             for w in degenerate_warnings(e) {
                 eprintln!("warning: sample {i} {}: {w}", e.method);
             }
         }
     }
+    Ok(())
 }
 
 /// What the terminal and the page say of each near-degenerate graph of an explanation.
