@@ -499,6 +499,16 @@ fn explain_rejects_bad_input_clearly() {
         &["explain", "--model", m, "--pairs", p, "--out", o],
         "missing.jsonl:2: image",
     );
+    // A folder is not called missing.
+    std::fs::write(
+        &pairs,
+        format!("{{\"image\": \"{o}\", \"text\": \"a cat\"}}\n"),
+    )
+    .unwrap();
+    assert_fails(
+        &["explain", "--model", m, "--pairs", p, "--out", o],
+        &format!("missing.jsonl:1: image {o} is not a file"),
+    );
     // TF32 is a GPU math mode: asking for it on the CPU is refused, not ignored.
     assert_fails(
         &[

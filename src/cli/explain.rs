@@ -198,11 +198,12 @@ fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
         .map(|(n, p)| {
             let image = base.join(p.image);
             if !image.is_file() {
-                bail!(
-                    "{}:{n}: image {} not found",
-                    path.display(),
-                    image.display()
-                );
+                let why = if image.exists() {
+                    "is not a file"
+                } else {
+                    "not found"
+                };
+                bail!("{}:{n}: image {} {why}", path.display(), image.display());
             }
             Ok(PairRequest {
                 image,
