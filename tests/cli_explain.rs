@@ -637,6 +637,16 @@ fn explain_vilt_question_matches_the_reference() {
         }
     }
     image::open(out.join("sample0-sheet.png")).expect("comparison sheet");
+    // The page lists the top answers as the terminal does, with their probabilities.
+    let top = records[0]["top_answers"].as_array().unwrap();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let listed = format!(
+        "top answers: {} {:.1}%, {} ",
+        top[0]["answer"].as_str().unwrap(),
+        100.0 * top[0]["probability"].as_f64().unwrap(),
+        top[1]["answer"].as_str().unwrap()
+    );
+    assert!(html.contains(&listed), "{listed} not in {html}");
 }
 
 /// LXMERT from an obj36 TSV and a question: the JSON equals the reference for case b1

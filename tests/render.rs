@@ -286,6 +286,7 @@ fn pair() -> HtmlPair {
         truncated: false,
         score: 23.125,
         probability: Some(0.875),
+        top_answers: Vec::new(),
         sheet_file: Some("sheet_0.png".into()),
         methods: vec![HtmlMethod {
             name: "dsmi-grad".into(),
@@ -477,6 +478,7 @@ fn write_example_outputs() {
         truncated: false,
         score: 23.1,
         probability: Some(0.87),
+        top_answers: Vec::new(),
         methods,
         sheet_file: Some("sheet.png".into()),
     }];

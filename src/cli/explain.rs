@@ -685,6 +685,7 @@ fn write_outputs(
             truncated: s.truncated,
             score: s.explanations.first().map_or(f32::NAN, |e| e.score),
             probability: s.probability,
+            top_answers: s.top_answers.clone(),
             methods: html_methods,
             sheet_file,
         });

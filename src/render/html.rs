@@ -34,6 +34,8 @@ pub struct HtmlPair {
     pub truncated: bool,
     pub score: f32,
     pub probability: Option<f32>,
+    /// A VQA model's best answers with their probabilities, best first.
+    pub top_answers: Vec<(String, f32)>,
     pub methods: Vec<HtmlMethod>,
     /// The comparison sheet PNG, relative to the page.
     pub sheet_file: Option<String>,
@@ -147,7 +149,7 @@ fn method(out: &mut String, m: &HtmlMethod) {
 }
 
 /// The whole page: `title`, the legend, then per pair its label, text (and whether it was cut),
-/// score and probability, its comparison sheet, and per method the highlighted tokens and the
+/// score and probability or top answers, its comparison sheet, and per method the highlighted tokens and the
 /// overlay image.
 pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
     let mut out = String::new();
@@ -173,6 +175,14 @@ pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
         let _ = write!(out, "<p class=\"score\">score {}", pair.score);
         if let Some(p) = pair.probability {
             let _ = write!(out, " &middot; probability {:.1}%", 100.0 * p);
+        }
+        if !pair.top_answers.is_empty() {
+            let answers: Vec<String> = pair
+                .top_answers
+                .iter()
+                .map(|(a, p)| format!("{} {:.1}%", escape(a), 100.0 * p))
+                .collect();
+            let _ = write!(out, " &middot; top answers: {}", answers.join(", "));
         }
         out.push_str("</p>\n");
         if let Some(file) = &pair.sheet_file {
