@@ -229,6 +229,42 @@ fn explain_pairs_file_in_batches() {
     assert!(String::from_utf8_lossy(&run.stdout).contains("one caption"));
 }
 
+/// A --pairs file as Windows editors save it, with a UTF-8 byte order mark and CRLF line ends,
+/// reads as the same file without them, for CLIP/ViLT lines and for LXMERT lines.
+#[test]
+fn pairs_file_with_byte_order_mark_and_crlf_is_read() {
+    let out = scratch("bom");
+    let image = fixtures().join("images/catdog.png");
+    let lxmert = fixtures().join("lxmert");
+    let regions = lxmert.join("regions_synth_000001.safetensors");
+    for (model, line) in [
+        (
+            fixtures().join("clip"),
+            serde_json::json!({"image": s(&image), "text": "a cat"}),
+        ),
+        (
+            lxmert,
+            serde_json::json!({"regions": s(&regions), "question": "is there a dog?"}),
+        ),
+    ] {
+        let list = out.join("bom.jsonl");
+        std::fs::write(&list, format!("\u{feff}{line}\r\n{line}\r\n")).unwrap();
+        let run = fiedler(&[
+            "explain",
+            "--model",
+            s(&model),
+            "--pairs",
+            s(&list),
+            "--method",
+            "rollout",
+            "--out",
+            s(&out),
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        assert_eq!(records(&out).len(), 2);
+    }
+}
+
 /// Sideways photos are explained as stored (as the reference does), with one warning that
 /// names the first of them and says how to turn it upright.
 #[test]
@@ -463,6 +499,16 @@ fn explain_rejects_bad_input_clearly() {
         &["explain", "--model", m, "--pairs", p, "--out", o],
         "missing.jsonl:2: image",
     );
+    // A folder is not called missing.
+    std::fs::write(
+        &pairs,
+        format!("{{\"image\": \"{o}\", \"text\": \"a cat\"}}\n"),
+    )
+    .unwrap();
+    assert_fails(
+        &["explain", "--model", m, "--pairs", p, "--out", o],
+        &format!("missing.jsonl:1: image {o} is not a file"),
+    );
     // TF32 is a GPU math mode: asking for it on the CPU is refused, not ignored.
     assert_fails(
         &[
@@ -591,6 +637,16 @@ fn explain_vilt_question_matches_the_reference() {
         }
     }
     image::open(out.join("sample0-sheet.png")).expect("comparison sheet");
+    // The page lists the top answers as the terminal does, with their probabilities.
+    let top = records[0]["top_answers"].as_array().unwrap();
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let listed = format!(
+        "top answers: {} {:.1}%, {} ",
+        top[0]["answer"].as_str().unwrap(),
+        100.0 * top[0]["probability"].as_f64().unwrap(),
+        top[1]["answer"].as_str().unwrap()
+    );
+    assert!(html.contains(&listed), "{listed} not in {html}");
 }
 
 /// LXMERT from an obj36 TSV and a question: the JSON equals the reference for case b1
@@ -806,6 +862,52 @@ fn explain_lxmert_pairs_file() {
         !out.join("sample1-chefer.png").exists(),
         "the line without one does not"
     );
+    // Each line names its regions: --regions or --image-id beside the file is refused, not
+    // ignored.
+    for (flag, value) in [("--regions", s(&tsv)), ("--image-id", "synth_000003")] {
+        let run = fiedler(&[
+            "explain",
+            "--model",
+            s(&lxmert),
+            "--pairs",
+            s(&list),
+            flag,
+            value,
+            "--out",
+            s(&out),
+        ]);
+        let err = stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{err}");
+        assert!(err.contains("cannot be used with"), "{err}");
+    }
+}
+
+/// LXMERT only draws on its images, so they are read before any sample is explained: a
+/// missing one fails the run at once (here before the second line's missing regions file is
+/// reached), not after the work.
+#[test]
+fn lxmert_images_are_read_before_the_work() {
+    let lxmert = fixtures().join("lxmert");
+    let out = scratch("lxmert-gone-image");
+    let list = out.join("pairs.jsonl");
+    let regions = lxmert.join("regions_synth_000001.safetensors");
+    let lines = [
+        serde_json::json!({"regions": s(&regions), "image": "gone.png", "question": "is there a dog?"}),
+        serde_json::json!({"regions": "gone.safetensors", "question": "is there a dog?"}),
+    ];
+    std::fs::write(&list, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
+    assert_fails(
+        &[
+            "explain",
+            "--model",
+            s(&lxmert),
+            "--pairs",
+            s(&list),
+            "--out",
+            s(&out),
+        ],
+        "gone.png not found",
+    );
 }
 
 /// `--method chefer,partial-lrp --lrp` on LXMERT: chefer reads as chefer-lrp, and both match
@@ -887,4 +989,69 @@ fn rerun_into_the_same_folder_leaves_no_stale_images() {
     pngs.sort();
     assert_eq!(pngs, ["notes.png", "sample0-dsmi.png"]);
     std::fs::remove_dir_all(out).unwrap();
+}
+
+/// A text longer than the model's positions is explained as cut, and every output says so:
+/// a warning, `truncated` in explanations.json and a note on the page, which shows the whole
+/// text above tokens that stop early.
+#[test]
+fn truncated_text_is_flagged_in_every_output() {
+    let out = scratch("truncated");
+    let long = ["a photo of a cat"; 40].join(" and ");
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&fixtures().join("clip")),
+        "--image",
+        s(&fixtures().join("images/catdog.png")),
+        "--text",
+        &long,
+        "--text",
+        "a dog",
+        "--method",
+        "rollout",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("it is truncated"), "{}", stderr(&run));
+    let truncated: Vec<bool> = records(&out)
+        .iter()
+        .map(|r| r["truncated"].as_bool().unwrap())
+        .collect();
+    assert_eq!(truncated, [true, false]);
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert_eq!(html.matches("truncated: longer than the model").count(), 1);
+}
+
+/// Standard output that cannot be written (a full disk; /dev/full here) is an error that says
+/// so, after the files are written, not a panic.
+#[cfg(target_os = "linux")]
+#[test]
+fn unwritable_standard_output_is_an_error_not_a_panic() {
+    let out = scratch("stdout-full");
+    let run = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args([
+            "explain",
+            "--model",
+            s(&fixtures().join("clip")),
+            "--image",
+            s(&fixtures().join("images/catdog.png")),
+            "--text",
+            "a cat",
+            "--method",
+            "rollout",
+            "--out",
+            s(&out),
+        ])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .expect("binary runs");
+    let err = stderr(&run);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write to standard output") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(out.join("explanations.json").is_file());
 }

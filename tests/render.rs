@@ -283,8 +283,10 @@ fn pair() -> HtmlPair {
     HtmlPair {
         image_label: "cat & dog.png".into(),
         text: "<script>alert('x')</script> \"quoted\"".into(),
+        truncated: false,
         score: 23.125,
         probability: Some(0.875),
+        top_answers: Vec::new(),
         sheet_file: Some("sheet_0.png".into()),
         methods: vec![HtmlMethod {
             name: "dsmi-grad".into(),
@@ -473,8 +475,10 @@ fn write_example_outputs() {
     let pairs = [HtmlPair {
         image_label: "catdog.png".into(),
         text: "a photo of a cat".into(),
+        truncated: false,
         score: 23.1,
         probability: Some(0.87),
+        top_answers: Vec::new(),
         methods,
         sheet_file: Some("sheet.png".into()),
     }];

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -26,6 +26,7 @@ use fiedler::session::{
     RegionRequest, ViltSession,
 };
 use image::RgbImage;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 #[derive(Args)]
@@ -66,7 +67,7 @@ pub struct ExplainArgs {
     /// ("question" also accepted); for LXMERT {"regions": PATH, "image_id": ID (optional),
     /// "image": PATH (optional, to draw on), "question": "..."}. Relative paths are resolved
     /// against the file's folder.
-    #[arg(long, conflicts_with_all = ["image", "texts"])]
+    #[arg(long, conflicts_with_all = ["image", "texts", "regions", "image_id"])]
     pairs: Option<PathBuf>,
     /// Method(s): a name, a comma-separated list or `all`. Valid: raw-attn, rollout,
     /// grad-cam, chefer, dsmi, dsmi-grad, dsmi-grad-attn, transformer-attribution,
@@ -164,29 +165,45 @@ struct TopAnswer<'a> {
     probability: f32,
 }
 
-fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
+/// The samples of a --pairs file: each non-empty line parsed as `T` with its line number (from
+/// 1), and the folder that relative paths are resolved against. A UTF-8 byte order mark, which
+/// Windows editors write, is skipped; a line that does not parse is named with `expected`, the
+/// line format.
+fn pair_lines<T: DeserializeOwned>(
+    path: &Path,
+    expected: &str,
+) -> anyhow::Result<(PathBuf, Vec<(usize, T)>)> {
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    text.lines()
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let lines = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(&text)
+        .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
-            let p: PairLine = serde_json::from_str(line).with_context(|| {
-                format!(
-                    "{}:{}: expected {{\"image\": PATH, \"text\": \"...\"}}",
-                    path.display(),
-                    i + 1
-                )
-            })?;
+            let parsed = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: expected {expected}", path.display(), i + 1))?;
+            Ok((i + 1, parsed))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((base, lines))
+}
+
+fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
+    let (base, lines) = pair_lines::<PairLine>(path, r#"{"image": PATH, "text": "..."}"#)?;
+    lines
+        .into_iter()
+        .map(|(n, p)| {
             let image = base.join(p.image);
             if !image.is_file() {
-                bail!(
-                    "{}:{}: image {} not found",
-                    path.display(),
-                    i + 1,
-                    image.display()
-                );
+                let why = if image.exists() {
+                    "is not a file"
+                } else {
+                    "not found"
+                };
+                bail!("{}:{n}: image {} {why}", path.display(), image.display());
             }
             Ok(PairRequest {
                 image,
@@ -227,25 +244,21 @@ struct RegionLine {
 /// LXMERT requests, each with the image to draw on (if any).
 fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<(RegionRequest, Option<PathBuf>)>> {
     if let Some(path) = &args.pairs {
-        let text = fs::read_to_string(path)
-            .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        return text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, line)| {
-                let l: RegionLine = serde_json::from_str(line).with_context(|| {
-                    format!(
-                        "{}:{}: expected {{\"regions\": PATH, \"image_id\": ID?, \"image\": PATH?, \"question\": \"...\"}}",
-                        path.display(),
-                        i + 1
-                    )
-                })?;
-                let request = RegionRequest { regions: base.join(l.regions), image_id: l.image_id, question: l.question };
-                Ok((request, l.image.map(|p| base.join(p))))
+        let (base, lines) = pair_lines::<RegionLine>(
+            path,
+            r#"{"regions": PATH, "image_id": ID?, "image": PATH?, "question": "..."}"#,
+        )?;
+        return Ok(lines
+            .into_iter()
+            .map(|(_, l)| {
+                let request = RegionRequest {
+                    regions: base.join(l.regions),
+                    image_id: l.image_id,
+                    question: l.question,
+                };
+                (request, l.image.map(|p| base.join(p)))
             })
-            .collect();
+            .collect());
     }
     let Some(regions) = &args.regions else {
         bail!("LXMERT reads region features: give --regions FILE [--image-id ID] (and --image IMG to draw on)");
@@ -417,9 +430,10 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         &displayed,
         &args.out,
     )?;
-    print_samples(&samples);
-    println!("wrote {}", args.out.join("index.html").display());
-    Ok(())
+    let mut stdout = std::io::stdout().lock();
+    print_samples(&mut stdout, &samples)
+        .and_then(|()| writeln!(stdout, "wrote {}", args.out.join("index.html").display()))
+        .context("cannot write to standard output")
 }
 
 /// The samples explained on backend `be`, the images to draw on and the target's name.
@@ -459,7 +473,8 @@ fn explain_on<B: Backend>(
                     explanations: r.explanations,
                 })
                 .collect();
-            let displayed = display_images(&samples, |p| Ok(session.display_image(p)?))?;
+            let displayed =
+                display_images(sample_images(&samples), |p| Ok(session.display_image(p)?))?;
             (samples, displayed, "pair-score".to_owned())
         }
         ModelFamily::Vilt => {
@@ -481,7 +496,8 @@ fn explain_on<B: Backend>(
                     question_sample(r, image, None, explained.clone())
                 })
                 .collect();
-            let displayed = display_images(&samples, |p| Ok(session.display_image(p)?))?;
+            let displayed =
+                display_images(sample_images(&samples), |p| Ok(session.display_image(p)?))?;
             (
                 samples,
                 displayed,
@@ -493,6 +509,8 @@ fn explain_on<B: Backend>(
             let target = AnswerTarget::parse(&args.target, session.answers())?;
             let explained = target.explained(session.answers());
             let (requests, images): (Vec<_>, Vec<_>) = region_requests(args)?.into_iter().unzip();
+            // Only drawn on, so read before the work: a bad image must not cost a whole run.
+            let displayed = display_images(images.iter().flatten(), |p| Ok(whole_image(p)?))?;
             let results =
                 session.explain(&requests, methods, opts, &target, args.batch, progress)?;
             let samples: Vec<Sample> = results
@@ -507,19 +525,23 @@ fn explain_on<B: Backend>(
                     question_sample(r, image, Some(boxes), explained.clone())
                 })
                 .collect();
-            let displayed = display_images(&samples, |p| Ok(whole_image(p)?))?;
             (samples, displayed, target.name(session.answers()))
         }
     })
 }
 
-/// Each distinct image once, prepared for overlays.
-fn display_images(
-    samples: &[Sample],
+/// The images the samples are drawn on.
+fn sample_images(samples: &[Sample]) -> impl Iterator<Item = &PathBuf> {
+    samples.iter().filter_map(|s| s.image.as_ref())
+}
+
+/// Each distinct image of `paths` once, prepared for overlays.
+fn display_images<'a>(
+    paths: impl IntoIterator<Item = &'a PathBuf>,
     load: impl Fn(&Path) -> anyhow::Result<RgbImage>,
 ) -> anyhow::Result<HashMap<PathBuf, RgbImage>> {
     let mut images = HashMap::new();
-    for path in samples.iter().filter_map(|s| s.image.as_ref()) {
+    for path in paths {
         if !images.contains_key(path) {
             images.insert(path.clone(), load(path)?);
         }
@@ -527,7 +549,7 @@ fn display_images(
     Ok(images)
 }
 
-fn print_samples(samples: &[Sample]) {
+fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()> {
     let color = std::io::stdout().is_terminal();
     let width = samples
         .iter()
@@ -536,16 +558,21 @@ fn print_samples(samples: &[Sample]) {
         .max()
         .unwrap_or(0);
     for (i, s) in samples.iter().enumerate() {
-        println!("sample {i}: {}  \"{}\"  {}", s.label, s.text, s.score_line);
+        writeln!(
+            out,
+            "sample {i}: {}  \"{}\"  {}",
+            s.label, s.text, s.score_line
+        )?;
         for e in &s.explanations {
             let tokens =
                 render::terminal::highlight(&s.tokens, &e.text_relevance, &e.text_scored, color);
-            println!("  {:<width$}  {tokens}", e.method.name());
+            writeln!(out, "  {:<width$}  {tokens}", e.method.name())?;
             for w in degenerate_warnings(e) {
                 eprintln!("warning: sample {i} {}: {w}", e.method);
             }
         }
     }
+    Ok(())
 }
 
 /// What the terminal and the page say of each near-degenerate graph of an explanation.
@@ -655,8 +682,10 @@ fn write_outputs(
                 (Some(a), None) => format!("{}  → {a}", s.text),
                 (None, _) => s.text.clone(),
             },
+            truncated: s.truncated,
             score: s.explanations.first().map_or(f32::NAN, |e| e.score),
             probability: s.probability,
+            top_answers: s.top_answers.clone(),
             methods: html_methods,
             sheet_file,
         });

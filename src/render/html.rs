@@ -30,8 +30,12 @@ pub struct HtmlMethod {
 pub struct HtmlPair {
     pub image_label: String,
     pub text: String,
+    /// Whether the text was cut to the model's positions (the tokens are the kept ones).
+    pub truncated: bool,
     pub score: f32,
     pub probability: Option<f32>,
+    /// A VQA model's best answers with their probabilities, best first.
+    pub top_answers: Vec<(String, f32)>,
     pub methods: Vec<HtmlMethod>,
     /// The comparison sheet PNG, relative to the page.
     pub sheet_file: Option<String>,
@@ -144,8 +148,9 @@ fn method(out: &mut String, m: &HtmlMethod) {
     out.push_str("</div>\n");
 }
 
-/// The whole page: `title`, the legend, then per pair its label, text, score and probability,
-/// its comparison sheet, and per method the highlighted tokens and the overlay image.
+/// The whole page: `title`, the legend, then per pair its label, text (and whether it was cut),
+/// score and probability or top answers, its comparison sheet, and per method the highlighted tokens and the
+/// overlay image.
 pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
     let mut out = String::new();
     let title = escape(title);
@@ -160,10 +165,24 @@ pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
         out.push_str("<section class=\"pair\">\n");
         let _ = writeln!(out, "<h2>{}</h2>", escape(&pair.image_label));
         let _ = writeln!(out, "<p class=\"text\">{}</p>", escape(&pair.text));
+        if pair.truncated {
+            out.push_str(
+                "<p class=\"note\">truncated: longer than the model's positions, so the model \
+                 read only the tokens shown below</p>\n",
+            );
+        }
         // Shortest form that reads back as the same f32: "23.1", not "23.1000".
         let _ = write!(out, "<p class=\"score\">score {}", pair.score);
         if let Some(p) = pair.probability {
             let _ = write!(out, " &middot; probability {:.1}%", 100.0 * p);
+        }
+        if !pair.top_answers.is_empty() {
+            let answers: Vec<String> = pair
+                .top_answers
+                .iter()
+                .map(|(a, p)| format!("{} {:.1}%", escape(a), 100.0 * p))
+                .collect();
+            let _ = write!(out, " &middot; top answers: {}", answers.join(", "));
         }
         out.push_str("</p>\n");
         if let Some(file) = &pair.sheet_file {
