@@ -148,9 +148,9 @@ fn method(out: &mut String, m: &HtmlMethod) {
     out.push_str("</div>\n");
 }
 
-/// The whole page: `title`, the legend, then per pair its label, text (and whether it was cut),
-/// score and probability or top answers, its comparison sheet, and per method the highlighted tokens and the
-/// overlay image.
+/// The whole page: `title`, the legend, then per pair its label, text (and whether it was
+/// cut), score and probability or top answers, its comparison sheet, and per method the
+/// highlighted tokens and the overlay image.
 pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
     let mut out = String::new();
     let title = escape(title);
