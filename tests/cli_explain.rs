@@ -1055,3 +1055,58 @@ fn unwritable_standard_output_is_an_error_not_a_panic() {
     );
     assert!(out.join("explanations.json").is_file());
 }
+
+/// LXMERT without an image to draw on: the terminal and index.html name each map's strongest
+/// region (the largest entry of its image_relevance in explanations.json) and its box; with an
+/// image the overlays show them, and the list is left out.
+#[test]
+fn lxmert_without_an_image_lists_its_strongest_regions() {
+    let lxmert = fixtures().join("lxmert");
+    let regions = lxmert.join("regions_synth_000001.safetensors");
+    let photo = fixtures().join("images/coco_127510.jpg");
+    for with_image in [false, true] {
+        let out = scratch(&format!("lxmert-regions-listed-{with_image}"));
+        let mut args = vec![
+            "explain",
+            "--model",
+            s(&lxmert),
+            "--regions",
+            s(&regions),
+            "--question",
+            "what is on the table?",
+            "--method",
+            "chefer,dsmi-grad",
+            "--out",
+            s(&out),
+        ];
+        if with_image {
+            args.extend(["--image", s(&photo)]);
+        }
+        let run = fiedler(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+        let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+        if with_image {
+            assert!(!stdout.contains("regions: #"), "{stdout}");
+            assert!(!html.contains("strongest regions"));
+            continue;
+        }
+        for r in records(&out) {
+            let relevance = floats(&r["image_relevance"]);
+            let best = (0..relevance.len())
+                .max_by(|&a, &b| relevance[a].total_cmp(&relevance[b]).then(b.cmp(&a)))
+                .unwrap();
+            let listed = format!("regions: #{best} (");
+            assert!(
+                stdout.contains(&listed),
+                "{} lacks {listed}: {stdout}",
+                r["method"]
+            );
+            assert!(
+                html.contains(&format!("strongest {listed}")),
+                "{}",
+                r["method"]
+            );
+        }
+    }
+}

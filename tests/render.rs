@@ -10,7 +10,7 @@ use fiedler::render::html::{page, HtmlMethod, HtmlPair};
 use fiedler::render::overlay::{overlay, upsample_bilinear};
 use fiedler::render::sheet::comparison_sheet;
 use fiedler::render::terminal::highlight;
-use fiedler::render::{minmax, token_levels};
+use fiedler::render::{minmax, strongest, strongest_regions, token_levels};
 use image::{Rgb, RgbImage};
 
 /// Elementwise equal within 1e-6 abs + 1e-6 rel (f32 rounding of the interpolation weights).
@@ -294,6 +294,7 @@ fn pair() -> HtmlPair {
             relevance: vec![0.0, 0.1, 0.9, -0.3, 0.0],
             scored: vec![false, true, true, true, false],
             overlay_file: Some("overlay \"0\".png".into()),
+            regions: None,
             warnings: vec!["Fiedler vector of <text> layer 2 is not well defined".into()],
         }],
     }
@@ -469,6 +470,7 @@ fn write_example_outputs() {
             relevance: (0..7).map(|i| ((i * (k + 3)) % 7) as f32 * 0.01).collect(),
             scored: scored.clone(),
             overlay_file: Some("overlay.png".into()),
+            regions: None,
             warnings: Vec::new(),
         })
         .collect();
@@ -495,4 +497,25 @@ fn write_example_outputs() {
         "{}",
         highlight(&tokens, &pairs[0].methods[6].relevance, &scored, false)
     );
+}
+
+/// The regions listed for a map that is not drawn: best first, ties by index, only levels that
+/// show above 0.00, boxes in pixels or normalised, and "flat" for a map that ranks nothing.
+#[test]
+fn strongest_regions_in_words() {
+    let relevance = [0.2, 1.0, f32::NAN, 0.6, 0.6, 0.0];
+    assert_eq!(strongest(&relevance, 3), vec![(1, 1.0), (3, 0.6), (4, 0.6)]);
+    // NaN counts as 0 (the minimum), so it is never listed.
+    assert_eq!(strongest(&[1.0, f32::NAN, 0.0], 5), vec![(0, 1.0)]);
+    assert_eq!(strongest(&[0.3; 4], 3), vec![]);
+    let boxes = [
+        [0.0, 0.0, 0.5, 0.5],
+        [12.0, 40.4, 88.0, 120.6],
+        [0.1, 0.2, 0.3, 0.4],
+    ];
+    assert_eq!(
+        strongest_regions(&[0.0, 2.0, 1.0], &boxes),
+        "#1 (12, 40)–(88, 121) 1.00, #2 (0.10, 0.20)–(0.30, 0.40) 0.50"
+    );
+    assert_eq!(strongest_regions(&[1.0, 1.0], &boxes), "flat");
 }

@@ -567,12 +567,24 @@ fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()
             let tokens =
                 render::terminal::highlight(&s.tokens, &e.text_relevance, &e.text_scored, color);
             writeln!(out, "  {:<width$}  {tokens}", e.method.name())?;
+            if let Some(regions) = unseen_regions(s, e) {
+                writeln!(out, "  {:<width$}  regions: {regions}", "")?;
+            }
             for w in degenerate_warnings(e) {
                 eprintln!("warning: sample {i} {}: {w}", e.method);
             }
         }
     }
     Ok(())
+}
+
+/// The strongest regions of an LXMERT map in words, when there is no image to draw the map
+/// on (otherwise the overlay shows them).
+fn unseen_regions(s: &Sample, e: &Explanation) -> Option<String> {
+    match (&s.image, &s.boxes) {
+        (None, Some(boxes)) => Some(render::strongest_regions(&e.image_relevance, boxes)),
+        _ => None,
+    }
 }
 
 /// What the terminal and the page say of each near-degenerate graph of an explanation.
@@ -626,6 +638,7 @@ fn write_outputs(
                 relevance: e.text_relevance.clone(),
                 scored: e.text_scored.clone(),
                 overlay_file,
+                regions: unseen_regions(s, e),
                 warnings: degenerate_warnings(e),
             });
             records.push(Record {

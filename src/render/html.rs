@@ -21,6 +21,9 @@ pub struct HtmlMethod {
     pub scored: Vec<bool>,
     /// The overlay PNG, relative to the page.
     pub overlay_file: Option<String>,
+    /// The strongest regions in words (`render::strongest_regions`), for a map of regions
+    /// with no image to draw it on.
+    pub regions: Option<String>,
     /// Warnings about this map, e.g. a Fiedler vector that is not well defined.
     pub warnings: Vec<String>,
 }
@@ -84,6 +87,7 @@ h1{font-size:1.4em;margin:0 0 12px}
 .tok{padding:2px 4px;border-radius:3px;font-family:ui-monospace,monospace;white-space:pre}
 .tok.off{color:#999;background:#f2f2f2}
 .note{color:#8a5a00;font-size:.9em;margin:0 0 8px}
+.regions{font-size:.9em;margin:0 0 8px}
 .overlay{display:block}
 ";
 
@@ -136,6 +140,13 @@ fn method(out: &mut String, m: &HtmlMethod) {
     }
     for w in &m.warnings {
         let _ = writeln!(out, "<p class=\"note\">warning: {}</p>", escape(w));
+    }
+    if let Some(regions) = &m.regions {
+        let _ = writeln!(
+            out,
+            "<p class=\"regions\">strongest regions: {}</p>",
+            escape(regions)
+        );
     }
     if let Some(file) = &m.overlay_file {
         let _ = writeln!(

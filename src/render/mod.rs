@@ -62,3 +62,50 @@ pub fn flat_value(n_tokens: usize, relevance: &[f32], scored: &[bool]) -> Option
     let first = *values.first()?;
     values.iter().all(|&v| v == first).then_some(first)
 }
+
+/// How many regions the terminal and the page list for a map they cannot draw.
+pub const LISTED_REGIONS: usize = 3;
+
+/// The lowest min–max level worth listing: it shows as 0.01 at two decimals.
+const LISTED_LEVEL: f32 = 0.005;
+
+/// Up to `k` of `relevance`'s strongest entries, best first, as (index, min–max level):
+/// those whose level shows above 0.00, so a flat map lists none. Equal levels keep the lower
+/// index first.
+pub fn strongest(relevance: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let levels = minmax(relevance);
+    let mut order: Vec<usize> = (0..levels.len())
+        .filter(|&i| levels[i] >= LISTED_LEVEL)
+        .collect();
+    order.sort_by(|&a, &b| levels[b].total_cmp(&levels[a]).then(a.cmp(&b)));
+    order.into_iter().take(k).map(|i| (i, levels[i])).collect()
+}
+
+/// A region box (x0, y0, x1, y1) for a reader: whole pixels, or two decimals for boxes in
+/// normalised coordinates.
+pub fn box_label(b: &[f32; 4]) -> String {
+    let digits = if b.iter().all(|v| v.abs() <= 1.0) {
+        2
+    } else {
+        0
+    };
+    let [x0, y0, x1, y1] = b.map(|v| format!("{v:.digits$}"));
+    format!("({x0}, {y0})–({x1}, {y1})")
+}
+
+/// "#3 (12, 40)–(88, 120) 1.00, …": the strongest regions of a map (see `strongest`), or
+/// "flat" when it ranks none.
+pub fn strongest_regions(relevance: &[f32], boxes: &[[f32; 4]]) -> String {
+    let listed: Vec<String> = strongest(relevance, LISTED_REGIONS)
+        .into_iter()
+        .map(|(i, level)| match boxes.get(i) {
+            Some(b) => format!("#{i} {} {level:.2}", box_label(b)),
+            None => format!("#{i} {level:.2}"),
+        })
+        .collect();
+    if listed.is_empty() {
+        "flat".to_string()
+    } else {
+        listed.join(", ")
+    }
+}
