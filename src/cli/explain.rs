@@ -558,11 +558,16 @@ fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()
         .max()
         .unwrap_or(0);
     for (i, s) in samples.iter().enumerate() {
-        writeln!(
-            out,
-            "sample {i}: {}  \"{}\"  {}",
-            s.label, s.text, s.score_line
-        )?;
+        // Tabs and line breaks in the text shown as \t, \n: raw, they would break the layout.
+        let text: String = s
+            .text
+            .chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect();
+        writeln!(out, "sample {i}: {}  \"{text}\"  {}", s.label, s.score_line)?;
         for e in &s.explanations {
             let tokens =
                 render::terminal::highlight(&s.tokens, &e.text_relevance, &e.text_scored, color);
@@ -619,13 +624,14 @@ fn write_outputs(
                         (Some(target), _) => format!("explained: {target}"),
                         (None, answer) => answer.clone().unwrap_or_default(),
                     };
-                    let title = format!("{} | {} | {shown}", e.method, s.text);
+                    // The answer before the text: a long text is cut at the end of the title.
+                    let title = format!("{} | {shown} | {}", e.method, s.text);
                     let file = format!("sample{i}-{}.png", e.method);
                     let overlay = render::overlay::overlay(
                         image,
                         &e.image_relevance,
                         layout(e),
-                        title.trim_end_matches(" | "),
+                        &title.replace(" |  | ", " | "),
                     );
                     save_png(&overlay, &out.join(&file))?;
                     Some(file)
