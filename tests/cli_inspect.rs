@@ -130,3 +130,41 @@ fn inspect_refuses_a_model_that_does_not_load() {
         "{stderr}"
     );
 }
+
+/// A standard output that cannot be written (a full disk; /dev/full here) is an error that
+/// says so, exit 1, not a panic (exit 101): inspect and bench print through the CLI's `out!`.
+#[cfg(target_os = "linux")]
+#[test]
+fn unwritable_standard_output_is_an_error_not_a_panic() {
+    let model = fixtures().join("clip");
+    for args in [
+        vec!["inspect", "--model", model.to_str().unwrap()],
+        vec![
+            "bench",
+            "--size",
+            "fiedler",
+            "--nodes",
+            "4",
+            "--batch",
+            "1",
+            "--repeats",
+            "1",
+        ],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+            .args(&args)
+            .stdout(full)
+            .output()
+            .expect("binary runs");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot write to standard output"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -207,11 +207,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return run_fiedler(&backend, &device, &args);
     }
     if args.device == Device::Cpu {
-        println!(
+        outln!(
             "f32 dense products on this CPU: {:.0} GFLOP/s at best (the ceiling for the \
              GFLOP/s column)",
             matmul_peak()?
-        );
+        )?;
     }
     with_backend!(backend, be => {
         match args.size {
@@ -219,7 +219,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             _ => run_clip(&be, &device, &args, &methods),
         }?;
         if let Some(table) = be.profile_report()? {
-            println!("{table}");
+            outln!("{table}")?;
         }
         Ok(())
     })
@@ -260,12 +260,12 @@ fn run_clip<B: Backend>(
         },
     )?;
     let opts = MethodOptions::default();
-    println!(
+    outln!(
         "CLIP {name}, random weights, {device}, captions of {} tokens, median of {}",
         args.text_tokens(),
         args.repeats
-    );
-    print_header();
+    )?;
+    print_header()?;
     for &batch in &args.batch {
         let x = inputs(&config, batch, args.text_tokens());
         let trace = if need_relevance(methods) {
@@ -329,12 +329,12 @@ fn run_lxmert<B: Backend>(
 ) -> anyhow::Result<()> {
     let (config, model) = random_lxmert(be)?;
     let opts = MethodOptions::default();
-    println!(
+    outln!(
         "LXMERT base, random weights, {device}, questions of {} tokens, {REGIONS} regions, median of {}",
         args.text_tokens(),
         args.repeats
-    );
-    print_header();
+    )?;
+    print_header()?;
     for &batch in &args.batch {
         let x = LxmertInputs {
             features: (0..batch * REGIONS * config.visual_feat_dim)
@@ -445,16 +445,20 @@ fn run_eval<B: Backend>(
         solver: None,
         cwd: None,
     };
-    println!(
+    outln!(
         "perturbation benchmark: LXMERT base, random weights, {device}, {n} samples, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
         args.text_tokens(),
         methods.len(),
         DEFAULT_STEPS.len()
-    );
-    println!(
+    )?;
+    outln!(
         "{:>5} {:>10} {:>10} {:>22} {:>22}",
-        "batch", "s total", "samples/s", "ms per sample x test", "forwards per s. x test"
-    );
+        "batch",
+        "s total",
+        "samples/s",
+        "ms per sample x test",
+        "forwards per s. x test"
+    )?;
     for &batch in &args.batch {
         let _ = std::fs::remove_file(&path);
         let (mut writer, _) = ResultsWriter::open(&path, &header)?;
@@ -483,15 +487,15 @@ fn run_eval<B: Backend>(
         )?;
         let seconds = start.elapsed().as_secs_f64();
         let tests = (n * methods.len() * TESTS.len()) as f64;
-        println!(
+        outln!(
             "{batch:>5} {seconds:>10.2} {:>10.3} {:>22.1} {:>22.2}",
             n as f64 / seconds,
             seconds / tests * 1e3,
             counted.inputs.get() as f64 / tests
-        );
+        )?;
     }
     let _ = std::fs::remove_file(&path);
-    println!("reference: one explanation (forward + backward) and 9 forwards per sample x test, at batch 1");
+    outln!("reference: one explanation (forward + backward) and 9 forwards per sample x test, at batch 1")?;
     Ok(())
 }
 
@@ -535,18 +539,22 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
         shared: 0.5,
         noise: 1.0,
     };
-    println!(
+    outln!(
         "Fiedler vectors (affinity, Lanczos, gap), {FIEDLER_DIM}-wide clustered features, {device}, median of {}",
         args.repeats
-    );
-    print!(
+    )?;
+    out!(
         "{:>6} {:>7} {:>10} {:>12} {:>18}",
-        "nodes", "graphs", "ms", "graphs/s", "on-device graphs/s"
-    );
+        "nodes",
+        "graphs",
+        "ms",
+        "graphs/s",
+        "on-device graphs/s"
+    )?;
     if args.stages {
-        print!(" {:>8} {:>8} {:>8}", "rows ms", "gram ms", "graph ms");
+        out!(" {:>8} {:>8} {:>8}", "rows ms", "gram ms", "graph ms")?;
     }
-    println!();
+    outln!()?;
     for n in args.nodes() {
         for &batch in &args.batch {
             // A few distinct graphs, repeated: generating 577×768 features per graph would
@@ -625,18 +633,18 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
                     column
                 }
             };
-            println!(
+            outln!(
                 "{n:>6} {batch:>7} {:>10.2} {:>12.0} {on_device}",
                 seconds * 1e3,
                 batch as f64 / seconds
-            );
+            )?;
         }
     }
     Ok(())
 }
 
-fn print_header() {
-    println!(
+fn print_header() -> anyhow::Result<()> {
+    outln!(
         "{:<24} {:>5} {:>10} {:>10} {:>10} {:>12} {:>12} {:>10} {:>8}",
         "method",
         "batch",
@@ -647,7 +655,7 @@ fn print_header() {
         "expl/s",
         "GFLOP/expl",
         "GFLOP/s"
-    );
+    )
 }
 
 /// What a trace runs after the forward.
@@ -714,7 +722,7 @@ fn report<P: Copy + Eq + std::hash::Hash>(
         } else {
             ("-".into(), "-".into())
         };
-        println!(
+        outln!(
             "{:<24} {:>5} {:>10.1} {:>10.1} {:>10.1} {:>12.1} {:>12.2} {:>10} {:>8}",
             m.name(),
             batch,
@@ -725,7 +733,7 @@ fn report<P: Copy + Eq + std::hash::Hash>(
             batch as f64 / (trace_s + method_s),
             per_expl,
             rate
-        );
+        )?;
     }
     Ok(())
 }

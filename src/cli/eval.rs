@@ -178,9 +178,9 @@ fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
 fn publish(report: &Report, results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let dir = out.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")));
     let written = report.write(dir, results)?;
-    print_table(report);
+    print_table(report)?;
     for path in written {
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display())?;
     }
     Ok(())
 }
@@ -201,17 +201,20 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
             .map_or(String::new(), |c| {
                 format!("; VQA accuracy {:.1}%", c.accuracy[0])
             });
-        println!(
+        outln!(
             "### `{}` ({}): {} samples of `{}`{accuracy}\n",
-            report.model, report.family, report.samples, report.dataset
-        );
-        println!("{}", report.summary_markdown());
+            report.model,
+            report.family,
+            report.samples,
+            report.dataset
+        )?;
+        outln!("{}", report.summary_markdown())?;
     }
     Ok(())
 }
 
 /// The AUC table, as in report.md, and the ground-truth table if any.
-fn print_table(report: &Report) {
+fn print_table(report: &Report) -> anyhow::Result<()> {
     if report.perturbed() {
         let md = report.markdown();
         let table = md
@@ -219,14 +222,15 @@ fn print_table(report: &Report) {
             .nth(1)
             .and_then(|rest| rest.split("\n\n").next())
             .unwrap_or("");
-        println!("{}\n{table}", report.auc_formula);
+        outln!("{}\n{table}", report.auc_formula)?;
         if let Some(note) = report.uneven_samples_note() {
-            println!("{note}");
+            outln!("{note}")?;
         }
     }
     if !report.ground_truth.is_empty() {
-        print!("{}", report.ground_truth_markdown());
+        out!("{}", report.ground_truth_markdown())?;
     }
+    Ok(())
 }
 
 /// The ground truth of the run: --ground-truth, or ground_truth.json beside --questions or
@@ -621,12 +625,12 @@ fn evaluate<M: EvalModel>(
     let read = read_results(results)?;
     let report = Report::build(&read, results)?;
     if holds_other_samples(&read, questions) {
-        println!(
+        outln!(
             "report over all {} in {} (this run asked for {})",
             counted(report.samples, "sample"),
             results.display(),
             questions.len()
-        );
+        )?;
     }
     publish(&report, results, None)?;
     if failed > 0 && failed == questions.len() {

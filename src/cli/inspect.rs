@@ -27,7 +27,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    println!("{}", ModelSummary::read(dir)?);
+    outln!("{}", ModelSummary::read(dir)?)?;
     // The summary reads config.json and the weights' headers; loading checks every tensor's
     // presence, shape and dtype against the config, as explain would.
     let loaded: Result<(), ModelError> = match read_family(dir)? {
@@ -37,7 +37,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     };
     match loaded {
         Ok(()) => {
-            println!("loads       yes: every tensor present, with the shape the config implies");
+            outln!("loads       yes: every tensor present, with the shape the config implies")?;
             Ok(())
         }
         Err(e) => bail!("the model does not load: {e}"),

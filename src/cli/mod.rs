@@ -1,5 +1,22 @@
 //! Subcommands of the `fiedler` binary.
 
+/// `print!`/`println!` for the subcommands' results: a standard output that cannot be written
+/// (a full disk) gives the error "cannot write to standard output: …" instead of the panic
+/// the std macros raise. (A closed pipe ends the process quietly first: see `pipe`.)
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)
+            .map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))
+    }};
+}
+
+/// `out!` with a line break.
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => { out!("{}\n", format_args!($($arg)*)) };
+}
+
 pub mod bench;
 pub mod device;
 pub mod eval;

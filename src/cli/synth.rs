@@ -28,11 +28,11 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
     bar.set_message("synth");
     let summary = synth::write_set(&args.out, args.images, args.seed, || bar.inc(1))?;
     bar.finish_and_clear();
-    println!(
+    outln!(
         "wrote {} images and {} questions to {}",
         summary.images,
         summary.questions,
         args.out.display()
-    );
+    )?;
     Ok(())
 }
