@@ -263,6 +263,24 @@ fn pairs_file_with_byte_order_mark_and_crlf_is_read() {
         assert!(run.status.success(), "{}", stderr(&run));
         assert_eq!(records(&out).len(), 2);
     }
+    // "question" is another name for "text": both in one line is explained as such, where
+    // serde alone said only "duplicate field `text`".
+    let list = out.join("both.jsonl");
+    let line = serde_json::json!({"image": s(&image), "text": "a cat", "question": "a dog"});
+    std::fs::write(&list, format!("{line}\n")).unwrap();
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&fixtures().join("clip")),
+        "--pairs",
+        s(&list),
+    ]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr(&run).contains(r#""question" may stand for "text", not beside it"#),
+        "{}",
+        stderr(&run)
+    );
 }
 
 /// Sideways photos are explained as stored (as the reference does), with one warning that

@@ -192,7 +192,10 @@ fn pair_lines<T: DeserializeOwned>(
 }
 
 fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
-    let (base, lines) = pair_lines::<PairLine>(path, r#"{"image": PATH, "text": "..."}"#)?;
+    let (base, lines) = pair_lines::<PairLine>(
+        path,
+        r#"{"image": PATH, "text": "..."} ("question" may stand for "text", not beside it)"#,
+    )?;
     lines
         .into_iter()
         .map(|(n, p)| {
