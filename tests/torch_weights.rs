@@ -131,27 +131,3 @@ fn no_weights_lists_the_pytorch_files_too() {
         assert!(err.contains(file), "{err}");
     }
 }
-
-/// Any single corrupted byte of either layout gives weights or an error, never a panic, and
-/// every tensor of weights that do open reads back (or fails) cleanly too.
-#[test]
-fn a_corrupted_byte_anywhere_never_panics() {
-    let dir = scratch("corrupt");
-    let path = dir.join("pytorch_model.bin");
-    for file in ["tensors.bin", "tensors.zip.bin"] {
-        let bytes = fixture_bytes(&fixtures().join("torch-pickles").join(file));
-        for at in 0..bytes.len() {
-            for flip in [0x01u8, 0x80, 0xff] {
-                let mut bad = bytes.clone();
-                bad[at] ^= flip;
-                std::fs::write(&path, &bad).unwrap();
-                if let Ok(weights) = Weights::open(&dir) {
-                    for name in weights.names() {
-                        let shape = weights.shape(name).unwrap().to_vec();
-                        let _ = weights.get(name, &shape);
-                    }
-                }
-            }
-        }
-    }
-}

@@ -127,13 +127,13 @@ struct Shard {
 /// A tensor in a shard's map: element (i, j, …) at byte
 /// `start + (i·strides[0] + j·strides[1] + …)·size`. safetensors stores every tensor
 /// contiguously; a PyTorch file may hold views (a transpose, a slice of a shared storage).
-#[derive(Debug)]
-struct Stored {
-    dtype: Dtype,
-    shape: Vec<usize>,
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Stored {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
     /// In elements.
-    strides: Vec<usize>,
-    start: usize,
+    pub strides: Vec<usize>,
+    pub start: usize,
 }
 
 /// How a weights file is written, known from the name transformers gives it.
@@ -413,7 +413,7 @@ impl Shard {
         // Only the float dtypes `get_optional` decodes reach here: whole bytes.
         let size = info.dtype.bitsize() / 8;
         let count: usize = info.shape.iter().product();
-        if info.strides == contiguous_strides(&info.shape) {
+        if is_contiguous(&info.shape, &info.strides) {
             return Cow::Borrowed(&self.mmap[info.start..info.start + count * size]);
         }
         let mut out = Vec::with_capacity(count * size);
@@ -444,23 +444,25 @@ fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// Whether elements lie one after the other in row-major order; the stride of a dimension
+/// of size 1 does not matter (PyTorch leaves it arbitrary).
+fn is_contiguous(shape: &[usize], strides: &[usize]) -> bool {
+    let mut expected = 1;
+    for (&n, &stride) in shape.iter().zip(strides).rev() {
+        if n != 1 && stride != expected {
+            return false;
+        }
+        expected *= n;
+    }
+    true
+}
+
 fn torch_layout(mmap: &[u8], path: &Path) -> Result<HashMap<String, Stored>, LoadError> {
     let tensors = torch_pickle::state_dict(mmap).map_err(|reason| LoadError::Torch {
         path: path.to_path_buf(),
         reason,
     })?;
-    Ok(tensors
-        .into_iter()
-        .map(|(name, t)| {
-            let stored = Stored {
-                dtype: t.dtype,
-                shape: t.shape,
-                strides: t.strides,
-                start: t.start,
-            };
-            (name, stored)
-        })
-        .collect())
+    Ok(tensors.into_iter().collect())
 }
 
 /// Where each tensor of a safetensors file lies; `Shard::open` has checked that the file holds
