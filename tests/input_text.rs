@@ -205,9 +205,9 @@ fn too_few_positions_for_the_special_tokens_is_an_error() {
 }
 
 /// A copy of fixture `name`'s slow-tokenizer files (vocab.txt and the two configs), without
-/// its tokenizer.json.
-fn vocab_only(name: &str) -> PathBuf {
-    let dir = scratch_dir(&format!("vocab-only-{name}"));
+/// its tokenizer.json, in a folder of its own for each `case`.
+fn vocab_only(name: &str, case: &str) -> PathBuf {
+    let dir = scratch_dir(&format!("vocab-only-{name}-{case}"));
     for file in [
         "vocab.txt",
         "tokenizer_config.json",
@@ -235,7 +235,7 @@ fn vocab_txt_tokenizes_like_the_tokenizer_json() {
     ];
     for (name, positions) in [("lxmert", 32), ("vilt", 24)] {
         let json = TextTokenizer::from_dir(&fixtures().join(name), positions, 0).unwrap();
-        let vocab = TextTokenizer::from_dir(&vocab_only(name), positions, 0).unwrap();
+        let vocab = TextTokenizer::from_dir(&vocab_only(name, "json"), positions, 0).unwrap();
         assert_eq!(vocab.pad_id(), json.pad_id(), "{name}");
         let (a, b) = (
             json.encode_batch(&texts).unwrap(),
@@ -258,7 +258,7 @@ fn vocab_txt_tokenizes_like_the_tokenizer_json() {
 
 #[test]
 fn vocab_txt_of_another_tokenizer_class_is_refused() {
-    let dir = vocab_only("lxmert");
+    let dir = vocab_only("lxmert", "class");
     std::fs::write(
         dir.join("tokenizer_config.json"),
         r#"{"tokenizer_class": "RobertaTokenizer"}"#,
@@ -269,6 +269,80 @@ fn vocab_txt_of_another_tokenizer_class_is_refused() {
         .to_string();
     assert!(
         err.contains("vocab.txt") && err.contains("RobertaTokenizer"),
+        "{err}"
+    );
+}
+
+/// Tokens added on top of vocab.txt are matched whole with the ids transformers gives them
+/// (checked against `BertTokenizerFast.from_pretrained` on such folders): tokenizer_config.json's
+/// `added_tokens_decoder` with its flags; in a folder saved before it, added_tokens.json
+/// (normalized, so lower-cased text matches) and `additional_special_tokens`. An id that does
+/// not follow the vocabulary is refused, naming the file.
+#[test]
+fn vocab_txt_reads_the_added_tokens() {
+    let plain = TextTokenizer::from_dir(&vocab_only("lxmert", "plain"), 32, 0).unwrap();
+    let word = |text: &str| plain.encode_batch(&[text]).unwrap().ids[1];
+    let next = 222; // the fixture's vocab.txt has 222 tokens
+    let (cls, sep, a, what) = (2, 3, word("a"), word("what"));
+    // The fixture's tokenizer_config.json, edited by `edit`, in a folder of its own.
+    let with_config = |case: &str, edit: &dyn Fn(&mut Value)| {
+        let dir = vocab_only("lxmert", case);
+        let path = dir.join("tokenizer_config.json");
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, config.to_string()).unwrap();
+        dir
+    };
+    let encode = |dir: &PathBuf, text: &str| {
+        let tokenizer = TextTokenizer::from_dir(dir, 32, 0).unwrap();
+        tokenizer.encode_batch(&[text]).unwrap().ids
+    };
+
+    let dir = with_config("decoder", &|config| {
+        config["added_tokens_decoder"][next.to_string()] = serde_json::json!({
+            "content": "<Obj>", "lstrip": true, "normalized": false, "rstrip": false,
+            "single_word": false, "special": false
+        });
+    });
+    assert_eq!(encode(&dir, "a <Obj>"), [cls, a, next, sep]);
+    assert_ne!(
+        encode(&dir, "a <obj>"),
+        [cls, a, next, sep],
+        "not normalized"
+    );
+
+    let legacy = |case: &str| {
+        with_config(case, &|config| {
+            config
+                .as_object_mut()
+                .unwrap()
+                .remove("added_tokens_decoder");
+        })
+    };
+    let dir = legacy("added-json");
+    std::fs::write(dir.join("added_tokens.json"), r#"{"<new>": 222}"#).unwrap();
+    assert_eq!(encode(&dir, "<NEW>what"), [cls, next, what, sep]);
+
+    let dir = legacy("additional");
+    std::fs::write(
+        dir.join("special_tokens_map.json"),
+        r#"{"additional_special_tokens": [{"content": "<special>", "lstrip": false,
+            "normalized": false, "rstrip": false, "single_word": false}]}"#,
+    )
+    .unwrap();
+    let ids = encode(&dir, "<special> what");
+    assert_eq!(ids, [cls, next, what, sep]);
+    let tokenizer = TextTokenizer::from_dir(&dir, 32, 0).unwrap();
+    assert_eq!(tokenizer.tokens_for_display(&ids[1..2]), ["<special>"]);
+
+    let dir = legacy("gap");
+    std::fs::write(dir.join("added_tokens.json"), r#"{"<new>": 300}"#).unwrap();
+    let err = TextTokenizer::from_dir(&dir, 32, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("added_tokens.json") && err.contains("\"<new>\" id 300"),
         "{err}"
     );
 }

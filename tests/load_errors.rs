@@ -533,6 +533,22 @@ fn bf16_and_f32_storage_convert_to_f32() {
     assert_eq!(weights.param_count(), 6);
 }
 
+/// A float64 checkpoint loads rounded to f32, as transformers loads it into an f32 model.
+#[test]
+fn f64_storage_converts_to_f32() {
+    let dir = scratch("f64");
+    let values = [0.1f64, -2.5, 1.0e-40, 3.0e38];
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        vec![("w", Dtype::F64, vec![2, 2], bytes)],
+    );
+    let weights = Weights::open(&dir).unwrap();
+    assert_eq!(weights.stored_dtypes(), vec![("F64".to_string(), 1)]);
+    let expected: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+    assert_eq!(weights.get("w", &[2, 2]).unwrap(), expected);
+}
+
 /// A copy of the sharded fixture whose index is replaced by `index`.
 fn sharded_copy(name: &str, index: &str) -> PathBuf {
     let dir = scratch(name);

@@ -235,31 +235,47 @@ pub(super) fn special_token(
     dir: &Path,
     field: &str,
 ) -> Result<Option<(PathBuf, String)>, InputError> {
+    let Some((path, value)) = config_field(dir, field)? else {
+        return Ok(None);
+    };
+    let token = token_content(&path, field, &value)?;
+    Ok(Some((path, token)))
+}
+
+/// The field `field` of the first tokenizer config file that sets it (special_tokens_map.json,
+/// then tokenizer_config.json), and that file.
+pub(super) fn config_field(
+    dir: &Path,
+    field: &str,
+) -> Result<Option<(PathBuf, Value)>, InputError> {
     for name in SPECIAL_TOKEN_FILES {
         let path = dir.join(name);
         if !path.is_file() {
             continue;
         }
-        let json = read_json(&path)?;
-        // Either "pad_token": "<pad>" or the serialised AddedToken {"content": "<pad>", …}.
-        let token = match json.get(field) {
+        match read_json(&path)?.get_mut(field).map(Value::take) {
             None | Some(Value::Null) => continue,
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => match other.get("content").and_then(Value::as_str) {
-                Some(s) => s.to_string(),
-                None => {
-                    return Err(InputError::ConfigField {
-                        path,
-                        field: field.into(),
-                        expected: "a token string or {\"content\": token}".into(),
-                        found: other.to_string(),
-                    })
-                }
-            },
-        };
-        return Ok(Some((path, token)));
+            Some(value) => return Ok(Some((path, value))),
+        }
     }
     Ok(None)
+}
+
+/// A token as `field` of config file `path` gives it: either "<pad>" or the serialised
+/// AddedToken {"content": "<pad>", …}.
+pub(super) fn token_content(path: &Path, field: &str, value: &Value) -> Result<String, InputError> {
+    let content = match value {
+        Value::String(s) => Some(s.as_str()),
+        other => other.get("content").and_then(Value::as_str),
+    };
+    content
+        .map(str::to_string)
+        .ok_or_else(|| InputError::ConfigField {
+            path: path.to_path_buf(),
+            field: field.into(),
+            expected: "a token string or {\"content\": token}".into(),
+            found: value.to_string(),
+        })
 }
 
 /// A tokenizer config file as JSON.

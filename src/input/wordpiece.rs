@@ -4,8 +4,12 @@
 //! transformers' `BertConverter` builds when it converts such a tokenizer to a fast one:
 //! `BertNormalizer` (clean text, Chinese characters, accents, lower case, as the config says),
 //! `BertPreTokenizer`, WordPiece with "##" continuations and `[UNK]`, `[CLS] … [SEP]` around
-//! each text, the special tokens matched whole, and the WordPiece decoder.
+//! each text, the special tokens matched whole, and the WordPiece decoder. Tokens added on top
+//! of the vocabulary (`added_tokens_decoder` in tokenizer_config.json, or the older
+//! added_tokens.json; `additional_special_tokens`) are matched whole too, with the ids
+//! transformers gives them.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -16,12 +20,14 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Model, Tokenizer};
 
-use super::text::{read_json, special_token};
+use super::text::{config_field, read_json, special_token, token_content};
 use super::InputError;
 
 /// The slow tokenizer's vocabulary, one token per line, ids in line order.
 pub const VOCAB_FILE: &str = "vocab.txt";
 const CONFIG_FILE: &str = "tokenizer_config.json";
+/// The added tokens of tokenizers saved before `added_tokens_decoder`: token → id.
+const ADDED_TOKENS_FILE: &str = "added_tokens.json";
 
 /// Tokenizer classes whose slow tokenizer is BERT's (what `BertConverter` converts).
 const BERT_CLASSES: [&str; 3] = ["BertTokenizer", "LxmertTokenizer", "DistilBertTokenizer"];
@@ -76,6 +82,7 @@ pub fn from_vocab(dir: &Path) -> Result<Option<(Tokenizer, PathBuf)>, InputError
         *slot = special_token(dir, field)?.map_or_else(|| default.to_string(), |(_, t)| t);
     }
     let [unk, sep, _, cls, _] = specials.clone();
+    let (added, additional) = added_tokens(dir, &config_path, &config)?;
 
     let vocab_path = vocab
         .to_str()
@@ -102,8 +109,101 @@ pub fn from_vocab(dir: &Path) -> Result<Option<(Tokenizer, PathBuf)>, InputError
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
     tokenizer.with_post_processor(Some(BertProcessing::new((sep, sep_id), (cls, cls_id))));
     tokenizer.with_decoder(Some(WordPieceDecoder::default()));
+    // In transformers' order: the added tokens by id, then the special tokens not among them.
     tokenizer
-        .add_special_tokens(specials.into_iter().map(|t| AddedToken::from(t, true)))
+        .add_tokens(added.iter().map(|(_, _, token)| token.clone()))
         .map_err(|e| error(e.to_string()))?;
+    tokenizer
+        .add_special_tokens(
+            specials
+                .into_iter()
+                .chain(additional)
+                .map(|t| AddedToken::from(t, true)),
+        )
+        .map_err(|e| error(e.to_string()))?;
+    for (file, id, token) in &added {
+        let given = tokenizer.token_to_id(&token.content);
+        if given != Some(*id) {
+            return Err(error(format!(
+                "{} gives the added token {:?} id {id}, but after the vocabulary's {} tokens \
+                 it gets id {}",
+                file.display(),
+                token.content,
+                tokenizer.get_vocab_size(false),
+                given.map_or("none".into(), |g| g.to_string())
+            )));
+        }
+    }
     Ok(Some((tokenizer, vocab)))
+}
+
+/// The tokens transformers adds on top of vocab.txt: those of tokenizer_config.json's
+/// `added_tokens_decoder` (or else added_tokens.json), each with the file that names it and
+/// its id, in id order; and the contents of `additional_special_tokens`.
+type AddedTokens = (Vec<(PathBuf, u32, AddedToken)>, Vec<String>);
+
+fn added_tokens(dir: &Path, config_path: &Path, config: &Value) -> Result<AddedTokens, InputError> {
+    let field_error =
+        |path: &Path, field: &str, expected: &str, found: String| InputError::ConfigField {
+            path: path.to_path_buf(),
+            field: field.into(),
+            expected: expected.into(),
+            found,
+        };
+    const ADDITIONAL: &str = "additional_special_tokens";
+    let additional = match config_field(dir, ADDITIONAL)? {
+        None => Vec::new(),
+        Some((path, Value::Array(items))) => items
+            .iter()
+            .map(|item| token_content(&path, ADDITIONAL, item))
+            .collect::<Result<_, _>>()?,
+        Some((path, other)) => {
+            return Err(field_error(
+                &path,
+                ADDITIONAL,
+                "a list of tokens",
+                other.to_string(),
+            ))
+        }
+    };
+    let mut added = Vec::new();
+    if let Some(decoder) = config.get("added_tokens_decoder") {
+        const FIELD: &str = "added_tokens_decoder";
+        let decoder = decoder.as_object().ok_or_else(|| {
+            field_error(
+                config_path,
+                FIELD,
+                "an object id → token",
+                decoder.to_string(),
+            )
+        })?;
+        for (id, token) in decoder {
+            let id = id.parse().map_err(|_| {
+                field_error(config_path, FIELD, "token ids as keys", format!("{id:?}"))
+            })?;
+            let token = serde_json::from_value(token.clone()).map_err(|e| {
+                field_error(
+                    config_path,
+                    FIELD,
+                    "AddedToken objects (content, lstrip, rstrip, single_word, normalized, \
+                     special)",
+                    format!("{token} ({e})"),
+                )
+            })?;
+            added.push((config_path.to_path_buf(), id, token));
+        }
+    } else if dir.join(ADDED_TOKENS_FILE).is_file() {
+        let path = dir.join(ADDED_TOKENS_FILE);
+        let tokens: BTreeMap<String, u32> =
+            serde_json::from_value(read_json(&path)?).map_err(|source| InputError::ConfigJson {
+                path: path.clone(),
+                source,
+            })?;
+        for (content, id) in tokens {
+            let special = additional.contains(&content);
+            added.push((path.clone(), id, AddedToken::from(content, special)));
+        }
+    }
+    added.sort_by_key(|&(_, id, _)| id);
+    Ok((added, additional))
 }

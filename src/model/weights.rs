@@ -5,7 +5,7 @@
 //! name to a shard file in the same directory; then the same two in PyTorch's pickle format
 //! (`pytorch_model.bin`, `pytorch_model.bin.index.json`), which older repositories ship alone
 //! (read by `torch_pickle`, which runs nothing from the file). Tensors are looked up by their
-//! exact Hugging Face name; F32, F16 and BF16 storage is converted to f32 on [`Weights::get`].
+//! exact Hugging Face name; F32, F16, BF16 and F64 storage is converted to f32 on [`Weights::get`].
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -59,7 +59,9 @@ pub enum LoadError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
-    #[error("tensor {name} in {file}: expected a float dtype (F32, F16 or BF16), found {found}")]
+    #[error(
+        "tensor {name} in {file}: expected a float dtype (F32, F16, BF16 or F64), found {found}"
+    )]
     Dtype {
         name: String,
         file: PathBuf,
@@ -253,6 +255,8 @@ impl Weights {
             Dtype::F32 => |b| convert(b, f32::from_le_bytes),
             Dtype::F16 => |b| convert(b, |b| half::f16::from_le_bytes(b).to_f32()),
             Dtype::BF16 => |b| convert(b, |b| half::bf16::from_le_bytes(b).to_f32()),
+            // Rounded to f32 as transformers does when it loads a float64 checkpoint.
+            Dtype::F64 => |b| convert(b, |b| f64::from_le_bytes(b) as f32),
             other => {
                 return Err(LoadError::Dtype {
                     name: name.to_string(),
