@@ -168,3 +168,21 @@ fn unwritable_standard_output_is_an_error_not_a_panic() {
         );
     }
 }
+
+/// A folder whose weights load but that has no tokenizer (neither tokenizer.json nor
+/// vocab.txt) is refused, as explain would refuse it; inspect used to say "loads yes".
+#[test]
+fn inspect_refuses_a_model_without_a_tokenizer() {
+    let dir = common::edited_fixture("lxmert", "inspect-no-tokenizer", |_| {});
+    for file in ["tokenizer.json", "vocab.txt"] {
+        std::fs::remove_file(dir.join(file)).unwrap();
+    }
+    let out = fiedler(&["inspect", "--model", dir.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the model does not load") && stderr.contains("tokenizer.json"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

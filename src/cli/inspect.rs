@@ -4,17 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use fiedler::backend::Cpu;
-use fiedler::model::clip::Clip;
 use fiedler::model::config::{read_family, ModelFamily};
-use fiedler::model::lxmert::Lxmert;
 use fiedler::model::summary::ModelSummary;
-use fiedler::model::vilt::Vilt;
-use fiedler::model::ModelError;
+use fiedler::session::{ClipSession, LxmertSession, SessionError, ViltSession};
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Directory with config.json and model.safetensors (or a sharded index).
+    /// Directory with config.json, the weights (model.safetensors, pytorch_model.bin or a
+    /// sharded index) and the tokenizer (tokenizer.json or vocab.txt).
     #[arg(long)]
     model: PathBuf,
 }
@@ -28,16 +25,20 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         );
     }
     outln!("{}", ModelSummary::read(dir)?)?;
-    // The summary reads config.json and the weights' headers; loading checks every tensor's
-    // presence, shape and dtype against the config, as explain would.
-    let loaded: Result<(), ModelError> = match read_family(dir)? {
-        ModelFamily::Clip => Clip::load(&Cpu, dir).map(drop),
-        ModelFamily::Vilt => Vilt::load(&Cpu, dir).map(drop),
-        ModelFamily::Lxmert => Lxmert::load(&Cpu, dir).map(drop),
+    // The summary reads config.json and the weights' headers; opening a session checks every
+    // tensor's presence, shape and dtype against the config, and reads the tokenizer and the
+    // image preprocessing, as explain would.
+    let opened: Result<(), SessionError> = match read_family(dir)? {
+        ModelFamily::Clip => ClipSession::open(dir).map(drop),
+        ModelFamily::Vilt => ViltSession::open(dir).map(drop),
+        ModelFamily::Lxmert => LxmertSession::open(dir, None).map(drop),
     };
-    match loaded {
+    match opened {
         Ok(()) => {
-            outln!("loads       yes: every tensor present, with the shape the config implies")?;
+            outln!(
+                "loads       yes: every tensor present, with the shape the config implies; \
+                 tokenizer and preprocessing read"
+            )?;
             Ok(())
         }
         Err(e) => bail!("the model does not load: {e}"),
