@@ -131,3 +131,13 @@ fn no_weights_lists_the_pytorch_files_too() {
         assert!(err.contains(file), "{err}");
     }
 }
+
+#[test]
+fn a_whole_pickled_module_is_refused_with_what_to_save_instead() {
+    let module = fixture_bytes(&fixtures().join("torch-pickles").join("module.bin"));
+    let (_, message) = torch_error("module", &module);
+    assert!(
+        message.contains("torch.nn.modules.linear.Linear") && message.contains("state_dict()"),
+        "{message}"
+    );
+}

@@ -657,10 +657,21 @@ fn call(callable: Value, args: Vec<Value>) -> Result<Value, String> {
         ("torch._tensor", "_rebuild_from_type_v2", [func, _, Value::Tuple(inner), ..]) => {
             call(func.clone(), inner.clone())
         }
-        _ => Err(format!(
-            "the file calls {module}.{name}, which a state dict does not need; refused \
-             (nothing from the file is run)"
-        )),
+        _ => {
+            // A whole pickled model names its own classes.
+            let model_class = ["transformers.", "torch.nn.", "__main__"]
+                .iter()
+                .any(|p| module.starts_with(p));
+            let hint = if model_class {
+                "; a whole model was saved: save its state_dict(), or use save_pretrained"
+            } else {
+                ""
+            };
+            Err(format!(
+                "the file calls {module}.{name}, which a state dict does not need; refused \
+                 (nothing from the file is run){hint}"
+            ))
+        }
     }
 }
 

@@ -24,6 +24,8 @@ make_clip_fixture.py first):
   tests/fixtures/torch-pickles/checkpoint.bin
                                  a training checkpoint, {"epoch": 3, "model": <state dict>}: not
                                  a state dict
+  tests/fixtures/torch-pickles/module.bin
+                                 torch.save of a whole torch.nn.Linear(2, 3), not its state dict
 
 Run from the repo root:  tools/reference/.venv/bin/python tools/reference/make_torch_fixtures.py
 """
@@ -80,6 +82,7 @@ def pickles() -> None:
     torch.save(state, out / "tensors.zip.bin")
     save_file({k: v.contiguous() for k, v in state.items()}, out / "tensors.safetensors")
     torch.save({"epoch": 3, "model": state}, out / "checkpoint.bin")
+    torch.save(torch.nn.Linear(2, 3), out / "module.bin")
 
 
 if __name__ == "__main__":
