@@ -494,6 +494,8 @@ fn integer_tensor_is_a_dtype_error() {
     );
     let weights = Weights::open(&dir).expect("valid file");
     assert_eq!(weights.stored_dtypes(), vec![("I64".to_string(), 1)]);
+    // An integer buffer is not a parameter (transformers' num_parameters() leaves it out).
+    assert_eq!(weights.param_count(), 0);
     let err = weights.get("position_ids", &[1, 3]).unwrap_err();
     assert!(matches!(err, LoadError::Dtype { .. }), "{err:?}");
     assert_mentions(

@@ -334,11 +334,14 @@ impl Weights {
         self.lookup(name).map(|(_, info)| info.shape.as_slice())
     }
 
-    /// Total number of stored elements over all tensors.
+    /// Total number of stored elements over the float tensors: the parameters, as
+    /// transformers' `num_parameters()` counts them, without integer buffers such as BERT's
+    /// `position_ids` that older checkpoints hold.
     pub fn param_count(&self) -> usize {
         self.location
             .keys()
             .filter_map(|name| self.lookup(name))
+            .filter(|(_, info)| is_float(info.dtype))
             .map(|(_, info)| info.shape.iter().product::<usize>())
             .sum()
     }
@@ -437,6 +440,10 @@ impl Shard {
         }
         Cow::Owned(out)
     }
+}
+
+fn is_float(dtype: Dtype) -> bool {
+    matches!(dtype, Dtype::F64 | Dtype::F32 | Dtype::F16 | Dtype::BF16)
 }
 
 /// Row-major strides, in elements.
