@@ -186,3 +186,54 @@ fn inspect_refuses_a_model_without_a_tokenizer() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A model already in the local Hugging Face cache is found from its Hub id or its
+/// repository folder (the snapshot refs/main names), as from_pretrained finds it offline; a
+/// Hub id that is not there says where it was looked for and how to download it.
+#[test]
+fn a_model_in_the_hub_cache_is_found_by_its_id() {
+    let cache = std::env::temp_dir().join(format!("fiedler-hub-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let repo = cache.join("models--unc-nlp--lxmert-tiny");
+    let snapshot = repo.join("snapshots").join("0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), "0123abcd").unwrap();
+    for entry in std::fs::read_dir(fixtures().join("lxmert")).unwrap() {
+        let path = entry.unwrap().path();
+        std::os::unix::fs::symlink(&path, snapshot.join(path.file_name().unwrap())).unwrap();
+    }
+    // A second, older snapshot: refs/main decides.
+    std::fs::create_dir_all(repo.join("snapshots").join("old")).unwrap();
+    for model in ["unc-nlp/lxmert-tiny", repo.to_str().unwrap()] {
+        let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+            .args(["inspect", "--model", model])
+            .env("HF_HUB_CACHE", &cache)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{model}: {stderr}");
+        assert!(stdout.contains("family      lxmert"), "{stdout}");
+        assert!(
+            stderr.contains(&snapshot.display().to_string()),
+            "says which snapshot: {stderr}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args(["inspect", "--model", "unc-nlp/not-downloaded"])
+        .env("HF_HUB_CACHE", &cache)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            &cache
+                .join("models--unc-nlp--not-downloaded")
+                .display()
+                .to_string()
+        ) && stderr.contains("huggingface-cli download unc-nlp/not-downloaded"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&cache).unwrap();
+}

@@ -93,7 +93,7 @@ fn missing_config_names_the_path() {
     assert!(ClipConfig::from_dir(&dir).is_err());
 }
 
-/// A Hub id given as --model is not fetched: the error says how to get a local folder.
+/// A Hub id that is not in the local cache is not fetched: the error says how to get it.
 #[test]
 fn hub_id_says_to_download_a_local_folder() {
     let err = read_family(Path::new("unc-nlp/lxmert-vqa-uncased")).unwrap_err();
@@ -102,7 +102,7 @@ fn hub_id_says_to_download_a_local_folder() {
         &err.to_string(),
         &[
             "huggingface-cli download unc-nlp/lxmert-vqa-uncased",
-            "models--unc-nlp--lxmert-vqa-uncased/snapshots",
+            "models--unc-nlp--lxmert-vqa-uncased in the local Hugging Face cache",
         ],
     );
     // owner/name under a folder that exists here (tests run in the crate root) is a plain

@@ -68,8 +68,9 @@ struct ReportArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Hugging Face model directory: a VQA model (ViLT or LXMERT) for the perturbation
-    /// benchmark, or CLIP (with --captions) for ground-truth scores alone.
+    /// Hugging Face model directory (or the Hub id of one in the local cache): a VQA model
+    /// (ViLT or LXMERT) for the perturbation benchmark, or CLIP (with --captions) for
+    /// ground-truth scores alone.
     #[arg(long, required = true)]
     model: Option<PathBuf>,
     /// Questions in LXMERT's format: a JSON list of {"question_id", "img_id", "sent",
@@ -383,7 +384,7 @@ enum Features {
 }
 
 fn run_eval(args: RunArgs) -> anyhow::Result<()> {
-    let Some(model_dir) = args.model.clone() else {
+    let Some(model_dir) = args.model.as_deref().map(super::model_folder) else {
         bail!("--model is required: a ViLT, LXMERT or CLIP model directory");
     };
     let methods = Method::parse_list(&args.methods)?;

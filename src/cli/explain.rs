@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Args)]
 pub struct ExplainArgs {
-    /// Hugging Face model directory (config.json, *.safetensors, tokenizer.json): CLIP, ViLT
-    /// or LXMERT. Default: the bundled ViLT trained on `fiedler synth` scenes
+    /// Hugging Face model directory (config.json, weights, tokenizer) of CLIP, ViLT or LXMERT,
+    /// or the Hub id of one already in the local Hugging Face cache. Default: the bundled ViLT trained on `fiedler synth` scenes
     /// (models/vilt-synth, looked up in the current directory, then in the source checkout).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -412,7 +412,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     };
 
     let model_dir = match &args.model {
-        Some(dir) => dir.clone(),
+        Some(dir) => super::model_folder(dir),
         None => bundled_model(BUNDLED_MODEL)?,
     };
     let family = read_family(&model_dir)?;

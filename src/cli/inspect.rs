@@ -11,13 +11,14 @@ use fiedler::session::{ClipSession, LxmertSession, SessionError, ViltSession};
 #[derive(Args)]
 pub struct InspectArgs {
     /// Directory with config.json, the weights (model.safetensors, pytorch_model.bin or a
-    /// sharded index) and the tokenizer (tokenizer.json or vocab.txt).
+    /// sharded index) and the tokenizer (tokenizer.json or vocab.txt); or the Hub id of a
+    /// model in the local Hugging Face cache.
     #[arg(long)]
     model: PathBuf,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let dir = &args.model;
+    let dir = &super::model_folder(&args.model);
     if dir.is_file() {
         bail!(
             "{} is a file: --model takes the model's folder (the one holding config.json)",

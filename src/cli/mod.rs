@@ -45,3 +45,16 @@ pub fn counted(n: usize, noun: &str) -> String {
         format!("{n} {noun}s")
     }
 }
+
+/// The folder a `--model` names: itself, or for a Hub id or a repository folder of the local
+/// Hugging Face cache, its snapshot (said on stderr, so that a run records what it read).
+pub fn model_folder(model: &std::path::Path) -> std::path::PathBuf {
+    let folder = fiedler::model::hub::resolve(model);
+    if folder != model {
+        eprintln!(
+            "model: {} (from the local Hugging Face cache)",
+            folder.display()
+        );
+    }
+    folder
+}

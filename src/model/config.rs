@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::hub;
 use crate::backend::Activation;
 
 /// Name of the model configuration file inside a model directory.
@@ -23,13 +24,12 @@ pub enum ConfigError {
     #[error("{path} not found: a Hugging Face model directory needs a config.json")]
     Missing { path: PathBuf },
     #[error(
-        "no folder {dir} here: --model takes a local model folder, not a Hugging Face Hub id; \
-         download it first (`huggingface-cli download {dir}`) and give its snapshot folder \
-         (~/.cache/huggingface/hub/models--{cache}/snapshots/<revision>)",
+        "no folder {dir} here, and no {repo} in the local Hugging Face cache: download it \
+         first (`huggingface-cli download {dir}`), or give a local model folder",
         dir = dir.display(),
-        cache = dir.display().to_string().replace('/', "--")
+        repo = repo.display()
     )]
-    HubId { dir: PathBuf },
+    HubId { dir: PathBuf, repo: PathBuf },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -446,8 +446,10 @@ impl RawConfig {
         let text = std::fs::read_to_string(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 if looks_like_hub_id(dir) {
+                    let repo = format!("models--{}", dir.display().to_string().replace('/', "--"));
                     ConfigError::HubId {
                         dir: dir.to_path_buf(),
+                        repo: hub::cache_dir().map_or(PathBuf::from(&repo), |c| c.join(repo)),
                     }
                 } else {
                     ConfigError::Missing { path: path.clone() }
@@ -712,8 +714,5 @@ pub fn unnamed_answers(labels: &[String]) -> bool {
 /// Whether a model path that does not exist reads as a Hub id, `owner/name`: two plain
 /// components, the first of them not a folder here.
 fn looks_like_hub_id(dir: &Path) -> bool {
-    use std::path::Component;
-    let parts: Vec<Component> = dir.components().collect();
-    matches!(parts.as_slice(), [Component::Normal(owner), Component::Normal(_)]
-        if !Path::new(owner).exists())
+    hub::hub_id(dir).is_some_and(|(owner, _)| !Path::new(&owner).exists())
 }

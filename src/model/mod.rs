@@ -4,6 +4,7 @@ pub mod answer_head;
 pub mod block;
 pub mod clip;
 pub mod config;
+pub mod hub;
 pub mod linear;
 pub mod lxmert;
 pub mod post_ln;
