@@ -28,6 +28,22 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `fiedler explain` on the CLIP fixture and catdog.png, a `--text` per entry of `texts`,
+/// with `method`, into `out`; not yet run.
+fn clip_catdog(texts: &[&str], method: &str, out: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fiedler"));
+    command
+        .args(["explain", "--model"])
+        .arg(fixtures().join("clip"))
+        .arg("--image")
+        .arg(fixtures().join("images/catdog.png"));
+    for text in texts {
+        command.args(["--text", text]);
+    }
+    command.args(["--method", method, "--out"]).arg(out);
+    command
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -161,19 +177,9 @@ fn explain_all_methods_writes_every_output() {
 #[test]
 fn explain_json_matches_the_reference_from_files() {
     let out = scratch("b1");
-    let run = fiedler(&[
-        "explain",
-        "--model",
-        s(&fixtures().join("clip")),
-        "--image",
-        s(&fixtures().join("images/catdog.png")),
-        "--text",
-        "a photo of a cat",
-        "--method",
-        "dsmi-grad,chefer",
-        "--out",
-        s(&out),
-    ]);
+    let run = clip_catdog(&["a photo of a cat"], "dsmi-grad,chefer", &out)
+        .output()
+        .expect("binary runs");
     assert!(run.status.success(), "{}", stderr(&run));
     let golden = Golden::open(&fixtures().join("clip/methods.safetensors"));
     for r in records(&out) {
@@ -1016,21 +1022,9 @@ fn rerun_into_the_same_folder_leaves_no_stale_images() {
 fn truncated_text_is_flagged_in_every_output() {
     let out = scratch("truncated");
     let long = ["a photo of a cat"; 40].join(" and ");
-    let run = fiedler(&[
-        "explain",
-        "--model",
-        s(&fixtures().join("clip")),
-        "--image",
-        s(&fixtures().join("images/catdog.png")),
-        "--text",
-        &long,
-        "--text",
-        "a dog",
-        "--method",
-        "rollout",
-        "--out",
-        s(&out),
-    ]);
+    let run = clip_catdog(&[&long, "a dog"], "rollout", &out)
+        .output()
+        .expect("binary runs");
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(stderr(&run).contains("it is truncated"), "{}", stderr(&run));
     let truncated: Vec<bool> = records(&out)
@@ -1048,20 +1042,7 @@ fn truncated_text_is_flagged_in_every_output() {
 #[test]
 fn unwritable_standard_output_is_an_error_not_a_panic() {
     let out = scratch("stdout-full");
-    let run = Command::new(env!("CARGO_BIN_EXE_fiedler"))
-        .args([
-            "explain",
-            "--model",
-            s(&fixtures().join("clip")),
-            "--image",
-            s(&fixtures().join("images/catdog.png")),
-            "--text",
-            "a cat",
-            "--method",
-            "rollout",
-            "--out",
-            s(&out),
-        ])
+    let run = clip_catdog(&["a cat"], "rollout", &out)
         .stdout(std::fs::File::create("/dev/full").unwrap())
         .output()
         .expect("binary runs");
@@ -1135,19 +1116,9 @@ fn lxmert_without_an_image_lists_its_strongest_regions() {
 fn control_characters_in_a_text_are_escaped_on_the_terminal() {
     let out = scratch("control-chars");
     let text = "a photo\tof a\ncat";
-    let run = fiedler(&[
-        "explain",
-        "--model",
-        s(&fixtures().join("clip")),
-        "--image",
-        s(&fixtures().join("images/catdog.png")),
-        "--text",
-        text,
-        "--method",
-        "rollout",
-        "--out",
-        s(&out),
-    ]);
+    let run = clip_catdog(&[text], "rollout", &out)
+        .output()
+        .expect("binary runs");
     assert!(run.status.success(), "{}", stderr(&run));
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     let line = stdout.lines().next().unwrap();
