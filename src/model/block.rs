@@ -226,9 +226,9 @@ impl<B: Backend> Encoder<B> {
             ..
         } = self.dims;
         let m = be.len(x) / d;
-        let (mut ln1, mut ln1_stats) = (be.zeros(m * d)?, be.zeros(2 * m)?);
+        let (mut ln1, mut ln1_stats) = (be.uninit(m * d)?, be.uninit(2 * m)?);
         be.layernorm(&mut ln1, &mut ln1_stats, x, &lw.ln1.0, &lw.ln1.1, d, eps)?;
-        let (mut q, mut kv) = (be.zeros(m * d)?, be.zeros(m * 2 * d)?);
+        let (mut q, mut kv) = (be.uninit(m * d)?, be.uninit(m * 2 * d)?);
         be.linear(&mut q, &ln1, &lw.query.0, Some(&lw.query.1), m, d, d)?;
         be.linear(
             &mut kv,
@@ -239,9 +239,9 @@ impl<B: Backend> Encoder<B> {
             d,
             2 * d,
         )?;
-        let (mut probs, mut ctx) = (be.zeros(shape.probs_len())?, be.zeros(m * d)?);
+        let (mut probs, mut ctx) = (be.uninit(shape.probs_len())?, be.uninit(m * d)?);
         be.attention(&mut probs, &mut ctx, &q, &kv, shape)?;
-        let mut attn = be.zeros(m * d)?;
+        let mut attn = be.uninit(m * d)?;
         be.linear(
             &mut attn,
             &ctx,
@@ -251,16 +251,16 @@ impl<B: Backend> Encoder<B> {
             d,
             d,
         )?;
-        let mut h = be.zeros(m * d)?;
+        let mut h = be.uninit(m * d)?;
         be.add(&mut h, x, &attn)?;
-        let (mut ln2, mut ln2_stats) = (be.zeros(m * d)?, be.zeros(2 * m)?);
+        let (mut ln2, mut ln2_stats) = (be.uninit(m * d)?, be.uninit(2 * m)?);
         be.layernorm(&mut ln2, &mut ln2_stats, &h, &lw.ln2.0, &lw.ln2.1, d, eps)?;
-        let (mut fc1, mut act) = (be.zeros(m * f)?, be.zeros(m * f)?);
+        let (mut fc1, mut act) = (be.uninit(m * f)?, be.uninit(m * f)?);
         be.linear(&mut fc1, &ln2, &lw.fc1.0, Some(&lw.fc1.1), m, d, f)?;
         be.activation(&mut act, &fc1, activation)?;
-        let mut mlp = be.zeros(m * d)?;
+        let mut mlp = be.uninit(m * d)?;
         be.linear(&mut mlp, &act, &lw.fc2.0, Some(&lw.fc2.1), m, f, d)?;
-        let mut out = be.zeros(m * d)?;
+        let mut out = be.uninit(m * d)?;
         be.add(&mut out, &h, &mlp)?;
         Ok(LayerActivations {
             probs,
@@ -354,20 +354,20 @@ impl<B: Backend> Encoder<B> {
         let samples = shape.batch;
         let probs = &a.probs;
         let (s, a) = a.for_relevance()?;
-        let (mut r_h_res, mut r_mlp) = (be.zeros(m * d)?, be.zeros(m * d)?);
+        let (mut r_h_res, mut r_mlp) = (be.uninit(m * d)?, be.uninit(m * d)?);
         be.lrp_add(&mut r_h_res, &mut r_mlp, r, &s.h, &a.mlp, samples)?;
         let r_act = lw.fc2.relprop(be, &r_mlp, &a.act, Some(&a.mlp), m, f, d)?;
         let r_ln2 = lw.fc1.relprop(be, &r_act, &a.ln2, Some(&s.fc1), m, d, f)?;
-        let mut r_h = be.zeros(m * d)?;
+        let mut r_h = be.uninit(m * d)?;
         be.lrp_clone(&mut r_h, &s.h, &[&r_h_res, &r_ln2])?;
 
-        let (mut r_x_res, mut r_attn) = (be.zeros(m * d)?, be.zeros(m * d)?);
+        let (mut r_x_res, mut r_attn) = (be.uninit(m * d)?, be.uninit(m * d)?);
         be.lrp_add(&mut r_x_res, &mut r_attn, &r_h, x, &a.attn, samples)?;
         let r_ctx = lw
             .attn_out
             .relprop(be, &r_attn, &a.ctx, Some(&a.attn), m, d, d)?;
-        let mut cam = be.zeros(shape.probs_len())?;
-        let (mut rq, mut rkv) = (be.zeros(m * d)?, be.zeros(m * 2 * d)?);
+        let mut cam = be.uninit(shape.probs_len())?;
+        let (mut rq, mut rkv) = (be.uninit(m * d)?, be.uninit(m * 2 * d)?);
         be.lrp_attention(
             &mut cam, &mut rq, &mut rkv, &r_ctx, &s.q, &s.kv, probs, &a.ctx, shape,
         )?;
@@ -375,9 +375,9 @@ impl<B: Backend> Encoder<B> {
         let r_kv = lw
             .key_value
             .relprop(be, &rkv, &a.ln1, Some(&s.kv), m, d, 2 * d)?;
-        let mut r_ln1 = be.zeros(m * d)?;
+        let mut r_ln1 = be.uninit(m * d)?;
         be.lrp_clone(&mut r_ln1, &a.ln1, &[&r_q, &r_kv])?;
-        let mut rx = be.zeros(m * d)?;
+        let mut rx = be.uninit(m * d)?;
         be.lrp_clone(&mut rx, x, &[&r_x_res, &r_ln1])?;
         Ok((cam, rx))
     }
@@ -402,20 +402,20 @@ impl<B: Backend> Encoder<B> {
         } = self.dims;
         let m = be.len(x) / d;
         let (probs, a) = (&a.probs, a.saved()?);
-        let mut d_act = be.zeros(m * f)?;
+        let mut d_act = be.uninit(m * f)?;
         be.linear_backward(&mut d_act, dy, &lw.fc2.0, m, f, d, false)?;
-        let mut d_fc1 = be.zeros(m * f)?;
+        let mut d_fc1 = be.uninit(m * f)?;
         be.activation_backward(&mut d_fc1, &d_act, &a.fc1, activation)?;
-        let mut d_ln2 = be.zeros(m * d)?;
+        let mut d_ln2 = be.uninit(m * d)?;
         be.linear_backward(&mut d_ln2, &d_fc1, &lw.fc1.0, m, d, f, false)?;
         let mut dh = be.copy(dy)?;
         be.layernorm_backward(&mut dh, &d_ln2, &a.h, &a.ln2_stats, &lw.ln2.0, d, true)?;
 
-        let mut dctx = be.zeros(m * d)?;
+        let mut dctx = be.uninit(m * d)?;
         be.linear_backward(&mut dctx, &dh, &lw.attn_out.0, m, d, d, false)?;
-        let mut dprobs = be.zeros(shape.probs_len())?;
-        let mut dq = be.zeros(m * d)?;
-        let mut dkv = be.zeros(m * 2 * d)?;
+        let mut dprobs = be.uninit(shape.probs_len())?;
+        let mut dq = be.uninit(m * d)?;
+        let mut dkv = be.uninit(m * 2 * d)?;
         be.attention_backward(
             &mut dprobs,
             &mut dq,
@@ -429,7 +429,7 @@ impl<B: Backend> Encoder<B> {
         if !input_grad {
             return Ok((dprobs, None));
         }
-        let mut d_ln1 = be.zeros(m * d)?;
+        let mut d_ln1 = be.uninit(m * d)?;
         be.linear_backward(&mut d_ln1, &dq, &lw.query.0, m, d, d, false)?;
         be.linear_backward(&mut d_ln1, &dkv, &lw.key_value.0, m, d, 2 * d, true)?;
         let mut dx = dh;

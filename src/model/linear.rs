@@ -36,7 +36,7 @@ impl<B: Backend> Linear<B> {
         k: usize,
         n: usize,
     ) -> Result<B::Buf, ModelError> {
-        let mut rx = be.zeros(m * k)?;
+        let mut rx = be.uninit(m * k)?;
         let forward = out.map(|o| (o, &self.1));
         be.lrp_linear(
             &mut rx,

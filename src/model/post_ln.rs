@@ -79,14 +79,14 @@ impl<B: Backend> AttentionSublayer<B> {
         let d = self.width;
         let (mq, mk) = (be.len(x_q) / d, be.len(x_kv) / d);
         let mut a = AttentionActivations {
-            q: be.zeros(mq * d)?,
-            kv: be.zeros(mk * 2 * d)?,
-            probs: be.zeros(shape.probs_len())?,
-            ctx: be.zeros(mq * d)?,
-            dense: be.zeros(mq * d)?,
-            pre_norm: be.zeros(mq * d)?,
-            stats: be.zeros(2 * mq)?,
-            out: be.zeros(mq * d)?,
+            q: be.uninit(mq * d)?,
+            kv: be.uninit(mk * 2 * d)?,
+            probs: be.uninit(shape.probs_len())?,
+            ctx: be.uninit(mq * d)?,
+            dense: be.uninit(mq * d)?,
+            pre_norm: be.uninit(mq * d)?,
+            stats: be.uninit(2 * mq)?,
+            out: be.uninit(mq * d)?,
         };
         be.linear(&mut a.q, x_q, &self.query.0, Some(&self.query.1), mq, d, d)?;
         be.linear(
@@ -135,7 +135,7 @@ impl<B: Backend> AttentionSublayer<B> {
         // The residual carries dz to x_q unchanged.
         let mut dx_q = g.dz;
         be.linear_backward(&mut dx_q, &g.dq, &self.query.0, mq, d, d, true)?;
-        let mut dx_kv = be.zeros(mk * d)?;
+        let mut dx_kv = be.uninit(mk * d)?;
         be.linear_backward(&mut dx_kv, &g.dkv, &self.key_value.0, mk, d, 2 * d, false)?;
         Ok((g.dprobs, dx_q, dx_kv))
     }
@@ -161,14 +161,14 @@ impl<B: Backend> AttentionSublayer<B> {
     ) -> Result<ProjectionGradients<B::Buf>, ModelError> {
         let d = self.width;
         let (mq, mk) = (be.len(&a.q) / d, be.len(&a.kv) / (2 * d));
-        let mut dz = be.zeros(mq * d)?;
+        let mut dz = be.uninit(mq * d)?;
         be.layernorm_backward(&mut dz, dout, &a.pre_norm, &a.stats, &self.norm.0, d, false)?;
-        let mut dctx = be.zeros(mq * d)?;
+        let mut dctx = be.uninit(mq * d)?;
         be.linear_backward(&mut dctx, &dz, &self.dense.0, mq, d, d, false)?;
         let mut g = ProjectionGradients {
-            dprobs: be.zeros(shape.probs_len())?,
-            dq: be.zeros(mq * d)?,
-            dkv: be.zeros(mk * 2 * d)?,
+            dprobs: be.uninit(shape.probs_len())?,
+            dq: be.uninit(mq * d)?,
+            dkv: be.uninit(mk * 2 * d)?,
             dz,
         };
         be.attention_backward(
@@ -199,8 +199,8 @@ impl<B: Backend> AttentionSublayer<B> {
     ) -> Result<AttentionRelevance<B::Buf>, ModelError> {
         let d = self.width;
         let (mq, mk) = (be.len(&a.q) / d, be.len(&a.kv) / (2 * d));
-        let mut r_dense = be.zeros(mq * d)?;
-        let mut residual = be.zeros(mq * d)?;
+        let mut r_dense = be.uninit(mq * d)?;
+        let mut residual = be.uninit(mq * d)?;
         be.lrp_add(
             &mut r_dense,
             &mut residual,
@@ -212,9 +212,9 @@ impl<B: Backend> AttentionSublayer<B> {
         let r_ctx = self
             .dense
             .relprop(be, &r_dense, &a.ctx, Some(&a.dense), mq, d, d)?;
-        let mut cam = be.zeros(shape.probs_len())?;
-        let mut rq = be.zeros(mq * d)?;
-        let mut rkv = be.zeros(mk * 2 * d)?;
+        let mut cam = be.uninit(shape.probs_len())?;
+        let mut rq = be.uninit(mq * d)?;
+        let mut rkv = be.uninit(mk * 2 * d)?;
         be.lrp_attention(
             &mut cam, &mut rq, &mut rkv, &r_ctx, &a.q, &a.kv, &a.probs, &a.ctx, shape,
         )?;
@@ -303,12 +303,12 @@ impl<B: Backend> FeedForward<B> {
         let (d, f) = (self.width, self.intermediate);
         let m = be.len(x) / d;
         let mut a = FeedForwardActivations {
-            pre_act: be.zeros(m * f)?,
-            act: be.zeros(m * f)?,
-            down: be.zeros(m * d)?,
-            pre_norm: be.zeros(m * d)?,
-            stats: be.zeros(2 * m)?,
-            out: be.zeros(m * d)?,
+            pre_act: be.uninit(m * f)?,
+            act: be.uninit(m * f)?,
+            down: be.uninit(m * d)?,
+            pre_norm: be.uninit(m * d)?,
+            stats: be.uninit(2 * m)?,
+            out: be.uninit(m * d)?,
         };
         be.linear(
             &mut a.pre_act,
@@ -362,7 +362,7 @@ impl<B: Backend> FeedForward<B> {
         rows: &[usize],
     ) -> Result<B::Buf, ModelError> {
         let gather = |x: &B::Buf, width: usize| -> Result<B::Buf, ModelError> {
-            let mut out = be.zeros(rows.len() * width)?;
+            let mut out = be.uninit(rows.len() * width)?;
             be.gather_rows(&mut out, x, rows, width)?;
             Ok(out)
         };
@@ -385,11 +385,11 @@ impl<B: Backend> FeedForward<B> {
     ) -> Result<B::Buf, ModelError> {
         let (d, f) = (self.width, self.intermediate);
         let m = be.len(dout) / d;
-        let mut dz = be.zeros(m * d)?;
+        let mut dz = be.uninit(m * d)?;
         be.layernorm_backward(&mut dz, dout, pre_norm, stats, &self.norm.0, d, false)?;
-        let mut d_act = be.zeros(m * f)?;
+        let mut d_act = be.uninit(m * f)?;
         be.linear_backward(&mut d_act, &dz, &self.output.0, m, f, d, false)?;
-        let mut d_pre = be.zeros(m * f)?;
+        let mut d_pre = be.uninit(m * f)?;
         be.activation_backward(&mut d_pre, &d_act, pre_act, self.activation)?;
         let mut dx = dz;
         be.linear_backward(&mut dx, &d_pre, &self.inter.0, m, d, f, true)?;
@@ -409,8 +409,8 @@ impl<B: Backend> FeedForward<B> {
     ) -> Result<B::Buf, ModelError> {
         let (d, f) = (self.width, self.intermediate);
         let m = be.len(x) / d;
-        let mut r_down = be.zeros(m * d)?;
-        let mut r_res = be.zeros(m * d)?;
+        let mut r_down = be.uninit(m * d)?;
+        let mut r_res = be.uninit(m * d)?;
         be.lrp_add(&mut r_down, &mut r_res, r_out, &a.down, x, samples)?;
         let r_act = self
             .output
@@ -418,7 +418,7 @@ impl<B: Backend> FeedForward<B> {
         let r_branch = self
             .inter
             .relprop(be, &r_act, x, Some(&a.pre_act), m, d, f)?;
-        let mut rx = be.zeros(m * d)?;
+        let mut rx = be.uninit(m * d)?;
         be.lrp_clone(&mut rx, x, &[&r_branch, &r_res])?;
         Ok(rx)
     }

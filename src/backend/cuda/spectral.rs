@@ -19,9 +19,7 @@ use std::ops::Range;
 use cudarc::cublas::result::dgemm_strided_batched;
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
-use cudarc::driver::{
-    CudaEvent, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits,
-};
+use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use rayon::prelude::*;
 
 use super::{device_error, int, profile, Cuda};
@@ -500,24 +498,6 @@ impl Cuda {
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(|e| device_error(op, "reading the SM count", e))?;
         Ok(per_sm * sms.max(1) as usize)
-    }
-
-    /// A device buffer left as it is: zeroing the f64 rows and workspaces of a large
-    /// batch (about 1 GB at 512 graphs of 196 nodes) takes a noticeable share of the solve.
-    ///
-    /// # Safety
-    /// Every element must be written before anything reads it.
-    unsafe fn alloc_unwritten<T: DeviceRepr + ValidAsZeroBits>(
-        &self,
-        op: &'static str,
-        len: usize,
-    ) -> Result<CudaSlice<T>> {
-        if len == 0 {
-            return self.alloc(op, 0);
-        }
-        // SAFETY: the caller writes every element before it is read.
-        unsafe { self.stream.alloc::<T>(len) }
-            .map_err(|e| self.alloc_error(op, len * std::mem::size_of::<T>(), e))
     }
 
     /// Runs the three stages on the packed graphs of `layout`, whose node k is the `dim`
