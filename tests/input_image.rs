@@ -455,6 +455,25 @@ fn non_image_bytes_name_the_path() {
     let err = load_image(&path).unwrap_err();
     assert!(matches!(err, InputError::ImageDecode { .. }), "{err:?}");
     assert_names(&err, &path, "not a readable image");
+    assert_names(&err, &path, "PNG, JPEG, WebP, BMP, TIFF, GIF");
+}
+
+/// WebP (lossless, with and without alpha), BMP, TIFF (LZW) and GIF files that Pillow wrote
+/// (tools/reference/make_format_fixtures.py) load as Pillow's `Image.open(path).convert("RGB")`
+/// reads them, exactly: tall.png's pixels for the lossless ones, the palette's colours for the
+/// GIF, also where its pixels are transparent.
+#[test]
+fn webp_bmp_tiff_and_gif_load_as_pillow_reads_them() {
+    let formats = image_path("formats");
+    let tall = load_image(&image_path("tall.png")).unwrap();
+    for name in ["tall.webp", "tall-rgba.webp", "tall.bmp", "tall.tiff"] {
+        let loaded = load_image(&formats.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(loaded == tall, "{name} differs from tall.png");
+    }
+    let gif = load_image(&formats.join("tall.gif")).unwrap();
+    let pillow = load_image(&formats.join("tall-gif-rgb.png")).unwrap();
+    assert!(gif == pillow, "tall.gif differs from Pillow's convert(\"RGB\")");
+    assert!(gif != tall, "the GIF's 64 colours should differ from tall.png");
 }
 
 #[test]

@@ -494,8 +494,9 @@ fn field_error(path: &Path, field: &str, expected: &str, found: &Value) -> Input
     }
 }
 
-/// Decodes an image file (format from its content, not its extension) and converts it to RGB
-/// like Pillow's `Image.open(path).convert("RGB")`.
+/// Decodes an image file (PNG, JPEG, WebP, BMP, TIFF or GIF's first frame; the format from its
+/// content, not its extension) and converts it to RGB like Pillow's
+/// `Image.open(path).convert("RGB")`.
 ///
 /// Alpha is dropped without compositing and grey is replicated, as Pillow does. 16-bit samples
 /// keep their high byte, which is how Pillow unpacks 16-bit RGB(A) PNGs (16-bit grey, which
@@ -527,6 +528,12 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
         path: path.to_path_buf(),
         reason,
     };
+    if reader.format().is_none() {
+        return Err(decode_error(
+            "its content is none of the formats fiedler reads (PNG, JPEG, WebP, BMP, TIFF, GIF)"
+                .into(),
+        ));
+    }
     if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
         return Err(decode_error(
             "the JPEG data ends before its end-of-image marker (a truncated file?)".into(),
