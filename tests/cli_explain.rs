@@ -1003,7 +1003,9 @@ fn rerun_into_the_same_folder_leaves_no_stale_images() {
     };
     run("all");
     assert!(out.join("sample0-sheet.png").is_file());
+    // Named like fiedler's images, but by no method: not fiedler's.
     std::fs::write(out.join("notes.png"), b"mine").unwrap();
+    std::fs::write(out.join("sample0-mine.png"), b"mine").unwrap();
     run("dsmi");
     let mut pngs: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
@@ -1011,7 +1013,7 @@ fn rerun_into_the_same_folder_leaves_no_stale_images() {
         .filter(|n| n.ends_with(".png"))
         .collect();
     pngs.sort();
-    assert_eq!(pngs, ["notes.png", "sample0-dsmi.png"]);
+    assert_eq!(pngs, ["notes.png", "sample0-dsmi.png", "sample0-mine.png"]);
     std::fs::remove_dir_all(out).unwrap();
 }
 

@@ -720,17 +720,21 @@ fn write_outputs(
 }
 
 /// In a folder an earlier `explain` wrote (it holds explanations.json), the PNGs that run
-/// named `sampleN-….png`: a run with fewer samples or methods would leave them beside its
-/// own, looking current. Other files are left alone.
+/// wrote: a run with fewer samples or methods would leave them beside its own, looking
+/// current. Only the names `explain` gives (`sampleN-METHOD.png`, `sampleN-sheet.png`) are
+/// removed; other files, `sample0-mine.png` included, are left alone.
 fn remove_earlier_images(out: &Path) -> anyhow::Result<()> {
     if !out.join("explanations.json").is_file() {
         return Ok(());
     }
     let ours = |name: &str| {
         name.strip_prefix("sample")
+            .and_then(|rest| rest.strip_suffix(".png"))
             .and_then(|rest| rest.split_once('-'))
-            .is_some_and(|(n, rest)| {
-                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && rest.ends_with(".png")
+            .is_some_and(|(n, what)| {
+                !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit())
+                    && (what == "sheet" || Method::ALL.iter().any(|m| m.name() == what))
             })
     };
     let entries = fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))?;
