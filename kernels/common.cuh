@@ -8,6 +8,16 @@
 // Every kernel is launched from Rust by name: no C++ name mangling.
 #define KERNEL extern "C" __global__
 
+// The launch's dynamic shared memory, as T (the host sets its size at launch). The CUDA
+// emulator's device.h defines its own.
+#ifndef DYNAMIC_SHARED_DEFINED
+template <typename T>
+__device__ __forceinline__ T* dynamic_shared() {
+    extern __shared__ double2 dynamic_shared_memory[];
+    return reinterpret_cast<T*>(dynamic_shared_memory);
+}
+#endif
+
 // Grid-stride loop over 0..n.
 #define FOR_EACH(i, n) \
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += blockDim.x * gridDim.x)

@@ -9,9 +9,10 @@
 //    of rows reading `dim`-strided features did not.
 // 3. `fiedler_graphs` (a thread block per graph at a time, a warp per 32 nodes; for graphs of at
 //    most 256 nodes its twin `fiedler_graphs_small`, the same code under tighter launch
-//    bounds): the rest of affinity.rs (W = max(F Fᵀ, 0) / max from one triangle, mirrored
-//    so M is exactly symmetric; guarded degrees; M = D^-1/2 W D^-1/2; the trivial vector
-//    D^1/2 1), then
+//    bounds, and, where the host asks for it, `fiedler_graphs_shared`, which keeps M packed
+//    in shared memory): the rest of affinity.rs (W = max(F Fᵀ, 0) / max from one triangle,
+//    mirrored so M is exactly symmetric; guarded degrees; M = D^-1/2 W D^-1/2; the trivial
+//    vector D^1/2 1), then
 //    lanczos.rs (full reorthogonalisation with the DGKS repeat, convergence checks on the
 //    same work schedule), tridiagonal.rs (Laguerre for θ, inverse iteration for y, on one
 //    thread) and solve.rs (two Lanczos runs: the Fiedler pair, then μ₃ for the gap;
@@ -41,7 +42,7 @@
 #define POS_INF_D __longlong_as_double(0x7ff0000000000000ll)
 
 // Per-graph workspace, in doubles, at work + work_start[g] (the host sizes it the same way):
-// M n² (F Fᵀ from the DGEMM on entry), the Lanczos basis n², then WORK_VECTORS vectors of n:
+// M n² (F Fᵀ from the DGEMM on entry; then M itself, unless it is packed in shared memory), the Lanczos basis n², then WORK_VECTORS vectors of n:
 // D^-1/2, trivial, w, u, coefficients (2n: up to n + 1 are used), alpha, beta, y, and the
 // tridiagonal LU (dl, d, du, du2, swapped). w and the coefficients are used only when n
 // exceeds SHARED_NODES; below, shared memory holds them.
@@ -91,14 +92,108 @@ __device__ double bmax(double v, double* scratch) {
     return m;
 }
 
-// y = M x for the symmetric n × n M (exactly symmetric: built mirrored). Thread i walks
-// column i, which equals row i, so a warp reads consecutive addresses. Syncs first: x may
-// have been written by other threads.
-__device__ void bgemv(const double* m, const double* x, double* y, int n) {
+// ---- where the operator M lives: two storages of the same values ----
+// For each: `entry(op, i, j)`, M_ij (= M_ji), and the two passes that build M from the Gram
+// F Fᵀ (row-major n × n in the graph's workspace): `clamp` (W = max(F Fᵀ, 0) from the
+// triangle j <= i, returning this thread's largest entry) and `normalise` (M = W / scale ·
+// D^-1/2 … D^-1/2). Both compute every entry with the same arithmetic, so a solve gives the
+// same bits in either. (Free functions rather than members: the CUDA emulator's
+// `__device__` is `static`.)
+
+// In the graph's workspace, n × n, over the Gram (clamped in place, then mirrored): exactly
+// symmetric, so `entry` reads column i for row i, which a warp reads at consecutive
+// addresses when its threads take consecutive i. The passes go a warp per row and its lanes
+// along the row: reads coalesced, and no 64-bit division to find (i, j).
+struct DenseOperator {
+    double* m;
+    int n;
+};
+
+// The lower triangle, row by row, in the block's (dynamic) shared memory: n(n+1)/2 doubles,
+// 154 KB at n = 196, so that the Lanczos products read it from the SM rather than from L2 or
+// memory (each step reads all of M). Entry (i, j <= i) is at i(i+1)/2 + j.
+struct PackedOperator {
+    double* t;
+    int n;
+};
+
+__device__ void make_operator(DenseOperator* op, double* gram, int n) {
+    op->m = gram;
+    op->n = n;
+}
+
+__device__ void make_operator(PackedOperator* op, double*, int n) {
+    op->t = dynamic_shared<double>();
+    op->n = n;
+}
+
+__device__ __forceinline__ long long packed_row(int i) { return (long long)i * (i + 1) / 2; }
+
+__device__ __forceinline__ double entry(const DenseOperator& op, int i, int j) {
+    return op.m[(long long)j * op.n + i];
+}
+
+__device__ __forceinline__ double entry(const PackedOperator& op, int i, int j) {
+    return i >= j ? op.t[packed_row(i) + j] : op.t[packed_row(j) + i];
+}
+
+// Each entry of the triangle is read and written by one thread only.
+__device__ double clamp(const DenseOperator& op, const double* gram) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    const int n = op.n;
+    double local_max = 0.0;
+    for (int i = warp; i < n; i += warps) {
+        const double* row = gram + (long long)i * n;
+        for (int j = lane; j <= i; j += 32) {
+            const double s = fmax(row[j], 0.0);
+            op.m[(long long)i * n + j] = s;
+            op.m[(long long)j * n + i] = s;
+            local_max = fmax(local_max, s);
+        }
+    }
+    return local_max;
+}
+
+__device__ double clamp(const PackedOperator& op, const double* gram) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    double local_max = 0.0;
+    for (int i = warp; i < op.n; i += warps) {
+        const double* row = gram + (long long)i * op.n;
+        for (int j = lane; j <= i; j += 32) {
+            const double s = fmax(row[j], 0.0);
+            op.t[packed_row(i) + j] = s;
+            local_max = fmax(local_max, s);
+        }
+    }
+    return local_max;
+}
+
+__device__ void normalise(const DenseOperator& op, const double* isd, double scale) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int i = warp; i < op.n; i += warps) {
+        double* row = op.m + (long long)i * op.n;
+        const double si = isd[i];
+        for (int j = lane; j < op.n; j += 32) row[j] = row[j] / scale * (si * isd[j]);
+    }
+}
+
+__device__ void normalise(const PackedOperator& op, const double* isd, double scale) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int i = warp; i < op.n; i += warps) {
+        double* row = op.t + packed_row(i);
+        const double si = isd[i];
+        for (int j = lane; j <= i; j += 32) row[j] = row[j] / scale * (si * isd[j]);
+    }
+}
+
+// y = M x, thread i summing row i in column order. Syncs first: x may have been written by
+// other threads.
+template <typename Op>
+__device__ void bgemv(const Op& op, const double* x, double* y, int n) {
     __syncthreads();
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         double s = 0.0;
-        for (int j = 0; j < n; ++j) s += m[(long long)j * n + i] * x[j];
+        for (int j = 0; j < n; ++j) s += entry(op, i, j) * x[j];
         y[i] = s;
     }
     __syncthreads();
@@ -290,8 +385,10 @@ __device__ __noinline__ void tridiagonal_eigenvector(const double* diag, const d
 // ---- Lanczos (src/linalg/lanczos.rs) ----
 
 struct Workspace {
-    // w and coef point into shared memory when n <= SHARED_NODES, else into `work`.
-    double *m, *basis, *isd, *trivial, *w, *u, *coef, *alpha, *beta, *y, *lu;
+    // w and coef point into shared memory when n <= SHARED_NODES, else into `work`. `gram`
+    // is the n × n block at the start of the graph's workspace: F Fᵀ on entry (and M itself
+    // for a DenseOperator).
+    double *gram, *basis, *isd, *trivial, *w, *u, *coef, *alpha, *beta, *y, *lu;
 };
 
 struct Shared {
@@ -344,7 +441,8 @@ __device__ double bsubtract(const Locked& locked, const double* basis, int count
 
 // Top Ritz pair of M on the complement of `locked`; the unit Ritz vector goes to `out` when
 // it is not null. Returns false when the complement is (numerically) empty.
-__device__ __noinline__ bool lanczos(const Workspace& ws, int n, const Locked& locked,
+template <typename Op>
+__device__ __noinline__ bool lanczos(const Workspace& ws, const Op& op, int n, const Locked& locked,
                                      unsigned long long key, double tol, double* out,
                                      double* value, int* steps_taken, Shared* sh) {
     const int dim = n - locked.count;
@@ -368,14 +466,13 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, int n, const Locked& l
         const double* qk = ws.basis + (long long)k * n;
         const double* prev = k > 0 ? ws.basis + (long long)(k - 1) * n : 0;
         const double beta_prev = k > 0 ? ws.beta[k - 1] : 0.0;
-        // w = M q_k and α = q_kᵀ w in one pass. Thread i walks column i of M, which equals
-        // row i (M is exactly symmetric), so a warp reads consecutive addresses.
+        // w = M q_k and α = q_kᵀ w in one pass, thread i summing row i (`bgemv`'s order).
         double part = 0.0;
         for (int i = threadIdx.x; i < n; i += blockDim.x) {
             double s = 0.0;
             // Unrolled for independent loads in flight; the sum's order is unchanged.
 #pragma unroll 8
-            for (int j = 0; j < n; ++j) s += ws.m[(long long)j * n + i] * qk[j];
+            for (int j = 0; j < n; ++j) s += entry(op, i, j) * qk[j];
             w[i] = s;
             part += qk[i] * s;
         }
@@ -463,12 +560,14 @@ KERNEL void fiedler_rows(const unsigned long long* row_addr, double* x, int* non
     for (int d = lane; d < dim; d += 32) out[d] = (double)f[d] * inv;
 }
 
-// Graph g has nodes node_start[g] .. node_start[g+1]; on entry its M block of the workspace
-// holds F Fᵀ (row-major, n × n; only the triangle j <= i is read). Outputs per node: the
+// Graph g has nodes node_start[g] .. node_start[g+1]; on entry the first n² doubles of its
+// workspace hold F Fᵀ (row-major, n × n; only the triangle j <= i is read), from which the
+// operator is built in the storage `Op`. Outputs per node: the
 // signed v (largest entry positive; |v| is its absolute value, taken on the host, which is
 // exact: rounding to f32 commutes with the sign); per graph, in `stats` (four rows of
 // `graphs`, one copy to the host): λ₂, λ₃ − λ₂ (NaN when undefined), ‖M u − μ u‖ and the
 // Lanczos steps.
+template <typename Op>
 __device__ __forceinline__ void fiedler_graph(const int* node_start, const long long* work_start,
                                               double* work, int g, float* out_signed,
                                               double* stats, int graphs, Shared& sh) {
@@ -479,8 +578,8 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
     const int first = node_start[g];
     const int n = node_start[g + 1] - first;
     Workspace ws;
-    ws.m = work + work_start[g];
-    ws.basis = ws.m + (long long)n * n;
+    ws.gram = work + work_start[g];
+    ws.basis = ws.gram + (long long)n * n;
     double* v = ws.basis + (long long)n * n;
     const bool in_shared = n <= SHARED_NODES;
     ws.isd = v;
@@ -500,40 +599,24 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
     }
     if (n == 0) return;
 
-    // The passes over n × n below go a warp per row and its lanes along the row: reads
-    // coalesced, and no 64-bit division to find (i, j).
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    Op op;
+    make_operator(&op, ws.gram, n);
     // §B step 2: W = max(F Fᵀ, 0) from the triangle j <= i (like the CPU's triangular
-    // product), mirrored; then W / max W. Each entry of that triangle is read and written by
-    // one thread only.
-    double local_max = 0.0;
-    for (int i = warp; i < n; i += warps) {
-        double* row = ws.m + (long long)i * n;
-        for (int j = lane; j <= i; j += 32) {
-            const double s = fmax(row[j], 0.0);
-            row[j] = s;
-            ws.m[(long long)j * n + i] = s;
-            local_max = fmax(local_max, s);
-        }
-    }
+    // product); then W / max W.
     // W / max W is not stored: the two passes below divide each entry as they read it,
     // which gives the same values as dividing first (skipped when W is all zero).
-    const double mx = bmax(local_max, sh.scratch);
+    const double mx = bmax(clamp(op, ws.gram), sh.scratch);
     const double scale = mx > 0.0 ? mx : 1.0;
     // Step 3: guarded degrees; step 4: M = D^-1/2 W D^-1/2 and the trivial vector D^1/2 1.
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         double deg = 0.0;
-        for (int j = 0; j < n; ++j) deg += ws.m[(long long)j * n + i] / scale;  // column = row
+        for (int j = 0; j < n; ++j) deg += entry(op, i, j) / scale;
         const bool guarded = deg < DEGREE_GUARD;
         ws.isd[i] = guarded ? 1.0 : 1.0 / sqrt(deg);
         ws.trivial[i] = guarded ? 0.0 : sqrt(deg);
     }
     __syncthreads();
-    for (int i = warp; i < n; i += warps) {
-        double* row = ws.m + (long long)i * n;
-        const double si = ws.isd[i];
-        for (int j = lane; j < n; j += 32) row[j] = row[j] / scale * (si * ws.isd[j]);
-    }
+    normalise(op, ws.isd, scale);
     __syncthreads();
     const bool has_trivial = bnormalize(ws.trivial, n, sh.scratch) > 0.0;
 
@@ -555,7 +638,7 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
         locked.count = 1;
         double mu2 = 0.0;
         int s1 = 0;
-        if (!lanczos(ws, n, locked, START_FIEDLER, TOL_VECTOR, u, &mu2, &s1, &sh)) {
+        if (!lanczos(ws, op, n, locked, START_FIEDLER, TOL_VECTOR, u, &mu2, &s1, &sh)) {
             for (int i = threadIdx.x; i < n; i += blockDim.x) u[i] = ws.trivial[i];
             __syncthreads();
         } else {
@@ -563,14 +646,14 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
             locked.count = 2;
             int s2 = 0;
             double value = 0.0;
-            if (lanczos(ws, n, locked, START_GAP, TOL_GAP, 0, &value, &s2, &sh)) {
+            if (lanczos(ws, op, n, locked, START_GAP, TOL_GAP, 0, &value, &s2, &sh)) {
                 mu3 = value;
                 steps += s2;
             }
         }
     }
     // finish(): Rayleigh quotient, residual, v = D^-1/2 u with the largest entry positive.
-    bgemv(ws.m, u, ws.w, n);
+    bgemv(op, u, ws.w, n);
     const double rayleigh = bdot(u, ws.w, n, sh.scratch);
     double r2 = 0.0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
@@ -602,15 +685,17 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
 // Graphs first_graph .. first_graph + count, a block at a time: block b takes graphs b,
 // b + gridDim.x, …, so the host can bound how many are resident at once (each streams its
 // n² operator at every Lanczos step; fewer at a time may keep them in L2). Every early return
-// of fiedler_graph is taken by the whole block; the barrier frees `sh` for the next graph.
-// The body of the two entry points below, which differ only in their launch bounds.
+// of fiedler_graph is taken by the whole block; the barrier frees `sh` (and the packed
+// operator) for the next graph. The body of the three entry points below, which differ in
+// their launch bounds and where the operator lives.
+template <typename Op>
 __device__ __forceinline__ void fiedler_graph_range(const int* node_start,
                                                     const long long* work_start, double* work,
                                                     int first_graph, int count, float* out_signed,
                                                     double* stats, int graphs, Shared& sh) {
     for (int b = blockIdx.x; b < count; b += gridDim.x) {
-        fiedler_graph(node_start, work_start, work, first_graph + b, out_signed, stats, graphs,
-                      sh);
+        fiedler_graph<Op>(node_start, work_start, work, first_graph + b, out_signed, stats,
+                          graphs, sh);
         __syncthreads();
     }
 }
@@ -622,8 +707,8 @@ KERNEL void __launch_bounds__(512)
     fiedler_graphs(const int* node_start, const long long* work_start, double* work,
                    int first_graph, int count, float* out_signed, double* stats, int graphs) {
     __shared__ Shared sh;
-    fiedler_graph_range(node_start, work_start, work, first_graph, count, out_signed, stats,
-                        graphs, sh);
+    fiedler_graph_range<DenseOperator>(node_start, work_start, work, first_graph, count,
+                                       out_signed, stats, graphs, sh);
 }
 
 // Graphs of at most SMALL_GRAPH_THREADS nodes (the host picks it by n): at most that many
@@ -634,6 +719,20 @@ KERNEL void __launch_bounds__(SMALL_GRAPH_THREADS, SMALL_GRAPH_BLOCKS)
                          int first_graph, int count, float* out_signed, double* stats,
                          int graphs) {
     __shared__ Shared sh;
-    fiedler_graph_range(node_start, work_start, work, first_graph, count, out_signed, stats,
-                        graphs, sh);
+    fiedler_graph_range<DenseOperator>(node_start, work_start, work, first_graph, count,
+                                       out_signed, stats, graphs, sh);
+}
+
+// Graphs whose packed operator fits the block's shared memory (n(n+1)/2 doubles of dynamic
+// shared memory, which the host sizes; n <= 234 on sm_90's 227 KB, <= 215 on sm_80's 163 KB,
+// less this kernel's static `Shared`), at most SMALL_GRAPH_THREADS threads. One such block
+// fills an SM's shared memory at n = 196, so the bound lets it take all the registers it
+// wants.
+KERNEL void __launch_bounds__(SMALL_GRAPH_THREADS, 1)
+    fiedler_graphs_shared(const int* node_start, const long long* work_start, double* work,
+                          int first_graph, int count, float* out_signed, double* stats,
+                          int graphs) {
+    __shared__ Shared sh;
+    fiedler_graph_range<PackedOperator>(node_start, work_start, work, first_graph, count,
+                                        out_signed, stats, graphs, sh);
 }

@@ -104,6 +104,10 @@ if [ -n "$fiedler" ]; then
     # Every graph on the general kernel: the A/B of fiedler_graphs_small's launch bounds.
     step bench-fiedler-general 30 env FIEDLER_GRAPH_KERNEL=general "$fiedler" bench \
         --device cuda --size fiedler --nodes 36,196 --batch 512 --repeats 3 --stages
+    # Each graph's operator packed in shared memory (one block per SM at 196 nodes) instead
+    # of read from L2/memory at every Lanczos step: the A/B of fiedler_graphs_shared.
+    step bench-fiedler-shared 30 env FIEDLER_GRAPH_KERNEL=shared "$fiedler" bench \
+        --device cuda --size fiedler --nodes 36,196 --batch 512 --repeats 3 --stages
     # At most K graphs resident per SM (the default is every graph at once, one block each):
     # fewer at a time may keep their operators in L2. The sweep finds the best K.
     step bench-fiedler-resident 45 bash -c 'for k in 1 2 3; do
@@ -129,7 +133,8 @@ fi
 # Fiedler graphs/s at n = 196 (each A/B and K of the sweep), CLIP dsmi-grad at batch 64.
 {
     echo "== key numbers (Fiedler: nodes graphs ms graphs/s on-device-graphs/s [stages]; CLIP: method batch … expl/s …)"
-    for log in bench-fiedler bench-fiedler-release bench-fiedler-general bench-fiedler-resident; do
+    for log in bench-fiedler bench-fiedler-release bench-fiedler-general bench-fiedler-shared \
+        bench-fiedler-resident; do
         [ -f "$logs/$log.log" ] || continue
         grep -E '^== FIEDLER_GRAPH_RESIDENT|^ +196 ' "$logs/$log.log" | sed "s/^/$log: /"
     done

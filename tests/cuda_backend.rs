@@ -1510,6 +1510,68 @@ fn batched_fiedler_matches_cpu_lanczos() {
     }
 }
 
+/// The operator packed in shared memory (`GraphKernel::Shared`) gives the bits of the one in
+/// the workspace: the same entries from the same arithmetic, summed in the same order. On
+/// `fiedler_graphs`' sizes, normalised and raw, and at 230 nodes (near the most that fit;
+/// on an H100, 234) and 250 (too many: solved in the workspace).
+#[test]
+fn the_operator_in_shared_memory_gives_the_same_bits() {
+    use fiedler::backend::cuda::GraphKernel;
+    use fiedler::linalg::synthetic::{clustered_features, Clusters};
+    use fiedler::linalg::GraphInput;
+
+    let Some(dense) = device() else { return };
+    let Some(shared) = device().map(|c| c.with_graph_kernel(GraphKernel::Shared)) else {
+        return;
+    };
+    let dim = 16;
+    let mut graphs = fiedler_graphs(dim);
+    let shape = Clusters {
+        clusters: 5,
+        shared: 0.5,
+        noise: 1.0,
+    };
+    for rows in [230, 250] {
+        let f = clustered_features(rows, dim, &shape, rows as u64);
+        graphs.push((f, rows, vec![true; rows]));
+    }
+    let inputs: Vec<GraphInput> = graphs
+        .iter()
+        .map(|(features, rows, mask)| GraphInput {
+            features,
+            rows: *rows,
+            dim,
+            mask,
+        })
+        .collect();
+    for l2_normalize in [true, false] {
+        let a = dense.fiedler_batch(&inputs, l2_normalize).expect("dense");
+        let b = shared.fiedler_batch(&inputs, l2_normalize).expect("shared");
+        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+            let what = format!("graph {i} ({} rows, l2 {l2_normalize})", graphs[i].1);
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a.signed), bits(&b.signed), "{what}: v");
+                    assert_eq!(
+                        (a.lambda2.map(f64::to_bits), a.gap.map(f64::to_bits)),
+                        (b.lambda2.map(f64::to_bits), b.gap.map(f64::to_bits)),
+                        "{what}: λ₂ and gap"
+                    );
+                    assert_eq!(
+                        a.residual.to_bits(),
+                        b.residual.to_bits(),
+                        "{what}: residual"
+                    );
+                    assert_eq!(a.iterations, b.iterations, "{what}: steps");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{what}"),
+                _ => panic!("{what}: {a:?} vs {b:?}"),
+            }
+        }
+    }
+}
+
 /// `fiedler_batch_device` on features already on the GPU (all graphs in one buffer, each
 /// a range of its rows with its mask) gives what `fiedler_batch` gives from host memory,
 /// the NaN graph's error included. The same kernels run on the same values; the bounds are

@@ -472,8 +472,14 @@ fn webp_bmp_tiff_and_gif_load_as_pillow_reads_them() {
     }
     let gif = load_image(&formats.join("tall.gif")).unwrap();
     let pillow = load_image(&formats.join("tall-gif-rgb.png")).unwrap();
-    assert!(gif == pillow, "tall.gif differs from Pillow's convert(\"RGB\")");
-    assert!(gif != tall, "the GIF's 64 colours should differ from tall.png");
+    assert!(
+        gif == pillow,
+        "tall.gif differs from Pillow's convert(\"RGB\")"
+    );
+    assert!(
+        gif != tall,
+        "the GIF's 64 colours should differ from tall.png"
+    );
 }
 
 #[test]

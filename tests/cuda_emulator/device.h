@@ -2,7 +2,8 @@
 // kernel file with this header force-included (`-include device.h`), so the very kernels
 // nvcc builds run on the CPU, one block at a time, each CUDA thread a fiber (runtime.cpp).
 //
-// What it models: thread and block indices, `__shared__` memory per block, `__syncthreads`,
+// What it models: thread and block indices, `__shared__` memory per block (static, and the
+// launch's dynamic size through `dynamic_shared<T>()`), `__syncthreads`,
 // the warp shuffles (a warp-wide exchange), atomics, and the rounding intrinsics. It runs
 // the threads of a block in turn between barriers, so code that reads another thread's
 // write without a barrier in between reads the old value, as a real GPU may; a barrier or
@@ -35,6 +36,8 @@ void syncthreads();
 // Every live lane of the caller's warp passes `bits`; each gets lane `src`'s (its own when
 // `src` is outside the warp).
 uint64_t warp_exchange(uint64_t bits, int src);
+// The running block's dynamic shared memory.
+void* dynamic_shared_memory();
 
 template <typename T>
 T shuffle(T v, int src) {
@@ -76,6 +79,13 @@ To bit_cast(From v) {
 #define __shared__ static thread_local
 
 inline void __syncthreads() { emu::syncthreads(); }
+
+// kernels/common.cuh's accessor of `extern __shared__` memory, which has no host C++ form.
+#define DYNAMIC_SHARED_DEFINED
+template <typename T>
+T* dynamic_shared() {
+    return static_cast<T*>(emu::dynamic_shared_memory());
+}
 
 template <typename T>
 T __shfl_sync(unsigned, T v, int src) {

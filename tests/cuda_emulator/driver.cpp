@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
 
 #include "memory.h"
@@ -308,15 +310,53 @@ API int cuModuleGetFunction(void** function, void*, const char* name) {
     return SUCCESS;
 }
 
+namespace {
+
+// Per function, the most dynamic shared memory a launch may ask for: 48 KB unless raised
+// (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) up to the opt-in 227 KB, as on sm_90.
+// The emulator does not know a kernel's static shared memory, so it counts it as none.
+constexpr int DEFAULT_DYNAMIC_SHARED = 48 << 10;
+constexpr int OPT_IN_SHARED = 227 << 10;
+std::mutex dynamic_limits_lock;
+std::map<const void*, int> dynamic_limits;
+
+int dynamic_limit(const void* function) {
+    std::lock_guard<std::mutex> guard(dynamic_limits_lock);
+    const auto it = dynamic_limits.find(function);
+    return it == dynamic_limits.end() ? DEFAULT_DYNAMIC_SHARED : it->second;
+}
+
+}  // namespace
+
+API int cuFuncSetAttribute(void* function, int attribute, int value) {
+    if (!function) return INVALID_HANDLE;
+    if (attribute != 8) return INVALID_VALUE;  // only MAX_DYNAMIC_SHARED_SIZE_BYTES
+    if (value < 0 || value > OPT_IN_SHARED) return INVALID_VALUE;
+    std::lock_guard<std::mutex> guard(dynamic_limits_lock);
+    dynamic_limits[function] = value;
+    return SUCCESS;
+}
+
+API int cuFuncGetAttribute(int* value, int attribute, void* function) {
+    if (!function) return INVALID_HANDLE;
+    switch (attribute) {
+        case 1: *value = 0; break;  // static shared memory: not known here
+        case 8: *value = dynamic_limit(function); break;
+        default: return INVALID_VALUE;
+    }
+    return SUCCESS;
+}
+
 API int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                        unsigned by, unsigned bz, unsigned shared_bytes, void*, void** params,
                        void** extra) {
     if (!function) return INVALID_HANDLE;
-    // Kernels declare their shared memory statically; `extra` packs arguments another way.
-    if (shared_bytes != 0 || extra != nullptr) return INVALID_VALUE;
+    // `extra` packs arguments another way, which fiedler does not use.
+    if (extra != nullptr || shared_bytes > (unsigned)dynamic_limit(function)) return INVALID_VALUE;
     const auto& kernel = *static_cast<const emu::Kernel*>(function);
     emu::Doing doing("kernel", kernel.name);
-    const std::string error = emu::launch(kernel, {gx, gy, gz}, {bx, by, bz}, params);
+    const std::string error =
+        emu::launch(kernel, {gx, gy, gz}, {bx, by, bz}, shared_bytes, params);
     if (error.empty()) return SUCCESS;
     std::fprintf(stderr, "CUDA emulator: %s\n", error.c_str());
     return LAUNCH_FAILED;

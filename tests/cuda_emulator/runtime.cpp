@@ -120,7 +120,8 @@ public:
         for (char* s : stacks_) munmap(s, STACK_BYTES + GUARD_BYTES);
     }
 
-    std::string launch(const Kernel& kernel, dim3 grid, dim3 block, void** params) {
+    std::string launch(const Kernel& kernel, dim3 grid, dim3 block, size_t shared_bytes,
+                       void** params) {
         const size_t threads = (size_t)block.x * block.y * block.z;
         const size_t blocks = (size_t)grid.x * grid.y * grid.z;
         if (threads == 0 || threads > MAX_THREADS || blocks == 0 || blocks > MAX_BLOCKS)
@@ -129,8 +130,13 @@ public:
         if (!error.empty()) return error;
         kernel_ = &kernel;
         params_ = params;
+        // Doubles: aligned for any type a kernel keeps there.
+        dynamic_.resize((shared_bytes + sizeof(double) - 1) / sizeof(double));
         for (const uint32_t b : block_order_.of(blocks)) {
             const dim3 index{b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
+            // What a block finds there is undefined on a GPU: NaN here, so that reading it
+            // before writing it shows.
+            std::memset(dynamic_.data(), 0xff, dynamic_.size() * sizeof(double));
             error = run_block(grid, block, index);
             if (!error.empty()) return error;
         }
@@ -142,6 +148,8 @@ public:
         f->wait = wait;
         emu_switch(&f->sp, home_);
     }
+
+    void* dynamic_shared() { return dynamic_.data(); }
 
     uint64_t exchange(uint64_t bits, int src) {
         const size_t tid = running_ - fibers_.data();
@@ -259,6 +267,7 @@ private:
     std::vector<char*> stacks_;
     std::vector<Fiber> fibers_;
     std::vector<uint64_t> slots_;
+    std::vector<double> dynamic_;
     void* home_ = nullptr;
     Fiber* running_ = nullptr;
     const Kernel* kernel_ = nullptr;
@@ -290,6 +299,8 @@ void syncthreads() { scheduler().park(Wait::Barrier); }
 
 uint64_t warp_exchange(uint64_t bits, int src) { return scheduler().exchange(bits, src); }
 
+void* dynamic_shared_memory() { return scheduler().dynamic_shared(); }
+
 void register_kernel(Kernel kernel) { kernels()[kernel.name] = kernel; }
 
 const Kernel* find_kernel(const char* name) {
@@ -297,8 +308,9 @@ const Kernel* find_kernel(const char* name) {
     return it == kernels().end() ? nullptr : &it->second;
 }
 
-std::string launch(const Kernel& kernel, dim3 grid, dim3 block, void** params) {
-    std::string error = scheduler().launch(kernel, grid, block, params);
+std::string launch(const Kernel& kernel, dim3 grid, dim3 block, size_t shared_bytes,
+                   void** params) {
+    std::string error = scheduler().launch(kernel, grid, block, shared_bytes, params);
     return error.empty() ? error : std::string(kernel.name) + ": " + error;
 }
 

@@ -55,7 +55,12 @@ pub const KERNELS: &[(&str, &[&str])] = &[
     ("norm", &["layernorm_fwd", "layernorm_bwd"]),
     (
         "spectral",
-        &["fiedler_rows", "fiedler_graphs", "fiedler_graphs_small"],
+        &[
+            "fiedler_rows",
+            "fiedler_graphs",
+            "fiedler_graphs_small",
+            "fiedler_graphs_shared",
+        ],
     ),
 ];
 

@@ -29,7 +29,7 @@ use super::{
 };
 pub use error::CudaError;
 use kernels::Kernels;
-pub use spectral::{BufferGraph, FiedlerStages};
+pub use spectral::{BufferGraph, FiedlerStages, GraphKernel};
 
 /// Threads per block of the elementwise and per-row kernels.
 const BLOCK: u32 = 256;
@@ -49,6 +49,8 @@ pub struct Cuda {
     description: String,
     /// Device time per op, when FIEDLER_CUDA_PROFILE asks for it.
     profile: profile::Profile,
+    /// Which kernels solve Fiedler graphs.
+    graph_kernel: GraphKernel,
 }
 
 /// Launches `$kernel` with `$cfg` and the arguments (references that outlive the call).
@@ -186,6 +188,7 @@ impl Cuda {
             no_mask,
             description,
             profile: profile::Profile::from_env(),
+            graph_kernel: GraphKernel::from_env(),
         })
     }
 
@@ -217,6 +220,13 @@ impl Cuda {
         }
         self.description.push_str("; TF32 products");
         Ok(self)
+    }
+
+    /// Solves Fiedler graphs with `kernel` from now on (`FIEDLER_GRAPH_KERNEL` sets it when
+    /// the backend opens).
+    pub fn with_graph_kernel(mut self, kernel: GraphKernel) -> Self {
+        self.graph_kernel = kernel;
+        self
     }
 
     /// Waits for every enqueued op (for timing).

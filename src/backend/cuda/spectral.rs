@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use cudarc::cublas::result::dgemm_strided_batched;
 use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
+use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute};
 use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use rayon::prelude::*;
 
@@ -54,19 +54,46 @@ fn graph_threads(n: usize) -> u32 {
 /// kernels/spectral.cu).
 const SMALL_GRAPH_THREADS: u32 = 256;
 
-/// Which kernel solves graphs of n nodes: the same code, but for graphs that fit
-/// `fiedler_graphs_small` a register budget that lets four blocks share an SM.
-/// `FIEDLER_GRAPH_KERNEL=general` sends every graph to `fiedler_graphs`, so that one card
-/// can time both (scripts/gpu-check.sh).
-fn graph_kernel(n: usize) -> &'static str {
-    static GENERAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let general = *GENERAL
-        .get_or_init(|| std::env::var("FIEDLER_GRAPH_KERNEL").is_ok_and(|v| v == "general"));
-    if graph_threads(n) <= SMALL_GRAPH_THREADS && !general {
-        "fiedler_graphs_small"
-    } else {
-        "fiedler_graphs"
+/// Which kernels solve the graphs (kernels/spectral.cu): the same code in three builds, so
+/// that one card can time them against each other (scripts/gpu-check.sh sets
+/// `FIEDLER_GRAPH_KERNEL`; tests use [`Cuda::with_graph_kernel`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphKernel {
+    /// `fiedler_graphs_small` for graphs of up to 256 nodes (a register budget that lets four
+    /// blocks share an SM), `fiedler_graphs` above: the default.
+    Auto,
+    /// `fiedler_graphs` for every graph (`FIEDLER_GRAPH_KERNEL=general`).
+    General,
+    /// `fiedler_graphs_shared` where a graph's operator, packed, fits a block's shared memory
+    /// (up to 234 nodes on an H100), as `Auto` elsewhere (`FIEDLER_GRAPH_KERNEL=shared`).
+    /// Each Lanczos step reads the whole operator, 307 KB at 196 nodes; this keeps it on the
+    /// SM, at one block per SM.
+    Shared,
+}
+
+impl GraphKernel {
+    /// From `FIEDLER_GRAPH_KERNEL` ("general" or "shared"; anything else is `Auto`).
+    pub fn from_env() -> Self {
+        match std::env::var("FIEDLER_GRAPH_KERNEL").as_deref() {
+            Ok("general") => Self::General,
+            Ok("shared") => Self::Shared,
+            _ => Self::Auto,
+        }
     }
+
+    /// The kernel for graphs of n nodes when the operator stays in the workspace.
+    fn dense(self, n: usize) -> &'static str {
+        if graph_threads(n) <= SMALL_GRAPH_THREADS && self != Self::General {
+            "fiedler_graphs_small"
+        } else {
+            "fiedler_graphs"
+        }
+    }
+}
+
+/// Bytes of a graph's operator packed as a triangle (n(n+1)/2 doubles).
+fn packed_bytes(n: usize) -> usize {
+    n * (n + 1) / 2 * std::mem::size_of::<f64>()
 }
 
 /// Graphs resident per SM when `FIEDLER_GRAPH_RESIDENT=K` is set (a positive integer), for
@@ -487,6 +514,34 @@ impl Cuda {
         Ok((out, stages))
     }
 
+    /// The kernel that solves graphs of n nodes, and the dynamic shared memory it needs.
+    fn graph_kernel_for(&self, op: &'static str, n: usize) -> Result<(&'static str, u32)> {
+        const SHARED: &str = "fiedler_graphs_shared";
+        if self.graph_kernel != GraphKernel::Shared || graph_threads(n) > SMALL_GRAPH_THREADS {
+            return Ok((self.graph_kernel.dense(n), 0));
+        }
+        let f = self.kernels.get(SHARED)?;
+        let attribute = |what, e| device_error(op, what, e);
+        let opt_in = self
+            .ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(|e| attribute("reading the shared memory per block", e))?;
+        let own = f
+            .get_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            .map_err(|e| attribute("reading a kernel's shared memory", e))?;
+        let bytes = packed_bytes(n);
+        if bytes > (opt_in - own).max(0) as usize {
+            return Ok((self.graph_kernel.dense(n), 0));
+        }
+        let bytes = bytes as i32;
+        f.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes,
+        )
+        .map_err(|e| attribute("allowing a kernel more shared memory", e))?;
+        Ok((SHARED, bytes as u32))
+    }
+
     /// How many graphs one launch of `fiedler_graphs` works on at once (its grid; each block
     /// then takes every grid-th graph): all of them, unless [`resident_per_sm`] bounds it.
     fn resident_graphs(&self, op: &'static str) -> Result<usize> {
@@ -583,16 +638,17 @@ impl Cuda {
         clock.mark(self, op, 2)?;
         let resident = self.resident_graphs(op)?;
         for (n, range) in &layout.groups {
+            let (kernel, shared_mem_bytes) = self.graph_kernel_for(op, *n)?;
             let cfg = LaunchConfig {
                 grid_dim: (int(op, range.len().min(resident))? as u32, 1, 1),
                 block_dim: (graph_threads(*n), 1, 1),
-                shared_mem_bytes: 0,
+                shared_mem_bytes,
             };
             let (first_graph, count) = (int(op, range.start)?, int(op, range.len())?);
             let all = int(op, blocks)?;
             launch!(
                 self,
-                graph_kernel(*n),
+                kernel,
                 cfg,
                 &dev_starts,
                 &dev_work_starts,
@@ -723,11 +779,16 @@ mod tests {
     #[test]
     fn graphs_up_to_256_nodes_go_to_the_small_kernel_within_its_bounds() {
         for n in [0, 1, 36, 196, 224, 256] {
-            assert_eq!(graph_kernel(n), "fiedler_graphs_small", "{n} nodes");
+            assert_eq!(
+                GraphKernel::Auto.dense(n),
+                "fiedler_graphs_small",
+                "{n} nodes"
+            );
+            assert_eq!(GraphKernel::General.dense(n), "fiedler_graphs", "{n} nodes");
             assert!(graph_threads(n) <= SMALL_GRAPH_THREADS);
         }
         for n in [257, 577, 10_000] {
-            assert_eq!(graph_kernel(n), "fiedler_graphs", "{n} nodes");
+            assert_eq!(GraphKernel::Auto.dense(n), "fiedler_graphs", "{n} nodes");
         }
     }
 }
