@@ -256,6 +256,49 @@ fn vocab_txt_tokenizes_like_the_tokenizer_json() {
     }
 }
 
+/// Where special_tokens_map.json and tokenizer_config.json disagree, the special tokens are
+/// transformers': tokenizer_config.json's when it has an `added_tokens_decoder` (as saved since
+/// transformers 4.34), special_tokens_map.json's otherwise (the legacy path), from vocab.txt
+/// and from tokenizer.json alike (tools/reference/make_special_tokens_fixture.py: "[MASK]" in
+/// the map against "[UNK]" and "[PAD]" in the config).
+#[test]
+fn disagreeing_special_token_files_resolve_as_in_transformers() {
+    let root = fixtures().join("special-tokens");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("expected.json")).unwrap())
+            .unwrap();
+    let texts: Vec<&str> = expected["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for name in ["decoder", "legacy", "fast"] {
+        let want = &expected[name];
+        let tokenizer = TextTokenizer::from_dir(&root.join(name), 32, 99).unwrap();
+        assert_eq!(
+            u64::from(tokenizer.pad_id()),
+            want["pad_token_id"].as_u64().unwrap(),
+            "{name}: pad id"
+        );
+        let batch = tokenizer.encode_batch(&texts).unwrap();
+        for (row, ids) in want["input_ids"].as_array().unwrap().iter().enumerate() {
+            let ids: Vec<u32> = ids
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            let got = &batch.ids[row * batch.seq_len..(row + 1) * batch.seq_len];
+            assert_eq!(&got[..ids.len()], ids, "{name}: ids of text {row}");
+            assert!(
+                got[ids.len()..].iter().all(|&id| id == tokenizer.pad_id()),
+                "{name}: padding of text {row}"
+            );
+        }
+    }
+}
+
 #[test]
 fn vocab_txt_of_another_tokenizer_class_is_refused() {
     let dir = vocab_only("lxmert", "class");

@@ -18,8 +18,10 @@ use crate::warning::warn;
 /// Name of the tokenizer file inside a model directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// Files that transformers reads special tokens from, most authoritative first.
-const SPECIAL_TOKEN_FILES: [&str; 2] = ["special_tokens_map.json", "tokenizer_config.json"];
+/// The tokenizer config file that names the tokenizer's class, options and special tokens.
+pub(super) const CONFIG_FILE: &str = "tokenizer_config.json";
+/// The older file of special tokens, which overrides CONFIG_FILE's where it is read.
+const SPECIAL_TOKENS_MAP_FILE: &str = "special_tokens_map.json";
 
 /// A loaded tokenizer with the limits of the model it feeds.
 #[derive(Debug, Clone)]
@@ -229,8 +231,7 @@ impl TextTokenizer {
 }
 
 /// The special token `field` ("pad_token", "cls_token", …) as the tokenizer's config files
-/// name it, and the file it came from: special_tokens_map.json first, as transformers reads
-/// them.
+/// name it (see [`config_field`]), and the file it came from.
 pub(super) fn special_token(
     dir: &Path,
     field: &str,
@@ -242,18 +243,32 @@ pub(super) fn special_token(
     Ok(Some((path, token)))
 }
 
-/// The field `field` of the first tokenizer config file that sets it (special_tokens_map.json,
-/// then tokenizer_config.json), and that file.
+/// The special-token field `field` of the tokenizer config files, and the file that set it,
+/// as transformers (4.34 on) reads them: from tokenizer_config.json alone when it has an
+/// `added_tokens_decoder` (which those versions write, and then special_tokens_map.json is
+/// not read), else from special_tokens_map.json first, then tokenizer_config.json.
 pub(super) fn config_field(
     dir: &Path,
     field: &str,
 ) -> Result<Option<(PathBuf, Value)>, InputError> {
-    for name in SPECIAL_TOKEN_FILES {
-        let path = dir.join(name);
-        if !path.is_file() {
-            continue;
-        }
-        match read_json(&path)?.get_mut(field).map(Value::take) {
+    let config = dir.join(CONFIG_FILE);
+    let config_json = match config.is_file() {
+        true => Some(read_json(&config)?),
+        false => None,
+    };
+    let decoder = config_json
+        .as_ref()
+        .is_some_and(|c| c.get("added_tokens_decoder").is_some());
+    let map = dir.join(SPECIAL_TOKENS_MAP_FILE);
+    let mut sources = Vec::new();
+    if !decoder && map.is_file() {
+        sources.push((read_json(&map)?, map));
+    }
+    if let Some(json) = config_json {
+        sources.push((json, config));
+    }
+    for (mut json, path) in sources {
+        match json.get_mut(field).map(Value::take) {
             None | Some(Value::Null) => continue,
             Some(value) => return Ok(Some((path, value))),
         }

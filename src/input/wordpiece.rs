@@ -20,12 +20,11 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Model, Tokenizer};
 
-use super::text::{config_field, read_json, special_token, token_content};
+use super::text::{config_field, read_json, special_token, token_content, CONFIG_FILE};
 use super::InputError;
 
 /// The slow tokenizer's vocabulary, one token per line, ids in line order.
 pub const VOCAB_FILE: &str = "vocab.txt";
-const CONFIG_FILE: &str = "tokenizer_config.json";
 /// The added tokens of tokenizers saved before `added_tokens_decoder`: token → id.
 const ADDED_TOKENS_FILE: &str = "added_tokens.json";
 
