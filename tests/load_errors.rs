@@ -752,3 +752,64 @@ fn preprocessing_for_another_image_size_is_refused() {
         &[&path_str(&preprocessor), "crop_size", "48×48", "224×224"],
     );
 }
+
+// ----------------------------------------------------------------------------------------------
+// absurd values that would allocate without end, or fail later with an internal message
+
+/// A config without id2label names its answers LABEL_0 … from num_labels / num_qa_labels
+/// before the weights are read: a count of 10^12 aborted the process allocating the names.
+#[test]
+fn absurd_answer_counts_are_refused_before_allocating() {
+    use fiedler::model::config::{LxmertConfig, ViltConfig};
+    let unnamed = |c: &mut serde_json::Value| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("id2label");
+        c.remove("label2id");
+    };
+    let vilt = edited_fixture("vilt", "labels-huge", |c| {
+        unnamed(c);
+        c["num_labels"] = 1_000_000_000_000u64.into();
+    });
+    let err = ViltConfig::from_dir(&vilt).unwrap_err().to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&vilt.join("config.json")),
+            "num_labels",
+            "1000000000000",
+        ],
+    );
+    let lxmert = edited_fixture("lxmert", "labels-huge", |c| {
+        unnamed(c);
+        c["num_qa_labels"] = 1_000_000_000_000u64.into();
+    });
+    let err = LxmertConfig::from_dir(&lxmert).unwrap_err().to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&lxmert.join("config.json")),
+            "num_qa_labels",
+            "at most",
+        ],
+    );
+}
+
+/// LXMERT's config without id2label skipped the hidden_size / num_attention_heads check:
+/// inspect said the model loads, and explain failed on an attention buffer's length.
+#[test]
+fn lxmert_heads_are_checked_without_id2label() {
+    use fiedler::model::config::LxmertConfig;
+    let dir = edited_fixture("lxmert", "heads5-unnamed", |c| {
+        c.as_object_mut().unwrap().remove("id2label");
+        c["num_attention_heads"] = 5.into();
+    });
+    let err = LxmertConfig::from_dir(&dir).unwrap_err().to_string();
+    assert_mentions(
+        &err,
+        &[
+            "hidden_size",
+            "multiple of num_attention_heads (5)",
+            "found 48",
+        ],
+    );
+}
