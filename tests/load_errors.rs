@@ -813,3 +813,94 @@ fn lxmert_heads_are_checked_without_id2label() {
         ],
     );
 }
+
+/// A resize or crop size in the hundreds of thousands of pixels (a typo) made explain abort on
+/// a multi-GB allocation: it is refused when the preprocessing is read, naming file and field.
+#[test]
+fn preprocessing_sizes_past_the_limit_are_refused() {
+    use fiedler::input::image::{ImageProcessorConfig, MAX_SIDE};
+    use fiedler::input::vilt::ViltProcessorConfig;
+    let file = "preprocessor_config.json";
+    for (i, size) in [
+        serde_json::json!({"shortest_edge": 1_000_000}),
+        serde_json::json!({"height": 100_000, "width": 100_000}),
+        serde_json::json!(1_000_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = edited_fixture_file("clip", &format!("size-huge-{i}"), file, |j| {
+            j["size"] = size.clone()
+        });
+        let err = ImageProcessorConfig::from_dir(&dir, 48)
+            .unwrap_err()
+            .to_string();
+        assert_mentions(
+            &err,
+            &[&path_str(&dir.join(file)), "`size`", &MAX_SIDE.to_string()],
+        );
+    }
+    let dir = edited_fixture_file("vilt", "size-huge", file, |j| {
+        j["size"] = serde_json::json!({"shortest_edge": 1_000_000})
+    });
+    let err = ViltProcessorConfig::from_dir(&dir).unwrap_err().to_string();
+    assert_mentions(&err, &[&path_str(&dir.join(file)), "`size`"]);
+    // the largest allowed size still reads
+    let dir = edited_fixture_file("vilt", "size-max", file, |j| {
+        j["size"] = serde_json::json!({"shortest_edge": MAX_SIDE})
+    });
+    assert!(ViltProcessorConfig::from_dir(&dir).is_ok());
+}
+
+/// A tiny image_std (or a huge rescale_factor) made every pixel infinite; explain then failed
+/// with "pixel value inf at index 0 is not finite", naming neither file nor field.
+#[test]
+fn preprocessing_that_makes_pixels_infinite_is_refused() {
+    use fiedler::input::image::ImageProcessorConfig;
+    use fiedler::input::vilt::ViltProcessorConfig;
+    let file = "preprocessor_config.json";
+    let cases = [
+        ("image_std", serde_json::json!([1e-45, 1e-45, 1e-45])),
+        ("rescale_factor", serde_json::json!(1e38)),
+    ];
+    for (field, value) in cases {
+        for model in ["clip", "vilt"] {
+            let dir = edited_fixture_file(model, &format!("inf-{field}"), file, |j| {
+                j[field] = value.clone()
+            });
+            let err = if model == "clip" {
+                ImageProcessorConfig::from_dir(&dir, 48).unwrap_err()
+            } else {
+                ViltProcessorConfig::from_dir(&dir).unwrap_err()
+            };
+            assert_mentions(
+                &err.to_string(),
+                &[&path_str(&dir.join(file)), field, "finite"],
+            );
+        }
+    }
+    // a negative std or mean is odd but finite: it reads
+    let dir = edited_fixture_file("vilt", "std-negative", file, |j| {
+        j["image_std"] = serde_json::json!([-0.5, -0.5, -0.5])
+    });
+    assert!(ViltProcessorConfig::from_dir(&dir).is_ok());
+}
+
+/// ViLT rounds sides down to multiples of size_divisor: one past the shortest edge rounded
+/// every image to 0×0, an error that named the image rather than the config.
+#[test]
+fn vilt_size_divisor_past_the_shortest_edge_is_refused() {
+    use fiedler::input::vilt::ViltProcessorConfig;
+    let file = "preprocessor_config.json";
+    let dir = edited_fixture_file("vilt", "divisor", file, |j| j["size_divisor"] = 128.into());
+    let err = ViltProcessorConfig::from_dir(&dir).unwrap_err().to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&dir.join(file)),
+            "size_divisor",
+            "(64)",
+            "found 128",
+        ],
+    );
+}
