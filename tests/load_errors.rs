@@ -904,3 +904,115 @@ fn vilt_size_divisor_past_the_shortest_edge_is_refused() {
         ],
     );
 }
+
+// ----------------------------------------------------------------------------------------------
+// a tokenizer that does not belong to the model
+
+/// A tokenizer.json without a post-processor adds no [CLS]/[SEP]: ViLT and LXMERT then took
+/// the first and last words for special tokens and explained without a word of warning.
+#[test]
+fn tokenizer_without_start_and_end_tokens_is_refused() {
+    use fiedler::session::{LxmertSession, ViltSession};
+    let edit = |j: &mut serde_json::Value| j["post_processor"] = serde_json::Value::Null;
+    let vilt = edited_fixture_file("vilt", "no-post", "tokenizer.json", edit);
+    let err = ViltSession::open(&vilt).err().expect("refused").to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&vilt.join("tokenizer.json")),
+            "adds 0 special tokens",
+            "post_processor",
+        ],
+    );
+    let lxmert = edited_fixture_file("lxmert", "no-post", "tokenizer.json", edit);
+    let err = LxmertSession::open(&lxmert, None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(&err, &["adds 0 special tokens"]);
+}
+
+/// Token ids past the model's embedding failed as "embed_tokens: token id 100007 is outside
+/// the vocabulary of 222", naming neither the tokenizer nor the token. The special tokens,
+/// which every text gets, are checked when the model opens; other tokens when a text has one.
+#[test]
+fn tokenizer_ids_past_the_vocabulary_are_named() {
+    use fiedler::explain::{Method, MethodOptions};
+    use fiedler::session::{AnswerTarget, PairRequest, ViltSession};
+    let tokenizer = "tokenizer.json";
+    let special = edited_fixture_file("vilt", "special-past", tokenizer, |j| {
+        for processor in ["special_tokens"] {
+            for token in j["post_processor"][processor]
+                .as_object_mut()
+                .unwrap()
+                .values_mut()
+            {
+                token["ids"] = serde_json::json!([1_000_000]);
+            }
+        }
+    });
+    let err = ViltSession::open(&special)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&special.join(tokenizer)),
+            "special token \"[CLS]\" has id 1000000",
+            "vocab_size (config.json) is 329",
+        ],
+    );
+
+    let word = edited_fixture_file("vilt", "word-past", tokenizer, |j| {
+        j["model"]["vocab"]["what"] = 100_000.into();
+    });
+    let session = ViltSession::open(&word).expect("the special tokens fit: it opens");
+    let pairs = [PairRequest {
+        image: common::repo().join("examples/images/shapes-1.png"),
+        text: "what color is it?".into(),
+    }];
+    let err = session
+        .explain(
+            &pairs,
+            &[Method::RawAttn],
+            &MethodOptions::default(),
+            &AnswerTarget::Predicted,
+            1,
+            |_| {},
+        )
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&word.join(tokenizer)),
+            "\"what\" id 100000",
+            "vocab_size (config.json) is 329",
+        ],
+    );
+}
+
+/// A CLIP config whose eos_token_id is not the tokenizer's end token pooled nothing: every
+/// explanation failed with "text 0 has no end-of-text token (id …)". It is refused on opening,
+/// naming the field and the id the tokenizer uses.
+#[test]
+fn clip_eos_token_id_must_be_the_tokenizers_end_token() {
+    let dir = edited_fixture("clip", "eos", |c| {
+        c["text_config"]["eos_token_id"] = 5.into()
+    });
+    let err = fiedler::session::ClipSession::open(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&dir.join("config.json")),
+            "text_config.eos_token_id",
+            "expected 813",
+            "found 5",
+        ],
+    );
+}

@@ -26,7 +26,9 @@ use crate::input::image::{
     center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
 };
 use crate::input::text::TextTokenizer;
+use crate::input::InputError;
 use crate::model::clip::{Clip, ClipInputs};
+use crate::model::config::CONFIG_FILE;
 use crate::session::{check_requests, in_batches, PairRequest, SessionError};
 
 /// Side of the square image the overlays are drawn on (the model's own input is often tiny).
@@ -72,7 +74,23 @@ impl<B: Backend> ClipSession<B> {
         let model = Clip::load(&backend, dir)?;
         let text = &model.config.text;
         let tokenizer =
-            TextTokenizer::from_dir(dir, text.max_position_embeddings, text.pad_token_id)?;
+            TextTokenizer::from_dir(dir, text.max_position_embeddings, text.pad_token_id)?
+                .for_vocabulary(text.vocab_size)?;
+        // CLIP pools each text at its end-of-text token (eos_token_id; 2 is the legacy value
+        // that pools at the largest id instead, as transformers does).
+        let (_, end) = tokenizer.frame_ids()?;
+        if text.eos_token_id != 2 && end != text.eos_token_id {
+            return Err(InputError::ConfigField {
+                path: dir.join(CONFIG_FILE),
+                field: "text_config.eos_token_id".into(),
+                expected: format!(
+                    "{end}, the id of the end token the tokenizer puts after every text \
+                     (CLIP reads each text there)"
+                ),
+                found: text.eos_token_id.to_string(),
+            }
+            .into());
+        }
         let image_size = model.config.vision.image_size;
         let processor = ImageProcessorConfig::from_dir(dir, image_size)?;
         processor.check_square_output(dir, image_size)?;

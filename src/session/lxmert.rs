@@ -47,7 +47,8 @@ impl<B: Backend> LxmertSession<B> {
     pub fn open_on(backend: B, dir: &Path, answers: Option<&Path>) -> Result<Self, SessionError> {
         let model = Lxmert::load(&backend, dir)?;
         let c = &model.config;
-        let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
+        let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?
+            .for_vocabulary(c.vocab_size)?;
         let answers = match answers {
             None => {
                 if unnamed_answers(&c.id2label) {

@@ -38,7 +38,8 @@ impl<B: Backend> ViltSession<B> {
     pub fn open_on(backend: B, dir: &Path) -> Result<Self, SessionError> {
         let model = Vilt::load(&backend, dir)?;
         let c = &model.config;
-        let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
+        let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?
+            .for_vocabulary(c.vocab_size)?;
         let processor = ViltProcessorConfig::from_dir(dir)?;
         Ok(Self {
             backend,
