@@ -1,12 +1,13 @@
 //! The library entry point for CLIP: load a model directory once, then explain batches of
 //! (image, text) pairs with a list of methods.
 //!
-//! ```no_run
+//! ```
 //! use fiedler::explain::{Method, MethodOptions};
 //! use fiedler::session::{ClipSession, PairRequest};
 //! # fn main() -> anyhow::Result<()> {
 //! let session = ClipSession::open("tests/fixtures/clip".as_ref())?;
-//! let pairs = [PairRequest { image: "cat.png".into(), text: "a photo of a cat".into() }];
+//! let image = "tests/fixtures/images/catdog.png";
+//! let pairs = [PairRequest { image: image.into(), text: "a photo of a cat".into() }];
 //! for result in session.explain(&pairs, &[Method::DsmiGrad], &MethodOptions::default(), 16, |_| {})? {
 //!     println!("{} {:.2} {:?}", result.text, result.score, result.explanations[0].image_relevance);
 //! }
@@ -37,9 +38,12 @@ const DISPLAY_SIZE: usize = 224;
 /// Everything fiedler computed for one pair.
 #[derive(Debug, Clone)]
 pub struct PairResult {
+    /// The image file, as requested.
     pub image: PathBuf,
+    /// The caption, as requested.
     pub text: String,
-    /// The real tokens of the text as shown to a person (special tokens included).
+    /// The real tokens of the text as shown to a person (special tokens included), one per
+    /// entry of each explanation's `text_relevance`.
     pub tokens: Vec<String>,
     /// Whether the text was cut to the model's positions.
     pub truncated: bool,
@@ -102,6 +106,7 @@ impl<B: Backend> ClipSession<B> {
         })
     }
 
+    /// The loaded model; its `config` holds the hyper-parameters of both towers.
     pub fn model(&self) -> &Clip<B> {
         &self.model
     }
@@ -116,6 +121,7 @@ impl<B: Backend> ClipSession<B> {
         &self.processor
     }
 
+    /// The tokenizer, to encode texts by hand or map tokens back to words.
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }

@@ -70,10 +70,13 @@ impl<B: Backend> LxmertSession<B> {
         })
     }
 
+    /// The answer of each logit: config.json's id2label, or the answer list given to `open`;
+    /// what `AnswerTarget::parse` reads `answer:TEXT` against.
     pub fn answers(&self) -> &[String] {
         &self.answers
     }
 
+    /// The loaded model; its `config` holds the hyper-parameters (and a VQA model's answers).
     pub fn model(&self) -> &Lxmert<B> {
         &self.model
     }
@@ -83,6 +86,7 @@ impl<B: Backend> LxmertSession<B> {
         &self.backend
     }
 
+    /// The tokenizer, to encode texts by hand or map tokens back to words.
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }

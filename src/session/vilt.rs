@@ -49,6 +49,13 @@ impl<B: Backend> ViltSession<B> {
         })
     }
 
+    /// The answer of each logit (config.json's id2label): what `AnswerTarget::parse` reads
+    /// `answer:TEXT` against.
+    pub fn answers(&self) -> &[String] {
+        &self.model.config.id2label
+    }
+
+    /// The loaded model; its `config` holds the hyper-parameters (and a VQA model's answers).
     pub fn model(&self) -> &Vilt<B> {
         &self.model
     }
@@ -62,6 +69,7 @@ impl<B: Backend> ViltSession<B> {
         &self.processor
     }
 
+    /// The tokenizer, to encode texts by hand or map tokens back to words.
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
