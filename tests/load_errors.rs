@@ -1016,3 +1016,30 @@ fn clip_eos_token_id_must_be_the_tokenizers_end_token() {
         ],
     );
 }
+
+/// A CLIP preprocessor_config.json without a center crop resizes only the shortest edge: a
+/// non-square image then reached the model at another size and failed as "pixel buffer has
+/// 22320 values, expected 1 images of 3×48×48". The error names the image and the setting; a
+/// square image still fits.
+#[test]
+fn clip_without_center_crop_names_the_image_that_does_not_fit() {
+    use fiedler::explain::{Method, MethodOptions};
+    use fiedler::session::{ClipSession, PairRequest};
+    let dir = edited_fixture_file("clip", "no-crop", "preprocessor_config.json", |j| {
+        j["do_center_crop"] = false.into()
+    });
+    let session = ClipSession::open(&dir).expect("opens: a square image fits");
+    let explain = |image: &str| {
+        let pairs = [PairRequest {
+            image: fixtures().join("images").join(image),
+            text: "a photo of a cat".into(),
+        }];
+        session.explain(&pairs, &[Method::RawAttn], &MethodOptions::default(), 1, |_| {})
+    };
+    assert!(explain("catdog.png").is_ok());
+    let err = explain("tall.png").err().expect("refused").to_string();
+    assert_mentions(
+        &err,
+        &["tall.png", "48×155 pixels", "48×48 images", "do_center_crop"],
+    );
+}

@@ -151,6 +151,18 @@ impl<B: Backend> ClipSession<B> {
     ) -> Result<Vec<PairResult>, SessionError> {
         let images: Vec<&Path> = pairs.iter().map(|p| p.image.as_path()).collect();
         let pixels = self.processor.preprocess_batch(&images)?;
+        // Without a center crop, a preprocessor_config.json that resizes the shortest edge
+        // leaves a non-square image at another size than the position embeddings are for.
+        let size = self.model.config.vision.image_size;
+        if (pixels.height, pixels.width) != (size, size) {
+            return Err(InputError::ModelImageSize {
+                what: images[0].display().to_string(),
+                height: pixels.height,
+                width: pixels.width,
+                size,
+            }
+            .into());
+        }
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         let tokens = self.tokenizer.encode_batch(&texts)?;
         let inputs = ClipInputs {
