@@ -64,7 +64,7 @@ QUESTIONS=$(grep -o '"question_id"' "$SET/questions.json" | wc -l)
   echo "- **word rank**: mean rank (1 = top) of the best relevant question word, expected over"
   echo "  ties (a flat map ranks at chance). N/A for CLIP, whose true caption names every object"
   echo "  (no word is singled out)."
-  echo "- **AUCs**: the perturbation benchmark of \`fiedler eval\` (spec §E): accuracy (%) as the"
+  echo "- **AUCs**: the perturbation benchmark of \`fiedler eval\` ([methods.md](methods.md) §E): accuracy (%) as the"
   echo "  most (+, lower is better) or least (−, higher is better) relevant image units or words"
   echo "  are removed. N/A for CLIP, which has no answer to perturb."
   echo "- **chance**: the same ground-truth scores for relevance in random order."

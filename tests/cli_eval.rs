@@ -592,6 +592,17 @@ fn progress_is_plain_lines_off_a_terminal() {
     assert!(err[last..].contains("samples/s)\n  raw-attn"), "{err}");
     assert!(err[last..].contains("image+"), "{err}");
 
+    // resumed with `--method`, the spelling explain and bench use: the same run
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            if a == "--methods" {
+                "--method".into()
+            } else {
+                a
+            }
+        })
+        .collect();
     let err = stderr(&run_ok(&args));
     assert!(
         err.starts_with("eval: resuming, 7 of 7 samples done earlier; 0 to go\n"),

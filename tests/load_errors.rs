@@ -752,3 +752,294 @@ fn preprocessing_for_another_image_size_is_refused() {
         &[&path_str(&preprocessor), "crop_size", "48×48", "224×224"],
     );
 }
+
+// ----------------------------------------------------------------------------------------------
+// absurd values that would allocate without end, or fail later with an internal message
+
+/// A config without id2label names its answers LABEL_0 … from num_labels / num_qa_labels
+/// before the weights are read: a count of 10^12 aborted the process allocating the names.
+#[test]
+fn absurd_answer_counts_are_refused_before_allocating() {
+    use fiedler::model::config::{LxmertConfig, ViltConfig};
+    let unnamed = |c: &mut serde_json::Value| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("id2label");
+        c.remove("label2id");
+    };
+    let vilt = edited_fixture("vilt", "labels-huge", |c| {
+        unnamed(c);
+        c["num_labels"] = 1_000_000_000_000u64.into();
+    });
+    let err = ViltConfig::from_dir(&vilt).unwrap_err().to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&vilt.join("config.json")),
+            "num_labels",
+            "1000000000000",
+        ],
+    );
+    let lxmert = edited_fixture("lxmert", "labels-huge", |c| {
+        unnamed(c);
+        c["num_qa_labels"] = 1_000_000_000_000u64.into();
+    });
+    let err = LxmertConfig::from_dir(&lxmert).unwrap_err().to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&lxmert.join("config.json")),
+            "num_qa_labels",
+            "at most",
+        ],
+    );
+}
+
+/// LXMERT's config without id2label skipped the hidden_size / num_attention_heads check:
+/// inspect said the model loads, and explain failed on an attention buffer's length.
+#[test]
+fn lxmert_heads_are_checked_without_id2label() {
+    use fiedler::model::config::LxmertConfig;
+    let dir = edited_fixture("lxmert", "heads5-unnamed", |c| {
+        c.as_object_mut().unwrap().remove("id2label");
+        c["num_attention_heads"] = 5.into();
+    });
+    let err = LxmertConfig::from_dir(&dir).unwrap_err().to_string();
+    assert_mentions(
+        &err,
+        &[
+            "hidden_size",
+            "multiple of num_attention_heads (5)",
+            "found 48",
+        ],
+    );
+}
+
+/// A resize or crop size in the hundreds of thousands of pixels (a typo) made explain abort on
+/// a multi-GB allocation: it is refused when the preprocessing is read, naming file and field.
+#[test]
+fn preprocessing_sizes_past_the_limit_are_refused() {
+    use fiedler::input::image::{ImageProcessorConfig, MAX_SIDE};
+    use fiedler::input::vilt::ViltProcessorConfig;
+    let file = "preprocessor_config.json";
+    for (i, size) in [
+        serde_json::json!({"shortest_edge": 1_000_000}),
+        serde_json::json!({"height": 100_000, "width": 100_000}),
+        serde_json::json!(1_000_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dir = edited_fixture_file("clip", &format!("size-huge-{i}"), file, |j| {
+            j["size"] = size.clone()
+        });
+        let err = ImageProcessorConfig::from_dir(&dir, 48)
+            .unwrap_err()
+            .to_string();
+        assert_mentions(
+            &err,
+            &[&path_str(&dir.join(file)), "`size`", &MAX_SIDE.to_string()],
+        );
+    }
+    let dir = edited_fixture_file("vilt", "size-huge", file, |j| {
+        j["size"] = serde_json::json!({"shortest_edge": 1_000_000})
+    });
+    let err = ViltProcessorConfig::from_dir(&dir).unwrap_err().to_string();
+    assert_mentions(&err, &[&path_str(&dir.join(file)), "`size`"]);
+    // the largest allowed size still reads
+    let dir = edited_fixture_file("vilt", "size-max", file, |j| {
+        j["size"] = serde_json::json!({"shortest_edge": MAX_SIDE})
+    });
+    assert!(ViltProcessorConfig::from_dir(&dir).is_ok());
+}
+
+/// A tiny image_std (or a huge rescale_factor) made every pixel infinite; explain then failed
+/// with "pixel value inf at index 0 is not finite", naming neither file nor field.
+#[test]
+fn preprocessing_that_makes_pixels_infinite_is_refused() {
+    use fiedler::input::image::ImageProcessorConfig;
+    use fiedler::input::vilt::ViltProcessorConfig;
+    let file = "preprocessor_config.json";
+    let cases = [
+        ("image_std", serde_json::json!([1e-45, 1e-45, 1e-45])),
+        ("rescale_factor", serde_json::json!(1e38)),
+    ];
+    for (field, value) in cases {
+        for model in ["clip", "vilt"] {
+            let dir = edited_fixture_file(model, &format!("inf-{field}"), file, |j| {
+                j[field] = value.clone()
+            });
+            let err = if model == "clip" {
+                ImageProcessorConfig::from_dir(&dir, 48).unwrap_err()
+            } else {
+                ViltProcessorConfig::from_dir(&dir).unwrap_err()
+            };
+            assert_mentions(
+                &err.to_string(),
+                &[&path_str(&dir.join(file)), field, "finite"],
+            );
+        }
+    }
+    // a negative std or mean is odd but finite: it reads
+    let dir = edited_fixture_file("vilt", "std-negative", file, |j| {
+        j["image_std"] = serde_json::json!([-0.5, -0.5, -0.5])
+    });
+    assert!(ViltProcessorConfig::from_dir(&dir).is_ok());
+}
+
+/// ViLT rounds sides down to multiples of size_divisor: one past the shortest edge rounded
+/// every image to 0×0, an error that named the image rather than the config.
+#[test]
+fn vilt_size_divisor_past_the_shortest_edge_is_refused() {
+    use fiedler::input::vilt::ViltProcessorConfig;
+    let file = "preprocessor_config.json";
+    let dir = edited_fixture_file("vilt", "divisor", file, |j| j["size_divisor"] = 128.into());
+    let err = ViltProcessorConfig::from_dir(&dir).unwrap_err().to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&dir.join(file)),
+            "size_divisor",
+            "(64)",
+            "found 128",
+        ],
+    );
+}
+
+// ----------------------------------------------------------------------------------------------
+// a tokenizer that does not belong to the model
+
+/// A tokenizer.json without a post-processor adds no [CLS]/[SEP]: ViLT and LXMERT then took
+/// the first and last words for special tokens and explained without a word of warning.
+#[test]
+fn tokenizer_without_start_and_end_tokens_is_refused() {
+    use fiedler::session::{LxmertSession, ViltSession};
+    let edit = |j: &mut serde_json::Value| j["post_processor"] = serde_json::Value::Null;
+    let vilt = edited_fixture_file("vilt", "no-post", "tokenizer.json", edit);
+    let err = ViltSession::open(&vilt).err().expect("refused").to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&vilt.join("tokenizer.json")),
+            "adds 0 special tokens",
+            "post_processor",
+        ],
+    );
+    let lxmert = edited_fixture_file("lxmert", "no-post", "tokenizer.json", edit);
+    let err = LxmertSession::open(&lxmert, None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(&err, &["adds 0 special tokens"]);
+}
+
+/// Token ids past the model's embedding failed as "embed_tokens: token id 100007 is outside
+/// the vocabulary of 222", naming neither the tokenizer nor the token. The special tokens,
+/// which every text gets, are checked when the model opens; other tokens when a text has one.
+#[test]
+fn tokenizer_ids_past_the_vocabulary_are_named() {
+    use fiedler::explain::{Method, MethodOptions};
+    use fiedler::session::{AnswerTarget, PairRequest, ViltSession};
+    let tokenizer = "tokenizer.json";
+    let special = edited_fixture_file("vilt", "special-past", tokenizer, |j| {
+        for processor in ["special_tokens"] {
+            for token in j["post_processor"][processor]
+                .as_object_mut()
+                .unwrap()
+                .values_mut()
+            {
+                token["ids"] = serde_json::json!([1_000_000]);
+            }
+        }
+    });
+    let err = ViltSession::open(&special)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&special.join(tokenizer)),
+            "special token \"[CLS]\" has id 1000000",
+            "vocab_size (config.json) is 329",
+        ],
+    );
+
+    let word = edited_fixture_file("vilt", "word-past", tokenizer, |j| {
+        j["model"]["vocab"]["what"] = 100_000.into();
+    });
+    let session = ViltSession::open(&word).expect("the special tokens fit: it opens");
+    let pairs = [PairRequest {
+        image: common::repo().join("examples/images/shapes-1.png"),
+        text: "what color is it?".into(),
+    }];
+    let err = session
+        .explain(
+            &pairs,
+            &[Method::RawAttn],
+            &MethodOptions::default(),
+            &AnswerTarget::Predicted,
+            1,
+            |_| {},
+        )
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&word.join(tokenizer)),
+            "\"what\" id 100000",
+            "vocab_size (config.json) is 329",
+        ],
+    );
+}
+
+/// A CLIP config whose eos_token_id is not the tokenizer's end token pooled nothing: every
+/// explanation failed with "text 0 has no end-of-text token (id …)". It is refused on opening,
+/// naming the field and the id the tokenizer uses.
+#[test]
+fn clip_eos_token_id_must_be_the_tokenizers_end_token() {
+    let dir = edited_fixture("clip", "eos", |c| {
+        c["text_config"]["eos_token_id"] = 5.into()
+    });
+    let err = fiedler::session::ClipSession::open(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&dir.join("config.json")),
+            "text_config.eos_token_id",
+            "expected 813",
+            "found 5",
+        ],
+    );
+}
+
+/// A CLIP preprocessor_config.json without a center crop resizes only the shortest edge: a
+/// non-square image then reached the model at another size and failed as "pixel buffer has
+/// 22320 values, expected 1 images of 3×48×48". The error names the image and the setting; a
+/// square image still fits.
+#[test]
+fn clip_without_center_crop_names_the_image_that_does_not_fit() {
+    use fiedler::explain::{Method, MethodOptions};
+    use fiedler::session::{ClipSession, PairRequest};
+    let dir = edited_fixture_file("clip", "no-crop", "preprocessor_config.json", |j| {
+        j["do_center_crop"] = false.into()
+    });
+    let session = ClipSession::open(&dir).expect("opens: a square image fits");
+    let explain = |image: &str| {
+        let pairs = [PairRequest {
+            image: fixtures().join("images").join(image),
+            text: "a photo of a cat".into(),
+        }];
+        session.explain(&pairs, &[Method::RawAttn], &MethodOptions::default(), 1, |_| {})
+    };
+    assert!(explain("catdog.png").is_ok());
+    let err = explain("tall.png").err().expect("refused").to_string();
+    assert_mentions(
+        &err,
+        &["tall.png", "48×155 pixels", "48×48 images", "do_center_crop"],
+    );
+}

@@ -55,8 +55,8 @@ pub struct BenchArgs {
     /// Batch sizes, comma-separated.
     #[arg(long, default_value = "1,16", value_delimiter = ',', value_parser = positive)]
     batch: Vec<usize>,
-    /// Methods, comma-separated, or `all` (the default). Not for --size fiedler, which
-    /// times the solver alone.
+    /// Methods, comma-separated, or `all` (the default): the names explain --method takes.
+    /// Not for --size fiedler, which times the solver alone.
     #[arg(long)]
     method: Option<String>,
     /// Timed repetitions per measurement; the median is reported.

@@ -119,8 +119,10 @@ struct RunArgs {
     // Named report::DEFAULT_RESULTS, so that its report keeps the plain names.
     #[arg(long, default_value = "fiedler-eval/results.jsonl")]
     results: PathBuf,
-    /// Method(s): a comma-separated list or `all`.
-    #[arg(long, default_value = "all")]
+    /// Method(s): a name, a comma-separated list or `all` (`--method` also accepted, as
+    /// explain and bench spell it). Valid: raw-attn, rollout, grad-cam, chefer, dsmi,
+    /// dsmi-grad, dsmi-grad-attn, transformer-attribution, partial-lrp, chefer-lrp.
+    #[arg(long, visible_alias = "method", default_value = "all")]
     methods: String,
     /// What to remove: image, text or both [default: image,text]. VQA models only: a CLIP
     /// run is scored against ground truth, with nothing removed.

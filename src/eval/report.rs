@@ -66,17 +66,20 @@ impl Tally {
 
     /// One line per method with its running AUCs, for progress displays.
     pub fn summary(&self, steps: &[f64]) -> String {
-        self.methods()
+        let methods = self.methods();
+        // Columns line up whatever the names ("transformer-attribution") and AUCs (0 to 100).
+        let width = methods.iter().map(|m| m.chars().count()).max().unwrap_or(0);
+        methods
             .iter()
             .map(|m| {
                 let cells: Vec<String> = TESTS
                     .iter()
                     .filter_map(|&t| {
                         self.curve(m, t)
-                            .map(|(_, acc)| format!("{} {:.2}", t.column(), auc(steps, &acc)))
+                            .map(|(_, acc)| format!("{} {:6.2}", t.column(), auc(steps, &acc)))
                     })
                     .collect();
-                format!("{m:<16} {}", cells.join("  "))
+                format!("{m:<width$} {}", cells.join("  "))
             })
             .collect::<Vec<_>>()
             .join("\n")

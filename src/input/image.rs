@@ -27,6 +27,12 @@ use crate::warning::warn;
 /// Name of the image processor configuration inside a model directory.
 pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
 
+/// The largest side (in pixels) a preprocessor_config.json may resize or crop to. Real
+/// checkpoints use 224 to 640; a size in the hundreds of thousands is a typo that would have
+/// each image resized into gigabytes (and ViLT's patch sequence grow to match) before anything
+/// else could fail, so it is refused when the model opens.
+pub const MAX_SIDE: usize = 4096;
+
 /// OpenAI CLIP's per-channel mean (transformers' `OPENAI_CLIP_MEAN`).
 // Both constants keep transformers' decimal digits; they round to f32 as numpy's float32 does.
 #[allow(clippy::excessive_precision)]
@@ -249,7 +255,7 @@ impl ImageProcessorConfig {
                 }
             },
         };
-        Ok(Self {
+        let config = Self {
             do_resize: fields.flag("do_resize", default.do_resize)?,
             size: match fields.get("size") {
                 None => default.size,
@@ -284,7 +290,14 @@ impl ImageProcessorConfig {
             do_normalize: fields.flag("do_normalize", default.do_normalize)?,
             image_mean: fields.per_channel("image_mean", default.image_mean, false)?,
             image_std: fields.per_channel("image_std", default.image_std, true)?,
-        })
+        };
+        fields.check_finite_pixels(
+            config.do_rescale.then_some(config.rescale_factor),
+            config
+                .do_normalize
+                .then_some((config.image_mean, config.image_std)),
+        )?;
+        Ok(config)
     }
 
     /// Loads and preprocesses the image file at `path`.
@@ -419,38 +432,80 @@ impl Fields<'_> {
         }
     }
 
+    /// A size in pixels (or a size divisor): a positive integer up to [`MAX_SIDE`].
     pub(crate) fn positive(&self, key: &str) -> Result<usize, InputError> {
         self.get(key)
             .and_then(Value::as_u64)
             .and_then(|n| usize::try_from(n).ok())
-            .filter(|&n| n > 0)
-            .ok_or_else(|| self.error(key, "a positive integer"))
+            .filter(|&n| n > 0 && n <= MAX_SIDE)
+            .ok_or_else(|| {
+                self.error(
+                    key,
+                    &format!("a positive integer of at most {MAX_SIDE} (pixels)"),
+                )
+            })
     }
 
     /// A size object: `{"shortest_edge": n}` or `{"height": h, "width": w}`.
     pub(crate) fn size_dict(&self, key: &str) -> Result<ResizeTo, InputError> {
-        const EXPECTED: &str =
-            "an integer, {\"shortest_edge\": n} or {\"height\": h, \"width\": w} with positive sizes";
+        let expected = format!(
+            "an integer, {{\"shortest_edge\": n}} or {{\"height\": h, \"width\": w}} with \
+             positive sizes of at most {MAX_SIDE} pixels"
+        );
         let obj = self
             .get(key)
             .and_then(Value::as_object)
-            .ok_or_else(|| self.error(key, EXPECTED))?;
+            .ok_or_else(|| self.error(key, &expected))?;
         let dim = |name: &str| {
             obj.get(name)
                 .and_then(Value::as_u64)
                 .and_then(|n| usize::try_from(n).ok())
-                .filter(|&n| n > 0)
+                .filter(|&n| n > 0 && n <= MAX_SIDE)
         };
         if obj.contains_key("shortest_edge") {
             dim("shortest_edge")
                 .map(ResizeTo::ShortestEdge)
-                .ok_or_else(|| self.error(key, EXPECTED))
+                .ok_or_else(|| self.error(key, &expected))
         } else {
             match (dim("height"), dim("width")) {
                 (Some(height), Some(width)) => Ok(ResizeTo::Exact { height, width }),
-                _ => Err(self.error(key, EXPECTED)),
+                _ => Err(self.error(key, &expected)),
             }
         }
+    }
+
+    /// Refuses a rescale factor, mean or std under which some pixel value (0 to 255) leaves
+    /// the f32 range, e.g. an `image_std` of 1e-45: every image would then reach the model
+    /// as infinities. `rescale` and `normalize` are the settings in use (None when off).
+    pub(crate) fn check_finite_pixels(
+        &self,
+        rescale: Option<f64>,
+        normalize: Option<([f32; 3], [f32; 3])>,
+    ) -> Result<(), InputError> {
+        for c in 0..3 {
+            for v in [0u8, 255] {
+                let x = match rescale {
+                    Some(factor) => (f64::from(v) * factor) as f32,
+                    None => f32::from(v),
+                };
+                let key = if !x.is_finite() {
+                    "rescale_factor"
+                } else {
+                    match normalize {
+                        Some((mean, std)) if !((x - mean[c]) / std[c]).is_finite() => "image_std",
+                        _ => continue,
+                    }
+                };
+                return Err(self.error(
+                    key,
+                    &format!(
+                        "values that keep every pixel finite (pixel value {v} of channel {c} \
+                         becomes infinite)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Three per-channel values, or one number for all channels (as `normalize` accepts).

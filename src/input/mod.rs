@@ -45,6 +45,13 @@ pub enum InputError {
         out_width: usize,
         out_height: usize,
     },
+    #[error("{what} preprocesses to {width}×{height} pixels, but the model takes {size}×{size} images: preprocessor_config.json resizes without a center crop to that size (do_center_crop is off)")]
+    ModelImageSize {
+        what: String,
+        height: usize,
+        width: usize,
+        size: usize,
+    },
     #[error("cannot read {path}: {source}")]
     ConfigRead {
         path: PathBuf,

@@ -29,8 +29,13 @@ pub struct TextTokenizer {
     tokenizer: Tokenizer,
     max_positions: usize,
     pad_id: u32,
-    /// Special tokens the post-processor adds to one sequence (2 for CLIP: start and end).
+    /// Special tokens the post-processor adds to one sequence: 2, the start and end tokens.
     added_tokens: usize,
+    /// The file the tokenizer came from (tokenizer.json or vocab.txt), for messages.
+    path: PathBuf,
+    /// Rows of the model's token embedding, once [`TextTokenizer::for_vocabulary`] has tied
+    /// the tokenizer to a model: a token id past them is refused when a text produces it.
+    vocab_size: Option<usize>,
 }
 
 /// Token ids of a batch, right-padded to the longest sequence.
@@ -104,6 +109,21 @@ impl TextTokenizer {
         let added_tokens = tokenizer
             .get_post_processor()
             .map_or(0, |p| p.added_tokens(false));
+        // The models read a text framed by a start and an end token: ViLT and LXMERT pool
+        // [CLS] at position 0, CLIP the end-of-text token, and the methods score the tokens
+        // between. Without them the first and last words would be taken for special tokens.
+        if added_tokens != 2 {
+            let none = if added_tokens == 0 {
+                " (it has no post_processor that adds them)"
+            } else {
+                ""
+            };
+            return Err(load_error(format!(
+                "it adds {added_tokens} special tokens to a text{none}; CLIP, ViLT and LXMERT \
+                 read a text between a start and an end token ([CLS] … [SEP], \
+                 <|startoftext|> … <|endoftext|>), so it must add 2"
+            )));
+        }
         if max_positions <= added_tokens {
             return Err(load_error(format!(
                 "the model has {max_positions} positions, but the post-processor adds \
@@ -115,7 +135,49 @@ impl TextTokenizer {
             max_positions,
             pad_id,
             added_tokens,
+            path,
+            vocab_size: None,
         })
+    }
+
+    /// Ties the tokenizer to the model it feeds, whose token embedding has `vocab_size` rows
+    /// (config.json): the start, end and pad tokens, which every batch holds, must be among
+    /// them, or the model is refused when it opens; any other token past them is refused,
+    /// by name, when a text produces it. A tokenizer from another model otherwise surfaces
+    /// only as an index error in the embedding.
+    pub fn for_vocabulary(mut self, vocab_size: usize) -> Result<Self, InputError> {
+        let (specials, _) = self.encode_one(0, "")?;
+        let named = specials
+            .get_ids()
+            .iter()
+            .zip(specials.get_tokens())
+            .map(|(&id, token)| (id, format!("special token {token:?}")))
+            .chain([(self.pad_id, "pad token".to_string())]);
+        for (id, what) in named {
+            if id as usize >= vocab_size {
+                return Err(InputError::Tokenizer {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "its {what} has id {id}, but the model's vocab_size (config.json) \
+                         is {vocab_size}: the tokenizer does not belong to this model"
+                    ),
+                });
+            }
+        }
+        self.vocab_size = Some(vocab_size);
+        Ok(self)
+    }
+
+    /// The ids of the start and end tokens the tokenizer puts around every text.
+    pub fn frame_ids(&self) -> Result<(u32, u32), InputError> {
+        let (specials, _) = self.encode_one(0, "")?;
+        match *specials.get_ids() {
+            [start, end] => Ok((start, end)),
+            ref ids => Err(InputError::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("an empty text encodes to {ids:?}, not a start and an end token"),
+            }),
+        }
     }
 
     pub fn max_positions(&self) -> usize {
@@ -170,6 +232,25 @@ impl TextTokenizer {
             reason: e.to_string(),
         };
         let mut words = self.tokenizer.encode(text, false).map_err(encode_error)?;
+        if let Some(vocab_size) = self.vocab_size {
+            let past = words
+                .get_ids()
+                .iter()
+                .zip(words.get_tokens())
+                .find(|(&id, _)| id as usize >= vocab_size);
+            if let Some((id, token)) = past {
+                return Err(InputError::Encode {
+                    index,
+                    text: text.to_string(),
+                    reason: format!(
+                        "{} gives the token {token:?} id {id}, but the model's vocab_size \
+                         (config.json) is {vocab_size}: the tokenizer does not belong to this \
+                         model",
+                        self.path.display()
+                    ),
+                });
+            }
+        }
         let full_len = words.len() + self.added_tokens;
         let cut = full_len > self.max_positions;
         if cut {

@@ -145,7 +145,7 @@ impl ViltProcessorConfig {
             Some(_) => fields.flag("pad_and_return_pixel_mask", default.do_pad)?,
             None => fields.flag("do_pad", default.do_pad)?,
         };
-        Ok(Self {
+        let config = Self {
             do_resize: fields.flag("do_resize", default.do_resize)?,
             shortest_edge,
             size_divisor: match fields.get("size_divisor") {
@@ -177,7 +177,25 @@ impl ViltProcessorConfig {
             image_mean: fields.per_channel("image_mean", default.image_mean, false)?,
             image_std: fields.per_channel("image_std", default.image_std, true)?,
             do_pad,
-        })
+        };
+        // Sides are rounded down to multiples of size_divisor: one past the shortest edge
+        // would round every image to nothing.
+        if config.do_resize && config.size_divisor > config.shortest_edge {
+            return Err(fields.error(
+                "size_divisor",
+                &format!(
+                    "at most the shortest edge images are resized to ({})",
+                    config.shortest_edge
+                ),
+            ));
+        }
+        fields.check_finite_pixels(
+            config.do_rescale.then_some(config.rescale_factor),
+            config
+                .do_normalize
+                .then_some((config.image_mean, config.image_std)),
+        )?;
+        Ok(config)
     }
 
     /// The (height, width) an image of `height` × `width` is resized to (before any padding).

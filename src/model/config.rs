@@ -396,7 +396,18 @@ impl LxmertConfig {
             dtype: raw.dtype()?,
             answer_probability: s.answer_probability()?,
         };
+        s.divisible(
+            ("hidden_size", config.hidden_size),
+            ("num_attention_heads", config.num_attention_heads),
+        )?;
         let qa = s.positive("num_qa_labels", 9500)?;
+        if qa > MAX_LABELS {
+            return Err(s.error(
+                "num_qa_labels",
+                format!("at most {MAX_LABELS} answers"),
+                qa.to_string(),
+            ));
+        }
         if s.get("id2label").is_none() {
             // Checkpoints such as unc-nlp/lxmert-vqa-uncased ship no answer names; an answer
             // list (`--answers`) names them later.
@@ -412,13 +423,15 @@ impl LxmertConfig {
                 qa.to_string(),
             ));
         }
-        s.divisible(
-            ("hidden_size", config.hidden_size),
-            ("num_attention_heads", config.num_attention_heads),
-        )?;
         Ok(config)
     }
 }
+
+/// The most answers a VQA head may have. A config without id2label names its answers
+/// LABEL_0 … LABEL_{n-1} from `num_labels` / `num_qa_labels` alone, before the weights are
+/// read; a count past any real head (VQA v2 has 3129 answers) would allocate names without
+/// end, so it is refused as the absurd value it is.
+pub const MAX_LABELS: usize = 1_000_000;
 
 /// The parsed JSON object of a config.json and where it came from.
 struct RawConfig {
@@ -601,7 +614,14 @@ impl<'a> Section<'a> {
             Some(v) => Some(
                 v.as_u64()
                     .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| self.error("num_labels", "an integer ≥ 0", v.to_string()))?,
+                    .filter(|&n| n <= MAX_LABELS)
+                    .ok_or_else(|| {
+                        self.error(
+                            "num_labels",
+                            format!("an integer from 0 to {MAX_LABELS}"),
+                            v.to_string(),
+                        )
+                    })?,
             ),
         };
         let Some(v) = self.get("id2label") else {

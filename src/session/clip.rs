@@ -1,12 +1,13 @@
 //! The library entry point for CLIP: load a model directory once, then explain batches of
 //! (image, text) pairs with a list of methods.
 //!
-//! ```no_run
+//! ```
 //! use fiedler::explain::{Method, MethodOptions};
 //! use fiedler::session::{ClipSession, PairRequest};
 //! # fn main() -> anyhow::Result<()> {
 //! let session = ClipSession::open("tests/fixtures/clip".as_ref())?;
-//! let pairs = [PairRequest { image: "cat.png".into(), text: "a photo of a cat".into() }];
+//! let image = "tests/fixtures/images/catdog.png";
+//! let pairs = [PairRequest { image: image.into(), text: "a photo of a cat".into() }];
 //! for result in session.explain(&pairs, &[Method::DsmiGrad], &MethodOptions::default(), 16, |_| {})? {
 //!     println!("{} {:.2} {:?}", result.text, result.score, result.explanations[0].image_relevance);
 //! }
@@ -26,7 +27,9 @@ use crate::input::image::{
     center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
 };
 use crate::input::text::TextTokenizer;
+use crate::input::InputError;
 use crate::model::clip::{Clip, ClipInputs};
+use crate::model::config::CONFIG_FILE;
 use crate::session::{check_requests, in_batches, PairRequest, SessionError};
 
 /// Side of the square image the overlays are drawn on (the model's own input is often tiny).
@@ -35,9 +38,12 @@ const DISPLAY_SIZE: usize = 224;
 /// Everything fiedler computed for one pair.
 #[derive(Debug, Clone)]
 pub struct PairResult {
+    /// The image file, as requested.
     pub image: PathBuf,
+    /// The caption, as requested.
     pub text: String,
-    /// The real tokens of the text as shown to a person (special tokens included).
+    /// The real tokens of the text as shown to a person (special tokens included), one per
+    /// entry of each explanation's `text_relevance`.
     pub tokens: Vec<String>,
     /// Whether the text was cut to the model's positions.
     pub truncated: bool,
@@ -72,7 +78,23 @@ impl<B: Backend> ClipSession<B> {
         let model = Clip::load(&backend, dir)?;
         let text = &model.config.text;
         let tokenizer =
-            TextTokenizer::from_dir(dir, text.max_position_embeddings, text.pad_token_id)?;
+            TextTokenizer::from_dir(dir, text.max_position_embeddings, text.pad_token_id)?
+                .for_vocabulary(text.vocab_size)?;
+        // CLIP pools each text at its end-of-text token (eos_token_id; 2 is the legacy value
+        // that pools at the largest id instead, as transformers does).
+        let (_, end) = tokenizer.frame_ids()?;
+        if text.eos_token_id != 2 && end != text.eos_token_id {
+            return Err(InputError::ConfigField {
+                path: dir.join(CONFIG_FILE),
+                field: "text_config.eos_token_id".into(),
+                expected: format!(
+                    "{end}, the id of the end token the tokenizer puts after every text \
+                     (CLIP reads each text there)"
+                ),
+                found: text.eos_token_id.to_string(),
+            }
+            .into());
+        }
         let image_size = model.config.vision.image_size;
         let processor = ImageProcessorConfig::from_dir(dir, image_size)?;
         processor.check_square_output(dir, image_size)?;
@@ -84,6 +106,7 @@ impl<B: Backend> ClipSession<B> {
         })
     }
 
+    /// The loaded model; its `config` holds the hyper-parameters of both towers.
     pub fn model(&self) -> &Clip<B> {
         &self.model
     }
@@ -98,6 +121,7 @@ impl<B: Backend> ClipSession<B> {
         &self.processor
     }
 
+    /// The tokenizer, to encode texts by hand or map tokens back to words.
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
@@ -127,6 +151,18 @@ impl<B: Backend> ClipSession<B> {
     ) -> Result<Vec<PairResult>, SessionError> {
         let images: Vec<&Path> = pairs.iter().map(|p| p.image.as_path()).collect();
         let pixels = self.processor.preprocess_batch(&images)?;
+        // Without a center crop, a preprocessor_config.json that resizes the shortest edge
+        // leaves a non-square image at another size than the position embeddings are for.
+        let size = self.model.config.vision.image_size;
+        if (pixels.height, pixels.width) != (size, size) {
+            return Err(InputError::ModelImageSize {
+                what: images[0].display().to_string(),
+                height: pixels.height,
+                width: pixels.width,
+                size,
+            }
+            .into());
+        }
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         let tokens = self.tokenizer.encode_batch(&texts)?;
         let inputs = ClipInputs {

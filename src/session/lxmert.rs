@@ -47,7 +47,8 @@ impl<B: Backend> LxmertSession<B> {
     pub fn open_on(backend: B, dir: &Path, answers: Option<&Path>) -> Result<Self, SessionError> {
         let model = Lxmert::load(&backend, dir)?;
         let c = &model.config;
-        let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
+        let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?
+            .for_vocabulary(c.vocab_size)?;
         let answers = match answers {
             None => {
                 if unnamed_answers(&c.id2label) {
@@ -69,10 +70,13 @@ impl<B: Backend> LxmertSession<B> {
         })
     }
 
+    /// The answer of each logit: config.json's id2label, or the answer list given to `open`;
+    /// what `AnswerTarget::parse` reads `answer:TEXT` against.
     pub fn answers(&self) -> &[String] {
         &self.answers
     }
 
+    /// The loaded model; its `config` holds the hyper-parameters (and a VQA model's answers).
     pub fn model(&self) -> &Lxmert<B> {
         &self.model
     }
@@ -82,6 +86,7 @@ impl<B: Backend> LxmertSession<B> {
         &self.backend
     }
 
+    /// The tokenizer, to encode texts by hand or map tokens back to words.
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }

@@ -23,6 +23,8 @@ pub use clip::{ClipSession, PairResult};
 pub use lxmert::{LxmertSession, RegionRequest};
 pub use vilt::ViltSession;
 
+/// What can stop a session from opening or explaining; every message names the file, text or
+/// setting at fault.
 #[derive(Debug, Error)]
 pub enum SessionError {
     #[error(transparent)]
@@ -63,7 +65,9 @@ pub enum SessionError {
 /// One (image, text) pair to explain: a caption for CLIP, a question for the VQA models.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairRequest {
+    /// A PNG or JPEG file.
     pub image: PathBuf,
+    /// The caption or question; it must hold a word.
     pub text: String,
 }
 
@@ -171,10 +175,14 @@ const TOP_ANSWERS: usize = 5;
 /// Everything fiedler computed for one (image, question) pair of a VQA model.
 #[derive(Debug, Clone)]
 pub struct QuestionResult {
+    /// The image file (ViLT), or the regions file (LXMERT), as requested.
     pub image: PathBuf,
     pub question: String,
-    /// The real tokens of the question as shown to a person ([CLS] and [SEP] included).
+    /// The real tokens of the question as shown to a person ([CLS] and [SEP] included), one
+    /// per entry of each explanation's `text_relevance`: the decoded text of each token, with
+    /// the space before it where the question has one (" what", "##s" pieces joined: "s").
     pub tokens: Vec<String>,
+    /// Whether the question was cut to the model's positions (`tokens` are the kept ones).
     pub truncated: bool,
     /// The predicted answer.
     pub answer: String,

@@ -38,7 +38,8 @@ impl<B: Backend> ViltSession<B> {
     pub fn open_on(backend: B, dir: &Path) -> Result<Self, SessionError> {
         let model = Vilt::load(&backend, dir)?;
         let c = &model.config;
-        let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?;
+        let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?
+            .for_vocabulary(c.vocab_size)?;
         let processor = ViltProcessorConfig::from_dir(dir)?;
         Ok(Self {
             backend,
@@ -48,6 +49,13 @@ impl<B: Backend> ViltSession<B> {
         })
     }
 
+    /// The answer of each logit (config.json's id2label): what `AnswerTarget::parse` reads
+    /// `answer:TEXT` against.
+    pub fn answers(&self) -> &[String] {
+        &self.model.config.id2label
+    }
+
+    /// The loaded model; its `config` holds the hyper-parameters (and a VQA model's answers).
     pub fn model(&self) -> &Vilt<B> {
         &self.model
     }
@@ -61,6 +69,7 @@ impl<B: Backend> ViltSession<B> {
         &self.processor
     }
 
+    /// The tokenizer, to encode texts by hand or map tokens back to words.
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
