@@ -1416,6 +1416,22 @@ fn fiedler_graphs(dim: usize) -> Vec<(Vec<f32>, usize, Vec<bool>)> {
     graphs
 }
 
+/// `fiedler_graphs`' graphs (or others of that form) as the solvers' inputs.
+fn graph_inputs(
+    graphs: &[(Vec<f32>, usize, Vec<bool>)],
+    dim: usize,
+) -> Vec<fiedler::linalg::GraphInput<'_>> {
+    graphs
+        .iter()
+        .map(|(features, rows, mask)| fiedler::linalg::GraphInput {
+            features,
+            rows: *rows,
+            dim,
+            mask,
+        })
+        .collect()
+}
+
 /// Two batched Fiedler results agree: the same errors, or λ₂ within `lambda_tol`, the gap
 /// within `gap_tol`, and |v| and v within `vector_tol` of their largest entry (unless λ₂ is
 /// repeated, where the vector is not unique). `g` must have converged (residual ≤ 1e-9).
@@ -1479,20 +1495,12 @@ fn assert_same_fiedler(
 /// output, eigenvector error ≈ residual/gap); the gap (μ₃ run stops at 1e-6) to 1e-5.
 #[test]
 fn batched_fiedler_matches_cpu_lanczos() {
-    use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions, Solver};
+    use fiedler::linalg::{fiedler_batch, GraphOptions, Solver};
 
     let Some(cuda) = device() else { return };
     let dim = 64;
     let graphs = fiedler_graphs(dim);
-    let inputs: Vec<GraphInput> = graphs
-        .iter()
-        .map(|(features, rows, mask)| GraphInput {
-            features,
-            rows: *rows,
-            dim,
-            mask,
-        })
-        .collect();
+    let inputs = graph_inputs(&graphs, dim);
     for l2_normalize in [true, false] {
         let opts = GraphOptions {
             l2_normalize,
@@ -1518,7 +1526,6 @@ fn batched_fiedler_matches_cpu_lanczos() {
 fn the_operator_in_shared_memory_gives_the_same_bits() {
     use fiedler::backend::cuda::GraphKernel;
     use fiedler::linalg::synthetic::{clustered_features, Clusters};
-    use fiedler::linalg::GraphInput;
 
     let Some(dense) = device() else { return };
     let Some(shared) = device().map(|c| c.with_graph_kernel(GraphKernel::Shared)) else {
@@ -1535,15 +1542,7 @@ fn the_operator_in_shared_memory_gives_the_same_bits() {
         let f = clustered_features(rows, dim, &shape, rows as u64);
         graphs.push((f, rows, vec![true; rows]));
     }
-    let inputs: Vec<GraphInput> = graphs
-        .iter()
-        .map(|(features, rows, mask)| GraphInput {
-            features,
-            rows: *rows,
-            dim,
-            mask,
-        })
-        .collect();
+    let inputs = graph_inputs(&graphs, dim);
     for l2_normalize in [true, false] {
         let a = dense.fiedler_batch(&inputs, l2_normalize).expect("dense");
         let b = shared.fiedler_batch(&inputs, l2_normalize).expect("shared");
@@ -1581,8 +1580,6 @@ fn the_operator_in_shared_memory_gives_the_same_bits() {
 /// error of the call.
 #[test]
 fn fiedler_of_device_features_matches_the_host_entry() {
-    use fiedler::linalg::GraphInput;
-
     let Some(cuda) = device() else { return };
     let dim = 64;
     let graphs = fiedler_graphs(dim);
@@ -1596,15 +1593,7 @@ fn fiedler_of_device_features_matches_the_host_entry() {
             (next - rows, mask.as_slice())
         })
         .collect();
-    let inputs: Vec<GraphInput> = graphs
-        .iter()
-        .map(|(features, rows, mask)| GraphInput {
-            features,
-            rows: *rows,
-            dim,
-            mask,
-        })
-        .collect();
+    let inputs = graph_inputs(&graphs, dim);
     for l2_normalize in [true, false] {
         let host = cuda
             .fiedler_batch(&inputs, l2_normalize)

@@ -1034,12 +1034,23 @@ fn clip_without_center_crop_names_the_image_that_does_not_fit() {
             image: fixtures().join("images").join(image),
             text: "a photo of a cat".into(),
         }];
-        session.explain(&pairs, &[Method::RawAttn], &MethodOptions::default(), 1, |_| {})
+        session.explain(
+            &pairs,
+            &[Method::RawAttn],
+            &MethodOptions::default(),
+            1,
+            |_| {},
+        )
     };
     assert!(explain("catdog.png").is_ok());
     let err = explain("tall.png").err().expect("refused").to_string();
     assert_mentions(
         &err,
-        &["tall.png", "48×155 pixels", "48×48 images", "do_center_crop"],
+        &[
+            "tall.png",
+            "48×155 pixels",
+            "48×48 images",
+            "do_center_crop",
+        ],
     );
 }
