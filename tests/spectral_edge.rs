@@ -421,3 +421,36 @@ fn spec_b_signed_vector_has_its_largest_entry_positive() {
         assert_eq!(abs, f.vector, "{solver}");
     }
 }
+
+/// §B step 3 guards only degrees below 1e-12: a node attached by a weight of 1e-6 keeps its
+/// own degree. The returned pair must solve L v = λ D v with that D (formed here), vᵀDv = 1.
+#[test]
+fn spec_b_weak_degrees_above_the_guard_are_kept() {
+    let weak = 1e-6;
+    #[rustfmt::skip]
+    let w = vec![
+        1.0, 0.5, 0.0, 0.0,
+        0.5, 1.0, 0.2, 0.0,
+        0.0, 0.2, 1.0, weak,
+        0.0, 0.0, weak, 0.0,
+    ];
+    let n = 4;
+    let graph = Graph::from_affinity(n, &w).unwrap();
+    let d: Vec<f64> = w.chunks(n).map(|r| r.iter().sum()).collect();
+    for solver in SOLVERS {
+        let f = graph.fiedler(solver).unwrap();
+        let (lambda, v) = (f.lambda2.unwrap(), &f.signed);
+        let dnorm: f64 = (0..n).map(|i| d[i] * (v[i] as f64).powi(2)).sum();
+        assert!(close(dnorm, 1.0, 1e-5), "{solver}: vᵀDv = {dnorm}");
+        for i in 0..n {
+            let lv: f64 = (0..n)
+                .map(|j| (if i == j { d[i] } else { 0.0 } - w[i * n + j]) * v[j] as f64)
+                .sum();
+            let r = lv - lambda * d[i] * v[i] as f64;
+            assert!(
+                r.abs() <= 1e-5,
+                "{solver}: row {i} of L v − λ D v is {r:e} ({v:?})"
+            );
+        }
+    }
+}
