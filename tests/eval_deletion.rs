@@ -6,11 +6,14 @@
 //! Tolerance: logits ≤ 1e-5 relative to the largest logit, as the forward tests. Keeping
 //! every patch or region through the deletion options must give the plain forward's logits
 //! exactly, and mixing deletions in one padded batch must give each sample's own logits.
+//! The benchmark's own forwards (`EvalModel::predict` on a step's `Keep`) must give the
+//! golden logits' answers.
 
 mod common;
 
 use common::{fixtures, floats, max_diff_rel_to_max, Golden};
 use fiedler::backend::Cpu;
+use fiedler::eval::runner::{EvalModel, Keep};
 use fiedler::input::regions::load_regions;
 use fiedler::input::text::TextTokenizer;
 use fiedler::input::vilt::pad_batch;
@@ -201,4 +204,87 @@ fn lxmert_region_and_word_deletion_match_transformers() {
         session.model().logits(&Cpu, &x).unwrap().logits
     };
     assert_eq!(single(None), single(Some(vec![n])));
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
+}
+
+/// Each golden case as the benchmark names its input: `image_key` lists the units kept,
+/// `kept_words` the token positions kept, neither: the whole input.
+fn case_keeps(cases: &[Value], image_key: &str) -> Vec<Keep> {
+    cases
+        .iter()
+        .map(|c| match (&c[image_key], &c["kept_words"]) {
+            (Value::Array(_), _) => Keep::Image(indices(&c[image_key])),
+            (_, Value::Array(_)) => Keep::Text(indices(&c["kept_words"])),
+            _ => Keep::All,
+        })
+        .collect()
+}
+
+/// The golden answers (argmax of each case's logits; every margin ≥ 0.066, against logit
+/// errors ≤ 1e-5 of the max), checked to tell deletions apart from the whole input: a
+/// forward that ignored the deletion would answer differently.
+fn golden_answers(cases: &[Value], deleting: &[&str]) -> Vec<usize> {
+    let answers: Vec<usize> = cases
+        .iter()
+        .map(|c| argmax(&floats(&c["logits"])))
+        .collect();
+    for key in deleting {
+        assert!(
+            cases
+                .iter()
+                .zip(&answers)
+                .any(|(c, &a)| c[key].is_array() && a != answers[0]),
+            "no {key} case changes the answer: the check below could not fail"
+        );
+    }
+    answers
+}
+
+/// The benchmark's own perturbed forwards (`EvalModel::predict` on a step's `Keep`, as the
+/// runner calls it) answer as transformers does on the same deletions: LXMERT regions kept
+/// in top-k order down to none, ViLT patches deleted, words deleted. This pins the glue from
+/// kept units to model inputs (`eval::tokens`, `LxmertEval::batch`, `ViltSession::batch`),
+/// which the tests above bypass by building the model inputs by hand.
+#[test]
+fn benchmark_forwards_answer_like_the_golden_deletions() {
+    let g = &golden()["lxmert"];
+    let session = LxmertSession::open(&fixtures().join("lxmert"), None).unwrap();
+    let regions = load_regions(
+        &fixtures()
+            .join("lxmert")
+            .join(g["regions"].as_str().unwrap()),
+        None,
+    )
+    .unwrap();
+    let input = session
+        .eval_input(regions, g["question"].as_str().unwrap())
+        .unwrap();
+    let cases = g["cases"].as_array().unwrap();
+    let keeps = case_keeps(cases, "regions");
+    let items: Vec<_> = keeps.iter().map(|k| (&input, k)).collect();
+    let expected = golden_answers(cases, &["regions", "kept_words"]);
+    assert_eq!(
+        session.evaluator().predict(&items).unwrap(),
+        expected,
+        "lxmert, cases {keeps:?}"
+    );
+
+    let g = &golden()["vilt"];
+    let session = ViltSession::open(&fixtures().join("vilt")).unwrap();
+    let image = fixtures().join("images").join(g["image"].as_str().unwrap());
+    let input = session
+        .eval_input(&image, g["question"].as_str().unwrap())
+        .unwrap();
+    let cases = g["cases"].as_array().unwrap();
+    let keeps = case_keeps(cases, "kept_patches");
+    let items: Vec<_> = keeps.iter().map(|k| (&input, k)).collect();
+    let expected = golden_answers(cases, &["kept_patches"]);
+    assert_eq!(
+        session.predict(&items).unwrap(),
+        expected,
+        "vilt, cases {keeps:?}"
+    );
 }

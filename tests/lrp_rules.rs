@@ -222,3 +222,22 @@ fn attention_rule_matches_the_hand_example() {
     assert!(close(&rq, &[1.75]), "{rq:?}");
     assert!(close(&rkv, &[0.25, 0.5, 1.5, 3.0]), "{rkv:?}");
 }
+
+/// §D's clone rule by hand, R_x = x ⊙ Σ_i sdiv(R_i, x), where it is not just Σ_i R_i: a unit
+/// with x = 0 gets nothing (sdiv(·, 0) = 0), x = ε = 1e-9 gets half (x/(x + ε)), and
+/// x = −ε, where x + ε = 0, divides by ε alone (−ΣR).
+#[test]
+fn clone_rule_matches_the_hand_example() {
+    let x = vec![0.0, 1e-9, -1e-9, 2.0];
+    let (r1, r2) = (vec![1.0; 4], vec![3.0; 4]);
+    let mut rx = vec![9.0; 4];
+    Cpu.lrp_clone(&mut rx, &x, &[&r1, &r2]).unwrap();
+    // 2 + ε rounds to 2 in f32: the last unit gets R₁ + R₂ = 4.
+    let expected = [0.0, 2.0, -4.0, 4.0];
+    for (i, (a, b)) in rx.iter().zip(expected).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+            "unit {i}: {rx:?} vs {expected:?}"
+        );
+    }
+}

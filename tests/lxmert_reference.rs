@@ -178,3 +178,45 @@ fn lxmert_sum_of_logits_gradients_match_transformers() {
     check_case("b1", VqaTarget::SumLogits, "sum.");
     check_case("b3", VqaTarget::SumLogits, "sum.");
 }
+
+/// §H: a VQA answer's `probability` is σ(logit) (LXMERT's head is trained with a binary loss
+/// per answer), read here from the predicted answer's raw logit (`score`, pinned above
+/// against transformers), best answer first.
+#[test]
+fn answer_probability_is_the_sigmoid_of_the_logit() {
+    use fiedler::explain::{Method, MethodOptions};
+    use fiedler::session::{AnswerTarget, LxmertSession, RegionRequest};
+
+    let session = LxmertSession::open(&fixtures().join("lxmert"), None).unwrap();
+    let requests: Vec<RegionRequest> = ["synth_000001", "synth_000002"]
+        .iter()
+        .zip(["what is on the table?", "what color is the cat?"])
+        .map(|(image, question)| RegionRequest {
+            regions: fixtures().join(format!("lxmert/regions_{image}.safetensors")),
+            image_id: None,
+            question: question.to_owned(),
+        })
+        .collect();
+    let results = session
+        .explain(
+            &requests,
+            &[Method::RawAttn],
+            &MethodOptions::default(),
+            &AnswerTarget::Predicted,
+            2,
+            |_| {},
+        )
+        .unwrap();
+    for (r, _) in &results {
+        let logit = r.explanations[0].score as f64;
+        let (answer, p) = &r.top_answers[0];
+        assert_eq!(answer, &r.answer);
+        let expected = 1.0 / (1.0 + (-logit).exp());
+        assert!(
+            (*p as f64 - expected).abs() <= 1e-6,
+            "{}: p {p} vs σ({logit}) = {expected}",
+            r.question
+        );
+        assert!(r.top_answers.windows(2).all(|w| w[0].1 >= w[1].1));
+    }
+}

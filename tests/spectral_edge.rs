@@ -347,3 +347,111 @@ fn solver_names_parse_and_print_for_the_cli() {
         "unknown solver \"qr\": expected \"dense\" or \"lanczos\""
     );
 }
+
+/// §B step 1 normalises rows as `torch.nn.functional.normalize` does: x / max(‖x‖, 1e-12).
+/// A row whose norm is below that eps is scaled by 1/eps, not to unit length: here it stays
+/// a weak node. Checked against the same graph built from rows normalised here, with the
+/// library's normalisation off (W / max W is unchanged: the unit rows keep max W = 1).
+#[test]
+fn spec_b_rows_below_the_normalisation_eps_are_divided_by_the_eps() {
+    let rows = vec![
+        vec![1.0, 0.2, 0.0],
+        vec![0.9, 0.4, 0.1],
+        vec![0.1, 1.0, 0.3],
+        vec![0.0, 0.8, 0.6],
+        // Norm 5e-13 < 1e-12: torch leaves it at 5e-13 / 1e-12 = 0.5 of unit length.
+        vec![3e-13, 4e-13, 0.0],
+    ];
+    let normalised: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|r| {
+            let norm = r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+            r.iter()
+                .map(|&v| (v as f64 / norm.max(1e-12)) as f32)
+                .collect()
+        })
+        .collect();
+    assert!((normalised[4][0] - 0.3).abs() < 1e-6, "{:?}", normalised[4]);
+    let mask = [true; 5];
+    for solver in SOLVERS {
+        let ours = solve_rows(&rows, &mask, solver);
+        let (f, n, d) = flat(&normalised);
+        let plain = GraphOptions {
+            l2_normalize: false,
+            solver,
+        };
+        let expected = fiedler(&f, n, d, &mask, &plain).unwrap();
+        for (a, b) in ours.vector.iter().zip(&expected.vector) {
+            assert!(
+                (a - b).abs() <= 1e-5,
+                "{solver}: {:?} vs {:?}",
+                ours.vector,
+                expected.vector
+            );
+        }
+        assert!(close(
+            ours.lambda2.unwrap(),
+            expected.lambda2.unwrap(),
+            1e-6
+        ));
+        // Scaled to unit length instead, the row would be a full copy of [0.6, 0.8, 0].
+        assert!(ours.vector[4] > 0.0);
+    }
+}
+
+/// The signed vector's convention (`Fiedler::signed`): v itself with vᵀDv = 1, the sign fixed
+/// so that its largest-magnitude entry is positive, and |v| is the vector the methods use.
+#[test]
+fn spec_b_signed_vector_has_its_largest_entry_positive() {
+    let rows: Vec<Vec<f32>> = (0..9).map(|i| unit(0.17 * i as f64 * i as f64)).collect();
+    let mask = [true; 9];
+    for solver in SOLVERS {
+        let f = solve_rows(&rows, &mask, solver);
+        let largest = f
+            .signed
+            .iter()
+            .copied()
+            .fold(0.0f32, |m, x| if x.abs() > m.abs() { x } else { m });
+        assert!(largest > 0.0, "{solver}: {:?}", f.signed);
+        assert!(
+            f.signed.iter().any(|&x| x < 0.0),
+            "{solver}: one side of the cut is negative"
+        );
+        let abs: Vec<f32> = f.signed.iter().map(|x| x.abs()).collect();
+        assert_eq!(abs, f.vector, "{solver}");
+    }
+}
+
+/// §B step 3 guards only degrees below 1e-12: a node attached by a weight of 1e-6 keeps its
+/// own degree. The returned pair must solve L v = λ D v with that D (formed here), vᵀDv = 1.
+#[test]
+fn spec_b_weak_degrees_above_the_guard_are_kept() {
+    let weak = 1e-6;
+    #[rustfmt::skip]
+    let w = vec![
+        1.0, 0.5, 0.0, 0.0,
+        0.5, 1.0, 0.2, 0.0,
+        0.0, 0.2, 1.0, weak,
+        0.0, 0.0, weak, 0.0,
+    ];
+    let n = 4;
+    let graph = Graph::from_affinity(n, &w).unwrap();
+    let d: Vec<f64> = w.chunks(n).map(|r| r.iter().sum()).collect();
+    for solver in SOLVERS {
+        let f = graph.fiedler(solver).unwrap();
+        let (lambda, v) = (f.lambda2.unwrap(), &f.signed);
+        let dnorm: f64 = (0..n).map(|i| d[i] * (v[i] as f64).powi(2)).sum();
+        assert!(close(dnorm, 1.0, 1e-5), "{solver}: vᵀDv = {dnorm}");
+        for i in 0..n {
+            let lv: f64 = (0..n)
+                .map(|j| (if i == j { d[i] } else { 0.0 } - w[i * n + j]) * v[j] as f64)
+                .sum();
+            // Per unit of degree: the weak row's terms are all of order 1e-6.
+            let r = (lv - lambda * d[i] * v[i] as f64) / d[i];
+            assert!(
+                r.abs() <= 1e-5,
+                "{solver}: row {i} of L v − λ D v is {r:e} ({v:?})"
+            );
+        }
+    }
+}

@@ -428,3 +428,179 @@ fn step_keep(e: &Explanation, test: Test, step: f64) -> (usize, Keep) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The runner's part of spec §E, with a model that answers which input it was given: at
+    //! every step of every test, the perturbed input is the one the protocol defines from the
+    //! explanation (computed here by hand from the spec, not with `protocol`'s functions),
+    //! the record counts the units kept, and the accuracy is the ground truth's for the
+    //! answer of that input.
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::eval::answers::GroundTruth;
+    use crate::eval::protocol::Order;
+
+    /// Answers are the `Keep`s written out; predicting returns the answer naming the input.
+    struct Echo {
+        answers: Vec<String>,
+        seen: RefCell<Vec<Keep>>,
+        explanation: Explanation,
+    }
+
+    fn name(k: &Keep) -> String {
+        format!("{k:?}")
+    }
+
+    impl Echo {
+        fn index(&self, k: &Keep) -> usize {
+            let n = name(k);
+            self.answers
+                .iter()
+                .position(|a| *a == n)
+                .unwrap_or_else(|| {
+                    panic!("the runner ran an input the protocol never asks for: {n}")
+                })
+        }
+    }
+
+    impl EvalModel for Echo {
+        type Input = ();
+
+        fn answers(&self) -> &[String] {
+            &self.answers
+        }
+
+        fn explain(
+            &self,
+            inputs: &[&()],
+            _: &[Method],
+            _: &MethodOptions,
+        ) -> Result<Vec<Explained>, EvalError> {
+            Ok(inputs
+                .iter()
+                .map(|_| Explained {
+                    predicted: self.index(&Keep::All),
+                    explanations: vec![self.explanation.clone()],
+                })
+                .collect())
+        }
+
+        fn predict(&self, items: &[(&(), &Keep)]) -> Result<Vec<usize>, EvalError> {
+            let mut seen = self.seen.borrow_mut();
+            Ok(items
+                .iter()
+                .map(|(_, k)| {
+                    seen.push((*k).clone());
+                    self.index(k)
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn every_step_runs_the_input_the_protocol_defines() {
+        use Keep::{All, Image, Text};
+        // Four regions; [CLS] w1 w2 w3 [SEP]. Relevance is raw, as explanations give it.
+        let image = vec![0.3, 0.9, 0.1, 0.5];
+        let text = vec![5.0, 0.2, 0.8, 0.5, -1.0];
+        let steps = vec![0.0, 0.5, 0.75, 1.0];
+        // §E by hand. Image: keep int((1 − s)·4) = 4, 2, 1, 0 regions, in top-k order of the
+        // relevance (least-relevant-first: the highest kept; most-relevant-first: the lowest).
+        // Text: keep int((1 − s)·3) = 3, 1, 0, 0 words, ascending, with [CLS] and [SEP].
+        let expected: [(Modality, Order, Vec<Keep>); 4] = [
+            (
+                Modality::Image,
+                Order::MostRelevantFirst,
+                vec![All, Image(vec![2, 0]), Image(vec![2]), Image(vec![])],
+            ),
+            (
+                Modality::Image,
+                Order::LeastRelevantFirst,
+                vec![All, Image(vec![1, 3]), Image(vec![1]), Image(vec![])],
+            ),
+            (
+                Modality::Text,
+                Order::MostRelevantFirst,
+                vec![All, Text(vec![0, 1, 4]), Text(vec![0, 4]), Text(vec![0, 4])],
+            ),
+            (
+                Modality::Text,
+                Order::LeastRelevantFirst,
+                vec![All, Text(vec![0, 2, 4]), Text(vec![0, 4]), Text(vec![0, 4])],
+            ),
+        ];
+        let kept_counts = |m: Modality| match m {
+            Modality::Image => vec![4, 2, 1, 0],
+            Modality::Text => vec![3, 1, 0, 0],
+        };
+        let mut answers: Vec<String> = expected
+            .iter()
+            .flat_map(|(_, _, keeps)| keeps.iter().map(name))
+            .collect();
+        answers.sort();
+        answers.dedup();
+        let model = Echo {
+            answers: answers.clone(),
+            seen: RefCell::new(Vec::new()),
+            explanation: Explanation {
+                method: Method::RawAttn,
+                score: 1.0,
+                image_relevance: image,
+                image_grid: (1, 4),
+                text_relevance: text,
+                text_scored: vec![false, true, true, true, false],
+                degenerate_graphs: Vec::new(),
+            },
+        };
+        // Each input's answer earns a score of its own, so the accuracies name the inputs too.
+        let scores: BTreeMap<String, f64> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.clone(), (i + 1) as f64 / 100.0))
+            .collect();
+        let question = Question {
+            id: "q1".into(),
+            image_id: "img".into(),
+            text: "what?".into(),
+            truth: GroundTruth::Scores(scores.clone()),
+        };
+        let plan = Plan {
+            methods: vec![Method::RawAttn],
+            tests: expected
+                .iter()
+                .map(|(modality, order, _)| Test {
+                    modality: *modality,
+                    order: *order,
+                })
+                .collect(),
+            steps,
+            batch: 8,
+            strict: true,
+            opts: MethodOptions::default(),
+        };
+        let out = run_chunk(&model, &[&question], &|_: &Question| Ok(()), &plan, None).unwrap();
+        assert!(out.failures.is_empty());
+        assert_eq!(out.records.len(), 4);
+        for ((modality, order, keeps), r) in expected.iter().zip(&out.records) {
+            let what = format!("{modality} {order}");
+            assert_eq!((r.modality, r.order), (*modality, *order), "{what}");
+            assert_eq!(r.method, "raw-attn");
+            let names: Vec<String> = keeps.iter().map(name).collect();
+            assert_eq!(r.answers, names, "{what}: inputs run at each step");
+            assert_eq!(r.kept, kept_counts(*modality), "{what}: units kept");
+            let accuracy: Vec<f64> = names.iter().map(|n| scores[n]).collect();
+            assert_eq!(r.accuracy, accuracy, "{what}");
+        }
+        // Step 0 is the explanation pass's answer, not a forward; each other input runs once.
+        let mut seen = model.seen.into_inner();
+        assert!(!seen.contains(&All));
+        let runs = seen.len();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), runs, "an input ran twice");
+        assert_eq!(runs, answers.len() - 1);
+    }
+}
