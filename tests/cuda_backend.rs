@@ -1126,7 +1126,8 @@ fn fiedler_bin() -> std::path::PathBuf {
 
 /// `fiedler explain --device cuda`: on a GPU (or the emulator) the same numbers as
 /// `--device cpu`, also with the Fiedler solver's other launch shapes (every graph on the
-/// general kernel; one graph resident per SM, each block looping over graphs); without a
+/// general kernel; one graph resident per SM, each block looping over graphs, with the
+/// operator in the workspace and in shared memory); without a
 /// device a clean error and exit code 1 — never a panic.
 #[test]
 fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
@@ -1179,12 +1180,19 @@ fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
     let (cpu, cpu_dir) = run("cpu", false, &[]);
     assert!(cpu.status.success());
     let cpu = read(&cpu_dir);
-    // The emulator's one SM makes every block of the resident launch take several graphs.
+    // The emulator's one SM makes every block of the resident launch take several graphs;
+    // with the operator in shared memory, each then rebuilds it over the previous graph's.
     let resident = [
         ("FIEDLER_GRAPH_RESIDENT", "1"),
         ("FIEDLER_CUDA_EMULATOR_SMS", "1"),
     ];
-    for env in [&[][..], &[("FIEDLER_GRAPH_KERNEL", "general")], &resident] {
+    let shared_resident = [
+        ("FIEDLER_GRAPH_KERNEL", "shared"),
+        ("FIEDLER_GRAPH_RESIDENT", "1"),
+        ("FIEDLER_CUDA_EMULATOR_SMS", "1"),
+    ];
+    let general = [("FIEDLER_GRAPH_KERNEL", "general")];
+    for env in [&[][..], &general, &resident, &shared_resident] {
         let (gpu, gpu_dir) = run("cuda", true, env);
         let stderr = String::from_utf8_lossy(&gpu.stderr);
         assert!(
