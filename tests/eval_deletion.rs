@@ -14,7 +14,7 @@ mod common;
 use common::{fixtures, floats, max_diff_rel_to_max, Golden};
 use fiedler::backend::Cpu;
 use fiedler::eval::runner::{EvalModel, Keep};
-use fiedler::input::regions::load_regions;
+use fiedler::input::regions::{load_regions, Regions};
 use fiedler::input::text::TextTokenizer;
 use fiedler::input::vilt::pad_batch;
 use fiedler::model::lxmert::LxmertInputs;
@@ -143,9 +143,8 @@ fn vilt_patch_and_word_deletion_match_transformers() {
     assert_eq!(single(None), single(Some(vec![all.clone()])));
 }
 
-#[test]
-fn lxmert_region_and_word_deletion_match_transformers() {
-    let g = &golden()["lxmert"];
+/// The LXMERT fixture's session and the golden's region features.
+fn lxmert_fixture(g: &Value) -> (LxmertSession, Regions) {
     let session = LxmertSession::open(&fixtures().join("lxmert"), None).unwrap();
     let regions = load_regions(
         &fixtures()
@@ -154,6 +153,13 @@ fn lxmert_region_and_word_deletion_match_transformers() {
         None,
     )
     .unwrap();
+    (session, regions)
+}
+
+#[test]
+fn lxmert_region_and_word_deletion_match_transformers() {
+    let g = &golden()["lxmert"];
+    let (session, regions) = lxmert_fixture(g);
     let ids = question_ids(session.tokenizer(), g);
     let (f, all) = (regions.dim, (0..regions.count).collect::<Vec<_>>());
 
@@ -251,14 +257,7 @@ fn golden_answers(cases: &[Value], deleting: &[&str]) -> Vec<usize> {
 #[test]
 fn benchmark_forwards_answer_like_the_golden_deletions() {
     let g = &golden()["lxmert"];
-    let session = LxmertSession::open(&fixtures().join("lxmert"), None).unwrap();
-    let regions = load_regions(
-        &fixtures()
-            .join("lxmert")
-            .join(g["regions"].as_str().unwrap()),
-        None,
-    )
-    .unwrap();
+    let (session, regions) = lxmert_fixture(g);
     let input = session
         .eval_input(regions, g["question"].as_str().unwrap())
         .unwrap();
