@@ -284,28 +284,59 @@ impl<B: Backend> Encoder<B> {
         })
     }
 
-    /// Back-propagates `dout` (gradient of the last layer's output) down to the first
-    /// layer's attention probabilities. Returns ∂y/∂A for every layer, first layer first.
+    /// Back-propagates the gradient `d_rows` ([rows.len(), width]) of the last layer's
+    /// output at `rows` (zero at every other row) down to the first layer's attention
+    /// probabilities. Returns ∂y/∂A for every layer, first layer first.
+    ///
+    /// The models read one pooled row per sample, so the last layer's MLP and output
+    /// projection run backwards over those rows alone (each row's MLP depends on that row
+    /// only); from its attention down every row carries a gradient.
     pub fn backward(
         &self,
         be: &B,
         acts: &EncoderActivations<B::Buf>,
-        dout: B::Buf,
+        d_rows: B::Buf,
+        rows: &[usize],
         shape: &AttentionShape,
     ) -> Result<Vec<B::Buf>, ModelError> {
+        let (d, f) = (self.dims.width, self.dims.intermediate);
         let mut grads = Vec::with_capacity(self.layers.len());
-        let mut dy = dout;
+        let mut dy: Option<B::Buf> = None;
         for (i, (lw, a)) in self.layers.iter().zip(&acts.layers).enumerate().rev() {
             let x = if i == 0 {
                 &acts.input
             } else {
                 &acts.layers[i - 1].out
             };
-            let (dprobs, dx) = self.layer_backward(be, lw, a, x, &dy, shape, i > 0)?;
+            let s = a.saved()?;
+            let (dh, dctx) = match &dy {
+                Some(dy) => self.mlp_backward(be, lw, &s.h, &s.ln2_stats, &s.fc1, dy)?,
+                None => {
+                    let gather = |buf: &B::Buf, width: usize| -> Result<B::Buf, ModelError> {
+                        let mut out = be.uninit(rows.len() * width)?;
+                        be.gather_rows(&mut out, buf, rows, width)?;
+                        Ok(out)
+                    };
+                    let (dh, dctx) = self.mlp_backward(
+                        be,
+                        lw,
+                        &gather(&s.h, d)?,
+                        &gather(&s.ln2_stats, 2)?,
+                        &gather(&s.fc1, f)?,
+                        &d_rows,
+                    )?;
+                    let scatter = |buf: &B::Buf| -> Result<B::Buf, ModelError> {
+                        let mut out = be.uninit(be.len(x))?;
+                        be.gather_rows_backward(&mut out, buf, rows, d)?;
+                        Ok(out)
+                    };
+                    (scatter(&dh)?, scatter(&dctx)?)
+                }
+            };
+            let (dprobs, dx) =
+                self.attention_backward(be, lw, a, x, dh, &dctx, shape, i > 0)?;
             grads.push(dprobs);
-            if let Some(dx) = dx {
-                dy = dx;
-            }
+            dy = dx;
         }
         grads.reverse();
         Ok(grads)
@@ -382,37 +413,55 @@ impl<B: Backend> Encoder<B> {
         Ok((cam, rx))
     }
 
-    /// One layer's backward: ∂y/∂A and, when asked, the gradient of the layer input.
-    #[allow(clippy::too_many_arguments)]
-    fn layer_backward(
+    /// The upper half of a layer backwards, from `dy` at the layer output to the gradients
+    /// at h (the residual stream between the halves) and at the attention context, over
+    /// whichever rows `dy` and the saved `h`, `ln2_stats` and `fc1` hold.
+    fn mlp_backward(
         &self,
         be: &B,
         lw: &LayerWeights<B>,
-        a: &LayerActivations<B::Buf>,
-        x: &B::Buf,
+        h: &B::Buf,
+        ln2_stats: &B::Buf,
+        fc1: &B::Buf,
         dy: &B::Buf,
-        shape: &AttentionShape,
-        input_grad: bool,
-    ) -> Result<(B::Buf, Option<B::Buf>), ModelError> {
+    ) -> Result<(B::Buf, B::Buf), ModelError> {
         let EncoderDims {
             width: d,
             intermediate: f,
             activation,
             ..
         } = self.dims;
-        let m = be.len(x) / d;
-        let (probs, a) = (&a.probs, a.saved()?);
+        let m = be.len(dy) / d;
         let mut d_act = be.uninit(m * f)?;
         be.linear_backward(&mut d_act, dy, &lw.fc2.0, m, f, d, false)?;
         let mut d_fc1 = be.uninit(m * f)?;
-        be.activation_backward(&mut d_fc1, &d_act, &a.fc1, activation)?;
+        be.activation_backward(&mut d_fc1, &d_act, fc1, activation)?;
         let mut d_ln2 = be.uninit(m * d)?;
         be.linear_backward(&mut d_ln2, &d_fc1, &lw.fc1.0, m, d, f, false)?;
         let mut dh = be.copy(dy)?;
-        be.layernorm_backward(&mut dh, &d_ln2, &a.h, &a.ln2_stats, &lw.ln2.0, d, true)?;
-
+        be.layernorm_backward(&mut dh, &d_ln2, h, ln2_stats, &lw.ln2.0, d, true)?;
         let mut dctx = be.uninit(m * d)?;
         be.linear_backward(&mut dctx, &dh, &lw.attn_out.0, m, d, d, false)?;
+        Ok((dh, dctx))
+    }
+
+    /// The lower half of a layer backwards from the gradients at h and at the attention
+    /// context: ∂y/∂A and, when asked, the gradient of the layer input.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        be: &B,
+        lw: &LayerWeights<B>,
+        a: &LayerActivations<B::Buf>,
+        x: &B::Buf,
+        dh: B::Buf,
+        dctx: &B::Buf,
+        shape: &AttentionShape,
+        input_grad: bool,
+    ) -> Result<(B::Buf, Option<B::Buf>), ModelError> {
+        let d = self.dims.width;
+        let m = be.len(x) / d;
+        let (probs, a) = (&a.probs, a.saved()?);
         let mut dprobs = be.uninit(shape.probs_len())?;
         let mut dq = be.uninit(m * d)?;
         let mut dkv = be.uninit(m * 2 * d)?;
@@ -420,7 +469,7 @@ impl<B: Backend> Encoder<B> {
             &mut dprobs,
             &mut dq,
             &mut dkv,
-            &dctx,
+            dctx,
             &a.q,
             &a.kv,
             probs,

@@ -418,8 +418,6 @@ impl<B: Backend> Clip<B> {
             &f.vision_pooled,
             &self.visual_projection.0,
             &self.post_layernorm,
-            &f.vision_rows,
-            be.len(f.vision.output()),
             dv,
         )?;
         let d_text = self.pooled_backward(
@@ -428,14 +426,14 @@ impl<B: Backend> Clip<B> {
             &f.text_pooled,
             &self.text_projection.0,
             &self.final_layernorm,
-            &f.text_rows,
-            be.len(f.text.output()),
             dt,
         )?;
-        let vision_grads = self
-            .vision
-            .backward(be, &f.vision, d_vision, &f.vision_shape)?;
-        let text_grads = self.text.backward(be, &f.text, d_text, &f.text_shape)?;
+        let vision_grads =
+            self.vision
+                .backward(be, &f.vision, d_vision, &f.vision_rows, &f.vision_shape)?;
+        let text_grads = self
+            .text
+            .backward(be, &f.text, d_text, &f.text_rows, &f.text_shape)?;
         Ok((vision_grads, text_grads))
     }
 
@@ -476,8 +474,8 @@ impl<B: Backend> Clip<B> {
         }
     }
 
-    /// Gradient of the tower output from the gradient of its projected, pooled rows.
-    #[allow(clippy::too_many_arguments)]
+    /// Gradient of the tower output at the pooled rows from the gradient of their
+    /// projections.
     fn pooled_backward(
         &self,
         be: &B,
@@ -485,20 +483,16 @@ impl<B: Backend> Clip<B> {
         pooled: &(B::Buf, B::Buf, B::Buf),
         projection: &B::Buf,
         norm: &(B::Buf, B::Buf),
-        rows: &[usize],
-        tower_len: usize,
         width: usize,
     ) -> Result<B::Buf, ModelError> {
         let (raw, normed, stats) = pooled;
-        let batch = rows.len();
+        let batch = be.len(raw) / width;
         let p = self.config.projection_dim;
-        let mut d_normed = be.zeros(be.len(normed))?;
+        let mut d_normed = be.uninit(be.len(normed))?;
         be.linear_backward(&mut d_normed, d_proj, projection, batch, width, p, false)?;
-        let mut d_raw = be.zeros(be.len(raw))?;
+        let mut d_raw = be.uninit(be.len(raw))?;
         be.layernorm_backward(&mut d_raw, &d_normed, raw, stats, &norm.0, width, false)?;
-        let mut d_tower = be.zeros(tower_len)?;
-        be.gather_rows_backward(&mut d_tower, &d_raw, rows, width)?;
-        Ok(d_tower)
+        Ok(d_raw)
     }
 
     fn check(&self, inputs: &ClipInputs) -> Result<(), ModelError> {

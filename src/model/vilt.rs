@@ -353,7 +353,7 @@ impl<B: Backend> Vilt<B> {
         let batch = f.shape.batch;
         let d_normed = self.head.backward(be, &f.head, seed)?;
         let (raw, _, stats) = &f.pooled;
-        let mut d_raw = be.zeros(batch * d)?;
+        let mut d_raw = be.uninit(batch * d)?;
         be.layernorm_backward(
             &mut d_raw,
             &d_normed,
@@ -363,10 +363,8 @@ impl<B: Backend> Vilt<B> {
             d,
             false,
         )?;
-        let mut d_tokens = be.zeros(be.len(f.encoder.output()))?;
         let rows: Vec<usize> = (0..batch).map(|b| b * f.shape.queries).collect();
-        be.gather_rows_backward(&mut d_tokens, &d_raw, &rows, d)?;
-        self.encoder.backward(be, &f.encoder, d_tokens, &f.shape)
+        self.encoder.backward(be, &f.encoder, d_raw, &rows, &f.shape)
     }
 
     /// LRP (§D) from the seed relevance at the logits: the head (linear rules; LayerNorm,
