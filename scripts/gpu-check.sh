@@ -4,15 +4,23 @@
 #
 #   scripts/gpu-check.sh [BUNDLE]        # BUNDLE defaults to target/gpu-bundle; without
 #                                        # one, executables are looked up in target/release
+#   scripts/gpu-check.sh --sanitize [BUNDLE]
+#                                        # the CUDA tests under compute-sanitizer instead
 #
-# Logs go to target/gpu-check/, one per step; SUMMARY lists each step's status. When $OUT is
-# set (a lent GPU machine, which brings back only a few files), $OUT/gpu-check/ gets SUMMARY
-# and all.log, every step's log one after the other. Budget: under 8 minutes on one H100
-# (each step has its own timeout).
+# Logs go to target/gpu-check/ (target/gpu-sanitize/), one per step; SUMMARY lists each step's
+# status. When $OUT is set (a lent GPU machine, which brings back only a few files),
+# $OUT/gpu-check/ ($OUT/gpu-sanitize/) gets SUMMARY and all.log, every step's log one after
+# the other. Budget: under 8 minutes on one H100, 4 for --sanitize (each step has its own
+# timeout).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
+mode=check
+if [ "${1:-}" = "--sanitize" ]; then
+    mode=sanitize
+    shift
+fi
 bundle=${1:-target/gpu-bundle}
 find_exe() { # name → path: the bundle's copy, else the newest target/release/deps/name-*
     if [ -x "$bundle/$1" ]; then echo "$bundle/$1"; return; fi
@@ -24,7 +32,7 @@ cuda_backend=$(find_exe cuda_backend)
 cuda_kernels=$(find_exe cuda_kernels)
 cuda_bench=$(find_exe cuda_bench)
 
-logs=target/gpu-check
+logs=target/gpu-$mode
 rm -rf "$logs"
 mkdir -p "$logs"
 summary="$logs/SUMMARY"
@@ -80,12 +88,40 @@ step() { # name timeout_s command...: runs one step, logs it, records PASS/FAIL
     tail -n 25 "$logs/$name.log"
 }
 
-[ -n "$cuda_kernels" ] && step kernels-nvrtc 40 "$cuda_kernels" --test-threads=1 --nocapture
-if [ -n "$cuda_backend" ]; then
+sanitize() { # tool timeout_s test-filter...: the CUDA backend tests under compute-sanitizer
+    local tool=$1 limit=$2; shift 2
+    step "sanitize-$tool" "$limit" "$sanitizer" --tool "$tool" --error-exitcode 9 \
+        --target-processes application-only --print-limit 20 \
+        "$cuda_backend" --test-threads=1 "$@"
+}
+
+if [ "$mode" = sanitize ]; then
+    # What the CUDA emulator cannot see, on the real device: out-of-bounds and misaligned
+    # accesses (memcheck), shared-memory races (racecheck), reads of device memory no op
+    # wrote (initcheck: trace buffers are not zero-filled) and barrier misuse (synccheck).
+    # Tests that start `fiedler` processes, or run a full-size model, are left out: the
+    # sanitizer slows every launch.
+    sanitizer=$(command -v compute-sanitizer ||
+        ls /usr/local/cuda*/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer 2>/dev/null | head -1)
+    if [ -z "$sanitizer" ] || [ -z "$cuda_backend" ]; then
+        echo "sanitize: no compute-sanitizer or no cuda_backend executable" | tee -a "$summary"
+        failed=1
+    else
+        sanitize memcheck 90 --skip explain_device --skip eval_device --skip bench_device \
+            --skip the_emulator --skip out_of_device_memory --skip tf32_trace
+        # The kernels that share memory within a block.
+        sanitize racecheck 60 attention layernorm head_mean fiedler shared_memory cosine
+        sanitize initcheck 60 trace_on_cuda lrp_on_cuda fiedler
+        sanitize synccheck 30 attention layernorm head_mean fiedler shared_memory cosine
+    fi
+fi
+
+[ "$mode" = check ] && [ -n "$cuda_kernels" ] && step kernels-nvrtc 40 "$cuda_kernels" --test-threads=1 --nocapture
+if [ "$mode" = check ] && [ -n "$cuda_backend" ]; then
     step backend-fatbin 90 "$cuda_backend" --test-threads=1 --nocapture
     step backend-nvrtc 70 env FIEDLER_KERNELS=nvrtc "$cuda_backend" --test-threads=1 --nocapture
 fi
-if [ -n "$fiedler" ]; then
+if [ "$mode" = check ] && [ -n "$fiedler" ]; then
     step explain-cuda 30 "$fiedler" explain --device cuda --model tests/fixtures/clip \
         --image tests/fixtures/images/catdog.png --text "a photo of a cat" --text "a dog" \
         --method all --out "$(mktemp -d)/explain-cuda"
@@ -128,10 +164,10 @@ if [ -n "$fiedler" ]; then
         --size lxmert-base --batch 64 --method dsmi-grad --repeats 1
 fi
 # Criterion: per-op GPU times at ViT-B/16 batch-64 sizes, Fiedler batches of 256 graphs.
-[ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench
+[ "$mode" = check ] && [ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench
 # The numbers the targets name, pulled out of the logs so that SUMMARY alone shows them:
 # Fiedler graphs/s at n = 196 (each A/B and K of the sweep), CLIP dsmi-grad at batch 64.
-{
+[ "$mode" = check ] && {
     echo "== key numbers (Fiedler: nodes graphs ms graphs/s on-device-graphs/s [stages]; CLIP: method batch … expl/s …)"
     for log in bench-fiedler bench-fiedler-release bench-fiedler-general bench-fiedler-shared \
         bench-fiedler-resident; do
@@ -146,11 +182,11 @@ fi
 echo "== summary ($logs/SUMMARY)"
 cat "$summary"
 if [ -n "${OUT:-}" ]; then
-    mkdir -p "$OUT/gpu-check"
-    cp "$summary" "$OUT/gpu-check/SUMMARY"
+    mkdir -p "$OUT/gpu-$mode"
+    cp "$summary" "$OUT/gpu-$mode/SUMMARY"
     for log in "$logs"/environment.log $(ls "$logs"/*.log | grep -v /environment.log); do
         echo "===== $(basename "$log" .log)"
         cat "$log"
-    done > "$OUT/gpu-check/all.log"
+    done > "$OUT/gpu-$mode/all.log"
 fi
 exit $failed

@@ -1307,7 +1307,8 @@ fn out_of_device_memory_names_the_batch() {
 /// The emulator's own checks, on its self-test kernels (tests/cuda_emulator/selftest.cu):
 /// threads and blocks arrive in a shuffled order, and a barrier that half a warp waits at
 /// while the other half waits at a shuffle fails the launch instead of hanging (the emulator
-/// prints what it found, "threads wait at different barriers", on stderr).
+/// prints what it found, "threads wait at different barriers", on stderr), and so does a
+/// launch shape beyond a GPU's limits.
 #[test]
 fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
     use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
@@ -1358,6 +1359,28 @@ fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
         launched.is_err(),
         "a divergent barrier must fail the launch"
     );
+    // Shapes a GPU refuses however few threads they hold in all: 65 threads deep in z, 65536
+    // blocks in y. Room for every thread, so that a launch let through shows as a success.
+    let mut order = stream.alloc_zeros::<i32>(70_000).unwrap();
+    for (grid_dim, block_dim) in [((1, 1, 1), (1, 1, 65)), ((1, 65_536, 1), (1, 1, 1))] {
+        let cfg = LaunchConfig {
+            grid_dim,
+            block_dim,
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the kernel writes one entry of `order` per thread, and it has room for all.
+        let launched = unsafe {
+            stream
+                .launch_builder(&arrival)
+                .arg(&mut order)
+                .arg(&mut count)
+                .launch(cfg)
+        };
+        assert!(
+            launched.is_err(),
+            "grid {grid_dim:?}, block {block_dim:?} must fail the launch"
+        );
+    }
 }
 
 #[test]

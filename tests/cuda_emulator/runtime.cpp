@@ -126,6 +126,11 @@ public:
         const size_t blocks = (size_t)grid.x * grid.y * grid.z;
         if (threads == 0 || threads > MAX_THREADS || blocks == 0 || blocks > MAX_BLOCKS)
             return "invalid launch shape";
+        // A GPU refuses these too (CUDA_ERROR_INVALID_VALUE), however few blocks in all.
+        if (block.x > 1024 || block.y > 1024 || block.z > 64 || grid.x > 0x7fffffffu ||
+            grid.y > 65535 || grid.z > 65535)
+            return "launch dimensions beyond a GPU's limits (block x, y <= 1024, z <= 64; "
+                   "grid y, z <= 65535)";
         std::string error = reserve(threads);
         if (!error.empty()) return error;
         kernel_ = &kernel;
