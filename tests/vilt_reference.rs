@@ -99,6 +99,20 @@ fn vilt_ragged_batch_of_three_matches_transformers() {
     check_case("b3");
 }
 
+/// `logits` runs the last layer at the [CLS] rows alone (a causal-free single query over
+/// the same masked keys): the same logits as transformers' full forward, on the ragged
+/// batch whose masks that query must keep.
+#[test]
+fn vilt_logits_without_trace_match_transformers() {
+    let g = golden();
+    let model = Vilt::load(&Cpu, &fixtures().join("vilt")).unwrap();
+    for case in ["b1", "b3"] {
+        let out = model.logits(&Cpu, &inputs(&g, case)).unwrap();
+        let err = max_diff_rel_to_max(&out.logits, &g.f32(&format!("{case}.logits")));
+        assert!(err <= 1e-5, "{case}: logits err/max {err:.3e}");
+    }
+}
+
 #[test]
 fn vilt_layouts_follow_the_token_order() {
     let g = golden();

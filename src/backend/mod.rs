@@ -157,6 +157,22 @@ impl AttentionShape {
         !(self.causal && j > i) && self.key_mask.as_ref().is_none_or(|m| m[b * self.keys + j])
     }
 
+    /// The attention of one query per sample, the one at `positions[b]` of sample b, over
+    /// the same keys: what that query sees (padding and causal masks) becomes the key mask.
+    pub fn single_query(&self, positions: &[usize]) -> Self {
+        let key_mask = positions
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &i)| (0..self.keys).map(move |j| self.visible(b, i, j)))
+            .collect();
+        Self {
+            queries: 1,
+            causal: false,
+            key_mask: Some(key_mask),
+            ..*self
+        }
+    }
+
     /// A key mask from per-sample counts of real keys at the start of each sequence.
     pub fn prefix_mask(lengths: &[usize], keys: usize) -> Vec<bool> {
         lengths

@@ -87,6 +87,18 @@ struct RelevanceSaved<Buf> {
     mlp: Buf,
 }
 
+/// What the upper half of a layer computes.
+struct Upper<Buf> {
+    attn: Buf,
+    h: Buf,
+    ln2: Buf,
+    ln2_stats: Buf,
+    fc1: Buf,
+    act: Buf,
+    mlp: Buf,
+    out: Buf,
+}
+
 impl<Buf> LayerActivations<Buf> {
     fn saved(&self) -> Result<&BackwardSaved<Buf>, ModelError> {
         self.backward
@@ -218,13 +230,7 @@ impl<B: Backend> Encoder<B> {
         shape: &AttentionShape,
         keep: Keep,
     ) -> Result<LayerActivations<B::Buf>, ModelError> {
-        let EncoderDims {
-            width: d,
-            intermediate: f,
-            activation,
-            eps,
-            ..
-        } = self.dims;
+        let EncoderDims { width: d, eps, .. } = self.dims;
         let m = be.len(x) / d;
         let (mut ln1, mut ln1_stats) = (be.uninit(m * d)?, be.uninit(2 * m)?);
         be.layernorm(&mut ln1, &mut ln1_stats, x, &lw.ln1.0, &lw.ln1.1, d, eps)?;
@@ -241,27 +247,16 @@ impl<B: Backend> Encoder<B> {
         )?;
         let (mut probs, mut ctx) = (be.uninit(shape.probs_len())?, be.uninit(m * d)?);
         be.attention(&mut probs, &mut ctx, &q, &kv, shape)?;
-        let mut attn = be.uninit(m * d)?;
-        be.linear(
-            &mut attn,
-            &ctx,
-            &lw.attn_out.0,
-            Some(&lw.attn_out.1),
-            m,
-            d,
-            d,
-        )?;
-        let mut h = be.uninit(m * d)?;
-        be.add(&mut h, x, &attn)?;
-        let (mut ln2, mut ln2_stats) = (be.uninit(m * d)?, be.uninit(2 * m)?);
-        be.layernorm(&mut ln2, &mut ln2_stats, &h, &lw.ln2.0, &lw.ln2.1, d, eps)?;
-        let (mut fc1, mut act) = (be.uninit(m * f)?, be.uninit(m * f)?);
-        be.linear(&mut fc1, &ln2, &lw.fc1.0, Some(&lw.fc1.1), m, d, f)?;
-        be.activation(&mut act, &fc1, activation)?;
-        let mut mlp = be.uninit(m * d)?;
-        be.linear(&mut mlp, &act, &lw.fc2.0, Some(&lw.fc2.1), m, f, d)?;
-        let mut out = be.uninit(m * d)?;
-        be.add(&mut out, &h, &mlp)?;
+        let Upper {
+            attn,
+            h,
+            ln2,
+            ln2_stats,
+            fc1,
+            act,
+            mlp,
+            out,
+        } = self.upper_forward(be, lw, x, &ctx)?;
         Ok(LayerActivations {
             probs,
             out,
@@ -282,6 +277,126 @@ impl<B: Backend> Encoder<B> {
                 mlp,
             }),
         })
+    }
+
+    /// The upper half of a layer, over whichever rows `x` and `ctx` hold: the output
+    /// projection and residual, then the MLP and its residual.
+    fn upper_forward(
+        &self,
+        be: &B,
+        lw: &LayerWeights<B>,
+        x: &B::Buf,
+        ctx: &B::Buf,
+    ) -> Result<Upper<B::Buf>, ModelError> {
+        let EncoderDims {
+            width: d,
+            intermediate: f,
+            activation,
+            eps,
+            ..
+        } = self.dims;
+        let m = be.len(x) / d;
+        let mut attn = be.uninit(m * d)?;
+        be.linear(
+            &mut attn,
+            ctx,
+            &lw.attn_out.0,
+            Some(&lw.attn_out.1),
+            m,
+            d,
+            d,
+        )?;
+        let mut h = be.uninit(m * d)?;
+        be.add(&mut h, x, &attn)?;
+        let (mut ln2, mut ln2_stats) = (be.uninit(m * d)?, be.uninit(2 * m)?);
+        be.layernorm(&mut ln2, &mut ln2_stats, &h, &lw.ln2.0, &lw.ln2.1, d, eps)?;
+        let (mut fc1, mut act) = (be.uninit(m * f)?, be.uninit(m * f)?);
+        be.linear(&mut fc1, &ln2, &lw.fc1.0, Some(&lw.fc1.1), m, d, f)?;
+        be.activation(&mut act, &fc1, activation)?;
+        let mut mlp = be.uninit(m * d)?;
+        be.linear(&mut mlp, &act, &lw.fc2.0, Some(&lw.fc2.1), m, f, d)?;
+        let mut out = be.uninit(m * d)?;
+        be.add(&mut out, &h, &mlp)?;
+        Ok(Upper {
+            attn,
+            h,
+            ln2,
+            ln2_stats,
+            fc1,
+            act,
+            mlp,
+            out,
+        })
+    }
+
+    /// The last layer's output at `rows` alone ([rows.len(), width]), one row per sample
+    /// (`rows[b]` in sample b), keeping nothing: what a model's scores read. Below the last
+    /// layer every row is computed, since its keys and values are; in it, only the pooled
+    /// rows' queries, attention, projections and MLP.
+    pub fn pooled_output(
+        &self,
+        be: &B,
+        x: B::Buf,
+        shape: &AttentionShape,
+        rows: &[usize],
+    ) -> Result<B::Buf, ModelError> {
+        let in_sample = |(b, &row): (usize, &usize)| {
+            (b * shape.queries..(b + 1) * shape.queries).contains(&row)
+        };
+        if rows.len() != shape.batch || !rows.iter().enumerate().all(in_sample) {
+            return Err(ModelError::Input(format!(
+                "pooled rows {rows:?} are not one per sample of {} tokens",
+                shape.queries
+            )));
+        }
+        let Some((top, below)) = self.layers.split_last() else {
+            let mut out = be.uninit(rows.len() * self.dims.width)?;
+            be.gather_rows(&mut out, &x, rows, self.dims.width)?;
+            return Ok(out);
+        };
+        let mut x = x;
+        for layer in below {
+            x = self.layer_forward(be, layer, &x, shape, Keep::Trace)?.out;
+        }
+        let EncoderDims { width: d, eps, .. } = self.dims;
+        let m = be.len(&x) / d;
+        let gather = |buf: &B::Buf| -> Result<B::Buf, ModelError> {
+            let mut out = be.uninit(rows.len() * d)?;
+            be.gather_rows(&mut out, buf, rows, d)?;
+            Ok(out)
+        };
+        let (mut ln1, mut ln1_stats) = (be.uninit(m * d)?, be.uninit(2 * m)?);
+        be.layernorm(&mut ln1, &mut ln1_stats, &x, &top.ln1.0, &top.ln1.1, d, eps)?;
+        let mut kv = be.uninit(m * 2 * d)?;
+        be.linear(
+            &mut kv,
+            &ln1,
+            &top.key_value.0,
+            Some(&top.key_value.1),
+            m,
+            d,
+            2 * d,
+        )?;
+        let r = rows.len();
+        let mut q = be.uninit(r * d)?;
+        be.linear(
+            &mut q,
+            &gather(&ln1)?,
+            &top.query.0,
+            Some(&top.query.1),
+            r,
+            d,
+            d,
+        )?;
+        let positions: Vec<usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(b, &row)| row - b * shape.queries)
+            .collect();
+        let one = shape.single_query(&positions);
+        let (mut probs, mut ctx) = (be.uninit(one.probs_len())?, be.uninit(r * d)?);
+        be.attention(&mut probs, &mut ctx, &q, &kv, &one)?;
+        Ok(self.upper_forward(be, top, &gather(&x)?, &ctx)?.out)
     }
 
     /// Back-propagates the gradient `d_rows` ([rows.len(), width]) of the last layer's
@@ -333,8 +448,7 @@ impl<B: Backend> Encoder<B> {
                     (scatter(&dh)?, scatter(&dctx)?)
                 }
             };
-            let (dprobs, dx) =
-                self.attention_backward(be, lw, a, x, dh, &dctx, shape, i > 0)?;
+            let (dprobs, dx) = self.attention_backward(be, lw, a, x, dh, &dctx, shape, i > 0)?;
             grads.push(dprobs);
             dy = dx;
         }

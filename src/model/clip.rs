@@ -12,7 +12,7 @@ use crate::model::config::ClipConfig;
 use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
 use crate::model::weights::{LayerStack, Weights};
-use crate::model::ModelError;
+use crate::model::{ModelError, Pooled};
 use crate::trace::{Reads, TowerTrace};
 
 const CLIP_LAYER: LayerNames = LayerNames {
@@ -76,8 +76,16 @@ impl ClipOutput {
 
 /// One buffer per layer of each tower: (vision, text).
 type PerTower<Buf> = (Vec<Buf>, Vec<Buf>);
-/// A pooled row set: (raw rows, normalised, layer-norm stats).
-type Pooled<Buf> = (Buf, Buf, Buf);
+
+/// Both towers' inputs with their attention shapes, and the rows each pools.
+struct Towers<Buf> {
+    vision: (Buf, AttentionShape),
+    text: (Buf, AttentionShape),
+    vision_rows: Vec<usize>,
+    text_rows: Vec<usize>,
+    /// Each text's end-of-text position.
+    eos_positions: Vec<usize>,
+}
 
 /// A forward pass with everything the backward needs.
 struct Forward<Buf> {
@@ -89,8 +97,8 @@ struct Forward<Buf> {
     vision_rows: Vec<usize>,
     text_rows: Vec<usize>,
     /// Pooled rows after their layer norm, with its statistics, and the pooled rows before.
-    vision_pooled: (Buf, Buf, Buf),
-    text_pooled: (Buf, Buf, Buf),
+    vision_pooled: Pooled<Buf>,
+    text_pooled: Pooled<Buf>,
     image_proj: Buf,
     text_proj: Buf,
     output: ClipOutput,
@@ -266,11 +274,6 @@ impl<B: Backend> Clip<B> {
             logit_scale,
             config,
         })
-    }
-
-    /// Scores a batch without keeping activations for a backward.
-    pub fn scores(&self, be: &B, inputs: &ClipInputs) -> Result<ClipOutput, ModelError> {
-        Ok(self.forward(be, inputs, Keep::Trace)?.output)
     }
 
     /// Forward only, recording both towers without gradients: enough for the methods that
@@ -574,14 +577,66 @@ impl<B: Backend> Clip<B> {
         inputs: &ClipInputs,
         keep: Keep,
     ) -> Result<Forward<B::Buf>, ModelError> {
+        let Towers {
+            vision: (x, vision_shape),
+            text: (y, text_shape),
+            vision_rows,
+            text_rows,
+            eos_positions,
+        } = self.embed(be, inputs)?;
+        let (dv, dt) = (self.config.vision.hidden_size, self.config.text.hidden_size);
+        let vision = self.vision.forward(be, x, &vision_shape, keep)?;
+        let text = self.text.forward(be, y, &text_shape, keep)?;
+        let gather = |tower: &EncoderActivations<B::Buf>, rows: &[usize], width: usize| {
+            let mut raw = be.uninit(rows.len() * width)?;
+            be.gather_rows(&mut raw, tower.output(), rows, width)?;
+            Ok::<_, ModelError>(raw)
+        };
+        let vision_raw = gather(&vision, &vision_rows, dv)?;
+        let text_raw = gather(&text, &text_rows, dt)?;
+        let (vision_pooled, text_pooled, image_proj, text_proj, output) =
+            self.head(be, vision_raw, text_raw, eos_positions)?;
+        Ok(Forward {
+            vision,
+            vision_shape,
+            text,
+            text_shape,
+            vision_rows,
+            text_rows,
+            vision_pooled,
+            text_pooled,
+            image_proj,
+            text_proj,
+            output,
+        })
+    }
+
+    /// Scores a batch, keeping nothing for a backward: each tower's last layer runs at its
+    /// pooled row alone.
+    pub fn scores(&self, be: &B, inputs: &ClipInputs) -> Result<ClipOutput, ModelError> {
+        let Towers {
+            vision: (x, vision_shape),
+            text: (y, text_shape),
+            vision_rows,
+            text_rows,
+            eos_positions,
+        } = self.embed(be, inputs)?;
+        let vision_raw = self
+            .vision
+            .pooled_output(be, x, &vision_shape, &vision_rows)?;
+        let text_raw = self.text.pooled_output(be, y, &text_shape, &text_rows)?;
+        Ok(self.head(be, vision_raw, text_raw, eos_positions)?.4)
+    }
+
+    /// Both towers' inputs and attention shapes, and the rows each pools.
+    fn embed(&self, be: &B, inputs: &ClipInputs) -> Result<Towers<B::Buf>, ModelError> {
         self.check(inputs)?;
         let batch = inputs.batch();
         let v = &self.config.vision;
         let t = &self.config.text;
-        let p = self.config.projection_dim;
         let (dv, dt) = (v.hidden_size, t.hidden_size);
 
-        // Vision tower: patches → class token + positions → pre-LN → encoder.
+        // Vision tower: patches → class token + positions → pre-LN.
         let geo = PatchGeometry {
             batch,
             channels: v.num_channels,
@@ -590,9 +645,9 @@ impl<B: Backend> Clip<B> {
             patch: v.patch_size,
         };
         let vision_tokens = 1 + geo.patches();
-        let mut patches = be.zeros(batch * geo.patches() * geo.patch_len())?;
+        let mut patches = be.uninit(batch * geo.patches() * geo.patch_len())?;
         be.patchify(&mut patches, &be.upload(&inputs.pixels)?, geo)?;
-        let mut patch_emb = be.zeros(batch * geo.patches() * dv)?;
+        let mut patch_emb = be.uninit(batch * geo.patches() * dv)?;
         be.linear(
             &mut patch_emb,
             &patches,
@@ -602,7 +657,7 @@ impl<B: Backend> Clip<B> {
             geo.patch_len(),
             dv,
         )?;
-        let mut tokens = be.zeros(batch * vision_tokens * dv)?;
+        let mut tokens = be.uninit(batch * vision_tokens * dv)?;
         be.prepend_class_add_positions(
             &mut tokens,
             &patch_emb,
@@ -612,8 +667,8 @@ impl<B: Backend> Clip<B> {
             vision_tokens,
             dv,
         )?;
-        let mut x = be.zeros(batch * vision_tokens * dv)?;
-        let mut stats = be.zeros(2 * batch * vision_tokens)?;
+        let mut x = be.uninit(batch * vision_tokens * dv)?;
+        let mut stats = be.uninit(2 * batch * vision_tokens)?;
         be.layernorm(
             &mut x,
             &mut stats,
@@ -629,12 +684,11 @@ impl<B: Backend> Clip<B> {
             vision_tokens,
             dv / v.num_attention_heads,
         );
-        let vision = self.vision.forward(be, x, &vision_shape, keep)?;
 
-        // Text tower: token + position embeddings → causal encoder over the padded batch.
-        let mut x = be.zeros(batch * inputs.seq_len * dt)?;
+        // Text tower: token + position embeddings, for a causal encoder over the padded batch.
+        let mut y = be.uninit(batch * inputs.seq_len * dt)?;
         be.embed_tokens(
-            &mut x,
+            &mut y,
             &inputs.ids,
             &self.token_embedding,
             &self.text_positions,
@@ -651,55 +705,72 @@ impl<B: Backend> Clip<B> {
                 dt / t.num_attention_heads,
             )
         };
-        let text = self.text.forward(be, x, &text_shape, keep)?;
 
-        // Pooling: the class token (post-LN) and the end-of-text token (final LN).
-        let vision_rows: Vec<usize> = (0..batch).map(|b| b * vision_tokens).collect();
+        // Pooling: the class token and the end-of-text token.
         let eos_positions = self.eos_positions(inputs)?;
-        let text_rows: Vec<usize> = eos_positions
-            .iter()
-            .enumerate()
-            .map(|(b, &e)| b * inputs.seq_len + e)
-            .collect();
+        Ok(Towers {
+            vision: (x, vision_shape),
+            text: (y, text_shape),
+            vision_rows: (0..batch).map(|b| b * vision_tokens).collect(),
+            text_rows: eos_positions
+                .iter()
+                .enumerate()
+                .map(|(b, &e)| b * inputs.seq_len + e)
+                .collect(),
+            eos_positions,
+        })
+    }
+
+    /// From the towers' pooled rows: their layer norms (post-LN for the class token, the
+    /// final LN for the end-of-text token), the projections and the scores.
+    #[allow(clippy::type_complexity)]
+    fn head(
+        &self,
+        be: &B,
+        vision_raw: B::Buf,
+        text_raw: B::Buf,
+        eos_positions: Vec<usize>,
+    ) -> Result<(Pooled<B::Buf>, Pooled<B::Buf>, B::Buf, B::Buf, ClipOutput), ModelError> {
+        let (v, t) = (&self.config.vision, &self.config.text);
+        let p = self.config.projection_dim;
+        let batch = eos_positions.len();
         let vision_pooled = self.pool(
             be,
-            vision.output(),
-            &vision_rows,
+            vision_raw,
             &self.post_layernorm,
-            dv,
+            v.hidden_size,
             v.layer_norm_eps,
         )?;
         let text_pooled = self.pool(
             be,
-            text.output(),
-            &text_rows,
+            text_raw,
             &self.final_layernorm,
-            dt,
+            t.hidden_size,
             t.layer_norm_eps,
         )?;
-        let mut image_proj = be.zeros(batch * p)?;
+        let mut image_proj = be.uninit(batch * p)?;
         be.linear(
             &mut image_proj,
             &vision_pooled.1,
             &self.visual_projection.0,
             None,
             batch,
-            dv,
+            v.hidden_size,
             p,
         )?;
-        let mut text_proj = be.zeros(batch * p)?;
+        let mut text_proj = be.uninit(batch * p)?;
         be.linear(
             &mut text_proj,
             &text_pooled.1,
             &self.text_projection.0,
             None,
             batch,
-            dt,
+            t.hidden_size,
             p,
         )?;
 
         let scale = self.logit_scale.exp();
-        let mut scores = be.zeros(batch)?;
+        let mut scores = be.uninit(batch)?;
         be.cosine_scores(&mut scores, &image_proj, &text_proj, scale, p)?;
         let output = ClipOutput {
             pair_scores: be.download(&scores)?,
@@ -715,35 +786,21 @@ impl<B: Backend> Clip<B> {
                 output.pair_scores[i]
             )));
         }
-        Ok(Forward {
-            vision,
-            vision_shape,
-            text,
-            text_shape,
-            vision_rows,
-            text_rows,
-            vision_pooled,
-            text_pooled,
-            image_proj,
-            text_proj,
-            output,
-        })
+        Ok((vision_pooled, text_pooled, image_proj, text_proj, output))
     }
 
-    /// Gathers the pooled rows and layer-normalises them: (raw rows, normalised, stats).
+    /// Layer-normalises the pooled rows: (raw rows, normalised, stats).
     fn pool(
         &self,
         be: &B,
-        tower_out: &B::Buf,
-        rows: &[usize],
+        raw: B::Buf,
         norm: &(B::Buf, B::Buf),
         width: usize,
         eps: f32,
     ) -> Result<Pooled<B::Buf>, ModelError> {
-        let mut raw = be.zeros(rows.len() * width)?;
-        be.gather_rows(&mut raw, tower_out, rows, width)?;
-        let mut normed = be.zeros(rows.len() * width)?;
-        let mut stats = be.zeros(2 * rows.len())?;
+        let rows = be.len(&raw) / width;
+        let mut normed = be.uninit(rows * width)?;
+        let mut stats = be.uninit(2 * rows)?;
         be.layernorm(&mut normed, &mut stats, &raw, &norm.0, &norm.1, width, eps)?;
         Ok((raw, normed, stats))
     }

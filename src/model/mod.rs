@@ -24,6 +24,9 @@ use weights::LoadError;
 pub use clip::{Clip, ClipInputs};
 pub use config::ModelFamily;
 
+/// Pooled rows before a layer norm, after it, and its statistics (for the backward).
+pub(crate) type Pooled<Buf> = (Buf, Buf, Buf);
+
 #[derive(Debug, Error)]
 pub enum ModelError {
     #[error(transparent)]

@@ -21,7 +21,7 @@ use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, K
 use crate::model::config::ViltConfig;
 use crate::model::source::WeightSource;
 use crate::model::weights::{AnswerCount, LayerStack, Weights};
-use crate::model::{ModelError, VqaTarget};
+use crate::model::{ModelError, Pooled, VqaTarget};
 use crate::trace::{Reads, TowerTrace};
 
 const VILT_HEAD: HeadNames = HeadNames {
@@ -159,9 +159,16 @@ struct Forward<Buf> {
     encoder: EncoderActivations<Buf>,
     shape: AttentionShape,
     /// Pooled token rows before and after the final layer norm, with its statistics.
-    pooled: (Buf, Buf, Buf),
+    pooled: Pooled<Buf>,
     head: HeadActivations<Buf>,
     output: ViltOutput,
+}
+
+/// The joint encoder's input, with its attention shape and each sample's layout.
+struct Embedded<Buf> {
+    joint: Buf,
+    shape: AttentionShape,
+    layouts: Vec<ViltLayout>,
 }
 
 pub struct Vilt<B: Backend> {
@@ -284,11 +291,6 @@ impl<B: Backend> Vilt<B> {
         })
     }
 
-    /// Answer logits without keeping activations for a backward.
-    pub fn logits(&self, be: &B, inputs: &ViltInputs) -> Result<ViltOutput, ModelError> {
-        Ok(self.forward(be, inputs, Keep::Trace)?.output)
-    }
-
     /// Forward only, recording the joint encoder without gradients (for the methods that
     /// read no ∂y/∂A); the explanations score the predicted answers.
     pub fn record(&self, be: &B, inputs: &ViltInputs) -> Result<ViltTrace<B::Buf>, ModelError> {
@@ -364,7 +366,8 @@ impl<B: Backend> Vilt<B> {
             false,
         )?;
         let rows: Vec<usize> = (0..batch).map(|b| b * f.shape.queries).collect();
-        self.encoder.backward(be, &f.encoder, d_raw, &rows, &f.shape)
+        self.encoder
+            .backward(be, &f.encoder, d_raw, &rows, &f.shape)
     }
 
     /// LRP (§D) from the seed relevance at the logits: the head (linear rules; LayerNorm,
@@ -504,6 +507,78 @@ impl<B: Backend> Vilt<B> {
     }
 
     fn forward(&self, be: &B, x: &ViltInputs, keep: Keep) -> Result<Forward<B::Buf>, ModelError> {
+        let Embedded {
+            joint,
+            shape,
+            layouts,
+        } = self.embed(be, x)?;
+        let d = self.config.hidden_size;
+        let encoder = self.encoder.forward(be, joint, &shape, keep)?;
+        let mut raw = be.uninit(x.batch() * d)?;
+        be.gather_rows(&mut raw, encoder.output(), &Self::pooled_rows(&shape), d)?;
+        let (pooled, head, output) = self.head_forward(be, raw, layouts)?;
+        Ok(Forward {
+            encoder,
+            shape,
+            pooled,
+            head,
+            output,
+        })
+    }
+
+    /// Answer logits, keeping nothing for a backward: the encoder's last layer runs at the
+    /// pooled rows alone.
+    pub fn logits(&self, be: &B, x: &ViltInputs) -> Result<ViltOutput, ModelError> {
+        let Embedded {
+            joint,
+            shape,
+            layouts,
+        } = self.embed(be, x)?;
+        let raw = self
+            .encoder
+            .pooled_output(be, joint, &shape, &Self::pooled_rows(&shape))?;
+        Ok(self.head_forward(be, raw, layouts)?.2)
+    }
+
+    /// The rows the head reads: each sample's first (text [CLS]) token.
+    fn pooled_rows(shape: &AttentionShape) -> Vec<usize> {
+        (0..shape.batch).map(|b| b * shape.queries).collect()
+    }
+
+    /// The head on the pooled rows `raw`: final LN, tanh pooler, Linear → LN → GELU →
+    /// Linear. Returns the pooled rows before and after the LN with its statistics, the
+    /// head's activations and the output.
+    fn head_forward(
+        &self,
+        be: &B,
+        raw: B::Buf,
+        layouts: Vec<ViltLayout>,
+    ) -> Result<(Pooled<B::Buf>, HeadActivations<B::Buf>, ViltOutput), ModelError> {
+        let c = &self.config;
+        let (batch, d) = (layouts.len(), c.hidden_size);
+        let mut normed = be.uninit(batch * d)?;
+        let mut pooled_stats = be.uninit(2 * batch)?;
+        be.layernorm(
+            &mut normed,
+            &mut pooled_stats,
+            &raw,
+            &self.final_norm.0,
+            &self.final_norm.1,
+            d,
+            c.layer_norm_eps,
+        )?;
+        let (head, logits) = self.head.forward(be, &normed)?;
+        let output = ViltOutput {
+            logits,
+            labels: c.num_labels,
+            layouts,
+        };
+        Ok(((raw, normed, pooled_stats), head, output))
+    }
+
+    /// The joint encoder's input (text tokens, then the image's class and patch tokens),
+    /// its attention shape and each sample's layout.
+    fn embed(&self, be: &B, x: &ViltInputs) -> Result<Embedded<B::Buf>, ModelError> {
         self.check(x)?;
         let c = &self.config;
         let (batch, d, t) = (x.batch(), c.hidden_size, x.seq_len);
@@ -610,34 +685,10 @@ impl<B: Backend> Vilt<B> {
                 d / c.num_attention_heads,
             )
         };
-        let encoder = self.encoder.forward(be, joint, &shape, keep)?;
-
-        // Head: final LN on token 0, tanh pooler, Linear → LN → GELU → Linear.
-        let rows: Vec<usize> = (0..batch).map(|b| b * tokens).collect();
-        let mut raw = be.zeros(batch * d)?;
-        be.gather_rows(&mut raw, encoder.output(), &rows, d)?;
-        let mut normed = be.zeros(batch * d)?;
-        let mut pooled_stats = be.zeros(2 * batch)?;
-        be.layernorm(
-            &mut normed,
-            &mut pooled_stats,
-            &raw,
-            &self.final_norm.0,
-            &self.final_norm.1,
-            d,
-            c.layer_norm_eps,
-        )?;
-        let (head, logits) = self.head.forward(be, &normed)?;
-        Ok(Forward {
-            encoder,
+        Ok(Embedded {
+            joint,
             shape,
-            pooled: (raw, normed, pooled_stats),
-            head,
-            output: ViltOutput {
-                logits,
-                labels: c.num_labels,
-                layouts,
-            },
+            layouts,
         })
     }
 
