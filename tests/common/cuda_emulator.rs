@@ -77,6 +77,7 @@ const SOURCES: &[&str] = &[
     "driver.cpp",
     "cublas.cpp",
     "selftest.cu",
+    "spectral_probe.cu",
 ];
 
 /// Flags for every file. Nothing is contracted into an FMA, so every product rounds as
@@ -125,11 +126,11 @@ fn build() -> Result<PathBuf, String> {
     let work = dir.with_extension(format!("building-{}", std::process::id()));
     std::fs::create_dir_all(&work).expect("target/tmp is writable");
     let mut units = Vec::new();
-    let selftest = sources.join("selftest.cu");
+    let probes = ["selftest.cu", "spectral_probe.cu"].map(|f| sources.join(f));
     for file in kernel_files
         .iter()
         .filter(|p| p.extension().is_some_and(|x| x == "cu"))
-        .chain([&selftest])
+        .chain(&probes)
     {
         let unit = work.join(file.file_stem().unwrap()).with_extension("cpp");
         std::fs::write(&unit, registering(file)).expect("target/tmp is writable");
