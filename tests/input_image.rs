@@ -482,6 +482,70 @@ fn webp_bmp_tiff_and_gif_load_as_pillow_reads_them() {
     );
 }
 
+/// GIFs written byte by byte (tools/reference/make_format_fixtures.py) load as Pillow's
+/// `Image.open(path).convert("RGB")` reads them, exactly: around a first frame smaller than the
+/// logical screen, the transparent index's colour or else index 0's (not the background colour
+/// the file names); the image grown to a frame that runs past the screen; black for indices past
+/// the colour table; the index as grey level where the table is the identity grey ramp or there
+/// is none; frame 0 of an animated GIF.
+#[test]
+fn gif_first_frame_on_its_screen_loads_as_pillow_reads_it() {
+    let gifs = image_path("formats/gif");
+    let mut differences = Vec::new();
+    for stem in [
+        "offset",
+        "offset-transparent",
+        "short-palette",
+        "grey-levels",
+        "no-table",
+        "animated",
+    ] {
+        let gif = match load_image(&gifs.join(format!("{stem}.gif"))) {
+            Ok(gif) => gif,
+            Err(e) => {
+                differences.push(e.to_string());
+                continue;
+            }
+        };
+        let pillow = load_image(&gifs.join(format!("{stem}-rgb.png"))).expect("reference PNG");
+        if gif.dimensions() != pillow.dimensions() {
+            differences.push(format!(
+                "{stem}.gif is {:?} pixels, Pillow's {:?}",
+                gif.dimensions(),
+                pillow.dimensions()
+            ));
+        } else if let Some((x, y, p)) = gif
+            .enumerate_pixels()
+            .find(|&(x, y, p)| p != pillow.get_pixel(x, y))
+        {
+            differences.push(format!(
+                "{stem}.gif has {p:?} at ({x}, {y}), Pillow {:?}",
+                pillow.get_pixel(x, y)
+            ));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "differ from Pillow's convert(\"RGB\"):\n{}",
+        differences.join("\n")
+    );
+}
+
+/// A 1×1 frame at (65535, 65535) on a 1×1 screen would grow the image to 65536² pixels (12 GiB
+/// in RGB), which Pillow refuses too (`DecompressionBombError`); cropping it to the screen, as
+/// the image crate does, would give other pixels than Pillow's.
+#[test]
+fn gif_frame_far_off_its_screen_is_refused_naming_the_file() {
+    let mut bytes = b"GIF89a\x01\x00\x01\x00\x80\x00\x00".to_vec();
+    bytes.extend([0, 0, 0, 255, 255, 255]); // the global table: black, white
+    bytes.extend(b",\xff\xff\xff\xff\x01\x00\x01\x00\x00"); // 1×1 at (65535, 65535)
+    bytes.extend([2, 2, 0x44, 0x01, 0, b';']); // LZW: clear, index 0, end
+    let path = scratch_dir("gif-far").join("far.gif");
+    std::fs::write(&path, &bytes).expect("write");
+    let err = load_image(&path).unwrap_err();
+    assert_names(&err, &path, "65536×65536 pixels");
+}
+
 #[test]
 fn empty_file_names_the_path() {
     let path = scratch_dir("empty").join("empty.jpg");

@@ -260,7 +260,10 @@ fn vocab_txt_tokenizes_like_the_tokenizer_json() {
 /// transformers': tokenizer_config.json's when it has an `added_tokens_decoder` (as saved since
 /// transformers 4.34), special_tokens_map.json's otherwise (the legacy path), from vocab.txt
 /// and from tokenizer.json alike (tools/reference/make_special_tokens_fixture.py: "[MASK]" in
-/// the map against "[UNK]" and "[PAD]" in the config).
+/// the map against "[UNK]" and "[PAD]" in the config). On the legacy path
+/// `additional_special_tokens` is the union of both files' lists, the config's first, whether
+/// a token is written as a string or as an AddedToken object (legacy-additional/: "[C1]",
+/// "[A1]" in the config, "[A1]", "[B1]" in the map give ids 222, 223, 224).
 #[test]
 fn disagreeing_special_token_files_resolve_as_in_transformers() {
     let root = fixtures().join("special-tokens");
@@ -273,7 +276,7 @@ fn disagreeing_special_token_files_resolve_as_in_transformers() {
         .iter()
         .map(|t| t.as_str().unwrap())
         .collect();
-    for name in ["decoder", "legacy", "fast"] {
+    for name in ["decoder", "legacy", "fast", "legacy-additional"] {
         let want = &expected[name];
         let tokenizer = TextTokenizer::from_dir(&root.join(name), 32, 99).unwrap();
         assert_eq!(

@@ -553,6 +553,9 @@ fn field_error(path: &Path, field: &str, expected: &str, found: &Value) -> Input
 /// content, not its extension) and converts it to RGB like Pillow's
 /// `Image.open(path).convert("RGB")`.
 ///
+/// A GIF's first frame is placed on its logical screen as Pillow places it (see
+/// `gif_frame`), animated or not.
+///
 /// Alpha is dropped without compositing and grey is replicated, as Pillow does. 16-bit samples
 /// keep their high byte, which is how Pillow unpacks 16-bit RGB(A) PNGs (16-bit grey, which
 /// Pillow opens as mode "I;16" and then clips at 255, is scaled the same way instead). EXIF
@@ -593,6 +596,9 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
         return Err(decode_error(
             "the JPEG data ends before its end-of-image marker (a truncated file?)".into(),
         ));
+    }
+    if reader.format() == Some(ImageFormat::Gif) {
+        return super::gif_frame::first_frame(&bytes).map_err(decode_error);
     }
     let decoded = reader.decode().map_err(|e| decode_error(e.to_string()))?;
     if let Some(orientation) = exif_orientation(&bytes) {

@@ -4,6 +4,7 @@
 //! (`CLIPImageProcessor`, `ViltImageProcessor`, the `tokenizers` pipeline in tokenizer.json),
 //! so that a model sees the same tensors here as under transformers.
 
+mod gif_frame;
 pub mod image;
 pub mod regions;
 pub mod text;

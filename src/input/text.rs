@@ -328,10 +328,13 @@ pub(super) fn special_token(
 /// as transformers (4.34 on) reads them: from tokenizer_config.json alone when it has an
 /// `added_tokens_decoder` (which those versions write, and then special_tokens_map.json is
 /// not read), else from special_tokens_map.json first, then tokenizer_config.json.
-pub(super) fn config_field(
-    dir: &Path,
-    field: &str,
-) -> Result<Option<(PathBuf, Value)>, InputError> {
+fn config_field(dir: &Path, field: &str) -> Result<Option<(PathBuf, Value)>, InputError> {
+    Ok(config_fields(dir, field)?.into_iter().next())
+}
+
+/// Every value of `field` in the files that `config_field` reads, each with its file, in the
+/// order it reads them (special_tokens_map.json first on the legacy path).
+pub(super) fn config_fields(dir: &Path, field: &str) -> Result<Vec<(PathBuf, Value)>, InputError> {
     let config = dir.join(CONFIG_FILE);
     let config_json = match config.is_file() {
         true => Some(read_json(&config)?),
@@ -348,13 +351,15 @@ pub(super) fn config_field(
     if let Some(json) = config_json {
         sources.push((json, config));
     }
-    for (mut json, path) in sources {
-        match json.get_mut(field).map(Value::take) {
-            None | Some(Value::Null) => continue,
-            Some(value) => return Ok(Some((path, value))),
-        }
-    }
-    Ok(None)
+    Ok(sources
+        .into_iter()
+        .filter_map(
+            |(mut json, path)| match json.get_mut(field).map(Value::take) {
+                None | Some(Value::Null) => None,
+                Some(value) => Some((path, value)),
+            },
+        )
+        .collect())
 }
 
 /// A token as `field` of config file `path` gives it: either "<pad>" or the serialised

@@ -6,7 +6,8 @@
 //! `BertPreTokenizer`, WordPiece with "##" continuations and `[UNK]`, `[CLS] … [SEP]` around
 //! each text, the special tokens matched whole, and the WordPiece decoder. Tokens added on top
 //! of the vocabulary (`added_tokens_decoder` in tokenizer_config.json, or the older
-//! added_tokens.json; `additional_special_tokens`) are matched whole too, with the ids
+//! added_tokens.json; `additional_special_tokens`, from both special_tokens_map.json and
+//! tokenizer_config.json where transformers reads both) are matched whole too, with the ids
 //! transformers gives them.
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Model, Tokenizer};
 
-use super::text::{config_field, read_json, special_token, token_content, CONFIG_FILE};
+use super::text::{config_fields, read_json, special_token, token_content, CONFIG_FILE};
 use super::InputError;
 
 /// The slow tokenizer's vocabulary, one token per line, ids in line order.
@@ -138,7 +139,8 @@ pub fn from_vocab(dir: &Path) -> Result<Option<(Tokenizer, PathBuf)>, InputError
 
 /// The tokens transformers adds on top of vocab.txt: those of tokenizer_config.json's
 /// `added_tokens_decoder` (or else added_tokens.json), each with the file that names it and
-/// its id, in id order; and the contents of `additional_special_tokens`.
+/// its id, in id order; and the contents of `additional_special_tokens` (on the legacy path
+/// both files' lists, tokenizer_config.json's first).
 type AddedTokens = (Vec<(PathBuf, u32, AddedToken)>, Vec<String>);
 
 fn added_tokens(dir: &Path, config_path: &Path, config: &Value) -> Result<AddedTokens, InputError> {
@@ -150,21 +152,27 @@ fn added_tokens(dir: &Path, config_path: &Path, config: &Value) -> Result<AddedT
             found,
         };
     const ADDITIONAL: &str = "additional_special_tokens";
-    let additional = match config_field(dir, ADDITIONAL)? {
-        None => Vec::new(),
-        Some((path, Value::Array(items))) => items
-            .iter()
-            .map(|item| token_content(&path, ADDITIONAL, item))
-            .collect::<Result<_, _>>()?,
-        Some((path, other)) => {
+    // Where both files are read (the legacy path), transformers' `_from_pretrained` appends
+    // special_tokens_map.json's tokens to tokenizer_config.json's list, those not in it
+    // already; a token listed twice (an AddedToken object there never equals a string) still
+    // gets one id, so the union by content gives the same ids.
+    let mut additional: Vec<String> = Vec::new();
+    for (path, value) in config_fields(dir, ADDITIONAL)?.into_iter().rev() {
+        let Value::Array(items) = value else {
             return Err(field_error(
                 &path,
                 ADDITIONAL,
                 "a list of tokens",
-                other.to_string(),
-            ))
+                value.to_string(),
+            ));
+        };
+        for item in &items {
+            let token = token_content(&path, ADDITIONAL, item)?;
+            if !additional.contains(&token) {
+                additional.push(token);
+            }
         }
-    };
+    }
     let mut added = Vec::new();
     if let Some(decoder) = config.get("added_tokens_decoder") {
         const FIELD: &str = "added_tokens_decoder";

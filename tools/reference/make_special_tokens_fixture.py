@@ -12,8 +12,15 @@ padding token:
 - decoder/: as saved: transformers uses tokenizer_config.json's "[UNK]" and "[PAD]";
 - legacy/: without `added_tokens_decoder`: special_tokens_map.json's "[MASK]" wins;
 - fast/: decoder/ with the tokenizer.json of lxmert/ (the fast path reads its pad token the
-  same way).
-expected.json holds, per folder, transformers' unk and pad tokens, pad id and input ids of TEXTS.
+  same way);
+- legacy-additional/: legacy/ whose two files both list `additional_special_tokens`:
+  special_tokens_map.json [{"content": "[A1]", ...}, "[B1]"], tokenizer_config.json
+  ["[C1]", "[A1]"]. On the legacy path transformers takes the union, tokenizer_config.json's
+  list first, then the map's tokens not in it (an AddedToken dict never equals a string there,
+  so "[A1]" is listed twice, but one token gets one id): "[C1]", "[A1]", "[B1]" get ids 222, 223,
+  224 after vocab.txt's 222 tokens.
+expected.json holds, per folder, transformers' unk and pad tokens, additional special tokens,
+pad id and input ids of TEXTS.
 """
 
 import json
@@ -25,7 +32,11 @@ from transformers import AutoTokenizer
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
 OUT = FIXTURES / "special-tokens"
-TEXTS = ["what zzzqqq color is the square?", "is it ☃ left of the circle"]
+TEXTS = [
+    "what zzzqqq color is the square?",
+    "is it ☃ left of the circle",
+    "[C1] what [A1] is [B1] left",
+]
 
 
 def write_folder(name: str) -> Path:
@@ -39,9 +50,14 @@ def write_folder(name: str) -> Path:
     special["unk_token"] = "[MASK]"
     special["pad_token"] = "[MASK]"
     (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-    if name == "legacy":
+    if name.startswith("legacy"):
         config = json.loads((folder / "tokenizer_config.json").read_text())
         del config["added_tokens_decoder"]
+        if name == "legacy-additional":
+            config["additional_special_tokens"] = ["[C1]", "[A1]"]
+            a1 = dict(content="[A1]", lstrip=False, normalized=False, rstrip=False, single_word=False)
+            special["additional_special_tokens"] = [a1, "[B1]"]
+            (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     if name == "fast":
         shutil.copy(FIXTURES / "lxmert" / "tokenizer.json", folder / "tokenizer.json")
@@ -50,15 +66,19 @@ def write_folder(name: str) -> Path:
 
 def main() -> None:
     expected = {}
-    for name in ["decoder", "legacy", "fast"]:
+    for name in ["decoder", "legacy", "fast", "legacy-additional"]:
         tokenizer = AutoTokenizer.from_pretrained(write_folder(name))
         expected[name] = {
             "class": type(tokenizer).__name__,
             "unk_token": tokenizer.unk_token,
             "pad_token": tokenizer.pad_token,
+            "additional_special_tokens": tokenizer.additional_special_tokens,
             "pad_token_id": tokenizer.pad_token_id,
             "input_ids": [tokenizer(text)["input_ids"] for text in TEXTS],
         }
+    additional = expected["legacy-additional"]
+    assert additional["additional_special_tokens"] == ["[C1]", "[A1]", "[A1]", "[B1]"], additional
+    assert additional["input_ids"][2][1:7:2] == [222, 223, 224], additional
     expected["texts"] = TEXTS
     (OUT / "expected.json").write_text(json.dumps(expected, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(expected, indent=1, ensure_ascii=False))
