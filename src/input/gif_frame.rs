@@ -12,8 +12,7 @@
 //!   transparent ones too (`convert("RGB")` drops transparency); indices past the table read
 //!   black;
 //! - a table whose entry i is (i, i, i) for every i is no table to Pillow (mode "L"): index i
-//!   reads as grey level i, past the table too.
-//!
+//!   reads as grey level i, past the table too;
 //! - without any colour table, index i reads as grey level i too.
 //!
 //! Later frames of an animated GIF are not read: `Image.open` stands at frame 0.
