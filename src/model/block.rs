@@ -99,6 +99,19 @@ struct Upper<Buf> {
     out: Buf,
 }
 
+/// What the upper half's LRP rules read, over whichever rows: the layer input and every
+/// saved activation from the attention context up.
+struct UpperRefs<'a, Buf> {
+    x: &'a Buf,
+    ctx: &'a Buf,
+    attn: &'a Buf,
+    h: &'a Buf,
+    ln2: &'a Buf,
+    fc1: &'a Buf,
+    act: &'a Buf,
+    mlp: &'a Buf,
+}
+
 impl<Buf> LayerActivations<Buf> {
     fn saved(&self) -> Result<&BackwardSaved<Buf>, ModelError> {
         self.backward
@@ -456,65 +469,130 @@ impl<B: Backend> Encoder<B> {
         Ok(grads)
     }
 
-    /// LRP (§D) from relevance at the last layer's output down to the first layer's input;
-    /// returns the relevance at every layer's attention probabilities, first layer first.
+    /// LRP (§D) from relevance `r_rows` ([rows.len(), width]) at the last layer's output at
+    /// `rows` (zero at every other row) down to the first layer's input; returns the
+    /// relevance at every layer's attention probabilities, first layer first. As in the
+    /// backward, the last layer's MLP and output projection run over those rows alone: rules
+    /// that meet zero relevance give zero, and the add rule's per-sample sums see the same
+    /// nonzero terms.
     pub fn relprop(
         &self,
         be: &B,
         acts: &EncoderActivations<B::Buf>,
-        r_out: B::Buf,
+        r_rows: B::Buf,
+        rows: &[usize],
         shape: &AttentionShape,
     ) -> Result<Vec<B::Buf>, ModelError> {
+        let (d, f) = (self.dims.width, self.dims.intermediate);
         let mut cams = Vec::with_capacity(self.layers.len());
-        let mut r = r_out;
+        let mut r: Option<B::Buf> = None;
         for (i, (lw, a)) in self.layers.iter().zip(&acts.layers).enumerate().rev() {
             let x = if i == 0 {
                 &acts.input
             } else {
                 &acts.layers[i - 1].out
             };
-            let (cam, rx) = self.layer_relprop(be, lw, a, x, &r, shape)?;
+            let (s, rs) = a.for_relevance()?;
+            let (r_x_res, r_ctx) = match &r {
+                Some(r) => {
+                    let upper = UpperRefs {
+                        x,
+                        ctx: &rs.ctx,
+                        attn: &rs.attn,
+                        h: &s.h,
+                        ln2: &rs.ln2,
+                        fc1: &s.fc1,
+                        act: &rs.act,
+                        mlp: &rs.mlp,
+                    };
+                    self.upper_relprop(be, lw, &upper, r, shape.batch)?
+                }
+                None => {
+                    let gather = |buf: &B::Buf, width: usize| -> Result<B::Buf, ModelError> {
+                        let mut out = be.uninit(rows.len() * width)?;
+                        be.gather_rows(&mut out, buf, rows, width)?;
+                        Ok(out)
+                    };
+                    let upper = UpperRefs {
+                        x: &gather(x, d)?,
+                        ctx: &gather(&rs.ctx, d)?,
+                        attn: &gather(&rs.attn, d)?,
+                        h: &gather(&s.h, d)?,
+                        ln2: &gather(&rs.ln2, d)?,
+                        fc1: &gather(&s.fc1, f)?,
+                        act: &gather(&rs.act, f)?,
+                        mlp: &gather(&rs.mlp, d)?,
+                    };
+                    let (r_x_res, r_ctx) =
+                        self.upper_relprop(be, lw, &upper, &r_rows, shape.batch)?;
+                    let scatter = |buf: &B::Buf| -> Result<B::Buf, ModelError> {
+                        let mut out = be.uninit(be.len(x))?;
+                        be.gather_rows_backward(&mut out, buf, rows, d)?;
+                        Ok(out)
+                    };
+                    (scatter(&r_x_res)?, scatter(&r_ctx)?)
+                }
+            };
+            let (cam, rx) = self.lower_relprop(be, lw, a, x, &r_x_res, &r_ctx, shape)?;
             cams.push(cam);
-            r = rx;
+            r = Some(rx);
         }
         cams.reverse();
         Ok(cams)
     }
 
-    /// One layer backwards (Chefer's CVPR'21 block): the add rule between h and the MLP
-    /// branch, the MLP's linear rules (the activation and LN₂ pass relevance on), clone of
-    /// h; the add rule between x and the attention branch, the output projection, the
-    /// attention, the q and k|v projections, clone of LN₁(x) (LN₁ passes it on), clone of x.
-    fn layer_relprop(
+    /// The upper half of a layer backwards (Chefer's CVPR'21 block), over whichever rows its
+    /// arguments hold: the add rule between h and the MLP branch, the MLP's linear rules (the
+    /// activation and LN₂ pass relevance on), clone of h; the add rule between x and the
+    /// attention branch, the output projection. Returns the relevance at x's residual and
+    /// at the attention context.
+    fn upper_relprop(
+        &self,
+        be: &B,
+        lw: &LayerWeights<B>,
+        u: &UpperRefs<'_, B::Buf>,
+        r: &B::Buf,
+        samples: usize,
+    ) -> Result<(B::Buf, B::Buf), ModelError> {
+        let (d, f) = (self.dims.width, self.dims.intermediate);
+        let m = be.len(u.x) / d;
+        let (mut r_h_res, mut r_mlp) = (be.uninit(m * d)?, be.uninit(m * d)?);
+        be.lrp_add(&mut r_h_res, &mut r_mlp, r, u.h, u.mlp, samples)?;
+        let r_act = lw.fc2.relprop(be, &r_mlp, u.act, Some(u.mlp), m, f, d)?;
+        let r_ln2 = lw.fc1.relprop(be, &r_act, u.ln2, Some(u.fc1), m, d, f)?;
+        let mut r_h = be.uninit(m * d)?;
+        be.lrp_clone(&mut r_h, u.h, &[&r_h_res, &r_ln2])?;
+
+        let (mut r_x_res, mut r_attn) = (be.uninit(m * d)?, be.uninit(m * d)?);
+        be.lrp_add(&mut r_x_res, &mut r_attn, &r_h, u.x, u.attn, samples)?;
+        let r_ctx = lw
+            .attn_out
+            .relprop(be, &r_attn, u.ctx, Some(u.attn), m, d, d)?;
+        Ok((r_x_res, r_ctx))
+    }
+
+    /// The lower half of a layer backwards, from the relevance at x's residual and at the
+    /// attention context: the attention, the q and k|v projections, clone of LN₁(x) (LN₁
+    /// passes it on), clone of x. Returns the relevance at the probabilities and at x.
+    #[allow(clippy::too_many_arguments)]
+    fn lower_relprop(
         &self,
         be: &B,
         lw: &LayerWeights<B>,
         a: &LayerActivations<B::Buf>,
         x: &B::Buf,
-        r: &B::Buf,
+        r_x_res: &B::Buf,
+        r_ctx: &B::Buf,
         shape: &AttentionShape,
     ) -> Result<(B::Buf, B::Buf), ModelError> {
-        let (d, f) = (self.dims.width, self.dims.intermediate);
+        let d = self.dims.width;
         let m = be.len(x) / d;
-        let samples = shape.batch;
         let probs = &a.probs;
         let (s, a) = a.for_relevance()?;
-        let (mut r_h_res, mut r_mlp) = (be.uninit(m * d)?, be.uninit(m * d)?);
-        be.lrp_add(&mut r_h_res, &mut r_mlp, r, &s.h, &a.mlp, samples)?;
-        let r_act = lw.fc2.relprop(be, &r_mlp, &a.act, Some(&a.mlp), m, f, d)?;
-        let r_ln2 = lw.fc1.relprop(be, &r_act, &a.ln2, Some(&s.fc1), m, d, f)?;
-        let mut r_h = be.uninit(m * d)?;
-        be.lrp_clone(&mut r_h, &s.h, &[&r_h_res, &r_ln2])?;
-
-        let (mut r_x_res, mut r_attn) = (be.uninit(m * d)?, be.uninit(m * d)?);
-        be.lrp_add(&mut r_x_res, &mut r_attn, &r_h, x, &a.attn, samples)?;
-        let r_ctx = lw
-            .attn_out
-            .relprop(be, &r_attn, &a.ctx, Some(&a.attn), m, d, d)?;
         let mut cam = be.uninit(shape.probs_len())?;
         let (mut rq, mut rkv) = (be.uninit(m * d)?, be.uninit(m * 2 * d)?);
         be.lrp_attention(
-            &mut cam, &mut rq, &mut rkv, &r_ctx, &s.q, &s.kv, probs, &a.ctx, shape,
+            &mut cam, &mut rq, &mut rkv, r_ctx, &s.q, &s.kv, probs, &a.ctx, shape,
         )?;
         let r_q = lw.query.relprop(be, &rq, &a.ln1, Some(&s.q), m, d, d)?;
         let r_kv = lw
@@ -523,7 +601,7 @@ impl<B: Backend> Encoder<B> {
         let mut r_ln1 = be.uninit(m * d)?;
         be.lrp_clone(&mut r_ln1, &a.ln1, &[&r_q, &r_kv])?;
         let mut rx = be.uninit(m * d)?;
-        be.lrp_clone(&mut rx, x, &[&r_x_res, &r_ln1])?;
+        be.lrp_clone(&mut rx, x, &[r_x_res, &r_ln1])?;
         Ok((cam, rx))
     }
 

@@ -87,6 +87,15 @@ struct Towers<Buf> {
     eos_positions: Vec<usize>,
 }
 
+/// The pooled rows, their projections and the scores.
+struct Head<Buf> {
+    vision_pooled: Pooled<Buf>,
+    text_pooled: Pooled<Buf>,
+    image_proj: Buf,
+    text_proj: Buf,
+    output: ClipOutput,
+}
+
 /// A forward pass with everything the backward needs.
 struct Forward<Buf> {
     vision: EncoderActivations<Buf>,
@@ -336,8 +345,6 @@ impl<B: Backend> Clip<B> {
             &f.vision_pooled,
             &f.image_proj,
             &self.visual_projection,
-            &f.vision_rows,
-            be.len(f.vision.output()),
             dv,
         )?;
         let r_text = self.pooled_relprop(
@@ -346,40 +353,34 @@ impl<B: Backend> Clip<B> {
             &f.text_pooled,
             &f.text_proj,
             &self.text_projection,
-            &f.text_rows,
-            be.len(f.text.output()),
             dt,
         )?;
         let cams = (
             self.vision
-                .relprop(be, &f.vision, r_vision, &f.vision_shape)?,
-            self.text.relprop(be, &f.text, r_text, &f.text_shape)?,
+                .relprop(be, &f.vision, r_vision, &f.vision_rows, &f.vision_shape)?,
+            self.text
+                .relprop(be, &f.text, r_text, &f.text_rows, &f.text_shape)?,
         );
         Ok(self.finish(f, inputs, grads, Some(cams)))
     }
 
-    /// Relevance at the tower output from relevance at its projection: linear rule, the
-    /// LayerNorm passes it on, index-select (gradient × input) at the pooled rows.
-    #[allow(clippy::too_many_arguments)]
+    /// Relevance at the tower output's pooled rows from relevance at its projection: linear
+    /// rule, the LayerNorm passes it on, index-select (gradient × input).
     fn pooled_relprop(
         &self,
         be: &B,
         r_proj: &B::Buf,
-        pooled: &(B::Buf, B::Buf, B::Buf),
+        pooled: &Pooled<B::Buf>,
         proj: &B::Buf,
         projection: &Linear<B>,
-        rows: &[usize],
-        tower_len: usize,
         width: usize,
     ) -> Result<B::Buf, ModelError> {
         let (raw, normed, _) = pooled;
-        let (batch, p) = (rows.len(), self.config.projection_dim);
+        let (batch, p) = (be.len(raw) / width, self.config.projection_dim);
         let r_normed = projection.relprop(be, r_proj, normed, Some(proj), batch, width, p)?;
-        let mut r_raw = be.zeros(be.len(raw))?;
+        let mut r_raw = be.uninit(be.len(raw))?;
         be.lrp_clone(&mut r_raw, raw, &[&r_normed])?;
-        let mut r_tower = be.zeros(tower_len)?;
-        be.gather_rows_backward(&mut r_tower, &r_raw, rows, width)?;
-        Ok(r_tower)
+        Ok(r_raw)
     }
 
     /// ∂(Σ_b seed[b]·score[b])/∂A of both towers.
@@ -594,8 +595,13 @@ impl<B: Backend> Clip<B> {
         };
         let vision_raw = gather(&vision, &vision_rows, dv)?;
         let text_raw = gather(&text, &text_rows, dt)?;
-        let (vision_pooled, text_pooled, image_proj, text_proj, output) =
-            self.head(be, vision_raw, text_raw, eos_positions)?;
+        let Head {
+            vision_pooled,
+            text_pooled,
+            image_proj,
+            text_proj,
+            output,
+        } = self.head(be, vision_raw, text_raw, eos_positions)?;
         Ok(Forward {
             vision,
             vision_shape,
@@ -625,7 +631,7 @@ impl<B: Backend> Clip<B> {
             .vision
             .pooled_output(be, x, &vision_shape, &vision_rows)?;
         let text_raw = self.text.pooled_output(be, y, &text_shape, &text_rows)?;
-        Ok(self.head(be, vision_raw, text_raw, eos_positions)?.4)
+        Ok(self.head(be, vision_raw, text_raw, eos_positions)?.output)
     }
 
     /// Both towers' inputs and attention shapes, and the rows each pools.
@@ -723,14 +729,13 @@ impl<B: Backend> Clip<B> {
 
     /// From the towers' pooled rows: their layer norms (post-LN for the class token, the
     /// final LN for the end-of-text token), the projections and the scores.
-    #[allow(clippy::type_complexity)]
     fn head(
         &self,
         be: &B,
         vision_raw: B::Buf,
         text_raw: B::Buf,
         eos_positions: Vec<usize>,
-    ) -> Result<(Pooled<B::Buf>, Pooled<B::Buf>, B::Buf, B::Buf, ClipOutput), ModelError> {
+    ) -> Result<Head<B::Buf>, ModelError> {
         let (v, t) = (&self.config.vision, &self.config.text);
         let p = self.config.projection_dim;
         let batch = eos_positions.len();
@@ -786,7 +791,13 @@ impl<B: Backend> Clip<B> {
                 output.pair_scores[i]
             )));
         }
-        Ok((vision_pooled, text_pooled, image_proj, text_proj, output))
+        Ok(Head {
+            vision_pooled,
+            text_pooled,
+            image_proj,
+            text_proj,
+            output,
+        })
     }
 
     /// Layer-normalises the pooled rows: (raw rows, normalised, stats).

@@ -164,6 +164,10 @@ struct Forward<Buf> {
     output: ViltOutput,
 }
 
+/// The head's pass over the pooled rows: the rows before and after the final layer norm with
+/// its statistics, the head's activations and the output.
+type HeadPass<Buf> = (Pooled<Buf>, HeadActivations<Buf>, ViltOutput);
+
 /// The joint encoder's input, with its attention shape and each sample's layout.
 struct Embedded<Buf> {
     joint: Buf,
@@ -365,9 +369,13 @@ impl<B: Backend> Vilt<B> {
             d,
             false,
         )?;
-        let rows: Vec<usize> = (0..batch).map(|b| b * f.shape.queries).collect();
-        self.encoder
-            .backward(be, &f.encoder, d_raw, &rows, &f.shape)
+        self.encoder.backward(
+            be,
+            &f.encoder,
+            d_raw,
+            &Self::pooled_rows(&f.shape),
+            &f.shape,
+        )
     }
 
     /// LRP (§D) from the seed relevance at the logits: the head (linear rules; LayerNorm,
@@ -383,12 +391,15 @@ impl<B: Backend> Vilt<B> {
         let batch = f.shape.batch;
         let (raw, normed, _) = &f.pooled;
         let r_normed = self.head.relprop(be, &f.head, normed, seed)?;
-        let mut r_sel = be.zeros(batch * d)?;
+        let mut r_sel = be.uninit(batch * d)?;
         be.lrp_clone(&mut r_sel, raw, &[&r_normed])?;
-        let mut r_tokens = be.zeros(be.len(f.encoder.output()))?;
-        let rows: Vec<usize> = (0..batch).map(|b| b * f.shape.queries).collect();
-        be.gather_rows_backward(&mut r_tokens, &r_sel, &rows, d)?;
-        self.encoder.relprop(be, &f.encoder, r_tokens, &f.shape)
+        self.encoder.relprop(
+            be,
+            &f.encoder,
+            r_sel,
+            &Self::pooled_rows(&f.shape),
+            &f.shape,
+        )
     }
 
     fn assemble(
@@ -553,7 +564,7 @@ impl<B: Backend> Vilt<B> {
         be: &B,
         raw: B::Buf,
         layouts: Vec<ViltLayout>,
-    ) -> Result<(Pooled<B::Buf>, HeadActivations<B::Buf>, ViltOutput), ModelError> {
+    ) -> Result<HeadPass<B::Buf>, ModelError> {
         let c = &self.config;
         let (batch, d) = (layouts.len(), c.hidden_size);
         let mut normed = be.uninit(batch * d)?;
