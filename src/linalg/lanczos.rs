@@ -2,8 +2,9 @@
 //! on the orthogonal complement of a few known ("locked") eigenvectors (spec §B step 5).
 //!
 //! This is the algorithm the CUDA kernel mirrors, one thread block per graph:
-//! - one step = one n × n matrix–vector product, two dot products, and classical
-//!   Gram–Schmidt against the locked vectors and every earlier Lanczos vector, repeated
+//! - one step = one n × n matrix–vector product, two dot products, and Gram–Schmidt
+//!   against the locked vectors (here one after another; the kernel takes them in the same
+//!   classical pass as the basis) and every earlier Lanczos vector (classical), repeated
 //!   once when it cancels more than 1/√2 of the norm (the DGKS criterion). With full
 //!   reorthogonalisation the basis stays orthonormal to working precision, so no spurious
 //!   copies of converged Ritz values appear and the Ritz residual bound is reliable;
