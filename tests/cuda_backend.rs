@@ -982,6 +982,50 @@ fn lxmert_trace_on_cuda_matches_cpu() {
             );
         }
     }
+    // Reduced as `LxmertSession` brings it back: every head mean formed on the device, as
+    // the CPU forms them from its own trace (the per-head maps left behind).
+    let x = g.lxmert_inputs("b3");
+    let target = VqaTarget::Predicted;
+    let cpu = cpu_model.trace(&Cpu, &x, &target).unwrap();
+    let cpu = cpu.into_host_for(&Cpu, false).unwrap();
+    let gpu = gpu_model.trace(&cuda, &x, &target).unwrap();
+    let gpu = gpu.into_host_for(&cuda, false).unwrap();
+    let mut bad = Vec::new();
+    let mut compare = |module: String, c: &[(HeadMean, Vec<f32>)], gg: &[(HeadMean, Vec<f32>)]| {
+        let kinds = |m: &[(HeadMean, Vec<f32>)]| m.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        assert_eq!(kinds(c), kinds(gg), "{module}: the same kinds of mean");
+        assert!(!c.is_empty(), "{module}: at least the attention's mean");
+        for ((kind, cm), (_, gm)) in c.iter().zip(gg) {
+            let err = max_diff_rel_to_max(gm, cm);
+            if !(err <= 1e-4) {
+                bad.push(format!("{module} {kind:?} mean: err/max {err:.3e}"));
+            }
+        }
+    };
+    for (l, (c, gg)) in cpu.lang.iter().zip(&gpu.lang).enumerate() {
+        compare(format!("lang {l}"), &c.means, &gg.means);
+    }
+    for (l, (c, gg)) in cpu.cross.iter().zip(&gpu.cross).enumerate() {
+        compare(
+            format!("cross {l} text_to_image"),
+            &c.text_to_image.means,
+            &gg.text_to_image.means,
+        );
+        compare(
+            format!("cross {l} lang_self"),
+            &c.lang_self.means,
+            &gg.lang_self.means,
+        );
+        assert!(
+            gg.lang_self.attention.is_empty(),
+            "per-head maps left on the device"
+        );
+    }
+    assert!(
+        bad.is_empty(),
+        "LXMERT reduced trace on CUDA vs CPU:\n{}",
+        bad.join("\n")
+    );
 }
 
 /// CUDA vs CPU relevance at every attention module of an LRP trace, each sample's

@@ -1,6 +1,6 @@
 //! A trace brought to the host for given methods (`into_host_for`: head means averaged by
 //! the backend, only what the methods read moved) explains exactly as the whole trace does:
-//! every method, bit for bit, on the ragged CLIP and ViLT fixture batches. A method whose
+//! every method, bit for bit, on the ragged CLIP, ViLT and LXMERT fixture batches. A method whose
 //! parts were left behind is refused, never explained from zeros.
 
 mod common;
@@ -8,9 +8,11 @@ mod common;
 use common::{clip_method_inputs, fixtures, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::clip::{clip_reads, explain_clip};
+use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope};
 use fiedler::explain::vilt::{explain_vilt, vilt_reads};
 use fiedler::explain::{ExplainError, Explanation, Method, MethodOptions};
 use fiedler::model::clip::Clip;
+use fiedler::model::lxmert::Lxmert;
 use fiedler::model::vilt::Vilt;
 use fiedler::model::VqaTarget;
 
@@ -103,5 +105,59 @@ fn vilt_explains_the_same_from_a_reduced_trace() {
         let alone = explain_vilt(&reduced, &[m], &opts).unwrap();
         let column: Vec<Vec<Explanation>> = whole.iter().map(|s| vec![s[i].clone()]).collect();
         assert_same(m.name(), &column, &alone);
+    }
+}
+
+/// LXMERT's reduced trace holds every head mean of every module and, for Grad-CAM alone,
+/// the last cross layer's per-head text maps: every method explains the same from it, and
+/// Grad-CAM is refused where those maps were left behind.
+#[test]
+fn lxmert_explains_the_same_from_a_reduced_trace() {
+    let golden = Golden::open(&fixtures().join("lxmert/golden.safetensors"));
+    let model = Lxmert::load(&Cpu, &fixtures().join("lxmert")).unwrap();
+    let x = golden.lxmert_inputs("b3");
+    let target = VqaTarget::Predicted;
+    let opts = MethodOptions::default();
+    let all = &Method::ALL[..];
+    let trace = |methods: &[Method]| {
+        model
+            .trace_with(&Cpu, &x, &target, grad_scope(methods), lrp_scope(methods))
+            .unwrap()
+    };
+    let whole = explain_lxmert(&trace(all), all, &opts).unwrap();
+    let reduced = trace(all).into_host_for(&Cpu, true).unwrap();
+    let last = reduced.cross.last().unwrap();
+    assert!(
+        !last.lang_self.attention.is_empty(),
+        "Grad-CAM's heads kept"
+    );
+    assert!(reduced.cross[0].lang_self.attention.is_empty());
+    assert!(reduced
+        .lang
+        .iter()
+        .all(|l| l.attention.is_empty() && l.output.is_empty()));
+    assert_same(
+        "all",
+        &whole,
+        &explain_lxmert(&reduced, all, &opts).unwrap(),
+    );
+    // Each method from a trace taken and reduced for it alone (its own backward and LRP
+    // scopes), against the same method on the whole trace of that scope.
+    for &m in all {
+        let whole = explain_lxmert(&trace(&[m]), &[m], &opts).unwrap();
+        let reduced = trace(&[m])
+            .into_host_for(&Cpu, m == Method::GradCam)
+            .unwrap();
+        assert_same(
+            m.name(),
+            &whole,
+            &explain_lxmert(&reduced, &[m], &opts).unwrap(),
+        );
+    }
+    let reduced = trace(all).into_host_for(&Cpu, false).unwrap();
+    match explain_lxmert(&reduced, &[Method::GradCam], &opts) {
+        Err(ExplainError::NotKept(Method::GradCam)) => {}
+        Err(e) => panic!("grad-cam: {e}"),
+        Ok(_) => panic!("grad-cam explained without the last layer's heads"),
     }
 }

@@ -354,21 +354,21 @@ fn run_lxmert<B: Backend>(
         let target = VqaTarget::Predicted;
         let trace = model
             .trace_with(be, &x, &target, grad_scope(methods), lrp_scope(methods))
-            .and_then(|t| Ok(t.into_host(be)?))
+            .and_then(|t| Ok(t.into_host_for(be, methods.contains(&Method::GradCam))?))
             .with_context(|| format!("batch {batch}"))?;
         report(
             methods,
             batch,
             args.repeats,
             // LXMERT's methods read different modules: each runs its passes only as deep
-            // as it needs them.
-            |m| (grad_scope(&[m]), lrp_scope(&[m])),
-            |(gradients, relevance)| {
+            // as it needs them, and only Grad-CAM brings per-head maps to the host.
+            |m| (grad_scope(&[m]), lrp_scope(&[m]), m == Method::GradCam),
+            |(gradients, relevance, heads)| {
                 let start = Instant::now();
                 let trace = model.trace_with(be, &x, &target, gradients, relevance)?;
                 be.synchronize()?;
                 let computed = start.elapsed().as_secs_f64();
-                drop(trace.into_host(be)?);
+                drop(trace.into_host_for(be, heads)?);
                 Ok(computed)
             },
             |method| Ok(explain_lxmert(&trace, &[method], &opts).map(|_| ())?),

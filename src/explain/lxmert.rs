@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use crate::backend::HeadMean;
 use crate::explain::attention::rollout_step;
 use crate::explain::matrix::Matrix;
 use crate::explain::spectral::GradWeighting;
@@ -37,15 +38,18 @@ struct Sample<'a> {
     images: Vec<&'a ImageBranchTrace<Vec<f32>>>,
 }
 
-/// An attention module's probabilities (or, for the LRP methods, its relevance at them) and
-/// gradients, borrowed from either record type.
+/// An attention module's probabilities, gradients and LRP relevance at the probabilities,
+/// and the head means a reduced trace formed of them, borrowed from either record type.
 #[derive(Clone, Copy)]
 struct Module<'a> {
     attention: &'a [f32],
     /// `None` in a trace recorded without gradients: reads as 0.
     grad: Option<&'a [f32]>,
-    /// LRP relevance at the probabilities; `None` without an LRP pass.
+    /// `None` without an LRP pass.
     relevance: Option<&'a [f32]>,
+    /// [batch, queries, keys] each (`LxmertTrace::into_host_for`; the per-head maps are
+    /// empty then, unless kept for Grad-CAM).
+    means: &'a [(HeadMean, Vec<f32>)],
 }
 
 impl<'a> From<&'a AttentionRecord<Vec<f32>>> for Module<'a> {
@@ -54,6 +58,7 @@ impl<'a> From<&'a AttentionRecord<Vec<f32>>> for Module<'a> {
             attention: &r.attention,
             grad: r.attention_grad.as_deref(),
             relevance: r.relevance.as_deref(),
+            means: &r.means,
         }
     }
 }
@@ -64,6 +69,7 @@ impl<'a> From<&'a LayerTrace<Vec<f32>>> for Module<'a> {
             attention: &r.attention,
             grad: r.attention_grad.as_deref(),
             relevance: r.relevance.as_deref(),
+            means: &r.means,
         }
     }
 }
@@ -76,16 +82,12 @@ enum Weighting {
     Relevance,
 }
 
-impl<'a> Module<'a> {
-    /// The module with its LRP relevance read as its attention; explain_lxmert checked that
-    /// the trace has relevance before any LRP method runs (an empty map would be a bug).
-    fn weighted(self, w: Weighting) -> Self {
-        match w {
-            Weighting::Attention => self,
-            Weighting::Relevance => Self {
-                attention: self.relevance.unwrap_or_default(),
-                ..self
-            },
+impl Weighting {
+    /// mean_h((∇A ⊙ X)⁺) with X = A or R_A.
+    fn rule5(self) -> HeadMean {
+        match self {
+            Weighting::Attention => HeadMean::PositiveGradientTimesAttention,
+            Weighting::Relevance => HeadMean::PositiveGradientTimesRelevance,
         }
     }
 }
@@ -112,18 +114,40 @@ impl<'a> Sample<'a> {
         }
     }
 
-    /// mean_h f(A_h, ∇A_h) of a module whose queries run over `q` and keys over `k`.
-    fn head_mean(&self, m: Module, q: Stream, k: Stream, f: impl Fn(f32, f32) -> f32) -> Matrix {
+    /// The head mean `kind` of a module whose queries run over `q` and keys over `k`: from
+    /// the means a reduced trace brought, else from the per-head maps with the same
+    /// arithmetic (`cpu::head_mean`: heads summed in order from 0, then divided), so both
+    /// give the same bits. explain_lxmert checked that the maps a kind reads are there.
+    fn head_mean<'m>(
+        &self,
+        m: impl Into<Module<'m>>,
+        q: Stream,
+        k: Stream,
+        kind: HeadMean,
+    ) -> Matrix {
+        let m = m.into();
         let heads = self.trace.heads;
         let (qp, kp, qn, kn) = (self.padded(q), self.padded(k), self.real(q), self.real(k));
         let mut out = Matrix::zeros(qn, kn);
+        if let Some((_, mean)) = m.means.iter().find(|(k, _)| *k == kind) {
+            for (i, row) in out.data.chunks_exact_mut(kn).enumerate() {
+                let start = (self.b * qp + i) * kp;
+                row.copy_from_slice(&mean[start..start + kn]);
+            }
+            return out;
+        }
+        let x = if kind.reads_relevance() {
+            m.relevance.unwrap_or_default()
+        } else {
+            m.attention
+        };
+        let grad = m.grad.filter(|_| kind.reads_gradient());
         for h in 0..heads {
             for i in 0..qn {
                 let start = ((self.b * heads + h) * qp + i) * kp;
-                let a = &m.attention[start..start + kn];
-                let g = m.grad.map(|g| &g[start..start + kn]);
-                for (j, &a) in a.iter().enumerate() {
-                    out.data[i * kn + j] += f(a, g.map_or(0.0, |g| g[j]));
+                let g = grad.map(|g| &g[start..start + kn]);
+                for (j, &x) in x[start..start + kn].iter().enumerate() {
+                    out.data[i * kn + j] += kind.term(x, g.map_or(0.0, |g| g[j]));
                 }
             }
         }
@@ -144,11 +168,11 @@ impl<'a> Sample<'a> {
         k: Stream,
         w: Weighting,
     ) -> Matrix {
-        self.head_mean(m.into().weighted(w), q, k, |a, g| (a * g).max(0.0))
+        self.head_mean(m, q, k, w.rule5())
     }
 
     fn mean_attention<'m>(&self, m: impl Into<Module<'m>>, q: Stream, k: Stream) -> Matrix {
-        self.head_mean(m.into(), q, k, |a, _| a)
+        self.head_mean(m, q, k, HeadMean::Attention)
     }
 
     /// §C.5: w_h = mean of ∇A_h over the real block, M = (mean_h w_h·A_h)⁺.
@@ -290,12 +314,7 @@ fn partial_lrp(s: &Sample) -> (Vec<f32>, Vec<f32>) {
     use Stream::{Image, Text};
     let last = &s.trace.cross[s.trace.cross.len() - 1];
     let mean = |r: &AttentionRecord<Vec<f32>>, q, k| {
-        let mut m = s.head_mean(
-            Module::from(r).weighted(Weighting::Relevance),
-            q,
-            k,
-            |a, _| a,
-        );
+        let mut m = s.head_mean(r, q, k, HeadMean::Relevance);
         m.min_max();
         m
     };
@@ -492,6 +511,10 @@ pub fn explain_lxmert(
         "LXMERT",
         EVERY_LAYER,
     )?;
+    // A reduced trace holds every head mean, but the per-head maps only where kept.
+    if trace.kept.is_some_and(|k| !k.last_layer_heads) && methods.contains(&Method::GradCam) {
+        return Err(ExplainError::NotKept(Method::GradCam));
+    }
     let (gradients, relevance) = (gradient_scope(trace), relevance_scope(trace));
     check_gradients(methods, |m| grad_scope(&[m]) <= gradients)?;
     check_relevance(methods, |m| lrp_scope(&[m]) <= relevance)?;
@@ -616,7 +639,7 @@ fn spectral(
         GradWeighting::GradientTimesAttention
     };
     let aggregate = |rec: &AttentionRecord<Vec<f32>>, q: Stream| match weighting {
-        GradWeighting::Gradient => s.head_mean(rec.into(), q, q, |_, g| g.max(0.0)),
+        GradWeighting::Gradient => s.head_mean(rec, q, q, HeadMean::PositiveGradient),
         GradWeighting::GradientTimesAttention => s.rule5(rec, q, q),
     };
     let mut r_image = vec![0.0f32; s.n];

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use crate::backend::{Activation, AttentionShape, Backend, BackendError};
+use crate::backend::{Activation, AttentionShape, Backend, BackendError, HeadMean};
 use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
 use crate::model::block::load_norm;
 use crate::model::config::{AnswerProbability, LxmertConfig};
@@ -66,6 +66,9 @@ pub struct AttentionRecord<Buf> {
     pub attention: Buf,
     pub attention_grad: Option<Buf>,
     pub relevance: Option<Buf>,
+    /// Head means formed where the trace was recorded, [batch, queries, keys] each
+    /// (`LxmertTrace::into_host_for`); none in a trace as the model recorded it.
+    pub means: Vec<(HeadMean, Buf)>,
 }
 
 impl<Buf> AttentionRecord<Buf> {
@@ -77,8 +80,91 @@ impl<Buf> AttentionRecord<Buf> {
             attention: f(self.attention)?,
             attention_grad: self.attention_grad.map(&mut f).transpose()?,
             relevance: self.relevance.map(&mut f).transpose()?,
+            means: self
+                .means
+                .into_iter()
+                .map(|(k, b)| Ok((k, f(b)?)))
+                .collect::<Result<_, E>>()?,
         })
     }
+
+    /// `into_host_for` of one module: every head mean its maps give, formed on the backend;
+    /// the per-head A and ∇A only when `per_head`; the per-head relevance never (every
+    /// method reads it through a mean). Absent maps stay absent, present ones come empty.
+    fn reduce<B: Backend<Buf = Buf>>(
+        self,
+        be: &B,
+        batch: usize,
+        heads: usize,
+        per_head: bool,
+    ) -> Result<AttentionRecord<Vec<f32>>, BackendError> {
+        let (attention, attention_grad, relevance, means) = reduce_maps(
+            be,
+            (self.attention, self.attention_grad, self.relevance),
+            batch,
+            heads,
+            per_head,
+        )?;
+        Ok(AttentionRecord {
+            attention,
+            attention_grad,
+            relevance,
+            means,
+        })
+    }
+}
+
+/// A module's A, ∇A and R_A as `AttentionRecord::reduce` brings them to the host, with the
+/// head means of every kind they give.
+type ReducedMaps = (
+    Vec<f32>,
+    Option<Vec<f32>>,
+    Option<Vec<f32>>,
+    Vec<(HeadMean, Vec<f32>)>,
+);
+
+fn reduce_maps<B: Backend>(
+    be: &B,
+    (attention, grad, relevance): (B::Buf, Option<B::Buf>, Option<B::Buf>),
+    batch: usize,
+    heads: usize,
+    per_head: bool,
+) -> Result<ReducedMaps, BackendError> {
+    let entries = be.len(&attention) / (batch * heads).max(1);
+    let mut means = Vec::new();
+    for kind in HeadMean::ALL {
+        let x = match (kind.reads_relevance(), &relevance) {
+            (false, _) => &attention,
+            (true, Some(r)) => r,
+            (true, None) => continue,
+        };
+        if kind.reads_gradient() && grad.is_none() {
+            continue;
+        }
+        let mut mean = be.uninit(batch * entries)?;
+        be.head_mean(&mut mean, kind, x, grad.as_ref(), heads, entries)?;
+        means.push((kind, be.move_to_host(mean)?));
+    }
+    let keep = |b: B::Buf, wanted: bool| {
+        if wanted {
+            be.move_to_host(b)
+        } else {
+            Ok(Vec::new())
+        }
+    };
+    Ok((
+        keep(attention, per_head)?,
+        grad.map(|g| keep(g, per_head)).transpose()?,
+        relevance.map(|r| keep(r, false)).transpose()?,
+        means,
+    ))
+}
+
+/// What `LxmertTrace::into_host_for` brought to the host besides every head mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LxmertKept {
+    /// The last cross layer's per-head text maps (attention Grad-CAM weighs each head).
+    pub last_layer_heads: bool,
 }
 
 /// How far down the backward runs: the methods read ∂y/∂A of different modules (§A.1 table,
@@ -173,6 +259,8 @@ pub struct LxmertTrace<Buf> {
     pub seq_len: usize,
     pub regions: usize,
     pub lengths: Vec<usize>,
+    /// What a reduced trace (`into_host_for`) kept; `None`: every buffer is whole.
+    pub kept: Option<LxmertKept>,
 }
 
 impl<Buf> LxmertTrace<Buf> {
@@ -218,6 +306,74 @@ impl<Buf> LxmertTrace<Buf> {
             seq_len: self.seq_len,
             regions: self.regions,
             lengths: self.lengths,
+            kept: self.kept,
+        })
+    }
+
+    /// Brings to host memory every head mean of every module, averaged on the backend, the
+    /// cross layers' outputs (the spectral methods' features) and, with `last_layer_heads`,
+    /// the last cross layer's per-head text maps; every other buffer is left behind (empty
+    /// on the host). On a GPU that moves a fraction of the trace: a mean is 1/heads of the
+    /// maps it averages, and the language and object-relationship stacks' outputs stay.
+    pub fn into_host_for<B: Backend<Buf = Buf>>(
+        self,
+        be: &B,
+        last_layer_heads: bool,
+    ) -> Result<LxmertTrace<Vec<f32>>, BackendError> {
+        let (batch, heads) = (self.lengths.len(), self.heads);
+        let layers = |ls: Vec<LayerTrace<Buf>>| {
+            ls.into_iter()
+                .map(|l| {
+                    let maps = (l.attention, l.attention_grad, l.relevance);
+                    let (attention, attention_grad, relevance, means) =
+                        reduce_maps(be, maps, batch, heads, false)?;
+                    Ok(LayerTrace {
+                        attention,
+                        attention_grad,
+                        relevance,
+                        output: Vec::new(),
+                        means,
+                        fiedlers: Vec::new(),
+                        weighted: Vec::new(),
+                    })
+                })
+                .collect::<Result<Vec<_>, BackendError>>()
+        };
+        let last = self.cross.len().saturating_sub(1);
+        let cross = self
+            .cross
+            .into_iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let per_head = last_layer_heads && k == last;
+                Ok(CrossLayerTrace {
+                    text_to_image: c.text_to_image.reduce(be, batch, heads, per_head)?,
+                    lang_self: c.lang_self.reduce(be, batch, heads, per_head)?,
+                    lang_output: be.move_to_host(c.lang_output)?,
+                    image: c
+                        .image
+                        .map(|i| {
+                            Ok::<_, BackendError>(ImageBranchTrace {
+                                image_to_text: i.image_to_text.reduce(be, batch, heads, false)?,
+                                visn_self: i.visn_self.reduce(be, batch, heads, false)?,
+                                visn_output: be.move_to_host(i.visn_output)?,
+                            })
+                        })
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<_, BackendError>>()?;
+        Ok(LxmertTrace {
+            output: self.output,
+            lang: layers(self.lang)?,
+            visn: layers(self.visn)?,
+            cross,
+            targets: self.targets,
+            heads,
+            seq_len: self.seq_len,
+            regions: self.regions,
+            lengths: self.lengths,
+            kept: Some(LxmertKept { last_layer_heads }),
         })
     }
 }
@@ -1041,6 +1197,7 @@ impl<B: Backend> Lxmert<B> {
             attention,
             attention_grad: g,
             relevance: c,
+            means: Vec::new(),
         };
         let cross = f
             .cross
@@ -1069,6 +1226,7 @@ impl<B: Backend> Lxmert<B> {
             seq_len: inputs.seq_len,
             regions: inputs.regions,
             lengths: inputs.lengths.clone(),
+            kept: None,
         }
     }
 

@@ -198,7 +198,7 @@ pub fn explain_inputs<B: Backend>(
 ) -> Result<(LxmertOutput, Vec<Vec<Explanation>>), SessionError> {
     let trace = model
         .trace_with(be, inputs, target, grad_scope(methods), lrp_scope(methods))?
-        .into_host(be)
+        .into_host_for(be, methods.contains(&Method::GradCam))
         .map_err(crate::model::ModelError::from)?;
     let explanations = explain_lxmert(&trace, methods, opts)?;
     Ok((trace.output, explanations))
