@@ -177,6 +177,31 @@ pub(crate) fn load_norm<B: Backend>(
     Ok((be.upload(&gamma)?, be.upload(&beta)?))
 }
 
+/// The rows `rows` of `buf` (rows of `width`), in that order.
+pub(crate) fn gather<B: Backend>(
+    be: &B,
+    buf: &B::Buf,
+    rows: &[usize],
+    width: usize,
+) -> Result<B::Buf, ModelError> {
+    let mut out = be.uninit(rows.len() * width)?;
+    be.gather_rows(&mut out, buf, rows, width)?;
+    Ok(out)
+}
+
+/// `len` values that are `buf`'s row i at row `rows[i]` and 0 elsewhere.
+fn scatter<B: Backend>(
+    be: &B,
+    buf: &B::Buf,
+    rows: &[usize],
+    width: usize,
+    len: usize,
+) -> Result<B::Buf, ModelError> {
+    let mut out = be.uninit(len)?;
+    be.gather_rows_backward(&mut out, buf, rows, width)?;
+    Ok(out)
+}
+
 impl<B: Backend> Encoder<B> {
     /// Loads `layers` layers named `{prefix}.{i}.{part}`.
     pub fn load(
@@ -373,11 +398,6 @@ impl<B: Backend> Encoder<B> {
         }
         let EncoderDims { width: d, eps, .. } = self.dims;
         let m = be.len(&x) / d;
-        let gather = |buf: &B::Buf| -> Result<B::Buf, ModelError> {
-            let mut out = be.uninit(rows.len() * d)?;
-            be.gather_rows(&mut out, buf, rows, d)?;
-            Ok(out)
-        };
         let (mut ln1, mut ln1_stats) = (be.uninit(m * d)?, be.uninit(2 * m)?);
         be.layernorm(&mut ln1, &mut ln1_stats, &x, &top.ln1.0, &top.ln1.1, d, eps)?;
         let mut kv = be.uninit(m * 2 * d)?;
@@ -394,7 +414,7 @@ impl<B: Backend> Encoder<B> {
         let mut q = be.uninit(r * d)?;
         be.linear(
             &mut q,
-            &gather(&ln1)?,
+            &gather(be, &ln1, rows, d)?,
             &top.query.0,
             Some(&top.query.1),
             r,
@@ -409,7 +429,9 @@ impl<B: Backend> Encoder<B> {
         let one = shape.single_query(&positions);
         let (mut probs, mut ctx) = (be.uninit(one.probs_len())?, be.uninit(r * d)?);
         be.attention(&mut probs, &mut ctx, &q, &kv, &one)?;
-        Ok(self.upper_forward(be, top, &gather(&x)?, &ctx)?.out)
+        Ok(self
+            .upper_forward(be, top, &gather(be, &x, rows, d)?, &ctx)?
+            .out)
     }
 
     /// Back-propagates the gradient `d_rows` ([rows.len(), width]) of the last layer's
@@ -440,25 +462,19 @@ impl<B: Backend> Encoder<B> {
             let (dh, dctx) = match &dy {
                 Some(dy) => self.mlp_backward(be, lw, &s.h, &s.ln2_stats, &s.fc1, dy)?,
                 None => {
-                    let gather = |buf: &B::Buf, width: usize| -> Result<B::Buf, ModelError> {
-                        let mut out = be.uninit(rows.len() * width)?;
-                        be.gather_rows(&mut out, buf, rows, width)?;
-                        Ok(out)
-                    };
                     let (dh, dctx) = self.mlp_backward(
                         be,
                         lw,
-                        &gather(&s.h, d)?,
-                        &gather(&s.ln2_stats, 2)?,
-                        &gather(&s.fc1, f)?,
+                        &gather(be, &s.h, rows, d)?,
+                        &gather(be, &s.ln2_stats, rows, 2)?,
+                        &gather(be, &s.fc1, rows, f)?,
                         &d_rows,
                     )?;
-                    let scatter = |buf: &B::Buf| -> Result<B::Buf, ModelError> {
-                        let mut out = be.uninit(be.len(x))?;
-                        be.gather_rows_backward(&mut out, buf, rows, d)?;
-                        Ok(out)
-                    };
-                    (scatter(&dh)?, scatter(&dctx)?)
+                    let len = be.len(x);
+                    (
+                        scatter(be, &dh, rows, d, len)?,
+                        scatter(be, &dctx, rows, d, len)?,
+                    )
                 }
             };
             let (dprobs, dx) = self.attention_backward(be, lw, a, x, dh, &dctx, shape, i > 0)?;
@@ -508,29 +524,23 @@ impl<B: Backend> Encoder<B> {
                     self.upper_relprop(be, lw, &upper, r, shape.batch)?
                 }
                 None => {
-                    let gather = |buf: &B::Buf, width: usize| -> Result<B::Buf, ModelError> {
-                        let mut out = be.uninit(rows.len() * width)?;
-                        be.gather_rows(&mut out, buf, rows, width)?;
-                        Ok(out)
-                    };
                     let upper = UpperRefs {
-                        x: &gather(x, d)?,
-                        ctx: &gather(&rs.ctx, d)?,
-                        attn: &gather(&rs.attn, d)?,
-                        h: &gather(&s.h, d)?,
-                        ln2: &gather(&rs.ln2, d)?,
-                        fc1: &gather(&s.fc1, f)?,
-                        act: &gather(&rs.act, f)?,
-                        mlp: &gather(&rs.mlp, d)?,
+                        x: &gather(be, x, rows, d)?,
+                        ctx: &gather(be, &rs.ctx, rows, d)?,
+                        attn: &gather(be, &rs.attn, rows, d)?,
+                        h: &gather(be, &s.h, rows, d)?,
+                        ln2: &gather(be, &rs.ln2, rows, d)?,
+                        fc1: &gather(be, &s.fc1, rows, f)?,
+                        act: &gather(be, &rs.act, rows, f)?,
+                        mlp: &gather(be, &rs.mlp, rows, d)?,
                     };
                     let (r_x_res, r_ctx) =
                         self.upper_relprop(be, lw, &upper, &r_rows, shape.batch)?;
-                    let scatter = |buf: &B::Buf| -> Result<B::Buf, ModelError> {
-                        let mut out = be.uninit(be.len(x))?;
-                        be.gather_rows_backward(&mut out, buf, rows, d)?;
-                        Ok(out)
-                    };
-                    (scatter(&r_x_res)?, scatter(&r_ctx)?)
+                    let len = be.len(x);
+                    (
+                        scatter(be, &r_x_res, rows, d, len)?,
+                        scatter(be, &r_ctx, rows, d, len)?,
+                    )
                 }
             };
             let (cam, rx) = self.lower_relprop(be, lw, a, x, &r_x_res, &r_ctx, shape)?;

@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use crate::backend::{AttentionShape, Backend, BackendError, PatchGeometry};
-use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames};
+use crate::model::block::{
+    gather, load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames,
+};
 use crate::model::config::ClipConfig;
 use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
@@ -588,13 +590,8 @@ impl<B: Backend> Clip<B> {
         let (dv, dt) = (self.config.vision.hidden_size, self.config.text.hidden_size);
         let vision = self.vision.forward(be, x, &vision_shape, keep)?;
         let text = self.text.forward(be, y, &text_shape, keep)?;
-        let gather = |tower: &EncoderActivations<B::Buf>, rows: &[usize], width: usize| {
-            let mut raw = be.uninit(rows.len() * width)?;
-            be.gather_rows(&mut raw, tower.output(), rows, width)?;
-            Ok::<_, ModelError>(raw)
-        };
-        let vision_raw = gather(&vision, &vision_rows, dv)?;
-        let text_raw = gather(&text, &text_rows, dt)?;
+        let vision_raw = gather(be, vision.output(), &vision_rows, dv)?;
+        let text_raw = gather(be, text.output(), &text_rows, dt)?;
         let Head {
             vision_pooled,
             text_pooled,

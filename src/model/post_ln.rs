@@ -5,7 +5,7 @@
 //! Queries and keys may come from different streams (cross-attention).
 
 use crate::backend::{Activation, AttentionShape, Backend};
-use crate::model::block::{load_linear, load_norm};
+use crate::model::block::{gather, load_linear, load_norm};
 use crate::model::linear::Linear;
 use crate::model::source::WeightSource;
 use crate::model::ModelError;
@@ -361,16 +361,11 @@ impl<B: Backend> FeedForward<B> {
         dout: &B::Buf,
         rows: &[usize],
     ) -> Result<B::Buf, ModelError> {
-        let gather = |x: &B::Buf, width: usize| -> Result<B::Buf, ModelError> {
-            let mut out = be.uninit(rows.len() * width)?;
-            be.gather_rows(&mut out, x, rows, width)?;
-            Ok(out)
-        };
         self.backward_from(
             be,
-            &gather(&a.pre_act, self.intermediate)?,
-            &gather(&a.pre_norm, self.width)?,
-            &gather(&a.stats, 2)?,
+            &gather(be, &a.pre_act, rows, self.intermediate)?,
+            &gather(be, &a.pre_norm, rows, self.width)?,
+            &gather(be, &a.stats, rows, 2)?,
             dout,
         )
     }

@@ -17,7 +17,9 @@ use std::path::Path;
 
 use crate::backend::{AttentionShape, Backend, BackendError, PatchGeometry};
 use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
-use crate::model::block::{load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames};
+use crate::model::block::{
+    gather, load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames,
+};
 use crate::model::config::ViltConfig;
 use crate::model::source::WeightSource;
 use crate::model::weights::{AnswerCount, LayerStack, Weights};
@@ -525,8 +527,7 @@ impl<B: Backend> Vilt<B> {
         } = self.embed(be, x)?;
         let d = self.config.hidden_size;
         let encoder = self.encoder.forward(be, joint, &shape, keep)?;
-        let mut raw = be.uninit(x.batch() * d)?;
-        be.gather_rows(&mut raw, encoder.output(), &Self::pooled_rows(&shape), d)?;
+        let raw = gather(be, encoder.output(), &Self::pooled_rows(&shape), d)?;
         let (pooled, head, output) = self.head_forward(be, raw, layouts)?;
         Ok(Forward {
             encoder,
