@@ -55,7 +55,7 @@ use common::{
 use fiedler::backend::cuda::Cuda;
 use fiedler::backend::{Activation, AttentionShape, Backend, Cpu, HeadMean, PatchGeometry};
 use fiedler::model::clip::{Clip, ClipInputs};
-use fiedler::model::lxmert::{LrpScope, Lxmert};
+use fiedler::model::lxmert::{LrpScope, Lxmert, LxmertReads};
 use fiedler::model::vilt::Vilt;
 use fiedler::model::VqaTarget;
 use fiedler::trace::TowerTrace;
@@ -987,10 +987,15 @@ fn lxmert_trace_on_cuda_matches_cpu() {
     let x = g.lxmert_inputs("b3");
     let target = VqaTarget::Predicted;
     let cpu = cpu_model.trace(&Cpu, &x, &target).unwrap();
-    let cpu = cpu.into_host_for(&Cpu, false).unwrap();
+    let reads = LxmertReads {
+        last_layer_heads: false,
+        graphs: Some(fiedler::explain::MethodOptions::default().graph),
+    };
+    let cpu = cpu.into_host_for(&Cpu, reads).unwrap();
     let gpu = gpu_model.trace(&cuda, &x, &target).unwrap();
-    let gpu = gpu.into_host_for(&cuda, false).unwrap();
+    let gpu = gpu.into_host_for(&cuda, reads).unwrap();
     let mut bad = Vec::new();
+    let mut graph_bad = Vec::new();
     let mut compare = |module: String, c: &[(HeadMean, Vec<f32>)], gg: &[(HeadMean, Vec<f32>)]| {
         let kinds = |m: &[(HeadMean, Vec<f32>)]| m.iter().map(|(k, _)| *k).collect::<Vec<_>>();
         assert_eq!(kinds(c), kinds(gg), "{module}: the same kinds of mean");
@@ -1020,7 +1025,16 @@ fn lxmert_trace_on_cuda_matches_cpu() {
             gg.lang_self.attention.is_empty(),
             "per-head maps left on the device"
         );
+        // The spectral graphs, solved on each backend over its own outputs.
+        for (b, (cf, gf)) in c.lang_fiedlers.iter().zip(&gg.lang_fiedlers).enumerate() {
+            let (cf, gf) = (cf.as_ref().unwrap(), gf.as_ref().unwrap());
+            let err = max_abs_diff(&gf.vector, &cf.vector).0;
+            if !(err <= 1e-3) {
+                graph_bad.push(format!("cross {l} text graph {b}: |v| abs err {err:.3e}"));
+            }
+        }
     }
+    bad.extend(graph_bad);
     assert!(
         bad.is_empty(),
         "LXMERT reduced trace on CUDA vs CPU:\n{}",

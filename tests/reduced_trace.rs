@@ -8,9 +8,10 @@ mod common;
 use common::{clip_method_inputs, fixtures, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::clip::{clip_reads, explain_clip};
-use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope};
+use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads};
 use fiedler::explain::vilt::{explain_vilt, vilt_reads};
 use fiedler::explain::{ExplainError, Explanation, Method, MethodOptions};
+use fiedler::linalg::GraphOptions;
 use fiedler::model::clip::Clip;
 use fiedler::model::lxmert::Lxmert;
 use fiedler::model::vilt::Vilt;
@@ -108,9 +109,10 @@ fn vilt_explains_the_same_from_a_reduced_trace() {
     }
 }
 
-/// LXMERT's reduced trace holds every head mean of every module and, for Grad-CAM alone,
-/// the last cross layer's per-head text maps: every method explains the same from it, and
-/// Grad-CAM is refused where those maps were left behind.
+/// LXMERT's reduced trace holds every head mean of every module, the Fiedler vectors of the
+/// cross layers' graphs solved by the backend in place of their outputs, and, for Grad-CAM
+/// alone, the last cross layer's per-head text maps: every method explains the same from
+/// it, and one whose parts were left behind is refused.
 #[test]
 fn lxmert_explains_the_same_from_a_reduced_trace() {
     let golden = Golden::open(&fixtures().join("lxmert/golden.safetensors"));
@@ -125,13 +127,19 @@ fn lxmert_explains_the_same_from_a_reduced_trace() {
             .unwrap()
     };
     let whole = explain_lxmert(&trace(all), all, &opts).unwrap();
-    let reduced = trace(all).into_host_for(&Cpu, true).unwrap();
+    let reduced = trace(all)
+        .into_host_for(&Cpu, lxmert_reads(all, &opts))
+        .unwrap();
     let last = reduced.cross.last().unwrap();
     assert!(
         !last.lang_self.attention.is_empty(),
         "Grad-CAM's heads kept"
     );
     assert!(reduced.cross[0].lang_self.attention.is_empty());
+    assert!(reduced
+        .cross
+        .iter()
+        .all(|c| c.lang_output.is_empty() && c.lang_fiedlers.len() == x.lengths.len()));
     assert!(reduced
         .lang
         .iter()
@@ -146,7 +154,7 @@ fn lxmert_explains_the_same_from_a_reduced_trace() {
     for &m in all {
         let whole = explain_lxmert(&trace(&[m]), &[m], &opts).unwrap();
         let reduced = trace(&[m])
-            .into_host_for(&Cpu, m == Method::GradCam)
+            .into_host_for(&Cpu, lxmert_reads(&[m], &opts))
             .unwrap();
         assert_same(
             m.name(),
@@ -154,10 +162,30 @@ fn lxmert_explains_the_same_from_a_reduced_trace() {
             &explain_lxmert(&reduced, &[m], &opts).unwrap(),
         );
     }
-    let reduced = trace(all).into_host_for(&Cpu, false).unwrap();
-    match explain_lxmert(&reduced, &[Method::GradCam], &opts) {
-        Err(ExplainError::NotKept(Method::GradCam)) => {}
-        Err(e) => panic!("grad-cam: {e}"),
-        Ok(_) => panic!("grad-cam explained without the last layer's heads"),
+    // Reduced for raw attention: Grad-CAM's heads and the spectral graphs are not there; and
+    // graphs solved with other options than the explanation's are not used.
+    let reduced = trace(all)
+        .into_host_for(&Cpu, lxmert_reads(&[Method::RawAttn], &opts))
+        .unwrap();
+    let other = MethodOptions {
+        graph: GraphOptions {
+            l2_normalize: !opts.graph.l2_normalize,
+            ..opts.graph
+        },
+        ..MethodOptions::default()
+    };
+    let solved = trace(all)
+        .into_host_for(&Cpu, lxmert_reads(&[Method::Dsmi], &other))
+        .unwrap();
+    for (m, t) in [
+        (Method::GradCam, &reduced),
+        (Method::DsmiGrad, &reduced),
+        (Method::Dsmi, &solved),
+    ] {
+        match explain_lxmert(t, &[m], &opts) {
+            Err(ExplainError::NotKept(refused)) => assert_eq!(refused, m),
+            Err(e) => panic!("{m}: {e}"),
+            Ok(_) => panic!("{m} explained from a trace reduced without its parts"),
+        }
     }
 }

@@ -23,14 +23,14 @@ use fiedler::eval::results::{Done, ResultsWriter, RunHeader, FORMAT};
 use fiedler::eval::runner::{run as eval_run, EvalModel, Explained, Keep, Plan};
 use fiedler::eval::EvalError;
 use fiedler::explain::clip::{clip_reads, explain_clip};
-use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope};
+use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads};
 use fiedler::explain::{need_relevance, Method, MethodOptions};
 use fiedler::input::regions::Regions;
 use fiedler::linalg::synthetic::{clustered_features, Clusters};
 use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions};
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::config::{ClipConfig, LxmertConfig};
-use fiedler::model::lxmert::{Lxmert, LxmertInputs};
+use fiedler::model::lxmert::{Lxmert, LxmertInputs, LxmertReads};
 use fiedler::model::source::RandomWeights;
 use fiedler::model::VqaTarget;
 
@@ -354,21 +354,29 @@ fn run_lxmert<B: Backend>(
         let target = VqaTarget::Predicted;
         let trace = model
             .trace_with(be, &x, &target, grad_scope(methods), lrp_scope(methods))
-            .and_then(|t| Ok(t.into_host_for(be, methods.contains(&Method::GradCam))?))
+            .and_then(|t| Ok(t.into_host_for(be, lxmert_reads(methods, &opts))?))
             .with_context(|| format!("batch {batch}"))?;
         report(
             methods,
             batch,
             args.repeats,
             // LXMERT's methods read different modules: each runs its passes only as deep
-            // as it needs them, and only Grad-CAM brings per-head maps to the host.
-            |m| (grad_scope(&[m]), lrp_scope(&[m]), m == Method::GradCam),
-            |(gradients, relevance, heads)| {
+            // as it needs them, and brings to the host what it reads.
+            |m| {
+                let reads = lxmert_reads(&[m], &opts);
+                let kept = (reads.last_layer_heads, reads.graphs.is_some());
+                (grad_scope(&[m]), lrp_scope(&[m]), kept)
+            },
+            |(gradients, relevance, (last_layer_heads, graphs))| {
+                let reads = LxmertReads {
+                    last_layer_heads,
+                    graphs: graphs.then_some(opts.graph),
+                };
                 let start = Instant::now();
                 let trace = model.trace_with(be, &x, &target, gradients, relevance)?;
                 be.synchronize()?;
                 let computed = start.elapsed().as_secs_f64();
-                drop(trace.into_host_for(be, heads)?);
+                drop(trace.into_host_for(be, reads)?);
                 Ok(computed)
             },
             |method| Ok(explain_lxmert(&trace, &[method], &opts).map(|_| ())?),

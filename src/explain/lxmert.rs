@@ -18,7 +18,9 @@ use crate::explain::{
     Method, MethodOptions,
 };
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
-use crate::model::lxmert::{AttentionRecord, GradScope, ImageBranchTrace, LrpScope, LxmertTrace};
+use crate::model::lxmert::{
+    word_tokens, AttentionRecord, GradScope, ImageBranchTrace, LrpScope, LxmertReads, LxmertTrace,
+};
 use crate::model::VqaTarget;
 use crate::trace::LayerTrace;
 
@@ -371,13 +373,34 @@ fn layer_fiedlers(
     stream: Stream,
 ) -> Result<Vec<Fiedler>, ExplainError> {
     let tr = s.trace;
+    let name = match stream {
+        Stream::Image => "image",
+        Stream::Text => "text",
+    };
+    let spectral = |source| ExplainError::Spectral {
+        tower: name,
+        pair: s.b,
+        source,
+    };
+    // A reduced trace holds them solved where it was recorded (explain_lxmert checked
+    // that they were, with the options asked).
+    if tr.kept.is_some() {
+        let solved: Vec<&PerSampleResult> = match stream {
+            Stream::Image => s.images.iter().map(|i| &i.visn_fiedlers[s.b]).collect(),
+            Stream::Text => tr.cross.iter().map(|x| &x.lang_fiedlers[s.b]).collect(),
+        };
+        return solved
+            .into_iter()
+            .map(|r| r.clone().map_err(spectral))
+            .collect();
+    }
     let outputs: Vec<&[f32]> = match stream {
         Stream::Image => s.images.iter().map(|i| &i.visn_output[..]).collect(),
         Stream::Text => tr.cross.iter().map(|x| &x.lang_output[..]).collect(),
     };
     let rows = match stream {
         Stream::Image => 0..s.n,
-        Stream::Text => 1..s.t.saturating_sub(1).max(1),
+        Stream::Text => word_tokens(s.t),
     };
     let width = outputs
         .first()
@@ -396,18 +419,35 @@ fn layer_fiedlers(
             mask: &mask,
         })
         .collect();
-    let name = match stream {
-        Stream::Image => "image",
-        Stream::Text => "text",
-    };
     fiedler_batch(&graphs, &opts.graph)
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| ExplainError::Spectral {
-            tower: name,
-            pair: s.b,
-            source,
-        })
+        .map_err(spectral)
+}
+
+/// One sample's Fiedler solution as a reduced trace holds it.
+type PerSampleResult = Result<Fiedler, crate::linalg::SpectralError>;
+
+/// Whether `method` reads the Fiedler vectors of the cross layers' outputs.
+fn is_spectral(method: Method) -> bool {
+    matches!(
+        method,
+        Method::Dsmi | Method::DsmiGrad | Method::DsmiGradAttn
+    )
+}
+
+/// What `methods` read of an LXMERT trace besides the head means, for
+/// `LxmertTrace::into_host_for`: Grad-CAM the last cross layer's per-head text maps, the
+/// spectral methods the Fiedler vectors of the cross layers' outputs (solved where the
+/// trace lives, with `opts.graph`).
+pub fn lxmert_reads(methods: &[Method], opts: &MethodOptions) -> LxmertReads {
+    LxmertReads {
+        last_layer_heads: methods.contains(&Method::GradCam),
+        graphs: methods
+            .iter()
+            .any(|&m| is_spectral(m))
+            .then_some(opts.graph),
+    }
 }
 
 /// How far the backward must run for `methods` (`None`: no method reads ∂y/∂A).
@@ -511,9 +551,17 @@ pub fn explain_lxmert(
         "LXMERT",
         EVERY_LAYER,
     )?;
-    // A reduced trace holds every head mean, but the per-head maps only where kept.
-    if trace.kept.is_some_and(|k| !k.last_layer_heads) && methods.contains(&Method::GradCam) {
-        return Err(ExplainError::NotKept(Method::GradCam));
+    // A reduced trace holds every head mean, but the per-head maps and the spectral
+    // graphs only as `lxmert_reads` asked for them.
+    if let Some(kept) = trace.kept {
+        let served = |m: Method| match m {
+            Method::GradCam => kept.last_layer_heads,
+            m if is_spectral(m) => kept.graphs == Some(opts.graph),
+            _ => true,
+        };
+        if let Some(&m) = methods.iter().find(|&&m| !served(m)) {
+            return Err(ExplainError::NotKept(m));
+        }
     }
     let (gradients, relevance) = (gradient_scope(trace), relevance_scope(trace));
     check_gradients(methods, |m| grad_scope(&[m]) <= gradients)?;
@@ -540,10 +588,8 @@ pub fn explain_lxmert(
                 images: images.clone(),
             };
             let score = VqaTarget::score(&trace.targets, &trace.output.logits, labels, b);
-            let words: Vec<usize> = (1..s.t.saturating_sub(1)).collect();
-            let needs_graphs = methods
-                .iter()
-                .any(|m| matches!(m, Method::Dsmi | Method::DsmiGrad | Method::DsmiGradAttn));
+            let words: Vec<usize> = word_tokens(s.t).collect();
+            let needs_graphs = methods.iter().any(|&m| is_spectral(m));
             let graphs = if needs_graphs {
                 Some((
                     layer_fiedlers(&s, opts, Image)?,
@@ -649,7 +695,7 @@ fn spectral(
         let r = aggregate(&branch.visn_self, Image).matvec(&f.vector);
         r_image.iter_mut().zip(r).for_each(|(a, v)| *a += v);
     }
-    let words: Vec<usize> = (1..s.t.saturating_sub(1)).collect();
+    let words: Vec<usize> = word_tokens(s.t).collect();
     let mut r_text = vec![0.0f32; words.len()];
     for (layer, f) in s.trace.cross.iter().zip(text) {
         let r = aggregate(&layer.lang_self, Text)

@@ -13,6 +13,7 @@
 use std::path::Path;
 
 use crate::backend::{Activation, AttentionShape, Backend, BackendError, HeadMean};
+use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
 use crate::model::block::load_norm;
 use crate::model::config::{AnswerProbability, LxmertConfig};
@@ -160,12 +161,24 @@ fn reduce_maps<B: Backend>(
     ))
 }
 
-/// What `LxmertTrace::into_host_for` brought to the host besides every head mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LxmertKept {
+/// What `LxmertTrace::into_host_for` brings to the host besides every head mean.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LxmertReads {
     /// The last cross layer's per-head text maps (attention Grad-CAM weighs each head).
     pub last_layer_heads: bool,
+    /// The spectral graphs (§B) of the cross layers' outputs, solved with these options where
+    /// the trace lives (the outputs stay there): each sample's word tokens ([`word_tokens`])
+    /// per layer, all its regions per image branch.
+    pub graphs: Option<GraphOptions>,
 }
+
+/// The word tokens of a question of `length` tokens: those between [CLS] and [SEP].
+pub fn word_tokens(length: usize) -> std::ops::Range<usize> {
+    1..length.saturating_sub(1).max(1)
+}
+
+/// One Fiedler solution per sample.
+type PerSample = Vec<Result<Fiedler, SpectralError>>;
 
 /// How far down the backward runs: the methods read ∂y/∂A of different modules (§A.1 table,
 /// §C). Each scope records everything the one before it records.
@@ -220,6 +233,9 @@ pub struct CrossLayerTrace<Buf> {
     pub text_to_image: AttentionRecord<Buf>,
     pub lang_self: AttentionRecord<Buf>,
     pub lang_output: Buf,
+    /// Each sample's Fiedler vector over its word tokens of `lang_output`, where
+    /// `into_host_for` solved the graphs (which leaves the output behind); else empty.
+    pub lang_fiedlers: PerSample,
     /// `None` in the last layer of a trace taken for the methods (`Lxmert::trace_with`),
     /// which skips that branch: it reaches neither the answer (only the text [CLS] does,
     /// §A.1) nor any method (§C).
@@ -232,6 +248,8 @@ pub struct ImageBranchTrace<Buf> {
     pub image_to_text: AttentionRecord<Buf>,
     pub visn_self: AttentionRecord<Buf>,
     pub visn_output: Buf,
+    /// Each sample's Fiedler vector over its regions of `visn_output`, as `lang_fiedlers`.
+    pub visn_fiedlers: PerSample,
 }
 
 #[derive(Debug, Clone)]
@@ -260,7 +278,7 @@ pub struct LxmertTrace<Buf> {
     pub regions: usize,
     pub lengths: Vec<usize>,
     /// What a reduced trace (`into_host_for`) kept; `None`: every buffer is whole.
-    pub kept: Option<LxmertKept>,
+    pub kept: Option<LxmertReads>,
 }
 
 impl<Buf> LxmertTrace<Buf> {
@@ -283,6 +301,7 @@ impl<Buf> LxmertTrace<Buf> {
                     text_to_image: c.text_to_image.try_map(host)?,
                     lang_self: c.lang_self.try_map(host)?,
                     lang_output: be.move_to_host(c.lang_output)?,
+                    lang_fiedlers: c.lang_fiedlers,
                     image: c
                         .image
                         .map(|i| {
@@ -290,6 +309,7 @@ impl<Buf> LxmertTrace<Buf> {
                                 image_to_text: i.image_to_text.try_map(host)?,
                                 visn_self: i.visn_self.try_map(host)?,
                                 visn_output: be.move_to_host(i.visn_output)?,
+                                visn_fiedlers: i.visn_fiedlers,
                             })
                         })
                         .transpose()?,
@@ -310,17 +330,24 @@ impl<Buf> LxmertTrace<Buf> {
         })
     }
 
-    /// Brings to host memory every head mean of every module, averaged on the backend, the
-    /// cross layers' outputs (the spectral methods' features) and, with `last_layer_heads`,
-    /// the last cross layer's per-head text maps; every other buffer is left behind (empty
-    /// on the host). On a GPU that moves a fraction of the trace: a mean is 1/heads of the
-    /// maps it averages, and the language and object-relationship stacks' outputs stay.
+    /// Brings to host memory every head mean of every module, averaged on the backend, and
+    /// what `reads` names: the Fiedler vectors of the cross layers' graphs, solved on the
+    /// backend (what the spectral methods read of the outputs), and the last cross layer's
+    /// per-head text maps; every other buffer is left behind (empty on the host). On a GPU
+    /// that moves a fraction of the trace: a mean is 1/heads of the maps it averages, a
+    /// Fiedler vector 1/width of the features.
     pub fn into_host_for<B: Backend<Buf = Buf>>(
         self,
         be: &B,
-        last_layer_heads: bool,
+        reads: LxmertReads,
     ) -> Result<LxmertTrace<Vec<f32>>, BackendError> {
         let (batch, heads) = (self.lengths.len(), self.heads);
+        let (text_solved, image_solved) = match &reads.graphs {
+            Some(opts) => self.solve_graphs(be, opts)?,
+            None => (Vec::new(), Vec::new()),
+        };
+        let (mut text_solved, mut image_solved) =
+            (text_solved.into_iter(), image_solved.into_iter());
         let layers = |ls: Vec<LayerTrace<Buf>>| {
             ls.into_iter()
                 .map(|l| {
@@ -340,29 +367,26 @@ impl<Buf> LxmertTrace<Buf> {
                 .collect::<Result<Vec<_>, BackendError>>()
         };
         let last = self.cross.len().saturating_sub(1);
-        let cross = self
-            .cross
-            .into_iter()
-            .enumerate()
-            .map(|(k, c)| {
-                let per_head = last_layer_heads && k == last;
-                Ok(CrossLayerTrace {
-                    text_to_image: c.text_to_image.reduce(be, batch, heads, per_head)?,
-                    lang_self: c.lang_self.reduce(be, batch, heads, per_head)?,
-                    lang_output: be.move_to_host(c.lang_output)?,
-                    image: c
-                        .image
-                        .map(|i| {
-                            Ok::<_, BackendError>(ImageBranchTrace {
-                                image_to_text: i.image_to_text.reduce(be, batch, heads, false)?,
-                                visn_self: i.visn_self.reduce(be, batch, heads, false)?,
-                                visn_output: be.move_to_host(i.visn_output)?,
-                            })
-                        })
-                        .transpose()?,
-                })
-            })
-            .collect::<Result<_, BackendError>>()?;
+        let mut cross = Vec::with_capacity(self.cross.len());
+        for (k, c) in self.cross.into_iter().enumerate() {
+            let per_head = reads.last_layer_heads && k == last;
+            let image = match c.image {
+                Some(i) => Some(ImageBranchTrace {
+                    image_to_text: i.image_to_text.reduce(be, batch, heads, false)?,
+                    visn_self: i.visn_self.reduce(be, batch, heads, false)?,
+                    visn_output: Vec::new(),
+                    visn_fiedlers: image_solved.next().unwrap_or_default(),
+                }),
+                None => None,
+            };
+            cross.push(CrossLayerTrace {
+                text_to_image: c.text_to_image.reduce(be, batch, heads, per_head)?,
+                lang_self: c.lang_self.reduce(be, batch, heads, per_head)?,
+                lang_output: Vec::new(),
+                lang_fiedlers: text_solved.next().unwrap_or_default(),
+                image,
+            });
+        }
         Ok(LxmertTrace {
             output: self.output,
             lang: layers(self.lang)?,
@@ -373,8 +397,53 @@ impl<Buf> LxmertTrace<Buf> {
             seq_len: self.seq_len,
             regions: self.regions,
             lengths: self.lengths,
-            kept: Some(LxmertKept { last_layer_heads }),
+            kept: Some(reads),
         })
+    }
+
+    /// The graphs `LxmertReads::graphs` names, in one backend call: per cross layer, one per
+    /// sample over its word tokens; per image branch, one per sample over its regions.
+    fn solve_graphs<B: Backend<Buf = Buf>>(
+        &self,
+        be: &B,
+        opts: &GraphOptions,
+    ) -> Result<(Vec<PerSample>, Vec<PerSample>), BackendError> {
+        let batch = self.lengths.len();
+        let Some(first) = self.cross.first() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let width = be.len(&first.lang_output) / (batch * self.seq_len).max(1);
+        let words: Vec<Vec<usize>> = self
+            .lengths
+            .iter()
+            .enumerate()
+            .map(|(b, &t)| word_tokens(t).map(|i| b * self.seq_len + i).collect())
+            .collect();
+        let regions: Vec<Vec<usize>> = (0..batch)
+            .map(|b| (b * self.regions..(b + 1) * self.regions).collect())
+            .collect();
+        let text = self.cross.iter().map(|c| &c.lang_output);
+        let image: Vec<&Buf> = self
+            .cross
+            .iter()
+            .filter_map(|c| c.image.as_ref().map(|i| &i.visn_output))
+            .collect();
+        let graphs: Vec<(&Buf, &[usize])> = text
+            .flat_map(|out| words.iter().map(move |r| (out, r.as_slice())))
+            .chain(
+                image
+                    .iter()
+                    .flat_map(|&out| regions.iter().map(move |r| (out, r.as_slice()))),
+            )
+            .collect();
+        let mut solved = be.fiedler_rows(&graphs, width, opts)?.into_iter();
+        let mut per_layer = |layers: usize| -> Vec<PerSample> {
+            (0..layers)
+                .map(|_| solved.by_ref().take(batch).collect())
+                .collect()
+        };
+        let text = per_layer(self.cross.len());
+        Ok((text, per_layer(image.len())))
     }
 }
 
@@ -1208,10 +1277,12 @@ impl<B: Backend> Lxmert<B> {
                     text_to_image: module(a.t2i.probs, (g0, c0)),
                     lang_self: module(a.lang_self.probs, (g2, c2)),
                     lang_output: a.lang_ffn.out,
+                    lang_fiedlers: Vec::new(),
                     image: a.image.map(|i| ImageBranchTrace {
                         image_to_text: module(i.i2t.probs, (g1, c1)),
                         visn_self: module(i.visn_self.probs, (g3, c3)),
                         visn_output: i.visn_ffn.out,
+                        visn_fiedlers: Vec::new(),
                     }),
                 },
             )

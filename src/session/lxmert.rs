@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope};
+use crate::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads};
 use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
@@ -198,7 +198,7 @@ pub fn explain_inputs<B: Backend>(
 ) -> Result<(LxmertOutput, Vec<Vec<Explanation>>), SessionError> {
     let trace = model
         .trace_with(be, inputs, target, grad_scope(methods), lrp_scope(methods))?
-        .into_host_for(be, methods.contains(&Method::GradCam))
+        .into_host_for(be, lxmert_reads(methods, opts))
         .map_err(crate::model::ModelError::from)?;
     let explanations = explain_lxmert(&trace, methods, opts)?;
     Ok((trace.output, explanations))
