@@ -125,6 +125,11 @@ if [ "$mode" = check ] && [ -n "$fiedler" ]; then
     step explain-cuda 30 "$fiedler" explain --device cuda --model tests/fixtures/clip \
         --image tests/fixtures/images/catdog.png --text "a photo of a cat" --text "a dog" \
         --method all --out "$(mktemp -d)/explain-cuda"
+    # LXMERT's session brings back a reduced trace (head means, Fiedler vectors solved on the
+    # GPU): every method on the bundled model.
+    step explain-cuda-lxmert 30 "$fiedler" explain --device cuda --model models/lxmert-synth \
+        --regions examples/regions/shapes-4.safetensors --question "what color is the triangle?" \
+        --method all --out "$(mktemp -d)/explain-cuda-lxmert"
     step bench-clip-vit-b16 90 "$fiedler" bench --device cuda --size vit-b16 \
         --batch 1,16,64 --method dsmi-grad,chefer,raw-attn,transformer-attribution --repeats 3
     step bench-clip-tf32 60 "$fiedler" bench --device cuda --tf32 --size vit-b16 \
