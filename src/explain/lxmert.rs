@@ -132,9 +132,9 @@ impl<'a> Sample<'a> {
         let (qp, kp, qn, kn) = (self.padded(q), self.padded(k), self.real(q), self.real(k));
         let mut out = Matrix::zeros(qn, kn);
         if let Some((_, mean)) = m.means.iter().find(|(k, _)| *k == kind) {
-            for (i, row) in out.data.chunks_exact_mut(kn).enumerate() {
+            for i in 0..qn {
                 let start = (self.b * qp + i) * kp;
-                row.copy_from_slice(&mean[start..start + kn]);
+                out.data[i * kn..(i + 1) * kn].copy_from_slice(&mean[start..start + kn]);
             }
             return out;
         }
