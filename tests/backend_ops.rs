@@ -1,7 +1,8 @@
 //! CPU op checks that the CLIP reference test does not reach on its own: activation values
 //! against torch, every backward against central finite differences of its forward
-//! (directional derivatives, so one check covers the whole input), and the head mean's
-//! product with a graph's vector against the head mean and a product on the host.
+//! (directional derivatives, so one check covers the whole input), the head mean's
+//! product with a graph's vector against the head mean and a product on the host, and a
+//! single query's attention against its row of the full one.
 //!
 //! The finite differences run the f32 forward with step h = 1e-2 along a random direction;
 //! their truncation and rounding error is well under the 1e-2 relative bound used here, while
@@ -205,6 +206,59 @@ fn attention_backward_matches_finite_differences() {
                 }
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
             }
+        }
+    }
+}
+
+/// One query per sample attending as it does in the full attention (`single_query`, what the
+/// scoring forwards run in their last layer): the same probabilities and context as that
+/// query's row of the full op, under causal and padding masks, at a row that is not the
+/// last real one (so causality hides keys the padding mask does not).
+#[test]
+fn a_single_query_attends_as_its_row_of_the_full_attention() {
+    let full = AttentionShape {
+        batch: 2,
+        heads: 3,
+        queries: 7,
+        keys: 7,
+        head_dim: 5,
+        causal: true,
+        key_mask: Some(AttentionShape::prefix_mask(&[7, 5], 7)),
+    };
+    let (d, n) = (full.width(), full.queries);
+    let q = values(full.batch * n * d, 11);
+    let kv = values(full.batch * n * 2 * d, 12);
+    let (mut probs, mut ctx) = (vec![0.0; full.probs_len()], vec![0.0; q.len()]);
+    Cpu.attention(&mut probs, &mut ctx, &q, &kv, &full).unwrap();
+    let positions = [2, 4];
+    let one = full.single_query(&positions);
+    let rows: Vec<usize> = positions
+        .iter()
+        .enumerate()
+        .map(|(b, &i)| b * n + i)
+        .collect();
+    let q_rows: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| q[r * d..(r + 1) * d].to_vec())
+        .collect();
+    let (mut p1, mut c1) = (vec![0.0; one.probs_len()], vec![0.0; q_rows.len()]);
+    Cpu.attention(&mut p1, &mut c1, &q_rows, &kv, &one).unwrap();
+    for (b, (&i, &r)) in positions.iter().zip(&rows).enumerate() {
+        for h in 0..full.heads {
+            let row = ((b * full.heads + h) * n + i) * n;
+            let single = (b * full.heads + h) * n;
+            assert_eq!(
+                probs[row..row + n],
+                p1[single..single + n],
+                "sample {b}, head {h}: probabilities"
+            );
+        }
+        let (full_ctx, one_ctx) = (&ctx[r * d..(r + 1) * d], &c1[b * d..(b + 1) * d]);
+        for (x, y) in full_ctx.iter().zip(one_ctx) {
+            assert!(
+                (x - y).abs() <= 1e-6 * (1.0 + x.abs()),
+                "sample {b}: context {x} vs {y}"
+            );
         }
     }
 }
