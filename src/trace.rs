@@ -4,7 +4,7 @@
 //! Buffers stay on the backend that computed them (`Buf`); `into_host` moves a trace into host
 //! memory, where the explanation methods read it.
 
-use crate::backend::{Backend, BackendError, HeadMean, MeanGraph};
+use crate::backend::{Backend, BackendError, HeadMean, MeanGraph, ProductRow, RelevanceProduct};
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 use crate::model::block::EncoderActivations;
 
@@ -34,6 +34,9 @@ pub struct LayerTrace<Buf> {
 /// One vector per graph, in the order of the kept graphs.
 pub type Products = Vec<Vec<f32>>;
 
+/// One vector per row of a relevance product, in the order of the kept rows.
+pub type ProductRows = Vec<Vec<f32>>;
+
 /// Which layers of a tower something is read from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Layers {
@@ -61,6 +64,16 @@ pub struct GraphSpec {
     pub tokens: Vec<usize>,
 }
 
+/// One row of the relevance products (`Backend::relevance_rows`): sample `sample`'s product
+/// over its tokens at the padded positions `tokens`, read at row `query` (an index into
+/// `tokens`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowSpec {
+    pub sample: usize,
+    pub query: usize,
+    pub tokens: Vec<usize>,
+}
+
 /// What explanation methods read of a tower trace: only that needs to leave the device.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reads {
@@ -79,6 +92,14 @@ pub struct Reads {
     pub graph_options: GraphOptions,
     /// The last layer's per-head A and ∇A (Grad-CAM weighs each head).
     pub last_layer_heads: bool,
+    /// Relevance products read one row at a time (rollout, Chefer's maps, Transformer
+    /// Attribution): with `rows`, only those rows leave the device; without, the means
+    /// they multiply come whole.
+    pub products: Vec<RelevanceProduct>,
+    /// The rows of the products to form (see `with_rows`).
+    pub rows: Vec<RowSpec>,
+    /// The products' first layer.
+    pub product_start: usize,
 }
 
 impl Reads {
@@ -90,6 +111,11 @@ impl Reads {
         for &k in &other.weighted {
             if !self.weighted.contains(&k) {
                 self.weighted.push(k);
+            }
+        }
+        for &p in &other.products {
+            if !self.products.contains(&p) {
+                self.products.push(p);
             }
         }
         self.features = self.features.max(other.features);
@@ -107,6 +133,16 @@ impl Reads {
         }
     }
 
+    /// The products as the rows `rows` from layer `start` on, formed on the backend, rather
+    /// than the means of every layer: one value per token instead of a matrix per layer.
+    pub fn with_rows(self, rows: Vec<RowSpec>, start: usize) -> Reads {
+        Reads {
+            rows,
+            product_start: start,
+            ..self
+        }
+    }
+
     /// The mean `kind` of `layers` too.
     fn add_mean(&mut self, kind: HeadMean, layers: Layers) {
         match self.means.iter_mut().find(|(k, _)| *k == kind) {
@@ -116,25 +152,32 @@ impl Reads {
     }
 
     /// The layers of which the mean `kind` is read (`Layers::None`: not read).
-    fn mean_layers(&self, kind: HeadMean) -> Layers {
+    pub(crate) fn mean_layers(&self, kind: HeadMean) -> Layers {
         self.means
             .iter()
             .find(|(k, _)| *k == kind)
             .map_or(Layers::None, |&(_, layers)| layers)
     }
 
-    /// As `into_host_for` serves it: without graphs to solve, weighted means come whole.
+    /// As `into_host_for` serves it: without graphs to solve, weighted means come whole;
+    /// without rows, the products' means do.
     fn resolved(mut self) -> Reads {
         if self.graphs.is_empty() {
             for k in std::mem::take(&mut self.weighted) {
                 self.add_mean(k, Layers::All);
             }
         }
+        if self.rows.is_empty() {
+            for p in std::mem::take(&mut self.products) {
+                self.add_mean(p.mean(), Layers::All);
+            }
+        }
         self
     }
 
     /// Whether this holds everything `other` reads (solved graphs stand for the outputs
-    /// they were solved from; which graphs, the methods look up).
+    /// they were solved from, formed rows for their products' means; which graphs and
+    /// rows, the methods look up).
     pub fn covers(&self, other: &Reads) -> bool {
         other
             .means
@@ -144,6 +187,10 @@ impl Reads {
                 .weighted
                 .iter()
                 .all(|&k| self.weighted.contains(&k) || self.mean_layers(k) == Layers::All)
+            && other
+                .products
+                .iter()
+                .all(|&p| self.products.contains(&p) || self.mean_layers(p.mean()) == Layers::All)
             && self.features >= other.features
             && (self.last_layer_heads || !other.last_layer_heads)
     }
@@ -162,6 +209,9 @@ pub struct TowerTrace<Buf> {
     /// What a reduced trace (`into_host_for`) kept; its other buffers are empty. `None`:
     /// every buffer is whole.
     pub kept: Option<Reads>,
+    /// Per kept product, its rows (`kept.rows`, in that order), formed where the trace was
+    /// recorded; empty in a trace as the model recorded it.
+    pub products: Vec<(RelevanceProduct, ProductRows)>,
 }
 
 impl<Buf> TowerTrace<Buf> {
@@ -207,6 +257,7 @@ impl<Buf> TowerTrace<Buf> {
             lengths,
             layers,
             kept: None,
+            products: Vec::new(),
         }
     }
 
@@ -236,6 +287,7 @@ impl<Buf> TowerTrace<Buf> {
             lengths: self.lengths,
             layers,
             kept: self.kept,
+            products: self.products,
         })
     }
 
@@ -261,6 +313,7 @@ impl<Buf> TowerTrace<Buf> {
         let count = self.layers.len();
         let (batch, heads) = (self.batch, self.heads);
         let mut fiedlers = self.solve_graphs(be, reads)?.into_iter();
+        let products = self.product_rows(be, reads)?;
         let keep = |b: Buf, wanted: bool| {
             if wanted {
                 be.move_to_host(b)
@@ -319,7 +372,41 @@ impl<Buf> TowerTrace<Buf> {
             lengths: self.lengths,
             layers,
             kept: Some(reads.clone()),
+            products,
         })
+    }
+
+    /// The rows `reads.rows` of each of `reads.products` the trace has the maps for, from
+    /// layer `reads.product_start` on.
+    fn product_rows<B: Backend<Buf = Buf>>(
+        &self,
+        be: &B,
+        reads: &Reads,
+    ) -> Result<Vec<(RelevanceProduct, ProductRows)>, BackendError> {
+        let rows: Vec<ProductRow<'_>> = reads
+            .rows
+            .iter()
+            .map(|r| ProductRow {
+                sample: r.sample,
+                query: r.query,
+                tokens: &r.tokens,
+            })
+            .collect();
+        let layers = match self.layers.get(reads.product_start..) {
+            Some(layers) if !layers.is_empty() && !rows.is_empty() => layers,
+            _ => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for &p in &reads.products {
+            // A product whose pass the trace lacks is left out: the methods' own checks
+            // name what is missing.
+            let maps: Option<Vec<_>> = layers.iter().map(|l| l.maps(p.mean())).collect();
+            if let Some(maps) = maps {
+                let formed = be.relevance_rows(p, &maps, self.heads, self.tokens, &rows)?;
+                out.push((p, formed));
+            }
+        }
+        Ok(out)
     }
 
     /// The Fiedler vectors of `reads.graphs` over the output of every layer

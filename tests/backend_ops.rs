@@ -11,7 +11,9 @@
 mod common;
 
 use common::{values, MeanGraphs};
-use fiedler::backend::{Activation, AttentionShape, Backend, Cpu, HeadMean, MeanGraph};
+use fiedler::backend::{
+    Activation, AttentionShape, Backend, Cpu, HeadMean, MeanGraph, ProductRow, RelevanceProduct,
+};
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
@@ -494,6 +496,140 @@ fn head_mean_products_match_the_mean_then_the_product() {
     assert!(err.contains("a vector of 2 values for 1 tokens"), "{err}");
     let err = Cpu
         .head_mean_matvec(HeadMean::PositiveGradient, &x, None, heads, n, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("reads ∇A, and none was given"), "{err}");
+}
+
+/// Row specs of `relevance_rows` as (sample, query, token positions).
+type Rows = Vec<(usize, usize, Vec<usize>)>;
+
+fn product_rows(rows: &Rows) -> Vec<ProductRow<'_>> {
+    rows.iter()
+        .map(|(sample, query, tokens)| ProductRow {
+            sample: *sample,
+            query: *query,
+            tokens,
+        })
+        .collect()
+}
+
+/// Row q of F_last·…·F_first in f64, each factor formed from `head_mean`'s f32 mean of its
+/// layer over the row's tokens: rownorm(M + I) for rollout, I + M for a residual product.
+fn product_row_f64(
+    product: RelevanceProduct,
+    means: &[Vec<f32>],
+    n: usize,
+    (sample, query, tokens): &(usize, usize, Vec<usize>),
+) -> Vec<f64> {
+    let m = tokens.len();
+    let mut r = vec![0.0f64; m * m];
+    (0..m).for_each(|i| r[i * m + i] = 1.0);
+    for mean in means {
+        let at = |i: usize, j: usize| mean[(sample * n + tokens[i]) * n + tokens[j]] as f64;
+        let mut f = vec![0.0f64; m * m];
+        for i in 0..m {
+            for j in 0..m {
+                f[i * m + j] = at(i, j) + if i == j { 1.0 } else { 0.0 };
+            }
+            if product == RelevanceProduct::Rollout {
+                let d: f64 = f[i * m..(i + 1) * m].iter().sum();
+                f[i * m..(i + 1) * m].iter_mut().for_each(|x| *x /= d);
+            }
+        }
+        // R ← F·R: this layer's factor to the left of the earlier ones.
+        let mut next = vec![0.0f64; m * m];
+        for i in 0..m {
+            for k in 0..m {
+                for j in 0..m {
+                    next[i * m + j] += f[i * m + k] * r[k * m + j];
+                }
+            }
+        }
+        r = next;
+    }
+    r[query * m..(query + 1) * m].to_vec()
+}
+
+/// `relevance_rows` is row q of its product, R = F_last·…·F_first over each row's tokens,
+/// within f32 rounding of the f64 matrix products of the same means (the rows are formed as
+/// a chain of vector–matrix products from the last layer, so only rounding differs): rows
+/// over every token, over tokens with gaps and out of order with the query inside, over one
+/// token. Calls that point outside the maps are errors.
+#[test]
+fn relevance_rows_are_rows_of_the_products() {
+    let (samples, heads, n, layers) = (3usize, 4usize, 11usize, 5u64);
+    let len = samples * heads * n * n;
+    // Attention-like maps (≥ 0) and signed gradients.
+    let maps: Vec<(Vec<f32>, Vec<f32>)> = (0..layers)
+        .map(|l| {
+            let x = values(len, 70 + l).iter().map(|v| v.abs()).collect();
+            (x, values(len, 80 + l))
+        })
+        .collect();
+    let rows: Rows = vec![
+        (0, 0, (0..n).collect()),
+        (2, 3, vec![3, 9, 1, 10, 4, 0]),
+        (1, 0, vec![5]),
+    ];
+    let specs = product_rows(&rows);
+    let layer_refs: Vec<(&Vec<f32>, Option<&Vec<f32>>)> =
+        maps.iter().map(|(x, g)| (x, Some(g))).collect();
+    for product in [
+        RelevanceProduct::Rollout,
+        RelevanceProduct::Residual(HeadMean::PositiveGradientTimesAttention),
+        RelevanceProduct::Residual(HeadMean::PositiveGradient),
+    ] {
+        let got = Cpu
+            .relevance_rows(product, &layer_refs, heads, n, &specs)
+            .unwrap();
+        let means: Vec<Vec<f32>> = maps
+            .iter()
+            .map(|(x, g)| {
+                let mut mean = vec![0.0; samples * n * n];
+                Cpu.head_mean(&mut mean, product.mean(), x, Some(g), heads, n * n)
+                    .unwrap();
+                mean
+            })
+            .collect();
+        for (row, got) in rows.iter().zip(&got) {
+            let want = product_row_f64(product, &means, n, row);
+            let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0.0f64, |m, (&g, &w)| m.max((g as f64 - w).abs()));
+            assert!(
+                err <= 1e-5 * scale,
+                "{product:?}, row {row:?}: err {err:e} of max {scale:e}\n{got:?}\n{want:?}"
+            );
+        }
+    }
+    let rollout = RelevanceProduct::Rollout;
+    let bad = |layers: &[(&Vec<f32>, Option<&Vec<f32>>)], rows: &Rows| {
+        Cpu.relevance_rows(rollout, layers, heads, n, &product_rows(rows))
+            .unwrap_err()
+            .to_string()
+    };
+    let err = bad(&layer_refs, &vec![(3, 0, vec![0])]);
+    assert!(err.contains("row 0: sample 3 of 3"), "{err}");
+    let err = bad(&layer_refs, &vec![(0, 0, vec![0]), (0, 0, vec![2, 11])]);
+    assert!(err.contains("row 1: token 11 of 11"), "{err}");
+    let err = bad(&layer_refs, &vec![(0, 2, vec![0, 1])]);
+    assert!(err.contains("query 2 of 2 tokens"), "{err}");
+    let err = bad(&[], &vec![(0, 0, vec![0])]);
+    assert!(err.contains("no layers"), "{err}");
+    let short = maps[0].0[..len - heads * n * n].to_vec();
+    let err = bad(&[layer_refs[0], (&short, None)], &vec![(0, 0, vec![0])]);
+    assert!(err.contains("layer 1 holds"), "{err}");
+    let err = Cpu
+        .relevance_rows(
+            RelevanceProduct::Residual(HeadMean::PositiveGradient),
+            &[(&maps[0].0, None)],
+            heads,
+            n,
+            &[],
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("reads ∇A, and none was given"), "{err}");

@@ -145,6 +145,7 @@ fn lrp_methods_match_reference_on_its_relevance() {
                 lengths: t.lengths.clone(),
                 layers: Vec::new(),
                 kept: None,
+                products: Vec::new(),
             };
             for (l, layer) in t.layers.iter_mut().enumerate() {
                 let len = layer.attention.len();

@@ -53,7 +53,9 @@ use common::{
     repo, spread_tolerance, values, vilt_relevance, Golden, MeanGraphs, Relevance,
 };
 use fiedler::backend::cuda::Cuda;
-use fiedler::backend::{Activation, AttentionShape, Backend, Cpu, HeadMean, PatchGeometry};
+use fiedler::backend::{
+    Activation, AttentionShape, Backend, Cpu, HeadMean, PatchGeometry, ProductRow, RelevanceProduct,
+};
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::lxmert::{LrpScope, Lxmert, LxmertReads};
 use fiedler::model::vilt::Vilt;
@@ -189,6 +191,61 @@ fn head_mean_products_match_cpu_exactly() {
                 .unwrap()
         });
         assert_close(&format!("{kind:?} products"), &cpu, &gpu, EXACT);
+    }
+}
+
+/// Rows of the relevance products (rollout, Chefer's rules with A and with R_A): the same
+/// means, roundings and order on both sides, so exact. Rows: every token of 300 (more
+/// columns than a block's 256), tokens with gaps and out of order with the query inside,
+/// one token.
+#[test]
+fn relevance_rows_match_cpu_exactly() {
+    let Some(cuda) = device() else { return };
+    let (samples, heads, n) = (2usize, 3usize, 300usize);
+    let len = samples * heads * n * n;
+    let maps: Vec<(Vec<f32>, Vec<f32>)> = (0..3)
+        .map(|l| {
+            let x = values(len, 90 + l).iter().map(|v| v.abs()).collect();
+            (x, values(len, 95 + l))
+        })
+        .collect();
+    let tokens = [
+        (0..n).collect::<Vec<_>>(),
+        vec![150, 3, 4, 299, 0, 7],
+        vec![7],
+    ];
+    let rows = [
+        ProductRow {
+            sample: 1,
+            query: 0,
+            tokens: &tokens[0],
+        },
+        ProductRow {
+            sample: 0,
+            query: 3,
+            tokens: &tokens[1],
+        },
+        ProductRow {
+            sample: 1,
+            query: 0,
+            tokens: &tokens[2],
+        },
+    ];
+    for product in [
+        RelevanceProduct::Rollout,
+        RelevanceProduct::Residual(HeadMean::PositiveGradientTimesAttention),
+        RelevanceProduct::Residual(HeadMean::PositiveGradientTimesRelevance),
+    ] {
+        let (cpu, gpu) = on_both!(&cuda, |be| {
+            let bufs: Vec<_> = maps
+                .iter()
+                .map(|(x, g)| (be.upload(x).unwrap(), be.upload(g).unwrap()))
+                .collect();
+            let layers: Vec<_> = bufs.iter().map(|(x, g)| (x, Some(g))).collect();
+            be.relevance_rows(product, &layers, heads, n, &rows)
+                .unwrap()
+        });
+        assert_close(&format!("{product:?} rows"), &cpu, &gpu, EXACT);
     }
 }
 
@@ -935,6 +992,7 @@ fn lxmert_trace_on_cuda_matches_cpu() {
                         })
                         .collect(),
                     kept: None,
+                    products: Vec::new(),
                 };
                 bad.extend(tower_deviations(&wrap(c), &wrap(gg)));
             }

@@ -1,6 +1,7 @@
 //! A trace brought to the host for given methods (`into_host_for`: head means averaged by
 //! the backend, only what the methods read moved) explains exactly as the whole trace does:
-//! every method, bit for bit, on the ragged CLIP, ViLT and LXMERT fixture batches. A method whose
+//! every method, bit for bit, on the ragged CLIP, ViLT and LXMERT fixture batches (the rows of
+//! rollout and Chefer's products formed by the backend, too). A method whose
 //! parts were left behind is refused, never explained from zeros.
 
 mod common;
@@ -61,6 +62,18 @@ fn clip_explains_the_same_from_a_reduced_trace() {
         let column: Vec<Vec<Explanation>> = whole.iter().map(|s| vec![s[i].clone()]).collect();
         assert_same(m.name(), &column, &alone);
     }
+    // Kept for Chefer's maps: one row per sample of each tower, formed by the backend from
+    // the first layer on, and no layer's mean.
+    let trace = model.lrp(&Cpu, &x, true).unwrap();
+    let reads = clip_reads(&[Method::Chefer], &trace, &opts);
+    let reduced = trace.into_host_for(&Cpu, &reads).unwrap();
+    assert!(reduced.vision.layers.iter().all(|l| l.means.is_empty()));
+    let [(product, rows)] = &reduced.vision.products[..] else {
+        panic!("one product kept");
+    };
+    assert_eq!(Some(*product), Method::Chefer.product());
+    assert_eq!(rows.len(), reduced.vision.batch);
+    assert!(rows.iter().all(|r| r.len() == reduced.vision.tokens));
     // Kept for raw attention only: the last layer's mean and nothing of the layers before,
     // so the spectral and gradient methods are refused, and so is rollout, which reads every
     // layer's mean.

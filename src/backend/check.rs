@@ -1,7 +1,10 @@
 //! Argument checks every backend runs before an op, on buffer lengths only, so that a CPU
 //! and a CUDA op reject exactly the same calls with the same messages.
 
-use super::{AttentionShape, BackendError, HeadMean, MeanGraph, PatchGeometry, Result};
+use super::{
+    AttentionShape, BackendError, HeadMean, MeanGraph, PatchGeometry, ProductRow, RelevanceProduct,
+    Result,
+};
 
 pub(crate) fn len(
     op: &'static str,
@@ -304,6 +307,47 @@ pub(crate) fn head_mean_matvec(
         }
     }
     Ok(())
+}
+
+/// `relevance_rows`: at least one layer, every layer's maps as `head_mean` takes them and of
+/// the same samples, and each row's sample, token positions and query inside them. The
+/// number of samples.
+pub(crate) fn relevance_rows(
+    product: RelevanceProduct,
+    layers: &[(usize, Option<usize>)],
+    heads: usize,
+    tokens: usize,
+    rows: &[ProductRow<'_>],
+) -> Result<usize> {
+    const OP: &str = "relevance_rows";
+    let invalid = |message: String| BackendError::Invalid { op: OP, message };
+    let kind = product.mean();
+    let Some(&(x, grad)) = layers.first() else {
+        return Err(invalid("no layers to multiply".into()));
+    };
+    let samples = head_maps(OP, kind, x, grad, heads, tokens * tokens)?;
+    for (l, &(x_l, grad_l)) in layers.iter().enumerate() {
+        if head_maps(OP, kind, x_l, grad_l, heads, tokens * tokens)? != samples {
+            return Err(invalid(format!(
+                "layer {l} holds {x_l} values where layer 0 holds {x}"
+            )));
+        }
+    }
+    for (i, r) in rows.iter().enumerate() {
+        let problem = if r.sample >= samples {
+            Some(format!("sample {} of {samples}", r.sample))
+        } else if let Some(t) = r.tokens.iter().find(|&&t| t >= tokens) {
+            Some(format!("token {t} of {tokens}"))
+        } else if r.query >= r.tokens.len() {
+            Some(format!("query {} of {} tokens", r.query, r.tokens.len()))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(invalid(format!("row {i}: {problem}")));
+        }
+    }
+    Ok(samples)
 }
 
 /// Attention-shaped maps of `heads` heads × `entries` entries per sample in x (and ∇A where

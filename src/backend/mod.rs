@@ -105,6 +105,37 @@ impl HeadMean {
     }
 }
 
+/// A relevance product over a tower's layers, R = F_last·…·F_first, of which a method reads
+/// one row (`Backend::relevance_rows`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelevanceProduct {
+    /// F_l = rownorm(mean_h A_l + I): rollout (spec §C.6).
+    Rollout,
+    /// F_l = I + M_l with M the head mean of the kind: Chefer's relevance maps
+    /// ((∇A ⊙ A)⁺, §C.1) and Transformer Attribution ((∇A ⊙ R_A)⁺, §A.3), carried as R − I
+    /// (§H, last item).
+    Residual(HeadMean),
+}
+
+impl RelevanceProduct {
+    /// The head mean each factor is formed from.
+    pub fn mean(self) -> HeadMean {
+        match self {
+            Self::Rollout => HeadMean::Attention,
+            Self::Residual(kind) => kind,
+        }
+    }
+}
+
+/// One row of `Backend::relevance_rows`: sample `sample`'s product over the token positions
+/// `tokens`, read at row `query` (an index into `tokens`).
+#[derive(Debug, Clone, Copy)]
+pub struct ProductRow<'a> {
+    pub sample: usize,
+    pub query: usize,
+    pub tokens: &'a [usize],
+}
+
 /// One graph of `Backend::head_mean_matvec`: sample `sample`'s head mean over the token
 /// positions `tokens` × `tokens`, times `vector` (one entry per token).
 #[derive(Debug, Clone, Copy)]
@@ -408,6 +439,21 @@ pub trait Backend: Sync {
         heads: usize,
         tokens: usize,
         graphs: &[MeanGraph<'_>],
+    ) -> Result<Vec<Vec<f32>>>;
+
+    /// Row `query` of each row's relevance product over `layers` (x and ∇A of each layer as
+    /// `head_mean` takes them, [samples, heads, tokens, tokens], first layer first), with
+    /// every factor restricted to the row's token positions: one value per token. The
+    /// factors' means are `head_mean`'s and they apply from the last layer with the
+    /// arithmetic of `cpu::relevance` (`row_step`), so every backend gives the same bits;
+    /// formed where the maps are, so that only the rows leave the device.
+    fn relevance_rows(
+        &self,
+        product: RelevanceProduct,
+        layers: &[(&Self::Buf, Option<&Self::Buf>)],
+        heads: usize,
+        tokens: usize,
+        rows: &[ProductRow<'_>],
     ) -> Result<Vec<Vec<f32>>>;
 
     /// The Fiedler vector (spec §B) of every graph: graph g's nodes are the rows `graphs[g].1`

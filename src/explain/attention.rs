@@ -1,8 +1,10 @@
 //! The attention family (spec §C.1, §C.4–§C.6, single-stream form of §A.3): each method
-//! turns one sample's layers into a token×token relevance matrix R; the caller reads out
-//! one row.
+//! turns one sample's layers into a token×token relevance matrix R of which the caller reads
+//! out one row; the relevance products (rollout, Chefer's maps, Transformer Attribution)
+//! form only that row.
 
-use crate::backend::HeadMean;
+use crate::backend::cpu::relevance;
+use crate::backend::{HeadMean, RelevanceProduct};
 use crate::explain::matrix::Matrix;
 use crate::explain::view::SampleView;
 
@@ -19,35 +21,35 @@ pub fn grad_cam(v: &SampleView) -> Matrix {
     m
 }
 
-/// §C.6 / §H: R = B_last·…·B_start with B_l = rownorm(mean_h A_l + I).
-pub fn rollout(v: &SampleView, start: usize) -> Matrix {
-    let mut r = Matrix::identity(v.n);
-    for l in start..v.layers() {
-        r = rollout_step(v.mean(l, HeadMean::Attention)).matmul(&r);
-    }
-    r
-}
-
-/// B = rownorm(Ā + I), one factor of a rollout product.
+/// B = rownorm(Ā + I), one factor of a rollout product (LXMERT's lists; the single-stream
+/// towers form rows of their products with `product_row`).
 pub fn rollout_step(mut mean_attention: Matrix) -> Matrix {
     mean_attention.add_identity();
     mean_attention.row_normalize();
     mean_attention
 }
 
-/// §C.1 self-attention rule without LRP (Chefer's relevance maps): R = I, then
-/// R ← R + Ā_l·R with Ā_l = mean_h((∇A_l ⊙ A_l)⁺) for every layer from `start`.
+/// Row `row` of a single-stream relevance product from layer `start` on, over every token
+/// of the view, formed here from the layers' head means:
+/// - rollout (§C.6 / §H): R = B_last·…·B_start with B_l = rownorm(mean_h A_l + I);
+/// - Chefer's relevance maps without LRP (§C.1): R = I, then R ← R + Ā_l·R with
+///   Ā_l = mean_h((∇A_l ⊙ A_l)⁺) for every layer from `start`;
+/// - Transformer Attribution (§A.3 / §C.2, Chefer's maps with LRP): the same with
+///   Ā_l = mean_h((∇A_l ⊙ R_A,l)⁺), R_A the LRP relevance at A_l.
 ///
-/// The recurrence runs on S = R − I (S ← S + Ā + Ā·S): the terms added are often far below
-/// f32's resolution at 1, and I + ΔR would round them away (spec §H, last item).
-pub fn chefer(v: &SampleView, start: usize) -> Matrix {
-    relevance_product(v, start, false)
-}
-
-/// §A.3 / §C.2 single-stream Transformer Attribution (= `chefer` with LRP):
-/// R = Π_l (I + Ā_l) with Ā_l = mean_h((∇A_l ⊙ R_A,l)⁺), R_A the LRP relevance at A_l.
-pub fn transformer_attribution(v: &SampleView, start: usize) -> Matrix {
-    relevance_product(v, start, true)
+/// The arithmetic is the backends' (`Backend::relevance_rows`), so a row formed where the
+/// trace was recorded has the same bits.
+pub fn product_row(
+    v: &SampleView,
+    product: RelevanceProduct,
+    start: usize,
+    row: usize,
+) -> Vec<f32> {
+    let mut state = relevance::row_start(product, v.n, row);
+    for l in (start..v.layers()).rev() {
+        relevance::row_step(product, &mut state, &v.mean(l, product.mean()).data, row);
+    }
+    relevance::row_finish(product, state, row)
 }
 
 /// §C.3 / §A.3 single-stream partial LRP: mean_h R_A of the last layer, min–max scaled.
@@ -55,24 +57,4 @@ pub fn partial_lrp(v: &SampleView) -> Matrix {
     let mut m = v.mean(v.layers() - 1, HeadMean::Relevance);
     m.min_max();
     m
-}
-
-/// R = I, then R ← R + Ā_l·R with Ā_l = mean_h((∇A_l ⊙ X_l)⁺), X = A or (`lrp`) R_A.
-fn relevance_product(v: &SampleView, start: usize, lrp: bool) -> Matrix {
-    let mut s = Matrix::zeros(v.n, v.n);
-    for l in start..v.layers() {
-        let a = v.mean(
-            l,
-            if lrp {
-                HeadMean::PositiveGradientTimesRelevance
-            } else {
-                HeadMean::PositiveGradientTimesAttention
-            },
-        );
-        let prod = a.matmul(&s);
-        s.add_assign(&a);
-        s.add_assign(&prod);
-    }
-    s.add_identity();
-    s
 }

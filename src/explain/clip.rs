@@ -7,14 +7,15 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, ExplainError,
-    Explanation, Method, MethodOptions,
+    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words,
+    with_product_rows, ExplainError, Explanation, Method, MethodOptions,
 };
 use crate::model::clip::ClipTrace;
-use crate::trace::{GraphSpec, Layers, Reads};
+use crate::trace::{GraphSpec, Layers, Reads, RowSpec, TowerTrace};
 
 /// What `methods` read of each tower (vision, text), with the spectral methods' graphs
-/// (the patches; the word tokens of each caption) to solve where the trace lives, for
+/// (the patches; the word tokens of each caption) to solve and the relevance products' rows
+/// (the class token's; the end-of-text token's) to form where the trace lives, for
 /// `ClipTrace::into_host_for`.
 pub fn clip_reads<Buf>(
     methods: &[Method],
@@ -22,17 +23,32 @@ pub fn clip_reads<Buf>(
     opts: &MethodOptions,
 ) -> (Reads, Reads) {
     let all = reads(methods);
+    let (vision, text) = (&trace.vision, &trace.text);
+    let vision_reads = with_product_rows(
+        all.clone(),
+        || product_rows(vision, |_| 0),
+        resolve_start(opts.start_layer, vision.layers.len(), "--start-layer"),
+    );
+    let text_reads = with_product_rows(
+        all.clone(),
+        || product_rows(text, |sample| trace.output.eos_positions[sample]),
+        resolve_start(
+            opts.start_layer_text,
+            text.layers.len(),
+            "--start-layer-text",
+        ),
+    );
     if all.features == Layers::None {
-        return (all.clone(), all);
+        return (vision_reads, text_reads);
     }
-    let patches = trace.vision.tokens - 1;
-    let vision = (0..trace.vision.batch)
+    let patches = vision.tokens - 1;
+    let vision_graphs = (0..vision.batch)
         .map(|sample| GraphSpec {
             sample,
             tokens: (1..=patches).collect(),
         })
         .collect();
-    let text = trace
+    let text_graphs = trace
         .output
         .eos_positions
         .iter()
@@ -43,9 +59,20 @@ pub fn clip_reads<Buf>(
         })
         .collect();
     (
-        all.clone().with_graphs(vision, opts.graph),
-        all.with_graphs(text, opts.graph),
+        vision_reads.with_graphs(vision_graphs, opts.graph),
+        text_reads.with_graphs(text_graphs, opts.graph),
     )
+}
+
+/// Each sample's row `query(sample)` over its real tokens (a prefix: right padding).
+fn product_rows<Buf>(tower: &TowerTrace<Buf>, query: impl Fn(usize) -> usize) -> Vec<RowSpec> {
+    (0..tower.batch)
+        .map(|sample| RowSpec {
+            sample,
+            query: query(sample),
+            tokens: (0..tower.lengths[sample]).collect(),
+        })
+        .collect()
 }
 
 /// Explains every pair of a traced batch with every method: result[pair][method].

@@ -19,9 +19,9 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-use crate::backend::HeadMean;
+use crate::backend::{HeadMean, RelevanceProduct};
 use crate::linalg::{GraphOptions, SpectralError};
-use crate::trace::{Layers, Reads, TowerTrace};
+use crate::trace::{Layers, Reads, RowSpec, TowerTrace};
 
 /// Every method fiedler implements, by its CLI name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,6 +119,21 @@ impl Method {
         )
     }
 
+    /// The relevance product whose row the method reads in a single stream (CLIP, ViLT).
+    pub fn product(self) -> Option<RelevanceProduct> {
+        match self {
+            Method::Rollout => Some(RelevanceProduct::Rollout),
+            Method::Chefer => Some(RelevanceProduct::Residual(
+                HeadMean::PositiveGradientTimesAttention,
+            )),
+            // In a single stream, relevance maps with LRP are Transformer Attribution (§A.3).
+            Method::TransformerAttribution | Method::CheferLrp => Some(RelevanceProduct::Residual(
+                HeadMean::PositiveGradientTimesRelevance,
+            )),
+            _ => None,
+        }
+    }
+
     /// What the method reads of a single-stream tower trace (CLIP, ViLT), so that only that
     /// is brought to the host (`TowerTrace::into_host_for`).
     pub fn reads(self) -> Reads {
@@ -128,15 +143,10 @@ impl Method {
         };
         match self {
             Method::RawAttn => means(HeadMean::Attention, Layers::Last),
-            Method::Rollout => means(HeadMean::Attention, Layers::All),
             Method::GradCam => Reads {
                 last_layer_heads: true,
                 ..Reads::default()
             },
-            Method::Chefer => means(HeadMean::PositiveGradientTimesAttention, Layers::All),
-            Method::TransformerAttribution | Method::CheferLrp => {
-                means(HeadMean::PositiveGradientTimesRelevance, Layers::All)
-            }
             Method::PartialLrp => means(HeadMean::Relevance, Layers::Last),
             Method::Dsmi => Reads {
                 features: Layers::Last,
@@ -151,6 +161,14 @@ impl Method {
             Method::DsmiGradAttn => Reads {
                 features: Layers::All,
                 weighted: vec![HeadMean::PositiveGradientTimesAttention],
+                ..Reads::default()
+            },
+            // One row of the product: formed where the trace lives when it knows the rows.
+            Method::Rollout
+            | Method::Chefer
+            | Method::TransformerAttribution
+            | Method::CheferLrp => Reads {
+                products: self.product().into_iter().collect(),
                 ..Reads::default()
             },
         }
@@ -347,6 +365,20 @@ pub fn reads(methods: &[Method]) -> Reads {
     methods
         .iter()
         .fold(Reads::default(), |acc, m| acc.union(&m.reads()))
+}
+
+/// `reads` with the rows of its products (`rows`) to form where the trace lives from the
+/// first layer `start`; as it is where no method reads a product, or where the flag gave no
+/// layer (the means then come whole, and explaining names the error).
+pub(crate) fn with_product_rows(
+    reads: Reads,
+    rows: impl FnOnce() -> Vec<RowSpec>,
+    start: Result<usize, ExplainError>,
+) -> Reads {
+    match start {
+        Ok(start) if !reads.products.is_empty() => reads.with_rows(rows(), start),
+        _ => reads,
+    }
 }
 
 /// Fails on the first method that reads what a reduced trace left on the device.

@@ -2,9 +2,7 @@
 //! matrix to read and over which tokens (`Readout`), and, for the spectral methods, which
 //! tokens form each graph (the same token set).
 
-use crate::explain::attention::{
-    chefer, grad_cam, partial_lrp, raw_attention, rollout, transformer_attribution,
-};
+use crate::explain::attention::{grad_cam, partial_lrp, product_row, raw_attention};
 use crate::explain::matrix::Matrix;
 use crate::explain::spectral::{dsmi, dsmi_grad, GradWeighting, SpectralRelevance};
 use crate::explain::view::SampleView;
@@ -35,20 +33,24 @@ pub fn relevance(
     let matrix = match method {
         Method::RawAttn => Some(raw_attention(view)),
         Method::GradCam => Some(grad_cam(view)),
-        Method::Rollout => Some(rollout(view, start)),
-        Method::Chefer => Some(chefer(view, start)),
-        // In a single stream, relevance maps with LRP are Transformer Attribution (§A.3).
-        Method::TransformerAttribution | Method::CheferLrp => {
-            Some(transformer_attribution(view, start))
-        }
         Method::PartialLrp => Some(partial_lrp(view)),
-        Method::Dsmi | Method::DsmiGrad | Method::DsmiGradAttn => None,
+        _ => None,
     };
     readouts
         .iter()
-        .map(|r| match &matrix {
-            Some(m) => Ok(read_row(m, r)),
-            None => spectral(method, view, r, opts, degenerate),
+        .map(|r| match (&matrix, method.product()) {
+            (Some(m), _) => Ok(read_row(m, r)),
+            (None, Some(product)) => {
+                let row = match view.product_row(product, start, r.row) {
+                    Some(row) => row.to_vec(),
+                    None if view.has_means(product.mean()) => {
+                        product_row(view, product, start, r.row)
+                    }
+                    None => return Err(ExplainError::NotKept(method)),
+                };
+                Ok(r.tokens.iter().map(|&j| row[j]).collect())
+            }
+            (None, None) => spectral(method, view, r, opts, degenerate),
         })
         .collect()
 }

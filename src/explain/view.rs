@@ -5,10 +5,11 @@
 //! readouts) count real tokens in sequence order, not padded positions.
 
 use crate::backend::cpu::head_mean;
-use crate::backend::HeadMean;
+use crate::backend::cpu::relevance::gather_square;
+use crate::backend::{HeadMean, RelevanceProduct};
 use crate::explain::matrix::Matrix;
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
-use crate::trace::{LayerTrace, TowerTrace};
+use crate::trace::{LayerTrace, Layers, TowerTrace};
 
 pub struct SampleView<'a> {
     tower: &'a TowerTrace<Vec<f32>>,
@@ -101,14 +102,41 @@ impl<'a> SampleView<'a> {
                 &averaged
             }
         };
-        let mut out = Matrix::zeros(self.n, self.n);
-        for (i, &ti) in self.tokens.iter().enumerate() {
-            let row = &padded[ti * n_pad..(ti + 1) * n_pad];
-            for (j, &tj) in self.tokens.iter().enumerate() {
-                out.data[i * self.n + j] = row[tj];
-            }
+        Matrix {
+            rows: self.n,
+            cols: self.n,
+            data: gather_square(padded, n_pad, &self.tokens),
         }
-        out
+    }
+
+    /// Whether every layer's mean `kind` can be read: the trace kept them, or the maps
+    /// they average.
+    pub fn has_means(&self, kind: HeadMean) -> bool {
+        self.tower
+            .kept
+            .as_ref()
+            .is_none_or(|k| k.mean_layers(kind) == Layers::All)
+    }
+
+    /// Row `row` (a view position) of `product` from layer `start` on over every real
+    /// token, where the backend formed it (a trace from `into_host_for` with that row).
+    pub fn product_row(
+        &self,
+        product: RelevanceProduct,
+        start: usize,
+        row: usize,
+    ) -> Option<&'a [f32]> {
+        let kept = self
+            .tower
+            .kept
+            .as_ref()
+            .filter(|k| k.product_start == start)?;
+        let at = kept
+            .rows
+            .iter()
+            .position(|r| r.sample == self.sample && r.query == row && r.tokens == self.tokens)?;
+        let (_, rows) = self.tower.products.iter().find(|(p, _)| *p == product)?;
+        rows.get(at).map(Vec::as_slice)
     }
 
     /// mean over the real (i, j) of ∇A_h, per head: the Grad-CAM head weights.

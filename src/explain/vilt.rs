@@ -9,17 +9,36 @@ use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
     check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, unused_start,
-    ExplainError, Explanation, Method, MethodOptions,
+    with_product_rows, ExplainError, Explanation, Method, MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
 use crate::model::VqaTarget;
-use crate::trace::{GraphSpec, Layers, Reads};
+use crate::trace::{GraphSpec, Layers, Reads, RowSpec};
 
 /// What `methods` read of the joint encoder, with the spectral methods' graphs (each
-/// sample's patches and its word tokens) to solve where the trace lives, for
+/// sample's patches and its word tokens) to solve and the relevance products' rows (row 0
+/// over the sample's real tokens) to form where the trace lives, for
 /// `ViltTrace::into_host_for`.
 pub fn vilt_reads<Buf>(methods: &[Method], trace: &ViltTrace<Buf>, opts: &MethodOptions) -> Reads {
-    let all = reads(methods);
+    let rows = || {
+        trace
+            .output
+            .layouts
+            .iter()
+            .enumerate()
+            .map(|(sample, layout)| RowSpec {
+                sample,
+                query: 0,
+                tokens: layout.real_tokens(),
+            })
+            .collect()
+    };
+    let layers = trace.joint.layers.len();
+    let all = with_product_rows(
+        reads(methods),
+        rows,
+        resolve_start(opts.start_layer, layers, "--start-layer"),
+    );
     if all.features == Layers::None {
         return all;
     }
@@ -67,11 +86,7 @@ pub fn explain_vilt(
         .par_iter()
         .enumerate()
         .map(|(b, layout)| {
-            // View positions: text 0..text_len, image class, then the real patches.
-            let real: Vec<usize> = (0..layout.text_len)
-                .chain(std::iter::once(layout.image_class))
-                .chain(layout.patch_tokens())
-                .collect();
+            let real = layout.real_tokens();
             let patches_at = layout.text_len + 1;
             // Text view positions are padded positions (the text comes first).
             let words: Vec<usize> = layout.word_tokens().collect();

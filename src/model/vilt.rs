@@ -99,6 +99,15 @@ impl ViltLayout {
         self.grid.0 * self.grid.1 - self.patch_index.len()
     }
 
+    /// The sample's real tokens in sequence order (a view's positions, see
+    /// `explain::view`): the text at 0..text_len, the image class, then the kept patches.
+    pub fn real_tokens(&self) -> Vec<usize> {
+        (0..self.text_len)
+            .chain(std::iter::once(self.image_class))
+            .chain(self.patch_tokens())
+            .collect()
+    }
+
     /// Word tokens: the text without [CLS] and [SEP].
     pub fn word_tokens(&self) -> std::ops::Range<usize> {
         1..self.text_len.saturating_sub(1).max(1)

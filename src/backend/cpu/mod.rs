@@ -8,6 +8,7 @@ mod head;
 pub(crate) mod lrp;
 pub(crate) mod matmul;
 mod norm;
+pub mod relevance;
 mod simd;
 
 pub use attention::{head_mean, head_mean_matvec};
@@ -21,7 +22,8 @@ use rayon::prelude::*;
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
 
 use super::{
-    check, Activation, AttentionShape, Backend, HeadMean, MeanGraph, PatchGeometry, Result,
+    check, Activation, AttentionShape, Backend, HeadMean, MeanGraph, PatchGeometry, ProductRow,
+    RelevanceProduct, Result,
 };
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -295,6 +297,47 @@ impl Backend for Cpu {
         check::head_mean_matvec(kind, x.len(), g, heads, tokens, graphs)?;
         let grad = grad.map(Vec::as_slice);
         Ok(head_mean_matvec(kind, x, grad, heads, tokens, graphs))
+    }
+
+    fn relevance_rows(
+        &self,
+        product: RelevanceProduct,
+        layers: &[(&Vec<f32>, Option<&Vec<f32>>)],
+        heads: usize,
+        tokens: usize,
+        rows: &[ProductRow<'_>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let sizes: Vec<_> = layers
+            .iter()
+            .map(|(x, g)| (x.len(), g.map(|g| g.len())))
+            .collect();
+        let samples = check::relevance_rows(product, &sizes, heads, tokens, rows)?;
+        let entries = tokens * tokens;
+        let mut states: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|r| relevance::row_start(product, r.tokens.len(), r.query))
+            .collect();
+        let mut mean = vec![0.0; samples * entries];
+        for &(x, grad) in layers.iter().rev() {
+            head_mean(
+                &mut mean,
+                product.mean(),
+                x,
+                grad.map(Vec::as_slice),
+                heads,
+                entries,
+            );
+            states.par_iter_mut().zip(rows).for_each(|(state, r)| {
+                let padded = &mean[r.sample * entries..(r.sample + 1) * entries];
+                let m = relevance::gather_square(padded, tokens, r.tokens);
+                relevance::row_step(product, state, &m, r.query);
+            });
+        }
+        Ok(states
+            .into_iter()
+            .zip(rows)
+            .map(|(state, r)| relevance::row_finish(product, state, r.query))
+            .collect())
     }
 
     fn patchify(&self, out: &mut Vec<f32>, pixels: &Vec<f32>, g: PatchGeometry) -> Result<()> {

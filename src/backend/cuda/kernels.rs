@@ -53,6 +53,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
         ],
     ),
     ("norm", &["layernorm_fwd", "layernorm_bwd"]),
+    ("relevance", &["product_row_sums", "product_row_step"]),
     (
         "spectral",
         &[

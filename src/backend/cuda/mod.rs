@@ -21,11 +21,12 @@ use cudarc::driver::{
     PushKernelArg, ValidAsZeroBits,
 };
 
+use crate::backend::cpu::relevance;
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 
 use super::{
     check, Activation, AttentionShape, Backend, BackendError, HeadMean, MeanGraph, PatchGeometry,
-    Result,
+    ProductRow, RelevanceProduct, Result,
 };
 pub use error::CudaError;
 use kernels::Kernels;
@@ -858,6 +859,103 @@ impl Backend for Cuda {
         Ok(start
             .windows(2)
             .map(|w| out[w[0] as usize..w[1] as usize].to_vec())
+            .collect())
+    }
+
+    /// Per layer from the last: `head_mean` of the whole batch, then (rollout) the row sums
+    /// and one step over every row; the states stay on the device until the end.
+    fn relevance_rows(
+        &self,
+        product: RelevanceProduct,
+        layers: &[(&CudaSlice<f32>, Option<&CudaSlice<f32>>)],
+        heads: usize,
+        tokens: usize,
+        rows: &[ProductRow<'_>],
+    ) -> Result<Vec<Vec<f32>>> {
+        const OP: &str = "relevance_rows";
+        let sizes: Vec<_> = layers
+            .iter()
+            .map(|(x, g)| (x.len(), g.map(CudaSlice::len)))
+            .collect();
+        let samples = check::relevance_rows(product, &sizes, heads, tokens, rows)?;
+        let mut start = vec![0i32];
+        let (mut sample, mut query, mut token, mut state) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in rows {
+            sample.push(int(OP, r.sample)?);
+            query.push(int(OP, r.query)?);
+            for &t in r.tokens {
+                token.push(int(OP, t)?);
+            }
+            state.extend(relevance::row_start(product, r.tokens.len(), r.query));
+            start.push(int(OP, token.len())?);
+        }
+        let longest = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+        if longest == 0 {
+            return Ok(rows.iter().map(|_| Vec::new()).collect());
+        }
+        self.bind(OP)?;
+        let dev_sample = self.upload_any(OP, &sample)?;
+        let dev_start = self.upload_any(OP, &start)?;
+        let dev_query = self.upload_any(OP, &query)?;
+        let dev_token = self.upload_any(OP, &token)?;
+        let mut state = self.upload_any(OP, &state)?;
+        // SAFETY: each step writes every row's entries before the next reads them; the row
+        // sums are written before the step that reads them, and the mean by `head_mean`.
+        let mut next = unsafe { self.alloc_unwritten::<f32>(OP, token.len()) }?;
+        let mut sums = unsafe { self.alloc_unwritten::<f32>(OP, token.len()) }?;
+        let mut mean = unsafe { self.alloc_unwritten::<f32>(OP, samples * tokens * tokens) }?;
+        let cfg = LaunchConfig {
+            grid_dim: (
+                int(OP, rows.len())? as u32,
+                int(OP, longest.div_ceil(BLOCK as usize))? as u32,
+                1,
+            ),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let n = int(OP, tokens)?;
+        let rollout = i32::from(product == RelevanceProduct::Rollout);
+        for &(x, grad) in layers.iter().rev() {
+            self.head_mean(&mut mean, product.mean(), x, grad, heads, tokens * tokens)?;
+            if rollout == 1 {
+                launch!(
+                    self,
+                    "product_row_sums",
+                    cfg,
+                    &mut sums,
+                    &mean,
+                    &dev_sample,
+                    &dev_start,
+                    &dev_token,
+                    &n
+                )?;
+            }
+            launch!(
+                self,
+                "product_row_step",
+                cfg,
+                &mut next,
+                &state,
+                &mean,
+                &sums,
+                &dev_sample,
+                &dev_start,
+                &dev_query,
+                &dev_token,
+                &n,
+                &rollout
+            )?;
+            std::mem::swap(&mut state, &mut next);
+        }
+        let out = self.download(&state)?;
+        Ok(start
+            .windows(2)
+            .zip(rows)
+            .map(|(w, r)| {
+                let row = out[w[0] as usize..w[1] as usize].to_vec();
+                relevance::row_finish(product, row, r.query)
+            })
             .collect())
     }
 
