@@ -126,3 +126,29 @@ KERNEL void head_mean_matvec(float* out, const float* x, const float* g,
     }
     if (sums) out[start + row0 + r] = acc;
 }
+
+// Grad-CAM's reads at one row per block (`head_rows` in src/backend/mod.rs): per head, the
+// mean of ∇A over the row's tokens × tokens, an f64 sum in row-major order as the CPU's,
+// into means[k·heads + h]; and row query of each head's A over the tokens, into
+// out_rows[start·heads + h·m + j]. Row k's tokens are row_start[k] .. row_start[k + 1].
+KERNEL void head_rows(float* means, float* out_rows, const float* x, const float* g,
+                      const int* row_sample, const int* row_start, const int* row_query,
+                      const int* tokens, int heads, int n) {
+    const int k = blockIdx.x;
+    const int start = row_start[k], m = row_start[k + 1] - start;
+    const int* t = tokens + start;
+    const long long entries = (long long)n * n;
+    const long long maps = (long long)row_sample[k] * heads * entries;
+    for (int h = threadIdx.x; h < heads; h += blockDim.x) {
+        const float* gh = g + maps + h * entries;
+        double sum = 0.0;
+        for (int i = 0; i < m; ++i)
+            for (int j = 0; j < m; ++j) sum += (double)gh[(long long)t[i] * n + t[j]];
+        means[(long long)k * heads + h] = (float)(sum / ((double)m * m));
+    }
+    const long long query = (long long)t[row_query[k]] * n;
+    for (int idx = threadIdx.x; idx < heads * m; idx += blockDim.x) {
+        const int h = idx / m, j = idx % m;
+        out_rows[(long long)start * heads + idx] = x[maps + h * entries + query + t[j]];
+    }
+}

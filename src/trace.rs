@@ -4,7 +4,9 @@
 //! Buffers stay on the backend that computed them (`Buf`); `into_host` moves a trace into host
 //! memory, where the explanation methods read it.
 
-use crate::backend::{Backend, BackendError, HeadMean, MeanGraph, ProductRow, RelevanceProduct};
+use crate::backend::{
+    Backend, BackendError, HeadMean, HeadRows, MeanGraph, ProductRow, RelevanceProduct,
+};
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 use crate::model::block::EncoderActivations;
 
@@ -64,14 +66,24 @@ pub struct GraphSpec {
     pub tokens: Vec<usize>,
 }
 
-/// One row of the relevance products (`Backend::relevance_rows`): sample `sample`'s product
-/// over its tokens at the padded positions `tokens`, read at row `query` (an index into
-/// `tokens`).
+/// One row a method reads (`Backend::relevance_rows`, `Backend::head_rows`): of sample
+/// `sample`'s matrices over its tokens at the padded positions `tokens`, row `query` (an
+/// index into `tokens`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowSpec {
     pub sample: usize,
     pub query: usize,
     pub tokens: Vec<usize>,
+}
+
+impl RowSpec {
+    pub fn as_row(&self) -> ProductRow<'_> {
+        ProductRow {
+            sample: self.sample,
+            query: self.query,
+            tokens: &self.tokens,
+        }
+    }
 }
 
 /// What explanation methods read of a tower trace: only that needs to leave the device.
@@ -90,13 +102,14 @@ pub struct Reads {
     /// The graphs to solve in place of bringing the outputs (see `with_graphs`).
     pub graphs: Vec<GraphSpec>,
     pub graph_options: GraphOptions,
-    /// The last layer's per-head A and ∇A (Grad-CAM weighs each head).
+    /// The last layer's per-head A and ∇A (Grad-CAM weighs each head): with `rows`, only
+    /// what Grad-CAM reads of them at those rows (`HeadRows`).
     pub last_layer_heads: bool,
     /// Relevance products read one row at a time (rollout, Chefer's maps, Transformer
     /// Attribution): with `rows`, only those rows leave the device; without, the means
     /// they multiply come whole.
     pub products: Vec<RelevanceProduct>,
-    /// The rows of the products to form (see `with_rows`).
+    /// The rows the products and Grad-CAM read (see `with_rows`).
     pub rows: Vec<RowSpec>,
     /// The products' first layer.
     pub product_start: usize,
@@ -134,7 +147,8 @@ impl Reads {
     }
 
     /// The products as the rows `rows` from layer `start` on, formed on the backend, rather
-    /// than the means of every layer: one value per token instead of a matrix per layer.
+    /// than the means of every layer (one value per token instead of a matrix per layer),
+    /// and the last layer's heads as what Grad-CAM reads at those rows.
     pub fn with_rows(self, rows: Vec<RowSpec>, start: usize) -> Reads {
         Reads {
             rows,
@@ -212,6 +226,9 @@ pub struct TowerTrace<Buf> {
     /// Per kept product, its rows (`kept.rows`, in that order), formed where the trace was
     /// recorded; empty in a trace as the model recorded it.
     pub products: Vec<(RelevanceProduct, ProductRows)>,
+    /// What Grad-CAM reads of the last layer at each of `kept.rows`, where the heads were
+    /// kept that way; else empty.
+    pub head_rows: Vec<HeadRows>,
 }
 
 impl<Buf> TowerTrace<Buf> {
@@ -258,6 +275,7 @@ impl<Buf> TowerTrace<Buf> {
             layers,
             kept: None,
             products: Vec::new(),
+            head_rows: Vec::new(),
         }
     }
 
@@ -288,6 +306,7 @@ impl<Buf> TowerTrace<Buf> {
             layers,
             kept: self.kept,
             products: self.products,
+            head_rows: self.head_rows,
         })
     }
 
@@ -314,6 +333,7 @@ impl<Buf> TowerTrace<Buf> {
         let (batch, heads) = (self.batch, self.heads);
         let mut fiedlers = self.solve_graphs(be, reads)?.into_iter();
         let products = self.product_rows(be, reads)?;
+        let head_rows = self.head_rows(be, reads)?;
         let keep = |b: Buf, wanted: bool| {
             if wanted {
                 be.move_to_host(b)
@@ -338,7 +358,7 @@ impl<Buf> TowerTrace<Buf> {
                     be.head_mean(&mut mean, kind, x, grad, heads, entries)?;
                     means.push((kind, be.move_to_host(mean)?));
                 }
-                let per_head = reads.last_layer_heads && l + 1 == count;
+                let per_head = reads.last_layer_heads && reads.rows.is_empty() && l + 1 == count;
                 let solved = reads.graphs.is_empty() || !reads.features.includes(l, count);
                 let fiedlers = if solved {
                     Vec::new()
@@ -373,7 +393,27 @@ impl<Buf> TowerTrace<Buf> {
             layers,
             kept: Some(reads.clone()),
             products,
+            head_rows,
         })
+    }
+
+    /// What Grad-CAM reads of the last layer at each of `reads.rows`, where it asks for the
+    /// heads and the trace has ∇A.
+    fn head_rows<B: Backend<Buf = Buf>>(
+        &self,
+        be: &B,
+        reads: &Reads,
+    ) -> Result<Vec<HeadRows>, BackendError> {
+        let Some(last) = self.layers.last().filter(|_| reads.last_layer_heads) else {
+            return Ok(Vec::new());
+        };
+        match &last.attention_grad {
+            Some(grad) if !reads.rows.is_empty() => {
+                let rows: Vec<ProductRow<'_>> = reads.rows.iter().map(RowSpec::as_row).collect();
+                be.head_rows(&last.attention, grad, self.heads, self.tokens, &rows)
+            }
+            _ => Ok(Vec::new()),
+        }
     }
 
     /// The rows `reads.rows` of each of `reads.products` the trace has the maps for, from
@@ -383,15 +423,7 @@ impl<Buf> TowerTrace<Buf> {
         be: &B,
         reads: &Reads,
     ) -> Result<Vec<(RelevanceProduct, ProductRows)>, BackendError> {
-        let rows: Vec<ProductRow<'_>> = reads
-            .rows
-            .iter()
-            .map(|r| ProductRow {
-                sample: r.sample,
-                query: r.query,
-                tokens: &r.tokens,
-            })
-            .collect();
+        let rows: Vec<ProductRow<'_>> = reads.rows.iter().map(RowSpec::as_row).collect();
         let layers = match self.layers.get(reads.product_start..) {
             Some(layers) if !layers.is_empty() && !rows.is_empty() => layers,
             _ => return Ok(Vec::new()),

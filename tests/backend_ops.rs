@@ -634,3 +634,57 @@ fn relevance_rows_are_rows_of_the_products() {
         .to_string();
     assert!(err.contains("reads ∇A, and none was given"), "{err}");
 }
+
+/// `head_rows` gives, per head, the mean of ∇A over the row's tokens × tokens and row q of A
+/// over them: on a whole row, one with gaps and out of order, one token. Rows that point
+/// outside the maps, and ∇A of another size, are errors.
+#[test]
+fn head_rows_are_gradient_means_and_attention_rows() {
+    let (samples, heads, n) = (2usize, 3usize, 9usize);
+    let len = samples * heads * n * n;
+    let (x, g) = (values(len, 101), values(len, 102));
+    let rows: Rows = vec![
+        (1, 0, (0..n).collect()),
+        (0, 2, vec![7, 2, 5, 0]),
+        (1, 0, vec![4]),
+    ];
+    let got = Cpu
+        .head_rows(&x, &g, heads, n, &product_rows(&rows))
+        .unwrap();
+    for ((sample, query, tokens), got) in rows.iter().zip(&got) {
+        let at = |h: usize, i: usize, j: usize| ((sample * heads + h) * n + i) * n + j;
+        for h in 0..heads {
+            let sum: f64 = tokens
+                .iter()
+                .flat_map(|&i| tokens.iter().map(move |&j| (i, j)))
+                .map(|(i, j)| g[at(h, i, j)] as f64)
+                .sum();
+            let mean = sum / (tokens.len() * tokens.len()) as f64;
+            assert!(
+                (got.grad_means[h] as f64 - mean).abs() <= 1e-7 * mean.abs().max(1e-3),
+                "sample {sample}, head {h}: {} vs {mean}",
+                got.grad_means[h]
+            );
+            let row: Vec<f32> = tokens
+                .iter()
+                .map(|&j| x[at(h, tokens[*query], j)])
+                .collect();
+            let m = tokens.len();
+            assert_eq!(
+                got.rows[h * m..(h + 1) * m],
+                row[..],
+                "sample {sample}, head {h}"
+            );
+        }
+    }
+    let err = Cpu
+        .head_rows(&x, &g[1..].to_vec(), heads, n, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("grad"), "{err}");
+    let err = Cpu
+        .head_rows(&x, &g, heads, n, &product_rows(&vec![(0, 1, vec![9, 0])]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("row 0: token 9 of 9"), "{err}");
+}

@@ -146,6 +146,7 @@ fn lrp_methods_match_reference_on_its_relevance() {
                 layers: Vec::new(),
                 kept: None,
                 products: Vec::new(),
+                head_rows: Vec::new(),
             };
             for (l, layer) in t.layers.iter_mut().enumerate() {
                 let len = layer.attention.len();

@@ -249,6 +249,40 @@ fn relevance_rows_match_cpu_exactly() {
     }
 }
 
+/// Grad-CAM's reads at a row (per-head means of ∇A in f64, rows of A): the same sums in the
+/// same order, so exact. Rows: every token of 300 (3 heads × 300 entries: more than a
+/// block's 256 threads), tokens with gaps and out of order, one token.
+#[test]
+fn head_rows_match_cpu_exactly() {
+    let Some(cuda) = device() else { return };
+    let (samples, heads, n) = (2usize, 3usize, 300usize);
+    let len = samples * heads * n * n;
+    let (x, g) = (values(len, 111), values(len, 112));
+    let tokens = [
+        (0..n).collect::<Vec<_>>(),
+        vec![150, 3, 4, 299, 0, 7],
+        vec![7],
+    ];
+    let rows: Vec<ProductRow> = [(1, 0), (0, 3), (1, 0)]
+        .iter()
+        .zip(&tokens)
+        .map(|(&(sample, query), tokens)| ProductRow {
+            sample,
+            query,
+            tokens,
+        })
+        .collect();
+    let (cpu, gpu) = on_both!(&cuda, |be| {
+        let (dx, dg) = (be.upload(&x).unwrap(), be.upload(&g).unwrap());
+        be.head_rows(&dx, &dg, heads, n, &rows)
+            .unwrap()
+            .into_iter()
+            .flat_map(|r| [r.grad_means, r.rows])
+            .collect()
+    });
+    assert_close("head rows", &cpu, &gpu, EXACT);
+}
+
 #[test]
 fn elementwise_ops_match_cpu() {
     let Some(cuda) = device() else { return };
@@ -993,6 +1027,7 @@ fn lxmert_trace_on_cuda_matches_cpu() {
                         .collect(),
                     kept: None,
                     products: Vec::new(),
+                    head_rows: Vec::new(),
                 };
                 bad.extend(tower_deviations(&wrap(c), &wrap(gg)));
             }

@@ -1,7 +1,8 @@
 //! A trace brought to the host for given methods (`into_host_for`: head means averaged by
 //! the backend, only what the methods read moved) explains exactly as the whole trace does:
 //! every method, bit for bit, on the ragged CLIP, ViLT and LXMERT fixture batches (the rows of
-//! rollout and Chefer's products formed by the backend, too). A method whose
+//! rollout's and Chefer's products, and Grad-CAM's reads at a row, formed by the backend
+//! too). A method whose
 //! parts were left behind is refused, never explained from zeros.
 
 mod common;
@@ -74,6 +75,13 @@ fn clip_explains_the_same_from_a_reduced_trace() {
     assert_eq!(Some(*product), Method::Chefer.product());
     assert_eq!(rows.len(), reduced.vision.batch);
     assert!(rows.iter().all(|r| r.len() == reduced.vision.tokens));
+    // Kept for Grad-CAM: what it reads of the last layer's heads at each row, not the heads.
+    let trace = model.lrp(&Cpu, &x, true).unwrap();
+    let reads = clip_reads(&[Method::GradCam], &trace, &opts);
+    let reduced = trace.into_host_for(&Cpu, &reads).unwrap();
+    let last = reduced.text.layers.last().unwrap();
+    assert!(last.attention.is_empty() && last.attention_grad.as_ref().unwrap().is_empty());
+    assert_eq!(reduced.text.head_rows.len(), reduced.text.batch);
     // Kept for raw attention only: the last layer's mean and nothing of the layers before,
     // so the spectral and gradient methods are refused, and so is rollout, which reads every
     // layer's mean.

@@ -333,6 +333,31 @@ pub(crate) fn relevance_rows(
             )));
         }
     }
+    readout_rows(OP, samples, tokens, rows)?;
+    Ok(samples)
+}
+
+/// `head_rows`: A and ∇A as `head_mean` takes them, and each row inside them.
+pub(crate) fn head_rows(
+    x: usize,
+    grad: usize,
+    heads: usize,
+    tokens: usize,
+    rows: &[ProductRow<'_>],
+) -> Result<()> {
+    const OP: &str = "head_rows";
+    let kind = HeadMean::PositiveGradient;
+    let samples = head_maps(OP, kind, x, Some(grad), heads, tokens * tokens)?;
+    readout_rows(OP, samples, tokens, rows)
+}
+
+/// Each row's sample, token positions and query inside `samples` samples of `tokens` tokens.
+fn readout_rows(
+    op: &'static str,
+    samples: usize,
+    tokens: usize,
+    rows: &[ProductRow<'_>],
+) -> Result<()> {
     for (i, r) in rows.iter().enumerate() {
         let problem = if r.sample >= samples {
             Some(format!("sample {} of {samples}", r.sample))
@@ -344,10 +369,13 @@ pub(crate) fn relevance_rows(
             None
         };
         if let Some(problem) = problem {
-            return Err(invalid(format!("row {i}: {problem}")));
+            return Err(BackendError::Invalid {
+                op,
+                message: format!("row {i}: {problem}"),
+            });
         }
     }
-    Ok(samples)
+    Ok(())
 }
 
 /// Attention-shaped maps of `heads` heads × `entries` entries per sample in x (and ∇A where

@@ -136,6 +136,16 @@ pub struct ProductRow<'a> {
     pub tokens: &'a [usize],
 }
 
+/// What Grad-CAM (spec §C.5) reads of a layer at one row (`Backend::head_rows`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeadRows {
+    /// Per head, the mean of ∇A over the row's tokens × tokens: an f64 sum in row-major
+    /// order, divided, then rounded to f32.
+    pub grad_means: Vec<f32>,
+    /// Per head, row `query` of A over the row's tokens: [heads, tokens].
+    pub rows: Vec<f32>,
+}
+
 /// One graph of `Backend::head_mean_matvec`: sample `sample`'s head mean over the token
 /// positions `tokens` × `tokens`, times `vector` (one entry per token).
 #[derive(Debug, Clone, Copy)]
@@ -455,6 +465,19 @@ pub trait Backend: Sync {
         tokens: usize,
         rows: &[ProductRow<'_>],
     ) -> Result<Vec<Vec<f32>>>;
+
+    /// For each row, what Grad-CAM reads of the layer whose A and ∇A are `x` and `grad`
+    /// ([samples, heads, tokens, tokens]): the per-head means of ∇A over the row's tokens and
+    /// the per-head rows `query` of A (`HeadRows`), so that these leave the device instead of
+    /// every head's maps. Every backend gives the same bits (`cpu::head_rows`).
+    fn head_rows(
+        &self,
+        x: &Self::Buf,
+        grad: &Self::Buf,
+        heads: usize,
+        tokens: usize,
+        rows: &[ProductRow<'_>],
+    ) -> Result<Vec<HeadRows>>;
 
     /// The Fiedler vector (spec §B) of every graph: graph g's nodes are the rows `graphs[g].1`
     /// of its feature buffer `graphs[g].0` ([_, dim], row-major). A bad graph gets its own

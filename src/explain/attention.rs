@@ -4,7 +4,7 @@
 //! form only that row.
 
 use crate::backend::cpu::relevance;
-use crate::backend::{HeadMean, RelevanceProduct};
+use crate::backend::{HeadMean, HeadRows, RelevanceProduct};
 use crate::explain::matrix::Matrix;
 use crate::explain::view::SampleView;
 
@@ -13,12 +13,22 @@ pub fn raw_attention(v: &SampleView) -> Matrix {
     v.mean(v.layers() - 1, HeadMean::Attention)
 }
 
-/// §C.5: w_h = mean_ij ∇A_h, M = (mean_h w_h·A_h)⁺ on the last layer (clamp after the mean).
-pub fn grad_cam(v: &SampleView) -> Matrix {
-    let last = v.layers() - 1;
-    let mut m = v.weighted_head_mean(last, &v.head_grad_means(last));
-    m.data.iter_mut().for_each(|x| *x = x.max(0.0));
-    m
+/// §C.5: w_h = mean_ij ∇A_h, M = (mean_h w_h·A_h)⁺ on the last layer (clamp after the mean),
+/// at the row the heads were read at: Σ_h w_h·A_h[q, j] in head order, then divided.
+pub fn grad_cam_row(heads: &HeadRows) -> Vec<f32> {
+    let count = heads.grad_means.len();
+    let m = heads.rows.len() / count.max(1);
+    let mut out = vec![0.0f32; m];
+    for (&w, row) in heads
+        .grad_means
+        .iter()
+        .zip(heads.rows.chunks_exact(m.max(1)))
+    {
+        out.iter_mut().zip(row).for_each(|(o, &a)| *o += w * a);
+    }
+    out.iter_mut()
+        .for_each(|x| *x = (*x / count as f32).max(0.0));
+    out
 }
 
 /// B = rownorm(Ā + I), one factor of a rollout product (LXMERT's lists; the single-stream

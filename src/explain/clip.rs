@@ -8,14 +8,15 @@ use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
     check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words,
-    with_product_rows, ExplainError, Explanation, Method, MethodOptions,
+    with_readout_rows, ExplainError, Explanation, Method, MethodOptions,
 };
 use crate::model::clip::ClipTrace;
 use crate::trace::{GraphSpec, Layers, Reads, RowSpec, TowerTrace};
 
 /// What `methods` read of each tower (vision, text), with the spectral methods' graphs
-/// (the patches; the word tokens of each caption) to solve and the relevance products' rows
-/// (the class token's; the end-of-text token's) to form where the trace lives, for
+/// (the patches; the word tokens of each caption) to solve and the rows the relevance
+/// products and Grad-CAM read (the class token's; the end-of-text token's) to form where
+/// the trace lives, for
 /// `ClipTrace::into_host_for`.
 pub fn clip_reads<Buf>(
     methods: &[Method],
@@ -24,14 +25,14 @@ pub fn clip_reads<Buf>(
 ) -> (Reads, Reads) {
     let all = reads(methods);
     let (vision, text) = (&trace.vision, &trace.text);
-    let vision_reads = with_product_rows(
+    let vision_reads = with_readout_rows(
         all.clone(),
-        || product_rows(vision, |_| 0),
+        || readout_rows(vision, |_| 0),
         resolve_start(opts.start_layer, vision.layers.len(), "--start-layer"),
     );
-    let text_reads = with_product_rows(
+    let text_reads = with_readout_rows(
         all.clone(),
-        || product_rows(text, |sample| trace.output.eos_positions[sample]),
+        || readout_rows(text, |sample| trace.output.eos_positions[sample]),
         resolve_start(
             opts.start_layer_text,
             text.layers.len(),
@@ -65,7 +66,7 @@ pub fn clip_reads<Buf>(
 }
 
 /// Each sample's row `query(sample)` over its real tokens (a prefix: right padding).
-fn product_rows<Buf>(tower: &TowerTrace<Buf>, query: impl Fn(usize) -> usize) -> Vec<RowSpec> {
+fn readout_rows<Buf>(tower: &TowerTrace<Buf>, query: impl Fn(usize) -> usize) -> Vec<RowSpec> {
     (0..tower.batch)
         .map(|sample| RowSpec {
             sample,

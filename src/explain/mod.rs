@@ -367,16 +367,19 @@ pub fn reads(methods: &[Method]) -> Reads {
         .fold(Reads::default(), |acc, m| acc.union(&m.reads()))
 }
 
-/// `reads` with the rows of its products (`rows`) to form where the trace lives from the
-/// first layer `start`; as it is where no method reads a product, or where the flag gave no
-/// layer (the means then come whole, and explaining names the error).
-pub(crate) fn with_product_rows(
+/// `reads` with the rows its products and Grad-CAM read (`rows`), formed where the trace
+/// lives (the products from the first layer `start`); as it is where no method reads such a
+/// row, or where the flag gave no layer (the means and heads then come whole, and
+/// explaining names the error).
+pub(crate) fn with_readout_rows(
     reads: Reads,
     rows: impl FnOnce() -> Vec<RowSpec>,
     start: Result<usize, ExplainError>,
 ) -> Reads {
     match start {
-        Ok(start) if !reads.products.is_empty() => reads.with_rows(rows(), start),
+        Ok(start) if !reads.products.is_empty() || reads.last_layer_heads => {
+            reads.with_rows(rows(), start)
+        }
         _ => reads,
     }
 }

@@ -2,7 +2,7 @@
 //! matrix to read and over which tokens (`Readout`), and, for the spectral methods, which
 //! tokens form each graph (the same token set).
 
-use crate::explain::attention::{grad_cam, partial_lrp, product_row, raw_attention};
+use crate::explain::attention::{grad_cam_row, partial_lrp, product_row, raw_attention};
 use crate::explain::matrix::Matrix;
 use crate::explain::spectral::{dsmi, dsmi_grad, GradWeighting, SpectralRelevance};
 use crate::explain::view::SampleView;
@@ -32,7 +32,6 @@ pub fn relevance(
 ) -> Result<Vec<Vec<f32>>, ExplainError> {
     let matrix = match method {
         Method::RawAttn => Some(raw_attention(view)),
-        Method::GradCam => Some(grad_cam(view)),
         Method::PartialLrp => Some(partial_lrp(view)),
         _ => None,
     };
@@ -48,6 +47,13 @@ pub fn relevance(
                     }
                     None => return Err(ExplainError::NotKept(method)),
                 };
+                Ok(r.tokens.iter().map(|&j| row[j]).collect())
+            }
+            (None, None) if method == Method::GradCam => {
+                let heads = view
+                    .head_rows(view.layers() - 1, r.row)
+                    .ok_or(ExplainError::NotKept(method))?;
+                let row = grad_cam_row(&heads);
                 Ok(r.tokens.iter().map(|&j| row[j]).collect())
             }
             (None, None) => spectral(method, view, r, opts, degenerate),

@@ -4,9 +4,11 @@
 //! a padded batch gets exactly the numbers it gets alone. Indices into a view (rows, columns,
 //! readouts) count real tokens in sequence order, not padded positions.
 
-use crate::backend::cpu::head_mean;
+use std::borrow::Cow;
+
 use crate::backend::cpu::relevance::gather_square;
-use crate::backend::{HeadMean, RelevanceProduct};
+use crate::backend::cpu::{head_mean, head_rows};
+use crate::backend::{HeadMean, HeadRows, ProductRow, RelevanceProduct};
 use crate::explain::matrix::Matrix;
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 use crate::trace::{LayerTrace, Layers, TowerTrace};
@@ -42,33 +44,6 @@ impl<'a> SampleView<'a> {
 
     fn layer(&self, l: usize) -> &'a LayerTrace<Vec<f32>> {
         &self.tower.layers[l]
-    }
-
-    /// Padded row `tokens[i]` of head h of an attention-shaped tensor.
-    fn padded_row<'b>(&self, t: &'b [f32], h: usize, i: usize) -> &'b [f32] {
-        let n_pad = self.tower.tokens;
-        let start = ((self.sample * self.tower.heads + h) * n_pad + self.tokens[i]) * n_pad;
-        &t[start..start + n_pad]
-    }
-
-    /// Calls `f(i, j, A_h[i, j], ∇A_h[i, j])` over the real tokens of head h of layer l;
-    /// ∇A reads as 0 in a trace recorded without gradients (callers check beforehand).
-    fn for_each_entry(&self, l: usize, h: usize, mut f: impl FnMut(usize, usize, f32, f32)) {
-        let layer = self.layer(l);
-        let x = &layer.attention;
-        if x.is_empty() {
-            return;
-        }
-        for i in 0..self.n {
-            let a = self.padded_row(x, h, i);
-            let g = layer
-                .attention_grad
-                .as_ref()
-                .map(|g| self.padded_row(g, h, i));
-            for (j, &t) in self.tokens.iter().enumerate() {
-                f(i, j, a[t], g.map_or(0.0, |g| g[t]));
-            }
-        }
     }
 
     /// The head mean `kind` of layer l over the real tokens: the one the backend averaged
@@ -126,39 +101,55 @@ impl<'a> SampleView<'a> {
         start: usize,
         row: usize,
     ) -> Option<&'a [f32]> {
-        let kept = self
-            .tower
+        self.tower
             .kept
             .as_ref()
             .filter(|k| k.product_start == start)?;
-        let at = kept
-            .rows
-            .iter()
-            .position(|r| r.sample == self.sample && r.query == row && r.tokens == self.tokens)?;
+        let at = self.kept_row(row)?;
         let (_, rows) = self.tower.products.iter().find(|(p, _)| *p == product)?;
         rows.get(at).map(Vec::as_slice)
     }
 
-    /// mean over the real (i, j) of ∇A_h, per head: the Grad-CAM head weights.
-    pub fn head_grad_means(&self, l: usize) -> Vec<f32> {
-        (0..self.tower.heads)
-            .map(|h| {
-                let mut sum = 0.0f64;
-                self.for_each_entry(l, h, |_, _, _, g| sum += g as f64);
-                (sum / (self.n * self.n) as f64) as f32
-            })
-            .collect()
+    /// Which of the kept rows is this sample's row `row` (a view position) over its tokens.
+    fn kept_row(&self, row: usize) -> Option<usize> {
+        self.tower
+            .kept
+            .as_ref()?
+            .rows
+            .iter()
+            .position(|r| r.sample == self.sample && r.query == row && r.tokens == self.tokens)
     }
 
-    /// Σ_h w_h·A_h over the real tokens of layer l, divided by the head count.
-    pub fn weighted_head_mean(&self, l: usize, weights: &[f32]) -> Matrix {
-        let n = self.n;
-        let mut out = Matrix::zeros(n, n);
-        for (h, &w) in weights.iter().enumerate() {
-            self.for_each_entry(l, h, |i, j, a, _| out.data[i * n + j] += w * a);
+    /// What Grad-CAM reads of layer l at row `row` (a view position): kept by the backend
+    /// (a trace from `into_host_for` with that row), else taken here from the layer's heads
+    /// by the same code; `None` where neither is there.
+    pub fn head_rows(&self, l: usize, row: usize) -> Option<Cow<'a, HeadRows>> {
+        let tower = self.tower;
+        if l + 1 == self.layers() {
+            if let Some(kept) = self.kept_row(row).and_then(|at| tower.head_rows.get(at)) {
+                return Some(Cow::Borrowed(kept));
+            }
         }
-        out.data.iter_mut().for_each(|v| *v /= weights.len() as f32);
-        out
+        let layer = self.layer(l);
+        let grad = layer.attention_grad.as_deref().filter(|g| !g.is_empty())?;
+        if layer.attention.is_empty() {
+            return None;
+        }
+        let entries = tower.heads * tower.tokens * tower.tokens;
+        let span = self.sample * entries..(self.sample + 1) * entries;
+        let one = ProductRow {
+            sample: 0,
+            query: row,
+            tokens: &self.tokens,
+        };
+        let mut rows = head_rows(
+            &layer.attention[span.clone()],
+            &grad[span],
+            tower.heads,
+            tower.tokens,
+            &[one],
+        );
+        rows.pop().map(Cow::Owned)
     }
 
     /// The Fiedler vector of layer l's graph over the view positions `rows`, where the

@@ -9,15 +9,15 @@ use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
     check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, unused_start,
-    with_product_rows, ExplainError, Explanation, Method, MethodOptions,
+    with_readout_rows, ExplainError, Explanation, Method, MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
 use crate::model::VqaTarget;
 use crate::trace::{GraphSpec, Layers, Reads, RowSpec};
 
 /// What `methods` read of the joint encoder, with the spectral methods' graphs (each
-/// sample's patches and its word tokens) to solve and the relevance products' rows (row 0
-/// over the sample's real tokens) to form where the trace lives, for
+/// sample's patches and its word tokens) to solve and the rows the relevance products and
+/// Grad-CAM read (row 0 over the sample's real tokens) to form where the trace lives, for
 /// `ViltTrace::into_host_for`.
 pub fn vilt_reads<Buf>(methods: &[Method], trace: &ViltTrace<Buf>, opts: &MethodOptions) -> Reads {
     let rows = || {
@@ -34,7 +34,7 @@ pub fn vilt_reads<Buf>(methods: &[Method], trace: &ViltTrace<Buf>, opts: &Method
             .collect()
     };
     let layers = trace.joint.layers.len();
-    let all = with_product_rows(
+    let all = with_readout_rows(
         reads(methods),
         rows,
         resolve_start(opts.start_layer, layers, "--start-layer"),

@@ -1,7 +1,7 @@
 //! Softmax attention of query rows over key|value rows, one task per (sample, head).
 
 use super::matmul::{gemm, Mat};
-use crate::backend::{AttentionShape, HeadMean, MeanGraph};
+use crate::backend::{AttentionShape, HeadMean, HeadRows, MeanGraph, ProductRow};
 use rayon::prelude::*;
 
 /// A raw pointer that tasks share to write disjoint parts of one buffer.
@@ -231,6 +231,41 @@ pub fn head_mean(
             }
             out.iter_mut().for_each(|v| *v /= heads as f32);
         });
+}
+
+/// `Backend::head_rows` on the host, for rows as `check::head_rows` accepts them: per head,
+/// ∇A summed in f64 over the row's tokens × tokens in row-major order and divided by their
+/// count, and row `query` of A over the tokens.
+pub fn head_rows(
+    x: &[f32],
+    grad: &[f32],
+    heads: usize,
+    tokens: usize,
+    rows: &[ProductRow<'_>],
+) -> Vec<HeadRows> {
+    let entries = tokens * tokens;
+    rows.par_iter()
+        .map(|r| {
+            let map = |h: usize| (r.sample * heads + h) * entries;
+            let grad_means = (0..heads)
+                .map(|h| {
+                    let g = &grad[map(h)..map(h) + entries];
+                    let mut sum = 0.0f64;
+                    for &ti in r.tokens {
+                        for &tj in r.tokens {
+                            sum += g[ti * tokens + tj] as f64;
+                        }
+                    }
+                    (sum / (r.tokens.len() * r.tokens.len()) as f64) as f32
+                })
+                .collect();
+            let query = r.tokens[r.query] * tokens;
+            let rows = (0..heads)
+                .flat_map(|h| r.tokens.iter().map(move |&tj| x[map(h) + query + tj]))
+                .collect();
+            HeadRows { grad_means, rows }
+        })
+        .collect()
 }
 
 /// `Backend::head_mean_matvec` on the host: per graph, each entry of the head mean as

@@ -11,7 +11,7 @@ mod norm;
 pub mod relevance;
 mod simd;
 
-pub use attention::{head_mean, head_mean_matvec};
+pub use attention::{head_mean, head_mean_matvec, head_rows};
 pub use matmul::matmul_flops;
 use matmul::Panels;
 
@@ -22,8 +22,8 @@ use rayon::prelude::*;
 use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
 
 use super::{
-    check, Activation, AttentionShape, Backend, HeadMean, MeanGraph, PatchGeometry, ProductRow,
-    RelevanceProduct, Result,
+    check, Activation, AttentionShape, Backend, HeadMean, HeadRows, MeanGraph, PatchGeometry,
+    ProductRow, RelevanceProduct, Result,
 };
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -297,6 +297,18 @@ impl Backend for Cpu {
         check::head_mean_matvec(kind, x.len(), g, heads, tokens, graphs)?;
         let grad = grad.map(Vec::as_slice);
         Ok(head_mean_matvec(kind, x, grad, heads, tokens, graphs))
+    }
+
+    fn head_rows(
+        &self,
+        x: &Vec<f32>,
+        grad: &Vec<f32>,
+        heads: usize,
+        tokens: usize,
+        rows: &[ProductRow<'_>],
+    ) -> Result<Vec<HeadRows>> {
+        check::head_rows(x.len(), grad.len(), heads, tokens, rows)?;
+        Ok(head_rows(x, grad, heads, tokens, rows))
     }
 
     fn relevance_rows(

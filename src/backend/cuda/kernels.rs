@@ -25,6 +25,7 @@ pub const KERNELS: &[(&str, &[&str])] = &[
             "softmax_bwd",
             "head_mean",
             "head_mean_matvec",
+            "head_rows",
         ],
     ),
     ("elementwise", &["add", "add_assign", "add_row_vector"]),

@@ -25,11 +25,12 @@ use crate::backend::cpu::relevance;
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 
 use super::{
-    check, Activation, AttentionShape, Backend, BackendError, HeadMean, MeanGraph, PatchGeometry,
-    ProductRow, RelevanceProduct, Result,
+    check, Activation, AttentionShape, Backend, BackendError, HeadMean, HeadRows, MeanGraph,
+    PatchGeometry, ProductRow, RelevanceProduct, Result,
 };
 pub use error::CudaError;
 use kernels::Kernels;
+use row_table::RowTable;
 pub use spectral::{BufferGraph, FiedlerStages, GraphKernel};
 
 /// Threads per block of the elementwise and per-row kernels.
@@ -74,6 +75,7 @@ macro_rules! launch {
 
 mod graph_rows;
 mod profile;
+mod row_table;
 mod spectral;
 
 fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
@@ -862,6 +864,57 @@ impl Backend for Cuda {
             .collect())
     }
 
+    fn head_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        grad: &CudaSlice<f32>,
+        heads: usize,
+        tokens: usize,
+        rows: &[ProductRow<'_>],
+    ) -> Result<Vec<HeadRows>> {
+        const OP: &str = "head_rows";
+        check::head_rows(x.len(), grad.len(), heads, tokens, rows)?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let table = RowTable::new(OP, rows)?;
+        self.bind(OP)?;
+        let dev = table.upload(self, OP)?;
+        // SAFETY: the kernel writes every row's means and entries.
+        let mut means = unsafe { self.alloc_unwritten::<f32>(OP, rows.len() * heads) }?;
+        let mut out = unsafe { self.alloc_unwritten::<f32>(OP, table.tokens.len() * heads) }?;
+        let cfg = LaunchConfig {
+            grid_dim: (int(OP, rows.len())? as u32, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (h, n) = (int(OP, heads)?, int(OP, tokens)?);
+        launch!(
+            self,
+            "head_rows",
+            cfg,
+            &mut means,
+            &mut out,
+            x,
+            grad,
+            &dev.sample,
+            &dev.start,
+            &dev.query,
+            &dev.tokens,
+            &h,
+            &n
+        )?;
+        let (means, out) = (self.download(&means)?, self.download(&out)?);
+        Ok(table
+            .spans(heads)
+            .zip(means.chunks_exact(heads))
+            .map(|(span, grad_means)| HeadRows {
+                grad_means: grad_means.to_vec(),
+                rows: out[span].to_vec(),
+            })
+            .collect())
+    }
+
     /// Per layer from the last: `head_mean` of the whole batch, then (rollout) the row sums
     /// and one step over every row; the states stay on the device until the end.
     fn relevance_rows(
@@ -878,32 +931,22 @@ impl Backend for Cuda {
             .map(|(x, g)| (x.len(), g.map(CudaSlice::len)))
             .collect();
         let samples = check::relevance_rows(product, &sizes, heads, tokens, rows)?;
-        let mut start = vec![0i32];
-        let (mut sample, mut query, mut token, mut state) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for r in rows {
-            sample.push(int(OP, r.sample)?);
-            query.push(int(OP, r.query)?);
-            for &t in r.tokens {
-                token.push(int(OP, t)?);
-            }
-            state.extend(relevance::row_start(product, r.tokens.len(), r.query));
-            start.push(int(OP, token.len())?);
-        }
-        let longest = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+        let table = RowTable::new(OP, rows)?;
+        let longest = table.longest();
         if longest == 0 {
             return Ok(rows.iter().map(|_| Vec::new()).collect());
         }
+        let state: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| relevance::row_start(product, r.tokens.len(), r.query))
+            .collect();
         self.bind(OP)?;
-        let dev_sample = self.upload_any(OP, &sample)?;
-        let dev_start = self.upload_any(OP, &start)?;
-        let dev_query = self.upload_any(OP, &query)?;
-        let dev_token = self.upload_any(OP, &token)?;
+        let dev = table.upload(self, OP)?;
         let mut state = self.upload_any(OP, &state)?;
         // SAFETY: each step writes every row's entries before the next reads them; the row
         // sums are written before the step that reads them, and the mean by `head_mean`.
-        let mut next = unsafe { self.alloc_unwritten::<f32>(OP, token.len()) }?;
-        let mut sums = unsafe { self.alloc_unwritten::<f32>(OP, token.len()) }?;
+        let mut next = unsafe { self.alloc_unwritten::<f32>(OP, table.tokens.len()) }?;
+        let mut sums = unsafe { self.alloc_unwritten::<f32>(OP, table.tokens.len()) }?;
         let mut mean = unsafe { self.alloc_unwritten::<f32>(OP, samples * tokens * tokens) }?;
         let cfg = LaunchConfig {
             grid_dim: (
@@ -925,9 +968,9 @@ impl Backend for Cuda {
                     cfg,
                     &mut sums,
                     &mean,
-                    &dev_sample,
-                    &dev_start,
-                    &dev_token,
+                    &dev.sample,
+                    &dev.start,
+                    &dev.tokens,
                     &n
                 )?;
             }
@@ -939,23 +982,20 @@ impl Backend for Cuda {
                 &state,
                 &mean,
                 &sums,
-                &dev_sample,
-                &dev_start,
-                &dev_query,
-                &dev_token,
+                &dev.sample,
+                &dev.start,
+                &dev.query,
+                &dev.tokens,
                 &n,
                 &rollout
             )?;
             std::mem::swap(&mut state, &mut next);
         }
         let out = self.download(&state)?;
-        Ok(start
-            .windows(2)
+        Ok(table
+            .spans(1)
             .zip(rows)
-            .map(|(w, r)| {
-                let row = out[w[0] as usize..w[1] as usize].to_vec();
-                relevance::row_finish(product, row, r.query)
-            })
+            .map(|(span, r)| relevance::row_finish(product, out[span].to_vec(), r.query))
             .collect())
     }
 
