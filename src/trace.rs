@@ -233,7 +233,8 @@ pub struct TowerTrace<Buf> {
 
 impl<Buf> TowerTrace<Buf> {
     /// Pairs a finished forward with the backward's gradients and the LRP pass's relevance
-    /// (first layer first), if any.
+    /// (first layer first), if any. A backward that stopped short gives gradients of the
+    /// top layers only: the layers below get none.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_activations(
         name: &'static str,
@@ -245,9 +246,14 @@ impl<Buf> TowerTrace<Buf> {
         grads: Option<Vec<Buf>>,
         relevance: Option<Vec<Buf>>,
     ) -> Self {
+        let count = acts.layers.len();
         let per_layer = |v: Option<Vec<Buf>>| -> Box<dyn Iterator<Item = Option<Buf>>> {
             match v {
-                Some(v) => Box::new(v.into_iter().map(Some)),
+                Some(v) => Box::new(
+                    std::iter::repeat_with(|| None)
+                        .take(count.saturating_sub(v.len()))
+                        .chain(v.into_iter().map(Some)),
+                ),
                 None => Box::new(std::iter::repeat_with(|| None)),
             }
         };
@@ -281,7 +287,15 @@ impl<Buf> TowerTrace<Buf> {
 
     /// Whether the backward filled in ∂y/∂A (see `record` vs `trace` on the models).
     pub fn has_gradients(&self) -> bool {
-        self.layers.iter().all(|l| l.attention_grad.is_some())
+        self.has_gradients_from(0)
+    }
+
+    /// Whether the backward filled in ∂y/∂A of every layer from `first` on.
+    pub fn has_gradients_from(&self, first: usize) -> bool {
+        self.layers
+            .iter()
+            .skip(first)
+            .all(|l| l.attention_grad.is_some())
     }
 
     /// Whether an LRP pass filled in the relevance at the attention maps.

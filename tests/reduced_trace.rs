@@ -210,3 +210,96 @@ fn lxmert_explains_the_same_from_a_reduced_trace() {
         }
     }
 }
+
+/// A backward run only as deep as the methods read ∂y/∂A (`clip_trace`, `Vilt::trace_from`)
+/// records, at the layers it reaches, the same gradients as the whole backward, bit for
+/// bit, and none below; Grad-CAM (the last layer) and Chefer's maps from a start layer
+/// explain the same from it, and a method that reads deeper gradients is refused.
+#[test]
+fn a_shallow_backward_explains_the_same() {
+    use fiedler::explain::clip::{clip_grad_from, clip_trace};
+    use fiedler::explain::vilt::vilt_grad_from;
+    use fiedler::model::clip::GradFrom;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let opts = MethodOptions {
+        start_layer: 1,
+        ..MethodOptions::default()
+    };
+    let methods = [Method::GradCam, Method::Chefer];
+
+    let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
+    let (vision_layers, text_layers) = model.layers();
+    let x = clip_method_inputs("m3");
+    assert_eq!(
+        clip_grad_from(&methods, model.layers(), &opts),
+        Some(GradFrom { vision: 1, text: 0 })
+    );
+    assert_eq!(
+        clip_grad_from(&[Method::GradCam], model.layers(), &opts),
+        Some(GradFrom {
+            vision: vision_layers - 1,
+            text: text_layers - 1
+        })
+    );
+    assert_eq!(
+        clip_grad_from(&[Method::RawAttn], model.layers(), &opts),
+        None
+    );
+    let whole = model.trace(&Cpu, &x, None).unwrap();
+    let grad_cam = clip_trace(&model, &Cpu, &x, &[Method::GradCam], &opts).unwrap();
+    for (w, s) in [
+        (&whole.vision, &grad_cam.vision),
+        (&whole.text, &grad_cam.text),
+    ] {
+        let (last, below) = s.layers.split_last().unwrap();
+        assert!(
+            below.iter().all(|l| l.attention_grad.is_none()),
+            "{}",
+            s.name
+        );
+        let full = w.layers.last().unwrap().attention_grad.as_ref().unwrap();
+        assert_eq!(bits(last.attention_grad.as_ref().unwrap()), bits(full));
+    }
+    let shallow = clip_trace(&model, &Cpu, &x, &methods, &opts).unwrap();
+    assert!(shallow.vision.layers[0].attention_grad.is_none());
+    assert!(shallow.text.layers[0].attention_grad.is_some());
+    assert_same(
+        "clip",
+        &explain_clip(&whole, &methods, &opts).unwrap(),
+        &explain_clip(&shallow, &methods, &opts).unwrap(),
+    );
+    match explain_clip(&grad_cam, &[Method::DsmiGrad], &opts) {
+        Err(ExplainError::NoGradients(Method::DsmiGrad)) => {}
+        other => panic!(
+            "dsmi-grad from the last layer's gradients: {:?}",
+            other.err()
+        ),
+    }
+
+    let golden = Golden::open(&fixtures().join("vilt/golden.safetensors"));
+    let model = Vilt::load(&Cpu, &fixtures().join("vilt")).unwrap();
+    let x = golden.vilt_inputs("b3");
+    let target = VqaTarget::Predicted;
+    let layers = model.config.num_hidden_layers;
+    assert_eq!(vilt_grad_from(&methods, layers, &opts), Some(1));
+    let whole = model.trace(&Cpu, &x, &target).unwrap();
+    let shallow = model.trace_from(&Cpu, &x, &target, 1).unwrap();
+    assert!(shallow.joint.layers[0].attention_grad.is_none());
+    for (w, s) in whole.joint.layers.iter().zip(&shallow.joint.layers).skip(1) {
+        let (w, s) = (w.attention_grad.as_ref(), s.attention_grad.as_ref());
+        assert_eq!(bits(w.unwrap()), bits(s.unwrap()));
+    }
+    assert_same(
+        "vilt",
+        &explain_vilt(&whole, &methods, &opts).unwrap(),
+        &explain_vilt(&shallow, &methods, &opts).unwrap(),
+    );
+    let deeper = MethodOptions::default();
+    match explain_vilt(&shallow, &[Method::Chefer], &deeper) {
+        Err(ExplainError::NoGradients(Method::Chefer)) => {}
+        other => panic!(
+            "chefer from layer 0 on a backward to layer 1: {:?}",
+            other.err()
+        ),
+    }
+}

@@ -22,9 +22,9 @@ use fiedler::eval::report::TESTS;
 use fiedler::eval::results::{Done, ResultsWriter, RunHeader, FORMAT};
 use fiedler::eval::runner::{run as eval_run, EvalModel, Explained, Keep, Plan};
 use fiedler::eval::EvalError;
-use fiedler::explain::clip::{clip_reads, explain_clip};
+use fiedler::explain::clip::{clip_reads, clip_trace, explain_clip};
 use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads};
-use fiedler::explain::{need_relevance, Method, MethodOptions};
+use fiedler::explain::{Method, MethodOptions};
 use fiedler::input::regions::Regions;
 use fiedler::linalg::synthetic::{clustered_features, Clusters};
 use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions};
@@ -268,16 +268,12 @@ fn run_clip<B: Backend>(
     print_header()?;
     for &batch in &args.batch {
         let x = inputs(&config, batch, args.text_tokens());
-        let trace = if need_relevance(methods) {
-            model.lrp(be, &x, true)
-        } else {
-            model.trace(be, &x, None)
-        }
-        .and_then(|t| {
-            let reads = clip_reads(methods, &t, &opts);
-            Ok(t.into_host_for(be, &reads)?)
-        })
-        .with_context(|| format!("batch {batch}"))?;
+        let trace = clip_trace(&model, be, &x, methods, &opts)
+            .and_then(|t| {
+                let reads = clip_reads(methods, &t, &opts);
+                Ok(t.into_host_for(be, &reads)?)
+            })
+            .with_context(|| format!("batch {batch}"))?;
         report(
             methods,
             batch,
@@ -286,12 +282,7 @@ fn run_clip<B: Backend>(
             |m| m,
             |m| {
                 let start = Instant::now();
-                let trace = match Pass::for_method(m) {
-                    Pass::Forward => model.record(be, &x)?,
-                    Pass::Backward => model.trace(be, &x, None)?,
-                    Pass::Lrp => model.lrp(be, &x, false)?,
-                    Pass::BackwardLrp => model.lrp(be, &x, true)?,
-                };
+                let trace = clip_trace(&model, be, &x, &[m], &opts)?;
                 be.synchronize()?;
                 let computed = start.elapsed().as_secs_f64();
                 let reads = clip_reads(&[m], &trace, &opts);
@@ -664,32 +655,6 @@ fn print_header() -> anyhow::Result<()> {
         "GFLOP/expl",
         "GFLOP/s"
     )
-}
-
-/// What a trace runs after the forward.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Pass {
-    Forward,
-    /// Forward and backward.
-    Backward,
-    /// Forward and the LRP pass.
-    Lrp,
-    /// Forward, backward and the LRP pass.
-    BackwardLrp,
-}
-
-impl Pass {
-    fn for_method(m: Method) -> Self {
-        if m.needs_relevance() && m.needs_gradients() {
-            Pass::BackwardLrp
-        } else if m.needs_relevance() {
-            Pass::Lrp
-        } else if m.needs_gradients() {
-            Pass::Backward
-        } else {
-            Pass::Forward
-        }
-    }
 }
 
 /// One row per method: the trace it needs (a backward only for gradient methods, an LRP

@@ -4,13 +4,16 @@
 
 use rayon::prelude::*;
 
+use crate::backend::Backend;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words,
-    with_readout_rows, ExplainError, Explanation, Method, MethodOptions,
+    check_kept, check_relevance, check_tower_gradients, gradient_from, need_relevance, reads,
+    resolve_start, spread_words, with_readout_rows, ExplainError, Explanation, Method,
+    MethodOptions,
 };
-use crate::model::clip::ClipTrace;
+use crate::model::clip::{Clip, ClipInputs, ClipTrace, GradFrom};
+use crate::model::ModelError;
 use crate::trace::{GraphSpec, Layers, Reads, RowSpec, TowerTrace};
 
 /// What `methods` read of each tower (vision, text), with the spectral methods' graphs
@@ -76,23 +79,64 @@ fn readout_rows<Buf>(tower: &TowerTrace<Buf>, query: impl Fn(usize) -> usize) ->
         .collect()
 }
 
+/// How deep the backward of each tower (of `layers` = (vision, text) layers) must run for
+/// `methods` (`Clip::trace_from`); `None` where none reads a gradient.
+pub fn clip_grad_from(
+    methods: &[Method],
+    layers: (usize, usize),
+    opts: &MethodOptions,
+) -> Option<GradFrom> {
+    let (vision, text) = layers;
+    Some(GradFrom {
+        vision: gradient_from(
+            methods,
+            resolve_start(opts.start_layer, vision, "--start-layer"),
+            vision,
+        )?,
+        text: gradient_from(
+            methods,
+            resolve_start(opts.start_layer_text, text, "--start-layer-text"),
+            text,
+        )?,
+    })
+}
+
+/// The trace `methods` read: the forward; the backward if any reads ∂y/∂A, only as deep as
+/// they read it; the LRP pass if any reads relevance.
+pub fn clip_trace<B: Backend>(
+    model: &Clip<B>,
+    be: &B,
+    inputs: &ClipInputs,
+    methods: &[Method],
+    opts: &MethodOptions,
+) -> Result<ClipTrace<B::Buf>, ModelError> {
+    let from = clip_grad_from(methods, model.layers(), opts);
+    match from {
+        _ if need_relevance(methods) => model.lrp_from(be, inputs, from),
+        Some(from) => model.trace_from(be, inputs, None, from),
+        None => model.record(be, inputs),
+    }
+}
+
 /// Explains every pair of a traced batch with every method: result[pair][method].
 pub fn explain_clip(
     trace: &ClipTrace<Vec<f32>>,
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
-    let has_gradients = trace.vision.has_gradients() && trace.text.has_gradients();
-    let has_relevance = trace.vision.has_relevance() && trace.text.has_relevance();
-    check_gradients(methods, |_| has_gradients)?;
-    check_relevance(methods, |_| has_relevance)?;
-    check_kept(methods, &[&trace.vision, &trace.text])?;
     let start_vision = resolve_start(opts.start_layer, trace.vision.layers.len(), "--start-layer")?;
     let start_text = resolve_start(
         opts.start_layer_text,
         trace.text.layers.len(),
         "--start-layer-text",
     )?;
+    let has_relevance = trace.vision.has_relevance() && trace.text.has_relevance();
+    check_tower_gradients(
+        methods,
+        &[(&trace.vision, start_vision), (&trace.text, start_text)],
+    )?;
+    check_relevance(methods, |_| has_relevance)?;
+    check_kept(methods, &[&trace.vision, &trace.text])?;
     let patches = trace.vision.tokens - 1;
     let image = [Readout {
         name: "image",

@@ -110,6 +110,18 @@ impl Method {
         Ok(methods)
     }
 
+    /// The first layer of a single-stream tower of `layers` layers whose ∂y/∂A the method
+    /// reads (its relevance products start at `start`): a backward need go no deeper.
+    /// `None` for a method that reads no gradient.
+    pub fn gradient_from(self, start: usize, layers: usize) -> Option<usize> {
+        match self {
+            Method::GradCam => Some(layers.saturating_sub(1)),
+            Method::Chefer | Method::TransformerAttribution | Method::CheferLrp => Some(start),
+            Method::DsmiGrad | Method::DsmiGradAttn => Some(0),
+            _ => None,
+        }
+    }
+
     /// Whether the method reads the LRP relevance at the attention maps (so the trace needs
     /// an LRP pass, §D).
     pub fn needs_relevance(self) -> bool {
@@ -401,6 +413,35 @@ pub(crate) fn check_kept(
 /// Whether any of `methods` reads LRP relevance, i.e. whether a trace needs an LRP pass.
 pub fn need_relevance(methods: &[Method]) -> bool {
     methods.iter().any(|m| m.needs_relevance())
+}
+
+/// How deep the backward of a single-stream tower of `layers` layers must run for
+/// `methods` (the products starting at `start`): the first layer whose ∂y/∂A any of them
+/// reads, or `None` where none reads a gradient. A start the flag gave no layer for counts
+/// as the first layer (explaining then names the error).
+pub fn gradient_from(
+    methods: &[Method],
+    start: Result<usize, ExplainError>,
+    layers: usize,
+) -> Option<usize> {
+    let start = start.unwrap_or(0);
+    methods
+        .iter()
+        .filter_map(|m| m.gradient_from(start, layers))
+        .min()
+}
+
+/// Fails on the first method whose gradients a single-stream tower lacks.
+pub(crate) fn check_tower_gradients(
+    methods: &[Method],
+    towers: &[(&TowerTrace<Vec<f32>>, usize)],
+) -> Result<(), ExplainError> {
+    check_gradients(methods, |m| {
+        towers.iter().all(|&(tower, start)| {
+            m.gradient_from(start, tower.layers.len())
+                .is_none_or(|first| tower.has_gradients_from(first))
+        })
+    })
 }
 
 /// Whether any of `methods` reads ∂y/∂A, i.e. whether a trace needs a backward.

@@ -8,8 +8,9 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_gradients, check_kept, check_relevance, reads, resolve_start, spread_words, unused_start,
-    with_readout_rows, ExplainError, Explanation, Method, MethodOptions,
+    check_kept, check_relevance, check_tower_gradients, gradient_from, reads, resolve_start,
+    spread_words, unused_start, with_readout_rows, ExplainError, Explanation, Method,
+    MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
 use crate::model::VqaTarget;
@@ -63,15 +64,22 @@ pub fn vilt_reads<Buf>(methods: &[Method], trace: &ViltTrace<Buf>, opts: &Method
     all.with_graphs(graphs, opts.graph)
 }
 
+/// How deep the backward of an encoder of `layers` layers must run for `methods`
+/// (`Vilt::trace_from`); `None` where none reads a gradient.
+pub fn vilt_grad_from(methods: &[Method], layers: usize, opts: &MethodOptions) -> Option<usize> {
+    gradient_from(
+        methods,
+        resolve_start(opts.start_layer, layers, "--start-layer"),
+        layers,
+    )
+}
+
 /// Explains every sample of a traced batch with every method: result[sample][method].
 pub fn explain_vilt(
     trace: &ViltTrace<Vec<f32>>,
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
-    check_gradients(methods, |_| trace.joint.has_gradients())?;
-    check_relevance(methods, |_| trace.joint.has_relevance())?;
-    check_kept(methods, &[&trace.joint])?;
     unused_start(
         opts.start_layer_text,
         "--start-layer-text",
@@ -79,6 +87,9 @@ pub fn explain_vilt(
         "its one stream of layers starts at --start-layer",
     )?;
     let start = resolve_start(opts.start_layer, trace.joint.layers.len(), "--start-layer")?;
+    check_tower_gradients(methods, &[(&trace.joint, start)])?;
+    check_relevance(methods, |_| trace.joint.has_relevance())?;
+    check_kept(methods, &[&trace.joint])?;
     let labels = trace.output.labels;
     trace
         .output

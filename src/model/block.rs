@@ -435,8 +435,10 @@ impl<B: Backend> Encoder<B> {
     }
 
     /// Back-propagates the gradient `d_rows` ([rows.len(), width]) of the last layer's
-    /// output at `rows` (zero at every other row) down to the first layer's attention
-    /// probabilities. Returns ∂y/∂A for every layer, first layer first.
+    /// output at `rows` (zero at every other row) down to the attention probabilities of
+    /// layer `first`. Returns ∂y/∂A for layers `first..`, first layer first: nothing reads
+    /// the gradients below, so the backward stops there (Grad-CAM reads the last layer's
+    /// alone, Chefer's maps those from their start layer).
     ///
     /// The models read one pooled row per sample, so the last layer's MLP and output
     /// projection run backwards over those rows alone (each row's MLP depends on that row
@@ -448,11 +450,19 @@ impl<B: Backend> Encoder<B> {
         d_rows: B::Buf,
         rows: &[usize],
         shape: &AttentionShape,
+        first: usize,
     ) -> Result<Vec<B::Buf>, ModelError> {
         let (d, f) = (self.dims.width, self.dims.intermediate);
-        let mut grads = Vec::with_capacity(self.layers.len());
+        if first >= self.layers.len() {
+            return Err(ModelError::Input(format!(
+                "a backward to layer {first} of an encoder of {} layers",
+                self.layers.len()
+            )));
+        }
+        let mut grads = Vec::with_capacity(self.layers.len() - first);
         let mut dy: Option<B::Buf> = None;
-        for (i, (lw, a)) in self.layers.iter().zip(&acts.layers).enumerate().rev() {
+        let layers = self.layers.iter().zip(&acts.layers).enumerate();
+        for (i, (lw, a)) in layers.skip(first).rev() {
             let x = if i == 0 {
                 &acts.input
             } else {
@@ -477,7 +487,8 @@ impl<B: Backend> Encoder<B> {
                     )
                 }
             };
-            let (dprobs, dx) = self.attention_backward(be, lw, a, x, dh, &dctx, shape, i > 0)?;
+            let (dprobs, dx) =
+                self.attention_backward(be, lw, a, x, dh, &dctx, shape, i > first)?;
             grads.push(dprobs);
             dy = dx;
         }

@@ -79,6 +79,20 @@ impl ClipOutput {
 /// One buffer per layer of each tower: (vision, text).
 type PerTower<Buf> = (Vec<Buf>, Vec<Buf>);
 
+/// How deep a backward runs in each tower: the first layer whose ∂y/∂A it records. The
+/// layers below get none, and the backward stops at that layer's attention probabilities
+/// (`explain::clip::clip_grad_from` gives it for a list of methods).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GradFrom {
+    pub vision: usize,
+    pub text: usize,
+}
+
+impl GradFrom {
+    /// Every layer of both towers.
+    pub const ALL: GradFrom = GradFrom { vision: 0, text: 0 };
+}
+
 /// Both towers' inputs with their attention shapes, and the rows each pools.
 struct Towers<Buf> {
     vision: (Buf, AttentionShape),
@@ -287,6 +301,12 @@ impl<B: Backend> Clip<B> {
         })
     }
 
+    /// The layer counts of the towers, (vision, text).
+    pub fn layers(&self) -> (usize, usize) {
+        let c = &self.config;
+        (c.vision.num_hidden_layers, c.text.num_hidden_layers)
+    }
+
     /// Forward only, recording both towers without gradients: enough for the methods that
     /// read no ∂y/∂A (raw attention, rollout, DSMI) at half the cost.
     pub fn record(&self, be: &B, inputs: &ClipInputs) -> Result<ClipTrace<B::Buf>, ModelError> {
@@ -302,8 +322,19 @@ impl<B: Backend> Clip<B> {
         inputs: &ClipInputs,
         seeds: Option<&[f32]>,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
+        self.trace_from(be, inputs, seeds, GradFrom::ALL)
+    }
+
+    /// `trace` with the backward run down to the layers `from` names only.
+    pub fn trace_from(
+        &self,
+        be: &B,
+        inputs: &ClipInputs,
+        seeds: Option<&[f32]>,
+        from: GradFrom,
+    ) -> Result<ClipTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs, Keep::Gradients)?;
-        let grads = self.backward(be, &f, inputs, seeds)?;
+        let grads = self.backward(be, &f, inputs, seeds, from)?;
         Ok(self.finish(f, inputs, Some(grads), None))
     }
 
@@ -322,9 +353,19 @@ impl<B: Backend> Clip<B> {
         inputs: &ClipInputs,
         gradients: bool,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
+        self.lrp_from(be, inputs, gradients.then_some(GradFrom::ALL))
+    }
+
+    /// `lrp` with the backward, if any, run down to the layers `gradients` names only.
+    pub fn lrp_from(
+        &self,
+        be: &B,
+        inputs: &ClipInputs,
+        gradients: Option<GradFrom>,
+    ) -> Result<ClipTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs, Keep::Relevance)?;
         let grads = gradients
-            .then(|| self.backward(be, &f, inputs, None))
+            .map(|from| self.backward(be, &f, inputs, None, from))
             .transpose()?;
         let o = &f.output;
         let p = o.projection_dim;
@@ -385,13 +426,14 @@ impl<B: Backend> Clip<B> {
         Ok(r_raw)
     }
 
-    /// ∂(Σ_b seed[b]·score[b])/∂A of both towers.
+    /// ∂(Σ_b seed[b]·score[b])/∂A of both towers, from the layers `from` names on.
     fn backward(
         &self,
         be: &B,
         f: &Forward<B::Buf>,
         inputs: &ClipInputs,
         seeds: Option<&[f32]>,
+        from: GradFrom,
     ) -> Result<PerTower<B::Buf>, ModelError> {
         let batch = inputs.batch();
         let seeds = match seeds {
@@ -434,12 +476,17 @@ impl<B: Backend> Clip<B> {
             &self.final_layernorm,
             dt,
         )?;
-        let vision_grads =
-            self.vision
-                .backward(be, &f.vision, d_vision, &f.vision_rows, &f.vision_shape)?;
-        let text_grads = self
-            .text
-            .backward(be, &f.text, d_text, &f.text_rows, &f.text_shape)?;
+        let vision_grads = self.vision.backward(
+            be,
+            &f.vision,
+            d_vision,
+            &f.vision_rows,
+            &f.vision_shape,
+            from.vision,
+        )?;
+        let text_grads =
+            self.text
+                .backward(be, &f.text, d_text, &f.text_rows, &f.text_shape, from.text)?;
         Ok((vision_grads, text_grads))
     }
 

@@ -309,7 +309,7 @@ impl<B: Backend> Vilt<B> {
     /// Forward only, recording the joint encoder without gradients (for the methods that
     /// read no ∂y/∂A); the explanations score the predicted answers.
     pub fn record(&self, be: &B, inputs: &ViltInputs) -> Result<ViltTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, &VqaTarget::Predicted, false, false)
+        self.run(be, inputs, &VqaTarget::Predicted, None, false)
     }
 
     /// Forward, then the backward of each sample's target, recording the joint encoder.
@@ -319,7 +319,19 @@ impl<B: Backend> Vilt<B> {
         inputs: &ViltInputs,
         target: &VqaTarget,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, target, true, false)
+        self.trace_from(be, inputs, target, 0)
+    }
+
+    /// `trace` with the backward run down to layer `from` only: the first layer whose
+    /// ∂y/∂A it records (the layers below get none).
+    pub fn trace_from(
+        &self,
+        be: &B,
+        inputs: &ViltInputs,
+        target: &VqaTarget,
+        from: usize,
+    ) -> Result<ViltTrace<B::Buf>, ModelError> {
+        self.run(be, inputs, target, Some(from), false)
     }
 
     /// Forward, the backward when `gradients`, and the LRP pass (§D) from a one-hot at each
@@ -332,20 +344,33 @@ impl<B: Backend> Vilt<B> {
         target: &VqaTarget,
         gradients: bool,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
+        self.lrp_from(be, inputs, target, gradients.then_some(0))
+    }
+
+    /// `lrp` with the backward, if any, run down to layer `gradients` only.
+    pub fn lrp_from(
+        &self,
+        be: &B,
+        inputs: &ViltInputs,
+        target: &VqaTarget,
+        gradients: Option<usize>,
+    ) -> Result<ViltTrace<B::Buf>, ModelError> {
         self.run(be, inputs, target, gradients, true)
     }
 
+    /// The forward, the backward from layer `gradients` on if any, and the LRP pass if
+    /// `relevance`.
     fn run(
         &self,
         be: &B,
         inputs: &ViltInputs,
         target: &VqaTarget,
-        gradients: bool,
+        gradients: Option<usize>,
         relevance: bool,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
         let keep = if relevance {
             Keep::Relevance
-        } else if gradients {
+        } else if gradients.is_some() {
             Keep::Gradients
         } else {
             Keep::Trace
@@ -353,18 +378,19 @@ impl<B: Backend> Vilt<B> {
         let f = self.forward(be, inputs, keep)?;
         let (targets, seed) = target.resolve(&f.output.predicted(), self.config.num_labels)?;
         let grads = gradients
-            .then(|| self.backward(be, &f, &seed))
+            .map(|from| self.backward(be, &f, &seed, from))
             .transpose()?;
         let cams = relevance.then(|| self.relprop(be, &f, &seed)).transpose()?;
         Ok(self.assemble(f, inputs, targets, grads, cams))
     }
 
-    /// ∂y/∂A of every layer for the seed ∂y/∂logits.
+    /// ∂y/∂A of the layers from `from` on for the seed ∂y/∂logits.
     fn backward(
         &self,
         be: &B,
         f: &Forward<B::Buf>,
         seed: &[f32],
+        from: usize,
     ) -> Result<Vec<B::Buf>, ModelError> {
         let d = self.config.hidden_size;
         let batch = f.shape.batch;
@@ -386,6 +412,7 @@ impl<B: Backend> Vilt<B> {
             d_raw,
             &Self::pooled_rows(&f.shape),
             &f.shape,
+            from,
         )
     }
 

@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::clip::{clip_reads, explain_clip};
+use crate::explain::clip::{clip_reads, clip_trace, explain_clip};
 use crate::explain::Explanation;
-use crate::explain::{need_gradients, need_relevance, Method, MethodOptions};
+use crate::explain::{Method, MethodOptions};
 use crate::input::image::{
     center_crop, load_image, resize, resize_output_size, ImageProcessorConfig, ResizeTo,
 };
@@ -172,13 +172,7 @@ impl<B: Backend> ClipSession<B> {
             seq_len: tokens.seq_len,
         };
         let be = &self.backend;
-        let trace = if need_relevance(methods) {
-            self.model.lrp(be, &inputs, need_gradients(methods))?
-        } else if need_gradients(methods) {
-            self.model.trace(be, &inputs, None)?
-        } else {
-            self.model.record(be, &inputs)?
-        };
+        let trace = clip_trace(&self.model, be, &inputs, methods, opts)?;
         let reads = clip_reads(methods, &trace, opts);
         let trace = trace
             .into_host_for(be, &reads)

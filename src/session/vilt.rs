@@ -5,7 +5,7 @@ use std::path::Path;
 use image::RgbImage;
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::vilt::{explain_vilt, vilt_reads};
+use crate::explain::vilt::{explain_vilt, vilt_grad_from, vilt_reads};
 use crate::explain::{need_relevance, Explanation, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
@@ -160,13 +160,17 @@ impl<B: Backend> ViltSession<B> {
         opts: &MethodOptions,
         target: &VqaTarget,
     ) -> Result<(ViltOutput, Vec<Vec<Explanation>>), SessionError> {
-        let (be, gradients) = (&self.backend, needs_backward(methods, target));
-        let trace = if need_relevance(methods) {
-            self.model.lrp(be, inputs, target, gradients)?
-        } else if gradients {
-            self.model.trace(be, inputs, target)?
-        } else {
-            self.model.record(be, inputs)?
+        let be = &self.backend;
+        // The backward runs only as deep as the methods read ∂y/∂A; a target other than the
+        // predicted answer is resolved by the traced path, whose backward then covers the
+        // last layer alone.
+        let layers = self.model.config.num_hidden_layers;
+        let from = vilt_grad_from(methods, layers, opts)
+            .or_else(|| needs_backward(methods, target).then_some(layers.saturating_sub(1)));
+        let trace = match from {
+            _ if need_relevance(methods) => self.model.lrp_from(be, inputs, target, from)?,
+            Some(from) => self.model.trace_from(be, inputs, target, from)?,
+            None => self.model.record(be, inputs)?,
         };
         let reads = vilt_reads(methods, &trace, opts);
         let trace = trace
