@@ -300,7 +300,16 @@ impl<Buf> TowerTrace<Buf> {
 
     /// Whether an LRP pass filled in the relevance at the attention maps.
     pub fn has_relevance(&self) -> bool {
-        self.layers.iter().all(|l| l.relevance.is_some())
+        self.has_relevance_from(0)
+    }
+
+    /// Whether an LRP pass filled in the relevance at the attention maps of every layer
+    /// from `first` on.
+    pub fn has_relevance_from(&self, first: usize) -> bool {
+        self.layers
+            .iter()
+            .skip(first)
+            .all(|l| l.relevance.is_some())
     }
 
     /// The same trace with every buffer converted by `f` (e.g. moved to host memory).

@@ -18,6 +18,7 @@ use fiedler::model::clip::Clip;
 use fiedler::model::lxmert::Lxmert;
 use fiedler::model::vilt::Vilt;
 use fiedler::model::VqaTarget;
+use fiedler::trace::TowerTrace;
 
 fn assert_same(what: &str, whole: &[Vec<Explanation>], reduced: &[Vec<Explanation>]) {
     assert_eq!(whole.len(), reduced.len());
@@ -211,69 +212,103 @@ fn lxmert_explains_the_same_from_a_reduced_trace() {
     }
 }
 
-/// A backward run only as deep as the methods read ∂y/∂A (`clip_trace`, `Vilt::trace_from`)
-/// records, at the layers it reaches, the same gradients as the whole backward, bit for
-/// bit, and none below; Grad-CAM (the last layer) and Chefer's maps from a start layer
-/// explain the same from it, and a method that reads deeper gradients is refused.
+/// A backward and an LRP pass run only as deep as the methods read ∂y/∂A and the relevance
+/// (`clip_trace`, `Vilt::trace_from`, `Vilt::lrp_from`) record, at the layers they reach,
+/// the same maps as the whole passes, bit for bit, and none below; Grad-CAM and partial LRP
+/// (the last layer), Chefer's maps and Transformer Attribution from a start layer explain
+/// the same from them, and a method that reads deeper is refused.
 #[test]
-fn a_shallow_backward_explains_the_same() {
-    use fiedler::explain::clip::{clip_grad_from, clip_trace};
-    use fiedler::explain::vilt::vilt_grad_from;
-    use fiedler::model::clip::GradFrom;
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+fn shallow_passes_explain_the_same() {
+    use fiedler::explain::clip::{clip_depth, clip_trace};
+    use fiedler::explain::vilt::vilt_depth;
+    use fiedler::explain::Depth;
+    use fiedler::model::clip::FirstLayers;
+    // Each layer's ∂y/∂A and R_A of the shallow trace: the whole trace's bits from `first`
+    // on, none below.
+    let same_maps =
+        |what: &str, whole: &TowerTrace<Vec<f32>>, shallow: &TowerTrace<Vec<f32>>, first| {
+            let bits = |v: &Option<Vec<f32>>| {
+                v.as_ref()
+                    .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+            };
+            for (l, (w, s)) in whole.layers.iter().zip(&shallow.layers).enumerate() {
+                for (map, w, s) in [
+                    ("∂y/∂A", &w.attention_grad, &s.attention_grad),
+                    ("R_A", &w.relevance, &s.relevance),
+                ] {
+                    let expected = if l >= first { bits(w) } else { None };
+                    assert_eq!(bits(s), expected, "{what} {map}, layer {l}");
+                }
+            }
+        };
     let opts = MethodOptions {
         start_layer: 1,
         ..MethodOptions::default()
     };
-    let methods = [Method::GradCam, Method::Chefer];
+    let methods = [
+        Method::GradCam,
+        Method::Chefer,
+        Method::PartialLrp,
+        Method::TransformerAttribution,
+    ];
 
     let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
     let (vision_layers, text_layers) = model.layers();
     let x = clip_method_inputs("m3");
+    let last = FirstLayers {
+        vision: vision_layers - 1,
+        text: text_layers - 1,
+    };
+    let from_start = FirstLayers { vision: 1, text: 0 };
+    let depth = |m: &[Method]| clip_depth(m, model.layers(), &opts);
     assert_eq!(
-        clip_grad_from(&methods, model.layers(), &opts),
-        Some(GradFrom { vision: 1, text: 0 })
+        depth(&methods),
+        Depth {
+            gradients: Some(from_start),
+            relevance: Some(from_start)
+        }
     );
     assert_eq!(
-        clip_grad_from(&[Method::GradCam], model.layers(), &opts),
-        Some(GradFrom {
-            vision: vision_layers - 1,
-            text: text_layers - 1
-        })
+        depth(&[Method::GradCam, Method::PartialLrp]),
+        Depth {
+            gradients: Some(last),
+            relevance: Some(last)
+        }
     );
     assert_eq!(
-        clip_grad_from(&[Method::RawAttn], model.layers(), &opts),
-        None
+        depth(&[Method::RawAttn]),
+        Depth {
+            gradients: None,
+            relevance: None
+        }
     );
-    let whole = model.trace(&Cpu, &x, None).unwrap();
-    let grad_cam = clip_trace(&model, &Cpu, &x, &[Method::GradCam], &opts).unwrap();
-    for (w, s) in [
-        (&whole.vision, &grad_cam.vision),
-        (&whole.text, &grad_cam.text),
+    let whole = model.lrp(&Cpu, &x, true).unwrap();
+    for (ms, first) in [
+        (&[Method::GradCam, Method::PartialLrp][..], last),
+        (&methods[..], from_start),
     ] {
-        let (last, below) = s.layers.split_last().unwrap();
-        assert!(
-            below.iter().all(|l| l.attention_grad.is_none()),
-            "{}",
-            s.name
+        let shallow = clip_trace(&model, &Cpu, &x, ms, &opts).unwrap();
+        same_maps("vision", &whole.vision, &shallow.vision, first.vision);
+        same_maps("text", &whole.text, &shallow.text, first.text);
+        assert_same(
+            "clip",
+            &explain_clip(&whole, ms, &opts).unwrap(),
+            &explain_clip(&shallow, ms, &opts).unwrap(),
         );
-        let full = w.layers.last().unwrap().attention_grad.as_ref().unwrap();
-        assert_eq!(bits(last.attention_grad.as_ref().unwrap()), bits(full));
     }
-    let shallow = clip_trace(&model, &Cpu, &x, &methods, &opts).unwrap();
-    assert!(shallow.vision.layers[0].attention_grad.is_none());
-    assert!(shallow.text.layers[0].attention_grad.is_some());
-    assert_same(
-        "clip",
-        &explain_clip(&whole, &methods, &opts).unwrap(),
-        &explain_clip(&shallow, &methods, &opts).unwrap(),
-    );
-    match explain_clip(&grad_cam, &[Method::DsmiGrad], &opts) {
-        Err(ExplainError::NoGradients(Method::DsmiGrad)) => {}
-        other => panic!(
-            "dsmi-grad from the last layer's gradients: {:?}",
-            other.err()
-        ),
+    let last_only = clip_trace(
+        &model,
+        &Cpu,
+        &x,
+        &[Method::GradCam, Method::PartialLrp],
+        &opts,
+    )
+    .unwrap();
+    for m in [Method::DsmiGrad, Method::TransformerAttribution] {
+        match explain_clip(&last_only, &[m], &opts) {
+            Err(ExplainError::NoGradients(r) | ExplainError::NoRelevance(r)) => assert_eq!(r, m),
+            other => panic!("{m} from the last layer's maps: {:?}", other.err()),
+        }
     }
 
     let golden = Golden::open(&fixtures().join("vilt/golden.safetensors"));
@@ -281,14 +316,16 @@ fn a_shallow_backward_explains_the_same() {
     let x = golden.vilt_inputs("b3");
     let target = VqaTarget::Predicted;
     let layers = model.config.num_hidden_layers;
-    assert_eq!(vilt_grad_from(&methods, layers, &opts), Some(1));
-    let whole = model.trace(&Cpu, &x, &target).unwrap();
-    let shallow = model.trace_from(&Cpu, &x, &target, 1).unwrap();
-    assert!(shallow.joint.layers[0].attention_grad.is_none());
-    for (w, s) in whole.joint.layers.iter().zip(&shallow.joint.layers).skip(1) {
-        let (w, s) = (w.attention_grad.as_ref(), s.attention_grad.as_ref());
-        assert_eq!(bits(w.unwrap()), bits(s.unwrap()));
-    }
+    assert_eq!(
+        vilt_depth(&methods, layers, &opts),
+        Depth {
+            gradients: Some(1),
+            relevance: Some(1)
+        }
+    );
+    let whole = model.lrp(&Cpu, &x, &target, true).unwrap();
+    let shallow = model.lrp_from(&Cpu, &x, &target, Some(1), 1).unwrap();
+    same_maps("vilt", &whole.joint, &shallow.joint, 1);
     assert_same(
         "vilt",
         &explain_vilt(&whole, &methods, &opts).unwrap(),

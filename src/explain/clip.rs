@@ -8,11 +8,10 @@ use crate::backend::Backend;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_kept, check_relevance, check_tower_gradients, gradient_from, need_relevance, reads,
-    resolve_start, spread_words, with_readout_rows, ExplainError, Explanation, Method,
-    MethodOptions,
+    check_kept, check_towers, depth, reads, resolve_start, spread_words, with_readout_rows, Depth,
+    ExplainError, Explanation, Method, MethodOptions,
 };
-use crate::model::clip::{Clip, ClipInputs, ClipTrace, GradFrom};
+use crate::model::clip::{Clip, ClipInputs, ClipTrace, FirstLayers};
 use crate::model::ModelError;
 use crate::trace::{GraphSpec, Layers, Reads, RowSpec, TowerTrace};
 
@@ -79,26 +78,34 @@ fn readout_rows<Buf>(tower: &TowerTrace<Buf>, query: impl Fn(usize) -> usize) ->
         .collect()
 }
 
-/// How deep the backward of each tower (of `layers` = (vision, text) layers) must run for
-/// `methods` (`Clip::trace_from`); `None` where none reads a gradient.
-pub fn clip_grad_from(
+/// How deep the backward and the LRP pass over each tower (of `layers` = (vision, text)
+/// layers) must run for `methods` (`Clip::trace_from`, `Clip::lrp_from`).
+pub fn clip_depth(
     methods: &[Method],
     layers: (usize, usize),
     opts: &MethodOptions,
-) -> Option<GradFrom> {
+) -> Depth<FirstLayers> {
     let (vision, text) = layers;
-    Some(GradFrom {
-        vision: gradient_from(
-            methods,
-            resolve_start(opts.start_layer, vision, "--start-layer"),
-            vision,
-        )?,
-        text: gradient_from(
-            methods,
-            resolve_start(opts.start_layer_text, text, "--start-layer-text"),
-            text,
-        )?,
-    })
+    let v = depth(
+        methods,
+        resolve_start(opts.start_layer, vision, "--start-layer"),
+        vision,
+    );
+    let t = depth(
+        methods,
+        resolve_start(opts.start_layer_text, text, "--start-layer-text"),
+        text,
+    );
+    let both = |v: Option<usize>, t: Option<usize>| {
+        Some(FirstLayers {
+            vision: v?,
+            text: t?,
+        })
+    };
+    Depth {
+        gradients: both(v.gradients, t.gradients),
+        relevance: both(v.relevance, t.relevance),
+    }
 }
 
 /// The trace `methods` read: the forward; the backward if any reads ∂y/∂A, only as deep as
@@ -110,11 +117,17 @@ pub fn clip_trace<B: Backend>(
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<ClipTrace<B::Buf>, ModelError> {
-    let from = clip_grad_from(methods, model.layers(), opts);
-    match from {
-        _ if need_relevance(methods) => model.lrp_from(be, inputs, from),
-        Some(from) => model.trace_from(be, inputs, None, from),
-        None => model.record(be, inputs),
+    let depth = clip_depth(methods, model.layers(), opts);
+    match depth {
+        Depth {
+            relevance: Some(relevance),
+            gradients,
+        } => model.lrp_from(be, inputs, gradients, relevance),
+        Depth {
+            gradients: Some(from),
+            ..
+        } => model.trace_from(be, inputs, None, from),
+        _ => model.record(be, inputs),
     }
 }
 
@@ -130,12 +143,10 @@ pub fn explain_clip(
         trace.text.layers.len(),
         "--start-layer-text",
     )?;
-    let has_relevance = trace.vision.has_relevance() && trace.text.has_relevance();
-    check_tower_gradients(
+    check_towers(
         methods,
         &[(&trace.vision, start_vision), (&trace.text, start_text)],
     )?;
-    check_relevance(methods, |_| has_relevance)?;
     check_kept(methods, &[&trace.vision, &trace.text])?;
     let patches = trace.vision.tokens - 1;
     let image = [Readout {

@@ -122,6 +122,17 @@ impl Method {
         }
     }
 
+    /// The first layer of a single-stream tower of `layers` layers whose LRP relevance the
+    /// method reads (its relevance products start at `start`): an LRP pass need go no
+    /// deeper. `None` for a method that reads no relevance.
+    pub fn relevance_from(self, start: usize, layers: usize) -> Option<usize> {
+        match self {
+            Method::PartialLrp => Some(layers.saturating_sub(1)),
+            Method::TransformerAttribution | Method::CheferLrp => Some(start),
+            _ => None,
+        }
+    }
+
     /// Whether the method reads the LRP relevance at the attention maps (so the trace needs
     /// an LRP pass, §D).
     pub fn needs_relevance(self) -> bool {
@@ -415,33 +426,55 @@ pub fn need_relevance(methods: &[Method]) -> bool {
     methods.iter().any(|m| m.needs_relevance())
 }
 
-/// How deep the backward of a single-stream tower of `layers` layers must run for
-/// `methods` (the products starting at `start`): the first layer whose ∂y/∂A any of them
-/// reads, or `None` where none reads a gradient. A start the flag gave no layer for counts
-/// as the first layer (explaining then names the error).
-pub fn gradient_from(
+/// How deep the passes over a single-stream tower must run for some methods: the first
+/// layer whose ∂y/∂A (`gradients`) and LRP relevance (`relevance`) any of them reads; `None`
+/// where none reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depth<T> {
+    pub gradients: Option<T>,
+    pub relevance: Option<T>,
+}
+
+/// The `Depth` of a tower of `layers` layers for `methods`, their products starting at
+/// `start`. A start the flag gave no layer for counts as the first layer (explaining then
+/// names the error).
+pub fn depth(
     methods: &[Method],
     start: Result<usize, ExplainError>,
     layers: usize,
-) -> Option<usize> {
+) -> Depth<usize> {
     let start = start.unwrap_or(0);
-    methods
-        .iter()
-        .filter_map(|m| m.gradient_from(start, layers))
-        .min()
+    let first = |from: fn(Method, usize, usize) -> Option<usize>| {
+        methods.iter().filter_map(|&m| from(m, start, layers)).min()
+    };
+    Depth {
+        gradients: first(Method::gradient_from),
+        relevance: first(Method::relevance_from),
+    }
 }
 
-/// Fails on the first method whose gradients a single-stream tower lacks.
-pub(crate) fn check_tower_gradients(
+/// Fails on the first method whose gradients or relevance a single-stream tower (with its
+/// products' start layer) lacks.
+pub(crate) fn check_towers(
     methods: &[Method],
     towers: &[(&TowerTrace<Vec<f32>>, usize)],
 ) -> Result<(), ExplainError> {
-    check_gradients(methods, |m| {
-        towers.iter().all(|&(tower, start)| {
-            m.gradient_from(start, tower.layers.len())
-                .is_none_or(|first| tower.has_gradients_from(first))
-        })
-    })
+    let serves = |has: fn(&TowerTrace<Vec<f32>>, usize) -> bool,
+                  from: fn(Method, usize, usize) -> Option<usize>| {
+        move |m: Method| {
+            towers.iter().all(|&(tower, start)| {
+                from(m, start, tower.layers.len()).is_none_or(|first| has(tower, first))
+            })
+        }
+    };
+    check_gradients(
+        methods,
+        serves(TowerTrace::has_gradients_from, Method::gradient_from),
+    )?;
+    check_relevance(
+        methods,
+        serves(TowerTrace::has_relevance_from, Method::relevance_from),
+    )
 }
 
 /// Whether any of `methods` reads ∂y/∂A, i.e. whether a trace needs a backward.

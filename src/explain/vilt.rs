@@ -8,9 +8,8 @@ use rayon::prelude::*;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_kept, check_relevance, check_tower_gradients, gradient_from, reads, resolve_start,
-    spread_words, unused_start, with_readout_rows, ExplainError, Explanation, Method,
-    MethodOptions,
+    check_kept, check_towers, depth, reads, resolve_start, spread_words, unused_start,
+    with_readout_rows, Depth, ExplainError, Explanation, Method, MethodOptions,
 };
 use crate::model::vilt::ViltTrace;
 use crate::model::VqaTarget;
@@ -64,10 +63,10 @@ pub fn vilt_reads<Buf>(methods: &[Method], trace: &ViltTrace<Buf>, opts: &Method
     all.with_graphs(graphs, opts.graph)
 }
 
-/// How deep the backward of an encoder of `layers` layers must run for `methods`
-/// (`Vilt::trace_from`); `None` where none reads a gradient.
-pub fn vilt_grad_from(methods: &[Method], layers: usize, opts: &MethodOptions) -> Option<usize> {
-    gradient_from(
+/// How deep the backward and the LRP pass over an encoder of `layers` layers must run for
+/// `methods` (`Vilt::trace_from`, `Vilt::lrp_from`).
+pub fn vilt_depth(methods: &[Method], layers: usize, opts: &MethodOptions) -> Depth<usize> {
+    depth(
         methods,
         resolve_start(opts.start_layer, layers, "--start-layer"),
         layers,
@@ -87,8 +86,7 @@ pub fn explain_vilt(
         "its one stream of layers starts at --start-layer",
     )?;
     let start = resolve_start(opts.start_layer, trace.joint.layers.len(), "--start-layer")?;
-    check_tower_gradients(methods, &[(&trace.joint, start)])?;
-    check_relevance(methods, |_| trace.joint.has_relevance())?;
+    check_towers(methods, &[(&trace.joint, start)])?;
     check_kept(methods, &[&trace.joint])?;
     let labels = trace.output.labels;
     trace

@@ -453,12 +453,7 @@ impl<B: Backend> Encoder<B> {
         first: usize,
     ) -> Result<Vec<B::Buf>, ModelError> {
         let (d, f) = (self.dims.width, self.dims.intermediate);
-        if first >= self.layers.len() {
-            return Err(ModelError::Input(format!(
-                "a backward to layer {first} of an encoder of {} layers",
-                self.layers.len()
-            )));
-        }
+        self.check_first(first, "a backward")?;
         let mut grads = Vec::with_capacity(self.layers.len() - first);
         let mut dy: Option<B::Buf> = None;
         let layers = self.layers.iter().zip(&acts.layers).enumerate();
@@ -496,9 +491,21 @@ impl<B: Backend> Encoder<B> {
         Ok(grads)
     }
 
+    /// A pass down to layer `first` needs that layer.
+    fn check_first(&self, first: usize, pass: &str) -> Result<(), ModelError> {
+        if first < self.layers.len() {
+            return Ok(());
+        }
+        Err(ModelError::Input(format!(
+            "{pass} to layer {first} of an encoder of {} layers",
+            self.layers.len()
+        )))
+    }
+
     /// LRP (§D) from relevance `r_rows` ([rows.len(), width]) at the last layer's output at
-    /// `rows` (zero at every other row) down to the first layer's input; returns the
-    /// relevance at every layer's attention probabilities, first layer first. As in the
+    /// `rows` (zero at every other row) down to layer `first`; returns the relevance at the
+    /// attention probabilities of layers `first..`, first layer first (partial LRP reads
+    /// the last layer's alone, Transformer Attribution those from its start layer). As in the
     /// backward, the last layer's MLP and output projection run over those rows alone: rules
     /// that meet zero relevance give zero, and the add rule's per-sample sums see the same
     /// nonzero terms.
@@ -509,11 +516,14 @@ impl<B: Backend> Encoder<B> {
         r_rows: B::Buf,
         rows: &[usize],
         shape: &AttentionShape,
+        first: usize,
     ) -> Result<Vec<B::Buf>, ModelError> {
         let (d, f) = (self.dims.width, self.dims.intermediate);
-        let mut cams = Vec::with_capacity(self.layers.len());
+        self.check_first(first, "an LRP pass")?;
+        let mut cams = Vec::with_capacity(self.layers.len() - first);
         let mut r: Option<B::Buf> = None;
-        for (i, (lw, a)) in self.layers.iter().zip(&acts.layers).enumerate().rev() {
+        let layers = self.layers.iter().zip(&acts.layers).enumerate();
+        for (i, (lw, a)) in layers.skip(first).rev() {
             let x = if i == 0 {
                 &acts.input
             } else {

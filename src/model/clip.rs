@@ -79,18 +79,19 @@ impl ClipOutput {
 /// One buffer per layer of each tower: (vision, text).
 type PerTower<Buf> = (Vec<Buf>, Vec<Buf>);
 
-/// How deep a backward runs in each tower: the first layer whose ∂y/∂A it records. The
-/// layers below get none, and the backward stops at that layer's attention probabilities
-/// (`explain::clip::clip_grad_from` gives it for a list of methods).
+/// How deep a backward or an LRP pass runs in each tower: the first layer whose ∂y/∂A or
+/// relevance at the attention probabilities it records. The layers below get none, and the
+/// pass stops at that layer's probabilities (`explain::clip::clip_depth` gives it for a
+/// list of methods).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GradFrom {
+pub struct FirstLayers {
     pub vision: usize,
     pub text: usize,
 }
 
-impl GradFrom {
+impl FirstLayers {
     /// Every layer of both towers.
-    pub const ALL: GradFrom = GradFrom { vision: 0, text: 0 };
+    pub const ALL: FirstLayers = FirstLayers { vision: 0, text: 0 };
 }
 
 /// Both towers' inputs with their attention shapes, and the rows each pools.
@@ -322,7 +323,7 @@ impl<B: Backend> Clip<B> {
         inputs: &ClipInputs,
         seeds: Option<&[f32]>,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
-        self.trace_from(be, inputs, seeds, GradFrom::ALL)
+        self.trace_from(be, inputs, seeds, FirstLayers::ALL)
     }
 
     /// `trace` with the backward run down to the layers `from` names only.
@@ -331,7 +332,7 @@ impl<B: Backend> Clip<B> {
         be: &B,
         inputs: &ClipInputs,
         seeds: Option<&[f32]>,
-        from: GradFrom,
+        from: FirstLayers,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs, Keep::Gradients)?;
         let grads = self.backward(be, &f, inputs, seeds, from)?;
@@ -353,15 +354,18 @@ impl<B: Backend> Clip<B> {
         inputs: &ClipInputs,
         gradients: bool,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
-        self.lrp_from(be, inputs, gradients.then_some(GradFrom::ALL))
+        let all = FirstLayers::ALL;
+        self.lrp_from(be, inputs, gradients.then_some(all), all)
     }
 
-    /// `lrp` with the backward, if any, run down to the layers `gradients` names only.
+    /// `lrp` with the backward, if any, run down to the layers `gradients` names and the
+    /// LRP pass down to those `relevance` names.
     pub fn lrp_from(
         &self,
         be: &B,
         inputs: &ClipInputs,
-        gradients: Option<GradFrom>,
+        gradients: Option<FirstLayers>,
+        relevance: FirstLayers,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
         let f = self.forward(be, inputs, Keep::Relevance)?;
         let grads = gradients
@@ -399,10 +403,22 @@ impl<B: Backend> Clip<B> {
             dt,
         )?;
         let cams = (
-            self.vision
-                .relprop(be, &f.vision, r_vision, &f.vision_rows, &f.vision_shape)?,
-            self.text
-                .relprop(be, &f.text, r_text, &f.text_rows, &f.text_shape)?,
+            self.vision.relprop(
+                be,
+                &f.vision,
+                r_vision,
+                &f.vision_rows,
+                &f.vision_shape,
+                relevance.vision,
+            )?,
+            self.text.relprop(
+                be,
+                &f.text,
+                r_text,
+                &f.text_rows,
+                &f.text_shape,
+                relevance.text,
+            )?,
         );
         Ok(self.finish(f, inputs, grads, Some(cams)))
     }
@@ -433,7 +449,7 @@ impl<B: Backend> Clip<B> {
         f: &Forward<B::Buf>,
         inputs: &ClipInputs,
         seeds: Option<&[f32]>,
-        from: GradFrom,
+        from: FirstLayers,
     ) -> Result<PerTower<B::Buf>, ModelError> {
         let batch = inputs.batch();
         let seeds = match seeds {

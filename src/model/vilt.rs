@@ -309,7 +309,7 @@ impl<B: Backend> Vilt<B> {
     /// Forward only, recording the joint encoder without gradients (for the methods that
     /// read no ∂y/∂A); the explanations score the predicted answers.
     pub fn record(&self, be: &B, inputs: &ViltInputs) -> Result<ViltTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, &VqaTarget::Predicted, None, false)
+        self.run(be, inputs, &VqaTarget::Predicted, None, None)
     }
 
     /// Forward, then the backward of each sample's target, recording the joint encoder.
@@ -331,7 +331,7 @@ impl<B: Backend> Vilt<B> {
         target: &VqaTarget,
         from: usize,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, target, Some(from), false)
+        self.run(be, inputs, target, Some(from), None)
     }
 
     /// Forward, the backward when `gradients`, and the LRP pass (§D) from a one-hot at each
@@ -344,31 +344,32 @@ impl<B: Backend> Vilt<B> {
         target: &VqaTarget,
         gradients: bool,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
-        self.lrp_from(be, inputs, target, gradients.then_some(0))
+        self.lrp_from(be, inputs, target, gradients.then_some(0), 0)
     }
 
-    /// `lrp` with the backward, if any, run down to layer `gradients` only.
+    /// `lrp` with the backward, if any, run down to layer `gradients` and the LRP pass down
+    /// to layer `relevance` only.
     pub fn lrp_from(
         &self,
         be: &B,
         inputs: &ViltInputs,
         target: &VqaTarget,
         gradients: Option<usize>,
+        relevance: usize,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
-        self.run(be, inputs, target, gradients, true)
+        self.run(be, inputs, target, gradients, Some(relevance))
     }
 
-    /// The forward, the backward from layer `gradients` on if any, and the LRP pass if
-    /// `relevance`.
+    /// The forward, then the backward and the LRP pass down to the layers given, if any.
     fn run(
         &self,
         be: &B,
         inputs: &ViltInputs,
         target: &VqaTarget,
         gradients: Option<usize>,
-        relevance: bool,
+        relevance: Option<usize>,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
-        let keep = if relevance {
+        let keep = if relevance.is_some() {
             Keep::Relevance
         } else if gradients.is_some() {
             Keep::Gradients
@@ -380,7 +381,9 @@ impl<B: Backend> Vilt<B> {
         let grads = gradients
             .map(|from| self.backward(be, &f, &seed, from))
             .transpose()?;
-        let cams = relevance.then(|| self.relprop(be, &f, &seed)).transpose()?;
+        let cams = relevance
+            .map(|from| self.relprop(be, &f, &seed, from))
+            .transpose()?;
         Ok(self.assemble(f, inputs, targets, grads, cams))
     }
 
@@ -424,6 +427,7 @@ impl<B: Backend> Vilt<B> {
         be: &B,
         f: &Forward<B::Buf>,
         seed: &[f32],
+        from: usize,
     ) -> Result<Vec<B::Buf>, ModelError> {
         let d = self.config.hidden_size;
         let batch = f.shape.batch;
@@ -437,6 +441,7 @@ impl<B: Backend> Vilt<B> {
             r_sel,
             &Self::pooled_rows(&f.shape),
             &f.shape,
+            from,
         )
     }
 

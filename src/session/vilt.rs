@@ -5,8 +5,8 @@ use std::path::Path;
 use image::RgbImage;
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::vilt::{explain_vilt, vilt_grad_from, vilt_reads};
-use crate::explain::{need_relevance, Explanation, Method, MethodOptions};
+use crate::explain::vilt::{explain_vilt, vilt_depth, vilt_reads};
+use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs, ViltOutput};
@@ -161,16 +161,20 @@ impl<B: Backend> ViltSession<B> {
         target: &VqaTarget,
     ) -> Result<(ViltOutput, Vec<Vec<Explanation>>), SessionError> {
         let be = &self.backend;
-        // The backward runs only as deep as the methods read ∂y/∂A; a target other than the
-        // predicted answer is resolved by the traced path, whose backward then covers the
-        // last layer alone.
+        // The backward and the LRP pass run only as deep as the methods read; a target
+        // other than the predicted answer is resolved by the traced path, whose backward
+        // then covers the last layer alone.
         let layers = self.model.config.num_hidden_layers;
-        let from = vilt_grad_from(methods, layers, opts)
+        let depth = vilt_depth(methods, layers, opts);
+        let gradients = depth
+            .gradients
             .or_else(|| needs_backward(methods, target).then_some(layers.saturating_sub(1)));
-        let trace = match from {
-            _ if need_relevance(methods) => self.model.lrp_from(be, inputs, target, from)?,
-            Some(from) => self.model.trace_from(be, inputs, target, from)?,
-            None => self.model.record(be, inputs)?,
+        let trace = match (depth.relevance, gradients) {
+            (Some(relevance), gradients) => self
+                .model
+                .lrp_from(be, inputs, target, gradients, relevance)?,
+            (None, Some(from)) => self.model.trace_from(be, inputs, target, from)?,
+            (None, None) => self.model.record(be, inputs)?,
         };
         let reads = vilt_reads(methods, &trace, opts);
         let trace = trace
