@@ -132,6 +132,10 @@ if [ "$mode" = check ] && [ -n "$fiedler" ]; then
         --method all --out "$(mktemp -d)/explain-cuda-lxmert"
     step bench-clip-vit-b16 90 "$fiedler" bench --device cuda --size vit-b16 \
         --batch 1,16,64 --method dsmi-grad,chefer,raw-attn,transformer-attribution --repeats 3
+    # The methods whose backward or LRP pass stops at the last layer, and whose reads at one
+    # row (Grad-CAM's head rows) leave the GPU instead of the per-head maps.
+    step bench-clip-last-layer 40 "$fiedler" bench --device cuda --size vit-b16 \
+        --batch 16,64 --method grad-cam,partial-lrp --repeats 3
     step bench-clip-tf32 60 "$fiedler" bench --device cuda --tf32 --size vit-b16 \
         --batch 16,64 --method dsmi-grad,chefer,raw-attn --repeats 3
     step bench-lxmert-base 50 "$fiedler" bench --device cuda --size lxmert-base \
