@@ -54,6 +54,29 @@ pub enum Keep {
     Relevance,
 }
 
+/// What each layer of a forward keeps: what the backward reads from layer `gradients` on
+/// and what the LRP pass reads from layer `relevance` on (each pass stops at its layer and
+/// reads nothing below), the trace alone elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keeps {
+    pub gradients: Option<usize>,
+    pub relevance: Option<usize>,
+}
+
+impl Keeps {
+    /// What layer `layer` keeps.
+    fn at(self, layer: usize) -> Keep {
+        let from = |first: Option<usize>| first.is_some_and(|f| layer >= f);
+        if from(self.relevance) {
+            Keep::Relevance
+        } else if from(self.gradients) {
+            Keep::Gradients
+        } else {
+            Keep::Trace
+        }
+    }
+}
+
 /// What one layer's forward keeps for the explanation methods and the passes after it.
 pub struct LayerActivations<Buf> {
     /// Softmax probabilities [batch, heads, tokens, tokens].
@@ -247,14 +270,14 @@ impl<B: Backend> Encoder<B> {
         be: &B,
         x: B::Buf,
         shape: &AttentionShape,
-        keep: Keep,
+        keeps: Keeps,
     ) -> Result<EncoderActivations<B::Buf>, ModelError> {
         let mut acts = EncoderActivations {
             input: x,
             layers: Vec::with_capacity(self.layers.len()),
         };
-        for layer in &self.layers {
-            let next = self.layer_forward(be, layer, acts.output(), shape, keep)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let next = self.layer_forward(be, layer, acts.output(), shape, keeps.at(i))?;
             acts.layers.push(next);
         }
         Ok(acts)

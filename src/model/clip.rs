@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::backend::{AttentionShape, Backend, BackendError, PatchGeometry};
 use crate::model::block::{
-    gather, load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames,
+    gather, load_norm, Encoder, EncoderActivations, EncoderDims, Keeps, LayerNames,
 };
 use crate::model::config::ClipConfig;
 use crate::model::linear::Linear;
@@ -311,7 +311,7 @@ impl<B: Backend> Clip<B> {
     /// Forward only, recording both towers without gradients: enough for the methods that
     /// read no ∂y/∂A (raw attention, rollout, DSMI) at half the cost.
     pub fn record(&self, be: &B, inputs: &ClipInputs) -> Result<ClipTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs, Keep::Trace)?;
+        let f = self.forward(be, inputs, None, None)?;
         Ok(self.finish(f, inputs, None, None))
     }
 
@@ -334,7 +334,7 @@ impl<B: Backend> Clip<B> {
         seeds: Option<&[f32]>,
         from: FirstLayers,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs, Keep::Gradients)?;
+        let f = self.forward(be, inputs, Some(from), None)?;
         let grads = self.backward(be, &f, inputs, seeds, from)?;
         Ok(self.finish(f, inputs, Some(grads), None))
     }
@@ -367,7 +367,7 @@ impl<B: Backend> Clip<B> {
         gradients: Option<FirstLayers>,
         relevance: FirstLayers,
     ) -> Result<ClipTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs, Keep::Relevance)?;
+        let f = self.forward(be, inputs, gradients, Some(relevance))?;
         let grads = gradients
             .map(|from| self.backward(be, &f, inputs, None, from))
             .transpose()?;
@@ -637,11 +637,14 @@ impl<B: Backend> Clip<B> {
             .collect()
     }
 
+    /// The forward, keeping in each tower what a backward to the layers `gradients` names
+    /// and an LRP pass to those `relevance` names read.
     fn forward(
         &self,
         be: &B,
         inputs: &ClipInputs,
-        keep: Keep,
+        gradients: Option<FirstLayers>,
+        relevance: Option<FirstLayers>,
     ) -> Result<Forward<B::Buf>, ModelError> {
         let Towers {
             vision: (x, vision_shape),
@@ -651,8 +654,14 @@ impl<B: Backend> Clip<B> {
             eos_positions,
         } = self.embed(be, inputs)?;
         let (dv, dt) = (self.config.vision.hidden_size, self.config.text.hidden_size);
-        let vision = self.vision.forward(be, x, &vision_shape, keep)?;
-        let text = self.text.forward(be, y, &text_shape, keep)?;
+        let keeps = |tower: fn(FirstLayers) -> usize| Keeps {
+            gradients: gradients.map(tower),
+            relevance: relevance.map(tower),
+        };
+        let vision = self
+            .vision
+            .forward(be, x, &vision_shape, keeps(|f| f.vision))?;
+        let text = self.text.forward(be, y, &text_shape, keeps(|f| f.text))?;
         let vision_raw = gather(be, vision.output(), &vision_rows, dv)?;
         let text_raw = gather(be, text.output(), &text_rows, dt)?;
         let Head {

@@ -18,7 +18,7 @@ use std::path::Path;
 use crate::backend::{AttentionShape, Backend, BackendError, PatchGeometry};
 use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
 use crate::model::block::{
-    gather, load_norm, Encoder, EncoderActivations, EncoderDims, Keep, LayerNames,
+    gather, load_norm, Encoder, EncoderActivations, EncoderDims, Keeps, LayerNames,
 };
 use crate::model::config::ViltConfig;
 use crate::model::source::WeightSource;
@@ -369,14 +369,11 @@ impl<B: Backend> Vilt<B> {
         gradients: Option<usize>,
         relevance: Option<usize>,
     ) -> Result<ViltTrace<B::Buf>, ModelError> {
-        let keep = if relevance.is_some() {
-            Keep::Relevance
-        } else if gradients.is_some() {
-            Keep::Gradients
-        } else {
-            Keep::Trace
+        let keeps = Keeps {
+            gradients,
+            relevance,
         };
-        let f = self.forward(be, inputs, keep)?;
+        let f = self.forward(be, inputs, keeps)?;
         let (targets, seed) = target.resolve(&f.output.predicted(), self.config.num_labels)?;
         let grads = gradients
             .map(|from| self.backward(be, &f, &seed, from))
@@ -560,14 +557,14 @@ impl<B: Backend> Vilt<B> {
             .collect()
     }
 
-    fn forward(&self, be: &B, x: &ViltInputs, keep: Keep) -> Result<Forward<B::Buf>, ModelError> {
+    fn forward(&self, be: &B, x: &ViltInputs, keeps: Keeps) -> Result<Forward<B::Buf>, ModelError> {
         let Embedded {
             joint,
             shape,
             layouts,
         } = self.embed(be, x)?;
         let d = self.config.hidden_size;
-        let encoder = self.encoder.forward(be, joint, &shape, keep)?;
+        let encoder = self.encoder.forward(be, joint, &shape, keeps)?;
         let raw = gather(be, encoder.output(), &Self::pooled_rows(&shape), d)?;
         let (pooled, head, output) = self.head_forward(be, raw, layouts)?;
         Ok(Forward {
