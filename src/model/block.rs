@@ -587,9 +587,9 @@ impl<B: Backend> Encoder<B> {
                     )
                 }
             };
-            let (cam, rx) = self.lower_relprop(be, lw, a, x, &r_x_res, &r_ctx, shape)?;
+            let (cam, rx) = self.lower_relprop(be, lw, a, x, &r_x_res, &r_ctx, shape, i > first)?;
             cams.push(cam);
-            r = Some(rx);
+            r = rx;
         }
         cams.reverse();
         Ok(cams)
@@ -627,7 +627,8 @@ impl<B: Backend> Encoder<B> {
 
     /// The lower half of a layer backwards, from the relevance at x's residual and at the
     /// attention context: the attention, the q and k|v projections, clone of LN₁(x) (LN₁
-    /// passes it on), clone of x. Returns the relevance at the probabilities and at x.
+    /// passes it on), clone of x. Returns the relevance at the probabilities and, with
+    /// `input_relevance`, at x.
     #[allow(clippy::too_many_arguments)]
     fn lower_relprop(
         &self,
@@ -638,7 +639,8 @@ impl<B: Backend> Encoder<B> {
         r_x_res: &B::Buf,
         r_ctx: &B::Buf,
         shape: &AttentionShape,
-    ) -> Result<(B::Buf, B::Buf), ModelError> {
+        input_relevance: bool,
+    ) -> Result<(B::Buf, Option<B::Buf>), ModelError> {
         let d = self.dims.width;
         let m = be.len(x) / d;
         let probs = &a.probs;
@@ -648,6 +650,11 @@ impl<B: Backend> Encoder<B> {
         be.lrp_attention(
             &mut cam, &mut rq, &mut rkv, r_ctx, &s.q, &s.kv, probs, &a.ctx, shape,
         )?;
+        // The layer where the pass stops: the query/key/value rules (three products each)
+        // would only form relevance at an input nothing reads.
+        if !input_relevance {
+            return Ok((cam, None));
+        }
         let r_q = lw.query.relprop(be, &rq, &a.ln1, Some(&s.q), m, d, d)?;
         let r_kv = lw
             .key_value
@@ -656,7 +663,7 @@ impl<B: Backend> Encoder<B> {
         be.lrp_clone(&mut r_ln1, &a.ln1, &[&r_q, &r_kv])?;
         let mut rx = be.uninit(m * d)?;
         be.lrp_clone(&mut rx, x, &[r_x_res, &r_ln1])?;
-        Ok((cam, rx))
+        Ok((cam, Some(rx)))
     }
 
     /// The upper half of a layer backwards, from `dy` at the layer output to the gradients
