@@ -175,7 +175,8 @@ fi
 # Criterion: per-op GPU times at ViT-B/16 batch-64 sizes, Fiedler batches of 256 graphs.
 [ "$mode" = check ] && [ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench
 # The numbers the targets name, pulled out of the logs so that SUMMARY alone shows them:
-# Fiedler graphs/s at n = 196 (each A/B and K of the sweep), CLIP dsmi-grad at batch 64.
+# Fiedler graphs/s at n = 196 (each A/B and K of the sweep), CLIP dsmi-grad at batch 64, and
+# CLIP chefer, grad-cam and partial-lrp at batch 64.
 [ "$mode" = check ] && {
     echo "== key numbers (Fiedler: nodes graphs ms graphs/s on-device-graphs/s [stages]; CLIP: method batch … expl/s …)"
     for log in bench-fiedler bench-fiedler-release bench-fiedler-general bench-fiedler-shared \
@@ -186,6 +187,12 @@ fi
     for log in bench-clip-vit-b16 bench-clip-tf32 bench-clip-release; do
         [ -f "$logs/$log.log" ] || continue
         grep -E '^dsmi-grad +64 ' "$logs/$log.log" | sed "s/^/$log: /"
+    done
+    # What the relevance rows (chefer), Grad-CAM's head rows and the passes that stop at
+    # the last layer (grad-cam, partial-lrp) made of batch 64.
+    for log in bench-clip-vit-b16 bench-clip-last-layer; do
+        [ -f "$logs/$log.log" ] || continue
+        grep -E '^(chefer|grad-cam|partial-lrp) +64 ' "$logs/$log.log" | sed "s/^/$log: /"
     done
 } >> "$summary"
 echo "== summary ($logs/SUMMARY)"
