@@ -2,6 +2,7 @@
 //! matrix to read and over which tokens (`Readout`), and, for the spectral methods, which
 //! tokens form each graph (the same token set).
 
+use crate::backend::RelevanceProduct;
 use crate::explain::attention::{grad_cam_row, partial_lrp, product_row, raw_attention};
 use crate::explain::matrix::Matrix;
 use crate::explain::spectral::{dsmi, dsmi_grad, GradWeighting, SpectralRelevance};
@@ -37,28 +38,35 @@ pub fn relevance(
     };
     readouts
         .iter()
-        .map(|r| match (&matrix, method.product()) {
-            (Some(m), _) => Ok(read_row(m, r)),
-            (None, Some(product)) => {
-                let row = match view.product_row(product, start, r.row) {
-                    Some(row) => row.to_vec(),
-                    None if view.has_means(product.mean()) => {
-                        product_row(view, product, start, r.row)
-                    }
-                    None => return Err(ExplainError::NotKept(method)),
-                };
-                Ok(r.tokens.iter().map(|&j| row[j]).collect())
-            }
-            (None, None) if method == Method::GradCam => {
-                let heads = view
+        .map(|r| {
+            let row = match (&matrix, method.product()) {
+                (Some(m), _) => return Ok(read_row(m, r)),
+                (None, Some(product)) => formed_row(view, product, start, r.row),
+                (None, None) if method == Method::GradCam => view
                     .head_rows(view.layers() - 1, r.row)
-                    .ok_or(ExplainError::NotKept(method))?;
-                let row = grad_cam_row(&heads);
-                Ok(r.tokens.iter().map(|&j| row[j]).collect())
-            }
-            (None, None) => spectral(method, view, r, opts, degenerate),
+                    .map(|heads| grad_cam_row(&heads)),
+                (None, None) => return spectral(method, view, r, opts, degenerate),
+            };
+            let row = row.ok_or(ExplainError::NotKept(method))?;
+            Ok(r.tokens.iter().map(|&j| row[j]).collect())
         })
         .collect()
+}
+
+/// Row `row` of `product` from layer `start` on: as the backend formed it where the trace
+/// kept it, else formed here from the kept means; `None` where the trace has neither.
+fn formed_row(
+    view: &SampleView,
+    product: RelevanceProduct,
+    start: usize,
+    row: usize,
+) -> Option<Vec<f32>> {
+    match view.product_row(product, start, row) {
+        Some(kept) => Some(kept.to_vec()),
+        None => view
+            .has_means(product.mean())
+            .then(|| product_row(view, product, start, row)),
+    }
 }
 
 fn read_row(m: &Matrix, r: &Readout) -> Vec<f32> {
