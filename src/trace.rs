@@ -5,7 +5,7 @@
 //! memory, where the explanation methods read it.
 
 use crate::backend::{
-    Backend, BackendError, HeadMean, HeadRows, MeanGraph, ProductRow, RelevanceProduct,
+    Backend, BackendError, HeadMean, HeadRows, MeanGraph, ReadoutRow, RelevanceProduct,
 };
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 use crate::model::block::EncoderActivations;
@@ -77,8 +77,8 @@ pub struct RowSpec {
 }
 
 impl RowSpec {
-    pub fn as_row(&self) -> ProductRow<'_> {
-        ProductRow {
+    pub fn as_row(&self) -> ReadoutRow<'_> {
+        ReadoutRow {
             sample: self.sample,
             query: self.query,
             tokens: &self.tokens,
@@ -432,7 +432,7 @@ impl<Buf> TowerTrace<Buf> {
         };
         match &last.attention_grad {
             Some(grad) if !reads.rows.is_empty() => {
-                let rows: Vec<ProductRow<'_>> = reads.rows.iter().map(RowSpec::as_row).collect();
+                let rows: Vec<ReadoutRow<'_>> = reads.rows.iter().map(RowSpec::as_row).collect();
                 be.head_rows(&last.attention, grad, self.heads, self.tokens, &rows)
             }
             _ => Ok(Vec::new()),
@@ -446,7 +446,7 @@ impl<Buf> TowerTrace<Buf> {
         be: &B,
         reads: &Reads,
     ) -> Result<Vec<(RelevanceProduct, ProductRows)>, BackendError> {
-        let rows: Vec<ProductRow<'_>> = reads.rows.iter().map(RowSpec::as_row).collect();
+        let rows: Vec<ReadoutRow<'_>> = reads.rows.iter().map(RowSpec::as_row).collect();
         let layers = match self.layers.get(reads.product_start..) {
             Some(layers) if !layers.is_empty() && !rows.is_empty() => layers,
             _ => return Ok(Vec::new()),

@@ -12,7 +12,7 @@ mod common;
 
 use common::{values, MeanGraphs};
 use fiedler::backend::{
-    Activation, AttentionShape, Backend, Cpu, HeadMean, MeanGraph, ProductRow, RelevanceProduct,
+    Activation, AttentionShape, Backend, Cpu, HeadMean, MeanGraph, ReadoutRow, RelevanceProduct,
 };
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
@@ -504,9 +504,9 @@ fn head_mean_products_match_the_mean_then_the_product() {
 /// Row specs of `relevance_rows` as (sample, query, token positions).
 type Rows = Vec<(usize, usize, Vec<usize>)>;
 
-fn product_rows(rows: &Rows) -> Vec<ProductRow<'_>> {
+fn product_rows(rows: &Rows) -> Vec<ReadoutRow<'_>> {
     rows.iter()
-        .map(|(sample, query, tokens)| ProductRow {
+        .map(|(sample, query, tokens)| ReadoutRow {
             sample: *sample,
             query: *query,
             tokens,

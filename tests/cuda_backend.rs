@@ -54,7 +54,7 @@ use common::{
 };
 use fiedler::backend::cuda::Cuda;
 use fiedler::backend::{
-    Activation, AttentionShape, Backend, Cpu, HeadMean, PatchGeometry, ProductRow, RelevanceProduct,
+    Activation, AttentionShape, Backend, Cpu, HeadMean, PatchGeometry, ReadoutRow, RelevanceProduct,
 };
 use fiedler::model::clip::{Clip, ClipInputs};
 use fiedler::model::lxmert::{LrpScope, Lxmert, LxmertReads};
@@ -215,17 +215,17 @@ fn relevance_rows_match_cpu_exactly() {
         vec![7],
     ];
     let rows = [
-        ProductRow {
+        ReadoutRow {
             sample: 1,
             query: 0,
             tokens: &tokens[0],
         },
-        ProductRow {
+        ReadoutRow {
             sample: 0,
             query: 3,
             tokens: &tokens[1],
         },
-        ProductRow {
+        ReadoutRow {
             sample: 1,
             query: 0,
             tokens: &tokens[2],
@@ -263,10 +263,10 @@ fn head_rows_match_cpu_exactly() {
         vec![150, 3, 4, 299, 0, 7],
         vec![7],
     ];
-    let rows: Vec<ProductRow> = [(1, 0), (0, 3), (1, 0)]
+    let rows: Vec<ReadoutRow> = [(1, 0), (0, 3), (1, 0)]
         .iter()
         .zip(&tokens)
-        .map(|(&(sample, query), tokens)| ProductRow {
+        .map(|(&(sample, query), tokens)| ReadoutRow {
             sample,
             query,
             tokens,

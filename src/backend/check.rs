@@ -2,7 +2,7 @@
 //! and a CUDA op reject exactly the same calls with the same messages.
 
 use super::{
-    AttentionShape, BackendError, HeadMean, MeanGraph, PatchGeometry, ProductRow, RelevanceProduct,
+    AttentionShape, BackendError, HeadMean, MeanGraph, PatchGeometry, ReadoutRow, RelevanceProduct,
     Result,
 };
 
@@ -317,7 +317,7 @@ pub(crate) fn relevance_rows(
     layers: &[(usize, Option<usize>)],
     heads: usize,
     tokens: usize,
-    rows: &[ProductRow<'_>],
+    rows: &[ReadoutRow<'_>],
 ) -> Result<usize> {
     const OP: &str = "relevance_rows";
     let invalid = |message: String| BackendError::Invalid { op: OP, message };
@@ -343,7 +343,7 @@ pub(crate) fn head_rows(
     grad: usize,
     heads: usize,
     tokens: usize,
-    rows: &[ProductRow<'_>],
+    rows: &[ReadoutRow<'_>],
 ) -> Result<()> {
     const OP: &str = "head_rows";
     let kind = HeadMean::PositiveGradient;
@@ -356,7 +356,7 @@ fn readout_rows(
     op: &'static str,
     samples: usize,
     tokens: usize,
-    rows: &[ProductRow<'_>],
+    rows: &[ReadoutRow<'_>],
 ) -> Result<()> {
     for (i, r) in rows.iter().enumerate() {
         let problem = if r.sample >= samples {

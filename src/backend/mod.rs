@@ -127,10 +127,11 @@ impl RelevanceProduct {
     }
 }
 
-/// One row of `Backend::relevance_rows`: sample `sample`'s product over the token positions
-/// `tokens`, read at row `query` (an index into `tokens`).
+/// The one row a method reads (`Backend::relevance_rows`, `Backend::head_rows`): of sample
+/// `sample`'s matrices over the token positions `tokens`, row `query` (an index into
+/// `tokens`).
 #[derive(Debug, Clone, Copy)]
-pub struct ProductRow<'a> {
+pub struct ReadoutRow<'a> {
     pub sample: usize,
     pub query: usize,
     pub tokens: &'a [usize],
@@ -463,7 +464,7 @@ pub trait Backend: Sync {
         layers: &[(&Self::Buf, Option<&Self::Buf>)],
         heads: usize,
         tokens: usize,
-        rows: &[ProductRow<'_>],
+        rows: &[ReadoutRow<'_>],
     ) -> Result<Vec<Vec<f32>>>;
 
     /// For each row, what Grad-CAM reads of the layer whose A and ∇A are `x` and `grad`
@@ -476,7 +477,7 @@ pub trait Backend: Sync {
         grad: &Self::Buf,
         heads: usize,
         tokens: usize,
-        rows: &[ProductRow<'_>],
+        rows: &[ReadoutRow<'_>],
     ) -> Result<Vec<HeadRows>>;
 
     /// The Fiedler vector (spec §B) of every graph: graph g's nodes are the rows `graphs[g].1`

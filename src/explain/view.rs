@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use crate::backend::cpu::relevance::gather_square;
 use crate::backend::cpu::{head_mean, head_rows};
-use crate::backend::{HeadMean, HeadRows, ProductRow, RelevanceProduct};
+use crate::backend::{HeadMean, HeadRows, ReadoutRow, RelevanceProduct};
 use crate::explain::matrix::Matrix;
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 use crate::trace::{LayerTrace, Layers, TowerTrace};
@@ -137,7 +137,7 @@ impl<'a> SampleView<'a> {
         }
         let entries = tower.heads * tower.tokens * tower.tokens;
         let span = self.sample * entries..(self.sample + 1) * entries;
-        let one = ProductRow {
+        let one = ReadoutRow {
             sample: 0,
             query: row,
             tokens: &self.tokens,

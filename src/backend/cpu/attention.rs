@@ -1,7 +1,7 @@
 //! Softmax attention of query rows over key|value rows, one task per (sample, head).
 
 use super::matmul::{gemm, Mat};
-use crate::backend::{AttentionShape, HeadMean, HeadRows, MeanGraph, ProductRow};
+use crate::backend::{AttentionShape, HeadMean, HeadRows, MeanGraph, ReadoutRow};
 use rayon::prelude::*;
 
 /// A raw pointer that tasks share to write disjoint parts of one buffer.
@@ -241,7 +241,7 @@ pub fn head_rows(
     grad: &[f32],
     heads: usize,
     tokens: usize,
-    rows: &[ProductRow<'_>],
+    rows: &[ReadoutRow<'_>],
 ) -> Vec<HeadRows> {
     let entries = tokens * tokens;
     rows.par_iter()

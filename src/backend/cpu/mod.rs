@@ -23,7 +23,7 @@ use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralEr
 
 use super::{
     check, Activation, AttentionShape, Backend, HeadMean, HeadRows, MeanGraph, PatchGeometry,
-    ProductRow, RelevanceProduct, Result,
+    ReadoutRow, RelevanceProduct, Result,
 };
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -305,7 +305,7 @@ impl Backend for Cpu {
         grad: &Vec<f32>,
         heads: usize,
         tokens: usize,
-        rows: &[ProductRow<'_>],
+        rows: &[ReadoutRow<'_>],
     ) -> Result<Vec<HeadRows>> {
         check::head_rows(x.len(), grad.len(), heads, tokens, rows)?;
         Ok(head_rows(x, grad, heads, tokens, rows))
@@ -317,7 +317,7 @@ impl Backend for Cpu {
         layers: &[(&Vec<f32>, Option<&Vec<f32>>)],
         heads: usize,
         tokens: usize,
-        rows: &[ProductRow<'_>],
+        rows: &[ReadoutRow<'_>],
     ) -> Result<Vec<Vec<f32>>> {
         let sizes: Vec<_> = layers
             .iter()

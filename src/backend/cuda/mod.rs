@@ -26,7 +26,7 @@ use crate::linalg::{Fiedler, GraphOptions, SpectralError};
 
 use super::{
     check, Activation, AttentionShape, Backend, BackendError, HeadMean, HeadRows, MeanGraph,
-    PatchGeometry, ProductRow, RelevanceProduct, Result,
+    PatchGeometry, ReadoutRow, RelevanceProduct, Result,
 };
 pub use error::CudaError;
 use kernels::Kernels;
@@ -870,7 +870,7 @@ impl Backend for Cuda {
         grad: &CudaSlice<f32>,
         heads: usize,
         tokens: usize,
-        rows: &[ProductRow<'_>],
+        rows: &[ReadoutRow<'_>],
     ) -> Result<Vec<HeadRows>> {
         const OP: &str = "head_rows";
         check::head_rows(x.len(), grad.len(), heads, tokens, rows)?;
@@ -923,7 +923,7 @@ impl Backend for Cuda {
         layers: &[(&CudaSlice<f32>, Option<&CudaSlice<f32>>)],
         heads: usize,
         tokens: usize,
-        rows: &[ProductRow<'_>],
+        rows: &[ReadoutRow<'_>],
     ) -> Result<Vec<Vec<f32>>> {
         const OP: &str = "relevance_rows";
         let sizes: Vec<_> = layers

@@ -1,11 +1,11 @@
-//! Readout rows (`ProductRow`: a sample, its token positions, the row read) as the kernels of
+//! Readout rows (`ReadoutRow`: a sample, its token positions, the row read) as the kernels of
 //! `relevance_rows` and `head_rows` take them: row k's tokens and outputs at
 //! start[k] .. start[k + 1] of flat arrays.
 
 use cudarc::driver::CudaSlice;
 
 use super::{int, Cuda};
-use crate::backend::{ProductRow, Result};
+use crate::backend::{ReadoutRow, Result};
 
 pub(super) struct RowTable {
     pub sample: Vec<i32>,
@@ -23,7 +23,7 @@ pub(super) struct DeviceRows {
 }
 
 impl RowTable {
-    pub fn new(op: &'static str, rows: &[ProductRow<'_>]) -> Result<Self> {
+    pub fn new(op: &'static str, rows: &[ReadoutRow<'_>]) -> Result<Self> {
         let mut table = RowTable {
             sample: Vec::with_capacity(rows.len()),
             query: Vec::with_capacity(rows.len()),
