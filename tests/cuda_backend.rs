@@ -980,6 +980,78 @@ fn vilt_trace_on_cuda_matches_cpu() {
     }
 }
 
+/// ViLT's trace reduced on the device for every method (head means, Fiedler vectors, the
+/// relevance products' rows and Grad-CAM's head rows over each sample's real tokens, text
+/// padded in mid-sequence) explains as the CPU's: within 1e-4 of each vector's largest value,
+/// 1e-2 for the methods that pass an eigensolver or the LRP's divisions (as
+/// `assert_same_explanations`).
+#[test]
+fn vilt_reduced_trace_on_cuda_explains_as_cpu() {
+    use fiedler::explain::vilt::{explain_vilt, vilt_reads};
+    use fiedler::explain::{Method, MethodOptions};
+    let Some(cuda) = device() else { return };
+    let g = Golden::open(&fixtures().join("vilt/golden.safetensors"));
+    let dir = fixtures().join("vilt");
+    let x = g.vilt_inputs("b3");
+    let (methods, opts, target) = (
+        &Method::ALL[..],
+        MethodOptions::default(),
+        VqaTarget::Predicted,
+    );
+    let cpu_trace = Vilt::load(&Cpu, &dir)
+        .unwrap()
+        .lrp(&Cpu, &x, &target, true)
+        .unwrap();
+    let reads = vilt_reads(methods, &cpu_trace, &opts);
+    assert!(!reads.rows.is_empty(), "the reads ask for rows");
+    let cpu = explain_vilt(
+        &cpu_trace.into_host_for(&Cpu, &reads).unwrap(),
+        methods,
+        &opts,
+    )
+    .unwrap();
+    let gpu_trace = Vilt::load(&cuda, &dir)
+        .unwrap()
+        .lrp(&cuda, &x, &target, true)
+        .unwrap();
+    let gpu_reads = vilt_reads(methods, &gpu_trace, &opts);
+    let gpu = explain_vilt(
+        &gpu_trace.into_host_for(&cuda, &gpu_reads).unwrap(),
+        methods,
+        &opts,
+    )
+    .unwrap();
+    let mut bad = Vec::new();
+    for (b, (cs, gs)) in cpu.iter().zip(&gpu).enumerate() {
+        for (c, g) in cs.iter().zip(gs) {
+            let loose = matches!(
+                c.method,
+                Method::Dsmi
+                    | Method::DsmiGrad
+                    | Method::DsmiGradAttn
+                    | Method::TransformerAttribution
+                    | Method::PartialLrp
+                    | Method::CheferLrp
+            );
+            let bound = if loose { 1e-2 } else { 1e-4 };
+            let err = max_diff_rel_to_max(&g.image_relevance, &c.image_relevance)
+                .max(max_diff_rel_to_max(&g.text_relevance, &c.text_relevance));
+            println!("ViLT b3 sample {b} {}: err/max {err:.2e}", c.method);
+            if !(err <= bound) {
+                bad.push(format!(
+                    "sample {b} {}: err/max {err:e} > {bound:e}",
+                    c.method
+                ));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "ViLT reduced on CUDA vs CPU:\n{}",
+        bad.join("\n")
+    );
+}
+
 #[test]
 fn lxmert_trace_on_cuda_matches_cpu() {
     let Some(cuda) = device() else { return };
