@@ -10,7 +10,8 @@
 # Logs go to target/gpu-check/ (target/gpu-sanitize/), one per step; SUMMARY lists each step's
 # status. When $OUT is set (a lent GPU machine, which brings back only a few files),
 # $OUT/gpu-check/ ($OUT/gpu-sanitize/) gets SUMMARY and all.log, every step's log one after
-# the other. Budget: under 8 minutes on one H100, 4 for --sanitize (each step has its own
+# the other, brought up to date as each step ends: a run cut off by the machine's time limit
+# still brings back the steps it finished. Budget: under 8 minutes on one H100, 4 for --sanitize (each step has its own
 # timeout).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +71,18 @@ export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$repo/target/gpu-check-cache}
 } > "$logs/environment.log" 2>&1
 cat "$logs/environment.log"
 
+# What the lent machine brings back: SUMMARY and every finished step's log, kept current.
+publish() {
+    [ -n "${OUT:-}" ] || return 0
+    mkdir -p "$OUT/gpu-$mode"
+    cp "$summary" "$OUT/gpu-$mode/SUMMARY"
+    for log in "$logs"/environment.log $(ls "$logs"/*.log | grep -v /environment.log); do
+        echo "===== $(basename "$log" .log)"
+        cat "$log"
+    done > "$OUT/gpu-$mode/all.log"
+}
+publish
+
 failed=0
 step() { # name timeout_s command...: runs one step, logs it, records PASS/FAIL
     local name=$1 limit=$2; shift 2
@@ -86,6 +99,7 @@ step() { # name timeout_s command...: runs one step, logs it, records PASS/FAIL
     [ $rc -ne 0 ] && failed=1
     printf '%-28s %-28s %4ss\n' "$name" "$status" $((SECONDS - start)) | tee -a "$summary"
     tail -n 25 "$logs/$name.log"
+    publish
 }
 
 sanitize() { # tool timeout_s test-filter...: the CUDA backend tests under compute-sanitizer
@@ -197,12 +211,5 @@ fi
 } >> "$summary"
 echo "== summary ($logs/SUMMARY)"
 cat "$summary"
-if [ -n "${OUT:-}" ]; then
-    mkdir -p "$OUT/gpu-$mode"
-    cp "$summary" "$OUT/gpu-$mode/SUMMARY"
-    for log in "$logs"/environment.log $(ls "$logs"/*.log | grep -v /environment.log); do
-        echo "===== $(basename "$log" .log)"
-        cat "$log"
-    done > "$OUT/gpu-$mode/all.log"
-fi
+publish
 exit $failed
