@@ -16,7 +16,7 @@ mod common;
 
 use common::{fixtures, max_abs_diff, max_diff_rel_to_max, Golden};
 use fiedler::backend::Cpu;
-use fiedler::model::lxmert::{Lxmert, LxmertInputs, LxmertTrace};
+use fiedler::model::lxmert::{GivenStacks, Lxmert, LxmertInputs, LxmertTrace};
 use fiedler::model::VqaTarget;
 
 fn golden() -> Golden {
@@ -219,4 +219,97 @@ fn answer_probability_is_the_sigmoid_of_the_logit() {
         );
         assert!(r.top_answers.windows(2).all(|w| w[0].1 >= w[1].1));
     }
+}
+
+/// One sample of a batch, alone: its tokens unpadded and its regions.
+fn sample(x: &LxmertInputs, b: usize, dims: (usize, usize)) -> LxmertInputs {
+    let (f, p) = dims;
+    let n = x.regions;
+    let len = x.lengths[b];
+    LxmertInputs {
+        features: x.features[b * n * f..(b + 1) * n * f].to_vec(),
+        boxes: x.boxes[b * n * p..(b + 1) * n * p].to_vec(),
+        regions: n,
+        region_counts: None,
+        ids: x.ids[b * x.seq_len..b * x.seq_len + len].to_vec(),
+        lengths: vec![len],
+        seq_len: len,
+    }
+}
+
+/// `logits_given` scores with the given stack outputs in place of its own stacks' (what the
+/// perturbation benchmark gives the modality a step leaves whole): on the ragged b3 batch,
+/// each stack's output computed for one sample at a time (unpadded) and laid out as the
+/// batch pads it, alone or both, scores as the whole forward and as transformers. And it
+/// is what the scoring uses: the stacks of other inputs (other word ids, other region
+/// features) score as the forward of those inputs.
+#[test]
+fn given_stack_outputs_score_as_the_forward_they_come_from() {
+    let g = golden();
+    let model = Lxmert::load(&Cpu, &fixtures().join("lxmert")).expect("fixture loads");
+    let x = inputs(&g, "b3");
+    let c = &model.config;
+    let (d, batch, t, n) = (c.hidden_size, x.batch(), x.seq_len, x.regions);
+    let whole = model.logits(&Cpu, &x).unwrap().logits;
+    assert!(max_diff_rel_to_max(&whole, &g.f32("b3.logits")) <= 1e-5);
+
+    let mut text = vec![0.0f32; batch * t * d];
+    let mut image = vec![0.0f32; batch * n * d];
+    for b in 0..batch {
+        let one = sample(&x, b, (c.visual_feat_dim, c.visual_pos_dim));
+        let stacks = model.stack_outputs(&Cpu, &one).unwrap();
+        text[b * t * d..][..one.seq_len * d].copy_from_slice(&stacks.text);
+        image[b * n * d..][..n * d].copy_from_slice(&stacks.image);
+    }
+    let given = |text: Option<&Vec<f32>>, image: Option<&Vec<f32>>| GivenStacks {
+        text: text.cloned(),
+        image: image.cloned(),
+    };
+    for (what, stacks) in [
+        ("text", given(Some(&text), None)),
+        ("image", given(None, Some(&image))),
+        ("both", given(Some(&text), Some(&image))),
+    ] {
+        let ours = model.logits_given(&Cpu, &x, stacks).unwrap().logits;
+        let err = max_diff_rel_to_max(&ours, &whole);
+        assert!(
+            err <= 1e-6,
+            "{what} given: logits off the forward's by {err:.3e} of max"
+        );
+    }
+
+    // Other inputs of the same shape: every word token moved to another id, the region
+    // features scaled and shifted.
+    let mut other = x.clone();
+    for (i, id) in other.ids.iter_mut().enumerate() {
+        let (b, pos) = (i / t, i % t);
+        if pos > 0 && pos + 1 < x.lengths[b] {
+            *id = 5 + (*id * 7 + pos as u32) % 200;
+        }
+    }
+    other.features.iter_mut().for_each(|v| *v = 0.5 * *v + 0.1);
+    let theirs = model.logits(&Cpu, &other).unwrap().logits;
+    assert!(
+        max_diff_rel_to_max(&theirs, &whole) > 1e-2,
+        "the other input scores apart"
+    );
+    let stacks = model.stack_outputs(&Cpu, &other).unwrap();
+    let both = GivenStacks {
+        text: Some(stacks.text),
+        image: Some(stacks.image),
+    };
+    let ours = model.logits_given(&Cpu, &x, both).unwrap().logits;
+    let err = max_diff_rel_to_max(&ours, &theirs);
+    assert!(
+        err <= 1e-6,
+        "other stacks given: off their forward by {err:.3e} of max"
+    );
+
+    // A given output of the wrong size is refused, naming it.
+    let short = GivenStacks {
+        text: Some(vec![0.0; (batch * t - 1) * d]),
+        image: None,
+    };
+    let err = model.logits_given(&Cpu, &x, short).unwrap_err().to_string();
+    assert!(err.contains("given text stack output"), "{err}");
 }

@@ -1,8 +1,16 @@
 //! LXMERT under the benchmark: inputs are region features and token ids; the image test
 //! keeps regions in top-k order (spec §E) and pads a batch to its largest kept count with
 //! regions no attention reads (`LxmertInputs::region_counts`), down to none at step 1.
+//!
+//! A perturbed input changes one modality only, and LXMERT's language and
+//! object-relationship stacks each see one modality: an image step's language stack, and a
+//! text step's object-relationship stack, compute what they computed for the unperturbed
+//! sample. Each sample's two stack outputs are computed once (`LxmertInput::stacks`) and
+//! given to the perturbed forwards (`Lxmert::logits_given`), which run the other stack and
+//! the cross layers only.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use crate::backend::{Backend, Cpu};
 use crate::eval::runner::{EvalModel, Explained, Keep};
@@ -10,8 +18,8 @@ use crate::eval::tokens::{padded_ids, question_ids, HasIds};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
 use crate::input::regions::Regions;
-use crate::model::lxmert::{Lxmert, LxmertInputs};
-use crate::model::VqaTarget;
+use crate::model::lxmert::{GivenStacks, Lxmert, LxmertInputs};
+use crate::model::{ModelError, VqaTarget};
 use crate::session::lxmert::explain_inputs;
 use crate::session::{LxmertSession, SessionError};
 
@@ -20,12 +28,25 @@ pub struct LxmertInput {
     regions: Regions,
     /// [CLS] … [SEP].
     ids: Vec<u32>,
+    /// The unperturbed sample's stack outputs, once a perturbed forward needed them.
+    stacks: OnceLock<SampleStacks>,
+}
+
+/// One sample's language-stack output (its tokens × hidden) and object-relationship-stack
+/// output (its regions × hidden), in host memory.
+struct SampleStacks {
+    text: Vec<f32>,
+    image: Vec<f32>,
 }
 
 impl LxmertInput {
     /// Regions (already checked against the model's feature width) and token ids.
     pub fn new(regions: Regions, ids: Vec<u32>) -> Self {
-        Self { regions, ids }
+        Self {
+            regions,
+            ids,
+            stacks: OnceLock::new(),
+        }
     }
 }
 
@@ -115,17 +136,103 @@ impl<B: Backend> EvalModel for LxmertEval<'_, B> {
             .collect())
     }
 
+    /// One forward per kind of perturbation in `items`, each given the stack output of the
+    /// modality it leaves whole.
     fn predict(&self, items: &[(&LxmertInput, &Keep)]) -> Result<Vec<usize>, EvalError> {
-        let x = self.batch(items);
-        let output = self
-            .model
-            .logits(self.backend, &x)
-            .map_err(SessionError::from)?;
-        Ok(output.predicted())
+        self.compute_stacks(items)?;
+        let mut predicted = vec![0; items.len()];
+        let kinds: [fn(&Keep) -> bool; 3] = [
+            |k| matches!(k, Keep::Text(_)),
+            |k| matches!(k, Keep::Image(_)),
+            |k| matches!(k, Keep::All),
+        ];
+        for kind in kinds {
+            let members: Vec<usize> = (0..items.len()).filter(|&i| kind(items[i].1)).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let group: Vec<(&LxmertInput, &Keep)> = members.iter().map(|&i| items[i]).collect();
+            let x = self.batch(&group);
+            let given = self.given(&group, &x)?;
+            let output = self
+                .model
+                .logits_given(self.backend, &x, given)
+                .map_err(SessionError::from)?;
+            for (&i, answer) in members.iter().zip(output.predicted()) {
+                predicted[i] = answer;
+            }
+        }
+        Ok(predicted)
     }
 }
 
 impl<B: Backend> LxmertEval<'_, B> {
+    /// Computes, in one batch, the stack outputs of the inputs among `items` that have none
+    /// yet.
+    fn compute_stacks(&self, items: &[(&LxmertInput, &Keep)]) -> Result<(), EvalError> {
+        let mut missing: Vec<&LxmertInput> = Vec::new();
+        for &(x, _) in items {
+            if x.stacks.get().is_none() && !missing.iter().any(|m| std::ptr::eq(*m, x)) {
+                missing.push(x);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let whole: Vec<(&LxmertInput, &Keep)> = missing.iter().map(|&x| (x, &Keep::All)).collect();
+        let x = self.batch(&whole);
+        let stacks = self
+            .model
+            .stack_outputs(self.backend, &x)
+            .map_err(SessionError::from)?;
+        let download = |buf| {
+            let host = self.backend.move_to_host(buf);
+            host.map_err(|e| SessionError::from(ModelError::from(e)))
+        };
+        let (text, image) = (download(stacks.text)?, download(stacks.image)?);
+        let d = self.model.config.hidden_size;
+        let (t, n) = (x.seq_len * d, x.regions * d);
+        for (s, input) in missing.iter().enumerate() {
+            let sample = SampleStacks {
+                text: text[s * t..s * t + input.ids.len() * d].to_vec(),
+                image: image[s * n..s * n + input.regions.count * d].to_vec(),
+            };
+            // Another thread may have set it meanwhile, to the same values.
+            let _ = input.stacks.set(sample);
+        }
+        Ok(())
+    }
+
+    /// The stack outputs `group` (inputs perturbed in one way, laid out as `x`) leaves
+    /// whole: the text stack's for image steps, the image stack's for text steps, padded as
+    /// `x` pads its tokens and regions (padding rows are masked keys, and no real row reads
+    /// them as queries).
+    fn given(
+        &self,
+        group: &[(&LxmertInput, &Keep)],
+        x: &LxmertInputs,
+    ) -> Result<GivenStacks<B::Buf>, EvalError> {
+        let d = self.model.config.hidden_size;
+        let padded = |rows: usize, part: fn(&SampleStacks) -> &[f32]| {
+            let mut out = vec![0.0f32; group.len() * rows * d];
+            for ((input, _), slot) in group.iter().zip(out.chunks_exact_mut(rows * d)) {
+                let stacks = input.stacks.get().expect("compute_stacks ran first");
+                let values = part(stacks);
+                slot[..values.len()].copy_from_slice(values);
+            }
+            self.backend
+                .upload(&out)
+                .map_err(|e| SessionError::from(ModelError::from(e)))
+        };
+        let mut given = GivenStacks::none();
+        match group.first().map(|(_, k)| k) {
+            Some(Keep::Image(_)) => given.text = Some(padded(x.seq_len, |s| &s.text)?),
+            Some(Keep::Text(_)) => given.image = Some(padded(x.regions, |s| &s.image)?),
+            _ => {}
+        }
+        Ok(given)
+    }
+
     fn batch(&self, items: &[(&LxmertInput, &Keep)]) -> LxmertInputs {
         let c = &self.model.config;
         let (f, b) = (c.visual_feat_dim, c.visual_pos_dim);
@@ -157,6 +264,68 @@ impl<B: Backend> LxmertEval<'_, B> {
             ids,
             lengths,
             seq_len,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::input::regions::load_regions;
+
+    /// Each sample's stack outputs, computed in one batch of questions of different lengths
+    /// and images of different region counts, are its own: as computed for it alone.
+    #[test]
+    fn stacks_computed_together_are_each_samples_own() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lxmert");
+        let session = LxmertSession::open(&dir, None).unwrap();
+        let regions = |image: &str, keep: usize| {
+            let path = dir.join(format!("regions_{image}.safetensors"));
+            let mut r = load_regions(&path, None).unwrap();
+            r.features.truncate(keep * r.dim);
+            r.boxes.truncate(keep * 4);
+            r.count = keep;
+            r
+        };
+        let inputs = [
+            session.eval_input(regions("synth_000001", 10), "what color is the dog?"),
+            session.eval_input(regions("synth_000002", 6), "is the man holding a plate?"),
+            session.eval_input(regions("synth_000003", 8), "how many?"),
+        ]
+        .map(Result::unwrap);
+        let eval = session.evaluator();
+        let (text, image) = (Keep::Text(vec![0, 1, 3]), Keep::Image(vec![2, 0]));
+        let items: Vec<(&LxmertInput, &Keep)> = vec![
+            (&inputs[1], &text),
+            (&inputs[0], &image),
+            (&inputs[2], &Keep::All),
+            (&inputs[1], &image),
+        ];
+        eval.compute_stacks(&items).unwrap();
+        let d = session.model().config.hidden_size;
+        for x in &inputs {
+            let alone = LxmertInput::new(x.regions.clone(), x.ids.clone());
+            eval.compute_stacks(&[(&alone, &Keep::All)]).unwrap();
+            let (ours, theirs) = (x.stacks.get().unwrap(), alone.stacks.get().unwrap());
+            assert_eq!(ours.text.len(), x.ids.len() * d);
+            assert_eq!(ours.image.len(), x.regions.count * d);
+            for (what, a, b) in [
+                ("text", &ours.text, &theirs.text),
+                ("image", &ours.image, &theirs.image),
+            ] {
+                let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let err = a
+                    .iter()
+                    .zip(b)
+                    .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+                assert!(
+                    err <= 1e-6 * scale,
+                    "{what} stack of {:?}: off by {err:e}",
+                    x.ids
+                );
+            }
         }
     }
 }

@@ -61,6 +61,36 @@ impl LxmertInputs {
     }
 }
 
+/// The outputs of LXMERT's two single-modality stacks for a batch, on the backend: the
+/// language layers' [batch, seq_len, hidden] and the object-relationship layers' [batch,
+/// regions, hidden] (padding rows included, as the batch lays them out).
+pub struct StackOutputs<Buf> {
+    pub text: Buf,
+    pub image: Buf,
+}
+
+/// Stack outputs a scoring forward takes as given instead of computing them
+/// ([`Lxmert::logits_given`]). The perturbation benchmark perturbs one modality at a time,
+/// and the other one's stack sees no input of the other modality, so its output is that of
+/// the unperturbed sample.
+pub struct GivenStacks<Buf> {
+    /// [batch, seq_len, hidden], in place of the text embedding and language layers.
+    pub text: Option<Buf>,
+    /// [batch, regions, hidden], in place of the region embedding and object-relationship
+    /// layers.
+    pub image: Option<Buf>,
+}
+
+impl<Buf> GivenStacks<Buf> {
+    /// Nothing given: the whole forward.
+    pub fn none() -> Self {
+        Self {
+            text: None,
+            image: None,
+        }
+    }
+}
+
 /// A forward's attention probabilities, the backward's ∂y/∂A and the LRP relevance at the
 /// probabilities for one module (`None` when that pass did not run).
 pub struct AttentionRecord<Buf> {
@@ -465,6 +495,9 @@ struct SelfActs<Buf> {
     ffn: FeedForwardActivations<Buf>,
 }
 
+/// A single-modality stack's input (the embedding) and its layers' activations.
+type Stack<Buf> = (Buf, Vec<SelfActs<Buf>>);
+
 struct CrossActs<Buf> {
     t2i: AttentionActivations<Buf>,
     lang_self: AttentionActivations<Buf>,
@@ -496,7 +529,8 @@ struct Shapes {
 }
 
 struct Forward<Buf> {
-    /// The embeddings: inputs of the first language and object-relationship layers.
+    /// The embeddings: inputs of the first language and object-relationship layers (a
+    /// given stack's output, when its layers did not run).
     text0: Buf,
     image0: Buf,
     /// The text [CLS] rows the answer head reads.
@@ -684,7 +718,40 @@ impl<B: Backend> Lxmert<B> {
 
     /// Answer logits without keeping activations for a backward.
     pub fn logits(&self, be: &B, inputs: &LxmertInputs) -> Result<LxmertOutput, ModelError> {
-        Ok(self.forward(be, inputs, false)?.output)
+        self.logits_given(be, inputs, GivenStacks::none())
+    }
+
+    /// Answer logits with the outputs of either single-modality stack given rather than
+    /// computed: the cross layers and the head see them as they would their own. `inputs`
+    /// still gives the masks (lengths, region counts), and the features or ids of a stack
+    /// that is not given.
+    pub fn logits_given(
+        &self,
+        be: &B,
+        inputs: &LxmertInputs,
+        given: GivenStacks<B::Buf>,
+    ) -> Result<LxmertOutput, ModelError> {
+        Ok(self.forward(be, inputs, false, given)?.output)
+    }
+
+    /// The outputs of the language and object-relationship stacks (embeddings, then their
+    /// layers), without the cross layers.
+    pub fn stack_outputs(
+        &self,
+        be: &B,
+        inputs: &LxmertInputs,
+    ) -> Result<StackOutputs<B::Buf>, ModelError> {
+        self.check(inputs)?;
+        let shapes = self.shapes(inputs);
+        let (text0, lang) = self.text_stack(be, inputs, &shapes)?;
+        let (image0, visn) = self.image_stack(be, inputs, &shapes)?;
+        let out = |acts: Vec<SelfActs<B::Buf>>, input: B::Buf| {
+            acts.into_iter().next_back().map_or(input, |a| a.ffn.out)
+        };
+        Ok(StackOutputs {
+            text: out(lang, text0),
+            image: out(visn, image0),
+        })
     }
 
     fn check(&self, x: &LxmertInputs) -> Result<(), ModelError> {
@@ -747,82 +814,43 @@ impl<B: Backend> Lxmert<B> {
     }
 
     /// `top_image`: whether to run the last cross layer's image branch, which reaches
-    /// neither the answer nor any method.
+    /// neither the answer nor any method. A stack whose output is `given` is not run: its
+    /// input stands for its output and it records no layer.
     fn forward(
         &self,
         be: &B,
         x: &LxmertInputs,
         top_image: bool,
+        given: GivenStacks<B::Buf>,
     ) -> Result<Forward<B::Buf>, ModelError> {
         self.check(x)?;
         let c = &self.config;
         let (batch, d, t, n) = (x.batch(), c.hidden_size, x.seq_len, x.regions);
-        let heads = c.num_attention_heads;
-        let hd = d / heads;
-        let text_mask = AttentionShape::prefix_mask(&x.lengths, t);
-        let region_mask = x
-            .region_counts
-            .as_ref()
-            .map(|counts| AttentionShape::prefix_mask(counts, n));
-        let shapes = Shapes {
-            text: AttentionShape {
-                key_mask: Some(text_mask.clone()),
-                ..AttentionShape::self_attention(batch, heads, t, hd)
-            },
-            image: AttentionShape {
-                key_mask: region_mask.clone(),
-                ..AttentionShape::self_attention(batch, heads, n, hd)
-            },
-            text_to_image: AttentionShape {
-                queries: t,
-                keys: n,
-                key_mask: region_mask,
-                ..AttentionShape::self_attention(batch, heads, t, hd)
-            },
-            image_to_text: AttentionShape {
-                queries: n,
-                keys: t,
-                key_mask: Some(text_mask),
-                ..AttentionShape::self_attention(batch, heads, t, hd)
-            },
+        let check_given = |what: &str, buf: &B::Buf, rows: usize| {
+            let len = be.len(buf);
+            if len == batch * rows * d {
+                Ok(())
+            } else {
+                Err(ModelError::Input(format!(
+                    "the given {what} stack output holds {len} values, expected {batch} × {rows} × {d}"
+                )))
+            }
         };
-
-        let mut text = be.zeros(batch * t * d)?;
-        be.embed_tokens(
-            &mut text,
-            &x.ids,
-            &self.word_embeddings,
-            &self.positions,
-            t,
-            d,
-        )?;
-        be.add_row_vector(&mut text, &self.type0)?;
-        let mut text0 = be.zeros(batch * t * d)?;
-        be.layernorm(
-            &mut text0,
-            &mut be.zeros(2 * batch * t)?,
-            &text,
-            &self.text_norm.0,
-            &self.text_norm.1,
-            d,
-            EPS,
-        )?;
-        let image0 = self.visual_embedding(be, x)?;
-
-        let mut lang: Vec<SelfActs<B::Buf>> = Vec::with_capacity(self.lang.len());
-        for layer in &self.lang {
-            let input = last(lang.iter().map(|a| &a.ffn.out), &text0);
-            let attention = layer.attention.forward(be, input, input, &shapes.text)?;
-            let ffn = layer.ffn.forward(be, &attention.out)?;
-            lang.push(SelfActs { attention, ffn });
-        }
-        let mut visn: Vec<SelfActs<B::Buf>> = Vec::with_capacity(self.visn.len());
-        for layer in &self.visn {
-            let input = last(visn.iter().map(|a| &a.ffn.out), &image0);
-            let attention = layer.attention.forward(be, input, input, &shapes.image)?;
-            let ffn = layer.ffn.forward(be, &attention.out)?;
-            visn.push(SelfActs { attention, ffn });
-        }
+        let shapes = self.shapes(x);
+        let (text0, lang) = match given.text {
+            Some(out) => {
+                check_given("text", &out, t)?;
+                (out, Vec::new())
+            }
+            None => self.text_stack(be, x, &shapes)?,
+        };
+        let (image0, visn) = match given.image {
+            Some(out) => {
+                check_given("image", &out, n)?;
+                (out, Vec::new())
+            }
+            None => self.image_stack(be, x, &shapes)?,
+        };
         let mut cross: Vec<CrossActs<B::Buf>> = Vec::with_capacity(self.cross.len());
         let top = self.cross.len().saturating_sub(1);
         for (k, layer) in self.cross.iter().enumerate() {
@@ -884,6 +912,103 @@ impl<B: Backend> Lxmert<B> {
             head,
             output: LxmertOutput { logits, labels },
         })
+    }
+
+    /// The attention shapes of a batch: each stream's self-attention and both directions of
+    /// the cross-attention, with the padding masks.
+    fn shapes(&self, x: &LxmertInputs) -> Shapes {
+        let c = &self.config;
+        let (batch, t, n) = (x.batch(), x.seq_len, x.regions);
+        let heads = c.num_attention_heads;
+        let hd = c.hidden_size / heads;
+        let text_mask = AttentionShape::prefix_mask(&x.lengths, t);
+        let region_mask = x
+            .region_counts
+            .as_ref()
+            .map(|counts| AttentionShape::prefix_mask(counts, n));
+        Shapes {
+            text: AttentionShape {
+                key_mask: Some(text_mask.clone()),
+                ..AttentionShape::self_attention(batch, heads, t, hd)
+            },
+            image: AttentionShape {
+                key_mask: region_mask.clone(),
+                ..AttentionShape::self_attention(batch, heads, n, hd)
+            },
+            text_to_image: AttentionShape {
+                queries: t,
+                keys: n,
+                key_mask: region_mask,
+                ..AttentionShape::self_attention(batch, heads, t, hd)
+            },
+            image_to_text: AttentionShape {
+                queries: n,
+                keys: t,
+                key_mask: Some(text_mask),
+                ..AttentionShape::self_attention(batch, heads, t, hd)
+            },
+        }
+    }
+
+    /// The text embedding LN(word + position + type 0), then the language layers.
+    fn text_stack(
+        &self,
+        be: &B,
+        x: &LxmertInputs,
+        shapes: &Shapes,
+    ) -> Result<Stack<B::Buf>, ModelError> {
+        let (batch, d, t) = (x.batch(), self.config.hidden_size, x.seq_len);
+        let mut text = be.zeros(batch * t * d)?;
+        be.embed_tokens(
+            &mut text,
+            &x.ids,
+            &self.word_embeddings,
+            &self.positions,
+            t,
+            d,
+        )?;
+        be.add_row_vector(&mut text, &self.type0)?;
+        let mut text0 = be.zeros(batch * t * d)?;
+        be.layernorm(
+            &mut text0,
+            &mut be.zeros(2 * batch * t)?,
+            &text,
+            &self.text_norm.0,
+            &self.text_norm.1,
+            d,
+            EPS,
+        )?;
+        let lang = Self::self_stack(be, &self.lang, &text0, &shapes.text)?;
+        Ok((text0, lang))
+    }
+
+    /// The region embedding, then the object-relationship layers.
+    fn image_stack(
+        &self,
+        be: &B,
+        x: &LxmertInputs,
+        shapes: &Shapes,
+    ) -> Result<Stack<B::Buf>, ModelError> {
+        let image0 = self.visual_embedding(be, x)?;
+        let visn = Self::self_stack(be, &self.visn, &image0, &shapes.image)?;
+        Ok((image0, visn))
+    }
+
+    /// A stack of self-attention layers over `input`, keeping every layer's activations.
+    fn self_stack(
+        be: &B,
+        layers: &[SelfLayer<B>],
+        input: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<Vec<SelfActs<B::Buf>>, ModelError> {
+        let mut acts: Vec<SelfActs<B::Buf>> = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let x = last(acts.iter().map(|a| &a.ffn.out), input);
+            let attention = layer.attention.forward(be, x, x, shape)?;
+            let ffn = layer.ffn.forward(be, &attention.out)?;
+            acts.push(SelfActs { attention, ffn });
+        }
+        Ok(acts)
     }
 
     /// (LN(W_f·feature) + LN(W_b·box)) / 2, the halves folded into the norms at load.
@@ -988,7 +1113,7 @@ impl<B: Backend> Lxmert<B> {
         relevance: Option<LrpScope>,
         top_image: bool,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs, top_image)?;
+        let f = self.forward(be, inputs, top_image, GivenStacks::none())?;
         let (targets, seed) = target.resolve(&f.output.predicted(), f.output.labels)?;
         let (lang, visn, cross) = (f.lang.len(), f.visn.len(), f.cross.len());
         let grads = match gradients {
