@@ -498,6 +498,14 @@ struct SelfActs<Buf> {
 /// A single-modality stack's input (the embedding) and its layers' activations.
 type Stack<Buf> = (Buf, Vec<SelfActs<Buf>>);
 
+/// The text stack, then the image stack.
+type Stacks<Buf> = (Stack<Buf>, Stack<Buf>);
+
+/// A stack's output: its last layer's, or its input when it has no layer.
+fn stack_output<Buf>((input, layers): Stack<Buf>) -> Buf {
+    layers.into_iter().next_back().map_or(input, |a| a.ffn.out)
+}
+
 struct CrossActs<Buf> {
     t2i: AttentionActivations<Buf>,
     lang_self: AttentionActivations<Buf>,
@@ -529,8 +537,7 @@ struct Shapes {
 }
 
 struct Forward<Buf> {
-    /// The embeddings: inputs of the first language and object-relationship layers (a
-    /// given stack's output, when its layers did not run).
+    /// The embeddings: inputs of the first language and object-relationship layers.
     text0: Buf,
     image0: Buf,
     /// The text [CLS] rows the answer head reads.
@@ -731,7 +738,7 @@ impl<B: Backend> Lxmert<B> {
         inputs: &LxmertInputs,
         given: GivenStacks<B::Buf>,
     ) -> Result<LxmertOutput, ModelError> {
-        Ok(self.forward(be, inputs, false, given)?.output)
+        self.score(be, inputs, given)
     }
 
     /// The outputs of the language and object-relationship stacks (embeddings, then their
@@ -743,14 +750,10 @@ impl<B: Backend> Lxmert<B> {
     ) -> Result<StackOutputs<B::Buf>, ModelError> {
         self.check(inputs)?;
         let shapes = self.shapes(inputs);
-        let (text0, lang) = self.text_stack(be, inputs, &shapes)?;
-        let (image0, visn) = self.image_stack(be, inputs, &shapes)?;
-        let out = |acts: Vec<SelfActs<B::Buf>>, input: B::Buf| {
-            acts.into_iter().next_back().map_or(input, |a| a.ffn.out)
-        };
+        let (text, image) = self.stacks(be, inputs, &shapes, GivenStacks::none())?;
         Ok(StackOutputs {
-            text: out(lang, text0),
-            image: out(visn, image0),
+            text: stack_output(text),
+            image: stack_output(image),
         })
     }
 
@@ -814,43 +817,17 @@ impl<B: Backend> Lxmert<B> {
     }
 
     /// `top_image`: whether to run the last cross layer's image branch, which reaches
-    /// neither the answer nor any method. A stack whose output is `given` is not run: its
-    /// input stands for its output and it records no layer.
+    /// neither the answer nor any method.
     fn forward(
         &self,
         be: &B,
         x: &LxmertInputs,
         top_image: bool,
-        given: GivenStacks<B::Buf>,
     ) -> Result<Forward<B::Buf>, ModelError> {
         self.check(x)?;
-        let c = &self.config;
-        let (batch, d, t, n) = (x.batch(), c.hidden_size, x.seq_len, x.regions);
-        let check_given = |what: &str, buf: &B::Buf, rows: usize| {
-            let len = be.len(buf);
-            if len == batch * rows * d {
-                Ok(())
-            } else {
-                Err(ModelError::Input(format!(
-                    "the given {what} stack output holds {len} values, expected {batch} × {rows} × {d}"
-                )))
-            }
-        };
+        let (batch, d, t) = (x.batch(), self.config.hidden_size, x.seq_len);
         let shapes = self.shapes(x);
-        let (text0, lang) = match given.text {
-            Some(out) => {
-                check_given("text", &out, t)?;
-                (out, Vec::new())
-            }
-            None => self.text_stack(be, x, &shapes)?,
-        };
-        let (image0, visn) = match given.image {
-            Some(out) => {
-                check_given("image", &out, n)?;
-                (out, Vec::new())
-            }
-            None => self.image_stack(be, x, &shapes)?,
-        };
+        let ((text0, lang), (image0, visn)) = self.stacks(be, x, &shapes, GivenStacks::none())?;
         let mut cross: Vec<CrossActs<B::Buf>> = Vec::with_capacity(self.cross.len());
         let top = self.cross.len().saturating_sub(1);
         for (k, layer) in self.cross.iter().enumerate() {
@@ -862,33 +839,10 @@ impl<B: Backend> Lxmert<B> {
                 || last(visn.iter().map(|a| &a.ffn.out), &image0),
                 |a| &a.image().visn_ffn.out,
             );
-            let t2i = layer.cross.forward(be, t_in, v_in, &shapes.text_to_image)?;
-            let lang_self = layer
-                .lang_self
-                .forward(be, &t2i.out, &t2i.out, &shapes.text)?;
-            let lang_ffn = layer.lang_ffn.forward(be, &lang_self.out)?;
             // A lone cross layer keeps its image branch: DSMI reads its output (§C.7 reads
             // layer X − 2, which falls back to layer 0).
-            let image = if k < top || k == 0 || top_image {
-                let i2t = layer.cross.forward(be, v_in, t_in, &shapes.image_to_text)?;
-                let visn_self = layer
-                    .visn_self
-                    .forward(be, &i2t.out, &i2t.out, &shapes.image)?;
-                let visn_ffn = layer.visn_ffn.forward(be, &visn_self.out)?;
-                Some(ImageActs {
-                    i2t,
-                    visn_self,
-                    visn_ffn,
-                })
-            } else {
-                None
-            };
-            cross.push(CrossActs {
-                t2i,
-                lang_self,
-                lang_ffn,
-                image,
-            });
+            let image = k < top || k == 0 || top_image;
+            cross.push(Self::cross_layer(be, layer, t_in, v_in, &shapes, image)?);
         }
 
         // Answer head on the text [CLS].
@@ -896,9 +850,7 @@ impl<B: Backend> Lxmert<B> {
             || last(lang.iter().map(|a| &a.ffn.out), &text0),
             |a| &a.lang_ffn.out,
         );
-        let rows: Vec<usize> = (0..batch).map(|b| b * t).collect();
-        let mut cls = be.zeros(batch * d)?;
-        be.gather_rows(&mut cls, text_out, &rows, d)?;
+        let cls = Self::text_cls(be, text_out, batch, t, d)?;
         let (head, logits) = self.head.forward(be, &cls)?;
         let labels = self.config.id2label.len();
         Ok(Forward {
@@ -912,6 +864,137 @@ impl<B: Backend> Lxmert<B> {
             head,
             output: LxmertOutput { logits, labels },
         })
+    }
+
+    /// The logits alone, keeping nothing: each layer's activations go once the next layer
+    /// has its output, and the last cross layer runs at the text [CLS] only past its
+    /// cross-attention (whose text rows all feed the keys and values of the self-attention
+    /// above it). Its image branch reaches nothing and does not run.
+    fn score(
+        &self,
+        be: &B,
+        x: &LxmertInputs,
+        given: GivenStacks<B::Buf>,
+    ) -> Result<LxmertOutput, ModelError> {
+        self.check(x)?;
+        let (batch, d, t) = (x.batch(), self.config.hidden_size, x.seq_len);
+        let labels = self.config.id2label.len();
+        let shapes = self.shapes(x);
+        let (text, image) = self.stacks(be, x, &shapes, given)?;
+        let (mut text, mut image) = (stack_output(text), stack_output(image));
+        let Some((top, below)) = self.cross.split_last() else {
+            let cls = Self::text_cls(be, &text, batch, t, d)?;
+            let (_, logits) = self.head.forward(be, &cls)?;
+            return Ok(LxmertOutput { logits, labels });
+        };
+        for layer in below {
+            let branch = Self::image_branch(be, layer, &text, &image, &shapes)?;
+            let acts = Self::cross_layer(be, layer, &text, &image, &shapes, false)?;
+            (text, image) = (acts.lang_ffn.out, branch.visn_ffn.out);
+        }
+        let t2i = top
+            .cross
+            .forward(be, &text, &image, &shapes.text_to_image)?;
+        let cls = Self::text_cls(be, &t2i.out, batch, t, d)?;
+        let at_cls = shapes.text.single_query(&vec![0; batch]);
+        let lang_self = top.lang_self.forward(be, &cls, &t2i.out, &at_cls)?;
+        let lang_ffn = top.lang_ffn.forward(be, &lang_self.out)?;
+        let (_, logits) = self.head.forward(be, &lang_ffn.out)?;
+        Ok(LxmertOutput { logits, labels })
+    }
+
+    /// The two single-modality stacks, each run or, when `given`, its output taken as is
+    /// (standing for the embedding, with no layer recorded).
+    fn stacks(
+        &self,
+        be: &B,
+        x: &LxmertInputs,
+        shapes: &Shapes,
+        given: GivenStacks<B::Buf>,
+    ) -> Result<Stacks<B::Buf>, ModelError> {
+        let (batch, d) = (x.batch(), self.config.hidden_size);
+        let check = |what: &str, buf: B::Buf, rows: usize| {
+            let len = be.len(&buf);
+            if len == batch * rows * d {
+                Ok((buf, Vec::new()))
+            } else {
+                Err(ModelError::Input(format!(
+                    "the given {what} stack output holds {len} values, expected {batch} × {rows} × {d}"
+                )))
+            }
+        };
+        let text = match given.text {
+            Some(out) => check("text", out, x.seq_len)?,
+            None => self.text_stack(be, x, shapes)?,
+        };
+        let image = match given.image {
+            Some(out) => check("image", out, x.regions)?,
+            None => self.image_stack(be, x, shapes)?,
+        };
+        Ok((text, image))
+    }
+
+    /// One cross layer: the text branch (text→image cross-attention, self-attention,
+    /// feed-forward), and the image branch when `image`.
+    fn cross_layer(
+        be: &B,
+        layer: &CrossLayer<B>,
+        t_in: &B::Buf,
+        v_in: &B::Buf,
+        shapes: &Shapes,
+        image: bool,
+    ) -> Result<CrossActs<B::Buf>, ModelError> {
+        let t2i = layer.cross.forward(be, t_in, v_in, &shapes.text_to_image)?;
+        let lang_self = layer
+            .lang_self
+            .forward(be, &t2i.out, &t2i.out, &shapes.text)?;
+        let lang_ffn = layer.lang_ffn.forward(be, &lang_self.out)?;
+        let image = if image {
+            Some(Self::image_branch(be, layer, t_in, v_in, shapes)?)
+        } else {
+            None
+        };
+        Ok(CrossActs {
+            t2i,
+            lang_self,
+            lang_ffn,
+            image,
+        })
+    }
+
+    /// A cross layer's image branch: image→text cross-attention, self-attention,
+    /// feed-forward.
+    fn image_branch(
+        be: &B,
+        layer: &CrossLayer<B>,
+        t_in: &B::Buf,
+        v_in: &B::Buf,
+        shapes: &Shapes,
+    ) -> Result<ImageActs<B::Buf>, ModelError> {
+        let i2t = layer.cross.forward(be, v_in, t_in, &shapes.image_to_text)?;
+        let visn_self = layer
+            .visn_self
+            .forward(be, &i2t.out, &i2t.out, &shapes.image)?;
+        let visn_ffn = layer.visn_ffn.forward(be, &visn_self.out)?;
+        Ok(ImageActs {
+            i2t,
+            visn_self,
+            visn_ffn,
+        })
+    }
+
+    /// The text [CLS] rows of `text` ([batch, t, d]): what the answer head reads.
+    fn text_cls(
+        be: &B,
+        text: &B::Buf,
+        batch: usize,
+        t: usize,
+        d: usize,
+    ) -> Result<B::Buf, ModelError> {
+        let rows: Vec<usize> = (0..batch).map(|b| b * t).collect();
+        let mut cls = be.zeros(batch * d)?;
+        be.gather_rows(&mut cls, text, &rows, d)?;
+        Ok(cls)
     }
 
     /// The attention shapes of a batch: each stream's self-attention and both directions of
@@ -1113,7 +1196,7 @@ impl<B: Backend> Lxmert<B> {
         relevance: Option<LrpScope>,
         top_image: bool,
     ) -> Result<LxmertTrace<B::Buf>, ModelError> {
-        let f = self.forward(be, inputs, top_image, GivenStacks::none())?;
+        let f = self.forward(be, inputs, top_image)?;
         let (targets, seed) = target.resolve(&f.output.predicted(), f.output.labels)?;
         let (lang, visn, cross) = (f.lang.len(), f.visn.len(), f.cross.len());
         let grads = match gradients {
