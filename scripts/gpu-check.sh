@@ -125,7 +125,7 @@ if [ "$mode" = sanitize ]; then
             --skip the_emulator --skip out_of_device_memory --skip tf32_trace
         # The kernels that share memory within a block.
         sanitize racecheck 60 attention layernorm head_mean fiedler shared_memory cosine
-        sanitize initcheck 60 trace_on_cuda lrp_on_cuda fiedler relevance_rows head_rows
+        sanitize initcheck 60 trace_on_cuda lrp_on_cuda scores_on_cuda fiedler relevance_rows head_rows
         sanitize synccheck 30 attention layernorm head_mean fiedler shared_memory cosine
     fi
 fi

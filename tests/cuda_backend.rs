@@ -57,7 +57,7 @@ use fiedler::backend::{
     Activation, AttentionShape, Backend, Cpu, HeadMean, PatchGeometry, ReadoutRow, RelevanceProduct,
 };
 use fiedler::model::clip::{Clip, ClipInputs};
-use fiedler::model::lxmert::{LrpScope, Lxmert, LxmertReads};
+use fiedler::model::lxmert::{GivenStacks, LrpScope, Lxmert, LxmertInputs, LxmertReads};
 use fiedler::model::vilt::Vilt;
 use fiedler::model::VqaTarget;
 use fiedler::trace::TowerTrace;
@@ -1050,6 +1050,44 @@ fn vilt_reduced_trace_on_cuda_explains_as_cpu() {
         "ViLT reduced on CUDA vs CPU:\n{}",
         bad.join("\n")
     );
+}
+
+/// What `fiedler eval` computes of LXMERT for its perturbed inputs, downloaded: the plain
+/// logits, the logits with either stack's output given (downloaded and uploaded again, as
+/// the eval keeps them), and the two stacks' outputs.
+fn lxmert_scores<B: Backend>(be: &B, model: &Lxmert<B>, x: &LxmertInputs) -> Vec<Vec<f32>> {
+    let stacks = model.stack_outputs(be, x).unwrap();
+    let text = be.download(&stacks.text).unwrap();
+    let image = be.download(&stacks.image).unwrap();
+    let score = |text: Option<&Vec<f32>>, image: Option<&Vec<f32>>| {
+        let given = GivenStacks {
+            text: text.map(|t| be.upload(t).unwrap()),
+            image: image.map(|i| be.upload(i).unwrap()),
+        };
+        model.logits_given(be, x, given).unwrap().logits
+    };
+    vec![
+        model.logits(be, x).unwrap().logits,
+        score(Some(&text), None),
+        score(None, Some(&image)),
+        text,
+        image,
+    ]
+}
+
+/// LXMERT's scoring path on the device, as the CPU's: the stack outputs, the logits with
+/// one stack given, and the plain logits, whose last cross layer runs at the text [CLS]
+/// only; the ragged b3 batch with regions kept down to none.
+#[test]
+fn lxmert_scores_on_cuda_match_cpu() {
+    let Some(cuda) = device() else { return };
+    let g = Golden::open(&fixtures().join("lxmert/golden.safetensors"));
+    let dir = fixtures().join("lxmert");
+    let mut x = g.lxmert_inputs("b3");
+    x.region_counts = Some(vec![x.regions, 3, 0]);
+    let cpu = lxmert_scores(&Cpu, &Lxmert::load(&Cpu, &dir).unwrap(), &x);
+    let gpu = lxmert_scores(&cuda, &Lxmert::load(&cuda, &dir).unwrap(), &x);
+    assert_close("LXMERT scoring", &cpu, &gpu, PRODUCT);
 }
 
 #[test]
