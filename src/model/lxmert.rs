@@ -1357,9 +1357,23 @@ impl<B: Backend> Lxmert<B> {
                     &f.cross[k - 1].image().visn_ffn.out,
                 ),
             };
-            let rt2 = layer
-                .lang_ffn
-                .relprop(be, &a.lang_ffn, &a.lang_self.out, &rt, batch)?;
+            let rt2 = if k == top {
+                // Only the [CLS] rows of the last layer carry relevance.
+                let r_rows = layer.lang_ffn.relprop_rows(
+                    be,
+                    &a.lang_ffn,
+                    &a.lang_self.out,
+                    &r_sel,
+                    &rows,
+                )?;
+                let mut rt2 = be.zeros(batch * t * d)?;
+                be.gather_rows_backward(&mut rt2, &r_rows, &rows, d)?;
+                rt2
+            } else {
+                layer
+                    .lang_ffn
+                    .relprop(be, &a.lang_ffn, &a.lang_self.out, &rt, batch)?
+            };
             let (c_lang, rt1) = self_attention_relprop(
                 be,
                 &layer.lang_self,

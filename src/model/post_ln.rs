@@ -402,17 +402,51 @@ impl<B: Backend> FeedForward<B> {
         r_out: &B::Buf,
         samples: usize,
     ) -> Result<B::Buf, ModelError> {
+        self.relprop_from(be, &a.down, &a.act, &a.pre_act, x, r_out, samples)
+    }
+
+    /// `relprop` for relevance at one row of each sample alone (`rows`, [samples, width]),
+    /// zero at every other row, as at the last layer's [CLS]: a rule that meets zero
+    /// relevance gives zero, and the add rule's per-sample sums see the same nonzero terms,
+    /// so the rules run over those rows only. Gives the relevance at x at those rows.
+    pub fn relprop_rows(
+        &self,
+        be: &B,
+        a: &FeedForwardActivations<B::Buf>,
+        x: &B::Buf,
+        r_out: &B::Buf,
+        rows: &[usize],
+    ) -> Result<B::Buf, ModelError> {
+        let (d, f) = (self.width, self.intermediate);
+        self.relprop_from(
+            be,
+            &gather(be, &a.down, rows, d)?,
+            &gather(be, &a.act, rows, f)?,
+            &gather(be, &a.pre_act, rows, f)?,
+            &gather(be, x, rows, d)?,
+            r_out,
+            rows.len(),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn relprop_from(
+        &self,
+        be: &B,
+        down: &B::Buf,
+        act: &B::Buf,
+        pre_act: &B::Buf,
+        x: &B::Buf,
+        r_out: &B::Buf,
+        samples: usize,
+    ) -> Result<B::Buf, ModelError> {
         let (d, f) = (self.width, self.intermediate);
         let m = be.len(x) / d;
         let mut r_down = be.uninit(m * d)?;
         let mut r_res = be.uninit(m * d)?;
-        be.lrp_add(&mut r_down, &mut r_res, r_out, &a.down, x, samples)?;
-        let r_act = self
-            .output
-            .relprop(be, &r_down, &a.act, Some(&a.down), m, f, d)?;
-        let r_branch = self
-            .inter
-            .relprop(be, &r_act, x, Some(&a.pre_act), m, d, f)?;
+        be.lrp_add(&mut r_down, &mut r_res, r_out, down, x, samples)?;
+        let r_act = self.output.relprop(be, &r_down, act, Some(down), m, f, d)?;
+        let r_branch = self.inter.relprop(be, &r_act, x, Some(pre_act), m, d, f)?;
         let mut rx = be.uninit(m * d)?;
         be.lrp_clone(&mut rx, x, &[&r_branch, &r_res])?;
         Ok(rx)
