@@ -452,3 +452,48 @@ impl<B: Backend> FeedForward<B> {
         Ok(rx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+    use crate::model::source::RandomWeights;
+
+    /// Relevance at one row per sample (as at the last layer's [CLS]): the rules run over
+    /// those rows alone give, bit for bit, what the whole pass gives there, and the whole
+    /// pass gives zero everywhere else. Three samples with different relevance totals, so
+    /// that the add rule's per-sample rescale shows if it were taken over the batch.
+    #[test]
+    fn relevance_at_one_row_per_sample_runs_over_those_rows_alone() {
+        let (d, f, t, samples) = (24, 40, 5, 3);
+        let weights = RandomWeights {
+            seed: 7,
+            scale: 0.2,
+        };
+        let ffn =
+            FeedForward::load(&Cpu, &weights, "i", "o", d, f, Activation::Gelu, 1e-12).unwrap();
+        let m = samples * t;
+        let x: Vec<f32> = (0..m * d)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0 - 1.0) * (1.0 + (i % 7) as f32))
+            .collect();
+        let a = ffn.forward(&Cpu, &x).unwrap();
+        let rows: Vec<usize> = (0..samples).map(|b| b * t + b % 2).collect();
+        let r_rows: Vec<f32> = (0..samples * d)
+            .map(|i| (i % d) as f32 / d as f32 * [1.0, -3.0, 0.25][i / d])
+            .collect();
+        let mut r_out = vec![0.0f32; m * d];
+        for (k, &row) in rows.iter().enumerate() {
+            r_out[row * d..(row + 1) * d].copy_from_slice(&r_rows[k * d..(k + 1) * d]);
+        }
+        let whole = ffn.relprop(&Cpu, &a, &x, &r_out, samples).unwrap();
+        let ours = ffn.relprop_rows(&Cpu, &a, &x, &r_rows, &rows).unwrap();
+        for r in 0..m {
+            let at = &whole[r * d..(r + 1) * d];
+            match rows.iter().position(|&x| x == r) {
+                Some(k) => assert_eq!(at, &ours[k * d..(k + 1) * d], "row {r}"),
+                None => assert!(at.iter().all(|&v| v == 0.0), "row {r} has relevance"),
+            }
+        }
+        assert!(ours.iter().any(|&v| v != 0.0));
+    }
+}
