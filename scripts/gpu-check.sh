@@ -154,6 +154,11 @@ if [ "$mode" = check ] && [ -n "$fiedler" ]; then
         --batch 16,64 --method dsmi-grad,chefer,raw-attn --repeats 3
     step bench-lxmert-base 50 "$fiedler" bench --device cuda --size lxmert-base \
         --batch 1,16,64 --method dsmi-grad,chefer,partial-lrp --repeats 3
+    # The perturbation benchmark (every method, four tests, nine steps): its perturbed
+    # forwards take the stack a step leaves whole as given and run the last cross layer at
+    # [CLS] only.
+    step bench-lxmert-eval 45 "$fiedler" bench --device cuda --size lxmert-base --eval \
+        --batch 16,64 --eval-samples 64 --text-tokens 20
     step bench-fiedler 40 "$fiedler" bench --device cuda --size fiedler \
         --nodes 36,196,577 --batch 64,512 --repeats 3 --stages
     # The same with freed device memory handed back at every synchronisation (the driver's
@@ -204,6 +209,8 @@ fi
     done
     # What the relevance rows (chefer), Grad-CAM's head rows and the passes that stop at
     # the last layer (grad-cam, partial-lrp) made of batch 64.
+    [ -f "$logs/bench-lxmert-eval.log" ] &&
+        grep -E '^ +(16|64) ' "$logs/bench-lxmert-eval.log" | sed "s/^/bench-lxmert-eval: /"
     for log in bench-clip-vit-b16 bench-clip-last-layer; do
         [ -f "$logs/$log.log" ] || continue
         grep -E '^(chefer|grad-cam|partial-lrp) +64 ' "$logs/$log.log" | sed "s/^/$log: /"
