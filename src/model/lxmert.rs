@@ -866,10 +866,11 @@ impl<B: Backend> Lxmert<B> {
         })
     }
 
-    /// The logits alone, keeping nothing: each layer's activations go once the next layer
-    /// has its output, and the last cross layer runs at the text [CLS] only past its
-    /// cross-attention (whose text rows all feed the keys and values of the self-attention
-    /// above it). Its image branch reaches nothing and does not run.
+    /// The logits alone, keeping nothing for a backward: a stack's activations go once it
+    /// has its output, a cross layer's once the next has its. The last cross layer runs at
+    /// the text [CLS] only past its cross-attention (whose text rows all feed the keys and
+    /// values of the self-attention above it); its image branch reaches nothing and does
+    /// not run.
     fn score(
         &self,
         be: &B,
