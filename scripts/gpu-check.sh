@@ -157,7 +157,7 @@ if [ "$mode" = check ] && [ -n "$fiedler" ]; then
     # The perturbation benchmark (every method, four tests, nine steps): its perturbed
     # forwards take the stack a step leaves whole as given and run the last cross layer at
     # [CLS] only.
-    step bench-lxmert-eval 45 "$fiedler" bench --device cuda --size lxmert-base --eval \
+    step bench-lxmert-eval 60 "$fiedler" bench --device cuda --size lxmert-base --eval \
         --batch 16,64 --eval-samples 64 --text-tokens 20
     step bench-fiedler 40 "$fiedler" bench --device cuda --size fiedler \
         --nodes 36,196,577 --batch 64,512 --repeats 3 --stages
