@@ -1383,14 +1383,18 @@ impl<B: Backend> Lxmert<B> {
                 &rt2,
                 &s.text,
             )?;
+            let slot = &mut out.cross[k];
+            if k == top && scope == LrpScope::LastCrossText {
+                // The pass ends here: the projections' rules below the cam would feed nothing.
+                let cam = layer
+                    .cross
+                    .relprop_cam(be, &a.t2i, t_in, &rt1, &s.text_to_image)?;
+                (slot.0, slot.2) = (Some(cam), Some(c_lang));
+                return Ok(out);
+            }
             let t2i = layer
                 .cross
                 .relprop(be, &a.t2i, t_in, v_in, &rt1, &s.text_to_image)?;
-            let slot = &mut out.cross[k];
-            if k == top && scope == LrpScope::LastCrossText {
-                (slot.0, slot.2) = (Some(t2i.cam), Some(c_lang));
-                return Ok(out);
-            }
             if k == top {
                 // No relevance on the image side yet: every rule there gives zeros, and the
                 // clones merge the text side's relevance alone.

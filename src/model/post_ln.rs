@@ -199,6 +199,44 @@ impl<B: Backend> AttentionSublayer<B> {
     ) -> Result<AttentionRelevance<B::Buf>, ModelError> {
         let d = self.width;
         let (mq, mk) = (be.len(&a.q) / d, be.len(&a.kv) / (2 * d));
+        let upper = self.relprop_upper(be, a, x_q, r_out, shape)?;
+        Ok(AttentionRelevance {
+            cam: upper.cam,
+            query: self
+                .query
+                .relprop(be, &upper.q, x_q, Some(&a.q), mq, d, d)?,
+            residual: upper.residual,
+            context: self
+                .key_value
+                .relprop(be, &upper.kv, x_kv, Some(&a.kv), mk, d, 2 * d)?,
+        })
+    }
+
+    /// The relevance at the attention probabilities alone, without the q and k|v
+    /// projections' rules below them: for the module where an LRP pass ends.
+    pub fn relprop_cam(
+        &self,
+        be: &B,
+        a: &AttentionActivations<B::Buf>,
+        x_q: &B::Buf,
+        r_out: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<B::Buf, ModelError> {
+        Ok(self.relprop_upper(be, a, x_q, r_out, shape)?.cam)
+    }
+
+    /// `relprop` down to the projections' outputs: the add rule, the dense layer and the
+    /// attention.
+    fn relprop_upper(
+        &self,
+        be: &B,
+        a: &AttentionActivations<B::Buf>,
+        x_q: &B::Buf,
+        r_out: &B::Buf,
+        shape: &AttentionShape,
+    ) -> Result<UpperRelevance<B::Buf>, ModelError> {
+        let d = self.width;
+        let (mq, mk) = (be.len(&a.q) / d, be.len(&a.kv) / (2 * d));
         let mut r_dense = be.uninit(mq * d)?;
         let mut residual = be.uninit(mq * d)?;
         be.lrp_add(
@@ -213,20 +251,28 @@ impl<B: Backend> AttentionSublayer<B> {
             .dense
             .relprop(be, &r_dense, &a.ctx, Some(&a.dense), mq, d, d)?;
         let mut cam = be.uninit(shape.probs_len())?;
-        let mut rq = be.uninit(mq * d)?;
-        let mut rkv = be.uninit(mk * 2 * d)?;
+        let mut q = be.uninit(mq * d)?;
+        let mut kv = be.uninit(mk * 2 * d)?;
         be.lrp_attention(
-            &mut cam, &mut rq, &mut rkv, &r_ctx, &a.q, &a.kv, &a.probs, &a.ctx, shape,
+            &mut cam, &mut q, &mut kv, &r_ctx, &a.q, &a.kv, &a.probs, &a.ctx, shape,
         )?;
-        Ok(AttentionRelevance {
+        Ok(UpperRelevance {
             cam,
-            query: self.query.relprop(be, &rq, x_q, Some(&a.q), mq, d, d)?,
+            q,
+            kv,
             residual,
-            context: self
-                .key_value
-                .relprop(be, &rkv, x_kv, Some(&a.kv), mk, d, 2 * d)?,
         })
     }
+}
+
+/// The attention sublayer's relevance down to its projections' outputs.
+struct UpperRelevance<Buf> {
+    cam: Buf,
+    /// At the query and key|value projections' outputs.
+    q: Buf,
+    kv: Buf,
+    /// At x_q through the residual.
+    residual: Buf,
 }
 
 /// The attention sublayer's gradients up to its projections' outputs.
