@@ -1455,6 +1455,15 @@ impl<B: Backend> Lxmert<B> {
             let r_att = layer
                 .ffn
                 .relprop(be, &a.ffn, &a.attention.out, &r, shape.batch)?;
+            if i == 0 {
+                // Nothing reads relevance below the first layer: its cam alone.
+                cams.push(
+                    layer
+                        .attention
+                        .relprop_cam(be, &a.attention, x, &r_att, shape)?,
+                );
+                break;
+            }
             let (cam, rx) =
                 self_attention_relprop(be, &layer.attention, &a.attention, x, &r_att, shape)?;
             cams.push(cam);
