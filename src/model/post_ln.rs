@@ -395,7 +395,17 @@ impl<B: Backend> FeedForward<B> {
         a: &FeedForwardActivations<B::Buf>,
         dout: &B::Buf,
     ) -> Result<B::Buf, ModelError> {
-        self.backward_from(be, &a.pre_act, &a.pre_norm, &a.stats, dout)
+        let (d, f) = (self.width, self.intermediate);
+        let m = be.len(dout) / d;
+        let mut dz = be.uninit(m * d)?;
+        be.layernorm_backward(&mut dz, dout, &a.pre_norm, &a.stats, &self.norm.0, d, false)?;
+        let mut d_act = be.uninit(m * f)?;
+        be.linear_backward(&mut d_act, &dz, &self.output.0, m, f, d, false)?;
+        let mut d_pre = be.uninit(m * f)?;
+        be.activation_backward(&mut d_pre, &d_act, &a.pre_act, self.activation)?;
+        let mut dx = dz;
+        be.linear_backward(&mut dx, &d_pre, &self.inter.0, m, d, f, true)?;
+        Ok(dx)
     }
 
     /// d x at `rows` alone from d out at those rows ([rows, width] each), for a d out that
@@ -407,34 +417,7 @@ impl<B: Backend> FeedForward<B> {
         dout: &B::Buf,
         rows: &[usize],
     ) -> Result<B::Buf, ModelError> {
-        self.backward_from(
-            be,
-            &gather(be, &a.pre_act, rows, self.intermediate)?,
-            &gather(be, &a.pre_norm, rows, self.width)?,
-            &gather(be, &a.stats, rows, 2)?,
-            dout,
-        )
-    }
-
-    fn backward_from(
-        &self,
-        be: &B,
-        pre_act: &B::Buf,
-        pre_norm: &B::Buf,
-        stats: &B::Buf,
-        dout: &B::Buf,
-    ) -> Result<B::Buf, ModelError> {
-        let (d, f) = (self.width, self.intermediate);
-        let m = be.len(dout) / d;
-        let mut dz = be.uninit(m * d)?;
-        be.layernorm_backward(&mut dz, dout, pre_norm, stats, &self.norm.0, d, false)?;
-        let mut d_act = be.uninit(m * f)?;
-        be.linear_backward(&mut d_act, &dz, &self.output.0, m, f, d, false)?;
-        let mut d_pre = be.uninit(m * f)?;
-        be.activation_backward(&mut d_pre, &d_act, pre_act, self.activation)?;
-        let mut dx = dz;
-        be.linear_backward(&mut dx, &d_pre, &self.inter.0, m, d, f, true)?;
-        Ok(dx)
+        self.backward(be, &self.at_rows(be, a, rows)?, dout)
     }
 
     /// LRP (§D) from relevance at `out` to the input x: LayerNorm identity, the add rule
@@ -448,7 +431,20 @@ impl<B: Backend> FeedForward<B> {
         r_out: &B::Buf,
         samples: usize,
     ) -> Result<B::Buf, ModelError> {
-        self.relprop_from(be, &a.down, &a.act, &a.pre_act, x, r_out, samples)
+        let (d, f) = (self.width, self.intermediate);
+        let m = be.len(x) / d;
+        let mut r_down = be.uninit(m * d)?;
+        let mut r_res = be.uninit(m * d)?;
+        be.lrp_add(&mut r_down, &mut r_res, r_out, &a.down, x, samples)?;
+        let r_act = self
+            .output
+            .relprop(be, &r_down, &a.act, Some(&a.down), m, f, d)?;
+        let r_branch = self
+            .inter
+            .relprop(be, &r_act, x, Some(&a.pre_act), m, d, f)?;
+        let mut rx = be.uninit(m * d)?;
+        be.lrp_clone(&mut rx, x, &[&r_branch, &r_res])?;
+        Ok(rx)
     }
 
     /// `relprop` for relevance at one row of each sample alone (`rows`, [samples, width]),
@@ -463,39 +459,26 @@ impl<B: Backend> FeedForward<B> {
         r_out: &B::Buf,
         rows: &[usize],
     ) -> Result<B::Buf, ModelError> {
-        let (d, f) = (self.width, self.intermediate);
-        self.relprop_from(
-            be,
-            &gather(be, &a.down, rows, d)?,
-            &gather(be, &a.act, rows, f)?,
-            &gather(be, &a.pre_act, rows, f)?,
-            &gather(be, x, rows, d)?,
-            r_out,
-            rows.len(),
-        )
+        let x = gather(be, x, rows, self.width)?;
+        self.relprop(be, &self.at_rows(be, a, rows)?, &x, r_out, rows.len())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn relprop_from(
+    /// The activations of `rows` alone, in that order.
+    fn at_rows(
         &self,
         be: &B,
-        down: &B::Buf,
-        act: &B::Buf,
-        pre_act: &B::Buf,
-        x: &B::Buf,
-        r_out: &B::Buf,
-        samples: usize,
-    ) -> Result<B::Buf, ModelError> {
+        a: &FeedForwardActivations<B::Buf>,
+        rows: &[usize],
+    ) -> Result<FeedForwardActivations<B::Buf>, ModelError> {
         let (d, f) = (self.width, self.intermediate);
-        let m = be.len(x) / d;
-        let mut r_down = be.uninit(m * d)?;
-        let mut r_res = be.uninit(m * d)?;
-        be.lrp_add(&mut r_down, &mut r_res, r_out, down, x, samples)?;
-        let r_act = self.output.relprop(be, &r_down, act, Some(down), m, f, d)?;
-        let r_branch = self.inter.relprop(be, &r_act, x, Some(pre_act), m, d, f)?;
-        let mut rx = be.uninit(m * d)?;
-        be.lrp_clone(&mut rx, x, &[&r_branch, &r_res])?;
-        Ok(rx)
+        Ok(FeedForwardActivations {
+            pre_act: gather(be, &a.pre_act, rows, f)?,
+            act: gather(be, &a.act, rows, f)?,
+            down: gather(be, &a.down, rows, d)?,
+            pre_norm: gather(be, &a.pre_norm, rows, d)?,
+            stats: gather(be, &a.stats, rows, 2)?,
+            out: gather(be, &a.out, rows, d)?,
+        })
     }
 }
 
