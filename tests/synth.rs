@@ -98,6 +98,47 @@ fn same_seed_same_bytes() {
 }
 
 #[test]
+fn image_counts_out_of_range_are_refused_before_anything_is_written() {
+    let too_many = (fiedler::synth::MAX_IMAGES + 1).to_string();
+    for (images, says) in [("0", "at least 1"), (too_many.as_str(), "at most 1000000")] {
+        let dir = scratch(&format!("count-{images}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+            .args(["synth", "--out", dir.to_str().unwrap(), "--images", images])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--images {images}: {stderr}");
+        assert!(stderr.contains(says), "--images {images}: {stderr}");
+        assert!(!dir.exists(), "--images {images} created {}", dir.display());
+    }
+}
+
+#[test]
+fn one_image_is_counted_in_the_singular() {
+    let dir = scratch("one");
+    let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args(["synth", "--out", dir.to_str().unwrap(), "--images", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let questions = json(&dir.join("questions.json"))["questions"]
+        .as_array()
+        .unwrap()
+        .len();
+    let expected = format!("wrote 1 image and {questions} questions to");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&expected),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
 fn image_ids_do_not_depend_on_the_set_size() {
     // Image k of a seed is the same scene however many images are written (one stream each).
     let (a, b) = (scratch("n3"), scratch("n5"));

@@ -6,6 +6,8 @@ use clap::Args;
 use fiedler::synth;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::cli::counted;
+
 #[derive(Args)]
 pub struct SynthArgs {
     /// Output folder (created; existing files of the same names are overwritten).
@@ -29,9 +31,9 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
     let summary = synth::write_set(&args.out, args.images, args.seed, || bar.inc(1))?;
     bar.finish_and_clear();
     outln!(
-        "wrote {} images and {} questions to {}",
-        summary.images,
-        summary.questions,
+        "wrote {} and {} to {}",
+        counted(summary.images, "image"),
+        counted(summary.questions, "question"),
         args.out.display()
     )?;
     Ok(())

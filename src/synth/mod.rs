@@ -44,7 +44,13 @@ pub enum SynthError {
     Encode { path: PathBuf, reason: String },
     #[error("--images must be at least 1")]
     NoImages,
+    #[error("--images {0}: a set has at most {MAX_IMAGES} images (its questions and ground truth are held in memory until written)")]
+    TooManyImages(usize),
 }
+
+/// The most images one set may have: ~60 GB of files, and a few GB of questions and ground
+/// truth held in memory until the JSON files are written at the end.
+pub const MAX_IMAGES: usize = 1_000_000;
 
 /// The image file stem of an image id, COCO-style: `synth_000000000042`.
 pub fn image_stem(image_id: u64) -> String {
@@ -137,36 +143,36 @@ struct VqaAnswer {
 
 /// ground_truth.json (docs/synth.md).
 #[derive(Serialize)]
-struct GroundTruthFile<'a> {
+struct GroundTruthFile {
     seed: u64,
-    images: Vec<GtImage<'a>>,
-    questions: Vec<GtQuestion<'a>>,
+    images: Vec<GtImage>,
+    questions: Vec<GtQuestion>,
 }
 
 #[derive(Serialize)]
-struct GtImage<'a> {
+struct GtImage {
     image_id: u64,
     file: String,
     mask_file: String,
     regions_file: String,
     width: u32,
     height: u32,
-    objects: &'a [Object],
+    objects: Vec<Object>,
     /// Per region of the features file / TSV line, the object it shows (null: background).
-    region_objects: &'a [Option<usize>],
+    region_objects: Vec<Option<usize>>,
 }
 
 #[derive(Serialize)]
-struct GtQuestion<'a> {
+struct GtQuestion {
     question_id: u64,
     image_id: u64,
-    question: &'a str,
-    answer: &'a str,
-    relevant_objects: &'a [usize],
+    question: String,
+    answer: String,
+    relevant_objects: Vec<usize>,
     /// Pixel boxes (x1, y1, x2, y2; x2, y2 exclusive) of the relevant objects.
     relevant_boxes: Vec<[u32; 4]>,
-    relevant_words: &'a [usize],
-    relevant_word_text: Vec<&'a str>,
+    relevant_words: Vec<usize>,
+    relevant_word_text: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -265,6 +271,9 @@ pub fn write_set(
     if count == 0 {
         return Err(SynthError::NoImages);
     }
+    if count > MAX_IMAGES {
+        return Err(SynthError::TooManyImages(count));
+    }
     for dir in ["images", "masks", "regions"] {
         let d = out.join(dir);
         fs::create_dir_all(&d).map_err(write_err(&d))?;
@@ -276,7 +285,13 @@ pub fn write_set(
     let mut vqa_questions = Vec::new();
     let mut annotations = Vec::new();
     let mut caption_sets = Vec::new();
-    let mut items = Vec::with_capacity(count);
+    // The ground truth keeps what it writes, not the items: an item's pixels and features
+    // (~0.4 MB) go once its files are written, so a large set does not fill the memory.
+    let mut gt = GroundTruthFile {
+        seed,
+        images: Vec::new(),
+        questions: Vec::new(),
+    };
     for index in 0..count {
         let item = item(seed, index);
         let stem = image_stem(item.image_id);
@@ -298,16 +313,23 @@ pub fn write_set(
             regions::obj36_line(&stem, &item.scene, &item.regions)
         )
         .map_err(write_err(&tsv_path))?;
-        for (k, q) in item.questions.iter().enumerate() {
-            let question_id = item.image_id * 1000 + k as u64;
+        let Item {
+            image_id,
+            scene,
+            questions,
+            regions,
+            captions,
+        } = item;
+        for (k, q) in questions.into_iter().enumerate() {
+            let question_id = image_id * 1000 + k as u64;
             vqa_questions.push(VqaQuestion {
-                image_id: item.image_id,
+                image_id,
                 question: q.question.clone(),
                 question_id,
             });
             annotations.push(VqaAnnotation {
                 question_id,
-                image_id: item.image_id,
+                image_id,
                 question_type: q.question_type,
                 answer_type: q.answer_type,
                 multiple_choice_answer: q.answer.clone(),
@@ -319,59 +341,46 @@ pub fn write_set(
                     })
                     .collect(),
             });
+            let words = questions::words(&q.question);
+            gt.questions.push(GtQuestion {
+                question_id,
+                image_id,
+                relevant_boxes: q
+                    .relevant_objects
+                    .iter()
+                    .map(|&o| scene.objects[o].box_px)
+                    .collect(),
+                relevant_word_text: q
+                    .relevant_words
+                    .iter()
+                    .map(|&i| words[i].to_string())
+                    .collect(),
+                relevant_objects: q.relevant_objects,
+                relevant_words: q.relevant_words,
+                answer: q.answer,
+                question: q.question,
+            });
         }
         caption_sets.push(CaptionSet {
-            image_id: item.image_id,
+            image_id,
             file: format!("images/{stem}.png"),
             correct: 0,
-            captions: item.captions.clone(),
+            captions,
         });
-        items.push(item);
+        gt.images.push(GtImage {
+            image_id,
+            file: format!("images/{stem}.png"),
+            mask_file: format!("masks/{stem}.png"),
+            regions_file: format!("regions/{stem}.safetensors"),
+            width: scene.width,
+            height: scene.height,
+            objects: scene.objects,
+            region_objects: regions.objects,
+        });
         progress();
     }
     tsv.flush().map_err(write_err(&tsv_path))?;
 
-    let gt = GroundTruthFile {
-        seed,
-        images: items
-            .iter()
-            .map(|it| {
-                let stem = image_stem(it.image_id);
-                GtImage {
-                    image_id: it.image_id,
-                    file: format!("images/{stem}.png"),
-                    mask_file: format!("masks/{stem}.png"),
-                    regions_file: format!("regions/{stem}.safetensors"),
-                    width: it.scene.width,
-                    height: it.scene.height,
-                    objects: &it.scene.objects,
-                    region_objects: &it.regions.objects,
-                }
-            })
-            .collect(),
-        questions: items
-            .iter()
-            .flat_map(|it| {
-                it.questions.iter().enumerate().map(move |(k, q)| {
-                    let words = questions::words(&q.question);
-                    GtQuestion {
-                        question_id: it.image_id * 1000 + k as u64,
-                        image_id: it.image_id,
-                        question: &q.question,
-                        answer: &q.answer,
-                        relevant_objects: &q.relevant_objects,
-                        relevant_boxes: q
-                            .relevant_objects
-                            .iter()
-                            .map(|&o| it.scene.objects[o].box_px)
-                            .collect(),
-                        relevant_words: &q.relevant_words,
-                        relevant_word_text: q.relevant_words.iter().map(|&i| words[i]).collect(),
-                    }
-                })
-            })
-            .collect(),
-    };
     let n_questions = vqa_questions.len();
     write_json(
         &out.join("questions.json"),
