@@ -357,6 +357,11 @@ fn failing_samples_are_logged_counted_and_strict_stops() {
     assert!(std::fs::read_to_string(dir.join("report.md"))
         .unwrap()
         .contains("6 evaluated, 1 failed"));
+    assert!(
+        stderr(&out).contains("7/7 samples done; 6 evaluated, 1 failed in"),
+        "{}",
+        stderr(&out)
+    );
 
     let strict = dir.join("strict/results.jsonl");
     let mut args = lxmert_args(&strict, "3");
@@ -575,17 +580,30 @@ fn a_results_file_without_a_run_header_is_refused_untouched() {
 
 /// Off a terminal (here stderr is a pipe) the bar draws nothing: plain lines say how many
 /// samples there are, how far the run is and, at the end, the running AUCs; a resumed run
-/// says how many were done before.
+/// says how many were done before, and counts as evaluated only the samples it did (here a
+/// chunk of three holds one sample done before and two new ones).
 #[test]
 fn progress_is_plain_lines_off_a_terminal() {
     let dir = scratch("progress");
     let results = dir.join("results.jsonl");
     let mut args = lxmert_args(&results, "3");
     args.extend(["--methods".into(), "raw-attn".into()]);
+    let mut first = args.clone();
+    first.extend(["--samples".into(), "4".into()]);
+    let err = stderr(&run_ok(&first));
+    assert!(err.starts_with("eval: 4 samples\n"), "{err}");
+    assert!(
+        err.contains("eval: 4/4 samples done; 4 evaluated in"),
+        "{err}"
+    );
+
     let err = stderr(&run_ok(&args));
-    assert!(err.starts_with("eval: 7 samples\n"), "{err}");
+    assert!(
+        err.starts_with("eval: resuming, 4 of 7 samples done earlier; 3 to go\n"),
+        "{err}"
+    );
     let last = err
-        .rfind("eval: 7/7 samples done; 7 evaluated in")
+        .rfind("eval: 7/7 samples done; 3 evaluated in")
         .unwrap_or_else(|| {
             panic!("no final line in: {err}");
         });

@@ -26,7 +26,7 @@ use fiedler::model::ModelFamily;
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
-use crate::cli::progress::{Progress, Task};
+use crate::cli::progress::{Advance, Progress, Task};
 use crate::cli::{counted, positive};
 
 #[derive(Args)]
@@ -612,10 +612,12 @@ fn evaluate<M: EvalModel>(
                 progress.println(&format!("sample {} failed: {}", f.sample, f.error));
             }
             progress.set_message(tally.summary(&header.steps));
-            let earlier = chunk.written.is_empty()
-                && chunk.ground_truth.is_empty()
-                && chunk.failures.is_empty();
-            progress.advance(chunk.questions, earlier);
+            let failed = chunk.failures.len().min(chunk.questions - chunk.earlier);
+            progress.advance(Advance {
+                earlier: chunk.earlier,
+                evaluated: chunk.questions - chunk.earlier - failed,
+                failed,
+            });
         },
     )?;
     progress.finish();

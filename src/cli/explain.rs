@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
 use crate::cli::positive;
-use crate::cli::progress::{Progress, Task};
+use crate::cli::progress::{Advance, Progress, Task};
 use clap::Args;
 use fiedler::backend::Backend;
 use fiedler::explain::{Explanation, Method, MethodOptions};
@@ -407,7 +407,10 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     bar.route_warnings();
     let mut shown = 0;
     let progress = |done: usize| {
-        bar.advance(done.saturating_sub(shown), false);
+        bar.advance(Advance {
+            evaluated: done.saturating_sub(shown),
+            ..Advance::default()
+        });
         shown = shown.max(done);
     };
 

@@ -39,13 +39,37 @@ pub enum Progress {
     Lines(Lines),
 }
 
+/// Samples that are through, by how.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Advance {
+    /// Done by an earlier run: they stay out of the counts of this run, its rate and ETA.
+    pub earlier: usize,
+    /// Done by this run.
+    pub evaluated: usize,
+    /// Tried by this run, and failed.
+    pub failed: usize,
+}
+
+impl Advance {
+    fn total(self) -> usize {
+        self.earlier + self.evaluated + self.failed
+    }
+
+    /// Samples this run spent time on.
+    fn worked(self) -> usize {
+        self.evaluated + self.failed
+    }
+}
+
 /// Plain progress lines.
 pub struct Lines {
     task: Task,
     total: usize,
     done: usize,
-    /// Samples done by this run (not by an earlier one): the rate is theirs.
+    /// Samples done by this run (not by an earlier one), and those it tried and failed: the
+    /// rate is theirs together.
     evaluated: usize,
+    failed: usize,
     started: Instant,
     last_line: Instant,
     /// Tenths of `total` done when the running AUCs were last printed (or skipped over as
@@ -87,17 +111,17 @@ impl Progress {
         }
     }
 
-    /// `samples` more are through; `earlier`: they were done by an earlier run, so they stay
-    /// out of the rate and the ETA.
-    pub fn advance(&mut self, samples: usize, earlier: bool) {
+    /// More samples are through.
+    pub fn advance(&mut self, by: Advance) {
         match self {
             Progress::Bar(bar) => {
-                bar.inc(samples as u64);
-                if earlier {
+                bar.inc(by.total() as u64);
+                if by.worked() == 0 {
+                    // Skipping what is done takes no time: keep it out of the rate.
                     bar.reset_eta();
                 }
             }
-            Progress::Lines(lines) => lines.advance(samples, earlier),
+            Progress::Lines(lines) => lines.advance(by),
         }
     }
 
@@ -140,6 +164,7 @@ impl Lines {
             total,
             done: 0,
             evaluated: 0,
+            failed: 0,
             started: now,
             last_line: now,
             last_tenth: 0,
@@ -164,21 +189,22 @@ impl Lines {
         10 * self.done / self.total.max(1)
     }
 
-    fn advance(&mut self, samples: usize, earlier: bool) {
-        if let Some(text) = self.step(samples, earlier, Instant::now()) {
+    fn advance(&mut self, by: Advance) {
+        if let Some(text) = self.step(by, Instant::now()) {
             eprint!("{text}");
         }
     }
 
-    /// Counts `samples` more done at `now`; the lines to print, if any are due.
-    fn step(&mut self, samples: usize, earlier: bool, now: Instant) -> Option<String> {
-        self.done += samples;
-        if earlier {
+    /// Counts the samples through at `now`; the lines to print, if any are due.
+    fn step(&mut self, by: Advance, now: Instant) -> Option<String> {
+        self.done += by.total();
+        if by.worked() == 0 {
             // Skipping what is done takes no time: no line for it.
             self.last_tenth = self.tenths();
             return None;
         }
-        self.evaluated += samples;
+        self.evaluated += by.evaluated;
+        self.failed += by.failed;
         if self.done >= self.total || now.duration_since(self.last_line) < LINE_EVERY {
             return None;
         }
@@ -210,7 +236,8 @@ impl Lines {
     /// Samples per second done by this run, once it has done any.
     fn rate(&self, now: Instant) -> Option<f64> {
         let seconds = now.duration_since(self.started).as_secs_f64();
-        (self.evaluated > 0 && seconds > 0.0).then(|| self.evaluated as f64 / seconds)
+        let worked = self.evaluated + self.failed;
+        (worked > 0 && seconds > 0.0).then(|| worked as f64 / seconds)
     }
 
     fn indented_message(&self) -> String {
@@ -224,9 +251,13 @@ impl Lines {
     fn end_lines(&self, now: Instant) -> String {
         let this_run = match self.rate(now) {
             Some(rate) => format!(
-                "{} {} in {} ({})",
+                "{} {}{} in {} ({})",
                 self.evaluated,
                 self.task.done,
+                match self.failed {
+                    0 => String::new(),
+                    n => format!(", {n} failed"),
+                },
                 FormattedDuration(now.duration_since(self.started)),
                 rate_text(rate)
             ),
@@ -250,6 +281,20 @@ fn rate_text(samples_per_second: f64) -> String {
 mod tests {
     use super::*;
 
+    fn earlier(n: usize) -> Advance {
+        Advance {
+            earlier: n,
+            ..Advance::default()
+        }
+    }
+
+    fn evaluated(n: usize) -> Advance {
+        Advance {
+            evaluated: n,
+            ..Advance::default()
+        }
+    }
+
     /// A line at most every 30 s, the running AUCs with the first line past each tenth and
     /// at the end; samples done by an earlier run print nothing and stay out of the rate.
     #[test]
@@ -263,19 +308,19 @@ mod tests {
             lines.start_line(40),
             "eval: resuming, 40 of 100 samples done earlier; 60 to go"
         );
-        assert_eq!(lines.step(40, true, at(0)), None);
+        assert_eq!(lines.step(earlier(40), at(0)), None);
         // 5% more in 10 s: not yet; 30 s after the last line: a line, no AUCs (still 4 tenths)
-        assert_eq!(lines.step(5, false, at(10)), None);
+        assert_eq!(lines.step(evaluated(5), at(10)), None);
         assert_eq!(
-            lines.step(5, false, at(30)).as_deref(),
+            lines.step(evaluated(5), at(30)).as_deref(),
             Some("eval: 50/100 samples (50%), 0.33 samples/s, eta 3 minutes\n  chefer  image+ 40.00\n")
         );
-        assert_eq!(lines.step(5, false, at(45)), None);
+        assert_eq!(lines.step(evaluated(5), at(45)), None);
         assert_eq!(
-            lines.step(1, false, at(60)).as_deref(),
+            lines.step(evaluated(1), at(60)).as_deref(),
             Some("eval: 56/100 samples (56%), 0.27 samples/s, eta 3 minutes\n")
         );
-        assert_eq!(lines.step(44, false, at(90)), None);
+        assert_eq!(lines.step(evaluated(44), at(90)), None);
         assert_eq!(
             lines.end_lines(at(90)),
             "eval: 100/100 samples done; 60 evaluated in 00:01:30 (0.67 samples/s)\n  chefer  image+ 40.00\n"
@@ -284,6 +329,25 @@ mod tests {
         assert_eq!(
             resumed.end_lines(at(1)),
             "explain: 0/1 sample done; nothing left to do\n"
+        );
+    }
+
+    /// A chunk that an earlier run had partly done counts only its new samples as this run's,
+    /// and samples that failed are counted apart (and in the rate: they took time).
+    #[test]
+    fn only_this_runs_samples_count_as_evaluated() {
+        let t0 = Instant::now();
+        let mut lines = Lines::new(Task::EVAL, 10, t0);
+        let chunk = Advance {
+            earlier: 5,
+            evaluated: 2,
+            failed: 1,
+        };
+        assert_eq!(lines.step(chunk, t0), None);
+        assert_eq!(lines.step(evaluated(2), t0), None);
+        assert_eq!(
+            lines.end_lines(t0 + Duration::from_secs(10)),
+            "eval: 10/10 samples done; 4 evaluated, 1 failed in 00:00:10 (0.50 samples/s)\n"
         );
     }
 }

@@ -80,6 +80,8 @@ pub struct Plan {
 pub struct ChunkDone<'a> {
     /// Questions of the chunk (done before or now).
     pub questions: usize,
+    /// Those of them an earlier run had done (this run wrote nothing new for them).
+    pub earlier: usize,
     pub written: &'a [PerturbationRecord],
     pub ground_truth: &'a [GroundTruthRecord],
     pub failures: &'a [FailureRecord],
@@ -102,12 +104,14 @@ pub fn run<M: EvalModel>(
     mut progress: impl FnMut(ChunkDone<'_>),
 ) -> Result<(), EvalError> {
     for chunk in questions.chunks(plan.batch.max(1)) {
-        if chunk
+        let earlier = chunk
             .iter()
-            .all(|q| sample_done(q, plan, truth.is_some(), done))
-        {
+            .filter(|q| sample_done(q, plan, truth.is_some(), done))
+            .count();
+        if earlier == chunk.len() {
             progress(ChunkDone {
                 questions: chunk.len(),
+                earlier,
                 written: &[],
                 ground_truth: &[],
                 failures: &[],
@@ -144,6 +148,7 @@ pub fn run<M: EvalModel>(
         }
         progress(ChunkDone {
             questions: chunk.len(),
+            earlier,
             written: &written,
             ground_truth: &scored,
             failures: &outcome.failures,
