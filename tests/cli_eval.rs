@@ -372,6 +372,58 @@ fn failing_samples_are_logged_counted_and_strict_stops() {
     assert!(stderr(&out).contains("sample 1004"), "{}", stderr(&out));
 }
 
+/// A run whose every sample fails exits non-zero and still reports what failed, under the
+/// perturbation benchmark's title (not as a model with no answer); a results file holding
+/// its header alone has nothing to report, and says so.
+#[test]
+fn a_run_with_no_sample_evaluated_reports_no_benchmark() {
+    let dir = scratch("none-evaluated");
+    let data: Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_fixture("lxmert-valid.json")).unwrap())
+            .unwrap();
+    let mut items = data.as_array().unwrap().clone();
+    for item in &mut items {
+        item["img_id"] = Value::from("synth_000404");
+    }
+    let dataset = dir.join("valid.json");
+    std::fs::write(&dataset, serde_json::to_string(&items).unwrap()).unwrap();
+    let results = dir.join("results.jsonl");
+    let mut args = lxmert_args(&results, "3");
+    let at = args.iter().position(|a| a == "--dataset").unwrap();
+    args[at + 1] = s(&dataset);
+    let out = fiedler().args(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("7/7 samples done; 0 evaluated, 7 failed in"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("every sample failed (7)"),
+        "{}",
+        stderr(&out)
+    );
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(report.starts_with("# Perturbation benchmark\n"), "{report}");
+    assert!(report.contains("no sample was evaluated"), "{report}");
+    assert!(report.contains("## Failed samples (7)"), "{report}");
+
+    let header_only = dir.join("header-only.jsonl");
+    let first = std::fs::read_to_string(&results).unwrap();
+    std::fs::write(
+        &header_only,
+        first.lines().next().unwrap().to_owned() + "\n",
+    )
+    .unwrap();
+    let out = run(&["eval", "report", &s(&header_only)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds a run header but no sample yet"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn bad_inputs_fail_with_clear_messages() {
     let dir = scratch("bad");

@@ -14,6 +14,7 @@ use crate::eval::protocol::{auc, Modality, Order, Test, AUC_FORMULA};
 use crate::eval::results::{GroundTruthRecord, PerturbationRecord, Results, RunHeader};
 use crate::eval::EvalError;
 use crate::explain::Method;
+use crate::model::ModelFamily;
 use crate::render::plot::{line_charts, Axes, Panel, Series};
 
 /// The four tests in the seed's column order.
@@ -224,6 +225,15 @@ impl Report {
             path: path.to_path_buf(),
             reason: "no run header; nothing to report".into(),
         })?;
+        if results.perturbations.is_empty()
+            && results.ground_truth.is_empty()
+            && results.failures.is_empty()
+        {
+            return Err(EvalError::Results {
+                path: path.to_path_buf(),
+                reason: "it holds a run header but no sample yet (the run stopped before its first batch was written); nothing to report".into(),
+            });
+        }
         let mut tally = Tally::default();
         for r in &results.perturbations {
             if r.accuracy.len() != header.steps.len() {
@@ -310,10 +320,12 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut md = String::new();
-        let title = if self.perturbed() {
-            "Perturbation benchmark"
-        } else {
+        // CLIP has no answer to perturb: its runs are scored against ground truth only.
+        let clip = ModelFamily::from_model_type(&self.family) == Some(ModelFamily::Clip);
+        let title = if clip {
             "Ground-truth scores"
+        } else {
+            "Perturbation benchmark"
         };
         let _ = writeln!(md, "# {title}\n");
         let _ = writeln!(md, "- model: `{}` ({})", self.model, self.family);
@@ -326,10 +338,12 @@ impl Report {
             self.seed
         );
         if !self.perturbed() {
-            let _ = writeln!(
-                md,
-                "- no perturbation tests (a model with no answer to perturb): ground-truth scores only"
-            );
+            let why = if clip {
+                "no perturbation tests (a model with no answer to perturb): ground-truth scores only"
+            } else {
+                "no perturbation results: no sample was evaluated"
+            };
+            let _ = writeln!(md, "- {why}");
             if !self.ground_truth.is_empty() {
                 md.push_str(&self.ground_truth_markdown());
             }
