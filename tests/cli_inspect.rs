@@ -53,8 +53,10 @@ fn inspect_of_a_missing_directory_fails_cleanly() {
     let out = fiedler(&["inspect", "--model", "/nonexistent/model"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("/nonexistent/model"), "{stderr}");
-    assert!(stderr.contains("config.json"), "{stderr}");
+    assert!(
+        stderr.contains("error: no model folder /nonexistent/model"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -235,5 +237,45 @@ fn a_model_in_the_hub_cache_is_found_by_its_id() {
         ) && stderr.contains("huggingface-cli download unc-nlp/not-downloaded"),
         "{stderr}"
     );
+
+    // A cache entry that is there but resolves to no model folder says why.
+    let inspect = |model: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+            .args(["inspect", "--model", model])
+            .env("HF_HUB_CACHE", &cache)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{model}: {}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let broken = cache.join("models--me--broken");
+    std::fs::create_dir_all(broken.join("snapshots").join("abc")).unwrap();
+    std::fs::create_dir_all(broken.join("refs")).unwrap();
+    std::fs::write(broken.join("refs").join("main"), "zzz").unwrap();
+    for model in ["me/broken", broken.to_str().unwrap()] {
+        let stderr = inspect(model);
+        assert!(
+            stderr.contains("gives no model folder: no snapshot in")
+                && stderr.contains("holds a config.json (an interrupted download?)"),
+            "{stderr}"
+        );
+    }
+    for name in ["abc", "def"] {
+        let snapshot = broken.join("snapshots").join(name);
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::copy(
+            fixtures().join("lxmert/config.json"),
+            snapshot.join("config.json"),
+        )
+        .unwrap();
+    }
+    let stderr = inspect("me/broken");
+    assert!(
+        stderr.contains("refs/main names snapshot \"zzz\", which has no config.json"),
+        "{stderr}"
+    );
+    let missing = cache.join("no-such-folder");
+    assert!(inspect(missing.to_str().unwrap())
+        .contains(&format!("no model folder {}", missing.display())),);
     std::fs::remove_dir_all(&cache).unwrap();
 }

@@ -23,6 +23,10 @@ pub const CONFIG_FILE: &str = "config.json";
 pub enum ConfigError {
     #[error("{path} not found: a Hugging Face model directory needs a config.json")]
     Missing { path: PathBuf },
+    #[error("no model folder {}", dir.display())]
+    NoFolder { dir: PathBuf },
+    #[error("{} in the local Hugging Face cache gives no model folder: {reason}", repo.display())]
+    Unresolved { repo: PathBuf, reason: String },
     #[error(
         "no folder {dir} here, and no {repo} in the local Hugging Face cache: download it \
          first (`huggingface-cli download {dir}`), or give a local model folder",
@@ -458,11 +462,24 @@ impl RawConfig {
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                if looks_like_hub_id(dir) {
-                    let repo = format!("models--{}", dir.display().to_string().replace('/', "--"));
+                let repo = match looks_like_hub_id(dir) {
+                    true => {
+                        let repo =
+                            format!("models--{}", dir.display().to_string().replace('/', "--"));
+                        hub::cache_dir().map_or(PathBuf::from(&repo), |c| c.join(repo))
+                    }
+                    false => dir.to_path_buf(),
+                };
+                if let Some(reason) = hub::unresolved(&repo) {
+                    ConfigError::Unresolved { repo, reason }
+                } else if looks_like_hub_id(dir) {
                     ConfigError::HubId {
                         dir: dir.to_path_buf(),
-                        repo: hub::cache_dir().map_or(PathBuf::from(&repo), |c| c.join(repo)),
+                        repo,
+                    }
+                } else if !dir.exists() {
+                    ConfigError::NoFolder {
+                        dir: dir.to_path_buf(),
                     }
                 } else {
                     ConfigError::Missing { path: path.clone() }

@@ -50,6 +50,45 @@ pub fn cache_dir() -> Option<PathBuf> {
         })
 }
 
+/// Why `repo`, a repository folder of the cache (`models--owner--name`, or any folder with
+/// `snapshots/`), resolves to no snapshot; `None` when it does, is missing, or is no such
+/// folder.
+pub fn unresolved(repo: &Path) -> Option<String> {
+    let snapshots = repo.join("snapshots");
+    let is_repo = repo
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().starts_with("models--"))
+        || snapshots.is_dir();
+    if !is_repo || !repo.is_dir() || snapshot(repo).is_some() {
+        return None;
+    }
+    let with_config: Vec<String> = std::fs::read_dir(&snapshots)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().join(CONFIG_FILE).is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    let named = std::fs::read_to_string(repo.join("refs").join("main"))
+        .ok()
+        .map(|revision| revision.trim().to_owned());
+    Some(match (named, with_config.as_slice()) {
+        (_, []) if !snapshots.is_dir() => format!("it has no {} folder", snapshots.display()),
+        (_, []) => format!(
+            "no snapshot in {} holds a {CONFIG_FILE} (an interrupted download?)",
+            snapshots.display()
+        ),
+        (Some(revision), _) => format!(
+            "refs/main names snapshot {revision:?}, which has no {CONFIG_FILE}, and the snapshots that have one ({}) leave the choice open",
+            with_config.join(", ")
+        ),
+        (None, _) => format!(
+            "it has no refs/main to choose among the snapshots {}",
+            with_config.join(", ")
+        ),
+    })
+}
+
 /// The snapshot of a cache repository folder that `refs/main` names, else its only snapshot;
 /// `None` when neither holds a config.json.
 fn snapshot(repo: &Path) -> Option<PathBuf> {
