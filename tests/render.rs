@@ -7,7 +7,7 @@
 use fiedler::render::colormap::{text_color, viridis, STOPS};
 use fiedler::render::font::{draw_text, fit, text_width, wrap};
 use fiedler::render::html::{page, HtmlMethod, HtmlPair};
-use fiedler::render::overlay::{overlay, upsample_bilinear};
+use fiedler::render::overlay::{overlay, upsample_bilinear, Layout};
 use fiedler::render::sheet::comparison_sheet;
 use fiedler::render::terminal::highlight;
 use fiedler::render::{minmax, strongest, strongest_regions, token_levels};
@@ -215,6 +215,40 @@ fn overlay_degenerate_inputs_do_not_panic() {
     assert!(tiny.width() >= 3 && tiny.width() < 224);
     let empty = overlay(&RgbImage::new(0, 0), &[1.0], (1, 1), "empty");
     assert!(empty.width() > 0);
+}
+
+/// Region maps outline their strongest boxes, and a flat map none: outlines would single out
+/// regions that it does not.
+#[test]
+fn region_maps_outline_only_boxes_that_stand_out() {
+    let img = grey(400, 400);
+    let boxes = [
+        [0.05, 0.05, 0.3, 0.3],
+        [0.6, 0.6, 0.9, 0.9],
+        [0.05, 0.6, 0.3, 0.9],
+    ];
+    // Pixels on the box's top edge that the outline colours (the grey is 128 everywhere).
+    let edge_marked = |out: &RgbImage, b: [f32; 4]| {
+        let (x0, y0, x1) = (
+            (b[0] * 400.0) as u32,
+            (b[1] * 400.0) as u32,
+            (b[2] * 400.0) as u32,
+        );
+        let inside = *out.get_pixel((x0 + x1) / 2, y0 + 8);
+        (x0..=x1)
+            .filter(|&x| *out.get_pixel(x, y0) != inside)
+            .count()
+    };
+    let peaked = overlay(&img, &[0.0, 1.0, 0.0], Layout::Boxes(&boxes), "t");
+    assert_eq!(peaked.width(), 400);
+    assert!(edge_marked(&peaked, boxes[1]) > 100);
+    assert_eq!(edge_marked(&peaked, boxes[0]), 0);
+    for flat in [[0.0; 3], [0.25; 3]] {
+        let out = overlay(&img, &flat, Layout::Boxes(&boxes), "t");
+        for b in boxes {
+            assert_eq!(edge_marked(&out, b), 0, "{flat:?}: box {b:?} outlined");
+        }
+    }
 }
 
 // ---- comparison sheet ----

@@ -101,7 +101,8 @@ pub enum Layout<'a> {
     /// A row-major (rows, cols) grid of patches covering the whole image, upsampled bilinearly.
     Grid(usize, usize),
     /// One normalised box (x1, y1, x2, y2 in [0, 1]) per value (LXMERT regions): each pixel
-    /// takes the strongest box covering it, and the strongest boxes are outlined.
+    /// takes the strongest box covering it, and the strongest boxes are outlined (those whose
+    /// level shows above 0.00: none of a flat map).
     Boxes(&'a [[f32; 4]]),
 }
 
@@ -148,10 +149,10 @@ pub fn blend<'a>(image: &RgbImage, relevance: &[f32], layout: impl Into<Layout<'
         mix(p, viridis(t), ALPHA);
     }
     if let Layout::Boxes(boxes) = layout {
-        let mut order: Vec<usize> = (0..boxes.len()).collect();
-        order.sort_by(|&a, &b| levels[b].total_cmp(&levels[a]));
-        for &i in order.iter().take(OUTLINED_BOXES) {
-            outline(&mut out, boxes[i], viridis(levels[i]));
+        // The boxes the terminal and the page would list: none of a flat map, whose outlines
+        // would single out regions it does not.
+        for (i, level) in super::strongest(relevance, OUTLINED_BOXES) {
+            outline(&mut out, boxes[i], viridis(level));
         }
     }
     if levels.iter().all(|&t| t == 0.0) {
