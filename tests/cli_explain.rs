@@ -533,6 +533,16 @@ fn explain_rejects_bad_input_clearly() {
         &["explain", "--model", m, "--pairs", p, "--out", o],
         &format!("missing.jsonl:1: image {o} is not a file"),
     );
+    // An empty text, likewise.
+    std::fs::write(
+        &pairs,
+        format!("{{\"image\": \"{img}\", \"text\": \"a cat\"}}\n{{\"image\": \"{img}\", \"text\": \"\"}}\n"),
+    )
+    .unwrap();
+    assert_fails(
+        &["explain", "--model", m, "--pairs", p, "--out", o],
+        "missing.jsonl:2: the text is empty",
+    );
     // TF32 is a GPU math mode: asking for it on the CPU is refused, not ignored.
     assert_fails(
         &[
@@ -932,6 +942,55 @@ fn lxmert_images_are_read_before_the_work() {
         ],
         "gone.png not found",
     );
+}
+
+/// Every --pairs line is checked as the file is read, and what is wrong is named by its line:
+/// regions that are not there, a TSV without an "image_id" or an "image_id" beside a features
+/// file, an empty question. An "image_id" may be a number, as COCO's are.
+#[test]
+fn lxmert_pairs_lines_are_checked_as_read() {
+    let lxmert = fixtures().join("lxmert");
+    let out = scratch("lxmert-pair-lines");
+    let list = out.join("pairs.jsonl");
+    let tsv = lxmert.join("regions.tsv");
+    let features = lxmert.join("regions_synth_000001.safetensors");
+    let good = serde_json::json!({"regions": s(&features), "question": "is there a dog?"});
+    for (line, needle) in [
+        (
+            serde_json::json!({"regions": "gone.safetensors", "question": "is there a dog?"}),
+            "pairs.jsonl:2: regions ".to_owned(),
+        ),
+        (
+            serde_json::json!({"regions": s(&tsv), "question": "is there a dog?"}),
+            format!("pairs.jsonl:2: {} is an obj36 TSV, which holds many images: give the line an \"image_id\"", s(&tsv)),
+        ),
+        (
+            serde_json::json!({"regions": s(&features), "image_id": "synth_000001", "question": "is there a dog?"}),
+            "pairs.jsonl:2: \"image_id\" picks an image of an obj36 TSV".to_owned(),
+        ),
+        (
+            serde_json::json!({"regions": s(&features), "question": " "}),
+            "pairs.jsonl:2: the text is empty".to_owned(),
+        ),
+        (
+            serde_json::json!({"regions": s(&tsv), "image_id": 7, "question": "is there a dog?"}),
+            format!("image id \"7\" not found in {}", s(&tsv)),
+        ),
+    ] {
+        std::fs::write(&list, format!("{good}\n{line}\n")).unwrap();
+        assert_fails(
+            &[
+                "explain",
+                "--model",
+                s(&lxmert),
+                "--pairs",
+                s(&list),
+                "--out",
+                s(&out),
+            ],
+            &needle,
+        );
+    }
 }
 
 /// `--method chefer,partial-lrp --lrp` on LXMERT: chefer reads as chefer-lrp, and both match

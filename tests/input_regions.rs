@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{fixtures, Golden};
-use fiedler::input::regions::{load_regions, read_features_file, read_obj36_tsv, Regions};
+use fiedler::input::regions::{
+    holds_ids, load_regions, read_features_file, read_obj36_tsv, Obj36Index, Regions,
+};
 use fiedler::input::InputError;
 use safetensors::{Dtype, View};
 use serde_json::Value;
@@ -610,21 +612,36 @@ fn inverted_boxes() {
 // ---------------------------------------------------------------------------------------------
 // TSV errors
 
+/// An id the TSV lacks is refused with what its ids look like, whether it is streamed or
+/// indexed; a longer file shows its first ids as examples.
 #[test]
 fn tsv_image_id_not_found() {
-    let err = tsv_err(&tsv_path(), "synth_000004");
-    assert!(
-        matches!(err, InputError::TsvImageNotFound { scanned: 3, .. }),
-        "{err:?}"
+    let holds = "it holds 3 images, with ids synth_000001, synth_000002, synth_000003";
+    let streamed = tsv_err(&tsv_path(), "synth_000004");
+    let indexed = Obj36Index::open(&tsv_path())
+        .unwrap()
+        .read("synth_000004")
+        .unwrap_err();
+    for err in [streamed, indexed] {
+        assert!(
+            matches!(err, InputError::TsvImageNotFound { .. }),
+            "{err:?}"
+        );
+        assert_message(
+            &err,
+            &[
+                "\"synth_000004\" not found",
+                &tsv_path().display().to_string(),
+                holds,
+            ],
+        );
+    }
+    assert_eq!(holds_ids(1, &["a"]), "it holds 1 image, with id a");
+    assert_eq!(
+        holds_ids(40, &["a", "b", "c"]),
+        "it holds 40 images, with ids such as a, b, c"
     );
-    assert_message(
-        &err,
-        &[
-            "\"synth_000004\" not found",
-            &tsv_path().display().to_string(),
-            "3 image ids scanned",
-        ],
-    );
+    assert_eq!(holds_ids(0, &[] as &[&str]), "it holds no image");
 }
 
 #[test]

@@ -507,8 +507,12 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                     Features::Tsv { index, ids } => {
                         let names = ids.names(&q.image_id);
                         let Some(id) = names.names.iter().find(|id| index.contains(id)) else {
-                            let tried =
-                                format!("ids {} in {}", names.names.join(", "), features.display());
+                            let tried = format!(
+                                "ids {} in {}; {}",
+                                names.names.join(", "),
+                                features.display(),
+                                index.holds()
+                            );
                             return Err(names.missing(&q.image_id, tried));
                         };
                         index.read(id)

@@ -16,6 +16,7 @@ use crate::cli::progress::{Advance, Progress, Task};
 use clap::Args;
 use fiedler::backend::Backend;
 use fiedler::explain::{Explanation, Method, MethodOptions};
+use fiedler::input::regions::is_obj36_tsv;
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::ModelFamily;
@@ -199,15 +200,10 @@ fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
     lines
         .into_iter()
         .map(|(n, p)| {
+            let at = || format!("{}:{n}", path.display());
             let image = base.join(p.image);
-            if !image.is_file() {
-                let why = if image.exists() {
-                    "is not a file"
-                } else {
-                    "not found"
-                };
-                bail!("{}:{n}: image {} {why}", path.display(), image.display());
-            }
+            check_file(&image, "image").with_context(at)?;
+            check_text(&p.text).with_context(at)?;
             Ok(PairRequest {
                 image,
                 text: p.text,
@@ -231,11 +227,47 @@ fn requests(args: &ExplainArgs) -> anyhow::Result<Vec<PairRequest>> {
     }
 }
 
+/// That `path`, named by a `--pairs` line as `what`, is a file: checked as the file is read, so
+/// the error names the line.
+fn check_file(path: &Path, what: &str) -> anyhow::Result<()> {
+    if !path.is_file() {
+        let why = if path.exists() {
+            "is not a file"
+        } else {
+            "not found"
+        };
+        bail!("{what} {} {why}", path.display());
+    }
+    Ok(())
+}
+
+/// That a `--pairs` line's text has something to explain.
+fn check_text(text: &str) -> anyhow::Result<()> {
+    if text.trim().is_empty() {
+        bail!("the text is empty: nothing to explain");
+    }
+    Ok(())
+}
+
+/// An image id as a `--pairs` line may give it: a string, or a number (COCO ids are).
+fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
+        Id::Text(s) => s,
+        Id::Number(n) => n.to_string(),
+    }))
+}
+
 /// One line of an LXMERT `--pairs` file.
 #[derive(Deserialize)]
 struct RegionLine {
     regions: PathBuf,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "id_string")]
     image_id: Option<String>,
     /// An image to draw the regions on.
     #[serde(default)]
@@ -251,17 +283,38 @@ fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<(RegionRequest, Opt
             path,
             r#"{"regions": PATH, "image_id": ID?, "image": PATH?, "question": "..."}"#,
         )?;
-        return Ok(lines
+        return lines
             .into_iter()
-            .map(|(_, l)| {
+            .map(|(n, l)| {
+                let at = || format!("{}:{n}", path.display());
+                let regions = base.join(l.regions);
+                check_file(&regions, "regions").with_context(at)?;
+                match (is_obj36_tsv(&regions), &l.image_id) {
+                    (true, None) => bail!(
+                        "{}: {} is an obj36 TSV, which holds many images: give the line an \"image_id\"",
+                        at(),
+                        regions.display()
+                    ),
+                    (false, Some(_)) => bail!(
+                        "{}: \"image_id\" picks an image of an obj36 TSV (.tsv), and {} is a features file of one image",
+                        at(),
+                        regions.display()
+                    ),
+                    _ => {}
+                }
+                check_text(&l.question).with_context(at)?;
+                let image = l.image.map(|p| base.join(p));
+                if let Some(image) = &image {
+                    check_file(image, "image").with_context(at)?;
+                }
                 let request = RegionRequest {
-                    regions: base.join(l.regions),
+                    regions,
                     image_id: l.image_id,
                     question: l.question,
                 };
-                (request, l.image.map(|p| base.join(p)))
+                Ok((request, image))
             })
-            .collect());
+            .collect();
     }
     let Some(regions) = &args.regions else {
         bail!("LXMERT reads region features: give --regions FILE [--image-id ID] (and --image IMG to draw on)");
@@ -360,10 +413,7 @@ fn check_applies(
     if family == ModelFamily::Clip && args.target != "predicted" {
         bail!("--target applies to VQA models; CLIP explains each pair's score");
     }
-    let tsv = args
-        .regions
-        .as_ref()
-        .is_some_and(|r| r.extension().is_some_and(|e| e == "tsv"));
+    let tsv = args.regions.as_deref().is_some_and(is_obj36_tsv);
     if args.image_id.is_some() && !tsv {
         bail!("--image-id picks an image of an obj36 TSV given with --regions (FILE.tsv)");
     }

@@ -111,11 +111,12 @@ pub enum InputError {
     },
     #[error("{path} is an obj36 TSV file, which holds many images; pass --image-id to choose one")]
     ImageIdRequired { path: PathBuf },
-    #[error("image id {image_id:?} not found in {path} ({scanned} image ids scanned)")]
+    #[error("image id {image_id:?} not found in {path} ({holds})")]
     TsvImageNotFound {
         path: PathBuf,
         image_id: String,
-        scanned: usize,
+        /// What the file's ids look like (`regions::holds_ids`).
+        holds: String,
     },
     #[error("{path}, line {line} (image {image_id:?}): {found} TAB-separated columns, expected {expected} ({columns})", columns = regions::OBJ36_COLUMNS.join(" "))]
     TsvColumns {

@@ -217,8 +217,12 @@ pub fn read_features_file(path: &Path) -> Result<Regions, InputError> {
 /// Reads the regions of `image_id` from an LXMERT obj36 TSV, streaming until its line.
 pub fn read_obj36_tsv(path: &Path, image_id: &str) -> Result<Regions, InputError> {
     let mut scanned = 0;
+    let mut first = Vec::new();
     let found = scan_obj36(path, |line_no, _, id, line| {
         scanned += 1;
+        if first.len() < LISTED_IDS {
+            first.push(String::from_utf8_lossy(id).into_owned());
+        }
         if id == image_id.as_bytes() {
             ControlFlow::Break(parse_obj36_line(path, line_no, image_id, line))
         } else {
@@ -229,9 +233,29 @@ pub fn read_obj36_tsv(path: &Path, image_id: &str) -> Result<Regions, InputError
         Err(InputError::TsvImageNotFound {
             path: path.to_path_buf(),
             image_id: image_id.into(),
-            scanned,
+            holds: holds_ids(scanned, &first),
         })
     })
+}
+
+/// How many image ids an error about a TSV lists, to show what its ids look like.
+const LISTED_IDS: usize = 3;
+
+/// "it holds 12 images, with ids such as a, b, c": what a TSV's ids look like, from the
+/// first of them in file order.
+pub fn holds_ids<S: AsRef<str>>(count: usize, first: &[S]) -> String {
+    let first: Vec<&str> = first.iter().take(LISTED_IDS).map(AsRef::as_ref).collect();
+    match count {
+        0 => "it holds no image".into(),
+        1 => format!("it holds 1 image, with id {}", first.join("")),
+        _ if count <= first.len() => {
+            format!("it holds {count} images, with ids {}", first.join(", "))
+        }
+        _ => format!(
+            "it holds {count} images, with ids such as {}",
+            first.join(", ")
+        ),
+    }
 }
 
 /// Visits the non-blank lines of an obj36 TSV (Python's csv reader skips blank lines too):
@@ -294,6 +318,18 @@ impl Obj36Index {
         self.lines.contains_key(image_id)
     }
 
+    /// What the file's ids look like (see [`holds_ids`]).
+    pub fn holds(&self) -> String {
+        let mut by_line: Vec<(&usize, &str)> = self
+            .lines
+            .iter()
+            .map(|(id, (line_no, _))| (line_no, id.as_str()))
+            .collect();
+        by_line.sort_unstable();
+        let first: Vec<&str> = by_line.iter().take(LISTED_IDS).map(|&(_, id)| id).collect();
+        holds_ids(self.lines.len(), &first)
+    }
+
     pub fn read(&self, image_id: &str) -> Result<Regions, InputError> {
         let path = &self.path;
         let &(line_no, offset) =
@@ -302,7 +338,7 @@ impl Obj36Index {
                 .ok_or_else(|| InputError::TsvImageNotFound {
                     path: path.clone(),
                     image_id: image_id.into(),
-                    scanned: self.lines.len(),
+                    holds: self.holds(),
                 })?;
         let mut file = File::open(path).map_err(|e| io_error(path, e))?;
         file.seek(SeekFrom::Start(offset))
@@ -315,13 +351,17 @@ impl Obj36Index {
     }
 }
 
+/// Whether `load_regions` reads `path` as an obj36 TSV (many images, one picked by id) rather
+/// than a features file of one image: by its extension, `.tsv` in any case.
+pub fn is_obj36_tsv(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
+}
+
 /// Reads regions from `path`: an obj36 TSV (by its `.tsv` extension), which needs `image_id`,
 /// or else a safetensors features file, which holds one image (`image_id` is not used).
 pub fn load_regions(path: &Path, image_id: Option<&str>) -> Result<Regions, InputError> {
-    let is_tsv = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("tsv"));
-    if is_tsv {
+    if is_obj36_tsv(path) {
         match image_id {
             Some(id) => read_obj36_tsv(path, id),
             None => Err(InputError::ImageIdRequired {
