@@ -490,6 +490,19 @@ fn explain_rejects_bad_input_clearly() {
     let image = fixtures().join("images/catdog.png");
     let img = s(&image);
     let o = s(&out);
+    // Nothing to explain: the message gives both ways to say what, for every family, and
+    // nothing is written.
+    for args in [
+        &["explain"][..],
+        &["explain", "--out", o],
+        &["explain", "--image", img],
+    ] {
+        assert_fails(
+            args,
+            "give what to explain: --image IMG --text \"...\" (repeatable; --question for VQA), or --pairs FILE.jsonl (LXMERT: --regions FILE",
+        );
+    }
+    assert!(!out.join("explanations.json").exists());
     // Options for another family, or for methods not asked, are refused, not ignored.
     for (extra, needle) in [
         (

@@ -43,11 +43,7 @@ pub struct ExplainArgs {
     image: Option<PathBuf>,
     /// A caption (CLIP) or question (ViLT, LXMERT) to explain; repeat for several. CLIP's
     /// probabilities are a softmax over the captions given for the same image.
-    #[arg(
-        long = "text",
-        visible_alias = "question",
-        required_unless_present = "pairs"
-    )]
+    #[arg(long = "text", visible_alias = "question")]
     texts: Vec<String>,
     /// LXMERT region inputs: a features file (safetensors `features` [N, F], `boxes` [N, 4]
     /// normalised) or an obj36 TSV (with --image-id).
@@ -223,7 +219,7 @@ fn requests(args: &ExplainArgs) -> anyhow::Result<Vec<PairRequest>> {
                 text: t.clone(),
             })
             .collect()),
-        (None, None) => bail!("give --image IMG --text \"...\" (repeatable) or --pairs FILE.jsonl"),
+        (None, None) => bail!("{WHAT_TO_EXPLAIN}"),
     }
 }
 
@@ -423,7 +419,14 @@ fn check_applies(
     Ok(())
 }
 
+/// What to explain is given as texts or a pairs file; checked before anything is loaded,
+/// with the usage of both.
+const WHAT_TO_EXPLAIN: &str = "give what to explain: --image IMG --text \"...\" (repeatable; --question for VQA), or --pairs FILE.jsonl (LXMERT: --regions FILE --question \"...\", --image IMG to draw on)";
+
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
+    if args.texts.is_empty() && args.pairs.is_none() {
+        bail!("{WHAT_TO_EXPLAIN}");
+    }
     let mut methods: Vec<Method> = Method::parse_list(&args.method)?
         .into_iter()
         .map(|m| m.with_lrp(args.lrp))
