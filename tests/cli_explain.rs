@@ -957,6 +957,31 @@ fn lxmert_images_are_read_before_the_work() {
     );
 }
 
+/// A negative count is read as the number it is and refused as such, not taken for an
+/// unknown option.
+#[test]
+fn negative_counts_are_refused_as_numbers() {
+    for (args, says) in [
+        (
+            &["explain", "--batch", "-1"][..],
+            "invalid value '-1' for '--batch <BATCH>': must be at least 1",
+        ),
+        (
+            &["synth", "--out", "x", "--images", "-2"][..],
+            "invalid value '-2' for '--images <IMAGES>'",
+        ),
+        (
+            &["eval", "--samples", "-3"][..],
+            "invalid value '-3' for '--samples <SAMPLES>'",
+        ),
+    ] {
+        let run = fiedler(args);
+        let err = stderr(&run);
+        assert_eq!(run.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
 /// Every --pairs line is checked as the file is read, and what is wrong is named by its line:
 /// regions that are not there, a TSV without an "image_id" or an "image_id" beside a features
 /// file, an empty question. An "image_id" may be a number, as COCO's are.

@@ -53,14 +53,14 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "vit-b16")]
     size: Size,
     /// Batch sizes, comma-separated.
-    #[arg(long, default_value = "1,16", value_delimiter = ',', value_parser = positive)]
+    #[arg(long, default_value = "1,16", value_delimiter = ',', value_parser = positive, allow_negative_numbers = true)]
     batch: Vec<usize>,
     /// Methods, comma-separated, or `all` (the default): the names explain --method takes.
     /// Not for --size fiedler, which times the solver alone.
     #[arg(long)]
     method: Option<String>,
     /// Timed repetitions per measurement; the median is reported.
-    #[arg(long, default_value_t = 3, value_parser = positive)]
+    #[arg(long, default_value_t = 3, value_parser = positive, allow_negative_numbers = true)]
     repeats: usize,
     /// Tokens per caption or question (start and end tokens included) [default: 12]. Not
     /// for --size fiedler.
@@ -71,11 +71,11 @@ pub struct BenchArgs {
     #[arg(long)]
     eval: bool,
     /// Samples per --eval measurement [default: 8].
-    #[arg(long, value_parser = positive)]
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     eval_samples: Option<usize>,
     /// Graph sizes for --size fiedler, comma-separated, each at least 2 (a graph of one
     /// node has no Fiedler vector to find) [default: 36,196,577].
-    #[arg(long, value_delimiter = ',', value_parser = positive)]
+    #[arg(long, value_delimiter = ',', value_parser = positive, allow_negative_numbers = true)]
     nodes: Option<Vec<usize>>,
     /// Where to compute: cpu, cuda or auto. The trace time includes moving the trace to
     /// host memory, where the methods run, reduced first to what they read (CLIP: head

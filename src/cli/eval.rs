@@ -139,13 +139,13 @@ struct RunArgs {
     steps: Option<Vec<f64>>,
     /// Evaluate this many questions: the first N of Python's random.shuffle of the question
     /// indices after random.seed(SEED), as the reference picks them. Default: all.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     samples: Option<usize>,
     /// Seed of the sample order (the reference's is 1234).
-    #[arg(long, default_value_t = 1234)]
+    #[arg(long, default_value_t = 1234, allow_negative_numbers = true)]
     seed: u64,
     /// Samples per explanation pass and inputs per perturbed forward.
-    #[arg(long, default_value_t = 8, value_parser = positive)]
+    #[arg(long, default_value_t = 8, value_parser = positive, allow_negative_numbers = true)]
     batch: usize,
     /// Stop at the first sample that fails instead of logging it and going on.
     #[arg(long)]

@@ -79,7 +79,7 @@ pub struct ExplainArgs {
     #[arg(long, default_value = "fiedler-out")]
     out: PathBuf,
     /// Samples per forward/backward pass.
-    #[arg(long, default_value_t = 8, value_parser = positive)]
+    #[arg(long, default_value_t = 8, value_parser = positive, allow_negative_numbers = true)]
     batch: usize,
     /// Where to compute: cpu, cuda (the first GPU) or auto (cuda when it works).
     #[arg(long, value_enum, default_value = "cpu")]

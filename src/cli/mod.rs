@@ -33,6 +33,7 @@ pub fn positive(arg: &str) -> Result<usize, String> {
     match arg.trim().parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
+        Err(_) if arg.trim().starts_with('-') => Err("must be at least 1".into()),
         Err(e) => Err(e.to_string()),
     }
 }

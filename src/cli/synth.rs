@@ -14,10 +14,10 @@ pub struct SynthArgs {
     #[arg(long)]
     out: PathBuf,
     /// Number of images (each gets up to 5 questions).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
     images: usize,
     /// Random seed: the same seed writes byte-identical files.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
 }
 
