@@ -408,6 +408,19 @@ fn a_run_with_no_sample_evaluated_reports_no_benchmark() {
     assert!(report.contains("no sample was evaluated"), "{report}");
     assert!(report.contains("## Failed samples (7)"), "{report}");
 
+    // A folder for the results file is said to be one, with the results files it holds.
+    let out = run(&["eval", "report", &s(&dir)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{} is a folder; give the results file (it holds {})",
+            dir.display(),
+            results.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+
     let header_only = dir.join("header-only.jsonl");
     let first = std::fs::read_to_string(&results).unwrap();
     std::fs::write(

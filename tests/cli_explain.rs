@@ -349,21 +349,25 @@ fn output_folder_is_checked_first_and_written_before_the_summary() {
         .map(|a| (*a).to_owned())
         .collect()
     };
-    let run = Command::new(env!("CARGO_BIN_EXE_fiedler"))
-        .args(args(&file))
-        .output()
-        .unwrap();
-    assert!(!run.status.success());
-    assert!(
-        stderr(&run).contains("cannot create output folder"),
-        "{}",
-        stderr(&run)
-    );
-    assert!(
-        run.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&run.stdout)
-    );
+    for (out, says) in [
+        (
+            file.clone(),
+            format!("--out {} is a file; give a folder", file.display()),
+        ),
+        (file.join("below"), "cannot create output folder".to_owned()),
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+            .args(args(&out))
+            .output()
+            .unwrap();
+        assert_eq!(run.status.code(), Some(1));
+        assert!(stderr(&run).contains(&says), "{}", stderr(&run));
+        assert!(
+            run.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&run.stdout)
+        );
+    }
 
     // stdout closed before the first line: the process ends at its first print
     let out = dir.join("out");

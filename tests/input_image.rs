@@ -551,7 +551,34 @@ fn empty_file_names_the_path() {
     let path = scratch_dir("empty").join("empty.jpg");
     std::fs::write(&path, b"").expect("write");
     let err = load_image(&path).unwrap_err();
-    assert_names(&err, &path, "not a readable image");
+    assert_names(&err, &path, "not a readable image: the file is empty");
+}
+
+/// An image too large to decode says its size, not the decoder's "Memory limit exceeded". (A
+/// BMP header alone: 30000×30000 pixels at 24 bits, 2.7 GB decoded.)
+#[test]
+fn image_too_large_to_decode_says_its_size() {
+    let (w, h) = (30_000u32, 30_000u32);
+    let mut bmp = Vec::new();
+    bmp.extend_from_slice(b"BM");
+    bmp.extend_from_slice(&(54 + 16u32).to_le_bytes()); // file size (the pixels are missing)
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&54u32.to_le_bytes()); // pixel data offset
+    bmp.extend_from_slice(&40u32.to_le_bytes()); // BITMAPINFOHEADER
+    bmp.extend_from_slice(&w.to_le_bytes());
+    bmp.extend_from_slice(&h.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes()); // planes
+    bmp.extend_from_slice(&24u16.to_le_bytes()); // bits per pixel
+    bmp.extend_from_slice(&[0; 24]); // no compression; sizes, resolution, palette: 0
+    bmp.extend_from_slice(&[0; 16]);
+    let path = scratch_dir("huge").join("huge.bmp");
+    std::fs::write(&path, &bmp).expect("write");
+    let err = load_image(&path).unwrap_err();
+    assert_names(
+        &err,
+        &path,
+        "it is 30000×30000 pixels, more than the decoder's memory limit allows",
+    );
 }
 
 #[test]

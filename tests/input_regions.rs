@@ -398,7 +398,25 @@ fn not_a_safetensors_file() {
     );
     assert_message(
         &err,
-        &[&path.display().to_string(), "is not a safetensors file"],
+        &[
+            &path.display().to_string(),
+            "is not a safetensors file: its content is not safetensors",
+        ],
+    );
+    // An image given as regions, an empty file: said in words, not as a header size.
+    let image = fixtures().join("images/catdog.png");
+    assert_message(
+        &features_err(&image),
+        &[
+            "its content is not safetensors",
+            "or an obj36 TSV named .tsv",
+        ],
+    );
+    let empty = temp_path("empty.safetensors");
+    std::fs::write(&empty, b"").unwrap();
+    assert_message(
+        &features_err(&empty),
+        &["is not a safetensors file: the file is empty"],
     );
 }
 

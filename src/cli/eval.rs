@@ -168,10 +168,33 @@ pub fn run_command(args: EvalArgs) -> anyhow::Result<()> {
     }
 }
 
-fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
-    if !results.is_file() {
-        bail!("no results file {}", results.display());
+/// That `path` names a results file: a folder is said to be one, with the results files in
+/// it, if any.
+fn check_results_file(path: &Path) -> anyhow::Result<()> {
+    if path.is_file() {
+        return Ok(());
     }
+    if path.is_dir() {
+        let mut inside: Vec<String> = std::fs::read_dir(path)?
+            .filter_map(|entry| Some(entry.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .map(|p| p.display().to_string())
+            .collect();
+        inside.sort();
+        let hint = match inside.as_slice() {
+            [] => String::new(),
+            files => format!(" (it holds {})", files.join(", ")),
+        };
+        bail!(
+            "{} is a folder; give the results file{hint}",
+            path.display()
+        );
+    }
+    bail!("no results file {}", path.display());
+}
+
+fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    check_results_file(results)?;
     let read = read_results(results)?;
     publish(&Report::build(&read, results)?, results, out)
 }
@@ -190,9 +213,7 @@ fn publish(report: &Report, results: &Path, out: Option<&Path>) -> anyhow::Resul
 
 fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
     for path in files {
-        if !path.is_file() {
-            bail!("no results file {}", path.display());
-        }
+        check_results_file(path)?;
         let report = Report::build(&read_results(path)?, path)?;
         // Step 0 of any test is the unperturbed input: the model's plain VQA accuracy, over
         // the widest test (methods run on fewer samples would give their subset's).

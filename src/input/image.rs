@@ -586,6 +586,9 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
         path: path.to_path_buf(),
         reason,
     };
+    if bytes.is_empty() {
+        return Err(decode_error("the file is empty".into()));
+    }
     if reader.format().is_none() {
         return Err(decode_error(
             "its content is none of the formats fiedler reads (PNG, JPEG, WebP, BMP, TIFF, GIF)"
@@ -600,11 +603,29 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
     if reader.format() == Some(ImageFormat::Gif) {
         return super::gif_frame::first_frame(&bytes).map_err(decode_error);
     }
-    let decoded = reader.decode().map_err(|e| decode_error(e.to_string()))?;
+    let decoded = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => decode_error(too_large(&bytes)),
+        e => decode_error(e.to_string()),
+    })?;
     if let Some(orientation) = exif_orientation(&bytes) {
         warn_orientation_once(path, orientation);
     }
     Ok(to_rgb(decoded))
+}
+
+/// Why an image the decoder refused for its memory limit is too large: its size, when the
+/// header gives it.
+fn too_large(bytes: &[u8]) -> String {
+    let dimensions = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_dimensions().ok());
+    match dimensions {
+        Some((w, h)) => format!(
+            "it is {w}×{h} pixels, more than the decoder's memory limit allows (512 MiB decoded); scale it down first"
+        ),
+        None => "it is larger than the decoder's memory limit allows (512 MiB decoded); scale it down first".into(),
+    }
 }
 
 /// The EXIF orientation that viewers apply when they show the image, unless it is the

@@ -136,7 +136,7 @@ pub fn read_features_file(path: &Path) -> Result<Regions, InputError> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| InputError::RegionsNotSafetensors {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        reason: not_safetensors(&bytes, e),
     })?;
     let tensor_err = |tensor: &str, reason: String| InputError::RegionsTensor {
         path: path.to_path_buf(),
@@ -348,6 +348,19 @@ impl Obj36Index {
             .read_until(b'\n', &mut buf)
             .map_err(|e| io_error(path, e))?;
         parse_obj36_line(path, line_no, image_id, strip_line_end(&buf))
+    }
+}
+
+/// Why `bytes` are no safetensors file, for a reader: an empty file, or content that does not
+/// start as one (a safetensors file opens with its header's length and then `{`), or else
+/// what the parser found.
+fn not_safetensors(bytes: &[u8], e: safetensors::SafeTensorError) -> String {
+    if bytes.is_empty() {
+        "the file is empty".into()
+    } else if bytes.get(8) != Some(&b'{') {
+        "its content is not safetensors (region features are a safetensors file with `features` and `boxes`, or an obj36 TSV named .tsv)".into()
+    } else {
+        e.to_string()
     }
 }
 
