@@ -84,3 +84,50 @@ fn explain_defaults_to_the_bundled_vilt() {
     explain_without_model(&out, &example, &out.join("o"));
     fs::remove_dir_all(&out).unwrap();
 }
+
+/// examples/captions.jsonl is a --pairs file for the bundled CLIP: each image's five captions
+/// share a softmax, and the true one (first, marked "true") is the most probable.
+#[test]
+fn example_caption_sets_explain_with_the_bundled_clip() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = scratch("captions");
+    let run = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .current_dir(root)
+        .args([
+            "explain",
+            "--model",
+            "models/clip-synth",
+            "--pairs",
+            "examples/captions.jsonl",
+        ])
+        .args(["--method", "raw-attn", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<Value> = fs::read_to_string(root.join("examples/captions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let records: Vec<Value> =
+        serde_json::from_str(&fs::read_to_string(out.join("explanations.json")).unwrap()).unwrap();
+    assert_eq!(records.len(), 20);
+    for (set, (lines, records)) in lines.chunks(5).zip(records.chunks(5)).enumerate() {
+        let p: Vec<f64> = records
+            .iter()
+            .map(|r| r["probability"].as_f64().unwrap())
+            .collect();
+        assert!(
+            (p.iter().sum::<f64>() - 1.0).abs() < 1e-5,
+            "set {set}: {p:?}"
+        );
+        let best = (0..5).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert_eq!(lines[best]["true"], true, "set {set}: {p:?}");
+        assert!(lines.iter().all(|l| l["image"] == lines[0]["image"]));
+    }
+    fs::remove_dir_all(&out).unwrap();
+}
