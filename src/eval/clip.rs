@@ -39,11 +39,13 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, PathBuf>),
     for set in sets {
         let id = set.image_id.to_string();
         let caption = set.captions.get(set.correct).ok_or_else(|| {
-            fail(format!(
-                "image {id}: true caption {} of {}",
-                set.correct,
-                set.captions.len()
-            ))
+            fail(match set.captions.len() {
+                0 => format!("image {id} has no captions"),
+                n => format!(
+                    "image {id}: `correct` is {}, past its {n} captions (counted from 0)",
+                    set.correct
+                ),
+            })
         })?;
         files.insert(id.clone(), dir.join(&set.file));
         questions.push(Question {
@@ -54,7 +56,7 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, PathBuf>),
         });
     }
     if questions.is_empty() {
-        return Err(EvalError::EmptyDataset(path.to_path_buf()));
+        return Err(fail("it holds no caption set".into()));
     }
     Ok((
         Dataset {
@@ -93,5 +95,53 @@ impl<B: Backend> EvalModel for ClipSession<B> {
         Err(EvalError::Unsupported(
             "CLIP has no answer to perturb: the perturbation tests need a VQA model".into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(json: &str) -> Result<(Dataset, HashMap<String, PathBuf>), EvalError> {
+        let path = std::env::temp_dir().join(format!(
+            "fiedler-captions-{}-{}.json",
+            std::process::id(),
+            crate::hash::fnv1a(&[json.as_bytes()])
+        ));
+        std::fs::write(&path, json).unwrap();
+        let read = read_captions(&path);
+        std::fs::remove_file(&path).unwrap();
+        read
+    }
+
+    /// The true caption of each set becomes its image's question; sets that name no true
+    /// caption, and files with no set, are refused in words.
+    #[test]
+    fn caption_sets_give_their_true_captions_and_bad_sets_are_named() {
+        let (dataset, files) = read(
+            r#"[{"image_id": 3, "file": "images/a.png", "correct": 1, "captions": ["x", "y"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(dataset.questions.len(), 1);
+        assert_eq!(dataset.questions[0].text, "y");
+        assert!(files["3"].ends_with("images/a.png"));
+        for (json, says) in [
+            (
+                r#"[{"image_id": 3, "file": "a.png", "correct": 0, "captions": []}]"#,
+                "image 3 has no captions",
+            ),
+            (
+                r#"[{"image_id": 3, "file": "a.png", "correct": 2, "captions": ["x", "y"]}]"#,
+                "image 3: `correct` is 2, past its 2 captions (counted from 0)",
+            ),
+            ("[]", "it holds no caption set"),
+            (
+                r#"[{"image": "a.png", "correct": 0, "captions": ["x"]}]"#,
+                "not a fiedler synth captions.json: missing field `image_id`",
+            ),
+        ] {
+            let err = read(json).unwrap_err().to_string();
+            assert!(err.contains(says), "{json}: {err}");
+        }
     }
 }
