@@ -1130,6 +1130,14 @@ fn truncated_text_is_flagged_in_every_output() {
         .expect("binary runs");
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(stderr(&run).contains("it is truncated"), "{}", stderr(&run));
+    // The terminal's sample line shows the text's start and its length, not all of it.
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let shown: String = long.chars().take(120).collect();
+    assert!(
+        stdout.contains(&format!("\"{shown}…\" ({} characters)", long.len())),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&long), "{stdout}");
     let truncated: Vec<bool> = records(&out)
         .iter()
         .map(|r| r["truncated"].as_bool().unwrap())

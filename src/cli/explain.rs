@@ -614,6 +614,26 @@ fn display_images<'a>(
     Ok(images)
 }
 
+/// The most characters of a text its sample line shows: the whole text is in the JSON and
+/// the page, and its tokens follow on the next lines.
+const SHOWN_CHARS: usize = 120;
+
+/// A text as its sample line shows it, quoted: tabs and line breaks as \t, \n (raw, they
+/// would break the layout), and a long text cut with "…" and its length.
+fn shown_text(text: &str) -> String {
+    let escaped = |c: char| match c.is_control() {
+        true => c.escape_default().to_string(),
+        false => c.to_string(),
+    };
+    let count = text.chars().count();
+    if count <= SHOWN_CHARS {
+        let all: String = text.chars().map(escaped).collect();
+        return format!("\"{all}\"");
+    }
+    let start: String = text.chars().take(SHOWN_CHARS).map(escaped).collect();
+    format!("\"{start}…\" ({count} characters)")
+}
+
 fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()> {
     let color = std::io::stdout().is_terminal();
     let width = samples
@@ -623,16 +643,13 @@ fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()
         .max()
         .unwrap_or(0);
     for (i, s) in samples.iter().enumerate() {
-        // Tabs and line breaks in the text shown as \t, \n: raw, they would break the layout.
-        let text: String = s
-            .text
-            .chars()
-            .map(|c| match c.is_control() {
-                true => c.escape_default().to_string(),
-                false => c.to_string(),
-            })
-            .collect();
-        writeln!(out, "sample {i}: {}  \"{text}\"  {}", s.label, s.score_line)?;
+        writeln!(
+            out,
+            "sample {i}: {}  {}  {}",
+            s.label,
+            shown_text(&s.text),
+            s.score_line
+        )?;
         for e in &s.explanations {
             let tokens =
                 render::terminal::highlight(&s.tokens, &e.text_relevance, &e.text_scored, color);
