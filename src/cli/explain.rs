@@ -634,8 +634,17 @@ fn shown_text(text: &str) -> String {
     format!("\"{start}…\" ({count} characters)")
 }
 
+/// Whether the tokens are coloured: on a terminal, unless `NO_COLOR` is set to anything but
+/// the empty string (no-color.org).
+fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()> {
-    let color = std::io::stdout().is_terminal();
+    let color = colour_wanted(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let width = samples
         .iter()
         .flat_map(|s| &s.explanations)
@@ -830,4 +839,19 @@ fn save_png(image: &RgbImage, path: &Path) -> anyhow::Result<()> {
     image
         .save(path)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn tokens_are_coloured_on_a_terminal_unless_no_color_is_set() {
+        assert!(colour_wanted(true, None));
+        assert!(colour_wanted(true, Some(OsStr::new(""))));
+        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
+        assert!(!colour_wanted(false, None));
+    }
 }
