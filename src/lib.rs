@@ -46,6 +46,7 @@ pub mod hash;
 pub mod input;
 pub mod linalg;
 pub mod model;
+pub mod names;
 pub mod render;
 pub mod session;
 pub mod synth;

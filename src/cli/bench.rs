@@ -50,7 +50,7 @@ enum Size {
 #[derive(Args)]
 pub struct BenchArgs {
     /// Model size to build with random weights.
-    #[arg(long, value_enum, default_value = "vit-b16")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "vit-b16")]
     size: Size,
     /// Batch sizes, comma-separated.
     #[arg(long, default_value = "1,16", value_delimiter = ',', value_parser = positive, allow_negative_numbers = true)]
@@ -81,7 +81,7 @@ pub struct BenchArgs {
     /// host memory, where the methods run, reduced first to what they read (CLIP: head
     /// means and Fiedler vectors); the "to host" column is that part (on the CPU, the
     /// reduction alone).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "cpu")]
     device: Device,
     /// With --size fiedler --device cuda: also the device time of each stage of the
     /// on-device solve (rows to f64, the Gram DGEMMs, the per-graph Lanczos kernel), in ms,

@@ -154,7 +154,7 @@ struct RunArgs {
     #[arg(long, default_value = "lanczos")]
     solver: Solver,
     /// Where to compute: cpu, cuda (the first GPU) or auto (cuda when it works).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "cpu")]
     device: Device,
     #[command(flatten)]
     precision: Precision,

@@ -82,7 +82,7 @@ pub struct ExplainArgs {
     #[arg(long, default_value_t = 8, value_parser = positive, allow_negative_numbers = true)]
     batch: usize,
     /// Where to compute: cpu, cuda (the first GPU) or auto (cuda when it works).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "cpu")]
     device: Device,
     #[command(flatten)]
     precision: Precision,
@@ -406,7 +406,7 @@ fn check_applies(
             }
         }
     }
-    if family == ModelFamily::Clip && args.target != "predicted" {
+    if family == ModelFamily::Clip && !args.target.trim().eq_ignore_ascii_case("predicted") {
         bail!("--target applies to VQA models; CLIP explains each pair's score");
     }
     let tsv = args.regions.as_deref().is_some_and(is_obj36_tsv);

@@ -93,12 +93,13 @@ impl Method {
 
     /// Parses `all` or a comma-separated list of names.
     pub fn parse_list(spec: &str) -> Result<Vec<Method>, ExplainError> {
-        if spec.trim() == "all" {
+        let is_all = |s: &str| s.trim().eq_ignore_ascii_case("all");
+        if is_all(spec) {
             return Ok(Method::ALL.to_vec());
         }
         let mut methods: Vec<Method> = Vec::new();
         for m in spec.split(',') {
-            if m.trim() == "all" {
+            if is_all(m) {
                 return Err(ExplainError::AllInList(spec.to_owned()));
             }
             let m: Method = m.trim().parse()?;
@@ -221,14 +222,35 @@ impl fmt::Display for Method {
     }
 }
 
+/// The seed's method keys (spec §F, README demo), with `_` read as `-`: the names a user of
+/// the original code types.
+const SEED_NAMES: [(&str, Method); 9] = [
+    ("dsm", Method::Dsmi),
+    ("dsm-grad", Method::DsmiGrad),
+    ("dsm-grad-cam", Method::DsmiGradAttn),
+    ("transformer-att", Method::TransformerAttribution),
+    ("attn-gradcam", Method::GradCam),
+    ("gradcam", Method::GradCam),
+    ("rm", Method::Chefer),
+    ("rm-no-lrp", Method::Chefer),
+    ("rm-with-lrp", Method::CheferLrp),
+];
+
 impl FromStr for Method {
     type Err = ExplainError;
 
+    /// A method's name in any case, with `_` for `-`, or the seed's key for it; an unknown
+    /// name is refused with the closest valid one, if one is close.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Method::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| ExplainError::UnknownMethod(s.to_owned()))
+        let key = s.trim().to_ascii_lowercase().replace('_', "-");
+        let named = Method::ALL.into_iter().find(|m| m.name() == key);
+        let seed = || SEED_NAMES.iter().find(|(n, _)| *n == key).map(|&(_, m)| m);
+        named
+            .or_else(seed)
+            .ok_or_else(|| ExplainError::UnknownMethod {
+                name: s.to_owned(),
+                closest: crate::names::nearest(&key, Method::ALL.map(Method::name)),
+            })
     }
 }
 
@@ -324,8 +346,15 @@ pub(crate) fn resolve_start(
 
 #[derive(Debug, Error)]
 pub enum ExplainError {
-    #[error("unknown method {0:?}; valid methods: {valids}, all", valids = Method::valid_names())]
-    UnknownMethod(String),
+    #[error(
+        "unknown method {name:?}{hint}; valid methods: {valids}, all",
+        hint = closest.map(|c| format!(" (did you mean {c}?)")).unwrap_or_default(),
+        valids = Method::valid_names()
+    )]
+    UnknownMethod {
+        name: String,
+        closest: Option<&'static str>,
+    },
     #[error("methods {0:?}: `all` stands alone (it already names every method)")]
     AllInList(String),
     #[error(
@@ -509,9 +538,52 @@ mod tests {
         assert_eq!(Method::parse_list("all").unwrap(), Method::ALL.to_vec());
         assert!(matches!(
             Method::parse_list("dsmi,nope"),
-            Err(ExplainError::UnknownMethod(m)) if m == "nope"
+            Err(ExplainError::UnknownMethod { name, closest: None }) if name == "nope"
         ));
         let err = Method::parse_list("all,dsmi").unwrap_err().to_string();
         assert!(err.contains("`all` stands alone"), "{err}");
+        assert_eq!(Method::parse_list("ALL").unwrap(), Method::ALL.to_vec());
+    }
+
+    /// Names in any case and with `_`, and the seed's keys, read as the methods they name; a
+    /// typo is answered with the name it is nearest.
+    #[test]
+    fn method_names_forgive_case_underscores_and_the_seeds_keys() {
+        for (given, method) in [
+            ("Chefer", Method::Chefer),
+            ("RAW_ATTN", Method::RawAttn),
+            ("partial_lrp", Method::PartialLrp),
+            ("dsm", Method::Dsmi),
+            ("dsm_grad", Method::DsmiGrad),
+            ("dsm_grad_cam", Method::DsmiGradAttn),
+            ("transformer_att", Method::TransformerAttribution),
+            ("attn_gradcam", Method::GradCam),
+            ("rm", Method::Chefer),
+            ("rm_no_lrp", Method::Chefer),
+            ("rm_with_lrp", Method::CheferLrp),
+        ] {
+            assert_eq!(given.parse::<Method>().unwrap(), method, "{given}");
+        }
+        for (typo, nearest) in [
+            ("chefr", Some("chefer")),
+            ("rolout", Some("rollout")),
+            ("dsmi-gradd", Some("dsmi-grad")),
+            ("transformer-atribution", Some("transformer-attribution")),
+            ("lime", None),
+            ("xy", None),
+        ] {
+            let err = typo.parse::<Method>().unwrap_err();
+            assert!(
+                matches!(&err, ExplainError::UnknownMethod { closest, .. } if *closest == nearest),
+                "{typo}: {err}"
+            );
+        }
+        let err = "chefr".parse::<Method>().unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "unknown method \"chefr\" (did you mean chefer?); valid methods: raw-attn,"
+            ),
+            "{err}"
+        );
     }
 }

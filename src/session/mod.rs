@@ -94,33 +94,49 @@ pub enum AnswerTarget {
     SumLogits,
 }
 
+/// What the error for an answer the list lacks suggests: the answer a typo away, or a few of
+/// the list's.
+fn answer_hint(text: &str, answers: &[String]) -> String {
+    let lower = text.to_lowercase();
+    match crate::names::nearest(&lower, answers.iter().map(String::as_str)) {
+        Some(near) => format!("; did you mean {near:?}?"),
+        None => format!(
+            "; e.g. {}",
+            answers
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 impl AnswerTarget {
     /// Parses `predicted`, `sum-logits`, `answer:TEXT` or `index:N` against the answer list.
+    /// Keywords are read in any case, and TEXT trimmed; TEXT is an answer as written, else the
+    /// one answer it is in another case.
     pub fn parse(spec: &str, answers: &[String]) -> Result<Self, SessionError> {
         let unknown = |hint: String| SessionError::UnknownAnswer {
             spec: spec.to_owned(),
             labels: answers.len(),
             hint,
         };
+        let keyword = |k: &str| k.trim().to_ascii_lowercase();
         match spec.split_once(':') {
-            None if spec == "predicted" => Ok(Self::Predicted),
-            None if spec == "sum-logits" => Ok(Self::SumLogits),
-            Some(("answer", text)) => answers
-                .iter()
-                .position(|a| a == text)
-                .map(Self::Answer)
-                .ok_or_else(|| {
-                    unknown(format!(
-                        "; e.g. {}",
-                        answers
-                            .iter()
-                            .take(5)
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                }),
-            Some(("index", n)) => match n.parse::<usize>() {
+            None if keyword(spec) == "predicted" => Ok(Self::Predicted),
+            None if keyword(spec) == "sum-logits" => Ok(Self::SumLogits),
+            Some((k, text)) if keyword(k) == "answer" => {
+                let text = text.trim();
+                let folded: Vec<usize> = (0..answers.len())
+                    .filter(|&i| answers[i].to_lowercase() == text.to_lowercase())
+                    .collect();
+                match (answers.iter().position(|a| a == text), folded.as_slice()) {
+                    (Some(i), _) | (None, &[i]) => Ok(Self::Answer(i)),
+                    _ => Err(unknown(answer_hint(text, answers))),
+                }
+            }
+            Some((k, n)) if keyword(k) == "index" => match n.trim().parse::<usize>() {
                 Ok(i) if i < answers.len() => Ok(Self::Answer(i)),
                 Ok(_) => Err(unknown(format!(
                     "; indices are 0 to {}",
@@ -279,5 +295,35 @@ mod tests {
             Some("index:5")
         );
         assert_eq!(AnswerTarget::Predicted.explained(&answers), None);
+    }
+
+    /// Targets read in any case and with spaces around the parts; an answer in another case is
+    /// the one it names, unless two answers differ by case alone; an answer a typo away is
+    /// suggested.
+    #[test]
+    fn targets_forgive_case_and_spaces() {
+        let answers: Vec<String> = ["yes", "no", "green", "Blue", "blue"]
+            .map(String::from)
+            .to_vec();
+        let parse = |spec: &str| AnswerTarget::parse(spec, &answers);
+        for (spec, target) in [
+            ("Predicted", AnswerTarget::Predicted),
+            (" SUM-LOGITS ", AnswerTarget::SumLogits),
+            ("answer:green", AnswerTarget::Answer(2)),
+            ("answer:GREEN", AnswerTarget::Answer(2)),
+            ("Answer: green", AnswerTarget::Answer(2)),
+            ("answer:Blue", AnswerTarget::Answer(3)),
+            ("answer:blue", AnswerTarget::Answer(4)),
+            ("INDEX: 1", AnswerTarget::Answer(1)),
+        ] {
+            assert_eq!(parse(spec).unwrap(), target, "{spec}");
+        }
+        let err = parse("answer:BLUE").unwrap_err().to_string();
+        assert!(err.contains("the model has no such answer"), "{err}");
+        let err = parse("answer:gren").unwrap_err().to_string();
+        assert!(err.contains("did you mean \"green\"?"), "{err}");
+        let err = parse("answer:zebra").unwrap_err().to_string();
+        assert!(err.contains("e.g. yes, no, green"), "{err}");
+        assert!(matches!(parse("best"), Err(SessionError::BadTarget(_))));
     }
 }
