@@ -469,6 +469,65 @@ fn lxmert_without_answer_names_says_to_give_answers() {
     std::fs::remove_dir_all(model).unwrap();
 }
 
+/// --answers over a config that names its answers already says it replaces them (where they
+/// differ), and an answer named twice is pointed out; the same names as the config's pass
+/// silently.
+#[test]
+fn answer_lists_that_replace_or_repeat_names_are_pointed_out() {
+    let model = fixtures().join("lxmert");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let id2label = config["id2label"].as_object().unwrap();
+    let own: Vec<String> = (0..id2label.len())
+        .map(|i| id2label[&i.to_string()].as_str().unwrap().to_owned())
+        .collect();
+    let out = scratch("answer-lists");
+    let regions = fixtures().join("lxmert/regions_synth_000001.safetensors");
+    let run_with = |names: &[String]| {
+        let answers = out.join("answers.json");
+        std::fs::write(&answers, serde_json::to_string(names).unwrap()).unwrap();
+        let run = fiedler(&[
+            "explain",
+            "--model",
+            s(&model),
+            "--regions",
+            s(&regions),
+            "--question",
+            "what is on the table?",
+            "--method",
+            "raw-attn",
+            "--answers",
+            s(&answers),
+            "--out",
+            s(&out),
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        stderr(&run)
+    };
+    let err = run_with(&own);
+    assert!(!err.contains("warning"), "{err}");
+    let mut renamed = own.clone();
+    renamed[3] = "something else".into();
+    renamed[7] = renamed[1].clone();
+    let err = run_with(&renamed);
+    assert!(
+        err.contains(&format!(
+            "replaces the answer names of {} (logit 3: {:?} there, \"something else\" here)",
+            model.join("config.json").display(),
+            own[3]
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "names {:?} twice (logits 1 and 7): answer:{} explains logit 1",
+            own[1], own[1]
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(out).unwrap();
+}
+
 fn assert_fails<S: AsRef<str>>(args: &[S], needle: &str) {
     let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
     let args = args.as_slice();

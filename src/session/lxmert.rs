@@ -60,7 +60,21 @@ impl<B: Backend> LxmertSession<B> {
                 }
                 c.id2label.clone()
             }
-            Some(path) => read_answers(path, c.id2label.len())?,
+            Some(path) => {
+                let answers = read_answers(path, c.id2label.len())?;
+                if !unnamed_answers(&c.id2label) {
+                    if let Some(i) = (0..answers.len()).find(|&i| answers[i] != c.id2label[i]) {
+                        warn(&format!(
+                            "{} replaces the answer names of {} (logit {i}: {:?} there, {:?} here)",
+                            path.display(),
+                            dir.join("config.json").display(),
+                            c.id2label[i],
+                            answers[i]
+                        ));
+                    }
+                }
+                answers
+            }
         };
         Ok(Self {
             backend,
@@ -222,6 +236,16 @@ fn read_answers(path: &Path, labels: usize) -> Result<Vec<String>, SessionError>
                 answers.len()
             ),
         });
+    }
+    let mut first = std::collections::HashMap::new();
+    for (i, answer) in answers.iter().enumerate() {
+        if let Some(j) = first.insert(answer.as_str(), i) {
+            first.insert(answer.as_str(), j);
+            warn(&format!(
+                "answer list {} names {answer:?} twice (logits {j} and {i}): answer:{answer} explains logit {j}",
+                path.display()
+            ));
+        }
     }
     Ok(answers)
 }
