@@ -390,6 +390,20 @@ fn terminal_plain_is_exact() {
         false,
     );
     assert_eq!(out, "<s> a(0.00) cat(1.00) sat(0.50) </s>");
+    // A token with no text (the first bytes of a character split over tokens) keeps a place.
+    let split = strings(&["<s>", "", "日", "</s>"]);
+    let out = highlight(
+        &split,
+        &[0.0, 1.0, 3.0, 0.0],
+        &[false, true, true, false],
+        false,
+    );
+    assert_eq!(out, "<s> ·(0.00) 日(1.00) </s>");
+    let mut html = pair();
+    html.methods[0].tokens = split;
+    html.methods[0].relevance = vec![0.0, 1.0, 3.0, 0.0];
+    html.methods[0].scored = vec![false, true, true, false];
+    assert!(page("t", &[html]).contains("(scaled 0.00)\">·</span>"));
     // Relevance shorter than the tokens: the rest is unscored; all-equal scored values are 0,
     // and the line says the map is flat.
     let out = highlight(&tokens[..3], &[2.0, 2.0], &[true, true, true], false);

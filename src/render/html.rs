@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::colormap::{hex, text_color, viridis, STOPS};
-use super::{flat_value, token_levels};
+use super::{flat_value, token_label, token_levels};
 
 /// One method's explanation of one pair.
 #[derive(Debug, Clone, Default)]
@@ -110,7 +110,7 @@ fn method(out: &mut String, m: &HtmlMethod) {
         if i > 0 {
             out.push(' ');
         }
-        let token = escape(token);
+        let token = escape(token_label(token));
         match level {
             Some(t) => {
                 let bg = viridis(t);

@@ -63,6 +63,20 @@ pub fn flat_value(n_tokens: usize, relevance: &[f32], scored: &[bool]) -> Option
     values.iter().all(|&v| v == first).then_some(first)
 }
 
+/// How a token that shows no text is drawn: the first bytes of a character that byte-level
+/// BPE splits over several tokens (the character shows on the token that completes it).
+/// Drawn as nothing, its relevance would have no place on the line.
+pub const PARTIAL_TOKEN: &str = "·";
+
+/// A token as the terminal and the page show it (see [`PARTIAL_TOKEN`]).
+pub fn token_label(token: &str) -> &str {
+    if token.is_empty() {
+        PARTIAL_TOKEN
+    } else {
+        token
+    }
+}
+
 /// How many regions the terminal and the page list for a map they cannot draw.
 pub const LISTED_REGIONS: usize = 3;
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::colormap::{text_color, viridis};
-use super::{flat_value, token_levels};
+use super::{flat_value, token_label, token_levels};
 
 const RESET: &str = "\x1b[0m";
 /// Bright black: unscored tokens recede, as they do in the HTML view.
@@ -31,7 +31,7 @@ pub fn highlight(tokens: &[String], relevance: &[f32], scored: &[bool], color: b
         if i > 0 {
             out.push(' ');
         }
-        let token = printable(token);
+        let token = printable(token_label(token));
         // Writing into a String cannot fail.
         let _ = match (level, color) {
             (Some(t), true) => {
