@@ -171,7 +171,7 @@ fn start_layer_out_of_range_is_an_error() {
         err.contains("--start-layer 3 is outside a tower of 3 layers"),
         "{err}"
     );
-    let err = "dsmi_grad".parse::<Method>().unwrap_err().to_string();
+    let err = "lime".parse::<Method>().unwrap_err().to_string();
     assert!(
         err.contains("raw-attn, rollout, grad-cam, chefer, dsmi, dsmi-grad, dsmi-grad-attn"),
         "{err}"
