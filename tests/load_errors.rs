@@ -108,7 +108,8 @@ fn hub_id_says_to_download_a_local_folder() {
     // owner/name under a folder that exists here (tests run in the crate root) is a plain
     // missing folder, not a Hub id
     let err = read_family(Path::new("tests/no-such-model")).unwrap_err();
-    assert!(matches!(err, ConfigError::Missing { .. }), "{err:?}");
+    assert!(matches!(err, ConfigError::NoFolder { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "no model folder tests/no-such-model");
 }
 
 #[test]
