@@ -64,6 +64,23 @@ fn lxmert_args(results: &Path, batch: &str) -> Vec<String> {
     .collect()
 }
 
+/// The LXMERT questions of `lxmert_args` written to `dir/valid.json`, those `missing` picks
+/// (by index) naming an image that has no features file; its path.
+fn lxmert_dataset_without_features(dir: &Path, missing: impl Fn(usize) -> bool) -> PathBuf {
+    let data: Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_fixture("lxmert-valid.json")).unwrap())
+            .unwrap();
+    let mut items = data.as_array().unwrap().clone();
+    for (i, item) in items.iter_mut().enumerate() {
+        if missing(i) {
+            item["img_id"] = Value::from("synth_000404");
+        }
+    }
+    let dataset = dir.join("valid.json");
+    std::fs::write(&dataset, serde_json::to_string(&items).unwrap()).unwrap();
+    dataset
+}
+
 /// ViLT on one COCO image, 5 questions (official VQA v2 format).
 fn vilt_args(results: &Path) -> Vec<String> {
     [
@@ -333,18 +350,14 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
 fn failing_samples_are_logged_counted_and_strict_stops() {
     let dir = scratch("failing");
     // Question 1004's image has no features file.
-    let data: Value =
-        serde_json::from_str(&std::fs::read_to_string(eval_fixture("lxmert-valid.json")).unwrap())
-            .unwrap();
-    let mut items = data.as_array().unwrap().clone();
-    items[3]["img_id"] = Value::from("synth_000404");
-    let dataset = dir.join("valid.json");
-    std::fs::write(&dataset, serde_json::to_string(&items).unwrap()).unwrap();
-    let results = dir.join("results.jsonl");
-    let mut args = lxmert_args(&results, "3");
-    let at = args.iter().position(|a| a == "--dataset").unwrap();
-    args[at + 1] = s(&dataset);
-    let out = run_ok(&args);
+    let dataset = lxmert_dataset_without_features(&dir, |i| i == 3);
+    let with_dataset = |results: &Path| {
+        let mut args = lxmert_args(results, "3");
+        let at = args.iter().position(|a| a == "--dataset").unwrap();
+        args[at + 1] = s(&dataset);
+        args
+    };
+    let out = run_ok(&with_dataset(&dir.join("results.jsonl")));
     assert!(
         stderr(&out).contains("sample 1004 failed"),
         "{}",
@@ -363,9 +376,7 @@ fn failing_samples_are_logged_counted_and_strict_stops() {
         stderr(&out)
     );
 
-    let strict = dir.join("strict/results.jsonl");
-    let mut args = lxmert_args(&strict, "3");
-    args[at + 1] = s(&dataset);
+    let mut args = with_dataset(&dir.join("strict/results.jsonl"));
     args.push("--strict".into());
     let out = fiedler().args(&args).output().unwrap();
     assert!(!out.status.success());
@@ -378,15 +389,7 @@ fn failing_samples_are_logged_counted_and_strict_stops() {
 #[test]
 fn a_run_with_no_sample_evaluated_reports_no_benchmark() {
     let dir = scratch("none-evaluated");
-    let data: Value =
-        serde_json::from_str(&std::fs::read_to_string(eval_fixture("lxmert-valid.json")).unwrap())
-            .unwrap();
-    let mut items = data.as_array().unwrap().clone();
-    for item in &mut items {
-        item["img_id"] = Value::from("synth_000404");
-    }
-    let dataset = dir.join("valid.json");
-    std::fs::write(&dataset, serde_json::to_string(&items).unwrap()).unwrap();
+    let dataset = lxmert_dataset_without_features(&dir, |_| true);
     let results = dir.join("results.jsonl");
     let mut args = lxmert_args(&results, "3");
     let at = args.iter().position(|a| a == "--dataset").unwrap();

@@ -528,6 +528,22 @@ fn answer_lists_that_replace_or_repeat_names_are_pointed_out() {
     std::fs::remove_dir_all(out).unwrap();
 }
 
+/// `explain --model model --pairs list --out out` fails cleanly, saying `needle`.
+fn assert_pairs_fail(model: &Path, list: &Path, out: &Path, needle: &str) {
+    assert_fails(
+        &[
+            "explain",
+            "--model",
+            s(model),
+            "--pairs",
+            s(list),
+            "--out",
+            s(out),
+        ],
+        needle,
+    );
+}
+
 fn assert_fails<S: AsRef<str>>(args: &[S], needle: &str) {
     let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
     let args = args.as_slice();
@@ -1006,18 +1022,7 @@ fn lxmert_images_are_read_before_the_work() {
         serde_json::json!({"regions": "gone.safetensors", "question": "is there a dog?"}),
     ];
     std::fs::write(&list, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
-    assert_fails(
-        &[
-            "explain",
-            "--model",
-            s(&lxmert),
-            "--pairs",
-            s(&list),
-            "--out",
-            s(&out),
-        ],
-        "gone.png not found",
-    );
+    assert_pairs_fail(&lxmert, &list, &out, "gone.png not found");
 }
 
 /// A negative count is read as the number it is and refused as such, not taken for an
@@ -1079,18 +1084,7 @@ fn lxmert_pairs_lines_are_checked_as_read() {
         ),
     ] {
         std::fs::write(&list, format!("{good}\n{line}\n")).unwrap();
-        assert_fails(
-            &[
-                "explain",
-                "--model",
-                s(&lxmert),
-                "--pairs",
-                s(&list),
-                "--out",
-                s(&out),
-            ],
-            &needle,
-        );
+        assert_pairs_fail(&lxmert, &list, &out, &needle);
     }
 }
 

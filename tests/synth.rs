@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use fiedler::input::regions::{read_features_file, read_obj36_tsv};
 use serde_json::Value;
@@ -50,6 +50,25 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// `fiedler synth --out dir` with `args`; the process's output.
+fn synth(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args(["synth", "--out", dir.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Its standard output, once it succeeded.
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn json(path: &Path) -> Value {
     serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -62,24 +81,8 @@ const EXPECTED_HASH: u64 = 0x3e1a_dcd7_4992_44c4;
 fn same_seed_same_bytes() {
     let (a, b, c) = (scratch("a"), scratch("b"), scratch("c"));
     fiedler::synth::write_set(&a, 12, 7, || {}).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
-        .args([
-            "synth",
-            "--out",
-            b.to_str().unwrap(),
-            "--images",
-            "12",
-            "--seed",
-            "7",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("wrote 12 images"));
+    let stdout = succeeded(&synth(&b, &["--images", "12", "--seed", "7"]));
+    assert!(stdout.contains("wrote 12 images"), "{stdout}");
     fiedler::synth::write_set(&c, 12, 8, || {}).unwrap();
     let (ha, na) = tree_hash(&a);
     let (hb, nb) = tree_hash(&b);
@@ -102,10 +105,7 @@ fn image_counts_out_of_range_are_refused_before_anything_is_written() {
     let too_many = (fiedler::synth::MAX_IMAGES + 1).to_string();
     for (images, says) in [("0", "at least 1"), (too_many.as_str(), "at most 1000000")] {
         let dir = scratch(&format!("count-{images}"));
-        let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
-            .args(["synth", "--out", dir.to_str().unwrap(), "--images", images])
-            .output()
-            .unwrap();
+        let out = synth(&dir, &["--images", images]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "--images {images}: {stderr}");
         assert!(stderr.contains(says), "--images {images}: {stderr}");
@@ -116,25 +116,13 @@ fn image_counts_out_of_range_are_refused_before_anything_is_written() {
 #[test]
 fn one_image_is_counted_in_the_singular() {
     let dir = scratch("one");
-    let out = Command::new(env!("CARGO_BIN_EXE_fiedler"))
-        .args(["synth", "--out", dir.to_str().unwrap(), "--images", "1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&synth(&dir, &["--images", "1"]));
     let questions = json(&dir.join("questions.json"))["questions"]
         .as_array()
         .unwrap()
         .len();
     let expected = format!("wrote 1 image and {questions} questions to");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with(&expected),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(stdout.starts_with(&expected), "{stdout}");
     fs::remove_dir_all(dir).unwrap();
 }
 
