@@ -329,20 +329,37 @@ pub struct ResultsWriter {
 impl ResultsWriter {
     /// Opens `path` for `header`'s run: reads what is there, checks that it was written by
     /// the same settings, cuts off a torn last line and writes the header to a new file.
+    ///
+    /// The file stays locked while the writer lives: a second run on it is refused, since
+    /// both would cut and append to it at once.
     pub fn open(path: &Path, header: &RunHeader) -> Result<(Self, Results), EvalError> {
-        let results = read_results(path)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| io(path, e))?;
-        }
-        if let Some(theirs) = &results.header {
-            check_header(path, theirs, header)?;
         }
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(path)
             .map_err(|e| io(path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(EvalError::Results {
+                    path: path.to_path_buf(),
+                    reason: "another fiedler eval is writing it; wait for that run to end, or give this one another --results".into(),
+                })
+            }
+            // A file system without locks (some network mounts): run unguarded, as before.
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(path, e)),
+        }
+        // Read under the lock: what is there now is what this run resumes and appends to.
+        let results = read_results(path)?;
+        if let Some(theirs) = &results.header {
+            check_header(path, theirs, header)?;
+        }
         // Drop a torn tail so that the next line starts on a fresh line.
         file.set_len(results.valid_len).map_err(|e| io(path, e))?;
         let mut writer = Self {
@@ -575,6 +592,33 @@ mod tests {
         let path = file(&dir, "empty.jsonl", b"");
         ResultsWriter::open(&path, &header(1)).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// While a run writes a results file, a second run on it is refused and leaves it as it
+    /// is; once the first ends, the file opens again.
+    #[test]
+    fn a_results_file_in_use_is_refused_to_a_second_run() {
+        let dir = scratch("in-use");
+        let path = dir.join("results.jsonl");
+        let (mut first, _) = ResultsWriter::open(&path, &header(1)).unwrap();
+        let failure = Line::Failure(FailureRecord {
+            sample: "7".into(),
+            error: "x".into(),
+        });
+        first.append(&failure).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let Err(e) = ResultsWriter::open(&path, &header(1)) else {
+            panic!("a second writer opened the file in use");
+        };
+        assert!(
+            e.to_string().contains("another fiedler eval is writing it"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        drop(first);
+        let (_, read) = ResultsWriter::open(&path, &header(1)).unwrap();
+        assert_eq!(read.failures.len(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
