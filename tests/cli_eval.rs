@@ -856,3 +856,30 @@ fn changed_weights_do_not_resume_old_results() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A dataset written again in place (new questions under the same ids, as a `fiedler synth`
+/// rerun into the same folder gives) does not resume into the old questions' results.
+#[test]
+fn a_dataset_rewritten_in_place_does_not_resume_old_results() {
+    let dir = scratch("rewritten-dataset");
+    let dataset = lxmert_dataset_without_features(&dir, |_| false);
+    let results = dir.join("results.jsonl");
+    let mut args = lxmert_args(&results, "4");
+    let at = args.iter().position(|a| a == "--dataset").unwrap();
+    args[at + 1] = s(&dataset);
+    args.extend(["--methods".into(), "raw-attn".into()]);
+    run_ok(&args);
+    run_ok(&args);
+    let mut items: Value =
+        serde_json::from_str(&std::fs::read_to_string(&dataset).unwrap()).unwrap();
+    items[0]["sent"] = Value::from("is there a cat?");
+    std::fs::write(&dataset, serde_json::to_string(&items).unwrap()).unwrap();
+    let out = fiedler().args(&args).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was written with dataset contents fnv1a64w:")
+            && err.contains("changed since"),
+        "{err}"
+    );
+}

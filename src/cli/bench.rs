@@ -440,6 +440,7 @@ fn run_eval<B: Backend>(
         seed: 0,
         ground_truth: None,
         weights: None,
+        data: None,
         answers: None,
         solver: None,
         cwd: None,

@@ -13,7 +13,9 @@ use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern
 use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
 use fiedler::eval::report::{Report, Tally};
-use fiedler::eval::results::{read_results, Results, ResultsWriter, RunHeader, FORMAT};
+use fiedler::eval::results::{
+    data_fingerprint, read_results, Results, ResultsWriter, RunHeader, FORMAT,
+};
 use fiedler::eval::runner::{run, sample_done, ChunkDone, EvalModel, Plan, Scorer};
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
@@ -462,6 +464,19 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ground_truth: truth_file.as_ref().map(|p| p.display().to_string()),
         weights: Some(Weights::open(&model_dir)?.fingerprint()),
+        data: Some(data_fingerprint(
+            &[
+                &args.dataset,
+                &args.questions,
+                &args.annotations,
+                &args.captions,
+                &truth_file,
+            ]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+            .collect::<Vec<_>>(),
+        )?),
         answers: args.answers.as_ref().map(|p| p.display().to_string()),
         solver: Some(args.solver.to_string()),
         cwd: std::env::current_dir()

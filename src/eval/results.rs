@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::eval::protocol::{Modality, Order, Test};
 use crate::eval::EvalError;
+use crate::hash::fnv1a_words;
 
 /// Version of the line format.
 pub const FORMAT: u32 = 1;
@@ -46,6 +47,11 @@ pub struct RunHeader {
     /// do not resume into results of the old ones. (Absent in files of older versions.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
+    /// A fingerprint of the dataset files and the ground truth (`data_fingerprint`): a set
+    /// written again in place (new questions under the same ids) does not resume into results
+    /// of the old one. (Absent in files of older versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
     /// The --answers file naming LXMERT's answers, if one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<String>,
@@ -492,7 +498,28 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             ));
         }
     }
+    // A file from before the data were fingerprinted says nothing about them.
+    if let (Some(a), Some(b)) = (&theirs.data, &ours.data) {
+        if a != b {
+            return Err(differs(
+                "dataset contents",
+                a.clone(),
+                format!("{b} (the files of {} changed since)", ours.dataset),
+            ));
+        }
+    }
     same_optional("answers", &theirs.answers, &ours.answers)
+}
+
+/// The fingerprint of a run's dataset and ground-truth files, in order: their bytes, as
+/// `fnv1a_words` hashes them.
+pub fn data_fingerprint(files: &[&Path]) -> Result<String, EvalError> {
+    let contents = files
+        .iter()
+        .map(|f| std::fs::read(f).map_err(|e| io(f, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let parts: Vec<&[u8]> = contents.iter().map(Vec::as_slice).collect();
+    Ok(format!("fnv1a64w:{:016x}", fnv1a_words(&parts)))
 }
 
 #[cfg(test)]
@@ -510,6 +537,7 @@ mod tests {
             seed,
             ground_truth: None,
             weights: None,
+            data: None,
             answers: None,
             solver: None,
             cwd: None,
