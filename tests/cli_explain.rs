@@ -369,6 +369,27 @@ fn output_folder_is_checked_first_and_written_before_the_summary() {
         );
     }
 
+    // A folder another run is writing into (here: whose lock this test holds) is refused.
+    let busy = dir.join("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    let lock = std::fs::File::create(busy.join(".fiedler-explain.lock")).unwrap();
+    lock.lock().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args(args(&busy))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr(&run).contains(&format!(
+            "another fiedler explain is writing into {}",
+            busy.display()
+        )),
+        "{}",
+        stderr(&run)
+    );
+    assert!(!busy.join("explanations.json").exists());
+    drop(lock);
+
     // stdout closed before the first line: the process ends at its first print
     let out = dir.join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_fiedler"))

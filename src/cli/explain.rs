@@ -75,7 +75,9 @@ pub struct ExplainArgs {
     /// as `chefer-lrp`).
     #[arg(long)]
     lrp: bool,
-    /// Folder for the overlay PNGs, comparison sheets, index.html and explanations.json.
+    /// Folder for the overlay PNGs, comparison sheets, index.html and explanations.json. An
+    /// earlier run's files of these names in it are replaced (its sampleN-*.png removed);
+    /// other files are left alone.
     #[arg(long, default_value = "fiedler-out")]
     out: PathBuf,
     /// Samples per forward/backward pass.
@@ -419,6 +421,31 @@ fn check_applies(
     Ok(())
 }
 
+/// The lock file that a run holds in its output folder while it writes there.
+const LOCK_FILE: &str = ".fiedler-explain.lock";
+
+/// Locks `out` for this run, until the returned file is dropped: two runs writing into one
+/// folder at once would mix their images under one page.
+fn lock_output_folder(out: &Path) -> anyhow::Result<fs::File> {
+    let path = out.join(LOCK_FILE);
+    let file = fs::File::create(&path)
+        .with_context(|| format!("cannot write in output folder {}", out.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another fiedler explain is writing into {}; wait for it to end, or give another --out",
+            out.display()
+        ),
+        // A file system without locks (some network mounts): run unguarded.
+        Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            Ok(file)
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 /// What to explain is given as texts or a pairs file; checked before anything is loaded,
 /// with the usage of both.
 const WHAT_TO_EXPLAIN: &str = "give what to explain: --image IMG --text \"...\" (repeatable; --question for VQA), or --pairs FILE.jsonl (LXMERT: --regions FILE --question \"...\", --image IMG to draw on)";
@@ -482,6 +509,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     }
     fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    let _writing = lock_output_folder(&args.out)?;
     let (samples, displayed, target) = with_backend!(backend, be => {
         explain_on(be, family, &model_dir, &args, &methods, &opts, progress)?
     });
