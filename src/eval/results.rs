@@ -220,6 +220,7 @@ fn io(path: &Path, e: std::io::Error) -> EvalError {
 /// with a run header: a file that does not is refused whole, never read as a results file
 /// with a torn line, so that a mistyped --results (a dataset file, say) is not cut.
 pub fn read_results(path: &Path) -> Result<Results, EvalError> {
+    check_regular(path)?;
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Results::default()),
@@ -342,6 +343,8 @@ impl ResultsWriter {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| io(path, e))?;
         }
+        // Checked before opening: opening a pipe for writing would wait for a reader.
+        check_regular(path)?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -511,6 +514,18 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
     same_optional("answers", &theirs.answers, &ours.answers)
 }
 
+/// That `path`, if it is there, is a regular file (through links): a device would be read
+/// without end, a pipe would wait.
+fn check_regular(path: &Path) -> Result<(), EvalError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(EvalError::Results {
+            path: path.to_path_buf(),
+            reason: "not a regular file (a folder, device or pipe); give a file path".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The fingerprint of a run's dataset and ground-truth files, in order: their bytes, as
 /// `fnv1a_words` hashes them.
 pub fn data_fingerprint(files: &[&Path]) -> Result<String, EvalError> {
@@ -647,6 +662,37 @@ mod tests {
         drop(first);
         let (_, read) = ResultsWriter::open(&path, &header(1)).unwrap();
         assert_eq!(read.failures.len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A device, a pipe or a folder named as the results file is refused before it is read
+    /// or opened (reading /dev/zero would never end; opening a pipe would wait).
+    #[cfg(unix)]
+    #[test]
+    fn results_that_are_no_regular_file_are_refused() {
+        let dir = scratch("not-regular");
+        let link = dir.join("zero.jsonl");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+        let fifo = dir.join("fifo.jsonl");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        let mut paths = vec![link, dir.clone()];
+        if made.is_ok_and(|s| s.success()) {
+            paths.push(fifo);
+        }
+        for path in paths {
+            for err in [
+                read_results(&path).unwrap_err(),
+                ResultsWriter::open(&path, &header(1)).map(|_| ()).unwrap_err(),
+            ] {
+                assert!(
+                    err.to_string().contains("not a regular file"),
+                    "{}: {err}",
+                    path.display()
+                );
+            }
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
