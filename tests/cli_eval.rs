@@ -424,6 +424,24 @@ fn a_run_with_no_sample_evaluated_reports_no_benchmark() {
         stderr(&out)
     );
 
+    // A report that cannot be written says so, and that the results are saved.
+    if cfg!(target_os = "linux") {
+        let out = run(&[
+            "eval",
+            "report",
+            &s(&results),
+            "--out",
+            "/proc/fiedler-report",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("cannot write the report /proc/fiedler-report: ")
+                && err.contains(&format!("(the results are saved in {}", results.display())),
+            "{err}"
+        );
+    }
+
     let header_only = dir.join("header-only.jsonl");
     let first = std::fs::read_to_string(&results).unwrap();
     std::fs::write(

@@ -63,7 +63,7 @@ struct ReportArgs {
     results: PathBuf,
     /// Folder for the report (default: the results file's folder). Its files are named
     /// after the results file: report.md etc. for results.jsonl, X.report.md etc. for
-    /// X.jsonl.
+    /// X.jsonl, X.json.report.md etc. for X.json.
     #[arg(long)]
     out: Option<PathBuf>,
 }

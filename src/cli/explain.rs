@@ -437,9 +437,7 @@ fn lock_output_folder(out: &Path) -> anyhow::Result<fs::File> {
             out.display()
         ),
         // A file system without locks (some network mounts): run unguarded.
-        Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
-            Ok(file)
-        }
+        Err(fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => Ok(file),
         Err(fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }

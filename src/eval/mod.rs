@@ -69,6 +69,14 @@ pub enum EvalError {
     },
     #[error("ground truth {path}: {reason}")]
     GroundTruth { path: PathBuf, reason: String },
+    #[error(
+        "cannot write the report {path}: {reason} (the results are saved in {results}; `fiedler eval report {results} --out DIR` writes the report elsewhere)"
+    )]
+    Report {
+        path: PathBuf,
+        reason: String,
+        results: PathBuf,
+    },
     #[error(transparent)]
     Metric(#[from] crate::synth::metrics::MetricError),
     #[error("{0}")]

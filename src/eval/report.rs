@@ -564,9 +564,10 @@ impl Report {
     /// paths written.
     pub fn write(&self, dir: &Path, results: &Path) -> Result<Vec<PathBuf>, EvalError> {
         let prefix = file_prefix(results);
-        let fail = |path: &Path, e: String| EvalError::Results {
+        let fail = |path: &Path, e: String| EvalError::Report {
             path: path.to_path_buf(),
             reason: e,
+            results: results.to_path_buf(),
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(dir, e.to_string()))?;
         let mut written = Vec::new();
@@ -589,14 +590,17 @@ impl Report {
 }
 
 /// What the report's file names start with: nothing for the default results file,
-/// results.jsonl (report.md, …), else its stem and a dot (X.report.md beside X.jsonl), so
-/// that the reports of several results files in one folder do not overwrite each other.
+/// results.jsonl (report.md, …), else the file's name and a dot, less a `.jsonl` extension
+/// (X.report.md beside X.jsonl, X.json.report.md beside X.json), so that the reports of
+/// several results files in one folder do not overwrite each other.
 pub fn file_prefix(results: &Path) -> String {
-    match (results.file_name(), results.file_stem()) {
-        (Some(name), _) if name == DEFAULT_RESULTS => String::new(),
-        (_, Some(stem)) => format!("{}.", stem.to_string_lossy()),
-        _ => String::new(),
+    let Some(name) = results.file_name().map(|n| n.to_string_lossy()) else {
+        return String::new();
+    };
+    if name == DEFAULT_RESULTS {
+        return String::new();
     }
+    format!("{}.", name.strip_suffix(".jsonl").unwrap_or(&name))
 }
 
 /// The results file name whose report keeps the plain names (`fiedler eval`'s default).
@@ -623,5 +627,9 @@ mod tests {
         assert_eq!(file_prefix(Path::new("out/vilt.jsonl")), "vilt.");
         assert_eq!(file_prefix(Path::new("out/run.2.jsonl")), "run.2.");
         assert_eq!(file_prefix(Path::new("out/results")), "results.");
+        // other extensions are kept, so that r.json and r.txt do not share r.jsonl's report
+        assert_eq!(file_prefix(Path::new("out/r.json")), "r.json.");
+        assert_eq!(file_prefix(Path::new("out/r.txt")), "r.txt.");
+        assert_eq!(file_prefix(Path::new("out/r.JSONL")), "r.JSONL.");
     }
 }

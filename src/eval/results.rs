@@ -684,7 +684,9 @@ mod tests {
         for path in paths {
             for err in [
                 read_results(&path).unwrap_err(),
-                ResultsWriter::open(&path, &header(1)).map(|_| ()).unwrap_err(),
+                ResultsWriter::open(&path, &header(1))
+                    .map(|_| ())
+                    .unwrap_err(),
             ] {
                 assert!(
                     err.to_string().contains("not a regular file"),
