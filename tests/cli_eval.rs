@@ -576,6 +576,11 @@ fn methods_over_different_samples_are_flagged() {
         first.contains(&format!("VQA accuracy {widest:.1}%")),
         "{first}"
     );
+    // Each table is headed by the results file it comes from.
+    assert!(
+        first.starts_with(&format!("### `{}`: `", results.display())),
+        "{first}"
+    );
 }
 
 /// Inputs for another family are refused, not ignored.

@@ -228,7 +228,8 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
                 format!("; VQA accuracy {:.1}%", c.accuracy[0])
             });
         outln!(
-            "### `{}` ({}): {} samples of `{}`{accuracy}\n",
+            "### `{}`: `{}` ({}), {} samples of `{}`{accuracy}\n",
+            path.display(),
             report.model,
             report.family,
             report.samples,
