@@ -522,6 +522,11 @@ impl Report {
                         .filter_map(|row| {
                             row.tests.get(&t.column()).map(|c| Series {
                                 name: row.method.clone(),
+                                // Each method keeps its colour in every report.
+                                color: Method::ALL
+                                    .iter()
+                                    .position(|m| m.name() == row.method)
+                                    .unwrap_or(Method::ALL.len()),
                                 points: self
                                     .steps
                                     .iter()
@@ -538,6 +543,7 @@ impl Report {
         if panels.is_empty() {
             return None;
         }
+        let panels = name_hidden_series(panels);
         let axes = Axes {
             x_label: format!("fraction of {} removed", unit_name(modality, &self.family)),
             y_label: "VQA accuracy (%)".into(),
@@ -589,6 +595,42 @@ impl Report {
     }
 }
 
+/// Each series whose line a later one covers in every panel (the same curve: on ViLT and
+/// CLIP chefer-lrp is transformer-attribution) is named "X (= Y)" in the legend, since only
+/// its markers' rings would show it.
+fn name_hidden_series(mut panels: Vec<Panel>) -> Vec<Panel> {
+    let points = |panel: &Panel, name: &str| {
+        panel
+            .series
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.points.clone())
+    };
+    // Drawn in order: a series is covered by one after it in the first panel's order.
+    let names: Vec<String> = panels[0].series.iter().map(|s| s.name.clone()).collect();
+    let covered: Vec<(String, String)> = names
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let by = names[i + 1..].iter().rev().find(|b| {
+                panels.iter().all(|p| {
+                    let (pa, pb) = (points(p, a), points(p, b));
+                    pa.is_some() && pa == pb
+                })
+            })?;
+            Some((a.clone(), by.clone()))
+        })
+        .collect();
+    for (a, by) in covered {
+        for series in panels.iter_mut().flat_map(|p| &mut p.series) {
+            if series.name == a {
+                series.name = format!("{a} (= {by})");
+            }
+        }
+    }
+    panels
+}
+
 /// What the report's file names start with: nothing for the default results file,
 /// results.jsonl (report.md, …), else the file's name and a dot, less a `.jsonl` extension
 /// (X.report.md beside X.jsonl, X.json.report.md beside X.json), so that the reports of
@@ -617,6 +659,48 @@ fn unit_name(modality: Modality, family: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A method whose curves another drawn after it covers in every panel is named with the
+    /// one covering it; one that differs in any panel is not.
+    #[test]
+    fn methods_hidden_under_the_same_curve_are_named_in_the_legend() {
+        let series = |name: &str, ys: [f64; 2]| Series {
+            name: name.into(),
+            points: vec![(0.0, ys[0]), (1.0, ys[1])],
+            color: 0,
+        };
+        let panels = vec![
+            Panel {
+                title: "+".into(),
+                series: vec![
+                    series("transformer-attribution", [80.0, 20.0]),
+                    series("rollout", [80.0, 20.0]),
+                    series("chefer-lrp", [80.0, 20.0]),
+                ],
+            },
+            Panel {
+                title: "-".into(),
+                series: vec![
+                    series("transformer-attribution", [80.0, 60.0]),
+                    series("rollout", [80.0, 40.0]),
+                    series("chefer-lrp", [80.0, 60.0]),
+                ],
+            },
+        ];
+        let named: Vec<String> = name_hidden_series(panels)[1]
+            .series
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "transformer-attribution (= chefer-lrp)",
+                "rollout",
+                "chefer-lrp"
+            ]
+        );
+    }
 
     /// Reports of results files in one folder do not share names; results.jsonl's keep the
     /// plain ones.

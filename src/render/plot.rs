@@ -11,6 +11,9 @@ use crate::render::font::{draw_text, text_width, CELL};
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// Its colour, by index into the palette: the same series keeps its colour in every
+    /// figure, whichever others it shares it with.
+    pub color: usize,
 }
 
 /// One chart of a figure.
@@ -50,6 +53,12 @@ pub fn series_color(i: usize) -> [u8; 3] {
     PALETTE[i % PALETTE.len()]
 }
 
+/// The side of series `k`'s point markers: each drawn over the last a size smaller, so that
+/// where lines coincide (two methods with the same curve) every colour still shows, as rings.
+fn marker_size(k: usize) -> u32 {
+    11 - 2 * (k % 4) as u32
+}
+
 const WHITE: [u8; 3] = [255, 255, 255];
 const BLACK: [u8; 3] = [0, 0, 0];
 const GRID: [u8; 3] = [225, 225, 225];
@@ -63,15 +72,25 @@ const BOTTOM: u32 = 64;
 /// A figure: a title, the panels left to right, a legend of the first panel's series names
 /// (every panel is expected to list the same series in the same order).
 pub fn line_charts(title: &str, axes: &Axes, panels: &[Panel]) -> RgbImage {
-    let names: Vec<&str> = panels
+    let legend: Vec<(&str, usize)> = panels
         .first()
-        .map(|p| p.series.iter().map(|s| s.name.as_str()).collect())
+        .map(|p| {
+            p.series
+                .iter()
+                .map(|s| (s.name.as_str(), s.color))
+                .collect()
+        })
         .unwrap_or_default();
     let panel_w = LEFT + PLOT_W + RIGHT;
     let width = (panel_w * panels.len().max(1) as u32).max(text_width(title, 2) + 40);
-    let entry_w = names.iter().map(|n| text_width(n, 2)).max().unwrap_or(0) + 64;
+    let entry_w = legend
+        .iter()
+        .map(|(n, _)| text_width(n, 2))
+        .max()
+        .unwrap_or(0)
+        + 64;
     let legend_cols = (width.saturating_sub(20) / entry_w).max(1);
-    let legend_rows = (names.len() as u32).div_ceil(legend_cols);
+    let legend_rows = (legend.len() as u32).div_ceil(legend_cols);
     let height = TOP + PLOT_H + BOTTOM + 20 + legend_rows * 24 + 10;
     let mut img = RgbImage::from_pixel(width, height, Rgb(WHITE));
     draw_text(&mut img, 20, 14, title, 2, BLACK);
@@ -79,10 +98,10 @@ pub fn line_charts(title: &str, axes: &Axes, panels: &[Panel]) -> RgbImage {
         draw_panel(&mut img, LEFT + p as u32 * panel_w, panel, axes);
     }
     let legend_top = TOP + PLOT_H + BOTTOM + 20;
-    for (i, name) in names.iter().enumerate() {
+    for (i, &(name, color)) in legend.iter().enumerate() {
         let (col, row) = (i as u32 % legend_cols, i as u32 / legend_cols);
         let (x, y) = (20 + col * entry_w, legend_top + row * 24);
-        let color = series_color(i);
+        let color = series_color(color);
         fill(&mut img, x, y + 6, 28, 4, color);
         fill(&mut img, x + 10, y + 4, 8, 8, color);
         draw_text(&mut img, (x + 36) as i32, y as i32, name, 2, BLACK);
@@ -140,19 +159,21 @@ fn draw_panel(img: &mut RgbImage, left: u32, panel: &Panel, axes: &Axes) {
         1,
         BLACK,
     );
-    for (i, s) in panel.series.iter().enumerate() {
-        let color = series_color(i);
+    for (k, s) in panel.series.iter().enumerate() {
+        let color = series_color(s.color);
         let px: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| to_px(x, y)).collect();
         for w in px.windows(2) {
             line(img, w[0], w[1], color);
         }
+        let size = marker_size(k);
+        let half = f64::from(size / 2);
         for &(x, y) in &px {
             fill(
                 img,
-                (x - 3.0).max(0.0) as u32,
-                (y - 3.0).max(0.0) as u32,
-                7,
-                7,
+                (x - half).max(0.0) as u32,
+                (y - half).max(0.0) as u32,
+                size,
+                size,
                 color,
             );
         }
@@ -204,18 +225,30 @@ mod tests {
                 Series {
                     name: "a".into(),
                     points: vec![(0.0, 100.0), (1.0, 0.0)],
+                    color: 3,
                 },
                 Series {
                     name: "b".into(),
                     points: vec![(0.0, 50.0), (1.0, 50.0)],
+                    color: 1,
+                },
+                // drawn exactly over b: its smaller markers leave a ring of b's colour
+                Series {
+                    name: "c".into(),
+                    points: vec![(0.0, 50.0), (1.0, 50.0)],
+                    color: 5,
                 },
             ],
         };
         let img = line_charts("t", &axes, &[panel.clone(), panel]);
-        // The middle of series b (y = 50) in the first panel is b's colour.
+        // The middle of series c (y = 50, over b) in the first panel is c's colour.
         let (x, y) = (LEFT + PLOT_W / 4, TOP + PLOT_H / 2);
-        assert_eq!(img.get_pixel(x, y).0, series_color(1));
-        // Series a starts at the top-left corner of the plot.
-        assert_eq!(img.get_pixel(LEFT + 1, TOP + 1).0, series_color(0));
+        assert_eq!(img.get_pixel(x, y).0, series_color(5));
+        // At the point (1, 50) c's marker (7 px) sits inside b's (9 px): both show.
+        let (px, py) = (LEFT + PLOT_W, TOP + PLOT_H / 2);
+        assert_eq!(img.get_pixel(px, py).0, series_color(5));
+        assert_eq!(img.get_pixel(px + 4, py + 4).0, series_color(1));
+        // Series a starts at the top-left corner of the plot, in its own colour.
+        assert_eq!(img.get_pixel(LEFT + 1, TOP + 1).0, series_color(3));
     }
 }
