@@ -487,7 +487,24 @@ impl Report {
         let mut md = String::new();
         let _ = writeln!(md, "\n## Ground truth\n");
         if let Some(file) = &self.ground_truth_file {
-            let _ = writeln!(md, "Against `{file}` (`fiedler synth`): pointing game = % of samples whose most relevant {} is on an object the question is about (units tied for the top count by the share of them on one); mass = mean % of the positive image relevance on those objects (a map with none positive: chance); word rank = mean rank of the best relevant question word (1 = top; expected over ties). Samples without a relevant object in view have no image score. `chance` = the same scores for relevance in random order.\n", if self.family == "lxmert" { "region" } else { "patch" });
+            let unit = if self.family == "lxmert" {
+                "region"
+            } else {
+                "patch"
+            };
+            // CLIP explains a caption that names every object; the VQA models a question.
+            let (about, words) = if self.family == "clip" {
+                (
+                    "an object the caption names (every object of the image)",
+                    "captions mark no relevant words, so CLIP has none",
+                )
+            } else {
+                (
+                    "an object the question is about",
+                    "mean rank of the best relevant question word (1 = top; expected over ties)",
+                )
+            };
+            let _ = writeln!(md, "Against `{file}` (`fiedler synth`): pointing game = % of samples whose most relevant {unit} is on {about} (units tied for the top count by the share of them on one); mass = mean % of the positive image relevance on those objects (a map with none positive: chance); word rank = {words}. Samples without a relevant object in view have no image score. `chance` = the same scores for relevance in random order.\n");
         }
         let _ = writeln!(
             md,
