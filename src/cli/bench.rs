@@ -452,12 +452,12 @@ fn run_eval<B: Backend>(
         DEFAULT_STEPS.len()
     )?;
     outln!(
-        "{:>5} {:>10} {:>10} {:>22} {:>22}",
+        "{:>5} {:>10} {:>10} {:>24} {:>26}",
         "batch",
         "s total",
         "samples/s",
-        "ms per sample x test",
-        "forwards per s. x test"
+        "ms per (sample, test)",
+        "forwards per (sample, test)"
     )?;
     for &batch in &args.batch {
         let _ = std::fs::remove_file(&path);
@@ -488,14 +488,14 @@ fn run_eval<B: Backend>(
         let seconds = start.elapsed().as_secs_f64();
         let tests = (n * methods.len() * TESTS.len()) as f64;
         outln!(
-            "{batch:>5} {seconds:>10.2} {:>10.3} {:>22.1} {:>22.2}",
+            "{batch:>5} {seconds:>10.2} {:>10.3} {:>24.1} {:>26.2}",
             n as f64 / seconds,
             seconds / tests * 1e3,
             counted.inputs.get() as f64 / tests
         )?;
     }
     let _ = std::fs::remove_file(&path);
-    outln!("reference: one explanation (forward + backward) and 9 forwards per sample x test, at batch 1")?;
+    outln!("reference: one explanation (forward + backward) and 9 forwards per (sample, test), at batch 1")?;
     Ok(())
 }
 
@@ -649,7 +649,7 @@ fn print_header() -> anyhow::Result<()> {
         "method",
         "batch",
         "trace ms",
-        "to host",
+        "to host ms",
         "method ms",
         "ms/expl",
         "expl/s",
