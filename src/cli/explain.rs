@@ -76,8 +76,9 @@ pub struct ExplainArgs {
     #[arg(long)]
     lrp: bool,
     /// Folder for the overlay PNGs, comparison sheets, index.html and explanations.json. An
-    /// earlier run's files of these names in it are replaced (its sampleN-*.png removed);
-    /// other files are left alone.
+    /// earlier run's files of these names in it are removed before the new ones are written;
+    /// other files are left alone. A run locks the folder (.fiedler-explain.lock, left as the
+    /// mark of a folder explain writes): a second run into it at once is refused.
     #[arg(long, default_value = "fiedler-out")]
     out: PathBuf,
     /// Samples per forward/backward pass.
@@ -507,6 +508,8 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     }
     fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    // Before this run's lock is made: whether an earlier run wrote here.
+    let earlier = earlier_run(&args.out);
     let _writing = lock_output_folder(&args.out)?;
     let (samples, displayed, target) = with_backend!(backend, be => {
         explain_on(be, family, &model_dir, &args, &methods, &opts, progress)?
@@ -514,13 +517,28 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     bar.finish();
 
     // The files first: a reader that stops early (`| head`) ends the process at a print.
+    if earlier {
+        remove_earlier_outputs(&args.out)?;
+    }
+    let mut bar = if samples.len() > args.batch {
+        Progress::new(Task::WRITE, samples.len(), 0, args.batch)
+    } else {
+        Progress::hidden()
+    };
     write_outputs(
         family.model_type(),
         &target,
         &samples,
         &displayed,
         &args.out,
+        || {
+            bar.advance(Advance {
+                evaluated: 1,
+                ..Advance::default()
+            })
+        },
     )?;
+    bar.finish();
     let mut stdout = std::io::stdout().lock();
     print_samples(&mut stdout, &samples)
         .and_then(|()| writeln!(stdout, "wrote {}", args.out.join("index.html").display()))
@@ -723,8 +741,8 @@ fn write_outputs(
     samples: &[Sample],
     displayed: &HashMap<PathBuf, RgbImage>,
     out: &Path,
+    mut written: impl FnMut(),
 ) -> anyhow::Result<()> {
-    remove_earlier_images(out)?;
     let mut records = Vec::new();
     let mut html_samples = Vec::new();
     for (i, s) in samples.iter().enumerate() {
@@ -825,6 +843,7 @@ fn write_outputs(
             methods: html_methods,
             sheet_file,
         });
+        written();
     }
     let json = serde_json::to_string_pretty(&records)?;
     fs::write(out.join("explanations.json"), json).context("cannot write explanations.json")?;
@@ -833,14 +852,19 @@ fn write_outputs(
     Ok(())
 }
 
-/// In a folder an earlier `explain` wrote (it holds explanations.json), the PNGs that run
-/// wrote: a run with fewer samples or methods would leave them beside its own, looking
-/// current. Only the names `explain` gives (`sampleN-METHOD.png`, `sampleN-sheet.png`) are
-/// removed; other files, `sample0-mine.png` included, are left alone.
-fn remove_earlier_images(out: &Path) -> anyhow::Result<()> {
-    if !out.join("explanations.json").is_file() {
-        return Ok(());
-    }
+/// Whether an earlier `explain` wrote into `out`: it holds explanations.json, or the lock
+/// file a run leaves (one cut short before writing its page).
+fn earlier_run(out: &Path) -> bool {
+    out.join("explanations.json").is_file() || out.join(LOCK_FILE).is_file()
+}
+
+/// In a folder an earlier `explain` wrote, the files that run wrote: the PNGs, then the page
+/// and explanations.json. A run with fewer samples or methods would leave PNGs beside its
+/// own, looking current, and a run cut short before it writes its page would leave the
+/// earlier page pointing at PNGs it has removed or replaced. Only the names `explain` gives
+/// (`sampleN-METHOD.png`, `sampleN-sheet.png`, index.html, explanations.json) are removed;
+/// other files, `sample0-mine.png` included, are left alone.
+fn remove_earlier_outputs(out: &Path) -> anyhow::Result<()> {
     let ours = |name: &str| {
         name.strip_prefix("sample")
             .and_then(|rest| rest.strip_suffix(".png"))
@@ -858,6 +882,15 @@ fn remove_earlier_images(out: &Path) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot remove {}", entry.path().display()))?;
         }
     }
+    for page in ["index.html", "explanations.json"] {
+        match fs::remove_file(out.join(page)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e)
+                    .with_context(|| format!("cannot remove {}", out.join(page).display()))
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -872,6 +905,37 @@ mod tests {
     use std::ffi::OsStr;
 
     use super::*;
+
+    /// A folder an earlier run wrote (its page, or only the lock file of a run cut short) is
+    /// recognised, and a new run removes that run's PNGs and then its page, so that no page
+    /// is left pointing at images removed or replaced; other files stay.
+    #[test]
+    fn an_earlier_runs_page_goes_with_its_images() {
+        let out = std::env::temp_dir().join(format!("fiedler-earlier-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&out);
+        fs::create_dir_all(&out).unwrap();
+        assert!(!earlier_run(&out));
+        fs::write(out.join(LOCK_FILE), "").unwrap();
+        assert!(earlier_run(&out));
+        let ours = [
+            "index.html",
+            "explanations.json",
+            "sample0-chefer.png",
+            "sample12-sheet.png",
+        ];
+        let theirs = ["notes.txt", "sample0-mine.png", "photo.png", LOCK_FILE];
+        for name in ours.iter().chain(&theirs) {
+            fs::write(out.join(name), "x").unwrap();
+        }
+        remove_earlier_outputs(&out).unwrap();
+        for name in ours {
+            assert!(!out.join(name).exists(), "{name} left");
+        }
+        for name in theirs {
+            assert!(out.join(name).exists(), "{name} removed");
+        }
+        fs::remove_dir_all(&out).unwrap();
+    }
 
     #[test]
     fn tokens_are_coloured_on_a_terminal_unless_no_color_is_set() {

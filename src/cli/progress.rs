@@ -32,6 +32,11 @@ impl Task {
         name: "explain",
         done: "explained",
     };
+    /// Drawing and writing the explained samples' images and page.
+    pub const WRITE: Task = Task {
+        name: "write",
+        done: "written",
+    };
 }
 
 pub enum Progress {

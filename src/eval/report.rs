@@ -495,7 +495,7 @@ impl Report {
             // CLIP explains a caption that names every object; the VQA models a question.
             let (about, words) = if self.family == "clip" {
                 (
-                    "an object the caption names (every object of the image)",
+                    "an object the caption names, i.e. any object of the image",
                     "captions mark no relevant words, so CLIP has none",
                 )
             } else {
