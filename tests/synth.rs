@@ -464,3 +464,33 @@ fn ground_truth_agrees_with_pixels_and_questions() {
     }
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// A set written over an earlier one loses the earlier JSON before its first image: cut short
+/// (here by a panic after one image), it leaves no questions or ground truth that would pass
+/// its mixed images off as either set.
+#[test]
+fn a_set_cut_short_over_an_earlier_one_leaves_no_json() {
+    let dir = scratch("cut-short");
+    fiedler::synth::write_set(&dir, 3, 1, || {}).unwrap();
+    let files = [
+        "questions.json",
+        "annotations.json",
+        "ground_truth.json",
+        "captions.json",
+    ];
+    assert!(files.iter().all(|f| dir.join(f).is_file()));
+    let mut images = 0;
+    let cut = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fiedler::synth::write_set(&dir, 3, 2, || {
+            images += 1;
+            assert!(images < 2, "cut short");
+        })
+    }));
+    assert!(cut.is_err());
+    for f in files {
+        assert!(!dir.join(f).exists(), "{f} of the earlier set is left");
+    }
+    fiedler::synth::write_set(&dir, 3, 2, || {}).unwrap();
+    assert!(files.iter().all(|f| dir.join(f).is_file()));
+    fs::remove_dir_all(dir).unwrap();
+}

@@ -52,6 +52,14 @@ pub enum SynthError {
 /// truth held in memory until the JSON files are written at the end.
 pub const MAX_IMAGES: usize = 1_000_000;
 
+/// The JSON files of a set, written once every image is.
+const SET_FILES: [&str; 4] = [
+    "questions.json",
+    "annotations.json",
+    "ground_truth.json",
+    "captions.json",
+];
+
 /// The image file stem of an image id, COCO-style: `synth_000000000042`.
 pub fn image_stem(image_id: u64) -> String {
     format!("{DATA_SUBTYPE}_{image_id:012}")
@@ -278,6 +286,17 @@ pub fn write_set(
         let d = out.join(dir);
         fs::create_dir_all(&d).map_err(write_err(&d))?;
     }
+    // An earlier set's JSON goes first, and this set's is written last: a run cut short over
+    // an earlier set leaves no JSON to pass its mixed images off as either set.
+    for file in SET_FILES {
+        let path = out.join(file);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(write_err(&path)(e));
+            }
+            _ => {}
+        }
+    }
     let tsv_path = out.join("regions.tsv");
     let mut tsv =
         std::io::BufWriter::new(fs::File::create(&tsv_path).map_err(write_err(&tsv_path))?);
@@ -383,7 +402,7 @@ pub fn write_set(
 
     let n_questions = vqa_questions.len();
     write_json(
-        &out.join("questions.json"),
+        &out.join(SET_FILES[0]),
         &QuestionsFile {
             info: info(seed),
             task_type: "Open-Ended",
@@ -394,7 +413,7 @@ pub fn write_set(
         },
     )?;
     write_json(
-        &out.join("annotations.json"),
+        &out.join(SET_FILES[1]),
         &AnnotationsFile {
             info: info(seed),
             data_type: DATA_SUBTYPE,
@@ -403,8 +422,8 @@ pub fn write_set(
             annotations,
         },
     )?;
-    write_json(&out.join("ground_truth.json"), &gt)?;
-    write_json(&out.join("captions.json"), &caption_sets)?;
+    write_json(&out.join(SET_FILES[2]), &gt)?;
+    write_json(&out.join(SET_FILES[3]), &caption_sets)?;
     Ok(Summary {
         images: count,
         questions: n_questions,
