@@ -938,6 +938,29 @@ fn explain_vqa_targets_and_bad_input() {
         ],
         "has no word tokens",
     );
+    // In a --pairs file, a question without words is named by its line, whatever the batch
+    // size, before any batch is explained.
+    let pairs = out.join("wordless.jsonl");
+    let line = |q: &str| serde_json::json!({"image": s(&photo), "question": q}).to_string();
+    let lines = [
+        line("is there a cat?"),
+        String::new(),
+        line("is there a dog?"),
+        line("\u{200b}\u{200b}"),
+    ];
+    std::fs::write(&pairs, lines.join("\n")).unwrap();
+    for batch in ["1", "2", "8"] {
+        assert_fails(
+            &[
+                "explain", "--model", s(&vilt), "--pairs", s(&pairs), "--batch", batch, "--out",
+                s(&out),
+            ],
+            &format!(
+                "{}:4: question \"\\u{{200b}}\\u{{200b}}\" (input 2, counted from 0) has no word tokens",
+                pairs.display()
+            ),
+        );
+    }
     // A chosen answer and the seed's Σ-logits target both run and say what they explain.
     for (target, name) in [
         ("answer:table", "answer:table"),

@@ -24,7 +24,7 @@ use fiedler::render;
 use fiedler::render::overlay::Layout;
 use fiedler::session::{
     whole_image, AnswerTarget, ClipSession, LxmertSession, PairRequest, QuestionResult,
-    RegionRequest, ViltSession,
+    RegionRequest, SessionError, ViltSession,
 };
 use image::RgbImage;
 use serde::de::DeserializeOwned;
@@ -189,6 +189,33 @@ fn pair_lines<T: DeserializeOwned>(
         })
         .collect::<anyhow::Result<_>>()?;
     Ok((base, lines))
+}
+
+/// A session error about one input, named by its line when the inputs came from --pairs.
+fn at_pairs_line(e: SessionError, args: &ExplainArgs) -> anyhow::Error {
+    let line = match (&e, &args.pairs) {
+        (SessionError::NoWords { index, .. }, Some(path)) => pairs_line(path, *index),
+        _ => None,
+    };
+    match (line, &args.pairs) {
+        (Some(line), Some(path)) => {
+            anyhow::Error::from(e).context(format!("{}:{line}", path.display()))
+        }
+        _ => e.into(),
+    }
+}
+
+/// The line (from 1) of the `index`-th sample of a --pairs file, as `pair_lines` counts
+/// them (blank lines skipped).
+fn pairs_line(path: &Path, index: usize) -> Option<usize> {
+    let text = fs::read_to_string(path).ok()?;
+    text.strip_prefix('\u{feff}')
+        .unwrap_or(&text)
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .nth(index)
+        .map(|(i, _)| i + 1)
 }
 
 fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
@@ -590,14 +617,16 @@ fn explain_on<B: Backend>(
             let session = ViltSession::open_on(be, model_dir)?;
             let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
             let explained = target.explained(&session.model().config.id2label);
-            let results = session.explain(
-                &requests(args)?,
-                methods,
-                opts,
-                &target,
-                args.batch,
-                progress,
-            )?;
+            let results = session
+                .explain(
+                    &requests(args)?,
+                    methods,
+                    opts,
+                    &target,
+                    args.batch,
+                    progress,
+                )
+                .map_err(|e| at_pairs_line(e, args))?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .map(|r| {
@@ -620,8 +649,9 @@ fn explain_on<B: Backend>(
             let (requests, images): (Vec<_>, Vec<_>) = region_requests(args)?.into_iter().unzip();
             // Only drawn on, so read before the work: a bad image must not cost a whole run.
             let displayed = display_images(images.iter().flatten(), |p| Ok(whole_image(p)?))?;
-            let results =
-                session.explain(&requests, methods, opts, &target, args.batch, progress)?;
+            let results = session
+                .explain(&requests, methods, opts, &target, args.batch, progress)
+                .map_err(|e| at_pairs_line(e, args))?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .zip(images)

@@ -188,6 +188,19 @@ impl TextTokenizer {
         self.pad_id
     }
 
+    /// How many tokens `text` gives without the special tokens (none: nothing the model
+    /// reads as a word). No truncation, and no warning.
+    pub fn word_tokens(&self, index: usize, text: &str) -> Result<usize, InputError> {
+        self.tokenizer
+            .encode(text, false)
+            .map(|e| e.get_ids().len())
+            .map_err(|e| InputError::Encode {
+                index,
+                text: text.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
     /// Encodes texts into one right-padded batch, truncating (with a warning) any
     /// that exceeds the model's positions.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<TokenBatch, InputError> {

@@ -11,7 +11,8 @@ use crate::model::config::unnamed_answers;
 use crate::model::lxmert::{Lxmert, LxmertInputs, LxmertOutput};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_words, in_batches, rank_answers, AnswerTarget, QuestionResult, SessionError,
+    check_all_words, check_words, in_batches, rank_answers, AnswerTarget, QuestionResult,
+    SessionError,
 };
 use crate::warning::warn;
 
@@ -119,6 +120,8 @@ impl<B: Backend> LxmertSession<B> {
         if requests.is_empty() {
             return Err(SessionError::NoPairs);
         }
+        let texts: Vec<&str> = requests.iter().map(|r| r.question.as_str()).collect();
+        check_all_words(&self.tokenizer, &texts)?;
         in_batches(requests, batch, progress, |chunk| {
             self.explain_batch(chunk, methods, opts, &target.for_batch(chunk.len()))
         })

@@ -15,6 +15,7 @@ use crate::backend::BackendError;
 use crate::explain::ExplainError;
 use crate::explain::Explanation;
 use crate::input::image::{load_image, resize, Resample};
+use crate::input::text::TextTokenizer;
 use crate::input::InputError;
 use crate::model::config::AnswerProbability;
 use crate::model::{ModelError, VqaTarget};
@@ -35,7 +36,7 @@ pub enum SessionError {
     Explain(#[from] ExplainError),
     #[error("text {index} (a caption or question) is empty: nothing to explain")]
     EmptyText { index: usize },
-    #[error("question {index} ({text:?}) has no word tokens for the model")]
+    #[error("question {text:?} (input {index}, counted from 0) has no word tokens for the model")]
     NoWords { index: usize, text: String },
     #[error("{} does not fit on the device ({source}){}",
         if *batch == 1 { "one sample".to_string() } else { format!("a batch of {batch} samples") },
@@ -238,6 +239,23 @@ pub fn whole_image(path: &Path) -> Result<RgbImage, SessionError> {
     let scale = DISPLAY_SIZE as f64 / w.max(h);
     let size = |x: f64| ((x * scale).round() as usize).max(1);
     Ok(resize(&image, size(w), size(h), Resample::Bicubic))
+}
+
+/// Every question of a request holds a word token: checked before any batch is explained, so
+/// that a bad question is named by its place among them all and costs no work.
+pub(crate) fn check_all_words(
+    tokenizer: &TextTokenizer,
+    texts: &[&str],
+) -> Result<(), SessionError> {
+    for (index, text) in texts.iter().enumerate() {
+        if tokenizer.word_tokens(index, text)? == 0 {
+            return Err(SessionError::NoWords {
+                index,
+                text: (*text).to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A VQA question must keep at least one token between [CLS] and [SEP].

@@ -12,8 +12,8 @@ use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs, ViltOutput};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_requests, check_words, in_batches, needs_backward, rank_answers, whole_image,
-    AnswerTarget, PairRequest, QuestionResult, SessionError,
+    check_all_words, check_requests, check_words, in_batches, needs_backward, rank_answers,
+    whole_image, AnswerTarget, PairRequest, QuestionResult, SessionError,
 };
 use crate::warning::warn;
 
@@ -85,6 +85,8 @@ impl<B: Backend> ViltSession<B> {
         progress: impl FnMut(usize),
     ) -> Result<Vec<QuestionResult>, SessionError> {
         check_requests(pairs)?;
+        let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
+        check_all_words(&self.tokenizer, &texts)?;
         in_batches(pairs, batch, progress, |chunk| {
             self.explain_batch(chunk, methods, opts, &target.for_batch(chunk.len()))
         })
