@@ -354,6 +354,15 @@ fn html_one_span_per_token_and_images() {
     assert_eq!(html.matches("<span class=\"tok off\"").count(), 2);
     assert!(html.contains("<img class=\"sheet\" src=\"sheet_0.png\""));
     assert!(html.contains("<img class=\"overlay\" src="));
+    // Images load as they scroll into view (a page of 200 samples holds 2,200), and each
+    // sample has the terminal's number and an anchor.
+    assert_eq!(
+        html.matches("<img ").count(),
+        html.matches(" loading=\"lazy\">").count()
+    );
+    let two = page("t", &[pair(), pair()]);
+    assert!(two.contains("<section class=\"pair\" id=\"sample-1\">"));
+    assert!(two.contains("<h2><a href=\"#sample-1\">sample 1</a>: "));
     // The hottest token is yellow with black text, the coldest purple with white; raw values in
     // the tooltip.
     assert!(html.contains(

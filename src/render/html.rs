@@ -151,7 +151,7 @@ fn method(out: &mut String, m: &HtmlMethod) {
     if let Some(file) = &m.overlay_file {
         let _ = writeln!(
             out,
-            "<img class=\"overlay\" src=\"{}\" alt=\"{} heat map\">",
+            "<img class=\"overlay\" src=\"{}\" alt=\"{} heat map\" loading=\"lazy\">",
             escape(file),
             escape(&m.name)
         );
@@ -172,9 +172,14 @@ pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
          <title>{title}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
     );
     out.push_str(&legend());
-    for pair in pairs {
-        out.push_str("<section class=\"pair\">\n");
-        let _ = writeln!(out, "<h2>{}</h2>", escape(&pair.image_label));
+    for (i, pair) in pairs.iter().enumerate() {
+        // Numbered as the terminal numbers the samples, with an anchor (#sample-7) to link.
+        let _ = writeln!(out, "<section class=\"pair\" id=\"sample-{i}\">");
+        let _ = writeln!(
+            out,
+            "<h2><a href=\"#sample-{i}\">sample {i}</a>: {}</h2>",
+            escape(&pair.image_label)
+        );
         let _ = writeln!(out, "<p class=\"text\">{}</p>", escape(&pair.text));
         if pair.truncated {
             out.push_str(
@@ -199,7 +204,7 @@ pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
         if let Some(file) = &pair.sheet_file {
             let _ = writeln!(
                 out,
-                "<img class=\"sheet\" src=\"{}\" alt=\"comparison of methods\">",
+                "<img class=\"sheet\" src=\"{}\" alt=\"comparison of methods\" loading=\"lazy\">",
                 escape(file)
             );
         }
