@@ -1333,3 +1333,39 @@ fn control_characters_in_a_text_are_escaped_on_the_terminal() {
     assert!(line.contains(r#""a photo\tof a\ncat""#), "{line}");
     assert_eq!(records(&out)[0]["text"], text);
 }
+
+/// A flat image map is said on the terminal, not only on its overlay: the bundled LXMERT's
+/// Grad-CAM map of the README's question is all zero, its chefer map is not.
+#[test]
+fn a_flat_image_map_is_said_on_the_terminal() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = scratch("flat-image");
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&root.join("models/lxmert-synth")),
+        "--regions",
+        s(&root.join("examples/regions/shapes-4.safetensors")),
+        "--image",
+        s(&root.join("examples/images/shapes-4.png")),
+        "--question",
+        "what color is the triangle?",
+        "--method",
+        "grad-cam,chefer",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let flat = "image: flat map (all values equal)";
+    assert_eq!(stdout.matches(flat).count(), 1, "{stdout}");
+    let at = lines.iter().position(|l| l.contains(flat)).unwrap();
+    assert!(lines[at - 1].trim_start().starts_with("grad-cam"), "{stdout}");
+    let records = records(&out);
+    assert!(records[0]["image_relevance"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v.as_f64() == Some(0.0)));
+}

@@ -739,6 +739,9 @@ fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()
             writeln!(out, "  {:<width$}  {tokens}", e.method.name())?;
             if let Some(regions) = unseen_regions(s, e) {
                 writeln!(out, "  {:<width$}  regions: {regions}", "")?;
+            } else if render::strongest(&e.image_relevance, 1).is_empty() {
+                // The overlay says so too; here it would go unseen beside the tokens.
+                writeln!(out, "  {:<width$}  image: flat map (all values equal)", "")?;
             }
             for w in degenerate_warnings(e) {
                 eprintln!("warning: sample {i} {}: {w}", e.method);
