@@ -19,12 +19,20 @@ fn warnings_reach_an_installed_handler() {
     let long = "a photo of a cat sitting on a red mat in the sun";
     let batch = tokenizer.encode_batch(&[long]).unwrap();
     assert_eq!(batch.truncated, vec![true]);
+    // Control and bidi characters are escaped in the message, not passed on to act.
+    let hidden = "a \u{202e}tac\u{202c} photo\0 of a cat sitting on a red mat in the sun";
+    tokenizer.encode_batch(&[hidden]).unwrap();
     warning::reset_handler();
 
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(
         seen[0].starts_with("text \"a photo of a cat") && seen[0].contains("truncated"),
         "{seen:?}"
     );
+    assert!(
+        seen[1].starts_with("text \"a \\u{202e}tac\\u{202c} photo\\0 of"),
+        "{seen:?}"
+    );
+    assert!(!seen[1].contains(['\u{202e}', '\0']), "{seen:?}");
 }

@@ -275,8 +275,10 @@ impl TextTokenizer {
             // Named by its start: `index` counts within a batch, not among the inputs.
             let start: String = text.chars().take(40).collect();
             let more = if start.len() < text.len() { "…" } else { "" };
+            // Quoted as Rust debug-prints it: control and bidi characters escaped, not sent
+            // to the terminal to act.
             warn(&format!(
-                "text \"{start}{more}\" has {full_len} tokens, more than the model's {} \
+                "text {start:?}{more} has {full_len} tokens, more than the model's {} \
                  positions; it is truncated to the first {}",
                 self.max_positions, self.max_positions
             ));
