@@ -1361,7 +1361,10 @@ fn a_flat_image_map_is_said_on_the_terminal() {
     let flat = "image: flat map (all values equal)";
     assert_eq!(stdout.matches(flat).count(), 1, "{stdout}");
     let at = lines.iter().position(|l| l.contains(flat)).unwrap();
-    assert!(lines[at - 1].trim_start().starts_with("grad-cam"), "{stdout}");
+    assert!(
+        lines[at - 1].trim_start().starts_with("grad-cam"),
+        "{stdout}"
+    );
     let records = records(&out);
     assert!(records[0]["image_relevance"]
         .as_array()
