@@ -81,6 +81,13 @@ fn lxmert_dataset_without_features(dir: &Path, missing: impl Fn(usize) -> bool) 
     dataset
 }
 
+/// `args` with `dataset` in place of their --dataset.
+fn on_dataset(mut args: Vec<String>, dataset: &Path) -> Vec<String> {
+    let at = args.iter().position(|a| a == "--dataset").unwrap();
+    args[at + 1] = s(dataset);
+    args
+}
+
 /// ViLT on one COCO image, 5 questions (official VQA v2 format).
 fn vilt_args(results: &Path) -> Vec<String> {
     [
@@ -351,12 +358,7 @@ fn failing_samples_are_logged_counted_and_strict_stops() {
     let dir = scratch("failing");
     // Question 1004's image has no features file.
     let dataset = lxmert_dataset_without_features(&dir, |i| i == 3);
-    let with_dataset = |results: &Path| {
-        let mut args = lxmert_args(results, "3");
-        let at = args.iter().position(|a| a == "--dataset").unwrap();
-        args[at + 1] = s(&dataset);
-        args
-    };
+    let with_dataset = |results: &Path| on_dataset(lxmert_args(results, "3"), &dataset);
     let out = run_ok(&with_dataset(&dir.join("results.jsonl")));
     assert!(
         stderr(&out).contains("sample 1004 failed"),
@@ -391,9 +393,7 @@ fn a_run_with_no_sample_evaluated_reports_no_benchmark() {
     let dir = scratch("none-evaluated");
     let dataset = lxmert_dataset_without_features(&dir, |_| true);
     let results = dir.join("results.jsonl");
-    let mut args = lxmert_args(&results, "3");
-    let at = args.iter().position(|a| a == "--dataset").unwrap();
-    args[at + 1] = s(&dataset);
+    let args = on_dataset(lxmert_args(&results, "3"), &dataset);
     let out = fiedler().args(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
@@ -887,9 +887,7 @@ fn a_dataset_rewritten_in_place_does_not_resume_old_results() {
     let dir = scratch("rewritten-dataset");
     let dataset = lxmert_dataset_without_features(&dir, |_| false);
     let results = dir.join("results.jsonl");
-    let mut args = lxmert_args(&results, "4");
-    let at = args.iter().position(|a| a == "--dataset").unwrap();
-    args[at + 1] = s(&dataset);
+    let mut args = on_dataset(lxmert_args(&results, "4"), &dataset);
     args.extend(["--methods".into(), "raw-attn".into()]);
     run_ok(&args);
     run_ok(&args);
