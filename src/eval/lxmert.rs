@@ -213,10 +213,18 @@ impl<B: Backend> LxmertEval<'_, B> {
         x: &LxmertInputs,
     ) -> Result<GivenStacks<B::Buf>, EvalError> {
         let d = self.model.config.hidden_size;
+        // Given stacks only spare work: an input without its stacks (`compute_stacks` runs
+        // first, so none should lack them) has the forward run them all, with the same result.
+        let Some(stacks) = group
+            .iter()
+            .map(|(input, _)| input.stacks.get())
+            .collect::<Option<Vec<&SampleStacks>>>()
+        else {
+            return Ok(GivenStacks::none());
+        };
         let padded = |rows: usize, part: fn(&SampleStacks) -> &[f32]| {
             let mut out = vec![0.0f32; group.len() * rows * d];
-            for ((input, _), slot) in group.iter().zip(out.chunks_exact_mut(rows * d)) {
-                let stacks = input.stacks.get().expect("compute_stacks ran first");
+            for (stacks, slot) in stacks.iter().zip(out.chunks_exact_mut(rows * d)) {
                 let values = part(stacks);
                 slot[..values.len()].copy_from_slice(values);
             }
