@@ -304,7 +304,8 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     let full = dir.join("full/results.jsonl");
     run_ok(&lxmert_args(&full, "2"));
     let total = lines(&full);
-    assert_eq!(total, 1 + 7 * Method::ALL.len() * 4);
+    // The header, the run's start and end, and its records.
+    assert_eq!(total, 3 + 7 * Method::ALL.len() * 4);
 
     // kill -9 once some records are on disk, however far the run got by then.
     let part = dir.join("part/results.jsonl");
@@ -335,6 +336,23 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     let done_before = lines(&part);
     assert!(done_before < total);
 
+    // The report of the part done says the run did not end, in the terminal and the files.
+    let unfinished = "unfinished: the last `fiedler eval` on this file set out to evaluate 7 samples and stopped before it ended";
+    let reported = |results: &Path| {
+        let out = run_ok(&["eval".into(), "report".into(), s(results)]);
+        let md = std::fs::read_to_string(results.with_file_name("report.md")).unwrap();
+        let json = report_json(results.parent().unwrap());
+        (String::from_utf8(out.stdout).unwrap(), md, json)
+    };
+    let (stdout, md, json) = reported(&part);
+    assert!(stdout.contains(unfinished), "{stdout}");
+    assert!(md.contains(unfinished), "{md}");
+    assert_eq!(json["unfinished"]["planned"], 7, "{json}");
+    assert_eq!(json["unfinished"]["running"], false, "{json}");
+    let (stdout, md, json) = reported(&full);
+    assert!(!stdout.contains("unfinished") && !md.contains("unfinished"));
+    assert!(json["unfinished"].is_null(), "{json}");
+
     // A torn last line, as a kill in the middle of a write leaves it.
     let mut bytes = std::fs::read(&part).unwrap();
     bytes.extend_from_slice(br#"{"kind":"perturbation","sample":"10"#);
@@ -346,11 +364,22 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
         "{}",
         stderr(&out)
     );
+    // The same records as the uninterrupted run's; the resumed run marked its own start.
+    let records = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains(r#""kind":"started""#))
+            .map(str::to_owned)
+            .collect()
+    };
     assert_eq!(
-        std::fs::read(&part).unwrap(),
-        std::fs::read(&full).unwrap(),
+        records(&part),
+        records(&full),
         "resumed results differ from the uninterrupted run's"
     );
+    let (stdout, md, _) = reported(&part);
+    assert!(!stdout.contains("unfinished") && !md.contains("unfinished"));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
 use fiedler::eval::report::{Report, Tally};
 use fiedler::eval::results::{
-    data_fingerprint, read_results, Results, ResultsWriter, RunHeader, FORMAT,
+    data_fingerprint, read_results, Line, Results, ResultsWriter, RunHeader, RunMark, FORMAT,
 };
 use fiedler::eval::runner::{run, sample_done, ChunkDone, EvalModel, Plan, Scorer};
 use fiedler::eval::sampling::python_shuffled_prefix;
@@ -207,6 +207,9 @@ fn publish(report: &Report, results: &Path, out: Option<&Path>) -> anyhow::Resul
     let dir = out.unwrap_or_else(|| results.parent().unwrap_or(Path::new(".")));
     let written = report.write(dir, results)?;
     print_table(report)?;
+    if let Some(unfinished) = report.unfinished {
+        outln!("note: {}", unfinished.sentence())?;
+    }
     for path in written {
         outln!("wrote {}", path.display())?;
     }
@@ -235,6 +238,9 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
             report.samples,
             report.dataset
         )?;
+        if let Some(unfinished) = report.unfinished {
+            outln!("**{}**\n", unfinished.sentence())?;
+        }
         outln!("{}", report.summary_markdown())?;
     }
     Ok(())
@@ -634,6 +640,16 @@ fn evaluate<M: EvalModel>(
         .filter(|q| sample_done(q, plan, truth.is_some(), &done))
         .count();
 
+    // The run's start and end are marked, so that the report of a run cut short says so. A
+    // rerun with nothing left to do marks nothing, unless it ends one that stopped.
+    let marked = done_before < questions.len() || existing.last_run.is_some_and(|r| !r.finished);
+    let mark = RunMark {
+        samples: questions.len(),
+    };
+    if marked {
+        writer.append(&Line::Started(mark.clone()))?;
+    }
+
     let mut progress = Progress::new(Task::EVAL, questions.len(), done_before, plan.batch);
     progress.route_warnings();
     progress.set_message(tally.summary(&header.steps));
@@ -661,6 +677,9 @@ fn evaluate<M: EvalModel>(
             });
         },
     )?;
+    if marked {
+        writer.append(&Line::Finished(mark))?;
+    }
     progress.finish();
     if failed > 0 {
         eprintln!(

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::eval::protocol::{auc, Modality, Order, Test, AUC_FORMULA};
-use crate::eval::results::{GroundTruthRecord, PerturbationRecord, Results, RunHeader};
+use crate::eval::results::{
+    being_written, GroundTruthRecord, PerturbationRecord, Results, RunHeader,
+};
 use crate::eval::EvalError;
 use crate::explain::Method;
 use crate::model::ModelFamily;
@@ -197,6 +199,34 @@ pub struct Failure {
     pub error: String,
 }
 
+/// A results file whose last `fiedler eval` has not ended: its numbers are of the samples
+/// done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Unfinished {
+    /// Samples that run set out to evaluate.
+    pub planned: usize,
+    /// Whether it is writing the file now (else it stopped: interrupted, or failed).
+    pub running: bool,
+}
+
+impl Unfinished {
+    pub fn sentence(&self) -> String {
+        let planned = self.planned;
+        if self.running {
+            format!(
+                "unfinished: a `fiedler eval` is writing this file now (it set out to evaluate \
+                 {planned} samples); the numbers are of the samples done so far"
+            )
+        } else {
+            format!(
+                "unfinished: the last `fiedler eval` on this file set out to evaluate {planned} \
+                 samples and stopped before it ended; the numbers are of the samples done so \
+                 far (the same command resumes it)"
+            )
+        }
+    }
+}
+
 /// Everything the report shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -210,6 +240,8 @@ pub struct Report {
     /// least-relevant-first (negative, higher is better).
     pub columns: Vec<String>,
     pub samples: usize,
+    /// Set when the run writing the file has not ended.
+    pub unfinished: Option<Unfinished>,
     pub methods: Vec<MethodRow>,
     /// The ground truth scored against (empty: none).
     pub ground_truth_file: Option<String>,
@@ -299,6 +331,13 @@ impl Report {
             auc_formula: AUC_FORMULA,
             columns: TESTS.iter().map(|t| t.column()).collect(),
             samples,
+            unfinished: results
+                .last_run
+                .filter(|run| !run.finished)
+                .map(|run| Unfinished {
+                    planned: run.samples,
+                    running: being_written(path),
+                }),
             methods,
             ground_truth_file: header.ground_truth.clone(),
             ground_truth,
@@ -337,6 +376,9 @@ impl Report {
             self.failed_samples.len(),
             self.seed
         );
+        if let Some(unfinished) = self.unfinished {
+            let _ = writeln!(md, "- **{}**", unfinished.sentence());
+        }
         if !self.perturbed() {
             let why = if clip {
                 "no perturbation tests (a model with no answer to perturb): ground-truth scores only"

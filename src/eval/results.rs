@@ -8,6 +8,9 @@
 //! - `failure`: a sample that could not be evaluated, with the reason (retried on rerun).
 //! - `ground-truth`: one sample × method scored against `fiedler synth` ground truth (pointing
 //!   game, mass in mask, relevant-word rank, and their chance levels), when the run has it.
+//! - `started` / `finished`: a `fiedler eval` on the file began, with the number of samples
+//!   it set out to evaluate, and ended with each of them evaluated or failed; a `started`
+//!   with no `finished` after it is a run interrupted (or still going), which the report says.
 //!
 //! Other kinds are kept for later readers and skipped by this one. Each line is written with one `write` and flushed to disk (`fsync`) before the
 //! next, so a process killed at any moment leaves whole lines and at most one torn last line
@@ -146,6 +149,20 @@ pub struct FailureRecord {
     pub error: String,
 }
 
+/// A `started` or `finished` line: the samples a `fiedler eval` set out to evaluate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMark {
+    pub samples: usize,
+}
+
+/// The last `fiedler eval` a results file records (files of older versions record none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastRun {
+    /// Samples it set out to evaluate.
+    pub samples: usize,
+    pub finished: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Line {
@@ -153,6 +170,8 @@ pub enum Line {
     Perturbation(PerturbationRecord),
     Failure(FailureRecord),
     GroundTruth(GroundTruthRecord),
+    Started(RunMark),
+    Finished(RunMark),
 }
 
 /// (sample, method, test): what one perturbation line covers.
@@ -167,6 +186,8 @@ pub struct Results {
     pub failures: Vec<FailureRecord>,
     /// In file order, without repeats of a (sample, method).
     pub ground_truth: Vec<GroundTruthRecord>,
+    /// The last run's `started` line, and whether its `finished` line followed.
+    pub last_run: Option<LastRun>,
     /// Lines of kinds this version does not read.
     pub other_lines: usize,
     /// Bytes of whole lines; a torn last line starts here.
@@ -274,6 +295,17 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
                     results.ground_truth.push(r);
                 }
             }
+            Ok(Some(Line::Started(m))) => {
+                results.last_run = Some(LastRun {
+                    samples: m.samples,
+                    finished: false,
+                })
+            }
+            Ok(Some(Line::Finished(_))) => {
+                if let Some(run) = &mut results.last_run {
+                    run.finished = true;
+                }
+            }
             Err(Unknown) => results.other_lines += 1,
             // A whole last line that does not parse is treated like a torn one.
             Err(Broken(_)) if is_last => {
@@ -319,9 +351,11 @@ fn parse_line(line: &[u8]) -> Result<Option<Line>, ParseError> {
     }
     let value: Value = serde_json::from_slice(line).map_err(|e| Broken(e.to_string()))?;
     match value.get("kind").and_then(Value::as_str) {
-        Some("run" | "perturbation" | "failure" | "ground-truth") => serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| Broken(e.to_string())),
+        Some("run" | "perturbation" | "failure" | "ground-truth" | "started" | "finished") => {
+            serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| Broken(e.to_string()))
+        }
         Some(_) => Err(Unknown),
         None => Err(Broken("no \"kind\"".into())),
     }
@@ -526,6 +560,16 @@ fn check_regular(path: &Path) -> Result<(), EvalError> {
     }
 }
 
+/// Whether a `fiedler eval` is writing `path` now (it holds the writer's lock).
+pub fn being_written(path: &Path) -> bool {
+    File::open(path).is_ok_and(|file| {
+        matches!(
+            file.try_lock_shared(),
+            Err(std::fs::TryLockError::WouldBlock)
+        )
+    })
+}
+
 /// The fingerprint of a run's dataset and ground-truth files, in order: their bytes, as
 /// `fnv1a_words` hashes them.
 pub fn data_fingerprint(files: &[&Path]) -> Result<String, EvalError> {
@@ -659,9 +703,31 @@ mod tests {
             "{e}"
         );
         assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(being_written(&path));
         drop(first);
+        assert!(!being_written(&path));
         let (_, read) = ResultsWriter::open(&path, &header(1)).unwrap();
         assert_eq!(read.failures.len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The last run is the last `started` line, finished when a `finished` line follows it;
+    /// files without them (older versions) record none.
+    #[test]
+    fn the_last_run_is_read_from_its_start_and_end_marks() {
+        let dir = scratch("marks");
+        let path = dir.join("results.jsonl");
+        let (mut writer, read) = ResultsWriter::open(&path, &header(1)).unwrap();
+        assert_eq!(read.last_run, None);
+        let last_run = || read_results(&path).unwrap().last_run;
+        let mark = |samples| RunMark { samples };
+        let run = |samples, finished| Some(LastRun { samples, finished });
+        writer.append(&Line::Started(mark(5))).unwrap();
+        assert_eq!(last_run(), run(5, false));
+        writer.append(&Line::Finished(mark(5))).unwrap();
+        assert_eq!(last_run(), run(5, true));
+        writer.append(&Line::Started(mark(9))).unwrap();
+        assert_eq!(last_run(), run(9, false));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
