@@ -26,13 +26,20 @@ fn inspect_describes_the_clip_fixture() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.contains("family      clip"), "{stdout}");
     assert!(
-        stdout.contains("vision      3 layers, 4 heads, width 64, 37 tokens"),
+        stdout.contains("vision      3 layers, 4 heads, width 64, feed-forward 128, 37 tokens"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("text        3 layers, 4 heads, width 48, up to 32 tokens"),
+        stdout
+            .contains("text        3 layers, 4 heads, width 48, feed-forward 96, up to 32 tokens"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("image       48×48 pixels, cut into 6×6 patches of 8×8"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("projection  40 (the shared"), "{stdout}");
+    assert!(stdout.contains("vocabulary  814 word pieces"), "{stdout}");
     assert!(stdout.contains("parameters  217457"), "{stdout}");
     assert!(stdout.contains("F32 (110 tensors)"), "{stdout}");
     assert!(stdout.contains("loads       yes"), "{stdout}");

@@ -17,6 +17,8 @@ pub struct TowerSummary {
     pub layers: usize,
     pub heads: usize,
     pub width: usize,
+    /// The feed-forward (MLP) width.
+    pub feed_forward: usize,
     /// Its tokens per sample, in words: "197 tokens", "up to 77 text tokens".
     pub tokens: String,
 }
@@ -28,8 +30,14 @@ pub struct ModelSummary {
     /// The VQA head's answers and whether config.json names them (LXMERT checkpoints may
     /// not: then `--answers` does).
     pub answers: Option<(usize, bool)>,
+    /// The image's size and patches, in words (CLIP, ViLT).
+    pub image: Option<String>,
     /// LXMERT's region feature width (what a features file must hold).
     pub region_features: Option<usize>,
+    /// CLIP's shared image–text embedding width.
+    pub projection: Option<usize>,
+    /// Word pieces the tokenizer's ids index.
+    pub vocabulary: usize,
     pub parameters: usize,
     /// Stored dtype → tensor count, e.g. [("F16", 200)].
     pub stored_dtypes: Vec<(String, usize)>,
@@ -49,8 +57,9 @@ impl ModelSummary {
         let family = read_family(dir)?;
         let mut answers = None;
         let mut region_features = None;
+        let mut projection = None;
         // The towers, and the layer stacks the weights must not exceed.
-        let (towers, stacks) = match family {
+        let (towers, stacks, image, vocabulary) = match family {
             ModelFamily::Clip => {
                 let c = ClipConfig::from_dir(dir)?;
                 let grid = c.vision.grid_size();
@@ -60,6 +69,7 @@ impl ModelSummary {
                         layers: c.vision.num_hidden_layers,
                         heads: c.vision.num_attention_heads,
                         width: c.vision.hidden_size,
+                        feed_forward: c.vision.intermediate_size,
                         tokens: counted(1 + grid * grid, "token"),
                     },
                     TowerSummary {
@@ -67,10 +77,21 @@ impl ModelSummary {
                         layers: c.text.num_hidden_layers,
                         heads: c.text.num_attention_heads,
                         width: c.text.hidden_size,
+                        feed_forward: c.text.intermediate_size,
                         tokens: format!("up to {} tokens", c.text.max_position_embeddings),
                     },
                 ];
-                (towers, clip::layer_stacks(&c).to_vec())
+                projection = Some(c.projection_dim);
+                let (size, patch) = (c.vision.image_size, c.vision.patch_size);
+                let image = format!(
+                    "{size}×{size} pixels, cut into {grid}×{grid} patches of {patch}×{patch}"
+                );
+                (
+                    towers,
+                    clip::layer_stacks(&c).to_vec(),
+                    image,
+                    c.text.vocab_size,
+                )
             }
             ModelFamily::Vilt => {
                 let c = ViltConfig::from_dir(dir)?;
@@ -79,6 +100,7 @@ impl ModelSummary {
                     layers: c.num_hidden_layers,
                     heads: c.num_attention_heads,
                     width: c.hidden_size,
+                    feed_forward: c.intermediate_size,
                     tokens: format!(
                         "up to {} text tokens, then an image token and up to {} patches",
                         c.max_position_embeddings,
@@ -86,7 +108,12 @@ impl ModelSummary {
                     ),
                 }];
                 answers = Some((c.id2label.len(), !unnamed_answers(&c.id2label)));
-                (towers, vilt::layer_stacks(&c).to_vec())
+                let (patch, grid) = (c.patch_size, c.grid_size());
+                let image = format!(
+                    "{patch}×{patch}-pixel patches; position embeddings for a {grid}×{grid} grid, \
+                     resized to each image's"
+                );
+                (towers, vilt::layer_stacks(&c).to_vec(), image, c.vocab_size)
             }
             ModelFamily::Lxmert => {
                 let c = LxmertConfig::from_dir(dir)?;
@@ -95,6 +122,7 @@ impl ModelSummary {
                     layers,
                     heads: c.num_attention_heads,
                     width: c.hidden_size,
+                    feed_forward: c.intermediate_size,
                     tokens,
                 };
                 let text = format!("up to {} text tokens", c.max_position_embeddings);
@@ -110,7 +138,12 @@ impl ModelSummary {
                 ];
                 answers = Some((c.id2label.len(), !unnamed_answers(&c.id2label)));
                 region_features = Some(c.visual_feat_dim);
-                (towers, lxmert::layer_stacks(&c).to_vec())
+                (
+                    towers,
+                    lxmert::layer_stacks(&c).to_vec(),
+                    String::new(),
+                    c.vocab_size,
+                )
             }
         };
         let weights = Weights::open(dir)?;
@@ -119,7 +152,10 @@ impl ModelSummary {
             family,
             towers,
             answers,
+            image: (!image.is_empty()).then_some(image),
             region_features,
+            projection,
+            vocabulary,
             parameters: weights.param_count(),
             stored_dtypes: weights.stored_dtypes(),
         })
@@ -132,17 +168,25 @@ impl fmt::Display for ModelSummary {
         for t in &self.towers {
             writeln!(
                 f,
-                "{:<11} {}, {}, width {}, {}",
+                "{:<11} {}, {}, width {}, feed-forward {}, {}",
                 t.name,
                 counted(t.layers, "layer"),
                 counted(t.heads, "head"),
                 t.width,
+                t.feed_forward,
                 t.tokens
             )?;
+        }
+        if let Some(image) = &self.image {
+            writeln!(f, "image       {image}")?;
         }
         if let Some(width) = self.region_features {
             writeln!(f, "features    {width} wide per region, with its box")?;
         }
+        if let Some(width) = self.projection {
+            writeln!(f, "projection  {width} (the shared image–text embedding)")?;
+        }
+        writeln!(f, "vocabulary  {} word pieces", self.vocabulary)?;
         if let Some((n, named)) = self.answers {
             let names = if named {
                 "named in config.json"
