@@ -46,7 +46,7 @@ fn image_path(name: &str) -> PathBuf {
 }
 
 fn processor() -> ViltProcessorConfig {
-    ViltProcessorConfig::from_dir(&vilt_dir()).expect("fixture preprocessor config parses")
+    ViltProcessorConfig::from_dir(&vilt_dir(), 64).expect("fixture preprocessor config parses")
 }
 
 fn usize_pair(v: &Value) -> (usize, usize) {
@@ -307,19 +307,32 @@ fn fixture_preprocessor_config_values() {
 fn processor_with(name: &str, json: &str) -> Result<ViltProcessorConfig, InputError> {
     let dir = scratch(name);
     std::fs::write(dir.join("preprocessor_config.json"), json).expect("write config");
-    ViltProcessorConfig::from_dir(&dir)
+    ViltProcessorConfig::from_dir(&dir, 384)
 }
 
+/// Without preprocessor_config.json: `ViltImageProcessor()`'s defaults with the model's
+/// image_size as the shortest edge (spec §H), which for ViLT's 384 are the defaults exactly; a
+/// file without `size` takes it too.
 #[test]
-fn absent_preprocessor_config_gives_vilt_image_processor_defaults() {
-    let config = ViltProcessorConfig::from_dir(&scratch("no-preprocessor")).unwrap();
-    assert_eq!(config, ViltProcessorConfig::default());
+fn absent_preprocessor_settings_come_from_the_model_image_size() {
+    let config = ViltProcessorConfig::from_dir(&scratch("no-preprocessor"), 384).unwrap();
     assert_eq!(
         (config.shortest_edge, config.size_divisor, config.resample),
         (384, 32, Resample::Bicubic)
     );
     assert_eq!((config.image_mean, config.image_std), ([0.5; 3], [0.5; 3]));
     assert!(config.do_resize && config.do_rescale && config.do_normalize && config.do_pad);
+    let config = ViltProcessorConfig::from_dir(&scratch("no-preprocessor-96"), 96).unwrap();
+    assert_eq!(config, ViltProcessorConfig::vilt(96));
+    assert_eq!((config.shortest_edge, config.size_divisor), (96, 32));
+    let dir = scratch("no-size");
+    std::fs::write(
+        dir.join("preprocessor_config.json"),
+        r#"{"size_divisor": 16}"#,
+    )
+    .unwrap();
+    let config = ViltProcessorConfig::from_dir(&dir, 96).unwrap();
+    assert_eq!((config.shortest_edge, config.size_divisor), (96, 16));
 }
 
 /// dandelin/vilt-b32-finetuned-vqa's preprocessor_config.json uses the legacy integer `size`

@@ -844,13 +844,15 @@ fn preprocessing_sizes_past_the_limit_are_refused() {
     let dir = edited_fixture_file("vilt", "size-huge", file, |j| {
         j["size"] = serde_json::json!({"shortest_edge": 1_000_000})
     });
-    let err = ViltProcessorConfig::from_dir(&dir).unwrap_err().to_string();
+    let err = ViltProcessorConfig::from_dir(&dir, 64)
+        .unwrap_err()
+        .to_string();
     assert_mentions(&err, &[&path_str(&dir.join(file)), "`size`"]);
     // the largest allowed size still reads
     let dir = edited_fixture_file("vilt", "size-max", file, |j| {
         j["size"] = serde_json::json!({"shortest_edge": MAX_SIDE})
     });
-    assert!(ViltProcessorConfig::from_dir(&dir).is_ok());
+    assert!(ViltProcessorConfig::from_dir(&dir, 64).is_ok());
 }
 
 /// A tiny image_std (or a huge rescale_factor) made every pixel infinite; explain then failed
@@ -872,7 +874,7 @@ fn preprocessing_that_makes_pixels_infinite_is_refused() {
             let err = if model == "clip" {
                 ImageProcessorConfig::from_dir(&dir, 48).unwrap_err()
             } else {
-                ViltProcessorConfig::from_dir(&dir).unwrap_err()
+                ViltProcessorConfig::from_dir(&dir, 64).unwrap_err()
             };
             assert_mentions(
                 &err.to_string(),
@@ -884,7 +886,7 @@ fn preprocessing_that_makes_pixels_infinite_is_refused() {
     let dir = edited_fixture_file("vilt", "std-negative", file, |j| {
         j["image_std"] = serde_json::json!([-0.5, -0.5, -0.5])
     });
-    assert!(ViltProcessorConfig::from_dir(&dir).is_ok());
+    assert!(ViltProcessorConfig::from_dir(&dir, 64).is_ok());
 }
 
 /// ViLT rounds sides down to multiples of size_divisor: one past the shortest edge rounded
@@ -894,7 +896,9 @@ fn vilt_size_divisor_past_the_shortest_edge_is_refused() {
     use fiedler::input::vilt::ViltProcessorConfig;
     let file = "preprocessor_config.json";
     let dir = edited_fixture_file("vilt", "divisor", file, |j| j["size_divisor"] = 128.into());
-    let err = ViltProcessorConfig::from_dir(&dir).unwrap_err().to_string();
+    let err = ViltProcessorConfig::from_dir(&dir, 64)
+        .unwrap_err()
+        .to_string();
     assert_mentions(
         &err,
         &[
@@ -1057,4 +1061,17 @@ fn clip_without_center_crop_names_the_image_that_does_not_fit() {
             "do_center_crop",
         ],
     );
+}
+
+/// A ViLT preprocessor_config.json without `size` takes the model's image_size as the shortest
+/// edge (spec §H), not ViltImageProcessor's 384: the fixture's 64.
+#[test]
+fn vilt_preprocessing_falls_back_to_the_model_image_size() {
+    use fiedler::session::ViltSession;
+    let dir = edited_fixture_file("vilt", "no-size", "preprocessor_config.json", |j| {
+        j.as_object_mut().unwrap().remove("size");
+    });
+    let session = ViltSession::open(&dir).unwrap();
+    assert_eq!(session.processor().shortest_edge, 64);
+    assert_eq!(session.model().config.image_size, 64);
 }

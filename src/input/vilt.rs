@@ -81,12 +81,14 @@ impl ViltPixels {
     }
 }
 
-impl Default for ViltProcessorConfig {
-    /// `ViltImageProcessor()`: shortest edge 384, divisor 32, bicubic, mean and std 0.5, padding.
-    fn default() -> Self {
+impl ViltProcessorConfig {
+    /// `ViltImageProcessor()`'s defaults (divisor 32, bicubic, mean and std 0.5, padding) with
+    /// its shortest edge of 384 replaced by the model's `image_size` (fiedler's contract,
+    /// spec §H: 384 is only the usual value).
+    pub fn vilt(image_size: usize) -> Self {
         Self {
             do_resize: true,
-            shortest_edge: 384,
+            shortest_edge: image_size,
             size_divisor: 32,
             resample: Resample::Bicubic,
             do_rescale: true,
@@ -97,20 +99,18 @@ impl Default for ViltProcessorConfig {
             do_pad: true,
         }
     }
-}
 
-impl ViltProcessorConfig {
-    /// `dir/preprocessor_config.json` when it exists, else the defaults, with a warning
-    /// (`crate::warning`): a model trained at another size gets a patch grid it never saw.
-    pub fn from_dir(dir: &Path) -> Result<Self, InputError> {
+    /// `dir/preprocessor_config.json` when it exists, else [`ViltProcessorConfig::vilt`], with
+    /// a warning (`crate::warning`): the model may have been trained with other settings.
+    pub fn from_dir(dir: &Path, image_size: usize) -> Result<Self, InputError> {
         let path = dir.join(PREPROCESSOR_CONFIG_FILE);
         if path.is_file() {
-            Self::from_file(&path)
+            Self::from_file(&path, image_size)
         } else {
-            let config = Self::default();
+            let config = Self::vilt(image_size);
             warn(&format!(
-                "no {} in {}: images are preprocessed with ViltImageProcessor's defaults \
-                 (shortest edge {}, multiples of {})",
+                "no {} in {}: images are preprocessed with ViltImageProcessor's defaults and \
+                 the model's image_size (shortest edge {}, multiples of {})",
                 PREPROCESSOR_CONFIG_FILE,
                 dir.display(),
                 config.shortest_edge,
@@ -120,11 +120,12 @@ impl ViltProcessorConfig {
         }
     }
 
-    /// Parses a preprocessor_config.json; absent (or null) fields take the defaults.
-    pub fn from_file(path: &Path) -> Result<Self, InputError> {
+    /// Parses a preprocessor_config.json; absent (or null) fields take the values of
+    /// [`ViltProcessorConfig::vilt`] for the model's `image_size`.
+    pub fn from_file(path: &Path, image_size: usize) -> Result<Self, InputError> {
         let json = read_json_object(path)?;
         let fields = Fields { path, json: &json };
-        let default = Self::default();
+        let default = Self::vilt(image_size);
         let shortest_edge = match fields.get("size") {
             None => default.shortest_edge,
             // `get_size_dict(size, default_to_square=False)`: an integer is the shortest edge.

@@ -40,7 +40,7 @@ impl<B: Backend> ViltSession<B> {
         let c = &model.config;
         let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?
             .for_vocabulary(c.vocab_size)?;
-        let processor = ViltProcessorConfig::from_dir(dir)?;
+        let processor = ViltProcessorConfig::from_dir(dir, c.image_size)?;
         Ok(Self {
             backend,
             model,
