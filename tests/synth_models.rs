@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use fiedler::explain::MethodOptions;
+use fiedler::explain::{Method, MethodOptions};
 use fiedler::session::{
     AnswerTarget, ClipSession, LxmertSession, PairRequest, RegionRequest, ViltSession,
 };
@@ -192,4 +192,39 @@ fn bundled_clip_retrieves_true_captions() {
         "clip-synth: held-out caption retrieval top-1 {acc:.3} < {CLIP_REQUIRED}"
     );
     fs::remove_dir_all(held.dir).unwrap();
+}
+
+/// An explanation lists only the degenerate graphs its method reads: on this question the
+/// bundled LXMERT's text graph of cross layer 0 has a zero gap, which DSMI+Grad sums over and
+/// DSMI (the last layer's text graph) never reads.
+#[test]
+fn lxmert_explanations_name_only_the_degenerate_graphs_they_read() {
+    let session = LxmertSession::open(&models().join("lxmert-synth"), None).unwrap();
+    let request = RegionRequest {
+        regions: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/regions/shapes-4.safetensors"),
+        image_id: None,
+        question: "many triangle green".into(),
+    };
+    let methods = [Method::Dsmi, Method::DsmiGrad];
+    let results = session
+        .explain(
+            &[request],
+            &methods,
+            &MethodOptions::default(),
+            &AnswerTarget::Predicted,
+            1,
+            |_| {},
+        )
+        .unwrap();
+    let explained = &results[0].0.explanations;
+    let degenerate = |m: Method| {
+        let e = explained.iter().find(|e| e.method == m).unwrap();
+        e.degenerate_graphs.clone()
+    };
+    assert_eq!(degenerate(Method::Dsmi), Vec::<String>::new());
+    assert_eq!(
+        degenerate(Method::DsmiGrad),
+        ["text cross layer 0 (gap 0.0e0)"]
+    );
 }

@@ -7,6 +7,8 @@
 //! R_tt over the real text tokens with entry 0 set to 0 ([SEP] included). The spectral
 //! methods score word tokens only and put 0 at [CLS]/[SEP].
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use crate::backend::HeadMean;
@@ -628,8 +630,16 @@ pub fn explain_lxmert(
                             matrix_readout((rti.row(0).to_vec(), rtt.row(0).to_vec()))
                         }
                         (_, Some((image_graphs, text_graphs))) => {
-                            for (name, gs) in [("image", image_graphs), ("text", text_graphs)] {
-                                for (k, g) in gs.iter().enumerate() {
+                            // Only the graphs the method reads are reported.
+                            let (image_layers, text_layers) = graph_layers(method, last + 1);
+                            let read = [
+                                ("image", image_graphs, image_layers),
+                                ("text", text_graphs, text_layers),
+                            ];
+                            for (name, gs, layers) in read {
+                                for (k, g) in
+                                    gs.iter().enumerate().take(layers.end).skip(layers.start)
+                                {
                                     if g.tokens >= 3 && g.is_degenerate(MIN_GAP) {
                                         degenerate.push(format!(
                                             "{name} cross layer {k} (gap {:.1e})",
@@ -662,9 +672,20 @@ pub fn explain_lxmert(
         .collect()
 }
 
-/// §C.7–§C.9: DSMI from the image output of cross layer X−2 and the text output of the last;
-/// the gradient forms sum over image layers 0..X−2 (the last has no gradient) and text layers
-/// 0..X−1. Returns (image over regions, values over the word tokens).
+/// The cross layers whose graphs a spectral method of §C.7–§C.9 reads, of `x`: (image, text).
+/// DSMI reads the image output of layer X−2 and the text output of the last; the gradient
+/// forms sum over image layers 0..X−2 (the last has no gradient) and text layers 0..X−1.
+fn graph_layers(method: Method, x: usize) -> (Range<usize>, Range<usize>) {
+    if method == Method::Dsmi {
+        let image = x.saturating_sub(2);
+        (image..image + 1, x - 1..x)
+    } else {
+        (0..x.saturating_sub(1), 0..x)
+    }
+}
+
+/// §C.7–§C.9 over the graphs of [`graph_layers`]. Returns (image over regions, values over
+/// the word tokens).
 fn spectral(
     s: &Sample,
     method: Method,
@@ -672,11 +693,11 @@ fn spectral(
     text: &[Fiedler],
 ) -> (Vec<f32>, Vec<f32>) {
     use Stream::{Image, Text};
-    let x = s.trace.cross.len();
+    let (image_layers, text_layers) = graph_layers(method, s.trace.cross.len());
     if method == Method::Dsmi {
         return (
-            image[x.saturating_sub(2)].vector.clone(),
-            text[x - 1].vector.clone(),
+            image[image_layers.start].vector.clone(),
+            text[text_layers.start].vector.clone(),
         );
     }
     let weighting = if method == Method::DsmiGrad {
@@ -689,15 +710,14 @@ fn spectral(
         GradWeighting::GradientTimesAttention => s.rule5(rec, q, q),
     };
     let mut r_image = vec![0.0f32; s.n];
-    // Image layers 0..X−2 (the last has no gradient), text layers 0..X−1.
-    let image_layers = s.images.iter().zip(image).take(x.saturating_sub(1));
+    let image_layers = s.images.iter().zip(image).take(image_layers.end);
     for (branch, f) in image_layers {
         let r = aggregate(&branch.visn_self, Image).matvec(&f.vector);
         r_image.iter_mut().zip(r).for_each(|(a, v)| *a += v);
     }
     let words: Vec<usize> = word_tokens(s.t).collect();
     let mut r_text = vec![0.0f32; words.len()];
-    for (layer, f) in s.trace.cross.iter().zip(text) {
+    for (layer, f) in s.trace.cross.iter().zip(text).take(text_layers.end) {
         let r = aggregate(&layer.lang_self, Text)
             .select(&words, &words)
             .matvec(&f.vector);
