@@ -91,7 +91,8 @@ pub struct ExplainArgs {
     precision: Precision,
     /// First layer that the relevance products use: rollout, chefer and, on CLIP and ViLT,
     /// transformer-attribution and chefer-lrp (CLIP: vision tower); negative counts from the
-    /// end (-1 = last layer only, as Chefer's CLIP notebook). Default: every layer.
+    /// end (-1 = last layer only, as Chefer's CLIP notebook). Default: every layer. LXMERT
+    /// takes none: its methods run over every layer of its three stacks (spec §C).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     start_layer: i64,
     /// The same for CLIP's text tower.

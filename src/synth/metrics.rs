@@ -6,8 +6,8 @@
 //! every `fiedler synth` scene) or regions (LXMERT). Each unit gets the fraction of it that lies
 //! on a relevant object ([`patch_overlap`], [`region_overlap`]); the scores are then:
 //!
-//! - **pointing game**: the unit with the highest relevance overlaps a relevant object (ties go
-//!   to the first unit, as an argmax does);
+//! - **pointing game**: the unit with the highest relevance overlaps a relevant object; units
+//!   tied for the top score the share of them that do ([`pointing_game`]);
 //! - **mass in mask**: `Σ max(r, 0) · overlap / Σ max(r, 0)` — the share of positive relevance that
 //!   falls on relevant objects (negative relevance is not evidence for anything);
 //! - **word rank**: words ranked by relevance (a word's relevance is the largest of its tokens'),
