@@ -442,6 +442,8 @@ fn run_eval<B: Backend>(
         weights: None,
         data: None,
         answers: None,
+        file_patterns: None,
+        precision: None,
         solver: None,
         cwd: None,
     };

@@ -485,6 +485,8 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
         )?),
         answers: args.answers.as_ref().map(|p| p.display().to_string()),
+        file_patterns: Some(args.file_patterns.clone()),
+        precision: Some(if args.precision.tf32 { "tf32" } else { "f32" }.into()),
         solver: Some(args.solver.to_string()),
         cwd: std::env::current_dir()
             .ok()

@@ -58,6 +58,14 @@ pub struct RunHeader {
     /// The --answers file naming LXMERT's answers, if one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<String>,
+    /// The --file-pattern values that found the images or features files (empty: the
+    /// defaults). (Absent in files of older versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_patterns: Option<Vec<String>>,
+    /// The dense products' precision: "f32", or "tf32" (CUDA's --tf32), which moves
+    /// explanations by up to ~1e-3 of their scale. (Absent in files of older versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     /// The spectral methods' eigensolver ("lanczos", "dense"). (Absent in files of older
     /// versions.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -457,11 +465,17 @@ fn same_files(a: &str, a_cwd: Option<&str>, b: &str, b_cwd: Option<&str>) -> boo
 }
 
 fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(), EvalError> {
+    // `field` is empty where the values name themselves.
     let differs = |field: &str, a: String, b: String| {
+        let field = if field.is_empty() {
+            String::new()
+        } else {
+            format!("{field} ")
+        };
         EvalError::Results {
         path: path.to_path_buf(),
         reason: format!(
-            "was written with {field} {a}, this run has {b}; use the same settings to resume, or another --results file"
+            "was written with {field}{a}, this run has {b}; use the same settings to resume, or another --results file"
         ),
     }
     };
@@ -519,10 +533,24 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             ours.seed.to_string(),
         ));
     }
-    // A file from before the solver was recorded says nothing about it.
+    // A file from before these were recorded says nothing about them.
     if let (Some(a), Some(b)) = (&theirs.solver, &ours.solver) {
         if a != b {
             return Err(differs("solver", a.clone(), b.clone()));
+        }
+    }
+    if let (Some(a), Some(b)) = (&theirs.precision, &ours.precision) {
+        if a != b {
+            return Err(differs("precision", a.clone(), b.clone()));
+        }
+    }
+    if let (Some(a), Some(b)) = (&theirs.file_patterns, &ours.file_patterns) {
+        if a != b {
+            let shown = |p: &[String]| match p {
+                [] => "the default --file-pattern".to_owned(),
+                p => format!("--file-pattern {}", p.join(", ")),
+            };
+            return Err(differs("", shown(a), shown(b)));
         }
     }
     // A file from before weights were fingerprinted says nothing about them.
@@ -598,6 +626,8 @@ mod tests {
             weights: None,
             data: None,
             answers: None,
+            file_patterns: None,
+            precision: None,
             solver: None,
             cwd: None,
         }
@@ -728,6 +758,39 @@ mod tests {
         assert_eq!(last_run(), run(5, true));
         writer.append(&Line::Started(mark(9))).unwrap();
         assert_eq!(last_run(), run(9, false));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Results of TF32 products, or of images found by other file patterns, are not resumed
+    /// into (nor by) others; a file of an older version, which recorded neither, is.
+    #[test]
+    fn precision_and_file_patterns_must_match_to_resume() {
+        let dir = scratch("precision");
+        let path = dir.join("results.jsonl");
+        let with = |precision: &str, patterns: &[&str]| RunHeader {
+            precision: Some(precision.into()),
+            file_patterns: Some(patterns.iter().map(|p| (*p).to_owned()).collect()),
+            ..header(1)
+        };
+        drop(ResultsWriter::open(&path, &with("f32", &[])).unwrap());
+        let refused = |h: RunHeader| match ResultsWriter::open(&path, &h) {
+            Ok(_) => panic!("resumed with {h:?}"),
+            Err(e) => e.to_string(),
+        };
+        let e = refused(with("tf32", &[]));
+        assert!(
+            e.contains("was written with precision f32, this run has tf32"),
+            "{e}"
+        );
+        let e = refused(with("f32", &["{id}.png"]));
+        assert!(
+            e.contains(
+                "was written with the default --file-pattern, this run has --file-pattern {id}.png"
+            ),
+            "{e}"
+        );
+        drop(ResultsWriter::open(&path, &with("f32", &[])).unwrap());
+        drop(ResultsWriter::open(&path, &header(1)).unwrap());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
