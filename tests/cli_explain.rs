@@ -774,6 +774,7 @@ fn explain_vilt_question_matches_the_reference() {
         assert_eq!(r["family"], "vilt");
         assert_eq!(r["answer"], "no");
         assert_eq!(r["top_answers"].as_array().unwrap().len(), 5);
+        assert_eq!(r["probability"], r["top_answers"][0]["probability"]);
         assert_eq!(r["image_grid"], serde_json::json!([4, 4]));
         let m = r["method"].as_str().unwrap();
         for (field, key) in [("image_relevance", "image"), ("text_relevance", "text")] {

@@ -180,7 +180,7 @@ fn lxmert_sum_of_logits_gradients_match_transformers() {
 }
 
 /// §H: a VQA answer's `probability` is σ(logit) (LXMERT's head is trained with a binary loss
-/// per answer), read here from the predicted answer's raw logit (`score`, pinned above
+/// per answer), read here from the explained answer's raw logit (`score`, pinned above
 /// against transformers), best answer first.
 #[test]
 fn answer_probability_is_the_sigmoid_of_the_logit() {
@@ -218,7 +218,46 @@ fn answer_probability_is_the_sigmoid_of_the_logit() {
             r.question
         );
         assert!(r.top_answers.windows(2).all(|w| w[0].1 >= w[1].1));
+        assert_eq!(
+            r.probability,
+            Some(*p),
+            "the explained answer's probability"
+        );
     }
+    // Explaining another answer, its own: σ of its logit, the explanations' score, whether
+    // it is among the top answers or not; the Σ-logits target has none.
+    for k in 0..12 {
+        let results = session
+            .explain(
+                &requests,
+                &[Method::RawAttn],
+                &MethodOptions::default(),
+                &AnswerTarget::Answer(k),
+                2,
+                |_| {},
+            )
+            .unwrap();
+        for (r, _) in &results {
+            let logit = r.explanations[0].score as f64;
+            let p = r.probability.unwrap() as f64;
+            let expected = 1.0 / (1.0 + (-logit).exp());
+            assert!(
+                (p - expected).abs() <= 1e-6,
+                "answer {k}: p {p} vs σ({logit})"
+            );
+        }
+    }
+    let results = session
+        .explain(
+            &requests,
+            &[Method::RawAttn],
+            &MethodOptions::default(),
+            &AnswerTarget::SumLogits,
+            2,
+            |_| {},
+        )
+        .unwrap();
+    assert!(results.iter().all(|(r, _)| r.probability.is_none()));
 }
 
 /// One sample of a batch, alone: its tokens unpadded and its regions.

@@ -385,7 +385,7 @@ fn question_sample(
         text: r.question,
         tokens: r.tokens,
         truncated: r.truncated,
-        probability: None,
+        probability: r.probability,
         answer: Some(r.answer),
         explained,
         top_answers: r.top_answers,

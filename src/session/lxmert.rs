@@ -181,10 +181,12 @@ impl<B: Backend> LxmertSession<B> {
             .zip(regions)
             .enumerate()
             .map(|(b, ((r, explanations), regions))| {
-                let (answer, top_answers) = rank_answers(
+                let ranked = rank_answers(
                     &output.logits[b * n..(b + 1) * n],
                     &self.answers,
                     self.model.config.answer_probability,
+                    target,
+                    b,
                 );
                 let result = QuestionResult {
                     image: r.regions.clone(),
@@ -193,8 +195,9 @@ impl<B: Backend> LxmertSession<B> {
                         .tokenizer
                         .tokens_for_display(&tokens.row(b)[..tokens.lengths[b]]),
                     truncated: tokens.truncated[b],
-                    answer,
-                    top_answers,
+                    answer: ranked.answer,
+                    top_answers: ranked.top_answers,
+                    probability: ranked.probability,
                     explanations,
                 };
                 (result, regions)

@@ -206,26 +206,50 @@ pub struct QuestionResult {
     /// The best answers with their probabilities (as the model's config reads its logits:
     /// `AnswerProbability`), best first.
     pub top_answers: Vec<(String, f32)>,
+    /// The probability of the answer explained, read as `top_answers` are: the predicted
+    /// answer's, or the one a target names; none for the Σ-logits target.
+    pub probability: Option<f32>,
     /// One per requested method, in request order; `score` is the target's value.
     pub explanations: Vec<Explanation>,
 }
 
-/// The predicted answer and the best answers with their probabilities, from one sample's
-/// logits.
+/// One sample's answers, ranked.
+pub(crate) struct Ranked {
+    /// The predicted answer.
+    pub answer: String,
+    /// The best answers with their probabilities, best first.
+    pub top_answers: Vec<(String, f32)>,
+    /// The probability of the answer explained (none for the Σ-logits target).
+    pub probability: Option<f32>,
+}
+
+/// The answers of sample `b`'s `logits`, ranked, and the probability of the one `target`
+/// explains.
 pub(crate) fn rank_answers(
     logits: &[f32],
     answers: &[String],
     probability: AnswerProbability,
-) -> (String, Vec<(String, f32)>) {
+    target: &VqaTarget,
+    b: usize,
+) -> Ranked {
+    // A stable sort: ties keep the lower index first, as the argmax that predicts does.
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]));
     let p = probability.of(logits);
-    let top = order
-        .iter()
-        .take(TOP_ANSWERS)
-        .map(|&i| (answers[i].clone(), p[i]))
-        .collect();
-    (answers[order[0]].clone(), top)
+    let explained = match target {
+        VqaTarget::Predicted => Some(order[0]),
+        VqaTarget::Answers(a) => a.get(b).copied(),
+        VqaTarget::SumLogits => None,
+    };
+    Ranked {
+        answer: answers[order[0]].clone(),
+        top_answers: order
+            .iter()
+            .take(TOP_ANSWERS)
+            .map(|&i| (answers[i].clone(), p[i]))
+            .collect(),
+        probability: explained.and_then(|i| p.get(i).copied()),
+    }
 }
 
 /// Longer side of the whole images that overlays are drawn on.

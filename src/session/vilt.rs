@@ -133,10 +133,12 @@ impl<B: Backend> ViltSession<B> {
             .zip(explanations)
             .enumerate()
             .map(|(b, (pair, explanations))| {
-                let (answer, top_answers) = rank_answers(
+                let ranked = rank_answers(
                     &output.logits[b * n..(b + 1) * n],
                     &self.model.config.id2label,
                     self.model.config.answer_probability,
+                    target,
+                    b,
                 );
                 QuestionResult {
                     image: pair.image.clone(),
@@ -145,8 +147,9 @@ impl<B: Backend> ViltSession<B> {
                         .tokenizer
                         .tokens_for_display(&tokens.row(b)[..tokens.lengths[b]]),
                     truncated: tokens.truncated[b],
-                    answer,
-                    top_answers,
+                    answer: ranked.answer,
+                    top_answers: ranked.top_answers,
+                    probability: ranked.probability,
                     explanations,
                 }
             })
