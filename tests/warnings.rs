@@ -22,10 +22,26 @@ fn warnings_reach_an_installed_handler() {
     // Control and bidi characters are escaped in the message, not passed on to act.
     let hidden = "a \u{202e}tac\u{202c} photo\0 of a cat sitting on a red mat in the sun";
     tokenizer.encode_batch(&[hidden]).unwrap();
+    // A special token spelt out in a text is read as that token: said, once per token.
+    let clip = TextTokenizer::from_dir(&fixtures().join("clip"), 32, 0).unwrap();
+    clip.encode_batch(&["a cat", "a cat <|endoftext|> a dog <|endoftext|>"])
+        .unwrap();
+    let bert = TextTokenizer::from_dir(&fixtures().join("vilt"), 24, 0).unwrap();
+    bert.encode_batch(&["what [SEP] is [CLS] it?", "what is it?"])
+        .unwrap();
     warning::reset_handler();
 
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(
+        seen[2],
+        "text \"a cat <|endoftext|> a dog <|endoftext|>\" holds <|endoftext|>, which the \
+         tokenizer reads as the model's special token, not as words"
+    );
+    assert!(
+        seen[3].starts_with("text \"what [SEP] is [CLS] it?\" holds [SEP], [CLS], which"),
+        "{seen:?}"
+    );
     assert!(
         seen[0].starts_with("text \"a photo of a cat") && seen[0].contains("truncated"),
         "{seen:?}"

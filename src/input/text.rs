@@ -7,6 +7,7 @@
 //! the words are cut so that the sequence *with* its special tokens fits, so CLIP's end-of-text
 //! token stays last.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -36,6 +37,9 @@ pub struct TextTokenizer {
     /// Rows of the model's token embedding, once [`TextTokenizer::for_vocabulary`] has tied
     /// the tokenizer to a model: a token id past them is refused when a text produces it.
     vocab_size: Option<usize>,
+    /// The special tokens' ids (start, end, padding, …): a text that spells one out, such as
+    /// a literal "[SEP]", gets a warning, since the model then reads that token there.
+    special_ids: HashSet<u32>,
 }
 
 /// Token ids of a batch, right-padded to the longest sequence.
@@ -130,6 +134,12 @@ impl TextTokenizer {
                  {added_tokens} special tokens to every text"
             )));
         }
+        let special_ids = tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, token)| token.special)
+            .map(|(id, _)| id)
+            .collect();
         Ok(Self {
             tokenizer,
             max_positions,
@@ -137,6 +147,7 @@ impl TextTokenizer {
             added_tokens,
             path,
             vocab_size: None,
+            special_ids,
         })
     }
 
@@ -208,6 +219,7 @@ impl TextTokenizer {
         let mut truncated = Vec::with_capacity(texts.len());
         for (index, &text) in texts.iter().enumerate() {
             let (encoding, cut) = self.encode_one(index, text)?;
+            self.warn_of_spelt_special_tokens(text, &encoding);
             rows.push(encoding.get_ids().to_vec());
             truncated.push(cut);
         }
@@ -235,6 +247,33 @@ impl TextTokenizer {
             seq_len,
             truncated,
         })
+    }
+
+    /// Warns when `text` spells out a special token between its start and end tokens: the
+    /// tokenizer reads it as that token (as transformers' does), and the model then takes it
+    /// for one (CLIP reads its text at the first end-of-text token).
+    fn warn_of_spelt_special_tokens(&self, text: &str, encoding: &Encoding) {
+        let ids = encoding.get_ids();
+        let inner = ids.get(1..ids.len().saturating_sub(1)).unwrap_or_default();
+        let spelt: Vec<String> = inner
+            .iter()
+            .filter(|id| self.special_ids.contains(id))
+            .filter_map(|&id| self.tokenizer.id_to_token(id))
+            .fold(Vec::new(), |mut seen, token| {
+                if !seen.contains(&token) {
+                    seen.push(token);
+                }
+                seen
+            });
+        if !spelt.is_empty() {
+            warn(&format!(
+                "text {} holds {}, which the tokenizer reads as the model's special token{}, \
+                 not as words",
+                quoted_start(text),
+                spelt.join(", "),
+                if spelt.len() == 1 { "" } else { "s" }
+            ));
+        }
     }
 
     /// One text with its special tokens, cut to the model's positions; whether it was cut.
@@ -273,14 +312,12 @@ impl TextTokenizer {
                 TruncationDirection::Right,
             );
             // Named by its start: `index` counts within a batch, not among the inputs.
-            let start: String = text.chars().take(40).collect();
-            let more = if start.len() < text.len() { "…" } else { "" };
-            // Quoted as Rust debug-prints it: control and bidi characters escaped, not sent
-            // to the terminal to act.
             warn(&format!(
-                "text {start:?}{more} has {full_len} tokens, more than the model's {} \
-                 positions; it is truncated to the first {}",
-                self.max_positions, self.max_positions
+                "text {} has {full_len} tokens, more than the model's {} positions; it is \
+                 truncated to the first {}",
+                quoted_start(text),
+                self.max_positions,
+                self.max_positions
             ));
         }
         let encoding = self
@@ -324,6 +361,14 @@ impl TextTokenizer {
             })
             .collect()
     }
+}
+
+/// The start of `text` for a message, quoted as Rust debug-prints it: control and bidi
+/// characters escaped, not sent to the terminal to act.
+fn quoted_start(text: &str) -> String {
+    let start: String = text.chars().take(40).collect();
+    let more = if start.len() < text.len() { "…" } else { "" };
+    format!("{start:?}{more}")
 }
 
 /// The special token `field` ("pad_token", "cls_token", …) as the tokenizer's config files
