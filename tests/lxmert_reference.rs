@@ -197,21 +197,24 @@ fn answer_probability_is_the_sigmoid_of_the_logit() {
             question: question.to_owned(),
         })
         .collect();
-    let results = session
-        .explain(
-            &requests,
-            &[Method::RawAttn],
-            &MethodOptions::default(),
-            &AnswerTarget::Predicted,
-            2,
-            |_| {},
-        )
-        .unwrap();
-    for (r, _) in &results {
+    let explain = |target: AnswerTarget| {
+        session
+            .explain(
+                &requests,
+                &[Method::RawAttn],
+                &MethodOptions::default(),
+                &target,
+                2,
+                |_| {},
+            )
+            .unwrap()
+    };
+    let sigmoid = |logit: f64| 1.0 / (1.0 + (-logit).exp());
+    for (r, _) in &explain(AnswerTarget::Predicted) {
         let logit = r.explanations[0].score as f64;
         let (answer, p) = &r.top_answers[0];
         assert_eq!(answer, &r.answer);
-        let expected = 1.0 / (1.0 + (-logit).exp());
+        let expected = sigmoid(logit);
         assert!(
             (*p as f64 - expected).abs() <= 1e-6,
             "{}: p {p} vs σ({logit}) = {expected}",
@@ -227,37 +230,17 @@ fn answer_probability_is_the_sigmoid_of_the_logit() {
     // Explaining another answer, its own: σ of its logit, the explanations' score, whether
     // it is among the top answers or not; the Σ-logits target has none.
     for k in 0..12 {
-        let results = session
-            .explain(
-                &requests,
-                &[Method::RawAttn],
-                &MethodOptions::default(),
-                &AnswerTarget::Answer(k),
-                2,
-                |_| {},
-            )
-            .unwrap();
-        for (r, _) in &results {
+        for (r, _) in &explain(AnswerTarget::Answer(k)) {
             let logit = r.explanations[0].score as f64;
             let p = r.probability.unwrap() as f64;
-            let expected = 1.0 / (1.0 + (-logit).exp());
             assert!(
-                (p - expected).abs() <= 1e-6,
+                (p - sigmoid(logit)).abs() <= 1e-6,
                 "answer {k}: p {p} vs σ({logit})"
             );
         }
     }
-    let results = session
-        .explain(
-            &requests,
-            &[Method::RawAttn],
-            &MethodOptions::default(),
-            &AnswerTarget::SumLogits,
-            2,
-            |_| {},
-        )
-        .unwrap();
-    assert!(results.iter().all(|(r, _)| r.probability.is_none()));
+    let summed = explain(AnswerTarget::SumLogits);
+    assert!(summed.iter().all(|(r, _)| r.probability.is_none()));
 }
 
 /// One sample of a batch, alone: its tokens unpadded and its regions.
