@@ -346,6 +346,9 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     };
     let (stdout, md, json) = reported(&part);
     assert!(stdout.contains(unfinished), "{stdout}");
+    let summary = run_ok(&["eval".into(), "summary".into(), s(&part)]);
+    let summary = String::from_utf8(summary.stdout).unwrap();
+    assert!(summary.contains(unfinished), "{summary}");
     assert!(md.contains(unfinished), "{md}");
     assert_eq!(json["unfinished"]["planned"], 7, "{json}");
     assert_eq!(json["unfinished"]["running"], false, "{json}");
