@@ -795,6 +795,39 @@ fn absurd_answer_counts_are_refused_before_allocating() {
     );
 }
 
+/// A VQA model with no answers, or an LXMERT whose boxes are not the regions' 4 numbers, is
+/// refused when its config is read: the first would index an empty head, the second read
+/// boxes with the wrong stride (`fiedler eval` sliced them by `visual_pos_dim`).
+#[test]
+fn vqa_configs_without_answers_or_with_other_boxes_are_refused() {
+    use fiedler::model::config::{LxmertConfig, ViltConfig};
+    for (name, edit) in [
+        ("labels-zero", serde_json::json!({"num_labels": 0})),
+        ("labels-empty", serde_json::json!({"id2label": {}})),
+    ] {
+        let dir = edited_fixture("vilt", name, |c| {
+            let c = c.as_object_mut().unwrap();
+            c.remove("id2label");
+            c.remove("label2id");
+            c.remove("num_labels");
+            c.extend(edit.as_object().unwrap().clone());
+        });
+        let err = ViltConfig::from_dir(&dir).unwrap_err().to_string();
+        let key = edit.as_object().unwrap().keys().next().unwrap().clone();
+        assert_mentions(&err, &[&path_str(&dir.join("config.json")), &key]);
+    }
+    for width in [2, 5] {
+        let dir = edited_fixture("lxmert", &format!("boxes-{width}"), |c| {
+            c["visual_pos_dim"] = width.into();
+        });
+        let err = LxmertConfig::from_dir(&dir).unwrap_err().to_string();
+        assert_mentions(
+            &err,
+            &["visual_pos_dim", "x1, y1, x2, y2", &width.to_string()],
+        );
+    }
+}
+
 /// LXMERT's config without id2label skipped the hidden_size / num_attention_heads check:
 /// inspect said the model loads, and explain failed on an attention buffer's length.
 #[test]

@@ -17,7 +17,7 @@ use crate::eval::runner::{EvalModel, Explained, Keep};
 use crate::eval::tokens::{padded_ids, question_ids, HasIds};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
-use crate::input::regions::Regions;
+use crate::input::regions::{Regions, BOX_LEN};
 use crate::model::lxmert::{GivenStacks, Lxmert, LxmertInputs};
 use crate::model::{ModelError, VqaTarget};
 use crate::session::lxmert::explain_inputs;
@@ -243,7 +243,7 @@ impl<B: Backend> LxmertEval<'_, B> {
 
     fn batch(&self, items: &[(&LxmertInput, &Keep)]) -> LxmertInputs {
         let c = &self.model.config;
-        let (f, b) = (c.visual_feat_dim, c.visual_pos_dim);
+        let (f, b) = (c.visual_feat_dim, BOX_LEN);
         let orders: Vec<Vec<usize>> = items
             .iter()
             .map(|(x, k)| match k {

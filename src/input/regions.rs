@@ -39,6 +39,9 @@ pub const OBJ36_COLUMNS: [&str; 10] = [
     "features",
 ];
 
+/// Numbers per region box: x1/W, y1/H, x2/W, y2/H.
+pub const BOX_LEN: usize = 4;
+
 /// Normalised box coordinates may leave [0, 1] by this much (float rounding) before they are
 /// rejected. LXMERT's loaders assert a looser 1e-5.
 pub const BOX_TOLERANCE: f32 = 1e-6;
@@ -83,7 +86,7 @@ impl Regions {
         };
         const CORNERS: [&str; 4] = ["x1", "y1", "x2", "y2"];
         for r in 0..self.count {
-            let b = &self.boxes[r * 4..r * 4 + 4];
+            let b = &self.boxes[r * BOX_LEN..(r + 1) * BOX_LEN];
             for (k, &v) in b.iter().enumerate() {
                 if !v.is_finite() {
                     return Err(bad(

@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::hub;
 use crate::backend::Activation;
+use crate::input::regions::BOX_LEN;
 
 /// Name of the model configuration file inside a model directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -404,6 +405,13 @@ impl LxmertConfig {
             ("hidden_size", config.hidden_size),
             ("num_attention_heads", config.num_attention_heads),
         )?;
+        if config.visual_pos_dim != BOX_LEN {
+            return Err(s.error(
+                "visual_pos_dim",
+                format!("{BOX_LEN}: a region's box is x1, y1, x2, y2"),
+                config.visual_pos_dim.to_string(),
+            ));
+        }
         let qa = s.positive("num_qa_labels", 9500)?;
         if qa > MAX_LABELS {
             return Err(s.error(
@@ -631,11 +639,11 @@ impl<'a> Section<'a> {
             Some(v) => Some(
                 v.as_u64()
                     .and_then(|n| usize::try_from(n).ok())
-                    .filter(|&n| n <= MAX_LABELS)
+                    .filter(|&n| (1..=MAX_LABELS).contains(&n))
                     .ok_or_else(|| {
                         self.error(
                             "num_labels",
-                            format!("an integer from 0 to {MAX_LABELS}"),
+                            format!("an integer from 1 to {MAX_LABELS}"),
                             v.to_string(),
                         )
                     })?,
@@ -645,9 +653,11 @@ impl<'a> Section<'a> {
             let n = num_labels.unwrap_or(2);
             return Ok((n, (0..n).map(|i| format!("LABEL_{i}")).collect()));
         };
-        const EXPECTED: &str = "an object from the ids 0..n-1 (as strings) to label strings";
+        const EXPECTED: &str =
+            "a non-empty object from the ids 0..n-1 (as strings) to label strings";
         let obj = v
             .as_object()
+            .filter(|obj| !obj.is_empty())
             .ok_or_else(|| self.error("id2label", EXPECTED, v.to_string()))?;
         let mut labels: Vec<Option<String>> = vec![None; obj.len()];
         for (key, label) in obj {
