@@ -423,7 +423,17 @@ fn failing_samples_are_logged_counted_and_strict_stops() {
 #[test]
 fn a_run_with_no_sample_evaluated_reports_no_benchmark() {
     let dir = scratch("none-evaluated");
-    let dataset = lxmert_dataset_without_features(&dir, |_| true);
+    // Questions without a word token: each sample fails on its own (inputs that no sample
+    // finds are refused before the run).
+    let data: Value =
+        serde_json::from_str(&std::fs::read_to_string(eval_fixture("lxmert-valid.json")).unwrap())
+            .unwrap();
+    let mut items = data.as_array().unwrap().clone();
+    for item in &mut items {
+        item["sent"] = Value::from("\u{200b}");
+    }
+    let dataset = dir.join("wordless.json");
+    std::fs::write(&dataset, serde_json::to_string(&items).unwrap()).unwrap();
     let results = dir.join("results.jsonl");
     let args = on_dataset(lxmert_args(&results, "3"), &dataset);
     let out = fiedler().args(&args).output().unwrap();
@@ -825,6 +835,25 @@ fn file_pattern_mistakes_are_refused_upfront() {
         err.contains("none of the questions' image ids is a number (e.g. synth_000001)"),
         "{err}"
     );
+    // A pattern that names files no question has: refused before any sample fails alike.
+    let err = vilt("{id}.webp");
+    assert!(
+        err.contains("none of the 7 questions' inputs is found; the first: no input file for image synth_000001 (tried "),
+        "{err}"
+    );
+    // The same for LXMERT's ids in a TSV, which says what its ids look like.
+    let mut args = lxmert_args(&results, "2");
+    let at = args.iter().position(|a| a == "--features").unwrap();
+    args[at + 1] = s(&fixtures().join("lxmert/regions.tsv"));
+    args[at + 3] = "COCO_{id}".into();
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("none of the 7 questions' inputs is found; the first: no input file for image synth_000001 (tried ids COCO_synth_000001 in "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("it holds"), "{}", stderr(&out));
     assert!(!results.exists());
 }
 

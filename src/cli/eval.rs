@@ -20,7 +20,7 @@ use fiedler::eval::runner::{run, sample_done, ChunkDone, EvalModel, Plan, Scorer
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
 use fiedler::explain::{Explanation, Method, MethodOptions};
-use fiedler::input::regions::{read_features_file, Obj36Index};
+use fiedler::input::regions::{read_features_file, Obj36Index, Regions};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::weights::Weights;
@@ -126,13 +126,14 @@ struct RunArgs {
     /// dsmi-grad, dsmi-grad-attn, transformer-attribution, partial-lrp, chefer-lrp.
     #[arg(long, visible_alias = "method", default_value = "all")]
     methods: String,
-    /// What to remove: image, text or both [default: image,text]. VQA models only: a CLIP
-    /// run is scored against ground truth, with nothing removed.
+    /// What to remove, comma-separated: image, text, or image,text for both [default:
+    /// image,text]. VQA models only: a CLIP run is scored against ground truth, with nothing
+    /// removed.
     #[arg(long, value_delimiter = ',')]
     modality: Option<Vec<Modality>>,
-    /// Removal order(s): most-relevant-first (the seed's positive test, lower AUC is better)
-    /// and/or least-relevant-first (negative, higher is better) [default: both]. VQA models
-    /// only.
+    /// Removal orders, comma-separated: most-relevant-first (the seed's "positive" test,
+    /// lower AUC is better), least-relevant-first (its "negative" test, higher is better)
+    /// [default: most-relevant-first,least-relevant-first]. VQA models only.
     #[arg(long, value_delimiter = ',')]
     order: Option<Vec<Order>>,
     /// Fractions removed, comma-separated and ascending: 0 first (the unperturbed input), at
@@ -297,6 +298,30 @@ fn read_dataset(args: &RunArgs) -> anyhow::Result<Dataset> {
     })
 }
 
+/// Refuses inputs that no question finds: every sample would fail alike, one error a
+/// sample; the first question's error says what was tried.
+fn check_any_found(
+    questions: &[&Question],
+    find: impl Fn(&Question) -> Result<(), EvalError>,
+) -> anyhow::Result<()> {
+    let mut first = None;
+    for q in questions {
+        match find(q) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    match first {
+        Some(e) => bail!(
+            "none of the {} questions' inputs is found; the first: {e}",
+            questions.len()
+        ),
+        None => Ok(()),
+    }
+}
+
 /// --file-pattern (or `defaults`) in `dir`, refused when it fits none of the questions'
 /// images.
 fn patterns(
@@ -412,7 +437,52 @@ fn perturbation_tests(args: &RunArgs, family: ModelFamily) -> anyhow::Result<Vec
 /// whose line for a question's image is found by the id the patterns give.
 enum Features {
     Folder(FilePattern),
-    Tsv { index: Obj36Index, ids: FilePattern },
+    Tsv {
+        index: Obj36Index,
+        ids: FilePattern,
+        path: PathBuf,
+    },
+}
+
+impl Features {
+    /// The regions of `image_id`'s image.
+    fn regions(&self, image_id: &str) -> Result<Regions, EvalError> {
+        let read = match self {
+            Features::Folder(files) => read_features_file(&files.find(image_id)?),
+            Features::Tsv { index, ids, path } => index.read(&tsv_id(index, ids, path, image_id)?),
+        };
+        read.map_err(|e| EvalError::Session(e.into()))
+    }
+
+    /// That `image_id`'s regions are there (they are not read); else what was tried.
+    fn check(&self, image_id: &str) -> Result<(), EvalError> {
+        match self {
+            Features::Folder(files) => files.find(image_id).map(drop),
+            Features::Tsv { index, ids, path } => tsv_id(index, ids, path, image_id).map(drop),
+        }
+    }
+}
+
+/// The first id `ids` gives `image_id` that the TSV at `path` holds.
+fn tsv_id(
+    index: &Obj36Index,
+    ids: &FilePattern,
+    path: &Path,
+    image_id: &str,
+) -> Result<String, EvalError> {
+    let names = ids.names(image_id);
+    match names.names.iter().find(|id| index.contains(id)) {
+        Some(id) => Ok(id.clone()),
+        None => {
+            let tried = format!(
+                "ids {} in {}; {}",
+                names.names.join(", "),
+                path.display(),
+                index.holds()
+            );
+            Err(names.missing(image_id, tried))
+        }
+    }
 }
 
 fn run_eval(args: RunArgs) -> anyhow::Result<()> {
@@ -513,6 +583,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 &["COCO_val2014_{id:012}.jpg", "{id}.jpg", "{id}.png"],
                 &questions,
             )?;
+            check_any_found(&questions, |q| files.find(&q.image_id).map(drop))?;
             let session = ViltSession::open_on(be, &model_dir)?;
             let prepare = |q: &Question| session.eval_input(&files.find(&q.image_id)?, &q.text);
             let truth = open_truth(ImageUnits::Patches)?;
@@ -543,29 +614,13 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
                 Features::Tsv {
                     index: Obj36Index::open(features).map_err(SessionError::from)?,
                     ids,
+                    path: features.clone(),
                 }
             };
+            check_any_found(&questions, |q| source.check(&q.image_id))?;
             let session = LxmertSession::open_on(be, &model_dir, args.answers.as_deref())?;
-            let prepare = |q: &Question| {
-                let regions = match &source {
-                    Features::Folder(files) => read_features_file(&files.find(&q.image_id)?),
-                    Features::Tsv { index, ids } => {
-                        let names = ids.names(&q.image_id);
-                        let Some(id) = names.names.iter().find(|id| index.contains(id)) else {
-                            let tried = format!(
-                                "ids {} in {}; {}",
-                                names.names.join(", "),
-                                features.display(),
-                                index.holds()
-                            );
-                            return Err(names.missing(&q.image_id, tried));
-                        };
-                        index.read(id)
-                    }
-                }
-                .map_err(|e| EvalError::Session(e.into()))?;
-                session.eval_input(regions, &q.text)
-            };
+            let prepare =
+                |q: &Question| session.eval_input(source.regions(&q.image_id)?, &q.text);
             let truth = open_truth(ImageUnits::Regions)?;
             let score = truth
                 .as_ref()
