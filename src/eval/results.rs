@@ -28,6 +28,7 @@ use serde_json::Value;
 use crate::eval::protocol::{Modality, Order, Test};
 use crate::eval::EvalError;
 use crate::hash::fnv1a_words;
+use crate::warning::warn;
 
 /// Version of the line format.
 pub const FORMAT: u32 = 1;
@@ -407,9 +408,21 @@ impl ResultsWriter {
             Err(std::fs::TryLockError::Error(e)) => return Err(io(path, e)),
         }
         // Read under the lock: what is there now is what this run resumes and appends to.
-        let results = read_results(path)?;
+        let mut results = read_results(path)?;
         if let Some(theirs) = &results.header {
-            check_header(path, theirs, header)?;
+            if let Err(e) = check_header(path, theirs, header) {
+                // Without a record there is nothing to mix: a run whose every sample failed
+                // (on a wrong --file-pattern, say) is started again with the new settings.
+                if !results.perturbations.is_empty() || !results.ground_truth.is_empty() {
+                    return Err(e);
+                }
+                warn(&format!(
+                    "{} holds no results, only failures of a run with other settings: it is \
+                     started afresh with these",
+                    path.display()
+                ));
+                results = Results::default();
+            }
         }
         // Drop a torn tail so that the next line starts on a fresh line.
         file.set_len(results.valid_len).map_err(|e| io(path, e))?;
@@ -633,6 +646,19 @@ mod tests {
         }
     }
 
+    /// A perturbation record.
+    fn a_record() -> Line {
+        Line::Perturbation(PerturbationRecord {
+            sample: "7".into(),
+            method: "dsmi".into(),
+            modality: Modality::Image,
+            order: Order::MostRelevantFirst,
+            kept: vec![4, 0],
+            answers: vec!["yes".into(), "no".into()],
+            accuracy: vec![1.0, 0.0],
+        })
+    }
+
     fn header_line(seed: u64) -> String {
         serde_json::to_string(&Line::Run(header(seed))).unwrap()
     }
@@ -700,11 +726,16 @@ mod tests {
 
         let torn_header = &whole[..whole.len() - 1];
         let path = file(&dir, "torn-header.jsonl", torn_header.as_bytes());
-        assert!(ResultsWriter::open(&path, &header(2)).is_err());
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), torn_header);
         let (_, read) = ResultsWriter::open(&path, &header(1)).unwrap();
         assert!(read.torn_line);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), whole);
+        // Nothing was recorded under it: a run of other settings starts the file afresh.
+        let path = file(&dir, "torn-header-2.jsonl", torn_header.as_bytes());
+        ResultsWriter::open(&path, &header(2)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", header_line(2))
+        );
 
         let path = file(&dir, "empty.jsonl", b"");
         ResultsWriter::open(&path, &header(1)).unwrap();
@@ -772,7 +803,9 @@ mod tests {
             file_patterns: Some(patterns.iter().map(|p| (*p).to_owned()).collect()),
             ..header(1)
         };
-        drop(ResultsWriter::open(&path, &with("f32", &[])).unwrap());
+        let (mut writer, _) = ResultsWriter::open(&path, &with("f32", &[])).unwrap();
+        writer.append(&a_record()).unwrap();
+        drop(writer);
         let refused = |h: RunHeader| match ResultsWriter::open(&path, &h) {
             Ok(_) => panic!("resumed with {h:?}"),
             Err(e) => e.to_string(),
@@ -791,6 +824,20 @@ mod tests {
         );
         drop(ResultsWriter::open(&path, &with("f32", &[])).unwrap());
         drop(ResultsWriter::open(&path, &header(1)).unwrap());
+        // A file with no record but failures is started again under the new settings.
+        std::fs::remove_file(&path).unwrap();
+        let (mut writer, _) = ResultsWriter::open(&path, &with("f32", &[])).unwrap();
+        let failure = Line::Failure(FailureRecord {
+            sample: "7".into(),
+            error: "no input file".into(),
+        });
+        writer.append(&failure).unwrap();
+        drop(writer);
+        let (_, read) = ResultsWriter::open(&path, &with("f32", &["{id}.png"])).unwrap();
+        assert!(read.failures.is_empty());
+        let read = read_results(&path).unwrap();
+        assert_eq!(read.header, Some(with("f32", &["{id}.png"])));
+        assert!(read.failures.is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
