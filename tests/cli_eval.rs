@@ -618,6 +618,12 @@ fn methods_over_different_samples_are_flagged() {
         first.contains(&format!("VQA accuracy {widest:.1}%")),
         "{first}"
     );
+    // The summary says so too, and the report names the target explained.
+    assert!(first.contains("different numbers of samples"), "{first}");
+    assert!(
+        md.contains("- target: the predicted answer's logit"),
+        "{md}"
+    );
     // Each table is headed by the results file it comes from.
     assert!(
         first.starts_with(&format!("### `{}`: `", results.display())),

@@ -243,6 +243,9 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
             outln!("**{}**\n", unfinished.sentence())?;
         }
         outln!("{}", report.summary_markdown())?;
+        if let Some(note) = report.uneven_samples_note() {
+            outln!("{note}\n")?;
+        }
     }
     Ok(())
 }

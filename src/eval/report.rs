@@ -392,6 +392,10 @@ impl Report {
             self.failed_markdown(&mut md);
             return md;
         }
+        let _ = writeln!(
+            md,
+            "- target: the predicted answer's logit (each sample's explanations explain it)"
+        );
         let _ = writeln!(md, "- steps (fraction removed): {:?}", self.steps);
         let _ = writeln!(md, "- {}", self.auc_formula);
         let _ = writeln!(

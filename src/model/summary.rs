@@ -111,7 +111,7 @@ impl ModelSummary {
                 let (patch, grid) = (c.patch_size, c.grid_size());
                 let image = format!(
                     "{patch}×{patch}-pixel patches; position embeddings for a {grid}×{grid} grid, \
-                     resized to each image's"
+                     resized to each image's patch grid"
                 );
                 (towers, vilt::layer_stacks(&c).to_vec(), image, c.vocab_size)
             }
