@@ -42,24 +42,77 @@ pub const TESTS: [Test; 4] = [
 /// Running sums of per-step accuracy, per method and test.
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    sums: BTreeMap<(String, Test), (usize, Vec<f64>)>,
+    sums: BTreeMap<(String, Test), Sums>,
+}
+
+/// One method × test: samples, Σ accuracy per step, and Σ of the products of every two
+/// steps' accuracies ([steps × steps]), from which any weighted sum's variance follows.
+#[derive(Debug, Clone)]
+struct Sums {
+    n: usize,
+    accuracy: Vec<f64>,
+    products: Vec<f64>,
 }
 
 impl Tally {
     pub fn add(&mut self, r: &PerturbationRecord) {
-        let (n, sums) = self
+        let k = r.accuracy.len();
+        let sums = self
             .sums
             .entry((r.method.clone(), r.test()))
-            .or_insert_with(|| (0, vec![0.0; r.accuracy.len()]));
-        *n += 1;
-        sums.iter_mut().zip(&r.accuracy).for_each(|(s, a)| *s += a);
+            .or_insert_with(|| Sums {
+                n: 0,
+                accuracy: vec![0.0; k],
+                products: vec![0.0; k * k],
+            });
+        sums.n += 1;
+        sums.accuracy
+            .iter_mut()
+            .zip(&r.accuracy)
+            .for_each(|(s, a)| *s += a);
+        for (i, a) in r.accuracy.iter().enumerate() {
+            for (j, b) in r.accuracy.iter().enumerate() {
+                if let Some(p) = sums.products.get_mut(i * k + j) {
+                    *p += a * b;
+                }
+            }
+        }
     }
 
     /// Samples and mean accuracy (%) per step of one method and test.
     pub fn curve(&self, method: &str, test: Test) -> Option<(usize, Vec<f64>)> {
-        self.sums
-            .get(&(method.to_owned(), test))
-            .map(|(n, sums)| (*n, sums.iter().map(|s| 100.0 * s / *n as f64).collect()))
+        self.sums.get(&(method.to_owned(), test)).map(|s| {
+            let n = s.n as f64;
+            (s.n, s.accuracy.iter().map(|a| 100.0 * a / n).collect())
+        })
+    }
+
+    /// The standard error of one method and test's AUC over its samples (in the AUC's
+    /// points): the AUC is a weighted sum of the steps' accuracies, so the samples' AUCs
+    /// vary as wᵀ·Σ·w with Σ their accuracies' covariance. None below two samples.
+    pub fn auc_standard_error(&self, method: &str, test: Test, steps: &[f64]) -> Option<f64> {
+        let s = self.sums.get(&(method.to_owned(), test))?;
+        let k = s.accuracy.len();
+        if s.n < 2 || steps.len() != k {
+            return None;
+        }
+        // AUC = Σ_m w_m·acc_m (trapezoid weights), acc in %.
+        let mut w = vec![0.0; k];
+        for m in 0..k.saturating_sub(1) {
+            let half = (steps[m + 1] - steps[m]) / 2.0;
+            w[m] += half;
+            w[m + 1] += half;
+        }
+        let n = s.n as f64;
+        let mean: f64 = w.iter().zip(&s.accuracy).map(|(w, a)| w * a / n).sum();
+        let mut squares = 0.0;
+        for i in 0..k {
+            for j in 0..k {
+                squares += w[i] * w[j] * s.products[i * k + j];
+            }
+        }
+        let variance = ((squares - n * mean * mean) / (n - 1.0)).max(0.0);
+        Some(100.0 * (variance / n).sqrt())
     }
 
     /// Method names in `Method::ALL` order, then any others by name.
@@ -113,8 +166,20 @@ fn method_order<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
 pub struct Cell {
     pub samples: usize,
     pub auc: f64,
+    /// The AUC's standard error over the samples (none below two).
+    pub standard_error: Option<f64>,
     /// Mean accuracy in % at each step.
     pub accuracy: Vec<f64>,
+}
+
+impl Cell {
+    /// "36.00 ± 2.10": the AUC and its standard error.
+    fn auc_text(&self) -> String {
+        match self.standard_error {
+            Some(se) => format!("{:.2} ± {se:.2}", self.auc),
+            None => format!("{:.2}", self.auc),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -145,7 +210,7 @@ pub struct GroundTruthRow {
     pub method: String,
     /// Samples scored (some without an image or word score).
     pub samples: usize,
-    /// Share of samples whose most relevant unit is on a relevant object.
+    /// Share of samples whose most relevant unit overlaps a relevant object.
     pub pointing: Option<Mean>,
     /// Mean share of positive relevance on relevant objects.
     pub mass: Option<Mean>,
@@ -292,6 +357,7 @@ impl Report {
                             let cell = Cell {
                                 samples,
                                 auc: auc(&header.steps, &accuracy),
+                                standard_error: tally.auc_standard_error(&method, t, &header.steps),
                                 accuracy,
                             };
                             (t.column(), cell)
@@ -400,7 +466,11 @@ impl Report {
         let _ = writeln!(md, "- {}", self.auc_formula);
         let _ = writeln!(
             md,
-            "- `+` = most-relevant-first (the seed's positive test, lower AUC is better ↓); `−` = least-relevant-first (negative, higher is better ↑)\n"
+            "- `+` = most-relevant-first (the seed's positive test, lower AUC is better ↓); `−` = least-relevant-first (negative, higher is better ↑)"
+        );
+        let _ = writeln!(
+            md,
+            "- `± e`: the standard error of the AUC over the samples (the spread of their own AUCs / √n); two methods over the same samples differ by less noise than their two errors suggest, since their samples' AUCs move together\n"
         );
         let _ = writeln!(md, "## AUC\n");
         let headers: Vec<String> = TESTS
@@ -414,8 +484,8 @@ impl Report {
             let cells: Vec<String> = TESTS
                 .iter()
                 .map(|t| match row.tests.get(&t.column()) {
-                    Some(c) if c.samples == n => format!("{:.2}", c.auc),
-                    Some(c) => format!("{:.2} (n={})", c.auc, c.samples),
+                    Some(c) if c.samples == n => c.auc_text(),
+                    Some(c) => format!("{} (n={})", c.auc_text(), c.samples),
                     None => "–".into(),
                 })
                 .collect();
@@ -550,7 +620,7 @@ impl Report {
                     "mean rank of the best relevant question word (1 = top; expected over ties)",
                 )
             };
-            let _ = writeln!(md, "Against `{file}` (`fiedler synth`): pointing game = % of samples whose most relevant {unit} is on {about} (units tied for the top count by the share of them on one); mass = mean % of the positive image relevance on those objects (a map with none positive: chance); word rank = {words}. Samples without a relevant object in view have no image score. `chance` = the same scores for relevance in random order.\n");
+            let _ = writeln!(md, "Against `{file}` (`fiedler synth`): pointing game = % of samples whose most relevant {unit} overlaps {about} (by any of its pixels; units tied for the top count by the share of them that do); mass = mean % of the positive image relevance on those objects, each unit's relevance weighted by the fraction of it on them (so a perfect map stays below 100% where objects fill patches in part; a map with none positive: chance); word rank = {words}. Samples without a relevant object in view have no image score. `chance` = the same scores for relevance in random order.\n");
         }
         let _ = writeln!(
             md,
@@ -722,6 +792,45 @@ fn unit_name(modality: Modality, family: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The AUC's standard error from the running sums equals the one of the samples' own
+    /// AUCs (sample standard deviation / √n), on uneven steps and VQA's soft accuracies.
+    #[test]
+    fn auc_standard_error_is_that_of_the_samples_aucs() {
+        let steps = [0.0, 0.25, 0.5, 0.8, 1.0];
+        let test = TESTS[0];
+        let accuracies: [[f64; 5]; 4] = [
+            [1.0, 1.0, 0.3, 0.0, 0.0],
+            [1.0, 0.6, 0.6, 0.3, 0.0],
+            [0.9, 0.9, 0.9, 0.9, 0.3],
+            [1.0, 0.0, 0.0, 0.0, 0.0],
+        ];
+        let mut tally = Tally::default();
+        for (i, a) in accuracies.iter().enumerate() {
+            tally.add(&PerturbationRecord {
+                sample: i.to_string(),
+                method: "dsmi".into(),
+                modality: test.modality,
+                order: test.order,
+                kept: vec![0; 5],
+                answers: vec![String::new(); 5],
+                accuracy: a.to_vec(),
+            });
+        }
+        let aucs: Vec<f64> = accuracies
+            .iter()
+            .map(|a| auc(&steps, &a.map(|x| 100.0 * x)))
+            .collect();
+        let n = aucs.len() as f64;
+        let mean = aucs.iter().sum::<f64>() / n;
+        let variance = aucs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        let expected = (variance / n).sqrt();
+        let se = tally.auc_standard_error("dsmi", test, &steps).unwrap();
+        assert!((se - expected).abs() < 1e-9, "{se} vs {expected}");
+        let (_, curve) = tally.curve("dsmi", test).unwrap();
+        assert!((auc(&steps, &curve) - mean).abs() < 1e-9);
+        assert_eq!(tally.auc_standard_error("chefer", test, &steps), None);
+    }
 
     /// A method whose curves another drawn after it covers in every panel is named with the
     /// one covering it; one that differs in any panel is not.
