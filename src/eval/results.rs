@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::eval::protocol::{Modality, Order, Test};
+use crate::eval::protocol::{check_steps, Modality, Order, Test};
 use crate::eval::EvalError;
 use crate::hash::fnv1a_words;
 use crate::warning::warn;
@@ -294,6 +294,18 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
                 })
             }
             Ok(Some(Line::Perturbation(r))) => {
+                let steps = results.header.as_ref().map_or(0, |h| h.steps.len());
+                let lengths = [r.kept.len(), r.answers.len(), r.accuracy.len()];
+                if lengths.iter().any(|&n| n != steps) {
+                    return Err(EvalError::Results {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "line {line_no}: a record of sample {} with {lengths:?} kept counts, \
+                             answers and accuracies; the run has {steps} steps",
+                            r.sample
+                        ),
+                    });
+                }
                 if done.insert(r.key()) {
                     results.perturbations.push(r);
                 }
@@ -337,7 +349,15 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
 /// The run header on a results file's first line.
 fn read_header(path: &Path, line: &[u8]) -> Result<RunHeader, EvalError> {
     let reason = match parse_line(line) {
-        Ok(Some(Line::Run(header))) => return Ok(header),
+        Ok(Some(Line::Run(header))) => {
+            return match check_steps(&header.steps) {
+                Ok(()) => Ok(header),
+                Err(reason) => Err(EvalError::Results {
+                    path: path.to_path_buf(),
+                    reason: format!("its run header's steps: {reason}"),
+                }),
+            }
+        }
         Ok(None) => "it is blank".to_owned(),
         Ok(Some(_)) | Err(Unknown) => "it is another kind of line".to_owned(),
         Err(Broken(reason)) => reason,
@@ -838,6 +858,33 @@ mod tests {
         let read = read_results(&path).unwrap();
         assert_eq!(read.header, Some(with("f32", &["{id}.png"])));
         assert!(read.failures.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A header whose steps no run could have, or a record with another number of steps
+    /// than its run, is refused by line (`eval summary` indexed an empty step list).
+    #[test]
+    fn steps_that_do_not_fit_the_run_are_refused() {
+        let dir = scratch("steps");
+        let mut empty = header(1);
+        empty.steps.clear();
+        let line = serde_json::to_string(&Line::Run(empty)).unwrap();
+        let path = file(&dir, "empty.jsonl", format!("{line}\n").as_bytes());
+        let e = read_results(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("its run header's steps: need at least two"),
+            "{e}"
+        );
+
+        let record = serde_json::to_string(&a_record()).unwrap();
+        let short = record.replace("[1.0,0.0]", "[1.0]");
+        let text = format!("{}\n{record}\n{short}\n{record}\n", header_line(1));
+        let path = file(&dir, "short.jsonl", text.as_bytes());
+        let e = read_results(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("line 3: a record of sample 7 with [2, 2, 1] kept counts"),
+            "{e}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
