@@ -17,7 +17,7 @@
 //! (no newline); the next run drops that line and redoes its record. A file that does not
 //! start with a run header is not a results file and is never cut or appended to.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -192,7 +192,11 @@ pub struct Results {
     pub header: Option<RunHeader>,
     /// In file order, without repeats of a key (the first is kept).
     pub perturbations: Vec<PerturbationRecord>,
+    /// Every failure line, in file order.
     pub failures: Vec<FailureRecord>,
+    /// Per sample whose last line is a failure (no record of it came after), that failure's
+    /// index in `failures`.
+    pub open_failures: HashMap<String, usize>,
     /// In file order, without repeats of a (sample, method).
     pub ground_truth: Vec<GroundTruthRecord>,
     /// The last run's `started` line, and whether its `finished` line followed.
@@ -219,23 +223,13 @@ impl Results {
         }
     }
 
-    /// Samples whose last word is a failure (none of their records were written since).
+    /// Samples whose last word is a failure (none of their records were written since),
+    /// each with that failure, in file order. A sample with records of other methods or
+    /// tests is among them when a later failure left it short of one.
     pub fn failed_samples(&self) -> Vec<&FailureRecord> {
-        let evaluated: HashSet<&str> = self
-            .perturbations
-            .iter()
-            .map(|r| r.sample.as_str())
-            .chain(self.ground_truth.iter().map(|r| r.sample.as_str()))
-            .collect();
-        let mut seen = HashSet::new();
-        self.failures
-            .iter()
-            .rev()
-            .filter(|f| !evaluated.contains(f.sample.as_str()) && seen.insert(f.sample.as_str()))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect()
+        let mut open: Vec<usize> = self.open_failures.values().copied().collect();
+        open.sort_unstable();
+        open.into_iter().map(|i| &self.failures[i]).collect()
     }
 }
 
@@ -306,12 +300,19 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
                         ),
                     });
                 }
+                results.open_failures.remove(&r.sample);
                 if done.insert(r.key()) {
                     results.perturbations.push(r);
                 }
             }
-            Ok(Some(Line::Failure(f))) => results.failures.push(f),
+            Ok(Some(Line::Failure(f))) => {
+                results
+                    .open_failures
+                    .insert(f.sample.clone(), results.failures.len());
+                results.failures.push(f);
+            }
             Ok(Some(Line::GroundTruth(r))) => {
+                results.open_failures.remove(&r.sample);
                 if done_truth.insert(r.key()) {
                     results.ground_truth.push(r);
                 }
@@ -858,6 +859,38 @@ mod tests {
         let read = read_results(&path).unwrap();
         assert_eq!(read.header, Some(with("f32", &["{id}.png"])));
         assert!(read.failures.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A sample's failure counts until a record of it comes after: one that failed for a
+    /// method added later, after records of others, is still a failed sample.
+    #[test]
+    fn a_failure_stands_until_a_record_of_its_sample_follows() {
+        let dir = scratch("open-failures");
+        let failure = |sample: &str| {
+            serde_json::to_string(&Line::Failure(FailureRecord {
+                sample: sample.into(),
+                error: "relevance is NaN".into(),
+            }))
+            .unwrap()
+        };
+        let record = serde_json::to_string(&a_record()).unwrap();
+        let chefer = record.replace("dsmi", "chefer");
+        let failed = |lines: &[&str]| -> Vec<String> {
+            let text = format!("{}\n{}\n", header_line(1), lines.join("\n"));
+            let path = file(&dir, "r.jsonl", text.as_bytes());
+            let read = read_results(&path).unwrap();
+            read.failed_samples()
+                .iter()
+                .map(|f| f.sample.clone())
+                .collect()
+        };
+        assert_eq!(failed(&[&record, &failure("7")]), ["7"]);
+        assert_eq!(failed(&[&failure("7"), &record]), Vec::<String>::new());
+        assert_eq!(
+            failed(&[&failure("8"), &record, &failure("7"), &chefer]),
+            ["8"]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
