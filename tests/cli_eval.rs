@@ -931,6 +931,19 @@ fn changed_weights_do_not_resume_old_results() {
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("solver lanczos, this run has dense"), "{err}");
+    // an answer renamed in config.json: the same weights, other answers
+    let config = model.join("config.json");
+    let original = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, original.replacen("\"yes\"", "\"yeah\"", 1)).unwrap();
+    let out = fiedler().args(args(&results)).output().unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("model files") && err.contains("or the --answers file, changed since"),
+        "{err}"
+    );
+    std::fs::write(&config, original).unwrap();
+    run_ok(&args(&results));
     // one byte of one tensor changed
     let weights = model.join("model.safetensors");
     let mut bytes = std::fs::read(&weights).unwrap();

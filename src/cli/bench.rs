@@ -441,6 +441,7 @@ fn run_eval<B: Backend>(
         ground_truth: None,
         weights: None,
         data: None,
+        model_files: None,
         answers: None,
         file_patterns: None,
         precision: None,

@@ -301,6 +301,29 @@ fn read_dataset(args: &RunArgs) -> anyhow::Result<Dataset> {
     })
 }
 
+/// The files of a model folder besides its weights that decide how it reads its inputs and
+/// names its answers.
+const MODEL_FILES: [&str; 6] = [
+    "config.json",
+    "tokenizer.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "preprocessor_config.json",
+];
+
+/// The fingerprint of those of [`MODEL_FILES`] in `dir` and of the --answers file.
+fn model_files_fingerprint(dir: &Path, answers: Option<&Path>) -> anyhow::Result<String> {
+    let files: Vec<PathBuf> = MODEL_FILES
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|path| path.is_file())
+        .chain(answers.map(Path::to_path_buf))
+        .collect();
+    let paths: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    Ok(data_fingerprint(&paths)?)
+}
+
 /// Refuses inputs that no question finds: every sample would fail alike, one error a
 /// sample; the first question's error says what was tried.
 fn check_any_found(
@@ -556,6 +579,10 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             .flatten()
             .map(PathBuf::as_path)
             .collect::<Vec<_>>(),
+        )?),
+        model_files: Some(model_files_fingerprint(
+            &model_dir,
+            args.answers.as_deref(),
         )?),
         answers: args.answers.as_ref().map(|p| p.display().to_string()),
         file_patterns: Some(args.file_patterns.clone()),

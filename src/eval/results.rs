@@ -56,6 +56,12 @@ pub struct RunHeader {
     /// of the old one. (Absent in files of older versions.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
+    /// A fingerprint of the model's other files (config, tokenizer, preprocessing) and the
+    /// --answers file (`data_fingerprint` of those there): answers renamed or a tokenizer
+    /// replaced in place do not resume into results of the old ones. (Absent in files of
+    /// older versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_files: Option<String>,
     /// The --answers file naming LXMERT's answers, if one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<String>,
@@ -597,6 +603,19 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
             ));
         }
     }
+    if let (Some(a), Some(b)) = (&theirs.model_files, &ours.model_files) {
+        if a != b {
+            return Err(differs(
+                "model files",
+                a.clone(),
+                format!(
+                    "{b} (the config, tokenizer or preprocessing files in {}, or the --answers \
+                     file, changed since)",
+                    ours.model
+                ),
+            ));
+        }
+    }
     // A file from before the data were fingerprinted says nothing about them.
     if let (Some(a), Some(b)) = (&theirs.data, &ours.data) {
         if a != b {
@@ -659,6 +678,7 @@ mod tests {
             ground_truth: None,
             weights: None,
             data: None,
+            model_files: None,
             answers: None,
             file_patterns: None,
             precision: None,
