@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::backend::Backend;
 use crate::eval::answers::GroundTruth;
-use crate::eval::dataset::{Dataset, Question};
+use crate::eval::dataset::{finish, Dataset, Question};
 use crate::eval::runner::{EvalModel, Explained, Keep};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
@@ -58,13 +58,8 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, PathBuf>),
     if questions.is_empty() {
         return Err(fail("it holds no caption set".into()));
     }
-    Ok((
-        Dataset {
-            source: path.display().to_string(),
-            questions,
-        },
-        files,
-    ))
+    // An image given twice would take the later set's file for both: refused, by its id.
+    Ok((finish(path.display().to_string(), questions, path)?, files))
 }
 
 impl<B: Backend> EvalModel for ClipSession<B> {
@@ -135,6 +130,11 @@ mod tests {
                 "image 3: `correct` is 2, past its 2 captions (counted from 0)",
             ),
             ("[]", "it holds no caption set"),
+            (
+                r#"[{"image_id": 3, "file": "a.png", "correct": 0, "captions": ["x"]},
+                    {"image_id": 3, "file": "b.png", "correct": 0, "captions": ["y"]}]"#,
+                "question id 3 appears twice",
+            ),
             (
                 r#"[{"image": "a.png", "correct": 0, "captions": ["x"]}]"#,
                 "not a fiedler synth captions.json: missing field `image_id`",

@@ -219,8 +219,12 @@ pub fn read_vqa_v2(questions: &Path, annotations: &Path) -> Result<Dataset, Eval
     finish(source, out, questions)
 }
 
-/// Rejects empty files and repeated question ids.
-fn finish(source: String, questions: Vec<Question>, path: &Path) -> Result<Dataset, EvalError> {
+/// The dataset of `questions`, refused when empty or when a question id appears twice.
+pub(crate) fn finish(
+    source: String,
+    questions: Vec<Question>,
+    path: &Path,
+) -> Result<Dataset, EvalError> {
     if questions.is_empty() {
         return Err(EvalError::EmptyDataset(path.to_path_buf()));
     }
