@@ -452,6 +452,10 @@ fn a_run_with_no_sample_evaluated_reports_no_benchmark() {
     assert!(report.starts_with("# Perturbation benchmark\n"), "{report}");
     assert!(report.contains("no sample was evaluated"), "{report}");
     assert!(report.contains("## Failed samples (7)"), "{report}");
+    assert!(
+        report.contains(": the question \"\\u{200b}\" has no word tokens\n"),
+        "{report}"
+    );
 
     // A folder for the results file is said to be one, with the results files it holds.
     let out = run(&["eval", "report", &s(&dir)]);

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::session::{
-    AnswerTarget, ClipSession, LxmertSession, PairRequest, RegionRequest, ViltSession,
+    AnswerTarget, ClipSession, LxmertSession, PairRequest, RegionRequest, SessionError, ViltSession,
 };
 use serde_json::Value;
 
@@ -227,4 +227,27 @@ fn lxmert_explanations_name_only_the_degenerate_graphs_they_read() {
         degenerate(Method::DsmiGrad),
         ["text cross layer 0 (gap 0.0e0)"]
     );
+}
+
+/// LXMERT says an empty question is empty, as ViLT and CLIP do (it said "no word tokens").
+#[test]
+fn an_empty_lxmert_question_is_said_to_be_empty() {
+    let session = LxmertSession::open(&models().join("lxmert-synth"), None).unwrap();
+    let request = |question: &str| RegionRequest {
+        regions: Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/regions/shapes-4.safetensors"),
+        image_id: None,
+        question: question.into(),
+    };
+    let Err(e) = session.explain(
+        &[request("what color is the triangle?"), request("  ")],
+        &[],
+        &MethodOptions::default(),
+        &AnswerTarget::Predicted,
+        2,
+        |_| {},
+    ) else {
+        panic!("an empty question was explained");
+    };
+    assert!(matches!(e, SessionError::EmptyText { index: 1 }), "{e}");
 }

@@ -83,6 +83,9 @@ pub enum EvalError {
     Unsupported(String),
     #[error("{0} gave relevance that is not finite")]
     Relevance(Method),
+    /// A question that is empty or whose tokens are all special: nothing to explain.
+    #[error("the question {0:?} has no word tokens")]
+    NoWords(String),
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]

@@ -11,19 +11,12 @@ pub(crate) fn question_ids(
     tokenizer: &TextTokenizer,
     question: &str,
 ) -> Result<Vec<u32>, EvalError> {
-    if question.trim().is_empty() {
-        return Err(SessionError::EmptyText { index: 0 }.into());
-    }
     let tokens = tokenizer
         .encode_batch(&[question])
         .map_err(SessionError::from)?;
     let len = tokens.lengths[0];
     if len <= 2 {
-        return Err(SessionError::NoWords {
-            index: 0,
-            text: question.to_owned(),
-        }
-        .into());
+        return Err(EvalError::NoWords(question.to_owned()));
     }
     Ok(tokens.row(0)[..len].to_vec())
 }

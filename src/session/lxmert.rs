@@ -11,8 +11,7 @@ use crate::model::config::unnamed_answers;
 use crate::model::lxmert::{Lxmert, LxmertInputs, LxmertOutput};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_all_words, check_words, in_batches, rank_answers, AnswerTarget, QuestionResult,
-    SessionError,
+    check_all_words, in_batches, rank_answers, AnswerTarget, QuestionResult, SessionError,
 };
 use crate::warning::warn;
 
@@ -121,6 +120,9 @@ impl<B: Backend> LxmertSession<B> {
             return Err(SessionError::NoPairs);
         }
         let texts: Vec<&str> = requests.iter().map(|r| r.question.as_str()).collect();
+        if let Some(index) = texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(SessionError::EmptyText { index });
+        }
         check_all_words(&self.tokenizer, &texts)?;
         in_batches(requests, batch, progress, |chunk| {
             self.explain_batch(chunk, methods, opts, &target.for_batch(chunk.len()))
@@ -151,12 +153,9 @@ impl<B: Backend> LxmertSession<B> {
                 other_count: other.count,
             });
         }
+        // `explain` has checked that every question holds a word.
         let texts: Vec<&str> = requests.iter().map(|r| r.question.as_str()).collect();
-        if let Some(index) = texts.iter().position(|t| t.trim().is_empty()) {
-            return Err(SessionError::EmptyText { index });
-        }
         let tokens = self.tokenizer.encode_batch(&texts)?;
-        check_words(&texts, &tokens.lengths)?;
         let inputs = LxmertInputs {
             features: regions
                 .iter()

@@ -282,17 +282,6 @@ pub(crate) fn check_all_words(
     Ok(())
 }
 
-/// A VQA question must keep at least one token between [CLS] and [SEP].
-pub(crate) fn check_words(texts: &[&str], lengths: &[usize]) -> Result<(), SessionError> {
-    match lengths.iter().position(|&l| l <= 2) {
-        Some(index) => Err(SessionError::NoWords {
-            index,
-            text: texts[index].to_owned(),
-        }),
-        None => Ok(()),
-    }
-}
-
 /// Runs `run` over `items` in chunks of `batch`, calling `progress(done)` after each chunk.
 pub(crate) fn in_batches<T, R>(
     items: &[T],
