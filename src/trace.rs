@@ -285,22 +285,12 @@ impl<Buf> TowerTrace<Buf> {
         }
     }
 
-    /// Whether the backward filled in ∂y/∂A (see `record` vs `trace` on the models).
-    pub fn has_gradients(&self) -> bool {
-        self.has_gradients_from(0)
-    }
-
     /// Whether the backward filled in ∂y/∂A of every layer from `first` on.
     pub fn has_gradients_from(&self, first: usize) -> bool {
         self.layers
             .iter()
             .skip(first)
             .all(|l| l.attention_grad.is_some())
-    }
-
-    /// Whether an LRP pass filled in the relevance at the attention maps.
-    pub fn has_relevance(&self) -> bool {
-        self.has_relevance_from(0)
     }
 
     /// Whether an LRP pass filled in the relevance at the attention maps of every layer

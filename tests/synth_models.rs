@@ -251,3 +251,60 @@ fn an_empty_lxmert_question_is_said_to_be_empty() {
     };
     assert!(matches!(e, SessionError::EmptyText { index: 1 }), "{e}");
 }
+
+/// A start layer outside the model is refused before any batch runs (it was found only
+/// after the first batch's forward and backward), for each family: before the batch's
+/// missing image or regions file is found missing.
+#[test]
+fn start_layers_are_checked_before_any_batch() {
+    let opts = |start_layer, start_layer_text| MethodOptions {
+        start_layer,
+        start_layer_text,
+        ..MethodOptions::default()
+    };
+    let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images/missing.png");
+    let pair = |text: &str| PairRequest {
+        image: image.clone(),
+        text: text.into(),
+    };
+    let vilt = ViltSession::open(&models().join("vilt-synth")).unwrap();
+    let e = vilt
+        .explain(
+            &[pair("what color is the square?")],
+            &[Method::Rollout],
+            &opts(99, 0),
+            &AnswerTarget::Predicted,
+            1,
+            |_| {},
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("--start-layer"), "{e}");
+    let clip = ClipSession::open(&models().join("clip-synth")).unwrap();
+    let e = clip
+        .explain(
+            &[pair("a green square")],
+            &[Method::Rollout],
+            &opts(0, -99),
+            1,
+            |_| {},
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("--start-layer-text"), "{e}");
+    let lxmert = LxmertSession::open(&models().join("lxmert-synth"), None).unwrap();
+    let request = RegionRequest {
+        regions: Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/regions/missing.safetensors"),
+        image_id: None,
+        question: "what color is the triangle?".into(),
+    };
+    let e = lxmert
+        .explain(
+            &[request],
+            &[Method::Rollout],
+            &opts(1, 0),
+            &AnswerTarget::Predicted,
+            1,
+            |_| {},
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("--start-layer"), "{e}");
+}

@@ -131,18 +131,26 @@ pub fn clip_trace<B: Backend>(
     }
 }
 
+/// The first layers of the (vision, text) towers, of `layers` layers each, that the
+/// relevance products start from; a start outside its tower is refused.
+pub fn clip_starts(
+    opts: &MethodOptions,
+    layers: (usize, usize),
+) -> Result<(usize, usize), ExplainError> {
+    Ok((
+        resolve_start(opts.start_layer, layers.0, "--start-layer")?,
+        resolve_start(opts.start_layer_text, layers.1, "--start-layer-text")?,
+    ))
+}
+
 /// Explains every pair of a traced batch with every method: result[pair][method].
 pub fn explain_clip(
     trace: &ClipTrace<Vec<f32>>,
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
-    let start_vision = resolve_start(opts.start_layer, trace.vision.layers.len(), "--start-layer")?;
-    let start_text = resolve_start(
-        opts.start_layer_text,
-        trace.text.layers.len(),
-        "--start-layer-text",
-    )?;
+    let (start_vision, start_text) =
+        clip_starts(opts, (trace.vision.layers.len(), trace.text.layers.len()))?;
     check_towers(
         methods,
         &[(&trace.vision, start_vision), (&trace.text, start_text)],

@@ -538,12 +538,8 @@ impl Coverage {
     }
 }
 
-/// Explains every sample of a traced batch with every method: result[sample][method].
-pub fn explain_lxmert(
-    trace: &LxmertTrace<Vec<f32>>,
-    methods: &[Method],
-    opts: &MethodOptions,
-) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+/// Refuses start layers: LXMERT's methods run over every layer of its three stacks.
+pub fn lxmert_starts(opts: &MethodOptions) -> Result<(), ExplainError> {
     const EVERY_LAYER: &str =
         "its relevance maps and rollout run over every layer of its three stacks (spec §C)";
     unused_start(opts.start_layer, "--start-layer", "LXMERT", EVERY_LAYER)?;
@@ -552,7 +548,16 @@ pub fn explain_lxmert(
         "--start-layer-text",
         "LXMERT",
         EVERY_LAYER,
-    )?;
+    )
+}
+
+/// Explains every sample of a traced batch with every method: result[sample][method].
+pub fn explain_lxmert(
+    trace: &LxmertTrace<Vec<f32>>,
+    methods: &[Method],
+    opts: &MethodOptions,
+) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+    lxmert_starts(opts)?;
     // A reduced trace holds every head mean, but the per-head maps and the spectral
     // graphs only as `lxmert_reads` asked for them.
     if let Some(kept) = trace.kept {

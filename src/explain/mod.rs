@@ -3,7 +3,7 @@
 //! A method reads one sample of one tower ([`view::SampleView`]) and produces relevance over
 //! chosen tokens: the attention family builds a token×token matrix and reads one row
 //! (`attention`), the spectral family scores the tokens of a graph directly (`spectral`).
-//! Family modules (`clip`) say which row and which tokens.
+//! Family modules (`clip`, `vilt`, `lxmert`) say which row and which tokens.
 
 pub mod attention;
 pub mod clip;
@@ -308,7 +308,6 @@ impl Default for MethodOptions {
     }
 }
 
-/// Resolves a possibly negative start layer against a tower of `layers` layers.
 /// Refuses a start layer the family has no use for (given, i.e. not 0).
 pub(crate) fn unused_start(
     start: i64,
@@ -323,6 +322,8 @@ pub(crate) fn unused_start(
     }
 }
 
+/// Resolves a possibly negative start layer against a tower of `layers` layers (-1: the
+/// last); one outside the tower is refused, naming `flag`.
 pub(crate) fn resolve_start(
     start: i64,
     layers: usize,
@@ -390,7 +391,7 @@ pub enum ExplainError {
     },
 }
 
-/// Fails on the first method that needs ∂y/∂A the trace does not `serve`.
+/// Fails on the first method that needs ∂y/∂A which the trace does not hold (`serves` says).
 pub(crate) fn check_gradients(
     methods: &[Method],
     serves: impl Fn(Method) -> bool,
@@ -401,7 +402,8 @@ pub(crate) fn check_gradients(
     }
 }
 
-/// Fails on the first method that needs LRP relevance the trace does not `serve`.
+/// Fails on the first method that needs LRP relevance which the trace does not hold (`serves`
+/// says).
 pub(crate) fn check_relevance(
     methods: &[Method],
     serves: impl Fn(Method) -> bool,
@@ -448,11 +450,6 @@ pub(crate) fn check_kept(
         Some(&m) => Err(ExplainError::NotKept(m)),
         None => Ok(()),
     }
-}
-
-/// Whether any of `methods` reads LRP relevance, i.e. whether a trace needs an LRP pass.
-pub fn need_relevance(methods: &[Method]) -> bool {
-    methods.iter().any(|m| m.needs_relevance())
 }
 
 /// How deep the passes over a single-stream tower must run for some methods: the first

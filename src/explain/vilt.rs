@@ -73,19 +73,25 @@ pub fn vilt_depth(methods: &[Method], layers: usize, opts: &MethodOptions) -> De
     )
 }
 
-/// Explains every sample of a traced batch with every method: result[sample][method].
-pub fn explain_vilt(
-    trace: &ViltTrace<Vec<f32>>,
-    methods: &[Method],
-    opts: &MethodOptions,
-) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+/// The first layer, of `layers`, that the relevance products start from; a start outside
+/// the encoder, or one for a text tower it does not have, is refused.
+pub fn vilt_start(opts: &MethodOptions, layers: usize) -> Result<usize, ExplainError> {
     unused_start(
         opts.start_layer_text,
         "--start-layer-text",
         "ViLT",
         "its one stream of layers starts at --start-layer",
     )?;
-    let start = resolve_start(opts.start_layer, trace.joint.layers.len(), "--start-layer")?;
+    resolve_start(opts.start_layer, layers, "--start-layer")
+}
+
+/// Explains every sample of a traced batch with every method: result[sample][method].
+pub fn explain_vilt(
+    trace: &ViltTrace<Vec<f32>>,
+    methods: &[Method],
+    opts: &MethodOptions,
+) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+    let start = vilt_start(opts, trace.joint.layers.len())?;
     check_towers(methods, &[(&trace.joint, start)])?;
     check_kept(methods, &[&trace.joint])?;
     let labels = trace.output.labels;

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::clip::{clip_reads, clip_trace, explain_clip};
+use crate::explain::clip::{clip_reads, clip_starts, clip_trace, explain_clip};
 use crate::explain::Explanation;
 use crate::explain::{Method, MethodOptions};
 use crate::input::image::{
@@ -136,6 +136,8 @@ impl<B: Backend> ClipSession<B> {
         progress: impl FnMut(usize),
     ) -> Result<Vec<PairResult>, SessionError> {
         check_requests(pairs)?;
+        let c = &self.model.config;
+        clip_starts(opts, (c.vision.num_hidden_layers, c.text.num_hidden_layers))?;
         let mut results = in_batches(pairs, batch, progress, |chunk| {
             self.explain_batch(chunk, methods, opts)
         })?;

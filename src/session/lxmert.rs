@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads};
+use crate::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads, lxmert_starts};
 use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::regions::{load_regions, Regions};
 use crate::input::text::TextTokenizer;
@@ -119,6 +119,7 @@ impl<B: Backend> LxmertSession<B> {
         if requests.is_empty() {
             return Err(SessionError::NoPairs);
         }
+        lxmert_starts(opts)?;
         let texts: Vec<&str> = requests.iter().map(|r| r.question.as_str()).collect();
         if let Some(index) = texts.iter().position(|t| t.trim().is_empty()) {
             return Err(SessionError::EmptyText { index });

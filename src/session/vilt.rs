@@ -5,7 +5,7 @@ use std::path::Path;
 use image::RgbImage;
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::vilt::{explain_vilt, vilt_depth, vilt_reads};
+use crate::explain::vilt::{explain_vilt, vilt_depth, vilt_reads, vilt_start};
 use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
@@ -85,6 +85,7 @@ impl<B: Backend> ViltSession<B> {
         progress: impl FnMut(usize),
     ) -> Result<Vec<QuestionResult>, SessionError> {
         check_requests(pairs)?;
+        vilt_start(opts, self.model.config.num_hidden_layers)?;
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         check_all_words(&self.tokenizer, &texts)?;
         in_batches(pairs, batch, progress, |chunk| {
