@@ -181,7 +181,8 @@ pub struct LastRun {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Line {
-    Run(RunHeader),
+    // Boxed: a header is several times the size of the lines that follow it.
+    Run(Box<RunHeader>),
     Perturbation(PerturbationRecord),
     Failure(FailureRecord),
     GroundTruth(GroundTruthRecord),
@@ -358,7 +359,7 @@ fn read_header(path: &Path, line: &[u8]) -> Result<RunHeader, EvalError> {
     let reason = match parse_line(line) {
         Ok(Some(Line::Run(header))) => {
             return match check_steps(&header.steps) {
-                Ok(()) => Ok(header),
+                Ok(()) => Ok(*header),
                 Err(reason) => Err(EvalError::Results {
                     path: path.to_path_buf(),
                     reason: format!("its run header's steps: {reason}"),
@@ -464,7 +465,7 @@ impl ResultsWriter {
             .map_err(|e| io(path, e))?;
         // Nothing whole is left: a new file, or one whose header was torn.
         if results.valid_len == 0 {
-            writer.append(&Line::Run(header.clone()))?;
+            writer.append(&Line::Run(Box::new(header.clone())))?;
         }
         Ok((writer, results))
     }
@@ -701,7 +702,7 @@ mod tests {
     }
 
     fn header_line(seed: u64) -> String {
-        serde_json::to_string(&Line::Run(header(seed))).unwrap()
+        serde_json::to_string(&Line::Run(Box::new(header(seed)))).unwrap()
     }
 
     /// A scratch folder of one test (tests run in parallel).
@@ -921,7 +922,7 @@ mod tests {
         let dir = scratch("steps");
         let mut empty = header(1);
         empty.steps.clear();
-        let line = serde_json::to_string(&Line::Run(empty)).unwrap();
+        let line = serde_json::to_string(&Line::Run(Box::new(empty))).unwrap();
         let path = file(&dir, "empty.jsonl", format!("{line}\n").as_bytes());
         let e = read_results(&path).unwrap_err().to_string();
         assert!(
