@@ -951,14 +951,13 @@ mod tests {
         let link = dir.join("zero.jsonl");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
-        let fifo = dir.join("fifo.jsonl");
-        let _ = std::fs::remove_file(&fifo);
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-        let mut paths = vec![link, dir.clone()];
-        if made.is_ok_and(|s| s.success()) {
-            paths.push(fifo);
-        }
-        for path in paths {
+        // A socket stands for the special files (a pipe alike): made in-process, since a
+        // child process (`mkfifo`) would hold, until it execs, a copy of any results file
+        // another test has open, and with it that file's lock.
+        let socket = dir.join("socket.jsonl");
+        let _ = std::fs::remove_file(&socket);
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        for path in [link, socket, dir.clone()] {
             for err in [
                 read_results(&path).unwrap_err(),
                 ResultsWriter::open(&path, &header(1))
