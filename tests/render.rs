@@ -576,3 +576,28 @@ fn strongest_regions_in_words() {
     );
     assert_eq!(strongest_regions(&[1.0, 1.0], &boxes), "flat");
 }
+
+/// The map is blended over the image in grey: two pictures of the same luma (BT.601) give the
+/// same overlay whatever their colours, so a yellow object does not look hot.
+#[test]
+fn overlays_blend_over_the_image_in_grey() {
+    use fiedler::render::overlay::blend;
+    let colourful = RgbImage::from_fn(16, 16, |x, y| {
+        Rgb([(x * 16) as u8, (y * 16) as u8, ((x + y) * 8) as u8])
+    });
+    let luma = |p: &Rgb<u8>| {
+        let [r, g, b] = p.0.map(f32::from);
+        (0.299 * r + 0.587 * g + 0.114 * b).round() as u8
+    };
+    let grey = RgbImage::from_fn(16, 16, |x, y| {
+        let y = luma(colourful.get_pixel(x, y));
+        Rgb([y, y, y])
+    });
+    let relevance = [0.1, 0.9, 0.4, 0.0];
+    let blended = blend(&colourful, &relevance, Layout::Grid(2, 2));
+    assert_eq!(blended, blend(&grey, &relevance, Layout::Grid(2, 2)));
+    assert_ne!(
+        blended,
+        blend(&grey, &[0.9, 0.1, 0.4, 0.0], Layout::Grid(2, 2))
+    );
+}

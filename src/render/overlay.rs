@@ -1,7 +1,8 @@
 //! One explained image with its relevance heat map: min–max normalised, upsampled bilinearly
 //! like `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)` (what the
 //! Python reference implementations use to show patch relevance), coloured with viridis and
-//! blended at alpha 0.5 over the image; a footer holds the title and a low→high colour bar.
+//! blended at alpha 0.5 over the image in grey (a scene's own colours, blended in, would read
+//! as heat: a yellow object looked hot); a footer holds the title and a low→high colour bar.
 
 use image::{Rgb, RgbImage};
 
@@ -68,6 +69,13 @@ pub fn upsample_bilinear(
         }
     }
     out
+}
+
+/// A pixel's luma (ITU-R BT.601 weights) as grey.
+fn grey(p: Rgb<u8>) -> Rgb<u8> {
+    let [r, g, b] = p.0.map(f32::from);
+    let y = (0.299 * r + 0.587 * g + 0.114 * b).round() as u8;
+    Rgb([y, y, y])
 }
 
 /// Mixes `color` into a pixel with weight `alpha`.
@@ -146,6 +154,7 @@ pub fn blend<'a>(image: &RgbImage, relevance: &[f32], layout: impl Into<Layout<'
         Layout::Boxes(boxes) => box_heat(&levels, boxes, w, h),
     };
     for (p, &t) in out.pixels_mut().zip(&heat) {
+        *p = grey(*p);
         mix(p, viridis(t), ALPHA);
     }
     if let Layout::Boxes(boxes) = layout {
