@@ -179,10 +179,24 @@ fn check_report(dir: &Path, samples: usize, plain: f64) {
                 acc[0]
             );
             assert_eq!(cell["samples"].as_u64().unwrap() as usize, samples);
+            // Units kept: all at s = 0, fewer at every step, none at s = 1.
+            let kept: Vec<f64> = cell["kept"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(kept.len(), 9);
+            assert!(kept[0] > 0.0 && kept[8] == 0.0, "{column}: {kept:?}");
+            assert!(kept.windows(2).all(|w| w[1] <= w[0]), "{column}: {kept:?}");
+            let se = &cell["standard_error"];
+            assert!(se.as_f64().is_some_and(|e| e >= 0.0), "{column}: {se}");
         }
     }
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("| method | image+ ↓ | image− ↑ | text+ ↓ | text− ↑ | samples |"));
+    assert!(md.contains("| *regions kept (mean)* | ") || md.contains("| *patches kept (mean)* | "));
+    assert!(md.contains("| *words kept (mean)* | "));
     assert!(md.contains("AUC = Σ_m"));
 }
 

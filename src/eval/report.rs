@@ -52,6 +52,8 @@ struct Sums {
     n: usize,
     accuracy: Vec<f64>,
     products: Vec<f64>,
+    /// Σ units kept per step.
+    kept: Vec<f64>,
 }
 
 impl Tally {
@@ -64,8 +66,13 @@ impl Tally {
                 n: 0,
                 accuracy: vec![0.0; k],
                 products: vec![0.0; k * k],
+                kept: vec![0.0; k],
             });
         sums.n += 1;
+        sums.kept
+            .iter_mut()
+            .zip(&r.kept)
+            .for_each(|(s, &u)| *s += u as f64);
         sums.accuracy
             .iter_mut()
             .zip(&r.accuracy)
@@ -84,6 +91,14 @@ impl Tally {
         self.sums.get(&(method.to_owned(), test)).map(|s| {
             let n = s.n as f64;
             (s.n, s.accuracy.iter().map(|a| 100.0 * a / n).collect())
+        })
+    }
+
+    /// The mean units kept at each step of one method and test.
+    pub fn kept(&self, method: &str, test: Test) -> Option<Vec<f64>> {
+        self.sums.get(&(method.to_owned(), test)).map(|s| {
+            let n = s.n as f64;
+            s.kept.iter().map(|u| u / n).collect()
         })
     }
 
@@ -170,6 +185,8 @@ pub struct Cell {
     pub standard_error: Option<f64>,
     /// Mean accuracy in % at each step.
     pub accuracy: Vec<f64>,
+    /// Mean units (words, regions, patches) kept at each step.
+    pub kept: Vec<f64>,
 }
 
 impl Cell {
@@ -348,6 +365,7 @@ impl Report {
                                 samples,
                                 auc: auc(&header.steps, &accuracy),
                                 standard_error: tally.auc_standard_error(&method, t, &header.steps),
+                                kept: tally.kept(&method, t).unwrap_or_default(),
                                 accuracy,
                             };
                             (t.column(), cell)
@@ -506,13 +524,27 @@ impl Report {
             let steps: Vec<String> = self.steps.iter().map(|s| format!("{s}")).collect();
             let _ = writeln!(md, "| method | {} |", steps.join(" | "));
             let _ = writeln!(md, "|---|{}", "---:|".repeat(steps.len()));
-            for row in present {
+            let widest = present
+                .iter()
+                .map(|r| &r.tests[&t.column()])
+                .max_by_key(|c| c.samples);
+            for row in &present {
                 let acc: Vec<String> = row.tests[&t.column()]
                     .accuracy
                     .iter()
                     .map(|a| format!("{a:.2}"))
                     .collect();
                 let _ = writeln!(md, "| {} | {} |", row.method, acc.join(" | "));
+            }
+            // What a step removes in units: small inputs keep none well before s = 1.
+            if let Some(cell) = widest {
+                let kept: Vec<String> = cell.kept.iter().map(|u| format!("{u:.1}")).collect();
+                let _ = writeln!(
+                    md,
+                    "| *{} kept (mean)* | {} |",
+                    unit_name(t.modality, &self.family),
+                    kept.join(" | ")
+                );
             }
         }
         self.failed_markdown(&mut md);
