@@ -288,7 +288,9 @@ fn run_chunk<M: EvalModel>(
             Ok(predicted) => {
                 answers.extend(batch.iter().cloned().zip(predicted));
             }
-            Err(e) if plan.strict || batch.len() == 1 => {
+            // A batch's error is one sample's; alone, it is that sample's. Otherwise the batch
+            // is run one by one to find it (`--strict` too, so that it names the right one).
+            Err(e) if batch.len() == 1 => {
                 failures.add(batch[0].0, chunk[batch[0].0], e)?;
             }
             Err(_) => {
@@ -379,7 +381,7 @@ fn explain_isolating<'q, M: EvalModel>(
     }
     match model.explain(&refs, &plan.methods, &plan.opts) {
         Ok(explained) => return Ok(ready.into_iter().zip(explained).collect()),
-        Err(e) if plan.strict || ready.len() == 1 => {
+        Err(e) if ready.len() == 1 => {
             failures.add(ready[0], chunk[ready[0]], e)?;
             return Ok(BTreeMap::new());
         }
@@ -502,6 +504,84 @@ mod tests {
                     self.index(k)
                 })
                 .collect())
+        }
+    }
+
+    /// Explains inputs 0, 1, 2, …; fails any batch holding `bad`.
+    struct FailsOn {
+        bad: usize,
+        answers: Vec<String>,
+    }
+
+    impl EvalModel for FailsOn {
+        type Input = usize;
+
+        fn answers(&self) -> &[String] {
+            &self.answers
+        }
+
+        fn explain(
+            &self,
+            inputs: &[&usize],
+            _: &[Method],
+            _: &MethodOptions,
+        ) -> Result<Vec<Explained>, EvalError> {
+            if inputs.contains(&&self.bad) {
+                return Err(EvalError::Unsupported(format!("input {}", self.bad)));
+            }
+            Ok(inputs
+                .iter()
+                .map(|_| Explained {
+                    predicted: 0,
+                    explanations: Vec::new(),
+                })
+                .collect())
+        }
+
+        fn predict(&self, items: &[(&usize, &Keep)]) -> Result<Vec<usize>, EvalError> {
+            Ok(vec![0; items.len()])
+        }
+    }
+
+    /// A batch that fails for one sample is blamed on that sample, `--strict` or not (strict
+    /// named the batch's first).
+    #[test]
+    fn a_failing_batch_is_blamed_on_its_failing_sample() {
+        let questions: Vec<Question> = (0..3)
+            .map(|i| Question {
+                id: format!("q{i}"),
+                image_id: format!("img{i}"),
+                text: "what?".into(),
+                truth: GroundTruth::Scores(BTreeMap::new()),
+            })
+            .collect();
+        let chunk: Vec<&Question> = questions.iter().collect();
+        let model = FailsOn {
+            bad: 1,
+            answers: vec!["yes".into()],
+        };
+        let index = |q: &Question| Ok(q.id[1..].parse::<usize>().unwrap());
+        for strict in [false, true] {
+            let plan = Plan {
+                methods: vec![Method::RawAttn],
+                tests: Vec::new(),
+                steps: vec![0.0, 1.0],
+                batch: 3,
+                strict,
+                opts: MethodOptions::default(),
+            };
+            match run_chunk(&model, &chunk, &index, &plan, None) {
+                Ok(out) => {
+                    assert!(!strict);
+                    let failed: Vec<&str> =
+                        out.failures.iter().map(|f| f.sample.as_str()).collect();
+                    assert_eq!(failed, ["q1"]);
+                }
+                Err(e) => {
+                    assert!(strict);
+                    assert!(e.to_string().starts_with("sample q1: input 1"), "{e}");
+                }
+            }
         }
     }
 
