@@ -790,18 +790,23 @@ fn write_outputs(
             let overlay_file = match image {
                 Some(image) => {
                     let shown = match (&s.explained, &s.answer) {
-                        (Some(target), _) => format!("explained: {target}"),
-                        (None, answer) => answer.clone().unwrap_or_default(),
+                        (Some(target), _) => Some(format!("explained: {target}")),
+                        (None, answer) => answer.clone(),
                     };
-                    // The answer before the text: a long text is cut at the end of the title.
-                    let title = format!("{} | {shown} | {}", e.method, s.text);
+                    // The answer (CLIP has none) before the text: a long text is cut at the
+                    // end of the title.
+                    let title = [
+                        Some(e.method.name().to_owned()),
+                        shown,
+                        Some(s.text.clone()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" | ");
                     let file = format!("sample{i}-{}.png", e.method);
-                    let overlay = render::overlay::overlay(
-                        image,
-                        &e.image_relevance,
-                        layout(e),
-                        &title.replace(" |  | ", " | "),
-                    );
+                    let overlay =
+                        render::overlay::overlay(image, &e.image_relevance, layout(e), &title);
                     save_png(&overlay, &out.join(&file))?;
                     Some(file)
                 }
