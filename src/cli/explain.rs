@@ -177,19 +177,25 @@ fn pair_lines<T: DeserializeOwned>(
     let text = fs::read_to_string(path)
         .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let lines = text
-        .strip_prefix('\u{feff}')
-        .unwrap_or(&text)
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, line)| {
+    let lines = sample_lines(&text)
+        .map(|(n, line)| {
             let parsed = serde_json::from_str(line)
-                .with_context(|| format!("{}:{}: expected {expected}", path.display(), i + 1))?;
-            Ok((i + 1, parsed))
+                .with_context(|| format!("{}:{n}: expected {expected}", path.display()))?;
+            Ok((n, parsed))
         })
         .collect::<anyhow::Result<_>>()?;
     Ok((base, lines))
+}
+
+/// The lines of a --pairs file that hold a sample, with their numbers (from 1): the
+/// non-blank ones, a leading byte order mark skipped.
+fn sample_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| (i + 1, l))
 }
 
 /// A session error about one input, named by its line when the inputs came from --pairs.
@@ -210,13 +216,7 @@ fn at_pairs_line(e: SessionError, args: &ExplainArgs) -> anyhow::Error {
 /// them (blank lines skipped).
 fn pairs_line(path: &Path, index: usize) -> Option<usize> {
     let text = fs::read_to_string(path).ok()?;
-    text.strip_prefix('\u{feff}')
-        .unwrap_or(&text)
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .nth(index)
-        .map(|(i, _)| i + 1)
+    sample_lines(&text).nth(index).map(|(n, _)| n)
 }
 
 fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
@@ -501,8 +501,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     };
     // Samples to do: the texts given, or the non-empty lines of the --pairs file.
     let total = match &args.pairs {
-        Some(path) => fs::read_to_string(path)
-            .map_or(0, |t| t.lines().filter(|l| !l.trim().is_empty()).count()),
+        Some(path) => fs::read_to_string(path).map_or(0, |t| sample_lines(&t).count()),
         None => args.texts.len(),
     };
     // A run of one batch shows nothing: its output follows at once.
