@@ -216,7 +216,8 @@ fn at_pairs_line(e: SessionError, args: &ExplainArgs) -> anyhow::Error {
 /// them (blank lines skipped).
 fn pairs_line(path: &Path, index: usize) -> Option<usize> {
     let text = fs::read_to_string(path).ok()?;
-    sample_lines(&text).nth(index).map(|(n, _)| n)
+    let line = sample_lines(&text).nth(index).map(|(n, _)| n);
+    line
 }
 
 fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
