@@ -11,6 +11,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::explain::matrix::min_max;
+
 /// The seed's steps: fractions of the tokens (or regions, patches) removed.
 pub const DEFAULT_STEPS: [f64; 9] = [0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0];
 
@@ -141,14 +143,9 @@ pub fn check_steps(steps: &[f64]) -> Result<(), String> {
 /// `(x − min)/(max − min)` in f32, as the reference normalises its cams. A constant vector,
 /// where the reference divides 0 by 0, gives all zeros (so ties keep index order).
 pub fn normalise(values: &[f32]) -> Vec<f32> {
-    let min = values.iter().copied().fold(f32::INFINITY, f32::min);
-    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let range = max - min;
-    if range > 0.0 {
-        values.iter().map(|&v| (v - min) / range).collect()
-    } else {
-        vec![0.0; values.len()]
-    }
+    let mut normalised = values.to_vec();
+    min_max(&mut normalised);
+    normalised
 }
 
 /// The indices of the `k` highest scores, highest first; ties keep the lower index first.

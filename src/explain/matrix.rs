@@ -100,12 +100,7 @@ impl Matrix {
 
     /// (x − min)/(max − min) over every entry; a constant matrix becomes 0 (no 0/0).
     pub fn min_max(&mut self) {
-        let lo = self.data.iter().copied().fold(f32::INFINITY, f32::min);
-        let hi = self.data.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let range = hi - lo;
-        for x in &mut self.data {
-            *x = if range > 0.0 { (*x - lo) / range } else { 0.0 };
-        }
+        min_max(&mut self.data);
     }
 
     /// The submatrix of the given rows and columns, in that order.
@@ -117,5 +112,16 @@ impl Matrix {
             }
         }
         out
+    }
+}
+
+/// (x − min)/(max − min) in f32, as torch computes the references' normalisations; a
+/// constant slice becomes 0 (where they divide 0 by 0).
+pub fn min_max(values: &mut [f32]) {
+    let lo = values.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let range = hi - lo;
+    for x in values {
+        *x = if range > 0.0 { (*x - lo) / range } else { 0.0 };
     }
 }
