@@ -126,7 +126,7 @@ pub fn run<M: EvalModel>(
                 .iter()
                 .find(|q| q.id == record.sample)
                 .expect("own sample");
-            if todo(done, q, method, record.test()) {
+            if missing(done, q, method, record.test()) {
                 writer.append(&Line::Perturbation(record.clone()))?;
                 written.push(record);
             }
@@ -138,7 +138,7 @@ pub fn run<M: EvalModel>(
                 .iter()
                 .find(|q| q.id == record.sample)
                 .expect("own sample");
-            if todo_truth(done, truth.is_some(), q, method) {
+            if missing_truth(done, truth.is_some(), q, method) {
                 writer.append(&Line::GroundTruth(record.clone()))?;
                 scored.push(record);
             }
@@ -158,14 +158,14 @@ pub fn run<M: EvalModel>(
 }
 
 /// Whether `done` lacks this perturbation record.
-fn todo(done: &Done, q: &Question, m: Method, t: Test) -> bool {
+fn missing(done: &Done, q: &Question, m: Method, t: Test) -> bool {
     !done
         .perturbations
         .contains(&(q.id.clone(), m.name().to_owned(), t))
 }
 
 /// Whether `done` lacks this ground-truth record, in a run scored against ground truth.
-fn todo_truth(done: &Done, truth: bool, q: &Question, m: Method) -> bool {
+fn missing_truth(done: &Done, truth: bool, q: &Question, m: Method) -> bool {
     truth
         && !done
             .ground_truth
@@ -176,7 +176,7 @@ fn todo_truth(done: &Done, truth: bool, q: &Question, m: Method) -> bool {
 /// records too): a sample an earlier run finished.
 pub fn sample_done(q: &Question, plan: &Plan, truth: bool, done: &Done) -> bool {
     plan.methods.iter().all(|&m| {
-        !todo_truth(done, truth, q, m) && plan.tests.iter().all(|&t| !todo(done, q, m, t))
+        !missing_truth(done, truth, q, m) && plan.tests.iter().all(|&t| !missing(done, q, m, t))
     })
 }
 

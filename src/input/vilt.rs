@@ -15,7 +15,9 @@
 //! pixels (`pad` / `make_pixel_mask`).
 //!
 //! There is no crop: images of different aspect ratios keep different sizes, and the model reads
-//! each one's patch grid from the mask ([`valid_patches`]).
+//! each one's patch grid from the mask at each patch's top-left pixel (`Vilt::grids`), which
+//! is transformers' reading wherever the padded batch is a whole number of patches, as the
+//! model requires; [`valid_patches`] gives transformers' count for any padded size.
 
 use std::path::Path;
 
