@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::backend::HeadMean;
 use crate::explain::attention::rollout_step;
 use crate::explain::matrix::Matrix;
+use crate::explain::readout::degenerate_graphs;
 use crate::explain::spectral::GradWeighting;
 use crate::explain::{
     check_gradients, check_relevance, spread_words, unused_start, ExplainError, Explanation,
@@ -25,9 +26,6 @@ use crate::model::lxmert::{
 };
 use crate::model::VqaTarget;
 use crate::trace::LayerTrace;
-
-/// Graphs whose λ₃ − λ₂ falls below this have no well-defined Fiedler vector.
-const MIN_GAP: f64 = 1e-3;
 
 /// One sample of a trace: its real text tokens and all regions.
 struct Sample<'a> {
@@ -557,6 +555,30 @@ pub fn explain_lxmert(
     methods: &[Method],
     opts: &MethodOptions,
 ) -> Result<Vec<Vec<Explanation>>, ExplainError> {
+    let images = check_trace(trace, methods, opts)?;
+    (0..trace.lengths.len())
+        .into_par_iter()
+        .map(|b| {
+            let s = Sample {
+                trace,
+                b,
+                t: trace.lengths[b],
+                n: trace.regions,
+                images: images.clone(),
+            };
+            explain_sample(&s, methods, opts)
+        })
+        .collect()
+}
+
+/// That `trace` holds what `methods` read: start layers unused, per-head maps and graphs
+/// where a reduced trace kept them, gradients and LRP relevance deep enough, and every
+/// cross layer's image branch but the last's. Returns those branches.
+fn check_trace<'t>(
+    trace: &'t LxmertTrace<Vec<f32>>,
+    methods: &[Method],
+    opts: &MethodOptions,
+) -> Result<Vec<&'t ImageBranchTrace<Vec<f32>>>, ExplainError> {
     lxmert_starts(opts)?;
     // A reduced trace holds every head mean, but the per-head maps and the spectral
     // graphs only as `lxmert_reads` asked for them.
@@ -573,108 +595,105 @@ pub fn explain_lxmert(
     let (gradients, relevance) = (gradient_scope(trace), relevance_scope(trace));
     check_gradients(methods, |m| grad_scope(&[m]) <= gradients)?;
     check_relevance(methods, |m| lrp_scope(&[m]) <= relevance)?;
-    use Stream::{Image, Text};
     let last = trace.cross.len() - 1;
-    let images: Vec<_> = trace
-        .cross
-        .iter()
-        .filter_map(|x| x.image.as_ref())
-        .collect();
     if let Some(k) = trace.cross[..last].iter().position(|x| x.image.is_none()) {
         return Err(ExplainError::MissingImageBranch(k));
     }
-    let labels = trace.output.labels;
-    (0..trace.lengths.len())
-        .into_par_iter()
-        .map(|b| {
-            let s = Sample {
-                trace,
-                b,
-                t: trace.lengths[b],
-                n: trace.regions,
-                images: images.clone(),
+    Ok(trace
+        .cross
+        .iter()
+        .filter_map(|x| x.image.as_ref())
+        .collect())
+}
+
+/// A reading of an attention record as a [queries, keys] matrix of two streams
+/// (`Sample::mean_attention`, `Sample::grad_cam`).
+type Reading<'a> = dyn Fn(&AttentionRecord<Vec<f32>>, Stream, Stream) -> Matrix + 'a;
+
+/// Every method on one sample, in request order.
+fn explain_sample(
+    s: &Sample,
+    methods: &[Method],
+    opts: &MethodOptions,
+) -> Result<Vec<Explanation>, ExplainError> {
+    use Stream::{Image, Text};
+    let trace = s.trace;
+    let last = trace.cross.len() - 1;
+    let score = VqaTarget::score(
+        &trace.targets,
+        &trace.output.logits,
+        trace.output.labels,
+        s.b,
+    );
+    let words: Vec<usize> = word_tokens(s.t).collect();
+    // Every layer's graphs, once, when a spectral method reads them.
+    let (image_graphs, text_graphs) = if methods.iter().any(|&m| is_spectral(m)) {
+        (
+            layer_fiedlers(s, opts, Image)?,
+            layer_fiedlers(s, opts, Text)?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    // Row 0 (the text [CLS]) of the methods' matrices, with [CLS] itself unscored.
+    let matrix_readout = |(image, mut text): (Vec<f32>, Vec<f32>)| {
+        text[0] = 0.0;
+        let scored = (0..text.len()).map(|j| j > 0).collect();
+        (image, text, scored, Vec::new())
+    };
+    // Row 0 of the last cross layer's text self- and text→image attention, read by `rows`.
+    let last_layer_rows = |rows: &Reading| {
+        let x = &trace.cross[last];
+        let rtt = rows(&x.lang_self, Text, Text);
+        let rti = rows(&x.text_to_image, Text, Image);
+        matrix_readout((rti.row(0).to_vec(), rtt.row(0).to_vec()))
+    };
+    Ok(methods
+        .iter()
+        .map(|&method| {
+            let (image, text, scored, degenerate) = match method {
+                Method::Chefer => matrix_readout(chefer(s, Weighting::Attention)),
+                Method::CheferLrp => matrix_readout(chefer(s, Weighting::Relevance)),
+                Method::TransformerAttribution => matrix_readout(transformer_attribution(s)),
+                Method::PartialLrp => matrix_readout(partial_lrp(s)),
+                Method::Rollout => matrix_readout(rollout(s)),
+                Method::RawAttn => last_layer_rows(&|r, q, k| s.mean_attention(r, q, k)),
+                Method::GradCam => last_layer_rows(&|r, q, k| s.grad_cam(r, q, k)),
+                Method::Dsmi | Method::DsmiGrad | Method::DsmiGradAttn => {
+                    // Only the graphs the method reads are reported.
+                    let (image_layers, text_layers) = graph_layers(method, last + 1);
+                    let mut degenerate = degenerate_graphs(
+                        image_graphs
+                            .iter()
+                            .enumerate()
+                            .take(image_layers.end)
+                            .skip(image_layers.start),
+                        |k| format!("image cross layer {k}"),
+                    );
+                    degenerate.extend(degenerate_graphs(
+                        text_graphs
+                            .iter()
+                            .enumerate()
+                            .take(text_layers.end)
+                            .skip(text_layers.start),
+                        |k| format!("text cross layer {k}"),
+                    ));
+                    let (image, word_values) = spectral(s, method, &image_graphs, &text_graphs);
+                    let (text, scored) = spread_words(s.t, &words, word_values);
+                    (image, text, scored, degenerate)
+                }
             };
-            let score = VqaTarget::score(&trace.targets, &trace.output.logits, labels, b);
-            let words: Vec<usize> = word_tokens(s.t).collect();
-            let needs_graphs = methods.iter().any(|&m| is_spectral(m));
-            let graphs = if needs_graphs {
-                Some((
-                    layer_fiedlers(&s, opts, Image)?,
-                    layer_fiedlers(&s, opts, Text)?,
-                ))
-            } else {
-                None
-            };
-            methods
-                .iter()
-                .map(|&method| {
-                    let mut degenerate = Vec::new();
-                    let matrix_readout = |(image, mut text): (Vec<f32>, Vec<f32>)| {
-                        text[0] = 0.0;
-                        let scored = (0..text.len()).map(|j| j > 0).collect();
-                        (image, text, scored)
-                    };
-                    let (image, text, scored) = match (method, &graphs) {
-                        (Method::Chefer, _) => matrix_readout(chefer(&s, Weighting::Attention)),
-                        (Method::CheferLrp, _) => matrix_readout(chefer(&s, Weighting::Relevance)),
-                        (Method::TransformerAttribution, _) => {
-                            matrix_readout(transformer_attribution(&s))
-                        }
-                        (Method::PartialLrp, _) => matrix_readout(partial_lrp(&s)),
-                        (Method::Rollout, _) => matrix_readout(rollout(&s)),
-                        (Method::RawAttn, _) => {
-                            let x = &trace.cross[last];
-                            let rtt = s.mean_attention(&x.lang_self, Text, Text);
-                            let rti = s.mean_attention(&x.text_to_image, Text, Image);
-                            matrix_readout((rti.row(0).to_vec(), rtt.row(0).to_vec()))
-                        }
-                        (Method::GradCam, _) => {
-                            let x = &trace.cross[last];
-                            let rtt = s.grad_cam(&x.lang_self, Text, Text);
-                            let rti = s.grad_cam(&x.text_to_image, Text, Image);
-                            matrix_readout((rti.row(0).to_vec(), rtt.row(0).to_vec()))
-                        }
-                        (_, Some((image_graphs, text_graphs))) => {
-                            // Only the graphs the method reads are reported.
-                            let (image_layers, text_layers) = graph_layers(method, last + 1);
-                            let read = [
-                                ("image", image_graphs, image_layers),
-                                ("text", text_graphs, text_layers),
-                            ];
-                            for (name, gs, layers) in read {
-                                for (k, g) in
-                                    gs.iter().enumerate().take(layers.end).skip(layers.start)
-                                {
-                                    if g.tokens >= 3 && g.is_degenerate(MIN_GAP) {
-                                        degenerate.push(format!(
-                                            "{name} cross layer {k} (gap {:.1e})",
-                                            g.gap.unwrap_or(0.0)
-                                        ));
-                                    }
-                                }
-                            }
-                            let (image, word_values) =
-                                spectral(&s, method, image_graphs, text_graphs);
-                            let (text, scored) = spread_words(s.t, &words, word_values);
-                            (image, text, scored)
-                        }
-                        (_, None) => {
-                            unreachable!("graphs are built whenever a spectral method is asked for")
-                        }
-                    };
-                    Ok(Explanation {
-                        method,
-                        score,
-                        image_relevance: image,
-                        image_grid: (1, s.n),
-                        text_relevance: text,
-                        text_scored: scored,
-                        degenerate_graphs: degenerate,
-                    })
-                })
-                .collect()
+            Explanation {
+                method,
+                score,
+                image_relevance: image,
+                image_grid: (1, s.n),
+                text_relevance: text,
+                text_scored: scored,
+                degenerate_graphs: degenerate,
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// The cross layers whose graphs a spectral method of §C.7–§C.9 reads, of `x`: (image, text).

@@ -8,9 +8,23 @@ use crate::explain::matrix::Matrix;
 use crate::explain::spectral::{dsmi, dsmi_grad, GradWeighting, SpectralRelevance};
 use crate::explain::view::SampleView;
 use crate::explain::{ExplainError, Method, MethodOptions};
+use crate::linalg::Fiedler;
 
 /// Graphs whose λ₃ − λ₂ falls below this have no well-defined Fiedler vector.
 const MIN_GAP: f64 = 1e-3;
+
+/// "{label} (gap 4.0e-5)" for every graph of `graphs` (of 3 tokens or more) without a
+/// well-defined Fiedler vector; `label(i)` names the i-th ("text layer 2").
+pub(crate) fn degenerate_graphs<'a>(
+    graphs: impl IntoIterator<Item = (usize, &'a Fiedler)>,
+    label: impl Fn(usize) -> String,
+) -> Vec<String> {
+    graphs
+        .into_iter()
+        .filter(|(_, g)| g.tokens >= 3 && g.is_degenerate(MIN_GAP))
+        .map(|(i, g)| format!("{} (gap {:.1e})", label(i), g.gap.unwrap_or(0.0)))
+        .collect()
+}
 
 /// One relevance vector to read from a sample's view: row `row` of the method's matrix over
 /// the columns `tokens`; for spectral methods, the graph over `tokens`. Indices are view
@@ -96,15 +110,8 @@ fn spectral(
         source,
     })?;
     let first = view.layers() - s.graphs.len();
-    for (i, g) in s.graphs.iter().enumerate() {
-        if g.tokens >= 3 && g.is_degenerate(MIN_GAP) {
-            degenerate.push(format!(
-                "{} layer {} (gap {:.1e})",
-                r.name,
-                first + i,
-                g.gap.unwrap_or(0.0)
-            ));
-        }
-    }
+    degenerate.extend(degenerate_graphs(s.graphs.iter().enumerate(), |i| {
+        format!("{} layer {}", r.name, first + i)
+    }));
     Ok(s.values)
 }
