@@ -618,6 +618,20 @@ fn methods_over_different_samples_are_flagged() {
     // raw-attn comes first in the report, on the smaller set
     with("3", "raw-attn");
     with("7", "chefer");
+    // rollout on the image tests alone: its text tests are not run
+    let mut args = lxmert_args(&results, "4");
+    args.extend(
+        [
+            "--samples",
+            "7",
+            "--methods",
+            "rollout",
+            "--modality",
+            "image",
+        ]
+        .map(String::from),
+    );
+    run_ok(&args);
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("different numbers of samples"), "{md}");
     let report = report_json(&dir);
@@ -638,6 +652,11 @@ fn methods_over_different_samples_are_flagged() {
     );
     // The summary says so too, and the report names the target explained.
     assert!(first.contains("different numbers of samples"), "{first}");
+    let rollout = first
+        .lines()
+        .find(|l| l.starts_with("| rollout |"))
+        .unwrap();
+    assert!(rollout.ends_with(" | – | – |"), "{rollout}");
     assert!(
         md.contains("- target: the predicted answer's logit"),
         "{md}"

@@ -576,8 +576,10 @@ impl Report {
     }
 
     /// One table of every method: ground-truth scores and AUCs side by side ("N/A" where a
-    /// number does not exist: no perturbation tests for CLIP, no word rank for captions).
+    /// number does not exist: no perturbation tests for CLIP, no word rank for captions; "–"
+    /// where a test was not run).
     pub fn summary_markdown(&self) -> String {
+        let not_run = if self.perturbed() { "–" } else { "N/A" };
         let mut md = String::new();
         let auc_headers: Vec<String> = TESTS
             .iter()
@@ -612,7 +614,7 @@ impl Report {
                 .iter()
                 .map(|t| {
                     row.and_then(|r| r.tests.get(&t.column()))
-                        .map_or("N/A".into(), |c| format!("{:.2}", c.auc))
+                        .map_or(not_run.into(), |c| format!("{:.2}", c.auc))
                 })
                 .collect();
             let _ = writeln!(md, "| {name} | {} | {} |", gt.join(" | "), aucs.join(" | "));
