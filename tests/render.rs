@@ -243,6 +243,18 @@ fn region_maps_outline_only_boxes_that_stand_out() {
     assert_eq!(peaked.width(), 400);
     assert!(edge_marked(&peaked, boxes[1]) > 100);
     assert_eq!(edge_marked(&peaked, boxes[0]), 0);
+    // An outlined box carries its region's number in a tab of the outline's colour.
+    let tab = |out: &RgbImage, b: [f32; 4]| {
+        let (x0, y0) = ((b[0] * 400.0) as u32, (b[1] * 400.0) as u32);
+        let corner = *out.get_pixel(x0, y0);
+        (x0..x0 + 10)
+            .flat_map(|x| (y0..y0 + 10).map(move |y| (x, y)))
+            .filter(|&(x, y)| *out.get_pixel(x, y) == corner)
+            .count()
+    };
+    assert!(tab(&peaked, boxes[1]) > 50, "{}", tab(&peaked, boxes[1]));
+    let plain = overlay(&img, &[0.0, 1.0, 0.0], Layout::Grid(1, 3), "t");
+    assert!(tab(&plain, boxes[1]) < 50);
     for flat in [[0.0; 3], [0.25; 3]] {
         let out = overlay(&img, &flat, Layout::Boxes(&boxes), "t");
         for b in boxes {

@@ -6,7 +6,7 @@
 
 use image::{Rgb, RgbImage};
 
-use super::colormap::viridis;
+use super::colormap::{text_color, viridis};
 use super::font::{self, draw_text, CELL};
 use super::minmax;
 
@@ -162,6 +162,7 @@ pub fn blend<'a>(image: &RgbImage, relevance: &[f32], layout: impl Into<Layout<'
         // would single out regions it does not.
         for (i, level) in super::strongest(relevance, OUTLINED_BOXES) {
             outline(&mut out, boxes[i], viridis(level));
+            number(&mut out, boxes[i], i, viridis(level));
         }
     }
     if levels.iter().all(|&t| t == 0.0) {
@@ -208,6 +209,30 @@ fn outline(img: &mut RgbImage, b: [f32; 4], color: [u8; 3]) {
             }
         }
     }
+}
+
+/// Region `i`'s number (its index in the explanation's `image_relevance`) in a tab of the
+/// outline's colour inside its box's top-left corner, so that overlapping boxes can be told
+/// apart and matched to the numbers.
+fn number(img: &mut RgbImage, b: [f32; 4], i: usize, color: [u8; 3]) {
+    let (w, h) = img.dimensions();
+    let (x0, y0, _, _) = to_pixels(b, w, h);
+    let scale = text_scale(w);
+    let text = i.to_string();
+    let (tab_w, tab_h) = (font::text_width(&text, scale) + 2, CELL * scale + 2);
+    for y in y0..(y0 + tab_h).min(h) {
+        for x in x0..(x0 + tab_w).min(w) {
+            img.put_pixel(x, y, Rgb(color));
+        }
+    }
+    draw_text(
+        img,
+        x0 as i32 + 1,
+        y0 as i32 + 1,
+        &text,
+        scale,
+        text_color(color),
+    );
 }
 
 /// Narrowest legend that still shows "low", a bar of 8 cells and "high".
