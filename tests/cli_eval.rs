@@ -164,12 +164,11 @@ fn check_report(dir: &Path, samples: usize, plain: f64) {
         for (column, cell) in tests {
             let auc = cell["auc"].as_f64().unwrap();
             assert!((0.0..=100.0).contains(&auc), "{column}: {auc}");
-            let acc: Vec<f64> = cell["accuracy"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
+            let numbers = |key: &str| -> Vec<f64> {
+                let values = cell[key].as_array().unwrap();
+                values.iter().map(|v| v.as_f64().unwrap()).collect()
+            };
+            let acc = numbers("accuracy");
             assert_eq!(acc.len(), 9);
             assert!(acc.iter().all(|a| (0.0..=100.0).contains(a)));
             assert!(
@@ -180,12 +179,7 @@ fn check_report(dir: &Path, samples: usize, plain: f64) {
             );
             assert_eq!(cell["samples"].as_u64().unwrap() as usize, samples);
             // Units kept: all at s = 0, fewer at every step, none at s = 1.
-            let kept: Vec<f64> = cell["kept"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
+            let kept = numbers("kept");
             assert_eq!(kept.len(), 9);
             assert!(kept[0] > 0.0 && kept[8] == 0.0, "{column}: {kept:?}");
             assert!(kept.windows(2).all(|w| w[1] <= w[0]), "{column}: {kept:?}");

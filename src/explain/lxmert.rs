@@ -662,22 +662,21 @@ fn explain_sample(
                 Method::Dsmi | Method::DsmiGrad | Method::DsmiGradAttn => {
                     // Only the graphs the method reads are reported.
                     let (image_layers, text_layers) = graph_layers(method, last + 1);
-                    let mut degenerate = degenerate_graphs(
-                        image_graphs
-                            .iter()
-                            .enumerate()
-                            .take(image_layers.end)
-                            .skip(image_layers.start),
-                        |k| format!("image cross layer {k}"),
-                    );
-                    degenerate.extend(degenerate_graphs(
-                        text_graphs
-                            .iter()
-                            .enumerate()
-                            .take(text_layers.end)
-                            .skip(text_layers.start),
-                        |k| format!("text cross layer {k}"),
-                    ));
+                    let read = [
+                        ("image", &image_graphs, image_layers),
+                        ("text", &text_graphs, text_layers),
+                    ];
+                    let degenerate = read
+                        .into_iter()
+                        .flat_map(|(name, graphs, layers)| {
+                            let read = graphs
+                                .iter()
+                                .enumerate()
+                                .take(layers.end)
+                                .skip(layers.start);
+                            degenerate_graphs(read, |k| format!("{name} cross layer {k}"))
+                        })
+                        .collect();
                     let (image, word_values) = spectral(s, method, &image_graphs, &text_graphs);
                     let (text, scored) = spread_words(s.t, &words, word_values);
                     (image, text, scored, degenerate)
