@@ -11,8 +11,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::backend::HeadMean;
-use crate::explain::attention::rollout_step;
+use crate::backend::{cpu, HeadMean};
+use crate::explain::attention::{grad_cam_row, rollout_step};
 use crate::explain::matrix::Matrix;
 use crate::explain::readout::degenerate_graphs;
 use crate::explain::spectral::GradWeighting;
@@ -20,7 +20,7 @@ use crate::explain::{
     check_gradients, check_relevance, spread_words, unused_start, ExplainError, Explanation,
     Method, MethodOptions,
 };
-use crate::linalg::{fiedler_batch, Fiedler, GraphInput};
+use crate::linalg::{fiedler_unmasked, Fiedler};
 use crate::model::lxmert::{
     word_tokens, AttentionRecord, GradScope, ImageBranchTrace, LrpScope, LxmertReads, LxmertTrace,
 };
@@ -117,9 +117,9 @@ impl<'a> Sample<'a> {
     }
 
     /// The head mean `kind` of a module whose queries run over `q` and keys over `k`: from
-    /// the means a reduced trace brought, else from the per-head maps with the same
-    /// arithmetic (`cpu::head_mean`: heads summed in order from 0, then divided), so both
-    /// give the same bits. explain_lxmert checked that the maps a kind reads are there.
+    /// the means a reduced trace brought, else formed here from the per-head maps by
+    /// `cpu::head_mean`, so both give the same bits. explain_lxmert checked that the maps a
+    /// kind reads are there.
     fn head_mean<'m>(
         &self,
         m: impl Into<Module<'m>>,
@@ -128,33 +128,40 @@ impl<'a> Sample<'a> {
         kind: HeadMean,
     ) -> Matrix {
         let m = m.into();
-        let heads = self.trace.heads;
         let (qp, kp, qn, kn) = (self.padded(q), self.padded(k), self.real(q), self.real(k));
-        let mut out = Matrix::zeros(qn, kn);
-        if let Some((_, mean)) = m.means.iter().find(|(k, _)| *k == kind) {
-            for i in 0..qn {
-                let start = (self.b * qp + i) * kp;
-                out.data[i * kn..(i + 1) * kn].copy_from_slice(&mean[start..start + kn]);
+        let entries = qp * kp;
+        let averaged;
+        let padded: &[f32] = match m.means.iter().find(|(k, _)| *k == kind) {
+            Some((_, mean)) => &mean[self.b * entries..(self.b + 1) * entries],
+            None => {
+                let x = if kind.reads_relevance() {
+                    m.relevance.unwrap_or_default()
+                } else {
+                    m.attention
+                };
+                let maps = self.maps(entries);
+                let mut mean = vec![0.0; entries];
+                let grad = m.grad.map(|g| &g[maps.clone()]);
+                cpu::head_mean(&mut mean, kind, &x[maps], grad, self.trace.heads, entries);
+                averaged = mean;
+                &averaged
             }
-            return out;
-        }
-        let x = if kind.reads_relevance() {
-            m.relevance.unwrap_or_default()
-        } else {
-            m.attention
         };
-        let grad = m.grad.filter(|_| kind.reads_gradient());
-        for h in 0..heads {
-            for i in 0..qn {
-                let start = ((self.b * heads + h) * qp + i) * kp;
-                let g = grad.map(|g| &g[start..start + kn]);
-                for (j, &x) in x[start..start + kn].iter().enumerate() {
-                    out.data[i * kn + j] += kind.term(x, g.map_or(0.0, |g| g[j]));
-                }
-            }
+        let mut out = Matrix::zeros(qn, kn);
+        for (row, padded) in out
+            .data
+            .chunks_exact_mut(kn.max(1))
+            .zip(padded.chunks(kp.max(1)))
+        {
+            row.copy_from_slice(&padded[..kn]);
         }
-        out.data.iter_mut().for_each(|v| *v /= heads as f32);
         out
+    }
+
+    /// Where this sample's per-head maps of `entries` each lie in a module's buffers.
+    fn maps(&self, entries: usize) -> Range<usize> {
+        let heads = self.trace.heads;
+        self.b * heads * entries..(self.b + 1) * heads * entries
     }
 
     /// Rule 5 of §C: Ā = mean_h((∇A ⊙ A)⁺).
@@ -177,37 +184,24 @@ impl<'a> Sample<'a> {
         self.head_mean(m, q, k, HeadMean::Attention)
     }
 
-    /// §C.5: w_h = mean of ∇A_h over the real block, M = (mean_h w_h·A_h)⁺.
-    fn grad_cam(&self, rec: &AttentionRecord<Vec<f32>>, q: Stream, k: Stream) -> Matrix {
-        let m = Module::from(rec);
-        let heads = self.trace.heads;
+    /// §C.5 at row 0: w_h = mean of ∇A_h over the real block, (mean_h w_h·A_h)⁺ over the
+    /// real keys. A module recorded without gradients reads as 0.
+    fn grad_cam_row(&self, rec: &AttentionRecord<Vec<f32>>, q: Stream, k: Stream) -> Vec<f32> {
         let (qp, kp, qn, kn) = (self.padded(q), self.padded(k), self.real(q), self.real(k));
-        let weights: Vec<f32> = (0..heads)
-            .map(|h| {
-                let sum: f64 = (0..qn)
-                    .map(|i| {
-                        let start = ((self.b * heads + h) * qp + i) * kp;
-                        m.grad.map_or(0.0, |g| {
-                            g[start..start + kn].iter().map(|&g| g as f64).sum::<f64>()
-                        })
-                    })
-                    .sum();
-                (sum / (qn * kn) as f64) as f32
-            })
-            .collect();
-        let mut out = Matrix::zeros(qn, kn);
-        for (h, &w) in weights.iter().enumerate() {
-            for i in 0..qn {
-                let start = ((self.b * heads + h) * qp + i) * kp;
-                for (j, &a) in m.attention[start..start + kn].iter().enumerate() {
-                    out.data[i * kn + j] += w * a;
-                }
-            }
-        }
-        out.data
-            .iter_mut()
-            .for_each(|v| *v = (*v / heads as f32).max(0.0));
-        out
+        let Some(grad) = rec.attention_grad.as_deref() else {
+            return vec![0.0; kn];
+        };
+        let maps = self.maps(qp * kp);
+        let (queries, keys): (Vec<usize>, Vec<usize>) = ((0..qn).collect(), (0..kn).collect());
+        grad_cam_row(&cpu::head_rows_of(
+            &rec.attention[maps.clone()],
+            &grad[maps],
+            self.trace.heads,
+            kp,
+            &queries,
+            &keys,
+            0,
+        ))
     }
 
     /// Real rows of a stream's layer output [padded, width].
@@ -409,17 +403,8 @@ fn layer_fiedlers(
         .iter()
         .map(|o| s.features(o, stream, rows.clone()))
         .collect();
-    let mask = vec![true; rows.len()];
-    let graphs: Vec<GraphInput> = features
-        .iter()
-        .map(|f| GraphInput {
-            features: f,
-            rows: rows.len(),
-            dim: width,
-            mask: &mask,
-        })
-        .collect();
-    fiedler_batch(&graphs, &opts.graph)
+    let graphs: Vec<(&[f32], usize)> = features.iter().map(|f| (&f[..], rows.len())).collect();
+    fiedler_unmasked(&graphs, width, &opts.graph)
         .into_iter()
         .collect::<Result<Vec<_>, _>>()
         .map_err(spectral)
@@ -606,9 +591,9 @@ fn check_trace<'t>(
         .collect())
 }
 
-/// A reading of an attention record as a [queries, keys] matrix of two streams
-/// (`Sample::mean_attention`, `Sample::grad_cam`).
-type Reading<'a> = dyn Fn(&AttentionRecord<Vec<f32>>, Stream, Stream) -> Matrix + 'a;
+/// A reading of row 0 of an attention record whose queries and keys run over two streams
+/// (`Sample::mean_attention`, `Sample::grad_cam_row`).
+type Reading<'a> = dyn Fn(&AttentionRecord<Vec<f32>>, Stream, Stream) -> Vec<f32> + 'a;
 
 /// Every method on one sample, in request order.
 fn explain_sample(
@@ -644,9 +629,9 @@ fn explain_sample(
     // Row 0 of the last cross layer's text self- and text→image attention, read by `rows`.
     let last_layer_rows = |rows: &Reading| {
         let x = &trace.cross[last];
-        let rtt = rows(&x.lang_self, Text, Text);
-        let rti = rows(&x.text_to_image, Text, Image);
-        matrix_readout((rti.row(0).to_vec(), rtt.row(0).to_vec()))
+        let text = rows(&x.lang_self, Text, Text);
+        let image = rows(&x.text_to_image, Text, Image);
+        matrix_readout((image, text))
     };
     Ok(methods
         .iter()
@@ -657,8 +642,10 @@ fn explain_sample(
                 Method::TransformerAttribution => matrix_readout(transformer_attribution(s)),
                 Method::PartialLrp => matrix_readout(partial_lrp(s)),
                 Method::Rollout => matrix_readout(rollout(s)),
-                Method::RawAttn => last_layer_rows(&|r, q, k| s.mean_attention(r, q, k)),
-                Method::GradCam => last_layer_rows(&|r, q, k| s.grad_cam(r, q, k)),
+                Method::RawAttn => {
+                    last_layer_rows(&|r, q, k| s.mean_attention(r, q, k).row(0).to_vec())
+                }
+                Method::GradCam => last_layer_rows(&|r, q, k| s.grad_cam_row(r, q, k)),
                 Method::Dsmi | Method::DsmiGrad | Method::DsmiGradAttn => {
                     // Only the graphs the method reads are reported.
                     let (image_layers, text_layers) = graph_layers(method, last + 1);

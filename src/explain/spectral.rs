@@ -3,7 +3,7 @@
 
 use crate::backend::HeadMean;
 use crate::explain::view::SampleView;
-use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
+use crate::linalg::{fiedler_unmasked, Fiedler, GraphOptions, SpectralError};
 
 /// How each layer's Fiedler vector is weighted before the sum over layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,17 +32,10 @@ fn layer_fiedlers(
         return solved.into_iter().cloned().collect();
     }
     let features: Vec<Vec<f32>> = layers.iter().map(|&l| v.features(l, tokens)).collect();
-    let mask = vec![true; tokens.len()];
-    let graphs: Vec<GraphInput> = features
-        .iter()
-        .map(|f| GraphInput {
-            features: f,
-            rows: tokens.len(),
-            dim: v.width(),
-            mask: &mask,
-        })
-        .collect();
-    fiedler_batch(&graphs, opts).into_iter().collect()
+    let graphs: Vec<(&[f32], usize)> = features.iter().map(|f| (&f[..], tokens.len())).collect();
+    fiedler_unmasked(&graphs, v.width(), opts)
+        .into_iter()
+        .collect()
 }
 
 /// DSMI (class-agnostic): |Fiedler| of the last layer's output over `tokens`.

@@ -35,6 +35,26 @@ pub fn fiedler_batch(
         .collect()
 }
 
+/// `fiedler_batch` over every row of each graph (none masked out): `(features, rows)` with
+/// the features `rows × dim`, row-major.
+pub fn fiedler_unmasked(
+    graphs: &[(&[f32], usize)],
+    dim: usize,
+    opts: &GraphOptions,
+) -> Vec<Result<Fiedler, SpectralError>> {
+    let mask = vec![true; graphs.iter().map(|&(_, rows)| rows).max().unwrap_or(0)];
+    let inputs: Vec<GraphInput> = graphs
+        .iter()
+        .map(|&(features, rows)| GraphInput {
+            features,
+            rows,
+            dim,
+            mask: &mask[..rows],
+        })
+        .collect();
+    fiedler_batch(&inputs, opts)
+}
+
 /// The Fiedler vector of every prebuilt graph, in input order.
 pub fn solve_batch(graphs: &[Graph], solver: Solver) -> Vec<Result<Fiedler, SpectralError>> {
     graphs.par_iter().map(|g| g.fiedler(solver)).collect()

@@ -34,6 +34,6 @@ pub mod synthetic;
 mod tridiagonal;
 
 pub use affinity::Graph;
-pub use batch::{fiedler_batch, solve_batch, GraphInput};
+pub use batch::{fiedler_batch, fiedler_unmasked, solve_batch, GraphInput};
 pub use error::SpectralError;
 pub use solve::{fiedler, Fiedler, GraphOptions, Solver};

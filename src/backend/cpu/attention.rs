@@ -233,9 +233,8 @@ pub fn head_mean(
         });
 }
 
-/// `Backend::head_rows` on the host, for rows as `check::head_rows` accepts them: per head,
-/// ∇A summed in f64 over the row's tokens × tokens in row-major order and divided by their
-/// count, and row `query` of A over the tokens.
+/// `Backend::head_rows` on the host, for rows as `check::head_rows` accepts them: each row's
+/// sample read by `head_rows_of` over its tokens, at its query.
 pub fn head_rows(
     x: &[f32],
     grad: &[f32],
@@ -243,29 +242,53 @@ pub fn head_rows(
     tokens: usize,
     rows: &[ReadoutRow<'_>],
 ) -> Vec<HeadRows> {
-    let entries = tokens * tokens;
+    let span = heads * tokens * tokens;
     rows.par_iter()
         .map(|r| {
-            let map = |h: usize| (r.sample * heads + h) * entries;
-            let grad_means = (0..heads)
-                .map(|h| {
-                    let g = &grad[map(h)..map(h) + entries];
-                    let mut sum = 0.0f64;
-                    for &ti in r.tokens {
-                        for &tj in r.tokens {
-                            sum += g[ti * tokens + tj] as f64;
-                        }
-                    }
-                    (sum / (r.tokens.len() * r.tokens.len()) as f64) as f32
-                })
-                .collect();
-            let query = r.tokens[r.query] * tokens;
-            let rows = (0..heads)
-                .flat_map(|h| r.tokens.iter().map(move |&tj| x[map(h) + query + tj]))
-                .collect();
-            HeadRows { grad_means, rows }
+            let maps = r.sample * span..(r.sample + 1) * span;
+            head_rows_of(
+                &x[maps.clone()],
+                &grad[maps],
+                heads,
+                tokens,
+                r.tokens,
+                r.tokens,
+                r.tokens[r.query],
+            )
         })
         .collect()
+}
+
+/// What Grad-CAM reads of one sample's [heads, rows, `stride`] maps: per head, ∇A summed in
+/// f64 over `queries` × `keys` in row-major order and divided by their count, and row
+/// `query` of A over `keys`. The single-stream towers read a square block of their tokens;
+/// LXMERT's text→image attention a rectangle.
+pub fn head_rows_of(
+    x: &[f32],
+    grad: &[f32],
+    heads: usize,
+    stride: usize,
+    queries: &[usize],
+    keys: &[usize],
+    query: usize,
+) -> HeadRows {
+    let map = x.len() / heads.max(1);
+    let grad_means = (0..heads)
+        .map(|h| {
+            let g = &grad[h * map..(h + 1) * map];
+            let mut sum = 0.0f64;
+            for &i in queries {
+                for &j in keys {
+                    sum += g[i * stride + j] as f64;
+                }
+            }
+            (sum / (queries.len() * keys.len()) as f64) as f32
+        })
+        .collect();
+    let rows = (0..heads)
+        .flat_map(|h| keys.iter().map(move |&j| x[h * map + query * stride + j]))
+        .collect();
+    HeadRows { grad_means, rows }
 }
 
 /// `Backend::head_mean_matvec` on the host: per graph, each entry of the head mean as

@@ -11,7 +11,7 @@ mod norm;
 pub mod relevance;
 mod simd;
 
-pub use attention::{head_mean, head_mean_matvec, head_rows};
+pub use attention::{head_mean, head_mean_matvec, head_rows, head_rows_of};
 pub use matmul::matmul_flops;
 use matmul::Panels;
 
@@ -19,7 +19,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::linalg::{fiedler_batch, Fiedler, GraphInput, GraphOptions, SpectralError};
+use crate::linalg::{fiedler_unmasked, Fiedler, GraphOptions, SpectralError};
 
 use super::{
     check, Activation, AttentionShape, Backend, HeadMean, HeadRows, MeanGraph, PatchGeometry,
@@ -583,16 +583,10 @@ pub(crate) fn fiedler_of_rows(
                 .collect()
         })
         .collect();
-    let masks: Vec<Vec<bool>> = graphs.iter().map(|(_, r)| vec![true; r.len()]).collect();
-    let inputs: Vec<GraphInput> = features
+    let graphs: Vec<(&[f32], usize)> = features
         .iter()
-        .zip(&masks)
-        .map(|(f, mask)| GraphInput {
-            features: f,
-            rows: mask.len(),
-            dim,
-            mask,
-        })
+        .zip(graphs)
+        .map(|(f, (_, rows))| (&f[..], rows.len()))
         .collect();
-    fiedler_batch(&inputs, opts)
+    fiedler_unmasked(&graphs, dim, opts)
 }
