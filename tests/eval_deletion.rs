@@ -13,7 +13,7 @@ mod common;
 
 use common::{fixtures, floats, max_diff_rel_to_max, Golden};
 use fiedler::backend::Cpu;
-use fiedler::eval::runner::{EvalModel, Keep};
+use fiedler::eval::runner::{Answering, Keep};
 use fiedler::input::regions::{load_regions, Regions};
 use fiedler::input::text::TextTokenizer;
 use fiedler::input::vilt::pad_batch;

@@ -20,7 +20,7 @@ use fiedler::eval::lxmert::{LxmertEval, LxmertInput};
 use fiedler::eval::protocol::DEFAULT_STEPS;
 use fiedler::eval::report::TESTS;
 use fiedler::eval::results::{Done, ResultsWriter, RunHeader, FORMAT};
-use fiedler::eval::runner::{run as eval_run, EvalModel, Explained, Keep, Plan};
+use fiedler::eval::runner::{run as eval_run, Answering, EvalModel, Explained, Keep, Plan};
 use fiedler::eval::EvalError;
 use fiedler::explain::clip::{clip_reads, clip_trace, explain_clip};
 use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads};
@@ -508,12 +508,8 @@ struct Counting<'a, M> {
     inputs: Cell<usize>,
 }
 
-impl<M: EvalModel> EvalModel for Counting<'_, M> {
+impl<M: EvalModel + Answering<M::Input>> EvalModel for Counting<'_, M> {
     type Input = M::Input;
-
-    fn answers(&self) -> &[String] {
-        self.inner.answers()
-    }
 
     fn explain(
         &self,
@@ -522,6 +518,16 @@ impl<M: EvalModel> EvalModel for Counting<'_, M> {
         opts: &MethodOptions,
     ) -> Result<Vec<Explained>, EvalError> {
         self.inner.explain(inputs, methods, opts)
+    }
+
+    fn answering(&self) -> Option<&dyn Answering<M::Input>> {
+        Some(self)
+    }
+}
+
+impl<M: EvalModel + Answering<M::Input>> Answering<M::Input> for Counting<'_, M> {
+    fn answers(&self) -> &[String] {
+        self.inner.answers()
     }
 
     fn predict(&self, items: &[(&M::Input, &Keep)]) -> Result<Vec<usize>, EvalError> {

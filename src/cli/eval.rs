@@ -16,7 +16,7 @@ use fiedler::eval::report::{Report, Tally};
 use fiedler::eval::results::{
     data_fingerprint, read_results, Line, Results, ResultsWriter, RunHeader, RunMark, FORMAT,
 };
-use fiedler::eval::runner::{run, sample_done, ChunkDone, EvalModel, Plan, Scorer};
+use fiedler::eval::runner::{check_plan, run, sample_done, ChunkDone, EvalModel, Plan, Scorer};
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
 use fiedler::explain::{Explanation, Method, MethodOptions};
@@ -709,8 +709,9 @@ fn evaluate<M: EvalModel>(
     header: &RunHeader,
     results: &Path,
 ) -> anyhow::Result<()> {
-    if !plan.tests.is_empty() {
-        check_vocabulary(questions, model.answers())?;
+    check_plan(model, plan)?;
+    if let Some(answering) = model.answering().filter(|_| !plan.tests.is_empty()) {
+        check_vocabulary(questions, answering.answers())?;
     }
     let (mut writer, existing) = ResultsWriter::open(results, header)?;
     if existing.torn_line {

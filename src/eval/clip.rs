@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::backend::Backend;
 use crate::eval::answers::GroundTruth;
 use crate::eval::dataset::{finish, Dataset, Question};
-use crate::eval::runner::{EvalModel, Explained, Keep};
+use crate::eval::runner::{Answering, EvalModel, Explained};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
 use crate::session::{ClipSession, PairRequest};
@@ -65,10 +65,6 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, PathBuf>),
 impl<B: Backend> EvalModel for ClipSession<B> {
     type Input = PairRequest;
 
-    fn answers(&self) -> &[String] {
-        &[]
-    }
-
     fn explain(
         &self,
         inputs: &[&PairRequest],
@@ -80,16 +76,15 @@ impl<B: Backend> EvalModel for ClipSession<B> {
             .explain_batch(&pairs, methods, opts)?
             .into_iter()
             .map(|r| Explained {
-                predicted: 0,
+                predicted: None,
                 explanations: r.explanations,
             })
             .collect())
     }
 
-    fn predict(&self, _: &[(&PairRequest, &Keep)]) -> Result<Vec<usize>, EvalError> {
-        Err(EvalError::Unsupported(
-            "CLIP has no answer to perturb: the perturbation tests need a VQA model".into(),
-        ))
+    /// CLIP has no answer to perturb: it is scored against ground truth only.
+    fn answering(&self) -> Option<&dyn Answering<PairRequest>> {
+        None
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use crate::backend::{Backend, Cpu};
-use crate::eval::runner::{EvalModel, Explained, Keep};
+use crate::eval::runner::{Answering, EvalModel, Explained, Keep};
 use crate::eval::tokens::{padded_ids, question_ids, HasIds};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
@@ -91,10 +91,6 @@ impl<B: Backend> LxmertSession<B> {
 impl<B: Backend> EvalModel for LxmertEval<'_, B> {
     type Input = LxmertInput;
 
-    fn answers(&self) -> &[String] {
-        self.answers
-    }
-
     /// Explains samples with equal region counts together (the explanations read every
     /// region of the batch).
     fn explain(
@@ -125,7 +121,7 @@ impl<B: Backend> EvalModel for LxmertEval<'_, B> {
                 members.iter().zip(output.predicted()).zip(explanations)
             {
                 out[i] = Some(Explained {
-                    predicted,
+                    predicted: Some(predicted),
                     explanations,
                 });
             }
@@ -134,6 +130,16 @@ impl<B: Backend> EvalModel for LxmertEval<'_, B> {
             .into_iter()
             .map(|e| e.expect("every sample is in a group"))
             .collect())
+    }
+
+    fn answering(&self) -> Option<&dyn Answering<LxmertInput>> {
+        Some(self)
+    }
+}
+
+impl<B: Backend> Answering<LxmertInput> for LxmertEval<'_, B> {
+    fn answers(&self) -> &[String] {
+        self.answers
     }
 
     /// One forward per kind of perturbation in `items`, each given the stack output of the

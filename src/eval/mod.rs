@@ -81,6 +81,9 @@ pub enum EvalError {
     Metric(#[from] crate::synth::metrics::MetricError),
     #[error("{0}")]
     Unsupported(String),
+    /// A `runner::Plan` the model cannot run.
+    #[error("evaluation plan: {0}")]
+    Plan(String),
     #[error("{0} gave relevance that is not finite")]
     Relevance(Method),
     /// A question that is empty or whose tokens are all special: nothing to explain.

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::eval::dataset::Question;
-use crate::eval::protocol::{keep_count, kept_image, kept_text, Modality, Test};
+use crate::eval::protocol::{check_steps, keep_count, kept_image, kept_text, Modality, Test};
 use crate::eval::results::{
     Done, FailureRecord, GroundTruthRecord, Line, PerturbationRecord, ResultsWriter,
 };
@@ -37,19 +37,17 @@ pub enum Keep {
 /// One sample's explanation pass.
 #[derive(Debug, Clone)]
 pub struct Explained {
-    /// The unperturbed prediction (answer index).
-    pub predicted: usize,
+    /// The unperturbed prediction, an index into `Answering::answers`; `None` from a model
+    /// that answers nothing (CLIP).
+    pub predicted: Option<usize>,
     /// One per method, in the order asked.
     pub explanations: Vec<Explanation>,
 }
 
-/// A VQA model as the benchmark drives it.
+/// A model as the benchmark drives it.
 pub trait EvalModel {
     /// One question's prepared inputs (pixels or regions, token ids).
     type Input;
-
-    /// The answer of each logit.
-    fn answers(&self) -> &[String];
 
     /// Explains a batch with every method.
     fn explain(
@@ -59,8 +57,18 @@ pub trait EvalModel {
         opts: &MethodOptions,
     ) -> Result<Vec<Explained>, EvalError>;
 
+    /// What the perturbation tests need of the model; `None` for one with no answer to
+    /// perturb (CLIP), which is only scored against ground truth.
+    fn answering(&self) -> Option<&dyn Answering<Self::Input>>;
+}
+
+/// A VQA model's side of the perturbation tests.
+pub trait Answering<I> {
+    /// The answer of each logit.
+    fn answers(&self) -> &[String];
+
     /// The predicted answer of each perturbed input.
-    fn predict(&self, items: &[(&Self::Input, &Keep)]) -> Result<Vec<usize>, EvalError>;
+    fn predict(&self, items: &[(&I, &Keep)]) -> Result<Vec<usize>, EvalError>;
 }
 
 /// What to run.
@@ -90,6 +98,21 @@ pub struct ChunkDone<'a> {
 /// Scores a sample's explanation against ground truth.
 pub type Scorer<'a> = dyn Fn(&Question, &Explanation) -> Result<GroundTruthRecord, EvalError> + 'a;
 
+/// Whether `model` can run `plan`: steps as `check_steps` wants them, a batch of at least
+/// one, and perturbation tests only on a model that answers.
+pub fn check_plan<M: EvalModel>(model: &M, plan: &Plan) -> Result<(), EvalError> {
+    check_steps(&plan.steps).map_err(EvalError::Plan)?;
+    if plan.batch == 0 {
+        return Err(EvalError::Plan("the batch size must be at least 1".into()));
+    }
+    if !plan.tests.is_empty() && model.answering().is_none() {
+        return Err(EvalError::Plan(
+            "the perturbation tests need a model that answers (a VQA model)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `plan` over `questions`, skipping records in `done`, appending to `writer`; with
 /// `truth`, also scores every explanation against ground truth.
 #[allow(clippy::too_many_arguments)]
@@ -103,7 +126,8 @@ pub fn run<M: EvalModel>(
     writer: &mut ResultsWriter,
     mut progress: impl FnMut(ChunkDone<'_>),
 ) -> Result<(), EvalError> {
-    for chunk in questions.chunks(plan.batch.max(1)) {
+    check_plan(model, plan)?;
+    for chunk in questions.chunks(plan.batch) {
         let earlier = chunk
             .iter()
             .filter(|q| sample_done(q, plan, truth.is_some(), done))
@@ -234,8 +258,7 @@ fn run_chunk<M: EvalModel>(
     let explained = explain_isolating(model, chunk, &inputs, plan, &mut failures)?;
 
     // Every sample × method × test: the keep of each step.
-    // Keyed by (sample, method index, test).
-    let mut keeps: BTreeMap<(usize, usize, Test), Vec<(usize, Keep)>> = BTreeMap::new();
+    let mut keeps = Keeps::new();
     let mut ground_truth = Vec::new();
     for (&i, e) in &explained {
         for (m, explanation) in e.explanations.iter().enumerate() {
@@ -260,81 +283,14 @@ fn run_chunk<M: EvalModel>(
         }
     }
 
-    // Distinct perturbed inputs, ordered by kind and size so that batches pad little.
-    let distinct: BTreeSet<(usize, Keep)> = keeps
-        .iter()
-        .filter(|((i, _, _), _)| !failures.has(*i))
-        .flat_map(|((i, _, _), steps)| steps.iter().map(move |(_, k)| (*i, k.clone())))
-        .filter(|(_, k)| *k != Keep::All)
-        .collect();
-    let mut distinct: Vec<(usize, Keep)> = distinct.into_iter().collect();
-    distinct.sort_by_key(|(i, k)| match k {
-        Keep::Text(t) => (0, t.len(), *i),
-        Keep::Image(u) => (1, u.len(), *i),
-        Keep::All => (2, 0, *i),
-    });
-    let mut answers: HashMap<(usize, Keep), usize> = HashMap::with_capacity(distinct.len());
-    for batch in distinct.chunks(plan.batch.max(1)) {
-        let items: Vec<(&M::Input, &Keep)> = batch
-            .iter()
-            .map(|(i, k)| {
-                (
-                    inputs[*i].as_ref().expect("explained samples have inputs"),
-                    k,
-                )
-            })
-            .collect();
-        match model.predict(&items) {
-            Ok(predicted) => {
-                answers.extend(batch.iter().cloned().zip(predicted));
-            }
-            // A batch's error is one sample's; alone, it is that sample's. Otherwise the batch
-            // is run one by one to find it (`--strict` too, so that it names the right one).
-            Err(e) if batch.len() == 1 => {
-                failures.add(batch[0].0, chunk[batch[0].0], e)?;
-            }
-            Err(_) => {
-                // Find the input that fails by running the batch one by one.
-                for (item, key) in items.iter().zip(batch) {
-                    match model.predict(std::slice::from_ref(item)) {
-                        Ok(p) => {
-                            answers.insert(key.clone(), p[0]);
-                        }
-                        Err(e) => failures.add(key.0, chunk[key.0], e)?,
-                    }
-                }
-            }
+    // check_plan saw to it that a plan with tests has a model that answers.
+    let mut records = match model.answering() {
+        Some(answering) if !keeps.is_empty() => {
+            let prepared = (chunk, &inputs[..], &explained);
+            perturbation_records(answering, prepared, &keeps, plan, &mut failures)?
         }
-    }
-
-    let labels = model.answers();
-    let mut records = Vec::new();
-    for ((i, m, test), steps) in &keeps {
-        if failures.has(*i) {
-            continue;
-        }
-        let q = chunk[*i];
-        let mut record = PerturbationRecord {
-            sample: q.id.clone(),
-            method: plan.methods[*m].name().to_owned(),
-            modality: test.modality,
-            order: test.order,
-            kept: Vec::with_capacity(steps.len()),
-            answers: Vec::with_capacity(steps.len()),
-            accuracy: Vec::with_capacity(steps.len()),
-        };
-        for (kept, keep) in steps {
-            let answer = match keep {
-                Keep::All => explained[i].predicted,
-                k => answers[&(*i, k.clone())],
-            };
-            let text = &labels[answer];
-            record.kept.push(*kept);
-            record.accuracy.push(q.truth.accuracy(text));
-            record.answers.push(text.clone());
-        }
-        records.push(record);
-    }
+        _ => Vec::new(),
+    };
     // Records in sample order, then the plan's method and test order.
     let method_rank = |m: &str| plan.methods.iter().position(|x| x.name() == m);
     let test_rank = |t: Test| plan.tests.iter().position(|&x| x == t);
@@ -363,6 +319,110 @@ fn run_chunk<M: EvalModel>(
         ground_truth,
         failures,
     })
+}
+
+/// What a chunk's samples keep at each step of each test: (sample, method index, test) →
+/// (units kept, input) per step.
+type Keeps = BTreeMap<(usize, usize, Test), Vec<(usize, Keep)>>;
+
+/// A chunk's questions, prepared inputs (`None` where preparing failed) and explanation
+/// passes (by position in the chunk).
+type Prepared<'c, 'q, I> = (
+    &'c [&'q Question],
+    &'c [Option<I>],
+    &'c BTreeMap<usize, Explained>,
+);
+
+/// The perturbation records of a chunk: every distinct perturbed input its `keeps` (sample,
+/// method index, test → each step's keep) ask for, run in forward batches of `plan.batch`.
+fn perturbation_records<'q, I>(
+    answering: &dyn Answering<I>,
+    (chunk, inputs, explained): Prepared<'_, 'q, I>,
+    keeps: &Keeps,
+    plan: &Plan,
+    failures: &mut Failures<'q>,
+) -> Result<Vec<PerturbationRecord>, EvalError> {
+    // Distinct perturbed inputs, ordered by kind and size so that batches pad little.
+    let distinct: BTreeSet<(usize, Keep)> = keeps
+        .iter()
+        .filter(|((i, _, _), _)| !failures.has(*i))
+        .flat_map(|((i, _, _), steps)| steps.iter().map(move |(_, k)| (*i, k.clone())))
+        .filter(|(_, k)| *k != Keep::All)
+        .collect();
+    let mut distinct: Vec<(usize, Keep)> = distinct.into_iter().collect();
+    distinct.sort_by_key(|(i, k)| match k {
+        Keep::Text(t) => (0, t.len(), *i),
+        Keep::Image(u) => (1, u.len(), *i),
+        Keep::All => (2, 0, *i),
+    });
+    let mut answers: HashMap<(usize, Keep), usize> = HashMap::with_capacity(distinct.len());
+    for batch in distinct.chunks(plan.batch) {
+        let items: Vec<(&I, &Keep)> = batch
+            .iter()
+            .map(|(i, k)| {
+                (
+                    inputs[*i].as_ref().expect("explained samples have inputs"),
+                    k,
+                )
+            })
+            .collect();
+        match answering.predict(&items) {
+            Ok(predicted) => {
+                answers.extend(batch.iter().cloned().zip(predicted));
+            }
+            // A batch's error is one sample's; alone, it is that sample's. Otherwise the batch
+            // is run one by one to find it (`--strict` too, so that it names the right one).
+            Err(e) if batch.len() == 1 => {
+                failures.add(batch[0].0, chunk[batch[0].0], e)?;
+            }
+            Err(_) => {
+                // Find the input that fails by running the batch one by one.
+                for (item, key) in items.iter().zip(batch) {
+                    match answering.predict(std::slice::from_ref(item)) {
+                        Ok(p) => {
+                            answers.insert(key.clone(), p[0]);
+                        }
+                        Err(e) => failures.add(key.0, chunk[key.0], e)?,
+                    }
+                }
+            }
+        }
+    }
+
+    let labels = answering.answers();
+    let mut records = Vec::new();
+    for ((i, m, test), steps) in keeps {
+        if failures.has(*i) {
+            continue;
+        }
+        let q = chunk[*i];
+        let Some(predicted) = explained[i].predicted else {
+            let e = EvalError::Unsupported("the model gave no answer to explain".into());
+            failures.add(*i, q, e)?;
+            continue;
+        };
+        let mut record = PerturbationRecord {
+            sample: q.id.clone(),
+            method: plan.methods[*m].name().to_owned(),
+            modality: test.modality,
+            order: test.order,
+            kept: Vec::with_capacity(steps.len()),
+            answers: Vec::with_capacity(steps.len()),
+            accuracy: Vec::with_capacity(steps.len()),
+        };
+        for (kept, keep) in steps {
+            let answer = match keep {
+                Keep::All => predicted,
+                k => answers[&(*i, k.clone())],
+            };
+            let text = &labels[answer];
+            record.kept.push(*kept);
+            record.accuracy.push(q.truth.accuracy(text));
+            record.answers.push(text.clone());
+        }
+        records.push(record);
+    }
+    Ok(records)
 }
 
 /// The explanation pass of a chunk; when the batch fails, each sample alone, so that one bad
@@ -476,10 +536,6 @@ mod tests {
     impl EvalModel for Echo {
         type Input = ();
 
-        fn answers(&self) -> &[String] {
-            &self.answers
-        }
-
         fn explain(
             &self,
             inputs: &[&()],
@@ -489,10 +545,20 @@ mod tests {
             Ok(inputs
                 .iter()
                 .map(|_| Explained {
-                    predicted: self.index(&Keep::All),
+                    predicted: Some(self.index(&Keep::All)),
                     explanations: vec![self.explanation.clone()],
                 })
                 .collect())
+        }
+
+        fn answering(&self) -> Option<&dyn Answering<()>> {
+            Some(self)
+        }
+    }
+
+    impl Answering<()> for Echo {
+        fn answers(&self) -> &[String] {
+            &self.answers
         }
 
         fn predict(&self, items: &[(&(), &Keep)]) -> Result<Vec<usize>, EvalError> {
@@ -516,10 +582,6 @@ mod tests {
     impl EvalModel for FailsOn {
         type Input = usize;
 
-        fn answers(&self) -> &[String] {
-            &self.answers
-        }
-
         fn explain(
             &self,
             inputs: &[&usize],
@@ -532,10 +594,20 @@ mod tests {
             Ok(inputs
                 .iter()
                 .map(|_| Explained {
-                    predicted: 0,
+                    predicted: Some(0),
                     explanations: Vec::new(),
                 })
                 .collect())
+        }
+
+        fn answering(&self) -> Option<&dyn Answering<usize>> {
+            Some(self)
+        }
+    }
+
+    impl Answering<usize> for FailsOn {
+        fn answers(&self) -> &[String] {
+            &self.answers
         }
 
         fn predict(&self, items: &[(&usize, &Keep)]) -> Result<Vec<usize>, EvalError> {
@@ -687,5 +759,105 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), runs, "an input ran twice");
         assert_eq!(runs, answers.len() - 1);
+    }
+
+    /// Explains with no answer (as CLIP does); has answers to perturb only when asked to.
+    struct Mute {
+        answers: Option<Vec<String>>,
+    }
+
+    impl EvalModel for Mute {
+        type Input = ();
+
+        fn explain(
+            &self,
+            inputs: &[&()],
+            _: &[Method],
+            _: &MethodOptions,
+        ) -> Result<Vec<Explained>, EvalError> {
+            let explanation = Explanation {
+                method: Method::RawAttn,
+                score: 1.0,
+                image_relevance: vec![0.2, 0.7],
+                image_grid: (1, 2),
+                text_relevance: vec![0.0, 1.0, 0.0],
+                text_scored: vec![false, true, false],
+                degenerate_graphs: Vec::new(),
+            };
+            Ok(inputs
+                .iter()
+                .map(|_| Explained {
+                    predicted: None,
+                    explanations: vec![explanation.clone()],
+                })
+                .collect())
+        }
+
+        fn answering(&self) -> Option<&dyn Answering<()>> {
+            self.answers.as_ref().map(|_| self as &dyn Answering<()>)
+        }
+    }
+
+    impl Answering<()> for Mute {
+        fn answers(&self) -> &[String] {
+            self.answers.as_deref().unwrap_or_default()
+        }
+
+        fn predict(&self, items: &[(&(), &Keep)]) -> Result<Vec<usize>, EvalError> {
+            Ok(vec![0; items.len()])
+        }
+    }
+
+    /// A plan is checked before anything runs: perturbation tests need a model that answers,
+    /// batches hold one sample at least, steps are as `check_steps` wants them. A model that
+    /// answers but gave no answer to explain fails its samples instead of being indexed.
+    #[test]
+    fn plans_a_model_cannot_run_are_refused() {
+        let test = Test {
+            modality: Modality::Image,
+            order: Order::MostRelevantFirst,
+        };
+        let plan = |tests: Vec<Test>, steps: Vec<f64>, batch| Plan {
+            methods: vec![Method::RawAttn],
+            tests,
+            steps,
+            batch,
+            strict: false,
+            opts: MethodOptions::default(),
+        };
+        let clip = Mute { answers: None };
+        let vqa = Mute {
+            answers: Some(vec!["yes".into()]),
+        };
+        let refusal = |model: &Mute, plan: &Plan| match check_plan(model, plan) {
+            Ok(()) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        let good = plan(vec![test], vec![0.0, 0.5, 1.0], 2);
+        assert!(refusal(&clip, &good).contains("need a model that answers"));
+        assert_eq!(refusal(&vqa, &good), "");
+        assert_eq!(refusal(&clip, &plan(Vec::new(), vec![0.0, 1.0], 2)), "");
+        let zero_batch = refusal(&vqa, &plan(vec![test], vec![0.0, 1.0], 0));
+        assert!(
+            zero_batch.contains("batch size must be at least 1"),
+            "{zero_batch}"
+        );
+        let steps = refusal(&vqa, &plan(vec![test], vec![0.5, 1.0], 2));
+        assert!(steps.contains("the first step must be 0"), "{steps}");
+
+        let question = Question {
+            id: "q1".into(),
+            image_id: "img".into(),
+            text: "what?".into(),
+            truth: GroundTruth::Scores(BTreeMap::new()),
+        };
+        let out = run_chunk(&vqa, &[&question], &|_: &Question| Ok(()), &good, None).unwrap();
+        assert!(out.records.is_empty());
+        let failed: Vec<(&str, &str)> = out
+            .failures
+            .iter()
+            .map(|f| (f.sample.as_str(), f.error.as_str()))
+            .collect();
+        assert_eq!(failed, [("q1", "the model gave no answer to explain")]);
     }
 }

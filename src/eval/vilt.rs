@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::backend::Backend;
-use crate::eval::runner::{EvalModel, Explained, Keep};
+use crate::eval::runner::{Answering, EvalModel, Explained, Keep};
 use crate::eval::tokens::{padded_ids, question_ids, HasIds};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
@@ -27,10 +27,6 @@ pub struct ViltInput {
 impl<B: Backend> EvalModel for ViltSession<B> {
     type Input = ViltInput;
 
-    fn answers(&self) -> &[String] {
-        &self.model().config.id2label
-    }
-
     fn explain(
         &self,
         inputs: &[&ViltInput],
@@ -46,10 +42,20 @@ impl<B: Backend> EvalModel for ViltSession<B> {
             .into_iter()
             .zip(explanations)
             .map(|(predicted, explanations)| Explained {
-                predicted,
+                predicted: Some(predicted),
                 explanations,
             })
             .collect())
+    }
+
+    fn answering(&self) -> Option<&dyn Answering<ViltInput>> {
+        Some(self)
+    }
+}
+
+impl<B: Backend> Answering<ViltInput> for ViltSession<B> {
+    fn answers(&self) -> &[String] {
+        &self.model().config.id2label
     }
 
     fn predict(&self, items: &[(&ViltInput, &Keep)]) -> Result<Vec<usize>, EvalError> {
