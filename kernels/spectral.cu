@@ -724,8 +724,8 @@ KERNEL void __launch_bounds__(SMALL_GRAPH_THREADS, SMALL_GRAPH_BLOCKS)
 }
 
 // Graphs whose packed operator fits the block's shared memory (n(n+1)/2 doubles of dynamic
-// shared memory, which the host sizes; n <= 234 on sm_90's 227 KB, <= 215 on sm_80's 163 KB,
-// less this kernel's static `Shared`), at most SMALL_GRAPH_THREADS threads. One such block
+// shared memory, which the host sizes, next to this kernel's 10.3 KB static `Shared`: n <= 235
+// on sm_90's 227 KB, <= 197 on sm_80's 163 KB), at most SMALL_GRAPH_THREADS threads. One such block
 // fills an SM's shared memory at n = 196, so the bound lets it take all the registers it
 // wants.
 KERNEL void __launch_bounds__(SMALL_GRAPH_THREADS, 1)

@@ -43,6 +43,11 @@ Status gemm(int transa, int transb, int m, int n, int k, const T* alpha, const T
             int ldc, long long stride_c, int batch, bool rounds, Round round) {
     if (m < 0 || n < 0 || k < 0 || batch < 0 || transa == OP_C || transb == OP_C)
         return INVALID_VALUE;
+    // cuBLAS checks the leading dimensions even where a size of 0 leaves nothing to read.
+    const auto at_least = [](int rows) { return rows > 1 ? rows : 1; };
+    if (lda < at_least(transa == OP_N ? m : k) || ldb < at_least(transb == OP_N ? k : n) ||
+        ldc < at_least(m))
+        return INVALID_VALUE;
     std::vector<T> packed, column((size_t)m);
     for (int s = 0; s < batch; ++s) {
         const T* as = a + s * stride_a;

@@ -142,7 +142,7 @@ impl<'a> Panels<'a> {
     pub fn pack(w: &[f32], n: usize, k: usize) -> Vec<f32> {
         let mut stored = vec![0.0; Self::stored_len(n, k)];
         let (forward, backward) = stored.split_at_mut(n.next_multiple_of(PANEL) * k);
-        for (o, row) in w.chunks_exact(k).enumerate() {
+        for (o, row) in w.chunks_exact(k.max(1)).enumerate() {
             for (i, &v) in row.iter().enumerate() {
                 forward[(o / PANEL * k + i) * PANEL + o % PANEL] = v;
                 backward[(i / PANEL * n + o) * PANEL + i % PANEL] = v;

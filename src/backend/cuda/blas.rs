@@ -30,6 +30,8 @@ pub fn gemm(blas: &Mutex<CudaBlas>, name: &'static str, g: &Gemm) -> Result<()> 
     if s.m == 0 || s.n == 0 || s.batch == 0 {
         return Ok(());
     }
+    // A leading dimension is at least 1 for cuBLAS even where a size of 0 (k, for one)
+    // leaves nothing to read: a row-major matrix with no columns has stride 0 here.
     // A cuBLAS handle must not be used by two threads at once; the backend is `Sync`.
     let blas = blas.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: the callers checked every buffer's length against the shapes and strides of
@@ -44,14 +46,14 @@ pub fn gemm(blas: &Mutex<CudaBlas>, name: &'static str, g: &Gemm) -> Result<()> 
             int(name, s.k)?,
             &s.alpha,
             s.a.0 as *const f32,
-            int(name, s.a.1)?,
+            int(name, s.a.1.max(1))?,
             s.a.2 as i64,
             s.b.0 as *const f32,
-            int(name, s.b.1)?,
+            int(name, s.b.1.max(1))?,
             s.b.2 as i64,
             &s.beta,
             s.c.0 as *mut f32,
-            int(name, s.c.1)?,
+            int(name, s.c.1.max(1))?,
             s.c.2 as i64,
             int(name, s.batch)?,
         )

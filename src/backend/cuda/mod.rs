@@ -85,18 +85,35 @@ fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
     }
 }
 
+/// The most blocks `per_element` launches.
+const MAX_ELEMENT_BLOCKS: u32 = 65_535 * 16;
+
+/// The largest size a kernel takes: its grid-stride loops (`FOR_EACH`) step a 32-bit index
+/// past the last element by up to the grid's thread count, which must not wrap.
+const MAX_INT: usize = i32::MAX as usize - (MAX_ELEMENT_BLOCKS * BLOCK) as usize;
+
+/// A size as the kernels take it.
 fn int(op: &'static str, v: usize) -> Result<i32> {
-    i32::try_from(v).map_err(|_| BackendError::Invalid {
-        op,
-        message: format!("{v} elements exceed the kernels' 32-bit indices"),
-    })
+    if v > MAX_INT {
+        return Err(BackendError::Invalid {
+            op,
+            message: format!(
+                "{v} elements exceed the kernels' 32-bit indices (at most {MAX_INT}); use a smaller batch"
+            ),
+        });
+    }
+    Ok(v as i32)
 }
 
 /// Enough blocks of `BLOCK` threads for one thread per element (the kernels loop over the
 /// rest with a grid stride).
 fn per_element(n: usize) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: ((n as u32).div_ceil(BLOCK).clamp(1, 65_535 * 16), 1, 1),
+        grid_dim: (
+            (n as u32).div_ceil(BLOCK).clamp(1, MAX_ELEMENT_BLOCKS),
+            1,
+            1,
+        ),
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }
@@ -490,8 +507,9 @@ impl Backend for Cuda {
         let (xp, wp, op) = (self.ptr(x), self.ptr(w), self.ptr(out));
         self.gemm("linear", &plan::linear(xp, wp, op, m, k, n))?;
         match bias {
-            Some(b) => self.add_row_vector(out, b),
-            None => Ok(()),
+            // No outputs (n = 0): no bias to add, and no rows of 0 for add_row_vector.
+            Some(b) if !out.is_empty() => self.add_row_vector(out, b),
+            _ => Ok(()),
         }
     }
 
@@ -1536,5 +1554,26 @@ fn keep_freed_device_memory(ctx: &CudaContext) -> std::result::Result<(), CudaEr
             (&mut threshold as *mut u64).cast(),
         )
         .map_err(|e| CudaError::driver("setting the memory pool's release threshold", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernels' grid-stride loops step a 32-bit index past the last element by a
+    /// grid's worth of threads: sizes stop short of wrapping it, with an error value.
+    #[test]
+    fn sizes_stop_short_of_wrapping_the_grid_stride_index() {
+        let grid = (MAX_ELEMENT_BLOCKS * BLOCK) as usize;
+        assert_eq!(
+            int("add", i32::MAX as usize - grid).ok(),
+            Some(i32::MAX - grid as i32)
+        );
+        let err = int("add", i32::MAX as usize - grid + 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exceed the kernels' 32-bit indices"), "{err}");
+        assert!(int("add", usize::MAX).is_err());
     }
 }

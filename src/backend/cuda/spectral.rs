@@ -65,7 +65,7 @@ pub enum GraphKernel {
     /// `fiedler_graphs` for every graph (`FIEDLER_GRAPH_KERNEL=general`).
     General,
     /// `fiedler_graphs_shared` where a graph's operator, packed, fits a block's shared memory
-    /// (up to 234 nodes on an H100), as `Auto` elsewhere (`FIEDLER_GRAPH_KERNEL=shared`).
+    /// (up to 235 nodes on an H100, 197 on an A100), as `Auto` elsewhere (`FIEDLER_GRAPH_KERNEL=shared`).
     /// Each Lanczos step reads the whole operator, 307 KB at 196 nodes; this keeps it on the
     /// SM, at one block per SM.
     Shared,
@@ -529,14 +529,16 @@ impl Cuda {
         let own = f
             .get_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
             .map_err(|e| attribute("reading a kernel's shared memory", e))?;
+        let most = (opt_in - own).max(0);
         let bytes = packed_bytes(n);
-        if bytes > (opt_in - own).max(0) as usize {
+        if bytes > most as usize {
             return Ok((self.graph_kernel.dense(n), 0));
         }
-        let bytes = bytes as i32;
+        // The most there is, whatever this graph needs: a limit set to each launch's size
+        // could be lowered by a caller on another thread between the setting and the launch.
         f.set_attribute(
             CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            bytes,
+            most,
         )
         .map_err(|e| attribute("allowing a kernel more shared memory", e))?;
         Ok((SHARED, bytes as u32))
