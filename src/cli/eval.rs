@@ -3,11 +3,12 @@
 //! against its ground truth; a CLIP model on a synth caption set gets those scores alone);
 //! `fiedler eval report RESULTS.jsonl` rebuilds the report from a results file alone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use fiedler::backend::Backend;
 use fiedler::eval::clip::read_captions;
 use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern, Question};
 use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
@@ -536,10 +537,19 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     let count = sample_count(&args, dataset.questions.len(), what)?;
     let order = python_shuffled_prefix(dataset.questions.len(), args.seed, count);
     let questions: Vec<&Question> = order.iter().map(|&i| &dataset.questions[i]).collect();
+    let truth_file = ground_truth_file(&args)?;
+    let header = run_header(
+        &args,
+        family,
+        &model_dir,
+        &dataset,
+        steps.clone(),
+        &truth_file,
+    )?;
     let plan = Plan {
         methods,
         tests,
-        steps: steps.clone(),
+        steps,
         batch: args.batch,
         strict: args.strict,
         opts: MethodOptions {
@@ -550,8 +560,47 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let truth_file = ground_truth_file(&args)?;
-    let header = RunHeader {
+    let backend = open(args.device, args.precision)?;
+    if args.device != Device::Cpu {
+        eprintln!("device: {}", backend.describe());
+    }
+    let run = Run {
+        args: &args,
+        model_dir: &model_dir,
+        questions: &questions,
+        plan: &plan,
+        header: &header,
+        truth_file: truth_file.as_deref(),
+    };
+    with_backend!(backend, be => match family {
+        ModelFamily::Vilt => run.vilt(be),
+        ModelFamily::Lxmert => run.lxmert(be),
+        ModelFamily::Clip => run.clip(be, caption_images.as_ref()),
+    })
+}
+
+/// What the results file's header records of a run (`RunHeader`: a rerun resumes only a run
+/// with the same one).
+fn run_header(
+    args: &RunArgs,
+    family: ModelFamily,
+    model_dir: &Path,
+    dataset: &Dataset,
+    steps: Vec<f64>,
+    truth_file: &Option<PathBuf>,
+) -> anyhow::Result<RunHeader> {
+    let data_files: Vec<&Path> = [
+        &args.dataset,
+        &args.questions,
+        &args.annotations,
+        &args.captions,
+        truth_file,
+    ]
+    .into_iter()
+    .flatten()
+    .map(PathBuf::as_path)
+    .collect();
+    Ok(RunHeader {
         format: FORMAT,
         family: family.model_type().to_owned(),
         model: model_dir.display().to_string(),
@@ -566,24 +615,9 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         steps,
         seed: args.seed,
         ground_truth: truth_file.as_ref().map(|p| p.display().to_string()),
-        weights: Some(Weights::open(&model_dir)?.fingerprint()),
-        data: Some(data_fingerprint(
-            &[
-                &args.dataset,
-                &args.questions,
-                &args.annotations,
-                &args.captions,
-                &truth_file,
-            ]
-            .into_iter()
-            .flatten()
-            .map(PathBuf::as_path)
-            .collect::<Vec<_>>(),
-        )?),
-        model_files: Some(model_files_fingerprint(
-            &model_dir,
-            args.answers.as_deref(),
-        )?),
+        weights: Some(Weights::open(model_dir)?.fingerprint()),
+        data: Some(data_fingerprint(&data_files)?),
+        model_files: Some(model_files_fingerprint(model_dir, args.answers.as_deref())?),
         answers: args.answers.as_ref().map(|p| p.display().to_string()),
         file_patterns: Some(args.file_patterns.clone()),
         precision: Some(if args.precision.tf32 { "tf32" } else { "f32" }.into()),
@@ -591,113 +625,122 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         cwd: std::env::current_dir()
             .ok()
             .map(|d| d.display().to_string()),
-    };
-    let open_truth = |units| {
-        truth_file
-            .as_ref()
-            .map(|path| SynthTruth::open(path, &questions, units))
-            .transpose()
-    };
-    let backend = open(args.device, args.precision)?;
-    if args.device != Device::Cpu {
-        eprintln!("device: {}", backend.describe());
-    }
-    with_backend!(backend, be => match family {
-        ModelFamily::Vilt => {
-            let Some(images) = &args.images else {
-                bail!("ViLT reads images: give --images DIR");
-            };
-            let files = patterns(
-                &args,
-                images,
-                &["COCO_val2014_{id:012}.jpg", "{id}.jpg", "{id}.png"],
-                &questions,
-            )?;
-            check_any_found(&questions, |q| files.find(&q.image_id).map(drop))?;
-            let session = ViltSession::open_on(be, &model_dir)?;
-            let prepare = |q: &Question| session.eval_input(&files.find(&q.image_id)?, &q.text);
-            let truth = open_truth(ImageUnits::Patches)?;
-            let session = &session;
-            let score = truth
-                .as_ref()
-                .map(|t| move |q: &Question, e: &Explanation| t.score(q, e, session.tokenizer()));
-            evaluate(
-                session,
-                &questions,
-                prepare,
-                &plan,
-                score.as_ref().map(|f| f as &Scorer),
-                &header,
-                &args.results,
-            )
-        }
-        ModelFamily::Lxmert => {
-            let Some(features) = &args.features else {
-                bail!("LXMERT reads region features: give --features FILE.tsv or a folder of features files");
-            };
-            let source = if features.is_dir() {
-                let files = patterns(&args, features, &["{id}.safetensors"], &questions)?;
-                Features::Folder(files)
-            } else {
-                let defaults = ["{id}", "COCO_val2014_{id:012}"];
-                let ids = patterns(&args, features, &defaults, &questions)?;
-                Features::Tsv {
-                    index: Obj36Index::open(features).map_err(SessionError::from)?,
-                    ids,
-                    path: features.clone(),
-                }
-            };
-            check_any_found(&questions, |q| source.check(&q.image_id))?;
-            let session = LxmertSession::open_on(be, &model_dir, args.answers.as_deref())?;
-            let prepare =
-                |q: &Question| session.eval_input(source.regions(&q.image_id)?, &q.text);
-            let truth = open_truth(ImageUnits::Regions)?;
-            let score = truth
-                .as_ref()
-                .map(|t| |q: &Question, e: &Explanation| t.score(q, e, session.tokenizer()));
-            evaluate(
-                &session.evaluator(),
-                &questions,
-                prepare,
-                &plan,
-                score.as_ref().map(|f| f as &Scorer),
-                &header,
-                &args.results,
-            )
-        }
-        ModelFamily::Clip => {
-            if caption_images.is_some() && truth_file.is_none() {
-                bail!(
-                    "CLIP is scored against ground truth only: give --ground-truth FILE, or put ground_truth.json beside --captions (and drop --no-ground-truth)"
-                );
-            }
-            let (Some(files), Some(path)) = (&caption_images, &truth_file) else {
-                bail!(
-                    "{} is a CLIP model: the perturbation benchmark needs a VQA model (ViLT or LXMERT); CLIP is scored against ground truth only, on a `fiedler synth` set: give --captions DIR/captions.json (with DIR/ground_truth.json)",
-                    model_dir.display()
-                );
-            };
-            let session = ClipSession::open_on(be, &model_dir)?;
-            let prepare = |q: &Question| {
-                Ok(PairRequest {
-                    image: files[&q.id].clone(),
-                    text: q.text.clone(),
-                })
-            };
-            let truth = SynthTruth::for_captions(path, &questions)?;
-            let session = &session;
-            let score = |q: &Question, e: &Explanation| truth.score(q, e, session.tokenizer());
-            evaluate(
-                session,
-                &questions,
-                prepare,
-                &plan,
-                Some(&score),
-                &header,
-                &args.results,
-            )
-        }
     })
+}
+
+/// One `fiedler eval` run, up to the model: what every family's run reads.
+struct Run<'a> {
+    args: &'a RunArgs,
+    model_dir: &'a Path,
+    questions: &'a [&'a Question],
+    plan: &'a Plan,
+    header: &'a RunHeader,
+    truth_file: Option<&'a Path>,
+}
+
+impl Run<'_> {
+    /// The ground truth of the synthetic set, when the run is scored against it.
+    fn open_truth(&self, units: ImageUnits) -> Result<Option<SynthTruth>, EvalError> {
+        self.truth_file
+            .map(|path| SynthTruth::open(path, self.questions, units))
+            .transpose()
+    }
+
+    fn evaluate<M: EvalModel>(
+        &self,
+        model: &M,
+        prepare: impl Fn(&Question) -> Result<M::Input, EvalError>,
+        truth: Option<&Scorer<'_>>,
+    ) -> anyhow::Result<()> {
+        evaluate(
+            model,
+            self.questions,
+            prepare,
+            self.plan,
+            truth,
+            self.header,
+            &self.args.results,
+        )
+    }
+
+    /// ViLT on the images of `--images`.
+    fn vilt<B: Backend>(&self, be: B) -> anyhow::Result<()> {
+        let Some(images) = &self.args.images else {
+            bail!("ViLT reads images: give --images DIR");
+        };
+        let defaults = ["COCO_val2014_{id:012}.jpg", "{id}.jpg", "{id}.png"];
+        let files = patterns(self.args, images, &defaults, self.questions)?;
+        check_any_found(self.questions, |q| files.find(&q.image_id).map(drop))?;
+        let session = ViltSession::open_on(be, self.model_dir)?;
+        let prepare = |q: &Question| session.eval_input(&files.find(&q.image_id)?, &q.text);
+        let truth = self.open_truth(ImageUnits::Patches)?;
+        let score = truth
+            .as_ref()
+            .map(|t| |q: &Question, e: &Explanation| t.score(q, e, session.tokenizer()));
+        self.evaluate(&session, prepare, score.as_ref().map(|f| f as &Scorer))
+    }
+
+    /// LXMERT on the regions of `--features`: a folder of features files, or a TSV.
+    fn lxmert<B: Backend>(&self, be: B) -> anyhow::Result<()> {
+        let args = self.args;
+        let Some(features) = &args.features else {
+            bail!("LXMERT reads region features: give --features FILE.tsv or a folder of features files");
+        };
+        let source = if features.is_dir() {
+            let files = patterns(args, features, &["{id}.safetensors"], self.questions)?;
+            Features::Folder(files)
+        } else {
+            let defaults = ["{id}", "COCO_val2014_{id:012}"];
+            let ids = patterns(args, features, &defaults, self.questions)?;
+            Features::Tsv {
+                index: Obj36Index::open(features).map_err(SessionError::from)?,
+                ids,
+                path: features.clone(),
+            }
+        };
+        check_any_found(self.questions, |q| source.check(&q.image_id))?;
+        let session = LxmertSession::open_on(be, self.model_dir, args.answers.as_deref())?;
+        let prepare = |q: &Question| session.eval_input(source.regions(&q.image_id)?, &q.text);
+        let truth = self.open_truth(ImageUnits::Regions)?;
+        let score = truth
+            .as_ref()
+            .map(|t| |q: &Question, e: &Explanation| t.score(q, e, session.tokenizer()));
+        self.evaluate(
+            &session.evaluator(),
+            prepare,
+            score.as_ref().map(|f| f as &Scorer),
+        )
+    }
+
+    /// CLIP on a `fiedler synth` caption set (`images`: each caption's image file), scored
+    /// against its ground truth only.
+    fn clip<B: Backend>(
+        &self,
+        be: B,
+        images: Option<&HashMap<String, PathBuf>>,
+    ) -> anyhow::Result<()> {
+        if images.is_some() && self.truth_file.is_none() {
+            bail!(
+                "CLIP is scored against ground truth only: give --ground-truth FILE, or put ground_truth.json beside --captions (and drop --no-ground-truth)"
+            );
+        }
+        let (Some(files), Some(path)) = (images, self.truth_file) else {
+            bail!(
+                "{} is a CLIP model: the perturbation benchmark needs a VQA model (ViLT or LXMERT); CLIP is scored against ground truth only, on a `fiedler synth` set: give --captions DIR/captions.json (with DIR/ground_truth.json)",
+                self.model_dir.display()
+            );
+        };
+        let session = ClipSession::open_on(be, self.model_dir)?;
+        let prepare = |q: &Question| {
+            Ok(PairRequest {
+                image: files[&q.id].clone(),
+                text: q.text.clone(),
+            })
+        };
+        let truth = SynthTruth::for_captions(path, self.questions)?;
+        let score = |q: &Question, e: &Explanation| truth.score(q, e, session.tokenizer());
+        self.evaluate(&session, prepare, Some(&score))
+    }
 }
 
 fn evaluate<M: EvalModel>(
