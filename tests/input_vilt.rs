@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use common::{fixtures, max_abs_diff, Golden};
 use fiedler::backend::Activation;
 use fiedler::input::image::Resample;
-use fiedler::input::vilt::{
-    patch_grid, resize_output_size, valid_patches, ViltPixels, ViltProcessorConfig,
-};
+use fiedler::input::vilt::{patch_grid, resize_output_size, ViltPixels, ViltProcessorConfig};
 use fiedler::input::InputError;
 use fiedler::model::config::{AnswerProbability, ConfigError, ModelFamily, ViltConfig};
 use image::RgbImage;
@@ -561,13 +559,12 @@ fn batches_equal_transformers() {
             .iter()
             .map(|s| usize_pair(&s["patch_grid"]))
             .collect();
-        assert_eq!(pixels.patch_grids(16), expected, "{case}: patch grids");
-        let simple: Vec<_> = pixels
+        let grids: Vec<_> = pixels
             .sizes
             .iter()
             .map(|&(h, w)| patch_grid(h, w, 16))
             .collect();
-        assert_eq!(simple, expected, "{case}: patch_grid");
+        assert_eq!(grids, expected, "{case}: patch grids");
     }
 }
 
@@ -621,41 +618,4 @@ fn unpadded_batches_need_one_size() {
         .expect("empty batch");
     assert_eq!((empty.batch, empty.height, empty.width), (0, 0, 0));
     assert!(empty.data.is_empty() && empty.mask.is_empty());
-}
-
-// ----------------------------------------------------------------------------------------------
-// Valid patch grid (ViltEmbeddings.visual_embed: nearest interpolation of the pixel mask)
-
-/// With the padded size a multiple of the patch, the nearest-interpolated mask reads each patch's
-/// top-left pixel: rows = ceil(h / patch).
-#[test]
-fn valid_patches_is_ceil_when_padding_is_a_multiple_of_the_patch() {
-    for patch in [1, 2, 3, 16, 32] {
-        for cells in 1..12 {
-            let padded = cells * patch;
-            for real in 1..=padded {
-                assert_eq!(
-                    valid_patches(real, padded, patch),
-                    patch_grid(real, real, patch).0,
-                    "real {real}, padded {padded}, patch {patch}"
-                );
-            }
-        }
-    }
-}
-
-/// Otherwise PyTorch's nearest index is floor(i · padded / cells) (float32), not i · patch.
-#[test]
-fn valid_patches_follows_nearest_interpolation_otherwise() {
-    // padded 80, patch 32: 2 cells, scale 40: pixels 0 and 40 are read.
-    assert_eq!(valid_patches(40, 80, 32), 1);
-    assert_eq!(valid_patches(41, 80, 32), 2);
-    assert_eq!(patch_grid(40, 40, 32), (2, 2));
-    // padded 48, patch 32: one cell reading pixel 0.
-    assert_eq!(valid_patches(48, 48, 32), 1);
-    // padded 100, patch 16: 6 cells, scale 16.666…: pixels 0, 16, 33, 50, 66, 83.
-    assert_eq!(valid_patches(33, 100, 16), 2);
-    assert_eq!(valid_patches(34, 100, 16), 3);
-    assert_eq!(valid_patches(100, 100, 16), 6);
-    assert_eq!(valid_patches(5, 10, 0), 0);
 }

@@ -943,6 +943,65 @@ fn vilt_size_divisor_past_the_shortest_edge_is_refused() {
     );
 }
 
+/// ViLT reads whole patches. A size_divisor that is no multiple of the patch made every batch
+/// fail with "images are not whole 16 px patches", naming no file: it is refused on opening.
+/// Without resizing, each image keeps its size, and one of partial patches is refused by name.
+#[test]
+fn vilt_preprocessing_that_cuts_patches_is_refused() {
+    use fiedler::explain::{Method, MethodOptions};
+    use fiedler::session::{AnswerTarget, PairRequest, ViltSession};
+    let file = "preprocessor_config.json";
+    let dir = edited_fixture_file("vilt", "divisor-24", file, |j| {
+        j["size_divisor"] = 24.into()
+    });
+    let err = ViltSession::open(&dir).err().expect("refused").to_string();
+    assert_mentions(
+        &err,
+        &[
+            &path_str(&dir.join(file)),
+            "size_divisor",
+            "multiple of 16",
+            "found 24",
+        ],
+    );
+
+    let dir = edited_fixture_file("vilt", "no-resize", file, |j| j["do_resize"] = false.into());
+    let session = ViltSession::open(&dir).unwrap();
+    let explain = |width: u32, height: u32| {
+        let image = scratch(&format!("vilt-{width}x{height}")).join("image.png");
+        image::RgbImage::from_pixel(width, height, image::Rgb([90, 140, 200]))
+            .save(&image)
+            .unwrap();
+        let pair = PairRequest {
+            image: image.clone(),
+            text: "what color is it?".into(),
+        };
+        let methods = [Method::RawAttn];
+        let target = AnswerTarget::Predicted;
+        let result = session.explain(
+            &[pair],
+            &methods,
+            &MethodOptions::default(),
+            &target,
+            1,
+            |_| {},
+        );
+        (image, result.map(drop).map_err(|e| e.to_string()))
+    };
+    let (_, whole) = explain(48, 32);
+    assert_eq!(whole, Ok(()));
+    let (image, cut) = explain(50, 32);
+    assert_mentions(
+        &cut.unwrap_err(),
+        &[
+            &path_str(&image),
+            "50×32",
+            "do_resize is false",
+            "multiples of 16",
+        ],
+    );
+}
+
 // ----------------------------------------------------------------------------------------------
 // a tokenizer that does not belong to the model
 

@@ -9,7 +9,7 @@ use crate::eval::runner::{Answering, EvalModel, Explained, Keep};
 use crate::eval::tokens::{padded_ids, question_ids, HasIds};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
-use crate::input::vilt::pad_batch;
+use crate::input::vilt::{pad_batch, patch_grid};
 use crate::model::vilt::ViltInputs;
 use crate::model::VqaTarget;
 use crate::session::{SessionError, ViltSession};
@@ -75,6 +75,7 @@ impl<B: Backend> ViltSession<B> {
             .processor()
             .preprocess_file(image)
             .map_err(SessionError::from)?;
+        self.check_whole_patches(&image.display().to_string(), height, width)?;
         Ok(ViltInput {
             pixels,
             height,
@@ -101,8 +102,10 @@ impl<B: Backend> ViltSession<B> {
                         kept.sort_unstable();
                         kept
                     }
-                    // The model's grid: every patch whose top-left pixel is in the image.
-                    _ => (0..x.height.div_ceil(patch) * x.width.div_ceil(patch)).collect(),
+                    _ => {
+                        let (rows, cols) = patch_grid(x.height, x.width, patch);
+                        (0..rows * cols).collect()
+                    }
                 })
                 .collect()
         });

@@ -53,6 +53,13 @@ pub enum InputError {
         width: usize,
         size: usize,
     },
+    #[error("{what} preprocesses to {width}×{height} pixels, not whole {patch} px patches as ViLT reads them: preprocessor_config.json keeps each image's size (do_resize is false), so its sides must be multiples of {patch}")]
+    PartialPatches {
+        what: String,
+        height: usize,
+        width: usize,
+        patch: usize,
+    },
     #[error("cannot read {path}: {source}")]
     ConfigRead {
         path: PathBuf,

@@ -16,8 +16,10 @@
 //!
 //! There is no crop: images of different aspect ratios keep different sizes, and the model reads
 //! each one's patch grid from the mask at each patch's top-left pixel (`Vilt::grids`), which
-//! is transformers' reading wherever the padded batch is a whole number of patches, as the
-//! model requires; [`valid_patches`] gives transformers' count for any padded size.
+//! is transformers' reading wherever the padded batch is a whole number of patches. Resized
+//! images always are once `size_divisor` is a multiple of the patch size
+//! ([`ViltProcessorConfig::check_patch_size`]); without resizing, each image must be
+//! ([`ViltProcessorConfig::check_whole_patches`]).
 
 use std::path::Path;
 
@@ -65,22 +67,6 @@ pub struct ViltPixels {
     /// Per sample, the (height, width) of the image before padding: its mask is the top-left
     /// rectangle of this size.
     pub sizes: Vec<(usize, usize)>,
-}
-
-impl ViltPixels {
-    /// Per sample, the (rows, cols) of patches that ViLT takes as valid in this padded batch (see
-    /// [`valid_patches`]); `patch` is the model's `patch_size`.
-    pub fn patch_grids(&self, patch: usize) -> Vec<(usize, usize)> {
-        self.sizes
-            .iter()
-            .map(|&(h, w)| {
-                (
-                    valid_patches(h, self.height, patch),
-                    valid_patches(w, self.width, patch),
-                )
-            })
-            .collect()
-    }
 }
 
 impl ViltProcessorConfig {
@@ -208,6 +194,42 @@ impl ViltProcessorConfig {
         } else {
             (height, width)
         }
+    }
+
+    /// That resized images are whole `patch` px patches, as ViLT reads them: `size_divisor`
+    /// a multiple of config.json's `patch_size`. `dir` holds preprocessor_config.json.
+    pub fn check_patch_size(&self, dir: &Path, patch: usize) -> Result<(), InputError> {
+        if !self.do_resize || self.size_divisor.max(1).is_multiple_of(patch) {
+            return Ok(());
+        }
+        Err(InputError::ConfigField {
+            path: dir.join(PREPROCESSOR_CONFIG_FILE),
+            field: "size_divisor".into(),
+            expected: format!(
+                "a multiple of {patch}, config.json's patch_size (ViLT reads whole patches)"
+            ),
+            found: self.size_divisor.to_string(),
+        })
+    }
+
+    /// That `what`, preprocessed to `height` × `width`, is whole `patch` px patches: always
+    /// once [`Self::check_patch_size`] passed, unless `do_resize` is off.
+    pub fn check_whole_patches(
+        &self,
+        what: &str,
+        height: usize,
+        width: usize,
+        patch: usize,
+    ) -> Result<(), InputError> {
+        if height.is_multiple_of(patch) && width.is_multiple_of(patch) {
+            return Ok(());
+        }
+        Err(InputError::PartialPatches {
+            what: what.to_string(),
+            height,
+            width,
+            patch,
+        })
     }
 
     /// Loads and preprocesses one image file: channels-first [3, h, w] values, h, w.
@@ -365,37 +387,13 @@ pub fn resize_output_size(
     (floor_to(round(new_h)), floor_to(round(new_w)))
 }
 
-/// The valid (rows, cols) of patches for an image of `height` × `width` real pixels: `ceil(h /
-/// patch)` × `ceil(w / patch)`, since ViLT takes a patch as valid when its top-left pixel is real.
-///
-/// This is exact when the padded batch size is a multiple of `patch`, which holds whenever
-/// `size_divisor` is a multiple of `patch` (as in ViLT's own checkpoints, 32 and 32, and the
-/// fixture, 16 and 16). Otherwise the sampled pixels are not the top-left ones, and
-/// [`valid_patches`] (or [`ViltPixels::patch_grids`]) gives the count. A zero `patch` gives (0, 0).
+/// The (rows, cols) of patches ViLT reads of an image of `height` × `width` real pixels in a
+/// padded batch of whole patches: `ceil(h / patch)` × `ceil(w / patch)`, the patches whose
+/// top-left pixel is real (`Vilt::grids` reads them off the pixel mask). A zero `patch` gives
+/// (0, 0).
 pub fn patch_grid(height: usize, width: usize, patch: usize) -> (usize, usize) {
     if patch == 0 {
         return (0, 0);
     }
     (height.div_ceil(patch), width.div_ceil(patch))
-}
-
-/// Valid patches along one axis of `real` real pixels padded to `padded`, exactly as
-/// `ViltEmbeddings.visual_embed` counts them: the conv gives `cells = padded / patch` patches
-/// (the remainder is dropped), the pixel mask is resized to `cells` by
-/// `interpolate(mode="nearest")`, which reads pixel `min(floor(i · s), padded − 1)` with
-/// `s = (float)padded / cells` in float32, and the valid cells are those reading a real pixel.
-/// When `padded` is a multiple of `patch`, `s = patch` and this is `min(ceil(real / patch), cells)`.
-pub fn valid_patches(real: usize, padded: usize, patch: usize) -> usize {
-    if patch == 0 || padded == 0 {
-        return 0;
-    }
-    let cells = padded / patch;
-    if cells == padded {
-        // PyTorch's same-size shortcut: identity.
-        return real.min(padded);
-    }
-    let scale = padded as f32 / cells as f32;
-    (0..cells)
-        .filter(|&i| ((i as f32 * scale).floor() as usize).min(padded - 1) < real)
-        .count()
 }

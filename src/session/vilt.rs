@@ -41,6 +41,7 @@ impl<B: Backend> ViltSession<B> {
         let tokenizer = TextTokenizer::from_dir(dir, c.max_position_embeddings, c.pad_token_id)?
             .for_vocabulary(c.vocab_size)?;
         let processor = ViltProcessorConfig::from_dir(dir, c.image_size)?;
+        processor.check_patch_size(dir, c.patch_size)?;
         Ok(Self {
             backend,
             model,
@@ -67,6 +68,19 @@ impl<B: Backend> ViltSession<B> {
 
     pub fn processor(&self) -> &ViltProcessorConfig {
         &self.processor
+    }
+
+    /// That an image preprocessed to `height` × `width` is whole patches of the model.
+    pub(crate) fn check_whole_patches(
+        &self,
+        what: &str,
+        height: usize,
+        width: usize,
+    ) -> Result<(), SessionError> {
+        let patch = self.model.config.patch_size;
+        Ok(self
+            .processor
+            .check_whole_patches(what, height, width, patch)?)
     }
 
     /// The tokenizer, to encode texts by hand or map tokens back to words.
@@ -102,6 +116,10 @@ impl<B: Backend> ViltSession<B> {
     ) -> Result<Vec<QuestionResult>, SessionError> {
         let images: Vec<&Path> = pairs.iter().map(|p| p.image.as_path()).collect();
         let pixels = self.processor.preprocess_batch(&images)?;
+        for (image, &(height, width)) in images.iter().zip(&pixels.sizes) {
+            let what = image.display().to_string();
+            self.check_whole_patches(&what, height, width)?;
+        }
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         // `explain` has checked that every question holds a word.
         let tokens = self.tokenizer.encode_batch(&texts)?;
