@@ -4,7 +4,7 @@
 //! Image units are patches (a `rows × cols` grid laid over the whole image, as ViLT's and CLIP's
 //! patch grids are when the preprocessed image is a whole number of patches, which holds for
 //! every `fiedler synth` scene) or regions (LXMERT). Each unit gets the fraction of it that lies
-//! on a relevant object ([`patch_overlap`], [`region_overlap`]); the scores are then:
+//! on a relevant object ([`patch_overlap`], [`region_object_overlap`]); the scores are then:
 //!
 //! - **pointing game**: the unit with the highest relevance overlaps a relevant object; units
 //!   tied for the top score the share of them that do ([`pointing_game`]);
@@ -104,39 +104,6 @@ pub fn patch_overlap(mask: &ObjectMask, rows: usize, cols: usize) -> Result<Vec<
         .zip(&totals)
         .map(|(&h, &t)| h as f32 / t as f32)
         .collect())
-}
-
-/// Per region (normalised boxes x1, y1, x2, y2), the fraction of the box's pixels on a relevant
-/// object; a pixel is in a box when its centre is. An empty box scores 0.
-pub fn region_overlap(mask: &ObjectMask, boxes: &[[f32; 4]]) -> Result<Vec<f32>, MetricError> {
-    mask.check()?;
-    let (w, h) = (mask.width as f32, mask.height as f32);
-    Ok(boxes
-        .iter()
-        .map(|b| {
-            let xs = pixel_span(b[0] * w, b[2] * w, mask.width);
-            let ys = pixel_span(b[1] * h, b[3] * h, mask.height);
-            let (mut hit, mut total) = (0usize, 0usize);
-            for y in ys.clone() {
-                for x in xs.clone() {
-                    total += 1;
-                    hit += usize::from(mask.is_relevant(x, y));
-                }
-            }
-            if total == 0 {
-                0.0
-            } else {
-                hit as f32 / total as f32
-            }
-        })
-        .collect())
-}
-
-/// Pixels whose centre lies in [lo, hi).
-fn pixel_span(lo: f32, hi: f32, n: usize) -> std::ops::Range<usize> {
-    let first = (lo - 0.5).ceil().max(0.0) as usize;
-    let end = ((hi - 0.5).ceil().max(0.0) as usize).min(n);
-    first..end.max(first)
 }
 
 fn check_relevance(relevance: &[f32], overlap: &[f32]) -> Result<(), MetricError> {
@@ -344,27 +311,6 @@ mod tests {
             patch_overlap(&short, 2, 2),
             Err(MetricError::Mask { .. })
         ));
-    }
-
-    #[test]
-    fn region_overlap_uses_pixel_centres() {
-        let l = labels();
-        let m = ObjectMask {
-            labels: &l,
-            width: 4,
-            height: 4,
-            relevant: &[0],
-        };
-        let boxes = [
-            [0.0, 0.0, 0.5, 0.5], // exactly object 0
-            [0.0, 0.0, 1.0, 0.5], // half of it is object 0
-            [0.5, 0.5, 1.0, 1.0], // no object-0 pixel
-            [0.3, 0.3, 0.3, 0.3], // empty
-        ];
-        assert_eq!(
-            region_overlap(&m, &boxes).unwrap(),
-            vec![1.0, 0.5, 0.0, 0.0]
-        );
     }
 
     #[test]
