@@ -1373,3 +1373,73 @@ fn a_flat_image_map_is_said_on_the_terminal() {
         .iter()
         .all(|v| v.as_f64() == Some(0.0)));
 }
+
+/// A --pairs line may give the answer it expects (a string or a number): each sample says
+/// whether the model gave it, the JSON records it, and the terminal and the page count the
+/// right ones and name the wrong ones. A line without one says nothing of it.
+#[test]
+fn expected_answers_are_marked_right_or_wrong() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = scratch("expected");
+    let image = root.join("examples/images/shapes-1.png");
+    let list = out.join("pairs.jsonl");
+    let lines = [
+        format!(
+            r#"{{"image": "{}", "question": "how many crosses are there?", "answer": 1}}"#,
+            s(&image)
+        ),
+        format!(
+            r#"{{"image": "{}", "question": "what shape is the blue object?", "answer": "elephant"}}"#,
+            s(&image)
+        ),
+        format!(
+            r#"{{"image": "{}", "question": "is there a green triangle?"}}"#,
+            s(&image)
+        ),
+    ];
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&root.join("models/vilt-synth")),
+        "--pairs",
+        s(&list),
+        "--method",
+        "raw-attn",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let records = records(&out);
+    assert_eq!(
+        records[0]["answer"], "1",
+        "the bundled ViLT counts the one cross"
+    );
+    assert_eq!(records[0]["expected_answer"], "1");
+    assert_eq!(records[0]["correct"], true);
+    assert_eq!(records[1]["expected_answer"], "elephant");
+    assert_eq!(records[1]["correct"], false);
+    assert!(records[2].get("expected_answer").is_none());
+    assert!(records[2].get("correct").is_none());
+    let sample_line = |i: usize| {
+        let start = format!("sample {i}:");
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(sample_line(0).contains("expected: 1 (right)"), "{stdout}");
+    assert!(
+        sample_line(1).contains("expected: elephant (wrong)"),
+        "{stdout}"
+    );
+    assert!(!sample_line(2).contains("expected"), "{stdout}");
+    assert!(
+        stdout.contains("answers as expected: 1 of 2 (wrong: sample 1)"),
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(page.contains("answers as expected: 1 of 2"));
+}

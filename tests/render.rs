@@ -333,6 +333,7 @@ fn pair() -> HtmlPair {
         score: 23.125,
         probability: Some(0.875),
         top_answers: Vec::new(),
+        expected: None,
         sheet_file: Some("sheet_0.png".into()),
         methods: vec![HtmlMethod {
             name: "dsmi-grad".into(),
@@ -357,6 +358,27 @@ fn html_escapes_everything() {
     assert!(html.contains("src=\"overlay &quot;0&quot;.png\""));
     // No script and nothing fetched: the only URLs are the two relative image files.
     assert!(!html.contains("<script") && !html.contains("http"));
+}
+
+/// Each pair says what it expected and whether the model gave it; the page counts them and
+/// links the wrong ones. Without expected answers it says nothing of them.
+#[test]
+fn html_marks_answers_against_the_expected_ones() {
+    let right = HtmlPair {
+        expected: Some(("2".into(), true)),
+        ..pair()
+    };
+    let wrong = HtmlPair {
+        expected: Some(("<yes>".into(), false)),
+        ..pair()
+    };
+    let html = page("t", &[right, wrong, pair()]);
+    assert!(html.contains("answers as expected: 1 of 2"), "{html}");
+    assert!(html.contains("<span class=\"wrong\">wrong:</span> <a href=\"#sample-1\">sample 1</a>"));
+    assert!(html.contains("&middot; expected: 2 (right)"));
+    assert!(html.contains("<span class=\"wrong\">expected: &lt;yes&gt; (wrong)</span>"));
+    let plain = page("t", &[pair()]);
+    assert!(!plain.contains("expected"), "{plain}");
 }
 
 #[test]
@@ -550,6 +572,7 @@ fn write_example_outputs() {
         score: 23.1,
         probability: Some(0.87),
         top_answers: Vec::new(),
+        expected: None,
         methods,
         sheet_file: Some("sheet.png".into()),
     }];

@@ -15,6 +15,7 @@ use crate::cli::positive;
 use crate::cli::progress::{Advance, Progress, Task};
 use clap::Args;
 use fiedler::backend::Backend;
+use fiedler::eval::answers::clean;
 use fiedler::explain::{Explanation, Method, MethodOptions};
 use fiedler::input::regions::is_obj36_tsv;
 use fiedler::linalg::{GraphOptions, Solver};
@@ -108,6 +109,9 @@ struct PairLine {
     image: PathBuf,
     #[serde(alias = "question")]
     text: String,
+    /// The answer a VQA model should give, shown beside the one it gave.
+    #[serde(default, deserialize_with = "string_or_number")]
+    answer: Option<String>,
 }
 
 /// One explained sample, whatever the family.
@@ -125,11 +129,34 @@ struct Sample {
     score_line: String,
     probability: Option<f32>,
     answer: Option<String>,
+    /// The answer a `--pairs` line expects, and whether `answer` is it.
+    expected: Option<Expected>,
     /// What the maps explain where that is not `answer` (a VQA `--target` other than the
     /// prediction).
     explained: Option<String>,
     top_answers: Vec<(String, f32)>,
     explanations: Vec<Explanation>,
+}
+
+/// The answer a `--pairs` line expects of a VQA model.
+struct Expected {
+    answer: String,
+    /// Whether the model's answer is it, once both are cleaned as VQA accuracy cleans them
+    /// (punctuation, number words, articles).
+    correct: bool,
+}
+
+impl Expected {
+    fn new(answer: String, given: &str) -> Self {
+        let correct = clean(&answer) == clean(given);
+        Self { answer, correct }
+    }
+
+    /// "expected: cross (right)".
+    fn describe(&self) -> String {
+        let verdict = if self.correct { "right" } else { "wrong" };
+        format!("expected: {} ({verdict})", self.answer)
+    }
 }
 
 /// One object of explanations.json: one sample, one method.
@@ -145,6 +172,12 @@ struct Record<'a> {
     probability: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     answer: Option<&'a str>,
+    /// The answer the `--pairs` line expects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_answer: Option<&'a str>,
+    /// Whether `answer` is the expected one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correct: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     top_answers: Vec<TopAnswer<'a>>,
     text_tokens: &'a [String],
@@ -220,7 +253,8 @@ fn pairs_line(path: &Path, index: usize) -> Option<usize> {
     line
 }
 
-fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
+/// The pairs of a --pairs file, each with the answer its line expects.
+fn read_pairs(path: &Path) -> anyhow::Result<Vec<(PairRequest, Option<String>)>> {
     let (base, lines) = pair_lines::<PairLine>(
         path,
         r#"{"image": PATH, "text": "..."} ("question" may stand for "text", not beside it)"#,
@@ -232,25 +266,30 @@ fn read_pairs(path: &Path) -> anyhow::Result<Vec<PairRequest>> {
             let image = base.join(p.image);
             check_file(&image, "image").with_context(at)?;
             check_text(&p.text).with_context(at)?;
-            Ok(PairRequest {
+            let request = PairRequest {
                 image,
                 text: p.text,
-            })
+            };
+            Ok((request, p.answer))
         })
         .collect()
 }
 
-fn requests(args: &ExplainArgs) -> anyhow::Result<Vec<PairRequest>> {
+/// The pairs to explain, each with the answer its `--pairs` line expects.
+fn requests(args: &ExplainArgs) -> anyhow::Result<(Vec<PairRequest>, Vec<Option<String>>)> {
     match (&args.pairs, &args.image) {
-        (Some(file), _) => read_pairs(file),
+        (Some(file), _) => Ok(read_pairs(file)?.into_iter().unzip()),
         (None, Some(image)) => Ok(args
             .texts
             .iter()
-            .map(|t| PairRequest {
-                image: image.clone(),
-                text: t.clone(),
+            .map(|t| {
+                let request = PairRequest {
+                    image: image.clone(),
+                    text: t.clone(),
+                };
+                (request, None)
             })
-            .collect()),
+            .unzip()),
         (None, None) => bail!("{WHAT_TO_EXPLAIN}"),
     }
 }
@@ -277,8 +316,9 @@ fn check_text(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An image id as a `--pairs` line may give it: a string, or a number (COCO ids are).
-fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// A value a `--pairs` line may give as a string or a number: an image id (COCO ids are
+/// numbers), an answer ("2").
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Id {
@@ -295,17 +335,23 @@ fn id_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D
 #[derive(Deserialize)]
 struct RegionLine {
     regions: PathBuf,
-    #[serde(default, deserialize_with = "id_string")]
+    #[serde(default, deserialize_with = "string_or_number")]
     image_id: Option<String>,
     /// An image to draw the regions on.
     #[serde(default)]
     image: Option<PathBuf>,
     #[serde(alias = "text")]
     question: String,
+    /// The answer the model should give, shown beside the one it gave.
+    #[serde(default, deserialize_with = "string_or_number")]
+    answer: Option<String>,
 }
 
-/// LXMERT requests, each with the image to draw on (if any).
-fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<(RegionRequest, Option<PathBuf>)>> {
+/// An LXMERT request, the image to draw it on (if any) and the answer its line expects.
+type RegionSample = (RegionRequest, Option<PathBuf>, Option<String>);
+
+/// LXMERT requests, each with the image to draw on (if any) and the answer it expects.
+fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<RegionSample>> {
     if let Some(path) = &args.pairs {
         let (base, lines) = pair_lines::<RegionLine>(
             path,
@@ -340,7 +386,7 @@ fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<(RegionRequest, Opt
                     image_id: l.image_id,
                     question: l.question,
                 };
-                Ok((request, image))
+                Ok((request, image, l.answer))
             })
             .collect();
     }
@@ -356,7 +402,7 @@ fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<(RegionRequest, Opt
                 image_id: args.image_id.clone(),
                 question: q.clone(),
             };
-            (request, args.image.clone())
+            (request, args.image.clone(), None)
         })
         .collect())
 }
@@ -367,6 +413,7 @@ fn question_sample(
     r: QuestionResult,
     image: Option<PathBuf>,
     boxes: Option<Vec<[f32; 4]>>,
+    expected: Option<String>,
     explained: Option<String>,
 ) -> Sample {
     let answers: Vec<String> = r
@@ -374,7 +421,12 @@ fn question_sample(
         .iter()
         .map(|(a, p)| format!("{a} ({p:.2})"))
         .collect();
-    let mut score_line = format!("answer: {}   top: {}", r.answer, answers.join(", "));
+    let expected = expected.map(|a| Expected::new(a, &r.answer));
+    let mut score_line = format!("answer: {}", r.answer);
+    if let Some(e) = &expected {
+        score_line.push_str(&format!("   {}", e.describe()));
+    }
+    score_line.push_str(&format!("   top: {}", answers.join(", ")));
     if let Some(e) = &explained {
         score_line.push_str(&format!("   explained: {e}"));
     }
@@ -388,6 +440,7 @@ fn question_sample(
         truncated: r.truncated,
         probability: r.probability,
         answer: Some(r.answer),
+        expected,
         explained,
         top_answers: r.top_answers,
         explanations: r.explanations,
@@ -586,7 +639,13 @@ fn explain_on<B: Backend>(
     Ok(match family {
         ModelFamily::Clip => {
             let session = ClipSession::open_on(be, model_dir)?;
-            let results = session.explain(&requests(args)?, methods, opts, args.batch, progress)?;
+            let (requests, expected) = requests(args)?;
+            if expected.iter().any(Option::is_some) {
+                eprintln!(
+                    "warning: CLIP gives no answer: the --pairs lines' \"answer\" fields are not used"
+                );
+            }
+            let results = session.explain(&requests, methods, opts, args.batch, progress)?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .map(|r| Sample {
@@ -605,6 +664,7 @@ fn explain_on<B: Backend>(
                     truncated: r.truncated,
                     probability: r.probability,
                     answer: None,
+                    expected: None,
                     explained: None,
                     top_answers: Vec::new(),
                     explanations: r.explanations,
@@ -618,21 +678,16 @@ fn explain_on<B: Backend>(
             let session = ViltSession::open_on(be, model_dir)?;
             let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
             let explained = target.explained(&session.model().config.id2label);
+            let (requests, expected) = requests(args)?;
             let results = session
-                .explain(
-                    &requests(args)?,
-                    methods,
-                    opts,
-                    &target,
-                    args.batch,
-                    progress,
-                )
+                .explain(&requests, methods, opts, &target, args.batch, progress)
                 .map_err(|e| at_pairs_line(e, args))?;
             let samples: Vec<Sample> = results
                 .into_iter()
-                .map(|r| {
+                .zip(expected)
+                .map(|(r, expected)| {
                     let image = Some(r.image.clone());
-                    question_sample(r, image, None, explained.clone())
+                    question_sample(r, image, None, expected, explained.clone())
                 })
                 .collect();
             let displayed =
@@ -647,7 +702,14 @@ fn explain_on<B: Backend>(
             let session = LxmertSession::open_on(be, model_dir, args.answers.as_deref())?;
             let target = AnswerTarget::parse(&args.target, session.answers())?;
             let explained = target.explained(session.answers());
-            let (requests, images): (Vec<_>, Vec<_>) = region_requests(args)?.into_iter().unzip();
+            let mut requests = Vec::new();
+            let mut images = Vec::new();
+            let mut expected = Vec::new();
+            for (request, image, answer) in region_requests(args)? {
+                requests.push(request);
+                images.push(image);
+                expected.push(answer);
+            }
             // Only drawn on, so read before the work: a bad image must not cost a whole run.
             let displayed = display_images(images.iter().flatten(), |p| Ok(whole_image(p)?))?;
             let results = session
@@ -655,14 +717,14 @@ fn explain_on<B: Backend>(
                 .map_err(|e| at_pairs_line(e, args))?;
             let samples: Vec<Sample> = results
                 .into_iter()
-                .zip(images)
-                .map(|((r, regions), image)| {
+                .zip(images.into_iter().zip(expected))
+                .map(|((r, regions), (image, expected))| {
                     let boxes = regions
                         .boxes
                         .chunks_exact(4)
                         .map(|b| [b[0], b[1], b[2], b[3]])
                         .collect();
-                    question_sample(r, image, Some(boxes), explained.clone())
+                    question_sample(r, image, Some(boxes), expected, explained.clone())
                 })
                 .collect();
             (samples, displayed, target.name(session.answers()))
@@ -749,7 +811,35 @@ fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()
             }
         }
     }
+    if let Some(line) = expected_summary(samples) {
+        writeln!(out, "{line}")?;
+    }
     Ok(())
+}
+
+/// "answers as expected: 17 of 19 (wrong: samples 8, 12)", where the inputs expected answers.
+fn expected_summary(samples: &[Sample]) -> Option<String> {
+    let expecting: Vec<(usize, bool)> = samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.expected.as_ref().map(|e| (i, e.correct)))
+        .collect();
+    if expecting.is_empty() {
+        return None;
+    }
+    let right = expecting.iter().filter(|(_, c)| *c).count();
+    let wrong: Vec<String> = expecting
+        .iter()
+        .filter(|(_, c)| !c)
+        .map(|(i, _)| i.to_string())
+        .collect();
+    let mut line = format!("answers as expected: {right} of {}", expecting.len());
+    match wrong.len() {
+        0 => {}
+        1 => line.push_str(&format!(" (wrong: sample {})", wrong[0])),
+        _ => line.push_str(&format!(" (wrong: samples {})", wrong.join(", "))),
+    }
+    Some(line)
 }
 
 /// The strongest regions of an LXMERT map in words, when there is no image to draw the map
@@ -830,6 +920,8 @@ fn write_outputs(
                 score: e.score,
                 probability: s.probability,
                 answer: s.answer.as_deref(),
+                expected_answer: s.expected.as_ref().map(|e| e.answer.as_str()),
+                correct: s.expected.as_ref().map(|e| e.correct),
                 top_answers: s
                     .top_answers
                     .iter()
@@ -879,6 +971,7 @@ fn write_outputs(
             score: s.explanations.first().map_or(f32::NAN, |e| e.score),
             probability: s.probability,
             top_answers: s.top_answers.clone(),
+            expected: s.expected.as_ref().map(|e| (e.answer.clone(), e.correct)),
             methods: html_methods,
             sheet_file,
         });

@@ -39,6 +39,8 @@ pub struct HtmlPair {
     pub probability: Option<f32>,
     /// A VQA model's best answers with their probabilities, best first.
     pub top_answers: Vec<(String, f32)>,
+    /// The answer the input expected of a VQA model, and whether the model gave it.
+    pub expected: Option<(String, bool)>,
     pub methods: Vec<HtmlMethod>,
     /// The comparison sheet PNG, relative to the page.
     pub sheet_file: Option<String>,
@@ -87,9 +89,42 @@ h1{font-size:1.4em;margin:0 0 12px}
 .tok{padding:2px 4px;border-radius:3px;font-family:ui-monospace,monospace;white-space:pre}
 .tok.off{color:#999;background:#f2f2f2}
 .note{color:#8a5a00;font-size:.9em;margin:0 0 8px}
+.wrong{color:#b00020;font-weight:600}
 .regions{font-size:.9em;margin:0 0 8px}
 .overlay{display:block}
 ";
+
+/// How many pairs got the answer they expected, with links to the others; empty when no
+/// pair expects one.
+fn expected_summary(pairs: &[HtmlPair]) -> String {
+    let expecting: Vec<(usize, bool)> = pairs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.expected.as_ref().map(|(_, correct)| (i, *correct)))
+        .collect();
+    if expecting.is_empty() {
+        return String::new();
+    }
+    let right = expecting.iter().filter(|(_, c)| *c).count();
+    let mut out = format!(
+        "<p class=\"score\">answers as expected: {right} of {}",
+        expecting.len()
+    );
+    let wrong: Vec<String> = expecting
+        .iter()
+        .filter(|(_, c)| !c)
+        .map(|(i, _)| format!("<a href=\"#sample-{i}\">sample {i}</a>"))
+        .collect();
+    if !wrong.is_empty() {
+        let _ = write!(
+            out,
+            " &middot; <span class=\"wrong\">wrong:</span> {}",
+            wrong.join(", ")
+        );
+    }
+    out.push_str("</p>\n");
+    out
+}
 
 fn legend() -> String {
     let stops: Vec<String> = STOPS.iter().map(|&s| hex(s)).collect();
@@ -172,6 +207,7 @@ pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
          <title>{title}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
     );
     out.push_str(&legend());
+    out.push_str(&expected_summary(pairs));
     for (i, pair) in pairs.iter().enumerate() {
         // Numbered as the terminal numbers the samples, with an anchor (#sample-7) to link.
         let _ = writeln!(out, "<section class=\"pair\" id=\"sample-{i}\">");
@@ -199,6 +235,16 @@ pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
                 .map(|(a, p)| format!("{} {:.1}%", escape(a), 100.0 * p))
                 .collect();
             let _ = write!(out, " &middot; top answers: {}", answers.join(", "));
+        }
+        if let Some((answer, correct)) = &pair.expected {
+            let _ = match correct {
+                true => write!(out, " &middot; expected: {} (right)", escape(answer)),
+                false => write!(
+                    out,
+                    " &middot; <span class=\"wrong\">expected: {} (wrong)</span>",
+                    escape(answer)
+                ),
+            };
         }
         out.push_str("</p>\n");
         if let Some(file) = &pair.sheet_file {
