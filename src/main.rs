@@ -47,6 +47,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Ctrl-C stopped the work with what was done saved: said as such, not as an error.
+        Err(e) if e.is::<cli::interrupt::Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {}", message(&e));
             ExitCode::FAILURE

@@ -393,6 +393,68 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     assert!(!stdout.contains("unfinished") && !md.contains("unfinished"));
 }
 
+/// Ctrl-C stops a run once the batch in hand is written: the process says how far it got and
+/// exits with 130, the report covers the samples done and says the run stopped, and the same
+/// command then finishes it with the uninterrupted run's records.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_after_the_batch_in_hand_with_a_report() {
+    let dir = scratch("ctrl-c");
+    let full = dir.join("full/results.jsonl");
+    run_ok(&lxmert_args(&full, "1"));
+    let total = lines(&full);
+
+    let part = dir.join("part/results.jsonl");
+    let mut stopped = None;
+    for threshold in [20, 6, 3] {
+        let _ = std::fs::remove_dir_all(part.parent().unwrap());
+        let child = fiedler()
+            .args(lxmert_args(&part, "1"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while lines(&part) < threshold && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // SAFETY: sends SIGINT to the child, which has not been waited for yet.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        if out.status.code() == Some(130) {
+            stopped = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            break;
+        }
+    }
+    let stderr = stopped.expect("the run always finished before Ctrl-C reached it");
+    assert!(
+        stderr.contains("stopping once the batch in hand is written"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("of 7 samples: the report covers them, and the same command goes on"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("error"), "{stderr}");
+    // Whole records only, and no end mark: the report says the run stopped.
+    let text = std::fs::read_to_string(&part).unwrap();
+    assert!(text.ends_with('\n') && !text.contains(r#""kind":"finished""#));
+    assert!(lines(&part) < total);
+    let md = std::fs::read_to_string(part.with_file_name("report.md")).unwrap();
+    assert!(md.contains("stopped before it ended"), "{md}");
+
+    run_ok(&lxmert_args(&part, "1"));
+    let records = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains(r#""kind":"started""#) && !l.contains(r#""kind":"finished""#))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(records(&part), records(&full));
+}
+
 #[test]
 fn failing_samples_are_logged_counted_and_strict_stops() {
     let dir = scratch("failing");

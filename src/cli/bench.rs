@@ -4,6 +4,7 @@
 //! benches (`cargo bench`) cover the ops; this covers the whole job a user runs.
 
 use std::cell::Cell;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use crate::cli::device::{open, with_backend, Device, Opened, Precision};
@@ -478,7 +479,8 @@ fn run_eval<B: Backend>(
             inputs: Cell::new(0),
         };
         let start = Instant::now();
-        eval_run(
+        // Its progress never stops the run.
+        let _ = eval_run(
             &counted,
             &refs,
             input,
@@ -486,7 +488,7 @@ fn run_eval<B: Backend>(
             None,
             &Done::default(),
             &mut writer,
-            |_| {},
+            |_| ControlFlow::Continue(()),
         )?;
         let seconds = start.elapsed().as_secs_f64();
         let tests = (n * methods.len() * TESTS.len()) as f64;

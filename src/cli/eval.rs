@@ -4,6 +4,7 @@
 //! `fiedler eval report RESULTS.jsonl` rebuilds the report from a results file alone.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
@@ -29,6 +30,7 @@ use fiedler::model::ModelFamily;
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
+use crate::cli::interrupt::{Interrupted, StopOnInterrupt};
 use crate::cli::progress::{Advance, Progress, Task};
 use crate::cli::{counted, positive};
 
@@ -785,7 +787,9 @@ fn evaluate<M: EvalModel>(
     progress.route_warnings();
     progress.set_message(tally.summary(&header.steps));
     let mut failed = 0usize;
-    run(
+    let mut done_now = done_before;
+    let interrupt = StopOnInterrupt::install();
+    let flow = run(
         model,
         questions,
         prepare,
@@ -806,11 +810,20 @@ fn evaluate<M: EvalModel>(
                 evaluated: chunk.questions - chunk.earlier - failed,
                 failed,
             });
+            done_now += chunk.questions - chunk.earlier;
+            match interrupt.requested() && done_now < questions.len() {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
         },
     )?;
-    if marked {
+    drop(interrupt);
+    let stopped = flow.is_break();
+    if marked && !stopped {
         writer.append(&Line::Finished(mark))?;
     }
+    // Closed before the report reads the file, which then tells a stopped run from a running one.
+    drop(writer);
     progress.finish();
     if failed > 0 {
         eprintln!(
@@ -829,6 +842,13 @@ fn evaluate<M: EvalModel>(
         )?;
     }
     publish(&report, results, None)?;
+    if stopped {
+        return Err(Interrupted(format!(
+            "stopped after {done_now} of {} samples: the report covers them, and the same command goes on from there",
+            questions.len()
+        ))
+        .into());
+    }
     if failed > 0 && failed == questions.len() {
         // Nothing was evaluated: a failure for scripts too, not only a line on stderr.
         bail!("every sample failed ({failed}); the errors are listed above");

@@ -22,6 +22,7 @@ pub mod device;
 pub mod eval;
 pub mod explain;
 pub mod inspect;
+pub mod interrupt;
 pub mod memory;
 pub mod pipe;
 pub mod progress;

@@ -13,6 +13,7 @@
 //! numbers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::ControlFlow;
 
 use crate::eval::dataset::Question;
 use crate::eval::protocol::{check_steps, keep_count, kept_image, kept_text, Modality, Test};
@@ -114,7 +115,8 @@ pub fn check_plan<M: EvalModel>(model: &M, plan: &Plan) -> Result<(), EvalError>
 }
 
 /// Runs `plan` over `questions`, skipping records in `done`, appending to `writer`; with
-/// `truth`, also scores every explanation against ground truth.
+/// `truth`, also scores every explanation against ground truth. After each chunk,
+/// `progress` says whether to go on; `Break` when it stopped the run.
 #[allow(clippy::too_many_arguments)]
 pub fn run<M: EvalModel>(
     model: &M,
@@ -124,8 +126,8 @@ pub fn run<M: EvalModel>(
     truth: Option<&Scorer<'_>>,
     done: &Done,
     writer: &mut ResultsWriter,
-    mut progress: impl FnMut(ChunkDone<'_>),
-) -> Result<(), EvalError> {
+    mut progress: impl FnMut(ChunkDone<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, EvalError> {
     check_plan(model, plan)?;
     for chunk in questions.chunks(plan.batch) {
         let earlier = chunk
@@ -133,13 +135,16 @@ pub fn run<M: EvalModel>(
             .filter(|q| sample_done(q, plan, truth.is_some(), done))
             .count();
         if earlier == chunk.len() {
-            progress(ChunkDone {
+            let done = ChunkDone {
                 questions: chunk.len(),
                 earlier,
                 written: &[],
                 ground_truth: &[],
                 failures: &[],
-            });
+            };
+            if progress(done).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
             continue;
         }
         let outcome = run_chunk(model, chunk, &prepare, plan, truth)?;
@@ -170,15 +175,18 @@ pub fn run<M: EvalModel>(
         for failure in &outcome.failures {
             writer.append(&Line::Failure(failure.clone()))?;
         }
-        progress(ChunkDone {
+        let done = ChunkDone {
             questions: chunk.len(),
             earlier,
             written: &written,
             ground_truth: &scored,
             failures: &outcome.failures,
-        });
+        };
+        if progress(done).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
     }
-    Ok(())
+    Ok(ControlFlow::Continue(()))
 }
 
 /// Whether `done` lacks this perturbation record.
