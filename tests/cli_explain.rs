@@ -1320,18 +1320,19 @@ fn lxmert_without_an_image_lists_its_strongest_regions() {
 }
 
 /// A tab or line break inside a text is shown escaped on the terminal's sample line (raw, it
-/// broke the layout), while explanations.json keeps the text as given.
+/// broke the layout), as is a bidirectional control (raw, it reorders the line), while
+/// explanations.json keeps the text as given.
 #[test]
 fn control_characters_in_a_text_are_escaped_on_the_terminal() {
     let out = scratch("control-chars");
-    let text = "a photo\tof a\ncat";
+    let text = "a photo\tof a\ncat\u{202e}god";
     let run = clip_catdog(&[text], "rollout", &out)
         .output()
         .expect("binary runs");
     assert!(run.status.success(), "{}", stderr(&run));
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     let line = stdout.lines().next().unwrap();
-    assert!(line.contains(r#""a photo\tof a\ncat""#), "{line}");
+    assert!(line.contains(r#""a photo\tof a\ncat\u{202e}god""#), "{line}");
     assert_eq!(records(&out)[0]["text"], text);
 }
 

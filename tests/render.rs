@@ -356,6 +356,13 @@ fn html_escapes_everything() {
     assert!(html.contains("cat &amp; dog.png"));
     assert!(html.contains("&lt;cat&gt;") && html.contains("&#39;s"));
     assert!(html.contains("src=\"overlay &quot;0&quot;.png\""));
+    // A text that reverses what follows it on the page is shown with the escape instead.
+    let spoof = HtmlPair {
+        text: "cat\u{202e}gnp.exe".into(),
+        ..pair()
+    };
+    let html_spoof = page("t", &[spoof]);
+    assert!(html_spoof.contains("cat\\u{202e}gnp.exe") && !html_spoof.contains('\u{202e}'));
     // No script and nothing fetched: the only URLs are the two relative image files.
     assert!(!html.contains("<script") && !html.contains("http"));
 }
@@ -463,18 +470,20 @@ fn terminal_plain_is_exact() {
 
 #[test]
 fn terminal_colour_has_escapes_and_tokens() {
-    let tokens = strings(&["<s>", "low", "high", "bad\x1b[2J"]);
+    let tokens = strings(&["<s>", "low", "high", "bad\x1b[2J", "\u{202e}gnp"]);
     let out = highlight(
         &tokens,
-        &[0.0, -1.0, 1.0, 0.0],
-        &[false, true, true, true],
+        &[0.0, -1.0, 1.0, 0.0, 0.0],
+        &[false, true, true, true, true],
         true,
     );
     assert!(out.contains("\x1b[48;2;68;1;84m\x1b[38;2;255;255;255mlow\x1b[0m"));
     assert!(out.contains("\x1b[48;2;253;231;37m\x1b[38;2;0;0;0mhigh\x1b[0m"));
     assert!(out.contains("\x1b[90m<s>\x1b[0m"));
-    // A control character inside a token is shown, not obeyed.
+    // A control character inside a token is shown, not obeyed; so is one that reverses the
+    // text after it.
     assert!(out.contains("bad?[2J") && !out.contains("\x1b[2J"));
+    assert!(out.contains("?gnp") && !out.contains('\u{202e}'));
 }
 
 #[test]

@@ -756,9 +756,10 @@ fn display_images<'a>(
 const SHOWN_CHARS: usize = 120;
 
 /// A text as its sample line shows it, quoted: tabs and line breaks as \t, \n (raw, they
-/// would break the layout), and a long text cut with "…" and its length.
+/// would break the layout), bidirectional controls as \u{202e} (raw, they would reorder it),
+/// and a long text cut with "…" and its length.
 fn shown_text(text: &str) -> String {
-    let escaped = |c: char| match c.is_control() {
+    let escaped = |c: char| match c.is_control() || render::is_bidi_control(c) {
         true => c.escape_default().to_string(),
         false => c.to_string(),
     };

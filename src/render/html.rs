@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::colormap::{hex, text_color, viridis, STOPS};
-use super::{flat_value, token_label, token_levels};
+use super::{flat_value, is_bidi_control, token_label, token_levels};
 
 /// One method's explanation of one pair.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,8 @@ pub struct HtmlPair {
     pub sheet_file: Option<String>,
 }
 
-/// `text` safe inside HTML elements and quoted attribute values.
+/// `text` safe inside HTML elements and quoted attribute values; a bidirectional control,
+/// which would reorder what follows it on the page, is shown as its escape (`\u{202e}`).
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -56,6 +57,7 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            c if is_bidi_control(c) => out.extend(c.escape_unicode()),
             _ => out.push(c),
         }
     }

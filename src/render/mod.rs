@@ -68,6 +68,12 @@ pub fn flat_value(n_tokens: usize, relevance: &[f32], scored: &[bool]) -> Option
 /// Drawn as nothing, its relevance would have no place on the line.
 pub const PARTIAL_TOKEN: &str = "·";
 
+/// Whether `c` reorders the text around it (Unicode's bidirectional controls): shown raw, a
+/// text or token holding one would display in another order than the model read it.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// A token as the terminal and the page show it (see [`PARTIAL_TOKEN`]).
 pub fn token_label(token: &str) -> &str {
     if token.is_empty() {

@@ -4,18 +4,22 @@
 use std::fmt::Write;
 
 use super::colormap::{text_color, viridis};
-use super::{flat_value, token_label, token_levels};
+use super::{flat_value, is_bidi_control, token_label, token_levels};
 
 const RESET: &str = "\x1b[0m";
 /// Bright black: unscored tokens recede, as they do in the HTML view.
 const GREY: &str = "\x1b[90m";
 
 /// Control characters in a token (an escape in user text, say) would drive the terminal
-/// instead of being shown; they are printed as '?'.
+/// instead of being shown, and bidirectional controls reorder what follows; they are printed
+/// as '?'.
 fn printable(token: &str) -> String {
     token
         .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| match c.is_control() || is_bidi_control(c) {
+            true => '?',
+            false => c,
+        })
         .collect()
 }
 
