@@ -1332,7 +1332,10 @@ fn control_characters_in_a_text_are_escaped_on_the_terminal() {
     assert!(run.status.success(), "{}", stderr(&run));
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     let line = stdout.lines().next().unwrap();
-    assert!(line.contains(r#""a photo\tof a\ncat\u{202e}god""#), "{line}");
+    assert!(
+        line.contains(r#""a photo\tof a\ncat\u{202e}god""#),
+        "{line}"
+    );
     assert_eq!(records(&out)[0]["text"], text);
 }
 

@@ -19,7 +19,7 @@ use std::ops::Range;
 use cudarc::cublas::result::dgemm_strided_batched;
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute};
-use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 use rayon::prelude::*;
 
 use super::{device_error, int, profile, Cuda};
@@ -491,10 +491,7 @@ impl Cuda {
                     // Which feature it was: one row back to the host.
                     let row = nodes[k];
                     let at = (first + row) * dim;
-                    let values = self
-                        .stream
-                        .clone_dtoh(&features.slice(at..at + dim))
-                        .map_err(|e| device_error(OP, "device-to-host copy", e))?;
+                    let values = self.host_now(OP, &features.slice(at..at + dim))?;
                     match values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                         Some((col, &value)) => {
                             Err(SpectralError::NonFiniteFeature { row, col, value })
@@ -512,6 +509,22 @@ impl Cuda {
             });
         }
         Ok((out, stages))
+    }
+
+    /// `src` on the host, once the copy has landed: cudarc enqueues copies into pageable host
+    /// memory without waiting for them, so the stream is synchronised before the values are
+    /// read. (The CUDA emulator copies at once, so its tests cannot tell.)
+    fn host_now<T: DeviceRepr, S: DevicePtr<T>>(
+        &self,
+        op: &'static str,
+        src: &S,
+    ) -> Result<Vec<T>> {
+        let host = self
+            .stream
+            .clone_dtoh(src)
+            .map_err(|e| device_error(op, "device-to-host copy", e))?;
+        self.synchronize()?;
+        Ok(host)
     }
 
     /// The kernel that solves graphs of n nodes, and the dynamic shared memory it needs.
@@ -670,15 +683,14 @@ impl Cuda {
             .stream
             .clone_dtoh(&nonfinite.slice(total..))
             .map_err(host)?;
+        // The copies have landed only once the stream is done (see `host_now`).
+        self.synchronize()?;
         // The per-node flags cross only when a row was flagged: rarely, and then to name it.
         let nonfinite = if flagged[0] > 0 {
-            self.stream
-                .clone_dtoh(&nonfinite.slice(..total))
-                .map_err(host)?
+            self.host_now(op, &nonfinite.slice(..total))?
         } else {
             Vec::new()
         };
-        self.synchronize()?;
         let stat = |row: usize, b: usize| stats[row * blocks + b];
         let defined = |v: f64| (!v.is_nan()).then_some(v);
         let mut solved = unsolved(graphs);
