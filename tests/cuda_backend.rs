@@ -1570,10 +1570,10 @@ fn out_of_device_memory_names_the_batch() {
 }
 
 /// The emulator's own checks, on its self-test kernels (tests/cuda_emulator/selftest.cu):
-/// threads and blocks arrive in a shuffled order, and a barrier that half a warp waits at
-/// while the other half waits at a shuffle fails the launch instead of hanging (the emulator
-/// prints what it found, "threads wait at different barriers", on stderr), and so does a
-/// launch shape beyond a GPU's limits.
+/// threads and blocks arrive in a shuffled order, a copy to the host lands only at a
+/// synchronisation, and a barrier that half a warp waits at while the other half waits at a
+/// shuffle fails the launch instead of hanging (the emulator prints what it found, "threads
+/// wait at different barriers", on stderr), and so does a launch shape beyond a GPU's limits.
 #[test]
 fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
     use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
@@ -1606,7 +1606,14 @@ fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
             .launch(cfg)
     }
     .unwrap();
+    // A copy to the host lands when the stream is synchronised, as a GPU's may: until then
+    // the emulator leaves 0xFF bytes there, so a read that does not wait sees them.
     let order = stream.clone_dtoh(&order).unwrap();
+    assert!(
+        order.iter().all(|&v| v == -1),
+        "landed before the stream was synchronised"
+    );
+    stream.synchronize().unwrap();
     let in_order: Vec<i32> = (0..n as i32).collect();
     let mut sorted = order.clone();
     sorted.sort_unstable();
@@ -1881,6 +1888,7 @@ fn device_lanczos_survives_a_nearly_invariant_krylov_space() {
     }
     .unwrap();
     let out = stream.clone_dtoh(&out).unwrap();
+    stream.synchronize().unwrap();
     let (value, u) = (out[0], &out[2..]);
     let dot = |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
     assert!(

@@ -1,6 +1,8 @@
 // libcuda.so for a machine without a GPU: the part of the CUDA driver API that fiedler's
 // backend (through cudarc) calls, with "device" memory in host memory and every launch, copy
-// and memset done at once on the calling thread, so a stream is always idle. Kernels are
+// and memset done at once on the calling thread, except that an asynchronous copy to the host
+// lands only when a stream, event or the context is synchronised (as a GPU's may), the host
+// bytes holding 0xFF (NaN) until then. Kernels are
 // found by name among the emulated ones (runtime.cpp), whatever image a module is loaded
 // from; device memory is emulated in memory.cpp. Calls outside this subset are absent: cudarc then panics naming the symbol, which
 // the backend turns into an error.
@@ -11,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "memory.h"
 #include "runtime.h"
@@ -75,6 +78,32 @@ struct Event {
 };
 
 void* addr(DevicePtr p) { return reinterpret_cast<void*>(p); }
+
+// Asynchronous copies to the host, not landed yet: each its destination and the source's
+// bytes as they were when the copy was enqueued (in stream order, later work on the source
+// does not reach it). A read of the destination before a synchronisation sees 0xFF bytes.
+struct PendingCopy {
+    void* dst;
+    std::vector<unsigned char> bytes;
+};
+std::mutex pending_lock;
+std::vector<PendingCopy> pending;
+
+void defer_copy_to_host(void* dst, const void* src, size_t n) {
+    const auto* from = static_cast<const unsigned char*>(src);
+    PendingCopy copy{dst, std::vector<unsigned char>(from, from + n)};
+    std::memset(dst, 0xFF, n);
+    std::lock_guard<std::mutex> guard(pending_lock);
+    pending.push_back(std::move(copy));
+}
+
+// Every pending copy lands (fiedler runs one stream per context, so any synchronisation
+// covers them all).
+void land_copies() {
+    std::lock_guard<std::mutex> guard(pending_lock);
+    for (const auto& copy : pending) std::memcpy(copy.dst, copy.bytes.data(), copy.bytes.size());
+    pending.clear();
+}
 
 const char* error_name(int r) {
     switch (r) {
@@ -170,7 +199,10 @@ API int cuCtxGetDevice(int* device) {
     return SUCCESS;
 }
 
-API int cuCtxSynchronize() { return SUCCESS; }
+API int cuCtxSynchronize() {
+    land_copies();
+    return SUCCESS;
+}
 
 // Streams: work runs when enqueued, so there is never anything to wait for.
 
@@ -188,8 +220,16 @@ API int cuStreamDestroy_v2(void* stream) {
     return SUCCESS;
 }
 
-API int cuStreamSynchronize(void*) { return SUCCESS; }
-API int cuStreamQuery(void*) { return SUCCESS; }
+API int cuStreamSynchronize(void*) {
+    land_copies();
+    return SUCCESS;
+}
+
+// Idle, so its copies have landed.
+API int cuStreamQuery(void*) {
+    land_copies();
+    return SUCCESS;
+}
 API int cuStreamWaitEvent(void*, void*, unsigned) { return SUCCESS; }
 
 // Events time the host's work between two records.
@@ -213,8 +253,15 @@ API int cuEventRecordWithFlags(void* event, void* stream, unsigned) {
     return cuEventRecord(event, stream);
 }
 
-API int cuEventSynchronize(void*) { return SUCCESS; }
-API int cuEventQuery(void*) { return SUCCESS; }
+API int cuEventSynchronize(void*) {
+    land_copies();
+    return SUCCESS;
+}
+
+API int cuEventQuery(void*) {
+    land_copies();
+    return SUCCESS;
+}
 
 API int cuEventElapsedTime_v2(float* ms, void* start, void* end) {
     const auto d = static_cast<Event*>(end)->at - static_cast<Event*>(start)->at;
@@ -251,6 +298,7 @@ API int cuMemcpyHtoD_v2(DevicePtr dst, const void* src, size_t n) {
 
 API int cuMemcpyDtoH_v2(void* dst, DevicePtr src, size_t n) {
     emu::Doing doing("cuMemcpyDtoH");
+    land_copies();
     std::memcpy(dst, addr(src), n);
     return SUCCESS;
 }
@@ -266,7 +314,9 @@ API int cuMemcpyHtoDAsync_v2(DevicePtr dst, const void* src, size_t n, void*) {
 }
 
 API int cuMemcpyDtoHAsync_v2(void* dst, DevicePtr src, size_t n, void*) {
-    return cuMemcpyDtoH_v2(dst, src, n);
+    emu::Doing doing("cuMemcpyDtoHAsync");
+    defer_copy_to_host(dst, addr(src), n);
+    return SUCCESS;
 }
 
 API int cuMemcpyDtoDAsync_v2(DevicePtr dst, DevicePtr src, size_t n, void*) {
