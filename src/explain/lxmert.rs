@@ -16,6 +16,7 @@ use crate::explain::attention::{grad_cam_row, rollout_step};
 use crate::explain::matrix::Matrix;
 use crate::explain::readout::degenerate_graphs;
 use crate::explain::spectral::GradWeighting;
+use crate::explain::view::HeadMaps;
 use crate::explain::{
     check_gradients, check_relevance, spread_words, unused_start, ExplainError, Explanation,
     Method, MethodOptions,
@@ -38,42 +39,6 @@ struct Sample<'a> {
     /// The cross layers' image branches, first layer first: every layer's but, in a trace
     /// taken for the methods, the last's.
     images: Vec<&'a ImageBranchTrace<Vec<f32>>>,
-}
-
-/// An attention module's probabilities, gradients and LRP relevance at the probabilities,
-/// and the head means a reduced trace formed of them, borrowed from either record type.
-#[derive(Clone, Copy)]
-struct Module<'a> {
-    attention: &'a [f32],
-    /// `None` in a trace recorded without gradients: reads as 0.
-    grad: Option<&'a [f32]>,
-    /// `None` without an LRP pass.
-    relevance: Option<&'a [f32]>,
-    /// [batch, queries, keys] each (`LxmertTrace::into_host_for`; the per-head maps are
-    /// empty then, unless kept for Grad-CAM).
-    means: &'a [(HeadMean, Vec<f32>)],
-}
-
-impl<'a> From<&'a AttentionRecord<Vec<f32>>> for Module<'a> {
-    fn from(r: &'a AttentionRecord<Vec<f32>>) -> Self {
-        Self {
-            attention: &r.attention,
-            grad: r.attention_grad.as_deref(),
-            relevance: r.relevance.as_deref(),
-            means: &r.means,
-        }
-    }
-}
-
-impl<'a> From<&'a LayerTrace<Vec<f32>>> for Module<'a> {
-    fn from(r: &'a LayerTrace<Vec<f32>>) -> Self {
-        Self {
-            attention: &r.attention,
-            grad: r.attention_grad.as_deref(),
-            relevance: r.relevance.as_deref(),
-            means: &r.means,
-        }
-    }
 }
 
 /// What the relevance rules weight the gradient with (§C rule 5): the attention
@@ -116,36 +81,19 @@ impl<'a> Sample<'a> {
         }
     }
 
-    /// The head mean `kind` of a module whose queries run over `q` and keys over `k`: from
-    /// the means a reduced trace brought, else formed here from the per-head maps by
-    /// `cpu::head_mean`, so both give the same bits. explain_lxmert checked that the maps a
-    /// kind reads are there.
+    /// The head mean `kind` of a module whose queries run over `q` and keys over `k`
+    /// (`HeadMaps::sample_mean`). explain_lxmert checked that the maps a kind reads are there.
     fn head_mean<'m>(
         &self,
-        m: impl Into<Module<'m>>,
+        m: impl Into<HeadMaps<'m>>,
         q: Stream,
         k: Stream,
         kind: HeadMean,
     ) -> Matrix {
-        let m = m.into();
         let (qp, kp, qn, kn) = (self.padded(q), self.padded(k), self.real(q), self.real(k));
-        let entries = qp * kp;
-        let averaged;
-        let padded: &[f32] = match m.means.iter().find(|(k, _)| *k == kind) {
-            Some((_, mean)) => &mean[self.b * entries..(self.b + 1) * entries],
-            None => {
-                let x = if kind.reads_relevance() {
-                    m.relevance.unwrap_or_default()
-                } else {
-                    m.attention
-                };
-                let maps = self.maps(entries);
-                let mut mean = vec![0.0; entries];
-                let grad = m.grad.map(|g| &g[maps.clone()]);
-                cpu::head_mean(&mut mean, kind, &x[maps], grad, self.trace.heads, entries);
-                averaged = mean;
-                &averaged
-            }
+        let heads = self.trace.heads;
+        let Some(padded) = m.into().sample_mean(kind, heads, qp * kp, self.b) else {
+            return Matrix::zeros(qn, kn);
         };
         let mut out = Matrix::zeros(qn, kn);
         for (row, padded) in out
@@ -165,14 +113,14 @@ impl<'a> Sample<'a> {
     }
 
     /// Rule 5 of §C: Ā = mean_h((∇A ⊙ A)⁺).
-    fn rule5<'m>(&self, m: impl Into<Module<'m>>, q: Stream, k: Stream) -> Matrix {
+    fn rule5<'m>(&self, m: impl Into<HeadMaps<'m>>, q: Stream, k: Stream) -> Matrix {
         self.weighted_rule5(m, q, k, Weighting::Attention)
     }
 
     /// Rule 5 with A or the LRP relevance R_A: mean_h((∇A ⊙ X)⁺).
     fn weighted_rule5<'m>(
         &self,
-        m: impl Into<Module<'m>>,
+        m: impl Into<HeadMaps<'m>>,
         q: Stream,
         k: Stream,
         w: Weighting,
@@ -180,7 +128,7 @@ impl<'a> Sample<'a> {
         self.head_mean(m, q, k, w.rule5())
     }
 
-    fn mean_attention<'m>(&self, m: impl Into<Module<'m>>, q: Stream, k: Stream) -> Matrix {
+    fn mean_attention<'m>(&self, m: impl Into<HeadMaps<'m>>, q: Stream, k: Stream) -> Matrix {
         self.head_mean(m, q, k, HeadMean::Attention)
     }
 
@@ -291,8 +239,8 @@ fn transformer_attribution(s: &Sample) -> (Vec<f32>, Vec<f32>) {
     let text_layers = tr
         .lang
         .iter()
-        .map(Module::from)
-        .chain(tr.cross.iter().map(|x| Module::from(&x.lang_self)));
+        .map(HeadMaps::from)
+        .chain(tr.cross.iter().map(|x| HeadMaps::from(&x.lang_self)));
     for m in text_layers {
         let a = s.weighted_rule5(m, Text, Text, rel);
         let prod = a.matmul(&dtt);

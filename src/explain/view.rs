@@ -11,7 +11,76 @@ use crate::backend::cpu::{head_mean, head_rows};
 use crate::backend::{HeadMean, HeadRows, ReadoutRow, RelevanceProduct};
 use crate::explain::matrix::Matrix;
 use crate::linalg::{Fiedler, GraphOptions, SpectralError};
+use crate::model::lxmert::AttentionRecord;
 use crate::trace::{LayerTrace, Layers, TowerTrace};
+
+/// An attention module's probabilities, gradients and LRP relevance at the probabilities,
+/// and the head means a reduced trace formed of them, borrowed from either record type
+/// (a tower's layer, an LXMERT attention module).
+#[derive(Clone, Copy)]
+pub(crate) struct HeadMaps<'a> {
+    attention: &'a [f32],
+    /// `None` in a trace recorded without gradients: reads as 0.
+    grad: Option<&'a [f32]>,
+    /// `None` without an LRP pass.
+    relevance: Option<&'a [f32]>,
+    /// [batch, queries, keys] each.
+    means: &'a [(HeadMean, Vec<f32>)],
+}
+
+impl<'a> From<&'a LayerTrace<Vec<f32>>> for HeadMaps<'a> {
+    fn from(r: &'a LayerTrace<Vec<f32>>) -> Self {
+        Self {
+            attention: &r.attention,
+            grad: r.attention_grad.as_deref(),
+            relevance: r.relevance.as_deref(),
+            means: &r.means,
+        }
+    }
+}
+
+impl<'a> From<&'a AttentionRecord<Vec<f32>>> for HeadMaps<'a> {
+    fn from(r: &'a AttentionRecord<Vec<f32>>) -> Self {
+        Self {
+            attention: &r.attention,
+            grad: r.attention_grad.as_deref(),
+            relevance: r.relevance.as_deref(),
+            means: &r.means,
+        }
+    }
+}
+
+impl<'a> HeadMaps<'a> {
+    /// Sample `sample`'s head mean `kind` over its padded [queries, keys] (`entries` of them):
+    /// the one the backend formed, else formed here from the heads by `cpu::head_mean`, so
+    /// both give the same bits; `None` where the maps the kind reads are absent.
+    pub(crate) fn sample_mean(
+        self,
+        kind: HeadMean,
+        heads: usize,
+        entries: usize,
+        sample: usize,
+    ) -> Option<Cow<'a, [f32]>> {
+        if let Some((_, m)) = self.means.iter().find(|(k, _)| *k == kind) {
+            return Some(Cow::Borrowed(&m[sample * entries..(sample + 1) * entries]));
+        }
+        let x = match kind.reads_relevance() {
+            true => self.relevance.unwrap_or_default(),
+            false => self.attention,
+        };
+        if x.is_empty() {
+            return None;
+        }
+        let span = sample * heads * entries..(sample + 1) * heads * entries;
+        let grad = self
+            .grad
+            .filter(|g| !g.is_empty())
+            .map(|g| &g[span.clone()]);
+        let mut mean = vec![0.0; entries];
+        head_mean(&mut mean, kind, &x[span], grad, heads, entries);
+        Some(Cow::Owned(mean))
+    }
+}
 
 pub struct SampleView<'a> {
     tower: &'a TowerTrace<Vec<f32>>,
@@ -50,37 +119,15 @@ impl<'a> SampleView<'a> {
     /// (a trace from `into_host_for`), else averaged here from the heads by the same code.
     /// Reads as 0 where the trace lacks what the kind reads (callers check beforehand).
     pub fn mean(&self, l: usize, kind: HeadMean) -> Matrix {
-        let layer = self.layer(l);
         let (heads, n_pad) = (self.tower.heads, self.tower.tokens);
-        let entries = n_pad * n_pad;
-        let averaged;
-        let padded: &[f32] = match layer.means.iter().find(|(k, _)| *k == kind) {
-            Some((_, m)) => &m[self.sample * entries..(self.sample + 1) * entries],
-            None => {
-                let x = if kind.reads_relevance() {
-                    layer.relevance.as_deref().unwrap_or_default()
-                } else {
-                    &layer.attention
-                };
-                if x.is_empty() {
-                    return Matrix::zeros(self.n, self.n);
-                }
-                let span = self.sample * heads * entries..(self.sample + 1) * heads * entries;
-                let grad = layer
-                    .attention_grad
-                    .as_deref()
-                    .filter(|g| !g.is_empty())
-                    .map(|g| &g[span.clone()]);
-                let mut m = vec![0.0; entries];
-                head_mean(&mut m, kind, &x[span], grad, heads, entries);
-                averaged = m;
-                &averaged
-            }
-        };
-        Matrix {
-            rows: self.n,
-            cols: self.n,
-            data: gather_square(padded, n_pad, &self.tokens),
+        let maps = HeadMaps::from(self.layer(l));
+        match maps.sample_mean(kind, heads, n_pad * n_pad, self.sample) {
+            Some(padded) => Matrix {
+                rows: self.n,
+                cols: self.n,
+                data: gather_square(&padded, n_pad, &self.tokens),
+            },
+            None => Matrix::zeros(self.n, self.n),
         }
     }
 
