@@ -182,7 +182,13 @@ fn explain_json_matches_the_reference_from_files() {
         .expect("binary runs");
     assert!(run.status.success(), "{}", stderr(&run));
     let golden = Golden::open(&fixtures().join("clip/methods.safetensors"));
-    for r in records(&out) {
+    let records = records(&out);
+    let methods: Vec<&str> = records
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["dsmi-grad", "chefer"]);
+    for r in records {
         let m = r["method"].as_str().unwrap();
         for (field, key) in [("image_relevance", "image"), ("text_relevance", "text")] {
             let reference = golden.f32(&format!("b1.{m}.{key}.0"));
@@ -844,6 +850,10 @@ fn explain_lxmert_regions_match_the_reference() {
         image::open(out.join("sample0-sheet.png")).expect("comparison sheet");
         runs.push(records(&out));
     }
+    for run in &runs {
+        let methods: Vec<&str> = run.iter().map(|r| r["method"].as_str().unwrap()).collect();
+        assert_eq!(methods, ["chefer", "dsmi-grad"]);
+    }
     for r in &runs[0] {
         assert_eq!(r["family"], "lxmert");
         assert_eq!(r["target"], "predicted-answer");
@@ -857,10 +867,9 @@ fn explain_lxmert_regions_match_the_reference() {
         }
     }
     for (a, b) in runs[0].iter().zip(&runs[1]) {
-        assert_eq!(
-            a["image_relevance"], b["image_relevance"],
-            "TSV and features file disagree"
-        );
+        for field in ["image_relevance", "text_relevance"] {
+            assert_eq!(a[field], b[field], "TSV and features file disagree");
+        }
     }
     assert_eq!(
         runs[1], runs[2],
@@ -1299,14 +1308,20 @@ fn lxmert_without_an_image_lists_its_strongest_regions() {
             assert!(!html.contains("strongest regions"));
             continue;
         }
-        for r in records(&out) {
+        let records = records(&out);
+        assert_eq!(records.len(), 2);
+        let lines: Vec<&str> = stdout.lines().collect();
+        for r in records {
             let relevance = floats(&r["image_relevance"]);
             let best = (0..relevance.len())
                 .max_by(|&a, &b| relevance[a].total_cmp(&relevance[b]).then(b.cmp(&a)))
                 .unwrap();
             let listed = format!("regions: #{best} (");
+            // The line under the method's tokens lists its regions.
+            let method = format!("  {} ", r["method"].as_str().unwrap());
+            let at = lines.iter().position(|l| l.starts_with(&method)).unwrap();
             assert!(
-                stdout.contains(&listed),
+                lines[at + 1].contains(&listed),
                 "{} lacks {listed}: {stdout}",
                 r["method"]
             );

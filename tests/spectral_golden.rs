@@ -234,16 +234,26 @@ fn check_against_eigh(solver: Solver) {
                 case.name, f.residual
             ));
         }
-        let vtdv: f64 = {
-            let (_, d) = laplacian(&case);
-            on_tokens(&case, &f.vector)
-                .iter()
-                .zip(&d)
-                .map(|(v, d)| v * v * d)
-                .sum()
-        };
+        let (_, d) = laplacian(&case);
+        let vtdv: f64 = on_tokens(&case, &f.vector)
+            .iter()
+            .zip(&d)
+            .map(|(v, d)| v * v * d)
+            .sum();
         if (vtdv - 1.0).abs() > 1e-5 {
             failures.push(format!("{}: vᵀDv = {vtdv}", case.name));
+        }
+        // Where λ₂ is not separated (disconnected graphs: λ₂ = 0) the residual alone would
+        // pass the constant vector: the signed vector must be D-orthogonal to it, and the
+        // reported vector its magnitudes.
+        let signed = on_tokens(&case, &f.signed);
+        let one_d_v: f64 = signed.iter().zip(&d).map(|(v, d)| v * d).sum();
+        if one_d_v.abs() > 1e-5 {
+            failures.push(format!("{}: 1ᵀDv = {one_d_v:.2e}", case.name));
+        }
+        let magnitudes: Vec<f64> = signed.iter().map(|v| v.abs()).collect();
+        if max_abs_diff(&magnitudes, &on_tokens(&case, &f.vector)) > 0.0 {
+            failures.push(format!("{}: vector is not |signed|", case.name));
         }
     }
     assert!(

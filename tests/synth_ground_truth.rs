@@ -107,7 +107,8 @@ fn score(t: &mut Tally, e: &Explanation, overlap: &[f32], words: &[Option<usize>
     }
 }
 
-/// Prints the table and checks that the best method beats chance on pointing and mass.
+/// Prints the table and checks that every method was scored and the best one beats chance on
+/// pointing and mass.
 fn report(
     model: &str,
     tallies: &BTreeMap<&'static str, Tally>,
@@ -128,6 +129,11 @@ fn report(
         );
         best_point = best_point.max(point);
         best_mass = best_mass.max(mass);
+        // Every method was scored on every case, and the questions name words to rank.
+        assert!(
+            t.games > 0 && t.masses > 0 && t.ranks > 0,
+            "{model} {name}: unscored"
+        );
     }
     assert!(
         best_point > 1.5 * chance_point,

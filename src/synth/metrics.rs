@@ -313,6 +313,30 @@ mod tests {
         ));
     }
 
+    /// A wide mask on a grid of other rows and columns than it has: rows run down the image,
+    /// columns across, in raster order (a transposed reading would move the object).
+    #[test]
+    fn patch_overlap_reads_rows_down_and_columns_across() {
+        #[rustfmt::skip]
+        let l = [
+            0, 0, 0, 0, 0, 1,
+            0, 0, 0, 0, 1, 1,
+        ];
+        let m = ObjectMask {
+            labels: &l,
+            width: 6,
+            height: 2,
+            relevant: &[0],
+        };
+        // 1 × 3 patches of 2 × 2 pixels: the object is in the last one, 3 of its 4 pixels.
+        assert_eq!(patch_overlap(&m, 1, 3).unwrap(), vec![0.0, 0.0, 0.75]);
+        // 2 × 2 patches of 3 × 1 pixels: top right holds 1 of 3, bottom right 2 of 3.
+        assert_eq!(
+            patch_overlap(&m, 2, 2).unwrap(),
+            vec![0.0, 1.0 / 3.0, 0.0, 2.0 / 3.0]
+        );
+    }
+
     #[test]
     fn pointing_game_scores_ties_at_the_chance_of_a_hit() {
         let overlap = [0.0, 0.5, 0.0, 1.0];
