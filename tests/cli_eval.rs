@@ -141,8 +141,9 @@ fn report_json(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
 }
 
-/// Every cell has every method's 4 tests, AUCs and accuracies in [0, 100], and step 0 equal
-/// to `plain` (the model's accuracy on the unperturbed questions, in %).
+/// Every cell has every method's 4 tests, AUCs (the area under its accuracy curve) and
+/// accuracies in [0, 100], and step 0 equal to `plain` (the model's accuracy on the
+/// unperturbed questions, in %).
 fn check_report(dir: &Path, samples: usize, plain: f64) {
     for file in [
         "report.md",
@@ -178,6 +179,19 @@ fn check_report(dir: &Path, samples: usize, plain: f64) {
                 acc[0]
             );
             assert_eq!(cell["samples"].as_u64().unwrap() as usize, samples);
+            // The AUC is the trapezoid area under the cell's own accuracy curve.
+            let steps: Vec<f64> = report["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let area: f64 = steps
+                .windows(2)
+                .zip(acc.windows(2))
+                .map(|(s, a)| (s[1] - s[0]) * (a[0] + a[1]) / 2.0)
+                .sum();
+            assert!((auc - area).abs() < 1e-9, "{column}: AUC {auc} vs {area}");
             // Units kept: all at s = 0, fewer at every step, none at s = 1.
             let kept = numbers("kept");
             assert_eq!(kept.len(), 9);

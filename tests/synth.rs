@@ -350,8 +350,10 @@ fn ground_truth_agrees_with_pixels_and_questions() {
             if let Some(id) = obj.as_u64() {
                 let o = &objs[id as usize];
                 let b = &feats.boxes[r * 4..r * 4 + 4];
-                assert!((b[0] * w as f32 - o.box_px[0] as f32).abs() <= 1.5 + 1e-3);
-                assert!((b[3] * h as f32 - o.box_px[3] as f32).abs() <= 1.5 + 1e-3);
+                // x0, y0, x1, y1, normalised by the width, height, width, height
+                for (k, size) in [w, h, w, h].into_iter().enumerate() {
+                    assert!((b[k] * size as f32 - o.box_px[k] as f32).abs() <= 1.5 + 1e-3);
+                }
                 // the colour one-hot (noise σ 0.1) points at the object's colour
                 let f = &feats.features[r * feats.dim..(r + 1) * feats.dim];
                 let best = (0..6).max_by(|&i, &j| f[i].total_cmp(&f[j])).unwrap();
@@ -411,6 +413,7 @@ fn ground_truth_agrees_with_pixels_and_questions() {
         let idx = g["relevant_words"].as_array().unwrap();
         let named = g["relevant_word_text"].as_array().unwrap();
         assert!(!idx.is_empty(), "{text}: no relevant words");
+        assert_eq!(idx.len(), named.len(), "{text}");
         for (i, word) in idx.iter().zip(named) {
             assert_eq!(words[i.as_u64().unwrap() as usize], word.as_str().unwrap());
         }
