@@ -16,6 +16,7 @@ use common::{fixtures, max_abs_diff, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::lxmert::{explain_lxmert, grad_scope};
 use fiedler::explain::{Method, MethodOptions};
+use fiedler::linalg::{fiedler, GraphOptions};
 use fiedler::model::lxmert::{GradScope, Lxmert, LxmertInputs};
 use fiedler::model::VqaTarget;
 
@@ -162,7 +163,8 @@ fn narrower_backward_passes_agree_and_refuse_what_they_lack() {
 
 /// A model with a single cross layer: that layer is also the last, so its image branch is
 /// kept (DSMI reads its output as "layer X − 2"), and every method explains the ragged batch
-/// with finite values.
+/// with finite values. DSMI's vectors are the Fiedler vectors of that layer's outputs: the
+/// image output over every region, the text output over the words.
 #[test]
 fn a_lone_cross_layer_keeps_its_image_branch_and_every_method_runs() {
     use fiedler::explain::lxmert::lrp_scope;
@@ -194,6 +196,7 @@ fn a_lone_cross_layer_keeps_its_image_branch_and_every_method_runs() {
     for (b, sample) in explained.iter().enumerate() {
         for e in sample {
             assert_eq!(e.image_relevance.len(), x.regions, "{}", e.method);
+            assert_eq!(e.text_relevance.len(), trace.lengths[b], "{}", e.method);
             let values = e.image_relevance.iter().chain(&e.text_relevance);
             assert!(
                 values.clone().all(|v| v.is_finite()),
@@ -201,5 +204,28 @@ fn a_lone_cross_layer_keeps_its_image_branch_and_every_method_runs() {
                 e.method
             );
         }
+    }
+
+    let opts = GraphOptions::default();
+    let layer = &trace.cross[0];
+    let image = layer.image.as_ref().unwrap();
+    let batch = trace.lengths.len();
+    let fiedler_of = |output: &[f32], padded: usize, b: usize, rows: std::ops::Range<usize>| {
+        let width = output.len() / (batch * padded);
+        let features = &output[(b * padded + rows.start) * width..(b * padded + rows.end) * width];
+        let mask = vec![true; rows.len()];
+        fiedler(features, rows.len(), width, &mask, &opts)
+            .unwrap()
+            .vector
+    };
+    let dsmi = Method::ALL.iter().position(|&m| m == Method::Dsmi).unwrap();
+    for (b, sample) in explained.iter().enumerate() {
+        let e = &sample[dsmi];
+        let regions = fiedler_of(&image.visn_output, x.regions, b, 0..x.regions);
+        assert_eq!(e.image_relevance, regions, "sample {b}: image");
+        let t = trace.lengths[b];
+        let words = fiedler_of(&layer.lang_output, trace.seq_len, b, 1..t - 1);
+        assert_eq!(e.text_relevance[1..t - 1], words[..], "sample {b}: words");
+        assert_eq!((e.text_relevance[0], e.text_relevance[t - 1]), (0.0, 0.0));
     }
 }
