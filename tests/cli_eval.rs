@@ -442,7 +442,7 @@ fn ctrl_c_stops_after_the_batch_in_hand_with_a_report() {
     }
     let stderr = stopped.expect("the run always finished before Ctrl-C reached it");
     assert!(
-        stderr.contains("stopping once the batch in hand is written"),
+        stderr.contains("stopping once the batch in hand is done"),
         "{stderr}"
     );
     assert!(

@@ -1462,3 +1462,77 @@ fn expected_answers_are_marked_right_or_wrong() {
     let page = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(page.contains("answers as expected: 1 of 2"));
 }
+
+/// Ctrl-C stops `explain` after the batch in hand: the outputs hold the samples done, and the
+/// process says how far it got and exits with 130.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_writes_the_samples_done() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = scratch("ctrl-c");
+    // The example questions twenty times over: long enough to be stopped midway.
+    let examples = std::fs::read_to_string(root.join("examples/questions.jsonl")).unwrap();
+    let base = root.join("examples");
+    let lines: Vec<String> = examples
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.replace("\"images/", &format!("\"{}/images/", s(&base))))
+        .collect();
+    let total = 20 * lines.len();
+    let list = out.join("pairs.jsonl");
+    std::fs::write(&list, vec![lines.join("\n"); 20].join("\n")).unwrap();
+    let mut stopped = None;
+    for delay_ms in [100, 30, 300, 5] {
+        let _ = std::fs::remove_dir_all(out.join("out"));
+        let child = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+            .args([
+                "explain",
+                "--model",
+                s(&root.join("models/vilt-synth")),
+                "--pairs",
+                s(&list),
+                "--batch",
+                "1",
+                "--method",
+                "raw-attn",
+                "--out",
+                s(&out.join("out")),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The lock file is made once Ctrl-C is caught, just before the work.
+        let lock = out.join("out/.fiedler-explain.lock");
+        let start = std::time::Instant::now();
+        while !lock.exists() && start.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        // SAFETY: sends SIGINT to the child, which has not been waited for yet.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let run = child.wait_with_output().unwrap();
+        if run.status.code() == Some(130) {
+            stopped = Some(String::from_utf8_lossy(&run.stderr).into_owned());
+            break;
+        }
+    }
+    let stderr = stopped.expect("explain was never stopped midway");
+    let records = records(&out.join("out"));
+    let methods: std::collections::BTreeSet<&str> = records
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    let done = records.len() / methods.len();
+    assert!(done > 0 && done < total, "{done} of {total}");
+    assert_eq!(records.len(), done * methods.len());
+    assert!(
+        stderr.contains(&format!(
+            "stopped after {done} of {total} samples: the outputs hold them"
+        )),
+        "{stderr}"
+    );
+    let page = std::fs::read_to_string(out.join("out/index.html")).unwrap();
+    assert!(page.contains(&format!("id=\"sample-{}\"", done - 1)));
+    assert!(!page.contains(&format!("id=\"sample-{done}\"")));
+}

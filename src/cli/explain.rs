@@ -6,11 +6,13 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
+use crate::cli::interrupt::{Interrupted, StopOnInterrupt};
 use crate::cli::positive;
 use crate::cli::progress::{Advance, Progress, Task};
 use clap::Args;
@@ -566,12 +568,18 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     };
     bar.route_warnings();
     let mut shown = 0;
+    // Ctrl-C stops after the batch in hand; the samples done are written.
+    let interrupt = StopOnInterrupt::install();
     let progress = |done: usize| {
         bar.advance(Advance {
             evaluated: done.saturating_sub(shown),
             ..Advance::default()
         });
         shown = shown.max(done);
+        match interrupt.requested() && done < total {
+            true => ControlFlow::Break(()),
+            false => ControlFlow::Continue(()),
+        }
     };
 
     let model_dir = match &args.model {
@@ -595,6 +603,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let (samples, displayed, target) = with_backend!(backend, be => {
         explain_on(be, family, &model_dir, &args, &methods, &opts, progress)?
     });
+    drop(interrupt);
     bar.finish();
 
     // The files first: a reader that stops early (`| head`) ends the process at a print.
@@ -623,7 +632,15 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     print_samples(&mut stdout, &samples)
         .and_then(|()| writeln!(stdout, "wrote {}", args.out.join("index.html").display()))
-        .context("cannot write to standard output")
+        .context("cannot write to standard output")?;
+    if samples.len() < total {
+        return Err(Interrupted(format!(
+            "stopped after {} of {total} samples: the outputs hold them",
+            samples.len()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// The samples explained on backend `be`, the images to draw on and the target's name.
@@ -634,7 +651,7 @@ fn explain_on<B: Backend>(
     args: &ExplainArgs,
     methods: &[Method],
     opts: &MethodOptions,
-    progress: impl FnMut(usize),
+    progress: impl FnMut(usize) -> ControlFlow<()>,
 ) -> anyhow::Result<(Vec<Sample>, HashMap<PathBuf, RgbImage>, String)> {
     Ok(match family {
         ModelFamily::Clip => {

@@ -1,6 +1,6 @@
-//! Ctrl-C during a long `fiedler eval`: the first stops the run once the batch in hand is
-//! written, so the report covers every sample done; a second ends the process at once. The
-//! results file can be resumed either way.
+//! Ctrl-C during a long `fiedler eval` or `explain`: the first stops the work once the batch
+//! in hand is done, so the report or the outputs cover every sample done; a second ends the
+//! process at once (an eval's results file can be resumed either way).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +56,7 @@ extern "C" fn on_interrupt(_: libc::c_int) {
         // SAFETY: _exit is async-signal-safe; 130 is the shell's status for SIGINT.
         unsafe { libc::_exit(130) };
     }
-    say(b"\nstopping once the batch in hand is written (Ctrl-C again to stop at once)\n");
+    say(b"\nstopping once the batch in hand is done (Ctrl-C again to stop at once)\n");
 }
 
 /// The run stopped at the user's request, its work so far saved: the process exits with

@@ -30,7 +30,7 @@ use crate::input::text::TextTokenizer;
 use crate::input::InputError;
 use crate::model::clip::{Clip, ClipInputs};
 use crate::model::config::CONFIG_FILE;
-use crate::session::{check_requests, in_batches, PairRequest, SessionError};
+use crate::session::{check_requests, in_batches, PairRequest, Proceed, SessionError};
 
 /// Side of the square image the overlays are drawn on (the model's own input is often tiny).
 const DISPLAY_SIZE: usize = 224;
@@ -126,14 +126,15 @@ impl<B: Backend> ClipSession<B> {
         &self.tokenizer
     }
 
-    /// Explains `pairs` in batches of `batch`, calling `progress(pairs done)` after each.
-    pub fn explain(
+    /// Explains `pairs` in batches of `batch`, calling `progress(pairs done)` after each
+    /// (which may stop the work: [`Proceed`]).
+    pub fn explain<P: Proceed>(
         &self,
         pairs: &[PairRequest],
         methods: &[Method],
         opts: &MethodOptions,
         batch: usize,
-        progress: impl FnMut(usize),
+        progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<PairResult>, SessionError> {
         check_requests(pairs)?;
         let c = &self.model.config;

@@ -11,7 +11,7 @@ use crate::model::config::unnamed_answers;
 use crate::model::lxmert::{Lxmert, LxmertInputs, LxmertOutput};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_all_words, in_batches, rank_answers, AnswerTarget, QuestionResult, SessionError,
+    check_all_words, in_batches, rank_answers, AnswerTarget, Proceed, QuestionResult, SessionError,
 };
 use crate::warning::warn;
 
@@ -105,16 +105,17 @@ impl<B: Backend> LxmertSession<B> {
         &self.tokenizer
     }
 
-    /// Explains `requests` in batches of `batch`; every sample of a batch must have the
-    /// same number of regions (LXMERT has no region mask).
-    pub fn explain(
+    /// Explains `requests` in batches of `batch`, calling `progress(done)` after each (which
+    /// may stop the work: [`Proceed`]); every sample of a batch must have the same number of
+    /// regions (LXMERT has no region mask).
+    pub fn explain<P: Proceed>(
         &self,
         requests: &[RegionRequest],
         methods: &[Method],
         opts: &MethodOptions,
         target: &AnswerTarget,
         batch: usize,
-        progress: impl FnMut(usize),
+        progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<(QuestionResult, Regions)>, SessionError> {
         if requests.is_empty() {
             return Err(SessionError::NoPairs);

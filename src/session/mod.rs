@@ -282,11 +282,31 @@ pub(crate) fn check_all_words(
     Ok(())
 }
 
-/// Runs `run` over `items` in chunks of `batch`, calling `progress(done)` after each chunk.
-pub(crate) fn in_batches<T, R>(
+/// What a progress callback of `explain` returns: nothing, to go on, or whether to go on (a
+/// `ControlFlow::Break` stops after the batch just done, and `explain` returns the results
+/// of the batches done: the first ones asked, in order).
+pub trait Proceed {
+    fn proceed(self) -> bool;
+}
+
+impl Proceed for () {
+    fn proceed(self) -> bool {
+        true
+    }
+}
+
+impl Proceed for std::ops::ControlFlow<()> {
+    fn proceed(self) -> bool {
+        self.is_continue()
+    }
+}
+
+/// Runs `run` over `items` in chunks of `batch`, calling `progress(done)` after each chunk
+/// and stopping where it says so.
+pub(crate) fn in_batches<T, R, P: Proceed>(
     items: &[T],
     batch: usize,
-    mut progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize) -> P,
     mut run: impl FnMut(&[T]) -> Result<Vec<R>, SessionError>,
 ) -> Result<Vec<R>, SessionError> {
     let mut results = Vec::with_capacity(items.len());
@@ -300,7 +320,9 @@ pub(crate) fn in_batches<T, R>(
             }
             e => e,
         })?);
-        progress(results.len());
+        if !progress(results.len()).proceed() {
+            break;
+        }
     }
     Ok(results)
 }

@@ -13,7 +13,7 @@ use crate::model::vilt::{Vilt, ViltInputs, ViltOutput};
 use crate::model::VqaTarget;
 use crate::session::{
     check_all_words, check_requests, in_batches, needs_backward, rank_answers, whole_image,
-    AnswerTarget, PairRequest, QuestionResult, SessionError,
+    AnswerTarget, PairRequest, Proceed, QuestionResult, SessionError,
 };
 use crate::warning::warn;
 
@@ -88,15 +88,16 @@ impl<B: Backend> ViltSession<B> {
         &self.tokenizer
     }
 
-    /// Explains `pairs` (text = question) in batches of `batch`, calling `progress(done)`.
-    pub fn explain(
+    /// Explains `pairs` (text = question) in batches of `batch`, calling `progress(done)`
+    /// after each (which may stop the work: [`Proceed`]).
+    pub fn explain<P: Proceed>(
         &self,
         pairs: &[PairRequest],
         methods: &[Method],
         opts: &MethodOptions,
         target: &AnswerTarget,
         batch: usize,
-        progress: impl FnMut(usize),
+        progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<QuestionResult>, SessionError> {
         check_requests(pairs)?;
         vilt_start(opts, self.model.config.num_hidden_layers)?;
