@@ -408,6 +408,11 @@ fn clip_eval_scores_true_captions_against_all_objects() {
         "{report}"
     );
     assert!(report.contains("## Ground truth"), "{report}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    for absent in ["steps", "auc_formula", "columns"] {
+        assert!(json.get(absent).is_none(), "{absent} in {json}");
+    }
 
     // refused runs: `eval --model CLIP` with `args`, failing with `needle` on stderr
     let refused = |args: &[String], needle: &str| {

@@ -316,10 +316,15 @@ pub struct Report {
     pub model: String,
     pub dataset: String,
     pub seed: u64,
+    /// The perturbation protocol's steps, AUC and columns; empty (and left out of
+    /// report.json) for a model with no answer to perturb (CLIP).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<f64>,
+    #[serde(skip_serializing_if = "str::is_empty")]
     pub auc_formula: &'static str,
     /// "+": most-relevant-first (the seed's positive test, lower is better); "−":
     /// least-relevant-first (negative, higher is better).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
     pub samples: usize,
     /// Set when the run writing the file has not ended.
@@ -348,6 +353,8 @@ impl Report {
                 reason: "it holds a run header but no sample yet (the run stopped before its first batch was written); nothing to report".into(),
             });
         }
+        // CLIP has no answer to perturb: its runs are scored against ground truth only.
+        let perturbs = ModelFamily::from_model_type(&header.family) != Some(ModelFamily::Clip);
         let mut tally = Tally::default();
         for r in &results.perturbations {
             // `read_results` has checked that every record has the run's steps.
@@ -401,9 +408,16 @@ impl Report {
             model: header.model.clone(),
             dataset: header.dataset.clone(),
             seed: header.seed,
-            steps: header.steps.clone(),
-            auc_formula: AUC_FORMULA,
-            columns: TESTS.iter().map(|t| t.column()).collect(),
+            steps: if perturbs {
+                header.steps.clone()
+            } else {
+                Vec::new()
+            },
+            auc_formula: if perturbs { AUC_FORMULA } else { "" },
+            columns: match perturbs {
+                true => TESTS.iter().map(|t| t.column()).collect(),
+                false => Vec::new(),
+            },
             samples,
             unfinished: results
                 .last_run
