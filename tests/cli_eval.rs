@@ -432,11 +432,8 @@ fn ctrl_c_stops_after_the_batch_in_hand_with_a_report() {
         while lines(&part) < threshold && start.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_micros(200));
         }
-        // SAFETY: sends SIGINT to the child, which has not been waited for yet.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        let out = child.wait_with_output().unwrap();
-        if out.status.code() == Some(130) {
-            stopped = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+        stopped = common::interrupt(child);
+        if stopped.is_some() {
             break;
         }
     }

@@ -1509,11 +1509,8 @@ fn ctrl_c_writes_the_samples_done() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        // SAFETY: sends SIGINT to the child, which has not been waited for yet.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-        let run = child.wait_with_output().unwrap();
-        if run.status.code() == Some(130) {
-            stopped = Some(String::from_utf8_lossy(&run.stderr).into_owned());
+        stopped = common::interrupt(child);
+        if stopped.is_some() {
             break;
         }
     }

@@ -417,3 +417,14 @@ pub fn edited_fixture_file(
     std::fs::write(&path, json.to_string()).unwrap();
     dir
 }
+
+/// Sends Ctrl-C (SIGINT) to `child` and waits for it: its stderr when it stopped as Ctrl-C
+/// stops the work (exit status 130), `None` when it ended otherwise (it finished first, or
+/// the signal came before it was caught).
+#[cfg(unix)]
+pub fn interrupt(child: std::process::Child) -> Option<String> {
+    // SAFETY: sends SIGINT to the child, which has not been waited for yet.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    (out.status.code() == Some(130)).then(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
