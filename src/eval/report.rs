@@ -4,7 +4,7 @@
 //! modality; with `fiedler synth` ground truth, per method the pointing game, mass in mask and
 //! relevant-word rank beside a chance row.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -327,6 +327,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
     pub samples: usize,
+    /// Of `samples`, those lacking records the others have (a run stopped while writing
+    /// them, or one that ran fewer methods or tests).
+    pub partial_samples: usize,
     /// Set when the run writing the file has not ended.
     pub unfinished: Option<Unfinished>,
     pub methods: Vec<MethodRow>,
@@ -382,13 +385,7 @@ impl Report {
                 MethodRow { method, tests }
             })
             .collect();
-        let samples = results
-            .perturbations
-            .iter()
-            .map(|r| r.sample.as_str())
-            .chain(results.ground_truth.iter().map(|r| r.sample.as_str()))
-            .collect::<HashSet<_>>()
-            .len();
+        let (samples, partial_samples) = sample_counts(results);
         let mut by_method: BTreeMap<&str, Vec<&GroundTruthRecord>> = BTreeMap::new();
         for r in &results.ground_truth {
             by_method.entry(&r.method).or_default().push(r);
@@ -419,6 +416,7 @@ impl Report {
                 false => Vec::new(),
             },
             samples,
+            partial_samples,
             unfinished: results
                 .last_run
                 .filter(|run| !run.finished)
@@ -457,9 +455,13 @@ impl Report {
         let _ = writeln!(md, "# {title}\n");
         let _ = writeln!(md, "- model: `{}` ({})", self.model, self.family);
         let _ = writeln!(md, "- dataset: `{}`", self.dataset);
+        let partial = match self.partial_samples {
+            0 => String::new(),
+            n => format!(" ({n} of them in part: without records the others have)"),
+        };
         let _ = writeln!(
             md,
-            "- samples: {} evaluated, {} failed; seed {}",
+            "- samples: {} evaluated{partial}, {} failed; seed {}",
             self.samples,
             self.failed_samples.len(),
             self.seed
@@ -827,6 +829,23 @@ fn unit_name(modality: Modality, family: &str) -> &'static str {
     }
 }
 
+/// The samples with any record, and of them those lacking a record (a method × test, or a
+/// method's ground-truth score) that another sample has.
+fn sample_counts(results: &Results) -> (usize, usize) {
+    let mut records: HashMap<&str, usize> = HashMap::new();
+    let mut kinds = HashSet::new();
+    for r in &results.perturbations {
+        *records.entry(&r.sample).or_default() += 1;
+        kinds.insert((r.method.as_str(), Some(r.test())));
+    }
+    for r in &results.ground_truth {
+        *records.entry(&r.sample).or_default() += 1;
+        kinds.insert((r.method.as_str(), None));
+    }
+    let partial = records.values().filter(|&&n| n < kinds.len()).count();
+    (records.len(), partial)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -868,6 +887,55 @@ mod tests {
         let (_, curve) = tally.curve("dsmi", test).unwrap();
         assert!((auc(&steps, &curve) - mean).abs() < 1e-9);
         assert_eq!(tally.auc_standard_error("chefer", test, &steps), None);
+    }
+
+    /// A sample missing a record the others have (here: one test of one method) is counted
+    /// among the samples, and as one in part; the report says so.
+    #[test]
+    fn samples_without_every_record_are_counted_in_part() {
+        use crate::eval::results::FORMAT;
+        let record = |sample: &str, test: Test| PerturbationRecord {
+            sample: sample.into(),
+            method: "dsmi".into(),
+            modality: test.modality,
+            order: test.order,
+            kept: vec![1, 0],
+            answers: vec![String::new(); 2],
+            accuracy: vec![1.0, 0.0],
+        };
+        let mut results = Results {
+            header: Some(RunHeader {
+                format: FORMAT,
+                family: "lxmert".into(),
+                model: "m".into(),
+                dataset: "d".into(),
+                inputs: "i".into(),
+                steps: vec![0.0, 1.0],
+                seed: 0,
+                ground_truth: None,
+                weights: None,
+                data: None,
+                model_files: None,
+                answers: None,
+                file_patterns: None,
+                precision: None,
+                solver: None,
+                cwd: None,
+            }),
+            ..Results::default()
+        };
+        for sample in ["a", "b", "c"] {
+            results
+                .perturbations
+                .extend(TESTS.iter().map(|&t| record(sample, t)));
+        }
+        assert_eq!(sample_counts(&results), (3, 0));
+        results.perturbations.pop();
+        assert_eq!(sample_counts(&results), (3, 1));
+        let report = Report::build(&results, Path::new("results.jsonl")).unwrap();
+        assert!(report.markdown().contains(
+            "- samples: 3 evaluated (1 of them in part: without records the others have), 0 failed"
+        ));
     }
 
     /// A method whose curves another drawn after it covers in every panel is named with the
