@@ -893,7 +893,6 @@ mod tests {
     /// among the samples, and as one in part; the report says so.
     #[test]
     fn samples_without_every_record_are_counted_in_part() {
-        use crate::eval::results::FORMAT;
         let record = |sample: &str, test: Test| PerturbationRecord {
             sample: sample.into(),
             method: "dsmi".into(),
@@ -905,22 +904,8 @@ mod tests {
         };
         let mut results = Results {
             header: Some(RunHeader {
-                format: FORMAT,
                 family: "lxmert".into(),
-                model: "m".into(),
-                dataset: "d".into(),
-                inputs: "i".into(),
-                steps: vec![0.0, 1.0],
-                seed: 0,
-                ground_truth: None,
-                weights: None,
-                data: None,
-                model_files: None,
-                answers: None,
-                file_patterns: None,
-                precision: None,
-                solver: None,
-                cwd: None,
+                ..crate::eval::results::tests::header(0)
             }),
             ..Results::default()
         };

@@ -664,10 +664,11 @@ pub fn data_fingerprint(files: &[&Path]) -> Result<String, EvalError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn header(seed: u64) -> RunHeader {
+    /// A ViLT run's header with placeholder paths (the report's tests use it too).
+    pub(crate) fn header(seed: u64) -> RunHeader {
         RunHeader {
             format: FORMAT,
             family: "vilt".into(),
