@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::fixtures;
 use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Question};
+use fiedler::eval::results::read_results;
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::session::{AnswerTarget, LxmertSession, PairRequest, RegionRequest, ViltSession};
 use serde_json::Value;
@@ -158,7 +159,9 @@ fn check_report(dir: &Path, samples: usize, plain: f64) {
     let report = report_json(dir);
     assert_eq!(report["samples"].as_u64().unwrap() as usize, samples);
     let rows = report["methods"].as_array().unwrap();
-    assert_eq!(rows.len(), Method::ALL.len());
+    let names: Vec<&str> = rows.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+    assert_eq!(names, [&expected[..], &["chance"]].concat());
     for row in rows {
         let tests = row["tests"].as_object().unwrap();
         assert_eq!(tests.len(), 4, "{row}");
@@ -206,6 +209,8 @@ fn check_report(dir: &Path, samples: usize, plain: f64) {
     assert!(md.contains("| *regions kept (mean)* | ") || md.contains("| *patches kept (mean)* | "));
     assert!(md.contains("| *words kept (mean)* | "));
     assert!(md.contains("AUC = Σ_m"));
+    assert!(md
+        .contains("- `chance`: the same tests with each sample's units removed in a random order"));
 }
 
 #[test]
@@ -326,8 +331,8 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     let full = dir.join("full/results.jsonl");
     run_ok(&lxmert_args(&full, "2"));
     let total = lines(&full);
-    // The header, the run's start and end, and its records.
-    assert_eq!(total, 3 + 7 * Method::ALL.len() * 4);
+    // The header, the run's start and end, and its records (every method's and chance's).
+    assert_eq!(total, 3 + 7 * (Method::ALL.len() + 1) * 4);
 
     // kill -9 once some records are on disk, however far the run got by then.
     let part = dir.join("part/results.jsonl");
@@ -733,6 +738,53 @@ fn methods_over_different_samples_are_flagged() {
         first.starts_with(&format!("### `{}`: `", results.display())),
         "{first}"
     );
+}
+
+/// The chance rows run every test on the same units as the methods, in the summary beside
+/// them; `--no-chance` leaves them out.
+#[test]
+fn chance_rows_run_beside_the_methods_unless_left_out() {
+    let dir = scratch("chance");
+    let run = |name: &str, extra: &[&str]| {
+        let results = dir.join(name).join("results.jsonl");
+        let mut args = lxmert_args(&results, "4");
+        args.extend(["--samples", "3", "--methods", "raw-attn"].map(String::from));
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        run_ok(&args);
+        results
+    };
+    let with = run("with", &[]);
+    let records = read_results(&with).unwrap().perturbations;
+    let kept = |method: &str| -> Vec<(String, Vec<usize>)> {
+        records
+            .iter()
+            .filter(|r| r.method == method)
+            .map(|r| {
+                (
+                    format!("{} {} {}", r.sample, r.modality, r.order),
+                    r.kept.clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(kept("chance").len(), 3 * 4);
+    assert_eq!(kept("chance"), kept("raw-attn"));
+    let summary = run_ok(&["eval".into(), "summary".into(), s(&with)]);
+    let summary = String::from_utf8_lossy(&summary.stdout);
+    let row = summary
+        .lines()
+        .find(|l| l.starts_with("| chance |"))
+        .unwrap();
+    let aucs: Vec<f64> = row
+        .split('|')
+        .filter_map(|cell| cell.trim().parse().ok())
+        .collect();
+    assert_eq!(aucs.len(), 4, "{row}");
+
+    let without = run("without", &["--no-chance"]);
+    let records = read_results(&without).unwrap().perturbations;
+    assert_eq!(records.len(), 3 * 4);
+    assert!(records.iter().all(|r| r.method == "raw-attn"));
 }
 
 /// Inputs for another family are refused, not ignored.

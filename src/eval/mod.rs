@@ -18,6 +18,7 @@
 //!   `fiedler synth` caption sets, scored against ground truth only.
 
 pub mod answers;
+pub mod chance;
 pub mod clip;
 pub mod dataset;
 pub mod ground_truth;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::eval::chance::CHANCE;
 use crate::eval::protocol::{auc, Modality, Order, Test, AUC_FORMULA};
 use crate::eval::results::{
     being_written, GroundTruthRecord, PerturbationRecord, Results, RunHeader,
@@ -254,7 +255,7 @@ impl GroundTruthRow {
             .filter(|r| seen.insert(r.sample.as_str()))
             .collect();
         Self {
-            method: "chance".into(),
+            method: CHANCE.into(),
             samples: once.len(),
             pointing: mean(once.iter().filter_map(|r| r.chance_pointing)),
             mass: mean(once.iter().filter_map(|r| r.chance_mass)),
@@ -492,6 +493,12 @@ impl Report {
             md,
             "- `+` = most-relevant-first (the seed's positive test, lower AUC is better ↓); `−` = least-relevant-first (negative, higher is better ↑)"
         );
+        if self.methods.iter().any(|r| r.method == CHANCE) {
+            let _ = writeln!(
+                md,
+                "- `chance`: the same tests with each sample's units removed in a random order (one draw per sample, from the seed and the sample's id): the level a method has to beat"
+            );
+        }
         let _ = writeln!(
             md,
             "- `± e`: the standard error of the AUC over the samples (the spread of their own AUCs / √n); two methods over the same samples differ by less noise than their two errors suggest, since their samples' AUCs move together\n"
@@ -612,10 +619,10 @@ impl Report {
                 .iter()
                 .map(|r| r.method.as_str())
                 .chain(self.ground_truth.iter().map(|r| r.method.as_str()))
-                .filter(|m| *m != "chance"),
+                .filter(|m| *m != CHANCE),
         );
-        if !self.ground_truth.is_empty() {
-            names.push("chance".into());
+        if !self.ground_truth.is_empty() || self.methods.iter().any(|r| r.method == CHANCE) {
+            names.push(CHANCE.into());
         }
         for name in names {
             let gt = self

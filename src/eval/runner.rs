@@ -8,6 +8,9 @@
 //! With ground truth, the explanation pass is also scored against it (a `ground-truth` line
 //! per sample × method, after the chunk's perturbation lines); no forward is added.
 //!
+//! With a chance seed, every test also runs with the sample's units in a random order (the
+//! `chance` records, after the methods'), the level the methods' AUCs are to be read against.
+//!
 //! A chunk with any record still to do is recomputed whole and only the missing records are
 //! written, so a resumed run batches exactly like an uninterrupted one and writes the same
 //! numbers.
@@ -15,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
 
+use crate::eval::chance::{random_relevance, Units, CHANCE};
 use crate::eval::dataset::Question;
 use crate::eval::protocol::{check_steps, keep_count, kept_image, kept_text, Modality, Test};
 use crate::eval::results::{
@@ -83,6 +87,21 @@ pub struct Plan {
     /// Stop at the first failing sample instead of recording it and going on.
     pub strict: bool,
     pub opts: MethodOptions,
+    /// Also run the tests with each sample's units in a random order drawn from this seed
+    /// (`chance::random_relevance`), recorded as the method `chance`.
+    pub chance: Option<u64>,
+}
+
+impl Plan {
+    /// What the tests rank units by, by index: the methods in order, then chance.
+    fn rankings(&self) -> Vec<&'static str> {
+        let chance = self.chance.map(|_| CHANCE);
+        self.methods
+            .iter()
+            .map(|m| m.name())
+            .chain(chance)
+            .collect()
+    }
 }
 
 /// What a chunk produced, for progress displays.
@@ -109,6 +128,12 @@ pub fn check_plan<M: EvalModel>(model: &M, plan: &Plan) -> Result<(), EvalError>
     if !plan.tests.is_empty() && model.answering().is_none() {
         return Err(EvalError::Plan(
             "the perturbation tests need a model that answers (a VQA model)".into(),
+        ));
+    }
+    if plan.chance.is_some() && plan.methods.is_empty() {
+        // The units to order come with the explanation pass, which runs the methods.
+        return Err(EvalError::Plan(
+            "the chance rows run beside at least one method".into(),
         ));
     }
     Ok(())
@@ -150,12 +175,11 @@ pub fn run<M: EvalModel>(
         let outcome = run_chunk(model, chunk, &prepare, plan, truth)?;
         let mut written = Vec::new();
         for record in outcome.records {
-            let method: Method = record.method.parse()?;
             let q = chunk
                 .iter()
                 .find(|q| q.id == record.sample)
                 .expect("own sample");
-            if missing(done, q, method, record.test()) {
+            if missing(done, q, &record.method, record.test()) {
                 writer.append(&Line::Perturbation(record.clone()))?;
                 written.push(record);
             }
@@ -189,11 +213,11 @@ pub fn run<M: EvalModel>(
     Ok(ControlFlow::Continue(()))
 }
 
-/// Whether `done` lacks this perturbation record.
-fn missing(done: &Done, q: &Question, m: Method, t: Test) -> bool {
+/// Whether `done` lacks this perturbation record (of a method, or chance).
+fn missing(done: &Done, q: &Question, ranking: &str, t: Test) -> bool {
     !done
         .perturbations
-        .contains(&(q.id.clone(), m.name().to_owned(), t))
+        .contains(&(q.id.clone(), ranking.to_owned(), t))
 }
 
 /// Whether `done` lacks this ground-truth record, in a run scored against ground truth.
@@ -207,9 +231,13 @@ fn missing_truth(done: &Done, truth: bool, q: &Question, m: Method) -> bool {
 /// Whether `done` holds every record `plan` asks of `q` (with `truth`, its ground-truth
 /// records too): a sample an earlier run finished.
 pub fn sample_done(q: &Question, plan: &Plan, truth: bool, done: &Done) -> bool {
-    plan.methods.iter().all(|&m| {
-        !missing_truth(done, truth, q, m) && plan.tests.iter().all(|&t| !missing(done, q, m, t))
-    })
+    plan.methods
+        .iter()
+        .all(|&m| !missing_truth(done, truth, q, m))
+        && plan
+            .rankings()
+            .into_iter()
+            .all(|ranking| plan.tests.iter().all(|&t| !missing(done, q, ranking, t)))
 }
 
 struct ChunkOutcome {
@@ -280,14 +308,17 @@ fn run_chunk<M: EvalModel>(
                     Err(err) => failures.add(i, chunk[i], err)?,
                 }
             }
-            for &test in &plan.tests {
-                let steps = plan
-                    .steps
-                    .iter()
-                    .map(|&s| step_keep(explanation, test, s))
-                    .collect();
-                keeps.insert((i, m, test), steps);
-            }
+            let relevance = (
+                &explanation.image_relevance[..],
+                &explanation.text_relevance[..],
+            );
+            insert_keeps(&mut keeps, (i, m), relevance, plan);
+        }
+        if let (Some(seed), Some(e)) = (plan.chance, e.explanations.first()) {
+            let id = &chunk[i].id;
+            let image = random_relevance(seed, id, Units::Image, e.image_relevance.len());
+            let text = random_relevance(seed, id, Units::Text, e.text_relevance.len());
+            insert_keeps(&mut keeps, (i, plan.methods.len()), (&image, &text), plan);
         }
     }
 
@@ -299,8 +330,9 @@ fn run_chunk<M: EvalModel>(
         }
         _ => Vec::new(),
     };
-    // Records in sample order, then the plan's method and test order.
-    let method_rank = |m: &str| plan.methods.iter().position(|x| x.name() == m);
+    // Records in sample order, then the plan's method (chance last) and test order.
+    let rankings = plan.rankings();
+    let method_rank = |m: &str| rankings.iter().position(|x| *x == m);
     let test_rank = |t: Test| plan.tests.iter().position(|&x| x == t);
     let sample_rank = |s: &str| chunk.iter().position(|q| q.id == s);
     records.sort_by_key(|r| {
@@ -329,9 +361,26 @@ fn run_chunk<M: EvalModel>(
     })
 }
 
-/// What a chunk's samples keep at each step of each test: (sample, method index, test) →
-/// (units kept, input) per step.
+/// What a chunk's samples keep at each step of each test: (sample, ranking index, test) →
+/// (units kept, input) per step; a ranking is a method or chance (`Plan::rankings`).
 type Keeps = BTreeMap<(usize, usize, Test), Vec<(usize, Keep)>>;
+
+/// Every test's keeps of sample `i` ranked by `ranking`'s image and text relevance.
+fn insert_keeps(
+    keeps: &mut Keeps,
+    (i, ranking): (usize, usize),
+    relevance: (&[f32], &[f32]),
+    plan: &Plan,
+) {
+    for &test in &plan.tests {
+        let steps = plan
+            .steps
+            .iter()
+            .map(|&s| step_keep(relevance, test, s))
+            .collect();
+        keeps.insert((i, ranking, test), steps);
+    }
+}
 
 /// A chunk's questions, prepared inputs (`None` where preparing failed) and explanation
 /// passes (by position in the chunk).
@@ -342,7 +391,7 @@ type Prepared<'c, 'q, I> = (
 );
 
 /// The perturbation records of a chunk: every distinct perturbed input its `keeps` (sample,
-/// method index, test → each step's keep) ask for, run in forward batches of `plan.batch`.
+/// ranking index, test → each step's keep) ask for, run in forward batches of `plan.batch`.
 fn perturbation_records<'q, I>(
     answering: &dyn Answering<I>,
     (chunk, inputs, explained): Prepared<'_, 'q, I>,
@@ -398,6 +447,7 @@ fn perturbation_records<'q, I>(
     }
 
     let labels = answering.answers();
+    let rankings = plan.rankings();
     let mut records = Vec::new();
     for ((i, m, test), steps) in keeps {
         if failures.has(*i) {
@@ -411,7 +461,7 @@ fn perturbation_records<'q, I>(
         };
         let mut record = PerturbationRecord {
             sample: q.id.clone(),
-            method: plan.methods[*m].name().to_owned(),
+            method: rankings[*m].to_owned(),
             modality: test.modality,
             order: test.order,
             kept: Vec::with_capacity(steps.len()),
@@ -481,24 +531,25 @@ fn check_relevance(e: &Explanation) -> Result<(), EvalError> {
     }
 }
 
-/// Units kept at `step` (for the record) and the input to run.
-fn step_keep(e: &Explanation, test: Test, step: f64) -> (usize, Keep) {
+/// Units kept at `step` (for the record) and the input to run, ranking by `(image, text)`
+/// relevance.
+fn step_keep((image, text): (&[f32], &[f32]), test: Test, step: f64) -> (usize, Keep) {
     match test.modality {
         Modality::Image => {
-            let n = e.image_relevance.len();
+            let n = image.len();
             if keep_count(step, n) == n {
                 return (n, Keep::All);
             }
-            let kept = kept_image(&e.image_relevance, test.order, step);
+            let kept = kept_image(image, test.order, step);
             (kept.len(), Keep::Image(kept))
         }
         Modality::Text => {
-            let t = e.text_relevance.len();
+            let t = text.len();
             let words = t.saturating_sub(2);
             if keep_count(step, words) == words {
                 return (words, Keep::All);
             }
-            let kept = kept_text(&e.text_relevance, test.order, step);
+            let kept = kept_text(text, test.order, step);
             (kept.len() - 2, Keep::Text(kept))
         }
     }
@@ -649,6 +700,7 @@ mod tests {
                 batch: 3,
                 strict,
                 opts: MethodOptions::default(),
+                chance: None,
             };
             match run_chunk(&model, &chunk, &index, &plan, None) {
                 Ok(out) => {
@@ -745,6 +797,7 @@ mod tests {
             batch: 8,
             strict: true,
             opts: MethodOptions::default(),
+            chance: None,
         };
         let out = run_chunk(&model, &[&question], &|_: &Question| Ok(()), &plan, None).unwrap();
         assert!(out.failures.is_empty());
@@ -767,6 +820,108 @@ mod tests {
         seen.dedup();
         assert_eq!(seen.len(), runs, "an input ran twice");
         assert_eq!(runs, answers.len() - 1);
+    }
+
+    /// With a chance seed, each test also runs on the sample's units in the random order
+    /// `random_relevance` draws for it (the protocol applied by hand to that order), recorded
+    /// as `chance` after the methods' records, on top of the methods' inputs.
+    #[test]
+    fn chance_records_remove_units_in_the_drawn_order() {
+        use Keep::{All, Image, Text};
+        let (seed, id) = (99, "q7");
+        let image_rank = random_relevance(seed, id, Units::Image, 6);
+        let text_rank = random_relevance(seed, id, Units::Text, 7);
+        // Units by rank, highest first; text: the words, positions 1 to 5.
+        let by_rank = |rank: &[f32], units: Vec<usize>| {
+            let mut units = units;
+            units.sort_by(|&a, &b| rank[b].total_cmp(&rank[a]));
+            units
+        };
+        let image_desc = by_rank(&image_rank, (0..6).collect());
+        let word_desc = by_rank(&text_rank, (1..6).collect());
+        let reversed = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
+        let with_ends = |words: &[usize]| {
+            let mut kept = [&[0, 6], words].concat();
+            kept.sort_unstable();
+            Text(kept)
+        };
+        // Steps 0, .5, 1: 6, 3, 0 regions and 5, 2, 0 words kept.
+        let chance: Vec<(Order, Vec<Keep>, Vec<Keep>)> = [
+            (
+                Order::LeastRelevantFirst,
+                image_desc.clone(),
+                word_desc.clone(),
+            ),
+            (
+                Order::MostRelevantFirst,
+                reversed(&image_desc),
+                reversed(&word_desc),
+            ),
+        ]
+        .into_iter()
+        .map(|(order, image, words)| {
+            let image_keeps = vec![All, Image(image[..3].to_vec()), Image(vec![])];
+            let text_keeps = vec![All, with_ends(&words[..2]), with_ends(&[])];
+            (order, image_keeps, text_keeps)
+        })
+        .collect();
+        let explanation = Explanation {
+            method: Method::RawAttn,
+            score: 1.0,
+            image_relevance: vec![0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+            image_grid: (2, 3),
+            text_relevance: vec![0.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0],
+            text_scored: vec![false, true, true, true, true, true, false],
+            degenerate_graphs: Vec::new(),
+        };
+        // The method's inputs: the first units by index are its most relevant.
+        let method_keeps = [
+            Image(vec![5, 4, 3]),
+            Image(vec![0, 1, 2]),
+            Text(vec![0, 4, 5, 6]),
+            Text(vec![0, 1, 2, 6]),
+        ];
+        let mut answers: Vec<String> = chance
+            .iter()
+            .flat_map(|(_, i, t)| i.iter().chain(t))
+            .chain(&method_keeps)
+            .chain([&All, &Image(vec![]), &with_ends(&[])])
+            .map(name)
+            .collect();
+        answers.sort();
+        answers.dedup();
+        let model = Echo {
+            answers,
+            seen: RefCell::new(Vec::new()),
+            explanation,
+        };
+        let question = Question {
+            id: id.into(),
+            image_id: "img".into(),
+            text: "what?".into(),
+            truth: GroundTruth::Scores(BTreeMap::new()),
+        };
+        let plan = Plan {
+            methods: vec![Method::RawAttn],
+            tests: crate::eval::report::TESTS.to_vec(),
+            steps: vec![0.0, 0.5, 1.0],
+            batch: 4,
+            strict: true,
+            opts: MethodOptions::default(),
+            chance: Some(seed),
+        };
+        let out = run_chunk(&model, &[&question], &|_: &Question| Ok(()), &plan, None).unwrap();
+        let methods: Vec<&str> = out.records.iter().map(|r| r.method.as_str()).collect();
+        assert_eq!(methods, [["raw-attn"; 4], ["chance"; 4]].concat());
+        for r in &out.records[4..] {
+            let (_, image, text) = chance.iter().find(|(o, _, _)| *o == r.order).unwrap();
+            let keeps = match r.modality {
+                Modality::Image => image,
+                Modality::Text => text,
+            };
+            let names: Vec<String> = keeps.iter().map(name).collect();
+            assert_eq!(r.answers, names, "chance {} {}", r.modality, r.order);
+        }
     }
 
     /// Explains with no answer (as CLIP does); has answers to perturb only when asked to.
@@ -832,6 +987,7 @@ mod tests {
             batch,
             strict: false,
             opts: MethodOptions::default(),
+            chance: None,
         };
         let clip = Mute { answers: None };
         let vqa = Mute {
@@ -852,6 +1008,16 @@ mod tests {
         );
         let steps = refusal(&vqa, &plan(vec![test], vec![0.5, 1.0], 2));
         assert!(steps.contains("the first step must be 0"), "{steps}");
+        let alone = Plan {
+            methods: Vec::new(),
+            chance: Some(1),
+            ..good.clone()
+        };
+        let alone = refusal(&vqa, &alone);
+        assert!(
+            alone.contains("chance rows run beside at least one method"),
+            "{alone}"
+        );
 
         let question = Question {
             id: "q1".into(),

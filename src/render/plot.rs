@@ -36,7 +36,8 @@ pub struct Axes {
 }
 
 /// Tableau's ten colours: distinct for the usual colour-vision deficiencies too.
-const PALETTE: [[u8; 3]; 10] = [
+// Matplotlib's tab10, one colour per method, then black for the chance rows.
+const PALETTE: [[u8; 3]; 11] = [
     [31, 119, 180],
     [255, 127, 14],
     [44, 160, 44],
@@ -47,6 +48,7 @@ const PALETTE: [[u8; 3]; 10] = [
     [127, 127, 127],
     [188, 189, 34],
     [23, 190, 207],
+    [0, 0, 0],
 ];
 
 pub fn series_color(i: usize) -> [u8; 3] {
