@@ -75,7 +75,8 @@ QUESTIONS=$(grep -o '"question_id"' "$SET/questions.json" | wc -l)
   echo "  order (one seeded draw per sample)."
   echo
   echo "The explanations are of the model's predicted answer, right or wrong (each model's VQA"
-  echo "accuracy on these questions is given below)."
+  echo "accuracy on these questions is given below; for CLIP, how often it scores each image's"
+  echo "true caption above its distractors)."
   echo
   for name in vilt-synth lxmert-synth clip-synth; do
     dir="$MODELS/$name"

@@ -920,6 +920,13 @@ fn clip_trace_on_cuda_matches_cpu_and_transformers() {
             err <= 1e-5,
             "{case}: CUDA pair scores vs transformers rel err {err:e}"
         );
+        // The forward alone (eval's caption retrieval) scores the same.
+        let scores = gpu_model.scores(&cuda, &x).unwrap().pair_scores;
+        let err = max_rel_diff(&scores, &golden);
+        assert!(
+            err <= 1e-5,
+            "{case}: CUDA forward-only scores vs transformers rel err {err:e}"
+        );
         // Against the golden attention too: the acceptance check is CUDA vs transformers.
         for tower in [&gpu.vision, &gpu.text] {
             for (l, layer) in tower.layers.iter().enumerate() {

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 use common::fixtures;
 use fiedler::explain::{Method, MethodOptions};
-use fiedler::session::{AnswerTarget, LxmertSession, RegionRequest};
+use fiedler::session::{AnswerTarget, ClipSession, LxmertSession, PairRequest, RegionRequest};
 use fiedler::synth::metrics::{
     mass_in_mask, pointing_game, region_object_overlap, relevant_word_rank, span_words,
 };
@@ -367,6 +367,53 @@ fn lxmert_eval_scores_regions_against_their_objects() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Whether the fixture CLIP scores each image's true caption above its others, as the
+/// library's explanation pass (a trace, not the forward eval uses) finds, by sample id; the
+/// first image keeps only the captions scored below its true one, so that both cases occur.
+fn clip_retrieval(set: &Path) -> Vec<(String, bool)> {
+    let path = set.join("captions.json");
+    let mut sets: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let session = ClipSession::open(&fixtures().join("clip")).unwrap();
+    let mut retrieval = Vec::new();
+    for (i, line) in sets.as_array_mut().unwrap().iter_mut().enumerate() {
+        let pairs: Vec<PairRequest> = line["captions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| PairRequest {
+                image: set.join(line["file"].as_str().unwrap()),
+                text: c.as_str().unwrap().to_owned(),
+            })
+            .collect();
+        let scores: Vec<f32> = session
+            .explain(&pairs, &[], &MethodOptions::default(), 8, |_| {})
+            .unwrap()
+            .iter()
+            .map(|r| r.score)
+            .collect();
+        let correct = line["correct"].as_u64().unwrap() as usize;
+        if i == 0 {
+            // Only the captions it scores below the true one stay.
+            let below: Vec<usize> = (0..scores.len())
+                .filter(|&k| k == correct || scores[k] < scores[correct])
+                .collect();
+            let captions: Vec<Value> = below.iter().map(|&k| line["captions"][k].clone()).collect();
+            line["correct"] = Value::from(below.iter().position(|&k| k == correct).unwrap());
+            line["captions"] = Value::from(captions);
+            retrieval.push((line["image_id"].to_string(), true));
+            continue;
+        }
+        let retrieved = (0..scores.len()).all(|k| k == correct || scores[k] < scores[correct]);
+        retrieval.push((line["image_id"].to_string(), retrieved));
+    }
+    std::fs::write(&path, sets.to_string()).unwrap();
+    assert!(
+        retrieval.iter().any(|r| r.1) && retrieval.iter().any(|r| !r.1),
+        "{retrieval:?}"
+    );
+    retrieval
+}
+
 #[test]
 fn clip_eval_scores_true_captions_against_all_objects() {
     let dir = synth_set("clip");
@@ -384,6 +431,7 @@ fn clip_eval_scores_true_captions_against_all_objects() {
     .iter()
     .map(|a| (*a).to_owned())
     .collect();
+    let retrieval = clip_retrieval(&set);
     ok(&args);
     // ground truth only: no perturbation lines; every image × method scored, no word rank
     assert!(lines(&results, "perturbation").is_empty());
@@ -396,10 +444,24 @@ fn clip_eval_scores_true_captions_against_all_objects() {
         let m = v["mass"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&m), "{v}");
     }
+    for (sample, expected) in &retrieval {
+        let said: BTreeSet<Option<bool>> = gt
+            .iter()
+            .filter(|v| v["sample"] == sample.as_str())
+            .map(|v| v["retrieved"].as_bool())
+            .collect();
+        assert_eq!(said, BTreeSet::from([Some(*expected)]), "sample {sample}");
+    }
     let summary = ok(&["eval".into(), "summary".into(), s(&results)]);
     let table = String::from_utf8_lossy(&summary.stdout);
     assert!(table.contains("| chance | "), "{table}");
     assert!(table.contains("| dsmi | "), "{table}");
+    let retrieved = retrieval.iter().filter(|(_, r)| *r).count();
+    let top1 = 100.0 * retrieved as f64 / 3.0;
+    assert!(
+        table.contains(&format!("; caption retrieval {top1:.1}%")),
+        "{table}"
+    );
     // the report has no perturbation section: no empty AUC table, no steps
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.starts_with("# Ground-truth scores"), "{report}");
@@ -408,6 +470,10 @@ fn clip_eval_scores_true_captions_against_all_objects() {
         "{report}"
     );
     assert!(report.contains("## Ground truth"), "{report}");
+    assert!(
+        report.contains(&format!("- caption retrieval: {top1:.1}% of 3 samples score their true caption above every other caption of their image")),
+        "{report}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     for absent in ["steps", "auc_formula", "columns"] {

@@ -3,6 +3,7 @@
 //! against its ground truth; a CLIP model on a synth caption set gets those scores alone);
 //! `fiedler eval report RESULTS.jsonl` rebuilds the report from a results file alone.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use fiedler::backend::Backend;
-use fiedler::eval::clip::read_captions;
+use fiedler::eval::clip::{read_captions, CaptionSet};
 use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern, Question};
 use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
@@ -230,15 +231,19 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
         check_results_file(path)?;
         let report = Report::build(&read_results(path)?, path)?;
         // Step 0 of any test is the unperturbed input: the model's plain VQA accuracy, over
-        // the widest test (methods run on fewer samples would give their subset's).
+        // the widest test (methods run on fewer samples would give their subset's); CLIP's
+        // counterpart is its caption retrieval.
         let accuracy = report
             .methods
             .iter()
             .flat_map(|r| r.tests.values())
             .max_by_key(|c| c.samples)
-            .map_or(String::new(), |c| {
-                format!("; VQA accuracy {:.1}%", c.accuracy[0])
-            });
+            .map(|c| format!("; VQA accuracy {:.1}%", c.accuracy[0]))
+            .or_else(|| {
+                let r = report.caption_retrieval?;
+                Some(format!("; caption retrieval {:.1}%", r.top1))
+            })
+            .unwrap_or_default();
         outln!(
             "### `{}`: `{}` ({}), {} samples of `{}`{accuracy}\n",
             path.display(),
@@ -529,14 +534,14 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     check_family_options(&args, family, &model_dir)?;
     let steps = args.steps.clone().unwrap_or_else(|| DEFAULT_STEPS.to_vec());
     check_steps(&steps).map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
-    let (dataset, caption_images) = match &args.captions {
+    let (dataset, caption_sets) = match &args.captions {
         Some(path) => {
-            let (dataset, files) = read_captions(path)?;
-            (dataset, Some(files))
+            let (dataset, sets) = read_captions(path)?;
+            (dataset, Some(sets))
         }
         None => (read_dataset(&args)?, None),
     };
-    let what = if caption_images.is_some() {
+    let what = if caption_sets.is_some() {
         "caption"
     } else {
         "question"
@@ -583,7 +588,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     with_backend!(backend, be => match family {
         ModelFamily::Vilt => run.vilt(be),
         ModelFamily::Lxmert => run.lxmert(be),
-        ModelFamily::Clip => run.clip(be, caption_images.as_ref()),
+        ModelFamily::Clip => run.clip(be, caption_sets.as_ref()),
     })
 }
 
@@ -720,19 +725,19 @@ impl Run<'_> {
         )
     }
 
-    /// CLIP on a `fiedler synth` caption set (`images`: each caption's image file), scored
-    /// against its ground truth only.
+    /// CLIP on a `fiedler synth` caption set (`sets`: each sample's caption set), scored
+    /// against its ground truth only, with whether it retrieves the true caption.
     fn clip<B: Backend>(
         &self,
         be: B,
-        images: Option<&HashMap<String, PathBuf>>,
+        sets: Option<&HashMap<String, CaptionSet>>,
     ) -> anyhow::Result<()> {
-        if images.is_some() && self.truth_file.is_none() {
+        if sets.is_some() && self.truth_file.is_none() {
             bail!(
                 "CLIP is scored against ground truth only: give --ground-truth FILE, or put ground_truth.json beside --captions (and drop --no-ground-truth)"
             );
         }
-        let (Some(files), Some(path)) = (images, self.truth_file) else {
+        let (Some(sets), Some(path)) = (sets, self.truth_file) else {
             bail!(
                 "{} is a CLIP model: the perturbation benchmark needs a VQA model (ViLT or LXMERT); CLIP is scored against ground truth only, on a `fiedler synth` set: give --captions DIR/captions.json (with DIR/ground_truth.json)",
                 self.model_dir.display()
@@ -741,12 +746,31 @@ impl Run<'_> {
         let session = ClipSession::open_on(be, self.model_dir)?;
         let prepare = |q: &Question| {
             Ok(PairRequest {
-                image: files[&q.id].clone(),
+                image: sets[&q.id].file.clone(),
                 text: q.text.clone(),
             })
         };
         let truth = SynthTruth::for_captions(path, self.questions)?;
-        let score = |q: &Question, e: &Explanation| truth.score(q, e, session.tokenizer());
+        // Each sample's methods are scored one after the other: its retrieval runs once.
+        let last = RefCell::new(None::<(String, bool)>);
+        let score = |q: &Question, e: &Explanation| {
+            let mut record = truth.score(q, e, session.tokenizer())?;
+            let cached = last
+                .borrow()
+                .as_ref()
+                .filter(|(id, _)| *id == q.id)
+                .map(|c| c.1);
+            let retrieved = match cached {
+                Some(retrieved) => retrieved,
+                None => {
+                    let retrieved = sets[&q.id].retrieved_by(&session)?;
+                    *last.borrow_mut() = Some((q.id.clone(), retrieved));
+                    retrieved
+                }
+            };
+            record.retrieved = Some(retrieved);
+            Ok(record)
+        };
         self.evaluate(&session, prepare, Some(&score))
     }
 }

@@ -1,6 +1,8 @@
 //! CLIP under `fiedler eval`: there is no answer to perturb, so on a `fiedler synth` caption
 //! set (captions.json) each image's true caption is explained and the explanation scored
-//! against ground truth only (the objects the caption names: all of the image's).
+//! against ground truth only (the objects the caption names: all of the image's). Whether the
+//! model ranks the true caption first among the image's captions is recorded beside it, the
+//! CLIP counterpart of a VQA model's accuracy.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,25 +18,47 @@ use crate::explain::{Method, MethodOptions};
 use crate::session::{ClipSession, PairRequest};
 
 #[derive(Deserialize)]
-struct CaptionSet {
+struct CaptionSetLine {
     image_id: u64,
     file: String,
     correct: usize,
     captions: Vec<String>,
 }
 
+/// One image of a captions.json: its file, and its captions with the true one's index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptionSet {
+    pub file: PathBuf,
+    pub captions: Vec<String>,
+    pub correct: usize,
+}
+
+impl CaptionSet {
+    /// Whether `session` scores the true caption above every other caption of the image (a
+    /// tie is not a retrieval): one forward of the image with each caption.
+    pub fn retrieved_by<B: Backend>(&self, session: &ClipSession<B>) -> Result<bool, EvalError> {
+        let texts: Vec<&str> = self.captions.iter().map(String::as_str).collect();
+        let scores = session.scores(&self.file, &texts)?;
+        let truth = scores[self.correct];
+        Ok(scores
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| i == self.correct || s < truth))
+    }
+}
+
 /// The true caption of every image of a captions.json as a question (id and image id: the
-/// image id), and each image's file.
-pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, PathBuf>), EvalError> {
+/// image id), and each image's caption set, by that id.
+pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, CaptionSet>), EvalError> {
     let fail = |reason: String| EvalError::Dataset {
         path: path.to_path_buf(),
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let sets: Vec<CaptionSet> = serde_json::from_str(&text)
+    let sets: Vec<CaptionSetLine> = serde_json::from_str(&text)
         .map_err(|e| fail(format!("not a fiedler synth captions.json: {e}")))?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut files = HashMap::new();
+    let mut sets_by_id = HashMap::new();
     let mut questions = Vec::with_capacity(sets.len());
     for set in sets {
         let id = set.image_id.to_string();
@@ -47,19 +71,27 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, PathBuf>),
                 ),
             })
         })?;
-        files.insert(id.clone(), dir.join(&set.file));
         questions.push(Question {
             id: id.clone(),
-            image_id: id,
+            image_id: id.clone(),
             text: caption.clone(),
             truth: GroundTruth::Scores(Default::default()),
         });
+        let set = CaptionSet {
+            file: dir.join(&set.file),
+            captions: set.captions,
+            correct: set.correct,
+        };
+        sets_by_id.insert(id, set);
     }
     if questions.is_empty() {
         return Err(fail("it holds no caption set".into()));
     }
     // An image given twice would take the later set's file for both: refused, by its id.
-    Ok((finish(path.display().to_string(), questions, path)?, files))
+    Ok((
+        finish(path.display().to_string(), questions, path)?,
+        sets_by_id,
+    ))
 }
 
 impl<B: Backend> EvalModel for ClipSession<B> {
@@ -92,7 +124,7 @@ impl<B: Backend> EvalModel for ClipSession<B> {
 mod tests {
     use super::*;
 
-    fn read(json: &str) -> Result<(Dataset, HashMap<String, PathBuf>), EvalError> {
+    fn read(json: &str) -> Result<(Dataset, HashMap<String, CaptionSet>), EvalError> {
         let path = std::env::temp_dir().join(format!(
             "fiedler-captions-{}-{}.json",
             std::process::id(),
@@ -108,13 +140,17 @@ mod tests {
     /// caption, and files with no set, are refused in words.
     #[test]
     fn caption_sets_give_their_true_captions_and_bad_sets_are_named() {
-        let (dataset, files) = read(
+        let (dataset, sets) = read(
             r#"[{"image_id": 3, "file": "images/a.png", "correct": 1, "captions": ["x", "y"]}]"#,
         )
         .unwrap();
         assert_eq!(dataset.questions.len(), 1);
         assert_eq!(dataset.questions[0].text, "y");
-        assert!(files["3"].ends_with("images/a.png"));
+        assert!(sets["3"].file.ends_with("images/a.png"));
+        assert_eq!(
+            (&sets["3"].captions[..], sets["3"].correct),
+            (&["x".to_owned(), "y".to_owned()][..], 1)
+        );
         for (json, says) in [
             (
                 r#"[{"image_id": 3, "file": "a.png", "correct": 0, "captions": []}]"#,

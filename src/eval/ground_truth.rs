@@ -295,6 +295,7 @@ impl SynthTruth {
             // The best of r relevant words among w, in random order, ranks (w + 1) / (r + 1).
             chance_word_rank: word_rank
                 .map(|_| (word_count as f64 + 1.0) / (truth.relevant_words.len() as f64 + 1.0)),
+            retrieved: None,
         })
     }
 }

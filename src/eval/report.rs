@@ -276,6 +276,39 @@ impl GroundTruthRow {
     }
 }
 
+/// CLIP's counterpart of a VQA model's accuracy: how often it scores a sample's true caption
+/// above every other caption of its image.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Retrieval {
+    pub samples: usize,
+    /// % of them.
+    pub top1: f64,
+}
+
+impl Retrieval {
+    /// Over the samples of `records` that say (each sample once).
+    fn of(records: &[GroundTruthRecord]) -> Option<Self> {
+        let mut seen = HashSet::new();
+        let retrieved: Vec<bool> = records
+            .iter()
+            .filter_map(|r| Some((r.sample.as_str(), r.retrieved?)))
+            .filter(|(sample, _)| seen.insert(*sample))
+            .map(|(_, retrieved)| retrieved)
+            .collect();
+        (!retrieved.is_empty()).then(|| Self {
+            samples: retrieved.len(),
+            top1: 100.0 * retrieved.iter().filter(|&&r| r).count() as f64 / retrieved.len() as f64,
+        })
+    }
+
+    pub fn sentence(&self) -> String {
+        format!(
+            "caption retrieval: {:.1}% of {} samples score their true caption above every other caption of their image",
+            self.top1, self.samples
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     pub sample: String,
@@ -338,6 +371,9 @@ pub struct Report {
     pub ground_truth_file: Option<String>,
     /// Per method, then chance; empty without ground truth.
     pub ground_truth: Vec<GroundTruthRow>,
+    /// CLIP's caption retrieval, where the records say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caption_retrieval: Option<Retrieval>,
     pub failed_samples: Vec<Failure>,
 }
 
@@ -428,6 +464,7 @@ impl Report {
             methods,
             ground_truth_file: header.ground_truth.clone(),
             ground_truth,
+            caption_retrieval: Retrieval::of(&results.ground_truth),
             failed_samples: results
                 .failed_samples()
                 .into_iter()
@@ -469,6 +506,9 @@ impl Report {
         );
         if let Some(unfinished) = self.unfinished {
             let _ = writeln!(md, "- **{}**", unfinished.sentence());
+        }
+        if let Some(retrieval) = self.caption_retrieval {
+            let _ = writeln!(md, "- {}", retrieval.sentence());
         }
         if !self.perturbed() {
             let why = if clip {

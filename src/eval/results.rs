@@ -135,6 +135,11 @@ pub struct GroundTruthRecord {
     pub chance_pointing: Option<f64>,
     pub chance_mass: Option<f64>,
     pub chance_word_rank: Option<f64>,
+    /// CLIP: whether the model scores the sample's true caption above every other caption
+    /// of its image (the same for each method of a sample). Absent for VQA models, and in
+    /// files of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieved: Option<bool>,
 }
 
 /// A pointing score as written now (a number) or by earlier versions (true/false).

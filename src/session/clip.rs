@@ -146,14 +146,23 @@ impl<B: Backend> ClipSession<B> {
         Ok(results)
     }
 
-    pub(crate) fn explain_batch(
-        &self,
-        pairs: &[PairRequest],
-        methods: &[Method],
-        opts: &MethodOptions,
-    ) -> Result<Vec<PairResult>, SessionError> {
-        let images: Vec<&Path> = pairs.iter().map(|p| p.image.as_path()).collect();
-        let pixels = self.processor.preprocess_batch(&images)?;
+    /// exp(logit_scale)·cos(image, text) of `image` with each of `texts`, from a forward
+    /// alone (each tower's last layer at its pooled row).
+    pub fn scores(&self, image: &Path, texts: &[&str]) -> Result<Vec<f32>, SessionError> {
+        let pixels = self.pixels(&[image])?;
+        let tokens = self.tokenizer.encode_batch(texts)?;
+        let inputs = ClipInputs {
+            pixels: pixels.repeat(texts.len()),
+            ids: tokens.ids,
+            lengths: tokens.lengths,
+            seq_len: tokens.seq_len,
+        };
+        Ok(self.model.scores(&self.backend, &inputs)?.pair_scores)
+    }
+
+    /// The preprocessed `images`, at the size the model's position embeddings are for.
+    fn pixels(&self, images: &[&Path]) -> Result<Vec<f32>, SessionError> {
+        let pixels = self.processor.preprocess_batch(images)?;
         // Without a center crop, a preprocessor_config.json that resizes the shortest edge
         // leaves a non-square image at another size than the position embeddings are for.
         let size = self.model.config.vision.image_size;
@@ -166,10 +175,21 @@ impl<B: Backend> ClipSession<B> {
             }
             .into());
         }
+        Ok(pixels.data)
+    }
+
+    pub(crate) fn explain_batch(
+        &self,
+        pairs: &[PairRequest],
+        methods: &[Method],
+        opts: &MethodOptions,
+    ) -> Result<Vec<PairResult>, SessionError> {
+        let images: Vec<&Path> = pairs.iter().map(|p| p.image.as_path()).collect();
+        let pixels = self.pixels(&images)?;
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         let tokens = self.tokenizer.encode_batch(&texts)?;
         let inputs = ClipInputs {
-            pixels: pixels.data,
+            pixels,
             ids: tokens.ids.clone(),
             lengths: tokens.lengths.clone(),
             seq_len: tokens.seq_len,
