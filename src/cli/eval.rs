@@ -263,7 +263,8 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The AUC table, as in report.md, and the ground-truth table if any.
+/// The AUC table and the comparison with chance, as in report.md, CLIP's caption retrieval,
+/// and the ground-truth table if any.
 fn print_table(report: &Report) -> anyhow::Result<()> {
     if report.perturbed() {
         let md = report.markdown();
@@ -276,6 +277,10 @@ fn print_table(report: &Report) -> anyhow::Result<()> {
         if let Some(note) = report.uneven_samples_note() {
             outln!("{note}")?;
         }
+        out!("{}", report.versus_chance_markdown())?;
+    }
+    if let Some(retrieval) = report.caption_retrieval {
+        outln!("{}", retrieval.sentence())?;
     }
     if !report.ground_truth.is_empty() {
         out!("{}", report.ground_truth_markdown())?;

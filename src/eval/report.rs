@@ -188,6 +188,64 @@ pub struct Cell {
     pub accuracy: Vec<f64>,
     /// Mean units (words, regions, patches) kept at each step.
     pub kept: Vec<f64>,
+    /// This AUC against chance's over the same samples; none for chance itself, or in a run
+    /// without chance records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versus_chance: Option<VersusChance>,
+}
+
+/// A method's AUC minus chance's in one test, paired over the samples both have: the mean of
+/// the samples' own differences. A sample's two AUCs share its question and image, so the
+/// difference varies less than the two AUCs do.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct VersusChance {
+    pub samples: usize,
+    /// In the AUC's points; below 0 is better in a most-relevant-first test, above 0 in a
+    /// least-relevant-first one.
+    pub difference: f64,
+    /// The difference's standard error over the samples (none below two).
+    pub standard_error: Option<f64>,
+}
+
+impl VersusChance {
+    /// Over the samples of `aucs` (sample → AUC) that `chance` (the same) has too; `None`
+    /// when they share none.
+    fn paired(aucs: &HashMap<&str, f64>, chance: &HashMap<&str, f64>) -> Option<Self> {
+        let differences: Vec<f64> = aucs
+            .iter()
+            .filter_map(|(sample, a)| Some(a - chance.get(sample)?))
+            .collect();
+        let n = differences.len();
+        if n == 0 {
+            return None;
+        }
+        let difference = differences.iter().sum::<f64>() / n as f64;
+        let standard_error = (n >= 2).then(|| {
+            let squares: f64 = differences.iter().map(|d| (d - difference).powi(2)).sum();
+            (squares / (n - 1) as f64 / n as f64).sqrt()
+        });
+        Some(Self {
+            samples: n,
+            difference,
+            standard_error,
+        })
+    }
+
+    /// "−28.12 ± 1.10 ✓": ✓ where it beats chance by more than two standard errors in
+    /// `order`'s direction, ✗ where it falls behind by as much.
+    fn text(&self, order: Order) -> String {
+        let better = match order {
+            Order::MostRelevantFirst => -self.difference,
+            Order::LeastRelevantFirst => self.difference,
+        };
+        let d = format!("{:+.2}", self.difference).replace('-', "−");
+        match self.standard_error {
+            Some(se) if better > 2.0 * se => format!("{d} ± {se:.2} ✓"),
+            Some(se) if -better > 2.0 * se => format!("{d} ± {se:.2} ✗"),
+            Some(se) => format!("{d} ± {se:.2}"),
+            None => d,
+        }
+    }
 }
 
 impl Cell {
@@ -396,10 +454,20 @@ impl Report {
         // CLIP has no answer to perturb: its runs are scored against ground truth only.
         let perturbs = ModelFamily::from_model_type(&header.family) != Some(ModelFamily::Clip);
         let mut tally = Tally::default();
+        // Each sample's AUC per method and test, for the comparisons with chance.
+        let mut aucs: HashMap<(&str, Test), HashMap<&str, f64>> = HashMap::new();
         for r in &results.perturbations {
             // `read_results` has checked that every record has the run's steps.
             tally.add(r);
+            let percent: Vec<f64> = r.accuracy.iter().map(|a| 100.0 * a).collect();
+            aucs.entry((&r.method, r.test()))
+                .or_default()
+                .insert(&r.sample, auc(&header.steps, &percent));
         }
+        let versus_chance = |method: &str, t: Test| {
+            let chance = aucs.get(&(CHANCE, t)).filter(|_| method != CHANCE)?;
+            VersusChance::paired(&aucs[&(method, t)], chance)
+        };
         let methods = tally
             .methods()
             .into_iter()
@@ -414,6 +482,7 @@ impl Report {
                                 standard_error: tally.auc_standard_error(&method, t, &header.steps),
                                 kept: tally.kept(&method, t).unwrap_or_default(),
                                 accuracy,
+                                versus_chance: versus_chance(&method, t),
                             };
                             (t.column(), cell)
                         })
@@ -565,6 +634,7 @@ impl Report {
         if let Some(note) = self.uneven_samples_note() {
             let _ = writeln!(md, "\n{note}");
         }
+        md.push_str(&self.versus_chance_markdown());
         if !self.ground_truth.is_empty() {
             md.push_str(&self.ground_truth_markdown());
         }
@@ -611,6 +681,40 @@ impl Report {
             }
         }
         self.failed_markdown(&mut md);
+        md
+    }
+
+    /// The section comparing each method with chance, sample by sample; empty without chance
+    /// records.
+    pub fn versus_chance_markdown(&self) -> String {
+        let compared = |r: &&MethodRow| r.tests.values().any(|c| c.versus_chance.is_some());
+        if !self.methods.iter().any(|r| compared(&r)) {
+            return String::new();
+        }
+        let mut md = String::new();
+        let _ = writeln!(md, "\n## Against chance\n");
+        let _ = writeln!(
+            md,
+            "Each method's AUC minus chance's, paired over the samples both ran: the mean of the samples' own differences ± its standard error (a sample's two AUCs share its question, so this is less noisy than the two AUCs' errors suggest). ✓: better than chance by more than two standard errors (below it in a `+` test, above it in a `−` test); ✗: worse by as much.\n"
+        );
+        let headers: Vec<String> = TESTS
+            .iter()
+            .map(|t| format!("{} {}", t.column(), t.order.better()))
+            .collect();
+        let _ = writeln!(md, "| method | {} |", headers.join(" | "));
+        let _ = writeln!(md, "|---|{}", "---:|".repeat(TESTS.len()));
+        for row in self.methods.iter().filter(compared) {
+            let cells: Vec<String> = TESTS
+                .iter()
+                .map(
+                    |t| match row.tests.get(&t.column()).and_then(|c| c.versus_chance) {
+                        Some(v) => v.text(t.order),
+                        None => "–".into(),
+                    },
+                )
+                .collect();
+            let _ = writeln!(md, "| {} | {} |", row.method, cells.join(" | "));
+        }
         md
     }
 
@@ -934,6 +1038,83 @@ mod tests {
         let (_, curve) = tally.curve("dsmi", test).unwrap();
         assert!((auc(&steps, &curve) - mean).abs() < 1e-9);
         assert_eq!(tally.auc_standard_error("chefer", test, &steps), None);
+    }
+
+    /// Against chance: the mean and standard error of the samples' own AUC differences, over
+    /// the samples both have; ✓ and ✗ by the test's direction.
+    #[test]
+    fn methods_are_compared_with_chance_sample_by_sample() {
+        let steps = vec![0.0, 0.5, 1.0];
+        let record =
+            |sample: &str, method: &str, test: Test, accuracy: [f64; 3]| PerturbationRecord {
+                sample: sample.into(),
+                method: method.into(),
+                modality: test.modality,
+                order: test.order,
+                kept: vec![2, 1, 0],
+                answers: vec![String::new(); 3],
+                accuracy: accuracy.to_vec(),
+            };
+        let (plus, minus) = (TESTS[0], TESTS[1]);
+        // AUC = 25·a0 + 50·a1 + 25·a2 (accuracies in %).
+        let dsmi = [[1.0, 0.0, 0.0], [1.0, 0.2, 0.0], [1.0, 0.4, 0.0]];
+        let chance = [
+            [1.0, 1.0, 0.0],
+            [1.0, 0.8, 0.0],
+            [1.0, 0.8, 0.0],
+            [1.0, 0.0, 0.0],
+        ];
+        let mut results = Results {
+            header: Some(RunHeader {
+                family: "lxmert".into(),
+                steps: steps.clone(),
+                ..crate::eval::results::tests::header(0)
+            }),
+            ..Results::default()
+        };
+        for (i, a) in dsmi.iter().enumerate() {
+            let sample = i.to_string();
+            results
+                .perturbations
+                .push(record(&sample, "dsmi", plus, *a));
+            results
+                .perturbations
+                .push(record(&sample, "dsmi", minus, *a));
+        }
+        // Chance has a fourth sample, which dsmi lacks: it is left out of the pairs.
+        for (i, a) in chance.iter().enumerate() {
+            results
+                .perturbations
+                .push(record(&i.to_string(), CHANCE, plus, *a));
+            results
+                .perturbations
+                .push(record(&i.to_string(), CHANCE, minus, *a));
+        }
+        let report = Report::build(&results, Path::new("results.jsonl")).unwrap();
+        // Differences 100·0.5·(0 − 1, 0.2 − 0.8, 0.4 − 0.8) = −50, −30, −20.
+        let differences = [-50.0, -30.0, -20.0];
+        let mean = differences.iter().sum::<f64>() / 3.0;
+        let variance = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / 2.0;
+        let se = (variance / 3.0).sqrt();
+        let row = |m: &str| report.methods.iter().find(|r| r.method == m).unwrap();
+        for t in [plus, minus] {
+            let v = row("dsmi").tests[&t.column()].versus_chance.unwrap();
+            assert_eq!(v.samples, 3);
+            assert!((v.difference - mean).abs() < 1e-9, "{v:?}");
+            assert!(
+                (v.standard_error.unwrap() - se).abs() < 1e-9,
+                "{v:?} vs {se}"
+            );
+            assert!(row(CHANCE).tests[&t.column()].versus_chance.is_none());
+        }
+        // −33.33 ± 8.82: more than two errors below chance, better in +, worse in −.
+        let md = report.markdown();
+        let line = md
+            .lines()
+            .find(|l| l.starts_with("| dsmi | −33.33"))
+            .unwrap();
+        assert_eq!(line, "| dsmi | −33.33 ± 8.82 ✓ | −33.33 ± 8.82 ✗ | – | – |");
+        assert!(md.contains("## Against chance"));
     }
 
     /// A sample missing a record the others have (here: one test of one method) is counted
