@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::fixtures;
 use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Question};
-use fiedler::eval::results::read_results;
+use fiedler::eval::results::{read_results, PerturbationRecord};
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::session::{AnswerTarget, LxmertSession, PairRequest, RegionRequest, ViltSession};
 use serde_json::Value;
@@ -785,6 +785,31 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
     let records = read_results(&without).unwrap().perturbations;
     assert_eq!(records.len(), 3 * 4);
     assert!(records.iter().all(|r| r.method == "raw-attn"));
+
+    // Rerun without --no-chance, a file without chance rows is resumed as it is (adding them
+    // would redo every sample), and says so; --chance adds them, as a fresh run draws them.
+    let mut args = lxmert_args(&without, "4");
+    args.extend(["--samples", "3", "--methods", "raw-attn"].map(String::from));
+    let out = run_ok(&args);
+    assert!(
+        stderr(&out).contains("has no chance rows") && stderr(&out).contains("--chance adds them"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read_results(&without).unwrap().perturbations.len(), 3 * 4);
+    args.push("--chance".into());
+    run_ok(&args);
+    let chance = |path: &Path| -> Vec<PerturbationRecord> {
+        let mut records: Vec<PerturbationRecord> = read_results(path)
+            .unwrap()
+            .perturbations
+            .into_iter()
+            .filter(|r| r.method == "chance")
+            .collect();
+        records.sort_by_key(|r| r.key());
+        records
+    };
+    assert_eq!(chance(&without), chance(&with));
 }
 
 /// Inputs for another family are refused, not ignored.

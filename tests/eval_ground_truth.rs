@@ -367,15 +367,18 @@ fn lxmert_eval_scores_regions_against_their_objects() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Whether the fixture CLIP scores each image's true caption above its others, as the
-/// library's explanation pass (a trace, not the forward eval uses) finds, by sample id; the
-/// first image keeps only the captions scored below its true one, so that both cases occur.
-fn clip_retrieval(set: &Path) -> Vec<(String, bool)> {
+/// Whether the fixture CLIP scores each image's true caption above its others (1, 0, 1/k for a
+/// tie of k at the top), as the library's explanation pass (a trace, not the forward eval
+/// uses) finds, by sample id. So that both cases occur, with the true caption second: the
+/// first image that scores it above a distractor keeps only the lowest one before it, and the
+/// first that scores a distractor above it keeps only the highest one.
+fn clip_retrieval(set: &Path) -> Vec<(String, f64)> {
     let path = set.join("captions.json");
     let mut sets: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let session = ClipSession::open(&fixtures().join("clip")).unwrap();
+    let (mut beaten, mut beating) = (false, false);
     let mut retrieval = Vec::new();
-    for (i, line) in sets.as_array_mut().unwrap().iter_mut().enumerate() {
+    for line in sets.as_array_mut().unwrap() {
         let pairs: Vec<PairRequest> = line["captions"]
             .as_array()
             .unwrap()
@@ -392,25 +395,38 @@ fn clip_retrieval(set: &Path) -> Vec<(String, bool)> {
             .map(|r| r.score)
             .collect();
         let correct = line["correct"].as_u64().unwrap() as usize;
-        if i == 0 {
-            // Only the captions it scores below the true one stay.
-            let below: Vec<usize> = (0..scores.len())
-                .filter(|&k| k == correct || scores[k] < scores[correct])
-                .collect();
-            let captions: Vec<Value> = below.iter().map(|&k| line["captions"][k].clone()).collect();
-            line["correct"] = Value::from(below.iter().position(|&k| k == correct).unwrap());
-            line["captions"] = Value::from(captions);
-            retrieval.push((line["image_id"].to_string(), true));
-            continue;
-        }
-        let retrieved = (0..scores.len()).all(|k| k == correct || scores[k] < scores[correct]);
-        retrieval.push((line["image_id"].to_string(), retrieved));
+        let truth = scores[correct];
+        let others = (0..scores.len()).filter(|&k| k != correct);
+        let lowest = others
+            .clone()
+            .min_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        let highest = others.max_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+        let keep_before_truth = |k: usize, line: &mut Value| {
+            let captions = [
+                line["captions"][k].clone(),
+                line["captions"][correct].clone(),
+            ];
+            line["captions"] = Value::from(captions.to_vec());
+            line["correct"] = Value::from(1);
+        };
+        let share = match (lowest, highest) {
+            (Some(k), _) if !beaten && scores[k] < truth => {
+                beaten = true;
+                keep_before_truth(k, line);
+                1.0
+            }
+            (_, Some(k)) if !beating && scores[k] > truth => {
+                beating = true;
+                keep_before_truth(k, line);
+                0.0
+            }
+            _ if scores.iter().any(|&s| s > truth) => 0.0,
+            _ => 1.0 / scores.iter().filter(|&&s| s == truth).count() as f64,
+        };
+        retrieval.push((line["image_id"].to_string(), share));
     }
+    assert!(beaten && beating, "{retrieval:?}");
     std::fs::write(&path, sets.to_string()).unwrap();
-    assert!(
-        retrieval.iter().any(|r| r.1) && retrieval.iter().any(|r| !r.1),
-        "{retrieval:?}"
-    );
     retrieval
 }
 
@@ -445,21 +461,24 @@ fn clip_eval_scores_true_captions_against_all_objects() {
         assert!((0.0..=1.0).contains(&m), "{v}");
     }
     for (sample, expected) in &retrieval {
-        let said: BTreeSet<Option<bool>> = gt
+        let said: Vec<Option<f64>> = gt
             .iter()
             .filter(|v| v["sample"] == sample.as_str())
-            .map(|v| v["retrieved"].as_bool())
+            .map(|v| v["retrieved"].as_f64())
             .collect();
-        assert_eq!(said, BTreeSet::from([Some(*expected)]), "sample {sample}");
+        assert_eq!(
+            said,
+            vec![Some(*expected); Method::ALL.len()],
+            "sample {sample}"
+        );
     }
     let summary = ok(&["eval".into(), "summary".into(), s(&results)]);
     let table = String::from_utf8_lossy(&summary.stdout);
     assert!(table.contains("| chance | "), "{table}");
     assert!(table.contains("| dsmi | "), "{table}");
-    let retrieved = retrieval.iter().filter(|(_, r)| *r).count();
-    let top1 = 100.0 * retrieved as f64 / 3.0;
+    let top1 = 100.0 * retrieval.iter().map(|(_, r)| r).sum::<f64>() / 3.0;
     assert!(
-        table.contains(&format!("; caption retrieval {top1:.1}%")),
+        table.contains(&format!("; caption retrieval {top1:.1}% of 3")),
         "{table}"
     );
     // the report has no perturbation section: no empty AUC table, no steps

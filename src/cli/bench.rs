@@ -447,6 +447,7 @@ fn run_eval<B: Backend>(
         file_patterns: None,
         precision: None,
         solver: None,
+        chance: None,
         cwd: None,
     };
     outln!(

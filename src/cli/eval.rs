@@ -3,7 +3,6 @@
 //! against its ground truth; a CLIP model on a synth caption set gets those scores alone);
 //! `fiedler eval report RESULTS.jsonl` rebuilds the report from a results file alone.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -11,7 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use fiedler::backend::Backend;
-use fiedler::eval::clip::{read_captions, CaptionSet};
+use fiedler::eval::chance::CHANCE;
+use fiedler::eval::clip::{read_captions, CaptionSet, Retrievals};
 use fiedler::eval::dataset::{read_lxmert_json, read_vqa_v2, Dataset, FilePattern, Question};
 use fiedler::eval::ground_truth::{ImageUnits, SynthTruth};
 use fiedler::eval::protocol::{check_steps, Modality, Order, Test, DEFAULT_STEPS};
@@ -148,7 +148,8 @@ struct RunArgs {
     /// indices after random.seed(SEED), as the reference picks them. Default: all.
     #[arg(long, allow_negative_numbers = true)]
     samples: Option<usize>,
-    /// Seed of the sample order (the reference's is 1234).
+    /// Seed of the sample order (the reference's is 1234), and of the chance rows' random
+    /// orders.
     #[arg(long, default_value_t = 1234, allow_negative_numbers = true)]
     seed: u64,
     /// Samples per explanation pass and inputs per perturbed forward.
@@ -160,8 +161,13 @@ struct RunArgs {
     /// Leave out the `chance` rows: the perturbation tests with each sample's units removed
     /// in a random order (drawn from --seed and the sample's id), the level a method's AUCs
     /// have to beat. They cost the forwards of one more method. VQA models only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "chance")]
     no_chance: bool,
+    /// Add the chance rows to a results file that has none (written by an earlier version or
+    /// with --no-chance), which reruns every sample's explanation pass and forwards. Without
+    /// it, such a file is resumed without them.
+    #[arg(long)]
+    chance: bool,
     /// Eigensolver for the spectral methods: lanczos (fast) or dense (reference).
     #[arg(long, default_value = "lanczos")]
     solver: Solver,
@@ -241,7 +247,10 @@ fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
             .map(|c| format!("; VQA accuracy {:.1}%", c.accuracy[0]))
             .or_else(|| {
                 let r = report.caption_retrieval?;
-                Some(format!("; caption retrieval {:.1}%", r.top1))
+                Some(format!(
+                    "; caption retrieval {:.1}% of {}",
+                    r.top1, r.samples
+                ))
             })
             .unwrap_or_default();
         outln!(
@@ -569,7 +578,8 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         steps,
         batch: args.batch,
         strict: args.strict,
-        chance: (!args.no_chance).then_some(args.seed),
+        // CLIP removes nothing: it has no tests to run in a random order.
+        chance: (!args.no_chance && family != ModelFamily::Clip).then_some(args.seed),
         opts: MethodOptions {
             graph: GraphOptions {
                 solver: args.solver,
@@ -640,6 +650,7 @@ fn run_header(
         file_patterns: Some(args.file_patterns.clone()),
         precision: Some(if args.precision.tf32 { "tf32" } else { "f32" }.into()),
         solver: Some(args.solver.to_string()),
+        chance: (family != ModelFamily::Clip).then_some(!args.no_chance),
         cwd: std::env::current_dir()
             .ok()
             .map(|d| d.display().to_string()),
@@ -674,7 +685,7 @@ impl Run<'_> {
             model,
             self.questions,
             prepare,
-            self.plan,
+            (self.plan, self.args.chance),
             truth,
             self.header,
             &self.args.results,
@@ -756,35 +767,23 @@ impl Run<'_> {
             })
         };
         let truth = SynthTruth::for_captions(path, self.questions)?;
-        // Each sample's methods are scored one after the other: its retrieval runs once.
-        let last = RefCell::new(None::<(String, bool)>);
+        let retrievals = Retrievals::new(&session, sets);
         let score = |q: &Question, e: &Explanation| {
             let mut record = truth.score(q, e, session.tokenizer())?;
-            let cached = last
-                .borrow()
-                .as_ref()
-                .filter(|(id, _)| *id == q.id)
-                .map(|c| c.1);
-            let retrieved = match cached {
-                Some(retrieved) => retrieved,
-                None => {
-                    let retrieved = sets[&q.id].retrieved_by(&session)?;
-                    *last.borrow_mut() = Some((q.id.clone(), retrieved));
-                    retrieved
-                }
-            };
-            record.retrieved = Some(retrieved);
+            record.retrieved = retrievals.of(&q.id);
             Ok(record)
         };
         self.evaluate(&session, prepare, Some(&score))
     }
 }
 
+/// Runs `plan` (with `add_chance`, --chance: its chance rows even into a results file without
+/// them) over `questions`, appending to `results`, and writes the report.
 fn evaluate<M: EvalModel>(
     model: &M,
     questions: &[&Question],
     prepare: impl Fn(&Question) -> Result<M::Input, EvalError>,
-    plan: &Plan,
+    (plan, add_chance): (&Plan, bool),
     truth: Option<&Scorer<'_>>,
     header: &RunHeader,
     results: &Path,
@@ -797,6 +796,22 @@ fn evaluate<M: EvalModel>(
     if existing.torn_line {
         eprintln!(
             "note: {} ended in a partly written line (an interrupted run); it is redone",
+            results.display()
+        );
+    }
+    // A file whose first run did not draw chance rows (an older version's, or --no-chance)
+    // is resumed without them: they would make every sample to do again.
+    let drew_chance = existing.header.as_ref().and_then(|h| h.chance) == Some(true)
+        || existing.perturbations.iter().any(|r| r.method == CHANCE);
+    let without_chance =
+        plan.chance.is_some() && !add_chance && !existing.perturbations.is_empty() && !drew_chance;
+    let plan = &Plan {
+        chance: plan.chance.filter(|_| !without_chance),
+        ..plan.clone()
+    };
+    if without_chance {
+        eprintln!(
+            "note: {} has no chance rows (written by an earlier version, or with --no-chance): resuming it without them; --chance adds them, which reruns every sample",
             results.display()
         );
     }

@@ -45,23 +45,25 @@ mod tests {
         assert!(random_relevance(7, "q1", Units::Text, 0).is_empty());
     }
 
-    /// Uniform: over many samples, each of 6 units is ranked first about equally often
-    /// (χ² with 5 degrees of freedom under 20.5, which a uniform draw exceeds with probability
-    /// 0.001).
+    /// Uniform over every order: over many samples, each of the 24 orders of 4 units comes
+    /// up about equally often (χ² with 23 degrees of freedom under 49.7, which a uniform
+    /// draw exceeds with probability 0.001). A draw that reached only some orders (a random
+    /// rotation: 4 of them) would fail.
     #[test]
-    fn every_unit_is_equally_likely_to_come_first() {
-        let draws = 6000;
-        let mut first = [0usize; 6];
+    fn every_order_is_equally_likely() {
+        let draws = 24_000;
+        let mut counts = std::collections::HashMap::new();
         for s in 0..draws {
-            let r = random_relevance(1234, &format!("sample {s}"), Units::Text, 6);
-            let top = (0..6).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap();
-            first[top] += 1;
+            let r = random_relevance(1234, &format!("sample {s}"), Units::Text, 4);
+            let order: Vec<u8> = r.iter().map(|&x| x as u8).collect();
+            *counts.entry(order).or_insert(0usize) += 1;
         }
-        let expected = draws as f64 / 6.0;
-        let chi2: f64 = first
-            .iter()
+        assert_eq!(counts.len(), 24, "orders drawn: {counts:?}");
+        let expected = draws as f64 / 24.0;
+        let chi2: f64 = counts
+            .values()
             .map(|&c| (c as f64 - expected).powi(2) / expected)
             .sum();
-        assert!(chi2 < 20.5, "first-ranked counts {first:?}: χ² = {chi2:.1}");
+        assert!(chi2 < 49.7, "order counts {counts:?}: χ² = {chi2:.1}");
     }
 }

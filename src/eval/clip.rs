@@ -4,6 +4,7 @@
 //! model ranks the true caption first among the image's captions is recorded beside it, the
 //! CLIP counterpart of a VQA model's accuracy.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,7 @@ use crate::eval::runner::{Answering, EvalModel, Explained};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
 use crate::session::{ClipSession, PairRequest};
+use crate::warning::warn;
 
 #[derive(Deserialize)]
 struct CaptionSetLine {
@@ -34,16 +36,55 @@ pub struct CaptionSet {
 }
 
 impl CaptionSet {
-    /// Whether `session` scores the true caption above every other caption of the image (a
-    /// tie is not a retrieval): one forward of the image with each caption.
-    pub fn retrieved_by<B: Backend>(&self, session: &ClipSession<B>) -> Result<bool, EvalError> {
+    /// Whether `session` scores the true caption above every other caption of the image: 1
+    /// if so, 0 if one scores higher, 1/k when k captions tie at the top with it (captions
+    /// cut to the same tokens), as a draw among them would be right. One forward of the image
+    /// with each caption.
+    pub fn retrieval<B: Backend>(&self, session: &ClipSession<B>) -> Result<f64, EvalError> {
         let texts: Vec<&str> = self.captions.iter().map(String::as_str).collect();
         let scores = session.scores(&self.file, &texts)?;
         let truth = scores[self.correct];
-        Ok(scores
-            .iter()
-            .enumerate()
-            .all(|(i, &s)| i == self.correct || s < truth))
+        if scores.iter().any(|&s| s > truth) {
+            return Ok(0.0);
+        }
+        Ok(1.0 / scores.iter().filter(|&&s| s == truth).count() as f64)
+    }
+}
+
+/// Each sample's caption retrieval for the ground-truth scorer, which scores a sample's
+/// methods one after another: computed once per sample. An error is warned of and recorded as
+/// unknown, so that the sample keeps its ground-truth scores.
+pub struct Retrievals<'a, B: Backend> {
+    session: &'a ClipSession<B>,
+    sets: &'a HashMap<String, CaptionSet>,
+    last: RefCell<Option<(String, Option<f64>)>>,
+}
+
+impl<'a, B: Backend> Retrievals<'a, B> {
+    pub fn new(session: &'a ClipSession<B>, sets: &'a HashMap<String, CaptionSet>) -> Self {
+        Self {
+            session,
+            sets,
+            last: RefCell::new(None),
+        }
+    }
+
+    /// The retrieval (`CaptionSet::retrieval`) of sample `id`, by its caption set.
+    pub fn of(&self, id: &str) -> Option<f64> {
+        if let Some((last, retrieval)) = &*self.last.borrow() {
+            if last == id {
+                return *retrieval;
+            }
+        }
+        let retrieval = match self.sets.get(id)?.retrieval(self.session) {
+            Ok(share) => Some(share),
+            Err(e) => {
+                warn(&format!("sample {id}: no caption retrieval: {e}"));
+                None
+            }
+        };
+        *self.last.borrow_mut() = Some((id.to_owned(), retrieval));
+        retrieval
     }
 }
 
@@ -71,6 +112,15 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, CaptionSet
                 ),
             })
         })?;
+        // A distractor equal to the true caption could never be told from it.
+        for (i, c) in set.captions.iter().enumerate() {
+            if c.trim().is_empty() {
+                return Err(fail(format!("image {id}: caption {i} is empty")));
+            }
+            if let Some(j) = set.captions[..i].iter().position(|earlier| earlier == c) {
+                return Err(fail(format!("image {id}: caption {i} repeats caption {j}")));
+            }
+        }
         questions.push(Question {
             id: id.clone(),
             image_id: id.clone(),
@@ -159,6 +209,14 @@ mod tests {
             (
                 r#"[{"image_id": 3, "file": "a.png", "correct": 2, "captions": ["x", "y"]}]"#,
                 "image 3: `correct` is 2, past its 2 captions (counted from 0)",
+            ),
+            (
+                r#"[{"image_id": 3, "file": "a.png", "correct": 0, "captions": ["x", "y", "x"]}]"#,
+                "image 3: caption 2 repeats caption 0",
+            ),
+            (
+                r#"[{"image_id": 3, "file": "a.png", "correct": 0, "captions": ["x", " "]}]"#,
+                "image 3: caption 1 is empty",
             ),
             ("[]", "it holds no caption set"),
             (

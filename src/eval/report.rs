@@ -210,7 +210,7 @@ pub struct VersusChance {
 impl VersusChance {
     /// Over the samples of `aucs` (sample → AUC) that `chance` (the same) has too; `None`
     /// when they share none.
-    fn paired(aucs: &HashMap<&str, f64>, chance: &HashMap<&str, f64>) -> Option<Self> {
+    fn paired(aucs: &BTreeMap<&str, f64>, chance: &BTreeMap<&str, f64>) -> Option<Self> {
         let differences: Vec<f64> = aucs
             .iter()
             .filter_map(|(sample, a)| Some(a - chance.get(sample)?))
@@ -347,15 +347,15 @@ impl Retrieval {
     /// Over the samples of `records` that say (each sample once).
     fn of(records: &[GroundTruthRecord]) -> Option<Self> {
         let mut seen = HashSet::new();
-        let retrieved: Vec<bool> = records
+        let shares: Vec<f64> = records
             .iter()
             .filter_map(|r| Some((r.sample.as_str(), r.retrieved?)))
             .filter(|(sample, _)| seen.insert(*sample))
-            .map(|(_, retrieved)| retrieved)
+            .map(|(_, share)| share)
             .collect();
-        (!retrieved.is_empty()).then(|| Self {
-            samples: retrieved.len(),
-            top1: 100.0 * retrieved.iter().filter(|&&r| r).count() as f64 / retrieved.len() as f64,
+        (!shares.is_empty()).then(|| Self {
+            samples: shares.len(),
+            top1: 100.0 * shares.iter().sum::<f64>() / shares.len() as f64,
         })
     }
 
@@ -454,8 +454,9 @@ impl Report {
         // CLIP has no answer to perturb: its runs are scored against ground truth only.
         let perturbs = ModelFamily::from_model_type(&header.family) != Some(ModelFamily::Clip);
         let mut tally = Tally::default();
-        // Each sample's AUC per method and test, for the comparisons with chance.
-        let mut aucs: HashMap<(&str, Test), HashMap<&str, f64>> = HashMap::new();
+        // Each sample's AUC per method and test, for the comparisons with chance (in sample
+        // order, so that the sums and the report's bytes do not vary from run to run).
+        let mut aucs: HashMap<(&str, Test), BTreeMap<&str, f64>> = HashMap::new();
         for r in &results.perturbations {
             // `read_results` has checked that every record has the run's steps.
             tally.add(r);
@@ -605,7 +606,7 @@ impl Report {
         if self.methods.iter().any(|r| r.method == CHANCE) {
             let _ = writeln!(
                 md,
-                "- `chance`: the same tests with each sample's units removed in a random order (one draw per sample, from the seed and the sample's id): the level a method has to beat"
+                "- `chance`: the same tests with each sample's units removed in a random order (one order per sample and modality, drawn from the seed and the sample's id; the `+` and `−` tests take it from either end): the level a method has to beat"
             );
         }
         let _ = writeln!(

@@ -77,6 +77,11 @@ pub struct RunHeader {
     /// versions.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub solver: Option<String>,
+    /// Whether the file's first run drew the chance rows (a VQA model's, without
+    /// --no-chance): a later run adds them to the samples it evaluates only then. Not
+    /// compared on resuming. (Absent in files of older versions, and for CLIP.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chance: Option<bool>,
     /// The directory the run started in: relative paths above are relative to it, so a
     /// rerun from elsewhere, or naming the same files another way, resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,10 +141,11 @@ pub struct GroundTruthRecord {
     pub chance_mass: Option<f64>,
     pub chance_word_rank: Option<f64>,
     /// CLIP: whether the model scores the sample's true caption above every other caption
-    /// of its image (the same for each method of a sample). Absent for VQA models, and in
-    /// files of older versions.
+    /// of its image, 1 or 0 (1/k for a tie of k at the top), the same for each method of a
+    /// sample. Absent for VQA models, where it could not be computed, and in files of older
+    /// versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retrieved: Option<bool>,
+    pub retrieved: Option<f64>,
 }
 
 /// A pointing score as written now (a number) or by earlier versions (true/false).
@@ -690,6 +696,7 @@ pub(crate) mod tests {
             file_patterns: None,
             precision: None,
             solver: None,
+            chance: None,
             cwd: None,
         }
     }

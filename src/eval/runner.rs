@@ -822,49 +822,52 @@ mod tests {
         assert_eq!(runs, answers.len() - 1);
     }
 
-    /// With a chance seed, each test also runs on the sample's units in the random order
-    /// `random_relevance` draws for it (the protocol applied by hand to that order), recorded
-    /// as `chance` after the methods' records, on top of the methods' inputs.
+    /// With a chance seed, each test also runs on each sample's units in the random order
+    /// `random_relevance` draws for that sample (the protocol applied by hand to the order),
+    /// recorded as `chance` after the sample's methods' records.
     #[test]
     fn chance_records_remove_units_in_the_drawn_order() {
         use Keep::{All, Image, Text};
-        let (seed, id) = (99, "q7");
-        let image_rank = random_relevance(seed, id, Units::Image, 6);
-        let text_rank = random_relevance(seed, id, Units::Text, 7);
-        // Units by rank, highest first; text: the words, positions 1 to 5.
-        let by_rank = |rank: &[f32], units: Vec<usize>| {
-            let mut units = units;
-            units.sort_by(|&a, &b| rank[b].total_cmp(&rank[a]));
-            units
-        };
-        let image_desc = by_rank(&image_rank, (0..6).collect());
-        let word_desc = by_rank(&text_rank, (1..6).collect());
-        let reversed = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
+        let seed = 99;
         let with_ends = |words: &[usize]| {
             let mut kept = [&[0, 6], words].concat();
             kept.sort_unstable();
             Text(kept)
         };
-        // Steps 0, .5, 1: 6, 3, 0 regions and 5, 2, 0 words kept.
-        let chance: Vec<(Order, Vec<Keep>, Vec<Keep>)> = [
-            (
-                Order::LeastRelevantFirst,
-                image_desc.clone(),
-                word_desc.clone(),
-            ),
-            (
-                Order::MostRelevantFirst,
-                reversed(&image_desc),
-                reversed(&word_desc),
-            ),
-        ]
-        .into_iter()
-        .map(|(order, image, words)| {
-            let image_keeps = vec![All, Image(image[..3].to_vec()), Image(vec![])];
-            let text_keeps = vec![All, with_ends(&words[..2]), with_ends(&[])];
-            (order, image_keeps, text_keeps)
-        })
-        .collect();
+        // Six regions and [CLS] w1…w5 [SEP]; steps 0, .5, 1 keep 6, 3, 0 regions and 5, 2, 0
+        // words. Per removal order: the image's and the text's inputs.
+        let chance_keeps = |id: &str| -> Vec<(Order, Vec<Keep>, Vec<Keep>)> {
+            let image_rank = random_relevance(seed, id, Units::Image, 6);
+            let text_rank = random_relevance(seed, id, Units::Text, 7);
+            // Units by rank, highest first; text: the words, positions 1 to 5.
+            let by_rank = |rank: &[f32], mut units: Vec<usize>| {
+                units.sort_by(|&a, &b| rank[b].total_cmp(&rank[a]));
+                units
+            };
+            let image_desc = by_rank(&image_rank, (0..6).collect());
+            let word_desc = by_rank(&text_rank, (1..6).collect());
+            let reversed = |v: &[usize]| v.iter().rev().copied().collect::<Vec<_>>();
+            [
+                (
+                    Order::LeastRelevantFirst,
+                    image_desc.clone(),
+                    word_desc.clone(),
+                ),
+                (
+                    Order::MostRelevantFirst,
+                    reversed(&image_desc),
+                    reversed(&word_desc),
+                ),
+            ]
+            .into_iter()
+            .map(|(order, image, words)| {
+                let image_keeps = vec![All, Image(image[..3].to_vec()), Image(vec![])];
+                let text_keeps = vec![All, with_ends(&words[..2]), with_ends(&[])];
+                (order, image_keeps, text_keeps)
+            })
+            .collect()
+        };
+        let ids = ["q7", "q8"];
         let explanation = Explanation {
             method: Method::RawAttn,
             score: 1.0,
@@ -881,13 +884,12 @@ mod tests {
             Text(vec![0, 4, 5, 6]),
             Text(vec![0, 1, 2, 6]),
         ];
-        let mut answers: Vec<String> = chance
+        let drawn: Vec<Keep> = ids
             .iter()
-            .flat_map(|(_, i, t)| i.iter().chain(t))
-            .chain(&method_keeps)
-            .chain([&All, &Image(vec![]), &with_ends(&[])])
-            .map(name)
+            .flat_map(|id| chance_keeps(id))
+            .flat_map(|(_, image, text)| image.into_iter().chain(text))
             .collect();
+        let mut answers: Vec<String> = drawn.iter().chain(&method_keeps).map(name).collect();
         answers.sort();
         answers.dedup();
         let model = Echo {
@@ -895,12 +897,15 @@ mod tests {
             seen: RefCell::new(Vec::new()),
             explanation,
         };
-        let question = Question {
-            id: id.into(),
-            image_id: "img".into(),
-            text: "what?".into(),
-            truth: GroundTruth::Scores(BTreeMap::new()),
-        };
+        let questions: Vec<Question> = ids
+            .iter()
+            .map(|id| Question {
+                id: (*id).into(),
+                image_id: "img".into(),
+                text: "what?".into(),
+                truth: GroundTruth::Scores(BTreeMap::new()),
+            })
+            .collect();
         let plan = Plan {
             methods: vec![Method::RawAttn],
             tests: crate::eval::report::TESTS.to_vec(),
@@ -910,17 +915,28 @@ mod tests {
             opts: MethodOptions::default(),
             chance: Some(seed),
         };
-        let out = run_chunk(&model, &[&question], &|_: &Question| Ok(()), &plan, None).unwrap();
-        let methods: Vec<&str> = out.records.iter().map(|r| r.method.as_str()).collect();
-        assert_eq!(methods, [["raw-attn"; 4], ["chance"; 4]].concat());
-        for r in &out.records[4..] {
-            let (_, image, text) = chance.iter().find(|(o, _, _)| *o == r.order).unwrap();
+        let chunk: Vec<&Question> = questions.iter().collect();
+        let out = run_chunk(&model, &chunk, &|_: &Question| Ok(()), &plan, None).unwrap();
+        let methods: Vec<(&str, &str)> = out
+            .records
+            .iter()
+            .map(|r| (r.sample.as_str(), r.method.as_str()))
+            .collect();
+        let per_sample = |id| [[(id, "raw-attn"); 4], [(id, "chance"); 4]].concat();
+        assert_eq!(methods, [per_sample("q7"), per_sample("q8")].concat());
+        for r in out.records.iter().filter(|r| r.method == "chance") {
+            let keeps = chance_keeps(&r.sample);
+            let (_, image, text) = keeps.iter().find(|(o, _, _)| *o == r.order).unwrap();
             let keeps = match r.modality {
                 Modality::Image => image,
                 Modality::Text => text,
             };
             let names: Vec<String> = keeps.iter().map(name).collect();
-            assert_eq!(r.answers, names, "chance {} {}", r.modality, r.order);
+            assert_eq!(
+                r.answers, names,
+                "{} chance {} {}",
+                r.sample, r.modality, r.order
+            );
         }
     }
 

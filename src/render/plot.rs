@@ -35,8 +35,8 @@ pub struct Axes {
     pub y_max: f64,
 }
 
-/// Tableau's ten colours: distinct for the usual colour-vision deficiencies too.
-// Matplotlib's tab10, one colour per method, then black for the chance rows.
+/// Tableau's ten colours (matplotlib's tab10), distinct for the usual colour-vision
+/// deficiencies too, one per method; then black, for the chance rows.
 const PALETTE: [[u8; 3]; 11] = [
     [31, 119, 180],
     [255, 127, 14],

@@ -3,7 +3,8 @@
 //! test features use (`linalg::synthetic`). Not taken from `rand`, so that the output of
 //! `fiedler synth` can never change with a dependency update; the transcendental functions come
 //! from the pure-Rust `libm` crate rather than the platform's libm, so the bytes do not depend
-//! on the C library either.
+//! on the C library either. `fiedler eval`'s chance rows draw their orders from it too
+//! (`eval::chance`): a change here changes them as well.
 
 use crate::linalg::synthetic::{mix, GOLDEN};
 
