@@ -810,6 +810,24 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
         records
     };
     assert_eq!(chance(&without), chance(&with));
+
+    // A run that drew chance rows but was cut off before writing any (its header says it
+    // drew them) gets them on resuming, with no note.
+    let cut = dir.join("cut/results.jsonl");
+    std::fs::create_dir_all(cut.parent().unwrap()).unwrap();
+    let text = std::fs::read_to_string(&with).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains(r#""method":"chance""#))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(kept.lines().next().unwrap().contains(r#""chance":true"#), "{kept}");
+    std::fs::write(&cut, kept).unwrap();
+    let mut args = lxmert_args(&cut, "4");
+    args.extend(["--samples", "3", "--methods", "raw-attn"].map(String::from));
+    let out = run_ok(&args);
+    assert!(!stderr(&out).contains("has no chance rows"), "{}", stderr(&out));
+    assert_eq!(chance(&cut), chance(&with));
 }
 
 /// Inputs for another family are refused, not ignored.
