@@ -821,12 +821,19 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
         .filter(|l| !l.contains(r#""method":"chance""#))
         .map(|l| format!("{l}\n"))
         .collect();
-    assert!(kept.lines().next().unwrap().contains(r#""chance":true"#), "{kept}");
+    assert!(
+        kept.lines().next().unwrap().contains(r#""chance":true"#),
+        "{kept}"
+    );
     std::fs::write(&cut, kept).unwrap();
     let mut args = lxmert_args(&cut, "4");
     args.extend(["--samples", "3", "--methods", "raw-attn"].map(String::from));
     let out = run_ok(&args);
-    assert!(!stderr(&out).contains("has no chance rows"), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("has no chance rows"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(chance(&cut), chance(&with));
 }
 

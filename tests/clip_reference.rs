@@ -170,6 +170,31 @@ fn clip_scores_without_trace_equal_traced_scores() {
     assert!(err <= SCORE_REL, "logits_per_image rel err {err:e}");
 }
 
+/// One image against every text of the batch, its vision tower run once: row i of
+/// transformers' logits_per_image. More or fewer images than one are refused.
+#[test]
+fn clip_one_image_scores_every_text_as_transformers_does() {
+    let g = golden();
+    let model = Clip::load(&Cpu, &fixtures().join("clip")).unwrap();
+    let batch = inputs(&g, "b3");
+    let logits = g.f32("b3.logits_per_image");
+    let image_len = batch.pixels.len() / 3;
+    for i in 0..3 {
+        let one = ClipInputs {
+            pixels: batch.pixels[i * image_len..(i + 1) * image_len].to_vec(),
+            ..batch.clone()
+        };
+        let scores = model.scores_of_one_image(&Cpu, &one).unwrap().pair_scores;
+        let err = max_rel_diff(&scores, &logits[i * 3..(i + 1) * 3]);
+        assert!(err <= SCORE_REL, "image {i}: rel err {err:e}");
+    }
+    let err = model
+        .scores_of_one_image(&Cpu, &batch)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("expected 1 images"), "{err}");
+}
+
 /// Float16 weights, sharded with an index: compared against transformers run on the same
 /// f16-rounded weights upcast to f32 (so the f32 tolerance applies), and against the f32
 /// model within the f16 rounding bound: weights carry a relative error ≤ 2⁻¹¹, which on

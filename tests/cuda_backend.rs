@@ -920,12 +920,27 @@ fn clip_trace_on_cuda_matches_cpu_and_transformers() {
             err <= 1e-5,
             "{case}: CUDA pair scores vs transformers rel err {err:e}"
         );
-        // The forward alone (eval's caption retrieval) scores the same.
+        // The forward alone scores the same, and one image against every text (eval's
+        // caption retrieval) gives a row of transformers' logits_per_image.
         let scores = gpu_model.scores(&cuda, &x).unwrap().pair_scores;
         let err = max_rel_diff(&scores, &golden);
         assert!(
             err <= 1e-5,
             "{case}: CUDA forward-only scores vs transformers rel err {err:e}"
+        );
+        let one = ClipInputs {
+            pixels: x.pixels[..x.pixels.len() / x.batch()].to_vec(),
+            ..x.clone()
+        };
+        let row = gpu_model
+            .scores_of_one_image(&cuda, &one)
+            .unwrap()
+            .pair_scores;
+        let logits = g.f32(&format!("{case}.logits_per_image"));
+        let err = max_rel_diff(&row, &logits[..x.batch()]);
+        assert!(
+            err <= 1e-5,
+            "{case}: CUDA one-image scores vs transformers rel err {err:e}"
         );
         // Against the golden attention too: the acceptance check is CUDA vs transformers.
         for tower in [&gpu.vision, &gpu.text] {

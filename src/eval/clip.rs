@@ -38,8 +38,8 @@ pub struct CaptionSet {
 impl CaptionSet {
     /// Whether `session` scores the true caption above every other caption of the image: 1
     /// if so, 0 if one scores higher, 1/k when k captions tie at the top with it (captions
-    /// cut to the same tokens), as a draw among them would be right. One forward of the image
-    /// with each caption.
+    /// cut to the same tokens), as a draw among them would be right. Forwards alone: the
+    /// image once, and each caption.
     pub fn retrieval<B: Backend>(&self, session: &ClipSession<B>) -> Result<f64, EvalError> {
         let texts: Vec<&str> = self.captions.iter().map(String::as_str).collect();
         let scores = session.scores(&self.file, &texts)?;

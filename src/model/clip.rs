@@ -94,14 +94,11 @@ impl FirstLayers {
     pub const ALL: FirstLayers = FirstLayers { vision: 0, text: 0 };
 }
 
-/// Both towers' inputs with their attention shapes, and the rows each pools.
-struct Towers<Buf> {
-    vision: (Buf, AttentionShape),
-    text: (Buf, AttentionShape),
-    vision_rows: Vec<usize>,
-    text_rows: Vec<usize>,
-    /// Each text's end-of-text position.
-    eos_positions: Vec<usize>,
+/// One tower's input with its attention shape, and the rows it pools.
+struct TowerInput<Buf> {
+    x: Buf,
+    shape: AttentionShape,
+    rows: Vec<usize>,
 }
 
 /// The pooled rows, their projections and the scores.
@@ -564,7 +561,9 @@ impl<B: Backend> Clip<B> {
         Ok(d_raw)
     }
 
-    fn check(&self, inputs: &ClipInputs) -> Result<(), ModelError> {
+    /// That `inputs` holds `images` images (one per text, or one for all) and well-formed
+    /// texts.
+    fn check(&self, inputs: &ClipInputs, images: usize) -> Result<(), ModelError> {
         let v = &self.config.vision;
         let batch = inputs.batch();
         let image_len = v.num_channels * v.image_size * v.image_size;
@@ -572,9 +571,9 @@ impl<B: Backend> Clip<B> {
         if batch == 0 {
             return bad("empty batch".into());
         }
-        if inputs.pixels.len() != batch * image_len {
+        if inputs.pixels.len() != images * image_len {
             return bad(format!(
-                "pixel buffer has {} values, expected {batch} images of {}×{}×{}",
+                "pixel buffer has {} values, expected {images} images of {}×{}×{}",
                 inputs.pixels.len(),
                 v.num_channels,
                 v.image_size,
@@ -646,13 +645,20 @@ impl<B: Backend> Clip<B> {
         gradients: Option<FirstLayers>,
         relevance: Option<FirstLayers>,
     ) -> Result<Forward<B::Buf>, ModelError> {
-        let Towers {
-            vision: (x, vision_shape),
-            text: (y, text_shape),
-            vision_rows,
-            text_rows,
+        self.check(inputs, inputs.batch())?;
+        let TowerInput {
+            x,
+            shape: vision_shape,
+            rows: vision_rows,
+        } = self.embed_vision(be, &inputs.pixels, inputs.batch())?;
+        let (
+            TowerInput {
+                x: y,
+                shape: text_shape,
+                rows: text_rows,
+            },
             eos_positions,
-        } = self.embed(be, inputs)?;
+        ) = self.embed_text(be, inputs)?;
         let (dv, dt) = (self.config.vision.hidden_size, self.config.text.hidden_size);
         let keeps = |tower: fn(FirstLayers) -> usize| Keeps {
             gradients: gradients.map(tower),
@@ -689,29 +695,59 @@ impl<B: Backend> Clip<B> {
     /// Scores a batch, keeping nothing for a backward: each tower's last layer runs at its
     /// pooled row alone.
     pub fn scores(&self, be: &B, inputs: &ClipInputs) -> Result<ClipOutput, ModelError> {
-        let Towers {
-            vision: (x, vision_shape),
-            text: (y, text_shape),
-            vision_rows,
-            text_rows,
-            eos_positions,
-        } = self.embed(be, inputs)?;
-        let vision_raw = self
-            .vision
-            .pooled_output(be, x, &vision_shape, &vision_rows)?;
-        let text_raw = self.text.pooled_output(be, y, &text_shape, &text_rows)?;
+        self.check(inputs, inputs.batch())?;
+        self.scores_of(be, inputs, inputs.batch())
+    }
+
+    /// Scores one image (`inputs.pixels` holds one) with each text of `inputs`, as `scores`
+    /// does with the image given once per text, but running the vision tower once.
+    pub fn scores_of_one_image(
+        &self,
+        be: &B,
+        inputs: &ClipInputs,
+    ) -> Result<ClipOutput, ModelError> {
+        self.check(inputs, 1)?;
+        self.scores_of(be, inputs, 1)
+    }
+
+    /// The scores of `inputs`, whose `images` are one per text or one for all of them.
+    fn scores_of(
+        &self,
+        be: &B,
+        inputs: &ClipInputs,
+        images: usize,
+    ) -> Result<ClipOutput, ModelError> {
+        let vision = self.embed_vision(be, &inputs.pixels, images)?;
+        let (text, eos_positions) = self.embed_text(be, inputs)?;
+        let mut vision_raw =
+            self.vision
+                .pooled_output(be, vision.x, &vision.shape, &vision.rows)?;
+        let batch = inputs.batch();
+        if images != batch {
+            // One image for every text: its pooled row, once per text.
+            let dv = self.config.vision.hidden_size;
+            let mut each = be.uninit(batch * dv)?;
+            be.gather_rows(&mut each, &vision_raw, &vec![0; batch], dv)?;
+            vision_raw = each;
+        }
+        let text_raw = self
+            .text
+            .pooled_output(be, text.x, &text.shape, &text.rows)?;
         Ok(self.head(be, vision_raw, text_raw, eos_positions)?.output)
     }
 
-    /// Both towers' inputs and attention shapes, and the rows each pools.
-    fn embed(&self, be: &B, inputs: &ClipInputs) -> Result<Towers<B::Buf>, ModelError> {
-        self.check(inputs)?;
-        let batch = inputs.batch();
+    /// The vision tower's input for `batch` images, its attention shape and the rows it
+    /// pools (the class tokens).
+    fn embed_vision(
+        &self,
+        be: &B,
+        pixels: &[f32],
+        batch: usize,
+    ) -> Result<TowerInput<B::Buf>, ModelError> {
         let v = &self.config.vision;
-        let t = &self.config.text;
-        let (dv, dt) = (v.hidden_size, t.hidden_size);
+        let dv = v.hidden_size;
 
-        // Vision tower: patches → class token + positions → pre-LN.
+        // Patches → class token + positions → pre-LN.
         let geo = PatchGeometry {
             batch,
             channels: v.num_channels,
@@ -721,7 +757,7 @@ impl<B: Backend> Clip<B> {
         };
         let vision_tokens = 1 + geo.patches();
         let mut patches = be.uninit(batch * geo.patches() * geo.patch_len())?;
-        be.patchify(&mut patches, &be.upload(&inputs.pixels)?, geo)?;
+        be.patchify(&mut patches, &be.upload(pixels)?, geo)?;
         let mut patch_emb = be.uninit(batch * geo.patches() * dv)?;
         be.linear(
             &mut patch_emb,
@@ -753,14 +789,26 @@ impl<B: Backend> Clip<B> {
             dv,
             v.layer_norm_eps,
         )?;
-        let vision_shape = AttentionShape::self_attention(
+        let shape = AttentionShape::self_attention(
             batch,
             v.num_attention_heads,
             vision_tokens,
             dv / v.num_attention_heads,
         );
+        let rows = (0..batch).map(|b| b * vision_tokens).collect();
+        Ok(TowerInput { x, shape, rows })
+    }
 
-        // Text tower: token + position embeddings, for a causal encoder over the padded batch.
+    /// The text tower's input (token + position embeddings, for a causal encoder over the
+    /// padded batch), its attention shape and the rows it pools, and each text's end-of-text
+    /// position.
+    fn embed_text(
+        &self,
+        be: &B,
+        inputs: &ClipInputs,
+    ) -> Result<(TowerInput<B::Buf>, Vec<usize>), ModelError> {
+        let t = &self.config.text;
+        let (batch, dt) = (inputs.batch(), t.hidden_size);
         let mut y = be.uninit(batch * inputs.seq_len * dt)?;
         be.embed_tokens(
             &mut y,
@@ -781,19 +829,19 @@ impl<B: Backend> Clip<B> {
             )
         };
 
-        // Pooling: the class token and the end-of-text token.
+        // Pooled at the end-of-text token.
         let eos_positions = self.eos_positions(inputs)?;
-        Ok(Towers {
-            vision: (x, vision_shape),
-            text: (y, text_shape),
-            vision_rows: (0..batch).map(|b| b * vision_tokens).collect(),
-            text_rows: eos_positions
-                .iter()
-                .enumerate()
-                .map(|(b, &e)| b * inputs.seq_len + e)
-                .collect(),
-            eos_positions,
-        })
+        let rows = eos_positions
+            .iter()
+            .enumerate()
+            .map(|(b, &e)| b * inputs.seq_len + e)
+            .collect();
+        let input = TowerInput {
+            x: y,
+            shape: text_shape,
+            rows,
+        };
+        Ok((input, eos_positions))
     }
 
     /// From the towers' pooled rows: their layer norms (post-LN for the class token, the

@@ -147,17 +147,18 @@ impl<B: Backend> ClipSession<B> {
     }
 
     /// exp(logit_scale)·cos(image, text) of `image` with each of `texts`, from a forward
-    /// alone (each tower's last layer at its pooled row).
+    /// alone (the vision tower once; each tower's last layer at its pooled row).
     pub fn scores(&self, image: &Path, texts: &[&str]) -> Result<Vec<f32>, SessionError> {
         let pixels = self.pixels(&[image])?;
         let tokens = self.tokenizer.encode_batch(texts)?;
         let inputs = ClipInputs {
-            pixels: pixels.repeat(texts.len()),
+            pixels,
             ids: tokens.ids,
             lengths: tokens.lengths,
             seq_len: tokens.seq_len,
         };
-        Ok(self.model.scores(&self.backend, &inputs)?.pair_scores)
+        let output = self.model.scores_of_one_image(&self.backend, &inputs)?;
+        Ok(output.pair_scores)
     }
 
     /// The preprocessed `images`, at the size the model's position embeddings are for.
