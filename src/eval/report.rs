@@ -231,18 +231,25 @@ impl VersusChance {
         })
     }
 
-    /// "−28.12 ± 1.10 ✓": ✓ where it beats chance by more than two standard errors in
-    /// `order`'s direction, ✗ where it falls behind by as much.
-    fn text(&self, order: Order) -> String {
+    /// " ✓" where it beats chance by more than two standard errors in `order`'s direction,
+    /// " ✗" where it falls behind by as much, else nothing.
+    fn mark(&self, order: Order) -> &'static str {
         let better = match order {
             Order::MostRelevantFirst => -self.difference,
             Order::LeastRelevantFirst => self.difference,
         };
+        match self.standard_error {
+            Some(se) if better > 2.0 * se => " ✓",
+            Some(se) if -better > 2.0 * se => " ✗",
+            _ => "",
+        }
+    }
+
+    /// "−28.12 ± 1.10 ✓": the difference, its standard error and `mark`.
+    fn text(&self, order: Order) -> String {
         let d = format!("{:+.2}", self.difference).replace('-', "−");
         match self.standard_error {
-            Some(se) if better > 2.0 * se => format!("{d} ± {se:.2} ✓"),
-            Some(se) if -better > 2.0 * se => format!("{d} ± {se:.2} ✗"),
-            Some(se) => format!("{d} ± {se:.2}"),
+            Some(se) => format!("{d} ± {se:.2}{}", self.mark(order)),
             None => d,
         }
     }
@@ -745,7 +752,8 @@ impl Report {
 
     /// One table of every method: ground-truth scores and AUCs side by side ("N/A" where a
     /// number does not exist: no perturbation tests for CLIP, no word rank for captions; "–"
-    /// where a test was not run).
+    /// where a test was not run), each AUC marked ✓ or ✗ where it beats chance or falls
+    /// behind it by more than two standard errors (`VersusChance::mark`).
     pub fn summary_markdown(&self) -> String {
         let not_run = if self.perturbed() { "–" } else { "N/A" };
         let mut md = String::new();
@@ -782,10 +790,19 @@ impl Report {
                 .iter()
                 .map(|t| {
                     row.and_then(|r| r.tests.get(&t.column()))
-                        .map_or(not_run.into(), |c| format!("{:.2}", c.auc))
+                        .map_or(not_run.into(), |c| {
+                            let mark = c.versus_chance.map_or("", |v| v.mark(t.order));
+                            format!("{:.2}{mark}", c.auc)
+                        })
                 })
                 .collect();
             let _ = writeln!(md, "| {name} | {} | {} |", gt.join(" | "), aucs.join(" | "));
+        }
+        if self.methods.iter().any(|r| r.method == CHANCE) {
+            let _ = writeln!(
+                md,
+                "\n✓ / ✗: the AUC is better / worse than chance's by more than two standard errors of their difference over the same samples (report.md, \"Against chance\")."
+            );
         }
         md
     }
@@ -1116,6 +1133,13 @@ mod tests {
             .unwrap();
         assert_eq!(line, "| dsmi | −33.33 ± 8.82 ✓ | −33.33 ± 8.82 ✗ | – | – |");
         assert!(md.contains("## Against chance"));
+        // The summary marks the AUCs (25·1 + 50·a1: 25, 35, 45; mean 35) the same way.
+        let summary = report.summary_markdown();
+        assert!(
+            summary.contains("| dsmi | N/A | N/A | N/A | 35.00 ✓ | 35.00 ✗ | – | – |"),
+            "{summary}"
+        );
+        assert!(summary.contains("✓ / ✗: the AUC is better / worse than chance's"));
     }
 
     /// A sample missing a record the others have (here: one test of one method) is counted
