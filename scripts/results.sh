@@ -72,8 +72,7 @@ QUESTIONS=$(grep -o '"question_id"' "$SET/questions.json" | wc -l)
   echo "  are removed. N/A for CLIP, which has no answer to perturb."
   echo "- **chance**: the same scores for relevance in random order: the ground-truth scores'"
   echo "  expected values, and AUCs of the tests run with each sample's units removed in a random"
-  echo "  order (one seeded draw per sample and modality). ✓ / ✗ mark an AUC better / worse than"
-  echo "  chance's by more than two standard errors of their paired difference."
+  echo "  order (one seeded draw per sample and modality)."
   echo
   echo "The explanations are of the model's predicted answer, right or wrong (each model's VQA"
   echo "accuracy on these questions is given below; for CLIP, how often it scores each image's"
