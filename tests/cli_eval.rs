@@ -781,6 +781,26 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
         .collect();
     assert_eq!(aucs.len(), 4, "{row}");
 
+    // The report compares with another method on request, and refuses one the file lacks.
+    let report = |against: &str| {
+        let args = ["eval", "report", &s(&with), "--against", against];
+        fiedler().args(args).output().unwrap()
+    };
+    assert!(report("raw-attn").status.success());
+    let md = std::fs::read_to_string(with.parent().unwrap().join("report.md")).unwrap();
+    let section = md
+        .split("## Against raw-attn")
+        .nth(1)
+        .expect("an Against raw-attn section");
+    assert!(section.contains("\n| chance | "), "{md}");
+    let refused = report("chefer");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("no perturbation records of `chefer`"),
+        "{}",
+        stderr(&refused)
+    );
+
     let without = run("without", &["--no-chance"]);
     let records = read_results(&without).unwrap().perturbations;
     assert_eq!(records.len(), 3 * 4);

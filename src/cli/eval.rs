@@ -59,6 +59,9 @@ struct SummaryArgs {
     /// Results files of `fiedler eval`.
     #[arg(required = true)]
     results: Vec<PathBuf>,
+    /// Mark each AUC against this method's (or chance's), sample by sample.
+    #[arg(long, default_value = "chance")]
+    against: String,
 }
 
 #[derive(Args)]
@@ -70,6 +73,9 @@ struct ReportArgs {
     /// X.jsonl, X.json.report.md etc. for X.json.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Compare each method with this one (or chance), sample by sample: the "Against" table.
+    #[arg(long, default_value = "chance")]
+    against: String,
 }
 
 #[derive(Args)]
@@ -180,8 +186,8 @@ struct RunArgs {
 
 pub fn run_command(args: EvalArgs) -> anyhow::Result<()> {
     match args.command {
-        Some(EvalCommand::Report(r)) => report(&r.results, r.out.as_deref()),
-        Some(EvalCommand::Summary(s)) => summary(&s.results),
+        Some(EvalCommand::Report(r)) => report(&r.results, r.out.as_deref(), &r.against),
+        Some(EvalCommand::Summary(s)) => summary(&s.results, &s.against),
         None => run_eval(args.run),
     }
 }
@@ -211,10 +217,14 @@ fn check_results_file(path: &Path) -> anyhow::Result<()> {
     bail!("no results file {}", path.display());
 }
 
-fn report(results: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+fn report(results: &Path, out: Option<&Path>, against: &str) -> anyhow::Result<()> {
     check_results_file(results)?;
     let read = read_results(results)?;
-    publish(&Report::build(&read, results)?, results, out)
+    publish(
+        &Report::build_against(&read, results, against)?,
+        results,
+        out,
+    )
 }
 
 /// Writes `report`, of `results`, into `out` (default: beside the results) and prints its
@@ -232,10 +242,10 @@ fn publish(report: &Report, results: &Path, out: Option<&Path>) -> anyhow::Resul
     Ok(())
 }
 
-fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
+fn summary(files: &[PathBuf], against: &str) -> anyhow::Result<()> {
     for path in files {
         check_results_file(path)?;
-        let report = Report::build(&read_results(path)?, path)?;
+        let report = Report::build_against(&read_results(path)?, path, against)?;
         // Step 0 of any test is the unperturbed input: the model's plain VQA accuracy, over
         // the widest test (methods run on fewer samples would give their subset's); CLIP's
         // counterpart is its caption retrieval.
@@ -286,7 +296,7 @@ fn print_table(report: &Report) -> anyhow::Result<()> {
         if let Some(note) = report.uneven_samples_note() {
             outln!("{note}")?;
         }
-        out!("{}", report.versus_chance_markdown())?;
+        out!("{}", report.versus_markdown())?;
     }
     if let Some(retrieval) = report.caption_retrieval {
         outln!("{}", retrieval.sentence())?;

@@ -188,17 +188,17 @@ pub struct Cell {
     pub accuracy: Vec<f64>,
     /// Mean units (words, regions, patches) kept at each step.
     pub kept: Vec<f64>,
-    /// This AUC against chance's over the same samples; none for chance itself, or in a run
-    /// without chance records.
+    /// This AUC against the report's reference (chance unless asked otherwise) over the same
+    /// samples; none for the reference itself, or without its records.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub versus_chance: Option<VersusChance>,
+    pub versus_reference: Option<Paired>,
 }
 
-/// A method's AUC minus chance's in one test, paired over the samples both have: the mean of
-/// the samples' own differences. A sample's two AUCs share its question and image, so the
-/// difference varies less than the two AUCs do.
+/// A method's AUC minus the reference's in one test, paired over the samples both have: the
+/// mean of the samples' own differences. A sample's two AUCs share its question and image, so
+/// the difference varies less than the two AUCs do.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct VersusChance {
+pub struct Paired {
     pub samples: usize,
     /// In the AUC's points; below 0 is better in a most-relevant-first test, above 0 in a
     /// least-relevant-first one.
@@ -207,13 +207,13 @@ pub struct VersusChance {
     pub standard_error: Option<f64>,
 }
 
-impl VersusChance {
-    /// Over the samples of `aucs` (sample → AUC) that `chance` (the same) has too; `None`
+impl Paired {
+    /// Over the samples of `aucs` (sample → AUC) that `reference` (the same) has too; `None`
     /// when they share none.
-    fn paired(aucs: &BTreeMap<&str, f64>, chance: &BTreeMap<&str, f64>) -> Option<Self> {
+    fn of(aucs: &BTreeMap<&str, f64>, reference: &BTreeMap<&str, f64>) -> Option<Self> {
         let differences: Vec<f64> = aucs
             .iter()
-            .filter_map(|(sample, a)| Some(a - chance.get(sample)?))
+            .filter_map(|(sample, a)| Some(a - reference.get(sample)?))
             .collect();
         let n = differences.len();
         if n == 0 {
@@ -231,8 +231,8 @@ impl VersusChance {
         })
     }
 
-    /// " ✓" where it beats chance by more than two standard errors in `order`'s direction,
-    /// " ✗" where it falls behind by as much, else nothing.
+    /// " ✓" where it beats the reference by more than two standard errors in `order`'s
+    /// direction, " ✗" where it falls behind by as much, else nothing.
     fn mark(&self, order: Order) -> &'static str {
         let better = match order {
             Order::MostRelevantFirst => -self.difference,
@@ -436,6 +436,8 @@ pub struct Report {
     pub ground_truth_file: Option<String>,
     /// Per method, then chance; empty without ground truth.
     pub ground_truth: Vec<GroundTruthRow>,
+    /// What `Cell::versus_reference` compares with: chance unless asked otherwise.
+    pub reference: String,
     /// CLIP's caption retrieval, where the records say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caption_retrieval: Option<Retrieval>,
@@ -443,8 +445,19 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report of `results`, read from `path` (named in errors).
+    /// The report of `results`, read from `path` (named in errors), comparing each method
+    /// with chance.
     pub fn build(results: &Results, path: &Path) -> Result<Self, EvalError> {
+        Self::build_against(results, path, CHANCE)
+    }
+
+    /// The same, comparing each method with `reference` (a method of the results, or
+    /// chance), sample by sample.
+    pub fn build_against(
+        results: &Results,
+        path: &Path,
+        reference: &str,
+    ) -> Result<Self, EvalError> {
         let header: &RunHeader = results.header.as_ref().ok_or_else(|| EvalError::Results {
             path: path.to_path_buf(),
             reason: "no run header; nothing to report".into(),
@@ -472,9 +485,19 @@ impl Report {
                 .or_default()
                 .insert(&r.sample, auc(&header.steps, &percent));
         }
-        let versus_chance = |method: &str, t: Test| {
-            let chance = aucs.get(&(CHANCE, t)).filter(|_| method != CHANCE)?;
-            VersusChance::paired(&aucs[&(method, t)], chance)
+        let has_reference = results.perturbations.iter().any(|r| r.method == reference);
+        if reference != CHANCE && !has_reference {
+            return Err(EvalError::Results {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "it holds no perturbation records of `{reference}` to compare the methods with (it has: {})",
+                    tally.methods().join(", ")
+                ),
+            });
+        }
+        let versus_reference = |method: &str, t: Test| {
+            let theirs = aucs.get(&(reference, t)).filter(|_| method != reference)?;
+            Paired::of(&aucs[&(method, t)], theirs)
         };
         let methods = tally
             .methods()
@@ -490,7 +513,7 @@ impl Report {
                                 standard_error: tally.auc_standard_error(&method, t, &header.steps),
                                 kept: tally.kept(&method, t).unwrap_or_default(),
                                 accuracy,
-                                versus_chance: versus_chance(&method, t),
+                                versus_reference: versus_reference(&method, t),
                             };
                             (t.column(), cell)
                         })
@@ -541,6 +564,7 @@ impl Report {
             methods,
             ground_truth_file: header.ground_truth.clone(),
             ground_truth,
+            reference: reference.to_owned(),
             caption_retrieval: Retrieval::of(&results.ground_truth),
             failed_samples: results
                 .failed_samples()
@@ -642,7 +666,7 @@ impl Report {
         if let Some(note) = self.uneven_samples_note() {
             let _ = writeln!(md, "\n{note}");
         }
-        md.push_str(&self.versus_chance_markdown());
+        md.push_str(&self.versus_markdown());
         if !self.ground_truth.is_empty() {
             md.push_str(&self.ground_truth_markdown());
         }
@@ -692,18 +716,19 @@ impl Report {
         md
     }
 
-    /// The section comparing each method with chance, sample by sample; empty without chance
-    /// records.
-    pub fn versus_chance_markdown(&self) -> String {
-        let compared = |r: &&MethodRow| r.tests.values().any(|c| c.versus_chance.is_some());
+    /// The section comparing each method with the reference, sample by sample; empty
+    /// without the reference's records.
+    pub fn versus_markdown(&self) -> String {
+        let compared = |r: &&MethodRow| r.tests.values().any(|c| c.versus_reference.is_some());
         if !self.methods.iter().any(|r| compared(&r)) {
             return String::new();
         }
+        let reference = &self.reference;
         let mut md = String::new();
-        let _ = writeln!(md, "\n## Against chance\n");
+        let _ = writeln!(md, "\n## Against {reference}\n");
         let _ = writeln!(
             md,
-            "Each method's AUC minus chance's, paired over the samples both ran: the mean of the samples' own differences ± its standard error (a sample's two AUCs share its question, so this is less noisy than the two AUCs' errors suggest). ✓: better than chance by more than two standard errors (below it in a `+` test, above it in a `−` test); ✗: worse by as much.\n"
+            "Each method's AUC minus {reference}'s, paired over the samples both ran: the mean of the samples' own differences ± its standard error (a sample's two AUCs share its question, so this is less noisy than the two AUCs' errors suggest). ✓: better than {reference} by more than two standard errors (below it in a `+` test, above it in a `−` test); ✗: worse by as much.\n"
         );
         let headers: Vec<String> = TESTS
             .iter()
@@ -715,7 +740,7 @@ impl Report {
             let cells: Vec<String> = TESTS
                 .iter()
                 .map(
-                    |t| match row.tests.get(&t.column()).and_then(|c| c.versus_chance) {
+                    |t| match row.tests.get(&t.column()).and_then(|c| c.versus_reference) {
                         Some(v) => v.text(t.order),
                         None => "–".into(),
                     },
@@ -791,17 +816,18 @@ impl Report {
                 .map(|t| {
                     row.and_then(|r| r.tests.get(&t.column()))
                         .map_or(not_run.into(), |c| {
-                            let mark = c.versus_chance.map_or("", |v| v.mark(t.order));
+                            let mark = c.versus_reference.map_or("", |v| v.mark(t.order));
                             format!("{:.2}{mark}", c.auc)
                         })
                 })
                 .collect();
             let _ = writeln!(md, "| {name} | {} | {} |", gt.join(" | "), aucs.join(" | "));
         }
-        if self.methods.iter().any(|r| r.method == CHANCE) {
+        let reference = &self.reference;
+        if self.methods.iter().any(|r| r.method == *reference) {
             let _ = writeln!(
                 md,
-                "\n✓ / ✗: the AUC is better / worse than chance's by more than two standard errors of their difference over the same samples (report.md, \"Against chance\")."
+                "\n✓ / ✗: the AUC is better / worse than {reference}'s by more than two standard errors of their difference over the same samples (report.md, \"Against {reference}\")."
             );
         }
         md
@@ -1116,14 +1142,14 @@ mod tests {
         let se = (variance / 3.0).sqrt();
         let row = |m: &str| report.methods.iter().find(|r| r.method == m).unwrap();
         for t in [plus, minus] {
-            let v = row("dsmi").tests[&t.column()].versus_chance.unwrap();
+            let v = row("dsmi").tests[&t.column()].versus_reference.unwrap();
             assert_eq!(v.samples, 3);
             assert!((v.difference - mean).abs() < 1e-9, "{v:?}");
             assert!(
                 (v.standard_error.unwrap() - se).abs() < 1e-9,
                 "{v:?} vs {se}"
             );
-            assert!(row(CHANCE).tests[&t.column()].versus_chance.is_none());
+            assert!(row(CHANCE).tests[&t.column()].versus_reference.is_none());
         }
         // −33.33 ± 8.82: more than two errors below chance, better in +, worse in −.
         let md = report.markdown();
@@ -1140,6 +1166,26 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains("✓ / ✗: the AUC is better / worse than chance's"));
+        // Against dsmi instead, chance is the one 33.33 behind in + and ahead in −; a
+        // reference the results lack is refused.
+        let against = Report::build_against(&results, Path::new("r.jsonl"), "dsmi").unwrap();
+        let md = against.markdown();
+        assert!(md.contains("## Against dsmi"), "{md}");
+        let line = md
+            .lines()
+            .find(|l| l.starts_with("| chance | +33.33"))
+            .unwrap();
+        assert_eq!(
+            line,
+            "| chance | +33.33 ± 8.82 ✗ | +33.33 ± 8.82 ✓ | – | – |"
+        );
+        let err = Report::build_against(&results, Path::new("r.jsonl"), "chefer").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no perturbation records of `chefer`")
+                && err.to_string().contains("it has: dsmi, chance"),
+            "{err}"
+        );
     }
 
     /// A sample missing a record the others have (here: one test of one method) is counted
