@@ -793,6 +793,13 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
         .nth(1)
         .expect("an Against raw-attn section");
     assert!(section.contains("\n| chance | "), "{md}");
+    let args = ["eval", "summary", &s(&with), "--against", "raw-attn"];
+    let summary = fiedler().args(args).output().unwrap();
+    let summary = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        summary.contains("better / worse than raw-attn's"),
+        "{summary}"
+    );
     let refused = report("chefer");
     assert_eq!(refused.status.code(), Some(1));
     assert!(

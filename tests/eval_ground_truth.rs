@@ -547,6 +547,16 @@ fn clip_eval_scores_true_captions_against_all_objects() {
         ]),
         "--order, --steps: a CLIP run removes nothing",
     );
+    refused(
+        &strings(&[
+            "--captions",
+            &captions,
+            "--no-chance",
+            "--results",
+            &s(&dir.join("z.jsonl")),
+        ]),
+        "--no-chance: a CLIP run removes nothing",
+    );
     assert!(!dir.join("z.jsonl").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -74,6 +74,7 @@ struct ReportArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Compare each method with this one (or chance), sample by sample: the "Against" table.
+    /// The report is written over the run's own unless --out puts it elsewhere.
     #[arg(long, default_value = "chance")]
     against: String,
 }
@@ -220,6 +221,16 @@ fn check_results_file(path: &Path) -> anyhow::Result<()> {
 fn report(results: &Path, out: Option<&Path>, against: &str) -> anyhow::Result<()> {
     check_results_file(results)?;
     let read = read_results(results)?;
+    if against != CHANCE && !read.perturbations.iter().any(|r| r.method == against) {
+        let mut methods: Vec<&str> = read.perturbations.iter().map(|r| &*r.method).collect();
+        methods.sort_unstable();
+        methods.dedup();
+        bail!(
+            "{} holds no perturbation records of `{against}` to compare the methods with (it has: {})",
+            results.display(),
+            methods.join(", ")
+        );
+    }
     publish(
         &Report::build_against(&read, results, against)?,
         results,
@@ -469,6 +480,8 @@ fn perturbation_tests(args: &RunArgs, family: ModelFamily) -> anyhow::Result<Vec
             ("--modality", args.modality.is_some()),
             ("--order", args.order.is_some()),
             ("--steps", args.steps.is_some()),
+            ("--chance", args.chance),
+            ("--no-chance", args.no_chance),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))

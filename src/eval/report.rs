@@ -158,6 +158,24 @@ impl Tally {
     }
 }
 
+/// Student's t distribution's 97.5% quantile for `df` ≥ 1 degrees of freedom: the bound of a
+/// two-sided test at the 5% level. Tabled to df = 30, then the Cornish–Fisher expansion around
+/// the normal quantile (within 1e-4 of the exact value from there on).
+fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    if let Some(&t) = TABLE.get(df.wrapping_sub(1)) {
+        return t;
+    }
+    let z: f64 = 1.959_963_984_540_054;
+    let d = df as f64;
+    let (z3, z5) = (z.powi(3), z.powi(5));
+    z + (z3 + z) / (4.0 * d) + (5.0 * z5 + 16.0 * z3 + 3.0 * z) / (96.0 * d * d)
+}
+
 /// Method names in `Method::ALL` order, then any others by name, each once.
 fn method_order<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
     let present: HashSet<&str> = names.collect();
@@ -231,16 +249,21 @@ impl Paired {
         })
     }
 
-    /// " ✓" where it beats the reference by more than two standard errors in `order`'s
-    /// direction, " ✗" where it falls behind by as much, else nothing.
+    /// " ✓" where it beats the reference in `order`'s direction by a paired t-test at the 5%
+    /// level (two-sided: the difference is more than t₀.₉₇₅ of n − 1 degrees of freedom
+    /// standard errors from 0), " ✗" where it falls behind by as much, else nothing.
     fn mark(&self, order: Order) -> &'static str {
         let better = match order {
             Order::MostRelevantFirst => -self.difference,
             Order::LeastRelevantFirst => self.difference,
         };
-        match self.standard_error {
-            Some(se) if better > 2.0 * se => " ✓",
-            Some(se) if -better > 2.0 * se => " ✗",
+        let Some(se) = self.standard_error else {
+            return "";
+        };
+        let bound = t_975(self.samples - 1) * se;
+        match better {
+            b if b > bound => " ✓",
+            b if -b > bound => " ✗",
             _ => "",
         }
     }
@@ -452,7 +475,8 @@ impl Report {
     }
 
     /// The same, comparing each method with `reference` (a method of the results, or
-    /// chance), sample by sample.
+    /// chance), sample by sample; no comparison where the results have none of its
+    /// records.
     pub fn build_against(
         results: &Results,
         path: &Path,
@@ -484,16 +508,6 @@ impl Report {
             aucs.entry((&r.method, r.test()))
                 .or_default()
                 .insert(&r.sample, auc(&header.steps, &percent));
-        }
-        let has_reference = results.perturbations.iter().any(|r| r.method == reference);
-        if reference != CHANCE && !has_reference {
-            return Err(EvalError::Results {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "it holds no perturbation records of `{reference}` to compare the methods with (it has: {})",
-                    tally.methods().join(", ")
-                ),
-            });
         }
         let versus_reference = |method: &str, t: Test| {
             let theirs = aucs.get(&(reference, t)).filter(|_| method != reference)?;
@@ -728,7 +742,7 @@ impl Report {
         let _ = writeln!(md, "\n## Against {reference}\n");
         let _ = writeln!(
             md,
-            "Each method's AUC minus {reference}'s, paired over the samples both ran: the mean of the samples' own differences ± its standard error (a sample's two AUCs share its question, so this is less noisy than the two AUCs' errors suggest). ✓: better than {reference} by more than two standard errors (below it in a `+` test, above it in a `−` test); ✗: worse by as much.\n"
+            "Each method's AUC minus {reference}'s, paired over the samples both ran: the mean of the samples' own differences ± its standard error (a sample's two AUCs share its question, so this is less noisy than the two AUCs' errors suggest); (n=…) where those are fewer than the method's samples. ✓: better than {reference} by a paired t-test at the 5% level (two-sided; below it in a `+` test, above it in a `−` test); ✗: worse by as much.\n"
         );
         let headers: Vec<String> = TESTS
             .iter()
@@ -740,9 +754,10 @@ impl Report {
             let cells: Vec<String> = TESTS
                 .iter()
                 .map(
-                    |t| match row.tests.get(&t.column()).and_then(|c| c.versus_reference) {
-                        Some(v) => v.text(t.order),
-                        None => "–".into(),
+                    |t| match row.tests.get(&t.column()).map(|c| (c, c.versus_reference)) {
+                        Some((c, Some(v))) if v.samples == c.samples => v.text(t.order),
+                        Some((_, Some(v))) => format!("{} (n={})", v.text(t.order), v.samples),
+                        _ => "–".into(),
                     },
                 )
                 .collect();
@@ -777,8 +792,9 @@ impl Report {
 
     /// One table of every method: ground-truth scores and AUCs side by side ("N/A" where a
     /// number does not exist: no perturbation tests for CLIP, no word rank for captions; "–"
-    /// where a test was not run), each AUC marked ✓ or ✗ where it beats chance or falls
-    /// behind it by more than two standard errors (`VersusChance::mark`).
+    /// where a test was not run), each AUC marked ✓ or ✗ where it beats the reference (chance
+    /// unless asked otherwise) or falls behind it by a paired t-test (`Paired::mark`), when
+    /// the comparison covers all of its samples.
     pub fn summary_markdown(&self) -> String {
         let not_run = if self.perturbed() { "–" } else { "N/A" };
         let mut md = String::new();
@@ -816,7 +832,10 @@ impl Report {
                 .map(|t| {
                     row.and_then(|r| r.tests.get(&t.column()))
                         .map_or(not_run.into(), |c| {
-                            let mark = c.versus_reference.map_or("", |v| v.mark(t.order));
+                            let mark = c
+                                .versus_reference
+                                .filter(|v| v.samples == c.samples)
+                                .map_or("", |v| v.mark(t.order));
                             format!("{:.2}{mark}", c.auc)
                         })
                 })
@@ -827,8 +846,10 @@ impl Report {
         if self.methods.iter().any(|r| r.method == *reference) {
             let _ = writeln!(
                 md,
-                "\n✓ / ✗: the AUC is better / worse than {reference}'s by more than two standard errors of their difference over the same samples (report.md, \"Against {reference}\")."
+                "\n✓ / ✗: the AUC is better / worse than {reference}'s by a paired t-test over the same samples at the 5% level (report.md, \"Against {reference}\")."
             );
+        } else if *reference != CHANCE {
+            let _ = writeln!(md, "\n(No `{reference}` records here: no marks.)");
         }
         md
     }
@@ -1085,107 +1106,173 @@ mod tests {
     }
 
     /// Against chance: the mean and standard error of the samples' own AUC differences, over
-    /// the samples both have; ✓ and ✗ by the test's direction.
+    /// the samples both have; ✓ and ✗ by the test's direction, and in the summary only where
+    /// the comparison covers all of the method's samples.
     #[test]
     fn methods_are_compared_with_chance_sample_by_sample() {
-        let steps = vec![0.0, 0.5, 1.0];
-        let record =
-            |sample: &str, method: &str, test: Test, accuracy: [f64; 3]| PerturbationRecord {
-                sample: sample.into(),
-                method: method.into(),
-                modality: test.modality,
-                order: test.order,
-                kept: vec![2, 1, 0],
-                answers: vec![String::new(); 3],
-                accuracy: accuracy.to_vec(),
-            };
+        let record = |sample: usize, method: &str, test: Test, a1: f64| PerturbationRecord {
+            sample: sample.to_string(),
+            method: method.into(),
+            modality: test.modality,
+            order: test.order,
+            kept: vec![2, 1, 0],
+            answers: vec![String::new(); 3],
+            accuracy: vec![1.0, a1, 0.0],
+        };
         let (plus, minus) = (TESTS[0], TESTS[1]);
-        // AUC = 25·a0 + 50·a1 + 25·a2 (accuracies in %).
-        let dsmi = [[1.0, 0.0, 0.0], [1.0, 0.2, 0.0], [1.0, 0.4, 0.0]];
-        let chance = [
-            [1.0, 1.0, 0.0],
-            [1.0, 0.8, 0.0],
-            [1.0, 0.8, 0.0],
-            [1.0, 0.0, 0.0],
-        ];
+        // Steps 0, .5, 1: AUC = 25 + 50·a1 (accuracies in %). Samples → accuracy at .5.
+        let chance = [(0, 1.0), (1, 0.8), (2, 0.8), (3, 0.6), (4, 0.0)];
+        let dsmi = [(0, 0.0), (1, 0.2), (2, 0.4), (3, 0.0), (4, 0.0)];
+        // Three samples shared with chance, one (5) it lacks.
+        let rollout = [(0, 0.0), (1, 0.0), (2, 0.0), (5, 0.0)];
         let mut results = Results {
             header: Some(RunHeader {
                 family: "lxmert".into(),
-                steps: steps.clone(),
+                steps: vec![0.0, 0.5, 1.0],
                 ..crate::eval::results::tests::header(0)
             }),
             ..Results::default()
         };
-        for (i, a) in dsmi.iter().enumerate() {
-            let sample = i.to_string();
-            results
-                .perturbations
-                .push(record(&sample, "dsmi", plus, *a));
-            results
-                .perturbations
-                .push(record(&sample, "dsmi", minus, *a));
-        }
-        // Chance has a fourth sample, which dsmi lacks: it is left out of the pairs.
-        for (i, a) in chance.iter().enumerate() {
-            results
-                .perturbations
-                .push(record(&i.to_string(), CHANCE, plus, *a));
-            results
-                .perturbations
-                .push(record(&i.to_string(), CHANCE, minus, *a));
+        for (method, rows) in [
+            (CHANCE, &chance[..]),
+            ("dsmi", &dsmi),
+            ("rollout", &rollout),
+        ] {
+            for &(sample, a1) in rows {
+                for t in [plus, minus] {
+                    results.perturbations.push(record(sample, method, t, a1));
+                }
+            }
         }
         let report = Report::build(&results, Path::new("results.jsonl")).unwrap();
-        // Differences 100·0.5·(0 − 1, 0.2 − 0.8, 0.4 − 0.8) = −50, −30, −20.
-        let differences = [-50.0, -30.0, -20.0];
-        let mean = differences.iter().sum::<f64>() / 3.0;
-        let variance = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / 2.0;
-        let se = (variance / 3.0).sqrt();
+        // dsmi − chance: 50·(0 − 1, .2 − .8, .4 − .8, 0 − .6, 0 − 0) = −50, −30, −20, −30, 0.
+        let differences = [-50.0, -30.0, -20.0, -30.0, 0.0];
+        let mean = differences.iter().sum::<f64>() / 5.0;
+        let variance = differences.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / 4.0;
+        let se = (variance / 5.0).sqrt();
         let row = |m: &str| report.methods.iter().find(|r| r.method == m).unwrap();
         for t in [plus, minus] {
             let v = row("dsmi").tests[&t.column()].versus_reference.unwrap();
-            assert_eq!(v.samples, 3);
+            assert_eq!(v.samples, 5);
             assert!((v.difference - mean).abs() < 1e-9, "{v:?}");
             assert!(
                 (v.standard_error.unwrap() - se).abs() < 1e-9,
                 "{v:?} vs {se}"
             );
+            let v = row("rollout").tests[&t.column()].versus_reference.unwrap();
+            assert_eq!((v.samples, v.difference), (3, -130.0 / 3.0), "{v:?}");
             assert!(row(CHANCE).tests[&t.column()].versus_reference.is_none());
         }
-        // −33.33 ± 8.82: more than two errors below chance, better in +, worse in −.
+        // −26.00 ± 8.12: t = 3.20 beyond t₀.₉₇₅(4) = 2.776, better in +, worse in −.
         let md = report.markdown();
-        let line = md
-            .lines()
-            .find(|l| l.starts_with("| dsmi | −33.33"))
-            .unwrap();
-        assert_eq!(line, "| dsmi | −33.33 ± 8.82 ✓ | −33.33 ± 8.82 ✗ | – | – |");
+        let line = |md: &str, start: &str| {
+            md.lines()
+                .find(|l| l.starts_with(start))
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            line(&md, "| dsmi | −26.00"),
+            "| dsmi | −26.00 ± 8.12 ✓ | −26.00 ± 8.12 ✗ | – | – |"
+        );
+        assert!(line(&md, "| rollout | −43.33").contains(" (n=3) |"), "{md}");
         assert!(md.contains("## Against chance"));
-        // The summary marks the AUCs (25·1 + 50·a1: 25, 35, 45; mean 35) the same way.
+        // The summary marks dsmi's AUCs (25 + 50·a1: mean 31), not rollout's, which the
+        // comparison covers in part.
         let summary = report.summary_markdown();
         assert!(
-            summary.contains("| dsmi | N/A | N/A | N/A | 35.00 ✓ | 35.00 ✗ | – | – |"),
+            summary.contains("| dsmi | N/A | N/A | N/A | 31.00 ✓ | 31.00 ✗ | – | – |"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("| rollout | N/A | N/A | N/A | 25.00 | 25.00 | – | – |"),
             "{summary}"
         );
         assert!(summary.contains("✓ / ✗: the AUC is better / worse than chance's"));
-        // Against dsmi instead, chance is the one 33.33 behind in + and ahead in −; a
-        // reference the results lack is refused.
+        // Against dsmi instead, chance is the one 26 behind in + and ahead in −.
         let against = Report::build_against(&results, Path::new("r.jsonl"), "dsmi").unwrap();
         let md = against.markdown();
         assert!(md.contains("## Against dsmi"), "{md}");
-        let line = md
-            .lines()
-            .find(|l| l.starts_with("| chance | +33.33"))
-            .unwrap();
         assert_eq!(
-            line,
-            "| chance | +33.33 ± 8.82 ✗ | +33.33 ± 8.82 ✓ | – | – |"
+            line(&md, "| chance | +26.00"),
+            "| chance | +26.00 ± 8.12 ✗ | +26.00 ± 8.12 ✓ | – | – |"
         );
-        let err = Report::build_against(&results, Path::new("r.jsonl"), "chefer").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("no perturbation records of `chefer`")
-                && err.to_string().contains("it has: dsmi, chance"),
-            "{err}"
-        );
+        // Without the reference's records: no comparison, and the summary says so.
+        let none = Report::build_against(&results, Path::new("r.jsonl"), "chefer").unwrap();
+        let compared = |r: &MethodRow| r.tests.values().any(|c| c.versus_reference.is_some());
+        assert!(!none.methods.iter().any(compared));
+        assert!(none
+            .summary_markdown()
+            .contains("(No `chefer` records here: no marks.)"));
+    }
+
+    /// Caption retrieval: each sample once (its methods' records repeat it), a tie counted as
+    /// its share, samples without it left out.
+    #[test]
+    fn caption_retrieval_counts_each_sample_once_and_ties_by_share() {
+        let record = |sample: &str, method: &str, retrieved| GroundTruthRecord {
+            sample: sample.into(),
+            method: method.into(),
+            pointing: None,
+            mass: None,
+            word_rank: None,
+            words: 3,
+            chance_pointing: None,
+            chance_mass: None,
+            chance_word_rank: None,
+            retrieved,
+        };
+        let mut records = Vec::new();
+        for (sample, retrieved) in [
+            ("a", Some(1.0)),
+            ("b", Some(0.5)),
+            ("c", Some(0.0)),
+            ("d", None),
+        ] {
+            for method in ["dsmi", "chefer"] {
+                records.push(record(sample, method, retrieved));
+            }
+        }
+        let r = Retrieval::of(&records).unwrap();
+        assert_eq!((r.samples, r.top1), (3, 50.0));
+        assert_eq!(Retrieval::of(&records[6..]), None);
+    }
+
+    /// The t bound is Student's 97.5% quantile (scipy.stats.t.ppf(0.975, df), scipy 1.17.1),
+    /// and a mark needs the difference strictly beyond it.
+    #[test]
+    fn marks_follow_a_paired_t_test_at_five_percent() {
+        let scipy = [
+            (1, 12.7062),
+            (2, 4.3027),
+            (3, 3.1824),
+            (5, 2.5706),
+            (10, 2.2281),
+            (29, 2.0452),
+            (30, 2.0423),
+            (31, 2.0395),
+            (40, 2.0211),
+            (60, 2.0003),
+            (100, 1.984),
+            (434, 1.9654),
+            (1000, 1.9623),
+        ];
+        for (df, t) in scipy {
+            assert!(
+                (t_975(df) - t).abs() < 6e-4,
+                "df {df}: {} vs {t}",
+                t_975(df)
+            );
+        }
+        let paired = |difference| Paired {
+            samples: 11,
+            difference,
+            standard_error: Some(1.0),
+        };
+        assert_eq!(paired(-2.229).mark(Order::MostRelevantFirst), " ✓");
+        assert_eq!(paired(-2.227).mark(Order::MostRelevantFirst), "");
+        assert_eq!(paired(2.229).mark(Order::MostRelevantFirst), " ✗");
+        assert_eq!(paired(2.229).mark(Order::LeastRelevantFirst), " ✓");
     }
 
     /// A sample missing a record the others have (here: one test of one method) is counted

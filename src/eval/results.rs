@@ -78,8 +78,9 @@ pub struct RunHeader {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub solver: Option<String>,
     /// Whether the file's first run drew the chance rows (a VQA model's, without
-    /// --no-chance): a later run adds them to the samples it evaluates only then. Not
-    /// compared on resuming. (Absent in files of older versions, and for CLIP.)
+    /// --no-chance): a later run adds them to the samples it evaluates only then, or where
+    /// the file holds chance rows all the same (added with --chance). Not compared on
+    /// resuming. (Absent in files of older versions, and for CLIP.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chance: Option<bool>,
     /// The directory the run started in: relative paths above are relative to it, so a
@@ -143,8 +144,12 @@ pub struct GroundTruthRecord {
     /// CLIP: whether the model scores the sample's true caption above every other caption
     /// of its image, 1 or 0 (1/k for a tie of k at the top), the same for each method of a
     /// sample. Absent for VQA models, where it could not be computed, and in files of older
-    /// versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// versions. (Files of an earlier version of this field hold true/false.)
+    #[serde(
+        default,
+        deserialize_with = "hit_or_share",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retrieved: Option<f64>,
 }
 
@@ -730,6 +735,29 @@ pub(crate) mod tests {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
         path
+    }
+
+    /// Ground-truth lines read as written now and by earlier versions: pointing and caption
+    /// retrieval as numbers, or true/false, and without the retrieval at all.
+    #[test]
+    fn ground_truth_lines_of_every_version_parse() {
+        let line = |pointing: &str, retrieved: &str| {
+            format!(
+                r#"{{"kind":"ground-truth","sample":"7","method":"dsmi","pointing":{pointing},"mass":0.5,"word_rank":null,"words":4,"chance_pointing":0.25,"chance_mass":0.1,"chance_word_rank":null{retrieved}}}"#
+            )
+        };
+        for (pointing, retrieved, expected) in [
+            ("true", r#","retrieved":true"#, (Some(1.0), Some(1.0))),
+            ("false", r#","retrieved":false"#, (Some(0.0), Some(0.0))),
+            ("0.5", r#","retrieved":0.5"#, (Some(0.5), Some(0.5))),
+            ("null", "", (None, None)),
+        ] {
+            let text = line(pointing, retrieved);
+            let Ok(Some(Line::GroundTruth(r))) = parse_line(text.as_bytes()) else {
+                panic!("{text} does not parse");
+            };
+            assert_eq!((r.pointing, r.retrieved), expected, "{text}");
+        }
     }
 
     /// Opening a file that does not start with a run header fails and leaves it as it was:

@@ -572,8 +572,12 @@ impl<B: Backend> Clip<B> {
             return bad("empty batch".into());
         }
         if inputs.pixels.len() != images * image_len {
+            let expected = match images {
+                1 => "one image".to_owned(),
+                n => format!("{n} images"),
+            };
             return bad(format!(
-                "pixel buffer has {} values, expected {images} images of {}×{}×{}",
+                "pixel buffer has {} values, expected {expected} of {}×{}×{}",
                 inputs.pixels.len(),
                 v.num_channels,
                 v.image_size,
