@@ -158,6 +158,14 @@ impl Tally {
     }
 }
 
+/// The tests' column headers with the better direction: "image+ ↓", "image− ↑", ….
+fn test_headers() -> Vec<String> {
+    TESTS
+        .iter()
+        .map(|t| format!("{} {}", t.column(), t.order.better()))
+        .collect()
+}
+
 /// Student's t distribution's 97.5% quantile for `df` ≥ 1 degrees of freedom: the bound of a
 /// two-sided test at the 5% level. Tabled to df = 30, then the Cornish–Fisher expansion around
 /// the normal quantile (within 1e-4 of the exact value from there on).
@@ -659,10 +667,7 @@ impl Report {
             "- `± e`: the standard error of the AUC over the samples (the spread of their own AUCs / √n); two methods over the same samples differ by less noise than their two errors suggest, since their samples' AUCs move together\n"
         );
         let _ = writeln!(md, "## AUC\n");
-        let headers: Vec<String> = TESTS
-            .iter()
-            .map(|t| format!("{} {}", t.column(), t.order.better()))
-            .collect();
+        let headers = test_headers();
         let _ = writeln!(md, "| method | {} | samples |", headers.join(" | "));
         let _ = writeln!(md, "|---|{}---|", "---:|".repeat(TESTS.len()));
         for row in &self.methods {
@@ -744,10 +749,7 @@ impl Report {
             md,
             "Each method's AUC minus {reference}'s, paired over the samples both ran: the mean of the samples' own differences ± its standard error (a sample's two AUCs share its question, so this is less noisy than the two AUCs' errors suggest); (n=…) where those are fewer than the method's samples. ✓: better than {reference} by a paired t-test at the 5% level (two-sided; below it in a `+` test, above it in a `−` test); ✗: worse by as much.\n"
         );
-        let headers: Vec<String> = TESTS
-            .iter()
-            .map(|t| format!("{} {}", t.column(), t.order.better()))
-            .collect();
+        let headers = test_headers();
         let _ = writeln!(md, "| method | {} |", headers.join(" | "));
         let _ = writeln!(md, "|---|{}", "---:|".repeat(TESTS.len()));
         for row in self.methods.iter().filter(compared) {
