@@ -864,6 +864,41 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
     assert_eq!(chance(&cut), chance(&with));
 }
 
+/// `--target sum-logits` (the seed's DSMI-family target) reaches the explanations (Grad-CAM's
+/// removal orders, so the answers along them, change), is recorded in the run header and said
+/// in the report; a file of one target is not resumed with the other.
+#[test]
+fn the_sum_of_logits_target_is_recorded_and_kept_apart() {
+    let dir = scratch("target");
+    let args = |results: &Path, target: &str| {
+        let mut args = lxmert_args(results, "4");
+        args.extend(["--methods", "grad-cam", "--no-chance", "--target", target].map(String::from));
+        args
+    };
+    let sum = dir.join("sum/results.jsonl");
+    let predicted = dir.join("predicted/results.jsonl");
+    run_ok(&args(&sum, "sum-logits"));
+    run_ok(&args(&predicted, "predicted"));
+    let records = |path: &Path| read_results(path).unwrap().perturbations;
+    assert_ne!(records(&sum), records(&predicted));
+    let header = read_results(&sum).unwrap().header.unwrap();
+    assert_eq!(header.target.as_deref(), Some("sum-logits"));
+    assert_eq!(
+        read_results(&predicted).unwrap().header.unwrap().target,
+        None
+    );
+    let md = std::fs::read_to_string(sum.parent().unwrap().join("report.md")).unwrap();
+    assert!(md.contains("- target: the sum of all logits"), "{md}");
+    let out = fiedler().args(args(&sum, "predicted")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("was written with --target sum-logits, this run has --target predicted"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// Inputs for another family are refused, not ignored.
 #[test]
 fn inputs_for_another_family_are_refused() {

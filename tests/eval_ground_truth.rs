@@ -552,10 +552,12 @@ fn clip_eval_scores_true_captions_against_all_objects() {
             "--captions",
             &captions,
             "--no-chance",
+            "--target",
+            "sum-logits",
             "--results",
             &s(&dir.join("z.jsonl")),
         ]),
-        "--no-chance: a CLIP run removes nothing",
+        "--no-chance, --target: a CLIP run removes nothing",
     );
     assert!(!dir.join("z.jsonl").exists());
     std::fs::remove_dir_all(dir).unwrap();

@@ -447,6 +447,7 @@ fn run_eval<B: Backend>(
         file_patterns: None,
         precision: None,
         solver: None,
+        target: None,
         chance: None,
         cwd: None,
     };
@@ -476,6 +477,7 @@ fn run_eval<B: Backend>(
             opts: MethodOptions::default(),
             // The benchmark times the methods' forwards.
             chance: None,
+            target: VqaTarget::Predicted,
         };
         let counted = Counting {
             inner: &evaluator,
@@ -521,8 +523,9 @@ impl<M: EvalModel + Answering<M::Input>> EvalModel for Counting<'_, M> {
         inputs: &[&M::Input],
         methods: &[Method],
         opts: &MethodOptions,
+        target: &VqaTarget,
     ) -> Result<Vec<Explained>, EvalError> {
-        self.inner.explain(inputs, methods, opts)
+        self.inner.explain(inputs, methods, opts, target)
     }
 
     fn answering(&self) -> Option<&dyn Answering<M::Input>> {

@@ -27,7 +27,7 @@ use fiedler::input::regions::{read_features_file, Obj36Index, Regions};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::weights::Weights;
-use fiedler::model::ModelFamily;
+use fiedler::model::{ModelFamily, VqaTarget};
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
@@ -77,6 +77,13 @@ struct ReportArgs {
     /// The report is written over the run's own unless --out puts it elsewhere.
     #[arg(long, default_value = "chance")]
     against: String,
+}
+
+/// What `fiedler eval` explains (`--target`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum EvalTarget {
+    Predicted,
+    SumLogits,
 }
 
 #[derive(Args)]
@@ -165,6 +172,11 @@ struct RunArgs {
     /// Stop at the first sample that fails instead of logging it and going on.
     #[arg(long)]
     strict: bool,
+    /// What the explanations explain: the predicted answer's logit, or the sum of all
+    /// logits (the seed's DSMI-family target, bug B1, to compare with its numbers). The
+    /// accuracy is the predicted answer's either way. VQA models only.
+    #[arg(long, value_enum, default_value = "predicted")]
+    target: EvalTarget,
     /// Leave out the `chance` rows: the perturbation tests with each sample's units removed
     /// in a random order (drawn from --seed and the sample's id), the level a method's AUCs
     /// have to beat. They cost the forwards of one more method. VQA models only.
@@ -172,7 +184,7 @@ struct RunArgs {
     no_chance: bool,
     /// Add the chance rows to a results file that has none (written by an earlier version or
     /// with --no-chance), which reruns every sample's explanation pass and forwards. Without
-    /// it, such a file is resumed without them.
+    /// it, such a file is resumed without them. VQA models only.
     #[arg(long)]
     chance: bool,
     /// Eigensolver for the spectral methods: lanczos (fast) or dense (reference).
@@ -482,6 +494,7 @@ fn perturbation_tests(args: &RunArgs, family: ModelFamily) -> anyhow::Result<Vec
             ("--steps", args.steps.is_some()),
             ("--chance", args.chance),
             ("--no-chance", args.no_chance),
+            ("--target", args.target != EvalTarget::Predicted),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
@@ -603,6 +616,10 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         strict: args.strict,
         // CLIP removes nothing: it has no tests to run in a random order.
         chance: (!args.no_chance && family != ModelFamily::Clip).then_some(args.seed),
+        target: match args.target {
+            EvalTarget::Predicted => VqaTarget::Predicted,
+            EvalTarget::SumLogits => VqaTarget::SumLogits,
+        },
         opts: MethodOptions {
             graph: GraphOptions {
                 solver: args.solver,
@@ -673,6 +690,7 @@ fn run_header(
         file_patterns: Some(args.file_patterns.clone()),
         precision: Some(if args.precision.tf32 { "tf32" } else { "f32" }.into()),
         solver: Some(args.solver.to_string()),
+        target: (args.target == EvalTarget::SumLogits).then(|| "sum-logits".into()),
         chance: (family != ModelFamily::Clip).then_some(!args.no_chance),
         cwd: std::env::current_dir()
             .ok()

@@ -16,6 +16,7 @@ use crate::eval::dataset::{finish, Dataset, Question};
 use crate::eval::runner::{Answering, EvalModel, Explained};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
+use crate::model::VqaTarget;
 use crate::session::{ClipSession, PairRequest};
 use crate::warning::warn;
 
@@ -152,6 +153,8 @@ impl<B: Backend> EvalModel for ClipSession<B> {
         inputs: &[&PairRequest],
         methods: &[Method],
         opts: &MethodOptions,
+        // CLIP explains its pair score; `check_plan` refuses any other target.
+        _: &VqaTarget,
     ) -> Result<Vec<Explained>, EvalError> {
         let pairs: Vec<PairRequest> = inputs.iter().map(|&p| p.clone()).collect();
         Ok(self

@@ -98,6 +98,7 @@ impl<B: Backend> EvalModel for LxmertEval<'_, B> {
         inputs: &[&LxmertInput],
         methods: &[Method],
         opts: &MethodOptions,
+        target: &VqaTarget,
     ) -> Result<Vec<Explained>, EvalError> {
         let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, x) in inputs.iter().enumerate() {
@@ -109,14 +110,8 @@ impl<B: Backend> EvalModel for LxmertEval<'_, B> {
                 members.iter().map(|&i| (inputs[i], &Keep::All)).collect();
             let mut x = self.batch(&items);
             x.region_counts = None;
-            let (output, explanations) = explain_inputs(
-                self.backend,
-                self.model,
-                &x,
-                methods,
-                opts,
-                &VqaTarget::Predicted,
-            )?;
+            let (output, explanations) =
+                explain_inputs(self.backend, self.model, &x, methods, opts, target)?;
             for ((&i, predicted), explanations) in
                 members.iter().zip(output.predicted()).zip(explanations)
             {

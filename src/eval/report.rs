@@ -467,6 +467,9 @@ pub struct Report {
     pub ground_truth_file: Option<String>,
     /// Per method, then chance; empty without ground truth.
     pub ground_truth: Vec<GroundTruthRow>,
+    /// What the explanations explain when not the predicted answer ("sum-logits").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// What `Cell::versus_reference` compares with: chance unless asked otherwise.
     pub reference: String,
     /// CLIP's caption retrieval, where the records say.
@@ -587,6 +590,7 @@ impl Report {
             ground_truth_file: header.ground_truth.clone(),
             ground_truth,
             reference: reference.to_owned(),
+            target: header.target.clone(),
             caption_retrieval: Retrieval::of(&results.ground_truth),
             failed_samples: results
                 .failed_samples()
@@ -646,10 +650,11 @@ impl Report {
             self.failed_markdown(&mut md);
             return md;
         }
-        let _ = writeln!(
-            md,
-            "- target: the predicted answer's logit (each sample's explanations explain it)"
-        );
+        let target = match self.target.as_deref() {
+            Some("sum-logits") => "the sum of all logits (the seed's DSMI-family target, bug B1); the accuracy is still the predicted answer's",
+            _ => "the predicted answer's logit (each sample's explanations explain it)",
+        };
+        let _ = writeln!(md, "- target: {target}");
         let _ = writeln!(md, "- steps (fraction removed): {:?}", self.steps);
         let _ = writeln!(md, "- {}", self.auc_formula);
         let _ = writeln!(

@@ -77,6 +77,10 @@ pub struct RunHeader {
     /// versions.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub solver: Option<String>,
+    /// What the explanations explain when not the predicted answer: "sum-logits". (Absent:
+    /// the predicted answer, as in files of older versions.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// Whether the file's first run drew the chance rows (a VQA model's, without
     /// --no-chance): a later run adds them to the samples it evaluates only then, or where
     /// the file holds chance rows all the same (added with --chance). Not compared on
@@ -583,6 +587,11 @@ fn check_header(path: &Path, theirs: &RunHeader, ours: &RunHeader) -> Result<(),
         }
     };
     same_optional("ground truth", &theirs.ground_truth, &ours.ground_truth)?;
+    if theirs.target != ours.target {
+        let shown =
+            |t: &Option<String>| format!("--target {}", t.as_deref().unwrap_or("predicted"));
+        return Err(differs("", shown(&theirs.target), shown(&ours.target)));
+    }
     if theirs.seed != ours.seed {
         return Err(differs(
             "seed",
@@ -701,6 +710,7 @@ pub(crate) mod tests {
             file_patterns: None,
             precision: None,
             solver: None,
+            target: None,
             chance: None,
             cwd: None,
         }

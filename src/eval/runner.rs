@@ -26,6 +26,7 @@ use crate::eval::results::{
 };
 use crate::eval::EvalError;
 use crate::explain::{Explanation, Method, MethodOptions};
+use crate::model::VqaTarget;
 
 /// What one perturbed forward keeps of a sample's input.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,12 +55,14 @@ pub trait EvalModel {
     /// One question's prepared inputs (pixels or regions, token ids).
     type Input;
 
-    /// Explains a batch with every method.
+    /// Explains a batch with every method, for `target` (a VQA model's predicted answer, or
+    /// the sum of its logits; CLIP's pair score is `Predicted`).
     fn explain(
         &self,
         inputs: &[&Self::Input],
         methods: &[Method],
         opts: &MethodOptions,
+        target: &VqaTarget,
     ) -> Result<Vec<Explained>, EvalError>;
 
     /// What the perturbation tests need of the model; `None` for one with no answer to
@@ -90,6 +93,10 @@ pub struct Plan {
     /// Also run the tests with each sample's units in a random order drawn from this seed
     /// (`chance::random_relevance`), recorded as the method `chance`.
     pub chance: Option<u64>,
+    /// What the explanations explain: the predicted answer (spec §H), or the sum of the
+    /// logits (the seed's DSMI-family target, bug B1). The accuracy is the predicted
+    /// answer's either way.
+    pub target: VqaTarget,
 }
 
 impl Plan {
@@ -128,6 +135,11 @@ pub fn check_plan<M: EvalModel>(model: &M, plan: &Plan) -> Result<(), EvalError>
     if !plan.tests.is_empty() && model.answering().is_none() {
         return Err(EvalError::Plan(
             "the perturbation tests need a model that answers (a VQA model)".into(),
+        ));
+    }
+    if plan.target != VqaTarget::Predicted && model.answering().is_none() {
+        return Err(EvalError::Plan(
+            "a target other than the predicted answer needs a VQA model".into(),
         ));
     }
     if plan.chance.is_some() && plan.methods.is_empty() {
@@ -497,7 +509,7 @@ fn explain_isolating<'q, M: EvalModel>(
     if refs.is_empty() {
         return Ok(BTreeMap::new());
     }
-    match model.explain(&refs, &plan.methods, &plan.opts) {
+    match model.explain(&refs, &plan.methods, &plan.opts, &plan.target) {
         Ok(explained) => return Ok(ready.into_iter().zip(explained).collect()),
         Err(e) if ready.len() == 1 => {
             failures.add(ready[0], chunk[ready[0]], e)?;
@@ -507,7 +519,7 @@ fn explain_isolating<'q, M: EvalModel>(
     }
     let mut out = BTreeMap::new();
     for (&i, input) in ready.iter().zip(refs) {
-        match model.explain(&[input], &plan.methods, &plan.opts) {
+        match model.explain(&[input], &plan.methods, &plan.opts, &plan.target) {
             Ok(mut e) => {
                 out.insert(i, e.remove(0));
             }
@@ -574,6 +586,8 @@ mod tests {
         answers: Vec<String>,
         seen: RefCell<Vec<Keep>>,
         explanation: Explanation,
+        /// The targets it was asked to explain.
+        targets: RefCell<Vec<VqaTarget>>,
     }
 
     fn name(k: &Keep) -> String {
@@ -600,7 +614,9 @@ mod tests {
             inputs: &[&()],
             _: &[Method],
             _: &MethodOptions,
+            target: &VqaTarget,
         ) -> Result<Vec<Explained>, EvalError> {
+            self.targets.borrow_mut().push(target.clone());
             Ok(inputs
                 .iter()
                 .map(|_| Explained {
@@ -646,6 +662,7 @@ mod tests {
             inputs: &[&usize],
             _: &[Method],
             _: &MethodOptions,
+            _: &VqaTarget,
         ) -> Result<Vec<Explained>, EvalError> {
             if inputs.contains(&&self.bad) {
                 return Err(EvalError::Unsupported(format!("input {}", self.bad)));
@@ -701,6 +718,7 @@ mod tests {
                 strict,
                 opts: MethodOptions::default(),
                 chance: None,
+                target: VqaTarget::Predicted,
             };
             match run_chunk(&model, &chunk, &index, &plan, None) {
                 Ok(out) => {
@@ -762,6 +780,7 @@ mod tests {
         let model = Echo {
             answers: answers.clone(),
             seen: RefCell::new(Vec::new()),
+            targets: RefCell::new(Vec::new()),
             explanation: Explanation {
                 method: Method::RawAttn,
                 score: 1.0,
@@ -798,6 +817,7 @@ mod tests {
             strict: true,
             opts: MethodOptions::default(),
             chance: None,
+            target: VqaTarget::Predicted,
         };
         let out = run_chunk(&model, &[&question], &|_: &Question| Ok(()), &plan, None).unwrap();
         assert!(out.failures.is_empty());
@@ -896,6 +916,7 @@ mod tests {
             answers,
             seen: RefCell::new(Vec::new()),
             explanation,
+            targets: RefCell::new(Vec::new()),
         };
         let questions: Vec<Question> = ids
             .iter()
@@ -914,6 +935,7 @@ mod tests {
             strict: true,
             opts: MethodOptions::default(),
             chance: Some(seed),
+            target: VqaTarget::SumLogits,
         };
         let chunk: Vec<&Question> = questions.iter().collect();
         let out = run_chunk(&model, &chunk, &|_: &Question| Ok(()), &plan, None).unwrap();
@@ -922,6 +944,8 @@ mod tests {
             .iter()
             .map(|r| (r.sample.as_str(), r.method.as_str()))
             .collect();
+        // The plan's target reaches the explanation pass.
+        assert_eq!(*model.targets.borrow(), [VqaTarget::SumLogits]);
         let per_sample = |id| [[(id, "raw-attn"); 4], [(id, "chance"); 4]].concat();
         assert_eq!(methods, [per_sample("q7"), per_sample("q8")].concat());
         for r in out.records.iter().filter(|r| r.method == "chance") {
@@ -953,6 +977,7 @@ mod tests {
             inputs: &[&()],
             _: &[Method],
             _: &MethodOptions,
+            _: &VqaTarget,
         ) -> Result<Vec<Explained>, EvalError> {
             let explanation = Explanation {
                 method: Method::RawAttn,
@@ -1004,6 +1029,7 @@ mod tests {
             strict: false,
             opts: MethodOptions::default(),
             chance: None,
+            target: VqaTarget::Predicted,
         };
         let clip = Mute { answers: None };
         let vqa = Mute {
@@ -1034,6 +1060,17 @@ mod tests {
             alone.contains("chance rows run beside at least one method"),
             "{alone}"
         );
+        let sum = Plan {
+            target: VqaTarget::SumLogits,
+            ..good.clone()
+        };
+        assert_eq!(refusal(&vqa, &sum), "");
+        let clip_sum = Plan {
+            tests: Vec::new(),
+            ..sum
+        };
+        let clip_sum = refusal(&clip, &clip_sum);
+        assert!(clip_sum.contains("needs a VQA model"), "{clip_sum}");
 
         let question = Question {
             id: "q1".into(),

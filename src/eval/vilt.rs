@@ -32,11 +32,11 @@ impl<B: Backend> EvalModel for ViltSession<B> {
         inputs: &[&ViltInput],
         methods: &[Method],
         opts: &MethodOptions,
+        target: &VqaTarget,
     ) -> Result<Vec<Explained>, EvalError> {
         let keeps = vec![Keep::All; inputs.len()];
         let x = self.batch(inputs.iter().copied().zip(&keeps));
-        let (output, explanations) =
-            self.explain_inputs(&x, methods, opts, &VqaTarget::Predicted)?;
+        let (output, explanations) = self.explain_inputs(&x, methods, opts, target)?;
         Ok(output
             .predicted()
             .into_iter()
