@@ -864,6 +864,36 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
     assert_eq!(chance(&cut), chance(&with));
 }
 
+/// `--seed` draws the chance orders: over every question (so the seed picks no subset), two
+/// seeds give the methods' records unchanged and chance's different, and the same seed again
+/// gives the same ones.
+#[test]
+fn the_seed_draws_the_chance_orders() {
+    let dir = scratch("chance-seed");
+    let records = |name: &str, seed: &str| -> Vec<PerturbationRecord> {
+        let results = dir.join(name).join("results.jsonl");
+        let mut args = lxmert_args(&results, "4");
+        args.extend(["--methods", "raw-attn", "--seed", seed].map(String::from));
+        run_ok(&args);
+        let mut records = read_results(&results).unwrap().perturbations;
+        records.sort_by_key(|r| r.key());
+        records
+    };
+    let of = |records: &[PerturbationRecord], method: &str| -> Vec<PerturbationRecord> {
+        let picked: Vec<_> = records
+            .iter()
+            .filter(|r| r.method == method)
+            .cloned()
+            .collect();
+        assert_eq!(picked.len(), 7 * 4, "{method}");
+        picked
+    };
+    let (one, two, again) = (records("1", "1"), records("2", "2"), records("1b", "1"));
+    assert_eq!(of(&one, "raw-attn"), of(&two, "raw-attn"));
+    assert_ne!(of(&one, "chance"), of(&two, "chance"));
+    assert_eq!(of(&one, "chance"), of(&again, "chance"));
+}
+
 /// `--target sum-logits` (the seed's DSMI-family target) reaches the explanations (Grad-CAM's
 /// removal orders, so the answers along them, change), is recorded in the run header and said
 /// in the report; a file of one target is not resumed with the other.
