@@ -1,12 +1,14 @@
 //! Library warnings go to a handler the program installs (here: collected), not only to
-//! stderr, and back to stderr after a reset.
+//! stderr, and back to stderr after a reset. One test, since the handler is global.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 
 use common::fixtures;
+use fiedler::eval::clip::{read_captions, Retrievals};
 use fiedler::input::text::TextTokenizer;
+use fiedler::session::ClipSession;
 use fiedler::warning;
 
 #[test]
@@ -29,10 +31,29 @@ fn warnings_reach_an_installed_handler() {
     let bert = TextTokenizer::from_dir(&fixtures().join("vilt"), 24, 0).unwrap();
     bert.encode_batch(&["what [SEP] is [CLS] it?", "what is it?"])
         .unwrap();
+    // A caption retrieval that fails (its image is gone) is said, and left unknown.
+    let dir = std::env::temp_dir().join(format!("fiedler-warnings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let captions = dir.join("captions.json");
+    let image = fixtures().join("images/catdog.png");
+    let sets = serde_json::json!([
+        {"image_id": 1, "file": image, "correct": 0, "captions": ["a cat", "a dog"]},
+        {"image_id": 2, "file": "gone.png", "correct": 0, "captions": ["a cat", "a bird"]},
+    ]);
+    std::fs::write(&captions, sets.to_string()).unwrap();
+    let (_, sets) = read_captions(&captions).unwrap();
+    let session = ClipSession::open(&fixtures().join("clip")).unwrap();
+    let retrievals = Retrievals::new(&session, &sets);
+    assert!(retrievals.of("1").is_some());
+    assert_eq!(retrievals.of("2"), None);
     warning::reset_handler();
 
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(
+        seen[4].starts_with("sample 2: no caption retrieval: ") && seen[4].contains("gone.png"),
+        "{seen:?}"
+    );
     assert_eq!(
         seen[2],
         "text \"a cat <|endoftext|> a dog <|endoftext|>\" holds <|endoftext|>, which the \
