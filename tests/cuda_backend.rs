@@ -407,7 +407,8 @@ fn linear_and_its_backward_match_cpu() {
     for (m, k, n) in [
         (1usize, 1usize, 1usize),
         // No input features (y = bias) and no outputs (dx = 0): cuBLAS refuses a leading
-        // dimension of 0 even where nothing is read.
+        // dimension of 0 even where nothing is read, and need not write a product with no
+        // terms (the outputs start as NaN, so an output left unwritten fails).
         (2, 0, 3),
         (2, 3, 0),
         (3, 5, 7),
@@ -424,13 +425,14 @@ fn linear_and_its_backward_match_cpu() {
         let (cpu, gpu) = on_both!(&cuda, |be| {
             let dw = be.upload_weight(&w, n, k).unwrap();
             let dxs = be.upload(&x).unwrap();
-            let mut y = be.zeros(m * n).unwrap();
+            let unwritten = |len: usize| be.upload(&vec![f32::NAN; len]).unwrap();
+            let mut y = unwritten(m * n);
             be.linear(&mut y, &dxs, &dw, Some(&be.upload(&bias).unwrap()), m, k, n)
                 .unwrap();
-            let mut y0 = be.zeros(m * n).unwrap();
+            let mut y0 = unwritten(m * n);
             be.linear(&mut y0, &dxs, &dw, None, m, k, n).unwrap();
             let ddy = be.upload(&dy).unwrap();
-            let mut dx = be.zeros(m * k).unwrap();
+            let mut dx = unwritten(m * k);
             be.linear_backward(&mut dx, &ddy, &dw, m, k, n, false)
                 .unwrap();
             let mut acc = be.upload(&prior).unwrap();

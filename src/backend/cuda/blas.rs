@@ -30,8 +30,9 @@ pub fn gemm(blas: &Mutex<CudaBlas>, name: &'static str, g: &Gemm) -> Result<()> 
     if s.m == 0 || s.n == 0 || s.batch == 0 {
         return Ok(());
     }
-    // A leading dimension is at least 1 for cuBLAS even where a size of 0 (k, for one)
-    // leaves nothing to read: a row-major matrix with no columns has stride 0 here.
+    // A leading dimension is at least 1 for cuBLAS even where a size of 0 leaves nothing to
+    // read: a row-major matrix with no columns has stride 0 here. (A product with no terms,
+    // k = 0, does not come here: `Cuda::gemm` zeroes its C.)
     // A cuBLAS handle must not be used by two threads at once; the backend is `Sync`.
     let blas = blas.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: the callers checked every buffer's length against the shapes and strides of

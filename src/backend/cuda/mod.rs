@@ -15,6 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
+use cudarc::driver::result::memset_d8_async;
 use cudarc::driver::sys::{CUdeviceptr, CUresult};
 use cudarc::driver::{
     CudaContext, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, LaunchConfig,
@@ -330,6 +331,18 @@ impl Cuda {
 
     /// A cuBLAS product of the plan `g`, for op `name`.
     fn gemm(&self, name: &'static str, g: &plan::Gemm) -> Result<()> {
+        if g.shape.2 == 0 {
+            let runs = g
+                .termless_zeros()
+                .map_err(|message| BackendError::Invalid { op: name, message })?;
+            for (at, bytes) in runs {
+                // SAFETY: the callers checked C's buffer against the plan's shape and
+                // strides, which address only inside it.
+                unsafe { memset_d8_async(at, 0, bytes, self.stream.cu_stream()) }
+                    .map_err(|e| device_error(name, "memset", e))?;
+            }
+            return Ok(());
+        }
         self.profile
             .span(&self.ctx, &self.stream, profile::Kind::Gemm, name, || {
                 blas::gemm(&self.blas, name, g)
@@ -1333,7 +1346,7 @@ impl Backend for Cuda {
             return Ok(());
         }
         if n == 0 {
-            // No outputs: no relevance reaches x (cuBLAS rejects a zero inner dimension).
+            // No outputs: no relevance reaches x.
             if !accumulate {
                 self.fill_zeros(OP, [rx])?;
             }

@@ -302,6 +302,30 @@ pub struct Sgemm {
 }
 
 impl Gemm {
+    /// The byte ranges of C to zero in place of a product with no terms (k = 0), where
+    /// C = β·C: cuBLAS does not promise to write C then (its batched products have returned
+    /// without touching it), so the backend does. Empty for β = 1, where C stays; an error
+    /// for any other β, which no op makes.
+    pub fn termless_zeros(&self) -> Result<Vec<(Addr, usize)>, String> {
+        let (m, n, k) = self.shape;
+        debug_assert_eq!(k, 0, "a product with terms");
+        if self.beta == 1.0 || m == 0 || n == 0 {
+            return Ok(Vec::new());
+        }
+        if self.beta != 0.0 {
+            return Err(format!("a product with no terms and β = {}", self.beta));
+        }
+        let c = self.c;
+        let row = |batch: usize, i: usize| c.ptr + 4 * (batch * c.batch_stride + i * c.ld) as u64;
+        Ok(match c.ld == n {
+            // Each batch entry's rows are one run.
+            true => (0..self.batch).map(|b| (row(b, 0), 4 * m * n)).collect(),
+            false => (0..self.batch)
+                .flat_map(|b| (0..m).map(move |i| (row(b, i), 4 * n)))
+                .collect(),
+        })
+    }
+
     pub fn column_major(&self) -> Sgemm {
         let (m, n, k) = self.shape;
         let parts = |o: &Operand| (o.ptr, o.ld, o.batch_stride);
@@ -409,6 +433,40 @@ mod tests {
             .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
             / scale;
         assert!(err <= 1e-5, "{what}: error/max {err:e}");
+    }
+
+    /// With no terms, β = 0 zeroes exactly C's entries (a sample's rows of a strided C, and
+    /// nothing between them), β = 1 leaves C as it is.
+    #[test]
+    fn products_without_terms_zero_exactly_c() {
+        let (m, n, batch) = (3, 2, 2);
+        let c = Operand::rows(64, 1, 5).stride(20);
+        let g = Gemm {
+            shape: (m, n, 0),
+            alpha: 1.0,
+            a: Operand::rows(0, 0, 1),
+            b: Operand::rows(0, 0, 1).t(),
+            beta: 0.0,
+            c,
+            batch,
+        };
+        let mut mem = vec![f32::NAN; 64];
+        for (at, bytes) in g.termless_zeros().unwrap() {
+            mem[at as usize / 4..(at as usize + bytes) / 4].fill(0.0);
+        }
+        let zeroed: Vec<usize> = (0..mem.len()).filter(|&i| mem[i] == 0.0).collect();
+        let want: Vec<usize> = (0..batch)
+            .flat_map(|b| (0..m).flat_map(move |i| (0..n).map(move |j| 17 + 20 * b + 5 * i + j)))
+            .collect();
+        assert_eq!(zeroed, want);
+        let dense = Gemm {
+            c: Operand::rows(64, 0, n).stride(m * n),
+            ..g
+        };
+        assert_eq!(dense.termless_zeros().unwrap(), [(64, 24), (88, 24)]);
+        let kept = Gemm { beta: 1.0, ..g };
+        assert_eq!(kept.termless_zeros().unwrap(), []);
+        assert!(Gemm { beta: 0.5, ..g }.termless_zeros().is_err());
     }
 
     #[test]
