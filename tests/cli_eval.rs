@@ -894,31 +894,72 @@ fn the_seed_draws_the_chance_orders() {
     assert_eq!(of(&one, "chance"), of(&again, "chance"));
 }
 
-/// `--target sum-logits` (the seed's DSMI-family target) reaches the explanations (Grad-CAM's
-/// removal orders, so the answers along them, change), is recorded in the run header and said
-/// in the report; a file of one target is not resumed with the other.
+/// `--target sum-logits` (the seed's DSMI-family target) reaches the explanations (the removal
+/// orders, so the answers along them, change), `--target seed` gives it to dsmi-grad alone
+/// (its records are the sum-logits run's, the others' the predicted run's); the target is
+/// recorded in the run header and said in the report, and a file of one target is not
+/// resumed with another.
 #[test]
 fn the_sum_of_logits_target_is_recorded_and_kept_apart() {
     let dir = scratch("target");
     let args = |results: &Path, target: &str| {
         let mut args = lxmert_args(results, "4");
-        args.extend(["--methods", "grad-cam", "--no-chance", "--target", target].map(String::from));
+        args.extend(
+            [
+                "--methods",
+                "grad-cam,dsmi-grad,raw-attn",
+                "--no-chance",
+                "--target",
+                target,
+            ]
+            .map(String::from),
+        );
         args
     };
-    let sum = dir.join("sum/results.jsonl");
-    let predicted = dir.join("predicted/results.jsonl");
-    run_ok(&args(&sum, "sum-logits"));
-    run_ok(&args(&predicted, "predicted"));
-    let records = |path: &Path| read_results(path).unwrap().perturbations;
-    assert_ne!(records(&sum), records(&predicted));
-    let header = read_results(&sum).unwrap().header.unwrap();
-    assert_eq!(header.target.as_deref(), Some("sum-logits"));
-    assert_eq!(
-        read_results(&predicted).unwrap().header.unwrap().target,
-        None
+    let run = |target: &str| {
+        let results = dir.join(target).join("results.jsonl");
+        run_ok(&args(&results, target));
+        results
+    };
+    let (sum, predicted, seed) = (run("sum-logits"), run("predicted"), run("seed"));
+    let records = |path: &Path, method: &str| -> Vec<PerturbationRecord> {
+        let mut records: Vec<_> = read_results(path)
+            .unwrap()
+            .perturbations
+            .into_iter()
+            .filter(|r| r.method == method)
+            .collect();
+        records.sort_by_key(|r| r.key());
+        assert_eq!(records.len(), 7 * 4, "{method}");
+        records
+    };
+    for method in ["grad-cam", "dsmi-grad"] {
+        assert_ne!(
+            records(&sum, method),
+            records(&predicted, method),
+            "{method}"
+        );
+    }
+    // The seed's passes are merged back into the order asked.
+    assert_eq!(records(&seed, "raw-attn"), records(&predicted, "raw-attn"));
+    assert_eq!(records(&seed, "grad-cam"), records(&predicted, "grad-cam"));
+    assert_eq!(records(&seed, "dsmi-grad"), records(&sum, "dsmi-grad"));
+    let header = |path: &Path| read_results(path).unwrap().header.unwrap().target;
+    assert_eq!(header(&sum).as_deref(), Some("sum-logits"));
+    assert_eq!(header(&seed).as_deref(), Some("seed"));
+    assert_eq!(header(&predicted), None);
+    let md =
+        |path: &Path| std::fs::read_to_string(path.parent().unwrap().join("report.md")).unwrap();
+    assert!(
+        md(&sum).contains("- target: the sum of all logits, for every method"),
+        "{}",
+        md(&sum)
     );
-    let md = std::fs::read_to_string(sum.parent().unwrap().join("report.md")).unwrap();
-    assert!(md.contains("- target: the sum of all logits"), "{md}");
+    assert!(
+        md(&seed).contains("- target: the seed's: the sum of all logits for dsmi-grad"),
+        "{}",
+        md(&seed)
+    );
     let out = fiedler().args(args(&sum, "predicted")).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(

@@ -21,7 +21,9 @@ use fiedler::eval::lxmert::{LxmertEval, LxmertInput};
 use fiedler::eval::protocol::DEFAULT_STEPS;
 use fiedler::eval::report::TESTS;
 use fiedler::eval::results::{Done, ResultsWriter, RunHeader, FORMAT};
-use fiedler::eval::runner::{run as eval_run, Answering, EvalModel, Explained, Keep, Plan};
+use fiedler::eval::runner::{
+    run as eval_run, Answering, EvalModel, EvalTarget, Explained, Keep, Plan,
+};
 use fiedler::eval::EvalError;
 use fiedler::explain::clip::{clip_reads, clip_trace, explain_clip};
 use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads};
@@ -477,7 +479,7 @@ fn run_eval<B: Backend>(
             opts: MethodOptions::default(),
             // The benchmark times the methods' forwards.
             chance: None,
-            target: VqaTarget::Predicted,
+            target: EvalTarget::Predicted,
         };
         let counted = Counting {
             inner: &evaluator,

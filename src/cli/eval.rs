@@ -19,7 +19,9 @@ use fiedler::eval::report::{Report, Tally};
 use fiedler::eval::results::{
     data_fingerprint, read_results, Line, Results, ResultsWriter, RunHeader, RunMark, FORMAT,
 };
-use fiedler::eval::runner::{check_plan, run, sample_done, ChunkDone, EvalModel, Plan, Scorer};
+use fiedler::eval::runner::{
+    check_plan, run, sample_done, ChunkDone, EvalModel, EvalTarget, Plan, Scorer,
+};
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
 use fiedler::explain::{Explanation, Method, MethodOptions};
@@ -27,7 +29,7 @@ use fiedler::input::regions::{read_features_file, Obj36Index, Regions};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::weights::Weights;
-use fiedler::model::{ModelFamily, VqaTarget};
+use fiedler::model::ModelFamily;
 use fiedler::session::{ClipSession, LxmertSession, PairRequest, SessionError, ViltSession};
 
 use crate::cli::device::{open, with_backend, Device, Precision};
@@ -79,11 +81,22 @@ struct ReportArgs {
     against: String,
 }
 
-/// What `fiedler eval` explains (`--target`).
+/// What `fiedler eval` explains (`--target`; `EvalTarget` says what each means).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum EvalTarget {
+enum TargetArg {
     Predicted,
     SumLogits,
+    Seed,
+}
+
+impl From<TargetArg> for EvalTarget {
+    fn from(t: TargetArg) -> Self {
+        match t {
+            TargetArg::Predicted => EvalTarget::Predicted,
+            TargetArg::SumLogits => EvalTarget::SumLogits,
+            TargetArg::Seed => EvalTarget::Seed,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -172,11 +185,12 @@ struct RunArgs {
     /// Stop at the first sample that fails instead of logging it and going on.
     #[arg(long)]
     strict: bool,
-    /// What the explanations explain: the predicted answer's logit, or the sum of all
-    /// logits (the seed's DSMI-family target, bug B1, to compare with its numbers). The
-    /// accuracy is the predicted answer's either way. VQA models only.
+    /// What the explanations explain: the predicted answer's logit; the sum of all logits,
+    /// for every method; or the seed's targets (bug B1): the sum of the logits for dsmi-grad
+    /// and dsmi-grad-attn, the predicted answer for the others, to compare one run with the
+    /// seed's table. The accuracy is the predicted answer's either way. VQA models only.
     #[arg(long, value_enum, default_value = "predicted")]
-    target: EvalTarget,
+    target: TargetArg,
     /// Leave out the `chance` rows: the perturbation tests with each sample's units removed
     /// in a random order (drawn from --seed and the sample's id), the level a method's AUCs
     /// have to beat. They cost the forwards of one more method. VQA models only.
@@ -494,7 +508,7 @@ fn perturbation_tests(args: &RunArgs, family: ModelFamily) -> anyhow::Result<Vec
             ("--steps", args.steps.is_some()),
             ("--chance", args.chance),
             ("--no-chance", args.no_chance),
-            ("--target", args.target != EvalTarget::Predicted),
+            ("--target", args.target != TargetArg::Predicted),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
@@ -616,10 +630,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         strict: args.strict,
         // CLIP removes nothing: it has no tests to run in a random order.
         chance: (!args.no_chance && family != ModelFamily::Clip).then_some(args.seed),
-        target: match args.target {
-            EvalTarget::Predicted => VqaTarget::Predicted,
-            EvalTarget::SumLogits => VqaTarget::SumLogits,
-        },
+        target: args.target.into(),
         opts: MethodOptions {
             graph: GraphOptions {
                 solver: args.solver,
@@ -690,7 +701,9 @@ fn run_header(
         file_patterns: Some(args.file_patterns.clone()),
         precision: Some(if args.precision.tf32 { "tf32" } else { "f32" }.into()),
         solver: Some(args.solver.to_string()),
-        target: (args.target == EvalTarget::SumLogits).then(|| "sum-logits".into()),
+        target: EvalTarget::from(args.target)
+            .header_name()
+            .map(String::from),
         chance: (family != ModelFamily::Clip).then_some(!args.no_chance),
         cwd: std::env::current_dir()
             .ok()

@@ -651,7 +651,8 @@ impl Report {
             return md;
         }
         let target = match self.target.as_deref() {
-            Some("sum-logits") => "the sum of all logits (the seed's DSMI-family target, bug B1); the accuracy is still the predicted answer's",
+            Some("sum-logits") => "the sum of all logits, for every method (the seed's DSMI-family target, bug B1); the accuracy is still the predicted answer's",
+            Some("seed") => "the seed's: the sum of all logits for dsmi-grad and dsmi-grad-attn (bug B1), the predicted answer's logit for the other methods; the accuracy is the predicted answer's",
             _ => "the predicted answer's logit (each sample's explanations explain it)",
         };
         let _ = writeln!(md, "- target: {target}");

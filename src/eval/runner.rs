@@ -93,10 +93,42 @@ pub struct Plan {
     /// Also run the tests with each sample's units in a random order drawn from this seed
     /// (`chance::random_relevance`), recorded as the method `chance`.
     pub chance: Option<u64>,
-    /// What the explanations explain: the predicted answer (spec §H), or the sum of the
-    /// logits (the seed's DSMI-family target, bug B1). The accuracy is the predicted
-    /// answer's either way.
-    pub target: VqaTarget,
+    /// What the explanations explain. The accuracy is the predicted answer's either way.
+    pub target: EvalTarget,
+}
+
+/// What a benchmark's explanations explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalTarget {
+    /// The predicted answer (spec §H; CLIP's pair score).
+    Predicted,
+    /// The sum of the logits, for every method.
+    SumLogits,
+    /// The seed's targets: the sum of the logits for DSMI+Grad and DSMI+Grad+Attn (bug B1),
+    /// the predicted answer for the other methods, so that one run compares with the seed's
+    /// table.
+    Seed,
+}
+
+impl EvalTarget {
+    /// What `method` explains.
+    pub fn of(self, method: Method) -> VqaTarget {
+        let seed_sum = matches!(method, Method::DsmiGrad | Method::DsmiGradAttn);
+        match self {
+            EvalTarget::SumLogits => VqaTarget::SumLogits,
+            EvalTarget::Seed if seed_sum => VqaTarget::SumLogits,
+            EvalTarget::Predicted | EvalTarget::Seed => VqaTarget::Predicted,
+        }
+    }
+
+    /// Its name in a results file's run header (`None`: the default, predicted).
+    pub fn header_name(self) -> Option<&'static str> {
+        match self {
+            EvalTarget::Predicted => None,
+            EvalTarget::SumLogits => Some("sum-logits"),
+            EvalTarget::Seed => Some("seed"),
+        }
+    }
 }
 
 impl Plan {
@@ -137,7 +169,7 @@ pub fn check_plan<M: EvalModel>(model: &M, plan: &Plan) -> Result<(), EvalError>
             "the perturbation tests need a model that answers (a VQA model)".into(),
         ));
     }
-    if plan.target != VqaTarget::Predicted && model.answering().is_none() {
+    if plan.target != EvalTarget::Predicted && model.answering().is_none() {
         return Err(EvalError::Plan(
             "a target other than the predicted answer needs a VQA model".into(),
         ));
@@ -509,7 +541,7 @@ fn explain_isolating<'q, M: EvalModel>(
     if refs.is_empty() {
         return Ok(BTreeMap::new());
     }
-    match model.explain(&refs, &plan.methods, &plan.opts, &plan.target) {
+    match explain_plan(model, &refs, plan) {
         Ok(explained) => return Ok(ready.into_iter().zip(explained).collect()),
         Err(e) if ready.len() == 1 => {
             failures.add(ready[0], chunk[ready[0]], e)?;
@@ -519,7 +551,7 @@ fn explain_isolating<'q, M: EvalModel>(
     }
     let mut out = BTreeMap::new();
     for (&i, input) in ready.iter().zip(refs) {
-        match model.explain(&[input], &plan.methods, &plan.opts, &plan.target) {
+        match explain_plan(model, &[input], plan) {
             Ok(mut e) => {
                 out.insert(i, e.remove(0));
             }
@@ -527,6 +559,39 @@ fn explain_isolating<'q, M: EvalModel>(
         }
     }
     Ok(out)
+}
+
+/// The plan's methods over `inputs`: one explanation pass per target the methods explain
+/// (two for `EvalTarget::Seed` when both kinds are asked), merged in the plan's order.
+fn explain_plan<M: EvalModel>(
+    model: &M,
+    inputs: &[&M::Input],
+    plan: &Plan,
+) -> Result<Vec<Explained>, EvalError> {
+    let mut groups: Vec<(VqaTarget, Vec<Method>)> = Vec::new();
+    for &m in &plan.methods {
+        let target = plan.target.of(m);
+        match groups.iter_mut().find(|(t, _)| *t == target) {
+            Some((_, methods)) => methods.push(m),
+            None => groups.push((target, vec![m])),
+        }
+    }
+    let Some(((target, methods), rest)) = groups.split_first() else {
+        // No method: the pass gives the predicted answers alone.
+        return model.explain(inputs, &[], &plan.opts, &VqaTarget::Predicted);
+    };
+    let mut explained = model.explain(inputs, methods, &plan.opts, target)?;
+    for (target, methods) in rest {
+        let more = model.explain(inputs, methods, &plan.opts, target)?;
+        for (sample, other) in explained.iter_mut().zip(more) {
+            sample.explanations.extend(other.explanations);
+        }
+    }
+    let position = |m: Method| plan.methods.iter().position(|&p| p == m);
+    for sample in &mut explained {
+        sample.explanations.sort_by_key(|e| position(e.method));
+    }
+    Ok(explained)
 }
 
 /// Relevance must be finite to be ranked (a NaN would sort arbitrarily).
@@ -718,7 +783,7 @@ mod tests {
                 strict,
                 opts: MethodOptions::default(),
                 chance: None,
-                target: VqaTarget::Predicted,
+                target: EvalTarget::Predicted,
             };
             match run_chunk(&model, &chunk, &index, &plan, None) {
                 Ok(out) => {
@@ -817,7 +882,7 @@ mod tests {
             strict: true,
             opts: MethodOptions::default(),
             chance: None,
-            target: VqaTarget::Predicted,
+            target: EvalTarget::Predicted,
         };
         let out = run_chunk(&model, &[&question], &|_: &Question| Ok(()), &plan, None).unwrap();
         assert!(out.failures.is_empty());
@@ -935,7 +1000,7 @@ mod tests {
             strict: true,
             opts: MethodOptions::default(),
             chance: Some(seed),
-            target: VqaTarget::SumLogits,
+            target: EvalTarget::SumLogits,
         };
         let chunk: Vec<&Question> = questions.iter().collect();
         let out = run_chunk(&model, &chunk, &|_: &Question| Ok(()), &plan, None).unwrap();
@@ -1029,7 +1094,7 @@ mod tests {
             strict: false,
             opts: MethodOptions::default(),
             chance: None,
-            target: VqaTarget::Predicted,
+            target: EvalTarget::Predicted,
         };
         let clip = Mute { answers: None };
         let vqa = Mute {
@@ -1061,7 +1126,7 @@ mod tests {
             "{alone}"
         );
         let sum = Plan {
-            target: VqaTarget::SumLogits,
+            target: EvalTarget::SumLogits,
             ..good.clone()
         };
         assert_eq!(refusal(&vqa, &sum), "");
