@@ -75,34 +75,43 @@ int context_tag, pool_tag, module_tag;
 
 struct Event {
     std::chrono::steady_clock::time_point at;
+    void* stream = nullptr;  // where it was last recorded
 };
 
 void* addr(DevicePtr p) { return reinterpret_cast<void*>(p); }
 
-// Asynchronous copies to the host, not landed yet: each its destination and the source's
-// bytes as they were when the copy was enqueued (in stream order, later work on the source
-// does not reach it). A read of the destination before a synchronisation sees 0xFF bytes.
+// Asynchronous copies to the host, not landed yet: each its stream, its destination and the
+// source's bytes as they were when the copy was enqueued (in stream order, later work on the
+// source does not reach it). A read of the destination before its stream is synchronised
+// sees 0xFF bytes — whatever other streams (other tests' backends, on other threads) do.
 struct PendingCopy {
+    void* stream;
     void* dst;
     std::vector<unsigned char> bytes;
 };
 std::mutex pending_lock;
 std::vector<PendingCopy> pending;
 
-void defer_copy_to_host(void* dst, const void* src, size_t n) {
+void defer_copy_to_host(void* stream, void* dst, const void* src, size_t n) {
     const auto* from = static_cast<const unsigned char*>(src);
-    PendingCopy copy{dst, std::vector<unsigned char>(from, from + n)};
+    PendingCopy copy{stream, dst, std::vector<unsigned char>(from, from + n)};
     std::memset(dst, 0xFF, n);
     std::lock_guard<std::mutex> guard(pending_lock);
     pending.push_back(std::move(copy));
 }
 
-// Every pending copy lands (fiedler runs one stream per context, so any synchronisation
-// covers them all).
-void land_copies() {
+// The pending copies of `stream` land; of every stream where `stream` is null (a context's
+// or the legacy stream's synchronisation).
+void land_copies(void* stream = nullptr) {
     std::lock_guard<std::mutex> guard(pending_lock);
-    for (const auto& copy : pending) std::memcpy(copy.dst, copy.bytes.data(), copy.bytes.size());
-    pending.clear();
+    std::vector<PendingCopy> left;
+    for (auto& copy : pending) {
+        if (stream == nullptr || copy.stream == stream)
+            std::memcpy(copy.dst, copy.bytes.data(), copy.bytes.size());
+        else
+            left.push_back(std::move(copy));
+    }
+    pending = std::move(left);
 }
 
 const char* error_name(int r) {
@@ -216,18 +225,19 @@ API int cuStreamCreateWithPriority(void** stream, unsigned flags, int) {
 }
 
 API int cuStreamDestroy_v2(void* stream) {
+    land_copies(stream);  // its work completes, as on a GPU
     delete static_cast<char*>(stream);
     return SUCCESS;
 }
 
-API int cuStreamSynchronize(void*) {
-    land_copies();
+API int cuStreamSynchronize(void* stream) {
+    land_copies(stream);
     return SUCCESS;
 }
 
 // Idle, so its copies have landed.
-API int cuStreamQuery(void*) {
-    land_copies();
+API int cuStreamQuery(void* stream) {
+    land_copies(stream);
     return SUCCESS;
 }
 API int cuStreamWaitEvent(void*, void*, unsigned) { return SUCCESS; }
@@ -244,8 +254,8 @@ API int cuEventDestroy_v2(void* event) {
     return SUCCESS;
 }
 
-API int cuEventRecord(void* event, void*) {
-    static_cast<Event*>(event)->at = std::chrono::steady_clock::now();
+API int cuEventRecord(void* event, void* stream) {
+    *static_cast<Event*>(event) = Event{std::chrono::steady_clock::now(), stream};
     return SUCCESS;
 }
 
@@ -253,13 +263,15 @@ API int cuEventRecordWithFlags(void* event, void* stream, unsigned) {
     return cuEventRecord(event, stream);
 }
 
-API int cuEventSynchronize(void*) {
-    land_copies();
+// The event's stream lands its copies (those enqueued after the record too: the emulator
+// does not order them).
+API int cuEventSynchronize(void* event) {
+    land_copies(static_cast<Event*>(event)->stream);
     return SUCCESS;
 }
 
-API int cuEventQuery(void*) {
-    land_copies();
+API int cuEventQuery(void* event) {
+    land_copies(static_cast<Event*>(event)->stream);
     return SUCCESS;
 }
 
@@ -313,9 +325,9 @@ API int cuMemcpyHtoDAsync_v2(DevicePtr dst, const void* src, size_t n, void*) {
     return cuMemcpyHtoD_v2(dst, src, n);
 }
 
-API int cuMemcpyDtoHAsync_v2(void* dst, DevicePtr src, size_t n, void*) {
+API int cuMemcpyDtoHAsync_v2(void* dst, DevicePtr src, size_t n, void* stream) {
     emu::Doing doing("cuMemcpyDtoHAsync");
-    defer_copy_to_host(dst, addr(src), n);
+    defer_copy_to_host(stream, dst, addr(src), n);
     return SUCCESS;
 }
 

@@ -511,9 +511,10 @@ impl Cuda {
         Ok((out, stages))
     }
 
-    /// `src` on the host, once the copy has landed: cudarc enqueues copies into pageable host
-    /// memory without waiting for them, so the stream is synchronised before the values are
-    /// read. (The CUDA emulator copies at once, so its tests cannot tell.)
+    /// `src` on the host, once the copy has landed. Into the pageable memory cudarc copies
+    /// to, the driver returns only once the copy is done; the stream is synchronised anyway,
+    /// so that nothing rests on the kind of host memory. The CUDA emulator lands such copies
+    /// only when their stream is synchronised, so a read before that fails its tests.
     fn host_now<T: DeviceRepr, S: DevicePtr<T>>(
         &self,
         op: &'static str,
