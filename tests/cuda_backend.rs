@@ -1597,7 +1597,8 @@ fn out_of_device_memory_names_the_batch() {
 /// threads and blocks arrive in a shuffled order, a copy to the host lands only at a
 /// synchronisation, and a barrier that half a warp waits at while the other half waits at a
 /// shuffle fails the launch instead of hanging (the emulator prints what it found, "threads
-/// wait at different barriers", on stderr), and so does a launch shape beyond a GPU's limits.
+/// wait at different barriers", on stderr), and so do a shuffle whose mask names exited
+/// lanes and a launch shape beyond a GPU's limits.
 #[test]
 fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
     use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
@@ -1655,6 +1656,25 @@ fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
         launched.is_err(),
         "a divergent barrier must fail the launch"
     );
+    // A shuffle whose mask names lanes that have exited fails too; with the mask of the lanes
+    // that take part, it runs.
+    let mut out = stream.alloc_zeros::<i32>(threads as usize).unwrap();
+    let shuffle = |name: &str, out: &mut cudarc::driver::CudaSlice<i32>| {
+        let f = module.load_function(name).unwrap();
+        // SAFETY: the kernel writes at most `threads` entries of `out`.
+        unsafe { stream.launch_builder(&f).arg(out).launch(cfg) }
+    };
+    assert!(
+        shuffle("emu_shuffle_with_exited_lanes", &mut out).is_err(),
+        "a shuffle naming exited lanes must fail the launch"
+    );
+    shuffle("emu_shuffle_with_live_lanes", &mut out).unwrap();
+    let lanes = stream.clone_dtoh(&out).unwrap();
+    stream.synchronize().unwrap();
+    let want: Vec<i32> = (0..threads as i32)
+        .map(|t| if t % 32 < 16 { t - t % 32 } else { 0 })
+        .collect();
+    assert_eq!(lanes, want);
     // Shapes a GPU refuses however few threads they hold in all: 65 threads deep in z, 65536
     // blocks in y. Room for every thread, so that a launch let through shows as a success.
     let mut order = stream.alloc_zeros::<i32>(70_000).unwrap();

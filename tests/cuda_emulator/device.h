@@ -7,7 +7,8 @@
 // the warp shuffles (a warp-wide exchange), atomics, and the rounding intrinsics. It runs
 // the threads of a block in turn between barriers, so code that reads another thread's
 // write without a barrier in between reads the old value, as a real GPU may; a barrier or
-// shuffle that not every live thread of its block (or warp) reaches fails the launch.
+// shuffle that not every live thread of its block (or warp) reaches fails the launch, and so
+// does a shuffle whose mask names a lane that has exited or does not exist.
 #pragma once
 
 #include <math.h>
@@ -34,18 +35,19 @@ extern thread_local Thread* current;
 
 void syncthreads();
 // Every live lane of the caller's warp passes `bits`; each gets lane `src`'s (its own when
-// `src` is outside the warp).
-uint64_t warp_exchange(uint64_t bits, int src);
+// `src` is outside the warp). `mask` names the lanes taking part: each one's own, and only
+// lanes that reach the shuffle (else the launch fails).
+uint64_t warp_exchange(uint64_t bits, int src, uint32_t mask);
 // The running block's dynamic shared memory.
 void* dynamic_shared_memory();
 
 template <typename T>
-T shuffle(T v, int src) {
+T shuffle(T v, int src, uint32_t mask) {
     static_assert(sizeof(T) <= sizeof(uint64_t) && std::is_trivially_copyable<T>::value,
                   "a shuffle moves at most 8 bytes");
     uint64_t bits = 0;
     std::memcpy(&bits, &v, sizeof(T));
-    const uint64_t got = warp_exchange(bits, src);
+    const uint64_t got = warp_exchange(bits, src, mask);
     T out;
     std::memcpy(&out, &got, sizeof(T));
     return out;
@@ -88,19 +90,19 @@ T* dynamic_shared() {
 }
 
 template <typename T>
-T __shfl_sync(unsigned, T v, int src) {
-    return emu::shuffle(v, src & 31);
+T __shfl_sync(unsigned mask, T v, int src) {
+    return emu::shuffle(v, src & 31, mask);
 }
 
 template <typename T>
-T __shfl_down_sync(unsigned, T v, unsigned delta) {
+T __shfl_down_sync(unsigned mask, T v, unsigned delta) {
     const int src = (int)(threadIdx.x & 31) + (int)delta;
-    return emu::shuffle(v, src < 32 ? src : -1);
+    return emu::shuffle(v, src < 32 ? src : -1, mask);
 }
 
 template <typename T>
-T __shfl_xor_sync(unsigned, T v, int mask) {
-    return emu::shuffle(v, (int)(threadIdx.x & 31) ^ mask);
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+    return emu::shuffle(v, (int)(threadIdx.x & 31) ^ lane_mask, mask);
 }
 
 // One fiber runs at a time, so an atomic is a plain read-modify-write.

@@ -13,6 +13,7 @@
 // CPU's. FIEDLER_CUDA_EMULATOR_ORDER=in-order runs them in index order instead.
 #include <sys/mman.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -104,6 +105,7 @@ struct Fiber {
     Thread thread;
     void* sp;
     Wait wait;
+    uint32_t mask;  // the lanes its shuffle names
 };
 
 // Kernels keep small arrays on the stack (the Lanczos kernel's are a few KB); the pages are
@@ -133,6 +135,7 @@ public:
                    "grid y, z <= 65535)";
         std::string error = reserve(threads);
         if (!error.empty()) return error;
+        shuffle_error_.clear();
         kernel_ = &kernel;
         params_ = params;
         // Doubles: aligned for any type a kernel keeps there.
@@ -156,9 +159,10 @@ public:
 
     void* dynamic_shared() { return dynamic_.data(); }
 
-    uint64_t exchange(uint64_t bits, int src) {
+    uint64_t exchange(uint64_t bits, int src, uint32_t mask) {
         const size_t tid = running_ - fibers_.data();
         slots_[tid] = bits;
+        running_->mask = mask;
         park(Wait::Shuffle);
         const size_t from = (tid & ~size_t(31)) + (size_t)src;
         const uint64_t got = src >= 0 && src < 32 && from < fibers_.size() ? slots_[from] : bits;
@@ -225,6 +229,7 @@ private:
                         emu_switch(&home_, f.sp);
                     }
                 } while (release_shuffle(first, first + lanes));
+                if (!shuffle_error_.empty()) return block_name(index) + ": " + shuffle_error_;
             }
             running_ = nullptr;
             current = nullptr;
@@ -241,23 +246,45 @@ private:
         }
     }
 
-    // Releases the warp of fibers first..end if its live lanes all wait at a shuffle.
+    // Releases the warp of fibers first..end if its live lanes all wait at a shuffle. Each
+    // lane's mask must name itself and only lanes that reach the shuffle with it: naming a
+    // lane that has exited, or one past the block's last thread, is undefined on a GPU, and
+    // sets `shuffle_error_`.
     bool release_shuffle(size_t first, size_t end) {
         bool live = false;
+        uint32_t waiting = 0;
         for (size_t i = first; i < end; ++i) {
             if (fibers_[i].wait == Wait::Done) continue;
             if (fibers_[i].wait != Wait::Shuffle) return false;
             live = true;
+            waiting |= 1u << (i - first);
+        }
+        for (size_t i = first; i < end; ++i) {
+            if (fibers_[i].wait != Wait::Shuffle) continue;
+            const uint32_t lane = 1u << (i - first), mask = fibers_[i].mask;
+            if (!(mask & lane) || (mask & ~waiting)) {
+                char text[160];
+                std::snprintf(text, sizeof text,
+                              "thread %zu shuffles with mask 0x%08x, but the lanes of its warp "
+                              "at the shuffle are 0x%08x",
+                              i, mask, waiting);
+                shuffle_error_ = text;
+                return false;
+            }
         }
         for (size_t i = first; i < end; ++i)
             if (fibers_[i].wait == Wait::Shuffle) fibers_[i].wait = Wait::Run;
         return live;
     }
 
+    static std::string block_name(dim3 index) {
+        return "block (" + std::to_string(index.x) + "," + std::to_string(index.y) + "," +
+               std::to_string(index.z) + ")";
+    }
+
     std::string divergence(dim3 index) const {
         static const char* names[] = {"running", "__syncthreads", "a shuffle", "exited"};
-        std::string out = "block (" + std::to_string(index.x) + "," + std::to_string(index.y) + "," +
-                          std::to_string(index.z) + "): threads wait at different barriers:";
+        std::string out = block_name(index) + ": threads wait at different barriers:";
         Wait last = Wait::Run;
         for (size_t i = 0; i < fibers_.size(); ++i) {
             const Wait w = fibers_[i].wait;
@@ -269,6 +296,7 @@ private:
     }
 
     Order block_order_{1}, warp_order_{2}, lane_order_{3};
+    std::string shuffle_error_;
     std::vector<char*> stacks_;
     std::vector<Fiber> fibers_;
     std::vector<uint64_t> slots_;
@@ -302,7 +330,9 @@ std::map<std::string, Kernel>& kernels() {
 
 void syncthreads() { scheduler().park(Wait::Barrier); }
 
-uint64_t warp_exchange(uint64_t bits, int src) { return scheduler().exchange(bits, src); }
+uint64_t warp_exchange(uint64_t bits, int src, uint32_t mask) {
+    return scheduler().exchange(bits, src, mask);
+}
 
 void* dynamic_shared_memory() { return scheduler().dynamic_shared(); }
 

@@ -16,3 +16,16 @@ KERNEL void emu_divergent_barrier(int* out) {
         out[threadIdx.x] = __shfl_sync(FULL_MASK, (int)threadIdx.x, 0);
     }
 }
+
+// The upper half of each warp exits; the lower half shuffles with a mask naming the whole
+// warp, exited lanes included: undefined on a GPU.
+KERNEL void emu_shuffle_with_exited_lanes(int* out) {
+    if ((threadIdx.x & 31) >= 16) return;
+    out[threadIdx.x] = __shfl_sync(FULL_MASK, (int)threadIdx.x, 0);
+}
+
+// The same with the mask of the lanes that take part: well defined.
+KERNEL void emu_shuffle_with_live_lanes(int* out) {
+    if ((threadIdx.x & 31) >= 16) return;
+    out[threadIdx.x] = __shfl_sync(0xffffu, (int)threadIdx.x, 0);
+}
