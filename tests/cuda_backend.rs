@@ -1597,8 +1597,8 @@ fn out_of_device_memory_names_the_batch() {
 /// threads and blocks arrive in a shuffled order, a copy to the host lands only at a
 /// synchronisation, and a barrier that half a warp waits at while the other half waits at a
 /// shuffle fails the launch instead of hanging (the emulator prints what it found, "threads
-/// wait at different barriers", on stderr), and so do a shuffle whose mask names exited
-/// lanes and a launch shape beyond a GPU's limits.
+/// wait at different barriers", on stderr), and so do a shuffle that reads a lane that has
+/// exited and a launch shape beyond a GPU's limits.
 #[test]
 fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
     use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
@@ -1656,8 +1656,8 @@ fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
         launched.is_err(),
         "a divergent barrier must fail the launch"
     );
-    // A shuffle whose mask names lanes that have exited fails too; with the mask of the lanes
-    // that take part, it runs.
+    // A shuffle that reads a lane that has exited fails too; one whose mask merely names such
+    // lanes runs.
     let mut out = stream.alloc_zeros::<i32>(threads as usize).unwrap();
     let shuffle = |name: &str, out: &mut cudarc::driver::CudaSlice<i32>| {
         let f = module.load_function(name).unwrap();
@@ -1665,10 +1665,11 @@ fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
         unsafe { stream.launch_builder(&f).arg(out).launch(cfg) }
     };
     assert!(
-        shuffle("emu_shuffle_with_exited_lanes", &mut out).is_err(),
-        "a shuffle naming exited lanes must fail the launch"
+        shuffle("emu_shuffle_reading_exited_lanes", &mut out).is_err(),
+        "a shuffle reading exited lanes must fail the launch"
     );
-    shuffle("emu_shuffle_with_live_lanes", &mut out).unwrap();
+    let mut out = stream.alloc_zeros::<i32>(threads as usize).unwrap();
+    shuffle("emu_shuffle_naming_exited_lanes", &mut out).unwrap();
     let lanes = stream.clone_dtoh(&out).unwrap();
     stream.synchronize().unwrap();
     let want: Vec<i32> = (0..threads as i32)

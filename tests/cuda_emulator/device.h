@@ -8,7 +8,8 @@
 // the threads of a block in turn between barriers, so code that reads another thread's
 // write without a barrier in between reads the old value, as a real GPU may; a barrier or
 // shuffle that not every live thread of its block (or warp) reaches fails the launch, and so
-// does a shuffle whose mask names a lane that has exited or does not exist.
+// does a shuffle that breaks CUDA's mask rules (a lane left out of its own mask, live lanes
+// of one mask passing different ones, a lane read that does not take part).
 #pragma once
 
 #include <math.h>
@@ -35,8 +36,8 @@ extern thread_local Thread* current;
 
 void syncthreads();
 // Every live lane of the caller's warp passes `bits`; each gets lane `src`'s (its own when
-// `src` is outside the warp). `mask` names the lanes taking part: each one's own, and only
-// lanes that reach the shuffle (else the launch fails).
+// `src` is outside the warp). `mask` names the lanes taking part, as CUDA asks (each lane's
+// own, the same mask on every live lane it names, `src` one of them), else the launch fails.
 uint64_t warp_exchange(uint64_t bits, int src, uint32_t mask);
 // The running block's dynamic shared memory.
 void* dynamic_shared_memory();

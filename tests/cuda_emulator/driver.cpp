@@ -75,6 +75,7 @@ int context_tag, pool_tag, module_tag;
 
 struct Event {
     std::chrono::steady_clock::time_point at;
+    bool recorded = false;
     void* stream = nullptr;  // where it was last recorded
 };
 
@@ -100,19 +101,22 @@ void defer_copy_to_host(void* stream, void* dst, const void* src, size_t n) {
     pending.push_back(std::move(copy));
 }
 
-// The pending copies of `stream` land; of every stream where `stream` is null (a context's
-// or the legacy stream's synchronisation).
-void land_copies(void* stream = nullptr) {
+// The pending copies of `stream` land (the null stream is one more stream: fiedler's are
+// non-blocking, which the legacy stream does not wait for); of every stream with `all` (a
+// context's synchronisation).
+void land_copies(void* stream, bool all = false) {
     std::lock_guard<std::mutex> guard(pending_lock);
     std::vector<PendingCopy> left;
     for (auto& copy : pending) {
-        if (stream == nullptr || copy.stream == stream)
+        if (all || copy.stream == stream)
             std::memcpy(copy.dst, copy.bytes.data(), copy.bytes.size());
         else
             left.push_back(std::move(copy));
     }
     pending = std::move(left);
 }
+
+void land_all_copies() { land_copies(nullptr, true); }
 
 const char* error_name(int r) {
     switch (r) {
@@ -209,7 +213,7 @@ API int cuCtxGetDevice(int* device) {
 }
 
 API int cuCtxSynchronize() {
-    land_copies();
+    land_all_copies();
     return SUCCESS;
 }
 
@@ -255,7 +259,7 @@ API int cuEventDestroy_v2(void* event) {
 }
 
 API int cuEventRecord(void* event, void* stream) {
-    *static_cast<Event*>(event) = Event{std::chrono::steady_clock::now(), stream};
+    *static_cast<Event*>(event) = Event{std::chrono::steady_clock::now(), true, stream};
     return SUCCESS;
 }
 
@@ -264,14 +268,18 @@ API int cuEventRecordWithFlags(void* event, void* stream, unsigned) {
 }
 
 // The event's stream lands its copies (those enqueued after the record too: the emulator
-// does not order them).
+// does not order them); an event never recorded waits for nothing.
+void land_before(const Event& e) {
+    if (e.recorded) land_copies(e.stream);
+}
+
 API int cuEventSynchronize(void* event) {
-    land_copies(static_cast<Event*>(event)->stream);
+    land_before(*static_cast<Event*>(event));
     return SUCCESS;
 }
 
 API int cuEventQuery(void* event) {
-    land_copies(static_cast<Event*>(event)->stream);
+    land_before(*static_cast<Event*>(event));
     return SUCCESS;
 }
 
@@ -310,7 +318,7 @@ API int cuMemcpyHtoD_v2(DevicePtr dst, const void* src, size_t n) {
 
 API int cuMemcpyDtoH_v2(void* dst, DevicePtr src, size_t n) {
     emu::Doing doing("cuMemcpyDtoH");
-    land_copies();
+    land_copies(nullptr);  // the legacy stream's work before it
     std::memcpy(dst, addr(src), n);
     return SUCCESS;
 }

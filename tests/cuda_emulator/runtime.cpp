@@ -106,6 +106,7 @@ struct Fiber {
     void* sp;
     Wait wait;
     uint32_t mask;  // the lanes its shuffle names
+    int src;        // the lane it reads there (-1: its own value)
 };
 
 // Kernels keep small arrays on the stack (the Lanczos kernel's are a few KB); the pages are
@@ -163,9 +164,10 @@ public:
         const size_t tid = running_ - fibers_.data();
         slots_[tid] = bits;
         running_->mask = mask;
+        running_->src = src >= 0 && src < 32 ? src : -1;
         park(Wait::Shuffle);
-        const size_t from = (tid & ~size_t(31)) + (size_t)src;
-        const uint64_t got = src >= 0 && src < 32 && from < fibers_.size() ? slots_[from] : bits;
+        // `release_shuffle` checked that the lane read takes part.
+        const uint64_t got = running_->src >= 0 ? slots_[(tid & ~size_t(31)) + (size_t)src] : bits;
         // Nobody overwrites a slot before every lane has read it.
         park(Wait::Shuffle);
         return got;
@@ -229,7 +231,11 @@ private:
                         emu_switch(&home_, f.sp);
                     }
                 } while (release_shuffle(first, first + lanes));
-                if (!shuffle_error_.empty()) return block_name(index) + ": " + shuffle_error_;
+                if (!shuffle_error_.empty()) {
+                    running_ = nullptr;
+                    current = nullptr;
+                    return block_name(index) + ": " + shuffle_error_;
+                }
             }
             running_ = nullptr;
             current = nullptr;
@@ -246,10 +252,12 @@ private:
         }
     }
 
-    // Releases the warp of fibers first..end if its live lanes all wait at a shuffle. Each
-    // lane's mask must name itself and only lanes that reach the shuffle with it: naming a
-    // lane that has exited, or one past the block's last thread, is undefined on a GPU, and
-    // sets `shuffle_error_`.
+    // Releases the warp of fibers first..end if its live lanes all wait at a shuffle, which
+    // is then held to CUDA's rules (else `shuffle_error_` says which broke, and nothing is
+    // released): each lane's mask names its own lane, the lanes it names that have not
+    // exited pass the same mask, and the lane it reads is one of those (reading a lane that
+    // has exited, does not exist or is not in the mask is undefined). A mask may name lanes
+    // that have exited.
     bool release_shuffle(size_t first, size_t end) {
         bool live = false;
         uint32_t waiting = 0;
@@ -259,22 +267,35 @@ private:
             live = true;
             waiting |= 1u << (i - first);
         }
+        if (!live) return false;
+        // Nearly always every lane passes one mask; only otherwise are the masks compared.
+        bool one_mask = true;
+        const uint32_t mask0 = fibers_[first + __builtin_ctz(waiting)].mask;
+        for (size_t i = first; i < end; ++i)
+            one_mask &= fibers_[i].wait != Wait::Shuffle || fibers_[i].mask == mask0;
         for (size_t i = first; i < end; ++i) {
             if (fibers_[i].wait != Wait::Shuffle) continue;
-            const uint32_t lane = 1u << (i - first), mask = fibers_[i].mask;
-            if (!(mask & lane) || (mask & ~waiting)) {
-                char text[160];
-                std::snprintf(text, sizeof text,
-                              "thread %zu shuffles with mask 0x%08x, but the lanes of its warp "
-                              "at the shuffle are 0x%08x",
-                              i, mask, waiting);
-                shuffle_error_ = text;
+            const Fiber& f = fibers_[i];
+            const size_t lane = i - first;
+            std::string broken;
+            if (!(f.mask >> lane & 1u)) broken = "its mask leaves out its own lane";
+            for (size_t j = 0; j < end - first && broken.empty() && !one_mask; ++j)
+                if ((f.mask & waiting) >> j & 1u && fibers_[first + j].mask != f.mask)
+                    broken = "lane " + std::to_string(j) + " of its mask passes another mask";
+            if (broken.empty() && f.src >= 0 && !((f.mask & waiting) >> f.src & 1u))
+                broken = "it reads lane " + std::to_string(f.src) +
+                         ", which has exited, does not exist or is not in its mask";
+            if (!broken.empty()) {
+                char mask[16];
+                std::snprintf(mask, sizeof mask, "0x%08x", f.mask);
+                shuffle_error_ = "thread " + std::to_string(i) + " shuffles with mask " + mask +
+                                 ": " + broken;
                 return false;
             }
         }
         for (size_t i = first; i < end; ++i)
             if (fibers_[i].wait == Wait::Shuffle) fibers_[i].wait = Wait::Run;
-        return live;
+        return true;
     }
 
     static std::string block_name(dim3 index) {

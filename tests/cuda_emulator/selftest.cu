@@ -17,15 +17,15 @@ KERNEL void emu_divergent_barrier(int* out) {
     }
 }
 
-// The upper half of each warp exits; the lower half shuffles with a mask naming the whole
-// warp, exited lanes included: undefined on a GPU.
-KERNEL void emu_shuffle_with_exited_lanes(int* out) {
+// The upper half of each warp exits; the lower half reads lane 0 with a mask naming the
+// whole warp: well defined (a mask may name lanes that have exited).
+KERNEL void emu_shuffle_naming_exited_lanes(int* out) {
     if ((threadIdx.x & 31) >= 16) return;
     out[threadIdx.x] = __shfl_sync(FULL_MASK, (int)threadIdx.x, 0);
 }
 
-// The same with the mask of the lanes that take part: well defined.
-KERNEL void emu_shuffle_with_live_lanes(int* out) {
+// The same half reads 8 lanes down: lanes 8–15 read exited lanes, undefined on a GPU.
+KERNEL void emu_shuffle_reading_exited_lanes(int* out) {
     if ((threadIdx.x & 31) >= 16) return;
-    out[threadIdx.x] = __shfl_sync(0xffffu, (int)threadIdx.x, 0);
+    out[threadIdx.x] = __shfl_down_sync(0xffffu, (int)threadIdx.x, 8);
 }
