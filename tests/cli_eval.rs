@@ -960,14 +960,23 @@ fn the_sum_of_logits_target_is_recorded_and_kept_apart() {
         "{}",
         md(&seed)
     );
-    let out = fiedler().args(args(&sum, "predicted")).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out)
-            .contains("was written with --target sum-logits, this run has --target predicted"),
-        "{}",
-        stderr(&out)
-    );
+    for (file, theirs, ours) in [
+        (&sum, "sum-logits", "predicted"),
+        (&seed, "seed", "sum-logits"),
+    ] {
+        let out = fiedler().args(args(file, ours)).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "was written with --target {theirs}, this run has --target {ours}"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // A file resumes with its own target: nothing is left to do.
+    run_ok(&args(&seed, "seed"));
+    assert_eq!(records(&seed, "dsmi-grad"), records(&sum, "dsmi-grad"));
 }
 
 /// Inputs for another family are refused, not ignored.

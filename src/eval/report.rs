@@ -467,7 +467,7 @@ pub struct Report {
     pub ground_truth_file: Option<String>,
     /// Per method, then chance; empty without ground truth.
     pub ground_truth: Vec<GroundTruthRow>,
-    /// What the explanations explain when not the predicted answer ("sum-logits").
+    /// What the explanations explain when not the predicted answer ("sum-logits", "seed").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// What `Cell::versus_reference` compares with: chance unless asked otherwise.

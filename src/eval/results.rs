@@ -77,8 +77,9 @@ pub struct RunHeader {
     /// versions.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub solver: Option<String>,
-    /// What the explanations explain when not the predicted answer: "sum-logits". (Absent:
-    /// the predicted answer, as in files of older versions.)
+    /// What the explanations explain when not the predicted answer: "sum-logits" or "seed"
+    /// (`EvalTarget::header_name`). (Absent: the predicted answer, as in files of older
+    /// versions.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Whether the file's first run drew the chance rows (a VQA model's, without

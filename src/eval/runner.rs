@@ -1152,4 +1152,101 @@ mod tests {
             .collect();
         assert_eq!(failed, [("q1", "the model gave no answer to explain")]);
     }
+
+    /// Explains each method asked, one explanation per method, recording each call's target
+    /// and methods.
+    struct Recorder {
+        calls: RefCell<Vec<(VqaTarget, Vec<Method>)>>,
+    }
+
+    impl EvalModel for Recorder {
+        type Input = ();
+
+        fn explain(
+            &self,
+            inputs: &[&()],
+            methods: &[Method],
+            _: &MethodOptions,
+            target: &VqaTarget,
+        ) -> Result<Vec<Explained>, EvalError> {
+            self.calls
+                .borrow_mut()
+                .push((target.clone(), methods.to_vec()));
+            let explanation = |&method: &Method| Explanation {
+                method,
+                score: 0.0,
+                image_relevance: Vec::new(),
+                image_grid: (1, 0),
+                text_relevance: Vec::new(),
+                text_scored: Vec::new(),
+                degenerate_graphs: Vec::new(),
+            };
+            Ok(inputs
+                .iter()
+                .map(|_| Explained {
+                    predicted: Some(0),
+                    explanations: methods.iter().map(explanation).collect(),
+                })
+                .collect())
+        }
+
+        fn answering(&self) -> Option<&dyn Answering<()>> {
+            None
+        }
+    }
+
+    /// One explanation pass per target the plan's methods explain, each with its methods in
+    /// the plan's order, and every sample's explanations merged back into that order: the
+    /// seed's targets split off dsmi-grad and dsmi-grad-attn, the others make one pass.
+    #[test]
+    fn each_target_gets_one_pass_and_the_explanations_keep_the_plan_order() {
+        use Method::{Chefer, DsmiGrad, DsmiGradAttn, GradCam, RawAttn};
+        let methods = vec![DsmiGrad, GradCam, DsmiGradAttn, RawAttn, Chefer];
+        let passes = |target: EvalTarget, methods: &[Method]| {
+            let model = Recorder {
+                calls: RefCell::new(Vec::new()),
+            };
+            let plan = Plan {
+                methods: methods.to_vec(),
+                tests: Vec::new(),
+                steps: vec![0.0, 1.0],
+                batch: 2,
+                strict: true,
+                opts: MethodOptions::default(),
+                chance: None,
+                target,
+            };
+            let explained = explain_plan(&model, &[&(), &()], &plan).unwrap();
+            assert_eq!(explained.len(), 2);
+            for sample in &explained {
+                let order: Vec<Method> = sample.explanations.iter().map(|e| e.method).collect();
+                assert_eq!(order, methods, "{target:?}");
+                assert_eq!(sample.predicted, Some(0));
+            }
+            model.calls.into_inner()
+        };
+        assert_eq!(
+            passes(EvalTarget::Seed, &methods),
+            [
+                (VqaTarget::SumLogits, vec![DsmiGrad, DsmiGradAttn]),
+                (VqaTarget::Predicted, vec![GradCam, RawAttn, Chefer]),
+            ]
+        );
+        assert_eq!(
+            passes(EvalTarget::SumLogits, &methods),
+            [(VqaTarget::SumLogits, methods.clone())]
+        );
+        assert_eq!(
+            passes(EvalTarget::Predicted, &methods),
+            [(VqaTarget::Predicted, methods.clone())]
+        );
+        assert_eq!(
+            passes(EvalTarget::Seed, &[GradCam, Chefer]),
+            [(VqaTarget::Predicted, vec![GradCam, Chefer])]
+        );
+        assert_eq!(
+            passes(EvalTarget::Seed, &[]),
+            [(VqaTarget::Predicted, vec![])]
+        );
+    }
 }
