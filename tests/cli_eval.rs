@@ -974,6 +974,16 @@ fn the_sum_of_logits_target_is_recorded_and_kept_apart() {
             stderr(&out)
         );
     }
+    let summary = run_ok(&["eval".into(), "summary".into(), s(&seed)]);
+    let summary = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        summary
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("; explained with --target seed"),
+        "{summary}"
+    );
     // A file resumes with its own target: nothing is left to do.
     run_ok(&args(&seed, "seed"));
     assert_eq!(records(&seed, "dsmi-grad"), records(&sum, "dsmi-grad"));

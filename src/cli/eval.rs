@@ -300,8 +300,14 @@ fn summary(files: &[PathBuf], against: &str) -> anyhow::Result<()> {
                 ))
             })
             .unwrap_or_default();
+        // Runs of one set with different targets are told apart here.
+        let target = report
+            .target
+            .as_deref()
+            .map(|t| format!("; explained with --target {t}"))
+            .unwrap_or_default();
         outln!(
-            "### `{}`: `{}` ({}), {} samples of `{}`{accuracy}\n",
+            "### `{}`: `{}` ({}), {} samples of `{}`{accuracy}{target}\n",
             path.display(),
             report.model,
             report.family,
