@@ -1416,13 +1416,15 @@ fn fiedler_bin() -> std::path::PathBuf {
 /// `fiedler explain --device cuda`: on a GPU (or the emulator) the same numbers as
 /// `--device cpu`, also with the Fiedler solver's other launch shapes (every graph on the
 /// general kernel; one graph resident per SM, each block looping over graphs, with the
-/// operator in the workspace and in shared memory); without a
+/// operator in the workspace and in shared memory) and on the emulator without memory
+/// pools; without a
 /// device a clean error and exit code 1 — never a panic.
 #[test]
 fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
     let out_dir = std::env::temp_dir().join(format!("fiedler-cuda-cli-{}", std::process::id()));
     let run = |device: &str, emulated: bool, env: &[(&str, &str)]| {
-        let dir = out_dir.join(format!("{device}-{emulated}-{}", env.len()));
+        let settings: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let dir = out_dir.join(format!("{device}-{emulated}-{}", settings.join(",")));
         let mut cmd = Command::new(fiedler_bin());
         if emulated {
             emulate_in(&mut cmd);
@@ -1481,7 +1483,9 @@ fn explain_device_cuda_matches_cpu_or_fails_cleanly() {
         ("FIEDLER_CUDA_EMULATOR_SMS", "1"),
     ];
     let general = [("FIEDLER_GRAPH_KERNEL", "general")];
-    for env in [&[][..], &general, &resident, &shared_resident] {
+    // A device without memory pools: allocations through cuMemAlloc, which refuses 0 bytes.
+    let no_pools = [("FIEDLER_CUDA_EMULATOR_POOLS", "0")];
+    for env in [&[][..], &general, &resident, &shared_resident, &no_pools] {
         let (gpu, gpu_dir) = run("cuda", true, env);
         let stderr = String::from_utf8_lossy(&gpu.stderr);
         assert!(

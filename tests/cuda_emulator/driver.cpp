@@ -30,6 +30,7 @@ enum Result : int {
     INVALID_DEVICE = 101,
     INVALID_HANDLE = 400,
     NOT_FOUND = 500,
+    NOT_SUPPORTED = 801,
     LAUNCH_FAILED = 719,
 };
 
@@ -54,6 +55,16 @@ int sm_count() {
         return parsed > 0 ? parsed : 132;
     }();
     return n;
+}
+
+// Memory pools (stream-ordered allocation), or none with FIEDLER_CUDA_EMULATOR_POOLS=0, as
+// on devices without them: allocations then go through cuMemAlloc, which refuses 0 bytes.
+bool has_pools() {
+    static const bool pools = [] {
+        const char* v = std::getenv("FIEDLER_CUDA_EMULATOR_POOLS");
+        return !(v && std::strcmp(v, "0") == 0);
+    }();
+    return pools;
 }
 
 constexpr const char* NAME = "fiedler CUDA emulator (CPU)";
@@ -126,6 +137,7 @@ const char* error_name(int r) {
         case INVALID_DEVICE: return "CUDA_ERROR_INVALID_DEVICE";
         case INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
         case NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
+        case NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
         case LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
         default: return nullptr;
     }
@@ -178,13 +190,14 @@ API int cuDeviceGetAttribute(int* value, int attribute, int) {
         case 75: *value = 9; break;                   // compute capability
         case 76: *value = 0; break;
         case 97: *value = 227 << 10; break;           // opt-in shared memory per block
-        case 115: *value = 1; break;                  // memory pools
+        case 115: *value = has_pools(); break;        // memory pools
         default: *value = 0;
     }
     return SUCCESS;
 }
 
 API int cuDeviceGetDefaultMemPool(void** pool, int) {
+    if (!has_pools()) return NOT_SUPPORTED;
     *pool = &pool_tag;
     return SUCCESS;
 }
@@ -300,9 +313,11 @@ API int cuMemAlloc_v2(DevicePtr* p, size_t bytes) {
     return bytes == 0 ? INVALID_VALUE : allocate(p, bytes);
 }
 
-API int cuMemAllocAsync(DevicePtr* p, size_t bytes, void*) { return allocate(p, bytes); }
+API int cuMemAllocAsync(DevicePtr* p, size_t bytes, void*) {
+    return has_pools() ? allocate(p, bytes) : NOT_SUPPORTED;
+}
 API int cuMemFree_v2(DevicePtr p) { return release(p); }
-API int cuMemFreeAsync(DevicePtr p, void*) { return release(p); }
+API int cuMemFreeAsync(DevicePtr p, void*) { return has_pools() ? release(p) : NOT_SUPPORTED; }
 
 API int cuMemGetInfo_v2(size_t* free, size_t* total) {
     *free = total_memory() - emu::allocated();
