@@ -956,7 +956,7 @@ fn the_sum_of_logits_target_is_recorded_and_kept_apart() {
         md(&sum)
     );
     assert!(
-        md(&seed).contains("- target: the seed's: the sum of all logits for dsmi-grad"),
+        md(&seed).contains("- target: the seed's (bug B1): the sum of all logits for `dsmi-grad`, the predicted answer's logit for `raw-attn`, `grad-cam`;"),
         "{}",
         md(&seed)
     );

@@ -15,9 +15,10 @@ use crate::eval::protocol::{auc, Modality, Order, Test, AUC_FORMULA};
 use crate::eval::results::{
     being_written, GroundTruthRecord, PerturbationRecord, Results, RunHeader,
 };
+use crate::eval::runner::EvalTarget;
 use crate::eval::EvalError;
 use crate::explain::Method;
-use crate::model::ModelFamily;
+use crate::model::{ModelFamily, VqaTarget};
 use crate::render::plot::{line_charts, Axes, Panel, Series};
 
 /// The four tests in the seed's column order.
@@ -608,6 +609,31 @@ impl Report {
         self.methods.iter().any(|r| !r.tests.is_empty())
     }
 
+    /// `--target seed` in words: which of the file's methods explained the sum of the logits
+    /// and which the predicted answer (`EvalTarget::Seed`).
+    fn seed_targets(&self) -> String {
+        let (mut sum, mut predicted) = (Vec::new(), Vec::new());
+        for row in self.methods.iter().filter(|r| r.method != CHANCE) {
+            let explains_sum = row
+                .method
+                .parse::<Method>()
+                .is_ok_and(|m| EvalTarget::Seed.of(m) == VqaTarget::SumLogits);
+            match explains_sum {
+                true => sum.push(format!("`{}`", row.method)),
+                false => predicted.push(format!("`{}`", row.method)),
+            }
+        }
+        let list = |methods: &[String]| match methods.is_empty() {
+            true => "no method of this file".to_owned(),
+            false => methods.join(", "),
+        };
+        format!(
+            "the seed's (bug B1): the sum of all logits for {}, the predicted answer's logit for {}; the accuracy is the predicted answer's",
+            list(&sum),
+            list(&predicted)
+        )
+    }
+
     pub fn markdown(&self) -> String {
         let mut md = String::new();
         // CLIP has no answer to perturb: its runs are scored against ground truth only.
@@ -651,9 +677,9 @@ impl Report {
             return md;
         }
         let target = match self.target.as_deref() {
-            Some("sum-logits") => "the sum of all logits, for every method (the seed's DSMI-family target, bug B1); the accuracy is still the predicted answer's",
-            Some("seed") => "the seed's: the sum of all logits for dsmi-grad and dsmi-grad-attn (bug B1), the predicted answer's logit for the other methods; the accuracy is the predicted answer's",
-            _ => "the predicted answer's logit (each sample's explanations explain it)",
+            Some("sum-logits") => "the sum of all logits, for every method (the seed's DSMI-family target, bug B1); the accuracy is still the predicted answer's".into(),
+            Some("seed") => self.seed_targets(),
+            _ => "the predicted answer's logit (each sample's explanations explain it)".into(),
         };
         let _ = writeln!(md, "- target: {target}");
         let _ = writeln!(md, "- steps (fraction removed): {:?}", self.steps);
@@ -1111,6 +1137,49 @@ mod tests {
         let (_, curve) = tally.curve("dsmi", test).unwrap();
         assert!((auc(&steps, &curve) - mean).abs() < 1e-9);
         assert_eq!(tally.auc_standard_error("chefer", test, &steps), None);
+    }
+
+    /// The report names which of its methods `--target seed` explained by the sum of the
+    /// logits and which by the predicted answer, "no method" where a kind is missing.
+    #[test]
+    fn the_seed_target_names_each_methods_target() {
+        let record = |method: &str| PerturbationRecord {
+            sample: "q1".into(),
+            method: method.into(),
+            modality: TESTS[0].modality,
+            order: TESTS[0].order,
+            kept: vec![1, 0],
+            answers: vec![String::new(); 2],
+            accuracy: vec![1.0, 0.0],
+        };
+        let target = |methods: &[&str]| {
+            let results = Results {
+                header: Some(RunHeader {
+                    family: "lxmert".into(),
+                    steps: vec![0.0, 1.0],
+                    target: Some("seed".into()),
+                    ..crate::eval::results::tests::header(0)
+                }),
+                perturbations: methods.iter().map(|m| record(m)).collect(),
+                ..Results::default()
+            };
+            let md = Report::build(&results, Path::new("results.jsonl"))
+                .unwrap()
+                .markdown();
+            md.lines()
+                .find_map(|l| l.strip_prefix("- target: the seed's (bug B1): "))
+                .unwrap_or_else(|| panic!("{md}"))
+                .to_owned()
+        };
+        assert!(
+            target(&["dsmi-grad-attn", "chefer", CHANCE]).starts_with(
+                "the sum of all logits for `dsmi-grad-attn`, the predicted answer's logit for `chefer`;"
+            ),
+            "{}",
+            target(&["dsmi-grad-attn", "chefer", CHANCE])
+        );
+        assert!(target(&["chefer"])
+            .starts_with("the sum of all logits for no method of this file, the predicted"));
     }
 
     /// Against chance: the mean and standard error of the samples' own AUC differences, over
