@@ -53,7 +53,7 @@ pub enum SessionError {
     },
     #[error("answer list {path}: {reason}")]
     Answers { path: PathBuf, reason: String },
-    #[error("--target {0:?}: expected predicted, sum-logits, answer:TEXT or index:N")]
+    #[error("--target {0:?}: expected predicted, sum-logits, answer:TEXT or index:N{hint}", hint = seed_hint(.0))]
     BadTarget(String),
     #[error("--target {spec:?}: the model has no such answer ({labels} answers{hint})")]
     UnknownAnswer {
@@ -333,6 +333,14 @@ pub(crate) fn needs_backward(methods: &[crate::explain::Method], target: &VqaTar
     crate::explain::need_gradients(methods) || *target != VqaTarget::Predicted
 }
 
+/// For `--target seed` given to `explain`: where that target lives, and what to do here.
+fn seed_hint(spec: &str) -> &'static str {
+    match spec.trim().eq_ignore_ascii_case("seed") {
+        true => " (`seed` is fiedler eval's, a target per method: the sum of the logits for dsmi-grad and dsmi-grad-attn, the predicted answer for the others; here, explain those two with --target sum-logits)",
+        false => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,5 +386,8 @@ mod tests {
         let err = parse("answer:zebra").unwrap_err().to_string();
         assert!(err.contains("e.g. yes, no, green"), "{err}");
         assert!(matches!(parse("best"), Err(SessionError::BadTarget(_))));
+        let err = parse("seed").unwrap_err().to_string();
+        assert!(err.contains("is fiedler eval's"), "{err}");
+        assert!(!parse("best").unwrap_err().to_string().contains("eval"));
     }
 }
