@@ -282,10 +282,7 @@ impl Cuda {
         len: usize,
     ) -> Result<CudaSlice<T>> {
         if len == 0 {
-            return self
-                .stream
-                .null()
-                .map_err(|e| device_error(op, "allocation", e));
+            return self.empty(op);
         }
         self.profile
             .span(&self.ctx, &self.stream, profile::Kind::Zeros, op, || {
@@ -293,6 +290,21 @@ impl Cuda {
                     .alloc_zeros(len)
                     .map_err(|e| self.alloc_error(op, len * std::mem::size_of::<T>(), e))
             })
+    }
+
+    /// An empty buffer. cudarc's `null` asks the driver for 0 bytes, which `cuMemAlloc`, the
+    /// allocator of a device without memory pools, refuses: there one element is allocated
+    /// and held behind the empty slice, which frees it when dropped.
+    fn empty<T: DeviceRepr>(&self, op: &'static str) -> Result<CudaSlice<T>> {
+        let failed = |e| device_error(op, "allocation", e);
+        if self.ctx.has_async_alloc() {
+            return self.stream.null().map_err(failed);
+        }
+        // SAFETY: nothing reads the element (the slice has none); one element's room is
+        // more than an empty slice needs, and event tracking is off, so nothing else is
+        // attached to it.
+        let one = unsafe { self.stream.alloc::<T>(1) }.map_err(failed)?;
+        Ok(unsafe { self.stream.upgrade_device_ptr(one.leak(), 0) })
     }
 
     /// A device buffer left as it is, for buffers an op overwrites in full: the zero fill
