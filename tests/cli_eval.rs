@@ -130,6 +130,18 @@ fn mean_accuracy(questions: &[Question], answers: &[&str]) -> f64 {
 }
 
 /// The plain predictions through the explain path (one cheap method).
+/// The perturbation records of `method` in a results file, in key order.
+fn records_of(path: &Path, method: &str) -> Vec<PerturbationRecord> {
+    let mut records: Vec<PerturbationRecord> = read_results(path)
+        .unwrap()
+        .perturbations
+        .into_iter()
+        .filter(|r| r.method == method)
+        .collect();
+    records.sort_by_key(|r| r.key());
+    records
+}
+
 fn explain_args() -> (Vec<Method>, MethodOptions, AnswerTarget) {
     (
         vec![Method::RawAttn],
@@ -826,16 +838,7 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
     assert_eq!(read_results(&without).unwrap().perturbations.len(), 3 * 4);
     args.push("--chance".into());
     run_ok(&args);
-    let chance = |path: &Path| -> Vec<PerturbationRecord> {
-        let mut records: Vec<PerturbationRecord> = read_results(path)
-            .unwrap()
-            .perturbations
-            .into_iter()
-            .filter(|r| r.method == "chance")
-            .collect();
-        records.sort_by_key(|r| r.key());
-        records
-    };
+    let chance = |path: &Path| records_of(path, "chance");
     assert_eq!(chance(&without), chance(&with));
 
     // A run that drew chance rows but was cut off before writing any (its header says it
@@ -870,25 +873,19 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
 #[test]
 fn the_seed_draws_the_chance_orders() {
     let dir = scratch("chance-seed");
-    let records = |name: &str, seed: &str| -> Vec<PerturbationRecord> {
+    let run = |name: &str, seed: &str| {
         let results = dir.join(name).join("results.jsonl");
         let mut args = lxmert_args(&results, "4");
         args.extend(["--methods", "raw-attn", "--seed", seed].map(String::from));
         run_ok(&args);
-        let mut records = read_results(&results).unwrap().perturbations;
-        records.sort_by_key(|r| r.key());
-        records
+        results
     };
-    let of = |records: &[PerturbationRecord], method: &str| -> Vec<PerturbationRecord> {
-        let picked: Vec<_> = records
-            .iter()
-            .filter(|r| r.method == method)
-            .cloned()
-            .collect();
+    let of = |results: &Path, method: &str| {
+        let picked = records_of(results, method);
         assert_eq!(picked.len(), 7 * 4, "{method}");
         picked
     };
-    let (one, two, again) = (records("1", "1"), records("2", "2"), records("1b", "1"));
+    let (one, two, again) = (run("1", "1"), run("2", "2"), run("1b", "1"));
     assert_eq!(of(&one, "raw-attn"), of(&two, "raw-attn"));
     assert_ne!(of(&one, "chance"), of(&two, "chance"));
     assert_eq!(of(&one, "chance"), of(&again, "chance"));
@@ -922,14 +919,8 @@ fn the_sum_of_logits_target_is_recorded_and_kept_apart() {
         results
     };
     let (sum, predicted, seed) = (run("sum-logits"), run("predicted"), run("seed"));
-    let records = |path: &Path, method: &str| -> Vec<PerturbationRecord> {
-        let mut records: Vec<_> = read_results(path)
-            .unwrap()
-            .perturbations
-            .into_iter()
-            .filter(|r| r.method == method)
-            .collect();
-        records.sort_by_key(|r| r.key());
+    let records = |path: &Path, method: &str| {
+        let records = records_of(path, method);
         assert_eq!(records.len(), 7 * 4, "{method}");
         records
     };
