@@ -45,7 +45,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
 
 use common::cuda_emulator::{driver, emulate_in, Driver};
 use common::{
@@ -2258,38 +2259,11 @@ fn eval_device_cuda_matches_cpu() {
     if device().is_none() {
         return;
     }
-    let fixture = |p: &str| repo().join("tests/fixtures").join(p);
     let run = |device: &str| -> serde_json::Value {
         let dir =
             std::env::temp_dir().join(format!("fiedler-cuda-eval-{}-{device}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut cmd = Command::new(fiedler_bin());
-        if device == "cuda" {
-            emulate_in(&mut cmd);
-        }
-        let out = cmd
-            .arg("eval")
-            .arg("--model")
-            .arg(fixture("vilt"))
-            .arg("--questions")
-            .arg(fixture("eval/vilt-questions.json"))
-            .arg("--annotations")
-            .arg(fixture("eval/vilt-annotations.json"))
-            .arg("--images")
-            .arg(fixture("images"))
-            .args([
-                "--file-pattern",
-                "coco_{id}.jpg",
-                "--batch",
-                "2",
-                "--device",
-                device,
-            ])
-            .arg("--results")
-            .arg(dir.join("results.jsonl"))
-            .output()
-            .expect("fiedler runs");
+        let out = vilt_eval(device, &dir.join("results.jsonl"), &[]);
         assert!(
             out.status.success(),
             "--device {device}: {}",
@@ -2316,4 +2290,112 @@ fn eval_device_cuda_matches_cpu() {
             assert!((ca - ga).abs() <= 5.0, "{at}: AUC cpu {ca} cuda {ga}");
         }
     }
+}
+
+/// `fiedler eval` of the ViLT fixture's five VQA v2 questions in batches of 2 on `device`
+/// (the CUDA one through the emulator where there is no GPU), into `results`, with `env`.
+fn vilt_eval(device: &str, results: &Path, env: &[(&str, &str)]) -> Output {
+    let fixture = |p: &str| repo().join("tests/fixtures").join(p);
+    std::fs::create_dir_all(results.parent().unwrap()).unwrap();
+    let mut cmd = Command::new(fiedler_bin());
+    if device == "cuda" {
+        emulate_in(&mut cmd);
+    }
+    cmd.envs(env.iter().copied())
+        .arg("eval")
+        .arg("--model")
+        .arg(fixture("vilt"))
+        .arg("--questions")
+        .arg(fixture("eval/vilt-questions.json"))
+        .arg("--annotations")
+        .arg(fixture("eval/vilt-annotations.json"))
+        .arg("--images")
+        .arg(fixture("images"))
+        .args([
+            "--file-pattern",
+            "coco_{id}.jpg",
+            "--batch",
+            "2",
+            "--device",
+            device,
+        ])
+        .arg("--results")
+        .arg(results)
+        .output()
+        .expect("fiedler runs")
+}
+
+/// A kernel that fails on the GPU loses the device's context, and every later call fails too
+/// (the emulator's injected fault, `FIEDLER_CUDA_EMULATOR_FAULT`; its cuBLAS then fails as
+/// well, its handle's destruction included). `explain` ends with the driver's error and exit
+/// code 1, never a panic or an abort. `eval` stops at once instead of failing every later
+/// sample: the finished chunk's samples stay in the results file, no sample is marked failed,
+/// and the same command then finishes the run.
+#[test]
+fn a_kernel_fault_stops_the_run_with_an_error() {
+    if !matches!(driver(), Driver::Emulated(_)) {
+        println!("skipped: kernel faults are injected by the CUDA emulator only");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("fiedler-cuda-fault-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let clean = |out: &Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.contains("CUDA_ERROR_ILLEGAL_ADDRESS"), "{stderr}");
+        assert!(stderr.contains("which loses its context"), "{stderr}");
+        stderr
+    };
+
+    let mut cmd = Command::new(fiedler_bin());
+    emulate_in(&mut cmd).env("FIEDLER_CUDA_EMULATOR_FAULT", "softmax_fwd:3");
+    let out = cmd
+        .current_dir(repo())
+        .args(["explain", "--model", "tests/fixtures/clip", "--image"])
+        .arg(fixtures().join("images/catdog.png"))
+        .args(["--text", "a photo of a cat", "--device", "cuda", "--out"])
+        .arg(dir.join("explain"))
+        .output()
+        .expect("fiedler runs");
+    println!("explain: {}", clean(&out));
+
+    // The 800th softmax falls in the middle of the second chunk of two questions (measured:
+    // the first ends between the 500th and the 600th, the second between the 1000th and the
+    // 1200th; the explanation pass and the perturbed inputs' forwards).
+    let results = dir.join("eval/results.jsonl");
+    let out = vilt_eval(
+        "cuda",
+        &results,
+        &[("FIEDLER_CUDA_EMULATOR_FAULT", "softmax_fwd:800")],
+    );
+    let stderr = clean(&out);
+    println!("eval: {stderr}");
+    assert!(
+        stderr.contains("the GPU failed after 2 of 5 samples; the same command goes on"),
+        "{stderr}"
+    );
+    let lines = std::fs::read_to_string(&results).unwrap();
+    let kinds: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of_kind = |kind: &'static str| kinds.iter().filter(move |l| l["kind"] == kind);
+    assert_eq!(of_kind("failure").count(), 0, "{lines}");
+    let samples: std::collections::BTreeSet<&str> = of_kind("perturbation")
+        .map(|r| r["sample"].as_str().unwrap())
+        .collect();
+    assert_eq!(samples.len(), 2, "{lines}");
+
+    let out = vilt_eval("cuda", &results, &[]);
+    assert!(
+        out.status.success(),
+        "the rerun: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(results.with_file_name("report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["samples"], 5, "{report}");
 }

@@ -280,6 +280,11 @@ pub enum BackendError {
     /// A device, driver or library call failed (kernel launch, cuBLAS, copies).
     #[error("{op}: {message}")]
     Device { op: &'static str, message: String },
+    /// A kernel failed on the device (an illegal address, a trap, a timeout), which loses the
+    /// device's context: every later call in this process fails the same way, so work must
+    /// stop rather than go on to the next sample.
+    #[error("{op}: {message} (a kernel failed on the GPU, which loses its context: nothing more can run on it in this process)")]
+    DeviceLost { op: &'static str, message: String },
 }
 
 /// A byte count for people: "512.0 KiB", "3.2 MiB", "79.1 GiB".

@@ -926,7 +926,15 @@ fn evaluate<M: EvalModel>(
                 false => ControlFlow::Continue(()),
             }
         },
-    )?;
+    )
+    .map_err(|e| match e.loses_the_device() {
+        true => anyhow::Error::new(e).context(format!(
+            "the GPU failed after {done_now} of {} samples; the same command goes on from there (the results so far are in {})",
+            questions.len(),
+            results.display()
+        )),
+        false => e.into(),
+    })?;
     drop(interrupt);
     let stopped = flow.is_break();
     if marked && !stopped {

@@ -35,7 +35,9 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::backend::BackendError;
 use crate::explain::{ExplainError, Method};
+use crate::model::ModelError;
 use crate::session::SessionError;
 
 #[derive(Debug, Error)]
@@ -94,6 +96,19 @@ pub enum EvalError {
     Session(#[from] SessionError),
     #[error(transparent)]
     Explain(#[from] ExplainError),
+}
+
+impl EvalError {
+    /// Whether the device's context is lost (a kernel failed on the GPU): no sample's fault,
+    /// and every later one would fail the same way, so the run stops here.
+    pub fn loses_the_device(&self) -> bool {
+        matches!(
+            self,
+            EvalError::Session(SessionError::Model(ModelError::Backend(
+                BackendError::DeviceLost { .. }
+            )))
+        )
+    }
 }
 
 /// Checks that the model can earn credit on these questions: some of their credited answers

@@ -298,7 +298,12 @@ struct Failures<'q> {
 }
 
 impl<'q> Failures<'q> {
+    /// Records sample `i`'s failure; an error that stops the run instead (`--strict`, or a
+    /// lost device, which is no sample's).
     fn add(&mut self, i: usize, q: &'q Question, e: EvalError) -> Result<(), EvalError> {
+        if e.loses_the_device() {
+            return Err(e);
+        }
         if self.strict {
             return Err(EvalError::Sample {
                 id: q.id.clone(),
@@ -472,8 +477,9 @@ fn perturbation_records<'q, I>(
                 answers.extend(batch.iter().cloned().zip(predicted));
             }
             // A batch's error is one sample's; alone, it is that sample's. Otherwise the batch
-            // is run one by one to find it (`--strict` too, so that it names the right one).
-            Err(e) if batch.len() == 1 => {
+            // is run one by one to find it (`--strict` too, so that it names the right one),
+            // unless the device is lost (`add` then stops the run).
+            Err(e) if batch.len() == 1 || e.loses_the_device() => {
                 failures.add(batch[0].0, chunk[batch[0].0], e)?;
             }
             Err(_) => {
@@ -543,7 +549,8 @@ fn explain_isolating<'q, M: EvalModel>(
     }
     match explain_plan(model, &refs, plan) {
         Ok(explained) => return Ok(ready.into_iter().zip(explained).collect()),
-        Err(e) if ready.len() == 1 => {
+        // A lost device fails every sample alike: `add` stops the run.
+        Err(e) if ready.len() == 1 || e.loses_the_device() => {
             failures.add(ready[0], chunk[ready[0]], e)?;
             return Ok(BTreeMap::new());
         }
@@ -645,6 +652,8 @@ mod tests {
     use super::*;
     use crate::eval::answers::GroundTruth;
     use crate::eval::protocol::Order;
+    use crate::model::ModelError;
+    use crate::session::SessionError;
 
     /// Answers are the `Keep`s written out; predicting returns the answer naming the input.
     struct Echo {
@@ -713,9 +722,11 @@ mod tests {
         }
     }
 
-    /// Explains inputs 0, 1, 2, …; fails any batch holding `bad`.
+    /// Explains inputs 0, 1, 2, …; fails any batch holding `bad`, as a lost device with
+    /// `lost`.
     struct FailsOn {
         bad: usize,
+        lost: bool,
         answers: Vec<String>,
     }
 
@@ -729,6 +740,13 @@ mod tests {
             _: &MethodOptions,
             _: &VqaTarget,
         ) -> Result<Vec<Explained>, EvalError> {
+            if inputs.contains(&&self.bad) && self.lost {
+                let lost = crate::backend::BackendError::DeviceLost {
+                    op: "softmax_fwd",
+                    message: "kernel launch failed".into(),
+                };
+                return Err(SessionError::from(ModelError::from(lost)).into());
+            }
             if inputs.contains(&&self.bad) {
                 return Err(EvalError::Unsupported(format!("input {}", self.bad)));
             }
@@ -771,6 +789,7 @@ mod tests {
         let chunk: Vec<&Question> = questions.iter().collect();
         let model = FailsOn {
             bad: 1,
+            lost: false,
             answers: vec!["yes".into()],
         };
         let index = |q: &Question| Ok(q.id[1..].parse::<usize>().unwrap());
@@ -797,6 +816,47 @@ mod tests {
                     assert!(e.to_string().starts_with("sample q1: input 1"), "{e}");
                 }
             }
+        }
+    }
+
+    /// A lost device is no sample's failure: the chunk stops with it, `--strict` or not.
+    #[test]
+    fn a_lost_device_stops_the_chunk() {
+        let questions: Vec<Question> = (0..3)
+            .map(|i| Question {
+                id: format!("q{i}"),
+                image_id: format!("img{i}"),
+                text: "what?".into(),
+                truth: GroundTruth::Scores(BTreeMap::new()),
+            })
+            .collect();
+        let chunk: Vec<&Question> = questions.iter().collect();
+        let model = FailsOn {
+            bad: 1,
+            lost: true,
+            answers: vec!["yes".into()],
+        };
+        let index = |q: &Question| Ok(q.id[1..].parse::<usize>().unwrap());
+        for strict in [false, true] {
+            let plan = Plan {
+                methods: vec![Method::RawAttn],
+                tests: Vec::new(),
+                steps: vec![0.0, 1.0],
+                batch: 3,
+                strict,
+                opts: MethodOptions::default(),
+                chance: None,
+                target: EvalTarget::Predicted,
+            };
+            let e = run_chunk(&model, &chunk, &index, &plan, None)
+                .err()
+                .expect("the chunk stops");
+            assert!(e.loses_the_device(), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with("softmax_fwd: kernel launch failed"),
+                "{e}"
+            );
         }
     }
 

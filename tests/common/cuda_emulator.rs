@@ -146,6 +146,10 @@ fn build() -> Result<PathBuf, String> {
     compile(&work, "libcublas.so", |cmd| {
         // -O3: the products' loops over rows vectorise.
         cmd.arg("-O3").arg(sources.join("cublas.cpp"));
+        // It asks the driver whether the context is lost (the libcuda.so beside it).
+        cmd.arg("-L")
+            .arg(&work)
+            .args(["-l:libcuda.so", "-Wl,-rpath,$ORIGIN"]);
     })?;
     if std::fs::rename(&work, &dir).is_err() {
         // Another process got there first.

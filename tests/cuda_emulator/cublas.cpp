@@ -3,6 +3,7 @@
 // entry is summed in order in the type of the data, as cuBLAS's non-tensor kernels do
 // (their order differs; the tests' bounds allow for that). With TF32 allowed,
 // f32 operands are first rounded to TF32's 10-bit mantissa, as tensor cores read them.
+// Once the emulated context is lost (an injected kernel fault, driver.cpp) every call fails.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -13,7 +14,7 @@
 
 namespace {
 
-enum Status : int { SUCCESS = 0, INVALID_VALUE = 7 };
+enum Status : int { SUCCESS = 0, INVALID_VALUE = 7, EXECUTION_FAILED = 13, INTERNAL_ERROR = 14 };
 enum Operation : int { OP_N = 0, OP_T = 1, OP_C = 2 };
 constexpr int TF32_TENSOR_OP_MATH = 3;
 
@@ -88,12 +89,19 @@ Status gemm(int transa, int transb, int m, int n, int k, const T* alpha, const T
 
 }  // namespace
 
+// The emulated driver's lost-context error, or 0 (driver.cpp; this library links against it).
+extern "C" int emu_context_error();
+
 API int cublasCreate_v2(void** handle) {
+    if (emu_context_error()) return INTERNAL_ERROR;
     *handle = new Handle;
     return SUCCESS;
 }
 
+// cuBLAS documents no error for a lost context here; it frees its workspace through the
+// driver, which then fails, and the emulator takes the pessimistic reading: an error status.
 API int cublasDestroy_v2(void* handle) {
+    if (emu_context_error()) return INTERNAL_ERROR;
     delete static_cast<Handle*>(handle);
     return SUCCESS;
 }
@@ -122,6 +130,7 @@ API int cublasSgemmStridedBatched(void* handle, int transa, int transb, int m, i
                                   const float* alpha, const float* a, int lda, long long stride_a,
                                   const float* b, int ldb, long long stride_b, const float* beta,
                                   float* c, int ldc, long long stride_c, int batch) {
+    if (emu_context_error()) return EXECUTION_FAILED;
     if ((static_cast<Handle*>(handle)->math_mode & 0xf) == TF32_TENSOR_OP_MATH)
         return gemm(transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c,
                     ldc, stride_c, batch, true, to_tf32);
@@ -134,6 +143,7 @@ API int cublasDgemmStridedBatched(void*, int transa, int transb, int m, int n, i
                                   long long stride_a, const double* b, int ldb,
                                   long long stride_b, const double* beta, double* c, int ldc,
                                   long long stride_c, int batch) {
+    if (emu_context_error()) return EXECUTION_FAILED;
     return gemm(transa, transb, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc,
                 stride_c, batch, false, [](double x) { return x; });
 }

@@ -5,7 +5,9 @@
 // bytes holding 0xFF (NaN) until then. Kernels are
 // found by name among the emulated ones (runtime.cpp), whatever image a module is loaded
 // from; device memory is emulated in memory.cpp. Calls outside this subset are absent: cudarc then panics naming the symbol, which
-// the backend turns into an error.
+// the backend turns into an error. A kernel fault can be injected (FIEDLER_CUDA_EMULATOR_FAULT,
+// below): the context is then lost, as a GPU's is.
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -31,6 +33,7 @@ enum Result : int {
     INVALID_HANDLE = 400,
     NOT_FOUND = 500,
     NOT_SUPPORTED = 801,
+    ILLEGAL_ADDRESS = 700,
     LAUNCH_FAILED = 719,
 };
 
@@ -68,6 +71,45 @@ bool has_pools() {
 }
 
 constexpr const char* NAME = "fiedler CUDA emulator (CPU)";
+
+// A kernel fault, injected: FIEDLER_CUDA_EMULATOR_FAULT=NAME makes the first launch of kernel
+// NAME fault, NAME:N its N-th. As on a GPU (an out-of-bounds access, say) the launch itself
+// succeeds, since kernels run asynchronously, and the context is lost from then on: every
+// call that uses it returns CUDA_ERROR_ILLEGAL_ADDRESS, and the emulated cuBLAS fails too
+// (`emu_context_error`). A real process must end to use CUDA again; here it is the test's
+// child process, which ends.
+struct Fault {
+    std::string kernel;
+    long long launch = 1;
+};
+
+const Fault* injected_fault() {
+    static const Fault* fault = []() -> const Fault* {
+        const char* v = std::getenv("FIEDLER_CUDA_EMULATOR_FAULT");
+        if (!v || !*v) return nullptr;
+        auto* f = new Fault{v};
+        const size_t colon = f->kernel.find(':');
+        if (colon != std::string::npos) {
+            f->launch = std::atoll(f->kernel.c_str() + colon + 1);
+            f->kernel.resize(colon);
+        }
+        return f;
+    }();
+    return fault;
+}
+
+std::atomic<int> lost{SUCCESS};
+std::atomic<long long> faulting_kernel_launches{0};
+
+// Whether this launch of `kernel` is the injected fault (counting the launches of its kernel).
+bool faults(const char* kernel) {
+    const Fault* f = injected_fault();
+    return f && f->kernel == kernel && ++faulting_kernel_launches == f->launch;
+}
+
+// The error of a lost context: every call below that uses the context starts with it.
+#define UNLESS_LOST                          \
+    if (const int error = lost.load()) return error;
 
 Result allocate(DevicePtr* out, size_t bytes) {
     if (!out) return INVALID_VALUE;
@@ -138,12 +180,16 @@ const char* error_name(int r) {
         case INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
         case NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
         case NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
+        case ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
         case LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
         default: return nullptr;
     }
 }
 
 }  // namespace
+
+// The lost context's error, or 0: the emulated cuBLAS (linked against this library) asks.
+API int emu_context_error() { return lost.load(); }
 
 // Initialisation and the device.
 
@@ -226,6 +272,7 @@ API int cuCtxGetDevice(int* device) {
 }
 
 API int cuCtxSynchronize() {
+    UNLESS_LOST
     land_all_copies();
     return SUCCESS;
 }
@@ -233,6 +280,7 @@ API int cuCtxSynchronize() {
 // Streams: work runs when enqueued, so there is never anything to wait for.
 
 API int cuStreamCreate(void** stream, unsigned) {
+    UNLESS_LOST
     *stream = new char;
     return SUCCESS;
 }
@@ -242,36 +290,45 @@ API int cuStreamCreateWithPriority(void** stream, unsigned flags, int) {
 }
 
 API int cuStreamDestroy_v2(void* stream) {
+    UNLESS_LOST
     land_copies(stream);  // its work completes, as on a GPU
     delete static_cast<char*>(stream);
     return SUCCESS;
 }
 
 API int cuStreamSynchronize(void* stream) {
+    UNLESS_LOST
     land_copies(stream);
     return SUCCESS;
 }
 
 // Idle, so its copies have landed.
 API int cuStreamQuery(void* stream) {
+    UNLESS_LOST
     land_copies(stream);
     return SUCCESS;
 }
-API int cuStreamWaitEvent(void*, void*, unsigned) { return SUCCESS; }
+API int cuStreamWaitEvent(void*, void*, unsigned) {
+    UNLESS_LOST
+    return SUCCESS;
+}
 
 // Events time the host's work between two records.
 
 API int cuEventCreate(void** event, unsigned) {
+    UNLESS_LOST
     *event = new Event{std::chrono::steady_clock::now()};
     return SUCCESS;
 }
 
 API int cuEventDestroy_v2(void* event) {
+    UNLESS_LOST
     delete static_cast<Event*>(event);
     return SUCCESS;
 }
 
 API int cuEventRecord(void* event, void* stream) {
+    UNLESS_LOST
     *static_cast<Event*>(event) = Event{std::chrono::steady_clock::now(), true, stream};
     return SUCCESS;
 }
@@ -287,16 +344,19 @@ void land_before(const Event& e) {
 }
 
 API int cuEventSynchronize(void* event) {
+    UNLESS_LOST
     land_before(*static_cast<Event*>(event));
     return SUCCESS;
 }
 
 API int cuEventQuery(void* event) {
+    UNLESS_LOST
     land_before(*static_cast<Event*>(event));
     return SUCCESS;
 }
 
 API int cuEventElapsedTime_v2(float* ms, void* start, void* end) {
+    UNLESS_LOST
     const auto d = static_cast<Event*>(end)->at - static_cast<Event*>(start)->at;
     *ms = std::chrono::duration<float, std::milli>(d).count();
     return SUCCESS;
@@ -310,28 +370,40 @@ API int cuEventElapsedTime(float* ms, void* start, void* end) {
 
 // As the driver: no empty allocations, but an empty stream-ordered one (cudarc's null slice).
 API int cuMemAlloc_v2(DevicePtr* p, size_t bytes) {
+    UNLESS_LOST
     return bytes == 0 ? INVALID_VALUE : allocate(p, bytes);
 }
 
 API int cuMemAllocAsync(DevicePtr* p, size_t bytes, void*) {
+    UNLESS_LOST
     return has_pools() ? allocate(p, bytes) : NOT_SUPPORTED;
 }
-API int cuMemFree_v2(DevicePtr p) { return release(p); }
-API int cuMemFreeAsync(DevicePtr p, void*) { return has_pools() ? release(p) : NOT_SUPPORTED; }
+API int cuMemFree_v2(DevicePtr p) {
+    UNLESS_LOST
+    return release(p);
+}
+
+API int cuMemFreeAsync(DevicePtr p, void*) {
+    UNLESS_LOST
+    return has_pools() ? release(p) : NOT_SUPPORTED;
+}
 
 API int cuMemGetInfo_v2(size_t* free, size_t* total) {
+    UNLESS_LOST
     *free = total_memory() - emu::allocated();
     *total = total_memory();
     return SUCCESS;
 }
 
 API int cuMemcpyHtoD_v2(DevicePtr dst, const void* src, size_t n) {
+    UNLESS_LOST
     emu::Doing doing("cuMemcpyHtoD");
     std::memcpy(addr(dst), src, n);
     return SUCCESS;
 }
 
 API int cuMemcpyDtoH_v2(void* dst, DevicePtr src, size_t n) {
+    UNLESS_LOST
     emu::Doing doing("cuMemcpyDtoH");
     land_copies(nullptr);  // the legacy stream's work before it
     std::memcpy(dst, addr(src), n);
@@ -339,6 +411,7 @@ API int cuMemcpyDtoH_v2(void* dst, DevicePtr src, size_t n) {
 }
 
 API int cuMemcpyDtoD_v2(DevicePtr dst, DevicePtr src, size_t n) {
+    UNLESS_LOST
     emu::Doing doing("cuMemcpyDtoD");
     std::memmove(addr(dst), addr(src), n);
     return SUCCESS;
@@ -349,6 +422,7 @@ API int cuMemcpyHtoDAsync_v2(DevicePtr dst, const void* src, size_t n, void*) {
 }
 
 API int cuMemcpyDtoHAsync_v2(void* dst, DevicePtr src, size_t n, void* stream) {
+    UNLESS_LOST
     emu::Doing doing("cuMemcpyDtoHAsync");
     defer_copy_to_host(stream, dst, addr(src), n);
     return SUCCESS;
@@ -359,6 +433,7 @@ API int cuMemcpyDtoDAsync_v2(DevicePtr dst, DevicePtr src, size_t n, void*) {
 }
 
 API int cuMemsetD8_v2(DevicePtr dst, unsigned char v, size_t n) {
+    UNLESS_LOST
     emu::Doing doing("cuMemsetD8");
     std::memset(addr(dst), v, n);
     return SUCCESS;
@@ -369,6 +444,7 @@ API int cuMemsetD8Async(DevicePtr dst, unsigned char v, size_t n, void*) {
 }
 
 API int cuMemsetD32_v2(DevicePtr dst, unsigned v, size_t n) {
+    UNLESS_LOST
     emu::Doing doing("cuMemsetD32");
     auto* p = static_cast<unsigned*>(addr(dst));
     for (size_t i = 0; i < n; ++i) p[i] = v;
@@ -382,13 +458,18 @@ API int cuMemsetD32Async(DevicePtr dst, unsigned v, size_t n, void*) {
 // Modules and launches.
 
 API int cuModuleLoadData(void** module, const void*) {
+    UNLESS_LOST
     *module = &module_tag;
     return SUCCESS;
 }
 
-API int cuModuleUnload(void*) { return SUCCESS; }
+API int cuModuleUnload(void*) {
+    UNLESS_LOST
+    return SUCCESS;
+}
 
 API int cuModuleGetFunction(void** function, void*, const char* name) {
+    UNLESS_LOST
     const emu::Kernel* k = emu::find_kernel(name);
     if (!k) return NOT_FOUND;
     *function = const_cast<emu::Kernel*>(k);
@@ -440,7 +521,14 @@ API int cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, un
     if (!function) return INVALID_HANDLE;
     // `extra` packs arguments another way, which fiedler does not use.
     if (extra != nullptr || shared_bytes > (unsigned)dynamic_limit(function)) return INVALID_VALUE;
+    UNLESS_LOST
     const auto& kernel = *static_cast<const emu::Kernel*>(function);
+    if (faults(kernel.name)) {
+        std::fprintf(stderr, "CUDA emulator: kernel %s faults (FIEDLER_CUDA_EMULATOR_FAULT)\n",
+                     kernel.name);
+        lost = ILLEGAL_ADDRESS;
+        return SUCCESS;
+    }
     emu::Doing doing("kernel", kernel.name);
     const std::string error =
         emu::launch(kernel, {gx, gy, gz}, {bx, by, bz}, shared_bytes, params);

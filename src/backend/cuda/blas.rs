@@ -1,14 +1,54 @@
-//! Runs a `plan::Gemm` through cuBLAS (`cublasSgemmStridedBatched`). Plain SGEMM: cuBLAS's
-//! default math mode keeps full f32 (no TF32).
+//! The backend's cuBLAS handle, and a `plan::Gemm` run through it
+//! (`cublasSgemmStridedBatched`). Plain SGEMM: cuBLAS's default math mode keeps full f32 (no
+//! TF32).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use cudarc::cublas::result::sgemm_strided_batched;
-use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::CudaBlas;
+use cudarc::cublas::result::{
+    create_handle, destroy_handle, set_stream, sgemm_strided_batched, CublasError,
+};
+use cudarc::cublas::sys::{cublasHandle_t, cublasOperation_t};
+use cudarc::driver::CudaStream;
 
 use super::plan::Gemm;
 use crate::backend::{BackendError, Result};
+
+/// A cuBLAS handle bound to the backend's stream. cudarc's `CudaBlas` would do, but its drop
+/// unwraps `cublasDestroy`'s status: after a kernel fault has lost the context, that can fail,
+/// and a panic in a drop ends the process with an abort where an error was being reported.
+pub struct BlasHandle {
+    raw: cublasHandle_t,
+    /// Kept alive while the handle may still enqueue work on it.
+    stream: Arc<CudaStream>,
+}
+
+// SAFETY: a cuBLAS handle may move between threads; the backend keeps it behind a mutex, so
+// no two threads use it at once.
+unsafe impl Send for BlasHandle {}
+unsafe impl Sync for BlasHandle {}
+
+impl BlasHandle {
+    pub fn new(stream: Arc<CudaStream>) -> std::result::Result<Self, CublasError> {
+        let raw = create_handle()?;
+        let handle = Self { raw, stream };
+        // SAFETY: a valid handle and the stream it is kept with.
+        unsafe { set_stream(raw, handle.stream.cu_stream() as _) }?;
+        Ok(handle)
+    }
+
+    pub fn raw(&self) -> cublasHandle_t {
+        self.raw
+    }
+}
+
+impl Drop for BlasHandle {
+    fn drop(&mut self) {
+        // A failure here has nothing left to tell: the lost context it comes from was
+        // reported by the call that found it.
+        // SAFETY: created by `new`, destroyed once.
+        let _ = unsafe { destroy_handle(self.raw) };
+    }
+}
 
 fn op(t: bool) -> cublasOperation_t {
     if t {
@@ -25,7 +65,7 @@ fn int(name: &'static str, v: usize) -> Result<i32> {
     })
 }
 
-pub fn gemm(blas: &Mutex<CudaBlas>, name: &'static str, g: &Gemm) -> Result<()> {
+pub fn gemm(blas: &Mutex<BlasHandle>, name: &'static str, g: &Gemm) -> Result<()> {
     let s = g.column_major();
     if s.m == 0 || s.n == 0 || s.batch == 0 {
         return Ok(());
@@ -39,7 +79,7 @@ pub fn gemm(blas: &Mutex<CudaBlas>, name: &'static str, g: &Gemm) -> Result<()> 
     // the plan, which addresses only inside those buffers.
     unsafe {
         sgemm_strided_batched(
-            *blas.handle(),
+            blas.raw(),
             op(s.transa),
             op(s.transb),
             int(name, s.m)?,

@@ -14,7 +14,6 @@ pub mod plan;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use cudarc::cublas::CudaBlas;
 use cudarc::driver::result::memset_d8_async;
 use cudarc::driver::sys::{CUdeviceptr, CUresult};
 use cudarc::driver::{
@@ -43,7 +42,7 @@ const MATVEC_ROWS: usize = 32;
 pub struct Cuda {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    blas: Mutex<CudaBlas>,
+    blas: Mutex<blas::BlasHandle>,
     kernels: Kernels,
     /// The last attention key mask uploaded: every layer of a tower reuses it.
     mask: Mutex<Option<(Vec<bool>, CudaSlice<u8>)>>,
@@ -80,10 +79,31 @@ mod row_table;
 mod spectral;
 
 fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
-    BackendError::Device {
-        op,
-        message: format!("{what} failed: {e}"),
+    let message = format!("{what} failed: {e}");
+    match loses_the_context(&e) {
+        true => BackendError::DeviceLost { op, message },
+        false => BackendError::Device { op, message },
     }
+}
+
+/// The errors after which a context runs nothing more: CUDA documents each as leaving the
+/// process in an inconsistent state, with every later call failing the same way. Kernels run
+/// asynchronously, so the call that returns one is whichever came next (a launch, a copy, a
+/// synchronisation), not the kernel that failed.
+fn loses_the_context(e: &DriverError) -> bool {
+    use CUresult::*;
+    matches!(
+        e.0,
+        CUDA_ERROR_ILLEGAL_ADDRESS
+            | CUDA_ERROR_LAUNCH_TIMEOUT
+            | CUDA_ERROR_ASSERT
+            | CUDA_ERROR_HARDWARE_STACK_ERROR
+            | CUDA_ERROR_ILLEGAL_INSTRUCTION
+            | CUDA_ERROR_MISALIGNED_ADDRESS
+            | CUDA_ERROR_INVALID_ADDRESS_SPACE
+            | CUDA_ERROR_INVALID_PC
+            | CUDA_ERROR_LAUNCH_FAILED
+    )
 }
 
 /// The most blocks `per_element` launches.
@@ -179,7 +199,7 @@ impl Cuda {
                 needed: "run the dense products",
             });
         }
-        let blas = catch_unwind(AssertUnwindSafe(|| CudaBlas::new(stream.clone())))
+        let blas = catch_unwind(AssertUnwindSafe(|| blas::BlasHandle::new(stream.clone())))
             .map_err(|_| CudaError::Panic("cuBLAS".into()))?
             .map_err(|e| CudaError::Blas {
                 during: "creating a handle",
@@ -228,7 +248,7 @@ impl Cuda {
         // SAFETY: a valid handle, used by no other thread while the lock is held.
         let status = unsafe {
             cudarc::cublas::sys::cublasSetMathMode(
-                *blas.handle(),
+                blas.raw(),
                 cudarc::cublas::sys::cublasMath_t::CUBLAS_TF32_TENSOR_OP_MATH,
             )
         };
@@ -359,6 +379,19 @@ impl Cuda {
             .span(&self.ctx, &self.stream, profile::Kind::Gemm, name, || {
                 blas::gemm(&self.blas, name, g)
             })
+            .map_err(|e| self.lost_or(name, e))
+    }
+
+    /// `e`, a cuBLAS failure, or the lost context behind it: cuBLAS reports an earlier
+    /// kernel's fault as a failure of its own (CUBLAS_STATUS_EXECUTION_FAILED), which the
+    /// stream then names.
+    fn lost_or(&self, op: &'static str, e: BackendError) -> BackendError {
+        match self.stream.synchronize() {
+            Err(lost) if loses_the_context(&lost) => {
+                device_error(op, "a kernel before this cuBLAS call", lost)
+            }
+            _ => e,
+        }
     }
 
     fn upload_any<T: DeviceRepr + ValidAsZeroBits>(

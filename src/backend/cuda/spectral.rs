@@ -747,7 +747,7 @@ impl Cuda {
         // sized for these graphs.
         unsafe {
             dgemm_strided_batched(
-                *blas.handle(),
+                blas.raw(),
                 cublasOperation_t::CUBLAS_OP_T,
                 cublasOperation_t::CUBLAS_OP_N,
                 n32,
@@ -767,7 +767,7 @@ impl Cuda {
                 int(OP, count)?,
             )
         }
-        .map_err(cublas)
+        .map_err(|e| self.lost_or(OP, cublas(e)))
     }
 }
 
