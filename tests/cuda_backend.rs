@@ -2398,4 +2398,37 @@ fn a_kernel_fault_stops_the_run_with_an_error() {
     )
     .unwrap();
     assert_eq!(report["samples"], 5, "{report}");
+
+    // CLIP's eval on a synth set: a fault in the forwards of a caption retrieval (the second
+    // cosine head: the explanation pass of the chunk has the first) stops the run as well,
+    // rather than leaving that and every later retrieval unknown.
+    let set = dir.join("synth");
+    let out = Command::new(fiedler_bin())
+        .args(["synth", "--images", "2", "--seed", "5", "--out"])
+        .arg(&set)
+        .output()
+        .expect("fiedler runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = dir.join("clip/results.jsonl");
+    let mut cmd = Command::new(fiedler_bin());
+    emulate_in(&mut cmd).env("FIEDLER_CUDA_EMULATOR_FAULT", "cosine_fwd:2");
+    let out = cmd
+        .args(["eval", "--device", "cuda", "--model"])
+        .arg(repo().join("tests/fixtures/clip"))
+        .arg("--captions")
+        .arg(set.join("captions.json"))
+        .arg("--results")
+        .arg(&results)
+        .output()
+        .expect("fiedler runs");
+    let stderr = clean(&out);
+    assert!(
+        stderr.contains("the GPU failed after 0 of 2 samples"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("no caption retrieval"), "{stderr}");
 }

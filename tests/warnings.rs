@@ -44,8 +44,8 @@ fn warnings_reach_an_installed_handler() {
     let (_, sets) = read_captions(&captions).unwrap();
     let session = ClipSession::open(&fixtures().join("clip")).unwrap();
     let retrievals = Retrievals::new(&session, &sets);
-    assert!(retrievals.of("1").is_some());
-    assert_eq!(retrievals.of("2"), None);
+    assert!(retrievals.of("1").unwrap().is_some());
+    assert_eq!(retrievals.of("2").unwrap(), None);
     warning::reset_handler();
 
     let seen = seen.lock().unwrap();

@@ -830,7 +830,7 @@ impl Run<'_> {
         let retrievals = Retrievals::new(&session, sets);
         let score = |q: &Question, e: &Explanation| {
             let mut record = truth.score(q, e, session.tokenizer())?;
-            record.retrieved = retrievals.of(&q.id);
+            record.retrieved = retrievals.of(&q.id)?;
             Ok(record)
         };
         self.evaluate(&session, prepare, Some(&score))

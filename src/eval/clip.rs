@@ -54,7 +54,8 @@ impl CaptionSet {
 
 /// Each sample's caption retrieval for the ground-truth scorer, which scores a sample's
 /// methods one after another: computed once per sample. An error is warned of and recorded as
-/// unknown, so that the sample keeps its ground-truth scores.
+/// unknown, so that the sample keeps its ground-truth scores; but a lost device stops the run,
+/// as it would every later sample's.
 pub struct Retrievals<'a, B: Backend> {
     session: &'a ClipSession<B>,
     sets: &'a HashMap<String, CaptionSet>,
@@ -70,22 +71,27 @@ impl<'a, B: Backend> Retrievals<'a, B> {
         }
     }
 
-    /// The retrieval (`CaptionSet::retrieval`) of sample `id`, by its caption set.
-    pub fn of(&self, id: &str) -> Option<f64> {
+    /// The retrieval (`CaptionSet::retrieval`) of sample `id`, by its caption set; `None`
+    /// where it has none or it failed.
+    pub fn of(&self, id: &str) -> Result<Option<f64>, EvalError> {
         if let Some((last, retrieval)) = &*self.last.borrow() {
             if last == id {
-                return *retrieval;
+                return Ok(*retrieval);
             }
         }
-        let retrieval = match self.sets.get(id)?.retrieval(self.session) {
+        let Some(set) = self.sets.get(id) else {
+            return Ok(None);
+        };
+        let retrieval = match set.retrieval(self.session) {
             Ok(share) => Some(share),
+            Err(e) if e.loses_the_device() => return Err(e),
             Err(e) => {
                 warn(&format!("sample {id}: no caption retrieval: {e}"));
                 None
             }
         };
         *self.last.borrow_mut() = Some((id.to_owned(), retrieval));
-        retrieval
+        Ok(retrieval)
     }
 }
 

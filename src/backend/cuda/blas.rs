@@ -28,6 +28,8 @@ unsafe impl Send for BlasHandle {}
 unsafe impl Sync for BlasHandle {}
 
 impl BlasHandle {
+    /// A handle on `stream`, whose context must be current on this thread (`Cuda::new` has
+    /// just made the stream there).
     pub fn new(stream: Arc<CudaStream>) -> std::result::Result<Self, CublasError> {
         let raw = create_handle()?;
         let handle = Self { raw, stream };

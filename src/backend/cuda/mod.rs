@@ -86,10 +86,12 @@ fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
     }
 }
 
-/// The errors after which a context runs nothing more: CUDA documents each as leaving the
-/// process in an inconsistent state, with every later call failing the same way. Kernels run
+/// The errors after which a context runs nothing more: cuda.h documents each as leaving the
+/// process in an inconsistent state (the process must end to use CUDA again). Kernels run
 /// asynchronously, so the call that returns one is whichever came next (a launch, a copy, a
-/// synchronisation), not the kernel that failed.
+/// synchronisation), not the kernel that failed. A contained hardware fault (H100 and later
+/// report those), leaked tensor memory, an MPS server that ended, and an external device's
+/// failure lose the context too.
 fn loses_the_context(e: &DriverError) -> bool {
     use CUresult::*;
     matches!(
@@ -103,6 +105,10 @@ fn loses_the_context(e: &DriverError) -> bool {
             | CUDA_ERROR_INVALID_ADDRESS_SPACE
             | CUDA_ERROR_INVALID_PC
             | CUDA_ERROR_LAUNCH_FAILED
+            | CUDA_ERROR_CONTAINED
+            | CUDA_ERROR_TENSOR_MEMORY_LEAK
+            | CUDA_ERROR_MPS_CLIENT_TERMINATED
+            | CUDA_ERROR_EXTERNAL_DEVICE
     )
 }
 
