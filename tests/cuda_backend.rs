@@ -1603,7 +1603,8 @@ fn out_of_device_memory_names_the_batch() {
 /// synchronisation, and a barrier that half a warp waits at while the other half waits at a
 /// shuffle fails the launch instead of hanging (the emulator prints what it found, "threads
 /// wait at different barriers", on stderr), and so do a shuffle that reads a lane that has
-/// exited and a launch shape beyond a GPU's limits.
+/// exited and a launch shape beyond a GPU's limits; a block's static shared memory holds
+/// NaN until it writes there, not what another block left.
 #[test]
 fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
     use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
@@ -1653,6 +1654,14 @@ fn the_emulator_shuffles_threads_and_fails_divergent_barriers() {
     } else {
         assert_ne!(order, in_order, "threads ran in index order");
     }
+    let fresh = module.load_function("emu_static_shared_per_block").unwrap();
+    let mut cells = stream.alloc_zeros::<f32>(blocks as usize).unwrap();
+    // SAFETY: the kernel writes one entry of `cells` per block.
+    unsafe { stream.launch_builder(&fresh).arg(&mut cells).launch(cfg) }.unwrap();
+    let cells = stream.clone_dtoh(&cells).unwrap();
+    stream.synchronize().unwrap();
+    assert_eq!(cells[0], 1.0);
+    assert!(cells[1..].iter().all(|c| c.is_nan()), "{cells:?}");
     let divergent = module.load_function("emu_divergent_barrier").unwrap();
     let mut out = stream.alloc_zeros::<i32>(threads as usize).unwrap();
     // SAFETY: the kernel writes at most `threads` entries of `out`.

@@ -106,10 +106,12 @@ fn build() -> Result<PathBuf, String> {
         .collect();
     kernel_files.sort();
     let mut inputs: Vec<Vec<u8>> = Vec::new();
+    // This file too: it rewrites the kernels' sources (`fresh_shared`) and sets the flags.
     for path in SOURCES
         .iter()
         .map(|s| sources.join(s))
         .chain(kernel_files.iter().cloned())
+        .chain([root.join("tests/common/cuda_emulator.rs")])
     {
         inputs.push(path.to_string_lossy().into_owned().into_bytes());
         inputs.push(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())));
@@ -194,13 +196,15 @@ fn compile(dir: &Path, library: &str, inputs: impl FnOnce(&mut Command)) -> Resu
     Ok(())
 }
 
-/// A translation unit of one kernel file followed by a registration of each of its kernels
+/// A translation unit of one kernel file (its static shared variables filled afresh per
+/// block, `fresh_shared`) followed by a registration of each of its kernels
 /// (`KERNEL void [__launch_bounds__(…)] name(`), so the driver finds them by name.
 fn registering(file: &Path) -> String {
     let src = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let mut unit = format!(
-        "#include \"{}\"\n#include \"registry.h\"\nstatic const emu::Registrar registrations[] = {{\n",
-        file.display()
+        "#line 1 \"{}\"\n{}\n#include \"registry.h\"\nstatic const emu::Registrar registrations[] = {{\n",
+        file.display(),
+        fresh_shared(&src)
     );
     for (at, _) in src.match_indices("KERNEL void") {
         let mut rest = src[at + "KERNEL void".len()..].trim_start();
@@ -220,6 +224,34 @@ fn registering(file: &Path) -> String {
     }
     unit.push_str("};\n");
     unit
+}
+
+/// `src` with a call after each static `__shared__` declaration (`__shared__ T name[…];`, one
+/// per line) that fills the variable with NaN bytes when a block first reaches it: a GPU
+/// leaves shared memory undefined when a block starts, and the emulator's variables would
+/// otherwise hold what the previous block left. Lines keep their numbers.
+fn fresh_shared(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    for line in src.lines() {
+        let code = line.split("//").next().unwrap_or_default();
+        match (code.find("__shared__"), code.find(';')) {
+            (Some(at), Some(end)) if !code[..at].contains("extern") => {
+                let declarator = &code[at + "__shared__".len()..end];
+                let name = declarator[..declarator.find('[').unwrap_or(declarator.len())]
+                    .trim_end()
+                    .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .next()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| panic!("a __shared__ declaration without a name: {line}"));
+                out.push_str(&line[..=end]);
+                out.push_str(&format!(" emu::fresh_shared(&{name}, sizeof({name}));"));
+                out.push_str(&line[end + 1..]);
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Loads both libraries for good (the backend keeps calling into them).

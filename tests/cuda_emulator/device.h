@@ -3,7 +3,8 @@
 // nvcc builds run on the CPU, one block at a time, each CUDA thread a fiber (runtime.cpp).
 //
 // What it models: thread and block indices, `__shared__` memory per block (static, and the
-// launch's dynamic size through `dynamic_shared<T>()`), `__syncthreads`,
+// launch's dynamic size through `dynamic_shared<T>()`; both hold NaN bytes when a block starts,
+// as what a GPU leaves there is undefined), `__syncthreads`,
 // the warp shuffles (a warp-wide exchange), atomics, and the rounding intrinsics. It runs
 // the threads of a block in turn between barriers, so code that reads another thread's
 // write without a barrier in between reads the old value, as a real GPU may; a barrier or
@@ -41,6 +42,9 @@ void syncthreads();
 uint64_t warp_exchange(uint64_t bits, int src, uint32_t mask);
 // The running block's dynamic shared memory.
 void* dynamic_shared_memory();
+// Fills the static `__shared__` variable at `p` with NaN bytes if the running block has not
+// yet: the emulator's build puts a call after each declaration (tests/common/cuda_emulator.rs).
+void fresh_shared(void* p, size_t bytes);
 
 template <typename T>
 T shuffle(T v, int src, uint32_t mask) {
@@ -78,7 +82,8 @@ To bit_cast(From v) {
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 // Per block. Blocks run one after another on an OS thread; launches on other OS threads
-// (parallel tests) get their own copy.
+// (parallel tests) get their own copy. A block's first thread to reach the declaration fills
+// it with NaN bytes (`fresh_shared`), so nothing of the previous block shows through.
 #define __shared__ static thread_local
 
 inline void __syncthreads() { emu::syncthreads(); }

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "device.h"
@@ -144,8 +145,9 @@ public:
         for (const uint32_t b : block_order_.of(blocks)) {
             const dim3 index{b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
             // What a block finds there is undefined on a GPU: NaN here, so that reading it
-            // before writing it shows.
+            // before writing it shows (static shared variables: `fresh_shared`).
             std::memset(dynamic_.data(), 0xff, dynamic_.size() * sizeof(double));
+            ++block_serial_;
             error = run_block(grid, block, index);
             if (!error.empty()) return error;
         }
@@ -159,6 +161,13 @@ public:
     }
 
     void* dynamic_shared() { return dynamic_.data(); }
+
+    void fresh_shared(void* p, size_t bytes) {
+        uint64_t& filled = shared_filled_[p];
+        if (filled == block_serial_) return;
+        std::memset(p, 0xff, bytes);
+        filled = block_serial_;
+    }
 
     uint64_t exchange(uint64_t bits, int src, uint32_t mask) {
         const size_t tid = running_ - fibers_.data();
@@ -322,6 +331,10 @@ private:
     std::vector<Fiber> fibers_;
     std::vector<uint64_t> slots_;
     std::vector<double> dynamic_;
+    // Blocks started on this OS thread, and per static shared variable the block that last
+    // filled it.
+    uint64_t block_serial_ = 0;
+    std::unordered_map<void*, uint64_t> shared_filled_;
     void* home_ = nullptr;
     Fiber* running_ = nullptr;
     const Kernel* kernel_ = nullptr;
@@ -356,6 +369,8 @@ uint64_t warp_exchange(uint64_t bits, int src, uint32_t mask) {
 }
 
 void* dynamic_shared_memory() { return scheduler().dynamic_shared(); }
+
+void fresh_shared(void* p, size_t bytes) { scheduler().fresh_shared(p, bytes); }
 
 void register_kernel(Kernel kernel) { kernels()[kernel.name] = kernel; }
 

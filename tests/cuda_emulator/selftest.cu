@@ -17,6 +17,15 @@ KERNEL void emu_divergent_barrier(int* out) {
     }
 }
 
+// Block 0 writes its shared cell; every block reads its own: only block 0's holds a value,
+// the others' are undefined (NaN in the emulator, whichever block ran before).
+KERNEL void emu_static_shared_per_block(float* out) {
+    __shared__ float cell;
+    if (blockIdx.x == 0 && threadIdx.x == 0) cell = 1.0f;
+    __syncthreads();
+    if (threadIdx.x == 0) out[blockIdx.x] = cell;
+}
+
 // The upper half of each warp exits; the lower half reads lane 0 with a mask naming the
 // whole warp: well defined (a mask may name lanes that have exited).
 KERNEL void emu_shuffle_naming_exited_lanes(int* out) {
