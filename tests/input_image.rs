@@ -287,6 +287,25 @@ fn same_size_resize_is_identity() {
     assert_eq!(resize(&image, 5, 4, Resample::Bicubic), image);
 }
 
+/// A strip whose resize to the shortest edge would take more than an image may take
+/// decoded (100000×1 to 48 px high: 4.8M px wide, 691 MB) is refused before it is resized;
+/// one just within (10000×1: 480000 × 48, 69 MB) is resized and cropped.
+#[test]
+fn a_resize_beyond_the_decoded_limit_is_an_error() {
+    let strip = RgbImage::from_pixel(100_000, 1, image::Rgb([0, 200, 0]));
+    let err = processor().preprocess(&strip, "strip").unwrap_err();
+    assert!(matches!(err, InputError::ResizedTooLarge { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("strip is 100000×1 pixels, which resizes to 4800000×48")
+            && msg.contains("512 MiB"),
+        "{msg}"
+    );
+    let strip = RgbImage::from_pixel(10_000, 1, image::Rgb([0, 200, 0]));
+    let pixels = processor().preprocess(&strip, "strip").unwrap();
+    assert_eq!((pixels.height, pixels.width), (48, 48));
+}
+
 #[test]
 fn shortest_edge_sizes_truncate_like_python() {
     let se = ResizeTo::ShortestEdge(48);

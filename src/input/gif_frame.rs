@@ -42,7 +42,7 @@ pub(crate) fn first_frame(bytes: &[u8]) -> Result<RgbImage, String> {
     let width = screen.0.max(left + frame_width);
     let height = screen.1.max(top + usize::from(frame.height));
     // The limit the image crate puts on every other format's decoded size.
-    let max_bytes = image::Limits::default().max_alloc.unwrap_or(u64::MAX);
+    let max_bytes = super::image::max_decoded_bytes();
     if width as u64 * height as u64 * 3 > max_bytes {
         return Err(format!(
             "its first frame on its logical screen is {width}×{height} pixels, more than the \

@@ -33,6 +33,42 @@ pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
 /// else could fail, so it is refused when the model opens.
 pub const MAX_SIDE: usize = 4096;
 
+/// The most bytes an RGB image may take decoded, or resized: the image crate's limit on
+/// decoding (512 MiB).
+pub(crate) fn max_decoded_bytes() -> u64 {
+    image::Limits::default().max_alloc.unwrap_or(u64::MAX)
+}
+
+/// Refuses a resize to nothing, or to more than [`max_decoded_bytes`]: an extreme aspect
+/// ratio brought to a shortest edge (100000×1 pixels to 224 high is 22.4M wide) would take
+/// gigabytes and minutes before the center crop kept 224×224 of it.
+pub(crate) fn check_resize(
+    what: &str,
+    (width, height): (u32, u32),
+    (out_width, out_height): (usize, usize),
+) -> Result<(), InputError> {
+    let what = what.to_string();
+    if out_width == 0 || out_height == 0 {
+        return Err(InputError::ResizedToNothing {
+            what,
+            width,
+            height,
+            out_width,
+            out_height,
+        });
+    }
+    if (out_width as u64).saturating_mul(out_height as u64 * 3) > max_decoded_bytes() {
+        return Err(InputError::ResizedTooLarge {
+            what,
+            width,
+            height,
+            out_width,
+            out_height,
+        });
+    }
+    Ok(())
+}
+
 /// OpenAI CLIP's per-channel mean (transformers' `OPENAI_CLIP_MEAN`).
 // Both constants keep transformers' decimal digits; they round to f32 as numpy's float32 does.
 #[allow(clippy::excessive_precision)]
@@ -319,6 +355,7 @@ impl ImageProcessorConfig {
         let image = if self.do_resize {
             let (height, width) =
                 resize_output_size(image.height() as usize, image.width() as usize, self.size);
+            check_resize(what, image.dimensions(), (width, height))?;
             resized = resize(image, width, height, self.resample);
             &resized
         } else {
@@ -622,9 +659,13 @@ fn too_large(bytes: &[u8]) -> String {
         .and_then(|r| r.into_dimensions().ok());
     match dimensions {
         Some((w, h)) => format!(
-            "it is {w}×{h} pixels, more than the decoder's memory limit allows (512 MiB decoded); scale it down first"
+            "it is {w}×{h} pixels, more than the decoder's memory limit allows ({} MiB decoded); scale it down first",
+            max_decoded_bytes() >> 20
         ),
-        None => "it is larger than the decoder's memory limit allows (512 MiB decoded); scale it down first".into(),
+        None => format!(
+            "it is larger than the decoder's memory limit allows ({} MiB decoded); scale it down first",
+            max_decoded_bytes() >> 20
+        ),
     }
 }
 

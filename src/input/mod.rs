@@ -46,6 +46,14 @@ pub enum InputError {
         out_width: usize,
         out_height: usize,
     },
+    #[error("{what} is {width}×{height} pixels, which resizes to {out_width}×{out_height} before any crop: more than the {} MiB an image may take decoded; crop it to a less extreme aspect ratio first", crate::input::image::max_decoded_bytes() >> 20)]
+    ResizedTooLarge {
+        what: String,
+        width: u32,
+        height: u32,
+        out_width: usize,
+        out_height: usize,
+    },
     #[error("{what} preprocesses to {width}×{height} pixels, but the model takes {size}×{size} images: preprocessor_config.json resizes without a center crop to that size (do_center_crop is off)")]
     ModelImageSize {
         what: String,

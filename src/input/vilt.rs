@@ -27,8 +27,8 @@ use image::RgbImage;
 use serde_json::Value;
 
 use super::image::{
-    load_image, read_json_object, resize, Fields, ImageProcessorConfig, Resample, ResizeTo,
-    PREPROCESSOR_CONFIG_FILE,
+    check_resize, load_image, read_json_object, resize, Fields, ImageProcessorConfig, Resample,
+    ResizeTo, PREPROCESSOR_CONFIG_FILE,
 };
 use super::InputError;
 use crate::warning::warn;
@@ -255,15 +255,7 @@ impl ViltProcessorConfig {
         let resized;
         let image = if self.do_resize {
             let (height, width) = self.output_size(in_h as usize, in_w as usize);
-            if height == 0 || width == 0 {
-                return Err(InputError::ResizedToNothing {
-                    what: what.to_string(),
-                    width: in_w,
-                    height: in_h,
-                    out_width: width,
-                    out_height: height,
-                });
-            }
+            check_resize(what, (in_w, in_h), (width, height))?;
             resized = resize(image, width, height, self.resample);
             &resized
         } else {
