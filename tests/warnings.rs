@@ -31,6 +31,8 @@ fn warnings_reach_an_installed_handler() {
     let bert = TextTokenizer::from_dir(&fixtures().join("vilt"), 24, 0).unwrap();
     bert.encode_batch(&["what [SEP] is [CLS] it?", "what is it?"])
         .unwrap();
+    // Words the vocabulary cannot spell are said as such, not as a spelt [UNK].
+    bert.encode_batch(&["is it 🙂🙂?"]).unwrap();
     // A caption retrieval that fails (its image is gone) is said, and left unknown.
     let dir = std::env::temp_dir().join(format!("fiedler-warnings-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -49,9 +51,14 @@ fn warnings_reach_an_installed_handler() {
     warning::reset_handler();
 
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert_eq!(
+        seen[4],
+        "text \"is it 🙂🙂?\" holds \"🙂🙂\" that the model's vocabulary cannot spell: the \
+         tokenizer reads it as its unknown token"
+    );
     assert!(
-        seen[4].starts_with("sample 2: no caption retrieval: ") && seen[4].contains("gone.png"),
+        seen[5].starts_with("sample 2: no caption retrieval: ") && seen[5].contains("gone.png"),
         "{seen:?}"
     );
     assert_eq!(

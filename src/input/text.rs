@@ -219,7 +219,7 @@ impl TextTokenizer {
         let mut truncated = Vec::with_capacity(texts.len());
         for (index, &text) in texts.iter().enumerate() {
             let (encoding, cut) = self.encode_one(index, text)?;
-            self.warn_of_spelt_special_tokens(text, &encoding);
+            self.warn_of_special_tokens(text, &encoding);
             rows.push(encoding.get_ids().to_vec());
             truncated.push(cut);
         }
@@ -249,22 +249,43 @@ impl TextTokenizer {
         })
     }
 
-    /// Warns when `text` spells out a special token between its start and end tokens: the
-    /// tokenizer reads it as that token (as transformers' does), and the model then takes it
-    /// for one (CLIP reads its text at the first end-of-text token).
-    fn warn_of_spelt_special_tokens(&self, text: &str, encoding: &Encoding) {
-        let ids = encoding.get_ids();
-        let inner = ids.get(1..ids.len().saturating_sub(1)).unwrap_or_default();
-        let spelt: Vec<String> = inner
+    /// Warns of special tokens between `text`'s start and end tokens. One it spells out is
+    /// read as that token (as transformers' tokenizer does), and the model then takes it for
+    /// one (CLIP reads its text at the first end-of-text token). Words the vocabulary cannot
+    /// spell (emoji, scripts a WordPiece vocabulary lacks) become its unknown token.
+    fn warn_of_special_tokens(&self, text: &str, encoding: &Encoding) {
+        let len = encoding.get_ids().len();
+        let inner = 1..len.saturating_sub(1);
+        let (mut spelt, mut unknown) = (Vec::<String>::new(), Vec::<&str>::new());
+        for (&id, &(start, end)) in encoding.get_ids()[inner.clone()]
             .iter()
-            .filter(|id| self.special_ids.contains(id))
-            .filter_map(|&id| self.tokenizer.id_to_token(id))
-            .fold(Vec::new(), |mut seen, token| {
-                if !seen.contains(&token) {
-                    seen.push(token);
-                }
-                seen
-            });
+            .zip(&encoding.get_offsets()[inner])
+        {
+            let Some(token) = self
+                .special_ids
+                .contains(&id)
+                .then(|| self.tokenizer.id_to_token(id))
+                .flatten()
+            else {
+                continue;
+            };
+            // Byte offsets into `text`: what stood where the token was read.
+            let written = text.get(start..end).unwrap_or_default();
+            match written == token {
+                true if !spelt.contains(&token) => spelt.push(token),
+                false if !unknown.contains(&written) => unknown.push(written),
+                _ => {}
+            }
+        }
+        if !unknown.is_empty() {
+            let words: Vec<String> = unknown.iter().map(|w| format!("{w:?}")).collect();
+            warn(&format!(
+                "text {} holds {} that the model's vocabulary cannot spell: the tokenizer reads {} as its unknown token",
+                quoted_start(text),
+                words.join(", "),
+                if unknown.len() == 1 { "it" } else { "each" }
+            ));
+        }
         if !spelt.is_empty() {
             warn(&format!(
                 "text {} holds {}, which the tokenizer reads as the model's special token{}, \
