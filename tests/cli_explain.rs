@@ -623,6 +623,14 @@ fn explain_rejects_bad_input_clearly() {
             &["--method", "dsmi", "--lrp"][..],
             "--lrp applies to chefer",
         ),
+        (
+            &["--method", "dsmi,grad-cam", "--start-layer", "1"][..],
+            "--start-layer applies to rollout, chefer, transformer-attribution and chefer-lrp",
+        ),
+        (
+            &["--method", "raw-attn", "--start-layer-text", "-1"][..],
+            "--start-layer-text applies to rollout",
+        ),
     ] {
         let mut args = vec![
             "explain", "--model", m, "--image", img, "--text", "a cat", "--out", o,

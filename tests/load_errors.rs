@@ -110,6 +110,15 @@ fn hub_id_says_to_download_a_local_folder() {
     let err = read_family(Path::new("tests/no-such-model")).unwrap_err();
     assert!(matches!(err, ConfigError::NoFolder { .. }), "{err:?}");
     assert_eq!(err.to_string(), "no model folder tests/no-such-model");
+    // A file given for the folder (its config.json, say) is called one.
+    let file = Path::new("tests/fixtures/clip/config.json");
+    let err = read_family(file).unwrap_err();
+    assert!(matches!(err, ConfigError::NotAFolder { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("tests/fixtures/clip/config.json is a file, not a model folder"),
+        "{err}"
+    );
 }
 
 #[test]

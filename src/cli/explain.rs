@@ -503,6 +503,14 @@ fn check_applies(
     if args.lrp && !methods.contains(&Method::CheferLrp) {
         bail!("--lrp applies to chefer (which it makes chefer-lrp), and no chefer was asked");
     }
+    for (start, flag) in [
+        (args.start_layer, "--start-layer"),
+        (args.start_layer_text, "--start-layer-text"),
+    ] {
+        if start != 0 && methods.iter().all(|m| m.product().is_none()) {
+            bail!("{flag} applies to rollout, chefer, transformer-attribution and chefer-lrp (where their relevance products start), and none of them was asked");
+        }
+    }
     Ok(())
 }
 

@@ -26,6 +26,8 @@ pub enum ConfigError {
     Missing { path: PathBuf },
     #[error("no model folder {}", dir.display())]
     NoFolder { dir: PathBuf },
+    #[error("{} is a file, not a model folder: give the folder that holds its config.json and weights", path.display())]
+    NotAFolder { path: PathBuf },
     #[error("{} in the local Hugging Face cache gives no model folder: {reason}", repo.display())]
     Unresolved { repo: PathBuf, reason: String },
     #[error(
@@ -467,6 +469,11 @@ impl RawConfig {
     }
 
     fn read(dir: &Path) -> Result<Self, ConfigError> {
+        if dir.is_file() {
+            return Err(ConfigError::NotAFolder {
+                path: dir.to_path_buf(),
+            });
+        }
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
