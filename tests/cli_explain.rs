@@ -1467,6 +1467,14 @@ fn expected_answers_are_marked_right_or_wrong() {
         stdout.contains("answers as expected: 1 of 2 (wrong: sample 1)"),
         "{stdout}"
     );
+    // An answer the model does not have is said to be one before the work.
+    let warned = stderr(&run);
+    assert!(
+        warned.contains(
+            "warning: sample 1: the expected answer \"elephant\" is not among the model's"
+        ) && !warned.contains("sample 0: the expected"),
+        "{warned}"
+    );
     let page = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(page.contains("answers as expected: 1 of 2"));
 }

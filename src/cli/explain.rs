@@ -3,7 +3,7 @@
 //! run, an HTML page and a JSON file with every number. The model directory's family decides
 //! what a sample is: a caption for CLIP, a question for ViLT.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
@@ -146,6 +146,20 @@ struct Expected {
     /// Whether the model's answer is it, once both are cleaned as VQA accuracy cleans them
     /// (punctuation, number words, articles).
     correct: bool,
+}
+
+/// Warns of each expected answer that matches none of the model's answers (compared as
+/// `Expected` compares them): it can never be right.
+fn warn_of_answers_never_given(expected: &[Option<String>], answers: &[String]) {
+    let known: HashSet<String> = answers.iter().map(|a| clean(a)).collect();
+    for (i, answer) in expected.iter().enumerate() {
+        if let Some(answer) = answer.as_ref().filter(|a| !known.contains(&clean(a))) {
+            eprintln!(
+                "warning: sample {i}: the expected answer {answer:?} is not among the model's {} answers, so it cannot be right",
+                answers.len()
+            );
+        }
+    }
 }
 
 impl Expected {
@@ -704,6 +718,7 @@ fn explain_on<B: Backend>(
             let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
             let explained = target.explained(&session.model().config.id2label);
             let (requests, expected) = requests(args)?;
+            warn_of_answers_never_given(&expected, session.answers());
             let results = session
                 .explain(&requests, methods, opts, &target, args.batch, progress)
                 .map_err(|e| at_pairs_line(e, args))?;
@@ -735,6 +750,7 @@ fn explain_on<B: Backend>(
                 images.push(image);
                 expected.push(answer);
             }
+            warn_of_answers_never_given(&expected, session.answers());
             // Only drawn on, so read before the work: a bad image must not cost a whole run.
             let displayed = display_images(images.iter().flatten(), |p| Ok(whole_image(p)?))?;
             let results = session
