@@ -84,3 +84,38 @@ fn fiedler_bench_prints_a_row_per_size() {
         assert!(graphs_per_s > 0.0, "{row}");
     }
 }
+
+/// Sizes beyond the machine's memory are refused with the memory they need, before any work
+/// (a graph of 10⁶ nodes takes 16 TB of f64 matrices; 10⁷ ViT-B/32 images 6 TB of pixels),
+/// not met by an aborted allocation or the OOM killer.
+#[test]
+fn sizes_beyond_memory_are_refused() {
+    for (args, needle) in [
+        (
+            &["--size", "fiedler", "--nodes", "1000000", "--batch", "1"][..],
+            "error: 1 graphs of 1000000 nodes: out of host memory: solving the graphs needs",
+        ),
+        (
+            &[
+                "--size", "vit-b32", "--batch", "10000000", "--method", "raw-attn",
+            ],
+            "error: batch 10000000: out of host memory: making the input images needs",
+        ),
+        (
+            &[
+                "--size",
+                "lxmert-base",
+                "--batch",
+                "10000000",
+                "--method",
+                "raw-attn",
+            ],
+            "error: batch 10000000: out of host memory: making the input regions needs",
+        ),
+    ] {
+        let out = bench(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

@@ -1585,7 +1585,7 @@ fn out_of_device_memory_names_the_batch() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "error: a batch of 12 samples does not fit on the device (out of device memory: "
+            "error: a batch of 12 samples does not fit in memory (out of device memory: "
         ) && stderr.contains("free of 3.0 MiB)); try a smaller --batch"),
         "{stderr}"
     );

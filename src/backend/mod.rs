@@ -266,13 +266,16 @@ pub enum BackendError {
     },
     #[error("{op}: {message}")]
     Invalid { op: &'static str, message: String },
-    /// The device cannot hold a buffer; the caller knows the batch size that caused it.
+    /// The device (or, for the CPU backend, the host) cannot hold a buffer; the caller knows
+    /// the batch size that caused it.
     #[error(
-        "out of device memory: {op} needs {} more ({} free of {})",
+        "out of {memory} memory: {op} needs {} more ({} free of {})",
         human_size(*requested), human_size(*free), human_size(*total)
     )]
     OutOfMemory {
         op: &'static str,
+        /// "device" or "host".
+        memory: &'static str,
         requested: usize,
         free: usize,
         total: usize,

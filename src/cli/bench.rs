@@ -12,6 +12,7 @@ use crate::cli::positive;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use fiedler::backend::cpu::matmul_flops;
+use fiedler::backend::cpu::memory::check_fits;
 #[cfg(feature = "cuda")]
 use fiedler::backend::cuda::FiedlerStages;
 use fiedler::backend::{Backend, Cpu};
@@ -270,6 +271,10 @@ fn run_clip<B: Backend>(
     )?;
     print_header()?;
     for &batch in &args.batch {
+        let side = config.vision.image_size;
+        let pixels = batch.saturating_mul(3 * side * side);
+        check_fits("making the input images", pixels.saturating_mul(4))
+            .with_context(|| format!("batch {batch}"))?;
         let x = inputs(&config, batch, args.text_tokens());
         let trace = clip_trace(&model, be, &x, methods, &opts)
             .and_then(|t| {
@@ -330,6 +335,9 @@ fn run_lxmert<B: Backend>(
     )?;
     print_header()?;
     for &batch in &args.batch {
+        let features = batch.saturating_mul(REGIONS * config.visual_feat_dim);
+        check_fits("making the input regions", features.saturating_mul(4))
+            .with_context(|| format!("batch {batch}"))?;
         let x = LxmertInputs {
             features: (0..batch * REGIONS * config.visual_feat_dim)
                 .map(|i| (i % 101) as f32 / 101.0)
@@ -576,9 +584,22 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
     outln!()?;
     for n in args.nodes() {
         for &batch in &args.batch {
+            let distinct = batch.min(DISTINCT_GRAPHS);
+            let features = distinct.saturating_mul(n).saturating_mul(FIEDLER_DIM * 4);
+            // The host solves a graph per thread at once, each with an n × n f64 affinity
+            // and its Gram matrix.
+            let solving = match backend {
+                Opened::Cpu(_) => rayon::current_num_threads()
+                    .min(batch)
+                    .saturating_mul(n.saturating_mul(n).saturating_mul(16)),
+                #[cfg(feature = "cuda")]
+                Opened::Cuda(_) => 0,
+            };
+            check_fits("solving the graphs", features.saturating_add(solving))
+                .with_context(|| format!("{batch} graphs of {n} nodes"))?;
             // A few distinct graphs, repeated: generating 577×768 features per graph would
             // take longer than solving them.
-            let features: Vec<Vec<f32>> = (0..batch.min(DISTINCT_GRAPHS))
+            let features: Vec<Vec<f32>> = (0..distinct)
                 .map(|b| clustered_features(n, FIEDLER_DIM, &shape, b as u64))
                 .collect();
             let mask = vec![true; n];
@@ -653,13 +674,22 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
                 }
             };
             outln!(
-                "{n:>6} {batch:>7} {:>10.2} {:>12.0} {on_device}",
+                "{n:>6} {batch:>7} {:>10.2} {:>12} {on_device}",
                 seconds * 1e3,
-                batch as f64 / seconds
+                rate(batch as f64 / seconds)
             )?;
         }
     }
     Ok(())
+}
+
+/// A rate for its column: whole numbers, but three digits where it is below 10 (a rate of
+/// 0.04 graphs/s must not read as 0).
+fn rate(per_second: f64) -> String {
+    match per_second < 10.0 {
+        true => format!("{per_second:.3}"),
+        false => format!("{per_second:.0}"),
+    }
 }
 
 fn print_header() -> anyhow::Result<()> {

@@ -38,7 +38,7 @@ pub enum SessionError {
     EmptyText { index: usize },
     #[error("question {text:?} (input {index}, counted from 0) has no word tokens for the model")]
     NoWords { index: usize, text: String },
-    #[error("{} does not fit on the device ({source}){}",
+    #[error("{} does not fit in memory ({source}){}",
         if *batch == 1 { "one sample".to_string() } else { format!("a batch of {batch} samples") },
         if *batch == 1 { "" } else { "; try a smaller --batch" })]
     OutOfMemory { batch: usize, source: BackendError },

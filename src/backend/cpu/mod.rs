@@ -7,6 +7,7 @@ mod embed;
 mod head;
 pub(crate) mod lrp;
 pub(crate) mod matmul;
+pub mod memory;
 mod norm;
 pub mod relevance;
 mod simd;
@@ -40,6 +41,7 @@ impl Backend for Cpu {
     }
 
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
+        memory::check_fits("upload", std::mem::size_of_val(host))?;
         Ok(host.to_vec())
     }
 
@@ -47,6 +49,7 @@ impl Backend for Cpu {
     /// per batch, and zeroing them on the calling thread alone was 2% of an explanation
     /// with the other threads idle.
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
+        memory::check_fits("allocation", len.saturating_mul(4))?;
         if len < PARALLEL_LEN {
             return Ok(vec![0.0; len]);
         }
@@ -60,6 +63,7 @@ impl Backend for Cpu {
     }
 
     fn download(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        memory::check_fits("download", std::mem::size_of_val(buf.as_slice()))?;
         Ok(buf.clone())
     }
 
@@ -77,6 +81,7 @@ impl Backend for Cpu {
     }
 
     fn copy(&self, buf: &Vec<f32>) -> Result<Vec<f32>> {
+        memory::check_fits("copy", std::mem::size_of_val(buf.as_slice()))?;
         Ok(buf.clone())
     }
 

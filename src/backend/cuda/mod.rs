@@ -293,6 +293,7 @@ impl Cuda {
             let (free, total) = self.ctx.mem_get_info().unwrap_or((0, 0));
             BackendError::OutOfMemory {
                 op,
+                memory: "device",
                 requested: bytes,
                 free,
                 total,
