@@ -568,6 +568,20 @@ fn a_run_with_no_sample_evaluated_reports_no_benchmark() {
         stderr(&out)
     );
 
+    // An --out that is a file is said to be one, before any report is written.
+    let file = dir.join("afile");
+    std::fs::write(&file, "").unwrap();
+    let out = run(&["eval", "report", &s(&results), "--out", &s(&file)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "--out {} is a file; give a folder for the report",
+            file.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+
     // A report that cannot be written says so, and that the results are saved.
     if cfg!(target_os = "linux") {
         let out = run(&[
@@ -639,12 +653,39 @@ fn bad_inputs_fail_with_clear_messages() {
         "is about image 127510 but its annotation about image 5",
     );
 
+    // A missing question file is named by its flag.
+    let missing = dir.join("nope.json");
+    for flag in ["--questions", "--annotations"] {
+        expect_error(
+            with(vilt_args(&results), flag, &missing),
+            &format!("{flag} {}: no such file", missing.display()),
+        );
+    }
+    expect_error(
+        with(lxmert_args(&results, "2"), "--dataset", &missing),
+        &format!("--dataset {}: no such file", missing.display()),
+    );
+    let clip = |args: &[&str]| {
+        let mut all = vec![
+            "eval".to_owned(),
+            "--model".into(),
+            s(&fixtures().join("clip")),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        all.extend(["--results".into(), s(&dir.join("clip.jsonl"))]);
+        all
+    };
+    expect_error(
+        clip(&["--captions", &s(&missing)]),
+        &format!("--captions {}: no such file", missing.display()),
+    );
+
     // An empty dataset.
     let empty = dir.join("empty.json");
     std::fs::write(&empty, "[]").unwrap();
     expect_error(
         with(lxmert_args(&results, "2"), "--dataset", &empty),
-        "has no questions",
+        &format!("--dataset {} has no questions", empty.display()),
     );
 
     // Answers the model does not know.
@@ -670,21 +711,17 @@ fn bad_inputs_fail_with_clear_messages() {
     args.extend(["--order".into(), "true".into()]);
     expect_error(args, "unknown order \"true\"");
 
-    // CLIP is not a VQA model.
-    let out = run(&[
-        "eval",
-        "--model",
-        &s(&fixtures().join("clip")),
-        "--dataset",
-        &s(&eval_fixture("lxmert-valid.json")),
-        "--results",
-        &s(&dir.join("clip.jsonl")),
-    ]);
-    assert!(
-        stderr(&out).contains("needs a VQA model"),
-        "{}",
-        stderr(&out)
-    );
+    // CLIP is not a VQA model: given VQA questions or none, it is pointed to --captions.
+    for args in [
+        &["--dataset", &s(&eval_fixture("lxmert-valid.json"))][..],
+        &[],
+    ] {
+        expect_error(
+            clip(args),
+            "needs a VQA model (ViLT or LXMERT); CLIP is scored against ground truth only, on a `fiedler synth` set: give --captions DIR/captions.json",
+        );
+    }
+    assert!(!dir.join("clip.jsonl").exists());
 }
 
 /// Methods added to a results file with a larger --samples: the report says the tests

@@ -481,6 +481,23 @@ fn clip_eval_scores_true_captions_against_all_objects() {
         table.contains(&format!("; caption retrieval {top1:.1}% of 3")),
         "{table}"
     );
+    // there is no perturbation record to compare the methods with
+    let out = run(&[
+        "eval".into(),
+        "report".into(),
+        s(&results),
+        "--against".into(),
+        "chefer".into(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(&format!(
+                "{} holds no perturbation records at all (a CLIP run is scored against ground truth only), so --against does not apply",
+                results.display()
+            )),
+        "{err}"
+    );
     // the report has no perturbation section: no empty AUC table, no steps
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.starts_with("# Ground-truth scores"), "{report}");

@@ -246,8 +246,22 @@ fn check_results_file(path: &Path) -> anyhow::Result<()> {
 
 fn report(results: &Path, out: Option<&Path>, against: &str) -> anyhow::Result<()> {
     check_results_file(results)?;
+    if let Some(out) = out {
+        super::check_out_folder(out, "the report")?;
+    }
     let read = read_results(results)?;
     if against != CHANCE && !read.perturbations.iter().any(|r| r.method == against) {
+        if read.perturbations.is_empty() {
+            let family = read.header.as_ref().map(|h| h.family.as_str());
+            let why = match family.and_then(ModelFamily::from_model_type) {
+                Some(ModelFamily::Clip) => " (a CLIP run is scored against ground truth only)",
+                _ => "",
+            };
+            bail!(
+                "{} holds no perturbation records at all{why}, so --against does not apply",
+                results.display()
+            );
+        }
         let mut methods: Vec<&str> = read.perturbations.iter().map(|r| &*r.method).collect();
         methods.sort_unstable();
         methods.dedup();
@@ -446,7 +460,8 @@ fn patterns(
     Ok(files)
 }
 
-/// Refuses inputs and options meant for another model family, rather than ignoring them.
+/// Refuses inputs and options meant for another model family, rather than ignoring them, and
+/// a CLIP run without its caption set.
 fn check_family_options(
     args: &RunArgs,
     family: ModelFamily,
@@ -476,6 +491,12 @@ fn check_family_options(
     }
     if family != ModelFamily::Lxmert && args.answers.is_some() {
         bail!("--answers applies to LXMERT (its answer list); this is a {name} model");
+    }
+    if family == ModelFamily::Clip && args.captions.is_none() {
+        bail!(
+            "{} is a CLIP model: the perturbation benchmark needs a VQA model (ViLT or LXMERT); CLIP is scored against ground truth only, on a `fiedler synth` set: give --captions DIR/captions.json (with DIR/ground_truth.json)",
+            model_dir.display()
+        );
     }
     if family == ModelFamily::Clip && !args.file_patterns.is_empty() {
         bail!(
@@ -605,13 +626,10 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     let steps = args.steps.clone().unwrap_or_else(|| DEFAULT_STEPS.to_vec());
     check_steps(&steps).map_err(|e| anyhow::anyhow!("--steps: {e}"))?;
     let (dataset, caption_sets) = match &args.captions {
-        Some(path) => {
-            let (dataset, sets) = read_captions(path)?;
-            (dataset, Some(sets))
-        }
-        None => (read_dataset(&args)?, None),
+        Some(path) => read_captions(path)?,
+        None => (read_dataset(&args)?, HashMap::new()),
     };
-    let what = if caption_sets.is_some() {
+    let what = if args.captions.is_some() {
         "caption"
     } else {
         "question"
@@ -660,7 +678,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     with_backend!(backend, be => match family {
         ModelFamily::Vilt => run.vilt(be),
         ModelFamily::Lxmert => run.lxmert(be),
-        ModelFamily::Clip => run.clip(be, caption_sets.as_ref()),
+        ModelFamily::Clip => run.clip(be, &caption_sets),
     })
 }
 
@@ -803,20 +821,10 @@ impl Run<'_> {
 
     /// CLIP on a `fiedler synth` caption set (`sets`: each sample's caption set), scored
     /// against its ground truth only, with whether it retrieves the true caption.
-    fn clip<B: Backend>(
-        &self,
-        be: B,
-        sets: Option<&HashMap<String, CaptionSet>>,
-    ) -> anyhow::Result<()> {
-        if sets.is_some() && self.truth_file.is_none() {
+    fn clip<B: Backend>(&self, be: B, sets: &HashMap<String, CaptionSet>) -> anyhow::Result<()> {
+        let Some(path) = self.truth_file else {
             bail!(
                 "CLIP is scored against ground truth only: give --ground-truth FILE, or put ground_truth.json beside --captions (and drop --no-ground-truth)"
-            );
-        }
-        let (Some(sets), Some(path)) = (sets, self.truth_file) else {
-            bail!(
-                "{} is a CLIP model: the perturbation benchmark needs a VQA model (ViLT or LXMERT); CLIP is scored against ground truth only, on a `fiedler synth` set: give --captions DIR/captions.json (with DIR/ground_truth.json)",
-                self.model_dir.display()
             );
         };
         let session = ClipSession::open_on(be, self.model_dir)?;

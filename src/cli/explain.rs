@@ -611,12 +611,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let family = read_family(&model_dir)?;
     check_applies(&args, family, &methods)?;
     // Before the work: an --out that cannot be a folder fails now, not after it.
-    if args.out.exists() && !args.out.is_dir() {
-        bail!(
-            "--out {} is a file; give a folder for the outputs",
-            args.out.display()
-        );
-    }
+    super::check_out_folder(&args.out, "the outputs")?;
     fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
     // Before this run's lock is made: whether an earlier run wrote here.

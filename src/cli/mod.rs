@@ -60,3 +60,15 @@ pub fn model_folder(model: &std::path::Path) -> std::path::PathBuf {
     }
     folder
 }
+
+/// Refuses an `--out` that names something other than a folder, before any work: `what` (the
+/// outputs, the report) is written into a folder.
+pub fn check_out_folder(out: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    if out.exists() && !out.is_dir() {
+        anyhow::bail!(
+            "--out {} is a file; give a folder for {what}",
+            out.display()
+        );
+    }
+    Ok(())
+}

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::backend::Backend;
 use crate::eval::answers::GroundTruth;
-use crate::eval::dataset::{finish, Dataset, Question};
+use crate::eval::dataset::{bad, finish, read_text, Dataset, Question};
 use crate::eval::runner::{Answering, EvalModel, Explained};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
@@ -98,12 +98,9 @@ impl<'a, B: Backend> Retrievals<'a, B> {
 /// The true caption of every image of a captions.json as a question (id and image id: the
 /// image id), and each image's caption set, by that id.
 pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, CaptionSet>), EvalError> {
-    let fail = |reason: String| EvalError::Dataset {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let sets: Vec<CaptionSetLine> = serde_json::from_str(&text)
+    const FLAG: &str = "--captions";
+    let fail = |reason: String| bad(FLAG, path, reason);
+    let sets: Vec<CaptionSetLine> = serde_json::from_str(&read_text(FLAG, path)?)
         .map_err(|e| fail(format!("not a fiedler synth captions.json: {e}")))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut sets_by_id = HashMap::new();
@@ -146,7 +143,7 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, CaptionSet
     }
     // An image given twice would take the later set's file for both: refused, by its id.
     Ok((
-        finish(path.display().to_string(), questions, path)?,
+        finish(path.display().to_string(), questions, FLAG, path)?,
         sets_by_id,
     ))
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -31,19 +32,23 @@ pub struct Dataset {
     pub questions: Vec<Question>,
 }
 
-fn read_json(path: &Path) -> Result<Value, EvalError> {
-    let text = fs::read_to_string(path).map_err(|e| EvalError::Dataset {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| EvalError::Dataset {
-        path: path.to_path_buf(),
-        reason: format!("not valid JSON: {e}"),
+/// The text of the question file `flag` gave.
+pub(crate) fn read_text(flag: &'static str, path: &Path) -> Result<String, EvalError> {
+    fs::read_to_string(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => bad(flag, path, "no such file".into()),
+        _ => bad(flag, path, e.to_string()),
     })
 }
 
-fn bad(path: &Path, reason: String) -> EvalError {
+fn read_json(flag: &'static str, path: &Path) -> Result<Value, EvalError> {
+    serde_json::from_str(&read_text(flag, path)?)
+        .map_err(|e| bad(flag, path, format!("not valid JSON: {e}")))
+}
+
+/// What is wrong with the question file `flag` gave.
+pub(crate) fn bad(flag: &'static str, path: &Path, reason: String) -> EvalError {
     EvalError::Dataset {
+        flag,
         path: path.to_path_buf(),
         reason,
     }
@@ -70,11 +75,12 @@ struct LxmertItem {
 
 /// Reads an LXMERT-format file (e.g. `data/vqa/valid.json`).
 pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
-    let items: Vec<LxmertItem> = serde_json::from_value(read_json(path)?).map_err(|e| {
-        bad(
-            path,
-            format!("expected a list of {{\"question_id\", \"img_id\", \"sent\", \"label\"}}: {e}"),
-        )
+    const FLAG: &str = "--dataset";
+    let fail = |reason: String| bad(FLAG, path, reason);
+    let items: Vec<LxmertItem> = serde_json::from_value(read_json(FLAG, path)?).map_err(|e| {
+        fail(format!(
+            "expected a list of {{\"question_id\", \"img_id\", \"sent\", \"label\"}}: {e}"
+        ))
     })?;
     let questions = items
         .into_iter()
@@ -83,24 +89,17 @@ pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
             let id = match &item.question_id {
                 None => i.to_string(),
                 Some(v) => id_text(v)
-                    .ok_or_else(|| bad(path, format!("item {i}: question_id {v} is not an id")))?,
+                    .ok_or_else(|| fail(format!("item {i}: question_id {v} is not an id")))?,
             };
-            let image_id = id_text(&item.img_id).ok_or_else(|| {
-                bad(
-                    path,
-                    format!("item {i}: img_id {} is not an id", item.img_id),
-                )
-            })?;
+            let image_id = id_text(&item.img_id)
+                .ok_or_else(|| fail(format!("item {i}: img_id {} is not an id", item.img_id)))?;
             let label = item.label.ok_or_else(|| {
-                bad(
-                    path,
-                    format!(
-                        "question {id} has no \"label\" (a test split has no answers to score)"
-                    ),
-                )
+                fail(format!(
+                    "question {id} has no \"label\" (a test split has no answers to score)"
+                ))
             })?;
             check_scores(&label)
-                .map_err(|reason| bad(path, format!("item {i} (question {id}): {reason}")))?;
+                .map_err(|reason| fail(format!("item {i} (question {id}): {reason}")))?;
             Ok(Question {
                 id,
                 image_id,
@@ -109,7 +108,7 @@ pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
             })
         })
         .collect::<Result<Vec<_>, EvalError>>()?;
-    finish(path.display().to_string(), questions, path)
+    finish(path.display().to_string(), questions, FLAG, path)
 }
 
 /// Label scores are VQA accuracies: in [0, 1] (a NaN is not).
@@ -155,14 +154,20 @@ struct VqaAnswer {
 /// (`v2_OpenEnded_mscoco_val2014_questions.json`, `v2_mscoco_val2014_annotations.json`); every
 /// question needs its annotation with the same image, and the other way round.
 pub fn read_vqa_v2(questions: &Path, annotations: &Path) -> Result<Dataset, EvalError> {
-    let q: VqaQuestions = serde_json::from_value(read_json(questions)?).map_err(|e| {
+    const QUESTIONS: &str = "--questions";
+    const ANNOTATIONS: &str = "--annotations";
+    let q = read_json(QUESTIONS, questions)?;
+    let q: VqaQuestions = serde_json::from_value(q).map_err(|e| {
         bad(
+            QUESTIONS,
             questions,
             format!("expected {{\"questions\": [{{\"question_id\", \"image_id\", \"question\"}}]}}: {e}"),
         )
     })?;
-    let a: VqaAnnotations = serde_json::from_value(read_json(annotations)?).map_err(|e| {
+    let a = read_json(ANNOTATIONS, annotations)?;
+    let a: VqaAnnotations = serde_json::from_value(a).map_err(|e| {
         bad(
+            ANNOTATIONS,
             annotations,
             format!("expected {{\"annotations\": [{{\"question_id\", \"image_id\", \"answers\": [{{\"answer\"}}]}}]}}: {e}"),
         )
@@ -172,6 +177,7 @@ pub fn read_vqa_v2(questions: &Path, annotations: &Path) -> Result<Dataset, Eval
         let id = ann.question_id;
         if by_id.insert(id, ann).is_some() {
             return Err(bad(
+                ANNOTATIONS,
                 annotations,
                 format!("question {id} is annotated twice"),
             ));
@@ -196,7 +202,11 @@ pub fn read_vqa_v2(questions: &Path, annotations: &Path) -> Result<Dataset, Eval
             });
         }
         if ann.answers.is_empty() {
-            return Err(bad(annotations, format!("question {id} has no answers")));
+            return Err(bad(
+                ANNOTATIONS,
+                annotations,
+                format!("question {id} has no answers"),
+            ));
         }
         out.push(Question {
             id: id.to_string(),
@@ -216,21 +226,30 @@ pub fn read_vqa_v2(questions: &Path, annotations: &Path) -> Result<Dataset, Eval
         });
     }
     let source = format!("{} + {}", questions.display(), annotations.display());
-    finish(source, out, questions)
+    finish(source, out, QUESTIONS, questions)
 }
 
-/// The dataset of `questions`, refused when empty or when a question id appears twice.
+/// The dataset of `questions`, from the file `flag` gave, refused when empty or when a
+/// question id appears twice.
 pub(crate) fn finish(
     source: String,
     questions: Vec<Question>,
+    flag: &'static str,
     path: &Path,
 ) -> Result<Dataset, EvalError> {
     if questions.is_empty() {
-        return Err(EvalError::EmptyDataset(path.to_path_buf()));
+        return Err(EvalError::EmptyDataset {
+            flag,
+            path: path.to_path_buf(),
+        });
     }
     let mut seen = HashSet::with_capacity(questions.len());
     if let Some(q) = questions.iter().find(|q| !seen.insert(q.id.as_str())) {
-        return Err(bad(path, format!("question id {} appears twice", q.id)));
+        return Err(bad(
+            flag,
+            path,
+            format!("question id {} appears twice", q.id),
+        ));
     }
     Ok(Dataset { source, questions })
 }

@@ -42,16 +42,21 @@ use crate::session::SessionError;
 
 #[derive(Debug, Error)]
 pub enum EvalError {
-    #[error("dataset {path}: {reason}")]
-    Dataset { path: PathBuf, reason: String },
-    #[error("{questions} and {annotations} do not match: {reason}")]
+    /// A question file, named by the flag that gave it (`--questions`).
+    #[error("{flag} {path}: {reason}")]
+    Dataset {
+        flag: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("--questions {questions} and --annotations {annotations} do not match: {reason}")]
     Mismatch {
         questions: PathBuf,
         annotations: PathBuf,
         reason: String,
     },
-    #[error("dataset {0} has no questions")]
-    EmptyDataset(PathBuf),
+    #[error("{flag} {path} has no questions")]
+    EmptyDataset { flag: &'static str, path: PathBuf },
     #[error(
         "no input file for image {image_id} ({searched}); check the folder and --file-pattern"
     )]
