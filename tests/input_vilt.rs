@@ -619,3 +619,31 @@ fn unpadded_batches_need_one_size() {
     assert_eq!((empty.batch, empty.height, empty.width), (0, 0, 0));
     assert!(empty.data.is_empty() && empty.mask.is_empty());
 }
+
+/// `fiedler inspect` says how many patches ViLT reads: for the fixture (shortest edge 64,
+/// 16 px patches) 16 of a square image and at most 24, the most over every image shape up to
+/// 400 × 400 pixels as the processor resizes them.
+#[test]
+fn inspect_gives_the_patch_counts_of_resized_images() {
+    let dir = fixtures().join("vilt");
+    let summary = fiedler::model::summary::ModelSummary::read(&dir).unwrap();
+    let joint = &summary.towers[0].tokens;
+    let p = processor();
+    let patches = |h: usize, w: usize| {
+        let (h, w) = resize_output_size(h, w, p.shortest_edge, p.size_divisor);
+        let (rows, cols) = patch_grid(h, w, 16);
+        rows * cols
+    };
+    let most = (1..=400)
+        .flat_map(|h| (1..=400).map(move |w| (h, w)))
+        .map(|(h, w)| patches(h, w))
+        .max()
+        .unwrap();
+    assert_eq!((patches(50, 50), most), (16, 24));
+    assert!(
+        joint.ends_with(
+            "one per 16×16 px patch of the resized image: 16 for a square image, at most 24"
+        ),
+        "{joint}"
+    );
+}

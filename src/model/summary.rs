@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::input::vilt::{patch_grid, resize_output_size, ViltProcessorConfig};
 use crate::model::config::{
     read_family, unnamed_answers, ClipConfig, LxmertConfig, ModelFamily, ViltConfig,
 };
@@ -102,9 +103,9 @@ impl ModelSummary {
                     width: c.hidden_size,
                     feed_forward: c.intermediate_size,
                     tokens: format!(
-                        "up to {} text tokens, then an image token and up to {} patches",
+                        "up to {} text tokens, then an image token and {}",
                         c.max_position_embeddings,
-                        c.grid_size() * c.grid_size()
+                        vilt_patches(dir, &c)?
                     ),
                 }];
                 answers = Some((c.id2label.len(), !unnamed_answers(&c.id2label)));
@@ -160,6 +161,33 @@ impl ModelSummary {
             stored_dtypes: weights.stored_dtypes(),
         })
     }
+}
+
+/// How many patches ViLT reads of an image: one per patch of the image as its processor
+/// resizes it (shortest edge to `shortest_edge`, the longer capped, sides floored to
+/// `size_divisor`), so the count depends on the image's shape.
+fn vilt_patches(dir: &Path, c: &ViltConfig) -> Result<String, ModelError> {
+    let processor = ViltProcessorConfig::from_dir(dir, c.image_size)
+        .map_err(|e| ModelError::Input(e.to_string()))?;
+    let p = c.patch_size;
+    if !processor.do_resize {
+        return Ok(format!(
+            "one per {p}×{p} px of the image as given (preprocessor_config.json does not resize)"
+        ));
+    }
+    let s = processor.shortest_edge;
+    let patches = |(h, w)| {
+        let (rows, cols) = patch_grid(h, w, p);
+        rows * cols
+    };
+    let resized = |w| resize_output_size(s, w, s, processor.size_divisor);
+    // The longer side grows with the aspect ratio up to its cap, then the image shrinks: the
+    // most patches come at an aspect ratio below 2.
+    let most = (s..=2 * s).map(|w| patches(resized(w))).max().unwrap_or(0);
+    Ok(format!(
+        "one per {p}×{p} px patch of the resized image: {} for a square image, at most {most}",
+        patches(resized(s))
+    ))
 }
 
 impl fmt::Display for ModelSummary {
