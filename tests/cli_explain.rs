@@ -1038,6 +1038,15 @@ fn explain_lxmert_pairs_file() {
     assert!(run.status.success(), "{}", stderr(&run));
     let records = records(&out);
     assert_eq!(records.len(), 2);
+    // Both lines read one TSV: each sample is told by its image id, in every output.
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    for (i, id) in ["synth_000001", "synth_000002"].iter().enumerate() {
+        assert_eq!(records[i]["image_id"], *id);
+        let label = format!("{} (image {id})", s(&tsv));
+        assert!(stdout.contains(&format!("sample {i}: {label}")), "{stdout}");
+        assert!(page.contains(&label), "{page}");
+    }
     let reference = Golden::open(&lxmert.join("methods.safetensors")).f32("b1.chefer.image.0");
     let scale = reference.iter().fold(0.0f32, |a, x| a.max(x.abs()));
     let (err, _) = max_abs_diff(&floats(&records[0]["image_relevance"]), &reference);

@@ -120,6 +120,8 @@ struct PairLine {
 struct Sample {
     /// What the sample is about (the image file, or the regions file for LXMERT).
     label: String,
+    /// The image of an obj36 TSV that LXMERT's regions came from (such a file holds many).
+    image_id: Option<String>,
     /// The image to draw on, if there is one.
     image: Option<PathBuf>,
     /// LXMERT's region boxes; patch grids otherwise.
@@ -138,6 +140,16 @@ struct Sample {
     explained: Option<String>,
     top_answers: Vec<(String, f32)>,
     explanations: Vec<Explanation>,
+}
+
+impl Sample {
+    /// The label for people: with the image id where the regions file holds many images.
+    fn shown_label(&self) -> String {
+        match &self.image_id {
+            Some(id) => format!("{} (image {id})", self.label),
+            None => self.label.clone(),
+        }
+    }
 }
 
 /// The answer a `--pairs` line expects of a VQA model.
@@ -182,6 +194,9 @@ struct Record<'a> {
     method: &'static str,
     target: &'a str,
     image: String,
+    /// The image of an obj36 TSV the regions came from (LXMERT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_id: Option<&'a str>,
     text: &'a str,
     score: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -449,6 +464,7 @@ fn question_sample(
     Sample {
         score_line,
         label: r.image.display().to_string(),
+        image_id: None,
         image,
         boxes,
         text: r.question,
@@ -691,6 +707,7 @@ fn explain_on<B: Backend>(
                         ),
                     },
                     label: r.image.display().to_string(),
+                    image_id: None,
                     image: Some(r.image),
                     boxes: None,
                     text: r.text,
@@ -754,13 +771,17 @@ fn explain_on<B: Backend>(
             let samples: Vec<Sample> = results
                 .into_iter()
                 .zip(images.into_iter().zip(expected))
-                .map(|((r, regions), (image, expected))| {
+                .zip(&requests)
+                .map(|(((r, regions), (image, expected)), request)| {
                     let boxes = regions
                         .boxes
                         .chunks_exact(4)
                         .map(|b| [b[0], b[1], b[2], b[3]])
                         .collect();
-                    question_sample(r, image, Some(boxes), expected, explained.clone())
+                    Sample {
+                        image_id: request.image_id.clone(),
+                        ..question_sample(r, image, Some(boxes), expected, explained.clone())
+                    }
                 })
                 .collect();
             (samples, displayed, target.name(session.answers()))
@@ -829,7 +850,7 @@ fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()
         writeln!(
             out,
             "sample {i}: {}  {}  {}",
-            s.label,
+            s.shown_label(),
             shown_text(&s.text),
             s.score_line
         )?;
@@ -953,6 +974,7 @@ fn write_outputs(
                 method: e.method.name(),
                 target,
                 image: s.label.clone(),
+                image_id: s.image_id.as_deref(),
                 text: &s.text,
                 score: e.score,
                 probability: s.probability,
@@ -998,7 +1020,7 @@ fn write_outputs(
             _ => None,
         };
         html_samples.push(render::html::HtmlPair {
-            image_label: s.label.clone(),
+            image_label: s.shown_label(),
             text: match (&s.answer, &s.explained) {
                 (Some(a), Some(target)) => format!("{}  → {a}  (explained: {target})", s.text),
                 (Some(a), None) => format!("{}  → {a}", s.text),
