@@ -600,6 +600,47 @@ fn image_too_large_to_decode_says_its_size() {
     );
 }
 
+/// A TIFF of 32-bit grey samples (Pillow's modes F and I), which the decoder does not read,
+/// is refused with what to do, not the decoder's "color type Unknown(32)". (A 1×1 TIFF written
+/// here: ten tags, then its one sample; SampleFormat 3 is floating point, 2 signed integer.)
+#[test]
+fn a_32_bit_grey_tiff_is_refused_with_what_to_do() {
+    for (format, name) in [(3u16, "float"), (2, "int")] {
+        let mut tiff = b"II\x2a\x00\x08\x00\x00\x00".to_vec();
+        let data_at = 8 + 2 + 10 * 12 + 4;
+        let tags: [(u16, u16, u32); 10] = [
+            (256, 3, 1),                 // width
+            (257, 3, 1),                 // height
+            (258, 3, 32),                // bits per sample
+            (259, 3, 1),                 // no compression
+            (262, 3, 1),                 // black is zero
+            (273, 4, data_at),           // strip offset
+            (277, 3, 1),                 // samples per pixel
+            (278, 3, 1),                 // rows per strip
+            (279, 4, 4),                 // strip bytes
+            (339, 3, u32::from(format)), // sample format
+        ];
+        tiff.extend_from_slice(&(tags.len() as u16).to_le_bytes());
+        for (tag, kind, value) in tags {
+            tiff.extend_from_slice(&tag.to_le_bytes());
+            tiff.extend_from_slice(&kind.to_le_bytes());
+            tiff.extend_from_slice(&1u32.to_le_bytes());
+            tiff.extend_from_slice(&value.to_le_bytes());
+        }
+        tiff.extend_from_slice(&0u32.to_le_bytes()); // no next directory
+        tiff.extend_from_slice(&0.5f32.to_le_bytes());
+        let path = scratch_dir("tiff32").join(format!("{name}.tif"));
+        std::fs::write(&path, &tiff).expect("write");
+        let err = load_image(&path).unwrap_err();
+        assert_names(
+            &err,
+            &path,
+            "not a readable image: its samples are of a kind",
+        );
+        assert_names(&err, &path, "save it with 8 or 16 bits per sample");
+    }
+}
+
 #[test]
 fn truncated_png_names_the_path() {
     let bytes = std::fs::read(image_path("catdog.png")).expect("fixture");

@@ -640,8 +640,15 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
     if reader.format() == Some(ImageFormat::Gif) {
         return super::gif_frame::first_frame(&bytes).map_err(decode_error);
     }
+    let tiff = reader.format() == Some(ImageFormat::Tiff);
     let decoded = reader.decode().map_err(|e| match e {
         image::ImageError::Limits(_) => decode_error(too_large(&bytes)),
+        // The decoder's own words name a sample layout ("color type Unknown(32)", "sample
+        // format 2 for 32 bits"), not what to do about it.
+        image::ImageError::Unsupported(e) if tiff => decode_error(format!(
+            "its samples are of a kind fiedler does not read ({e}): 32-bit grey, integer or \
+             floating point (Pillow's modes I and F), say; save it with 8 or 16 bits per sample"
+        )),
         e => decode_error(e.to_string()),
     })?;
     if let Some(orientation) = exif_orientation(&bytes) {
