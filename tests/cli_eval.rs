@@ -843,19 +843,22 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
         .expect("an Against raw-attn section");
     assert!(section.contains("\n| chance | "), "{md}");
     let args = ["eval", "summary", &s(&with), "--against", "raw-attn"];
-    let summary = fiedler().args(args).output().unwrap();
-    let summary = String::from_utf8_lossy(&summary.stdout);
-    assert!(
-        summary.contains("better / worse than raw-attn's"),
-        "{summary}"
-    );
-    let refused = report("chefer");
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        stderr(&refused).contains("no perturbation records of `chefer`"),
-        "{}",
-        stderr(&refused)
-    );
+    let table = fiedler().args(args).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("better / worse than raw-attn's"), "{table}");
+    // The summary refuses it too.
+    let summary = |against: &str| {
+        let args = ["eval", "summary", &s(&with), "--against", against];
+        fiedler().args(args).output().unwrap()
+    };
+    for refused in [report("chefer"), summary("chefer")] {
+        assert_eq!(refused.status.code(), Some(1));
+        assert!(
+            stderr(&refused).contains("no perturbation records of `chefer`"),
+            "{}",
+            stderr(&refused)
+        );
+    }
 
     let without = run("without", &["--no-chance"]);
     let records = read_results(&without).unwrap().perturbations;

@@ -250,6 +250,16 @@ fn report(results: &Path, out: Option<&Path>, against: &str) -> anyhow::Result<(
         super::check_out_folder(out, "the report")?;
     }
     let read = read_results(results)?;
+    check_against(&read, results, against)?;
+    publish(
+        &Report::build_against(&read, results, against)?,
+        results,
+        out,
+    )
+}
+
+/// Refuses an `--against` method that `read` (of `results`) has no perturbation records of.
+fn check_against(read: &Results, results: &Path, against: &str) -> anyhow::Result<()> {
     if against != CHANCE && !read.perturbations.iter().any(|r| r.method == against) {
         if read.perturbations.is_empty() {
             let family = read.header.as_ref().map(|h| h.family.as_str());
@@ -271,11 +281,7 @@ fn report(results: &Path, out: Option<&Path>, against: &str) -> anyhow::Result<(
             methods.join(", ")
         );
     }
-    publish(
-        &Report::build_against(&read, results, against)?,
-        results,
-        out,
-    )
+    Ok(())
 }
 
 /// Writes `report`, of `results`, into `out` (default: beside the results) and prints its
@@ -296,7 +302,9 @@ fn publish(report: &Report, results: &Path, out: Option<&Path>) -> anyhow::Resul
 fn summary(files: &[PathBuf], against: &str) -> anyhow::Result<()> {
     for path in files {
         check_results_file(path)?;
-        let report = Report::build_against(&read_results(path)?, path, against)?;
+        let read = read_results(path)?;
+        check_against(&read, path, against)?;
+        let report = Report::build_against(&read, path, against)?;
         // Step 0 of any test is the unperturbed input: the model's plain VQA accuracy, over
         // the widest test (methods run on fewer samples would give their subset's); CLIP's
         // counterpart is its caption retrieval.
