@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use crate::cli::device::{open, with_backend, Device, Opened, Precision};
-use crate::cli::positive;
+use crate::cli::{counted, positive};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use fiedler::backend::cpu::matmul_flops;
@@ -586,17 +586,19 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
         for &batch in &args.batch {
             let distinct = batch.min(DISTINCT_GRAPHS);
             let features = distinct.saturating_mul(n).saturating_mul(FIEDLER_DIM * 4);
-            // The host solves a graph per thread at once, each with an n × n f64 affinity
-            // and its Gram matrix.
+            // The host solves a graph per thread at once, each with its features in f64 and
+            // its n × n f64 Gram matrix, twice (faer's, and the row-major copy).
             let solving = match backend {
-                Opened::Cpu(_) => rayon::current_num_threads()
-                    .min(batch)
-                    .saturating_mul(n.saturating_mul(n).saturating_mul(16)),
+                Opened::Cpu(_) => rayon::current_num_threads().min(batch).saturating_mul(
+                    n.saturating_mul(n)
+                        .saturating_mul(16)
+                        .saturating_add(n.saturating_mul(FIEDLER_DIM * 8)),
+                ),
                 #[cfg(feature = "cuda")]
                 Opened::Cuda(_) => 0,
             };
             check_fits("solving the graphs", features.saturating_add(solving))
-                .with_context(|| format!("{batch} graphs of {n} nodes"))?;
+                .with_context(|| format!("{} of {n} nodes", counted(batch, "graph")))?;
             // A few distinct graphs, repeated: generating 577×768 features per graph would
             // take longer than solving them.
             let features: Vec<Vec<f32>> = (0..distinct)
