@@ -635,7 +635,7 @@ fn a_32_bit_grey_tiff_is_refused_with_what_to_do() {
         assert_names(
             &err,
             &path,
-            "not a readable image: its samples are of a kind",
+            "not a readable image: its samples are 32-bit grey",
         );
         assert_names(&err, &path, "save it with 8 or 16 bits per sample");
     }

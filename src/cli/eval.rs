@@ -300,11 +300,16 @@ fn publish(report: &Report, results: &Path, out: Option<&Path>) -> anyhow::Resul
 }
 
 fn summary(files: &[PathBuf], against: &str) -> anyhow::Result<()> {
+    // Every file is read and checked before the first table: a glob over runs fails whole.
+    let mut reads = Vec::with_capacity(files.len());
     for path in files {
         check_results_file(path)?;
         let read = read_results(path)?;
         check_against(&read, path, against)?;
-        let report = Report::build_against(&read, path, against)?;
+        reads.push(read);
+    }
+    for (path, read) in files.iter().zip(&reads) {
+        let report = Report::build_against(read, path, against)?;
         // Step 0 of any test is the unperturbed input: the model's plain VQA accuracy, over
         // the widest test (methods run on fewer samples would give their subset's); CLIP's
         // counterpart is its caption retrieval.

@@ -21,7 +21,7 @@ use fiedler::eval::answers::clean;
 use fiedler::explain::{Explanation, Method, MethodOptions};
 use fiedler::input::regions::is_obj36_tsv;
 use fiedler::linalg::{GraphOptions, Solver};
-use fiedler::model::config::read_family;
+use fiedler::model::config::{read_family, unnamed_answers};
 use fiedler::model::ModelFamily;
 use fiedler::render;
 use fiedler::render::overlay::Layout;
@@ -160,17 +160,32 @@ struct Expected {
     correct: bool,
 }
 
-/// Warns of each expected answer that matches none of the model's answers (compared as
-/// `Expected` compares them): it can never be right.
+/// Warns, in one line, of the expected answers that match none of the model's answers
+/// (compared as `Expected` compares them): they can never be right. Not where the answers are
+/// unnamed (LXMERT without --answers, already warned of): none would match.
 fn warn_of_answers_never_given(expected: &[Option<String>], answers: &[String]) {
+    if unnamed_answers(answers) {
+        return;
+    }
     let known: HashSet<String> = answers.iter().map(|a| clean(a)).collect();
-    for (i, answer) in expected.iter().enumerate() {
-        if let Some(answer) = answer.as_ref().filter(|a| !known.contains(&clean(a))) {
-            eprintln!(
-                "warning: sample {i}: the expected answer {answer:?} is not among the model's {} answers, so it cannot be right",
-                answers.len()
-            );
-        }
+    let never: Vec<String> = expected
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| Some((i, a.as_ref()?)))
+        .filter(|(_, a)| !known.contains(&clean(a)))
+        .map(|(i, a)| format!("sample {i}: {a:?}"))
+        .collect();
+    if let Some(first) = never.first() {
+        let shown = match never.len() {
+            1 => first.clone(),
+            n if n <= 5 => never.join(", "),
+            n => format!("{} and {} more", never[..5].join(", "), n - 5),
+        };
+        eprintln!(
+            "warning: expected {} not among the model's {} answers, so it cannot be right ({shown})",
+            if never.len() == 1 { "answer" } else { "answers" },
+            answers.len()
+        );
     }
 }
 
@@ -533,11 +548,21 @@ fn check_applies(
     if args.lrp && !methods.contains(&Method::CheferLrp) {
         bail!("--lrp applies to chefer (which it makes chefer-lrp), and no chefer was asked");
     }
-    for (start, flag) in [
-        (args.start_layer, "--start-layer"),
-        (args.start_layer_text, "--start-layer-text"),
+    // Where the family takes the flag at all (LXMERT takes neither, ViLT no text tower's):
+    // elsewhere the methods refuse it with the family's reason.
+    for (start, flag, taken) in [
+        (
+            args.start_layer,
+            "--start-layer",
+            family != ModelFamily::Lxmert,
+        ),
+        (
+            args.start_layer_text,
+            "--start-layer-text",
+            family == ModelFamily::Clip,
+        ),
     ] {
-        if start != 0 && methods.iter().all(|m| m.product().is_none()) {
+        if taken && start != 0 && methods.iter().all(|m| m.product().is_none()) {
             bail!("{flag} applies to rollout, chefer, transformer-attribution and chefer-lrp (where their relevance products start), and none of them was asked");
         }
     }

@@ -55,7 +55,7 @@ pub enum EvalError {
         annotations: PathBuf,
         reason: String,
     },
-    #[error("{flag} {path} has no questions")]
+    #[error("{flag} {path} has no {}", if *flag == "--captions" { "images" } else { "questions" })]
     EmptyDataset { flag: &'static str, path: PathBuf },
     #[error(
         "no input file for image {image_id} ({searched}); check the folder and --file-pattern"

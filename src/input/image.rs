@@ -643,18 +643,25 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
     let tiff = reader.format() == Some(ImageFormat::Tiff);
     let decoded = reader.decode().map_err(|e| match e {
         image::ImageError::Limits(_) => decode_error(too_large(&bytes)),
-        // The decoder's own words name a sample layout ("color type Unknown(32)", "sample
+        // The decoder's own words name a sample layout ("color type `Unknown(32)`", "sample
         // format 2 for 32 bits"), not what to do about it.
-        image::ImageError::Unsupported(e) if tiff => decode_error(format!(
-            "its samples are of a kind fiedler does not read ({e}): 32-bit grey, integer or \
-             floating point (Pillow's modes I and F), say; save it with 8 or 16 bits per sample"
-        )),
+        image::ImageError::Unsupported(e) if tiff && is_32_bit_grey(&e.to_string()) => {
+            decode_error(format!(
+                "its samples are 32-bit grey, integer or floating point (Pillow's modes I and \
+                 F), which fiedler does not read ({e}); save it with 8 or 16 bits per sample"
+            ))
+        }
         e => decode_error(e.to_string()),
     })?;
     if let Some(orientation) = exif_orientation(&bytes) {
         warn_orientation_once(path, orientation);
     }
     Ok(to_rgb(decoded))
+}
+
+/// Whether the TIFF decoder's refusal is of 32-bit grey samples (its words for them).
+fn is_32_bit_grey(refusal: &str) -> bool {
+    refusal.contains("Unknown(32)") || refusal.contains("for 32 bits")
 }
 
 /// Why an image the decoder refused for its memory limit is too large: its size, when the

@@ -269,9 +269,10 @@ impl TextTokenizer {
             else {
                 continue;
             };
-            // Byte offsets into `text`: what stood where the token was read.
+            // Byte offsets into `text`: what stood where the token was read (a special token
+            // may be matched in any case, and with the spaces around it).
             let written = text.get(start..end).unwrap_or_default();
-            match written == token {
+            match written.trim().eq_ignore_ascii_case(&token) {
                 true if !spelt.contains(&token) => spelt.push(token),
                 false if !unknown.contains(&written) => unknown.push(written),
                 _ => {}

@@ -184,9 +184,12 @@ fn vilt_patches(dir: &Path, c: &ViltConfig) -> Result<String, ModelError> {
     // The longer side grows with the aspect ratio up to its cap, then the image shrinks: the
     // most patches come at an aspect ratio below 2.
     let most = (s..=2 * s).map(|w| patches(resized(w))).max().unwrap_or(0);
+    // A positive max_image_length keeps that many of them (`Vilt::kept_patches`).
+    let cap = |n: usize| usize::try_from(c.max_image_length).map_or(n, |cap| n.min(cap));
     Ok(format!(
-        "one per {p}×{p} px patch of the resized image: {} for a square image, at most {most}",
-        patches(resized(s))
+        "one per {p}×{p} px patch of the resized image: {} for a square image, at most {}",
+        cap(patches(resized(s))),
+        cap(most)
     ))
 }
 
