@@ -774,10 +774,9 @@ mod tests {
         }
     }
 
-    /// A batch that fails for one sample is blamed on that sample, `--strict` or not (strict
-    /// named the batch's first).
-    #[test]
-    fn a_failing_batch_is_blamed_on_its_failing_sample() {
+    /// Three questions q0, q1, q2, explained by `FailsOn` (input i for question qi) in one
+    /// batch of raw attention, `strict` or not: `run_chunk` over them.
+    fn run_three(model: &FailsOn, strict: bool) -> Result<ChunkOutcome, EvalError> {
         let questions: Vec<Question> = (0..3)
             .map(|i| Question {
                 id: format!("q{i}"),
@@ -787,24 +786,31 @@ mod tests {
             })
             .collect();
         let chunk: Vec<&Question> = questions.iter().collect();
+        let index = |q: &Question| Ok(q.id[1..].parse::<usize>().unwrap());
+        let plan = Plan {
+            methods: vec![Method::RawAttn],
+            tests: Vec::new(),
+            steps: vec![0.0, 1.0],
+            batch: 3,
+            strict,
+            opts: MethodOptions::default(),
+            chance: None,
+            target: EvalTarget::Predicted,
+        };
+        run_chunk(model, &chunk, &index, &plan, None)
+    }
+
+    /// A batch that fails for one sample is blamed on that sample, `--strict` or not (strict
+    /// named the batch's first).
+    #[test]
+    fn a_failing_batch_is_blamed_on_its_failing_sample() {
         let model = FailsOn {
             bad: 1,
             lost: false,
             answers: vec!["yes".into()],
         };
-        let index = |q: &Question| Ok(q.id[1..].parse::<usize>().unwrap());
         for strict in [false, true] {
-            let plan = Plan {
-                methods: vec![Method::RawAttn],
-                tests: Vec::new(),
-                steps: vec![0.0, 1.0],
-                batch: 3,
-                strict,
-                opts: MethodOptions::default(),
-                chance: None,
-                target: EvalTarget::Predicted,
-            };
-            match run_chunk(&model, &chunk, &index, &plan, None) {
+            match run_three(&model, strict) {
                 Ok(out) => {
                     assert!(!strict);
                     let failed: Vec<&str> =
@@ -822,35 +828,13 @@ mod tests {
     /// A lost device is no sample's failure: the chunk stops with it, `--strict` or not.
     #[test]
     fn a_lost_device_stops_the_chunk() {
-        let questions: Vec<Question> = (0..3)
-            .map(|i| Question {
-                id: format!("q{i}"),
-                image_id: format!("img{i}"),
-                text: "what?".into(),
-                truth: GroundTruth::Scores(BTreeMap::new()),
-            })
-            .collect();
-        let chunk: Vec<&Question> = questions.iter().collect();
         let model = FailsOn {
             bad: 1,
             lost: true,
             answers: vec!["yes".into()],
         };
-        let index = |q: &Question| Ok(q.id[1..].parse::<usize>().unwrap());
         for strict in [false, true] {
-            let plan = Plan {
-                methods: vec![Method::RawAttn],
-                tests: Vec::new(),
-                steps: vec![0.0, 1.0],
-                batch: 3,
-                strict,
-                opts: MethodOptions::default(),
-                chance: None,
-                target: EvalTarget::Predicted,
-            };
-            let e = run_chunk(&model, &chunk, &index, &plan, None)
-                .err()
-                .expect("the chunk stops");
+            let e = run_three(&model, strict).err().expect("the chunk stops");
             assert!(e.loses_the_device(), "{e}");
             assert!(
                 e.to_string()
