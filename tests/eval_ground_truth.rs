@@ -176,6 +176,10 @@ fn vilt_eval_scores_ground_truth_and_resumes() {
         assert!(section.contains(&format!("| {} | ", m.name())), "{m}");
     }
     assert!(section.contains("| chance | "));
+    assert!(
+        section.contains("most relevant patch overlaps (by any of its pixels) an object"),
+        "{section}"
+    );
     let json: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("a").join("report.json")).unwrap())
             .unwrap();
@@ -281,6 +285,13 @@ fn lxmert_eval_scores_regions_against_their_objects() {
     .collect();
     ok(&args);
     assert!(check_lines(&results, &samples) > 0);
+    // The report says how regions are scored: by the object each was cut around.
+    let md = std::fs::read_to_string(results.with_file_name("report.md")).unwrap();
+    assert!(
+        md.contains("most relevant region was cut around an object the question is about")
+            && !md.contains("by any of its pixels"),
+        "{md}"
+    );
 
     // the same scores straight from the library: each question explained alone, its regions
     // scored by the objects ground_truth.json says they show

@@ -910,7 +910,20 @@ impl Report {
                     "mean rank of the best relevant question word (1 = top; expected over ties)",
                 )
             };
-            let _ = writeln!(md, "Against `{file}` (`fiedler synth`): pointing game = % of samples whose most relevant {unit} overlaps {about} (by any of its pixels; units tied for the top count by the share of them that do); mass = mean % of the positive image relevance on those objects, each unit's relevance weighted by the fraction of it on them (so a perfect map stays below 100% where objects fill patches in part; a map with none positive: chance); word rank = {words}. Samples without a relevant object in view have no image score. `chance` = the same scores for relevance in random order.\n");
+            // ViLT's patches are scored by the pixels they share with the objects' masks,
+            // LXMERT's regions by the object each was cut around.
+            let (on, share) = if self.family == "lxmert" {
+                (
+                    "was cut around",
+                    "on the regions cut around them (a map with none positive: chance)",
+                )
+            } else {
+                (
+                    "overlaps (by any of its pixels)",
+                    "on those objects, each patch's relevance weighted by the fraction of it on them (so a perfect map stays below 100% where objects fill patches in part; a map with none positive: chance)",
+                )
+            };
+            let _ = writeln!(md, "Against `{file}` (`fiedler synth`): pointing game = % of samples whose most relevant {unit} {on} {about} ({unit}s tied for the top count by the share of them that do); mass = mean % of the positive image relevance {share}; word rank = {words}. Samples without a relevant object in view have no image score. `chance` = the same scores for relevance in random order.\n");
         }
         let _ = writeln!(
             md,
