@@ -573,7 +573,7 @@ fn clip_eval_scores_true_captions_against_all_objects() {
             "--results",
             &s(&dir.join("z.jsonl")),
         ]),
-        "--order, --steps: a CLIP run removes nothing",
+        "--order, --steps: these shape the perturbation tests of ViLT and LXMERT",
     );
     refused(
         &strings(&[
@@ -585,7 +585,7 @@ fn clip_eval_scores_true_captions_against_all_objects() {
             "--results",
             &s(&dir.join("z.jsonl")),
         ]),
-        "--no-chance, --target: a CLIP run removes nothing",
+        "--no-chance, --target: these shape the perturbation tests of ViLT and LXMERT",
     );
     assert!(!dir.join("z.jsonl").exists());
     std::fs::remove_dir_all(dir).unwrap();

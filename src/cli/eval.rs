@@ -555,8 +555,9 @@ fn perturbation_tests(args: &RunArgs, family: ModelFamily) -> anyhow::Result<Vec
         .collect();
         if !given.is_empty() {
             bail!(
-                "{}: a CLIP run removes nothing (it is scored against ground truth only); \
-                 these options are for ViLT and LXMERT",
+                "{}: these shape the perturbation tests of ViLT and LXMERT and what they \
+                 explain; a CLIP run perturbs nothing and explains each pair's score (it is \
+                 scored against ground truth only)",
                 given.join(", ")
             );
         }

@@ -433,6 +433,13 @@ impl ResultsWriter {
     /// both would cut and append to it at once.
     pub fn open(path: &Path, header: &RunHeader) -> Result<(Self, Results), EvalError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // A file where a folder must be would read as "File exists".
+            if let Some(file) = parent.ancestors().find(|a| a.is_file()) {
+                return Err(EvalError::Results {
+                    path: path.to_path_buf(),
+                    reason: format!("{} is a file, not a folder", file.display()),
+                });
+            }
             std::fs::create_dir_all(parent).map_err(|e| io(path, e))?;
         }
         // Checked before opening: opening a pipe for writing would wait for a reader.
@@ -769,6 +776,22 @@ pub(crate) mod tests {
             };
             assert_eq!((r.pointing, r.retrieved), expected, "{text}");
         }
+    }
+
+    /// A results path below a file (a folder misnamed) says which is the file, not the
+    /// system's "File exists".
+    #[test]
+    fn a_results_path_below_a_file_names_the_file() {
+        let dir = scratch("below-a-file");
+        let blocking = file(&dir, "o1", b"x");
+        let Err(e) = ResultsWriter::open(&blocking.join("a/r.jsonl"), &header(1)) else {
+            panic!("a path below a file opened");
+        };
+        let text = e.to_string();
+        assert!(
+            text.ends_with(&format!("{} is a file, not a folder", blocking.display())),
+            "{text}"
+        );
     }
 
     /// Opening a file that does not start with a run header fails and leaves it as it was:
