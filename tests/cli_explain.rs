@@ -1371,8 +1371,8 @@ fn control_characters_in_a_text_are_escaped_on_the_terminal() {
     assert_eq!(records(&out)[0]["text"], text);
 }
 
-/// A flat image map is said on the terminal, not only on its overlay: the bundled LXMERT's
-/// Grad-CAM map of the README's question is all zero, its chefer map is not.
+/// A flat image map is said on the terminal and in index.html, not only on its overlay: the
+/// bundled LXMERT's Grad-CAM map of the README's question is all zero, its chefer map is not.
 #[test]
 fn a_flat_image_map_is_said_on_the_terminal() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -1402,6 +1402,9 @@ fn a_flat_image_map_is_said_on_the_terminal() {
         lines[at - 1].trim_start().starts_with("grad-cam"),
         "{stdout}"
     );
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let said = "warning: image: flat map (all values equal), nothing is ranked";
+    assert_eq!(page.matches(said).count(), 1, "{page}");
     let records = records(&out);
     assert!(records[0]["image_relevance"]
         .as_array()

@@ -885,9 +885,9 @@ fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()
             writeln!(out, "  {:<width$}  {tokens}", e.method.name())?;
             if let Some(regions) = unseen_regions(s, e) {
                 writeln!(out, "  {:<width$}  regions: {regions}", "")?;
-            } else if render::strongest(&e.image_relevance, 1).is_empty() {
+            } else if flat_image(e) {
                 // The overlay says so too; here it would go unseen beside the tokens.
-                writeln!(out, "  {:<width$}  image: flat map (all values equal)", "")?;
+                writeln!(out, "  {:<width$}  image: {FLAT_IMAGE}", "")?;
             }
             for w in degenerate_warnings(e) {
                 eprintln!("warning: sample {i} {}: {w}", e.method);
@@ -935,6 +935,13 @@ fn unseen_regions(s: &Sample, e: &Explanation) -> Option<String> {
 }
 
 /// What the terminal and the page say of each near-degenerate graph of an explanation.
+/// Whether the image map ranks nothing: every value equal.
+fn flat_image(e: &Explanation) -> bool {
+    render::strongest(&e.image_relevance, 1).is_empty()
+}
+
+const FLAT_IMAGE: &str = "flat map (all values equal)";
+
 fn degenerate_warnings(e: &Explanation) -> Vec<String> {
     e.degenerate_graphs
         .iter()
@@ -992,7 +999,14 @@ fn write_outputs(
                 scored: e.text_scored.clone(),
                 overlay_file,
                 regions: unseen_regions(s, e),
-                warnings: degenerate_warnings(e),
+                warnings: {
+                    let mut warnings = degenerate_warnings(e);
+                    // Where the overlay is drawn, as the terminal says (regions say it there).
+                    if unseen_regions(s, e).is_none() && flat_image(e) {
+                        warnings.push(format!("image: {FLAT_IMAGE}, nothing is ranked"));
+                    }
+                    warnings
+                },
             });
             records.push(Record {
                 family,
