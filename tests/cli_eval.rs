@@ -513,6 +513,9 @@ fn failing_samples_are_logged_counted_and_strict_stops() {
     let out = fiedler().args(&args).output().unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("sample 1004"), "{}", stderr(&out));
+    // It reports the samples it finished, marked unfinished, as a stop by Ctrl-C does.
+    let md = std::fs::read_to_string(dir.join("strict/report.md")).unwrap();
+    assert!(md.contains("unfinished: the last `fiedler eval`"), "{md}");
 }
 
 /// A run whose every sample fails exits non-zero and still reports what failed, under the

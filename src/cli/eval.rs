@@ -921,7 +921,7 @@ fn evaluate<M: EvalModel>(
     let mut failed = 0usize;
     let mut done_now = done_before;
     let interrupt = StopOnInterrupt::install();
-    let flow = run(
+    let outcome = run(
         model,
         questions,
         prepare,
@@ -956,9 +956,11 @@ fn evaluate<M: EvalModel>(
             results.display()
         )),
         false => e.into(),
-    })?;
+    });
     drop(interrupt);
-    let stopped = flow.is_break();
+    // Stopped by Ctrl-C, or by an error (--strict, a lost GPU): either way the report covers
+    // what was done, marked unfinished, and the error is said after it.
+    let stopped = !matches!(outcome, Ok(ControlFlow::Continue(())));
     if marked && !stopped {
         writer.append(&Line::Finished(mark))?;
     }
@@ -971,18 +973,10 @@ fn evaluate<M: EvalModel>(
             counted(failed, "sample")
         );
     }
-    let read = read_results(results)?;
-    let report = Report::build(&read, results)?;
-    if holds_other_samples(&read, questions) {
-        outln!(
-            "report over all {} in {} (this run asked for {})",
-            counted(report.samples, "sample"),
-            results.display(),
-            questions.len()
-        )?;
-    }
-    publish(&report, results, None)?;
-    if stopped {
+    let reported = report_run(results, questions);
+    let flow = outcome?;
+    reported?;
+    if flow.is_break() {
         return Err(Interrupted(format!(
             "stopped after {done_now} of {} samples: the report covers them, and the same command goes on from there",
             questions.len()
@@ -994,6 +988,21 @@ fn evaluate<M: EvalModel>(
         bail!("every sample failed ({failed}); the errors are listed above");
     }
     Ok(())
+}
+
+/// Writes and prints the report of `results` after a run over `questions`.
+fn report_run(results: &Path, questions: &[&Question]) -> anyhow::Result<()> {
+    let read = read_results(results)?;
+    let report = Report::build(&read, results)?;
+    if holds_other_samples(&read, questions) {
+        outln!(
+            "report over all {} in {} (this run asked for {})",
+            counted(report.samples, "sample"),
+            results.display(),
+            questions.len()
+        )?;
+    }
+    publish(&report, results, None)
 }
 
 /// Whether the results hold samples this run did not ask for (an earlier run's, with a
