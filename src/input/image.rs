@@ -47,10 +47,9 @@ pub(crate) fn check_resize(
     (width, height): (u32, u32),
     (out_width, out_height): (usize, usize),
 ) -> Result<(), InputError> {
-    let what = what.to_string();
     if out_width == 0 || out_height == 0 {
         return Err(InputError::ResizedToNothing {
-            what,
+            what: what.to_string(),
             width,
             height,
             out_width,
@@ -59,7 +58,7 @@ pub(crate) fn check_resize(
     }
     if (out_width as u64).saturating_mul(out_height as u64 * 3) > max_decoded_bytes() {
         return Err(InputError::ResizedTooLarge {
-            what,
+            what: what.to_string(),
             width,
             height,
             out_width,

@@ -504,7 +504,7 @@ impl Backend for Cpu {
     ) -> Result<()> {
         let forward_lens = forward.map(|(o, b)| (o.len(), b.len()));
         check::lrp_linear(rx.len(), r.len(), x.len(), forward_lens, m, k, n)?;
-        // Its temporaries: |x|, z, |z|, s (m × n and m × k each), c and c_abs.
+        // Its temporaries: |x|, c and c_abs (m × k each); z, |z| and s (m × n each).
         let temporaries = (3 * m * n).saturating_add(3 * m * k);
         memory::check_fits("lrp_linear", temporaries.saturating_mul(4))?;
         check::len("lrp_linear", "weight", w.len(), Panels::stored_len(n, k))?;
