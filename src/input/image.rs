@@ -298,19 +298,7 @@ impl ImageProcessorConfig {
                 Some(Value::Number(_)) => ResizeTo::ShortestEdge(fields.positive("size")?),
                 Some(_) => fields.size_dict("size")?,
             },
-            resample: match fields.get("resample") {
-                None => default.resample,
-                Some(v) => v
-                    .as_u64()
-                    .and_then(Resample::from_pil_code)
-                    .ok_or_else(|| {
-                        fields.error(
-                            "resample",
-                            "a PIL filter code: 1 (lanczos), 2 (bilinear), 3 (bicubic), 4 (box) \
-                         or 5 (hamming)",
-                        )
-                    })?,
-            },
+            resample: fields.resample(default.resample)?,
             do_center_crop: fields.flag("do_center_crop", default.do_center_crop)?,
             crop_height,
             crop_width,
@@ -465,6 +453,21 @@ impl Fields<'_> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v.as_bool().ok_or_else(|| self.error(key, "true or false")),
+        }
+    }
+
+    /// `resample`: a PIL filter code.
+    pub(crate) fn resample(&self, default: Resample) -> Result<Resample, InputError> {
+        const KEY: &str = "resample";
+        match self.get(KEY) {
+            None => Ok(default),
+            Some(v) => v.as_u64().and_then(Resample::from_pil_code).ok_or_else(|| {
+                self.error(
+                    KEY,
+                    "a PIL filter code: 1 (lanczos), 2 (bilinear), 3 (bicubic), 4 (box) or 5 \
+                     (hamming)",
+                )
+            }),
         }
     }
 

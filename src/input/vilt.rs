@@ -141,19 +141,7 @@ impl ViltProcessorConfig {
                 None => default.size_divisor,
                 Some(_) => fields.positive("size_divisor")?,
             },
-            resample: match fields.get("resample") {
-                None => default.resample,
-                Some(v) => v
-                    .as_u64()
-                    .and_then(Resample::from_pil_code)
-                    .ok_or_else(|| {
-                        fields.error(
-                            "resample",
-                            "a PIL filter code: 1 (lanczos), 2 (bilinear), 3 (bicubic), 4 (box) \
-                             or 5 (hamming)",
-                        )
-                    })?,
-            },
+            resample: fields.resample(default.resample)?,
             do_rescale: fields.flag("do_rescale", default.do_rescale)?,
             rescale_factor: match fields.get("rescale_factor") {
                 None => default.rescale_factor,
