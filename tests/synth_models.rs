@@ -223,9 +223,18 @@ fn lxmert_explanations_name_only_the_degenerate_graphs_they_read() {
         e.degenerate_graphs.clone()
     };
     assert_eq!(degenerate(Method::Dsmi), Vec::<String>::new());
-    assert_eq!(
-        degenerate(Method::DsmiGrad),
-        ["text cross layer 0 (gap 0.0e0)"]
+    // A gap at rounding level: exactly 0 or a few f64 ulps, as the sums round.
+    let graphs = degenerate(Method::DsmiGrad);
+    let gap = match graphs.as_slice() {
+        [graph] => graph
+            .strip_prefix("text cross layer 0 (gap ")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .and_then(|gap| gap.parse::<f64>().ok()),
+        _ => None,
+    };
+    assert!(
+        gap.is_some_and(|gap| gap < 1e-12),
+        "expected text cross layer 0 with a zero gap, got {graphs:?}"
     );
 }
 

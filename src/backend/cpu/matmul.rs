@@ -88,27 +88,154 @@ pub(crate) unsafe fn gemm(
     } else {
         Parallelism::None
     };
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        lhs.ptr,
-        lhs.cs as isize,
-        lhs.rs as isize,
-        rhs.ptr,
-        rhs.cs as isize,
-        rhs.rs as isize,
-        1.0,
-        beta,
-        false,
-        false,
-        false,
-        par,
+    product(m, n, k, dst, dst_rs, 1, accumulate, lhs, rhs, beta, par);
+}
+
+/// Depth of one call into the gemm crate: each output element is a chain of fused
+/// multiply-adds over at most this many terms, and the chains are added in order.
+const DEPTH_RUN: usize = 512;
+
+/// dst[m, n] = (dst if `accumulate`) + beta · lhs[m, k] · rhs[k, n], with dst's element
+/// (i, j) at `dst[i·dst_rs + j·dst_cs]`.
+///
+/// Every product ends in the gemm crate's microkernels, in depth runs of [`DEPTH_RUN`], so an
+/// element is the same sum of the same terms in the same order whatever m and n are: a
+/// token's result does not depend on how many tokens share the call (the samples of a batch,
+/// a text's padding). Left to itself the crate picks its depth blocking from the shape (and
+/// the cache sizes), and takes other paths that sum in other orders: matrix–vector for m or
+/// n of 1, outer products for k ≤ 2, dot products for small m·n with both operands
+/// contiguous along k. Through any of these, explaining a sample alone or in a batch moved
+/// Transformer Attribution's maps by up to 61% of their maximum.
+///
+/// # Safety
+/// As for [`gemm`], with `dst` addressed by its two strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    dst_cs: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    beta: f32,
+    par: Parallelism,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let dot_products = m * n <= 256 && lhs.cs == 1 && rhs.rs == 1;
+    if m < 2 || n < 2 || (1..3).contains(&k) || dot_products {
+        return widened(m, n, k, dst, dst_rs, dst_cs, accumulate, lhs, rhs, beta);
+    }
+    for run in 0..k.div_ceil(DEPTH_RUN).max(1) {
+        let d0 = run * DEPTH_RUN;
+        let (lhs, rhs) = (lhs.offset(d0 * lhs.cs), rhs.offset(d0 * rhs.rs));
+        gemm::gemm(
+            m,
+            n,
+            DEPTH_RUN.min(k - d0),
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate || run > 0,
+            lhs.ptr,
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.ptr,
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// [`product`] on copies that keep the crate on its microkernels: at least 2 rows, 2 columns
+/// and (unless 0) 3 terms deep, zero-padded (the padded terms add exact zeros at the end of
+/// each element's chain; padded rows and columns are dropped), the left operand column-major.
+/// Only what falls short is copied. The shapes that come here are small, bar a single token
+/// through a large weight, whose right operand and output alone are copied.
+#[allow(clippy::too_many_arguments)]
+unsafe fn widened(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    dst_cs: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+    beta: f32,
+) {
+    let (mw, nw) = (m.max(2), n.max(2));
+    let kw = if k == 0 { 0 } else { k.max(3) };
+    let column_major =
+        |a: Mat, rows: usize, cols: usize, padded_rows: usize, padded_cols: usize| {
+            let mut c = vec![0.0f32; padded_rows * padded_cols.max(1)];
+            for j in 0..cols {
+                for i in 0..rows {
+                    c[j * padded_rows + i] = *a.ptr.add(i * a.rs + j * a.cs);
+                }
+            }
+            c
+        };
+    let lhs_copy = (m < 2 || kw != k || lhs.cs == 1).then(|| column_major(lhs, m, k, mw, kw));
+    let rhs_copy = (n < 2 || kw != k).then(|| column_major(rhs, k, n, kw, nw));
+    let (lhs, rhs) = (
+        lhs_copy.as_ref().map_or(lhs, |c| Mat::transposed(c, mw)),
+        rhs_copy.as_ref().map_or(rhs, |c| Mat::transposed(c, kw)),
     );
+    if m == mw && n == nw {
+        return product(
+            m,
+            n,
+            kw,
+            dst,
+            dst_rs,
+            dst_cs,
+            accumulate,
+            lhs,
+            rhs,
+            beta,
+            Parallelism::None,
+        );
+    }
+    let at = |i: usize, j: usize| i * dst_rs + j * dst_cs;
+    let mut out = vec![0.0f32; mw * nw];
+    if accumulate {
+        for j in 0..n {
+            for i in 0..m {
+                out[j * mw + i] = *dst.add(at(i, j));
+            }
+        }
+    }
+    let o = out.as_mut_ptr();
+    product(
+        mw,
+        nw,
+        kw,
+        o,
+        1,
+        mw,
+        accumulate,
+        lhs,
+        rhs,
+        beta,
+        Parallelism::None,
+    );
+    for j in 0..n {
+        for i in 0..m {
+            *dst.add(at(i, j)) = out[j * mw + i];
+        }
+    }
 }
 
 /// Output features per weight panel: four AVX-512 vectors, the height of the gemm crate's
@@ -224,25 +351,17 @@ fn panel_product(
         // SAFETY: out holds tokens·features and x tokens·depth floats (checked by the
         // caller); each job writes its own [t0.., f0..] block of out.
         unsafe {
-            gemm::gemm(
+            product(
                 cols,
                 rows,
                 depth,
                 out_ptr.at(t0 * features + f0),
-                features as isize,
                 1,
+                features,
                 accumulate,
-                panels.as_ptr().add(panel * depth * PANEL),
-                PANEL as isize,
-                1,
-                x.as_ptr().add(t0 * depth),
-                depth as isize,
-                1,
+                Mat::transposed(&panels[panel * depth * PANEL..], PANEL),
+                Mat::transposed(&x[t0 * depth..], depth),
                 1.0,
-                1.0,
-                false,
-                false,
-                false,
                 Parallelism::None,
             );
             // The bias while the block is still in cache: pre-filling the output with it
@@ -260,5 +379,115 @@ fn panel_product(
         (0..jobs).for_each(job);
     } else {
         (0..jobs).into_par_iter().for_each(job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linalg::synthetic::random_features;
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// x · Wᵀ + b over `tokens` rows of x, as the backend runs a linear layer.
+    fn linear_of(x: &[f32], w: &[f32], b: &[f32], tokens: usize, k: usize, n: usize) -> Vec<f32> {
+        let stored = Panels::pack(w, n, k);
+        let mut out = vec![f32::NAN; tokens * n];
+        linear(
+            &mut out,
+            x,
+            Panels::of(&stored, n, k),
+            Some(b),
+            tokens,
+            k,
+            n,
+        );
+        out
+    }
+
+    #[test]
+    fn a_tokens_output_does_not_depend_on_the_tokens_beside_it() {
+        // 200 outputs: three full panels and one of 8. Depths below, at and past one run,
+        // and a feed-forward's 3072.
+        let (tokens, n) = (400, 200);
+        for k in [3, 512, 700, 1300, 3072] {
+            let x = random_features(tokens, k, 1);
+            let w = random_features(n, k, 2);
+            let b = random_features(1, n, 3);
+            let all = linear_of(&x, &w, &b, tokens, k, n);
+            for (first, count) in [
+                (0, 1),
+                (399, 1),
+                (7, 2),
+                (0, 197),
+                (100, 6),
+                (13, 7),
+                (5, 394),
+            ] {
+                let part = &x[first * k..(first + count) * k];
+                let out = linear_of(part, &w, &b, count, k, n);
+                assert!(
+                    bits(&out) == bits(&all[first * n..(first + count) * n]),
+                    "k = {k}: tokens {first}..{} alone differ from the same tokens among {tokens}",
+                    first + count
+                );
+            }
+        }
+    }
+
+    /// dst[m, n] = beta · lhs · rhs through [`gemm`], lhs row-major [m, k] (row stride
+    /// `lhs_rs`) and rhs as the transpose of a row-major [n, k] (row stride `rhs_cs`), as
+    /// attention's Q·Kᵀ passes them.
+    fn dot_shaped(
+        lhs: &[f32],
+        rhs: &[f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        stride: usize,
+    ) -> Vec<f32> {
+        let mut dst = vec![0.25f32; m * n];
+        // SAFETY: the operands hold m and n rows of `stride` ≥ k floats; dst is m × n.
+        unsafe {
+            gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                n,
+                true,
+                Mat::rows(lhs, stride),
+                Mat::transposed(rhs, stride),
+                0.125,
+                false,
+            )
+        };
+        dst
+    }
+
+    #[test]
+    fn a_products_elements_do_not_depend_on_its_shape() {
+        // The crate would take its dot-product path for small m·n, its matrix–vector paths
+        // for m or n of 1 and its outer-product path for k ≤ 2: each element must still be
+        // the one a large product gives.
+        let stride = 40;
+        let (lhs, rhs) = (
+            random_features(30, stride, 4),
+            random_features(50, stride, 5),
+        );
+        for k in [1, 2, 3, 37] {
+            let all = dot_shaped(&lhs, &rhs, 30, 50, k, stride);
+            for (m, n) in [(1, 1), (1, 50), (30, 1), (2, 2), (5, 7), (16, 16), (30, 9)] {
+                let part = dot_shaped(&lhs, &rhs, m, n, k, stride);
+                for i in 0..m {
+                    assert!(
+                        bits(&part[i * n..(i + 1) * n]) == bits(&all[i * 50..i * 50 + n]),
+                        "k = {k}: row {i} of a {m} × {n} product differs from the 30 × 50 one"
+                    );
+                }
+            }
+        }
     }
 }
