@@ -3,16 +3,16 @@
 //! to stderr as "warning: …" unless the program installs its own handler, e.g. to log them or
 //! show them beside its results.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
-type Handler = Box<dyn Fn(&str) + Send + Sync>;
+type Handler = Arc<dyn Fn(&str) + Send + Sync>;
 
 static HANDLER: RwLock<Option<Handler>> = RwLock::new(None);
 
 /// Sends every later warning to `handler` (the message, without a "warning: " prefix)
-/// instead of stderr.
+/// instead of stderr. The handler may itself set or reset the handler (to warn once, say).
 pub fn set_handler(handler: impl Fn(&str) + Send + Sync + 'static) {
-    *HANDLER.write().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(handler));
+    *HANDLER.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(handler));
 }
 
 /// Back to the default: stderr.
@@ -21,7 +21,10 @@ pub fn reset_handler() {
 }
 
 pub(crate) fn warn(message: &str) {
-    match &*HANDLER.read().unwrap_or_else(|p| p.into_inner()) {
+    // Called outside the lock: a handler that sets or resets the handler would otherwise
+    // wait for itself.
+    let handler = HANDLER.read().unwrap_or_else(|p| p.into_inner()).clone();
+    match handler {
         Some(handler) => handler(message),
         None => eprintln!("warning: {message}"),
     }

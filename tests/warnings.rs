@@ -50,6 +50,17 @@ fn warnings_reach_an_installed_handler() {
     assert_eq!(retrievals.of("2").unwrap(), None);
     warning::reset_handler();
 
+    // A handler that goes quiet after its first warning (it resets the handler from inside
+    // a warning): the work goes on, and later warnings go back to stderr.
+    let first = Arc::new(Mutex::new(Vec::<String>::new()));
+    let once = Arc::clone(&first);
+    warning::set_handler(move |m| {
+        once.lock().unwrap().push(m.to_owned());
+        warning::reset_handler();
+    });
+    tokenizer.encode_batch(&[long, long]).unwrap();
+    assert_eq!(first.lock().unwrap().len(), 1);
+
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 6, "{seen:?}");
     assert_eq!(
