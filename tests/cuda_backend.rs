@@ -1586,7 +1586,7 @@ fn out_of_device_memory_names_the_batch() {
     assert!(
         stderr.contains(
             "error: a batch of 12 samples does not fit in memory (out of device memory: "
-        ) && stderr.contains("free of 3.0 MiB)); try a smaller --batch"),
+        ) && stderr.contains("free of 3.0 MiB)); try a smaller batch (--batch)"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");

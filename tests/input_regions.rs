@@ -921,7 +921,10 @@ fn load_regions_tsv_needs_an_image_id() {
     assert!(matches!(err, InputError::ImageIdRequired { .. }), "{err:?}");
     assert_message(
         &err,
-        &[&tsv_path().display().to_string(), "pass --image-id"],
+        &[
+            &tsv_path().display().to_string(),
+            "choose one by its image id (--image-id",
+        ],
     );
 }
 

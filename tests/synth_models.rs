@@ -261,6 +261,19 @@ fn an_empty_lxmert_question_is_said_to_be_empty() {
     assert!(matches!(e, SessionError::EmptyText { index: 1 }), "{e}");
 }
 
+/// CLIP's scores refuse an empty text, or no texts, as its explanations do (an empty
+/// caption was scored).
+#[test]
+fn clip_scores_refuse_empty_texts() {
+    let session = ClipSession::open(&models().join("clip-synth")).unwrap();
+    let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images/shapes-1.png");
+    let e = session.scores(&image, &["a red square", " "]).unwrap_err();
+    assert!(matches!(e, SessionError::EmptyText { index: 1 }), "{e}");
+    let e = session.scores(&image, &[]).unwrap_err();
+    assert!(matches!(e, SessionError::NoPairs), "{e}");
+    assert_eq!(session.scores(&image, &["a red square"]).unwrap().len(), 1);
+}
+
 /// A start layer outside the model is refused before any batch runs (it was found only
 /// after the first batch's forward and backward), for each family: before the batch's
 /// missing image or regions file is found missing.

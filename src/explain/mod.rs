@@ -289,8 +289,9 @@ pub(crate) fn spread_words(len: usize, words: &[usize], values: Vec<f32>) -> (Ve
 /// Options shared by the methods.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MethodOptions {
-    /// First layer of the vision (or only) tower that rollout and chefer use; negative
-    /// counts from the end (−1 = last layer only, as in Chefer's CLIP notebook).
+    /// First layer of the vision (or only) tower that rollout, chefer (with or without LRP)
+    /// and Transformer Attribution use; negative counts from the end (−1 = last layer only,
+    /// as in Chefer's CLIP notebook). The other methods do not read it.
     pub start_layer: i64,
     /// The same for the text tower.
     pub start_layer_text: i64,

@@ -124,7 +124,7 @@ pub enum InputError {
         field: String,
         reason: String,
     },
-    #[error("{path} is an obj36 TSV file, which holds many images; pass --image-id to choose one")]
+    #[error("{path} is an obj36 TSV file, which holds many images; choose one by its image id (--image-id; RegionRequest::image_id in the library)")]
     ImageIdRequired { path: PathBuf },
     #[error("image id {image_id:?} not found in {path} ({holds})")]
     TsvImageNotFound {

@@ -30,7 +30,7 @@ use crate::input::text::TextTokenizer;
 use crate::input::InputError;
 use crate::model::clip::{Clip, ClipInputs};
 use crate::model::config::CONFIG_FILE;
-use crate::session::{check_requests, in_batches, PairRequest, Proceed, SessionError};
+use crate::session::{check_requests, check_texts, in_batches, PairRequest, Proceed, SessionError};
 
 /// Side of the square image the overlays are drawn on (the model's own input is often tiny).
 const DISPLAY_SIZE: usize = 224;
@@ -126,7 +126,7 @@ impl<B: Backend> ClipSession<B> {
         &self.tokenizer
     }
 
-    /// Explains `pairs` in batches of `batch`, calling `progress(pairs done)` after each
+    /// Explains `pairs` in batches of `batch` ([batches](super#batches)), calling `progress(pairs done)` after each
     /// (which may stop the work: [`Proceed`]).
     pub fn explain<P: Proceed>(
         &self,
@@ -149,6 +149,7 @@ impl<B: Backend> ClipSession<B> {
     /// exp(logit_scale)·cos(image, text) of `image` with each of `texts`, from a forward
     /// alone (the vision tower once; each tower's last layer at its pooled row).
     pub fn scores(&self, image: &Path, texts: &[&str]) -> Result<Vec<f32>, SessionError> {
+        check_texts(texts.iter().copied())?;
         let pixels = self.pixels(&[image])?;
         let tokens = self.tokenizer.encode_batch(texts)?;
         let inputs = ClipInputs {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use crate::backend::{Backend, Cpu};
 use crate::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads, lxmert_starts};
 use crate::explain::{Explanation, Method, MethodOptions};
-use crate::input::regions::{load_regions, Regions};
+use crate::input::regions::load_regions;
+pub use crate::input::regions::Regions;
 use crate::input::text::TextTokenizer;
 use crate::model::config::unnamed_answers;
 use crate::model::lxmert::{Lxmert, LxmertInputs, LxmertOutput};
@@ -105,7 +106,7 @@ impl<B: Backend> LxmertSession<B> {
         &self.tokenizer
     }
 
-    /// Explains `requests` in batches of `batch`, calling `progress(done)` after each (which
+    /// Explains `requests` in batches of `batch` ([batches](super#batches)), calling `progress(done)` after each (which
     /// may stop the work: [`Proceed`]); every sample of a batch must have the same number of
     /// regions (LXMERT has no region mask).
     pub fn explain<P: Proceed>(

@@ -1,5 +1,13 @@
 //! The library entry points: load a model directory once, then explain batches of
 //! (image, text) requests with a list of methods. One session type per family.
+//!
+//! # Batches
+//! `explain` runs its requests in batches of the size it is given (0 counts as 1). On the
+//! CPU the size changes the speed only: a sample's explanations are the same bits in any
+//! batch, beside any other samples. An error in any request ends the call with that error,
+//! and the results of the batches already done are dropped: for long lists, call `explain`
+//! on slices (the progress callback can also stop the work and keep what is done), or use
+//! `fiedler eval`, which records each failing sample and goes on.
 
 pub mod clip;
 pub mod lxmert;
@@ -21,7 +29,7 @@ use crate::model::config::AnswerProbability;
 use crate::model::{ModelError, VqaTarget};
 
 pub use clip::{ClipSession, PairResult};
-pub use lxmert::{LxmertSession, RegionRequest};
+pub use lxmert::{LxmertSession, RegionRequest, Regions};
 pub use vilt::ViltSession;
 
 /// What can stop a session from opening or explaining; every message names the file, text or
@@ -40,11 +48,11 @@ pub enum SessionError {
     NoWords { index: usize, text: String },
     #[error("{} does not fit in memory ({source}){}",
         if *batch == 1 { "one sample".to_string() } else { format!("a batch of {batch} samples") },
-        if *batch == 1 { "" } else { "; try a smaller --batch" })]
+        if *batch == 1 { "" } else { "; try a smaller batch (--batch)" })]
     OutOfMemory { batch: usize, source: BackendError },
     #[error("nothing to explain: no (image, text) pairs given")]
     NoPairs,
-    #[error("{first} has {count} regions but {other} has {other_count}; a batch needs one region count (use --batch 1)")]
+    #[error("{first} has {count} regions but {other} has {other_count}; a batch needs one region count (explain them in batches of 1: --batch 1)")]
     RegionCounts {
         first: String,
         count: usize,
@@ -63,10 +71,29 @@ pub enum SessionError {
     },
 }
 
+/// A GPU that cannot start, so that a session on it opens with `?` alone:
+///
+/// ```no_run
+/// # use std::path::Path;
+/// use fiedler::backend::cuda::Cuda;
+/// use fiedler::session::{ClipSession, SessionError};
+///
+/// fn open_on_the_gpu(dir: &Path) -> Result<ClipSession<Cuda>, SessionError> {
+///     ClipSession::open_on(Cuda::new()?, dir)
+/// }
+/// ```
+#[cfg(feature = "cuda")]
+impl From<crate::backend::cuda::CudaError> for SessionError {
+    fn from(e: crate::backend::cuda::CudaError) -> Self {
+        Self::Model(ModelError::Backend(e.into()))
+    }
+}
+
 /// One (image, text) pair to explain: a caption for CLIP, a question for the VQA models.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairRequest {
-    /// A PNG or JPEG file.
+    /// An image file: PNG, JPEG, WebP, BMP, TIFF or GIF (its first frame), recognised by its
+    /// content rather than its extension.
     pub image: PathBuf,
     /// The caption or question; it must hold a word.
     pub text: String,
@@ -74,10 +101,17 @@ pub struct PairRequest {
 
 /// Rejects an empty request list and empty texts before any work.
 pub(crate) fn check_requests(pairs: &[PairRequest]) -> Result<(), SessionError> {
-    if pairs.is_empty() {
+    check_texts(pairs.iter().map(|p| p.text.as_str()))
+}
+
+/// Rejects an empty list of texts and empty texts.
+pub(crate) fn check_texts<'a>(
+    texts: impl ExactSizeIterator<Item = &'a str>,
+) -> Result<(), SessionError> {
+    if texts.len() == 0 {
         return Err(SessionError::NoPairs);
     }
-    match pairs.iter().position(|p| p.text.trim().is_empty()) {
+    match texts.map(str::trim).position(str::is_empty) {
         Some(index) => Err(SessionError::EmptyText { index }),
         None => Ok(()),
     }

@@ -88,7 +88,8 @@ impl<B: Backend> ViltSession<B> {
         &self.tokenizer
     }
 
-    /// Explains `pairs` (text = question) in batches of `batch`, calling `progress(done)`
+    /// Explains `pairs` (text = question) in batches of `batch` ([batches](super#batches)),
+    /// calling `progress(done)`
     /// after each (which may stop the work: [`Proceed`]).
     pub fn explain<P: Proceed>(
         &self,
