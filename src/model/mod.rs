@@ -62,10 +62,23 @@ impl VqaTarget {
         let batch = predicted.len();
         let targets = match self {
             VqaTarget::Predicted => Some(predicted.to_vec()),
-            VqaTarget::Answers(a) if a.len() != batch || a.iter().any(|&i| i >= labels) => {
+            VqaTarget::Answers(a) if a.len() != batch => {
                 return Err(ModelError::Input(format!(
-                    "target answers {a:?} for {batch} samples of {labels} answers"
+                    "{} target answers for a batch of {batch} samples: give one per sample",
+                    a.len()
                 )))
+            }
+            VqaTarget::Answers(a) if a.iter().any(|&i| i >= labels) => {
+                let bad = a
+                    .iter()
+                    .find(|&&i| i >= labels)
+                    .copied()
+                    .unwrap_or_default();
+                return Err(ModelError::Input(format!(
+                    "target answer index {bad} is out of range: the model has {labels} answers \
+                     (0 to {})",
+                    labels.saturating_sub(1)
+                )));
             }
             VqaTarget::Answers(a) => Some(a.clone()),
             VqaTarget::SumLogits => None,
@@ -97,5 +110,29 @@ impl VqaTarget {
             Some(t) => row[t[sample]],
             None => row.iter().sum(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_answers_are_one_per_sample_and_in_range() {
+        let predicted = [2, 0];
+        let (targets, seed) = VqaTarget::Answers(vec![1, 3])
+            .resolve(&predicted, 4)
+            .unwrap();
+        assert_eq!(targets, Some(vec![1, 3]));
+        assert_eq!(seed, [0., 1., 0., 0., 0., 0., 0., 1.]);
+        let message = |t: VqaTarget| t.resolve(&predicted, 4).unwrap_err().to_string();
+        assert_eq!(
+            message(VqaTarget::Answers(vec![1])),
+            "1 target answers for a batch of 2 samples: give one per sample"
+        );
+        assert_eq!(
+            message(VqaTarget::Answers(vec![1, 999])),
+            "target answer index 999 is out of range: the model has 4 answers (0 to 3)"
+        );
     }
 }
