@@ -274,6 +274,76 @@ fn clip_scores_refuse_empty_texts() {
     assert_eq!(session.scores(&image, &["a red square"]).unwrap().len(), 1);
 }
 
+/// A missing or unreadable file in any request stops the call before the first batch runs
+/// (it was found when its batch came, after the work before it, which was then dropped).
+#[test]
+fn request_files_are_checked_before_any_batch() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pair = |image: &str| PairRequest {
+        image: root.join(image),
+        text: "what color is the square?".into(),
+    };
+    fn no_batch_ran(done: usize) {
+        panic!("a batch ran ({done} done) before the bad file was found")
+    }
+    let vilt = ViltSession::open(&models().join("vilt-synth")).unwrap();
+    let opts = MethodOptions::default();
+    for (bad, expected) in [
+        ("examples/images/missing.png", "not found"),
+        ("README.md", "none of the formats fiedler reads"),
+        ("examples", "cannot read image"),
+    ] {
+        let pairs = [pair("examples/images/shapes-1.png"), pair(bad)];
+        let e = vilt
+            .explain(
+                &pairs,
+                &[Method::Dsmi],
+                &opts,
+                &AnswerTarget::Predicted,
+                1,
+                no_batch_ran,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains(expected), "{bad}: {e}");
+    }
+    let clip = ClipSession::open(&models().join("clip-synth")).unwrap();
+    let pairs = [
+        pair("examples/images/shapes-1.png"),
+        pair("examples/images/missing.png"),
+    ];
+    let e = clip
+        .explain(&pairs, &[Method::Dsmi], &opts, 1, no_batch_ran)
+        .unwrap_err();
+    assert!(e.to_string().contains("not found"), "{e}");
+
+    let lxmert = LxmertSession::open(&models().join("lxmert-synth"), None).unwrap();
+    let request = |regions: &str| RegionRequest {
+        regions: root.join(regions),
+        image_id: None,
+        question: "what color is the triangle?".into(),
+    };
+    for (bad, expected) in [
+        ("examples/regions/missing.safetensors", "not found"),
+        ("tests/fixtures/lxmert/regions.tsv", "image id"),
+    ] {
+        let requests = [
+            request("examples/regions/shapes-1.safetensors"),
+            request(bad),
+        ];
+        let e = lxmert
+            .explain(
+                &requests,
+                &[Method::Dsmi],
+                &opts,
+                &AnswerTarget::Predicted,
+                1,
+                no_batch_ran,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains(expected), "{bad}: {e}");
+    }
+}
+
 /// A start layer outside the model is refused before any batch runs (it was found only
 /// after the first batch's forward and backward), for each family: before the batch's
 /// missing image or regions file is found missing.

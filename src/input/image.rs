@@ -432,6 +432,53 @@ pub(crate) fn read_json_object(path: &Path) -> Result<Map<String, Value>, InputE
     }
 }
 
+/// Bytes to read of an image file to know its format: more than any signature
+/// `ImageReader::with_guessed_format` looks for.
+const SIGNATURE_BYTES: u64 = 64;
+
+/// The checks [`load_image`] makes before decoding, from the file's first bytes alone: that
+/// it exists, can be read, and holds a format fiedler reads. Sessions make them for every
+/// request before the first batch, so a missing or misnamed file stops a long call at once.
+pub fn check_image_file(path: &Path) -> Result<(), InputError> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(SIGNATURE_BYTES).read_to_end(&mut head))
+        .map_err(|e| read_error(path, e))?;
+    recognised(path, &head).map(drop)
+}
+
+fn read_error(path: &Path, source: std::io::Error) -> InputError {
+    let path = path.to_path_buf();
+    if source.kind() == std::io::ErrorKind::NotFound {
+        InputError::ImageNotFound { path }
+    } else {
+        InputError::ImageRead { path, source }
+    }
+}
+
+/// A reader of `bytes` (the file, or its first bytes), refused when they are empty or in no
+/// format fiedler reads.
+fn recognised<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<ImageReader<Cursor<&'a [u8]>>, InputError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| read_error(path, e))?;
+    let reason = if bytes.is_empty() {
+        "the file is empty"
+    } else if reader.format().is_none() {
+        "its content is none of the formats fiedler reads (PNG, JPEG, WebP, BMP, TIFF, GIF)"
+    } else {
+        return Ok(reader);
+    };
+    Err(InputError::ImageDecode {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    })
+}
+
 /// Typed access to preprocessor_config.json fields, with messages naming the file and field.
 pub(crate) struct Fields<'a> {
     pub(crate) path: &'a Path,
@@ -603,37 +650,12 @@ fn field_error(path: &Path, field: &str, expected: &str, found: &Value) -> Input
 /// error, as in Pillow ("image file is truncated"): the decoder would fill the missing rows
 /// with grey and say nothing.
 pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
-    let bytes = std::fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            InputError::ImageNotFound {
-                path: path.to_path_buf(),
-            }
-        } else {
-            InputError::ImageRead {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })?;
-    let reader = ImageReader::new(Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|source| InputError::ImageRead {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+    let reader = recognised(path, &bytes)?;
     let decode_error = |reason: String| InputError::ImageDecode {
         path: path.to_path_buf(),
         reason,
     };
-    if bytes.is_empty() {
-        return Err(decode_error("the file is empty".into()));
-    }
-    if reader.format().is_none() {
-        return Err(decode_error(
-            "its content is none of the formats fiedler reads (PNG, JPEG, WebP, BMP, TIFF, GIF)"
-                .into(),
-        ));
-    }
     if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
         return Err(decode_error(
             "the JPEG data ends before its end-of-image marker (a truncated file?)".into(),

@@ -136,9 +136,9 @@ impl<B: Backend> ClipSession<B> {
         batch: usize,
         progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<PairResult>, SessionError> {
-        check_requests(pairs)?;
         let c = &self.model.config;
         clip_starts(opts, (c.vision.num_hidden_layers, c.text.num_hidden_layers))?;
+        check_requests(pairs)?;
         let mut results = in_batches(pairs, batch, progress, |chunk| {
             self.explain_batch(chunk, methods, opts)
         })?;

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use crate::backend::{Backend, Cpu};
 use crate::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads, lxmert_starts};
 use crate::explain::{Explanation, Method, MethodOptions};
-use crate::input::regions::load_regions;
 pub use crate::input::regions::Regions;
+use crate::input::regions::{check_regions_file, load_regions};
 use crate::input::text::TextTokenizer;
 use crate::model::config::unnamed_answers;
 use crate::model::lxmert::{Lxmert, LxmertInputs, LxmertOutput};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_all_words, in_batches, rank_answers, AnswerTarget, Proceed, QuestionResult, SessionError,
+    check_all_words, check_texts, in_batches, rank_answers, AnswerTarget, Proceed, QuestionResult,
+    SessionError,
 };
 use crate::warning::warn;
 
@@ -118,15 +119,13 @@ impl<B: Backend> LxmertSession<B> {
         batch: usize,
         progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<(QuestionResult, Regions)>, SessionError> {
-        if requests.is_empty() {
-            return Err(SessionError::NoPairs);
-        }
         lxmert_starts(opts)?;
         let texts: Vec<&str> = requests.iter().map(|r| r.question.as_str()).collect();
-        if let Some(index) = texts.iter().position(|t| t.trim().is_empty()) {
-            return Err(SessionError::EmptyText { index });
-        }
+        check_texts(texts.iter().copied())?;
         check_all_words(&self.tokenizer, &texts)?;
+        for r in requests {
+            check_regions_file(&r.regions, r.image_id.as_deref())?;
+        }
         in_batches(requests, batch, progress, |chunk| {
             self.explain_batch(chunk, methods, opts, &target.for_batch(chunk.len()))
         })

@@ -4,10 +4,12 @@
 //! # Batches
 //! `explain` runs its requests in batches of the size it is given (0 counts as 1). On the
 //! CPU the size changes the speed only: a sample's explanations are the same bits in any
-//! batch, beside any other samples. An error in any request ends the call with that error,
-//! and the results of the batches already done are dropped: for long lists, call `explain`
-//! on slices (the progress callback can also stop the work and keep what is done), or use
-//! `fiedler eval`, which records each failing sample and goes on.
+//! batch, beside any other samples. Before the first batch, `explain` checks the settings,
+//! every text, and every file named (that it exists and, for images, is in a format fiedler
+//! reads). An error found later (an image that does not decode, say) ends the call with that
+//! error, and the results of the batches already done are dropped: for long lists, call
+//! `explain` on slices (the progress callback can also stop the work and keep what is done),
+//! or use `fiedler eval`, which records each failing sample and goes on.
 
 pub mod clip;
 pub mod lxmert;
@@ -22,7 +24,7 @@ use thiserror::Error;
 use crate::backend::BackendError;
 use crate::explain::ExplainError;
 use crate::explain::Explanation;
-use crate::input::image::{load_image, resize, Resample};
+use crate::input::image::{check_image_file, load_image, resize, Resample};
 use crate::input::text::TextTokenizer;
 use crate::input::InputError;
 use crate::model::config::AnswerProbability;
@@ -99,9 +101,14 @@ pub struct PairRequest {
     pub text: String,
 }
 
-/// Rejects an empty request list and empty texts before any work.
+/// Rejects an empty request list, empty texts and image files that are missing or of no
+/// format fiedler reads, before any work.
 pub(crate) fn check_requests(pairs: &[PairRequest]) -> Result<(), SessionError> {
-    check_texts(pairs.iter().map(|p| p.text.as_str()))
+    check_texts(pairs.iter().map(|p| p.text.as_str()))?;
+    for pair in pairs {
+        check_image_file(&pair.image)?;
+    }
+    Ok(())
 }
 
 /// Rejects an empty list of texts and empty texts.

@@ -100,8 +100,8 @@ impl<B: Backend> ViltSession<B> {
         batch: usize,
         progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<QuestionResult>, SessionError> {
-        check_requests(pairs)?;
         vilt_start(opts, self.model.config.num_hidden_layers)?;
+        check_requests(pairs)?;
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         check_all_words(&self.tokenizer, &texts)?;
         in_batches(pairs, batch, progress, |chunk| {
