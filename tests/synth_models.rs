@@ -223,7 +223,7 @@ fn lxmert_explanations_name_only_the_degenerate_graphs_they_read() {
         e.degenerate_graphs.clone()
     };
     assert_eq!(degenerate(Method::Dsmi), Vec::<String>::new());
-    // A gap at rounding level: exactly 0 or a few f64 ulps, as the sums round.
+    // A gap at rounding level: exactly 0, or 4.4e-16 as the products round now.
     let graphs = degenerate(Method::DsmiGrad);
     let gap = match graphs.as_slice() {
         [graph] => graph
@@ -274,11 +274,15 @@ fn clip_scores_refuse_empty_texts() {
     assert_eq!(session.scores(&image, &["a red square"]).unwrap().len(), 1);
 }
 
-/// A missing or unreadable file in any request stops the call before the first batch runs
-/// (it was found when its batch came, after the work before it, which was then dropped).
+/// A missing or unreadable file in any request, or an answer the model lacks, stops the call
+/// before the first batch runs (it was found when its batch came, after the work before it,
+/// which was then dropped).
 #[test]
-fn request_files_are_checked_before_any_batch() {
+fn requests_are_checked_before_any_batch() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // A format the guesser knows and fiedler is built without: a 1 × 1 PPM.
+    let ppm = std::env::temp_dir().join(format!("fiedler-requests-{}.png", std::process::id()));
+    fs::write(&ppm, b"P6\n1 1\n255\n\0\0\0").unwrap();
     let pair = |image: &str| PairRequest {
         image: root.join(image),
         text: "what color is the square?".into(),
@@ -292,6 +296,7 @@ fn request_files_are_checked_before_any_batch() {
         ("examples/images/missing.png", "not found"),
         ("README.md", "none of the formats fiedler reads"),
         ("examples", "cannot read image"),
+        (ppm.to_str().unwrap(), "none of the formats fiedler reads"),
     ] {
         let pairs = [pair("examples/images/shapes-1.png"), pair(bad)];
         let e = vilt
@@ -306,6 +311,19 @@ fn request_files_are_checked_before_any_batch() {
             .unwrap_err();
         assert!(e.to_string().contains(expected), "{bad}: {e}");
     }
+    fs::remove_file(&ppm).unwrap();
+    let shapes = [pair("examples/images/shapes-1.png")];
+    let e = vilt
+        .explain(
+            &shapes,
+            &[Method::Dsmi],
+            &opts,
+            &AnswerTarget::Answer(999),
+            1,
+            no_batch_ran,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("index 999 is out of range"), "{e}");
     let clip = ClipSession::open(&models().join("clip-synth")).unwrap();
     let pairs = [
         pair("examples/images/shapes-1.png"),
@@ -325,6 +343,7 @@ fn request_files_are_checked_before_any_batch() {
     for (bad, expected) in [
         ("examples/regions/missing.safetensors", "not found"),
         ("tests/fixtures/lxmert/regions.tsv", "image id"),
+        ("examples/regions", "Is a directory"),
     ] {
         let requests = [
             request("examples/regions/shapes-1.safetensors"),
@@ -342,6 +361,17 @@ fn request_files_are_checked_before_any_batch() {
             .unwrap_err();
         assert!(e.to_string().contains(expected), "{bad}: {e}");
     }
+    let e = lxmert
+        .explain(
+            &[request("examples/regions/shapes-1.safetensors")],
+            &[Method::Dsmi],
+            &opts,
+            &AnswerTarget::Answer(999),
+            1,
+            no_batch_ran,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("index 999 is out of range"), "{e}");
 }
 
 /// A start layer outside the model is refused before any batch runs (it was found only

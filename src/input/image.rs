@@ -458,7 +458,8 @@ fn read_error(path: &Path, source: std::io::Error) -> InputError {
 }
 
 /// A reader of `bytes` (the file, or its first bytes), refused when they are empty or in no
-/// format fiedler reads.
+/// format fiedler reads (the guesser also knows formats fiedler is built without: PNM, QOI,
+/// ICO, …).
 fn recognised<'a>(
     path: &Path,
     bytes: &'a [u8],
@@ -468,7 +469,7 @@ fn recognised<'a>(
         .map_err(|e| read_error(path, e))?;
     let reason = if bytes.is_empty() {
         "the file is empty"
-    } else if reader.format().is_none() {
+    } else if !reader.format().is_some_and(|f| f.reading_enabled()) {
         "its content is none of the formats fiedler reads (PNG, JPEG, WebP, BMP, TIFF, GIF)"
     } else {
         return Ok(reader);

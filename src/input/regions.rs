@@ -390,10 +390,13 @@ pub fn load_regions(path: &Path, image_id: Option<&str>) -> Result<Regions, Inpu
 }
 
 /// The checks [`load_regions`] makes before reading any feature: that the file exists and
-/// can be opened, and that an obj36 TSV comes with the image id to read from it. Sessions
-/// make them for every request before the first batch.
+/// can be read (a folder cannot), and that an obj36 TSV comes with the image id to read from
+/// it. Sessions make them for every request before the first batch.
 pub fn check_regions_file(path: &Path, image_id: Option<&str>) -> Result<(), InputError> {
-    std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+    use std::io::Read;
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut [0u8; 1]))
+        .map_err(|e| io_error(path, e))?;
     if is_obj36_tsv(path) && image_id.is_none() {
         return Err(InputError::ImageIdRequired {
             path: path.to_path_buf(),

@@ -64,7 +64,7 @@ impl VqaTarget {
             VqaTarget::Predicted => Some(predicted.to_vec()),
             VqaTarget::Answers(a) if a.len() != batch => {
                 return Err(ModelError::Input(format!(
-                    "{} target answers for a batch of {batch} samples: give one per sample",
+                    "a batch of {batch} samples was given {} target answers: give one per sample",
                     a.len()
                 )))
             }
@@ -74,10 +74,12 @@ impl VqaTarget {
                     .find(|&&i| i >= labels)
                     .copied()
                     .unwrap_or_default();
+                let range = match labels {
+                    0 => "the model has no answers".to_owned(),
+                    n => format!("the model has {n} answers (0 to {})", n - 1),
+                };
                 return Err(ModelError::Input(format!(
-                    "target answer index {bad} is out of range: the model has {labels} answers \
-                     (0 to {})",
-                    labels.saturating_sub(1)
+                    "target answer index {bad} is out of range: {range}"
                 )));
             }
             VqaTarget::Answers(a) => Some(a.clone()),
@@ -128,7 +130,7 @@ mod tests {
         let message = |t: VqaTarget| t.resolve(&predicted, 4).unwrap_err().to_string();
         assert_eq!(
             message(VqaTarget::Answers(vec![1])),
-            "1 target answers for a batch of 2 samples: give one per sample"
+            "a batch of 2 samples was given 1 target answers: give one per sample"
         );
         assert_eq!(
             message(VqaTarget::Answers(vec![1, 999])),

@@ -120,6 +120,7 @@ impl<B: Backend> LxmertSession<B> {
         progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<(QuestionResult, Regions)>, SessionError> {
         lxmert_starts(opts)?;
+        target.check(self.answers().len())?;
         let texts: Vec<&str> = requests.iter().map(|r| r.question.as_str()).collect();
         check_texts(texts.iter().copied())?;
         check_all_words(&self.tokenizer, &texts)?;

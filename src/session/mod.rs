@@ -2,11 +2,13 @@
 //! (image, text) requests with a list of methods. One session type per family.
 //!
 //! # Batches
-//! `explain` runs its requests in batches of the size it is given (0 counts as 1). On the
-//! CPU the size changes the speed only: a sample's explanations are the same bits in any
-//! batch, beside any other samples. Before the first batch, `explain` checks the settings,
-//! every text, and every file named (that it exists and, for images, is in a format fiedler
-//! reads). An error found later (an image that does not decode, say) ends the call with that
+//! `explain` runs its requests in batches of the size it is given (0 counts as 1; LXMERT's
+//! samples of one batch need one region count). On the CPU the size changes the speed only:
+//! a sample's explanations are the same bits in any batch, beside any other samples (for
+//! ViLT, while its sequences stay within 512 tokens, as the standard configurations do).
+//! Before the first batch, `explain` checks the settings, the target, every text, and every
+//! file named (that it can be read and, for images, that its first bytes are of a format
+//! fiedler reads). An error found later (an image that does not decode, say) ends the call with that
 //! error, and the results of the batches already done are dropped: for long lists, call
 //! `explain` on slices (the progress callback can also stop the work and keep what is done),
 //! or use `fiedler eval`, which records each failing sample and goes on.
@@ -188,6 +190,12 @@ impl AnswerTarget {
             },
             _ => Err(SessionError::BadTarget(spec.to_owned())),
         }
+    }
+
+    /// Refuses, before any work, an answer index beyond the model's `labels` answers.
+    pub(crate) fn check(&self, labels: usize) -> Result<(), SessionError> {
+        self.for_batch(1).resolve(&[0], labels)?;
+        Ok(())
     }
 
     pub(crate) fn for_batch(&self, batch: usize) -> VqaTarget {

@@ -101,6 +101,7 @@ impl<B: Backend> ViltSession<B> {
         progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<QuestionResult>, SessionError> {
         vilt_start(opts, self.model.config.num_hidden_layers)?;
+        target.check(self.answers().len())?;
         check_requests(pairs)?;
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         check_all_words(&self.tokenizer, &texts)?;

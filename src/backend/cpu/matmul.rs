@@ -95,13 +95,36 @@ pub(crate) unsafe fn gemm(
 /// multiply-adds over at most this many terms, and the chains are added in order.
 const DEPTH_RUN: usize = 512;
 
+/// The depth runs of a product k deep, as (first term, terms): [`DEPTH_RUN`] each, but
+/// never one of 1 or 2 terms, which the crate would take through its outer-product path
+/// (k = 513 runs as 509 + 4). One run, of 0 terms, when k is 0.
+fn depth_runs(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (mut start, mut first) = (0, true);
+    std::iter::from_fn(move || {
+        let rest = k - start;
+        if rest == 0 && !std::mem::take(&mut first) {
+            return None;
+        }
+        first = false;
+        let len = match rest {
+            r if r <= DEPTH_RUN => r,
+            r if r - DEPTH_RUN < 3 => DEPTH_RUN - 3,
+            _ => DEPTH_RUN,
+        };
+        start += len;
+        Some((start - len, len))
+    })
+}
+
 /// dst[m, n] = (dst if `accumulate`) + beta · lhs[m, k] · rhs[k, n], with dst's element
 /// (i, j) at `dst[i·dst_rs + j·dst_cs]`.
 ///
-/// Every product ends in the gemm crate's microkernels, in depth runs of [`DEPTH_RUN`], so an
+/// Every product ends in the gemm crate's microkernels, in the [`depth_runs`] of k, so an
 /// element is the same sum of the same terms in the same order whatever m and n are: a
 /// token's result does not depend on how many tokens share the call (the samples of a batch,
-/// a text's padding). Left to itself the crate picks its depth blocking from the shape (and
+/// a text's padding). Padding inside a sum (the keys of a padded sequence) adds exact zeros,
+/// which change nothing unless they move a run's boundary among the real terms: ViLT's
+/// image tokens, behind its padded text, past the 512th key. Left to itself the crate picks its depth blocking from the shape (and
 /// the cache sizes), and takes other paths that sum in other orders: matrix–vector for m or
 /// n of 1, outer products for k ≤ 2, dot products for small m·n with both operands
 /// contiguous along k. Through any of these, explaining a sample alone or in a batch moved
@@ -130,17 +153,16 @@ unsafe fn product(
     if m < 2 || n < 2 || (1..3).contains(&k) || dot_products {
         return widened(m, n, k, dst, dst_rs, dst_cs, accumulate, lhs, rhs, beta);
     }
-    for run in 0..k.div_ceil(DEPTH_RUN).max(1) {
-        let d0 = run * DEPTH_RUN;
+    for (d0, len) in depth_runs(k) {
         let (lhs, rhs) = (lhs.offset(d0 * lhs.cs), rhs.offset(d0 * rhs.rs));
         gemm::gemm(
             m,
             n,
-            DEPTH_RUN.min(k - d0),
+            len,
             dst,
             dst_cs as isize,
             dst_rs as isize,
-            accumulate || run > 0,
+            accumulate || d0 > 0,
             lhs.ptr,
             lhs.cs as isize,
             lhs.rs as isize,
@@ -159,9 +181,10 @@ unsafe fn product(
 
 /// [`product`] on copies that keep the crate on its microkernels: at least 2 rows, 2 columns
 /// and (unless 0) 3 terms deep, zero-padded (the padded terms add exact zeros at the end of
-/// each element's chain; padded rows and columns are dropped), the left operand column-major.
-/// Only what falls short is copied. The shapes that come here are small, bar a single token
-/// through a large weight, whose right operand and output alone are copied.
+/// each element's chain; padded rows and columns are dropped), the left operand column-major
+/// where the crate would take its dot-product path. Only what falls short is copied. The
+/// shapes that come here are small, bar a single token through a large weight, whose right
+/// operand and output alone are copied.
 #[allow(clippy::too_many_arguments)]
 unsafe fn widened(
     m: usize,
@@ -187,7 +210,8 @@ unsafe fn widened(
             }
             c
         };
-    let lhs_copy = (m < 2 || kw != k || lhs.cs == 1).then(|| column_major(lhs, m, k, mw, kw));
+    let dot_products = mw * nw <= 256 && lhs.cs == 1;
+    let lhs_copy = (m < 2 || kw != k || dot_products).then(|| column_major(lhs, m, k, mw, kw));
     let rhs_copy = (n < 2 || kw != k).then(|| column_major(rhs, k, n, kw, nw));
     let (lhs, rhs) = (
         lhs_copy.as_ref().map_or(lhs, |c| Mat::transposed(c, mw)),
@@ -460,25 +484,65 @@ mod tests {
                 true,
                 Mat::rows(lhs, stride),
                 Mat::transposed(rhs, stride),
-                0.125,
-                false,
+                BETA,
+                // Every rayon thread where the product is large enough.
+                true,
             )
         };
         dst
     }
 
+    /// A product's scale that is not a power of two, as attention's 1/√d is not for most d.
+    const BETA: f32 = 0.3;
+
+    #[test]
+    fn depth_runs_cover_the_depth_in_runs_of_3_to_512_terms() {
+        let runs = |k| depth_runs(k).collect::<Vec<_>>();
+        assert_eq!(runs(0), [(0, 0)]);
+        assert_eq!(runs(2), [(0, 2)]);
+        assert_eq!(runs(512), [(0, 512)]);
+        assert_eq!(runs(513), [(0, 509), (509, 4)]);
+        assert_eq!(runs(1026), [(0, 512), (512, 509), (1021, 5)]);
+        for k in 3..2000 {
+            let runs = runs(k);
+            assert!(
+                runs.iter().all(|&(_, len)| (3..=DEPTH_RUN).contains(&len)),
+                "{k}: {runs:?}"
+            );
+            let mut ends = runs.iter().map(|&(start, len)| start + len);
+            assert!(runs
+                .iter()
+                .skip(1)
+                .map(|r| r.0)
+                .eq(ends.clone().take(runs.len() - 1)));
+            assert_eq!(ends.next_back(), Some(k));
+        }
+    }
+
     #[test]
     fn a_products_elements_do_not_depend_on_its_shape() {
         // The crate would take its dot-product path for small m·n, its matrix–vector paths
-        // for m or n of 1 and its outer-product path for k ≤ 2: each element must still be
-        // the one a large product gives.
-        let stride = 40;
+        // for m or n of 1 and its outer-product path for k ≤ 2 (or a last depth run of 1 or
+        // 2 terms): each element must still be the one a large product gives, and that one
+        // the product's value.
+        let stride = 1100;
         let (lhs, rhs) = (
             random_features(30, stride, 4),
             random_features(50, stride, 5),
         );
-        for k in [1, 2, 3, 37] {
+        for k in [1, 2, 3, 37, 513, 514, 1026] {
             let all = dot_shaped(&lhs, &rhs, 30, 50, k, stride);
+            for (i, j) in [(0, 0), (7, 3), (29, 49)] {
+                let dot: f64 = (0..k)
+                    .map(|d| f64::from(lhs[i * stride + d]) * f64::from(rhs[j * stride + d]))
+                    .sum();
+                let value = 0.25 + f64::from(BETA) * dot;
+                let error = (f64::from(all[i * 50 + j]) - value).abs();
+                assert!(
+                    error <= 1e-5 * (k as f64).sqrt(),
+                    "k = {k}: ({i}, {j}) off by {error}"
+                );
+            }
             for (m, n) in [(1, 1), (1, 50), (30, 1), (2, 2), (5, 7), (16, 16), (30, 9)] {
                 let part = dot_shaped(&lhs, &rhs, m, n, k, stride);
                 for i in 0..m {
