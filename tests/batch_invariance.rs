@@ -7,7 +7,12 @@
 
 use std::path::PathBuf;
 
+use fiedler::backend::cpu::Cpu;
+use fiedler::explain::clip::{clip_reads, clip_trace, explain_clip};
 use fiedler::explain::{Explanation, Method, MethodOptions};
+use fiedler::model::config::ClipConfig;
+use fiedler::model::source::RandomWeights;
+use fiedler::model::{Clip, ClipInputs};
 use fiedler::session::{
     AnswerTarget, ClipSession, LxmertSession, PairRequest, RegionRequest, ViltSession,
 };
@@ -161,4 +166,56 @@ fn lxmert_explanations_do_not_depend_on_the_batch() {
     for batch in [3, 4] {
         assert_same_bits("LXMERT", batch, &alone, &run(batch));
     }
+}
+
+/// A ViT-B/32-sized CLIP (768 wide, feed-forwards of 3072: products deeper than one depth
+/// run) with random weights: two pairs, captions of 9 and 14 tokens, explained together
+/// and each alone, every method from one trace.
+#[test]
+fn full_size_clip_explanations_do_not_depend_on_the_batch() {
+    let config = ClipConfig::vit_base_patch32();
+    let weights = RandomWeights {
+        seed: 3,
+        scale: 0.02,
+    };
+    let model = Clip::from_source(&Cpu, config.clone(), &weights).unwrap();
+    let side = config.vision.image_size;
+    let image = |b: usize| -> Vec<f32> {
+        (0..3 * side * side)
+            .map(|i| ((i * 7919 + b * 104_729) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    };
+    let text = |b: usize, len: usize| -> Vec<u32> {
+        let words = (1..len - 1).map(|t| (300 + 13 * t + 101 * b) as u32);
+        std::iter::once(config.text.bos_token_id)
+            .chain(words)
+            .chain([config.text.eos_token_id])
+            .collect()
+    };
+    let lengths = [9, 14];
+    let inputs = |samples: &[usize]| {
+        let seq_len = samples.iter().map(|&b| lengths[b]).max().unwrap();
+        let mut ids = Vec::new();
+        for &b in samples {
+            ids.extend(text(b, lengths[b]));
+            ids.resize(ids.len().next_multiple_of(seq_len), 0);
+        }
+        ClipInputs {
+            pixels: samples.iter().flat_map(|&b| image(b)).collect(),
+            ids,
+            lengths: samples.iter().map(|&b| lengths[b]).collect(),
+            seq_len,
+        }
+    };
+    let opts = MethodOptions::default();
+    let explain = |samples: &[usize]| {
+        let x = inputs(samples);
+        let trace = clip_trace(&model, &Cpu, &x, &Method::ALL, &opts).unwrap();
+        let reads = clip_reads(&Method::ALL, &trace, &opts);
+        let trace = trace.into_host_for(&Cpu, &reads).unwrap();
+        explain_clip(&trace, &Method::ALL, &opts).unwrap()
+    };
+    let together = explain(&[0, 1]);
+    let alone: Vec<_> = [0, 1].iter().flat_map(|&b| explain(&[b])).collect();
+    assert_same_bits("ViT-B/32 CLIP", 2, &alone, &together);
 }
