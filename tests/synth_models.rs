@@ -374,6 +374,46 @@ fn requests_are_checked_before_any_batch() {
     assert!(e.to_string().contains("index 999 is out of range"), "{e}");
 }
 
+/// The progress callback stops the work after the batch it is told of, by `false` or by a
+/// `ControlFlow::Break`, and `explain` returns the batches done, in order.
+#[test]
+fn the_progress_callback_can_stop_the_work() {
+    let vilt = ViltSession::open(&models().join("vilt-synth")).unwrap();
+    let image = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images/shapes-1.png");
+    let questions = [
+        "what color is the square?",
+        "is there a cross?",
+        "how many?",
+    ];
+    let pairs: Vec<PairRequest> = questions
+        .iter()
+        .map(|q| PairRequest {
+            image: image.clone(),
+            text: q.to_string(),
+        })
+        .collect();
+    let (methods, opts) = ([Method::Dsmi], MethodOptions::default());
+    let target = AnswerTarget::Predicted;
+    let done = vilt
+        .explain(&pairs, &methods, &opts, &target, 1, |done| done < 2)
+        .unwrap();
+    let questions_of = |done: &[fiedler::session::QuestionResult]| {
+        done.iter().map(|r| r.question.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(questions_of(&done), questions[..2]);
+    let stop = |done: usize| {
+        if done < 1 {
+            std::ops::ControlFlow::Continue(())
+        } else {
+            std::ops::ControlFlow::Break(())
+        }
+    };
+    let done = vilt
+        .explain(&pairs, &methods, &opts, &target, 1, stop)
+        .unwrap();
+    assert_eq!(questions_of(&done), questions[..1]);
+}
+
 /// A start layer outside the model is refused before any batch runs (it was found only
 /// after the first batch's forward and backward), for each family: before the batch's
 /// missing image or regions file is found missing.

@@ -344,6 +344,13 @@ impl Proceed for () {
     }
 }
 
+/// Whether to go on: `|done| done < 1000` stops once a thousand requests are done.
+impl Proceed for bool {
+    fn proceed(self) -> bool {
+        self
+    }
+}
+
 impl Proceed for std::ops::ControlFlow<()> {
     fn proceed(self) -> bool {
         self.is_continue()
