@@ -99,19 +99,18 @@ const DEPTH_RUN: usize = 512;
 /// never one of 1 or 2 terms, which the crate would take through its outer-product path
 /// (k = 513 runs as 509 + 4). One run, of 0 terms, when k is 0.
 fn depth_runs(k: usize) -> impl Iterator<Item = (usize, usize)> {
-    let (mut start, mut first) = (0, true);
+    let (mut start, mut done) = (0, false);
     std::iter::from_fn(move || {
-        let rest = k - start;
-        if rest == 0 && !std::mem::take(&mut first) {
+        if done {
             return None;
         }
-        first = false;
-        let len = match rest {
-            r if r <= DEPTH_RUN => r,
-            r if r - DEPTH_RUN < 3 => DEPTH_RUN - 3,
+        let len = match k - start {
+            rest if rest <= DEPTH_RUN => rest,
+            rest if rest - DEPTH_RUN < 3 => DEPTH_RUN - 3,
             _ => DEPTH_RUN,
         };
         start += len;
+        done = start == k;
         Some((start - len, len))
     })
 }
@@ -124,11 +123,13 @@ fn depth_runs(k: usize) -> impl Iterator<Item = (usize, usize)> {
 /// token's result does not depend on how many tokens share the call (the samples of a batch,
 /// a text's padding). Padding inside a sum (the keys of a padded sequence) adds exact zeros,
 /// which change nothing unless they move a run's boundary among the real terms: ViLT's
-/// image tokens, behind its padded text, past the 512th key. Left to itself the crate picks its depth blocking from the shape (and
-/// the cache sizes), and takes other paths that sum in other orders: matrix–vector for m or
-/// n of 1, outer products for k ≤ 2, dot products for small m·n with both operands
-/// contiguous along k. Through any of these, explaining a sample alone or in a batch moved
-/// Transformer Attribution's maps by up to 61% of their maximum.
+/// image tokens, behind its padded text, past the 512th key.
+///
+/// Left to itself the crate picks its depth blocking from the shape (and the cache sizes),
+/// and takes other paths that sum in other orders: matrix–vector for m or n of 1, outer
+/// products for k ≤ 2, dot products for small m·n with both operands contiguous along k.
+/// Through any of these, explaining a sample alone or in a batch moved Transformer
+/// Attribution's maps by up to 61% of their maximum.
 ///
 /// # Safety
 /// As for [`gemm`], with `dst` addressed by its two strides.
