@@ -394,7 +394,14 @@ impl<'a> Unpickler<'a> {
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
-                let from = self.stack.len().checked_sub(n).ok_or("stack underflow")?;
+                // The items must lie above the last mark, as `pop` keeps every pop.
+                let floor = self.marks.last().copied().unwrap_or(0);
+                let from = self
+                    .stack
+                    .len()
+                    .checked_sub(n)
+                    .filter(|&from| from >= floor)
+                    .ok_or("stack underflow")?;
                 let items = self.stack.split_off(from);
                 self.stack.push(Value::Tuple(items));
             }
@@ -578,6 +585,9 @@ impl<'a> Unpickler<'a> {
 
     fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
         let mark = self.marks.pop().ok_or("no mark")?;
+        if mark > self.stack.len() {
+            return Err("stack underflow (below a mark)".into());
+        }
         Ok(self.stack.split_off(mark))
     }
 
@@ -708,6 +718,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// TUPLE3 over a mark (found by fuzzing: it took items from below the mark, and the
+    /// POP_MARK after it split the stack past its end).
+    #[test]
+    fn a_tuple_cannot_take_items_below_a_mark() {
+        let mut vm = Unpickler::new(b"\x80\x02NN(N\x871.");
+        let e = vm.load().unwrap_err();
+        assert_eq!(e, "pickle opcode 0x87 at byte 6: stack underflow");
     }
 
     #[test]
