@@ -392,3 +392,29 @@ fn vocab_txt_reads_the_added_tokens() {
         "{err}"
     );
 }
+
+/// A tokenizer.json with a JSON syntax error is an error naming the file (the tokenizers
+/// crate panicked on one inside the decoder's section; found by fuzzing).
+#[test]
+fn a_broken_tokenizer_json_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("fiedler-broken-tokenizer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = std::fs::read_to_string(clip_dir().join("tokenizer.json")).unwrap();
+    // Inside "decoder": {"type": "ByteLevel", …}: a key that is not a string.
+    let broken = json.replacen("\"add_prefix_space\": true,", "add_prefix_space: true,", 1);
+    assert_ne!(broken, json);
+    std::fs::write(dir.join("tokenizer.json"), broken).unwrap();
+    let err = TextTokenizer::from_dir(&dir, 32, 813)
+        .err()
+        .expect("a broken file is refused");
+    let message = err.to_string();
+    assert!(
+        matches!(err, InputError::Tokenizer { .. }) && message.contains("not valid JSON"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&dir.join("tokenizer.json").display().to_string()),
+        "{message}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

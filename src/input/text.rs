@@ -67,6 +67,15 @@ impl TokenBatch {
     }
 }
 
+/// tokenizer.json, its JSON read first: the tokenizers crate panics ("Helper") on a syntax
+/// error inside the decoder's section, where it expects any error to be a mismatched shape.
+fn read_tokenizer(path: &Path) -> Result<Tokenizer, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
+        .map_err(|e| format!("not valid JSON: {e}"))?;
+    Tokenizer::from_bytes(&bytes).map_err(|e| e.to_string())
+}
+
 impl TextTokenizer {
     /// Loads `dir/tokenizer.json`, or else builds BERT's WordPiece tokenizer from
     /// `dir/vocab.txt` (see `wordpiece`). The pad token is taken where transformers takes it
@@ -79,9 +88,9 @@ impl TextTokenizer {
     ) -> Result<Self, InputError> {
         let json = dir.join(TOKENIZER_FILE);
         let (mut tokenizer, path) = if json.is_file() {
-            let tokenizer = Tokenizer::from_file(&json).map_err(|e| InputError::Tokenizer {
+            let tokenizer = read_tokenizer(&json).map_err(|reason| InputError::Tokenizer {
                 path: json.clone(),
-                reason: e.to_string(),
+                reason,
             })?;
             (tokenizer, json)
         } else {
