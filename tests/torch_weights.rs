@@ -141,3 +141,19 @@ fn a_whole_pickled_module_is_refused_with_what_to_save_instead() {
         "{message}"
     );
 }
+
+/// Found by fuzzing: a tensor whose last element's index is usize::MAX (its end wrapped to
+/// 0 and passed the bounds check, reading bytes before its storage), and a 10¹²-element
+/// tensor of stride 0 in a 537-byte file (gathering it asked for 4 TB and aborted).
+#[test]
+fn wrapped_offsets_and_repeated_elements_are_refused() {
+    let err = open_as("fuzz-offset-wrap.bin", "pytorch_model.bin").unwrap_err();
+    assert!(err.to_string().contains("runs past its storage"), "{err}");
+    let weights = open_as("fuzz-stride0-huge.bin", "pytorch_model.bin").unwrap();
+    let names = weights.names();
+    let err = weights.get(&names[0], &[1_000_000_000_000]).unwrap_err();
+    assert!(
+        matches!(err, LoadError::TensorSize { .. }) && err.to_string().contains("memory"),
+        "{err}"
+    );
+}

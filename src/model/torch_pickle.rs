@@ -144,9 +144,12 @@ fn locate(
                 .try_fold(t.offset, |acc, (&n, &s)| {
                     acc.checked_add(n.checked_sub(1)?.checked_mul(s)?)
                 });
-            let fits = match last {
-                None => t.shape.contains(&0),
-                Some(last) => (last + 1).saturating_mul(size) <= storage.len(),
+            // Checked to the end: a last index of usize::MAX wrapped to 0 and let a tensor that
+            // lies past its storage pass (found by fuzzing).
+            let end = last.and_then(|last| last.checked_add(1)?.checked_mul(size));
+            let fits = match (last, end) {
+                (None, _) => t.shape.contains(&0),
+                (Some(_), end) => end.is_some_and(|end| end <= storage.len()),
             };
             if !fits {
                 return Err(format!(

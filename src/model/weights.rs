@@ -52,6 +52,12 @@ pub enum LoadError {
     MissingShard { index: PathBuf, shard: PathBuf },
     #[error("tensor {name} not found in {searched}")]
     MissingTensor { name: String, searched: String },
+    #[error("tensor {name} in {file} cannot be loaded: {reason}")]
+    TensorSize {
+        name: String,
+        file: PathBuf,
+        reason: String,
+    },
     #[error("tensor {name} in {file}: expected shape {expected:?}, found {found:?}")]
     Shape {
         name: String,
@@ -265,6 +271,25 @@ impl Weights {
                 })
             }
         };
+        // A strided tensor may repeat its elements (stride 0): its size is not bounded by the
+        // file's, and is checked against memory before it is gathered (found by fuzzing).
+        let bytes = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bitsize() / 8, |b, &n| b.checked_mul(n));
+        let fits = bytes
+            .ok_or_else(|| "its size overflows".to_string())
+            .and_then(|bytes| {
+                crate::backend::cpu::memory::check_fits("loading weights", bytes.saturating_mul(2))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(reason) = fits {
+            return Err(LoadError::TensorSize {
+                name: name.to_string(),
+                file: shard.path.clone(),
+                reason,
+            });
+        }
         let values = decode(&shard.bytes(info));
         Ok(Some(values))
     }
