@@ -404,9 +404,9 @@ fn a_broken_tokenizer_json_is_an_error() {
     let broken = json.replacen("\"add_prefix_space\": true,", "add_prefix_space: true,", 1);
     assert_ne!(broken, json);
     std::fs::write(dir.join("tokenizer.json"), broken).unwrap();
-    let err = TextTokenizer::from_dir(&dir, 32, 813)
-        .err()
-        .expect("a broken file is refused");
+    let Err(err) = TextTokenizer::from_dir(&dir, 32, 813) else {
+        panic!("a broken file is refused");
+    };
     let message = err.to_string();
     assert!(
         matches!(err, InputError::Tokenizer { .. }) && message.contains("not valid JSON"),
