@@ -48,6 +48,15 @@ fn assert_same_bits(
     }
 }
 
+/// Explains the same requests at batch 1 and at each of `batches` (`run(batch)`: every
+/// sample's explanations) and asserts the same bits.
+fn batches_agree(family: &str, batches: &[usize], run: impl Fn(usize) -> Vec<Vec<Explanation>>) {
+    let alone = run(1);
+    for &batch in batches {
+        assert_same_bits(family, batch, &alone, &run(batch));
+    }
+}
+
 fn pairs(images: &[&str], texts: &[&str]) -> Vec<PairRequest> {
     images
         .iter()
@@ -88,10 +97,7 @@ fn clip_explanations_do_not_depend_on_the_batch() {
             .map(|r| r.explanations)
             .collect::<Vec<_>>()
     };
-    let alone = run(1);
-    for batch in [2, 5] {
-        assert_same_bits("CLIP", batch, &alone, &run(batch));
-    }
+    batches_agree("CLIP", &[2, 5], run);
 }
 
 #[test]
@@ -122,10 +128,7 @@ fn vilt_explanations_do_not_depend_on_the_batch() {
             .map(|r| r.explanations)
             .collect::<Vec<_>>()
     };
-    let alone = run(1);
-    for batch in [2, 5] {
-        assert_same_bits("ViLT", batch, &alone, &run(batch));
-    }
+    batches_agree("ViLT", &[2, 5], run);
 }
 
 #[test]
@@ -162,10 +165,7 @@ fn lxmert_explanations_do_not_depend_on_the_batch() {
             .map(|(r, _)| r.explanations)
             .collect::<Vec<_>>()
     };
-    let alone = run(1);
-    for batch in [3, 4] {
-        assert_same_bits("LXMERT", batch, &alone, &run(batch));
-    }
+    batches_agree("LXMERT", &[3, 4], run);
 }
 
 /// A ViT-B/32-sized CLIP (768 wide, feed-forwards of 3072: products deeper than one depth
