@@ -268,6 +268,53 @@ struct Unpickler<'a> {
     memo: HashMap<usize, Value>,
     /// Every storage the pickles referenced: key → dtype.
     storages: HashMap<String, Dtype>,
+    budget: Budget,
+}
+
+/// Values nested deeper than this are refused: a state dict nests about five deep, and
+/// dropping a value recurses (150,000 nested tuples overflowed the stack; found by fuzzing).
+const MAX_DEPTH: usize = 100;
+
+/// What the values a pickle builds may cost. Every value pushed, copied (DUP, the memo) or
+/// stored is paid for by its count of nested values, so nothing grows without bound: forty
+/// DUP-then-TUPLE2 steps, 82 bytes, would build 2⁴⁰ values (found by fuzzing). A state dict
+/// pays a few dozen per tensor, against a budget of 64 per byte of pickle.
+struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    fn for_pickle(data: &[u8]) -> Self {
+        Self {
+            left: (1 << 20) + 64 * data.len(),
+        }
+    }
+
+    /// Pays for `v` and every value inside it; refuses it when it nests too deep.
+    fn charge(&mut self, v: &Value) -> Result<(), String> {
+        self.visit(v, 1)
+    }
+
+    fn visit(&mut self, v: &Value, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(format!(
+                "values nested more than {MAX_DEPTH} deep: not a state dict"
+            ));
+        }
+        self.left = self.left.checked_sub(1).ok_or(
+            "the pickle builds far more values than a state dict (a corrupt or hostile file)",
+        )?;
+        match v {
+            Value::Tuple(items) | Value::List(items) => items
+                .iter()
+                .try_for_each(|item| self.visit(item, depth + 1)),
+            Value::Dict(items) => items.iter().try_for_each(|(k, item)| {
+                self.visit(k, depth + 1)?;
+                self.visit(item, depth + 1)
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl<'a> Unpickler<'a> {
@@ -279,6 +326,7 @@ impl<'a> Unpickler<'a> {
             marks: Vec::new(),
             memo: HashMap::new(),
             storages: HashMap::new(),
+            budget: Budget::for_pickle(data),
         }
     }
 
@@ -317,33 +365,34 @@ impl<'a> Unpickler<'a> {
                 self.pop_mark()?;
             }
             b'2' => {
-                let top = self.top()?.clone();
-                self.stack.push(top);
+                let top = self.stack.last().ok_or("stack underflow")?;
+                self.budget.charge(top)?;
+                self.stack.push(top.clone());
             }
-            b'N' => self.stack.push(Value::None),
-            0x88 => self.stack.push(Value::Bool(true)),
-            0x89 => self.stack.push(Value::Bool(false)),
+            b'N' => self.push(Value::None)?,
+            0x88 => self.push(Value::Bool(true))?,
+            0x89 => self.push(Value::Bool(false))?,
             b'J' => {
                 let v = i32::from_le_bytes(self.array()?);
-                self.stack.push(Value::Int(v as i128));
+                self.push(Value::Int(v as i128))?;
             }
             b'K' => {
                 let v = self.byte()?;
-                self.stack.push(Value::Int(v as i128));
+                self.push(Value::Int(v as i128))?;
             }
             b'M' => {
                 let v = u16::from_le_bytes(self.array()?);
-                self.stack.push(Value::Int(v as i128));
+                self.push(Value::Int(v as i128))?;
             }
             0x8a => {
                 let n = self.byte()? as usize;
                 let v = self.long(n)?;
-                self.stack.push(Value::Int(v));
+                self.push(Value::Int(v))?;
             }
             0x8b => {
                 let n = self.length4()?;
                 let v = self.long(n)?;
-                self.stack.push(Value::Int(v));
+                self.push(Value::Int(v))?;
             }
             b'I' | b'L' => {
                 let line = self.line()?;
@@ -353,47 +402,47 @@ impl<'a> Unpickler<'a> {
                     "00" if op == b'I' => Value::Bool(false),
                     _ => Value::Int(text.parse().map_err(|_| format!("bad integer {line:?}"))?),
                 };
-                self.stack.push(v);
+                self.push(v)?;
             }
             b'G' => {
                 let v = f64::from_be_bytes(self.array()?);
-                self.stack.push(Value::Float(v));
+                self.push(Value::Float(v))?;
             }
             b'X' => {
                 let n = self.length4()?;
                 let s = self.text(n)?;
-                self.stack.push(Value::Str(s));
+                self.push(Value::Str(s))?;
             }
             0x8c | b'U' => {
                 let n = self.byte()? as usize;
                 let s = self.text(n)?;
-                self.stack.push(Value::Str(s));
+                self.push(Value::Str(s))?;
             }
             0x8d => {
                 let n = usize::try_from(u64::from_le_bytes(self.array()?))
                     .map_err(|e| e.to_string())?;
                 let s = self.text(n)?;
-                self.stack.push(Value::Str(s));
+                self.push(Value::Str(s))?;
             }
             b'T' => {
                 let n = self.length4()?;
                 let s = self.text(n)?;
-                self.stack.push(Value::Str(s));
+                self.push(Value::Str(s))?;
             }
             b'C' => {
                 let n = self.byte()? as usize;
                 let b = self.take(n)?.to_vec();
-                self.stack.push(Value::Bytes(b));
+                self.push(Value::Bytes(b))?;
             }
             b'B' => {
                 let n = self.length4()?;
                 let b = self.take(n)?.to_vec();
-                self.stack.push(Value::Bytes(b));
+                self.push(Value::Bytes(b))?;
             }
-            b')' => self.stack.push(Value::Tuple(Vec::new())),
+            b')' => self.push(Value::Tuple(Vec::new()))?,
             b't' => {
                 let items = self.pop_mark()?;
-                self.stack.push(Value::Tuple(items));
+                self.push(Value::Tuple(items))?;
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -406,45 +455,52 @@ impl<'a> Unpickler<'a> {
                     .filter(|&from| from >= floor)
                     .ok_or("stack underflow")?;
                 let items = self.stack.split_off(from);
-                self.stack.push(Value::Tuple(items));
+                self.push(Value::Tuple(items))?;
             }
-            b']' => self.stack.push(Value::List(Vec::new())),
+            b']' => self.push(Value::List(Vec::new()))?,
             b'l' => {
                 let items = self.pop_mark()?;
-                self.stack.push(Value::List(items));
+                self.push(Value::List(items))?;
             }
+            // A value that joins a container in place is paid for again: its nesting grows.
             b'a' => {
                 let v = self.pop()?;
+                self.budget.charge(&v)?;
                 self.list()?.push(v);
             }
             b'e' => {
                 let items = self.pop_mark()?;
+                items.iter().try_for_each(|v| self.budget.charge(v))?;
                 self.list()?.extend(items);
             }
-            b'}' => self.stack.push(Value::Dict(Vec::new())),
+            b'}' => self.push(Value::Dict(Vec::new()))?,
             b'd' => {
                 let items = pairs(self.pop_mark()?)?;
-                self.stack.push(Value::Dict(items));
+                self.push(Value::Dict(items))?;
             }
             b's' => {
                 let v = self.pop()?;
                 let k = self.pop()?;
+                self.budget.charge(&k)?;
+                self.budget.charge(&v)?;
                 self.dict()?.push((k, v));
             }
             b'u' => {
-                let items = pairs(self.pop_mark()?)?;
+                let items = self.pop_mark()?;
+                items.iter().try_for_each(|v| self.budget.charge(v))?;
+                let items = pairs(items)?;
                 self.dict()?.extend(items);
             }
             b'c' => {
                 let module = self.line()?;
                 let name = self.line()?;
-                self.stack.push(Value::Global(module, name));
+                self.push(Value::Global(module, name))?;
             }
             0x93 => {
                 let name = self.pop()?;
                 let module = self.pop()?;
                 match (module, name) {
-                    (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(m, n)),
+                    (Value::Str(m), Value::Str(n)) => self.push(Value::Global(m, n))?,
                     _ => return Err("STACK_GLOBAL without two strings".into()),
                 }
             }
@@ -479,7 +535,7 @@ impl<'a> Unpickler<'a> {
             b'Q' => {
                 let pid = self.pop()?;
                 let storage = self.storage(pid)?;
-                self.stack.push(storage);
+                self.push(storage)?;
             }
             b'R' | 0x81 => {
                 let args = self.pop()?;
@@ -488,7 +544,7 @@ impl<'a> Unpickler<'a> {
                     return Err(format!("call with {} for arguments", args.kind()));
                 };
                 let v = call(callable, args)?;
-                self.stack.push(v);
+                self.push(v)?;
             }
             b'b' => {
                 // An object's state: OrderedDict's `_metadata` (module versions), a
@@ -608,20 +664,25 @@ impl<'a> Unpickler<'a> {
         }
     }
 
+    /// Pushes a value built from the stack's values, charging for it.
+    fn push(&mut self, v: Value) -> Result<(), String> {
+        self.budget.charge(&v)?;
+        self.stack.push(v);
+        Ok(())
+    }
+
     // The memo holds copies: a state dict never changes a container after storing it.
     fn put(&mut self, i: usize) -> Result<(), String> {
-        let v = self.top()?.clone();
-        self.memo.insert(i, v);
+        let v = self.stack.last().ok_or("stack underflow")?;
+        self.budget.charge(v)?;
+        self.memo.insert(i, v.clone());
         Ok(())
     }
 
     fn get(&mut self, i: usize) -> Result<(), String> {
-        let v = self
-            .memo
-            .get(&i)
-            .ok_or(format!("memo {i} is empty"))?
-            .clone();
-        self.stack.push(v);
+        let v = self.memo.get(&i).ok_or(format!("memo {i} is empty"))?;
+        self.budget.charge(v)?;
+        self.stack.push(v.clone());
         Ok(())
     }
 }
@@ -730,6 +791,36 @@ mod tests {
         let mut vm = Unpickler::new(b"\x80\x02NN(N\x871.");
         let e = vm.load().unwrap_err();
         assert_eq!(e, "pickle opcode 0x87 at byte 6: stack underflow");
+    }
+
+    /// Nesting, whether built on the stack or in place, stops at MAX_DEPTH (found by fuzzing:
+    /// 150,000 nested tuples overflowed the stack when dropped).
+    #[test]
+    fn deep_nesting_is_refused() {
+        let tuples = [&b"\x80\x02)"[..], &[0x85; 150_000], b"."].concat();
+        let lists = [vec![b']'; 150_000], vec![b'a'; 149_999], b".".to_vec()].concat();
+        for pickle in [tuples, lists] {
+            let e = Unpickler::new(&pickle).load().unwrap_err();
+            assert!(e.contains("nested more than 100 deep"), "{e}");
+        }
+        // At the limit it still loads.
+        let tuples = [&b")"[..], &[0x85; MAX_DEPTH - 1], b"."].concat();
+        assert!(matches!(
+            Unpickler::new(&tuples).load(),
+            Ok(Value::Tuple(_))
+        ));
+    }
+
+    /// Copies are paid for: forty DUP-then-TUPLE2 steps, or memo copies, would build 2⁴⁰
+    /// values (found by fuzzing: out of memory).
+    #[test]
+    fn doubling_copies_run_out_of_budget() {
+        let dup = [&b")"[..], &b"2\x86".repeat(40), b"."].concat();
+        let memo = [&b")"[..], &b"q\x00h\x00\x86".repeat(40), b"."].concat();
+        for pickle in [dup, memo] {
+            let e = Unpickler::new(&pickle).load().unwrap_err();
+            assert!(e.contains("far more values than a state dict"), "{e}");
+        }
     }
 
     #[test]
