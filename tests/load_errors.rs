@@ -294,6 +294,15 @@ fn invalid_clip_fields_are_named() {
             ],
         ),
         (
+            // Fuzzed: the grid's token count overflowed (a panic, or in release a wrong shape).
+            r#"{"vision_config": {"image_size": 9007199254740992, "patch_size": 8}}"#,
+            vec![
+                "vision_config.image_size",
+                "positive integer up to 1048576",
+                "found 9007199254740992",
+            ],
+        ),
+        (
             r#"{"text_config": {"hidden_act": "swish"}}"#,
             vec!["text_config.hidden_act", "quick_gelu", "found \"swish\""],
         ),
@@ -799,7 +808,7 @@ fn absurd_answer_counts_are_refused_before_allocating() {
         &[
             &path_str(&lxmert.join("config.json")),
             "num_qa_labels",
-            "at most",
+            "up to 1048576",
         ],
     );
 }

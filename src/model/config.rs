@@ -19,6 +19,14 @@ use crate::input::regions::BOX_LEN;
 /// Name of the model configuration file inside a model directory.
 pub const CONFIG_FILE: &str = "config.json";
 
+/// The largest size a config may give (2²⁰): above any published model's vocabulary,
+/// position or answer count, and small enough that
+/// - a product of three sizes fits a u64 (a fuzzed `image_size` of 2⁵³ overflowed the grid's
+///   token count);
+/// - answer names made up from a count alone (LABEL_0 … LABEL_{n-1}, for a config without
+///   id2label, before the weights are read) cannot exhaust memory (a count of 10¹² did).
+pub const MAX_SIZE: usize = 1 << 20;
+
 /// Reading or validating `config.json` failed; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -415,13 +423,6 @@ impl LxmertConfig {
             ));
         }
         let qa = s.positive("num_qa_labels", 9500)?;
-        if qa > MAX_LABELS {
-            return Err(s.error(
-                "num_qa_labels",
-                format!("at most {MAX_LABELS} answers"),
-                qa.to_string(),
-            ));
-        }
         if s.get("id2label").is_none() {
             // Checkpoints such as unc-nlp/lxmert-vqa-uncased ship no answer names; an answer
             // list (`--answers`) names them later.
@@ -440,12 +441,6 @@ impl LxmertConfig {
         Ok(config)
     }
 }
-
-/// The most answers a VQA head may have. A config without id2label names its answers
-/// LABEL_0 … LABEL_{n-1} from `num_labels` / `num_qa_labels` alone, before the weights are
-/// read; a count past any real head (VQA v2 has 3129 answers) would allocate names without
-/// end, so it is refused as the absurd value it is.
-pub const MAX_LABELS: usize = 1_000_000;
 
 /// The parsed JSON object of a config.json and where it came from.
 struct RawConfig {
@@ -602,13 +597,19 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A size: positive and at most [`MAX_SIZE`], so that products of three sizes (a patch's
+    /// length, a grid's tokens) cannot overflow.
     fn positive(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
         let Some(v) = self.get(key) else {
             return Ok(default);
         };
         match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
-            Some(n) if n > 0 => Ok(n),
-            _ => Err(self.error(key, "a positive integer", v.to_string())),
+            Some(n) if n > 0 && n <= MAX_SIZE => Ok(n),
+            _ => Err(self.error(
+                key,
+                format!("a positive integer up to {MAX_SIZE}"),
+                v.to_string(),
+            )),
         }
     }
 
@@ -641,21 +642,10 @@ impl<'a> Section<'a> {
     /// as strings) decides the count, and an explicit `num_labels` must agree with it; with
     /// neither, two labels "LABEL_0", "LABEL_1".
     fn labels(&self) -> Result<(usize, Vec<String>), ConfigError> {
-        let num_labels = match self.get("num_labels") {
-            None => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .filter(|&n| (1..=MAX_LABELS).contains(&n))
-                    .ok_or_else(|| {
-                        self.error(
-                            "num_labels",
-                            format!("an integer from 1 to {MAX_LABELS}"),
-                            v.to_string(),
-                        )
-                    })?,
-            ),
-        };
+        let num_labels = self
+            .get("num_labels")
+            .map(|_| self.positive("num_labels", 0))
+            .transpose()?;
         let Some(v) = self.get("id2label") else {
             let n = num_labels.unwrap_or(2);
             return Ok((n, (0..n).map(|i| format!("LABEL_{i}")).collect()));

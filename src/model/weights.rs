@@ -471,11 +471,12 @@ fn is_float(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F64 | Dtype::F32 | Dtype::F16 | Dtype::BF16)
 }
 
-/// Row-major strides, in elements.
+/// Row-major strides, in elements. Saturating: only an empty tensor, whose strides address
+/// nothing, can have a product of trailing sizes past usize::MAX (a fuzzed [0, 2⁴⁰, 2⁴⁰]).
 fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
+    let mut strides = vec![1usize; shape.len()];
     for k in (0..shape.len().saturating_sub(1)).rev() {
-        strides[k] = strides[k + 1] * shape[k + 1];
+        strides[k] = strides[k + 1].saturating_mul(shape[k + 1]);
     }
     strides
 }
@@ -559,4 +560,19 @@ fn convert<const N: usize>(bytes: &[u8], decode: impl Fn([u8; N]) -> f32) -> Vec
             decode(b)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strides_of_an_empty_tensor_saturate() {
+        assert_eq!(contiguous_strides(&[2, 3, 4]), [12, 4, 1]);
+        // Fuzzed: a safetensors shape of [0, 2⁴⁰, 2⁴⁰] wrapped its first stride.
+        assert_eq!(
+            contiguous_strides(&[0, 1 << 40, 1 << 40]),
+            [usize::MAX, 1 << 40, 1]
+        );
+    }
 }
