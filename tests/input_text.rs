@@ -418,3 +418,54 @@ fn a_broken_tokenizer_json_is_an_error() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Sections the tokenizers crate panics on instead of refusing (found by fuzzing) are refused
+/// by name: a Precompiled normalizer, alone or in a sequence, and a template that uses a
+/// special token it does not define (the crate panicked on every text).
+#[test]
+fn sections_the_tokenizers_crate_panics_on_are_refused() {
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("vilt/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let precompiled = serde_json::json!({"type": "Precompiled", "precompiled_charsmap": "!!!"});
+    let mut undefined = fixture["post_processor"].clone();
+    let tokens = undefined["special_tokens"].as_object_mut().unwrap();
+    tokens.remove("[SEP]");
+    tokens["[CLS]"]["ids"] = serde_json::json!([2, 3]);
+    tokens["[CLS]"]["tokens"] = serde_json::json!(["[CLS]", "[SEP]"]);
+    let cases = [
+        ("normalizer", precompiled.clone(), "Precompiled"),
+        (
+            "normalizer",
+            serde_json::json!({"type": "Sequence", "normalizers": [
+                {"type": "Lowercase"},
+                {"type": "Precompiled", "precompiled_charsmap": "AAAAAA=="},
+            ]}),
+            "Precompiled",
+        ),
+        ("post_processor", undefined.clone(), "\"[SEP]\""),
+        (
+            "post_processor",
+            serde_json::json!({"type": "Sequence", "processors": [undefined]}),
+            "\"[SEP]\"",
+        ),
+    ];
+    for (i, (section, value, named)) in cases.into_iter().enumerate() {
+        let dir = scratch_dir(&format!("panicky-{i}"));
+        let mut json = fixture.clone();
+        json[section] = value;
+        std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+        let Err(err) = TextTokenizer::from_dir(&dir, 40, 0) else {
+            panic!("case {i}: the {section} is refused");
+        };
+        let message = err.to_string();
+        assert!(message.contains(named), "case {i}: {message}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // The fixture itself, in the same folder layout, still loads.
+    let dir = scratch_dir("panicky-fixture");
+    std::fs::write(dir.join("tokenizer.json"), fixture.to_string()).unwrap();
+    assert!(TextTokenizer::from_dir(&dir, 40, 0).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

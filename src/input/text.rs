@@ -67,13 +67,66 @@ impl TokenBatch {
     }
 }
 
-/// tokenizer.json, its JSON read first: the tokenizers crate panics ("Helper") on a syntax
-/// error inside the decoder's section, where it expects any error to be a mismatched shape.
+/// tokenizer.json, its JSON read and checked first: the tokenizers crate (0.23) panics, rather
+/// than refusing, on some malformed files (found by fuzzing). Handled here:
+/// - a syntax error inside the decoder's section ("Helper");
+/// - a Precompiled normalizer whose charsmap is not one ("Precompiled"); a charsmap that
+///   parses but is inconsistent panics later, on every text, so these SentencePiece
+///   normalizers, which no CLIP, ViLT or LXMERT tokenizer has, are refused outright;
+/// - a template that frames a text with a special token it does not define (on every text).
 fn read_tokenizer(path: &Path) -> Result<Tokenizer, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes)
-        .map_err(|e| format!("not valid JSON: {e}"))?;
+    let json: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    if let Some(normalizer) = json.get("normalizer") {
+        check_normalizer(normalizer)?;
+    }
+    if let Some(processor) = json.get("post_processor") {
+        check_post_processor(processor)?;
+    }
     Tokenizer::from_bytes(&bytes).map_err(|e| e.to_string())
+}
+
+/// The entries of a `Sequence` section (`normalizers`, `processors`).
+fn sequence<'a>(section: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    section
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn check_normalizer(normalizer: &Value) -> Result<(), String> {
+    match normalizer.get("type").and_then(Value::as_str) {
+        Some("Precompiled") => Err("its normalizer is a Precompiled (SentencePiece) charsmap, \
+             which fiedler does not read: CLIP, ViLT and LXMERT tokenizers have none"
+            .into()),
+        Some("Sequence") => sequence(normalizer, "normalizers").try_for_each(check_normalizer),
+        _ => Ok(()),
+    }
+}
+
+fn check_post_processor(processor: &Value) -> Result<(), String> {
+    match processor.get("type").and_then(Value::as_str) {
+        Some("TemplateProcessing") => {
+            let defined = processor.get("special_tokens").and_then(Value::as_object);
+            for template in ["single", "pair"] {
+                for piece in sequence(processor, template) {
+                    let Some(id) = piece.pointer("/SpecialToken/id").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    if !defined.is_some_and(|tokens| tokens.contains_key(id)) {
+                        return Err(format!(
+                            "its post_processor's {template} template puts the special token \
+                             {id:?} around a text, but its special_tokens do not define it"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some("Sequence") => sequence(processor, "processors").try_for_each(check_post_processor),
+        _ => Ok(()),
+    }
 }
 
 impl TextTokenizer {
