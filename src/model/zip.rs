@@ -28,9 +28,9 @@ pub fn is_zip(bytes: &[u8]) -> bool {
 pub fn stored_members(archive: &[u8]) -> Result<HashMap<String, Range<usize>>, String> {
     let bytes = Bytes(archive);
     let (count, mut at) = central_directory(bytes)?;
-    // Each entry takes at least a 46-byte header: a count beyond that is found false below,
-    // and must not size an allocation first.
-    let mut members = HashMap::with_capacity(count.min(archive.len() / 46));
+    // Grown entry by entry: a false count (up to the file's length in bytes) is found below,
+    // and must not size an allocation first (a 1 GiB file asked for 88 GB; found by fuzzing).
+    let mut members = HashMap::new();
     for _ in 0..count {
         if bytes.u32(at)? != CENTRAL_HEADER {
             return Err(format!("no central directory entry at byte {at}"));
