@@ -17,6 +17,7 @@ pub mod vilt;
 use std::fmt;
 use std::str::FromStr;
 
+use serde::{Serialize, Serializer};
 use thiserror::Error;
 
 use crate::backend::{HeadMean, RelevanceProduct};
@@ -216,6 +217,13 @@ impl Method {
     }
 }
 
+/// As its CLI name ("dsmi-grad"), as explanations.json names it.
+impl Serialize for Method {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -255,7 +263,7 @@ impl FromStr for Method {
 }
 
 /// One method's explanation of one sample (an image and its text), for every family.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
     pub method: Method,
     /// The target's raw value: CLIP's pair score, a VQA answer's logit.

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
+use serde::Serialize;
 
 use crate::backend::{Backend, Cpu};
 use crate::explain::clip::{clip_reads, clip_starts, clip_trace, explain_clip};
@@ -36,7 +37,7 @@ use crate::session::{check_requests, check_texts, in_batches, PairRequest, Proce
 const DISPLAY_SIZE: usize = 224;
 
 /// Everything fiedler computed for one pair.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PairResult {
     /// The image file, as requested.
     pub image: PathBuf,

@@ -20,7 +20,7 @@ pub mod vilt;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-
+use serde::Serialize;
 use thiserror::Error;
 
 use crate::backend::BackendError;
@@ -238,8 +238,9 @@ fn answer_name(answers: &[String], i: usize) -> String {
 /// How many answers a result lists.
 const TOP_ANSWERS: usize = 5;
 
-/// Everything fiedler computed for one (image, question) pair of a VQA model.
-#[derive(Debug, Clone)]
+/// Everything fiedler computed for one (image, question) pair of a VQA model. Serialized
+/// (`serde`), `top_answers` are [answer, probability] pairs.
+#[derive(Debug, Clone, Serialize)]
 pub struct QuestionResult {
     /// The image file (ViLT), or the regions file (LXMERT), as requested.
     pub image: PathBuf,
