@@ -18,7 +18,15 @@ fn request(text: &str) -> Vec<PairRequest> {
     }]
 }
 
-/// The JSON of `explanation` holds its values exactly (f32 → JSON → f32).
+/// The JSON of each explanation, in order, holds its values exactly (f32 → JSON → f32).
+fn assert_explanations(json: &Value, explanations: &[Explanation], tokens: usize) {
+    let json = json.as_array().expect("an array of explanations");
+    assert_eq!(json.len(), explanations.len());
+    for (json, explanation) in json.iter().zip(explanations) {
+        assert_explanation(json, explanation, tokens);
+    }
+}
+
 fn assert_explanation(json: &Value, explanation: &Explanation, tokens: usize) {
     let floats = |v: &Value| -> Vec<f32> {
         let values = v.as_array().expect("an array of numbers");
@@ -64,12 +72,12 @@ fn clip_results_serialize() {
         json["probability"].is_null(),
         "one text per image: no softmax"
     );
-    let explanations = json["explanations"].as_array().unwrap();
-    assert_eq!(explanations.len(), methods.len());
-    for (json, explanation) in explanations.iter().zip(&result.explanations) {
-        assert_explanation(json, explanation, result.tokens.len());
-    }
-    assert_eq!(explanations[0]["method"], "dsmi-grad");
+    assert_explanations(
+        &json["explanations"],
+        &result.explanations,
+        result.tokens.len(),
+    );
+    assert_eq!(json["explanations"][0]["method"], "dsmi-grad");
 }
 
 #[test]
@@ -98,9 +106,10 @@ fn vqa_results_serialize() {
         json["probability"].as_f64().map(|p| p as f32),
         result.probability
     );
-    let explanations = json["explanations"].as_array().unwrap();
-    for (json, explanation) in explanations.iter().zip(&result.explanations) {
-        assert_explanation(json, explanation, result.tokens.len());
-    }
-    assert_eq!(explanations[1]["method"], "transformer-attribution");
+    assert_explanations(
+        &json["explanations"],
+        &result.explanations,
+        result.tokens.len(),
+    );
+    assert_eq!(json["explanations"][1]["method"], "transformer-attribution");
 }
