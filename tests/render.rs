@@ -10,7 +10,7 @@ use fiedler::render::html::{page, HtmlMethod, HtmlPair};
 use fiedler::render::overlay::{overlay, upsample_bilinear, Layout};
 use fiedler::render::sheet::comparison_sheet;
 use fiedler::render::terminal::highlight;
-use fiedler::render::{minmax, strongest, strongest_regions, token_levels};
+use fiedler::render::{minmax, round_u8, strongest, strongest_regions, token_levels};
 use image::{Rgb, RgbImage};
 
 /// Elementwise equal within 1e-6 abs + 1e-6 rel (f32 rounding of the interpolation weights).
@@ -644,4 +644,32 @@ fn overlays_blend_over_the_image_in_grey() {
         blended,
         blend(&grey, &[0.9, 0.1, 0.4, 0.0], Layout::Grid(2, 2))
     );
+}
+
+/// The pixel rounding gives `x.round() as u8`'s byte for every value a channel can take, and
+/// at the edges of f32 rounding.
+#[test]
+fn round_u8_is_round_as_u8() {
+    let edges = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0,
+        -0.5,
+        -0.7,
+        -300.0,
+        0.5 - f32::EPSILON / 4.0, // the largest f32 below 0.5: x + 0.5 would round up to 1
+        0.5,
+        2.5,
+        254.5,
+        254.99998,
+        255.49998,
+        255.5,
+        256.0,
+        1e9,
+    ];
+    let sweep = (0..=2_600_000).map(|i| i as f32 * 1e-4);
+    for x in edges.into_iter().chain(sweep) {
+        assert_eq!(round_u8(x), x.round() as u8, "{x}");
+    }
 }

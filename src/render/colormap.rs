@@ -23,11 +23,11 @@ pub fn viridis(t: f32) -> [u8; 3] {
         0.0
     };
     let x = t * (STOPS.len() - 1) as f32;
-    let i = (x.floor() as usize).min(STOPS.len() - 2);
+    let i = (x as usize).min(STOPS.len() - 2); // x ≥ 0: truncation is its floor
     let f = x - i as f32;
     let (a, b) = (STOPS[i], STOPS[i + 1]);
     std::array::from_fn(|c| {
-        (f32::from(a[c]) + f * (f32::from(b[c]) - f32::from(a[c]))).round() as u8
+        super::round_u8(f32::from(a[c]) + f * (f32::from(b[c]) - f32::from(a[c])))
     })
 }
 

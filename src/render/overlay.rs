@@ -74,14 +74,14 @@ pub fn upsample_bilinear(
 /// A pixel's luma (ITU-R BT.601 weights) as grey.
 fn grey(p: Rgb<u8>) -> Rgb<u8> {
     let [r, g, b] = p.0.map(f32::from);
-    let y = (0.299 * r + 0.587 * g + 0.114 * b).round() as u8;
+    let y = super::round_u8(0.299 * r + 0.587 * g + 0.114 * b);
     Rgb([y, y, y])
 }
 
 /// Mixes `color` into a pixel with weight `alpha`.
 fn mix(p: &mut Rgb<u8>, color: [u8; 3], alpha: f32) {
     for (c, &h) in p.0.iter_mut().zip(&color) {
-        *c = ((1.0 - alpha) * f32::from(*c) + alpha * f32::from(h)).round() as u8;
+        *c = super::round_u8((1.0 - alpha) * f32::from(*c) + alpha * f32::from(h));
     }
 }
 
