@@ -281,8 +281,21 @@ fn clip_scores_refuse_empty_texts() {
 fn requests_are_checked_before_any_batch() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     // A format the guesser knows and fiedler is built without: a 1 × 1 PPM.
-    let ppm = std::env::temp_dir().join(format!("fiedler-requests-{}.png", std::process::id()));
+    let scratch = |name: &str| {
+        std::env::temp_dir().join(format!("fiedler-requests-{}-{name}", std::process::id()))
+    };
+    let ppm = scratch("ppm.png");
     fs::write(&ppm, b"P6\n1 1\n255\n\0\0\0").unwrap();
+    // A JPEG cut short (a partial download), a PNG whose header is cut, and an image so wide
+    // that ViLT's resize leaves it no rows: each found from the file and its header alone.
+    let jpeg = fs::read(root.join("tests/fixtures/images/coco_127510.jpg")).unwrap();
+    let cut_jpeg = scratch("cut.jpg");
+    fs::write(&cut_jpeg, &jpeg[..jpeg.len() / 2]).unwrap();
+    let png = fs::read(root.join("examples/images/shapes-1.png")).unwrap();
+    let cut_png = scratch("cut.png");
+    fs::write(&cut_png, &png[..20]).unwrap();
+    let wide = scratch("wide.png");
+    image::RgbImage::new(3000, 6).save(&wide).unwrap();
     let pair = |image: &str| PairRequest {
         image: root.join(image),
         text: "what color is the square?".into(),
@@ -297,6 +310,15 @@ fn requests_are_checked_before_any_batch() {
         ("README.md", "none of the formats fiedler reads"),
         ("examples", "cannot read image"),
         (ppm.to_str().unwrap(), "none of the formats fiedler reads"),
+        (
+            cut_jpeg.to_str().unwrap(),
+            "ends before its end-of-image marker",
+        ),
+        (cut_png.to_str().unwrap(), "is not a readable image"),
+        (
+            wide.to_str().unwrap(),
+            "3000×6 pixels, which resizes to 144×0",
+        ),
     ] {
         let pairs = [pair("examples/images/shapes-1.png"), pair(bad)];
         let e = vilt
@@ -311,7 +333,9 @@ fn requests_are_checked_before_any_batch() {
             .unwrap_err();
         assert!(e.to_string().contains(expected), "{bad}: {e}");
     }
-    fs::remove_file(&ppm).unwrap();
+    for file in [&ppm, &cut_jpeg, &cut_png, &wide] {
+        fs::remove_file(file).unwrap();
+    }
     let shapes = [pair("examples/images/shapes-1.png")];
     let e = vilt
         .explain(

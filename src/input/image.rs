@@ -39,6 +39,18 @@ pub(crate) fn max_decoded_bytes() -> u64 {
     image::Limits::default().max_alloc.unwrap_or(u64::MAX)
 }
 
+/// Refuses an image without pixels (a side of 0).
+pub(crate) fn check_pixels(what: &str, (width, height): (u32, u32)) -> Result<(), InputError> {
+    if width == 0 || height == 0 {
+        return Err(InputError::EmptyImage {
+            what: what.to_string(),
+            width,
+            height,
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a resize to nothing, or to more than [`max_decoded_bytes`]: an extreme aspect
 /// ratio brought to a shortest edge (100000×1 pixels to 224 high is 22.4M wide) would take
 /// gigabytes and minutes before the center crop kept 224×224 of it.
@@ -329,20 +341,24 @@ impl ImageProcessorConfig {
         self.preprocess(&image, &path.display().to_string())
     }
 
+    /// That an image of `(width, height)` pixels preprocesses: it has pixels, and does not
+    /// resize to nothing or to too much. `what` names it in errors.
+    pub fn check_size(&self, what: &str, (width, height): (u32, u32)) -> Result<(), InputError> {
+        check_pixels(what, (width, height))?;
+        if self.do_resize {
+            let (h, w) = resize_output_size(height as usize, width as usize, self.size);
+            check_resize(what, (width, height), (w, h))?;
+        }
+        Ok(())
+    }
+
     /// Preprocesses an RGB image; `what` names it in errors.
     pub fn preprocess(&self, image: &RgbImage, what: &str) -> Result<PixelValues, InputError> {
-        if image.width() == 0 || image.height() == 0 {
-            return Err(InputError::EmptyImage {
-                what: what.to_string(),
-                width: image.width(),
-                height: image.height(),
-            });
-        }
+        self.check_size(what, image.dimensions())?;
         let resized;
         let image = if self.do_resize {
             let (height, width) =
                 resize_output_size(image.height() as usize, image.width() as usize, self.size);
-            check_resize(what, image.dimensions(), (width, height))?;
             resized = resize(image, width, height, self.resample);
             &resized
         } else {
@@ -432,20 +448,33 @@ pub(crate) fn read_json_object(path: &Path) -> Result<Map<String, Value>, InputE
     }
 }
 
-/// Bytes to read of an image file to know its format: more than any signature
-/// `ImageReader::with_guessed_format` looks for.
-const SIGNATURE_BYTES: u64 = 64;
+/// The checks [`load_image`] makes before decoding, and the image's (width, height) from its
+/// header: that the file exists, can be read, holds a format fiedler reads, is not a JPEG
+/// cut short, and has a header that gives its size. Sessions make them for every request
+/// before the first batch (and check that size against the model's resize), so that a bad
+/// file stops a long call at once rather than at its batch. Only data that fails to decode
+/// past a sound header is left to the decoding.
+pub fn check_image_file(path: &Path) -> Result<(u32, u32), InputError> {
+    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+    let reader = complete(path, &bytes)?;
+    reader
+        .into_dimensions()
+        .map_err(|e| InputError::ImageDecode {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
 
-/// The checks [`load_image`] makes before decoding, from the file's first bytes alone: that
-/// it exists, can be read, and holds a format fiedler reads. Sessions make them for every
-/// request before the first batch, so a missing or misnamed file stops a long call at once.
-pub fn check_image_file(path: &Path) -> Result<(), InputError> {
-    use std::io::Read;
-    let mut head = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(SIGNATURE_BYTES).read_to_end(&mut head))
-        .map_err(|e| read_error(path, e))?;
-    recognised(path, &head).map(drop)
+/// A reader of the whole file `bytes`: [`recognised`], and refused if it is a JPEG cut short.
+fn complete<'a>(path: &Path, bytes: &'a [u8]) -> Result<ImageReader<Cursor<&'a [u8]>>, InputError> {
+    let reader = recognised(path, bytes)?;
+    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(bytes) {
+        return Err(InputError::ImageDecode {
+            path: path.to_path_buf(),
+            reason: "the JPEG data ends before its end-of-image marker (a truncated file?)".into(),
+        });
+    }
+    Ok(reader)
 }
 
 fn read_error(path: &Path, source: std::io::Error) -> InputError {
@@ -652,16 +681,11 @@ fn field_error(path: &Path, field: &str, expected: &str, found: &Value) -> Input
 /// with grey and say nothing.
 pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
     let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
-    let reader = recognised(path, &bytes)?;
+    let reader = complete(path, &bytes)?;
     let decode_error = |reason: String| InputError::ImageDecode {
         path: path.to_path_buf(),
         reason,
     };
-    if reader.format() == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
-        return Err(decode_error(
-            "the JPEG data ends before its end-of-image marker (a truncated file?)".into(),
-        ));
-    }
     if reader.format() == Some(ImageFormat::Gif) {
         return super::gif_frame::first_frame(&bytes).map_err(decode_error);
     }

@@ -27,8 +27,8 @@ use image::RgbImage;
 use serde_json::Value;
 
 use super::image::{
-    check_resize, load_image, read_json_object, resize, Fields, ImageProcessorConfig, Resample,
-    ResizeTo, PREPROCESSOR_CONFIG_FILE,
+    check_pixels, check_resize, load_image, read_json_object, resize, Fields, ImageProcessorConfig,
+    Resample, ResizeTo, PREPROCESSOR_CONFIG_FILE,
 };
 use super::InputError;
 use crate::warning::warn;
@@ -175,6 +175,17 @@ impl ViltProcessorConfig {
         Ok(config)
     }
 
+    /// That an image of `(width, height)` pixels preprocesses: it has pixels, and does not
+    /// resize to nothing or to too much. `what` names it in errors.
+    pub fn check_size(&self, what: &str, (width, height): (u32, u32)) -> Result<(), InputError> {
+        check_pixels(what, (width, height))?;
+        if self.do_resize {
+            let (h, w) = self.output_size(height as usize, width as usize);
+            check_resize(what, (width, height), (w, h))?;
+        }
+        Ok(())
+    }
+
     /// The (height, width) an image of `height` × `width` is resized to (before any padding).
     pub fn output_size(&self, height: usize, width: usize) -> (usize, usize) {
         if self.do_resize {
@@ -232,18 +243,10 @@ impl ViltProcessorConfig {
         image: &RgbImage,
         what: &str,
     ) -> Result<(Vec<f32>, usize, usize), InputError> {
-        let (in_w, in_h) = (image.width(), image.height());
-        if in_w == 0 || in_h == 0 {
-            return Err(InputError::EmptyImage {
-                what: what.to_string(),
-                width: in_w,
-                height: in_h,
-            });
-        }
+        self.check_size(what, image.dimensions())?;
         let resized;
         let image = if self.do_resize {
-            let (height, width) = self.output_size(in_h as usize, in_w as usize);
-            check_resize(what, (in_w, in_h), (width, height))?;
+            let (height, width) = self.output_size(image.height() as usize, image.width() as usize);
             resized = resize(image, width, height, self.resample);
             &resized
         } else {

@@ -139,7 +139,7 @@ impl<B: Backend> ClipSession<B> {
     ) -> Result<Vec<PairResult>, SessionError> {
         let c = &self.model.config;
         clip_starts(opts, (c.vision.num_hidden_layers, c.text.num_hidden_layers))?;
-        check_requests(pairs)?;
+        check_requests(pairs, |what, size| self.processor.check_size(what, size))?;
         let mut results = in_batches(pairs, batch, progress, |chunk| {
             self.explain_batch(chunk, methods, opts)
         })?;

@@ -7,8 +7,9 @@
 //! a sample's explanations are the same bits in any batch, beside any other samples (for
 //! ViLT, while its sequences stay within 512 tokens, as the standard configurations do).
 //! Before the first batch, `explain` checks the settings, the target, every text, and every
-//! file named (that it can be read and, for images, that its first bytes are of a format
-//! fiedler reads). An error found later (an image that does not decode, say) ends the call with that
+//! file named (that it can be read and, for images, that it is of a format fiedler reads, not
+//! a JPEG cut short, and of a size the model's preprocessing takes, from its header). An error
+//! found later (image data that does not decode past a sound header, say) ends the call with that
 //! error, and the results of the batches already done are dropped: for long lists, call
 //! `explain` on slices (the progress callback can also stop the work and keep what is done),
 //! or use `fiedler eval`, which records each failing sample and goes on.
@@ -17,6 +18,7 @@ pub mod clip;
 pub mod lxmert;
 pub mod vilt;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -103,12 +105,18 @@ pub struct PairRequest {
     pub text: String,
 }
 
-/// Rejects an empty request list, empty texts and image files that are missing or of no
-/// format fiedler reads, before any work.
-pub(crate) fn check_requests(pairs: &[PairRequest]) -> Result<(), SessionError> {
+/// Rejects, before any work, an empty request list, empty texts, and image files that are
+/// missing, of no format fiedler reads, cut short (JPEG) or of a size the model's
+/// preprocessing refuses (`check_size`, given the name and the header's (width, height)).
+pub(crate) fn check_requests(
+    pairs: &[PairRequest],
+    check_size: impl Fn(&str, (u32, u32)) -> Result<(), InputError>,
+) -> Result<(), SessionError> {
     check_texts(pairs.iter().map(|p| p.text.as_str()))?;
-    for pair in pairs {
-        check_image_file(&pair.image)?;
+    let mut seen = HashSet::new();
+    for pair in pairs.iter().filter(|p| seen.insert(&p.image)) {
+        let size = check_image_file(&pair.image)?;
+        check_size(&pair.image.display().to_string(), size)?;
     }
     Ok(())
 }

@@ -102,7 +102,7 @@ impl<B: Backend> ViltSession<B> {
     ) -> Result<Vec<QuestionResult>, SessionError> {
         vilt_start(opts, self.model.config.num_hidden_layers)?;
         target.check(self.answers().len())?;
-        check_requests(pairs)?;
+        check_requests(pairs, |what, size| self.processor.check_size(what, size))?;
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         check_all_words(&self.tokenizer, &texts)?;
         in_batches(pairs, batch, progress, |chunk| {
