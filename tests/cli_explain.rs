@@ -1498,16 +1498,7 @@ fn ctrl_c_writes_the_samples_done() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = scratch("ctrl-c");
     // The example questions twenty times over: long enough to be stopped midway.
-    let examples = std::fs::read_to_string(root.join("examples/questions.jsonl")).unwrap();
-    let base = root.join("examples");
-    let lines: Vec<String> = examples
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.replace("\"images/", &format!("\"{}/images/", s(&base))))
-        .collect();
-    let total = 20 * lines.len();
-    let list = out.join("pairs.jsonl");
-    std::fs::write(&list, vec![lines.join("\n"); 20].join("\n")).unwrap();
+    let (list, total) = example_questions(&out, 20);
     let mut stopped = None;
     for delay_ms in [100, 30, 300, 5] {
         let _ = std::fs::remove_dir_all(out.join("out"));
@@ -1559,4 +1550,169 @@ fn ctrl_c_writes_the_samples_done() {
     let page = std::fs::read_to_string(out.join("out/index.html")).unwrap();
     assert!(page.contains(&format!("id=\"sample-{}\"", done - 1)));
     assert!(!page.contains(&format!("id=\"sample-{done}\"")));
+}
+
+/// The example questions, `copies` times over, with absolute image paths, as a pairs file in
+/// `dir`; returns it and the number of samples.
+fn example_questions(dir: &Path, copies: usize) -> (PathBuf, usize) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let examples = std::fs::read_to_string(root.join("examples/questions.jsonl")).unwrap();
+    let base = root.join("examples");
+    let lines: Vec<String> = examples
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.replace("\"images/", &format!("\"{}/images/", s(&base))))
+        .collect();
+    let list = dir.join("pairs.jsonl");
+    std::fs::write(&list, vec![lines.join("\n"); copies].join("\n")).unwrap();
+    (list, copies * lines.len())
+}
+
+/// Ctrl-C while the images are drawn stops the drawing: explanations.json (written first) and
+/// index.html hold every sample, the page shows the images drawn, and the process says so
+/// and exits with 130.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_while_drawing_keeps_every_sample() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = scratch("ctrl-c-drawing");
+    let (list, total) = example_questions(&out, 20);
+    let mut stopped = None;
+    for _ in 0..3 {
+        let _ = std::fs::remove_dir_all(out.join("out"));
+        let child = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+            .args(["explain", "--model", s(&root.join("models/vilt-synth"))])
+            .args(["--pairs", s(&list), "--batch", "64", "--method", "all"])
+            .args(["--out", s(&out.join("out"))])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // explanations.json is written as the drawing starts.
+        let json = out.join("out/explanations.json");
+        let start = std::time::Instant::now();
+        while !json.exists() && start.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        stopped = common::interrupt(child);
+        if stopped.is_some() {
+            break;
+        }
+    }
+    let stderr = stopped.expect("explain was never stopped while drawing");
+    let methods = 10;
+    assert_eq!(records(&out.join("out")).len(), total * methods);
+    let sheets = std::fs::read_dir(out.join("out"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_str().unwrap().ends_with("-sheet.png")
+        })
+        .count();
+    assert!(sheets > 0 && sheets < total, "{sheets} of {total} drawn");
+    assert!(
+        stderr.contains(&format!(
+            "stopped drawing after the images of {sheets} of {total} samples: \
+             explanations.json and index.html hold every sample"
+        )),
+        "{stderr}"
+    );
+    let page = std::fs::read_to_string(out.join("out/index.html")).unwrap();
+    assert!(page.contains(&format!("id=\"sample-{}\"", total - 1)));
+    assert_eq!(page.matches("-sheet.png").count(), sheets);
+}
+
+/// --no-images writes explanations.json and the page, and no PNG; the lines can come from
+/// standard input (`--pairs -`), relative paths then resolving against the current folder.
+#[test]
+fn no_images_and_pairs_from_standard_input() {
+    use std::io::Write;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = scratch("no-images");
+    let examples = std::fs::read(root.join("examples/questions.jsonl")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .current_dir(root.join("examples"))
+        .args(["explain", "--model", s(&root.join("models/vilt-synth"))])
+        .args(["--pairs", "-", "--method", "dsmi,chefer", "--no-images"])
+        .args(["--out", s(&out)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&examples).unwrap();
+    let run = child.wait_with_output().unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let samples = examples
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(records(&out).len(), samples * 2);
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(page.contains(&format!("id=\"sample-{}\"", samples - 1)));
+    let pngs = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert_eq!(pngs, 0);
+}
+
+/// An image that fails only when decoded (a JPEG cut short), or that the model's resize
+/// leaves no pixels, on the last line of a --pairs file stops the run before any work, named
+/// by its line; a line holding a JSON list says that a line holds one object.
+#[test]
+fn bad_images_and_lines_are_named_by_their_line_before_the_work() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = scratch("late-bad");
+    let (list, total) = example_questions(&out, 1);
+    let jpeg = std::fs::read(root.join("tests/fixtures/images/coco_127510.jpg")).unwrap();
+    let cut = out.join("cut.jpg");
+    std::fs::write(&cut, &jpeg[..jpeg.len() / 2]).unwrap();
+    let wide = out.join("wide.png");
+    image::RgbImage::new(3000, 6).save(&wide).unwrap();
+    let good = std::fs::read_to_string(&list).unwrap();
+    for (bad, expected) in [
+        (&cut, "ends before its end-of-image marker"),
+        (&wide, "which resizes to 144×0"),
+    ] {
+        let line = serde_json::json!({"image": s(bad), "question": "what color is it?"});
+        std::fs::write(&list, format!("{good}\n{line}\n")).unwrap();
+        let run = fiedler(&[
+            "explain",
+            "--model",
+            s(&root.join("models/vilt-synth")),
+            "--pairs",
+            s(&list),
+            "--method",
+            "dsmi",
+            "--out",
+            s(&out.join("out")),
+        ]);
+        let message = stderr(&run);
+        assert_eq!(run.status.code(), Some(1), "{message}");
+        let at = format!("{}:{}", list.display(), total + 1);
+        assert!(
+            message.contains(&at) && message.contains(expected),
+            "{message}"
+        );
+        assert!(
+            !message.contains("samples done"),
+            "work was done: {message}"
+        );
+    }
+    let line = serde_json::json!([{"image": s(&wide), "question": "what?"}]);
+    std::fs::write(&list, format!("{line}\n")).unwrap();
+    let run = fiedler(&["explain", "--pairs", s(&list), "--out", s(&out.join("out"))]);
+    assert!(
+        stderr(&run).contains("a line holds one JSON object, not a list"),
+        "{}",
+        stderr(&run)
+    );
 }

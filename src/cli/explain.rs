@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,7 @@ use fiedler::session::{
     RegionRequest, SessionError, ViltSession,
 };
 use image::RgbImage;
+use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +67,8 @@ pub struct ExplainArgs {
     /// JSON Lines file, a sample per line: {"image": PATH, "text": "..."} for CLIP and ViLT
     /// ("question" also accepted); for LXMERT {"regions": PATH, "image_id": ID (optional),
     /// "image": PATH (optional, to draw on), "question": "..."}. Relative paths are resolved
-    /// against the file's folder.
+    /// against the file's folder, or the current folder where the lines come from a pipe:
+    /// `-` (standard input) or `<(…)`.
     #[arg(long, conflicts_with_all = ["image", "texts", "regions", "image_id"])]
     pairs: Option<PathBuf>,
     /// Method(s): a name, a comma-separated list or `all`. Valid: raw-attn, rollout,
@@ -84,6 +86,11 @@ pub struct ExplainArgs {
     /// mark of a folder explain writes): a second run into it at once is refused.
     #[arg(long, default_value = "fiedler-out")]
     out: PathBuf,
+    /// Write explanations.json and index.html only, without the overlay PNGs and comparison
+    /// sheets (drawing them takes most of a large run's time). The images are still read
+    /// before the work, so that one that does not decode stops the run before it starts.
+    #[arg(long)]
+    no_images: bool,
     /// Samples per forward/backward pass.
     #[arg(long, default_value_t = 8, value_parser = positive, allow_negative_numbers = true)]
     batch: usize,
@@ -245,87 +252,145 @@ struct TopAnswer<'a> {
     probability: f32,
 }
 
-/// The samples of a --pairs file: each non-empty line parsed as `T` with its line number (from
-/// 1), and the folder that relative paths are resolved against. A UTF-8 byte order mark, which
-/// Windows editors write, is skipped; a line that does not parse is named with `expected`, the
-/// line format.
-fn pair_lines<T: DeserializeOwned>(
-    path: &Path,
-    expected: &str,
-) -> anyhow::Result<(PathBuf, Vec<(usize, T)>)> {
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
-    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let lines = sample_lines(&text)
-        .map(|(n, line)| {
-            let parsed = serde_json::from_str(line)
-                .with_context(|| format!("{}:{n}: expected {expected}", path.display()))?;
-            Ok((n, parsed))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    Ok((base, lines))
+/// A --pairs file, read once: it may be a pipe (`--pairs -`, `<(jq …)`), which gives its
+/// lines once only.
+struct PairsFile {
+    /// How messages name it: its path, or "standard input".
+    name: String,
+    /// The folder relative paths are resolved against: the file's, or the current one for a
+    /// pipe.
+    base: PathBuf,
+    text: String,
 }
 
-/// The lines of a --pairs file that hold a sample, with their numbers (from 1): the
-/// non-blank ones, a leading byte order mark skipped.
-fn sample_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.strip_prefix('\u{feff}')
-        .unwrap_or(text)
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| (i + 1, l))
-}
-
-/// A session error about one input, named by its line when the inputs came from --pairs.
-fn at_pairs_line(e: SessionError, args: &ExplainArgs) -> anyhow::Error {
-    let line = match (&e, &args.pairs) {
-        (SessionError::NoWords { index, .. }, Some(path)) => pairs_line(path, *index),
-        _ => None,
-    };
-    match (line, &args.pairs) {
-        (Some(line), Some(path)) => {
-            anyhow::Error::from(e).context(format!("{}:{line}", path.display()))
+impl PairsFile {
+    fn read(path: &Path) -> anyhow::Result<Self> {
+        if path == Path::new("-") {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read --pairs from standard input")?;
+            return Ok(Self {
+                name: "standard input".into(),
+                base: PathBuf::new(),
+                text,
+            });
         }
-        _ => e.into(),
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
+        // A pipe's folder (/dev/fd for `<(…)`) says nothing of where its paths are.
+        let base = match fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            true => path.parent().unwrap_or(Path::new("")).to_path_buf(),
+            false => PathBuf::new(),
+        };
+        Ok(Self {
+            name: path.display().to_string(),
+            base,
+            text,
+        })
+    }
+
+    /// The lines that hold a sample, with their numbers (from 1): the non-blank ones, a
+    /// leading byte order mark (which Windows editors write) skipped.
+    fn sample_lines(&self) -> impl Iterator<Item = (usize, &str)> {
+        let text = &self.text;
+        text.strip_prefix('\u{feff}')
+            .unwrap_or(text)
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i + 1, l))
+    }
+
+    /// Each sample line parsed as `T`, with where it is ("FILE:LINE"); a line that does not
+    /// parse is named with `expected`, the line format.
+    fn samples<T: DeserializeOwned>(&self, expected: &str) -> anyhow::Result<Vec<(String, T)>> {
+        self.sample_lines()
+            .map(|(n, line)| {
+                let at = format!("{}:{n}", self.name);
+                let hint = match line.trim_start().starts_with('[') {
+                    true => " (a line holds one JSON object, not a list: JSON Lines)",
+                    false => "",
+                };
+                let parsed = serde_json::from_str(line)
+                    .with_context(|| format!("{at}: expected {expected}{hint}"))?;
+                Ok((at, parsed))
+            })
+            .collect()
     }
 }
 
-/// The line (from 1) of the `index`-th sample of a --pairs file, as `pair_lines` counts
-/// them (blank lines skipped).
-fn pairs_line(path: &Path, index: usize) -> Option<usize> {
-    let text = fs::read_to_string(path).ok()?;
-    let line = sample_lines(&text).nth(index).map(|(n, _)| n);
-    line
+/// Where a request's input is: its file as messages name it (the image; LXMERT's regions)
+/// with its image id, and its --pairs line.
+struct Whence {
+    file: String,
+    image_id: Option<String>,
+    line: Option<String>,
 }
 
-/// The pairs of a --pairs file, each with the answer its line expects.
-fn read_pairs(path: &Path) -> anyhow::Result<Vec<(PairRequest, Option<String>)>> {
-    let (base, lines) = pair_lines::<PairLine>(
-        path,
+/// A session error about one input, named by its --pairs line: the question without words,
+/// or the first request of the file (and image id) the error is about.
+fn at_pairs_line(e: SessionError, inputs: &[Whence]) -> anyhow::Error {
+    let index = match &e {
+        SessionError::NoWords { index, .. } => Some(*index),
+        SessionError::Input(input) => input.input_file().and_then(|(file, id)| {
+            inputs
+                .iter()
+                .position(|w| w.file == file && (id.is_none() || w.image_id.as_deref() == id))
+        }),
+        _ => None,
+    };
+    match index.and_then(|i| inputs.get(i)?.line.clone()) {
+        Some(line) => anyhow::Error::from(e).context(line),
+        None => e.into(),
+    }
+}
+
+/// Where each pair's image is.
+fn whence_of_images(requests: &[PairRequest], lines: &[Option<String>]) -> Vec<Whence> {
+    requests
+        .iter()
+        .zip(lines)
+        .map(|(r, line)| Whence {
+            file: r.image.display().to_string(),
+            image_id: None,
+            line: line.clone(),
+        })
+        .collect()
+}
+
+/// A pair to explain, the answer its --pairs line expects, and the line.
+type PairSample = (PairRequest, Option<String>, Option<String>);
+
+/// The pairs of a --pairs file, each with the answer its line expects and where it is.
+fn read_pairs(pairs: &PairsFile) -> anyhow::Result<Vec<PairSample>> {
+    let lines = pairs.samples::<PairLine>(
         r#"{"image": PATH, "text": "..."} ("question" may stand for "text", not beside it)"#,
     )?;
     lines
         .into_iter()
-        .map(|(n, p)| {
-            let at = || format!("{}:{n}", path.display());
-            let image = base.join(p.image);
+        .map(|(at, p)| {
+            let at = || at.clone();
+            let image = pairs.base.join(p.image);
             check_file(&image, "image").with_context(at)?;
             check_text(&p.text).with_context(at)?;
             let request = PairRequest {
                 image,
                 text: p.text,
             };
-            Ok((request, p.answer))
+            Ok((request, p.answer, Some(at())))
         })
         .collect()
 }
 
-/// The pairs to explain, each with the answer its `--pairs` line expects.
-fn requests(args: &ExplainArgs) -> anyhow::Result<(Vec<PairRequest>, Vec<Option<String>>)> {
-    match (&args.pairs, &args.image) {
-        (Some(file), _) => Ok(read_pairs(file)?.into_iter().unzip()),
-        (None, Some(image)) => Ok(args
+/// The pairs to explain, the answer each `--pairs` line expects, and the line.
+type Requests = (Vec<PairRequest>, Vec<Option<String>>, Vec<Option<String>>);
+
+fn requests(args: &ExplainArgs, pairs: Option<&PairsFile>) -> anyhow::Result<Requests> {
+    let mut out: Requests = Default::default();
+    let lines = match (pairs, &args.image) {
+        (Some(pairs), _) => read_pairs(pairs)?,
+        (None, Some(image)) => args
             .texts
             .iter()
             .map(|t| {
@@ -333,11 +398,17 @@ fn requests(args: &ExplainArgs) -> anyhow::Result<(Vec<PairRequest>, Vec<Option<
                     image: image.clone(),
                     text: t.clone(),
                 };
-                (request, None)
+                (request, None, None)
             })
-            .unzip()),
+            .collect(),
         (None, None) => bail!("{WHAT_TO_EXPLAIN}"),
+    };
+    for (request, answer, at) in lines {
+        out.0.push(request);
+        out.1.push(answer);
+        out.2.push(at);
     }
+    Ok(out)
 }
 
 /// That `path`, named by a `--pairs` line as `what`, is a file: checked as the file is read, so
@@ -393,20 +464,30 @@ struct RegionLine {
     answer: Option<String>,
 }
 
-/// An LXMERT request, the image to draw it on (if any) and the answer its line expects.
-type RegionSample = (RegionRequest, Option<PathBuf>, Option<String>);
+/// An LXMERT request, the image to draw it on (if any), the answer its line expects and
+/// the line.
+type RegionSample = (
+    RegionRequest,
+    Option<PathBuf>,
+    Option<String>,
+    Option<String>,
+);
 
-/// LXMERT requests, each with the image to draw on (if any) and the answer it expects.
-fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<RegionSample>> {
-    if let Some(path) = &args.pairs {
-        let (base, lines) = pair_lines::<RegionLine>(
-            path,
+/// LXMERT requests, each with the image to draw on (if any), the answer it expects and its
+/// --pairs line.
+fn region_requests(
+    args: &ExplainArgs,
+    pairs: Option<&PairsFile>,
+) -> anyhow::Result<Vec<RegionSample>> {
+    if let Some(pairs) = pairs {
+        let lines = pairs.samples::<RegionLine>(
             r#"{"regions": PATH, "image_id": ID?, "image": PATH?, "question": "..."}"#,
         )?;
+        let base = &pairs.base;
         return lines
             .into_iter()
-            .map(|(n, l)| {
-                let at = || format!("{}:{n}", path.display());
+            .map(|(at, l)| {
+                let at = || at.clone();
                 let regions = base.join(l.regions);
                 check_file(&regions, "regions").with_context(at)?;
                 match (is_obj36_tsv(&regions), &l.image_id) {
@@ -432,7 +513,7 @@ fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<RegionSample>> {
                     image_id: l.image_id,
                     question: l.question,
                 };
-                Ok((request, image, l.answer))
+                Ok((request, image, l.answer, Some(at())))
             })
             .collect();
     }
@@ -448,7 +529,7 @@ fn region_requests(args: &ExplainArgs) -> anyhow::Result<Vec<RegionSample>> {
                 image_id: args.image_id.clone(),
                 question: q.clone(),
             };
-            (request, args.image.clone(), None)
+            (request, args.image.clone(), None, None)
         })
         .collect())
 }
@@ -618,9 +699,10 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
+    let pairs = args.pairs.as_deref().map(PairsFile::read).transpose()?;
     // Samples to do: the texts given, or the non-empty lines of the --pairs file.
-    let total = match &args.pairs {
-        Some(path) => fs::read_to_string(path).map_or(0, |t| sample_lines(&t).count()),
+    let total = match &pairs {
+        Some(pairs) => pairs.sample_lines().count(),
         None => args.texts.len(),
     };
     // A run of one batch shows nothing: its output follows at once.
@@ -658,35 +740,47 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     // Before this run's lock is made: whether an earlier run wrote here.
     let earlier = earlier_run(&args.out);
     let _writing = lock_output_folder(&args.out)?;
+    let input = Input {
+        model_dir: &model_dir,
+        pairs: pairs.as_ref(),
+        methods: &methods,
+        opts: &opts,
+    };
     let (samples, displayed, target) = with_backend!(backend, be => {
-        explain_on(be, family, &model_dir, &args, &methods, &opts, progress)?
+        explain_on(be, family, &input, &args, progress)?
     });
-    drop(interrupt);
     bar.finish();
 
     // The files first: a reader that stops early (`| head`) ends the process at a print.
     if earlier {
         remove_earlier_outputs(&args.out)?;
     }
-    let mut bar = if samples.len() > args.batch {
-        Progress::new(Task::WRITE, samples.len(), 0, args.batch)
-    } else {
-        Progress::hidden()
+    let bar = match samples.len() > args.batch && !args.no_images {
+        true => Progress::new(Task::WRITE, samples.len(), 0, args.batch),
+        false => Progress::hidden(),
     };
-    write_outputs(
+    let bar = std::sync::Mutex::new(bar);
+    let drawn = write_outputs(
         family.model_type(),
         &target,
         &samples,
         &displayed,
         &args.out,
-        || {
-            bar.advance(Advance {
-                evaluated: 1,
-                ..Advance::default()
-            })
+        Drawing {
+            // Ctrl-C while the images are drawn stops the drawing; the page and the JSON
+            // still cover every sample.
+            stop: &|| interrupt.requested(),
+            drawn: &|| {
+                let mut bar = bar.lock().unwrap_or_else(|e| e.into_inner());
+                bar.advance(Advance {
+                    evaluated: 1,
+                    ..Advance::default()
+                })
+            },
         },
     )?;
-    bar.finish();
+    drop(interrupt);
+    bar.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
     let mut stdout = std::io::stdout().lock();
     print_samples(&mut stdout, &samples)
         .and_then(|()| writeln!(stdout, "wrote {}", args.out.join("index.html").display()))
@@ -698,29 +792,50 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    if drawn < samples.len() && !args.no_images {
+        return Err(Interrupted(format!(
+            "stopped drawing after the images of {drawn} of {} samples: explanations.json \
+             and index.html hold every sample",
+            samples.len()
+        ))
+        .into());
+    }
     Ok(())
 }
 
-/// The samples explained on backend `be`, the images to draw on and the target's name.
+/// What `explain_on` explains: the model, the --pairs file if any, the methods and options.
+struct Input<'a> {
+    model_dir: &'a Path,
+    pairs: Option<&'a PairsFile>,
+    methods: &'a [Method],
+    opts: &'a MethodOptions,
+}
+
+/// The samples explained on backend `be`, the images to draw on (none with --no-images) and
+/// the target's name.
 fn explain_on<B: Backend>(
     be: B,
     family: ModelFamily,
-    model_dir: &Path,
+    input: &Input<'_>,
     args: &ExplainArgs,
-    methods: &[Method],
-    opts: &MethodOptions,
     progress: impl FnMut(usize) -> ControlFlow<()>,
 ) -> anyhow::Result<(Vec<Sample>, HashMap<PathBuf, RgbImage>, String)> {
+    let (methods, opts, pairs) = (input.methods, input.opts, input.pairs);
+    let keep = !args.no_images;
     Ok(match family {
         ModelFamily::Clip => {
-            let session = ClipSession::open_on(be, model_dir)?;
-            let (requests, expected) = requests(args)?;
+            let session = ClipSession::open_on(be, input.model_dir)?;
+            let (requests, expected, lines) = requests(args, pairs)?;
             if expected.iter().any(Option::is_some) {
                 eprintln!(
                     "warning: CLIP gives no answer: the --pairs lines' \"answer\" fields are not used"
                 );
             }
-            let results = session.explain(&requests, methods, opts, args.batch, progress)?;
+            let images = requests.iter().map(|r| &r.image).zip(&lines);
+            let displayed = display_images(images, keep, |p| Ok(session.display_image(p)?))?;
+            let results = session
+                .explain(&requests, methods, opts, args.batch, progress)
+                .map_err(|e| at_pairs_line(e, &whence_of_images(&requests, &lines)))?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .map(|r| Sample {
@@ -746,19 +861,19 @@ fn explain_on<B: Backend>(
                     explanations: r.explanations,
                 })
                 .collect();
-            let displayed =
-                display_images(sample_images(&samples), |p| Ok(session.display_image(p)?))?;
             (samples, displayed, "pair-score".to_owned())
         }
         ModelFamily::Vilt => {
-            let session = ViltSession::open_on(be, model_dir)?;
+            let session = ViltSession::open_on(be, input.model_dir)?;
             let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
             let explained = target.explained(&session.model().config.id2label);
-            let (requests, expected) = requests(args)?;
+            let (requests, expected, lines) = requests(args, pairs)?;
             warn_of_answers_never_given(&expected, session.answers());
+            let images = requests.iter().map(|r| &r.image).zip(&lines);
+            let displayed = display_images(images, keep, |p| Ok(session.display_image(p)?))?;
             let results = session
                 .explain(&requests, methods, opts, &target, args.batch, progress)
-                .map_err(|e| at_pairs_line(e, args))?;
+                .map_err(|e| at_pairs_line(e, &whence_of_images(&requests, &lines)))?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .zip(expected)
@@ -767,8 +882,6 @@ fn explain_on<B: Backend>(
                     question_sample(r, image, None, expected, explained.clone())
                 })
                 .collect();
-            let displayed =
-                display_images(sample_images(&samples), |p| Ok(session.display_image(p)?))?;
             (
                 samples,
                 displayed,
@@ -776,23 +889,39 @@ fn explain_on<B: Backend>(
             )
         }
         ModelFamily::Lxmert => {
-            let session = LxmertSession::open_on(be, model_dir, args.answers.as_deref())?;
+            let session = LxmertSession::open_on(be, input.model_dir, args.answers.as_deref())?;
             let target = AnswerTarget::parse(&args.target, session.answers())?;
             let explained = target.explained(session.answers());
             let mut requests = Vec::new();
             let mut images = Vec::new();
             let mut expected = Vec::new();
-            for (request, image, answer) in region_requests(args)? {
+            let mut lines = Vec::new();
+            for (request, image, answer, line) in region_requests(args, pairs)? {
                 requests.push(request);
                 images.push(image);
                 expected.push(answer);
+                lines.push(line);
             }
             warn_of_answers_never_given(&expected, session.answers());
-            // Only drawn on, so read before the work: a bad image must not cost a whole run.
-            let displayed = display_images(images.iter().flatten(), |p| Ok(whole_image(p)?))?;
+            let drawn_on = images
+                .iter()
+                .zip(&lines)
+                .filter_map(|(image, line)| Some((image.as_ref()?, line)));
+            let displayed = display_images(drawn_on, keep, |p| Ok(whole_image(p)?))?;
             let results = session
                 .explain(&requests, methods, opts, &target, args.batch, progress)
-                .map_err(|e| at_pairs_line(e, args))?;
+                .map_err(|e| {
+                    let whence: Vec<Whence> = requests
+                        .iter()
+                        .zip(&lines)
+                        .map(|(r, line)| Whence {
+                            file: r.regions.display().to_string(),
+                            image_id: r.image_id.clone(),
+                            line: line.clone(),
+                        })
+                        .collect();
+                    at_pairs_line(e, &whence)
+                })?;
             let samples: Vec<Sample> = results
                 .into_iter()
                 .zip(images.into_iter().zip(expected))
@@ -814,23 +943,30 @@ fn explain_on<B: Backend>(
     })
 }
 
-/// The images the samples are drawn on.
-fn sample_images(samples: &[Sample]) -> impl Iterator<Item = &PathBuf> {
-    samples.iter().filter_map(|s| s.image.as_ref())
-}
-
-/// Each distinct image of `paths` once, prepared for overlays.
+/// Each distinct image once, as drawn (`load`), kept unless `keep` is false. Read before the
+/// work, so that a file that does not decode stops the run before it starts (and costs no
+/// batch done), named by its --pairs line when it has one.
 fn display_images<'a>(
-    paths: impl IntoIterator<Item = &'a PathBuf>,
+    images: impl IntoIterator<Item = (&'a PathBuf, &'a Option<String>)>,
+    keep: bool,
     load: impl Fn(&Path) -> anyhow::Result<RgbImage>,
 ) -> anyhow::Result<HashMap<PathBuf, RgbImage>> {
-    let mut images = HashMap::new();
-    for path in paths {
-        if !images.contains_key(path) {
-            images.insert(path.clone(), load(path)?);
+    let mut seen = HashSet::new();
+    let mut kept = HashMap::new();
+    for (path, line) in images {
+        if !seen.insert(path) {
+            continue;
+        }
+        let image = match (load(path), line) {
+            (Ok(image), _) => image,
+            (Err(e), Some(line)) => return Err(e.context(line.clone())),
+            (Err(e), None) => return Err(e),
+        };
+        if keep {
+            kept.insert(path.clone(), image);
         }
     }
-    Ok(images)
+    Ok(kept)
 }
 
 /// The most characters of a text its sample line shows: the whole text is in the JSON and
@@ -949,137 +1085,192 @@ fn degenerate_warnings(e: &Explanation) -> Vec<String> {
         .collect()
 }
 
+/// How `write_outputs` draws, from its drawing threads: whether to stop (Ctrl-C) before the
+/// next sample's images, and what to call after each sample drawn.
+struct Drawing<'a> {
+    stop: &'a (dyn Fn() -> bool + Sync),
+    drawn: &'a (dyn Fn() + Sync),
+}
+
+/// The image files of one sample: an overlay per explanation and the comparison sheet, where
+/// they were drawn.
+#[derive(Default)]
+struct SampleFiles {
+    overlays: Vec<Option<String>>,
+    sheet: Option<String>,
+}
+
+/// Writes explanations.json first, then the samples' overlays and sheets (several samples at
+/// once), then index.html, which shows the images drawn. Returns how many samples are done:
+/// drawn, or with nothing to draw (no image, or none kept in `displayed`); fewer when
+/// `drawing.stop` stopped the drawing.
 fn write_outputs(
     family: &'static str,
     target: &str,
     samples: &[Sample],
     displayed: &HashMap<PathBuf, RgbImage>,
     out: &Path,
-    mut written: impl FnMut(),
-) -> anyhow::Result<()> {
-    let mut records = Vec::new();
-    let mut html_samples = Vec::new();
-    for (i, s) in samples.iter().enumerate() {
-        let image = s.image.as_ref().map(|p| &displayed[p]);
-        let layout = |e: &Explanation| match &s.boxes {
-            Some(b) => Layout::Boxes(b),
-            None => Layout::Grid(e.image_grid.0, e.image_grid.1),
-        };
-        let mut html_methods = Vec::new();
-        for e in &s.explanations {
-            let overlay_file = match image {
-                Some(image) => {
-                    let shown = match (&s.explained, &s.answer) {
-                        (Some(target), _) => Some(format!("explained: {target}")),
-                        (None, answer) => answer.clone(),
-                    };
-                    // The answer (CLIP has none) before the text: a long text is cut at the
-                    // end of the title.
-                    let title = [
-                        Some(e.method.name().to_owned()),
-                        shown,
-                        Some(s.text.clone()),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join(" | ");
-                    let file = format!("sample{i}-{}.png", e.method);
-                    let overlay =
-                        render::overlay::overlay(image, &e.image_relevance, layout(e), &title);
-                    save_png(&overlay, &out.join(&file))?;
-                    Some(file)
-                }
-                None => None,
-            };
-            html_methods.push(render::html::HtmlMethod {
-                name: e.method.name().to_owned(),
-                tokens: s.tokens.clone(),
-                relevance: e.text_relevance.clone(),
-                scored: e.text_scored.clone(),
-                overlay_file,
-                regions: unseen_regions(s, e),
-                warnings: {
-                    let mut warnings = degenerate_warnings(e);
-                    // Where the overlay is drawn, as the terminal says (regions say it there).
-                    if unseen_regions(s, e).is_none() && flat_image(e) {
-                        warnings.push(format!("image: {FLAT_IMAGE}, nothing is ranked"));
-                    }
-                    warnings
-                },
-            });
-            records.push(Record {
-                family,
-                method: e.method.name(),
-                target,
-                image: s.label.clone(),
-                image_id: s.image_id.as_deref(),
-                text: &s.text,
-                score: e.score,
-                probability: s.probability,
-                answer: s.answer.as_deref(),
-                expected_answer: s.expected.as_ref().map(|e| e.answer.as_str()),
-                correct: s.expected.as_ref().map(|e| e.correct),
-                top_answers: s
-                    .top_answers
-                    .iter()
-                    .map(|(a, p)| TopAnswer {
-                        answer: a,
-                        probability: *p,
-                    })
-                    .collect(),
-                text_tokens: &s.tokens,
-                truncated: s.truncated,
-                text_relevance: &e.text_relevance,
-                text_scored: &e.text_scored,
-                image_relevance: &e.image_relevance,
-                image_grid: [e.image_grid.0, e.image_grid.1],
-                boxes: s.boxes.as_deref(),
-                degenerate_graphs: &e.degenerate_graphs,
-            });
-        }
-        let sheet_file = match image {
-            Some(image) if s.explanations.len() > 1 => {
-                let panels: Vec<(String, Vec<f32>)> = s
-                    .explanations
-                    .iter()
-                    .map(|e| (e.method.name().to_owned(), e.image_relevance.clone()))
-                    .collect();
-                let caption = format!("\"{}\"  {}", s.text, s.score_line);
-                let sheet = render::sheet::comparison_sheet(
-                    image,
-                    &panels,
-                    layout(&s.explanations[0]),
-                    &caption,
-                );
-                let file = format!("sample{i}-sheet.png");
-                save_png(&sheet, &out.join(&file))?;
-                Some(file)
-            }
-            _ => None,
-        };
-        html_samples.push(render::html::HtmlPair {
-            image_label: s.shown_label(),
-            text: match (&s.answer, &s.explained) {
-                (Some(a), Some(target)) => format!("{}  → {a}  (explained: {target})", s.text),
-                (Some(a), None) => format!("{}  → {a}", s.text),
-                (None, _) => s.text.clone(),
-            },
-            truncated: s.truncated,
-            score: s.explanations.first().map_or(f32::NAN, |e| e.score),
-            probability: s.probability,
-            top_answers: s.top_answers.clone(),
-            expected: s.expected.as_ref().map(|e| (e.answer.clone(), e.correct)),
-            methods: html_methods,
-            sheet_file,
-        });
-        written();
-    }
+    drawing: Drawing<'_>,
+) -> anyhow::Result<usize> {
+    let records: Vec<Record> = samples
+        .iter()
+        .flat_map(|s| {
+            s.explanations
+                .iter()
+                .map(move |e| record(family, target, s, e))
+        })
+        .collect();
     let json = serde_json::to_string_pretty(&records)?;
     fs::write(out.join("explanations.json"), json).context("cannot write explanations.json")?;
+    let files: Vec<Option<SampleFiles>> = samples
+        .par_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let Some(image) = s.image.as_ref().and_then(|p| displayed.get(p)) else {
+                return Ok(Some(SampleFiles::default()));
+            };
+            if (drawing.stop)() {
+                return Ok(None);
+            }
+            let files = draw_sample(i, s, image, out)?;
+            (drawing.drawn)();
+            Ok(Some(files))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let html_samples: Vec<render::html::HtmlPair> = samples
+        .iter()
+        .zip(&files)
+        .map(|(s, files)| html_sample(s, files.as_ref()))
+        .collect();
     let page = render::html::page("fiedler explanations", &html_samples);
     fs::write(out.join("index.html"), page).context("cannot write index.html")?;
-    Ok(())
+    Ok(files.iter().flatten().count())
+}
+
+/// One object of explanations.json.
+fn record<'a>(
+    family: &'static str,
+    target: &'a str,
+    s: &'a Sample,
+    e: &'a Explanation,
+) -> Record<'a> {
+    Record {
+        family,
+        method: e.method.name(),
+        target,
+        image: s.label.clone(),
+        image_id: s.image_id.as_deref(),
+        text: &s.text,
+        score: e.score,
+        probability: s.probability,
+        answer: s.answer.as_deref(),
+        expected_answer: s.expected.as_ref().map(|e| e.answer.as_str()),
+        correct: s.expected.as_ref().map(|e| e.correct),
+        top_answers: s
+            .top_answers
+            .iter()
+            .map(|(a, p)| TopAnswer {
+                answer: a,
+                probability: *p,
+            })
+            .collect(),
+        text_tokens: &s.tokens,
+        truncated: s.truncated,
+        text_relevance: &e.text_relevance,
+        text_scored: &e.text_scored,
+        image_relevance: &e.image_relevance,
+        image_grid: [e.image_grid.0, e.image_grid.1],
+        boxes: s.boxes.as_deref(),
+        degenerate_graphs: &e.degenerate_graphs,
+    }
+}
+
+/// Sample `i`'s overlay per explanation, and its comparison sheet when it has several, drawn
+/// on `image` and written into `out`.
+fn draw_sample(i: usize, s: &Sample, image: &RgbImage, out: &Path) -> anyhow::Result<SampleFiles> {
+    let layout = |e: &Explanation| match &s.boxes {
+        Some(b) => Layout::Boxes(b),
+        None => Layout::Grid(e.image_grid.0, e.image_grid.1),
+    };
+    let mut overlays = Vec::new();
+    for e in &s.explanations {
+        let shown = match (&s.explained, &s.answer) {
+            (Some(target), _) => Some(format!("explained: {target}")),
+            (None, answer) => answer.clone(),
+        };
+        // The answer (CLIP has none) before the text: a long text is cut at the end of the
+        // title.
+        let title = [
+            Some(e.method.name().to_owned()),
+            shown,
+            Some(s.text.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" | ");
+        let file = format!("sample{i}-{}.png", e.method);
+        let overlay = render::overlay::overlay(image, &e.image_relevance, layout(e), &title);
+        save_png(&overlay, &out.join(&file))?;
+        overlays.push(Some(file));
+    }
+    let sheet = match s.explanations.first() {
+        Some(first) if s.explanations.len() > 1 => {
+            let panels: Vec<(String, Vec<f32>)> = s
+                .explanations
+                .iter()
+                .map(|e| (e.method.name().to_owned(), e.image_relevance.clone()))
+                .collect();
+            let caption = format!("\"{}\"  {}", s.text, s.score_line);
+            let sheet = render::sheet::comparison_sheet(image, &panels, layout(first), &caption);
+            let file = format!("sample{i}-sheet.png");
+            save_png(&sheet, &out.join(&file))?;
+            Some(file)
+        }
+        _ => None,
+    };
+    Ok(SampleFiles { overlays, sheet })
+}
+
+/// A sample as index.html shows it, with its image files where they were drawn (`None`: the
+/// drawing stopped before it).
+fn html_sample(s: &Sample, files: Option<&SampleFiles>) -> render::html::HtmlPair {
+    let methods = s
+        .explanations
+        .iter()
+        .enumerate()
+        .map(|(m, e)| render::html::HtmlMethod {
+            name: e.method.name().to_owned(),
+            tokens: s.tokens.clone(),
+            relevance: e.text_relevance.clone(),
+            scored: e.text_scored.clone(),
+            overlay_file: files.and_then(|f| f.overlays.get(m).cloned().flatten()),
+            regions: unseen_regions(s, e),
+            warnings: {
+                let mut warnings = degenerate_warnings(e);
+                // Where the overlay is drawn, as the terminal says (regions say it there).
+                if unseen_regions(s, e).is_none() && flat_image(e) {
+                    warnings.push(format!("image: {FLAT_IMAGE}, nothing is ranked"));
+                }
+                warnings
+            },
+        })
+        .collect();
+    render::html::HtmlPair {
+        image_label: s.shown_label(),
+        text: match (&s.answer, &s.explained) {
+            (Some(a), Some(target)) => format!("{}  → {a}  (explained: {target})", s.text),
+            (Some(a), None) => format!("{}  → {a}", s.text),
+            (None, _) => s.text.clone(),
+        },
+        truncated: s.truncated,
+        score: s.explanations.first().map_or(f32::NAN, |e| e.score),
+        probability: s.probability,
+        top_answers: s.top_answers.clone(),
+        expected: s.expected.as_ref().map(|e| (e.answer.clone(), e.correct)),
+        methods,
+        sheet_file: files.and_then(|f| f.sheet.clone()),
+    }
 }
 
 /// Whether an earlier `explain` wrote into `out`: it holds explanations.json, or the lock

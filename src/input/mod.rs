@@ -158,3 +158,32 @@ pub enum InputError {
         expected: usize,
     },
 }
+
+impl InputError {
+    /// The input file the error is about, as its message names it, with the image id where
+    /// it is about one image of an obj36 TSV: for a caller to say which of its requests
+    /// failed (the command line names its --pairs line).
+    pub fn input_file(&self) -> Option<(String, Option<&str>)> {
+        use InputError::*;
+        match self {
+            ImageNotFound { path }
+            | ImageRead { path, .. }
+            | ImageDecode { path, .. }
+            | RegionsNotFound { path }
+            | RegionsRead { path, .. }
+            | RegionsNotSafetensors { path, .. }
+            | RegionsTensor { path, .. }
+            | RegionsRows { path, .. }
+            | ImageIdRequired { path } => Some((path.display().to_string(), None)),
+            TsvImageNotFound { path, image_id, .. }
+            | TsvColumns { path, image_id, .. }
+            | TsvField { path, image_id, .. } => Some((path.display().to_string(), Some(image_id))),
+            EmptyImage { what, .. }
+            | ResizedToNothing { what, .. }
+            | ResizedTooLarge { what, .. }
+            | ModelImageSize { what, .. }
+            | PartialPatches { what, .. } => Some((what.clone(), None)),
+            _ => None,
+        }
+    }
+}
