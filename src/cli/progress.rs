@@ -8,7 +8,9 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{FormattedDuration, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{
+    FormattedDuration, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
+};
 
 use crate::cli::counted;
 
@@ -95,10 +97,15 @@ impl Progress {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
         bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} samples  {per_sec}  eta {eta}\n{msg}",
-            )
-            .expect("static template is valid"),
+            ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {rate}  eta {eta}\n{msg}")
+                .expect("static template is valid")
+                // indicatif's own {per_sec} shows four decimals ("212.6807/s").
+                .with_key(
+                    "rate",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&rate_text(state.per_sec()));
+                    },
+                ),
         );
         Progress::Bar(bar)
     }
@@ -266,7 +273,9 @@ impl Lines {
                 FormattedDuration(now.duration_since(self.started)),
                 rate_text(rate)
             ),
-            None => "nothing left to do".into(),
+            None if self.done >= self.total => "nothing left to do".into(),
+            // Stopped at its first sample (`eval --strict`, Ctrl-C, an error).
+            None => "stopped before any was done".into(),
         };
         format!(
             "{}: {}/{} done; {this_run}\n{}",
@@ -330,10 +339,16 @@ mod tests {
             lines.end_lines(at(90)),
             "eval: 100/100 samples done; 60 evaluated in 00:01:30 (0.67 samples/s)\n  chefer  image+ 40.00\n"
         );
-        let resumed = Lines::new(Task::EXPLAIN, 1, t0);
+        let mut resumed = Lines::new(Task::EVAL, 1, t0);
+        resumed.step(earlier(1), at(0));
         assert_eq!(
             resumed.end_lines(at(1)),
-            "explain: 0/1 sample done; nothing left to do\n"
+            "eval: 1/1 sample done; nothing left to do\n"
+        );
+        let stopped = Lines::new(Task::EVAL, 20, t0);
+        assert_eq!(
+            stopped.end_lines(at(1)),
+            "eval: 0/20 samples done; stopped before any was done\n"
         );
     }
 

@@ -279,7 +279,12 @@ impl Paired {
 
     /// "−28.12 ± 1.10 ✓": the difference, its standard error and `mark`.
     fn text(&self, order: Order) -> String {
-        let d = format!("{:+.2}", self.difference).replace('-', "−");
+        // A difference that rounds to zero shows as +0.00, not −0.00.
+        let difference = match (self.difference * 100.0).round() == 0.0 {
+            true => 0.0,
+            false => self.difference,
+        };
+        let d = format!("{difference:+.2}").replace('-', "−");
         match self.standard_error {
             Some(se) => format!("{d} ± {se:.2}{}", self.mark(order)),
             None => d,
@@ -893,10 +898,10 @@ impl Report {
         let mut md = String::new();
         let _ = writeln!(md, "\n## Ground truth\n");
         if let Some(file) = &self.ground_truth_file {
-            let unit = if self.family == "lxmert" {
-                "region"
+            let (unit, units) = if self.family == "lxmert" {
+                ("region", "regions")
             } else {
-                "patch"
+                ("patch", "patches")
             };
             // CLIP explains a caption that names every object; the VQA models a question.
             let (about, words) = if self.family == "clip" {
@@ -923,7 +928,7 @@ impl Report {
                     "on those objects, each patch's relevance weighted by the fraction of it on them (so a perfect map stays below 100% where objects fill patches in part; a map with none positive: chance)",
                 )
             };
-            let _ = writeln!(md, "Against `{file}` (`fiedler synth`): pointing game = % of samples whose most relevant {unit} {on} {about} ({unit}s tied for the top count by the share of them that do); mass = mean % of the positive image relevance {share}; word rank = {words}. Samples without a relevant object in view have no image score. `chance` = the same scores for relevance in random order.\n");
+            let _ = writeln!(md, "Against `{file}` (`fiedler synth`): pointing game = % of samples whose most relevant {unit} {on} {about} ({units} tied for the top count by the share of them that do); mass = mean % of the positive image relevance {share}; word rank = {words}. Samples without a relevant object in view have no image score. `chance` = the same scores for relevance in random order.\n");
         }
         let _ = writeln!(
             md,
@@ -1112,6 +1117,21 @@ fn sample_counts(results: &Results) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A difference that rounds to zero is shown without a sign of its own (a walkthrough
+    /// found "−0.00 ± 3.23").
+    #[test]
+    fn a_difference_that_rounds_to_zero_shows_as_plus_zero() {
+        let paired = |difference| Paired {
+            samples: 4,
+            difference,
+            standard_error: Some(3.23),
+        };
+        let order = Order::MostRelevantFirst;
+        assert_eq!(paired(-0.004).text(order), "+0.00 ± 3.23");
+        assert_eq!(paired(-0.006).text(order), "−0.01 ± 3.23");
+        assert_eq!(paired(0.004).text(order), "+0.00 ± 3.23");
+    }
 
     /// The AUC's standard error from the running sums equals the one of the samples' own
     /// AUCs (sample standard deviation / √n), on uneven steps and VQA's soft accuracies.
