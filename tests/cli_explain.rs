@@ -1707,12 +1707,18 @@ fn bad_images_and_lines_are_named_by_their_line_before_the_work() {
             "work was done: {message}"
         );
     }
-    let line = serde_json::json!([{"image": s(&wide), "question": "what?"}]);
-    std::fs::write(&list, format!("{line}\n")).unwrap();
-    let run = fiedler(&["explain", "--pairs", s(&list), "--out", s(&out.join("out"))]);
-    assert!(
-        stderr(&run).contains("a line holds one JSON object, not a list"),
-        "{}",
-        stderr(&run)
-    );
+    for (line, expected) in [
+        (
+            serde_json::json!([{"image": s(&wide), "question": "what?"}]),
+            "a line holds one JSON object, not a list",
+        ),
+        (
+            serde_json::json!({"image": s(&wide), "question": "what?", "answer": " "}),
+            "1: the \"answer\" is empty",
+        ),
+    ] {
+        std::fs::write(&list, format!("{line}\n")).unwrap();
+        let run = fiedler(&["explain", "--pairs", s(&list), "--out", s(&out.join("out"))]);
+        assert!(stderr(&run).contains(expected), "{}", stderr(&run));
+    }
 }

@@ -374,6 +374,7 @@ fn read_pairs(pairs: &PairsFile) -> anyhow::Result<Vec<PairSample>> {
             let image = pairs.base.join(p.image);
             check_file(&image, "image").with_context(at)?;
             check_text(&p.text).with_context(at)?;
+            check_answer(p.answer.as_deref()).with_context(at)?;
             let request = PairRequest {
                 image,
                 text: p.text,
@@ -429,6 +430,15 @@ fn check_file(path: &Path, what: &str) -> anyhow::Result<()> {
 fn check_text(text: &str) -> anyhow::Result<()> {
     if text.trim().is_empty() {
         bail!("the text is empty: nothing to explain");
+    }
+    Ok(())
+}
+
+/// That a `--pairs` line's expected answer, if it gives one, says something: an empty one
+/// is a slip in the data (it would only count the sample wrong).
+fn check_answer(answer: Option<&str>) -> anyhow::Result<()> {
+    if answer.is_some_and(|a| a.trim().is_empty()) {
+        bail!("the \"answer\" is empty: give the answer the model should say, or leave it out");
     }
     Ok(())
 }
@@ -504,6 +514,7 @@ fn region_requests(
                     _ => {}
                 }
                 check_text(&l.question).with_context(at)?;
+                check_answer(l.answer.as_deref()).with_context(at)?;
                 let image = l.image.map(|p| base.join(p));
                 if let Some(image) = &image {
                     check_file(image, "image").with_context(at)?;
