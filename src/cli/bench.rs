@@ -212,8 +212,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.device == Device::Cpu {
         outln!(
-            "f32 dense products on this CPU: {:.0} GFLOP/s at best (the ceiling for the \
-             GFLOP/s column)",
+            "f32 dense products on this CPU: {:.0} GFLOP/s at best, measured now (about what \
+             the GFLOP/s column can reach; a machine busy with other work measures less)",
             matmul_peak()?
         )?;
     }
