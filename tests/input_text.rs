@@ -114,11 +114,11 @@ fn display_tokens_are_readable() {
         shown,
         vec![
             "<|startoftext|>",
-            "a",
-            "photo",
-            "of",
-            "a",
-            "cat",
+            "a ",
+            "photo ",
+            "of ",
+            "a ",
+            "cat ",
             "<|endoftext|>"
         ]
     );
@@ -132,7 +132,8 @@ fn display_decodes_byte_level_tokens() {
     // GPT-2 byte stand-ins ("Ã©").
     let batch = tokenizer.encode_batch(&["café au lait"]).expect("encode");
     let shown = tokenizer.tokens_for_display(&batch.row(0)[1..batch.lengths[0] - 1]);
-    assert_eq!(shown.concat(), "caféaulait", "{shown:?}");
+    // The end-of-word marker is the space after a word: the tokens join into the text.
+    assert_eq!(shown.concat(), "café au lait ", "{shown:?}");
     assert!(
         shown.iter().any(|t| t.is_empty()),
         "é is split in two here: {shown:?}"

@@ -440,6 +440,15 @@ fn terminal_plain_is_exact() {
         false,
     );
     assert_eq!(out, "<s> a(0.00) cat(1.00) sat(0.50) </s>");
+    // The spaces tokens carry (WordPiece's before, CLIP's after a word) are not doubled.
+    let spaced = strings(&["[CLS]", " what", "?", "cat ", " [SEP]"]);
+    let out = highlight(
+        &spaced,
+        &[0.0, 1.0, 2.0, 3.0, 0.0],
+        &[false, true, true, true, false],
+        false,
+    );
+    assert_eq!(out, "[CLS] what(0.00) ?(0.50) cat(1.00) [SEP]");
     // A token with no text (the first bytes of a character split over tokens) keeps a place.
     let split = strings(&["<s>", "", "日", "</s>"]);
     let out = highlight(

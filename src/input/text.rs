@@ -423,9 +423,11 @@ impl TextTokenizer {
             .collect())
     }
 
-    /// Readable text of each token, one entry per id: the byte-level decoded text with the BPE
-    /// end-of-word marker `</w>` removed (transformers' `CLIPTokenizerFast` removes it itself,
-    /// since tokenizer.json's ByteLevel decoder leaves it). Special tokens are shown as written.
+    /// Readable text of each token, one entry per id, such that they join into the decoded
+    /// text: the byte-level decoded text with the BPE end-of-word marker `</w>` read as the
+    /// space after a word, as transformers' `CLIPTokenizerFast` reads it (tokenizer.json's
+    /// ByteLevel decoder leaves it): "a ", "photo ", or "s", "qu", "are " for one word split
+    /// in three. Special tokens are shown as written.
     ///
     /// A character split over several byte tokens is shown on the token that completes it, and
     /// the tokens before it are empty, so that no entry holds half a UTF-8 sequence.
@@ -441,7 +443,7 @@ impl TextTokenizer {
                         .id_to_token(id)
                         .unwrap_or_else(|| format!("<id {id}>")),
                 };
-                text.replace("</w>", "")
+                text.replace("</w>", " ")
             })
             .collect()
     }

@@ -35,7 +35,11 @@ pub fn highlight(tokens: &[String], relevance: &[f32], scored: &[bool], color: b
         if i > 0 {
             out.push(' ');
         }
-        let token = printable(token_label(token));
+        // The tokens are spaced here: the spaces they carry (" what", "photo ") would double.
+        let token = printable(token_label(match token.trim() {
+            "" => token,
+            trimmed => trimmed,
+        }));
         // Writing into a String cannot fail.
         let _ = match (level, color) {
             (Some(t), true) => {
