@@ -421,8 +421,9 @@ fn a_broken_tokenizer_json_is_an_error() {
 }
 
 /// Sections the tokenizers crate panics on instead of refusing (found by fuzzing) are refused
-/// by name: a Precompiled normalizer, alone or in a sequence, and a template that uses a
-/// special token it does not define (the crate panicked on every text).
+/// by name: a Precompiled normalizer, alone or in a sequence, a template that uses a special
+/// token it does not define, and a single-text template that places a second text (the crate
+/// panicked on every text).
 #[test]
 fn sections_the_tokenizers_crate_panics_on_are_refused() {
     let fixture: Value = serde_json::from_str(
@@ -435,8 +436,11 @@ fn sections_the_tokenizers_crate_panics_on_are_refused() {
     tokens.remove("[SEP]");
     tokens["[CLS]"]["ids"] = serde_json::json!([2, 3]);
     tokens["[CLS]"]["tokens"] = serde_json::json!(["[CLS]", "[SEP]"]);
+    let mut second = fixture["post_processor"].clone();
+    second["single"][1] = serde_json::json!({"Sequence": {"id": "B", "type_id": 0}});
     let cases = [
         ("normalizer", precompiled.clone(), "Precompiled"),
+        ("post_processor", second, "places a second text ($B)"),
         (
             "normalizer",
             serde_json::json!({"type": "Sequence", "normalizers": [

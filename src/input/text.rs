@@ -73,7 +73,8 @@ impl TokenBatch {
 /// - a Precompiled normalizer whose charsmap is not one ("Precompiled"); a charsmap that
 ///   parses but is inconsistent panics later, on every text, so these SentencePiece
 ///   normalizers, which no CLIP, ViLT or LXMERT tokenizer has, are refused outright;
-/// - a template that frames a text with a special token it does not define (on every text).
+/// - a template that frames a text with a special token it does not define, or whose
+///   single-text template places a second text (on every text).
 fn read_tokenizer(path: &Path) -> Result<Tokenizer, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let json: Value = serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))?;
@@ -111,6 +112,13 @@ fn check_post_processor(processor: &Value) -> Result<(), String> {
             let defined = processor.get("special_tokens").and_then(Value::as_object);
             for template in ["single", "pair"] {
                 for piece in sequence(processor, template) {
+                    // A single text has no second sequence to place (an index panic).
+                    let second = piece.pointer("/Sequence/id").and_then(Value::as_str);
+                    if template == "single" && second == Some("B") {
+                        return Err("its post_processor's single template places a second \
+                             text ($B), which a single text does not have"
+                            .into());
+                    }
                     let Some(id) = piece.pointer("/SpecialToken/id").and_then(Value::as_str) else {
                         continue;
                     };

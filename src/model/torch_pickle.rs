@@ -275,20 +275,22 @@ struct Unpickler<'a> {
 /// dropping a value recurses (150,000 nested tuples overflowed the stack; found by fuzzing).
 const MAX_DEPTH: usize = 100;
 
-/// What the values a pickle builds may cost. Every value pushed, copied (DUP, the memo) or
-/// stored is paid for by its count of nested values, so nothing grows without bound: forty
-/// DUP-then-TUPLE2 steps, 82 bytes, would build 2⁴⁰ values (found by fuzzing). A state dict
-/// pays under one per byte of its pickle (the LXMERT fixture: 11,807 for 24,110 bytes),
-/// against a budget of 64 per byte.
+/// What the values a pickle builds may cost, in bytes of memory: every value pushed, copied
+/// (DUP, the memo) or stored is paid for with its size and that of every value inside it, so
+/// nothing grows without bound. Found by fuzzing: forty DUP-then-TUPLE2 steps, 82 bytes,
+/// would build 2⁴⁰ values, and a 4 KiB string copied a million times took 4 GB. The budget
+/// is fixed, not a share of the file: a legacy file's pickle runs on into its tensor data,
+/// and a zip's may be padded. A state dict pays about 6.5 KB a tensor (the LXMERT fixture's
+/// 185: 1.2 MB), so this admits some 40,000 tensors.
+const BUDGET_BYTES: usize = 256 << 20;
+
 struct Budget {
     left: usize,
 }
 
 impl Budget {
-    fn for_pickle(data: &[u8]) -> Self {
-        Self {
-            left: (1 << 20) + 64 * data.len(),
-        }
+    fn new() -> Self {
+        Self { left: BUDGET_BYTES }
     }
 
     /// Pays for `v` and every value inside it; refuses it when it nests too deep.
@@ -302,9 +304,21 @@ impl Budget {
                 "values nested more than {MAX_DEPTH} deep: not a state dict"
             ));
         }
-        self.left = self.left.checked_sub(1).ok_or(
-            "the pickle builds far more values than a state dict (a corrupt or hostile file)",
-        )?;
+        let heap = match v {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Global(module, name) => module.len() + name.len(),
+            Value::Storage(key, _) => key.len(),
+            Value::Tensor(t) => t.storage.len() + 8 * (t.shape.len() + t.strides.len()),
+            _ => 0,
+        };
+        self.left = self
+            .left
+            .checked_sub(std::mem::size_of::<Value>() + heap)
+            .ok_or(
+                "the pickle builds values of more than 256 MiB, where a state dict's take a \
+                 few MB (a corrupt or hostile file)",
+            )?;
         match v {
             Value::Tuple(items) | Value::List(items) => items
                 .iter()
@@ -327,7 +341,7 @@ impl<'a> Unpickler<'a> {
             marks: Vec::new(),
             memo: HashMap::new(),
             storages: HashMap::new(),
-            budget: Budget::for_pickle(data),
+            budget: Budget::new(),
         }
     }
 
@@ -812,15 +826,28 @@ mod tests {
         ));
     }
 
-    /// Copies are paid for: forty DUP-then-TUPLE2 steps, or memo copies, would build 2⁴⁰
-    /// values (found by fuzzing: out of memory).
+    /// Copies are paid for by their size, from a budget the file's length does not raise
+    /// (found by fuzzing, each out of memory): forty DUP-then-TUPLE2 steps or memo copies
+    /// (2⁴⁰ values), the same followed by 2 MiB of padding (the budget grew with the file), and
+    /// a 4 KiB string copied a thousand times into a tuple, DUP'd 1,100 times (4.5 GB).
     #[test]
-    fn doubling_copies_run_out_of_budget() {
+    fn copies_run_out_of_budget() {
         let dup = [&b")"[..], &b"2\x86".repeat(40), b"."].concat();
         let memo = [&b")"[..], &b"q\x00h\x00\x86".repeat(40), b"."].concat();
-        for pickle in [dup, memo] {
+        let padded = [&dup[..], &vec![0; 2 << 20]].concat();
+        let string = [
+            &b"X\x00\x10\x00\x00"[..],
+            &[b'a'; 4096],
+            b"q\x00(",
+            &b"h\x00".repeat(1000),
+            b"t",
+            &[b'2'; 1100],
+            b".",
+        ]
+        .concat();
+        for pickle in [dup, memo, padded, string] {
             let e = Unpickler::new(&pickle).load().unwrap_err();
-            assert!(e.contains("far more values than a state dict"), "{e}");
+            assert!(e.contains("values of more than 256 MiB"), "{e}");
         }
     }
 
