@@ -121,3 +121,26 @@ fn sizes_beyond_memory_are_refused() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+/// Under an address-space limit (`ulimit -v`, as some clusters set), a batch past it is
+/// refused with the batch size, not aborted by the failed allocation: here 2.4 GiB against a
+/// batch whose attention alone needs 455 MiB more than is left.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_address_space_limit_is_a_memory_limit() {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 2500000 && exec {} bench --size vit-b16 --method dsmi-grad \
+             --batch 256 --repeats 1",
+            env!("CARGO_BIN_EXE_fiedler")
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: batch 256: out of host memory:") && stderr.contains("of 2.4 GiB)"),
+        "{stderr}"
+    );
+}

@@ -17,7 +17,8 @@ const CHECKED_BYTES: usize = 256 << 20;
 /// Refuses `bytes` for `op` where they exceed what this process can still get: the memory
 /// the system has available, its free swap, and what the heap holds free (the command line
 /// keeps freed memory for reuse, which the system does not count as available), within the
-/// limit of the process's memory cgroup (containers, batch schedulers), if it has one. Where
+/// limit of the process's memory cgroup (containers, batch schedulers) and of its address
+/// space and data limits (`ulimit -v`, `ulimit -d`), where it has them. Where
 /// the system or the allocator does not say (other than Linux with glibc 2.33 or later),
 /// nothing is refused. Not seen: another allocator preloaded in place of glibc's.
 pub fn check_fits(op: &'static str, bytes: usize) -> Result<()> {
@@ -31,6 +32,10 @@ pub fn check_fits(op: &'static str, bytes: usize) -> Result<()> {
     if let Some(cgroup) = cgroup_memory(Path::new(CGROUP_MOUNT), &membership) {
         available = available.min(cgroup.available);
         total = total.min(cgroup.limit);
+    }
+    if let Some((room, limit)) = rlimit_room() {
+        available = available.min(room);
+        total = total.min(limit);
     }
     let free = available.saturating_add(heap);
     if bytes > free {
@@ -61,6 +66,43 @@ fn system_memory() -> Option<(usize, usize)> {
     };
     let available = field("MemAvailable:")?.saturating_add(field("SwapFree:").unwrap_or(0));
     Some((available, field("MemTotal:")?))
+}
+
+/// Bytes the process's address-space and data limits (`ulimit -v`, `ulimit -d`, set by some
+/// clusters and sandboxes) still let it map, and that limit: of the one with less room; none
+/// where neither is set. Past them an allocation fails and aborts the process.
+#[cfg(target_os = "linux")]
+fn rlimit_room() -> Option<(usize, usize)> {
+    // Pages: the whole address space, then data and stack (proc(5), /proc/pid/statm).
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: Vec<usize> = statm
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // SAFETY: sysconf reads a constant of the system.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    let used = [
+        (libc::RLIMIT_AS, *pages.first()?),
+        (libc::RLIMIT_DATA, *pages.get(5)?),
+    ];
+    used.into_iter()
+        .filter_map(|(resource, pages)| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit fills the struct it is given.
+            let set = unsafe { libc::getrlimit(resource, &mut limit) } == 0
+                && limit.rlim_cur != libc::RLIM_INFINITY;
+            set.then(|| usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+                .map(|limit| (limit.saturating_sub(pages.saturating_mul(page)), limit))
+        })
+        .min()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rlimit_room() -> Option<(usize, usize)> {
+    None
 }
 
 /// Where the cgroup hierarchies are mounted: cgroup v2 itself, cgroup v1 one folder per
