@@ -1502,32 +1502,24 @@ fn ctrl_c_writes_the_samples_done() {
     let mut stopped = None;
     for delay_ms in [100, 30, 300, 5] {
         let _ = std::fs::remove_dir_all(out.join("out"));
-        let child = Command::new(env!("CARGO_BIN_EXE_fiedler"))
-            .args([
-                "explain",
-                "--model",
-                s(&root.join("models/vilt-synth")),
-                "--pairs",
-                s(&list),
-                "--batch",
-                "1",
-                "--method",
-                "raw-attn",
-                "--out",
-                s(&out.join("out")),
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let out_dir = out.join("out");
+        let model = root.join("models/vilt-synth");
+        let args = [
+            "explain",
+            "--model",
+            s(&model),
+            "--pairs",
+            s(&list),
+            "--batch",
+            "1",
+            "--method",
+            "raw-attn",
+            "--out",
+            s(&out_dir),
+        ];
         // The lock file is made once Ctrl-C is caught, just before the work.
-        let lock = out.join("out/.fiedler-explain.lock");
-        let start = std::time::Instant::now();
-        while !lock.exists() && start.elapsed() < std::time::Duration::from_secs(30) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        stopped = common::interrupt(child);
+        let lock = out_dir.join(".fiedler-explain.lock");
+        stopped = interrupted_after(&args, &lock, delay_ms);
         if stopped.is_some() {
             break;
         }
@@ -1550,6 +1542,24 @@ fn ctrl_c_writes_the_samples_done() {
     let page = std::fs::read_to_string(out.join("out/index.html")).unwrap();
     assert!(page.contains(&format!("id=\"sample-{}\"", done - 1)));
     assert!(!page.contains(&format!("id=\"sample-{done}\"")));
+}
+
+/// Runs `fiedler args`, sends it Ctrl-C `delay_ms` after the file `mark` appears, and returns
+/// its stderr if it exited as stopped (status 130).
+#[cfg(unix)]
+fn interrupted_after(args: &[&str], mark: &Path, delay_ms: u64) -> Option<String> {
+    let child = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !mark.exists() && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    common::interrupt(child)
 }
 
 /// The example questions, `copies` times over, with absolute image paths, as a pairs file in
@@ -1580,22 +1590,23 @@ fn ctrl_c_while_drawing_keeps_every_sample() {
     let mut stopped = None;
     for _ in 0..3 {
         let _ = std::fs::remove_dir_all(out.join("out"));
-        let child = Command::new(env!("CARGO_BIN_EXE_fiedler"))
-            .args(["explain", "--model", s(&root.join("models/vilt-synth"))])
-            .args(["--pairs", s(&list), "--batch", "64", "--method", "all"])
-            .args(["--out", s(&out.join("out"))])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let out_dir = out.join("out");
+        let model = root.join("models/vilt-synth");
+        let args = [
+            "explain",
+            "--model",
+            s(&model),
+            "--pairs",
+            s(&list),
+            "--batch",
+            "64",
+            "--method",
+            "all",
+            "--out",
+            s(&out_dir),
+        ];
         // explanations.json is written as the drawing starts.
-        let json = out.join("out/explanations.json");
-        let start = std::time::Instant::now();
-        while !json.exists() && start.elapsed() < std::time::Duration::from_secs(60) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        stopped = common::interrupt(child);
+        stopped = interrupted_after(&args, &out_dir.join("explanations.json"), 200);
         if stopped.is_some() {
             break;
         }
