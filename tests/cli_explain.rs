@@ -1495,35 +1495,18 @@ fn expected_answers_are_marked_right_or_wrong() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_writes_the_samples_done() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = scratch("ctrl-c");
     // The example questions twenty times over: long enough to be stopped midway.
     let (list, total) = example_questions(&out, 20);
-    let mut stopped = None;
-    for delay_ms in [100, 30, 300, 5] {
-        let _ = std::fs::remove_dir_all(out.join("out"));
-        let out_dir = out.join("out");
-        let model = root.join("models/vilt-synth");
-        let args = [
-            "explain",
-            "--model",
-            s(&model),
-            "--pairs",
-            s(&list),
-            "--batch",
-            "1",
-            "--method",
-            "raw-attn",
-            "--out",
-            s(&out_dir),
-        ];
-        // The lock file is made once Ctrl-C is caught, just before the work.
-        let lock = out_dir.join(".fiedler-explain.lock");
-        stopped = interrupted_after(&args, &lock, delay_ms);
-        if stopped.is_some() {
-            break;
-        }
-    }
+    // The lock file is made once Ctrl-C is caught, just before the work.
+    let stopped = stop_explain(
+        &out,
+        &list,
+        "1",
+        "raw-attn",
+        ".fiedler-explain.lock",
+        &[100, 30, 300, 5],
+    );
     let stderr = stopped.expect("explain was never stopped midway");
     let records = records(&out.join("out"));
     let methods: std::collections::BTreeSet<&str> = records
@@ -1542,6 +1525,39 @@ fn ctrl_c_writes_the_samples_done() {
     let page = std::fs::read_to_string(out.join("out/index.html")).unwrap();
     assert!(page.contains(&format!("id=\"sample-{}\"", done - 1)));
     assert!(!page.contains(&format!("id=\"sample-{done}\"")));
+}
+
+/// `fiedler explain` of the bundled ViLT on `list` into `out/out`, sent Ctrl-C each delay of
+/// `delays_ms` after the file `mark` appears in that folder, tried until it exits as stopped
+/// (status 130): its stderr then.
+#[cfg(unix)]
+fn stop_explain(
+    out: &Path,
+    list: &Path,
+    batch: &str,
+    method: &str,
+    mark: &str,
+    delays_ms: &[u64],
+) -> Option<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (model, out_dir) = (root.join("models/vilt-synth"), out.join("out"));
+    let args = [
+        "explain",
+        "--model",
+        s(&model),
+        "--pairs",
+        s(list),
+        "--batch",
+        batch,
+        "--method",
+        method,
+        "--out",
+        s(&out_dir),
+    ];
+    delays_ms.iter().find_map(|&delay_ms| {
+        let _ = std::fs::remove_dir_all(&out_dir);
+        interrupted_after(&args, &out_dir.join(mark), delay_ms)
+    })
 }
 
 /// Runs `fiedler args`, sends it Ctrl-C `delay_ms` after the file `mark` appears, and returns
@@ -1584,33 +1600,10 @@ fn example_questions(dir: &Path, copies: usize) -> (PathBuf, usize) {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_while_drawing_keeps_every_sample() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = scratch("ctrl-c-drawing");
     let (list, total) = example_questions(&out, 20);
-    let mut stopped = None;
-    for _ in 0..3 {
-        let _ = std::fs::remove_dir_all(out.join("out"));
-        let out_dir = out.join("out");
-        let model = root.join("models/vilt-synth");
-        let args = [
-            "explain",
-            "--model",
-            s(&model),
-            "--pairs",
-            s(&list),
-            "--batch",
-            "64",
-            "--method",
-            "all",
-            "--out",
-            s(&out_dir),
-        ];
-        // explanations.json is written as the drawing starts.
-        stopped = interrupted_after(&args, &out_dir.join("explanations.json"), 200);
-        if stopped.is_some() {
-            break;
-        }
-    }
+    // explanations.json is written as the drawing starts.
+    let stopped = stop_explain(&out, &list, "64", "all", "explanations.json", &[200; 3]);
     let stderr = stopped.expect("explain was never stopped while drawing");
     let methods = 10;
     assert_eq!(records(&out.join("out")).len(), total * methods);
