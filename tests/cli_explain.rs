@@ -1490,6 +1490,118 @@ fn expected_answers_are_marked_right_or_wrong() {
     assert!(page.contains("answers as expected: 1 of 2"));
 }
 
+/// `--target expected` explains each --pairs line's answer (found in another case, or as VQA
+/// accuracy reads it: "Two" is "2"): the maps of each sample are those of `--target
+/// answer:NAME` on its line alone, bit for bit (the CPU gives the same bits at any batch
+/// size), across batches of 2; a line without an answer, an answer the model lacks, and
+/// questions not from --pairs are refused, named by their line, before the work.
+#[test]
+fn target_expected_explains_each_lines_answer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("models/vilt-synth");
+    let out = scratch("target-expected");
+    let image = root.join("examples/images/shapes-1.png");
+    let line = |question: &str, answer: Option<&str>| {
+        let mut l = serde_json::json!({"image": s(&image), "question": question});
+        if let Some(a) = answer {
+            l["answer"] = a.into();
+        }
+        l.to_string()
+    };
+    let asked = [
+        ("what color is the square?", "Blue", "blue"),
+        ("what color is the square?", "green", "green"),
+        ("how many crosses are there?", "Two", "2"),
+    ];
+    let list = out.join("pairs.jsonl");
+    let lines: Vec<String> = asked.iter().map(|(q, a, _)| line(q, Some(a))).collect();
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let explain = |list: &Path, target: &str, batch: &str, out: &Path| {
+        fiedler(&[
+            "explain",
+            "--model",
+            s(&model),
+            "--pairs",
+            s(list),
+            "--target",
+            target,
+            "--method",
+            "dsmi-grad,chefer",
+            "--batch",
+            batch,
+            "--no-images",
+            "--out",
+            s(out),
+        ])
+    };
+    let run = explain(&list, "expected", "2", &out);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let together = records(&out);
+    assert_eq!(together.len(), 2 * asked.len());
+    for (i, (question, _, name)) in asked.iter().enumerate() {
+        let alone_dir = out.join(format!("alone-{i}"));
+        let alone_list = out.join(format!("alone-{i}.jsonl"));
+        std::fs::write(&alone_list, &lines[i]).unwrap();
+        let run = explain(&alone_list, &format!("answer:{name}"), "1", &alone_dir);
+        assert!(run.status.success(), "{}", stderr(&run));
+        for (a, b) in records(&alone_dir).iter().zip(&together[2 * i..]) {
+            assert_eq!(b["target"], format!("answer:{name}"), "{question}");
+            for key in ["method", "target", "score", "probability", "text_relevance"] {
+                assert_eq!(a[key], b[key], "sample {i}, {key}");
+            }
+            assert_eq!(a["image_relevance"], b["image_relevance"], "sample {i}");
+        }
+    }
+    assert_ne!(
+        together[0]["score"], together[2]["score"],
+        "two answers to one question explain two logits"
+    );
+    let refused = |lines: &[String], needle: &str| {
+        std::fs::write(&list, lines.join("\n")).unwrap();
+        let run = explain(&list, "expected", "2", &out);
+        assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+        assert!(stderr(&run).contains(needle), "{}", stderr(&run));
+    };
+    let at = |n: usize| format!("{}:{n}", list.display());
+    refused(
+        &[lines[0].clone(), line("is there a cross?", None)],
+        &format!("{}: no \"answer\" to explain", at(2)),
+    );
+    refused(
+        &[line("is there a cross?", Some("purpel")), lines[1].clone()],
+        &format!(
+            "{}: --target expected: the model has no answer \"purpel\" (19 answers; did you mean \"purple\"?)",
+            at(1)
+        ),
+    );
+    for (target, needle) in [
+        (
+            "expected",
+            "for questions given with --question, name the answer",
+        ),
+        (
+            "expcted",
+            "index:N, expected (each --pairs line's \"answer\")",
+        ),
+    ] {
+        let run = fiedler(&[
+            "explain",
+            "--model",
+            s(&model),
+            "--image",
+            s(&image),
+            "--question",
+            "is there?",
+            "--target",
+            target,
+            "--out",
+            s(&out),
+        ]);
+        assert_eq!(run.status.code(), Some(1));
+        assert!(stderr(&run).contains(needle), "{}", stderr(&run));
+    }
+}
+
 /// Ctrl-C stops `explain` after the batch in hand: the outputs hold the samples done, and the
 /// process says how far it got and exits with 130.
 #[cfg(unix)]

@@ -26,8 +26,8 @@ use fiedler::model::ModelFamily;
 use fiedler::render;
 use fiedler::render::overlay::Layout;
 use fiedler::session::{
-    whole_image, AnswerTarget, ClipSession, LxmertSession, PairRequest, QuestionResult,
-    RegionRequest, SessionError, ViltSession,
+    answer_hint, find_answer, whole_image, AnswerTarget, ClipSession, LxmertSession, PairRequest,
+    QuestionResult, RegionRequest, SessionError, ViltSession,
 };
 use image::RgbImage;
 use rayon::prelude::*;
@@ -60,7 +60,8 @@ pub struct ExplainArgs {
     /// for checkpoints whose config has none.
     #[arg(long)]
     answers: Option<PathBuf>,
-    /// What VQA explanations explain: predicted (default), answer:TEXT, index:N, or
+    /// What VQA explanations explain: predicted (default), answer:TEXT, index:N, expected
+    /// (each --pairs line's "answer": why the model would say it, right or wrong), or
     /// sum-logits (the seed's DSMI-family target, bug B1, for comparison runs).
     #[arg(long, default_value = "predicted")]
     target: String,
@@ -145,6 +146,8 @@ struct Sample {
     /// What the maps explain where that is not `answer` (a VQA `--target` other than the
     /// prediction).
     explained: Option<String>,
+    /// The target as explanations.json names it.
+    target: String,
     top_answers: Vec<(String, f32)>,
     explanations: Vec<Explanation>,
 }
@@ -545,16 +548,85 @@ fn region_requests(
         .collect())
 }
 
-/// A VQA result as the outputs show it; `explained`: the target, where it is not the
-/// prediction.
+/// The target `--target` names, of the model's `answers`: `expected` is each --pairs line's
+/// answer (`expected`, with its `lines`), found as `AnswerTarget::parse` finds an answer, else
+/// as VQA accuracy compares answers ("Two" is "2").
+fn vqa_target(
+    spec: &str,
+    expected: &[Option<String>],
+    lines: &[Option<String>],
+    answers: &[String],
+) -> anyhow::Result<AnswerTarget> {
+    if !spec.trim().eq_ignore_ascii_case("expected") {
+        return AnswerTarget::parse(spec, answers).map_err(|e| match e {
+            // The library's list lacks the CLI's own target (its hint for `seed` stands).
+            SessionError::BadTarget(spec) if !spec.trim().eq_ignore_ascii_case("seed") => {
+                anyhow::anyhow!("--target {spec:?}: expected predicted, answer:TEXT, index:N, expected (each --pairs line's \"answer\") or sum-logits")
+            }
+            e => e.into(),
+        });
+    }
+    if lines.iter().any(Option::is_none) {
+        bail!("--target expected explains the \"answer\" of each --pairs line; for questions given with --question, name the answer: --target answer:TEXT");
+    }
+    if unnamed_answers(answers) {
+        bail!("--target expected: the model's answers have no names to find the lines' answers among; give --answers FILE");
+    }
+    let each = expected
+        .iter()
+        .zip(lines.iter().flatten())
+        .map(|(answer, at)| {
+            let Some(answer) = answer else {
+                bail!("{at}: no \"answer\" to explain (--target expected explains each line's \"answer\")");
+            };
+            expected_index(answer, answers).with_context(|| format!("{at}: --target expected"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(AnswerTarget::Each(each))
+}
+
+/// The index of the model's answer that `answer` is: as `AnswerTarget::parse` reads
+/// `answer:TEXT`, else the one answer equal to it once both are cleaned as VQA accuracy
+/// cleans them.
+fn expected_index(answer: &str, answers: &[String]) -> anyhow::Result<usize> {
+    if let Some(i) = find_answer(answer, answers) {
+        return Ok(i);
+    }
+    let cleaned = clean(answer);
+    let same: Vec<usize> = (0..answers.len())
+        .filter(|&i| clean(&answers[i]) == cleaned)
+        .collect();
+    match same.as_slice() {
+        [i] => Ok(*i),
+        [] => bail!(
+            "the model has no answer {answer:?} ({} answers{})",
+            answers.len(),
+            answer_hint(answer, answers)
+        ),
+        several => bail!(
+            "{answer:?} is each of the model's answers {}: name one with --target answer:TEXT",
+            several
+                .iter()
+                .map(|&i| format!("{:?}", answers[i]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// A VQA result, the `question`-th, as the outputs show it; `target` says what its maps
+/// explain, of the model's `answers`.
 fn question_sample(
     r: QuestionResult,
     image: Option<PathBuf>,
     boxes: Option<Vec<[f32; 4]>>,
     expected: Option<String>,
-    explained: Option<String>,
+    target: &AnswerTarget,
+    question: usize,
+    answers: &[String],
 ) -> Sample {
-    let answers: Vec<String> = r
+    let explained = target.explained(question, answers);
+    let top: Vec<String> = r
         .top_answers
         .iter()
         .map(|(a, p)| format!("{a} ({p:.2})"))
@@ -564,7 +636,7 @@ fn question_sample(
     if let Some(e) = &expected {
         score_line.push_str(&format!("   {}", e.describe()));
     }
-    score_line.push_str(&format!("   top: {}", answers.join(", ")));
+    score_line.push_str(&format!("   top: {}", top.join(", ")));
     if let Some(e) = &explained {
         score_line.push_str(&format!("   explained: {e}"));
     }
@@ -581,6 +653,7 @@ fn question_sample(
         answer: Some(r.answer),
         expected,
         explained,
+        target: target.name(question, answers),
         top_answers: r.top_answers,
         explanations: r.explanations,
     }
@@ -757,7 +830,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         methods: &methods,
         opts: &opts,
     };
-    let (samples, displayed, target) = with_backend!(backend, be => {
+    let (samples, displayed) = with_backend!(backend, be => {
         explain_on(be, family, &input, &args, progress)?
     });
     bar.finish();
@@ -773,7 +846,6 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let bar = std::sync::Mutex::new(bar);
     let drawn = write_outputs(
         family.model_type(),
-        &target,
         &samples,
         &displayed,
         &args.out,
@@ -822,15 +894,14 @@ struct Input<'a> {
     opts: &'a MethodOptions,
 }
 
-/// The samples explained on backend `be`, the images to draw on (none with --no-images) and
-/// the target's name.
+/// The samples explained on backend `be` and the images to draw on (none with --no-images).
 fn explain_on<B: Backend>(
     be: B,
     family: ModelFamily,
     input: &Input<'_>,
     args: &ExplainArgs,
     progress: impl FnMut(usize) -> ControlFlow<()>,
-) -> anyhow::Result<(Vec<Sample>, HashMap<PathBuf, RgbImage>, String)> {
+) -> anyhow::Result<(Vec<Sample>, HashMap<PathBuf, RgbImage>)> {
     let (methods, opts, pairs) = (input.methods, input.opts, input.pairs);
     let keep = !args.no_images;
     Ok(match family {
@@ -868,18 +939,19 @@ fn explain_on<B: Backend>(
                     answer: None,
                     expected: None,
                     explained: None,
+                    target: "pair-score".to_owned(),
                     top_answers: Vec::new(),
                     explanations: r.explanations,
                 })
                 .collect();
-            (samples, displayed, "pair-score".to_owned())
+            (samples, displayed)
         }
         ModelFamily::Vilt => {
             let session = ViltSession::open_on(be, input.model_dir)?;
-            let target = AnswerTarget::parse(&args.target, &session.model().config.id2label)?;
-            let explained = target.explained(&session.model().config.id2label);
             let (requests, expected, lines) = requests(args, pairs)?;
-            warn_of_answers_never_given(&expected, session.answers());
+            let answers = session.answers();
+            let target = vqa_target(&args.target, &expected, &lines, answers)?;
+            warn_of_answers_never_given(&expected, answers);
             let images = requests.iter().map(|r| &r.image).zip(&lines);
             let displayed = display_images(images, keep, |p| Ok(session.display_image(p)?))?;
             let results = session
@@ -888,21 +960,16 @@ fn explain_on<B: Backend>(
             let samples: Vec<Sample> = results
                 .into_iter()
                 .zip(expected)
-                .map(|(r, expected)| {
+                .enumerate()
+                .map(|(i, (r, expected))| {
                     let image = Some(r.image.clone());
-                    question_sample(r, image, None, expected, explained.clone())
+                    question_sample(r, image, None, expected, &target, i, answers)
                 })
                 .collect();
-            (
-                samples,
-                displayed,
-                target.name(&session.model().config.id2label),
-            )
+            (samples, displayed)
         }
         ModelFamily::Lxmert => {
             let session = LxmertSession::open_on(be, input.model_dir, args.answers.as_deref())?;
-            let target = AnswerTarget::parse(&args.target, session.answers())?;
-            let explained = target.explained(session.answers());
             let mut requests = Vec::new();
             let mut images = Vec::new();
             let mut expected = Vec::new();
@@ -913,7 +980,9 @@ fn explain_on<B: Backend>(
                 expected.push(answer);
                 lines.push(line);
             }
-            warn_of_answers_never_given(&expected, session.answers());
+            let answers = session.answers();
+            let target = vqa_target(&args.target, &expected, &lines, answers)?;
+            warn_of_answers_never_given(&expected, answers);
             let drawn_on = images
                 .iter()
                 .zip(&lines)
@@ -937,7 +1006,8 @@ fn explain_on<B: Backend>(
                 .into_iter()
                 .zip(images.into_iter().zip(expected))
                 .zip(&requests)
-                .map(|(((r, regions), (image, expected)), request)| {
+                .enumerate()
+                .map(|(i, (((r, regions), (image, expected)), request))| {
                     let boxes = regions
                         .boxes
                         .chunks_exact(4)
@@ -945,11 +1015,11 @@ fn explain_on<B: Backend>(
                         .collect();
                     Sample {
                         image_id: request.image_id.clone(),
-                        ..question_sample(r, image, Some(boxes), expected, explained.clone())
+                        ..question_sample(r, image, Some(boxes), expected, &target, i, answers)
                     }
                 })
                 .collect();
-            (samples, displayed, target.name(session.answers()))
+            (samples, displayed)
         }
     })
 }
@@ -1117,7 +1187,6 @@ struct SampleFiles {
 /// `drawing.stop` stopped the drawing.
 fn write_outputs(
     family: &'static str,
-    target: &str,
     samples: &[Sample],
     displayed: &HashMap<PathBuf, RgbImage>,
     out: &Path,
@@ -1125,11 +1194,7 @@ fn write_outputs(
 ) -> anyhow::Result<usize> {
     let records: Vec<Record> = samples
         .iter()
-        .flat_map(|s| {
-            s.explanations
-                .iter()
-                .map(move |e| record(family, target, s, e))
-        })
+        .flat_map(|s| s.explanations.iter().map(move |e| record(family, s, e)))
         .collect();
     let json = serde_json::to_string_pretty(&records)?;
     fs::write(out.join("explanations.json"), json).context("cannot write explanations.json")?;
@@ -1159,16 +1224,11 @@ fn write_outputs(
 }
 
 /// One object of explanations.json.
-fn record<'a>(
-    family: &'static str,
-    target: &'a str,
-    s: &'a Sample,
-    e: &'a Explanation,
-) -> Record<'a> {
+fn record<'a>(family: &'static str, s: &'a Sample, e: &'a Explanation) -> Record<'a> {
     Record {
         family,
         method: e.method.name(),
-        target,
+        target: &s.target,
         image: s.label.clone(),
         image_id: s.image_id.as_deref(),
         text: &s.text,

@@ -52,6 +52,30 @@ pub enum VqaTarget {
 }
 
 impl VqaTarget {
+    /// Refuses answers other than one per sample of a batch of `batch`, and an answer index
+    /// beyond the model's `labels` answers.
+    pub fn check(&self, batch: usize, labels: usize) -> Result<(), ModelError> {
+        let VqaTarget::Answers(a) = self else {
+            return Ok(());
+        };
+        if a.len() != batch {
+            return Err(ModelError::Input(format!(
+                "a batch of {batch} samples was given {} target answers: give one per sample",
+                a.len()
+            )));
+        }
+        if let Some(bad) = a.iter().find(|&&i| i >= labels) {
+            let range = match labels {
+                0 => "the model has no answers".to_owned(),
+                n => format!("the model has {n} answers (0 to {})", n - 1),
+            };
+            return Err(ModelError::Input(format!(
+                "target answer index {bad} is out of range: {range}"
+            )));
+        }
+        Ok(())
+    }
+
     /// The answer each sample explains (`None` for the Σ-logits target) and the backward's
     /// seed ∂y/∂logits [batch, labels], given the predicted answers.
     pub fn resolve(
@@ -60,28 +84,9 @@ impl VqaTarget {
         labels: usize,
     ) -> Result<(Option<Vec<usize>>, Vec<f32>), ModelError> {
         let batch = predicted.len();
+        self.check(batch, labels)?;
         let targets = match self {
             VqaTarget::Predicted => Some(predicted.to_vec()),
-            VqaTarget::Answers(a) if a.len() != batch => {
-                return Err(ModelError::Input(format!(
-                    "a batch of {batch} samples was given {} target answers: give one per sample",
-                    a.len()
-                )))
-            }
-            VqaTarget::Answers(a) if a.iter().any(|&i| i >= labels) => {
-                let bad = a
-                    .iter()
-                    .find(|&&i| i >= labels)
-                    .copied()
-                    .unwrap_or_default();
-                let range = match labels {
-                    0 => "the model has no answers".to_owned(),
-                    n => format!("the model has {n} answers (0 to {})", n - 1),
-                };
-                return Err(ModelError::Input(format!(
-                    "target answer index {bad} is out of range: {range}"
-                )));
-            }
             VqaTarget::Answers(a) => Some(a.clone()),
             VqaTarget::SumLogits => None,
         };

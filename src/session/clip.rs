@@ -140,7 +140,7 @@ impl<B: Backend> ClipSession<B> {
         let c = &self.model.config;
         clip_starts(opts, (c.vision.num_hidden_layers, c.text.num_hidden_layers))?;
         check_requests(pairs, |what, size| self.processor.check_size(what, size))?;
-        let mut results = in_batches(pairs, batch, progress, |chunk| {
+        let mut results = in_batches(pairs, batch, progress, |_, chunk| {
             self.explain_batch(chunk, methods, opts)
         })?;
         set_probabilities(&mut results);

@@ -120,15 +120,15 @@ impl<B: Backend> LxmertSession<B> {
         progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<(QuestionResult, Regions)>, SessionError> {
         lxmert_starts(opts)?;
-        target.check(self.answers().len())?;
+        target.check(requests.len(), self.answers().len())?;
         let texts: Vec<&str> = requests.iter().map(|r| r.question.as_str()).collect();
         check_texts(texts.iter().copied())?;
         check_all_words(&self.tokenizer, &texts)?;
         for r in requests {
             check_regions_file(&r.regions, r.image_id.as_deref())?;
         }
-        in_batches(requests, batch, progress, |chunk| {
-            self.explain_batch(chunk, methods, opts, &target.for_batch(chunk.len()))
+        in_batches(requests, batch, progress, |range, chunk| {
+            self.explain_batch(chunk, methods, opts, &target.for_chunk(range))
         })
     }
 

@@ -19,6 +19,7 @@ pub mod lxmert;
 pub mod vilt;
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -69,6 +70,10 @@ pub enum SessionError {
     Answers { path: PathBuf, reason: String },
     #[error("--target {0:?}: expected predicted, sum-logits, answer:TEXT or index:N{hint}", hint = seed_hint(.0))]
     BadTarget(String),
+    #[error(
+        "{targets} target answers were given for {questions} questions: give one per question"
+    )]
+    TargetCount { targets: usize, questions: usize },
     #[error("--target {spec:?}: the model has no such answer ({labels} answers{hint})")]
     UnknownAnswer {
         spec: String,
@@ -142,13 +147,16 @@ pub enum AnswerTarget {
     Predicted,
     /// The logit of this answer index.
     Answer(usize),
+    /// The logit of one answer index per question, in the order of the questions (each
+    /// question's ground-truth answer, say, where the model predicts another).
+    Each(Vec<usize>),
     /// Σ of all logits: the seed's DSMI-family target (bug B1), for comparison runs.
     SumLogits,
 }
 
 /// What the error for an answer the list lacks suggests: the answer a typo away, or a few of
-/// the list's.
-fn answer_hint(text: &str, answers: &[String]) -> String {
+/// the list's ("; did you mean \"red\"?").
+pub fn answer_hint(text: &str, answers: &[String]) -> String {
     let lower = text.to_lowercase();
     match crate::names::nearest(&lower, answers.iter().map(String::as_str)) {
         Some(near) => format!("; did you mean {near:?}?"),
@@ -178,16 +186,10 @@ impl AnswerTarget {
         match spec.split_once(':') {
             None if keyword(spec) == "predicted" => Ok(Self::Predicted),
             None if keyword(spec) == "sum-logits" => Ok(Self::SumLogits),
-            Some((k, text)) if keyword(k) == "answer" => {
-                let text = text.trim();
-                let folded: Vec<usize> = (0..answers.len())
-                    .filter(|&i| answers[i].to_lowercase() == text.to_lowercase())
-                    .collect();
-                match (answers.iter().position(|a| a == text), folded.as_slice()) {
-                    (Some(i), _) | (None, &[i]) => Ok(Self::Answer(i)),
-                    _ => Err(unknown(answer_hint(text, answers))),
-                }
-            }
+            Some((k, text)) if keyword(k) == "answer" => match find_answer(text, answers) {
+                Some(i) => Ok(Self::Answer(i)),
+                None => Err(unknown(answer_hint(text.trim(), answers))),
+            },
             Some((k, n)) if keyword(k) == "index" => match n.trim().parse::<usize>() {
                 Ok(i) if i < answers.len() => Ok(Self::Answer(i)),
                 Ok(_) => Err(unknown(format!(
@@ -200,37 +202,70 @@ impl AnswerTarget {
         }
     }
 
-    /// Refuses, before any work, an answer index beyond the model's `labels` answers.
-    pub(crate) fn check(&self, labels: usize) -> Result<(), SessionError> {
-        self.for_batch(1).resolve(&[0], labels)?;
-        Ok(())
+    /// Refuses, before any work, an answer index beyond the model's `labels` answers, and a
+    /// count of `Each` answers other than the count of `questions`.
+    pub(crate) fn check(&self, questions: usize, labels: usize) -> Result<(), SessionError> {
+        if let Self::Each(answers) = self {
+            if answers.len() != questions {
+                return Err(SessionError::TargetCount {
+                    targets: answers.len(),
+                    questions,
+                });
+            }
+        }
+        Ok(self.for_chunk(0..questions).check(questions, labels)?)
     }
 
-    pub(crate) fn for_batch(&self, batch: usize) -> VqaTarget {
+    /// The target of the questions `range` (a batch of them).
+    pub(crate) fn for_chunk(&self, range: Range<usize>) -> VqaTarget {
         match self {
             Self::Predicted => VqaTarget::Predicted,
-            Self::Answer(i) => VqaTarget::Answers(vec![*i; batch]),
+            Self::Answer(i) => VqaTarget::Answers(vec![*i; range.len()]),
+            Self::Each(answers) => VqaTarget::Answers(answers[range].to_vec()),
             Self::SumLogits => VqaTarget::SumLogits,
         }
     }
 
-    /// What the explanations explain when that is not the predicted answer, as outputs
-    /// show it beside the prediction: the answer, or the sum of the logits.
-    pub fn explained(&self, answers: &[String]) -> Option<String> {
+    /// The answer index question `question` explains, where it is one answer.
+    fn answer_of(&self, question: usize) -> Option<usize> {
         match self {
-            Self::Predicted => None,
-            Self::Answer(i) => Some(answer_name(answers, *i)),
-            Self::SumLogits => Some("the sum of all logits".into()),
+            Self::Answer(i) => Some(*i),
+            Self::Each(answers) => answers.get(question).copied(),
+            Self::Predicted | Self::SumLogits => None,
         }
     }
 
-    /// How explanations.json names the target.
-    pub fn name(&self, answers: &[String]) -> String {
+    /// What question `question`'s explanations explain when that is not its predicted
+    /// answer, as outputs show it beside the prediction: the answer, or the sum of the logits.
+    pub fn explained(&self, question: usize, answers: &[String]) -> Option<String> {
         match self {
-            Self::Predicted => "predicted-answer".into(),
-            Self::Answer(i) => format!("answer:{}", answer_name(answers, *i)),
-            Self::SumLogits => "sum-logits".into(),
+            Self::Predicted => None,
+            Self::SumLogits => Some("the sum of all logits".into()),
+            _ => self.answer_of(question).map(|i| answer_name(answers, i)),
         }
+    }
+
+    /// How explanations.json names question `question`'s target.
+    pub fn name(&self, question: usize, answers: &[String]) -> String {
+        match (self, self.answer_of(question)) {
+            (Self::Predicted, _) => "predicted-answer".into(),
+            (Self::SumLogits, _) => "sum-logits".into(),
+            (_, Some(i)) => format!("answer:{}", answer_name(answers, i)),
+            (_, None) => format!("answer:none for question {question}"),
+        }
+    }
+}
+
+/// The index of answer `text` (trimmed) as written, else of the one answer it is in another
+/// case.
+pub fn find_answer(text: &str, answers: &[String]) -> Option<usize> {
+    let text = text.trim();
+    let folded: Vec<usize> = (0..answers.len())
+        .filter(|&i| answers[i].to_lowercase() == text.to_lowercase())
+        .collect();
+    match (answers.iter().position(|a| a == text), folded.as_slice()) {
+        (Some(i), _) | (None, &[i]) => Some(i),
+        _ => None,
     }
 }
 
@@ -372,11 +407,12 @@ pub(crate) fn in_batches<T, R, P: Proceed>(
     items: &[T],
     batch: usize,
     mut progress: impl FnMut(usize) -> P,
-    mut run: impl FnMut(&[T]) -> Result<Vec<R>, SessionError>,
+    mut run: impl FnMut(Range<usize>, &[T]) -> Result<Vec<R>, SessionError>,
 ) -> Result<Vec<R>, SessionError> {
     let mut results = Vec::with_capacity(items.len());
     for chunk in items.chunks(batch.max(1)) {
-        results.extend(run(chunk).map_err(|e| match e {
+        let range = results.len()..results.len() + chunk.len();
+        results.extend(run(range, chunk).map_err(|e| match e {
             SessionError::Model(ModelError::Backend(source @ BackendError::OutOfMemory { .. })) => {
                 SessionError::OutOfMemory {
                     batch: chunk.len(),
@@ -414,13 +450,38 @@ mod tests {
     #[test]
     fn targets_are_named_even_past_the_answers() {
         let answers = vec!["yes".to_owned(), "no".to_owned()];
-        assert_eq!(AnswerTarget::Answer(1).name(&answers), "answer:no");
-        assert_eq!(AnswerTarget::Answer(5).name(&answers), "answer:index:5");
+        assert_eq!(AnswerTarget::Answer(1).name(3, &answers), "answer:no");
+        assert_eq!(AnswerTarget::Answer(5).name(0, &answers), "answer:index:5");
         assert_eq!(
-            AnswerTarget::Answer(5).explained(&answers).as_deref(),
+            AnswerTarget::Answer(5).explained(0, &answers).as_deref(),
             Some("index:5")
         );
-        assert_eq!(AnswerTarget::Predicted.explained(&answers), None);
+        assert_eq!(AnswerTarget::Predicted.explained(0, &answers), None);
+    }
+
+    /// A target per question: each question is named by its own answer, a batch takes the
+    /// answers of its questions, and a count other than the questions' is refused before any
+    /// work, as is an index past the answers.
+    #[test]
+    fn each_question_has_its_own_answer() {
+        let answers = vec!["yes".to_owned(), "no".to_owned(), "red".to_owned()];
+        let each = AnswerTarget::Each(vec![2, 0, 1]);
+        let named: Vec<String> = (0..3).map(|q| each.name(q, &answers)).collect();
+        assert_eq!(named, ["answer:red", "answer:yes", "answer:no"]);
+        assert_eq!(each.explained(2, &answers).as_deref(), Some("no"));
+        assert_eq!(each.for_chunk(1..3), VqaTarget::Answers(vec![0, 1]));
+        assert_eq!(
+            AnswerTarget::Answer(1).for_chunk(4..6),
+            VqaTarget::Answers(vec![1, 1])
+        );
+        assert!(each.check(3, 3).is_ok());
+        let err = each.check(4, 3).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "3 target answers were given for 4 questions: give one per question"
+        );
+        let err = each.check(3, 2).unwrap_err().to_string();
+        assert!(err.contains("index 2 is out of range"), "{err}");
     }
 
     /// Targets read in any case and with spaces around the parts; an answer in another case is

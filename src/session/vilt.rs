@@ -101,12 +101,12 @@ impl<B: Backend> ViltSession<B> {
         progress: impl FnMut(usize) -> P,
     ) -> Result<Vec<QuestionResult>, SessionError> {
         vilt_start(opts, self.model.config.num_hidden_layers)?;
-        target.check(self.answers().len())?;
+        target.check(pairs.len(), self.answers().len())?;
         check_requests(pairs, |what, size| self.processor.check_size(what, size))?;
         let texts: Vec<&str> = pairs.iter().map(|p| p.text.as_str()).collect();
         check_all_words(&self.tokenizer, &texts)?;
-        in_batches(pairs, batch, progress, |chunk| {
-            self.explain_batch(chunk, methods, opts, &target.for_batch(chunk.len()))
+        in_batches(pairs, batch, progress, |range, chunk| {
+            self.explain_batch(chunk, methods, opts, &target.for_chunk(range))
         })
     }
 
