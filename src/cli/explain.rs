@@ -3,6 +3,7 @@
 //! run, an HTML page and a JSON file with every number. The model directory's family decides
 //! what a sample is: a caption for CLIP, a question for ViLT.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{IsTerminal, Read, Write};
@@ -901,7 +902,7 @@ fn explain_on<B: Backend>(
     input: &Input<'_>,
     args: &ExplainArgs,
     progress: impl FnMut(usize) -> ControlFlow<()>,
-) -> anyhow::Result<(Vec<Sample>, HashMap<PathBuf, RgbImage>)> {
+) -> anyhow::Result<(Vec<Sample>, Displayed)> {
     let (methods, opts, pairs) = (input.methods, input.opts, input.pairs);
     let keep = !args.no_images;
     Ok(match family {
@@ -914,7 +915,10 @@ fn explain_on<B: Backend>(
                 );
             }
             let images = requests.iter().map(|r| &r.image).zip(&lines);
-            let displayed = display_images(images, keep, |p| Ok(session.display_image(p)?))?;
+            let displayed = display_images(images, keep, KEPT_DISPLAY_BYTES, {
+                let load = session.display_loader();
+                move |p| Ok(load(p)?)
+            })?;
             let results = session
                 .explain(&requests, methods, opts, args.batch, progress)
                 .map_err(|e| at_pairs_line(e, &whence_of_images(&requests, &lines)))?;
@@ -953,7 +957,8 @@ fn explain_on<B: Backend>(
             let target = vqa_target(&args.target, &expected, &lines, answers)?;
             warn_of_answers_never_given(&expected, answers);
             let images = requests.iter().map(|r| &r.image).zip(&lines);
-            let displayed = display_images(images, keep, |p| Ok(session.display_image(p)?))?;
+            let displayed =
+                display_images(images, keep, KEPT_DISPLAY_BYTES, |p| Ok(whole_image(p)?))?;
             let results = session
                 .explain(&requests, methods, opts, &target, args.batch, progress)
                 .map_err(|e| at_pairs_line(e, &whence_of_images(&requests, &lines)))?;
@@ -987,7 +992,8 @@ fn explain_on<B: Backend>(
                 .iter()
                 .zip(&lines)
                 .filter_map(|(image, line)| Some((image.as_ref()?, line)));
-            let displayed = display_images(drawn_on, keep, |p| Ok(whole_image(p)?))?;
+            let displayed =
+                display_images(drawn_on, keep, KEPT_DISPLAY_BYTES, |p| Ok(whole_image(p)?))?;
             let results = session
                 .explain(&requests, methods, opts, &target, args.batch, progress)
                 .map_err(|e| {
@@ -1024,30 +1030,71 @@ fn explain_on<B: Backend>(
     })
 }
 
-/// Each distinct image once, as drawn (`load`), kept unless `keep` is false. Read before the
-/// work, so that a file that does not decode stops the run before it starts (and costs no
-/// batch done), named by its --pairs line when it has one.
+/// How many bytes of display images the check before the work keeps for the drawing; the
+/// images past them are decoded again when drawn, so that a run over thousands of images holds
+/// a bounded amount (an image drawn at 384 pixels is about 440 KB).
+const KEPT_DISPLAY_BYTES: usize = 1 << 30;
+
+/// How an image is decoded to be drawn on.
+type LoadImage = Box<dyn Fn(&Path) -> anyhow::Result<RgbImage> + Send + Sync>;
+
+/// The images to draw on: none with --no-images; else the ones the check before the work
+/// kept, and how to decode the others again.
+struct Displayed {
+    kept: HashMap<PathBuf, RgbImage>,
+    load: Option<LoadImage>,
+}
+
+impl Displayed {
+    /// The image at `path` to draw on; none with --no-images.
+    fn get(&self, path: &Path) -> anyhow::Result<Option<Cow<'_, RgbImage>>> {
+        let Some(load) = &self.load else {
+            return Ok(None);
+        };
+        Ok(Some(match self.kept.get(path) {
+            Some(image) => Cow::Borrowed(image),
+            None => Cow::Owned(load(path)?),
+        }))
+    }
+}
+
+/// Each distinct image decoded once, as drawn (`load`), on every core, before the work: a file
+/// that does not decode stops the run before it starts (and costs no batch done), named by its
+/// --pairs line when it has one, the first such line of the file. Unless `keep` is false
+/// (--no-images), the images are kept for the drawing up to `budget` bytes.
 fn display_images<'a>(
     images: impl IntoIterator<Item = (&'a PathBuf, &'a Option<String>)>,
     keep: bool,
-    load: impl Fn(&Path) -> anyhow::Result<RgbImage>,
-) -> anyhow::Result<HashMap<PathBuf, RgbImage>> {
+    budget: usize,
+    load: impl Fn(&Path) -> anyhow::Result<RgbImage> + Send + Sync + 'static,
+) -> anyhow::Result<Displayed> {
     let mut seen = HashSet::new();
+    let distinct: Vec<_> = images
+        .into_iter()
+        .filter(|(path, _)| seen.insert(*path))
+        .collect();
     let mut kept = HashMap::new();
-    for (path, line) in images {
-        if !seen.insert(path) {
-            continue;
-        }
-        let image = match (load(path), line) {
-            (Ok(image), _) => image,
-            (Err(e), Some(line)) => return Err(e.context(line.clone())),
-            (Err(e), None) => return Err(e),
-        };
-        if keep {
-            kept.insert(path.clone(), image);
+    let mut bytes = 0;
+    // A few images per thread at a time, so that the ones not kept are freed as they go.
+    for chunk in distinct.chunks(4 * rayon::current_num_threads()) {
+        let decoded: Vec<_> = chunk.par_iter().map(|(path, _)| load(path)).collect();
+        for ((path, line), image) in chunk.iter().zip(decoded) {
+            let image = match (image, line) {
+                (Ok(image), _) => image,
+                (Err(e), Some(line)) => return Err(e.context(line.clone())),
+                (Err(e), None) => return Err(e),
+            };
+            let size = image.as_raw().len();
+            if keep && bytes + size <= budget {
+                bytes += size;
+                kept.insert((*path).clone(), image);
+            }
         }
     }
-    Ok(kept)
+    Ok(Displayed {
+        kept,
+        load: keep.then(|| Box::new(load) as LoadImage),
+    })
 }
 
 /// The most characters of a text its sample line shows: the whole text is in the JSON and
@@ -1183,12 +1230,12 @@ struct SampleFiles {
 
 /// Writes explanations.json first, then the samples' overlays and sheets (several samples at
 /// once), then index.html, which shows the images drawn. Returns how many samples are done:
-/// drawn, or with nothing to draw (no image, or none kept in `displayed`); fewer when
-/// `drawing.stop` stopped the drawing.
+/// drawn, or with nothing to draw (no image, or --no-images); fewer when `drawing.stop`
+/// stopped the drawing.
 fn write_outputs(
     family: &'static str,
     samples: &[Sample],
-    displayed: &HashMap<PathBuf, RgbImage>,
+    displayed: &Displayed,
     out: &Path,
     drawing: Drawing<'_>,
 ) -> anyhow::Result<usize> {
@@ -1202,13 +1249,19 @@ fn write_outputs(
         .par_iter()
         .enumerate()
         .map(|(i, s)| {
-            let Some(image) = s.image.as_ref().and_then(|p| displayed.get(p)) else {
+            let Some(path) = s.image.as_ref().filter(|_| displayed.load.is_some()) else {
                 return Ok(Some(SampleFiles::default()));
             };
             if (drawing.stop)() {
                 return Ok(None);
             }
-            let files = draw_sample(i, s, image, out)?;
+            let Some(image) = displayed
+                .get(path)
+                .with_context(|| format!("cannot draw sample {i}"))?
+            else {
+                return Ok(Some(SampleFiles::default()));
+            };
+            let files = draw_sample(i, s, &image, out)?;
             (drawing.drawn)();
             Ok(Some(files))
         })
@@ -1395,8 +1448,59 @@ fn save_png(image: &RgbImage, path: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     use super::*;
+
+    /// The check before the work keeps images up to its budget and decodes the others again
+    /// when they are drawn, to the same pixels; it decodes each distinct image once; the error
+    /// it names is the first bad line's, though its images decode in parallel; and with
+    /// --no-images it keeps none and draws none.
+    #[test]
+    fn display_images_are_kept_within_the_budget() {
+        let loads = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&loads);
+        // A 10 × 10 image (300 bytes) whose pixels say which file it is.
+        let load = move |p: &Path| -> anyhow::Result<RgbImage> {
+            counted.fetch_add(1, Ordering::Relaxed);
+            let name = p.to_string_lossy();
+            let Some(n) = name.strip_prefix("image-") else {
+                bail!("{name} does not decode");
+            };
+            let n: u8 = n.parse()?;
+            Ok(RgbImage::from_pixel(10, 10, image::Rgb([n, 0, 0])))
+        };
+        let paths: Vec<PathBuf> = ["image-1", "image-2", "image-1", "image-3"]
+            .map(PathBuf::from)
+            .to_vec();
+        let lines: Vec<Option<String>> = (1..=4).map(|n| Some(format!("line {n}"))).collect();
+        let shown = display_images(paths.iter().zip(&lines), true, 650, load.clone()).unwrap();
+        assert_eq!(loads.load(Ordering::Relaxed), 3, "each distinct image once");
+        assert_eq!(shown.kept.len(), 2, "600 bytes of a budget of 650");
+        for (n, path) in [(1, "image-1"), (2, "image-2"), (3, "image-3")] {
+            let image = shown.get(Path::new(path)).unwrap().unwrap();
+            assert_eq!(image.get_pixel(9, 9).0, [n, 0, 0], "{path}");
+        }
+        assert_eq!(loads.load(Ordering::Relaxed), 4, "image-3 decoded again");
+
+        let many: Vec<PathBuf> = (0..64)
+            .map(|n| match n {
+                40 | 50 => PathBuf::from(format!("broken-{n}")),
+                n => PathBuf::from(format!("image-{n}")),
+            })
+            .collect();
+        let lines: Vec<Option<String>> = (1..=64).map(|n| Some(format!("line {n}"))).collect();
+        for _ in 0..5 {
+            let err = display_images(many.iter().zip(&lines), true, 0, load.clone())
+                .err()
+                .unwrap();
+            assert_eq!(format!("{err:#}"), "line 41: broken-40 does not decode");
+        }
+        let none = display_images(paths.iter().zip(&lines), false, 1 << 20, load).unwrap();
+        assert!(none.kept.is_empty());
+        assert!(none.get(Path::new("image-1")).unwrap().is_none());
+    }
 
     /// A folder an earlier run wrote (its page, or only the lock file of a run cut short) is
     /// recognised, and a new run removes that run's PNGs and then its page, so that no page
