@@ -483,8 +483,24 @@ fn lxmert_without_answer_names_says_to_give_answers() {
 
     let answers = out.join("answers.json");
     let names: Vec<String> = (0..12).map(|i| format!("answer {i}")).collect();
-    std::fs::write(&answers, serde_json::to_string(&names).unwrap()).unwrap();
+    // The answer-to-index map, the list's neighbour in LXMERT's data, is named as such.
+    let map: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i.into()))
+        .collect();
+    std::fs::write(&answers, serde_json::to_string(&map).unwrap()).unwrap();
     args.extend(["--answers".into(), s(&answers).into()]);
+    let run = fiedler(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr(&run).contains("this is an object (trainval_ans2label.json maps answers to indices: give trainval_label2ans.json)"),
+        "{}",
+        stderr(&run)
+    );
+    // With a byte order mark, as an editor may save it.
+    let list = format!("\u{feff}{}", serde_json::to_string(&names).unwrap());
+    std::fs::write(&answers, list).unwrap();
     let run = fiedler(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(
@@ -1483,11 +1499,37 @@ fn expected_answers_are_marked_right_or_wrong() {
     let warned = stderr(&run);
     assert!(
         warned.contains("warning: expected answer not among the model's")
-            && warned.contains("so it cannot be right (sample 1: \"elephant\")"),
+            && warned.contains(&format!(
+                "so it cannot be right ({}:2: \"elephant\")",
+                list.display()
+            )),
         "{warned}"
     );
     let page = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(page.contains("answers as expected: 1 of 2"));
+    // An answer (or image id) that is neither a string nor a whole number says so, by line.
+    for answer in ["-1", "2.5", "[\"yes\"]"] {
+        let line = format!(
+            r#"{{"image": "{}", "question": "how many crosses are there?", "answer": {answer}}}"#,
+            s(&image)
+        );
+        std::fs::write(&list, line).unwrap();
+        let run = fiedler(&[
+            "explain",
+            "--model",
+            s(&root.join("models/vilt-synth")),
+            "--pairs",
+            s(&list),
+            "--out",
+            s(&out),
+        ]);
+        assert_eq!(run.status.code(), Some(1));
+        assert!(
+            stderr(&run).contains("is neither a string nor a whole number from 0 to 2^64 - 1"),
+            "{}",
+            stderr(&run)
+        );
+    }
 }
 
 /// `--target expected` explains each --pairs line's answer (found in another case, or as VQA

@@ -21,6 +21,7 @@ use fiedler::backend::Backend;
 use fiedler::eval::answers::clean;
 use fiedler::explain::{Explanation, Method, MethodOptions};
 use fiedler::input::regions::is_obj36_tsv;
+use fiedler::input::{json_line_error, without_bom};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::{read_family, unnamed_answers};
 use fiedler::model::ModelFamily;
@@ -172,19 +173,24 @@ struct Expected {
 }
 
 /// Warns, in one line, of the expected answers that match none of the model's answers
-/// (compared as `Expected` compares them): they can never be right. Not where the answers are
-/// unnamed (LXMERT without --answers, already warned of): none would match.
-fn warn_of_answers_never_given(expected: &[Option<String>], answers: &[String]) {
+/// (compared as `Expected` compares them): they can never be right. Each is named by its
+/// --pairs line (`lines`). Not where the answers are unnamed (LXMERT without --answers,
+/// already warned of): none would match.
+fn warn_of_answers_never_given(
+    expected: &[Option<String>],
+    lines: &[Option<String>],
+    answers: &[String],
+) {
     if unnamed_answers(answers) {
         return;
     }
     let known: HashSet<String> = answers.iter().map(|a| clean(a)).collect();
     let never: Vec<String> = expected
         .iter()
-        .enumerate()
-        .filter_map(|(i, a)| Some((i, a.as_ref()?)))
-        .filter(|(_, a)| !known.contains(&clean(a)))
-        .map(|(i, a)| format!("sample {i}: {a:?}"))
+        .zip(lines)
+        .filter_map(|(a, line)| Some((a.as_ref()?, line.as_ref()?)))
+        .filter(|(a, _)| !known.contains(&clean(a)))
+        .map(|(a, line)| format!("{line}: {a:?}"))
         .collect();
     if let Some(first) = never.first() {
         let shown = match never.len() {
@@ -297,9 +303,7 @@ impl PairsFile {
     /// The lines that hold a sample, with their numbers (from 1): the non-blank ones, a
     /// leading byte order mark (which Windows editors write) skipped.
     fn sample_lines(&self) -> impl Iterator<Item = (usize, &str)> {
-        let text = &self.text;
-        text.strip_prefix('\u{feff}')
-            .unwrap_or(text)
+        without_bom(&self.text)
             .lines()
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
@@ -316,8 +320,9 @@ impl PairsFile {
                     true => " (a line holds one JSON object, not a list: JSON Lines)",
                     false => "",
                 };
-                let parsed = serde_json::from_str(line)
-                    .with_context(|| format!("{at}: expected {expected}{hint}"))?;
+                let parsed = serde_json::from_str(line).map_err(|e| {
+                    anyhow::anyhow!("{at}: expected {expected}{hint}: {}", json_line_error(&e))
+                })?;
                 Ok((at, parsed))
             })
             .collect()
@@ -450,16 +455,14 @@ fn check_answer(answer: Option<&str>) -> anyhow::Result<()> {
 /// A value a `--pairs` line may give as a string or a number: an image id (COCO ids are
 /// numbers), an answer ("2").
 fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Id {
-        Text(String),
-        Number(u64),
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(serde_json::Value::Number(n)) if n.is_u64() => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "{other} is neither a string nor a whole number from 0 to 2^64 - 1"
+        ))),
     }
-    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
-        Id::Text(s) => s,
-        Id::Number(n) => n.to_string(),
-    }))
 }
 
 /// One line of an LXMERT `--pairs` file.
@@ -955,7 +958,7 @@ fn explain_on<B: Backend>(
             let (requests, expected, lines) = requests(args, pairs)?;
             let answers = session.answers();
             let target = vqa_target(&args.target, &expected, &lines, answers)?;
-            warn_of_answers_never_given(&expected, answers);
+            warn_of_answers_never_given(&expected, &lines, answers);
             let images = requests.iter().map(|r| &r.image).zip(&lines);
             let displayed =
                 display_images(images, keep, KEPT_DISPLAY_BYTES, |p| Ok(whole_image(p)?))?;
@@ -987,7 +990,7 @@ fn explain_on<B: Backend>(
             }
             let answers = session.answers();
             let target = vqa_target(&args.target, &expected, &lines, answers)?;
-            warn_of_answers_never_given(&expected, answers);
+            warn_of_answers_never_given(&expected, &lines, answers);
             let drawn_on = images
                 .iter()
                 .zip(&lines)

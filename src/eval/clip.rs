@@ -16,6 +16,7 @@ use crate::eval::dataset::{bad, finish, read_text, Dataset, Question};
 use crate::eval::runner::{Answering, EvalModel, Explained};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
+use crate::input::without_bom;
 use crate::model::VqaTarget;
 use crate::session::{ClipSession, PairRequest};
 use crate::warning::warn;
@@ -100,7 +101,7 @@ impl<'a, B: Backend> Retrievals<'a, B> {
 pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, CaptionSet>), EvalError> {
     const FLAG: &str = "--captions";
     let fail = |reason: String| bad(FLAG, path, reason);
-    let sets: Vec<CaptionSetLine> = serde_json::from_str(&read_text(FLAG, path)?)
+    let sets: Vec<CaptionSetLine> = serde_json::from_str(without_bom(&read_text(FLAG, path)?))
         .map_err(|e| fail(format!("not a fiedler synth captions.json: {e}")))?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut sets_by_id = HashMap::new();
@@ -117,11 +118,12 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, CaptionSet
             })
         })?;
         // A distractor equal to the true caption could never be told from it.
+        let mut first_of = HashMap::new();
         for (i, c) in set.captions.iter().enumerate() {
             if c.trim().is_empty() {
                 return Err(fail(format!("image {id}: caption {i} is empty")));
             }
-            if let Some(j) = set.captions[..i].iter().position(|earlier| earlier == c) {
+            if let Some(j) = first_of.insert(c.as_str(), i) {
                 return Err(fail(format!("image {id}: caption {i} repeats caption {j}")));
             }
         }

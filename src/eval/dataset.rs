@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::eval::answers::GroundTruth;
 use crate::eval::EvalError;
+use crate::input::without_bom;
 
 /// One question about one image.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +42,7 @@ pub(crate) fn read_text(flag: &'static str, path: &Path) -> Result<String, EvalE
 }
 
 fn read_json(flag: &'static str, path: &Path) -> Result<Value, EvalError> {
-    serde_json::from_str(&read_text(flag, path)?)
+    serde_json::from_str(without_bom(&read_text(flag, path)?))
         .map_err(|e| bad(flag, path, format!("not valid JSON: {e}")))
 }
 
@@ -54,11 +55,12 @@ pub(crate) fn bad(flag: &'static str, path: &Path, reason: String) -> EvalError 
     }
 }
 
-/// A JSON id (number or string) as text.
+/// A JSON id (a string, or a whole number of 64 bits: a larger one reads as a float, which
+/// would name another id) as text.
 fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) if !n.is_f64() => Some(n.to_string()),
         _ => None,
     }
 }
@@ -77,7 +79,15 @@ struct LxmertItem {
 pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
     const FLAG: &str = "--dataset";
     let fail = |reason: String| bad(FLAG, path, reason);
-    let items: Vec<LxmertItem> = serde_json::from_value(read_json(FLAG, path)?).map_err(|e| {
+    let json = read_json(FLAG, path)?;
+    if json.get("questions").is_some() {
+        return Err(fail(
+            "this is a VQA v2 questions file (an object with \"questions\"): give it with \
+             --questions, and its annotations with --annotations"
+                .into(),
+        ));
+    }
+    let items: Vec<LxmertItem> = serde_json::from_value(json).map_err(|e| {
         fail(format!(
             "expected a list of {{\"question_id\", \"img_id\", \"sent\", \"label\"}}: {e}"
         ))
@@ -89,10 +99,10 @@ pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
             let id = match &item.question_id {
                 None => i.to_string(),
                 Some(v) => id_text(v)
-                    .ok_or_else(|| fail(format!("item {i}: question_id {v} is not an id")))?,
+                    .ok_or_else(|| fail(format!("item {i}: question_id {v} is not an id (a string, or a whole number below 2^64)")))?,
             };
             let image_id = id_text(&item.img_id)
-                .ok_or_else(|| fail(format!("item {i}: img_id {} is not an id", item.img_id)))?;
+                .ok_or_else(|| fail(format!("item {i}: img_id {} is not an id (a string, or a whole number below 2^64)", item.img_id)))?;
             let label = item.label.ok_or_else(|| {
                 fail(format!(
                     "question {id} has no \"label\" (a test split has no answers to score)"
@@ -454,6 +464,42 @@ mod tests {
     fn patterns(texts: &[&str]) -> Result<FilePattern, EvalError> {
         let texts: Vec<String> = texts.iter().map(|t| (*t).to_owned()).collect();
         FilePattern::new(Path::new("dir"), &texts)
+    }
+
+    /// An LXMERT question file read through a byte order mark; ids past 64 bits (read as
+    /// floats, which named neither id) and a VQA v2 questions file are refused with what to
+    /// do.
+    #[test]
+    fn lxmert_files_of_other_shapes_say_what_to_do() {
+        let dir = std::env::temp_dir().join(format!("fiedler-dataset-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let read = |name: &str, text: &str| {
+            let path = dir.join(name);
+            fs::write(&path, text).unwrap();
+            read_lxmert_json(&path)
+        };
+        let item = |id: &str| {
+            format!(
+                r#"{{"question_id": {id}, "img_id": "a", "sent": "what?", "label": {{"yes": 1}}}}"#
+            )
+        };
+        let data = read("bom.json", &format!("\u{feff}[{}]", item("7"))).unwrap();
+        assert_eq!(data.questions[0].id, "7");
+        let huge = format!(
+            "[{}, {}]",
+            item("18446744073709551616"),
+            item("18446744073709551617")
+        );
+        let err = read("huge.json", &huge).unwrap_err().to_string();
+        assert!(
+            err.contains("item 0: question_id 1.8446744073709552e+19 is not an id (a string, or a whole number below 2^64)"),
+            "{err}"
+        );
+        let err = read("v2.json", r#"{"questions": []}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("this is a VQA v2 questions file"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

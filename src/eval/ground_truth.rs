@@ -15,6 +15,7 @@ use crate::eval::results::GroundTruthRecord;
 use crate::eval::EvalError;
 use crate::explain::Explanation;
 use crate::input::text::TextTokenizer;
+use crate::input::without_bom;
 use crate::synth::metrics::{
     mass_in_mask, patch_overlap, pointing_game, region_object_overlap, relevant_word_rank,
     span_words, ObjectMask,
@@ -71,7 +72,7 @@ fn read(path: &Path) -> Result<TruthFile, EvalError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    serde_json::from_str(&text)
+    serde_json::from_str(without_bom(&text))
         .map_err(|e| fail(format!("not a fiedler synth ground_truth.json: {e}")))
 }
 
@@ -272,10 +273,22 @@ impl SynthTruth {
                 let (rows, cols) = e.image_grid;
                 patch_overlap(&mask, rows, cols)?
             }
-            ImageUnits::Regions => region_object_overlap(
-                &self.region_objects[&truth.image_id],
-                &truth.relevant_objects,
-            ),
+            ImageUnits::Regions => {
+                let objects = &self.region_objects[&truth.image_id];
+                if objects.len() != e.image_relevance.len() {
+                    return Err(EvalError::GroundTruth {
+                        path: self.path.clone(),
+                        reason: format!(
+                            "image {}: its region_objects name {} regions, and the model read \
+                             {} (the ground truth of other region features?)",
+                            truth.image_id,
+                            objects.len(),
+                            e.image_relevance.len()
+                        ),
+                    });
+                }
+                region_object_overlap(objects, &truth.relevant_objects)
+            }
         };
         let word_count = words.iter().flatten().max().map_or(0, |&w| w + 1);
         let word_rank = relevant_word_rank(&e.text_relevance, words, &truth.relevant_words)?;
@@ -356,6 +369,22 @@ mod tests {
         assert_eq!((r.word_rank, r.words), (Some(2.0), 5));
         assert_eq!(r.chance_pointing, Some(1.0 / 3.0));
         assert_eq!(r.chance_word_rank, Some(3.0));
+
+        // Relevance over other regions than the ground truth's is refused by image.
+        let four = Explanation {
+            image_relevance: vec![0.5, 0.1, 0.4, 0.0],
+            image_grid: (1, 4),
+            ..e.clone()
+        };
+        let err = truth
+            .score_words(&q, &four, &words)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("image 3: its region_objects name 3 regions, and the model read 4"),
+            "{err}"
+        );
 
         let other = question("3001", "3");
         let truth = SynthTruth::open(&path, &[&other], ImageUnits::Regions).unwrap();

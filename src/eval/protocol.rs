@@ -121,10 +121,21 @@ pub fn keep_count(step: f64, n: usize) -> usize {
     ((1.0 - step) * n as f64) as usize
 }
 
-/// Checks user steps: at least two, ascending, within [0, 1].
+/// The most steps a curve may have: far more than any protocol's (the seed's has 9), few
+/// enough that a report's per-step sums stay small.
+pub const MAX_STEPS: usize = 1000;
+
+/// Checks user steps: at least two and at most `MAX_STEPS`, ascending, within [0, 1].
 pub fn check_steps(steps: &[f64]) -> Result<(), String> {
     if steps.len() < 2 {
         return Err(format!("need at least two steps, got {steps:?}"));
+    }
+    if steps.len() > MAX_STEPS {
+        return Err(format!(
+            "{} steps, more than the {MAX_STEPS} a curve can take (the report's variances hold \
+             steps² sums per method and test)",
+            steps.len()
+        ));
     }
     if let Some(s) = steps.iter().find(|s| !(0.0..=1.0).contains(*s)) {
         return Err(format!("step {s} is outside [0, 1]"));
@@ -312,6 +323,13 @@ mod tests {
         assert!(check_steps(&[0.0, 1.5]).is_err());
         assert!(check_steps(&[0.5, 1.0]).is_err(), "no unperturbed step");
         assert!(check_steps(&[0.0, 0.5]).is_ok());
+        let fine: Vec<f64> = (0..=MAX_STEPS)
+            .map(|i| i as f64 / MAX_STEPS as f64)
+            .collect();
+        assert!(check_steps(&fine[1..]).is_err(), "no unperturbed step");
+        assert!(check_steps(&fine[..MAX_STEPS]).is_ok());
+        let err = check_steps(&fine).unwrap_err();
+        assert!(err.starts_with("1001 steps, more than the 1000"), "{err}");
     }
 
     #[test]

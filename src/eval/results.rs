@@ -28,6 +28,7 @@ use serde_json::Value;
 use crate::eval::protocol::{check_steps, Modality, Order, Test};
 use crate::eval::EvalError;
 use crate::hash::fnv1a_words;
+use crate::input::json_line_error;
 use crate::warning::warn;
 
 /// Version of the line format.
@@ -283,9 +284,16 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
     }
     let mut results = Results::default();
     let header_end = bytes.iter().position(|&b| b == b'\n');
+    // A byte order mark, which an editor may have added, is passed over (lines are appended
+    // after the last, so it stays).
+    let header_start = if bytes.starts_with(b"\xef\xbb\xbf") {
+        3
+    } else {
+        0
+    };
     results.header = Some(read_header(
         path,
-        &bytes[..header_end.unwrap_or(bytes.len())],
+        &bytes[header_start..header_end.unwrap_or(bytes.len())],
     )?);
     let Some(header_end) = header_end else {
         // The header itself is torn: the writer cuts it and writes it again, the same (the
@@ -328,6 +336,16 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
                         ),
                     });
                 }
+                if let Some(a) = r.accuracy.iter().find(|a| !(0.0..=1.0).contains(*a)) {
+                    return Err(EvalError::Results {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "line {line_no}: a record of sample {} with accuracy {a}; VQA \
+                             accuracies are within [0, 1]",
+                            r.sample
+                        ),
+                    });
+                }
                 results.open_failures.remove(&r.sample);
                 if done.insert(r.key()) {
                     results.perturbations.push(r);
@@ -365,7 +383,10 @@ pub fn read_results(path: &Path) -> Result<Results, EvalError> {
             Err(Broken(reason)) => {
                 return Err(EvalError::Results {
                     path: path.to_path_buf(),
-                    reason: format!("line {line_no}: {reason}"),
+                    reason: format!(
+                        "line {line_no}: {reason}; mend or remove the line (or start a new \
+                         results file) to go on"
+                    ),
                 })
             }
         }
@@ -407,7 +428,7 @@ fn parse_line(line: &[u8]) -> Result<Option<Line>, ParseError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(line).map_err(|e| Broken(e.to_string()))?;
+    let value: Value = serde_json::from_slice(line).map_err(|e| Broken(json_line_error(&e)))?;
     match value.get("kind").and_then(Value::as_str) {
         Some("run" | "perturbation" | "failure" | "ground-truth" | "started" | "finished") => {
             serde_json::from_value(value)
@@ -990,6 +1011,30 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A byte order mark before the header is passed over; a damaged line inside the file is
+    /// named by its line and its column in it (serde's "line 1" was the line's own), with what
+    /// to do.
+    #[test]
+    fn a_byte_order_mark_is_read_and_a_damaged_line_is_placed() {
+        let dir = scratch("bom");
+        let record = serde_json::to_string(&a_record()).unwrap();
+        let text = format!("\u{feff}{}\n{record}\n", header_line(1));
+        let read = read_results(&file(&dir, "bom.jsonl", text.as_bytes())).unwrap();
+        assert_eq!(read.perturbations.len(), 1);
+        assert_eq!(read.valid_len, text.len() as u64);
+        let cut = &record[..30];
+        let text = format!("{}\n{record}\n{cut}\n{record}\n", header_line(1));
+        let e = read_results(&file(&dir, "cut.jsonl", text.as_bytes()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3: EOF while parsing a string, at column 30; mend or remove the line"),
+            "{e}"
+        );
+        assert!(!e.contains("line 1"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// A header whose steps no run could have, or a record with another number of steps
     /// than its run, is refused by line (`eval summary` indexed an empty step list).
     #[test]
@@ -1014,6 +1059,20 @@ pub(crate) mod tests {
             e.contains("line 3: a record of sample 7 with [2, 2, 1] kept counts"),
             "{e}"
         );
+        // Accuracies past [0, 1] (1e20 drew a line of 1e20 stamps in the report's plot).
+        for wrong in ["[1.0,1e20]", "[-0.5,0.0]"] {
+            let text = format!(
+                "{}\n{}\n",
+                header_line(1),
+                record.replace("[1.0,0.0]", wrong)
+            );
+            let path = file(&dir, "wrong.jsonl", text.as_bytes());
+            let e = read_results(&path).unwrap_err().to_string();
+            assert!(
+                e.contains("line 2: a record of sample 7 with accuracy"),
+                "{e}"
+            );
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -182,8 +182,16 @@ fn draw_panel(img: &mut RgbImage, left: u32, panel: &Panel, axes: &Axes) {
     }
 }
 
-/// A 3-pixel-wide line, stamped along the segment.
+/// A 3-pixel-wide line, stamped along the segment; a point off the image is moved to its
+/// edge (a value far out of range must not cost a stamp per pixel of its distance).
 fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), color: [u8; 3]) {
+    let on_image = |(x, y): (f64, f64)| {
+        (
+            x.clamp(-1.0, f64::from(img.width())),
+            y.clamp(-1.0, f64::from(img.height())),
+        )
+    };
+    let (a, b) = (on_image(a), on_image(b));
     let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
     for i in 0..=steps {
         let t = i as f64 / steps as f64;
@@ -200,8 +208,8 @@ fn line(img: &mut RgbImage, a: (f64, f64), b: (f64, f64), color: [u8; 3]) {
 }
 
 fn fill(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, color: [u8; 3]) {
-    for py in y..(y + h).min(img.height()) {
-        for px in x..(x + w).min(img.width()) {
+    for py in y..y.saturating_add(h).min(img.height()) {
+        for px in x..x.saturating_add(w).min(img.width()) {
             img.put_pixel(px, py, Rgb(color));
         }
     }
@@ -252,5 +260,36 @@ mod tests {
         assert_eq!(img.get_pixel(px + 4, py + 4).0, series_color(1));
         // Series a starts at the top-left corner of the plot, in its own colour.
         assert_eq!(img.get_pixel(LEFT + 1, TOP + 1).0, series_color(3));
+    }
+
+    /// Values far out of range are drawn to the image's edge, at once (a line to 1e20 stamped
+    /// once per pixel of its length, and −1e12 overflowed a marker's extent).
+    #[test]
+    fn points_far_off_the_plot_stop_at_its_edge() {
+        let axes = Axes {
+            x_label: "x".into(),
+            y_label: "y".into(),
+            x_ticks: vec![(0.0, "0".into()), (1.0, "1".into())],
+            y_ticks: vec![(0.0, "0".into()), (100.0, "100".into())],
+            x_max: 1.0,
+            y_max: 100.0,
+        };
+        let panel = Panel {
+            title: "p".into(),
+            series: vec![Series {
+                name: "a".into(),
+                points: vec![(0.0, 1e20), (0.5, -1e12), (1.0, f64::NAN)],
+                color: 3,
+            }],
+        };
+        let start = std::time::Instant::now();
+        let img = line_charts("t", &axes, &[panel]);
+        assert!(start.elapsed().as_secs() < 5, "{:?}", start.elapsed());
+        // The segment from (0, 1e20) to (0.5, −1e12) crosses the plot's middle.
+        let (x, y) = (LEFT + PLOT_W / 4, TOP + PLOT_H / 2);
+        let drawn = (0..PLOT_H)
+            .filter(|dy| img.get_pixel(x, TOP + dy).0 == series_color(3))
+            .count();
+        assert!(drawn > 0, "the line crosses column {x} near row {y}");
     }
 }

@@ -8,6 +8,7 @@ use crate::explain::{Explanation, Method, MethodOptions};
 pub use crate::input::regions::Regions;
 use crate::input::regions::{check_regions_file, load_regions};
 use crate::input::text::TextTokenizer;
+use crate::input::without_bom;
 use crate::model::config::unnamed_answers;
 use crate::model::lxmert::{Lxmert, LxmertInputs, LxmertOutput};
 use crate::model::VqaTarget;
@@ -232,10 +233,18 @@ fn read_answers(path: &Path, labels: usize) -> Result<Vec<String>, SessionError>
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let answers: Vec<String> = serde_json::from_str(&text).map_err(|e| SessionError::Answers {
-        path: path.to_path_buf(),
-        reason: format!("expected a JSON list of strings: {e}"),
-    })?;
+    let answers: Vec<String> =
+        serde_json::from_str(without_bom(&text)).map_err(|e| SessionError::Answers {
+            path: path.to_path_buf(),
+            reason: match without_bom(&text).trim_start().starts_with('{') {
+                // The answer-to-index map sits beside the list in LXMERT's data folder.
+                true => "expected a JSON list of strings, one per logit; this is an object \
+                     (trainval_ans2label.json maps answers to indices: give \
+                     trainval_label2ans.json)"
+                    .into(),
+                false => format!("expected a JSON list of strings: {e}"),
+            },
+        })?;
     if answers.len() != labels {
         return Err(SessionError::Answers {
             path: path.to_path_buf(),
