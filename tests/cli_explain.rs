@@ -1507,6 +1507,50 @@ fn expected_answers_are_marked_right_or_wrong() {
     );
     let page = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(page.contains("answers as expected: 1 of 2"));
+    // A key no line reads (a misspelt "answer", which would go unchecked) is warned of by its
+    // line, once; where the line lacks a key it needs, the error names the strange ones.
+    let good = |extra: &str| {
+        format!(
+            r#"{{"image": "{}", "question": "how many crosses are there?"{extra}}}"#,
+            s(&image)
+        )
+    };
+    let run_on = |lines: &[String]| {
+        std::fs::write(&list, lines.join("\n")).unwrap();
+        fiedler(&[
+            "explain",
+            "--model",
+            s(&root.join("models/vilt-synth")),
+            "--pairs",
+            s(&list),
+            "--method",
+            "raw-attn",
+            "--no-images",
+            "--out",
+            s(&out),
+        ])
+    };
+    let run = run_on(&[
+        good(""),
+        good(r#", "answr": "1""#),
+        good(r#", "answr": "1""#),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains(&format!(
+            "warning: {}:2: key \"answr\" is not read, and ignored (a line reads image, text, question, answer); one more key is not read either",
+            list.display()
+        )),
+        "{}",
+        stderr(&run)
+    );
+    let run = run_on(&[good("").replace("question", "qestion")]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr(&run).contains("missing field `text` (the line's key \"qestion\" no line reads)"),
+        "{}",
+        stderr(&run)
+    );
     // An answer (or image id) that is neither a string nor a whole number says so, by line.
     for answer in ["-1", "2.5", "[\"yes\"]"] {
         let line = format!(

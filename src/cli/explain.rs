@@ -311,21 +311,62 @@ impl PairsFile {
     }
 
     /// Each sample line parsed as `T`, with where it is ("FILE:LINE"); a line that does not
-    /// parse is named with `expected`, the line format.
-    fn samples<T: DeserializeOwned>(&self, expected: &str) -> anyhow::Result<Vec<(String, T)>> {
-        self.sample_lines()
+    /// parse is named with `expected`, the line format. Keys other than `keys` (a misspelt
+    /// "answer" would go unchecked) are warned of, once for the file.
+    fn samples<T: DeserializeOwned>(
+        &self,
+        expected: &str,
+        keys: &[&str],
+    ) -> anyhow::Result<Vec<(String, T)>> {
+        let mut unread: Vec<(String, usize)> = Vec::new();
+        let samples = self
+            .sample_lines()
             .map(|(n, line)| {
                 let at = format!("{}:{n}", self.name);
                 let hint = match line.trim_start().starts_with('[') {
                     true => " (a line holds one JSON object, not a list: JSON Lines)",
                     false => "",
                 };
-                let parsed = serde_json::from_str(line).map_err(|e| {
+                let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
                     anyhow::anyhow!("{at}: expected {expected}{hint}: {}", json_line_error(&e))
                 })?;
+                let strange: Vec<&String> = value
+                    .as_object()
+                    .map(|o| o.keys().filter(|k| !keys.contains(&k.as_str())).collect())
+                    .unwrap_or_default();
+                let parsed = T::deserialize(&value).map_err(|e| {
+                    let also = match strange.as_slice() {
+                        [] => String::new(),
+                        keys => format!(" (the line's {} no line reads)", quoted_keys(keys)),
+                    };
+                    anyhow::anyhow!("{at}: expected {expected}{hint}: {e}{also}")
+                })?;
+                unread.extend(strange.into_iter().map(|k| (k.clone(), n)));
                 Ok((at, parsed))
             })
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        if let Some((key, n)) = unread.first() {
+            let more = match unread.len() {
+                1 => String::new(),
+                2 => "; one more key is not read either".to_owned(),
+                k => format!("; {} more keys are not read either", k - 1),
+            };
+            eprintln!(
+                "warning: {}:{n}: key {key:?} is not read, and ignored (a line reads {}){more}",
+                self.name,
+                keys.join(", ")
+            );
+        }
+        Ok(samples)
+    }
+}
+
+/// `"a", "b"` keys, as messages quote them: "key \"a\"" or "keys \"a\", \"b\"".
+fn quoted_keys(keys: &[&String]) -> String {
+    let quoted: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+    match quoted.len() {
+        1 => format!("key {}", quoted[0]),
+        _ => format!("keys {}", quoted.join(", ")),
     }
 }
 
@@ -375,6 +416,7 @@ type PairSample = (PairRequest, Option<String>, Option<String>);
 fn read_pairs(pairs: &PairsFile) -> anyhow::Result<Vec<PairSample>> {
     let lines = pairs.samples::<PairLine>(
         r#"{"image": PATH, "text": "..."} ("question" may stand for "text", not beside it)"#,
+        &["image", "text", "question", "answer"],
     )?;
     lines
         .into_iter()
@@ -499,6 +541,7 @@ fn region_requests(
     if let Some(pairs) = pairs {
         let lines = pairs.samples::<RegionLine>(
             r#"{"regions": PATH, "image_id": ID?, "image": PATH?, "question": "..."}"#,
+            &["regions", "image_id", "image", "question", "text", "answer"],
         )?;
         let base = &pairs.base;
         return lines
