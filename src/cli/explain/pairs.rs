@@ -1,0 +1,359 @@
+//! What `fiedler explain` explains, read from `--pairs` (a JSON Lines file, a sample per line)
+//! or from --image, --text and --regions: the requests, each `--pairs` line checked as it is
+//! read, and how an error about one input names its line.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use super::{ExplainArgs, WHAT_TO_EXPLAIN};
+use fiedler::input::regions::is_obj36_tsv;
+use fiedler::input::{json_line_error, without_bom};
+use fiedler::session::{PairRequest, RegionRequest, SessionError};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct PairLine {
+    image: PathBuf,
+    #[serde(alias = "question")]
+    text: String,
+    /// The answer a VQA model should give, shown beside the one it gave.
+    #[serde(default, deserialize_with = "string_or_number")]
+    answer: Option<String>,
+}
+
+/// A --pairs file, read once: it may be a pipe (`--pairs -`, `<(jq …)`), which gives its
+/// lines once only.
+pub(super) struct PairsFile {
+    /// How messages name it: its path, or "standard input".
+    name: String,
+    /// The folder relative paths are resolved against: the file's, or the current one for a
+    /// pipe.
+    base: PathBuf,
+    text: String,
+}
+
+impl PairsFile {
+    pub(super) fn read(path: &Path) -> anyhow::Result<Self> {
+        if path == Path::new("-") {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read --pairs from standard input")?;
+            return Ok(Self {
+                name: "standard input".into(),
+                base: PathBuf::new(),
+                text,
+            });
+        }
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
+        // A pipe's folder (/dev/fd for `<(…)`) says nothing of where its paths are.
+        let base = match fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            true => path.parent().unwrap_or(Path::new("")).to_path_buf(),
+            false => PathBuf::new(),
+        };
+        Ok(Self {
+            name: path.display().to_string(),
+            base,
+            text,
+        })
+    }
+
+    /// The lines that hold a sample, with their numbers (from 1): the non-blank ones, a
+    /// leading byte order mark (which Windows editors write) skipped.
+    pub(super) fn sample_lines(&self) -> impl Iterator<Item = (usize, &str)> {
+        without_bom(&self.text)
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i + 1, l))
+    }
+
+    /// Each sample line parsed as `T`, with where it is ("FILE:LINE"); a line that does not
+    /// parse is named with `expected`, the line format. Keys other than `keys` (a misspelt
+    /// "answer" would go unchecked) are warned of, once for the file.
+    fn samples<T: DeserializeOwned>(
+        &self,
+        expected: &str,
+        keys: &[&str],
+    ) -> anyhow::Result<Vec<(String, T)>> {
+        let mut unread: Vec<(String, usize)> = Vec::new();
+        let samples = self
+            .sample_lines()
+            .map(|(n, line)| {
+                let at = format!("{}:{n}", self.name);
+                let hint = match line.trim_start().starts_with('[') {
+                    true => " (a line holds one JSON object, not a list: JSON Lines)",
+                    false => "",
+                };
+                let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                    anyhow::anyhow!("{at}: expected {expected}{hint}: {}", json_line_error(&e))
+                })?;
+                let strange: Vec<&String> = value
+                    .as_object()
+                    .map(|o| o.keys().filter(|k| !keys.contains(&k.as_str())).collect())
+                    .unwrap_or_default();
+                let parsed = T::deserialize(&value).map_err(|e| {
+                    let also = match strange.as_slice() {
+                        [] => String::new(),
+                        keys => format!(" (the line's {} no line reads)", quoted_keys(keys)),
+                    };
+                    anyhow::anyhow!("{at}: expected {expected}{hint}: {e}{also}")
+                })?;
+                unread.extend(strange.into_iter().map(|k| (k.clone(), n)));
+                Ok((at, parsed))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        if let Some((key, n)) = unread.first() {
+            let more = match unread.len() {
+                1 => String::new(),
+                2 => "; one more key is not read either".to_owned(),
+                k => format!("; {} more keys are not read either", k - 1),
+            };
+            eprintln!(
+                "warning: {}:{n}: key {key:?} is not read, and ignored (a line reads {}){more}",
+                self.name,
+                keys.join(", ")
+            );
+        }
+        Ok(samples)
+    }
+}
+
+/// `"a", "b"` keys, as messages quote them: "key \"a\"" or "keys \"a\", \"b\"".
+fn quoted_keys(keys: &[&String]) -> String {
+    let quoted: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
+    match quoted.len() {
+        1 => format!("key {}", quoted[0]),
+        _ => format!("keys {}", quoted.join(", ")),
+    }
+}
+
+/// Where a request's input is: its file as messages name it (the image; LXMERT's regions)
+/// with its image id, and its --pairs line.
+pub(super) struct Whence {
+    pub(super) file: String,
+    pub(super) image_id: Option<String>,
+    pub(super) line: Option<String>,
+}
+
+/// A session error about one input, named by its --pairs line: the question without words,
+/// or the first request of the file (and image id) the error is about.
+pub(super) fn at_pairs_line(e: SessionError, inputs: &[Whence]) -> anyhow::Error {
+    let index = match &e {
+        SessionError::NoWords { index, .. } => Some(*index),
+        SessionError::Input(input) => input.input_file().and_then(|(file, id)| {
+            inputs
+                .iter()
+                .position(|w| w.file == file && (id.is_none() || w.image_id.as_deref() == id))
+        }),
+        _ => None,
+    };
+    match index.and_then(|i| inputs.get(i)?.line.clone()) {
+        Some(line) => anyhow::Error::from(e).context(line),
+        None => e.into(),
+    }
+}
+
+/// Where each pair's image is.
+pub(super) fn whence_of_images(requests: &[PairRequest], lines: &[Option<String>]) -> Vec<Whence> {
+    requests
+        .iter()
+        .zip(lines)
+        .map(|(r, line)| Whence {
+            file: r.image.display().to_string(),
+            image_id: None,
+            line: line.clone(),
+        })
+        .collect()
+}
+
+/// A pair to explain, the answer its --pairs line expects, and the line.
+type PairSample = (PairRequest, Option<String>, Option<String>);
+
+/// The pairs of a --pairs file, each with the answer its line expects and where it is.
+fn read_pairs(pairs: &PairsFile) -> anyhow::Result<Vec<PairSample>> {
+    let lines = pairs.samples::<PairLine>(
+        r#"{"image": PATH, "text": "..."} ("question" may stand for "text", not beside it)"#,
+        &["image", "text", "question", "answer"],
+    )?;
+    lines
+        .into_iter()
+        .map(|(at, p)| {
+            let at = || at.clone();
+            let image = pairs.base.join(p.image);
+            check_file(&image, "image").with_context(at)?;
+            check_text(&p.text).with_context(at)?;
+            check_answer(p.answer.as_deref()).with_context(at)?;
+            let request = PairRequest {
+                image,
+                text: p.text,
+            };
+            Ok((request, p.answer, Some(at())))
+        })
+        .collect()
+}
+
+/// The pairs to explain, the answer each `--pairs` line expects, and the line.
+type Requests = (Vec<PairRequest>, Vec<Option<String>>, Vec<Option<String>>);
+
+pub(super) fn requests(args: &ExplainArgs, pairs: Option<&PairsFile>) -> anyhow::Result<Requests> {
+    let mut out: Requests = Default::default();
+    let lines = match (pairs, &args.image) {
+        (Some(pairs), _) => read_pairs(pairs)?,
+        (None, Some(image)) => args
+            .texts
+            .iter()
+            .map(|t| {
+                let request = PairRequest {
+                    image: image.clone(),
+                    text: t.clone(),
+                };
+                (request, None, None)
+            })
+            .collect(),
+        (None, None) => bail!("{WHAT_TO_EXPLAIN}"),
+    };
+    for (request, answer, at) in lines {
+        out.0.push(request);
+        out.1.push(answer);
+        out.2.push(at);
+    }
+    Ok(out)
+}
+
+/// That `path`, named by a `--pairs` line as `what`, is a file: checked as the file is read, so
+/// the error names the line.
+fn check_file(path: &Path, what: &str) -> anyhow::Result<()> {
+    if !path.is_file() {
+        let why = if path.exists() {
+            "is not a file"
+        } else {
+            "not found"
+        };
+        bail!("{what} {} {why}", path.display());
+    }
+    Ok(())
+}
+
+/// That a `--pairs` line's text has something to explain.
+fn check_text(text: &str) -> anyhow::Result<()> {
+    if text.trim().is_empty() {
+        bail!("the text is empty: nothing to explain");
+    }
+    Ok(())
+}
+
+/// That a `--pairs` line's expected answer, if it gives one, says something: an empty one
+/// is a slip in the data (it would only count the sample wrong).
+fn check_answer(answer: Option<&str>) -> anyhow::Result<()> {
+    if answer.is_some_and(|a| a.trim().is_empty()) {
+        bail!("the \"answer\" is empty: give the answer the model should say, or leave it out");
+    }
+    Ok(())
+}
+
+/// A value a `--pairs` line may give as a string or a number: an image id (COCO ids are
+/// numbers), an answer ("2").
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(serde_json::Value::Number(n)) if n.is_u64() => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "{other} is neither a string nor a whole number from 0 to 2^64 - 1"
+        ))),
+    }
+}
+
+/// One line of an LXMERT `--pairs` file.
+#[derive(Deserialize)]
+struct RegionLine {
+    regions: PathBuf,
+    #[serde(default, deserialize_with = "string_or_number")]
+    image_id: Option<String>,
+    /// An image to draw the regions on.
+    #[serde(default)]
+    image: Option<PathBuf>,
+    #[serde(alias = "text")]
+    question: String,
+    /// The answer the model should give, shown beside the one it gave.
+    #[serde(default, deserialize_with = "string_or_number")]
+    answer: Option<String>,
+}
+
+/// An LXMERT request, the image to draw it on (if any), the answer its line expects and
+/// the line.
+type RegionSample = (
+    RegionRequest,
+    Option<PathBuf>,
+    Option<String>,
+    Option<String>,
+);
+
+/// LXMERT requests, each with the image to draw on (if any), the answer it expects and its
+/// --pairs line.
+pub(super) fn region_requests(
+    args: &ExplainArgs,
+    pairs: Option<&PairsFile>,
+) -> anyhow::Result<Vec<RegionSample>> {
+    if let Some(pairs) = pairs {
+        let lines = pairs.samples::<RegionLine>(
+            r#"{"regions": PATH, "image_id": ID?, "image": PATH?, "question": "..."}"#,
+            &["regions", "image_id", "image", "question", "text", "answer"],
+        )?;
+        let base = &pairs.base;
+        return lines
+            .into_iter()
+            .map(|(at, l)| {
+                let at = || at.clone();
+                let regions = base.join(l.regions);
+                check_file(&regions, "regions").with_context(at)?;
+                match (is_obj36_tsv(&regions), &l.image_id) {
+                    (true, None) => bail!(
+                        "{}: {} is an obj36 TSV, which holds many images: give the line an \"image_id\"",
+                        at(),
+                        regions.display()
+                    ),
+                    (false, Some(_)) => bail!(
+                        "{}: \"image_id\" picks an image of an obj36 TSV (.tsv), and {} is a features file of one image",
+                        at(),
+                        regions.display()
+                    ),
+                    _ => {}
+                }
+                check_text(&l.question).with_context(at)?;
+                check_answer(l.answer.as_deref()).with_context(at)?;
+                let image = l.image.map(|p| base.join(p));
+                if let Some(image) = &image {
+                    check_file(image, "image").with_context(at)?;
+                }
+                let request = RegionRequest {
+                    regions,
+                    image_id: l.image_id,
+                    question: l.question,
+                };
+                Ok((request, image, l.answer, Some(at())))
+            })
+            .collect();
+    }
+    let Some(regions) = &args.regions else {
+        bail!("LXMERT reads region features: give --regions FILE [--image-id ID] (and --image IMG to draw on)");
+    };
+    Ok(args
+        .texts
+        .iter()
+        .map(|q| {
+            let request = RegionRequest {
+                regions: regions.clone(),
+                image_id: args.image_id.clone(),
+                question: q.clone(),
+            };
+            (request, args.image.clone(), None, None)
+        })
+        .collect())
+}
