@@ -5,7 +5,7 @@
 //! itself is [`crate::synth::metrics`]; this module reads `ground_truth.json`, finds each
 //! question's objects and words, and adds what the same scores would be by chance.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -72,8 +72,22 @@ fn read(path: &Path) -> Result<TruthFile, EvalError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    serde_json::from_str(without_bom(&text))
-        .map_err(|e| fail(format!("not a fiedler synth ground_truth.json: {e}")))
+    let file: TruthFile = serde_json::from_str(without_bom(&text))
+        .map_err(|e| fail(format!("not a fiedler synth ground_truth.json: {e}")))?;
+    // An id given twice would have its last truth win, unsaid.
+    let mut images = HashSet::new();
+    if let Some(im) = file.images.iter().find(|im| !images.insert(im.image_id)) {
+        return Err(fail(format!("image {} appears twice", im.image_id)));
+    }
+    let mut questions = HashSet::new();
+    if let Some(q) = file
+        .questions
+        .iter()
+        .find(|q| !questions.insert(q.question_id))
+    {
+        return Err(fail(format!("question {} appears twice", q.question_id)));
+    }
+    Ok(file)
 }
 
 /// An instance mask (0 background, k + 1 object k).
@@ -411,6 +425,23 @@ mod tests {
         );
         let missing = question("5000", "3");
         assert!(SynthTruth::open(&path, &[&missing], ImageUnits::Regions).is_err());
+        // An id given twice is refused, not read as its last truth.
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (twice, needle) in [
+            (text.replace("3001", "3000"), "question 3000 appears twice"),
+            (
+                text.replace(r#""images": ["#, r#""images": [{"image_id": 3, "mask_file": "m.png", "objects": [], "region_objects": []}, "#),
+                "image 3 appears twice",
+            ),
+        ] {
+            let doubled = dir.join("doubled.json");
+            std::fs::write(&doubled, twice).unwrap();
+            let err = SynthTruth::open(&doubled, &[&q], ImageUnits::Regions)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(needle), "{err}");
+        }
         // a caption is about every object of its image, and needs the (missing) mask
         let caption = question("3", "3");
         assert!(SynthTruth::for_captions(&path, &[&caption]).is_err());
