@@ -1452,18 +1452,22 @@ fn expected_answers_are_marked_right_or_wrong() {
             s(&image)
         ),
     ];
-    std::fs::write(&list, lines.join("\n")).unwrap();
-    let run = fiedler(&[
-        "explain",
-        "--model",
-        s(&root.join("models/vilt-synth")),
-        "--pairs",
-        s(&list),
-        "--method",
-        "raw-attn",
-        "--out",
-        s(&out),
-    ]);
+    let run_on = |lines: &[String]| {
+        std::fs::write(&list, lines.join("\n")).unwrap();
+        fiedler(&[
+            "explain",
+            "--model",
+            s(&root.join("models/vilt-synth")),
+            "--pairs",
+            s(&list),
+            "--method",
+            "raw-attn",
+            "--no-images",
+            "--out",
+            s(&out),
+        ])
+    };
+    let run = run_on(&lines);
     assert!(run.status.success(), "{}", stderr(&run));
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     let records = records(&out);
@@ -1515,21 +1519,6 @@ fn expected_answers_are_marked_right_or_wrong() {
             s(&image)
         )
     };
-    let run_on = |lines: &[String]| {
-        std::fs::write(&list, lines.join("\n")).unwrap();
-        fiedler(&[
-            "explain",
-            "--model",
-            s(&root.join("models/vilt-synth")),
-            "--pairs",
-            s(&list),
-            "--method",
-            "raw-attn",
-            "--no-images",
-            "--out",
-            s(&out),
-        ])
-    };
     let run = run_on(&[
         good(""),
         good(r#", "answr": "1""#),
@@ -1553,20 +1542,7 @@ fn expected_answers_are_marked_right_or_wrong() {
     );
     // An answer (or image id) that is neither a string nor a whole number says so, by line.
     for answer in ["-1", "2.5", "[\"yes\"]"] {
-        let line = format!(
-            r#"{{"image": "{}", "question": "how many crosses are there?", "answer": {answer}}}"#,
-            s(&image)
-        );
-        std::fs::write(&list, line).unwrap();
-        let run = fiedler(&[
-            "explain",
-            "--model",
-            s(&root.join("models/vilt-synth")),
-            "--pairs",
-            s(&list),
-            "--out",
-            s(&out),
-        ]);
+        let run = run_on(&[good(&format!(r#", "answer": {answer}"#))]);
         assert_eq!(run.status.code(), Some(1));
         assert!(
             stderr(&run).contains("is neither a string nor a whole number from 0 to 2^64 - 1"),

@@ -219,16 +219,21 @@ fn fill(img: &mut RgbImage, x: u32, y: u32, w: u32, h: u32, color: [u8; 3]) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn draws_series_in_their_colours() {
-        let axes = Axes {
+    /// x from 0 to 1, y from 0 to 100.
+    fn unit_axes() -> Axes {
+        Axes {
             x_label: "x".into(),
             y_label: "y".into(),
             x_ticks: vec![(0.0, "0".into()), (1.0, "1".into())],
             y_ticks: vec![(0.0, "0".into()), (100.0, "100".into())],
             x_max: 1.0,
             y_max: 100.0,
-        };
+        }
+    }
+
+    #[test]
+    fn draws_series_in_their_colours() {
+        let axes = unit_axes();
         let panel = Panel {
             title: "p".into(),
             series: vec![
@@ -266,14 +271,7 @@ mod tests {
     /// once per pixel of its length, and −1e12 overflowed a marker's extent).
     #[test]
     fn points_far_off_the_plot_stop_at_its_edge() {
-        let axes = Axes {
-            x_label: "x".into(),
-            y_label: "y".into(),
-            x_ticks: vec![(0.0, "0".into()), (1.0, "1".into())],
-            y_ticks: vec![(0.0, "0".into()), (100.0, "100".into())],
-            x_max: 1.0,
-            y_max: 100.0,
-        };
+        let axes = unit_axes();
         let panel = Panel {
             title: "p".into(),
             series: vec![Series {
