@@ -16,7 +16,7 @@ use crate::eval::dataset::{bad, finish, read_text, Dataset, Question};
 use crate::eval::runner::{Answering, EvalModel, Explained};
 use crate::eval::EvalError;
 use crate::explain::{Method, MethodOptions};
-use crate::input::without_bom;
+use crate::input::json::without_bom;
 use crate::model::VqaTarget;
 use crate::session::{ClipSession, PairRequest};
 use crate::warning::warn;

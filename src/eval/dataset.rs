@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::eval::answers::GroundTruth;
 use crate::eval::EvalError;
-use crate::input::without_bom;
+use crate::input::json::without_bom;
 
 /// One question about one image.
 #[derive(Debug, Clone, PartialEq)]

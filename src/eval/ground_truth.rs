@@ -14,8 +14,8 @@ use crate::eval::dataset::Question;
 use crate::eval::results::GroundTruthRecord;
 use crate::eval::EvalError;
 use crate::explain::Explanation;
+use crate::input::json::without_bom;
 use crate::input::text::TextTokenizer;
-use crate::input::without_bom;
 use crate::synth::metrics::{
     mass_in_mask, patch_overlap, pointing_game, region_object_overlap, relevant_word_rank,
     span_words, ObjectMask,

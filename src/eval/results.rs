@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::eval::protocol::{check_steps, Modality, Order, Test};
 use crate::eval::EvalError;
 use crate::hash::fnv1a_words;
-use crate::input::json_line_error;
+use crate::input::json::line_error;
 use crate::warning::warn;
 
 /// Version of the line format.
@@ -428,7 +428,7 @@ fn parse_line(line: &[u8]) -> Result<Option<Line>, ParseError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(line).map_err(|e| Broken(json_line_error(&e)))?;
+    let value: Value = serde_json::from_slice(line).map_err(|e| Broken(line_error(&e)))?;
     match value.get("kind").and_then(Value::as_str) {
         Some("run" | "perturbation" | "failure" | "ground-truth" | "started" | "finished") => {
             serde_json::from_value(value)

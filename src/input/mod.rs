@@ -6,25 +6,11 @@
 
 mod gif_frame;
 pub mod image;
+pub mod json;
 pub mod regions;
 pub mod text;
 pub mod vilt;
 
-/// `text` without the byte order mark some editors put at its start (Windows Notepad's UTF-8),
-/// which no JSON reader takes.
-pub fn without_bom(text: &str) -> &str {
-    text.strip_prefix('\u{feff}').unwrap_or(text)
-}
-
-/// A JSON error in one line of a JSON Lines file, placed by its column: serde's "at line 1"
-/// would be the line's own first line, not the file's.
-pub fn json_line_error(e: &serde_json::Error) -> String {
-    let message = e.to_string();
-    let message = message
-        .rsplit_once(" at line ")
-        .map_or(&*message, |(m, _)| m);
-    format!("{message}, at column {}", e.column())
-}
 mod wordpiece;
 
 use std::path::PathBuf;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 use super::{ExplainArgs, WHAT_TO_EXPLAIN};
+use fiedler::input::json::{line_error, without_bom};
 use fiedler::input::regions::is_obj36_tsv;
-use fiedler::input::{json_line_error, without_bom};
 use fiedler::session::{PairRequest, RegionRequest, SessionError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -91,7 +91,7 @@ impl PairsFile {
                     false => "",
                 };
                 let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                    anyhow::anyhow!("{at}: expected {expected}{hint}: {}", json_line_error(&e))
+                    anyhow::anyhow!("{at}: expected {expected}{hint}: {}", line_error(&e))
                 })?;
                 let strange: Vec<&String> = value
                     .as_object()
