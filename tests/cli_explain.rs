@@ -1511,8 +1511,9 @@ fn expected_answers_are_marked_right_or_wrong() {
     );
     let page = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(page.contains("answers as expected: 1 of 2"));
-    // A key no line reads (a misspelt "answer", which would go unchecked) is warned of by its
-    // line, once; where the line lacks a key it needs, the error names the strange ones.
+    // A key a typo away from one a line reads (a misspelt "answer", which would go unchecked)
+    // is warned of by its first line, once, whatever other keys lines hold; where the line
+    // lacks a key it needs, the error names it, and LXMERT's "regions".
     let good = |extra: &str| {
         format!(
             r#"{{"image": "{}", "question": "how many crosses are there?"{extra}}}"#,
@@ -1520,32 +1521,42 @@ fn expected_answers_are_marked_right_or_wrong() {
         )
     };
     let run = run_on(&[
-        good(""),
-        good(r#", "answr": "1""#),
-        good(r#", "answr": "1""#),
+        good(r#", "question_id": 1"#),
+        good(r#", "question_id": 2, "answr": "1""#),
+        good(r#", "question_id": 3, "answr": "1""#),
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(
         stderr(&run).contains(&format!(
-            "warning: {}:2: key \"answr\" is not read, and ignored (a line reads image, text, question, answer); one more key is not read either",
+            "warning: {}:2: key \"answr\" is not read; did you mean \"answer\"? (one more line has it)",
             list.display()
         )),
         "{}",
         stderr(&run)
     );
-    let run = run_on(&[good("").replace("question", "qestion")]);
-    assert_eq!(run.status.code(), Some(1));
-    assert!(
-        stderr(&run).contains("missing field `text` (the line's key \"qestion\" no line reads)"),
-        "{}",
-        stderr(&run)
-    );
+    assert!(!stderr(&run).contains("question_id"), "{}", stderr(&run));
+    for (line, needle) in [
+        (
+            good("").replace("question", "qestion"),
+            "missing field `text` (\"qestion\": did you mean \"question\"?)",
+        ),
+        (
+            good("").replace("image", "regions"),
+            "missing field `image` (\"regions\" is an LXMERT line's region features: is --model the one meant?)",
+        ),
+    ] {
+        let run = run_on(&[line]);
+        assert_eq!(run.status.code(), Some(1));
+        assert!(stderr(&run).contains(needle), "{}", stderr(&run));
+    }
     // An answer (or image id) that is neither a string nor a whole number says so, by line.
     for answer in ["-1", "2.5", "[\"yes\"]"] {
         let run = run_on(&[good(&format!(r#", "answer": {answer}"#))]);
         assert_eq!(run.status.code(), Some(1));
         assert!(
-            stderr(&run).contains("is neither a string nor a whole number from 0 to 2^64 - 1"),
+            stderr(&run).contains(&format!(
+                "an \"answer\" or \"image_id\" is a string or a whole number from 0 to 2^64 - 1, not {answer}"
+            )),
             "{}",
             stderr(&run)
         );

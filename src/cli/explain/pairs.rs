@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use super::{ExplainArgs, WHAT_TO_EXPLAIN};
 use fiedler::input::json::{line_error, without_bom};
 use fiedler::input::regions::is_obj36_tsv;
+use fiedler::names::nearest;
 use fiedler::session::{PairRequest, RegionRequest, SessionError};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -74,14 +75,19 @@ impl PairsFile {
     }
 
     /// Each sample line parsed as `T`, with where it is ("FILE:LINE"); a line that does not
-    /// parse is named with `expected`, the line format. Keys other than `keys` (a misspelt
-    /// "answer" would go unchecked) are warned of, once for the file.
+    /// parse is named with `expected`, the line format. A key a typo away from one of `keys`
+    /// (a misspelt "answer" would go unchecked) is warned of, once per key, with its first line
+    /// and how many more have it; other keys (a "question_id", LXMERT's "regions") are
+    /// ignored. `foreign` names keys of another model's lines, for the error of a line that
+    /// lacks its own.
     fn samples<T: DeserializeOwned>(
         &self,
         expected: &str,
         keys: &[&str],
+        foreign: &[(&str, &str)],
     ) -> anyhow::Result<Vec<(String, T)>> {
-        let mut unread: Vec<(String, usize)> = Vec::new();
+        // Each misspelt key: what it is near, its first line, how many lines have it.
+        let mut typos: Vec<(String, &str, usize, usize)> = Vec::new();
         let samples = self
             .sample_lines()
             .map(|(n, line)| {
@@ -93,43 +99,55 @@ impl PairsFile {
                 let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
                     anyhow::anyhow!("{at}: expected {expected}{hint}: {}", line_error(&e))
                 })?;
-                let strange: Vec<&String> = value
-                    .as_object()
-                    .map(|o| o.keys().filter(|k| !keys.contains(&k.as_str())).collect())
-                    .unwrap_or_default();
+                let object = value.as_object();
+                let near: Vec<(&String, &str)> = object
+                    .into_iter()
+                    .flat_map(|o| o.keys())
+                    .filter(|k| !keys.contains(&k.as_str()))
+                    .filter_map(|k| Some((k, nearest(k, keys.iter().copied())?)))
+                    .collect();
                 let parsed = T::deserialize(&value).map_err(|e| {
-                    let also = match strange.as_slice() {
-                        [] => String::new(),
-                        keys => format!(" (the line's {} no line reads)", quoted_keys(keys)),
-                    };
-                    anyhow::anyhow!("{at}: expected {expected}{hint}: {e}{also}")
+                    let mut also: Vec<String> = near
+                        .iter()
+                        .map(|(k, key)| format!("{k:?}: did you mean {key:?}?"))
+                        .collect();
+                    also.extend(
+                        foreign
+                            .iter()
+                            .filter(|(k, _)| object.is_some_and(|o| o.contains_key(*k)))
+                            .map(|(k, whose)| {
+                                format!("{k:?} is {whose}: is --model the one meant?")
+                            }),
+                    );
+                    match also.is_empty() {
+                        true => anyhow::anyhow!("{at}: expected {expected}{hint}: {e}"),
+                        false => anyhow::anyhow!(
+                            "{at}: expected {expected}{hint}: {e} ({})",
+                            also.join("; ")
+                        ),
+                    }
                 })?;
-                unread.extend(strange.into_iter().map(|k| (k.clone(), n)));
+                for (k, key) in near {
+                    match typos.iter_mut().find(|t| t.0 == *k) {
+                        Some(t) => t.3 += 1,
+                        None => typos.push((k.clone(), key, n, 1)),
+                    }
+                }
                 Ok((at, parsed))
             })
             .collect::<anyhow::Result<_>>()?;
-        if let Some((key, n)) = unread.first() {
-            let more = match unread.len() {
+        for (typo, key, n, lines) in typos {
+            let more = match lines {
                 1 => String::new(),
-                2 => "; one more key is not read either".to_owned(),
-                k => format!("; {} more keys are not read either", k - 1),
+                2 => " (one more line has it)".to_owned(),
+                k => format!(" ({} more lines have it)", k - 1),
             };
             eprintln!(
-                "warning: {}:{n}: key {key:?} is not read, and ignored (a line reads {}){more}",
-                self.name,
-                keys.join(", ")
+                "warning: {}:{n}: key {typo:?} is not read; did you mean {key:?}?{more}",
+                self.name
             );
         }
         Ok(samples)
-    }
-}
-
-/// `"a", "b"` keys, as messages quote them: "key \"a\"" or "keys \"a\", \"b\"".
-fn quoted_keys(keys: &[&String]) -> String {
-    let quoted: Vec<String> = keys.iter().map(|k| format!("{k:?}")).collect();
-    match quoted.len() {
-        1 => format!("key {}", quoted[0]),
-        _ => format!("keys {}", quoted.join(", ")),
     }
 }
 
@@ -180,6 +198,7 @@ fn read_pairs(pairs: &PairsFile) -> anyhow::Result<Vec<PairSample>> {
     let lines = pairs.samples::<PairLine>(
         r#"{"image": PATH, "text": "..."} ("question" may stand for "text", not beside it)"#,
         &["image", "text", "question", "answer"],
+        &[("regions", "an LXMERT line's region features")],
     )?;
     lines
         .into_iter()
@@ -265,7 +284,7 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
         Some(serde_json::Value::String(s)) => Ok(Some(s)),
         Some(serde_json::Value::Number(n)) if n.is_u64() => Ok(Some(n.to_string())),
         Some(other) => Err(serde::de::Error::custom(format!(
-            "{other} is neither a string nor a whole number from 0 to 2^64 - 1"
+            "an \"answer\" or \"image_id\" is a string or a whole number from 0 to 2^64 - 1, not {other}"
         ))),
     }
 }
@@ -305,6 +324,7 @@ pub(super) fn region_requests(
         let lines = pairs.samples::<RegionLine>(
             r#"{"regions": PATH, "image_id": ID?, "image": PATH?, "question": "..."}"#,
             &["regions", "image_id", "image", "question", "text", "answer"],
+            &[],
         )?;
         let base = &pairs.base;
         return lines
