@@ -1609,6 +1609,11 @@ fn target_expected_explains_each_lines_answer() {
     };
     let run = explain(&list, "expected", "2", &out);
     assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        !stderr(&run).contains("forward pass alone"),
+        "{}",
+        stderr(&run)
+    );
     let together = records(&out);
     assert_eq!(together.len(), 2 * asked.len());
     for (i, (question, _, name)) in asked.iter().enumerate() {
@@ -1638,14 +1643,55 @@ fn target_expected_explains_each_lines_answer() {
     let at = |n: usize| format!("{}:{n}", list.display());
     refused(
         &[lines[0].clone(), line("is there a cross?", None)],
-        &format!("{}: no \"answer\" to explain", at(2)),
+        &format!("--target expected: {}: no \"answer\" to explain", at(2)),
     );
     refused(
         &[line("is there a cross?", Some("purpel")), lines[1].clone()],
         &format!(
-            "{}: --target expected: the model has no answer \"purpel\" (19 answers; did you mean \"purple\"?)",
+            "--target expected: {}: the model has no answer \"purpel\" (19 answers; did you mean \"purple\"?)",
             at(1)
         ),
+    );
+    // Every line at fault is listed, up to ten.
+    let mut bad: Vec<String> = (0..12).map(|_| line("is there a cross?", None)).collect();
+    bad.insert(1, lines[0].clone());
+    refused(
+        &bad,
+        &format!(
+            "--target expected: 12 lines cannot be explained:\n  {}: no \"answer\" to explain (it explains each line's \"answer\")\n  {}: no",
+            at(1),
+            at(3)
+        ),
+    );
+    refused(
+        &bad,
+        &format!(
+            "{}: no \"answer\" to explain (it explains each line's \"answer\")\n  and 2 more",
+            at(11)
+        ),
+    );
+    // Methods that read the forward pass alone are said to be blind to the target.
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&model),
+        "--image",
+        s(&image),
+        "--question",
+        "is there?",
+        "--target",
+        "answer:no",
+        "--method",
+        "raw-attn,chefer,dsmi",
+        "--no-images",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("warning: --target answer:no: raw-attn and dsmi read the forward pass alone, so their maps are the same whatever answer is explained"),
+        "{}",
+        stderr(&run)
     );
     for (target, needle) in [
         (

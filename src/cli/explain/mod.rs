@@ -38,7 +38,7 @@ use outputs::{
     Displayed, Drawing, KEPT_DISPLAY_BYTES,
 };
 use pairs::{at_pairs_line, region_requests, requests, whence_of_images, PairsFile, Whence};
-use target::{vqa_target, warn_of_answers_never_given, Expected};
+use target::{vqa_target, warn_of_answers_never_given, warn_of_methods_blind_to, Expected};
 use terminal::print_samples;
 
 #[derive(Args)]
@@ -476,6 +476,7 @@ fn explain_on<B: Backend>(
             let (requests, expected, lines) = requests(args, pairs)?;
             let answers = session.answers();
             let target = vqa_target(&args.target, &expected, &lines, answers)?;
+            warn_of_methods_blind_to(&args.target, &target, methods);
             warn_of_answers_never_given(&expected, &lines, answers);
             let images = requests.iter().map(|r| &r.image).zip(&lines);
             let displayed =
@@ -508,6 +509,7 @@ fn explain_on<B: Backend>(
             }
             let answers = session.answers();
             let target = vqa_target(&args.target, &expected, &lines, answers)?;
+            warn_of_methods_blind_to(&args.target, &target, methods);
             warn_of_answers_never_given(&expected, &lines, answers);
             let drawn_on = images
                 .iter()

@@ -3,9 +3,10 @@
 
 use std::collections::HashSet;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail};
 
 use fiedler::eval::answers::clean;
+use fiedler::explain::Method;
 use fiedler::model::config::unnamed_answers;
 use fiedler::session::{answer_hint, find_answer, AnswerTarget, SessionError};
 
@@ -88,18 +89,68 @@ pub(super) fn vqa_target(
     if unnamed_answers(answers) {
         bail!("--target expected: the model's answers have no names to find the lines' answers among; give --answers FILE");
     }
-    let each = expected
+    let found: Vec<anyhow::Result<usize>> = expected
+        .iter()
+        .map(|answer| match answer {
+            Some(answer) => expected_index(answer, answers),
+            None => Err(anyhow!(
+                "no \"answer\" to explain (it explains each line's \"answer\")"
+            )),
+        })
+        .collect();
+    // Every line at fault at once, so that a long file is mended in one pass.
+    let wrong: Vec<String> = found
         .iter()
         .zip(lines.iter().flatten())
-        .map(|(answer, at)| {
-            let Some(answer) = answer else {
-                bail!("{at}: no \"answer\" to explain (--target expected explains each line's \"answer\")");
+        .filter_map(|(index, at)| Some(format!("{at}: {}", index.as_ref().err()?)))
+        .collect();
+    match wrong.as_slice() {
+        [] => Ok(AnswerTarget::Each(found.into_iter().flatten().collect())),
+        [one] => bail!("--target expected: {one}"),
+        many => {
+            let shown = many.len().min(MAX_LINES_SHOWN);
+            let more = match many.len() - shown {
+                0 => String::new(),
+                k => format!("\n  and {k} more"),
             };
-            expected_index(answer, answers).with_context(|| format!("{at}: --target expected"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    Ok(AnswerTarget::Each(each))
+            bail!(
+                "--target expected: {} lines cannot be explained:\n  {}{more}",
+                many.len(),
+                many[..shown].join("\n  ")
+            )
+        }
+    }
 }
+
+/// Warns where a target other than the predicted answer is asked of methods whose maps do not
+/// depend on it: raw attention, rollout and DSMI read the forward pass alone, so their maps are
+/// the same whatever answer is explained (`spec`, as --target gave it).
+pub(super) fn warn_of_methods_blind_to(spec: &str, target: &AnswerTarget, methods: &[Method]) {
+    if *target == AnswerTarget::Predicted {
+        return;
+    }
+    let blind: Vec<&str> = methods
+        .iter()
+        .filter(|m| !m.needs_gradients() && !m.needs_relevance())
+        .map(|m| m.name())
+        .collect();
+    if let Some((last, rest)) = blind.split_last() {
+        let named = match rest {
+            [] => last.to_string(),
+            rest => format!("{} and {last}", rest.join(", ")),
+        };
+        eprintln!(
+            "warning: --target {}: {} read the forward pass alone, so {} maps are the same \
+             whatever answer is explained",
+            spec.trim(),
+            named,
+            if rest.is_empty() { "its" } else { "their" }
+        );
+    }
+}
+
+/// How many lines at fault an error lists.
+const MAX_LINES_SHOWN: usize = 10;
 
 /// The index of the model's answer that `answer` is: as `AnswerTarget::parse` reads
 /// `answer:TEXT`, else the one answer equal to it once both are cleaned as VQA accuracy
