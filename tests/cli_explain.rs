@@ -1756,6 +1756,17 @@ fn ctrl_c_writes_the_samples_done() {
     let page = std::fs::read_to_string(out.join("out/index.html")).unwrap();
     assert!(page.contains(&format!("id=\"sample-{}\"", done - 1)));
     assert!(!page.contains(&format!("id=\"sample-{done}\"")));
+    // The samples done are drawn, as a run that was not stopped draws them.
+    assert!(
+        stderr.contains(&format!("drawing the images of the {done} samples done")),
+        "{stderr}"
+    );
+    for i in [0, done - 1] {
+        assert!(
+            out.join(format!("out/sample{i}-raw-attn.png")).is_file(),
+            "sample {i}"
+        );
+    }
 }
 
 /// `fiedler explain` of the bundled ViLT on `list` into `out/out`, sent Ctrl-C each delay of

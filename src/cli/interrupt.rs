@@ -33,6 +33,12 @@ impl StopOnInterrupt {
     pub fn requested(&self) -> bool {
         REQUESTED.load(Ordering::SeqCst)
     }
+
+    /// Forgets a Ctrl-C already answered, for the next stage of a run: the next one stops
+    /// that stage, and one more ends the process.
+    pub fn rearm(&self) {
+        REQUESTED.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Drop for StopOnInterrupt {

@@ -357,6 +357,15 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     });
     bar.finish();
 
+    // The samples done before a Ctrl-C are drawn still, a person looking at what was done;
+    // another Ctrl-C stops the drawing.
+    if samples.len() < total && !args.no_images {
+        interrupt.rearm();
+        eprintln!(
+            "drawing the images of the {} samples done (Ctrl-C stops the drawing)",
+            samples.len()
+        );
+    }
     // The files first: a reader that stops early (`| head`) ends the process at a print.
     if earlier {
         remove_earlier_outputs(&args.out)?;
@@ -390,22 +399,24 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     print_samples(&mut stdout, &samples)
         .and_then(|()| writeln!(stdout, "wrote {}", args.out.join("index.html").display()))
         .context("cannot write to standard output")?;
+    let mut stops = Vec::new();
     if samples.len() < total {
-        return Err(Interrupted(format!(
+        stops.push(format!(
             "stopped after {} of {total} samples: the outputs hold them",
             samples.len()
-        ))
-        .into());
+        ));
     }
     if drawn < samples.len() && !args.no_images {
-        return Err(Interrupted(format!(
+        stops.push(format!(
             "stopped drawing after the images of {drawn} of {} samples: explanations.json \
              and index.html hold every sample",
             samples.len()
-        ))
-        .into());
+        ));
     }
-    Ok(())
+    match stops.is_empty() {
+        true => Ok(()),
+        false => Err(Interrupted(stops.join("; ")).into()),
+    }
 }
 
 /// What `explain_on` explains: the model, the --pairs file if any, the methods and options.
