@@ -1614,6 +1614,12 @@ fn target_expected_explains_each_lines_answer() {
         "{}",
         stderr(&run)
     );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        stdout.contains("explained: green (the prediction)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("explained: blue\n"), "{stdout}");
     let together = records(&out);
     assert_eq!(together.len(), 2 * asked.len());
     for (i, (question, _, name)) in asked.iter().enumerate() {

@@ -332,6 +332,7 @@ fn pair() -> HtmlPair {
         truncated: false,
         score: 23.125,
         probability: Some(0.875),
+        explained: None,
         top_answers: Vec::new(),
         expected: None,
         sheet_file: Some("sheet_0.png".into()),
@@ -386,6 +387,19 @@ fn html_marks_answers_against_the_expected_ones() {
     assert!(html.contains("<span class=\"wrong\">expected: &lt;yes&gt; (wrong)</span>"));
     let plain = page("t", &[pair()]);
     assert!(!plain.contains("expected"), "{plain}");
+    // The score and probability of an answer other than the prediction say whose they are.
+    let other = HtmlPair {
+        explained: Some("<no>".into()),
+        ..pair()
+    };
+    let html = page("t", &[other]);
+    assert!(
+        html.contains(
+            "<p class=\"score\">explained &lt;no&gt;: score 23.125 &middot; probability 87.5%"
+        ),
+        "{html}"
+    );
+    assert!(plain.contains("<p class=\"score\">score 23.125"), "{plain}");
 }
 
 #[test]
@@ -589,6 +603,7 @@ fn write_example_outputs() {
         truncated: false,
         score: 23.1,
         probability: Some(0.87),
+        explained: None,
         top_answers: Vec::new(),
         expected: None,
         methods,

@@ -37,6 +37,9 @@ pub struct HtmlPair {
     pub truncated: bool,
     pub score: f32,
     pub probability: Option<f32>,
+    /// What `score` and `probability` are of, where that is not the predicted answer (a VQA
+    /// target): "1", "the sum of all logits".
+    pub explained: Option<String>,
     /// A VQA model's best answers with their probabilities, best first.
     pub top_answers: Vec<(String, f32)>,
     /// The answer the input expected of a VQA model, and whether the model gave it.
@@ -226,7 +229,15 @@ pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
             );
         }
         // Shortest form that reads back as the same f32: "23.1", not "23.1000".
-        let _ = write!(out, "<p class=\"score\">score {}", pair.score);
+        let _ = match &pair.explained {
+            Some(e) => write!(
+                out,
+                "<p class=\"score\">explained {}: score {}",
+                escape(e),
+                pair.score
+            ),
+            None => write!(out, "<p class=\"score\">score {}", pair.score),
+        };
         if let Some(p) = pair.probability {
             let _ = write!(out, " &middot; probability {:.1}%", 100.0 * p);
         }

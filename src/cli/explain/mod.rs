@@ -74,7 +74,9 @@ pub struct ExplainArgs {
     target: String,
     /// JSON Lines file, a sample per line: {"image": PATH, "text": "..."} for CLIP and ViLT
     /// ("question" also accepted); for LXMERT {"regions": PATH, "image_id": ID (optional),
-    /// "image": PATH (optional, to draw on), "question": "..."}. Relative paths are resolved
+    /// "image": PATH (optional, to draw on), "question": "..."}; a VQA line may give the
+    /// "answer" the model should say (marked right or wrong; --target expected explains
+    /// it). Relative paths are resolved
     /// against the file's folder, or the current folder where the lines come from a pipe:
     /// `-` (standard input) or `<(…)`.
     #[arg(long, conflicts_with_all = ["image", "texts", "regions", "image_id"])]
@@ -170,7 +172,14 @@ fn question_sample(
     question: usize,
     answers: &[String],
 ) -> Sample {
-    let explained = target.explained(question, answers);
+    // An answer explained that is the prediction too says so (with --target expected, the
+    // right answers).
+    let explained = target
+        .explained(question, answers)
+        .map(|e| match e == r.answer {
+            true => format!("{e} (the prediction)"),
+            false => e,
+        });
     let top: Vec<String> = r
         .top_answers
         .iter()

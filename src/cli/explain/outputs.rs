@@ -328,6 +328,7 @@ fn html_sample(s: &Sample, files: Option<&SampleFiles>) -> render::html::HtmlPai
         truncated: s.truncated,
         score: s.explanations.first().map_or(f32::NAN, |e| e.score),
         probability: s.probability,
+        explained: s.explained.clone(),
         top_answers: s.top_answers.clone(),
         expected: s.expected.as_ref().map(|e| (e.answer.clone(), e.correct)),
         methods,

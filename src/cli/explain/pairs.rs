@@ -212,7 +212,8 @@ fn read_pairs(pairs: &PairsFile) -> anyhow::Result<Vec<PairSample>> {
                 image,
                 text: p.text,
             };
-            Ok((request, p.answer, Some(at())))
+            let answer = p.answer.map(|a| a.trim().to_owned());
+            Ok((request, answer, Some(at())))
         })
         .collect()
 }
@@ -357,7 +358,8 @@ pub(super) fn region_requests(
                     image_id: l.image_id,
                     question: l.question,
                 };
-                Ok((request, image, l.answer, Some(at())))
+                let answer = l.answer.map(|a| a.trim().to_owned());
+                Ok((request, image, answer, Some(at())))
             })
             .collect();
     }
