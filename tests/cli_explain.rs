@@ -1563,6 +1563,28 @@ fn expected_answers_are_marked_right_or_wrong() {
     }
 }
 
+/// A --pairs file that is not UTF-8 is refused by the line and column of its first bad byte
+/// (a Latin-1 "café"), or as UTF-16 (a Windows editor's "Unicode").
+#[test]
+fn pairs_files_that_are_not_utf8_say_where() {
+    let out = scratch("not-utf8");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/vilt-synth");
+    let list = out.join("pairs.jsonl");
+    std::fs::write(
+        &list,
+        b"{\"image\": \"a.png\", \"text\": \"x\"}\n{\"image\": \"b.png\", \"text\": \"caf\xe9\"}\n",
+    )
+    .unwrap();
+    let needle = format!(
+        "{}:2: byte 0xe9 at column 32 is not UTF-8: save the file as UTF-8",
+        list.display()
+    );
+    assert_pairs_fail(&model, &list, &out, &needle);
+    std::fs::write(&list, b"\xff\xfe{\x00}\x00").unwrap();
+    let needle = format!("{} is UTF-16: save it as UTF-8", list.display());
+    assert_pairs_fail(&model, &list, &out, &needle);
+}
+
 /// `--target expected` explains each --pairs line's answer (found in another case, or as VQA
 /// accuracy reads it: "Two" is "2"): the maps of each sample are those of `--target
 /// answer:NAME` on its line alone, bit for bit (the CPU gives the same bits at any batch

@@ -40,28 +40,26 @@ pub(super) struct PairsFile {
 impl PairsFile {
     pub(super) fn read(path: &Path) -> anyhow::Result<Self> {
         if path == Path::new("-") {
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             std::io::stdin()
-                .read_to_string(&mut text)
+                .read_to_end(&mut bytes)
                 .context("cannot read --pairs from standard input")?;
+            let name = "standard input".to_owned();
             return Ok(Self {
-                name: "standard input".into(),
+                text: utf8(&name, bytes)?,
+                name,
                 base: PathBuf::new(),
-                text,
             });
         }
-        let text = fs::read_to_string(path)
-            .with_context(|| format!("cannot read --pairs file {}", path.display()))?;
+        let name = path.display().to_string();
+        let bytes = fs::read(path).with_context(|| format!("cannot read --pairs file {name}"))?;
+        let text = utf8(&name, bytes)?;
         // A pipe's folder (/dev/fd for `<(…)`) says nothing of where its paths are.
         let base = match fs::metadata(path).is_ok_and(|m| m.is_file()) {
             true => path.parent().unwrap_or(Path::new("")).to_path_buf(),
             false => PathBuf::new(),
         };
-        Ok(Self {
-            name: path.display().to_string(),
-            base,
-            text,
-        })
+        Ok(Self { name, base, text })
     }
 
     /// The lines that hold a sample, with their numbers (from 1): the non-blank ones, a
@@ -149,6 +147,29 @@ impl PairsFile {
         }
         Ok(samples)
     }
+}
+
+/// The text of the --pairs file `name`, which must be UTF-8 (as JSON is): a byte that is not
+/// is placed by its line, and a UTF-16 file (a Windows editor's "Unicode") is named as such.
+fn utf8(name: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+            return anyhow::anyhow!("{name} is UTF-16: save it as UTF-8, as JSON Lines are");
+        }
+        let bad = e.utf8_error().valid_up_to();
+        let line_start = bytes[..bad]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = 1 + bytes[..bad].iter().filter(|&&b| b == b'\n').count();
+        anyhow::anyhow!(
+            "{name}:{line}: byte 0x{:02x} at column {} is not UTF-8: save the file as UTF-8, \
+             as JSON Lines are",
+            bytes[bad],
+            1 + bad - line_start
+        )
+    })
 }
 
 /// Where a request's input is: its file as messages name it (the image; LXMERT's regions)
