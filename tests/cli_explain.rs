@@ -1795,6 +1795,12 @@ fn ctrl_c_writes_the_samples_done() {
             "sample {i}"
         );
     }
+    assert!(
+        page.contains(&format!(
+            "<p class=\"note\">stopped (Ctrl-C) after {done} of {total} samples: the page holds the samples done</p>"
+        )),
+        "{page}"
+    );
 }
 
 /// `fiedler explain` of the bundled ViLT on `list` into `out/out`, sent Ctrl-C each delay of
@@ -1895,6 +1901,13 @@ fn ctrl_c_while_drawing_keeps_every_sample() {
     let page = std::fs::read_to_string(out.join("out/index.html")).unwrap();
     assert!(page.contains(&format!("id=\"sample-{}\"", total - 1)));
     assert_eq!(page.matches("-sheet.png").count(), sheets);
+    assert!(
+        page.contains(&format!(
+            "<p class=\"note\">the drawing was stopped (Ctrl-C): {} of {total} samples have no images</p>",
+            total - sheets
+        )),
+        "{page}"
+    );
 }
 
 /// --no-images writes explanations.json and the page, and no PNG; the lines can come from

@@ -350,7 +350,7 @@ fn pair() -> HtmlPair {
 
 #[test]
 fn html_escapes_everything() {
-    let html = page("fiedler <explain>", &[pair()]);
+    let html = page("fiedler <explain>", &[], &[pair()]);
     assert!(!html.contains("<script>"));
     assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &quot;quoted&quot;"));
     assert!(html.contains("<title>fiedler &lt;explain&gt;</title>"));
@@ -362,7 +362,7 @@ fn html_escapes_everything() {
         text: "cat\u{202e}gnp.exe".into(),
         ..pair()
     };
-    let html_spoof = page("t", &[spoof]);
+    let html_spoof = page("t", &[], &[spoof]);
     assert!(html_spoof.contains("cat\\u{202e}gnp.exe") && !html_spoof.contains('\u{202e}'));
     // No script and nothing fetched: the only URLs are the two relative image files.
     assert!(!html.contains("<script") && !html.contains("http"));
@@ -380,19 +380,19 @@ fn html_marks_answers_against_the_expected_ones() {
         expected: Some(("<yes>".into(), false)),
         ..pair()
     };
-    let html = page("t", &[right, wrong, pair()]);
+    let html = page("t", &[], &[right, wrong, pair()]);
     assert!(html.contains("answers as expected: 1 of 2"), "{html}");
     assert!(html.contains("<span class=\"wrong\">wrong:</span> <a href=\"#sample-1\">sample 1</a>"));
     assert!(html.contains("&middot; expected: 2 (right)"));
     assert!(html.contains("<span class=\"wrong\">expected: &lt;yes&gt; (wrong)</span>"));
-    let plain = page("t", &[pair()]);
+    let plain = page("t", &[], &[pair()]);
     assert!(!plain.contains("expected"), "{plain}");
     // The score and probability of an answer other than the prediction say whose they are.
     let other = HtmlPair {
         explained: Some("<no>".into()),
         ..pair()
     };
-    let html = page("t", &[other]);
+    let html = page("t", &[], &[other]);
     assert!(
         html.contains(
             "<p class=\"score\">explained &lt;no&gt;: score 23.125 &middot; probability 87.5%"
@@ -404,7 +404,7 @@ fn html_marks_answers_against_the_expected_ones() {
 
 #[test]
 fn html_one_span_per_token_and_images() {
-    let html = page("t", &[pair()]);
+    let html = page("t", &[], &[pair()]);
     assert_eq!(html.matches("<span class=\"tok\"").count(), 3);
     assert_eq!(html.matches("<span class=\"tok off\"").count(), 2);
     assert!(html.contains("<img class=\"sheet\" src=\"sheet_0.png\""));
@@ -415,7 +415,7 @@ fn html_one_span_per_token_and_images() {
         html.matches("<img ").count(),
         html.matches(" loading=\"lazy\">").count()
     );
-    let two = page("t", &[pair(), pair()]);
+    let two = page("t", &[], &[pair(), pair()]);
     assert!(two.contains("<section class=\"pair\" id=\"sample-1\">"));
     assert!(two.contains("<h2><a href=\"#sample-1\">sample 1</a>: "));
     // The hottest token is yellow with black text, the coldest purple with white; raw values in
@@ -433,13 +433,13 @@ fn html_one_span_per_token_and_images() {
     assert!(!html.contains("flat:"));
     let mut flat = pair();
     flat.methods[0].relevance = vec![0.0, 0.25, 0.25, 0.25, 0.0];
-    assert!(page("t", &[flat]).contains("flat: every word has raw relevance 0.2500"));
+    assert!(page("t", &[], &[flat]).contains("flat: every word has raw relevance 0.2500"));
     // An empty method (no tokens, no relevance) and no pairs still make a page.
     let mut empty = pair();
     empty.methods[0].tokens.clear();
     empty.methods[0].relevance.clear();
-    assert!(page("t", &[empty]).contains("<p class=\"tokens\"></p>"));
-    assert!(page("t", &[]).ends_with("</html>\n"));
+    assert!(page("t", &[], &[empty]).contains("<p class=\"tokens\"></p>"));
+    assert!(page("t", &[], &[]).ends_with("</html>\n"));
 }
 
 // ---- terminal ----
@@ -476,7 +476,7 @@ fn terminal_plain_is_exact() {
     html.methods[0].tokens = split;
     html.methods[0].relevance = vec![0.0, 1.0, 3.0, 0.0];
     html.methods[0].scored = vec![false, true, true, false];
-    assert!(page("t", &[html]).contains("(scaled 0.00)\">·</span>"));
+    assert!(page("t", &[], &[html]).contains("(scaled 0.00)\">·</span>"));
     // Relevance shorter than the tokens: the rest is unscored; all-equal scored values are 0,
     // and the line says the map is flat.
     let out = highlight(&tokens[..3], &[2.0, 2.0], &[true, true, true], false);
@@ -611,7 +611,7 @@ fn write_example_outputs() {
     }];
     std::fs::write(
         dir.join("page.html"),
-        page("fiedler explain · catdog.png", &pairs),
+        page("fiedler explain · catdog.png", &[], &pairs),
     )
     .expect("write");
     println!(

@@ -199,10 +199,10 @@ fn method(out: &mut String, m: &HtmlMethod) {
     out.push_str("</div>\n");
 }
 
-/// The whole page: `title`, the legend, then per pair its label, text (and whether it was
-/// cut), score and probability or top answers, its comparison sheet, and per method the
-/// highlighted tokens and the overlay image.
-pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
+/// The whole page: `title`, `notes` on the run (where it stopped short), the legend, then per
+/// pair its label, text (and whether it was cut), score and probability or top answers, its
+/// comparison sheet, and per method the highlighted tokens and the overlay image.
+pub fn page(title: &str, notes: &[String], pairs: &[HtmlPair]) -> String {
     let mut out = String::new();
     let title = escape(title);
     let _ = write!(
@@ -211,6 +211,9 @@ pub fn page(title: &str, pairs: &[HtmlPair]) -> String {
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n\
          <title>{title}</title>\n<style>\n{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n"
     );
+    for note in notes {
+        let _ = writeln!(out, "<p class=\"note\">{}</p>", escape(note));
+    }
     out.push_str(&legend());
     out.push_str(&expected_summary(pairs));
     for (i, pair) in pairs.iter().enumerate() {

@@ -387,6 +387,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let drawn = write_outputs(
         family.model_type(),
         &samples,
+        total,
         &displayed,
         &args.out,
         Drawing {

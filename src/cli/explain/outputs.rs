@@ -167,12 +167,14 @@ struct SampleFiles {
 }
 
 /// Writes explanations.json first, then the samples' overlays and sheets (several samples at
-/// once), then index.html, which shows the images drawn. Returns how many samples are done:
+/// once), then index.html, which shows the images drawn and says where a stop left the run
+/// short: of the `asked` samples, or of their images. Returns how many samples are done:
 /// drawn, or with nothing to draw (no image, or --no-images); fewer when `drawing.stop`
 /// stopped the drawing.
 pub(super) fn write_outputs(
     family: &'static str,
     samples: &[Sample],
+    asked: usize,
     displayed: &Displayed,
     out: &Path,
     drawing: Drawing<'_>,
@@ -209,7 +211,21 @@ pub(super) fn write_outputs(
         .zip(&files)
         .map(|(s, files)| html_sample(s, files.as_ref()))
         .collect();
-    let page = render::html::page("fiedler explanations", &html_samples);
+    let mut notes = Vec::new();
+    if samples.len() < asked {
+        notes.push(format!(
+            "stopped (Ctrl-C) after {} of {asked} samples: the page holds the samples done",
+            samples.len()
+        ));
+    }
+    let undrawn = files.iter().filter(|f| f.is_none()).count();
+    if undrawn > 0 {
+        notes.push(format!(
+            "the drawing was stopped (Ctrl-C): {undrawn} of {} samples have no images",
+            samples.len()
+        ));
+    }
+    let page = render::html::page("fiedler explanations", &notes, &html_samples);
     fs::write(out.join("index.html"), page).context("cannot write index.html")?;
     Ok(files.iter().flatten().count())
 }
