@@ -260,7 +260,8 @@ fn pairs_file_with_byte_order_mark_and_crlf_is_read() {
         ),
     ] {
         let list = out.join("bom.jsonl");
-        std::fs::write(&list, format!("\u{feff}{line}\r\n{line}\r\n")).unwrap();
+        // The second mark is what joining two such files leaves.
+        std::fs::write(&list, format!("\u{feff}{line}\r\n\u{feff}{line}\r\n")).unwrap();
         let run = fiedler(&[
             "explain",
             "--model",
@@ -1582,6 +1583,12 @@ fn pairs_files_that_are_not_utf8_say_where() {
     assert_pairs_fail(&model, &list, &out, &needle);
     std::fs::write(&list, b"\xff\xfe{\x00}\x00").unwrap();
     let needle = format!("{} is UTF-16: save it as UTF-8", list.display());
+    assert_pairs_fail(&model, &list, &out, &needle);
+    std::fs::write(&list, "\n \r\n").unwrap();
+    let needle = format!(
+        "--pairs {} holds no samples: every line is blank",
+        list.display()
+    );
     assert_pairs_fail(&model, &list, &out, &needle);
 }
 

@@ -320,6 +320,12 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         Some(pairs) => pairs.sample_lines().count(),
         None => args.texts.len(),
     };
+    if let Some(pairs) = pairs.as_ref().filter(|_| total == 0) {
+        bail!(
+            "--pairs {} holds no samples: every line is blank",
+            pairs.name
+        );
+    }
     // A run of one batch shows nothing: its output follows at once.
     let mut bar = if total > args.batch {
         Progress::new(Task::EXPLAIN, total, 0, args.batch)

@@ -30,7 +30,7 @@ struct PairLine {
 /// lines once only.
 pub(super) struct PairsFile {
     /// How messages name it: its path, or "standard input".
-    name: String,
+    pub(super) name: String,
     /// The folder relative paths are resolved against: the file's, or the current one for a
     /// pipe.
     base: PathBuf,
@@ -62,11 +62,13 @@ impl PairsFile {
         Ok(Self { name, base, text })
     }
 
-    /// The lines that hold a sample, with their numbers (from 1): the non-blank ones, a
-    /// leading byte order mark (which Windows editors write) skipped.
+    /// The lines that hold a sample, with their numbers (from 1): the non-blank ones, a byte
+    /// order mark at a line's start skipped (Windows editors write one at the file's; files
+    /// joined leave theirs inside).
     pub(super) fn sample_lines(&self) -> impl Iterator<Item = (usize, &str)> {
-        without_bom(&self.text)
+        self.text
             .lines()
+            .map(without_bom)
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| (i + 1, l))
