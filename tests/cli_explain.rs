@@ -1550,6 +1550,32 @@ fn expected_answers_are_marked_right_or_wrong() {
         assert_eq!(run.status.code(), Some(1));
         assert!(stderr(&run).contains(needle), "{}", stderr(&run));
     }
+    // --quiet prints no sample, and the summary names twenty wrong samples at most.
+    let wrong: Vec<String> = (0..25).map(|_| good(r#", "answer": "9""#)).collect();
+    std::fs::write(&list, wrong.join("\n")).unwrap();
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&root.join("models/vilt-synth")),
+        "--pairs",
+        s(&list),
+        "--method",
+        "raw-attn",
+        "--no-images",
+        "--quiet",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let listed: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        format!(
+            "answers as expected: 0 of 25 (wrong: samples {} and 5 more)\nwrote {}\n",
+            listed.join(", "),
+            out.join("index.html").display()
+        )
+    );
     // An answer (or image id) that is neither a string nor a whole number says so, by line.
     for answer in ["-1", "2.5", "[\"yes\"]"] {
         let run = run_on(&[good(&format!(r#", "answer": {answer}"#))]);

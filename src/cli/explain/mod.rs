@@ -101,6 +101,10 @@ pub struct ExplainArgs {
     /// before the work, so that one that does not decode stops the run before it starts.
     #[arg(long)]
     no_images: bool,
+    /// Print no sample, only the warnings and how many answers were as expected (for long
+    /// --pairs runs: explanations.json and index.html hold every sample).
+    #[arg(long, short)]
+    quiet: bool,
     /// Samples per forward/backward pass.
     #[arg(long, default_value_t = 8, value_parser = positive, allow_negative_numbers = true)]
     batch: usize,
@@ -412,7 +416,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     drop(interrupt);
     bar.into_inner().unwrap_or_else(|e| e.into_inner()).finish();
     let mut stdout = std::io::stdout().lock();
-    print_samples(&mut stdout, &samples)
+    print_samples(&mut stdout, &samples, args.quiet)
         .and_then(|()| writeln!(stdout, "wrote {}", args.out.join("index.html").display()))
         .context("cannot write to standard output")?;
     let mut stops = Vec::new();

@@ -35,7 +35,13 @@ fn colour_wanted(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
-pub(super) fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io::Result<()> {
+/// Each sample with its tokens coloured per method, unless `quiet` (a long run's outputs
+/// hold them), then how many answers were as expected.
+pub(super) fn print_samples(
+    out: &mut impl Write,
+    samples: &[Sample],
+    quiet: bool,
+) -> std::io::Result<()> {
     let color = colour_wanted(
         std::io::stdout().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
@@ -47,6 +53,14 @@ pub(super) fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io
         .max()
         .unwrap_or(0);
     for (i, s) in samples.iter().enumerate() {
+        for e in s.explanations.iter().filter(|_| quiet) {
+            for w in degenerate_warnings(e) {
+                eprintln!("warning: sample {i} {}: {w}", e.method);
+            }
+        }
+        if quiet {
+            continue;
+        }
         writeln!(
             out,
             "sample {i}: {}  {}  {}",
@@ -75,6 +89,9 @@ pub(super) fn print_samples(out: &mut impl Write, samples: &[Sample]) -> std::io
     Ok(())
 }
 
+/// How many wrong samples the summary line names (explanations.json marks every one).
+const WRONG_LISTED: usize = 20;
+
 /// "answers as expected: 17 of 19 (wrong: samples 8, 12)", where the inputs expected answers.
 fn expected_summary(samples: &[Sample]) -> Option<String> {
     let expecting: Vec<(usize, bool)> = samples
@@ -92,10 +109,18 @@ fn expected_summary(samples: &[Sample]) -> Option<String> {
         .map(|(i, _)| i.to_string())
         .collect();
     let mut line = format!("answers as expected: {right} of {}", expecting.len());
+    let listed = wrong.len().min(WRONG_LISTED);
+    let more = match wrong.len() - listed {
+        0 => String::new(),
+        k => format!(" and {k} more"),
+    };
     match wrong.len() {
         0 => {}
         1 => line.push_str(&format!(" (wrong: sample {})", wrong[0])),
-        _ => line.push_str(&format!(" (wrong: samples {})", wrong.join(", "))),
+        _ => line.push_str(&format!(
+            " (wrong: samples {}{more})",
+            wrong[..listed].join(", ")
+        )),
     }
     Some(line)
 }
