@@ -188,6 +188,7 @@ impl AnswerTarget {
             None if keyword(spec) == "sum-logits" => Ok(Self::SumLogits),
             Some((k, text)) if keyword(k) == "answer" => match find_answer(text, answers) {
                 Some(i) => Ok(Self::Answer(i)),
+                None if text.trim().is_empty() => Err(unknown("; the answer is empty".into())),
                 None => Err(unknown(answer_hint(text.trim(), answers))),
             },
             Some((k, n)) if keyword(k) == "index" => match n.trim().parse::<usize>() {
@@ -509,6 +510,8 @@ mod tests {
         assert!(err.contains("the model has no such answer"), "{err}");
         let err = parse("answer:gren").unwrap_err().to_string();
         assert!(err.contains("did you mean \"green\"?"), "{err}");
+        let err = parse("answer: ").unwrap_err().to_string();
+        assert!(err.ends_with("(5 answers; the answer is empty)"), "{err}");
         let err = parse("answer:zebra").unwrap_err().to_string();
         assert!(err.contains("e.g. yes, no, green"), "{err}");
         assert!(matches!(parse("best"), Err(SessionError::BadTarget(_))));
