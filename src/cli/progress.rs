@@ -92,20 +92,23 @@ impl Progress {
         if !std::io::stderr().is_terminal() {
             return Progress::Lines(Lines::start(task, total, done_before));
         }
-        let bar = ProgressBar::new(total as u64);
+        // Named by its task, so that a run's bars (explain, then write) are told apart.
+        let bar = ProgressBar::new(total as u64).with_prefix(task.name);
         if total <= batch {
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
         bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} samples  {rate}  eta {eta}\n{msg}")
-                .expect("static template is valid")
-                // indicatif's own {per_sec} shows four decimals ("212.6807/s").
-                .with_key(
-                    "rate",
-                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                        let _ = w.write_str(&rate_text(state.per_sec()));
-                    },
-                ),
+            ProgressStyle::with_template(
+                "{prefix} {bar:30} {pos}/{len} samples  {rate}  eta {eta}\n{msg}",
+            )
+            .expect("static template is valid")
+            // indicatif's own {per_sec} shows four decimals ("212.6807/s").
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&rate_text(state.per_sec()));
+                },
+            ),
         );
         Progress::Bar(bar)
     }
