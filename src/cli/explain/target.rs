@@ -139,12 +139,14 @@ pub(super) fn warn_of_methods_blind_to(spec: &str, target: &AnswerTarget, method
             [] => last.to_string(),
             rest => format!("{} and {last}", rest.join(", ")),
         };
+        let (reads, its) = match rest.is_empty() {
+            true => ("reads", "its"),
+            false => ("read", "their"),
+        };
         eprintln!(
-            "warning: --target {}: {} read the forward pass alone, so {} maps are the same \
-             whatever answer is explained",
+            "warning: --target {}: {named} {reads} the forward pass alone, so {its} maps are \
+             the same whatever answer is explained",
             spec.trim(),
-            named,
-            if rest.is_empty() { "its" } else { "their" }
         );
     }
 }
