@@ -194,8 +194,17 @@ pub fn read_vqa_v2(questions: &Path, annotations: &Path) -> Result<Dataset, Eval
         }
     }
     let mut out = Vec::with_capacity(q.questions.len());
+    let mut seen = HashSet::with_capacity(q.questions.len());
     for question in q.questions {
         let id = question.question_id;
+        // Before its annotation is looked up: the first copy took it.
+        if !seen.insert(id) {
+            return Err(bad(
+                QUESTIONS,
+                questions,
+                format!("question id {id} appears twice"),
+            ));
+        }
         let ann = by_id.remove(&id).ok_or_else(|| EvalError::Mismatch {
             questions: questions.to_path_buf(),
             annotations: annotations.to_path_buf(),
@@ -499,6 +508,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("this is a VQA v2 questions file"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A question of a VQA v2 file given twice is named as such (its second copy was said to
+    /// have no annotation, the first having taken it).
+    #[test]
+    fn vqa_v2_questions_given_twice_are_named() {
+        let dir = std::env::temp_dir().join(format!("fiedler-vqa2-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let question = r#"{"question_id": 1000, "image_id": 1, "question": "what?"}"#;
+        let questions = dir.join("q.json");
+        fs::write(
+            &questions,
+            format!(r#"{{"questions": [{question}, {question}]}}"#),
+        )
+        .unwrap();
+        let annotations = dir.join("a.json");
+        fs::write(
+            &annotations,
+            r#"{"annotations": [{"question_id": 1000, "image_id": 1, "answers": [{"answer": "yes"}]}]}"#,
+        )
+        .unwrap();
+        let err = read_vqa_v2(&questions, &annotations)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("question id 1000 appears twice"), "{err}");
         fs::remove_dir_all(dir).unwrap();
     }
 
