@@ -1032,7 +1032,7 @@ fn inputs_for_another_family_are_refused() {
     let out = fiedler().args(&args).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("(lxmert) reads --features; --images is for ViLT"),
+        stderr(&out).contains("(lxmert) reads --features: drop --images; --images is for ViLT"),
         "{}",
         stderr(&out)
     );
@@ -1052,8 +1052,12 @@ fn inputs_for_another_family_are_refused() {
             "--results".into(),
             s(&dir.join("c.jsonl")),
         ],
-        "(vilt) reads --images DIR; --images is for ViLT, --features for LXMERT, --captions for CLIP",
+        "(vilt) reads --images DIR: drop --captions; --images is for ViLT, --features for LXMERT, --captions for CLIP",
     );
+    // Its own input beside another's: the other one is named.
+    let mut args = vilt_args(&dir.join("v.jsonl"));
+    args.extend(["--features".into(), s(&dir)]);
+    refused(&args, "(vilt) reads --images DIR: drop --features;");
     // --answers is LXMERT's answer list: refused for ViLT and CLIP, as explain does
     let mut args = vilt_args(&dir.join("v.jsonl"));
     args.extend(["--answers".into(), s(&dir.join("label2ans.json"))]);

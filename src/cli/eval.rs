@@ -481,25 +481,27 @@ fn check_family_options(
     model_dir: &Path,
 ) -> anyhow::Result<()> {
     let name = family.model_type();
-    let (inputs, foreign) = match family {
-        ModelFamily::Vilt => (
-            "--images DIR",
-            args.features.is_some() || args.captions.is_some(),
-        ),
-        ModelFamily::Lxmert => (
-            "--features",
-            args.images.is_some() || args.captions.is_some(),
-        ),
-        ModelFamily::Clip => (
-            "--captions",
-            args.images.is_some() || args.features.is_some(),
-        ),
+    let inputs = match family {
+        ModelFamily::Vilt => "--images DIR",
+        ModelFamily::Lxmert => "--features",
+        ModelFamily::Clip => "--captions",
     };
-    if foreign {
+    let given = [
+        (args.images.is_some(), "--images", ModelFamily::Vilt),
+        (args.features.is_some(), "--features", ModelFamily::Lxmert),
+        (args.captions.is_some(), "--captions", ModelFamily::Clip),
+    ];
+    let foreign: Vec<&str> = given
+        .iter()
+        .filter(|&&(is_given, _, owner)| is_given && owner != family)
+        .map(|&(_, flag, _)| flag)
+        .collect();
+    if !foreign.is_empty() {
         bail!(
-            "{} ({name}) reads {inputs}; --images is for ViLT, --features for LXMERT, \
+            "{} ({name}) reads {inputs}: drop {}; --images is for ViLT, --features for LXMERT, \
              --captions for CLIP",
-            model_dir.display()
+            model_dir.display(),
+            foreign.join(" and ")
         );
     }
     if family != ModelFamily::Lxmert && args.answers.is_some() {
