@@ -792,6 +792,34 @@ fn methods_over_different_samples_are_flagged() {
     );
 }
 
+/// The summary heads each run with what tells runs of one set apart: its seed, and steps
+/// other than the default (AUCs over other steps do not compare).
+#[test]
+fn the_summary_names_the_seed_and_other_steps() {
+    let dir = scratch("summary-steps");
+    let run = |name: &str, extra: &[&str]| {
+        let results = dir.join(name).join("results.jsonl");
+        let mut args = lxmert_args(&results, "4");
+        args.extend(["--samples", "2", "--methods", "raw-attn"].map(String::from));
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        run_ok(&args);
+        results
+    };
+    let plain = run("plain", &[]);
+    let steps = run("steps", &["--steps", "0,0.5,1"]);
+    let summary = run_ok(&["eval".into(), "summary".into(), s(&plain), s(&steps)]);
+    let summary = String::from_utf8_lossy(&summary.stdout);
+    let heads: Vec<&str> = summary.lines().filter(|l| l.starts_with("### ")).collect();
+    assert_eq!(heads.len(), 2, "{summary}");
+    assert!(heads.iter().all(|h| h.contains(", seed ")), "{summary}");
+    assert!(!heads[0].contains("not the default"), "{}", heads[0]);
+    assert!(
+        heads[1].contains("; steps [0.0, 0.5, 1.0], not the default"),
+        "{}",
+        heads[1]
+    );
+}
+
 /// The chance rows run every test on the same units as the methods, in the summary beside
 /// them; `--no-chance` leaves them out.
 #[test]

@@ -327,19 +327,29 @@ fn summary(files: &[PathBuf], against: &str) -> anyhow::Result<()> {
                 ))
             })
             .unwrap_or_default();
-        // Runs of one set with different targets are told apart here.
+        // Runs of one set are told apart here: by their target, their steps (AUCs over other
+        // steps do not compare), their seed (other samples) and the samples that failed.
         let target = report
             .target
             .as_deref()
             .map(|t| format!("; explained with --target {t}"))
             .unwrap_or_default();
+        let steps = match report.perturbed() && report.steps != DEFAULT_STEPS {
+            true => format!("; steps {:?}, not the default", report.steps),
+            false => String::new(),
+        };
+        let failed = match report.failed_samples.len() {
+            0 => String::new(),
+            n => format!("; {n} failed (report.md lists them)"),
+        };
         outln!(
-            "### `{}`: `{}` ({}), {} samples of `{}`{accuracy}{target}\n",
+            "### `{}`: `{}` ({}), {} samples of `{}`, seed {}{accuracy}{target}{steps}{failed}\n",
             path.display(),
             report.model,
             report.family,
             report.samples,
-            report.dataset
+            report.dataset,
+            report.seed
         )?;
         if let Some(unfinished) = report.unfinished {
             outln!("**{}**\n", unfinished.sentence())?;
