@@ -41,6 +41,7 @@ fn warnings_reach_an_installed_handler() {
     let sets = serde_json::json!([
         {"image_id": 1, "file": image, "correct": 0, "captions": ["a cat", "a dog"]},
         {"image_id": 2, "file": "gone.png", "correct": 0, "captions": ["a cat", "a bird"]},
+        {"image_id": 3, "file": image, "correct": 0, "captions": ["a cat"]},
     ]);
     std::fs::write(&captions, sets.to_string()).unwrap();
     let (_, sets) = read_captions(&captions).unwrap();
@@ -48,6 +49,8 @@ fn warnings_reach_an_installed_handler() {
     let retrievals = Retrievals::new(&session, &sets);
     assert!(retrievals.of("1").unwrap().is_some());
     assert_eq!(retrievals.of("2").unwrap(), None);
+    // One caption is retrieved against nothing: no retrieval, and nothing to warn of.
+    assert_eq!(retrievals.of("3").unwrap(), None);
     warning::reset_handler();
 
     // A handler that goes quiet after its first warning (it resets the handler from inside

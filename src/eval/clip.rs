@@ -73,14 +73,15 @@ impl<'a, B: Backend> Retrievals<'a, B> {
     }
 
     /// The retrieval (`CaptionSet::retrieval`) of sample `id`, by its caption set; `None`
-    /// where it has none or it failed.
+    /// where it has none, where its true caption is its only one (retrieved against nothing,
+    /// it would count as right), or where it failed.
     pub fn of(&self, id: &str) -> Result<Option<f64>, EvalError> {
         if let Some((last, retrieval)) = &*self.last.borrow() {
             if last == id {
                 return Ok(*retrieval);
             }
         }
-        let Some(set) = self.sets.get(id) else {
+        let Some(set) = self.sets.get(id).filter(|set| set.captions.len() > 1) else {
             return Ok(None);
         };
         let retrieval = match set.retrieval(self.session) {
