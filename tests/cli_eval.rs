@@ -820,6 +820,31 @@ fn the_summary_names_the_seed_and_other_steps() {
     );
 }
 
+/// A run that asks for fewer methods or tests than its results file holds says that the
+/// report covers them all, and which.
+#[test]
+fn a_report_over_more_than_was_asked_says_so() {
+    let dir = scratch("more-rows");
+    let results = dir.join("results.jsonl");
+    let run = |extra: &[&str]| {
+        let mut args = lxmert_args(&results, "4");
+        args.extend(["--samples", "2", "--no-chance"].map(String::from));
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        String::from_utf8_lossy(&run_ok(&args).stdout).into_owned()
+    };
+    let all = run(&["--methods", "raw-attn,dsmi"]);
+    assert!(!all.contains("which this run did not ask for"), "{all}");
+    let fewer = run(&["--methods", "raw-attn", "--modality", "image"]);
+    assert!(
+        fewer.contains(&format!(
+            "report over every method and test in {} (methods dsmi and tests text+, text− too, \
+             which this run did not ask for)",
+            results.display()
+        )),
+        "{fewer}"
+    );
+}
+
 /// The chance rows run every test on the same units as the methods, in the summary beside
 /// them; `--no-chance` leaves them out.
 #[test]

@@ -985,7 +985,7 @@ fn evaluate<M: EvalModel>(
             counted(failed, "sample")
         );
     }
-    let reported = report_run(results, questions);
+    let reported = report_run(results, questions, plan);
     let flow = outcome?;
     reported?;
     if flow.is_break() {
@@ -1002,8 +1002,8 @@ fn evaluate<M: EvalModel>(
     Ok(())
 }
 
-/// Writes and prints the report of `results` after a run over `questions`.
-fn report_run(results: &Path, questions: &[&Question]) -> anyhow::Result<()> {
+/// Writes and prints the report of `results` after a run of `plan` over `questions`.
+fn report_run(results: &Path, questions: &[&Question], plan: &Plan) -> anyhow::Result<()> {
     let read = read_results(results)?;
     let report = Report::build(&read, results)?;
     if holds_other_samples(&read, questions) {
@@ -1014,7 +1014,51 @@ fn report_run(results: &Path, questions: &[&Question]) -> anyhow::Result<()> {
             questions.len()
         )?;
     }
+    if let Some(other) = holds_other_rows(&read, plan) {
+        outln!(
+            "report over every method and test in {} ({other} too, which this run did not ask for)",
+            results.display()
+        )?;
+    }
     publish(&report, results, None)
+}
+
+/// The methods and tests the results hold beyond `plan`'s (an earlier run's, with more
+/// --methods or another --modality/--order), as a report note names them; chance rows
+/// are the plan's where it runs them.
+fn holds_other_rows(read: &Results, plan: &Plan) -> Option<String> {
+    let asked: HashSet<&str> = plan
+        .methods
+        .iter()
+        .map(|m| m.name())
+        .chain(plan.chance.map(|_| CHANCE))
+        .collect();
+    let mut methods: Vec<&str> = read
+        .perturbations
+        .iter()
+        .map(|r| r.method.as_str())
+        .chain(read.ground_truth.iter().map(|r| r.method.as_str()))
+        .filter(|m| !asked.contains(m))
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    let mut tests: Vec<String> = read
+        .perturbations
+        .iter()
+        .map(|r| r.test())
+        .filter(|t| !plan.tests.contains(t))
+        .map(|t| t.column())
+        .collect();
+    tests.sort_unstable();
+    tests.dedup();
+    let mut named = Vec::new();
+    if !methods.is_empty() {
+        named.push(format!("methods {}", methods.join(", ")));
+    }
+    if !tests.is_empty() {
+        named.push(format!("tests {}", tests.join(", ")));
+    }
+    (!named.is_empty()).then(|| named.join(" and "))
 }
 
 /// Whether the results hold samples this run did not ask for (an earlier run's, with a
