@@ -1743,7 +1743,8 @@ fn target_expected_explains_each_lines_answer() {
             "is there?",
             "--target",
             target,
-            "--method",
+            // The spelling eval takes.
+            "--methods",
             "raw-attn,chefer,dsmi",
             "--no-images",
             "--out",

@@ -706,7 +706,7 @@ impl Report {
         let _ = writeln!(md, "## AUC\n");
         let headers = test_headers();
         let _ = writeln!(md, "| method | {} | samples |", headers.join(" | "));
-        let _ = writeln!(md, "|---|{}---|", "---:|".repeat(TESTS.len()));
+        let _ = writeln!(md, "|---|{}---:|", "---:|".repeat(TESTS.len()));
         for row in &self.methods {
             let n = row.tests.values().map(|c| c.samples).max().unwrap_or(0);
             let cells: Vec<String> = TESTS

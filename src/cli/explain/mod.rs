@@ -84,7 +84,7 @@ pub struct ExplainArgs {
     /// Method(s): a name, a comma-separated list or `all`. Valid: raw-attn, rollout,
     /// grad-cam, chefer, dsmi, dsmi-grad, dsmi-grad-attn, transformer-attribution,
     /// partial-lrp, chefer-lrp.
-    #[arg(long, default_value = "all")]
+    #[arg(long, visible_alias = "methods", default_value = "all")]
     method: String,
     /// Chefer's relevance maps with LRP relevance in place of the attention (`chefer` reads
     /// as `chefer-lrp`).
