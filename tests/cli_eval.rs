@@ -792,19 +792,23 @@ fn methods_over_different_samples_are_flagged() {
     );
 }
 
+/// An LXMERT fixture eval of raw-attn over `samples` samples (and `extra`), into
+/// `dir/name/results.jsonl`, which it returns.
+fn raw_attn_run(dir: &Path, name: &str, samples: &str, extra: &[&str]) -> PathBuf {
+    let results = dir.join(name).join("results.jsonl");
+    let mut args = lxmert_args(&results, "4");
+    args.extend(["--samples", samples, "--methods", "raw-attn"].map(String::from));
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    run_ok(&args);
+    results
+}
+
 /// The summary heads each run with what tells runs of one set apart: its seed, and steps
 /// other than the default (AUCs over other steps do not compare).
 #[test]
 fn the_summary_names_the_seed_and_other_steps() {
     let dir = scratch("summary-steps");
-    let run = |name: &str, extra: &[&str]| {
-        let results = dir.join(name).join("results.jsonl");
-        let mut args = lxmert_args(&results, "4");
-        args.extend(["--samples", "2", "--methods", "raw-attn"].map(String::from));
-        args.extend(extra.iter().map(|a| (*a).to_owned()));
-        run_ok(&args);
-        results
-    };
+    let run = |name: &str, extra: &[&str]| raw_attn_run(&dir, name, "2", extra);
     let plain = run("plain", &[]);
     let steps = run("steps", &["--steps", "0,0.5,1"]);
     let summary = run_ok(&["eval".into(), "summary".into(), s(&plain), s(&steps)]);
@@ -850,14 +854,7 @@ fn a_report_over_more_than_was_asked_says_so() {
 #[test]
 fn chance_rows_run_beside_the_methods_unless_left_out() {
     let dir = scratch("chance");
-    let run = |name: &str, extra: &[&str]| {
-        let results = dir.join(name).join("results.jsonl");
-        let mut args = lxmert_args(&results, "4");
-        args.extend(["--samples", "3", "--methods", "raw-attn"].map(String::from));
-        args.extend(extra.iter().map(|a| (*a).to_owned()));
-        run_ok(&args);
-        results
-    };
+    let run = |name: &str, extra: &[&str]| raw_attn_run(&dir, name, "3", extra);
     let with = run("with", &[]);
     let records = read_results(&with).unwrap().perturbations;
     let kept = |method: &str| -> Vec<(String, Vec<usize>)> {

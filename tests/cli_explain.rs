@@ -1453,21 +1453,15 @@ fn expected_answers_are_marked_right_or_wrong() {
             s(&image)
         ),
     ];
-    let run_on = |lines: &[String]| {
+    let run_with = |lines: &[String], extra: &[&str]| {
         std::fs::write(&list, lines.join("\n")).unwrap();
-        fiedler(&[
-            "explain",
-            "--model",
-            s(&root.join("models/vilt-synth")),
-            "--pairs",
-            s(&list),
-            "--method",
-            "raw-attn",
-            "--no-images",
-            "--out",
-            s(&out),
-        ])
+        let model = root.join("models/vilt-synth");
+        let mut args = vec!["explain", "--model", s(&model), "--pairs", s(&list)];
+        args.extend(["--method", "raw-attn", "--no-images", "--out", s(&out)]);
+        args.extend(extra);
+        fiedler(&args)
     };
+    let run_on = |lines: &[String]| run_with(lines, &[]);
     let run = run_on(&lines);
     assert!(run.status.success(), "{}", stderr(&run));
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
@@ -1552,20 +1546,7 @@ fn expected_answers_are_marked_right_or_wrong() {
     }
     // --quiet prints no sample, and the summary names twenty wrong samples at most.
     let wrong: Vec<String> = (0..25).map(|_| good(r#", "answer": "9""#)).collect();
-    std::fs::write(&list, wrong.join("\n")).unwrap();
-    let run = fiedler(&[
-        "explain",
-        "--model",
-        s(&root.join("models/vilt-synth")),
-        "--pairs",
-        s(&list),
-        "--method",
-        "raw-attn",
-        "--no-images",
-        "--quiet",
-        "--out",
-        s(&out),
-    ]);
+    let run = run_with(&wrong, &["--quiet"]);
     assert!(run.status.success(), "{}", stderr(&run));
     let listed: Vec<String> = (0..20).map(|i| i.to_string()).collect();
     assert_eq!(
