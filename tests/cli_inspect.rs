@@ -43,6 +43,10 @@ fn inspect_describes_the_clip_fixture() {
     assert!(stdout.contains("parameters  217457"), "{stdout}");
     assert!(stdout.contains("F32 (110 tensors)"), "{stdout}");
     assert!(stdout.contains("loads       yes"), "{stdout}");
+    // The folder may be given alone, as `eval report` takes its file.
+    let bare = fiedler(&["inspect", dir.to_str().unwrap()]);
+    assert!(bare.status.success(), "{}", text(&bare.stderr));
+    assert_eq!(text(&bare.stdout), stdout);
 }
 
 #[test]

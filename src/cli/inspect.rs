@@ -13,12 +13,18 @@ pub struct InspectArgs {
     /// Directory with config.json, the weights (model.safetensors, pytorch_model.bin or a
     /// sharded index) and the tokenizer (tokenizer.json or vocab.txt); or the Hub id of a
     /// model in the local Hugging Face cache.
-    #[arg(long)]
-    model: PathBuf,
+    #[arg(long, required_unless_present = "folder", conflicts_with = "folder")]
+    model: Option<PathBuf>,
+    /// The model folder, as --model gives it (`fiedler inspect DIR`).
+    #[arg(value_name = "DIR")]
+    folder: Option<PathBuf>,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let dir = &super::model_folder(&args.model);
+    let Some(model) = args.model.or(args.folder) else {
+        bail!("give the model folder: fiedler inspect DIR (or --model DIR)");
+    };
+    let dir = &super::model_folder(&model);
     if dir.is_file() {
         bail!(
             "{} is a file: --model takes the model's folder (the one holding config.json)",
