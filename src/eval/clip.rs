@@ -139,7 +139,9 @@ pub fn read_captions(path: &Path) -> Result<(Dataset, HashMap<String, CaptionSet
             captions: set.captions,
             correct: set.correct,
         };
-        sets_by_id.insert(id, set);
+        if sets_by_id.insert(id.clone(), set).is_some() {
+            return Err(fail(format!("image {id} appears twice")));
+        }
     }
     if questions.is_empty() {
         return Err(fail("it holds no caption set".into()));
@@ -231,7 +233,7 @@ mod tests {
             (
                 r#"[{"image_id": 3, "file": "a.png", "correct": 0, "captions": ["x"]},
                     {"image_id": 3, "file": "b.png", "correct": 0, "captions": ["y"]}]"#,
-                "question id 3 appears twice",
+                ".json: image 3 appears twice",
             ),
             (
                 r#"[{"image": "a.png", "correct": 0, "captions": ["x"]}]"#,

@@ -136,7 +136,11 @@ impl SynthTruth {
                 .iter()
                 .find(|im| im.image_id.to_string() == q.id)
             else {
-                continue; // `select` names the missing image
+                // A caption's question id is its image's.
+                return Err(EvalError::GroundTruth {
+                    path: path.to_path_buf(),
+                    reason: format!("no ground truth for image {}", q.id),
+                });
             };
             let named = |o: &ObjectTruth| match (&o.color, &o.shape) {
                 (Some(color), Some(shape)) => Some(format!("{color} {shape}")),
@@ -445,6 +449,13 @@ mod tests {
         // a caption is about every object of its image, and needs the (missing) mask
         let caption = question("3", "3");
         assert!(SynthTruth::for_captions(&path, &[&caption]).is_err());
+        // A caption's id is its image's, and is named as one.
+        let unknown = question("9", "9");
+        let err = SynthTruth::for_captions(&path, &[&unknown])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.ends_with("no ground truth for image 9"), "{err}");
         // patches need the (missing) mask file
         assert!(SynthTruth::open(&path, &[&q], ImageUnits::Patches).is_err());
         // a caption that does not name its image's objects is another set's
