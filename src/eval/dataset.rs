@@ -475,18 +475,26 @@ mod tests {
         FilePattern::new(Path::new("dir"), &texts)
     }
 
+    /// A scratch folder of one test, and a function writing a named file of text there.
+    fn scratch(test: &str) -> (PathBuf, impl Fn(&str, &str) -> PathBuf) {
+        let dir = std::env::temp_dir().join(format!("fiedler-{test}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let at = dir.clone();
+        let write = move |name: &str, text: &str| {
+            let path = at.join(name);
+            fs::write(&path, text).unwrap();
+            path
+        };
+        (dir, write)
+    }
+
     /// An LXMERT question file read through a byte order mark; ids past 64 bits (read as
     /// floats, which named neither id) and a VQA v2 questions file are refused with what to
     /// do.
     #[test]
     fn lxmert_files_of_other_shapes_say_what_to_do() {
-        let dir = std::env::temp_dir().join(format!("fiedler-dataset-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let read = |name: &str, text: &str| {
-            let path = dir.join(name);
-            fs::write(&path, text).unwrap();
-            read_lxmert_json(&path)
-        };
+        let (dir, write) = scratch("dataset");
+        let read = |name: &str, text: &str| read_lxmert_json(&write(name, text));
         let item = |id: &str| {
             format!(
                 r#"{{"question_id": {id}, "img_id": "a", "sent": "what?", "label": {{"yes": 1}}}}"#
@@ -515,21 +523,16 @@ mod tests {
     /// have no annotation, the first having taken it).
     #[test]
     fn vqa_v2_questions_given_twice_are_named() {
-        let dir = std::env::temp_dir().join(format!("fiedler-vqa2-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let (dir, write) = scratch("vqa2");
         let question = r#"{"question_id": 1000, "image_id": 1, "question": "what?"}"#;
-        let questions = dir.join("q.json");
-        fs::write(
-            &questions,
-            format!(r#"{{"questions": [{question}, {question}]}}"#),
-        )
-        .unwrap();
-        let annotations = dir.join("a.json");
-        fs::write(
-            &annotations,
+        let questions = write(
+            "q.json",
+            &format!(r#"{{"questions": [{question}, {question}]}}"#),
+        );
+        let annotations = write(
+            "a.json",
             r#"{"annotations": [{"question_id": 1000, "image_id": 1, "answers": [{"answer": "yes"}]}]}"#,
-        )
-        .unwrap();
+        );
         let err = read_vqa_v2(&questions, &annotations)
             .unwrap_err()
             .to_string();
