@@ -6,7 +6,9 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::error::Category;
 use serde_json::Value;
 
 use crate::eval::answers::GroundTruth;
@@ -41,9 +43,27 @@ pub(crate) fn read_text(flag: &'static str, path: &Path) -> Result<String, EvalE
     })
 }
 
-fn read_json(flag: &'static str, path: &Path) -> Result<Value, EvalError> {
-    serde_json::from_str(without_bom(&read_text(flag, path)?))
-        .map_err(|e| bad(flag, path, format!("not valid JSON: {e}")))
+/// The question file `flag` gave, parsed as `T` (what `expected` describes). The file is read
+/// straight into `T`: a tree of VQA v2's 170 MB annotations file took 2.4 GB. Only a file of
+/// another shape is parsed again as a tree, for `recognise` to say what it is instead.
+fn read_json<T: DeserializeOwned>(
+    flag: &'static str,
+    path: &Path,
+    expected: &str,
+    recognise: impl Fn(&Value) -> Option<String>,
+) -> Result<T, EvalError> {
+    let text = read_text(flag, path)?;
+    let text = without_bom(&text);
+    serde_json::from_str(text).map_err(|e| {
+        let reason = match e.classify() {
+            Category::Data => match serde_json::from_str::<Value>(text) {
+                Ok(json) => recognise(&json).unwrap_or_else(|| format!("expected {expected}: {e}")),
+                Err(syntax) => format!("not valid JSON: {syntax}"),
+            },
+            _ => format!("not valid JSON: {e}"),
+        };
+        bad(flag, path, reason)
+    })
 }
 
 /// What is wrong with the question file `flag` gave.
@@ -79,19 +99,18 @@ struct LxmertItem {
 pub fn read_lxmert_json(path: &Path) -> Result<Dataset, EvalError> {
     const FLAG: &str = "--dataset";
     let fail = |reason: String| bad(FLAG, path, reason);
-    let json = read_json(FLAG, path)?;
-    if json.get("questions").is_some() {
-        return Err(fail(
-            "this is a VQA v2 questions file (an object with \"questions\"): give it with \
-             --questions, and its annotations with --annotations"
-                .into(),
-        ));
-    }
-    let items: Vec<LxmertItem> = serde_json::from_value(json).map_err(|e| {
-        fail(format!(
-            "expected a list of {{\"question_id\", \"img_id\", \"sent\", \"label\"}}: {e}"
-        ))
-    })?;
+    let items: Vec<LxmertItem> = read_json(
+        FLAG,
+        path,
+        "a list of {\"question_id\", \"img_id\", \"sent\", \"label\"}",
+        |json| {
+            json.get("questions").map(|_| {
+                "this is a VQA v2 questions file (an object with \"questions\"): give it with \
+                 --questions, and its annotations with --annotations"
+                    .into()
+            })
+        },
+    )?;
     let questions = items
         .into_iter()
         .enumerate()
@@ -166,22 +185,18 @@ struct VqaAnswer {
 pub fn read_vqa_v2(questions: &Path, annotations: &Path) -> Result<Dataset, EvalError> {
     const QUESTIONS: &str = "--questions";
     const ANNOTATIONS: &str = "--annotations";
-    let q = read_json(QUESTIONS, questions)?;
-    let q: VqaQuestions = serde_json::from_value(q).map_err(|e| {
-        bad(
-            QUESTIONS,
-            questions,
-            format!("expected {{\"questions\": [{{\"question_id\", \"image_id\", \"question\"}}]}}: {e}"),
-        )
-    })?;
-    let a = read_json(ANNOTATIONS, annotations)?;
-    let a: VqaAnnotations = serde_json::from_value(a).map_err(|e| {
-        bad(
-            ANNOTATIONS,
-            annotations,
-            format!("expected {{\"annotations\": [{{\"question_id\", \"image_id\", \"answers\": [{{\"answer\"}}]}}]}}: {e}"),
-        )
-    })?;
+    let q: VqaQuestions = read_json(
+        QUESTIONS,
+        questions,
+        "{\"questions\": [{\"question_id\", \"image_id\", \"question\"}]}",
+        |_| None,
+    )?;
+    let a: VqaAnnotations = read_json(
+        ANNOTATIONS,
+        annotations,
+        "{\"annotations\": [{\"question_id\", \"image_id\", \"answers\": [{\"answer\"}]}]}",
+        |_| None,
+    )?;
     let mut by_id: HashMap<u64, VqaAnnotation> = HashMap::with_capacity(a.annotations.len());
     for ann in a.annotations {
         let id = ann.question_id;
@@ -489,8 +504,8 @@ mod tests {
     }
 
     /// An LXMERT question file read through a byte order mark; ids past 64 bits (read as
-    /// floats, which named neither id) and a VQA v2 questions file are refused with what to
-    /// do.
+    /// floats, which named neither id), a VQA v2 questions file, a file of another shape and
+    /// broken JSON are refused with what to do.
     #[test]
     fn lxmert_files_of_other_shapes_say_what_to_do() {
         let (dir, write) = scratch("dataset");
@@ -516,6 +531,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("this is a VQA v2 questions file"), "{err}");
+        // Another shape says what was expected; broken JSON says so, even where an item of
+        // another shape comes first (the typed read stops there).
+        let err = read("object.json", r#"{"sent": "what?"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a list of {\"question_id\""), "{err}");
+        let err = read("broken.json", r#"[{"sent": 1}, {"sent": "#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid JSON: EOF while parsing"), "{err}");
         fs::remove_dir_all(dir).unwrap();
     }
 
