@@ -53,12 +53,13 @@ pub(super) fn print_samples(
         .max()
         .unwrap_or(0);
     for (i, s) in samples.iter().enumerate() {
-        for e in s.explanations.iter().filter(|_| quiet) {
-            for w in degenerate_warnings(e) {
-                eprintln!("warning: sample {i} {}: {w}", e.method);
+        let warn = || {
+            for w in shared_degenerate_warnings(&s.explanations) {
+                eprintln!("warning: sample {i} {w}");
             }
-        }
+        };
         if quiet {
+            warn();
             continue;
         }
         writeln!(
@@ -78,10 +79,8 @@ pub(super) fn print_samples(
                 // The overlay says so too; here it would go unseen beside the tokens.
                 writeln!(out, "  {:<width$}  image: {FLAT_IMAGE}", "")?;
             }
-            for w in degenerate_warnings(e) {
-                eprintln!("warning: sample {i} {}: {w}", e.method);
-            }
         }
+        warn();
     }
     if let Some(line) = expected_summary(samples) {
         writeln!(out, "{line}")?;
@@ -134,7 +133,6 @@ pub(super) fn unseen_regions(s: &Sample, e: &Explanation) -> Option<String> {
     }
 }
 
-/// What the terminal and the page say of each near-degenerate graph of an explanation.
 /// Whether the image map ranks nothing: every value equal.
 pub(super) fn flat_image(e: &Explanation) -> bool {
     render::strongest(&e.image_relevance, 1).is_empty()
@@ -142,10 +140,34 @@ pub(super) fn flat_image(e: &Explanation) -> bool {
 
 pub(super) const FLAT_IMAGE: &str = "flat map (all values equal)";
 
+/// What the page says of each near-degenerate graph of an explanation.
 pub(super) fn degenerate_warnings(e: &Explanation) -> Vec<String> {
     e.degenerate_graphs
         .iter()
-        .map(|g| format!("Fiedler vector of {g} is not well defined"))
+        .map(|g| not_well_defined(g))
+        .collect()
+}
+
+fn not_well_defined(graph: &str) -> String {
+    format!("Fiedler vector of {graph} is not well defined")
+}
+
+/// What the terminal says of a sample's near-degenerate graphs: each once, after the methods
+/// that read it ("dsmi, dsmi-grad: Fiedler vector of text layer 2 (gap 4e-5) is not well
+/// defined"). The spectral methods solve the same graphs, so per method the warnings repeated.
+fn shared_degenerate_warnings(explanations: &[Explanation]) -> Vec<String> {
+    let mut graphs: Vec<(&str, Vec<&str>)> = Vec::new();
+    for e in explanations {
+        for g in &e.degenerate_graphs {
+            match graphs.iter_mut().find(|(seen, _)| seen == g) {
+                Some((_, methods)) => methods.push(e.method.name()),
+                None => graphs.push((g, vec![e.method.name()])),
+            }
+        }
+    }
+    graphs
+        .into_iter()
+        .map(|(g, methods)| format!("{}: {}", methods.join(", "), not_well_defined(g)))
         .collect()
 }
 
@@ -154,6 +176,34 @@ mod tests {
     use std::ffi::OsStr;
 
     use super::*;
+    use fiedler::explain::Method;
+
+    #[test]
+    fn a_graph_read_by_several_methods_is_warned_of_once() {
+        let explanation = |method, graphs: &[&str]| Explanation {
+            method,
+            score: 0.0,
+            image_relevance: Vec::new(),
+            image_grid: (0, 0),
+            text_relevance: Vec::new(),
+            text_scored: Vec::new(),
+            degenerate_graphs: graphs.iter().map(|g| (*g).to_owned()).collect(),
+        };
+        let text = "text layer 2 (gap 4e-5)";
+        let image = "image layer 0 (gap 1e-6)";
+        let explanations = [
+            explanation(Method::Dsmi, &[text]),
+            explanation(Method::RawAttn, &[]),
+            explanation(Method::DsmiGrad, &[image, text]),
+        ];
+        assert_eq!(
+            shared_degenerate_warnings(&explanations),
+            [
+                format!("dsmi, dsmi-grad: Fiedler vector of {text} is not well defined"),
+                format!("dsmi-grad: Fiedler vector of {image} is not well defined"),
+            ]
+        );
+    }
 
     #[test]
     fn tokens_are_coloured_on_a_terminal_unless_no_color_is_set() {
