@@ -412,6 +412,81 @@ fn output_folder_is_checked_first_and_written_before_the_summary() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// run.json, beside explanations.json.
+fn run_record(out_dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out_dir.join("run.json")).unwrap()).unwrap()
+}
+
+/// run.json says what made the files beside it: the model and its weights, the device, the
+/// methods and their options, the command and the samples; a run of another family into the
+/// same folder replaces it, with the fields that family takes.
+#[test]
+fn run_json_records_what_made_the_outputs() {
+    let out = scratch("run-json");
+    let run = clip_catdog(&["a cat", "a dog"], "rollout,dsmi", &out)
+        .args(["--start-layer", "-1", "--batch", "1"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    let record = run_record(&out);
+    let text = |key: &str| record[key].as_str().unwrap_or_default().to_owned();
+    assert_eq!(text("family"), "clip");
+    assert_eq!(text("model"), s(&fixtures().join("clip")));
+    assert!(text("weights").starts_with("fnv1a64w:"), "{record}");
+    assert!(text("device").starts_with("cpu ("), "{record}");
+    assert_eq!(text("precision"), "f32");
+    assert_eq!(text("target"), "pair-score");
+    assert_eq!(text("solver"), "lanczos");
+    assert_eq!(record["methods"], serde_json::json!(["rollout", "dsmi"]));
+    assert_eq!(record["start_layer"], -1);
+    assert_eq!(record["start_layer_text"], 0);
+    assert_eq!(record["batch"], 1);
+    assert_eq!(
+        (record["samples"].as_u64(), record["explained"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert!(
+        record["seconds"].as_f64().is_some_and(|t| t > 0.0),
+        "{record}"
+    );
+    let command: Vec<&str> = record["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(command[1..3], ["explain", "--model"]);
+    assert!(
+        command.ends_with(&["--start-layer", "-1", "--batch", "1"]),
+        "{command:?}"
+    );
+    let clip_weights = text("weights");
+
+    let run = fiedler(&[
+        "explain",
+        "--model",
+        s(&fixtures().join("vilt")),
+        "--image",
+        s(&fixtures().join("images/catdog.png")),
+        "--question",
+        "what animal is this?",
+        "--method",
+        "grad-cam",
+        "--target",
+        "index:3",
+        "--out",
+        s(&out),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let record = run_record(&out);
+    assert_eq!(record["family"], "vilt");
+    assert_eq!(record["target"], "index:3");
+    assert_eq!(record["start_layer"], 0);
+    assert!(record.get("start_layer_text").is_none(), "{record}");
+    assert_ne!(record["weights"].as_str(), Some(&*clip_weights));
+    std::fs::remove_dir_all(out).unwrap();
+}
+
 /// Captions of one image file share a softmax however the path is written.
 #[test]
 fn captions_of_one_file_share_a_softmax_whatever_the_path() {
@@ -1786,6 +1861,11 @@ fn ctrl_c_writes_the_samples_done() {
             "stopped after {done} of {total} samples: the outputs hold them"
         )),
         "{stderr}"
+    );
+    let run = run_record(&out.join("out"));
+    assert_eq!(
+        (run["samples"].as_u64(), run["explained"].as_u64()),
+        (Some(total as u64), Some(done as u64))
     );
     let page = std::fs::read_to_string(out.join("out/index.html")).unwrap();
     assert!(page.contains(&format!("id=\"sample-{}\"", done - 1)));

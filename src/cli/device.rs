@@ -29,6 +29,17 @@ impl Opened {
             Opened::Cuda(c) => format!("cuda: {}", c.describe()),
         }
     }
+
+    /// The dense products' precision, as opened with `asked`: "f32", or "tf32" on a GPU.
+    pub fn precision(&self, asked: Precision) -> &'static str {
+        match self {
+            Opened::Cpu(_) => "f32",
+            #[cfg(feature = "cuda")]
+            Opened::Cuda(_) if asked.tf32 => "tf32",
+            #[cfg(feature = "cuda")]
+            Opened::Cuda(_) => "f32",
+        }
+    }
 }
 
 /// How the dense products of a GPU are computed.

@@ -9,6 +9,7 @@
 
 mod outputs;
 mod pairs;
+mod run_record;
 mod target;
 mod terminal;
 
@@ -16,6 +17,7 @@ use std::fs;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 
@@ -38,6 +40,7 @@ use outputs::{
     Displayed, Drawing, KEPT_DISPLAY_BYTES,
 };
 use pairs::{at_pairs_line, region_requests, requests, whence_of_images, PairsFile, Whence};
+use run_record::RunRecord;
 use target::{vqa_target, warn_of_answers_never_given, warn_of_methods_blind_to, Expected};
 use terminal::print_samples;
 
@@ -297,6 +300,7 @@ fn check_applies(
 const WHAT_TO_EXPLAIN: &str = "give what to explain: --image IMG --text \"...\" (repeatable; --question for VQA), or --pairs FILE.jsonl (LXMERT: --regions FILE --question \"...\", --image IMG to draw on)";
 
 pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
     if args.texts.is_empty() && args.pairs.is_none() {
         bail!("{WHAT_TO_EXPLAIN}");
     }
@@ -310,6 +314,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     if args.device != Device::Cpu {
         eprintln!("device: {}", backend.describe());
     }
+    let device = (backend.describe(), backend.precision(args.precision));
     let opts = MethodOptions {
         start_layer: args.start_layer,
         start_layer_text: args.start_layer_text,
@@ -371,10 +376,12 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
         methods: &methods,
         opts: &opts,
     };
+    let mut run = RunRecord::new(&args, family, &input, device, total)?;
     let (samples, displayed) = with_backend!(backend, be => {
         explain_on(be, family, &input, &args, progress)?
     });
     bar.finish();
+    run.done(samples.len(), started.elapsed().as_secs_f64());
 
     // The samples done before a Ctrl-C are drawn still, a person looking at what was done;
     // another Ctrl-C stops the drawing.
@@ -389,6 +396,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     if earlier {
         remove_earlier_outputs(&args.out)?;
     }
+    run.write(&args.out)?;
     let bar = match samples.len() > args.batch && !args.no_images {
         true => Progress::new(Task::WRITE, samples.len(), 0, args.batch),
         false => Progress::hidden(),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use super::run_record::RUN_FILE;
 use super::terminal::{degenerate_warnings, flat_image, unseen_regions, FLAT_IMAGE};
 use super::Sample;
 use fiedler::explain::{Explanation, Method};
@@ -362,8 +363,8 @@ pub(super) fn earlier_run(out: &Path) -> bool {
 /// and explanations.json. A run with fewer samples or methods would leave PNGs beside its
 /// own, looking current, and a run cut short before it writes its page would leave the
 /// earlier page pointing at PNGs it has removed or replaced. Only the names `explain` gives
-/// (`sampleN-METHOD.png`, `sampleN-sheet.png`, index.html, explanations.json) are removed;
-/// other files, `sample0-mine.png` included, are left alone.
+/// (`sampleN-METHOD.png`, `sampleN-sheet.png`, index.html, explanations.json, run.json) are
+/// removed; other files, `sample0-mine.png` included, are left alone.
 pub(super) fn remove_earlier_outputs(out: &Path) -> anyhow::Result<()> {
     let ours = |name: &str| {
         name.strip_prefix("sample")
@@ -382,7 +383,7 @@ pub(super) fn remove_earlier_outputs(out: &Path) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot remove {}", entry.path().display()))?;
         }
     }
-    for page in ["index.html", "explanations.json"] {
+    for page in ["index.html", "explanations.json", RUN_FILE] {
         match fs::remove_file(out.join(page)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(e)
