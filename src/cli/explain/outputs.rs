@@ -471,6 +471,7 @@ mod tests {
         let ours = [
             "index.html",
             "explanations.json",
+            RUN_FILE,
             "sample0-chefer.png",
             "sample12-sheet.png",
         ];
