@@ -5,14 +5,15 @@
 
 use rayon::prelude::*;
 
+use crate::backend::Backend;
 use crate::explain::readout::{relevance, Readout};
 use crate::explain::view::SampleView;
 use crate::explain::{
-    check_kept, check_towers, depth, reads, resolve_start, spread_words, unused_start,
-    with_readout_rows, Depth, ExplainError, Explanation, Method, MethodOptions,
+    check_kept, check_towers, depth, need_gradients, reads, resolve_start, spread_words,
+    unused_start, with_readout_rows, Depth, ExplainError, Explanation, Method, MethodOptions,
 };
-use crate::model::vilt::ViltTrace;
-use crate::model::VqaTarget;
+use crate::model::vilt::{Vilt, ViltInputs, ViltTrace};
+use crate::model::{ModelError, VqaTarget};
 use crate::trace::{GraphSpec, Layers, Reads, RowSpec};
 
 /// What `methods` read of the joint encoder, with the spectral methods' graphs (each
@@ -71,6 +72,31 @@ pub fn vilt_depth(methods: &[Method], layers: usize, opts: &MethodOptions) -> De
         resolve_start(opts.start_layer, layers, "--start-layer"),
         layers,
     )
+}
+
+/// The trace `methods` read of the answers `target` names: the forward; the backward if any
+/// method reads ∂y/∂A, only as deep as they read it (a target other than the predicted
+/// answer, which the traced path resolves, takes a backward over the last layer at least);
+/// the LRP pass if any reads relevance.
+pub fn vilt_trace<B: Backend>(
+    model: &Vilt<B>,
+    be: &B,
+    inputs: &ViltInputs,
+    methods: &[Method],
+    opts: &MethodOptions,
+    target: &VqaTarget,
+) -> Result<ViltTrace<B::Buf>, ModelError> {
+    let layers = model.config.num_hidden_layers;
+    let depth = vilt_depth(methods, layers, opts);
+    let gradients = depth.gradients.or_else(|| {
+        (need_gradients(methods) || *target != VqaTarget::Predicted)
+            .then_some(layers.saturating_sub(1))
+    });
+    match (depth.relevance, gradients) {
+        (Some(relevance), gradients) => model.lrp_from(be, inputs, target, gradients, relevance),
+        (None, Some(from)) => model.trace_from(be, inputs, target, from),
+        (None, None) => model.record(be, inputs),
+    }
 }
 
 /// The first layer, of `layers`, that the relevance products start from; a start outside

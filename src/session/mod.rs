@@ -429,12 +429,6 @@ pub(crate) fn in_batches<T, R, P: Proceed>(
     Ok(results)
 }
 
-/// Whether a VQA request needs a backward: a method reads gradients, or the target is not
-/// the predicted answer (a forward-only recording scores the predicted answers).
-pub(crate) fn needs_backward(methods: &[crate::explain::Method], target: &VqaTarget) -> bool {
-    crate::explain::need_gradients(methods) || *target != VqaTarget::Predicted
-}
-
 /// For `--target seed` given to `explain`: where that target lives, and what to do here.
 fn seed_hint(spec: &str) -> &'static str {
     match spec.trim().eq_ignore_ascii_case("seed") {

@@ -5,15 +5,15 @@ use std::path::Path;
 use image::RgbImage;
 
 use crate::backend::{Backend, Cpu};
-use crate::explain::vilt::{explain_vilt, vilt_depth, vilt_reads, vilt_start};
+use crate::explain::vilt::{explain_vilt, vilt_reads, vilt_start, vilt_trace};
 use crate::explain::{Explanation, Method, MethodOptions};
 use crate::input::text::TextTokenizer;
 use crate::input::vilt::ViltProcessorConfig;
 use crate::model::vilt::{Vilt, ViltInputs, ViltOutput};
 use crate::model::VqaTarget;
 use crate::session::{
-    check_all_words, check_requests, in_batches, needs_backward, rank_answers, whole_image,
-    AnswerTarget, PairRequest, Proceed, QuestionResult, SessionError,
+    check_all_words, check_requests, in_batches, rank_answers, whole_image, AnswerTarget,
+    PairRequest, Proceed, QuestionResult, SessionError,
 };
 use crate::warning::warn;
 
@@ -188,21 +188,7 @@ impl<B: Backend> ViltSession<B> {
         target: &VqaTarget,
     ) -> Result<(ViltOutput, Vec<Vec<Explanation>>), SessionError> {
         let be = &self.backend;
-        // The backward and the LRP pass run only as deep as the methods read; a target
-        // other than the predicted answer is resolved by the traced path, whose backward
-        // then covers the last layer alone.
-        let layers = self.model.config.num_hidden_layers;
-        let depth = vilt_depth(methods, layers, opts);
-        let gradients = depth
-            .gradients
-            .or_else(|| needs_backward(methods, target).then_some(layers.saturating_sub(1)));
-        let trace = match (depth.relevance, gradients) {
-            (Some(relevance), gradients) => self
-                .model
-                .lrp_from(be, inputs, target, gradients, relevance)?,
-            (None, Some(from)) => self.model.trace_from(be, inputs, target, from)?,
-            (None, None) => self.model.record(be, inputs)?,
-        };
+        let trace = vilt_trace(&self.model, be, inputs, methods, opts, target)?;
         let reads = vilt_reads(methods, &trace, opts);
         let trace = trace
             .into_host_for(be, &reads)
