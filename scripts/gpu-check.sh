@@ -154,6 +154,8 @@ if [ "$mode" = check ] && [ -n "$fiedler" ]; then
         --batch 16,64 --method dsmi-grad,chefer,raw-attn --repeats 3
     step bench-lxmert-base 50 "$fiedler" bench --device cuda --size lxmert-base \
         --batch 1,16,64 --method dsmi-grad,chefer,partial-lrp --repeats 3
+    step bench-vilt-b32 40 "$fiedler" bench --device cuda --size vilt-b32 \
+        --batch 1,16,64 --method dsmi-grad,chefer --repeats 2
     # The perturbation benchmark (every method, four tests, nine steps): its perturbed
     # forwards take the stack a step leaves whole as given and run the last cross layer at
     # [CLS] only.

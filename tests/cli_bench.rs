@@ -42,6 +42,11 @@ fn arguments_that_cannot_be_measured_are_refused_first() {
             &["--size", "lxmert-base", "--text-tokens", "600"],
             "512 text positions",
         ),
+        (
+            &["--size", "vilt-b32", "--text-tokens", "41"],
+            "the model has 40 text positions",
+        ),
+        (&["--size", "vilt-b32", "--eval"], "--eval times LXMERT"),
         (&["--method", "all,dsmi"], "`all` stands alone"),
     ] {
         let out = bench(args);
@@ -85,6 +90,55 @@ fn fiedler_bench_prints_a_row_per_size() {
     }
 }
 
+/// ViLT-B/32 on a 384 × 512 image (192 patches, 193 image tokens with its class token) and
+/// a question of 12 tokens: a row per method, whose dense products are those of a forward
+/// over the 205 tokens (raw attention reads no backward).
+#[test]
+fn vilt_bench_prints_a_row_per_method() {
+    let out = bench(&[
+        "--size",
+        "vilt-b32",
+        "--batch",
+        "1",
+        "--method",
+        "raw-attn,grad-cam",
+        "--repeats",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(192 patches)"), "{stdout}");
+    let gflop = |method: &str| -> f64 {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(method))
+            .unwrap_or_else(|| panic!("no {method} row: {stdout}"));
+        row.split_whitespace().nth(7).unwrap().parse().unwrap()
+    };
+    // Per layer: the query, key, value and output projections (4·2·T·768²), the
+    // feed-forward (2·2·T·768·3072) and the attention's two products (2·2·T²·768); then the
+    // patch embedding (192 patches of 3·32² pixels), the pooler at [CLS] and the answer
+    // head (768 → 1536 → 3129).
+    let t = 205.0;
+    let layer = 8.0 * t * 768.0 * 768.0 + 4.0 * t * 768.0 * 3072.0 + 4.0 * t * t * 768.0;
+    let forward = 12.0 * layer
+        + 2.0 * 192.0 * 3072.0 * 768.0
+        + 2.0 * 768.0 * 768.0
+        + 2.0 * (768.0 * 1536.0 + 1536.0 * 3129.0);
+    let raw_attn = gflop("raw-attn");
+    assert!(
+        (raw_attn - forward / 1e9).abs() < 0.05,
+        "{raw_attn} against {}",
+        forward / 1e9
+    );
+    // Grad-CAM adds the last layer's backward at [CLS].
+    assert!(gflop("grad-cam") > raw_attn, "{stdout}");
+}
+
 /// Sizes beyond the machine's memory are refused with the memory they need, before any work
 /// (a graph of 10⁶ nodes takes 16 TB of f64 matrices; 10⁷ ViT-B/32 images 6 TB of pixels),
 /// not met by an aborted allocation or the OOM killer. (Where the system says how much memory
@@ -113,6 +167,12 @@ fn sizes_beyond_memory_are_refused() {
                 "raw-attn",
             ],
             "error: batch 10000000: out of host memory: making the input regions needs",
+        ),
+        (
+            &[
+                "--size", "vilt-b32", "--batch", "10000000", "--method", "raw-attn",
+            ],
+            "error: batch 10000000: out of host memory: making the input images needs",
         ),
     ] {
         let out = bench(args);

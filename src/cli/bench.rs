@@ -28,14 +28,16 @@ use fiedler::eval::runner::{
 use fiedler::eval::EvalError;
 use fiedler::explain::clip::{clip_reads, clip_trace, explain_clip};
 use fiedler::explain::lxmert::{explain_lxmert, grad_scope, lrp_scope, lxmert_reads};
+use fiedler::explain::vilt::{explain_vilt, vilt_reads, vilt_trace};
 use fiedler::explain::{Method, MethodOptions};
 use fiedler::input::regions::Regions;
 use fiedler::linalg::synthetic::{clustered_features, Clusters};
 use fiedler::linalg::{fiedler_batch, GraphInput, GraphOptions};
 use fiedler::model::clip::{Clip, ClipInputs};
-use fiedler::model::config::{ClipConfig, LxmertConfig};
+use fiedler::model::config::{ClipConfig, LxmertConfig, ViltConfig};
 use fiedler::model::lxmert::{Lxmert, LxmertInputs, LxmertReads};
 use fiedler::model::source::RandomWeights;
+use fiedler::model::vilt::{Vilt, ViltInputs};
 use fiedler::model::VqaTarget;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -46,6 +48,9 @@ enum Size {
     VitB32,
     /// LXMERT base VQA (9/5/5 layers, 768 wide, 3129 answers) on 36 regions.
     LxmertBase,
+    /// ViLT-B/32 VQA (12 layers, 768 wide, 3129 answers) on a 640 × 480 photo as it resizes
+    /// it: 384 × 512 pixels, 192 patches.
+    ViltB32,
     /// Batched Fiedler vectors alone (affinity + Lanczos + gap): graphs/s for each of
     /// --nodes, --batch graphs per call, 768-wide clustered features.
     Fiedler,
@@ -188,6 +193,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Size::VitB16 => ClipConfig::vit_base_patch16().text.max_position_embeddings,
         Size::VitB32 => ClipConfig::vit_base_patch32().text.max_position_embeddings,
         Size::LxmertBase => LxmertConfig::base_vqa().max_position_embeddings,
+        Size::ViltB32 => ViltConfig::b32_vqa().max_position_embeddings,
         Size::Fiedler => usize::MAX,
     };
     if args.text_tokens() > positions {
@@ -220,6 +226,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     with_backend!(backend, be => {
         match args.size {
             Size::LxmertBase => run_lxmert(&be, &device, &args, &methods),
+            Size::ViltB32 => run_vilt(&be, &device, &args, &methods),
             _ => run_clip(&be, &device, &args, &methods),
         }?;
         if let Some(table) = be.profile_report()? {
@@ -382,6 +389,83 @@ fn run_lxmert<B: Backend>(
                 Ok(computed)
             },
             |method| Ok(explain_lxmert(&trace, &[method], &opts).map(|_| ())?),
+        )?;
+    }
+    Ok(())
+}
+
+/// The image ViLT sees of a 640 × 480 photo: resized to 384 pixels on its shorter side.
+const VILT_IMAGE: (usize, usize) = (384, 512);
+
+fn run_vilt<B: Backend>(
+    be: &B,
+    device: &str,
+    args: &BenchArgs,
+    methods: &[Method],
+) -> anyhow::Result<()> {
+    let config = ViltConfig::b32_vqa();
+    let model = Vilt::from_source(
+        be,
+        config.clone(),
+        &RandomWeights {
+            seed: 1,
+            scale: 0.02,
+        },
+    )?;
+    let opts = MethodOptions::default();
+    let (height, width) = VILT_IMAGE;
+    let patches = (height / config.patch_size) * (width / config.patch_size);
+    outln!(
+        "ViLT-B/32, random weights, {device}, questions of {} tokens, {height} x {width} images ({patches} patches), median of {}",
+        args.text_tokens(),
+        args.repeats
+    )?;
+    print_header()?;
+    for &batch in &args.batch {
+        let pixels = batch.saturating_mul(3 * height * width);
+        check_fits("making the input images", pixels.saturating_mul(5))
+            .with_context(|| format!("batch {batch}"))?;
+        let tokens = args.text_tokens();
+        let x = ViltInputs {
+            pixels: (0..pixels)
+                .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+                .collect(),
+            pixel_mask: vec![true; batch * height * width],
+            height,
+            width,
+            ids: (0..batch)
+                .flat_map(|b| {
+                    let words = (1..tokens - 1).map(move |t| (1000 + 37 * t + 101 * b) as u32);
+                    std::iter::once(101).chain(words).chain([102])
+                })
+                .collect(),
+            lengths: vec![tokens; batch],
+            seq_len: tokens,
+            kept_patches: None,
+        };
+        let target = VqaTarget::Predicted;
+        let trace = vilt_trace(&model, be, &x, methods, &opts, &target)
+            .and_then(|t| {
+                let reads = vilt_reads(methods, &t, &opts);
+                Ok(t.into_host_for(be, &reads)?)
+            })
+            .with_context(|| format!("batch {batch}"))?;
+        report(
+            methods,
+            batch,
+            args.repeats,
+            // What leaves the device depends on the method: each gets its own trace.
+            |m| m,
+            |m| {
+                let start = Instant::now();
+                let trace = vilt_trace(&model, be, &x, &[m], &opts, &target)?;
+                be.synchronize()?;
+                let computed = start.elapsed().as_secs_f64();
+                let reads = vilt_reads(&[m], &trace, &opts);
+                drop(trace.into_host_for(be, &reads)?);
+                Ok(computed)
+            },
+            |method| Ok(explain_vilt(&trace, &[method], &opts).map(|_| ())?),
         )?;
     }
     Ok(())

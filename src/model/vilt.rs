@@ -15,12 +15,12 @@
 
 use std::path::Path;
 
-use crate::backend::{AttentionShape, Backend, BackendError, PatchGeometry};
+use crate::backend::{Activation, AttentionShape, Backend, BackendError, PatchGeometry};
 use crate::model::answer_head::{argmax_rows, AnswerHead, HeadActivations, HeadNames, NormOrder};
 use crate::model::block::{
     gather, load_norm, Encoder, EncoderActivations, EncoderDims, Keeps, LayerNames,
 };
-use crate::model::config::ViltConfig;
+use crate::model::config::{AnswerProbability, ViltConfig};
 use crate::model::source::WeightSource;
 use crate::model::weights::{AnswerCount, LayerStack, Weights};
 use crate::model::{ModelError, Pooled, VqaTarget};
@@ -825,4 +825,34 @@ fn interpolate_grid(grid: &[f32], g: usize, dim: usize, rows: usize, cols: usize
         }
     }
     out
+}
+
+impl ViltConfig {
+    /// `dandelin/vilt-b32-finetuned-vqa`: 12 layers, 768 wide, 32-pixel patches of images
+    /// resized to 384 pixels on their shorter side, 40 text positions, 3129 answers.
+    pub fn b32_vqa() -> Self {
+        let answers = 3129;
+        Self {
+            vocab_size: 30522,
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            hidden_act: Activation::Gelu,
+            layer_norm_eps: 1e-12,
+            image_size: 384,
+            patch_size: 32,
+            num_channels: 3,
+            max_position_embeddings: 40,
+            type_vocab_size: 2,
+            modality_type_vocab_size: 2,
+            qkv_bias: true,
+            max_image_length: -1,
+            num_labels: answers,
+            id2label: (0..answers).map(|i| format!("LABEL_{i}")).collect(),
+            pad_token_id: 0,
+            dtype: None,
+            answer_probability: AnswerProbability::Sigmoid,
+        }
+    }
 }
