@@ -6,13 +6,13 @@
 #   scripts/gpu-pack.sh            # then carry target/gpu-bundle (see README, "GPU check")
 #
 # nvcc: $NVCC, $CUDA_HOME/bin/nvcc, nvcc on PATH, or the pinned PyPI wheels in $CUDA_VENV
-# (default /work/cuda-venv; see README for the pip command). Without nvcc the bundle still
-# works, compiling the kernels at run time with NVRTC.
+# (default target/cuda-venv, where scripts/cuda-compilers.sh installs them). Without nvcc the
+# bundle still works, compiling the kernels at run time with NVRTC (its KERNELS file says which).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=${CUDA_VENV:-/work/cuda-venv}
-wheel_home="$venv/lib/python3.11/site-packages/nvidia/cu13"
+venv=${CUDA_VENV:-target/cuda-venv}
+wheel_home=$(echo "$venv"/lib/python3*/site-packages/nvidia/cu13)
 if [ -z "${NVCC:-}${CUDA_HOME:-}" ] && ! command -v nvcc >/dev/null && [ -x "$wheel_home/bin/nvcc" ]; then
     export CUDA_HOME="$wheel_home"
 fi
