@@ -70,6 +70,20 @@ fn inspect_of_a_missing_directory_fails_cleanly() {
     );
 }
 
+/// Without a folder, inspect asks for one the way the README gives it (`fiedler inspect DIR`),
+/// rather than clap's "required: --model", which hid that the folder may be given alone.
+#[test]
+fn inspect_without_a_folder_asks_for_one() {
+    let out = fiedler(&["inspect"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: give the model folder: fiedler inspect DIR (or --model DIR)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("required arguments"), "{stderr}");
+}
+
 #[test]
 fn inspect_without_weights_fails_cleanly() {
     let dir = std::env::temp_dir().join(format!("fiedler-cli-noweights-{}", std::process::id()));

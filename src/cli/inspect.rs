@@ -13,7 +13,7 @@ pub struct InspectArgs {
     /// Directory with config.json, the weights (model.safetensors, pytorch_model.bin or a
     /// sharded index) and the tokenizer (tokenizer.json or vocab.txt); or the Hub id of a
     /// model in the local Hugging Face cache.
-    #[arg(long, required_unless_present = "folder", conflicts_with = "folder")]
+    #[arg(long, conflicts_with = "folder")]
     model: Option<PathBuf>,
     /// The model folder, as --model gives it (`fiedler inspect DIR`).
     #[arg(value_name = "DIR")]
