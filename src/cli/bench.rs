@@ -87,9 +87,9 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = positive, allow_negative_numbers = true)]
     nodes: Option<Vec<usize>>,
     /// Where to compute: cpu, cuda or auto. The trace time includes moving the trace to
-    /// host memory, where the methods run, reduced first to what they read (CLIP: head
-    /// means and Fiedler vectors); the "to host" column is that part (on the CPU, the
-    /// reduction alone).
+    /// host memory, where the methods run, reduced first to what they read (head means and
+    /// Fiedler vectors; CLIP also the rows of the relevance products); the "to host" column
+    /// is that part (on the CPU, the reduction alone).
     #[arg(long, value_enum, ignore_case = true, default_value = "cpu")]
     device: Device,
     /// With --size fiedler --device cuda: also the device time of each stage of the
@@ -546,7 +546,8 @@ fn run_eval<B: Backend>(
         cwd: None,
     };
     outln!(
-        "perturbation benchmark: LXMERT base, random weights, {device}, {n} samples, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
+        "perturbation benchmark: LXMERT base, random weights, {device}, {}, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
+        counted(n, "sample"),
         args.text_tokens(),
         methods.len(),
         DEFAULT_STEPS.len()
