@@ -17,7 +17,17 @@ fn buffers_empty_or_not_work_without_memory_pools() {
         println!("skipped: plays a device without memory pools on the CUDA emulator, not in use");
         return;
     }
-    let cuda = Cuda::new().unwrap();
+    // The emulator runs the kernels, but without nvcc's fatbins they need NVRTC.
+    let cuda = match Cuda::new() {
+        Ok(cuda) => cuda,
+        Err(e) if std::env::var_os("FIEDLER_REQUIRE_CUDA").is_some_and(|v| v == "1") => {
+            panic!("FIEDLER_REQUIRE_CUDA is set but CUDA fails: {e}")
+        }
+        Err(e) => {
+            println!("skipped: no CUDA device ({e})");
+            return;
+        }
+    };
     let empty = cuda.upload(&[]).unwrap();
     assert_eq!(cuda.len(&empty), 0);
     assert_eq!(cuda.download(&empty).unwrap(), Vec::<f32>::new());
