@@ -302,9 +302,15 @@ fn pairs_file_with_byte_order_mark_and_crlf_is_read() {
 fn exif_orientation_is_warned_about_once() {
     let out = scratch("exif");
     let mut pairs = Vec::new();
-    for (name, orientation) in [("a.jpg", 6), ("b.jpg", 8)] {
-        let path = out.join(name);
-        std::fs::write(&path, jpeg_with_orientation(40, 30, orientation)).unwrap();
+    // The first line's photo is named, though the images are decoded on every core and the
+    // others, smaller, are decoded first.
+    for i in 0..8 {
+        let path = out.join(format!("{}.jpg", (b'a' + i) as char));
+        let photo = match i {
+            0 => jpeg_with_orientation(1600, 1200, 6),
+            _ => jpeg_with_orientation(40, 30, 8),
+        };
+        std::fs::write(&path, photo).unwrap();
         pairs.push((path, "a cat"));
     }
     let list = pairs_file(&out, &pairs);

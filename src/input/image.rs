@@ -680,6 +680,16 @@ fn field_error(path: &Path, field: &str, expected: &str, found: &Value) -> Input
 /// error, as in Pillow ("image file is truncated"): the decoder would fill the missing rows
 /// with grey and say nothing.
 pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
+    let (image, orientation) = decode_image(path)?;
+    if let Some(orientation) = orientation {
+        warn_orientation_once(path, orientation);
+    }
+    Ok(image)
+}
+
+/// [`load_image`] without the warning: the image, and the EXIF orientation it was not turned
+/// by (for callers that decode many at once, and warn of the first in their own order).
+pub fn decode_image(path: &Path) -> Result<(RgbImage, Option<Orientation>), InputError> {
     let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
     let reader = complete(path, &bytes)?;
     let decode_error = |reason: String| InputError::ImageDecode {
@@ -687,7 +697,8 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
         reason,
     };
     if reader.format() == Some(ImageFormat::Gif) {
-        return super::gif_frame::first_frame(&bytes).map_err(decode_error);
+        let frame = super::gif_frame::first_frame(&bytes).map_err(decode_error)?;
+        return Ok((frame, None));
     }
     let tiff = reader.format() == Some(ImageFormat::Tiff);
     let decoded = reader.decode().map_err(|e| match e {
@@ -702,10 +713,7 @@ pub fn load_image(path: &Path) -> Result<RgbImage, InputError> {
         }
         e => decode_error(e.to_string()),
     })?;
-    if let Some(orientation) = exif_orientation(&bytes) {
-        warn_orientation_once(path, orientation);
-    }
-    Ok(to_rgb(decoded))
+    Ok((to_rgb(decoded), exif_orientation(&bytes)))
 }
 
 /// Whether the TIFF decoder's refusal is of 32-bit grey samples (its words for them).
@@ -748,9 +756,9 @@ pub fn exif_orientation(bytes: &[u8]) -> Option<Orientation> {
 
 /// A photo straight from a phone is often stored sideways with an EXIF orientation: the model
 /// sees it sideways, as in the reference, and a user looking at it upright in a viewer would
-/// not guess why the maps look turned. Said once per run, so that a dataset of such photos
-/// does not bury the progress.
-fn warn_orientation_once(path: &Path, orientation: Orientation) {
+/// not guess why the maps look turned. Said once per run (for the first `path` it is called
+/// with), so that a dataset of such photos does not bury the progress.
+pub fn warn_orientation_once(path: &Path, orientation: Orientation) {
     static WARNED: std::sync::Once = std::sync::Once::new();
     let shown = match orientation {
         Orientation::NoTransforms => return,

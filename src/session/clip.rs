@@ -224,23 +224,19 @@ impl<B: Backend> ClipSession<B> {
 
     /// The image as the model saw it (same resize and crop), at a size a person can see.
     pub fn display_image(&self, path: &Path) -> Result<RgbImage, SessionError> {
-        display_image(&self.processor, path)
+        Ok(display_image(&self.processor, &load_image(path)?))
     }
 
-    /// `display_image`, as a function that owns what it needs: to draw after the session is
-    /// gone, or from several threads.
-    pub fn display_loader(
-        &self,
-    ) -> impl Fn(&Path) -> Result<RgbImage, SessionError> + Send + Sync + 'static {
+    /// `display_image` of an image already decoded, as a function that owns what it needs:
+    /// to draw after the session is gone, or from several threads.
+    pub fn display_resizer(&self) -> impl Fn(&RgbImage) -> RgbImage + Send + Sync + 'static {
         let processor = self.processor.clone();
-        move |path| display_image(&processor, path)
+        move |image| display_image(&processor, image)
     }
 }
 
-/// The image at `path` as `p` gives it to the model (same resize and crop), at a size a
-/// person can see.
-fn display_image(p: &ImageProcessorConfig, path: &Path) -> Result<RgbImage, SessionError> {
-    let image = load_image(path)?;
+/// `image` as `p` gives it to the model (same resize and crop), at a size a person can see.
+fn display_image(p: &ImageProcessorConfig, image: &RgbImage) -> RgbImage {
     let scale = DISPLAY_SIZE as f64 / p.crop_height.max(1) as f64;
     let scaled = |x: usize| ((x as f64 * scale).round() as usize).max(1);
     let (h, w) = match p.size {
@@ -251,12 +247,12 @@ fn display_image(p: &ImageProcessorConfig, path: &Path) -> Result<RgbImage, Sess
         ),
         ResizeTo::Exact { height, width } => (scaled(height), scaled(width)),
     };
-    let resized = resize(&image, w, h, p.resample);
-    Ok(if p.do_center_crop {
+    let resized = resize(image, w, h, p.resample);
+    if p.do_center_crop {
         center_crop(&resized, scaled(p.crop_height), scaled(p.crop_width))
     } else {
         resized
-    })
+    }
 }
 
 /// Softmax over the texts that share an image (CLIP's zero-shot probabilities). An image is

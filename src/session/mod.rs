@@ -352,11 +352,15 @@ const DISPLAY_SIZE: usize = 384;
 /// An image file, whole, its longer side scaled to a size a person can see (ViLT's patch grid
 /// and LXMERT's normalised boxes both cover the whole image).
 pub fn whole_image(path: &Path) -> Result<RgbImage, SessionError> {
-    let image = load_image(path)?;
+    Ok(whole_image_of(&load_image(path)?))
+}
+
+/// [`whole_image`] of an image already decoded.
+pub fn whole_image_of(image: &RgbImage) -> RgbImage {
     let (w, h) = (image.width() as f64, image.height() as f64);
     let scale = DISPLAY_SIZE as f64 / w.max(h);
     let size = |x: f64| ((x * scale).round() as usize).max(1);
-    Ok(resize(&image, size(w), size(h), Resample::Bicubic))
+    resize(image, size(w), size(h), Resample::Bicubic)
 }
 
 /// Every question of a request holds a word token: checked before any batch is explained, so

@@ -33,11 +33,11 @@ use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::ModelFamily;
 use fiedler::session::{
-    whole_image, AnswerTarget, ClipSession, LxmertSession, QuestionResult, ViltSession,
+    whole_image_of, AnswerTarget, ClipSession, LxmertSession, QuestionResult, ViltSession,
 };
 use outputs::{
-    display_images, earlier_run, lock_output_folder, remove_earlier_outputs, write_outputs,
-    Displayed, Drawing, KEPT_DISPLAY_BYTES,
+    decoded, display_images, earlier_run, lock_output_folder, remove_earlier_outputs,
+    write_outputs, Displayed, Drawing, KEPT_DISPLAY_BYTES,
 };
 use pairs::{at_pairs_line, region_requests, requests, whence_of_images, PairsFile, Whence};
 use run_record::RunRecord;
@@ -475,10 +475,12 @@ fn explain_on<B: Backend>(
                 );
             }
             let images = requests.iter().map(|r| &r.image).zip(&lines);
-            let displayed = display_images(images, keep, KEPT_DISPLAY_BYTES, {
-                let load = session.display_loader();
-                move |p| Ok(load(p)?)
-            })?;
+            let displayed = display_images(
+                images,
+                keep,
+                KEPT_DISPLAY_BYTES,
+                decoded(session.display_resizer()),
+            )?;
             let results = session
                 .explain(&requests, methods, opts, args.batch, progress)
                 .map_err(|e| at_pairs_line(e, &whence_of_images(&requests, &lines)))?;
@@ -519,7 +521,7 @@ fn explain_on<B: Backend>(
             warn_of_answers_never_given(&expected, &lines, answers);
             let images = requests.iter().map(|r| &r.image).zip(&lines);
             let displayed =
-                display_images(images, keep, KEPT_DISPLAY_BYTES, |p| Ok(whole_image(p)?))?;
+                display_images(images, keep, KEPT_DISPLAY_BYTES, decoded(whole_image_of))?;
             let results = session
                 .explain(&requests, methods, opts, &target, args.batch, progress)
                 .map_err(|e| at_pairs_line(e, &whence_of_images(&requests, &lines)))?;
@@ -555,7 +557,7 @@ fn explain_on<B: Backend>(
                 .zip(&lines)
                 .filter_map(|(image, line)| Some((image.as_ref()?, line)));
             let displayed =
-                display_images(drawn_on, keep, KEPT_DISPLAY_BYTES, |p| Ok(whole_image(p)?))?;
+                display_images(drawn_on, keep, KEPT_DISPLAY_BYTES, decoded(whole_image_of))?;
             let results = session
                 .explain(&requests, methods, opts, &target, args.batch, progress)
                 .map_err(|e| {

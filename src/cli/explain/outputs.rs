@@ -13,8 +13,10 @@ use super::run_record::RUN_FILE;
 use super::terminal::{degenerate_warnings, flat_image, unseen_regions, FLAT_IMAGE};
 use super::Sample;
 use fiedler::explain::{Explanation, Method};
+use fiedler::input::image::{decode_image, warn_orientation_once};
 use fiedler::render;
 use fiedler::render::overlay::Layout;
+use image::metadata::Orientation;
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -121,7 +123,7 @@ pub(super) fn display_images<'a>(
     images: impl IntoIterator<Item = (&'a PathBuf, &'a Option<String>)>,
     keep: bool,
     budget: usize,
-    load: impl Fn(&Path) -> anyhow::Result<RgbImage> + Send + Sync + 'static,
+    load: impl Fn(&Path) -> anyhow::Result<(RgbImage, Option<Orientation>)> + Send + Sync + 'static,
 ) -> anyhow::Result<Displayed> {
     let mut seen = HashSet::new();
     let distinct: Vec<_> = images
@@ -134,11 +136,16 @@ pub(super) fn display_images<'a>(
     for chunk in distinct.chunks(4 * rayon::current_num_threads()) {
         let decoded: Vec<_> = chunk.par_iter().map(|(path, _)| load(path)).collect();
         for ((path, line), image) in chunk.iter().zip(decoded) {
-            let image = match (image, line) {
+            let (image, orientation) = match (image, line) {
                 (Ok(image), _) => image,
                 (Err(e), Some(line)) => return Err(e.context(line.clone())),
                 (Err(e), None) => return Err(e),
             };
+            // Warned of here, in the order given, not as the threads decode: the first photo
+            // with an EXIF orientation is the one named.
+            if let Some(orientation) = orientation {
+                warn_orientation_once(path, orientation);
+            }
             let size = image.as_raw().len();
             if keep && bytes + size <= budget {
                 bytes += size;
@@ -148,8 +155,19 @@ pub(super) fn display_images<'a>(
     }
     Ok(Displayed {
         kept,
-        load: keep.then(|| Box::new(load) as LoadImage),
+        load: keep.then(|| Box::new(move |path: &Path| Ok(load(path)?.0)) as LoadImage),
     })
+}
+
+/// Decodes an image file and `shape`s it to be drawn on (the family's display size), with
+/// the EXIF orientation the decoding did not apply, for `display_images`.
+pub(super) fn decoded(
+    shape: impl Fn(&RgbImage) -> RgbImage + Send + Sync + 'static,
+) -> impl Fn(&Path) -> anyhow::Result<(RgbImage, Option<Orientation>)> + Send + Sync + 'static {
+    move |path| {
+        let (image, orientation) = decode_image(path)?;
+        Ok((shape(&image), orientation))
+    }
 }
 
 /// How `write_outputs` draws, from its drawing threads: whether to stop (Ctrl-C) before the
@@ -417,14 +435,14 @@ mod tests {
         let loads = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&loads);
         // A 10 × 10 image (300 bytes) whose pixels say which file it is.
-        let load = move |p: &Path| -> anyhow::Result<RgbImage> {
+        let load = move |p: &Path| -> anyhow::Result<(RgbImage, Option<Orientation>)> {
             counted.fetch_add(1, Ordering::Relaxed);
             let name = p.to_string_lossy();
             let Some(n) = name.strip_prefix("image-") else {
                 bail!("{name} does not decode");
             };
             let n: u8 = n.parse()?;
-            Ok(RgbImage::from_pixel(10, 10, image::Rgb([n, 0, 0])))
+            Ok((RgbImage::from_pixel(10, 10, image::Rgb([n, 0, 0])), None))
         };
         let paths: Vec<PathBuf> = ["image-1", "image-2", "image-1", "image-3"]
             .map(PathBuf::from)
