@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{clip_method_inputs, fixtures, max_abs_diff, Golden};
+use common::{clip_method_inputs, fixtures, max_abs_diff, reference_samples, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::clip::explain_clip;
 use fiedler::explain::{Method, MethodOptions};
@@ -47,6 +47,12 @@ fn compare(what: &str, ours: &[f32], reference: &[f32]) -> Option<String> {
 fn check(case: &str, key: &str, method: Method, opts: MethodOptions) {
     let golden = Golden::open(&fixtures().join("clip/methods.safetensors"));
     let explanations = explain(case, &[method], &opts);
+    // Every pair of the case is compared, not only those explained.
+    assert_eq!(
+        explanations.len(),
+        reference_samples(&golden, case),
+        "{case}: pairs explained"
+    );
     let mut bad = Vec::new();
     for (b, pair) in explanations.iter().enumerate() {
         let e = &pair[0];
@@ -132,6 +138,11 @@ fn batched_pairs_equal_single_pairs() {
     let opts = MethodOptions::default();
     let together =
         explain_clip(&model.lrp(&Cpu, &batch, true).unwrap(), &Method::ALL, &opts).unwrap();
+    assert_eq!(
+        together.len(),
+        batch.lengths.len(),
+        "pairs explained together"
+    );
     for (b, together) in together.iter().enumerate() {
         let len = batch.lengths[b];
         let image_len = batch.pixels.len() / 3;
@@ -143,6 +154,9 @@ fn batched_pairs_equal_single_pairs() {
         };
         let single =
             explain_clip(&model.lrp(&Cpu, &alone, true).unwrap(), &Method::ALL, &opts).unwrap();
+        assert_eq!(single.len(), 1, "pair {b} alone");
+        assert_eq!(together.len(), Method::ALL.len(), "pair {b} together");
+        assert_eq!(single[0].len(), Method::ALL.len(), "pair {b} alone");
         for (x, y) in together.iter().zip(&single[0]) {
             for (u, v) in [
                 (&x.image_relevance, &y.image_relevance),
@@ -189,6 +203,9 @@ fn recording_without_backward_serves_gradient_free_methods() {
     let full = explain_clip(&model.trace(&Cpu, &x, None).unwrap(), &free, &opts).unwrap();
     let recorded = model.record(&Cpu, &x).unwrap();
     let fast = explain_clip(&recorded, &free, &opts).unwrap();
+    assert_eq!(full.len(), x.lengths.len());
+    assert_eq!(fast.len(), full.len());
+    assert!(fast.iter().all(|pair| pair.len() == free.len()));
     for (a, b) in full.iter().flatten().zip(fast.iter().flatten()) {
         assert_eq!(a.image_relevance, b.image_relevance, "{}", a.method);
         assert_eq!(a.text_relevance, b.text_relevance, "{}", a.method);

@@ -214,6 +214,22 @@ pub fn undetermined_tensors(reference: &Golden) -> Vec<String> {
         .collect()
 }
 
+/// How many samples a method golden file holds for `case`: one more than the largest `<b>`
+/// of its `<case>.….image.<b>` tensors (0 when it has none).
+pub fn reference_samples(reference: &Golden, case: &str) -> usize {
+    reference
+        .names()
+        .iter()
+        .filter_map(|name| {
+            let rest = name.strip_prefix(&format!("{case}."))?;
+            let (key, b) = rest.rsplit_once('.')?;
+            key.ends_with(".image").then(|| b.parse::<usize>().ok())?
+        })
+        .map(|b| b + 1)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Checks explained[sample][method] against `<case>.<method><suffix>.{image,text}.<sample>`.
 pub fn check_vectors(
     explained: &[Vec<fiedler::explain::Explanation>],
@@ -223,7 +239,15 @@ pub fn check_vectors(
     tol: impl Fn(&str, usize) -> f32,
     bad: &mut Vec<String>,
 ) {
+    // Every sample the reference holds is explained, each by at least one method: the loops
+    // below check only what they are given.
+    assert_eq!(
+        explained.len(),
+        reference_samples(reference, case),
+        "{case}: samples explained"
+    );
     for (b, sample) in explained.iter().enumerate() {
+        assert!(!sample.is_empty(), "{case}: sample {b} has no explanation");
         for e in sample {
             for (side, ours) in [("image", &e.image_relevance), ("text", &e.text_relevance)] {
                 let key = format!("{}{suffix}.{side}", e.method.name());
