@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{fixtures, max_abs_diff, Golden};
+use common::{fixtures, max_abs_diff, reference_samples, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::lxmert::{explain_lxmert, grad_scope};
 use fiedler::explain::{Method, MethodOptions};
@@ -36,6 +36,12 @@ fn check(key: &str, method: Method, target: VqaTarget) {
             .trace_with(&Cpu, &x, &target, grad_scope(&[method]), None)
             .unwrap();
         let explained = explain_lxmert(&trace, &[method], &MethodOptions::default()).unwrap();
+        // Every sample of the case is compared, not only those explained.
+        assert_eq!(
+            explained.len(),
+            reference_samples(&reference, case),
+            "{case}: samples explained"
+        );
         for (b, sample) in explained.iter().enumerate() {
             let e = &sample[0];
             assert!(e.degenerate_graphs.is_empty(), "{:?}", e.degenerate_graphs);

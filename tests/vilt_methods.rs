@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{fixtures, max_abs_diff, Golden};
+use common::{fixtures, max_abs_diff, reference_samples, Golden};
 use fiedler::backend::Cpu;
 use fiedler::explain::vilt::explain_vilt;
 use fiedler::explain::{Method, MethodOptions};
@@ -31,11 +31,14 @@ fn check(key: &str, method: Method, opts: MethodOptions) {
         let trace = model
             .trace(&Cpu, &inputs(&golden, case), &VqaTarget::Predicted)
             .unwrap();
-        for (b, sample) in explain_vilt(&trace, &[method], &opts)
-            .unwrap()
-            .iter()
-            .enumerate()
-        {
+        let explained = explain_vilt(&trace, &[method], &opts).unwrap();
+        // Every sample of the case is compared, not only those explained.
+        assert_eq!(
+            explained.len(),
+            reference_samples(&reference, case),
+            "{case}: samples explained"
+        );
+        for (b, sample) in explained.iter().enumerate() {
             let e = &sample[0];
             assert!(e.degenerate_graphs.is_empty(), "{:?}", e.degenerate_graphs);
             for (what, ours) in [("image", &e.image_relevance), ("text", &e.text_relevance)] {
