@@ -824,6 +824,39 @@ fn the_summary_names_the_seed_and_other_steps() {
     );
 }
 
+/// The header records the precision the products ran in: f32 where `--device auto` fell back
+/// to the CPU, though --tf32 was asked (it said "tf32", and a run on the GPU resumed it).
+#[test]
+fn the_header_records_the_precision_computed_in() {
+    let dir = scratch("precision");
+    let results = dir.join("results.jsonl");
+    let mut args = lxmert_args(&results, "4");
+    args.extend(
+        [
+            "--samples",
+            "1",
+            "--methods",
+            "raw-attn",
+            "--device",
+            "auto",
+            "--tf32",
+        ]
+        .map(String::from),
+    );
+    let out = run_ok(&args);
+    let header: Value = serde_json::from_str(
+        std::fs::read_to_string(&results)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let on_cpu = stderr(&out).contains("--device auto: using the CPU");
+    let expected = if on_cpu { "f32" } else { "tf32" };
+    assert_eq!(header["precision"], expected, "{header}");
+}
+
 /// A run that asks for fewer methods or tests than its results file holds says that the
 /// report covers them all, and which.
 #[test]

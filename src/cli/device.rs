@@ -30,7 +30,8 @@ impl Opened {
         }
     }
 
-    /// The dense products' precision, as opened with `asked`: "f32", or "tf32" on a GPU.
+    /// The dense products' precision, as opened with `asked`: "f32", or "tf32" on a GPU (a
+    /// CPU that `--device auto` fell back to computes in f32 whatever was asked).
     pub fn precision(&self, asked: Precision) -> &'static str {
         match self {
             Opened::Cpu(_) => "f32",

@@ -664,6 +664,10 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
     let order = python_shuffled_prefix(dataset.questions.len(), args.seed, count);
     let questions: Vec<&Question> = order.iter().map(|&i| &dataset.questions[i]).collect();
     let truth_file = ground_truth_file(&args)?;
+    let backend = open(args.device, args.precision)?;
+    if args.device != Device::Cpu {
+        eprintln!("device: {}", backend.describe());
+    }
     let header = run_header(
         &args,
         family,
@@ -671,6 +675,7 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
         &dataset,
         steps.clone(),
         &truth_file,
+        backend.precision(args.precision),
     )?;
     let plan = Plan {
         methods,
@@ -689,10 +694,6 @@ fn run_eval(args: RunArgs) -> anyhow::Result<()> {
             ..Default::default()
         },
     };
-    let backend = open(args.device, args.precision)?;
-    if args.device != Device::Cpu {
-        eprintln!("device: {}", backend.describe());
-    }
     let run = Run {
         args: &args,
         model_dir: &model_dir,
@@ -717,6 +718,7 @@ fn run_header(
     dataset: &Dataset,
     steps: Vec<f64>,
     truth_file: &Option<PathBuf>,
+    precision: &str,
 ) -> anyhow::Result<RunHeader> {
     let data_files: Vec<&Path> = [
         &args.dataset,
@@ -749,7 +751,7 @@ fn run_header(
         model_files: Some(model_files_fingerprint(model_dir, args.answers.as_deref())?),
         answers: args.answers.as_ref().map(|p| p.display().to_string()),
         file_patterns: Some(args.file_patterns.clone()),
-        precision: Some(if args.precision.tf32 { "tf32" } else { "f32" }.into()),
+        precision: Some(precision.into()),
         solver: Some(args.solver.to_string()),
         target: EvalTarget::from(args.target)
             .header_name()
