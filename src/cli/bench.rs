@@ -145,6 +145,12 @@ impl BenchArgs {
     }
 }
 
+/// The weights of every model the bench builds.
+const RANDOM_WEIGHTS: RandomWeights = RandomWeights {
+    seed: 1,
+    scale: 0.02,
+};
+
 fn inputs(config: &ClipConfig, batch: usize, text_tokens: usize) -> ClipInputs {
     let v = &config.vision;
     let pixels = (0..batch * 3 * v.image_size * v.image_size)
@@ -262,14 +268,7 @@ fn run_clip<B: Backend>(
         Size::VitB32 => (ClipConfig::vit_base_patch32(), "ViT-B/32"),
         _ => (ClipConfig::vit_base_patch16(), "ViT-B/16"),
     };
-    let model = Clip::from_source(
-        be,
-        config.clone(),
-        &RandomWeights {
-            seed: 1,
-            scale: 0.02,
-        },
-    )?;
+    let model = Clip::from_source(be, config.clone(), &RANDOM_WEIGHTS)?;
     let opts = MethodOptions::default();
     outln!(
         "CLIP {name}, random weights, {device}, captions of {} tokens, median of {}",
@@ -283,28 +282,16 @@ fn run_clip<B: Backend>(
         check_fits("making the input images", pixels.saturating_mul(4))
             .with_context(|| format!("batch {batch}"))?;
         let x = inputs(&config, batch, args.text_tokens());
-        let trace = clip_trace(&model, be, &x, methods, &opts)
-            .and_then(|t| {
-                let reads = clip_reads(methods, &t, &opts);
-                Ok(t.into_host_for(be, &reads)?)
-            })
-            .with_context(|| format!("batch {batch}"))?;
-        report(
+        report_traced(
+            be,
             methods,
-            batch,
-            args.repeats,
-            // What leaves the device depends on the method: each gets its own trace.
-            |m| m,
-            |m| {
-                let start = Instant::now();
-                let trace = clip_trace(&model, be, &x, &[m], &opts)?;
-                be.synchronize()?;
-                let computed = start.elapsed().as_secs_f64();
-                let reads = clip_reads(&[m], &trace, &opts);
-                drop(trace.into_host_for(be, &reads)?);
-                Ok(computed)
+            (batch, args.repeats),
+            |methods| Ok(clip_trace(&model, be, &x, methods, &opts)?),
+            |trace, methods| {
+                let reads = clip_reads(methods, &trace, &opts);
+                Ok(trace.into_host_for(be, &reads)?)
             },
-            |method| Ok(explain_clip(&trace, &[method], &opts).map(|_| ())?),
+            |trace, method| Ok(explain_clip(trace, &[method], &opts).map(|_| ())?),
         )?;
     }
     Ok(())
@@ -316,14 +303,7 @@ const REGIONS: usize = 36;
 /// LXMERT base with random weights.
 fn random_lxmert<B: Backend>(be: &B) -> anyhow::Result<(LxmertConfig, Lxmert<B>)> {
     let config = LxmertConfig::base_vqa();
-    let model = Lxmert::from_source(
-        be,
-        config.clone(),
-        &RandomWeights {
-            seed: 1,
-            scale: 0.02,
-        },
-    )?;
+    let model = Lxmert::from_source(be, config.clone(), &RANDOM_WEIGHTS)?;
     Ok((config, model))
 }
 
@@ -404,14 +384,7 @@ fn run_vilt<B: Backend>(
     methods: &[Method],
 ) -> anyhow::Result<()> {
     let config = ViltConfig::b32_vqa();
-    let model = Vilt::from_source(
-        be,
-        config.clone(),
-        &RandomWeights {
-            seed: 1,
-            scale: 0.02,
-        },
-    )?;
+    let model = Vilt::from_source(be, config.clone(), &RANDOM_WEIGHTS)?;
     let opts = MethodOptions::default();
     let (height, width) = VILT_IMAGE;
     let patches = (height / config.patch_size) * (width / config.patch_size);
@@ -444,28 +417,16 @@ fn run_vilt<B: Backend>(
             kept_patches: None,
         };
         let target = VqaTarget::Predicted;
-        let trace = vilt_trace(&model, be, &x, methods, &opts, &target)
-            .and_then(|t| {
-                let reads = vilt_reads(methods, &t, &opts);
-                Ok(t.into_host_for(be, &reads)?)
-            })
-            .with_context(|| format!("batch {batch}"))?;
-        report(
+        report_traced(
+            be,
             methods,
-            batch,
-            args.repeats,
-            // What leaves the device depends on the method: each gets its own trace.
-            |m| m,
-            |m| {
-                let start = Instant::now();
-                let trace = vilt_trace(&model, be, &x, &[m], &opts, &target)?;
-                be.synchronize()?;
-                let computed = start.elapsed().as_secs_f64();
-                let reads = vilt_reads(&[m], &trace, &opts);
-                drop(trace.into_host_for(be, &reads)?);
-                Ok(computed)
+            (batch, args.repeats),
+            |methods| Ok(vilt_trace(&model, be, &x, methods, &opts, &target)?),
+            |trace, methods| {
+                let reads = vilt_reads(methods, &trace, &opts);
+                Ok(trace.into_host_for(be, &reads)?)
             },
-            |method| Ok(explain_vilt(&trace, &[method], &opts).map(|_| ())?),
+            |trace, method| Ok(explain_vilt(trace, &[method], &opts).map(|_| ())?),
         )?;
     }
     Ok(())
@@ -797,6 +758,38 @@ fn print_header() -> anyhow::Result<()> {
 /// One row per method: the trace it needs (a backward only for gradient methods, an LRP
 /// pass only for the LRP methods), the method itself, and explanations per second for the
 /// two together. Trace and method times are per batch.
+/// `report` for a model whose methods each get their own trace, what leaves the device
+/// depending on the method: `trace` runs the model for some methods, `to_host` brings what
+/// they read to the host (a part of the time timed, as a user waits for it), `explain` runs
+/// one method on the host trace of them all.
+fn report_traced<B: Backend, T, H>(
+    be: &B,
+    methods: &[Method],
+    (batch, repeats): (usize, usize),
+    trace: impl Fn(&[Method]) -> anyhow::Result<T>,
+    to_host: impl Fn(T, &[Method]) -> anyhow::Result<H>,
+    explain: impl Fn(&H, Method) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let all = trace(methods)
+        .and_then(|t| to_host(t, methods))
+        .with_context(|| format!("batch {batch}"))?;
+    report(
+        methods,
+        batch,
+        repeats,
+        |m| m,
+        |m| {
+            let start = Instant::now();
+            let t = trace(&[m])?;
+            be.synchronize()?;
+            let computed = start.elapsed().as_secs_f64();
+            drop(to_host(t, &[m])?);
+            Ok(computed)
+        },
+        |m| explain(&all, m),
+    )
+}
+
 fn report<P: Copy + Eq + std::hash::Hash>(
     methods: &[Method],
     batch: usize,
