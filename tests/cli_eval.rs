@@ -1190,6 +1190,12 @@ fn a_results_file_without_a_run_header_is_refused_untouched() {
             stderr(&out)
         );
         assert_eq!(std::fs::read(file).unwrap(), before);
+        // What to do instead.
+        assert!(
+            stderr(&out).contains("a new --results path starts a run"),
+            "{}",
+            stderr(&out)
+        );
         let out = run(&["eval", "report", &s(file)]);
         assert!(!out.status.success());
         assert!(stderr(&out).contains("is not a fiedler results file"));

@@ -67,7 +67,7 @@ pub enum EvalError {
     Vocabulary { reason: String },
     #[error("results file {path}: {reason}")]
     Results { path: PathBuf, reason: String },
-    #[error("{path} is not a fiedler results file: its first line is not a run header ({reason})")]
+    #[error("{path} is not a fiedler results file: its first line is not a run header ({reason}); give the results.jsonl a fiedler eval wrote (eval never writes into another file: a new --results path starts a run)")]
     NotResults { path: PathBuf, reason: String },
     #[error("sample {id}: {source}")]
     Sample {
