@@ -104,8 +104,9 @@ pub struct ExplainArgs {
     /// before the work, so that one that does not decode stops the run before it starts.
     #[arg(long)]
     no_images: bool,
-    /// Print no sample, only the warnings and how many answers were as expected (for long
-    /// --pairs runs: explanations.json and index.html hold every sample).
+    /// Print no sample: only the warnings, the progress, how many answers were as expected and
+    /// where the outputs went (for long --pairs runs: explanations.json and index.html hold
+    /// every sample).
     #[arg(long, short)]
     quiet: bool,
     /// Samples per forward/backward pass.
