@@ -2003,25 +2003,39 @@ fn ctrl_c_while_drawing_keeps_every_sample() {
 }
 
 /// --no-images writes explanations.json and the page, and no PNG; the lines can come from
-/// standard input (`--pairs -`), relative paths then resolving against the current folder.
+/// standard input (`--pairs -`), relative paths then resolving against the current folder,
+/// which an image not found there names.
 #[test]
 fn no_images_and_pairs_from_standard_input() {
     use std::io::Write;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = scratch("no-images");
     let examples = std::fs::read(root.join("examples/questions.jsonl")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fiedler"))
-        .current_dir(root.join("examples"))
-        .args(["explain", "--model", s(&root.join("models/vilt-synth"))])
-        .args(["--pairs", "-", "--method", "dsmi,chefer", "--no-images"])
-        .args(["--out", s(&out)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&examples).unwrap();
-    let run = child.wait_with_output().unwrap();
+    let piped_from = |folder: &Path| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fiedler"))
+            .current_dir(folder)
+            .args(["explain", "--model", s(&root.join("models/vilt-synth"))])
+            .args(["--pairs", "-", "--method", "dsmi,chefer", "--no-images"])
+            .args(["--out", s(&out)])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&examples).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let elsewhere = piped_from(root);
+    assert_eq!(elsewhere.status.code(), Some(1));
+    assert!(
+        stderr(&elsewhere).contains(&format!(
+            "not found (a piped line's paths are read from the current folder, {})",
+            root.canonicalize().unwrap().display()
+        )),
+        "{}",
+        stderr(&elsewhere)
+    );
+    let run = piped_from(&root.join("examples"));
     assert!(run.status.success(), "{}", stderr(&run));
     let samples = examples
         .split(|&b| b == b'\n')

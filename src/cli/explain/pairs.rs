@@ -34,6 +34,8 @@ pub(super) struct PairsFile {
     /// The folder relative paths are resolved against: the file's, or the current one for a
     /// pipe.
     base: PathBuf,
+    /// Whether the lines come from a pipe (whose relative paths are the current folder's).
+    piped: bool,
     text: String,
 }
 
@@ -49,17 +51,49 @@ impl PairsFile {
                 text: utf8(&name, bytes)?,
                 name,
                 base: PathBuf::new(),
+                piped: true,
             });
         }
         let name = path.display().to_string();
         let bytes = fs::read(path).with_context(|| format!("cannot read --pairs file {name}"))?;
         let text = utf8(&name, bytes)?;
         // A pipe's folder (/dev/fd for `<(…)`) says nothing of where its paths are.
-        let base = match fs::metadata(path).is_ok_and(|m| m.is_file()) {
-            true => path.parent().unwrap_or(Path::new("")).to_path_buf(),
-            false => PathBuf::new(),
+        let piped = !fs::metadata(path).is_ok_and(|m| m.is_file());
+        let base = match piped {
+            false => path.parent().unwrap_or(Path::new("")).to_path_buf(),
+            true => PathBuf::new(),
         };
-        Ok(Self { name, base, text })
+        Ok(Self {
+            name,
+            base,
+            piped,
+            text,
+        })
+    }
+
+    /// That `path`, named by a line as `what`, is a file: checked as the lines are read, so
+    /// the error names the line. A piped line's relative path is looked for in the current
+    /// folder, which its author may not have meant: the error says so.
+    fn check_file(&self, path: &Path, what: &str) -> anyhow::Result<()> {
+        if path.is_file() {
+            return Ok(());
+        }
+        if path.exists() {
+            bail!("{what} {} is not a file", path.display());
+        }
+        let sought = match self.piped && path.is_relative() {
+            true => std::env::current_dir().map_or_else(
+                |_| " (a piped line's paths are read from the current folder)".into(),
+                |here| {
+                    format!(
+                        " (a piped line's paths are read from the current folder, {})",
+                        here.display()
+                    )
+                },
+            ),
+            false => String::new(),
+        };
+        bail!("{what} {} not found{sought}", path.display());
     }
 
     /// The lines that hold a sample, with their numbers (from 1): the non-blank ones, a byte
@@ -228,7 +262,7 @@ fn read_pairs(pairs: &PairsFile) -> anyhow::Result<Vec<PairSample>> {
         .map(|(at, p)| {
             let at = || at.clone();
             let image = pairs.base.join(p.image);
-            check_file(&image, "image").with_context(at)?;
+            pairs.check_file(&image, "image").with_context(at)?;
             check_text(&p.text).with_context(at)?;
             check_answer(p.answer.as_deref()).with_context(at)?;
             let request = PairRequest {
@@ -267,20 +301,6 @@ pub(super) fn requests(args: &ExplainArgs, pairs: Option<&PairsFile>) -> anyhow:
         out.2.push(at);
     }
     Ok(out)
-}
-
-/// That `path`, named by a `--pairs` line as `what`, is a file: checked as the file is read, so
-/// the error names the line.
-fn check_file(path: &Path, what: &str) -> anyhow::Result<()> {
-    if !path.is_file() {
-        let why = if path.exists() {
-            "is not a file"
-        } else {
-            "not found"
-        };
-        bail!("{what} {} {why}", path.display());
-    }
-    Ok(())
 }
 
 /// That a `--pairs` line's text has something to explain.
@@ -356,7 +376,7 @@ pub(super) fn region_requests(
             .map(|(at, l)| {
                 let at = || at.clone();
                 let regions = base.join(l.regions);
-                check_file(&regions, "regions").with_context(at)?;
+                pairs.check_file(&regions, "regions").with_context(at)?;
                 match (is_obj36_tsv(&regions), &l.image_id) {
                     (true, None) => bail!(
                         "{}: {} is an obj36 TSV, which holds many images: give the line an \"image_id\"",
@@ -374,7 +394,7 @@ pub(super) fn region_requests(
                 check_answer(l.answer.as_deref()).with_context(at)?;
                 let image = l.image.map(|p| base.join(p));
                 if let Some(image) = &image {
-                    check_file(image, "image").with_context(at)?;
+                    pairs.check_file(image, "image").with_context(at)?;
                 }
                 let request = RegionRequest {
                     regions,
