@@ -11,6 +11,17 @@ fn bench(args: &[&str]) -> Output {
         .expect("binary runs")
 }
 
+/// The standard output of a bench that succeeds.
+fn bench_ok(args: &[&str]) -> String {
+    let out = bench(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn arguments_that_cannot_be_measured_are_refused_first() {
     for (args, needle) in [
@@ -59,7 +70,7 @@ fn arguments_that_cannot_be_measured_are_refused_first() {
 
 #[test]
 fn fiedler_bench_prints_a_row_per_size() {
-    let out = bench(&[
+    let stdout = bench_ok(&[
         "--size",
         "fiedler",
         "--nodes",
@@ -69,12 +80,6 @@ fn fiedler_bench_prints_a_row_per_size() {
         "--repeats",
         "1",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let rows: Vec<&str> = stdout
         .lines()
         .filter(|l| {
@@ -95,7 +100,7 @@ fn fiedler_bench_prints_a_row_per_size() {
 /// over the 205 tokens (raw attention reads no backward).
 #[test]
 fn vilt_bench_prints_a_row_per_method() {
-    let out = bench(&[
+    let stdout = bench_ok(&[
         "--size",
         "vilt-b32",
         "--batch",
@@ -105,12 +110,6 @@ fn vilt_bench_prints_a_row_per_method() {
         "--repeats",
         "1",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(stdout.contains("(192 patches)"), "{stdout}");
     let gflop = |method: &str| -> f64 {
         let row = stdout
