@@ -47,7 +47,7 @@ impl Opened {
 #[derive(Args, Clone, Copy, Debug, Default)]
 pub struct Precision {
     /// CUDA only: run the f32 dense products on TF32 tensor cores (inputs rounded to a
-    /// 10-bit mantissa; ~1.7× the explanations/s of ViT-B/16 CLIP at batch 64). Traces move by
+    /// 10-bit mantissa; ~2.1× the explanations/s of ViT-B/16 CLIP at batch 64 on an H200). Traces move by
     /// up to ~2e-3 of their scale, most explanations by ~1e-3 and Grad-CAM by up to 8e-2; see
     /// the README (CUDA).
     #[arg(long)]
