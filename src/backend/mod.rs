@@ -320,10 +320,15 @@ pub trait Backend: Sync {
     fn uninit(&self, len: usize) -> Result<Self::Buf> {
         self.zeros(len)
     }
-    /// Device time per op since the backend was opened, as a table, where the backend
-    /// records it (the CUDA backend with FIEDLER_CUDA_PROFILE set); `None` elsewhere.
+    /// Device time per op since the backend was opened (or `profile_restart`), as a table,
+    /// where the backend records it (the CUDA backend with FIEDLER_CUDA_PROFILE set); `None`
+    /// elsewhere.
     fn profile_report(&self) -> Result<Option<String>> {
         Ok(None)
+    }
+    /// Forgets the device time recorded so far, where the backend records it.
+    fn profile_restart(&self) -> Result<()> {
+        Ok(())
     }
     fn download(&self, buf: &Self::Buf) -> Result<Vec<f32>>;
     /// Moves a buffer into host memory (no copy where it already lives there).

@@ -235,6 +235,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Size::ViltB32 => run_vilt(&be, &device, &args, &methods),
             _ => run_clip(&be, &device, &args, &methods),
         }?;
+        // The timed runs of the last batch size: each size's warm-up restarts the profile.
         if let Some(table) = be.profile_report()? {
             outln!("{table}")?;
         }
@@ -345,6 +346,7 @@ fn run_lxmert<B: Backend>(
             .trace_with(be, &x, &target, grad_scope(methods), lrp_scope(methods))
             .and_then(|t| Ok(t.into_host_for(be, lxmert_reads(methods, &opts))?))
             .with_context(|| format!("batch {batch}"))?;
+        be.profile_restart()?;
         report(
             methods,
             batch,
@@ -773,6 +775,8 @@ fn report_traced<B: Backend, T, H>(
     let all = trace(methods)
         .and_then(|t| to_host(t, methods))
         .with_context(|| format!("batch {batch}"))?;
+    // The profile (FIEDLER_CUDA_PROFILE) leaves out this warm-up, which loads the kernels.
+    be.profile_restart()?;
     report(
         methods,
         batch,

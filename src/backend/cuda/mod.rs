@@ -556,6 +556,10 @@ impl Backend for Cuda {
         self.profile.report()
     }
 
+    fn profile_restart(&self) -> Result<()> {
+        self.profile.restart()
+    }
+
     fn linear(
         &self,
         out: &mut CudaSlice<f32>,

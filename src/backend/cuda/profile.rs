@@ -98,6 +98,16 @@ impl Profile {
         Ok(out)
     }
 
+    /// Forgets what was recorded so far (once it has finished): a bench leaves out its warm-up
+    /// this way, whose first calls of each cuBLAS product pay for loading its kernels.
+    pub fn restart(&self) -> Result<()> {
+        let Some(on) = &self.on else { return Ok(()) };
+        let mut recorded = on.lock().unwrap_or_else(|p| p.into_inner());
+        recorded.fold()?;
+        recorded.totals.clear();
+        Ok(())
+    }
+
     /// The table of device time per op so far, largest first; `None` when profiling is off.
     /// Waits for the recorded work to finish.
     pub fn report(&self) -> Result<Option<String>> {
