@@ -1736,6 +1736,39 @@ fn bench_device_cuda_fails_cleanly_without_a_device() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// The device profile of `fiedler bench` (FIEDLER_CUDA_PROFILE) leaves out each batch size's
+/// warm-up trace, whose first cuBLAS calls load their kernels: one timed run of a batch of one
+/// embeds one image.
+#[test]
+fn bench_device_profile_counts_the_timed_runs_only() {
+    if device().is_none() {
+        return;
+    }
+    let mut cmd = Command::new(fiedler_bin());
+    emulate_in(&mut cmd);
+    let out = cmd
+        .env("FIEDLER_CUDA_PROFILE", "1")
+        .args([
+            "bench", "--device", "cuda", "--size", "vit-b32", "--batch", "1",
+        ])
+        .args(["--method", "raw-attn", "--repeats", "1"])
+        .output()
+        .expect("fiedler runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = |op: &str| {
+        stdout.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&op)).then(|| fields.get(2)?.parse::<usize>().ok())?
+        })
+    };
+    assert_eq!(calls("patchify"), Some(1), "{stdout}");
+}
+
 /// Graphs of mixed sizes for the batched Fiedler tests, as (features, rows, mask), `dim`
 /// wide: empty, 1, 2 and 3 tokens, masked rows, two graphs of 36 regions (one launch), 196
 /// patches, 700 nodes (512 threads; past the kernel's shared-memory vectors), random
