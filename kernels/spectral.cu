@@ -22,7 +22,9 @@
 // a warp per vector, the update fused with the new ‖w‖². w and the coefficients live in
 // shared memory up to SHARED_NODES nodes. The Gram–Schmidt is classical over the locked
 // vectors and the basis together (the CPU deflates the one or two locked vectors first):
-// the same in exact arithmetic, since the basis is orthogonal to them.
+// the same in exact arithmetic, since the basis is orthogonal to them. The convergence
+// checks, serial, run on a warp of their own beside the next step when the host gives one
+// (`lanczos`).
 #include "common.cuh"
 
 #define NORMALIZE_EPS 1e-12
@@ -439,12 +441,47 @@ __device__ double bsubtract(const Locked& locked, const double* basis, int count
     return sqrt(block_sum(s2, scratch));
 }
 
+// Lanczos' convergence check after step k (src/linalg/lanczos.rs), on one thread: θ, the top
+// eigenvalue of T (k + 1 steps), its unit eigenvector y, and whether the Ritz pair's residual
+// b·|y_k| is within `tol` (or the Krylov space is exhausted). Serial and division-bound, it
+// costs a Lanczos step's worth of time or more at n ≈ 200.
+__device__ __noinline__ void check_convergence(const Workspace& ws, int k, double b,
+                                               bool exhausted, double tol, Shared* sh) {
+    const int steps = k + 1;
+    const double theta = largest_eigenvalue(ws.alpha, ws.beta, steps);
+    tridiagonal_eigenvector(ws.alpha, ws.beta, steps, theta, ws.y, ws.lu);
+    sh->theta = theta;
+    sh->done = exhausted || b * fabs(ws.y[k]) <= tol;
+}
+
+// Ends a run whose check after step k said done (every thread): θ, the steps, and the unit
+// Ritz vector Q y into `out` when it is not null.
+__device__ __noinline__ void finish_run(const Workspace& ws, int k, int n, double* out,
+                                        double* value, int* steps_taken, Shared* sh) {
+    *value = sh->theta;
+    *steps_taken = k + 1;
+    if (out == 0) return;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        double v = 0.0;
+        for (int j = 0; j <= k; ++j) v += ws.y[j] * ws.basis[(long long)j * n + i];
+        out[i] = v;
+    }
+    __syncthreads();
+    bnormalize(out, n, sh->scratch);
+}
+
 // Top Ritz pair of M on the complement of `locked`; the unit Ritz vector goes to `out` when
 // it is not null. Returns false when the complement is (numerically) empty.
+//
+// With `overlap_checks`, and a warp with no row of the products (the host adds one), a check
+// runs on that warp's first thread while the other warps take the next step: the check after
+// step k is read once step k + 1's product is done, and when it says done, that step is
+// dropped. The checks fall on the same steps and give the same bits as inline ones, at the
+// cost of one product per run; inline, every thread waits while one thread checks.
 template <typename Op>
 __device__ __noinline__ bool lanczos(const Workspace& ws, const Op& op, int n, const Locked& locked,
-                                     unsigned long long key, double tol, double* out,
-                                     double* value, int* steps_taken, Shared* sh) {
+                                     unsigned long long key, double tol, bool overlap_checks,
+                                     double* out, double* value, int* steps_taken, Shared* sh) {
     const int dim = n - locked.count;
     if (dim <= 0) return false;
     double* q0 = ws.basis;
@@ -460,12 +497,19 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, const Op& op, int n, c
         found = bnormalize(q0, n, sh->scratch) > 1e-8 * before;
     }
     if (!found) return false;
+    const int checker = (int)blockDim.x - 32;
+    const bool overlap = overlap_checks && checker >= n;
+    // The step whose check runs beside this step's product, or -1; and that step's β.
+    int pending = -1;
+    double pending_b = 0.0;
     double* w = ws.w;
     long long work_since_check = 0;
     for (int k = 0;; ++k) {
         const double* qk = ws.basis + (long long)k * n;
         const double* prev = k > 0 ? ws.basis + (long long)(k - 1) * n : 0;
         const double beta_prev = k > 0 ? ws.beta[k - 1] : 0.0;
+        if (pending >= 0 && (int)threadIdx.x == checker)
+            check_convergence(ws, pending, pending_b, false, tol, sh);
         // w = M q_k and α = q_kᵀ w in one pass, thread i summing row i (`bgemv`'s order).
         double part = 0.0;
         for (int i = threadIdx.x; i < n; i += blockDim.x) {
@@ -477,6 +521,14 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, const Op& op, int n, c
             part += qk[i] * s;
         }
         const double a = block_sum(part, sh->scratch);
+        // block_sum's barriers publish the pending check.
+        if (pending >= 0) {
+            if (sh->done) {
+                finish_run(ws, pending, n, out, value, steps_taken, sh);
+                return true;
+            }
+            pending = -1;
+        }
         // Each thread updates the entries it computed: no barrier needed before.
         for (int i = threadIdx.x; i < n; i += blockDim.x) {
             double v = w[i] - a * qk[i];
@@ -499,26 +551,17 @@ __device__ __noinline__ bool lanczos(const Workspace& ws, const Op& op, int n, c
         work_since_check += (long long)n * n + 4ll * steps * n;
         if (exhausted || work_since_check >= (long long)CHECK_COST * steps) {
             work_since_check = 0;
-            if (threadIdx.x == 0) {
-                const double theta = largest_eigenvalue(ws.alpha, ws.beta, steps);
-                tridiagonal_eigenvector(ws.alpha, ws.beta, steps, theta, ws.y, ws.lu);
-                sh->theta = theta;
-                sh->done = exhausted || b * fabs(ws.y[k]) <= tol;
-            }
-            __syncthreads();
-            if (sh->done) {
-                *value = sh->theta;
-                *steps_taken = steps;
-                if (out != 0) {
-                    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-                        double v = 0.0;
-                        for (int j = 0; j <= k; ++j) v += ws.y[j] * ws.basis[(long long)j * n + i];
-                        out[i] = v;
-                    }
-                    __syncthreads();
-                    bnormalize(out, n, sh->scratch);
+            // An exhausted run has no next step to take beside its check.
+            if (overlap && !exhausted) {
+                pending = k;
+                pending_b = b;
+            } else {
+                if (threadIdx.x == 0) check_convergence(ws, k, b, exhausted, tol, sh);
+                __syncthreads();
+                if (sh->done) {
+                    finish_run(ws, k, n, out, value, steps_taken, sh);
+                    return true;
                 }
-                return true;
             }
         }
         if (threadIdx.x == 0) ws.beta[k] = b;
@@ -570,7 +613,8 @@ KERNEL void fiedler_rows(const unsigned long long* row_addr, double* x, int* non
 template <typename Op>
 __device__ __forceinline__ void fiedler_graph(const int* node_start, const long long* work_start,
                                               double* work, int g, float* out_signed,
-                                              double* stats, int graphs, Shared& sh) {
+                                              double* stats, int graphs, bool overlap_checks,
+                                              Shared& sh) {
     double* out_lambda2 = stats + STAT_LAMBDA2 * graphs;
     double* out_gap = stats + STAT_GAP * graphs;
     double* out_residual = stats + STAT_RESIDUAL * graphs;
@@ -638,7 +682,8 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
         locked.count = 1;
         double mu2 = 0.0;
         int s1 = 0;
-        if (!lanczos(ws, op, n, locked, START_FIEDLER, TOL_VECTOR, u, &mu2, &s1, &sh)) {
+        if (!lanczos(ws, op, n, locked, START_FIEDLER, TOL_VECTOR, overlap_checks, u, &mu2, &s1,
+                     &sh)) {
             for (int i = threadIdx.x; i < n; i += blockDim.x) u[i] = ws.trivial[i];
             __syncthreads();
         } else {
@@ -646,7 +691,7 @@ __device__ __forceinline__ void fiedler_graph(const int* node_start, const long 
             locked.count = 2;
             int s2 = 0;
             double value = 0.0;
-            if (lanczos(ws, op, n, locked, START_GAP, TOL_GAP, 0, &value, &s2, &sh)) {
+            if (lanczos(ws, op, n, locked, START_GAP, TOL_GAP, overlap_checks, 0, &value, &s2, &sh)) {
                 mu3 = value;
                 steps += s2;
             }
@@ -692,10 +737,11 @@ template <typename Op>
 __device__ __forceinline__ void fiedler_graph_range(const int* node_start,
                                                     const long long* work_start, double* work,
                                                     int first_graph, int count, float* out_signed,
-                                                    double* stats, int graphs, Shared& sh) {
+                                                    double* stats, int graphs, int overlap_checks,
+                                                    Shared& sh) {
     for (int b = blockIdx.x; b < count; b += gridDim.x) {
         fiedler_graph<Op>(node_start, work_start, work, first_graph + b, out_signed, stats,
-                          graphs, sh);
+                          graphs, overlap_checks != 0, sh);
         __syncthreads();
     }
 }
@@ -705,10 +751,11 @@ __device__ __forceinline__ void fiedler_graph_range(const int* node_start,
 // on an SM.
 KERNEL void __launch_bounds__(512)
     fiedler_graphs(const int* node_start, const long long* work_start, double* work,
-                   int first_graph, int count, float* out_signed, double* stats, int graphs) {
+                   int first_graph, int count, float* out_signed, double* stats, int graphs,
+                   int overlap_checks) {
     __shared__ Shared sh;
     fiedler_graph_range<DenseOperator>(node_start, work_start, work, first_graph, count,
-                                       out_signed, stats, graphs, sh);
+                                       out_signed, stats, graphs, overlap_checks, sh);
 }
 
 // Graphs of at most SMALL_GRAPH_THREADS nodes (the host picks it by n): at most that many
@@ -717,10 +764,10 @@ KERNEL void __launch_bounds__(512)
 KERNEL void __launch_bounds__(SMALL_GRAPH_THREADS, SMALL_GRAPH_BLOCKS)
     fiedler_graphs_small(const int* node_start, const long long* work_start, double* work,
                          int first_graph, int count, float* out_signed, double* stats,
-                         int graphs) {
+                         int graphs, int overlap_checks) {
     __shared__ Shared sh;
     fiedler_graph_range<DenseOperator>(node_start, work_start, work, first_graph, count,
-                                       out_signed, stats, graphs, sh);
+                                       out_signed, stats, graphs, overlap_checks, sh);
 }
 
 // Graphs whose packed operator fits the block's shared memory (n(n+1)/2 doubles of dynamic
@@ -731,8 +778,8 @@ KERNEL void __launch_bounds__(SMALL_GRAPH_THREADS, SMALL_GRAPH_BLOCKS)
 KERNEL void __launch_bounds__(SMALL_GRAPH_THREADS, 1)
     fiedler_graphs_shared(const int* node_start, const long long* work_start, double* work,
                           int first_graph, int count, float* out_signed, double* stats,
-                          int graphs) {
+                          int graphs, int overlap_checks) {
     __shared__ Shared sh;
     fiedler_graph_range<PackedOperator>(node_start, work_start, work, first_graph, count,
-                                        out_signed, stats, graphs, sh);
+                                        out_signed, stats, graphs, overlap_checks, sh);
 }

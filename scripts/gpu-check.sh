@@ -163,13 +163,10 @@ if [ "$mode" = check ] && [ -n "$fiedler" ]; then
         --batch 16,64 --eval-samples 64 --text-tokens 20
     step bench-fiedler 40 "$fiedler" bench --device cuda --size fiedler \
         --nodes 36,196,577 --batch 64,512 --repeats 3 --stages
-    # The same with freed device memory handed back at every synchronisation (the driver's
-    # default): the A/B of keeping it in the pool, on the same card.
-    step bench-fiedler-release 30 env FIEDLER_CUDA_MEMORY=release "$fiedler" bench \
-        --device cuda --size fiedler --nodes 196 --batch 512 --repeats 3 --stages
-    # Every graph on the general kernel: the A/B of fiedler_graphs_small's launch bounds.
-    step bench-fiedler-general 30 env FIEDLER_GRAPH_KERNEL=general "$fiedler" bench \
-        --device cuda --size fiedler --nodes 36,196 --batch 512 --repeats 3 --stages
+    # Convergence checks on one thread while the block waits, as before 2026-11-28: the A/B
+    # of running them beside the next Lanczos step on a warp of their own (the default).
+    step bench-fiedler-inline-checks 40 env FIEDLER_GRAPH_CHECKS=inline "$fiedler" bench \
+        --device cuda --size fiedler --nodes 36,196,577 --batch 512 --repeats 3 --stages
     # Each graph's operator packed in shared memory (one block per SM at 196 nodes) instead
     # of read from L2/memory at every Lanczos step: the A/B of fiedler_graphs_shared.
     step bench-fiedler-shared 30 env FIEDLER_GRAPH_KERNEL=shared "$fiedler" bench \
@@ -200,7 +197,7 @@ fi
 # CLIP chefer, grad-cam and partial-lrp at batch 64.
 [ "$mode" = check ] && {
     echo "== key numbers (Fiedler: nodes graphs ms graphs/s on-device-graphs/s [stages]; CLIP: method batch … expl/s …)"
-    for log in bench-fiedler bench-fiedler-release bench-fiedler-general bench-fiedler-shared \
+    for log in bench-fiedler bench-fiedler-inline-checks bench-fiedler-shared \
         bench-fiedler-resident; do
         [ -f "$logs/$log.log" ] || continue
         grep -E '^== FIEDLER_GRAPH_RESIDENT|^ +196 ' "$logs/$log.log" | sed "s/^/$log: /"

@@ -1955,72 +1955,102 @@ fn device_lanczos_survives_a_nearly_invariant_krylov_space() {
     let stream = ctx.default_stream();
     let d_m = stream.clone_htod(&m).unwrap();
     let d_z = stream.clone_htod(&z).unwrap();
-    let mut work = stream.alloc_zeros::<f64>(n * n + 10 * n + 2).unwrap();
-    let mut out = stream.alloc_zeros::<f64>(n + 2).unwrap();
-    let cfg = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (64, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let (n_arg, locked_count) = (n as i32, 1i32);
-    // SAFETY: one block; the kernel reads n² entries of m and n of z, and writes within the
-    // sizes `work` and `out` were given above (spectral_probe.cu).
-    unsafe {
-        stream
-            .launch_builder(&probe)
-            .arg(&d_m)
-            .arg(&n_arg)
-            .arg(&d_z)
-            .arg(&locked_count)
-            .arg(&key)
-            .arg(&tol)
-            .arg(&mut work)
-            .arg(&mut out)
-            .launch(cfg)
+    // Checks inline, then on the block's second warp (the first holds every node): the
+    // same steps and the same bits.
+    let mut runs: Vec<Vec<u64>> = Vec::new();
+    for overlap_checks in [0i32, 1] {
+        let mode = if overlap_checks == 0 {
+            "inline checks"
+        } else {
+            "overlapped checks"
+        };
+        let mut work = stream.alloc_zeros::<f64>(n * n + 10 * n + 2).unwrap();
+        let mut out = stream.alloc_zeros::<f64>(n + 2).unwrap();
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (64, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (n_arg, locked_count) = (n as i32, 1i32);
+        // SAFETY: one block; the kernel reads n² entries of m and n of z, and writes within the
+        // sizes `work` and `out` were given above (spectral_probe.cu).
+        unsafe {
+            stream
+                .launch_builder(&probe)
+                .arg(&d_m)
+                .arg(&n_arg)
+                .arg(&d_z)
+                .arg(&locked_count)
+                .arg(&key)
+                .arg(&tol)
+                .arg(&overlap_checks)
+                .arg(&mut work)
+                .arg(&mut out)
+                .launch(cfg)
+        }
+        .unwrap();
+        let out = stream.clone_dtoh(&out).unwrap();
+        stream.synchronize().unwrap();
+        let (value, u) = (out[0], &out[2..]);
+        let dot = |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
+        assert!(
+            (value - mu).abs() <= 1e-12,
+            "{mode}: Ritz value {value} vs scipy {mu} (off by {:e}, {} steps)",
+            value - mu,
+            out[1]
+        );
+        let along_z = dot(u, &z);
+        assert!(
+            along_z.abs() <= 1e-13,
+            "{mode}: Ritz vector · locked vector = {along_z:e}"
+        );
+        let sign = dot(u, &want).signum();
+        let error = u
+            .iter()
+            .zip(&want)
+            .map(|(x, w)| (sign * x - w).abs())
+            .fold(0.0, f64::max);
+        let bound = tol / (mu - next) + 1e-14;
+        assert!(
+            error <= bound,
+            "{mode}: Ritz vector off scipy's by {error:e} (max abs) > {bound:e}"
+        );
+        runs.push(out.iter().map(|x| x.to_bits()).collect());
     }
-    .unwrap();
-    let out = stream.clone_dtoh(&out).unwrap();
-    stream.synchronize().unwrap();
-    let (value, u) = (out[0], &out[2..]);
-    let dot = |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
-    assert!(
-        (value - mu).abs() <= 1e-12,
-        "Ritz value {value} vs scipy {mu} (off by {:e}, {} steps)",
-        value - mu,
-        out[1]
-    );
-    let along_z = dot(u, &z);
-    assert!(
-        along_z.abs() <= 1e-13,
-        "Ritz vector · locked vector = {along_z:e}"
-    );
-    let sign = dot(u, &want).signum();
-    let error = u
-        .iter()
-        .zip(&want)
-        .map(|(x, w)| (sign * x - w).abs())
-        .fold(0.0, f64::max);
-    let bound = tol / (mu - next) + 1e-14;
-    assert!(
-        error <= bound,
-        "Ritz vector off scipy's by {error:e} (max abs) > {bound:e}"
-    );
+    assert_eq!(runs[0], runs[1], "inline and overlapped checks");
 }
 
-/// The operator packed in shared memory (`GraphKernel::Shared`) gives the bits of the one in
-/// the workspace: the same entries from the same arithmetic, summed in the same order. On
-/// `fiedler_graphs`' sizes, normalised and raw, and at 230 nodes (near the most that fit:
-/// 235 on an H100; an A100 fits 197, so there it is solved in the workspace) and 250 (too
-/// many: solved in the workspace).
+/// Every build of the graph kernel gives the bits of the default one. The operator packed in
+/// shared memory (`GraphKernel::Shared`) or in the workspace: the same entries from the same
+/// arithmetic, summed in the same order. Convergence checks inline or beside the next step
+/// (`GraphChecks`): the same checks on the same steps. On `fiedler_graphs`' sizes, normalised
+/// and raw, and at 230 nodes (near the most that fit: 235 on an H100; an A100 fits 197, so
+/// there it is solved in the workspace; with the checks' warp, 230 nodes take more threads
+/// than the shared kernel allows) and 250 (too many: solved in the workspace), and at 480 and
+/// 500 nodes (the last size with a warp for the checks, and one past it).
 #[test]
-fn the_operator_in_shared_memory_gives_the_same_bits() {
-    use fiedler::backend::cuda::GraphKernel;
+fn every_graph_kernel_build_gives_the_same_bits() {
+    use fiedler::backend::cuda::{GraphChecks, GraphKernel};
     use fiedler::linalg::synthetic::{clustered_features, Clusters};
 
     let Some(dense) = device() else { return };
-    let Some(shared) = device().map(|c| c.with_graph_kernel(GraphKernel::Shared)) else {
-        return;
-    };
+    let builds: Vec<(&str, Cuda)> = [
+        ("shared", GraphKernel::Shared, GraphChecks::Overlapped),
+        ("inline checks", GraphKernel::Auto, GraphChecks::Inline),
+        (
+            "shared, inline checks",
+            GraphKernel::Shared,
+            GraphChecks::Inline,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, kernel, checks)| {
+        let cuda = device()?
+            .with_graph_kernel(kernel)
+            .with_graph_checks(checks);
+        Some((name, cuda))
+    })
+    .collect();
     let dim = 16;
     let mut graphs = fiedler_graphs(dim);
     let shape = Clusters {
@@ -2028,34 +2058,39 @@ fn the_operator_in_shared_memory_gives_the_same_bits() {
         shared: 0.5,
         noise: 1.0,
     };
-    for rows in [230, 250] {
+    for rows in [230, 250, 480, 500] {
         let f = clustered_features(rows, dim, &shape, rows as u64);
         graphs.push((f, rows, vec![true; rows]));
     }
     let inputs = graph_inputs(&graphs, dim);
     for l2_normalize in [true, false] {
-        let a = dense.fiedler_batch(&inputs, l2_normalize).expect("dense");
-        let b = shared.fiedler_batch(&inputs, l2_normalize).expect("shared");
-        for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-            let what = format!("graph {i} ({} rows, l2 {l2_normalize})", graphs[i].1);
-            match (a, b) {
-                (Ok(a), Ok(b)) => {
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&a.signed), bits(&b.signed), "{what}: v");
-                    assert_eq!(
-                        (a.lambda2.map(f64::to_bits), a.gap.map(f64::to_bits)),
-                        (b.lambda2.map(f64::to_bits), b.gap.map(f64::to_bits)),
-                        "{what}: λ₂ and gap"
-                    );
-                    assert_eq!(
-                        a.residual.to_bits(),
-                        b.residual.to_bits(),
-                        "{what}: residual"
-                    );
-                    assert_eq!(a.iterations, b.iterations, "{what}: steps");
+        let a = dense.fiedler_batch(&inputs, l2_normalize).expect("default");
+        for (name, build) in &builds {
+            let b = build.fiedler_batch(&inputs, l2_normalize).expect(name);
+            for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                let what = format!(
+                    "{name}: graph {i} ({} rows, l2 {l2_normalize})",
+                    graphs[i].1
+                );
+                match (a, b) {
+                    (Ok(a), Ok(b)) => {
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&a.signed), bits(&b.signed), "{what}: v");
+                        assert_eq!(
+                            (a.lambda2.map(f64::to_bits), a.gap.map(f64::to_bits)),
+                            (b.lambda2.map(f64::to_bits), b.gap.map(f64::to_bits)),
+                            "{what}: λ₂ and gap"
+                        );
+                        assert_eq!(
+                            a.residual.to_bits(),
+                            b.residual.to_bits(),
+                            "{what}: residual"
+                        );
+                        assert_eq!(a.iterations, b.iterations, "{what}: steps");
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{what}"),
+                    _ => panic!("{what}: {a:?} vs {b:?}"),
                 }
-                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{what}"),
-                _ => panic!("{what}: {a:?} vs {b:?}"),
             }
         }
     }

@@ -16,7 +16,8 @@
 // vectors one after another, `work` has room for n² + 10n + 2 doubles. out[0] = the Ritz value
 // (NaN when the complement is empty), out[1] = the steps, out[2..2 + n] = the unit Ritz vector.
 KERNEL void emu_lanczos_top(const double* m, int n, const double* locked, int locked_count,
-                            unsigned long long key, double tol, double* work, double* out) {
+                            unsigned long long key, double tol, int overlap_checks, double* work,
+                            double* out) {
     __shared__ Shared sh;
     Workspace ws = {};
     ws.basis = work;
@@ -34,7 +35,8 @@ KERNEL void emu_lanczos_top(const double* m, int n, const double* locked, int lo
     for (int l = 0; l < locked_count; ++l) lk.v[l] = locked + (long long)l * n;
     double value = 0.0;
     int steps = 0;
-    const bool found = lanczos(ws, op, n, lk, key, tol, out + 2, &value, &steps, &sh);
+    const bool found =
+        lanczos(ws, op, n, lk, key, tol, overlap_checks != 0, out + 2, &value, &steps, &sh);
     if (threadIdx.x == 0) {
         out[0] = found ? value : NAN_D;
         out[1] = (double)steps;

@@ -31,7 +31,7 @@ use super::{
 pub use error::CudaError;
 use kernels::Kernels;
 use row_table::RowTable;
-pub use spectral::{BufferGraph, FiedlerStages, GraphKernel};
+pub use spectral::{BufferGraph, FiedlerStages, GraphChecks, GraphKernel};
 
 /// Threads per block of the elementwise and per-row kernels.
 const BLOCK: u32 = 256;
@@ -53,6 +53,8 @@ pub struct Cuda {
     profile: profile::Profile,
     /// Which kernels solve Fiedler graphs.
     graph_kernel: GraphKernel,
+    /// Where their Lanczos runs check convergence.
+    graph_checks: GraphChecks,
 }
 
 /// Launches `$kernel` with `$cfg` and the arguments (references that outlive the call).
@@ -236,6 +238,7 @@ impl Cuda {
             description,
             profile: profile::Profile::from_env(),
             graph_kernel: GraphKernel::from_env(),
+            graph_checks: GraphChecks::from_env(),
         })
     }
 
@@ -273,6 +276,13 @@ impl Cuda {
     /// the backend opens).
     pub fn with_graph_kernel(mut self, kernel: GraphKernel) -> Self {
         self.graph_kernel = kernel;
+        self
+    }
+
+    /// Runs the Fiedler solver's convergence checks `checks` from now on
+    /// (`FIEDLER_GRAPH_CHECKS` sets it when the backend opens).
+    pub fn with_graph_checks(mut self, checks: GraphChecks) -> Self {
+        self.graph_checks = checks;
         self
     }
 

@@ -45,9 +45,12 @@ const STAT_ROWS: usize = 4;
 const ROWS_BLOCK: u32 = 256;
 
 /// Threads per graph of `fiedler_graphs`: a thread per node (each computes one entry of a
-/// matrix–vector product), in whole warps, at least two and at most 16 warps.
-fn graph_threads(n: usize) -> u32 {
-    (n.div_ceil(32) * 32).clamp(64, 512) as u32
+/// matrix–vector product), in whole warps, and with overlapped checks a warp more, whose
+/// first thread checks convergence; at least two and at most 16 warps (past 480 nodes the
+/// checks are inline).
+fn graph_threads(n: usize, checks: GraphChecks) -> u32 {
+    let spare = usize::from(checks == GraphChecks::Overlapped);
+    ((n.div_ceil(32) + spare) * 32).clamp(64, 512) as u32
 }
 
 /// The most threads `fiedler_graphs_small` takes (its launch bounds, SMALL_GRAPH_THREADS in
@@ -59,13 +62,15 @@ const SMALL_GRAPH_THREADS: u32 = 256;
 /// `FIEDLER_GRAPH_KERNEL`; tests use [`Cuda::with_graph_kernel`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GraphKernel {
-    /// `fiedler_graphs_small` for graphs of up to 256 nodes (a register budget that lets four
-    /// blocks share an SM), `fiedler_graphs` above: the default.
+    /// `fiedler_graphs_small` for graphs of up to 256 threads (256 nodes, 224 with overlapped
+    /// checks; a register budget that lets four blocks share an SM), `fiedler_graphs` above:
+    /// the default.
     Auto,
     /// `fiedler_graphs` for every graph (`FIEDLER_GRAPH_KERNEL=general`).
     General,
     /// `fiedler_graphs_shared` where a graph's operator, packed, fits a block's shared memory
-    /// (up to 235 nodes on an H100, 197 on an A100), as `Auto` elsewhere (`FIEDLER_GRAPH_KERNEL=shared`).
+    /// (up to 235 nodes on an H100, 197 on an A100) and its threads are within the small
+    /// kernel's bound, as `Auto` elsewhere (`FIEDLER_GRAPH_KERNEL=shared`).
     /// Each Lanczos step reads the whole operator, 307 KB at 196 nodes; this keeps it on the
     /// SM, at one block per SM.
     Shared,
@@ -82,11 +87,37 @@ impl GraphKernel {
     }
 
     /// The kernel for graphs of n nodes when the operator stays in the workspace.
-    fn dense(self, n: usize) -> &'static str {
-        if graph_threads(n) <= SMALL_GRAPH_THREADS && self != Self::General {
+    fn dense(self, n: usize, checks: GraphChecks) -> &'static str {
+        if graph_threads(n, checks) <= SMALL_GRAPH_THREADS && self != Self::General {
             "fiedler_graphs_small"
         } else {
             "fiedler_graphs"
+        }
+    }
+}
+
+/// Where a Lanczos run's convergence checks run (kernels/spectral.cu's `lanczos`). A check
+/// finds the top eigenpair of the small tridiagonal matrix on one thread, a chain of
+/// divisions that at n ≈ 200 takes about as long as a step; the blocks of a launch start
+/// together and keep in step, so while they check, the memory the products stream sits idle.
+/// Both give the same bits (the checks fall on the same steps); the choice is for timing
+/// them against each other on one card (scripts/gpu-check.sh sets `FIEDLER_GRAPH_CHECKS`;
+/// tests use [`Cuda::with_graph_checks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphChecks {
+    /// On a warp of their own, beside the next step's product, which is dropped when the
+    /// check says done: the default.
+    Overlapped,
+    /// On one thread, the block waiting (`FIEDLER_GRAPH_CHECKS=inline`).
+    Inline,
+}
+
+impl GraphChecks {
+    /// From `FIEDLER_GRAPH_CHECKS` ("inline"; anything else is `Overlapped`).
+    pub fn from_env() -> Self {
+        match std::env::var("FIEDLER_GRAPH_CHECKS").as_deref() {
+            Ok("inline") => Self::Inline,
+            _ => Self::Overlapped,
         }
     }
 }
@@ -531,8 +562,11 @@ impl Cuda {
     /// The kernel that solves graphs of n nodes, and the dynamic shared memory it needs.
     fn graph_kernel_for(&self, op: &'static str, n: usize) -> Result<(&'static str, u32)> {
         const SHARED: &str = "fiedler_graphs_shared";
-        if self.graph_kernel != GraphKernel::Shared || graph_threads(n) > SMALL_GRAPH_THREADS {
-            return Ok((self.graph_kernel.dense(n), 0));
+        let dense = self.graph_kernel.dense(n, self.graph_checks);
+        if self.graph_kernel != GraphKernel::Shared
+            || graph_threads(n, self.graph_checks) > SMALL_GRAPH_THREADS
+        {
+            return Ok((dense, 0));
         }
         let f = self.kernels.get(SHARED)?;
         let attribute = |what, e| device_error(op, what, e);
@@ -546,7 +580,7 @@ impl Cuda {
         let most = (opt_in - own).max(0);
         let bytes = packed_bytes(n);
         if bytes > most as usize {
-            return Ok((self.graph_kernel.dense(n), 0));
+            return Ok((dense, 0));
         }
         // The most there is, whatever this graph needs: a limit set to each launch's size
         // could be lowered by a caller on another thread between the setting and the launch.
@@ -657,11 +691,12 @@ impl Cuda {
             let (kernel, shared_mem_bytes) = self.graph_kernel_for(op, *n)?;
             let cfg = LaunchConfig {
                 grid_dim: (int(op, range.len().min(resident))? as u32, 1, 1),
-                block_dim: (graph_threads(*n), 1, 1),
+                block_dim: (graph_threads(*n, self.graph_checks), 1, 1),
                 shared_mem_bytes,
             };
             let (first_graph, count) = (int(op, range.start)?, int(op, range.len())?);
             let all = int(op, blocks)?;
+            let overlap = i32::from(self.graph_checks == GraphChecks::Overlapped);
             launch!(
                 self,
                 kernel,
@@ -673,7 +708,8 @@ impl Cuda {
                 &count,
                 &mut signed,
                 &mut stats,
-                &all
+                &all,
+                &overlap
             )?;
         }
         clock.mark(self, op, 3)?;
@@ -784,26 +820,40 @@ mod tests {
 
     #[test]
     fn a_graph_gets_a_thread_per_node_in_whole_warps_within_bounds() {
-        assert_eq!(graph_threads(0), 64);
-        assert_eq!(graph_threads(36), 64);
-        assert_eq!(graph_threads(196), 224);
-        assert_eq!(graph_threads(577), 512);
-        assert_eq!(graph_threads(10_000), 512);
+        use GraphChecks::{Inline, Overlapped};
+        for (n, inline, overlapped) in [
+            (0, 64, 64),
+            (20, 64, 64),
+            (36, 64, 96),
+            (196, 224, 256),
+            (224, 224, 256),
+            (480, 480, 512),
+            (481, 512, 512),
+            (577, 512, 512),
+            (10_000, 512, 512),
+        ] {
+            assert_eq!(graph_threads(n, Inline), inline, "{n} nodes, inline");
+            assert_eq!(graph_threads(n, Overlapped), overlapped, "{n} nodes");
+        }
     }
 
     #[test]
-    fn graphs_up_to_256_nodes_go_to_the_small_kernel_within_its_bounds() {
-        for n in [0, 1, 36, 196, 224, 256] {
-            assert_eq!(
-                GraphKernel::Auto.dense(n),
-                "fiedler_graphs_small",
-                "{n} nodes"
-            );
-            assert_eq!(GraphKernel::General.dense(n), "fiedler_graphs", "{n} nodes");
-            assert!(graph_threads(n) <= SMALL_GRAPH_THREADS);
-        }
-        for n in [257, 577, 10_000] {
-            assert_eq!(GraphKernel::Auto.dense(n), "fiedler_graphs", "{n} nodes");
+    fn small_graphs_go_to_the_small_kernel_within_its_bounds() {
+        // Up to 256 nodes with inline checks, 224 with the checks' own warp.
+        for (checks, most) in [(GraphChecks::Inline, 256), (GraphChecks::Overlapped, 224)] {
+            for n in [0, 1, 36, 196, 224, most] {
+                assert_eq!(
+                    GraphKernel::Auto.dense(n, checks),
+                    "fiedler_graphs_small",
+                    "{n} nodes, {checks:?}"
+                );
+                assert_eq!(GraphKernel::General.dense(n, checks), "fiedler_graphs");
+                assert!(graph_threads(n, checks) <= SMALL_GRAPH_THREADS);
+            }
+            for n in [most + 1, 577, 10_000] {
+                let kernel = GraphKernel::Auto.dense(n, checks);
+                assert_eq!(kernel, "fiedler_graphs", "{n} nodes, {checks:?}");
+            }
         }
     }
 }
