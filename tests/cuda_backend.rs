@@ -1736,6 +1736,60 @@ fn bench_device_cuda_fails_cleanly_without_a_device() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// `fiedler bench --size fiedler --stages` prints, per size, where a call's time goes: the
+/// three stages' device time and the host's time before, during and after them, the stages
+/// within the host's.
+#[test]
+fn bench_stages_split_a_fiedler_call() {
+    if device().is_none() {
+        return;
+    }
+    let mut cmd = Command::new(fiedler_bin());
+    emulate_in(&mut cmd);
+    let out = cmd
+        .args(["bench", "--device", "cuda", "--size", "fiedler", "--stages"])
+        .args(["--nodes", "36", "--batch", "4", "--repeats", "1"])
+        .output()
+        .expect("fiedler runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("nodes"))
+        .unwrap_or_else(|| panic!("a header: {stdout}"));
+    for column in [
+        "rows ms",
+        "gram ms",
+        "graph ms",
+        "before ms",
+        "wait ms",
+        "after ms",
+    ] {
+        assert!(header.contains(column), "{column}: {header}");
+    }
+    let row: Vec<f64> = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("36 "))
+        .unwrap_or_else(|| panic!("a row for 36 nodes: {stdout}"))
+        .split_whitespace()
+        .map(|f| f.parse().expect("a number"))
+        .collect();
+    // nodes, graphs, ms, graphs/s, on-device graphs/s, then the six times.
+    assert_eq!(row.len(), 11, "{row:?}");
+    let (device, host) = (&row[5..8], &row[8..11]);
+    // Printed to the microsecond: the host's short parts may print as 0.
+    assert!(device.iter().all(|&ms| ms > 0.0), "{row:?}");
+    assert!(host[0] > 0.0 && host.iter().all(|&ms| ms >= 0.0), "{row:?}");
+    assert!(
+        device.iter().sum::<f64>() <= host.iter().sum::<f64>() + 0.003,
+        "{row:?}"
+    );
+}
+
 /// The device profile of `fiedler bench` (FIEDLER_CUDA_PROFILE) leaves out each batch size's
 /// warm-up trace, whose first cuBLAS calls load their kernels: one timed run of a batch of one
 /// embeds one image.
@@ -2101,8 +2155,8 @@ fn every_graph_kernel_build_gives_the_same_bits() {
 /// the NaN graph's error included. The same kernels run on the same values; the bounds are
 /// still those against the CPU, in case cuBLAS rounds differently from call to call (a row
 /// gathered wrongly would miss them by far). The timed entry (`fiedler bench --stages`)
-/// gives the same and a device time for each stage. A graph reaching past the buffer is an
-/// error of the call.
+/// gives the same, a device time for each stage and the host's time around them. A graph
+/// reaching past the buffer is an error of the call.
 #[test]
 fn fiedler_of_device_features_matches_the_host_entry() {
     let Some(cuda) = device() else { return };
@@ -2140,6 +2194,16 @@ fn fiedler_of_device_features_matches_the_host_entry() {
         }
         assert!(
             stages.rows > 0.0 && stages.gram > 0.0 && stages.graphs > 0.0,
+            "{stages:?}"
+        );
+        // The host's clock around them: each part took time, and the stages fit in the call.
+        let host = stages.before + stages.wait + stages.after;
+        assert!(
+            stages.before > 0.0 && stages.wait > 0.0 && stages.after > 0.0,
+            "{stages:?}"
+        );
+        assert!(
+            stages.rows + stages.gram + stages.graphs <= host,
             "{stages:?}"
         );
     }

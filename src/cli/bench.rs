@@ -92,9 +92,10 @@ pub struct BenchArgs {
     /// is that part (on the CPU, the reduction alone).
     #[arg(long, value_enum, ignore_case = true, default_value = "cpu")]
     device: Device,
-    /// With --size fiedler --device cuda: also the device time of each stage of the
-    /// on-device solve (rows to f64, the Gram DGEMMs, the per-graph Lanczos kernel), in ms,
-    /// medians of --repeats further calls timed with CUDA events.
+    /// With --size fiedler --device cuda: also where the on-device solve's time goes, in ms,
+    /// medians of --repeats further calls: the device time of each stage (rows to f64, the
+    /// Gram DGEMMs, the per-graph Lanczos kernel; CUDA events), and the host's wall-clock
+    /// time before the last launch, waiting for the results, and after them.
     #[arg(long)]
     stages: bool,
     #[command(flatten)]
@@ -627,7 +628,15 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
         "on-device graphs/s"
     )?;
     if args.stages {
-        out!(" {:>8} {:>8} {:>8}", "rows ms", "gram ms", "graph ms")?;
+        out!(
+            " {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
+            "rows ms",
+            "gram ms",
+            "graph ms",
+            "before ms",
+            "wait ms",
+            "after ms"
+        )?;
     }
     outln!()?;
     for n in args.nodes() {
@@ -714,10 +723,13 @@ fn run_fiedler(backend: &Opened, device: &str, args: &BenchArgs) -> anyhow::Resu
                             ms[ms.len() / 2]
                         };
                         column += &format!(
-                            " {:>8.3} {:>8.3} {:>8.3}",
+                            " {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>8.3} {:>8.3}",
                             median(|s| s.rows),
                             median(|s| s.gram),
-                            median(|s| s.graphs)
+                            median(|s| s.graphs),
+                            median(|s| s.before),
+                            median(|s| s.wait),
+                            median(|s| s.after)
                         );
                     }
                     column

@@ -14,7 +14,9 @@
 //! than a layer at a time, since a call with fewer graphs than the GPU holds blocks takes
 //! about as long as a full one.
 
+use std::cell::Cell;
 use std::ops::Range;
+use std::time::Instant;
 
 use cudarc::cublas::result::dgemm_strided_batched;
 use cudarc::cublas::sys::cublasOperation_t;
@@ -241,8 +243,8 @@ impl Layout {
     }
 }
 
-/// Device time of the three stages of one solve, in milliseconds (from events on the
-/// stream: the time the GPU spent, not the host's).
+/// Where the time of one solve goes, in milliseconds: the device time of its three stages
+/// (from events on the stream), and the host's wall-clock time around them.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct FiedlerStages {
     /// `fiedler_rows`: the f64 scaled feature rows.
@@ -251,46 +253,86 @@ pub struct FiedlerStages {
     pub gram: f32,
     /// `fiedler_graphs(_small)`: affinity, both Lanczos runs and the result.
     pub graphs: f32,
+    /// Host: from the call until the last kernel was launched (checks, layout, row
+    /// addresses, uploads, allocations, launches).
+    pub before: f32,
+    /// Host: from then until the results had landed (the stages, the copies back, the
+    /// synchronisation).
+    pub wait: f32,
+    /// Host: from then until the call returned (each graph's result assembled).
+    pub after: f32,
 }
 
-/// Timing events recorded on the stream between the stages, when a caller asks for them;
+/// Timing events recorded on the stream between the stages, and the host's clock at the
+/// call's start, the last launch and the results' landing, when a caller asks for them;
 /// otherwise nothing is recorded (and nothing waits).
-struct StageClock(Option<[CudaEvent; 4]>);
+struct StageClock(Option<Timing>);
+
+struct Timing {
+    events: [CudaEvent; 4],
+    started: Instant,
+    launched: Cell<Option<Instant>>,
+    landed: Cell<Option<Instant>>,
+}
 
 impl StageClock {
+    /// Started now when `timed`.
     fn new(cuda: &Cuda, op: &'static str, timed: bool) -> Result<Self> {
         if !timed {
             return Ok(Self(None));
         }
+        let started = Instant::now();
         let event = || {
             cuda.ctx
                 .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
                 .map_err(|e| device_error(op, "creating a timing event", e))
         };
-        Ok(Self(Some([event()?, event()?, event()?, event()?])))
+        Ok(Self(Some(Timing {
+            events: [event()?, event()?, event()?, event()?],
+            started,
+            launched: Cell::new(None),
+            landed: Cell::new(None),
+        })))
     }
 
-    /// Records boundary `i` (0: before stage 1, …, 3: after stage 3).
+    /// Records boundary `i` (0: before stage 1, …, 3: after stage 3); at 3, also the host's
+    /// clock.
     fn mark(&self, cuda: &Cuda, op: &'static str, i: usize) -> Result<()> {
-        match &self.0 {
-            Some(events) => events[i]
-                .record(&cuda.stream)
-                .map_err(|e| device_error(op, "recording a timing event", e)),
-            None => Ok(()),
+        let Some(t) = &self.0 else { return Ok(()) };
+        if i == 3 {
+            t.launched.set(Some(Instant::now()));
+        }
+        t.events[i]
+            .record(&cuda.stream)
+            .map_err(|e| device_error(op, "recording a timing event", e))
+    }
+
+    /// The results are on the host.
+    fn landed(&self) {
+        if let Some(t) = &self.0 {
+            t.landed.set(Some(Instant::now()));
         }
     }
 
-    /// The stage times, once the stream has passed the last boundary.
+    /// The times, once the stream has passed the last boundary; all zero when no stage ran.
     fn stages(&self, op: &'static str) -> Result<Option<FiedlerStages>> {
-        let Some(e) = &self.0 else { return Ok(None) };
+        let Some(t) = &self.0 else { return Ok(None) };
+        let (Some(launched), Some(landed)) = (t.launched.get(), t.landed.get()) else {
+            return Ok(Some(FiedlerStages::default()));
+        };
         let ms = |a: &CudaEvent, b: &CudaEvent| {
             a.elapsed_ms(b)
                 .map_err(|err| device_error(op, "reading a timing event", err))
         };
+        let host_ms = |from: Instant, to: Instant| (to - from).as_secs_f32() * 1e3;
+        let e = &t.events;
         Ok(Some(FiedlerStages {
             rows: ms(&e[0], &e[1])?,
             gram: ms(&e[1], &e[2])?,
             graphs: ms(&e[2], &e[3])?,
+            before: host_ms(t.started, launched),
+            wait: host_ms(launched, landed),
+            after: host_ms(landed, Instant::now()),
         }))
     }
 }
@@ -410,9 +452,16 @@ impl Cuda {
             }
             let base = self.ptr(&features);
             let source: Vec<u64> = (0..total).map(|k| row_address(base, k, dim)).collect();
-            solved = self
-                .solve(OP, dim, &source, &layout, l2_normalize, graphs.len(), false)?
-                .0;
+            let untimed = StageClock::new(self, OP, false)?;
+            solved = self.solve(
+                OP,
+                dim,
+                &source,
+                &layout,
+                l2_normalize,
+                graphs.len(),
+                &untimed,
+            )?;
         }
         // Checked on the host: no row can have been flagged non-finite.
         Ok(graphs
@@ -454,9 +503,10 @@ impl Cuda {
         Ok(self.batch_device(dim, graphs, l2_normalize, false)?.0)
     }
 
-    /// [`Cuda::fiedler_batch_device`], and the device time of each stage (for `fiedler
-    /// bench --stages`). Events on the stream time it: no more waiting than the untimed
-    /// call, which records none. All zero when no graph has a node.
+    /// [`Cuda::fiedler_batch_device`], and where its time went (for `fiedler bench
+    /// --stages`): each stage's device time, from events on the stream (no more waiting than
+    /// the untimed call, which records none), and the host's time before, during and after
+    /// them. All zero when no graph has a node.
     pub fn fiedler_batch_device_timed(
         &self,
         features: &CudaSlice<f32>,
@@ -469,7 +519,7 @@ impl Cuda {
         Ok((results, stages.unwrap_or_default()))
     }
 
-    /// Both of the above: stage times when `timed` (and there was anything to solve).
+    /// Both of the above: the times when `timed`.
     fn batch_device(
         &self,
         dim: usize,
@@ -478,6 +528,7 @@ impl Cuda {
         timed: bool,
     ) -> Result<(Vec<GraphResult>, Option<FiedlerStages>)> {
         const OP: &str = "fiedler_batch_device";
+        let clock = StageClock::new(self, OP, timed)?;
         for &(features, first, mask) in graphs {
             let rows = features.len().checked_div(dim).unwrap_or(0);
             if first
@@ -507,11 +558,17 @@ impl Cuda {
             source.extend(nodes[i].iter().map(|&r| row_address(base, first + r, dim)));
         }
         let mut solved = unsolved(graphs.len());
-        let mut stages = None;
         if !layout.order.is_empty() {
             self.bind(OP)?;
-            (solved, stages) =
-                self.solve(OP, dim, &source, &layout, l2_normalize, graphs.len(), timed)?;
+            solved = self.solve(
+                OP,
+                dim,
+                &source,
+                &layout,
+                l2_normalize,
+                graphs.len(),
+                &clock,
+            )?;
         }
         let mut out = Vec::with_capacity(graphs.len());
         for (((features, first, mask), nodes), solved) in graphs.iter().zip(&nodes).zip(solved) {
@@ -539,7 +596,7 @@ impl Cuda {
                 }
             });
         }
-        Ok((out, stages))
+        Ok((out, clock.stages(OP)?))
     }
 
     /// `src` on the host, once the copy has landed. Into the pageable memory cudarc copies
@@ -608,8 +665,8 @@ impl Cuda {
     /// Runs the three stages on the packed graphs of `layout`, whose node k is the `dim`
     /// floats at device address `source[k]` (inside a buffer the caller holds until this
     /// returns, which synchronises); returns the results by the caller's graph index, one for
-    /// each of `graphs` (`None` for graphs not in the layout), and when `timed` each stage's
-    /// device time.
+    /// each of `graphs` (`None` for graphs not in the layout). `clock` marks the stages and
+    /// the results' landing when it is timing.
     #[allow(clippy::too_many_arguments)]
     fn solve(
         &self,
@@ -619,8 +676,8 @@ impl Cuda {
         layout: &Layout,
         l2_normalize: bool,
         graphs: usize,
-        timed: bool,
-    ) -> Result<(Vec<Option<Solved>>, Option<FiedlerStages>)> {
+        clock: &StageClock,
+    ) -> Result<Vec<Option<Solved>>> {
         let blocks = layout.order.len();
         let total = layout.total();
         let dev_source = self.upload_any(op, source)?;
@@ -640,7 +697,6 @@ impl Cuda {
         };
         let mut signed = self.alloc::<f32>(op, total.max(1))?;
         let mut stats = self.alloc::<f64>(op, STAT_ROWS * blocks)?;
-        let clock = StageClock::new(self, op, timed)?;
         clock.mark(self, op, 0)?;
         let has_rows = total > 0 && dim > 0;
         if has_rows {
@@ -722,6 +778,7 @@ impl Cuda {
             .map_err(host)?;
         // The copies have landed only once the stream is done (see `host_now`).
         self.synchronize()?;
+        clock.landed();
         // The per-node flags cross only when a row was flagged: rarely, and then to name it.
         let nonfinite = if flagged[0] > 0 {
             self.host_now(op, &nonfinite.slice(..total))?
@@ -744,7 +801,7 @@ impl Cuda {
                     .and_then(|flags| flags.iter().position(|&f| f != 0)),
             });
         }
-        Ok((solved, clock.stages(op)?))
+        Ok(solved)
     }
     /// F Fᵀ of `count` graphs of `n` nodes each, into the first n² doubles of their
     /// workspaces: `rows` holds their f64 feature rows (n × dim each, one graph after the
