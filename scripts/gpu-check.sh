@@ -184,6 +184,11 @@ if [ "$mode" = check ] && [ -n "$fiedler" ]; then
     # batch the targets name: where the next speed-up is.
     step profile-clip-b64 60 env FIEDLER_CUDA_PROFILE=1 "$fiedler" bench --device cuda \
         --size vit-b16 --batch 64 --method dsmi-grad,raw-attn --repeats 1
+    # The same with TF32 products, the faster of the two at batch 64 (834 against 395 expl/s
+    # on the H200): what is left once the products shrink, and how much of the trace the
+    # device is idle (device time in all against the trace's wall time).
+    step profile-clip-tf32-b64 40 env FIEDLER_CUDA_PROFILE=1 "$fiedler" bench --device cuda \
+        --tf32 --size vit-b16 --batch 64 --method dsmi-grad --repeats 1
     # At batch 1, where per-call overhead (launches, cuBLAS calls, copies) is what is left.
     step profile-clip-b1 30 env FIEDLER_CUDA_PROFILE=1 "$fiedler" bench --device cuda \
         --size vit-b16 --batch 1 --method dsmi-grad --repeats 1
