@@ -2079,9 +2079,9 @@ fn device_lanczos_survives_a_nearly_invariant_krylov_space() {
 /// arithmetic, summed in the same order. Convergence checks inline or beside the next step
 /// (`GraphChecks`): the same checks on the same steps. On `fiedler_graphs`' sizes, normalised
 /// and raw, and at 230 nodes (near the most that fit: 235 on an H100; an A100 fits 197, so
-/// there it is solved in the workspace; with the checks' warp, 230 nodes take more threads
-/// than the shared kernel allows) and 250 (too many: solved in the workspace), and at 480 and
-/// 500 nodes (the last size with a warp for the checks, and one past it).
+/// there it is solved in the workspace) and 250 (too many: solved in the workspace), both
+/// with inline checks in every build (a warp for them would leave the small kernel), and at
+/// 480 and 500 nodes (the last size with a warp for the checks, and one past it).
 #[test]
 fn every_graph_kernel_build_gives_the_same_bits() {
     use fiedler::backend::cuda::{GraphChecks, GraphKernel};

@@ -47,12 +47,16 @@ const STAT_ROWS: usize = 4;
 const ROWS_BLOCK: u32 = 256;
 
 /// Threads per graph of `fiedler_graphs`: a thread per node (each computes one entry of a
-/// matrix–vector product), in whole warps, and with overlapped checks a warp more, whose
-/// first thread checks convergence; at least two and at most 16 warps (past 480 nodes the
-/// checks are inline).
+/// matrix–vector product), in whole warps, at least two and at most 16; with overlapped
+/// checks a warp more, whose first thread checks convergence. Not where that warp would
+/// take a graph of 225–256 nodes past the small kernel's bound (to the general kernel, a
+/// quarter of the blocks per SM), nor past 16 warps: there the checks stay inline.
 fn graph_threads(n: usize, checks: GraphChecks) -> u32 {
-    let spare = usize::from(checks == GraphChecks::Overlapped);
-    ((n.div_ceil(32) + spare) * 32).clamp(64, 512) as u32
+    let warps = n.div_ceil(32);
+    let spare = checks == GraphChecks::Overlapped
+        && warps * 32 != SMALL_GRAPH_THREADS as usize
+        && warps < 16;
+    ((warps + usize::from(spare)) * 32).clamp(64, 512) as u32
 }
 
 /// The most threads `fiedler_graphs_small` takes (its launch bounds, SMALL_GRAPH_THREADS in
@@ -64,9 +68,8 @@ const SMALL_GRAPH_THREADS: u32 = 256;
 /// `FIEDLER_GRAPH_KERNEL`; tests use [`Cuda::with_graph_kernel`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GraphKernel {
-    /// `fiedler_graphs_small` for graphs of up to 256 threads (256 nodes, 224 with overlapped
-    /// checks; a register budget that lets four blocks share an SM), `fiedler_graphs` above:
-    /// the default.
+    /// `fiedler_graphs_small` for graphs of up to 256 nodes (a register budget that lets four
+    /// blocks share an SM), `fiedler_graphs` above: the default.
     Auto,
     /// `fiedler_graphs` for every graph (`FIEDLER_GRAPH_KERNEL=general`).
     General,
@@ -884,6 +887,9 @@ mod tests {
             (36, 64, 96),
             (196, 224, 256),
             (224, 224, 256),
+            (225, 256, 256),
+            (256, 256, 256),
+            (257, 288, 320),
             (480, 480, 512),
             (481, 512, 512),
             (577, 512, 512),
@@ -895,10 +901,9 @@ mod tests {
     }
 
     #[test]
-    fn small_graphs_go_to_the_small_kernel_within_its_bounds() {
-        // Up to 256 nodes with inline checks, 224 with the checks' own warp.
-        for (checks, most) in [(GraphChecks::Inline, 256), (GraphChecks::Overlapped, 224)] {
-            for n in [0, 1, 36, 196, 224, most] {
+    fn graphs_up_to_256_nodes_go_to_the_small_kernel_within_its_bounds() {
+        for checks in [GraphChecks::Inline, GraphChecks::Overlapped] {
+            for n in [0, 1, 36, 196, 224, 225, 256] {
                 assert_eq!(
                     GraphKernel::Auto.dense(n, checks),
                     "fiedler_graphs_small",
@@ -907,7 +912,7 @@ mod tests {
                 assert_eq!(GraphKernel::General.dense(n, checks), "fiedler_graphs");
                 assert!(graph_threads(n, checks) <= SMALL_GRAPH_THREADS);
             }
-            for n in [most + 1, 577, 10_000] {
+            for n in [257, 577, 10_000] {
                 let kernel = GraphKernel::Auto.dense(n, checks);
                 assert_eq!(kernel, "fiedler_graphs", "{n} nodes, {checks:?}");
             }
