@@ -180,6 +180,13 @@ if [ "$mode" = check ] && [ -n "$fiedler" ]; then
     done' "$fiedler"
     step bench-clip-release 40 env FIEDLER_CUDA_MEMORY=release "$fiedler" bench \
         --device cuda --size vit-b16 --batch 64 --method dsmi-grad --repeats 3
+    # Downloads straight into pageable memory, as before 2026-11-28: the A/B of landing them
+    # in a page-locked buffer (the default), where the copies to the host were 4.5% of
+    # CLIP's and 17% of LXMERT's device time.
+    step bench-clip-pageable 40 env FIEDLER_CUDA_DOWNLOADS=pageable "$fiedler" bench \
+        --device cuda --size vit-b16 --batch 64 --method dsmi-grad --repeats 3
+    step bench-lxmert-pageable 40 env FIEDLER_CUDA_DOWNLOADS=pageable "$fiedler" bench \
+        --device cuda --size lxmert-base --batch 64 --method dsmi-grad --repeats 3
     # Device time per op (kernels, cuBLAS products, zero fills, copies to the host) at the
     # batch the targets name: where the next speed-up is.
     step profile-clip-b64 60 env FIEDLER_CUDA_PROFILE=1 "$fiedler" bench --device cuda \
@@ -198,8 +205,8 @@ fi
 # Criterion: per-op GPU times at ViT-B/16 batch-64 sizes, Fiedler batches of 256 graphs.
 [ "$mode" = check ] && [ -n "$cuda_bench" ] && step bench-ops 60 "$cuda_bench" --bench
 # The numbers the targets name, pulled out of the logs so that SUMMARY alone shows them:
-# Fiedler graphs/s at n = 196 (each A/B and K of the sweep), CLIP dsmi-grad at batch 64, and
-# CLIP chefer, grad-cam and partial-lrp at batch 64.
+# Fiedler graphs/s at n = 196 (each A/B and K of the sweep), CLIP and LXMERT dsmi-grad at
+# batch 64 (and their A/Bs), and CLIP chefer, grad-cam and partial-lrp at batch 64.
 [ "$mode" = check ] && {
     echo "== key numbers (Fiedler: nodes graphs ms graphs/s on-device-graphs/s [stages]; CLIP: method batch … expl/s …)"
     for log in bench-fiedler bench-fiedler-inline-checks bench-fiedler-shared \
@@ -207,7 +214,8 @@ fi
         [ -f "$logs/$log.log" ] || continue
         grep -E '^== FIEDLER_GRAPH_RESIDENT|^ +196 ' "$logs/$log.log" | sed "s/^/$log: /"
     done
-    for log in bench-clip-vit-b16 bench-clip-tf32 bench-clip-release; do
+    for log in bench-clip-vit-b16 bench-clip-tf32 bench-clip-release bench-clip-pageable \
+        bench-lxmert-base bench-lxmert-pageable; do
         [ -f "$logs/$log.log" ] || continue
         grep -E '^dsmi-grad +64 ' "$logs/$log.log" | sed "s/^/$log: /"
     done

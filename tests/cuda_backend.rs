@@ -1736,6 +1736,31 @@ fn bench_device_cuda_fails_cleanly_without_a_device() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// Downloads give the same bits through the page-locked buffer as straight into pageable
+/// memory: at its first size, growing it (4 Mi floats, then 16 Mi, then its largest), reusing
+/// it for a smaller one, and past its largest (pageable either way). Every bit pattern rides
+/// along, NaN payloads included.
+#[test]
+fn downloads_give_the_same_bits_pinned_or_pageable() {
+    use fiedler::backend::cuda::Downloads;
+
+    let Some(pinned) = device() else { return };
+    let Some(pageable) = device().map(|c| c.with_downloads(Downloads::Pageable)) else {
+        return;
+    };
+    for len in [1, 1000, (1 << 20) + 3, (1 << 22) + 1, 77, (1 << 24) + 5] {
+        let host: Vec<f32> = (0..len as u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (name, cuda) in [("pinned", &pinned), ("pageable", &pageable)] {
+            let buf = cuda.upload(&host).expect("upload");
+            let back = cuda.download(&buf).expect("download");
+            assert!(bits(&back) == bits(&host), "{name}, {len} floats");
+        }
+    }
+}
+
 /// `fiedler bench --size fiedler --stages` prints, per size, where a call's time goes: the
 /// three stages' device time and the host's time before, during and after them, the stages
 /// within the host's.

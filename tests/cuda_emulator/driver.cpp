@@ -388,6 +388,22 @@ API int cuMemFreeAsync(DevicePtr p, void*) {
     return has_pools() ? release(p) : NOT_SUPPORTED;
 }
 
+// Page-locked host memory is plain host memory here: every copy is a memcpy. Not counted
+// against the device's memory.
+API int cuMemHostAlloc(void** p, size_t bytes, unsigned) {
+    UNLESS_LOST
+    emu::Doing doing("cuMemHostAlloc");
+    if (!p) return INVALID_VALUE;
+    *p = std::malloc(bytes == 0 ? 1 : bytes);
+    return *p ? SUCCESS : OUT_OF_MEMORY;
+}
+
+// Also after the context is lost: cudarc frees its pinned buffers when they are dropped.
+API int cuMemFreeHost(void* p) {
+    std::free(p);
+    return SUCCESS;
+}
+
 API int cuMemGetInfo_v2(size_t* free, size_t* total) {
     UNLESS_LOST
     *free = total_memory() - emu::allocated();

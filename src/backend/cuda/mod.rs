@@ -32,6 +32,8 @@ pub use error::CudaError;
 use kernels::Kernels;
 use row_table::RowTable;
 pub use spectral::{BufferGraph, FiedlerStages, GraphChecks, GraphKernel};
+pub use staging::Downloads;
+use staging::Staging;
 
 /// Threads per block of the elementwise and per-row kernels.
 const BLOCK: u32 = 256;
@@ -55,6 +57,8 @@ pub struct Cuda {
     graph_kernel: GraphKernel,
     /// Where their Lanczos runs check convergence.
     graph_checks: GraphChecks,
+    /// The page-locked buffer downloads land in.
+    staging: Mutex<Staging>,
 }
 
 /// Launches `$kernel` with `$cfg` and the arguments (references that outlive the call).
@@ -79,6 +83,7 @@ mod graph_rows;
 mod profile;
 mod row_table;
 mod spectral;
+mod staging;
 
 fn device_error(op: &'static str, what: &str, e: DriverError) -> BackendError {
     let message = format!("{what} failed: {e}");
@@ -239,6 +244,7 @@ impl Cuda {
             profile: profile::Profile::from_env(),
             graph_kernel: GraphKernel::from_env(),
             graph_checks: GraphChecks::from_env(),
+            staging: Mutex::new(Staging::new(Downloads::from_env())),
         })
     }
 
@@ -284,6 +290,22 @@ impl Cuda {
     pub fn with_graph_checks(mut self, checks: GraphChecks) -> Self {
         self.graph_checks = checks;
         self
+    }
+
+    /// Brings downloads to the host `downloads` from now on (`FIEDLER_CUDA_DOWNLOADS` sets it
+    /// when the backend opens).
+    pub fn with_downloads(self, downloads: Downloads) -> Self {
+        Self {
+            staging: Mutex::new(Staging::new(downloads)),
+            ..self
+        }
+    }
+
+    /// `copy`, profiled as a download.
+    fn download_span<T>(&self, copy: impl FnOnce() -> Result<T>) -> Result<T> {
+        let kind = profile::Kind::ToHost;
+        self.profile
+            .span(&self.ctx, &self.stream, kind, "download", copy)
     }
 
     /// Waits for every enqueued op (for timing).
@@ -517,20 +539,20 @@ impl Backend for Cuda {
         if buf.is_empty() {
             return Ok(Vec::new());
         }
-        let host = self.profile.span(
-            &self.ctx,
-            &self.stream,
-            profile::Kind::ToHost,
-            "download",
-            || {
-                self.stream
-                    .clone_dtoh(buf)
-                    .map_err(|e| device_error("download", "device-to-host copy", e))
-            },
-        )?;
-        // Also where a kernel's asynchronous failure (e.g. an illegal address) surfaces.
+        let err = |e| device_error("download", "device-to-host copy", e);
+        let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pinned) = staging.fit(&self.ctx, buf.len()) else {
+            let host = self.download_span(|| self.stream.clone_dtoh(buf).map_err(err))?;
+            // Also where a kernel's asynchronous failure (e.g. an illegal address) surfaces.
+            self.synchronize()?;
+            return Ok(host);
+        };
+        // A copy fills its whole destination: the part this download needs. Asynchronous,
+        // into page-locked memory: the synchronisation lands it.
+        let landing = &mut pinned.as_mut_slice().map_err(err)?[..buf.len()];
+        self.download_span(|| self.stream.memcpy_dtoh(buf, landing).map_err(err))?;
         self.synchronize()?;
-        Ok(host)
+        Ok(landing.to_vec())
     }
 
     fn move_to_host(&self, buf: CudaSlice<f32>) -> Result<Vec<f32>> {
