@@ -33,12 +33,11 @@ impl Opened {
     /// The dense products' precision, as opened with `asked`: "f32", or "tf32" on a GPU (a
     /// CPU that `--device auto` fell back to computes in f32 whatever was asked).
     pub fn precision(&self, asked: Precision) -> &'static str {
-        match self {
-            Opened::Cpu(_) => "f32",
-            #[cfg(feature = "cuda")]
-            Opened::Cuda(_) if asked.tf32 => "tf32",
-            #[cfg(feature = "cuda")]
-            Opened::Cuda(_) => "f32",
+        let on_gpu = !matches!(self, Opened::Cpu(_));
+        if on_gpu && asked.tf32 {
+            "tf32"
+        } else {
+            "f32"
         }
     }
 }
