@@ -2,9 +2,14 @@
 // and their gradients) run in cuBLAS. One warp per row of [batch, heads, queries, keys].
 #include "common.cuh"
 
+// Keys per lane that softmax_fwd holds in registers: rows of up to 32 · SOFTMAX_HELD keys
+// are read and written once (ViT-B/16's 197 keys, 7 a lane); longer rows take three passes.
+#define SOFTMAX_HELD 8
+
 // In place over the scaled scores: probabilities with masked entries exactly 0. Query i of
 // sample b sees key j unless causal && j > i or key_mask[b·keys + j] == 0 (when has_mask).
-// A row that sees no key stays all zero rather than 0/0, as on the CPU.
+// A row that sees no key stays all zero rather than 0/0, as on the CPU. Both paths do the
+// same arithmetic in the same order (lane by lane, j = lane, lane + 32, …): the same bits.
 KERNEL void softmax_fwd(float* p, const unsigned char* key_mask, int rows, int heads,
                         int queries, int keys, int causal, int has_mask) {
     const int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -15,6 +20,33 @@ KERNEL void softmax_fwd(float* p, const unsigned char* key_mask, int rows, int h
     float* pr = p + (long long)row * keys;
     const unsigned char* mr = key_mask + (long long)b * keys;
     float m = NEG_INF_F;
+    if (keys <= 32 * SOFTMAX_HELD) {
+        float held[SOFTMAX_HELD];
+        unsigned seen = 0;  // bit t: key lane + 32·t is seen
+#pragma unroll
+        for (int t = 0; t < SOFTMAX_HELD; ++t) {
+            const int j = lane + 32 * t;
+            held[t] = j < keys ? pr[j] : 0.0f;
+            if (j < keys && !(causal && j > i) && (!has_mask || mr[j])) {
+                seen |= 1u << t;
+                m = fmaxf(m, held[t]);
+            }
+        }
+        m = __shfl_sync(FULL_MASK, warp_max(m), 0);
+        float s = 0.0f;
+#pragma unroll
+        for (int t = 0; t < SOFTMAX_HELD; ++t) {
+            held[t] = (seen >> t) & 1u ? expf(held[t] - m) : 0.0f;
+            s += held[t];
+        }
+        s = __shfl_sync(FULL_MASK, warp_sum(s), 0);
+#pragma unroll
+        for (int t = 0; t < SOFTMAX_HELD; ++t) {
+            const int j = lane + 32 * t;
+            if (j < keys) pr[j] = s > 0.0f ? held[t] / s : held[t];
+        }
+        return;
+    }
     for (int j = lane; j < keys; j += 32) {
         const bool seen = !(causal && j > i) && (!has_mask || mr[j]);
         if (seen) m = fmaxf(m, pr[j]);

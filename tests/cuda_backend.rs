@@ -452,7 +452,8 @@ fn linear_and_its_backward_match_cpu() {
 
 /// Shapes that reach every branch: one key, odd head widths, keys beyond one warp's 32
 /// lanes, causal masks, prefix padding, padding in mid-sequence, a query row that sees no
-/// key at all (its probabilities stay 0), and cross-attention with queries ≠ keys.
+/// key at all (its probabilities stay 0), cross-attention with queries ≠ keys, and rows
+/// longer than the softmax holds in registers (256 keys).
 fn attention_shapes() -> Vec<(&'static str, AttentionShape)> {
     let plain = AttentionShape::self_attention;
     let mut causal_padded = AttentionShape {
@@ -486,6 +487,8 @@ fn attention_shapes() -> Vec<(&'static str, AttentionShape)> {
                 key_mask: Some((0..3 * 36).map(|i| i % 36 < 30 || i < 36).collect()),
             },
         ),
+        ("256 keys, held in registers", plain(1, 2, 256, 4)),
+        ("257 keys, past them", plain(1, 2, 257, 4)),
     ]
 }
 
