@@ -1764,6 +1764,25 @@ fn downloads_give_the_same_bits_pinned_or_pageable() {
     }
 }
 
+/// What `fiedler bench --device cuda --repeats 1 ARGS` prints (with `env` set), on a GPU or
+/// the emulator, once it has succeeded.
+fn bench_on_cuda(args: &[&str], env: Option<(&str, &str)>) -> String {
+    let mut cmd = Command::new(fiedler_bin());
+    emulate_in(&mut cmd);
+    cmd.args(["bench", "--device", "cuda", "--repeats", "1"])
+        .args(args);
+    if let Some((key, value)) = env {
+        cmd.env(key, value);
+    }
+    let out = cmd.output().expect("fiedler runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `fiedler bench --size fiedler --stages` prints, per size, where a call's time goes: the
 /// three stages' device time and the host's time before, during and after them, the stages
 /// within the host's.
@@ -1772,18 +1791,11 @@ fn bench_stages_split_a_fiedler_call() {
     if device().is_none() {
         return;
     }
-    let mut cmd = Command::new(fiedler_bin());
-    emulate_in(&mut cmd);
-    let out = cmd
-        .args(["bench", "--device", "cuda", "--size", "fiedler", "--stages"])
-        .args(["--nodes", "36", "--batch", "4", "--repeats", "1"])
-        .output()
-        .expect("fiedler runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = bench_on_cuda(
+        &[
+            "--size", "fiedler", "--stages", "--nodes", "36", "--batch", "4",
+        ],
+        None,
     );
     let header = stdout
         .lines()
@@ -1826,21 +1838,9 @@ fn bench_device_profile_counts_the_timed_runs_only() {
     if device().is_none() {
         return;
     }
-    let mut cmd = Command::new(fiedler_bin());
-    emulate_in(&mut cmd);
-    let out = cmd
-        .env("FIEDLER_CUDA_PROFILE", "1")
-        .args([
-            "bench", "--device", "cuda", "--size", "vit-b32", "--batch", "1",
-        ])
-        .args(["--method", "raw-attn", "--repeats", "1"])
-        .output()
-        .expect("fiedler runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = bench_on_cuda(
+        &["--size", "vit-b32", "--batch", "1", "--method", "raw-attn"],
+        Some(("FIEDLER_CUDA_PROFILE", "1")),
     );
     let calls = |op: &str| {
         stdout.lines().find_map(|line| {
