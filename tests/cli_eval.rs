@@ -1163,6 +1163,27 @@ fn inputs_for_another_family_are_refused() {
     assert!(!dir.join("c.jsonl").exists() && !dir.join("v.jsonl").exists());
 }
 
+/// A features file of one image given as `--features` is refused as such, not scanned as an
+/// obj36 TSV whose "ids" would be its raw bytes.
+#[test]
+fn a_features_file_is_not_read_as_a_tsv() {
+    let dir = scratch("features-file");
+    let mut args = lxmert_args(&dir.join("results.jsonl"), "4");
+    let at = args.iter().position(|a| a == "--features").unwrap();
+    let file = fixtures().join("lxmert/regions_synth_000001.safetensors");
+    args[at + 1] = s(&file);
+    let out = fiedler().args(&args).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a file here is an obj36 TSV, named .tsv;")
+            && stderr(&out).contains("give their folder"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("it holds"), "{}", stderr(&out));
+    assert!(!dir.join("results.jsonl").exists());
+}
+
 /// `--results` naming a file that is not a results file (an official VQA questions JSON, on
 /// one line) is refused, and the file left as it was: it is not taken for a results file
 /// with a torn last line and cut.

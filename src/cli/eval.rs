@@ -25,7 +25,7 @@ use fiedler::eval::runner::{
 use fiedler::eval::sampling::python_shuffled_prefix;
 use fiedler::eval::{check_vocabulary, EvalError};
 use fiedler::explain::{Explanation, Method, MethodOptions};
-use fiedler::input::regions::{read_features_file, Obj36Index, Regions};
+use fiedler::input::regions::{is_obj36_tsv, read_features_file, Obj36Index, Regions};
 use fiedler::linalg::{GraphOptions, Solver};
 use fiedler::model::config::read_family;
 use fiedler::model::weights::Weights;
@@ -124,8 +124,8 @@ struct RunArgs {
     /// ViLT: folder of images, found by --file-pattern.
     #[arg(long)]
     images: Option<PathBuf>,
-    /// LXMERT: an obj36 TSV of region features, or a folder of features files (safetensors
-    /// `features`, `boxes`) found by --file-pattern.
+    /// LXMERT: an obj36 TSV of region features (named .tsv), or a folder of features files
+    /// (safetensors `features`, `boxes`) found by --file-pattern.
     #[arg(long)]
     features: Option<PathBuf>,
     /// File name in --images or a --features folder, or image id in a --features TSV; `{id}`
@@ -483,6 +483,20 @@ fn patterns(
     Ok(files)
 }
 
+/// Refuses a `--features` file that is not an obj36 TSV (named .tsv, as `explain --regions`
+/// tells them apart): read as one, a features file of one image (safetensors) would be
+/// scanned for image ids, and its bytes named as such.
+fn check_tsv(features: &Path) -> anyhow::Result<()> {
+    if features.is_file() && !is_obj36_tsv(features) {
+        bail!(
+            "--features {}: a file here is an obj36 TSV, named .tsv; for features files \
+             (safetensors, one image each) give their folder, with --file-pattern to find them",
+            features.display()
+        );
+    }
+    Ok(())
+}
+
 /// Refuses inputs and options meant for another model family, rather than ignoring them, and
 /// a CLIP run without its caption set.
 fn check_family_options(
@@ -825,6 +839,7 @@ impl Run<'_> {
             let files = patterns(args, features, &["{id}.safetensors"], self.questions)?;
             Features::Folder(files)
         } else {
+            check_tsv(features)?;
             let defaults = ["{id}", "COCO_val2014_{id:012}"];
             let ids = patterns(args, features, &defaults, self.questions)?;
             Features::Tsv {
