@@ -1184,6 +1184,27 @@ fn a_features_file_is_not_read_as_a_tsv() {
     assert!(!dir.join("results.jsonl").exists());
 }
 
+/// An `--images` that is a file, or no folder at all, is named as such, not through the
+/// image paths the patterns would make of it ("FILE/coco_1.jpg").
+#[test]
+fn images_must_be_a_folder() {
+    let dir = scratch("images-file");
+    let image = fixtures().join("images/catdog.png");
+    for (images, needle) in [
+        (image.clone(), "is a file: give the folder of images"),
+        (dir.join("nowhere"), "nowhere: no such folder"),
+    ] {
+        let mut args = vilt_args(&dir.join("results.jsonl"));
+        let at = args.iter().position(|a| a == "--images").unwrap();
+        args[at + 1] = s(&images);
+        let out = fiedler().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("tried"), "{}", stderr(&out));
+    }
+    assert!(!dir.join("results.jsonl").exists());
+}
+
 /// `--results` naming a file that is not a results file (an official VQA questions JSON, on
 /// one line) is refused, and the file left as it was: it is not taken for a results file
 /// with a torn last line and cut.

@@ -483,6 +483,21 @@ fn patterns(
     Ok(files)
 }
 
+/// Refuses an `--images` that is not a folder: the patterns would be joined to a file's path
+/// or a missing folder's, and the error would name those joined paths alone.
+fn check_images_folder(images: &Path) -> anyhow::Result<()> {
+    if images.is_dir() {
+        return Ok(());
+    }
+    match images.exists() {
+        true => bail!(
+            "--images {} is a file: give the folder of images, with --file-pattern to find them",
+            images.display()
+        ),
+        false => bail!("--images {}: no such folder", images.display()),
+    }
+}
+
 /// Refuses a `--features` file that is not an obj36 TSV (named .tsv, as `explain --regions`
 /// tells them apart): read as one, a features file of one image (safetensors) would be
 /// scanned for image ids, and its bytes named as such.
@@ -817,6 +832,7 @@ impl Run<'_> {
         let Some(images) = &self.args.images else {
             bail!("ViLT reads images: give --images DIR");
         };
+        check_images_folder(images)?;
         let defaults = ["COCO_val2014_{id:012}.jpg", "{id}.jpg", "{id}.png"];
         let files = patterns(self.args, images, &defaults, self.questions)?;
         check_any_found(self.questions, |q| files.find(&q.image_id).map(drop))?;
