@@ -2115,3 +2115,50 @@ fn bad_images_and_lines_are_named_by_their_line_before_the_work() {
         assert!(stderr(&run).contains(expected), "{}", stderr(&run));
     }
 }
+
+/// A --pairs line that is JSON but not an object is refused, named by its line: a list is not
+/// read as a pair by position (serde would take `[IMAGE, TEXT]` for one), and a string or a
+/// number is not answered with the reader's type name.
+#[test]
+fn pairs_lines_that_are_not_objects_are_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = scratch("not-objects");
+    let list = out.join("pairs.jsonl");
+    let image = root.join("examples/images/shapes-1.png");
+    let regions = root.join("examples/regions/shapes-1.safetensors");
+    for (model, line, kind) in [
+        (
+            "vilt-synth",
+            serde_json::json!([s(&image), "what color?"]),
+            "a list",
+        ),
+        ("vilt-synth", serde_json::json!("what color?"), "a string"),
+        ("lxmert-synth", serde_json::json!(42), "a number"),
+        (
+            "lxmert-synth",
+            serde_json::json!([s(&regions), "x", null, null, "what color?"]),
+            "a list",
+        ),
+    ] {
+        std::fs::write(&list, format!("{line}\n")).unwrap();
+        let model = root.join("models").join(model);
+        let run = fiedler(&[
+            "explain",
+            "--model",
+            s(&model),
+            "--pairs",
+            s(&list),
+            "--out",
+            s(&out.join("out")),
+        ]);
+        let message = stderr(&run);
+        assert_eq!(run.status.code(), Some(1), "{message}");
+        assert!(
+            message.contains("pairs.jsonl:1: expected {")
+                && message.contains(&format!("the line is {kind}, not a JSON object")),
+            "{message}"
+        );
+        assert!(!message.contains("struct"), "{message}");
+        assert!(!out.join("out/explanations.json").exists());
+    }
+}

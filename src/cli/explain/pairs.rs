@@ -133,6 +133,11 @@ impl PairsFile {
                 let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
                     anyhow::anyhow!("{at}: expected {expected}{hint}: {}", line_error(&e))
                 })?;
+                // serde reads a struct from a list too, by position: refused here, with any
+                // other value that is not an object.
+                if let Some(kind) = not_an_object(&value) {
+                    bail!("{at}: expected {expected}{hint}: the line is {kind}, not a JSON object");
+                }
                 let object = value.as_object();
                 let near: Vec<(&String, &str)> = object
                     .into_iter()
@@ -182,6 +187,19 @@ impl PairsFile {
             );
         }
         Ok(samples)
+    }
+}
+
+/// What a --pairs line's JSON value is, where it is not an object.
+fn not_an_object(value: &serde_json::Value) -> Option<&'static str> {
+    use serde_json::Value;
+    match value {
+        Value::Object(_) => None,
+        Value::Array(_) => Some("a list"),
+        Value::String(_) => Some("a string"),
+        Value::Number(_) => Some("a number"),
+        Value::Bool(_) => Some("true or false"),
+        Value::Null => Some("null"),
     }
 }
 
