@@ -993,6 +993,34 @@ fn chance_rows_run_beside_the_methods_unless_left_out() {
     assert_eq!(chance(&cut), chance(&with));
 }
 
+/// `--against` reads a method's name as `--methods` does (any case, `_` for `-`, the seed's
+/// keys), and chance in any case: the report and the summary compare with it by its name.
+#[test]
+fn against_reads_method_names_as_methods_does() {
+    let dir = scratch("against-names");
+    let results = raw_attn_run(&dir, "run", "2", &[]);
+    for (against, name) in [
+        ("RAW_ATTN", "raw-attn"),
+        ("Raw-Attn", "raw-attn"),
+        ("Chance", "chance"),
+    ] {
+        let report = run(&["eval", "report", &s(&results), "--against", against]);
+        assert!(report.status.success(), "{against}: {}", stderr(&report));
+        let md = std::fs::read_to_string(results.with_file_name("report.md")).unwrap();
+        assert!(
+            md.contains(&format!("## Against {name}")),
+            "{against}: {md}"
+        );
+        let summary = run(&["eval", "summary", &s(&results), "--against", against]);
+        assert!(summary.status.success(), "{against}: {}", stderr(&summary));
+        let table = String::from_utf8_lossy(&summary.stdout);
+        assert!(
+            table.contains(&format!("better / worse than {name}'s")),
+            "{against}: {table}"
+        );
+    }
+}
+
 /// `--seed` draws the chance orders: over every question (so the seed picks no subset), two
 /// seeds give the methods' records unchanged and chance's different, and the same seed again
 /// gives the same ones.

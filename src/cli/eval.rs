@@ -62,7 +62,7 @@ struct SummaryArgs {
     #[arg(required = true)]
     results: Vec<PathBuf>,
     /// Mark each AUC against this method's (or chance's), sample by sample.
-    #[arg(long, default_value = "chance")]
+    #[arg(long, default_value = "chance", value_parser = against_name)]
     against: String,
 }
 
@@ -77,7 +77,7 @@ struct ReportArgs {
     out: Option<PathBuf>,
     /// Compare each method with this one (or chance), sample by sample: the "Against" table.
     /// The report is written over the run's own unless --out puts it elsewhere.
-    #[arg(long, default_value = "chance")]
+    #[arg(long, default_value = "chance", value_parser = against_name)]
     against: String,
 }
 
@@ -256,6 +256,18 @@ fn report(results: &Path, out: Option<&Path>, against: &str) -> anyhow::Result<(
         results,
         out,
     )
+}
+
+/// An `--against` as results files name it: chance, or a method however `--methods` reads it
+/// (any case, `_` for `-`, the seed's keys). Another name is kept as given, for
+/// `check_against` to refuse with the methods the file has.
+fn against_name(arg: &str) -> Result<String, String> {
+    if arg.trim().eq_ignore_ascii_case(CHANCE) {
+        return Ok(CHANCE.to_owned());
+    }
+    Ok(arg
+        .parse::<Method>()
+        .map_or_else(|_| arg.to_owned(), |m| m.name().to_owned()))
 }
 
 /// Refuses an `--against` method that `read` (of `results`) has no perturbation records of.
