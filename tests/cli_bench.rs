@@ -30,6 +30,10 @@ fn arguments_that_cannot_be_measured_are_refused_first() {
             "--nodes 1: a graph needs at least 2",
         ),
         (
+            &["--size", "fiedler", "--nodes", "0"],
+            "--nodes 0: a graph needs at least 2",
+        ),
+        (
             &["--size", "fiedler", "--method", "dsmi"],
             "--method is not read by this measurement",
         ),

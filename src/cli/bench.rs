@@ -84,7 +84,7 @@ pub struct BenchArgs {
     eval_samples: Option<usize>,
     /// Graph sizes for --size fiedler, comma-separated, each at least 2 (a graph of one
     /// node has no Fiedler vector to find) [default: 36,196,577].
-    #[arg(long, value_delimiter = ',', value_parser = positive, allow_negative_numbers = true)]
+    #[arg(long, value_delimiter = ',', value_parser = node_count, allow_negative_numbers = true)]
     nodes: Option<Vec<usize>>,
     /// Where to compute: cpu, cuda or auto. The trace time includes moving the trace to
     /// host memory, where the methods run, reduced first to what they read (head means and
@@ -183,6 +183,17 @@ fn median_seconds(
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
+}
+
+/// clap's parser of a `--nodes` size: a whole number, which `run` requires to be at least 2
+/// (`positive` would call 1 valid, and `run` refuse it).
+fn node_count(arg: &str) -> Result<usize, String> {
+    arg.trim()
+        .parse::<usize>()
+        .map_err(|e| match arg.trim().starts_with('-') {
+            true => "a graph needs at least 2 nodes to have a Fiedler vector".into(),
+            false => e.to_string(),
+        })
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
