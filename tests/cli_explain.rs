@@ -1195,7 +1195,7 @@ fn lxmert_images_are_read_before_the_work() {
 }
 
 /// A negative count is read as the number it is and refused as such, not taken for an
-/// unknown option.
+/// unknown option; a negative or zero count says what it must be, as --batch does.
 #[test]
 fn negative_counts_are_refused_as_numbers() {
     for (args, says) in [
@@ -1205,11 +1205,19 @@ fn negative_counts_are_refused_as_numbers() {
         ),
         (
             &["synth", "--out", "x", "--images", "-2"][..],
-            "invalid value '-2' for '--images <IMAGES>'",
+            "invalid value '-2' for '--images <IMAGES>': must be at least 1",
         ),
         (
             &["eval", "--samples", "-3"][..],
-            "invalid value '-3' for '--samples <SAMPLES>'",
+            "invalid value '-3' for '--samples <SAMPLES>': must be at least 1",
+        ),
+        (
+            &["eval", "--samples", "0"],
+            "invalid value '0' for '--samples <SAMPLES>': must be at least 1",
+        ),
+        (
+            &["synth", "--out", "x", "--images", "0"],
+            "invalid value '0' for '--images <IMAGES>': must be at least 1",
         ),
     ] {
         let run = fiedler(args);

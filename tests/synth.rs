@@ -103,11 +103,15 @@ fn same_seed_same_bytes() {
 #[test]
 fn image_counts_out_of_range_are_refused_before_anything_is_written() {
     let too_many = (fiedler::synth::MAX_IMAGES + 1).to_string();
-    for (images, says) in [("0", "at least 1"), (too_many.as_str(), "at most 1000000")] {
+    // 0 is refused as the arguments are read (status 2), as every count is.
+    for (images, code, says) in [
+        ("0", 2, "must be at least 1"),
+        (too_many.as_str(), 1, "at most 1000000"),
+    ] {
         let dir = scratch(&format!("count-{images}"));
         let out = synth(&dir, &["--images", images]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "--images {images}: {stderr}");
+        assert_eq!(out.status.code(), Some(code), "--images {images}: {stderr}");
         assert!(stderr.contains(says), "--images {images}: {stderr}");
         assert!(!dir.exists(), "--images {images} created {}", dir.display());
     }

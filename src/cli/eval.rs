@@ -173,7 +173,7 @@ struct RunArgs {
     steps: Option<Vec<f64>>,
     /// Evaluate this many questions: the first N of Python's random.shuffle of the question
     /// indices after random.seed(SEED), as the reference picks them. Default: all.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
     samples: Option<usize>,
     /// Seed of the sample order (the reference's is 1234), and of the chance rows' random
     /// orders.
@@ -577,7 +577,6 @@ fn check_family_options(
 /// note) or is not given. `what`: the dataset's items ("question").
 fn sample_count(args: &RunArgs, available: usize, what: &str) -> anyhow::Result<usize> {
     match args.samples {
-        Some(0) => bail!("--samples 0: nothing to evaluate"),
         Some(n) if n > available => {
             eprintln!(
                 "note: --samples {n}: the dataset has {}; evaluating all {available}",

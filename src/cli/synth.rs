@@ -6,7 +6,7 @@ use clap::Args;
 use fiedler::synth;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::counted;
+use crate::cli::{counted, positive};
 
 #[derive(Args)]
 pub struct SynthArgs {
@@ -14,7 +14,7 @@ pub struct SynthArgs {
     #[arg(long)]
     out: PathBuf,
     /// Number of images (each gets up to 5 questions).
-    #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 100, value_parser = positive, allow_negative_numbers = true)]
     images: usize,
     /// Random seed: the same seed writes byte-identical files.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
