@@ -501,3 +501,22 @@ fn a_set_cut_short_over_an_earlier_one_leaves_no_json() {
     assert!(files.iter().all(|f| dir.join(f).is_file()));
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// An `--out` that is a file is refused as such, and the file left as it was (it said
+/// "cannot write FILE/images: Not a directory").
+#[test]
+fn an_out_that_is_a_file_is_refused() {
+    let dir = scratch("out-file");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("set");
+    fs::write(&file, "mine").unwrap();
+    let out = synth(&file, &["--images", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is a file; give a folder for the set"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "mine");
+    fs::remove_dir_all(dir).unwrap();
+}

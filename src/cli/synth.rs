@@ -22,6 +22,7 @@ pub struct SynthArgs {
 }
 
 pub fn run(args: SynthArgs) -> anyhow::Result<()> {
+    super::check_out_folder(&args.out, "the set")?;
     let bar = ProgressBar::new(args.images as u64);
     bar.set_style(
         ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} images ({eta})")
