@@ -334,9 +334,9 @@ fn exif_orientation_is_warned_about_once() {
     );
 }
 
-/// An --out that cannot be a folder fails before any work (nothing printed), and the files
-/// are written before the terminal summary, so a reader that stops early (`| head`) still
-/// gets them.
+/// An --out that cannot be a folder fails before any work (nothing printed); a run that fails
+/// before it has anything to write leaves no folder it made; and the files are written before
+/// the terminal summary, so a reader that stops early (`| head`) still gets them.
 #[test]
 fn output_folder_is_checked_first_and_written_before_the_summary() {
     let dir = scratch("out-order");
@@ -402,6 +402,31 @@ fn output_folder_is_checked_first_and_written_before_the_summary() {
     );
     assert!(!busy.join("explanations.json").exists());
     drop(lock);
+
+    // A run that fails before it has anything to write removes the folders it made, and
+    // leaves one that was there as it was.
+    let typo = |out: &Path| {
+        let mut args = args(out);
+        args[4] = s(&dir.join("no-such.png")).to_owned();
+        Command::new(env!("CARGO_BIN_EXE_fiedler"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let made = dir.join("made");
+    let run = typo(&made.join("deeper"));
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr(&run).contains("no-such.png not found"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(!made.exists(), "{} is left", made.display());
+    let there = dir.join("there");
+    std::fs::create_dir_all(&there).unwrap();
+    std::fs::write(there.join("notes.txt"), "kept").unwrap();
+    assert_eq!(typo(&there).status.code(), Some(1));
+    assert!(there.join("notes.txt").is_file());
 
     // stdout closed before the first line: the process ends at its first print
     let out = dir.join("out");

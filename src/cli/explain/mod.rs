@@ -13,7 +13,6 @@ mod run_record;
 mod target;
 mod terminal;
 
-use std::fs;
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -37,7 +36,7 @@ use fiedler::session::{
 };
 use outputs::{
     decoded, display_images, earlier_run, lock_output_folder, remove_earlier_outputs,
-    write_outputs, Displayed, Drawing, KEPT_DISPLAY_BYTES,
+    write_outputs, Displayed, Drawing, OutputFolder, KEPT_DISPLAY_BYTES,
 };
 use pairs::{at_pairs_line, region_requests, requests, whence_of_images, PairsFile, Whence};
 use run_record::RunRecord;
@@ -96,7 +95,8 @@ pub struct ExplainArgs {
     /// Folder for the overlay PNGs, comparison sheets, index.html and explanations.json. An
     /// earlier run's files of these names in it are removed before the new ones are written;
     /// other files are left alone. A run locks the folder (.fiedler-explain.lock, left as the
-    /// mark of a folder explain writes): a second run into it at once is refused.
+    /// mark of a folder explain writes): a second run into it at once is refused. A run that
+    /// fails before it has anything to write removes the folder if it made it.
     #[arg(long, default_value = "fiedler-out")]
     out: PathBuf,
     /// Write explanations.json and index.html only, without the overlay PNGs and comparison
@@ -366,11 +366,11 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     check_applies(&args, family, &methods)?;
     // Before the work: an --out that cannot be a folder fails now, not after it.
     super::check_out_folder(&args.out, "the outputs")?;
-    fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create output folder {}", args.out.display()))?;
+    let mut folder = OutputFolder::make(&args.out)?;
     // Before this run's lock is made: whether an earlier run wrote here.
     let earlier = earlier_run(&args.out);
-    let _writing = lock_output_folder(&args.out)?;
+    // Not this run's to clear when another holds it (made by both at once).
+    let _writing = lock_output_folder(&args.out).inspect_err(|_| folder.keep())?;
     let input = Input {
         model_dir: &model_dir,
         pairs: pairs.as_ref(),
@@ -381,6 +381,7 @@ pub fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let (samples, displayed) = with_backend!(backend, be => {
         explain_on(be, family, &input, &args, progress)?
     });
+    folder.keep();
     bar.finish();
     run.done(samples.len(), started.elapsed().as_secs_f64());
 

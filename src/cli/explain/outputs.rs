@@ -87,6 +87,58 @@ pub(super) fn lock_output_folder(out: &Path) -> anyhow::Result<fs::File> {
     }
 }
 
+/// The output folder, made for this run where it did not exist: a run that fails before it
+/// has anything to write (a mistyped image, a model that does not load) removes what it made,
+/// the lock file and the folders, rather than leave an empty `fiedler-out/` behind. A folder
+/// that was there before is left as it is.
+pub(super) struct OutputFolder {
+    /// The lock file, then the folders this run made, innermost first.
+    made: Vec<PathBuf>,
+    kept: bool,
+}
+
+impl OutputFolder {
+    /// Makes `out` (and any missing parent); the lock file is `out`'s part of the mess to
+    /// clear, when the run made `out`.
+    pub fn make(out: &Path) -> anyhow::Result<Self> {
+        let made: Vec<PathBuf> = out
+            .ancestors()
+            .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        fs::create_dir_all(out)
+            .with_context(|| format!("cannot create output folder {}", out.display()))?;
+        let lock = (!made.is_empty()).then(|| out.join(LOCK_FILE));
+        Ok(Self {
+            made: lock.into_iter().chain(made).collect(),
+            kept: false,
+        })
+    }
+
+    /// The run has outputs to write: the folder stays, whatever happens next.
+    pub fn keep(&mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for OutputFolder {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let mut made = self.made.iter();
+        if let Some(lock) = made.next() {
+            // Best effort: a folder something else wrote into meanwhile is not empty, and stays.
+            let _ = fs::remove_file(lock);
+            for dir in made {
+                if fs::remove_dir(dir).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// How many bytes of display images the check before the work keeps for the drawing; the
 /// images past them are decoded again when drawn, so that a run over thousands of images holds
 /// a bounded amount (an image drawn at 384 pixels is about 440 KB).
