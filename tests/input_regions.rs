@@ -660,6 +660,16 @@ fn tsv_image_id_not_found() {
         "it holds 40 images, with ids such as a, b, c"
     );
     assert_eq!(holds_ids(0, &[] as &[&str]), "it holds no image");
+    // A binary file named .tsv: its first "ids" are not printed.
+    let not_a_tsv = "its lines do not start with an image id and a tab: it does not read as an \
+                     obj36 TSV";
+    for first in ["\u{fffd}\u{fffd}{\"boxes\"", "a\u{0}b", &"x".repeat(101)] {
+        assert_eq!(holds_ids(2, &["synth_1", first]), not_a_tsv, "{first:?}");
+    }
+    assert_eq!(
+        holds_ids(1, &["x".repeat(100)]),
+        format!("it holds 1 image, with id {}", "x".repeat(100))
+    );
 }
 
 #[test]

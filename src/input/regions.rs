@@ -244,10 +244,27 @@ pub fn read_obj36_tsv(path: &Path, image_id: &str) -> Result<Regions, InputError
 /// How many image ids an error about a TSV lists, to show what its ids look like.
 const LISTED_IDS: usize = 3;
 
+/// The longest first column read as an image id when an error lists them (COCO's are 6–27
+/// characters).
+const ID_CHARS: usize = 100;
+
 /// "it holds 12 images, with ids such as a, b, c": what a TSV's ids look like, from the
-/// first of them in file order.
+/// first of them in file order. A first column that cannot be an id (control characters,
+/// bytes that are not UTF-8, or very long: a binary file named .tsv) is not printed; the file
+/// is said not to read as an obj36 TSV instead.
 pub fn holds_ids<S: AsRef<str>>(count: usize, first: &[S]) -> String {
     let first: Vec<&str> = first.iter().take(LISTED_IDS).map(AsRef::as_ref).collect();
+    let readable = |id: &&str| {
+        id.chars().count() <= ID_CHARS
+            && !id
+                .chars()
+                .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
+    };
+    if !first.iter().all(readable) {
+        return "its lines do not start with an image id and a tab: it does not read as an \
+                obj36 TSV"
+            .into();
+    }
     match count {
         0 => "it holds no image".into(),
         1 => format!("it holds 1 image, with id {}", first.join("")),
