@@ -1051,18 +1051,26 @@ fn explain_vqa_targets_and_bad_input() {
         "expected predicted",
     );
     let answers = out.join("answers.json");
-    std::fs::write(&answers, r#"["yes", "no"]"#).unwrap();
-    assert_fails(
-        &with(&[
-            "--regions",
-            s(&tsv),
-            "--image-id",
-            "synth_000001",
-            "--answers",
-            s(&answers),
-        ]),
-        "2 answers for a model with 12 answer logits",
-    );
+    for (list, says) in [
+        (
+            r#"["yes", "no"]"#,
+            "2 answers for a model with 12 answer logits",
+        ),
+        (r#"["yes"]"#, "1 answer for a model with 12 answer logits"),
+    ] {
+        std::fs::write(&answers, list).unwrap();
+        assert_fails(
+            &with(&[
+                "--regions",
+                s(&tsv),
+                "--image-id",
+                "synth_000001",
+                "--answers",
+                s(&answers),
+            ]),
+            says,
+        );
+    }
     let vilt = fixtures().join("vilt");
     let photo = fixtures().join("images/catdog.png");
     assert_fails(
@@ -2070,6 +2078,12 @@ fn no_images_and_pairs_from_standard_input() {
     );
     let run = piped_from(&root.join("examples"));
     assert!(run.status.success(), "{}", stderr(&run));
+    // The prompt is for a person at a terminal, not a pipe.
+    assert!(
+        !stderr(&run).contains("reading --pairs lines"),
+        "{}",
+        stderr(&run)
+    );
     let samples = examples
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())

@@ -521,10 +521,10 @@ fn run_eval<B: Backend>(
         cwd: None,
     };
     outln!(
-        "perturbation benchmark: LXMERT base, random weights, {device}, {}, questions of {} tokens, {REGIONS} regions, {} methods x 4 tests x {} steps",
+        "perturbation benchmark: LXMERT base, random weights, {device}, {}, questions of {} tokens, {REGIONS} regions, {} x 4 tests x {} steps",
         counted(n, "sample"),
         args.text_tokens(),
-        methods.len(),
+        counted(methods.len(), "method"),
         DEFAULT_STEPS.len()
     )?;
     outln!(

@@ -469,6 +469,7 @@ fn check_any_found(
         }
     }
     match first {
+        Some(e) if questions.len() == 1 => bail!("the question's input is not found: {e}"),
         Some(e) => bail!(
             "none of the {} questions' inputs is found; the first: {e}",
             questions.len()

@@ -248,10 +248,10 @@ fn read_answers(path: &Path, labels: usize) -> Result<Vec<String>, SessionError>
     if answers.len() != labels {
         return Err(SessionError::Answers {
             path: path.to_path_buf(),
-            reason: format!(
-                "{} answers for a model with {labels} answer logits",
-                answers.len()
-            ),
+            reason: match answers.len() {
+                1 => format!("1 answer for a model with {labels} answer logits"),
+                n => format!("{n} answers for a model with {labels} answer logits"),
+            },
         });
     }
     let mut first = std::collections::HashMap::new();

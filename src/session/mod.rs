@@ -182,7 +182,8 @@ impl AnswerTarget {
             labels: answers.len(),
             hint,
         };
-        let keyword = |k: &str| k.trim().to_ascii_lowercase();
+        // Any case, `_` for `-`, as method names are read.
+        let keyword = |k: &str| k.trim().to_ascii_lowercase().replace('_', "-");
         match spec.split_once(':') {
             None if keyword(spec) == "predicted" => Ok(Self::Predicted),
             None if keyword(spec) == "sum-logits" => Ok(Self::SumLogits),
@@ -485,7 +486,7 @@ mod tests {
 
     /// Targets read in any case and with spaces around the parts; an answer in another case is
     /// the one it names, unless two answers differ by case alone; an answer a typo away is
-    /// suggested.
+    /// suggested. Keywords take `_` for `-`, as method names do.
     #[test]
     fn targets_forgive_case_and_spaces() {
         let answers: Vec<String> = ["yes", "no", "green", "Blue", "blue"]
@@ -495,6 +496,7 @@ mod tests {
         for (spec, target) in [
             ("Predicted", AnswerTarget::Predicted),
             (" SUM-LOGITS ", AnswerTarget::SumLogits),
+            ("sum_logits", AnswerTarget::SumLogits),
             ("answer:green", AnswerTarget::Answer(2)),
             ("answer:GREEN", AnswerTarget::Answer(2)),
             ("Answer: green", AnswerTarget::Answer(2)),

@@ -3,7 +3,7 @@
 //! read, and how an error about one input names its line.
 
 use std::fs;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -42,8 +42,17 @@ pub(super) struct PairsFile {
 impl PairsFile {
     pub(super) fn read(path: &Path) -> anyhow::Result<Self> {
         if path == Path::new("-") {
+            let stdin = std::io::stdin();
+            // Typed at a terminal: say what is read, and how it ends, rather than wait silently.
+            if stdin.is_terminal() {
+                eprintln!(
+                    "reading --pairs lines from standard input, one JSON object a line; end with \
+                     Ctrl-D"
+                );
+            }
             let mut bytes = Vec::new();
-            std::io::stdin()
+            stdin
+                .lock()
                 .read_to_end(&mut bytes)
                 .context("cannot read --pairs from standard input")?;
             let name = "standard input".to_owned();
