@@ -502,6 +502,43 @@ fn a_set_cut_short_over_an_earlier_one_leaves_no_json() {
     fs::remove_dir_all(dir).unwrap();
 }
 
+/// A smaller set written over a larger one leaves none of the larger one's images, masks or
+/// features files beside its own (the folder then held images no JSON named); files of other
+/// names there stay.
+#[test]
+fn a_set_over_a_larger_one_replaces_its_files() {
+    let dir = scratch("smaller");
+    fiedler::synth::write_set(&dir, 3, 5, || {}).unwrap();
+    let mine = [
+        dir.join("images/mine.png"),
+        dir.join("regions/synth_1.safetensors"),
+    ];
+    for path in &mine {
+        fs::write(path, "mine").unwrap();
+    }
+    fiedler::synth::write_set(&dir, 2, 5, || {}).unwrap();
+    let names = |sub: &str| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let set =
+        |ext: &str| -> Vec<String> { (1..=2).map(|id| format!("synth_{id:012}.{ext}")).collect() };
+    assert_eq!(
+        names("images"),
+        [vec!["mine.png".to_owned()], set("png")].concat()
+    );
+    assert_eq!(names("masks"), set("png"));
+    assert_eq!(
+        names("regions"),
+        [set("safetensors"), vec!["synth_1.safetensors".to_owned()]].concat()
+    );
+    fs::remove_dir_all(dir).unwrap();
+}
+
 /// An `--out` that is a file is refused as such, and the file left as it was (it said
 /// "cannot write FILE/images: Not a directory").
 #[test]

@@ -268,6 +268,26 @@ pub struct Summary {
     pub questions: usize,
 }
 
+/// Removes the file at `path`, if there is one.
+fn remove_if_there(path: &Path) -> Result<(), SynthError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(write_err(path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` is named as a set's item file of extension `ext` is ([`image_stem`]).
+fn is_item_file(path: &Path, ext: &str) -> bool {
+    let digits = |d: &str| d.len() == 12 && d.bytes().all(|b| b.is_ascii_digit());
+    path.extension().is_some_and(|e| e == ext)
+        && path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.strip_prefix(DATA_SUBTYPE))
+            .and_then(|s| s.strip_prefix('_'))
+            .is_some_and(digits)
+}
+
 /// Writes the set of `count` images for `seed` under `out` (see docs/synth.md); `progress` is
 /// called after each image.
 pub fn write_set(
@@ -282,19 +302,25 @@ pub fn write_set(
     if count > MAX_IMAGES {
         return Err(SynthError::TooManyImages(count));
     }
-    for dir in ["images", "masks", "regions"] {
-        let d = out.join(dir);
-        fs::create_dir_all(&d).map_err(write_err(&d))?;
-    }
     // An earlier set's JSON goes first, and this set's is written last: a run cut short over
     // an earlier set leaves no JSON to pass its mixed images off as either set.
     for file in SET_FILES {
-        let path = out.join(file);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(write_err(&path)(e));
+        remove_if_there(&out.join(file))?;
+    }
+    // Then its images, masks and features files, which a smaller set would leave beside its
+    // own; other files there stay.
+    for (dir, ext) in [
+        ("images", "png"),
+        ("masks", "png"),
+        ("regions", "safetensors"),
+    ] {
+        let d = out.join(dir);
+        fs::create_dir_all(&d).map_err(write_err(&d))?;
+        for entry in fs::read_dir(&d).map_err(write_err(&d))? {
+            let path = entry.map_err(write_err(&d))?.path();
+            if is_item_file(&path, ext) {
+                remove_if_there(&path)?;
             }
-            _ => {}
         }
     }
     let tsv_path = out.join("regions.tsv");
