@@ -2208,4 +2208,15 @@ fn pairs_lines_that_are_not_objects_are_refused() {
         assert!(!message.contains("struct"), "{message}");
         assert!(!out.join("out/explanations.json").exists());
     }
+    // A value of the wrong type is named by its key.
+    let line = serde_json::json!({"image": s(&image), "question": ["what color?"]});
+    std::fs::write(&list, format!("{line}\n")).unwrap();
+    let model = root.join("models/vilt-synth");
+    let run = fiedler(&["explain", "--model", s(&model), "--pairs", s(&list)]);
+    let message = stderr(&run);
+    assert_eq!(run.status.code(), Some(1), "{message}");
+    assert!(
+        message.contains("\"question\": invalid type: sequence, expected a string"),
+        "{message}"
+    );
 }

@@ -155,6 +155,12 @@ impl PairsFile {
                     .filter_map(|k| Some((k, nearest(k, keys.iter().copied())?)))
                     .collect();
                 let parsed = T::deserialize(&value).map_err(|e| {
+                    // serde names no key when a value has the wrong type: the line's key
+                    // without which the error changes is the one.
+                    let e = match object.and_then(|o| offending_key::<T>(o, &e.to_string())) {
+                        Some(key) => format!("{key:?}: {e}"),
+                        None => e.to_string(),
+                    };
                     let mut also: Vec<String> = near
                         .iter()
                         .map(|(k, key)| format!("{k:?}: did you mean {key:?}?"))
@@ -196,6 +202,29 @@ impl PairsFile {
             );
         }
         Ok(samples)
+    }
+}
+
+/// The key of `object` whose value `T` cannot read, where `error` (T's) says a value has the
+/// wrong type or form: the one key that, left out, makes `T`'s error a different one.
+fn offending_key<T: DeserializeOwned>(
+    object: &serde_json::Map<String, serde_json::Value>,
+    error: &str,
+) -> Option<String> {
+    if !(error.starts_with("invalid type") || error.starts_with("invalid value")) {
+        return None;
+    }
+    let mut keys = object.keys().filter(|key| {
+        let mut without = object.clone();
+        without.remove(*key);
+        match T::deserialize(&serde_json::Value::Object(without)) {
+            Ok(_) => true,
+            Err(e) => e.to_string() != error,
+        }
+    });
+    match (keys.next(), keys.next()) {
+        (Some(key), None) => Some(key.clone()),
+        _ => None,
     }
 }
 
