@@ -149,13 +149,21 @@ fn inspect_refuses_a_model_that_does_not_load() {
     std::fs::remove_dir_all(&dir).unwrap();
 
     let file = fixtures().join("lxmert/config.json");
-    let out = fiedler(&["inspect", "--model", file.to_str().unwrap()]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("is a file: --model takes the model's folder"),
-        "{stderr}"
-    );
+    for (args, says) in [
+        (
+            vec!["inspect", "--model", file.to_str().unwrap()],
+            "--model takes",
+        ),
+        (vec!["inspect", file.to_str().unwrap()], "inspect takes"),
+    ] {
+        let out = fiedler(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("is a file: {says} the model's folder")),
+            "{stderr}"
+        );
+    }
 }
 
 /// A standard output that cannot be written (a full disk; /dev/full here) is an error that

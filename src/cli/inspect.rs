@@ -21,13 +21,16 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let Some(model) = args.model.or(args.folder) else {
-        bail!("give the model folder: fiedler inspect DIR (or --model DIR)");
+    // How the folder was given, for a message about it.
+    let (model, given) = match (args.model, args.folder) {
+        (Some(model), _) => (model, "--model takes"),
+        (None, Some(folder)) => (folder, "inspect takes"),
+        (None, None) => bail!("give the model folder: fiedler inspect DIR (or --model DIR)"),
     };
     let dir = &super::model_folder(&model);
     if dir.is_file() {
         bail!(
-            "{} is a file: --model takes the model's folder (the one holding config.json)",
+            "{} is a file: {given} the model's folder (the one holding config.json)",
             dir.display()
         );
     }
