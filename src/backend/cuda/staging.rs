@@ -12,7 +12,7 @@ const STAGING_MIN: usize = 1 << 20;
 
 /// Floats of the largest (64 MiB): a larger download goes straight into pageable memory
 /// rather than pinning that much host memory for good.
-pub(super) const STAGING_MAX: usize = 1 << 24;
+const STAGING_MAX: usize = 1 << 24;
 
 /// How downloads reach host memory (`FIEDLER_CUDA_DOWNLOADS`; tests use
 /// [`super::Cuda::with_downloads`]). Both give the same bits; the choice is for timing them
