@@ -2106,10 +2106,11 @@ fn device_lanczos_survives_a_nearly_invariant_krylov_space() {
 /// shared memory (`GraphKernel::Shared`) or in the workspace: the same entries from the same
 /// arithmetic, summed in the same order. Convergence checks inline or beside the next step
 /// (`GraphChecks`): the same checks on the same steps. On `fiedler_graphs`' sizes, normalised
-/// and raw, and at 230 nodes (near the most that fit: 235 on an H100; an A100 fits 197, so
-/// there it is solved in the workspace) and 250 (too many: solved in the workspace), both
-/// with inline checks in every build (a warp for them would leave the small kernel), and at
-/// 480 and 500 nodes (the last size with a warp for the checks, and one past it).
+/// and raw (the checks overlap at 196 nodes; below 65 they are inline in every build), and
+/// at 100 nodes, at 230 (near the most that fit: 235 on an H100; an A100 fits 197, so there
+/// it is solved in the workspace) and 250 (too many: solved in the workspace), both with
+/// inline checks in every build (a warp for them would leave the small kernel), and at 480
+/// and 500 nodes (the last size with a warp for the checks, and one past it).
 #[test]
 fn every_graph_kernel_build_gives_the_same_bits() {
     use fiedler::backend::cuda::{GraphChecks, GraphKernel};
@@ -2140,7 +2141,7 @@ fn every_graph_kernel_build_gives_the_same_bits() {
         shared: 0.5,
         noise: 1.0,
     };
-    for rows in [230, 250, 480, 500] {
+    for rows in [100, 230, 250, 480, 500] {
         let f = clustered_features(rows, dim, &shape, rows as u64);
         graphs.push((f, rows, vec![true; rows]));
     }

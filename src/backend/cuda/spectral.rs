@@ -48,16 +48,24 @@ const ROWS_BLOCK: u32 = 256;
 
 /// Threads per graph of `fiedler_graphs`: a thread per node (each computes one entry of a
 /// matrix–vector product), in whole warps, at least two and at most 16; with overlapped
-/// checks a warp more, whose first thread checks convergence. Not where that warp would
-/// take a graph of 225–256 nodes past the small kernel's bound (to the general kernel, a
-/// quarter of the blocks per SM), nor past 16 warps: there the checks stay inline.
+/// checks a warp more, whose first thread checks convergence. Only for graphs of more than
+/// [`OVERLAP_NODES`] nodes, and not where that warp would take a graph of 225–256 nodes past
+/// the small kernel's bound (to the general kernel, a quarter of the blocks per SM), nor past
+/// 16 warps: elsewhere the checks stay inline.
 fn graph_threads(n: usize, checks: GraphChecks) -> u32 {
     let warps = n.div_ceil(32);
     let spare = checks == GraphChecks::Overlapped
+        && n > OVERLAP_NODES
         && warps * 32 != SMALL_GRAPH_THREADS as usize
         && warps < 16;
     ((warps + usize::from(spare)) * 32).clamp(64, 512) as u32
 }
+
+/// The most nodes of a graph whose checks stay inline. A check hides behind one step's
+/// product only as far as that product lasts, and a small graph's is short (n multiply-adds
+/// a thread) while the check (~800·k multiply-adds' time at k steps) is not; there the warp
+/// would only lower the blocks an SM holds (10 instead of 16 at 36 nodes).
+const OVERLAP_NODES: usize = 64;
 
 /// The most threads `fiedler_graphs_small` takes (its launch bounds, SMALL_GRAPH_THREADS in
 /// kernels/spectral.cu).
@@ -884,7 +892,9 @@ mod tests {
         for (n, inline, overlapped) in [
             (0, 64, 64),
             (20, 64, 64),
-            (36, 64, 96),
+            (36, 64, 64),
+            (64, 64, 64),
+            (65, 96, 128),
             (196, 224, 256),
             (224, 224, 256),
             (225, 256, 256),
